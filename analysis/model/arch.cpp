@@ -1,0 +1,190 @@
+#include "analysis/model/arch.h"
+
+namespace moefy {
+
+namespace {
+
+// clang-format off
+const ArchTable kGpt2{Arch::GPT2, {"transformer.", ""}, {
+  {Role::TokEmbd, "wte.weight", false, false},
+  {Role::PosEmbd, "wpe.weight", false, false},
+  {Role::OutNorm, "ln_f.weight", false, false},
+  {Role::OutNormB, "ln_f.bias", false, false},
+  {Role::LmHead, "lm_head.weight", false, false},
+  {Role::AttnNorm, "h.{L}.ln_1.weight", true, false},
+  {Role::AttnNormB, "h.{L}.ln_1.bias", true, false},
+  {Role::AttnQKV, "h.{L}.attn.c_attn.weight", true, true},
+  {Role::AttnQKVB, "h.{L}.attn.c_attn.bias", true, false},
+  {Role::AttnOut, "h.{L}.attn.c_proj.weight", true, true},
+  {Role::AttnOutB, "h.{L}.attn.c_proj.bias", true, false},
+  {Role::FfnNorm, "h.{L}.ln_2.weight", true, false},
+  {Role::FfnNormB, "h.{L}.ln_2.bias", true, false},
+  {Role::FfnUp, "h.{L}.mlp.c_fc.weight", true, true},
+  {Role::FfnUpB, "h.{L}.mlp.c_fc.bias", true, false},
+  {Role::FfnDown, "h.{L}.mlp.c_proj.weight", true, true},
+  {Role::FfnDownB, "h.{L}.mlp.c_proj.bias", true, false},
+}, {"h.{L}.attn.bias", "h.{L}.attn.masked_bias"}};
+
+const std::vector<TensorRow> kLlamaRows = {
+  {Role::TokEmbd, "model.embed_tokens.weight", false, false},
+  {Role::OutNorm, "model.norm.weight", false, false},
+  {Role::LmHead, "lm_head.weight", false, false},
+  {Role::AttnNorm, "model.layers.{L}.input_layernorm.weight", true, false},
+  {Role::AttnQ, "model.layers.{L}.self_attn.q_proj.weight", true, false},
+  {Role::AttnQB, "model.layers.{L}.self_attn.q_proj.bias", true, false},
+  {Role::AttnK, "model.layers.{L}.self_attn.k_proj.weight", true, false},
+  {Role::AttnKB, "model.layers.{L}.self_attn.k_proj.bias", true, false},
+  {Role::AttnV, "model.layers.{L}.self_attn.v_proj.weight", true, false},
+  {Role::AttnVB, "model.layers.{L}.self_attn.v_proj.bias", true, false},
+  {Role::AttnOut, "model.layers.{L}.self_attn.o_proj.weight", true, false},
+  {Role::AttnOutB, "model.layers.{L}.self_attn.o_proj.bias", true, false},
+  {Role::FfnNorm, "model.layers.{L}.post_attention_layernorm.weight", true, false},
+  {Role::FfnGate, "model.layers.{L}.mlp.gate_proj.weight", true, false},
+  {Role::FfnUp, "model.layers.{L}.mlp.up_proj.weight", true, false},
+  {Role::FfnDown, "model.layers.{L}.mlp.down_proj.weight", true, false},
+};
+const ArchTable kLlama{Arch::Llama, {""}, kLlamaRows, {"model.layers.{L}.self_attn.rotary_emb.inv_freq"}};
+const ArchTable kMistral{Arch::Mistral, {""}, kLlamaRows, {"model.layers.{L}.self_attn.rotary_emb.inv_freq"}};
+const ArchTable kQwen2{Arch::Qwen2, {""}, kLlamaRows, {"model.layers.{L}.self_attn.rotary_emb.inv_freq"}};
+
+const ArchTable kOpt{Arch::OPT, {"model.", ""}, {
+  {Role::TokEmbd, "decoder.embed_tokens.weight", false, false},
+  {Role::PosEmbd, "decoder.embed_positions.weight", false, false},
+  {Role::ProjIn, "decoder.project_in.weight", false, false},
+  {Role::ProjOut, "decoder.project_out.weight", false, false},
+  {Role::OutNorm, "decoder.final_layer_norm.weight", false, false},
+  {Role::OutNormB, "decoder.final_layer_norm.bias", false, false},
+  {Role::LmHead, "lm_head.weight", false, false},
+  {Role::AttnNorm, "decoder.layers.{L}.self_attn_layer_norm.weight", true, false},
+  {Role::AttnNormB, "decoder.layers.{L}.self_attn_layer_norm.bias", true, false},
+  {Role::AttnQ, "decoder.layers.{L}.self_attn.q_proj.weight", true, false},
+  {Role::AttnQB, "decoder.layers.{L}.self_attn.q_proj.bias", true, false},
+  {Role::AttnK, "decoder.layers.{L}.self_attn.k_proj.weight", true, false},
+  {Role::AttnKB, "decoder.layers.{L}.self_attn.k_proj.bias", true, false},
+  {Role::AttnV, "decoder.layers.{L}.self_attn.v_proj.weight", true, false},
+  {Role::AttnVB, "decoder.layers.{L}.self_attn.v_proj.bias", true, false},
+  {Role::AttnOut, "decoder.layers.{L}.self_attn.out_proj.weight", true, false},
+  {Role::AttnOutB, "decoder.layers.{L}.self_attn.out_proj.bias", true, false},
+  {Role::FfnNorm, "decoder.layers.{L}.final_layer_norm.weight", true, false},
+  {Role::FfnNormB, "decoder.layers.{L}.final_layer_norm.bias", true, false},
+  {Role::FfnUp, "decoder.layers.{L}.fc1.weight", true, false},
+  {Role::FfnUpB, "decoder.layers.{L}.fc1.bias", true, false},
+  {Role::FfnDown, "decoder.layers.{L}.fc2.weight", true, false},
+  {Role::FfnDownB, "decoder.layers.{L}.fc2.bias", true, false},
+}, {}};
+
+const ArchTable kBert{Arch::Bert, {"bert.", ""}, {
+  {Role::TokEmbd, "embeddings.word_embeddings.weight", false, false},
+  {Role::PosEmbd, "embeddings.position_embeddings.weight", false, false},
+  {Role::TypeEmbd, "embeddings.token_type_embeddings.weight", false, false},
+  {Role::EmbNorm, "embeddings.LayerNorm.weight", false, false},
+  {Role::EmbNormB, "embeddings.LayerNorm.bias", false, false},
+  {Role::HeadDense, "cls.predictions.transform.dense.weight", false, false},
+  {Role::HeadDenseB, "cls.predictions.transform.dense.bias", false, false},
+  {Role::HeadNorm, "cls.predictions.transform.LayerNorm.weight", false, false},
+  {Role::HeadNormB, "cls.predictions.transform.LayerNorm.bias", false, false},
+  {Role::LmHead, "cls.predictions.decoder.weight", false, false},
+  {Role::LmHeadB, "cls.predictions.bias", false, false},
+  {Role::AttnQ, "encoder.layer.{L}.attention.self.query.weight", true, false},
+  {Role::AttnQB, "encoder.layer.{L}.attention.self.query.bias", true, false},
+  {Role::AttnK, "encoder.layer.{L}.attention.self.key.weight", true, false},
+  {Role::AttnKB, "encoder.layer.{L}.attention.self.key.bias", true, false},
+  {Role::AttnV, "encoder.layer.{L}.attention.self.value.weight", true, false},
+  {Role::AttnVB, "encoder.layer.{L}.attention.self.value.bias", true, false},
+  {Role::AttnOut, "encoder.layer.{L}.attention.output.dense.weight", true, false},
+  {Role::AttnOutB, "encoder.layer.{L}.attention.output.dense.bias", true, false},
+  {Role::AttnNorm, "encoder.layer.{L}.attention.output.LayerNorm.weight", true, false},
+  {Role::AttnNormB, "encoder.layer.{L}.attention.output.LayerNorm.bias", true, false},
+  {Role::FfnUp, "encoder.layer.{L}.intermediate.dense.weight", true, false},
+  {Role::FfnUpB, "encoder.layer.{L}.intermediate.dense.bias", true, false},
+  {Role::FfnDown, "encoder.layer.{L}.output.dense.weight", true, false},
+  {Role::FfnDownB, "encoder.layer.{L}.output.dense.bias", true, false},
+  {Role::FfnNorm, "encoder.layer.{L}.output.LayerNorm.weight", true, false},
+  {Role::FfnNormB, "encoder.layer.{L}.output.LayerNorm.bias", true, false},
+}, {"embeddings.position_ids", "pooler.dense.weight", "pooler.dense.bias", "cls.predictions.decoder.bias",
+    "cls.seq_relationship.weight", "cls.seq_relationship.bias"}};
+// clang-format on
+
+}  // namespace
+
+const ArchTable& archTable(Arch arch) {
+  switch (arch) {
+    case Arch::GPT2: return kGpt2;
+    case Arch::Llama: return kLlama;
+    case Arch::Mistral: return kMistral;
+    case Arch::Qwen2: return kQwen2;
+    case Arch::OPT: return kOpt;
+    case Arch::Bert: return kBert;
+  }
+  return kGpt2;
+}
+
+bool roleIsHead(Role r) {
+  return r == Role::LmHead || r == Role::LmHeadB || r == Role::HeadDense || r == Role::HeadDenseB ||
+         r == Role::HeadNorm || r == Role::HeadNormB;
+}
+
+const char* roleName(Role r) {
+  static const char* names[] = {
+      "tok_embd", "pos_embd", "type_embd", "emb_norm", "emb_norm_b", "proj_in", "proj_out", "out_norm",
+      "out_norm_b", "lm_head", "lm_head_b", "head_dense", "head_dense_b", "head_norm", "head_norm_b",
+      "attn_norm", "attn_norm_b", "attn_qkv", "attn_qkv_b", "attn_q", "attn_q_b", "attn_k", "attn_k_b",
+      "attn_v", "attn_v_b", "attn_out", "attn_out_b", "ffn_norm", "ffn_norm_b", "ffn_up", "ffn_up_b",
+      "ffn_gate", "ffn_down", "ffn_down_b"};
+  return names[static_cast<int>(r)];
+}
+
+std::string expandPattern(const std::string& pattern, int layer) {
+  std::string s = pattern;
+  auto p = s.find("{L}");
+  if (p != std::string::npos) s.replace(p, 3, std::to_string(layer));
+  return s;
+}
+
+std::optional<std::vector<int64_t>> expectedShape(Role r, const ModelConfig& c) {
+  using V = std::vector<int64_t>;
+  const int64_t C = c.dModel, F = c.dFF, H = c.nHead * c.headDim, KV = c.nKVHead * c.headDim;
+  const int64_t E = c.embedProjDim;
+  const bool ln = c.norm == NormKind::LayerNorm;
+  switch (r) {
+    case Role::TokEmbd: return V{c.vocab, E};
+    case Role::PosEmbd:
+      if (c.pos != PosKind::Learned) return std::nullopt;
+      return V{c.maxPos + c.posOffset, C};
+    case Role::TypeEmbd: return c.typeVocab ? std::optional<V>(V{c.typeVocab, C}) : std::nullopt;
+    case Role::EmbNorm:
+    case Role::EmbNormB: return c.arch == Arch::Bert ? std::optional<V>(V{C}) : std::nullopt;
+    case Role::ProjIn: return E != C ? std::optional<V>(V{C, E}) : std::nullopt;
+    case Role::ProjOut: return E != C ? std::optional<V>(V{E, C}) : std::nullopt;
+    case Role::OutNorm: return c.finalNorm ? std::optional<V>(V{C}) : std::nullopt;
+    case Role::OutNormB: return c.finalNorm && ln ? std::optional<V>(V{C}) : std::nullopt;
+    case Role::LmHead: return V{c.vocab, E};
+    case Role::LmHeadB: return c.arch == Arch::Bert ? std::optional<V>(V{c.vocab}) : std::nullopt;
+    case Role::HeadDense: return c.arch == Arch::Bert ? std::optional<V>(V{C, C}) : std::nullopt;
+    case Role::HeadDenseB:
+    case Role::HeadNorm:
+    case Role::HeadNormB: return c.arch == Arch::Bert ? std::optional<V>(V{C}) : std::nullopt;
+    case Role::AttnNorm:
+    case Role::FfnNorm: return V{C};
+    case Role::AttnNormB:
+    case Role::FfnNormB: return ln ? std::optional<V>(V{C}) : std::nullopt;
+    case Role::AttnQKV: return V{3 * C, C};
+    case Role::AttnQKVB: return V{3 * C};
+    case Role::AttnQ: return V{H, C};
+    case Role::AttnK:
+    case Role::AttnV: return V{KV, C};
+    case Role::AttnQB: return c.attnBias ? std::optional<V>(V{H}) : std::nullopt;
+    case Role::AttnKB:
+    case Role::AttnVB: return c.attnBias ? std::optional<V>(V{KV}) : std::nullopt;
+    case Role::AttnOut: return V{C, H};
+    case Role::AttnOutB: return c.attnOutBias ? std::optional<V>(V{C}) : std::nullopt;
+    case Role::FfnUp: return V{F, C};
+    case Role::FfnUpB: return c.ffnBias ? std::optional<V>(V{F}) : std::nullopt;
+    case Role::FfnGate: return c.gated ? std::optional<V>(V{F, C}) : std::nullopt;
+    case Role::FfnDown: return V{C, F};
+    case Role::FfnDownB: return c.ffnBias ? std::optional<V>(V{C}) : std::nullopt;
+  }
+  return std::nullopt;
+}
+
+}  // namespace moefy

@@ -1,0 +1,50 @@
+#pragma once
+// Architectures are data: each one is a table mapping tensor roles to Hugging
+// Face tensor-name patterns ("{L}" stands for the layer index), plus the
+// config adapter in config.cpp. See docs/adding-an-architecture.md.
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "analysis/model/config.h"
+
+namespace moefy {
+
+enum class Role {
+  // global
+  TokEmbd, PosEmbd, TypeEmbd, EmbNorm, EmbNormB, ProjIn, ProjOut, OutNorm, OutNormB,
+  LmHead, LmHeadB, HeadDense, HeadDenseB, HeadNorm, HeadNormB,
+  // per layer
+  AttnNorm, AttnNormB, AttnQKV, AttnQKVB, AttnQ, AttnQB, AttnK, AttnKB, AttnV, AttnVB,
+  AttnOut, AttnOutB, FfnNorm, FfnNormB, FfnUp, FfnUpB, FfnGate, FfnDown, FfnDownB,
+};
+
+struct TensorRow {
+  Role role;
+  const char* pattern;  ///< e.g. "h.{L}.mlp.c_fc.weight"
+  bool perLayer;
+  bool conv1d;          ///< stored [in, out] (GPT-2 Conv1D), the transpose of nn.Linear
+};
+
+struct ArchTable {
+  Arch arch;
+  /// Prefixes tried in order when resolving names ("transformer." for
+  /// GPT2LMHeadModel, "" for GPT2Model; "bert." for BertForMaskedLM, ...).
+  std::vector<std::string> prefixes;
+  /// Roles that never take the prefix (heads outside the base model).
+  std::vector<TensorRow> rows;
+  /// Name patterns that may be present and are ignored (buffers, poolers).
+  std::vector<std::string> ignorable;
+};
+
+const ArchTable& archTable(Arch arch);
+/// True if role belongs to the head outside the base model (lm_head, cls.*).
+bool roleIsHead(Role role);
+const char* roleName(Role role);
+/// Whether `role` must be present for `cfg`, and its logical shape in
+/// nn.Linear orientation ([out, in]); nullopt if the role is unused.
+std::optional<std::vector<int64_t>> expectedShape(Role role, const ModelConfig& cfg);
+/// Pattern with {L} replaced.
+std::string expandPattern(const std::string& pattern, int layer);
+
+}  // namespace moefy

@@ -1,0 +1,150 @@
+#pragma once
+// Model: a Hugging Face checkpoint folder loaded into the libtorch engine.
+//
+// Weights are memory-mapped: F32 tensors are zero-copy, read-only views into
+// the file; F16/BF16 are converted to F32 once. Compute is F32 on CPU.
+// forward() runs in inference mode unless the model was made trainable.
+//
+// Thread-safety: forward() and the accessors are const and may run
+// concurrently; setFfnOverride()/makeTrainable() must not race with them.
+#include <ATen/Tensor.h>
+
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "analysis/model/arch.h"
+#include "analysis/model/config.h"
+
+namespace moefy {
+
+class JobContext;
+
+/// A right-padded batch of token sequences.
+struct Batch {
+  at::Tensor ids;      ///< [B, T] int64
+  at::Tensor mask;     ///< [B, T] int64, 1 = token, 0 = padding
+  at::Tensor typeIds;  ///< [B, T] int64 (BERT token types); undefined = zeros
+  int64_t batchSize() const;
+  int64_t seqLen() const;
+};
+/// Builds a right-padded batch. Throws ParameterError on empty input.
+Batch makeBatch(const std::vector<std::vector<int64_t>>& sequences, int64_t padId = 0);
+
+enum class HookPoint { FfnIn, FfnAct };
+/// Canonical hook names: "blk.{L}.ffn_in", "blk.{L}.ffn_act", "logits".
+std::string hookName(int layer, HookPoint point);
+
+/// Receives hook tensors during forward(). Only the layers a sink asks for are
+/// captured; an unsubscribed hook costs one virtual call per layer.
+class HookSink {
+ public:
+  virtual ~HookSink() = default;
+  virtual bool wants(int layer, HookPoint point) const = 0;
+  /// x is [B, T, d_model] for FfnIn and [B, T, d_ff] for FfnAct, F32, valid only
+  /// during the call (copy it to keep it).
+  virtual void on(int layer, HookPoint point, const at::Tensor& x) = 0;
+};
+
+/// The FFN weights of one layer in nn.Linear orientation. The tensors may be
+/// strided views (GPT-2's Conv1D layout is transposed); call .contiguous() to
+/// own a dense copy.
+struct FfnWeights {
+  at::Tensor up;        ///< W1 [d_ff, d_model] (up_proj / c_fc / fc1 / intermediate)
+  at::Tensor upBias;    ///< b1 [d_ff] or undefined
+  at::Tensor gate;      ///< [d_ff, d_model] for gated FFNs, else undefined
+  at::Tensor down;      ///< W2 [d_model, d_ff]
+  at::Tensor downBias;  ///< b2 [d_model] or undefined
+  Activation act = Activation::ReLU;
+  bool gated() const { return gate.defined(); }
+};
+
+/// act(x) elementwise, for the FFN activations.
+at::Tensor applyActivation(const at::Tensor& x, Activation act);
+/// Dense FFN: x [N, d_model] -> [N, d_model]. If hidden is non-null it
+/// receives the FFN hidden [N, d_ff] (the input of the down projection).
+at::Tensor denseFfn(const FfnWeights& w, const at::Tensor& x, at::Tensor* hidden);
+
+/// Replaces the dense FFN of every layer (used by MoE models).
+class FfnOverride {
+ public:
+  virtual ~FfnOverride() = default;
+  /// x [N, d_model] -> [N, d_model]; hidden as in denseFfn (zeros for skipped neurons).
+  virtual at::Tensor forward(int layer, const at::Tensor& x, at::Tensor* hidden) const = 0;
+};
+
+struct LoadOptions {
+  /// Do not require or load the FFN up/gate/down tensors (MoE checkpoints carry
+  /// them per expert instead).
+  bool skipFfn = false;
+};
+
+class Model {
+ public:
+  /// Loads a checkpoint folder: config.json plus model.safetensors or shards
+  /// listed in model.safetensors.index.json. Validates every tensor's presence
+  /// and shape against the architecture table. Throws FormatError/IoError
+  /// naming the file and tensor.
+  static std::unique_ptr<Model> load(const std::filesystem::path& dir, const LoadOptions& options = {});
+  /// Builds a model from named tensors (HF names, F32), e.g. freshly
+  /// initialised for training. Validates like load().
+  static std::unique_ptr<Model> fromTensors(const ModelConfig& config, std::map<std::string, at::Tensor> tensors,
+                                            const LoadOptions& options = {});
+  ~Model();
+
+  const ModelConfig& config() const { return config_; }
+  const std::filesystem::path& dir() const { return dir_; }
+  /// Stored dtype of the weights ("F32", "F16", "BF16", or "mixed").
+  const std::string& storedDType() const { return storedDType_; }
+  int64_t parameterCount() const;
+  /// A stable 16-hex-digit fingerprint of config and weights; recordings,
+  /// partitions and routers carry it so mismatches are caught.
+  const std::string& fingerprint() const { return fingerprint_; }
+  /// All tensors by their full HF name (F32).
+  const std::map<std::string, at::Tensor>& tensors() const { return tensors_; }
+  /// Full HF tensor name of a role (layer ignored for global roles); "" if unused.
+  std::string tensorName(Role role, int layer = 0) const;
+
+  /// Logits [B, T, vocab]. Calls `hooks` for the subscribed layers.
+  at::Tensor forward(const Batch& batch, HookSink* hooks = nullptr) const;
+  /// Final hidden states [B, T, d_model] (after the final norm, before the head).
+  at::Tensor forwardHidden(const Batch& batch, HookSink* hooks = nullptr) const;
+  /// The LM (or MLM) head: hidden [.., d_model] -> logits [.., vocab].
+  at::Tensor head(const at::Tensor& hidden) const;
+
+  FfnWeights ffnWeights(int layer) const;
+  /// nullptr restores the dense FFNs.
+  void setFfnOverride(std::shared_ptr<const FfnOverride> ffn) { override_ = std::move(ffn); }
+  const std::shared_ptr<const FfnOverride>& ffnOverride() const { return override_; }
+
+  /// Turns every weight into an owned F32 leaf with requires_grad and returns
+  /// them (for training). Afterwards forward() records autograd graphs.
+  std::vector<at::Tensor> makeTrainable();
+  bool trainable() const { return trainable_; }
+
+  /// Writes config.json and model.safetensors (dtype F32, F16 or BF16) into
+  /// `dir` (which must exist). Tied heads are not written twice.
+  void save(const std::filesystem::path& dir, const std::string& dtype = "F32") const;
+
+ private:
+  Model() = default;
+  void bind(const LoadOptions& options, const std::string& fileForErrors);
+  at::Tensor t(Role role, int layer = -1) const;  // undefined if absent
+  at::Tensor attention(int layer, const at::Tensor& x, const at::Tensor& bias, const at::Tensor& cos,
+                       const at::Tensor& sin) const;
+
+  ModelConfig config_;
+  std::filesystem::path dir_;
+  std::string storedDType_ = "F32";
+  std::string fingerprint_;
+  std::string prefix_;
+  std::map<std::string, at::Tensor> tensors_;
+  std::vector<std::shared_ptr<void>> files_;  // keeps mappings alive
+  std::shared_ptr<const FfnOverride> override_;
+  bool trainable_ = false;
+};
+
+}  // namespace moefy

@@ -1,0 +1,41 @@
+// Terminal progress for CLI jobs, and Ctrl-C as cancel.
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+
+#include "analysis/jobs/job.h"
+#include "app/cli/cli.h"
+
+namespace moefy::cli {
+
+namespace {
+std::atomic<JobContext*> g_active{nullptr};
+void onSigint(int) {
+  if (JobContext* j = g_active.load()) j->cancel();  // atomic store only: signal-safe
+}
+}  // namespace
+
+std::unique_ptr<JobContext> makeCliJob(const Args& args) {
+  const bool quiet = args.has("quiet");
+  auto start = std::make_shared<std::chrono::steady_clock::time_point>(std::chrono::steady_clock::now());
+  auto lastDecile = std::make_shared<int>(-1);
+  auto job = std::make_unique<JobContext>(
+      [quiet, start, lastDecile](const std::string& stage, double f) {
+        if (quiet) return;
+        int decile = static_cast<int>(f * 10);
+        if (f == 0.0) *lastDecile = -1;
+        if (decile == *lastDecile) return;
+        *lastDecile = decile;
+        double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - *start).count();
+        std::fprintf(stderr, "[%7.1fs] %-28s %3d%%\n", s, stage.c_str(), static_cast<int>(f * 100 + 0.5));
+      },
+      [quiet](const std::string& line) {
+        if (!quiet) std::fprintf(stderr, "%s\n", line.c_str());
+      });
+  g_active.store(job.get());
+  std::signal(SIGINT, onSigint);
+  return job;
+}
+
+}  // namespace moefy::cli

@@ -1,0 +1,113 @@
+// moefy inspect / moefy forward: open a checkpoint, describe it, run it.
+#include <torch/torch.h>
+
+#include <iostream>
+#include <sstream>
+
+#include "analysis/common/error.h"
+#include "analysis/io/safetensors.h"
+#include "analysis/model/loader.h"
+#include "analysis/model/model.h"
+#include "app/cli/cli.h"
+
+namespace moefy::cli {
+
+namespace {
+
+int runInspect(const Args& a) {
+  auto loaded = loadModel(a.pos(0, "MODEL_DIR"));
+  const Model& m = *loaded.model;
+  const ModelConfig& c = m.config();
+  nlohmann::json j = describeModel(loaded);
+  if (a.json()) {
+    printJson(j);
+    return 0;
+  }
+  std::cout << "model       " << m.dir().string() << "\n"
+            << "arch        " << archName(c.arch) << " (" << (c.causal ? "decoder" : "encoder") << ")\n"
+            << "layers      " << c.nLayer << "\n"
+            << "d_model     " << c.dModel << "\n"
+            << "d_ff        " << c.dFF << "\n"
+            << "heads       " << c.nHead << " (kv " << c.nKVHead << ", head dim " << c.headDim << ")\n"
+            << "ffn         " << c.ffnKind() << ", " << activationName(c.act) << "\n"
+            << "vocab       " << c.vocab << "\n"
+            << "positions   " << (c.pos == PosKind::Rope ? "rope, theta " + std::to_string(c.ropeTheta) : "learned, " + std::to_string(c.maxPos)) << "\n"
+            << "parameters  " << m.parameterCount() << "\n"
+            << "dtype       " << m.storedDType() << "\n"
+            << "tokenizer   " << j["tokenizer"].get<std::string>() << "\n"
+            << "fingerprint " << m.fingerprint() << "\n";
+  if (j.contains("moefication")) std::cout << "moefication " << j["moefication"].dump() << "\n";
+  return 0;
+}
+
+// Captures every layer's hooks into named tensors for --dump.
+class DumpSink : public HookSink {
+ public:
+  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  bool wants(int, HookPoint) const override { return true; }
+  void on(int layer, HookPoint p, const at::Tensor& x) override { tensors.emplace_back(hookName(layer, p), x.clone()); }
+};
+
+int runForward(const Args& a) {
+  auto loaded = loadModel(a.pos(0, "MODEL_DIR"));
+  const Model& m = *loaded.model;
+  std::vector<std::vector<int64_t>> seqs;
+  for (const auto& s : a.getAll("ids")) {
+    auto v = parseIntList(s, "--ids");
+    seqs.emplace_back(v.begin(), v.end());
+  }
+  for (const auto& text : a.getAll("text")) {
+    if (!loaded.tokenizer) throw FormatError(m.dir().string() + ": --text needs a tokenizer in the model folder");
+    auto ids = loaded.tokenizer->encode(text, true);
+    if (ids.empty()) throw ParameterError("--text: encodes to no tokens");
+    seqs.emplace_back(ids.begin(), ids.end());
+  }
+  if (seqs.empty()) throw ParameterError("give at least one --ids or --text sequence");
+  Batch batch = makeBatch(seqs, 0);
+  DumpSink sink;
+  at::Tensor logits = m.forward(batch, &sink);
+  if (a.has("dump")) {
+    auto out = sink.tensors;
+    out.emplace(out.begin(), "logits", logits);
+    writeSafetensors(a.get("dump"), out, {{"model", m.dir().string()}, {"fingerprint", m.fingerprint()}});
+  }
+  // Report the greedy next token at each sequence end.
+  nlohmann::json j;
+  j["batch"] = batch.batchSize();
+  j["seq_len"] = batch.seqLen();
+  j["logits_shape"] = logits.sizes().vec();
+  nlohmann::json next = nlohmann::json::array();
+  for (size_t b = 0; b < seqs.size(); ++b) {
+    int64_t last = static_cast<int64_t>(seqs[b].size()) - 1;
+    next.push_back(logits[b][last].argmax().item<int64_t>());
+  }
+  j["next_token"] = next;
+  if (a.has("dump")) j["dump"] = a.get("dump");
+  if (a.json()) {
+    printJson(j);
+  } else {
+    std::cout << "ran batch " << batch.batchSize() << " x " << batch.seqLen() << ", logits "
+              << shapeString(logits) << "\n";
+    for (size_t b = 0; b < seqs.size(); ++b) std::cout << "  seq " << b << ": greedy next token " << next[b] << "\n";
+    if (a.has("dump")) std::cout << "wrote " << a.get("dump") << " (" << sink.tensors.size() + 1 << " tensors)\n";
+  }
+  return 0;
+}
+
+CommandRegistrar inspectCmd({"inspect", "describe a checkpoint folder",
+                             "usage: moefy inspect MODEL_DIR [--json]\n\n"
+                             "Prints the architecture, layer count, d_model, d_ff, FFN kind and activation,\n"
+                             "parameter count, stored dtype, tokenizer and fingerprint. MoE exports also show\n"
+                             "their moefication block.\n",
+                             {}, runInspect});
+
+CommandRegistrar forwardCmd({"forward", "run token sequences and dump logits and FFN hooks",
+                             "usage: moefy forward MODEL_DIR (--ids 1,2,3 | --text \"...\") [--ids ...] "
+                             "[--dump OUT.safetensors] [--json]\n\n"
+                             "Several --ids/--text make a right-padded batch. --dump writes logits [B, T, vocab],\n"
+                             "blk.{L}.ffn_in [B, T, d_model] and blk.{L}.ffn_act [B, T, d_ff] for every layer.\n",
+                             {}, runForward});
+
+}  // namespace
+
+}  // namespace moefy::cli

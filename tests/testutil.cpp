@@ -1,0 +1,62 @@
+#include "testutil.h"
+
+#include <QProcess>
+#include <QProcessEnvironment>
+#include <cstdlib>
+
+namespace moefy::test {
+
+namespace fs = std::filesystem;
+
+fs::path sourceDir() {
+  if (const char* s = std::getenv("MOEFY_SOURCE_DIR")) return s;
+  return MOEFY_SOURCE_DIR;
+}
+
+fs::path binaryDir() {
+  if (const char* s = std::getenv("MOEFY_BINARY_DIR")) return s;
+  return fs::current_path();
+}
+
+fs::path freshDir(const std::string& name) {
+  fs::path p = binaryDir() / "test-tmp" / name;
+  fs::remove_all(p);
+  fs::create_directories(p);
+  return p;
+}
+
+RunResult run(const QString& program, const QStringList& args, int timeoutSec, const std::string& stdinData) {
+  QProcess p;
+  p.start(program, args);
+  RunResult r;
+  if (!p.waitForStarted(10000)) {
+    r.err = "failed to start " + program.toStdString();
+    return r;
+  }
+  if (!stdinData.empty()) p.write(stdinData.data(), static_cast<qint64>(stdinData.size()));
+  p.closeWriteChannel();
+  if (!p.waitForFinished(timeoutSec * 1000)) {
+    p.kill();
+    p.waitForFinished();
+    r.err = "timeout";
+    return r;
+  }
+  r.out = p.readAllStandardOutput().toStdString();
+  r.err = p.readAllStandardError().toStdString();
+  r.exitCode = p.exitStatus() == QProcess::NormalExit ? p.exitCode() : -1;
+  return r;
+}
+
+RunResult runCli(const QStringList& args, int timeoutSec) {
+  QString cli = qEnvironmentVariable("MOEFY_CLI");
+  if (cli.isEmpty()) cli = QString::fromStdString((binaryDir() / "app" / "moefy").string());
+  return run(cli, args, timeoutSec);
+}
+
+RunResult runPython(const QStringList& args, int timeoutSec) {
+  // Debian's interpreter, not a pyenv shim: it is the one with python3-torch.
+  QString py = fs::exists("/usr/bin/python3") ? "/usr/bin/python3" : "python3";
+  return run(py, args, timeoutSec);
+}
+
+}  // namespace moefy::test

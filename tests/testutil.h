@@ -1,0 +1,31 @@
+#pragma once
+// Shared helpers for the Qt Test executables.
+#include <QString>
+#include <QStringList>
+#include <filesystem>
+#include <string>
+
+namespace moefy::test {
+
+/// Repository root (MOEFY_SOURCE_DIR from CTest, else the compile-time path).
+std::filesystem::path sourceDir();
+/// Build folder (MOEFY_BINARY_DIR).
+std::filesystem::path binaryDir();
+/// A fresh, empty folder under the build tree for this test, removed first if present.
+std::filesystem::path freshDir(const std::string& name);
+
+struct RunResult {
+  int exitCode = -1;
+  std::string out;
+  std::string err;
+};
+
+/// Runs a program with a timeout (seconds); exitCode -1 on crash or timeout.
+RunResult run(const QString& program, const QStringList& args, int timeoutSec = 600,
+              const std::string& stdinData = {});
+/// Runs the moefy CLI built with this tree.
+RunResult runCli(const QStringList& args, int timeoutSec = 600);
+/// Runs Debian's python3 (which has numpy and torch) on a repo script.
+RunResult runPython(const QStringList& args, int timeoutSec = 600);
+
+}  // namespace moefy::test
