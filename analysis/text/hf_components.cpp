@@ -385,7 +385,7 @@ class BertNormalizer : public Normalizer {
         if (c == 0 || c == 0xFFFD) continue;
         bool isCtl = (c != '\t' && c != '\n' && c != '\r') && [&] {
           uni::Cat k = uni::category(c);
-          return k == uni::Cat::Cc || k == uni::Cat::Cf || k == uni::Cat::Co || k == uni::Cat::Cn;
+          return k == uni::Cat::Cc || k == uni::Cat::Cf || k == uni::Cat::Co || k == uni::Cat::Cn || k == uni::Cat::Cs;
         }();
         if (isCtl) continue;
         if (c == '\t' || c == '\n' || c == '\r' || uni::isWhitespace(c)) c = ' ';
@@ -404,7 +404,7 @@ class BertNormalizer : public Normalizer {
       std::u32string u;
       u.reserve(t.size());
       for (char32_t c : t)
-        if (!uni::isMark(c)) u.push_back(c);
+        if (uni::category(c) != uni::Cat::Mn) u.push_back(c);  // nonspacing marks only, as BERT
       t.swap(u);
     }
     if (lowercase) {
@@ -999,7 +999,7 @@ class UnigramModel : public Model {
         node = child(node, static_cast<unsigned char>(s[k]));
         if (node < 0) break;
         int32_t id = trie[node].value;
-        if (id >= 0 && (k + 1 - pos) % 1 == 0) {
+        if (id >= 0) {
           // only keep matches ending on a character boundary
           size_t end = k + 1;
           if (end < n && (static_cast<unsigned char>(s[end]) & 0xC0) == 0x80) continue;
@@ -1014,7 +1014,7 @@ class UnigramModel : public Model {
       if (!hasSingle) {
         double sc = base + unkScore;
         Best& b = best[pos + mblen];
-        if (!b.set || sc > b.score) b = {sc, static_cast<int64_t>(pos), unkId.value_or(-1), true};
+        if (!b.set || sc > b.score) b = {sc, static_cast<int64_t>(pos), -1, true};  // -1: unknown
       }
       pos += mblen;
     }
@@ -1026,19 +1026,15 @@ class UnigramModel : public Model {
       rev.emplace_back(static_cast<size_t>(b.start), b.id);
       endPos = static_cast<size_t>(b.start);
     }
-    // Emit in order; consecutive unknowns are fused into one unk (Rust fuse_unk
-    // is always on for Unigram).
+    // Emit in order; consecutive unknown pieces are fused into one (the Rust
+    // crate's Unigram always fuses unknowns), then become byte-fallback
+    // tokens or the unk token.
     std::vector<std::pair<size_t, size_t>> spans;
     std::vector<int32_t> ids;
-    size_t cur = 0;
     for (auto it = rev.rbegin(); it != rev.rend(); ++it) {
-      size_t st = it->first;
       auto nxt = it + 1;
       size_t en = nxt == rev.rend() ? n : nxt->first;
-      (void)st;
-      (void)cur;
-      bool isUnk = unkId && it->second == *unkId;
-      if (isUnk && !ids.empty() && unkId && ids.back() == *unkId && !byteFallback) {
+      if (it->second < 0 && !ids.empty() && ids.back() < 0) {
         spans.back().second = en;
         continue;
       }
@@ -1046,8 +1042,11 @@ class UnigramModel : public Model {
       spans.emplace_back(it->first, en);
     }
     for (size_t k = 0; k < ids.size(); ++k) {
-      bool isUnk = !unkId || ids[k] == *unkId || ids[k] < 0;
-      if (isUnk && byteFallback) {
+      if (ids[k] >= 0) {
+        out.push_back(ids[k]);
+        continue;
+      }
+      if (byteFallback) {
         std::string_view piece = s.substr(spans[k].first, spans[k].second - spans[k].first);
         bool all = true;
         for (unsigned char c : piece) all = all && byteIds[c] >= 0;
@@ -1056,12 +1055,8 @@ class UnigramModel : public Model {
           continue;
         }
       }
-      if (ids[k] < 0) {
-        if (!unkId) throw FormatError("Unigram: text has a character with no piece and the model has no unk token");
-        out.push_back(*unkId);
-      } else {
-        out.push_back(ids[k]);
-      }
+      if (!unkId) throw FormatError("Unigram: the text has a character with no piece, and the model has no unk token");
+      out.push_back(*unkId);
     }
   }
 };
@@ -1452,9 +1447,8 @@ std::string PrecompiledNormalizer::transformPrefix(std::string_view s, size_t& c
 }
 
 void PrecompiledNormalizer::apply(std::string& s) const {
-  // spm_precompiled::Precompiled::normalize_string: per grapheme-ish chunk;
-  // we follow the per-character path (graphemes shorter than 6 bytes try the
-  // whole chunk first; we approximate a grapheme by one character).
+  // SentencePiece's normalizer: at each position take the longest prefix
+  // that the charsmap knows and replace it; otherwise copy one character.
   std::string out;
   out.reserve(s.size());
   size_t i = 0;
@@ -1462,13 +1456,14 @@ void PrecompiledNormalizer::apply(std::string& s) const {
     size_t n = static_cast<size_t>(utf8::seqLen(static_cast<unsigned char>(s[i])));
     n = std::min(n, s.size() - i);
     size_t consumed = 0;
-    std::string rep = transformPrefix(std::string_view(s).substr(i, n), consumed);
-    if (consumed == n) {
+    std::string rep = transformPrefix(std::string_view(s).substr(i), consumed);
+    if (consumed > 0) {
       out += rep;
+      i += consumed;
     } else {
       out.append(s, i, n);
+      i += n;
     }
-    i += n;
   }
   s.swap(out);
 }
