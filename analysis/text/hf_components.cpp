@@ -17,6 +17,7 @@
 #include <unordered_map>
 
 #include "analysis/common/error.h"
+#include "analysis/text/charsmap.h"
 #include "analysis/text/onig_regex.h"
 #include "analysis/text/unicode.h"
 #include "analysis/text/utf8.h"
@@ -519,19 +520,33 @@ class BertNormalizer : public Normalizer {
   }
 };
 
-// SentencePiece's precompiled charsmap (a normalization table with a
-// double-array trie over UTF-8 prefixes), as in the `spm_precompiled` crate.
+// SentencePiece's precompiled charsmap, applied as libsentencepiece does: at
+// each position the longest known prefix is replaced, else one character is
+// copied. (The Rust crate works per grapheme cluster and is meant to agree on
+// real text; see docs/tokenizers.md.)
 class PrecompiledNormalizer : public Normalizer {
  public:
-  PrecompiledNormalizer(const std::string& blob, const std::string& where) { load(blob, where); }
-  void apply(std::string& s) const override;
-  void load(const std::string& blob, const std::string& where);
+  PrecompiledNormalizer(const std::string& blob, const std::string& where) { map_.load(blob, where); }
+  void apply(std::string& s) const override {
+    std::string out;
+    out.reserve(s.size());
+    size_t i = 0;
+    while (i < s.size()) {
+      auto [len, rep] = map_.longest(std::string_view(s).substr(i));
+      if (len > 0) {
+        out += rep;
+        i += len;
+      } else {
+        size_t n = std::min<size_t>(utf8::seqLen(static_cast<unsigned char>(s[i])), s.size() - i);
+        out.append(s, i, n);
+        i += n;
+      }
+    }
+    s.swap(out);
+  }
 
  private:
-  std::vector<uint32_t> trie_;
-  std::string normalized_;
-  std::string transformPrefix(std::string_view s, size_t& consumed) const;
-  std::vector<std::pair<size_t, uint32_t>> commonPrefix(std::string_view s) const;
+  Charsmap map_;
 };
 
 // ===========================================================================
@@ -1519,85 +1534,7 @@ class SequenceDec : public Decoder {
   }
 };
 
-// ---------------------------------------------------------------------------
-// Precompiled charsmap (spm_precompiled): blob = u32 trie size (bytes), the
-// double-array trie (u32 units), then the normalized strings ('\0'-separated).
-
-inline bool hasLeaf(uint32_t u) { return (u >> 8) & 1; }
-inline uint32_t value(uint32_t u) { return u & ((1u << 31) - 1); }
-inline uint32_t label(uint32_t u) { return u & ((1u << 31) | 0xFF); }
-inline uint32_t offset(uint32_t u) { return (u >> 10) << ((u & (1u << 9)) >> 6); }
-
 }  // namespace
-
-void PrecompiledNormalizer::load(const std::string& blob, const std::string& where) {
-  if (blob.size() < 4) throw FormatError(where + ": precompiled_charsmap is too short");
-  uint32_t trieSize;
-  std::memcpy(&trieSize, blob.data(), 4);
-  if (trieSize % 4 != 0 || 4 + static_cast<size_t>(trieSize) > blob.size())
-    throw FormatError(where + ": precompiled_charsmap has a bad trie size");
-  trie_.resize(trieSize / 4);
-  std::memcpy(trie_.data(), blob.data() + 4, trieSize);
-  normalized_ = blob.substr(4 + trieSize);
-}
-
-std::vector<std::pair<size_t, uint32_t>> PrecompiledNormalizer::commonPrefix(std::string_view key) const {
-  std::vector<std::pair<size_t, uint32_t>> res;
-  if (trie_.empty()) return res;
-  size_t nodePos = 0;
-  uint32_t unit = trie_[nodePos];
-  nodePos ^= offset(unit);
-  for (size_t i = 0; i < key.size(); ++i) {
-    unsigned char c = static_cast<unsigned char>(key[i]);
-    if (c == 0) break;
-    nodePos ^= c;
-    if (nodePos >= trie_.size()) break;
-    unit = trie_[nodePos];
-    if (label(unit) != c) break;
-    nodePos ^= offset(unit);
-    if (hasLeaf(unit)) {
-      if (nodePos >= trie_.size()) break;
-      res.emplace_back(i + 1, value(trie_[nodePos]));
-    }
-  }
-  return res;
-}
-
-std::string PrecompiledNormalizer::transformPrefix(std::string_view s, size_t& consumed) const {
-  auto r = commonPrefix(s);
-  if (r.empty()) {
-    consumed = 0;
-    return {};
-  }
-  // Longest match.
-  auto [len, idx] = r.back();
-  consumed = len;
-  if (idx >= normalized_.size()) return {};
-  size_t end = normalized_.find('\0', idx);
-  return normalized_.substr(idx, end == std::string::npos ? std::string::npos : end - idx);
-}
-
-void PrecompiledNormalizer::apply(std::string& s) const {
-  // SentencePiece's normalizer: at each position take the longest prefix
-  // that the charsmap knows and replace it; otherwise copy one character.
-  std::string out;
-  out.reserve(s.size());
-  size_t i = 0;
-  while (i < s.size()) {
-    size_t n = static_cast<size_t>(utf8::seqLen(static_cast<unsigned char>(s[i])));
-    n = std::min(n, s.size() - i);
-    size_t consumed = 0;
-    std::string rep = transformPrefix(std::string_view(s).substr(i), consumed);
-    if (consumed > 0) {
-      out += rep;
-      i += consumed;
-    } else {
-      out.append(s, i, n);
-      i += n;
-    }
-  }
-  s.swap(out);
-}
 
 // ===========================================================================
 // Factories
@@ -1670,9 +1607,6 @@ std::unique_ptr<Normalizer> makeNormalizer(const json& j, const std::string& whe
   throw FormatError(where + ": normalizer type '" + t + "' is not supported");
 }
 
-std::unique_ptr<Normalizer> makePrecompiled(const std::string& blob, const std::string& where) {
-  return std::make_unique<PrecompiledNormalizer>(blob, where);
-}
 
 std::unique_ptr<PreTokenizer> makePreTokenizer(const json& j, const std::string& where) {
   if (j.is_null()) return nullptr;

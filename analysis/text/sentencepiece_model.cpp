@@ -20,6 +20,7 @@
 #include <unordered_map>
 
 #include "analysis/common/error.h"
+#include "analysis/text/charsmap.h"
 #include "analysis/text/hf_tokenizer.h"
 #include "analysis/text/utf8.h"
 
@@ -228,15 +229,7 @@ class SpmNormalizer : public hf::Normalizer {
  public:
   SpmNormalizer(const SpmModel& m, const Trie* userDefined, const std::string& where)
       : addDummyPrefix_(m.addDummyPrefix), removeExtraWs_(m.removeExtraWs), escapeWs_(m.escapeWs), user_(userDefined) {
-    if (!m.charsmap.empty()) {
-      if (m.charsmap.size() < 4) throw FormatError(where + ": precompiled charsmap is too short");
-      uint32_t trieSize;
-      std::memcpy(&trieSize, m.charsmap.data(), 4);
-      if (trieSize % 4 || 4 + static_cast<size_t>(trieSize) > m.charsmap.size()) throw FormatError(where + ": precompiled charsmap has a bad trie size");
-      units_.resize(trieSize / 4);
-      std::memcpy(units_.data(), m.charsmap.data() + 4, trieSize);
-      normalized_ = m.charsmap.substr(4 + trieSize);
-    }
+    charsmap_.load(m.charsmap, where);
   }
 
   void apply(std::string& s) const override {
@@ -287,13 +280,8 @@ class SpmNormalizer : public hf::Normalizer {
       auto [len, id] = user_->longest(in);
       if (len > 0) return {std::string(in.substr(0, len)), len};
     }
-    if (!units_.empty()) {
-      auto [len, idx] = longestRule(in);
-      if (len > 0) {
-        size_t end = normalized_.find('\0', idx);
-        return {normalized_.substr(idx, end == std::string::npos ? std::string::npos : end - idx), len};
-      }
-    }
+    auto [len, rep] = charsmap_.longest(in);
+    if (len > 0) return {std::string(rep), len};
     // Invalid UTF-8: one U+FFFD per byte, not normalized further (libsentencepiece).
     size_t ok = utf8::validPrefix(in.substr(0, std::min<size_t>(4, in.size())));
     size_t n = std::min<size_t>(utf8::seqLen(static_cast<unsigned char>(in[0])), in.size());
@@ -301,37 +289,9 @@ class SpmNormalizer : public hf::Normalizer {
     return {std::string(in.substr(0, n)), n};
   }
 
-  // Darts-clone double-array common-prefix search; returns the longest match.
-  std::pair<size_t, size_t> longestRule(std::string_view key) const {
-    auto offset = [](uint32_t u) { return (u >> 10) << ((u & (1u << 9)) >> 6); };
-    auto label = [](uint32_t u) { return u & ((1u << 31) | 0xFF); };
-    auto hasLeaf = [](uint32_t u) { return ((u >> 8) & 1) == 1; };
-    auto value = [](uint32_t u) { return u & ((1u << 31) - 1); };
-    std::pair<size_t, size_t> best{0, 0};
-    size_t node = 0;
-    uint32_t unit = units_[node];
-    node ^= offset(unit);
-    for (size_t i = 0; i < key.size(); ++i) {
-      auto c = static_cast<unsigned char>(key[i]);
-      if (c == 0) break;
-      node ^= c;
-      if (node >= units_.size()) break;
-      unit = units_[node];
-      if (label(unit) != c) break;
-      node ^= offset(unit);
-      if (hasLeaf(unit)) {
-        if (node >= units_.size()) break;
-        best = {i + 1, value(units_[node])};
-      }
-    }
-    if (best.second >= normalized_.size()) return {0, 0};
-    return best;
-  }
-
   bool addDummyPrefix_, removeExtraWs_, escapeWs_;
   const Trie* user_;
-  std::vector<uint32_t> units_;
-  std::string normalized_;
+  Charsmap charsmap_;
 };
 
 class SpmModelBase : public hf::Model {
@@ -470,7 +430,7 @@ class SpmUnigram : public SpmModelBase {
 class SpmBpe : public SpmModelBase {
  public:
   explicit SpmBpe(SpmModel m) : SpmModelBase(std::move(m)) {}
-  std::string kind() const override { return "BPE (SentencePiece)"; }
+  std::string kind() const override { return "BPE"; }
 
   void tokenize(std::string_view s, std::vector<int32_t>& out) const override {
     struct Sym {

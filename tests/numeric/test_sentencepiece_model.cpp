@@ -81,8 +81,9 @@ class TestSentencePieceModel : public QObject {
         ++mismatches;
       }
       // The BPE model normalizes nothing (identity, whitespace kept), so
-      // decoding gives the line back.
-      if (n == "spm_bpe" && !text_[i].empty()) {
+      // decoding gives the line back, except where the line itself has
+      // U+2581, which SentencePiece decodes as a space (as spm_decode does).
+      if (n == "spm_bpe" && !text_[i].empty() && text_[i].find("\xE2\x96\x81") == std::string::npos) {
         ++rtChecked;
         rtFail += tok->decode(ids) != text_[i];
       }
