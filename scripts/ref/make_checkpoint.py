@@ -230,7 +230,7 @@ def build(variant, seed):
     return BUILDERS[v["family"]](v, Init(seed))
 
 
-def main():
+def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("variant", nargs="?")
     ap.add_argument("out", nargs="?")
@@ -239,7 +239,7 @@ def main():
     ap.add_argument("--shards", type=int, default=1)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--list", action="store_true")
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
     if a.list:
         print("\n".join(sorted(VARIANTS)))
         return 0

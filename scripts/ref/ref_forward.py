@@ -278,13 +278,13 @@ class Ref:
         return self.lin(y, dec, self.get(t + "bias"))
 
 
-def main():
+def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model")
     ap.add_argument("--ids", action="append", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--precision", default="float64", choices=["float64", "float32"])
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
     with open(os.path.join(a.model, "config.json")) as f:
         cfg = json.load(f)
     seqs = [[int(t) for t in s.split(",")] for s in a.ids]
