@@ -166,7 +166,7 @@ class TestRecord : public QObject {
     Recording ra = Recording::open(dir_ / "sA"), rb = Recording::open(dir_ / "sB");
     at::Tensor pool = at::cat({ra.sampleFfnAct(0), rb.sampleFfnAct(0)}).to(at::kFloat);
     at::Tensor got = m.sampleFfnAct(0).to(at::kFloat);
-    at::Tensor d = at::cdist(got, pool).min(1);
+    auto d = at::cdist(got, pool).min(1);
     QCOMPARE(std::get<0>(d).max().item<double>(), 0.0);
   }
 
