@@ -594,6 +594,9 @@ RecordSummary recordActivations(const Model& model, const SequenceSource& source
         for (int64_t t = 0; t < len; t += 8) bi.softBlocks.emplace_back(r - len + t, std::min<int64_t>(8, len - t));
     }
     bi.N = r;
+    if (st.tokens + r > std::numeric_limits<int32_t>::max())
+      throw ParameterError("--tokens: a recording holds at most 2^31 - 1 tokens (the limit of its I32 "
+                           "co-activation counts); record fewer tokens");
     if (!full) bi.valid = at::tensor(valid, at::kLong);
     // If a slot is hit twice in one batch the later token wins (as sequential Algorithm R).
     std::map<int64_t, int64_t> last;

@@ -104,7 +104,7 @@ KmeansResult balancedKmeans(const at::Tensor& rows, int experts, int restarts, i
         pick = static_cast<int64_t>(rng() % static_cast<uint64_t>(n));
       } else {
         const double u = std::uniform_real_distribution<double>(0, total)(rng);
-        pick = std::min<int64_t>(n - 1, at::searchsorted(cum, at::scalar_tensor(u, at::kDouble)).item<int64_t>());
+        pick = std::min<int64_t>(n - 1, at::searchsorted(cum, at::Scalar(u)).item<int64_t>());
       }
       centers.push_back(pick);
       d2 = at::minimum(d2, (X - X[pick]).pow(2).sum(1));
