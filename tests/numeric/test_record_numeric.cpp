@@ -50,7 +50,7 @@ class TestRecordNumeric : public QObject {
   void initTestCase() {
     dir_ = test::freshDir("record_numeric");
     expectOk(test::runPython({script("rec_tiny_gpt2.py"), q(dir_ / "model"), "--seed", "21"}), "tiny model");
-    expectOk(test::runPython({script("record_ref.py"), "make-ids", q(dir_ / "ids.safetensors"), "--n", "10", "--t",
+    expectOk(test::runPython({script("record_ref.py"), "make-ids", q(dir_ / "ids.safetensors"), "--n", "8", "--t",
                               "24", "--vocab", "64", "--seed", "2", "--categories", "3", "--ragged"}),
              "ids");
   }
@@ -143,7 +143,8 @@ class TestRecordNumeric : public QObject {
         {{"record", q(dir_ / "model"), q(dir_ / "ids.safetensors"), "--out", q(dir_ / "y"), "--seq-len", "8"},
          2,
          "--seq-len"},
-        {{"record", q(dir_ / "model"), q(dir_ / "ids.safetensors"), "--out", q(rec)}, 1, "already exists"},
+        {{"record", q(dir_ / "model"), q(dir_ / "ids.safetensors"), "--out", q(rec), "--seq-len", "24"}, 1, "already exists"},
+        {{"record", q(dir_ / "model"), q(dir_ / "ids.safetensors"), "--out", q(dir_ / "y")}, 2, "positions"},
     };
     for (const auto& c : cases) {
       auto r = test::runCli(c.args);
