@@ -4,6 +4,10 @@
   moe_fixtures.py model ARCH OUT_DIR [--seed S] [--layers L] [--d-model C] [--d-ff F] [--vocab V] [--act A]
       A small random Hugging Face checkpoint (config.json + model.safetensors, F32).
       ARCH: gpt2 | llama | mistral | qwen2 | opt | bert.
+  moe_fixtures.py models OUT_ROOT
+      All test checkpoints in one process: OUT_ROOT/{gpt2,gpt2-gelu,llama,mistral,qwen2,opt,bert}.
+  moe_fixtures.py moe_ref_many SPEC_JSON
+      moe_ref for each entry [MODEL_DIR, LABELS_ST, LAYER, X_NPY, K, OUT_NPY] of a JSON list.
   moe_fixtures.py partition MODEL_DIR OUT_DIR --experts E [--seed S] [--fingerprint FP]
       A partition folder: partition.json + labels.safetensors (blk.L.labels I32 [d_ff],
       blk.L.perm I32 [d_ff]); balanced random labels.
@@ -317,6 +321,14 @@ if __name__ == "__main__":
     cmd = sys.argv[1]
     if cmd == "model":
         make_model(sys.argv[2], sys.argv[3])
+    elif cmd == "models":
+        for a in ("gpt2", "llama", "mistral", "qwen2", "opt", "bert"):
+            make_model(a, f"{sys.argv[2]}/{a}")
+        sys.argv += ["--act", "gelu_new"]
+        make_model("gpt2", f"{sys.argv[2]}/gpt2-gelu")
+    elif cmd == "moe_ref_many":
+        for spec in json.load(open(sys.argv[2])):
+            moe_ref(*spec)
     elif cmd == "partition":
         make_partition(sys.argv[2], sys.argv[3])
     elif cmd == "recording":

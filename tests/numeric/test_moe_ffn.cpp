@@ -5,10 +5,12 @@
 
 #include <QtTest>
 #include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "analysis/common/error.h"
 #include "analysis/common/runtime.h"
 #include "analysis/eval/generate.h"
+#include "analysis/io/fsutil.h"
 #include "analysis/io/safetensors.h"
 #include "analysis/model/model.h"
 #include "analysis/moe/moe_ffn.h"
@@ -22,15 +24,40 @@ namespace {
 
 fs::path fixtureScript() { return test::sourceDir() / "scripts" / "ref" / "moe_fixtures.py"; }
 
-fs::path makeModel(const std::string& arch, const std::string& tag, QStringList extra = {}) {
-  fs::path dir = test::freshDir("moe_ffn_" + tag);
-  QStringList args{QString::fromStdString(fixtureScript().string()), "model", QString::fromStdString(arch),
-                   QString::fromStdString(dir.string())};
-  args << extra;
-  auto r = test::runPython(args);
-  if (r.exitCode != 0) qFatal("fixture failed: %s", r.err.c_str());
-  return dir;
+// All fixture checkpoints come from one python process (startup is slow).
+fs::path g_models;
+fs::path makeModel(const std::string& arch) { return g_models / arch; }
+
+void writeNpy(const fs::path& path, const at::Tensor& x) {
+  std::string hdr = "{'descr': '<f4', 'fortran_order': False, 'shape': (" + std::to_string(x.size(0)) + ", " +
+                    std::to_string(x.size(1)) + "), }";
+  while ((10 + hdr.size() + 1) % 64) hdr += ' ';
+  hdr += '\n';
+  std::string bytes = std::string("\x93NUMPY\x01\x00", 8);
+  uint16_t n = static_cast<uint16_t>(hdr.size());
+  bytes += std::string(reinterpret_cast<char*>(&n), 2) + hdr;
+  bytes.append(reinterpret_cast<const char*>(x.data_ptr<float>()), x.numel() * 4);
+  std::ofstream(path, std::ios::binary) << bytes;
 }
+
+at::Tensor readNpy(const fs::path& path, int64_t rows, int64_t cols) {
+  std::ifstream in(path, std::ios::binary);
+  std::string all((std::istreambuf_iterator<char>(in)), {});
+  if (all.size() < 10) return {};
+  uint16_t hl = static_cast<uint8_t>(all[8]) | (static_cast<uint8_t>(all[9]) << 8);
+  return at::from_blob(all.data() + 10 + hl, {rows, cols}, at::kFloat).clone();
+}
+
+struct RefCase {
+  std::string name, arch;
+  int tokens, k;
+};
+const std::vector<RefCase> kRefCases = {
+    {"gpt2 relu+bias, 1 token", "gpt2", 1, 4},      {"gpt2 relu+bias, 37 tokens", "gpt2", 37, 4},
+    {"gpt2 gelu_new, 37 tokens", "gpt2-gelu", 37, 6}, {"llama gated silu, 1 token", "llama", 1, 3},
+    {"llama gated silu, 37 tokens", "llama", 37, 5},  {"opt relu+bias, 20 tokens", "opt", 20, 2},
+    {"bert gelu, 20 tokens", "bert", 20, 8}};
+fs::path refDir(size_t i) { return g_models / ("ref" + std::to_string(i)); }
 
 // Balanced random labels [d_ff] for E experts.
 at::Tensor randomLabels(int64_t F, int E, uint64_t seed) {
@@ -60,7 +87,30 @@ double maxDiff(const at::Tensor& a, const at::Tensor& b) { return (a - b).abs().
 class TestMoeFfn : public QObject {
   Q_OBJECT
  private Q_SLOTS:
-  void initTestCase() { configureRuntime(); }
+  void initTestCase() {
+    configureRuntime();
+    g_models = test::freshDir("moe_ffn_models");
+    auto r = test::runPython({QString::fromStdString(fixtureScript().string()), "models",
+                              QString::fromStdString(g_models.string())});
+    QVERIFY2(r.exitCode == 0, r.err.c_str());
+    // Inputs and labels of the reference cases, then one python run for all references.
+    nlohmann::json spec = nlohmann::json::array();
+    for (size_t i = 0; i < kRefCases.size(); ++i) {
+      const auto& c = kRefCases[i];
+      auto m = Model::load(makeModel(c.arch));
+      fs::path d = refDir(i);
+      fs::create_directories(d);
+      writeSafetensors(d / "labels.safetensors", {{"blk.1.labels", randomLabels(m->config().dFF, 16, 7 + i)}});
+      auto gen = at::make_generator<at::CPUGeneratorImpl>(3 + i);
+      writeNpy(d / "x.npy", at::randn({c.tokens, m->config().dModel}, gen));
+      spec.push_back({makeModel(c.arch).string(), (d / "labels.safetensors").string(), "1", (d / "x.npy").string(),
+                      std::to_string(c.k), (d / "y.npy").string()});
+    }
+    writeFileAtomic(g_models / "spec.json", spec.dump());
+    r = test::runPython({QString::fromStdString(fixtureScript().string()), "moe_ref_many",
+                         QString::fromStdString((g_models / "spec.json").string())});
+    QVERIFY2(r.exitCode == 0, r.err.c_str());
+  }
 
   void allExpertsReproduceDense_data() {
     QTest::addColumn<QString>("arch");
@@ -68,7 +118,7 @@ class TestMoeFfn : public QObject {
   }
   void allExpertsReproduceDense() {
     QFETCH(QString, arch);
-    fs::path dir = makeModel(arch.toStdString(), arch.toStdString());
+    fs::path dir = makeModel(arch.toStdString());
     auto m = Model::load(dir);
     const int E = 16;
     // Batch 1 (one token, the GEMV path), one sequence, and a padded batch (grouped GEMMs).
@@ -95,53 +145,22 @@ class TestMoeFfn : public QObject {
 
   // Top-k subsets against an independent torch implementation of the MoE FFN.
   void topKMatchesTorchReference_data() {
-    QTest::addColumn<QString>("arch");
-    QTest::addColumn<int>("tokens");
-    QTest::addColumn<int>("k");
-    QTest::newRow("gpt2 relu+bias, 1 token") << "gpt2" << 1 << 4;
-    QTest::newRow("gpt2 relu+bias, 37 tokens") << "gpt2" << 37 << 4;
-    QTest::newRow("gpt2 gelu_new, 37 tokens") << "gpt2-gelu" << 37 << 6;
-    QTest::newRow("llama gated silu, 1 token") << "llama" << 1 << 3;
-    QTest::newRow("llama gated silu, 37 tokens") << "llama" << 37 << 5;
-    QTest::newRow("opt relu+bias, 20 tokens") << "opt" << 20 << 2;
-    QTest::newRow("bert gelu, 20 tokens") << "bert" << 20 << 8;
+    QTest::addColumn<int>("index");
+    for (size_t i = 0; i < kRefCases.size(); ++i) QTest::newRow(kRefCases[i].name.c_str()) << static_cast<int>(i);
   }
   void topKMatchesTorchReference() {
-    QFETCH(QString, arch);
-    QFETCH(int, tokens);
-    QFETCH(int, k);
-    std::string a = arch.toStdString();
-    fs::path dir = a == "gpt2-gelu" ? makeModel("gpt2", "ref_gpt2g", {"--act", "gelu_new"})
-                                    : makeModel(a, "ref_" + a);
-    auto m = Model::load(dir);
+    QFETCH(int, index);
+    const RefCase& rc = kRefCases[index];
+    const QString arch = QString::fromStdString(rc.arch);
+    const int tokens = rc.tokens, k = rc.k;
+    fs::path dir = refDir(index);
+    auto m = Model::load(makeModel(rc.arch));
     const int E = 16, L = 1;
-    at::Tensor labels = randomLabels(m->config().dFF, E, 7);
-    writeSafetensors(dir / "labels.safetensors", {{"blk.1.labels", labels}});
-    auto gen = at::make_generator<at::CPUGeneratorImpl>(3);
-    at::Tensor x = at::randn({tokens, m->config().dModel}, gen);
-    // x to .npy via a tiny writer (float32, C order).
-    {
-      std::string hdr = "{'descr': '<f4', 'fortran_order': False, 'shape': (" + std::to_string(tokens) + ", " +
-                        std::to_string(m->config().dModel) + "), }";
-      while ((10 + hdr.size() + 1) % 64) hdr += ' ';
-      hdr += '\n';
-      std::string bytes = std::string("\x93NUMPY\x01\x00", 8);
-      uint16_t n = static_cast<uint16_t>(hdr.size());
-      bytes += std::string(reinterpret_cast<char*>(&n), 2) + hdr;
-      bytes.append(reinterpret_cast<const char*>(x.data_ptr<float>()), x.numel() * 4);
-      std::ofstream(dir / "x.npy", std::ios::binary) << bytes;
-    }
-    auto r = test::runPython({QString::fromStdString(fixtureScript().string()), "moe_ref", QString::fromStdString(dir.string()),
-                              QString::fromStdString((dir / "labels.safetensors").string()), QString::number(L),
-                              QString::fromStdString((dir / "x.npy").string()), QString::number(k),
-                              QString::fromStdString((dir / "y.npy").string())});
-    QVERIFY2(r.exitCode == 0, r.err.c_str());
-    // Read y.npy (float32, header length at bytes 8..9).
-    std::ifstream in(dir / "y.npy", std::ios::binary);
-    std::string all((std::istreambuf_iterator<char>(in)), {});
-    uint16_t hl = static_cast<uint8_t>(all[8]) | (static_cast<uint8_t>(all[9]) << 8);
-    at::Tensor want = at::from_blob(all.data() + 10 + hl, {tokens, m->config().dModel}, at::kFloat).clone();
-
+    at::Tensor labels = SafetensorsFile::open(dir / "labels.safetensors")->raw("blk.1.labels").clone();
+    fs::path xdir = dir;
+    at::Tensor x = readNpy(xdir / "x.npy", tokens, m->config().dModel);
+    at::Tensor want = readNpy(xdir / "y.npy", tokens, m->config().dModel);
+    QVERIFY(want.defined());
     auto w = MoeLayerWeights::pack(m->ffnWeights(L), ExpertLayout::fromLabels(labels, E, "test"));
     auto router = std::make_shared<LayerRouter>();
     router->kind = RouterKind::Similarity;
@@ -175,7 +194,7 @@ class TestMoeFfn : public QObject {
   }
 
   void kernelRejectsBadSelections() {
-    fs::path dir = makeModel("gpt2", "bad_sel");
+    fs::path dir = makeModel("gpt2");
     auto m = Model::load(dir);
     QVERIFY_EXCEPTION_THROWN(similarityMoe(*m, 16, 0), ParameterError);
     QVERIFY_EXCEPTION_THROWN(similarityMoe(*m, 16, 17), ParameterError);
@@ -196,7 +215,7 @@ class TestMoeFfn : public QObject {
   }
   void kvCacheMatchesFullRecompute() {
     QFETCH(QString, arch);
-    fs::path dir = makeModel(arch.toStdString(), "kv_" + arch.toStdString());
+    fs::path dir = makeModel(arch.toStdString());
     auto m = Model::load(dir);
     for (int moe = 0; moe < 2; ++moe) {
       if (moe) m->setFfnOverride(similarityMoe(*m, 16, 4));
