@@ -74,6 +74,7 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[i], "--no-generate")) generate = false;
     if (!std::strcmp(argv[i], "--vocab") && i + 1 < argc) vocab = std::atoll(argv[++i]);
   }
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
   configureRuntime();
   c10::InferenceMode guard;
   const double minSec = quick ? 0.15 : 0.6;

@@ -60,9 +60,13 @@ at::Tensor Decoder::step(const std::vector<int64_t>& tokens) {
     cos = emb.cos().view({1, 1, T, c.headDim});
     sin = emb.sin().view({1, 1, T, c.headDim});
   }
-  // Causal bias of the new queries over all keys [1, 1, T, P + T].
-  at::Tensor bias = at::zeros({1, 1, T, P + T}, at::kFloat);
-  if (T > 1) bias = bias.masked_fill(at::ones({T, P + T}, at::kBool).triu(P + 1).view({1, 1, T, P + T}), -1e30f);
+  // Bias of the new queries over all keys [1, 1, T, P + T]: causal, plus the
+  // sliding window (a query sees keys with q - k < window) where configured.
+  at::Tensor qPos = at::arange(P, P + T, at::kLong).view({T, 1});
+  at::Tensor kPos = at::arange(P + T, at::kLong).view({1, P + T});
+  at::Tensor hide = kPos > qPos;
+  if (c.slidingWindow > 0) hide = hide | ((qPos - kPos) >= c.slidingWindow);
+  at::Tensor bias = at::zeros({T, P + T}, at::kFloat).masked_fill(hide, -1e30f).view({1, 1, T, P + T});
 
   auto rotateHalf = [](const at::Tensor& v) {
     auto half = v.size(-1) / 2;

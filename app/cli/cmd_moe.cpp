@@ -17,6 +17,8 @@
 #include "analysis/moe/moe_export.h"
 #include "analysis/moe/moe_ffn.h"
 #include "analysis/route/route_build.h"
+#include "analysis/text/corpus.h"
+#include "analysis/text/tokenizer.h"
 #include "app/cli/cli.h"
 
 namespace moefy::cli {
@@ -27,11 +29,13 @@ namespace fs = std::filesystem;
 
 // ---- token sequences -------------------------------------------------------
 
-/// Token sequences for evaluation. CORPUS is a token-id file (".ids": one
-/// sequence per line, whitespace-separated ids), cut into windows of seqLen,
-/// up to `budget` tokens (0 = all).
+/// Token sequences for evaluation and calibration. CORPUS is a text corpus
+/// (.txt, .jsonl or a folder; tokenised with the model's tokenizer; `split`
+/// selects the held-out or training documents) or a token-id file (".ids": one
+/// sequence per line, whitespace-separated ids, used whole). Sequences are cut
+/// into windows of seqLen, up to `budget` tokens (0 = all).
 std::vector<std::vector<int64_t>> readSequences(const fs::path& corpus, const LoadedModel& loaded, int seqLen,
-                                                int64_t budget) {
+                                                int64_t budget, Split split, JobContext* job) {
   if (seqLen < 2) throw ParameterError("--seq-len must be at least 2");
   if (!fs::exists(corpus)) throw IoError(corpus.string() + ": no such corpus");
   std::vector<std::vector<int64_t>> out;
@@ -73,8 +77,40 @@ std::vector<std::vector<int64_t>> readSequences(const fs::path& corpus, const Lo
     if (out.empty()) throw FormatError(corpus.string() + ": no sequences of at least 2 tokens");
     return out;
   }
-  throw ParameterError(corpus.string() +
-                       ": unsupported corpus (this build reads token-id files '*.ids'; text corpora need the text module)");
+  if (!loaded.tokenizer)
+    throw FormatError(loaded.model->dir().string() + ": a text corpus needs the model's tokenizer (" +
+                      loaded.tokenizerError + ")");
+  auto c = Corpus::open(corpus);
+  SequenceOptions so;
+  so.seqLen = seqLen;
+  so.tokenBudget = budget;
+  so.split = split;
+  forEachSequence(
+      *c, *loaded.tokenizer, so,
+      [&](const Sequence& s) {
+        if (s.ids.size() >= 2) out.emplace_back(s.ids.begin(), s.ids.end());
+        return true;
+      },
+      job);
+  if (out.empty())
+    throw FormatError(corpus.string() + ": no sequences of at least 2 tokens in the " +
+                      (split == Split::HeldOut ? "held-out" : split == Split::Train ? "training" : "whole") +
+                      " split");
+  for (const auto& s : out)
+    for (int64_t id : s)
+      if (id < 0 || id >= vocab)
+        throw FormatError(corpus.string() + ": the tokenizer produced id " + std::to_string(id) +
+                          " outside the model's vocabulary [0, " + std::to_string(vocab) + ")");
+  return out;
+}
+
+Split parseSplit(const Args& a, Split fallback) {
+  if (!a.has("split")) return fallback;
+  std::string s = a.get("split");
+  if (s == "heldout" || s == "held-out") return Split::HeldOut;
+  if (s == "train") return Split::Train;
+  if (s == "all") return Split::All;
+  throw ParameterError("--split must be heldout, train or all, got '" + s + "'");
 }
 
 int64_t maskIdOf(const LoadedModel& loaded) {
@@ -210,7 +246,7 @@ int runEval(const Args& a) {
     }
   }
   const int seqLen = static_cast<int>(a.getInt("seq-len", 128));
-  auto seqs = readSequences(corpus, loaded, seqLen, a.getInt("tokens", 4096));
+  auto seqs = readSequences(corpus, loaded, seqLen, a.getInt("tokens", 4096), parseSplit(a, Split::HeldOut), job.get());
   EvalOptions eo;
   eo.batch = static_cast<int>(a.getInt("batch", 8));
   eo.seed = static_cast<uint64_t>(a.getInt("seed", 0));
@@ -221,11 +257,14 @@ int runEval(const Args& a) {
   const bool speed = a.has("speed");
   double denseFwd = 0, denseGen = 0;
   const double minSec = a.getDouble("speed-seconds", 1.0);
+  const std::vector<int64_t> prompt(seqs[0].begin(), seqs[0].begin() + 1);
+  int genTokens = 32;
+  if (m.config().pos == PosKind::Learned) genTokens = std::max(1, std::min(genTokens, m.config().maxPos - 1));
   if (speed) {
     job->setStage("eval: speed");
     denseFwd = forwardTokensPerSecond(m, reference, seqs, eo.batch, minSec);
     if (m.config().causal)
-      denseGen = generationTokensPerSecond(m, reference, std::vector<int64_t>(seqs[0].begin(), seqs[0].begin() + 1), 32);
+      denseGen = generationTokensPerSecond(m, reference, prompt, genTokens);
   }
   for (size_t i = 1; i < figs.size(); ++i) {
     nlohmann::json r = figs[i].toJson();
@@ -236,8 +275,7 @@ int runEval(const Args& a) {
       r["speed"] = {{"forward_tokens_per_s", fwd}, {"dense_forward_tokens_per_s", denseFwd},
                     {"forward_speedup", fwd / denseFwd}};
       if (m.config().causal) {
-        double gen = generationTokensPerSecond(m, cands[i - 1].moe,
-                                               std::vector<int64_t>(seqs[0].begin(), seqs[0].begin() + 1), 32);
+        double gen = generationTokensPerSecond(m, cands[i - 1].moe, prompt, genTokens);
         r["speed"]["generate_tokens_per_s"] = gen;
         r["speed"]["dense_generate_tokens_per_s"] = denseGen;
         r["speed"]["generate_speedup"] = gen / denseGen;
@@ -330,7 +368,8 @@ int runCalibrate(const Args& a) {
   auto loaded = loadModel(moeDir);
   if (!loaded.isMoe()) throw ParameterError(moeDir.string() + ": not a MoE export (run 'moefy export' first)");
   o.maskTokenId = maskIdOf(loaded);
-  auto seqs = readSequences(corpus, loaded, static_cast<int>(a.getInt("seq-len", 64)), a.getInt("tokens", 0));
+  auto seqs = readSequences(corpus, loaded, static_cast<int>(a.getInt("seq-len", 64)), a.getInt("tokens", 20000),
+                            parseSplit(a, Split::Train), job.get());
   // Every tenth sequence is held out for the before/after figures.
   std::vector<std::vector<int64_t>> train, held;
   for (size_t i = 0; i < seqs.size(); ++i) (i % 10 == 9 ? held : train).push_back(seqs[i]);
@@ -376,10 +415,12 @@ CommandRegistrar evalCmd(
     {"eval", "quality and speed of a MoEfied model against the dense one",
      "usage: moefy eval MODEL_DIR CORPUS [--moe MOE_DIR | --partition PART_DIR --router ROUTER_DIR\n"
      "                  [--router ROUTER_DIR2 ...]] [--sweep 0.1,0.25,0.5,1.0 | --top-k K]\n"
-     "                  [--tokens 4096] [--seq-len 128] [--batch 8] [--speed] [--seed 0]\n"
+     "                  [--tokens 4096] [--seq-len 128] [--split heldout] [--batch 8] [--speed]\n"
+     "                  [--speed-seconds 1] [--seed 0]\n"
      "                  [--out EVAL_DIR] [--force] [--json]\n\n"
-     "CORPUS is a token-id file (*.ids: one sequence per line, whitespace-separated ids).\n"
-     "Reports, for each router and active-expert fraction: LM loss and perplexity (masked-LM\n"
+     "CORPUS is a text corpus (.txt, .jsonl or a folder, tokenised with the model's tokenizer;\n"
+     "--split heldout (default) | train | all picks its documents) or a token-id file (*.ids:\n"
+     "one sequence per line, whitespace-separated ids). Reports, for each router and active-expert fraction: LM loss and perplexity (masked-LM\n"
      "loss for BERT), top-1 agreement with the dense model, KL(dense || MoE), and the relative\n"
      "error of each layer's FFN output. MODEL_DIR may itself be a MoE export; its reference is\n"
      "then the MoE with all experts selected. --speed adds forward and greedy-generation\n"
@@ -398,11 +439,12 @@ CommandRegistrar exportCmd(
 CommandRegistrar calibrateCmd(
     {"calibrate", "fine-tune the routers (and experts) of a MoE export",
      "usage: moefy calibrate MOE_DIR CORPUS --steps N --out MOE_DIR2 [--experts] [--lr 0.001]\n"
-     "                       [--batch 4] [--seq-len 64] [--tokens N] [--seed 0] [--force] [--json]\n\n"
+     "                       [--batch 4] [--seq-len 64] [--tokens 20000] [--split train] [--seed 0]\n"
+     "                       [--force] [--json]\n\n"
      "MoEfication's parameter calibration with autograd: trains the routers on the oracle\n"
      "target at the FFN inputs the MoE model sees (BCE), and with --experts also the experts\n"
      "on the LM loss. Every tenth sequence is held out; the loss before and after is shown.\n"
-     "CORPUS is a token-id file (*.ids).\n",
+     "CORPUS is a text corpus (training split by default) or a token-id file (*.ids).\n",
      {"experts", "force", "quiet"}, runCalibrate});
 
 }  // namespace

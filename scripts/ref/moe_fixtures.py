@@ -6,6 +6,12 @@
       ARCH: gpt2 | llama | mistral | qwen2 | opt | bert.
   moe_fixtures.py models OUT_ROOT
       All test checkpoints in one process: OUT_ROOT/{gpt2,gpt2-gelu,llama,mistral,qwen2,opt,bert}.
+  moe_fixtures.py bundle ARCH OUT
+      OUT/model (with a 59-token WordPiece tokenizer.json), OUT/part, OUT/rec (no fingerprints).
+  moe_fixtures.py tokenizer PATH
+      Writes that tokenizer.json.
+  moe_fixtures.py engine_variants OUT_ROOT
+      Every variant of scripts/ref/make_checkpoint.py (the engine's reference checkpoints).
   moe_fixtures.py moe_ref_many SPEC_JSON
       moe_ref for each entry [MODEL_DIR, LABELS_ST, LAYER, X_NPY, K, OUT_NPY] of a JSON list.
   moe_fixtures.py partition MODEL_DIR OUT_DIR --experts E [--seed S] [--fingerprint FP]
@@ -237,6 +243,25 @@ def n_layers(cfg):
     return cfg.get("n_layer", cfg.get("num_hidden_layers"))
 
 
+def write_wordpiece(path):
+    """A lowercase WordPiece tokenizer.json with 59 tokens (fits the fixtures' vocab of 96)."""
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    vocab = {t: i for i, t in enumerate(specials + letters + ["##" + c for c in letters] + [".", ","])}
+    tok = {"version": "1.0", "truncation": None, "padding": None,
+           "added_tokens": [{"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False,
+                             "normalized": False, "special": True} for i, t in enumerate(specials)],
+           "normalizer": {"type": "BertNormalizer", "clean_text": True, "handle_chinese_chars": True,
+                          "strip_accents": None, "lowercase": True},
+           "pre_tokenizer": {"type": "BertPreTokenizer"},
+           "post_processor": {"type": "BertProcessing", "sep": ["[SEP]", 3], "cls": ["[CLS]", 2]},
+           "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": True},
+           "model": {"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##",
+                     "max_input_chars_per_word": 100, "vocab": vocab}}
+    with open(path, "w") as f:
+        json.dump(tok, f)
+
+
 def make_partition(model_dir, out):
     import os
     os.makedirs(out, exist_ok=True)
@@ -326,6 +351,22 @@ if __name__ == "__main__":
             make_model(a, f"{sys.argv[2]}/{a}")
         sys.argv += ["--act", "gelu_new"]
         make_model("gpt2", f"{sys.argv[2]}/gpt2-gelu")
+    elif cmd == "bundle":
+        # model + partition + recording (no fingerprint) + a WordPiece tokenizer.json, in one process.
+        arch, out = sys.argv[2], sys.argv[3]
+        make_model(arch, f"{out}/model")
+        write_wordpiece(f"{out}/model/tokenizer.json")
+        make_partition(f"{out}/model", f"{out}/part")
+        make_recording(f"{out}/model", f"{out}/rec")
+    elif cmd == "tokenizer":
+        write_wordpiece(sys.argv[2])
+    elif cmd == "engine_variants":
+        # Every variant of the engine's reference checkpoints (scripts/ref/make_checkpoint.py).
+        import os
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import make_checkpoint
+        for v in sorted(make_checkpoint.VARIANTS):
+            make_checkpoint.main([v, f"{sys.argv[2]}/{v}"])
     elif cmd == "moe_ref_many":
         for spec in json.load(open(sys.argv[2])):
             moe_ref(*spec)

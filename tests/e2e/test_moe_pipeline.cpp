@@ -224,6 +224,54 @@ class TestMoePipeline : public QObject {
               byKey["similarity@0.250000"]["layer_rel_error"][L].get<double>());
   }
 
+  // Text corpora through the model's tokenizer; BERT's masked-LM objective.
+  void textCorpusAndMaskedLm() {
+    fs::path corpus = root / "corpus.txt";
+    {
+      std::ofstream f(corpus);
+      const char* words[] = {"the", "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "and", "runs", "far", "away"};
+      for (int doc = 0; doc < 12; ++doc) {
+        for (int w = 0; w < 30; ++w) f << words[(doc * 7 + w * 5) % 12] << (w % 9 == 8 ? ". " : " ");
+        f << "\n\n";
+      }
+    }
+    // The causal model gets the tokenizer too; export copies it.
+    fixture({"tokenizer", q(model / "tokenizer.json")});
+    auto j = runJson({"eval", q(model), q(corpus), "--partition", q(part), "--router", q(root / "r_sim"), "--split", "all",
+                      "--tokens", "600", "--seq-len", "32", "--json"});
+    QVERIFY(j.is_object());
+    QCOMPARE(j["model"]["objective"].get<std::string>(), std::string("next-token"));
+    QVERIFY(j["corpus"]["tokens"].get<int64_t>() > 100);
+    qInfo() << "gpt2 on text: reference loss" << j["reference"]["loss"].get<double>() << "moe loss"
+            << j["results"][0]["loss"].get<double>();
+    QVERIFY(runJson({"export", q(model), q(part), q(root / "r_sim"), "--out", q(root / "moe_tok"), "--json"}).is_object());
+    QVERIFY(fs::exists(root / "moe_tok" / "tokenizer.json"));
+    auto info = runJson({"inspect", q(root / "moe_tok"), "--json"});
+    QVERIFY(info["tokenizer"].get<std::string>().find("WordPiece") != std::string::npos);
+    // BERT: masked-LM loss on masked positions.
+    fs::path bert = root / "bert";
+    fixture({"bundle", "bert", q(bert), "--experts", "8", "--samples", "300"});
+    QVERIFY(runJson({"route", q(bert / "model"), q(bert / "rec"), q(bert / "part"), "--router", "similarity", "--top-k",
+                     "2", "--out", q(bert / "router"), "--json"})
+                .is_object());
+    auto b = runJson({"eval", q(bert / "model"), q(corpus), "--partition", q(bert / "part"), "--router",
+                      q(bert / "router"), "--sweep", "0.25,1.0", "--split", "all", "--tokens", "600", "--seq-len", "32",
+                      "--json"});
+    QVERIFY(b.is_object());
+    QCOMPARE(b["model"]["objective"].get<std::string>(), std::string("masked-lm"));
+    const auto& r0 = b["results"][0];
+    const auto& r1 = b["results"][1];
+    qInfo() << "bert MLM: reference loss" << b["reference"]["loss"].get<double>() << "positions"
+            << b["reference"]["positions"].get<int64_t>() << "; 25% loss" << r0["loss"].get<double>() << "kl"
+            << r0["kl"].get<double>() << "; 100% kl" << r1["kl"].get<double>();
+    // About 15% of the inner positions are masked and scored.
+    int64_t pos = b["reference"]["positions"].get<int64_t>(), toks = b["corpus"]["tokens"].get<int64_t>();
+    QVERIFY(pos > toks * 0.08 && pos < toks * 0.25);
+    QVERIFY(r0["kl"].get<double>() > 1e-4);
+    QVERIFY(std::abs(r1["kl"].get<double>()) < 1e-6);
+    QCOMPARE(r1["top1_agreement"].get<double>(), 1.0);
+  }
+
   void calibrate() {
     auto j = runJson({"calibrate", q(root / "moe_mlp"), q(ids), "--steps", "40", "--lr", "0.01", "--seq-len", "20",
                       "--out", q(root / "moe_cal"), "--json"});

@@ -93,6 +93,9 @@ class TestMoeFfn : public QObject {
     auto r = test::runPython({QString::fromStdString(fixtureScript().string()), "models",
                               QString::fromStdString(g_models.string())});
     QVERIFY2(r.exitCode == 0, r.err.c_str());
+    r = test::runPython({QString::fromStdString(fixtureScript().string()), "engine_variants",
+                         QString::fromStdString((g_models / "engine").string())});
+    QVERIFY2(r.exitCode == 0, r.err.c_str());
     // Inputs and labels of the reference cases, then one python run for all references.
     nlohmann::json spec = nlohmann::json::array();
     for (size_t i = 0; i < kRefCases.size(); ++i) {
@@ -115,6 +118,11 @@ class TestMoeFfn : public QObject {
   void allExpertsReproduceDense_data() {
     QTest::addColumn<QString>("arch");
     for (const char* a : {"gpt2", "llama", "mistral", "qwen2", "opt", "bert"}) QTest::newRow(a) << a;
+    // The engine's reference variants: gelu/gelu_new/relu GPT-2, gated ReLU LLaMA, Mistral's
+    // sliding window, OPT post-norm with input/output projections, BERT relu/gelu.
+    for (const char* a : {"bert_gelu", "bert_relu", "gpt2_gelu", "gpt2_gelu_new", "gpt2_relu", "llama_relu",
+                          "llama_silu", "mistral", "opt_post_proj", "opt_pre", "qwen2"})
+      QTest::newRow((std::string("engine/") + a).c_str()) << (std::string("engine/") + a).c_str();
   }
   void allExpertsReproduceDense() {
     QFETCH(QString, arch);
@@ -211,7 +219,8 @@ class TestMoeFfn : public QObject {
 
   void kvCacheMatchesFullRecompute_data() {
     QTest::addColumn<QString>("arch");
-    for (const char* a : {"gpt2", "llama", "qwen2", "opt"}) QTest::newRow(a) << a;
+    for (const char* a : {"gpt2", "llama", "qwen2", "opt", "engine/mistral", "engine/opt_post_proj", "engine/llama_relu"})
+      QTest::newRow(a) << a;
   }
   void kvCacheMatchesFullRecompute() {
     QFETCH(QString, arch);
