@@ -30,7 +30,11 @@ void packMask(const uint8_t* mask, int64_t tokens, int64_t rows, BitMatrix& out)
 /// Adds the pair counts of `m` into the upper triangle (j >= i) of `counts`
 /// ([rows, rows] row-major, int32). The lower triangle is left untouched;
 /// call mirrorUpper() before reading the full matrix.
-void accumulateCoact(const BitMatrix& m, int32_t* counts);
+/// Uses an AVX2 kernel when the CPU has it (and allowSimd), else a scalar
+/// popcount kernel; both are exact.
+void accumulateCoact(const BitMatrix& m, int32_t* counts, bool allowSimd = true);
+/// Whether accumulateCoact can use its AVX2 kernel on this CPU.
+bool coactSimdAvailable();
 
 /// Copies the upper triangle onto the lower one of a [n, n] matrix.
 void mirrorUpper(int32_t* counts, int64_t n);

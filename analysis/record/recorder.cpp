@@ -468,7 +468,9 @@ class RecordSink : public HookSink {
 
 nlohmann::json modelInfoOf(const Model& model) {
   const auto& c = model.config();
-  return {{"path", fs::absolute(model.dir()).lexically_normal().string()},
+  // Models built in memory (Model::fromTensors) have no folder.
+  const std::string path = model.dir().empty() ? "" : fs::absolute(model.dir()).lexically_normal().string();
+  return {{"path", path},
           {"fingerprint", model.fingerprint()},
           {"arch", archName(c.arch)},
           {"layers", c.nLayer},

@@ -87,8 +87,8 @@ class TestRecord : public QObject {
       BitMatrix bits;
       packMask(mask.data(), T, n, bits);
       std::vector<int32_t> counts(static_cast<size_t>(n * n), 0);
-      accumulateCoact(bits, counts.data());
-      accumulateCoact(bits, counts.data());  // accumulates
+      accumulateCoact(bits, counts.data(), true);   // AVX2 kernel where available
+      accumulateCoact(bits, counts.data(), false);  // scalar kernel; both accumulate
       mirrorUpper(counts.data(), n);
       int64_t maxDiff = 0;
       for (int64_t i = 0; i < n; ++i)
@@ -97,7 +97,7 @@ class TestRecord : public QObject {
           for (int64_t t = 0; t < T; ++t) c += mask[t * n + i] & mask[t * n + j];
           maxDiff = std::max<int64_t>(maxDiff, std::abs(2 * c - counts[i * n + j]));
         }
-      qInfo() << "coact kernel n" << n << "T" << T << "max diff" << maxDiff;
+      qInfo() << "coact kernels (simd available:" << coactSimdAvailable() << ") n" << n << "T" << T << "max diff" << maxDiff;
       QCOMPARE(maxDiff, int64_t{0});
     }
   }
