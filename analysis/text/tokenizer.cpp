@@ -365,7 +365,8 @@ std::unique_ptr<Tokenizer> Tokenizer::fromFile(const std::filesystem::path& path
   std::string ext = path.extension().string();
   if (ext == ".model") return loadSentencePieceModel(path);
   std::string text = readFile(path);
-  // Gzipped tokenizer.json is not read here (tests gunzip first).
+  if (text.size() >= 2 && static_cast<unsigned char>(text[0]) == 0x1F && static_cast<unsigned char>(text[1]) == 0x8B)
+    throw FormatError(path.string() + ": gzip-compressed; gunzip it first");
   size_t firstNonWs = text.find_first_not_of(" \t\r\n");
   if (firstNonWs == std::string::npos || text[firstNonWs] != '{') {
     // Not JSON: maybe a SentencePiece protobuf with another extension.

@@ -69,7 +69,7 @@ class TestCorpus : public QObject {
   }
 
   void txtCorpus() {
-    write(dir_ / "a.txt", "First doc line one.\nline two\n\n\n  \nSecond doc.\r\n\r\nThird\n");
+    write(dir_ / "a.txt", "\xEF\xBB\xBF" "First doc line one.\nline two\n\n\n  \nSecond doc.\r\n\r\nThird\n");
     auto c = Corpus::open(dir_ / "a.txt");
     QCOMPARE(c->kind(), std::string("txt"));
     QCOMPARE(c->documentCount(), int64_t(3));
@@ -113,7 +113,7 @@ class TestCorpus : public QObject {
   }
 
   void jsonlCorpus() {
-    write(dir_ / "c.jsonl", "{\"text\": \"alpha\", \"genre\": \"a\"}\n\n{\"text\": \"beta\", \"genre\": \"b\"}\n{\"text\": \"gamma\", \"genre\": \"a\", \"x\": 1}\n");
+    write(dir_ / "c.jsonl", "\xEF\xBB\xBF{\"text\": \"alpha\", \"genre\": \"a\"}\n\n{\"text\": \"beta\", \"genre\": \"b\"}\n{\"text\": \"gamma\", \"genre\": \"a\", \"x\": 1}\n");
     CorpusOptions o;
     o.labelField = "genre";
     auto c = Corpus::open(dir_ / "c.jsonl", o);
