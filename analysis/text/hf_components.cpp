@@ -445,6 +445,39 @@ class StripNormalizer : public Normalizer {
   }
 };
 
+// Rust normalizers::Nmt: drops some control characters and maps others to a space.
+class NmtNormalizer : public Normalizer {
+ public:
+  void apply(std::string& s) const override {
+    std::string out;
+    out.reserve(s.size());
+    size_t i = 0;
+    while (i < s.size()) {
+      size_t a = i;
+      char32_t c = utf8::next(s, i);
+      if ((c >= 0x1 && c <= 0x8) || c == 0xB || (c >= 0xE && c <= 0x1F) || c == 0x7F || c == 0x8F || c == 0x9F) continue;
+      if (c == 0x9 || c == 0xA || c == 0xC || c == 0xD || c == 0x1680 || (c >= 0x200B && c <= 0x200F) || c == 0x2028 ||
+          c == 0x2029 || c == 0x2581 || c == 0xFEFF || c == 0xFFFD) {
+        out.push_back(' ');
+        continue;
+      }
+      out.append(s, a, i - a);
+    }
+    s.swap(out);
+  }
+};
+
+// Rust normalizers::ByteLevel: every byte to GPT-2's printable character.
+class ByteLevelNormalizer : public Normalizer {
+ public:
+  void apply(std::string& s) const override {
+    std::string out;
+    out.reserve(s.size() * 2);
+    for (unsigned char c : s) out += byteTables().b2u[c];
+    s.swap(out);
+  }
+};
+
 class PrependNormalizer : public Normalizer {
  public:
   std::string prepend;
@@ -1560,6 +1593,8 @@ std::unique_ptr<Normalizer> makeNormalizer(const json& j, const std::string& whe
   if (t == "NFKC") return std::make_unique<UnicodeNormalizer>(uni::Form::NFKC);
   if (t == "NFKD") return std::make_unique<UnicodeNormalizer>(uni::Form::NFKD);
   if (t == "Lowercase") return std::make_unique<LowercaseNormalizer>();
+  if (t == "Nmt") return std::make_unique<NmtNormalizer>();
+  if (t == "ByteLevel") return std::make_unique<ByteLevelNormalizer>();
   if (t == "StripAccents") return std::make_unique<StripAccentsNormalizer>();
   if (t == "Strip") {
     auto s = std::make_unique<StripNormalizer>();

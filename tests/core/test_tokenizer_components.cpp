@@ -134,6 +134,8 @@ class TestTokenizerComponents : public QObject {
     QCOMPARE(norm(bert, "Héllo\x01\tW\xE4\xB8\xAD"), std::string("hello w \xE4\xB8\xAD "));
     json seq = {{"type", "Sequence"}, {"normalizers", {{{"type", "NFKC"}}, {{"type", "Lowercase"}}}}};
     QCOMPARE(norm(seq, "\xEF\xBC\xA1\xE2\x91\xA0"), std::string("a1"));  // fullwidth A, circled 1
+    QCOMPARE(norm({{"type", "Nmt"}}, "a\x01\tb\xE2\x80\x8B" "c\x7F"), std::string("a b c"));
+    QCOMPARE(norm({{"type", "ByteLevel"}}, "a b\n"), std::string("a\xC4\xA0" "b\xC4\x8A"));
     QVERIFY_THROWS_EXCEPTION(FormatError, norm({{"type", "Bogus"}}, "a"));
   }
 
