@@ -35,7 +35,11 @@ NO_SPACE_AFTER = {"(", "[", "{", "``", "`", "$"}
 def detokenize(words):
     out = []
     glue_next = False
+    prev = ""
     for w in words:
+        if w == "." and prev.endswith("."):
+            continue  # "Jr. ." (abbreviation ending a sentence) -> "Jr."
+        prev = w
         text = {"``": '"', "''": '"', "`": "'"}.get(w, w)
         if out and not glue_next and w not in NO_SPACE_BEFORE:
             out.append(" ")
