@@ -103,10 +103,14 @@ std::map<std::string, at::Tensor> initTensors(const ModelConfig& cfg, uint64_t s
 std::vector<int32_t> tokenStream(const fs::path& corpus, const DocEncoder& enc, int keepMod, bool keep,
                                  JobContext& job, int64_t* docs) {
   auto files = corpusTextFiles(corpus);
+  if (keepMod > 0 && files.size() < 2)
+    throw FormatError(corpus.string() + ": needs at least 2 documents to hold one out (or give --heldout)");
   std::vector<int32_t> stream;
   *docs = 0;
   for (size_t i = 0; i < files.size(); ++i) {
-    bool heldOut = keepMod > 0 && static_cast<int>(i % keepMod) == keepMod - 1;
+    // Every keepMod-th document is held out; with fewer documents, the last one.
+    const size_t mod = std::min(static_cast<size_t>(keepMod), files.size());
+    bool heldOut = keepMod > 0 && i % mod == mod - 1;
     if (keepMod > 0 && heldOut != keep) continue;
     auto ids = enc.encode(readFile(files[i]));
     stream.insert(stream.end(), ids.begin(), ids.end());

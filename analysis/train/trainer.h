@@ -28,7 +28,7 @@ class JobContext;
 
 struct TrainOptions {
   std::filesystem::path corpus;     ///< .txt file or folder of .txt documents
-  std::filesystem::path heldout;    ///< held-out corpus; empty = every 20th document of `corpus`
+  std::filesystem::path heldout;    ///< held-out corpus; empty = every 20th document of `corpus` (the last one if fewer than 20)
   std::filesystem::path config;     ///< HF config.json of the model to train
   std::filesystem::path tokenizer;  ///< tokenizer.json
   std::filesystem::path outDir;

@@ -10,6 +10,6 @@ root="$(cd "$here/../.." && pwd)"
 build="${1:-$root/build}"
 fx="$root/tests/data/train"
 (cd "$here" && npm install --no-audit --no-fund --silent)
-"$build/app/cli/moefy" train-tokenizer "$root/data/corpus/brown/heldout" --vocab 1000 --out "$fx/tokenizer.json" --quiet
+"$build/app/moefy" train-tokenizer "$root/data/corpus/brown/heldout" --vocab 1000 --out "$fx/tokenizer.json" --quiet
 node "$here/encode.mjs" "$fx/tokenizer.json" "$fx/texts.json" > "$fx/ref_ids.json"
 echo "wrote $fx/tokenizer.json and $fx/ref_ids.json"
