@@ -102,7 +102,7 @@ class TestTrain : public QObject {
     auto again = test::runCli({"train", QString::fromStdString((dir_ / "corpus").string()), "--config",
                                QString::fromStdString((dir_ / "config.json").string()), "--tokenizer",
                                QString::fromStdString((dir_ / "tokenizer.json").string()), "--out",
-                               QString::fromStdString(out.string()), "--steps", "5"});
+                               QString::fromStdString(out.string()), "--steps", "5", "--seq-len", "32"});
     QVERIFY(again.exitCode != 0);
     QVERIFY2(again.err.find("not empty") != std::string::npos, again.err.c_str());
   }
