@@ -2,6 +2,7 @@
 
 #include <QFileInfo>
 
+#include "analysis/text/tokenizer.h"
 #include "views/jobrunner.h"
 
 namespace moefy::views {
@@ -26,6 +27,8 @@ void StudioContext::setWorkspace(const Workspace& ws) {
   evals_.clear();
   reported_.clear();
   current_.clear();
+  tokenizer_.reset();
+  tokenizerTried_ = false;
   selLayer_ = selNeuron_ = selExpert_ = -1;
   artefacts_ = scanArtefacts(*ws_);
   // Default picks: the first artefact of each kind.
@@ -84,6 +87,27 @@ std::shared_ptr<Recording> StudioContext::recording(const QString& p) { return c
 std::shared_ptr<Partition> StudioContext::partition(const QString& p) { return cached<Partition>(partitions_, p, this, reported_); }
 std::shared_ptr<Router> StudioContext::router(const QString& p) { return cached<Router>(routers_, p, this, reported_); }
 std::shared_ptr<Evaluation> StudioContext::evaluation(const QString& p) { return cached<Evaluation>(evals_, p, this, reported_); }
+
+std::shared_ptr<const Tokenizer> StudioContext::tokenizer() {
+  if (tokenizerTried_ || !ws_) return tokenizer_;
+  tokenizerTried_ = true;
+  const QString dir = ws_->model();
+  if (!QFileInfo(dir).isDir()) return nullptr;
+  try {
+    tokenizer_ = Tokenizer::fromModelDir(dir.toStdString());
+  } catch (const std::exception& e) {
+    report(Warning, QString("No tokenizer for the workspace model (tokens are shown as ids): %1").arg(e.what()));
+  }
+  return tokenizer_;
+}
+
+QString StudioContext::tokenText(int32_t id) {
+  auto tok = tokenizer();
+  if (!tok) return QString("#%1").arg(id);
+  QString t = QString::fromStdString(tok->decode({id}, false));
+  if (t.trimmed().isEmpty()) t = QString::fromStdString(tok->idToToken(id));
+  return t.isEmpty() ? QString("#%1").arg(id) : t;
+}
 
 QString StudioContext::current(const QString& kind) const {
   auto it = current_.find(kind);

@@ -10,6 +10,10 @@
 
 #include "views/artefacts.h"
 
+namespace moefy {
+class Tokenizer;
+}
+
 namespace moefy::views {
 
 class JobRunner;
@@ -37,6 +41,10 @@ class StudioContext : public QObject {
   std::shared_ptr<Partition> partition(const QString& path);
   std::shared_ptr<Router> router(const QString& path);
   std::shared_ptr<Evaluation> evaluation(const QString& path);
+  /// The workspace model's tokenizer (loaded once; nullptr if it has none).
+  std::shared_ptr<const Tokenizer> tokenizer();
+  /// A readable form of a token id: its decoded text, else "#id".
+  QString tokenText(int32_t id);
 
   /// The artefact most recently picked in the tree, per kind ("" if none).
   QString current(const QString& kind) const;
@@ -68,6 +76,8 @@ class StudioContext : public QObject {
   std::map<QString, std::shared_ptr<Router>> routers_;
   std::map<QString, std::shared_ptr<Evaluation>> evals_;
   std::map<QString, QString> reported_;  // path -> error already shown
+  std::shared_ptr<const Tokenizer> tokenizer_;
+  bool tokenizerTried_ = false;
   std::map<QString, QString> current_;
   int selLayer_ = -1, selNeuron_ = -1, selExpert_ = -1;
   JobRunner* jobs_;

@@ -191,6 +191,16 @@ FigureView::FigureView(StudioContext* ctx, const QString& title, int pickers, QW
   rebuildPickers();
 }
 
+QToolBar* FigureView::optionsBar() {
+  if (!options_) {
+    options_ = new QToolBar(this);
+    options_->setObjectName("optionsBar");
+    options_->setIconSize(QSize(16, 16));
+    static_cast<QVBoxLayout*>(layout())->insertWidget(1, options_);
+  }
+  return options_;
+}
+
 void FigureView::rebuildPickers() {
   rebuilding_ = true;
   for (auto& [kind, box] : boxes_) {

@@ -49,6 +49,8 @@ class FigureView : public QWidget {
  protected:
   QWidget* body() const { return body_; }
   QToolBar* toolbar() const { return toolbar_; }
+  /// A second toolbar row for view-specific options (created on first use).
+  QToolBar* optionsBar();
   StudioContext* ctx() const { return ctx_; }
   /// Shows `text` instead of the body (empty state) or the body (text empty).
   void setEmptyState(const QString& text);
@@ -65,6 +67,7 @@ class FigureView : public QWidget {
   QString title_;
   int pickers_;
   QToolBar* toolbar_;
+  QToolBar* options_ = nullptr;
   QWidget* body_;
   QLabel* empty_;
   QStackedLayout* stack_;

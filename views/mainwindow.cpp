@@ -28,6 +28,7 @@
 #include "views/figure.h"
 #include "views/jobrunner.h"
 #include "views/pipeline.h"
+#include "views/view_corpus.h"
 #include "views/views.h"
 
 namespace moefy::views {
@@ -74,9 +75,7 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent), ctx_(new StudioCo
   tabs_->setObjectName("viewTabs");
   tabs_->setDocumentMode(true);
   tabs_->addTab(new ModelView(ctx_), "Model");
-#ifdef MOEFY_HAVE_CORPUS_VIEW
   tabs_->addTab(new CorpusView(ctx_), "Corpus");
-#endif
   tabs_->addTab(new SparsityView(ctx_), "Sparsity");
   tabs_->addTab(new CoactView(ctx_), "Co-activation");
   tabs_->addTab(new ExpertGraphView(ctx_), "Expert graph");
@@ -502,7 +501,8 @@ QStringList MainWindow::writeScreenshots(const QString& dir, QSize size) {
       QApplication::processEvents(QEventLoop::AllEvents, 50);
       auto* mv = qobject_cast<ModelView*>(tabs_->widget(i));
       auto* gv = qobject_cast<ExpertGraphView*>(tabs_->widget(i));
-      if ((!mv || !mv->loading()) && (!gv || !gv->layoutRunning()) && t.elapsed() > 300) break;
+      auto* cv = qobject_cast<CorpusView*>(tabs_->widget(i));
+      if ((!mv || !mv->loading()) && (!gv || !gv->layoutRunning()) && (!cv || !cv->loading()) && t.elapsed() > 300) break;
     }
     for (QCustomPlot* p : tabs_->widget(i)->findChildren<QCustomPlot*>()) p->replot(QCustomPlot::rpImmediateRefresh);
     QApplication::processEvents();

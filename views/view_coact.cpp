@@ -19,20 +19,21 @@ constexpr int kMaxSat = 4096;  // the summed-area table is built on at most this
 
 CoactView::CoactView(StudioContext* ctx, QWidget* parent)
     : FigureView(ctx, "Co-activation", PickRecording | PickPartition | PickLayer, parent) {
-  toolbar()->addSeparator();
-  reorder_ = new QCheckBox("Reorder by partition", toolbar());
+
+  reorder_ = new QCheckBox("Reorder by partition", optionsBar());
   reorder_->setChecked(true);
-  toolbar()->addWidget(reorder_);
-  logScale_ = new QCheckBox("Log colour", toolbar());
+  optionsBar()->addWidget(reorder_);
+  logScale_ = new QCheckBox("Log colour", optionsBar());
   logScale_->setChecked(true);
-  toolbar()->addWidget(logScale_);
-  scaleMode_ = new QComboBox(toolbar());
+  optionsBar()->addWidget(logScale_);
+  scaleMode_ = new QComboBox(optionsBar());
   scaleMode_->addItems({"Per-layer scale", "Global scale"});
   scaleMode_->setObjectName("scaleMode");
-  toolbar()->addWidget(scaleMode_);
-  cmap_ = new QComboBox(toolbar());
+  optionsBar()->addWidget(scaleMode_);
+  optionsBar()->addWidget(new QLabel("  Colour map: ", optionsBar()));
+  cmap_ = new QComboBox(optionsBar());
   cmap_->addItems({"Viridis", "Cividis", "Greys"});
-  toolbar()->addWidget(cmap_);
+  optionsBar()->addWidget(cmap_);
   for (QCheckBox* c : {reorder_, logScale_}) connect(c, &QCheckBox::toggled, this, [this] { refresh(); });
   for (QComboBox* c : {scaleMode_, cmap_}) connect(c, &QComboBox::currentIndexChanged, this, [this] { refresh(); });
 
@@ -68,6 +69,13 @@ CoactView::CoactView(StudioContext* ctx, QWidget* parent)
   connect(lodTimer_, &QTimer::timeout, this, &CoactView::rebuildVisible);
   connect(plot_->xAxis, QOverload<const QCPRange&>::of(&QCPAxis::rangeChanged), this, [this] { lodTimer_->start(); });
   connect(plot_->yAxis, QOverload<const QCPRange&>::of(&QCPAxis::rangeChanged), this, [this] { lodTimer_->start(); });
+  connect(plot_, &QCustomPlot::afterLayout, this, [this] {
+    QSize now = plot_->axisRect()->size();
+    if (now != plot_->property("lodSize").toSize()) {
+      plot_->setProperty("lodSize", now);
+      lodTimer_->start();
+    }
+  });
   connect(plot_, &QCustomPlot::mouseMove, this, [this](QMouseEvent* ev) {
     int r, c;
     long long n;

@@ -155,13 +155,35 @@ void forceLayout(std::vector<GraphCanvas::Node>& nodes, const std::vector<GraphC
       dx[e.b] += ddx * f, dy[e.b] += ddy * f;
     }
     for (int i = 0; i < n; ++i) {
-      dx[i] -= 0.05 * nodes[i].x;  // gravity keeps disconnected parts on screen
-      dy[i] -= 0.05 * nodes[i].y;
+      dx[i] -= 0.15 * nodes[i].x;  // gravity keeps weakly connected parts on screen
+      dy[i] -= 0.15 * nodes[i].y;
       double d = std::sqrt(dx[i] * dx[i] + dy[i] * dy[i]) + 1e-9;
       double step = std::min(d, temp);
       nodes[i].x += dx[i] / d * step;
       nodes[i].y += dy[i] / d * step;
     }
+  }
+  // Remove overlaps: push apart nodes closer than their radii (in layout units,
+  // matching GraphCanvas::radius() for a canvas about 700 px wide).
+  double maxSize = 1;
+  for (const auto& nd : nodes) maxSize = std::max(maxSize, nd.size);
+  auto rad = [&](const GraphCanvas::Node& nd) { return nd.neuron >= 0 ? 0.012 : (8 + 22 * std::sqrt(nd.size / maxSize)) / 350.0; };
+  double span = 0;
+  for (const auto& nd : nodes) span = std::max({span, std::fabs(nd.x), std::fabs(nd.y)});
+  for (auto& nd : nodes) nd.x /= std::max(span, 1e-9), nd.y /= std::max(span, 1e-9);
+  for (int pass = 0; pass < 60 && !stop.load(); ++pass) {
+    bool moved = false;
+    for (int i = 0; i < n; ++i)
+      for (int j = i + 1; j < n; ++j) {
+        double ddx = nodes[i].x - nodes[j].x, ddy = nodes[i].y - nodes[j].y;
+        double d = std::sqrt(ddx * ddx + ddy * ddy) + 1e-9, want = rad(nodes[i]) + rad(nodes[j]) + 0.01;
+        if (d >= want) continue;
+        double push = (want - d) / 2 / d;
+        nodes[i].x += ddx * push, nodes[i].y += ddy * push;
+        nodes[j].x -= ddx * push, nodes[j].y -= ddy * push;
+        moved = true;
+      }
+    if (!moved) break;
   }
   // Normalise into [-1, 1].
   double minx = 1e9, maxx = -1e9, miny = 1e9, maxy = -1e9;

@@ -90,7 +90,8 @@ void ModelView::refresh() {
       auto* plot = self->plot_;
       plot->clearPlottables();
       auto* bars = new QCPBars(plot->yAxis, plot->xAxis);
-      bars->setData(QVector<double>{0, 1, 2}, QVector<double>{ffn / 1e6, emb / 1e6, rest / 1e6});
+      const double unit = std::max({ffn, emb, rest}) >= 2e6 ? 1e6 : 1e3;
+      bars->setData(QVector<double>{0, 1, 2}, QVector<double>{ffn / unit, emb / unit, rest / unit});
       bars->setBrush(mapColor(ColorMap::Viridis, 0.45));
       bars->setPen(Qt::NoPen);
       QSharedPointer<QCPAxisTickerText> tk(new QCPAxisTickerText);
@@ -99,14 +100,16 @@ void ModelView::refresh() {
       tk->addTick(2, "attention, norms, rest");
       plot->yAxis->setTicker(tk);
       plot->yAxis->setRange(-0.6, 2.6);
-      plot->xAxis->setLabel("parameters (millions)");
-      plot->xAxis->setRange(0, std::max({ffn, emb, rest}) / 1e6 * 1.15 + 1e-9);
+      plot->xAxis->setLabel(unit == 1e6 ? "parameters (millions)" : "parameters (thousands)");
+      plot->xAxis->setRange(0, std::max({ffn, emb, rest}) / unit * 1.15 + 1e-9);
       plot->replot();
     }, Qt::QueuedConnection);
   });
   connect(t, &QThread::finished, t, &QObject::deleteLater);
   t->start();
 }
+
+QWidget* ModelView::figureRoot() { return plot_; }
 
 QString ModelView::csvData() const {
   QString out = "property,value\n";
@@ -165,14 +168,14 @@ void NeuronInspector::show(int L, int n) {
       auto v = [&](int i) { return (*act)[size_t(i) * rec->dFF + n]; };
       int top = std::min(S, 12);
       std::partial_sort(idx.begin(), idx.begin() + top, idx.end(), [&](int a, int b) { return v(a) > v(b); });
-      html += QString("<h4>Top-activating recorded samples (of %1)</h4><table><tr><th>activation</th><th>token id</th>"
+      html += QString("<h4>Top-activating recorded samples (of %1)</h4><table><tr><th>activation</th><th>token</th>"
                       "<th>document</th><th>position</th><th>category</th></tr>").arg(S);
       for (int r = 0; r < top; ++r) {
         int i = idx[r];
         if (v(i) <= 0) break;
         int c = smp.category[i];
         html += QString("<tr><td>%1</td><td>%2</td><td>%3</td><td>%4</td><td>%5</td></tr>").arg(v(i), 0, 'f', 3)
-                    .arg(smp.tokenId[i]).arg(smp.docId[i]).arg(smp.position[i])
+                    .arg(QString("%1 <code>%2</code>").arg(smp.tokenId[i]).arg(ctx_->tokenText(smp.tokenId[i]).toHtmlEscaped())).arg(smp.docId[i]).arg(smp.position[i])
                     .arg(c >= 0 && c < rec->categories.size() ? rec->categories[c] : QString("-"));
       }
       html += "</table>";

@@ -24,8 +24,8 @@ QString num(double v, int prec = 3) { return std::isnan(v) ? QString("-") : QStr
 
 PartitionView::PartitionView(StudioContext* ctx, QWidget* parent)
     : FigureView(ctx, "Partitions", PickLayer, parent) {
-  meanLayers_ = new QCheckBox("Mean over layers", toolbar());
-  toolbar()->addWidget(meanLayers_);
+  meanLayers_ = new QCheckBox("Mean over layers", optionsBar());
+  optionsBar()->addWidget(meanLayers_);
   connect(meanLayers_, &QCheckBox::toggled, this, [this] { refresh(); });
   auto* lay = new QVBoxLayout(body());
   lay->setContentsMargins(6, 6, 6, 6);
@@ -46,6 +46,8 @@ PartitionView::PartitionView(StudioContext* ctx, QWidget* parent)
   lay->addWidget(split);
   refresh();
 }
+
+QWidget* PartitionView::figureRoot() { return plot_; }
 
 QString PartitionView::csvData() const {
   QString out;
@@ -146,6 +148,12 @@ void PartitionView::refresh() {
   plot_->xAxis->setLabel("experts run per token (k)");
   plot_->yAxis->setLabel(mean ? "share of activation mass kept (mean over layers)" : QString("share of activation mass kept (layer %1)").arg(L));
   plot_->xAxis->setRange(0.5, kmax + 0.5);
+  {
+    QSharedPointer<QCPAxisTickerFixed> t(new QCPAxisTickerFixed);
+    t->setTickStep(kmax <= 20 ? 1.0 : kmax <= 64 ? 4.0 : 16.0);
+    t->setScaleStrategy(QCPAxisTickerFixed::ssNone);
+    plot_->xAxis->setTicker(t);
+  }
   plot_->yAxis->setRange(0, 1.02);
   plot_->legend->setVisible(true);
   plot_->axisRect()->insetLayout()->setInsetAlignment(0, Qt::AlignBottom | Qt::AlignRight);

@@ -124,6 +124,12 @@ std::vector<int> topK(const std::vector<float>& score, int S, int E, int k) {
   }
   return out;
 }
+QSharedPointer<QCPAxisTicker> integerTicker(int n) {
+  QSharedPointer<QCPAxisTickerFixed> t(new QCPAxisTickerFixed);
+  t->setTickStep(n <= 20 ? 1.0 : n <= 64 ? 4.0 : n <= 160 ? 10.0 : 50.0);
+  t->setScaleStrategy(QCPAxisTickerFixed::ssNone);
+  return t;
+}
 QCustomPlot* plotWithTitle(QWidget* parent, const QString& title) {
   auto* p = new QCustomPlot(parent);
   p->plotLayout()->insertRow(0);
@@ -136,11 +142,11 @@ QCustomPlot* plotWithTitle(QWidget* parent, const QString& title) {
 
 RouterView::RouterView(StudioContext* ctx, QWidget* parent)
     : FigureView(ctx, "Router choices", PickRecording | PickPartition | PickRouter | PickLayer, parent) {
-  toolbar()->addWidget(new QLabel(" Document: ", toolbar()));
-  doc_ = new QComboBox(toolbar());
+  optionsBar()->addWidget(new QLabel(" Document: ", optionsBar()));
+  doc_ = new QComboBox(optionsBar());
   doc_->setObjectName("documentPicker");
   doc_->setSizeAdjustPolicy(QComboBox::AdjustToContents);
-  toolbar()->addWidget(doc_);
+  optionsBar()->addWidget(doc_);
   connect(doc_, &QComboBox::currentIndexChanged, this, [this] { redrawDocument(); });
   auto* g = new QGridLayout(body());
   g->setContentsMargins(6, 6, 6, 6);
@@ -273,6 +279,7 @@ void RouterView::refresh() {
   usage_->yAxis->setNumberFormat("gb");
   usage_->yAxis->setRange(1e-4 * 0.8, 1.2);
   usage_->xAxis->setRange(-0.7, E_ - 0.3);
+  usage_->xAxis->setTicker(integerTicker(E_));
   usage_->xAxis->setLabel(QString("experts sorted by usage (%1 of %2 never chosen)").arg(dead).arg(E_));
   usage_->yAxis->setLabel("share of tokens routed");
   usage_->replot();
@@ -294,12 +301,12 @@ void RouterView::refresh() {
   cmap->data()->setRange(QCPRange(0, E_ - 1), QCPRange(0, C - 1));
   for (int c = 0; c < C; ++c)
     for (int e = 0; e < E_; ++e) cmap->data()->setCell(e, c, ct[c] > 0 ? cu[size_t(c) * E_ + e] / ct[c] : 0.0);
-  cmap->setGradient(gradient(ColorMap::Viridis));
-  cmap->rescaleDataRange(true);
   auto* cs = new QCPColorScale(cats_);
   cats_->plotLayout()->addElement(1, 1, cs);
   cs->setType(QCPAxis::atRight);
   cmap->setColorScale(cs);
+  cmap->setGradient(gradient(ColorMap::Viridis));
+  cmap->rescaleDataRange(true);
   cs->axis()->setLabel("share of category's tokens");
   cs->axis()->setLabelFont(figureFont(9));
   cs->axis()->setTickLabelFont(figureFont(8));
@@ -309,11 +316,12 @@ void RouterView::refresh() {
   cats_->yAxis->setTicker(ct2);
   cats_->yAxis->setTickLabelFont(figureFont(C > 10 ? 7 : 8));
   cats_->xAxis->setLabel("expert");
+  cats_->xAxis->setTicker(integerTicker(E_));
   cats_->xAxis->setRange(-0.5, E_ - 0.5);
   cats_->yAxis->setRange(-0.5, C - 0.5);
   cats_->replot();
   note_->setText(QString("Router %1 (%2), partition %3, layer %4: top-%5 of %6 experts on %7 sampled tokens. "
-                         "Dots mark the router's choices, squares the oracle's. Dead experts: %8 of %9 (%10%). "
+                         "Red dots: the router's top-k; white squares: the oracle's top-k. Dead experts: %8 of %9 (%10%). "
                          "Click a column to select an expert.")
                      .arg(router_ ? router_->name : QString("none: oracle scores")).arg(router_ ? router_->kind : QString("oracle"))
                      .arg(part_->name).arg(L).arg(k_).arg(E_).arg(S).arg(dead).arg(E_).arg(100.0 * dead / E_, 0, 'f', 1));
@@ -350,16 +358,16 @@ void RouterView::redrawDocument() {
       cx << top_[size_t(s) * k_ + j], cy << t;
       ox << oracleTop_[size_t(s) * k_ + j], oy << t;
     }
-    QString tok = QString("#%1").arg(smp.tokenId[s]);
-    ytick->addTick(t, QString("%1 @%2").arg(tok).arg(smp.position[s]));
+    QString tok = ctx()->tokenText(smp.tokenId[s]).replace('\n', "\\n");
+    ytick->addTick(t, QString("%1 @%2").arg(tok.trimmed().isEmpty() ? QString("\u2423") : tok.trimmed()).arg(smp.position[s]));
     toks.push_back({tok, top_[size_t(s) * k_]});
   }
-  map->setGradient(gradient(ColorMap::Cividis));
-  map->setDataRange(QCPRange(0, 1));
   auto* cs = new QCPColorScale(scores_);
   scores_->plotLayout()->addElement(1, 1, cs);
   cs->setType(QCPAxis::atRight);
   map->setColorScale(cs);
+  map->setGradient(gradient(ColorMap::Cividis));
+  map->setDataRange(QCPRange(0, 1));
   cs->axis()->setLabel("score (min-max per token)");
   cs->axis()->setLabelFont(figureFont(9));
   cs->axis()->setTickLabelFont(figureFont(8));
@@ -380,10 +388,9 @@ void RouterView::redrawDocument() {
   scores_->yAxis->setRange(-0.5, std::max(1, T) - 0.5);
   scores_->xAxis->setRange(-0.5, E_ - 0.5);
   scores_->xAxis->setLabel(QString("expert (layer %1)").arg(layer()));
-  scores_->yAxis->setLabel("token id @ position");
-  scores_->legend->setVisible(true);
-  scores_->legend->setBrush(QColor(255, 255, 255, 220));
-  scores_->axisRect()->insetLayout()->setInsetAlignment(0, Qt::AlignBottom | Qt::AlignRight);
+  scores_->yAxis->setLabel("sampled token @ position");
+  scores_->legend->setVisible(false);
+  scores_->xAxis->setTicker(integerTicker(E_));
   scores_->clearItems();
   int sel = ctx()->selectedLayer() == layer() ? ctx()->selectedExpert() : -1;
   if (sel >= 0 && sel < E_) {

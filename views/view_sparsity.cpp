@@ -113,7 +113,7 @@ void SparsityView::refresh() {
   layers_->xAxis->setRange(xs.front() - 0.5, xs.back() + 0.5);
   double ymax = 0;
   for (int i = 0; i < mean.size(); ++i) ymax = std::max(ymax, mean[i] + hiC[i]);
-  layers_->yAxis->setRange(0, std::max(0.05, ymax * 1.15));
+  layers_->yAxis->setRange(0, std::max(0.05, ymax * 1.45));  // headroom for the legend
   layers_->legend->setVisible(true);
   layers_->axisRect()->insetLayout()->setInsetAlignment(0, Qt::AlignTop | Qt::AlignRight);
   layers_->replot();
@@ -141,7 +141,8 @@ void SparsityView::refresh() {
     }
     auto* gr = hist_->addGraph();
     gr->setData(x, y);
-    QColor col = mapColor(ColorMap::Viridis, rec_->layers.size() > 1 ? double(n) / (rec_->layers.size() - 1) : 0.0);
+    // Viridis up to 0.85: its last yellows are too light for thin lines on white.
+    QColor col = mapColor(ColorMap::Viridis, rec_->layers.size() > 1 ? 0.85 * n / (rec_->layers.size() - 1) : 0.0);
     gr->setPen(QPen(col, L == cur ? 3 : 1.2));
     gr->setName(QString("layer %1").arg(L));
     ++n;
@@ -149,7 +150,7 @@ void SparsityView::refresh() {
   hist_->xAxis->setLabel("active neurons per token (share of d_ff)");
   hist_->yAxis->setLabel("share of tokens");
   hist_->xAxis->setRange(0, std::min(1.0, xmaxUsed / double(F) * 1.05));
-  hist_->yAxis->setRange(0, hmax * 1.1 + 1e-9);
+  hist_->yAxis->setRange(0, hmax * 1.25 + 1e-9);
   hist_->legend->setVisible(rec_->layers.size() <= 12);
   hist_->replot();
 

@@ -31,6 +31,7 @@ class ModelView : public FigureView {
   explicit ModelView(StudioContext* ctx, QWidget* parent = nullptr);
   void refresh() override;
   QString csvData() const override;
+  QWidget* figureRoot() override;
   bool loading() const { return loading_; }
 
  private:
@@ -127,6 +128,7 @@ class PartitionView : public FigureView {
   explicit PartitionView(StudioContext* ctx, QWidget* parent = nullptr);
   void refresh() override;
   QString csvData() const override;
+  QWidget* figureRoot() override;
 
  private:
   QTableWidget* table_;

@@ -105,6 +105,72 @@ def make_corpus(dir_, rng):
                 f.write("\n".join(sents[:6]) + "\n\n" + "\n".join(sents[6:]) + "\n")
 
 
+def bytes_to_unicode():
+    """GPT-2's reversible byte -> printable unicode map."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("\xa1"), ord("\xac") + 1)) + list(range(ord("\xae"), ord("\xff") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, [chr(c) for c in cs]))
+
+
+def make_tokenizer(model_dir, corpus_dir):
+    """Trains a small byte-level BPE (GPT-2 style) on the corpus: 256 byte
+    tokens + merges up to VOCAB - 1, and <|endoftext|> as the last id."""
+    import re
+    b2u = bytes_to_unicode()
+    text = ""
+    for root, _, files in sorted(os.walk(corpus_dir)):
+        for fn in sorted(files):
+            text += open(os.path.join(root, fn)).read() + "\n"
+    pat = re.compile(r"""'s|'t|'re|'ve|'m|'ll|'d| ?[A-Za-z]+| ?[0-9]+| ?[^\sA-Za-z0-9]+|\s+(?!\S)|\s+""")
+    words = {}
+    for w in pat.findall(text):
+        key = tuple(b2u[b] for b in w.encode())
+        words[key] = words.get(key, 0) + 1
+    vocab = {b2u[b]: i for i, b in enumerate(sorted(b2u))}
+    merges = []
+    while len(vocab) < VOCAB - 1:
+        pairs = {}
+        for w, c in words.items():
+            for a, b in zip(w, w[1:]):
+                pairs[(a, b)] = pairs.get((a, b), 0) + c
+        if not pairs:
+            break
+        (a, b), _ = max(pairs.items(), key=lambda kv: (kv[1], kv[0]))
+        merges.append(f"{a} {b}")
+        vocab[a + b] = len(vocab)
+        new = {}
+        for w, c in words.items():
+            out, i = [], 0
+            while i < len(w):
+                if i + 1 < len(w) and w[i] == a and w[i + 1] == b:
+                    out.append(a + b)
+                    i += 2
+                else:
+                    out.append(w[i])
+                    i += 1
+            new[tuple(out)] = new.get(tuple(out), 0) + c
+        words = new
+    eot = len(vocab)
+    tok = {
+        "version": "1.0", "truncation": None, "padding": None,
+        "added_tokens": [{"id": eot, "content": "<|endoftext|>", "single_word": False, "lstrip": False,
+                          "rstrip": False, "normalized": True, "special": True}],
+        "normalizer": None,
+        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True},
+        "post_processor": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": False, "use_regex": True},
+        "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
+        "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": "",
+                  "end_of_word_suffix": "", "fuse_unk": False, "byte_fallback": False, "vocab": vocab, "merges": merges}}
+    write_json(os.path.join(model_dir, "tokenizer.json"), tok)
+    return eot + 1
+
+
 def synth_layer(rng, n_tok, cats, L):
     """Activations [n_tok, D_FF] with planted groups; returns (h, x, groups_of_neuron)."""
     scramble = rng.permutation(D_FF)
@@ -146,6 +212,7 @@ def main():
     os.makedirs(out, exist_ok=True)
     make_model(os.path.join(out, "model"), rng)
     make_corpus(os.path.join(out, "corpus"), rng)
+    make_tokenizer(os.path.join(out, "model"), os.path.join(out, "corpus"))
 
     n_tok = a.tokens
     S = 400

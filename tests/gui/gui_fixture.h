@@ -29,7 +29,7 @@ inline QString fakeWorkspace(QString* error) {
   QByteArray b = qgetenv("MOEFY_BINARY_DIR");
   QString bin = b.isEmpty() ? QDir::currentPath() : QString::fromLocal8Bit(b);
   QString dir = bin + "/test-tmp/gui-fake-workspace";
-  if (QFileInfo::exists(dir + "/workspace.json") && QFileInfo::exists(dir + "/evaluations/eval-coact/eval.json")) return dir;
+  if (QFileInfo::exists(dir + "/model/tokenizer.json") && QFileInfo::exists(dir + "/evaluations/eval-coact/eval.json")) return dir;
   QDir(dir).removeRecursively();
   QProcess p;
   p.start(QFileInfo::exists("/usr/bin/python3") ? "/usr/bin/python3" : "python3",

@@ -15,6 +15,8 @@
 #include "views/figure.h"
 #include "views/jobrunner.h"
 #include "views/mainwindow.h"
+#include "views/pipeline.h"
+#include "views/view_corpus.h"
 #include "views/views.h"
 
 using namespace moefy;
@@ -178,6 +180,74 @@ class TestStudio : public QObject {
       QString why;
       QVERIFY2(svgValid(f, &why), qPrintable(f + ": " + why));
     }
+  }
+
+  void corpusViewShowsTokenBoundaries() {
+    MainWindow w;
+    w.resize(1300, 850);
+    w.show();
+    QVERIFY(w.openWorkspace(ws_));
+    auto* cv = viewOf<CorpusView>(w);
+    QVERIFY(cv);
+    w.tabs()->setCurrentWidget(cv);
+    QTRY_VERIFY_WITH_TIMEOUT(!cv->loading() && cv->hasData(), 30000);
+    QCOMPARE(cv->documentCount(), 9);  // 3 categories x 3 files
+    int n = cv->showDocument(0);
+    QVERIFY(n > 20);
+    // One shaded span per token.
+    QCOMPARE(cv->documentHtml().count("background-color:#c6dbef") + cv->documentHtml().count("background-color:#fdd0a2"), n);
+    QVERIFY(cv->csvData().count('\n') == 10);
+  }
+
+  void recordStepRunsToCompletion() {
+    if (!findStep("record")) QSKIP("the recorder is not in this build");
+    QTemporaryDir tmp;
+    // A private copy of the workspace so the new recording does not leak into other tests.
+    QString ws = tmp.filePath("ws");
+    QVERIFY(QDir().mkpath(ws));
+    QFile::copy(ws_ + "/workspace.json", ws + "/workspace.json");
+    {
+      // Point at the shared model and corpus.
+      Workspace w0 = Workspace::load(ws);
+      w0.modelPath = ws_ + "/model";
+      w0.corpusPath = ws_ + "/corpus";
+      w0.save();
+    }
+    MainWindow w;
+    w.resize(1300, 850);
+    w.show();
+    QVERIFY(w.openWorkspace(ws));
+    PipelineJob job;
+    QString err;
+    QVERIFY2(makeStepJob("record", w.context(), {{"out", "rec-gui"}, {"seq-len", 64}, {"samples", 256}, {"tokens", 0}}, &job, &err),
+             qPrintable(err));
+    QSignalSpy fin(w.context()->jobs(), &JobRunner::finished);
+    int ticks = 0;
+    QTimer timer;
+    timer.setInterval(10);
+    connect(&timer, &QTimer::timeout, [&] { ++ticks; });
+    timer.start();
+    QElapsedTimer el;
+    el.start();
+    QVERIFY(w.context()->jobs()->start(job.name, job.fn));
+    QTRY_COMPARE_WITH_TIMEOUT(fin.count(), 1, 80000);
+    timer.stop();
+    QVERIFY2(fin.at(0).at(1).toBool(), qPrintable(fin.at(0).at(3).toString()));
+    qInfo() << "recording took" << el.elapsed() << "ms; GUI timer ticks" << ticks;
+    QVERIFY(ticks >= el.elapsed() / 10 * 0.5);
+    QVERIFY(QFileInfo::exists(job.output + "/manifest.json"));
+    QVERIFY(QFileInfo::exists(job.output + "/coact.safetensors"));
+    // The finished job's artefact shows up in the tree and the views.
+    QCOMPARE(w.context()->paths("recording").size(), 1);
+    auto rec = w.context()->recording(job.output);
+    QVERIFY(rec);
+    QVERIFY(rec->tokens > 0);
+    for (int i = 0; i < w.tabs()->count(); ++i) {
+      w.tabs()->setCurrentIndex(i);
+      QApplication::processEvents();
+    }
+    auto* sv = viewOf<SparsityView>(w);
+    QVERIFY(sv->hasData());
   }
 
   void linkedSelectionReachesInspector() {
