@@ -4,6 +4,7 @@
 
 #include <QDir>
 #include <QFileInfo>
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 
@@ -387,29 +388,45 @@ std::shared_ptr<Evaluation> Evaluation::open(const QString& d) {
   QString ef = QDir(d).filePath("eval.json");
   e->meta = readJson(ef);
   requireFormat(e->meta, "moefy-eval", ef);
+  const double nan = std::nan("");
+  auto num = [&](const nlohmann::json& j, const char* key) {
+    auto it = j.find(key);
+    return it != j.end() && it->is_number() ? it->get<double>() : nan;
+  };
   try {
     const auto& j = e->meta;
-    if (j.contains("dense")) {
-      e->densePpl = j["dense"].value("ppl", 0.0);
-      e->denseLoss = j["dense"].value("loss", 0.0);
-      e->denseTokensPerS = j["dense"].value("tokens_per_s", 0.0);
+    if (j.contains("reference") && j["reference"].is_object()) {
+      e->densePpl = num(j["reference"], "perplexity");
+      e->denseLoss = num(j["reference"], "loss");
     }
-    for (const auto& r : j.value("routers", nlohmann::json::array())) {
-      Series s;
-      s.name = QString::fromStdString(r.value("name", std::string("router")));
-      for (const auto& p : r.value("points", nlohmann::json::array())) {
-        Point pt;
-        pt.topK = p.value("top_k", 0);
-        pt.fraction = p.value("active_fraction", 0.0);
-        pt.loss = p.value("loss", 0.0);
-        pt.ppl = p.value("ppl", 0.0);
-        pt.relQuality = p.value("rel_quality", e->densePpl > 0 && pt.ppl > 0 ? e->densePpl / pt.ppl : 0.0);
-        pt.tokensPerS = p.value("tokens_per_s", 0.0);
-        pt.speedup = p.value("speedup", e->denseTokensPerS > 0 ? pt.tokensPerS / e->denseTokensPerS : 0.0);
-        s.points.push_back(pt);
+    std::map<QString, size_t> index;
+    for (const auto& r : j.value("results", nlohmann::json::array())) {
+      QString name = QString::fromStdString(r.value("router", r.value("name", std::string("router"))));
+      if (!index.count(name)) {
+        index[name] = e->series.size();
+        e->series.push_back({name, {}});
       }
-      e->series.push_back(std::move(s));
+      Point p;
+      p.fraction = num(r, "fraction");
+      p.topK = r.contains("top_k") ? QString::fromStdString(r["top_k"].dump()) : QString();
+      p.loss = num(r, "loss");
+      p.ppl = num(r, "perplexity");
+      p.lossDelta = num(r, "loss_delta");
+      if (std::isnan(p.lossDelta) && !std::isnan(e->denseLoss)) p.lossDelta = p.loss - e->denseLoss;
+      p.top1 = num(r, "top1_agreement");
+      p.kl = num(r, "kl");
+      p.fwdSpeedup = p.genSpeedup = nan;
+      if (r.contains("speed") && r["speed"].is_object()) {
+        p.fwdSpeedup = num(r["speed"], "forward_speedup");
+        p.genSpeedup = num(r["speed"], "generate_speedup");
+        e->hasSpeed |= !std::isnan(p.fwdSpeedup);
+        e->hasGenSpeed |= !std::isnan(p.genSpeedup);
+      }
+      if (std::isnan(p.fraction)) throw FormatError(ef.toStdString() + ": a result of router '" + name.toStdString() + "' has no fraction");
+      e->series[index[name]].points.push_back(p);
     }
+    for (auto& s : e->series)
+      std::sort(s.points.begin(), s.points.end(), [](const Point& a, const Point& b) { return a.fraction < b.fraction; });
   } catch (const nlohmann::json::exception& ex) {
     throw FormatError(ef.toStdString() + ": " + ex.what());
   }

@@ -137,20 +137,24 @@ struct Router {
   int topKFor(int layer) const;
 };
 
-/// eval.json: dense reference and per-router sweeps over top-k.
+/// eval.json (docs/formats.md "Evaluation"): the dense reference and one
+/// result per router and active-expert fraction, grouped here by router.
 struct Evaluation {
   static std::shared_ptr<Evaluation> open(const QString& dir);
   QString dir;
   nlohmann::json meta;
   struct Point {
-    int topK = 0;
-    double fraction = 0, loss = 0, ppl = 0, relQuality = 0, tokensPerS = 0, speedup = 0;
+    double fraction = 0;
+    QString topK;  ///< per-layer list as text
+    double loss = 0, ppl = 0, lossDelta = 0, top1 = 0, kl = 0;
+    double fwdSpeedup = 0, genSpeedup = 0;  ///< NaN when the run had no --speed
   };
   struct Series {
     QString name;
-    std::vector<Point> points;
+    std::vector<Point> points;  ///< sorted by fraction
   };
-  double densePpl = 0, denseLoss = 0, denseTokensPerS = 0;
+  double densePpl = 0, denseLoss = 0;
+  bool hasSpeed = false, hasGenSpeed = false;
   std::vector<Series> series;
 };
 

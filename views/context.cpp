@@ -105,7 +105,9 @@ QString StudioContext::tokenText(int32_t id) {
   auto tok = tokenizer();
   if (!tok) return QString("#%1").arg(id);
   QString t = QString::fromStdString(tok->decode({id}, false));
-  if (t.trimmed().isEmpty()) t = QString::fromStdString(tok->idToToken(id));
+  // A lone byte-level piece of a multi-byte character decodes to U+FFFD:
+  // show the vocabulary string instead.
+  if (t.trimmed().isEmpty() || t.contains(QChar(0xFFFD))) t = QString::fromStdString(tok->idToToken(id));
   return t.isEmpty() ? QString("#%1").arg(id) : t;
 }
 

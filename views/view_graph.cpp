@@ -50,7 +50,9 @@ class GraphCanvas : public QWidget {
   }
 
  protected:
-  QRectF area() const { return QRectF(40, 50, width() - 150, height() - 90); }
+  // Node centres stay inside this rectangle: margins leave room for the largest
+  // node (radius 30), the title, the colour bar and the caption.
+  QRectF area() const { return QRectF(70, 80, std::max(50, width() - 210), std::max(50, height() - 150)); }
   QPointF toScreen(const Node& n) const {
     QRectF a = area();
     return QPointF(a.left() + (n.x + 1) / 2 * a.width(), a.top() + (n.y + 1) / 2 * a.height());

@@ -5,6 +5,7 @@
 #include <QSplitter>
 #include <QVBoxLayout>
 #include <cmath>
+#include <tuple>
 
 #include "views/style.h"
 #include "views/views.h"
@@ -163,6 +164,15 @@ void PartitionView::refresh() {
 // ------------------------------------------------------------ EvalView
 
 EvalView::EvalView(StudioContext* ctx, QWidget* parent) : FigureView(ctx, "Evaluation", PickEvaluation, parent) {
+  optionsBar()->addWidget(new QLabel(" Quality: ", optionsBar()));
+  qualityMetric_ = new QComboBox(optionsBar());
+  qualityMetric_->addItems({"perplexity ratio (dense / MoE)", "top-1 agreement with dense", "KL(dense || MoE)", "loss increase"});
+  optionsBar()->addWidget(qualityMetric_);
+  optionsBar()->addWidget(new QLabel("  Speed: ", optionsBar()));
+  speedMetric_ = new QComboBox(optionsBar());
+  speedMetric_->addItems({"forward pass", "generation"});
+  optionsBar()->addWidget(speedMetric_);
+  for (QComboBox* c : {qualityMetric_, speedMetric_}) connect(c, &QComboBox::currentIndexChanged, this, [this] { refresh(); });
   auto* lay = new QHBoxLayout(body());
   lay->setContentsMargins(6, 6, 6, 6);
   quality_ = new QCustomPlot(body());
@@ -177,59 +187,97 @@ EvalView::EvalView(StudioContext* ctx, QWidget* parent) : FigureView(ctx, "Evalu
   refresh();
 }
 
+namespace {
+double qualityOf(const Evaluation& e, const Evaluation::Point& p, int metric) {
+  switch (metric) {
+    case 0: return e.densePpl > 0 && p.ppl > 0 ? e.densePpl / p.ppl : std::nan("");
+    case 1: return p.top1;
+    case 2: return p.kl;
+    default: return p.lossDelta;
+  }
+}
+}  // namespace
+
 void EvalView::refresh() {
   eval_ = ctx()->hasWorkspace() ? ctx()->evaluation(picked("evaluation")) : nullptr;
   if (!eval_ || eval_->series.empty()) {
     setEmptyState(!ctx()->hasWorkspace() ? "No workspace open."
-                  : eval_ ? "This evaluation holds no router sweeps."
-                          : "No evaluation yet.\n\nRun Pipeline > Evaluate... to measure quality and speed of the "
-                            "MoEfied model against the dense one over a top-k sweep.");
+                  : eval_ ? "This evaluation holds no results."
+                          : "No evaluation yet.\n\nRun Pipeline > Evaluate... to measure quality (and, with --speed, "
+                            "speed) of the MoEfied model against the dense one over a sweep of active-expert fractions.");
     return;
   }
   setEmptyState("");
+  const int qm = qualityMetric_->currentIndex();
+  const bool gen = speedMetric_->currentIndex() == 1;
   quality_->clearGraphs();
+  quality_->clearItems();
   speed_->clearGraphs();
-  double qmin = 1, smax = 1;
+  speed_->clearItems();
+  double qmin = 1e300, qmax = -1e300, smax = 1;
+  bool anySpeed = false;
   for (size_t i = 0; i < eval_->series.size(); ++i) {
     const auto& s = eval_->series[i];
-    QVector<double> x, q, sp;
-    for (const auto& p : s.points) x << p.fraction, q << p.relQuality, sp << p.speedup;
-    for (auto [plot, y] : {std::pair{quality_, q}, std::pair{speed_, sp}}) {
+    QVector<double> x, q, xs, sp;
+    for (const auto& p : s.points) {
+      double v = qualityOf(*eval_, p, qm);
+      if (!std::isnan(v)) x << p.fraction, q << v, qmin = std::min(qmin, v), qmax = std::max(qmax, v);
+      double sv = gen ? p.genSpeedup : p.fwdSpeedup;
+      if (!std::isnan(sv)) xs << p.fraction, sp << sv, smax = std::max(smax, sv), anySpeed = true;
+    }
+    for (auto [plot, xx, y] : {std::tuple{quality_, x, q}, std::tuple{speed_, xs, sp}}) {
       auto* g = plot->addGraph();
-      g->setData(x, y);
+      g->setData(xx, y);
       g->setPen(QPen(seriesColor(int(i)), 2, seriesDash(int(i))));
       g->setScatterStyle(QCPScatterStyle(static_cast<QCPScatterStyle::ScatterShape>(QCPScatterStyle::ssCircle + (i % 6)), 6));
       g->setName(s.name);
     }
-    for (double v : q) qmin = std::min(qmin, v);
-    for (double v : sp) smax = std::max(smax, v);
   }
+  const double ref = (qm == 0 || qm == 1) ? 1.0 : 0.0;  // the dense model's value of the metric
   for (QCustomPlot* p : {quality_, speed_}) {
-    auto* ref = new QCPItemStraightLine(p);
-    ref->point1->setCoords(0, 1);
-    ref->point2->setCoords(1, 1);
-    ref->setPen(QPen(QColor(120, 120, 120), 1, Qt::DashLine));
+    auto* line = new QCPItemStraightLine(p);
+    double y = p == quality_ ? ref : 1.0;
+    line->point1->setCoords(0, y);
+    line->point2->setCoords(1, y);
+    line->setPen(QPen(QColor(120, 120, 120), 1, Qt::DashLine));
     p->xAxis->setLabel("active fraction of FFN experts (k / E)");
     p->xAxis->setRange(0, 1.05);
     p->legend->setVisible(true);
   }
-  quality_->yAxis->setLabel(QString("quality relative to dense (dense ppl / ppl; dense ppl %1)").arg(eval_->densePpl, 0, 'f', 2));
-  quality_->yAxis->setRange(std::max(0.0, qmin - 0.05), 1.05);
-  quality_->axisRect()->insetLayout()->setInsetAlignment(0, Qt::AlignBottom | Qt::AlignRight);
-  speed_->yAxis->setLabel("speed-up over dense (tokens/s ratio)");
-  speed_->yAxis->setRange(0, smax * 1.1);
+  static const char* qLabels[] = {"quality: dense perplexity / MoE perplexity", "top-1 agreement with the dense model",
+                                  "KL(dense || MoE), nats per token", "loss increase over dense (nats)"};
+  QString denseNote = eval_->densePpl > 0 ? QString(" (dense ppl %1)").arg(eval_->densePpl, 0, 'f', 2) : QString();
+  quality_->yAxis->setLabel(QString(qLabels[qm]) + (qm == 0 ? denseNote : QString()));
+  qmin = std::min(qmin, ref);
+  qmax = std::max(qmax, ref);
+  double pad = (qmax - qmin) * 0.08 + 1e-6;
+  quality_->yAxis->setRange(qm <= 1 ? std::max(0.0, qmin - pad) : qmin - pad, qmax + pad);
+  quality_->axisRect()->insetLayout()->setInsetAlignment(0, qm <= 1 ? Qt::AlignBottom | Qt::AlignRight : Qt::AlignTop | Qt::AlignRight);
+  speed_->yAxis->setLabel(gen ? "generation speed-up over dense" : "forward speed-up over dense (tokens/s ratio)");
+  speed_->yAxis->setRange(0, smax * 1.15);
   speed_->axisRect()->insetLayout()->setInsetAlignment(0, Qt::AlignTop | Qt::AlignRight);
+  if (!anySpeed) {
+    auto* t = new QCPItemText(speed_);
+    t->position->setType(QCPItemPosition::ptAxisRectRatio);
+    t->position->setCoords(0.5, 0.5);
+    t->setText(gen ? "no generation timings in this evaluation\n(moefy eval --speed --generate N)"
+                   : "no timings in this evaluation\n(run the evaluation with --speed)");
+    t->setFont(figureFont(10));
+    t->setColor(QColor(90, 90, 90));
+    speed_->legend->setVisible(false);
+  }
   quality_->replot();
   speed_->replot();
 }
 
 QString EvalView::csvData() const {
-  QString out = "router,top_k,active_fraction,loss,ppl,rel_quality,tokens_per_s,speedup\n";
+  QString out = "router,fraction,top_k,loss,perplexity,loss_delta,top1_agreement,kl,forward_speedup,generate_speedup\n";
   if (!eval_) return out;
   for (const auto& s : eval_->series)
     for (const auto& p : s.points)
-      out += QString("%1,%2,%3,%4,%5,%6,%7,%8\n").arg(s.name).arg(p.topK).arg(p.fraction, 0, 'g', 8).arg(p.loss, 0, 'g', 8)
-                 .arg(p.ppl, 0, 'g', 8).arg(p.relQuality, 0, 'g', 8).arg(p.tokensPerS, 0, 'g', 8).arg(p.speedup, 0, 'g', 8);
+      out += QString("%1,%2,\"%3\",%4,%5,%6,%7,%8,%9,%10\n").arg(s.name).arg(p.fraction, 0, 'g', 8).arg(p.topK).arg(p.loss, 0, 'g', 8)
+                 .arg(p.ppl, 0, 'g', 8).arg(p.lossDelta, 0, 'g', 8).arg(p.top1, 0, 'g', 8).arg(p.kl, 0, 'g', 8)
+                 .arg(p.fwdSpeedup, 0, 'g', 8).arg(p.genSpeedup, 0, 'g', 8);
   return out;
 }
 

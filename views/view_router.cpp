@@ -124,9 +124,10 @@ std::vector<int> topK(const std::vector<float>& score, int S, int E, int k) {
   }
   return out;
 }
-QSharedPointer<QCPAxisTicker> integerTicker(int n) {
+QSharedPointer<QCPAxisTicker> integerTicker(int n, bool compact = false) {
   QSharedPointer<QCPAxisTickerFixed> t(new QCPAxisTickerFixed);
-  t->setTickStep(n <= 20 ? 1.0 : n <= 64 ? 4.0 : n <= 160 ? 10.0 : 50.0);
+  if (compact) n *= 2;
+  t->setTickStep(n <= 20 ? 1.0 : n <= 40 ? 2.0 : n <= 64 ? 4.0 : n <= 160 ? 10.0 : 50.0);
   t->setScaleStrategy(QCPAxisTickerFixed::ssNone);
   return t;
 }
@@ -279,8 +280,15 @@ void RouterView::refresh() {
   usage_->yAxis->setNumberFormat("gb");
   usage_->yAxis->setRange(1e-4 * 0.8, 1.2);
   usage_->xAxis->setRange(-0.7, E_ - 0.3);
-  usage_->xAxis->setTicker(integerTicker(E_));
-  usage_->xAxis->setLabel(QString("experts sorted by usage (%1 of %2 never chosen)").arg(dead).arg(E_));
+  {
+    // Bars are ranks; label each with its expert id.
+    QSharedPointer<QCPAxisTickerText> t(new QCPAxisTickerText);
+    int step = E_ <= 20 ? 1 : E_ <= 40 ? 2 : E_ <= 64 ? 4 : E_ / 16;
+    for (int r = 0; r < E_; r += step) t->addTick(r, QString::number(order[r]));
+    usage_->xAxis->setTicker(t);
+    usage_->xAxis->setTickLabelFont(figureFont(E_ > 12 ? 7 : 8));
+  }
+  usage_->xAxis->setLabel(QString("expert id, sorted by usage (%1 of %2 never chosen)").arg(dead).arg(E_));
   usage_->yAxis->setLabel("share of tokens routed");
   usage_->replot();
 
@@ -316,7 +324,8 @@ void RouterView::refresh() {
   cats_->yAxis->setTicker(ct2);
   cats_->yAxis->setTickLabelFont(figureFont(C > 10 ? 7 : 8));
   cats_->xAxis->setLabel("expert");
-  cats_->xAxis->setTicker(integerTicker(E_));
+  cats_->xAxis->setTicker(integerTicker(E_, true));
+  cmap->setInterpolate(false);
   cats_->xAxis->setRange(-0.5, E_ - 0.5);
   cats_->yAxis->setRange(-0.5, C - 0.5);
   cats_->replot();
@@ -344,6 +353,7 @@ void RouterView::redrawDocument() {
     if (qobject_cast<QCPColorScale*>(scores_->plotLayout()->elementAt(i))) scores_->plotLayout()->removeAt(i);
   scores_->plotLayout()->simplify();
   auto* map = new QCPColorMap(scores_->xAxis, scores_->yAxis);
+  map->setInterpolate(false);
   map->data()->setSize(E_, std::max(1, T));
   map->data()->setRange(QCPRange(0, E_ - 1), QCPRange(0, std::max(1, T) - 1));
   QVector<double> cx, cy, ox, oy;

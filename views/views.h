@@ -176,6 +176,8 @@ class EvalView : public FigureView {
  private:
   QCustomPlot* quality_;
   QCustomPlot* speed_;
+  QComboBox* qualityMetric_;
+  QComboBox* speedMetric_;
   std::shared_ptr<Evaluation> eval_;
 };
 

@@ -338,24 +338,33 @@ def main():
             "metrics": {str(L): {"mass_recall": 0.9 if kind == "oracle" else 0.7, "overlap": 1.0 if kind == "oracle" else 0.6}
                         for L in range(LAYERS)}})
 
-    # Evaluation: quality falls as fewer experts run; speed rises.
+    # Evaluation (docs/formats.md "Evaluation"): quality falls as fewer experts run; speed rises.
     edir = os.path.join(ws, "evaluations", "eval-coact")
     os.makedirs(edir, exist_ok=True)
     dense_ppl = 42.0
-    routers = []
+    dense_loss = float(np.log(dense_ppl))
+    results = []
     for name, loss_scale in [("oracle-coact", 0.6), ("similarity-coact", 1.0), ("random-partition", 1.8)]:
-        pts = []
         for k in [1, 2, 4, 8, 12, 16]:
             f = k / E
-            ppl = dense_ppl * np.exp(loss_scale * (1 - f) ** 2 * 0.9)
-            pts.append({"top_k": k, "active_fraction": f, "loss": float(np.log(ppl)), "ppl": float(ppl),
-                        "rel_quality": float(dense_ppl / ppl), "tokens_per_s": float(5000 / (0.35 + 0.65 * f)),
-                        "speedup": float(1 / (0.35 + 0.65 * f))})
-        routers.append({"name": name, "router": os.path.join(ws, "routers", name), "points": pts})
+            loss = dense_loss + loss_scale * (1 - f) ** 2 * 0.9
+            fwd = 1 / (0.35 + 0.65 * f)
+            results.append({"router": name, "name": name, "fraction": f, "top_k": [k] * LAYERS, "loss": loss,
+                            "perplexity": float(np.exp(loss)), "loss_delta": loss - dense_loss,
+                            "top1_agreement": float(1 - 0.5 * loss_scale * (1 - f) ** 1.5),
+                            "kl": float(loss_scale * (1 - f) ** 2 * 0.8), "layer_rel_error": [float(1 - f)] * LAYERS,
+                            "positions": 20000,
+                            "speed": {"forward_tokens_per_s": 5000 * fwd, "dense_forward_tokens_per_s": 5000.0,
+                                      "forward_speedup": fwd, "generate_tokens_per_s": 80 * (1 + 0.6 * (fwd - 1)),
+                                      "dense_generate_tokens_per_s": 80.0, "generate_speedup": 1 + 0.6 * (fwd - 1)}})
     write_json(os.path.join(edir, "eval.json"), {
-        "format": "moefy-eval", "version": 1, "tool_version": "fake", "model_fingerprint": fp,
-        "dense": {"loss": float(np.log(dense_ppl)), "ppl": dense_ppl, "tokens_per_s": 5000.0},
-        "tokens": 20000, "routers": routers})
+        "format": "moefy-eval", "version": 1, "tool_version": "fake",
+        "model": {"path": os.path.join(ws, "model"), "fingerprint": fp, "arch": "gpt2", "objective": "next-token"},
+        "corpus": {"path": os.path.join(ws, "corpus"), "sequences": 100, "tokens": 20000, "seq_len": 128},
+        "source": {"partition": coact_dir, "routers": [os.path.join(ws, "routers", "oracle-coact")]},
+        "reference": {"name": "dense", "fraction": 1.0, "loss": dense_loss, "perplexity": dense_ppl,
+                      "top1_agreement": 1.0, "kl": 0.0, "positions": 20000},
+        "results": results})
 
     write_json(os.path.join(ws, "workspace.json"), {
         "format": "moefy-workspace", "version": 1, "tool_version": "fake", "name": "Synthetic workspace",
