@@ -1,0 +1,794 @@
+#include "analysis/record/recorder.h"
+
+#include <omp.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <map>
+#include <random>
+#include <sstream>
+
+#include "analysis/common/error.h"
+#include "analysis/io/fsutil.h"
+#include "analysis/io/safetensors.h"
+#include "analysis/jobs/job.h"
+#include "analysis/model/model.h"
+#include "analysis/record/coact.h"
+#include "analysis/record/recording.h"
+
+namespace moefy {
+
+namespace fs = std::filesystem;
+
+// ---------------------------------------------------------------- ActiveRule
+
+ActiveRule ActiveRule::parse(const std::string& text) {
+  ActiveRule r;
+  auto number = [&](const std::string& s) {
+    try {
+      size_t used = 0;
+      double v = std::stod(s, &used);
+      if (used != s.size() || !std::isfinite(v)) throw std::invalid_argument(s);
+      return v;
+    } catch (const std::exception&) {
+      throw ParameterError("--active: '" + text + "' has a bad number '" + s + "'");
+    }
+  };
+  if (text == "positive") {
+    r.kind = Kind::Positive;
+  } else if (text.rfind("threshold:", 0) == 0) {
+    r.kind = Kind::Threshold;
+    r.tau = number(text.substr(10));
+    if (r.tau < 0) throw ParameterError("--active: threshold TAU must be >= 0, got " + text.substr(10));
+  } else if (text.rfind("top:", 0) == 0) {
+    r.kind = Kind::TopP;
+    r.p = number(text.substr(4));
+    if (!(r.p > 0 && r.p <= 1)) throw ParameterError("--active: top P must be in (0, 1], got " + text.substr(4));
+  } else {
+    throw ParameterError("--active: expected positive, threshold:TAU or top:P, got '" + text + "'");
+  }
+  return r;
+}
+
+ActiveRule ActiveRule::defaultFor(Activation act, bool gated) {
+  if (act == Activation::ReLU && !gated) return ActiveRule{};
+  ActiveRule r;
+  r.kind = Kind::TopP;
+  r.p = 0.1;
+  return r;
+}
+
+nlohmann::json ActiveRule::toJson() const {
+  const char* names[] = {"positive", "threshold", "top_p"};
+  return {{"rule", names[static_cast<int>(kind)]}, {"tau", tau}, {"p", p}};
+}
+
+ActiveRule ActiveRule::fromJson(const nlohmann::json& j, const std::string& context) {
+  if (!j.is_object() || !j.contains("rule") || !j["rule"].is_string())
+    throw FormatError(context + ": expected {\"rule\": ...}");
+  ActiveRule r;
+  const std::string rule = j["rule"].get<std::string>();
+  if (rule == "positive") r.kind = Kind::Positive;
+  else if (rule == "threshold") r.kind = Kind::Threshold;
+  else if (rule == "top_p") r.kind = Kind::TopP;
+  else throw FormatError(context + ": unknown rule '" + rule + "'");
+  r.tau = j.value("tau", 0.0);
+  r.p = j.value("p", 0.0);
+  return r;
+}
+
+std::string ActiveRule::toString() const {
+  std::ostringstream s;
+  if (kind == Kind::Positive) s << "positive";
+  else if (kind == Kind::Threshold) s << "threshold:" << tau;
+  else s << "top:" << p;
+  return s.str();
+}
+
+fs::path checkpointPath(const fs::path& out) {
+  fs::path p = out;
+  if (p.filename().empty()) p = p.parent_path();
+  p += ".partial";
+  return p;
+}
+
+// ---------------------------------------------------------------- sources
+
+SequenceSource vectorSource(std::vector<Sequence> sequences) {
+  auto data = std::make_shared<std::vector<Sequence>>(std::move(sequences));
+  return [data](const std::function<bool(const Sequence&)>& fn) {
+    for (const auto& s : *data)
+      if (!fn(s)) return;
+  };
+}
+
+SequenceSource tokenFileSource(const fs::path& path, SourceInfo& info, int64_t maxTokens) {
+  auto file = SafetensorsFile::open(path);
+  const std::string ctx = path.string();
+  const TensorInfo* ids = file->find("token_ids");
+  if (!ids) throw FormatError(ctx + ": missing tensor 'token_ids' (a pre-tokenised file holds token_ids [N, T])");
+  if (ids->shape.size() != 2 || ids->shape[0] == 0 || ids->shape[1] == 0)
+    throw FormatError(ctx + ": tensor 'token_ids' has shape " + shapeString(ids->shape) + ", expected [N, T]");
+  if (ids->dtype != DType::I32 && ids->dtype != DType::I64)
+    throw FormatError(ctx + ": tensor 'token_ids' must be I32 or I64");
+  const int64_t N = ids->shape[0], T = ids->shape[1];
+  auto vec = [&](const char* name, int64_t fallbackKind) -> at::Tensor {
+    const TensorInfo* t = file->find(name);
+    if (!t) return {};
+    if (t->shape != std::vector<int64_t>{N})
+      throw FormatError(ctx + ": tensor '" + name + "' has shape " + shapeString(t->shape) + ", expected [" +
+                        std::to_string(N) + "]");
+    if (t->dtype != DType::I32 && t->dtype != DType::I64)
+      throw FormatError(ctx + ": tensor '" + std::string(name) + "' must be I32 or I64");
+    return file->raw(name).to(at::kLong);
+  };
+  at::Tensor lengths = vec("lengths", 0), docs = vec("doc_id", 0), cats = vec("category", 0);
+  at::Tensor idm = file->raw("token_ids").to(at::kLong);
+  info.path = path.string();
+  info.kind = "tokens";
+  info.categories.clear();
+  auto meta = file->metadata().find("categories");
+  if (meta != file->metadata().end()) {
+    try {
+      auto j = nlohmann::json::parse(meta->second);
+      for (const auto& c : j) info.categories.push_back(c.get<std::string>());
+    } catch (const nlohmann::json::exception&) {
+      throw FormatError(ctx + ": metadata 'categories' must be a JSON list of strings");
+    }
+  }
+  const int64_t C = static_cast<int64_t>(info.categories.size());
+  for (int64_t i = 0; i < N; ++i) {
+    if (lengths.defined() && (lengths[i].item<int64_t>() < 1 || lengths[i].item<int64_t>() > T))
+      throw FormatError(ctx + ": lengths[" + std::to_string(i) + "] is outside [1, " + std::to_string(T) + "]");
+    if (cats.defined() && (cats[i].item<int64_t>() < -1 || cats[i].item<int64_t>() >= C))
+      throw FormatError(ctx + ": category[" + std::to_string(i) + "] = " + std::to_string(cats[i].item<int64_t>()) +
+                        " is outside the " + std::to_string(C) + " categories in the metadata");
+  }
+  return [=](const std::function<bool(const Sequence&)>& fn) {
+    int64_t used = 0;
+    const int64_t* p = idm.data_ptr<int64_t>();
+    for (int64_t i = 0; i < N; ++i) {
+      Sequence s;
+      int64_t len = lengths.defined() ? lengths[i].item<int64_t>() : T;
+      if (maxTokens > 0) len = std::min(len, maxTokens - used);
+      if (len <= 0) return;
+      s.ids.assign(p + i * T, p + i * T + len);
+      s.docId = docs.defined() ? docs[i].item<int64_t>() : i;
+      s.category = cats.defined() ? static_cast<int32_t>(cats[i].item<int64_t>()) : -1;
+      s.start = 0;
+      used += len;
+      if (!fn(s)) return;
+    }
+  };
+}
+
+// ---------------------------------------------------------------- state
+
+namespace {
+
+std::string lname(int L, const char* what) { return "blk." + std::to_string(L) + "." + what; }
+
+uint64_t splitmix(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+/// Reservoir slot of global token t (Algorithm R with a counter-based RNG, so
+/// the decision depends only on seed and t: resume needs no RNG state).
+int64_t reservoirSlot(uint64_t seed, int64_t t, int64_t S) {
+  if (S <= 0) return -1;
+  if (t < S) return t;
+  uint64_t r = splitmix(seed * 0x2545f4914f6cdd1dull ^ splitmix(static_cast<uint64_t>(t)));
+  uint64_t j = r % static_cast<uint64_t>(t + 1);
+  return j < static_cast<uint64_t>(S) ? static_cast<int64_t>(j) : -1;
+}
+
+struct LayerState {
+  at::Tensor count;      // I64 [n]
+  at::Tensor sum;        // F64 [n]
+  at::Tensor sumsq;      // F64 [n]
+  at::Tensor max;        // F32 [n]
+  at::Tensor hist;       // I64 [n + 1]
+  at::Tensor catCount;   // I64 [C, n]
+  at::Tensor catTokens;  // I64 [C]
+  at::Tensor coact;      // I32 [n, n]; accumulation fills the upper triangle
+  at::Tensor coactSoft;  // F32 [n, n] or undefined
+  at::Tensor sampleIn;   // F16 [S, d_model]
+  at::Tensor sampleAct;  // F16 [S, n]
+};
+
+struct State {
+  nlohmann::json modelInfo;
+  SourceInfo source;
+  std::vector<int> layers;
+  nlohmann::json options;  // the manifest's options block
+  ActiveRule active;
+  bool soft = false;
+  int64_t S = 0;  // reservoir capacity
+  int n = 0, dModel = 0;
+  int64_t tokens = 0, sequences = 0, chunks = 0;
+  std::map<int, LayerState> layer;
+  at::Tensor sTok, sDoc, sPos, sCat;  // I32/I64/I32/I32 [S]
+
+  int64_t filled() const { return std::min(S, tokens); }
+
+  void allocate() {
+    const int64_t C = static_cast<int64_t>(source.categories.size());
+    for (int L : layers) {
+      LayerState& s = layer[L];
+      s.count = at::zeros({n}, at::kLong);
+      s.sum = at::zeros({n}, at::kDouble);
+      s.sumsq = at::zeros({n}, at::kDouble);
+      s.max = at::full({n}, -std::numeric_limits<float>::infinity(), at::kFloat);
+      s.hist = at::zeros({n + 1}, at::kLong);
+      s.catCount = at::zeros({C, n}, at::kLong);
+      s.catTokens = at::zeros({C}, at::kLong);
+      s.coact = at::zeros({n, n}, at::kInt);
+      if (soft) s.coactSoft = at::zeros({n, n}, at::kFloat);
+      s.sampleIn = at::empty({S, dModel}, at::kHalf);
+      s.sampleAct = at::empty({S, n}, at::kHalf);
+    }
+    sTok = at::zeros({S}, at::kInt);
+    sDoc = at::zeros({S}, at::kLong);
+    sPos = at::zeros({S}, at::kInt);
+    sCat = at::zeros({S}, at::kInt);
+  }
+
+  nlohmann::json manifest(bool complete) const {
+    nlohmann::json m;
+    m["format"] = "moefy-recording";
+    m["version"] = 1;
+    m["tool_version"] = MOEFY_VERSION;
+    m["model"] = modelInfo;
+    m["corpus"] = {{"path", source.path}, {"kind", source.kind}, {"categories", source.categories}};
+    m["tokens"] = tokens;
+    m["sequences"] = sequences;
+    m["layers"] = layers;
+    m["options"] = options;
+    m["chunks_done"] = chunks;
+    m["complete"] = complete;
+    m["samples"] = filled();
+    return m;
+  }
+
+  /// Writes the state into an (empty) folder.
+  void write(const fs::path& dir, bool complete, JobContext& job) {
+    const int64_t F = filled();
+    std::vector<std::pair<std::string, at::Tensor>> stats, co, samples;
+    for (int L : layers) {
+      LayerState& s = layer.at(L);
+      stats.emplace_back(lname(L, "count"), s.count);
+      stats.emplace_back(lname(L, "sum"), s.sum);
+      stats.emplace_back(lname(L, "sumsq"), s.sumsq);
+      // max of no tokens is reported as 0 rather than -inf
+      stats.emplace_back(lname(L, "max"), tokens > 0 ? s.max : at::zeros_like(s.max));
+      stats.emplace_back(lname(L, "active_hist"), s.hist);
+      stats.emplace_back(lname(L, "category_count"), s.catCount);
+      stats.emplace_back(lname(L, "category_tokens"), s.catTokens);
+      // Accumulation only touches the upper triangle, so mirroring in place
+      // keeps the state valid for further accumulation.
+      mirrorUpper(s.coact.data_ptr<int32_t>(), n);
+      co.emplace_back(lname(L, "coact"), s.coact);
+      if (soft) co.emplace_back(lname(L, "coact_soft"), s.coactSoft);
+    }
+    samples.emplace_back("token_id", sTok.slice(0, 0, F));
+    samples.emplace_back("doc_id", sDoc.slice(0, 0, F));
+    samples.emplace_back("position", sPos.slice(0, 0, F));
+    samples.emplace_back("category", sCat.slice(0, 0, F));
+    for (int L : layers) {
+      samples.emplace_back(lname(L, "ffn_in"), layer.at(L).sampleIn.slice(0, 0, F));
+      samples.emplace_back(lname(L, "ffn_act"), layer.at(L).sampleAct.slice(0, 0, F));
+    }
+    job.checkCancel();
+    writeSafetensors(dir / "stats.safetensors", stats);
+    writeSafetensors(dir / "coact.safetensors", co);
+    writeSafetensors(dir / "samples.safetensors", samples);
+    writeFileAtomic(dir / "manifest.json", manifest(complete).dump(2) + "\n");
+  }
+
+  /// Loads the accumulators of a recording folder into this (allocated) state.
+  void loadFrom(const Recording& r) {
+    tokens = r.tokens();
+    sequences = r.sequences();
+    chunks = r.chunksDone();
+    const int64_t F = r.sampleCount();
+    if (F > S) throw FormatError(r.dir().string() + ": holds more samples than the sample size " + std::to_string(S));
+    for (int L : layers) {
+      LayerState& s = layer.at(L);
+      s.count.copy_(r.count(L));
+      s.sum.copy_(r.sum(L));
+      s.sumsq.copy_(r.sumsq(L));
+      if (tokens > 0) s.max.copy_(r.max(L));
+      s.hist.copy_(r.activeHist(L));
+      s.catCount.copy_(r.categoryCount(L));
+      s.catTokens.copy_(r.categoryTokens(L));
+      s.coact.copy_(r.coact(L));
+      if (soft) s.coactSoft.copy_(r.coactSoft(L));
+      s.sampleIn.slice(0, 0, F).copy_(r.sampleFfnIn(L));
+      s.sampleAct.slice(0, 0, F).copy_(r.sampleFfnAct(L));
+    }
+    sTok.slice(0, 0, F).copy_(r.sampleTokenIds());
+    sDoc.slice(0, 0, F).copy_(r.sampleDocIds());
+    sPos.slice(0, 0, F).copy_(r.samplePositions());
+    sCat.slice(0, 0, F).copy_(r.sampleCategories());
+  }
+};
+
+// Per-batch bookkeeping shared by the hooks of every layer.
+struct BatchInfo {
+  int64_t N = 0;            // valid tokens
+  at::Tensor valid;         // I64 [N] flat indices into B*T (undefined = all)
+  std::vector<int32_t> cat; // [N] category per token
+  std::vector<std::pair<int64_t, int64_t>> softBlocks;  // (first token, length) of 8-token blocks
+  at::Tensor sampleRows;    // I64 [K] rows (in valid order) kept by the reservoir
+  at::Tensor sampleSlots;   // I64 [K] their slots
+};
+
+class RecordSink : public HookSink {
+ public:
+  RecordSink(State& st, JobContext& j) : job(&j), st_(st) {
+    wantLayer_.assign(1024, false);
+    for (int L : st.layers)
+      if (L < 1024) wantLayer_[L] = true;
+  }
+  BatchInfo batch;
+  JobContext* job;
+
+  bool wants(int layer, HookPoint p) const override {
+    if (layer < 0 || layer >= static_cast<int>(wantLayer_.size()) || !wantLayer_[layer]) return false;
+    return p == HookPoint::FfnAct || st_.S > 0;
+  }
+
+  void on(int layer, HookPoint p, const at::Tensor& x) override {
+    job->checkCancel();  // a forward pass can take seconds: cancel between layers
+    const int64_t d = x.size(-1);
+    at::Tensor flat = x.reshape({-1, d});
+    if (batch.valid.defined()) flat = flat.index_select(0, batch.valid);
+    flat = flat.contiguous();  // [N, d]
+    LayerState& s = st_.layer.at(layer);
+    if (batch.sampleRows.defined() && batch.sampleRows.numel() > 0) {
+      at::Tensor rows = flat.index_select(0, batch.sampleRows).to(at::kHalf);
+      (p == HookPoint::FfnIn ? s.sampleIn : s.sampleAct).index_copy_(0, batch.sampleSlots, rows);
+    }
+    if (p == HookPoint::FfnAct) accumulate(s, flat);
+  }
+
+ private:
+  State& st_;
+  std::vector<bool> wantLayer_;
+  std::vector<uint8_t> mask_;
+  BitMatrix bits_;
+
+  void accumulate(LayerState& s, const at::Tensor& h /* [N, n] F32 */) {
+    const int64_t N = h.size(0), n = h.size(1);
+    const float* hp = h.data_ptr<float>();
+    mask_.resize(static_cast<size_t>(N * n));
+    uint8_t* mk = mask_.data();
+    const ActiveRule& rule = st_.active;
+    if (rule.kind == ActiveRule::Kind::TopP) {
+      const int64_t k = std::max<int64_t>(1, std::min<int64_t>(n, std::llround(rule.p * static_cast<double>(n))));
+#pragma omp parallel
+      {
+        std::vector<float> a(static_cast<size_t>(n));
+#pragma omp for schedule(static)
+        for (int64_t t = 0; t < N; ++t) {
+          const float* row = hp + t * n;
+          for (int64_t j = 0; j < n; ++j) a[j] = std::fabs(row[j]);
+          std::nth_element(a.begin(), a.begin() + (k - 1), a.end(), std::greater<float>());
+          const float thr = a[k - 1];
+          int64_t above = 0;
+          for (int64_t j = 0; j < n; ++j) above += std::fabs(row[j]) > thr;
+          int64_t ties = k - above;  // take the first `ties` neurons equal to thr, in index order
+          uint8_t* m = mk + t * n;
+          for (int64_t j = 0; j < n; ++j) {
+            const float v = std::fabs(row[j]);
+            uint8_t on = v > thr;
+            if (!on && v == thr && ties > 0) on = 1, --ties;
+            m[j] = on;
+          }
+        }
+      }
+    } else {
+      const bool pos = rule.kind == ActiveRule::Kind::Positive;
+      const float tau = static_cast<float>(rule.tau);
+#pragma omp parallel for schedule(static)
+      for (int64_t t = 0; t < N; ++t) {
+        const float* row = hp + t * n;
+        uint8_t* m = mk + t * n;
+        if (pos)
+          for (int64_t j = 0; j < n; ++j) m[j] = row[j] > 0.f;
+        else
+          for (int64_t j = 0; j < n; ++j) m[j] = std::fabs(row[j]) > tau;
+      }
+    }
+    // Per-neuron statistics, parallel over neuron blocks.
+    int64_t* cnt = s.count.data_ptr<int64_t>();
+    double* sum = s.sum.data_ptr<double>();
+    double* sq = s.sumsq.data_ptr<double>();
+    float* mx = s.max.data_ptr<float>();
+    int64_t* cc = s.catCount.data_ptr<int64_t>();
+    const int64_t C = s.catTokens.size(0);
+    const int32_t* cat = batch.cat.data();
+    constexpr int64_t kB = 256;
+#pragma omp parallel for schedule(static)
+    for (int64_t j0 = 0; j0 < n; j0 += kB) {
+      const int64_t j1 = std::min(n, j0 + kB);
+      for (int64_t t = 0; t < N; ++t) {
+        const float* row = hp + t * n;
+        const uint8_t* m = mk + t * n;
+        int64_t* ccr = (cat[t] >= 0 && cat[t] < C) ? cc + cat[t] * n : nullptr;
+        for (int64_t j = j0; j < j1; ++j) {
+          const double v = row[j];
+          sum[j] += v;
+          sq[j] += v * v;
+          mx[j] = std::max(mx[j], row[j]);
+          cnt[j] += m[j];
+        }
+        if (ccr)
+          for (int64_t j = j0; j < j1; ++j) ccr[j] += m[j];
+      }
+    }
+    int64_t* hist = s.hist.data_ptr<int64_t>();
+    int64_t* ct = s.catTokens.data_ptr<int64_t>();
+    for (int64_t t = 0; t < N; ++t) {
+      const uint8_t* m = mk + t * n;
+      int64_t a = 0;
+      for (int64_t j = 0; j < n; ++j) a += m[j];
+      ++hist[a];
+      if (cat[t] >= 0 && cat[t] < C) ++ct[cat[t]];
+    }
+    packMask(mk, N, n, bits_);
+    accumulateCoact(bits_, s.coact.data_ptr<int32_t>());
+    if (st_.soft) accumulateSoft(s, h);
+  }
+
+  // MoEfication's soft co-activation: per 8-token block b,
+  // S += min(1, sum_{t in b} relu(h_t) relu(h_t)^T).
+  void accumulateSoft(LayerState& s, const at::Tensor& h) {
+    const int64_t n = h.size(1);
+    at::Tensor r = at::relu(h);
+    const int64_t nb = static_cast<int64_t>(batch.softBlocks.size());
+    const int64_t g = std::max<int64_t>(1, (64ll << 20) / (n * n * 4));  // blocks per bmm (<= 64 MiB)
+    for (int64_t b0 = 0; b0 < nb; b0 += g) {
+      const int64_t b1 = std::min(nb, b0 + g);
+      at::Tensor blk = at::zeros({b1 - b0, 8, n}, at::kFloat);
+      for (int64_t b = b0; b < b1; ++b) {
+        auto [first, len] = batch.softBlocks[static_cast<size_t>(b)];
+        blk[b - b0].slice(0, 0, len).copy_(r.slice(0, first, first + len));
+      }
+      at::Tensor prod = at::bmm(blk.transpose(1, 2), blk);  // [g, n, n]
+      s.coactSoft.add_(prod.clamp_max_(1.0f).sum(0));
+    }
+  }
+};
+
+nlohmann::json modelInfoOf(const Model& model) {
+  const auto& c = model.config();
+  return {{"path", fs::absolute(model.dir()).lexically_normal().string()},
+          {"fingerprint", model.fingerprint()},
+          {"arch", archName(c.arch)},
+          {"layers", c.nLayer},
+          {"d_model", c.dModel},
+          {"d_ff", c.dFF},
+          {"activation", activationName(c.act)},
+          {"ffn_kind", c.ffnKind()}};
+}
+
+/// The options that must match between a checkpoint and a resumed run.
+nlohmann::json resumeKey(const nlohmann::json& manifest) {
+  nlohmann::json k;
+  k["model.fingerprint"] = manifest["model"]["fingerprint"];
+  k["corpus.path"] = manifest["corpus"]["path"];
+  k["corpus.categories"] = manifest["corpus"]["categories"];
+  k["layers"] = manifest["layers"];
+  for (auto& [key, v] : manifest["options"].items()) k["options." + key] = v;
+  return k;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- record
+
+RecordSummary recordActivations(const Model& model, const SequenceSource& source, const SourceInfo& info,
+                                const RecordOptions& options, const fs::path& out, JobContext& job) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto& c = model.config();
+  if (options.batch < 1) throw ParameterError("--batch must be >= 1");
+  if (options.seqLen < 1) throw ParameterError("--seq-len must be >= 1");
+  if (options.samples < 0) throw ParameterError("--samples must be >= 0");
+  if (options.maxTokens < 0) throw ParameterError("--tokens must be >= 0");
+  if (c.pos == PosKind::Learned && options.seqLen > c.maxPos)
+    throw ParameterError("--seq-len " + std::to_string(options.seqLen) + " exceeds the model's " +
+                         std::to_string(c.maxPos) + " positions");
+  if (fs::exists(out) && !options.force)
+    throw IoError(out.string() + ": already exists (use --force to replace it)");
+
+  State st;
+  st.modelInfo = modelInfoOf(model);
+  st.source = info;
+  st.n = c.dFF;
+  st.dModel = c.dModel;
+  st.S = options.samples;
+  st.layers = options.layers;
+  if (st.layers.empty())
+    for (int L = 0; L < c.nLayer; ++L) st.layers.push_back(L);
+  std::sort(st.layers.begin(), st.layers.end());
+  st.layers.erase(std::unique(st.layers.begin(), st.layers.end()), st.layers.end());
+  for (int L : st.layers)
+    if (L < 0 || L >= c.nLayer)
+      throw ParameterError("--layers: layer " + std::to_string(L) + " is outside the model's " +
+                           std::to_string(c.nLayer) + " layers");
+  st.active = options.active ? *options.active : ActiveRule::defaultFor(c.act, c.gated);
+  st.soft = options.softCoact;
+  const int chunkSeq = ((std::max(1, options.chunkSequences) + options.batch - 1) / options.batch) * options.batch;
+  st.options = {{"seq_len", options.seqLen}, {"batch", options.batch},   {"active", st.active.toJson()},
+                {"soft_coact", st.soft},     {"samples", st.S},          {"seed", options.seed},
+                {"split", options.split},    {"max_tokens", options.maxTokens}, {"chunk_sequences", chunkSeq}};
+  if (st.n > 46340)
+    throw ParameterError("d_ff " + std::to_string(st.n) + " is too large for a dense co-activation matrix");
+  job.setStage("record: allocate");
+  st.allocate();
+
+  const fs::path partial = checkpointPath(out);
+  if (options.resume) {
+    if (!fs::exists(partial))
+      throw IoError(partial.string() + ": no checkpoint to resume (run without --resume to start afresh)");
+    Recording r = Recording::open(partial, true);
+    nlohmann::json want = resumeKey(st.manifest(false)), have = resumeKey(r.manifest());
+    for (auto& [key, v] : want.items()) {
+      if (!have.contains(key) || have[key] != v)
+        throw ParameterError("--resume: option " + key + " is " + v.dump() + " but the checkpoint " +
+                             partial.string() + " was recorded with " +
+                             (have.contains(key) ? have[key].dump() : std::string("(absent)")) +
+                             "; rerun with the original options or without --resume");
+    }
+    st.loadFrom(r);
+    job.log("resuming " + partial.string() + " after " + std::to_string(st.chunks) + " chunks (" +
+            std::to_string(st.tokens) + " tokens)");
+  }
+
+  RecordSink sink(st, job);
+  const int64_t skip = st.sequences;  // sequences already in the checkpoint
+  int64_t seen = 0;
+  std::vector<Sequence> pending;
+  int64_t chunkCounter = 0;
+  auto lastCheckpoint = std::chrono::steady_clock::now();
+  const int64_t expected = options.maxTokens;
+
+  auto runBatch = [&](const std::vector<Sequence>& seqs) {
+    std::vector<std::vector<int64_t>> ids;
+    int64_t T = 0;
+    for (const auto& s : seqs) {
+      ids.emplace_back(s.ids.begin(), s.ids.end());
+      T = std::max<int64_t>(T, static_cast<int64_t>(s.ids.size()));
+    }
+    Batch b = makeBatch(ids, 0);
+    BatchInfo& bi = sink.batch;
+    bi = BatchInfo{};
+    std::vector<int64_t> valid, rows, slots;
+    std::vector<int64_t> slotRow;  // dedupe: last row wins per slot
+    bool full = true;
+    int64_t r = 0;
+    for (size_t q = 0; q < seqs.size(); ++q) {
+      const auto& s = seqs[q];
+      const int64_t len = static_cast<int64_t>(s.ids.size());
+      if (len < T) full = false;
+      for (int64_t t = 0; t < len; ++t, ++r) {
+        valid.push_back(static_cast<int64_t>(q) * T + t);
+        bi.cat.push_back(s.category);
+        const int64_t slot = reservoirSlot(options.seed, st.tokens + r, st.S);
+        if (slot >= 0) {
+          rows.push_back(r);
+          slots.push_back(slot);
+          st.sTok.data_ptr<int32_t>()[slot] = s.ids[static_cast<size_t>(t)];
+          st.sDoc.data_ptr<int64_t>()[slot] = s.docId;
+          st.sPos.data_ptr<int32_t>()[slot] = s.start + static_cast<int32_t>(t);
+          st.sCat.data_ptr<int32_t>()[slot] = s.category;
+        }
+      }
+      if (st.soft)
+        for (int64_t t = 0; t < len; t += 8) bi.softBlocks.emplace_back(r - len + t, std::min<int64_t>(8, len - t));
+    }
+    bi.N = r;
+    if (st.tokens + r > std::numeric_limits<int32_t>::max())
+      throw ParameterError("--tokens: a recording holds at most 2^31 - 1 tokens (the limit of its I32 "
+                           "co-activation counts); record fewer tokens");
+    if (!full) bi.valid = at::tensor(valid, at::kLong);
+    // If a slot is hit twice in one batch the later token wins (as sequential Algorithm R).
+    std::map<int64_t, int64_t> last;
+    for (size_t i = 0; i < rows.size(); ++i) last[slots[i]] = rows[i];
+    std::vector<int64_t> rr, ss;
+    for (auto& [slot, row] : last) rr.push_back(row), ss.push_back(slot);
+    if (!rr.empty()) {
+      bi.sampleRows = at::tensor(rr, at::kLong);
+      bi.sampleSlots = at::tensor(ss, at::kLong);
+    }
+    model.forwardHidden(b, &sink);
+    st.tokens += r;
+    st.sequences += static_cast<int64_t>(seqs.size());
+  };
+
+  auto writeCheckpoint = [&]() {
+    job.log("checkpoint after " + std::to_string(st.chunks) + " chunks (" + std::to_string(st.tokens) + " tokens) -> " +
+            partial.string());
+    writeFolderAtomic(partial, true, [&](const fs::path& tmp) { st.write(tmp, false, job); });
+    lastCheckpoint = std::chrono::steady_clock::now();
+  };
+
+  auto runChunk = [&]() {
+    for (size_t i = 0; i < pending.size(); i += static_cast<size_t>(options.batch)) {
+      job.checkCancel();
+      std::vector<Sequence> part(pending.begin() + static_cast<long>(i),
+                                 pending.begin() + static_cast<long>(std::min(pending.size(), i + options.batch)));
+      runBatch(part);
+      if (expected > 0) job.setProgress(std::min(1.0, static_cast<double>(st.tokens) / static_cast<double>(expected)));
+    }
+    pending.clear();
+    ++st.chunks;
+    ++chunkCounter;
+    job.checkCancel();
+    const bool due = options.checkpointEvery > 0
+                         ? (chunkCounter % options.checkpointEvery == 0)
+                         : (options.checkpointSeconds > 0 &&
+                            std::chrono::duration<double>(std::chrono::steady_clock::now() - lastCheckpoint).count() >=
+                                options.checkpointSeconds);
+    if (due) writeCheckpoint();
+  };
+
+  job.setStage("record");
+  int64_t budgetUsed = st.tokens;
+  bool budgetDone = expected > 0 && budgetUsed >= expected;
+  if (!budgetDone) {
+    source([&](const Sequence& s0) {
+      if (seen++ < skip) return true;
+      job.checkCancel();
+      if (s0.ids.empty()) return true;
+      if (static_cast<int64_t>(s0.ids.size()) > options.seqLen)
+        throw ParameterError("sequence of document " + std::to_string(s0.docId) + " has " +
+                             std::to_string(s0.ids.size()) + " tokens, more than --seq-len " +
+                             std::to_string(options.seqLen));
+      Sequence s = s0;
+      if (expected > 0 && budgetUsed + static_cast<int64_t>(s.ids.size()) > expected)
+        s.ids.resize(static_cast<size_t>(expected - budgetUsed));
+      budgetUsed += static_cast<int64_t>(s.ids.size());
+      pending.push_back(std::move(s));
+      if (static_cast<int>(pending.size()) >= chunkSeq) runChunk();
+      return !(expected > 0 && budgetUsed >= expected);
+    });
+  }
+  if (!pending.empty()) runChunk();
+  if (st.tokens == 0) throw ParameterError("the corpus yielded no tokens to record");
+
+  job.setStage("record: write");
+  writeFolderAtomic(out, options.force, [&](const fs::path& tmp) { st.write(tmp, true, job); });
+  std::error_code ec;
+  fs::remove_all(partial, ec);
+  RecordSummary sum;
+  sum.tokens = st.tokens;
+  sum.sequences = st.sequences;
+  sum.chunks = st.chunks;
+  sum.out = out;
+  sum.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return sum;
+}
+
+// ---------------------------------------------------------------- merge
+
+void mergeRecordings(const std::vector<fs::path>& inputs, const fs::path& out, bool force, JobContext& job) {
+  if (inputs.size() < 2) throw ParameterError("--merge needs at least two recordings");
+  if (fs::exists(out) && !force) throw IoError(out.string() + ": already exists (use --force to replace it)");
+  job.setStage("merge: check");
+  std::vector<Recording> recs;
+  for (const auto& p : inputs) recs.push_back(Recording::open(p));
+  const Recording& a = recs[0];
+  auto mustMatch = [&](const Recording& b, const std::string& what, const nlohmann::json& va, const nlohmann::json& vb) {
+    if (va != vb)
+      throw FormatError(b.dir().string() + ": " + what + " " + vb.dump() + " differs from " + a.dir().string() +
+                        "'s " + va.dump() + "; only recordings of the same model and options can be merged");
+  };
+  for (size_t i = 1; i < recs.size(); ++i) {
+    const Recording& b = recs[i];
+    mustMatch(b, "model fingerprint", a.fingerprint(), b.fingerprint());
+    mustMatch(b, "layers", a.manifest()["layers"], b.manifest()["layers"]);
+    mustMatch(b, "active rule", a.manifest()["options"]["active"], b.manifest()["options"]["active"]);
+    mustMatch(b, "soft_coact", a.hasSoftCoact(), b.hasSoftCoact());
+    mustMatch(b, "categories", a.manifest()["corpus"]["categories"], b.manifest()["corpus"]["categories"]);
+    mustMatch(b, "sample size", a.manifest()["options"]["samples"], b.manifest()["options"]["samples"]);
+  }
+  State st;
+  st.modelInfo = a.manifest()["model"];
+  st.source.categories = a.categories();
+  nlohmann::json paths = nlohmann::json::array();
+  std::string kind = a.manifest()["corpus"].value("kind", "");
+  for (const auto& r : recs) paths.push_back(r.manifest()["corpus"]["path"]);
+  st.source.kind = kind;
+  st.layers = a.layers();
+  st.active = a.activeRule();
+  st.soft = a.hasSoftCoact();
+  st.S = a.manifest()["options"]["samples"].get<int64_t>();
+  st.n = a.dFF();
+  st.dModel = a.dModel();
+  st.options = a.manifest()["options"];
+  st.options["merged_from"] = nlohmann::json::array();
+  for (const auto& p : inputs) st.options["merged_from"].push_back(fs::absolute(p).string());
+  st.allocate();
+
+  job.setStage("merge");
+  int64_t total = 0;
+  for (const auto& r : recs) total += r.tokens();
+  if (total > std::numeric_limits<int32_t>::max())
+    throw ParameterError("merged recording would exceed 2^31 tokens (the I32 co-activation count limit)");
+  for (size_t i = 0; i < recs.size(); ++i) {
+    job.checkCancel();
+    const Recording& r = recs[i];
+    st.tokens += r.tokens();
+    st.sequences += r.sequences();
+    for (int L : st.layers) {
+      LayerState& s = st.layer.at(L);
+      s.count.add_(r.count(L));
+      s.sum.add_(r.sum(L));
+      s.sumsq.add_(r.sumsq(L));
+      if (r.tokens() > 0) s.max = at::maximum(s.max, r.max(L));
+      s.hist.add_(r.activeHist(L));
+      s.catCount.add_(r.categoryCount(L));
+      s.catTokens.add_(r.categoryTokens(L));
+      s.coact.add_(r.coact(L));
+      if (st.soft) s.coactSoft.add_(r.coactSoft(L));
+    }
+    job.setProgress(static_cast<double>(i + 1) / static_cast<double>(recs.size()));
+  }
+  st.source.path = paths.dump();
+  // Samples: all of them if they fit, else a weighted sample without
+  // replacement (Efraimidis-Spirakis keys; weight = tokens represented per row).
+  std::vector<std::pair<size_t, int64_t>> chosen;  // (recording, row)
+  int64_t rowsTotal = 0;
+  for (const auto& r : recs) rowsTotal += r.sampleCount();
+  if (rowsTotal <= st.S) {
+    for (size_t i = 0; i < recs.size(); ++i)
+      for (int64_t k = 0; k < recs[i].sampleCount(); ++k) chosen.emplace_back(i, k);
+  } else {
+    std::mt19937_64 rng(a.manifest()["options"].value("seed", 0ull) ^ 0x6d65726765ull);
+    std::uniform_real_distribution<double> U(1e-300, 1.0);
+    std::vector<std::tuple<double, size_t, int64_t>> keys;
+    for (size_t i = 0; i < recs.size(); ++i) {
+      const double w = static_cast<double>(recs[i].tokens()) / std::max<int64_t>(1, recs[i].sampleCount());
+      for (int64_t k = 0; k < recs[i].sampleCount(); ++k) keys.emplace_back(std::log(U(rng)) / w, i, k);
+    }
+    std::partial_sort(keys.begin(), keys.begin() + st.S, keys.end(),
+                      [](const auto& x, const auto& y) { return std::get<0>(x) > std::get<0>(y); });
+    keys.resize(static_cast<size_t>(st.S));
+    std::sort(keys.begin(), keys.end(), [](const auto& x, const auto& y) {
+      return std::tie(std::get<1>(x), std::get<2>(x)) < std::tie(std::get<1>(y), std::get<2>(y));
+    });
+    for (const auto& [key, i, k] : keys) chosen.emplace_back(i, k);
+  }
+  // Gather per recording.
+  int64_t slot = 0;
+  for (size_t i = 0; i < recs.size(); ++i) {
+    std::vector<int64_t> rows;
+    for (const auto& [ri, k] : chosen)
+      if (ri == i) rows.push_back(k);
+    if (rows.empty()) continue;
+    at::Tensor idx = at::tensor(rows, at::kLong);
+    const int64_t K = idx.numel();
+    const Recording& r = recs[i];
+    st.sTok.slice(0, slot, slot + K).copy_(r.sampleTokenIds().index_select(0, idx));
+    st.sDoc.slice(0, slot, slot + K).copy_(r.sampleDocIds().index_select(0, idx));
+    st.sPos.slice(0, slot, slot + K).copy_(r.samplePositions().index_select(0, idx));
+    st.sCat.slice(0, slot, slot + K).copy_(r.sampleCategories().index_select(0, idx));
+    for (int L : st.layers) {
+      st.layer.at(L).sampleIn.slice(0, slot, slot + K).copy_(r.sampleFfnIn(L).index_select(0, idx));
+      st.layer.at(L).sampleAct.slice(0, slot, slot + K).copy_(r.sampleFfnAct(L).index_select(0, idx));
+    }
+    slot += K;
+  }
+  // filled() is min(S, tokens); it equals `slot` in both branches above.
+  job.setStage("merge: write");
+  writeFolderAtomic(out, force, [&](const fs::path& tmp) { st.write(tmp, true, job); });
+}
+
+}  // namespace moefy

@@ -1,0 +1,103 @@
+#pragma once
+// Activation recording: streams token sequences through a model and
+// accumulates, per recorded layer, neuron statistics, exact binary
+// co-activation counts, optionally MoEfication's soft co-activation, and a
+// reservoir sample of FFN inputs/hiddens. The state is additive (shards merge
+// exactly), chunked, cancellable, and resumable from the last checkpoint.
+// The artefact format is docs/formats.md "Recording"; usage is in
+// docs/recording-and-splitting.md.
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "analysis/model/config.h"
+#include "analysis/text/corpus.h"
+
+namespace moefy {
+
+class Model;
+class JobContext;
+
+/// When a neuron counts as active on a token.
+struct ActiveRule {
+  enum class Kind { Positive, Threshold, TopP };
+  Kind kind = Kind::Positive;
+  double tau = 0.0;  ///< Threshold: active when |h| > tau
+  double p = 0.0;    ///< TopP: the round(p * d_ff) (at least 1) neurons with the largest |h| per token
+
+  /// "positive", "threshold:TAU" or "top:P" (0 < P <= 1). Throws ParameterError naming --active.
+  static ActiveRule parse(const std::string& text);
+  /// positive for plain ReLU FFNs; top:0.1 for GELU/SiLU and every gated FFN.
+  static ActiveRule defaultFor(Activation act, bool gated);
+  /// {"rule": "positive"|"threshold"|"top_p", "tau": .., "p": ..}
+  nlohmann::json toJson() const;
+  static ActiveRule fromJson(const nlohmann::json& j, const std::string& context);
+  std::string toString() const;
+  bool operator==(const ActiveRule& o) const { return kind == o.kind && tau == o.tau && p == o.p; }
+};
+
+struct RecordOptions {
+  int seqLen = 256;              ///< window length the source was cut with (recorded; longer sequences are an error)
+  int batch = 8;                 ///< sequences per forward pass
+  std::vector<int> layers;       ///< layers to record; empty = all
+  std::optional<ActiveRule> active;  ///< unset = ActiveRule::defaultFor(model)
+  bool softCoact = false;        ///< also accumulate MoEfication's soft co-activation (costly: 2 d_ff^2 flops/token/layer)
+  int64_t samples = 65536;       ///< reservoir size S (0 = no samples)
+  uint64_t seed = 0;             ///< reservoir seed (and the source's shuffle seed, recorded)
+  std::string split = "all";     ///< corpus split the source yields ("all", "train", "held_out"), recorded
+  int64_t maxTokens = 0;         ///< stop after this many tokens (0 = whole source)
+  int chunkSequences = 64;       ///< sequences per chunk (the unit of resume); rounded up to a multiple of batch
+  int checkpointEvery = 0;       ///< write OUT.partial every N chunks (0 = every checkpointSeconds)
+  double checkpointSeconds = 300;///< time between checkpoints when checkpointEvery == 0 (<= 0: never)
+  bool resume = false;           ///< continue from OUT.partial
+  bool force = false;            ///< replace an existing OUT
+};
+
+/// What the source is, for the manifest.
+struct SourceInfo {
+  std::string path;
+  std::string kind;  ///< "txt", "dir", "jsonl" (corpora) or "tokens" (pre-tokenised file)
+  std::vector<std::string> categories;
+};
+
+/// Yields token sequences in a deterministic order; `fn` returns false to stop.
+using SequenceSource = std::function<void(const std::function<bool(const Sequence&)>& fn)>;
+
+struct RecordSummary {
+  int64_t tokens = 0;
+  int64_t sequences = 0;
+  int64_t chunks = 0;
+  double seconds = 0;
+  std::filesystem::path out;
+};
+
+/// Records `source` through `model` into the folder `out` (written atomically;
+/// nothing is left on error or cancel except the last checkpoint OUT.partial,
+/// which only exists if a checkpoint was due). Throws ParameterError/FormatError/
+/// IoError/CancelledError.
+RecordSummary recordActivations(const Model& model, const SequenceSource& source, const SourceInfo& info,
+                                const RecordOptions& options, const std::filesystem::path& out, JobContext& job);
+
+/// Adds recordings of the same model, layers and options (exact for every
+/// statistic; the reservoir samples are merged by weighted sampling, exact
+/// concatenation when the shards hold fewer tokens than the sample size).
+void mergeRecordings(const std::vector<std::filesystem::path>& inputs, const std::filesystem::path& out, bool force,
+                     JobContext& job);
+
+/// The checkpoint folder used for --resume: OUT with ".partial" appended.
+std::filesystem::path checkpointPath(const std::filesystem::path& out);
+
+/// A SequenceSource over an in-memory list (tests, GUI selections).
+SequenceSource vectorSource(std::vector<Sequence> sequences);
+
+/// A pre-tokenised file: safetensors with `token_ids` I32/I64 [N, T], optional
+/// `lengths` I32/I64 [N] (default T), `doc_id` I64 [N] (default row index),
+/// `category` I32 [N] (default -1), and metadata "categories" (a JSON list).
+/// Throws FormatError naming the file and tensor.
+SequenceSource tokenFileSource(const std::filesystem::path& path, SourceInfo& info, int64_t maxTokens = 0);
+
+}  // namespace moefy

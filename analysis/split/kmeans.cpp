@@ -1,0 +1,137 @@
+// Balanced k-means with exact equal sizes (auction assignment).
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cmath>
+#include <deque>
+#include <limits>
+#include <random>
+
+#include "analysis/common/error.h"
+#include "analysis/jobs/job.h"
+#include "analysis/split/split.h"
+
+namespace moefy {
+
+std::vector<int32_t> balancedAssign(const at::Tensor& benefit, int experts) {
+  if (benefit.dim() != 2 || benefit.size(1) != experts)
+    throw ParameterError("balancedAssign: benefit must be [n, E]");
+  const int64_t n = benefit.size(0), E = experts;
+  if (n % E != 0) throw ParameterError("balancedAssign: E must divide n");
+  const int64_t cap = n / E;
+  at::Tensor bt = benefit.to(at::kDouble).contiguous();
+  const double* a = bt.data_ptr<double>();
+  double lo = std::numeric_limits<double>::infinity(), hi = -lo;
+  for (int64_t i = 0; i < n * E; ++i) lo = std::min(lo, a[i]), hi = std::max(hi, a[i]);
+  const double range = std::max(hi - lo, 1e-12);
+
+  // Slots k * cap + s; per cluster the two cheapest slots are cached.
+  std::vector<double> price(static_cast<size_t>(n), 0.0);
+  std::vector<int64_t> owner(static_cast<size_t>(n), -1), slotOf(static_cast<size_t>(n), -1);
+  std::vector<int64_t> min1(static_cast<size_t>(E)), min2(static_cast<size_t>(E));
+  auto refresh = [&](int64_t k) {
+    int64_t b1 = -1, b2 = -1;
+    for (int64_t s = k * cap; s < (k + 1) * cap; ++s) {
+      if (b1 < 0 || price[s] < price[b1]) b2 = b1, b1 = s;
+      else if (b2 < 0 || price[s] < price[b2]) b2 = s;
+    }
+    min1[k] = b1, min2[k] = b2;
+  };
+  for (int64_t k = 0; k < E; ++k) refresh(k);
+
+  const double epsFinal = range / (16.0 * static_cast<double>(n));
+  double eps = range / 4.0;
+  for (;;) {
+    std::fill(owner.begin(), owner.end(), -1);
+    std::fill(slotOf.begin(), slotOf.end(), -1);
+    std::deque<int64_t> queue;
+    for (int64_t i = 0; i < n; ++i) queue.push_back(i);
+    while (!queue.empty()) {
+      const int64_t i = queue.front();
+      queue.pop_front();
+      const double* row = a + i * E;
+      int64_t k1 = -1;
+      double v1 = -std::numeric_limits<double>::infinity(), v2 = v1;
+      for (int64_t k = 0; k < E; ++k) {
+        const double v = row[k] - price[min1[k]];
+        if (v > v1) v2 = v1, v1 = v, k1 = k;
+        else if (v > v2) v2 = v;
+      }
+      if (min2[k1] >= 0) v2 = std::max(v2, row[k1] - price[min2[k1]]);
+      const double inc = std::isfinite(v2) ? (v1 - v2) + eps : eps;
+      const int64_t s = min1[k1];
+      price[s] += inc;
+      if (owner[s] >= 0) {
+        slotOf[owner[s]] = -1;
+        queue.push_back(owner[s]);
+      }
+      owner[s] = i;
+      slotOf[i] = s;
+      refresh(k1);
+    }
+    if (eps <= epsFinal) break;
+    eps = std::max(epsFinal, eps / 5.0);
+  }
+  std::vector<int32_t> labels(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) labels[static_cast<size_t>(i)] = static_cast<int32_t>(slotOf[i] / cap);
+  return labels;
+}
+
+KmeansResult balancedKmeans(const at::Tensor& rows, int experts, int restarts, int maxIter, uint64_t seed,
+                            JobContext& job) {
+  if (rows.dim() != 2) throw ParameterError("kmeans: rows must be [n, d]");
+  const int64_t n = rows.size(0), E = experts;
+  if (E < 1 || n % E != 0) throw ParameterError("kmeans: experts must divide d_ff");
+  if (restarts < 1) throw ParameterError("--restarts must be >= 1");
+  if (maxIter < 1) throw ParameterError("--max-iter must be >= 1");
+  at::Tensor X = rows.to(at::kFloat).contiguous();
+  X = X / X.norm(2, 1, true).clamp_min(1e-12);  // [n, d]
+  at::Tensor xsq = (X * X).sum(1);              // [n]
+  KmeansResult best;
+  best.inertia = std::numeric_limits<double>::infinity();
+  for (int r = 0; r < restarts; ++r) {
+    job.checkCancel();
+    std::mt19937_64 rng(seed * 1000003ull + static_cast<uint64_t>(r));
+    // k-means++ seeding.
+    std::vector<int64_t> centers;
+    centers.push_back(static_cast<int64_t>(rng() % static_cast<uint64_t>(n)));
+    at::Tensor d2 = (X - X[centers[0]]).pow(2).sum(1);  // [n]
+    while (static_cast<int64_t>(centers.size()) < E) {
+      at::Tensor cum = d2.to(at::kDouble).cumsum(0);
+      const double total = cum[-1].item<double>();
+      int64_t pick;
+      if (total <= 0) {
+        pick = static_cast<int64_t>(rng() % static_cast<uint64_t>(n));
+      } else {
+        const double u = std::uniform_real_distribution<double>(0, total)(rng);
+        pick = std::min<int64_t>(n - 1, at::searchsorted(cum, at::Scalar(u)).item<int64_t>());
+      }
+      centers.push_back(pick);
+      d2 = at::minimum(d2, (X - X[pick]).pow(2).sum(1));
+    }
+    at::Tensor C = X.index_select(0, at::tensor(centers, at::kLong)).clone();  // [E, d]
+    std::vector<int32_t> labels, prev;
+    int it = 0;
+    for (; it < maxIter; ++it) {
+      job.checkCancel();
+      at::Tensor benefit = 2.0 * at::mm(X, C.t()) - (C * C).sum(1).unsqueeze(0);  // [n, E]
+      labels = balancedAssign(benefit, experts);
+      at::Tensor lab = at::tensor(std::vector<int64_t>(labels.begin(), labels.end()), at::kLong);
+      C = at::zeros_like(C).index_add_(0, lab, X) / static_cast<double>(n / E);
+      if (labels == prev) break;
+      prev = labels;
+    }
+    at::Tensor lab = at::tensor(std::vector<int64_t>(labels.begin(), labels.end()), at::kLong);
+    const double inertia = (X - C.index_select(0, lab)).pow(2).sum().item<double>();
+    job.log("kmeans restart " + std::to_string(r) + ": inertia " + std::to_string(inertia) + " after " +
+            std::to_string(it + 1) + " iterations");
+    if (inertia < best.inertia) {
+      best.inertia = inertia;
+      best.labels = labels;
+      best.iterations = std::min(it + 1, maxIter);
+    }
+  }
+  return best;
+}
+
+}  // namespace moefy

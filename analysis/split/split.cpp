@@ -1,0 +1,264 @@
+// runSplit (the partition artefact), Partition reader, comparison.
+#include "analysis/split/split.h"
+
+#include <torch/torch.h>
+
+#include <chrono>
+
+#include "analysis/common/error.h"
+#include "analysis/io/fsutil.h"
+#include "analysis/io/safetensors.h"
+#include "analysis/jobs/job.h"
+#include "analysis/model/model.h"
+#include "analysis/record/recording.h"
+
+namespace moefy {
+
+namespace fs = std::filesystem;
+
+int resolveExperts(int dFF, int experts, int expertSize) {
+  if (experts > 0 && expertSize > 0) throw ParameterError("give either --experts or --expert-size, not both");
+  if (experts <= 0 && expertSize <= 0) throw ParameterError("give --experts E or --expert-size S");
+  if (expertSize > 0) {
+    if (expertSize > dFF)
+      throw ParameterError("--expert-size " + std::to_string(expertSize) + " is larger than d_ff " + std::to_string(dFF));
+    if (dFF % expertSize != 0)
+      throw ParameterError("--expert-size " + std::to_string(expertSize) + " does not divide d_ff " +
+                           std::to_string(dFF) + "; choose a divisor of d_ff");
+    return dFF / expertSize;
+  }
+  if (experts > dFF)
+    throw ParameterError("--experts " + std::to_string(experts) + " is larger than d_ff " + std::to_string(dFF) +
+                         " (an expert needs at least one neuron)");
+  if (dFF % experts != 0) {
+    int below = experts, above = experts;
+    while (below > 1 && dFF % below != 0) --below;
+    while (above < dFF && dFF % above != 0) ++above;
+    throw ParameterError("--experts " + std::to_string(experts) + " does not divide d_ff " + std::to_string(dFF) +
+                         " (equal-size experts need a divisor); the nearest divisors are " + std::to_string(below) +
+                         " and " + std::to_string(above));
+  }
+  return experts;
+}
+
+namespace {
+
+std::string lname(int L, const char* what) { return "blk." + std::to_string(L) + "." + what; }
+
+at::Tensor kmeansRows(const Model& model, int L, const std::string& which) {
+  FfnWeights w = model.ffnWeights(L);
+  if (!w.gated()) {
+    if (which != "up") throw ParameterError("--rows " + which + " applies to gated FFNs only; this FFN is plain");
+    return w.up.contiguous();
+  }
+  if (which == "gate") return w.gate.contiguous();
+  if (which == "up") return w.up.contiguous();
+  if (which == "both") {
+    // Each half normalised first so that neither dominates.
+    at::Tensor g = w.gate / w.gate.norm(2, 1, true).clamp_min(1e-12);
+    at::Tensor u = w.up / w.up.norm(2, 1, true).clamp_min(1e-12);
+    return at::cat({g, u}, 1);
+  }
+  throw ParameterError("--rows must be gate, up or both, got '" + which + "'");
+}
+
+}  // namespace
+
+nlohmann::json runSplit(const Recording& rec, const Model* model, const SplitOptions& o, const fs::path& out,
+                        JobContext& job) {
+  const int n = rec.dFF();
+  const int E = resolveExperts(n, o.experts, o.expertSize);
+  if (o.method != "coact" && o.method != "kmeans" && o.method != "random")
+    throw ParameterError("--method must be coact, kmeans or random, got '" + o.method + "'");
+  if (o.graphSource != "binary" && o.graphSource != "soft")
+    throw ParameterError("--graph must be binary or soft, got '" + o.graphSource + "'");
+  if (o.method == "coact" && o.graphSource == "soft" && !rec.hasSoftCoact())
+    throw ParameterError(rec.dir().string() + ": has no soft co-activation; record with --soft-coact or use --graph binary");
+  if (o.method == "kmeans") {
+    if (!model) throw ParameterError("kmeans needs the model (give --model MODEL_DIR)");
+    rec.checkModel(*model);
+  }
+  if (fs::exists(out) && !o.force) throw IoError(out.string() + ": already exists (use --force to replace it)");
+  std::vector<int> layers = o.layers.empty() ? rec.layers() : o.layers;
+  for (int L : layers)
+    if (!rec.hasLayer(L)) rec.count(L);  // throws ParameterError naming the recorded layers
+
+  nlohmann::json metrics = nlohmann::json::object();
+  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  job.setStage("split (" + o.method + ")");
+  for (size_t li = 0; li < layers.size(); ++li) {
+    const int L = layers[li];
+    job.checkCancel();
+    at::Tensor coact = rec.coact(L);
+    nlohmann::json m;
+    auto split = [&](uint64_t seed, nlohmann::json& info) -> std::vector<int32_t> {
+      const auto t0 = std::chrono::steady_clock::now();
+      std::vector<int32_t> labels;
+      if (o.method == "random") {
+        labels = partitionRandom(n, E, seed);
+      } else if (o.method == "coact") {
+        at::Tensor src = o.graphSource == "soft" ? rec.coactSoft(L) : coact;
+        CoactGraph g = buildCoactGraph(src, rec.count(L), rec.tokens(), o.graph);
+        labels = partitionCoact(g, E, seed);
+        info["graph_edges"] = g.edges();
+      } else {
+        KmeansResult km = balancedKmeans(kmeansRows(*model, L, o.rows), E, o.restarts, o.maxIter, seed, job);
+        labels = km.labels;
+        info["inertia"] = km.inertia;
+        info["iterations"] = km.iterations;
+      }
+      info["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      return labels;
+    };
+    std::vector<int32_t> labels = split(o.seed, m);
+    m["coact_inside"] = coactInside(coact, labels);
+    m["edge_cut"] = edgeCut(coact, labels);
+    m["balance"] = sizeBalance(labels, E);
+    if (rec.sampleCount() > 0) m["recall_at_k"] = recallAtK(rec.sampleFfnAct(L), labels, E);
+    else m["recall_at_k"] = nlohmann::json::array();
+    if (o.stability) {
+      nlohmann::json info2;
+      std::vector<int32_t> other = split(o.seed + 1, info2);
+      m["stability_ari"] = adjustedRandIndex(labels, other);
+      m["stability_nmi"] = normalizedMutualInfo(labels, other);
+    }
+    metrics[std::to_string(L)] = m;
+    std::vector<int32_t> perm = permutationOf(labels, E);
+    tensors.emplace_back(lname(L, "labels"), at::tensor(labels, at::kInt));
+    tensors.emplace_back(lname(L, "perm"), at::tensor(perm, at::kInt));
+    job.log("layer " + std::to_string(L) + ": coact inside " + std::to_string(m["coact_inside"].get<double>()) +
+            ", balance " + std::to_string(m["balance"].get<double>()));
+    job.setProgress(static_cast<double>(li + 1) / static_cast<double>(layers.size()));
+  }
+  nlohmann::json j;
+  j["format"] = "moefy-partition";
+  j["version"] = 1;
+  j["tool_version"] = MOEFY_VERSION;
+  j["method"] = o.method;
+  nlohmann::json opts = nlohmann::json::object();
+  if (o.method == "coact") {
+    opts["weighting"] = o.graph.weighting;
+    opts["topk"] = o.graph.topk;
+    opts["graph"] = o.graphSource;
+  } else if (o.method == "kmeans") {
+    opts["rows"] = o.rows;
+    opts["restarts"] = o.restarts;
+    opts["max_iter"] = o.maxIter;
+  }
+  opts["stability"] = o.stability;
+  j["options"] = opts;
+  j["seed"] = o.seed;
+  j["experts"] = E;
+  j["expert_size"] = n / E;
+  j["d_ff"] = n;
+  j["layers"] = layers;
+  j["model_fingerprint"] = rec.fingerprint();
+  j["model"] = rec.modelPath();
+  j["recording"] = fs::absolute(rec.dir()).lexically_normal().string();
+  j["metrics"] = metrics;
+  writeFolderAtomic(out, o.force, [&](const fs::path& tmp) {
+    writeSafetensors(tmp / "labels.safetensors", tensors);
+    writeFileAtomic(tmp / "partition.json", j.dump(2) + "\n");
+  });
+  return j;
+}
+
+// ------------------------------------------------------------ Partition
+
+Partition Partition::open(const fs::path& dir) {
+  Partition p;
+  p.dir_ = dir;
+  const fs::path jp = dir / "partition.json";
+  if (!fs::is_directory(dir)) throw IoError(dir.string() + ": not a partition folder (no such directory)");
+  if (!fs::exists(jp)) throw FormatError(jp.string() + ": missing (not a partition folder)");
+  try {
+    p.json_ = nlohmann::json::parse(readFile(jp));
+    const auto& j = p.json_;
+    if (j.at("format").get<std::string>() != "moefy-partition")
+      throw FormatError(jp.string() + ": format is not 'moefy-partition'");
+    if (j.at("version").get<int>() != 1) throw FormatError(jp.string() + ": unsupported version");
+    p.experts_ = j.at("experts").get<int>();
+    p.dFF_ = j.at("d_ff").get<int>();
+    p.method_ = j.at("method").get<std::string>();
+    p.fingerprint_ = j.at("model_fingerprint").get<std::string>();
+    p.layers_ = j.at("layers").get<std::vector<int>>();
+  } catch (const nlohmann::json::exception& e) {
+    throw FormatError(jp.string() + ": malformed partition (" + std::string(e.what()) + ")");
+  }
+  if (p.experts_ < 1 || p.dFF_ < 1 || p.dFF_ % p.experts_ != 0)
+    throw FormatError(jp.string() + ": experts " + std::to_string(p.experts_) + " does not divide d_ff " +
+                      std::to_string(p.dFF_));
+  auto f = SafetensorsFile::open(dir / "labels.safetensors");
+  for (int L : p.layers_) {
+    for (const char* what : {"labels", "perm"}) {
+      const TensorInfo* t = f->find(lname(L, what));
+      if (!t) throw FormatError(f->path().string() + ": missing tensor '" + lname(L, what) + "'");
+      if (t->dtype != DType::I32 || t->shape != std::vector<int64_t>{p.dFF_})
+        throw FormatError(f->path().string() + ": tensor '" + lname(L, what) + "' must be I32 [" +
+                          std::to_string(p.dFF_) + "], got " + dtypeName(t->dtype) + " " + shapeString(t->shape));
+    }
+    at::Tensor lab = f->raw(lname(L, "labels")).clone();
+    if (lab.min().item<int>() < 0 || lab.max().item<int>() >= p.experts_)
+      throw FormatError(f->path().string() + ": " + lname(L, "labels") + " holds ids outside [0, " +
+                        std::to_string(p.experts_) + ")");
+    at::Tensor sizes = at::bincount(lab.to(at::kLong), {}, p.experts_);
+    if (sizes.min().item<int64_t>() != sizes.max().item<int64_t>())
+      throw FormatError(f->path().string() + ": " + lname(L, "labels") + " does not give equal-size experts");
+    p.labels_.emplace_back(L, lab);
+    p.perm_.emplace_back(L, f->raw(lname(L, "perm")).clone());
+  }
+  return p;
+}
+
+at::Tensor Partition::labelsTensor(int layer) const {
+  for (const auto& [L, t] : labels_)
+    if (L == layer) return t;
+  throw ParameterError(dir_.string() + ": has no partition for layer " + std::to_string(layer));
+}
+
+std::vector<int32_t> Partition::labels(int layer) const {
+  at::Tensor t = labelsTensor(layer).contiguous();
+  return std::vector<int32_t>(t.data_ptr<int32_t>(), t.data_ptr<int32_t>() + t.numel());
+}
+
+at::Tensor Partition::perm(int layer) const {
+  for (const auto& [L, t] : perm_)
+    if (L == layer) return t;
+  throw ParameterError(dir_.string() + ": has no partition for layer " + std::to_string(layer));
+}
+
+nlohmann::json comparePartitions(const std::vector<Partition>& parts) {
+  if (parts.size() < 2) throw ParameterError("--compare needs at least two partitions");
+  const Partition& a = parts[0];
+  for (size_t i = 1; i < parts.size(); ++i) {
+    if (parts[i].dFF() != a.dFF())
+      throw FormatError(parts[i].dir().string() + ": partition is for d_ff " + std::to_string(parts[i].dFF()) + ", but " +
+                        a.dir().string() + " is for d_ff " + std::to_string(a.dFF()) + "; they split different models");
+    if (parts[i].fingerprint() != a.fingerprint())
+      throw FormatError(parts[i].dir().string() + ": partition is for model " + parts[i].fingerprint() + ", but " +
+                        a.dir().string() + " is for model " + a.fingerprint());
+  }
+  nlohmann::json j;
+  j["partitions"] = nlohmann::json::array();
+  for (const auto& p : parts)
+    j["partitions"].push_back({{"dir", p.dir().string()},
+                               {"method", p.method()},
+                               {"experts", p.experts()},
+                               {"seed", p.json().value("seed", 0)},
+                               {"options", p.json().value("options", nlohmann::json::object())},
+                               {"metrics", p.json().value("metrics", nlohmann::json::object())}});
+  nlohmann::json agree = nlohmann::json::array();
+  for (size_t x = 0; x < parts.size(); ++x)
+    for (size_t y = x + 1; y < parts.size(); ++y)
+      for (int L : parts[x].layers()) {
+        const auto& ly = parts[y].layers();
+        if (std::find(ly.begin(), ly.end(), L) == ly.end()) continue;
+        auto la = parts[x].labels(L), lb = parts[y].labels(L);
+        agree.push_back({{"a", x}, {"b", y}, {"layer", L}, {"ari", adjustedRandIndex(la, lb)},
+                         {"nmi", normalizedMutualInfo(la, lb)}});
+      }
+  j["agreement"] = agree;
+  return j;
+}
+
+}  // namespace moefy

@@ -1,0 +1,157 @@
+#pragma once
+// Expert construction: split each layer's d_ff neurons into E experts of
+// exactly d_ff / E neurons each, by co-activation graph partitioning (METIS),
+// balanced k-means on the rows of W1, or a seeded random shuffle; and the
+// quality metrics of a split. Artefact: docs/formats.md "Partition".
+// Usage and metric definitions: docs/recording-and-splitting.md.
+#include <ATen/Tensor.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+namespace moefy {
+
+class JobContext;
+class Model;
+class Recording;
+
+// ------------------------------------------------------------ graph
+
+/// An undirected graph in METIS CSR form (0-based, no self-loops, symmetric).
+struct CoactGraph {
+  int64_t n = 0;
+  std::vector<int32_t> xadj;    ///< [n + 1]
+  std::vector<int32_t> adjncy;  ///< [2m]
+  std::vector<int32_t> adjwgt;  ///< [2m], >= 1
+  int64_t edges() const { return static_cast<int64_t>(adjncy.size()) / 2; }
+};
+
+struct GraphOptions {
+  /// raw: co-activation counts; jaccard: C_ij / (c_i + c_j - C_ij) x 1000;
+  /// ppmi: max(0, log(C_ij N / (c_i c_j))) x 100; percentile: MoEfication's
+  /// integer weights floor(C_ij / (0.99 q)) with q the first non-zero of the
+  /// 10th, 20th, ... percentiles of all entries, edges below 1 dropped.
+  std::string weighting = "raw";
+  int topk = 0;  ///< keep each neuron's top-k neighbours (union, symmetric); 0 = all
+};
+
+/// Builds the weighted graph from a co-activation matrix [n, n] (I32 counts or
+/// F32 soft values; the diagonal is ignored except for the percentile), the
+/// per-neuron active counts [n] and the token count. Integer weights are
+/// scaled down uniformly if their total would overflow METIS's 32-bit sums.
+CoactGraph buildCoactGraph(const at::Tensor& coact, const at::Tensor& count, int64_t tokens,
+                           const GraphOptions& options);
+
+/// Writes the graph in METIS's .graph format (1-based, fmt 001: edge weights).
+void writeMetisGraph(const CoactGraph& g, const std::filesystem::path& path);
+
+// ------------------------------------------------------------ methods
+
+/// METIS k-way partition followed by exact balance repair. Labels [n] in [0, E).
+std::vector<int32_t> partitionCoact(const CoactGraph& g, int experts, uint64_t seed);
+
+/// Moves neurons out of over-full parts until every part has exactly n / E:
+/// repeatedly the member of an over-full part with the least affinity (summed
+/// edge weight) to its own part moves to the under-full part it has most
+/// affinity to. Returns the number of moves.
+int64_t repairBalance(const CoactGraph& g, int experts, std::vector<int32_t>& labels);
+
+struct KmeansResult {
+  std::vector<int32_t> labels;
+  double inertia = 0;  ///< sum of squared distances of the normalised rows to their centroids
+  int iterations = 0;  ///< of the kept restart
+};
+/// Balanced k-means on the L2-normalised rows of `rows` [n, d]: k-means++
+/// seeding, then alternating exact equal-size assignment (an auction on the
+/// capacitated assignment problem) and centroid updates; `restarts` runs,
+/// keeping the lowest inertia.
+KmeansResult balancedKmeans(const at::Tensor& rows, int experts, int restarts, int maxIter, uint64_t seed,
+                            JobContext& job);
+
+/// Seeded balanced shuffle.
+std::vector<int32_t> partitionRandom(int64_t n, int experts, uint64_t seed);
+
+/// Equal-capacity assignment maximising sum_i benefit[i, label_i] with each
+/// label used exactly n / E times (auction algorithm with eps-scaling).
+/// benefit: [n, E] F32 (or F64). Exposed for tests.
+std::vector<int32_t> balancedAssign(const at::Tensor& benefit, int experts);
+
+// ------------------------------------------------------------ metrics
+
+/// Share of the off-diagonal co-activation mass inside experts.
+double coactInside(const at::Tensor& coact, const std::vector<int32_t>& labels);
+/// Sum of co-activation counts over pairs {i, j} in different experts.
+double edgeCut(const at::Tensor& coact, const std::vector<int32_t>& labels);
+/// max expert size / (n / E) (1.0 = exactly balanced).
+double sizeBalance(const std::vector<int32_t>& labels, int experts);
+/// Oracle recall@k for k = 1..E: mean over tokens (with non-zero mass) of the
+/// share of sum_i |h_i| held by the token's k best experts. act: [S, n].
+std::vector<double> recallAtK(const at::Tensor& act, const std::vector<int32_t>& labels, int experts);
+/// Adjusted Rand index and normalised mutual information (arithmetic mean
+/// normalisation, as scikit-learn's default) between two labelings.
+double adjustedRandIndex(const std::vector<int32_t>& a, const std::vector<int32_t>& b);
+double normalizedMutualInfo(const std::vector<int32_t>& a, const std::vector<int32_t>& b);
+
+/// Neuron ids grouped by expert (each group ascending).
+std::vector<int32_t> permutationOf(const std::vector<int32_t>& labels, int experts);
+
+// ------------------------------------------------------------ artefact
+
+struct SplitOptions {
+  std::string method = "coact";  ///< coact | kmeans | random
+  int experts = 0;               ///< E (or 0 with expertSize)
+  int expertSize = 0;            ///< S = d_ff / E
+  std::vector<int> layers;       ///< empty = every recorded layer
+  uint64_t seed = 0;
+  GraphOptions graph;
+  std::string graphSource = "binary";  ///< coact: binary counts or soft (needs --soft-coact at record time)
+  std::string rows = "up";             ///< kmeans on gated FFNs: gate | up | both
+  int restarts = 4;
+  int maxIter = 50;
+  bool stability = true;  ///< rerun with seed + 1 and report ARI/NMI
+  std::filesystem::path modelPath;  ///< kmeans: model folder (default: the recording's)
+  bool force = false;
+};
+
+/// Resolves E from experts / expertSize against d_ff. Throws ParameterError
+/// naming the option when E does not divide d_ff or E > d_ff.
+int resolveExperts(int dFF, int experts, int expertSize);
+
+/// Splits every requested layer of `rec` and writes PART_DIR atomically.
+/// Returns partition.json. `model` is needed for kmeans (else may be null).
+nlohmann::json runSplit(const Recording& rec, const Model* model, const SplitOptions& options,
+                        const std::filesystem::path& out, JobContext& job);
+
+/// A partition folder, validated on open.
+class Partition {
+ public:
+  static Partition open(const std::filesystem::path& dir);
+  const std::filesystem::path& dir() const { return dir_; }
+  const nlohmann::json& json() const { return json_; }
+  int experts() const { return experts_; }
+  int dFF() const { return dFF_; }
+  const std::vector<int>& layers() const { return layers_; }
+  const std::string& method() const { return method_; }
+  const std::string& fingerprint() const { return fingerprint_; }
+  /// Labels [d_ff] of a layer (ParameterError if absent).
+  std::vector<int32_t> labels(int layer) const;
+  at::Tensor labelsTensor(int layer) const;  ///< I32 [d_ff]
+  at::Tensor perm(int layer) const;          ///< I32 [d_ff]
+
+ private:
+  std::filesystem::path dir_;
+  nlohmann::json json_;
+  int experts_ = 0, dFF_ = 0;
+  std::vector<int> layers_;
+  std::string method_, fingerprint_;
+  std::vector<std::pair<int, at::Tensor>> labels_, perm_;
+};
+
+/// Side-by-side metrics and pairwise agreement (ARI/NMI per shared layer).
+/// Throws FormatError if the partitions disagree on d_ff.
+nlohmann::json comparePartitions(const std::vector<Partition>& parts);
+
+}  // namespace moefy

@@ -1,0 +1,117 @@
+// Recording overhead: `recordActivations` over all 12 layers of a random
+// GPT-2-small-shaped model (d_model 768, d_ff 3072, ReLU with negative FFN
+// biases for ~10-30% density) vs a plain forward pass over the same tokens,
+// measured in the same run. Target: recording <= 1.5x the plain forward.
+// usage: bench_record_overhead [BATCHES] [BATCH] [SEQ_LEN] [SAMPLES]
+#include <torch/torch.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+
+#include "analysis/common/runtime.h"
+#include "analysis/jobs/job.h"
+#include "analysis/model/config.h"
+#include "analysis/model/model.h"
+#include "analysis/record/recorder.h"
+#include "analysis/record/recording.h"
+
+using namespace moefy;
+namespace fs = std::filesystem;
+
+static double now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+int main(int argc, char** argv) {
+  configureRuntime();
+  const int batches = argc > 1 ? std::atoi(argv[1]) : 2;
+  const int B = argc > 2 ? std::atoi(argv[2]) : 4;
+  const int T = argc > 3 ? std::atoi(argv[3]) : 256;
+  const int64_t samples = argc > 4 ? std::atoll(argv[4]) : 65536;
+  const int C = 768, F = 3072, V = 50257, P = 1024, Lyr = 12;
+  nlohmann::json cfg = {{"model_type", "gpt2"}, {"vocab_size", V}, {"n_positions", P}, {"n_embd", C},
+                        {"n_layer", Lyr},       {"n_head", 12},   {"n_inner", F},    {"activation_function", "relu"},
+                        {"layer_norm_epsilon", 1e-5}};
+  ModelConfig config = ModelConfig::fromJson(cfg, "bench");
+  at::manual_seed(0);
+  std::map<std::string, at::Tensor> t;
+  auto w = [](std::vector<int64_t> s, double sd) { return at::randn(s) * sd; };
+  t["wte.weight"] = w({V, C}, 0.02);
+  t["wpe.weight"] = w({P, C}, 0.01);
+  t["ln_f.weight"] = at::ones({C});
+  t["ln_f.bias"] = at::zeros({C});
+  for (int L = 0; L < Lyr; ++L) {
+    std::string h = "h." + std::to_string(L) + ".";
+    t[h + "ln_1.weight"] = at::ones({C});
+    t[h + "ln_1.bias"] = at::zeros({C});
+    t[h + "attn.c_attn.weight"] = w({C, 3 * C}, 0.02);
+    t[h + "attn.c_attn.bias"] = at::zeros({3 * C});
+    t[h + "attn.c_proj.weight"] = w({C, C}, 0.02);
+    t[h + "attn.c_proj.bias"] = at::zeros({C});
+    t[h + "ln_2.weight"] = at::ones({C});
+    t[h + "ln_2.bias"] = at::zeros({C});
+    t[h + "mlp.c_fc.weight"] = w({C, F}, 0.036);  // pre-activation std ~ 1
+    t[h + "mlp.c_fc.bias"] = at::full({F}, -1.0) + w({F}, 0.2);
+    t[h + "mlp.c_proj.weight"] = w({F, C}, 0.02);
+    t[h + "mlp.c_proj.bias"] = at::zeros({C});
+  }
+  auto model = Model::fromTensors(config, std::move(t));
+  std::vector<Sequence> seqs;
+  std::vector<std::vector<int64_t>> ids;
+  for (int i = 0; i < batches * B; ++i) {
+    Sequence s;
+    at::Tensor r = at::randint(0, V, {T}, at::kLong);
+    for (int k = 0; k < T; ++k) s.ids.push_back(static_cast<int32_t>(r[k].item<int64_t>()));
+    s.docId = i;
+    ids.emplace_back(s.ids.begin(), s.ids.end());
+    seqs.push_back(std::move(s));
+  }
+  const int64_t tokens = static_cast<int64_t>(batches) * B * T;
+  std::printf("bench_record_overhead: GPT-2-small shape (12 x 768/3072, vocab %d), %lld tokens (%d x %d x %d), "
+              "samples %lld, %d threads\n",
+              V, static_cast<long long>(tokens), batches, B, T, static_cast<long long>(samples), runtimeThreads());
+  // Warm-up.
+  model->forward(makeBatch({ids[0]}, 0));
+
+  double t0 = now();
+  for (int b = 0; b < batches; ++b) {
+    std::vector<std::vector<int64_t>> part(ids.begin() + b * B, ids.begin() + (b + 1) * B);
+    model->forward(makeBatch(part, 0));
+  }
+  const double tForward = now() - t0;
+  t0 = now();
+  for (int b = 0; b < batches; ++b) {
+    std::vector<std::vector<int64_t>> part(ids.begin() + b * B, ids.begin() + (b + 1) * B);
+    model->forwardHidden(makeBatch(part, 0));
+  }
+  const double tHidden = now() - t0;
+
+  fs::path out = fs::temp_directory_path() / "moefy_bench_record";
+  fs::remove_all(out);
+  RecordOptions o;
+  o.seqLen = T;
+  o.batch = B;
+  o.samples = samples;
+  o.checkpointSeconds = 0;
+  double tWriteStart = 0;
+  JobContext job([&](const std::string& stage, double) {
+    if (stage == "record: write") tWriteStart = now();
+  }, nullptr);
+  t0 = now();
+  recordActivations(*model, vectorSource(seqs), SourceInfo{}, o, out, job);
+  const double tRecord = now() - t0;
+  const double tWrite = tWriteStart > 0 ? now() - tWriteStart : 0;  // approx: until after return
+  Recording rec = Recording::open(out);
+  const double density = rec.count(6).sum().item<double>() / (static_cast<double>(tokens) * F);
+  fs::remove_all(out);
+
+  std::printf("  plain forward (logits)      : %7.2f s  (%.0f tok/s)\n", tForward, tokens / tForward);
+  std::printf("  forward to last hidden      : %7.2f s\n", tHidden);
+  std::printf("  record all 12 layers (total): %7.2f s  (of which writing the folder ~%.2f s)\n", tRecord, tWrite);
+  std::printf("  layer-6 density %.3f\n", density);
+  std::printf("  ratio record / forward = %.2fx (target <= 1.5x); excluding the one-off write %.2fx\n",
+              tRecord / tForward, (tRecord - tWrite) / tForward);
+  return 0;
+}

@@ -1,0 +1,342 @@
+// Recorder core behaviour: exact co-activation kernel, merge = one recording,
+// resume = uninterrupted, cancel leaves nothing, and bad input errors.
+#include <QtTest>
+#include <torch/torch.h>
+
+#include <fstream>
+#include <random>
+
+#include "analysis/common/error.h"
+#include "analysis/io/fsutil.h"
+#include "analysis/io/safetensors.h"
+#include "analysis/jobs/job.h"
+#include "analysis/model/model.h"
+#include "analysis/record/coact.h"
+#include "analysis/record/recorder.h"
+#include "analysis/record/recording.h"
+#include "testutil.h"
+
+using namespace moefy;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::vector<Sequence> randomSequences(int count, int len, int vocab, uint64_t seed, int categories) {
+  std::mt19937_64 rng(seed);
+  std::vector<Sequence> out;
+  for (int i = 0; i < count; ++i) {
+    Sequence s;
+    const int L = len - static_cast<int>(rng() % 5);  // ragged
+    for (int t = 0; t < L; ++t) s.ids.push_back(static_cast<int32_t>(rng() % vocab));
+    s.docId = i / 3;
+    s.category = categories > 0 ? static_cast<int32_t>(rng() % categories) : -1;
+    s.start = (i % 3) * len;
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+// Every tensor of two recordings' safetensors files is bitwise equal.
+void compareFolders(const fs::path& a, const fs::path& b, const std::vector<std::string>& files) {
+  for (const auto& f : files) {
+    auto fa = SafetensorsFile::open(a / f), fb = SafetensorsFile::open(b / f);
+    QCOMPARE(fa->tensors().size(), fb->tensors().size());
+    for (const auto& t : fa->tensors()) {
+      at::Tensor x = fa->raw(t.name), y = fb->raw(t.name);
+      const bool eq = x.sizes() == y.sizes() && at::equal(x, y);
+      if (!eq) qWarning() << f.c_str() << t.name.c_str() << "differs";
+      QVERIFY(eq);
+    }
+  }
+}
+
+SourceInfo info3() {
+  SourceInfo i;
+  i.path = "memory";
+  i.kind = "tokens";
+  i.categories = {"a", "b", "c"};
+  return i;
+}
+
+}  // namespace
+
+class TestRecord : public QObject {
+  Q_OBJECT
+  fs::path dir_;
+  std::unique_ptr<Model> model_, other_;
+
+ private Q_SLOTS:
+  void initTestCase() {
+    dir_ = test::freshDir("record_core");
+    auto r = test::runPython({QString::fromStdString((test::sourceDir() / "scripts/ref/rec_tiny_gpt2.py").string()),
+                              QString::fromStdString((dir_ / "model").string()), "--seed", "3"});
+    QVERIFY2(r.exitCode == 0, r.err.c_str());
+    r = test::runPython({QString::fromStdString((test::sourceDir() / "scripts/ref/rec_tiny_gpt2.py").string()),
+                         QString::fromStdString((dir_ / "other").string()), "--seed", "4", "--d-ff", "96"});
+    QVERIFY2(r.exitCode == 0, r.err.c_str());
+    model_ = Model::load(dir_ / "model");
+    other_ = Model::load(dir_ / "other");
+  }
+
+  void coactKernelMatchesNaive() {
+    // Sizes that exercise the 4x4 tiles, row-block and word-block edges.
+    for (auto [n, T] : {std::pair<int64_t, int64_t>{7, 5}, {130, 1000}, {67, 64 * 300 + 3}}) {
+      std::mt19937_64 rng(n * 31 + T);
+      std::vector<uint8_t> mask(static_cast<size_t>(n * T));
+      for (auto& m : mask) m = (rng() % 10) < 3;
+      BitMatrix bits;
+      packMask(mask.data(), T, n, bits);
+      std::vector<int32_t> counts(static_cast<size_t>(n * n), 0);
+      accumulateCoact(bits, counts.data());
+      accumulateCoact(bits, counts.data());  // accumulates
+      mirrorUpper(counts.data(), n);
+      int64_t maxDiff = 0;
+      for (int64_t i = 0; i < n; ++i)
+        for (int64_t j = 0; j < n; ++j) {
+          int64_t c = 0;
+          for (int64_t t = 0; t < T; ++t) c += mask[t * n + i] & mask[t * n + j];
+          maxDiff = std::max<int64_t>(maxDiff, std::abs(2 * c - counts[i * n + j]));
+        }
+      qInfo() << "coact kernel n" << n << "T" << T << "max diff" << maxDiff;
+      QCOMPARE(maxDiff, int64_t{0});
+    }
+  }
+
+  void mergeEqualsOneRecording() {
+    auto seqs = randomSequences(24, 20, 64, 1, 3);
+    // Shards cut at a batch boundary, so every forward pass sees the same
+    // padded batch as in the single recording (bitwise-equal activations).
+    std::vector<Sequence> a(seqs.begin(), seqs.begin() + 12), b(seqs.begin() + 12, seqs.end());
+    RecordOptions o;
+    o.seqLen = 20;
+    o.batch = 4;
+    o.samples = 1000;  // more than the tokens: samples are exact too
+    o.softCoact = true;
+    o.checkpointSeconds = 0;
+    recordActivations(*model_, vectorSource(seqs), info3(), o, dir_ / "all", JobContext::none());
+    recordActivations(*model_, vectorSource(a), info3(), o, dir_ / "A", JobContext::none());
+    recordActivations(*model_, vectorSource(b), info3(), o, dir_ / "B", JobContext::none());
+    mergeRecordings({dir_ / "A", dir_ / "B"}, dir_ / "AB", false, JobContext::none());
+    Recording all = Recording::open(dir_ / "all"), ab = Recording::open(dir_ / "AB");
+    QCOMPARE(ab.tokens(), all.tokens());
+    QCOMPARE(ab.sequences(), all.sequences());
+    // Integer statistics, co-activations and samples are bitwise equal; the
+    // F64 sums may differ in the last bits by summation order.
+    for (int L : all.layers()) {
+      QVERIFY(at::equal(ab.count(L), all.count(L)));
+      QVERIFY(at::equal(ab.coact(L), all.coact(L)));
+      QVERIFY(at::equal(ab.activeHist(L), all.activeHist(L)));
+      QVERIFY(at::equal(ab.categoryCount(L), all.categoryCount(L)));
+      QVERIFY(at::equal(ab.max(L), all.max(L)));
+      QVERIFY(at::equal(ab.sampleFfnAct(L), all.sampleFfnAct(L)));
+      QVERIFY(at::equal(ab.sampleFfnIn(L), all.sampleFfnIn(L)));
+      const double ds = (ab.sum(L) - all.sum(L)).abs().max().item<double>();
+      const double dq = (ab.sumsq(L) - all.sumsq(L)).abs().max().item<double>();
+      const double dsoft = (ab.coactSoft(L) - all.coactSoft(L)).abs().max().item<double>();
+      qInfo() << "merge layer" << L << "max diff sum" << ds << "sumsq" << dq << "soft" << dsoft;
+      QVERIFY(ds < 1e-9 && dq < 1e-9 && dsoft < 1e-4);
+    }
+    QVERIFY(at::equal(ab.sampleTokenIds(), all.sampleTokenIds()));
+    QVERIFY(at::equal(ab.sampleDocIds(), all.sampleDocIds()));
+    QVERIFY(at::equal(ab.samplePositions(), all.samplePositions()));
+    // Merging shards of different models is refused.
+    recordActivations(*other_, vectorSource(a), info3(), o, dir_ / "O", JobContext::none());
+    try {
+      mergeRecordings({dir_ / "A", dir_ / "O"}, dir_ / "AO", false, JobContext::none());
+      QFAIL("merge of different models accepted");
+    } catch (const FormatError& e) {
+      qInfo() << e.what();
+      QVERIFY(std::string(e.what()).find("fingerprint") != std::string::npos);
+    }
+    QVERIFY(!fs::exists(dir_ / "AO"));
+  }
+
+  void mergeSubsamplesWhenFull() {
+    auto seqs = randomSequences(12, 20, 64, 2, 0);
+    std::vector<Sequence> a(seqs.begin(), seqs.begin() + 6), b(seqs.begin() + 6, seqs.end());
+    RecordOptions o;
+    o.seqLen = 20;
+    o.samples = 50;
+    o.checkpointSeconds = 0;
+    SourceInfo i;
+    recordActivations(*model_, vectorSource(a), i, o, dir_ / "sA", JobContext::none());
+    recordActivations(*model_, vectorSource(b), i, o, dir_ / "sB", JobContext::none());
+    mergeRecordings({dir_ / "sA", dir_ / "sB"}, dir_ / "sAB", false, JobContext::none());
+    Recording m = Recording::open(dir_ / "sAB");
+    QCOMPARE(m.sampleCount(), int64_t{50});
+    // Every merged sample row is one of the shards' rows.
+    Recording ra = Recording::open(dir_ / "sA"), rb = Recording::open(dir_ / "sB");
+    at::Tensor pool = at::cat({ra.sampleFfnAct(0), rb.sampleFfnAct(0)}).to(at::kFloat);
+    at::Tensor got = m.sampleFfnAct(0).to(at::kFloat);
+    at::Tensor match = (got.unsqueeze(1) == pool.unsqueeze(0)).all(2).any(1);  // [50]
+    QVERIFY(match.all().item<bool>());
+  }
+
+  void resumeEqualsUninterrupted() {
+    auto seqs = randomSequences(40, 16, 64, 5, 3);
+    RecordOptions o;
+    o.seqLen = 16;
+    o.batch = 3;
+    o.chunkSequences = 6;
+    o.samples = 100;  // reservoir replacement happens (more tokens than samples)
+    o.checkpointEvery = 1;
+    recordActivations(*model_, vectorSource(seqs), info3(), o, dir_ / "full", JobContext::none());
+    // Interrupt at the third checkpoint (cancel is seen while writing it, so
+    // the second checkpoint is the one on disk).
+    int checkpoints = 0;
+    JobContext job(nullptr, nullptr);
+    JobContext* jp = &job;
+    JobContext cancelling(nullptr, [&](const std::string& line) {
+      if (line.rfind("checkpoint", 0) == 0 && ++checkpoints == 3) jp->cancel();
+    });
+    jp = &cancelling;
+    QVERIFY_THROWS_EXCEPTION(CancelledError,
+                             recordActivations(*model_, vectorSource(seqs), info3(), o, dir_ / "res", cancelling));
+    QVERIFY(!fs::exists(dir_ / "res"));
+    QVERIFY(fs::exists(dir_ / "res.partial"));
+    Recording part = Recording::open(dir_ / "res.partial", true);
+    QCOMPARE(part.chunksDone(), int64_t{2});
+    QVERIFY_THROWS_EXCEPTION(FormatError, Recording::open(dir_ / "res.partial"));
+    // Changed options are refused with a message naming the option.
+    RecordOptions changed = o;
+    changed.resume = true;
+    changed.active = ActiveRule::parse("threshold:0.5");
+    try {
+      recordActivations(*model_, vectorSource(seqs), info3(), changed, dir_ / "res", JobContext::none());
+      QFAIL("resume with changed options accepted");
+    } catch (const ParameterError& e) {
+      qInfo() << e.what();
+      QVERIFY(std::string(e.what()).find("options.active") != std::string::npos);
+    }
+    o.resume = true;
+    recordActivations(*model_, vectorSource(seqs), info3(), o, dir_ / "res", JobContext::none());
+    QVERIFY(!fs::exists(dir_ / "res.partial"));
+    compareFolders(dir_ / "full", dir_ / "res", {"stats.safetensors", "coact.safetensors", "samples.safetensors"});
+    // --resume without a checkpoint is a clear error.
+    QVERIFY_THROWS_EXCEPTION(IoError, recordActivations(*model_, vectorSource(seqs), info3(), o, dir_ / "none",
+                                                        JobContext::none()));
+  }
+
+  void cancelLeavesNothing() {
+    auto seqs = randomSequences(30, 16, 64, 6, 0);
+    RecordOptions o;
+    o.seqLen = 16;
+    o.batch = 2;
+    o.checkpointSeconds = 0;
+    JobContext job;
+    job.cancel();
+    QVERIFY_THROWS_EXCEPTION(CancelledError,
+                             recordActivations(*model_, vectorSource(seqs), SourceInfo{}, o, dir_ / "cancel", job));
+    // Cancel in the middle, from another thread.
+    JobContext job2;
+    std::atomic<bool> done{false};
+    std::thread t([&] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      job2.cancel();
+    });
+    std::vector<Sequence> many;
+    for (int k = 0; k < 200; ++k) many.insert(many.end(), seqs.begin(), seqs.end());
+    try {
+      recordActivations(*model_, vectorSource(many), SourceInfo{}, o, dir_ / "cancel", job2);
+    } catch (const CancelledError&) {
+      done = true;
+    }
+    t.join();
+    QVERIFY(done);
+    for (const auto& e : fs::directory_iterator(dir_)) {
+      const std::string name = e.path().filename().string();
+      QVERIFY2(name.rfind("cancel", 0) != 0, name.c_str());
+    }
+  }
+
+  void badInput() {
+    auto seqs = randomSequences(4, 16, 64, 7, 0);
+    RecordOptions o;
+    o.seqLen = 16;
+    o.checkpointSeconds = 0;
+    recordActivations(*model_, vectorSource(seqs), SourceInfo{}, o, dir_ / "good", JobContext::none());
+    // Another model's recording.
+    Recording good = Recording::open(dir_ / "good");
+    try {
+      good.checkModel(*other_);
+      QFAIL("fingerprint mismatch accepted");
+    } catch (const FormatError& e) {
+      qInfo() << e.what();
+      QVERIFY(std::string(e.what()).find("fingerprint") != std::string::npos);
+    }
+    // Corrupt and truncated manifests.
+    fs::copy(dir_ / "good", dir_ / "corrupt", fs::copy_options::recursive);
+    std::string text = readFile(dir_ / "good" / "manifest.json");
+    writeFileAtomic(dir_ / "corrupt" / "manifest.json", text.substr(0, text.size() / 2));
+    try {
+      Recording::open(dir_ / "corrupt");
+      QFAIL("truncated manifest accepted");
+    } catch (const FormatError& e) {
+      qInfo() << e.what();
+      QVERIFY(std::string(e.what()).find("manifest.json") != std::string::npos);
+    }
+    auto j = nlohmann::json::parse(text);
+    j["model"].erase("d_ff");
+    writeFileAtomic(dir_ / "corrupt" / "manifest.json", j.dump());
+    QVERIFY_THROWS_EXCEPTION(FormatError, Recording::open(dir_ / "corrupt"));
+    j = nlohmann::json::parse(text);
+    j["model"]["d_ff"] = 64;  // tensors no longer match
+    writeFileAtomic(dir_ / "corrupt" / "manifest.json", j.dump());
+    try {
+      Recording::open(dir_ / "corrupt");
+      QFAIL("inconsistent manifest accepted");
+    } catch (const FormatError& e) {
+      qInfo() << e.what();
+    }
+    // Truncated tensor file.
+    fs::copy(dir_ / "good", dir_ / "trunc", fs::copy_options::recursive);
+    fs::resize_file(dir_ / "trunc" / "coact.safetensors", fs::file_size(dir_ / "trunc" / "coact.safetensors") / 2);
+    QVERIFY_THROWS_EXCEPTION(FormatError, Recording::open(dir_ / "trunc"));
+    // Bad options.
+    QVERIFY_THROWS_EXCEPTION(ParameterError, ActiveRule::parse("top:0"));
+    QVERIFY_THROWS_EXCEPTION(ParameterError, ActiveRule::parse("threshold:x"));
+    QVERIFY_THROWS_EXCEPTION(ParameterError, ActiveRule::parse("mean"));
+    RecordOptions badLayer = o;
+    badLayer.layers = {5};
+    QVERIFY_THROWS_EXCEPTION(ParameterError, recordActivations(*model_, vectorSource(seqs), SourceInfo{}, badLayer,
+                                                               dir_ / "bl", JobContext::none()));
+    // A sequence longer than --seq-len.
+    RecordOptions shortLen = o;
+    shortLen.seqLen = 4;
+    QVERIFY_THROWS_EXCEPTION(ParameterError, recordActivations(*model_, vectorSource(seqs), SourceInfo{}, shortLen,
+                                                               dir_ / "sl", JobContext::none()));
+    // Unwritable output: a path below a regular file. Nothing partial is left.
+    writeFileAtomic(dir_ / "plainfile", "x");
+    try {
+      recordActivations(*model_, vectorSource(seqs), SourceInfo{}, o, dir_ / "plainfile" / "rec", JobContext::none());
+      QFAIL("unwritable output accepted");
+    } catch (const IoError& e) {
+      qInfo() << e.what();
+    }
+    for (const auto& e : fs::directory_iterator(dir_))
+      QVERIFY2(e.path().filename().string().find(".tmp-") == std::string::npos, e.path().c_str());
+    // Existing output without --force.
+    QVERIFY_THROWS_EXCEPTION(IoError, recordActivations(*model_, vectorSource(seqs), SourceInfo{}, o, dir_ / "good",
+                                                        JobContext::none()));
+  }
+
+  void activeRules() {
+    auto seqs = randomSequences(6, 16, 64, 8, 0);
+    RecordOptions o;
+    o.seqLen = 16;
+    o.samples = 0;
+    o.checkpointSeconds = 0;
+    o.active = ActiveRule::parse("top:0.25");
+    recordActivations(*model_, vectorSource(seqs), SourceInfo{}, o, dir_ / "top", JobContext::none());
+    Recording r = Recording::open(dir_ / "top");
+    // Exactly round(0.25 * 128) = 32 active neurons per token.
+    at::Tensor hist = r.activeHist(0);
+    QCOMPARE(hist[32].item<int64_t>(), r.tokens());
+    QCOMPARE(r.activeRule().toString(), std::string("top:0.25"));
+    QCOMPARE(r.sampleCount(), int64_t{0});
+    QCOMPARE(r.manifest()["options"]["active"]["rule"].get<std::string>(), std::string("top_p"));
+  }
+};
+
+QTEST_GUILESS_MAIN(TestRecord)
+#include "test_record.moc"

@@ -1,0 +1,296 @@
+// Expert construction: exact equal sizes for every method, optimal balanced
+// assignment, balance repair, METIS graph export, and bad-input errors.
+#include <QtTest>
+#include <torch/torch.h>
+
+#include <fstream>
+#include <numeric>
+#include <random>
+#include <sstream>
+
+#include "analysis/common/error.h"
+#include "analysis/io/fsutil.h"
+#include "analysis/jobs/job.h"
+#include "analysis/model/model.h"
+#include "analysis/record/recorder.h"
+#include "analysis/record/recording.h"
+#include "analysis/split/split.h"
+#include "testutil.h"
+
+using namespace moefy;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::vector<Sequence> randomSequences(int count, int len, int vocab, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<Sequence> out;
+  for (int i = 0; i < count; ++i) {
+    Sequence s;
+    for (int t = 0; t < len; ++t) s.ids.push_back(static_cast<int32_t>(rng() % vocab));
+    s.docId = i;
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+std::vector<int64_t> sizesOf(const std::vector<int32_t>& labels, int E) {
+  std::vector<int64_t> s(static_cast<size_t>(E), 0);
+  for (int32_t l : labels) ++s.at(static_cast<size_t>(l));
+  return s;
+}
+
+}  // namespace
+
+class TestSplit : public QObject {
+  Q_OBJECT
+  fs::path dir_;
+  std::unique_ptr<Model> model_, other_;
+
+ private Q_SLOTS:
+  void initTestCase() {
+    dir_ = test::freshDir("split_core");
+    const QString script = QString::fromStdString((test::sourceDir() / "scripts/ref/rec_tiny_gpt2.py").string());
+    auto r = test::runPython({script, QString::fromStdString((dir_ / "model").string()), "--seed", "11"});
+    QVERIFY2(r.exitCode == 0, r.err.c_str());
+    r = test::runPython({script, QString::fromStdString((dir_ / "other").string()), "--seed", "12"});
+    QVERIFY2(r.exitCode == 0, r.err.c_str());
+    model_ = Model::load(dir_ / "model");
+    other_ = Model::load(dir_ / "other");
+    RecordOptions o;
+    o.seqLen = 32;
+    o.samples = 500;
+    o.checkpointSeconds = 0;
+    recordActivations(*model_, vectorSource(randomSequences(40, 32, 64, 1)), SourceInfo{}, o, dir_ / "rec",
+                      JobContext::none());
+    recordActivations(*other_, vectorSource(randomSequences(10, 32, 64, 2)), SourceInfo{}, o, dir_ / "rec_other",
+                      JobContext::none());
+  }
+
+  void balancedAssignIsOptimal() {
+    // Brute force over all balanced labelings of 6 items into 3 groups of 2.
+    std::mt19937_64 rng(3);
+    for (int trial = 0; trial < 20; ++trial) {
+      at::Tensor B = at::rand({6, 3}, at::kDouble);
+      auto labels = balancedAssign(B, 3);
+      auto value = [&](const std::vector<int32_t>& l) {
+        double v = 0;
+        for (int i = 0; i < 6; ++i) v += B[i][l[i]].item<double>();
+        return v;
+      };
+      double best = -1e9;
+      std::vector<int32_t> l(6);
+      for (int code = 0; code < 729; ++code) {
+        int c = code;
+        for (int i = 0; i < 6; ++i) l[i] = c % 3, c /= 3;
+        auto s = sizesOf(l, 3);
+        if (s[0] == 2 && s[1] == 2 && s[2] == 2) best = std::max(best, value(l));
+      }
+      auto s = sizesOf(labels, 3);
+      QVERIFY(s[0] == 2 && s[1] == 2 && s[2] == 2);
+      const double gap = best - value(labels);
+      if (trial == 0) qInfo() << "auction vs brute-force optimum: gap" << gap;
+      QVERIFY(gap <= 1e-6);
+    }
+    // A larger case: equal sizes and within n * eps of a greedy-improved bound.
+    at::Tensor B = at::rand({3072, 96}, at::kFloat);
+    auto labels = balancedAssign(B, 96);
+    for (auto s : sizesOf(labels, 96)) QCOMPARE(s, int64_t{32});
+  }
+
+  void repairGivesExactSizes() {
+    // A graph of two dense cliques of 6 and 2 loose vertices, all labelled 0.
+    at::Tensor C = at::zeros({8, 8}, at::kInt);
+    for (int i = 0; i < 6; ++i)
+      for (int j = 0; j < 6; ++j)
+        if (i != j) C[i][j] = 10;
+    C[6][7] = C[7][6] = 1;
+    C[0][6] = C[6][0] = 1;
+    CoactGraph g = buildCoactGraph(C, at::full({8}, 10, at::kLong), 20, GraphOptions{});
+    std::vector<int32_t> labels(8, 0);
+    const int64_t moves = repairBalance(g, 2, labels);
+    QCOMPARE(moves, int64_t{4});
+    auto s = sizesOf(labels, 2);
+    QCOMPARE(s[0], int64_t{4});
+    QCOMPARE(s[1], int64_t{4});
+    // The loose vertices (least affinity to part 0) are moved first.
+    QCOMPARE(labels[6], 1);
+    QCOMPARE(labels[7], 1);
+  }
+
+  void everyMethodGivesEqualSizes() {
+    Recording rec = Recording::open(dir_ / "rec");
+    for (const char* method : {"coact", "kmeans", "random"})
+      for (int E : {1, 8, 32, 128}) {
+        SplitOptions o;
+        o.method = method;
+        o.experts = E;
+        o.restarts = 2;
+        o.stability = E == 8;
+        const fs::path out = dir_ / ("part_" + std::string(method) + std::to_string(E));
+        nlohmann::json j = runSplit(rec, model_.get(), o, out, JobContext::none());
+        Partition p = Partition::open(out);
+        for (int L : rec.layers()) {
+          auto s = sizesOf(p.labels(L), E);
+          QVERIFY2(*std::min_element(s.begin(), s.end()) == 128 / E && *std::max_element(s.begin(), s.end()) == 128 / E,
+                   (std::string(method) + " E=" + std::to_string(E)).c_str());
+          QCOMPARE(j["metrics"][std::to_string(L)]["balance"].get<double>(), 1.0);
+          // perm groups neurons by expert, ascending within an expert.
+          at::Tensor perm = p.perm(L), lab = p.labelsTensor(L);
+          at::Tensor grouped = lab.index_select(0, perm.to(at::kLong));
+          QVERIFY(at::equal(std::get<0>(grouped.sort()), grouped));
+          QVERIFY(at::equal(std::get<0>(perm.sort()), at::arange(128, at::kInt)));
+        }
+        if (E == 8) {
+          const auto& m = j["metrics"]["0"];
+          qInfo() << method << "E=8 layer 0: coact_inside" << m["coact_inside"].get<double>() << "recall@1"
+                  << m["recall_at_k"][0].get<double>() << "stability ARI" << m["stability_ari"].get<double>();
+        }
+      }
+    // Structure beats chance: coact keeps more co-activation inside experts than random.
+    auto inside = [&](const char* m) {
+      return nlohmann::json::parse(readFile(dir_ / ("part_" + std::string(m) + "8") / "partition.json"))["metrics"]["0"]
+          ["coact_inside"].get<double>();
+    };
+    qInfo() << "coact_inside coact" << inside("coact") << "random" << inside("random");
+    QVERIFY(inside("coact") > inside("random"));
+    // Same seed, same labels (deterministic).
+    SplitOptions o;
+    o.method = "kmeans";
+    o.experts = 8;
+    o.restarts = 2;
+    o.stability = false;
+    runSplit(rec, model_.get(), o, dir_ / "km_again", JobContext::none());
+    QVERIFY(at::equal(Partition::open(dir_ / "km_again").labelsTensor(0),
+                      Partition::open(dir_ / "part_kmeans8").labelsTensor(0)));
+  }
+
+  void weightingsAndTopk() {
+    Recording rec = Recording::open(dir_ / "rec");
+    for (const char* w : {"raw", "jaccard", "ppmi", "percentile"})
+      for (int topk : {0, 8}) {
+        GraphOptions go;
+        go.weighting = w;
+        go.topk = topk;
+        CoactGraph g = buildCoactGraph(rec.coact(0), rec.count(0), rec.tokens(), go);
+        // Symmetric, no self loops, positive weights.
+        std::map<std::pair<int, int>, int> edges;
+        for (int64_t i = 0; i < g.n; ++i)
+          for (int32_t e = g.xadj[i]; e < g.xadj[i + 1]; ++e) {
+            QVERIFY(g.adjncy[e] != i);
+            QVERIFY(g.adjwgt[e] >= 1);
+            edges[{static_cast<int>(i), g.adjncy[e]}] = g.adjwgt[e];
+          }
+        for (auto& [k, v] : edges) QCOMPARE(edges.at({k.second, k.first}), v);
+        if (topk > 0) {
+          int64_t maxDeg = 0;
+          for (int64_t i = 0; i < g.n; ++i) maxDeg = std::max<int64_t>(maxDeg, g.xadj[i + 1] - g.xadj[i]);
+          QVERIFY(maxDeg < g.n - 1);
+        }
+        auto labels = partitionCoact(g, 16, 0);
+        for (auto s : sizesOf(labels, 16)) QCOMPARE(s, int64_t{8});
+      }
+    // Percentile weights as MoEfication computes them on a hand-made matrix:
+    // a ring of 10 neurons: entries {0 x 80, 4 x 20}; the 10th..70th percentiles
+    // are 0, the 80th is 0 + 0.2 * 4 = 0.8 (linear interpolation between ranks 79 and 80).
+    at::Tensor C = at::zeros({10, 10}, at::kInt);
+    for (int i = 0; i < 10; ++i) C[i][(i + 1) % 10] = C[(i + 1) % 10][i] = 4;
+    GraphOptions go;
+    go.weighting = "percentile";
+    CoactGraph g = buildCoactGraph(C, at::Tensor(), 10, go);
+    // threshold 0.99 * 0.8 -> weight floor(4 / 0.792) = 5 on each ring edge.
+    QCOMPARE(g.edges(), int64_t{10});
+    for (int32_t w : g.adjwgt) QCOMPARE(w, 5);
+  }
+
+  void metisGraphExport() {
+    Recording rec = Recording::open(dir_ / "rec");
+    CoactGraph g = buildCoactGraph(rec.coact(1), rec.count(1), rec.tokens(), GraphOptions{});
+    writeMetisGraph(g, dir_ / "l1.graph");
+    std::ifstream f(dir_ / "l1.graph");
+    int64_t n, m;
+    std::string fmt;
+    f >> n >> m >> fmt;
+    QCOMPARE(n, int64_t{128});
+    QCOMPARE(m, g.edges());
+    QCOMPARE(fmt, std::string("001"));
+    std::string line;
+    std::getline(f, line);
+    int64_t pairs = 0, weightSum = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      QVERIFY(std::getline(f, line));
+      std::istringstream s(line);
+      int64_t v, w;
+      while (s >> v >> w) {
+        QVERIFY(v >= 1 && v <= n && v != i + 1);
+        ++pairs;
+        weightSum += w;
+      }
+    }
+    QCOMPARE(pairs, 2 * m);
+    // Raw weights are the co-activation counts (no scaling needed at this size).
+    at::Tensor c = rec.coact(1).to(at::kLong);
+    const int64_t offDiag = c.sum().item<int64_t>() - c.diagonal().sum().item<int64_t>();
+    QCOMPARE(weightSum, offDiag);
+  }
+
+  void badInput() {
+    Recording rec = Recording::open(dir_ / "rec");
+    auto expectParam = [&](int E, int S, const char* needle) {
+      try {
+        resolveExperts(128, E, S);
+        QFAIL("accepted");
+      } catch (const ParameterError& e) {
+        qInfo() << e.what();
+        QVERIFY2(std::string(e.what()).find(needle) != std::string::npos, e.what());
+      }
+    };
+    expectParam(256, 0, "larger than d_ff");
+    expectParam(12, 0, "nearest divisors are 8 and 16");
+    expectParam(0, 48, "does not divide");
+    expectParam(0, 0, "--experts");
+    QCOMPARE(resolveExperts(128, 0, 16), 8);
+    // kmeans with a model that is not the recording's.
+    SplitOptions o;
+    o.method = "kmeans";
+    o.experts = 8;
+    try {
+      runSplit(rec, other_.get(), o, dir_ / "bad_km", JobContext::none());
+      QFAIL("fingerprint mismatch accepted");
+    } catch (const FormatError& e) {
+      qInfo() << e.what();
+      QVERIFY(std::string(e.what()).find("fingerprint") != std::string::npos);
+    }
+    QVERIFY(!fs::exists(dir_ / "bad_km"));
+    // Comparing partitions of different d_ff (other model: d_ff 128 but a
+    // different fingerprint; and a hand-edited d_ff).
+    o.method = "random";
+    runSplit(Recording::open(dir_ / "rec_other"), nullptr, o, dir_ / "rand_other", JobContext::none());
+    runSplit(rec, nullptr, o, dir_ / "rand_this", JobContext::none());
+    QVERIFY_THROWS_EXCEPTION(FormatError, comparePartitions({Partition::open(dir_ / "rand_this"),
+                                                             Partition::open(dir_ / "rand_other")}));
+    fs::copy(dir_ / "rand_this", dir_ / "rand_dff", fs::copy_options::recursive);
+    auto j = nlohmann::json::parse(readFile(dir_ / "rand_dff" / "partition.json"));
+    j["d_ff"] = 64;
+    writeFileAtomic(dir_ / "rand_dff" / "partition.json", j.dump());
+    try {
+      Partition::open(dir_ / "rand_dff");
+      QFAIL("partition with wrong d_ff accepted");
+    } catch (const FormatError& e) {
+      qInfo() << e.what();
+      QVERIFY(std::string(e.what()).find("[64]") != std::string::npos);
+    }
+    // Layer that was not recorded.
+    o.layers = {7};
+    QVERIFY_THROWS_EXCEPTION(ParameterError, runSplit(rec, nullptr, o, dir_ / "bad_layer", JobContext::none()));
+    // Unwritable output leaves nothing.
+    o.layers = {};
+    writeFileAtomic(dir_ / "plain", "x");
+    QVERIFY_THROWS_EXCEPTION(IoError, runSplit(rec, nullptr, o, dir_ / "plain" / "part", JobContext::none()));
+    for (const auto& e : fs::directory_iterator(dir_))
+      QVERIFY2(e.path().filename().string().find(".tmp-") == std::string::npos, e.path().c_str());
+  }
+};
+
+QTEST_GUILESS_MAIN(TestSplit)
+#include "test_split.moc"
