@@ -149,7 +149,11 @@ std::vector<ArtefactRef> scanArtefacts(const Workspace& ws) {
   for (const auto& kf : kfs) {
     QDir d(ws.folder(kf.folder));
     if (!d.exists()) continue;
-    for (const QFileInfo& fi : d.entryInfoList(QDir::Dirs | QDir::NoDotAndDotDot, QDir::Name)) {
+    // A kind folder may itself be one artefact (the layout `moefy demo` writes:
+    // DIR/recording/manifest.json) or hold one artefact per sub-folder.
+    QFileInfoList entries = d.entryInfoList(QDir::Dirs | QDir::NoDotAndDotDot, QDir::Name);
+    if (QFileInfo::exists(d.filePath(kf.file))) entries = {QFileInfo(d.absolutePath())};
+    for (const QFileInfo& fi : entries) {
       if (fi.fileName().contains(".tmp")) continue;  // an in-progress atomic write
       QString file = QDir(fi.absoluteFilePath()).filePath(kf.file);
       if (!QFileInfo::exists(file)) continue;

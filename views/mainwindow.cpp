@@ -49,6 +49,27 @@ QString demoWorkspaceDir(QString* error) {
   const QString data = findDataDir();
   const QString bundled = data + "/demo-workspace";
   if (QFileInfo::exists(bundled + "/workspace.json")) return bundled;
+  // The output of `moefy demo --out data/demo` (recording/, partitions/, routers/,
+  // eval/, export/) without a workspace.json: describe it with one in the user's
+  // data folder whose artefact folders point into it.
+  for (const QString& demoOut : {data + "/demo", bundled}) {
+    if (!QFileInfo::exists(demoOut + "/recording/manifest.json")) continue;
+    QString base = QStandardPaths::writableLocation(QStandardPaths::AppDataLocation);
+    if (base.isEmpty()) base = QDir::homePath() + "/.local/share/moefy-studio";
+    const QString dir = base + "/demo-output-workspace";
+    try {
+      Workspace ws = Workspace::create(dir, "Demo: brown-relu on the Brown corpus", data + "/models/brown-relu",
+                                       data + "/corpus/brown/heldout");
+      ws.folders = {{"recordings", demoOut + "/recording"}, {"partitions", demoOut + "/partitions"},
+                    {"routers", demoOut + "/routers"}, {"evaluations", demoOut + "/eval"},
+                    {"exports", demoOut + "/export"}, {"figures", demoOut + "/figures"}};
+      ws.save();
+      return dir;
+    } catch (const std::exception& e) {
+      if (error) *error = QString("Cannot describe the demo output %1 as a workspace: %2").arg(demoOut, e.what());
+      return {};
+    }
+  }
   // No bundled demo workspace (yet): make one in the user's data folder that
   // points at the bundled model and corpus; the views show empty states until
   // the pipeline has run.

@@ -25,6 +25,18 @@
 #define MOEFY_GUI_HAVE_RECORD 1
 #include "analysis/record/recorder.h"
 #endif
+#if __has_include("analysis/route/route_build.h") && __has_include("analysis/moe/moe_export.h")
+#define MOEFY_GUI_HAVE_ROUTE 1
+#include "analysis/io/fsutil.h"
+#include "analysis/moe/moe_export.h"
+#include "analysis/route/route_build.h"
+#include "analysis/route/route_inputs.h"
+#endif
+#if defined(MOEFY_GUI_HAVE_ROUTE) && __has_include("analysis/eval/eval.h")
+#define MOEFY_GUI_HAVE_EVAL 1
+#include "analysis/eval/eval.h"
+#include "analysis/moe/moe_ffn.h"
+#endif
 #if __has_include("analysis/split/split.h")
 #define MOEFY_GUI_HAVE_SPLIT 1
 #include "analysis/record/recording.h"
@@ -191,13 +203,266 @@ std::vector<PipelineStep> buildSteps() {
       job->output = out;
       job->fn = [rec, out, o](JobContext& jc) {
         jc.setStage("open recording");
-        Recording r = Recording::open(rec.toStdString());
+        ::moefy::Recording r = ::moefy::Recording::open(rec.toStdString());
         std::unique_ptr<Model> model;
         if (o.method == "kmeans") {
           jc.setStage("load model");
           model = Model::load(o.modelPath);
         }
         runSplit(r, model.get(), o, out.toStdString(), jc);
+      };
+      return true;
+    };
+    steps.push_back(std::move(s));
+  }
+#endif
+#ifdef MOEFY_GUI_HAVE_ROUTE
+  {
+    PipelineStep s;
+    s.id = "route";
+    s.title = "Build router";
+    s.shortcut = "Ctrl+Shift+O";
+    s.help = "Builds a router per layer from a partition and the recording's samples "
+             "(moefy route MODEL_DIR REC_DIR PART_DIR --router KIND --out ROUTER_DIR)";
+    s.fields = {
+        {"recording", "Recording (samples)", StepField::Artefact, {}, {}, "recording", "the recording whose samples train the router"},
+        {"partition", "Partition", StepField::Artefact, {}, {}, "partition", "the expert partition"},
+        {"out", "Output name (routers/)", StepField::Text, "", {}, {}, "folder name under routers/"},
+        {"router", "--router", StepField::Choice, "similarity", {"oracle", "similarity", "mlp"}, {}, "router kind"},
+        {"top-k", "--top-k", StepField::Int, 0, {}, {}, "experts per token (0 = use --top-fraction)", 0, 1e6},
+        {"top-fraction", "--top-fraction", StepField::Double, 0.25, {}, {}, "fraction of experts per token", 0.001, 1},
+        {"epochs", "--epochs", StepField::Int, 30, {}, {}, "mlp: epochs", 1, 100000},
+        {"batch", "--batch", StepField::Int, 512, {}, {}, "mlp: batch", 1, 1e6},
+        {"lr", "--lr", StepField::Double, 0.01, {}, {}, "mlp: learning rate", 1e-6, 10},
+        {"held-out", "--held-out", StepField::Double, 0.1, {}, {}, "fraction of samples held out for the metrics", 0, 0.9},
+        {"seed", "--seed", StepField::Int, 0, {}, {}, "seed", 0, 2e9},
+        {"force", "--force", StepField::Bool, false, {}, {}, "replace an existing output"},
+    };
+    s.make = [](StudioContext* ctx, const QVariantMap& v, PipelineJob* job, QString* err) {
+      const QString rec = v.value("recording").toString(), part = v.value("partition").toString();
+      if (rec.isEmpty() || part.isEmpty()) {
+        *err = "needs a recording and a partition in the workspace (record and split first)";
+        return false;
+      }
+      QString out;
+      if (!outputDir(ctx, "routers", v, &out, err)) return false;
+      RouteOptions o;
+      try {
+        o.kind = routerKindFromName(v.value("router").toString().toStdString(), "--router");
+        o.topK = v.value("top-k").toInt();
+        o.topFraction = v.value("top-fraction").toDouble();
+        o.epochs = v.value("epochs").toInt();
+        o.batch = v.value("batch").toInt();
+        o.lr = v.value("lr").toDouble();
+        o.heldOut = v.value("held-out").toDouble();
+        o.seed = v.value("seed").toULongLong();
+      } catch (const std::exception& e) {
+        *err = e.what();
+        return false;
+      }
+      const QString model = ctx->workspace().model();
+      const bool force = v.value("force").toBool();
+      job->name = "Route " + QFileInfo(out).fileName();
+      job->output = out;
+      job->fn = [model, rec, part, out, o, force](JobContext& jc) {
+        jc.setStage("load model");
+        LoadedModel loaded = loadModel(model.toStdString());
+        if (loaded.isMoe()) throw ParameterError(model.toStdString() + ": is a MoE export; route the dense source model");
+        const Model& m = *loaded.model;
+        PartitionData pd = PartitionData::read(part.toStdString());
+        pd.checkModel(m);
+        SampleData samples = SampleData::read(rec.toStdString(), pd.layers, m.config().dModel, m.config().dFF);
+        RouterSet rs = buildRouters(m, pd, samples, o, jc);
+        writeFolderAtomic(out.toStdString(), force, [&](const fs::path& tmp) { rs.writeInto(tmp); });
+      };
+      return true;
+    };
+    steps.push_back(std::move(s));
+  }
+#ifdef MOEFY_GUI_HAVE_EVAL
+  {
+    PipelineStep s;
+    s.id = "eval";
+    s.title = "Evaluate";
+    s.shortcut = "Ctrl+Shift+V";
+    s.help = "Measures the MoEfied model against the dense one over a sweep of active-expert fractions "
+             "(moefy eval MODEL_DIR CORPUS --partition PART_DIR --router ROUTER_DIR [--sweep ..] [--speed] --out EVAL_DIR)";
+    s.fields = {
+        {"partition", "--partition", StepField::Artefact, {}, {}, "partition", "the expert partition"},
+        {"router", "--router", StepField::Artefact, {}, {}, "router", "a router built on that partition"},
+        {"all-routers", "All routers of the partition", StepField::Bool, true, {}, {}, "evaluate every router in the workspace built on this partition"},
+        {"out", "Output name (evaluations/)", StepField::Text, "", {}, {}, "folder name under evaluations/"},
+        {"sweep", "--sweep", StepField::Text, "0.125,0.25,0.5,0.75,1", {}, {}, "active-expert fractions (empty = the routers' top-k)"},
+        {"seq-len", "--seq-len", StepField::Int, 128, {}, {}, "window length", 2, 65536},
+        {"tokens", "--tokens", StepField::Int, 4096, {}, {}, "evaluation tokens", 2, 1e9},
+        {"split", "--split", StepField::Choice, "heldout", {"heldout", "train", "all"}, {}, "corpus split"},
+        {"batch", "--batch", StepField::Int, 8, {}, {}, "sequences per forward", 1, 4096},
+        {"seed", "--seed", StepField::Int, 0, {}, {}, "seed (masked LM)", 0, 2e9},
+        {"speed", "--speed", StepField::Bool, false, {}, {}, "also time forward passes and generation"},
+        {"speed-seconds", "--speed-seconds", StepField::Double, 1.0, {}, {}, "minimum seconds per timing", 0.05, 600},
+        {"force", "--force", StepField::Bool, false, {}, {}, "replace an existing output"},
+    };
+    s.make = [](StudioContext* ctx, const QVariantMap& v, PipelineJob* job, QString* err) {
+      const QString part = v.value("partition").toString();
+      QStringList routers;
+      if (v.value("all-routers").toBool()) {
+        for (const QString& r : ctx->paths("router")) {
+          auto rr = ctx->router(r);
+          if (rr && QFileInfo(rr->partitionPath).canonicalFilePath() == QFileInfo(part).canonicalFilePath()) routers << r;
+        }
+      }
+      if (routers.isEmpty() && !v.value("router").toString().isEmpty()) routers << v.value("router").toString();
+      if (part.isEmpty() || routers.isEmpty()) {
+        *err = "needs a partition and a router built on it (split and route first)";
+        return false;
+      }
+      QString out;
+      if (!outputDir(ctx, "evaluations", v, &out, err)) return false;
+      std::vector<double> sweep;
+      for (const QString& f : v.value("sweep").toString().split(',', Qt::SkipEmptyParts)) {
+        bool ok = false;
+        double x = f.trimmed().toDouble(&ok);
+        if (!ok || !(x > 0 && x <= 1)) {
+          *err = QString("--sweep: '%1' is not a fraction in (0, 1]").arg(f);
+          return false;
+        }
+        sweep.push_back(x);
+      }
+      const QString model = ctx->workspace().model(), corpus = ctx->workspace().corpus();
+      const int seqLen = v.value("seq-len").toInt(), batch = v.value("batch").toInt();
+      const qint64 tokens = v.value("tokens").toLongLong();
+      const QString splitName = v.value("split").toString();
+      const uint64_t seed = v.value("seed").toULongLong();
+      const bool speed = v.value("speed").toBool(), force = v.value("force").toBool();
+      const double minSec = v.value("speed-seconds").toDouble();
+      job->name = "Evaluate " + QFileInfo(out).fileName();
+      job->output = out;
+      job->fn = [=](JobContext& jc) {
+        jc.setStage("load model");
+        LoadedModel loaded = loadModel(model.toStdString());
+        if (loaded.isMoe()) throw ParameterError(model.toStdString() + ": the partition/router evaluation needs the dense source model");
+        if (!loaded.tokenizer) throw FormatError(model.toStdString() + ": a text corpus needs the model's tokenizer (" + loaded.tokenizerError + ")");
+        Model& m = *loaded.model;
+        PartitionData pd = PartitionData::read(part.toStdString());
+        std::vector<std::pair<std::string, std::shared_ptr<MoeFfn>>> bases;
+        std::vector<std::string> routerPaths;
+        for (const QString& r : routers) {
+          RouterSet rs = RouterSet::read(r.toStdString());
+          bases.emplace_back(routerKindName(rs.kind), buildMoeFfn(m, pd, rs, 0));
+          routerPaths.push_back(r.toStdString());
+        }
+        m.setFfnOverride(nullptr);
+        std::vector<EvalCandidate> cands;
+        for (const auto& [name, b] : bases) {
+          if (sweep.empty()) {
+            double frac = 0;
+            int n = 0;
+            for (const auto& l : b->layers())
+              if (l.weights) frac += double(l.topK) / l.weights->layout.experts, ++n;
+            cands.push_back({name, n ? frac / n : 1.0, b});
+          } else {
+            for (double f : sweep) cands.push_back({name, f, b->withFraction(f)});
+          }
+        }
+        jc.setStage("read corpus");
+        auto c = Corpus::open(corpus.toStdString());
+        SequenceOptions so;
+        so.seqLen = seqLen;
+        so.tokenBudget = tokens;
+        so.split = splitName == "train" ? Split::Train : splitName == "all" ? Split::All : Split::HeldOut;
+        std::vector<std::vector<int64_t>> seqs;
+        forEachSequence(*c, *loaded.tokenizer, so, [&](const Sequence& sq) {
+          if (sq.ids.size() >= 2) seqs.emplace_back(sq.ids.begin(), sq.ids.end());
+          return true;
+        }, &jc);
+        if (seqs.empty()) throw FormatError(corpus.toStdString() + ": no sequences of at least 2 tokens in the " + splitName.toStdString() + " split");
+        EvalOptions eo;
+        eo.batch = batch;
+        eo.seed = seed;
+        if (auto id = loaded.tokenizer->tokenToId("[MASK]")) eo.maskTokenId = *id;
+        else if (auto id2 = loaded.tokenizer->tokenToId("<mask>")) eo.maskTokenId = *id2;
+        auto figs = evaluateQuality(m, nullptr, cands, seqs, eo, jc);
+        nlohmann::json results = nlohmann::json::array();
+        double denseFwd = 0, denseGen = 0;
+        const std::vector<int64_t> prompt(seqs[0].begin(), seqs[0].begin() + 1);
+        int genTokens = 32;
+        if (m.config().pos == PosKind::Learned) genTokens = std::max(1, std::min(genTokens, m.config().maxPos - 1));
+        if (speed) {
+          jc.setStage("eval: speed");
+          denseFwd = forwardTokensPerSecond(m, nullptr, seqs, eo.batch, minSec);
+          if (m.config().causal) denseGen = generationTokensPerSecond(m, nullptr, prompt, genTokens);
+        }
+        for (size_t i = 1; i < figs.size(); ++i) {
+          jc.checkCancel();
+          nlohmann::json r = figs[i].toJson();
+          r["router"] = cands[i - 1].name;
+          r["loss_delta"] = figs[i].loss - figs[0].loss;
+          if (speed) {
+            double fwd = forwardTokensPerSecond(m, cands[i - 1].moe, seqs, eo.batch, minSec);
+            r["speed"] = {{"forward_tokens_per_s", fwd}, {"dense_forward_tokens_per_s", denseFwd}, {"forward_speedup", fwd / denseFwd}};
+            if (m.config().causal) {
+              double gen = generationTokensPerSecond(m, cands[i - 1].moe, prompt, genTokens);
+              r["speed"]["generate_tokens_per_s"] = gen;
+              r["speed"]["dense_generate_tokens_per_s"] = denseGen;
+              r["speed"]["generate_speedup"] = gen / denseGen;
+            }
+          }
+          results.push_back(r);
+        }
+        int64_t ntok = 0;
+        for (const auto& sq : seqs) ntok += static_cast<int64_t>(sq.size());
+        nlohmann::json j;
+        j["format"] = "moefy-eval";
+        j["version"] = 1;
+        j["tool_version"] = MOEFY_VERSION;
+        j["model"] = {{"path", model.toStdString()}, {"fingerprint", m.fingerprint()}, {"arch", archName(m.config().arch)},
+                      {"objective", m.config().causal ? "next-token" : "masked-lm"}};
+        j["corpus"] = {{"path", corpus.toStdString()}, {"sequences", seqs.size()}, {"tokens", ntok}, {"seq_len", seqLen}};
+        j["source"] = {{"partition", part.toStdString()}, {"routers", routerPaths}};
+        j["reference"] = figs[0].toJson();
+        j["results"] = results;
+        writeFolderAtomic(out.toStdString(), force, [&](const fs::path& tmp) { writeFileAtomic(tmp / "eval.json", j.dump(2) + "\n"); });
+      };
+      return true;
+    };
+    steps.push_back(std::move(s));
+  }
+#endif
+  {
+    PipelineStep s;
+    s.id = "export";
+    s.title = "Export MoE checkpoint";
+    s.shortcut = "Ctrl+Shift+E";
+    s.help = "Writes a Hugging Face-style MoE checkpoint that the engine reloads "
+             "(moefy export MODEL_DIR PART_DIR ROUTER_DIR --out MOE_DIR)";
+    s.fields = {
+        {"partition", "Partition", StepField::Artefact, {}, {}, "partition", "the expert partition"},
+        {"router", "Router", StepField::Artefact, {}, {}, "router", "the router (built on that partition)"},
+        {"out", "Output name (exports/)", StepField::Text, "", {}, {}, "folder name under exports/"},
+        {"top-k", "--top-k", StepField::Int, 0, {}, {}, "experts per token (0 = the router's)", 0, 1e6},
+        {"force", "--force", StepField::Bool, false, {}, {}, "replace an existing output"},
+    };
+    s.make = [](StudioContext* ctx, const QVariantMap& v, PipelineJob* job, QString* err) {
+      const QString part = v.value("partition").toString(), router = v.value("router").toString();
+      if (part.isEmpty() || router.isEmpty()) {
+        *err = "needs a partition and a router in the workspace";
+        return false;
+      }
+      QString out;
+      if (!outputDir(ctx, "exports", v, &out, err)) return false;
+      ExportOptions o;
+      o.topK = v.value("top-k").toInt();
+      o.force = v.value("force").toBool();
+      const QString model = ctx->workspace().model();
+      job->name = "Export " + QFileInfo(out).fileName();
+      job->output = out;
+      job->fn = [model, part, router, out, o](JobContext& jc) {
+        jc.setStage("load model");
+        LoadedModel loaded = loadModel(model.toStdString());
+        if (loaded.isMoe()) throw ParameterError(model.toStdString() + ": is already a MoE export");
+        PartitionData pd = PartitionData::read(part.toStdString());
+        RouterSet rs = RouterSet::read(router.toStdString());
+        exportMoe(*loaded.model, pd, rs, out.toStdString(), o, jc);
       };
       return true;
     };
