@@ -108,7 +108,13 @@ QString StudioContext::tokenText(int32_t id) {
   // A lone byte-level piece of a multi-byte character decodes to U+FFFD:
   // show the vocabulary string instead.
   if (t.trimmed().isEmpty() || t.contains(QChar(0xFFFD))) t = QString::fromStdString(tok->idToToken(id));
-  return t.isEmpty() ? QString("#%1").arg(id) : t;
+  if (t.isEmpty()) return QString("#%1").arg(id);
+  // Control characters are invalid in XML (SVG export) and invisible on screen:
+  // show them as Unicode control pictures (U+2400 + code).
+  for (QChar& c : t)
+    if (c.unicode() < 0x20) c = QChar(0x2400 + c.unicode());
+    else if (c.unicode() == 0x7f) c = QChar(0x2421);
+  return t;
 }
 
 QString StudioContext::current(const QString& kind) const {

@@ -203,11 +203,12 @@ int CorpusView::showDocument(int row) {
     html += "<p style='color:#a00'>No tokenizer in the model folder: plain text shown.</p><pre>" +
             QString::fromStdString(d.text).toHtmlEscaped() + "</pre>";
   }
+  html_ = html;
   text_->setHtml(html);
   return n;
 }
 
-QString CorpusView::documentHtml() const { return text_->toHtml(); }
+QString CorpusView::documentHtml() const { return html_; }
 
 QString CorpusView::csvData() const {
   QString out = "id,category,tokens,characters,source\n";

@@ -45,6 +45,7 @@ class CorpusView : public FigureView {
   QString loadedFor_;
   bool loading_ = false;
   std::vector<Doc> rows_;
+  QString html_;  ///< the HTML last given to text_ (QTextBrowser rewrites what it is given)
   std::shared_ptr<const Corpus> corpus_;
   std::shared_ptr<const Tokenizer> tokenizer_;
 };

@@ -59,7 +59,7 @@ inline void forwardJob(const std::filesystem::path& modelDir, const std::filesys
       Batch batch;
       batch.ids = at::randint(vocab, {8, 64}, at::kLong);
       batch.mask = at::ones({8, 64}, at::kLong);
-      at::Tensor h = model->forwardHidden(batch).mean({0, 1});  // [d_model]
+      at::Tensor h = model->forwardHidden(batch).mean(0).mean(0);  // [d_model]
       acc = acc.defined() ? acc + h : h;
       job.setProgress((b + 1.0) / batches);
     }

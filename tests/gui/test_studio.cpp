@@ -101,6 +101,8 @@ class TestStudio : public QObject {
       QApplication::processEvents();
       auto* mv = qobject_cast<ModelView*>(w.tabs()->widget(i));
       if (mv) QTRY_VERIFY_WITH_TIMEOUT(!mv->loading(), 20000);
+      auto* cv = qobject_cast<CorpusView*>(w.tabs()->widget(i));
+      if (cv) QTRY_VERIFY_WITH_TIMEOUT(!cv->loading(), 30000);
       FigureView* f = w.figureView(i);
       QVERIFY(f);
       QVERIFY2(f->hasData(), qPrintable(w.tabs()->tabText(i) + " shows an empty state on a full workspace"));
@@ -148,6 +150,7 @@ class TestStudio : public QObject {
       QApplication::processEvents();
       FigureView* f = w.figureView(i);
       if (auto* mv = qobject_cast<ModelView*>(f)) QTRY_VERIFY_WITH_TIMEOUT(!mv->loading(), 20000);
+      if (auto* cv = qobject_cast<CorpusView*>(f)) QTRY_VERIFY_WITH_TIMEOUT(!cv->loading(), 30000);
       if (auto* gv = qobject_cast<ExpertGraphView*>(f)) QTRY_VERIFY_WITH_TIMEOUT(!gv->layoutRunning(), 20000);
       QApplication::processEvents();
       const QString stem = out.filePath(f->figureBaseName());
