@@ -1,0 +1,364 @@
+// GUI tests: drive the real widgets offscreen over a synthetic workspace
+// (scripts/gui/make_fake_workspace.py writes it in the formats of docs/formats.md).
+#include "views/qcp.h"
+
+#include <QApplication>
+#include <QSignalSpy>
+#include <QStandardPaths>
+#include <QSvgRenderer>
+#include <QTemporaryDir>
+#include <QXmlStreamReader>
+#include <QtTest>
+
+#include "gui_fixture.h"
+#include "views/artefacts.h"
+#include "views/figure.h"
+#include "views/jobrunner.h"
+#include "views/mainwindow.h"
+#include "views/pipeline.h"
+#include "views/view_corpus.h"
+#include "views/views.h"
+
+using namespace moefy;
+using namespace moefy::views;
+
+namespace {
+QByteArray head(const QString& path, int n) {
+  QFile f(path);
+  if (!f.open(QIODevice::ReadOnly)) return {};
+  return f.read(n);
+}
+bool svgValid(const QString& path, QString* why) {
+  QFile f(path);
+  if (!f.open(QIODevice::ReadOnly)) return *why = "cannot open", false;
+  QXmlStreamReader xml(&f);
+  int elements = 0;
+  while (!xml.atEnd()) {
+    if (xml.readNext() == QXmlStreamReader::StartElement) ++elements;
+  }
+  if (xml.hasError()) return *why = xml.errorString(), false;
+  QSvgRenderer r(path);
+  if (!r.isValid()) return *why = "QSvgRenderer rejects it", false;
+  if (elements < 10) return *why = QString("only %1 elements").arg(elements), false;
+  return true;
+}
+template <typename T>
+T* viewOf(MainWindow& w) {
+  for (QWidget* v : w.views())
+    if (auto* t = qobject_cast<T*>(v)) return t;
+  return nullptr;
+}
+}  // namespace
+
+class TestStudio : public QObject {
+  Q_OBJECT
+  QString ws_;
+
+ private Q_SLOTS:
+  void initTestCase() {
+    QStandardPaths::setTestModeEnabled(true);  // QSettings and app data go to a test location
+    QString err;
+    ws_ = test::fakeWorkspace(&err);
+    QVERIFY2(!ws_.isEmpty(), qPrintable(err));
+  }
+
+  void demoWorkspaceOpensWithEmptyStates() {
+    // No bundled demo in this data folder: the app creates one pointing at the
+    // bundled model/corpus and every view shows an empty state, no crash.
+    QTemporaryDir data;
+    qputenv("MOEFY_DATA_DIR", data.path().toUtf8());
+    QDir(QStandardPaths::writableLocation(QStandardPaths::AppDataLocation) + "/demo-workspace").removeRecursively();
+    {
+      MainWindow w;
+      w.resize(1200, 800);
+      w.show();
+      QVERIFY(w.openDemo());
+      QVERIFY(w.context()->hasWorkspace());
+      QCOMPARE(w.context()->workspace().model(), QDir::cleanPath(data.path() + "/models/brown-relu"));
+      for (int i = 0; i < w.tabs()->count(); ++i) {
+        w.tabs()->setCurrentIndex(i);
+        QApplication::processEvents();
+        if (FigureView* f = w.figureView(i)) QVERIFY2(!f->hasData(), qPrintable(w.tabs()->tabText(i)));
+      }
+      // The missing model is reported in the issues dock, readable.
+      bool found = false;
+      for (int i = 0; i < w.issues()->count(); ++i) found |= w.issues()->item(i)->text().contains("brown-relu");
+      QVERIFY(found);
+    }
+    qunsetenv("MOEFY_DATA_DIR");
+  }
+
+  void openWorkspaceAndSwitchEveryView() {
+    MainWindow w;
+    w.resize(1300, 850);
+    w.show();
+    QVERIFY(w.openWorkspace(ws_));
+    QCOMPARE(w.context()->paths("recording").size(), 1);
+    QCOMPARE(w.context()->paths("partition").size(), 4);
+    QCOMPARE(w.context()->paths("router").size(), 2);
+    for (int i = 0; i < w.tabs()->count(); ++i) {
+      w.tabs()->setCurrentIndex(i);
+      QApplication::processEvents();
+      auto* mv = qobject_cast<ModelView*>(w.tabs()->widget(i));
+      if (mv) QTRY_VERIFY_WITH_TIMEOUT(!mv->loading(), 20000);
+      auto* cv = qobject_cast<CorpusView*>(w.tabs()->widget(i));
+      if (cv) QTRY_VERIFY_WITH_TIMEOUT(!cv->loading(), 30000);
+      FigureView* f = w.figureView(i);
+      QVERIFY(f);
+      QVERIFY2(f->hasData(), qPrintable(w.tabs()->tabText(i) + " shows an empty state on a full workspace"));
+      QVERIFY2(f->csvData().count('\n') > 1, qPrintable(w.tabs()->tabText(i)));
+    }
+    QCOMPARE(w.issues()->count(), 0);
+  }
+
+  void coactHoverAndLevelOfDetail() {
+    MainWindow w;
+    w.resize(1300, 850);
+    w.show();
+    QVERIFY(w.openWorkspace(ws_));
+    auto* cv = viewOf<CoactView>(w);
+    QVERIFY(cv);
+    w.tabs()->setCurrentWidget(cv);
+    QApplication::processEvents();
+    cv->rebuildVisible();
+    // The downsampled grid has no more cells than pixels.
+    QVERIFY(cv->gridCells() > 0 && cv->gridCells() <= 256 * 256);
+    // Hover maps display cells back to neuron ids through the partition's perm:
+    // compare with the raw file, read here independently.
+    auto coact = SafetensorsFile::open((ws_ + "/recordings/rec-brown/coact.safetensors").toStdString());
+    auto labels = SafetensorsFile::open((ws_ + "/partitions/coact-E16-s0/labels.safetensors").toStdString());
+    at::Tensor C = coact->raw("blk.0.coact");  // [256, 256]
+    at::Tensor perm = labels->raw("blk.0.perm");  // [256]
+    int r, c;
+    long long n;
+    QVERIFY(cv->cellAt(10.5, 200.5, &r, &c, &n));
+    QCOMPARE(r, perm[200].item<int>());
+    QCOMPARE(c, perm[10].item<int>());
+    QCOMPARE(n, static_cast<long long>(C[r][c].item<int>()));
+    qInfo() << "hover cell (200,10) -> neurons" << r << c << "count" << n;
+    QVERIFY(!cv->cellAt(-1, 3, &r, &c, &n));
+  }
+
+  void exportFiguresInEveryFormat() {
+    MainWindow w;
+    w.resize(1300, 850);
+    w.show();
+    QVERIFY(w.openWorkspace(ws_));
+    QTemporaryDir out;
+    for (int i = 0; i < w.tabs()->count(); ++i) {
+      w.tabs()->setCurrentIndex(i);
+      QApplication::processEvents();
+      FigureView* f = w.figureView(i);
+      if (auto* mv = qobject_cast<ModelView*>(f)) QTRY_VERIFY_WITH_TIMEOUT(!mv->loading(), 20000);
+      if (auto* cv = qobject_cast<CorpusView*>(f)) QTRY_VERIFY_WITH_TIMEOUT(!cv->loading(), 30000);
+      if (auto* gv = qobject_cast<ExpertGraphView*>(f)) QTRY_VERIFY_WITH_TIMEOUT(!gv->layoutRunning(), 20000);
+      QApplication::processEvents();
+      const QString stem = out.filePath(f->figureBaseName());
+      QString err;
+      QVERIFY2(f->exportTo(stem + ".png", "png", 150, &err), qPrintable(err));
+      QCOMPARE(head(stem + ".png", 8), QByteArray("\x89PNG\r\n\x1a\n", 8));
+      QImage img(stem + ".png");
+      QVERIFY(!img.isNull());
+      QVERIFY(img.width() > f->figureRoot()->width());  // 150 dpi > screen resolution
+      QVERIFY2(f->exportTo(stem + ".pdf", "pdf", 0, &err), qPrintable(err));
+      QCOMPARE(head(stem + ".pdf", 5), QByteArray("%PDF-"));
+      QVERIFY(QFileInfo(stem + ".pdf").size() > 1000);
+      QVERIFY2(f->exportTo(stem + ".svg", "svg", 0, &err), qPrintable(err));
+      QString why;
+      QVERIFY2(svgValid(stem + ".svg", &why), qPrintable(stem + ".svg: " + why));
+      QVERIFY2(f->exportCsv(stem + ".csv", &err), qPrintable(err));
+      QVERIFY(QFileInfo(stem + ".csv").size() > 20);
+      qInfo() << w.tabs()->tabText(i) << "png" << QFileInfo(stem + ".png").size() << "pdf" << QFileInfo(stem + ".pdf").size()
+              << "svg" << QFileInfo(stem + ".svg").size();
+    }
+    // Export all layers: one figure per layer.
+    auto* cv = viewOf<CoactView>(w);
+    w.tabs()->setCurrentWidget(cv);
+    QApplication::processEvents();
+    QString err;
+    QStringList files = cv->exportAllLayers(out.filePath("all"), "svg", 96, &err);
+    QVERIFY2(err.isEmpty(), qPrintable(err));
+    QCOMPARE(files.size(), 4);
+    for (const QString& f : files) {
+      QString why;
+      QVERIFY2(svgValid(f, &why), qPrintable(f + ": " + why));
+    }
+  }
+
+  void corpusViewShowsTokenBoundaries() {
+    MainWindow w;
+    w.resize(1300, 850);
+    w.show();
+    QVERIFY(w.openWorkspace(ws_));
+    auto* cv = viewOf<CorpusView>(w);
+    QVERIFY(cv);
+    w.tabs()->setCurrentWidget(cv);
+    QTRY_VERIFY_WITH_TIMEOUT(!cv->loading() && cv->hasData(), 30000);
+    QCOMPARE(cv->documentCount(), 9);  // 3 categories x 3 files
+    int n = cv->showDocument(0);
+    QVERIFY(n > 20);
+    // One shaded span per token.
+    QCOMPARE(cv->documentHtml().count("background-color:#c6dbef") + cv->documentHtml().count("background-color:#fdd0a2"), n);
+    QVERIFY(cv->csvData().count('\n') == 10);
+  }
+
+  void recordStepRunsToCompletion() {
+    if (!findStep("record")) QSKIP("the recorder is not in this build");
+    QTemporaryDir tmp;
+    // A private copy of the workspace so the new recording does not leak into other tests.
+    QString ws = tmp.filePath("ws");
+    QVERIFY(QDir().mkpath(ws));
+    QFile::copy(ws_ + "/workspace.json", ws + "/workspace.json");
+    {
+      // Point at the shared model and corpus.
+      Workspace w0 = Workspace::load(ws);
+      w0.modelPath = ws_ + "/model";
+      w0.corpusPath = ws_ + "/corpus";
+      w0.save();
+    }
+    MainWindow w;
+    w.resize(1300, 850);
+    w.show();
+    QVERIFY(w.openWorkspace(ws));
+    PipelineJob job;
+    QString err;
+    QVERIFY2(makeStepJob("record", w.context(), {{"out", "rec-gui"}, {"seq-len", 64}, {"samples", 256}, {"tokens", 0}}, &job, &err),
+             qPrintable(err));
+    QSignalSpy fin(w.context()->jobs(), &JobRunner::finished);
+    int ticks = 0;
+    QTimer timer;
+    timer.setInterval(10);
+    connect(&timer, &QTimer::timeout, [&] { ++ticks; });
+    timer.start();
+    QElapsedTimer el;
+    el.start();
+    QVERIFY(w.context()->jobs()->start(job.name, job.fn));
+    QTRY_COMPARE_WITH_TIMEOUT(fin.count(), 1, 80000);
+    timer.stop();
+    QVERIFY2(fin.at(0).at(1).toBool(), qPrintable(fin.at(0).at(3).toString()));
+    qInfo() << "recording took" << el.elapsed() << "ms; GUI timer ticks" << ticks;
+    QVERIFY(ticks >= el.elapsed() / 10 * 0.5);
+    QVERIFY(QFileInfo::exists(job.output + "/manifest.json"));
+    QVERIFY(QFileInfo::exists(job.output + "/coact.safetensors"));
+    // The finished job's artefact shows up in the tree and the views.
+    QCOMPARE(w.context()->paths("recording").size(), 1);
+    auto rec = w.context()->recording(job.output);
+    QVERIFY(rec);
+    QVERIFY(rec->tokens > 0);
+    for (int i = 0; i < w.tabs()->count(); ++i) {
+      w.tabs()->setCurrentIndex(i);
+      QApplication::processEvents();
+    }
+    auto* sv = viewOf<SparsityView>(w);
+    QVERIFY(sv->hasData());
+  }
+
+  void linkedSelectionReachesInspector() {
+    MainWindow w;
+    w.show();
+    QVERIFY(w.openWorkspace(ws_));
+    w.context()->selectNeuron(1, 42);
+    auto* insp = w.findChild<NeuronInspector*>();
+    QVERIFY(insp);
+    QVERIFY(insp->text().contains("neuron 42"));
+    QVERIFY(insp->text().contains("firing frequency"));
+    QVERIFY(insp->text().contains("Top-activating"));
+  }
+
+  void corruptArtefactIsReportedNotFatal() {
+    QTemporaryDir tmp;
+    QString ws = tmp.filePath("ws");
+    QVERIFY(QDir().mkpath(ws + "/partitions/bad"));
+    QFile::copy(ws_ + "/workspace.json", ws + "/workspace.json");
+    QFile f(ws + "/partitions/bad/partition.json");
+    QVERIFY(f.open(QIODevice::WriteOnly));
+    f.write("{\"format\": \"moefy-partition\", \"experts\": 4, \"d_ff\": 16, \"layers\": [0]}");
+    f.close();
+    QFile g(ws + "/partitions/bad/labels.safetensors");
+    QVERIFY(g.open(QIODevice::WriteOnly));
+    g.write("not a safetensors file");
+    g.close();
+    MainWindow w;
+    w.show();
+    QVERIFY(w.openWorkspace(ws));
+    for (int i = 0; i < w.tabs()->count(); ++i) {
+      w.tabs()->setCurrentIndex(i);
+      QApplication::processEvents();
+    }
+    bool named = false;
+    for (int i = 0; i < w.issues()->count(); ++i) named |= w.issues()->item(i)->text().contains("labels.safetensors");
+    QVERIFY2(named, "the broken file is named in the issues dock");
+  }
+
+  void jobRunsToCompletionOffTheGuiThread() {
+    JobRunner runner;
+    QTemporaryDir tmp;
+    const auto out = std::filesystem::path(tmp.filePath("out").toStdString());
+    const auto model = std::filesystem::path((ws_ + "/model").toStdString());
+    QSignalSpy fin(&runner, &JobRunner::finished);
+    QSignalSpy prog(&runner, &JobRunner::progress);
+    int ticks = 0;
+    QTimer timer;
+    timer.setInterval(10);
+    connect(&timer, &QTimer::timeout, [&] { ++ticks; });
+    timer.start();
+    QElapsedTimer el;
+    el.start();
+    QVERIFY(runner.start("forward", [&](JobContext& job) { test::forwardJob(model, out, 60, job); }));
+    QVERIFY(!runner.start("second", [](JobContext&) {}));  // one at a time
+    QTRY_COMPARE_WITH_TIMEOUT(fin.count(), 1, 60000);
+    double secs = el.elapsed() / 1000.0;
+    timer.stop();
+    QCOMPARE(fin.at(0).at(1).toBool(), true);
+    QVERIFY(prog.count() >= 2);
+    QVERIFY(std::filesystem::exists(out / "hidden.safetensors"));
+    // The GUI thread kept processing events: at least half the expected ticks.
+    qInfo() << "job took" << secs << "s; timer ticks" << ticks << "expected ~" << secs * 100;
+    QVERIFY(ticks >= secs * 100 * 0.5);
+  }
+
+  void cancelLeavesNothingPartial() {
+    MainWindow w;
+    w.show();
+    QVERIFY(w.openWorkspace(ws_));
+    JobRunner* runner = w.context()->jobs();
+    QTemporaryDir tmp;
+    const auto out = std::filesystem::path(tmp.filePath("out").toStdString());
+    const auto model = std::filesystem::path((ws_ + "/model").toStdString());
+    QSignalSpy fin(runner, &JobRunner::finished);
+    QSignalSpy prog(runner, &JobRunner::progress);
+    QVERIFY(runner->start("long forward", [&](JobContext& job) { test::forwardJob(model, out, 100000, job); }));
+    QVERIFY(w.cancelButton()->isEnabled());
+    QTRY_VERIFY_WITH_TIMEOUT(prog.count() > 0 && w.jobStage()->text() == "forward", 30000);
+    QElapsedTimer el;
+    el.start();
+    QTest::mouseClick(w.cancelButton(), Qt::LeftButton);
+    QTRY_COMPARE_WITH_TIMEOUT(fin.count(), 1, 5000);
+    qInfo() << "cancel took" << el.elapsed() << "ms";
+    QVERIFY(el.elapsed() < 1000);
+    QCOMPARE(fin.at(0).at(1).toBool(), false);
+    QCOMPARE(fin.at(0).at(2).toBool(), true);
+    QVERIFY(!std::filesystem::exists(out));
+    QCOMPARE(QDir(tmp.path()).entryList(QDir::AllEntries | QDir::NoDotAndDotDot | QDir::Hidden).size(), 0);
+    QVERIFY(!w.cancelButton()->isEnabled());
+  }
+
+  void coreErrorInJobGoesToIssues() {
+    MainWindow w;
+    w.show();
+    QVERIFY(w.openWorkspace(ws_));
+    QSignalSpy fin(w.context()->jobs(), &JobRunner::finished);
+    QTemporaryDir tmp;
+    w.context()->jobs()->start("bad model", [&](JobContext& job) {
+      test::forwardJob(tmp.filePath("no-such-model").toStdString(), tmp.filePath("o").toStdString(), 1, job);
+    });
+    QTRY_COMPARE_WITH_TIMEOUT(fin.count(), 1, 20000);
+    QVERIFY(!fin.at(0).at(3).toString().isEmpty());
+    bool found = false;
+    for (int i = 0; i < w.issues()->count(); ++i) found |= w.issues()->item(i)->text().contains("no-such-model");
+    QVERIFY(found);
+  }
+};
+
+QTEST_MAIN(TestStudio)
+#include "test_studio.moc"

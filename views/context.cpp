@@ -1,0 +1,147 @@
+#include "views/context.h"
+
+#include <QFileInfo>
+
+#include "analysis/text/tokenizer.h"
+#include "views/jobrunner.h"
+
+namespace moefy::views {
+
+StudioContext::StudioContext(QObject* parent) : QObject(parent), jobs_(new JobRunner(this)) {}
+
+bool StudioContext::openWorkspace(const QString& dir) {
+  try {
+    setWorkspace(Workspace::load(dir));
+    return true;
+  } catch (const std::exception& e) {
+    report(Error, QString("Cannot open workspace: %1").arg(e.what()));
+    return false;
+  }
+}
+
+void StudioContext::setWorkspace(const Workspace& ws) {
+  ws_ = ws;
+  recordings_.clear();
+  partitions_.clear();
+  routers_.clear();
+  evals_.clear();
+  reported_.clear();
+  current_.clear();
+  tokenizer_.reset();
+  tokenizerTried_ = false;
+  selLayer_ = selNeuron_ = selExpert_ = -1;
+  artefacts_ = scanArtefacts(*ws_);
+  // Default picks: the first artefact of each kind.
+  for (const auto& a : artefacts_)
+    if (!current_.count(a.kind)) current_[a.kind] = a.path;
+  report(Info, QString("Opened workspace %1 (%2)").arg(ws_->name, ws_->dir));
+  Q_EMIT workspaceChanged();
+}
+
+void StudioContext::rescan() {
+  if (!ws_) return;
+  artefacts_ = scanArtefacts(*ws_);
+  // Forget cached artefacts whose folder changed or vanished.
+  auto prune = [](auto& cache) {
+    for (auto it = cache.begin(); it != cache.end();)
+      it = QFileInfo::exists(it->first) ? std::next(it) : cache.erase(it);
+  };
+  prune(recordings_);
+  prune(partitions_);
+  prune(routers_);
+  prune(evals_);
+  for (const auto& a : artefacts_)
+    if (!current_.count(a.kind) || !QFileInfo::exists(current_[a.kind])) current_[a.kind] = a.path;
+  Q_EMIT artefactsChanged();
+}
+
+QStringList StudioContext::paths(const QString& kind) const {
+  QStringList out;
+  for (const auto& a : artefacts_)
+    if (a.kind == kind) out << a.path;
+  return out;
+}
+
+namespace {
+template <typename T, typename Cache, typename Ctx>
+std::shared_ptr<T> cached(Cache& cache, const QString& path, Ctx* ctx, std::map<QString, QString>& reported) {
+  if (path.isEmpty()) return nullptr;
+  auto it = cache.find(path);
+  if (it != cache.end()) return it->second;
+  try {
+    auto v = T::open(path);
+    cache[path] = v;
+    return v;
+  } catch (const std::exception& e) {
+    QString msg = QString::fromUtf8(e.what());
+    if (reported[path] != msg) {
+      reported[path] = msg;
+      ctx->report(StudioContext::Error, msg);
+    }
+    return nullptr;
+  }
+}
+}  // namespace
+
+std::shared_ptr<Recording> StudioContext::recording(const QString& p) { return cached<Recording>(recordings_, p, this, reported_); }
+std::shared_ptr<Partition> StudioContext::partition(const QString& p) { return cached<Partition>(partitions_, p, this, reported_); }
+std::shared_ptr<Router> StudioContext::router(const QString& p) { return cached<Router>(routers_, p, this, reported_); }
+std::shared_ptr<Evaluation> StudioContext::evaluation(const QString& p) { return cached<Evaluation>(evals_, p, this, reported_); }
+
+std::shared_ptr<const Tokenizer> StudioContext::tokenizer() {
+  if (tokenizerTried_ || !ws_) return tokenizer_;
+  tokenizerTried_ = true;
+  const QString dir = ws_->model();
+  if (!QFileInfo(dir).isDir()) return nullptr;
+  try {
+    tokenizer_ = Tokenizer::fromModelDir(dir.toStdString());
+  } catch (const std::exception& e) {
+    report(Warning, QString("No tokenizer for the workspace model (tokens are shown as ids): %1").arg(e.what()));
+  }
+  return tokenizer_;
+}
+
+QString StudioContext::tokenText(int32_t id) {
+  auto tok = tokenizer();
+  if (!tok) return QString("#%1").arg(id);
+  QString t = QString::fromStdString(tok->decode({id}, false));
+  // A lone byte-level piece of a multi-byte character decodes to U+FFFD:
+  // show the vocabulary string instead.
+  if (t.trimmed().isEmpty() || t.contains(QChar(0xFFFD))) t = QString::fromStdString(tok->idToToken(id));
+  if (t.isEmpty()) return QString("#%1").arg(id);
+  // Control characters are invalid in XML (SVG export) and invisible on screen:
+  // show them as Unicode control pictures (U+2400 + code).
+  for (QChar& c : t)
+    if (c.unicode() < 0x20) c = QChar(0x2400 + c.unicode());
+    else if (c.unicode() == 0x7f) c = QChar(0x2421);
+  return t;
+}
+
+QString StudioContext::current(const QString& kind) const {
+  auto it = current_.find(kind);
+  return it == current_.end() ? QString() : it->second;
+}
+
+void StudioContext::setCurrent(const QString& kind, const QString& path) {
+  if (current(kind) == path) return;
+  current_[kind] = path;
+  Q_EMIT currentChanged(kind, path);
+}
+
+void StudioContext::selectNeuron(int layer, int neuron) {
+  if (layer == selLayer_ && neuron == selNeuron_) return;
+  selLayer_ = layer;
+  selNeuron_ = neuron;
+  Q_EMIT neuronSelected(layer, neuron);
+}
+
+void StudioContext::selectExpert(int layer, int expert) {
+  if (layer == selLayer_ && expert == selExpert_) return;
+  selLayer_ = layer;
+  selExpert_ = expert;
+  Q_EMIT expertSelected(layer, expert);
+}
+
+void StudioContext::report(Level level, const QString& text) { Q_EMIT message(level, text); }
+
+}  // namespace moefy::views

@@ -1,0 +1,86 @@
+#pragma once
+// StudioContext: what every view shares. The open workspace, a cache of loaded
+// artefacts, the linked selection (neuron/expert), and the message sink that
+// feeds the log and issues dock.
+#include <QObject>
+#include <QString>
+#include <map>
+#include <memory>
+#include <optional>
+
+#include "views/artefacts.h"
+
+namespace moefy {
+class Tokenizer;
+}
+
+namespace moefy::views {
+
+class JobRunner;
+
+class StudioContext : public QObject {
+  Q_OBJECT
+ public:
+  enum Level { Info, Warning, Error };
+  explicit StudioContext(QObject* parent = nullptr);
+
+  bool hasWorkspace() const { return ws_.has_value(); }
+  const Workspace& workspace() const { return *ws_; }
+  Workspace& workspace() { return *ws_; }
+  /// Opens a workspace folder; reports errors and returns false.
+  bool openWorkspace(const QString& dir);
+  void setWorkspace(const Workspace& ws);
+  /// Rescans the artefact folders (after a job wrote one).
+  void rescan();
+  const std::vector<ArtefactRef>& artefacts() const { return artefacts_; }
+  /// Paths of artefacts of one kind ("recording", "partition", ...).
+  QStringList paths(const QString& kind) const;
+
+  /// Cached loaders. Return nullptr (and report the error once) on failure.
+  std::shared_ptr<Recording> recording(const QString& path);
+  std::shared_ptr<Partition> partition(const QString& path);
+  std::shared_ptr<Router> router(const QString& path);
+  std::shared_ptr<Evaluation> evaluation(const QString& path);
+  /// The workspace model's tokenizer (loaded once; nullptr if it has none).
+  std::shared_ptr<const Tokenizer> tokenizer();
+  /// A readable form of a token id: its decoded text, else "#id".
+  QString tokenText(int32_t id);
+
+  /// The artefact most recently picked in the tree, per kind ("" if none).
+  QString current(const QString& kind) const;
+  void setCurrent(const QString& kind, const QString& path);
+
+  // Linked selection.
+  int selectedLayer() const { return selLayer_; }
+  int selectedNeuron() const { return selNeuron_; }
+  int selectedExpert() const { return selExpert_; }
+  void selectNeuron(int layer, int neuron);
+  void selectExpert(int layer, int expert);
+
+  void report(Level level, const QString& text);
+  JobRunner* jobs() const { return jobs_; }
+
+ Q_SIGNALS:
+  void workspaceChanged();
+  void artefactsChanged();
+  void currentChanged(const QString& kind, const QString& path);
+  void neuronSelected(int layer, int neuron);
+  void expertSelected(int layer, int expert);
+  void message(int level, const QString& text);
+
+ private:
+  std::optional<Workspace> ws_;
+  std::vector<ArtefactRef> artefacts_;
+  std::map<QString, std::shared_ptr<Recording>> recordings_;
+  std::map<QString, std::shared_ptr<Partition>> partitions_;
+  std::map<QString, std::shared_ptr<Router>> routers_;
+  std::map<QString, std::shared_ptr<Evaluation>> evals_;
+  std::map<QString, QString> reported_;  // path -> error already shown
+  std::shared_ptr<const Tokenizer> tokenizer_;
+  bool tokenizerTried_ = false;
+  std::map<QString, QString> current_;
+  int selLayer_ = -1, selNeuron_ = -1, selExpert_ = -1;
+  JobRunner* jobs_;
+};
+
+}  // namespace moefy::views

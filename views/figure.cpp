@@ -1,0 +1,348 @@
+#include "views/figure.h"
+
+#include "views/qcp.h"
+
+#include <QApplication>
+#include <QDir>
+#include <QFileDialog>
+#include <QFileInfo>
+#include <QImage>
+#include <QInputDialog>
+#include <QMenu>
+#include <QPdfWriter>
+#include <QSaveFile>
+#include <QSvgGenerator>
+#include <QToolButton>
+#include <QVBoxLayout>
+
+#include "views/style.h"
+
+namespace moefy::views {
+
+namespace {
+
+/// Paints the figure: QCustomPlots through toPainter (vector), other widgets
+/// flagged with the "vectorFigure" property through render().
+void paintFigure(QWidget* root, QCPPainter* painter, bool vector) {
+  QList<QWidget*> parts;
+  for (QWidget* w : root->findChildren<QWidget*>()) {
+    if (!w->isVisibleTo(root)) continue;
+    if (qobject_cast<QCustomPlot*>(w) || w->property("vectorFigure").toBool()) parts << w;
+  }
+  if (qobject_cast<QCustomPlot*>(root) || root->property("vectorFigure").toBool()) parts = {root};
+  painter->fillRect(QRect(QPoint(0, 0), root->size()), Qt::white);
+  for (QWidget* w : parts) {
+    QPoint off = w == root ? QPoint(0, 0) : w->mapTo(root, QPoint(0, 0));
+    painter->save();
+    painter->translate(off);
+    if (auto* plot = qobject_cast<QCustomPlot*>(w)) {
+      if (vector) {
+        painter->setMode(QCPPainter::pmVectorized);
+        painter->setMode(QCPPainter::pmNoCaching);
+      }
+      plot->toPainter(painter, w->width(), w->height());
+    } else {
+      w->render(painter, QPoint(0, 0), QRegion(), QWidget::DrawChildren);
+    }
+    painter->restore();
+  }
+}
+
+}  // namespace
+
+bool exportFigure(QWidget* root, const QString& path, const QString& format, int dpi, QString* error) {
+  auto fail = [&](const QString& m) {
+    if (error) *error = m;
+    return false;
+  };
+  if (!root || root->width() < 10 || root->height() < 10) return fail("nothing to export (the figure is not laid out)");
+  QDir().mkpath(QFileInfo(path).absolutePath());
+  const QSize size = root->size();
+  const QString tmp = path + ".tmp-export";
+  QFile::remove(tmp);
+  QString fmt = format.toLower();
+  if (fmt == "png") {
+    double scale = std::max(0.25, dpi / 96.0);
+    QImage img(QSize(int(size.width() * scale), int(size.height() * scale)), QImage::Format_ARGB32);
+    img.fill(Qt::white);
+    img.setDotsPerMeterX(int(dpi / 0.0254));
+    img.setDotsPerMeterY(int(dpi / 0.0254));
+    {
+      QCPPainter p(&img);
+      p.setRenderHint(QPainter::Antialiasing);
+      p.scale(scale, scale);
+      paintFigure(root, &p, false);
+    }
+    if (!img.save(tmp, "PNG")) return fail(path + ": cannot write PNG");
+  } else if (fmt == "pdf") {
+    {
+      QPdfWriter pdf(tmp);
+      pdf.setCreator("MoEfy Studio " MOEFY_VERSION);
+      pdf.setTitle(QFileInfo(path).completeBaseName());
+      pdf.setResolution(96);
+      pdf.setPageSize(QPageSize(QSizeF(size.width() * 72.0 / 96.0, size.height() * 72.0 / 96.0), QPageSize::Point));
+      pdf.setPageMargins(QMarginsF(0, 0, 0, 0));
+      QCPPainter p;
+      if (!p.begin(&pdf)) return fail(path + ": cannot write PDF");
+      paintFigure(root, &p, true);
+      p.end();
+    }
+  } else if (fmt == "svg") {
+    QSvgGenerator svg;
+    svg.setFileName(tmp);
+    svg.setSize(size);
+    svg.setViewBox(QRect(QPoint(0, 0), size));
+    svg.setResolution(96);
+    svg.setTitle(QFileInfo(path).completeBaseName());
+    svg.setDescription("MoEfy Studio " MOEFY_VERSION);
+    QCPPainter p;
+    if (!p.begin(&svg)) return fail(path + ": cannot write SVG");
+    paintFigure(root, &p, true);
+    p.end();
+  } else {
+    return fail("unknown figure format '" + format + "' (png, pdf, svg)");
+  }
+  QFileInfo fi(tmp);
+  if (!fi.exists() || fi.size() == 0) return fail(path + ": export produced no data");
+  QFile::remove(path);
+  if (!QFile::rename(tmp, path)) {
+    QFile::remove(tmp);
+    return fail(path + ": cannot move the exported file into place");
+  }
+  return true;
+}
+
+FigureView::FigureView(StudioContext* ctx, const QString& title, int pickers, QWidget* parent)
+    : QWidget(parent), ctx_(ctx), title_(title), pickers_(pickers) {
+  auto* lay = new QVBoxLayout(this);
+  lay->setContentsMargins(0, 0, 0, 0);
+  lay->setSpacing(0);
+  toolbar_ = new QToolBar(this);
+  toolbar_->setIconSize(QSize(16, 16));
+  lay->addWidget(toolbar_);
+  auto* holder = new QWidget(this);
+  stack_ = new QStackedLayout(holder);
+  body_ = new QWidget(holder);
+  body_->setObjectName("figureBody");
+  body_->setAutoFillBackground(true);
+  QPalette pal = body_->palette();
+  pal.setColor(QPalette::Window, Qt::white);
+  body_->setPalette(pal);
+  empty_ = new QLabel(holder);
+  empty_->setAlignment(Qt::AlignCenter);
+  empty_->setWordWrap(true);
+  empty_->setMargin(40);
+  empty_->setStyleSheet("QLabel { color: #555; font-size: 12pt; }");
+  stack_->addWidget(body_);
+  stack_->addWidget(empty_);
+  lay->addWidget(holder, 1);
+
+  const std::pair<int, QString> kinds[] = {{PickRecording, "recording"},
+                                           {PickPartition, "partition"},
+                                           {PickRouter, "router"},
+                                           {PickEvaluation, "evaluation"}};
+  for (const auto& [flag, kind] : kinds) {
+    if (!(pickers_ & flag)) continue;
+    toolbar_->addWidget(new QLabel(" " + kind.left(1).toUpper() + kind.mid(1) + ": ", toolbar_));
+    auto* box = new QComboBox(toolbar_);
+    box->setObjectName(kind + "Picker");
+    box->setSizeAdjustPolicy(QComboBox::AdjustToContents);
+    box->setMinimumContentsLength(12);
+    toolbar_->addWidget(box);
+    boxes_[kind] = box;
+    connect(box, &QComboBox::currentIndexChanged, this, [this, kind, box] {
+      if (rebuilding_) return;
+      ctx_->setCurrent(kind, box->currentData().toString());
+      refresh();
+    });
+  }
+  if (pickers_ & PickLayer) {
+    toolbar_->addWidget(new QLabel(" Layer: ", toolbar_));
+    layerBox_ = new QComboBox(toolbar_);
+    layerBox_->setObjectName("layerPicker");
+    toolbar_->addWidget(layerBox_);
+    connect(layerBox_, &QComboBox::currentIndexChanged, this, [this] {
+      if (!rebuilding_) refresh();
+    });
+  }
+  auto* spacer = new QWidget(toolbar_);
+  spacer->setSizePolicy(QSizePolicy::Expanding, QSizePolicy::Preferred);
+  toolbar_->addWidget(spacer);
+  auto* exportBtn = new QToolButton(toolbar_);
+  exportBtn->setText("Export");
+  exportBtn->setObjectName("exportButton");
+  exportBtn->setToolTip("Export the figure (PNG/PDF/SVG) or its data (CSV)");
+  toolbar_->addWidget(exportBtn);
+  connect(exportBtn, &QToolButton::clicked, this, &FigureView::showExportMenu);
+
+  connect(ctx_, &StudioContext::workspaceChanged, this, [this] { rebuildPickers(); refresh(); });
+  connect(ctx_, &StudioContext::artefactsChanged, this, [this] { rebuildPickers(); refresh(); });
+  connect(ctx_, &StudioContext::currentChanged, this, [this](const QString& kind, const QString& path) {
+    auto it = boxes_.find(kind);
+    if (it == boxes_.end()) return;
+    int i = it->second->findData(path);
+    if (i >= 0 && i != it->second->currentIndex()) {
+      rebuilding_ = true;
+      it->second->setCurrentIndex(i);
+      rebuilding_ = false;
+      refresh();
+    }
+  });
+  rebuildPickers();
+}
+
+QToolBar* FigureView::optionsBar() {
+  if (!options_) {
+    options_ = new QToolBar(this);
+    options_->setObjectName("optionsBar");
+    options_->setIconSize(QSize(16, 16));
+    static_cast<QVBoxLayout*>(layout())->insertWidget(1, options_);
+  }
+  return options_;
+}
+
+void FigureView::rebuildPickers() {
+  rebuilding_ = true;
+  for (auto& [kind, box] : boxes_) {
+    box->clear();
+    if (!ctx_->hasWorkspace()) continue;
+    for (const auto& a : ctx_->artefacts())
+      if (a.kind == kind) box->addItem(a.name, a.path);
+    int i = box->findData(ctx_->current(kind));
+    if (i >= 0) box->setCurrentIndex(i);
+  }
+  rebuilding_ = false;
+}
+
+QString FigureView::picked(const QString& kind) const {
+  auto it = boxes_.find(kind);
+  if (it != boxes_.end()) return it->second->currentData().toString();
+  return ctx_->current(kind);
+}
+
+void FigureView::setPickerValue(const QString& kind, const QString& path) {
+  auto it = boxes_.find(kind);
+  if (it == boxes_.end()) return;
+  int i = it->second->findData(path);
+  if (i >= 0) it->second->setCurrentIndex(i);
+}
+
+void FigureView::setLayers(const std::vector<int>& layers) {
+  if (!layerBox_) return;
+  int cur = layer();
+  rebuilding_ = true;
+  layerBox_->clear();
+  for (int L : layers) layerBox_->addItem(QString::number(L), L);
+  int i = layerBox_->findData(cur);
+  layerBox_->setCurrentIndex(i >= 0 ? i : (layers.empty() ? -1 : 0));
+  rebuilding_ = false;
+}
+
+int FigureView::layer() const {
+  if (!layerBox_ || layerBox_->currentIndex() < 0) return -1;
+  return layerBox_->currentData().toInt();
+}
+
+void FigureView::setEmptyState(const QString& text) {
+  hasData_ = text.isEmpty();
+  empty_->setText(text);
+  stack_->setCurrentWidget(text.isEmpty() ? body_ : static_cast<QWidget*>(empty_));
+}
+
+QString FigureView::figureBaseName() const {
+  QString base = title_.toLower().replace(' ', '-');
+  if (layer() >= 0) base += QString("-L%1").arg(layer());
+  return base;
+}
+
+bool FigureView::exportTo(const QString& path, const QString& format, int dpi, QString* error) {
+  if (!hasData_) {
+    if (error) *error = title_ + ": nothing to export (no data loaded)";
+    return false;
+  }
+  return exportFigure(figureRoot(), path, format, dpi, error);
+}
+
+bool FigureView::exportCsv(const QString& path, QString* error) const {
+  QSaveFile f(path);
+  if (!f.open(QIODevice::WriteOnly | QIODevice::Text)) {
+    if (error) *error = path + ": cannot write";
+    return false;
+  }
+  f.write(csvData().toUtf8());
+  if (!f.commit()) {
+    if (error) *error = path + ": cannot write";
+    return false;
+  }
+  return true;
+}
+
+QStringList FigureView::exportAllLayers(const QString& dir, const QString& format, int dpi, QString* error) {
+  QStringList written;
+  if (!layerBox_ || layerBox_->count() == 0) {
+    if (error) *error = title_ + ": this view has no layers";
+    return written;
+  }
+  int keep = layerBox_->currentIndex();
+  for (int i = 0; i < layerBox_->count(); ++i) {
+    layerBox_->setCurrentIndex(i);
+    refresh();
+    QApplication::processEvents();
+    for (QCustomPlot* p : figureRoot()->findChildren<QCustomPlot*>()) p->replot(QCustomPlot::rpImmediateRefresh);
+    QString path = QDir(dir).filePath(figureBaseName() + "." + format);
+    if (!exportTo(path, format, dpi, error)) break;
+    written << path;
+  }
+  layerBox_->setCurrentIndex(keep);
+  return written;
+}
+
+void FigureView::showExportMenu() {
+  QMenu menu(this);
+  QString figDir = ctx_->hasWorkspace() ? ctx_->workspace().folder("figures") : QDir::homePath();
+  QDir().mkpath(figDir);
+  auto report = [this](bool ok, const QString& path, const QString& err) {
+    if (ok) ctx_->report(StudioContext::Info, "Exported " + path);
+    else ctx_->report(StudioContext::Error, err);
+  };
+  auto one = [&, this](const QString& fmt) {
+    int dpi = 96;
+    if (fmt == "png") {
+      bool ok = false;
+      QString d = QInputDialog::getItem(this, "PNG resolution", "Dots per inch:", {"96", "150", "300", "600"}, 2, false, &ok);
+      if (!ok) return;
+      dpi = d.toInt();
+    }
+    QString path = QFileDialog::getSaveFileName(this, "Export figure", QDir(figDir).filePath(figureBaseName() + "." + fmt),
+                                                fmt.toUpper() + " (*." + fmt + ")");
+    if (path.isEmpty()) return;
+    QString err;
+    report(exportTo(path, fmt, dpi, &err), path, err);
+  };
+  menu.addAction("Figure as PNG...", [&] { one("png"); });
+  menu.addAction("Figure as PDF (vector)...", [&] { one("pdf"); });
+  menu.addAction("Figure as SVG (vector)...", [&] { one("svg"); });
+  menu.addAction("Data as CSV...", [&, this] {
+    QString path = QFileDialog::getSaveFileName(this, "Export data", QDir(figDir).filePath(figureBaseName() + ".csv"), "CSV (*.csv)");
+    if (path.isEmpty()) return;
+    QString err;
+    report(exportCsv(path, &err), path, err);
+  });
+  if (layerBox_) {
+    menu.addSeparator();
+    menu.addAction("Export all layers...", [&, this] {
+      bool ok = false;
+      QString fmt = QInputDialog::getItem(this, "Export all layers", "Format:", {"pdf", "svg", "png"}, 0, false, &ok);
+      if (!ok) return;
+      QString dir = QFileDialog::getExistingDirectory(this, "Folder for the figures", figDir);
+      if (dir.isEmpty()) return;
+      QString err;
+      QStringList files = exportAllLayers(dir, fmt, 300, &err);
+      if (!err.isEmpty()) ctx_->report(StudioContext::Error, err);
+      else ctx_->report(StudioContext::Info, QString("Exported %1 figures to %2").arg(files.size()).arg(dir));
+    });
+  }
+  menu.exec(QCursor::pos());
+}
+
+}  // namespace moefy::views

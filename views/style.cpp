@@ -1,0 +1,100 @@
+#include "views/style.h"
+
+#include "views/qcp.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace moefy::views {
+
+namespace {
+// Key points of matplotlib's viridis and cividis (sampled at 9 stops); linear
+// interpolation between them is visually indistinguishable at plot sizes.
+const double kViridis[9][3] = {{68, 1, 84},    {71, 44, 122},  {59, 81, 139},   {44, 113, 142}, {33, 144, 141},
+                               {39, 173, 129}, {92, 200, 99},  {170, 220, 50},  {253, 231, 37}};
+const double kCividis[9][3] = {{0, 34, 78},     {18, 53, 112},  {59, 73, 108},   {87, 93, 109},  {112, 113, 115},
+                               {138, 134, 120}, {165, 156, 116}, {195, 179, 105}, {254, 232, 56}};
+}  // namespace
+
+QFont figureFont(int pointSize) {
+  QFont f("DejaVu Sans");
+  f.setStyleHint(QFont::SansSerif);
+  f.setPointSize(pointSize);
+  return f;
+}
+
+QColor mapColor(ColorMap map, double t) {
+  t = std::clamp(std::isfinite(t) ? t : 0.0, 0.0, 1.0);
+  if (map == ColorMap::Greys) {
+    int v = static_cast<int>(255 - t * 225);
+    return QColor(v, v, v);
+  }
+  const double(*k)[3] = map == ColorMap::Viridis ? kViridis : kCividis;
+  double x = t * 8.0;
+  int i = std::min(7, static_cast<int>(x));
+  double u = x - i;
+  return QColor::fromRgbF(static_cast<float>((k[i][0] * (1 - u) + k[i + 1][0] * u) / 255.0),
+                          static_cast<float>((k[i][1] * (1 - u) + k[i + 1][1] * u) / 255.0),
+                          static_cast<float>((k[i][2] * (1 - u) + k[i + 1][2] * u) / 255.0));
+}
+
+QCPColorGradient gradient(ColorMap map) {
+  QCPColorGradient g;
+  g.clearColorStops();
+  for (int i = 0; i <= 16; ++i) g.setColorStopAt(i / 16.0, mapColor(map, i / 16.0));
+  g.setColorInterpolation(QCPColorGradient::ciRGB);
+  g.setLevelCount(256);
+  return g;
+}
+
+QColor seriesColor(int i) {
+  static const QColor okabeIto[] = {QColor(0, 114, 178), QColor(230, 159, 0), QColor(0, 158, 115),
+                                    QColor(204, 121, 167), QColor(86, 180, 233), QColor(213, 94, 0),
+                                    QColor(240, 228, 66), QColor(0, 0, 0)};
+  return okabeIto[((i % 8) + 8) % 8];
+}
+
+Qt::PenStyle seriesDash(int i) {
+  static const Qt::PenStyle s[] = {Qt::SolidLine, Qt::DashLine, Qt::DotLine, Qt::DashDotLine, Qt::DashDotDotLine};
+  return s[((i % 5) + 5) % 5];
+}
+
+QColor expertColor(int e, int E) {
+  // Golden-ratio hue steps with alternating lightness, pastel for text backgrounds.
+  double h = std::fmod(e * 0.61803398875, 1.0);
+  double l = (e % 2) ? 0.78 : 0.88;
+  (void)E;
+  return QColor::fromHslF(static_cast<float>(h), 0.65f, static_cast<float>(l));
+}
+
+QString colorMapName(ColorMap m) {
+  switch (m) {
+    case ColorMap::Viridis: return "Viridis";
+    case ColorMap::Cividis: return "Cividis";
+    case ColorMap::Greys: return "Greys";
+  }
+  return "Viridis";
+}
+
+void applyPublicationStyle(QCustomPlot* plot) {
+  QFont tick = figureFont(9), label = figureFont(10);
+  for (QCPAxisRect* rect : plot->axisRects()) {
+    for (QCPAxis* ax : rect->axes()) {
+      ax->setTickLabelFont(tick);
+      ax->setLabelFont(label);
+      ax->setBasePen(QPen(Qt::black, 1));
+      ax->setTickPen(QPen(Qt::black, 1));
+      ax->setSubTickPen(QPen(Qt::black, 1));
+      ax->grid()->setPen(QPen(QColor(215, 215, 215), 1, Qt::DotLine));
+      ax->grid()->setSubGridVisible(false);
+    }
+  }
+  if (plot->legend) {
+    plot->legend->setFont(figureFont(9));
+    plot->legend->setBorderPen(QPen(QColor(160, 160, 160)));
+    plot->legend->setBrush(QColor(255, 255, 255, 230));
+  }
+  plot->setBackground(Qt::white);
+}
+
+}  // namespace moefy::views

@@ -1,0 +1,33 @@
+#pragma once
+// Publication style shared by every plot: fonts, sizes, pens, and colour maps
+// that survive greyscale printing (viridis, cividis: monotone in lightness).
+#include <QColor>
+#include <QFont>
+#include <QString>
+#include <vector>
+
+class QCustomPlot;
+class QCPColorGradient;
+class QCPAxis;
+
+namespace moefy::views {
+
+enum class ColorMap { Viridis, Cividis, Greys };
+
+QFont figureFont(int pointSize = 10);
+/// Applies fonts, tick label sizes, grid pens and margins to a plot.
+void applyPublicationStyle(QCustomPlot* plot);
+/// A QCPColorGradient for a colour map (continuous, 256 stops).
+QCPColorGradient gradient(ColorMap map);
+/// Colour of value t in [0,1] on a colour map.
+QColor mapColor(ColorMap map, double t);
+/// Okabe-Ito qualitative palette (colour-blind safe), cycled; series i also
+/// gets a distinct dash pattern/marker so lines stay apart in greyscale.
+QColor seriesColor(int i);
+Qt::PenStyle seriesDash(int i);
+/// Distinct, lightness-varying colour for expert e of E (for text colouring).
+QColor expertColor(int e, int E);
+/// "Viridis", "Cividis", "Greys".
+QString colorMapName(ColorMap m);
+
+}  // namespace moefy::views

@@ -1,0 +1,284 @@
+#include "views/qcp.h"
+
+#include <QCheckBox>
+#include <QHeaderView>
+#include <QSplitter>
+#include <QVBoxLayout>
+#include <cmath>
+#include <tuple>
+
+#include "views/style.h"
+#include "views/views.h"
+
+namespace moefy::views {
+
+namespace {
+void addTitle(QCustomPlot* p, const QString& title) {
+  p->plotLayout()->insertRow(0);
+  auto* t = new QCPTextElement(p, title, QFont(figureFont(11).family(), 11, QFont::Bold));
+  p->plotLayout()->addElement(0, 0, t);
+}
+QString num(double v, int prec = 3) { return std::isnan(v) ? QString("-") : QString::number(v, 'f', prec); }
+}  // namespace
+
+// ------------------------------------------------------------ PartitionView
+
+PartitionView::PartitionView(StudioContext* ctx, QWidget* parent)
+    : FigureView(ctx, "Partitions", PickLayer, parent) {
+  meanLayers_ = new QCheckBox("Mean over layers", optionsBar());
+  optionsBar()->addWidget(meanLayers_);
+  connect(meanLayers_, &QCheckBox::toggled, this, [this] { refresh(); });
+  auto* lay = new QVBoxLayout(body());
+  lay->setContentsMargins(6, 6, 6, 6);
+  auto* split = new QSplitter(Qt::Vertical, body());
+  table_ = new QTableWidget(split);
+  table_->setEditTriggers(QAbstractItemView::NoEditTriggers);
+  table_->setSelectionBehavior(QAbstractItemView::SelectRows);
+  table_->verticalHeader()->setVisible(false);
+  table_->setSortingEnabled(true);
+  plot_ = new QCustomPlot(split);
+  plot_->setMinimumHeight(260);
+  addTitle(plot_, "Oracle recall@k");
+  applyPublicationStyle(plot_);
+  split->addWidget(table_);
+  split->addWidget(plot_);
+  split->setStretchFactor(0, 1);
+  split->setStretchFactor(1, 2);
+  lay->addWidget(split);
+  refresh();
+}
+
+QWidget* PartitionView::figureRoot() { return plot_; }
+
+QString PartitionView::csvData() const {
+  QString out;
+  QStringList head;
+  for (int c = 0; c < table_->columnCount(); ++c) head << table_->horizontalHeaderItem(c)->text();
+  out += head.join(',') + "\n";
+  for (int r = 0; r < table_->rowCount(); ++r) {
+    QStringList row;
+    for (int c = 0; c < table_->columnCount(); ++c) row << (table_->item(r, c) ? table_->item(r, c)->text() : "");
+    out += row.join(',') + "\n";
+  }
+  out += "\npartition,k,recall\n";
+  for (int g = 0; g < plot_->graphCount(); ++g)
+    for (auto it = plot_->graph(g)->data()->begin(); it != plot_->graph(g)->data()->end(); ++it)
+      out += QString("%1,%2,%3\n").arg(plot_->graph(g)->name()).arg(it->key).arg(it->value, 0, 'g', 8);
+  return out;
+}
+
+void PartitionView::refresh() {
+  std::vector<std::shared_ptr<Partition>> parts;
+  if (ctx()->hasWorkspace())
+    for (const QString& p : ctx()->paths("partition"))
+      if (auto part = ctx()->partition(p)) parts.push_back(part);
+  if (parts.empty()) {
+    setLayers({});
+    setEmptyState(ctx()->hasWorkspace() ? "No partitions yet.\n\nSplit a recording into experts with Pipeline > Split... "
+                                          "(co-activation + METIS, balanced k-means, or random) to compare methods here."
+                                        : "No workspace open.");
+    return;
+  }
+  setEmptyState("");
+  std::vector<int> layers;
+  for (const auto& [L, v] : parts.front()->labels) layers.push_back(L);
+  setLayers(layers);
+  const int L = layer();
+  const bool mean = meanLayers_->isChecked();
+  auto metric = [&](const Partition& p, const std::string& key) {
+    if (!mean) return p.metric(L, key);
+    double s = 0;
+    int n = 0;
+    for (const auto& [l, v] : p.labels) {
+      double m = p.metric(l, key);
+      if (!std::isnan(m)) s += m, ++n;
+    }
+    return n ? s / n : std::nan("");
+  };
+  auto recall = [&](const Partition& p) {
+    if (!mean) return p.recallAtK(L);
+    std::vector<double> acc;
+    int n = 0;
+    for (const auto& [l, v] : p.labels) {
+      auto r = p.recallAtK(l);
+      if (r.empty()) continue;
+      if (acc.empty()) acc.assign(r.size(), 0.0);
+      for (size_t i = 0; i < std::min(acc.size(), r.size()); ++i) acc[i] += r[i];
+      ++n;
+    }
+    for (double& a : acc) a /= std::max(1, n);
+    return acc;
+  };
+  table_->setSortingEnabled(false);
+  table_->clear();
+  QStringList head{"partition", "method", "seed", "experts", "coact inside", "edge cut", "balance", "recall@1", "recall@k/4", "recall@k/2"};
+  table_->setColumnCount(head.size());
+  table_->setHorizontalHeaderLabels(head);
+  table_->setRowCount(static_cast<int>(parts.size()));
+  plot_->clearGraphs();
+  int row = 0;
+  double kmax = 1;
+  for (const auto& p : parts) {
+    auto rec = recall(*p);
+    auto at = [&](size_t k) { return k >= 1 && k <= rec.size() ? rec[k - 1] : std::nan(""); };
+    QStringList vals{p->name, p->method, QString::number(p->seed), QString::number(p->experts),
+                     num(metric(*p, "coact_inside")), num(metric(*p, "edge_cut")), num(metric(*p, "balance")),
+                     num(at(1)), num(at(std::max<size_t>(1, p->experts / 4))), num(at(std::max<size_t>(1, p->experts / 2)))};
+    for (int c = 0; c < vals.size(); ++c) {
+      auto* it = new QTableWidgetItem(vals[c]);
+      bool ok = false;
+      double v = vals[c].toDouble(&ok);
+      if (ok && c >= 2) it->setData(Qt::DisplayRole, v);
+      table_->setItem(row, c, it);
+    }
+    ++row;
+    if (!rec.empty()) {
+      QVector<double> x, y;
+      for (size_t k = 0; k < rec.size(); ++k) x << double(k + 1), y << rec[k];
+      auto* g = plot_->addGraph();
+      g->setData(x, y);
+      int i = plot_->graphCount() - 1;
+      g->setPen(QPen(seriesColor(i), 2, seriesDash(i)));
+      g->setScatterStyle(QCPScatterStyle(static_cast<QCPScatterStyle::ScatterShape>(QCPScatterStyle::ssCircle + (i % 6)), 5));
+      g->setName(p->name);
+      kmax = std::max(kmax, double(rec.size()));
+    }
+  }
+  table_->setSortingEnabled(true);
+  table_->resizeColumnsToContents();
+  plot_->xAxis->setLabel("experts run per token (k)");
+  plot_->yAxis->setLabel(mean ? "share of activation mass kept (mean over layers)" : QString("share of activation mass kept (layer %1)").arg(L));
+  plot_->xAxis->setRange(0.5, kmax + 0.5);
+  {
+    QSharedPointer<QCPAxisTickerFixed> t(new QCPAxisTickerFixed);
+    t->setTickStep(kmax <= 20 ? 1.0 : kmax <= 64 ? 4.0 : 16.0);
+    t->setScaleStrategy(QCPAxisTickerFixed::ssNone);
+    plot_->xAxis->setTicker(t);
+  }
+  plot_->yAxis->setRange(0, 1.02);
+  plot_->legend->setVisible(true);
+  plot_->axisRect()->insetLayout()->setInsetAlignment(0, Qt::AlignBottom | Qt::AlignRight);
+  plot_->replot();
+}
+
+// ------------------------------------------------------------ EvalView
+
+EvalView::EvalView(StudioContext* ctx, QWidget* parent) : FigureView(ctx, "Evaluation", PickEvaluation, parent) {
+  optionsBar()->addWidget(new QLabel(" Quality: ", optionsBar()));
+  qualityMetric_ = new QComboBox(optionsBar());
+  qualityMetric_->addItems({"perplexity ratio (dense / MoE)", "top-1 agreement with dense", "KL(dense || MoE)", "loss increase"});
+  optionsBar()->addWidget(qualityMetric_);
+  optionsBar()->addWidget(new QLabel("  Speed: ", optionsBar()));
+  speedMetric_ = new QComboBox(optionsBar());
+  speedMetric_->addItems({"forward pass", "generation"});
+  optionsBar()->addWidget(speedMetric_);
+  for (QComboBox* c : {qualityMetric_, speedMetric_}) connect(c, &QComboBox::currentIndexChanged, this, [this] { refresh(); });
+  auto* lay = new QHBoxLayout(body());
+  lay->setContentsMargins(6, 6, 6, 6);
+  quality_ = new QCustomPlot(body());
+  speed_ = new QCustomPlot(body());
+  addTitle(quality_, "Quality vs active experts");
+  addTitle(speed_, "Speed vs active experts");
+  for (QCustomPlot* p : {quality_, speed_}) {
+    applyPublicationStyle(p);
+    p->setMinimumSize(320, 260);
+    lay->addWidget(p);
+  }
+  refresh();
+}
+
+namespace {
+double qualityOf(const Evaluation& e, const Evaluation::Point& p, int metric) {
+  switch (metric) {
+    case 0: return e.densePpl > 0 && p.ppl > 0 ? e.densePpl / p.ppl : std::nan("");
+    case 1: return p.top1;
+    case 2: return p.kl;
+    default: return p.lossDelta;
+  }
+}
+}  // namespace
+
+void EvalView::refresh() {
+  eval_ = ctx()->hasWorkspace() ? ctx()->evaluation(picked("evaluation")) : nullptr;
+  if (!eval_ || eval_->series.empty()) {
+    setEmptyState(!ctx()->hasWorkspace() ? "No workspace open."
+                  : eval_ ? "This evaluation holds no results."
+                          : "No evaluation yet.\n\nRun Pipeline > Evaluate... to measure quality (and, with --speed, "
+                            "speed) of the MoEfied model against the dense one over a sweep of active-expert fractions.");
+    return;
+  }
+  setEmptyState("");
+  const int qm = qualityMetric_->currentIndex();
+  const bool gen = speedMetric_->currentIndex() == 1;
+  quality_->clearGraphs();
+  quality_->clearItems();
+  speed_->clearGraphs();
+  speed_->clearItems();
+  double qmin = 1e300, qmax = -1e300, smax = 1;
+  bool anySpeed = false;
+  for (size_t i = 0; i < eval_->series.size(); ++i) {
+    const auto& s = eval_->series[i];
+    QVector<double> x, q, xs, sp;
+    for (const auto& p : s.points) {
+      double v = qualityOf(*eval_, p, qm);
+      if (!std::isnan(v)) x << p.fraction, q << v, qmin = std::min(qmin, v), qmax = std::max(qmax, v);
+      double sv = gen ? p.genSpeedup : p.fwdSpeedup;
+      if (!std::isnan(sv)) xs << p.fraction, sp << sv, smax = std::max(smax, sv), anySpeed = true;
+    }
+    for (auto [plot, xx, y] : {std::tuple{quality_, x, q}, std::tuple{speed_, xs, sp}}) {
+      auto* g = plot->addGraph();
+      g->setData(xx, y);
+      g->setPen(QPen(seriesColor(int(i)), 2, seriesDash(int(i))));
+      g->setScatterStyle(QCPScatterStyle(static_cast<QCPScatterStyle::ScatterShape>(QCPScatterStyle::ssCircle + (i % 6)), 6));
+      g->setName(s.name);
+    }
+  }
+  const double ref = (qm == 0 || qm == 1) ? 1.0 : 0.0;  // the dense model's value of the metric
+  for (QCustomPlot* p : {quality_, speed_}) {
+    auto* line = new QCPItemStraightLine(p);
+    double y = p == quality_ ? ref : 1.0;
+    line->point1->setCoords(0, y);
+    line->point2->setCoords(1, y);
+    line->setPen(QPen(QColor(120, 120, 120), 1, Qt::DashLine));
+    p->xAxis->setLabel("active fraction of FFN experts (k / E)");
+    p->xAxis->setRange(0, 1.05);
+    p->legend->setVisible(true);
+  }
+  static const char* qLabels[] = {"quality: dense perplexity / MoE perplexity", "top-1 agreement with the dense model",
+                                  "KL(dense || MoE), nats per token", "loss increase over dense (nats)"};
+  QString denseNote = eval_->densePpl > 0 ? QString(" (dense ppl %1)").arg(eval_->densePpl, 0, 'f', 2) : QString();
+  quality_->yAxis->setLabel(QString(qLabels[qm]) + (qm == 0 ? denseNote : QString()));
+  qmin = std::min(qmin, ref);
+  qmax = std::max(qmax, ref);
+  double pad = (qmax - qmin) * 0.08 + 1e-6;
+  quality_->yAxis->setRange(qm <= 1 ? std::max(0.0, qmin - pad) : qmin - pad, qmax + pad);
+  quality_->axisRect()->insetLayout()->setInsetAlignment(0, qm <= 1 ? Qt::AlignBottom | Qt::AlignRight : Qt::AlignTop | Qt::AlignRight);
+  speed_->yAxis->setLabel(gen ? "generation speed-up over dense" : "forward speed-up over dense (tokens/s ratio)");
+  speed_->yAxis->setRange(0, smax * 1.15);
+  speed_->axisRect()->insetLayout()->setInsetAlignment(0, Qt::AlignTop | Qt::AlignRight);
+  if (!anySpeed) {
+    auto* t = new QCPItemText(speed_);
+    t->position->setType(QCPItemPosition::ptAxisRectRatio);
+    t->position->setCoords(0.5, 0.5);
+    t->setText(gen ? "no generation timings in this evaluation\n(moefy eval --speed --generate N)"
+                   : "no timings in this evaluation\n(run the evaluation with --speed)");
+    t->setFont(figureFont(10));
+    t->setColor(QColor(90, 90, 90));
+    speed_->legend->setVisible(false);
+  }
+  quality_->replot();
+  speed_->replot();
+}
+
+QString EvalView::csvData() const {
+  QString out = "router,fraction,top_k,loss,perplexity,loss_delta,top1_agreement,kl,forward_speedup,generate_speedup\n";
+  if (!eval_) return out;
+  for (const auto& s : eval_->series)
+    for (const auto& p : s.points)
+      out += QString("%1,%2,\"%3\",%4,%5,%6,%7,%8,%9,%10\n").arg(s.name).arg(p.fraction, 0, 'g', 8).arg(p.topK).arg(p.loss, 0, 'g', 8)
+                 .arg(p.ppl, 0, 'g', 8).arg(p.lossDelta, 0, 'g', 8).arg(p.top1, 0, 'g', 8).arg(p.kl, 0, 'g', 8)
+                 .arg(p.fwdSpeedup, 0, 'g', 8).arg(p.genSpeedup, 0, 'g', 8);
+  return out;
+}
+
+}  // namespace moefy::views

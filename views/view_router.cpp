@@ -1,0 +1,432 @@
+#include "views/qcp.h"
+
+#include <QGridLayout>
+#include <QPainter>
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "views/style.h"
+#include "views/views.h"
+
+namespace moefy::views {
+
+/// Tokens laid out as text, each on a background coloured by its top expert.
+class TokenStrip : public QWidget {
+ public:
+  explicit TokenStrip(QWidget* parent) : QWidget(parent) {
+    setProperty("vectorFigure", true);
+    setMinimumHeight(90);
+  }
+  struct Tok {
+    QString text;
+    int expert;
+  };
+  void setTokens(std::vector<Tok> t, int E) {
+    toks_ = std::move(t);
+    E_ = E;
+    update();
+  }
+  QSize sizeHint() const override { return QSize(600, 110); }
+
+ protected:
+  void paintEvent(QPaintEvent*) override {
+    QPainter p(this);
+    p.fillRect(rect(), Qt::white);
+    p.setFont(figureFont(10));
+    QFontMetrics fm(p.font());
+    int x = 6, y = 6, h = fm.height() + 6;
+    p.setPen(Qt::black);
+    p.drawText(QRect(6, y, width() - 12, h), Qt::AlignLeft | Qt::AlignVCenter,
+               "Sampled tokens coloured by the router's top expert (number = expert id):");
+    y += h + 2;
+    for (const auto& t : toks_) {
+      QString label = t.text;
+      QString sub = QString::number(t.expert);
+      int w = fm.horizontalAdvance(label) + fm.horizontalAdvance(sub) * 3 / 4 + 10;
+      if (x + w > width() - 6) x = 6, y += h + 4;
+      QRect r(x, y, w, h);
+      p.setPen(Qt::NoPen);
+      p.setBrush(expertColor(t.expert, E_));
+      p.drawRoundedRect(r, 3, 3);
+      p.setPen(Qt::black);
+      p.drawText(r.adjusted(4, 0, 0, 0), Qt::AlignLeft | Qt::AlignVCenter, label);
+      QFont small = figureFont(7);
+      p.setFont(small);
+      p.setPen(QColor(60, 60, 60));
+      p.drawText(r.adjusted(0, 0, -3, -1), Qt::AlignRight | Qt::AlignBottom, sub);
+      p.setFont(figureFont(10));
+      x += w + 3;
+    }
+    if (y + h + 6 > minimumHeight()) setMinimumHeight(y + h + 6);
+  }
+
+ private:
+  std::vector<Tok> toks_;
+  int E_ = 1;
+};
+
+std::vector<float> routerScores(const Router* router, const Partition& part, int L, const std::vector<float>& act,
+                                const std::vector<float>& in, int S, int F, int D, bool reluLike) {
+  const int E = part.experts;
+  std::vector<float> out(static_cast<size_t>(S) * E, 0.f);
+  const QString kind = router ? router->kind : QString("oracle");
+  if (kind == "oracle" || !router) {
+    const auto& lab = part.labels.at(L);
+    for (int s = 0; s < S; ++s)
+      for (int i = 0; i < F; ++i) {
+        float h = act[size_t(s) * F + i];
+        out[size_t(s) * E + lab[i]] += reluLike ? h : std::fabs(h);
+      }
+    return out;
+  }
+  std::vector<float> xn(D);
+  for (int s = 0; s < S; ++s) {
+    double nrm = 0;
+    for (int d = 0; d < D; ++d) nrm += double(in[size_t(s) * D + d]) * in[size_t(s) * D + d];
+    float inv = static_cast<float>(1.0 / std::max(std::sqrt(nrm), 1e-12));
+    for (int d = 0; d < D; ++d) xn[d] = in[size_t(s) * D + d] * inv;
+    if (kind == "similarity") {
+      const auto& c = router->centroids.at(L);
+      for (int e = 0; e < E; ++e) {
+        double acc = 0;
+        for (int d = 0; d < D; ++d) acc += double(xn[d]) * c[size_t(e) * D + d];
+        out[size_t(s) * E + e] = float(acc);
+      }
+    } else {  // mlp: tanh(unit(x) W1^T) W2^T
+      const auto& w1 = router->w1.at(L);
+      const auto& w2 = router->w2.at(L);
+      std::vector<double> hid(E);
+      for (int e = 0; e < E; ++e) {
+        double acc = 0;
+        for (int d = 0; d < D; ++d) acc += double(xn[d]) * w1[size_t(e) * D + d];
+        hid[e] = std::tanh(acc);
+      }
+      for (int e = 0; e < E; ++e) {
+        double acc = 0;
+        for (int j = 0; j < E; ++j) acc += hid[j] * w2[size_t(e) * E + j];
+        out[size_t(s) * E + e] = float(acc);
+      }
+    }
+  }
+  return out;
+}
+
+namespace {
+std::vector<int> topK(const std::vector<float>& score, int S, int E, int k) {
+  std::vector<int> out(size_t(S) * k);
+  std::vector<int> idx(E);
+  for (int s = 0; s < S; ++s) {
+    std::iota(idx.begin(), idx.end(), 0);
+    const float* row = score.data() + size_t(s) * E;
+    std::partial_sort(idx.begin(), idx.begin() + k, idx.end(), [&](int a, int b) { return row[a] > row[b]; });
+    std::copy(idx.begin(), idx.begin() + k, out.begin() + size_t(s) * k);
+  }
+  return out;
+}
+QSharedPointer<QCPAxisTicker> integerTicker(int n, bool compact = false) {
+  QSharedPointer<QCPAxisTickerFixed> t(new QCPAxisTickerFixed);
+  if (compact) n *= 2;
+  t->setTickStep(n <= 20 ? 1.0 : n <= 40 ? 2.0 : n <= 64 ? 4.0 : n <= 160 ? 10.0 : 50.0);
+  t->setScaleStrategy(QCPAxisTickerFixed::ssNone);
+  return t;
+}
+QCustomPlot* plotWithTitle(QWidget* parent, const QString& title) {
+  auto* p = new QCustomPlot(parent);
+  p->plotLayout()->insertRow(0);
+  p->plotLayout()->addElement(0, 0, new QCPTextElement(p, title, QFont(figureFont(11).family(), 11, QFont::Bold)));
+  applyPublicationStyle(p);
+  p->setMinimumSize(300, 200);
+  return p;
+}
+}  // namespace
+
+RouterView::RouterView(StudioContext* ctx, QWidget* parent)
+    : FigureView(ctx, "Router choices", PickRecording | PickPartition | PickRouter | PickLayer, parent) {
+  optionsBar()->addWidget(new QLabel(" Document: ", optionsBar()));
+  doc_ = new QComboBox(optionsBar());
+  doc_->setObjectName("documentPicker");
+  doc_->setSizeAdjustPolicy(QComboBox::AdjustToContents);
+  optionsBar()->addWidget(doc_);
+  connect(doc_, &QComboBox::currentIndexChanged, this, [this] { redrawDocument(); });
+  auto* g = new QGridLayout(body());
+  g->setContentsMargins(6, 6, 6, 6);
+  scores_ = plotWithTitle(body(), "Router scores per token");
+  usage_ = plotWithTitle(body(), "Expert usage");
+  cats_ = plotWithTitle(body(), "Expert usage by category");
+  strip_ = new TokenStrip(body());
+  note_ = new QLabel(body());
+  note_->setWordWrap(true);
+  g->addWidget(scores_, 0, 0, 2, 1);
+  g->addWidget(usage_, 0, 1);
+  g->addWidget(cats_, 1, 1);
+  g->addWidget(strip_, 2, 0, 1, 2);
+  g->addWidget(note_, 3, 0, 1, 2);
+  g->setColumnStretch(0, 3);
+  g->setColumnStretch(1, 2);
+  g->setRowStretch(0, 1);
+  g->setRowStretch(1, 1);
+  connect(ctx, &StudioContext::expertSelected, this, [this](int, int) { redrawDocument(); });
+  connect(scores_, &QCustomPlot::mousePress, this, [this](QMouseEvent* ev) {
+    int e = static_cast<int>(std::lround(scores_->xAxis->pixelToCoord(ev->position().x())));
+    if (e >= 0 && e < E_) this->ctx()->selectExpert(layer(), e);
+  });
+  refresh();
+}
+
+void RouterView::refresh() {
+  score_.clear();
+  rec_ = ctx()->hasWorkspace() ? ctx()->recording(picked("recording")) : nullptr;
+  router_ = ctx()->hasWorkspace() ? ctx()->router(picked("router")) : nullptr;
+  // The router's own partition when it is in the workspace, else the picked one.
+  part_ = nullptr;
+  if (router_ && !router_->partitionPath.isEmpty()) {
+    for (const QString& p : ctx()->paths("partition"))
+      if (QFileInfo(p).canonicalFilePath() == QFileInfo(router_->partitionPath).canonicalFilePath()) part_ = ctx()->partition(p);
+  }
+  if (!part_) part_ = ctx()->hasWorkspace() ? ctx()->partition(picked("partition")) : nullptr;
+  if (!rec_ || !part_) {
+    setLayers({});
+    setEmptyState(!ctx()->hasWorkspace() ? "No workspace open."
+                  : !rec_ ? "No recording yet.\n\nRouter choices are shown on the recording's sampled tokens: "
+                            "run Pipeline > Record..., then Split... and Route..."
+                          : "No partition yet.\n\nSplit the recording into experts (Pipeline > Split...) and build a "
+                            "router (Pipeline > Route...).");
+    return;
+  }
+  if (!rec_->hasSamples() || rec_->samples().count() == 0) {
+    setLayers({});
+    setEmptyState("This recording kept no sampled tokens (samples.safetensors), which the router view needs.\n"
+                  "Record again with --samples > 0.");
+    return;
+  }
+  std::vector<int> layers;
+  for (int L : rec_->layers)
+    if (part_->labels.count(L) && (!router_ || std::find(router_->layers.begin(), router_->layers.end(), L) != router_->layers.end()))
+      layers.push_back(L);
+  setLayers(layers);
+  const int L = layer();
+  if (L < 0 || part_->dFF != rec_->dFF) {
+    setEmptyState(QString("The partition %1 does not fit the recording (d_ff %2 vs %3, or no common layer).")
+                      .arg(part_->name).arg(part_->dFF).arg(rec_->dFF));
+    return;
+  }
+  const auto& smp = rec_->samples();
+  const int S = static_cast<int>(smp.count()), F = rec_->dFF, D = rec_->dModel;
+  E_ = part_->experts;
+  k_ = std::clamp(router_ ? router_->topKFor(L) : std::max(1, E_ / 4), 1, E_);
+  try {
+    auto act = rec_->sampleAct(L);
+    auto in = rec_->sampleIn(L);
+    const bool relu = rec_->manifest["model"].value("activation", std::string("relu")) == "relu";
+    if (router_ && router_->kind != "oracle" && router_->dModel != D)
+      throw std::runtime_error(QString("router %1: d_model %2 does not match the recording's %3").arg(router_->name).arg(router_->dModel).arg(D).toStdString());
+    if (router_ && router_->kind == "similarity" && !router_->centroids.count(L))
+      throw std::runtime_error(QString("router %1: no centroids for layer %2").arg(router_->name).arg(L).toStdString());
+    if (router_ && router_->kind == "mlp" && (!router_->w1.count(L) || !router_->w2.count(L)))
+      throw std::runtime_error(QString("router %1: no w1/w2 for layer %2").arg(router_->name).arg(L).toStdString());
+    score_ = routerScores(router_.get(), *part_, L, *act, *in, S, F, D, relu);
+    oracle_ = (!router_ || router_->kind == "oracle") ? score_ : routerScores(nullptr, *part_, L, *act, *in, S, F, D, relu);
+  } catch (const std::exception& e) {
+    ctx()->report(StudioContext::Error, e.what());
+    setEmptyState(QString("Cannot compute router scores:\n%1").arg(e.what()));
+    return;
+  }
+  setEmptyState("");
+  top_ = topK(score_, S, E_, k_);
+  oracleTop_ = topK(oracle_, S, E_, k_);
+
+  // Documents present in the sample.
+  std::map<int64_t, int> perDoc;
+  for (int s = 0; s < S; ++s) ++perDoc[smp.docId[s]];
+  QVariant keep = doc_->currentData();
+  doc_->blockSignals(true);
+  doc_->clear();
+  std::vector<std::pair<int, int64_t>> byCount;
+  for (auto [d, n] : perDoc) byCount.push_back({-n, d});
+  std::sort(byCount.begin(), byCount.end());
+  for (auto [negN, d] : byCount) {
+    int cat = -1;
+    for (int s = 0; s < S; ++s)
+      if (smp.docId[s] == d) { cat = smp.category[s]; break; }
+    QString c = cat >= 0 && cat < rec_->categories.size() ? rec_->categories[cat] : QString("-");
+    doc_->addItem(QString("doc %1 (%2, %3 sampled tokens)").arg(d).arg(c).arg(-negN), QVariant::fromValue<qlonglong>(d));
+  }
+  int ki = doc_->findData(keep);
+  doc_->setCurrentIndex(ki >= 0 ? ki : 0);
+  doc_->blockSignals(false);
+
+  // Expert usage over all samples, sorted, log scale.
+  std::vector<double> use(E_, 0.0);
+  for (int v : top_) use[v] += 1.0 / S;
+  std::vector<int> order(E_);
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(), [&](int a, int b) { return use[a] > use[b]; });
+  usage_->clearPlottables();
+  auto* bars = new QCPBars(usage_->xAxis, usage_->yAxis);
+  QVector<double> x, y;
+  int dead = 0;
+  for (int r = 0; r < E_; ++r) {
+    x << r;
+    y << std::max(use[order[r]], 1e-4);
+    if (use[order[r]] == 0) ++dead;
+  }
+  bars->setData(x, y);
+  bars->setWidth(0.8);
+  bars->setPen(Qt::NoPen);
+  bars->setBrush(mapColor(ColorMap::Viridis, 0.35));
+  usage_->yAxis->setScaleType(QCPAxis::stLogarithmic);
+  usage_->yAxis->setTicker(QSharedPointer<QCPAxisTickerLog>(new QCPAxisTickerLog));
+  usage_->yAxis->setNumberFormat("gb");
+  usage_->yAxis->setRange(1e-4 * 0.8, 1.2);
+  usage_->xAxis->setRange(-0.7, E_ - 0.3);
+  {
+    // Bars are ranks; label each with its expert id.
+    QSharedPointer<QCPAxisTickerText> t(new QCPAxisTickerText);
+    int step = E_ <= 20 ? 1 : E_ <= 40 ? 2 : E_ <= 64 ? 4 : E_ / 16;
+    for (int r = 0; r < E_; r += step) t->addTick(r, QString::number(order[r]));
+    usage_->xAxis->setTicker(t);
+    usage_->xAxis->setTickLabelFont(figureFont(E_ > 12 ? 7 : 8));
+  }
+  usage_->xAxis->setLabel(QString("expert id, sorted by usage (%1 of %2 never chosen)").arg(dead).arg(E_));
+  usage_->yAxis->setLabel("share of tokens routed");
+  usage_->replot();
+
+  // Category x expert usage heatmap.
+  cats_->clearPlottables();
+  for (int i = cats_->plotLayout()->elementCount() - 1; i >= 0; --i)
+    if (qobject_cast<QCPColorScale*>(cats_->plotLayout()->elementAt(i))) cats_->plotLayout()->removeAt(i);
+  cats_->plotLayout()->simplify();
+  const int C = std::max(1, static_cast<int>(rec_->categories.size()));
+  std::vector<double> cu(size_t(C) * E_, 0.0), ct(C, 0.0);
+  for (int s = 0; s < S; ++s) {
+    int c = std::clamp(smp.category[s], 0, C - 1);
+    ct[c] += 1;
+    for (int j = 0; j < k_; ++j) cu[size_t(c) * E_ + top_[size_t(s) * k_ + j]] += 1;
+  }
+  auto* cmap = new QCPColorMap(cats_->xAxis, cats_->yAxis);
+  cmap->data()->setSize(E_, C);
+  cmap->data()->setRange(QCPRange(0, E_ - 1), QCPRange(0, C - 1));
+  for (int c = 0; c < C; ++c)
+    for (int e = 0; e < E_; ++e) cmap->data()->setCell(e, c, ct[c] > 0 ? cu[size_t(c) * E_ + e] / ct[c] : 0.0);
+  auto* cs = new QCPColorScale(cats_);
+  cats_->plotLayout()->addElement(1, 1, cs);
+  cs->setType(QCPAxis::atRight);
+  cmap->setColorScale(cs);
+  cmap->setGradient(gradient(ColorMap::Viridis));
+  cmap->rescaleDataRange(true);
+  cs->axis()->setLabel("share of category's tokens");
+  cs->axis()->setLabelFont(figureFont(9));
+  cs->axis()->setTickLabelFont(figureFont(8));
+  cs->setBarWidth(10);
+  QSharedPointer<QCPAxisTickerText> ct2(new QCPAxisTickerText);
+  for (int c = 0; c < C; ++c) ct2->addTick(c, c < rec_->categories.size() ? rec_->categories[c] : QString::number(c));
+  cats_->yAxis->setTicker(ct2);
+  cats_->yAxis->setTickLabelFont(figureFont(C > 10 ? 7 : 8));
+  cats_->xAxis->setLabel("expert");
+  cats_->xAxis->setTicker(integerTicker(E_, true));
+  cmap->setInterpolate(false);
+  cats_->xAxis->setRange(-0.5, E_ - 0.5);
+  cats_->yAxis->setRange(-0.5, C - 0.5);
+  cats_->replot();
+  note_->setText(QString("Router %1 (%2), partition %3, layer %4: top-%5 of %6 experts on %7 sampled tokens. "
+                         "Red dots: the router's top-k; white squares: the oracle's top-k. Dead experts: %8 of %9 (%10%). "
+                         "Click a column to select an expert.")
+                     .arg(router_ ? router_->name : QString("none: oracle scores")).arg(router_ ? router_->kind : QString("oracle"))
+                     .arg(part_->name).arg(L).arg(k_).arg(E_).arg(S).arg(dead).arg(E_).arg(100.0 * dead / E_, 0, 'f', 1));
+  redrawDocument();
+}
+
+void RouterView::redrawDocument() {
+  if (score_.empty() || !rec_) return;
+  const auto& smp = rec_->samples();
+  const int S = static_cast<int>(smp.count());
+  int64_t d = doc_->currentData().toLongLong();
+  docRows_.clear();
+  for (int s = 0; s < S; ++s)
+    if (smp.docId[s] == d) docRows_.push_back(s);
+  std::sort(docRows_.begin(), docRows_.end(), [&](int a, int b) { return smp.position[a] < smp.position[b]; });
+  if (docRows_.size() > 48) docRows_.resize(48);
+  const int T = static_cast<int>(docRows_.size());
+  scores_->clearPlottables();
+  for (int i = scores_->plotLayout()->elementCount() - 1; i >= 0; --i)
+    if (qobject_cast<QCPColorScale*>(scores_->plotLayout()->elementAt(i))) scores_->plotLayout()->removeAt(i);
+  scores_->plotLayout()->simplify();
+  auto* map = new QCPColorMap(scores_->xAxis, scores_->yAxis);
+  map->setInterpolate(false);
+  map->data()->setSize(E_, std::max(1, T));
+  map->data()->setRange(QCPRange(0, E_ - 1), QCPRange(0, std::max(1, T) - 1));
+  QVector<double> cx, cy, ox, oy;
+  QSharedPointer<QCPAxisTickerText> ytick(new QCPAxisTickerText);
+  std::vector<TokenStrip::Tok> toks;
+  for (int t = 0; t < T; ++t) {
+    int s = docRows_[t];
+    const float* row = score_.data() + size_t(s) * E_;
+    float lo = *std::min_element(row, row + E_), hi = *std::max_element(row, row + E_);
+    for (int e = 0; e < E_; ++e) map->data()->setCell(e, t, hi > lo ? (row[e] - lo) / (hi - lo) : 0.0);
+    for (int j = 0; j < k_; ++j) {
+      cx << top_[size_t(s) * k_ + j], cy << t;
+      ox << oracleTop_[size_t(s) * k_ + j], oy << t;
+    }
+    QString tok = ctx()->tokenText(smp.tokenId[s]).replace('\n', "\\n");
+    ytick->addTick(t, QString("%1 @%2").arg(tok.trimmed().isEmpty() ? QString("\u2423") : tok.trimmed()).arg(smp.position[s]));
+    toks.push_back({tok, top_[size_t(s) * k_]});
+  }
+  auto* cs = new QCPColorScale(scores_);
+  scores_->plotLayout()->addElement(1, 1, cs);
+  cs->setType(QCPAxis::atRight);
+  map->setColorScale(cs);
+  map->setGradient(gradient(ColorMap::Cividis));
+  map->setDataRange(QCPRange(0, 1));
+  cs->axis()->setLabel("score (min-max per token)");
+  cs->axis()->setLabelFont(figureFont(9));
+  cs->axis()->setTickLabelFont(figureFont(8));
+  cs->setBarWidth(10);
+  auto* chosen = scores_->addGraph();
+  chosen->setData(cx, cy);
+  chosen->setLineStyle(QCPGraph::lsNone);
+  chosen->setScatterStyle(QCPScatterStyle(QCPScatterStyle::ssDisc, QColor(230, 60, 30), QColor(230, 60, 30), 5));
+  chosen->setName("router top-k");
+  auto* orc = scores_->addGraph();
+  orc->setData(ox, oy);
+  orc->setLineStyle(QCPGraph::lsNone);
+  orc->setScatterStyle(QCPScatterStyle(QCPScatterStyle::ssSquare, QPen(Qt::white, 1.5), Qt::NoBrush, 11));
+  orc->setName("oracle top-k");
+  scores_->yAxis->setTicker(ytick);
+  scores_->yAxis->setTickLabelFont(figureFont(T > 30 ? 6 : 8));
+  scores_->yAxis->setRangeReversed(true);
+  scores_->yAxis->setRange(-0.5, std::max(1, T) - 0.5);
+  scores_->xAxis->setRange(-0.5, E_ - 0.5);
+  scores_->xAxis->setLabel(QString("expert (layer %1)").arg(layer()));
+  scores_->yAxis->setLabel("sampled token @ position");
+  scores_->legend->setVisible(false);
+  scores_->xAxis->setTicker(integerTicker(E_));
+  scores_->clearItems();
+  int sel = ctx()->selectedLayer() == layer() ? ctx()->selectedExpert() : -1;
+  if (sel >= 0 && sel < E_) {
+    auto* r = new QCPItemRect(scores_);
+    r->topLeft->setCoords(sel - 0.5, -0.5);
+    r->bottomRight->setCoords(sel + 0.5, T - 0.5);
+    r->setPen(QPen(QColor(230, 60, 30), 2));
+  }
+  scores_->replot();
+  strip_->setTokens(std::move(toks), E_);
+}
+
+QString RouterView::csvData() const {
+  QString out = "sample,doc_id,position,token_id,category";
+  for (int e = 0; e < E_; ++e) out += QString(",score_e%1").arg(e);
+  out += ",router_topk,oracle_topk\n";
+  if (score_.empty() || !rec_) return out;
+  const auto& smp = rec_->samples();
+  for (int s = 0; s < smp.count(); ++s) {
+    out += QString("%1,%2,%3,%4,%5").arg(s).arg(smp.docId[s]).arg(smp.position[s]).arg(smp.tokenId[s]).arg(smp.category[s]);
+    for (int e = 0; e < E_; ++e) out += "," + QString::number(score_[size_t(s) * E_ + e], 'g', 7);
+    QStringList a, b;
+    for (int j = 0; j < k_; ++j) a << QString::number(top_[size_t(s) * k_ + j]), b << QString::number(oracleTop_[size_t(s) * k_ + j]);
+    out += "," + a.join(' ') + "," + b.join(' ') + "\n";
+  }
+  return out;
+}
+
+}  // namespace moefy::views

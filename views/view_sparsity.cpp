@@ -1,0 +1,236 @@
+#include "views/qcp.h"
+
+#include <QGridLayout>
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "views/style.h"
+#include "views/views.h"
+
+namespace moefy::views {
+
+namespace {
+QCustomPlot* newPlot(QWidget* parent, const QString& title) {
+  auto* p = new QCustomPlot(parent);
+  p->plotLayout()->insertRow(0);
+  auto* t = new QCPTextElement(p, title, figureFont(11));
+  t->setFont(QFont(figureFont(11).family(), 11, QFont::Bold));
+  p->plotLayout()->addElement(0, 0, t);
+  p->setMinimumSize(320, 220);
+  return p;
+}
+/// Quantile of the active-neurons-per-token histogram.
+double histQuantile(const std::vector<int64_t>& h, double q) {
+  int64_t total = std::accumulate(h.begin(), h.end(), int64_t{0});
+  if (total == 0) return 0;
+  int64_t want = static_cast<int64_t>(std::ceil(q * total)), acc = 0;
+  for (size_t i = 0; i < h.size(); ++i) {
+    acc += h[i];
+    if (acc >= want) return static_cast<double>(i);
+  }
+  return static_cast<double>(h.size() - 1);
+}
+}  // namespace
+
+SparsityView::SparsityView(StudioContext* ctx, QWidget* parent)
+    : FigureView(ctx, "Sparsity", PickRecording | PickLayer, parent) {
+  auto* g = new QGridLayout(body());
+  g->setContentsMargins(6, 6, 6, 6);
+  layers_ = newPlot(body(), "Active neurons per layer");
+  hist_ = newPlot(body(), "Active neurons per token");
+  freq_ = newPlot(body(), "Per-neuron firing frequency");
+  note_ = new QLabel(body());
+  note_->setStyleSheet("color:#333;");
+  g->addWidget(layers_, 0, 0);
+  g->addWidget(hist_, 0, 1);
+  g->addWidget(freq_, 1, 0, 1, 2);
+  g->addWidget(note_, 2, 0, 1, 2);
+  g->setRowStretch(0, 1);
+  g->setRowStretch(1, 1);
+  for (QCustomPlot* p : {layers_, hist_, freq_}) applyPublicationStyle(p);
+  freq_->setInteractions(QCP::iRangeDrag | QCP::iRangeZoom);
+  freq_->axisRect()->setRangeZoom(Qt::Horizontal);
+  freq_->axisRect()->setRangeDrag(Qt::Horizontal);
+  // Clicking a neuron in the frequency plot selects it everywhere.
+  connect(freq_, &QCustomPlot::mousePress, this, [this](QMouseEvent* ev) {
+    if (!rec_ || order_.empty()) return;
+    double x = freq_->xAxis->pixelToCoord(ev->position().x());
+    int rank = static_cast<int>(std::lround(x));
+    if (rank >= 0 && rank < static_cast<int>(order_.size())) this->ctx()->selectNeuron(layer(), order_[rank]);
+  });
+  connect(ctx, &StudioContext::neuronSelected, this, [this](int, int) { refresh(); });
+  refresh();
+}
+
+void SparsityView::refresh() {
+  rec_ = ctx()->hasWorkspace() ? ctx()->recording(picked("recording")) : nullptr;
+  if (!rec_) {
+    setLayers({});
+    setEmptyState(ctx()->hasWorkspace() ? "No recording yet.\n\nRun Pipeline > Record... to record activation statistics "
+                                          "of the workspace model over its corpus."
+                                        : "No workspace open.");
+    return;
+  }
+  setLayers(rec_->layers);
+  setEmptyState("");
+  const int F = rec_->dFF;
+  const double T = static_cast<double>(rec_->tokens);
+
+  // 1. Per-layer mean active share with the 10-90% spread over tokens.
+  layers_->clearPlottables();
+  QVector<double> xs, mean, lo, hi;
+  for (int L : rec_->layers) {
+    const auto& s = rec_->stats.at(L);
+    double tot = std::accumulate(s.count.begin(), s.count.end(), 0.0);
+    double m = tot / (T * F);
+    xs << L;
+    mean << m;
+    lo << m - histQuantile(s.activeHist, 0.10) / F;
+    hi << histQuantile(s.activeHist, 0.90) / F - m;
+  }
+  auto* g = layers_->addGraph();
+  g->setData(xs, mean);
+  g->setPen(QPen(seriesColor(0), 2));
+  g->setScatterStyle(QCPScatterStyle(QCPScatterStyle::ssCircle, seriesColor(0), Qt::white, 7));
+  g->setName("mean");
+  auto* eb = new QCPErrorBars(layers_->xAxis, layers_->yAxis);
+  eb->setDataPlottable(g);
+  QVector<double> loC, hiC;
+  for (int i = 0; i < lo.size(); ++i) {
+    loC << std::max(0.0, lo[i]);
+    hiC << std::max(0.0, hi[i]);
+  }
+  eb->setData(loC, hiC);
+  eb->setPen(QPen(seriesColor(0).darker(120), 1));
+  eb->setName("10-90% of tokens");
+  layers_->xAxis->setLabel("layer");
+  layers_->yAxis->setLabel("share of d_ff active");
+  QSharedPointer<QCPAxisTickerFixed> tick(new QCPAxisTickerFixed);
+  tick->setTickStep(1.0);
+  tick->setScaleStrategy(QCPAxisTickerFixed::ssMultiples);
+  layers_->xAxis->setTicker(tick);
+  layers_->xAxis->setRange(xs.front() - 0.5, xs.back() + 0.5);
+  double ymax = 0;
+  for (int i = 0; i < mean.size(); ++i) ymax = std::max(ymax, mean[i] + hiC[i]);
+  layers_->yAxis->setRange(0, std::max(0.05, ymax * 1.45));  // headroom for the legend
+  layers_->legend->setVisible(true);
+  layers_->axisRect()->insetLayout()->setInsetAlignment(0, Qt::AlignTop | Qt::AlignRight);
+  layers_->replot();
+
+  // 2. Distribution of active neurons per token: one line per layer, the picked one bold.
+  const int cur = layer();
+  hist_->clearPlottables();
+  int n = 0;
+  double hmax = 0;
+  int xmaxUsed = 1;
+  for (int L : rec_->layers) {
+    const auto& h = rec_->stats.at(L).activeHist;
+    double tot = std::accumulate(h.begin(), h.end(), 0.0);
+    if (tot <= 0) continue;
+    // Bin to at most 64 bins so the curves stay readable for wide FFNs.
+    int bin = std::max(1, F / 64);
+    QVector<double> x, y;
+    for (int b = 0; b <= F; b += bin) {
+      double c = 0;
+      for (int i = b; i < std::min(F + 1, b + bin); ++i) c += h[i];
+      x << (b + (bin - 1) / 2.0) / F;
+      y << c / tot;
+      if (c > 0) xmaxUsed = std::max(xmaxUsed, std::min(F, b + bin));
+      hmax = std::max(hmax, c / tot);
+    }
+    auto* gr = hist_->addGraph();
+    gr->setData(x, y);
+    // Viridis up to 0.85: its last yellows are too light for thin lines on white.
+    QColor col = mapColor(ColorMap::Viridis, rec_->layers.size() > 1 ? 0.85 * n / (rec_->layers.size() - 1) : 0.0);
+    gr->setPen(QPen(col, L == cur ? 3 : 1.2));
+    gr->setName(QString("layer %1").arg(L));
+    ++n;
+  }
+  hist_->xAxis->setLabel("active neurons per token (share of d_ff)");
+  hist_->yAxis->setLabel("share of tokens");
+  hist_->xAxis->setRange(0, std::min(1.0, xmaxUsed / double(F) * 1.05));
+  hist_->yAxis->setRange(0, hmax * 1.25 + 1e-9);
+  hist_->legend->setVisible(rec_->layers.size() <= 12);
+  hist_->replot();
+
+  // 3. Per-neuron firing frequency of the picked layer, sorted, dead and always-on marked.
+  freq_->clearPlottables();
+  freq_->clearItems();
+  if (cur >= 0 && rec_->stats.count(cur)) {
+    const auto& s = rec_->stats.at(cur);
+    order_.resize(F);
+    std::iota(order_.begin(), order_.end(), 0);
+    std::stable_sort(order_.begin(), order_.end(), [&](int a, int b) { return s.count[a] > s.count[b]; });
+    QVector<double> x(F), y(F), xd, yd, xa, ya;
+    int dead = 0, always = 0;
+    for (int r = 0; r < F; ++r) {
+      double f = s.count[order_[r]] / T;
+      x[r] = r;
+      y[r] = f;
+      if (s.count[order_[r]] == 0) {
+        ++dead;
+        xd << r;
+        yd << 0;
+      } else if (f >= 0.99) {
+        ++always;
+        xa << r;
+        ya << f;
+      }
+    }
+    auto* gr = freq_->addGraph();
+    gr->setData(x, y);
+    gr->setPen(QPen(seriesColor(0), 1.5));
+    gr->setBrush(QColor(0, 114, 178, 40));
+    gr->setName("firing frequency");
+    auto* gd = freq_->addGraph();
+    gd->setData(xd, yd);
+    gd->setLineStyle(QCPGraph::lsNone);
+    gd->setScatterStyle(QCPScatterStyle(QCPScatterStyle::ssCross, QPen(seriesColor(5), 1.5), QBrush(), 7));
+    gd->setName(QString("dead (never active): %1").arg(dead));
+    auto* ga = freq_->addGraph();
+    ga->setData(xa, ya);
+    ga->setLineStyle(QCPGraph::lsNone);
+    ga->setScatterStyle(QCPScatterStyle(QCPScatterStyle::ssTriangle, QPen(seriesColor(1).darker(130), 1.5), QBrush(), 8));
+    ga->setName(QString("always on (>= 99%): %1").arg(always));
+    int sel = ctx()->selectedLayer() == cur ? ctx()->selectedNeuron() : -1;
+    if (sel >= 0 && sel < F) {
+      int rank = static_cast<int>(std::find(order_.begin(), order_.end(), sel) - order_.begin());
+      auto* line = new QCPItemStraightLine(freq_);
+      line->point1->setCoords(rank, 0);
+      line->point2->setCoords(rank, 1);
+      line->setPen(QPen(QColor(213, 94, 0), 1.5, Qt::DashLine));
+      auto* lab = new QCPItemText(freq_);
+      lab->position->setCoords(rank, 1.0);
+      lab->setPositionAlignment(Qt::AlignLeft | Qt::AlignTop);
+      lab->setText(QString(" neuron %1").arg(sel));
+      lab->setFont(figureFont(9));
+      lab->setColor(QColor(213, 94, 0));
+    }
+    freq_->xAxis->setLabel(QString("neurons of layer %1, sorted by frequency").arg(cur));
+    freq_->yAxis->setLabel("share of tokens active");
+    freq_->xAxis->setRange(-0.5, F - 0.5);
+    freq_->yAxis->setRange(0, 1.05);
+    freq_->legend->setVisible(true);
+    freq_->axisRect()->insetLayout()->setInsetAlignment(0, Qt::AlignTop | Qt::AlignRight);
+    double meanActive = std::accumulate(s.count.begin(), s.count.end(), 0.0) / (T * F);
+    note_->setText(QString("Recording: %1 tokens, d_ff %2. Layer %3: %4% of neurons active per token on average; "
+                           "%5 dead, %6 always on. Click the frequency plot to inspect a neuron.")
+                       .arg(rec_->tokens).arg(F).arg(cur).arg(meanActive * 100, 0, 'f', 1).arg(dead).arg(always));
+  }
+  freq_->replot();
+}
+
+QString SparsityView::csvData() const {
+  QString out = "layer,neuron,active_count,firing_frequency,mean_activation,max_activation\n";
+  if (!rec_) return out;
+  for (int L : rec_->layers) {
+    const auto& s = rec_->stats.at(L);
+    for (int i = 0; i < rec_->dFF; ++i)
+      out += QString("%1,%2,%3,%4,%5,%6\n").arg(L).arg(i).arg(s.count[i]).arg(s.count[i] / double(rec_->tokens), 0, 'g', 8)
+                 .arg(s.mean[i], 0, 'g', 8).arg(s.max[i], 0, 'g', 8);
+  }
+  return out;
+}
+
+}  // namespace moefy::views

@@ -1,0 +1,203 @@
+#pragma once
+// The Studio's views. Each is a FigureView (toolbar with pickers and export)
+// except the Model summary and the neuron inspector.
+#include <QPointer>
+#include <QTableWidget>
+#include <QTextBrowser>
+#include <QWidget>
+#include <memory>
+#include <vector>
+
+#include "views/figure.h"
+
+class QCustomPlot;
+class QCPColorMap;
+class QCPColorScale;
+class QCPGraph;
+class QCPItemRect;
+class QCPItemStraightLine;
+class QCheckBox;
+class QLineEdit;
+class QListWidget;
+class QPlainTextEdit;
+class QTimer;
+
+namespace moefy::views {
+
+/// Architecture summary (loadModel + describeModel, off the GUI thread).
+class ModelView : public FigureView {
+  Q_OBJECT
+ public:
+  explicit ModelView(StudioContext* ctx, QWidget* parent = nullptr);
+  void refresh() override;
+  QString csvData() const override;
+  QWidget* figureRoot() override;
+  bool loading() const { return loading_; }
+
+ private:
+  QTableWidget* table_;
+  QCustomPlot* plot_;
+  QString loadedFor_;
+  bool loading_ = false;
+};
+
+/// Per-layer active share, active-per-token distribution, per-neuron frequency.
+class SparsityView : public FigureView {
+  Q_OBJECT
+ public:
+  explicit SparsityView(StudioContext* ctx, QWidget* parent = nullptr);
+  void refresh() override;
+  QString csvData() const override;
+
+ private:
+  QCustomPlot* layers_;
+  QCustomPlot* hist_;
+  QCustomPlot* freq_;
+  QLabel* note_;
+  std::shared_ptr<Recording> rec_;
+  std::vector<int> order_;  // neurons sorted by frequency (current layer)
+};
+
+/// d_ff x d_ff co-activation heatmap reordered by a partition.
+class CoactView : public FigureView {
+  Q_OBJECT
+ public:
+  explicit CoactView(StudioContext* ctx, QWidget* parent = nullptr);
+  void refresh() override;
+  QString csvData() const override;
+  /// Rebuilds the colour map for the visible range (level of detail).
+  void rebuildVisible();
+  int gridCells() const { return gridCols_ * gridRows_; }
+  /// Neuron ids and count under plot coordinates (for hover); false if outside.
+  bool cellAt(double x, double y, int* neuronRow, int* neuronCol, long long* count) const;
+
+ private:
+  void highlight();
+  QCustomPlot* plot_;
+  QCPColorMap* map_ = nullptr;
+  QCPColorScale* scale_ = nullptr;
+  QComboBox* scaleMode_;
+  QComboBox* cmap_;
+  QCheckBox* logScale_;
+  QCheckBox* reorder_;
+  QLabel* hover_;
+  QTimer* lodTimer_;
+  std::shared_ptr<Recording> rec_;
+  std::shared_ptr<Partition> part_;
+  std::shared_ptr<const std::vector<int32_t>> coact_;
+  std::vector<int32_t> perm_;         // display index -> neuron
+  std::vector<int32_t> inv_;          // neuron -> display index
+  std::vector<double> sat_;           // summed-area table [(F+1)*(F+1)] of the reordered matrix
+  int F_ = 0;
+  double vmax_ = 1;
+  int gridCols_ = 0, gridRows_ = 0;
+  std::vector<QCPItemRect*> blocks_;
+  QCPItemRect* selBlock_ = nullptr;
+  QCPItemStraightLine* selH_ = nullptr;
+  QCPItemStraightLine* selV_ = nullptr;
+};
+
+class GraphCanvas;
+
+/// Experts as nodes, inter-expert co-activation as edges; force layout off the GUI thread.
+class ExpertGraphView : public FigureView {
+  Q_OBJECT
+ public:
+  explicit ExpertGraphView(StudioContext* ctx, QWidget* parent = nullptr);
+  ~ExpertGraphView() override;
+  void refresh() override;
+  QString csvData() const override;
+  bool layoutRunning() const;
+  /// Expands (or collapses) an expert into its neurons.
+  void toggleExpert(int e);
+  GraphCanvas* canvas() const { return canvas_; }
+
+ private:
+  void startLayout();
+  GraphCanvas* canvas_;
+  QLabel* note_;
+  std::shared_ptr<Recording> rec_;
+  std::shared_ptr<Partition> part_;
+  int expanded_ = -1;
+};
+
+/// Metrics table per partition and recall@k curves overlaid.
+class PartitionView : public FigureView {
+  Q_OBJECT
+ public:
+  explicit PartitionView(StudioContext* ctx, QWidget* parent = nullptr);
+  void refresh() override;
+  QString csvData() const override;
+  QWidget* figureRoot() override;
+
+ private:
+  QTableWidget* table_;
+  QCustomPlot* plot_;
+  QCheckBox* meanLayers_;
+};
+
+class TokenStrip;
+
+/// Router choices on recorded sample tokens.
+class RouterView : public FigureView {
+  Q_OBJECT
+ public:
+  explicit RouterView(StudioContext* ctx, QWidget* parent = nullptr);
+  void refresh() override;
+  QString csvData() const override;
+
+ private:
+  void redrawDocument();
+  QComboBox* doc_;
+  QCustomPlot* scores_;
+  QCustomPlot* usage_;
+  QCustomPlot* cats_;
+  TokenStrip* strip_;
+  QLabel* note_;
+  std::shared_ptr<Recording> rec_;
+  std::shared_ptr<Partition> part_;
+  std::shared_ptr<Router> router_;
+  int E_ = 0, k_ = 1;
+  std::vector<float> score_;    // [S * E]
+  std::vector<float> oracle_;   // [S * E]
+  std::vector<int> top_;        // [S * k] chosen experts
+  std::vector<int> oracleTop_;  // [S * k]
+  std::vector<int> docRows_;    // sample rows of the shown document, by position
+};
+
+/// Quality vs active-expert fraction, speed vs fraction.
+class EvalView : public FigureView {
+  Q_OBJECT
+ public:
+  explicit EvalView(StudioContext* ctx, QWidget* parent = nullptr);
+  void refresh() override;
+  QString csvData() const override;
+
+ private:
+  QCustomPlot* quality_;
+  QCustomPlot* speed_;
+  QComboBox* qualityMetric_;
+  QComboBox* speedMetric_;
+  std::shared_ptr<Evaluation> eval_;
+};
+
+/// The selected neuron's statistics and its top-activating recorded samples.
+class NeuronInspector : public QWidget {
+  Q_OBJECT
+ public:
+  explicit NeuronInspector(StudioContext* ctx, QWidget* parent = nullptr);
+  void show(int layer, int neuron);
+  QString text() const;
+
+ private:
+  StudioContext* ctx_;
+  QTextBrowser* out_;
+};
+
+/// Router scores of recorded samples for one layer, as the core defines them
+/// (docs/moe.md): oracle = expert activation mass, similarity = unit(x).c_e,
+/// mlp = tanh(unit(x) W1^T) W2^T. act [S*d_ff], in [S*d_model]; returns [S*E].
+std::vector<float> routerScores(const Router* router, const Partition& part, int layer, const std::vector<float>& act,
+                                const std::vector<float>& in, int S, int dFF, int dModel, bool reluLike);
+
+}  // namespace moefy::views
