@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
@@ -329,12 +330,38 @@ at::Tensor Model::attention(int L, const at::Tensor& x, const at::Tensor& bias, 
     q = q * cos + rotateHalf(q) * sin;
     k = k * cos + rotateHalf(k) * sin;
   }
+  const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+  if (!at::GradMode::is_enabled()) {
+    // Inference: one (sequence, head) pair per task across the thread pool.
+    // Each product is a single-threaded BLAS call on [T, D] panels that stay
+    // in cache; batched matmuls instead wake every BLAS thread for each of the
+    // 2 x B x H small products, which costs more than the products themselves
+    // (measured in bench/bench_forward). GQA heads share their K/V in place.
+    at::Tensor out = at::empty({B, T, H, D}, q.options());  // [B, T, H, D]
+    const bool inference = c10::InferenceMode::is_enabled();
+    const int64_t rep = H / KV;
+    at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
+      std::optional<c10::InferenceMode> guard;  // thread-local: re-enter it in the worker
+      if (inference) guard.emplace();
+      at::NoGradGuard noGrad;
+      for (int64_t i = begin; i < end; ++i) {
+        const int64_t b = i / H, h = i % H;
+        at::Tensor s = at::mm(q.select(0, b).select(0, h), k.select(0, b).select(0, h / rep).t());  // [T, T]
+        s.mul_(scale).add_(bias.select(0, b).select(0, 0));
+        at::Tensor p = at::softmax(s, -1);
+        at::Tensor o = out.select(0, b).select(1, h);  // [T, D] view into out
+        at::mm_out(o, p, v.select(0, b).select(0, h / rep));
+      }
+    });
+    return at::linear(out.view({B, T, H * D}), t(Role::AttnOut, L), t(Role::AttnOutB, L));
+  }
+  // Autograd path (training): batched matmuls.
   if (KV != H) {
     k = k.unsqueeze(2).expand({B, KV, H / KV, T, D}).reshape({B, H, T, D});
     v = v.unsqueeze(2).expand({B, KV, H / KV, T, D}).reshape({B, H, T, D});
   }
-  at::Tensor scores = at::matmul(q, k.transpose(-1, -2)) * (1.0 / std::sqrt(static_cast<double>(D)));
-  scores = scores + bias;  // [B, H, T, T] + [B, 1, T, T]
+  at::Tensor scores = at::matmul(q * scale, k.transpose(-1, -2));  // [B, H, T, T]
+  scores = scores + bias;                                           // + [B, 1, T, T]
   at::Tensor probs = at::softmax(scores, -1);
   at::Tensor out = at::matmul(probs, v).transpose(1, 2).reshape({B, T, H * D});
   return at::linear(out, t(Role::AttnOut, L), t(Role::AttnOutB, L));
