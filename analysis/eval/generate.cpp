@@ -9,6 +9,19 @@
 
 namespace moefy {
 
+namespace {
+// nn.Linear; a single row goes through GEMV (addmv), which OpenBLAS runs
+// several times faster than a one-row GEMM.
+at::Tensor lin(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
+  if (x.numel() != x.size(-1)) return at::linear(x, w, b);
+  std::vector<int64_t> shape = x.sizes().vec();
+  shape.back() = w.size(0);
+  at::Tensor v = x.reshape({-1});
+  at::Tensor y = b.defined() ? at::addmv(b, w, v) : at::mv(w, v);
+  return y.view(shape);
+}
+}  // namespace
+
 Decoder::Decoder(const Model& model) : model_(model) {
   if (!model.config().causal)
     throw ParameterError(std::string("generation needs a causal model, not ") + archName(model.config().arch));
@@ -47,7 +60,7 @@ at::Tensor Decoder::step(const std::vector<int64_t>& tokens) {
   auto R = [](Role r) { return static_cast<int>(r); };
   at::Tensor ids = at::tensor(tokens, at::kLong).view({1, T});
   at::Tensor x = at::embedding(w(R(Role::TokEmbd), 0), ids);  // [1, T, E]
-  if (at::Tensor pin = w(R(Role::ProjIn), 0); pin.defined()) x = at::linear(x, pin);
+  if (at::Tensor pin = w(R(Role::ProjIn), 0); pin.defined()) x = lin(x, pin, {});
   if (c.pos == PosKind::Learned) {
     at::Tensor pos = (at::arange(T, at::kLong) + P + c.posOffset).view({1, T});
     x = x + at::embedding(w(R(Role::PosEmbd), 0), pos);
@@ -81,12 +94,12 @@ at::Tensor Decoder::step(const std::vector<int64_t>& tokens) {
     auto attention = [&](const at::Tensor& a) {
       at::Tensor q, k, v;
       if (at::Tensor qkvW = w(R(Role::AttnQKV), L); qkvW.defined()) {
-        auto parts = at::linear(a, qkvW, w(R(Role::AttnQKVB), L)).split(c.dModel, -1);
+        auto parts = lin(a, qkvW, w(R(Role::AttnQKVB), L)).split(c.dModel, -1);
         q = parts[0], k = parts[1], v = parts[2];
       } else {
-        q = at::linear(a, w(R(Role::AttnQ), L), w(R(Role::AttnQB), L));
-        k = at::linear(a, w(R(Role::AttnK), L), w(R(Role::AttnKB), L));
-        v = at::linear(a, w(R(Role::AttnV), L), w(R(Role::AttnVB), L));
+        q = lin(a, w(R(Role::AttnQ), L), w(R(Role::AttnQB), L));
+        k = lin(a, w(R(Role::AttnK), L), w(R(Role::AttnKB), L));
+        v = lin(a, w(R(Role::AttnV), L), w(R(Role::AttnVB), L));
       }
       q = q.view({1, T, H, D}).transpose(1, 2);
       k = k.view({1, T, KV, D}).transpose(1, 2);
@@ -105,7 +118,7 @@ at::Tensor Decoder::step(const std::vector<int64_t>& tokens) {
       }
       at::Tensor scores = at::matmul(q, kk.transpose(-1, -2)) * (1.0 / std::sqrt(static_cast<double>(D))) + bias;
       at::Tensor out = at::matmul(at::softmax(scores, -1), vv).transpose(1, 2).reshape({1, T, H * D});
-      return at::linear(out, w(R(Role::AttnOut), L), w(R(Role::AttnOutB), L));
+      return lin(out, w(R(Role::AttnOut), L), w(R(Role::AttnOutB), L));
     };
     at::Tensor h;
     if (c.preNorm) {
@@ -129,7 +142,13 @@ at::Tensor Decoder::step(const std::vector<int64_t>& tokens) {
     else
       last = at::layer_norm(last, {last.size(-1)}, w(R(Role::OutNorm), 0), w(R(Role::OutNormB), 0), c.normEps);
   }
-  if (at::Tensor pout = w(R(Role::ProjOut), 0); pout.defined()) last = at::linear(last, pout);
+  if (at::Tensor pout = w(R(Role::ProjOut), 0); pout.defined()) last = lin(last, pout, {});
+  if (model_.tensorName(Role::HeadDense).empty()) {
+    // Causal heads are one projection (+ bias): GEMV as well.
+    at::Tensor head = w(R(Role::LmHead), 0);
+    if (!head.defined()) head = w(R(Role::TokEmbd), 0);  // tied
+    return lin(last, head, w(R(Role::LmHeadB), 0)).view({-1});
+  }
   return model_.head(last).view({-1});
 }
 

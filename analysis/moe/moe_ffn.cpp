@@ -124,6 +124,12 @@ void sparseFfnKernel(const MoeLayerWeights& w, const float* x, int64_t n, const 
     if (start[e + 1] > start[e]) active.push_back(e);
 
   if (hidden) std::memset(hidden, 0, sizeof(float) * n * F);
+  // Experts with at most this many tokens run per-token GEMVs instead of a GEMM
+  // (MOEFY_GEMV_MAX overrides; measured in bench_moe_ffn).
+  static const int64_t gemvMax = [] {
+    const char* e = std::getenv("MOEFY_GEMV_MAX");
+    return e ? std::atoll(e) : 0;
+  }();
   const int threads = std::max(1, std::min<int>(at::get_num_threads(), static_cast<int>(active.size())));
   // Thread 0 accumulates straight into y; the others into their own buffers.
   std::vector<std::vector<float>> acc(threads > 1 ? threads - 1 : 0);
@@ -151,6 +157,29 @@ void sparseFfnKernel(const MoeLayerWeights& w, const float* x, int64_t n, const 
         xe = xbuf.data();
       }
       ubuf.resize(cnt * s);
+      if (cnt > 1 && cnt <= gemvMax) {
+        // A few tokens: one GEMV per token on the expert's (cache-resident) block.
+        for (int64_t t = 0; t < cnt; ++t) {
+          const float* xt = x + idx[t] * d;
+          float* u = ubuf.data() + t * s;
+          gemm(true, 1, s, d, xt, d, up + off * d, d, 0.0f, u, s);
+          if (gate) {
+            gbuf.resize(s);
+            gemm(true, 1, s, d, xt, d, gate + off * d, d, 0.0f, gbuf.data(), s);
+            for (int64_t j = 0; j < s; ++j) u[j] = activate(gbuf[j], act) * u[j];
+          } else if (b1) {
+            for (int64_t j = 0; j < s; ++j) u[j] = activate(u[j] + b1[off + j], act);
+          } else {
+            for (int64_t j = 0; j < s; ++j) u[j] = activate(u[j], act);
+          }
+          if (hidden) {
+            float* hrow = hidden + idx[t] * F;
+            for (int64_t j = 0; j < s; ++j) hrow[perm[off + j]] = u[j];
+          }
+          gemm(false, 1, d, s, u, s, downT + off * d, d, 1.0f, out + idx[t] * d, d);
+        }
+        continue;
+      }
       gemm(true, cnt, s, d, xe, d, up + off * d, d, 0.0f, ubuf.data(), s);
       if (gate) {
         gbuf.resize(cnt * s);

@@ -141,8 +141,13 @@ class TestMoeFfn : public QObject {
       // Compare real tokens only (padding rows are never used).
       at::Tensor valid = b.mask.to(at::kBool);
       double d = maxDiff(dense.index({valid}), moe.index({valid}));
-      qInfo() << arch << "batch" << b.batchSize() << "x" << b.seqLen() << "all experts vs dense: max |logit diff|" << d;
-      QVERIFY(d <= 1e-5);
+      // 1e-5 absolute for logits up to 10 in magnitude; the engine's reference variants
+      // have logits near 100, where one float32 ulp is ~8e-6: 1e-6 relative there.
+      double scale = dense.index({valid}).abs().max().item<double>();
+      double tol = 1e-5 * std::max(1.0, scale / 10.0);
+      qInfo() << arch << "batch" << b.batchSize() << "x" << b.seqLen() << "all experts vs dense: max |logit diff|" << d
+              << "(max |logit|" << scale << ", tolerance" << tol << ")";
+      QVERIFY(d <= tol);
       // With fewer experts the output must actually change (experts are skipped).
       m->setFfnOverride(similarityMoe(*m, E, 4));
       double d4 = maxDiff(dense.index({valid}), m->forward(b).index({valid}));
