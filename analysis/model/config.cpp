@@ -111,8 +111,12 @@ ModelConfig ModelConfig::fromJson(const nlohmann::json& j, const std::string& ct
     c.attnOutBias = c.arch == Arch::Qwen2 ? false : c.attnBias;
     c.ffnBias = r.boolean("mlp_bias", false);
     if (c.ffnBias) throw FormatError(ctx + ": mlp_bias is not supported");
-    c.tiedEmbeddings = r.boolean("tie_word_embeddings", c.arch == Arch::Qwen2);
+    // HF's LlamaConfig, MistralConfig and Qwen2Config all default to untied heads.
+    c.tiedEmbeddings = r.boolean("tie_word_embeddings", false);
     c.headDim = r.integer("head_dim", 0);
+    if (c.arch == Arch::Mistral) c.slidingWindow = r.integer("sliding_window", 0);
+    if (c.arch == Arch::Qwen2 && r.boolean("use_sliding_window", false))
+      throw FormatError(ctx + ": use_sliding_window=true is not supported for qwen2");
   } else if (t == "opt") {
     c.arch = Arch::OPT;
     c.nLayer = r.integer("num_hidden_layers");
@@ -173,7 +177,11 @@ ModelConfig ModelConfig::fromFile(const std::filesystem::path& path) {
   try {
     j = nlohmann::json::parse(text);
   } catch (const std::exception& e) {
-    throw FormatError(path.string() + ": malformed JSON (" + std::string(e.what()).substr(0, 120) + ")");
+    // nlohmann's message: "[json.exception.parse_error.101] parse error at line 3, column 1: ..."
+    std::string what = e.what();
+    if (auto p = what.find("] "); p != std::string::npos) what = what.substr(p + 2);
+    if (what.size() > 160) what = what.substr(0, 157) + "...";
+    throw FormatError(path.string() + ": malformed JSON (" + what + ")");
   }
   return fromJson(j, path.string());
 }

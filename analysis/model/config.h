@@ -39,6 +39,7 @@ struct ModelConfig {
   bool finalNorm = true;  ///< norm after the last block (pre-norm models)
   PosKind pos = PosKind::Learned;
   double ropeTheta = 10000.0;
+  int slidingWindow = 0;  ///< Mistral: a query sees keys with q - k < window; 0 = unlimited
   bool attnBias = false;  ///< q/k/v biases
   bool attnOutBias = false;
   bool ffnBias = false;

@@ -378,6 +378,9 @@ at::Tensor Model::forwardHidden(const Batch& batch, HookSink* hooks) const {
   at::Tensor keyPad = (mask == 0).view({B, 1, 1, T});
   at::Tensor bias = at::zeros({B, 1, T, T}, at::kFloat).masked_fill(keyPad, neg);
   if (c.causal) bias = bias.masked_fill(at::ones({T, T}, at::kBool).triu(1).view({1, 1, T, T}), neg);
+  // Sliding window (Mistral): query i sees key j only if i - j < window.
+  if (c.slidingWindow > 0 && T > c.slidingWindow)
+    bias = bias.masked_fill(at::ones({T, T}, at::kBool).tril(-c.slidingWindow).view({1, 1, T, T}), neg);
 
   at::Tensor cos, sin;
   if (c.pos == PosKind::Rope) {

@@ -1,26 +1,155 @@
 #include "analysis/moe/moe_checkpoint.h"
 
+#include <torch/torch.h>
+
 #include "analysis/common/error.h"
 #include "analysis/io/fsutil.h"
+#include "analysis/io/safetensors.h"
+#include "analysis/model/model.h"
+#include "analysis/moe/moe_export.h"
+#include "analysis/moe/moe_ffn.h"
 
 namespace moefy {
 
-nlohmann::json readMoeficationBlock(const std::filesystem::path& dir) {
+namespace fs = std::filesystem;
+
+nlohmann::json readMoeficationBlock(const fs::path& dir) {
   auto cfg = dir / "config.json";
-  if (!std::filesystem::exists(cfg)) return nullptr;
+  if (!fs::exists(cfg)) return nullptr;
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(readFile(cfg));
   } catch (const nlohmann::json::exception&) {
     return nullptr;  // Model::load reports the malformed config with its context
   }
-  if (!j.is_object() || !j.contains("moefication")) return nullptr;
-  return j["moefication"];
+  if (!j.is_object() || !j.contains("moefication")) {
+    if (fs::exists(dir / "moe.safetensors"))
+      throw FormatError(cfg.string() + ": no 'moefication' block, but the folder holds MoE experts (moe.safetensors); "
+                        "the block was removed or the config replaced - re-export the model");
+    return nullptr;
+  }
+  const nlohmann::json& b = j["moefication"];
+  if (!b.is_object()) throw FormatError(cfg.string() + ": 'moefication' must be an object");
+  return b;
 }
 
-// TODO(issue 5): expert loading. Until MoE export lands, MoE folders are refused clearly.
-void attachMoeFromCheckpoint(Model&, const nlohmann::json&, const std::filesystem::path& dir) {
-  throw FormatError((dir / "config.json").string() + ": MoE checkpoints are not supported by this build yet");
+namespace {
+
+template <typename T>
+std::vector<T> listOf(const nlohmann::json& b, const char* key, const std::string& ctx) {
+  if (!b.contains(key) || !b[key].is_array()) throw FormatError(ctx + ": moefication." + key + " must be a list");
+  try {
+    return b[key].get<std::vector<T>>();
+  } catch (const nlohmann::json::exception&) {
+    throw FormatError(ctx + ": moefication." + key + " has entries of the wrong type");
+  }
+}
+
+}  // namespace
+
+void attachMoeFromCheckpoint(Model& model, const nlohmann::json& b, const fs::path& dir) {
+  const std::string ctx = (dir / "config.json").string();
+  const auto& c = model.config();
+  if (b.value("format", "") != "moefy-moe") throw FormatError(ctx + ": moefication.format must be 'moefy-moe'");
+  if (!b.contains("version") || !b["version"].is_number_integer() || b["version"].get<int>() != 1)
+    throw FormatError(ctx + ": unsupported moefication.version (this build reads version 1)");
+  auto layers = listOf<int>(b, "layers", ctx);
+  auto experts = listOf<int>(b, "experts", ctx);
+  auto topk = listOf<int>(b, "top_k", ctx);
+  if (layers.empty()) throw FormatError(ctx + ": moefication.layers is empty");
+  if (experts.size() != layers.size() || topk.size() != layers.size())
+    throw FormatError(ctx + ": moefication lists 'layers' (" + std::to_string(layers.size()) + "), 'experts' (" +
+                      std::to_string(experts.size()) + ") and 'top_k' (" + std::to_string(topk.size()) +
+                      ") must have the same length");
+  for (size_t i = 0; i < layers.size(); ++i) {
+    if (layers[i] < 0 || layers[i] >= c.nLayer)
+      throw FormatError(ctx + ": moefication.layers names layer " + std::to_string(layers[i]) + ", the model has " +
+                        std::to_string(c.nLayer) + " layers");
+    if (i && layers[i] <= layers[i - 1]) throw FormatError(ctx + ": moefication.layers must be ascending and unique");
+    if (experts[i] <= 0 || experts[i] > c.dFF)
+      throw FormatError(ctx + ": layer " + std::to_string(layers[i]) + " has " + std::to_string(experts[i]) + " experts");
+    if (topk[i] < 1 || topk[i] > experts[i])
+      throw FormatError(ctx + ": layer " + std::to_string(layers[i]) + " has top_k " + std::to_string(topk[i]) +
+                        " outside [1, " + std::to_string(experts[i]) + "]");
+  }
+  RouterKind kind;
+  try {
+    kind = routerKindFromName(b.value("router", ""), ctx + ": moefication.router");
+  } catch (const ParameterError& e) {
+    throw FormatError(e.what());
+  }
+  if (!b.contains("checksum") || !b["checksum"].is_string())
+    throw FormatError(ctx + ": moefication.checksum is missing");
+  if (b["checksum"].get<std::string>() != moeficationChecksum(b))
+    throw FormatError(ctx + ": the moefication block was edited (checksum mismatch); re-export the model with "
+                      "'moefy export' instead of editing config.json");
+  std::string wname = b.value("weights", "moe.safetensors");
+  if (wname.find('/') != std::string::npos || wname.find("..") != std::string::npos)
+    throw FormatError(ctx + ": moefication.weights must be a plain file name");
+  fs::path wf = dir / wname;
+  if (!fs::exists(wf)) throw IoError(wf.string() + ": missing (MoE expert weights)");
+  auto st = SafetensorsFile::open(wf);
+  auto meta = st->metadata().find("moefication_checksum");
+  if (meta == st->metadata().end() || meta->second != b["checksum"].get<std::string>())
+    throw FormatError(wf.string() + ": does not belong to this config.json (moefication checksum differs)");
+
+  const std::string wfs = wf.string();
+  auto get = [&](const std::string& name, std::vector<int64_t> shape) {
+    const TensorInfo* info = st->find(name);
+    if (!info) throw FormatError(wfs + ": missing tensor '" + name + "'");
+    if (info->shape != shape)
+      throw FormatError(wfs + ": tensor '" + name + "' has shape " + shapeString(info->shape) + ", expected " +
+                        shapeString(shape));
+    return st->f32(name);
+  };
+  const int64_t d = c.dModel, F = c.dFF;
+  std::vector<MoeLayer> moeLayers(c.nLayer);
+  std::vector<FfnWeights> dense(c.nLayer);
+  for (int L = 0; L < c.nLayer; ++L) {
+    auto it = std::find(layers.begin(), layers.end(), L);
+    if (it == layers.end()) {
+      dense[L] = model.ffnWeights(L);
+      if (!dense[L].up.defined() || !dense[L].down.defined())
+        throw FormatError(ctx + ": layer " + std::to_string(L) + " is not in moefication.layers but has no dense FFN tensors");
+      continue;
+    }
+    const size_t i = static_cast<size_t>(it - layers.begin());
+    const int E = experts[i];
+    const std::string p = "blk." + std::to_string(L) + ".";
+    at::Tensor labels = get(p + "labels", {F}).to(at::kInt);
+    ExpertLayout layout = ExpertLayout::fromLabels(labels, E, wfs + ": layer " + std::to_string(L));
+    std::vector<at::Tensor> up, gate, ub, down;
+    for (int e = 0; e < E; ++e) {
+      const int64_t s = layout.expertSize(e);
+      const std::string q = p + "experts." + std::to_string(e) + ".";
+      up.push_back(get(q + "up.weight", {s, d}));
+      if (c.gated) gate.push_back(get(q + "gate.weight", {s, d}));
+      if (c.ffnBias) ub.push_back(get(q + "up.bias", {s}));
+      down.push_back(get(q + "down.weight", {d, s}).t());
+    }
+    auto w = std::make_shared<MoeLayerWeights>();
+    w->up = at::cat(up, 0).contiguous();
+    if (c.gated) w->gate = at::cat(gate, 0).contiguous();
+    if (c.ffnBias) {
+      w->upBias = at::cat(ub, 0).contiguous();
+      w->downBias = get(p + "down.bias", {d}).contiguous();
+    }
+    w->downT = at::cat(down, 0).contiguous();
+    w->act = c.act;
+    w->layout = std::move(layout);
+    auto r = std::make_shared<LayerRouter>();
+    r->kind = kind;
+    r->experts = E;
+    if (kind == RouterKind::Similarity) r->centroids = get(p + "router.centroids", {E, d}).contiguous();
+    if (kind == RouterKind::Mlp) {
+      r->w1 = get(p + "router.w1", {E, d}).contiguous();
+      r->w2 = get(p + "router.w2", {E, E}).contiguous();
+    }
+    moeLayers[L].weights = w;
+    moeLayers[L].router = r;
+    moeLayers[L].topK = topk[i];
+  }
+  model.setFfnOverride(std::make_shared<MoeFfn>(std::move(moeLayers), std::move(dense)));
 }
 
 }  // namespace moefy

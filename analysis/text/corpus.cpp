@@ -51,6 +51,7 @@ class LineReader {
     }
     pos_ += static_cast<int64_t>(line.size()) + (in_.eof() ? 0 : 1);
     if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (lineStart_ == 0 && line.compare(0, 3, "\xEF\xBB\xBF") == 0) line.erase(0, 3);  // UTF-8 byte order mark
     ++lineNo_;
     return true;
   }

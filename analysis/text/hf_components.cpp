@@ -17,6 +17,7 @@
 #include <unordered_map>
 
 #include "analysis/common/error.h"
+#include "analysis/text/charsmap.h"
 #include "analysis/text/onig_regex.h"
 #include "analysis/text/unicode.h"
 #include "analysis/text/utf8.h"
@@ -43,6 +44,108 @@ struct SvHash {
   }
 };
 using VocabMap = std::unordered_map<std::string, int32_t, SvHash, std::equal_to<>>;
+
+// Fast hash of a short byte string (8 bytes at a time).
+inline uint64_t hashBytes(std::string_view s) {
+  uint64_t h = 0x9E3779B97F4A7C15ull ^ (s.size() * 0xFF51AFD7ED558CCDull);
+  size_t i = 0;
+  for (; i + 8 <= s.size(); i += 8) {
+    uint64_t w;
+    std::memcpy(&w, s.data() + i, 8);
+    h = (h ^ w) * 0xC2B2AE3D27D4EB4Full;
+    h ^= h >> 29;
+  }
+  uint64_t w = 0;
+  std::memcpy(&w, s.data() + i, s.size() - i);
+  h = (h ^ w) * 0xC2B2AE3D27D4EB4Full;
+  h ^= h >> 32;
+  return h;
+}
+
+// Open-addressing index over strings owned elsewhere (an id -> string table):
+// slots hold (hash, id); a lookup compares the candidate's string.
+class FlatIndex {
+ public:
+  void build(const std::vector<std::string>& byId) {
+    size_t n = 0;
+    for (const auto& k : byId) n += !k.empty();
+    size_t cap = 16;
+    while (cap < n * 2 + 16) cap <<= 1;
+    mask_ = cap - 1;
+    slots_.assign(cap, Slot{0, -1});
+    for (size_t id = 0; id < byId.size(); ++id) {
+      if (byId[id].empty()) continue;
+      uint64_t h = hashBytes(byId[id]);
+      size_t i = h & mask_;
+      while (slots_[i].id >= 0) i = (i + 1) & mask_;
+      slots_[i] = {static_cast<uint32_t>(h >> 32), static_cast<int32_t>(id)};
+    }
+    keys_ = &byId;
+  }
+  int32_t find(std::string_view key) const {
+    uint64_t h = hashBytes(key);
+    auto tag = static_cast<uint32_t>(h >> 32);
+    for (size_t i = h & mask_;; i = (i + 1) & mask_) {
+      const Slot& sl = slots_[i];
+      if (sl.id < 0) return -1;
+      if (sl.tag == tag && (*keys_)[sl.id] == key) return sl.id;
+    }
+  }
+
+ private:
+  struct Slot {
+    uint32_t tag;
+    int32_t id;
+  };
+  std::vector<Slot> slots_;
+  size_t mask_ = 0;
+  const std::vector<std::string>* keys_ = nullptr;
+};
+
+// Open-addressing map from a (left, right) id pair to (rank, merged id).
+class MergeMap {
+ public:
+  void build(const std::vector<std::pair<uint64_t, std::pair<int32_t, int32_t>>>& items) {
+    size_t cap = 16;
+    while (cap < items.size() * 2 + 16) cap <<= 1;
+    mask_ = cap - 1;
+    slots_.assign(cap, Slot{~0ull, 0, 0});
+    for (const auto& [k, v] : items) {
+      size_t i = mix(k) & mask_;
+      while (slots_[i].key != ~0ull && slots_[i].key != k) i = (i + 1) & mask_;
+      if (slots_[i].key == k) continue;  // the first (lowest-rank) merge of a pair wins
+      slots_[i] = {k, v.first, v.second};
+    }
+    size_ = items.size();
+  }
+  // Returns false if the pair has no merge.
+  bool find(uint64_t k, int32_t& rank, int32_t& newId) const {
+    for (size_t i = mix(k) & mask_;; i = (i + 1) & mask_) {
+      const Slot& s = slots_[i];
+      if (s.key == k) {
+        rank = s.rank;
+        newId = s.newId;
+        return true;
+      }
+      if (s.key == ~0ull) return false;
+    }
+  }
+  bool empty() const { return size_ == 0; }
+
+ private:
+  static uint64_t mix(uint64_t k) {
+    k ^= k >> 33;
+    k *= 0xFF51AFD7ED558CCDull;
+    k ^= k >> 33;
+    return k;
+  }
+  struct Slot {
+    uint64_t key;
+    int32_t rank, newId;
+  };
+  std::vector<Slot> slots_;
+  size_t mask_ = 0, size_ = 0;
+};
 
 std::string typeOf(const json& j) { return j.is_object() && j.contains("type") && j["type"].is_string() ? j["type"].get<std::string>() : ""; }
 
@@ -342,6 +445,39 @@ class StripNormalizer : public Normalizer {
   }
 };
 
+// Rust normalizers::Nmt: drops some control characters and maps others to a space.
+class NmtNormalizer : public Normalizer {
+ public:
+  void apply(std::string& s) const override {
+    std::string out;
+    out.reserve(s.size());
+    size_t i = 0;
+    while (i < s.size()) {
+      size_t a = i;
+      char32_t c = utf8::next(s, i);
+      if ((c >= 0x1 && c <= 0x8) || c == 0xB || (c >= 0xE && c <= 0x1F) || c == 0x7F || c == 0x8F || c == 0x9F) continue;
+      if (c == 0x9 || c == 0xA || c == 0xC || c == 0xD || c == 0x1680 || (c >= 0x200B && c <= 0x200F) || c == 0x2028 ||
+          c == 0x2029 || c == 0x2581 || c == 0xFEFF || c == 0xFFFD) {
+        out.push_back(' ');
+        continue;
+      }
+      out.append(s, a, i - a);
+    }
+    s.swap(out);
+  }
+};
+
+// Rust normalizers::ByteLevel: every byte to GPT-2's printable character.
+class ByteLevelNormalizer : public Normalizer {
+ public:
+  void apply(std::string& s) const override {
+    std::string out;
+    out.reserve(s.size() * 2);
+    for (unsigned char c : s) out += byteTables().b2u[c];
+    s.swap(out);
+  }
+};
+
 class PrependNormalizer : public Normalizer {
  public:
   std::string prepend;
@@ -385,7 +521,7 @@ class BertNormalizer : public Normalizer {
         if (c == 0 || c == 0xFFFD) continue;
         bool isCtl = (c != '\t' && c != '\n' && c != '\r') && [&] {
           uni::Cat k = uni::category(c);
-          return k == uni::Cat::Cc || k == uni::Cat::Cf || k == uni::Cat::Co || k == uni::Cat::Cn;
+          return k == uni::Cat::Cc || k == uni::Cat::Cf || k == uni::Cat::Co || k == uni::Cat::Cn || k == uni::Cat::Cs;
         }();
         if (isCtl) continue;
         if (c == '\t' || c == '\n' || c == '\r' || uni::isWhitespace(c)) c = ' ';
@@ -404,7 +540,7 @@ class BertNormalizer : public Normalizer {
       std::u32string u;
       u.reserve(t.size());
       for (char32_t c : t)
-        if (!uni::isMark(c)) u.push_back(c);
+        if (uni::category(c) != uni::Cat::Mn) u.push_back(c);  // nonspacing marks only, as BERT
       t.swap(u);
     }
     if (lowercase) {
@@ -417,19 +553,33 @@ class BertNormalizer : public Normalizer {
   }
 };
 
-// SentencePiece's precompiled charsmap (a normalization table with a
-// double-array trie over UTF-8 prefixes), as in the `spm_precompiled` crate.
+// SentencePiece's precompiled charsmap, applied as libsentencepiece does: at
+// each position the longest known prefix is replaced, else one character is
+// copied. (The Rust crate works per grapheme cluster and is meant to agree on
+// real text; see docs/tokenizers.md.)
 class PrecompiledNormalizer : public Normalizer {
  public:
-  PrecompiledNormalizer(const std::string& blob, const std::string& where) { load(blob, where); }
-  void apply(std::string& s) const override;
-  void load(const std::string& blob, const std::string& where);
+  PrecompiledNormalizer(const std::string& blob, const std::string& where) { map_.load(blob, where); }
+  void apply(std::string& s) const override {
+    std::string out;
+    out.reserve(s.size());
+    size_t i = 0;
+    while (i < s.size()) {
+      auto [len, rep] = map_.longest(std::string_view(s).substr(i));
+      if (len > 0) {
+        out += rep;
+        i += len;
+      } else {
+        size_t n = std::min<size_t>(utf8::seqLen(static_cast<unsigned char>(s[i])), s.size() - i);
+        out.append(s, i, n);
+        i += n;
+      }
+    }
+    s.swap(out);
+  }
 
  private:
-  std::vector<uint32_t> trie_;
-  std::string normalized_;
-  std::string transformPrefix(std::string_view s, size_t& consumed) const;
-  std::vector<std::pair<size_t, uint32_t>> commonPrefix(std::string_view s) const;
+  Charsmap map_;
 };
 
 // ===========================================================================
@@ -469,8 +619,14 @@ class ByteLevelPre : public PreTokenizer {
       }
       for (size_t k = first; k < out.size(); ++k) {
         std::string mapped;
-        mapped.reserve(out[k].text.size() * 2);
-        for (unsigned char c : out[k].text) mapped += t.b2u[c];
+        mapped.resize(out[k].text.size() * 2);
+        size_t w = 0;
+        for (unsigned char c : out[k].text) {
+          const std::string& u = t.b2u[c];
+          mapped[w++] = u[0];
+          if (u.size() > 1) mapped[w++] = u[1];
+        }
+        mapped.resize(w);
         out[k].text.swap(mapped);
       }
     }
@@ -644,7 +800,8 @@ class CharDelimiterPre : public PreTokenizer {
 // Models
 
 // Ids of "<0x00>".."<0xFF>" in a vocabulary (-1 where absent).
-std::array<int32_t, 256> byteFallbackIds(const VocabMap& vocab) {
+template <typename Lookup>
+std::array<int32_t, 256> byteFallbackIdsBy(Lookup lookup) {
   std::array<int32_t, 256> ids{};
   static const char* hex = "0123456789ABCDEF";
   for (int b = 0; b < 256; ++b) {
@@ -652,10 +809,15 @@ std::array<int32_t, 256> byteFallbackIds(const VocabMap& vocab) {
     t += hex[b >> 4];
     t += hex[b & 15];
     t += '>';
-    auto it = vocab.find(t);
-    ids[b] = it == vocab.end() ? -1 : it->second;
+    ids[b] = lookup(t);
   }
   return ids;
+}
+std::array<int32_t, 256> byteFallbackIds(const VocabMap& vocab) {
+  return byteFallbackIdsBy([&](const std::string& t) {
+    auto it = vocab.find(t);
+    return it == vocab.end() ? -1 : it->second;
+  });
 }
 
 // A bounded word -> ids cache shared by threads (like the Rust crate's).
@@ -683,9 +845,11 @@ class WordCache {
 
 class BpeModel : public Model {
  public:
-  VocabMap vocab;
-  std::vector<std::string> vocabR;
-  std::unordered_map<uint64_t, std::pair<int32_t, int32_t>> merges;  // (left, right) -> (rank, merged id)
+  std::vector<std::string> vocabR;  // id -> token ("" for unused ids)
+  FlatIndex fast;                    // token -> id
+  int32_t count = 0;
+  std::vector<std::pair<uint64_t, std::pair<int32_t, int32_t>>> mergeList;  // (left, right) -> (rank, merged id)
+  MergeMap merges;
   std::optional<int32_t> unkId;
   std::optional<std::string> contPrefix, eowSuffix;
   bool fuseUnk = false, byteFallback = false, ignoreMerges = false;
@@ -695,31 +859,46 @@ class BpeModel : public Model {
 
   static uint64_t key(int32_t a, int32_t b) { return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b); }
 
-  void finish() {
+  void setVocab(std::vector<std::pair<std::string, int32_t>> entries) {
     int32_t maxId = -1;
-    for (auto& [k, v] : vocab) maxId = std::max(maxId, v);
+    for (const auto& [k, v] : entries) {
+      if (v < 0) throw FormatError(where + ": BPE vocab id " + std::to_string(v) + " of '" + k + "' is negative");
+      maxId = std::max(maxId, v);
+    }
+    if (maxId > 50000000) throw FormatError(where + ": BPE vocab id " + std::to_string(maxId) + " is implausibly large");
     vocabR.assign(static_cast<size_t>(maxId + 1), std::string());
-    for (auto& [k, v] : vocab) vocabR[v] = k;
-    byteIds = byteFallbackIds(vocab);
+    for (auto& [k, v] : entries) {
+      if (!vocabR[v].empty()) throw FormatError(where + ": BPE vocab id " + std::to_string(v) + " is used twice");
+      vocabR[v] = std::move(k);
+    }
+    count = static_cast<int32_t>(entries.size());
+    fast.build(vocabR);
+    byteIds = byteFallbackIdsBy([&](const std::string& t) { return fast.find(t); });
+  }
+
+  void finish() {
+    merges.build(mergeList);
+    mergeList.clear();
+    mergeList.shrink_to_fit();
   }
 
   void addMerge(const std::string& a, const std::string& b, int32_t rank) {
-    auto ia = vocab.find(a), ib = vocab.find(b);
-    if (ia == vocab.end()) throw FormatError(where + ": BPE merge " + std::to_string(rank) + " uses '" + a + "', which is not in the vocabulary");
-    if (ib == vocab.end()) throw FormatError(where + ": BPE merge " + std::to_string(rank) + " uses '" + b + "', which is not in the vocabulary");
+    int32_t ia = fast.find(a), ib = fast.find(b);
+    if (ia < 0) throw FormatError(where + ": BPE merge " + std::to_string(rank) + " uses '" + a + "', which is not in the vocabulary");
+    if (ib < 0) throw FormatError(where + ": BPE merge " + std::to_string(rank) + " uses '" + b + "', which is not in the vocabulary");
     std::string ab = a + b;
     if (contPrefix && b.compare(0, contPrefix->size(), *contPrefix) == 0) ab = a + b.substr(contPrefix->size());
-    auto iab = vocab.find(ab);
-    if (iab == vocab.end()) throw FormatError(where + ": BPE merge " + std::to_string(rank) + " gives '" + ab + "', which is not in the vocabulary");
-    merges.emplace(key(ia->second, ib->second), std::make_pair(rank, iab->second));
+    int32_t iab = fast.find(ab);
+    if (iab < 0) throw FormatError(where + ": BPE merge " + std::to_string(rank) + " gives '" + ab + "', which is not in the vocabulary");
+    mergeList.emplace_back(key(ia, ib), std::make_pair(rank, iab));
   }
 
   std::string kind() const override { return "BPE"; }
-  int32_t size() const override { return static_cast<int32_t>(vocab.size()); }
+  int32_t size() const override { return count; }
   std::optional<int32_t> tokenToId(std::string_view t) const override {
-    auto it = vocab.find(t);
-    if (it == vocab.end()) return std::nullopt;
-    return it->second;
+    int32_t id = fast.find(t);
+    if (id < 0) return std::nullopt;
+    return id;
   }
   const std::string* idToToken(int32_t id) const override {
     if (id < 0 || id >= static_cast<int32_t>(vocabR.size())) return nullptr;
@@ -729,9 +908,9 @@ class BpeModel : public Model {
   void tokenize(std::string_view piece, std::vector<int32_t>& out) const override {
     if (piece.empty()) return;
     if (ignoreMerges) {
-      auto it = vocab.find(piece);
-      if (it != vocab.end()) {
-        out.push_back(it->second);
+      int32_t id = fast.find(piece);
+      if (id >= 0) {
+        out.push_back(id);
         return;
       }
     }
@@ -775,13 +954,13 @@ class BpeModel : public Model {
         sv = tmp;
         lookup = &sv;
       }
-      auto it = vocab.find(*lookup);
-      if (it != vocab.end()) {
+      int32_t found = fast.find(*lookup);
+      if (found >= 0) {
         if (unk) {
           add(unk->first);
           unk.reset();
         }
-        add(it->second);
+        add(found);
         continue;
       }
       if (byteFallback) {
@@ -815,9 +994,9 @@ class BpeModel : public Model {
       auto push = [&](int32_t pos) {
         int32_t nx = syms[pos].next;
         if (nx < 0) return;
-        auto it = merges.find(key(syms[pos].id, syms[nx].id));
-        if (it == merges.end()) return;
-        heap.push_back({it->second.first, pos, it->second.second});
+        int32_t rank, newId;
+        if (!merges.find(key(syms[pos].id, syms[nx].id), rank, newId)) return;
+        heap.push_back({rank, pos, newId});
         std::push_heap(heap.begin(), heap.end(), std::greater<Cand>());
       };
       for (int32_t k = 0; k + 1 < n; ++k) push(k);
@@ -828,8 +1007,8 @@ class BpeModel : public Model {
         Sym& s = syms[top.pos];
         if (!s.alive || s.next < 0) continue;
         int32_t nx = s.next;
-        auto it = merges.find(key(s.id, syms[nx].id));
-        if (it == merges.end() || it->second.second != top.newId) continue;
+        int32_t rank, newId;
+        if (!merges.find(key(s.id, syms[nx].id), rank, newId) || newId != top.newId) continue;
         s.id = top.newId;
         syms[nx].alive = false;
         s.next = syms[nx].next;
@@ -999,7 +1178,7 @@ class UnigramModel : public Model {
         node = child(node, static_cast<unsigned char>(s[k]));
         if (node < 0) break;
         int32_t id = trie[node].value;
-        if (id >= 0 && (k + 1 - pos) % 1 == 0) {
+        if (id >= 0) {
           // only keep matches ending on a character boundary
           size_t end = k + 1;
           if (end < n && (static_cast<unsigned char>(s[end]) & 0xC0) == 0x80) continue;
@@ -1014,7 +1193,7 @@ class UnigramModel : public Model {
       if (!hasSingle) {
         double sc = base + unkScore;
         Best& b = best[pos + mblen];
-        if (!b.set || sc > b.score) b = {sc, static_cast<int64_t>(pos), unkId.value_or(-1), true};
+        if (!b.set || sc > b.score) b = {sc, static_cast<int64_t>(pos), -1, true};  // -1: unknown
       }
       pos += mblen;
     }
@@ -1026,19 +1205,15 @@ class UnigramModel : public Model {
       rev.emplace_back(static_cast<size_t>(b.start), b.id);
       endPos = static_cast<size_t>(b.start);
     }
-    // Emit in order; consecutive unknowns are fused into one unk (Rust fuse_unk
-    // is always on for Unigram).
+    // Emit in order; consecutive unknown pieces are fused into one (the Rust
+    // crate's Unigram always fuses unknowns), then become byte-fallback
+    // tokens or the unk token.
     std::vector<std::pair<size_t, size_t>> spans;
     std::vector<int32_t> ids;
-    size_t cur = 0;
     for (auto it = rev.rbegin(); it != rev.rend(); ++it) {
-      size_t st = it->first;
       auto nxt = it + 1;
       size_t en = nxt == rev.rend() ? n : nxt->first;
-      (void)st;
-      (void)cur;
-      bool isUnk = unkId && it->second == *unkId;
-      if (isUnk && !ids.empty() && unkId && ids.back() == *unkId && !byteFallback) {
+      if (it->second < 0 && !ids.empty() && ids.back() < 0) {
         spans.back().second = en;
         continue;
       }
@@ -1046,8 +1221,11 @@ class UnigramModel : public Model {
       spans.emplace_back(it->first, en);
     }
     for (size_t k = 0; k < ids.size(); ++k) {
-      bool isUnk = !unkId || ids[k] == *unkId || ids[k] < 0;
-      if (isUnk && byteFallback) {
+      if (ids[k] >= 0) {
+        out.push_back(ids[k]);
+        continue;
+      }
+      if (byteFallback) {
         std::string_view piece = s.substr(spans[k].first, spans[k].second - spans[k].first);
         bool all = true;
         for (unsigned char c : piece) all = all && byteIds[c] >= 0;
@@ -1056,12 +1234,8 @@ class UnigramModel : public Model {
           continue;
         }
       }
-      if (ids[k] < 0) {
-        if (!unkId) throw FormatError("Unigram: text has a character with no piece and the model has no unk token");
-        out.push_back(*unkId);
-      } else {
-        out.push_back(ids[k]);
-      }
+      if (!unkId) throw FormatError("Unigram: the text has a character with no piece, and the model has no unk token");
+      out.push_back(*unkId);
     }
   }
 };
@@ -1393,85 +1567,7 @@ class SequenceDec : public Decoder {
   }
 };
 
-// ---------------------------------------------------------------------------
-// Precompiled charsmap (spm_precompiled): blob = u32 trie size (bytes), the
-// double-array trie (u32 units), then the normalized strings ('\0'-separated).
-
-inline bool hasLeaf(uint32_t u) { return (u >> 8) & 1; }
-inline uint32_t value(uint32_t u) { return u & ((1u << 31) - 1); }
-inline uint32_t label(uint32_t u) { return u & ((1u << 31) | 0xFF); }
-inline uint32_t offset(uint32_t u) { return (u >> 10) << ((u & (1u << 9)) >> 6); }
-
 }  // namespace
-
-void PrecompiledNormalizer::load(const std::string& blob, const std::string& where) {
-  if (blob.size() < 4) throw FormatError(where + ": precompiled_charsmap is too short");
-  uint32_t trieSize;
-  std::memcpy(&trieSize, blob.data(), 4);
-  if (trieSize % 4 != 0 || 4 + static_cast<size_t>(trieSize) > blob.size())
-    throw FormatError(where + ": precompiled_charsmap has a bad trie size");
-  trie_.resize(trieSize / 4);
-  std::memcpy(trie_.data(), blob.data() + 4, trieSize);
-  normalized_ = blob.substr(4 + trieSize);
-}
-
-std::vector<std::pair<size_t, uint32_t>> PrecompiledNormalizer::commonPrefix(std::string_view key) const {
-  std::vector<std::pair<size_t, uint32_t>> res;
-  if (trie_.empty()) return res;
-  size_t nodePos = 0;
-  uint32_t unit = trie_[nodePos];
-  nodePos ^= offset(unit);
-  for (size_t i = 0; i < key.size(); ++i) {
-    unsigned char c = static_cast<unsigned char>(key[i]);
-    if (c == 0) break;
-    nodePos ^= c;
-    if (nodePos >= trie_.size()) break;
-    unit = trie_[nodePos];
-    if (label(unit) != c) break;
-    nodePos ^= offset(unit);
-    if (hasLeaf(unit)) {
-      if (nodePos >= trie_.size()) break;
-      res.emplace_back(i + 1, value(trie_[nodePos]));
-    }
-  }
-  return res;
-}
-
-std::string PrecompiledNormalizer::transformPrefix(std::string_view s, size_t& consumed) const {
-  auto r = commonPrefix(s);
-  if (r.empty()) {
-    consumed = 0;
-    return {};
-  }
-  // Longest match.
-  auto [len, idx] = r.back();
-  consumed = len;
-  if (idx >= normalized_.size()) return {};
-  size_t end = normalized_.find('\0', idx);
-  return normalized_.substr(idx, end == std::string::npos ? std::string::npos : end - idx);
-}
-
-void PrecompiledNormalizer::apply(std::string& s) const {
-  // spm_precompiled::Precompiled::normalize_string: per grapheme-ish chunk;
-  // we follow the per-character path (graphemes shorter than 6 bytes try the
-  // whole chunk first; we approximate a grapheme by one character).
-  std::string out;
-  out.reserve(s.size());
-  size_t i = 0;
-  while (i < s.size()) {
-    size_t n = static_cast<size_t>(utf8::seqLen(static_cast<unsigned char>(s[i])));
-    n = std::min(n, s.size() - i);
-    size_t consumed = 0;
-    std::string rep = transformPrefix(std::string_view(s).substr(i, n), consumed);
-    if (consumed == n) {
-      out += rep;
-    } else {
-      out.append(s, i, n);
-    }
-    i += n;
-  }
-  s.swap(out);
-}
 
 // ===========================================================================
 // Factories
@@ -1497,6 +1593,8 @@ std::unique_ptr<Normalizer> makeNormalizer(const json& j, const std::string& whe
   if (t == "NFKC") return std::make_unique<UnicodeNormalizer>(uni::Form::NFKC);
   if (t == "NFKD") return std::make_unique<UnicodeNormalizer>(uni::Form::NFKD);
   if (t == "Lowercase") return std::make_unique<LowercaseNormalizer>();
+  if (t == "Nmt") return std::make_unique<NmtNormalizer>();
+  if (t == "ByteLevel") return std::make_unique<ByteLevelNormalizer>();
   if (t == "StripAccents") return std::make_unique<StripAccentsNormalizer>();
   if (t == "Strip") {
     auto s = std::make_unique<StripNormalizer>();
@@ -1544,9 +1642,6 @@ std::unique_ptr<Normalizer> makeNormalizer(const json& j, const std::string& whe
   throw FormatError(where + ": normalizer type '" + t + "' is not supported");
 }
 
-std::unique_ptr<Normalizer> makePrecompiled(const std::string& blob, const std::string& where) {
-  return std::make_unique<PrecompiledNormalizer>(blob, where);
-}
 
 std::unique_ptr<PreTokenizer> makePreTokenizer(const json& j, const std::string& where) {
   if (j.is_null()) return nullptr;
@@ -1589,15 +1684,19 @@ std::unique_ptr<Model> makeModel(const json& j, const std::string& where) {
     auto m = std::make_unique<BpeModel>();
     m->where = where;
     if (!j.contains("vocab") || !j["vocab"].is_object()) throw FormatError(where + ": BPE model has no vocab object");
-    m->vocab.reserve(j["vocab"].size());
-    for (auto it = j["vocab"].begin(); it != j["vocab"].end(); ++it) m->vocab.emplace(it.key(), it.value().get<int32_t>());
+    {
+      std::vector<std::pair<std::string, int32_t>> entries;
+      entries.reserve(j["vocab"].size());
+      for (auto it = j["vocab"].begin(); it != j["vocab"].end(); ++it) entries.emplace_back(it.key(), it.value().get<int32_t>());
+      m->setVocab(std::move(entries));
+    }
     if (j.contains("continuing_subword_prefix") && !j["continuing_subword_prefix"].is_null())
       m->contPrefix = j["continuing_subword_prefix"].get<std::string>();
     if (j.contains("end_of_word_suffix") && !j["end_of_word_suffix"].is_null()) m->eowSuffix = j["end_of_word_suffix"].get<std::string>();
     if (j.contains("unk_token") && !j["unk_token"].is_null()) {
       auto u = j["unk_token"].get<std::string>();
-      auto it = m->vocab.find(u);
-      if (it != m->vocab.end()) m->unkId = it->second;
+      int32_t id = m->fast.find(u);
+      if (id >= 0) m->unkId = id;
     }
     m->fuseUnk = getBool(j, "fuse_unk", false);
     m->byteFallback = getBool(j, "byte_fallback", false);
@@ -1605,7 +1704,7 @@ std::unique_ptr<Model> makeModel(const json& j, const std::string& where) {
     if (j.contains("dropout") && !j["dropout"].is_null() && j["dropout"].get<double>() > 0)
       throw FormatError(where + ": BPE dropout is not supported (encoding must be deterministic)");
     const auto& merges = j.contains("merges") ? j["merges"] : json::array();
-    m->merges.reserve(merges.size());
+    m->mergeList.reserve(merges.size());
     int32_t rank = 0;
     for (const auto& mg : merges) {
       std::string a, b;
@@ -1671,10 +1770,12 @@ std::unique_ptr<Model> makeBpe(std::vector<std::string> vocab, const std::vector
                                std::optional<std::string> unk, bool byteFallback, bool fuseUnk, const std::string& where) {
   auto m = std::make_unique<BpeModel>();
   m->where = where;
-  for (size_t i = 0; i < vocab.size(); ++i) m->vocab.emplace(vocab[i], static_cast<int32_t>(i));
+  std::vector<std::pair<std::string, int32_t>> entries;
+  for (size_t i = 0; i < vocab.size(); ++i) entries.emplace_back(vocab[i], static_cast<int32_t>(i));
+  m->setVocab(std::move(entries));
   if (unk) {
-    auto it = m->vocab.find(*unk);
-    if (it != m->vocab.end()) m->unkId = it->second;
+    int32_t id = m->fast.find(*unk);
+    if (id >= 0) m->unkId = id;
   }
   m->byteFallback = byteFallback;
   m->fuseUnk = fuseUnk;

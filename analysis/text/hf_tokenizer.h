@@ -6,6 +6,7 @@
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "analysis/text/hf_components.h"
@@ -68,7 +69,10 @@ class HfTokenizer : public Tokenizer {
   std::unique_ptr<hf::Decoder> decoder_;
   std::string where_;
   std::string kindNote_;
+  bool rawInvalidUtf8_ = false;  ///< the normalizer repairs invalid UTF-8 itself (SentencePiece)
   void addToken(AddedToken tok);
+  /// Marks a model id as special (skipped by decode(skipSpecialTokens)) without matching it in text.
+  void addSpecialId(int32_t id) { specialIds_.insert(id); }
   void finish();
   std::optional<int32_t> bos_, eos_, pad_;
 
@@ -84,6 +88,7 @@ class HfTokenizer : public Tokenizer {
   std::unordered_map<int32_t, int32_t> addedById_;
   std::unordered_map<std::string, int32_t> addedByContent_;
   AddedTokenMatcher rawMatcher_, normalizedMatcher_;
+  std::unordered_set<int32_t> specialIds_;
   int32_t vocabSize_ = 0;
 };
 

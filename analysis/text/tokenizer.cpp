@@ -269,7 +269,7 @@ void HfTokenizer::splitOnAdded(std::string_view s, const std::vector<AddedTokenM
 
 std::vector<int32_t> HfTokenizer::encode(std::string_view text, bool addSpecialTokens) const {
   std::string clean;
-  if (!utf8::isValid(text)) {
+  if (!rawInvalidUtf8_ && !utf8::isValid(text)) {
     utf8::sanitize(text, clean);
     text = clean;
   }
@@ -307,6 +307,7 @@ std::string HfTokenizer::decode(const std::vector<int32_t>& ids, bool skipSpecia
       toks.push_back(added_[it->second].content);
       continue;
     }
+    if (skipSpecialTokens && specialIds_.count(id)) continue;
     if (const std::string* t = model_->idToToken(id)) toks.push_back(*t);
   }
   if (!decoder_) {
@@ -338,7 +339,7 @@ std::optional<int32_t> HfTokenizer::tokenToId(std::string_view token) const {
 
 bool HfTokenizer::isSpecial(int32_t id) const {
   auto it = addedById_.find(id);
-  return it != addedById_.end() && added_[it->second].special;
+  return (it != addedById_.end() && added_[it->second].special) || specialIds_.count(id) > 0;
 }
 
 std::string HfTokenizer::kind() const {
@@ -364,7 +365,8 @@ std::unique_ptr<Tokenizer> Tokenizer::fromFile(const std::filesystem::path& path
   std::string ext = path.extension().string();
   if (ext == ".model") return loadSentencePieceModel(path);
   std::string text = readFile(path);
-  // Gzipped tokenizer.json is not read here (tests gunzip first).
+  if (text.size() >= 2 && static_cast<unsigned char>(text[0]) == 0x1F && static_cast<unsigned char>(text[1]) == 0x8B)
+    throw FormatError(path.string() + ": gzip-compressed; gunzip it first");
   size_t firstNonWs = text.find_first_not_of(" \t\r\n");
   if (firstNonWs == std::string::npos || text[firstNonWs] != '{') {
     // Not JSON: maybe a SentencePiece protobuf with another extension.

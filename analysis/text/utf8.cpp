@@ -75,6 +75,24 @@ size_t sanitize(std::string_view in, std::string& out) {
   return replaced;
 }
 
+size_t sanitizePerByte(std::string_view in, std::string& out) {
+  out.clear();
+  out.reserve(in.size());
+  size_t replaced = 0, i = 0;
+  while (i < in.size()) {
+    int r = check(in, i);
+    if (r > 0) {
+      out.append(in.data() + i, r);
+      i += r;
+    } else {
+      out.append("\xEF\xBF\xBD");
+      ++replaced;
+      ++i;
+    }
+  }
+  return replaced;
+}
+
 std::string sanitized(std::string_view in) {
   std::string out;
   sanitize(in, out);

@@ -83,6 +83,8 @@ inline bool isValid(std::string_view s) { return validPrefix(s) == s.size(); }
 /// Returns the number of replacements made.
 size_t sanitize(std::string_view in, std::string& out);
 std::string sanitized(std::string_view in);
+/// libsentencepiece's policy: one U+FFFD per invalid byte.
+size_t sanitizePerByte(std::string_view in, std::string& out);
 
 /// Decodes valid UTF-8 to code points.
 std::vector<char32_t> decode(std::string_view s);

@@ -47,6 +47,11 @@ struct CommandRegistrar {
   explicit CommandRegistrar(Command command);
 };
 
+/// Runs another registered subcommand in-process with the given arguments
+/// (as after "moefy NAME"), exactly as the command line would. Returns its exit
+/// code; errors propagate as exceptions.
+int runSubcommand(const std::string& name, const std::vector<std::string>& args);
+
 /// Prints a JSON document to stdout (pretty, one trailing newline).
 void printJson(const nlohmann::json& j);
 /// Splits "1,2,3" into integers; throws ParameterError naming `what`.

@@ -142,6 +142,17 @@ Args parseArgs(const Command& cmd, int argc, char** argv) {
 
 }  // namespace
 
+int runSubcommand(const std::string& name, const std::vector<std::string>& args) {
+  auto it = registry().find(name);
+  if (it == registry().end()) throw Error("internal: no subcommand '" + name + "'");
+  std::vector<std::string> storage = {"moefy", name};
+  storage.insert(storage.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (auto& s : storage) argv.push_back(s.data());
+  Args parsed = parseArgs(it->second, static_cast<int>(argv.size()), argv.data());
+  return it->second.run(parsed);
+}
+
 }  // namespace moefy::cli
 
 int main(int argc, char** argv) {

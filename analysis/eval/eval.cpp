@@ -1,0 +1,204 @@
+#include "analysis/eval/eval.h"
+
+#include <torch/torch.h>
+
+#include <chrono>
+#include <cmath>
+#include <random>
+
+#include "analysis/common/error.h"
+#include "analysis/eval/generate.h"
+#include "analysis/jobs/job.h"
+#include "analysis/model/model.h"
+#include "analysis/moe/moe_ffn.h"
+
+namespace moefy {
+
+namespace {
+
+struct OverrideGuard {
+  Model& m;
+  std::shared_ptr<const FfnOverride> saved;
+  explicit OverrideGuard(Model& model) : m(model), saved(model.ffnOverride()) {}
+  ~OverrideGuard() { m.setFfnOverride(saved); }
+};
+
+// Accumulates the per-layer FFN output error of a candidate at its own inputs.
+class LayerErrorSink : public HookSink {
+ public:
+  LayerErrorSink(const Model& model, const FfnOverride* ref, const MoeFfn& cand, const at::Tensor& validRows)
+      : model_(model), ref_(ref), cand_(cand), rows_(validRows) {}
+  std::vector<double>* num = nullptr;
+  std::vector<double>* den = nullptr;
+  bool wants(int layer, HookPoint p) const override { return p == HookPoint::FfnIn && cand_.isMoe(layer); }
+  void on(int layer, HookPoint, const at::Tensor& x) override {
+    at::Tensor flat = x.reshape({-1, x.size(-1)}).index_select(0, rows_).contiguous();
+    at::Tensor yc = cand_.forward(layer, flat, nullptr);
+    at::Tensor yr = ref_ ? ref_->forward(layer, flat, nullptr) : denseFfn(model_.ffnWeights(layer), flat, nullptr);
+    (*num)[layer] += (yc - yr).pow(2).sum().item<double>();
+    (*den)[layer] += yr.pow(2).sum().item<double>();
+  }
+
+ private:
+  const Model& model_;
+  const FfnOverride* ref_;
+  const MoeFfn& cand_;
+  at::Tensor rows_;
+};
+
+}  // namespace
+
+ScoredBatch makeScoredBatch(std::vector<std::vector<int64_t>> seqs, bool causal, int64_t maskId, double fraction,
+                            std::mt19937_64& rng) {
+  std::vector<int64_t> bi, ti, target;
+  std::uniform_real_distribution<double> u(0, 1);
+  for (size_t b = 0; b < seqs.size(); ++b) {
+    auto& s = seqs[b];
+    const int64_t n = static_cast<int64_t>(s.size());
+    if (causal) {
+      for (int64_t t = 0; t + 1 < n; ++t) bi.push_back(b), ti.push_back(t), target.push_back(s[t + 1]);
+      continue;
+    }
+    std::vector<int64_t> picked;
+    for (int64_t t = 1; t + 1 < n; ++t)
+      if (u(rng) < fraction) picked.push_back(t);
+    if (picked.empty() && n >= 3) picked.push_back(1 + static_cast<int64_t>(rng() % (n - 2)));
+    for (int64_t t : picked) bi.push_back(b), ti.push_back(t), target.push_back(s[t]), s[t] = maskId;
+  }
+  ScoredBatch sb;
+  sb.batch = makeBatch(seqs, 0);
+  sb.row = at::tensor(bi, at::kLong);
+  sb.pos = at::tensor(ti, at::kLong);
+  sb.target = at::tensor(target, at::kLong);
+  return sb;
+}
+
+nlohmann::json QualityFigures::toJson() const {
+  nlohmann::json j;
+  j["name"] = name;
+  j["fraction"] = fraction;
+  j["top_k"] = topK;
+  j["loss"] = loss;
+  j["perplexity"] = perplexity;
+  j["top1_agreement"] = top1Agreement;
+  j["kl"] = kl;
+  nlohmann::json le = nlohmann::json::array();
+  for (double v : layerRelError) le.push_back(std::isnan(v) ? nlohmann::json(nullptr) : nlohmann::json(v));
+  j["layer_rel_error"] = le;
+  j["positions"] = positions;
+  return j;
+}
+
+std::vector<QualityFigures> evaluateQuality(Model& model, std::shared_ptr<const FfnOverride> reference,
+                                            const std::vector<EvalCandidate>& candidates,
+                                            const std::vector<std::vector<int64_t>>& sequences,
+                                            const EvalOptions& o, JobContext& job) {
+  OverrideGuard guard(model);
+  const ModelConfig& c = model.config();
+  const bool mlm = !c.causal;
+  if (mlm && (o.maskTokenId < 0 || o.maskTokenId >= c.vocab))
+    throw ParameterError("masked-LM evaluation needs the tokenizer's mask token ([MASK]); none is defined");
+  if (o.batch <= 0) throw ParameterError("--batch must be positive");
+  const int nL = c.nLayer;
+  const size_t nC = candidates.size();
+  std::vector<double> loss(nC + 1, 0.0), agree(nC + 1, 0.0), kl(nC + 1, 0.0);
+  std::vector<std::vector<double>> num(nC, std::vector<double>(nL, 0.0)), den(nC, std::vector<double>(nL, 0.0));
+  int64_t positions = 0;
+  std::mt19937_64 rng(o.seed);
+  job.setStage("eval: quality");
+  for (size_t b0 = 0; b0 < sequences.size(); b0 += o.batch) {
+    job.checkCancel();
+    const size_t b1 = std::min(sequences.size(), b0 + o.batch);
+    ScoredBatch sb = makeScoredBatch(
+        std::vector<std::vector<int64_t>>(sequences.begin() + b0, sequences.begin() + b1), !mlm, o.maskTokenId,
+        o.mlmFraction, rng);
+    if (sb.row.numel() == 0) continue;
+    const Batch& batch = sb.batch;
+    const at::Tensor &bT = sb.row, &tT = sb.pos, &yT = sb.target;
+    const int64_t P = sb.row.numel();
+    at::Tensor validRows = batch.mask.reshape({-1}).nonzero().reshape({-1});
+    at::Tensor lpRef;
+    {
+      model.setFfnOverride(reference);
+      at::Tensor logits = model.forward(batch);
+      lpRef = at::log_softmax(logits.index({bT, tT}), -1);  // [P, V]
+    }
+    at::Tensor refArg = lpRef.argmax(-1);
+    at::Tensor pRef = lpRef.exp();
+    loss[0] -= lpRef.gather(1, yT.unsqueeze(1)).sum().item<double>();
+    agree[0] += static_cast<double>(P);
+    for (size_t ci = 0; ci < nC; ++ci) {
+      job.checkCancel();
+      model.setFfnOverride(candidates[ci].moe);
+      LayerErrorSink sink(model, reference.get(), *candidates[ci].moe, validRows);
+      sink.num = &num[ci];
+      sink.den = &den[ci];
+      at::Tensor logits = model.forward(batch, o.layerErrors ? &sink : nullptr);
+      at::Tensor lp = at::log_softmax(logits.index({bT, tT}), -1);
+      loss[ci + 1] -= lp.gather(1, yT.unsqueeze(1)).sum().item<double>();
+      agree[ci + 1] += (lp.argmax(-1) == refArg).sum().item<double>();
+      kl[ci + 1] += (pRef * (lpRef - lp)).sum().item<double>();
+    }
+    positions += P;
+    job.setProgress(double(b1) / sequences.size());
+  }
+  if (positions == 0) throw ParameterError("no positions to score (sequences need at least 2 tokens, 3 for masked LM)");
+  std::vector<QualityFigures> out;
+  for (size_t i = 0; i <= nC; ++i) {
+    QualityFigures f;
+    f.name = i == 0 ? "reference" : candidates[i - 1].name;
+    f.fraction = i == 0 ? 1.0 : candidates[i - 1].fraction;
+    f.loss = loss[i] / positions;
+    f.perplexity = std::exp(f.loss);
+    f.top1Agreement = agree[i] / positions;
+    f.kl = kl[i] / positions;
+    f.positions = positions;
+    f.topK.assign(nL, 0);
+    f.layerRelError.assign(nL, NAN);
+    if (i > 0) {
+      const auto& moe = *candidates[i - 1].moe;
+      for (int L = 0; L < nL; ++L) {
+        if (!moe.isMoe(L)) continue;
+        f.topK[L] = moe.layers()[L].topK;
+        if (o.layerErrors) f.layerRelError[L] = den[i - 1][L] > 0 ? std::sqrt(num[i - 1][L] / den[i - 1][L]) : 0.0;
+      }
+    }
+    out.push_back(std::move(f));
+  }
+  return out;
+}
+
+double forwardTokensPerSecond(Model& model, std::shared_ptr<const FfnOverride> ffn,
+                              const std::vector<std::vector<int64_t>>& sequences, int batch, double minSeconds) {
+  OverrideGuard guard(model);
+  model.setFfnOverride(ffn);
+  if (sequences.empty()) throw ParameterError("no sequences to time");
+  int64_t tokens = 0;
+  auto t0 = std::chrono::steady_clock::now();
+  double secs = 0;
+  do {
+    for (size_t b0 = 0; b0 < sequences.size(); b0 += batch) {
+      std::vector<std::vector<int64_t>> seqs(sequences.begin() + b0,
+                                             sequences.begin() + std::min(sequences.size(), b0 + batch));
+      Batch b = makeBatch(seqs, 0);
+      model.forward(b);
+      tokens += b.mask.sum().item<int64_t>();
+    }
+    secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  } while (secs < minSeconds);
+  return tokens / secs;
+}
+
+double generationTokensPerSecond(Model& model, std::shared_ptr<const FfnOverride> ffn, const std::vector<int64_t>& prompt,
+                                 int newTokens) {
+  OverrideGuard guard(model);
+  model.setFfnOverride(ffn);
+  Decoder dec(model);
+  at::Tensor logits = dec.step(prompt);
+  auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < newTokens; ++i) logits = dec.step({logits.argmax().item<int64_t>()});
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return newTokens / secs;
+}
+
+}  // namespace moefy

@@ -1,0 +1,86 @@
+#pragma once
+// Quality and speed of MoEfied models against their dense reference, on
+// token sequences (the CLI cuts them from held-out text).
+//
+// Per candidate FFN (a MoeFfn at some top-k), on the same sequences:
+//  - LM loss and perplexity: next-token cross-entropy (causal models) or the
+//    masked-LM loss on masked positions (BERT: a seeded 15% of the inner
+//    positions replaced by the mask token);
+//  - top-1 agreement with the reference: share of scored positions where the
+//    argmax of the logits is the same;
+//  - KL(reference || candidate) of the next-token (or masked-token)
+//    distributions, mean over scored positions, in nats;
+//  - per layer, the relative error of the FFN output at the candidate's own
+//    FFN input: ||moe(x) - ref(x)|| / ||ref(x)|| over all real tokens.
+#include <ATen/Tensor.h>
+
+#include <cstdint>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "analysis/model/model.h"
+
+namespace moefy {
+
+class FfnOverride;
+class JobContext;
+class Model;
+class MoeFfn;
+
+struct EvalOptions {
+  int batch = 8;               ///< sequences per forward
+  uint64_t seed = 0;           ///< MLM masking
+  double mlmFraction = 0.15;
+  int64_t maskTokenId = -1;    ///< required for non-causal (MLM) models
+  bool layerErrors = true;
+};
+
+struct QualityFigures {
+  std::string name;
+  double fraction = 1.0;             ///< active-expert fraction (1 for the reference)
+  std::vector<int> topK;             ///< per model layer (0 = dense layer)
+  double loss = 0, perplexity = 0;
+  double top1Agreement = 1.0, kl = 0.0;
+  std::vector<double> layerRelError; ///< per model layer; null (NaN) for dense layers
+  int64_t positions = 0;             ///< scored positions
+  nlohmann::json toJson() const;
+};
+
+struct EvalCandidate {
+  std::string name;
+  double fraction = 1.0;
+  std::shared_ptr<const MoeFfn> moe;
+};
+
+/// A batch with the positions that are scored: causal models predict token
+/// t+1 at position t; masked LM replaces a seeded `mlmFraction` of the inner
+/// positions (at least one) by `maskTokenId` and predicts the original token.
+struct ScoredBatch {
+  Batch batch;
+  at::Tensor row, pos, target;  ///< [P] int64 each
+};
+ScoredBatch makeScoredBatch(std::vector<std::vector<int64_t>> sequences, bool causal, int64_t maskTokenId,
+                            double mlmFraction, std::mt19937_64& rng);
+
+/// Evaluates the reference (the model with `reference` as FFN override, null
+/// = its dense FFNs) and every candidate on `sequences`. Returns the
+/// reference's figures first, then one per candidate. The model's own
+/// override is restored afterwards. Cancellable, progress per batch.
+std::vector<QualityFigures> evaluateQuality(Model& model, std::shared_ptr<const FfnOverride> reference,
+                                            const std::vector<EvalCandidate>& candidates,
+                                            const std::vector<std::vector<int64_t>>& sequences,
+                                            const EvalOptions& options, JobContext& job);
+
+/// Forward throughput (tokens/s) with `ffn` as override (null = dense) over
+/// the sequences in batches, repeated until at least `minSeconds` passed.
+double forwardTokensPerSecond(Model& model, std::shared_ptr<const FfnOverride> ffn,
+                              const std::vector<std::vector<int64_t>>& sequences, int batch, double minSeconds);
+
+/// Greedy generation speed (new tokens/s, KV-cached, batch 1) after `prompt`.
+double generationTokensPerSecond(Model& model, std::shared_ptr<const FfnOverride> ffn, const std::vector<int64_t>& prompt,
+                                 int newTokens);
+
+}  // namespace moefy

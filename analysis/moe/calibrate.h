@@ -1,0 +1,45 @@
+#pragma once
+// Calibration of a MoEfied model (MoEfication's "parameter calibration"):
+// fine-tune the routers, and optionally the experts, with libtorch autograd on
+// token sequences.
+//
+//  - Router loss: BCE-with-logits between the router's logits (mlp: its
+//    output; similarity: the cosine scores) and the oracle target (per-expert
+//    activation mass / its maximum) at the FFN inputs the MoE model really
+//    sees, summed over MoE layers.
+//  - With experts: plus the LM loss (next-token, or masked-LM for BERT) of
+//    the MoE model itself, through the selected experts (the top-k choice is
+//    not differentiable; unselected experts get no gradient).
+//  - Adam; only router (and expert) tensors change.
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <vector>
+
+namespace moefy {
+
+class JobContext;
+class Model;
+
+struct CalibrateOptions {
+  int steps = 100;
+  bool experts = false;
+  double lr = 1e-3;
+  int batch = 4;            ///< sequences per step
+  uint64_t seed = 0;
+  int64_t maskTokenId = -1; ///< BERT
+};
+
+struct CalibrateResult {
+  double lmLossBefore = 0, lmLossAfter = 0;          ///< on the held-out sequences
+  double routerLossBefore = 0, routerLossAfter = 0;  ///< on the held-out sequences
+  std::vector<double> trainLoss;                     ///< per step
+  nlohmann::json toJson() const;
+};
+
+/// `model` must carry a MoeFfn override (a loaded MoE export). On return the
+/// model is trainable and its override holds the calibrated MoE.
+CalibrateResult calibrateMoe(Model& model, const std::vector<std::vector<int64_t>>& train,
+                             const std::vector<std::vector<int64_t>>& heldOut, const CalibrateOptions& options,
+                             JobContext& job);
+
+}  // namespace moefy

@@ -1,0 +1,178 @@
+#include "analysis/moe/moe_export.h"
+
+#include <torch/torch.h>
+
+#include <set>
+#include <sstream>
+
+#include "analysis/common/error.h"
+#include "analysis/io/fsutil.h"
+#include "analysis/io/safetensors.h"
+#include "analysis/jobs/job.h"
+#include "analysis/model/model.h"
+#include "analysis/route/route_build.h"
+
+namespace moefy {
+
+namespace fs = std::filesystem;
+
+std::string moeficationChecksum(const nlohmann::json& block) {
+  nlohmann::json b = block;
+  if (b.is_object()) b.erase("checksum");
+  std::string s = b.dump();
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : s) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  std::ostringstream o;
+  o << std::hex;
+  o.width(16);
+  o.fill('0');
+  o << h;
+  return o.str();
+}
+
+void checkRouterSet(const Model& model, const PartitionData& part, const RouterSet& r) {
+  part.checkModel(model);
+  const std::string rj = "router.json";
+  if (!r.modelFingerprint.empty() && r.modelFingerprint != model.fingerprint())
+    throw ParameterError(rj + ": router was built for model " + r.modelFingerprint + ", not for " +
+                         model.dir().string() + " (fingerprint " + model.fingerprint() + ")");
+  if (r.layers.size() != part.layers.size())
+    throw ParameterError(rj + ": router has " + std::to_string(r.layers.size()) + " layers, the partition " +
+                         std::to_string(part.layers.size()));
+  for (size_t i = 0; i < r.layers.size(); ++i) {
+    if (r.layers[i] != part.layers[i])
+      throw ParameterError(rj + ": router entry " + std::to_string(i) + " is layer " + std::to_string(r.layers[i]) +
+                           ", the partition's is layer " + std::to_string(part.layers[i]));
+    if (r.experts[i] != part.experts)
+      throw ParameterError(rj + ": layer " + std::to_string(r.layers[i]) + " router has " + std::to_string(r.experts[i]) +
+                           " experts, the partition " + std::to_string(part.experts));
+    r.routers[i].validate(model.config().dModel, "router.safetensors: layer " + std::to_string(r.layers[i]));
+  }
+  if (!r.partitionLabelsHash.empty() && r.partitionLabelsHash != part.labelsHash)
+    throw ParameterError(rj + ": router was trained for another partition (labels hash " + r.partitionLabelsHash +
+                         ", " + part.dir.string() + " has " + part.labelsHash + ")");
+}
+
+std::shared_ptr<MoeFfn> buildMoeFfn(const Model& model, const PartitionData& part, const RouterSet& routers, int topK) {
+  checkRouterSet(model, part, routers);
+  const int nL = model.config().nLayer;
+  if (topK != 0 && (topK < 1 || topK > part.experts))
+    throw ParameterError("--top-k " + std::to_string(topK) + " outside [1, " + std::to_string(part.experts) +
+                         "] (the partition has " + std::to_string(part.experts) + " experts)");
+  auto packed = packExperts(model, part);
+  std::vector<MoeLayer> layers(nL);
+  std::vector<FfnWeights> dense(nL);
+  for (int L = 0; L < nL; ++L) {
+    int i = part.indexOfLayer(L);
+    if (i < 0) {
+      dense[L] = model.ffnWeights(L);
+      continue;
+    }
+    layers[L].weights = packed[i];
+    layers[L].router = std::make_shared<LayerRouter>(routers.routers[i]);
+    layers[L].topK = topK ? topK : routers.topK[i];
+  }
+  return std::make_shared<MoeFfn>(std::move(layers), std::move(dense));
+}
+
+nlohmann::json writeMoeFolder(const Model& model, const MoeFfn& moe, RouterKind kind, nlohmann::json block,
+                              const fs::path& out, bool force, JobContext& job) {
+  const auto& c = model.config();
+  std::vector<int> layers, experts, topk;
+  nlohmann::json sizes = nlohmann::json::array();
+  std::set<std::string> moeNames;  // dense FFN tensors the experts replace
+  for (int L = 0; L < c.nLayer; ++L) {
+    if (!moe.isMoe(L)) continue;
+    const auto& ml = moe.layers()[L];
+    layers.push_back(L);
+    experts.push_back(ml.weights->layout.experts);
+    topk.push_back(ml.topK);
+    std::vector<int64_t> s;
+    for (int e = 0; e < ml.weights->layout.experts; ++e) s.push_back(ml.weights->layout.expertSize(e));
+    sizes.push_back(s);
+    for (Role r : {Role::FfnUp, Role::FfnUpB, Role::FfnGate, Role::FfnDown, Role::FfnDownB}) {
+      std::string n = model.tensorName(r, L);
+      if (!n.empty()) moeNames.insert(n);
+    }
+  }
+  if (layers.empty()) throw ParameterError("the model has no MoE layers to write");
+  block["format"] = "moefy-moe";
+  block["version"] = 1;
+  block["tool_version"] = MOEFY_VERSION;
+  block["weights"] = "moe.safetensors";
+  block["layers"] = layers;
+  block["experts"] = experts;
+  block["expert_sizes"] = sizes;
+  if (!block.contains("expert_size")) block["expert_size"] = sizes[0][0];
+  block["top_k"] = topk;
+  block["router"] = routerKindName(kind);
+  block["activation_rule"] = (c.act == Activation::ReLU && !c.gated) ? "positive" : "abs";
+  block["ffn_kind"] = c.ffnKind();
+  block.erase("checksum");
+  block["checksum"] = moeficationChecksum(block);
+
+  nlohmann::json config = c.raw;
+  config["moefication"] = block;
+
+  writeFolderAtomic(out, force, [&](const fs::path& tmp) {
+    job.setStage("export: write");
+    std::vector<std::pair<std::string, at::Tensor>> base;
+    for (const auto& [name, t] : model.tensors())
+      if (!moeNames.count(name)) base.emplace_back(name, t.detach().to(at::kFloat).contiguous());
+    writeSafetensors(tmp / "model.safetensors", base, {{"format", "pt"}});
+    job.checkCancel();
+    std::vector<std::pair<std::string, at::Tensor>> mt;
+    for (size_t i = 0; i < layers.size(); ++i) {
+      const int L = layers[i];
+      const auto& ml = moe.layers()[L];
+      const MoeLayerWeights& w = *ml.weights;
+      const std::string p = "blk." + std::to_string(L) + ".";
+      mt.emplace_back(p + "labels", w.layout.labels.to(at::kInt).contiguous());
+      for (int e = 0; e < w.layout.experts; ++e) {
+        const int64_t off = w.layout.offsets[e], s = w.layout.expertSize(e);
+        const std::string q = p + "experts." + std::to_string(e) + ".";
+        mt.emplace_back(q + "up.weight", w.up.detach().narrow(0, off, s).contiguous());
+        if (w.gated()) mt.emplace_back(q + "gate.weight", w.gate.detach().narrow(0, off, s).contiguous());
+        if (w.upBias.defined()) mt.emplace_back(q + "up.bias", w.upBias.detach().narrow(0, off, s).contiguous());
+        mt.emplace_back(q + "down.weight", w.downT.detach().narrow(0, off, s).t().contiguous());  // [d_model, s]
+      }
+      if (w.downBias.defined()) mt.emplace_back(p + "down.bias", w.downBias.detach().contiguous());
+      const LayerRouter& r = *ml.router;
+      if (r.kind == RouterKind::Similarity) mt.emplace_back(p + "router.centroids", r.centroids.detach().contiguous());
+      if (r.kind == RouterKind::Mlp) {
+        mt.emplace_back(p + "router.w1", r.w1.detach().contiguous());
+        mt.emplace_back(p + "router.w2", r.w2.detach().contiguous());
+      }
+      job.setProgress(double(i + 1) / layers.size());
+      job.checkCancel();
+    }
+    writeSafetensors(tmp / "moe.safetensors", mt,
+                     {{"format", "moefy-moe"}, {"moefication_checksum", block["checksum"].get<std::string>()}});
+    for (const char* f : {"tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
+                          "vocab.json", "merges.txt", "vocab.txt", "generation_config.json"}) {
+      fs::path src = model.dir() / f;
+      if (!model.dir().empty() && fs::exists(src)) writeFileAtomic(tmp / f, readFile(src));
+    }
+    writeFileAtomic(tmp / "config.json", config.dump(2) + "\n");
+  });
+  return block;
+}
+
+nlohmann::json exportMoe(const Model& model, const PartitionData& part, const RouterSet& routers, const fs::path& out,
+                         const ExportOptions& o, JobContext& job) {
+  job.setStage("export: build experts");
+  auto moe = buildMoeFfn(model, part, routers, o.topK);
+  const auto& c = model.config();
+  nlohmann::json block;
+  block["expert_size"] = part.meta.value("expert_size", c.dFF / std::max(1, part.experts));
+  block["source_model"] = {{"fingerprint", model.fingerprint()}, {"path", model.dir().string()}, {"arch", archName(c.arch)}};
+  block["partition"] = {{"path", part.dir.string()},
+                        {"method", part.meta.value("method", "")},
+                        {"labels_hash", part.labelsHash}};
+  return writeMoeFolder(model, *moe, routers.kind, block, out, o.force, job);
+}
+
+}  // namespace moefy

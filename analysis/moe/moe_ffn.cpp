@@ -1,0 +1,308 @@
+#include "analysis/moe/moe_ffn.h"
+
+#include <ATen/Parallel.h>
+#include <dlfcn.h>
+#include <torch/torch.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "analysis/common/error.h"
+
+namespace moefy {
+
+namespace {
+
+// ---- BLAS: CBLAS from the process (Debian's libtorch loads libblas.so.3,
+// which is OpenBLAS when installed), found at run time so no link change is
+// needed; ATen matmuls on borrowed buffers otherwise.
+constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112;
+using SgemmFn = void (*)(int, int, int, int, int, int, float, const float*, int, const float*, int, float, float*, int);
+using SgemvFn = void (*)(int, int, int, int, float, const float*, int, const float*, int, float, float*, int);
+
+struct Blas {
+  SgemmFn sgemm = nullptr;
+  SgemvFn sgemv = nullptr;
+  Blas() {
+    if (std::getenv("MOEFY_NO_CBLAS")) return;
+    sgemm = reinterpret_cast<SgemmFn>(dlsym(RTLD_DEFAULT, "cblas_sgemm"));
+    sgemv = reinterpret_cast<SgemvFn>(dlsym(RTLD_DEFAULT, "cblas_sgemv"));
+    if (!sgemm || !sgemv) {
+      void* h = dlopen("libblas.so.3", RTLD_NOW | RTLD_LOCAL);
+      if (h) {
+        sgemm = reinterpret_cast<SgemmFn>(dlsym(h, "cblas_sgemm"));
+        sgemv = reinterpret_cast<SgemvFn>(dlsym(h, "cblas_sgemv"));
+      }
+    }
+    if (!sgemm || !sgemv) sgemm = nullptr, sgemv = nullptr;
+  }
+};
+const Blas& blas() {
+  static Blas b;
+  return b;
+}
+
+at::Tensor borrow(const float* p, int64_t rows, int64_t cols, int64_t ld) {
+  return at::from_blob(const_cast<float*>(p), {rows, cols}, {ld, 1}, at::TensorOptions().dtype(at::kFloat));
+}
+
+// C[M, N] = A[M, K] @ op(B) + beta C, row-major; B is [N, K] when transB, else [K, N].
+void gemm(bool transB, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb,
+          float beta, float* C, int64_t ldc) {
+  const Blas& b = blas();
+  if (M == 1 && b.sgemv) {
+    // y[N] = op(B) x: B [N, K] -> NoTrans; B [K, N] -> Trans.
+    if (transB)
+      b.sgemv(kRowMajor, kNoTrans, int(N), int(K), 1.0f, B, int(ldb), A, 1, beta, C, 1);
+    else
+      b.sgemv(kRowMajor, kTrans, int(K), int(N), 1.0f, B, int(ldb), A, 1, beta, C, 1);
+    return;
+  }
+  if (b.sgemm) {
+    b.sgemm(kRowMajor, kNoTrans, transB ? kTrans : kNoTrans, int(M), int(N), int(K), 1.0f, A, int(lda), B, int(ldb),
+            beta, C, int(ldc));
+    return;
+  }
+  at::Tensor a = borrow(A, M, K, lda);
+  at::Tensor bb = transB ? borrow(B, N, K, ldb).t() : borrow(B, K, N, ldb);
+  at::Tensor c = borrow(C, M, N, ldc);
+  if (beta == 0.0f)
+    at::mm_out(c, a, bb);
+  else
+    c.addmm_(a, bb, 1.0, 1.0);
+}
+
+inline float activate(float v, Activation act) {
+  switch (act) {
+    case Activation::ReLU: return v > 0.0f ? v : 0.0f;
+    case Activation::GELU: return 0.5f * v * (1.0f + std::erf(v * 0.70710678118654752f));
+    case Activation::GELUTanh: {
+      float u = 0.7978845608028654f * (v + 0.044715f * v * v * v);
+      return 0.5f * v * (1.0f + std::tanh(u));
+    }
+    case Activation::SiLU: return v / (1.0f + std::exp(-v));
+  }
+  return v;
+}
+
+}  // namespace
+
+bool sparseKernelUsesCblas() { return blas().sgemm != nullptr; }
+
+int topKForFraction(double fraction, int experts) {
+  int k = static_cast<int>(std::lround(fraction * experts));
+  return std::max(1, std::min(experts, k));
+}
+
+void sparseFfnKernel(const MoeLayerWeights& w, const float* x, int64_t n, const int64_t* sel, int k, float* y,
+                     float* hidden) {
+  const int E = w.layout.experts;
+  const int64_t d = w.dModel(), F = w.dFF();
+  const float* up = w.up.data_ptr<float>();
+  const float* gate = w.gated() ? w.gate.data_ptr<float>() : nullptr;
+  const float* b1 = w.upBias.defined() ? w.upBias.data_ptr<float>() : nullptr;
+  const float* downT = w.downT.data_ptr<float>();
+  const int64_t* perm = w.layout.perm.data_ptr<int64_t>();
+  const Activation act = w.act;
+
+  // Group tokens by expert (counting sort): tokens[start[e] .. start[e+1]).
+  std::vector<int64_t> start(E + 1, 0);
+  for (int64_t i = 0; i < n * k; ++i) {
+    int64_t e = sel[i];
+    if (e < 0 || e >= E) throw ParameterError("expert id " + std::to_string(e) + " outside [0, " + std::to_string(E) + ")");
+    ++start[e + 1];
+  }
+  for (int e = 0; e < E; ++e) start[e + 1] += start[e];
+  std::vector<int64_t> tokens(n * k);
+  {
+    std::vector<int64_t> fill(start.begin(), start.end() - 1);
+    for (int64_t t = 0; t < n; ++t)
+      for (int j = 0; j < k; ++j) tokens[fill[sel[t * k + j]]++] = t;
+  }
+  std::vector<int> active;
+  for (int e = 0; e < E; ++e)
+    if (start[e + 1] > start[e]) active.push_back(e);
+
+  if (hidden) std::memset(hidden, 0, sizeof(float) * n * F);
+  const int threads = std::max(1, std::min<int>(at::get_num_threads(), static_cast<int>(active.size())));
+  // Thread 0 accumulates straight into y; the others into their own buffers.
+  std::vector<std::vector<float>> acc(threads > 1 ? threads - 1 : 0);
+  std::memset(y, 0, sizeof(float) * n * d);
+
+  auto runTasks = [&](int64_t begin, int64_t end, int tid) {
+    float* out = tid == 0 ? y : nullptr;
+    if (tid > 0) {
+      acc[tid - 1].assign(n * d, 0.0f);
+      out = acc[tid - 1].data();
+    }
+    std::vector<float> xbuf, ubuf, gbuf, ybuf;
+    for (int64_t ti = begin; ti < end; ++ti) {
+      const int e = active[ti];
+      const int64_t off = w.layout.offsets[e], s = w.layout.offsets[e + 1] - off;
+      const int64_t cnt = start[e + 1] - start[e];
+      const int64_t* idx = tokens.data() + start[e];
+      const bool all = cnt == n;  // every token (tokens are in ascending order)
+      const float* xe = x;
+      if (cnt == 1) {
+        xe = x + idx[0] * d;
+      } else if (!all) {
+        xbuf.resize(cnt * d);
+        for (int64_t t = 0; t < cnt; ++t) std::memcpy(xbuf.data() + t * d, x + idx[t] * d, sizeof(float) * d);
+        xe = xbuf.data();
+      }
+      ubuf.resize(cnt * s);
+      gemm(true, cnt, s, d, xe, d, up + off * d, d, 0.0f, ubuf.data(), s);
+      if (gate) {
+        gbuf.resize(cnt * s);
+        gemm(true, cnt, s, d, xe, d, gate + off * d, d, 0.0f, gbuf.data(), s);
+        for (int64_t i = 0; i < cnt * s; ++i) ubuf[i] = activate(gbuf[i], act) * ubuf[i];
+      } else {
+        for (int64_t t = 0; t < cnt; ++t) {
+          float* u = ubuf.data() + t * s;
+          if (b1)
+            for (int64_t j = 0; j < s; ++j) u[j] = activate(u[j] + b1[off + j], act);
+          else
+            for (int64_t j = 0; j < s; ++j) u[j] = activate(u[j], act);
+        }
+      }
+      if (hidden)
+        for (int64_t t = 0; t < cnt; ++t) {
+          float* hrow = hidden + idx[t] * F;
+          const float* u = ubuf.data() + t * s;
+          for (int64_t j = 0; j < s; ++j) hrow[perm[off + j]] = u[j];
+        }
+      if (cnt == 1 || all) {
+        gemm(false, cnt, d, s, ubuf.data(), s, downT + off * d, d, 1.0f, out + (all ? 0 : idx[0] * d), d);
+      } else {
+        ybuf.resize(cnt * d);
+        gemm(false, cnt, d, s, ubuf.data(), s, downT + off * d, d, 0.0f, ybuf.data(), d);
+        for (int64_t t = 0; t < cnt; ++t) {
+          float* dst = out + idx[t] * d;
+          const float* src = ybuf.data() + t * d;
+          for (int64_t c = 0; c < d; ++c) dst[c] += src[c];
+        }
+      }
+    }
+  };
+
+  const int64_t tasks = static_cast<int64_t>(active.size());
+  if (threads <= 1) {
+    runTasks(0, tasks, 0);
+  } else {
+    // Balance by work (tokens x expert size): contiguous task ranges per thread.
+    std::vector<double> cum(tasks + 1, 0.0);
+    for (int64_t i = 0; i < tasks; ++i) {
+      int e = active[i];
+      cum[i + 1] = cum[i] + double(start[e + 1] - start[e]) * double(w.layout.expertSize(e));
+    }
+    std::vector<int64_t> cut(threads + 1, 0);
+    cut[threads] = tasks;
+    for (int t = 1; t < threads; ++t) {
+      double target = cum[tasks] * t / threads;
+      int64_t i = cut[t - 1];
+      while (i < tasks && cum[i + 1] <= target) ++i;
+      cut[t] = std::max(i, cut[t - 1]);
+    }
+    std::exception_ptr err;
+    at::parallel_for(0, threads, 1, [&](int64_t b, int64_t e) {
+      for (int64_t t = b; t < e; ++t) {
+        try {
+          runTasks(cut[t], cut[t + 1], static_cast<int>(t));
+        } catch (...) {
+#pragma omp critical
+          err = std::current_exception();
+        }
+      }
+    });
+    if (err) std::rethrow_exception(err);
+    for (auto& a : acc)
+      if (!a.empty())
+        for (int64_t i = 0; i < n * d; ++i) y[i] += a[i];
+  }
+  if (w.downBias.defined()) {
+    const float* b2 = w.downBias.data_ptr<float>();
+    for (int64_t t = 0; t < n; ++t)
+      for (int64_t c = 0; c < d; ++c) y[t * d + c] += b2[c];
+  }
+}
+
+MoeFfn::MoeFfn(std::vector<MoeLayer> layers, std::vector<FfnWeights> dense)
+    : layers_(std::move(layers)), dense_(std::move(dense)) {
+  dense_.resize(layers_.size());
+  for (size_t L = 0; L < layers_.size(); ++L) {
+    const auto& l = layers_[L];
+    if (!l.weights) {
+      if (!dense_[L].up.defined())
+        throw FormatError("layer " + std::to_string(L) + " has neither experts nor dense FFN weights");
+      continue;
+    }
+    if (!l.router) throw ParameterError("layer " + std::to_string(L) + ": no router");
+    const int E = l.weights->layout.experts;
+    if (l.topK < 1 || l.topK > E)
+      throw ParameterError("layer " + std::to_string(L) + ": top-k " + std::to_string(l.topK) + " outside [1, " +
+                           std::to_string(E) + "] (the layer has " + std::to_string(E) + " experts)");
+    if (l.router->experts != E)
+      throw ParameterError("layer " + std::to_string(L) + ": router has " + std::to_string(l.router->experts) +
+                           " experts, the partition " + std::to_string(E));
+  }
+}
+
+at::Tensor MoeFfn::route(int layer, const at::Tensor& x) const {
+  const MoeLayer& l = layers_.at(layer);
+  at::Tensor s = l.router->scores(x, *l.weights);  // [N, E]
+  return topKExperts(s, l.topK).contiguous();
+}
+
+at::Tensor MoeFfn::compute(int layer, const at::Tensor& xIn, const at::Tensor& selIn, at::Tensor* hidden) const {
+  const MoeLayer& l = layers_.at(layer);
+  const MoeLayerWeights& w = *l.weights;
+  const bool autograd = at::GradMode::is_enabled() &&
+                        (xIn.requires_grad() || w.up.requires_grad() || w.downT.requires_grad());
+  if (autograd) {
+    at::Tensor h = w.packedHidden(xIn);  // [N, d_ff] packed
+    at::Tensor m = at::zeros({xIn.size(0), w.layout.experts}, xIn.options().requires_grad(false));
+    m.scatter_(1, selIn, 1.0);
+    h = h * m.index_select(1, w.layout.rowExpert);
+    if (hidden) *hidden = h.index_select(1, w.layout.invPerm);
+    return at::linear(h, w.downT.t(), w.downBias);
+  }
+  at::Tensor x = xIn.to(at::kFloat).contiguous();
+  at::Tensor sel = selIn.to(at::kLong).contiguous();
+  const int64_t n = x.size(0);
+  at::Tensor y = at::empty({n, w.dModel()}, x.options());
+  at::Tensor h;
+  if (hidden) h = at::empty({n, w.dFF()}, x.options());
+  sparseFfnKernel(w, x.data_ptr<float>(), n, sel.data_ptr<int64_t>(), static_cast<int>(sel.size(1)),
+                  y.data_ptr<float>(), hidden ? h.data_ptr<float>() : nullptr);
+  if (hidden) *hidden = h;
+  return y;
+}
+
+at::Tensor MoeFfn::forward(int layer, const at::Tensor& x, at::Tensor* hidden) const {
+  if (layer < 0 || layer >= static_cast<int>(layers_.size()))
+    throw ParameterError("MoE FFN has no layer " + std::to_string(layer));
+  if (!layers_[layer].weights) return denseFfn(dense_[layer], x, hidden);
+  at::Tensor sel;
+  {
+    at::NoGradGuard ng;
+    sel = route(layer, x.detach());
+  }
+  return compute(layer, x, sel, hidden);
+}
+
+std::shared_ptr<MoeFfn> MoeFfn::withTopK(const std::vector<int>& k) const {
+  auto layers = layers_;
+  for (size_t L = 0; L < layers.size() && L < k.size(); ++L)
+    if (layers[L].weights) layers[L].topK = k[L];
+  return std::make_shared<MoeFfn>(std::move(layers), dense_);
+}
+
+std::shared_ptr<MoeFfn> MoeFfn::withFraction(double f) const {
+  if (!(f > 0.0 && f <= 1.0)) throw ParameterError("expert fraction " + std::to_string(f) + " outside (0, 1]");
+  std::vector<int> k(layers_.size(), 0);
+  for (size_t L = 0; L < layers_.size(); ++L)
+    if (layers_[L].weights) k[L] = topKForFraction(f, layers_[L].weights->layout.experts);
+  return withTopK(k);
+}
+
+}  // namespace moefy

@@ -1,0 +1,72 @@
+#pragma once
+// MoeFfn: the sparse Mixture-of-Experts FFN that replaces a model's dense FFNs
+// (installed with Model::setFfnOverride). Per token, the layer's router scores
+// the experts, the top-k are selected, and only those experts are computed.
+//
+// Compute paths (CPU, F32):
+//  - inference: tokens are grouped by expert ("batching by expert"); each
+//    selected expert runs one GEMM over its tokens on its contiguous weight
+//    blocks (a GEMV when it has a single token, e.g. batch-1 decoding).
+//    Experts run in parallel over the runtime's threads, each thread
+//    accumulating into its own output buffer.
+//  - autograd (grad mode on and weights or input requiring grad): a masked
+//    dense computation, so calibration can train the experts.
+// Selecting all experts reproduces the dense FFN up to float summation order.
+#include <ATen/Tensor.h>
+
+#include <memory>
+#include <vector>
+
+#include "analysis/model/model.h"
+#include "analysis/moe/moe_layer.h"
+#include "analysis/route/router.h"
+
+namespace moefy {
+
+struct MoeLayer {
+  std::shared_ptr<const MoeLayerWeights> weights;  ///< null: the layer stays dense
+  std::shared_ptr<const LayerRouter> router;
+  int topK = 0;                                     ///< experts per token, in [1, E]
+};
+
+class MoeFfn : public FfnOverride {
+ public:
+  /// `layers` and `dense` are indexed by model layer; dense[L] is used where
+  /// layers[L].weights is null. Throws ParameterError for a top-k outside [1, E].
+  MoeFfn(std::vector<MoeLayer> layers, std::vector<FfnWeights> dense);
+
+  /// x [N, d_model] -> [N, d_model]; hidden [N, d_ff] in original neuron order
+  /// (zeros for the neurons of unselected experts).
+  at::Tensor forward(int layer, const at::Tensor& x, at::Tensor* hidden) const override;
+  /// Selected experts [N, k] (int64) of x [N, d_model]. Layer must be MoE.
+  at::Tensor route(int layer, const at::Tensor& x) const;
+  /// The sparse FFN for a given selection sel [N, k] (int64).
+  at::Tensor compute(int layer, const at::Tensor& x, const at::Tensor& sel, at::Tensor* hidden) const;
+
+  /// Same experts and routers, other top-k: k[L] per model layer (ignored for dense layers).
+  std::shared_ptr<MoeFfn> withTopK(const std::vector<int>& k) const;
+  /// top-k = max(1, round(fraction * E)) in every MoE layer.
+  std::shared_ptr<MoeFfn> withFraction(double fraction) const;
+
+  const std::vector<MoeLayer>& layers() const { return layers_; }
+  const std::vector<FfnWeights>& dense() const { return dense_; }
+  bool isMoe(int layer) const { return layer >= 0 && layer < static_cast<int>(layers_.size()) && layers_[layer].weights; }
+
+ private:
+  std::vector<MoeLayer> layers_;
+  std::vector<FfnWeights> dense_;
+};
+
+/// top-k for a fraction of E experts: max(1, round(fraction * E)).
+int topKForFraction(double fraction, int experts);
+
+/// The inference kernel on raw buffers: x [N, d_model], sel [N, k] (values in
+/// [0, E)), y [N, d_model] (overwritten, b2 included); hidden [N, d_ff] (original
+/// order, overwritten) or null. Exposed for benchmarks and tests.
+void sparseFfnKernel(const MoeLayerWeights& w, const float* x, int64_t n, const int64_t* sel, int k, float* y,
+                     float* hidden);
+
+/// Whether the kernel calls CBLAS directly (else it falls back to ATen matmuls).
+bool sparseKernelUsesCblas();
+
+}  // namespace moefy

@@ -1,0 +1,62 @@
+#pragma once
+// One FFN layer's weights regrouped into experts (MoEfication's layout).
+//
+// A partition assigns every FFN neuron (hidden unit) i to an expert labels[i].
+// Packing reorders the neurons so that expert e owns the contiguous packed
+// rows [offsets[e], offsets[e+1]): its rows of W1 (and of the gate for gated
+// FFNs), its entries of b1, and its columns of W2 (stored transposed, as rows
+// of downT, so that they are contiguous too). Within an expert, neurons keep
+// ascending original order. The bias of W2 (b2) is shared and added once.
+#include <ATen/Tensor.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "analysis/model/model.h"
+
+namespace moefy {
+
+/// The expert layout of one layer, derived from its partition labels.
+struct ExpertLayout {
+  int experts = 0;               ///< E
+  std::vector<int64_t> offsets;  ///< E + 1 packed-row offsets
+  at::Tensor labels;             ///< [d_ff] int32, expert of each original neuron
+  at::Tensor perm;               ///< [d_ff] int64, packed row r holds original neuron perm[r]
+  at::Tensor rowExpert;          ///< [d_ff] int64, expert of packed row r
+  at::Tensor invPerm;            ///< [d_ff] int64, packed row of original neuron i
+
+  int64_t expertSize(int e) const { return offsets[e + 1] - offsets[e]; }
+  int64_t dFF() const { return offsets.empty() ? 0 : offsets.back(); }
+  /// Validates labels (values in [0, E), every expert non-empty) and builds
+  /// the layout. `context` names the file/layer in errors.
+  static ExpertLayout fromLabels(const at::Tensor& labels, int experts, const std::string& context);
+};
+
+/// Packed expert weights of one FFN layer (F32, contiguous, CPU).
+struct MoeLayerWeights {
+  ExpertLayout layout;
+  at::Tensor up;        ///< [d_ff, d_model] packed rows of W1 (up_proj / c_fc / fc1)
+  at::Tensor gate;      ///< [d_ff, d_model] packed rows of the gate, undefined for plain FFNs
+  at::Tensor upBias;    ///< [d_ff] packed b1, or undefined
+  at::Tensor downT;     ///< [d_ff, d_model] packed columns of W2, transposed
+  at::Tensor downBias;  ///< [d_model] b2, or undefined
+  Activation act = Activation::ReLU;
+
+  int64_t dModel() const { return up.size(1); }
+  int64_t dFF() const { return up.size(0); }
+  bool gated() const { return gate.defined(); }
+
+  /// Regroups a dense FFN by `layout` (copies the weights).
+  static std::shared_ptr<MoeLayerWeights> pack(const FfnWeights& dense, ExpertLayout layout);
+  /// The dense FFN hidden of x [N, d_model] in packed neuron order [N, d_ff]
+  /// (every expert computed).
+  at::Tensor packedHidden(const at::Tensor& x) const;
+  /// Per-expert activation mass [N, E] of a packed hidden [N, d_ff]: the sum
+  /// of h over the expert's neurons for plain ReLU FFNs (all h >= 0), of |h| otherwise.
+  at::Tensor expertMass(const at::Tensor& packedHidden) const;
+  /// Dense weights in the original neuron order (views of fresh tensors).
+  FfnWeights unpack() const;
+};
+
+}  // namespace moefy

@@ -1,0 +1,170 @@
+#include "analysis/route/route_build.h"
+
+#include <torch/torch.h>
+
+#include <cmath>
+#include <sstream>
+
+#include "analysis/common/error.h"
+#include "analysis/jobs/job.h"
+#include "analysis/model/model.h"
+#include "analysis/moe/moe_ffn.h"
+#include "analysis/moe/moe_layer.h"
+
+namespace moefy {
+
+std::vector<std::shared_ptr<MoeLayerWeights>> packExperts(const Model& model, const PartitionData& part) {
+  std::vector<std::shared_ptr<MoeLayerWeights>> out;
+  for (size_t i = 0; i < part.layers.size(); ++i) {
+    int L = part.layers[i];
+    FfnWeights w = model.ffnWeights(L);
+    if (!w.up.defined())
+      throw FormatError(model.dir().string() + ": layer " + std::to_string(L) + " has no dense FFN weights to split");
+    std::string ctx = (part.dir / "labels.safetensors").string() + ": layer " + std::to_string(L);
+    out.push_back(MoeLayerWeights::pack(w, ExpertLayout::fromLabels(part.labels[i], part.experts, ctx)));
+  }
+  return out;
+}
+
+at::Tensor expertMassFromHidden(const at::Tensor& hidden, const at::Tensor& labels, int experts, bool relu) {
+  at::Tensor v = relu ? hidden.clamp_min(0) : hidden.abs();
+  at::Tensor out = at::zeros({hidden.size(0), experts}, hidden.options());
+  out.index_add_(1, labels.to(at::kLong), v);
+  return out;
+}
+
+nlohmann::json routerMetrics(const at::Tensor& scores, const at::Tensor& mass, int k) {
+  at::NoGradGuard ng;
+  at::Tensor rsel = topKExperts(scores, k);           // [S, k]
+  at::Tensor osel = topKExperts(mass, k);             // [S, k]
+  double captured = mass.gather(1, rsel).sum().item<double>();
+  double best = mass.gather(1, osel).sum().item<double>();
+  const int64_t S = scores.size(0), E = scores.size(1);
+  at::Tensor rm = at::zeros({S, E}, at::kFloat).scatter_(1, rsel, 1.0);
+  at::Tensor om = at::zeros({S, E}, at::kFloat).scatter_(1, osel, 1.0);
+  double overlap = (rm * om).sum().item<double>() / (double(S) * k);
+  nlohmann::json j;
+  j["mass_recall"] = best > 0 ? captured / best : 1.0;
+  j["overlap"] = overlap;
+  j["samples"] = S;
+  return j;
+}
+
+void splitSamples(int64_t S, double heldOut, uint64_t seed, at::Tensor& train, at::Tensor& held) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  at::Tensor perm = at::randperm(S, gen, at::kLong);
+  int64_t h = static_cast<int64_t>(std::llround(heldOut * S));
+  if (heldOut > 0 && h == 0 && S >= 2) h = 1;
+  if (h >= S) h = S - 1;
+  held = std::get<0>(perm.narrow(0, 0, h).sort());
+  train = perm.narrow(0, h, S - h);
+}
+
+nlohmann::json trainMlpRouter(LayerRouter& r, const at::Tensor& xRaw, const at::Tensor& mass, const at::Tensor& trainIdx,
+                              const at::Tensor& heldIdx, const RouteOptions& o, JobContext& job, const std::string& label) {
+  if (o.epochs <= 0) throw ParameterError("--epochs must be positive");
+  if (o.batch <= 0) throw ParameterError("--batch must be positive");
+  if (!(o.lr > 0)) throw ParameterError("--lr must be positive");
+  at::Tensor x = l2Normalize(xRaw.to(at::kFloat));
+  at::Tensor target = mass / mass.amax(1, true).clamp_min(1e-12);  // [S, E] in [0, 1]
+  at::Tensor w1 = r.w1.detach().clone().set_requires_grad(true);
+  at::Tensor w2 = r.w2.detach().clone().set_requires_grad(true);
+  torch::optim::Adam opt({w1, w2}, torch::optim::AdamOptions(o.lr));
+  auto logitsOf = [&](const at::Tensor& xb) { return at::mm(at::tanh(at::mm(xb, w1.t())), w2.t()); };
+  auto heldLoss = [&]() -> double {
+    if (heldIdx.numel() == 0) return NAN;
+    at::NoGradGuard ng;
+    return at::binary_cross_entropy_with_logits(logitsOf(x.index_select(0, heldIdx)), target.index_select(0, heldIdx))
+        .item<double>();
+  };
+  nlohmann::json epochs = nlohmann::json::array();
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(o.seed + 17);
+  const int64_t n = trainIdx.numel();
+  for (int ep = 0; ep < o.epochs; ++ep) {
+    job.checkCancel();
+    at::Tensor order = trainIdx.index_select(0, at::randperm(n, gen, at::kLong));
+    double sum = 0;
+    int64_t cnt = 0;
+    for (int64_t b = 0; b < n; b += o.batch) {
+      at::Tensor idx = order.narrow(0, b, std::min<int64_t>(o.batch, n - b));
+      at::Tensor loss = at::binary_cross_entropy_with_logits(logitsOf(x.index_select(0, idx)), target.index_select(0, idx));
+      opt.zero_grad();
+      loss.backward();
+      opt.step();
+      sum += loss.item<double>() * idx.numel();
+      cnt += idx.numel();
+      job.checkCancel();
+    }
+    double tr = cnt ? sum / cnt : NAN, he = heldLoss();
+    epochs.push_back({{"train", tr}, {"held_out", std::isnan(he) ? nlohmann::json(nullptr) : nlohmann::json(he)}});
+    std::ostringstream s;
+    s << label << " epoch " << ep + 1 << "/" << o.epochs << ": train loss " << tr << ", held-out loss " << he;
+    job.log(s.str());
+  }
+  r.w1 = w1.detach().contiguous();
+  r.w2 = w2.detach().contiguous();
+  return {{"epochs", epochs}};
+}
+
+RouterSet buildRouters(const Model& model, const PartitionData& part, const SampleData& samples,
+                       const RouteOptions& o, JobContext& job) {
+  part.checkModel(model);
+  samples.checkModel(model);
+  const int E = part.experts;
+  int k = o.topK;
+  if (k == 0) {
+    if (!(o.topFraction > 0 && o.topFraction <= 1))
+      throw ParameterError("--top-fraction " + std::to_string(o.topFraction) + " outside (0, 1]");
+    k = topKForFraction(o.topFraction, E);
+  }
+  if (k < 1 || k > E)
+    throw ParameterError("--top-k " + std::to_string(k) + " outside [1, " + std::to_string(E) + "] (the partition has " +
+                         std::to_string(E) + " experts)");
+  if (!(o.heldOut >= 0 && o.heldOut < 1)) throw ParameterError("--held-out must be in [0, 1)");
+  job.setStage("route: pack experts");
+  auto packed = packExperts(model, part);
+  RouterSet rs;
+  rs.kind = o.kind;
+  rs.layers = part.layers;
+  rs.modelFingerprint = model.fingerprint();
+  rs.partitionPath = part.dir.string();
+  rs.partitionLabelsHash = part.labelsHash;
+  at::Tensor trainIdx, heldIdx;
+  splitSamples(samples.samples, o.heldOut, o.seed, trainIdx, heldIdx);
+  const bool relu = model.config().act == Activation::ReLU && !model.config().gated;
+  job.setStage(std::string("route: ") + routerKindName(o.kind));
+  for (size_t i = 0; i < part.layers.size(); ++i) {
+    job.checkCancel();
+    const int L = part.layers[i];
+    const MoeLayerWeights& w = *packed[i];
+    LayerRouter r;
+    r.kind = o.kind;
+    r.experts = E;
+    at::Tensor mass = expertMassFromHidden(samples.ffnAct[i], part.labels[i], E, relu);  // [S, E]
+    if (o.kind == RouterKind::Similarity || o.kind == RouterKind::Mlp) r.centroids = similarityCentroids(w).clone();
+    if (o.kind == RouterKind::Mlp) {
+      r.w1 = r.centroids;
+      r.w2 = at::eye(E, at::kFloat);
+      r.centroids = at::Tensor();
+      JobContext* jp = &job;
+      rs.training[std::to_string(L)] =
+          trainMlpRouter(r, samples.ffnIn[i], mass, trainIdx, heldIdx, o, *jp, "layer " + std::to_string(L));
+    }
+    // Metrics on held-out samples (all samples when none are held out).
+    at::Tensor evalIdx = heldIdx.numel() > 0 ? heldIdx : at::arange(samples.samples, at::kLong);
+    at::Tensor xs = samples.ffnIn[i].index_select(0, evalIdx);
+    at::Tensor scores;
+    {
+      at::NoGradGuard ng;
+      scores = o.kind == RouterKind::Oracle ? mass.index_select(0, evalIdx) : r.scores(xs, w);
+    }
+    rs.metrics[std::to_string(L)] = routerMetrics(scores, mass.index_select(0, evalIdx), k);
+    rs.routers.push_back(std::move(r));
+    rs.topK.push_back(k);
+    rs.experts.push_back(E);
+    job.setProgress(double(i + 1) / part.layers.size());
+  }
+  return rs;
+}
+
+}  // namespace moefy

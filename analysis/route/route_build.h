@@ -1,0 +1,60 @@
+#pragma once
+// Building routers from a model, its partition and recorded samples
+// (`moefy route`), and their quality metrics against the oracle.
+#include <ATen/Tensor.h>
+
+#include <cstdint>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <vector>
+
+#include "analysis/route/route_inputs.h"
+#include "analysis/route/router.h"
+
+namespace moefy {
+
+class JobContext;
+class Model;
+struct MoeLayerWeights;
+
+struct RouteOptions {
+  RouterKind kind = RouterKind::Similarity;
+  int topK = 0;              ///< experts per token; 0 = use topFraction
+  double topFraction = 0.25; ///< used when topK == 0
+  // mlp training (MoEfication's recipe)
+  int epochs = 30;
+  int batch = 512;
+  double lr = 0.01;
+  double heldOut = 0.1;      ///< fraction of samples held out (also used for the metrics)
+  uint64_t seed = 0;
+};
+
+/// Packs every partitioned layer of `model` into experts (entry i = part.layers[i]).
+/// The model must have its dense FFN weights.
+std::vector<std::shared_ptr<MoeLayerWeights>> packExperts(const Model& model, const PartitionData& part);
+
+/// Builds (and for mlp trains) one router per partitioned layer. `samples`
+/// holds part.layers in order. Reports per-layer metrics on the held-out
+/// samples. Cancellable; progress per layer and epoch.
+RouterSet buildRouters(const Model& model, const PartitionData& part, const SampleData& samples,
+                       const RouteOptions& options, JobContext& job);
+
+/// Oracle targets [S, E]: per-expert activation mass of hidden [S, d_ff]
+/// (original neuron order): sum of h for ReLU FFNs, of |h| otherwise.
+at::Tensor expertMassFromHidden(const at::Tensor& hidden, const at::Tensor& labels, int experts, bool relu);
+
+/// Router quality on samples: {"mass_recall": captured mass / oracle top-k mass,
+/// "overlap": mean |router top-k ∩ oracle top-k| / k}.
+nlohmann::json routerMetrics(const at::Tensor& scores, const at::Tensor& mass, int k);
+
+/// The held-out sample indices (seeded) and the training ones.
+void splitSamples(int64_t samples, double heldOut, uint64_t seed, at::Tensor& train, at::Tensor& held);
+
+/// Trains an MLP router in place (w1, w2 must be set: the initial weights) on
+/// inputs x [S, d_model] (raw FFN inputs) and mass [S, E]. Returns
+/// {"epochs": [{"train": loss, "held_out": loss}, ...]}.
+nlohmann::json trainMlpRouter(LayerRouter& router, const at::Tensor& x, const at::Tensor& mass,
+                              const at::Tensor& trainIdx, const at::Tensor& heldIdx, const RouteOptions& options,
+                              JobContext& job, const std::string& label);
+
+}  // namespace moefy

@@ -1,0 +1,52 @@
+#pragma once
+// Readers of the artefacts the routing step consumes: partitions
+// (partition.json + labels.safetensors) and recorded samples
+// (manifest.json + samples.safetensors), as docs/formats.md specifies.
+#include <ATen/Tensor.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+namespace moefy {
+
+class Model;
+
+struct PartitionData {
+  std::filesystem::path dir;
+  int experts = 0;                 ///< E (same for every layer)
+  std::vector<int> layers;         ///< partitioned model layers, ascending
+  std::vector<at::Tensor> labels;  ///< per entry of `layers`: [d_ff] int32
+  std::string modelFingerprint;
+  std::string labelsHash;          ///< 16 hex digits over all labels (routers record it)
+  nlohmann::json meta;             ///< partition.json
+
+  int indexOfLayer(int layer) const;  ///< -1 if absent
+  /// Reads and validates a partition folder. Throws FormatError/IoError naming the file.
+  static PartitionData read(const std::filesystem::path& dir);
+  /// Throws ParameterError if the partition was made for another model (fingerprint,
+  /// layer count or d_ff differ).
+  void checkModel(const Model& model) const;
+};
+
+/// A stable 16-hex-digit hash of label tensors.
+std::string hashLabels(const std::vector<at::Tensor>& labels);
+
+struct SampleData {
+  std::filesystem::path dir;
+  int64_t samples = 0;              ///< S
+  std::string modelFingerprint;
+  nlohmann::json manifest;
+  /// Per requested layer (order of read()'s `layers`): F32 tensors.
+  std::vector<at::Tensor> ffnIn;    ///< [S, d_model]
+  std::vector<at::Tensor> ffnAct;   ///< [S, d_ff]
+
+  /// Reads the samples of `layers` from a recording folder. Throws FormatError
+  /// naming the file and tensor (missing layer, wrong shape, S mismatch).
+  static SampleData read(const std::filesystem::path& dir, const std::vector<int>& layers, int64_t dModel,
+                         int64_t dFF);
+  void checkModel(const Model& model) const;
+};
+
+}  // namespace moefy

@@ -1,0 +1,165 @@
+#include "analysis/route/router.h"
+
+#include <torch/torch.h>
+
+#include "analysis/common/error.h"
+#include "analysis/io/fsutil.h"
+#include "analysis/io/safetensors.h"
+#include "analysis/moe/moe_layer.h"
+
+namespace moefy {
+
+namespace fs = std::filesystem;
+
+const char* routerKindName(RouterKind k) {
+  switch (k) {
+    case RouterKind::Oracle: return "oracle";
+    case RouterKind::Similarity: return "similarity";
+    case RouterKind::Mlp: return "mlp";
+  }
+  return "?";
+}
+
+RouterKind routerKindFromName(const std::string& n, const std::string& ctx) {
+  if (n == "oracle") return RouterKind::Oracle;
+  if (n == "similarity") return RouterKind::Similarity;
+  if (n == "mlp") return RouterKind::Mlp;
+  throw ParameterError(ctx + ": unknown router kind '" + n + "' (oracle, similarity or mlp)");
+}
+
+at::Tensor l2Normalize(const at::Tensor& x) {
+  return x / x.norm(2, {-1}, true).clamp_min(1e-12);
+}
+
+at::Tensor topKExperts(const at::Tensor& scores, int k) {
+  return std::get<1>(scores.topk(k, -1, /*largest=*/true, /*sorted=*/false));
+}
+
+at::Tensor similarityCentroids(const MoeLayerWeights& w) {
+  at::NoGradGuard guard;  // normal tensors: calibration may train them
+  at::Tensor rows = l2Normalize(w.gated() ? w.gate : w.up);  // [d_ff, d_model], packed
+  at::Tensor sums = at::zeros({w.layout.experts, rows.size(1)}, rows.options());
+  sums.index_add_(0, w.layout.rowExpert, rows);
+  at::Tensor counts = at::zeros({w.layout.experts}, rows.options());
+  counts.index_add_(0, w.layout.rowExpert, at::ones({rows.size(0)}, rows.options()));
+  return (sums / counts.unsqueeze(1)).contiguous();
+}
+
+at::Tensor LayerRouter::scores(const at::Tensor& x, const MoeLayerWeights& w) const {
+  switch (kind) {
+    case RouterKind::Oracle: return w.expertMass(w.packedHidden(x));
+    case RouterKind::Similarity: return at::mm(l2Normalize(x), centroids.t());
+    case RouterKind::Mlp: return at::mm(at::tanh(at::mm(l2Normalize(x), w1.t())), w2.t());
+  }
+  return {};
+}
+
+void LayerRouter::validate(int64_t dModel, const std::string& ctx) const {
+  auto check = [&](const at::Tensor& t, std::vector<int64_t> want, const char* name) {
+    if (!t.defined()) throw FormatError(ctx + ": missing tensor '" + name + "'");
+    if (t.sizes().vec() != want)
+      throw FormatError(ctx + ": tensor '" + name + "' has shape " + shapeString(t) + ", expected " + shapeString(want));
+  };
+  if (kind == RouterKind::Similarity) check(centroids, {experts, dModel}, "centroids");
+  if (kind == RouterKind::Mlp) {
+    check(w1, {experts, dModel}, "w1");
+    check(w2, {experts, experts}, "w2");
+  }
+}
+
+int RouterSet::indexOfLayer(int layer) const {
+  for (size_t i = 0; i < layers.size(); ++i)
+    if (layers[i] == layer) return static_cast<int>(i);
+  return -1;
+}
+
+void RouterSet::writeInto(const fs::path& dir) const {
+  nlohmann::json j;
+  j["format"] = "moefy-router";
+  j["version"] = 1;
+  j["tool_version"] = MOEFY_VERSION;
+  j["kind"] = routerKindName(kind);
+  j["layers"] = layers;
+  j["top_k"] = topK;
+  j["experts"] = experts;
+  j["model_fingerprint"] = modelFingerprint;
+  j["partition"] = {{"path", partitionPath}, {"labels_hash", partitionLabelsHash}};
+  j["training"] = training;
+  j["metrics"] = metrics;
+  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  for (size_t i = 0; i < layers.size(); ++i) {
+    std::string p = "blk." + std::to_string(layers[i]) + ".";
+    const auto& r = routers[i];
+    if (kind == RouterKind::Similarity) tensors.emplace_back(p + "centroids", r.centroids.contiguous());
+    if (kind == RouterKind::Mlp) {
+      tensors.emplace_back(p + "w1", r.w1.detach().contiguous());
+      tensors.emplace_back(p + "w2", r.w2.detach().contiguous());
+    }
+  }
+  writeSafetensors(dir / "router.safetensors", tensors, {{"format", "moefy-router"}});
+  writeFileAtomic(dir / "router.json", j.dump(2) + "\n");
+}
+
+RouterSet RouterSet::read(const fs::path& dir) {
+  if (!fs::is_directory(dir)) throw IoError(dir.string() + ": not a router folder");
+  fs::path jf = dir / "router.json";
+  if (!fs::exists(jf)) throw IoError(jf.string() + ": missing");
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(readFile(jf));
+  } catch (const nlohmann::json::exception&) {
+    throw FormatError(jf.string() + ": malformed JSON");
+  }
+  if (!j.is_object() || j.value("format", "") != "moefy-router")
+    throw FormatError(jf.string() + ": not a moefy router (format must be 'moefy-router')");
+  RouterSet r;
+  try {
+    r.kind = routerKindFromName(j.at("kind").get<std::string>(), jf.string());
+    r.layers = j.at("layers").get<std::vector<int>>();
+    r.topK = j.at("top_k").get<std::vector<int>>();
+    r.experts = j.at("experts").get<std::vector<int>>();
+    r.modelFingerprint = j.value("model_fingerprint", "");
+    if (j.contains("partition") && j["partition"].is_object()) {
+      r.partitionPath = j["partition"].value("path", "");
+      r.partitionLabelsHash = j["partition"].value("labels_hash", "");
+    }
+    if (j.contains("training")) r.training = j["training"];
+    if (j.contains("metrics")) r.metrics = j["metrics"];
+  } catch (const nlohmann::json::exception& e) {
+    throw FormatError(jf.string() + ": missing or malformed key (kind, layers, top_k, experts): " + e.what());
+  } catch (const ParameterError& e) {
+    throw FormatError(e.what());
+  }
+  if (r.layers.empty()) throw FormatError(jf.string() + ": no layers");
+  if (r.topK.size() != r.layers.size() || r.experts.size() != r.layers.size())
+    throw FormatError(jf.string() + ": 'layers', 'top_k' and 'experts' must have the same length");
+  for (size_t i = 0; i < r.layers.size(); ++i)
+    if (r.experts[i] <= 0 || r.topK[i] <= 0 || r.topK[i] > r.experts[i])
+      throw FormatError(jf.string() + ": layer " + std::to_string(r.layers[i]) + " has top_k " + std::to_string(r.topK[i]) +
+                        " outside [1, " + std::to_string(r.experts[i]) + "]");
+  std::shared_ptr<SafetensorsFile> st;
+  fs::path sf = dir / "router.safetensors";
+  if (r.kind != RouterKind::Oracle) {
+    if (!fs::exists(sf)) throw IoError(sf.string() + ": missing");
+    st = SafetensorsFile::open(sf);
+  }
+  for (size_t i = 0; i < r.layers.size(); ++i) {
+    LayerRouter lr;
+    lr.kind = r.kind;
+    lr.experts = r.experts[i];
+    std::string p = "blk." + std::to_string(r.layers[i]) + ".";
+    auto get = [&](const std::string& name) {
+      if (!st->contains(p + name)) throw FormatError(sf.string() + ": missing tensor '" + p + name + "'");
+      return st->f32(p + name).contiguous();
+    };
+    if (r.kind == RouterKind::Similarity) lr.centroids = get("centroids");
+    if (r.kind == RouterKind::Mlp) {
+      lr.w1 = get("w1");
+      lr.w2 = get("w2");
+    }
+    r.routers.push_back(std::move(lr));
+  }
+  return r;
+}
+
+}  // namespace moefy

@@ -1,0 +1,70 @@
+#pragma once
+// Routers: per layer, a score for every expert from the FFN input; the MoE FFN
+// computes the top-k experts by score. See docs/moe.md.
+//
+//   oracle      ground truth: the expert's activation mass (sum of h over its
+//               neurons for ReLU FFNs, sum of |h| otherwise). Needs the dense
+//               hidden, so it is an upper bound for quality, not a fast path.
+//   similarity  centroids [E, d_model] = mean of the expert's L2-normalised W1
+//               rows (gate rows for gated FFNs); score = normalise(x) . centroid.
+//   mlp         MoEfication's router: tanh(normalise(x) W1^T) W2^T, W1 [E, d_model],
+//               W2 [E, E], no biases.
+#include <ATen/Tensor.h>
+
+#include <filesystem>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+namespace moefy {
+
+struct MoeLayerWeights;
+
+enum class RouterKind { Oracle, Similarity, Mlp };
+const char* routerKindName(RouterKind k);
+/// "oracle" | "similarity" | "mlp"; throws ParameterError naming `context`.
+RouterKind routerKindFromName(const std::string& name, const std::string& context);
+
+struct LayerRouter {
+  RouterKind kind = RouterKind::Oracle;
+  int experts = 0;       ///< E
+  at::Tensor centroids;  ///< similarity: [E, d_model]
+  at::Tensor w1;         ///< mlp: [E, d_model]
+  at::Tensor w2;         ///< mlp: [E, E]
+
+  /// Expert scores [N, E] for FFN inputs x [N, d_model]. The oracle computes
+  /// the dense hidden with `experts`' packed weights.
+  at::Tensor scores(const at::Tensor& x, const MoeLayerWeights& experts) const;
+  /// Checks the tensor shapes against E and d_model; `context` names the file/layer.
+  void validate(int64_t dModel, const std::string& context) const;
+};
+
+/// Centroids of the L2-normalised W1 rows (gate rows for gated FFNs) per expert: [E, d_model].
+at::Tensor similarityCentroids(const MoeLayerWeights& w);
+/// Rows of x [N, d] scaled to unit L2 norm (zero rows stay zero).
+at::Tensor l2Normalize(const at::Tensor& x);
+/// Top-k expert ids [N, k] (int64) of scores [N, E].
+at::Tensor topKExperts(const at::Tensor& scores, int k);
+
+/// A router artefact (router.json + router.safetensors), see docs/formats.md.
+struct RouterSet {
+  RouterKind kind = RouterKind::Oracle;
+  std::vector<int> layers;             ///< model layer of each entry
+  std::vector<int> topK;               ///< per entry
+  std::vector<int> experts;            ///< per entry
+  std::vector<LayerRouter> routers;    ///< per entry
+  std::string modelFingerprint;
+  std::string partitionPath;
+  std::string partitionLabelsHash;
+  nlohmann::json training = nlohmann::json::object();  ///< mlp: per-layer per-epoch losses
+  nlohmann::json metrics = nlohmann::json::object();   ///< {"L": {mass_recall, overlap}}
+
+  int indexOfLayer(int layer) const;  ///< -1 if absent
+  /// Writes router.json and router.safetensors into an existing folder.
+  void writeInto(const std::filesystem::path& dir) const;
+  /// Reads and validates a router folder. Throws FormatError naming the file.
+  static RouterSet read(const std::filesystem::path& dir);
+};
+
+}  // namespace moefy

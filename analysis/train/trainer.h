@@ -1,0 +1,72 @@
+#pragma once
+// Language-model training with libtorch autograd on the engine's Model.
+//
+// The model is built from an HF config.json (any architecture in arch.h; the
+// shipped one is GPT-2 with activation_function "relu"), initialised GPT-2
+// style (normal(0, 0.02), residual output projections scaled by
+// 1/sqrt(2 n_layer), norms 1, biases 0) and trained on next-token prediction
+// over random windows of the tokenised corpus (documents concatenated, each
+// starting with the tokenizer's BOS). Optimiser: AdamW (decoupled weight decay
+// on matrices only), linear warmup then cosine decay to min_lr, global-norm
+// gradient clipping. Deterministic in the seed: batch s is drawn from an RNG
+// seeded with (seed, s), so a resumed run sees the same batches.
+//
+// MODEL_DIR layout while training and after:
+//   config.json, model.safetensors      the final model (written at the end)
+//   tokenizer.json                      copied from --tokenizer
+//   training_log.jsonl                  one JSON object per log/eval line
+//   checkpoint/{model,optimizer}.safetensors, checkpoint/state.json
+//                                       the latest checkpoint (atomic folder), for --resume
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace moefy {
+
+class JobContext;
+
+struct TrainOptions {
+  std::filesystem::path corpus;     ///< .txt file or folder of .txt documents
+  std::filesystem::path heldout;    ///< held-out corpus; empty = every 20th document of `corpus` (the last one if fewer than 20)
+  std::filesystem::path config;     ///< HF config.json of the model to train
+  std::filesystem::path tokenizer;  ///< tokenizer.json
+  std::filesystem::path outDir;
+  int64_t steps = 1000;
+  uint64_t seed = 0;
+  int batch = 16;
+  int seqLen = 128;
+  double lr = 1e-3;
+  double minLrRatio = 0.1;          ///< cosine decays to lr * minLrRatio
+  int64_t warmup = -1;              ///< -1: 5% of steps (at least 1)
+  double weightDecay = 0.1;
+  double beta1 = 0.9, beta2 = 0.95, eps = 1e-8;
+  double clip = 1.0;                ///< global gradient norm; 0 = off
+  int64_t logEvery = 10;
+  int64_t evalEvery = 100;          ///< 0 = only at the end
+  int64_t evalTokens = 16384;       ///< held-out tokens per periodic eval (the final eval uses all)
+  int64_t checkpointEvery = 200;    ///< 0 = no checkpoints
+  bool resume = false;
+  bool force = false;               ///< allow an existing, non-empty outDir without --resume
+  std::string dtype = "F32";        ///< dtype of the final model.safetensors
+};
+
+struct TrainResult {
+  int64_t steps = 0;                ///< steps done in total (including resumed ones)
+  double firstLoss = 0;             ///< training loss of the first step of this run
+  double finalLoss = 0;             ///< mean training loss over the last log window
+  double heldoutLoss = 0;           ///< final held-out loss (nats/token) over all held-out windows
+  double heldoutPerplexity = 0;
+  int64_t heldoutTokens = 0;
+  std::vector<double> activeFraction;  ///< per layer: share of FFN hidden units > 0 over the held-out tokens
+  int64_t trainTokens = 0;          ///< tokens in the training stream
+  int64_t parameters = 0;
+  double seconds = 0;               ///< wall time of this run
+  double tokensPerSecond = 0;       ///< training tokens processed per second in this run
+};
+
+/// Trains and writes MODEL_DIR. Throws ParameterError/FormatError/IoError naming
+/// the option or file; CancelledError on cancel (the last checkpoint stays).
+TrainResult trainLanguageModel(const TrainOptions& options, JobContext& job);
+
+}  // namespace moefy

@@ -1,0 +1,40 @@
+#!/usr/bin/env python3
+"""Runs several make_checkpoint.py / ref_forward.py commands in one process
+(one torch import instead of one per command), for the tests.
+
+usage: batch.py JOBS.json
+JOBS.json is a list of argument lists whose first element names the script:
+  [["make_checkpoint", "gpt2_relu", "/tmp/m"], ["ref_forward", "/tmp/m", "--ids", "1,2", "--out", "/tmp/r.safetensors"]]
+Stops at the first failing job, naming it, with exit status 1.
+"""
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import make_checkpoint  # noqa: E402
+import ref_forward  # noqa: E402
+
+SCRIPTS = {"make_checkpoint": make_checkpoint.main, "ref_forward": ref_forward.main}
+
+
+def main():
+    if len(sys.argv) != 2:
+        raise SystemExit(__doc__)
+    with open(sys.argv[1]) as f:
+        jobs = json.load(f)
+    for job in jobs:
+        try:
+            rc = SCRIPTS[job[0]](job[1:])
+        except SystemExit as e:
+            rc = e.code if isinstance(e.code, int) else 1
+            if not isinstance(e.code, int):
+                print(e.code, file=sys.stderr)
+        if rc:
+            print("batch.py: job failed: " + " ".join(job), file=sys.stderr)
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+// moefy demo end to end on the bundled model (quick settings): every stage
+// runs, the report and figures are written, and the same seed gives the same
+// quality numbers twice.
+#include <QtTest>
+#include <nlohmann/json.hpp>
+
+#include "analysis/io/fsutil.h"
+#include "testutil.h"
+
+using namespace moefy;
+namespace fs = std::filesystem;
+
+namespace {
+nlohmann::json readJson(const fs::path& p) { return nlohmann::json::parse(readFile(p)); }
+// Quality numbers only: timings differ between runs.
+nlohmann::json qualityOf(const fs::path& evalJson) {
+  nlohmann::json out = nlohmann::json::array();
+  auto j = readJson(evalJson);
+  for (const auto& r : j["results"])
+    out.push_back({r["router"], r["fraction"], r["loss"], r["top1_agreement"], r["kl"]});
+  out.push_back(j["reference"]["loss"]);
+  return out;
+}
+}  // namespace
+
+class TestDemo : public QObject {
+  Q_OBJECT
+ private Q_SLOTS:
+  void demoRunsAndIsDeterministic() {
+    if (!fs::exists(test::sourceDir() / "data" / "models" / "brown-relu" / "config.json"))
+      QFAIL("the bundled model data/models/brown-relu is missing");
+    auto dir = test::freshDir("demo");
+    auto a = dir / "a", b = dir / "b";
+    auto r1 = test::runCli({"demo", "--quick", "--seed", "3", "--out", QString::fromStdString(a.string())}, 600);
+    QVERIFY2(r1.exitCode == 0, r1.err.c_str());
+    // One progress line per stage on stderr.
+    QVERIFY(r1.err.find("[demo 1/7] record") != std::string::npos);
+    QVERIFY(r1.err.find("[demo 7/7] report") != std::string::npos);
+    for (const char* f : {"report.md", "report.html", "figures/sparsity.png", "figures/sparsity.pdf",
+                          "figures/recall_at_k.png", "figures/quality.pdf", "recording/manifest.json",
+                          "partitions/coact/partition.json", "partitions/kmeans/partition.json",
+                          "partitions/random/partition.json", "routers/coact-mlp/router.json", "export/config.json",
+                          "eval/export/eval.json"})
+      QVERIFY2(fs::exists(a / f), f);
+    std::string png = readFile(a / "figures" / "quality.png");
+    QCOMPARE(png.substr(1, 3), std::string("PNG"));
+    QVERIFY(readFile(a / "figures" / "quality.pdf").rfind("%PDF-", 0) == 0);
+    std::string md = readFile(a / "report.md");
+    QVERIFY(md.find("Structured splits") != std::string::npos);
+    QVERIFY(md.find("reloaded with the same loader") != std::string::npos);
+    // The exported MoE reloads to the in-memory numbers exactly.
+    QVERIFY2(md.find("(identical)") != std::string::npos, "export reload differs from the in-memory MoE");
+
+    // Refuses to overwrite without --force, and leaves the first run intact.
+    auto r2 = test::runCli({"demo", "--quick", "--seed", "3", "--out", QString::fromStdString(a.string())}, 60);
+    QVERIFY(r2.exitCode != 0);
+    QVERIFY(r2.err.find("already exists") != std::string::npos);
+    QVERIFY(fs::exists(a / "report.md"));
+
+    auto r3 = test::runCli({"demo", "--quick", "--seed", "3", "--out", QString::fromStdString(b.string())}, 600);
+    QVERIFY2(r3.exitCode == 0, r3.err.c_str());
+    for (const char* e : {"coact", "kmeans", "random", "export"}) {
+      auto qa = qualityOf(a / "eval" / e / "eval.json"), qb = qualityOf(b / "eval" / e / "eval.json");
+      qInfo() << e << "quality entries:" << qa.size() << (qa == qb ? "identical" : "DIFFER");
+      QCOMPARE(QString::fromStdString(qa.dump()), QString::fromStdString(qb.dump()));
+    }
+  }
+};
+
+QTEST_GUILESS_MAIN(TestDemo)
+#include "test_demo.moc"

@@ -1,0 +1,387 @@
+// route -> export -> reload -> eval -> calibrate through the CLI on a tiny
+// random GPT-2 (ReLU, biases), with synthetic recordings and partitions in the
+// formats of docs/formats.md; and the bad-input cases of issue 5.
+#include <torch/torch.h>
+
+#include <QtTest>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "analysis/common/runtime.h"
+#include "analysis/io/fsutil.h"
+#include "analysis/io/safetensors.h"
+#include "analysis/model/loader.h"
+#include "analysis/moe/moe_export.h"
+#include "analysis/route/route_inputs.h"
+#include "analysis/route/router.h"
+#include "testutil.h"
+
+using namespace moefy;
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+QString q(const fs::path& p) { return QString::fromStdString(p.string()); }
+
+json runJson(const QStringList& args) {
+  auto r = test::runCli(args);
+  if (r.exitCode != 0) qWarning() << "moefy" << args << "failed:" << r.err.c_str();
+  if (r.exitCode != 0) return json();
+  return json::parse(r.out);
+}
+
+void fixture(const QStringList& args) {
+  QStringList a{q(test::sourceDir() / "scripts" / "ref" / "moe_fixtures.py")};
+  a << args;
+  auto r = test::runPython(a);
+  if (r.exitCode != 0) qFatal("fixture failed: %s", r.err.c_str());
+}
+
+}  // namespace
+
+class TestMoePipeline : public QObject {
+  Q_OBJECT
+  fs::path root, model, rec, part, ids;
+  std::string fp;
+
+ private Q_SLOTS:
+  void initTestCase() {
+    configureRuntime();
+    root = test::freshDir("moe_pipeline");
+    model = root / "model";
+    fixture({"model", "gpt2", q(model), "--seed", "3"});
+    auto info = runJson({"inspect", q(model), "--json"});
+    QVERIFY(info.is_object());
+    fp = info["fingerprint"].get<std::string>();
+    part = root / "part";
+    rec = root / "rec";
+    fixture({"partition", q(model), q(part), "--experts", "16", "--fingerprint", QString::fromStdString(fp)});
+    fixture({"recording", q(model), q(rec), "--samples", "800", "--fingerprint", QString::fromStdString(fp)});
+    ids = root / "held.ids";
+    std::ofstream f(ids);
+    uint64_t s = 12345;
+    for (int line = 0; line < 10; ++line) {
+      for (int i = 0; i < 40; ++i) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        f << (s >> 33) % 96 << (i + 1 < 40 ? " " : "\n");
+      }
+    }
+  }
+
+  void routeAllKinds() {
+    auto oracle = runJson({"route", q(model), q(rec), q(part), "--router", "oracle", "--top-k", "4", "--out",
+                           q(root / "r_oracle"), "--json"});
+    QVERIFY(oracle.is_object());
+    for (const auto& [L, m] : oracle["metrics"].items()) {
+      qInfo() << "oracle layer" << L.c_str() << "mass_recall" << m["mass_recall"].get<double>() << "overlap"
+              << m["overlap"].get<double>();
+      QCOMPARE(m["mass_recall"].get<double>(), 1.0);
+      QCOMPARE(m["overlap"].get<double>(), 1.0);
+    }
+    auto sim = runJson({"route", q(model), q(rec), q(part), "--router", "similarity", "--top-fraction", "0.25", "--out",
+                        q(root / "r_sim"), "--json"});
+    QVERIFY(sim.is_object());
+    QCOMPARE(sim["top_k"][0].get<int>(), 4);
+    auto mlp = runJson({"route", q(model), q(rec), q(part), "--router", "mlp", "--top-k", "4", "--epochs", "30", "--out",
+                        q(root / "r_mlp"), "--json"});
+    QVERIFY(mlp.is_object());
+    for (const char* L : {"0", "1"}) {
+      const auto& ep = mlp["training"][L]["epochs"];
+      QCOMPARE(ep.size(), size_t(30));
+      double first = ep[0]["held_out"].get<double>(), last = ep[29]["held_out"].get<double>();
+      double rs = sim["metrics"][L]["mass_recall"].get<double>(), rm = mlp["metrics"][L]["mass_recall"].get<double>();
+      qInfo() << "layer" << L << "mlp held-out BCE" << first << "->" << last << "; mass_recall similarity" << rs << "mlp"
+              << rm << "; overlap similarity" << sim["metrics"][L]["overlap"].get<double>() << "mlp"
+              << mlp["metrics"][L]["overlap"].get<double>();
+      QVERIFY(last < first);
+      QVERIFY(rs > 0 && rs <= 1.0 + 1e-9);
+      QVERIFY(rm > 0.9 && rm <= 1.0 + 1e-9);
+    }
+    // Artefact format: router.json + router.safetensors as documented.
+    auto st = SafetensorsFile::open(root / "r_mlp" / "router.safetensors");
+    QCOMPARE(st->find("blk.1.w1")->shape, (std::vector<int64_t>{16, 64}));
+    QCOMPARE(st->find("blk.1.w2")->shape, (std::vector<int64_t>{16, 16}));
+    auto rj = json::parse(readFile(root / "r_mlp" / "router.json"));
+    QCOMPARE(rj["format"].get<std::string>(), std::string("moefy-router"));
+    QCOMPARE(rj["model_fingerprint"].get<std::string>(), fp);
+    // Independent check of the metrics: recompute similarity's mass_recall/overlap
+    // on the held-out samples from the artefacts with torch ops here.
+    RouterSet rs = RouterSet::read(root / "r_sim");
+    PartitionData pd = PartitionData::read(part);
+    SampleData sd = SampleData::read(rec, {0, 1}, 64, 256);
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(0);
+    at::Tensor perm = at::randperm(800, gen, at::kLong);
+    at::Tensor held = perm.narrow(0, 0, 80);
+    for (int L = 0; L < 2; ++L) {
+      at::Tensor x = sd.ffnIn[L].index_select(0, held), h = sd.ffnAct[L].index_select(0, held);
+      at::Tensor mass = at::zeros({80, 16}).index_add_(1, pd.labels[L].to(at::kLong), h.clamp_min(0));
+      at::Tensor xs = x / x.norm(2, {1}, true);
+      at::Tensor sc = at::mm(xs, rs.routers[L].centroids.t());
+      at::Tensor rsel = std::get<1>(sc.topk(4, 1)), osel = std::get<1>(mass.topk(4, 1));
+      double recall = (mass.gather(1, rsel).sum() / mass.gather(1, osel).sum()).item<double>();
+      double want = sim["metrics"][std::to_string(L)]["mass_recall"].get<double>();
+      qInfo() << "layer" << L << "similarity mass_recall recomputed" << recall << "reported" << want;
+      QVERIFY(std::abs(recall - want) < 1e-5);
+    }
+  }
+
+  void exportReloadAndEvalExactly() {
+    fs::path moeDir = root / "moe_mlp";
+    auto ex = runJson({"export", q(model), q(part), q(root / "r_mlp"), "--out", q(moeDir), "--json"});
+    QVERIFY(ex.is_object());
+    const auto& b = ex["moefication"];
+    QCOMPARE(b["experts"], json({16, 16}));
+    QCOMPARE(b["top_k"], json({4, 4}));
+    QCOMPARE(b["router"].get<std::string>(), std::string("mlp"));
+    QCOMPARE(b["source_model"]["fingerprint"].get<std::string>(), fp);
+    for (const char* key : {"expert_size", "activation_rule", "tool_version", "checksum"}) QVERIFY(b.contains(key));
+    // The config keeps every original key.
+    auto orig = json::parse(readFile(model / "config.json"));
+    auto cfg = json::parse(readFile(moeDir / "config.json"));
+    for (const auto& [k, v] : orig.items()) QCOMPARE(cfg[k], v);
+    // Non-FFN tensors unchanged; the dense FFN tensors replaced by per-expert ones.
+    auto src = SafetensorsFile::open(model / "model.safetensors");
+    auto dst = SafetensorsFile::open(moeDir / "model.safetensors");
+    QVERIFY(!dst->contains("transformer.h.0.mlp.c_fc.weight"));
+    QVERIFY(at::equal(src->f32("transformer.h.1.attn.c_attn.weight"), dst->f32("transformer.h.1.attn.c_attn.weight")));
+    auto moeSt = SafetensorsFile::open(moeDir / "moe.safetensors");
+    QVERIFY(moeSt->contains("blk.0.experts.15.up.weight"));
+    QVERIFY(moeSt->contains("blk.0.experts.15.up.bias"));
+    QVERIFY(moeSt->contains("blk.1.router.w1"));
+    QCOMPARE(moeSt->find("blk.0.labels")->dtype, DType::I32);
+    // Expert e's up rows are W1's rows of its neurons (c_fc is [in, out] in GPT-2).
+    at::Tensor labels = moeSt->raw("blk.0.labels").to(at::kLong);
+    at::Tensor neurons = (labels == 5).nonzero().reshape({-1});
+    at::Tensor want = src->f32("transformer.h.0.mlp.c_fc.weight").t().index_select(0, neurons);
+    QVERIFY(at::equal(moeSt->f32("blk.0.experts.5.up.weight"), want));
+
+    // inspect and forward work on the export; the reloaded MoE equals the in-memory one exactly.
+    auto info = runJson({"inspect", q(moeDir), "--json"});
+    QVERIFY(info.contains("moefication"));
+    auto fwd = runJson({"forward", q(moeDir), "--ids", "1,2,3,4", "--json"});
+    QVERIFY(fwd.is_object());
+    {
+      auto dense = loadModel(model);
+      auto moeModel = loadModel(moeDir);
+      QVERIFY(moeModel.isMoe());
+      auto mem = buildMoeFfn(*dense.model, PartitionData::read(part), RouterSet::read(root / "r_mlp"));
+      Batch bt = makeBatch({{1, 5, 9, 33, 2, 70}, {4, 4, 8}}, 0);
+      at::Tensor a = moeModel.model->forward(bt);
+      dense.model->setFfnOverride(mem);
+      at::Tensor c = dense.model->forward(bt);
+      double d = (a - c).abs().max().item<double>();
+      qInfo() << "reloaded MoE vs in-memory MoE: max |logit diff|" << d;
+      QCOMPARE(d, 0.0);
+    }
+    auto inMem = runJson({"eval", q(model), q(ids), "--partition", q(part), "--router", q(root / "r_mlp"), "--json"});
+    auto viaMoe = runJson({"eval", q(model), q(ids), "--moe", q(moeDir), "--json"});
+    auto direct = runJson({"eval", q(moeDir), q(ids), "--json"});
+    QVERIFY(inMem.is_object() && viaMoe.is_object() && direct.is_object());
+    const auto& r1 = inMem["results"][0];
+    const auto& r2 = viaMoe["results"][0];
+    const auto& r3 = direct["results"][0];
+    qInfo() << "in-memory loss" << r1["loss"].get<double>() << "kl" << r1["kl"].get<double>() << "top1"
+            << r1["top1_agreement"].get<double>() << "; reloaded loss" << r2["loss"].get<double>() << "; MOE_DIR loss"
+            << r3["loss"].get<double>();
+    for (const char* k : {"loss", "perplexity", "kl", "top1_agreement", "layer_rel_error", "positions"}) QCOMPARE(r1[k], r2[k]);
+    QCOMPARE(r1["loss"], r3["loss"]);
+    QCOMPARE(inMem["reference"]["loss"], viaMoe["reference"]["loss"]);
+  }
+
+  void sweepAndEvalJson() {
+    fs::path out = root / "eval_sweep";
+    auto j = runJson({"eval", q(model), q(ids), "--partition", q(part), "--router", q(root / "r_sim"), "--router",
+                      q(root / "r_oracle"), "--sweep", "0.25,0.5,1.0", "--speed", "--speed-seconds", "0.05", "--out",
+                      q(out), "--json"});
+    QVERIFY(j.is_object());
+    QVERIFY(fs::exists(out / "eval.json"));
+    auto file = json::parse(readFile(out / "eval.json"));
+    QCOMPARE(file["format"].get<std::string>(), std::string("moefy-eval"));
+    QCOMPARE(file["results"].size(), size_t(6));
+    std::map<std::string, json> byKey;
+    for (const auto& r : file["results"]) {
+      std::string key = r["router"].get<std::string>() + "@" + std::to_string(r["fraction"].get<double>());
+      byKey[key] = r;
+      qInfo() << key.c_str() << "loss" << r["loss"].get<double>() << "kl" << r["kl"].get<double>() << "top1"
+              << r["top1_agreement"].get<double>() << "layer0 rel err" << r["layer_rel_error"][0].get<double>()
+              << "fwd speedup" << r["speed"]["forward_speedup"].get<double>() << "gen speedup"
+              << r["speed"]["generate_speedup"].get<double>();
+      QVERIFY(r["speed"]["forward_tokens_per_s"].get<double>() > 0);
+    }
+    for (const char* router : {"similarity", "oracle"}) {
+      const auto& full = byKey[std::string(router) + "@1.000000"];
+      QCOMPARE(full["top1_agreement"].get<double>(), 1.0);
+      QVERIFY(std::abs(full["kl"].get<double>()) < 1e-6);
+      QVERIFY(full["layer_rel_error"][0].get<double>() < 1e-5);
+      // Fewer experts, larger error.
+      QVERIFY(byKey[std::string(router) + "@0.250000"]["layer_rel_error"][0].get<double>() >
+              byKey[std::string(router) + "@0.500000"]["layer_rel_error"][0].get<double>());
+    }
+    // The oracle picks the experts with the most activation mass: smaller FFN error.
+    for (int L = 0; L < 2; ++L)
+      QVERIFY(byKey["oracle@0.250000"]["layer_rel_error"][L].get<double>() <
+              byKey["similarity@0.250000"]["layer_rel_error"][L].get<double>());
+  }
+
+  // Text corpora through the model's tokenizer; BERT's masked-LM objective.
+  void textCorpusAndMaskedLm() {
+    fs::path corpus = root / "corpus.txt";
+    {
+      std::ofstream f(corpus);
+      const char* words[] = {"the", "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "and", "runs", "far", "away"};
+      for (int doc = 0; doc < 12; ++doc) {
+        for (int w = 0; w < 30; ++w) f << words[(doc * 7 + w * 5) % 12] << (w % 9 == 8 ? ". " : " ");
+        f << "\n\n";
+      }
+    }
+    // The causal model gets the tokenizer too; export copies it.
+    fixture({"tokenizer", q(model / "tokenizer.json")});
+    auto j = runJson({"eval", q(model), q(corpus), "--partition", q(part), "--router", q(root / "r_sim"), "--split", "all",
+                      "--tokens", "600", "--seq-len", "32", "--json"});
+    QVERIFY(j.is_object());
+    QCOMPARE(j["model"]["objective"].get<std::string>(), std::string("next-token"));
+    QVERIFY(j["corpus"]["tokens"].get<int64_t>() > 100);
+    qInfo() << "gpt2 on text: reference loss" << j["reference"]["loss"].get<double>() << "moe loss"
+            << j["results"][0]["loss"].get<double>();
+    QVERIFY(runJson({"export", q(model), q(part), q(root / "r_sim"), "--out", q(root / "moe_tok"), "--json"}).is_object());
+    QVERIFY(fs::exists(root / "moe_tok" / "tokenizer.json"));
+    auto info = runJson({"inspect", q(root / "moe_tok"), "--json"});
+    QVERIFY(info["tokenizer"].get<std::string>().find("WordPiece") != std::string::npos);
+    // BERT: masked-LM loss on masked positions.
+    fs::path bert = root / "bert";
+    fixture({"bundle", "bert", q(bert), "--experts", "8", "--samples", "300"});
+    QVERIFY(runJson({"route", q(bert / "model"), q(bert / "rec"), q(bert / "part"), "--router", "similarity", "--top-k",
+                     "2", "--out", q(bert / "router"), "--json"})
+                .is_object());
+    auto b = runJson({"eval", q(bert / "model"), q(corpus), "--partition", q(bert / "part"), "--router",
+                      q(bert / "router"), "--sweep", "0.25,1.0", "--split", "all", "--tokens", "600", "--seq-len", "32",
+                      "--json"});
+    QVERIFY(b.is_object());
+    QCOMPARE(b["model"]["objective"].get<std::string>(), std::string("masked-lm"));
+    const auto& r0 = b["results"][0];
+    const auto& r1 = b["results"][1];
+    qInfo() << "bert MLM: reference loss" << b["reference"]["loss"].get<double>() << "positions"
+            << b["reference"]["positions"].get<int64_t>() << "; 25% loss" << r0["loss"].get<double>() << "kl"
+            << r0["kl"].get<double>() << "; 100% kl" << r1["kl"].get<double>();
+    // About 15% of the inner positions are masked and scored.
+    int64_t pos = b["reference"]["positions"].get<int64_t>(), toks = b["corpus"]["tokens"].get<int64_t>();
+    QVERIFY(pos > toks * 0.08 && pos < toks * 0.25);
+    QVERIFY(r0["kl"].get<double>() > 1e-4);
+    QVERIFY(std::abs(r1["kl"].get<double>()) < 1e-6);
+    QCOMPARE(r1["top1_agreement"].get<double>(), 1.0);
+  }
+
+  void calibrate() {
+    auto j = runJson({"calibrate", q(root / "moe_mlp"), q(ids), "--steps", "40", "--lr", "0.01", "--seq-len", "20",
+                      "--out", q(root / "moe_cal"), "--json"});
+    QVERIFY(j.is_object());
+    qInfo() << "calibrate routers: router loss" << j["router_loss_before"].get<double>() << "->"
+            << j["router_loss_after"].get<double>() << ", LM loss" << j["lm_loss_before"].get<double>() << "->"
+            << j["lm_loss_after"].get<double>();
+    QVERIFY(j["router_loss_after"].get<double>() < j["router_loss_before"].get<double>());
+    auto info = runJson({"inspect", q(root / "moe_cal"), "--json"});
+    QVERIFY(info["moefication"].contains("calibration"));
+    auto j2 = runJson({"calibrate", q(root / "moe_mlp"), q(ids), "--steps", "20", "--experts", "--seq-len", "20",
+                       "--out", q(root / "moe_cal2"), "--json"});
+    QVERIFY(j2.is_object());
+    qInfo() << "calibrate routers+experts: LM loss" << j2["lm_loss_before"].get<double>() << "->"
+            << j2["lm_loss_after"].get<double>();
+    QVERIFY(runJson({"eval", q(root / "moe_cal2"), q(ids), "--json"}).is_object());
+  }
+
+  void badInputs() {
+    auto expectFail = [](const QStringList& args, const std::string& needle) {
+      auto r = test::runCli(args);
+      qInfo() << "moefy" << args.first() << "->" << r.exitCode << r.err.c_str();
+      QVERIFY(r.exitCode == 1 || r.exitCode == 2);
+      // The error is the last stderr line (progress lines may precede it), one line naming the problem.
+      std::string err = r.err;
+      while (!err.empty() && err.back() == '\n') err.pop_back();
+      std::string last = err.substr(err.rfind('\n') == std::string::npos ? 0 : err.rfind('\n') + 1);
+      QVERIFY2(last.rfind("moefy " + args.first().toStdString() + ": ", 0) == 0, last.c_str());
+      QVERIFY2(last.find(needle) != std::string::npos, r.err.c_str());
+    };
+    // A partition from another model.
+    fs::path otherPart = root / "part_other";
+    fixture({"partition", q(model), q(otherPart), "--experts", "16", "--fingerprint", "0123456789abcdef"});
+    expectFail({"route", q(model), q(rec), q(otherPart), "--router", "similarity", "--out", q(root / "x1")},
+               "partition was made for model 0123456789abcdef");
+    // A recording from another model.
+    auto man = json::parse(readFile(rec / "manifest.json"));
+    fs::path otherRec = root / "rec_other";
+    fs::create_directories(otherRec);
+    fs::copy_file(rec / "samples.safetensors", otherRec / "samples.safetensors");
+    man["model"]["fingerprint"] = "fedcba9876543210";
+    writeFileAtomic(otherRec / "manifest.json", man.dump());
+    expectFail({"route", q(model), q(otherRec), q(part), "--router", "similarity", "--out", q(root / "x1")},
+               "recording was made with model fedcba9876543210");
+    // A router from another model.
+    fs::path otherRouter = root / "r_other";
+    fs::copy(root / "r_sim", otherRouter);
+    auto rj = json::parse(readFile(otherRouter / "router.json"));
+    rj["model_fingerprint"] = "0000000000000001";
+    writeFileAtomic(otherRouter / "router.json", rj.dump());
+    expectFail({"export", q(model), q(part), q(otherRouter), "--out", q(root / "x2")}, "router was built for model");
+    // top-k of 0 or above E.
+    expectFail({"route", q(model), q(rec), q(part), "--router", "oracle", "--top-k", "0", "--out", q(root / "x3")},
+               "--top-k must be at least 1");
+    expectFail({"route", q(model), q(rec), q(part), "--router", "oracle", "--top-k", "17", "--out", q(root / "x3")},
+               "--top-k 17 outside [1, 16]");
+    expectFail({"export", q(model), q(part), q(root / "r_sim"), "--top-k", "17", "--out", q(root / "x3")},
+               "--top-k 17 outside [1, 16]");
+    expectFail({"eval", q(model), q(ids), "--partition", q(part), "--router", q(root / "r_sim"), "--top-k", "0"},
+               "--top-k must be at least 1");
+    QVERIFY(!fs::exists(root / "x3"));
+    // A router whose layer count does not match the partition.
+    fs::path onePart = root / "part_one";
+    fs::copy(part, onePart);
+    auto pj = json::parse(readFile(onePart / "partition.json"));
+    pj["layers"] = {0};
+    writeFileAtomic(onePart / "partition.json", pj.dump());
+    QVERIFY(runJson({"route", q(model), q(rec), q(onePart), "--router", "similarity", "--out", q(root / "r_one"), "--json"})
+                .is_object());
+    expectFail({"export", q(model), q(part), q(root / "r_one"), "--out", q(root / "x4")},
+               "router has 1 layers, the partition 2");
+    // A router trained for another partition of the same model.
+    fs::path part2 = root / "part_seed9";
+    fixture({"partition", q(model), q(part2), "--experts", "16", "--seed", "9", "--fingerprint", QString::fromStdString(fp)});
+    expectFail({"export", q(model), q(part2), q(root / "r_sim"), "--out", q(root / "x4")}, "trained for another partition");
+    // A MOE_DIR with a missing or edited moefication block.
+    fs::path noBlock = root / "moe_noblock";
+    fs::copy(root / "moe_mlp", noBlock);
+    auto cfg = json::parse(readFile(noBlock / "config.json"));
+    cfg.erase("moefication");
+    writeFileAtomic(noBlock / "config.json", cfg.dump());
+    expectFail({"inspect", q(noBlock)}, "no 'moefication' block");
+    for (auto [key, value, needle] :
+         std::vector<std::tuple<std::string, json, std::string>>{{"top_k", json({5, 5}), "was edited"},
+                                                                 {"top_k", json({0, 4}), "top_k 0 outside [1, 16]"},
+                                                                 {"layers", json({0, 1, 2}), "must have the same length"},
+                                                                 {"experts", json({16, 17}), "was edited"}}) {
+      fs::path edited = root / "moe_edited";
+      fs::remove_all(edited);
+      fs::copy(root / "moe_mlp", edited);
+      auto c2 = json::parse(readFile(edited / "config.json"));
+      c2["moefication"][key] = value;
+      writeFileAtomic(edited / "config.json", c2.dump());
+      expectFail({"inspect", q(edited)}, needle);
+      if (key == "layers") expectFail({"eval", q(edited), q(ids)}, needle);
+    }
+    // Export into an unwritable place leaves no partial folder.
+    expectFail({"export", q(model), q(part), q(root / "r_sim"), "--out", "/proc/moefy_export_test"}, "/proc/moefy_export_test");
+    QVERIFY(!fs::exists("/proc/moefy_export_test"));
+    fs::path fileParent = root / "a_file";
+    writeFileAtomic(fileParent, "x");
+    expectFail({"export", q(model), q(part), q(root / "r_sim"), "--out", q(fileParent / "moe")}, "a_file");
+    for (const auto& e : fs::directory_iterator(root))
+      QVERIFY2(e.path().filename().string().find(".tmp-") == std::string::npos, e.path().c_str());
+    // Existing output is refused unless --force.
+    expectFail({"export", q(model), q(part), q(root / "r_sim"), "--out", q(root / "moe_mlp")}, "already exists");
+    QVERIFY(runJson({"export", q(model), q(part), q(root / "r_sim"), "--out", q(root / "moe_mlp"), "--force", "--json"})
+                .is_object());
+  }
+};
+
+QTEST_GUILESS_MAIN(TestMoePipeline)
+#include "test_moe_pipeline.moc"

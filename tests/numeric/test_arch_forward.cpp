@@ -1,0 +1,187 @@
+// Every supported architecture variant against the independent python
+// reference (scripts/ref/ref_forward.py) on small random HF checkpoints made by
+// scripts/ref/make_checkpoint.py: logits and every FFN hook, on the
+// non-padded positions of a right-padded batch of two sequences. All python
+// work (checkpoints and references) runs in one scripts/ref/batch.py call in
+// initTestCase; the rows run `moefy forward --dump` and compare.
+#include <QtTest>
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <nlohmann/json.hpp>
+#include <fstream>
+
+#include "analysis/io/safetensors.h"
+#include "testutil.h"
+
+using namespace moefy;
+using moefy::test::freshDir;
+using moefy::test::runCli;
+using moefy::test::runPython;
+using moefy::test::sourceDir;
+
+namespace {
+
+const QString kSeqA = "5,17,3,99,42,7,1,64,23";  // 9 tokens: longer than mistral's window of 4
+const QString kSeqB = "8,9,10,11,100";           // 5 tokens: padded to 9
+const std::vector<int64_t> kLens = {9, 5};
+
+QString script(const char* name) { return QString::fromStdString((sourceDir() / "scripts" / "ref" / name).string()); }
+QString qs(const std::filesystem::path& p) { return QString::fromStdString(p.string()); }
+
+void forwardDump(const std::filesystem::path& dir, const std::filesystem::path& out) {
+  auto r = runCli({"forward", qs(dir), "--ids", kSeqA, "--ids", kSeqB, "--dump", qs(out)});
+  QVERIFY2(r.exitCode == 0, (r.out + r.err).c_str());
+}
+
+struct RefRow {
+  const char* variant;
+  const char* dtype;
+};
+const RefRow kRefRows[] = {
+    {"gpt2_relu", "F32"},     {"gpt2_gelu", "F32"},      {"gpt2_gelu_new", "F32"},       {"llama_silu", "F32"},
+    {"llama_relu", "F32"},    {"mistral", "F32"},        {"qwen2", "F32"},               {"opt_pre", "F32"},
+    {"opt_post_proj", "F32"}, {"bert_gelu", "F32"},      {"bert_relu", "F32"},
+    // Half-precision storage: the reference upcasts the stored values to F32.
+    {"llama_silu", "F16"},    {"gpt2_gelu_new", "BF16"}, {"qwen2", "BF16"},              {"opt_post_proj", "F16"},
+    {"bert_gelu", "BF16"},
+};
+const RefRow kUpcastRows[] = {{"gpt2_gelu", "F16"}, {"llama_silu", "BF16"}};
+
+std::string rowName(const RefRow& r) { return std::string(r.variant) + "_" + r.dtype; }
+
+// Max |a - b| over the non-padded positions of [B, T, ...] tensors.
+double maxDiffValid(const at::Tensor& a, const at::Tensor& b) {
+  double m = 0;
+  for (int64_t i = 0; i < a.size(0); ++i) {
+    at::Tensor d = (a[i].narrow(0, 0, kLens[i]) - b[i].narrow(0, 0, kLens[i])).abs();
+    m = std::max(m, d.max().item<double>());
+  }
+  return m;
+}
+
+// Compares every tensor of `want` with `got`; returns the overall max diff.
+double compareDumps(const std::filesystem::path& gotPath, const std::filesystem::path& wantPath, double tol,
+                    const QString& what) {
+  auto got = SafetensorsFile::open(gotPath);
+  auto want = SafetensorsFile::open(wantPath);
+  [&] { QCOMPARE(got->tensors().size(), want->tensors().size()); }();
+  double overall = 0;
+  std::string worst;
+  for (const auto& info : want->tensors()) {
+    if (!got->contains(info.name)) {
+      QTest::qFail(("dump lacks " + info.name).c_str(), __FILE__, __LINE__);
+      return 1e9;
+    }
+    at::Tensor g = got->f32(info.name), w = want->f32(info.name);
+    if (g.sizes() != w.sizes()) {
+      QTest::qFail((info.name + ": shape " + shapeString(g) + " vs " + shapeString(w)).c_str(), __FILE__, __LINE__);
+      return 1e9;
+    }
+    double d = maxDiffValid(g, w);
+    if (d > overall) overall = d, worst = info.name;
+    if (d > tol) qWarning("%s: %s max abs diff %.3g > %.1g", qPrintable(what), info.name.c_str(), d, tol);
+  }
+  qInfo("%s: %zu tensors, max abs diff %.3g (worst: %s)", qPrintable(what), want->tensors().size(), overall,
+        worst.c_str());
+  return overall;
+}
+
+}  // namespace
+
+class ArchForward : public QObject {
+  Q_OBJECT
+  std::filesystem::path root_;
+
+ private Q_SLOTS:
+  // Every checkpoint and reference dump, made by one python process.
+  void initTestCase() {
+    root_ = freshDir("arch_forward");
+    nlohmann::json jobs = nlohmann::json::array();
+    auto ref = [&](const std::filesystem::path& d) {
+      jobs.push_back({"ref_forward", d.string(), "--ids", kSeqA.toStdString(), "--ids", kSeqB.toStdString(), "--out",
+                      (d.parent_path() / "ref.safetensors").string()});
+    };
+    for (const auto& r : kRefRows) {
+      auto d = root_ / rowName(r) / "model";
+      jobs.push_back({"make_checkpoint", r.variant, d.string(), "--dtype", r.dtype});
+      ref(d);
+    }
+    for (const auto& r : kUpcastRows) {
+      auto d = root_ / ("upcast_" + rowName(r));
+      jobs.push_back({"make_checkpoint", r.variant, (d / "half").string(), "--dtype", r.dtype});
+      jobs.push_back({"make_checkpoint", r.variant, (d / "f32").string(), "--dtype", "F32", "--round-to", r.dtype});
+    }
+    jobs.push_back({"make_checkpoint", "qwen2", (root_ / "sharded" / "single").string()});
+    jobs.push_back({"make_checkpoint", "qwen2", (root_ / "sharded" / "sharded").string(), "--shards", "3"});
+    std::ofstream(root_ / "jobs.json") << jobs.dump(1);
+    auto r = runPython({script("batch.py"), qs(root_ / "jobs.json")});
+    QVERIFY2(r.exitCode == 0, (r.out + r.err).c_str());
+  }
+
+  void matchesReference_data() {
+    QTest::addColumn<QString>("variant");
+    QTest::addColumn<QString>("dtype");
+    for (const auto& r : kRefRows) {
+      std::string name = std::string(r.variant) + (std::string(r.dtype) == "F32" ? "" : "/" + std::string(r.dtype));
+      QTest::newRow(name.c_str()) << r.variant << r.dtype;
+    }
+  }
+
+  void matchesReference() {
+    QFETCH(QString, variant);
+    QFETCH(QString, dtype);
+    auto dir = root_ / (variant.toStdString() + "_" + dtype.toStdString());
+    forwardDump(dir / "model", dir / "moefy.safetensors");
+    if (QTest::currentTestFailed()) return;
+    double d = compareDumps(dir / "moefy.safetensors", dir / "ref.safetensors", 1e-4, variant + "/" + dtype);
+    QVERIFY2(d <= 1e-4, qPrintable(QString("max abs diff %1 > 1e-4").arg(d)));
+  }
+
+  // A F16/BF16 checkpoint runs exactly like the F32 checkpoint holding its upcast values.
+  void halfMatchesUpcast_data() {
+    QTest::addColumn<QString>("variant");
+    QTest::addColumn<QString>("dtype");
+    for (const auto& r : kUpcastRows)
+      QTest::newRow((std::string(r.variant) + "/" + r.dtype).c_str()) << r.variant << r.dtype;
+  }
+
+  void halfMatchesUpcast() {
+    QFETCH(QString, variant);
+    QFETCH(QString, dtype);
+    auto dir = root_ / ("upcast_" + variant.toStdString() + "_" + dtype.toStdString());
+    auto st = SafetensorsFile::open(dir / "half" / "model.safetensors");
+    QCOMPARE(dtypeName(st->tensors().front().dtype), qPrintable(dtype));
+    auto inspect = runCli({"inspect", qs(dir / "half"), "--json"});
+    QCOMPARE(inspect.exitCode, 0);
+    QVERIFY2(inspect.out.find("\"dtype\": \"" + dtype.toStdString() + "\"") != std::string::npos, inspect.out.c_str());
+    forwardDump(dir / "half", dir / "half.safetensors");
+    forwardDump(dir / "f32", dir / "f32.safetensors");
+    if (QTest::currentTestFailed()) return;
+    double d = compareDumps(dir / "half.safetensors", dir / "f32.safetensors", 0.0, variant + " " + dtype + " vs F32 upcast");
+    QCOMPARE(d, 0.0);
+  }
+
+  // model.safetensors.index.json + shards load to the same model as one file.
+  void shardedEqualsSingleFile() {
+    auto dir = root_ / "sharded";
+    QVERIFY(std::filesystem::exists(dir / "sharded" / "model.safetensors.index.json"));
+    QVERIFY(std::filesystem::exists(dir / "sharded" / "model-00003-of-00003.safetensors"));
+    QVERIFY(!std::filesystem::exists(dir / "sharded" / "model.safetensors"));
+    auto a = runCli({"inspect", qs(dir / "single"), "--json"});
+    auto b = runCli({"inspect", qs(dir / "sharded"), "--json"});
+    QCOMPARE(a.exitCode, 0);
+    QCOMPARE(b.exitCode, 0);
+    auto fp = [](const std::string& s) { return s.substr(s.find("\"fingerprint\""), 40); };
+    QCOMPARE(fp(a.out), fp(b.out));
+    forwardDump(dir / "single", dir / "single.safetensors");
+    forwardDump(dir / "sharded", dir / "sharded.safetensors");
+    if (QTest::currentTestFailed()) return;
+    double d = compareDumps(dir / "sharded.safetensors", dir / "single.safetensors", 0.0, "3 shards vs single file");
+    QCOMPARE(d, 0.0);
+  }
+};
+
+QTEST_GUILESS_MAIN(ArchForward)
+#include "test_arch_forward.moc"

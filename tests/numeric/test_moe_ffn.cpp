@@ -1,0 +1,254 @@
+// The sparse MoE FFN against the dense engine (all experts selected) for every
+// architecture, against an independent torch reference (top-k subsets), and
+// the KV-cached decoder against full recomputation.
+#include <torch/torch.h>
+
+#include <QtTest>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "analysis/common/error.h"
+#include "analysis/common/runtime.h"
+#include "analysis/eval/generate.h"
+#include "analysis/io/fsutil.h"
+#include "analysis/io/safetensors.h"
+#include "analysis/model/model.h"
+#include "analysis/moe/moe_ffn.h"
+#include "analysis/route/router.h"
+#include "testutil.h"
+
+using namespace moefy;
+namespace fs = std::filesystem;
+
+namespace {
+
+fs::path fixtureScript() { return test::sourceDir() / "scripts" / "ref" / "moe_fixtures.py"; }
+
+// All fixture checkpoints come from one python process (startup is slow).
+fs::path g_models;
+fs::path makeModel(const std::string& arch) { return g_models / arch; }
+
+void writeNpy(const fs::path& path, const at::Tensor& x) {
+  std::string hdr = "{'descr': '<f4', 'fortran_order': False, 'shape': (" + std::to_string(x.size(0)) + ", " +
+                    std::to_string(x.size(1)) + "), }";
+  while ((10 + hdr.size() + 1) % 64) hdr += ' ';
+  hdr += '\n';
+  std::string bytes = std::string("\x93NUMPY\x01\x00", 8);
+  uint16_t n = static_cast<uint16_t>(hdr.size());
+  bytes += std::string(reinterpret_cast<char*>(&n), 2) + hdr;
+  bytes.append(reinterpret_cast<const char*>(x.data_ptr<float>()), x.numel() * 4);
+  std::ofstream(path, std::ios::binary) << bytes;
+}
+
+at::Tensor readNpy(const fs::path& path, int64_t rows, int64_t cols) {
+  std::ifstream in(path, std::ios::binary);
+  std::string all((std::istreambuf_iterator<char>(in)), {});
+  if (all.size() < 10) return {};
+  uint16_t hl = static_cast<uint8_t>(all[8]) | (static_cast<uint8_t>(all[9]) << 8);
+  return at::from_blob(all.data() + 10 + hl, {rows, cols}, at::kFloat).clone();
+}
+
+struct RefCase {
+  std::string name, arch;
+  int tokens, k;
+};
+const std::vector<RefCase> kRefCases = {
+    {"gpt2 relu+bias, 1 token", "gpt2", 1, 4},      {"gpt2 relu+bias, 37 tokens", "gpt2", 37, 4},
+    {"gpt2 gelu_new, 37 tokens", "gpt2-gelu", 37, 6}, {"llama gated silu, 1 token", "llama", 1, 3},
+    {"llama gated silu, 37 tokens", "llama", 37, 5},  {"opt relu+bias, 20 tokens", "opt", 20, 2},
+    {"bert gelu, 20 tokens", "bert", 20, 8}};
+fs::path refDir(size_t i) { return g_models / ("ref" + std::to_string(i)); }
+
+// Balanced random labels [d_ff] for E experts.
+at::Tensor randomLabels(int64_t F, int E, uint64_t seed) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  at::Tensor base = at::arange(F, at::kLong) * E / F;
+  return base.index_select(0, at::randperm(F, gen, at::kLong)).to(at::kInt);
+}
+
+std::shared_ptr<MoeFfn> similarityMoe(const Model& m, int E, int k, uint64_t seed = 1) {
+  const auto& c = m.config();
+  std::vector<MoeLayer> layers(c.nLayer);
+  for (int L = 0; L < c.nLayer; ++L) {
+    auto w = MoeLayerWeights::pack(m.ffnWeights(L), ExpertLayout::fromLabels(randomLabels(c.dFF, E, seed + L), E, "test"));
+    auto r = std::make_shared<LayerRouter>();
+    r->kind = RouterKind::Similarity;
+    r->experts = E;
+    r->centroids = similarityCentroids(*w);
+    layers[L] = {w, r, k};
+  }
+  return std::make_shared<MoeFfn>(layers, std::vector<FfnWeights>(c.nLayer));
+}
+
+double maxDiff(const at::Tensor& a, const at::Tensor& b) { return (a - b).abs().max().item<double>(); }
+
+}  // namespace
+
+class TestMoeFfn : public QObject {
+  Q_OBJECT
+ private Q_SLOTS:
+  void initTestCase() {
+    configureRuntime();
+    g_models = test::freshDir("moe_ffn_models");
+    auto r = test::runPython({QString::fromStdString(fixtureScript().string()), "models",
+                              QString::fromStdString(g_models.string())});
+    QVERIFY2(r.exitCode == 0, r.err.c_str());
+    r = test::runPython({QString::fromStdString(fixtureScript().string()), "engine_variants",
+                         QString::fromStdString((g_models / "engine").string())});
+    QVERIFY2(r.exitCode == 0, r.err.c_str());
+    // Inputs and labels of the reference cases, then one python run for all references.
+    nlohmann::json spec = nlohmann::json::array();
+    for (size_t i = 0; i < kRefCases.size(); ++i) {
+      const auto& c = kRefCases[i];
+      auto m = Model::load(makeModel(c.arch));
+      fs::path d = refDir(i);
+      fs::create_directories(d);
+      writeSafetensors(d / "labels.safetensors", {{"blk.1.labels", randomLabels(m->config().dFF, 16, 7 + i)}});
+      auto gen = at::make_generator<at::CPUGeneratorImpl>(3 + i);
+      writeNpy(d / "x.npy", at::randn({c.tokens, m->config().dModel}, gen));
+      spec.push_back({makeModel(c.arch).string(), (d / "labels.safetensors").string(), "1", (d / "x.npy").string(),
+                      std::to_string(c.k), (d / "y.npy").string()});
+    }
+    writeFileAtomic(g_models / "spec.json", spec.dump());
+    r = test::runPython({QString::fromStdString(fixtureScript().string()), "moe_ref_many",
+                         QString::fromStdString((g_models / "spec.json").string())});
+    QVERIFY2(r.exitCode == 0, r.err.c_str());
+  }
+
+  void allExpertsReproduceDense_data() {
+    QTest::addColumn<QString>("arch");
+    for (const char* a : {"gpt2", "llama", "mistral", "qwen2", "opt", "bert"}) QTest::newRow(a) << a;
+    // The engine's reference variants: gelu/gelu_new/relu GPT-2, gated ReLU LLaMA, Mistral's
+    // sliding window, OPT post-norm with input/output projections, BERT relu/gelu.
+    for (const char* a : {"bert_gelu", "bert_relu", "gpt2_gelu", "gpt2_gelu_new", "gpt2_relu", "llama_relu",
+                          "llama_silu", "mistral", "opt_post_proj", "opt_pre", "qwen2"})
+      QTest::newRow((std::string("engine/") + a).c_str()) << (std::string("engine/") + a).c_str();
+  }
+  void allExpertsReproduceDense() {
+    QFETCH(QString, arch);
+    fs::path dir = makeModel(arch.toStdString());
+    auto m = Model::load(dir);
+    const int E = 16;
+    // Batch 1 (one token, the GEMV path), one sequence, and a padded batch (grouped GEMMs).
+    std::vector<std::vector<std::vector<int64_t>>> batches = {
+        {{5}}, {{1, 7, 3, 9, 11, 2, 40, 41}}, {{1, 7, 3, 9, 11, 2, 40, 41, 8, 12}, {4, 5, 6}, {90, 3, 3, 3, 17}}};
+    for (const auto& seqs : batches) {
+      Batch b = makeBatch(seqs, 0);
+      m->setFfnOverride(nullptr);
+      at::Tensor dense = m->forward(b);
+      m->setFfnOverride(similarityMoe(*m, E, E));
+      at::Tensor moe = m->forward(b);
+      // Compare real tokens only (padding rows are never used).
+      at::Tensor valid = b.mask.to(at::kBool);
+      double d = maxDiff(dense.index({valid}), moe.index({valid}));
+      qInfo() << arch << "batch" << b.batchSize() << "x" << b.seqLen() << "all experts vs dense: max |logit diff|" << d;
+      QVERIFY(d <= 1e-5);
+      // With fewer experts the output must actually change (experts are skipped).
+      m->setFfnOverride(similarityMoe(*m, E, 4));
+      double d4 = maxDiff(dense.index({valid}), m->forward(b).index({valid}));
+      qInfo() << arch << "top-4 of 16 vs dense: max |logit diff|" << d4;
+      QVERIFY(d4 > 1e-4);
+    }
+  }
+
+  // Top-k subsets against an independent torch implementation of the MoE FFN.
+  void topKMatchesTorchReference_data() {
+    QTest::addColumn<int>("index");
+    for (size_t i = 0; i < kRefCases.size(); ++i) QTest::newRow(kRefCases[i].name.c_str()) << static_cast<int>(i);
+  }
+  void topKMatchesTorchReference() {
+    QFETCH(int, index);
+    const RefCase& rc = kRefCases[index];
+    const QString arch = QString::fromStdString(rc.arch);
+    const int tokens = rc.tokens, k = rc.k;
+    fs::path dir = refDir(index);
+    auto m = Model::load(makeModel(rc.arch));
+    const int E = 16, L = 1;
+    at::Tensor labels = SafetensorsFile::open(dir / "labels.safetensors")->raw("blk.1.labels").clone();
+    fs::path xdir = dir;
+    at::Tensor x = readNpy(xdir / "x.npy", tokens, m->config().dModel);
+    at::Tensor want = readNpy(xdir / "y.npy", tokens, m->config().dModel);
+    QVERIFY(want.defined());
+    auto w = MoeLayerWeights::pack(m->ffnWeights(L), ExpertLayout::fromLabels(labels, E, "test"));
+    auto router = std::make_shared<LayerRouter>();
+    router->kind = RouterKind::Similarity;
+    router->experts = E;
+    router->centroids = similarityCentroids(*w);
+    std::vector<MoeLayer> layers(m->config().nLayer);
+    std::vector<FfnWeights> dense(m->config().nLayer);
+    for (int i = 0; i < m->config().nLayer; ++i) dense[i] = m->ffnWeights(i);
+    layers[L] = {w, router, k};
+    MoeFfn moe(layers, dense);
+    at::Tensor hidden;
+    at::Tensor got = moe.forward(L, x, &hidden);
+    double d = maxDiff(got, want);
+    qInfo() << arch << tokens << "tokens, top" << k << "of" << E << ": max |MoE - torch reference|" << d;
+    QVERIFY(d <= 1e-5);
+    // The hidden output is the dense hidden with unselected experts' neurons zeroed.
+    at::Tensor dh;
+    denseFfn(m->ffnWeights(L), x, &dh);
+    at::Tensor sel = moe.route(L, x);
+    at::Tensor em = at::zeros({tokens, E}).scatter_(1, sel, 1.0);
+    at::Tensor nm = em.index_select(1, labels.to(at::kLong));
+    double dh2 = maxDiff(hidden, dh * nm);
+    qInfo() << "hidden vs masked dense hidden: max diff" << dh2;
+    QVERIFY(dh2 <= 1e-5);
+    // The autograd (masked dense) path agrees with the sparse kernel.
+    at::Tensor xg = x.clone().set_requires_grad(true);
+    at::Tensor yg = moe.compute(L, xg, sel, nullptr);
+    double dg = maxDiff(yg.detach(), got);
+    qInfo() << "autograd path vs kernel: max diff" << dg;
+    QVERIFY(dg <= 1e-5);
+  }
+
+  void kernelRejectsBadSelections() {
+    fs::path dir = makeModel("gpt2");
+    auto m = Model::load(dir);
+    QVERIFY_EXCEPTION_THROWN(similarityMoe(*m, 16, 0), ParameterError);
+    QVERIFY_EXCEPTION_THROWN(similarityMoe(*m, 16, 17), ParameterError);
+    try {
+      similarityMoe(*m, 16, 17);
+    } catch (const ParameterError& e) {
+      qInfo() << "top-k 17 of 16:" << e.what();
+      QVERIFY(std::string(e.what()).find("top-k 17 outside [1, 16]") != std::string::npos);
+    }
+    at::Tensor labels = randomLabels(m->config().dFF, 16, 1);
+    labels[3] = 16;
+    QVERIFY_EXCEPTION_THROWN(ExpertLayout::fromLabels(labels, 16, "labels"), FormatError);
+  }
+
+  void kvCacheMatchesFullRecompute_data() {
+    QTest::addColumn<QString>("arch");
+    for (const char* a : {"gpt2", "llama", "qwen2", "opt", "engine/mistral", "engine/opt_post_proj", "engine/llama_relu"})
+      QTest::newRow(a) << a;
+  }
+  void kvCacheMatchesFullRecompute() {
+    QFETCH(QString, arch);
+    fs::path dir = makeModel(arch.toStdString());
+    auto m = Model::load(dir);
+    for (int moe = 0; moe < 2; ++moe) {
+      if (moe) m->setFfnOverride(similarityMoe(*m, 16, 4));
+      std::vector<int64_t> prompt = {3, 14, 15, 92, 65};
+      // Logits of the cached decoder vs the full forward at every step.
+      Decoder dec(*m);
+      at::Tensor l0 = dec.step(prompt);
+      std::vector<int64_t> seq = prompt;
+      double worst = maxDiff(l0, m->forward(makeBatch({seq}))[0][4]);
+      for (int i = 0; i < 8; ++i) {
+        int64_t next = (i * 37 + 11) % m->config().vocab;
+        seq.push_back(next);
+        at::Tensor lc = dec.step({next});
+        at::Tensor lf = m->forward(makeBatch({seq}))[0][static_cast<int64_t>(seq.size()) - 1];
+        worst = std::max(worst, maxDiff(lc, lf));
+      }
+      qInfo() << arch << (moe ? "MoE" : "dense") << "KV-cached vs full forward: max |logit diff|" << worst;
+      QVERIFY(worst <= 1e-4);
+      auto g1 = greedyGenerate(*m, prompt, 10, true);
+      auto g2 = greedyGenerate(*m, prompt, 10, false);
+      QCOMPARE(g1, g2);
+    }
+  }
+};
+
+QTEST_GUILESS_MAIN(TestMoeFfn)
+#include "test_moe_ffn.moc"
