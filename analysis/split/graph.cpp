@@ -41,15 +41,16 @@ CoactGraph buildCoactGraph(const at::Tensor& coact, const at::Tensor& count, int
   if (wt != "raw" && wt != "jaccard" && wt != "ppmi" && wt != "percentile")
     throw ParameterError("--weighting must be raw, jaccard, ppmi or percentile, got '" + wt + "'");
   if (options.topk < 0) throw ParameterError("--topk must be >= 0");
-  at::Tensor M = coact.to(at::kFloat).contiguous();  // [n, n]
-  const float* m = M.data_ptr<float>();
+  at::Tensor M = coact.to(at::kDouble).contiguous();  // [n, n] (F64: counts above 2^24 stay exact)
+  const double* m = M.data_ptr<double>();
   at::Tensor cntT = count.defined() ? count.to(at::kDouble).contiguous() : at::diagonal(M).to(at::kDouble).contiguous();
   const double* c = cntT.data_ptr<double>();
   const double N = static_cast<double>(std::max<int64_t>(1, tokens));
 
   double pthr = 0;
   if (wt == "percentile") {
-    std::vector<float> all(m, m + n * n);
+    std::vector<float> all(static_cast<size_t>(n * n));
+    for (int64_t k = 0; k < n * n; ++k) all[static_cast<size_t>(k)] = static_cast<float>(m[k]);
     double q = 0;
     for (int p = 10; p <= 100 && q == 0; p += 10) q = percentileOf(all, p);
     if (q == 0) throw ParameterError("--weighting percentile: the co-activation matrix is all zeros");
@@ -77,6 +78,7 @@ CoactGraph buildCoactGraph(const at::Tensor& coact, const at::Tensor& count, int
       w[static_cast<size_t>(i * n + j)] = v >= 1 ? v : 0;
     }
   }
+#pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < n; ++i)
     for (int64_t j = 0; j < i; ++j) w[static_cast<size_t>(i * n + j)] = w[static_cast<size_t>(j * n + i)];
   if (options.topk > 0 && options.topk < n - 1) {
@@ -103,23 +105,38 @@ CoactGraph buildCoactGraph(const at::Tensor& coact, const at::Tensor& count, int
   }
   // Integer weights; scale down uniformly if METIS's 32-bit sums could overflow.
   double total = 0;
-  for (double v : w) total += v;
+#pragma omp parallel for reduction(+ : total) schedule(static)
+  for (int64_t k = 0; k < n * n; ++k) total += w[static_cast<size_t>(k)];
   const double limit = 1 << 30;
   const double scale = total > limit ? limit / total : 1.0;
   CoactGraph g;
   g.n = n;
-  g.xadj.resize(static_cast<size_t>(n + 1));
-  g.xadj[0] = 0;
+  g.xadj.assign(static_cast<size_t>(n + 1), 0);
+  std::vector<int64_t> deg(static_cast<size_t>(n), 0);
+#pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < n; ++i) {
+    int64_t d = 0;
+    for (int64_t j = 0; j < n; ++j) d += w[static_cast<size_t>(i * n + j)] > 0;
+    deg[static_cast<size_t>(i)] = d;
+  }
+  int64_t m2 = 0;
+  for (int64_t i = 0; i < n; ++i) m2 += deg[static_cast<size_t>(i)];
+  if (m2 > static_cast<int64_t>(std::numeric_limits<int32_t>::max()))
+    throw ParameterError("co-activation graph has too many edges for METIS; use --topk");
+  for (int64_t i = 0; i < n; ++i) g.xadj[static_cast<size_t>(i + 1)] = g.xadj[static_cast<size_t>(i)] +
+                                                                       static_cast<int32_t>(deg[static_cast<size_t>(i)]);
+  g.adjncy.resize(static_cast<size_t>(m2));
+  g.adjwgt.resize(static_cast<size_t>(m2));
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    size_t e = static_cast<size_t>(g.xadj[static_cast<size_t>(i)]);
     for (int64_t j = 0; j < n; ++j) {
       const double v = w[static_cast<size_t>(i * n + j)];
       if (v <= 0) continue;
-      g.adjncy.push_back(static_cast<int32_t>(j));
-      g.adjwgt.push_back(static_cast<int32_t>(std::max(1.0, std::round(v * scale))));
+      g.adjncy[e] = static_cast<int32_t>(j);
+      g.adjwgt[e] = static_cast<int32_t>(std::max(1.0, std::round(v * scale)));
+      ++e;
     }
-    if (g.adjncy.size() > static_cast<size_t>(std::numeric_limits<int32_t>::max()))
-      throw ParameterError("co-activation graph has too many edges for METIS; use --topk");
-    g.xadj[static_cast<size_t>(i + 1)] = static_cast<int32_t>(g.adjncy.size());
   }
   return g;
 }

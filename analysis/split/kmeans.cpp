@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <deque>
+#include <exception>
 #include <limits>
 #include <random>
 
@@ -13,7 +14,8 @@
 
 namespace moefy {
 
-std::vector<int32_t> balancedAssign(const at::Tensor& benefit, int experts) {
+std::vector<int32_t> balancedAssign(const at::Tensor& benefit, int experts, std::vector<double>* warm,
+                                    int64_t* bidCount) {
   if (benefit.dim() != 2 || benefit.size(1) != experts)
     throw ParameterError("balancedAssign: benefit must be [n, E]");
   const int64_t n = benefit.size(0), E = experts;
@@ -26,7 +28,9 @@ std::vector<int32_t> balancedAssign(const at::Tensor& benefit, int experts) {
   const double range = std::max(hi - lo, 1e-12);
 
   // Slots k * cap + s; per cluster the two cheapest slots are cached.
-  std::vector<double> price(static_cast<size_t>(n), 0.0);
+  const bool isWarm = warm && static_cast<int64_t>(warm->size()) == n;
+  std::vector<double> price = isWarm ? *warm : std::vector<double>(static_cast<size_t>(n), 0.0);
+  int64_t bids = 0;
   std::vector<int64_t> owner(static_cast<size_t>(n), -1), slotOf(static_cast<size_t>(n), -1);
   std::vector<int64_t> min1(static_cast<size_t>(E)), min2(static_cast<size_t>(E));
   auto refresh = [&](int64_t k) {
@@ -39,8 +43,10 @@ std::vector<int32_t> balancedAssign(const at::Tensor& benefit, int experts) {
   };
   for (int64_t k = 0; k < E; ++k) refresh(k);
 
-  const double epsFinal = range / (16.0 * static_cast<double>(n));
-  double eps = range / 4.0;
+  // Final eps: the assignment's total benefit is within n * eps = range / 256 of the optimum.
+  const double epsFinal = range / (256.0 * static_cast<double>(n));
+  // Warm prices are already near equilibrium: skip the coarse phases.
+  double eps = isWarm ? std::max(epsFinal, range / (4.0 * static_cast<double>(n))) : range / 4.0;
   for (;;) {
     std::fill(owner.begin(), owner.end(), -1);
     std::fill(slotOf.begin(), slotOf.end(), -1);
@@ -61,6 +67,7 @@ std::vector<int32_t> balancedAssign(const at::Tensor& benefit, int experts) {
       const double inc = std::isfinite(v2) ? (v1 - v2) + eps : eps;
       const int64_t s = min1[k1];
       price[s] += inc;
+      ++bids;
       if (owner[s] >= 0) {
         slotOf[owner[s]] = -1;
         queue.push_back(owner[s]);
@@ -74,6 +81,8 @@ std::vector<int32_t> balancedAssign(const at::Tensor& benefit, int experts) {
   }
   std::vector<int32_t> labels(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) labels[static_cast<size_t>(i)] = static_cast<int32_t>(slotOf[i] / cap);
+  if (warm) *warm = std::move(price);
+  if (bidCount) *bidCount = bids;
   return labels;
 }
 
@@ -86,50 +95,67 @@ KmeansResult balancedKmeans(const at::Tensor& rows, int experts, int restarts, i
   if (maxIter < 1) throw ParameterError("--max-iter must be >= 1");
   at::Tensor X = rows.to(at::kFloat).contiguous();
   X = X / X.norm(2, 1, true).clamp_min(1e-12);  // [n, d]
-  at::Tensor xsq = (X * X).sum(1);              // [n]
+  // Restarts run in parallel (one per thread; torch ops inside run serially).
+  std::vector<KmeansResult> results(static_cast<size_t>(restarts));
+  std::vector<std::string> logs(static_cast<size_t>(restarts));
+  std::exception_ptr error;
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int r = 0; r < restarts; ++r) {
+    try {
+      job.checkCancel();
+      std::mt19937_64 rng(seed * 1000003ull + static_cast<uint64_t>(r));
+      // k-means++ seeding.
+      std::vector<int64_t> centers;
+      centers.push_back(static_cast<int64_t>(rng() % static_cast<uint64_t>(n)));
+      at::Tensor d2 = (X - X[centers[0]]).pow(2).sum(1);  // [n]
+      while (static_cast<int64_t>(centers.size()) < E) {
+        at::Tensor cum = d2.to(at::kDouble).cumsum(0);
+        const double total = cum[-1].item<double>();
+        int64_t pick;
+        if (total <= 0) {
+          pick = static_cast<int64_t>(rng() % static_cast<uint64_t>(n));
+        } else {
+          const double u = std::uniform_real_distribution<double>(0, total)(rng);
+          pick = std::min<int64_t>(n - 1, at::searchsorted(cum, at::Scalar(u)).item<int64_t>());
+        }
+        centers.push_back(pick);
+        d2 = at::minimum(d2, (X - X[pick]).pow(2).sum(1));
+      }
+      at::Tensor C = X.index_select(0, at::tensor(centers, at::kLong)).clone();  // [E, d]
+      std::vector<int32_t> labels, prev;
+      std::vector<double> prices;  // auction prices carried across iterations
+      int64_t bids = 0;
+      int it = 0;
+      for (; it < maxIter; ++it) {
+        job.checkCancel();
+        at::Tensor benefit = 2.0 * at::mm(X, C.t()) - (C * C).sum(1).unsqueeze(0);  // [n, E]
+        int64_t b = 0;
+        labels = balancedAssign(benefit, experts, &prices, &b);
+        bids += b;
+        at::Tensor lab = at::tensor(std::vector<int64_t>(labels.begin(), labels.end()), at::kLong);
+        C = at::zeros_like(C).index_add_(0, lab, X) / static_cast<double>(n / E);
+        if (labels == prev) break;
+        prev = labels;
+      }
+      at::Tensor lab = at::tensor(std::vector<int64_t>(labels.begin(), labels.end()), at::kLong);
+      KmeansResult& res = results[static_cast<size_t>(r)];
+      res.inertia = (X - C.index_select(0, lab)).pow(2).sum().item<double>();
+      res.labels = std::move(labels);
+      res.iterations = std::min(it + 1, maxIter);
+      logs[static_cast<size_t>(r)] = "kmeans restart " + std::to_string(r) + ": inertia " +
+                                     std::to_string(res.inertia) + " after " + std::to_string(res.iterations) +
+                                     " iterations, " + std::to_string(bids) + " auction bids";
+    } catch (...) {
+#pragma omp critical
+      if (!error) error = std::current_exception();
+    }
+  }
+  if (error) std::rethrow_exception(error);
   KmeansResult best;
   best.inertia = std::numeric_limits<double>::infinity();
   for (int r = 0; r < restarts; ++r) {
-    job.checkCancel();
-    std::mt19937_64 rng(seed * 1000003ull + static_cast<uint64_t>(r));
-    // k-means++ seeding.
-    std::vector<int64_t> centers;
-    centers.push_back(static_cast<int64_t>(rng() % static_cast<uint64_t>(n)));
-    at::Tensor d2 = (X - X[centers[0]]).pow(2).sum(1);  // [n]
-    while (static_cast<int64_t>(centers.size()) < E) {
-      at::Tensor cum = d2.to(at::kDouble).cumsum(0);
-      const double total = cum[-1].item<double>();
-      int64_t pick;
-      if (total <= 0) {
-        pick = static_cast<int64_t>(rng() % static_cast<uint64_t>(n));
-      } else {
-        const double u = std::uniform_real_distribution<double>(0, total)(rng);
-        pick = std::min<int64_t>(n - 1, at::searchsorted(cum, at::Scalar(u)).item<int64_t>());
-      }
-      centers.push_back(pick);
-      d2 = at::minimum(d2, (X - X[pick]).pow(2).sum(1));
-    }
-    at::Tensor C = X.index_select(0, at::tensor(centers, at::kLong)).clone();  // [E, d]
-    std::vector<int32_t> labels, prev;
-    int it = 0;
-    for (; it < maxIter; ++it) {
-      job.checkCancel();
-      at::Tensor benefit = 2.0 * at::mm(X, C.t()) - (C * C).sum(1).unsqueeze(0);  // [n, E]
-      labels = balancedAssign(benefit, experts);
-      at::Tensor lab = at::tensor(std::vector<int64_t>(labels.begin(), labels.end()), at::kLong);
-      C = at::zeros_like(C).index_add_(0, lab, X) / static_cast<double>(n / E);
-      if (labels == prev) break;
-      prev = labels;
-    }
-    at::Tensor lab = at::tensor(std::vector<int64_t>(labels.begin(), labels.end()), at::kLong);
-    const double inertia = (X - C.index_select(0, lab)).pow(2).sum().item<double>();
-    job.log("kmeans restart " + std::to_string(r) + ": inertia " + std::to_string(inertia) + " after " +
-            std::to_string(it + 1) + " iterations");
-    if (inertia < best.inertia) {
-      best.inertia = inertia;
-      best.labels = labels;
-      best.iterations = std::min(it + 1, maxIter);
-    }
+    job.log(logs[static_cast<size_t>(r)]);
+    if (results[static_cast<size_t>(r)].inertia < best.inertia) best = results[static_cast<size_t>(r)];
   }
   return best;
 }

@@ -75,9 +75,14 @@ KmeansResult balancedKmeans(const at::Tensor& rows, int experts, int restarts, i
 std::vector<int32_t> partitionRandom(int64_t n, int experts, uint64_t seed);
 
 /// Equal-capacity assignment maximising sum_i benefit[i, label_i] with each
-/// label used exactly n / E times (auction algorithm with eps-scaling).
+/// label used exactly n / E times (auction algorithm with eps-scaling; the
+/// total benefit is within (max - min benefit) / 256 of the optimum).
 /// benefit: [n, E] F32 (or F64). Exposed for tests.
-std::vector<int32_t> balancedAssign(const at::Tensor& benefit, int experts);
+/// `prices` (optional, [n] slot prices) warm-starts the auction from a previous
+/// call on similar benefits (as in successive k-means iterations) and returns
+/// the final prices; `bids` (optional) receives the number of bids made.
+std::vector<int32_t> balancedAssign(const at::Tensor& benefit, int experts, std::vector<double>* prices = nullptr,
+                                    int64_t* bids = nullptr);
 
 // ------------------------------------------------------------ metrics
 

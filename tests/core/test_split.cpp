@@ -69,8 +69,8 @@ class TestSplit : public QObject {
 
   void balancedAssignIsOptimal() {
     // Brute force over all balanced labelings of 6 items into 3 groups of 2.
-    std::mt19937_64 rng(3);
-    for (int trial = 0; trial < 20; ++trial) {
+    at::manual_seed(3);
+    for (int trial = 0; trial < 50; ++trial) {
       at::Tensor B = at::rand({6, 3}, at::kDouble);
       auto labels = balancedAssign(B, 3);
       auto value = [&](const std::vector<int32_t>& l) {
@@ -89,8 +89,9 @@ class TestSplit : public QObject {
       auto s = sizesOf(labels, 3);
       QVERIFY(s[0] == 2 && s[1] == 2 && s[2] == 2);
       const double gap = best - value(labels);
-      if (trial == 0) qInfo() << "auction vs brute-force optimum: gap" << gap;
-      QVERIFY(gap <= 1e-6);
+      const double bound = (B.max() - B.min()).item<double>() / 256.0;  // documented guarantee
+      if (trial == 0) qInfo() << "auction vs brute-force optimum: gap" << gap << "bound" << bound;
+      QVERIFY(gap <= bound + 1e-12);
     }
     // A larger case: equal sizes and within n * eps of a greedy-improved bound.
     at::Tensor B = at::rand({3072, 96}, at::kFloat);
