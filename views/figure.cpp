@@ -3,6 +3,7 @@
 #include "views/qcp.h"
 
 #include <QApplication>
+#include <QEvent>
 #include <QDir>
 #include <QFileDialog>
 #include <QFileInfo>
@@ -47,6 +48,24 @@ void paintFigure(QWidget* root, QCPPainter* painter, bool vector) {
     painter->restore();
   }
 }
+
+/// Refreshes a view that missed updates while hidden when it is shown again:
+/// views not on screen only mark themselves stale ("moefyStale"), so a job
+/// finishing does not make every tab recompute on the GUI thread at once.
+class ShowRefresher : public QObject {
+ public:
+  explicit ShowRefresher(FigureView* v) : QObject(v), view_(v) {}
+  bool eventFilter(QObject* o, QEvent* e) override {
+    if (o == view_ && e->type() == QEvent::Show && view_->property("moefyStale").toBool()) {
+      view_->setProperty("moefyStale", false);
+      view_->refresh();
+    }
+    return false;
+  }
+
+ private:
+  FigureView* view_;
+};
 
 }  // namespace
 
@@ -175,8 +194,17 @@ FigureView::FigureView(StudioContext* ctx, const QString& title, int pickers, QW
   toolbar_->addWidget(exportBtn);
   connect(exportBtn, &QToolButton::clicked, this, &FigureView::showExportMenu);
 
-  connect(ctx_, &StudioContext::workspaceChanged, this, [this] { rebuildPickers(); refresh(); });
-  connect(ctx_, &StudioContext::artefactsChanged, this, [this] { rebuildPickers(); refresh(); });
+  installEventFilter(new ShowRefresher(this));
+  auto refreshOrMarkStale = [this] {
+    if (isVisible()) {
+      setProperty("moefyStale", false);
+      refresh();
+    } else {
+      setProperty("moefyStale", true);
+    }
+  };
+  connect(ctx_, &StudioContext::workspaceChanged, this, [this, refreshOrMarkStale] { rebuildPickers(); refreshOrMarkStale(); });
+  connect(ctx_, &StudioContext::artefactsChanged, this, [this, refreshOrMarkStale] { rebuildPickers(); refreshOrMarkStale(); });
   connect(ctx_, &StudioContext::currentChanged, this, [this](const QString& kind, const QString& path) {
     auto it = boxes_.find(kind);
     if (it == boxes_.end()) return;
@@ -185,7 +213,8 @@ FigureView::FigureView(StudioContext* ctx, const QString& title, int pickers, QW
       rebuilding_ = true;
       it->second->setCurrentIndex(i);
       rebuilding_ = false;
-      refresh();
+      if (isVisible()) refresh();
+      else setProperty("moefyStale", true);
     }
   });
   rebuildPickers();

@@ -103,6 +103,9 @@ class TestStudio : public QObject {
       if (mv) QTRY_VERIFY_WITH_TIMEOUT(!mv->loading(), 20000);
       auto* cv = qobject_cast<CorpusView*>(w.tabs()->widget(i));
       if (cv) QTRY_VERIFY_WITH_TIMEOUT(!cv->loading(), 30000);
+      auto* gv = qobject_cast<ExpertGraphView*>(w.tabs()->widget(i));
+      if (gv) QTRY_VERIFY_WITH_TIMEOUT(!gv->layoutRunning(), 20000);
+      QApplication::processEvents();
       FigureView* f = w.figureView(i);
       QVERIFY(f);
       QVERIFY2(f->hasData(), qPrintable(w.tabs()->tabText(i) + " shows an empty state on a full workspace"));
@@ -237,7 +240,7 @@ class TestStudio : public QObject {
     timer.stop();
     QVERIFY2(fin.at(0).at(1).toBool(), qPrintable(fin.at(0).at(3).toString()));
     qInfo() << "recording took" << el.elapsed() << "ms; GUI timer ticks" << ticks;
-    QVERIFY(ticks >= el.elapsed() / 10 * 0.5);
+    QVERIFY(ticks >= el.elapsed() / 10 * 0.5 - 3);  // short runs: allow for timer granularity
     QVERIFY(QFileInfo::exists(job.output + "/manifest.json"));
     QVERIFY(QFileInfo::exists(job.output + "/coact.safetensors"));
     // The finished job's artefact shows up in the tree and the views.
