@@ -170,6 +170,8 @@ std::vector<PipelineStep> buildSteps() {
         {"layers", "--layers", StepField::Text, "", {}, {}, "comma-separated layers (empty = every recorded layer)"},
         {"seed", "--seed", StepField::Int, 0, {}, {}, "seed", 0, 2e9},
         {"graph", "--graph", StepField::Choice, "binary", {"binary", "soft"}, {}, "coact: binary counts or soft co-activation"},
+        {"weighting", "--weighting", StepField::Choice, "raw", {"raw", "jaccard", "ppmi", "percentile"}, {}, "coact: edge weights (counts, Jaccard x 1000, PPMI x 100, MoEfication's percentile integers)"},
+        {"topk", "--topk", StepField::Text, "auto", {}, {}, "coact: keep each neuron's K strongest neighbours (auto: dense up to 1536 neurons, else max(64, 2 d_ff/E); 0 = every edge)"},
         {"restarts", "--restarts", StepField::Int, 4, {}, {}, "kmeans: restarts", 1, 1000},
         {"max-iter", "--max-iter", StepField::Int, 50, {}, {}, "kmeans: iterations", 1, 100000},
         {"no-stability", "--no-stability", StepField::Bool, false, {}, {}, "skip the rerun with seed + 1 (ARI/NMI)"},
@@ -190,6 +192,11 @@ std::vector<PipelineStep> buildSteps() {
         o.layers = parseLayers(v.value("layers").toString(), "layers");
         o.seed = v.value("seed").toULongLong();
         o.graphSource = v.value("graph").toString().toStdString();
+        o.graph.weighting = v.value("weighting").toString().toStdString();
+        const QString topk = v.value("topk").toString().trimmed();
+        bool ok = true;
+        o.graph.topk = topk == "auto" || topk.isEmpty() ? -1 : topk.toInt(&ok);
+        if (!ok || o.graph.topk < -1) throw ParameterError("--topk must be auto or a count >= 0, got '" + topk.toStdString() + "'");
         o.restarts = v.value("restarts").toInt();
         o.maxIter = v.value("max-iter").toInt();
         o.stability = !v.value("no-stability").toBool();

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <numeric>
 #include <random>
 #include <sstream>
@@ -32,108 +33,151 @@ double percentileOf(std::vector<float>& v, double p) {
 
 }  // namespace
 
+int resolveTopk(const GraphOptions& options, int64_t n, int experts) {
+  if (options.topk >= 0) return options.topk;
+  // auto: a complete graph on a big layer gains METIS nothing but time (its
+  // cost grows with the n^2 / 2 edges); keep each neuron's 2S strongest
+  // neighbours (S = expert size, at least 64), which holds every partner it
+  // could share an expert with, twice over. Layers up to 1536 neurons stay dense.
+  if (n <= kAutoTopkDenseLimit) return 0;
+  const int64_t s = experts > 0 ? n / experts : 32;
+  return static_cast<int>(std::max<int64_t>(64, 2 * s));
+}
+
+namespace {
+
+// Edge weights of row i (j != i, 0 = no edge) into `row`, from the
+// co-activation matrix of element type T. Symmetric in (i, j) because the
+// recorded matrix is mirrored and every formula is.
+template <typename T>
+struct WeightRow {
+  const T* m;
+  const double* c;
+  int64_t n;
+  double N, pthr;
+  int kind;  // 0 raw, 1 jaccard, 2 ppmi, 3 percentile
+  void operator()(int64_t i, double* row) const {
+    const T* mi = m + i * n;
+    for (int64_t j = 0; j < n; ++j) {
+      const double cij = static_cast<double>(mi[j]);
+      double v = 0;
+      if (j != i && cij > 0) {
+        switch (kind) {
+          case 0: v = cij; break;
+          case 1: {
+            const double den = c[i] + c[j] - cij;
+            v = den > 0 ? std::round(1000.0 * cij / den) : 0;
+            break;
+          }
+          case 2:
+            v = (c[i] > 0 && c[j] > 0) ? std::round(100.0 * std::max(0.0, std::log(cij * N / (c[i] * c[j])))) : 0;
+            break;
+          default: v = std::floor(cij / pthr);
+        }
+      }
+      row[j] = v >= 1 ? v : 0;
+    }
+  }
+};
+
+}  // namespace
+
 CoactGraph buildCoactGraph(const at::Tensor& coact, const at::Tensor& count, int64_t tokens,
-                           const GraphOptions& options) {
+                           const GraphOptions& options, int experts) {
   if (coact.dim() != 2 || coact.size(0) != coact.size(1))
     throw ParameterError("co-activation matrix must be square, got " + std::to_string(coact.dim()) + "-D");
   const int64_t n = coact.size(0);
   const std::string& wt = options.weighting;
-  if (wt != "raw" && wt != "jaccard" && wt != "ppmi" && wt != "percentile")
-    throw ParameterError("--weighting must be raw, jaccard, ppmi or percentile, got '" + wt + "'");
-  if (options.topk < 0) throw ParameterError("--topk must be >= 0");
-  at::Tensor M = coact.to(at::kDouble).contiguous();  // [n, n] (F64: counts above 2^24 stay exact)
-  const double* m = M.data_ptr<double>();
-  at::Tensor cntT = count.defined() ? count.to(at::kDouble).contiguous() : at::diagonal(M).to(at::kDouble).contiguous();
+  const int kind = wt == "raw" ? 0 : wt == "jaccard" ? 1 : wt == "ppmi" ? 2 : wt == "percentile" ? 3 : -1;
+  if (kind < 0) throw ParameterError("--weighting must be raw, jaccard, ppmi or percentile, got '" + wt + "'");
+  if (options.topk < -1) throw ParameterError("--topk must be auto or >= 0");
+  const int64_t k = resolveTopk(options, n, experts);
+  // Integer matrices are read as they are (no n^2 copy); others as F64 so that
+  // soft values and counts above 2^24 stay exact.
+  const bool isInt = coact.scalar_type() == at::kInt;
+  at::Tensor M = isInt ? coact.contiguous() : coact.to(at::kDouble).contiguous();
+  at::Tensor cntT = (count.defined() ? count : at::diagonal(M)).to(at::kDouble).contiguous();
   const double* c = cntT.data_ptr<double>();
-  const double N = static_cast<double>(std::max<int64_t>(1, tokens));
 
   double pthr = 0;
-  if (wt == "percentile") {
-    std::vector<float> all(static_cast<size_t>(n * n));
-    for (int64_t k = 0; k < n * n; ++k) all[static_cast<size_t>(k)] = static_cast<float>(m[k]);
+  if (kind == 3) {
+    at::Tensor flat = M.to(at::kFloat).reshape({-1}).contiguous();
+    std::vector<float> all(flat.data_ptr<float>(), flat.data_ptr<float>() + n * n);
     double q = 0;
     for (int p = 10; p <= 100 && q == 0; p += 10) q = percentileOf(all, p);
     if (q == 0) throw ParameterError("--weighting percentile: the co-activation matrix is all zeros");
     pthr = q * 0.99;
   }
-  // Dense weight matrix (double), zero = no edge.
-  std::vector<double> w(static_cast<size_t>(n * n), 0.0);
-#pragma omp parallel for schedule(dynamic, 16)
-  for (int64_t i = 0; i < n; ++i) {
-    for (int64_t j = i + 1; j < n; ++j) {
-      // The upper triangle defines the (symmetric) graph.
-      const double cij = m[i * n + j];
-      double v = 0;
-      if (cij <= 0) continue;
-      if (wt == "raw") {
-        v = cij;
-      } else if (wt == "jaccard") {
-        const double den = c[i] + c[j] - cij;
-        v = den > 0 ? std::round(1000.0 * cij / den) : 0;
-      } else if (wt == "ppmi") {
-        v = (c[i] > 0 && c[j] > 0) ? std::round(100.0 * std::max(0.0, std::log(cij * N / (c[i] * c[j])))) : 0;
-      } else {
-        v = std::floor(cij / pthr);
+  const double N = static_cast<double>(std::max<int64_t>(1, tokens));
+  std::function<void(int64_t, double*)> weightRow;
+  if (isInt) weightRow = WeightRow<int32_t>{M.data_ptr<int32_t>(), c, n, N, pthr, kind};
+  else weightRow = WeightRow<double>{M.data_ptr<double>(), c, n, N, pthr, kind};
+
+  // Neighbour lists per row: all positive weights, or the row's k strongest
+  // (ties: lower id) made symmetric by union.
+  std::vector<std::vector<std::pair<int32_t, double>>> nb(static_cast<size_t>(n));
+  const bool sparse = k > 0 && k < n - 1;
+#pragma omp parallel
+  {
+    std::vector<double> row(static_cast<size_t>(n));
+    std::vector<int32_t> idx;
+#pragma omp for schedule(dynamic, 16)
+    for (int64_t i = 0; i < n; ++i) {
+      weightRow(i, row.data());
+      auto& out = nb[static_cast<size_t>(i)];
+      if (!sparse) {
+        for (int64_t j = 0; j < n; ++j)
+          if (row[j] > 0) out.emplace_back(static_cast<int32_t>(j), row[j]);
+        continue;
       }
-      w[static_cast<size_t>(i * n + j)] = v >= 1 ? v : 0;
+      idx.clear();
+      for (int64_t j = 0; j < n; ++j)
+        if (row[j] > 0) idx.push_back(static_cast<int32_t>(j));
+      if (static_cast<int64_t>(idx.size()) > k) {
+        std::nth_element(idx.begin(), idx.begin() + (k - 1), idx.end(), [&](int32_t a, int32_t b) {
+          return row[a] > row[b] || (row[a] == row[b] && a < b);
+        });
+        idx.resize(static_cast<size_t>(k));
+      }
+      for (int32_t j : idx) out.emplace_back(j, row[j]);
     }
   }
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; ++i)
-    for (int64_t j = 0; j < i; ++j) w[static_cast<size_t>(i * n + j)] = w[static_cast<size_t>(j * n + i)];
-  if (options.topk > 0 && options.topk < n - 1) {
-    const int64_t k = options.topk;
-    std::vector<uint8_t> keep(static_cast<size_t>(n * n), 0);
-#pragma omp parallel
-    {
-      std::vector<int64_t> idx(static_cast<size_t>(n));
-#pragma omp for schedule(static)
-      for (int64_t i = 0; i < n; ++i) {
-        const double* row = w.data() + i * n;
-        std::iota(idx.begin(), idx.end(), 0);
-        std::nth_element(idx.begin(), idx.begin() + (k - 1), idx.end(),
-                         [&](int64_t a, int64_t b) { return row[a] > row[b] || (row[a] == row[b] && a < b); });
-        for (int64_t q = 0; q < k; ++q)
-          if (row[idx[q]] > 0) keep[static_cast<size_t>(i * n + idx[q])] = 1;
-      }
-    }
+  if (sparse) {
+    // Union: add (j, i) wherever only (i, j) was kept. Weights are symmetric.
+    std::vector<std::vector<std::pair<int32_t, double>>> extra(static_cast<size_t>(n));
     for (int64_t i = 0; i < n; ++i)
-      for (int64_t j = i + 1; j < n; ++j) {
-        const bool kept = keep[static_cast<size_t>(i * n + j)] || keep[static_cast<size_t>(j * n + i)];
-        if (!kept) w[static_cast<size_t>(i * n + j)] = w[static_cast<size_t>(j * n + i)] = 0;
-      }
+      for (auto [j, v] : nb[static_cast<size_t>(i)]) extra[static_cast<size_t>(j)].emplace_back(static_cast<int32_t>(i), v);
+#pragma omp parallel for schedule(dynamic, 64)
+    for (int64_t i = 0; i < n; ++i) {
+      auto& a = nb[static_cast<size_t>(i)];
+      a.insert(a.end(), extra[static_cast<size_t>(i)].begin(), extra[static_cast<size_t>(i)].end());
+      std::sort(a.begin(), a.end(), [](const auto& x, const auto& y) { return x.first < y.first; });
+      a.erase(std::unique(a.begin(), a.end(), [](const auto& x, const auto& y) { return x.first == y.first; }), a.end());
+    }
   }
   // Integer weights; scale down uniformly if METIS's 32-bit sums could overflow.
   double total = 0;
-#pragma omp parallel for reduction(+ : total) schedule(static)
-  for (int64_t k = 0; k < n * n; ++k) total += w[static_cast<size_t>(k)];
+  int64_t m2 = 0;
+  for (const auto& a : nb) {
+    m2 += static_cast<int64_t>(a.size());
+    for (const auto& e : a) total += e.second;
+  }
+  if (m2 > static_cast<int64_t>(std::numeric_limits<int32_t>::max()))
+    throw ParameterError("co-activation graph has too many edges for METIS; use --topk");
   const double limit = 1 << 30;
   const double scale = total > limit ? limit / total : 1.0;
   CoactGraph g;
   g.n = n;
   g.xadj.assign(static_cast<size_t>(n + 1), 0);
-  std::vector<int64_t> deg(static_cast<size_t>(n), 0);
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; ++i) {
-    int64_t d = 0;
-    for (int64_t j = 0; j < n; ++j) d += w[static_cast<size_t>(i * n + j)] > 0;
-    deg[static_cast<size_t>(i)] = d;
-  }
-  int64_t m2 = 0;
-  for (int64_t i = 0; i < n; ++i) m2 += deg[static_cast<size_t>(i)];
-  if (m2 > static_cast<int64_t>(std::numeric_limits<int32_t>::max()))
-    throw ParameterError("co-activation graph has too many edges for METIS; use --topk");
-  for (int64_t i = 0; i < n; ++i) g.xadj[static_cast<size_t>(i + 1)] = g.xadj[static_cast<size_t>(i)] +
-                                                                       static_cast<int32_t>(deg[static_cast<size_t>(i)]);
+  for (int64_t i = 0; i < n; ++i)
+    g.xadj[static_cast<size_t>(i + 1)] = g.xadj[static_cast<size_t>(i)] + static_cast<int32_t>(nb[static_cast<size_t>(i)].size());
   g.adjncy.resize(static_cast<size_t>(m2));
   g.adjwgt.resize(static_cast<size_t>(m2));
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < n; ++i) {
     size_t e = static_cast<size_t>(g.xadj[static_cast<size_t>(i)]);
-    for (int64_t j = 0; j < n; ++j) {
-      const double v = w[static_cast<size_t>(i * n + j)];
-      if (v <= 0) continue;
-      g.adjncy[e] = static_cast<int32_t>(j);
+    for (const auto& [j, v] : nb[static_cast<size_t>(i)]) {
+      g.adjncy[e] = j;
       g.adjwgt[e] = static_cast<int32_t>(std::max(1.0, std::round(v * scale)));
       ++e;
     }

@@ -95,12 +95,14 @@ nlohmann::json runSplit(const Recording& rec, const Model* model, const SplitOpt
       const auto t0 = std::chrono::steady_clock::now();
       std::vector<int32_t> labels;
       if (o.method == "random") {
-        labels = partitionRandom(n, E, seed);
+        // Each layer its own shuffle (the same seed would give every layer the same labels).
+        labels = partitionRandom(n, E, seed + 0x9E3779B97F4A7C15ull * static_cast<uint64_t>(L + 1));
       } else if (o.method == "coact") {
         at::Tensor src = o.graphSource == "soft" ? rec.coactSoft(L) : coact;
-        CoactGraph g = buildCoactGraph(src, rec.count(L), rec.tokens(), o.graph);
+        CoactGraph g = buildCoactGraph(src, rec.count(L), rec.tokens(), o.graph, E);
         labels = partitionCoact(g, E, seed);
         info["graph_edges"] = g.edges();
+        info["graph_topk"] = resolveTopk(o.graph, n, E);
       } else {
         KmeansResult km = balancedKmeans(kmeansRows(*model, L, o.rows), E, o.restarts, o.maxIter, seed, job);
         labels = km.labels;
@@ -138,7 +140,8 @@ nlohmann::json runSplit(const Recording& rec, const Model* model, const SplitOpt
   nlohmann::json opts = nlohmann::json::object();
   if (o.method == "coact") {
     opts["weighting"] = o.graph.weighting;
-    opts["topk"] = o.graph.topk;
+    if (o.graph.topk >= 0) opts["topk"] = o.graph.topk;
+    else opts["topk"] = "auto";
     opts["graph"] = o.graphSource;
   } else if (o.method == "kmeans") {
     opts["rows"] = o.rows;

@@ -35,15 +35,26 @@ struct GraphOptions {
   /// integer weights floor(C_ij / (0.99 q)) with q the first non-zero of the
   /// 10th, 20th, ... percentiles of all entries, edges below 1 dropped.
   std::string weighting = "raw";
-  int topk = 0;  ///< keep each neuron's top-k neighbours (union, symmetric); 0 = all
+  /// Keep each neuron's top-k neighbours (union, symmetric); 0 = all;
+  /// -1 = auto (resolveTopk).
+  int topk = -1;
 };
+
+/// Layers with at most this many neurons keep the dense graph under topk auto.
+inline constexpr int64_t kAutoTopkDenseLimit = 1536;
+
+/// The top-k a GraphOptions means for a layer of n neurons split into
+/// `experts` parts (0 = unknown): its topk if >= 0; for auto, 0 (dense) up to
+/// kAutoTopkDenseLimit neurons, else max(64, 2 n / experts).
+int resolveTopk(const GraphOptions& options, int64_t n, int experts);
 
 /// Builds the weighted graph from a co-activation matrix [n, n] (I32 counts or
 /// F32 soft values; the diagonal is ignored except for the percentile), the
 /// per-neuron active counts [n] and the token count. Integer weights are
 /// scaled down uniformly if their total would overflow METIS's 32-bit sums.
+/// `experts` (0 = unknown) only feeds topk auto.
 CoactGraph buildCoactGraph(const at::Tensor& coact, const at::Tensor& count, int64_t tokens,
-                           const GraphOptions& options);
+                           const GraphOptions& options, int experts = 0);
 
 /// Writes the graph in METIS's .graph format (1-based, fmt 001: edge weights).
 void writeMetisGraph(const CoactGraph& g, const std::filesystem::path& path);

@@ -19,7 +19,9 @@ namespace fs = std::filesystem;
 GraphOptions graphOptions(const Args& a) {
   GraphOptions g;
   g.weighting = a.get("weighting", "raw");
-  g.topk = static_cast<int>(a.getInt("topk", 0));
+  const std::string k = a.get("topk", "auto");
+  g.topk = k == "auto" ? -1 : static_cast<int>(a.getInt("topk", 0));
+  if (g.topk < -1) throw ParameterError("--topk must be auto or >= 0, got " + k);
   return g;
 }
 
@@ -128,14 +130,16 @@ CommandRegistrar splitCmd(
     {"split", "split FFN neurons into equal-size experts (coact/METIS, balanced k-means, random)",
      "usage: moefy split REC_DIR --method coact|kmeans|random (--experts E | --expert-size S)\n"
      "                   [--layers 0,1,..] [--seed N] --out PART_DIR [--force] [--json]\n"
-     "         coact:  [--weighting raw|jaccard|ppmi|percentile] [--topk K] [--graph binary|soft]\n"
+     "         coact:  [--weighting raw|jaccard|ppmi|percentile] [--topk auto|K] [--graph binary|soft]\n"
      "         kmeans: [--model MODEL_DIR] [--rows gate|up|both] [--restarts R] [--max-iter N]\n"
      "                 [--no-stability]\n"
      "       moefy split --compare PART_A PART_B [...] [--json]\n"
-     "       moefy split REC_DIR --export-graph OUT.graph --layer L [--weighting ..] [--topk K] [--graph ..]\n\n"
+     "       moefy split REC_DIR --export-graph OUT.graph --layer L [--weighting ..] [--topk auto|K] [--graph ..]\n\n"
      "Every expert gets exactly d_ff / E neurons (E must divide d_ff). coact partitions the\n"
      "co-activation graph with METIS k-way and repairs the balance by moving the neurons with the\n"
-     "least affinity to their part; kmeans clusters the L2-normalised rows of W1 (gate/up/both for\n"
+     "least affinity to their part. --topk auto (default) keeps the dense graph up to 1536 neurons\n"
+     "and each neuron's max(64, 2 d_ff / E) strongest neighbours above that; 0 keeps every edge.\n"
+     "kmeans clusters the L2-normalised rows of W1 (gate/up/both for\n"
      "gated FFNs) with an exact equal-size assignment, keeping the best of --restarts (default 4);\n"
      "random is a seeded balanced shuffle. Metrics per layer: coact_inside, edge_cut, balance,\n"
      "recall_at_k (on the recorded samples), and stability_ari/nmi against a rerun with seed + 1.\n"

@@ -155,6 +155,9 @@ class TestSplit : public QObject {
     };
     qInfo() << "coact_inside coact" << inside("coact") << "random" << inside("random");
     QVERIFY(inside("coact") > inside("random"));
+    // A random split shuffles each layer on its own.
+    Partition rnd = Partition::open(dir_ / "part_random8");
+    QVERIFY(rnd.labels(0) != rnd.labels(1));
     // Same seed, same labels (deterministic).
     SplitOptions o;
     o.method = "kmeans";
@@ -169,7 +172,7 @@ class TestSplit : public QObject {
   void weightingsAndTopk() {
     Recording rec = Recording::open(dir_ / "rec");
     for (const char* w : {"raw", "jaccard", "ppmi", "percentile"})
-      for (int topk : {0, 8}) {
+      for (int topk : {-1, 0, 8}) {
         GraphOptions go;
         go.weighting = w;
         go.topk = topk;
@@ -191,6 +194,17 @@ class TestSplit : public QObject {
         auto labels = partitionCoact(g, 16, 0);
         for (auto s : sizesOf(labels, 16)) QCOMPARE(s, int64_t{8});
       }
+    // topk auto: dense up to 1536 neurons, then max(64, 2 S).
+    GraphOptions autoK;
+    QCOMPARE(resolveTopk(autoK, 128, 16), 0);
+    QCOMPARE(resolveTopk(autoK, 1536, 16), 0);
+    QCOMPARE(resolveTopk(autoK, 3072, 96), 64);
+    QCOMPARE(resolveTopk(autoK, 3072, 16), 384);
+    QCOMPARE(resolveTopk(autoK, 4096, 0), 64);
+    autoK.topk = 12;
+    QCOMPARE(resolveTopk(autoK, 3072, 96), 12);
+    autoK.topk = -2;
+    QVERIFY_THROWS_EXCEPTION(ParameterError, buildCoactGraph(rec.coact(0), rec.count(0), rec.tokens(), autoK));
     // Percentile weights as MoEfication computes them on a hand-made matrix:
     // a ring of 10 neurons: entries {0 x 80, 4 x 20}; the 10th..70th percentiles
     // are 0, the 80th is 0 + 0.2 * 4 = 0.8 (linear interpolation between ranks 79 and 80).
