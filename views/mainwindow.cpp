@@ -62,7 +62,8 @@ QString demoWorkspaceDir(QString* error) {
                                        data + "/corpus/brown/heldout");
       ws.folders = {{"recordings", demoOut + "/recording"}, {"partitions", demoOut + "/partitions"},
                     {"routers", demoOut + "/routers"}, {"evaluations", demoOut + "/eval"},
-                    {"exports", demoOut + "/export"}, {"figures", demoOut + "/figures"}};
+                    {"exports", demoOut + "/export"}, {"calibrated", demoOut + "/calibrated"},
+                    {"figures", demoOut + "/figures"}};
       ws.save();
       return dir;
     } catch (const std::exception& e) {

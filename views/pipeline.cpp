@@ -18,11 +18,13 @@
 #include "analysis/common/error.h"
 #include "analysis/jobs/job.h"
 #include "analysis/model/loader.h"
+#include "analysis/eval/sequences.h"
 #include "analysis/text/corpus.h"
 #include "analysis/text/tokenizer.h"
 
 #if __has_include("analysis/record/recorder.h")
 #define MOEFY_GUI_HAVE_RECORD 1
+#include "analysis/record/record_options.h"
 #include "analysis/record/recorder.h"
 #endif
 #if __has_include("analysis/route/route_build.h") && __has_include("analysis/moe/moe_export.h")
@@ -32,9 +34,14 @@
 #include "analysis/route/route_build.h"
 #include "analysis/route/route_inputs.h"
 #endif
+#if defined(MOEFY_GUI_HAVE_ROUTE) && __has_include("analysis/moe/calibrate.h")
+#define MOEFY_GUI_HAVE_CALIBRATE 1
+#include "analysis/moe/calibrate.h"
+#endif
 #if defined(MOEFY_GUI_HAVE_ROUTE) && __has_include("analysis/eval/eval.h")
 #define MOEFY_GUI_HAVE_EVAL 1
 #include "analysis/eval/eval.h"
+#include "analysis/eval/eval_run.h"
 #include "analysis/moe/moe_ffn.h"
 #endif
 #if __has_include("analysis/split/split.h")
@@ -68,14 +75,7 @@ bool outputDir(StudioContext* ctx, const char* folder, const QVariantMap& v, QSt
 }
 
 std::vector<int> parseLayers(const QString& text, const QString& option) {
-  std::vector<int> out;
-  for (const QString& part : text.split(',', Qt::SkipEmptyParts)) {
-    bool ok = false;
-    int v = part.trimmed().toInt(&ok);
-    if (!ok || v < 0) throw ParameterError(QString("--%1: '%2' is not a layer index").arg(option, part).toStdString());
-    out.push_back(v);
-  }
-  return out;
+  return parseLayerList(text.toStdString(), "--" + option.toStdString());
 }
 
 std::vector<PipelineStep> buildSteps() {
@@ -111,11 +111,12 @@ std::vector<PipelineStep> buildSteps() {
         o.seqLen = v.value("seq-len").toInt();
         o.batch = v.value("batch").toInt();
         o.layers = parseLayers(v.value("layers").toString(), "layers");
-        if (!v.value("active").toString().trimmed().isEmpty()) o.active = ActiveRule::parse(v.value("active").toString().trimmed().toStdString());
+        o.active = parseActiveOption(v.value("active").toString().toStdString());
         o.softCoact = v.value("soft-coact").toBool();
         o.samples = v.value("samples").toLongLong();
         o.seed = v.value("seed").toULongLong();
         o.split = v.value("split").toString().toStdString();
+        parseRecordSplit(o.split);  // validates
         o.maxTokens = v.value("tokens").toLongLong();
         o.checkpointSeconds = v.value("checkpoint-secs").toDouble();
         o.force = v.value("force").toBool();
@@ -133,20 +134,7 @@ std::vector<PipelineStep> buildSteps() {
           throw FormatError(model.toStdString() + ": has no usable tokenizer (" + loaded.tokenizerError + ")");
         auto c = Corpus::open(corpus.toStdString());
         SourceInfo info;
-        info.path = fs::absolute(corpus.toStdString()).lexically_normal().string();
-        info.kind = c->kind();
-        info.categories = c->categories();
-        SequenceOptions so;
-        so.seqLen = o.seqLen;
-        so.tokenBudget = o.maxTokens;
-        so.seed = o.seed;
-        so.split = o.split == "train" ? Split::Train : o.split == "held_out" ? Split::HeldOut : Split::All;
-        const Corpus* cp = c.get();
-        const Tokenizer* tk = loaded.tokenizer.get();
-        JobContext* jp = &jc;
-        SequenceSource source = [cp, tk, so, jp](const std::function<bool(const Sequence&)>& fn) {
-          forEachSequence(*cp, *tk, so, fn, jp);
-        };
+        SequenceSource source = textCorpusSource(*c, *loaded.tokenizer, corpus.toStdString(), o, &jc, &info);
         RecordSummary sum = recordActivations(*loaded.model, source, info, o, out.toStdString(), jc);
         jc.log("recorded " + std::to_string(sum.tokens) + " tokens in " + std::to_string(sum.seconds) + " s into " + out.toStdString());
       };
@@ -338,7 +326,13 @@ std::vector<PipelineStep> buildSteps() {
       const QString model = ctx->workspace().model(), corpus = ctx->workspace().corpus();
       const int seqLen = v.value("seq-len").toInt(), batch = v.value("batch").toInt();
       const qint64 tokens = v.value("tokens").toLongLong();
-      const QString splitName = v.value("split").toString();
+      Split split = Split::HeldOut;
+      try {
+        split = parseSplitName(v.value("split").toString().toStdString());
+      } catch (const std::exception& e) {
+        *err = e.what();
+        return false;
+      }
       const uint64_t seed = v.value("seed").toULongLong();
       const bool speed = v.value("speed").toBool(), force = v.value("force").toBool();
       const double minSec = v.value("speed-seconds").toDouble();
@@ -351,84 +345,27 @@ std::vector<PipelineStep> buildSteps() {
         if (!loaded.tokenizer) throw FormatError(model.toStdString() + ": a text corpus needs the model's tokenizer (" + loaded.tokenizerError + ")");
         Model& m = *loaded.model;
         PartitionData pd = PartitionData::read(part.toStdString());
-        std::vector<std::pair<std::string, std::shared_ptr<MoeFfn>>> bases;
+        EvalRunSpec spec;
         std::vector<std::string> routerPaths;
         for (const QString& r : routers) {
           RouterSet rs = RouterSet::read(r.toStdString());
-          bases.emplace_back(routerKindName(rs.kind), buildMoeFfn(m, pd, rs, 0));
+          spec.bases.emplace_back(routerKindName(rs.kind), buildMoeFfn(m, pd, rs, 0));
           routerPaths.push_back(r.toStdString());
         }
-        m.setFfnOverride(nullptr);
-        std::vector<EvalCandidate> cands;
-        for (const auto& [name, b] : bases) {
-          if (sweep.empty()) {
-            double frac = 0;
-            int n = 0;
-            for (const auto& l : b->layers())
-              if (l.weights) frac += double(l.topK) / l.weights->layout.experts, ++n;
-            cands.push_back({name, n ? frac / n : 1.0, b});
-          } else {
-            for (double f : sweep) cands.push_back({name, f, b->withFraction(f)});
-          }
-        }
+        spec.sweep = sweep;
+        spec.source = {{"partition", part.toStdString()}, {"routers", routerPaths}};
         jc.setStage("read corpus");
-        auto c = Corpus::open(corpus.toStdString());
-        SequenceOptions so;
-        so.seqLen = seqLen;
-        so.tokenBudget = tokens;
-        so.split = splitName == "train" ? Split::Train : splitName == "all" ? Split::All : Split::HeldOut;
-        std::vector<std::vector<int64_t>> seqs;
-        forEachSequence(*c, *loaded.tokenizer, so, [&](const Sequence& sq) {
-          if (sq.ids.size() >= 2) seqs.emplace_back(sq.ids.begin(), sq.ids.end());
-          return true;
-        }, &jc);
-        if (seqs.empty()) throw FormatError(corpus.toStdString() + ": no sequences of at least 2 tokens in the " + splitName.toStdString() + " split");
-        EvalOptions eo;
-        eo.batch = batch;
-        eo.seed = seed;
-        if (auto id = loaded.tokenizer->tokenToId("[MASK]")) eo.maskTokenId = *id;
-        else if (auto id2 = loaded.tokenizer->tokenToId("<mask>")) eo.maskTokenId = *id2;
-        auto figs = evaluateQuality(m, nullptr, cands, seqs, eo, jc);
-        nlohmann::json results = nlohmann::json::array();
-        double denseFwd = 0, denseGen = 0;
-        const std::vector<int64_t> prompt(seqs[0].begin(), seqs[0].begin() + 1);
-        int genTokens = 32;
-        if (m.config().pos == PosKind::Learned) genTokens = std::max(1, std::min(genTokens, m.config().maxPos - 1));
-        if (speed) {
-          jc.setStage("eval: speed");
-          denseFwd = forwardTokensPerSecond(m, nullptr, seqs, eo.batch, minSec);
-          if (m.config().causal) denseGen = generationTokensPerSecond(m, nullptr, prompt, genTokens);
-        }
-        for (size_t i = 1; i < figs.size(); ++i) {
-          jc.checkCancel();
-          nlohmann::json r = figs[i].toJson();
-          r["router"] = cands[i - 1].name;
-          r["loss_delta"] = figs[i].loss - figs[0].loss;
-          if (speed) {
-            double fwd = forwardTokensPerSecond(m, cands[i - 1].moe, seqs, eo.batch, minSec);
-            r["speed"] = {{"forward_tokens_per_s", fwd}, {"dense_forward_tokens_per_s", denseFwd}, {"forward_speedup", fwd / denseFwd}};
-            if (m.config().causal) {
-              double gen = generationTokensPerSecond(m, cands[i - 1].moe, prompt, genTokens);
-              r["speed"]["generate_tokens_per_s"] = gen;
-              r["speed"]["dense_generate_tokens_per_s"] = denseGen;
-              r["speed"]["generate_speedup"] = gen / denseGen;
-            }
-          }
-          results.push_back(r);
-        }
-        int64_t ntok = 0;
-        for (const auto& sq : seqs) ntok += static_cast<int64_t>(sq.size());
-        nlohmann::json j;
-        j["format"] = "moefy-eval";
-        j["version"] = 1;
-        j["tool_version"] = MOEFY_VERSION;
-        j["model"] = {{"path", model.toStdString()}, {"fingerprint", m.fingerprint()}, {"arch", archName(m.config().arch)},
-                      {"objective", m.config().causal ? "next-token" : "masked-lm"}};
-        j["corpus"] = {{"path", corpus.toStdString()}, {"sequences", seqs.size()}, {"tokens", ntok}, {"seq_len", seqLen}};
-        j["source"] = {{"partition", part.toStdString()}, {"routers", routerPaths}};
-        j["reference"] = figs[0].toJson();
-        j["results"] = results;
-        writeFolderAtomic(out.toStdString(), force, [&](const fs::path& tmp) { writeFileAtomic(tmp / "eval.json", j.dump(2) + "\n"); });
+        auto seqs = readSequences(corpus.toStdString(), loaded, seqLen, tokens, split, &jc);
+        spec.options.batch = batch;
+        spec.options.seed = seed;
+        spec.options.maskTokenId = maskTokenIdOf(loaded);
+        spec.speed = speed;
+        spec.speedSeconds = minSec;
+        spec.modelPath = model.toStdString();
+        spec.corpusPath = corpus.toStdString();
+        spec.seqLen = seqLen;
+        nlohmann::json j = runEvaluation(m, spec, seqs, jc);
+        writeEvalFolder(out.toStdString(), force, j);
       };
       return true;
     };
@@ -475,6 +412,67 @@ std::vector<PipelineStep> buildSteps() {
     };
     steps.push_back(std::move(s));
   }
+#ifdef MOEFY_GUI_HAVE_CALIBRATE
+  {
+    PipelineStep s;
+    s.id = "calibrate";
+    s.title = "Calibrate MoE checkpoint";
+    s.shortcut = "Ctrl+Shift+C";
+    s.help = "Fine-tunes the routers (and with --experts the experts) of a MoE export on the workspace corpus "
+             "(moefy calibrate MOE_DIR CORPUS --steps N --out MOE_DIR2)";
+    s.fields = {
+        {"export", "MoE export", StepField::Artefact, {}, {}, "export", "the MoE checkpoint to calibrate"},
+        {"out", "Output name (calibrated/)", StepField::Text, "", {}, {}, "folder name under calibrated/"},
+        {"steps", "--steps", StepField::Int, 100, {}, {}, "optimiser steps", 1, 1e9},
+        {"experts", "--experts", StepField::Bool, false, {}, {}, "also train the experts on the LM loss"},
+        {"lr", "--lr", StepField::Double, 0.001, {}, {}, "Adam learning rate", 1e-6, 10},
+        {"batch", "--batch", StepField::Int, 4, {}, {}, "sequences per step", 1, 4096},
+        {"seq-len", "--seq-len", StepField::Int, 64, {}, {}, "window length", 2, 65536},
+        {"tokens", "--tokens", StepField::Int, 20000, {}, {}, "corpus tokens read (0 = all)", 0, 2e9},
+        {"split", "--split", StepField::Choice, "train", {"train", "heldout", "all"}, {}, "corpus split"},
+        {"seed", "--seed", StepField::Int, 0, {}, {}, "seed", 0, 2e9},
+        {"force", "--force", StepField::Bool, false, {}, {}, "replace an existing output"},
+    };
+    s.make = [](StudioContext* ctx, const QVariantMap& v, PipelineJob* job, QString* err) {
+      const QString moe = v.value("export").toString();
+      if (moe.isEmpty()) {
+        *err = "needs a MoE export in the workspace (Pipeline > Export MoE checkpoint first)";
+        return false;
+      }
+      QString out;
+      if (!outputDir(ctx, "calibrated", v, &out, err)) return false;
+      CalibrateOptions o;
+      Split split = Split::HeldOut;
+      try {
+        o.steps = v.value("steps").toInt();
+        o.experts = v.value("experts").toBool();
+        o.lr = v.value("lr").toDouble();
+        o.batch = v.value("batch").toInt();
+        o.seed = v.value("seed").toULongLong();
+        split = parseSplitName(v.value("split").toString().toStdString());
+      } catch (const std::exception& e) {
+        *err = e.what();
+        return false;
+      }
+      const int seqLen = v.value("seq-len").toInt();
+      const int64_t tokens = v.value("tokens").toLongLong();
+      const bool force = v.value("force").toBool();
+      const QString corpus = ctx->workspace().corpus();
+      job->name = "Calibrate " + QFileInfo(out).fileName();
+      job->output = out;
+      job->fn = [moe, corpus, o, seqLen, tokens, split, out, force](JobContext& jc) {
+        nlohmann::json r = runCalibration(moe.toStdString(), corpus.toStdString(), o, seqLen, tokens, split,
+                                          out.toStdString(), force, jc);
+        jc.log("calibrated " + moe.toStdString() + ": held-out LM loss " + std::to_string(r["lm_loss_before"].get<double>()) +
+               " -> " + std::to_string(r["lm_loss_after"].get<double>()) + ", router loss " +
+               std::to_string(r["router_loss_before"].get<double>()) + " -> " +
+               std::to_string(r["router_loss_after"].get<double>()) + "; wrote " + out.toStdString());
+      };
+      return true;
+    };
+    steps.push_back(std::move(s));
+  }
+#endif
 #endif
   return steps;
 }

@@ -9,6 +9,9 @@
 
 #include "analysis/common/error.h"
 #include "analysis/eval/eval.h"
+#include "analysis/eval/sequences.h"
+#include "analysis/model/loader.h"
+#include "analysis/moe/moe_export.h"
 #include "analysis/jobs/job.h"
 #include "analysis/model/model.h"
 #include "analysis/moe/moe_ffn.h"
@@ -182,6 +185,34 @@ CalibrateResult calibrateMoe(Model& model, const std::vector<std::vector<int64_t
   job.setStage("calibrate: evaluate after");
   evaluate(res.lmLossAfter, res.routerLossAfter);
   return res;
+}
+
+nlohmann::json runCalibration(const std::filesystem::path& moeDir, const std::filesystem::path& corpus,
+                              CalibrateOptions o, int seqLen, int64_t tokens, Split split,
+                              const std::filesystem::path& out, bool force, JobContext& job) {
+  if (std::filesystem::exists(out) && !force)
+    throw IoError(out.string() + ": already exists (use --force to replace it)");
+  job.setStage("load model");
+  auto loaded = loadModel(moeDir);
+  if (!loaded.isMoe()) throw ParameterError(moeDir.string() + ": not a MoE export (run 'moefy export' first)");
+  o.maskTokenId = maskTokenIdOf(loaded);
+  job.setStage("read corpus");
+  auto seqs = readSequences(corpus, loaded, seqLen, tokens, split, &job);
+  // Every tenth sequence is held out for the before/after figures.
+  std::vector<std::vector<int64_t>> train, held;
+  for (size_t i = 0; i < seqs.size(); ++i) (i % 10 == 9 ? held : train).push_back(seqs[i]);
+  if (train.empty()) train = held;
+  CalibrateResult r = calibrateMoe(*loaded.model, train, held, o, job);
+  nlohmann::json block = loaded.moefication;
+  block["calibration"] = {{"steps", o.steps}, {"experts", o.experts}, {"lr", o.lr}, {"corpus", corpus.string()},
+                          {"lm_loss_before", r.lmLossBefore}, {"lm_loss_after", r.lmLossAfter},
+                          {"router_loss_before", r.routerLossBefore}, {"router_loss_after", r.routerLossAfter}};
+  auto moe = std::dynamic_pointer_cast<const MoeFfn>(loaded.model->ffnOverride());
+  RouterKind kind = routerKindFromName(loaded.moefication.value("router", "oracle"), "moefication.router");
+  writeMoeFolder(*loaded.model, *moe, kind, block, out, force, job);
+  nlohmann::json j = r.toJson();
+  j["out"] = out.string();
+  return j;
 }
 
 }  // namespace moefy

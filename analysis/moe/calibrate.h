@@ -12,8 +12,11 @@
 //    not differentiable; unselected experts get no gradient).
 //  - Adam; only router (and expert) tensors change.
 #include <cstdint>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <vector>
+
+#include "analysis/text/corpus.h"
 
 namespace moefy {
 
@@ -41,5 +44,17 @@ struct CalibrateResult {
 CalibrateResult calibrateMoe(Model& model, const std::vector<std::vector<int64_t>>& train,
                              const std::vector<std::vector<int64_t>>& heldOut, const CalibrateOptions& options,
                              JobContext& job);
+
+/// What `moefy calibrate` and the studio's Calibrate step do: loads the MoE
+/// export `moeDir` (ParameterError if it is not one), reads up to `tokens`
+/// tokens of `corpus` in windows of `seqLen` (readSequences, `split`), holds
+/// out every tenth sequence for the before/after figures, runs calibrateMoe,
+/// and writes `out` atomically as a MoE export whose moefication block gains
+/// a "calibration" object (steps, experts, lr, corpus, losses before/after).
+/// `options.maskTokenId` is taken from the model's tokenizer. Refuses an
+/// existing `out` unless `force`. Returns CalibrateResult::toJson() plus "out".
+nlohmann::json runCalibration(const std::filesystem::path& moeDir, const std::filesystem::path& corpus,
+                              CalibrateOptions options, int seqLen, int64_t tokens, Split split,
+                              const std::filesystem::path& out, bool force, JobContext& job);
 
 }  // namespace moefy

@@ -12,6 +12,8 @@
 #include "analysis/io/fsutil.h"
 #include "analysis/jobs/job.h"
 #include "analysis/eval/eval.h"
+#include "analysis/eval/eval_run.h"
+#include "analysis/eval/sequences.h"
 #include "analysis/model/loader.h"
 #include "analysis/moe/calibrate.h"
 #include "analysis/moe/moe_export.h"
@@ -27,97 +29,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// ---- token sequences -------------------------------------------------------
-
-/// Token sequences for evaluation and calibration. CORPUS is a text corpus
-/// (.txt, .jsonl or a folder; tokenised with the model's tokenizer; `split`
-/// selects the held-out or training documents) or a token-id file (".ids": one
-/// sequence per line, whitespace-separated ids, used whole). Sequences are cut
-/// into windows of seqLen, up to `budget` tokens (0 = all).
-std::vector<std::vector<int64_t>> readSequences(const fs::path& corpus, const LoadedModel& loaded, int seqLen,
-                                                int64_t budget, Split split, JobContext* job) {
-  if (seqLen < 2) throw ParameterError("--seq-len must be at least 2");
-  if (!fs::exists(corpus)) throw IoError(corpus.string() + ": no such corpus");
-  std::vector<std::vector<int64_t>> out;
-  int64_t total = 0;
-  auto add = [&](std::vector<int64_t> ids) {
-    for (size_t s = 0; s < ids.size() && (budget == 0 || total < budget); s += seqLen) {
-      size_t n = std::min<size_t>(seqLen, ids.size() - s);
-      if (budget) n = std::min<size_t>(n, static_cast<size_t>(budget - total));
-      if (n < 2) break;
-      out.emplace_back(ids.begin() + s, ids.begin() + s + n);
-      total += static_cast<int64_t>(n);
-    }
-  };
-  const int vocab = loaded.model->config().vocab;
-  if (corpus.extension() == ".ids") {
-    std::ifstream in(corpus);
-    std::string line;
-    int lineNo = 0;
-    while (std::getline(in, line) && (budget == 0 || total < budget)) {
-      ++lineNo;
-      std::istringstream ls(line);
-      std::vector<int64_t> ids;
-      std::string tok;
-      while (ls >> tok) {
-        try {
-          size_t used = 0;
-          long long v = std::stoll(tok, &used);
-          if (used != tok.size()) throw std::invalid_argument(tok);
-          if (v < 0 || v >= vocab)
-            throw FormatError(corpus.string() + ":" + std::to_string(lineNo) + ": token id " + tok +
-                              " outside the vocabulary [0, " + std::to_string(vocab) + ")");
-          ids.push_back(v);
-        } catch (const std::logic_error&) {
-          throw FormatError(corpus.string() + ":" + std::to_string(lineNo) + ": '" + tok + "' is not a token id");
-        }
-      }
-      if (!ids.empty()) add(std::move(ids));
-    }
-    if (out.empty()) throw FormatError(corpus.string() + ": no sequences of at least 2 tokens");
-    return out;
-  }
-  if (!loaded.tokenizer)
-    throw FormatError(loaded.model->dir().string() + ": a text corpus needs the model's tokenizer (" +
-                      loaded.tokenizerError + ")");
-  auto c = Corpus::open(corpus);
-  SequenceOptions so;
-  so.seqLen = seqLen;
-  so.tokenBudget = budget;
-  so.split = split;
-  forEachSequence(
-      *c, *loaded.tokenizer, so,
-      [&](const Sequence& s) {
-        if (s.ids.size() >= 2) out.emplace_back(s.ids.begin(), s.ids.end());
-        return true;
-      },
-      job);
-  if (out.empty())
-    throw FormatError(corpus.string() + ": no sequences of at least 2 tokens in the " +
-                      (split == Split::HeldOut ? "held-out" : split == Split::Train ? "training" : "whole") +
-                      " split");
-  for (const auto& s : out)
-    for (int64_t id : s)
-      if (id < 0 || id >= vocab)
-        throw FormatError(corpus.string() + ": the tokenizer produced id " + std::to_string(id) +
-                          " outside the model's vocabulary [0, " + std::to_string(vocab) + ")");
-  return out;
-}
-
 Split parseSplit(const Args& a, Split fallback) {
-  if (!a.has("split")) return fallback;
-  std::string s = a.get("split");
-  if (s == "heldout" || s == "held-out") return Split::HeldOut;
-  if (s == "train") return Split::Train;
-  if (s == "all") return Split::All;
-  throw ParameterError("--split must be heldout, train or all, got '" + s + "'");
-}
-
-int64_t maskIdOf(const LoadedModel& loaded) {
-  if (!loaded.tokenizer) return -1;
-  auto id = loaded.tokenizer->tokenToId("[MASK]");
-  if (!id) id = loaded.tokenizer->tokenToId("<mask>");
-  return id ? *id : -1;
+  return a.has("split") ? parseSplitName(a.get("split")) : fallback;
 }
 
 int parseTopK(const Args& a) {
@@ -185,18 +98,15 @@ int runEval(const Args& a) {
   auto loaded = loadModel(modelDir);
   Model& m = *loaded.model;
   const int topK = parseTopK(a);
-  std::vector<double> sweep;
+  EvalRunSpec spec;
   if (a.has("sweep")) {
-    sweep = parseDoubleList(a.get("sweep"), "--sweep");
-    for (double f : sweep)
-      if (!(f > 0 && f <= 1)) throw ParameterError("--sweep: fraction " + std::to_string(f) + " outside (0, 1]");
+    spec.sweep = parseDoubleList(a.get("sweep"), "--sweep");
+    checkSweep(spec.sweep);
   }
-  if (topK && !sweep.empty()) throw ParameterError("give --top-k or --sweep, not both");
+  if (topK && !spec.sweep.empty()) throw ParameterError("give --top-k or --sweep, not both");
 
   // The reference and the MoE bases (one per router).
-  std::shared_ptr<const FfnOverride> reference;  // null = the dense FFNs
-  std::vector<std::pair<std::string, std::shared_ptr<MoeFfn>>> bases;
-  nlohmann::json source;
+  auto& bases = spec.bases;
   if (a.has("partition")) {
     if (loaded.isMoe()) throw ParameterError(modelDir.string() + ": --partition/--router need the dense source model");
     PartitionData part = PartitionData::read(a.get("partition"));
@@ -204,7 +114,7 @@ int runEval(const Args& a) {
       RouterSet rs = RouterSet::read(rdir);
       bases.emplace_back(routerKindName(rs.kind), buildMoeFfn(m, part, rs, topK));
     }
-    source = {{"partition", a.get("partition")}, {"routers", a.getAll("router")}};
+    spec.source = {{"partition", a.get("partition")}, {"routers", a.getAll("router")}};
   } else if (a.has("moe")) {
     if (loaded.isMoe()) throw ParameterError(modelDir.string() + ": --moe needs the dense source model as MODEL_DIR");
     auto moeLoaded = loadModel(a.get("moe"));
@@ -216,13 +126,13 @@ int runEval(const Args& a) {
     auto moe = std::dynamic_pointer_cast<const MoeFfn>(moeLoaded.model->ffnOverride());
     auto base = topK ? moe->withTopK(std::vector<int>(m.config().nLayer, topK)) : std::make_shared<MoeFfn>(*moe);
     bases.emplace_back(moeLoaded.moefication.value("router", "moe"), base);
-    source = {{"moe", a.get("moe")}};
+    spec.source = {{"moe", a.get("moe")}};
   } else if (loaded.isMoe()) {
     auto moe = std::dynamic_pointer_cast<const MoeFfn>(m.ffnOverride());
-    reference = moe->withFraction(1.0);  // all experts: the dense FFN up to summation order
+    spec.reference = moe->withFraction(1.0);  // all experts: the dense FFN up to summation order
     auto base = topK ? moe->withTopK(std::vector<int>(m.config().nLayer, topK)) : std::make_shared<MoeFfn>(*moe);
     bases.emplace_back(loaded.moefication.value("router", "moe"), base);
-    source = {{"moe", modelDir.string()}, {"reference", "all experts"}};
+    spec.source = {{"moe", modelDir.string()}, {"reference", "all experts"}};
   } else {
     throw ParameterError("give --moe MOE_DIR or --partition PART_DIR --router ROUTER_DIR (or a MoE export as MODEL_DIR)");
   }
@@ -233,79 +143,30 @@ int runEval(const Args& a) {
           throw ParameterError("--top-k " + std::to_string(topK) + " outside [1, " + std::to_string(l.weights->layout.experts) + "]");
   m.setFfnOverride(nullptr);
 
-  std::vector<EvalCandidate> cands;
-  for (const auto& [name, b] : bases) {
-    if (sweep.empty()) {
-      double frac = 0;
-      int n = 0;
-      for (const auto& l : b->layers())
-        if (l.weights) frac += double(l.topK) / l.weights->layout.experts, ++n;
-      cands.push_back({name, n ? frac / n : 1.0, b});
-    } else {
-      for (double f : sweep) cands.push_back({name, f, b->withFraction(f)});
-    }
-  }
   const int seqLen = static_cast<int>(a.getInt("seq-len", 128));
   auto seqs = readSequences(corpus, loaded, seqLen, a.getInt("tokens", 4096), parseSplit(a, Split::HeldOut), job.get());
-  EvalOptions eo;
-  eo.batch = static_cast<int>(a.getInt("batch", 8));
-  eo.seed = static_cast<uint64_t>(a.getInt("seed", 0));
-  eo.maskTokenId = maskIdOf(loaded);
-  auto figs = evaluateQuality(m, reference, cands, seqs, eo, *job);
-
-  nlohmann::json results = nlohmann::json::array();
-  const bool speed = a.has("speed");
-  double denseFwd = 0, denseGen = 0;
-  const double minSec = a.getDouble("speed-seconds", 1.0);
-  const std::vector<int64_t> prompt(seqs[0].begin(), seqs[0].begin() + 1);
-  int genTokens = 32;
-  if (m.config().pos == PosKind::Learned) genTokens = std::max(1, std::min(genTokens, m.config().maxPos - 1));
-  if (speed) {
-    job->setStage("eval: speed");
-    denseFwd = forwardTokensPerSecond(m, reference, seqs, eo.batch, minSec);
-    if (m.config().causal)
-      denseGen = generationTokensPerSecond(m, reference, prompt, genTokens);
-  }
-  for (size_t i = 1; i < figs.size(); ++i) {
-    nlohmann::json r = figs[i].toJson();
-    r["router"] = cands[i - 1].name;
-    r["loss_delta"] = figs[i].loss - figs[0].loss;
-    if (speed) {
-      double fwd = forwardTokensPerSecond(m, cands[i - 1].moe, seqs, eo.batch, minSec);
-      r["speed"] = {{"forward_tokens_per_s", fwd}, {"dense_forward_tokens_per_s", denseFwd},
-                    {"forward_speedup", fwd / denseFwd}};
-      if (m.config().causal) {
-        double gen = generationTokensPerSecond(m, cands[i - 1].moe, prompt, genTokens);
-        r["speed"]["generate_tokens_per_s"] = gen;
-        r["speed"]["dense_generate_tokens_per_s"] = denseGen;
-        r["speed"]["generate_speedup"] = gen / denseGen;
-      }
-    }
-    results.push_back(r);
-  }
-  int64_t tokens = 0;
-  for (const auto& s : seqs) tokens += static_cast<int64_t>(s.size());
-  nlohmann::json j;
-  j["format"] = "moefy-eval";
-  j["version"] = 1;
-  j["tool_version"] = MOEFY_VERSION;
-  j["model"] = {{"path", modelDir.string()}, {"fingerprint", m.fingerprint()}, {"arch", archName(m.config().arch)},
-                {"objective", m.config().causal ? "next-token" : "masked-lm"}};
-  j["corpus"] = {{"path", corpus.string()}, {"sequences", seqs.size()}, {"tokens", tokens}, {"seq_len", seqLen}};
-  j["source"] = source;
-  j["reference"] = figs[0].toJson();
-  j["results"] = results;
+  spec.options.batch = static_cast<int>(a.getInt("batch", 8));
+  spec.options.seed = static_cast<uint64_t>(a.getInt("seed", 0));
+  spec.options.maskTokenId = maskTokenIdOf(loaded);
+  spec.speed = a.has("speed");
+  spec.speedSeconds = a.getDouble("speed-seconds", 1.0);
+  spec.modelPath = modelDir.string();
+  spec.corpusPath = corpus.string();
+  spec.seqLen = seqLen;
+  nlohmann::json j = runEvaluation(m, spec, seqs, *job);
+  const nlohmann::json& results = j["results"];
+  const bool speed = spec.speed;
   if (a.has("out")) {
-    writeFolderAtomic(a.get("out"), a.has("force"),
-                      [&](const fs::path& tmp) { writeFileAtomic(tmp / "eval.json", j.dump(2) + "\n"); });
+    writeEvalFolder(a.get("out"), a.has("force"), j);
     j["out"] = a.get("out");
   }
   if (a.json()) {
     printJson(j);
     return 0;
   }
-  std::cout << "reference: loss " << figs[0].loss << ", perplexity " << figs[0].perplexity << " over "
-            << figs[0].positions << " positions\n"
+  const nlohmann::json& ref = j["reference"];
+  std::cout << "reference: loss " << ref["loss"].get<double>() << ", perplexity " << ref["perplexity"].get<double>()
+            << " over " << ref["positions"].get<int64_t>() << " positions\n"
             << "router       fraction  loss      ppl        top1     KL";
   if (speed) std::cout << "       fwd x   gen x";
   std::cout << "\n";
@@ -365,31 +226,16 @@ int runCalibrate(const Args& a) {
   o.batch = static_cast<int>(a.getInt("batch", 4));
   o.seed = static_cast<uint64_t>(a.getInt("seed", 0));
   auto job = makeCliJob(a);
-  auto loaded = loadModel(moeDir);
-  if (!loaded.isMoe()) throw ParameterError(moeDir.string() + ": not a MoE export (run 'moefy export' first)");
-  o.maskTokenId = maskIdOf(loaded);
-  auto seqs = readSequences(corpus, loaded, static_cast<int>(a.getInt("seq-len", 64)), a.getInt("tokens", 20000),
-                            parseSplit(a, Split::Train), job.get());
-  // Every tenth sequence is held out for the before/after figures.
-  std::vector<std::vector<int64_t>> train, held;
-  for (size_t i = 0; i < seqs.size(); ++i) (i % 10 == 9 ? held : train).push_back(seqs[i]);
-  if (train.empty()) train = held;
-  CalibrateResult r = calibrateMoe(*loaded.model, train, held, o, *job);
-  nlohmann::json block = loaded.moefication;
-  block["calibration"] = {{"steps", o.steps}, {"experts", o.experts}, {"lr", o.lr}, {"corpus", corpus.string()},
-                          {"lm_loss_before", r.lmLossBefore}, {"lm_loss_after", r.lmLossAfter},
-                          {"router_loss_before", r.routerLossBefore}, {"router_loss_after", r.routerLossAfter}};
-  auto moe = std::dynamic_pointer_cast<const MoeFfn>(loaded.model->ffnOverride());
-  RouterKind kind = routerKindFromName(loaded.moefication.value("router", "oracle"), "moefication.router");
-  writeMoeFolder(*loaded.model, *moe, kind, block, out, a.has("force"), *job);
-  nlohmann::json j = r.toJson();
-  j["out"] = out.string();
+  nlohmann::json j = runCalibration(moeDir, corpus, o, static_cast<int>(a.getInt("seq-len", 64)), a.getInt("tokens", 20000),
+                                    parseSplit(a, Split::Train), out, a.has("force"), *job);
   if (a.json()) {
     printJson(j);
     return 0;
   }
-  std::cout << std::setprecision(5) << "held-out LM loss     " << r.lmLossBefore << " -> " << r.lmLossAfter << "\n"
-            << "held-out router loss " << r.routerLossBefore << " -> " << r.routerLossAfter << "\n"
+  std::cout << std::setprecision(5) << "held-out LM loss     " << j["lm_loss_before"].get<double>() << " -> "
+            << j["lm_loss_after"].get<double>() << "\n"
+            << "held-out router loss " << j["router_loss_before"].get<double>() << " -> "
+            << j["router_loss_after"].get<double>() << "\n"
             << "wrote " << out.string() << "\n";
   return 0;
 }

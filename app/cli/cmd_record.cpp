@@ -6,6 +6,7 @@
 #include "analysis/jobs/job.h"
 #include "analysis/model/loader.h"
 #include "analysis/model/model.h"
+#include "analysis/record/record_options.h"
 #include "analysis/record/recorder.h"
 #include "analysis/record/recording.h"
 #include "analysis/text/corpus.h"
@@ -66,9 +67,11 @@ int runRecord(const Args& a) {
   RecordOptions o;
   o.seqLen = static_cast<int>(a.getInt("seq-len", 256));
   o.batch = static_cast<int>(a.getInt("batch", 8));
-  if (a.has("layers"))
-    for (long long L : parseIntList(a.get("layers"), "--layers")) o.layers.push_back(static_cast<int>(L));
-  if (a.has("active")) o.active = ActiveRule::parse(a.get("active"));
+  if (a.has("layers")) {
+    o.layers = parseLayerList(a.get("layers"), "--layers");
+    if (o.layers.empty()) throw ParameterError("--layers: empty list");
+  }
+  if (a.has("active")) o.active = parseActiveOption(a.get("active"));
   o.softCoact = a.has("soft-coact");
   o.samples = a.getInt("samples", 65536);
   o.seed = static_cast<uint64_t>(a.getInt("seed", 0));
@@ -79,8 +82,7 @@ int runRecord(const Args& a) {
   o.checkpointSeconds = a.getDouble("checkpoint-secs", 300);
   o.resume = a.has("resume");
   o.force = a.has("force");
-  if (o.split != "all" && o.split != "train" && o.split != "held_out")
-    throw ParameterError("--split must be all, train or held_out, got '" + o.split + "'");
+  parseRecordSplit(o.split);  // validates
 
   job->setStage("load model");
   auto loaded = loadModel(modelDir);
@@ -97,18 +99,7 @@ int runRecord(const Args& a) {
       throw FormatError(modelDir.string() + ": has no usable tokenizer (" + loaded.tokenizerError +
                         "); give a pre-tokenised .safetensors file as CORPUS instead");
     corpus = Corpus::open(absCorpus);
-    info.path = absCorpus.string();
-    info.kind = corpus->kind();
-    info.categories = corpus->categories();
-    SequenceOptions so;
-    so.seqLen = o.seqLen;
-    so.tokenBudget = o.maxTokens;
-    so.seed = o.seed;
-    so.split = o.split == "train" ? Split::Train : o.split == "held_out" ? Split::HeldOut : Split::All;
-    const Corpus* cp = corpus.get();
-    const Tokenizer* tk = loaded.tokenizer.get();
-    JobContext* jp = job.get();
-    source = [cp, tk, so, jp](const std::function<bool(const Sequence&)>& fn) { forEachSequence(*cp, *tk, so, fn, jp); };
+    source = textCorpusSource(*corpus, *loaded.tokenizer, absCorpus, o, job.get(), &info);
   }
   RecordSummary s = recordActivations(*loaded.model, source, info, o, out, *job);
   printSummary(a, Recording::open(out), s.seconds);

@@ -1,0 +1,92 @@
+#include "analysis/eval/eval_run.h"
+
+#include <algorithm>
+
+#include "analysis/common/error.h"
+#include "analysis/io/fsutil.h"
+#include "analysis/jobs/job.h"
+#include "analysis/model/config.h"
+#include "analysis/model/model.h"
+#include "analysis/moe/moe_ffn.h"
+
+namespace moefy {
+
+void checkSweep(const std::vector<double>& sweep) {
+  for (double f : sweep)
+    if (!(f > 0 && f <= 1)) throw ParameterError("--sweep: fraction " + std::to_string(f) + " outside (0, 1]");
+}
+
+std::vector<EvalCandidate> evalCandidates(const EvalRunSpec& spec) {
+  std::vector<EvalCandidate> cands;
+  for (const auto& [name, b] : spec.bases) {
+    if (spec.sweep.empty()) {
+      double frac = 0;
+      int n = 0;
+      for (const auto& l : b->layers())
+        if (l.weights) frac += double(l.topK) / l.weights->layout.experts, ++n;
+      cands.push_back({name, n ? frac / n : 1.0, b});
+    } else {
+      for (double f : spec.sweep) cands.push_back({name, f, b->withFraction(f)});
+    }
+  }
+  return cands;
+}
+
+nlohmann::json runEvaluation(Model& m, const EvalRunSpec& spec, const std::vector<std::vector<int64_t>>& seqs,
+                             JobContext& job) {
+  if (spec.bases.empty()) throw ParameterError("eval: no MoE to evaluate (give a router or a MoE export)");
+  if (seqs.empty()) throw ParameterError("eval: no sequences");
+  checkSweep(spec.sweep);
+  m.setFfnOverride(nullptr);
+  const std::vector<EvalCandidate> cands = evalCandidates(spec);
+  const EvalOptions& eo = spec.options;
+  auto figs = evaluateQuality(m, spec.reference, cands, seqs, eo, job);
+
+  nlohmann::json results = nlohmann::json::array();
+  double denseFwd = 0, denseGen = 0;
+  const std::vector<int64_t> prompt(seqs[0].begin(), seqs[0].begin() + 1);
+  int genTokens = 32;
+  if (m.config().pos == PosKind::Learned) genTokens = std::max(1, std::min(genTokens, m.config().maxPos - 1));
+  if (spec.speed) {
+    job.setStage("eval: speed");
+    denseFwd = forwardTokensPerSecond(m, spec.reference, seqs, eo.batch, spec.speedSeconds);
+    if (m.config().causal) denseGen = generationTokensPerSecond(m, spec.reference, prompt, genTokens);
+  }
+  for (size_t i = 1; i < figs.size(); ++i) {
+    job.checkCancel();
+    nlohmann::json r = figs[i].toJson();
+    r["router"] = cands[i - 1].name;
+    r["loss_delta"] = figs[i].loss - figs[0].loss;
+    if (spec.speed) {
+      double fwd = forwardTokensPerSecond(m, cands[i - 1].moe, seqs, eo.batch, spec.speedSeconds);
+      r["speed"] = {{"forward_tokens_per_s", fwd}, {"dense_forward_tokens_per_s", denseFwd},
+                    {"forward_speedup", fwd / denseFwd}};
+      if (m.config().causal) {
+        double gen = generationTokensPerSecond(m, cands[i - 1].moe, prompt, genTokens);
+        r["speed"]["generate_tokens_per_s"] = gen;
+        r["speed"]["dense_generate_tokens_per_s"] = denseGen;
+        r["speed"]["generate_speedup"] = gen / denseGen;
+      }
+    }
+    results.push_back(r);
+  }
+  int64_t tokens = 0;
+  for (const auto& s : seqs) tokens += static_cast<int64_t>(s.size());
+  nlohmann::json j;
+  j["format"] = "moefy-eval";
+  j["version"] = 1;
+  j["tool_version"] = MOEFY_VERSION;
+  j["model"] = {{"path", spec.modelPath}, {"fingerprint", m.fingerprint()}, {"arch", archName(m.config().arch)},
+                {"objective", m.config().causal ? "next-token" : "masked-lm"}};
+  j["corpus"] = {{"path", spec.corpusPath}, {"sequences", seqs.size()}, {"tokens", tokens}, {"seq_len", spec.seqLen}};
+  j["source"] = spec.source;
+  j["reference"] = figs[0].toJson();
+  j["results"] = results;
+  return j;
+}
+
+void writeEvalFolder(const std::filesystem::path& out, bool force, const nlohmann::json& doc) {
+  writeFolderAtomic(out, force, [&](const std::filesystem::path& tmp) { writeFileAtomic(tmp / "eval.json", doc.dump(2) + "\n"); });
+}
+
+}  // namespace moefy

@@ -1,0 +1,51 @@
+#pragma once
+// One evaluation run as `moefy eval` and the studio's Evaluate step perform
+// it: candidates from MoE bases (each at its own top-k, or swept over
+// active-expert fractions), quality against the reference, optional speed,
+// assembled into the eval.json document (docs/formats.md "Evaluation").
+#include <filesystem>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "analysis/eval/eval.h"
+
+namespace moefy {
+
+struct EvalRunSpec {
+  /// (name, MoE) per router; the name is the result's "router".
+  std::vector<std::pair<std::string, std::shared_ptr<const MoeFfn>>> bases;
+  /// Null = the model's dense FFNs.
+  std::shared_ptr<const FfnOverride> reference;
+  /// Active-expert fractions in (0, 1]; empty = each base at its own top-k.
+  std::vector<double> sweep;
+  EvalOptions options;
+  bool speed = false;          ///< also time forward passes and greedy generation
+  double speedSeconds = 1.0;   ///< minimum seconds per forward timing
+  // Provenance, copied into the document.
+  std::string modelPath, corpusPath;
+  int seqLen = 0;
+  nlohmann::json source = nlohmann::json::object();
+};
+
+/// Checks a --sweep list: every fraction in (0, 1]. Throws ParameterError.
+void checkSweep(const std::vector<double>& sweep);
+
+/// The candidates of `spec` (bases x sweep, or each base's mean k/E).
+std::vector<EvalCandidate> evalCandidates(const EvalRunSpec& spec);
+
+/// Evaluates every candidate of `spec` on `sequences` and returns the eval.json
+/// document: format, version, tool_version, model, corpus, source, reference,
+/// results (one per candidate: QualityFigures::toJson() plus router,
+/// loss_delta and, with speed, forward/generation tokens/s and speed-ups
+/// against the reference). The model's own override is cleared first.
+/// Cancellable between candidates.
+nlohmann::json runEvaluation(Model& model, const EvalRunSpec& spec,
+                             const std::vector<std::vector<int64_t>>& sequences, JobContext& job);
+
+/// Writes OUT/eval.json atomically (refuses an existing OUT unless force).
+void writeEvalFolder(const std::filesystem::path& out, bool force, const nlohmann::json& doc);
+
+}  // namespace moefy
