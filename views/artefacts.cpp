@@ -4,6 +4,7 @@
 
 #include <QDir>
 #include <QFileInfo>
+#include <QRegularExpression>
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
@@ -63,7 +64,7 @@ std::vector<int> intList(const nlohmann::json& j) {
 // ---------------------------------------------------------------- Workspace
 
 const QStringList& Workspace::kinds() {
-  static const QStringList k{"recordings", "partitions", "routers", "evaluations", "exports", "figures"};
+  static const QStringList k{"recordings", "partitions", "routers", "evaluations", "exports", "calibrated", "figures"};
   return k;
 }
 
@@ -144,7 +145,8 @@ std::vector<ArtefactRef> scanArtefacts(const Workspace& ws) {
                                  {"partitions", "partition", "partition.json"},
                                  {"routers", "router", "router.json"},
                                  {"evaluations", "evaluation", "eval.json"},
-                                 {"exports", "export", "config.json"}};
+                                 {"exports", "export", "config.json"},
+                                 {"calibrated", "export", "config.json"}};
   std::vector<ArtefactRef> out;
   for (const auto& kf : kfs) {
     QDir d(ws.folder(kf.folder));
@@ -166,7 +168,16 @@ std::vector<ArtefactRef> scanArtefacts(const Workspace& ws) {
           r.summary = QString("%1, E=%2, seed %3").arg(QString::fromStdString(j.value("method", std::string("?")))).arg(j.value("experts", 0)).arg(j.value("seed", 0));
         else if (r.kind == "router")
           r.summary = QString("%1 router, E=%2").arg(QString::fromStdString(j.value("kind", std::string("?")))).arg(j.value("experts", 0));
-        else
+        else if (r.kind == "export" && j.contains("moefication") && j["moefication"].is_object()) {
+          const auto& m = j["moefication"];
+          r.summary = QString("MoE export, %1 router, top-k %2").arg(QString::fromStdString(m.value("router", std::string("?"))))
+                          .arg(QString::fromStdString(m.value("top_k", nlohmann::json()).dump()));
+          if (m.contains("calibration") && m["calibration"].is_object())
+            r.summary += QString(", calibrated (%1 steps, LM loss %2 -> %3)")
+                             .arg(m["calibration"].value("steps", 0))
+                             .arg(m["calibration"].value("lm_loss_before", 0.0), 0, 'g', 4)
+                             .arg(m["calibration"].value("lm_loss_after", 0.0), 0, 'g', 4);
+        } else
           r.summary = QString::fromStdString(j.value("format", std::string(kf.file)));
       } catch (const std::exception& e) {
         r.summary = QString("unreadable: %1").arg(e.what());
@@ -345,19 +356,38 @@ std::shared_ptr<Router> Router::open(const QString& d) {
   QString rf = QDir(d).filePath("router.json");
   r->meta = readJson(rf);
   requireFormat(r->meta, "moefy-router", rf);
-  r->kind = QString::fromStdString(r->meta.value("kind", std::string("?")));
-  r->experts = r->meta.value("experts", 0);
-  r->layers = intList(r->meta.value("layers", nlohmann::json::array()));
-  if (r->meta.contains("top_k")) {
-    if (r->meta["top_k"].is_array())
-      r->topK = intList(r->meta["top_k"]);
-    else if (r->meta["top_k"].is_number_integer())
-      r->topK.assign(r->layers.size(), r->meta["top_k"].get<int>());
+  try {
+    r->kind = QString::fromStdString(r->meta.value("kind", std::string("?")));
+    r->layers = intList(r->meta.value("layers", nlohmann::json::array()));
+    // "experts" is one count per layer (docs/formats.md); older files hold one number.
+    const nlohmann::json& ex = r->meta.contains("experts") ? r->meta["experts"] : nlohmann::json(0);
+    if (ex.is_array()) {
+      std::vector<int> per = intList(ex);
+      r->experts = per.empty() ? 0 : *std::max_element(per.begin(), per.end());
+    } else if (ex.is_number_integer()) {
+      r->experts = ex.get<int>();
+    }
+    if (r->meta.contains("top_k")) {
+      if (r->meta["top_k"].is_array())
+        r->topK = intList(r->meta["top_k"]);
+      else if (r->meta["top_k"].is_number_integer())
+        r->topK.assign(r->layers.size(), r->meta["top_k"].get<int>());
+    }
+    if (r->meta.contains("partition")) {
+      const auto& p = r->meta["partition"];
+      if (p.is_string()) r->partitionPath = QString::fromStdString(p.get<std::string>());
+      else if (p.is_object()) r->partitionPath = QString::fromStdString(p.value("path", std::string()));
+    }
+  } catch (const nlohmann::json::exception& e) {
+    throw FormatError(rf.toStdString() + ": " + e.what());
   }
-  if (r->meta.contains("partition")) {
-    const auto& p = r->meta["partition"];
-    if (p.is_string()) r->partitionPath = QString::fromStdString(p.get<std::string>());
-    else if (p.is_object()) r->partitionPath = QString::fromStdString(p.value("path", std::string()));
+  // A partition written inside an atomic folder write (`moefy demo` writes
+  // DIR.tmp-XXXX/partitions/P, then renames DIR.tmp-XXXX to DIR) is recorded
+  // with the temporary name: map it to the final folder.
+  if (!r->partitionPath.isEmpty() && !QFileInfo::exists(r->partitionPath) && r->partitionPath.contains(".tmp-")) {
+    QString fixed = r->partitionPath;
+    fixed.replace(QRegularExpression("\\.tmp-[^/\\\\]*"), QString());
+    if (QFileInfo::exists(fixed)) r->partitionPath = fixed;
   }
   QString tf = QDir(d).filePath("router.safetensors");
   if (r->kind != "oracle" && QFileInfo::exists(tf)) {
@@ -444,6 +474,70 @@ ModelSummary ModelSummary::read(const QString& dir) {
   ModelSummary s;
   s.info = describeModel(m);
   return s;
+}
+
+// ---------------------------------------------------------------- TextProbe
+
+struct TextProbe::Impl {
+  LoadedModel loaded;
+};
+
+TextProbe::~TextProbe() = default;
+
+std::shared_ptr<TextProbe> TextProbe::open(const QString& modelDir) {
+  auto p = std::shared_ptr<TextProbe>(new TextProbe);
+  p->impl_ = std::make_unique<Impl>();
+  p->impl_->loaded = loadModel(P(modelDir));
+  if (!p->impl_->loaded.tokenizer)
+    throw FormatError(modelDir.toStdString() + ": has no usable tokenizer (" + p->impl_->loaded.tokenizerError + ")");
+  p->dir = modelDir;
+  p->layers = p->impl_->loaded.model->config().nLayer;
+  return p;
+}
+
+namespace {
+class LayerCapture : public HookSink {
+ public:
+  explicit LayerCapture(int layer) : layer_(layer) {}
+  at::Tensor in, act;  // [T, d_model], [T, d_ff]
+  bool wants(int layer, HookPoint) const override { return layer == layer_; }
+  void on(int, HookPoint p, const at::Tensor& x) override {
+    at::Tensor t = x[0].to(at::kFloat).contiguous().clone();
+    (p == HookPoint::FfnIn ? in : act) = t;
+  }
+
+ private:
+  int layer_;
+};
+}  // namespace
+
+TextActivations TextProbe::run(const QString& text, int layer) const {
+  const Model& m = *impl_->loaded.model;
+  const ModelConfig& c = m.config();
+  if (layer < 0 || layer >= c.nLayer)
+    throw ParameterError("layer " + std::to_string(layer) + " outside [0, " + std::to_string(c.nLayer) + ")");
+  const std::string utf8 = text.toStdString();
+  if (text.trimmed().isEmpty()) throw ParameterError("type a text to route");
+  std::vector<int32_t> ids = impl_->loaded.tokenizer->encode(utf8, true);
+  if (ids.empty()) throw ParameterError("the tokenizer produced no tokens for this text");
+  const int maxLen = c.pos == PosKind::Learned && c.maxPos > 0 ? c.maxPos : 4096;
+  if (static_cast<int>(ids.size()) > maxLen) ids.resize(maxLen);
+  for (int32_t id : ids)
+    if (id < 0 || id >= c.vocab)
+      throw FormatError(dir.toStdString() + ": the tokenizer produced id " + std::to_string(id) +
+                        " outside the model's vocabulary [0, " + std::to_string(c.vocab) + ")");
+  LayerCapture cap(layer);
+  m.forwardHidden(makeBatch({std::vector<int64_t>(ids.begin(), ids.end())}), &cap);
+  if (!cap.in.defined() || !cap.act.defined())
+    throw FormatError(dir.toStdString() + ": layer " + std::to_string(layer) + " reported no FFN activations");
+  TextActivations out;
+  out.ids = ids;
+  out.dModel = static_cast<int>(cap.in.size(1));
+  out.dFF = static_cast<int>(cap.act.size(1));
+  out.in = toVector<float>(cap.in, at::kFloat);
+  out.act = toVector<float>(cap.act, at::kFloat);
+  out.reluLike = c.act == Activation::ReLU;
+  return out;
 }
 
 }  // namespace moefy::views

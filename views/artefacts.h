@@ -158,6 +158,36 @@ struct Evaluation {
   std::vector<Series> series;
 };
 
+/// The FFN input and hidden activation of one layer for a typed text, run
+/// through the workspace model (the Router view's "type a text" mode).
+struct TextActivations {
+  std::vector<int32_t> ids;  ///< [T] token ids (the tokenizer's special tokens included)
+  std::vector<float> in;     ///< [T * d_model] FFN input
+  std::vector<float> act;    ///< [T * d_ff] FFN hidden after the activation
+  int dModel = 0, dFF = 0;
+  bool reluLike = true;      ///< ReLU model: oracle mass = sum of h (else of |h|)
+};
+
+/// A loaded model + tokenizer for probing texts. forward() is const and
+/// thread-safe, so one probe serves any number of runs.
+class TextProbe {
+ public:
+  /// Loads MODEL_DIR (dense or MoE export). Throws Error subclasses naming the
+  /// file; FormatError when the folder has no usable tokenizer.
+  static std::shared_ptr<TextProbe> open(const QString& modelDir);
+  QString dir;
+  int layers = 0;
+  /// Tokenises `text` (with the special tokens, as the recorder does) and runs
+  /// the model, capturing `layer`. Throws ParameterError for an empty text or
+  /// a layer out of range; texts longer than the model's context are cut.
+  TextActivations run(const QString& text, int layer) const;
+  ~TextProbe();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
 /// Model summary read from config.json and the safetensors headers (no weights
 /// loaded): what the Model view shows before/without loading the engine.
 struct ModelSummary {

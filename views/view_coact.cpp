@@ -5,6 +5,7 @@
 #include <QToolTip>
 #include <QVBoxLayout>
 #include <algorithm>
+#include <limits>
 #include <cmath>
 #include <numeric>
 
@@ -44,6 +45,7 @@ CoactView::CoactView(StudioContext* ctx, QWidget* parent)
   lay->addWidget(plot_, 1);
   hover_ = new QLabel("Hover over the map for neuron ids and counts; wheel zooms, drag pans, double-click resets.", body());
   hover_->setObjectName("coactHover");
+  hover_->setWordWrap(true);
   lay->addWidget(hover_);
   map_ = new QCPColorMap(plot_->xAxis, plot_->yAxis);
   map_->setInterpolate(false);
@@ -81,7 +83,8 @@ CoactView::CoactView(StudioContext* ctx, QWidget* parent)
     long long n;
     double x = plot_->xAxis->pixelToCoord(ev->position().x()), y = plot_->yAxis->pixelToCoord(ev->position().y());
     if (!cellAt(x, y, &r, &c, &n)) return;
-    QString t = QString("row neuron %1, column neuron %2: co-active on %3 tokens").arg(r).arg(c).arg(n);
+    QString t = r == c ? QString("neuron %1 fires on %2 tokens (the diagonal: drawn grey, outside the colour scale)").arg(r).arg(n)
+                       : QString("row neuron %1, column neuron %2: co-active on %3 tokens").arg(r).arg(c).arg(n);
     if (part_ && part_->labels.count(layer()))
       t += QString(" (experts %1 / %2)").arg(part_->labels.at(layer())[r]).arg(part_->labels.at(layer())[c]);
     hover_->setText(t);
@@ -164,6 +167,22 @@ void CoactView::refresh() {
     }
   }
   vmax_ = vmax;
+  // The low end: the 1st percentile of the off-diagonal counts (on a strided
+  // sample of at most 2^18 entries), so a few near-zero pairs do not stretch
+  // the scale and the expert blocks keep their contrast in dense layers.
+  auto lowPercentile = [this](const std::vector<int32_t>& M) {
+    const size_t n = size_t(F_) * F_;
+    const size_t step = std::max<size_t>(1, n / (1 << 18));
+    std::vector<double> v;
+    v.reserve(n / step + 1);
+    for (size_t idx = 0; idx < n; idx += step)
+      if (idx / F_ != idx % F_) v.push_back(M[idx]);
+    if (v.empty()) return 0.0;
+    auto nth = v.begin() + static_cast<long>(v.size() / 100);
+    std::nth_element(v.begin(), nth, v.end());
+    return *nth;
+  };
+  vmin_ = lowPercentile(C);
   if (scaleMode_->currentIndex() == 1) {  // global: the largest off-diagonal count over all layers
     for (int l2 : rec_->layers) {
       try {
@@ -171,24 +190,45 @@ void CoactView::refresh() {
         for (int i = 0; i < F_; ++i)
           for (int j = 0; j < F_; ++j)
             if (i != j) vmax_ = std::max(vmax_, double((*c2)[size_t(i) * F_ + j]));
+        vmin_ = std::min(vmin_, lowPercentile(*c2));
       } catch (const std::exception&) {
       }
     }
   }
-  map_->setGradient(gradient(static_cast<ColorMap>(cmap_->currentIndex())));
+  if (vmin_ >= vmax_) vmin_ = 0;
+  {
+    // The diagonal (each neuron's own firing count, far above any pair) is kept
+    // out of the colour range: vmax is the largest off-diagonal count, and
+    // cells that hold only diagonal entries are NaN, drawn in a neutral grey.
+    QCPColorGradient g = gradient(static_cast<ColorMap>(cmap_->currentIndex()));
+    g.setNanHandling(QCPColorGradient::nhNanColor);
+    g.setNanColor(QColor(150, 150, 150));
+    map_->setGradient(g);
+  }
   const bool lg = logScale_->isChecked();
   if (lg) {
+    // Ticks at 1-2-5 steps inside the range (decades only when it spans many).
     QSharedPointer<QCPAxisTickerText> t(new QCPAxisTickerText);
-    for (double d = 1; d <= vmax_ * 10; d *= 10) t->addTick(std::log10(1 + d), d >= 1e4 ? QString("1e%1").arg(std::lround(std::log10(d))) : QString::number(d));
-    t->addTick(0, "0");
+    const bool wide = vmax_ > 100 * std::max(1.0, vmin_);
+    for (double dec = 1; dec <= vmax_ * 10; dec *= 10)
+      for (double m : {1.0, 2.0, 5.0}) {
+        double d = dec * m;
+        if ((wide && m != 1.0) || d < vmin_ || d > vmax_) continue;
+        t->addTick(std::log10(1 + d), QString("%L1").arg(d, 0, 'f', 0));
+      }
+    if (vmin_ < 1) t->addTick(0, "0");
     scale_->axis()->setTicker(t);
-    scale_->setDataRange(QCPRange(0, std::log10(1 + vmax_)));
+    scale_->setDataRange(QCPRange(std::log10(1 + vmin_), std::log10(1 + vmax_)));
     scale_->axis()->setLabel("co-active tokens (log scale)");
   } else {
     scale_->axis()->setTicker(QSharedPointer<QCPAxisTicker>(new QCPAxisTicker));
-    scale_->setDataRange(QCPRange(0, vmax_));
+    scale_->setDataRange(QCPRange(vmin_, vmax_));
     scale_->axis()->setLabel("co-active tokens");
   }
+  hover_->setText(QString("Colour range: off-diagonal counts from the 1st percentile (%L1) to the maximum (%L2); "
+                          "the diagonal (each neuron's own count) is left out. Hover for neuron ids and counts; "
+                          "wheel zooms, drag pans, double-click resets.")
+                      .arg(vmin_, 0, 'f', 0).arg(vmax_, 0, 'f', 0));
   QString order = part_ ? QString("neurons ordered by partition %1 (%2 experts)").arg(part_->name).arg(part_->experts)
                         : QString("neurons in model order");
   plot_->xAxis->setLabel(QString("layer %1: %2").arg(L).arg(order));
@@ -244,7 +284,11 @@ void CoactView::rebuildVisible() {
       double sum = sat_[rb * W + cb] - sat_[ra * W + cb] - sat_[rb * W + ca] + sat_[ra * W + ca];
       int cells = (rb - ra) * (cb - ca);
       if (ra < cb && ca < rb) cells -= std::min(rb, cb) - std::max(ra, ca);  // diagonal cells excluded
-      double v = cells > 0 ? sum / cells : 0.0;
+      if (cells <= 0) {  // only diagonal entries: outside the colour scale
+        map_->data()->setCell(i, j, std::numeric_limits<double>::quiet_NaN());
+        continue;
+      }
+      double v = sum / cells;
       map_->data()->setCell(i, j, lg ? std::log10(1 + v) : v);
     }
   }
@@ -281,6 +325,12 @@ void CoactView::highlight() {
   plot_->replot(QCustomPlot::rpQueuedReplot);
 }
 
+double CoactView::gridValue(int col, int row) const {
+  if (!map_ || col < 0 || row < 0 || col >= map_->data()->keySize() || row >= map_->data()->valueSize())
+    return std::numeric_limits<double>::quiet_NaN();
+  return map_->data()->cell(col, row);
+}
+
 QString CoactView::csvData() const {
   // The displayed grid: each cell is the mean co-activation count over a block
   // of reordered neurons (exact counts when zoomed in to one neuron per cell).
@@ -294,6 +344,7 @@ QString CoactView::csvData() const {
       d->cellToCoord(i, j, &k, &v);
       double cw = d->keyRange().size() / std::max(1, d->keySize() - 1), ch = d->valueRange().size() / std::max(1, d->valueSize() - 1);
       double val = d->cell(i, j);
+      if (std::isnan(val)) continue;  // a diagonal-only cell (no pair count)
       if (lg) val = std::pow(10.0, val) - 1;
       out += QString("%1,%2,%3,%4,%5\n").arg(std::lround(v - ch / 2)).arg(std::lround(v + ch / 2)).arg(std::lround(k - cw / 2))
                  .arg(std::lround(k + cw / 2)).arg(val, 0, 'g', 8);

@@ -18,7 +18,22 @@ void addTitle(QCustomPlot* p, const QString& title) {
   auto* t = new QCPTextElement(p, title, QFont(figureFont(11).family(), 11, QFont::Bold));
   p->plotLayout()->addElement(0, 0, t);
 }
-QString num(double v, int prec = 3) { return std::isnan(v) ? QString("-") : QString::number(v, 'f', prec); }
+QString num(double v, int prec = 3) {
+  if (std::isnan(v)) return QString("-");
+  // Large counts (edge cut) as grouped integers, not "3168975760.000".
+  if (std::fabs(v) >= 1000) return QString("%L1").arg(v, 0, 'f', 0);
+  return QString::number(v, 'f', prec);
+}
+/// Shows its text, sorts by the number in Qt::UserRole (when both have one).
+class NumberItem : public QTableWidgetItem {
+ public:
+  using QTableWidgetItem::QTableWidgetItem;
+  bool operator<(const QTableWidgetItem& other) const override {
+    QVariant a = data(Qt::UserRole), b = other.data(Qt::UserRole);
+    if (a.isValid() && b.isValid()) return a.toDouble() < b.toDouble();
+    return QTableWidgetItem::operator<(other);
+  }
+};
 }  // namespace
 
 // ------------------------------------------------------------ PartitionView
@@ -57,7 +72,11 @@ QString PartitionView::csvData() const {
   out += head.join(',') + "\n";
   for (int r = 0; r < table_->rowCount(); ++r) {
     QStringList row;
-    for (int c = 0; c < table_->columnCount(); ++c) row << (table_->item(r, c) ? table_->item(r, c)->text() : "");
+    for (int c = 0; c < table_->columnCount(); ++c) {
+      const QTableWidgetItem* it = table_->item(r, c);
+      // Numbers unformatted (the table groups thousands with the locale's separator).
+      row << (!it ? QString() : it->data(Qt::UserRole).isValid() ? QString::number(it->data(Qt::UserRole).toDouble(), 'g', 10) : it->text());
+    }
     out += row.join(',') + "\n";
   }
   out += "\npartition,k,recall\n";
@@ -124,11 +143,14 @@ void PartitionView::refresh() {
     QStringList vals{p->name, p->method, QString::number(p->seed), QString::number(p->experts),
                      num(metric(*p, "coact_inside")), num(metric(*p, "edge_cut")), num(metric(*p, "balance")),
                      num(at(1)), num(at(std::max<size_t>(1, p->experts / 4))), num(at(std::max<size_t>(1, p->experts / 2)))};
+    const double raw[] = {0, 0, double(p->seed), double(p->experts), metric(*p, "coact_inside"), metric(*p, "edge_cut"),
+                          metric(*p, "balance"), at(1), at(std::max<size_t>(1, p->experts / 4)), at(std::max<size_t>(1, p->experts / 2))};
     for (int c = 0; c < vals.size(); ++c) {
-      auto* it = new QTableWidgetItem(vals[c]);
-      bool ok = false;
-      double v = vals[c].toDouble(&ok);
-      if (ok && c >= 2) it->setData(Qt::DisplayRole, v);
+      auto* it = new NumberItem(vals[c]);
+      if (c >= 2 && !std::isnan(raw[c])) {
+        it->setData(Qt::UserRole, raw[c]);
+        it->setTextAlignment(Qt::AlignRight | Qt::AlignVCenter);
+      }
       table_->setItem(row, c, it);
     }
     ++row;

@@ -1,7 +1,11 @@
 #include "views/qcp.h"
 
 #include <QGridLayout>
+#include <QLineEdit>
 #include <QPainter>
+#include <QPointer>
+#include <QPushButton>
+#include <QThread>
 #include <algorithm>
 #include <cmath>
 #include <numeric>
@@ -22,9 +26,10 @@ class TokenStrip : public QWidget {
     QString text;
     int expert;
   };
-  void setTokens(std::vector<Tok> t, int E) {
+  void setTokens(std::vector<Tok> t, int E, QString caption) {
     toks_ = std::move(t);
     E_ = E;
+    caption_ = std::move(caption);
     update();
   }
   QSize sizeHint() const override { return QSize(600, 110); }
@@ -38,7 +43,7 @@ class TokenStrip : public QWidget {
     int x = 6, y = 6, h = fm.height() + 6;
     p.setPen(Qt::black);
     p.drawText(QRect(6, y, width() - 12, h), Qt::AlignLeft | Qt::AlignVCenter,
-               "Sampled tokens coloured by the router's top expert (number = expert id):");
+               caption_);
     y += h + 2;
     for (const auto& t : toks_) {
       QString label = t.text;
@@ -64,6 +69,7 @@ class TokenStrip : public QWidget {
  private:
   std::vector<Tok> toks_;
   int E_ = 1;
+  QString caption_;
 };
 
 std::vector<float> routerScores(const Router* router, const Partition& part, int L, const std::vector<float>& act,
@@ -149,6 +155,20 @@ RouterView::RouterView(StudioContext* ctx, QWidget* parent)
   doc_->setSizeAdjustPolicy(QComboBox::AdjustToContents);
   optionsBar()->addWidget(doc_);
   connect(doc_, &QComboBox::currentIndexChanged, this, [this] { redrawDocument(); });
+  optionsBar()->addWidget(new QLabel("  or type a text: ", optionsBar()));
+  text_ = new QLineEdit(optionsBar());
+  text_->setObjectName("routeText");
+  text_->setPlaceholderText("The cat sat on the mat.");
+  text_->setClearButtonEnabled(true);
+  text_->setMinimumWidth(220);
+  text_->setToolTip("Tokenised with the workspace model's tokenizer and run through the model; the picked "
+                    "router/partition route its tokens at the picked layer");
+  optionsBar()->addWidget(text_);
+  runText_ = new QPushButton("Run", optionsBar());
+  runText_->setObjectName("runText");
+  optionsBar()->addWidget(runText_);
+  connect(runText_, &QPushButton::clicked, this, [this] { runText(text_->text()); });
+  connect(text_, &QLineEdit::returnPressed, this, [this] { runText(text_->text()); });
   auto* g = new QGridLayout(body());
   g->setContentsMargins(6, 6, 6, 6);
   scores_ = plotWithTitle(body(), "Router scores per token");
@@ -176,6 +196,12 @@ RouterView::RouterView(StudioContext* ctx, QWidget* parent)
 
 void RouterView::refresh() {
   score_.clear();
+  shownRows_ = 0;
+  if (!textRan_.isEmpty() && (!ctx()->hasWorkspace() || ctx()->workspace().model() != textModel_)) {
+    textRan_.clear();  // another workspace or model: the typed text's activations are stale
+    textAct_ = TextActivations();
+    textLayer_ = -1;
+  }
   rec_ = ctx()->hasWorkspace() ? ctx()->recording(picked("recording")) : nullptr;
   router_ = ctx()->hasWorkspace() ? ctx()->router(picked("router")) : nullptr;
   // The router's own partition when it is in the workspace, else the picked one.
@@ -236,25 +262,14 @@ void RouterView::refresh() {
   top_ = topK(score_, S, E_, k_);
   oracleTop_ = topK(oracle_, S, E_, k_);
 
-  // Documents present in the sample.
-  std::map<int64_t, int> perDoc;
-  for (int s = 0; s < S; ++s) ++perDoc[smp.docId[s]];
-  QVariant keep = doc_->currentData();
-  doc_->blockSignals(true);
-  doc_->clear();
-  std::vector<std::pair<int, int64_t>> byCount;
-  for (auto [d, n] : perDoc) byCount.push_back({-n, d});
-  std::sort(byCount.begin(), byCount.end());
-  for (auto [negN, d] : byCount) {
-    int cat = -1;
-    for (int s = 0; s < S; ++s)
-      if (smp.docId[s] == d) { cat = smp.category[s]; break; }
-    QString c = cat >= 0 && cat < rec_->categories.size() ? rec_->categories[cat] : QString("-");
-    doc_->addItem(QString("doc %1 (%2, %3 sampled tokens)").arg(d).arg(c).arg(-negN), QVariant::fromValue<qlonglong>(d));
+  textScore_.clear();
+  textTop_.clear();
+  textOracleTop_.clear();
+  fillDocuments();
+  if (!textRan_.isEmpty()) {
+    if (textLayer_ == L && !textAct_.ids.empty()) scoreTypedText();
+    else runText(textRan_);
   }
-  int ki = doc_->findData(keep);
-  doc_->setCurrentIndex(ki >= 0 ? ki : 0);
-  doc_->blockSignals(false);
 
   // Expert usage over all samples, sorted, log scale.
   std::vector<double> use(E_, 0.0);
@@ -288,7 +303,8 @@ void RouterView::refresh() {
     usage_->xAxis->setTicker(t);
     usage_->xAxis->setTickLabelFont(figureFont(E_ > 12 ? 7 : 8));
   }
-  usage_->xAxis->setLabel(QString("expert id, sorted by usage (%1 of %2 never chosen)").arg(dead).arg(E_));
+  // Two lines: one would be wider than the plot at the default window size and clip.
+  usage_->xAxis->setLabel(QString("expert id, sorted by usage\n(%1 of %2 never chosen)").arg(dead).arg(E_));
   usage_->yAxis->setLabel("share of tokens routed");
   usage_->replot();
 
@@ -304,11 +320,23 @@ void RouterView::refresh() {
     ct[c] += 1;
     for (int j = 0; j < k_; ++j) cu[size_t(c) * E_ + top_[size_t(s) * k_ + j]] += 1;
   }
-  auto* cmap = new QCPColorMap(cats_->xAxis, cats_->yAxis);
-  cmap->data()->setSize(E_, C);
-  cmap->data()->setRange(QCPRange(0, E_ - 1), QCPRange(0, C - 1));
+  // Only categories with sampled tokens get a row (a recording of the first
+  // N tokens of a category-sorted corpus may cover just a few of them).
+  std::vector<int> shownCats;
   for (int c = 0; c < C; ++c)
-    for (int e = 0; e < E_; ++e) cmap->data()->setCell(e, c, ct[c] > 0 ? cu[size_t(c) * E_ + e] / ct[c] : 0.0);
+    if (ct[c] > 0) shownCats.push_back(c);
+  if (shownCats.empty()) shownCats.push_back(0);
+  const int CR = static_cast<int>(shownCats.size());
+  auto* cmap = new QCPColorMap(cats_->xAxis, cats_->yAxis);
+  // QCPColorMapData puts cell centres at the range ends, so a single row is
+  // drawn as two identical half-height rows centred on 0.
+  const int dataRows = CR == 1 ? 2 : CR;
+  cmap->data()->setSize(E_, dataRows);
+  cmap->data()->setRange(QCPRange(0, E_ - 1), CR == 1 ? QCPRange(-0.25, 0.25) : QCPRange(0, CR - 1));
+  for (int r = 0; r < dataRows; ++r) {
+    const int c = shownCats[CR == 1 ? 0 : r];
+    for (int e = 0; e < E_; ++e) cmap->data()->setCell(e, r, ct[c] > 0 ? cu[size_t(c) * E_ + e] / ct[c] : 0.0);
+  }
   auto* cs = new QCPColorScale(cats_);
   cats_->plotLayout()->addElement(1, 1, cs);
   cs->setType(QCPAxis::atRight);
@@ -320,14 +348,18 @@ void RouterView::refresh() {
   cs->axis()->setTickLabelFont(figureFont(8));
   cs->setBarWidth(10);
   QSharedPointer<QCPAxisTickerText> ct2(new QCPAxisTickerText);
-  for (int c = 0; c < C; ++c) ct2->addTick(c, c < rec_->categories.size() ? rec_->categories[c] : QString::number(c));
+  for (int r = 0; r < CR; ++r) {
+    const int c = shownCats[r];
+    ct2->addTick(r, c < rec_->categories.size() ? rec_->categories[c] : QString::number(c));
+  }
   cats_->yAxis->setTicker(ct2);
-  cats_->yAxis->setTickLabelFont(figureFont(C > 10 ? 7 : 8));
+  cats_->yAxis->setTickLabelFont(figureFont(CR > 10 ? 7 : 8));
+  cats_->yAxis->setLabel(CR < C ? QString("category (%1 of %2 have sampled tokens)").arg(CR).arg(C) : QString());
   cats_->xAxis->setLabel("expert");
   cats_->xAxis->setTicker(integerTicker(E_, true));
   cmap->setInterpolate(false);
   cats_->xAxis->setRange(-0.5, E_ - 0.5);
-  cats_->yAxis->setRange(-0.5, C - 0.5);
+  cats_->yAxis->setRange(-0.5, CR - 0.5);
   cats_->replot();
   note_->setText(QString("Router %1 (%2), partition %3, layer %4: top-%5 of %6 experts on %7 sampled tokens. "
                          "Red dots: the router's top-k; white squares: the oracle's top-k. Dead experts: %8 of %9 (%10%). "
@@ -337,40 +369,174 @@ void RouterView::refresh() {
   redrawDocument();
 }
 
-void RouterView::redrawDocument() {
-  if (score_.empty() || !rec_) return;
+void RouterView::fillDocuments() {
   const auto& smp = rec_->samples();
   const int S = static_cast<int>(smp.count());
-  int64_t d = doc_->currentData().toLongLong();
-  docRows_.clear();
-  for (int s = 0; s < S; ++s)
-    if (smp.docId[s] == d) docRows_.push_back(s);
-  std::sort(docRows_.begin(), docRows_.end(), [&](int a, int b) { return smp.position[a] < smp.position[b]; });
-  if (docRows_.size() > 48) docRows_.resize(48);
-  const int T = static_cast<int>(docRows_.size());
+  std::map<int64_t, int> perDoc;
+  for (int s = 0; s < S; ++s) ++perDoc[smp.docId[s]];
+  QVariant keep = doc_->currentData();
+  doc_->blockSignals(true);
+  doc_->clear();
+  if (!textAct_.ids.empty()) {
+    QString t = textRan_.simplified();
+    if (t.size() > 32) t = t.left(31) + QChar(0x2026);
+    doc_->addItem(QString("typed text: \u201c%1\u201d (%2 tokens)").arg(t).arg(textAct_.ids.size()), QVariant(QString("typed")));
+  }
+  std::vector<std::pair<int, int64_t>> byCount;
+  for (auto [d, n] : perDoc) byCount.push_back({-n, d});
+  std::sort(byCount.begin(), byCount.end());
+  for (auto [negN, d] : byCount) {
+    int cat = -1;
+    for (int s = 0; s < S; ++s)
+      if (smp.docId[s] == d) { cat = smp.category[s]; break; }
+    QString c = cat >= 0 && cat < rec_->categories.size() ? rec_->categories[cat] : QString("-");
+    doc_->addItem(QString("doc %1 (%2, %3 sampled tokens)").arg(d).arg(c).arg(-negN), QVariant::fromValue<qlonglong>(d));
+  }
+  int ki = doc_->findData(keep);
+  doc_->setCurrentIndex(ki >= 0 ? ki : 0);
+  doc_->blockSignals(false);
+}
+
+bool RouterView::showingTypedText() const { return doc_->currentData().toString() == "typed"; }
+
+void RouterView::runText(const QString& text) {
+  if (textRunning_) return;
+  if (text.trimmed().isEmpty()) {
+    ctx()->report(StudioContext::Warning, "Router: type a text first");
+    return;
+  }
+  if (!ctx()->hasWorkspace() || !part_ || E_ <= 0 || layer() < 0) {
+    ctx()->report(StudioContext::Warning, "Router: a typed text needs a partition (and a router) for the picked layer");
+    return;
+  }
+  const QString dir = ctx()->workspace().model();
+  const int L = layer();
+  std::shared_ptr<TextProbe> probe = probe_ && probe_->dir == dir ? probe_ : nullptr;
+  textRunning_ = true;
+  runText_->setEnabled(false);
+  if (text_->text() != text) text_->setText(text);
+  QPointer<RouterView> self(this);
+  QThread* t = QThread::create([self, dir, L, text, probe]() mutable {
+    TextActivations act;
+    QString err;
+    try {
+      if (!probe) probe = TextProbe::open(dir);
+      act = probe->run(text, L);
+    } catch (const std::exception& e) {
+      err = e.what();
+    }
+    QMetaObject::invokeMethod(self, [self, dir, L, text, probe, act = std::move(act), err]() mutable {
+      if (!self) return;
+      self->textRunning_ = false;
+      self->runText_->setEnabled(true);
+      if (probe) self->probe_ = probe;
+      if (!err.isEmpty()) {
+        self->ctx()->report(StudioContext::Error, "Router: cannot route the typed text: " + err);
+        return;
+      }
+      self->textRan_ = text;
+      self->textModel_ = dir;
+      self->textLayer_ = L;
+      self->textAct_ = std::move(act);
+      if (!self->rec_ || !self->part_) return;
+      self->fillDocuments();
+      self->doc_->blockSignals(true);
+      self->doc_->setCurrentIndex(self->doc_->findData(QVariant(QString("typed"))));
+      self->doc_->blockSignals(false);
+      if (self->layer() == L) self->scoreTypedText();
+      else self->runText(text);
+    });
+  });
+  connect(t, &QThread::finished, t, &QObject::deleteLater);
+  t->start();
+}
+
+void RouterView::scoreTypedText() {
+  textScore_.clear();
+  textTop_.clear();
+  textOracleTop_.clear();
+  const int T = static_cast<int>(textAct_.ids.size());
+  if (!part_ || T == 0 || textLayer_ != layer()) return;
+  const int L = textLayer_;
+  try {
+    if (textAct_.dFF != part_->dFF)
+      throw std::runtime_error(QString("the model's d_ff %1 does not match the partition's %2").arg(textAct_.dFF).arg(part_->dFF).toStdString());
+    if (router_ && router_->kind != "oracle" && router_->dModel != textAct_.dModel)
+      throw std::runtime_error(QString("router %1: d_model %2 does not match the model's %3").arg(router_->name).arg(router_->dModel).arg(textAct_.dModel).toStdString());
+    textScore_ = routerScores(router_.get(), *part_, L, textAct_.act, textAct_.in, T, textAct_.dFF, textAct_.dModel, textAct_.reluLike);
+    std::vector<float> oracle = (!router_ || router_->kind == "oracle")
+                                    ? textScore_
+                                    : routerScores(nullptr, *part_, L, textAct_.act, textAct_.in, T, textAct_.dFF, textAct_.dModel, textAct_.reluLike);
+    textTop_ = topK(textScore_, T, E_, k_);
+    textOracleTop_ = topK(oracle, T, E_, k_);
+  } catch (const std::exception& e) {
+    textScore_.clear();
+    ctx()->report(StudioContext::Error, QString("Router: cannot score the typed text: %1").arg(e.what()));
+  }
+  redrawDocument();
+}
+
+void RouterView::redrawDocument() {
+  if (score_.empty() || !rec_) return;
+  // The rows to draw: a recorded document's sampled tokens, or the typed text.
+  struct Row {
+    const float* score;
+    const int* top;
+    const int* oracle;
+    int32_t id;
+    int position;
+  };
+  std::vector<Row> rows;
+  const bool typed = showingTypedText();
+  if (typed) {
+    if (textScore_.size() != textAct_.ids.size() * size_t(E_)) return;  // being recomputed
+    const int T = static_cast<int>(textAct_.ids.size());
+    for (int t = 0; t < T; ++t)
+      rows.push_back({textScore_.data() + size_t(t) * E_, textTop_.data() + size_t(t) * k_,
+                      textOracleTop_.data() + size_t(t) * k_, textAct_.ids[t], t});
+  } else {
+    const auto& smp = rec_->samples();
+    const int S = static_cast<int>(smp.count());
+    int64_t d = doc_->currentData().toLongLong();
+    docRows_.clear();
+    for (int s = 0; s < S; ++s)
+      if (smp.docId[s] == d) docRows_.push_back(s);
+    std::sort(docRows_.begin(), docRows_.end(), [&](int a, int b) { return smp.position[a] < smp.position[b]; });
+    if (docRows_.size() > 48) docRows_.resize(48);
+    for (int s : docRows_)
+      rows.push_back({score_.data() + size_t(s) * E_, top_.data() + size_t(s) * k_, oracleTop_.data() + size_t(s) * k_,
+                      smp.tokenId[s], smp.position[s]});
+  }
+  const int T = static_cast<int>(rows.size());
+  shownRows_ = T;
   scores_->clearPlottables();
   for (int i = scores_->plotLayout()->elementCount() - 1; i >= 0; --i)
     if (qobject_cast<QCPColorScale*>(scores_->plotLayout()->elementAt(i))) scores_->plotLayout()->removeAt(i);
   scores_->plotLayout()->simplify();
   auto* map = new QCPColorMap(scores_->xAxis, scores_->yAxis);
   map->setInterpolate(false);
-  map->data()->setSize(E_, std::max(1, T));
-  map->data()->setRange(QCPRange(0, E_ - 1), QCPRange(0, std::max(1, T) - 1));
+  // One row (a one-token text) is drawn as two half-height rows centred on 0:
+  // QCPColorMapData puts cell centres at the range ends.
+  map->data()->setSize(E_, T <= 1 ? 2 : T);
+  map->data()->setRange(QCPRange(0, E_ - 1), T <= 1 ? QCPRange(-0.25, 0.25) : QCPRange(0, T - 1));
   QVector<double> cx, cy, ox, oy;
   QSharedPointer<QCPAxisTickerText> ytick(new QCPAxisTickerText);
   std::vector<TokenStrip::Tok> toks;
   for (int t = 0; t < T; ++t) {
-    int s = docRows_[t];
-    const float* row = score_.data() + size_t(s) * E_;
+    const Row& rw = rows[t];
+    const float* row = rw.score;
     float lo = *std::min_element(row, row + E_), hi = *std::max_element(row, row + E_);
-    for (int e = 0; e < E_; ++e) map->data()->setCell(e, t, hi > lo ? (row[e] - lo) / (hi - lo) : 0.0);
-    for (int j = 0; j < k_; ++j) {
-      cx << top_[size_t(s) * k_ + j], cy << t;
-      ox << oracleTop_[size_t(s) * k_ + j], oy << t;
+    for (int e = 0; e < E_; ++e) {
+      map->data()->setCell(e, t, hi > lo ? (row[e] - lo) / (hi - lo) : 0.0);
+      if (T == 1) map->data()->setCell(e, 1, hi > lo ? (row[e] - lo) / (hi - lo) : 0.0);
     }
-    QString tok = ctx()->tokenText(smp.tokenId[s]).replace('\n', "\\n");
-    ytick->addTick(t, QString("%1 @%2").arg(tok.trimmed().isEmpty() ? QString("\u2423") : tok.trimmed()).arg(smp.position[s]));
-    toks.push_back({tok, top_[size_t(s) * k_]});
+    for (int j = 0; j < k_; ++j) {
+      cx << rw.top[j], cy << t;
+      ox << rw.oracle[j], oy << t;
+    }
+    QString tok = ctx()->tokenText(rw.id).replace('\n', "\\n");
+    ytick->addTick(t, QString("%1 @%2").arg(tok.trimmed().isEmpty() ? QString("\u2423") : tok.trimmed()).arg(rw.position));
+    toks.push_back({tok, rw.top[0]});
   }
   auto* cs = new QCPColorScale(scores_);
   scores_->plotLayout()->addElement(1, 1, cs);
@@ -398,7 +564,7 @@ void RouterView::redrawDocument() {
   scores_->yAxis->setRange(-0.5, std::max(1, T) - 0.5);
   scores_->xAxis->setRange(-0.5, E_ - 0.5);
   scores_->xAxis->setLabel(QString("expert (layer %1)").arg(layer()));
-  scores_->yAxis->setLabel("sampled token @ position");
+  scores_->yAxis->setLabel(typed ? "typed token @ position" : "sampled token @ position");
   scores_->legend->setVisible(false);
   scores_->xAxis->setTicker(integerTicker(E_));
   scores_->clearItems();
@@ -410,7 +576,9 @@ void RouterView::redrawDocument() {
     r->setPen(QPen(QColor(230, 60, 30), 2));
   }
   scores_->replot();
-  strip_->setTokens(std::move(toks), E_);
+  strip_->setTokens(std::move(toks), E_,
+                    typed ? QString("Typed text, tokens coloured by the router's top expert (number = expert id):")
+                          : QString("Sampled tokens coloured by the router's top expert (number = expert id):"));
 }
 
 QString RouterView::csvData() const {

@@ -20,6 +20,7 @@ class QCheckBox;
 class QLineEdit;
 class QListWidget;
 class QPlainTextEdit;
+class QPushButton;
 class QTimer;
 
 namespace moefy::views {
@@ -68,6 +69,12 @@ class CoactView : public FigureView {
   /// Rebuilds the colour map for the visible range (level of detail).
   void rebuildVisible();
   int gridCells() const { return gridCols_ * gridRows_; }
+  /// Upper end of the colour scale (counts): the largest off-diagonal count.
+  double colourMax() const { return vmax_; }
+  /// Lower end of the colour scale: the 1st percentile of the off-diagonal counts.
+  double colourMin() const { return vmin_; }
+  /// The displayed value of grid cell (col, row); NaN for diagonal-only cells.
+  double gridValue(int col, int row) const;
   /// Neuron ids and count under plot coordinates (for hover); false if outside.
   bool cellAt(double x, double y, int* neuronRow, int* neuronCol, long long* count) const;
 
@@ -90,6 +97,7 @@ class CoactView : public FigureView {
   std::vector<double> sat_;           // summed-area table [(F+1)*(F+1)] of the reordered matrix
   int F_ = 0;
   double vmax_ = 1;
+  double vmin_ = 0;
   int gridCols_ = 0, gridRows_ = 0;
   std::vector<QCPItemRect*> blocks_;
   QCPItemRect* selBlock_ = nullptr;
@@ -146,9 +154,25 @@ class RouterView : public FigureView {
   void refresh() override;
   QString csvData() const override;
 
+  /// Tokenises `text` with the workspace model's tokenizer and runs the model
+  /// (on a worker thread) to route it with the picked router/partition; the
+  /// heatmap and the token strip then show its tokens. Same as typing the
+  /// text into the line edit and pressing Run.
+  void runText(const QString& text);
+  bool textRunning() const { return textRunning_; }
+  /// Rows (tokens) of the heatmap as drawn now.
+  int heatmapRows() const { return shownRows_; }
+  /// Tokens of the last routed typed text (0 if none).
+  int typedTokens() const { return static_cast<int>(textAct_.ids.size()); }
+  bool showingTypedText() const;
+
  private:
   void redrawDocument();
+  void scoreTypedText();
+  void fillDocuments();
   QComboBox* doc_;
+  QLineEdit* text_;
+  QPushButton* runText_;
   QCustomPlot* scores_;
   QCustomPlot* usage_;
   QCustomPlot* cats_;
@@ -163,6 +187,18 @@ class RouterView : public FigureView {
   std::vector<int> top_;        // [S * k] chosen experts
   std::vector<int> oracleTop_;  // [S * k]
   std::vector<int> docRows_;    // sample rows of the shown document, by position
+  int shownRows_ = 0;
+  // Typed text: the model probe (loaded once per model folder), the text's
+  // activations at textLayer_, and its scores under the current router.
+  std::shared_ptr<TextProbe> probe_;
+  bool textRunning_ = false;
+  QString textRan_;
+  QString textModel_;  // the model folder textAct_ came from
+  int textLayer_ = -1;
+  TextActivations textAct_;
+  std::vector<float> textScore_;     // [T * E]
+  std::vector<int> textTop_;         // [T * k]
+  std::vector<int> textOracleTop_;   // [T * k]
 };
 
 /// Quality vs active-expert fraction, speed vs fraction.

@@ -201,6 +201,17 @@ def synth_layer(rng, n_tok, cats, L):
     return h, x, group_of
 
 
+def labels_hash(labels):
+    """The core's hashLabels (analysis/route/route_inputs.cpp): FNV-1a 64 over
+    each layer's int32 labels (little-endian bytes), 0xff after each layer."""
+    h = 1469598103934665603
+    for lab in labels:
+        for b in np.asarray(lab, dtype="<i4").tobytes():
+            h = ((h ^ b) * 1099511628211) & 0xFFFFFFFFFFFFFFFF
+        h = ((h ^ 0xFF) * 1099511628211) & 0xFFFFFFFFFFFFFFFF
+    return "%016x" % h
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("out")
@@ -333,8 +344,9 @@ def main():
             write_safetensors(os.path.join(rdir, "router.safetensors"), t)
         write_json(os.path.join(rdir, "router.json"), {
             "format": "moefy-router", "version": 1, "tool_version": "fake", "kind": kind,
-            "top_k": [4] * LAYERS, "experts": E, "layers": list(range(LAYERS)), "model_fingerprint": fp,
-            "partition": {"path": coact_dir, "labels_hash": "fake"}, "training": {},
+            "top_k": [4] * LAYERS, "experts": [E] * LAYERS, "layers": list(range(LAYERS)), "model_fingerprint": fp,
+            "partition": {"path": coact_dir, "labels_hash": labels_hash([coact_labels[L] for L in range(LAYERS)])},
+            "training": {},
             "metrics": {str(L): {"mass_recall": 0.9 if kind == "oracle" else 0.7, "overlap": 1.0 if kind == "oracle" else 0.6}
                         for L in range(LAYERS)}})
 

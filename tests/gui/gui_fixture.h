@@ -28,7 +28,7 @@ inline QString sourceRoot() {
 inline QString fakeWorkspace(QString* error) {
   QByteArray b = qgetenv("MOEFY_BINARY_DIR");
   QString bin = b.isEmpty() ? QDir::currentPath() : QString::fromLocal8Bit(b);
-  QString dir = bin + "/test-tmp/gui-fake-workspace-v2";
+  QString dir = bin + "/test-tmp/gui-fake-workspace-v3";
   if (QFileInfo::exists(dir + "/model/tokenizer.json") && QFileInfo::exists(dir + "/evaluations/eval-coact/eval.json")) return dir;
   QDir(dir).removeRecursively();
   QProcess p;

@@ -3,6 +3,12 @@
 #include "views/qcp.h"
 
 #include <QApplication>
+#include <QComboBox>
+#include <QDialog>
+#include <QLineEdit>
+#include <QMenuBar>
+#include <QPushButton>
+#include <QSpinBox>
 #include <QSignalSpy>
 #include <QStandardPaths>
 #include <QSvgRenderer>
@@ -10,6 +16,8 @@
 #include <QXmlStreamReader>
 #include <QtTest>
 
+#include "analysis/model/loader.h"
+#include "analysis/text/tokenizer.h"
 #include "gui_fixture.h"
 #include "views/artefacts.h"
 #include "views/figure.h"
@@ -140,6 +148,20 @@ class TestStudio : public QObject {
     QCOMPARE(n, static_cast<long long>(C[r][c].item<int>()));
     qInfo() << "hover cell (200,10) -> neurons" << r << c << "count" << n;
     QVERIFY(!cv->cellAt(-1, 3, &r, &c, &n));
+    // The colour scale is set from off-diagonal counts only (the diagonal holds
+    // each neuron's firing count, far larger), and diagonal cells are NaN (grey).
+    at::Tensor off = C.to(at::kDouble) - at::diag(at::diag(C.to(at::kDouble)));
+    const double offMax = off.max().item<double>(), diagMax = at::diag(C).max().item<double>();
+    qInfo() << "colour max" << cv->colourMax() << "off-diagonal max" << offMax << "diagonal max" << diagMax;
+    QVERIFY(diagMax > offMax);
+    QCOMPARE(cv->colourMax(), offMax);
+    // Zoom to 40 x 40 neurons: one neuron per cell, the diagonal cells are NaN.
+    cv->findChild<QCustomPlot*>()->xAxis->setRange(0, 40);
+    cv->findChild<QCustomPlot*>()->yAxis->setRange(0, 40);
+    cv->rebuildVisible();
+    QCOMPARE(cv->gridCells(), 40 * 40);
+    QVERIFY(std::isnan(cv->gridValue(5, 5)));
+    QVERIFY(!std::isnan(cv->gridValue(5, 6)));
   }
 
   void exportFiguresInEveryFormat() {
@@ -254,6 +276,140 @@ class TestStudio : public QObject {
     }
     auto* sv = viewOf<SparsityView>(w);
     QVERIFY(sv->hasData());
+  }
+
+  void routerViewRoutesATypedText() {
+    MainWindow w;
+    w.resize(1300, 850);
+    w.show();
+    QVERIFY(w.openWorkspace(ws_));
+    auto* rv = viewOf<RouterView>(w);
+    QVERIFY(rv);
+    w.tabs()->setCurrentWidget(rv);
+    QApplication::processEvents();
+    QVERIFY(rv->hasData());
+    auto* edit = rv->findChild<QLineEdit*>("routeText");
+    auto* run = rv->findChild<QPushButton*>("runText");
+    QVERIFY(edit && run);
+    const QString text = "the cat sat on the mat and the dog ran home";
+    QTest::keyClicks(edit, text);
+    QTest::mouseClick(run, Qt::LeftButton);
+    QTRY_VERIFY_WITH_TIMEOUT(!rv->textRunning() && rv->typedTokens() > 0, 30000);
+    QVERIFY(rv->showingTypedText());
+    // As many heatmap rows as the workspace tokenizer makes tokens of the text.
+    auto tok = w.context()->tokenizer();
+    QVERIFY(tok);
+    const int expected = static_cast<int>(tok->encode(text.toStdString(), true).size());
+    qInfo() << "typed text:" << expected << "tokens, heatmap rows" << rv->heatmapRows();
+    QCOMPARE(rv->typedTokens(), expected);
+    QCOMPARE(rv->heatmapRows(), expected);
+    QCOMPARE(w.issues()->count(), 0);
+    // Another layer re-runs the model for that layer; the rows stay the tokens.
+    auto* layerPick = rv->findChild<QComboBox*>("layerPicker");
+    if (layerPick && layerPick->count() > 1) {
+      layerPick->setCurrentIndex(layerPick->count() - 1);
+      QTRY_VERIFY_WITH_TIMEOUT(!rv->textRunning(), 30000);
+      QApplication::processEvents();
+      QVERIFY(rv->showingTypedText());
+      QCOMPARE(rv->heatmapRows(), expected);
+    }
+    // Back to a recorded document.
+    auto* docs = rv->findChild<QComboBox*>("documentPicker");
+    docs->setCurrentIndex(1);
+    QVERIFY(!rv->showingTypedText());
+    QVERIFY(rv->heatmapRows() > 0);
+  }
+
+  void calibrateDialogRunsToCompletion() {
+    for (const char* id : {"record", "split", "route", "export", "calibrate"})
+      if (!findStep(id)) QSKIP("the pipeline steps are not all in this build");
+    QTemporaryDir tmp;
+    // A private workspace over the shared model and corpus; the recording,
+    // partition, router and export it calibrates are made by the real pipeline
+    // steps (the synthetic workspace's artefacts carry fake fingerprints).
+    QString ws = tmp.filePath("ws");
+    QVERIFY(QDir().mkpath(ws));
+    QFile::copy(ws_ + "/workspace.json", ws + "/workspace.json");
+    {
+      Workspace w0 = Workspace::load(ws);
+      w0.modelPath = ws_ + "/model";
+      w0.corpusPath = ws_ + "/corpus";
+      w0.save();
+    }
+    MainWindow w;
+    w.resize(1300, 850);
+    w.show();
+    QVERIFY(w.openWorkspace(ws));
+    QSignalSpy fin(w.context()->jobs(), &JobRunner::finished);
+    auto runStep = [&](const QString& id, const QVariantMap& values) -> QString {
+      PipelineJob job;
+      QString err;
+      if (!makeStepJob(id, w.context(), values, &job, &err)) return "make " + id + ": " + err;
+      const int before = fin.count();
+      if (!w.context()->jobs()->start(job.name, job.fn)) return id + ": not started";
+      if (!QTest::qWaitFor([&] { return fin.count() > before; }, 120000)) return id + ": timed out";
+      if (!fin.last().at(1).toBool()) return id + ": " + fin.last().at(3).toString();
+      return "ok:" + job.output;
+    };
+    QString r = runStep("record", {{"out", "rec"}, {"seq-len", 64}, {"samples", 512}, {"tokens", 0}});
+    QVERIFY2(r.startsWith("ok:"), qPrintable(r));
+    const QString rec = r.mid(3);
+    r = runStep("split", {{"recording", rec}, {"out", "part"}, {"experts", 16}, {"no-stability", true}});
+    QVERIFY2(r.startsWith("ok:"), qPrintable(r));
+    const QString part = r.mid(3);
+    r = runStep("route", {{"recording", rec}, {"partition", part}, {"out", "sim"}, {"router", "similarity"}});
+    QVERIFY2(r.startsWith("ok:"), qPrintable(r));
+    const QString router = r.mid(3);
+    r = runStep("export", {{"partition", part}, {"router", router}, {"out", "moe"}});
+    QVERIFY2(r.startsWith("ok:"), qPrintable(r));
+    PipelineJob exp;
+    exp.output = r.mid(3);
+    QCOMPARE(w.context()->paths("export").size(), 1);
+    w.context()->setCurrent("export", exp.output);
+    const int jobsBefore = fin.count();
+
+    // The Calibrate step through the Pipeline menu and its dialog.
+    QAction* act = nullptr;
+    for (QAction* a : w.menuBar()->findChildren<QAction*>())
+      if (a->text().startsWith("Calibrate")) act = a;
+    QVERIFY2(act, "Pipeline > Calibrate... is in the menu");
+    QString dialogSeen;
+    QTimer::singleShot(0, &w, [&] {
+      auto* d = qobject_cast<QDialog*>(QApplication::activeModalWidget());
+      if (!d) return;
+      dialogSeen = d->objectName();
+      auto* out = d->findChild<QLineEdit*>("out");
+      if (out) out->setText("calib-gui");
+      if (auto* sb = d->findChild<QSpinBox*>("steps")) sb->setValue(3);
+      if (auto* sb = d->findChild<QSpinBox*>("tokens")) sb->setValue(1500);
+      if (auto* sb = d->findChild<QSpinBox*>("seq-len")) sb->setValue(32);
+      if (auto* sb = d->findChild<QSpinBox*>("batch")) sb->setValue(2);
+      if (auto* cb = d->findChild<QComboBox*>("split")) cb->setCurrentText("all");
+      d->accept();
+    });
+    act->trigger();
+    QCOMPARE(dialogSeen, QString("stepDialog-calibrate"));
+    QTRY_COMPARE_WITH_TIMEOUT(fin.count(), jobsBefore + 1, 120000);
+    QVERIFY2(fin.last().at(1).toBool(), qPrintable(fin.last().at(3).toString()));
+    const QString out = ws + "/calibrated/calib-gui";
+    QVERIFY(QFileInfo::exists(out + "/config.json"));
+    // The calibrated folder loads as a MoE with the calibration block, and shows up in the tree.
+    LoadedModel loaded = loadModel(out.toStdString());
+    QVERIFY(loaded.isMoe());
+    QVERIFY(loaded.moefication.contains("calibration"));
+    QCOMPARE(loaded.moefication["calibration"]["steps"].get<int>(), 3);
+    qInfo() << "calibrated: LM loss" << loaded.moefication["calibration"]["lm_loss_before"].get<double>() << "->"
+            << loaded.moefication["calibration"]["lm_loss_after"].get<double>() << "router loss"
+            << loaded.moefication["calibration"]["router_loss_before"].get<double>() << "->"
+            << loaded.moefication["calibration"]["router_loss_after"].get<double>();
+    QVERIFY(std::isfinite(loaded.moefication["calibration"]["router_loss_after"].get<double>()));
+    QCOMPARE(w.context()->paths("export").size(), 2);
+    QVERIFY(w.context()->paths("export").contains(QFileInfo(out).absoluteFilePath()));
+    // The same job refuses to overwrite without --force.
+    PipelineJob again;
+    QString err;
+    QVERIFY(!makeStepJob("calibrate", w.context(), {{"export", exp.output}, {"out", "calib-gui"}}, &again, &err));
+    QVERIFY2(err.contains("already exists"), qPrintable(err));
   }
 
   void linkedSelectionReachesInspector() {
