@@ -3,24 +3,35 @@
 #
 #   bash scripts/screenshots.sh [WORKSPACE_DIR] [BUILD_DIR]
 #
-# WORKSPACE_DIR defaults to the bundled demo workspace (data/demo-workspace) when
-# it exists, else a synthetic one made by scripts/gui/make_fake_workspace.py.
+# Without WORKSPACE_DIR the pictures show the real demo: the output of
+# `moefy demo --out data/demo` (what scripts/studio.sh creates), generated here
+# first when it is missing (MOEFY_DEMO_QUICK=1 runs `moefy demo --quick`), and
+# opened exactly as `moefy-studio --demo` opens it.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 build="${2:-$root/build}"
 ws="${1:-}"
-if [[ -z "$ws" ]]; then
-  if [[ -f "$root/data/demo-workspace/workspace.json" ]]; then
-    ws="$root/data/demo-workspace"
-  else
-    ws="$build/screenshots-workspace"
-    [[ -f "$ws/workspace.json" ]] || /usr/bin/python3 "$root/scripts/gui/make_fake_workspace.py" "$ws" >/dev/null
-  fi
-fi
 out="$root/docs/screenshots"
 mkdir -p "$out"
-# A throwaway settings location so the screenshots do not depend on (or change) the user's layout.
-export XDG_CONFIG_HOME="$(mktemp -d)"
+# Throwaway settings and app-data locations, so the screenshots neither depend
+# on nor change the user's layout, recent workspaces or demo workspace.
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+export XDG_CONFIG_HOME="$tmp/config" XDG_DATA_HOME="$tmp/data"
 export QT_QPA_PLATFORM=offscreen
-"$build/app/moefy-studio" "$ws" --screenshots "$out" --size 1400x900
-rm -rf "$XDG_CONFIG_HOME"
+if [[ -n "$ws" ]]; then
+  args=("$ws")
+else
+  if [[ ! -f "$root/data/demo-workspace/workspace.json" && ! -f "$root/data/demo/recording/manifest.json" ]]; then
+    echo "screenshots: no demo output in data/demo; running moefy demo first" >&2
+    "$build/app/moefy" demo --out "$root/data/demo" ${MOEFY_DEMO_QUICK:+--quick} --force
+  fi
+  export MOEFY_DATA_DIR="$root/data"
+  args=(--demo)
+fi
+"$build/app/moefy-studio" "${args[@]}" --screenshots "$out" --size 1400x900
+# Keep the committed PNGs small: 256-colour palettes when pngquant is there
+# (Debian package pngquant); the plots' colours survive at this quality.
+if command -v pngquant >/dev/null; then
+  pngquant --force --skip-if-larger --quality 85-100 --speed 1 --ext .png "$out"/*.png || true
+fi

@@ -354,7 +354,7 @@ void RouterView::refresh() {
   }
   cats_->yAxis->setTicker(ct2);
   cats_->yAxis->setTickLabelFont(figureFont(CR > 10 ? 7 : 8));
-  cats_->yAxis->setLabel(CR < C ? QString("category (%1 of %2 have sampled tokens)").arg(CR).arg(C) : QString());
+  cats_->yAxis->setLabel(QString());
   cats_->xAxis->setLabel("expert");
   cats_->xAxis->setTicker(integerTicker(E_, true));
   cmap->setInterpolate(false);
@@ -363,9 +363,12 @@ void RouterView::refresh() {
   cats_->replot();
   note_->setText(QString("Router %1 (%2), partition %3, layer %4: top-%5 of %6 experts on %7 sampled tokens. "
                          "Red dots: the router's top-k; white squares: the oracle's top-k. Dead experts: %8 of %9 (%10%). "
-                         "Click a column to select an expert.")
+                         "Click a column to select an expert.%11")
                      .arg(router_ ? router_->name : QString("none: oracle scores")).arg(router_ ? router_->kind : QString("oracle"))
-                     .arg(part_->name).arg(L).arg(k_).arg(E_).arg(S).arg(dead).arg(E_).arg(100.0 * dead / E_, 0, 'f', 1));
+                     .arg(part_->name).arg(L).arg(k_).arg(E_).arg(S).arg(dead).arg(E_).arg(100.0 * dead / E_, 0, 'f', 1)
+                     .arg(CR < C ? QString(" The samples cover %1 of the corpus's %2 categories; the others are left out of "
+                                           "the category heatmap.").arg(CR).arg(C)
+                                 : QString()));
   redrawDocument();
 }
 
