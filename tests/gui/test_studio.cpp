@@ -360,6 +360,20 @@ class TestStudio : public QObject {
     r = runStep("route", {{"recording", rec}, {"partition", part}, {"out", "sim"}, {"router", "similarity"}});
     QVERIFY2(r.startsWith("ok:"), qPrintable(r));
     const QString router = r.mid(3);
+    // The Evaluate step (core runEvaluation, shared with 'moefy eval') on the new router.
+    r = runStep("eval", {{"partition", part}, {"router", router}, {"all-routers", false}, {"out", "ev"}, {"sweep", "0.5,1"},
+                         {"tokens", 512}, {"seq-len", 32}, {"split", "all"}});
+    QVERIFY2(r.startsWith("ok:"), qPrintable(r));
+    {
+      auto ev = w.context()->evaluation(r.mid(3));
+      QVERIFY(ev);
+      QCOMPARE(ev->meta["results"].size(), size_t(2));
+      QCOMPARE(QString::fromStdString(ev->meta["results"][0]["router"].get<std::string>()), QString("similarity"));
+      // All experts active: the MoE computes the dense FFN (up to summation order).
+      const double full = ev->meta["results"][1]["loss"].get<double>(), dense = ev->meta["reference"]["loss"].get<double>();
+      qInfo() << "eval step: dense loss" << dense << "fraction 1 loss" << full << "diff" << std::fabs(full - dense);
+      QVERIFY(std::fabs(full - dense) < 1e-3);
+    }
     r = runStep("export", {{"partition", part}, {"router", router}, {"out", "moe"}});
     QVERIFY2(r.startsWith("ok:"), qPrintable(r));
     PipelineJob exp;
