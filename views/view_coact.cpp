@@ -123,7 +123,7 @@ void CoactView::refresh() {
   if (!rec_) {
     setLayers({});
     setEmptyState(ctx()->hasWorkspace() ? "No recording yet.\n\nThe co-activation heatmap needs a recording "
-                                          "(Pipeline > Record...)." : "No workspace open.");
+                                          "(Pipeline > Record activations...)." : "No workspace open.");
     return;
   }
   setLayers(rec_->layers);

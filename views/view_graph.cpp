@@ -259,8 +259,8 @@ void ExpertGraphView::refresh() {
     setLayers({});
     setEmptyState(!ctx()->hasWorkspace() ? "No workspace open."
                   : !rec_ ? "No recording yet.\n\nThe expert graph needs a recording and a partition "
-                            "(Pipeline > Record..., then Split...)."
-                          : "No partition yet.\n\nSplit the recording into experts with Pipeline > Split...");
+                            "(Pipeline > Record activations..., then Split into experts...)."
+                          : "No partition yet.\n\nSplit the recording into experts with Pipeline > Split into experts...");
     return;
   }
   std::vector<int> layers;

@@ -93,7 +93,7 @@ void PartitionView::refresh() {
       if (auto part = ctx()->partition(p)) parts.push_back(part);
   if (parts.empty()) {
     setLayers({});
-    setEmptyState(ctx()->hasWorkspace() ? "No partitions yet.\n\nSplit a recording into experts with Pipeline > Split... "
+    setEmptyState(ctx()->hasWorkspace() ? "No partitions yet.\n\nSplit a recording into experts with Pipeline > Split into experts... "
                                           "(co-activation + METIS, balanced k-means, or random) to compare methods here."
                                         : "No workspace open.");
     return;

@@ -197,6 +197,9 @@ RouterView::RouterView(StudioContext* ctx, QWidget* parent)
 void RouterView::refresh() {
   score_.clear();
   shownRows_ = 0;
+  // A typed text needs what the heatmap needs (enabled again below once it has data).
+  text_->setEnabled(false);
+  runText_->setEnabled(false);
   if (!textRan_.isEmpty() && (!ctx()->hasWorkspace() || ctx()->workspace().model() != textModel_)) {
     textRan_.clear();  // another workspace or model: the typed text's activations are stale
     textAct_ = TextActivations();
@@ -215,9 +218,9 @@ void RouterView::refresh() {
     setLayers({});
     setEmptyState(!ctx()->hasWorkspace() ? "No workspace open."
                   : !rec_ ? "No recording yet.\n\nRouter choices are shown on the recording's sampled tokens: "
-                            "run Pipeline > Record..., then Split... and Route..."
-                          : "No partition yet.\n\nSplit the recording into experts (Pipeline > Split...) and build a "
-                            "router (Pipeline > Route...).");
+                            "run Pipeline > Record activations..., then Split into experts... and Build router..."
+                          : "No partition yet.\n\nSplit the recording into experts (Pipeline > Split into experts...) and build a "
+                            "router (Pipeline > Build router...).");
     return;
   }
   if (!rec_->hasSamples() || rec_->samples().count() == 0) {
@@ -259,6 +262,8 @@ void RouterView::refresh() {
     return;
   }
   setEmptyState("");
+  text_->setEnabled(true);
+  runText_->setEnabled(!textRunning_);
   top_ = topK(score_, S, E_, k_);
   oracleTop_ = topK(oracle_, S, E_, k_);
 

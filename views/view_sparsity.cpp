@@ -67,7 +67,7 @@ void SparsityView::refresh() {
   rec_ = ctx()->hasWorkspace() ? ctx()->recording(picked("recording")) : nullptr;
   if (!rec_) {
     setLayers({});
-    setEmptyState(ctx()->hasWorkspace() ? "No recording yet.\n\nRun Pipeline > Record... to record activation statistics "
+    setEmptyState(ctx()->hasWorkspace() ? "No recording yet.\n\nRun Pipeline > Record activations... to record activation statistics "
                                           "of the workspace model over its corpus."
                                         : "No workspace open.");
     return;
