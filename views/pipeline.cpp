@@ -520,6 +520,7 @@ bool runStepDialog(const PipelineStep& step, QWidget* parent, StudioContext* ctx
   QDialog d(parent);
   d.setWindowTitle(step.title);
   d.setObjectName("stepDialog-" + step.id);
+  d.setMinimumWidth(520);  // room for the help text and a whole "step-yyyyMMdd-HHmmss" output name
   auto* form = new QFormLayout(&d);
   auto* intro = new QLabel(step.help, &d);
   intro->setWordWrap(true);
