@@ -133,27 +133,34 @@ __attribute__((target("avx2,fma"))) void dotBlock(const float* const* xs, const 
     for (int r = 0; r < R; ++r) u[t * s + r] = hsum8(acc[t][r]);
 }
 
+// u[t * ld + r] for rows r < rows of w, T tokens.
 template <int T>
-__attribute__((target("avx2,fma"))) void dotRows(const float* const* xs, const float* w, int64_t d, int64_t s,
-                                                 float* u) {
+__attribute__((target("avx2,fma"))) void dotRows(const float* const* xs, const float* w, int64_t d, int64_t rows,
+                                                 float* u, int64_t ld) {
   int64_t r = 0;
-  for (; r + 3 <= s; r += 3) dotBlock<T, 3>(xs, w + r * d, d, u + r, s);
-  for (; r < s; ++r) dotBlock<T, 1>(xs, w + r * d, d, u + r, s);
+  for (; r + 3 <= rows; r += 3) dotBlock<T, 3>(xs, w + r * d, d, u + r, ld);
+  for (; r < rows; ++r) dotBlock<T, 1>(xs, w + r * d, d, u + r, ld);
 }
 
 /// U[cnt, s] = X W^T: X rows xs[0..cnt) of length d, W [s, d] contiguous.
-/// Token blocks of 4 outside: their rows (4 d floats) stay in L1 while the
-/// expert's weight rows stream past (the whole block stays in L2 for the next
-/// token block).
+/// The weight rows go in chunks of about 128 KB, which stay in L2 while every
+/// block of 4 tokens (whose rows stay in L1) passes over them; so each weight
+/// comes from memory once.
 __attribute__((target("avx2,fma"))) void fewTokenUp(const float* const* xs, int64_t cnt, const float* w, int64_t d,
                                                     int64_t s, float* u) {
-  int64_t t = 0;
-  for (; t + 4 <= cnt; t += 4) dotRows<4>(xs + t, w, d, s, u + t * s);
-  switch (cnt - t) {
-    case 3: dotRows<3>(xs + t, w, d, s, u + t * s); break;
-    case 2: dotRows<2>(xs + t, w, d, s, u + t * s); break;
-    case 1: dotRows<1>(xs + t, w, d, s, u + t * s); break;
-    default: break;
+  const int64_t chunk = std::max<int64_t>(3, (int64_t{128} * 1024 / (d * 4)) / 3 * 3);
+  for (int64_t r0 = 0; r0 < s; r0 += chunk) {
+    const int64_t rows = std::min(chunk, s - r0);
+    const float* wc = w + r0 * d;
+    float* uc = u + r0;
+    int64_t t = 0;
+    for (; t + 4 <= cnt; t += 4) dotRows<4>(xs + t, wc, d, rows, uc + t * s, s);
+    switch (cnt - t) {
+      case 3: dotRows<3>(xs + t, wc, d, rows, uc + t * s, s); break;
+      case 2: dotRows<2>(xs + t, wc, d, rows, uc + t * s, s); break;
+      case 1: dotRows<1>(xs + t, wc, d, rows, uc + t * s, s); break;
+      default: break;
+    }
   }
 }
 
