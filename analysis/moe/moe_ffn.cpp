@@ -279,12 +279,6 @@ void sparseFfnKernel(const MoeLayerWeights& w, const float* x, int64_t n, const 
     if (start[e + 1] > start[e]) active.push_back(e);
 
   if (hidden) std::memset(hidden, 0, sizeof(float) * n * F);
-  // Experts with at most this many tokens run per-token GEMVs instead of a GEMM
-  // (MOEFY_GEMV_MAX overrides; measured in bench_moe_ffn).
-  static const int64_t gemvMax = [] {
-    const char* e = std::getenv("MOEFY_GEMV_MAX");
-    return e ? std::atoll(e) : 0;
-  }();
   // Experts with 2..fewMax tokens use the few-token SIMD kernels (d_model a
   // multiple of 8; MOEFY_FEW_MAX overrides, 0 disables; measured in bench_moe_ffn).
   const int64_t fewMax = fewTokenMax();
@@ -309,33 +303,39 @@ void sparseFfnKernel(const MoeLayerWeights& w, const float* x, int64_t n, const 
       const int64_t cnt = start[e + 1] - start[e];
       const int64_t* idx = tokens.data() + start[e];
       const bool all = cnt == n;  // every token (tokens are in ascending order)
+      // Activation (with b1, or times the gate) in place on u [rows, s], and the
+      // hidden rows in the original neuron order.
+      auto activateRows = [&](float* u, const float* g, int64_t rows) {
+        if (g) {
+          for (int64_t i = 0; i < rows * s; ++i) u[i] = activate(g[i], act) * u[i];
+          return;
+        }
+        for (int64_t t = 0; t < rows; ++t, u += s) {
+          if (b1)
+            for (int64_t j = 0; j < s; ++j) u[j] = activate(u[j] + b1[off + j], act);
+          else
+            for (int64_t j = 0; j < s; ++j) u[j] = activate(u[j], act);
+        }
+      };
+      auto storeHidden = [&](const float* u, int64_t rows) {
+        if (!hidden) return;
+        for (int64_t t = 0; t < rows; ++t, u += s) {
+          float* hrow = hidden + idx[t] * F;
+          for (int64_t j = 0; j < s; ++j) hrow[perm[off + j]] = u[j];
+        }
+      };
+      ubuf.resize(cnt * s);
+      if (gate) gbuf.resize(cnt * s);
       if (useFew && cnt > 1 && cnt <= fewMax) {
         // A few tokens: register-blocked kernels on the expert's rows, gathering
         // the token rows by pointer and accumulating straight into the output.
         xptr.resize(cnt);
         yptr.resize(cnt);
         for (int64_t t = 0; t < cnt; ++t) xptr[t] = x + idx[t] * d, yptr[t] = out + idx[t] * d;
-        ubuf.resize(cnt * s);
         fewTokenUp(xptr.data(), cnt, up + off * d, d, s, ubuf.data());
-        if (gate) {
-          gbuf.resize(cnt * s);
-          fewTokenUp(xptr.data(), cnt, gate + off * d, d, s, gbuf.data());
-          for (int64_t i = 0; i < cnt * s; ++i) ubuf[i] = activate(gbuf[i], act) * ubuf[i];
-        } else {
-          for (int64_t t = 0; t < cnt; ++t) {
-            float* u = ubuf.data() + t * s;
-            if (b1)
-              for (int64_t j = 0; j < s; ++j) u[j] = activate(u[j] + b1[off + j], act);
-            else
-              for (int64_t j = 0; j < s; ++j) u[j] = activate(u[j], act);
-          }
-        }
-        if (hidden)
-          for (int64_t t = 0; t < cnt; ++t) {
-            float* hrow = hidden + idx[t] * F;
-            const float* u = ubuf.data() + t * s;
-            for (int64_t j = 0; j < s; ++j) hrow[perm[off + j]] = u[j];
-          }
+        if (gate) fewTokenUp(xptr.data(), cnt, gate + off * d, d, s, gbuf.data());
+        activateRows(ubuf.data(), gate ? gbuf.data() : nullptr, cnt);
+        storeHidden(ubuf.data(), cnt);
         fewTokenDown(ubuf.data(), cnt, s, downT + off * d, d, yptr.data());
         continue;
       }
@@ -347,50 +347,10 @@ void sparseFfnKernel(const MoeLayerWeights& w, const float* x, int64_t n, const 
         for (int64_t t = 0; t < cnt; ++t) std::memcpy(xbuf.data() + t * d, x + idx[t] * d, sizeof(float) * d);
         xe = xbuf.data();
       }
-      ubuf.resize(cnt * s);
-      if (cnt > 1 && cnt <= gemvMax) {
-        // A few tokens: one GEMV per token on the expert's (cache-resident) block.
-        for (int64_t t = 0; t < cnt; ++t) {
-          const float* xt = x + idx[t] * d;
-          float* u = ubuf.data() + t * s;
-          gemm(true, 1, s, d, xt, d, up + off * d, d, 0.0f, u, s);
-          if (gate) {
-            gbuf.resize(s);
-            gemm(true, 1, s, d, xt, d, gate + off * d, d, 0.0f, gbuf.data(), s);
-            for (int64_t j = 0; j < s; ++j) u[j] = activate(gbuf[j], act) * u[j];
-          } else if (b1) {
-            for (int64_t j = 0; j < s; ++j) u[j] = activate(u[j] + b1[off + j], act);
-          } else {
-            for (int64_t j = 0; j < s; ++j) u[j] = activate(u[j], act);
-          }
-          if (hidden) {
-            float* hrow = hidden + idx[t] * F;
-            for (int64_t j = 0; j < s; ++j) hrow[perm[off + j]] = u[j];
-          }
-          gemm(false, 1, d, s, u, s, downT + off * d, d, 1.0f, out + idx[t] * d, d);
-        }
-        continue;
-      }
       gemm(true, cnt, s, d, xe, d, up + off * d, d, 0.0f, ubuf.data(), s);
-      if (gate) {
-        gbuf.resize(cnt * s);
-        gemm(true, cnt, s, d, xe, d, gate + off * d, d, 0.0f, gbuf.data(), s);
-        for (int64_t i = 0; i < cnt * s; ++i) ubuf[i] = activate(gbuf[i], act) * ubuf[i];
-      } else {
-        for (int64_t t = 0; t < cnt; ++t) {
-          float* u = ubuf.data() + t * s;
-          if (b1)
-            for (int64_t j = 0; j < s; ++j) u[j] = activate(u[j] + b1[off + j], act);
-          else
-            for (int64_t j = 0; j < s; ++j) u[j] = activate(u[j], act);
-        }
-      }
-      if (hidden)
-        for (int64_t t = 0; t < cnt; ++t) {
-          float* hrow = hidden + idx[t] * F;
-          const float* u = ubuf.data() + t * s;
-          for (int64_t j = 0; j < s; ++j) hrow[perm[off + j]] = u[j];
-        }
+      if (gate) gemm(true, cnt, s, d, xe, d, gate + off * d, d, 0.0f, gbuf.data(), s);
+      activateRows(ubuf.data(), gate ? gbuf.data() : nullptr, cnt);
+      storeHidden(ubuf.data(), cnt);
       if (cnt == 1 || all) {
         gemm(false, cnt, d, s, ubuf.data(), s, downT + off * d, d, 1.0f, out + (all ? 0 : idx[0] * d), d);
       } else {
