@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "analysis/common/error.h"
+#include "analysis/common/hash.h"
 #include "analysis/io/fsutil.h"
 #include "analysis/io/safetensors.h"
 #include "analysis/model/model.h"
@@ -24,28 +25,15 @@ nlohmann::json readJson(const fs::path& p) {
   }
 }
 
-std::string hex16(uint64_t h) {
-  std::ostringstream s;
-  s << std::hex;
-  s.width(16);
-  s.fill('0');
-  s << h;
-  return s.str();
-}
-
 }  // namespace
 
 std::string hashLabels(const std::vector<at::Tensor>& labels) {
-  uint64_t h = 1469598103934665603ull;
+  uint64_t h = kFnvOffset;
+  const unsigned char sep = 0xff;
   for (const auto& l : labels) {
     at::Tensor c = l.to(at::kInt).contiguous();
-    const auto* p = reinterpret_cast<const uint8_t*>(c.data_ptr<int32_t>());
-    for (int64_t i = 0; i < c.numel() * 4; ++i) {
-      h ^= p[i];
-      h *= 1099511628211ull;
-    }
-    h ^= 0xff;
-    h *= 1099511628211ull;
+    h = fnv1a(h, c.data_ptr<int32_t>(), static_cast<size_t>(c.numel()) * 4);
+    h = fnv1a(h, &sep, 1);
   }
   return hex16(h);
 }

@@ -17,6 +17,7 @@
 #include <unordered_map>
 
 #include "analysis/common/error.h"
+#include "analysis/common/hash.h"
 #include "analysis/text/charsmap.h"
 #include "analysis/text/onig_regex.h"
 #include "analysis/text/unicode.h"
@@ -35,12 +36,7 @@ struct SvHash {
   using is_transparent = void;
   size_t operator()(std::string_view s) const noexcept {
     // FNV-1a, 64 bit: fast on the short strings of a vocabulary.
-    uint64_t h = 1469598103934665603ull;
-    for (unsigned char c : s) {
-      h ^= c;
-      h *= 1099511628211ull;
-    }
-    return static_cast<size_t>(h);
+    return static_cast<size_t>(fnv1a(kFnvOffset, s.data(), s.size()));
   }
 };
 using VocabMap = std::unordered_map<std::string, int32_t, SvHash, std::equal_to<>>;
