@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -190,7 +191,7 @@ void writeDemoReport(const fs::path& dir, const fs::path& model, const fs::path&
       s.x.push_back(r["fraction"].get<double>());
       s.y.push_back(r["perplexity"].get<double>());
       qualityRows.push_back({label, fmt(r["fraction"].get<double>(), 3), fmt(r["perplexity"].get<double>(), 2),
-                             fmt(r.value("top1_agreement", 0.0)), fmt(r.value("kl", 0.0), 4)});
+                             fmt(r.value("top1_agreement", 0.0)), fmt(std::max(0.0, r.value("kl", 0.0)), 4)});
     }
     if (!s.x.empty()) quality.series.push_back(s);
   };
