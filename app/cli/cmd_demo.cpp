@@ -169,7 +169,7 @@ void writeDemoReport(const fs::path& dir, const fs::path& model, const fs::path&
   if (std::isfinite(sc) && std::isfinite(sk)) {
     if (std::max(sc, sk) < 0.8)
       rep.paragraph("The splits are not unique: rerun with the next seed, coact agrees with itself at ARI " + fmt(sc) +
-                    " and kmeans at " + fmt(sk) + " (1 = the same split), while their recall barely moves. Many "
+                    " and kmeans at " + fmt(sk) + " (1 = the same split). Many "
                     "partitions are about equally good, so the identity of a single expert should not be read as a "
                     "property of the model.");
     else
