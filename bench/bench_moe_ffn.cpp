@@ -108,8 +108,11 @@ int main(int argc, char** argv) {
   std::printf("bench_moe_ffn: %d threads, CBLAS %s\n", runtimeThreads(), sparseKernelUsesCblas() ? "direct" : "via ATen");
   std::printf("dense-aten: the engine's denseFfn (ATen linear); dense-blas: the same FFN through direct GEMV/GEMM.\n"
               "speedup = best dense / moe (router included)\n");
-  std::printf("%-27s %5s %8s %14s %14s %10s %8s %10s\n", "shape", "batch", "active", "dense-aten ms", "dense-blas ms",
-              "moe ms", "speedup", "vs aten");
+  const int64_t fewDefault = fewTokenMax();
+  std::printf("few-token SIMD kernels: %s, up to %lld tokens per expert (moe-blas ms: BLAS for every expert)\n",
+              sparseKernelUsesSimd() ? "on" : "unavailable", static_cast<long long>(fewDefault));
+  std::printf("%-27s %5s %8s %14s %14s %12s %10s %8s %10s\n", "shape", "batch", "active", "dense-aten ms",
+              "dense-blas ms", "moe-blas ms", "moe ms", "speedup", "vs aten");
   // GPT-2-small with 32 experts of 96 (and 16 of 192), LLaMA-like with 64 experts of 88.
   const Shape shapes[] = {{"gpt2-small 768x3072", 768, 3072, false, 32},
                           {"gpt2-small 768x3072", 768, 3072, false, 16},
@@ -155,10 +158,18 @@ int main(int argc, char** argv) {
         for (const auto& w : ws) layers.push_back(makeLayer(w, s.E, k));
         MoeFfn moe(layers, std::vector<FfnWeights>(copies));
         double t = medianSeconds([&] { at::Tensor x = next(L); moe.forward(L, x, nullptr); }, minSec, 5);
+        // The same MoE with BLAS for every expert (no few-token SIMD kernels).
+        double tBlas = t;
+        if (batch > 1 && fewDefault > 1) {
+          setFewTokenMax(0);
+          tBlas = medianSeconds([&] { at::Tensor x = next(L); moe.forward(L, x, nullptr); }, minSec, 5);
+          setFewTokenMax(fewDefault);
+        }
         char name[64];
         std::snprintf(name, sizeof name, "%s E=%d", s.name, s.E);
-        std::printf("%-27s %5lld %7.1f%% %14.3f %14.3f %10.3f %7.2fx %9.2fx\n", name, static_cast<long long>(batch),
-                    f * 100, denseAten * 1e3, denseBlas * 1e3, t * 1e3, dense / t, denseAten / t);
+        std::printf("%-27s %5lld %7.1f%% %14.3f %14.3f %12.3f %10.3f %7.2fx %9.2fx\n", name,
+                    static_cast<long long>(batch), f * 100, denseAten * 1e3, denseBlas * 1e3, tBlas * 1e3, t * 1e3,
+                    dense / t, denseAten / t);
       }
     }
   }
@@ -210,13 +221,24 @@ int main(int argc, char** argv) {
   std::printf("%-12s %10.1f tokens/s\n%-12s %10.1f tokens/s (baseline below)\n", "dense-aten", denseAten, "dense-blas",
               denseTps);
   denseTps = std::max(denseTps, denseAten);
+  // The rest of the model (attention, norms, LM head) with an FFN that costs
+  // nothing: what a MoE cannot speed up. An FFN at fraction f then bounds the
+  // speed-up at (rest + ffn) / (rest + f ffn).
+  struct NoFfn : FfnOverride {
+    at::Tensor forward(int, const at::Tensor& x, at::Tensor*) const override { return at::zeros_like(x); }
+  };
+  const double restTps = best(std::make_shared<NoFfn>());
+  const double rest = 1.0 / restTps, ffn = std::max(0.0, 1.0 / denseTps - rest);
+  std::printf("%-12s %10.1f tokens/s (attention, norms and LM head: %.1f ms of the dense %.1f ms per token)\n",
+              "no-ffn", restTps, rest * 1e3, 1e3 / denseTps);
   for (double f : {0.125, 0.25, 0.5}) {
     int k = topKForFraction(f, E);
     std::vector<MoeLayer> layers;
     for (int L = 0; L < 12; ++L) layers.push_back(makeLayer(model->ffnWeights(L), E, k));
     auto moe = std::make_shared<MoeFfn>(layers, dense);
     double tps = best(moe);
-    std::printf("moe %6.1f%% %10.1f tokens/s  speedup %.2fx\n", f * 100, tps, tps / denseTps);
+    std::printf("moe %6.1f%% %10.1f tokens/s  speedup %.2fx  (bound with this rest: %.2fx)\n", f * 100, tps,
+                tps / denseTps, (rest + ffn) / (rest + f * ffn));
   }
   return 0;
 }

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "analysis/common/error.h"
+#include "analysis/common/hash.h"
 #include "analysis/io/fsutil.h"
 #include "analysis/io/safetensors.h"
 
@@ -66,15 +67,6 @@ at::Tensor denseFfn(const FfnWeights& w, const at::Tensor& x, at::Tensor* hidden
 Model::~Model() = default;
 
 namespace {
-
-uint64_t fnv1a(uint64_t h, const void* data, size_t n) {
-  const auto* p = static_cast<const uint8_t*>(data);
-  for (size_t i = 0; i < n; ++i) {
-    h ^= p[i];
-    h *= 1099511628211ull;
-  }
-  return h;
-}
 
 at::Tensor layerNorm(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, double eps) {
   return at::layer_norm(x, {x.size(-1)}, w, b, eps);
@@ -179,7 +171,7 @@ void Model::bind(const LoadOptions& options, const std::string& file) {
   // Drop ignorable buffers so tensors() is exactly the model's weights.
   for (auto it = tensors_.begin(); it != tensors_.end();) it = used.count(it->first) ? std::next(it) : tensors_.erase(it);
 
-  uint64_t h = 1469598103934665603ull;
+  uint64_t h = kFnvOffset;
   std::string cfg = config_.raw.dump();
   h = fnv1a(h, cfg.data(), cfg.size());
   for (const auto& [name, tensor] : tensors_) {
@@ -191,12 +183,7 @@ void Model::bind(const LoadOptions& options, const std::string& file) {
       h = fnv1a(h, &v, sizeof v);
     }
   }
-  std::ostringstream s;
-  s << std::hex;
-  s.width(16);
-  s.fill('0');
-  s << h;
-  fingerprint_ = s.str();
+  fingerprint_ = hex16(h);
 }
 
 std::unique_ptr<Model> Model::load(const fs::path& dir, const LoadOptions& options) {

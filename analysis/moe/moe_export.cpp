@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "analysis/common/error.h"
+#include "analysis/common/hash.h"
 #include "analysis/io/fsutil.h"
 #include "analysis/io/safetensors.h"
 #include "analysis/jobs/job.h"
@@ -20,17 +21,7 @@ std::string moeficationChecksum(const nlohmann::json& block) {
   nlohmann::json b = block;
   if (b.is_object()) b.erase("checksum");
   std::string s = b.dump();
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : s) {
-    h ^= c;
-    h *= 1099511628211ull;
-  }
-  std::ostringstream o;
-  o << std::hex;
-  o.width(16);
-  o.fill('0');
-  o << h;
-  return o.str();
+  return hex16(fnv1a(kFnvOffset, s.data(), s.size()));
 }
 
 void checkRouterSet(const Model& model, const PartitionData& part, const RouterSet& r) {

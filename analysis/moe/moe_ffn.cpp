@@ -4,8 +4,10 @@
 #include <dlfcn.h>
 #include <torch/torch.h>
 
+#include <atomic>
 #include <cmath>
 #include <cstring>
+#include <immintrin.h>
 
 #include "analysis/common/error.h"
 
@@ -85,7 +87,160 @@ inline float activate(float v, Activation act) {
   return v;
 }
 
+// ---- Few-token expert kernels (AVX2 + FMA, chosen at run time) -------------
+// An expert that a handful of tokens picked is a [cnt x d] by [d x s] product
+// with cnt of 2..~16: too small for BLAS's packing to pay off, and in a batch
+// every such call streams a fresh expert block from memory. These kernels
+// read each weight once per block of tokens, straight from the contiguous
+// expert layout, with register blocking; they need d % 8 == 0.
+
+bool fewTokenSimd() {
+  static const bool ok = !std::getenv("MOEFY_NO_SIMD") && __builtin_cpu_supports("avx2") &&
+                         __builtin_cpu_supports("fma");
+  return ok;
+}
+
+__attribute__((target("avx2,fma"), always_inline)) inline float hsum8(__m256 v) {
+  __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  a = _mm_add_ps(a, _mm_movehl_ps(a, a));
+  a = _mm_add_ss(a, _mm_movehdup_ps(a));
+  return _mm_cvtss_f32(a);
+}
+
+// u[t * s + r] = x_t . w_r for T tokens (rows of x, stride d) and R weight rows.
+template <int T, int R>
+__attribute__((target("avx2,fma"))) void dotBlock(const float* const* xs, const float* w, int64_t d, float* u,
+                                                  int64_t s) {
+  __m256 acc[T][R];
+  #pragma GCC unroll 4
+  for (int t = 0; t < T; ++t)
+    #pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) acc[t][r] = _mm256_setzero_ps();
+  for (int64_t c = 0; c < d; c += 8) {
+    __m256 wv[R];
+    #pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) wv[r] = _mm256_loadu_ps(w + r * d + c);
+    #pragma GCC unroll 4
+    for (int t = 0; t < T; ++t) {
+      const __m256 xv = _mm256_loadu_ps(xs[t] + c);
+      #pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) acc[t][r] = _mm256_fmadd_ps(xv, wv[r], acc[t][r]);
+    }
+  }
+  #pragma GCC unroll 4
+  for (int t = 0; t < T; ++t)
+    #pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) u[t * s + r] = hsum8(acc[t][r]);
+}
+
+// u[t * ld + r] for rows r < rows of w, T tokens.
+template <int T>
+__attribute__((target("avx2,fma"))) void dotRows(const float* const* xs, const float* w, int64_t d, int64_t rows,
+                                                 float* u, int64_t ld) {
+  int64_t r = 0;
+  for (; r + 3 <= rows; r += 3) dotBlock<T, 3>(xs, w + r * d, d, u + r, ld);
+  for (; r < rows; ++r) dotBlock<T, 1>(xs, w + r * d, d, u + r, ld);
+}
+
+/// U[cnt, s] = X W^T: X rows xs[0..cnt) of length d, W [s, d] contiguous.
+/// The weight rows go in chunks of about 128 KB, which stay in L2 while every
+/// block of 4 tokens (whose rows stay in L1) passes over them; so each weight
+/// comes from memory once.
+__attribute__((target("avx2,fma"))) void fewTokenUp(const float* const* xs, int64_t cnt, const float* w, int64_t d,
+                                                    int64_t s, float* u) {
+  const int64_t chunk = std::max<int64_t>(3, (int64_t{128} * 1024 / (d * 4)) / 3 * 3);
+  for (int64_t r0 = 0; r0 < s; r0 += chunk) {
+    const int64_t rows = std::min(chunk, s - r0);
+    const float* wc = w + r0 * d;
+    float* uc = u + r0;
+    int64_t t = 0;
+    for (; t + 4 <= cnt; t += 4) dotRows<4>(xs + t, wc, d, rows, uc + t * s, s);
+    switch (cnt - t) {
+      case 3: dotRows<3>(xs + t, wc, d, rows, uc + t * s, s); break;
+      case 2: dotRows<2>(xs + t, wc, d, rows, uc + t * s, s); break;
+      case 1: dotRows<1>(xs + t, wc, d, rows, uc + t * s, s); break;
+      default: break;
+    }
+  }
+}
+
+// ys[t][c0 .. c0 + 8C) += sum_j u[t * s + j] D[j, c0 ..] for T tokens. With
+// `prefetch`, the lines of the next column strip (D[j, c0 + 8C ..]) are
+// requested while this one runs: the strip walks the rows with a stride of d,
+// which the hardware prefetchers do not follow.
+template <int T, int C>
+__attribute__((target("avx2,fma"))) void axpyBlock(const float* u, int64_t s, const float* D, int64_t d, int64_t c0,
+                                                   float* const* ys, bool prefetch) {
+  __m256 acc[T][C];
+#pragma GCC unroll 4
+  for (int t = 0; t < T; ++t)
+#pragma GCC unroll 4
+    for (int c = 0; c < C; ++c) acc[t][c] = _mm256_setzero_ps();
+  const int64_t next = c0 + 8 * C;
+  for (int64_t j = 0; j < s; ++j) {
+    const float* row = D + j * d;
+    if (prefetch) {
+      _mm_prefetch(reinterpret_cast<const char*>(row + next), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(row + next + 8 * C - 1), _MM_HINT_T0);
+    }
+    __m256 dv[C];
+#pragma GCC unroll 4
+    for (int c = 0; c < C; ++c) dv[c] = _mm256_loadu_ps(row + c0 + 8 * c);
+#pragma GCC unroll 4
+    for (int t = 0; t < T; ++t) {
+      const __m256 uv = _mm256_broadcast_ss(u + t * s + j);
+#pragma GCC unroll 4
+      for (int c = 0; c < C; ++c) acc[t][c] = _mm256_fmadd_ps(uv, dv[c], acc[t][c]);
+    }
+  }
+#pragma GCC unroll 4
+  for (int t = 0; t < T; ++t)
+#pragma GCC unroll 4
+    for (int c = 0; c < C; ++c) {
+      float* p = ys[t] + c0 + 8 * c;
+      _mm256_storeu_ps(p, _mm256_add_ps(_mm256_loadu_ps(p), acc[t][c]));
+    }
+}
+
+// One column strip of 8C columns for every token: the strip (s x 8C floats)
+// comes from memory once and stays in L1 for the following token blocks.
+template <int C>
+__attribute__((target("avx2,fma"))) void axpyStrip(const float* u, int64_t cnt, int64_t s, const float* D, int64_t d,
+                                                   int64_t c0, float* const* ys) {
+  const bool pf = c0 + 16 * C <= d;
+  int64_t t = 0;
+  for (; t + 4 <= cnt; t += 4) axpyBlock<4, C>(u + t * s, s, D, d, c0, ys + t, pf && t == 0);
+  switch (cnt - t) {
+    case 3: axpyBlock<3, C>(u + t * s, s, D, d, c0, ys + t, pf && t == 0); break;
+    case 2: axpyBlock<2, C>(u + t * s, s, D, d, c0, ys + t, pf && t == 0); break;
+    case 1: axpyBlock<1, C>(u + t * s, s, D, d, c0, ys + t, pf && t == 0); break;
+    default: break;
+  }
+}
+
+/// Y rows ys[0..cnt) (length d) += U[cnt, s] D, D [s, d] contiguous.
+__attribute__((target("avx2,fma"))) void fewTokenDown(const float* u, int64_t cnt, int64_t s, const float* D,
+                                                      int64_t d, float* const* ys) {
+  int64_t c0 = 0;
+  for (; c0 + 24 <= d; c0 += 24) axpyStrip<3>(u, cnt, s, D, d, c0, ys);
+  for (; c0 < d; c0 += 8) axpyStrip<1>(u, cnt, s, D, d, c0, ys);
+}
+
 }  // namespace
+
+namespace {
+std::atomic<int64_t>& fewTokenMaxRef() {
+  static std::atomic<int64_t> v = [] {
+    const char* e = std::getenv("MOEFY_FEW_MAX");
+    return e ? static_cast<int64_t>(std::atoll(e)) : int64_t{16};
+  }();
+  return v;
+}
+}  // namespace
+
+int64_t fewTokenMax() { return fewTokenMaxRef().load(std::memory_order_relaxed); }
+void setFewTokenMax(int64_t tokens) { fewTokenMaxRef().store(tokens, std::memory_order_relaxed); }
+bool sparseKernelUsesSimd() { return fewTokenSimd(); }
 
 bool sparseKernelUsesCblas() { return blas().sgemm != nullptr; }
 
@@ -124,12 +279,10 @@ void sparseFfnKernel(const MoeLayerWeights& w, const float* x, int64_t n, const 
     if (start[e + 1] > start[e]) active.push_back(e);
 
   if (hidden) std::memset(hidden, 0, sizeof(float) * n * F);
-  // Experts with at most this many tokens run per-token GEMVs instead of a GEMM
-  // (MOEFY_GEMV_MAX overrides; measured in bench_moe_ffn).
-  static const int64_t gemvMax = [] {
-    const char* e = std::getenv("MOEFY_GEMV_MAX");
-    return e ? std::atoll(e) : 0;
-  }();
+  // Experts with 2..fewMax tokens use the few-token SIMD kernels (d_model a
+  // multiple of 8; MOEFY_FEW_MAX overrides, 0 disables; measured in bench_moe_ffn).
+  const int64_t fewMax = fewTokenMax();
+  const bool useFew = fewTokenSimd() && d % 8 == 0 && fewMax > 1;
   const int threads = std::max(1, std::min<int>(at::get_num_threads(), static_cast<int>(active.size())));
   // Thread 0 accumulates straight into y; the others into their own buffers.
   std::vector<std::vector<float>> acc(threads > 1 ? threads - 1 : 0);
@@ -142,12 +295,50 @@ void sparseFfnKernel(const MoeLayerWeights& w, const float* x, int64_t n, const 
       out = acc[tid - 1].data();
     }
     std::vector<float> xbuf, ubuf, gbuf, ybuf;
+    std::vector<const float*> xptr;
+    std::vector<float*> yptr;
     for (int64_t ti = begin; ti < end; ++ti) {
       const int e = active[ti];
       const int64_t off = w.layout.offsets[e], s = w.layout.offsets[e + 1] - off;
       const int64_t cnt = start[e + 1] - start[e];
       const int64_t* idx = tokens.data() + start[e];
       const bool all = cnt == n;  // every token (tokens are in ascending order)
+      // Activation (with b1, or times the gate) in place on u [rows, s], and the
+      // hidden rows in the original neuron order.
+      auto activateRows = [&](float* u, const float* g, int64_t rows) {
+        if (g) {
+          for (int64_t i = 0; i < rows * s; ++i) u[i] = activate(g[i], act) * u[i];
+          return;
+        }
+        for (int64_t t = 0; t < rows; ++t, u += s) {
+          if (b1)
+            for (int64_t j = 0; j < s; ++j) u[j] = activate(u[j] + b1[off + j], act);
+          else
+            for (int64_t j = 0; j < s; ++j) u[j] = activate(u[j], act);
+        }
+      };
+      auto storeHidden = [&](const float* u, int64_t rows) {
+        if (!hidden) return;
+        for (int64_t t = 0; t < rows; ++t, u += s) {
+          float* hrow = hidden + idx[t] * F;
+          for (int64_t j = 0; j < s; ++j) hrow[perm[off + j]] = u[j];
+        }
+      };
+      ubuf.resize(cnt * s);
+      if (gate) gbuf.resize(cnt * s);
+      if (useFew && cnt > 1 && cnt <= fewMax) {
+        // A few tokens: register-blocked kernels on the expert's rows, gathering
+        // the token rows by pointer and accumulating straight into the output.
+        xptr.resize(cnt);
+        yptr.resize(cnt);
+        for (int64_t t = 0; t < cnt; ++t) xptr[t] = x + idx[t] * d, yptr[t] = out + idx[t] * d;
+        fewTokenUp(xptr.data(), cnt, up + off * d, d, s, ubuf.data());
+        if (gate) fewTokenUp(xptr.data(), cnt, gate + off * d, d, s, gbuf.data());
+        activateRows(ubuf.data(), gate ? gbuf.data() : nullptr, cnt);
+        storeHidden(ubuf.data(), cnt);
+        fewTokenDown(ubuf.data(), cnt, s, downT + off * d, d, yptr.data());
+        continue;
+      }
       const float* xe = x;
       if (cnt == 1) {
         xe = x + idx[0] * d;
@@ -156,50 +347,10 @@ void sparseFfnKernel(const MoeLayerWeights& w, const float* x, int64_t n, const 
         for (int64_t t = 0; t < cnt; ++t) std::memcpy(xbuf.data() + t * d, x + idx[t] * d, sizeof(float) * d);
         xe = xbuf.data();
       }
-      ubuf.resize(cnt * s);
-      if (cnt > 1 && cnt <= gemvMax) {
-        // A few tokens: one GEMV per token on the expert's (cache-resident) block.
-        for (int64_t t = 0; t < cnt; ++t) {
-          const float* xt = x + idx[t] * d;
-          float* u = ubuf.data() + t * s;
-          gemm(true, 1, s, d, xt, d, up + off * d, d, 0.0f, u, s);
-          if (gate) {
-            gbuf.resize(s);
-            gemm(true, 1, s, d, xt, d, gate + off * d, d, 0.0f, gbuf.data(), s);
-            for (int64_t j = 0; j < s; ++j) u[j] = activate(gbuf[j], act) * u[j];
-          } else if (b1) {
-            for (int64_t j = 0; j < s; ++j) u[j] = activate(u[j] + b1[off + j], act);
-          } else {
-            for (int64_t j = 0; j < s; ++j) u[j] = activate(u[j], act);
-          }
-          if (hidden) {
-            float* hrow = hidden + idx[t] * F;
-            for (int64_t j = 0; j < s; ++j) hrow[perm[off + j]] = u[j];
-          }
-          gemm(false, 1, d, s, u, s, downT + off * d, d, 1.0f, out + idx[t] * d, d);
-        }
-        continue;
-      }
       gemm(true, cnt, s, d, xe, d, up + off * d, d, 0.0f, ubuf.data(), s);
-      if (gate) {
-        gbuf.resize(cnt * s);
-        gemm(true, cnt, s, d, xe, d, gate + off * d, d, 0.0f, gbuf.data(), s);
-        for (int64_t i = 0; i < cnt * s; ++i) ubuf[i] = activate(gbuf[i], act) * ubuf[i];
-      } else {
-        for (int64_t t = 0; t < cnt; ++t) {
-          float* u = ubuf.data() + t * s;
-          if (b1)
-            for (int64_t j = 0; j < s; ++j) u[j] = activate(u[j] + b1[off + j], act);
-          else
-            for (int64_t j = 0; j < s; ++j) u[j] = activate(u[j], act);
-        }
-      }
-      if (hidden)
-        for (int64_t t = 0; t < cnt; ++t) {
-          float* hrow = hidden + idx[t] * F;
-          const float* u = ubuf.data() + t * s;
-          for (int64_t j = 0; j < s; ++j) hrow[perm[off + j]] = u[j];
-        }
+      if (gate) gemm(true, cnt, s, d, xe, d, gate + off * d, d, 0.0f, gbuf.data(), s);
+      activateRows(ubuf.data(), gate ? gbuf.data() : nullptr, cnt);
+      storeHidden(ubuf.data(), cnt);
       if (cnt == 1 || all) {
         gemm(false, cnt, d, s, ubuf.data(), s, downT + off * d, d, 1.0f, out + (all ? 0 : idx[0] * d), d);
       } else {

@@ -68,5 +68,12 @@ void sparseFfnKernel(const MoeLayerWeights& w, const float* x, int64_t n, const 
 
 /// Whether the kernel calls CBLAS directly (else it falls back to ATen matmuls).
 bool sparseKernelUsesCblas();
+/// Whether the few-token AVX2/FMA expert kernels can run on this CPU.
+bool sparseKernelUsesSimd();
+/// Experts picked by 2..fewTokenMax() tokens of a batch run through the
+/// few-token SIMD kernels, others through BLAS (default 16, from
+/// bench_moe_ffn; env MOEFY_FEW_MAX; 0 = BLAS only). Settable for tests.
+int64_t fewTokenMax();
+void setFewTokenMax(int64_t tokens);
 
 }  // namespace moefy

@@ -5,9 +5,11 @@
 #include <sstream>
 
 #include "analysis/common/error.h"
+#include "analysis/common/hash.h"
 #include "analysis/io/fsutil.h"
 #include "analysis/io/safetensors.h"
 #include "analysis/model/model.h"
+#include "analysis/split/split.h"
 
 namespace moefy {
 
@@ -24,28 +26,15 @@ nlohmann::json readJson(const fs::path& p) {
   }
 }
 
-std::string hex16(uint64_t h) {
-  std::ostringstream s;
-  s << std::hex;
-  s.width(16);
-  s.fill('0');
-  s << h;
-  return s.str();
-}
-
 }  // namespace
 
 std::string hashLabels(const std::vector<at::Tensor>& labels) {
-  uint64_t h = 1469598103934665603ull;
+  uint64_t h = kFnvOffset;
+  const unsigned char sep = 0xff;
   for (const auto& l : labels) {
     at::Tensor c = l.to(at::kInt).contiguous();
-    const auto* p = reinterpret_cast<const uint8_t*>(c.data_ptr<int32_t>());
-    for (int64_t i = 0; i < c.numel() * 4; ++i) {
-      h ^= p[i];
-      h *= 1099511628211ull;
-    }
-    h ^= 0xff;
-    h *= 1099511628211ull;
+    h = fnv1a(h, c.data_ptr<int32_t>(), static_cast<size_t>(c.numel()) * 4);
+    h = fnv1a(h, &sep, 1);
   }
   return hex16(h);
 }
@@ -57,49 +46,17 @@ int PartitionData::indexOfLayer(int layer) const {
 }
 
 PartitionData PartitionData::read(const fs::path& dir) {
-  if (!fs::is_directory(dir)) throw IoError(dir.string() + ": not a partition folder");
+  // One validating reader of the format (analysis/split: Partition::open).
+  const Partition part = Partition::open(dir);
   PartitionData p;
   p.dir = dir;
-  fs::path pj = dir / "partition.json";
-  p.meta = readJson(pj);
-  const auto& m = p.meta;
-  if (!m.is_object() || m.value("format", "") != "moefy-partition")
-    throw FormatError(pj.string() + ": not a moefy partition (format must be 'moefy-partition')");
-  if (!m.contains("experts") || !m["experts"].is_number_integer() || m["experts"].get<int>() <= 0)
-    throw FormatError(pj.string() + ": 'experts' must be a positive integer");
-  p.experts = m["experts"].get<int>();
-  p.modelFingerprint = m.value("model_fingerprint", "");
-  fs::path lf = dir / "labels.safetensors";
-  if (!fs::exists(lf)) throw IoError(lf.string() + ": missing");
-  auto st = SafetensorsFile::open(lf);
-  if (m.contains("layers") && m["layers"].is_array()) {
-    for (const auto& v : m["layers"]) {
-      if (!v.is_number_integer() || v.get<int>() < 0) throw FormatError(pj.string() + ": 'layers' must list layer indices");
-      p.layers.push_back(v.get<int>());
-    }
-  } else {
-    for (const auto& t : st->tensors()) {
-      int L = -1;
-      if (std::sscanf(t.name.c_str(), "blk.%d.labels", &L) == 1 && t.name == "blk." + std::to_string(L) + ".labels")
-        p.layers.push_back(L);
-    }
-  }
+  p.meta = part.json();
+  p.experts = part.experts();
+  p.modelFingerprint = part.fingerprint();
+  p.layers = part.layers();
+  if (p.layers.empty()) throw FormatError((dir / "partition.json").string() + ": no partitioned layers");
   std::sort(p.layers.begin(), p.layers.end());
-  if (p.layers.empty()) throw FormatError(pj.string() + ": no partitioned layers");
-  for (int L : p.layers) {
-    std::string name = "blk." + std::to_string(L) + ".labels";
-    const TensorInfo* info = st->find(name);
-    if (!info) throw FormatError(lf.string() + ": missing tensor '" + name + "'");
-    if (info->dtype != DType::I32 && info->dtype != DType::I64)
-      throw FormatError(lf.string() + ": tensor '" + name + "' must be I32");
-    if (info->shape.size() != 1) throw FormatError(lf.string() + ": tensor '" + name + "' must be 1-D [d_ff]");
-    at::Tensor l = st->raw(name).to(at::kInt).clone();
-    int lo = l.min().item<int>(), hi = l.max().item<int>();
-    if (lo < 0 || hi >= p.experts)
-      throw FormatError(lf.string() + ": tensor '" + name + "' has label " + std::to_string(lo < 0 ? lo : hi) +
-                        " outside [0, " + std::to_string(p.experts) + ")");
-    p.labels.push_back(l);
-  }
+  for (int L : p.layers) p.labels.push_back(part.labelsTensor(L));
   p.labelsHash = hashLabels(p.labels);
   return p;
 }

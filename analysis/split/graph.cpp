@@ -259,7 +259,14 @@ std::vector<int32_t> partitionCoact(const CoactGraph& g, int experts, uint64_t s
     idx_t nv = static_cast<idx_t>(n), ncon = 1, nparts = experts, objval = 0;
     idx_t opts[METIS_NOPTIONS];
     METIS_SetDefaultOptions(opts);
-    opts[METIS_OPTION_SEED] = static_cast<idx_t>(seed & 0x7fffffff);
+    // METIS seeds srand()-style, where 0 and 1 give the same stream: hash the
+    // seed (splitmix64) so that every --seed, and the seed + 1 stability rerun,
+    // gets its own.
+    uint64_t z = seed + 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    opts[METIS_OPTION_SEED] = static_cast<idx_t>(z & 0x7fffffff);
     opts[METIS_OPTION_NUMBERING] = 0;
     std::vector<idx_t> xadj(g.xadj.begin(), g.xadj.end()), adj(g.adjncy.begin(), g.adjncy.end()),
         wgt(g.adjwgt.begin(), g.adjwgt.end()), part(static_cast<size_t>(n));

@@ -17,6 +17,7 @@
 #include <unordered_map>
 
 #include "analysis/common/error.h"
+#include "analysis/common/hash.h"
 #include "analysis/text/charsmap.h"
 #include "analysis/text/onig_regex.h"
 #include "analysis/text/unicode.h"
@@ -35,12 +36,7 @@ struct SvHash {
   using is_transparent = void;
   size_t operator()(std::string_view s) const noexcept {
     // FNV-1a, 64 bit: fast on the short strings of a vocabulary.
-    uint64_t h = 1469598103934665603ull;
-    for (unsigned char c : s) {
-      h ^= c;
-      h *= 1099511628211ull;
-    }
-    return static_cast<size_t>(h);
+    return static_cast<size_t>(fnv1a(kFnvOffset, s.data(), s.size()));
   }
 };
 using VocabMap = std::unordered_map<std::string, int32_t, SvHash, std::equal_to<>>;
@@ -404,19 +400,26 @@ class LowercaseNormalizer : public Normalizer {
   }
 };
 
+// Rewrites s code point by code point: `map(cp)` returns nullptr to keep the
+// code point's bytes, "" to drop it, or its replacement.
+template <typename Map>
+void mapCodepoints(std::string& s, Map map) {
+  std::string out;
+  out.reserve(s.size());
+  size_t i = 0;
+  while (i < s.size()) {
+    const size_t a = i;
+    const char* r = map(utf8::next(s, i));
+    if (r) out += r;
+    else out.append(s, a, i - a);
+  }
+  s.swap(out);
+}
+
 class StripAccentsNormalizer : public Normalizer {
  public:
   void apply(std::string& s) const override {
-    std::string out;
-    out.reserve(s.size());
-    size_t i = 0;
-    while (i < s.size()) {
-      size_t a = i;
-      char32_t cp = utf8::next(s, i);
-      if (cp >= 0x80 && uni::isMark(cp)) continue;
-      out.append(s, a, i - a);
-    }
-    s.swap(out);
+    mapCodepoints(s, [](char32_t cp) -> const char* { return cp >= 0x80 && uni::isMark(cp) ? "" : nullptr; });
   }
 };
 
@@ -449,21 +452,13 @@ class StripNormalizer : public Normalizer {
 class NmtNormalizer : public Normalizer {
  public:
   void apply(std::string& s) const override {
-    std::string out;
-    out.reserve(s.size());
-    size_t i = 0;
-    while (i < s.size()) {
-      size_t a = i;
-      char32_t c = utf8::next(s, i);
-      if ((c >= 0x1 && c <= 0x8) || c == 0xB || (c >= 0xE && c <= 0x1F) || c == 0x7F || c == 0x8F || c == 0x9F) continue;
+    mapCodepoints(s, [](char32_t c) -> const char* {
+      if ((c >= 0x1 && c <= 0x8) || c == 0xB || (c >= 0xE && c <= 0x1F) || c == 0x7F || c == 0x8F || c == 0x9F) return "";
       if (c == 0x9 || c == 0xA || c == 0xC || c == 0xD || c == 0x1680 || (c >= 0x200B && c <= 0x200F) || c == 0x2028 ||
-          c == 0x2029 || c == 0x2581 || c == 0xFEFF || c == 0xFFFD) {
-        out.push_back(' ');
-        continue;
-      }
-      out.append(s, a, i - a);
-    }
-    s.swap(out);
+          c == 0x2029 || c == 0x2581 || c == 0xFEFF || c == 0xFFFD)
+        return " ";
+      return nullptr;
+    });
   }
 };
 

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -132,7 +133,7 @@ void writeDemoReport(const fs::path& dir, const fs::path& model, const fs::path&
   recall.yLabel = "share of activation mass";
   recall.yMin = 0;
   recall.yMax = 1;
-  std::map<std::string, double> recallAtQuarter;
+  std::map<std::string, double> recallAtQuarter, stability;
   std::vector<std::vector<std::string>> partRows;
   const int kq = std::max(1, experts / 4);
   for (const auto& m : methods) {
@@ -144,6 +145,7 @@ void writeDemoReport(const fs::path& dir, const fs::path& model, const fs::path&
       s.y.push_back(meanOver(metrics, [&](const json& l) { return l["recall_at_k"].at(k - 1).get<double>(); }));
     }
     recallAtQuarter[m] = s.y[kq - 1];
+    stability[m] = meanOver(metrics, [](const json& l) { return l.value("stability_ari", std::nan("")); });
     recall.series.push_back(s);
     partRows.push_back({m, fmt(recallAtQuarter[m]), fmt(meanOver(metrics, [](const json& l) { return l.value("coact_inside", 0.0); })),
                         fmt(meanOver(metrics, [](const json& l) { return l.value("stability_ari", std::nan("")); }))});
@@ -163,6 +165,17 @@ void writeDemoReport(const fs::path& dir, const fs::path& model, const fs::path&
               " (random). This disagrees with the MoEfication paper; with a small model trained briefly the neurons "
               "may not have formed functional groups yet.";
   rep.paragraph(verdict);
+  const double sc = stability["coact"], sk = stability["kmeans"];
+  if (std::isfinite(sc) && std::isfinite(sk)) {
+    if (std::max(sc, sk) < 0.8)
+      rep.paragraph("The splits are not unique: rerun with the next seed, coact agrees with itself at ARI " + fmt(sc) +
+                    " and kmeans at " + fmt(sk) + " (1 = the same split). Many "
+                    "partitions are about equally good, so the identity of a single expert should not be read as a "
+                    "property of the model.");
+    else
+      rep.paragraph("The splits are stable: rerun with the next seed, coact agrees with itself at ARI " + fmt(sc) +
+                    " and kmeans at " + fmt(sk) + " (1 = the same split).");
+  }
   rep.figure("recall_at_k", recall, "Oracle recall@k (mean over layers): share of a token's activation mass in its best k experts.");
 
   // Routers.
@@ -190,7 +203,7 @@ void writeDemoReport(const fs::path& dir, const fs::path& model, const fs::path&
       s.x.push_back(r["fraction"].get<double>());
       s.y.push_back(r["perplexity"].get<double>());
       qualityRows.push_back({label, fmt(r["fraction"].get<double>(), 3), fmt(r["perplexity"].get<double>(), 2),
-                             fmt(r.value("top1_agreement", 0.0)), fmt(r.value("kl", 0.0), 4)});
+                             fmt(r.value("top1_agreement", 0.0)), fmt(std::max(0.0, r.value("kl", 0.0)), 4)});
     }
     if (!s.x.empty()) quality.series.push_back(s);
   };

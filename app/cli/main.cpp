@@ -66,40 +66,38 @@ const std::string& Args::pos(size_t i, const std::string& what) const {
 
 void printJson(const nlohmann::json& j) { std::cout << j.dump(2) << std::endl; }
 
-std::vector<long long> parseIntList(const std::string& text, const std::string& what) {
-  std::vector<long long> out;
+namespace {
+
+// A comma-separated list parsed item by item with `parse` (std::stoll/stod
+// style); `kind` names what an item must be in the error.
+template <typename T, typename Parse>
+std::vector<T> parseList(const std::string& text, const std::string& what, const char* kind, Parse parse) {
+  std::vector<T> out;
   std::stringstream ss(text);
   std::string item;
   while (std::getline(ss, item, ',')) {
     if (item.empty()) continue;
     try {
       size_t used = 0;
-      out.push_back(std::stoll(item, &used));
+      out.push_back(parse(item, &used));
       if (used != item.size()) throw std::invalid_argument(item);
     } catch (const std::exception&) {
-      throw ParameterError(what + ": '" + item + "' is not an integer");
+      throw ParameterError(what + ": '" + item + "' is not " + kind);
     }
   }
   if (out.empty()) throw ParameterError(what + ": empty list");
   return out;
 }
 
+}  // namespace
+
+std::vector<long long> parseIntList(const std::string& text, const std::string& what) {
+  return parseList<long long>(text, what, "an integer",
+                              [](const std::string& s, size_t* used) { return std::stoll(s, used); });
+}
+
 std::vector<double> parseDoubleList(const std::string& text, const std::string& what) {
-  std::vector<double> out;
-  std::stringstream ss(text);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    if (item.empty()) continue;
-    try {
-      size_t used = 0;
-      out.push_back(std::stod(item, &used));
-      if (used != item.size()) throw std::invalid_argument(item);
-    } catch (const std::exception&) {
-      throw ParameterError(what + ": '" + item + "' is not a number");
-    }
-  }
-  if (out.empty()) throw ParameterError(what + ": empty list");
-  return out;
+  return parseList<double>(text, what, "a number", [](const std::string& s, size_t* used) { return std::stod(s, used); });
 }
 
 namespace {

@@ -30,47 +30,23 @@
 Only numpy and torch (Debian's python3); safetensors files are read/written by hand.
 """
 import json
-import struct
+import os
 import sys
 
 import numpy as np
 import torch
 
-DT = {np.float32: "F32", np.float16: "F16", np.int32: "I32", np.int64: "I64"}
-NP = {"F32": np.float32, "F16": np.float16, "I32": np.int32, "I64": np.int64}
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import st_io  # noqa: E402
+
 
 
 def save_st(path, tensors, metadata=None):
-    header, blobs, off = {}, [], 0
-    for name, a in tensors.items():
-        a = np.ascontiguousarray(a)
-        b = a.tobytes()
-        header[name] = {"dtype": DT[a.dtype.type], "shape": list(a.shape), "data_offsets": [off, off + len(b)]}
-        off += len(b)
-        blobs.append(b)
-    if metadata:
-        header["__metadata__"] = metadata
-    h = json.dumps(header).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
+    st_io.save(path, tensors, metadata)
 
 
 def load_st(path):
-    with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(n))
-        data = f.read()
-    out = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        b, e = info["data_offsets"]
-        out[name] = np.frombuffer(data[b:e], dtype=NP[info["dtype"]]).reshape(info["shape"])
-    return out
+    return st_io.load(path)[0]
 
 
 def arg(name, default, cast=int):

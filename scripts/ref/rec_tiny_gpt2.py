@@ -14,7 +14,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import rec_st  # noqa: E402
+import st_io as rec_st  # noqa: E402
 
 
 def main():

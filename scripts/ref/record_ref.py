@@ -23,7 +23,7 @@ import tempfile
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import rec_st  # noqa: E402
+import st_io as rec_st  # noqa: E402
 
 FAIL = []
 

@@ -90,3 +90,17 @@ def read(path):
 def read_f32(path):
     tensors, _ = read(path)
     return {k: upcast(a, d) for k, (d, a) in tensors.items()}
+
+
+_NAME = {np.dtype(v): k for k, v in _NP.items() if k != "BF16"}
+
+
+def save(path, tensors, metadata=None):
+    """tensors: dict name -> numpy array; the dtype name follows the array's."""
+    write(path, [(name, _NAME[np.asarray(a).dtype], a) for name, a in tensors.items()], metadata)
+
+
+def load(path):
+    """-> (dict name -> numpy array as stored, metadata dict)."""
+    tensors, meta = read(path)
+    return {k: a for k, (_, a) in tensors.items()}, meta

@@ -194,6 +194,16 @@ class TestSplit : public QObject {
         auto labels = partitionCoact(g, 16, 0);
         for (auto s : sizesOf(labels, 16)) QCOMPARE(s, int64_t{8});
       }
+    // Seeds 0 and 1 reach METIS as different seeds (srand-style seeding
+    // would make them one stream, and the seed + 1 stability rerun void).
+    {
+      at::manual_seed(5);
+      at::Tensor R = at::randint(1, 50, {512, 512}, at::kInt) * (at::rand({512, 512}) < 0.05).to(at::kInt);
+      R = (R + R.t()).contiguous();
+      CoactGraph rg = buildCoactGraph(R, at::Tensor(), 1000, GraphOptions{});
+      QVERIFY(partitionCoact(rg, 8, 0) != partitionCoact(rg, 8, 1));
+      QCOMPARE(partitionCoact(rg, 8, 1), partitionCoact(rg, 8, 1));
+    }
     // topk auto: dense up to 1536 neurons, then max(64, 2 S).
     GraphOptions autoK;
     QCOMPARE(resolveTopk(autoK, 128, 16), 0);

@@ -184,6 +184,18 @@ class TestMoeFfn : public QObject {
     for (int i = 0; i < m->config().nLayer; ++i) dense[i] = m->ffnWeights(i);
     layers[L] = {w, router, k};
     MoeFfn moe(layers, dense);
+    // Every kernel path: BLAS only, the default mix, and few-token SIMD kernels
+    // for every expert (when the CPU has them and d_model % 8 == 0).
+    const int64_t fewDefault = fewTokenMax();
+    for (int64_t few : {int64_t{0}, int64_t{1} << 20}) {
+      setFewTokenMax(few);
+      at::Tensor y = moe.forward(L, x, nullptr);
+      const double dk = maxDiff(y, want);
+      qInfo() << arch << "few-token max" << few << (sparseKernelUsesSimd() ? "(simd)" : "(no simd)")
+              << ": max |MoE - torch reference|" << dk;
+      QVERIFY(dk <= 1e-5);
+    }
+    setFewTokenMax(fewDefault);
     at::Tensor hidden;
     at::Tensor got = moe.forward(L, x, &hidden);
     double d = maxDiff(got, want);
