@@ -99,6 +99,7 @@ std::vector<PipelineStep> buildSteps() {
         {"samples", "--samples", StepField::Int, 65536, {}, {}, "reservoir size of sampled tokens", 0, 1e9},
         {"seed", "--seed", StepField::Int, 0, {}, {}, "reservoir and shuffle seed", 0, 2e9},
         {"split", "--split", StepField::Choice, "all", {"all", "train", "held_out"}, {}, "corpus split"},
+        {"shuffle", "--shuffle", StepField::Bool, false, {}, {}, "visit documents in a seeded random order (with a token budget: every category, not the first documents)"},
         {"checkpoint-secs", "--checkpoint-secs", StepField::Double, 300.0, {}, {}, "seconds between checkpoints (0 = never)", 0, 1e9},
         {"force", "--force", StepField::Bool, false, {}, {}, "replace an existing output"},
     };
@@ -118,6 +119,7 @@ std::vector<PipelineStep> buildSteps() {
         o.split = v.value("split").toString().toStdString();
         parseRecordSplit(o.split);  // validates
         o.maxTokens = v.value("tokens").toLongLong();
+        o.shuffle = v.value("shuffle").toBool();
         o.checkpointSeconds = v.value("checkpoint-secs").toDouble();
         o.force = v.value("force").toBool();
       } catch (const std::exception& e) {

@@ -57,6 +57,7 @@ SequenceSource textCorpusSource(const Corpus& corpus, const Tokenizer& tokenizer
   so.seqLen = o.seqLen;
   so.tokenBudget = o.maxTokens;
   so.seed = o.seed;
+  so.shuffle = o.shuffle;
   so.split = parseRecordSplit(o.split);
   const Corpus* cp = &corpus;
   const Tokenizer* tk = &tokenizer;

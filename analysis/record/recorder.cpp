@@ -529,7 +529,8 @@ RecordSummary recordActivations(const Model& model, const SequenceSource& source
   const int chunkSeq = ((std::max(1, options.chunkSequences) + options.batch - 1) / options.batch) * options.batch;
   st.options = {{"seq_len", options.seqLen}, {"batch", options.batch},   {"active", st.active.toJson()},
                 {"soft_coact", st.soft},     {"samples", st.S},          {"seed", options.seed},
-                {"split", options.split},    {"max_tokens", options.maxTokens}, {"chunk_sequences", chunkSeq}};
+                {"split", options.split},    {"max_tokens", options.maxTokens}, {"chunk_sequences", chunkSeq},
+                {"shuffle", options.shuffle}};
   if (st.n > 46340)
     throw ParameterError("d_ff " + std::to_string(st.n) + " is too large for a dense co-activation matrix");
   job.setStage("record: allocate");

@@ -50,6 +50,7 @@ struct RecordOptions {
   uint64_t seed = 0;             ///< reservoir seed (and the source's shuffle seed, recorded)
   std::string split = "all";     ///< corpus split the source yields ("all", "train", "held_out"), recorded
   int64_t maxTokens = 0;         ///< stop after this many tokens (0 = whole source)
+  bool shuffle = false;          ///< text corpora: visit documents in a seeded random order (recorded)
   int chunkSequences = 64;       ///< sequences per chunk (the unit of resume); rounded up to a multiple of batch
   int checkpointEvery = 0;       ///< write OUT.partial every N chunks (0 = every checkpointSeconds)
   double checkpointSeconds = 300;///< time between checkpoints when checkpointEvery == 0 (<= 0: never)

@@ -9,6 +9,8 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <fstream>
+#include <functional>
 #include <iostream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -18,6 +20,7 @@
 #include "analysis/common/error.h"
 #include "analysis/io/fsutil.h"
 #include "analysis/io/safetensors.h"
+#include "analysis/moe/moe_export.h"
 #include "analysis/report/report.h"
 #include "app/cli/cli.h"
 
@@ -272,6 +275,60 @@ void writeDemoReport(const fs::path& dir, const fs::path& model, const fs::path&
   rep.write();
 }
 
+// The stages run inside the atomic write's temporary folder, so the paths the
+// artefacts record (partition -> recording, router -> partition, export ->
+// partition, ...) point into it. Before the rename, every JSON string under
+// `tmp` that starts with tmp's path is rewritten to start with `final`, and
+// the export's moefication checksum is recomputed; the logs are left as run.
+// Replaces `before` by `after` (same length) inside a safetensors header.
+void patchHeaderString(const fs::path& file, const std::string& before, const std::string& after) {
+  if (before.empty() || before.size() != after.size()) throw Error(file.string() + ": cannot patch the checksum");
+  std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
+  uint64_t n = 0;
+  if (!f.read(reinterpret_cast<char*>(&n), 8) || n > (1u << 26)) throw IoError(file.string() + ": unreadable header");
+  std::string header(n, '\0');
+  f.read(header.data(), static_cast<std::streamsize>(n));
+  const size_t at = header.find("\"" + before + "\"");
+  if (!f || at == std::string::npos) throw IoError(file.string() + ": checksum not found in the header");
+  f.seekp(static_cast<std::streamoff>(8 + at + 1));
+  f.write(after.data(), static_cast<std::streamsize>(after.size()));
+  f.flush();
+  if (!f) throw IoError(file.string() + ": write failed");
+}
+
+void relocateArtefacts(const fs::path& tmp, const fs::path& final) {
+  const std::string from = fs::absolute(tmp).lexically_normal().string(), to = final.string();
+  std::function<bool(json&)> fix = [&](json& j) {
+    bool changed = false;
+    if (j.is_string()) {
+      const std::string& v = j.get_ref<const std::string&>();
+      if (v.rfind(from, 0) == 0 && (v.size() == from.size() || v[from.size()] == '/')) {
+        j = to + v.substr(from.size());
+        changed = true;
+      }
+    } else if (j.is_structured()) {
+      for (auto& c : j) changed = fix(c) || changed;
+    }
+    return changed;
+  };
+  for (const auto& e : fs::recursive_directory_iterator(tmp)) {
+    if (!e.is_regular_file() || e.path().extension() != ".json") continue;
+    json j = readJson(e.path());
+    if (!fix(j)) continue;
+    if (e.path().filename() == "config.json" && j.contains("moefication")) {
+      // The weights file carries the block's checksum in its header, as a
+      // 16-hex-digit string: patch it in place (same length, same header size).
+      const std::string before = j["moefication"].value("checksum", "");
+      const std::string after = moeficationChecksum(j["moefication"]);
+      j["moefication"]["checksum"] = after;
+      const fs::path weights = e.path().parent_path() / j["moefication"].value("weights", "moe.safetensors");
+      patchHeaderString(weights, before, after);
+    }
+    const std::string text = j.dump(2) + "\n";
+    writeFileAtomic(e.path(), [&](std::FILE* f) { writeAll(f, text.data(), text.size(), e.path().string()); });
+  }
+}
+
 int runDemo(const Args& a) {
   const fs::path data = dataDir();
   const fs::path model = a.get("model", (data / "models" / "brown-relu").string());
@@ -320,7 +377,7 @@ int runDemo(const Args& a) {
     const std::string rec = (dir / "recording").string();
     stage("record", [&] {
       run("record", {model.string(), trainCorpus.string(), "--out", rec, "--tokens", recordTokens, "--seq-len", "128",
-                     "--samples", samples, "--seed", seed});
+                     "--samples", samples, "--seed", seed, "--shuffle"});
     });
     stage("split", [&] {
       for (const auto& m : methods)
@@ -361,6 +418,7 @@ int runDemo(const Args& a) {
                    "--split", "all", "--seed", seed, "--out", (dir / "eval" / "export").string()});
     });
     stage("report", [&] { writeDemoReport(dir, model, trainCorpus, evalCorpus, seed, methods, routers, e, stageTimes); });
+    relocateArtefacts(tmp, fs::absolute(out).lexically_normal());
   });
   double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (a.json()) {

@@ -77,6 +77,7 @@ int runRecord(const Args& a) {
   o.seed = static_cast<uint64_t>(a.getInt("seed", 0));
   o.split = a.get("split", "all");
   o.maxTokens = a.getInt("tokens", 0);
+  o.shuffle = a.has("shuffle");
   o.chunkSequences = static_cast<int>(a.getInt("chunk", 64));
   o.checkpointEvery = static_cast<int>(a.getInt("checkpoint-every", 0));
   o.checkpointSeconds = a.getDouble("checkpoint-secs", 300);
@@ -93,6 +94,7 @@ int runRecord(const Args& a) {
   const fs::path absCorpus = fs::absolute(corpusPath).lexically_normal();
   if (corpusPath.extension() == ".safetensors") {
     if (o.split != "all") throw ParameterError("--split applies to text corpora, not to pre-tokenised files");
+    if (o.shuffle) throw ParameterError("--shuffle applies to text corpora, not to pre-tokenised files");
     source = tokenFileSource(absCorpus, info, o.maxTokens);
   } else {
     if (!loaded.tokenizer)
@@ -110,7 +112,7 @@ CommandRegistrar recordCmd(
     {"record", "record activation statistics, co-activations and samples over a corpus",
      "usage: moefy record MODEL_DIR CORPUS --out REC_DIR [--tokens N] [--seq-len S] [--batch B]\n"
      "                    [--layers 0,1,..] [--active positive|threshold:TAU|top:P] [--soft-coact]\n"
-     "                    [--samples S] [--seed N] [--split all|train|held_out] [--chunk SEQS]\n"
+     "                    [--samples S] [--seed N] [--split all|train|held_out] [--shuffle] [--chunk SEQS]\n"
      "                    [--checkpoint-every CHUNKS | --checkpoint-secs SECS] [--resume] [--force]\n"
      "                    [--json] [--quiet]\n"
      "       moefy record --merge REC_A REC_B [REC_C ...] --out REC_DIR [--force] [--json]\n\n"
@@ -120,6 +122,8 @@ CommandRegistrar recordCmd(
      "counts, exact binary co-activation counts, optionally MoEfication's soft co-activation over\n"
      "8-token blocks, and a reservoir sample of S tokens (default 65536) with ffn_in/ffn_act (F16).\n\n"
      "  --tokens N          stop after N tokens (default: whole corpus)\n"
+     "  --shuffle           visit the documents in a random order seeded by --seed (with --tokens,\n"
+     "                      a sample of every category instead of the corpus's first documents)\n"
      "  --seq-len S         window length (default 256)      --batch B  sequences per pass (default 8)\n"
      "  --active RULE       positive (h > 0; default for ReLU), threshold:TAU (|h| > TAU), or\n"
      "                      top:P (the P fraction of neurons with largest |h| per token; default\n"
@@ -131,7 +135,7 @@ CommandRegistrar recordCmd(
      "  --merge             add up recordings of the same model and options (exact statistics)\n"
      "The output folder appears atomically when the run completes. Ctrl-C cancels cleanly.\n"
      "Format: docs/formats.md; details: docs/recording-and-splitting.md.\n",
-     {"json", "quiet", "force", "resume", "soft-coact", "merge"},
+     {"json", "quiet", "force", "resume", "soft-coact", "merge", "shuffle"},
      runRecord});
 
 }  // namespace

@@ -1,10 +1,13 @@
 // moefy demo end to end on the bundled model (quick settings): every stage
 // runs, the report and figures are written, and the same seed gives the same
 // quality numbers twice.
+#include <torch/torch.h>
+
 #include <QtTest>
 #include <nlohmann/json.hpp>
 
 #include "analysis/io/fsutil.h"
+#include "analysis/record/recording.h"
 #include "testutil.h"
 
 using namespace moefy;
@@ -51,6 +54,24 @@ class TestDemo : public QObject {
     // The exported MoE reloads to the in-memory numbers exactly.
     QVERIFY2(md.find("(identical)") != std::string::npos, "export reload differs from the in-memory MoE");
 
+    // The artefacts point at each other inside the final folder, not the
+    // temporary one the stages ran in; the export still loads (checksum).
+    for (const auto& e : fs::recursive_directory_iterator(a))
+      if (e.path().extension() == ".json")
+        QVERIFY2(readFile(e.path()).find(".tmp-") == std::string::npos, e.path().c_str());
+    QCOMPARE(readJson(a / "routers" / "coact-mlp" / "router.json")["partition"]["path"].get<std::string>(),
+             fs::absolute(a / "partitions" / "coact").lexically_normal().string());
+    QCOMPARE(test::runCli({"inspect", QString::fromStdString((a / "export").string())}).exitCode, 0);
+    // The recording samples the corpus in a shuffled document order, so its
+    // token budget covers several genres, not the first category only (the
+    // full demo records 32768 tokens, about 13 documents).
+    {
+      Recording rec = Recording::open(a / "recording");
+      QVERIFY(rec.manifest()["options"].value("shuffle", false));
+      const int64_t cats = std::get<0>(at::_unique(rec.sampleCategories())).numel();
+      qInfo() << "sampled categories:" << cats;
+      QVERIFY(cats >= 2);  // quick: 4096 tokens, about two documents (one without the shuffle)
+    }
     // Refuses to overwrite without --force, and leaves the first run intact.
     auto r2 = test::runCli({"demo", "--quick", "--seed", "3", "--out", QString::fromStdString(a.string())}, 60);
     QVERIFY(r2.exitCode != 0);
