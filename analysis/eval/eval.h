@@ -79,8 +79,10 @@ std::vector<QualityFigures> evaluateQuality(Model& model, std::shared_ptr<const 
 double forwardTokensPerSecond(Model& model, std::shared_ptr<const FfnOverride> ffn,
                               const std::vector<std::vector<int64_t>>& sequences, int batch, double minSeconds);
 
-/// Greedy generation speed (new tokens/s, KV-cached, batch 1) after `prompt`.
+/// Greedy generation speed (new tokens/s, KV-cached, batch 1) after `prompt`:
+/// the best of at least 3 timed runs (after a warm-up) that together last at
+/// least `minSeconds`.
 double generationTokensPerSecond(Model& model, std::shared_ptr<const FfnOverride> ffn, const std::vector<int64_t>& prompt,
-                                 int newTokens);
+                                 int newTokens, double minSeconds = 0.3);
 
 }  // namespace moefy

@@ -50,7 +50,7 @@ nlohmann::json runEvaluation(Model& m, const EvalRunSpec& spec, const std::vecto
   if (spec.speed) {
     job.setStage("eval: speed");
     denseFwd = forwardTokensPerSecond(m, spec.reference, seqs, eo.batch, spec.speedSeconds);
-    if (m.config().causal) denseGen = generationTokensPerSecond(m, spec.reference, prompt, genTokens);
+    if (m.config().causal) denseGen = generationTokensPerSecond(m, spec.reference, prompt, genTokens, spec.speedSeconds);
   }
   for (size_t i = 1; i < figs.size(); ++i) {
     job.checkCancel();
@@ -62,7 +62,7 @@ nlohmann::json runEvaluation(Model& m, const EvalRunSpec& spec, const std::vecto
       r["speed"] = {{"forward_tokens_per_s", fwd}, {"dense_forward_tokens_per_s", denseFwd},
                     {"forward_speedup", fwd / denseFwd}};
       if (m.config().causal) {
-        double gen = generationTokensPerSecond(m, cands[i - 1].moe, prompt, genTokens);
+        double gen = generationTokensPerSecond(m, cands[i - 1].moe, prompt, genTokens, spec.speedSeconds);
         r["speed"]["generate_tokens_per_s"] = gen;
         r["speed"]["dense_generate_tokens_per_s"] = denseGen;
         r["speed"]["generate_speedup"] = gen / denseGen;

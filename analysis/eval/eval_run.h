@@ -23,7 +23,7 @@ struct EvalRunSpec {
   std::vector<double> sweep;
   EvalOptions options;
   bool speed = false;          ///< also time forward passes and greedy generation
-  double speedSeconds = 1.0;   ///< minimum seconds per forward timing
+  double speedSeconds = 1.0;   ///< minimum seconds per forward timing and per generation timing
   // Provenance, copied into the document.
   std::string modelPath, corpusPath;
   int seqLen = 0;
