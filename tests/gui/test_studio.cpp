@@ -62,6 +62,18 @@ class TestStudio : public QObject {
   Q_OBJECT
   QString ws_;
 
+  /// A copy of the shared workspace's workspace.json in tmp/ws, pointing at the
+  /// shared model and corpus, so that new artefacts stay out of other tests.
+  QString privateWorkspace(QTemporaryDir& tmp) {
+    const QString ws = tmp.filePath("ws");
+    if (!QDir().mkpath(ws) || !QFile::copy(ws_ + "/workspace.json", ws + "/workspace.json")) return {};
+    Workspace w0 = Workspace::load(ws);
+    w0.modelPath = ws_ + "/model";
+    w0.corpusPath = ws_ + "/corpus";
+    w0.save();
+    return ws;
+  }
+
  private Q_SLOTS:
   void initTestCase() {
     QStandardPaths::setTestModeEnabled(true);  // QSettings and app data go to a test location
@@ -231,16 +243,8 @@ class TestStudio : public QObject {
     if (!findStep("record")) QSKIP("the recorder is not in this build");
     QTemporaryDir tmp;
     // A private copy of the workspace so the new recording does not leak into other tests.
-    QString ws = tmp.filePath("ws");
-    QVERIFY(QDir().mkpath(ws));
-    QFile::copy(ws_ + "/workspace.json", ws + "/workspace.json");
-    {
-      // Point at the shared model and corpus.
-      Workspace w0 = Workspace::load(ws);
-      w0.modelPath = ws_ + "/model";
-      w0.corpusPath = ws_ + "/corpus";
-      w0.save();
-    }
+    const QString ws = privateWorkspace(tmp);
+    QVERIFY(!ws.isEmpty());
     MainWindow w;
     w.resize(1300, 850);
     w.show();
@@ -327,15 +331,8 @@ class TestStudio : public QObject {
     // A private workspace over the shared model and corpus; the recording,
     // partition, router and export it calibrates are made by the real pipeline
     // steps (the synthetic workspace's artefacts carry fake fingerprints).
-    QString ws = tmp.filePath("ws");
-    QVERIFY(QDir().mkpath(ws));
-    QFile::copy(ws_ + "/workspace.json", ws + "/workspace.json");
-    {
-      Workspace w0 = Workspace::load(ws);
-      w0.modelPath = ws_ + "/model";
-      w0.corpusPath = ws_ + "/corpus";
-      w0.save();
-    }
+    const QString ws = privateWorkspace(tmp);
+    QVERIFY(!ws.isEmpty());
     MainWindow w;
     w.resize(1300, 850);
     w.show();
