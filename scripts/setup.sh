@@ -12,7 +12,7 @@ PKGS=(
   libmetis-dev libeigen3-dev nlohmann-json3-dev
   libonig-dev libsentencepiece-dev libstb-dev zlib1g-dev
   python3-numpy python3-torch
-  xvfb xauth fonts-dejavu-core
+  xvfb xauth fonts-dejavu-core pngquant
 )
 
 missing=()
