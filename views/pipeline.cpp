@@ -183,10 +183,7 @@ std::vector<PipelineStep> buildSteps() {
         o.seed = v.value("seed").toULongLong();
         o.graphSource = v.value("graph").toString().toStdString();
         o.graph.weighting = v.value("weighting").toString().toStdString();
-        const QString topk = v.value("topk").toString().trimmed();
-        bool ok = true;
-        o.graph.topk = topk == "auto" || topk.isEmpty() ? -1 : topk.toInt(&ok);
-        if (!ok || o.graph.topk < -1) throw ParameterError("--topk must be auto or a count >= 0, got '" + topk.toStdString() + "'");
+        o.graph.topk = parseTopk(v.value("topk").toString().toStdString());
         o.restarts = v.value("restarts").toInt();
         o.maxIter = v.value("max-iter").toInt();
         o.stability = !v.value("no-stability").toBool();

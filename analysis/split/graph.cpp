@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <functional>
+#include <limits>
 #include <numeric>
 #include <random>
 #include <sstream>
@@ -42,6 +43,22 @@ int resolveTopk(const GraphOptions& options, int64_t n, int experts) {
   if (n <= kAutoTopkDenseLimit) return 0;
   const int64_t s = experts > 0 ? n / experts : 32;
   return static_cast<int>(std::max<int64_t>(64, 2 * s));
+}
+
+int parseTopk(const std::string& text) {
+  const size_t a = text.find_first_not_of(" \t"), b = text.find_last_not_of(" \t");
+  const std::string t = a == std::string::npos ? std::string() : text.substr(a, b - a + 1);
+  if (t.empty() || t == "auto") return -1;
+  size_t used = 0;
+  long long k = -2;
+  try {
+    k = std::stoll(t, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used != t.size() || k < -1 || k > std::numeric_limits<int>::max())
+    throw ParameterError("--topk must be auto or a count >= 0, got '" + text + "'");
+  return static_cast<int>(k);
 }
 
 namespace {

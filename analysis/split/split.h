@@ -48,6 +48,10 @@ inline constexpr int64_t kAutoTopkDenseLimit = 1536;
 /// kAutoTopkDenseLimit neurons, else max(64, 2 n / experts).
 int resolveTopk(const GraphOptions& options, int64_t n, int experts);
 
+/// The --topk option as text: "auto" (or empty) -> -1, else a count >= 0.
+/// Throws ParameterError naming --topk.
+int parseTopk(const std::string& text);
+
 /// Builds the weighted graph from a co-activation matrix [n, n] (I32 counts or
 /// F32 soft values; the diagonal is ignored except for the percentile), the
 /// per-neuron active counts [n] and the token count. Integer weights are

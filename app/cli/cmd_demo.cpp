@@ -151,7 +151,7 @@ void writeDemoReport(const fs::path& dir, const fs::path& model, const fs::path&
     stability[m] = meanOver(metrics, [](const json& l) { return l.value("stability_ari", std::nan("")); });
     recall.series.push_back(s);
     partRows.push_back({m, fmt(recallAtQuarter[m]), fmt(meanOver(metrics, [](const json& l) { return l.value("coact_inside", 0.0); })),
-                        fmt(meanOver(metrics, [](const json& l) { return l.value("stability_ari", std::nan("")); }))});
+                        fmt(stability[m])});
   }
   rep.heading("Expert construction");
   rep.table({"method", "recall@" + std::to_string(kq), "co-activation inside experts", "stability (ARI, seed vs seed+1)"},

@@ -19,9 +19,7 @@ namespace fs = std::filesystem;
 GraphOptions graphOptions(const Args& a) {
   GraphOptions g;
   g.weighting = a.get("weighting", "raw");
-  const std::string k = a.get("topk", "auto");
-  g.topk = k == "auto" ? -1 : static_cast<int>(a.getInt("topk", 0));
-  if (g.topk < -1) throw ParameterError("--topk must be auto or >= 0, got " + k);
+  g.topk = parseTopk(a.get("topk", "auto"));
   return g;
 }
 

@@ -213,6 +213,13 @@ class TestSplit : public QObject {
     QCOMPARE(resolveTopk(autoK, 4096, 0), 64);
     autoK.topk = 12;
     QCOMPARE(resolveTopk(autoK, 3072, 96), 12);
+    QCOMPARE(parseTopk("auto"), -1);
+    QCOMPARE(parseTopk(" "), -1);
+    QCOMPARE(parseTopk("64"), 64);
+    QCOMPARE(parseTopk("0"), 0);
+    QVERIFY_THROWS_EXCEPTION(ParameterError, parseTopk("abc"));
+    QVERIFY_THROWS_EXCEPTION(ParameterError, parseTopk("-5"));
+    QVERIFY_THROWS_EXCEPTION(ParameterError, parseTopk("8x"));
     autoK.topk = -2;
     QVERIFY_THROWS_EXCEPTION(ParameterError, buildCoactGraph(rec.coact(0), rec.count(0), rec.tokens(), autoK));
     // Percentile weights as MoEfication computes them on a hand-made matrix:
