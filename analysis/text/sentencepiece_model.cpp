@@ -20,6 +20,8 @@
 #include <unordered_map>
 
 #include "analysis/common/error.h"
+#include "analysis/io/input_file.h"
+#include "analysis/io/json_input.h"
 #include "analysis/text/charsmap.h"
 #include "analysis/text/hf_tokenizer.h"
 #include "analysis/text/utf8.h"
@@ -162,6 +164,19 @@ SpmModel parseModel(const std::string& data, const std::string& where) {
     }
   }
   if (!sawPieces || m.pieces.empty()) throw FormatError(where + ": not a SentencePiece model (no pieces)");
+  // libsentencepiece refuses a piece defined twice ("is already defined");
+  // a NaN or Inf score would make Viterbi/BPE choices arbitrary.
+  std::unordered_map<std::string_view, size_t> seen;
+  seen.reserve(m.pieces.size());
+  for (size_t i = 0; i < m.pieces.size(); ++i) {
+    const auto& p = m.pieces[i];
+    auto [at, fresh] = seen.emplace(p.piece, i);
+    if (!fresh)
+      throw FormatError(where + ": piece '" + p.piece + "' appears twice (ids " + std::to_string(at->second) + " and " +
+                        std::to_string(i) + ")");
+    if (!std::isfinite(p.score))
+      throw FormatError(where + ": piece '" + p.piece + "' (id " + std::to_string(i) + ") has a non-finite score");
+  }
   if (m.treatWsAsSuffix) throw FormatError(where + ": SentencePiece treat_whitespace_as_suffix is not supported");
   if (m.modelType != 1 && m.modelType != 2)
     throw FormatError(where + ": SentencePiece model type " + std::to_string(m.modelType) + " (word/char) is not supported");
@@ -552,12 +567,8 @@ class BosEosPost : public hf::PostProcessor {
 }  // namespace
 
 std::unique_ptr<Tokenizer> loadSentencePieceModel(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw IoError(path.string() + ": cannot open");
-  std::ostringstream ss;
-  ss << in.rdbuf();
   const std::string where = path.string();
-  SpmModel spec = parseModel(ss.str(), where);
+  SpmModel spec = parseModel(readInputFile(path, 1ull << 30), where);
   const int n = static_cast<int>(spec.pieces.size());
   auto checkId = [&](int id, const char* what) {
     if (id >= n) throw FormatError(where + ": " + what + " " + std::to_string(id) + " is outside the vocabulary of " + std::to_string(n));
@@ -572,13 +583,11 @@ std::unique_ptr<Tokenizer> loadSentencePieceModel(const std::filesystem::path& p
   bool addBos = spec.bosId >= 0, addEos = false;
   auto cfgPath = path.parent_path() / "tokenizer_config.json";
   if (std::filesystem::exists(cfgPath)) {
-    try {
-      std::ifstream cin(cfgPath);
-      auto j = nlohmann::json::parse(cin);
+    const auto j = readJsonFile(cfgPath);
+    if (j.is_object()) {
       if (j.contains("add_bos_token") && j["add_bos_token"].is_boolean()) addBos = j["add_bos_token"].get<bool>() && spec.bosId >= 0;
-      if (j.contains("add_eos_token") && j["add_eos_token"].is_boolean()) addEos = j["add_eos_token"].get<bool>() && spec.eosId >= 0;
-    } catch (const nlohmann::json::exception& e) {
-      throw FormatError(cfgPath.string() + ": invalid JSON: " + e.what());
+      if (j.contains("add_eos_token") && j["add_eos_token"].is_boolean())
+        addEos = j["add_eos_token"].get<bool>() && spec.eosId >= 0;
     }
   }
 
