@@ -123,8 +123,13 @@ SpmModel parseModel(const std::string& data, const std::string& where) {
         auto [f, t] = pw.tag();
         if (f == 1 && t == 2) p.piece = std::string(pw.bytes());
         else if (f == 2 && t == 5) p.score = pw.f32();
-        else if (f == 3 && t == 0) p.type = static_cast<int>(pw.varint());
-        else pw.skip(t);
+        else if (f == 3 && t == 0) {
+          const uint64_t type = pw.varint();  // checked before narrowing
+          if (type < NORMAL || type > BYTE)
+            pw.fail("piece " + std::to_string(m.pieces.size()) + " has unknown type " + std::to_string(type));
+          p.type = static_cast<int>(type);
+        } else
+          pw.skip(t);
       }
       m.pieces.push_back(std::move(p));
       sawPieces = true;
@@ -134,8 +139,13 @@ SpmModel parseModel(const std::string& data, const std::string& where) {
       while (!tw.done()) {
         auto [f, t] = tw.tag();
         if (t == 0 && (f == 3 || f == 24 || f == 35 || f == 40 || f == 41 || f == 42 || f == 43)) {
+          // int32 fields travel as 64-bit varints (negatives sign-extended):
+          // check the value in 64 bits before narrowing, so 2^32 + 3 is not read as 3.
           auto v = static_cast<int64_t>(tw.varint());
-          int iv = static_cast<int>(static_cast<int32_t>(v));
+          if (v < std::numeric_limits<int32_t>::min() || v > std::numeric_limits<int32_t>::max())
+            tw.fail("trainer_spec field " + std::to_string(f) + " = " + std::to_string(v) +
+                    " is outside the int32 range");
+          int iv = static_cast<int>(v);
           if (f == 3) m.modelType = iv;
           if (f == 24) m.treatWsAsSuffix = v != 0;
           if (f == 35) m.byteFallback = v != 0;

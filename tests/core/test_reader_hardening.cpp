@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 
 #include <QtTest>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -166,6 +167,10 @@ class ReaderHardening : public QObject {
     spit(d / "dup.model", spmModel(dup));
     EXPECT_ERROR(Tokenizer::fromFile(d / "dup.model"), "dup.model", "piece 'a' appears twice", "ids 4 and 7");
 
+    // An int32 field holding 2^32 + 3 (low 32 bits: a valid id 3).
+    spit(d / "unk.model", spmModel(spmPieces()) + lenField(2, intField(40, (uint64_t{1} << 32) + 3)));
+    EXPECT_ERROR(Tokenizer::fromFile(d / "unk.model"), "unk.model", "4294967299", "int32");
+
     for (float bad : {std::nanf(""), std::numeric_limits<float>::infinity()}) {
       auto p = spmPieces();
       std::get<1>(p[5]) = bad;
@@ -190,7 +195,8 @@ class ReaderHardening : public QObject {
     };
     QCOMPARE(errorOf([&] { HfTokenizer::fromJson(with(R"(["b", -2.0])"), "u.json"); }), std::string());
     EXPECT_ERROR(HfTokenizer::fromJson(with(R"(["a", -2.0])"), "u.json"), "u.json", "piece 'a' appears twice");
-    EXPECT_ERROR(HfTokenizer::fromJson(with(R"(["b", 1e999])"), "u.json"), "u.json", "score of 'b'", "not finite");
+    // JSON cannot spell NaN; a score too large for a double is refused by the parser.
+    EXPECT_ERROR(HfTokenizer::fromJson(with(R"(["b", 1e999])"), "u.json"), "u.json", "malformed JSON", "1e999");
   }
 
   // ------------------------------------------------------------ kind 3: numeric content
@@ -205,6 +211,19 @@ class ReaderHardening : public QObject {
     h[4] = INFINITY;
     EXPECT_ERROR(requireFinite(h, "h.safetensors", "x"), "tensor 'x' has 1 NaN/Inf value", "flat index 4");
     QCOMPARE(errorOf([&] { requireFinite(at::full({4}, -1, at::kLong), "i", "ids"); }), std::string());
+    // Cost, for the record: one pass over 16M floats next to the F16->F32 conversion a load already does.
+    at::Tensor big = at::randn({16 << 20});
+    at::Tensor half = big.to(at::kHalf);
+    big[(16 << 20) - 1] = INFINITY;  // the last value: the whole tensor is scanned
+    auto t0 = std::chrono::steady_clock::now();
+    const std::string e = errorOf([&] { requireFinite(big, "big", "w"); });
+    auto t1 = std::chrono::steady_clock::now();
+    at::Tensor f = half.to(at::kFloat);
+    auto t2 = std::chrono::steady_clock::now();
+    QVERIFY(e.find("flat index 16777215") != std::string::npos);
+    qInfo("requireFinite over 64 MB of F32: %.1f ms; F16->F32 conversion of the same tensor: %.1f ms",
+          std::chrono::duration<double, std::milli>(t1 - t0).count(),
+          std::chrono::duration<double, std::milli>(t2 - t1).count());
   }
 
   void nanWeightRefusedAtLoad() {
@@ -275,12 +294,14 @@ class ReaderHardening : public QObject {
     EXPECT_ERROR(validateEvalDocument(bad("/reference/perplexity", 0.5), "e.json"), "reference.perplexity");
     EXPECT_ERROR(validateEvalDocument(bad("/results/0/fraction", 2), "e.json"), "results[0].fraction = 2 is above 1");
     EXPECT_ERROR(validateEvalDocument(bad("/results/0/layer_rel_error/0", -1), "e.json"), "layer_rel_error[0]");
-    // 1e999 parses as Inf: refused by the file reader.
+    // The file reader: a value too large for a double, a perplexity below 1.
     const fs::path d = freshDir("reader_hardening/eval");
     std::string text = ok.dump();
     text.replace(text.find("22.2"), 4, "1e999");
     spit(d / "eval.json", text);
-    EXPECT_ERROR(readEvalFile(d / "eval.json"), "eval.json", "perplexity", "not finite");
+    EXPECT_ERROR(readEvalFile(d / "eval.json"), "eval.json", "malformed JSON", "1e999");
+    spit(d / "eval.json", bad("/results/0/perplexity", -5).dump());
+    EXPECT_ERROR(readEvalFile(d / "eval.json"), "eval.json: results[0].perplexity = -5 is below 1");
   }
 
   // ------------------------------------------------------------ kind 5: 64 bits before narrowing
