@@ -15,6 +15,13 @@ PKGS=(
   xvfb xauth fonts-dejavu-core pngquant
 )
 
+# Optional extras, installed only when asked: MOEFY_SETUP_EXTRAS=fuzz bash scripts/setup.sh
+# (clang + its libFuzzer/sanitizer runtimes for -DMOEFY_BUILD_FUZZ=ON; the
+# seed-corpus regression runs in CTest need only the normal toolchain).
+if [[ " ${MOEFY_SETUP_EXTRAS:-} " == *" fuzz "* ]]; then
+  PKGS+=(clang libclang-rt-dev)
+fi
+
 missing=()
 for p in "${PKGS[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then

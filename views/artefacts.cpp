@@ -10,7 +10,9 @@
 #include <filesystem>
 
 #include "analysis/common/error.h"
+#include "analysis/eval/eval_file.h"
 #include "analysis/io/fsutil.h"
+#include "analysis/io/json_input.h"
 #include "analysis/io/safetensors.h"
 #include "analysis/model/loader.h"
 
@@ -20,14 +22,8 @@ namespace {
 
 std::filesystem::path P(const QString& s) { return std::filesystem::path(s.toStdString()); }
 
-nlohmann::json readJson(const QString& file) {
-  std::string text = readFile(P(file));
-  try {
-    return nlohmann::json::parse(text);
-  } catch (const nlohmann::json::exception& e) {
-    throw FormatError(file.toStdString() + ": invalid JSON (" + e.what() + ")");
-  }
-}
+// The core's one JSON reader: regular files only, depth limit, no duplicate keys.
+nlohmann::json readJson(const QString& file) { return readJsonFile(P(file)); }
 
 void requireFormat(const nlohmann::json& j, const char* format, const QString& file) {
   if (!j.is_object() || j.value("format", std::string()) != format)
@@ -420,8 +416,8 @@ std::shared_ptr<Evaluation> Evaluation::open(const QString& d) {
   auto e = std::make_shared<Evaluation>();
   e->dir = QFileInfo(d).absoluteFilePath();
   QString ef = QDir(d).filePath("eval.json");
-  e->meta = readJson(ef);
-  requireFormat(e->meta, "moefy-eval", ef);
+  // The core reader checks the invariants (perplexity >= 1, speed-ups > 0, ...).
+  e->meta = readEvalFile(P(ef));
   const double nan = std::nan("");
   auto num = [&](const nlohmann::json& j, const char* key) {
     auto it = j.find(key);

@@ -4,6 +4,7 @@
 #include <sstream>
 
 #include "analysis/common/error.h"
+#include "analysis/io/input_file.h"
 #include "analysis/model/loader.h"
 #include "analysis/text/tokenizer.h"
 
@@ -28,6 +29,7 @@ std::vector<std::vector<int64_t>> readSequences(const fs::path& corpus, const Lo
   };
   const int vocab = loaded.model->config().vocab;
   if (corpus.extension() == ".ids") {
+    requireInputFile(corpus);  // a FIFO would block std::ifstream
     std::ifstream in(corpus);
     std::string line;
     int lineNo = 0;

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "analysis/common/error.h"
+#include "analysis/io/input_file.h"
 
 namespace moefy {
 
@@ -104,12 +105,8 @@ void writeFolderAtomic(const fs::path& target, bool force,
 }
 
 std::string readFile(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw IoError(path.string() + ": cannot open for reading");
-  std::ostringstream s;
-  s << in.rdbuf();
-  if (in.bad()) throw IoError(path.string() + ": read failed");
-  return s.str();
+  // Regular files only, opened without blocking (analysis/io/input_file.h).
+  return readInputFile(path);
 }
 
 }  // namespace moefy

@@ -5,15 +5,17 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <torch/torch.h>
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <nlohmann/json.hpp>
 #include <sstream>
-#include <torch/torch.h>
 
 #include "analysis/common/error.h"
 #include "analysis/io/fsutil.h"
+#include "analysis/io/input_file.h"
 
 namespace moefy {
 
@@ -43,16 +45,12 @@ std::string shapeString(const at::Tensor& t) { return shapeString(t.sizes().vec(
 
 std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::filesystem::path& path) {
   const std::string file = path.string();
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw IoError(file + ": cannot open (" + std::strerror(errno) + ")");
-  struct stat st {};
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    throw IoError(file + ": not a regular file");
-  }
+  // Checks the type before reading and never blocks (a FIFO is refused).
+  uint64_t size = 0;
+  int fd = openInputFile(path, &size);
   std::shared_ptr<SafetensorsFile> f(new SafetensorsFile());
   f->path_ = path;
-  f->fileSize_ = static_cast<uint64_t>(st.st_size);
+  f->fileSize_ = size;
   if (f->fileSize_ > 0) {
     void* p = mmap(nullptr, f->fileSize_, PROT_READ, MAP_PRIVATE, fd, 0);
     if (p == MAP_FAILED) {
@@ -105,6 +103,35 @@ at::Tensor SafetensorsFile::f32(const std::string& name) const {
   at::Tensor r = raw(name);
   if (r.scalar_type() == at::kFloat) return r.clone();
   return r.to(at::kFloat);
+}
+
+void requireFinite(const at::Tensor& t0, const std::string& file, const std::string& name) {
+  if (!at::isFloatingType(t0.scalar_type()) || t0.numel() == 0) return;
+  at::Tensor t = t0.scalar_type() == at::kFloat ? t0.contiguous() : t0.to(at::kFloat).contiguous();
+  // IEEE-754: a float is NaN or Inf exactly when its 8 exponent bits are all
+  // ones. The integer test vectorises (std::isfinite does not at -O2), and
+  // each chunk only records whether it saw one, so the common case is a
+  // branch-free streaming read.
+  const auto* bits = static_cast<const uint32_t*>(t.data_ptr());
+  const int64_t n = t.numel();
+  std::atomic<int64_t> first{n};
+  at::parallel_for(0, n, 1 << 16, [&](int64_t begin, int64_t end) {
+    uint32_t bad = 0;
+    for (int64_t i = begin; i < end; ++i) bad |= static_cast<uint32_t>((bits[i] & 0x7f800000u) == 0x7f800000u);
+    if (!bad) return;
+    for (int64_t i = begin; i < end; ++i)
+      if ((bits[i] & 0x7f800000u) == 0x7f800000u) {
+        int64_t cur = first.load();
+        while (i < cur && !first.compare_exchange_weak(cur, i)) {
+        }
+        break;
+      }
+  });
+  if (first.load() == n) return;
+  int64_t count = 0;
+  for (int64_t i = first.load(); i < n; ++i) count += (bits[i] & 0x7f800000u) == 0x7f800000u;
+  throw FormatError(file + ": tensor '" + name + "' has " + std::to_string(count) + " NaN/Inf value" +
+                    (count == 1 ? "" : "s") + " (the first at flat index " + std::to_string(first.load()) + ")");
 }
 
 void writeSafetensors(const std::filesystem::path& path,

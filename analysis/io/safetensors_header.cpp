@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "analysis/common/error.h"
+#include "analysis/io/json_input.h"
 #include "analysis/io/safetensors.h"
 
 namespace moefy {
@@ -70,13 +71,10 @@ void parseSafetensorsHeader(const uint8_t* data, uint64_t size, const std::strin
                       std::to_string(size) + " bytes)");
   dataStart = 8 + n;
   const uint64_t dataSize = size - dataStart;
-  nlohmann::json header;
-  try {
-    header = nlohmann::json::parse(reinterpret_cast<const char*>(data + 8),
-                                   reinterpret_cast<const char*>(data + 8 + n));
-  } catch (const std::exception& e) {
-    throw FormatError(file + ": header is not valid JSON");
-  }
+  // parseJson refuses a tensor named twice (nlohmann would keep the last
+  // entry) and nesting past kMaxJsonDepth.
+  const nlohmann::json header =
+      parseJson(std::string_view(reinterpret_cast<const char*>(data + 8), static_cast<size_t>(n)), file + ": header");
   if (!header.is_object()) throw FormatError(file + ": header is not a JSON object");
   for (auto it = header.begin(); it != header.end(); ++it) {
     const std::string& name = it.key();
@@ -121,14 +119,32 @@ void parseSafetensorsHeader(const uint8_t* data, uint64_t size, const std::strin
                         std::to_string(numel * dtypeSize(info.dtype)) + ")");
     tensors.push_back(std::move(info));
   }
-  // Overlap check on the sorted byte ranges (empty tensors never overlap).
+  // The data region must be covered exactly: sorted by offsets, each tensor
+  // starts where the previous one ended and the last ends at the end of the
+  // file. This refuses overlaps (two tensors sharing bytes) and unreferenced
+  // gaps or trailing bytes, as the reference reader (safetensors'
+  // Metadata::validate) does; empty tensors sit at the running offset.
   std::vector<const TensorInfo*> sorted;
-  for (const auto& t : tensors)
-    if (t.end > t.begin) sorted.push_back(&t);
-  std::sort(sorted.begin(), sorted.end(), [](auto* a, auto* b) { return a->begin < b->begin; });
-  for (size_t i = 1; i < sorted.size(); ++i)
-    if (sorted[i]->begin < sorted[i - 1]->end)
-      throw FormatError(file + ": tensor '" + sorted[i]->name + "' overlaps tensor '" + sorted[i - 1]->name + "'");
+  sorted.reserve(tensors.size());
+  for (const auto& t : tensors) sorted.push_back(&t);
+  std::sort(sorted.begin(), sorted.end(),
+            [](auto* a, auto* b) { return a->begin != b->begin ? a->begin < b->begin : a->end < b->end; });
+  uint64_t covered = 0;
+  const TensorInfo* previous = nullptr;
+  for (const TensorInfo* t : sorted) {
+    if (t->begin < covered)
+      throw FormatError(file + ": tensor '" + t->name + "' overlaps tensor '" + (previous ? previous->name : "") + "'");
+    if (t->begin > covered)
+      throw FormatError(file + ": " + std::to_string(t->begin - covered) +
+                        " unreferenced bytes in the data region at [" + std::to_string(covered) + ", " +
+                        std::to_string(t->begin) + ") before tensor '" + t->name + "'");
+    covered = t->end;
+    previous = t;
+  }
+  if (covered != dataSize)
+    throw FormatError(file + ": " + std::to_string(dataSize - covered) +
+                      " unreferenced bytes at the end of the data region (tensors end at " + std::to_string(covered) +
+                      " of " + std::to_string(dataSize) + ")");
 }
 
 

@@ -2,6 +2,7 @@
 
 #include "analysis/common/error.h"
 #include "analysis/io/fsutil.h"
+#include "analysis/io/json_input.h"
 
 namespace moefy {
 
@@ -172,18 +173,8 @@ ModelConfig ModelConfig::fromJson(const nlohmann::json& j, const std::string& ct
 }
 
 ModelConfig ModelConfig::fromFile(const std::filesystem::path& path) {
-  std::string text = readFile(path);
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(text);
-  } catch (const std::exception& e) {
-    // nlohmann's message: "[json.exception.parse_error.101] parse error at line 3, column 1: ..."
-    std::string what = e.what();
-    if (auto p = what.find("] "); p != std::string::npos) what = what.substr(p + 2);
-    if (what.size() > 160) what = what.substr(0, 157) + "...";
-    throw FormatError(path.string() + ": malformed JSON (" + what + ")");
-  }
-  return fromJson(j, path.string());
+  // readJsonFile: regular files only, depth limit, duplicate keys refused.
+  return fromJson(readJsonFile(path), path.string());
 }
 
 }  // namespace moefy

@@ -11,6 +11,7 @@
 #include "analysis/common/error.h"
 #include "analysis/common/hash.h"
 #include "analysis/io/fsutil.h"
+#include "analysis/io/json_input.h"
 #include "analysis/io/safetensors.h"
 
 namespace moefy {
@@ -203,12 +204,7 @@ std::unique_ptr<Model> Model::load(const fs::path& dir, const LoadOptions& optio
     files.push_back(dir / "model.safetensors");
     fileForErrors = "model.safetensors";
   } else if (fs::exists(index)) {
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(readFile(index));
-    } catch (const nlohmann::json::exception&) {
-      throw FormatError(index.string() + ": malformed JSON");
-    }
+    const nlohmann::json j = readJsonFile(index);
     if (!j.contains("weight_map") || !j["weight_map"].is_object())
       throw FormatError(index.string() + ": missing 'weight_map'");
     std::set<std::string> names;
@@ -249,7 +245,10 @@ std::unique_ptr<Model> Model::load(const fs::path& dir, const LoadOptions& optio
         // defer: FFN tensors may still be loaded, they are just not required
       }
       dtypes.insert(dtypeName(info.dtype));
-      m->tensors_[info.name] = info.dtype == DType::F32 ? st->raw(info.name) : st->f32(info.name);
+      at::Tensor& w = m->tensors_[info.name];
+      w = info.dtype == DType::F32 ? st->raw(info.name) : st->f32(info.name);
+      // One NaN/Inf weight turns every logit into NaN: refuse it here, once, by name.
+      requireFinite(w, f.filename().string(), info.name);
     }
   }
   for (const auto& [name, f] : weightMap)

@@ -4,6 +4,7 @@
 
 #include "analysis/common/error.h"
 #include "analysis/io/fsutil.h"
+#include "analysis/io/json_input.h"
 #include "analysis/io/safetensors.h"
 #include "analysis/model/model.h"
 #include "analysis/moe/moe_export.h"
@@ -18,8 +19,8 @@ nlohmann::json readMoeficationBlock(const fs::path& dir) {
   if (!fs::exists(cfg)) return nullptr;
   nlohmann::json j;
   try {
-    j = nlohmann::json::parse(readFile(cfg));
-  } catch (const nlohmann::json::exception&) {
+    j = readJsonFile(cfg);
+  } catch (const FormatError&) {
     return nullptr;  // Model::load reports the malformed config with its context
   }
   if (!j.is_object() || !j.contains("moefication")) {
@@ -35,14 +36,10 @@ nlohmann::json readMoeficationBlock(const fs::path& dir) {
 
 namespace {
 
-template <typename T>
-std::vector<T> listOf(const nlohmann::json& b, const char* key, const std::string& ctx) {
+std::vector<int> listOf(const nlohmann::json& b, const char* key, const std::string& ctx) {
   if (!b.contains(key) || !b[key].is_array()) throw FormatError(ctx + ": moefication." + key + " must be a list");
-  try {
-    return b[key].get<std::vector<T>>();
-  } catch (const nlohmann::json::exception&) {
-    throw FormatError(ctx + ": moefication." + key + " has entries of the wrong type");
-  }
+  // Each entry is range-checked in 64 bits before narrowing to int.
+  return jsonIntList(b[key], 0, std::numeric_limits<int>::max(), ctx + ": moefication." + key);
 }
 
 }  // namespace
@@ -51,11 +48,11 @@ void attachMoeFromCheckpoint(Model& model, const nlohmann::json& b, const fs::pa
   const std::string ctx = (dir / "config.json").string();
   const auto& c = model.config();
   if (b.value("format", "") != "moefy-moe") throw FormatError(ctx + ": moefication.format must be 'moefy-moe'");
-  if (!b.contains("version") || !b["version"].is_number_integer() || b["version"].get<int>() != 1)
+  if (!b.contains("version") || !b["version"].is_number_integer() || b["version"].get<int64_t>() != 1)
     throw FormatError(ctx + ": unsupported moefication.version (this build reads version 1)");
-  auto layers = listOf<int>(b, "layers", ctx);
-  auto experts = listOf<int>(b, "experts", ctx);
-  auto topk = listOf<int>(b, "top_k", ctx);
+  auto layers = listOf(b, "layers", ctx);
+  auto experts = listOf(b, "experts", ctx);
+  auto topk = listOf(b, "top_k", ctx);
   if (layers.empty()) throw FormatError(ctx + ": moefication.layers is empty");
   if (experts.size() != layers.size() || topk.size() != layers.size())
     throw FormatError(ctx + ": moefication lists 'layers' (" + std::to_string(layers.size()) + "), 'experts' (" +
@@ -100,7 +97,9 @@ void attachMoeFromCheckpoint(Model& model, const nlohmann::json& b, const fs::pa
     if (info->shape != shape)
       throw FormatError(wfs + ": tensor '" + name + "' has shape " + shapeString(info->shape) + ", expected " +
                         shapeString(shape));
-    return st->f32(name);
+    at::Tensor t = st->f32(name);
+    requireFinite(t, wfs, name);
+    return t;
   };
   const int64_t d = c.dModel, F = c.dFF;
   std::vector<MoeLayer> moeLayers(c.nLayer);

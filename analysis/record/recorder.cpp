@@ -12,6 +12,7 @@
 
 #include "analysis/common/error.h"
 #include "analysis/io/fsutil.h"
+#include "analysis/io/json_input.h"
 #include "analysis/io/safetensors.h"
 #include "analysis/jobs/job.h"
 #include "analysis/model/model.h"
@@ -131,11 +132,11 @@ SequenceSource tokenFileSource(const fs::path& path, SourceInfo& info, int64_t m
   info.categories.clear();
   auto meta = file->metadata().find("categories");
   if (meta != file->metadata().end()) {
-    try {
-      auto j = nlohmann::json::parse(meta->second);
-      for (const auto& c : j) info.categories.push_back(c.get<std::string>());
-    } catch (const nlohmann::json::exception&) {
-      throw FormatError(ctx + ": metadata 'categories' must be a JSON list of strings");
+    const auto j = parseJson(meta->second, ctx + ": metadata 'categories'");
+    if (!j.is_array()) throw FormatError(ctx + ": metadata 'categories' must be a JSON list of strings");
+    for (const auto& c : j) {
+      if (!c.is_string()) throw FormatError(ctx + ": metadata 'categories' must be a JSON list of strings");
+      info.categories.push_back(c.get<std::string>());
     }
   }
   const int64_t C = static_cast<int64_t>(info.categories.size());
@@ -145,6 +146,20 @@ SequenceSource tokenFileSource(const fs::path& path, SourceInfo& info, int64_t m
     if (cats.defined() && (cats[i].item<int64_t>() < -1 || cats[i].item<int64_t>() >= C))
       throw FormatError(ctx + ": category[" + std::to_string(i) + "] = " + std::to_string(cats[i].item<int64_t>()) +
                         " is outside the " + std::to_string(C) + " categories in the metadata");
+  }
+  // Sequences hold int32 ids: check the stored I64 values in 64 bits before
+  // they are narrowed (2^32 + 5 would otherwise be recorded as token 5). The
+  // model checks the ids against its vocabulary when it runs them.
+  {
+    at::Tensor bad = (idm < 0).logical_or_(idm > std::numeric_limits<int32_t>::max());  // [N, T]
+    // Padding after a sequence's length is never read, so it is not checked.
+    if (lengths.defined()) bad.logical_and_(at::arange(T, at::kLong).unsqueeze(0) < lengths.unsqueeze(1));
+    if (bad.any().item<bool>()) {
+      const int64_t flat = bad.flatten().nonzero()[0].item<int64_t>();
+      throw FormatError(ctx + ": token_ids[" + std::to_string(flat / T) + ", " + std::to_string(flat % T) +
+                        "] = " + std::to_string(idm.flatten()[flat].item<int64_t>()) +
+                        " is not a valid token id (outside [0, 2^31))");
+    }
   }
   return [=](const std::function<bool(const Sequence&)>& fn) {
     int64_t used = 0;

@@ -4,6 +4,7 @@
 
 #include "analysis/common/error.h"
 #include "analysis/io/fsutil.h"
+#include "analysis/io/json_input.h"
 #include "analysis/io/safetensors.h"
 #include "analysis/model/model.h"
 
@@ -52,11 +53,7 @@ Recording Recording::open(const fs::path& dir, bool allowPartial) {
   const fs::path mpath = dir / "manifest.json";
   if (!fs::exists(mpath)) throw FormatError(mpath.string() + ": missing (not a recording folder)");
   const std::string ctx = mpath.string();
-  try {
-    r.manifest_ = nlohmann::json::parse(readFile(mpath));
-  } catch (const nlohmann::json::exception& e) {
-    throw FormatError(ctx + ": invalid JSON (" + std::string(e.what()) + ")");
-  }
+  r.manifest_ = readJsonFile(mpath);
   const auto& m = r.manifest_;
   if (!m.is_object()) throw FormatError(ctx + ": not a JSON object");
   if (reqStr(m, "format", ctx) != "moefy-recording")
@@ -67,9 +64,11 @@ Recording Recording::open(const fs::path& dir, bool allowPartial) {
     const auto& model = req(m, "model", ctx);
     r.fingerprint_ = reqStr(model, "fingerprint", ctx + ": model");
     r.modelPath_ = reqStr(model, "path", ctx + ": model");
-    r.dFF_ = static_cast<int>(reqInt(model, "d_ff", ctx + ": model"));
-    r.dModel_ = static_cast<int>(reqInt(model, "d_model", ctx + ": model"));
-    r.modelLayers_ = static_cast<int>(reqInt(model, "layers", ctx + ": model"));
+    // Range-checked in 64 bits before narrowing (2^32 + 64 must not read as 64).
+    constexpr int kMaxDim = 1 << 30;
+    r.dFF_ = jsonInt(req(model, "d_ff", ctx + ": model"), 1, kMaxDim, ctx + ": model.d_ff");
+    r.dModel_ = jsonInt(req(model, "d_model", ctx + ": model"), 1, kMaxDim, ctx + ": model.d_model");
+    r.modelLayers_ = jsonInt(req(model, "layers", ctx + ": model"), 1, kMaxDim, ctx + ": model.layers");
     if (r.dFF_ <= 0 || r.dModel_ <= 0 || r.modelLayers_ <= 0) throw FormatError(ctx + ": model dimensions must be positive");
     const auto& corpus = req(m, "corpus", ctx);
     const auto& cats = req(corpus, "categories", ctx + ": corpus");
@@ -85,10 +84,11 @@ Recording Recording::open(const fs::path& dir, bool allowPartial) {
     const auto& layers = req(m, "layers", ctx);
     if (!layers.is_array() || layers.empty()) throw FormatError(ctx + ": 'layers' must be a non-empty list");
     for (const auto& l : layers) {
-      if (!l.is_number_integer() || l.get<int>() < 0 || l.get<int>() >= r.modelLayers_)
+      // Checked in 64 bits: a layer 2^32 must not become layer 0.
+      if (!l.is_number_integer() || jsonInteger(l, INT64_MIN, INT64_MAX, ctx) < 0 || l.get<int64_t>() >= r.modelLayers_)
         throw FormatError(ctx + ": layer " + l.dump() + " is outside the model's " + std::to_string(r.modelLayers_) +
                           " layers");
-      r.layers_.push_back(l.get<int>());
+      r.layers_.push_back(static_cast<int>(l.get<int64_t>()));
     }
     const auto& opts = req(m, "options", ctx);
     r.active_ = ActiveRule::fromJson(req(opts, "active", ctx + ": options"), ctx + ": options.active");

@@ -7,6 +7,7 @@
 #include "analysis/common/error.h"
 #include "analysis/common/hash.h"
 #include "analysis/io/fsutil.h"
+#include "analysis/io/json_input.h"
 #include "analysis/io/safetensors.h"
 #include "analysis/model/model.h"
 #include "analysis/split/split.h"
@@ -19,11 +20,7 @@ namespace {
 
 nlohmann::json readJson(const fs::path& p) {
   if (!fs::exists(p)) throw IoError(p.string() + ": missing");
-  try {
-    return nlohmann::json::parse(readFile(p));
-  } catch (const nlohmann::json::exception& e) {
-    throw FormatError(p.string() + ": malformed JSON");
-  }
+  return readJsonFile(p);
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 
 #include "analysis/common/error.h"
 #include "analysis/io/fsutil.h"
+#include "analysis/io/json_input.h"
 #include "analysis/io/safetensors.h"
 #include "analysis/moe/moe_layer.h"
 
@@ -104,20 +105,17 @@ RouterSet RouterSet::read(const fs::path& dir) {
   if (!fs::is_directory(dir)) throw IoError(dir.string() + ": not a router folder");
   fs::path jf = dir / "router.json";
   if (!fs::exists(jf)) throw IoError(jf.string() + ": missing");
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(readFile(jf));
-  } catch (const nlohmann::json::exception&) {
-    throw FormatError(jf.string() + ": malformed JSON");
-  }
+  const nlohmann::json j = readJsonFile(jf);
   if (!j.is_object() || j.value("format", "") != "moefy-router")
     throw FormatError(jf.string() + ": not a moefy router (format must be 'moefy-router')");
   RouterSet r;
   try {
     r.kind = routerKindFromName(j.at("kind").get<std::string>(), jf.string());
-    r.layers = j.at("layers").get<std::vector<int>>();
-    r.topK = j.at("top_k").get<std::vector<int>>();
-    r.experts = j.at("experts").get<std::vector<int>>();
+    // Range-checked in 64 bits before narrowing: layer 2^32 must not read as 0.
+    constexpr int kMax = std::numeric_limits<int>::max();
+    r.layers = jsonIntList(j.at("layers"), 0, kMax, jf.string() + ": layers");
+    r.topK = jsonIntList(j.at("top_k"), 0, kMax, jf.string() + ": top_k");
+    r.experts = jsonIntList(j.at("experts"), 0, kMax, jf.string() + ": experts");
     r.modelFingerprint = j.value("model_fingerprint", "");
     if (j.contains("partition") && j["partition"].is_object()) {
       r.partitionPath = j["partition"].value("path", "");
@@ -150,7 +148,9 @@ RouterSet RouterSet::read(const fs::path& dir) {
     std::string p = "blk." + std::to_string(r.layers[i]) + ".";
     auto get = [&](const std::string& name) {
       if (!st->contains(p + name)) throw FormatError(sf.string() + ": missing tensor '" + p + name + "'");
-      return st->f32(p + name).contiguous();
+      at::Tensor t = st->f32(p + name).contiguous();
+      requireFinite(t, sf.string(), p + name);  // NaN router weights would route every token to expert 0
+      return t;
     };
     if (r.kind == RouterKind::Similarity) lr.centroids = get("centroids");
     if (r.kind == RouterKind::Mlp) {

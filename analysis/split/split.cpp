@@ -7,6 +7,7 @@
 
 #include "analysis/common/error.h"
 #include "analysis/io/fsutil.h"
+#include "analysis/io/json_input.h"
 #include "analysis/io/safetensors.h"
 #include "analysis/jobs/job.h"
 #include "analysis/model/model.h"
@@ -175,16 +176,19 @@ Partition Partition::open(const fs::path& dir) {
   if (!fs::is_directory(dir)) throw IoError(dir.string() + ": not a partition folder (no such directory)");
   if (!fs::exists(jp)) throw FormatError(jp.string() + ": missing (not a partition folder)");
   try {
-    p.json_ = nlohmann::json::parse(readFile(jp));
+    p.json_ = readJsonFile(jp);
     const auto& j = p.json_;
     if (j.at("format").get<std::string>() != "moefy-partition")
       throw FormatError(jp.string() + ": format is not 'moefy-partition'");
-    if (j.at("version").get<int>() != 1) throw FormatError(jp.string() + ": unsupported version");
-    p.experts_ = j.at("experts").get<int>();
-    p.dFF_ = j.at("d_ff").get<int>();
+    // Integers are range-checked in 64 bits before narrowing (2^32 + 4 experts must not read as 4).
+    constexpr int kMax = std::numeric_limits<int>::max();
+    if (jsonInteger(j.at("version"), INT64_MIN, INT64_MAX, jp.string() + ": version") != 1)
+      throw FormatError(jp.string() + ": unsupported version");
+    p.experts_ = jsonInt(j.at("experts"), 1, kMax, jp.string() + ": experts");
+    p.dFF_ = jsonInt(j.at("d_ff"), 1, kMax, jp.string() + ": d_ff");
     p.method_ = j.at("method").get<std::string>();
     p.fingerprint_ = j.at("model_fingerprint").get<std::string>();
-    p.layers_ = j.at("layers").get<std::vector<int>>();
+    p.layers_ = jsonIntList(j.at("layers"), 0, kMax, jp.string() + ": layers");
   } catch (const nlohmann::json::exception& e) {
     throw FormatError(jp.string() + ": malformed partition (" + std::string(e.what()) + ")");
   }

@@ -13,6 +13,8 @@
 #include <unordered_map>
 
 #include "analysis/common/error.h"
+#include "analysis/io/input_file.h"
+#include "analysis/io/json_input.h"
 #include "analysis/jobs/job.h"
 #include "analysis/text/tokenizer.h"
 #include "analysis/text/utf8.h"
@@ -39,7 +41,10 @@ bool isBlank(const std::string& line) { return line.find_first_not_of(" \t\r\f\v
 // Reads lines keeping track of byte offsets.
 class LineReader {
  public:
-  explicit LineReader(const fs::path& p) : path_(p), in_(p, std::ios::binary) {
+  explicit LineReader(const fs::path& p) : path_(p) {
+    // Checked (without blocking) before std::ifstream opens it: a FIFO would block forever.
+    requireInputFile(p);
+    in_.open(p, std::ios::binary);
     if (!in_) throw IoError(p.string() + ": cannot open");
   }
   /// Reads the next line without its '\n' (and a trailing '\r' removed); false at EOF.
@@ -215,12 +220,7 @@ class JsonlCorpus : public Corpus {
  private:
   std::pair<std::string, std::optional<std::string>> parse(const std::string& line, int64_t lineNo) const {
     const std::string where = path_.string() + ":" + std::to_string(lineNo);
-    json j;
-    try {
-      j = json::parse(line);
-    } catch (const json::exception& e) {
-      throw FormatError(where + ": invalid JSON (" + std::string(e.what()) + ")");
-    }
+    const json j = parseJson(line, where);
     if (!j.is_object()) throw FormatError(where + ": expected a JSON object");
     auto it = j.find(opt_.textField);
     if (it == j.end()) throw FormatError(where + ": missing field '" + opt_.textField + "'");
@@ -310,6 +310,7 @@ class DirCorpus : public Corpus {
  private:
   // Rejects binary files early (NUL byte in the first 8 KiB).
   static void checkHead(const fs::path& f) {
+    requireInputFile(f);
     std::ifstream in(f, std::ios::binary);
     if (!in) throw IoError(f.string() + ": cannot open");
     std::string buf(8192, '\0');

@@ -18,6 +18,7 @@
 
 #include "analysis/common/error.h"
 #include "analysis/common/hash.h"
+#include "analysis/io/json_input.h"
 #include "analysis/text/charsmap.h"
 #include "analysis/text/onig_regex.h"
 #include "analysis/text/unicode.h"
@@ -1110,7 +1111,15 @@ class UnigramModel : public Model {
     minScore = std::numeric_limits<double>::infinity();
     for (size_t id = 0; id < pieces.size(); ++id) {
       const auto& p = pieces[id];
-      vocab.emplace(p.piece, static_cast<int32_t>(id));
+      // A duplicated piece or a NaN/Inf score makes the Viterbi search pick
+      // by accident; libsentencepiece refuses duplicates too.
+      auto [at, fresh] = vocab.emplace(p.piece, static_cast<int32_t>(id));
+      if (!fresh)
+        throw FormatError(where + ": Unigram piece '" + p.piece + "' appears twice (ids " + std::to_string(at->second) +
+                          " and " + std::to_string(id) + ")");
+      if (!std::isfinite(p.score))
+        throw FormatError(where + ": Unigram piece '" + p.piece + "' (id " + std::to_string(id) +
+                          ") has a non-finite score");
       minScore = std::min(minScore, p.score);
       int32_t node = 0;
       for (unsigned char c : p.piece) {
@@ -1682,7 +1691,10 @@ std::unique_ptr<Model> makeModel(const json& j, const std::string& where) {
     {
       std::vector<std::pair<std::string, int32_t>> entries;
       entries.reserve(j["vocab"].size());
-      for (auto it = j["vocab"].begin(); it != j["vocab"].end(); ++it) entries.emplace_back(it.key(), it.value().get<int32_t>());
+      // Ids are range-checked in 64 bits: an id 2^40 must not become 0.
+      for (auto it = j["vocab"].begin(); it != j["vocab"].end(); ++it)
+        entries.emplace_back(it.key(), jsonInt(it.value(), 0, std::numeric_limits<int32_t>::max(),
+                                               where + ": BPE vocab id of '" + it.key() + "'"));
       m->setVocab(std::move(entries));
     }
     if (j.contains("continuing_subword_prefix") && !j["continuing_subword_prefix"].is_null())
@@ -1726,15 +1738,22 @@ std::unique_ptr<Model> makeModel(const json& j, const std::string& where) {
     if (!j.contains("vocab") || !j["vocab"].is_object()) throw FormatError(where + ": WordPiece model has no vocab object");
     int32_t maxId = -1;
     for (auto it = j["vocab"].begin(); it != j["vocab"].end(); ++it) {
-      m->vocab.emplace(it.key(), it.value().get<int32_t>());
-      maxId = std::max(maxId, it.value().get<int32_t>());
+      const int32_t id = jsonInt(it.value(), 0, 50000000, where + ": WordPiece vocab id of '" + it.key() + "'");
+      m->vocab.emplace(it.key(), id);
+      maxId = std::max(maxId, id);
     }
     m->vocabR.assign(static_cast<size_t>(maxId + 1), "");
-    for (auto& [k, v] : m->vocab) m->vocabR[v] = k;
+    for (auto& [k, v] : m->vocab) {
+      // Two tokens with one id: decoding would pick one of them by chance.
+      if (!m->vocabR[v].empty())
+        throw FormatError(where + ": WordPiece vocab id " + std::to_string(v) + " is used twice");
+      m->vocabR[v] = k;
+    }
     m->unk = getStr(j, "unk_token", "[UNK]");
     m->prefix = getStr(j, "continuing_subword_prefix", "##");
     if (j.contains("max_input_chars_per_word") && !j["max_input_chars_per_word"].is_null())
-      m->maxChars = j["max_input_chars_per_word"].get<size_t>();
+      m->maxChars = static_cast<size_t>(
+          jsonInteger(j["max_input_chars_per_word"], 0, INT64_MAX, where + ": max_input_chars_per_word"));
     if (!m->vocab.count(m->unk)) throw FormatError(where + ": WordPiece unk_token '" + m->unk + "' is not in the vocabulary");
     return m;
   }
@@ -1742,10 +1761,12 @@ std::unique_ptr<Model> makeModel(const json& j, const std::string& where) {
     std::vector<UnigramPiece> v;
     for (const auto& e : j.at("vocab")) {
       if (!e.is_array() || e.size() != 2) throw FormatError(where + ": Unigram vocab entries must be [piece, score]");
-      v.push_back({e[0].get<std::string>(), e[1].get<double>()});
+      v.push_back(
+          {e[0].get<std::string>(), jsonFinite(e[1], where + ": Unigram score of '" + e[0].get<std::string>() + "'")});
     }
     std::optional<int32_t> unk;
-    if (j.contains("unk_id") && !j["unk_id"].is_null()) unk = j["unk_id"].get<int32_t>();
+    if (j.contains("unk_id") && !j["unk_id"].is_null())
+      unk = jsonInt(j["unk_id"], 0, std::numeric_limits<int32_t>::max(), where + ": unk_id");
     return makeUnigram(std::move(v), unk, getBool(j, "byte_fallback", false), where);
   }
   throw FormatError(where + ": model type '" + t + "' is not supported");
@@ -1794,7 +1815,9 @@ std::unique_ptr<PostProcessor> makePostProcessor(const json& j, const std::strin
       } else if (item.contains("SpecialToken")) {
         std::string name = item["SpecialToken"].at("id").get<std::string>();
         if (!specials.contains(name)) throw FormatError(where + ": TemplateProcessing uses special token '" + name + "', which it does not define");
-        for (const auto& id : specials[name].at("ids")) it.ids.push_back(id.get<int32_t>());
+        for (const auto& id : specials[name].at("ids"))
+          it.ids.push_back(
+              jsonInt(id, 0, std::numeric_limits<int32_t>::max(), where + ": special token '" + name + "' id"));
       } else {
         throw FormatError(where + ": TemplateProcessing item is neither Sequence nor SpecialToken");
       }
@@ -1804,8 +1827,8 @@ std::unique_ptr<PostProcessor> makePostProcessor(const json& j, const std::strin
   }
   if (t == "BertProcessing" || t == "RobertaProcessing") {
     auto p = std::make_unique<ClsSepPost>();
-    p->sep = j.at("sep").at(1).get<int32_t>();
-    p->cls = j.at("cls").at(1).get<int32_t>();
+    p->sep = jsonInt(j.at("sep").at(1), 0, std::numeric_limits<int32_t>::max(), where + ": post-processor sep id");
+    p->cls = jsonInt(j.at("cls").at(1), 0, std::numeric_limits<int32_t>::max(), where + ": post-processor cls id");
     return p;
   }
   if (t == "ByteLevel") return std::make_unique<NoopPost>();
@@ -1829,8 +1852,8 @@ std::unique_ptr<Decoder> makeDecoder(const json& j, const std::string& where) {
     auto d = std::make_unique<StripDec>();
     auto c = utf8::decode(getStr(j, "content", " "));
     d->content = c.empty() ? U' ' : c[0];
-    d->start = j.value("start", 0);
-    d->stop = j.value("stop", 0);
+    d->start = j.contains("start") ? jsonInt(j["start"], 0, 1 << 20, where + ": Strip decoder start") : 0;
+    d->stop = j.contains("stop") ? jsonInt(j["stop"], 0, 1 << 20, where + ": Strip decoder stop") : 0;
     return d;
   }
   if (t == "WordPiece") {

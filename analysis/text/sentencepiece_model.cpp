@@ -20,6 +20,8 @@
 #include <unordered_map>
 
 #include "analysis/common/error.h"
+#include "analysis/io/input_file.h"
+#include "analysis/io/json_input.h"
 #include "analysis/text/charsmap.h"
 #include "analysis/text/hf_tokenizer.h"
 #include "analysis/text/utf8.h"
@@ -121,8 +123,13 @@ SpmModel parseModel(const std::string& data, const std::string& where) {
         auto [f, t] = pw.tag();
         if (f == 1 && t == 2) p.piece = std::string(pw.bytes());
         else if (f == 2 && t == 5) p.score = pw.f32();
-        else if (f == 3 && t == 0) p.type = static_cast<int>(pw.varint());
-        else pw.skip(t);
+        else if (f == 3 && t == 0) {
+          const uint64_t type = pw.varint();  // checked before narrowing
+          if (type < NORMAL || type > BYTE)
+            pw.fail("piece " + std::to_string(m.pieces.size()) + " has unknown type " + std::to_string(type));
+          p.type = static_cast<int>(type);
+        } else
+          pw.skip(t);
       }
       m.pieces.push_back(std::move(p));
       sawPieces = true;
@@ -132,8 +139,13 @@ SpmModel parseModel(const std::string& data, const std::string& where) {
       while (!tw.done()) {
         auto [f, t] = tw.tag();
         if (t == 0 && (f == 3 || f == 24 || f == 35 || f == 40 || f == 41 || f == 42 || f == 43)) {
+          // int32 fields travel as 64-bit varints (negatives sign-extended):
+          // check the value in 64 bits before narrowing, so 2^32 + 3 is not read as 3.
           auto v = static_cast<int64_t>(tw.varint());
-          int iv = static_cast<int>(static_cast<int32_t>(v));
+          if (v < std::numeric_limits<int32_t>::min() || v > std::numeric_limits<int32_t>::max())
+            tw.fail("trainer_spec field " + std::to_string(f) + " = " + std::to_string(v) +
+                    " is outside the int32 range");
+          int iv = static_cast<int>(v);
           if (f == 3) m.modelType = iv;
           if (f == 24) m.treatWsAsSuffix = v != 0;
           if (f == 35) m.byteFallback = v != 0;
@@ -162,6 +174,19 @@ SpmModel parseModel(const std::string& data, const std::string& where) {
     }
   }
   if (!sawPieces || m.pieces.empty()) throw FormatError(where + ": not a SentencePiece model (no pieces)");
+  // libsentencepiece refuses a piece defined twice ("is already defined");
+  // a NaN or Inf score would make Viterbi/BPE choices arbitrary.
+  std::unordered_map<std::string_view, size_t> seen;
+  seen.reserve(m.pieces.size());
+  for (size_t i = 0; i < m.pieces.size(); ++i) {
+    const auto& p = m.pieces[i];
+    auto [at, fresh] = seen.emplace(p.piece, i);
+    if (!fresh)
+      throw FormatError(where + ": piece '" + p.piece + "' appears twice (ids " + std::to_string(at->second) + " and " +
+                        std::to_string(i) + ")");
+    if (!std::isfinite(p.score))
+      throw FormatError(where + ": piece '" + p.piece + "' (id " + std::to_string(i) + ") has a non-finite score");
+  }
   if (m.treatWsAsSuffix) throw FormatError(where + ": SentencePiece treat_whitespace_as_suffix is not supported");
   if (m.modelType != 1 && m.modelType != 2)
     throw FormatError(where + ": SentencePiece model type " + std::to_string(m.modelType) + " (word/char) is not supported");
@@ -552,12 +577,8 @@ class BosEosPost : public hf::PostProcessor {
 }  // namespace
 
 std::unique_ptr<Tokenizer> loadSentencePieceModel(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw IoError(path.string() + ": cannot open");
-  std::ostringstream ss;
-  ss << in.rdbuf();
   const std::string where = path.string();
-  SpmModel spec = parseModel(ss.str(), where);
+  SpmModel spec = parseModel(readInputFile(path, 1ull << 30), where);
   const int n = static_cast<int>(spec.pieces.size());
   auto checkId = [&](int id, const char* what) {
     if (id >= n) throw FormatError(where + ": " + what + " " + std::to_string(id) + " is outside the vocabulary of " + std::to_string(n));
@@ -572,13 +593,11 @@ std::unique_ptr<Tokenizer> loadSentencePieceModel(const std::filesystem::path& p
   bool addBos = spec.bosId >= 0, addEos = false;
   auto cfgPath = path.parent_path() / "tokenizer_config.json";
   if (std::filesystem::exists(cfgPath)) {
-    try {
-      std::ifstream cin(cfgPath);
-      auto j = nlohmann::json::parse(cin);
+    const auto j = readJsonFile(cfgPath);
+    if (j.is_object()) {
       if (j.contains("add_bos_token") && j["add_bos_token"].is_boolean()) addBos = j["add_bos_token"].get<bool>() && spec.bosId >= 0;
-      if (j.contains("add_eos_token") && j["add_eos_token"].is_boolean()) addEos = j["add_eos_token"].get<bool>() && spec.eosId >= 0;
-    } catch (const nlohmann::json::exception& e) {
-      throw FormatError(cfgPath.string() + ": invalid JSON: " + e.what());
+      if (j.contains("add_eos_token") && j["add_eos_token"].is_boolean())
+        addEos = j["add_eos_token"].get<bool>() && spec.eosId >= 0;
     }
   }
 

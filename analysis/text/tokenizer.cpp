@@ -11,6 +11,8 @@
 #include <unordered_map>
 
 #include "analysis/common/error.h"
+#include "analysis/io/input_file.h"
+#include "analysis/io/json_input.h"
 #include "analysis/text/hf_components.h"
 #include "analysis/text/hf_tokenizer.h"
 #include "analysis/text/unicode.h"
@@ -22,14 +24,8 @@ using json = nlohmann::json;
 
 namespace {
 
-std::string readFile(const std::filesystem::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  if (!in) throw IoError(p.string() + ": cannot open");
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) throw IoError(p.string() + ": read error");
-  return ss.str();
-}
+// Regular files only, opened without blocking (a FIFO is refused).
+std::string readFile(const std::filesystem::path& p) { return readInputFile(p); }
 
 bool isWordChar(char32_t c) { return c == '_' || uni::isAlphanumeric(c); }
 
@@ -94,12 +90,7 @@ HfTokenizer::HfTokenizer() = default;
 HfTokenizer::~HfTokenizer() = default;
 
 std::unique_ptr<HfTokenizer> HfTokenizer::fromJson(const std::string& text, const std::string& where) {
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::exception& e) {
-    throw FormatError(where + ": invalid JSON: " + e.what());
-  }
+  const json j = parseJson(text, where);
   if (!j.is_object() || !j.contains("model")) throw FormatError(where + ": not a tokenizer.json (no \"model\")");
   auto t = std::make_unique<HfTokenizer>();
   t->where_ = where;
@@ -112,7 +103,7 @@ std::unique_ptr<HfTokenizer> HfTokenizer::fromJson(const std::string& text, cons
     if (j.contains("added_tokens") && j["added_tokens"].is_array()) {
       for (const auto& a : j["added_tokens"]) {
         AddedToken tok;
-        tok.id = a.at("id").get<int32_t>();
+        tok.id = jsonInt(a.at("id"), 0, std::numeric_limits<int32_t>::max(), where + ": added_tokens id");
         tok.content = a.at("content").get<std::string>();
         tok.singleWord = a.value("single_word", false);
         tok.lstrip = a.value("lstrip", false);
@@ -171,12 +162,7 @@ void HfTokenizer::finish() {
 
 void HfTokenizer::applyTokenConfig(const std::filesystem::path& configPath) {
   if (!std::filesystem::exists(configPath)) return;
-  json j;
-  try {
-    j = json::parse(readFile(configPath));
-  } catch (const json::exception& e) {
-    throw FormatError(configPath.string() + ": invalid JSON: " + e.what());
-  }
+  const json j = readJsonFile(configPath);
   auto tokenOf = [&](const char* key) -> std::optional<int32_t> {
     if (!j.contains(key) || j[key].is_null()) return std::nullopt;
     std::string s;

@@ -11,6 +11,7 @@
 
 #include "analysis/common/error.h"
 #include "analysis/io/fsutil.h"
+#include "analysis/io/json_input.h"
 #include "analysis/jobs/job.h"
 
 namespace moefy {
@@ -335,12 +336,7 @@ std::string BpeModel::toTokenizerJson() const {
 
 BpeModel BpeModel::fromTokenizerJson(const std::filesystem::path& path) {
   const std::string where = path.string();
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(readFile(path));
-  } catch (const nlohmann::json::exception& e) {
-    throw FormatError(where + ": invalid JSON (" + std::string(e.what()) + ")");
-  }
+  const nlohmann::json j = readJsonFile(path);
   if (!j.contains("model") || j["model"].value("type", "") != "BPE") throw FormatError(where + ": model.type is not BPE");
   if (!j.contains("added_tokens") || j["added_tokens"].empty())
     throw FormatError(where + ": no added_tokens (expected a special token with id 0)");
@@ -354,7 +350,8 @@ BpeModel BpeModel::fromTokenizerJson(const std::filesystem::path& path) {
   std::vector<bool> seen(vocab.size(), false);
   std::unordered_map<std::string, int32_t> idOf;
   for (auto it = vocab.begin(); it != vocab.end(); ++it) {
-    int64_t id = it.value().get<int64_t>();
+    const int64_t id =
+        jsonInteger(it.value(), 0, static_cast<int64_t>(vocab.size()) - 1, where + ": model.vocab['" + it.key() + "']");
     if (id < 0 || id >= static_cast<int64_t>(vocab.size()) || seen[id])
       throw FormatError(where + ": model.vocab: id " + std::to_string(id) + " of '" + it.key() + "' is out of range or repeated");
     seen[id] = true;

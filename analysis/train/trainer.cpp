@@ -13,6 +13,7 @@
 
 #include "analysis/common/error.h"
 #include "analysis/io/fsutil.h"
+#include "analysis/io/json_input.h"
 #include "analysis/io/safetensors.h"
 #include "analysis/jobs/job.h"
 #include "analysis/model/arch.h"
@@ -236,12 +237,7 @@ TrainResult trainLanguageModel(const TrainOptions& o, JobContext& job) {
   const int64_t warmup = o.warmup >= 0 ? std::max<int64_t>(1, o.warmup) : std::max<int64_t>(1, o.steps / 20);
 
   // Config: the model to train; vocab must match the tokenizer.
-  nlohmann::json cfgJson;
-  try {
-    cfgJson = nlohmann::json::parse(readFile(o.config));
-  } catch (const nlohmann::json::exception& e) {
-    throw FormatError(o.config.string() + ": invalid JSON (" + std::string(e.what()) + ")");
-  }
+  const nlohmann::json cfgJson = readJsonFile(o.config);
   job.setStage("tokenize");
   DocEncoder enc(o.tokenizer);
   ModelConfig probe = ModelConfig::fromJson(cfgJson, o.config.string());
@@ -298,7 +294,7 @@ TrainResult trainLanguageModel(const TrainOptions& o, JobContext& job) {
   const nlohmann::json optJson = optionsJson(o, warmup);
   fs::path logPath = o.outDir / "training_log.jsonl";
   if (o.resume) {
-    auto state = nlohmann::json::parse(readFile(ckDir / "state.json"));
+    auto state = readJsonFile(ckDir / "state.json");
     startStep = state.value("step", int64_t{0});
     for (const char* key : {"steps", "batch", "seq_len", "seed"})
       if (state["options"][key] != optJson[key])
@@ -309,11 +305,16 @@ TrainResult trainLanguageModel(const TrainOptions& o, JobContext& job) {
     torch::NoGradGuard ng;
     for (size_t i = 0; i < params.size(); ++i) {
       at::Tensor p = pf->f32(names[i]);
+      requireFinite(p, (ckDir / "model.safetensors").string(), names[i]);
       if (p.sizes() != params[i].sizes())
         throw FormatError((ckDir / "model.safetensors").string() + ": tensor '" + names[i] + "' has shape " + shapeString(p));
       params[i].copy_(p);
-      st.m[i].copy_(of->f32(names[i] + ".exp_avg"));
-      st.v[i].copy_(of->f32(names[i] + ".exp_avg_sq"));
+      const std::string optFile = (ckDir / "optimizer.safetensors").string();
+      at::Tensor m = of->f32(names[i] + ".exp_avg"), v = of->f32(names[i] + ".exp_avg_sq");
+      requireFinite(m, optFile, names[i] + ".exp_avg");
+      requireFinite(v, optFile, names[i] + ".exp_avg_sq");
+      st.m[i].copy_(m);
+      st.v[i].copy_(v);
     }
     // Keep the log lines up to the checkpoint.
     std::string kept;
@@ -321,8 +322,16 @@ TrainResult trainLanguageModel(const TrainOptions& o, JobContext& job) {
       std::istringstream in(readFile(logPath));
       for (std::string line; std::getline(in, line);) {
         if (line.empty()) continue;
-        auto j = nlohmann::json::parse(line, nullptr, false);
-        if (!j.is_discarded() && j.value("step", int64_t{0}) <= startStep) kept += line + "\n";
+        // A damaged line (a kill mid-append) is dropped, not fatal.
+        nlohmann::json j;
+        try {
+          j = parseJson(line, logPath.string());
+        } catch (const FormatError&) {
+          continue;
+        }
+        if (j.is_object() && j.contains("step") && j["step"].is_number_integer() &&
+            j["step"].get<int64_t>() <= startStep)
+          kept += line + "\n";
       }
     }
     writeFileAtomic(logPath, kept);

@@ -18,7 +18,9 @@
 #include <torch/torch.h>
 
 #include "analysis/common/error.h"
+#include "analysis/eval/eval_file.h"
 #include "analysis/io/fsutil.h"
+#include "analysis/io/json_input.h"
 #include "analysis/io/safetensors.h"
 #include "analysis/moe/moe_export.h"
 #include "analysis/report/report.h"
@@ -65,7 +67,7 @@ std::string fmt(double v, int digits = 3) {
   return b;
 }
 
-json readJson(const fs::path& p) { return json::parse(readFile(p)); }
+json readJson(const fs::path& p) { return readJsonFile(p); }
 
 double meanOver(const json& perLayer, const std::function<double(const json&)>& f) {
   double s = 0;
@@ -192,7 +194,7 @@ void writeDemoReport(const fs::path& dir, const fs::path& model, const fs::path&
   rep.table({"router", "oracle mass captured", "top-k overlap with oracle"}, routerRows);
 
   // Quality over the active-fraction sweep.
-  const json evalCoact = readJson(dir / "eval" / "coact" / "eval.json");
+  const json evalCoact = readEvalFile(dir / "eval" / "coact" / "eval.json");
   const double densePpl = evalCoact["reference"].value("perplexity", 0.0);
   Chart quality;
   quality.title = "Quality against the active-expert fraction";
@@ -211,7 +213,8 @@ void writeDemoReport(const fs::path& dir, const fs::path& model, const fs::path&
     if (!s.x.empty()) quality.series.push_back(s);
   };
   for (const auto& r : routers) addQuality(evalCoact, r, "coact + " + r);
-  for (const auto& m : {"kmeans", "random"}) addQuality(readJson(dir / "eval" / m / "eval.json"), "mlp", std::string(m) + " + mlp");
+  for (const auto& m : {"kmeans", "random"})
+    addQuality(readEvalFile(dir / "eval" / m / "eval.json"), "mlp", std::string(m) + " + mlp");
   if (!quality.series.empty()) {
     Series dense{"dense", {quality.series[0].x.front(), 1.0}, {densePpl, densePpl}};
     quality.series.push_back(dense);
@@ -257,7 +260,7 @@ void writeDemoReport(const fs::path& dir, const fs::path& model, const fs::path&
 
   // Export and reload.
   rep.heading("Export and reload");
-  const json evalExport = readJson(dir / "eval" / "export" / "eval.json");
+  const json evalExport = readEvalFile(dir / "eval" / "export" / "eval.json");
   const json* inMemory = findResult(evalCoact, "mlp", 0.25);
   if (!evalExport["results"].empty() && inMemory) {
     const json& r = evalExport["results"][0];

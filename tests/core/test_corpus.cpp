@@ -142,7 +142,8 @@ class TestCorpus : public QObject {
     o.labelField = "y";
     QCOMPARE(errorOf([&] { Corpus::open(dir_ / "nolabel.jsonl", o); }), p + "/nolabel.jsonl:2: missing label field 'y'");
     write(dir_ / "badjson.jsonl", "{\"text\": \"a\"}\n{\"text\": \n");
-    QVERIFY(errorOf([&] { Corpus::open(dir_ / "badjson.jsonl"); }).rfind(p + "/badjson.jsonl:2: invalid JSON", 0) == 0);
+    QVERIFY(errorOf([&] { Corpus::open(dir_ / "badjson.jsonl"); }).rfind(p + "/badjson.jsonl:2: malformed JSON", 0) ==
+            0);
     write(dir_ / "empty.jsonl", "\n");
     QCOMPARE(errorOf([&] { Corpus::open(dir_ / "empty.jsonl"); }), p + "/empty.jsonl: empty corpus (no JSON lines)");
     fs::create_directories(dir_ / "emptydir" / "sub");

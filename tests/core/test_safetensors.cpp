@@ -140,7 +140,11 @@ class Safetensors : public QObject {
         {R"({"a":{"dtype":7,"shape":[2,2],"data_offsets":[0,16]}})", "dtype is not a string"},
         {R"({"__metadata__":{"k":1}})", "not a string"},
         {R"({"a":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,16]}})", "implausibly large"},
-        {R"({"a":)", "not valid JSON"},
+        {R"({"a":)", "malformed JSON"},
+        // Issue 12: a name given twice, unreferenced bytes (the reference reader refuses both).
+        {R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"a":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}})",
+         "appears twice"},
+        {R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}})", "unreferenced bytes"},
     };
     for (const auto& [json, needle] : bad) {
       bool threw = false;

@@ -1,0 +1,87 @@
+#include "analysis/eval/eval_file.h"
+
+#include <cmath>
+#include <sstream>
+
+#include "analysis/common/error.h"
+#include "analysis/io/json_input.h"
+
+namespace moefy {
+
+namespace {
+
+std::string num(double v) {
+  std::ostringstream s;
+  s << v;
+  return s.str();
+}
+
+// The number at `key` of `obj` if present (null counts as absent); checks it
+// is finite and in [lo, hi] (open at lo when `openLo`).
+void check(const nlohmann::json& obj, const char* key, const std::string& ctx, double lo, double hi,
+           bool openLo = false) {
+  auto it = obj.find(key);
+  if (it == obj.end() || it->is_null()) return;
+  const std::string what = ctx + "." + key;
+  const double v = jsonFinite(*it, what);
+  if (v < lo || (openLo && v == lo))
+    throw FormatError(what + " = " + num(v) + (openLo ? " must be above " : " is below ") + num(lo));
+  if (v > hi) throw FormatError(what + " = " + num(v) + " is above " + num(hi));
+}
+
+constexpr double kInf = HUGE_VAL;
+
+void checkQuality(const nlohmann::json& r, const std::string& ctx) {
+  check(r, "loss", ctx, 0, kInf);
+  check(r, "perplexity", ctx, 1, kInf);
+}
+
+}  // namespace
+
+void validateEvalDocument(const nlohmann::json& j, const std::string& file) {
+  if (!j.is_object() || !j.contains("format") || j["format"] != "moefy-eval")
+    throw FormatError(file + ": not a moefy-eval file (\"format\" is missing or different)");
+  if (j.contains("reference") && !j["reference"].is_null()) {
+    if (!j["reference"].is_object()) throw FormatError(file + ": reference must be an object");
+    checkQuality(j["reference"], file + ": reference");
+  }
+  if (!j.contains("results")) return;
+  const auto& results = j["results"];
+  if (!results.is_array()) throw FormatError(file + ": results must be a list");
+  for (size_t i = 0; i < results.size(); ++i) {
+    const auto& r = results[i];
+    const std::string ctx = file + ": results[" + std::to_string(i) + "]";
+    if (!r.is_object()) throw FormatError(ctx + " must be an object");
+    if (!r.contains("fraction")) throw FormatError(ctx + " has no fraction");
+    check(r, "fraction", ctx, 0, 1);
+    checkQuality(r, ctx);
+    check(r, "loss_delta", ctx, -kInf, kInf);
+    check(r, "top1_agreement", ctx, 0, 1);
+    check(r, "kl", ctx, -kInf, kInf);
+    if (r.contains("layer_rel_error") && !r["layer_rel_error"].is_null()) {
+      const auto& le = r["layer_rel_error"];
+      if (!le.is_array()) throw FormatError(ctx + ".layer_rel_error must be a list");
+      for (size_t k = 0; k < le.size(); ++k) {
+        if (le[k].is_null()) continue;
+        const std::string what = ctx + ".layer_rel_error[" + std::to_string(k) + "]";
+        const double v = jsonFinite(le[k], what);
+        if (v < 0) throw FormatError(what + " = " + num(v) + " is below 0");
+      }
+    }
+    if (r.contains("speed") && !r["speed"].is_null()) {
+      const auto& s = r["speed"];
+      if (!s.is_object()) throw FormatError(ctx + ".speed must be an object");
+      for (const char* key : {"forward_tokens_per_s", "dense_forward_tokens_per_s", "forward_speedup",
+                              "generate_tokens_per_s", "dense_generate_tokens_per_s", "generate_speedup"})
+        check(s, key, ctx + ".speed", 0, kInf, true);
+    }
+  }
+}
+
+nlohmann::json readEvalFile(const std::filesystem::path& file) {
+  nlohmann::json j = readJsonFile(file);
+  validateEvalDocument(j, file.string());
+  return j;
+}
+
+}  // namespace moefy

@@ -1,0 +1,27 @@
+#pragma once
+// The reader of eval.json (docs/formats.md), used by every consumer of an
+// evaluation (the studio's plots, `moefy demo`'s report). It refuses values
+// that no evaluation can produce, so a damaged file is an error instead of a
+// plot of a perplexity of -5 or a speed-up of -1e300.
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace moefy {
+
+/// Parses `file` (readJsonFile: regular file, depth limit, no duplicate keys)
+/// and validates it with validateEvalDocument. Returns the document.
+/// Throws IoError / FormatError naming the file and key. Thread-safe.
+nlohmann::json readEvalFile(const std::filesystem::path& file);
+
+/// The invariants of an eval.json document, checked where present:
+/// "format" is "moefy-eval"; every loss is finite and >= 0; every perplexity
+/// is finite and >= 1 (it is exp(loss)); every result has a fraction in
+/// [0, 1]; top1_agreement lies in [0, 1]; kl and loss_delta are finite;
+/// layer_rel_error entries are null or finite and >= 0; every speed figure
+/// (tokens per second, speed-up) is finite and > 0. Throws FormatError
+/// "FILE: results[3].perplexity = -5 is below 1" (one line). `file` names the
+/// document in messages.
+void validateEvalDocument(const nlohmann::json& doc, const std::string& file);
+
+}  // namespace moefy
