@@ -3,7 +3,14 @@ function(moefy_target_defaults target)
   target_compile_options(${target} PRIVATE -Wall -Wextra -Wno-unused-parameter)
   # Qt's `slots`/`signals`/`emit` macros collide with libtorch headers.
   target_compile_definitions(${target} PRIVATE QT_NO_KEYWORDS
-    MOEFY_VERSION="${PROJECT_VERSION}"
-    MOEFY_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
+    MOEFY_VERSION="${PROJECT_VERSION}")
   target_include_directories(${target} PRIVATE ${PROJECT_SOURCE_DIR})
+endfunction()
+
+# MOEFY_SOURCE_DIR (the checkout's absolute path) goes only on the few files that
+# need it: on every target it would change every compile line per checkout and
+# defeat a ccache shared between checkouts.
+function(moefy_source_dir_definition)
+  set_property(SOURCE ${ARGN} APPEND PROPERTY COMPILE_DEFINITIONS
+    "MOEFY_SOURCE_DIR=\"${PROJECT_SOURCE_DIR}\"")
 endfunction()
