@@ -1,13 +1,14 @@
 #pragma once
 // Incremental (KV-cached) decoding over the engine's weights, for greedy
-// generation and tokens/s measurements. It uses only Model's public API
-// (tensors, roles, FFN override, head) and mirrors Model::forwardHidden for a
-// single unpadded sequence, so the FFN override (e.g. a MoE) is honoured.
-// Causal architectures only (gpt2, llama, mistral, qwen2, opt).
+// generation and tokens/s measurements: Model::forwardCached (the same layer
+// code as Model::forward, FFN override such as a MoE honoured) plus the head.
+// Causal architectures only (every supported one except bert).
 #include <ATen/Tensor.h>
 
 #include <cstdint>
 #include <vector>
+
+#include "analysis/model/model.h"
 
 namespace moefy {
 
@@ -22,9 +23,8 @@ class Decoder {
   void reset();
 
  private:
-  at::Tensor w(int role, int layer) const;
   const Model& model_;
-  std::vector<at::Tensor> k_, v_;  // per layer [KV, T, D]
+  KvCache cache_;
   int64_t length_ = 0;
 };
 

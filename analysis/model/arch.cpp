@@ -25,27 +25,61 @@ const ArchTable kGpt2{Arch::GPT2, {"transformer.", ""}, {
   {Role::FfnDownB, "h.{L}.mlp.c_proj.bias", true, false},
 }, {"h.{L}.attn.bias", "h.{L}.attn.masked_bias"}};
 
-const std::vector<TensorRow> kLlamaRows = {
-  {Role::TokEmbd, "model.embed_tokens.weight", false, false},
-  {Role::OutNorm, "model.norm.weight", false, false},
-  {Role::LmHead, "lm_head.weight", false, false},
-  {Role::AttnNorm, "model.layers.{L}.input_layernorm.weight", true, false},
-  {Role::AttnQ, "model.layers.{L}.self_attn.q_proj.weight", true, false},
-  {Role::AttnQB, "model.layers.{L}.self_attn.q_proj.bias", true, false},
-  {Role::AttnK, "model.layers.{L}.self_attn.k_proj.weight", true, false},
-  {Role::AttnKB, "model.layers.{L}.self_attn.k_proj.bias", true, false},
-  {Role::AttnV, "model.layers.{L}.self_attn.v_proj.weight", true, false},
-  {Role::AttnVB, "model.layers.{L}.self_attn.v_proj.bias", true, false},
-  {Role::AttnOut, "model.layers.{L}.self_attn.o_proj.weight", true, false},
-  {Role::AttnOutB, "model.layers.{L}.self_attn.o_proj.bias", true, false},
-  {Role::FfnNorm, "model.layers.{L}.post_attention_layernorm.weight", true, false},
-  {Role::FfnGate, "model.layers.{L}.mlp.gate_proj.weight", true, false},
-  {Role::FfnUp, "model.layers.{L}.mlp.up_proj.weight", true, false},
-  {Role::FfnDown, "model.layers.{L}.mlp.down_proj.weight", true, false},
-};
-const ArchTable kLlama{Arch::Llama, {""}, kLlamaRows, {"model.layers.{L}.self_attn.rotary_emb.inv_freq"}};
-const ArchTable kMistral{Arch::Mistral, {""}, kLlamaRows, {"model.layers.{L}.self_attn.rotary_emb.inv_freq"}};
-const ArchTable kQwen2{Arch::Qwen2, {""}, kLlamaRows, {"model.layers.{L}.self_attn.rotary_emb.inv_freq"}};
+// The llama-style decoder rows; `layout` picks the norm rows of the family.
+enum class NormRows { Llama, Sandwich, Olmo2 };
+std::vector<TensorRow> decoderRows(NormRows layout, bool qkNorm) {
+  std::vector<TensorRow> v = {
+    {Role::TokEmbd, "model.embed_tokens.weight", false, false},
+    {Role::OutNorm, "model.norm.weight", false, false},
+    {Role::LmHead, "lm_head.weight", false, false},
+    {Role::AttnQ, "model.layers.{L}.self_attn.q_proj.weight", true, false},
+    {Role::AttnQB, "model.layers.{L}.self_attn.q_proj.bias", true, false},
+    {Role::AttnK, "model.layers.{L}.self_attn.k_proj.weight", true, false},
+    {Role::AttnKB, "model.layers.{L}.self_attn.k_proj.bias", true, false},
+    {Role::AttnV, "model.layers.{L}.self_attn.v_proj.weight", true, false},
+    {Role::AttnVB, "model.layers.{L}.self_attn.v_proj.bias", true, false},
+    {Role::AttnOut, "model.layers.{L}.self_attn.o_proj.weight", true, false},
+    {Role::AttnOutB, "model.layers.{L}.self_attn.o_proj.bias", true, false},
+    {Role::FfnGate, "model.layers.{L}.mlp.gate_proj.weight", true, false},
+    {Role::FfnUp, "model.layers.{L}.mlp.up_proj.weight", true, false},
+    {Role::FfnDown, "model.layers.{L}.mlp.down_proj.weight", true, false},
+  };
+  switch (layout) {
+    case NormRows::Llama:
+      v.push_back({Role::AttnNorm, "model.layers.{L}.input_layernorm.weight", true, false});
+      v.push_back({Role::FfnNorm, "model.layers.{L}.post_attention_layernorm.weight", true, false});
+      break;
+    case NormRows::Sandwich:  // Gemma2/3: post_attention_layernorm is the attention output's norm
+      v.push_back({Role::AttnNorm, "model.layers.{L}.input_layernorm.weight", true, false});
+      v.push_back({Role::AttnPostNorm, "model.layers.{L}.post_attention_layernorm.weight", true, false});
+      v.push_back({Role::FfnNorm, "model.layers.{L}.pre_feedforward_layernorm.weight", true, false});
+      v.push_back({Role::FfnPostNorm, "model.layers.{L}.post_feedforward_layernorm.weight", true, false});
+      break;
+    case NormRows::Olmo2:
+      v.push_back({Role::AttnPostNorm, "model.layers.{L}.post_attention_layernorm.weight", true, false});
+      v.push_back({Role::FfnPostNorm, "model.layers.{L}.post_feedforward_layernorm.weight", true, false});
+      break;
+  }
+  if (qkNorm) {
+    v.push_back({Role::AttnQNorm, "model.layers.{L}.self_attn.q_norm.weight", true, false});
+    v.push_back({Role::AttnKNorm, "model.layers.{L}.self_attn.k_norm.weight", true, false});
+  }
+  return v;
+}
+const std::vector<std::string> kRotary = {"model.layers.{L}.self_attn.rotary_emb.inv_freq"};
+const ArchTable kLlama{Arch::Llama, {""}, decoderRows(NormRows::Llama, false), kRotary};
+const ArchTable kMistral{Arch::Mistral, {""}, decoderRows(NormRows::Llama, false), kRotary};
+const ArchTable kQwen2{Arch::Qwen2, {""}, decoderRows(NormRows::Llama, false), kRotary};
+const ArchTable kQwen3{Arch::Qwen3, {""}, decoderRows(NormRows::Llama, true), kRotary};
+const ArchTable kGemma{Arch::Gemma, {""}, decoderRows(NormRows::Llama, false), kRotary};
+const ArchTable kGemma2{Arch::Gemma2, {""}, decoderRows(NormRows::Sandwich, false), kRotary};
+const ArchTable kGemma3{Arch::Gemma3, {""}, decoderRows(NormRows::Sandwich, true), kRotary};
+const ArchTable kOlmo2{Arch::Olmo2, {""}, decoderRows(NormRows::Olmo2, true), kRotary};
+// Phi-3 stores q/k/v and gate/up fused; the split parts take llama's names.
+const ArchTable kPhi3{Arch::Phi3, {""}, decoderRows(NormRows::Llama, false), kRotary, {
+  {"model.layers.{L}.self_attn.qkv_proj.weight", {Role::AttnQ, Role::AttnK, Role::AttnV}},
+  {"model.layers.{L}.mlp.gate_up_proj.weight", {Role::FfnGate, Role::FfnUp}},
+}};
 
 const ArchTable kOpt{Arch::OPT, {"model.", ""}, {
   {Role::TokEmbd, "decoder.embed_tokens.weight", false, false},
@@ -115,6 +149,12 @@ const ArchTable& archTable(Arch arch) {
     case Arch::Qwen2: return kQwen2;
     case Arch::OPT: return kOpt;
     case Arch::Bert: return kBert;
+    case Arch::Qwen3: return kQwen3;
+    case Arch::Gemma: return kGemma;
+    case Arch::Gemma2: return kGemma2;
+    case Arch::Gemma3: return kGemma3;
+    case Arch::Phi3: return kPhi3;
+    case Arch::Olmo2: return kOlmo2;
   }
   return kGpt2;
 }
@@ -130,7 +170,7 @@ const char* roleName(Role r) {
       "out_norm_b", "lm_head", "lm_head_b", "head_dense", "head_dense_b", "head_norm", "head_norm_b",
       "attn_norm", "attn_norm_b", "attn_qkv", "attn_qkv_b", "attn_q", "attn_q_b", "attn_k", "attn_k_b",
       "attn_v", "attn_v_b", "attn_out", "attn_out_b", "ffn_norm", "ffn_norm_b", "ffn_up", "ffn_up_b",
-      "ffn_gate", "ffn_down", "ffn_down_b"};
+      "ffn_gate", "ffn_down", "ffn_down_b", "attn_post_norm", "ffn_post_norm", "attn_q_norm", "attn_k_norm"};
   return names[static_cast<int>(r)];
 }
 
@@ -165,7 +205,17 @@ std::optional<std::vector<int64_t>> expectedShape(Role r, const ModelConfig& c) 
     case Role::HeadNorm:
     case Role::HeadNormB: return c.arch == Arch::Bert ? std::optional<V>(V{C}) : std::nullopt;
     case Role::AttnNorm:
-    case Role::FfnNorm: return V{C};
+    case Role::FfnNorm: return c.placement != NormPlacement::Output ? std::optional<V>(V{C}) : std::nullopt;
+    case Role::AttnPostNorm:
+    case Role::FfnPostNorm:
+      return c.placement == NormPlacement::Sandwich || c.placement == NormPlacement::Output ? std::optional<V>(V{C})
+                                                                                           : std::nullopt;
+    case Role::AttnQNorm:
+      if (c.qkNorm == QkNorm::None) return std::nullopt;
+      return c.qkNorm == QkNorm::PerHead ? V{c.headDim} : V{H};
+    case Role::AttnKNorm:
+      if (c.qkNorm == QkNorm::None) return std::nullopt;
+      return c.qkNorm == QkNorm::PerHead ? V{c.headDim} : V{KV};
     case Role::AttnNormB:
     case Role::FfnNormB: return ln ? std::optional<V>(V{C}) : std::nullopt;
     case Role::AttnQKV: return V{3 * C, C};

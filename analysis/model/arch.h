@@ -17,6 +17,10 @@ enum class Role {
   // per layer
   AttnNorm, AttnNormB, AttnQKV, AttnQKVB, AttnQ, AttnQB, AttnK, AttnKB, AttnV, AttnVB,
   AttnOut, AttnOutB, FfnNorm, FfnNormB, FfnUp, FfnUpB, FfnGate, FfnDown, FfnDownB,
+  // per layer, newer families
+  AttnPostNorm,  ///< norm of the attention output before the residual add (Gemma2/3, OLMo 2)
+  FfnPostNorm,   ///< norm of the FFN output before the residual add (Gemma2/3, OLMo 2)
+  AttnQNorm, AttnKNorm,  ///< q/k RMSNorm before RoPE (Qwen3, Gemma3: [head_dim]; OLMo 2: [heads * head_dim])
 };
 
 struct TensorRow {
@@ -24,6 +28,15 @@ struct TensorRow {
   const char* pattern;  ///< e.g. "h.{L}.mlp.c_fc.weight"
   bool perLayer;
   bool conv1d;          ///< stored [in, out] (GPT-2 Conv1D), the transpose of nn.Linear
+};
+
+/// A stored tensor that holds several roles concatenated along dim 0 (Phi-3's
+/// qkv_proj = [q; k; v] and gate_up_proj = [gate; up]). The loader splits it
+/// into the parts' own row names (views, no copy), so hooks, MoE conversion
+/// and the rest of the engine see ordinary roles; Model::save fuses them back.
+struct FusedRow {
+  const char* pattern;      ///< e.g. "model.layers.{L}.mlp.gate_up_proj.weight"
+  std::vector<Role> parts;  ///< in storage order; sizes from expectedShape()
 };
 
 struct ArchTable {
@@ -35,6 +48,7 @@ struct ArchTable {
   std::vector<TensorRow> rows;
   /// Name patterns that may be present and are ignored (buffers, poolers).
   std::vector<std::string> ignorable;
+  std::vector<FusedRow> fused = {};
 };
 
 const ArchTable& archTable(Arch arch);

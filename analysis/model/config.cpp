@@ -1,5 +1,9 @@
 #include "analysis/model/config.h"
 
+#include <cmath>
+#include <map>
+#include <sstream>
+
 #include "analysis/common/error.h"
 #include "analysis/io/fsutil.h"
 #include "analysis/io/json_input.h"
@@ -14,6 +18,12 @@ const char* archName(Arch a) {
     case Arch::Qwen2: return "qwen2";
     case Arch::OPT: return "opt";
     case Arch::Bert: return "bert";
+    case Arch::Qwen3: return "qwen3";
+    case Arch::Gemma: return "gemma";
+    case Arch::Gemma2: return "gemma2";
+    case Arch::Gemma3: return "gemma3_text";
+    case Arch::Phi3: return "phi3";
+    case Arch::Olmo2: return "olmo2";
   }
   return "?";
 }
@@ -28,6 +38,16 @@ const char* activationName(Activation a) {
   return "?";
 }
 
+const char* normPlacementName(NormPlacement p) {
+  switch (p) {
+    case NormPlacement::Pre: return "pre-norm";
+    case NormPlacement::Post: return "post-norm";
+    case NormPlacement::Sandwich: return "pre+post-norm";
+    case NormPlacement::Output: return "output-norm";
+  }
+  return "?";
+}
+
 Activation activationFromName(const std::string& n, const std::string& ctx) {
   if (n == "relu") return Activation::ReLU;
   if (n == "gelu") return Activation::GELU;
@@ -38,38 +58,440 @@ Activation activationFromName(const std::string& n, const std::string& ctx) {
 
 namespace {
 
-// Typed accessors that name the key in their error.
+// ---------------------------------------------------------------------------
+// Key tables. Sources: the HF configuration_<type>.py defaults and the keys
+// modeling_<type>.py reads (transformers 4.4x-4.5x).
+
+const char* kBadEps = "-1.0";
+
+// Keys every PretrainedConfig may carry that cannot change inference results.
+void addCommonIgnored(std::vector<ConfigKey>& v) {
+  for (const char* k : {"architectures", "torch_dtype", "dtype", "transformers_version", "use_cache", "bos_token_id",
+                        "eos_token_id", "pad_token_id", "initializer_range", "_name_or_path"})
+    v.push_back({k, KeyUse::Ignored, "", "\"x\"", "", "metadata, token ids, cache or initialisation: no effect on the forward pass"});
+}
+
+std::vector<ConfigKey> withCommon(std::vector<ConfigKey> v) {
+  v.push_back({"model_type", KeyUse::Implemented, "", "", "", "selects the adapter"});
+  addCommonIgnored(v);
+  return v;
+}
+
+// Keys of the llama-like decoders, shared by the families that read them.
+std::vector<ConfigKey> decoderCore(bool headDimKey) {
+  std::vector<ConfigKey> v = {
+      {"vocab_size", KeyUse::Implemented, "", "120", "0", "vocabulary size"},
+      {"hidden_size", KeyUse::Implemented, "", "96", "0", "d_model"},
+      {"intermediate_size", KeyUse::Implemented, "", "40", "0", "d_ff"},
+      {"num_hidden_layers", KeyUse::Implemented, "", "3", "0", "layers"},
+      {"num_attention_heads", KeyUse::Implemented, "", "8", "0", "query heads"},
+      {"num_key_value_heads", KeyUse::Implemented, "", "4", "3", "key/value heads (GQA); must divide the query heads"},
+      {"max_position_embeddings", KeyUse::Implemented, "", "64", "0", "context length (dynamic RoPE, yarn default)"},
+      {"rms_norm_eps", KeyUse::Implemented, "", "0.001", kBadEps, "RMSNorm epsilon (> 0)"},
+      {"rope_theta", KeyUse::Implemented, "", "5000.0", "0", "RoPE base (> 0)"},
+      {"rope_scaling", KeyUse::Implemented, "", "{\"rope_type\": \"linear\", \"factor\": 5.0}",
+       "{\"rope_type\": \"linear\", \"factor\": 0.5}", "linear, dynamic, llama3, yarn (factor >= 1); longrope refused"},
+      {"partial_rotary_factor", KeyUse::Implemented, "", "0.5", "1.5", "fraction of head_dim that is rotated (0, 1]"},
+      {"tie_word_embeddings", KeyUse::Implemented, "", "", "", "head shares the token embedding"},
+      {"attention_dropout", KeyUse::Ignored, "", "0.1", "", "dropout: inactive at inference"},
+      {"rope_parameters", KeyUse::Refused, "null", "{\"rope_type\": \"default\", \"rope_theta\": 10000.0}", "",
+       "transformers v5 rope block: not read yet (use rope_theta / rope_scaling)"},
+  };
+  if (headDimKey) v.push_back({"head_dim", KeyUse::Implemented, "", "32", "0", "per-head width (default hidden/heads)"});
+  return v;
+}
+
+std::vector<ConfigKey> gpt2Keys() {
+  return withCommon({
+      {"n_layer", KeyUse::Implemented, "", "3", "0", "layers"},
+      {"n_embd", KeyUse::Implemented, "", "96", "0", "d_model"},
+      {"n_head", KeyUse::Implemented, "", "8", "0", "heads"},
+      {"n_inner", KeyUse::Implemented, "", "40", "0", "d_ff (null = 4 d_model)"},
+      {"vocab_size", KeyUse::Implemented, "", "120", "0", "vocabulary size"},
+      {"n_positions", KeyUse::Implemented, "", "64", "0", "learned positions"},
+      {"activation_function", KeyUse::Implemented, "", "\"silu\"", "\"tanh\"", "FFN activation"},
+      {"layer_norm_epsilon", KeyUse::Implemented, "", "0.001", kBadEps, "LayerNorm epsilon (> 0)"},
+      {"scale_attn_weights", KeyUse::Implemented, "", "false", "", "scores / sqrt(head_dim) when true"},
+      {"scale_attn_by_inverse_layer_idx", KeyUse::Implemented, "", "true", "", "scores / (layer + 1) when true"},
+      {"tie_word_embeddings", KeyUse::Implemented, "", "false", "", "head shares wte"},
+      {"add_cross_attention", KeyUse::Refused, "false", "true", "", "cross-attention blocks (encoder-decoder use)"},
+      {"reorder_and_upcast_attn", KeyUse::Ignored, "", "true", "", "computes the same scores in higher precision"},
+      {"n_ctx", KeyUse::Ignored, "", "64", "", "not read by the modeling code"},
+      {"resid_pdrop", KeyUse::Ignored, "", "0.2", "", "dropout"},
+      {"embd_pdrop", KeyUse::Ignored, "", "0.2", "", "dropout"},
+      {"attn_pdrop", KeyUse::Ignored, "", "0.2", "", "dropout"},
+      {"summary_type", KeyUse::Ignored, "", "\"mean\"", "", "GPT2DoubleHeadsModel only"},
+      {"summary_use_proj", KeyUse::Ignored, "", "false", "", "GPT2DoubleHeadsModel only"},
+      {"summary_activation", KeyUse::Ignored, "", "\"tanh\"", "", "GPT2DoubleHeadsModel only"},
+      {"summary_proj_to_labels", KeyUse::Ignored, "", "false", "", "GPT2DoubleHeadsModel only"},
+      {"summary_first_dropout", KeyUse::Ignored, "", "0.2", "", "GPT2DoubleHeadsModel only"},
+  });
+}
+
+std::vector<ConfigKey> llamaKeys(const std::string& t) {
+  auto v = decoderCore(true);
+  v.push_back({"hidden_act", KeyUse::Implemented, "", t == "llama" ? "\"relu\"" : "\"gelu\"", "\"tanh\"", "FFN activation"});
+  v.push_back({"pretraining_tp", KeyUse::Ignored, "", "2", "", "splits the same products into slices"});
+  if (t == "llama") {
+    v.push_back({"attention_bias", KeyUse::Implemented, "", "true", "", "q/k/v/o biases"});
+    v.push_back({"mlp_bias", KeyUse::Refused, "false", "true", "", "FFN biases"});
+  }
+  if (t == "mistral") v.push_back({"sliding_window", KeyUse::Implemented, "", "3", "0", "attention window (null = none)"});
+  if (t == "qwen2" || t == "qwen3") {
+    v.push_back({"use_sliding_window", KeyUse::Refused, "false", "true", "", "sliding window on the upper layers"});
+    v.push_back({"sliding_window", KeyUse::Ignored, "", "3", "", "only used with use_sliding_window (refused)"});
+    v.push_back({"max_window_layers", KeyUse::Ignored, "", "1", "", "only used with use_sliding_window (refused)"});
+    v.push_back({"layer_types", KeyUse::Refused, "", "[\"sliding_attention\", \"full_attention\"]", "",
+                 "accepted when every layer is full_attention"});
+  }
+  if (t == "qwen3") v.push_back({"attention_bias", KeyUse::Implemented, "", "true", "", "q/k/v/o biases"});
+  return withCommon(v);
+}
+
+std::vector<ConfigKey> gemmaKeys(const std::string& t) {
+  auto v = decoderCore(true);
+  v.push_back({"attention_bias", KeyUse::Implemented, "", "true", "", "q/k/v/o biases"});
+  v.push_back({"hidden_activation", KeyUse::Implemented, "", "\"silu\"", "\"tanh\"", "GeGLU activation"});
+  if (t == "gemma") v.push_back({"hidden_act", KeyUse::Implemented, "", "\"silu\"", "\"tanh\"", "used when hidden_activation is null"});
+  if (t != "gemma") {
+    v.push_back({"query_pre_attn_scalar", KeyUse::Implemented, "", "64", "0", "scores * query_pre_attn_scalar^-0.5"});
+    v.push_back({"sliding_window", KeyUse::Implemented, "", "3", "0", "window of the sliding layers"});
+    v.push_back({"layer_types", KeyUse::Implemented, "", "[\"full_attention\", \"sliding_attention\"]",
+                 "[\"full_attention\"]", "sliding_attention / full_attention per layer"});
+    v.push_back({"final_logit_softcapping", KeyUse::Implemented, "", "5.0", "-1.0", "logits = c tanh(logits / c)"});
+    v.push_back({"attn_logit_softcapping", KeyUse::Implemented, "", "5.0", "-1.0", "scores = c tanh(scores / c)"});
+    v.push_back({"cache_implementation", KeyUse::Ignored, "", "\"static\"", "", "generation cache kind"});
+    v.push_back({"use_bidirectional_attention", KeyUse::Refused, "false", "true", "", "non-causal attention"});
+  }
+  if (t == "gemma3_text") {
+    v.push_back({"rope_local_base_freq", KeyUse::Implemented, "", "500.0", "0", "RoPE base of the sliding layers"});
+    v.push_back({"sliding_window_pattern", KeyUse::Implemented, "", "3", "0", "every n-th layer is global"});
+  }
+  return withCommon(v);
+}
+
+std::vector<ConfigKey> phi3Keys() {
+  auto v = decoderCore(true);
+  v.push_back({"hidden_act", KeyUse::Implemented, "", "\"gelu\"", "\"tanh\"", "FFN activation"});
+  v.push_back({"sliding_window", KeyUse::Implemented, "", "3", "0", "attention window (null = none)"});
+  v.push_back({"original_max_position_embeddings", KeyUse::Ignored, "", "16", "", "only read by longrope (refused)"});
+  v.push_back({"resid_pdrop", KeyUse::Ignored, "", "0.2", "", "dropout"});
+  v.push_back({"embd_pdrop", KeyUse::Ignored, "", "0.2", "", "dropout"});
+  return withCommon(v);
+}
+
+std::vector<ConfigKey> olmo2Keys() {
+  auto v = decoderCore(false);
+  v.push_back({"hidden_act", KeyUse::Implemented, "", "\"gelu\"", "\"tanh\"", "FFN activation"});
+  v.push_back({"attention_bias", KeyUse::Implemented, "", "true", "", "q/k/v/o biases"});
+  return withCommon(v);
+}
+
+std::vector<ConfigKey> optKeys() {
+  return withCommon({
+      {"vocab_size", KeyUse::Implemented, "", "120", "0", "vocabulary size"},
+      {"hidden_size", KeyUse::Implemented, "", "96", "0", "d_model"},
+      {"num_hidden_layers", KeyUse::Implemented, "", "3", "0", "layers"},
+      {"ffn_dim", KeyUse::Implemented, "", "40", "0", "d_ff"},
+      {"num_attention_heads", KeyUse::Implemented, "", "8", "0", "heads"},
+      {"max_position_embeddings", KeyUse::Implemented, "", "64", "0", "learned positions"},
+      {"do_layer_norm_before", KeyUse::Implemented, "", "", "", "pre-norm (true) or post-norm (false)"},
+      {"_remove_final_layer_norm", KeyUse::Implemented, "", "true", "", "drops the final norm"},
+      {"word_embed_proj_dim", KeyUse::Implemented, "", "32", "0", "embedding width (projections when != d_model)"},
+      {"activation_function", KeyUse::Implemented, "", "\"gelu\"", "\"tanh\"", "FFN activation"},
+      {"enable_bias", KeyUse::Implemented, "", "false", "", "linear biases"},
+      {"tie_word_embeddings", KeyUse::Implemented, "", "false", "", "head shares embed_tokens"},
+      {"layer_norm_elementwise_affine", KeyUse::Refused, "true", "false", "", "LayerNorms without weights"},
+      {"dropout", KeyUse::Ignored, "", "0.2", "", "dropout"},
+      {"attention_dropout", KeyUse::Ignored, "", "0.2", "", "dropout"},
+      {"activation_dropout", KeyUse::Ignored, "", "0.2", "", "dropout"},
+      {"layerdrop", KeyUse::Ignored, "", "0.2", "", "training-time layer drop"},
+      {"init_std", KeyUse::Ignored, "", "0.2", "", "initialisation"},
+  });
+}
+
+std::vector<ConfigKey> bertKeys() {
+  return withCommon({
+      {"vocab_size", KeyUse::Implemented, "", "120", "0", "vocabulary size"},
+      {"hidden_size", KeyUse::Implemented, "", "96", "0", "d_model"},
+      {"num_hidden_layers", KeyUse::Implemented, "", "3", "0", "layers"},
+      {"num_attention_heads", KeyUse::Implemented, "", "8", "0", "heads"},
+      {"intermediate_size", KeyUse::Implemented, "", "40", "0", "d_ff"},
+      {"hidden_act", KeyUse::Implemented, "", "\"relu\"", "\"tanh\"", "FFN and head activation"},
+      {"max_position_embeddings", KeyUse::Implemented, "", "64", "0", "learned positions"},
+      {"type_vocab_size", KeyUse::Implemented, "", "3", "", "token types"},
+      {"layer_norm_eps", KeyUse::Implemented, "", "0.001", kBadEps, "LayerNorm epsilon (> 0)"},
+      {"tie_word_embeddings", KeyUse::Implemented, "", "false", "", "decoder shares word_embeddings"},
+      {"position_embedding_type", KeyUse::Refused, "\"absolute\"", "\"relative_key\"", "", "relative position scores"},
+      {"is_decoder", KeyUse::Refused, "false", "true", "", "causal BERT"},
+      {"add_cross_attention", KeyUse::Refused, "false", "true", "", "cross-attention blocks"},
+      {"hidden_dropout_prob", KeyUse::Ignored, "", "0.2", "", "dropout"},
+      {"attention_probs_dropout_prob", KeyUse::Ignored, "", "0.2", "", "dropout"},
+      {"classifier_dropout", KeyUse::Ignored, "", "0.2", "", "classification heads only"},
+      {"chunk_size_feed_forward", KeyUse::Ignored, "", "4", "", "computes the FFN in chunks: same values"},
+  });
+}
+
+const std::map<std::string, std::vector<ConfigKey>>& keyTables() {
+  static const std::map<std::string, std::vector<ConfigKey>> t = {
+      {"gpt2", gpt2Keys()},          {"llama", llamaKeys("llama")}, {"mistral", llamaKeys("mistral")},
+      {"qwen2", llamaKeys("qwen2")}, {"qwen3", llamaKeys("qwen3")}, {"opt", optKeys()},
+      {"bert", bertKeys()},          {"gemma", gemmaKeys("gemma")}, {"gemma2", gemmaKeys("gemma2")},
+      {"gemma3_text", gemmaKeys("gemma3_text")}, {"phi3", phi3Keys()}, {"olmo2", olmo2Keys()},
+  };
+  return t;
+}
+
+// Typed accessors that name the key and the file in their error.
 struct Reader {
   const nlohmann::json& j;
   std::string ctx;
+  bool has(const char* key) const { return j.contains(key) && !j[key].is_null(); }
+  [[noreturn]] void fail(const std::string& key, const std::string& what) const {
+    throw FormatError(ctx + ": key '" + key + "' " + what);
+  }
   int integer(const char* key) const {
     if (!j.contains(key)) throw FormatError(ctx + ": missing key '" + key + "'");
-    if (!j[key].is_number_integer() || j[key].get<long long>() < 0 || j[key].get<long long>() > (1ll << 30))
-      throw FormatError(ctx + ": key '" + key + "' must be a non-negative integer");
-    return j[key].get<int>();
+    const auto& v = j[key];
+    if (!v.is_number_integer()) fail(key, "must be a non-negative integer");
+    // Range check on the 64-bit value before narrowing.
+    if (v.is_number_unsigned() ? v.get<unsigned long long>() > (1ull << 30)
+                               : (v.get<long long>() < 0 || v.get<long long>() > (1ll << 30)))
+      fail(key, "must be an integer in [0, 2^30], got " + v.dump());
+    return v.get<int>();
   }
-  int integer(const char* key, int fallback) const {
-    if (!j.contains(key) || j[key].is_null()) return fallback;
-    return integer(key);
+  int integer(const char* key, int fallback) const { return has(key) ? integer(key) : fallback; }
+  /// An integer >= 1.
+  int positive(const char* key) const {
+    int v = integer(key);
+    if (v < 1) fail(key, "must be >= 1, got " + std::to_string(v));
+    return v;
   }
+  int positive(const char* key, int fallback) const { return has(key) ? positive(key) : fallback; }
   double number(const char* key, double fallback) const {
-    if (!j.contains(key) || j[key].is_null()) return fallback;
-    if (!j[key].is_number()) throw FormatError(ctx + ": key '" + key + "' must be a number");
-    return j[key].get<double>();
+    if (!has(key)) return fallback;
+    if (!j[key].is_number()) fail(key, "must be a number");
+    double v = j[key].get<double>();
+    if (!std::isfinite(v)) fail(key, "must be finite");
+    return v;
+  }
+  /// A finite number > 0.
+  double positiveNumber(const char* key, double fallback) const {
+    double v = number(key, fallback);
+    if (!(v > 0)) fail(key, "must be > 0, got " + j[key].dump());
+    return v;
   }
   bool boolean(const char* key, bool fallback) const {
-    if (!j.contains(key) || j[key].is_null()) return fallback;
-    if (!j[key].is_boolean()) throw FormatError(ctx + ": key '" + key + "' must be true or false");
+    if (!has(key)) return fallback;
+    if (!j[key].is_boolean()) fail(key, "must be true or false");
     return j[key].get<bool>();
   }
   std::string string(const char* key, const std::string& fallback) const {
-    if (!j.contains(key) || j[key].is_null()) return fallback;
-    if (!j[key].is_string()) throw FormatError(ctx + ": key '" + key + "' must be a string");
+    if (!has(key)) return fallback;
+    if (!j[key].is_string()) fail(key, "must be a string");
     return j[key].get<std::string>();
   }
 };
 
+double yarnMscale(double scale, double mscale) { return scale <= 1 ? 1.0 : 0.1 * mscale * std::log(scale) + 1.0; }
+
+// The rope_scaling block (HF modeling_rope_utils): every key of the chosen
+// rope_type is read; keys of other types, and unknown types, are refused.
+RopeConfig parseRope(const nlohmann::json& j, const Reader& r, double theta, int headDim, int maxPos) {
+  RopeConfig rc;
+  rc.theta = theta;
+  rc.maxPos = maxPos;
+  double partial = r.number("partial_rotary_factor", 1.0);
+  if (!(partial > 0 && partial <= 1)) r.fail("partial_rotary_factor", "must be in (0, 1], got " + j["partial_rotary_factor"].dump());
+  rc.dim = static_cast<int>(headDim * partial);
+  if (rc.dim < 2 || rc.dim % 2)
+    r.fail("partial_rotary_factor", "gives " + std::to_string(rc.dim) + " rotated dims of head_dim " +
+                                        std::to_string(headDim) + " (must be even and >= 2)");
+  if (!r.has("rope_scaling")) return rc;
+  const auto& s = j["rope_scaling"];
+  const std::string k = "rope_scaling";
+  if (!s.is_object()) r.fail(k, "must be an object or null");
+  std::string type;
+  if (s.contains("rope_type") && s["rope_type"].is_string()) type = s["rope_type"].get<std::string>();
+  else if (s.contains("type") && s["type"].is_string()) type = s["type"].get<std::string>();
+  else r.fail(k, "has no rope_type");
+  if (type == "longrope" || type == "su")
+    r.fail(k, "rope_type '" + type + "' (LongRoPE) is not supported");
+  static const std::map<std::string, std::vector<std::string>> allowed = {
+      {"default", {}},
+      {"linear", {"factor"}},
+      {"dynamic", {"factor", "original_max_position_embeddings"}},
+      {"llama3", {"factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"}},
+      {"yarn", {"factor", "attention_factor", "beta_fast", "beta_slow", "original_max_position_embeddings", "mscale",
+                "mscale_all_dim", "truncate"}},
+  };
+  auto it = allowed.find(type);
+  if (it == allowed.end())
+    r.fail(k, "rope_type '" + type + "' is not supported (supported: default, linear, dynamic, llama3, yarn)");
+  for (auto e = s.begin(); e != s.end(); ++e) {
+    if (e.key() == "rope_type" || e.key() == "type") continue;
+    if (std::find(it->second.begin(), it->second.end(), e.key()) == it->second.end())
+      r.fail(k + "." + e.key(), "is not supported for rope_type '" + type + "'");
+  }
+  rc.type = type;
+  Reader sub{s, r.ctx};
+  auto subKey = [&](const char* key) { return k + "." + key; };
+  auto num = [&](const char* key, double fallback, bool required) {
+    if (required && !sub.has(key)) throw FormatError(r.ctx + ": missing key '" + subKey(key) + "'");
+    if (!sub.has(key)) return fallback;
+    if (!s[key].is_number() || !std::isfinite(s[key].get<double>())) r.fail(subKey(key), "must be a finite number");
+    return s[key].get<double>();
+  };
+  if (type == "default") return rc;
+  rc.factor = num("factor", 1.0, true);
+  if (!(rc.factor >= 1)) r.fail(subKey("factor"), "must be >= 1, got " + s["factor"].dump());
+  if (type == "llama3" || type == "yarn") {
+    double o = num("original_max_position_embeddings", type == "yarn" ? maxPos : 0, type == "llama3");
+    if (!(o >= 1) || o != std::floor(o)) r.fail(subKey("original_max_position_embeddings"), "must be an integer >= 1");
+    rc.originalMaxPos = static_cast<int>(o);
+  }
+  if (type == "llama3") {
+    rc.lowFreqFactor = num("low_freq_factor", 1, true);
+    rc.highFreqFactor = num("high_freq_factor", 4, true);
+    if (!(rc.lowFreqFactor > 0) || !(rc.highFreqFactor > rc.lowFreqFactor))
+      r.fail(subKey("high_freq_factor"), "must be greater than low_freq_factor > 0");
+  }
+  if (type == "yarn") {
+    // HF: `rope_scaling.get("beta_fast") or 32`: null and 0 both mean the default.
+    rc.betaFast = num("beta_fast", 32, false);
+    if (rc.betaFast == 0) rc.betaFast = 32;
+    rc.betaSlow = num("beta_slow", 1, false);
+    if (rc.betaSlow == 0) rc.betaSlow = 1;
+    if (!(rc.betaFast > 0) || !(rc.betaSlow > 0)) r.fail(subKey("beta_fast"), "and beta_slow must be > 0");
+    if (sub.has("truncate")) {
+      if (!s["truncate"].is_boolean()) r.fail(subKey("truncate"), "must be true or false");
+      rc.truncate = s["truncate"].get<bool>();
+    }
+    if (sub.has("attention_factor")) {
+      rc.attentionFactor = num("attention_factor", 1, false);
+      if (!(rc.attentionFactor > 0)) r.fail(subKey("attention_factor"), "must be > 0");
+    } else {
+      double m = num("mscale", 0, false), mAll = num("mscale_all_dim", 0, false);
+      rc.attentionFactor = (m != 0 && mAll != 0) ? yarnMscale(rc.factor, m) / yarnMscale(rc.factor, mAll)
+                                                 : yarnMscale(rc.factor, 1.0);
+    }
+  }
+  return rc;
+}
+
+// layer_types: "full_attention" / "sliding_attention" per layer.
+std::vector<bool> parseLayerTypes(const nlohmann::json& j, const Reader& r, int nLayer) {
+  const auto& v = j["layer_types"];
+  if (!v.is_array() || static_cast<int>(v.size()) != nLayer)
+    r.fail("layer_types", "must be a list of " + std::to_string(nLayer) + " entries (one per layer)");
+  std::vector<bool> sliding;
+  for (const auto& e : v) {
+    if (e == "full_attention") sliding.push_back(false);
+    else if (e == "sliding_attention") sliding.push_back(true);
+    else r.fail("layer_types", "entry " + e.dump() + " is not full_attention or sliding_attention");
+  }
+  return sliding;
+}
+
+void readLlamaLike(ModelConfig& c, const nlohmann::json& j, const Reader& r, int defaultHeadDim) {
+  c.nLayer = r.positive("num_hidden_layers");
+  c.dModel = r.positive("hidden_size");
+  c.nHead = r.positive("num_attention_heads");
+  c.nKVHead = r.positive("num_key_value_heads", c.nHead);
+  c.dFF = r.positive("intermediate_size");
+  c.vocab = r.positive("vocab_size");
+  c.norm = NormKind::RMSNorm;
+  c.pos = PosKind::Rope;
+  c.gated = true;
+  c.headDim = r.positive("head_dim", defaultHeadDim);
+  (void)j;
+}
+
 }  // namespace
+
+const std::vector<std::string>& supportedModelTypes() {
+  static const std::vector<std::string> v = {"gpt2",  "llama", "mistral", "qwen2",       "qwen3", "opt",
+                                             "bert",  "gemma", "gemma2",  "gemma3_text", "phi3",  "olmo2"};
+  return v;
+}
+
+const std::vector<ConfigKey>& configKeys(const std::string& modelType) {
+  auto it = keyTables().find(modelType);
+  if (it == keyTables().end()) throw FormatError("unsupported model_type '" + modelType + "'");
+  return it->second;
+}
+
+std::string ModelConfig::windowPattern() const {
+  if (slidingWindow <= 0) return "none (full attention)";
+  std::string w = std::to_string(slidingWindow);
+  if (layerSliding.empty()) return "every layer, window " + w;
+  std::string s;
+  for (bool b : layerSliding) s += b ? 'L' : 'G';
+  return "window " + w + " on L layers: " + s + " (L local, G global)";
+}
+
+namespace {
+std::string num(double v) {
+  std::ostringstream o;
+  o << v;
+  return o.str();
+}
+std::string ropeText(const RopeConfig& r, int headDim) {
+  std::string s = r.type + " (theta " + num(r.theta);
+  if (r.type != "default") s += ", factor " + num(r.factor);
+  if (r.type == "llama3")
+    s += ", low/high freq factor " + num(r.lowFreqFactor) + "/" + num(r.highFreqFactor) + ", original context " +
+         std::to_string(r.originalMaxPos);
+  if (r.type == "yarn")
+    s += ", beta " + num(r.betaFast) + "/" + num(r.betaSlow) + ", original context " + std::to_string(r.originalMaxPos) +
+         ", attention factor " + num(r.attentionFactor);
+  if (r.type == "dynamic") s += ", from " + std::to_string(r.maxPos) + " positions";
+  return s + "), " + std::to_string(r.dim) + " of " + std::to_string(headDim) + " dims";
+}
+}  // namespace
+
+std::string ModelConfig::normSummary() const {
+  std::string s = norm == NormKind::RMSNorm ? (normPlusOne ? "rmsnorm (1 + w)" : "rmsnorm") : "layernorm";
+  s += ", eps " + num(normEps) + ", " + normPlacementName(placement);
+  if (qkNorm == QkNorm::PerHead) s += ", q/k norm per head";
+  if (qkNorm == QkNorm::Full) s += ", q/k norm over all heads";
+  if (!finalNorm) s += ", no final norm";
+  return s;
+}
+
+std::string ModelConfig::ropeSummary() const {
+  if (pos == PosKind::Learned) return "learned, " + std::to_string(maxPos);
+  std::string s = "rope " + ropeText(rope, headDim);
+  if (arch == Arch::Gemma3) s += "; sliding layers: rope " + ropeText(ropeLocal, headDim);
+  return s;
+}
+
+std::string ModelConfig::attentionSummary() const {
+  std::string s = attnScale > 0 ? "scale " + num(attnScale) : "scale 1/sqrt(" + std::to_string(headDim) + ")";
+  if (attnScaleInverseLayer) s += " / (layer + 1)";
+  if (attnSoftcap > 0) s += ", softcap " + num(attnSoftcap);
+  if (finalSoftcap > 0) s += ", logit softcap " + num(finalSoftcap);
+  if (embedScale) s += ", embeddings x sqrt(d_model)";
+  return s;
+}
+
+std::string ModelConfig::describe() const {
+  std::ostringstream o;
+  o.precision(17);
+  o << archName(arch) << " layers=" << nLayer << " d=" << dModel << " heads=" << nHead << "/" << nKVHead
+    << " head_dim=" << headDim << " ff=" << dFF << " vocab=" << vocab << " maxpos=" << maxPos << " posoff=" << posOffset
+    << " types=" << typeVocab << " embproj=" << embedProjDim << " act=" << activationName(act) << " gated=" << gated
+    << " norm=" << int(norm) << " eps=" << normEps << " plus1=" << normPlusOne << " place=" << int(placement)
+    << " final=" << finalNorm << " qk=" << int(qkNorm) << " pos=" << int(pos);
+  for (const RopeConfig* rc : {&rope, &ropeLocal})
+    o << " rope(" << rc->type << "," << rc->theta << "," << rc->dim << "," << rc->factor << "," << rc->maxPos << ","
+      << rc->originalMaxPos << "," << rc->lowFreqFactor << "," << rc->highFreqFactor << "," << rc->betaFast << ","
+      << rc->betaSlow << "," << rc->truncate << "," << rc->attentionFactor << ")";
+  o << " window=" << windowPattern() << " scale=" << attnScale << " invlayer=" << attnScaleInverseLayer
+    << " softcap=" << attnSoftcap << "/" << finalSoftcap << " embscale=" << embedScale << " bias=" << attnBias
+    << attnOutBias << ffnBias << " causal=" << causal << " tied=" << tiedEmbeddings;
+  return o.str();
+}
 
 ModelConfig ModelConfig::fromJson(const nlohmann::json& j, const std::string& ctx) {
   if (!j.is_object()) throw FormatError(ctx + ": not a JSON object");
@@ -79,96 +501,161 @@ ModelConfig ModelConfig::fromJson(const nlohmann::json& j, const std::string& ct
   c.modelType = r.string("model_type", "");
   if (c.modelType.empty()) throw FormatError(ctx + ": missing key 'model_type'");
   const std::string& t = c.modelType;
+  if (!keyTables().count(t)) {
+    std::string list;
+    for (const auto& s : supportedModelTypes()) list += (list.empty() ? "" : ", ") + s;
+    std::string hint = t == "gemma3" ? " (give the text model: model_type gemma3_text)" : "";
+    throw FormatError(ctx + ": unsupported model_type '" + t + "'" + hint + " (supported: " + list + ")");
+  }
+  // Refused keys first, so a checkpoint using one names it rather than a consequence.
+  for (const auto& k : configKeys(t)) {
+    if (k.use != KeyUse::Refused || !*k.neutral || !r.has(k.name)) continue;
+    if (j[k.name] != nlohmann::json::parse(k.neutral))
+      throw FormatError(ctx + ": key '" + k.name + "' = " + j[k.name].dump() + " is not supported (" + k.note +
+                        "; only " + k.neutral + " is)");
+  }
   if (t == "gpt2") {
     c.arch = Arch::GPT2;
-    c.nLayer = r.integer("n_layer");
-    c.dModel = r.integer("n_embd");
-    c.nHead = r.integer("n_head");
-    c.dFF = r.integer("n_inner", 4 * c.dModel);
-    c.vocab = r.integer("vocab_size");
-    c.maxPos = r.integer("n_positions", 1024);
-    c.act = activationFromName(r.string("activation_function", "gelu_new"), ctx);
-    c.normEps = r.number("layer_norm_epsilon", 1e-5);
+    c.nLayer = r.positive("n_layer");
+    c.dModel = r.positive("n_embd");
+    c.nHead = r.positive("n_head");
+    c.dFF = r.positive("n_inner", 4 * c.dModel);
+    c.vocab = r.positive("vocab_size");
+    c.maxPos = r.positive("n_positions", 1024);
+    c.act = activationFromName(r.string("activation_function", "gelu_new"), ctx + ": key 'activation_function'");
+    c.normEps = r.positiveNumber("layer_norm_epsilon", 1e-5);
     c.attnBias = c.attnOutBias = c.ffnBias = true;
     c.tiedEmbeddings = r.boolean("tie_word_embeddings", true);
-  } else if (t == "llama" || t == "mistral" || t == "qwen2") {
-    c.arch = t == "llama" ? Arch::Llama : (t == "mistral" ? Arch::Mistral : Arch::Qwen2);
-    c.nLayer = r.integer("num_hidden_layers");
-    c.dModel = r.integer("hidden_size");
-    c.nHead = r.integer("num_attention_heads");
-    c.nKVHead = r.integer("num_key_value_heads", c.nHead);
-    c.dFF = r.integer("intermediate_size");
-    c.vocab = r.integer("vocab_size");
-    c.maxPos = r.integer("max_position_embeddings", 2048);
-    c.act = activationFromName(r.string("hidden_act", "silu"), ctx);
-    c.gated = true;
-    c.norm = NormKind::RMSNorm;
-    c.normEps = r.number("rms_norm_eps", 1e-6);
-    c.pos = PosKind::Rope;
-    c.ropeTheta = r.number("rope_theta", 10000.0);
-    if (j.contains("rope_scaling") && !j["rope_scaling"].is_null())
-      throw FormatError(ctx + ": rope_scaling is not supported");
-    c.attnBias = c.arch == Arch::Qwen2 ? true : r.boolean("attention_bias", false);
-    c.attnOutBias = c.arch == Arch::Qwen2 ? false : c.attnBias;
-    c.ffnBias = r.boolean("mlp_bias", false);
-    if (c.ffnBias) throw FormatError(ctx + ": mlp_bias is not supported");
-    // HF's LlamaConfig, MistralConfig and Qwen2Config all default to untied heads.
+    // GPT2Attention: scores / sqrt(head_dim) only if scale_attn_weights, and
+    // additionally / (layer_idx + 1) if scale_attn_by_inverse_layer_idx.
+    if (!r.boolean("scale_attn_weights", true)) c.attnScale = 1.0;
+    c.attnScaleInverseLayer = r.boolean("scale_attn_by_inverse_layer_idx", false);
+  } else if (t == "llama" || t == "mistral" || t == "qwen2" || t == "qwen3" || t == "phi3" || t == "olmo2") {
+    c.arch = t == "llama" ? Arch::Llama : t == "mistral" ? Arch::Mistral : t == "qwen2" ? Arch::Qwen2
+           : t == "qwen3" ? Arch::Qwen3 : t == "phi3" ? Arch::Phi3 : Arch::Olmo2;
+    c.nLayer = r.positive("num_hidden_layers");
+    c.dModel = r.positive("hidden_size");
+    c.nHead = r.positive("num_attention_heads");
+    // Qwen3Config defaults head_dim to 128; the others derive it (olmo2 never reads it).
+    int derived = c.dModel % c.nHead ? 0 : c.dModel / c.nHead;
+    readLlamaLike(c, j, r, t == "qwen3" ? 128 : derived);
+    if (t == "olmo2") c.headDim = derived;
+    if (c.headDim == 0)
+      throw FormatError(ctx + ": hidden size " + std::to_string(c.dModel) + " is not divisible by the head count " +
+                        std::to_string(c.nHead));
+    c.maxPos = r.positive("max_position_embeddings", t == "llama" || t == "olmo2" ? 2048 : t == "phi3" ? 4096
+                                                     : t == "mistral" ? 32768 : 32768);
+    c.act = activationFromName(r.string("hidden_act", "silu"), ctx + ": key 'hidden_act'");
+    c.normEps = r.positiveNumber("rms_norm_eps", t == "phi3" || t == "olmo2" ? 1e-5 : 1e-6);
+    c.ropeTheta = r.positiveNumber("rope_theta", 10000.0);
+    c.attnBias = t == "qwen2" ? true : (t == "mistral" || t == "phi3") ? false : r.boolean("attention_bias", false);
+    c.attnOutBias = t == "qwen2" ? false : c.attnBias;
     c.tiedEmbeddings = r.boolean("tie_word_embeddings", false);
-    c.headDim = r.integer("head_dim", 0);
-    if (c.arch == Arch::Mistral) c.slidingWindow = r.integer("sliding_window", 0);
-    if (c.arch == Arch::Qwen2 && r.boolean("use_sliding_window", false))
-      throw FormatError(ctx + ": use_sliding_window=true is not supported for qwen2");
+    // MistralConfig defaults sliding_window to 4096; an explicit null means no window.
+    if (t == "mistral") c.slidingWindow = j.contains("sliding_window") ? r.positive("sliding_window", 0) : 4096;
+    if (t == "phi3") c.slidingWindow = r.positive("sliding_window", 0);
+    if ((t == "qwen2" || t == "qwen3") && r.has("layer_types")) {
+      for (bool s : parseLayerTypes(j, r, c.nLayer))
+        if (s) r.fail("layer_types", "with sliding_attention layers is not supported");
+    }
+    if (t == "qwen3") c.qkNorm = QkNorm::PerHead;
+    if (t == "olmo2") {
+      c.qkNorm = QkNorm::Full;
+      c.placement = NormPlacement::Output;
+    }
+  } else if (t == "gemma" || t == "gemma2" || t == "gemma3_text") {
+    c.arch = t == "gemma" ? Arch::Gemma : t == "gemma2" ? Arch::Gemma2 : Arch::Gemma3;
+    readLlamaLike(c, j, r, 256);
+    c.maxPos = r.positive("max_position_embeddings", t == "gemma3_text" ? 131072 : 8192);
+    // GemmaMLP: hidden_activation, falling back to hidden_act (gemma v1 configs).
+    std::string act = r.string("hidden_activation", "");
+    const char* actKey = "hidden_activation";
+    if (act.empty() && t == "gemma") act = r.string("hidden_act", "gelu_pytorch_tanh"), actKey = "hidden_act";
+    if (act.empty()) act = "gelu_pytorch_tanh";
+    c.act = activationFromName(act, ctx + ": key '" + actKey + "'");
+    c.normEps = r.positiveNumber("rms_norm_eps", 1e-6);
+    c.normPlusOne = true;
+    c.embedScale = true;
+    c.ropeTheta = r.positiveNumber("rope_theta", t == "gemma3_text" ? 1000000.0 : 10000.0);
+    c.attnBias = c.attnOutBias = r.boolean("attention_bias", false);
+    c.tiedEmbeddings = r.boolean("tie_word_embeddings", true);
+    if (t != "gemma") {
+      c.placement = NormPlacement::Sandwich;
+      c.attnScale = 1.0 / std::sqrt(r.positiveNumber("query_pre_attn_scalar", 256));
+      c.slidingWindow = r.positive("sliding_window", 4096);
+      auto cap = [&](const char* key, double fallback) {
+        if (!r.has(key)) return j.contains(key) ? 0.0 : fallback;  // explicit null = off
+        return r.positiveNumber(key, fallback);
+      };
+      c.attnSoftcap = cap("attn_logit_softcapping", t == "gemma2" ? 50.0 : 0.0);
+      c.finalSoftcap = cap("final_logit_softcapping", t == "gemma2" ? 30.0 : 0.0);
+      if (r.has("layer_types")) {
+        c.layerSliding = parseLayerTypes(j, r, c.nLayer);
+      } else {
+        // gemma2: even layers slide; gemma3: every sliding_window_pattern-th layer is global.
+        int pattern = t == "gemma2" ? 2 : r.positive("sliding_window_pattern", 6);
+        for (int L = 0; L < c.nLayer; ++L) c.layerSliding.push_back(((L + 1) % pattern) != 0);
+      }
+      if (t == "gemma3_text") c.qkNorm = QkNorm::PerHead;
+    }
   } else if (t == "opt") {
     c.arch = Arch::OPT;
-    c.nLayer = r.integer("num_hidden_layers");
-    c.dModel = r.integer("hidden_size");
-    c.nHead = r.integer("num_attention_heads");
-    c.dFF = r.integer("ffn_dim");
-    c.vocab = r.integer("vocab_size");
-    c.maxPos = r.integer("max_position_embeddings", 2048);
+    c.nLayer = r.positive("num_hidden_layers");
+    c.dModel = r.positive("hidden_size");
+    c.nHead = r.positive("num_attention_heads");
+    c.dFF = r.positive("ffn_dim");
+    c.vocab = r.positive("vocab_size");
+    c.maxPos = r.positive("max_position_embeddings", 2048);
     c.posOffset = 2;
-    c.act = activationFromName(r.string("activation_function", "relu"), ctx);
-    c.preNorm = r.boolean("do_layer_norm_before", true);
-    c.finalNorm = c.preNorm && !r.boolean("_remove_final_layer_norm", false);
-    c.embedProjDim = r.integer("word_embed_proj_dim", c.dModel);
+    c.act = activationFromName(r.string("activation_function", "relu"), ctx + ": key 'activation_function'");
+    c.placement = r.boolean("do_layer_norm_before", true) ? NormPlacement::Pre : NormPlacement::Post;
+    c.finalNorm = c.placement == NormPlacement::Pre && !r.boolean("_remove_final_layer_norm", false);
+    c.embedProjDim = r.positive("word_embed_proj_dim", c.dModel);
     bool bias = r.boolean("enable_bias", true);
     c.attnBias = c.attnOutBias = c.ffnBias = bias;
-    if (!r.boolean("layer_norm_elementwise_affine", true))
-      throw FormatError(ctx + ": layer_norm_elementwise_affine=false is not supported");
     c.tiedEmbeddings = r.boolean("tie_word_embeddings", true);
-  } else if (t == "bert") {
+  } else {  // bert
     c.arch = Arch::Bert;
-    c.nLayer = r.integer("num_hidden_layers");
-    c.dModel = r.integer("hidden_size");
-    c.nHead = r.integer("num_attention_heads");
-    c.dFF = r.integer("intermediate_size");
-    c.vocab = r.integer("vocab_size");
-    c.maxPos = r.integer("max_position_embeddings", 512);
+    c.nLayer = r.positive("num_hidden_layers");
+    c.dModel = r.positive("hidden_size");
+    c.nHead = r.positive("num_attention_heads");
+    c.dFF = r.positive("intermediate_size");
+    c.vocab = r.positive("vocab_size");
+    c.maxPos = r.positive("max_position_embeddings", 512);
     c.typeVocab = r.integer("type_vocab_size", 2);
-    c.act = activationFromName(r.string("hidden_act", "gelu"), ctx);
-    c.normEps = r.number("layer_norm_eps", 1e-12);
-    c.preNorm = false;
+    c.act = activationFromName(r.string("hidden_act", "gelu"), ctx + ": key 'hidden_act'");
+    c.normEps = r.positiveNumber("layer_norm_eps", 1e-12);
+    c.placement = NormPlacement::Post;
     c.finalNorm = false;
     c.causal = false;
     c.attnBias = c.attnOutBias = c.ffnBias = true;
     c.tiedEmbeddings = r.boolean("tie_word_embeddings", true);
-    std::string pe = r.string("position_embedding_type", "absolute");
-    if (pe != "absolute") throw FormatError(ctx + ": position_embedding_type '" + pe + "' is not supported");
-  } else {
-    throw FormatError(ctx + ": unsupported model_type '" + t + "' (supported: gpt2, llama, mistral, qwen2, opt, bert)");
   }
+  c.preNorm = c.placement == NormPlacement::Pre;
   if (c.nKVHead == 0) c.nKVHead = c.nHead;
   if (c.embedProjDim == 0) c.embedProjDim = c.dModel;
-  if (c.nLayer <= 0 || c.dModel <= 0 || c.nHead <= 0 || c.dFF <= 0 || c.vocab <= 0)
-    throw FormatError(ctx + ": layer count, widths, heads and vocab_size must be positive");
   if (c.headDim == 0) {
-    if (c.dModel % c.nHead) throw FormatError(ctx + ": hidden size " + std::to_string(c.dModel) +
-                                              " is not divisible by the head count " + std::to_string(c.nHead));
+    if (c.dModel % c.nHead)
+      throw FormatError(ctx + ": hidden size " + std::to_string(c.dModel) + " is not divisible by the head count " +
+                        std::to_string(c.nHead));
     c.headDim = c.dModel / c.nHead;
   }
   if (c.nHead % c.nKVHead)
-    throw FormatError(ctx + ": num_attention_heads is not a multiple of num_key_value_heads");
-  if (c.pos == PosKind::Rope && c.headDim % 2) throw FormatError(ctx + ": RoPE needs an even head dimension");
+    throw FormatError(ctx + ": key 'num_key_value_heads' (" + std::to_string(c.nKVHead) +
+                      ") must divide num_attention_heads (" + std::to_string(c.nHead) + ")");
+  if (c.pos == PosKind::Rope) {
+    c.rope = parseRope(j, r, c.ropeTheta, c.headDim, c.maxPos);
+    c.ropeLocal = c.rope;
+    if (c.arch == Arch::Gemma3) {
+      // Gemma3: sliding layers use the default RoPE on rope_local_base_freq; rope_scaling is global-only.
+      c.ropeLocal = RopeConfig{};
+      c.ropeLocal.theta = r.positiveNumber("rope_local_base_freq", 10000.0);
+      c.ropeLocal.dim = c.rope.dim;
+      c.ropeLocal.maxPos = c.maxPos;
+    }
+  }
+  if (static_cast<int64_t>(c.vocab) * std::max(c.dModel, c.embedProjDim) > (int64_t(1) << 34))
+    throw FormatError(ctx + ": key 'vocab_size' x hidden size is beyond what the engine can hold");
   return c;
 }
 

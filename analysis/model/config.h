@@ -1,21 +1,57 @@
 #pragma once
 // ModelConfig: the architecture-independent description of a checkpoint,
 // parsed from a Hugging Face config.json by the architecture's adapter.
+//
+// Every config.json key that the HF modeling code of a model_type reads is
+// listed in that model_type's key table (configKeys()): it is either
+// implemented, refused by name when it does not hold its neutral value, or
+// documented as ignored because it cannot change inference results (dropout,
+// initialisation, cache and attention-kernel choices, token ids). Values are
+// checked against their valid ranges; errors are one line naming the file and
+// the key (FormatError).
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 namespace moefy {
 
-enum class Arch { GPT2, Llama, Mistral, Qwen2, OPT, Bert };
+enum class Arch { GPT2, Llama, Mistral, Qwen2, OPT, Bert, Qwen3, Gemma, Gemma2, Gemma3, Phi3, Olmo2 };
 enum class Activation { ReLU, GELU, GELUTanh, SiLU };
 enum class NormKind { LayerNorm, RMSNorm };
 enum class PosKind { Learned, Rope };
+/// Where a block's norms sit around its two sub-layers f (attention, FFN):
+///  Pre:      x + f(norm(x))                 (GPT-2, LLaMA, ...)
+///  Post:     norm(x + f(x))                 (BERT, OPT-350m)
+///  Sandwich: x + postnorm(f(prenorm(x)))    (Gemma 2/3)
+///  Output:   x + norm(f(x))                 (OLMo 2)
+enum class NormPlacement { Pre, Post, Sandwich, Output };
+/// q/k normalisation before RoPE: none, RMSNorm over each head's head_dim
+/// (Qwen3, Gemma3), or RMSNorm over the whole projection (OLMo 2).
+enum class QkNorm { None, PerHead, Full };
 
 const char* archName(Arch a);
 const char* activationName(Activation a);
+const char* normPlacementName(NormPlacement p);
 /// Parses an HF activation name (relu, gelu, gelu_new, gelu_pytorch_tanh, silu, swish).
 Activation activationFromName(const std::string& name, const std::string& context);
+
+/// RoPE frequencies (HF modeling_rope_utils semantics). type is one of
+/// "default", "linear", "dynamic", "llama3", "yarn".
+struct RopeConfig {
+  std::string type = "default";
+  double theta = 10000.0;
+  int dim = 0;                 ///< rotated dims per head: int(head_dim * partial_rotary_factor), even
+  double factor = 1.0;         ///< linear/dynamic/llama3/yarn
+  int maxPos = 0;              ///< dynamic: max_position_embeddings
+  int originalMaxPos = 0;      ///< llama3 / yarn: original_max_position_embeddings
+  double lowFreqFactor = 1.0;  ///< llama3
+  double highFreqFactor = 4.0; ///< llama3
+  double betaFast = 32.0;      ///< yarn
+  double betaSlow = 1.0;       ///< yarn
+  bool truncate = true;        ///< yarn: floor/ceil the correction range
+  double attentionFactor = 1.0;///< cos/sin multiplier (yarn); 1 otherwise
+};
 
 struct ModelConfig {
   Arch arch = Arch::GPT2;
@@ -35,11 +71,22 @@ struct ModelConfig {
   bool gated = false;     ///< act(gate) * up (LLaMA family)
   NormKind norm = NormKind::LayerNorm;
   double normEps = 1e-5;
-  bool preNorm = true;    ///< false: BERT, OPT-350m style post-norm
+  bool normPlusOne = false;  ///< Gemma: RMSNorm weight applied as (1 + w)
+  NormPlacement placement = NormPlacement::Pre;
+  bool preNorm = true;    ///< placement == Pre (kept for callers that only know pre/post)
   bool finalNorm = true;  ///< norm after the last block (pre-norm models)
+  QkNorm qkNorm = QkNorm::None;
   PosKind pos = PosKind::Learned;
-  double ropeTheta = 10000.0;
-  int slidingWindow = 0;  ///< Mistral: a query sees keys with q - k < window; 0 = unlimited
+  double ropeTheta = 10000.0;  ///< == rope.theta
+  RopeConfig rope;             ///< global (full-attention) layers
+  RopeConfig ropeLocal;        ///< sliding-window layers (Gemma3's rope_local_base_freq); == rope elsewhere
+  int slidingWindow = 0;  ///< a query sees keys with q - k < window on sliding layers; 0 = unlimited
+  std::vector<bool> layerSliding;  ///< per layer: uses the sliding window (empty = every layer when slidingWindow > 0)
+  double attnScale = 0;   ///< multiplier of q.k; 0 = 1/sqrt(head_dim)
+  bool attnScaleInverseLayer = false;  ///< GPT-2 scale_attn_by_inverse_layer_idx: scores / (layer + 1)
+  double attnSoftcap = 0;   ///< Gemma2: scores = cap * tanh(scores / cap); 0 = off
+  double finalSoftcap = 0;  ///< Gemma2: logits = cap * tanh(logits / cap); 0 = off
+  bool embedScale = false;  ///< Gemma: embeddings multiplied by sqrt(d_model)
   bool attnBias = false;  ///< q/k/v biases
   bool attnOutBias = false;
   bool ffnBias = false;
@@ -48,9 +95,45 @@ struct ModelConfig {
   nlohmann::json raw;     ///< the full config.json, kept for export
 
   std::string ffnKind() const { return gated ? "gated" : "plain"; }
+  /// Whether layer L attends through the sliding window.
+  bool sliding(int layer) const {
+    if (slidingWindow <= 0) return false;
+    return layerSliding.empty() || layerSliding[static_cast<size_t>(layer)];
+  }
+  /// e.g. "all 4096", "local 4096 / global, alternating (L%2==0 local)", "none".
+  std::string windowPattern() const;
+  /// e.g. "rmsnorm (1 + w), pre+post-norm, q/k norm per head".
+  std::string normSummary() const;
+  /// e.g. "llama3 (theta 500000, factor 8, ...), 64 of 64 dims"; "learned, 1024" for learned positions.
+  std::string ropeSummary() const;
+  /// Attention extras: scale and soft-capping, e.g. "scale 1/sqrt(256), softcap 50, logits softcap 30".
+  std::string attentionSummary() const;
+  /// Every parsed field as one line (for tests that a key changes the model).
+  std::string describe() const;
   /// Parses config.json of `dir`. Throws FormatError naming config.json and the key.
   static ModelConfig fromFile(const std::filesystem::path& configJson);
   static ModelConfig fromJson(const nlohmann::json& j, const std::string& context);
 };
+
+/// How the engine treats a config.json key that the HF modeling code reads.
+enum class KeyUse {
+  Implemented,  ///< read and honoured
+  Refused,      ///< refused by name unless it holds its neutral value
+  Ignored,      ///< cannot change inference results (dropout, init, cache, kernels, token ids)
+};
+
+struct ConfigKey {
+  const char* name;
+  KeyUse use;
+  const char* neutral;  ///< JSON text of the neutral value (Refused), "" otherwise
+  const char* probe;    ///< JSON text of a valid non-neutral value (for the per-key tests); "" = none
+  const char* bad;      ///< JSON text of an out-of-range value that must be refused; "" = none
+  const char* note;     ///< what the key does / why it is ignored
+};
+
+/// The key table of one model_type (throws FormatError for unknown types).
+const std::vector<ConfigKey>& configKeys(const std::string& modelType);
+/// The model_types the engine supports, in a stable order.
+const std::vector<std::string>& supportedModelTypes();
 
 }  // namespace moefy

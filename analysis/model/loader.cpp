@@ -27,6 +27,7 @@ nlohmann::json describeModel(const LoadedModel& loaded) {
   nlohmann::json j;
   j["path"] = m.dir().string();
   j["arch"] = archName(c.arch);
+  j["family"] = archName(c.arch);
   j["model_type"] = c.modelType;
   j["layers"] = c.nLayer;
   j["d_model"] = c.dModel;
@@ -41,6 +42,11 @@ nlohmann::json describeModel(const LoadedModel& loaded) {
   j["pre_norm"] = c.preNorm;
   j["positions"] = c.pos == PosKind::Rope ? "rope" : "learned";
   j["max_positions"] = c.maxPos;
+  j["rope"] = c.pos == PosKind::Rope ? c.rope.type : "none";
+  j["position_encoding"] = c.ropeSummary();
+  j["norms"] = c.normSummary();
+  j["window_pattern"] = c.windowPattern();
+  j["attention"] = c.attentionSummary();
   j["parameters"] = m.parameterCount();
   j["dtype"] = m.storedDType();
   j["tokenizer"] = loaded.tokenizer ? loaded.tokenizer->kind() : "none (" + loaded.tokenizerError + ")";

@@ -2,7 +2,9 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
+#include <tuple>
 #include <optional>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -108,8 +110,40 @@ std::string Model::tensorName(Role role, int layer) const {
   return "";
 }
 
+void Model::splitFused(const std::string& file) {
+  const auto& table = archTable(config_.arch);
+  for (const auto& f : table.fused)
+    for (int L = 0; L < config_.nLayer; ++L) {
+      const std::string name = expandPattern(f.pattern, L);
+      auto it = tensors_.find(name);
+      if (it == tensors_.end()) continue;  // stored split (e.g. a moefy MoE export): ordinary rows
+      std::vector<int64_t> sizes;
+      int64_t rows = 0, cols = -1;
+      for (Role r : f.parts) {
+        auto shape = expectedShape(r, config_);
+        sizes.push_back((*shape)[0]);
+        rows += (*shape)[0];
+        cols = (*shape)[1];
+      }
+      const at::Tensor fused = it->second;
+      if (fused.dim() != 2 || fused.size(0) != rows || fused.size(1) != cols)
+        throw FormatError(file + ": tensor '" + name + "' has shape " + shapeString(fused) + ", expected " +
+                          shapeString(std::vector<int64_t>{rows, cols}));
+      int64_t off = 0;
+      for (size_t i = 0; i < f.parts.size(); ++i) {
+        std::string part = tensorName(f.parts[i], L);
+        if (tensors_.count(part))
+          throw FormatError(file + ": tensor '" + part + "' is also stored inside the fused '" + name + "'");
+        tensors_[part] = fused.narrow(0, off, sizes[i]);  // a view: no copy
+        off += sizes[i];
+      }
+      tensors_.erase(name);
+    }
+}
+
 void Model::bind(const LoadOptions& options, const std::string& file) {
   const auto& table = archTable(config_.arch);
+  splitFused(file);
   // The prefix is whichever makes the token embedding resolve.
   prefix_.clear();
   bool found = false;
@@ -294,29 +328,141 @@ std::vector<at::Tensor> Model::makeTrainable() {
   return params;
 }
 
-at::Tensor Model::attention(int L, const at::Tensor& x, const at::Tensor& bias, const at::Tensor& cos,
-                            const at::Tensor& sin) const {
+namespace {
+
+// nn.Linear; a single row goes through GEMV (addmv), which OpenBLAS runs
+// several times faster than a one-row GEMM (incremental decoding).
+at::Tensor lin(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
+  if (x.numel() != x.size(-1) || at::GradMode::is_enabled()) return at::linear(x, w, b);
+  std::vector<int64_t> shape = x.sizes().vec();
+  shape.back() = w.size(0);
+  at::Tensor v = x.reshape({-1});
+  at::Tensor y = b.defined() ? at::addmv(b, w, v) : at::mv(w, v);
+  return y.view(shape);
+}
+
+constexpr double kPi = 3.14159265358979323846;
+
+// Inverse RoPE frequencies [dim / 2] in double, as HF modeling_rope_utils
+// computes them for each rope_type; `seqLen` is the current sequence length
+// (dynamic NTK recomputes the base when it exceeds max_position_embeddings).
+std::vector<double> ropeInvFreq(const RopeConfig& rc, int64_t seqLen) {
+  const int dim = rc.dim;
+  double base = rc.theta;
+  if (rc.type == "dynamic" && seqLen > rc.maxPos)
+    base *= std::pow(rc.factor * double(seqLen) / rc.maxPos - (rc.factor - 1), double(dim) / (dim - 2));
+  std::vector<double> inv(dim / 2);
+  for (int i = 0; i < dim / 2; ++i) inv[i] = 1.0 / std::pow(base, double(2 * i) / dim);
+  if (rc.type == "linear") {
+    for (double& f : inv) f /= rc.factor;
+  } else if (rc.type == "llama3") {
+    // Llama 3.1: long wavelengths divided by factor, short ones kept, a smooth blend between.
+    const double lowWave = rc.originalMaxPos / rc.lowFreqFactor, highWave = rc.originalMaxPos / rc.highFreqFactor;
+    for (double& f : inv) {
+      const double wave = 2 * kPi / f;
+      if (wave > lowWave) {
+        f /= rc.factor;
+      } else if (wave >= highWave) {
+        const double smooth = (rc.originalMaxPos / wave - rc.lowFreqFactor) / (rc.highFreqFactor - rc.lowFreqFactor);
+        f = (1 - smooth) * f / rc.factor + smooth * f;
+      }
+    }
+  } else if (rc.type == "yarn") {
+    // YaRN (Peng et al. 2023): interpolated and extrapolated frequencies blended by a linear ramp
+    // over the dims whose rotation count at the original context lies in [beta_slow, beta_fast].
+    auto corrDim = [&](double rot) {
+      return dim * std::log(rc.originalMaxPos / (rot * 2 * kPi)) / (2 * std::log(rc.theta));
+    };
+    double lo = corrDim(rc.betaFast), hi = corrDim(rc.betaSlow);
+    if (rc.truncate) lo = std::floor(lo), hi = std::ceil(hi);
+    lo = std::max(lo, 0.0);
+    hi = std::min(hi, double(dim - 1));
+    if (lo == hi) hi += 0.001;
+    for (int i = 0; i < dim / 2; ++i) {
+      const double ramp = std::clamp((i - lo) / (hi - lo), 0.0, 1.0);
+      const double extrapolation = 1 - ramp;
+      inv[i] = inv[i] / rc.factor * (1 - extrapolation) + inv[i] * extrapolation;
+    }
+  }
+  return inv;
+}
+
+// cos/sin [1, 1, T, dim] for positions P .. P + T - 1 (rotate-half layout: the
+// frequencies repeated twice), times the yarn attention factor.
+std::pair<at::Tensor, at::Tensor> ropeTables(const RopeConfig& rc, int64_t P, int64_t T) {
+  std::vector<double> inv = ropeInvFreq(rc, P + T);
+  const int half = rc.dim / 2;
+  at::Tensor cos = at::empty({T, rc.dim}, at::kFloat), sin = at::empty({T, rc.dim}, at::kFloat);
+  auto c = cos.accessor<float, 2>();
+  auto s = sin.accessor<float, 2>();
+  for (int64_t t = 0; t < T; ++t)
+    for (int i = 0; i < half; ++i) {
+      const double a = double(P + t) * inv[i];
+      c[t][i] = c[t][i + half] = static_cast<float>(std::cos(a) * rc.attentionFactor);
+      s[t][i] = s[t][i + half] = static_cast<float>(std::sin(a) * rc.attentionFactor);
+    }
+  return {cos.view({1, 1, T, rc.dim}), sin.view({1, 1, T, rc.dim})};
+}
+
+// x * cos + rotate_half(x) * sin on the first `cos.size(-1)` dims; the rest
+// passes through (partial rotary).
+at::Tensor applyRope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
+  const int64_t rd = cos.size(-1);
+  at::Tensor r = rd == x.size(-1) ? x : x.narrow(-1, 0, rd);
+  at::Tensor out = r * cos + rotateHalf(r) * sin;
+  return rd == x.size(-1) ? out : at::cat({out, x.narrow(-1, rd, x.size(-1) - rd)}, -1);
+}
+
+}  // namespace
+
+at::Tensor Model::norm(const at::Tensor& x, Role wr, Role br, int L) const {
+  const auto& c = config_;
+  at::Tensor w = t(wr, L);
+  if (c.norm == NormKind::LayerNorm) return layerNorm(x, w, t(br, L), c.normEps);
+  // Gemma's RMSNorm scales by (1 + w).
+  return rmsNorm(x, c.normPlusOne ? w + 1.0 : w, c.normEps);
+}
+
+at::Tensor Model::attention(int L, const at::Tensor& x, const at::Tensor& bias, const Rope& rope, KvCache* cache) const {
   const auto& c = config_;
   const int64_t B = x.size(0), T = x.size(1), H = c.nHead, KV = c.nKVHead, D = c.headDim;
   at::Tensor q, k, v;
   at::Tensor qkvW = t(Role::AttnQKV, L);
   if (qkvW.defined()) {
-    at::Tensor qkv = at::linear(x, qkvW, t(Role::AttnQKVB, L));  // [B, T, 3C]
+    at::Tensor qkv = lin(x, qkvW, t(Role::AttnQKVB, L));  // [B, T, 3C]
     auto parts = qkv.split(c.dModel, -1);
     q = parts[0], k = parts[1], v = parts[2];
   } else {
-    q = at::linear(x, t(Role::AttnQ, L), t(Role::AttnQB, L));
-    k = at::linear(x, t(Role::AttnK, L), t(Role::AttnKB, L));
-    v = at::linear(x, t(Role::AttnV, L), t(Role::AttnVB, L));
+    q = lin(x, t(Role::AttnQ, L), t(Role::AttnQB, L));
+    k = lin(x, t(Role::AttnK, L), t(Role::AttnKB, L));
+    v = lin(x, t(Role::AttnV, L), t(Role::AttnVB, L));
+  }
+  if (c.qkNorm == QkNorm::Full) {  // OLMo 2: over the whole projection
+    q = norm(q, Role::AttnQNorm, Role::AttnQNorm, L);
+    k = norm(k, Role::AttnKNorm, Role::AttnKNorm, L);
   }
   q = q.view({B, T, H, D}).transpose(1, 2);   // [B, H, T, D]
   k = k.view({B, T, KV, D}).transpose(1, 2);  // [B, KV, T, D]
   v = v.view({B, T, KV, D}).transpose(1, 2);
-  if (c.pos == PosKind::Rope) {
-    q = q * cos + rotateHalf(q) * sin;
-    k = k * cos + rotateHalf(k) * sin;
+  if (c.qkNorm == QkNorm::PerHead) {  // Qwen3, Gemma3: per head, before RoPE
+    q = norm(q, Role::AttnQNorm, Role::AttnQNorm, L);
+    k = norm(k, Role::AttnKNorm, Role::AttnKNorm, L);
   }
-  const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+  if (c.pos == PosKind::Rope) {
+    q = applyRope(q, rope.cos, rope.sin);
+    k = applyRope(k, rope.cos, rope.sin);
+  }
+  if (cache) {
+    auto& ck = cache->k[L];
+    auto& cv = cache->v[L];
+    ck = ck.defined() ? at::cat({ck, k}, 2) : k.contiguous();
+    cv = cv.defined() ? at::cat({cv, v}, 2) : v.contiguous();
+    k = ck, v = cv;
+  }
+  const int64_t S = k.size(2);  // keys: T, or cached + T
+  double scale = c.attnScale > 0 ? c.attnScale : 1.0 / std::sqrt(static_cast<double>(D));
+  if (c.attnScaleInverseLayer) scale /= static_cast<double>(L + 1);
+  const double cap = c.attnSoftcap;
   if (!at::GradMode::is_enabled()) {
     // Inference: one (sequence, head) pair per task across the thread pool.
     // Each product is a single-threaded BLAS call on [T, D] panels that stay
@@ -332,92 +478,128 @@ at::Tensor Model::attention(int L, const at::Tensor& x, const at::Tensor& bias, 
       at::NoGradGuard noGrad;
       for (int64_t i = begin; i < end; ++i) {
         const int64_t b = i / H, h = i % H;
-        at::Tensor s = at::mm(q.select(0, b).select(0, h), k.select(0, b).select(0, h / rep).t());  // [T, T]
-        s.mul_(scale).add_(bias.select(0, b).select(0, 0));
+        at::Tensor s = at::mm(q.select(0, b).select(0, h), k.select(0, b).select(0, h / rep).t());  // [T, S]
+        s.mul_(scale);
+        if (cap > 0) s.div_(cap).tanh_().mul_(cap);  // Gemma2 attention soft-capping
+        s.add_(bias.select(0, b).select(0, 0));
         at::Tensor p = at::softmax(s, -1);
         at::Tensor o = out.select(0, b).select(1, h);  // [T, D] view into out
         at::mm_out(o, p, v.select(0, b).select(0, h / rep));
       }
     });
-    return at::linear(out.view({B, T, H * D}), t(Role::AttnOut, L), t(Role::AttnOutB, L));
+    return lin(out.view({B, T, H * D}), t(Role::AttnOut, L), t(Role::AttnOutB, L));
   }
   // Autograd path (training): batched matmuls.
   if (KV != H) {
-    k = k.unsqueeze(2).expand({B, KV, H / KV, T, D}).reshape({B, H, T, D});
-    v = v.unsqueeze(2).expand({B, KV, H / KV, T, D}).reshape({B, H, T, D});
+    k = k.unsqueeze(2).expand({B, KV, H / KV, S, D}).reshape({B, H, S, D});
+    v = v.unsqueeze(2).expand({B, KV, H / KV, S, D}).reshape({B, H, S, D});
   }
-  at::Tensor scores = at::matmul(q * scale, k.transpose(-1, -2));  // [B, H, T, T]
-  scores = scores + bias;                                           // + [B, 1, T, T]
+  at::Tensor scores = at::matmul(q * scale, k.transpose(-1, -2));  // [B, H, T, S]
+  if (cap > 0) scores = at::tanh(scores / cap) * cap;
+  scores = scores + bias;  // + [B, 1, T, S]
   at::Tensor probs = at::softmax(scores, -1);
   at::Tensor out = at::matmul(probs, v).transpose(1, 2).reshape({B, T, H * D});
-  return at::linear(out, t(Role::AttnOut, L), t(Role::AttnOutB, L));
+  return lin(out, t(Role::AttnOut, L), t(Role::AttnOutB, L));
 }
 
 at::Tensor Model::forwardHidden(const Batch& batch, HookSink* hooks) const {
+  if (batch.ids.dim() != 2 || batch.ids.size(0) == 0 || batch.ids.size(1) == 0)
+    throw ParameterError("batch must be a non-empty [B, T] id matrix");
+  return run(batch.ids, batch.mask, batch.typeIds, nullptr, hooks);
+}
+
+at::Tensor Model::forwardCached(const std::vector<int64_t>& tokens, KvCache& cache) const {
+  if (tokens.empty()) throw ParameterError("decoder step with no tokens");
+  if (!config_.causal)
+    throw ParameterError(std::string("incremental decoding needs a causal model, not ") + archName(config_.arch));
+  if (cache.k.size() != static_cast<size_t>(config_.nLayer)) {
+    cache.k.assign(config_.nLayer, at::Tensor());
+    cache.v.assign(config_.nLayer, at::Tensor());
+    cache.length = 0;
+  }
+  at::Tensor ids = at::tensor(tokens, at::kLong).view({1, static_cast<int64_t>(tokens.size())});
+  return run(ids, {}, {}, &cache, nullptr);
+}
+
+at::Tensor Model::run(const at::Tensor& ids, const at::Tensor& maskIn, const at::Tensor& typeIds, KvCache* cache,
+                      HookSink* hooks) const {
   const auto& c = config_;
   std::optional<c10::InferenceMode> inference;
   if (!trainable_) inference.emplace();
-  const int64_t B = batch.ids.size(0), T = batch.ids.size(1);
-  if (batch.ids.dim() != 2 || B == 0 || T == 0) throw ParameterError("batch must be a non-empty [B, T] id matrix");
-  if (c.pos == PosKind::Learned && T > c.maxPos)
-    throw ParameterError("sequence length " + std::to_string(T) + " exceeds the model's " + std::to_string(c.maxPos) + " positions");
+  const int64_t B = ids.size(0), T = ids.size(1);
+  const int64_t P = cache ? cache->length : 0;  // positions before this call
+  const int64_t S = P + T;                      // keys attended to
+  if (c.pos == PosKind::Learned && S > c.maxPos)
+    throw ParameterError("sequence length " + std::to_string(S) + " exceeds the model's " + std::to_string(c.maxPos) +
+                         " positions");
   {
-    int64_t lo = batch.ids.min().item<int64_t>(), hi = batch.ids.max().item<int64_t>();
+    int64_t lo = ids.min().item<int64_t>(), hi = ids.max().item<int64_t>();
     if (lo < 0 || hi >= c.vocab)
       throw ParameterError("token id " + std::to_string(lo < 0 ? lo : hi) + " is outside the vocabulary [0, " +
                            std::to_string(c.vocab) + ")");
   }
-  at::Tensor mask = batch.mask.defined() ? batch.mask : at::ones({B, T}, at::kLong);
+  at::Tensor mask = maskIn.defined() ? maskIn : at::ones({B, T}, at::kLong);
 
-  at::Tensor x = at::embedding(t(Role::TokEmbd), batch.ids);  // [B, T, E]
-  if (at::Tensor pin = t(Role::ProjIn); pin.defined()) x = at::linear(x, pin);
+  at::Tensor x = at::embedding(t(Role::TokEmbd), ids);  // [B, T, E]
+  if (at::Tensor pin = t(Role::ProjIn); pin.defined()) x = lin(x, pin, {});
+  // Gemma: embeddings times sqrt(d_model).
+  if (c.embedScale) x = x * std::sqrt(static_cast<double>(c.dModel));
   if (c.pos == PosKind::Learned) {
     at::Tensor pos;
-    if (c.arch == Arch::OPT) {
+    if (c.arch == Arch::OPT && !cache) {
       pos = (at::cumsum(mask, 1) * mask - 1) + c.posOffset;  // as HF's OPTLearnedPositionalEmbedding
     } else {
-      pos = at::arange(T, at::kLong).unsqueeze(0).expand({B, T});
+      pos = (at::arange(P, S, at::kLong) + c.posOffset).unsqueeze(0).expand({B, T});
     }
     x = x + at::embedding(t(Role::PosEmbd), pos);
   }
   if (at::Tensor te = t(Role::TypeEmbd); te.defined()) {
-    at::Tensor types = batch.typeIds.defined() ? batch.typeIds : at::zeros({B, T}, at::kLong);
+    at::Tensor types = typeIds.defined() ? typeIds : at::zeros({B, T}, at::kLong);
     x = x + at::embedding(te, types);
   }
   if (at::Tensor en = t(Role::EmbNorm); en.defined()) x = layerNorm(x, en, t(Role::EmbNormB), c.normEps);
 
-  // Additive attention bias [B, 1, T, T]: key padding, plus causality.
+  // Additive attention biases [B, 1, T, S]: key padding, causality, and for
+  // sliding layers the window (query i sees key j only if i - j < window).
   const float neg = -1e30f;
-  at::Tensor keyPad = (mask == 0).view({B, 1, 1, T});
-  at::Tensor bias = at::zeros({B, 1, T, T}, at::kFloat).masked_fill(keyPad, neg);
-  if (c.causal) bias = bias.masked_fill(at::ones({T, T}, at::kBool).triu(1).view({1, 1, T, T}), neg);
-  // Sliding window (Mistral): query i sees key j only if i - j < window.
-  if (c.slidingWindow > 0 && T > c.slidingWindow)
-    bias = bias.masked_fill(at::ones({T, T}, at::kBool).tril(-c.slidingWindow).view({1, 1, T, T}), neg);
+  at::Tensor qPos = at::arange(P, S, at::kLong).view({T, 1});
+  at::Tensor kPos = at::arange(S, at::kLong).view({1, S});
+  at::Tensor hide = at::zeros({T, S}, at::kBool);
+  if (c.causal) hide = kPos > qPos;
+  at::Tensor full = at::zeros({B, 1, T, S}, at::kFloat).masked_fill(hide.view({1, 1, T, S}), neg);
+  if (!cache) full = full.masked_fill((mask == 0).view({B, 1, 1, T}), neg);
+  at::Tensor window = full;
+  if (c.slidingWindow > 0 && S > c.slidingWindow)
+    window = full.masked_fill(((qPos - kPos) >= c.slidingWindow).view({1, 1, T, S}), neg);
 
-  at::Tensor cos, sin;
+  Rope global, local;
   if (c.pos == PosKind::Rope) {
-    at::Tensor invFreq = 1.0 / at::pow(c.ropeTheta, at::arange(0, c.headDim, 2, at::kFloat) / c.headDim);
-    at::Tensor freqs = at::outer(at::arange(T, at::kFloat), invFreq);  // [T, D/2]
-    at::Tensor emb = at::cat({freqs, freqs}, -1);                       // [T, D]
-    cos = emb.cos().view({1, 1, T, c.headDim});
-    sin = emb.sin().view({1, 1, T, c.headDim});
+    std::tie(global.cos, global.sin) = ropeTables(c.rope, P, T);
+    local = global;
+    if (c.arch == Arch::Gemma3) std::tie(local.cos, local.sin) = ropeTables(c.ropeLocal, P, T);
   }
 
-  auto norm = [&](const at::Tensor& v, Role w, Role b) {
-    return c.norm == NormKind::RMSNorm ? rmsNorm(v, t(w, -1), c.normEps) : layerNorm(v, t(w, -1), t(b, -1), c.normEps);
-  };
   for (int L = 0; L < c.nLayer; ++L) {
-    auto nrm = [&](const at::Tensor& v, Role w, Role b) {
-      return c.norm == NormKind::RMSNorm ? rmsNorm(v, t(w, L), c.normEps) : layerNorm(v, t(w, L), t(b, L), c.normEps);
-    };
+    const bool sl = c.sliding(L);
+    auto attn = [&](const at::Tensor& in) { return attention(L, in, sl ? window : full, sl ? local : global, cache); };
     at::Tensor h;
-    if (c.preNorm) {
-      x = x + attention(L, nrm(x, Role::AttnNorm, Role::AttnNormB), bias, cos, sin);
-      h = nrm(x, Role::FfnNorm, Role::FfnNormB);
-    } else {
-      x = nrm(x + attention(L, x, bias, cos, sin), Role::AttnNorm, Role::AttnNormB);
-      h = x;
+    switch (c.placement) {
+      case NormPlacement::Pre:
+        x = x + attn(norm(x, Role::AttnNorm, Role::AttnNormB, L));
+        h = norm(x, Role::FfnNorm, Role::FfnNormB, L);
+        break;
+      case NormPlacement::Post:
+        x = norm(x + attn(x), Role::AttnNorm, Role::AttnNormB, L);
+        h = x;
+        break;
+      case NormPlacement::Sandwich:
+        x = x + norm(attn(norm(x, Role::AttnNorm, Role::AttnNormB, L)), Role::AttnPostNorm, Role::AttnPostNorm, L);
+        h = norm(x, Role::FfnNorm, Role::FfnNormB, L);
+        break;
+      case NormPlacement::Output:
+        x = x + norm(attn(x), Role::AttnPostNorm, Role::AttnPostNorm, L);
+        h = x;
+        break;
     }
     if (hooks && hooks->wants(L, HookPoint::FfnIn)) hooks->on(L, HookPoint::FfnIn, h);
     const bool wantAct = hooks && hooks->wants(L, HookPoint::FfnAct);
@@ -427,14 +609,16 @@ at::Tensor Model::forwardHidden(const Batch& batch, HookSink* hooks) const {
                              : denseFfn(ffnWeights(L), flat, wantAct ? &act : nullptr);
     f = f.view({B, T, c.dModel});
     if (wantAct) hooks->on(L, HookPoint::FfnAct, act.view({B, T, -1}));
-    if (c.preNorm) {
-      x = x + f;
-    } else {
-      x = nrm(x + f, Role::FfnNorm, Role::FfnNormB);
+    switch (c.placement) {
+      case NormPlacement::Pre: x = x + f; break;
+      case NormPlacement::Post: x = norm(x + f, Role::FfnNorm, Role::FfnNormB, L); break;
+      case NormPlacement::Sandwich:
+      case NormPlacement::Output: x = x + norm(f, Role::FfnPostNorm, Role::FfnPostNorm, L); break;
     }
   }
-  if (c.finalNorm) x = norm(x, Role::OutNorm, Role::OutNormB);
-  if (at::Tensor pout = t(Role::ProjOut); pout.defined()) x = at::linear(x, pout);
+  if (cache) cache->length = S;
+  if (c.finalNorm) x = norm(x, Role::OutNorm, Role::OutNormB, 0);
+  if (at::Tensor pout = t(Role::ProjOut); pout.defined()) x = lin(x, pout, {});
   return x;
 }
 
@@ -446,7 +630,10 @@ at::Tensor Model::head(const at::Tensor& hidden) const {
     x = applyActivation(at::linear(x, d, t(Role::HeadDenseB)), config_.act);
     x = layerNorm(x, t(Role::HeadNorm), t(Role::HeadNormB), config_.normEps);
   }
-  return at::linear(x, t(Role::LmHead), t(Role::LmHeadB));
+  at::Tensor logits = lin(x, t(Role::LmHead), t(Role::LmHeadB));
+  // Gemma2 final logit soft-capping: cap * tanh(logits / cap).
+  if (config_.finalSoftcap > 0) logits = at::tanh(logits / config_.finalSoftcap) * config_.finalSoftcap;
+  return logits;
 }
 
 at::Tensor Model::forward(const Batch& batch, HookSink* hooks) const { return head(forwardHidden(batch, hooks)); }
@@ -455,7 +642,22 @@ void Model::save(const fs::path& dir, const std::string& dtype) const {
   at::ScalarType st = dtype == "F16" ? at::kHalf : dtype == "BF16" ? at::kBFloat16 : at::kFloat;
   if (dtype != "F32" && dtype != "F16" && dtype != "BF16") throw ParameterError("--dtype must be F32, F16 or BF16");
   std::vector<std::pair<std::string, at::Tensor>> out;
+  // Fused tensors (Phi-3) are written back in their HF layout.
+  std::set<std::string> inFused;
+  for (const auto& f : archTable(config_.arch).fused)
+    for (int L = 0; L < config_.nLayer; ++L) {
+      std::vector<at::Tensor> parts;
+      for (Role r : f.parts) {
+        auto it = tensors_.find(tensorName(r, L));
+        if (it == tensors_.end()) break;
+        parts.push_back(it->second.detach());
+      }
+      if (parts.size() != f.parts.size()) continue;
+      for (Role r : f.parts) inFused.insert(tensorName(r, L));
+      out.emplace_back(expandPattern(f.pattern, L), at::cat(parts, 0).to(st).contiguous());
+    }
   for (const auto& [name, tensor] : tensors_) {
+    if (inFused.count(name)) continue;
     out.emplace_back(name, tensor.detach().to(st).contiguous());
   }
   writeSafetensors(dir / "model.safetensors", out, {{"format", "pt"}});

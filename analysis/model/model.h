@@ -76,6 +76,13 @@ class FfnOverride {
   virtual at::Tensor forward(int layer, const at::Tensor& x, at::Tensor* hidden) const = 0;
 };
 
+/// Keys and values of the layers for incremental decoding (Model::forwardCached).
+/// k[L], v[L]: [1, kv_heads, length, head_dim], after q/k norms and RoPE.
+struct KvCache {
+  std::vector<at::Tensor> k, v;
+  int64_t length = 0;  ///< positions already cached
+};
+
 struct LoadOptions {
   /// Do not require or load the FFN up/gate/down tensors (MoE checkpoints carry
   /// them per expert instead).
@@ -112,7 +119,15 @@ class Model {
   at::Tensor forward(const Batch& batch, HookSink* hooks = nullptr) const;
   /// Final hidden states [B, T, d_model] (after the final norm, before the head).
   at::Tensor forwardHidden(const Batch& batch, HookSink* hooks = nullptr) const;
-  /// The LM (or MLM) head: hidden [.., d_model] -> logits [.., vocab].
+  /// Incremental decoding of one unpadded sequence: runs `tokens` at
+  /// positions cache.length .. cache.length + T - 1 attending to the cached
+  /// keys, appends their keys/values to `cache` and returns the final hidden
+  /// states [1, T, d_model]. Same arithmetic as forwardHidden (FFN override
+  /// honoured). Throws ParameterError for ids outside the vocabulary or
+  /// positions beyond learned position tables. Not thread-safe on one cache.
+  at::Tensor forwardCached(const std::vector<int64_t>& tokens, KvCache& cache) const;
+  /// The LM (or MLM) head: hidden [.., d_model] -> logits [.., vocab]
+  /// (with Gemma2's final logit soft-capping where configured).
   at::Tensor head(const at::Tensor& hidden) const;
 
   FfnWeights ffnWeights(int layer) const;
@@ -133,8 +148,14 @@ class Model {
   Model() = default;
   void bind(const LoadOptions& options, const std::string& fileForErrors);
   at::Tensor t(Role role, int layer = -1) const;  // undefined if absent
-  at::Tensor attention(int layer, const at::Tensor& x, const at::Tensor& bias, const at::Tensor& cos,
-                       const at::Tensor& sin) const;
+  struct Rope {
+    at::Tensor cos, sin;  // [1, 1, T, rotated dims]
+  };
+  at::Tensor run(const at::Tensor& ids, const at::Tensor& mask, const at::Tensor& typeIds, KvCache* cache,
+                 HookSink* hooks) const;
+  at::Tensor attention(int layer, const at::Tensor& x, const at::Tensor& bias, const Rope& rope, KvCache* cache) const;
+  at::Tensor norm(const at::Tensor& x, Role w, Role b, int layer) const;
+  void splitFused(const std::string& fileForErrors);
 
   ModelConfig config_;
   std::filesystem::path dir_;

@@ -8,7 +8,8 @@ Writes OUT_DIR/config.json and OUT_DIR/model.safetensors (or, with
 --shards N > 1, model-0000k-of-0000N.safetensors plus
 model.safetensors.index.json), named and shaped as the HF classes save them
 (GPT2LMHeadModel, LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM,
-OPTForCausalLM, BertForMaskedLM). Tied heads are left out, as
+OPTForCausalLM, BertForMaskedLM, Qwen3ForCausalLM, GemmaForCausalLM,
+Gemma2ForCausalLM, Gemma3ForCausalLM, Phi3ForCausalLM, Olmo2ForCausalLM). Tied heads are left out, as
 save_pretrained does. --dtype picks the stored dtype; --round-to rounds the
 values through F16/BF16 but stores them as --dtype (so a F32 checkpoint can
 hold exactly the upcast of a F16/BF16 one). The same VARIANT and --seed
@@ -45,6 +46,37 @@ VARIANTS = {
     "opt_post_proj": dict(family="opt", act="relu", pre=False, proj=48, ff=128),
     "bert_gelu": dict(family="bert", act="gelu", ff=128),
     "bert_relu": dict(family="bert", act="relu", ff=128),
+    # GPT-2 attention-scale flags
+    "gpt2_noscale": dict(family="gpt2", act="gelu_new", extra={"scale_attn_weights": False}),
+    "gpt2_invlayer": dict(family="gpt2", act="gelu_new", extra={"scale_attn_by_inverse_layer_idx": True}),
+    # RoPE scaling and explicit head_dim (llama/mistral/qwen2)
+    "llama_llama3": dict(family="llama", act="silu", kv=2, theta=50000.0, ff=96, extra={
+        "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                         "original_max_position_embeddings": 8}}),
+    "llama_linear": dict(family="llama", act="silu", kv=2, theta=10000.0, ff=96, extra={
+        "rope_scaling": {"type": "linear", "factor": 2.0}}),
+    "llama_dynamic": dict(family="llama", act="silu", kv=4, theta=10000.0, ff=96, extra={
+        "rope_scaling": {"rope_type": "dynamic", "factor": 2.0}, "max_position_embeddings": 6}),
+    "llama_head_dim": dict(family="llama", act="silu", kv=2, theta=10000.0, ff=96, head_dim=24),
+    "qwen2_yarn": dict(family="qwen2", act="silu", kv=2, theta=10000.0, ff=96, extra={
+        "rope_scaling": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 8}}),
+    "mistral_yarn_hd": dict(family="mistral", act="silu", kv=2, theta=10000.0, ff=96, window=4, head_dim=24, extra={
+        "rope_scaling": {"rope_type": "yarn", "factor": 2.0, "beta_fast": 8.0, "beta_slow": 2.0,
+                         "attention_factor": 1.3}}),
+    # newer dense families
+    "qwen3": dict(family="qwen3", act="silu", kv=2, theta=1000000.0, ff=96, head_dim=24),
+    "gemma": dict(family="gemma", act="gelu_pytorch_tanh", kv=1, theta=10000.0, ff=96, head_dim=16),
+    "gemma2": dict(family="gemma2", act="gelu_pytorch_tanh", kv=2, theta=10000.0, ff=96, head_dim=16, extra={
+        "query_pre_attn_scalar": 24, "sliding_window": 4, "attn_logit_softcapping": 2.0,
+        "final_logit_softcapping": 3.0}),
+    "gemma3": dict(family="gemma3_text", act="gelu_pytorch_tanh", kv=2, theta=1000000.0, ff=96, head_dim=16, extra={
+        "query_pre_attn_scalar": 16, "sliding_window": 4, "sliding_window_pattern": 2, "rope_local_base_freq": 100.0,
+        "rope_scaling": {"rope_type": "linear", "factor": 2.0}, "attn_logit_softcapping": None,
+        "final_logit_softcapping": None}),
+    "phi3": dict(family="phi3", act="silu", kv=2, theta=10000.0, ff=96, extra={"sliding_window": 5}),
+    "phi3_partial": dict(family="phi3", act="silu", kv=4, theta=10000.0, ff=96, extra={
+        "partial_rotary_factor": 0.5, "rope_scaling": {"rope_type": "linear", "factor": 3.0}}),
+    "olmo2": dict(family="olmo2", act="silu", kv=2, theta=500000.0, ff=96),
 }
 
 
@@ -101,13 +133,14 @@ def gpt2(v, I):
         "attn_pdrop": 0.0, "scale_attn_weights": True, "tie_word_embeddings": True,
         "bos_token_id": V - 1, "eos_token_id": V - 1, "torch_dtype": "float32",
     }
+    cfg.update(v.get("extra", {}))
     return cfg, t
 
 
 def llama_like(v, I):
     fam = v["family"]
     kv, ff = v["kv"], v["ff"]
-    D = C // H
+    D = v.get("head_dim", C // H)
     qkv_bias = fam == "qwen2"
     tied = fam == "qwen2"
     t = {"model.embed_tokens.weight": I.embed("model.embed_tokens.weight", V, C)}
@@ -145,6 +178,80 @@ def llama_like(v, I):
         cfg["use_sliding_window"] = False
         cfg["sliding_window"] = P
         cfg["max_window_layers"] = L
+    if "head_dim" in v:
+        cfg["head_dim"] = D
+    cfg.update(v.get("extra", {}))
+    return cfg, t
+
+
+def newer_decoder(v, I):
+    """qwen3, gemma, gemma2, gemma3_text, phi3, olmo2 in their HF layouts."""
+    fam = v["family"]
+    kv, ff = v["kv"], v["ff"]
+    D = v.get("head_dim", C // H)
+    gemma = fam.startswith("gemma")
+    tied = gemma
+    sandwich = fam in ("gemma2", "gemma3_text")
+    # Gemma stores RMSNorm weights as offsets from 1 (applied as 1 + w).
+    nw = (lambda n, d: (0.1 * I.rng(n).randn(d)).astype(np.float32)) if gemma else I.norm_w
+    t = {"model.embed_tokens.weight": I.embed("model.embed_tokens.weight", V, C, 0.2 if gemma else 1.0)}
+    for l in range(L):
+        q = "model.layers.%d." % l
+        a = q + "self_attn."
+        if fam == "phi3":
+            t[a + "qkv_proj.weight"] = I.linear(a + "qkv_proj.weight", (H + 2 * kv) * D, C)
+            t[q + "mlp.gate_up_proj.weight"] = I.linear(q + "mlp.gate_up_proj.weight", 2 * ff, C)
+        else:
+            for proj, out in (("q_proj", H * D), ("k_proj", kv * D), ("v_proj", kv * D)):
+                t[a + proj + ".weight"] = I.linear(a + proj + ".weight", out, C)
+            t[q + "mlp.gate_proj.weight"] = I.linear(q + "mlp.gate_proj.weight", ff, C)
+            t[q + "mlp.up_proj.weight"] = I.linear(q + "mlp.up_proj.weight", ff, C)
+        t[a + "o_proj.weight"] = I.linear(a + "o_proj.weight", C, H * D)
+        t[q + "mlp.down_proj.weight"] = I.linear(q + "mlp.down_proj.weight", C, ff)
+        norms = []
+        if fam != "olmo2":
+            norms.append("input_layernorm")
+        norms.append("post_attention_layernorm")
+        if sandwich:
+            norms += ["pre_feedforward_layernorm", "post_feedforward_layernorm"]
+        if fam == "olmo2":
+            norms.append("post_feedforward_layernorm")
+        for n in norms:
+            t[q + n + ".weight"] = nw(q + n + ".weight", C)
+        if fam in ("qwen3", "gemma3_text"):
+            t[a + "q_norm.weight"] = nw(a + "q_norm.weight", D)
+            t[a + "k_norm.weight"] = nw(a + "k_norm.weight", D)
+        if fam == "olmo2":
+            t[a + "q_norm.weight"] = nw(a + "q_norm.weight", H * D)
+            t[a + "k_norm.weight"] = nw(a + "k_norm.weight", kv * D)
+    t["model.norm.weight"] = nw("model.norm.weight", C)
+    if not tied:
+        t["lm_head.weight"] = I.linear("lm_head.weight", V, C, 4.0)
+    arch = {"qwen3": "Qwen3ForCausalLM", "gemma": "GemmaForCausalLM", "gemma2": "Gemma2ForCausalLM",
+            "gemma3_text": "Gemma3ForCausalLM", "phi3": "Phi3ForCausalLM", "olmo2": "Olmo2ForCausalLM"}[fam]
+    cfg = {
+        "architectures": [arch], "model_type": fam, "vocab_size": V, "hidden_size": C, "intermediate_size": ff,
+        "num_hidden_layers": L, "num_attention_heads": H, "num_key_value_heads": kv,
+        "max_position_embeddings": P, "rms_norm_eps": 1e-6, "rope_theta": v["theta"], "rope_scaling": None,
+        "tie_word_embeddings": tied, "attention_dropout": 0.0, "initializer_range": 0.02,
+        "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0, "torch_dtype": "float32",
+    }
+    if fam != "olmo2":
+        cfg["head_dim"] = D
+    if fam != "phi3":
+        cfg["attention_bias"] = False
+    if fam == "gemma":  # gemma v1 configs name it hidden_act (hidden_activation absent)
+        cfg["hidden_act"] = v["act"]
+    elif gemma:
+        cfg["hidden_activation"] = v["act"]
+    else:
+        cfg["hidden_act"] = v["act"]
+    if fam == "qwen3":
+        cfg.update({"use_sliding_window": False, "sliding_window": None, "max_window_layers": L})
+    if fam == "phi3":
+        cfg.update({"original_max_position_embeddings": P, "resid_pdrop": 0.0, "embd_pdrop": 0.0,
+                    "rms_norm_eps": 1e-5, "sliding_window": None})
+    cfg.update(v.get("extra", {}))
     return cfg, t
 
 
@@ -222,7 +329,9 @@ def bert(v, I):
     return cfg, t
 
 
-BUILDERS = {"gpt2": gpt2, "llama": llama_like, "mistral": llama_like, "qwen2": llama_like, "opt": opt, "bert": bert}
+BUILDERS = {"gpt2": gpt2, "llama": llama_like, "mistral": llama_like, "qwen2": llama_like, "opt": opt, "bert": bert,
+            "qwen3": newer_decoder, "gemma": newer_decoder, "gemma2": newer_decoder, "gemma3_text": newer_decoder,
+            "phi3": newer_decoder, "olmo2": newer_decoder}
 
 
 def build(variant, seed):

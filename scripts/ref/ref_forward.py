@@ -5,8 +5,11 @@ usage: ref_forward.py MODEL_DIR --ids 1,2,3 [--ids 4,5 ...] --out OUT.safetensor
                       [--precision float64|float32]
 
 Written from the Hugging Face modeling semantics (GPT2LMHeadModel,
-LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, OPTForCausalLM,
-BertForMaskedLM), in plain torch tensor algebra, without moefy's code. Several
+LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM,
+GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Phi3ForCausalLM,
+Olmo2ForCausalLM, OPTForCausalLM, BertForMaskedLM and modeling_rope_utils'
+linear / dynamic / llama3 / yarn RoPE), in plain torch tensor algebra,
+without moefy's code. Several
 --ids make a right-padded batch with an attention mask (pad id 0). Writes F32
 `logits` [B, T, vocab], `blk.L.ffn_in` [B, T, d_model] (the FFN input after
 its norm) and `blk.L.ffn_act` [B, T, d_ff] (the hidden entering the down
@@ -86,7 +89,10 @@ class Ref:
         """q [B,H,T,D], k/v [B,H,T,D], allowed [B,1,T,T] bool -> [B,T,H*D]."""
         d = q.shape[-1]
         s = torch.einsum("bhid,bhjd->bhij", q, k) / math.sqrt(d)
-        s = s.masked_fill(~allowed, float("-inf"))
+        # A large finite negative, not -inf: a padded query whose window holds only
+        # padding must not turn into NaN (0 * NaN would reach the valid positions
+        # through the next layer's values); HF adds finfo.min likewise.
+        s = s.masked_fill(~allowed, -1e30)
         p = torch.softmax(s, dim=-1)
         o = torch.einsum("bhij,bhjd->bhid", p, v)
         B, Hh, T, D = o.shape
@@ -130,7 +136,12 @@ class Ref:
             # Conv1D: y = x @ W + b with W stored [in, out]
             qkv = a @ self.get(q + "attn.c_attn.weight") + self.get(q + "attn.c_attn.bias")
             qq, kk, vv = qkv.split(C, dim=-1)
-            o = self.attend(self.heads(qq, H), self.heads(kk, H), self.heads(vv, H), ok)
+            # GPT2Attention: / sqrt(head_dim) only if scale_attn_weights; / (layer + 1) if
+            # scale_attn_by_inverse_layer_idx. attend() divides by sqrt(head_dim) itself.
+            sc = 1.0 if c.get("scale_attn_weights", True) else math.sqrt(C // H)
+            if c.get("scale_attn_by_inverse_layer_idx", False):
+                sc /= float(l + 1)
+            o = self.attend(self.heads(qq, H) * sc, self.heads(kk, H), self.heads(vv, H), ok)
             x = x + o @ self.get(q + "attn.c_proj.weight") + self.get(q + "attn.c_proj.bias")
             m = self.layer_norm(x, self.get(q + "ln_2.weight"), self.get(q + "ln_2.bias"), eps)
             h = self.act(m @ self.get(q + "mlp.c_fc.weight") + self.get(q + "mlp.c_fc.bias"), act)
@@ -142,57 +153,206 @@ class Ref:
             head = self.get(p + "wte.weight")
         return self.lin(x, head)
 
-    def llama(self, ids, mask):
+    # --- RoPE (HF modeling_rope_utils semantics) ---------------------------
+    @staticmethod
+    def rope_inv_freq(theta, dim, scaling, max_pos, seq_len):
+        """Inverse frequencies [dim/2] (float64) and the cos/sin attention factor."""
+        def default(base):
+            return 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim))
+
+        if not scaling:
+            return default(theta), 1.0
+        kind = scaling.get("rope_type", scaling.get("type"))
+        f = scaling.get("factor", 1.0)
+        if kind == "default":
+            return default(theta), 1.0
+        if kind == "linear":  # positions divided by factor
+            return default(theta) / f, 1.0
+        if kind == "dynamic":  # NTK-aware base, grown once the sequence passes max_position_embeddings
+            base = theta
+            if seq_len > max_pos:
+                base = theta * ((f * seq_len / max_pos) - (f - 1)) ** (dim / (dim - 2))
+            return default(base), 1.0
+        if kind == "llama3":
+            inv = default(theta)
+            old = scaling["original_max_position_embeddings"]
+            lo, hi = scaling["low_freq_factor"], scaling["high_freq_factor"]
+            out = inv.clone()
+            for i, w in enumerate((2 * math.pi / inv).tolist()):
+                if w < old / hi:  # high frequency: unchanged
+                    continue
+                if w > old / lo:  # low frequency: interpolated by factor
+                    out[i] = inv[i] / f
+                else:  # in between: smooth mix
+                    sm = (old / w - lo) / (hi - lo)
+                    out[i] = (1 - sm) * inv[i] / f + sm * inv[i]
+            return out, 1.0
+        if kind == "yarn":
+            orig = scaling.get("original_max_position_embeddings") or max_pos
+            bf = scaling.get("beta_fast") or 32
+            bs = scaling.get("beta_slow") or 1
+
+            def ms(scale, m=1.0):
+                return 1.0 if scale <= 1 else 0.1 * m * math.log(scale) + 1.0
+
+            att = scaling.get("attention_factor")
+            if att is None:
+                m, mall = scaling.get("mscale"), scaling.get("mscale_all_dim")
+                att = ms(f, m) / ms(f, mall) if (m and mall) else ms(f)
+
+            def cdim(rot):  # dimension index whose wavelength fits `rot` turns in the original context
+                return dim * math.log(orig / (rot * 2 * math.pi)) / (2 * math.log(theta))
+
+            lo, hi = cdim(bf), cdim(bs)
+            if scaling.get("truncate", True):
+                lo, hi = math.floor(lo), math.ceil(hi)
+            lo, hi = max(lo, 0), min(hi, dim - 1)
+            if lo == hi:
+                hi += 0.001
+            ramp = torch.clamp((torch.arange(dim // 2, dtype=torch.float64) - lo) / (hi - lo), 0, 1)
+            keep = 1 - ramp  # share of the unscaled (extrapolated) frequency
+            inv = default(theta)
+            return (inv / f) * (1 - keep) + inv * keep, att
+        raise SystemExit("ref_forward: rope_type %r is not modelled" % kind)
+
+    def decoder(self, ids, mask):
+        """LLaMA-style decoders: llama, mistral, qwen2, qwen3, gemma, gemma2,
+        gemma3_text, phi3, olmo2 (HF modeling_<type>.py semantics)."""
         c = self.cfg
         mt = c["model_type"]
+        gemma = mt in ("gemma", "gemma2", "gemma3_text")
         C, H = c["hidden_size"], c["num_attention_heads"]
         KV = c.get("num_key_value_heads") or H
-        D = c.get("head_dim") or C // H
-        eps = c.get("rms_norm_eps", 1e-6)
-        theta = c.get("rope_theta", 10000.0)
-        act = c.get("hidden_act", "silu")
-        window = None
-        if mt == "mistral":
-            window = c.get("sliding_window")
-        elif mt == "qwen2" and c.get("use_sliding_window"):
-            raise SystemExit("ref_forward: qwen2 use_sliding_window is not modelled")
+        default_hd = 128 if mt == "qwen3" else (256 if gemma else C // H)
+        D = C // H if mt == "olmo2" else (c.get("head_dim") or default_hd)
+        eps = c.get("rms_norm_eps", 1e-5 if mt in ("phi3", "olmo2") else 1e-6)
+        if gemma:
+            act = c.get("hidden_activation") or (c.get("hidden_act") if mt == "gemma" else None) or "gelu_pytorch_tanh"
+        else:
+            act = c.get("hidden_act", "silu")
+        nl = c["num_hidden_layers"]
+        max_pos = c.get("max_position_embeddings")
         B, T = ids.shape
+
+        # Which layers use a sliding window, and its size.
+        window = None
+        sliding = [False] * nl
+        if mt == "mistral":
+            window = c.get("sliding_window", 4096)
+            sliding = [True] * nl
+        elif mt == "phi3":
+            window = c.get("sliding_window")
+            sliding = [True] * nl
+        elif mt in ("gemma2", "gemma3_text"):
+            window = c.get("sliding_window", 4096)
+            if c.get("layer_types"):
+                sliding = [lt == "sliding_attention" for lt in c["layer_types"]]
+            elif mt == "gemma2":
+                sliding = [i % 2 == 0 for i in range(nl)]
+            else:
+                pat = c.get("sliding_window_pattern", 6)
+                sliding = [(i + 1) % pat != 0 for i in range(nl)]
+        elif mt in ("qwen2", "qwen3") and c.get("use_sliding_window"):
+            raise SystemExit("ref_forward: qwen use_sliding_window is not modelled")
+
+        # Attention scaling and soft-capping.
+        scaling = D ** -0.5
+        if mt in ("gemma2", "gemma3_text"):
+            scaling = c.get("query_pre_attn_scalar", 256) ** -0.5
+        softcap = c.get("attn_logit_softcapping", 50.0 if mt == "gemma2" else None) if mt in ("gemma2", "gemma3_text") else None
+        final_cap = c.get("final_logit_softcapping", 30.0 if mt == "gemma2" else None) if mt in ("gemma2", "gemma3_text") else None
+
+        # RoPE tables: the rotated part of each head is int(head_dim * partial_rotary_factor) dims.
+        rot = int(D * c.get("partial_rotary_factor", 1.0))
+        theta = c.get("rope_theta", 1000000.0 if mt == "gemma3_text" else 10000.0)
+
+        def tables(th, sc):
+            inv, att = self.rope_inv_freq(th, rot, sc, max_pos, T)
+            ang = torch.arange(T, dtype=torch.float64).view(T, 1) * inv.view(1, -1)
+            ang = torch.cat([ang, ang], dim=-1)
+            return (torch.cos(ang) * att).to(self.dtype), (torch.sin(ang) * att).to(self.dtype)
+
+        rope_global = tables(theta, c.get("rope_scaling"))
+        rope_local = rope_global
+        if mt == "gemma3_text":  # sliding layers: default RoPE on the local base
+            rope_local = tables(c.get("rope_local_base_freq", 10000.0), None)
+
+        def rope(t, cs):
+            cos, sin = cs
+            r, rest = t[..., :rot], t[..., rot:]
+            half = rot // 2
+            rr = torch.cat([-r[..., half:], r[..., :half]], dim=-1)
+            return torch.cat([r * cos + rr * sin, rest], dim=-1)
+
+        def norm(x, name):
+            w = self.get(name)
+            if gemma:  # Gemma RMSNorm: (1 + w)
+                w = 1.0 + w
+            return self.rms_norm(x, w, eps)
+
         x = self.get("model.embed_tokens.weight")[ids]
-        # RoPE (rotate-half form): angle = pos * theta^(-2i/D), applied to (x_i, x_{i+D/2}).
-        inv = 1.0 / (theta ** (torch.arange(0, D, 2, dtype=torch.float64) / D))
-        ang = torch.arange(T, dtype=torch.float64).view(T, 1) * inv.view(1, -1)
-        ang = torch.cat([ang, ang], dim=-1).to(self.dtype)
-        cos, sin = torch.cos(ang), torch.sin(ang)
-
-        def rope(t):
-            half = t.shape[-1] // 2
-            rot = torch.cat([-t[..., half:], t[..., :half]], dim=-1)
-            return t * cos + rot * sin
-
-        ok = self.allowed(mask, True, window)
-        for l in range(c["num_hidden_layers"]):
+        if gemma:
+            x = x * math.sqrt(C)
+        ok_full = self.allowed(mask, True)
+        ok_win = self.allowed(mask, True, window)
+        for l in range(nl):
             q = "model.layers.%d." % l
-            a = self.rms_norm(x, self.get(q + "input_layernorm.weight"), eps)
             sa = q + "self_attn."
-            qq = self.lin(a, self.get(sa + "q_proj.weight"), self.opt_get(sa + "q_proj.bias"))
-            kk = self.lin(a, self.get(sa + "k_proj.weight"), self.opt_get(sa + "k_proj.bias"))
-            vv = self.lin(a, self.get(sa + "v_proj.weight"), self.opt_get(sa + "v_proj.bias"))
-            qh, kh, vh = rope(self.heads(qq, H)), rope(self.heads(kk, KV)), self.heads(vv, KV)
-            rep = H // KV  # key/value head g serves query heads g*rep .. g*rep+rep-1
-            kh = kh.repeat_interleave(rep, dim=1)
-            vh = vh.repeat_interleave(rep, dim=1)
-            o = self.attend(qh, kh, vh, ok)
-            x = x + self.lin(o, self.get(sa + "o_proj.weight"), self.opt_get(sa + "o_proj.bias"))
-            m = self.rms_norm(x, self.get(q + "post_attention_layernorm.weight"), eps)
-            h = self.act(self.lin(m, self.get(q + "mlp.gate_proj.weight")), act) * self.lin(
-                m, self.get(q + "mlp.up_proj.weight"))
-            self.record(l, m, h)
-            x = x + self.lin(h, self.get(q + "mlp.down_proj.weight"))
-        x = self.rms_norm(x, self.get("model.norm.weight"), eps)
+
+            def attention(a):
+                if mt == "phi3":  # fused [q; k; v]
+                    qkv = self.lin(a, self.get(sa + "qkv_proj.weight"))
+                    qq, kk, vv = qkv[..., :H * D], qkv[..., H * D:(H + KV) * D], qkv[..., (H + KV) * D:]
+                else:
+                    qq = self.lin(a, self.get(sa + "q_proj.weight"), self.opt_get(sa + "q_proj.bias"))
+                    kk = self.lin(a, self.get(sa + "k_proj.weight"), self.opt_get(sa + "k_proj.bias"))
+                    vv = self.lin(a, self.get(sa + "v_proj.weight"), self.opt_get(sa + "v_proj.bias"))
+                if mt == "olmo2":  # q/k norms over the whole projection
+                    qq, kk = norm(qq, sa + "q_norm.weight"), norm(kk, sa + "k_norm.weight")
+                qh, kh, vh = self.heads(qq, H), self.heads(kk, KV), self.heads(vv, KV)
+                if mt in ("qwen3", "gemma3_text"):  # per-head q/k norms
+                    qh, kh = norm(qh, sa + "q_norm.weight"), norm(kh, sa + "k_norm.weight")
+                cs = rope_local if sliding[l] else rope_global
+                qh, kh = rope(qh, cs), rope(kh, cs)
+                rep = H // KV
+                kh = kh.repeat_interleave(rep, dim=1)
+                vh = vh.repeat_interleave(rep, dim=1)
+                s = torch.einsum("bhid,bhjd->bhij", qh, kh) * scaling
+                if softcap:
+                    s = torch.tanh(s / softcap) * softcap
+                s = s.masked_fill(~(ok_win if (sliding[l] and window) else ok_full), -1e30)
+                o = torch.einsum("bhij,bhjd->bhid", torch.softmax(s, dim=-1), vh)
+                o = o.permute(0, 2, 1, 3).reshape(B, T, H * D)
+                return self.lin(o, self.get(sa + "o_proj.weight"), self.opt_get(sa + "o_proj.bias"))
+
+            def mlp(m):
+                if mt == "phi3":  # fused [gate; up]
+                    gu = self.lin(m, self.get(q + "mlp.gate_up_proj.weight"))
+                    g, u = gu.chunk(2, dim=-1)
+                else:
+                    g = self.lin(m, self.get(q + "mlp.gate_proj.weight"))
+                    u = self.lin(m, self.get(q + "mlp.up_proj.weight"))
+                h = self.act(g, act) * u
+                self.record(l, m, h)
+                return self.lin(h, self.get(q + "mlp.down_proj.weight"))
+
+            if mt == "olmo2":  # norms on the sub-layer outputs
+                x = x + norm(attention(x), q + "post_attention_layernorm.weight")
+                x = x + norm(mlp(x), q + "post_feedforward_layernorm.weight")
+            elif mt in ("gemma2", "gemma3_text"):  # pre and post norms around both sub-layers
+                x = x + norm(attention(norm(x, q + "input_layernorm.weight")), q + "post_attention_layernorm.weight")
+                x = x + norm(mlp(norm(x, q + "pre_feedforward_layernorm.weight")), q + "post_feedforward_layernorm.weight")
+            else:
+                x = x + attention(norm(x, q + "input_layernorm.weight"))
+                x = x + mlp(norm(x, q + "post_attention_layernorm.weight"))
+        x = norm(x, "model.norm.weight")
         head = self.opt_get("lm_head.weight")
         if head is None:
             head = self.get("model.embed_tokens.weight")
-        return self.lin(x, head)
+        logits = self.lin(x, head)
+        if final_cap:
+            logits = torch.tanh(logits / final_cap) * final_cap
+        return logits
 
     def opt(self, ids, mask):
         c = self.cfg
@@ -295,8 +455,10 @@ def main(argv=None):
         ids[b, :len(s)] = torch.tensor(s)
         mask[b, :len(s)] = 1
     ref = Ref(cfg, load_weights(a.model), torch.float64 if a.precision == "float64" else torch.float32)
-    fam = {"gpt2": ref.gpt2, "llama": ref.llama, "mistral": ref.llama, "qwen2": ref.llama, "opt": ref.opt,
-           "bert": ref.bert}.get(cfg.get("model_type"))
+    fam = {"gpt2": ref.gpt2, "opt": ref.opt, "bert": ref.bert}.get(cfg.get("model_type"))
+    if cfg.get("model_type") in ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3",
+                                 "olmo2"):
+        fam = ref.decoder
     if fam is None:
         raise SystemExit("ref_forward: unsupported model_type %r" % cfg.get("model_type"))
     with torch.no_grad():

@@ -9,10 +9,13 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <fstream>
 
 #include "analysis/io/safetensors.h"
+#include "analysis/model/model.h"
 #include "testutil.h"
 
 using namespace moefy;
@@ -46,8 +49,17 @@ const RefRow kRefRows[] = {
     // Half-precision storage: the reference upcasts the stored values to F32.
     {"llama_silu", "F16"},    {"gpt2_gelu_new", "BF16"}, {"qwen2", "BF16"},              {"opt_post_proj", "F16"},
     {"bert_gelu", "BF16"},
+    // GPT-2 attention-scale flags; RoPE scaling (llama3 evaluated past its original context of 8,
+    // dynamic past max_position_embeddings 6), explicit head_dim, partial rotary.
+    {"gpt2_noscale", "F32"},  {"gpt2_invlayer", "F32"},   {"llama_llama3", "F32"},        {"llama_linear", "F32"},
+    {"llama_dynamic", "F32"}, {"llama_head_dim", "F32"},  {"qwen2_yarn", "F32"},          {"mistral_yarn_hd", "F32"},
+    // Newer dense families (gemma2 with attention and final soft-capping active).
+    {"qwen3", "F32"},         {"gemma", "F32"},           {"gemma2", "F32"},              {"gemma3", "F32"},
+    {"phi3", "F32"},          {"phi3_partial", "F32"},    {"olmo2", "F32"},
+    {"qwen3", "BF16"},        {"gemma2", "BF16"},         {"phi3", "BF16"},
 };
-const RefRow kUpcastRows[] = {{"gpt2_gelu", "F16"}, {"llama_silu", "BF16"}};
+const RefRow kUpcastRows[] = {{"gpt2_gelu", "F16"}, {"llama_silu", "BF16"}, {"gemma3", "BF16"}, {"phi3", "BF16"},
+                              {"olmo2", "BF16"}};
 
 std::string rowName(const RefRow& r) { return std::string(r.variant) + "_" + r.dtype; }
 
@@ -80,6 +92,7 @@ double compareDumps(const std::filesystem::path& gotPath, const std::filesystem:
       return 1e9;
     }
     double d = maxDiffValid(g, w);
+    if (std::isnan(d)) d = std::numeric_limits<double>::infinity();  // NaN must fail, not compare false
     if (d > overall) overall = d, worst = info.name;
     if (d > tol) qWarning("%s: %s max abs diff %.3g > %.1g", qPrintable(what), info.name.c_str(), d, tol);
   }
@@ -161,6 +174,58 @@ class ArchForward : public QObject {
     if (QTest::currentTestFailed()) return;
     double d = compareDumps(dir / "half.safetensors", dir / "f32.safetensors", 0.0, variant + " " + dtype + " vs F32 upcast");
     QCOMPARE(d, 0.0);
+  }
+
+  // moefy inspect names the family, the rope type, the window pattern and the norms.
+  void inspectNamesFamilyRopeWindowNorms_data() {
+    QTest::addColumn<QString>("variant");
+    QTest::addColumn<QStringList>("want");
+    QTest::newRow("llama3") << "llama_llama3" << QStringList{"\"family\": \"llama\"", "\"rope\": \"llama3\"",
+                                                             "original context 8", "\"window_pattern\": \"none"};
+    QTest::newRow("gemma2") << "gemma2" << QStringList{"\"family\": \"gemma2\"", "rmsnorm (1 + w)", "pre+post-norm",
+                                                       "window 4 on L layers: LG", "softcap 2", "logit softcap 3"};
+    QTest::newRow("gemma3") << "gemma3" << QStringList{"\"family\": \"gemma3_text\"", "q/k norm per head",
+                                                       "\"rope\": \"linear\"", "sliding layers: rope default (theta 100"};
+    QTest::newRow("olmo2") << "olmo2" << QStringList{"\"family\": \"olmo2\"", "output-norm", "q/k norm over all heads"};
+    QTest::newRow("phi3") << "phi3_partial" << QStringList{"\"family\": \"phi3\"", "8 of 16 dims", "every layer"} ;
+  }
+  void inspectNamesFamilyRopeWindowNorms() {
+    QFETCH(QString, variant);
+    QFETCH(QStringList, want);
+    auto r = runCli({"inspect", qs(root_ / (variant.toStdString() + "_F32") / "model"), "--json"});
+    QVERIFY2(r.exitCode == 0, (r.out + r.err).c_str());
+    for (const auto& w : want) QVERIFY2(r.out.find(w.toStdString()) != std::string::npos, qPrintable(w + " not in " + QString::fromStdString(r.out)));
+    auto text = runCli({"inspect", qs(root_ / (variant.toStdString() + "_F32") / "model")});
+    QVERIFY2(text.exitCode == 0 && text.out.find("window ") != std::string::npos && text.out.find("norms ") != std::string::npos,
+             text.out.c_str());
+  }
+
+  // Phi-3's fused tensors are split at load and fused again by save: the saved
+  // checkpoint has the HF layout and the same outputs.
+  void phi3SaveRoundTrip() {
+    auto dir = root_ / "phi3_F32";
+    auto m = Model::load(dir / "model");
+    // Split into roles: the engine sees q/k/v and gate/up as usual.
+    QVERIFY(m->tensors().count("model.layers.0.mlp.gate_proj.weight"));
+    QVERIFY(m->tensors().count("model.layers.1.self_attn.k_proj.weight"));
+    QVERIFY(!m->tensors().count("model.layers.0.mlp.gate_up_proj.weight"));
+    QCOMPARE(m->ffnWeights(0).gate.size(0), int64_t(96));
+    auto out = dir / "saved";
+    std::filesystem::create_directories(out);
+    m->save(out, "F32");
+    auto st = SafetensorsFile::open(out / "model.safetensors");
+    QVERIFY(st->contains("model.layers.0.self_attn.qkv_proj.weight"));
+    QVERIFY(st->contains("model.layers.1.mlp.gate_up_proj.weight"));
+    QVERIFY(!st->contains("model.layers.0.mlp.up_proj.weight"));
+    auto orig = SafetensorsFile::open(dir / "model" / "model.safetensors");
+    for (const auto& info : orig->tensors()) {
+      QVERIFY2(st->contains(info.name), info.name.c_str());
+      QVERIFY2(at::equal(st->f32(info.name), orig->f32(info.name)), info.name.c_str());
+    }
+    QCOMPARE(st->tensors().size(), orig->tensors().size());
+    auto again = Model::load(out);
+    Batch b = makeBatch({{5, 17, 3, 99, 42}});
+    QVERIFY(at::equal(again->forward(b), m->forward(b)));
   }
 
   // model.safetensors.index.json + shards load to the same model as one file.
