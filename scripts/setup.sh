@@ -13,6 +13,7 @@ PKGS=(
   libonig-dev libsentencepiece-dev libstb-dev zlib1g-dev
   python3-numpy python3-torch
   xvfb xauth fonts-dejavu-core pngquant
+  clang-format
 )
 
 # Optional extras, installed only when asked: MOEFY_SETUP_EXTRAS=fuzz bash scripts/setup.sh

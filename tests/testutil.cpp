@@ -15,7 +15,7 @@ fs::path sourceDir() {
 
 fs::path binaryDir() {
   if (const char* s = std::getenv("MOEFY_BINARY_DIR")) return s;
-  return fs::current_path();
+  return MOEFY_TEST_BINARY_DIR;  // never the working directory: that may be the repository
 }
 
 fs::path freshDir(const std::string& name) {

@@ -9,7 +9,7 @@ namespace moefy::test {
 
 /// Repository root (MOEFY_SOURCE_DIR from CTest, else the compile-time path).
 std::filesystem::path sourceDir();
-/// Build folder (MOEFY_BINARY_DIR).
+/// Build folder (MOEFY_BINARY_DIR from the environment, else the tree the test was built in).
 std::filesystem::path binaryDir();
 /// A fresh, empty folder under the build tree for this test, removed first if present.
 std::filesystem::path freshDir(const std::string& name);

@@ -13,7 +13,10 @@
 #include <QLineEdit>
 #include <QPushButton>
 #include <QSpinBox>
+#include <algorithm>
 #include <filesystem>
+
+#include <limits>
 
 #include "analysis/common/error.h"
 #include "analysis/jobs/job.h"
@@ -31,8 +34,10 @@
 #define MOEFY_GUI_HAVE_ROUTE 1
 #include "analysis/io/fsutil.h"
 #include "analysis/moe/moe_export.h"
+#include "analysis/moe/moe_options.h"
 #include "analysis/route/route_build.h"
 #include "analysis/route/route_inputs.h"
+#include "analysis/route/route_options.h"
 #endif
 #if defined(MOEFY_GUI_HAVE_ROUTE) && __has_include("analysis/moe/calibrate.h")
 #define MOEFY_GUI_HAVE_CALIBRATE 1
@@ -41,6 +46,7 @@
 #if defined(MOEFY_GUI_HAVE_ROUTE) && __has_include("analysis/eval/eval.h")
 #define MOEFY_GUI_HAVE_EVAL 1
 #include "analysis/eval/eval.h"
+#include "analysis/eval/eval_options.h"
 #include "analysis/eval/eval_run.h"
 #include "analysis/moe/moe_ffn.h"
 #endif
@@ -48,6 +54,7 @@
 #define MOEFY_GUI_HAVE_SPLIT 1
 #include "analysis/record/recording.h"
 #include "analysis/split/split.h"
+#include "analysis/split/split_options.h"
 #endif
 
 namespace moefy::views {
@@ -74,8 +81,17 @@ bool outputDir(StudioContext* ctx, const char* folder, const QVariantMap& v, QSt
   return true;
 }
 
-std::vector<int> parseLayers(const QString& text, const QString& option) {
-  return parseLayerList(text.toStdString(), "--" + option.toStdString());
+// The option fields of `table` named in `names`, in that order.
+std::vector<StepField> optionFields(const OptionTable& table, std::initializer_list<const char*> names) {
+  std::vector<StepField> out;
+  for (const char* n : names) out.push_back(optionField(table, n));
+  return out;
+}
+
+// Studio-only fields first (output name, artefact pickers), then the options.
+std::vector<StepField> concat(std::vector<StepField> a, const std::vector<StepField>& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
 }
 
 std::vector<PipelineStep> buildSteps() {
@@ -88,40 +104,25 @@ std::vector<PipelineStep> buildSteps() {
     s.shortcut = "Ctrl+Shift+R";
     s.help = "Streams the workspace corpus through the model and records statistics, co-activations and samples "
              "(moefy record MODEL_DIR CORPUS --out REC_DIR)";
-    s.fields = {
-        {"out", "Output name (recordings/)", StepField::Text, "rec-" + stamp(), {}, {}, "folder name under the workspace's recordings/"},
-        {"tokens", "--tokens", StepField::Int, 200000, {}, {}, "stop after N tokens (0 = whole corpus)", 0, 2e9},
-        {"seq-len", "--seq-len", StepField::Int, 256, {}, {}, "window length", 2, 65536},
-        {"batch", "--batch", StepField::Int, 8, {}, {}, "sequences per forward pass", 1, 4096},
-        {"layers", "--layers", StepField::Text, "", {}, {}, "comma-separated layer indices (empty = all)"},
-        {"active", "--active", StepField::Text, "", {}, {}, "positive | threshold:TAU | top:P (empty = the model's default)"},
-        {"soft-coact", "--soft-coact", StepField::Bool, false, {}, {}, "also accumulate MoEfication's soft co-activation"},
-        {"samples", "--samples", StepField::Int, 65536, {}, {}, "reservoir size of sampled tokens", 0, 1e9},
-        {"seed", "--seed", StepField::Int, 0, {}, {}, "reservoir and shuffle seed", 0, 2e9},
-        {"split", "--split", StepField::Choice, "all", {"all", "train", "held_out"}, {}, "corpus split"},
-        {"shuffle", "--shuffle", StepField::Bool, false, {}, {}, "visit documents in a seeded random order (with a token budget: every category, not the first documents)"},
-        {"checkpoint-secs", "--checkpoint-secs", StepField::Double, 300.0, {}, {}, "seconds between checkpoints (0 = never)", 0, 1e9},
-        {"force", "--force", StepField::Bool, false, {}, {}, "replace an existing output"},
-    };
+    s.options = &recordOptionTable();
+    s.fields = concat(
+        {{"out",
+          "Output name (recordings/)",
+          StepField::Text,
+          "rec-" + stamp(),
+          {},
+          {},
+          "folder name under the workspace's recordings/"}},
+        optionFields(*s.options, {"tokens", "seq-len", "batch", "layers", "active", "soft-coact", "samples", "seed",
+                                  "split", "shuffle", "chunk", "checkpoint-every", "checkpoint-secs", "force"}));
     s.make = [](StudioContext* ctx, const QVariantMap& v, PipelineJob* job, QString* err) {
       QString out;
       if (!outputDir(ctx, "recordings", v, &out, err)) return false;
       const QString model = ctx->workspace().model(), corpus = ctx->workspace().corpus();
       RecordOptions o;
       try {
-        o.seqLen = v.value("seq-len").toInt();
-        o.batch = v.value("batch").toInt();
-        o.layers = parseLayers(v.value("layers").toString(), "layers");
-        o.active = parseActiveOption(v.value("active").toString().toStdString());
-        o.softCoact = v.value("soft-coact").toBool();
-        o.samples = v.value("samples").toLongLong();
-        o.seed = v.value("seed").toULongLong();
-        o.split = v.value("split").toString().toStdString();
+        o = recordOptionsFrom(parseStepOptions(*findStep("record"), v));
         parseRecordSplit(o.split);  // validates
-        o.maxTokens = v.value("tokens").toLongLong();
-        o.shuffle = v.value("shuffle").toBool();
-        o.checkpointSeconds = v.value("checkpoint-secs").toDouble();
-        o.force = v.value("force").toBool();
       } catch (const std::exception& e) {
         *err = e.what();
         return false;
@@ -152,21 +153,17 @@ std::vector<PipelineStep> buildSteps() {
     s.title = "Split into experts";
     s.shortcut = "Ctrl+Shift+S";
     s.help = "Splits each FFN's neurons into equal-size experts (moefy split REC_DIR --method ... --out PART_DIR)";
-    s.fields = {
-        {"recording", "Recording", StepField::Artefact, {}, {}, "recording", "the recording to split"},
-        {"out", "Output name (partitions/)", StepField::Text, "part-" + stamp(), {}, {}, "folder name under partitions/"},
-        {"method", "--method", StepField::Choice, "coact", {"coact", "kmeans", "random"}, {}, "co-activation graph + METIS, balanced k-means on W1 rows, or random"},
-        {"experts", "--experts", StepField::Int, 16, {}, {}, "number of experts E (must divide d_ff)", 1, 1e6},
-        {"layers", "--layers", StepField::Text, "", {}, {}, "comma-separated layers (empty = every recorded layer)"},
-        {"seed", "--seed", StepField::Int, 0, {}, {}, "seed", 0, 2e9},
-        {"graph", "--graph", StepField::Choice, "binary", {"binary", "soft"}, {}, "coact: binary counts or soft co-activation"},
-        {"weighting", "--weighting", StepField::Choice, "raw", {"raw", "jaccard", "ppmi", "percentile"}, {}, "coact: edge weights (counts, Jaccard x 1000, PPMI x 100, MoEfication's percentile integers)"},
-        {"topk", "--topk", StepField::Text, "auto", {}, {}, "coact: keep each neuron's K strongest neighbours (auto: dense up to 1536 neurons, else max(64, 2 d_ff/E); 0 = every edge)"},
-        {"restarts", "--restarts", StepField::Int, 4, {}, {}, "kmeans: restarts", 1, 1000},
-        {"max-iter", "--max-iter", StepField::Int, 50, {}, {}, "kmeans: iterations", 1, 100000},
-        {"no-stability", "--no-stability", StepField::Bool, false, {}, {}, "skip the rerun with seed + 1 (ARI/NMI)"},
-        {"force", "--force", StepField::Bool, false, {}, {}, "replace an existing output"},
-    };
+    s.options = &splitOptionTable();
+    s.fields = concat({{"recording", "Recording", StepField::Artefact, {}, {}, "recording", "the recording to split"},
+                       {"out",
+                        "Output name (partitions/)",
+                        StepField::Text,
+                        "part-" + stamp(),
+                        {},
+                        {},
+                        "folder name under partitions/"}},
+                      optionFields(*s.options, {"method", "experts", "layers", "seed", "graph", "weighting", "topk",
+                                                "rows", "restarts", "max-iter", "no-stability", "force"}));
     s.make = [](StudioContext* ctx, const QVariantMap& v, PipelineJob* job, QString* err) {
       QString out;
       const QString rec = v.value("recording").toString();
@@ -177,17 +174,7 @@ std::vector<PipelineStep> buildSteps() {
       if (!outputDir(ctx, "partitions", v, &out, err)) return false;
       SplitOptions o;
       try {
-        o.method = v.value("method").toString().toStdString();
-        o.experts = v.value("experts").toInt();
-        o.layers = parseLayers(v.value("layers").toString(), "layers");
-        o.seed = v.value("seed").toULongLong();
-        o.graphSource = v.value("graph").toString().toStdString();
-        o.graph.weighting = v.value("weighting").toString().toStdString();
-        o.graph.topk = parseTopk(v.value("topk").toString().toStdString());
-        o.restarts = v.value("restarts").toInt();
-        o.maxIter = v.value("max-iter").toInt();
-        o.stability = !v.value("no-stability").toBool();
-        o.force = v.value("force").toBool();
+        o = splitOptionsFrom(parseStepOptions(*findStep("split"), v));
         o.modelPath = ctx->workspace().model().toStdString();
       } catch (const std::exception& e) {
         *err = e.what();
@@ -219,19 +206,19 @@ std::vector<PipelineStep> buildSteps() {
     s.help = "Builds a router per layer from a partition and the recording's samples "
              "(moefy route MODEL_DIR REC_DIR PART_DIR --router KIND --out ROUTER_DIR)";
     s.fields = {
-        {"recording", "Recording (samples)", StepField::Artefact, {}, {}, "recording", "the recording whose samples train the router"},
+        {"recording",
+         "Recording (samples)",
+         StepField::Artefact,
+         {},
+         {},
+         "recording",
+         "the recording whose samples train the router"},
         {"partition", "Partition", StepField::Artefact, {}, {}, "partition", "the expert partition"},
         {"out", "Output name (routers/)", StepField::Text, "", {}, {}, "folder name under routers/"},
-        {"router", "--router", StepField::Choice, "similarity", {"oracle", "similarity", "mlp"}, {}, "router kind"},
-        {"top-k", "--top-k", StepField::Int, 0, {}, {}, "experts per token (0 = use --top-fraction)", 0, 1e6},
-        {"top-fraction", "--top-fraction", StepField::Double, 0.25, {}, {}, "fraction of experts per token", 0.001, 1},
-        {"epochs", "--epochs", StepField::Int, 30, {}, {}, "mlp: epochs", 1, 100000},
-        {"batch", "--batch", StepField::Int, 512, {}, {}, "mlp: batch", 1, 1e6},
-        {"lr", "--lr", StepField::Double, 0.01, {}, {}, "mlp: learning rate", 1e-6, 10},
-        {"held-out", "--held-out", StepField::Double, 0.1, {}, {}, "fraction of samples held out for the metrics", 0, 0.9},
-        {"seed", "--seed", StepField::Int, 0, {}, {}, "seed", 0, 2e9},
-        {"force", "--force", StepField::Bool, false, {}, {}, "replace an existing output"},
     };
+    s.options = &routeOptionTable();
+    s.fields = concat(s.fields, optionFields(*s.options, {"router", "top-k", "top-fraction", "epochs", "batch", "lr",
+                                                          "held-out", "seed", "force"}));
     s.make = [](StudioContext* ctx, const QVariantMap& v, PipelineJob* job, QString* err) {
       const QString rec = v.value("recording").toString(), part = v.value("partition").toString();
       if (rec.isEmpty() || part.isEmpty()) {
@@ -241,21 +228,16 @@ std::vector<PipelineStep> buildSteps() {
       QString out;
       if (!outputDir(ctx, "routers", v, &out, err)) return false;
       RouteOptions o;
+      bool force = false;
       try {
-        o.kind = routerKindFromName(v.value("router").toString().toStdString(), "--router");
-        o.topK = v.value("top-k").toInt();
-        o.topFraction = v.value("top-fraction").toDouble();
-        o.epochs = v.value("epochs").toInt();
-        o.batch = v.value("batch").toInt();
-        o.lr = v.value("lr").toDouble();
-        o.heldOut = v.value("held-out").toDouble();
-        o.seed = v.value("seed").toULongLong();
+        const OptionValues values = parseStepOptions(*findStep("route"), v);
+        o = routeOptionsFrom(values);
+        force = values.flag("force");
       } catch (const std::exception& e) {
         *err = e.what();
         return false;
       }
       const QString model = ctx->workspace().model();
-      const bool force = v.value("force").toBool();
       job->name = "Route " + QFileInfo(out).fileName();
       job->output = out;
       job->fn = [model, rec, part, out, o, force](JobContext& jc) {
@@ -284,18 +266,18 @@ std::vector<PipelineStep> buildSteps() {
     s.fields = {
         {"partition", "--partition", StepField::Artefact, {}, {}, "partition", "the expert partition"},
         {"router", "--router", StepField::Artefact, {}, {}, "router", "a router built on that partition"},
-        {"all-routers", "All routers of the partition", StepField::Bool, true, {}, {}, "evaluate every router in the workspace built on this partition"},
+        {"all-routers",
+         "All routers of the partition",
+         StepField::Bool,
+         true,
+         {},
+         {},
+         "evaluate every router in the workspace built on this partition"},
         {"out", "Output name (evaluations/)", StepField::Text, "", {}, {}, "folder name under evaluations/"},
-        {"sweep", "--sweep", StepField::Text, "0.125,0.25,0.5,0.75,1", {}, {}, "active-expert fractions (empty = the routers' top-k)"},
-        {"seq-len", "--seq-len", StepField::Int, 128, {}, {}, "window length", 2, 65536},
-        {"tokens", "--tokens", StepField::Int, 4096, {}, {}, "evaluation tokens", 2, 1e9},
-        {"split", "--split", StepField::Choice, "heldout", {"heldout", "train", "all"}, {}, "corpus split"},
-        {"batch", "--batch", StepField::Int, 8, {}, {}, "sequences per forward", 1, 4096},
-        {"seed", "--seed", StepField::Int, 0, {}, {}, "seed (masked LM)", 0, 2e9},
-        {"speed", "--speed", StepField::Bool, false, {}, {}, "also time forward passes and generation"},
-        {"speed-seconds", "--speed-seconds", StepField::Double, 1.0, {}, {}, "minimum seconds per timing", 0.05, 600},
-        {"force", "--force", StepField::Bool, false, {}, {}, "replace an existing output"},
     };
+    s.options = &evalOptionTable();
+    s.fields = concat(s.fields, optionFields(*s.options, {"sweep", "seq-len", "tokens", "split", "batch", "seed",
+                                                          "speed", "speed-seconds", "force"}));
     s.make = [](StudioContext* ctx, const QVariantMap& v, PipelineJob* job, QString* err) {
       const QString part = v.value("partition").toString();
       QStringList routers;
@@ -312,29 +294,20 @@ std::vector<PipelineStep> buildSteps() {
       }
       QString out;
       if (!outputDir(ctx, "evaluations", v, &out, err)) return false;
-      std::vector<double> sweep;
-      for (const QString& f : v.value("sweep").toString().split(',', Qt::SkipEmptyParts)) {
-        bool ok = false;
-        double x = f.trimmed().toDouble(&ok);
-        if (!ok || !(x > 0 && x <= 1)) {
-          *err = QString("--sweep: '%1' is not a fraction in (0, 1]").arg(f);
-          return false;
-        }
-        sweep.push_back(x);
-      }
       const QString model = ctx->workspace().model(), corpus = ctx->workspace().corpus();
-      const int seqLen = v.value("seq-len").toInt(), batch = v.value("batch").toInt();
-      const qint64 tokens = v.value("tokens").toLongLong();
-      Split split = Split::HeldOut;
+      // The option values, parsed as `moefy eval` parses them, go into the spec here;
+      // the job adds the bases and the model-dependent fields.
+      EvalRunSpec options;
+      EvalCorpusOptions c;
+      bool force = false;
       try {
-        split = parseSplitName(v.value("split").toString().toStdString());
+        const OptionValues values = parseStepOptions(*findStep("eval"), v);
+        c = applyEvalOptions(values, options);
+        force = values.flag("force");
       } catch (const std::exception& e) {
         *err = e.what();
         return false;
       }
-      const uint64_t seed = v.value("seed").toULongLong();
-      const bool speed = v.value("speed").toBool(), force = v.value("force").toBool();
-      const double minSec = v.value("speed-seconds").toDouble();
       job->name = "Evaluate " + QFileInfo(out).fileName();
       job->output = out;
       job->fn = [=](JobContext& jc) {
@@ -344,25 +317,19 @@ std::vector<PipelineStep> buildSteps() {
         if (!loaded.tokenizer) throw FormatError(model.toStdString() + ": a text corpus needs the model's tokenizer (" + loaded.tokenizerError + ")");
         Model& m = *loaded.model;
         PartitionData pd = PartitionData::read(part.toStdString());
-        EvalRunSpec spec;
+        EvalRunSpec spec = options;
         std::vector<std::string> routerPaths;
         for (const QString& r : routers) {
           RouterSet rs = RouterSet::read(r.toStdString());
           spec.bases.emplace_back(routerKindName(rs.kind), buildMoeFfn(m, pd, rs, 0));
           routerPaths.push_back(r.toStdString());
         }
-        spec.sweep = sweep;
         spec.source = {{"partition", part.toStdString()}, {"routers", routerPaths}};
         jc.setStage("read corpus");
-        auto seqs = readSequences(corpus.toStdString(), loaded, seqLen, tokens, split, &jc);
-        spec.options.batch = batch;
-        spec.options.seed = seed;
+        auto seqs = readSequences(corpus.toStdString(), loaded, c.seqLen, c.tokens, c.split, &jc);
         spec.options.maskTokenId = maskTokenIdOf(loaded);
-        spec.speed = speed;
-        spec.speedSeconds = minSec;
         spec.modelPath = model.toStdString();
         spec.corpusPath = corpus.toStdString();
-        spec.seqLen = seqLen;
         nlohmann::json j = runEvaluation(m, spec, seqs, jc);
         writeEvalFolder(out.toStdString(), force, j);
       };
@@ -382,9 +349,9 @@ std::vector<PipelineStep> buildSteps() {
         {"partition", "Partition", StepField::Artefact, {}, {}, "partition", "the expert partition"},
         {"router", "Router", StepField::Artefact, {}, {}, "router", "the router (built on that partition)"},
         {"out", "Output name (exports/)", StepField::Text, "", {}, {}, "folder name under exports/"},
-        {"top-k", "--top-k", StepField::Int, 0, {}, {}, "experts per token (0 = the router's)", 0, 1e6},
-        {"force", "--force", StepField::Bool, false, {}, {}, "replace an existing output"},
     };
+    s.options = &exportOptionTable();
+    s.fields = concat(s.fields, optionFields(*s.options, {"top-k", "force"}));
     s.make = [](StudioContext* ctx, const QVariantMap& v, PipelineJob* job, QString* err) {
       const QString part = v.value("partition").toString(), router = v.value("router").toString();
       if (part.isEmpty() || router.isEmpty()) {
@@ -394,8 +361,12 @@ std::vector<PipelineStep> buildSteps() {
       QString out;
       if (!outputDir(ctx, "exports", v, &out, err)) return false;
       ExportOptions o;
-      o.topK = v.value("top-k").toInt();
-      o.force = v.value("force").toBool();
+      try {
+        o = exportOptionsFrom(parseStepOptions(*findStep("export"), v));
+      } catch (const std::exception& e) {
+        *err = e.what();
+        return false;
+      }
       const QString model = ctx->workspace().model();
       job->name = "Export " + QFileInfo(out).fileName();
       job->output = out;
@@ -422,16 +393,10 @@ std::vector<PipelineStep> buildSteps() {
     s.fields = {
         {"export", "MoE export", StepField::Artefact, {}, {}, "export", "the MoE checkpoint to calibrate"},
         {"out", "Output name (calibrated/)", StepField::Text, "", {}, {}, "folder name under calibrated/"},
-        {"steps", "--steps", StepField::Int, 100, {}, {}, "optimiser steps", 1, 1e9},
-        {"experts", "--experts", StepField::Bool, false, {}, {}, "also train the experts on the LM loss"},
-        {"lr", "--lr", StepField::Double, 0.001, {}, {}, "Adam learning rate", 1e-6, 10},
-        {"batch", "--batch", StepField::Int, 4, {}, {}, "sequences per step", 1, 4096},
-        {"seq-len", "--seq-len", StepField::Int, 64, {}, {}, "window length", 2, 65536},
-        {"tokens", "--tokens", StepField::Int, 20000, {}, {}, "corpus tokens read (0 = all)", 0, 2e9},
-        {"split", "--split", StepField::Choice, "train", {"train", "heldout", "all"}, {}, "corpus split"},
-        {"seed", "--seed", StepField::Int, 0, {}, {}, "seed", 0, 2e9},
-        {"force", "--force", StepField::Bool, false, {}, {}, "replace an existing output"},
     };
+    s.options = &calibrateOptionTable();
+    s.fields = concat(s.fields, optionFields(*s.options, {"steps", "experts", "lr", "batch", "seq-len", "tokens",
+                                                          "split", "seed", "force"}));
     s.make = [](StudioContext* ctx, const QVariantMap& v, PipelineJob* job, QString* err) {
       const QString moe = v.value("export").toString();
       if (moe.isEmpty()) {
@@ -441,21 +406,19 @@ std::vector<PipelineStep> buildSteps() {
       QString out;
       if (!outputDir(ctx, "calibrated", v, &out, err)) return false;
       CalibrateOptions o;
-      Split split = Split::HeldOut;
+      CalibrateCorpusOptions c;
+      bool force = false;
       try {
-        o.steps = v.value("steps").toInt();
-        o.experts = v.value("experts").toBool();
-        o.lr = v.value("lr").toDouble();
-        o.batch = v.value("batch").toInt();
-        o.seed = v.value("seed").toULongLong();
-        split = parseSplitName(v.value("split").toString().toStdString());
+        const OptionValues values = parseStepOptions(*findStep("calibrate"), v);
+        o = calibrateOptionsFrom(values, &c);
+        force = values.flag("force");
       } catch (const std::exception& e) {
         *err = e.what();
         return false;
       }
-      const int seqLen = v.value("seq-len").toInt();
-      const int64_t tokens = v.value("tokens").toLongLong();
-      const bool force = v.value("force").toBool();
+      const int seqLen = c.seqLen;
+      const int64_t tokens = c.tokens;
+      const Split split = c.split;
       const QString corpus = ctx->workspace().corpus();
       job->name = "Calibrate " + QFileInfo(out).fileName();
       job->output = out;
@@ -477,6 +440,79 @@ std::vector<PipelineStep> buildSteps() {
 }
 
 }  // namespace
+
+StepField optionField(const OptionTable& table, const QString& name) {
+  const OptionSpec& o = table.at(name.toStdString());
+  StepField f;
+  f.option = name;
+  f.label = "--" + name;
+  f.help = QString::fromStdString(o.help);
+  f.cliOption = true;
+  // A form needs a value where the CLI has none: the table's suggestion.
+  const QString def = QString::fromStdString(o.defaultText ? *o.defaultText : o.suggested);
+  switch (o.type) {
+    case OptionType::Flag:
+      f.kind = StepField::Bool;
+      f.def = false;
+      break;
+    case OptionType::Int: {
+      f.kind = StepField::Int;
+      f.def = def.toLongLong();
+      // A sentinel default ("0 = from --top-fraction") lies below the range; the form offers it too.
+      f.min = static_cast<double>(std::min<int64_t>(o.intMin, def.toLongLong()));
+      f.max = static_cast<double>(o.intMax);
+      break;
+    }
+    case OptionType::Real:
+      f.kind = StepField::Double;
+      f.def = def.toDouble();
+      f.min = o.realMin;
+      f.max = o.realMax;
+      break;
+    case OptionType::Choice:
+      f.kind = StepField::Choice;
+      f.def = def;
+      for (const auto& c : o.choices) f.choices << QString::fromStdString(c);
+      break;
+    case OptionType::Text:
+      f.kind = StepField::Text;
+      f.def = def;
+      break;
+  }
+  return f;
+}
+
+OptionValues parseStepOptions(const PipelineStep& step, const QVariantMap& values) {
+  std::vector<std::string> args;
+  for (const StepField& f : step.fields) {
+    if (!f.cliOption || !values.contains(f.option)) continue;
+    const OptionSpec& o = step.options->at(f.option.toStdString());
+    const QVariant v = values.value(f.option);
+    const std::string flag = "--" + o.name;
+    // A value equal to the default is "not given", as on the command line, so
+    // that checks like "--top-k or --top-fraction, not both" see the same thing.
+    switch (o.type) {
+      case OptionType::Flag:
+        if (v.toBool()) args.push_back(flag);
+        break;
+      case OptionType::Int:
+        if (!o.defaultText || v.toLongLong() != std::stoll(*o.defaultText))
+          args.insert(args.end(), {flag, std::to_string(v.toLongLong())});
+        break;
+      case OptionType::Real:
+        if (!o.defaultText || v.toDouble() != std::stod(*o.defaultText))
+          args.insert(args.end(), {flag, QString::number(v.toDouble(), 'g', 17).toStdString()});
+        break;
+      case OptionType::Choice:
+      case OptionType::Text: {
+        const std::string t = v.toString().trimmed().toStdString();
+        if (o.defaultText ? t != *o.defaultText : !t.empty()) args.insert(args.end(), {flag + "=" + t});
+        break;
+      }
+    }
+  }
+  return step.options->parse(args);
+}
 
 const std::vector<PipelineStep>& pipelineSteps() {
   static const std::vector<PipelineStep> steps = buildSteps();
@@ -530,7 +566,9 @@ bool runStepDialog(const PipelineStep& step, QWidget* parent, StudioContext* ctx
     switch (f.kind) {
       case StepField::Int: {
         auto* sb = new QSpinBox(&d);
-        sb->setRange(static_cast<int>(f.min), static_cast<int>(std::min(f.max, 2e9)));
+        // QSpinBox holds an int; wider ranges are cut to it (the CLI takes the rest).
+        const double lo = std::numeric_limits<int>::min(), hi = std::numeric_limits<int>::max();
+        sb->setRange(static_cast<int>(std::clamp(f.min, lo, hi)), static_cast<int>(std::clamp(f.max, lo, hi)));
         sb->setValue(f.def.toInt());
         w = sb;
         getters.push_back([sb] { return QVariant(sb->value()); });
@@ -538,8 +576,8 @@ bool runStepDialog(const PipelineStep& step, QWidget* parent, StudioContext* ctx
       }
       case StepField::Double: {
         auto* sb = new QDoubleSpinBox(&d);
-        sb->setRange(f.min, f.max);
-        sb->setDecimals(3);
+        sb->setDecimals(6);  // learning rates such as 1e-4 must survive the spin box
+        sb->setRange(f.min, std::min(f.max, 1e12));
         sb->setValue(f.def.toDouble());
         w = sb;
         getters.push_back([sb] { return QVariant(sb->value()); });

@@ -1,9 +1,11 @@
 #pragma once
 // The pipeline steps the GUI can run (record, split, route, eval, export,
-// calibrate: whichever the core in this build has). Each step lists its
-// fields, which mirror the CLI's options (same names and defaults); the dialog
-// is generated from them, and the job calls the same core function as the CLI
-// on a JobRunner thread, writing into the workspace's folder for that kind.
+// calibrate: whichever the core in this build has). Each step's option fields
+// are generated from the core's OptionTable of the same CLI command (name,
+// type, range, default, help), and its values are parsed by that table, so the
+// dialog and the CLI accept the same values with the same defaults. The job
+// calls the same core function as the CLI on a JobRunner thread, writing into
+// the workspace's folder for that kind.
 #include <QString>
 #include <QStringList>
 #include <QVariant>
@@ -11,6 +13,7 @@
 #include <functional>
 #include <vector>
 
+#include "analysis/common/options.h"
 #include "views/context.h"
 #include "views/jobrunner.h"
 
@@ -34,6 +37,9 @@ struct StepField {
   QString artefactKind;  ///< Artefact: "recording", "partition", ...
   QString help;
   double min = 0, max = 1e9;
+  /// The field is the CLI option `option` of the step's OptionTable (false:
+  /// a studio-only field: the output name, an artefact picker, ...).
+  bool cliOption = false;
 };
 
 struct PipelineStep {
@@ -42,6 +48,8 @@ struct PipelineStep {
   QString shortcut;  ///< e.g. "Ctrl+R"
   QString help;      ///< tooltip: what it does and which CLI command it mirrors
   std::vector<StepField> fields;
+  /// The CLI command's option table (the same command as `id`).
+  const OptionTable* options = nullptr;
   /// Builds the job from field values (missing ones take their defaults).
   std::function<bool(StudioContext*, const QVariantMap&, PipelineJob*, QString*)> make;
 };
@@ -49,6 +57,14 @@ struct PipelineStep {
 /// The steps available in this build.
 const std::vector<PipelineStep>& pipelineSteps();
 const PipelineStep* findStep(const QString& id);
+/// The dialog field of option `name` of `table`: kind, range, default (or the
+/// table's suggestion when the option has no default), choices and help.
+/// Throws std::logic_error if the table has no such option.
+StepField optionField(const OptionTable& table, const QString& name);
+/// Parses the values of the step's option fields with its OptionTable, as the
+/// CLI would parse them (a value equal to the default counts as not given).
+/// Throws ParameterError naming the option.
+OptionValues parseStepOptions(const PipelineStep& step, const QVariantMap& values);
 /// Fills missing values with the fields' defaults (artefacts: the current one).
 QVariantMap withDefaults(const PipelineStep& step, StudioContext* ctx, QVariantMap values);
 /// Builds a step's job without a dialog (tests, scripting). False with *error set.

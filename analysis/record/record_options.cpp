@@ -1,5 +1,6 @@
 #include "analysis/record/record_options.h"
 
+#include <limits>
 #include <sstream>
 
 #include "analysis/common/error.h"
@@ -46,6 +47,75 @@ Split parseRecordSplit(const std::string& name) {
   if (name == "train") return Split::Train;
   if (name == "held_out") return Split::HeldOut;
   throw ParameterError("--split must be all, train or held_out, got '" + name + "'");
+}
+
+const OptionTable& recordOptionTable() {
+  static const OptionTable table = [] {
+    const RecordOptions d;
+    OptionTable t("record", "record activation statistics, co-activations and samples over a corpus",
+                  "moefy record MODEL_DIR CORPUS --out REC_DIR [options]\n"
+                  "       moefy record --merge REC_A REC_B [REC_C ...] --out REC_DIR [--force] [--json]\n",
+                  "Streams CORPUS (a .txt/.jsonl file or a folder of text files, tokenised with the model's\n"
+                  "tokenizer; or a pre-tokenised .safetensors file with token_ids [N, T]) through the model and\n"
+                  "writes, per recorded layer: neuron count/sum/sumsq/max, the active-count histogram, per-category\n"
+                  "counts, exact binary co-activation counts, optionally MoEfication's soft co-activation over\n"
+                  "8-token blocks, and a reservoir sample of tokens with ffn_in/ffn_act (F16).\n"
+                  "The output folder appears atomically when the run completes. Ctrl-C cancels cleanly.\n"
+                  "Format: docs/formats.md; details: docs/recording-and-splitting.md.\n");
+    t.positionals({"MODEL_DIR", "CORPUS"}, -1)
+        .text("out", "REC_DIR", std::nullopt, "the recording folder to write (required)")
+        .integer("tokens", "N", d.maxTokens, 0, int64_t{1} << 50, "stop after N tokens (0 = the whole corpus)")
+        .integer("seq-len", "S", d.seqLen, 2, 1 << 20, "window length in tokens")
+        .integer("batch", "B", d.batch, 1, 1 << 16, "sequences per forward pass")
+        .text("layers", "0,1,..", "", "comma-separated layer indices to record (empty = every layer)")
+        .text("active", "RULE", "",
+              "positive (h > 0; default for ReLU), threshold:TAU (|h| > TAU) or top:P (the P fraction of "
+              "neurons with the largest |h| per token; default top:0.1 for GELU/SiLU and gated FFNs)")
+        .flag("soft-coact", "also accumulate MoEfication's soft co-activation (costly: 2 d_ff^2 flops/token/layer)")
+        .integer("samples", "S", d.samples, 0, 1000000000, "reservoir size of sampled tokens (0 = no samples)")
+        .integer("seed", "N", static_cast<int64_t>(d.seed), 0, std::numeric_limits<int64_t>::max(),
+                 "reservoir and shuffle seed")
+        .choice("split", {"all", "train", "held_out"}, d.split, "which documents of a text corpus to record")
+        .flag("shuffle",
+              "visit the documents in a random order seeded by --seed (with --tokens, a sample of every "
+              "category instead of the corpus's first documents)")
+        .integer("chunk", "SEQS", d.chunkSequences, 1, 1 << 20,
+                 "sequences per chunk, the unit of checkpoints (rounded up to a multiple of --batch)")
+        .integer("checkpoint-every", "C", d.checkpointEvery, 0, 1000000000,
+                 "write REC_DIR.partial every C chunks (0 = every --checkpoint-secs)")
+        .real("checkpoint-secs", "SECS", d.checkpointSeconds, 0, 1e9,
+              "seconds between checkpoints when --checkpoint-every is 0 (0 = no checkpoints)")
+        .flag("resume", "continue from REC_DIR.partial; refused if any option changed")
+        .flag("merge", "add up the recordings given as arguments (same model and options; exact statistics)")
+        .flag("force", "replace an existing REC_DIR")
+        .flag("json", "print the summary as JSON")
+        .flag("quiet", "no progress lines on stderr");
+    return t;
+  }();
+  return table;
+}
+
+RecordOptions recordOptionsFrom(const OptionValues& v) {
+  RecordOptions o;
+  o.seqLen = v.int32("seq-len");
+  o.batch = v.int32("batch");
+  if (v.has("layers")) {
+    o.layers = parseLayerList(v.text("layers"), "--layers");
+    if (o.layers.empty()) throw ParameterError("--layers: empty list");
+  }
+  o.active = parseActiveOption(v.text("active"));
+  o.softCoact = v.flag("soft-coact");
+  o.samples = v.integer("samples");
+  o.seed = v.seed("seed");
+  o.split = v.text("split");
+  o.maxTokens = v.integer("tokens");
+  o.shuffle = v.flag("shuffle");
+  o.chunkSequences = v.int32("chunk");
+  o.checkpointEvery = v.int32("checkpoint-every");
+  o.checkpointSeconds = v.real("checkpoint-secs");
+  o.resume = v.flag("resume");
+  o.force = v.flag("force");
+  return o;
 }
 
 SequenceSource textCorpusSource(const Corpus& corpus, const Tokenizer& tokenizer, const std::filesystem::path& corpusPath,

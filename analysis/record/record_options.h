@@ -6,10 +6,22 @@
 #include <string>
 #include <vector>
 
+#include "analysis/common/options.h"
 #include "analysis/record/recorder.h"
 #include "analysis/text/corpus.h"
 
 namespace moefy {
+
+/// The options of `moefy record` and the studio's Record step (defaults from
+/// RecordOptions{}): out, tokens, seq-len, batch, layers, active, soft-coact,
+/// samples, seed, split, shuffle, chunk, checkpoint-every, checkpoint-secs,
+/// resume, merge, force, json, quiet.
+const OptionTable& recordOptionTable();
+
+/// RecordOptions from validated values of recordOptionTable() (everything but
+/// the paths). Throws ParameterError naming the option (--layers, --active,
+/// --checkpoint-every with --checkpoint-secs, ...).
+RecordOptions recordOptionsFrom(const OptionValues& values);
 
 class JobContext;
 class Tokenizer;

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <torch/torch.h>
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -12,10 +13,10 @@
 #include <fstream>
 #include <functional>
 #include <iostream>
+#include <limits>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
-#include <torch/torch.h>
 
 #include "analysis/common/error.h"
 #include "analysis/eval/eval_file.h"
@@ -334,15 +335,17 @@ void relocateArtefacts(const fs::path& tmp, const fs::path& final) {
 
 int runDemo(const Args& a) {
   const fs::path data = dataDir();
-  const fs::path model = a.get("model", (data / "models" / "brown-relu").string());
-  const fs::path trainCorpus = a.get("corpus", (data / "corpus" / "brown" / "train").string());
-  const fs::path evalCorpus = a.get("eval-corpus", (data / "corpus" / "brown" / "heldout").string());
-  const fs::path out = a.get("out", "moefy-demo");
-  const std::string seed = std::to_string(a.getInt("seed", 0));
-  const bool quick = a.has("quick");
-  const std::string recordTokens = std::to_string(a.getInt("tokens", quick ? 4096 : 32768));
-  const std::string evalTokens = std::to_string(a.getInt("eval-tokens", quick ? 1024 : 4096));
-  const std::string experts = std::to_string(a.getInt("experts", 16));
+  const fs::path model = a.text("model").empty() ? data / "models" / "brown-relu" : fs::path(a.text("model"));
+  const fs::path trainCorpus =
+      a.text("corpus").empty() ? data / "corpus" / "brown" / "train" : fs::path(a.text("corpus"));
+  const fs::path evalCorpus =
+      a.text("eval-corpus").empty() ? data / "corpus" / "brown" / "heldout" : fs::path(a.text("eval-corpus"));
+  const fs::path out = a.text("out");
+  const std::string seed = std::to_string(a.seed("seed"));
+  const bool quick = a.flag("quick");
+  const std::string recordTokens = std::to_string(a.has("tokens") ? a.integer("tokens") : quick ? 4096 : 32768);
+  const std::string evalTokens = std::to_string(a.has("eval-tokens") ? a.integer("eval-tokens") : quick ? 1024 : 4096);
+  const std::string experts = std::to_string(a.integer("experts"));
   const std::string samples = quick ? "2048" : "8192";
   const std::string epochs = quick ? "5" : "30";
   for (const auto& p : {model, trainCorpus, evalCorpus})
@@ -374,7 +377,7 @@ int runDemo(const Args& a) {
   const std::vector<std::string> routers = {"oracle", "similarity", "mlp"};
   const std::string sweep = "0.125,0.25,0.5,1.0";
 
-  writeFolderAtomic(out, a.has("force"), [&](const fs::path& tmp) {
+  writeFolderAtomic(out, a.flag("force"), [&](const fs::path& tmp) {
     dir = tmp;
     fs::create_directories(dir / "logs");
     const std::string rec = (dir / "recording").string();
@@ -432,19 +435,39 @@ int runDemo(const Args& a) {
   return 0;
 }
 
-CommandRegistrar demoCmd(
-    {"demo", "run the whole pipeline on the bundled model and write a report",
-     "usage: moefy demo [--out DIR] [--seed S] [--force] [--quick] [--json]\n"
-     "                  [--model MODEL_DIR] [--corpus TRAIN_CORPUS] [--eval-corpus HELD_OUT_CORPUS]\n"
-     "                  [--tokens N] [--eval-tokens N] [--experts E]\n\n"
-     "On the bundled ReLU GPT-2 (data/models/brown-relu) and the Brown corpus (data/corpus/brown):\n"
-     "record all layers on the training split, split with coact, kmeans and random, build the\n"
-     "oracle, similarity and mlp routers, evaluate the active-fraction sweep on the held-out\n"
-     "documents (with dense vs MoE speed), export the coact+mlp MoE, reload it and evaluate it\n"
-     "again. Writes DIR (default moefy-demo) atomically: the artefacts of every stage, logs/,\n"
-     "figures/*.{png,pdf,svg}, report.md and report.html. The same seed gives the same numbers\n"
-     "(timings aside). --quick uses fewer tokens (for tests). MOEFY_DATA_DIR overrides data/.\n",
-     {"force", "quick", "quiet"}, runDemo});
+const OptionTable& demoOptionTable() {
+  static const OptionTable table = [] {
+    OptionTable t("demo", "run the whole pipeline on the bundled model and write a report",
+                  "moefy demo [--out DIR] [--seed S] [--force] [--quick] [--json]\n"
+                  "                  [--model MODEL_DIR] [--corpus TRAIN_CORPUS] [--eval-corpus HELD_OUT_CORPUS]\n"
+                  "                  [--tokens N] [--eval-tokens N] [--experts E]\n",
+                  "On the bundled ReLU GPT-2 (data/models/brown-relu) and the Brown corpus (data/corpus/brown):\n"
+                  "record all layers on the training split, split with coact, kmeans and random, build the\n"
+                  "oracle, similarity and mlp routers, evaluate the active-fraction sweep on the held-out\n"
+                  "documents (with dense vs MoE speed), export the coact+mlp MoE, reload it and evaluate it\n"
+                  "again. Writes DIR atomically: the artefacts of every stage, logs/,\n"
+                  "figures/*.{png,pdf,svg}, report.md and report.html. The same seed gives the same numbers\n"
+                  "(timings aside). --quick uses fewer tokens (for tests). MOEFY_DATA_DIR overrides data/.\n");
+    t.positionals({}, 0)
+        .text("out", "DIR", "moefy-demo", "the demo folder to write")
+        .integer("seed", "S", 0, 0, std::numeric_limits<int64_t>::max(), "seed of every stage")
+        .flag("force", "replace an existing DIR")
+        .flag("quick", "fewer tokens and epochs, no timing (for tests)")
+        .text("model", "MODEL_DIR", "", "the dense model (empty = data/models/brown-relu)")
+        .text("corpus", "TRAIN_CORPUS", "", "the recording corpus (empty = data/corpus/brown/train)")
+        .text("eval-corpus", "HELD_OUT_CORPUS", "", "the evaluation corpus (empty = data/corpus/brown/heldout)")
+        .integer("tokens", "N", 0, 1, int64_t{1} << 50, "recorded tokens (0 = 32768, or 4096 with --quick)", {}, true)
+        .integer("eval-tokens", "N", 0, 1, int64_t{1} << 50, "evaluation tokens (0 = 4096, or 1024 with --quick)", {},
+                 true)
+        .integer("experts", "E", 16, 1, 1 << 24, "experts per layer")
+        .flag("json", "print the result as JSON")
+        .flag("quiet", "no progress lines on stderr");
+    return t;
+  }();
+  return table;
+}
+
+CommandRegistrar demoCmd(demoOptionTable(), runDemo);
 
 }  // namespace
 

@@ -55,11 +55,11 @@ int runForward(const Args& a) {
   auto loaded = loadModel(a.pos(0, "MODEL_DIR"));
   const Model& m = *loaded.model;
   std::vector<std::vector<int64_t>> seqs;
-  for (const auto& s : a.getAll("ids")) {
+  for (const auto& s : a.all("ids")) {
     auto v = parseIntList(s, "--ids");
     seqs.emplace_back(v.begin(), v.end());
   }
-  for (const auto& text : a.getAll("text")) {
+  for (const auto& text : a.all("text")) {
     if (!loaded.tokenizer) throw FormatError(m.dir().string() + ": --text needs a tokenizer in the model folder");
     auto ids = loaded.tokenizer->encode(text, true);
     if (ids.empty()) throw ParameterError("--text: encodes to no tokens");
@@ -72,7 +72,7 @@ int runForward(const Args& a) {
   if (a.has("dump")) {
     auto out = sink.tensors;
     out.emplace(out.begin(), "logits", logits);
-    writeSafetensors(a.get("dump"), out, {{"model", m.dir().string()}, {"fingerprint", m.fingerprint()}});
+    writeSafetensors(a.text("dump"), out, {{"model", m.dir().string()}, {"fingerprint", m.fingerprint()}});
   }
   // Report the greedy next token at each sequence end.
   nlohmann::json j;
@@ -85,31 +85,49 @@ int runForward(const Args& a) {
     next.push_back(logits[b][last].argmax().item<int64_t>());
   }
   j["next_token"] = next;
-  if (a.has("dump")) j["dump"] = a.get("dump");
+  if (a.has("dump")) j["dump"] = a.text("dump");
   if (a.json()) {
     printJson(j);
   } else {
     std::cout << "ran batch " << batch.batchSize() << " x " << batch.seqLen() << ", logits "
               << shapeString(logits) << "\n";
     for (size_t b = 0; b < seqs.size(); ++b) std::cout << "  seq " << b << ": greedy next token " << next[b] << "\n";
-    if (a.has("dump")) std::cout << "wrote " << a.get("dump") << " (" << sink.tensors.size() + 1 << " tensors)\n";
+    if (a.has("dump")) std::cout << "wrote " << a.text("dump") << " (" << sink.tensors.size() + 1 << " tensors)\n";
   }
   return 0;
 }
 
-CommandRegistrar inspectCmd({"inspect", "describe a checkpoint folder",
-                             "usage: moefy inspect MODEL_DIR [--json]\n\n"
-                             "Prints the architecture, layer count, d_model, d_ff, FFN kind and activation,\n"
-                             "parameter count, stored dtype, tokenizer and fingerprint. MoE exports also show\n"
-                             "their moefication block.\n",
-                             {}, runInspect});
+const OptionTable& inspectOptionTable() {
+  static const OptionTable table = [] {
+    OptionTable t("inspect", "describe a checkpoint folder", "moefy inspect MODEL_DIR [--json]\n",
+                  "Prints the architecture, layer count, d_model, d_ff, FFN kind and activation,\n"
+                  "parameter count, stored dtype, tokenizer and fingerprint. MoE exports also show\n"
+                  "their moefication block.\n");
+    t.positionals({"MODEL_DIR"}, 1).flag("json", "print the description as JSON");
+    return t;
+  }();
+  return table;
+}
 
-CommandRegistrar forwardCmd({"forward", "run token sequences and dump logits and FFN hooks",
-                             "usage: moefy forward MODEL_DIR (--ids 1,2,3 | --text \"...\") [--ids ...] "
-                             "[--dump OUT.safetensors] [--json]\n\n"
-                             "Several --ids/--text make a right-padded batch. --dump writes logits [B, T, vocab],\n"
-                             "blk.{L}.ffn_in [B, T, d_model] and blk.{L}.ffn_act [B, T, d_ff] for every layer.\n",
-                             {}, runForward});
+const OptionTable& forwardOptionTable() {
+  static const OptionTable table = [] {
+    OptionTable t(
+        "forward", "run token sequences and dump logits and FFN hooks",
+        "moefy forward MODEL_DIR (--ids 1,2,3 | --text \"...\") [--ids ...] [--dump OUT.safetensors] [--json]\n",
+        "Several --ids/--text make a right-padded batch. --dump writes logits [B, T, vocab],\n"
+        "blk.{L}.ffn_in [B, T, d_model] and blk.{L}.ffn_act [B, T, d_ff] for every layer.\n");
+    t.positionals({"MODEL_DIR"}, 1)
+        .text("ids", "1,2,3", std::nullopt, "one sequence of token ids", true)
+        .text("text", "TEXT", std::nullopt, "one sequence as text, encoded with the model's tokenizer", true)
+        .text("dump", "OUT.safetensors", std::nullopt, "write the logits and every layer's hooks")
+        .flag("json", "print the result as JSON");
+    return t;
+  }();
+  return table;
+}
+
+CommandRegistrar inspectCmd(inspectOptionTable(), runInspect);
+CommandRegistrar forwardCmd(forwardOptionTable(), runForward);
 
 }  // namespace
 

@@ -52,37 +52,21 @@ void printSummary(const Args& a, const Recording& r, double seconds) {
 
 int runRecord(const Args& a) {
   auto job = makeCliJob(a);
-  if (!a.has("out")) throw ParameterError("--out REC_DIR is required");
-  const fs::path out = a.get("out");
-  if (a.has("merge")) {
+  const fs::path out = a.text("out");
+  if (a.flag("merge")) {
     if (a.positional.size() < 2) throw ParameterError("--merge needs at least two recordings: --merge A B --out C");
     std::vector<fs::path> in(a.positional.begin(), a.positional.end());
-    mergeRecordings(in, out, a.has("force"), *job);
+    mergeRecordings(in, out, a.flag("force"), *job);
     printSummary(a, Recording::open(out), -1);
     return 0;
   }
   const fs::path modelDir = a.pos(0, "MODEL_DIR");
   const fs::path corpusPath = a.pos(1, "CORPUS");
+  if (a.positional.size() > 2)
+    throw ParameterError("unexpected argument '" + a.positional[2] +
+                         "' (record takes MODEL_DIR CORPUS; --merge takes several recordings)");
 
-  RecordOptions o;
-  o.seqLen = static_cast<int>(a.getInt("seq-len", 256));
-  o.batch = static_cast<int>(a.getInt("batch", 8));
-  if (a.has("layers")) {
-    o.layers = parseLayerList(a.get("layers"), "--layers");
-    if (o.layers.empty()) throw ParameterError("--layers: empty list");
-  }
-  if (a.has("active")) o.active = parseActiveOption(a.get("active"));
-  o.softCoact = a.has("soft-coact");
-  o.samples = a.getInt("samples", 65536);
-  o.seed = static_cast<uint64_t>(a.getInt("seed", 0));
-  o.split = a.get("split", "all");
-  o.maxTokens = a.getInt("tokens", 0);
-  o.shuffle = a.has("shuffle");
-  o.chunkSequences = static_cast<int>(a.getInt("chunk", 64));
-  o.checkpointEvery = static_cast<int>(a.getInt("checkpoint-every", 0));
-  o.checkpointSeconds = a.getDouble("checkpoint-secs", 300);
-  o.resume = a.has("resume");
-  o.force = a.has("force");
+  RecordOptions o = recordOptionsFrom(a);
   parseRecordSplit(o.split);  // validates
 
   job->setStage("load model");
@@ -108,35 +92,7 @@ int runRecord(const Args& a) {
   return 0;
 }
 
-CommandRegistrar recordCmd(
-    {"record", "record activation statistics, co-activations and samples over a corpus",
-     "usage: moefy record MODEL_DIR CORPUS --out REC_DIR [--tokens N] [--seq-len S] [--batch B]\n"
-     "                    [--layers 0,1,..] [--active positive|threshold:TAU|top:P] [--soft-coact]\n"
-     "                    [--samples S] [--seed N] [--split all|train|held_out] [--shuffle] [--chunk SEQS]\n"
-     "                    [--checkpoint-every CHUNKS | --checkpoint-secs SECS] [--resume] [--force]\n"
-     "                    [--json] [--quiet]\n"
-     "       moefy record --merge REC_A REC_B [REC_C ...] --out REC_DIR [--force] [--json]\n\n"
-     "Streams CORPUS (a .txt/.jsonl file or a folder of text files, tokenised with the model's\n"
-     "tokenizer; or a pre-tokenised .safetensors file with token_ids [N, T]) through the model and\n"
-     "writes, per recorded layer: neuron count/sum/sumsq/max, the active-count histogram, per-category\n"
-     "counts, exact binary co-activation counts, optionally MoEfication's soft co-activation over\n"
-     "8-token blocks, and a reservoir sample of S tokens (default 65536) with ffn_in/ffn_act (F16).\n\n"
-     "  --tokens N          stop after N tokens (default: whole corpus)\n"
-     "  --shuffle           visit the documents in a random order seeded by --seed (with --tokens,\n"
-     "                      a sample of every category instead of the corpus's first documents)\n"
-     "  --seq-len S         window length (default 256)      --batch B  sequences per pass (default 8)\n"
-     "  --active RULE       positive (h > 0; default for ReLU), threshold:TAU (|h| > TAU), or\n"
-     "                      top:P (the P fraction of neurons with largest |h| per token; default\n"
-     "                      top:0.1 for GELU/SiLU and gated FFNs)\n"
-     "  --chunk SEQS        sequences per chunk, the unit of checkpoints (default 64)\n"
-     "  --checkpoint-every C  write REC_DIR.partial every C chunks (default: every 300 s;\n"
-     "                      --checkpoint-secs 0 disables checkpoints)\n"
-     "  --resume            continue from REC_DIR.partial; refused if any option changed\n"
-     "  --merge             add up recordings of the same model and options (exact statistics)\n"
-     "The output folder appears atomically when the run completes. Ctrl-C cancels cleanly.\n"
-     "Format: docs/formats.md; details: docs/recording-and-splitting.md.\n",
-     {"json", "quiet", "force", "resume", "soft-coact", "merge", "shuffle"},
-     runRecord});
+CommandRegistrar recordCmd(recordOptionTable(), runRecord);
 
 }  // namespace
 

@@ -8,6 +8,7 @@
 #include "analysis/model/model.h"
 #include "analysis/record/recording.h"
 #include "analysis/split/split.h"
+#include "analysis/split/split_options.h"
 #include "app/cli/cli.h"
 
 namespace moefy::cli {
@@ -15,13 +16,6 @@ namespace moefy::cli {
 namespace {
 
 namespace fs = std::filesystem;
-
-GraphOptions graphOptions(const Args& a) {
-  GraphOptions g;
-  g.weighting = a.get("weighting", "raw");
-  g.topk = parseTopk(a.get("topk", "auto"));
-  return g;
-}
 
 double recallAt(const nlohmann::json& m, size_t k) {
   if (!m.contains("recall_at_k") || m["recall_at_k"].size() < k) return -1;
@@ -63,14 +57,13 @@ int runCompare(const Args& a) {
 int runExportGraph(const Args& a) {
   Recording rec = Recording::open(a.pos(0, "REC_DIR"));
   if (!a.has("layer")) throw ParameterError("--export-graph needs --layer L");
-  const int L = static_cast<int>(a.getInt("layer", 0));
-  const std::string src = a.get("graph", "binary");
-  if (src != "binary" && src != "soft") throw ParameterError("--graph must be binary or soft");
+  const int L = a.int32("layer");
+  const SplitOptions o = splitOptionsFrom(a);
+  const std::string src = o.graphSource;
   if (src == "soft" && !rec.hasSoftCoact())
     throw ParameterError(rec.dir().string() + ": has no soft co-activation; record with --soft-coact");
-  CoactGraph g = buildCoactGraph(src == "soft" ? rec.coactSoft(L) : rec.coact(L), rec.count(L), rec.tokens(),
-                                 graphOptions(a));
-  const fs::path out = a.get("export-graph");
+  CoactGraph g = buildCoactGraph(src == "soft" ? rec.coactSoft(L) : rec.coact(L), rec.count(L), rec.tokens(), o.graph);
+  const fs::path out = a.text("export-graph");
   writeMetisGraph(g, out);
   nlohmann::json j = {{"graph", out.string()}, {"layer", L}, {"vertices", g.n}, {"edges", g.edges()}};
   if (a.json()) printJson(j);
@@ -80,40 +73,31 @@ int runExportGraph(const Args& a) {
 }
 
 int runSplitCmd(const Args& a) {
-  if (a.has("compare")) return runCompare(a);
+  if (a.flag("compare")) return runCompare(a);
   if (a.has("export-graph")) return runExportGraph(a);
+  // Every option is checked before the recording is opened.
+  const fs::path recDir = a.pos(0, "REC_DIR");
+  if (a.positional.size() > 1)
+    throw ParameterError("unexpected argument '" + a.positional[1] + "' (split takes one REC_DIR)");
+  const std::string outDir = a.text("out");
+  const SplitOptions o = splitOptionsFrom(a);
   auto job = makeCliJob(a);
-  Recording rec = Recording::open(a.pos(0, "REC_DIR"));
-  if (!a.has("out")) throw ParameterError("--out PART_DIR is required");
-  SplitOptions o;
-  o.method = a.get("method", "coact");
-  o.experts = static_cast<int>(a.getInt("experts", 0));
-  o.expertSize = static_cast<int>(a.getInt("expert-size", 0));
-  if (a.has("layers"))
-    for (long long L : parseIntList(a.get("layers"), "--layers")) o.layers.push_back(static_cast<int>(L));
-  o.seed = static_cast<uint64_t>(a.getInt("seed", 0));
-  o.graph = graphOptions(a);
-  o.graphSource = a.get("graph", "binary");
-  o.rows = a.get("rows", "up");
-  o.restarts = static_cast<int>(a.getInt("restarts", 4));
-  o.maxIter = static_cast<int>(a.getInt("max-iter", 50));
-  o.stability = !a.has("no-stability");
-  o.force = a.has("force");
+  Recording rec = Recording::open(recDir);
   // Validate E before loading anything heavy.
   resolveExperts(rec.dFF(), o.experts, o.expertSize);
   std::unique_ptr<Model> model;
   if (o.method == "kmeans") {
-    const fs::path mp = a.has("model") ? fs::path(a.get("model")) : fs::path(rec.modelPath());
+    const fs::path mp = o.modelPath.empty() ? fs::path(rec.modelPath()) : o.modelPath;
     job->setStage("load model");
     model = Model::load(mp);
   }
-  nlohmann::json j = runSplit(rec, model.get(), o, a.get("out"), *job);
+  nlohmann::json j = runSplit(rec, model.get(), o, outDir, *job);
   if (a.json()) {
     printJson(j);
     return 0;
   }
-  std::cout << std::fixed << std::setprecision(4) << "wrote " << a.get("out") << ": " << o.method << ", "
-            << j["experts"] << " experts of " << j["expert_size"] << " neurons\n";
+  std::cout << std::fixed << std::setprecision(4) << "wrote " << outDir << ": " << o.method << ", " << j["experts"]
+            << " experts of " << j["expert_size"] << " neurons\n";
   for (auto& [L, m] : j["metrics"].items()) {
     std::cout << "  layer " << L << ": coact inside " << m["coact_inside"].get<double>() << ", edge cut "
               << std::setprecision(0) << m["edge_cut"].get<double>() << std::setprecision(4) << ", balance "
@@ -124,28 +108,7 @@ int runSplitCmd(const Args& a) {
   return 0;
 }
 
-CommandRegistrar splitCmd(
-    {"split", "split FFN neurons into equal-size experts (coact/METIS, balanced k-means, random)",
-     "usage: moefy split REC_DIR --method coact|kmeans|random (--experts E | --expert-size S)\n"
-     "                   [--layers 0,1,..] [--seed N] --out PART_DIR [--force] [--json]\n"
-     "         coact:  [--weighting raw|jaccard|ppmi|percentile] [--topk auto|K] [--graph binary|soft]\n"
-     "         kmeans: [--model MODEL_DIR] [--rows gate|up|both] [--restarts R] [--max-iter N]\n"
-     "                 [--no-stability]\n"
-     "       moefy split --compare PART_A PART_B [...] [--json]\n"
-     "       moefy split REC_DIR --export-graph OUT.graph --layer L [--weighting ..] [--topk auto|K] [--graph ..]\n\n"
-     "Every expert gets exactly d_ff / E neurons (E must divide d_ff). coact partitions the\n"
-     "co-activation graph with METIS k-way and repairs the balance by moving the neurons with the\n"
-     "least affinity to their part. --topk auto (default) keeps the dense graph up to 1536 neurons\n"
-     "and each neuron's max(64, 2 d_ff / E) strongest neighbours above that; 0 keeps every edge.\n"
-     "kmeans clusters the L2-normalised rows of W1 (gate/up/both for\n"
-     "gated FFNs) with an exact equal-size assignment, keeping the best of --restarts (default 4);\n"
-     "random is a seeded balanced shuffle. Metrics per layer: coact_inside, edge_cut, balance,\n"
-     "recall_at_k (on the recorded samples), and stability_ari/nmi against a rerun with seed + 1.\n"
-     "--compare prints partitions side by side with their pairwise ARI/NMI. --export-graph writes\n"
-     "the weighted co-activation graph in METIS format to cross-check with gpmetis.\n"
-     "Details: docs/recording-and-splitting.md.\n",
-     {"json", "quiet", "force", "compare", "no-stability"},
-     runSplitCmd});
+CommandRegistrar splitCmd(splitOptionTable(), runSplitCmd);
 
 }  // namespace
 

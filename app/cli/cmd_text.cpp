@@ -7,6 +7,7 @@
 #include "analysis/common/error.h"
 #include "analysis/jobs/job.h"
 #include "analysis/text/corpus.h"
+#include "analysis/text/corpus_options.h"
 #include "analysis/text/tokenizer.h"
 #include "app/cli/cli.h"
 
@@ -45,16 +46,16 @@ std::string printable(const std::string& s) {
 // (invalid bytes become U+FFFD).
 int runTokenize(const Args& a) {
   auto tok = openTokenizer(a.pos(0, "MODEL_DIR|TOKENIZER_FILE"));
-  const bool special = !a.has("no-special");
+  const bool special = !a.flag("no-special");
   int modes = a.has("text") + a.has("file") + a.has("decode");
   if (modes != 1) throw ParameterError("give exactly one of --text, --file or --decode");
   if (a.has("decode")) {
     std::vector<int32_t> ids;
-    for (long long v : parseIntList(a.get("decode"), "--decode")) {
+    for (long long v : parseIntList(a.text("decode"), "--decode")) {
       if (v < 0 || v >= tok->vocabSize()) throw ParameterError("--decode: id " + std::to_string(v) + " is outside the vocabulary [0, " + std::to_string(tok->vocabSize()) + ")");
       ids.push_back(static_cast<int32_t>(v));
     }
-    std::string text = tok->decode(ids, a.has("skip-special"));
+    std::string text = tok->decode(ids, a.flag("skip-special"));
     if (a.json()) {
       printJson({{"tokenizer", tok->kind()}, {"ids", ids}, {"text", text}});
     } else {
@@ -64,10 +65,10 @@ int runTokenize(const Args& a) {
   }
   std::string text;
   if (a.has("text")) {
-    text = a.get("text");
+    text = a.text("text");
   } else {
-    std::ifstream in(a.get("file"), std::ios::binary);
-    if (!in) throw IoError(a.get("file") + ": cannot open");
+    std::ifstream in(a.text("file"), std::ios::binary);
+    if (!in) throw IoError(a.text("file") + ": cannot open");
     std::ostringstream ss;
     ss << in.rdbuf();
     text = ss.str();
@@ -91,12 +92,9 @@ int runTokenize(const Args& a) {
 }
 
 int runCorpus(const Args& a) {
-  CorpusOptions co;
-  co.labelField = a.get("label");
-  co.textField = a.get("text-field", "text");
-  auto corpus = Corpus::open(a.pos(0, "CORPUS"), co);
+  auto corpus = Corpus::open(a.pos(0, "CORPUS"), corpusOptionsFrom(a));
   std::unique_ptr<Tokenizer> tok;
-  if (a.has("model")) tok = openTokenizer(a.get("model"));
+  if (!a.text("model").empty()) tok = openTokenizer(a.text("model"));
   auto job = makeCliJob(a);
   job->setStage("corpus");
 
@@ -111,7 +109,7 @@ int runCorpus(const Args& a) {
     job->checkCancel();
     job->setProgress(static_cast<double>(++seen) / static_cast<double>(corpus->documentCount()));
     Stat& s = perCat[d.category < 0 ? cats.size() : static_cast<size_t>(d.category)];
-    int64_t n = tok ? static_cast<int64_t>(tok->encode(d.text, !a.has("no-special")).size()) : 0;
+    int64_t n = tok ? static_cast<int64_t>(tok->encode(d.text, !a.flag("no-special")).size()) : 0;
     for (Stat* t : {&s, &total}) {
       t->docs += 1;
       t->bytes += static_cast<int64_t>(d.text.size());
@@ -141,24 +139,8 @@ int runCorpus(const Args& a) {
   j["categories"] = jc;
 
   if (tok && a.has("seq-len")) {
-    SequenceOptions so;
-    so.seqLen = static_cast<int>(a.getInt("seq-len", 256));
-    so.stride = static_cast<int>(a.getInt("stride", 0));
-    so.tokenBudget = a.getInt("tokens", 0);
-    so.seed = static_cast<uint64_t>(a.getInt("seed", 0));
-    so.shuffle = a.has("shuffle");
-    so.heldOutFraction = a.getDouble("held-out", 0.05);
-    so.addSpecialTokens = !a.has("no-special");
-    std::string split = a.get("split", "all");
-    if (split == "all") {
-      so.split = Split::All;
-    } else if (split == "train") {
-      so.split = Split::Train;
-    } else if (split == "heldout") {
-      so.split = Split::HeldOut;
-    } else {
-      throw ParameterError("--split: expected all, train or heldout, got '" + split + "'");
-    }
+    const SequenceOptions so = sequenceOptionsFrom(a);
+    const std::string split = a.text("split");
     job->setStage("sequences");
     int64_t nseq = 0, ntok = 0;
     std::map<int64_t, int> docs;
@@ -197,26 +179,30 @@ int runCorpus(const Args& a) {
   return 0;
 }
 
-CommandRegistrar tokenizeCmd({"tokenize", "encode text to token ids, or decode ids",
-                              "usage: moefy tokenize MODEL_DIR|TOKENIZER_FILE (--text \"...\" | --file F | --decode 1,2,3)\n"
-                              "                      [--no-special] [--skip-special] [--json]\n\n"
-                              "Loads tokenizer.json (or a SentencePiece tokenizer.model) from a model folder or a file,\n"
-                              "and prints the ids and token strings of the text. The post-processor's special tokens\n"
-                              "(BOS/EOS, [CLS]/[SEP]) are added unless --no-special. --decode prints the text of a\n"
-                              "comma-separated id list (special tokens kept unless --skip-special).\n"
-                              "Invalid UTF-8 in the input is replaced by U+FFFD before encoding.\n",
-                              {"json", "no-special", "skip-special"}, runTokenize});
+const OptionTable& tokenizeOptionTable() {
+  static const OptionTable table = [] {
+    OptionTable t("tokenize", "encode text to token ids, or decode ids",
+                  "moefy tokenize MODEL_DIR|TOKENIZER_FILE (--text \"...\" | --file F | --decode 1,2,3)\n"
+                  "                      [--no-special] [--skip-special] [--json]\n",
+                  "Loads tokenizer.json (or a SentencePiece tokenizer.model) from a model folder or a file,\n"
+                  "and prints the ids and token strings of the text. The post-processor's special tokens\n"
+                  "(BOS/EOS, [CLS]/[SEP]) are added unless --no-special. --decode prints the text of a\n"
+                  "comma-separated id list (special tokens kept unless --skip-special).\n"
+                  "Invalid UTF-8 in the input is replaced by U+FFFD before encoding.\n");
+    t.positionals({"MODEL_DIR|TOKENIZER_FILE"}, 1)
+        .text("text", "TEXT", std::nullopt, "the text to encode")
+        .text("file", "FILE", std::nullopt, "encode the contents of FILE")
+        .text("decode", "1,2,3", std::nullopt, "decode a comma-separated id list")
+        .flag("no-special", "do not add the post-processor's special tokens")
+        .flag("skip-special", "--decode: leave special tokens out of the text")
+        .flag("json", "print the result as JSON");
+    return t;
+  }();
+  return table;
+}
 
-CommandRegistrar corpusCmd({"corpus", "describe a corpus: documents, categories, token counts",
-                            "usage: moefy corpus CORPUS [--model MODEL_DIR|TOKENIZER_FILE] [--label FIELD] [--text-field F]\n"
-                            "                    [--seq-len N [--stride S] [--tokens N] [--seed S] [--shuffle]\n"
-                            "                     [--split all|train|heldout] [--held-out F]] [--no-special] [--json] [--quiet]\n\n"
-                            "CORPUS is a .txt file (documents separated by blank lines), a directory (each file one\n"
-                            "document, its first-level subfolder the category) or a .jsonl file (one object per line\n"
-                            "with a \"text\" field; --label names a category field). With --model, token counts are\n"
-                            "given per category; with --seq-len also the fixed-length sequences that the recorder\n"
-                            "would cut (stride, token budget, seeded shuffle, held-out split by document).\n",
-                            {"json", "shuffle", "no-special", "quiet"}, runCorpus});
+CommandRegistrar tokenizeCmd(tokenizeOptionTable(), runTokenize);
+CommandRegistrar corpusCmd(corpusOptionTable(), runCorpus);
 
 }  // namespace
 

@@ -1,7 +1,11 @@
-// moefy: the headless CLI over the MoEfy core. Subcommands live in cmd_*.cpp.
+// moefy: the headless CLI over the MoEfy core. Subcommands live in cmd_*.cpp;
+// their options are declared once in OptionTables (analysis/common/options.h).
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
+#include <map>
 #include <sstream>
 
 #include "analysis/common/error.h"
@@ -17,46 +21,8 @@ std::map<std::string, Command>& registry() {
 }
 }  // namespace
 
-CommandRegistrar::CommandRegistrar(Command command) { registry()[command.name] = std::move(command); }
-
-std::string Args::get(const std::string& name, const std::string& fallback) const {
-  auto range = options.equal_range(name);
-  std::string v = fallback;
-  for (auto it = range.first; it != range.second; ++it) v = it->second;
-  return v;
-}
-
-std::vector<std::string> Args::getAll(const std::string& name) const {
-  std::vector<std::string> v;
-  auto range = options.equal_range(name);
-  for (auto it = range.first; it != range.second; ++it) v.push_back(it->second);
-  return v;
-}
-
-long long Args::getInt(const std::string& name, long long fallback) const {
-  if (!has(name)) return fallback;
-  std::string s = get(name);
-  try {
-    size_t used = 0;
-    long long v = std::stoll(s, &used);
-    if (used != s.size()) throw std::invalid_argument(s);
-    return v;
-  } catch (const std::exception&) {
-    throw ParameterError("--" + name + ": expected an integer, got '" + s + "'");
-  }
-}
-
-double Args::getDouble(const std::string& name, double fallback) const {
-  if (!has(name)) return fallback;
-  std::string s = get(name);
-  try {
-    size_t used = 0;
-    double v = std::stod(s, &used);
-    if (used != s.size()) throw std::invalid_argument(s);
-    return v;
-  } catch (const std::exception&) {
-    throw ParameterError("--" + name + ": expected a number, got '" + s + "'");
-  }
+CommandRegistrar::CommandRegistrar(const OptionTable& table, std::function<int(const Args&)> run) {
+  registry()[table.command()] = Command{&table, std::move(run)};
 }
 
 const std::string& Args::pos(size_t i, const std::string& what) const {
@@ -66,38 +32,21 @@ const std::string& Args::pos(size_t i, const std::string& what) const {
 
 void printJson(const nlohmann::json& j) { std::cout << j.dump(2) << std::endl; }
 
-namespace {
-
-// A comma-separated list parsed item by item with `parse` (std::stoll/stod
-// style); `kind` names what an item must be in the error.
-template <typename T, typename Parse>
-std::vector<T> parseList(const std::string& text, const std::string& what, const char* kind, Parse parse) {
-  std::vector<T> out;
+std::vector<long long> parseIntList(const std::string& text, const std::string& what) {
+  std::vector<long long> out;
   std::stringstream ss(text);
   std::string item;
   while (std::getline(ss, item, ',')) {
     if (item.empty()) continue;
-    try {
-      size_t used = 0;
-      out.push_back(parse(item, &used));
-      if (used != item.size()) throw std::invalid_argument(item);
-    } catch (const std::exception&) {
-      throw ParameterError(what + ": '" + item + "' is not " + kind);
-    }
+    errno = 0;
+    char* end = nullptr;
+    const long long v = std::strtoll(item.c_str(), &end, 10);
+    if (end != item.c_str() + item.size() || errno == ERANGE)
+      throw ParameterError(what + ": '" + item + "' is not a 64-bit integer");
+    out.push_back(v);
   }
   if (out.empty()) throw ParameterError(what + ": empty list");
   return out;
-}
-
-}  // namespace
-
-std::vector<long long> parseIntList(const std::string& text, const std::string& what) {
-  return parseList<long long>(text, what, "an integer",
-                              [](const std::string& s, size_t* used) { return std::stoll(s, used); });
-}
-
-std::vector<double> parseDoubleList(const std::string& text, const std::string& what) {
-  return parseList<double>(text, what, "a number", [](const std::string& s, size_t* used) { return std::stod(s, used); });
 }
 
 namespace {
@@ -107,93 +56,116 @@ void printTopHelp() {
             << "usage: moefy COMMAND [ARGS] [--json] [--help]\n\ncommands:\n";
   for (const auto& [name, cmd] : registry()) {
     std::string pad(name.size() < 16 ? 16 - name.size() : 1, ' ');
-    std::cout << "  " << name << pad << cmd.summary << "\n";
+    std::cout << "  " << name << pad << cmd.table->summary() << "\n";
   }
-  std::cout << "\nRun 'moefy COMMAND --help' for a command's options.\n";
+  std::cout << "\nRun 'moefy COMMAND --help' for a command's options; 'moefy help --markdown' writes them all\n"
+               "as Markdown (docs/cli.md), 'moefy help --json' as JSON.\n";
 }
 
-Args parseArgs(const Command& cmd, int argc, char** argv) {
-  Args a;
-  for (int i = 2; i < argc; ++i) {
-    std::string s = argv[i];
-    if (s.size() > 2 && s.rfind("--", 0) == 0) {
-      std::string name = s.substr(2);
-      auto eq = name.find('=');
-      if (eq != std::string::npos) {
-        a.options.emplace(name.substr(0, eq), name.substr(eq + 1));
-        continue;
-      }
-      bool isFlag = name == "json" || name == "help";
-      for (const auto& f : cmd.flags) isFlag = isFlag || f == name;
-      if (isFlag) {
-        a.options.emplace(name, "");
-      } else {
-        if (i + 1 >= argc) throw ParameterError("--" + name + ": missing value");
-        a.options.emplace(name, argv[++i]);
-      }
-    } else {
-      a.positional.push_back(s);
-    }
+// `moefy help [COMMAND] [--markdown | --json]`.
+int runHelp(const std::vector<std::string>& args) {
+  bool markdown = false, json = false;
+  std::string command;
+  for (const auto& a : args) {
+    if (a == "--markdown")
+      markdown = true;
+    else if (a == "--json")
+      json = true;
+    else if (a.rfind("--", 0) == 0) {
+      std::cerr << "moefy help: unknown option " << a << " (--markdown or --json)\n";
+      return 2;
+    } else
+      command = a;
   }
-  return a;
+  std::vector<const Command*> cmds;
+  if (!command.empty()) {
+    auto it = registry().find(command);
+    if (it == registry().end()) {
+      std::cerr << "moefy help: unknown command '" << command << "'\n";
+      return 2;
+    }
+    cmds.push_back(&it->second);
+  } else {
+    for (const auto& [name, cmd] : registry()) cmds.push_back(&cmd);
+  }
+  if (json) {
+    nlohmann::json j = nlohmann::json::array();
+    for (const Command* c : cmds) j.push_back(c->table->toJson());
+    printJson(j);
+  } else if (markdown) {
+    if (command.empty())
+      std::cout << "# moefy command reference\n\n"
+                << "<!-- Generated by `moefy help --markdown` from the option tables in analysis/ and app/cli/;\n"
+                << "     do not edit by hand: run `build/app/moefy help --markdown > docs/cli.md`. -->\n\n"
+                << "Every command refuses unknown options (exit 2, with a \"did you mean\" hint), integers\n"
+                << "outside their range (checked in 64 bits) and non-finite or out-of-range numbers. Exit\n"
+                << "codes: 0 success, 1 bad data or I/O error, 2 bad parameters, 130 cancelled (Ctrl-C).\n\n";
+    for (size_t i = 0; i < cmds.size(); ++i) std::cout << (i ? "\n" : "") << cmds[i]->table->markdown();
+  } else if (!command.empty()) {
+    std::cout << cmds[0]->table->helpText();
+  } else {
+    printTopHelp();
+  }
+  return 0;
 }
+
+Args parseArgs(const Command& cmd, const std::vector<std::string>& args) { return Args(cmd.table->parse(args)); }
 
 }  // namespace
 
 int runSubcommand(const std::string& name, const std::vector<std::string>& args) {
   auto it = registry().find(name);
   if (it == registry().end()) throw Error("internal: no subcommand '" + name + "'");
-  std::vector<std::string> storage = {"moefy", name};
-  storage.insert(storage.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (auto& s : storage) argv.push_back(s.data());
-  Args parsed = parseArgs(it->second, static_cast<int>(argv.size()), argv.data());
-  return it->second.run(parsed);
+  return it->second.run(parseArgs(it->second, args));
 }
 
 }  // namespace moefy::cli
 
 int main(int argc, char** argv) {
   using namespace moefy::cli;
-  if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h" ||
-      std::string(argv[1]) == "help") {
+  if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
     printTopHelp();
     return argc < 2 ? 2 : 0;
   }
+  const std::vector<std::string> rest(argv + 2, argv + argc);
+  if (std::string(argv[1]) == "help") return runHelp(rest);
   if (std::string(argv[1]) == "--version") {
     std::cout << "moefy " MOEFY_VERSION "\n";
     return 0;
   }
   auto it = registry().find(argv[1]);
   if (it == registry().end()) {
-    std::cerr << "moefy: unknown command '" << argv[1] << "' (see moefy --help)\n";
+    std::vector<std::string> names;
+    for (const auto& [n, c] : registry()) names.push_back(n);
+    std::string near = moefy::closestName(argv[1], names);
+    std::cerr << "moefy: unknown command '" << argv[1] << "'"
+              << (near.empty() ? " (see moefy --help)" : " (did you mean " + near + "?)") << "\n";
     return 2;
   }
   const Command& cmd = it->second;
   try {
-    Args args = parseArgs(cmd, argc, argv);
+    Args args = parseArgs(cmd, rest);
     if (args.has("help")) {
-      std::cout << cmd.usage;
-      if (!cmd.usage.empty() && cmd.usage.back() != '\n') std::cout << "\n";
+      std::cout << cmd.table->helpText();
       return 0;
     }
     moefy::configureRuntime();
     return cmd.run(args);
   } catch (const moefy::CancelledError&) {
-    std::cerr << "moefy " << cmd.name << ": cancelled\n";
+    std::cerr << "moefy " << cmd.table->command() << ": cancelled\n";
     return 130;
   } catch (const moefy::ParameterError& e) {
-    std::cerr << "moefy " << cmd.name << ": " << e.what() << "\n";
+    std::cerr << "moefy " << cmd.table->command() << ": " << e.what() << "\n";
     return 2;
   } catch (const moefy::Error& e) {
-    std::cerr << "moefy " << cmd.name << ": " << e.what() << "\n";
+    std::cerr << "moefy " << cmd.table->command() << ": " << e.what() << "\n";
     return 1;
   } catch (const std::exception& e) {
     // Anything else escaping the core is still reported as one line.
     std::string msg = e.what();
     auto nl = msg.find('\n');
     if (nl != std::string::npos) msg = msg.substr(0, nl);
-    std::cerr << "moefy " << cmd.name << ": internal error: " << msg << "\n";
+    std::cerr << "moefy " << cmd.table->command() << ": internal error: " << msg << "\n";
     return 1;
   }
 }

@@ -325,13 +325,13 @@ class TestMoePipeline : public QObject {
     expectFail({"export", q(model), q(part), q(otherRouter), "--out", q(root / "x2")}, "router was built for model");
     // top-k of 0 or above E.
     expectFail({"route", q(model), q(rec), q(part), "--router", "oracle", "--top-k", "0", "--out", q(root / "x3")},
-               "--top-k must be at least 1");
+               "--top-k: 0 is outside [1, ");
     expectFail({"route", q(model), q(rec), q(part), "--router", "oracle", "--top-k", "17", "--out", q(root / "x3")},
                "--top-k 17 outside [1, 16]");
     expectFail({"export", q(model), q(part), q(root / "r_sim"), "--top-k", "17", "--out", q(root / "x3")},
                "--top-k 17 outside [1, 16]");
     expectFail({"eval", q(model), q(ids), "--partition", q(part), "--router", q(root / "r_sim"), "--top-k", "0"},
-               "--top-k must be at least 1");
+               "--top-k: 0 is outside [1, ");
     QVERIFY(!fs::exists(root / "x3"));
     // A router whose layer count does not match the partition.
     fs::path onePart = root / "part_one";

@@ -27,7 +27,12 @@ inline QString sourceRoot() {
 /// Empty on failure (*error set).
 inline QString fakeWorkspace(QString* error) {
   QByteArray b = qgetenv("MOEFY_BINARY_DIR");
-  QString bin = b.isEmpty() ? QDir::currentPath() : QString::fromLocal8Bit(b);
+#ifdef MOEFY_TEST_BINARY_DIR
+  const QString fallback = QStringLiteral(MOEFY_TEST_BINARY_DIR);  // the build tree, never the repository
+#else
+  const QString fallback = QDir::currentPath();
+#endif
+  QString bin = b.isEmpty() ? fallback : QString::fromLocal8Bit(b);
   QString dir = bin + "/test-tmp/gui-fake-workspace-v3";
   if (QFileInfo::exists(dir + "/model/tokenizer.json") && QFileInfo::exists(dir + "/evaluations/eval-coact/eval.json")) return dir;
   QDir(dir).removeRecursively();

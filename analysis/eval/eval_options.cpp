@@ -1,0 +1,86 @@
+#include "analysis/eval/eval_options.h"
+
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+#include <limits>
+#include <sstream>
+
+#include "analysis/common/error.h"
+#include "analysis/eval/sequences.h"
+
+namespace moefy {
+
+const OptionTable& evalOptionTable() {
+  static const OptionTable table = [] {
+    const EvalCorpusOptions c;
+    const EvalOptions e;
+    const EvalRunSpec r;
+    OptionTable t("eval", "quality and speed of a MoEfied model against the dense one",
+                  "moefy eval MODEL_DIR CORPUS [--moe MOE_DIR | --partition PART_DIR --router ROUTER_DIR\n"
+                  "                  [--router ROUTER_DIR2 ...]] [--sweep 0.1,0.25,0.5,1.0 | --top-k K] [options]\n",
+                  "CORPUS is a text corpus (.txt, .jsonl or a folder, tokenised with the model's tokenizer;\n"
+                  "--split picks its documents) or a token-id file (*.ids: one sequence per line,\n"
+                  "whitespace-separated ids). Reports, for each router and active-expert fraction: LM loss and\n"
+                  "perplexity (masked-LM loss for BERT), top-1 agreement with the dense model, KL(dense || MoE),\n"
+                  "and the relative error of each layer's FFN output. MODEL_DIR may itself be a MoE export; its\n"
+                  "reference is then the MoE with all experts selected. --speed adds forward and\n"
+                  "greedy-generation tokens/s, dense vs MoE. --out writes EVAL_DIR/eval.json (docs/formats.md).\n");
+    t.positionals({"MODEL_DIR", "CORPUS"}, 2)
+        .text("moe", "MOE_DIR", std::nullopt, "a MoE export of MODEL_DIR to evaluate")
+        .text("partition", "PART_DIR", std::nullopt, "the partition of the routers to evaluate")
+        .text("router", "ROUTER_DIR", std::nullopt, "a router built on --partition", true)
+        .text("sweep", "F,F,..", "", "active-expert fractions in (0, 1] (empty = each router at its own top-k)")
+        .integer("top-k", "K", 0, 1, 1 << 24, "experts per token for every MoE layer (0 = the routers')", {}, true)
+        .integer("tokens", "N", c.tokens, 0, int64_t{1} << 50, "evaluation tokens (0 = the whole split)")
+        .integer("seq-len", "S", c.seqLen, 2, 1 << 20, "window length in tokens")
+        .choice("split", {"heldout", "train", "all"}, "heldout", "which documents of a text corpus to read")
+        .integer("batch", "B", e.batch, 1, 1 << 16, "sequences per forward pass")
+        .integer("seed", "N", static_cast<int64_t>(e.seed), 0, std::numeric_limits<int64_t>::max(),
+                 "seed (masked-LM masking)")
+        .flag("speed", "also time forward passes and greedy generation, dense vs MoE")
+        .real("speed-seconds", "SECS", r.speedSeconds, 0, 3600, "minimum seconds per timing", true)
+        .text("out", "EVAL_DIR", std::nullopt, "write EVAL_DIR/eval.json")
+        .flag("force", "replace an existing EVAL_DIR")
+        .flag("json", "print the result as JSON")
+        .flag("quiet", "no progress lines on stderr");
+    return t;
+  }();
+  return table;
+}
+
+std::vector<double> parseSweep(const std::string& text) {
+  std::vector<double> out;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    const size_t a = item.find_first_not_of(" \t"), b = item.find_last_not_of(" \t");
+    if (a == std::string::npos) continue;
+    item = item.substr(a, b - a + 1);
+    errno = 0;
+    char* end = nullptr;
+    const double f = std::strtod(item.c_str(), &end);
+    if (end != item.c_str() + item.size() || errno == ERANGE || !std::isfinite(f) || !(f > 0 && f <= 1))
+      throw ParameterError("--sweep: '" + item + "' is not a fraction in (0, 1]");
+    out.push_back(f);
+  }
+  checkSweep(out);
+  return out;
+}
+
+EvalCorpusOptions applyEvalOptions(const OptionValues& v, EvalRunSpec& spec) {
+  if (v.has("top-k") && v.has("sweep")) throw ParameterError("give --top-k or --sweep, not both");
+  spec.sweep = parseSweep(v.text("sweep"));
+  spec.options.batch = v.int32("batch");
+  spec.options.seed = v.seed("seed");
+  spec.speed = v.flag("speed");
+  spec.speedSeconds = v.real("speed-seconds");
+  EvalCorpusOptions c;
+  c.seqLen = v.int32("seq-len");
+  c.tokens = v.integer("tokens");
+  c.split = parseSplitName(v.text("split"));
+  spec.seqLen = c.seqLen;
+  return c;
+}
+
+}  // namespace moefy

@@ -1,0 +1,35 @@
+#pragma once
+// The option table of `moefy eval` and the studio's Evaluate step.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "analysis/common/options.h"
+#include "analysis/eval/eval_run.h"
+#include "analysis/text/corpus.h"
+
+namespace moefy {
+
+/// Which sequences an evaluation reads from its corpus (readSequences()).
+struct EvalCorpusOptions {
+  int seqLen = 128;       ///< window length in tokens
+  int64_t tokens = 4096;  ///< token budget (0 = the whole split)
+  Split split = Split::HeldOut;
+};
+
+/// The options of `moefy eval` (defaults from EvalCorpusOptions{},
+/// EvalOptions{} and EvalRunSpec{}): moe, partition, router (repeatable),
+/// sweep, top-k, tokens, seq-len, split, batch, seed, speed, speed-seconds,
+/// out, force, json, quiet.
+const OptionTable& evalOptionTable();
+
+/// "0.1,0.25,1" -> fractions, each finite and in (0, 1]; blank text -> empty.
+/// Throws ParameterError naming --sweep and the item.
+std::vector<double> parseSweep(const std::string& text);
+
+/// Fills spec.sweep, spec.options.batch/seed, spec.speed and spec.speedSeconds
+/// from validated values of evalOptionTable(), and returns the corpus options.
+/// Throws ParameterError (--sweep with --top-k, a bad --sweep).
+EvalCorpusOptions applyEvalOptions(const OptionValues& values, EvalRunSpec& spec);
+
+}  // namespace moefy

@@ -1,0 +1,82 @@
+#include "analysis/split/split_options.h"
+
+#include <limits>
+
+#include "analysis/common/error.h"
+#include "analysis/record/record_options.h"
+
+namespace moefy {
+
+const OptionTable& splitOptionTable() {
+  static const OptionTable table = [] {
+    const SplitOptions d;
+    OptionTable t(
+        "split", "split FFN neurons into equal-size experts (coact/METIS, balanced k-means, random)",
+        "moefy split REC_DIR --method coact|kmeans|random (--experts E | --expert-size S) --out PART_DIR [options]\n"
+        "       moefy split --compare PART_A PART_B [...] [--json]\n"
+        "       moefy split REC_DIR --export-graph OUT.graph --layer L [--weighting ..] [--topk auto|K] [--graph ..]\n",
+        "Every expert gets exactly d_ff / E neurons (E must divide d_ff). coact partitions the\n"
+        "co-activation graph with METIS k-way and repairs the balance by moving the neurons with the\n"
+        "least affinity to their part. kmeans clusters the L2-normalised rows of W1 (gate/up/both for\n"
+        "gated FFNs) with an exact equal-size assignment, keeping the best of --restarts; random is a\n"
+        "seeded balanced shuffle. Metrics per layer: coact_inside, edge_cut, balance, recall_at_k (on\n"
+        "the recorded samples), and stability_ari/nmi against a rerun with seed + 1.\n"
+        "--compare prints partitions side by side with their pairwise ARI/NMI. --export-graph writes\n"
+        "the weighted co-activation graph in METIS format to cross-check with gpmetis.\n"
+        "Details: docs/recording-and-splitting.md.\n");
+    t.positionals({"REC_DIR"}, -1)
+        .choice("method", {"coact", "kmeans", "random"}, d.method,
+                "co-activation graph + METIS, balanced k-means on W1 rows, or a seeded random split")
+        .integerNoDefault("experts", "E", 1, 1 << 24, "number of experts per layer (must divide d_ff)", "16")
+        .integerNoDefault("expert-size", "S", 1, 1 << 24, "neurons per expert, instead of --experts")
+        .text("layers", "0,1,..", "", "comma-separated layers to split (empty = every recorded layer)")
+        .integer("seed", "N", static_cast<int64_t>(d.seed), 0, std::numeric_limits<int64_t>::max(), "seed")
+        .text("out", "PART_DIR", std::nullopt, "the partition folder to write")
+        .flag("force", "replace an existing PART_DIR")
+        .choice("weighting", {"raw", "jaccard", "ppmi", "percentile"}, d.graph.weighting,
+                "edge weights: counts, Jaccard x 1000, PPMI x 100, or MoEfication's percentile integers", {},
+                "coact and --export-graph")
+        .text("topk", "auto|K", "auto",
+              "keep each neuron's K strongest neighbours (auto: the dense graph up to 1536 neurons, else "
+              "max(64, 2 d_ff / E); 0 = every edge)",
+              false, "coact and --export-graph")
+        .choice("graph", {"binary", "soft"}, d.graphSource,
+                "binary co-activation counts, or the soft co-activation (record with --soft-coact)", {},
+                "coact and --export-graph")
+        .text("model", "MODEL_DIR", "", "the model whose W1 rows are clustered (empty = the recording's model)", false,
+              "kmeans")
+        .choice("rows", {"gate", "up", "both"}, d.rows, "which W1 rows of a gated FFN to cluster", {}, "kmeans")
+        .integer("restarts", "R", d.restarts, 1, 1000, "k-means restarts (the best is kept)", "kmeans")
+        .integer("max-iter", "N", d.maxIter, 1, 1000000, "k-means iterations per restart", "kmeans")
+        .flag("no-stability", "skip the rerun with seed + 1 that measures stability (ARI/NMI)")
+        .flag("compare", "compare the partitions given as arguments", "--compare")
+        .text("export-graph", "OUT.graph", std::nullopt, "write one layer's co-activation graph in METIS format", false,
+              "--export-graph")
+        .integerNoDefault("layer", "L", 0, 1000000, "the layer of --export-graph", {}, "--export-graph")
+        .flag("json", "print the result as JSON")
+        .flag("quiet", "no progress lines on stderr");
+    return t;
+  }();
+  return table;
+}
+
+SplitOptions splitOptionsFrom(const OptionValues& v) {
+  SplitOptions o;
+  o.method = v.text("method");
+  if (v.has("experts")) o.experts = v.int32("experts");
+  if (v.has("expert-size")) o.expertSize = v.int32("expert-size");
+  o.layers = parseLayerList(v.text("layers"), "--layers");
+  o.seed = v.seed("seed");
+  o.graph.weighting = v.text("weighting");
+  o.graph.topk = parseTopk(v.text("topk"));
+  o.graphSource = v.text("graph");
+  o.rows = v.text("rows");
+  o.restarts = v.int32("restarts");
+  o.maxIter = v.int32("max-iter");
+  o.stability = !v.flag("no-stability");
+  o.modelPath = v.text("model");
+  o.force = v.flag("force");
+  return o;
+}
+
+}  // namespace moefy

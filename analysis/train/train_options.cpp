@@ -1,0 +1,109 @@
+#include "analysis/train/train_options.h"
+
+#include <limits>
+
+namespace moefy {
+
+namespace {
+constexpr int64_t kMaxCount = int64_t{1} << 50;
+constexpr int64_t kMaxSeed = std::numeric_limits<int64_t>::max();
+}  // namespace
+
+const OptionTable& trainOptionTable() {
+  static const OptionTable table = [] {
+    const TrainOptions d;
+    OptionTable t("train", "train a causal language model from scratch (libtorch autograd)",
+                  "moefy train CORPUS --config CONFIG.json --tokenizer tokenizer.json --out MODEL_DIR [options]\n",
+                  "CORPUS is a .txt file or a folder of .txt documents; each document is encoded with the\n"
+                  "tokenizer (BOS first) and the documents are concatenated. Steps draw --batch random windows\n"
+                  "of --seq-len tokens. The model (CONFIG's architecture, vocab_size = the tokenizer's size) is\n"
+                  "initialised GPT-2 style and trained with AdamW, linear warmup and cosine decay, and\n"
+                  "global-norm gradient clipping. The held-out loss is measured every --eval-every steps on\n"
+                  "--heldout (default: every 20th document of CORPUS) and over all of it at the end. MODEL_DIR\n"
+                  "gets config.json, model.safetensors (--dtype), tokenizer.json, training_log.jsonl,\n"
+                  "training.json and checkpoint/ (every --checkpoint-every steps, with the optimiser state;\n"
+                  "--resume continues from it). Ctrl-C cancels; the last checkpoint stays.\n");
+    t.positionals({"CORPUS"}, 1)
+        .text("config", "CONFIG.json", std::nullopt, "HF config.json of the model to train (required)")
+        .text("tokenizer", "tokenizer.json", std::nullopt, "the tokenizer (required)")
+        .text("out", "MODEL_DIR", std::nullopt, "the model folder to write (required)")
+        .text("heldout", "CORPUS", "", "held-out corpus (empty = every 20th document of CORPUS)")
+        .integer("steps", "N", d.steps, 1, kMaxCount, "optimiser steps")
+        .integer("seed", "N", static_cast<int64_t>(d.seed), 0, kMaxSeed, "seed")
+        .integer("batch", "B", d.batch, 1, 1 << 16, "windows per step")
+        .integer("seq-len", "S", d.seqLen, 2, 1 << 20, "window length in tokens")
+        .real("lr", "LR", d.lr, 0, 10, "peak learning rate", true)
+        .real("min-lr-ratio", "R", d.minLrRatio, 0, 1, "the cosine decays to lr x R")
+        .integer("warmup", "N", d.warmup, 0, kMaxCount, "linear warmup steps (-1 = 5% of the steps)", {}, true)
+        .real("weight-decay", "W", d.weightDecay, 0, 10, "AdamW weight decay")
+        .real("clip", "NORM", d.clip, 0, 1e6, "global gradient-norm clip (0 = off)")
+        .integer("log-every", "N", d.logEvery, 1, kMaxCount, "steps between log lines")
+        .integer("eval-every", "N", d.evalEvery, 0, kMaxCount,
+                 "steps between held-out evaluations (0 = at the end only)")
+        .integer("eval-tokens", "N", d.evalTokens, 0, kMaxCount, "held-out tokens per periodic evaluation")
+        .integer("checkpoint-every", "N", d.checkpointEvery, 0, kMaxCount, "steps between checkpoints (0 = none)")
+        .choice("dtype", {"F32", "F16", "BF16"}, d.dtype, "dtype of the final model.safetensors")
+        .flag("resume", "continue from MODEL_DIR/checkpoint")
+        .flag("force", "allow an existing, non-empty MODEL_DIR without --resume")
+        .flag("json", "print the result as JSON")
+        .flag("quiet", "no progress lines on stderr");
+    return t;
+  }();
+  return table;
+}
+
+TrainOptions trainOptionsFrom(const OptionValues& v, const std::filesystem::path& corpus) {
+  TrainOptions o;
+  o.corpus = corpus;
+  o.config = v.text("config");
+  o.tokenizer = v.text("tokenizer");
+  o.outDir = v.text("out");
+  o.heldout = v.text("heldout");
+  o.steps = v.integer("steps");
+  o.seed = v.seed("seed");
+  o.batch = v.int32("batch");
+  o.seqLen = v.int32("seq-len");
+  o.lr = v.real("lr");
+  o.minLrRatio = v.real("min-lr-ratio");
+  o.warmup = v.integer("warmup");
+  o.weightDecay = v.real("weight-decay");
+  o.clip = v.real("clip");
+  o.logEvery = v.integer("log-every");
+  o.evalEvery = v.integer("eval-every");
+  o.evalTokens = v.integer("eval-tokens");
+  o.checkpointEvery = v.integer("checkpoint-every");
+  o.dtype = v.text("dtype");
+  o.resume = v.flag("resume");
+  o.force = v.flag("force");
+  return o;
+}
+
+const OptionTable& trainTokenizerOptionTable() {
+  static const OptionTable table = [] {
+    const BpeTrainOptions d;
+    OptionTable t("train-tokenizer", "train a byte-level BPE tokenizer and write tokenizer.json",
+                  "moefy train-tokenizer CORPUS --out tokenizer.json [--vocab N] [--min-frequency N] [--json]\n",
+                  "CORPUS is a .txt file or a folder (every *.txt below it, one document each).\n"
+                  "Trains GPT-2 style byte-level BPE: GPT-2 regex pre-tokenisation, 256 byte tokens, merges by\n"
+                  "pair frequency (ties to the smaller ids) until --vocab tokens or pairs rarer than\n"
+                  "--min-frequency. Id 0 is <|endoftext|> (BOS, EOS and padding); encode() prepends it.\n"
+                  "Writes a standard Hugging Face tokenizer.json (see docs/train.md).\n");
+    t.positionals({"CORPUS"}, 1)
+        .text("out", "tokenizer.json", std::nullopt, "the tokenizer file to write (required)")
+        .integer("vocab", "N", d.vocabSize, 258, 1 << 20, "vocabulary size (special token + 256 bytes + merges)")
+        .integer("min-frequency", "N", d.minFrequency, 1, kMaxCount, "stop when the best pair occurs less often")
+        .flag("json", "print the result as JSON")
+        .flag("quiet", "no progress lines on stderr");
+    return t;
+  }();
+  return table;
+}
+
+BpeTrainOptions bpeTrainOptionsFrom(const OptionValues& v) {
+  BpeTrainOptions o;
+  o.vocabSize = v.int32("vocab");
+  o.minFrequency = v.integer("min-frequency");
+  return o;
+}
+
+}  // namespace moefy

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Builds the core and the CLI with -DMOEFY_BUILD_GUI=OFF in a separate build
+# folder and checks with ldd that `moefy` links no Qt library: the core and CLI
+# must build and run on a headless node that has libtorch and nothing of Qt.
+# Reuses ccache (the same compiler flags as the main build), so on a warm cache
+# it mostly links. Prints the time it took.
+#   usage: scripts/check-nogui.sh   (build folder: $MOEFY_NOGUI_BUILD_DIR, default build-nogui)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dir="${MOEFY_NOGUI_BUILD_DIR:-build-nogui}"
+start=$(date +%s)
+cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMOEFY_BUILD_GUI=OFF -DMOEFY_BUILD_TESTS=OFF \
+  -DMOEFY_BUILD_BENCH=OFF >/dev/null
+cmake --build "$dir" -j "${MOEFY_JOBS:-$(nproc)}" --target moefy
+qt=$(ldd "$dir/app/moefy" | grep -i 'libqt' || true)
+if [ -n "$qt" ]; then
+  echo "check-nogui: $dir/app/moefy links Qt:"
+  echo "$qt"
+  exit 1
+fi
+"$dir/app/moefy" --version >/dev/null
+echo "check-nogui: moefy built without the GUI links no Qt ($(ldd "$dir/app/moefy" | wc -l) libraries; $(($(date +%s) - start)) s)"
