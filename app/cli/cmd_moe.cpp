@@ -46,6 +46,7 @@ int runRoute(const Args& a) {
   if (!a.has("out")) throw ParameterError("--out ROUTER_DIR is required");
   if (!a.has("router")) throw ParameterError("--router oracle|similarity|mlp is required");
   if (a.has("top-k") && a.has("top-fraction")) throw ParameterError("give --top-k or --top-fraction, not both");
+  checkOutput(a.get("out"), a.has("force"), "router", {modelDir, recDir, partDir});
   RouteOptions o;
   o.kind = routerKindFromName(a.get("router"), "--router");
   o.topK = parseTopK(a);
@@ -63,7 +64,8 @@ int runRoute(const Args& a) {
   part.checkModel(m);
   SampleData samples = SampleData::read(recDir, part.layers, m.config().dModel, m.config().dFF);
   RouterSet rs = buildRouters(m, part, samples, o, *job);
-  writeFolderAtomic(a.get("out"), a.has("force"), [&](const fs::path& tmp) { rs.writeInto(tmp); });
+  writeFolderAtomic(a.get("out"), a.has("force"), [&](const fs::path& tmp) { rs.writeInto(tmp); },
+                    {modelDir, recDir, partDir});
   nlohmann::json j;
   j["out"] = a.get("out");
   j["kind"] = routerKindName(rs.kind);
@@ -94,6 +96,11 @@ int runEval(const Args& a) {
   if (a.has("moe") && (a.has("partition") || a.has("router")))
     throw ParameterError("give --moe MOE_DIR or --partition/--router, not both");
   if (a.has("partition") != a.has("router")) throw ParameterError("--partition and --router go together");
+  std::vector<fs::path> evalInputs = {modelDir, corpus};
+  for (const char* key : {"partition", "moe"})
+    if (a.has(key)) evalInputs.emplace_back(a.get(key));
+  for (const auto& r : a.getAll("router")) evalInputs.emplace_back(r);
+  if (a.has("out")) checkOutput(a.get("out"), a.has("force"), "evaluation", evalInputs);
   auto job = makeCliJob(a);
   auto loaded = loadModel(modelDir);
   Model& m = *loaded.model;
@@ -157,7 +164,7 @@ int runEval(const Args& a) {
   const nlohmann::json& results = j["results"];
   const bool speed = spec.speed;
   if (a.has("out")) {
-    writeEvalFolder(a.get("out"), a.has("force"), j);
+    writeEvalFolder(a.get("out"), a.has("force"), j, evalInputs);
     j["out"] = a.get("out");
   }
   if (a.json()) {
@@ -195,7 +202,7 @@ int runExport(const Args& a) {
   o.topK = parseTopK(a);
   o.force = a.has("force");
   fs::path out = a.get("out");
-  if (fs::exists(out) && !o.force) throw IoError(out.string() + ": already exists (use --force to replace it)");
+  checkOutput(out, o.force, "MoE export", {modelDir, partDir, routerDir});
   auto job = makeCliJob(a);
   auto loaded = loadModel(modelDir);
   if (loaded.isMoe()) throw ParameterError(modelDir.string() + ": is already a MoE export");
@@ -218,7 +225,7 @@ int runCalibrate(const Args& a) {
   fs::path moeDir = a.pos(0, "MOE_DIR"), corpus = a.pos(1, "CORPUS");
   if (!a.has("out")) throw ParameterError("--out MOE_DIR2 is required");
   fs::path out = a.get("out");
-  if (fs::exists(out) && !a.has("force")) throw IoError(out.string() + ": already exists (use --force to replace it)");
+  checkOutput(out, a.has("force"), "MoE export", {moeDir, corpus});
   CalibrateOptions o;
   o.steps = static_cast<int>(a.getInt("steps", 100));
   o.experts = a.has("experts");

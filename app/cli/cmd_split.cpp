@@ -119,6 +119,8 @@ int runSplitCmd(const Args& a) {
               << std::setprecision(0) << m["edge_cut"].get<double>() << std::setprecision(4) << ", balance "
               << m["balance"].get<double>() << ", recall@1 " << recallAt(m, 1);
     if (m.contains("stability_ari")) std::cout << ", stability ARI " << m["stability_ari"].get<double>();
+    if (m.contains("half_stability_ari"))
+      std::cout << ", halves ARI " << m["half_stability_ari"].get<double>();
     std::cout << "\n";
   }
   return 0;
@@ -140,7 +142,8 @@ CommandRegistrar splitCmd(
      "kmeans clusters the L2-normalised rows of W1 (gate/up/both for\n"
      "gated FFNs) with an exact equal-size assignment, keeping the best of --restarts (default 4);\n"
      "random is a seeded balanced shuffle. Metrics per layer: coact_inside, edge_cut, balance,\n"
-     "recall_at_k (on the recorded samples), and stability_ari/nmi against a rerun with seed + 1.\n"
+     "recall_at_k (on the recorded samples), stability_ari/nmi against a rerun with seed + 1, and\n"
+     "(coact) half_stability_ari/nmi between splits of two disjoint halves of the sampled tokens.\n"
      "--compare prints partitions side by side with their pairwise ARI/NMI. --export-graph writes\n"
      "the weighted co-activation graph in METIS format to cross-check with gpmetis.\n"
      "Details: docs/recording-and-splitting.md.\n",
