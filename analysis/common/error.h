@@ -31,10 +31,13 @@ class IoError : public Error {
   using Error::Error;
 };
 
-/// Raised by JobContext::checkCancel() when the user cancelled the job.
+/// Raised by JobContext::checkCancel() when the user cancelled the job. A
+/// job that leaves something on disk rethrows it with a note saying what
+/// (what() is then "cancelled; NOTE").
 class CancelledError : public Error {
  public:
   CancelledError() : Error("cancelled") {}
+  explicit CancelledError(const std::string& onDisk) : Error("cancelled; " + onDisk) {}
 };
 
 }  // namespace moefy

@@ -1,5 +1,7 @@
 #pragma once
 // Process-wide runtime settings for the engine.
+#include <string>
+
 namespace moefy {
 /// Sets torch's intra-op thread count to the machine's cores (or
 /// MOEFY_THREADS), since libtorch's default here was 1 on a 2-core machine.
@@ -7,4 +9,9 @@ namespace moefy {
 void configureRuntime();
 /// The thread count configureRuntime() chose.
 int runtimeThreads();
+/// Physical memory of the machine in bytes (sysconf), 0 if unknown. Used to
+/// refuse a job whose estimated allocation cannot fit, before allocating.
+double physicalMemoryBytes();
+/// "12.3 GiB"-style text for a byte count.
+std::string byteSize(double bytes);
 }  // namespace moefy

@@ -169,7 +169,8 @@ std::vector<QualityFigures> evaluateQuality(Model& model, std::shared_ptr<const 
 }
 
 double forwardTokensPerSecond(Model& model, std::shared_ptr<const FfnOverride> ffn,
-                              const std::vector<std::vector<int64_t>>& sequences, int batch, double minSeconds) {
+                              const std::vector<std::vector<int64_t>>& sequences, int batch, double minSeconds,
+                              const JobContext* job) {
   OverrideGuard guard(model);
   model.setFfnOverride(ffn);
   if (sequences.empty()) throw ParameterError("no sequences to time");
@@ -183,6 +184,7 @@ double forwardTokensPerSecond(Model& model, std::shared_ptr<const FfnOverride> f
       Batch b = makeBatch(seqs, 0);
       model.forward(b);
       tokens += b.mask.sum().item<int64_t>();
+      if (job) job->checkCancel();  // a timing pass lasts seconds: cancel per batch
     }
     secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   } while (secs < minSeconds);
@@ -190,7 +192,7 @@ double forwardTokensPerSecond(Model& model, std::shared_ptr<const FfnOverride> f
 }
 
 double generationTokensPerSecond(Model& model, std::shared_ptr<const FfnOverride> ffn, const std::vector<int64_t>& prompt,
-                                 int newTokens, double minSeconds) {
+                                 int newTokens, double minSeconds, const JobContext* job) {
   OverrideGuard guard(model);
   model.setFfnOverride(ffn);
   // Whole generations (prompt, then newTokens greedy steps, only the steps
@@ -200,7 +202,10 @@ double generationTokensPerSecond(Model& model, std::shared_ptr<const FfnOverride
     Decoder dec(model);
     at::Tensor logits = dec.step(prompt);
     auto t0 = std::chrono::steady_clock::now();
-    for (int i = 0; i < newTokens; ++i) logits = dec.step({logits.argmax().item<int64_t>()});
+    for (int i = 0; i < newTokens; ++i) {
+      logits = dec.step({logits.argmax().item<int64_t>()});
+      if (job) job->checkCancel();  // per step: cancel within one token's time
+    }
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   };
   once();

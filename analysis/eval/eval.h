@@ -76,13 +76,16 @@ std::vector<QualityFigures> evaluateQuality(Model& model, std::shared_ptr<const 
 
 /// Forward throughput (tokens/s) with `ffn` as override (null = dense) over
 /// the sequences in batches, repeated until at least `minSeconds` passed.
+/// With a `job`, cancel is polled after every batch (CancelledError).
 double forwardTokensPerSecond(Model& model, std::shared_ptr<const FfnOverride> ffn,
-                              const std::vector<std::vector<int64_t>>& sequences, int batch, double minSeconds);
+                              const std::vector<std::vector<int64_t>>& sequences, int batch, double minSeconds,
+                              const JobContext* job = nullptr);
 
 /// Greedy generation speed (new tokens/s, KV-cached, batch 1) after `prompt`:
 /// the best of at least 3 timed runs (after a warm-up) that together last at
-/// least `minSeconds`.
+/// least `minSeconds`. With a `job`, cancel is polled after every generated
+/// token (CancelledError).
 double generationTokensPerSecond(Model& model, std::shared_ptr<const FfnOverride> ffn, const std::vector<int64_t>& prompt,
-                                 int newTokens, double minSeconds = 0.3);
+                                 int newTokens, double minSeconds = 0.3, const JobContext* job = nullptr);
 
 }  // namespace moefy

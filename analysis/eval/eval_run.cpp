@@ -49,8 +49,9 @@ nlohmann::json runEvaluation(Model& m, const EvalRunSpec& spec, const std::vecto
   if (m.config().pos == PosKind::Learned) genTokens = std::max(1, std::min(genTokens, m.config().maxPos - 1));
   if (spec.speed) {
     job.setStage("eval: speed");
-    denseFwd = forwardTokensPerSecond(m, spec.reference, seqs, eo.batch, spec.speedSeconds);
-    if (m.config().causal) denseGen = generationTokensPerSecond(m, spec.reference, prompt, genTokens, spec.speedSeconds);
+    denseFwd = forwardTokensPerSecond(m, spec.reference, seqs, eo.batch, spec.speedSeconds, &job);
+    if (m.config().causal)
+      denseGen = generationTokensPerSecond(m, spec.reference, prompt, genTokens, spec.speedSeconds, &job);
   }
   for (size_t i = 1; i < figs.size(); ++i) {
     job.checkCancel();
@@ -58,11 +59,11 @@ nlohmann::json runEvaluation(Model& m, const EvalRunSpec& spec, const std::vecto
     r["router"] = cands[i - 1].name;
     r["loss_delta"] = figs[i].loss - figs[0].loss;
     if (spec.speed) {
-      double fwd = forwardTokensPerSecond(m, cands[i - 1].moe, seqs, eo.batch, spec.speedSeconds);
+      double fwd = forwardTokensPerSecond(m, cands[i - 1].moe, seqs, eo.batch, spec.speedSeconds, &job);
       r["speed"] = {{"forward_tokens_per_s", fwd}, {"dense_forward_tokens_per_s", denseFwd},
                     {"forward_speedup", fwd / denseFwd}};
       if (m.config().causal) {
-        double gen = generationTokensPerSecond(m, cands[i - 1].moe, prompt, genTokens, spec.speedSeconds);
+        double gen = generationTokensPerSecond(m, cands[i - 1].moe, prompt, genTokens, spec.speedSeconds, &job);
         r["speed"]["generate_tokens_per_s"] = gen;
         r["speed"]["dense_generate_tokens_per_s"] = denseGen;
         r["speed"]["generate_speedup"] = gen / denseGen;
@@ -85,8 +86,11 @@ nlohmann::json runEvaluation(Model& m, const EvalRunSpec& spec, const std::vecto
   return j;
 }
 
-void writeEvalFolder(const std::filesystem::path& out, bool force, const nlohmann::json& doc) {
-  writeFolderAtomic(out, force, [&](const std::filesystem::path& tmp) { writeFileAtomic(tmp / "eval.json", doc.dump(2) + "\n"); });
+void writeEvalFolder(const std::filesystem::path& out, bool force, const nlohmann::json& doc,
+                     const std::vector<std::filesystem::path>& inputs) {
+  writeFolderAtomic(
+      out, force, [&](const std::filesystem::path& tmp) { writeFileAtomic(tmp / "eval.json", doc.dump(2) + "\n"); },
+      inputs);
 }
 
 }  // namespace moefy

@@ -108,7 +108,8 @@ class Model {
   const std::string& storedDType() const { return storedDType_; }
   int64_t parameterCount() const;
   /// A stable 16-hex-digit fingerprint of config and weights; recordings,
-  /// partitions and routers carry it so mismatches are caught.
+  /// partitions and routers carry it so mismatches are caught. It hashes
+  /// every byte of every weight (and the config), computed once at load.
   const std::string& fingerprint() const { return fingerprint_; }
   /// All tensors by their full HF name (F32).
   const std::map<std::string, at::Tensor>& tensors() const { return tensors_; }

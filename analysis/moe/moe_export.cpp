@@ -27,7 +27,7 @@ std::string moeficationChecksum(const nlohmann::json& block) {
 void checkRouterSet(const Model& model, const PartitionData& part, const RouterSet& r) {
   part.checkModel(model);
   const std::string rj = "router.json";
-  if (!r.modelFingerprint.empty() && r.modelFingerprint != model.fingerprint())
+  if (r.modelFingerprint != model.fingerprint())
     throw ParameterError(rj + ": router was built for model " + r.modelFingerprint + ", not for " +
                          model.dir().string() + " (fingerprint " + model.fingerprint() + ")");
   if (r.layers.size() != part.layers.size())
@@ -42,7 +42,7 @@ void checkRouterSet(const Model& model, const PartitionData& part, const RouterS
                            " experts, the partition " + std::to_string(part.experts));
     r.routers[i].validate(model.config().dModel, "router.safetensors: layer " + std::to_string(r.layers[i]));
   }
-  if (!r.partitionLabelsHash.empty() && r.partitionLabelsHash != part.labelsHash)
+  if (r.partitionLabelsHash != part.labelsHash)
     throw ParameterError(rj + ": router was trained for another partition (labels hash " + r.partitionLabelsHash +
                          ", " + part.dir.string() + " has " + part.labelsHash + ")");
 }

@@ -11,6 +11,8 @@
 #include <sstream>
 
 #include "analysis/common/error.h"
+#include "analysis/common/hash.h"
+#include "analysis/common/runtime.h"
 #include "analysis/io/fsutil.h"
 #include "analysis/io/json_input.h"
 #include "analysis/io/safetensors.h"
@@ -86,6 +88,45 @@ std::string ActiveRule::toString() const {
   else if (kind == Kind::Threshold) s << "threshold:" << tau;
   else s << "top:" << p;
   return s.str();
+}
+
+void activeMask(const float* h, int64_t N, int64_t n, const ActiveRule& rule, uint8_t* mask) {
+  if (rule.kind == ActiveRule::Kind::TopP) {
+    const int64_t k = std::max<int64_t>(1, std::min<int64_t>(n, std::llround(rule.p * static_cast<double>(n))));
+#pragma omp parallel
+    {
+      std::vector<float> a(static_cast<size_t>(n));
+#pragma omp for schedule(static)
+      for (int64_t t = 0; t < N; ++t) {
+        const float* row = h + t * n;
+        for (int64_t j = 0; j < n; ++j) a[j] = std::fabs(row[j]);
+        std::nth_element(a.begin(), a.begin() + (k - 1), a.end(), std::greater<float>());
+        const float thr = a[k - 1];
+        int64_t above = 0;
+        for (int64_t j = 0; j < n; ++j) above += std::fabs(row[j]) > thr;
+        int64_t ties = k - above;  // take the first `ties` neurons equal to thr, in index order
+        uint8_t* m = mask + t * n;
+        for (int64_t j = 0; j < n; ++j) {
+          const float v = std::fabs(row[j]);
+          uint8_t on = v > thr;
+          if (!on && v == thr && ties > 0) on = 1, --ties;
+          m[j] = on;
+        }
+      }
+    }
+  } else {
+    const bool pos = rule.kind == ActiveRule::Kind::Positive;
+    const float tau = static_cast<float>(rule.tau);
+#pragma omp parallel for schedule(static)
+    for (int64_t t = 0; t < N; ++t) {
+      const float* row = h + t * n;
+      uint8_t* m = mask + t * n;
+      if (pos)
+        for (int64_t j = 0; j < n; ++j) m[j] = row[j] > 0.f;
+      else
+        for (int64_t j = 0; j < n; ++j) m[j] = std::fabs(row[j]) > tau;
+    }
+  }
 }
 
 fs::path checkpointPath(const fs::path& out) {
@@ -226,6 +267,10 @@ struct State {
   int64_t S = 0;  // reservoir capacity
   int n = 0, dModel = 0;
   int64_t tokens = 0, sequences = 0, chunks = 0;
+  // FNV-1a over the recorded sequences (ids, doc id, category, start), in
+  // order: the corpus identity that --resume compares. Absent after a merge.
+  uint64_t sequencesHash = kFnvOffset;
+  bool hasSequencesHash = true;
   std::map<int, LayerState> layer;
   at::Tensor sTok, sDoc, sPos, sCat;  // I32/I64/I32/I32 [S]
 
@@ -260,6 +305,7 @@ struct State {
     m["tool_version"] = MOEFY_VERSION;
     m["model"] = modelInfo;
     m["corpus"] = {{"path", source.path}, {"kind", source.kind}, {"categories", source.categories}};
+    if (hasSequencesHash) m["corpus"]["sequences_hash"] = hex16(sequencesHash);
     m["tokens"] = tokens;
     m["sequences"] = sequences;
     m["layers"] = layers;
@@ -298,10 +344,14 @@ struct State {
       samples.emplace_back(lname(L, "ffn_in"), layer.at(L).sampleIn.slice(0, 0, F));
       samples.emplace_back(lname(L, "ffn_act"), layer.at(L).sampleAct.slice(0, 0, F));
     }
+    // Cancel is polled between the files (the samples file can take seconds).
     job.checkCancel();
     writeSafetensors(dir / "stats.safetensors", stats);
+    job.checkCancel();
     writeSafetensors(dir / "coact.safetensors", co);
+    job.checkCancel();
     writeSafetensors(dir / "samples.safetensors", samples);
+    job.checkCancel();
     writeFileAtomic(dir / "manifest.json", manifest(complete).dump(2) + "\n");
   }
 
@@ -383,43 +433,7 @@ class RecordSink : public HookSink {
     const float* hp = h.data_ptr<float>();
     mask_.resize(static_cast<size_t>(N * n));
     uint8_t* mk = mask_.data();
-    const ActiveRule& rule = st_.active;
-    if (rule.kind == ActiveRule::Kind::TopP) {
-      const int64_t k = std::max<int64_t>(1, std::min<int64_t>(n, std::llround(rule.p * static_cast<double>(n))));
-#pragma omp parallel
-      {
-        std::vector<float> a(static_cast<size_t>(n));
-#pragma omp for schedule(static)
-        for (int64_t t = 0; t < N; ++t) {
-          const float* row = hp + t * n;
-          for (int64_t j = 0; j < n; ++j) a[j] = std::fabs(row[j]);
-          std::nth_element(a.begin(), a.begin() + (k - 1), a.end(), std::greater<float>());
-          const float thr = a[k - 1];
-          int64_t above = 0;
-          for (int64_t j = 0; j < n; ++j) above += std::fabs(row[j]) > thr;
-          int64_t ties = k - above;  // take the first `ties` neurons equal to thr, in index order
-          uint8_t* m = mk + t * n;
-          for (int64_t j = 0; j < n; ++j) {
-            const float v = std::fabs(row[j]);
-            uint8_t on = v > thr;
-            if (!on && v == thr && ties > 0) on = 1, --ties;
-            m[j] = on;
-          }
-        }
-      }
-    } else {
-      const bool pos = rule.kind == ActiveRule::Kind::Positive;
-      const float tau = static_cast<float>(rule.tau);
-#pragma omp parallel for schedule(static)
-      for (int64_t t = 0; t < N; ++t) {
-        const float* row = hp + t * n;
-        uint8_t* m = mk + t * n;
-        if (pos)
-          for (int64_t j = 0; j < n; ++j) m[j] = row[j] > 0.f;
-        else
-          for (int64_t j = 0; j < n; ++j) m[j] = std::fabs(row[j]) > tau;
-      }
-    }
+    activeMask(hp, N, n, st_.active, mk);
     // Per-neuron statistics, parallel over neuron blocks.
     int64_t* cnt = s.count.data_ptr<int64_t>();
     double* sum = s.sum.data_ptr<double>();
@@ -495,6 +509,25 @@ nlohmann::json modelInfoOf(const Model& model) {
           {"ffn_kind", c.ffnKind()}};
 }
 
+/// Continues the corpus identity hash over one recorded sequence.
+uint64_t hashSequence(uint64_t h, const Sequence& s) {
+  const int64_t n = static_cast<int64_t>(s.ids.size());
+  h = fnv1a(h, &n, sizeof n);
+  if (n > 0) h = fnv1a(h, s.ids.data(), s.ids.size() * sizeof(s.ids[0]));
+  h = fnv1a(h, &s.docId, sizeof s.docId);
+  h = fnv1a(h, &s.category, sizeof s.category);
+  return fnv1a(h, &s.start, sizeof s.start);
+}
+
+/// Bytes the recorder allocates for `layers` layers (statistics, the dense
+/// co-activation matrices, the reservoir), before any is allocated.
+double recorderBytes(int64_t layers, int64_t n, int64_t dModel, int64_t C, int64_t S, bool soft) {
+  const double dn = static_cast<double>(n), dS = static_cast<double>(S);
+  const double perLayer = dn * (8 + 8 + 8 + 4) + (dn + 1) * 8 + static_cast<double>(C) * (dn + 1) * 8 +
+                          dn * dn * 4 * (soft ? 2 : 1) + dS * static_cast<double>(dModel + n) * 2;
+  return static_cast<double>(layers) * perLayer + dS * (4 + 8 + 4 + 4);
+}
+
 /// The options that must match between a checkpoint and a resumed run.
 nlohmann::json resumeKey(const nlohmann::json& manifest) {
   nlohmann::json k;
@@ -510,8 +543,10 @@ nlohmann::json resumeKey(const nlohmann::json& manifest) {
 
 // ---------------------------------------------------------------- record
 
-RecordSummary recordActivations(const Model& model, const SequenceSource& source, const SourceInfo& info,
-                                const RecordOptions& options, const fs::path& out, JobContext& job) {
+namespace {
+
+RecordSummary recordActivationsImpl(const Model& model, const SequenceSource& source, const SourceInfo& info,
+                                    const RecordOptions& options, const fs::path& out, JobContext& job) {
   const auto t0 = std::chrono::steady_clock::now();
   const auto& c = model.config();
   if (options.batch < 1) throw ParameterError("--batch must be >= 1");
@@ -521,8 +556,13 @@ RecordSummary recordActivations(const Model& model, const SequenceSource& source
   if (c.pos == PosKind::Learned && options.seqLen > c.maxPos)
     throw ParameterError("--seq-len " + std::to_string(options.seqLen) + " exceeds the model's " +
                          std::to_string(c.maxPos) + " positions");
-  if (fs::exists(out) && !options.force)
-    throw IoError(out.string() + ": already exists (use --force to replace it)");
+  // The output is locked for the whole run (a second `record` of the same
+  // REC_DIR, e.g. two --resume, is refused) and checked before any work.
+  OutputLock outputLock(out);
+  std::vector<fs::path> inputs;
+  if (!model.dir().empty()) inputs.push_back(model.dir());
+  if (!info.path.empty()) inputs.push_back(info.path);
+  checkOutput(out, options.force, "recording", inputs);
 
   State st;
   st.modelInfo = modelInfoOf(model);
@@ -548,10 +588,29 @@ RecordSummary recordActivations(const Model& model, const SequenceSource& source
                 {"shuffle", options.shuffle}};
   if (st.n > 46340)
     throw ParameterError("d_ff " + std::to_string(st.n) + " is too large for a dense co-activation matrix");
+  {
+    // Refuse before allocating what cannot fit (an allocator's failure would
+    // name neither the option nor the size).
+    const int64_t L = static_cast<int64_t>(st.layers.size()), C = static_cast<int64_t>(info.categories.size());
+    const double need = recorderBytes(L, st.n, st.dModel, C, st.S, st.soft);
+    const double reservoir = recorderBytes(L, st.n, st.dModel, C, st.S, st.soft) - recorderBytes(L, st.n, st.dModel, C, 0, st.soft);
+    const double have = physicalMemoryBytes();
+    if (have > 0 && need > have) {
+      if (reservoir > need / 2)
+        throw ParameterError("--samples " + std::to_string(st.S) + ": the reservoir needs " + byteSize(reservoir) + " (" +
+                             std::to_string(st.S) + " tokens x (d_model " + std::to_string(st.dModel) + " + d_ff " +
+                             std::to_string(st.n) + ") x 2 bytes x " + std::to_string(L) +
+                             " layers), more than this machine's " + byteSize(have) + " of memory; use fewer --samples");
+      throw ParameterError("--layers: recording " + std::to_string(L) + " layers of d_ff " + std::to_string(st.n) +
+                           " needs " + byteSize(need) + " (co-activation matrices of d_ff^2 x 4 bytes each), more than "
+                           "this machine's " + byteSize(have) + " of memory; record fewer --layers per run and --merge");
+    }
+  }
   job.setStage("record: allocate");
   st.allocate();
 
   const fs::path partial = checkpointPath(out);
+  std::string resumeHash;  // the checkpoint's corpus identity ("" = none recorded)
   if (options.resume) {
     if (!fs::exists(partial))
       throw IoError(partial.string() + ": no checkpoint to resume (run without --resume to start afresh)");
@@ -565,6 +624,7 @@ RecordSummary recordActivations(const Model& model, const SequenceSource& source
                              "; rerun with the original options or without --resume");
     }
     st.loadFrom(r);
+    resumeHash = r.manifest()["corpus"].value("sequences_hash", std::string());
     job.log("resuming " + partial.string() + " after " + std::to_string(st.chunks) + " chunks (" +
             std::to_string(st.tokens) + " tokens)");
   }
@@ -628,6 +688,7 @@ RecordSummary recordActivations(const Model& model, const SequenceSource& source
     model.forwardHidden(b, &sink);
     st.tokens += r;
     st.sequences += static_cast<int64_t>(seqs.size());
+    for (const auto& s : seqs) st.sequencesHash = hashSequence(st.sequencesHash, s);
   };
 
   auto writeCheckpoint = [&]() {
@@ -657,14 +718,36 @@ RecordSummary recordActivations(const Model& model, const SequenceSource& source
     if (due) writeCheckpoint();
   };
 
+  // --resume: the sequences already in the checkpoint are skipped, but
+  // hashed; they must be the ones it recorded (an edited, reordered or
+  // shortened corpus is refused instead of silently mixed in).
+  uint64_t skippedHash = kFnvOffset;
+  bool corpusChecked = skip == 0;
+  auto checkCorpus = [&]() {
+    corpusChecked = true;
+    if (resumeHash.empty()) return;  // checkpoints of older versions carry no hash
+    if (seen < skip)
+      throw ParameterError("--resume: the corpus " + info.path + " now yields " + std::to_string(seen) +
+                           " sequences, fewer than the " + std::to_string(skip) + " the checkpoint " + partial.string() +
+                           " already recorded; it changed since (rerun without --resume)");
+    if (hex16(skippedHash) != resumeHash)
+      throw ParameterError("--resume: the corpus " + info.path + " changed since the checkpoint " + partial.string() +
+                           " was written (its first " + std::to_string(skip) +
+                           " sequences differ from the recorded ones); rerun without --resume");
+  };
   job.setStage("record");
   int64_t budgetUsed = st.tokens;
   bool budgetDone = expected > 0 && budgetUsed >= expected;
   if (!budgetDone) {
     source([&](const Sequence& s0) {
-      if (seen++ < skip) return true;
       job.checkCancel();
       if (s0.ids.empty()) return true;
+      if (seen < skip) {
+        ++seen;
+        skippedHash = hashSequence(skippedHash, s0);
+        return true;
+      }
+      if (!corpusChecked) checkCorpus();
       if (static_cast<int64_t>(s0.ids.size()) > options.seqLen)
         throw ParameterError("sequence of document " + std::to_string(s0.docId) + " has " +
                              std::to_string(s0.ids.size()) + " tokens, more than --seq-len " +
@@ -678,6 +761,7 @@ RecordSummary recordActivations(const Model& model, const SequenceSource& source
       return !(expected > 0 && budgetUsed >= expected);
     });
   }
+  if (!corpusChecked && !budgetDone) checkCorpus();
   if (!pending.empty()) runChunk();
   if (st.tokens == 0) throw ParameterError("the corpus yielded no tokens to record");
 
@@ -694,11 +778,40 @@ RecordSummary recordActivations(const Model& model, const SequenceSource& source
   return sum;
 }
 
+}  // namespace
+
+RecordSummary recordActivations(const Model& model, const SequenceSource& source, const SourceInfo& info,
+                                const RecordOptions& options, const fs::path& out, JobContext& job) {
+  std::error_code ec;
+  const bool outExisted = fs::exists(fs::symlink_status(out, ec));
+  try {
+    return recordActivationsImpl(model, source, info, options, out, job);
+  } catch (const CancelledError&) {
+    // Say what is on disk: the output is only ever replaced whole, so it is
+    // untouched; the last checkpoint (if one was due) allows --resume.
+    std::string note = outExisted ? out.string() + " is unchanged" : out.string() + " was not written";
+    const fs::path partial = checkpointPath(out);
+    if (fs::exists(partial / "manifest.json", ec)) {
+      std::string chunks;
+      try {
+        chunks = std::to_string(nlohmann::json::parse(readFile(partial / "manifest.json")).at("chunks_done").get<int64_t>());
+      } catch (const std::exception&) {
+        chunks = "?";
+      }
+      note += "; the checkpoint " + partial.string() + " (" + chunks + " chunks) is kept: continue with --resume";
+    } else {
+      note += "; no checkpoint was due, nothing else is on disk";
+    }
+    throw CancelledError(note);
+  }
+}
+
 // ---------------------------------------------------------------- merge
 
 void mergeRecordings(const std::vector<fs::path>& inputs, const fs::path& out, bool force, JobContext& job) {
   if (inputs.size() < 2) throw ParameterError("--merge needs at least two recordings");
-  if (fs::exists(out) && !force) throw IoError(out.string() + ": already exists (use --force to replace it)");
+  OutputLock outputLock(out);
+  checkOutput(out, force, "recording", inputs);
   job.setStage("merge: check");
   std::vector<Recording> recs;
   for (const auto& p : inputs) recs.push_back(Recording::open(p));
@@ -718,6 +831,7 @@ void mergeRecordings(const std::vector<fs::path>& inputs, const fs::path& out, b
     mustMatch(b, "sample size", a.manifest()["options"]["samples"], b.manifest()["options"]["samples"]);
   }
   State st;
+  st.hasSequencesHash = false;  // the shards' streams are not one sequence
   st.modelInfo = a.manifest()["model"];
   st.source.categories = a.categories();
   nlohmann::json paths = nlohmann::json::array();
@@ -806,7 +920,7 @@ void mergeRecordings(const std::vector<fs::path>& inputs, const fs::path& out, b
   }
   // filled() is min(S, tokens); it equals `slot` in both branches above.
   job.setStage("merge: write");
-  writeFolderAtomic(out, force, [&](const fs::path& tmp) { st.write(tmp, true, job); });
+  writeFolderAtomic(out, force, [&](const fs::path& tmp) { st.write(tmp, true, job); }, inputs);
 }
 
 }  // namespace moefy

@@ -89,6 +89,12 @@ RecordSummary recordActivations(const Model& model, const SequenceSource& source
 void mergeRecordings(const std::vector<std::filesystem::path>& inputs, const std::filesystem::path& out, bool force,
                      JobContext& job);
 
+/// The active mask of `rule` over hiddens h [N, n] (F32, row-major) into
+/// mask [N, n] (0/1 bytes): the rule the recorder counts with (top:P takes the
+/// round(P n) largest |h| per token, ties to the lower neuron index).
+/// Parallel over tokens (OpenMP); thread-safe for distinct outputs.
+void activeMask(const float* h, int64_t N, int64_t n, const ActiveRule& rule, uint8_t* mask);
+
 /// The checkpoint folder used for --resume: OUT with ".partial" appended.
 std::filesystem::path checkpointPath(const std::filesystem::path& out);
 

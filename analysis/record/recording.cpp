@@ -2,6 +2,9 @@
 
 #include <torch/torch.h>
 
+#include <atomic>
+#include <cmath>
+
 #include "analysis/common/error.h"
 #include "analysis/io/fsutil.h"
 #include "analysis/io/json_input.h"
@@ -43,6 +46,115 @@ void checkTensor(const SafetensorsFile& f, const std::string& name, DType dtype,
 }
 
 std::string lname(int L, const char* what) { return "blk." + std::to_string(L) + "." + what; }
+
+// The invariants that tie a layer's tensors together and to the manifest's
+// token count (docs/formats.md "Recording"). O(d_ff^2) per layer, far cheaper
+// than any use of the recording; an impossible recording (negative or
+// asymmetric counts, counts above the token count) would otherwise be split
+// or routed without a word.
+void checkLayerInvariants(const SafetensorsFile& stats, const SafetensorsFile& coactFile, int L, int64_t n,
+                          int64_t tokens, bool soft) {
+  const std::string sp = stats.path().string(), cp = coactFile.path().string();
+  auto fail = [&](const std::string& file, const std::string& what) { throw FormatError(file + ": " + what); };
+  const std::string tok = " (the manifest's tokens is " + std::to_string(tokens) + ")";
+  at::Tensor count = stats.raw(lname(L, "count")).contiguous();
+  const int64_t* cnt = count.data_ptr<int64_t>();
+  for (int64_t i = 0; i < n; ++i)
+    if (cnt[i] < 0 || cnt[i] > tokens)
+      fail(sp, "tensor '" + lname(L, "count") + "'[" + std::to_string(i) + "] = " + std::to_string(cnt[i]) +
+                   " is outside [0, tokens]" + tok);
+  at::Tensor hist = stats.raw(lname(L, "active_hist")).contiguous();
+  const int64_t* hp = hist.data_ptr<int64_t>();
+  int64_t histTotal = 0, activeTotal = 0, countTotal = 0;
+  for (int64_t a = 0; a <= n; ++a) {
+    if (hp[a] < 0)
+      fail(sp, "tensor '" + lname(L, "active_hist") + "'[" + std::to_string(a) + "] = " + std::to_string(hp[a]) +
+                   " is negative");
+    histTotal += hp[a];
+    activeTotal += hp[a] * a;
+  }
+  for (int64_t i = 0; i < n; ++i) countTotal += cnt[i];
+  if (histTotal != tokens)
+    fail(sp, "tensor '" + lname(L, "active_hist") + "' counts " + std::to_string(histTotal) + " tokens" + tok);
+  if (activeTotal != countTotal)
+    fail(sp, "tensor '" + lname(L, "active_hist") + "' holds " + std::to_string(activeTotal) +
+                 " activations but '" + lname(L, "count") + "' sums to " + std::to_string(countTotal));
+  at::Tensor catTok = stats.raw(lname(L, "category_tokens")).contiguous();
+  at::Tensor catCnt = stats.raw(lname(L, "category_count")).contiguous();
+  const int64_t C = catTok.size(0);
+  const int64_t* ct = catTok.data_ptr<int64_t>();
+  const int64_t* cc = catCnt.data_ptr<int64_t>();
+  int64_t catTotal = 0;
+  for (int64_t c = 0; c < C; ++c) {
+    if (ct[c] < 0 || ct[c] > tokens)
+      fail(sp, "tensor '" + lname(L, "category_tokens") + "'[" + std::to_string(c) + "] = " + std::to_string(ct[c]) +
+                   " is outside [0, tokens]" + tok);
+    catTotal += ct[c];
+    for (int64_t i = 0; i < n; ++i)
+      if (cc[c * n + i] < 0 || cc[c * n + i] > ct[c] || cc[c * n + i] > cnt[i])
+        fail(sp, "tensor '" + lname(L, "category_count") + "'[" + std::to_string(c) + ", " + std::to_string(i) +
+                     "] = " + std::to_string(cc[c * n + i]) + " is outside [0, min(category_tokens, count)]");
+  }
+  if (catTotal > tokens)
+    fail(sp, "tensor '" + lname(L, "category_tokens") + "' sums to " + std::to_string(catTotal) + tok);
+  for (const char* name : {"sum", "sumsq"}) {
+    at::Tensor t = stats.raw(lname(L, name)).contiguous();
+    const double* v = t.data_ptr<double>();
+    for (int64_t i = 0; i < n; ++i)
+      if (!std::isfinite(v[i]) || (name[3] == 's' && v[i] < 0))
+        fail(sp, "tensor '" + lname(L, name) + "'[" + std::to_string(i) + "] = " + std::to_string(v[i]) +
+                     (std::isfinite(v[i]) ? " is negative" : " is not finite"));
+  }
+  {
+    at::Tensor mx = stats.raw(lname(L, "max")).contiguous();
+    const float* v = mx.data_ptr<float>();
+    for (int64_t i = 0; i < n; ++i)
+      if (!std::isfinite(v[i]))
+        fail(sp, "tensor '" + lname(L, "max") + "'[" + std::to_string(i) + "] is not finite");
+  }
+  at::Tensor co = coactFile.raw(lname(L, "coact")).contiguous();
+  const int32_t* m = co.data_ptr<int32_t>();
+  // Rows in parallel; the first violation (lowest row) is reported.
+  std::atomic<int64_t> badRow{n};
+#pragma omp parallel for schedule(dynamic, 16)
+  for (int64_t i = 0; i < n; ++i) {
+    const int32_t* r = m + i * n;
+    bool bad = r[i] != cnt[i];
+    for (int64_t j = 0; j < n && !bad; ++j)
+      bad = r[j] < 0 || r[j] != m[j * n + i] || r[j] > cnt[i];
+    if (bad) {
+      int64_t cur = badRow.load();
+      while (i < cur && !badRow.compare_exchange_weak(cur, i)) {
+      }
+    }
+  }
+  if (badRow.load() < n) {
+    const int64_t i = badRow.load();
+    const int32_t* r = m + i * n;
+    const std::string t = "tensor '" + lname(L, "coact") + "'";
+    if (r[i] != cnt[i])
+      fail(cp, t + "[" + std::to_string(i) + ", " + std::to_string(i) + "] = " + std::to_string(r[i]) + " differs from '" +
+                   lname(L, "count") + "'[" + std::to_string(i) + "] = " + std::to_string(cnt[i]) +
+                   " (the diagonal must equal the per-neuron active counts)");
+    for (int64_t j = 0; j < n; ++j) {
+      const std::string at = "[" + std::to_string(i) + ", " + std::to_string(j) + "] = " + std::to_string(r[j]);
+      if (r[j] < 0) fail(cp, t + at + " is negative");
+      if (r[j] != m[j * n + i])
+        fail(cp, t + " is not symmetric: " + at + " but [" + std::to_string(j) + ", " + std::to_string(i) + "] = " +
+                     std::to_string(m[j * n + i]));
+      if (r[j] > cnt[i])
+        fail(cp, t + at + " exceeds the neuron's active count " + std::to_string(cnt[i]));
+    }
+  }
+  if (soft) {
+    at::Tensor sc = coactFile.raw(lname(L, "coact_soft")).contiguous();
+    const float* v = sc.data_ptr<float>();
+    for (int64_t k = 0; k < n * n; ++k)
+      if (!(v[k] >= 0) || !std::isfinite(v[k]))
+        fail(cp, "tensor '" + lname(L, "coact_soft") + "'[" + std::to_string(k / n) + ", " + std::to_string(k % n) +
+                     "] = " + std::to_string(v[k]) + " is negative or not finite");
+  }
+}
 
 }  // namespace
 
@@ -88,7 +200,10 @@ Recording Recording::open(const fs::path& dir, bool allowPartial) {
       if (!l.is_number_integer() || jsonInteger(l, INT64_MIN, INT64_MAX, ctx) < 0 || l.get<int64_t>() >= r.modelLayers_)
         throw FormatError(ctx + ": layer " + l.dump() + " is outside the model's " + std::to_string(r.modelLayers_) +
                           " layers");
-      r.layers_.push_back(static_cast<int>(l.get<int64_t>()));
+      const int layer = static_cast<int>(l.get<int64_t>());
+      if (std::find(r.layers_.begin(), r.layers_.end(), layer) != r.layers_.end())
+        throw FormatError(ctx + ": layer " + l.dump() + " is listed twice");
+      r.layers_.push_back(layer);
     }
     const auto& opts = req(m, "options", ctx);
     r.active_ = ActiveRule::fromJson(req(opts, "active", ctx + ": options"), ctx + ": options.active");
@@ -116,12 +231,16 @@ Recording Recording::open(const fs::path& dir, bool allowPartial) {
     checkTensor(*r.stats_, lname(L, "category_tokens"), DType::I64, {C});
     checkTensor(*r.coact_, lname(L, "coact"), DType::I32, {n, n});
     if (r.soft_) checkTensor(*r.coact_, lname(L, "coact_soft"), DType::F32, {n, n});
+    checkLayerInvariants(*r.stats_, *r.coact_, L, n, r.tokens_, r.soft_);
   }
   const TensorInfo* tid = r.sampleFile_->find("token_id");
   if (!tid) throw FormatError((dir / "samples.safetensors").string() + ": missing tensor 'token_id'");
   if (tid->shape.size() != 1)
     throw FormatError((dir / "samples.safetensors").string() + ": tensor 'token_id' must be 1-D");
   r.samples_ = tid->shape[0];
+  if (r.samples_ > r.tokens_)
+    throw FormatError((dir / "samples.safetensors").string() + ": holds " + std::to_string(r.samples_) +
+                      " sampled tokens, more than the " + std::to_string(r.tokens_) + " recorded tokens");
   const int64_t S = r.samples_;
   checkTensor(*r.sampleFile_, "token_id", DType::I32, {S});
   checkTensor(*r.sampleFile_, "doc_id", DType::I64, {S});

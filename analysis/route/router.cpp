@@ -116,15 +116,24 @@ RouterSet RouterSet::read(const fs::path& dir) {
     r.layers = jsonIntList(j.at("layers"), 0, kMax, jf.string() + ": layers");
     r.topK = jsonIntList(j.at("top_k"), 0, kMax, jf.string() + ": top_k");
     r.experts = jsonIntList(j.at("experts"), 0, kMax, jf.string() + ": experts");
-    r.modelFingerprint = j.value("model_fingerprint", "");
-    if (j.contains("partition") && j["partition"].is_object()) {
-      r.partitionPath = j["partition"].value("path", "");
-      r.partitionLabelsHash = j["partition"].value("labels_hash", "");
-    }
+    // Identity keys are required: a router without them could be paired
+    // with any model or partition of the same shape.
+    r.modelFingerprint = j.at("model_fingerprint").get<std::string>();
+    const auto& part = j.at("partition");
+    r.partitionPath = part.value("path", "");
+    r.partitionLabelsHash = part.at("labels_hash").get<std::string>();
+    auto isHash = [](const std::string& h) {
+      return h.size() == 16 && h.find_first_not_of("0123456789abcdef") == std::string::npos;
+    };
+    if (!isHash(r.modelFingerprint))
+      throw FormatError(jf.string() + ": model_fingerprint '" + r.modelFingerprint + "' is not 16 hex digits");
+    if (!isHash(r.partitionLabelsHash))
+      throw FormatError(jf.string() + ": partition.labels_hash '" + r.partitionLabelsHash + "' is not 16 hex digits");
     if (j.contains("training")) r.training = j["training"];
     if (j.contains("metrics")) r.metrics = j["metrics"];
   } catch (const nlohmann::json::exception& e) {
-    throw FormatError(jf.string() + ": missing or malformed key (kind, layers, top_k, experts): " + e.what());
+    throw FormatError(jf.string() + ": missing or malformed key (kind, layers, top_k, experts, model_fingerprint, "
+                      "partition.labels_hash): " + e.what());
   } catch (const ParameterError& e) {
     throw FormatError(e.what());
   }

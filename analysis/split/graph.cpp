@@ -285,14 +285,37 @@ std::vector<int32_t> partitionCoact(const CoactGraph& g, int experts, uint64_t s
     z ^= z >> 31;
     opts[METIS_OPTION_SEED] = static_cast<idx_t>(z & 0x7fffffff);
     opts[METIS_OPTION_NUMBERING] = 0;
-    std::vector<idx_t> xadj(g.xadj.begin(), g.xadj.end()), adj(g.adjncy.begin(), g.adjncy.end()),
-        wgt(g.adjwgt.begin(), g.adjwgt.end()), part(static_cast<size_t>(n));
+    // The seed alone does not reach every configuration: METIS 5.1's k-way
+    // initial partitioning calls METIS_PartGraphRecursive with default options,
+    // which reseeds its RNG with a constant, so when the graph barely coarsens
+    // (e.g. 32 experts of a 1024-neuron layer) seeds 0 and 7 gave the same
+    // partition. Presenting the vertices in a seeded random order makes every
+    // tie-break (matching, initial bisection, refinement) depend on the seed.
+    std::vector<idx_t> order(static_cast<size_t>(n)), rank(static_cast<size_t>(n));
+    std::iota(order.begin(), order.end(), 0);
+    std::mt19937_64 rng(z);
+    for (int64_t i = n - 1; i > 0; --i)
+      std::swap(order[static_cast<size_t>(i)], order[static_cast<size_t>(rng() % static_cast<uint64_t>(i + 1))]);
+    for (int64_t k = 0; k < n; ++k) rank[static_cast<size_t>(order[static_cast<size_t>(k)])] = static_cast<idx_t>(k);
+    // Vertex k of the permuted graph is vertex order[k] of g.
+    std::vector<idx_t> xadj(static_cast<size_t>(n + 1), 0), adj, wgt, part(static_cast<size_t>(n));
+    adj.reserve(g.adjncy.size());
+    wgt.reserve(g.adjwgt.size());
+    for (int64_t k = 0; k < n; ++k) {
+      const int64_t v = order[static_cast<size_t>(k)];
+      for (int32_t e = g.xadj[static_cast<size_t>(v)]; e < g.xadj[static_cast<size_t>(v + 1)]; ++e) {
+        adj.push_back(rank[static_cast<size_t>(g.adjncy[static_cast<size_t>(e)])]);
+        wgt.push_back(g.adjwgt[static_cast<size_t>(e)]);
+      }
+      xadj[static_cast<size_t>(k + 1)] = static_cast<idx_t>(adj.size());
+    }
     const int rc = METIS_PartGraphKway(&nv, &ncon, xadj.data(), adj.data(), nullptr, nullptr, wgt.data(), &nparts,
                                        nullptr, nullptr, opts, &objval, part.data());
     if (rc != METIS_OK)
       throw Error("METIS_PartGraphKway failed (code " + std::to_string(rc) + ") on a graph of " + std::to_string(n) +
                   " vertices into " + std::to_string(experts) + " parts");
-    for (int64_t i = 0; i < n; ++i) labels[static_cast<size_t>(i)] = static_cast<int32_t>(part[static_cast<size_t>(i)]);
+    for (int64_t k = 0; k < n; ++k)
+      labels[static_cast<size_t>(order[static_cast<size_t>(k)])] = static_cast<int32_t>(part[static_cast<size_t>(k)]);
   } else {
     // No co-activations at all: nothing to cut; start from contiguous blocks.
     for (int64_t i = 0; i < n; ++i) labels[static_cast<size_t>(i)] = static_cast<int32_t>(i / (n / experts));

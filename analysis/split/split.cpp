@@ -11,6 +11,8 @@
 #include "analysis/io/safetensors.h"
 #include "analysis/jobs/job.h"
 #include "analysis/model/model.h"
+#include "analysis/record/coact.h"
+#include "analysis/record/recorder.h"
 #include "analysis/record/recording.h"
 
 namespace moefy {
@@ -63,6 +65,53 @@ at::Tensor kmeansRows(const Model& model, int L, const std::string& which) {
   throw ParameterError("--rows must be gate, up or both, got '" + which + "'");
 }
 
+/// The two disjoint halves of the recorded tokens that the half stability
+/// compares: rows of the reservoir sample (a uniform sample of the recorded
+/// tokens) by a hash of their document id, so no document is in both halves;
+/// by row parity when every sampled token comes from one document.
+struct SampleHalves {
+  at::Tensor rows[2];  // I64 row indices
+  std::string by;      // "document" or "token"
+};
+
+SampleHalves sampleHalves(const Recording& rec) {
+  at::Tensor docs = rec.sampleDocIds().contiguous();
+  const int64_t S = docs.numel();
+  const int64_t* d = docs.data_ptr<int64_t>();
+  std::vector<int64_t> part[2];
+  for (int64_t i = 0; i < S; ++i) {
+    uint64_t x = static_cast<uint64_t>(d[i]) + 0x9E3779B97F4A7C15ull;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+    part[(x ^ (x >> 31)) & 1].push_back(i);
+  }
+  SampleHalves h;
+  h.by = "document";
+  if (part[0].empty() || part[1].empty()) {
+    h.by = "token";
+    part[0].clear();
+    part[1].clear();
+    for (int64_t i = 0; i < S; ++i) part[i & 1].push_back(i);
+  }
+  for (int k = 0; k < 2; ++k) h.rows[k] = at::tensor(part[k], at::kLong);
+  return h;
+}
+
+/// Binary co-activation counts I32 [n, n] of the sampled tokens `rows` of a
+/// layer, with the recording's active rule.
+at::Tensor sampleCoact(const Recording& rec, int L, const at::Tensor& rows) {
+  at::Tensor act = rec.sampleFfnAct(L).index_select(0, rows).to(at::kFloat).contiguous();  // [R, n]
+  const int64_t R = act.size(0), n = act.size(1);
+  std::vector<uint8_t> mask(static_cast<size_t>(R * n));
+  activeMask(act.data_ptr<float>(), R, n, rec.activeRule(), mask.data());
+  BitMatrix bits;
+  packMask(mask.data(), R, n, bits);
+  at::Tensor co = at::zeros({n, n}, at::kInt);
+  accumulateCoact(bits, co.data_ptr<int32_t>());
+  mirrorUpper(co.data_ptr<int32_t>(), n);
+  return co;
+}
+
 }  // namespace
 
 nlohmann::json runSplit(const Recording& rec, const Model* model, const SplitOptions& o, const fs::path& out,
@@ -79,13 +128,21 @@ nlohmann::json runSplit(const Recording& rec, const Model* model, const SplitOpt
     if (!model) throw ParameterError("kmeans needs the model (give --model MODEL_DIR)");
     rec.checkModel(*model);
   }
-  if (fs::exists(out) && !o.force) throw IoError(out.string() + ": already exists (use --force to replace it)");
+  OutputLock outputLock(out);
+  std::vector<fs::path> inputs = {rec.dir()};
+  if (model && !model->dir().empty()) inputs.push_back(model->dir());
+  checkOutput(out, o.force, "partition", inputs);
   std::vector<int> layers = o.layers.empty() ? rec.layers() : o.layers;
   for (int L : layers)
     if (!rec.hasLayer(L)) rec.count(L);  // throws ParameterError naming the recorded layers
 
   nlohmann::json metrics = nlohmann::json::object();
   std::vector<std::pair<std::string, at::Tensor>> tensors;
+  // Half stability: only the co-activation method depends on the tokens, and
+  // the samples only give the binary graph.
+  const bool halfStability = o.stability && o.method == "coact" && o.graphSource == "binary" && rec.sampleCount() >= 2;
+  SampleHalves halves;
+  if (halfStability) halves = sampleHalves(rec);
   job.setStage("split (" + o.method + ")");
   for (size_t li = 0; li < layers.size(); ++li) {
     const int L = layers[li];
@@ -125,6 +182,21 @@ nlohmann::json runSplit(const Recording& rec, const Model* model, const SplitOpt
       m["stability_ari"] = adjustedRandIndex(labels, other);
       m["stability_nmi"] = normalizedMutualInfo(labels, other);
     }
+    if (halfStability) {
+      // The question a researcher asks: does the partition come from the
+      // model, or from the tokens it happened to see? Split each half's graph
+      // (same weighting, same seed) and compare.
+      job.checkCancel();
+      std::vector<int32_t> half[2];
+      for (int k = 0; k < 2; ++k) {
+        at::Tensor co = sampleCoact(rec, L, halves.rows[k]);
+        at::Tensor cnt = co.diagonal().to(at::kLong).contiguous();
+        CoactGraph g = buildCoactGraph(co, cnt, halves.rows[k].numel(), o.graph, E);
+        half[k] = partitionCoact(g, E, o.seed);
+      }
+      m["half_stability_ari"] = adjustedRandIndex(half[0], half[1]);
+      m["half_stability_nmi"] = normalizedMutualInfo(half[0], half[1]);
+    }
     metrics[std::to_string(L)] = m;
     std::vector<int32_t> perm = permutationOf(labels, E);
     tensors.emplace_back(lname(L, "labels"), at::tensor(labels, at::kInt));
@@ -150,6 +222,10 @@ nlohmann::json runSplit(const Recording& rec, const Model* model, const SplitOpt
     opts["max_iter"] = o.maxIter;
   }
   opts["stability"] = o.stability;
+  if (halfStability)
+    opts["half_stability"] = {{"source", "samples"},
+                              {"by", halves.by},
+                              {"tokens", {halves.rows[0].numel(), halves.rows[1].numel()}}};
   j["options"] = opts;
   j["seed"] = o.seed;
   j["experts"] = E;
@@ -160,10 +236,13 @@ nlohmann::json runSplit(const Recording& rec, const Model* model, const SplitOpt
   j["model"] = rec.modelPath();
   j["recording"] = fs::absolute(rec.dir()).lexically_normal().string();
   j["metrics"] = metrics;
-  writeFolderAtomic(out, o.force, [&](const fs::path& tmp) {
-    writeSafetensors(tmp / "labels.safetensors", tensors);
-    writeFileAtomic(tmp / "partition.json", j.dump(2) + "\n");
-  });
+  writeFolderAtomic(
+      out, o.force,
+      [&](const fs::path& tmp) {
+        writeSafetensors(tmp / "labels.safetensors", tensors);
+        writeFileAtomic(tmp / "partition.json", j.dump(2) + "\n");
+      },
+      inputs);
   return j;
 }
 

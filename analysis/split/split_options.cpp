@@ -20,7 +20,8 @@ const OptionTable& splitOptionTable() {
         "least affinity to their part. kmeans clusters the L2-normalised rows of W1 (gate/up/both for\n"
         "gated FFNs) with an exact equal-size assignment, keeping the best of --restarts; random is a\n"
         "seeded balanced shuffle. Metrics per layer: coact_inside, edge_cut, balance, recall_at_k (on\n"
-        "the recorded samples), and stability_ari/nmi against a rerun with seed + 1.\n"
+        "the recorded samples), stability_ari/nmi against a rerun with seed + 1, and (coact)\n"
+        "half_stability_ari/nmi between splits of two disjoint halves of the sampled tokens.\n"
         "--compare prints partitions side by side with their pairwise ARI/NMI. --export-graph writes\n"
         "the weighted co-activation graph in METIS format to cross-check with gpmetis.\n"
         "Details: docs/recording-and-splitting.md.\n");

@@ -4,7 +4,11 @@
 // without keeping any text; documents are re-read from disk on demand.
 #include "analysis/text/corpus.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -245,29 +249,16 @@ class DirCorpus : public Corpus {
  public:
   explicit DirCorpus(const fs::path& p) {
     path_ = p;
-    std::vector<fs::path> files;
-    std::error_code ec;
-    for (auto it = fs::recursive_directory_iterator(p, fs::directory_options::skip_permission_denied, ec);
-         it != fs::recursive_directory_iterator(); it.increment(ec)) {
-      if (ec) throw IoError(p.string() + ": cannot list (" + ec.message() + ")");
-      const fs::path& f = it->path();
-      std::string name = f.filename().string();
-      if (!name.empty() && name[0] == '.') {
-        if (it->is_directory()) it.disable_recursion_pending();
-        continue;
-      }
-      if (!it->is_regular_file()) continue;
-      if (it->file_size() == 0) continue;
-      files.push_back(f);
-    }
-    if (ec) throw IoError(p.string() + ": cannot list (" + ec.message() + ")");
+    // (listed path, category) of every document. The category is the
+    // first-level folder the file is listed under, whatever a symbolic link
+    // points to (a hub-cache snapshot links every file into blobs/); linked
+    // folders are followed, with a guard against loops.
+    std::vector<std::pair<fs::path, std::string>> files;
+    std::vector<std::pair<dev_t, ino_t>> ancestors;
+    walk(p, "", 0, ancestors, files);
     std::sort(files.begin(), files.end());
     std::map<std::string, int32_t> catIndex;
-    for (const auto& f : files) {
-      fs::path rel = fs::relative(f, p);
-      auto first = rel.begin();
-      std::string cat;
-      if (std::distance(rel.begin(), rel.end()) > 1) cat = first->string();
+    for (const auto& [f, cat] : files) {
       checkHead(f);
       files_.push_back(f);
       if (cat.empty()) {
@@ -282,6 +273,46 @@ class DirCorpus : public Corpus {
     if (documentCount_ == 0) throw FormatError(p.string() + ": directory has no text files");
   }
   std::string kind() const override { return "dir"; }
+
+  /// Lists `dir` (reached as `listed`, under the first-level folder `cat`)
+  /// into `out`. Hidden entries are skipped; symbolic links are followed
+  /// (stat, not lstat); a folder that is one of its own ancestors (a link
+  /// loop) is refused naming the link.
+  static void walk(const fs::path& dir, const std::string& cat, int depth, std::vector<std::pair<dev_t, ino_t>>& ancestors,
+                   std::vector<std::pair<fs::path, std::string>>& out) {
+    struct stat ds{};
+    if (::stat(dir.c_str(), &ds) != 0) throw IoError(dir.string() + ": cannot list (" + std::strerror(errno) + ")");
+    const std::pair<dev_t, ino_t> id{ds.st_dev, ds.st_ino};
+    if (std::find(ancestors.begin(), ancestors.end(), id) != ancestors.end())
+      throw FormatError(dir.string() + ": is a link to one of its own parent folders (a loop); remove the link");
+    if (depth > 64) throw FormatError(dir.string() + ": folders nested more than 64 deep");
+    ancestors.push_back(id);
+    std::error_code ec;
+    std::vector<fs::path> entries;
+    for (auto it = fs::directory_iterator(dir, fs::directory_options::skip_permission_denied, ec);
+         !ec && it != fs::directory_iterator(); it.increment(ec))
+      entries.push_back(it->path());
+    if (ec) throw IoError(dir.string() + ": cannot list (" + ec.message() + ")");
+    std::sort(entries.begin(), entries.end());
+    for (const auto& e : entries) {
+      const std::string name = e.filename().string();
+      if (!name.empty() && name[0] == '.') continue;
+      struct stat st{};
+      if (::stat(e.c_str(), &st) != 0) {
+        if (errno == ENOENT) throw IoError(e.string() + ": broken symbolic link");
+        throw IoError(e.string() + ": cannot read (" + std::strerror(errno) + ")");
+      }
+      if (S_ISDIR(st.st_mode)) {
+        walk(e, depth == 0 ? name : cat, depth + 1, ancestors, out);
+      } else if (S_ISREG(st.st_mode)) {
+        if (st.st_size > 0) out.emplace_back(e, cat);
+      } else {
+        throw FormatError(e.string() + ": is not a regular file or folder (a FIFO, socket or device); remove it from "
+                                       "the corpus folder");
+      }
+    }
+    ancestors.pop_back();
+  }
 
   void forEachDocument(const std::function<bool(const Document&)>& fn) const override {
     for (int64_t id = 0; id < documentCount_; ++id)

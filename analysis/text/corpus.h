@@ -2,8 +2,10 @@
 // Streaming corpora and their tokenisation into fixed-length sequences.
 //
 // Inputs: a .txt file (documents separated by blank lines), a directory tree
-// of text files (each file one document; the first-level subfolder name is
-// its category label), or .jsonl (a "text" field, an optional label field).
+// of text files (each file one document; the first-level subfolder name it is
+// listed under is its category label, whatever a symbolic link points to;
+// linked folders are followed, a link loop or a FIFO/device entry is refused
+// naming it), or .jsonl (a "text" field, an optional label field).
 // Nothing holds the whole corpus in memory: documents are read one at a time.
 #include <cstdint>
 #include <filesystem>

@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "analysis/common/error.h"
+#include "analysis/common/runtime.h"
 #include "analysis/io/fsutil.h"
 #include "analysis/io/json_input.h"
 #include "analysis/io/safetensors.h"
@@ -222,6 +223,40 @@ nlohmann::json optionsJson(const TrainOptions& o, int64_t warmup) {
           {"clip", o.clip}, {"dtype", o.dtype}};
 }
 
+/// Refuses, before anything is allocated, a config whose weights cannot fit:
+/// training holds 4 F32 copies of every weight (value, gradient, two AdamW
+/// moments). The message names the config key behind the largest tensor.
+void checkTrainingMemory(const ModelConfig& cfg, const fs::path& configPath) {
+  const auto& table = archTable(cfg.arch);
+  double params = 0, biggest = 0;
+  std::vector<int64_t> biggestShape;
+  std::string biggestName;
+  for (const auto& row : table.rows) {
+    auto shape = expectedShape(row.role, cfg);
+    if (!shape) continue;
+    double n = 1;
+    for (int64_t d : *shape) n *= static_cast<double>(d);
+    params += n * (row.perLayer ? cfg.nLayer : 1);
+    if (n > biggest) biggest = n, biggestShape = *shape, biggestName = expandPattern(row.pattern, 0);
+  }
+  const double need = params * 4 * 4, have = physicalMemoryBytes();
+  if (have <= 0 || need <= have) return;
+  std::string key = "n_layer / hidden size";
+  for (int64_t d : biggestShape) {
+    if (d == static_cast<int64_t>(cfg.maxPos) + cfg.posOffset) key = "n_positions (max_position_embeddings) " + std::to_string(cfg.maxPos);
+    else if (d == cfg.vocab) key = "vocab_size " + std::to_string(cfg.vocab);
+    else if (d == cfg.dFF && key.rfind("n_positions", 0) != 0 && key.rfind("vocab", 0) != 0)
+      key = "the FFN size (n_inner / intermediate_size) " + std::to_string(cfg.dFF);
+  }
+  throw FormatError(configPath.string() + ": " + key + " gives tensor '" + biggestName + "' " + shapeString(biggestShape) +
+                    "; training this config needs " + byteSize(need) + " (" + std::to_string(static_cast<int64_t>(params)) +
+                    " parameters x 16 bytes: weights, gradients and AdamW moments in F32), more than this machine's " +
+                    byteSize(have) + " of memory");
+}
+
+TrainResult trainInto(const TrainOptions& o, JobContext& job, const ModelConfig& cfg, const DocEncoder& enc, const fs::path& work, int64_t warmup,
+                      std::chrono::steady_clock::time_point t0);
+
 }  // namespace
 
 TrainResult trainLanguageModel(const TrainOptions& o, JobContext& job) {
@@ -251,17 +286,65 @@ TrainResult trainLanguageModel(const TrainOptions& o, JobContext& job) {
   if (!cfgJson.contains("eos_token_id")) cfgJson["eos_token_id"] = 0;
   const ModelConfig cfg = ModelConfig::fromJson(cfgJson, o.config.string());
   if (!cfg.causal) throw ParameterError(o.config.string() + ": only causal language models can be trained");
+  checkTrainingMemory(cfg, o.config);
 
-  // Output folder.
+  // Output folder. The run works in WORK = MODEL_DIR.partial and moves it
+  // into place at the end in one atomic exchange, so MODEL_DIR is the old
+  // model or the new one, never a mix, and a cancelled `train --force` leaves
+  // the previous model untouched. WORK holds the checkpoint for --resume.
   std::error_code ec;
-  const fs::path ckDir = o.outDir / "checkpoint";
+  fs::path absOut = fs::absolute(o.outDir).lexically_normal();
+  if (absOut.filename().empty()) absOut = absOut.parent_path();  // "out/" names "out"
+  const fs::path work = absOut.string() + ".partial";
+  const fs::path ckDir = work / "checkpoint";
+  OutputLock outputLock(o.outDir);
+  OutputLock workLock(work);
+  const std::vector<fs::path> inputs = {o.corpus, o.heldout, o.config, o.tokenizer};
+  bool copied = false;  // WORK is a copy of a finished MODEL_DIR: never worth keeping on failure
   if (o.resume) {
-    if (!fs::exists(ckDir / "state.json")) throw IoError(ckDir.string() + ": no checkpoint to resume from");
-  } else if (fs::exists(o.outDir) && !fs::is_empty(o.outDir, ec) && !o.force) {
-    throw IoError(o.outDir.string() + ": exists and is not empty (use --resume to continue or --force to overwrite)");
+    if (!fs::exists(ckDir / "state.json")) {
+      // A finished run keeps its last checkpoint in MODEL_DIR/checkpoint.
+      if (!fs::exists(o.outDir / "checkpoint" / "state.json"))
+        throw IoError(ckDir.string() + ": no checkpoint to resume from (nor in " + (o.outDir / "checkpoint").string() + ")");
+      fs::remove_all(work, ec);
+      fs::copy(o.outDir, work, fs::copy_options::recursive, ec);
+      if (ec) throw IoError(work.string() + ": cannot copy " + o.outDir.string() + " to resume it (" + ec.message() + ")");
+      copied = true;
+    }
+    checkOutput(o.outDir, true, "trained model", inputs);
+  } else {
+    checkOutput(o.outDir, o.force, "trained model", inputs);
+    fs::remove_all(work, ec);  // a checkpoint of an earlier run: starting afresh
+    fs::create_directories(work, ec);
+    if (ec) throw IoError(work.string() + ": cannot create (" + ec.message() + ")");
   }
-  fs::create_directories(o.outDir, ec);
-  if (ec) throw IoError(o.outDir.string() + ": cannot create (" + ec.message() + ")");
+  try {
+    return trainInto(o, job, cfg, enc, work, warmup, t0);
+  } catch (const CancelledError&) {
+    std::string note = fs::exists(o.outDir, ec) ? o.outDir.string() + " is unchanged" : o.outDir.string() + " was not written";
+    if (!copied && fs::exists(ckDir / "state.json", ec)) {
+      std::string step = "?";
+      try {
+        step = std::to_string(nlohmann::json::parse(readFile(ckDir / "state.json")).at("step").get<int64_t>());
+      } catch (const std::exception&) {
+      }
+      note += "; the checkpoint " + ckDir.string() + " (step " + step + ") is kept: continue with --resume";
+    } else {
+      fs::remove_all(work, ec);
+      note += "; no checkpoint was due, nothing else is on disk";
+    }
+    throw CancelledError(note);
+  } catch (...) {
+    if (copied || !fs::exists(ckDir / "state.json", ec)) fs::remove_all(work, ec);
+    throw;
+  }
+}
+
+namespace {
+
+TrainResult trainInto(const TrainOptions& o, JobContext& job, const ModelConfig& cfg, const DocEncoder& enc, const fs::path& work, int64_t warmup,
+                      std::chrono::steady_clock::time_point t0) {
+  const fs::path ckDir = work / "checkpoint";
 
   int64_t docsTrain = 0, docsHeld = 0;
   std::vector<int32_t> train, held;
@@ -292,7 +375,7 @@ TrainResult trainLanguageModel(const TrainOptions& o, JobContext& job) {
   }
   int64_t startStep = 0;
   const nlohmann::json optJson = optionsJson(o, warmup);
-  fs::path logPath = o.outDir / "training_log.jsonl";
+  fs::path logPath = work / "training_log.jsonl";
   if (o.resume) {
     auto state = readJsonFile(ckDir / "state.json");
     startStep = state.value("step", int64_t{0});
@@ -347,7 +430,7 @@ TrainResult trainLanguageModel(const TrainOptions& o, JobContext& job) {
     writeAll(logFile, s.data(), s.size(), logPath.string());
     std::fflush(logFile);
   };
-  writeFileAtomic(o.outDir / "tokenizer.json", readFile(o.tokenizer));
+  writeFileAtomic(work / "tokenizer.json", readFile(o.tokenizer));
 
   TrainResult r;
   r.parameters = model->parameterCount();
@@ -443,7 +526,7 @@ TrainResult trainLanguageModel(const TrainOptions& o, JobContext& job) {
 
   job.setStage("save");
   // The saved config records how it was trained.
-  model->save(o.outDir, o.dtype);
+  model->save(work, o.dtype);
   if (o.checkpointEvery > 0) writeCheckpoint(ckDir, names, params, st, o.steps, optJson);
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   nlohmann::json summary = {{"format", "moefy-training"}, {"version", 1}, {"tool_version", MOEFY_VERSION},
@@ -453,8 +536,13 @@ TrainResult trainLanguageModel(const TrainOptions& o, JobContext& job) {
                             {"heldout_perplexity", r.heldoutPerplexity}, {"final_train_loss", r.finalLoss},
                             {"heldout_active_fraction", r.activeFraction},
                             {"tokens_per_s", r.tokensPerSecond}, {"seconds", r.seconds}, {"tokenizer", enc.kind()}};
-  writeFileAtomic(o.outDir / "training.json", summary.dump(2) + "\n");
+  writeFileAtomic(work / "training.json", summary.dump(2) + "\n");
+  logGuard.reset();
+  job.checkCancel();
+  replaceFolder(work, o.outDir, o.force || o.resume, {o.corpus, o.heldout, o.config, o.tokenizer});
   return r;
 }
+
+}  // namespace
 
 }  // namespace moefy

@@ -11,9 +11,17 @@
 // gradient clipping. Deterministic in the seed: batch s is drawn from an RNG
 // seeded with (seed, s), so a resumed run sees the same batches.
 //
-// MODEL_DIR layout while training and after:
+// A run works in MODEL_DIR.partial and, when it completes, replaces
+// MODEL_DIR with it in one atomic exchange (fsutil.h replaceFolder): a failed
+// or cancelled run, with or without --force, leaves MODEL_DIR as it was, and
+// MODEL_DIR.partial only when it holds a checkpoint to --resume from. --force
+// replaces only a model trained by this command (config.json and
+// training.json), never another folder or an input.
+//
+// MODEL_DIR layout (and MODEL_DIR.partial's while training):
 //   config.json, model.safetensors      the final model (written at the end)
 //   tokenizer.json                      copied from --tokenizer
+//   training.json                       the run's summary (written at the end)
 //   training_log.jsonl                  one JSON object per log/eval line
 //   checkpoint/{model,optimizer}.safetensors, checkpoint/state.json
 //                                       the latest checkpoint (atomic folder), for --resume
@@ -47,7 +55,7 @@ struct TrainOptions {
   int64_t evalTokens = 16384;       ///< held-out tokens per periodic eval (the final eval uses all)
   int64_t checkpointEvery = 200;    ///< 0 = no checkpoints
   bool resume = false;
-  bool force = false;               ///< allow an existing, non-empty outDir without --resume
+  bool force = false;               ///< replace an existing trained model at outDir
   std::string dtype = "F32";        ///< dtype of the final model.safetensors
 };
 

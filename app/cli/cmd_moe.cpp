@@ -38,6 +38,7 @@ int runRoute(const Args& a) {
   fs::path modelDir = a.pos(0, "MODEL_DIR"), recDir = a.pos(1, "REC_DIR"), partDir = a.pos(2, "PART_DIR");
   const std::string out = a.text("out");
   const RouteOptions o = routeOptionsFrom(a);
+  checkOutput(out, a.flag("force"), "router", {modelDir, recDir, partDir});
   auto job = makeCliJob(a);
   auto loaded = loadModel(modelDir);
   if (loaded.isMoe()) throw ParameterError(modelDir.string() + ": is a MoE export; route the dense source model");
@@ -46,7 +47,8 @@ int runRoute(const Args& a) {
   part.checkModel(m);
   SampleData samples = SampleData::read(recDir, part.layers, m.config().dModel, m.config().dFF);
   RouterSet rs = buildRouters(m, part, samples, o, *job);
-  writeFolderAtomic(out, a.flag("force"), [&](const fs::path& tmp) { rs.writeInto(tmp); });
+  writeFolderAtomic(out, a.flag("force"), [&](const fs::path& tmp) { rs.writeInto(tmp); },
+                    {modelDir, recDir, partDir});
   nlohmann::json j;
   j["out"] = out;
   j["kind"] = routerKindName(rs.kind);
@@ -81,6 +83,11 @@ int runEval(const Args& a) {
   const int topK = a.int32("top-k");
   EvalRunSpec spec;
   const EvalCorpusOptions corpusOptions = applyEvalOptions(a, spec);
+  std::vector<fs::path> evalInputs = {modelDir, corpus};
+  for (const char* key : {"partition", "moe"})
+    if (a.has(key)) evalInputs.emplace_back(a.text(key));
+  for (const auto& r : a.all("router")) evalInputs.emplace_back(r);
+  if (a.has("out")) checkOutput(a.text("out"), a.flag("force"), "evaluation", evalInputs);
   auto job = makeCliJob(a);
   auto loaded = loadModel(modelDir);
   Model& m = *loaded.model;
@@ -131,7 +138,7 @@ int runEval(const Args& a) {
   const nlohmann::json& results = j["results"];
   const bool speed = spec.speed;
   if (a.has("out")) {
-    writeEvalFolder(a.text("out"), a.flag("force"), j);
+    writeEvalFolder(a.text("out"), a.flag("force"), j, evalInputs);
     j["out"] = a.text("out");
   }
   if (a.json()) {
@@ -166,7 +173,7 @@ int runExport(const Args& a) {
   fs::path modelDir = a.pos(0, "MODEL_DIR"), partDir = a.pos(1, "PART_DIR"), routerDir = a.pos(2, "ROUTER_DIR");
   const ExportOptions o = exportOptionsFrom(a);
   fs::path out = a.text("out");
-  if (fs::exists(out) && !o.force) throw IoError(out.string() + ": already exists (use --force to replace it)");
+  checkOutput(out, o.force, "MoE export", {modelDir, partDir, routerDir});
   auto job = makeCliJob(a);
   auto loaded = loadModel(modelDir);
   if (loaded.isMoe()) throw ParameterError(modelDir.string() + ": is already a MoE export");
@@ -188,7 +195,7 @@ int runExport(const Args& a) {
 int runCalibrate(const Args& a) {
   fs::path moeDir = a.pos(0, "MOE_DIR"), corpus = a.pos(1, "CORPUS");
   fs::path out = a.text("out");
-  if (fs::exists(out) && !a.flag("force")) throw IoError(out.string() + ": already exists (use --force to replace it)");
+  checkOutput(out, a.flag("force"), "MoE export", {moeDir, corpus});
   CalibrateCorpusOptions c;
   const CalibrateOptions o = calibrateOptionsFrom(a, &c);
   auto job = makeCliJob(a);

@@ -103,6 +103,8 @@ int runSplitCmd(const Args& a) {
               << std::setprecision(0) << m["edge_cut"].get<double>() << std::setprecision(4) << ", balance "
               << m["balance"].get<double>() << ", recall@1 " << recallAt(m, 1);
     if (m.contains("stability_ari")) std::cout << ", stability ARI " << m["stability_ari"].get<double>();
+    if (m.contains("half_stability_ari"))
+      std::cout << ", halves ARI " << m["half_stability_ari"].get<double>();
     std::cout << "\n";
   }
   return 0;

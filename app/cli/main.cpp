@@ -151,8 +151,8 @@ int main(int argc, char** argv) {
     }
     moefy::configureRuntime();
     return cmd.run(args);
-  } catch (const moefy::CancelledError&) {
-    std::cerr << "moefy " << cmd.table->command() << ": cancelled\n";
+  } catch (const moefy::CancelledError& e) {
+    std::cerr << "moefy " << cmd.table->command() << ": " << e.what() << "\n";
     return 130;
   } catch (const moefy::ParameterError& e) {
     std::cerr << "moefy " << cmd.table->command() << ": " << e.what() << "\n";

@@ -3,6 +3,7 @@
 #include <QtTest>
 
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 
@@ -110,6 +111,52 @@ class TestCorpus : public QObject {
     QCOMPARE(cat["news two\nline"], 1);
     QCOMPARE(cat["unlabelled"], -1);
     QCOMPARE(cat.count("skip me"), size_t(0));
+  }
+
+  void dirCorpusWithSymbolicLinks() {
+    // Category = the first-level folder a file is listed under, whatever a
+    // link points to; linked folders are read; a link loop is refused.
+    auto counts = [](const fs::path& root) {
+      auto c = Corpus::open(root);
+      std::map<std::string, int> n;
+      c->forEachDocument([&](const Document& d) {
+        ++n[d.category < 0 ? std::string("-") : c->categories()[static_cast<size_t>(d.category)]];
+        return true;
+      });
+      return n;
+    };
+    // A hub-cache snapshot: every file is a relative link into blobs/.
+    const fs::path hub = dir_ / "hub";
+    const std::vector<std::pair<std::string, std::string>> docs = {
+        {"news", "News one."}, {"news", "News two."}, {"fiction", "Once upon a time."}, {"fiction", "The end."}};
+    for (size_t i = 0; i < docs.size(); ++i) {
+      write(hub / "blobs" / ("b" + std::to_string(i)), docs[i].second);
+      fs::create_directories(hub / "snap" / "train" / docs[i].first);
+      fs::create_symlink("../../../blobs/b" + std::to_string(i),
+                         hub / "snap" / "train" / docs[i].first / ("doc" + std::to_string(i) + ".txt"));
+    }
+    QCOMPARE(counts(hub / "snap" / "train"), (std::map<std::string, int>{{"fiction", 2}, {"news", 2}}));
+    // A file shared by two categories counts in both.
+    write(dir_ / "cross" / "cat_a" / "y.txt", "Shared document.");
+    write(dir_ / "cross" / "cat_b" / "z.txt", "Own document.");
+    fs::create_symlink("../cat_a/y.txt", dir_ / "cross" / "cat_b" / "x.txt");
+    QCOMPARE(counts(dir_ / "cross"), (std::map<std::string, int>{{"cat_a", 1}, {"cat_b", 2}}));
+    // A category folder that is itself a link.
+    write(dir_ / "elsewhere" / "ext" / "e1.txt", "External one.");
+    write(dir_ / "elsewhere" / "ext" / "e2.txt", "External two.");
+    write(dir_ / "dirlink" / "local" / "l1.txt", "Local one.");
+    fs::create_symlink(dir_ / "elsewhere" / "ext", dir_ / "dirlink" / "ext");
+    QCOMPARE(counts(dir_ / "dirlink"), (std::map<std::string, int>{{"ext", 2}, {"local", 1}}));
+    // A link to a parent folder would walk forever: refused, naming it.
+    fs::create_symlink("..", dir_ / "dirlink" / "local" / "up");
+    try {
+      Corpus::open(dir_ / "dirlink");
+      QFAIL("a link loop was accepted");
+    } catch (const FormatError& e) {
+      qInfo() << e.what();
+      QVERIFY2(std::string(e.what()).find("up: is a link to one of its own parent folders") != std::string::npos,
+               e.what());
+    }
   }
 
   void jsonlCorpus() {

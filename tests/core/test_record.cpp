@@ -1,12 +1,16 @@
 // Recorder core behaviour: exact co-activation kernel, merge = one recording,
 // resume = uninterrupted, cancel leaves nothing, and bad input errors.
 #include <QtTest>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <torch/torch.h>
+#include <unistd.h>
 
 #include <fstream>
 #include <random>
 
 #include "analysis/common/error.h"
+#include "analysis/eval/eval.h"
 #include "analysis/io/fsutil.h"
 #include "analysis/io/safetensors.h"
 #include "analysis/jobs/job.h"
@@ -48,6 +52,20 @@ void compareFolders(const fs::path& a, const fs::path& b, const std::vector<std:
       QVERIFY(eq);
     }
   }
+}
+
+// Every tensor of a safetensors file (cloned), to edit and write back.
+std::vector<std::pair<std::string, at::Tensor>> loadAll(const fs::path& p) {
+  auto f = SafetensorsFile::open(p);
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (const auto& t : f->tensors()) out.emplace_back(t.name, f->raw(t.name).clone());
+  return out;
+}
+
+at::Tensor& tensorNamed(std::vector<std::pair<std::string, at::Tensor>>& ts, const std::string& name) {
+  for (auto& [n, t] : ts)
+    if (n == name) return t;
+  throw std::runtime_error("no tensor " + name);
 }
 
 SourceInfo info3() {
@@ -121,7 +139,7 @@ class TestRecord : public QObject {
     QCOMPARE(ab.tokens(), all.tokens());
     QCOMPARE(ab.sequences(), all.sequences());
     // Integer statistics, co-activations and samples are bitwise equal; the
-    // F64 sums may differ in the last bits by summation order.
+    // F64 sums equal within rounding (summation order: documented).
     for (int L : all.layers()) {
       QVERIFY(at::equal(ab.count(L), all.count(L)));
       QVERIFY(at::equal(ab.coact(L), all.coact(L)));
@@ -130,11 +148,14 @@ class TestRecord : public QObject {
       QVERIFY(at::equal(ab.max(L), all.max(L)));
       QVERIFY(at::equal(ab.sampleFfnAct(L), all.sampleFfnAct(L)));
       QVERIFY(at::equal(ab.sampleFfnIn(L), all.sampleFfnIn(L)));
+      auto rel = [](const at::Tensor& a, const at::Tensor& b) {
+        return ((a - b).abs() / b.abs().clamp_min(1e-300)).max().item<double>();
+      };
       const double ds = (ab.sum(L) - all.sum(L)).abs().max().item<double>();
-      const double dq = (ab.sumsq(L) - all.sumsq(L)).abs().max().item<double>();
+      const double dq = rel(ab.sumsq(L), all.sumsq(L));
       const double dsoft = (ab.coactSoft(L) - all.coactSoft(L)).abs().max().item<double>();
       qInfo() << "merge layer" << L << "max diff sum" << ds << "sumsq" << dq << "soft" << dsoft;
-      QVERIFY(ds < 1e-9 && dq < 1e-9 && dsoft < 1e-4);
+      QVERIFY(ds < 1e-9 && dq < 1e-12 && dsoft < 1e-4);
     }
     QVERIFY(at::equal(ab.sampleTokenIds(), all.sampleTokenIds()));
     QVERIFY(at::equal(ab.sampleDocIds(), all.sampleDocIds()));
@@ -335,6 +356,257 @@ class TestRecord : public QObject {
     QCOMPARE(r.activeRule().toString(), std::string("top:0.25"));
     QCOMPARE(r.sampleCount(), int64_t{0});
     QCOMPARE(r.manifest()["options"]["active"]["rule"].get<std::string>(), std::string("top_p"));
+  }
+};
+
+  void impossibleCountsRefused() {
+    auto seqs = randomSequences(8, 16, 64, 9, 3);
+    RecordOptions o;
+    o.seqLen = 16;
+    o.samples = 20;
+    o.checkpointSeconds = 0;
+    recordActivations(*model_, vectorSource(seqs), info3(), o, dir_ / "cons", JobContext::none());
+    QVERIFY(Recording::open(dir_ / "cons").tokens() > 0);
+    // Each edit makes the recording impossible; open() refuses it naming the
+    // file and the tensor (split would otherwise partition it without a word).
+    struct Case {
+      std::string name, file, expect;
+      std::function<void(std::vector<std::pair<std::string, at::Tensor>>&, nlohmann::json&)> edit;
+    };
+    const std::vector<Case> cases = {
+        {"negative", "coact.safetensors", "'blk.0.coact'",
+         [](auto& t, auto&) { tensorNamed(t, "blk.0.coact").mul_(-1); }},
+        {"asymmetric", "coact.safetensors", "not symmetric",
+         [](auto& t, auto&) {
+           at::Tensor& c = tensorNamed(t, "blk.0.coact");
+           c.copy_(c.tril());  // upper triangle zero, diagonal kept
+         }},
+        {"tokens0", "stats.safetensors", "outside [0, tokens] (the manifest's tokens is 0)",
+         [](auto&, auto& m) { m["tokens"] = 0; }},
+        {"diagonal", "coact.safetensors", "the diagonal must equal the per-neuron active counts",
+         [](auto& t, auto&) { tensorNamed(t, "blk.1.coact")[3][3] += 1; }},
+        {"histogram", "stats.safetensors", "'blk.0.active_hist' counts",
+         [](auto& t, auto&) { tensorNamed(t, "blk.0.active_hist")[0] += 5; }},
+        {"category", "stats.safetensors", "'blk.0.category_count'",
+         [](auto& t, auto&) { tensorNamed(t, "blk.0.category_count")[0][0] = 1 << 20; }},
+        {"sumsq", "stats.safetensors", "'blk.0.sumsq'[2]", [](auto& t, auto&) { tensorNamed(t, "blk.0.sumsq")[2] = -1.0; }},
+    };
+    for (const auto& c : cases) {
+      const fs::path d = dir_ / ("cons_" + c.name);
+      fs::remove_all(d);
+      fs::copy(dir_ / "cons", d, fs::copy_options::recursive);
+      auto tensors = loadAll(d / c.file);
+      auto manifest = nlohmann::json::parse(readFile(d / "manifest.json"));
+      c.edit(tensors, manifest);
+      writeSafetensors(d / c.file, tensors);
+      writeFileAtomic(d / "manifest.json", manifest.dump());
+      try {
+        Recording::open(d);
+        QFAIL(("impossible recording accepted: " + c.name).c_str());
+      } catch (const FormatError& e) {
+        qInfo() << c.name.c_str() << "->" << e.what();
+        QVERIFY2(std::string(e.what()).find(c.expect) != std::string::npos, e.what());
+        QVERIFY2(std::string(e.what()).find(d.filename().string()) != std::string::npos, e.what());
+      }
+    }
+  }
+
+  void resumeRefusesAChangedCorpus() {
+    auto seqs = randomSequences(40, 16, 64, 10, 3);
+    RecordOptions o;
+    o.seqLen = 16;
+    o.batch = 3;
+    o.chunkSequences = 6;
+    o.samples = 50;
+    o.checkpointEvery = 1;
+    auto interrupted = [&](const fs::path& out) {
+      int checkpoints = 0;
+      JobContext* jp = nullptr;
+      JobContext cancelling(nullptr, [&](const std::string& line) {
+        if (line.rfind("checkpoint", 0) == 0 && ++checkpoints == 3) jp->cancel();
+      });
+      jp = &cancelling;
+      try {
+        recordActivations(*model_, vectorSource(seqs), info3(), o, out, cancelling);
+        QFAIL("not cancelled");
+      } catch (const CancelledError& e) {
+        // The message says what is on disk.
+        QVERIFY2(std::string(e.what()).find(out.filename().string() + ".partial (2 chunks) is kept") != std::string::npos,
+                 e.what());
+      }
+    };
+    interrupted(dir_ / "rc");
+    RecordOptions r = o;
+    r.resume = true;
+    // A document recorded before the checkpoint was edited.
+    auto edited = seqs;
+    edited[4].ids[2] = (edited[4].ids[2] + 1) % 64;
+    try {
+      recordActivations(*model_, vectorSource(edited), info3(), r, dir_ / "rc", JobContext::none());
+      QFAIL("resume over an edited corpus accepted");
+    } catch (const ParameterError& e) {
+      qInfo() << e.what();
+      QVERIFY2(std::string(e.what()).find("changed since the checkpoint") != std::string::npos, e.what());
+    }
+    // A corpus shorter than what the checkpoint holds.
+    std::vector<Sequence> shorter(seqs.begin(), seqs.begin() + 5);
+    try {
+      recordActivations(*model_, vectorSource(shorter), info3(), r, dir_ / "rc", JobContext::none());
+      QFAIL("resume over a shortened corpus accepted");
+    } catch (const ParameterError& e) {
+      QVERIFY2(std::string(e.what()).find("fewer than the 12") != std::string::npos, e.what());
+    }
+    // The same corpus resumes, and equals an uninterrupted run.
+    recordActivations(*model_, vectorSource(seqs), info3(), r, dir_ / "rc", JobContext::none());
+    recordActivations(*model_, vectorSource(seqs), info3(), o, dir_ / "rc_full", JobContext::none());
+    compareFolders(dir_ / "rc_full", dir_ / "rc", {"stats.safetensors", "coact.safetensors", "samples.safetensors"});
+    QCOMPARE(Recording::open(dir_ / "rc").manifest()["corpus"]["sequences_hash"],
+             Recording::open(dir_ / "rc_full").manifest()["corpus"]["sequences_hash"]);
+  }
+
+  void secondWriterOfTheSameOutputIsRefused() {
+    // Another process recording (or resuming) the same REC_DIR holds its lock:
+    // this one stops before any work instead of both writing REC_DIR.partial.
+    auto seqs = randomSequences(6, 16, 64, 14, 0);
+    RecordOptions o;
+    o.seqLen = 16;
+    o.checkpointEvery = 1;
+    const int fd = ::open((dir_ / "busy.lock").c_str(), O_RDWR | O_CREAT, 0644);
+    QVERIFY(fd >= 0);
+    QCOMPARE(::flock(fd, LOCK_EX | LOCK_NB), 0);
+    try {
+      recordActivations(*model_, vectorSource(seqs), SourceInfo{}, o, dir_ / "busy", JobContext::none());
+      QFAIL("two writers of one output");
+    } catch (const IoError& e) {
+      qInfo() << e.what();
+      QVERIFY2(std::string(e.what()).find("another moefy process is writing it") != std::string::npos, e.what());
+    }
+    QVERIFY(!fs::exists(dir_ / "busy.partial"));
+    ::close(fd);
+    recordActivations(*model_, vectorSource(seqs), SourceInfo{}, o, dir_ / "busy", JobContext::none());
+    QVERIFY(!fs::exists(dir_ / "busy.lock"));
+  }
+
+  void cancelInTheFinalWriteSaysWhatIsOnDisk() {
+    auto seqs = randomSequences(6, 16, 64, 11, 0);
+    RecordOptions o;
+    o.seqLen = 16;
+    o.checkpointSeconds = 0;
+    JobContext* jp = nullptr;
+    JobContext job([&](const std::string& stage, double) {
+      if (stage == "record: write") jp->cancel();
+    }, nullptr);
+    jp = &job;
+    try {
+      recordActivations(*model_, vectorSource(seqs), SourceInfo{}, o, dir_ / "fw", job);
+      QFAIL("cancel during the final write ignored");
+    } catch (const CancelledError& e) {
+      qInfo() << e.what();
+      QVERIFY2(std::string(e.what()).find("fw was not written; no checkpoint was due") != std::string::npos, e.what());
+    }
+    QVERIFY(!fs::exists(dir_ / "fw"));
+    for (const auto& e : fs::directory_iterator(dir_))
+      QVERIFY2(e.path().filename().string().rfind("fw", 0) != 0, e.path().c_str());
+  }
+
+  void outputsNeverReplaceInputs() {
+    auto seqs = randomSequences(6, 16, 64, 12, 0);
+    RecordOptions o;
+    o.seqLen = 16;
+    o.checkpointSeconds = 0;
+    o.samples = 10;
+    recordActivations(*model_, vectorSource(seqs), SourceInfo{}, o, dir_ / "in1", JobContext::none());
+    recordActivations(*model_, vectorSource(seqs), SourceInfo{}, o, dir_ / "in2", JobContext::none());
+    const std::string before = readFile(dir_ / "in1" / "manifest.json");
+    try {
+      mergeRecordings({dir_ / "in1", dir_ / "in2"}, dir_ / "in1", true, JobContext::none());
+      QFAIL("merge --out INPUT --force accepted");
+    } catch (const IoError& e) {
+      QVERIFY2(std::string(e.what()).find("input of this command") != std::string::npos, e.what());
+    }
+    QCOMPARE(readFile(dir_ / "in1" / "manifest.json"), before);
+    // record --out MODEL_DIR --force: another kind, refused before any work.
+    RecordOptions f = o;
+    f.force = true;
+    try {
+      recordActivations(*model_, vectorSource(seqs), SourceInfo{}, f, dir_ / "other", JobContext::none());
+      QFAIL("record replaced a model folder");
+    } catch (const IoError& e) {
+      QVERIFY2(std::string(e.what()).find("is a model folder, not a recording") != std::string::npos, e.what());
+    }
+    QVERIFY(fs::exists(dir_ / "other" / "config.json"));
+    // Nor the model it records.
+    try {
+      recordActivations(*model_, vectorSource(seqs), SourceInfo{}, f, dir_ / "model", JobContext::none());
+      QFAIL("record replaced its own model");
+    } catch (const IoError& e) {
+      QVERIFY2(std::string(e.what()).find("input of this command") != std::string::npos, e.what());
+    }
+  }
+
+  void absurdSampleSizeRefusedBeforeAllocation() {
+    auto seqs = randomSequences(2, 16, 64, 13, 0);
+    RecordOptions o;
+    o.seqLen = 16;
+    o.samples = 1000000000000LL;
+    try {
+      recordActivations(*model_, vectorSource(seqs), SourceInfo{}, o, dir_ / "huge", JobContext::none());
+      QFAIL("--samples 1e12 accepted");
+    } catch (const ParameterError& e) {
+      qInfo() << e.what();
+      QVERIFY2(std::string(e.what()).find("--samples 1000000000000: the reservoir needs") != std::string::npos, e.what());
+    }
+  }
+
+  void fingerprintCoversEveryWeight() {
+    // A model whose FFN weights are all doubled must not pass as the original.
+    const fs::path twin = dir_ / "doubled";
+    fs::remove_all(twin);
+    fs::copy(dir_ / "model", twin, fs::copy_options::recursive);
+    auto tensors = loadAll(twin / "model.safetensors");
+    int changed = 0;
+    for (auto& [name, t] : tensors)
+      if (name.find("mlp.c_fc.weight") != std::string::npos || name.find("mlp.c_proj.weight") != std::string::npos)
+        t.mul_(2), ++changed;
+    QVERIFY(changed > 0);
+    writeSafetensors(twin / "model.safetensors", tensors);
+    auto doubled = Model::load(twin);
+    qInfo() << "fingerprints" << model_->fingerprint().c_str() << doubled->fingerprint().c_str();
+    QVERIFY(doubled->fingerprint() != model_->fingerprint());
+    // One changed value anywhere changes it too; an identical copy does not.
+    tensors = loadAll(dir_ / "model" / "model.safetensors");
+    at::Tensor& last = tensors.back().second;
+    last.view({-1})[last.numel() / 2] += 1.0f;
+    writeSafetensors(twin / "model.safetensors", tensors);
+    QVERIFY(Model::load(twin)->fingerprint() != model_->fingerprint());
+    fs::copy_file(dir_ / "model" / "model.safetensors", twin / "model.safetensors", fs::copy_options::overwrite_existing);
+    QCOMPARE(Model::load(twin)->fingerprint(), model_->fingerprint());
+  }
+
+  void speedTimingCancelsWithinASecond() {
+    // eval --speed: the timing loops run for --speed-seconds; cancel must not
+    // wait for them (it took up to 7.2 s in the field).
+    std::vector<std::vector<int64_t>> seqs(8, std::vector<int64_t>(16, 1));
+    for (int which = 0; which < 2; ++which) {
+      JobContext job;
+      std::thread t([&] {
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+        job.cancel();
+      });
+      const auto t0 = std::chrono::steady_clock::now();
+      bool cancelled = false;
+      try {
+        if (which == 0) forwardTokensPerSecond(*model_, nullptr, seqs, 4, 30.0, &job);
+        else generationTokensPerSecond(*model_, nullptr, {1, 2, 3}, 16, 30.0, &job);
+      } catch (const CancelledError&) {
+        cancelled = true;
+      }
+      t.join();
+      const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      qInfo() << (which == 0 ? "forward" : "generation") << "timing cancelled after" << secs << "s";
+      QVERIFY(cancelled);
+      QVERIFY(secs < 1.0);
+    }
   }
 };
 

@@ -22,9 +22,13 @@ QString cliPath() {
   return cli.isEmpty() ? q(test::binaryDir() / "app" / "moefy") : cli;
 }
 
-/// moefy ARGS with every file limited to `kib` KiB.
-test::RunResult runLimited(int kib, const QStringList& args) {
-  QStringList a{"-c", QString("trap '' XFSZ; ulimit -f %1; exec \"$0\" \"$@\"").arg(kib), cliPath()};
+/// moefy ARGS with every file limited to `kib` KiB. `trapped`: SIGXFSZ is
+/// ignored by the shell (inherited); else moefy gets the default action (kill)
+/// unless it ignores the signal itself, as it must.
+test::RunResult runLimited(int kib, const QStringList& args, bool trapped = true) {
+  QStringList a{"-c",
+                QString("%1ulimit -f %2; exec \"$0\" \"$@\"").arg(trapped ? "trap '' XFSZ; " : "").arg(kib),
+                cliPath()};
   a << args;
   return test::run("bash", a, 300);
 }
@@ -73,6 +77,17 @@ class TestFullDisk : public QObject {
     auto r = runLimited(1024, {"record", q(model_), q(corpus_), "--tokens", "1024", "--samples", "256", "--out",
                                q(out)});
     expectDiskError(r, "record", out);
+    QVERIFY(!fs::exists(out));
+  }
+
+  void fileSizeSignalIsAFullDisk() {
+    // Plain `ulimit -f` (no trap): the kernel sends SIGXFSZ, which used to kill
+    // moefy and leave its temporary behind.
+    const fs::path out = root_ / "rec_xfsz";
+    auto r = runLimited(1024, {"record", q(model_), q(corpus_), "--tokens", "1024", "--samples", "256", "--out", q(out)},
+                        false);
+    expectDiskError(r, "record", out);
+    QVERIFY2(lastLine(r.err).find("File too large") != std::string::npos, r.err.c_str());
     QVERIFY(!fs::exists(out));
   }
 

@@ -323,6 +323,22 @@ class TestMoePipeline : public QObject {
     rj["model_fingerprint"] = "0000000000000001";
     writeFileAtomic(otherRouter / "router.json", rj.dump());
     expectFail({"export", q(model), q(part), q(otherRouter), "--out", q(root / "x2")}, "router was built for model");
+    // Identity keys are required: a router without its partition's labels hash
+    // could be paired with any partition of the same shape.
+    fs::path noHash = root / "r_nohash";
+    fs::copy(root / "r_sim", noHash);
+    auto nh = json::parse(readFile(noHash / "router.json"));
+    nh["partition"].erase("labels_hash");
+    writeFileAtomic(noHash / "router.json", nh.dump());
+    expectFail({"export", q(model), q(part), q(noHash), "--out", q(root / "x4")}, "labels_hash");
+    nh["partition"]["labels_hash"] = "0123456789abcdef";
+    writeFileAtomic(noHash / "router.json", nh.dump());
+    expectFail({"export", q(model), q(part), q(noHash), "--out", q(root / "x4")},
+               "router was trained for another partition");
+    nh = json::parse(readFile(root / "r_sim" / "router.json"));
+    nh.erase("model_fingerprint");
+    writeFileAtomic(noHash / "router.json", nh.dump());
+    expectFail({"export", q(model), q(part), q(noHash), "--out", q(root / "x4")}, "model_fingerprint");
     // top-k of 0 or above E.
     expectFail({"route", q(model), q(rec), q(part), "--router", "oracle", "--top-k", "0", "--out", q(root / "x3")},
                "--top-k: 0 is outside [1, ");

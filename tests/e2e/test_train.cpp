@@ -104,7 +104,7 @@ class TestTrain : public QObject {
                                QString::fromStdString((dir_ / "tokenizer.json").string()), "--out",
                                QString::fromStdString(out.string()), "--steps", "5", "--seq-len", "32"});
     QVERIFY(again.exitCode != 0);
-    QVERIFY2(again.err.find("not empty") != std::string::npos, again.err.c_str());
+    QVERIFY2(again.err.find("already exists") != std::string::npos, again.err.c_str());
   }
 
   void cancelAndResumeMatchesStraightRun() {
@@ -115,10 +115,17 @@ class TestTrain : public QObject {
       if (line.rfind("step     20/", 0) == 0) self->cancel();
     });
     self = &job;
-    QVERIFY_THROWS_EXCEPTION(CancelledError, trainLanguageModel(options("resumed", 30), job));
-    auto state = nlohmann::json::parse(readFile(dir_ / "resumed" / "checkpoint" / "state.json"));
+    try {
+      trainLanguageModel(options("resumed", 30), job);
+      QFAIL("not cancelled");
+    } catch (const CancelledError& e) {
+      // The message says what is on disk.
+      QVERIFY2(std::string(e.what()).find("resumed.partial/checkpoint (step 20) is kept") != std::string::npos, e.what());
+    }
+    // The run works in MODEL_DIR.partial: nothing appears at MODEL_DIR until it completes.
+    auto state = nlohmann::json::parse(readFile(dir_ / "resumed.partial" / "checkpoint" / "state.json"));
     QCOMPARE(state["step"].get<int>(), 20);
-    QVERIFY(!fs::exists(dir_ / "resumed" / "model.safetensors"));
+    QVERIFY(!fs::exists(dir_ / "resumed"));
     TrainOptions ro = options("resumed", 30);
     ro.resume = true;
     TrainResult resumed = trainLanguageModel(ro, JobContext::none());
@@ -131,10 +138,69 @@ class TestTrain : public QObject {
           straight.heldoutLoss);
     QVERIFY(maxDiff < 1e-5);
     QVERIFY(std::abs(resumed.heldoutLoss - straight.heldoutLoss) < 1e-4);
+    QVERIFY(!fs::exists(dir_ / "resumed.partial"));
     // Bad resume parameters are refused by name.
     TrainOptions bad = ro;
     bad.batch = 4;
     QVERIFY_THROWS_EXCEPTION(ParameterError, trainLanguageModel(bad, JobContext::none()));
+  }
+
+  void cancelledForceKeepsPreviousModel() {
+    // "straight" is a finished model (previous test). A `--force` rerun that is
+    // cancelled leaves every byte of it as it was.
+    const fs::path out = dir_ / "straight";
+    const std::string weights = readFile(out / "model.safetensors"), summary = readFile(out / "training.json");
+    JobContext* self = nullptr;
+    JobContext job(nullptr, [&](const std::string& line) {
+      if (line.rfind("step     10/", 0) == 0) self->cancel();
+    });
+    self = &job;
+    TrainOptions o = options("straight", 30);
+    o.force = true;
+    o.seed = 8;
+    QVERIFY_THROWS_EXCEPTION(CancelledError, trainLanguageModel(o, job));
+    QVERIFY(readFile(out / "model.safetensors") == weights);
+    QVERIFY(readFile(out / "training.json") == summary);
+    QVERIFY(fs::exists(out / "checkpoint" / "state.json"));
+    fs::remove_all(dir_ / "straight.partial");
+    // --force replaces only a model this command trained, never another folder.
+    fs::create_directories(dir_ / "notes");
+    writeFileAtomic(dir_ / "notes" / "notes.txt", "keep me\n");
+    TrainOptions n = options("notes", 5);
+    n.force = true;
+    try {
+      trainLanguageModel(n, JobContext::none());
+      QFAIL("a folder of notes was accepted as --out");
+    } catch (const IoError& e) {
+      QVERIFY2(std::string(e.what()).find("refusing to replace it") != std::string::npos, e.what());
+    }
+    QCOMPARE(readFile(dir_ / "notes" / "notes.txt"), std::string("keep me\n"));
+  }
+
+  void absurdConfigRefusedBeforeAllocation() {
+    // n_positions 1e9 would need a 1e9-row position embedding: refused naming the key.
+    nlohmann::json cfg = nlohmann::json::parse(readFile(dir_ / "config.json"));
+    cfg["n_positions"] = 1000000000;
+    writeFileAtomic(dir_ / "huge_config.json", cfg.dump());
+    TrainOptions o = options("huge", 5);
+    o.config = dir_ / "huge_config.json";
+    try {
+      trainLanguageModel(o, JobContext::none());
+      QFAIL("no error for n_positions 1e9");
+    } catch (const FormatError& e) {
+      QVERIFY2(std::string(e.what()).find("n_positions") != std::string::npos, e.what());
+      QVERIFY2(std::string(e.what()).find("huge_config.json") != std::string::npos, e.what());
+    }
+    QVERIFY(!fs::exists(dir_ / "huge"));
+    // A folder named config.json is "a folder", not malformed JSON.
+    fs::create_directories(dir_ / "dir_config" / "config.json");
+    o.config = dir_ / "dir_config" / "config.json";
+    try {
+      trainLanguageModel(o, JobContext::none());
+      QFAIL("no error for a folder named config.json");
+    } catch (const IoError& e) {
+      QVERIFY2(std::string(e.what()).find("is a folder, expected a file") != std::string::npos, e.what());
+    }
   }
 
   void badConfig() {
