@@ -593,7 +593,7 @@ std::unique_ptr<Tokenizer> loadSentencePieceModel(const std::filesystem::path& p
   bool addBos = spec.bosId >= 0, addEos = false;
   auto cfgPath = path.parent_path() / "tokenizer_config.json";
   if (std::filesystem::exists(cfgPath)) {
-    const auto j = readJsonFile(cfgPath);
+    auto j = readJsonFile(cfgPath);
     if (j.is_object()) {
       if (j.contains("add_bos_token") && j["add_bos_token"].is_boolean()) addBos = j["add_bos_token"].get<bool>() && spec.bosId >= 0;
       if (j.contains("add_eos_token") && j["add_eos_token"].is_boolean())
