@@ -890,7 +890,8 @@ class BpeModel : public Model {
   }
 
   std::string kind() const override { return "BPE"; }
-  int32_t size() const override { return count; }
+  // One past the largest id (ids may have gaps: the count of entries would under-report it).
+  int32_t size() const override { return static_cast<int32_t>(vocabR.size()); }
   std::optional<int32_t> tokenToId(std::string_view t) const override {
     int32_t id = fast.find(t);
     if (id < 0) return std::nullopt;
@@ -1025,7 +1026,8 @@ class WordPieceModel : public Model {
   std::string prefix = "##";
   size_t maxChars = 100;
   std::string kind() const override { return "WordPiece"; }
-  int32_t size() const override { return static_cast<int32_t>(vocab.size()); }
+  // One past the largest id (ids may have gaps: found by fuzz_tokenizer_json).
+  int32_t size() const override { return static_cast<int32_t>(vocabR.size()); }
   std::optional<int32_t> tokenToId(std::string_view t) const override {
     auto it = vocab.find(t);
     if (it == vocab.end()) return std::nullopt;
