@@ -130,6 +130,9 @@ out(T, "deep", '{"model": ' + "[" * 300 + "]" * 300 + "}")
 # one made vocabSize() the entry count, smaller than its largest id.
 wp_gap = json.loads(json.dumps(wp)); del wp_gap["model"]["vocab"]["world"]
 out(T, "wordpiece_vocab_gap", json.dumps(wp_gap))
+# Finding (fixed): encoding with a Unigram model without unk_id threw a message naming no file.
+uni_nounk = json.loads(json.dumps(uni)); del uni_nounk["model"]["unk_id"]
+out(T, "unigram_no_unk_encode", json.dumps(uni_nounk))
 
 # ---------------------------------------------------------------- SentencePiece .model
 T = "sentencepiece_model"

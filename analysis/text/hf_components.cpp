@@ -1088,6 +1088,7 @@ class UnigramModel : public Model {
   bool byteFallback = false;
   double minScore = 0;
   std::array<int32_t, 256> byteIds{};
+  std::string source;  // the tokenizer file, for messages
   // Trie over UTF-8 bytes.
   struct Node {
     int32_t value = -1;
@@ -1109,6 +1110,7 @@ class UnigramModel : public Model {
   }
 
   void build(const std::string& where) {
+    source = where;
     trie.assign(1, Node{});
     minScore = std::numeric_limits<double>::infinity();
     for (size_t id = 0; id < pieces.size(); ++id) {
@@ -1240,7 +1242,9 @@ class UnigramModel : public Model {
           continue;
         }
       }
-      if (!unkId) throw FormatError("Unigram: the text has a character with no piece, and the model has no unk token");
+      // Found by fuzz_tokenizer_json: the message named no file.
+      if (!unkId)
+        throw FormatError(source + ": Unigram: the text has a character with no piece, and the model has no unk token");
       out.push_back(*unkId);
     }
   }
