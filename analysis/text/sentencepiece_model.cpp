@@ -182,10 +182,11 @@ SpmModel parseModel(const std::string& data, const std::string& where) {
     const auto& p = m.pieces[i];
     auto [at, fresh] = seen.emplace(p.piece, i);
     if (!fresh)
-      throw FormatError(where + ": piece '" + p.piece + "' appears twice (ids " + std::to_string(at->second) + " and " +
-                        std::to_string(i) + ")");
+      throw FormatError(where + ": piece '" + inputExcerpt(p.piece) + "' appears twice (ids " +
+                        std::to_string(at->second) + " and " + std::to_string(i) + ")");
     if (!std::isfinite(p.score))
-      throw FormatError(where + ": piece '" + p.piece + "' (id " + std::to_string(i) + ") has a non-finite score");
+      throw FormatError(where + ": piece '" + inputExcerpt(p.piece) + "' (id " + std::to_string(i) +
+                        ") has a non-finite score");
   }
   if (m.treatWsAsSuffix) throw FormatError(where + ": SentencePiece treat_whitespace_as_suffix is not supported");
   if (m.modelType != 1 && m.modelType != 2)
