@@ -126,6 +126,13 @@ out(T, "unigram_inf_score", json.dumps(uni).replace("-5.0", "1e999"))
 uni_dup = json.loads(json.dumps(uni)); uni_dup["model"]["vocab"].append(["e", -1.0])
 out(T, "unigram_duplicate_piece", json.dumps(uni_dup))
 out(T, "deep", '{"model": ' + "[" * 300 + "]" * 300 + "}")
+# Finding of fuzz_regress_tokenizer_json --mutate (fixed): a WordPiece vocab whose ids skip
+# one made vocabSize() the entry count, smaller than its largest id.
+wp_gap = json.loads(json.dumps(wp)); del wp_gap["model"]["vocab"]["world"]
+out(T, "wordpiece_vocab_gap", json.dumps(wp_gap))
+# Finding (fixed): encoding with a Unigram model without unk_id threw a message naming no file.
+uni_nounk = json.loads(json.dumps(uni)); del uni_nounk["model"]["unk_id"]
+out(T, "unigram_no_unk_encode", json.dumps(uni_nounk))
 
 # ---------------------------------------------------------------- SentencePiece .model
 T = "sentencepiece_model"

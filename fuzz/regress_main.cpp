@@ -10,8 +10,12 @@
 // deletions, truncation, block duplication and splicing (seeded, so a run is
 // repeatable with --seed S). It is a blind fuzzer for builds without clang;
 // libFuzzer's coverage-guided campaigns (MOEFY_BUILD_FUZZ) find more.
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
+#include <csignal>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -25,6 +29,24 @@
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size);
 
 namespace {
+
+// The input being run, written to ./fuzz-crash-input if the target aborts or
+// crashes, so that a mutant's finding can be replayed and added to the seeds.
+const std::string* g_current = nullptr;
+
+extern "C" void onCrash(int sig) {
+  if (g_current) {
+    const int fd = ::open("fuzz-crash-input", O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd >= 0) {
+      (void)!::write(fd, g_current->data(), g_current->size());
+      ::close(fd);
+    }
+    static const char msg[] = "fuzz regress: the failing input is in ./fuzz-crash-input\n";
+    (void)!::write(2, msg, sizeof msg - 1);
+  }
+  std::signal(sig, SIG_DFL);
+  std::raise(sig);
+}
 
 std::string slurp(const std::filesystem::path& p) {
   std::ifstream in(p, std::ios::binary);
@@ -97,16 +119,19 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "usage: %s [--mutate N] [--seed S] FILE_OR_FOLDER...\n", argv[0]);
     return 2;
   }
+  for (int sig : {SIGABRT, SIGSEGV, SIGBUS, SIGFPE, SIGILL}) std::signal(sig, onCrash);
   const auto t0 = std::chrono::steady_clock::now();
   std::vector<std::string> seeds;
   for (const auto& f : files) {
     seeds.push_back(slurp(f));
     const std::string& s = seeds.back();
+    g_current = &s;
     LLVMFuzzerTestOneInput(reinterpret_cast<const uint8_t*>(s.data()), s.size());
   }
   std::mt19937_64 rng(seed);
   for (long i = 0; i < mutants; ++i) {
     const std::string s = mutate(seeds, rng);
+    g_current = &s;
     LLVMFuzzerTestOneInput(reinterpret_cast<const uint8_t*>(s.data()), s.size());
   }
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

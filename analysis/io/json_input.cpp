@@ -9,16 +9,21 @@
 
 namespace moefy {
 
-namespace {
-
-// Keys are shown in messages; a hostile key may be long or hold control bytes.
-std::string shortKey(const std::string& k) {
+std::string inputExcerpt(std::string_view s, size_t max) {
+  static const char* hex = "0123456789ABCDEF";
   std::string out;
-  for (char c : k.substr(0, 80)) out += (static_cast<unsigned char>(c) < 0x20) ? '?' : c;
-  return k.size() > 80 ? out + "..." : out;
+  for (size_t i = 0; i < s.size() && i < max; ++i) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c < 0x20 || c == 0x7f) {
+      out += "\\x";
+      out += hex[c >> 4];
+      out += hex[c & 15];
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return s.size() > max ? out + "..." : out;
 }
-
-}  // namespace
 
 nlohmann::json parseJson(std::string_view text, const std::string& where) {
   // keys[d] holds the keys seen so far in the object open at depth d. The
@@ -42,7 +47,7 @@ nlohmann::json parseJson(std::string_view text, const std::string& where) {
         auto& seen = keys.at(static_cast<size_t>(depth - 1));
         const auto& k = parsed.get_ref<const std::string&>();
         if (!seen.insert(k).second)
-          throw FormatError(where + ": key '" + shortKey(k) + "' appears twice in one object");
+          throw FormatError(where + ": key '" + inputExcerpt(k) + "' appears twice in one object");
         break;
       }
       case E::object_end:

@@ -23,6 +23,10 @@
 
 namespace moefy {
 
+/// A string taken from an input file, made safe to quote in a one-line
+/// message: control bytes become \xNN and text past `max` bytes becomes "...".
+std::string inputExcerpt(std::string_view s, size_t max = 80);
+
 /// Deepest nesting of arrays/objects accepted (real files use fewer than 10).
 constexpr int kMaxJsonDepth = 256;
 

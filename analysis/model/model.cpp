@@ -258,7 +258,7 @@ std::unique_ptr<Model> Model::load(const fs::path& dir, const LoadOptions& optio
     files.push_back(dir / "model.safetensors");
     fileForErrors = "model.safetensors";
   } else if (fs::exists(index)) {
-    const nlohmann::json j = readJsonFile(index);
+    nlohmann::json j = readJsonFile(index);
     if (!j.contains("weight_map") || !j["weight_map"].is_object())
       throw FormatError(index.string() + ": missing 'weight_map'");
     std::set<std::string> names;

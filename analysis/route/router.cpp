@@ -105,7 +105,7 @@ RouterSet RouterSet::read(const fs::path& dir) {
   if (!fs::is_directory(dir)) throw IoError(dir.string() + ": not a router folder");
   fs::path jf = dir / "router.json";
   if (!fs::exists(jf)) throw IoError(jf.string() + ": missing");
-  const nlohmann::json j = readJsonFile(jf);
+  nlohmann::json j = readJsonFile(jf);
   if (!j.is_object() || j.value("format", "") != "moefy-router")
     throw FormatError(jf.string() + ": not a moefy router (format must be 'moefy-router')");
   RouterSet r;

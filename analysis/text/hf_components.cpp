@@ -880,17 +880,24 @@ class BpeModel : public Model {
 
   void addMerge(const std::string& a, const std::string& b, int32_t rank) {
     int32_t ia = fast.find(a), ib = fast.find(b);
-    if (ia < 0) throw FormatError(where + ": BPE merge " + std::to_string(rank) + " uses '" + a + "', which is not in the vocabulary");
-    if (ib < 0) throw FormatError(where + ": BPE merge " + std::to_string(rank) + " uses '" + b + "', which is not in the vocabulary");
+    if (ia < 0)
+      throw FormatError(where + ": BPE merge " + std::to_string(rank) + " uses '" + inputExcerpt(a) +
+                        "', which is not in the vocabulary");
+    if (ib < 0)
+      throw FormatError(where + ": BPE merge " + std::to_string(rank) + " uses '" + inputExcerpt(b) +
+                        "', which is not in the vocabulary");
     std::string ab = a + b;
     if (contPrefix && b.compare(0, contPrefix->size(), *contPrefix) == 0) ab = a + b.substr(contPrefix->size());
     int32_t iab = fast.find(ab);
-    if (iab < 0) throw FormatError(where + ": BPE merge " + std::to_string(rank) + " gives '" + ab + "', which is not in the vocabulary");
+    if (iab < 0)
+      throw FormatError(where + ": BPE merge " + std::to_string(rank) + " gives '" + inputExcerpt(ab) +
+                        "', which is not in the vocabulary");
     mergeList.emplace_back(key(ia, ib), std::make_pair(rank, iab));
   }
 
   std::string kind() const override { return "BPE"; }
-  int32_t size() const override { return count; }
+  // One past the largest id (ids may have gaps: the count of entries would under-report it).
+  int32_t size() const override { return static_cast<int32_t>(vocabR.size()); }
   std::optional<int32_t> tokenToId(std::string_view t) const override {
     int32_t id = fast.find(t);
     if (id < 0) return std::nullopt;
@@ -1025,7 +1032,8 @@ class WordPieceModel : public Model {
   std::string prefix = "##";
   size_t maxChars = 100;
   std::string kind() const override { return "WordPiece"; }
-  int32_t size() const override { return static_cast<int32_t>(vocab.size()); }
+  // One past the largest id (ids may have gaps: found by fuzz_tokenizer_json).
+  int32_t size() const override { return static_cast<int32_t>(vocabR.size()); }
   std::optional<int32_t> tokenToId(std::string_view t) const override {
     auto it = vocab.find(t);
     if (it == vocab.end()) return std::nullopt;
@@ -1086,6 +1094,7 @@ class UnigramModel : public Model {
   bool byteFallback = false;
   double minScore = 0;
   std::array<int32_t, 256> byteIds{};
+  std::string source;  // the tokenizer file, for messages
   // Trie over UTF-8 bytes.
   struct Node {
     int32_t value = -1;
@@ -1107,6 +1116,7 @@ class UnigramModel : public Model {
   }
 
   void build(const std::string& where) {
+    source = where;
     trie.assign(1, Node{});
     minScore = std::numeric_limits<double>::infinity();
     for (size_t id = 0; id < pieces.size(); ++id) {
@@ -1115,10 +1125,10 @@ class UnigramModel : public Model {
       // by accident; libsentencepiece refuses duplicates too.
       auto [at, fresh] = vocab.emplace(p.piece, static_cast<int32_t>(id));
       if (!fresh)
-        throw FormatError(where + ": Unigram piece '" + p.piece + "' appears twice (ids " + std::to_string(at->second) +
-                          " and " + std::to_string(id) + ")");
+        throw FormatError(where + ": Unigram piece '" + inputExcerpt(p.piece) + "' appears twice (ids " +
+                          std::to_string(at->second) + " and " + std::to_string(id) + ")");
       if (!std::isfinite(p.score))
-        throw FormatError(where + ": Unigram piece '" + p.piece + "' (id " + std::to_string(id) +
+        throw FormatError(where + ": Unigram piece '" + inputExcerpt(p.piece) + "' (id " + std::to_string(id) +
                           ") has a non-finite score");
       minScore = std::min(minScore, p.score);
       int32_t node = 0;
@@ -1238,7 +1248,9 @@ class UnigramModel : public Model {
           continue;
         }
       }
-      if (!unkId) throw FormatError("Unigram: the text has a character with no piece, and the model has no unk token");
+      // Found by fuzz_tokenizer_json: the message named no file.
+      if (!unkId)
+        throw FormatError(source + ": Unigram: the text has a character with no piece, and the model has no unk token");
       out.push_back(*unkId);
     }
   }
@@ -1694,7 +1706,7 @@ std::unique_ptr<Model> makeModel(const json& j, const std::string& where) {
       // Ids are range-checked in 64 bits: an id 2^40 must not become 0.
       for (auto it = j["vocab"].begin(); it != j["vocab"].end(); ++it)
         entries.emplace_back(it.key(), jsonInt(it.value(), 0, std::numeric_limits<int32_t>::max(),
-                                               where + ": BPE vocab id of '" + it.key() + "'"));
+                                               where + ": BPE vocab id of '" + inputExcerpt(it.key()) + "'"));
       m->setVocab(std::move(entries));
     }
     if (j.contains("continuing_subword_prefix") && !j["continuing_subword_prefix"].is_null())
@@ -1738,7 +1750,8 @@ std::unique_ptr<Model> makeModel(const json& j, const std::string& where) {
     if (!j.contains("vocab") || !j["vocab"].is_object()) throw FormatError(where + ": WordPiece model has no vocab object");
     int32_t maxId = -1;
     for (auto it = j["vocab"].begin(); it != j["vocab"].end(); ++it) {
-      const int32_t id = jsonInt(it.value(), 0, 50000000, where + ": WordPiece vocab id of '" + it.key() + "'");
+      const int32_t id =
+          jsonInt(it.value(), 0, 50000000, where + ": WordPiece vocab id of '" + inputExcerpt(it.key()) + "'");
       m->vocab.emplace(it.key(), id);
       maxId = std::max(maxId, id);
     }
@@ -1761,8 +1774,8 @@ std::unique_ptr<Model> makeModel(const json& j, const std::string& where) {
     std::vector<UnigramPiece> v;
     for (const auto& e : j.at("vocab")) {
       if (!e.is_array() || e.size() != 2) throw FormatError(where + ": Unigram vocab entries must be [piece, score]");
-      v.push_back(
-          {e[0].get<std::string>(), jsonFinite(e[1], where + ": Unigram score of '" + e[0].get<std::string>() + "'")});
+      v.push_back({e[0].get<std::string>(),
+                   jsonFinite(e[1], where + ": Unigram score of '" + inputExcerpt(e[0].get<std::string>()) + "'")});
     }
     std::optional<int32_t> unk;
     if (j.contains("unk_id") && !j["unk_id"].is_null())

@@ -41,6 +41,7 @@ class Model {
   virtual std::optional<int32_t> tokenToId(std::string_view token) const = 0;
   /// nullptr if out of range.
   virtual const std::string* idToToken(int32_t id) const = 0;
+  /// One past the largest token id (not the number of entries: ids may have gaps).
   virtual int32_t size() const = 0;
   virtual std::string kind() const = 0;
 };

@@ -182,10 +182,11 @@ SpmModel parseModel(const std::string& data, const std::string& where) {
     const auto& p = m.pieces[i];
     auto [at, fresh] = seen.emplace(p.piece, i);
     if (!fresh)
-      throw FormatError(where + ": piece '" + p.piece + "' appears twice (ids " + std::to_string(at->second) + " and " +
-                        std::to_string(i) + ")");
+      throw FormatError(where + ": piece '" + inputExcerpt(p.piece) + "' appears twice (ids " +
+                        std::to_string(at->second) + " and " + std::to_string(i) + ")");
     if (!std::isfinite(p.score))
-      throw FormatError(where + ": piece '" + p.piece + "' (id " + std::to_string(i) + ") has a non-finite score");
+      throw FormatError(where + ": piece '" + inputExcerpt(p.piece) + "' (id " + std::to_string(i) +
+                        ") has a non-finite score");
   }
   if (m.treatWsAsSuffix) throw FormatError(where + ": SentencePiece treat_whitespace_as_suffix is not supported");
   if (m.modelType != 1 && m.modelType != 2)
@@ -593,7 +594,7 @@ std::unique_ptr<Tokenizer> loadSentencePieceModel(const std::filesystem::path& p
   bool addBos = spec.bosId >= 0, addEos = false;
   auto cfgPath = path.parent_path() / "tokenizer_config.json";
   if (std::filesystem::exists(cfgPath)) {
-    const auto j = readJsonFile(cfgPath);
+    auto j = readJsonFile(cfgPath);
     if (j.is_object()) {
       if (j.contains("add_bos_token") && j["add_bos_token"].is_boolean()) addBos = j["add_bos_token"].get<bool>() && spec.bosId >= 0;
       if (j.contains("add_eos_token") && j["add_eos_token"].is_boolean())

@@ -90,7 +90,7 @@ HfTokenizer::HfTokenizer() = default;
 HfTokenizer::~HfTokenizer() = default;
 
 std::unique_ptr<HfTokenizer> HfTokenizer::fromJson(const std::string& text, const std::string& where) {
-  const json j = parseJson(text, where);
+  json j = parseJson(text, where);  // not const: operator[] on a const json with a missing key is undefined
   if (!j.is_object() || !j.contains("model")) throw FormatError(where + ": not a tokenizer.json (no \"model\")");
   auto t = std::make_unique<HfTokenizer>();
   t->where_ = where;
@@ -162,7 +162,7 @@ void HfTokenizer::finish() {
 
 void HfTokenizer::applyTokenConfig(const std::filesystem::path& configPath) {
   if (!std::filesystem::exists(configPath)) return;
-  const json j = readJsonFile(configPath);
+  json j = readJsonFile(configPath);
   auto tokenOf = [&](const char* key) -> std::optional<int32_t> {
     if (!j.contains(key) || j[key].is_null()) return std::nullopt;
     std::string s;

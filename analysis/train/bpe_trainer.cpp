@@ -336,7 +336,7 @@ std::string BpeModel::toTokenizerJson() const {
 
 BpeModel BpeModel::fromTokenizerJson(const std::filesystem::path& path) {
   const std::string where = path.string();
-  const nlohmann::json j = readJsonFile(path);
+  nlohmann::json j = readJsonFile(path);
   if (!j.contains("model") || j["model"].value("type", "") != "BPE") throw FormatError(where + ": model.type is not BPE");
   if (!j.contains("added_tokens") || j["added_tokens"].empty())
     throw FormatError(where + ": no added_tokens (expected a special token with id 0)");

@@ -272,7 +272,7 @@ TrainResult trainLanguageModel(const TrainOptions& o, JobContext& job) {
   const int64_t warmup = o.warmup >= 0 ? std::max<int64_t>(1, o.warmup) : std::max<int64_t>(1, o.steps / 20);
 
   // Config: the model to train; vocab must match the tokenizer.
-  const nlohmann::json cfgJson = readJsonFile(o.config);
+  nlohmann::json cfgJson = readJsonFile(o.config);
   job.setStage("tokenize");
   DocEncoder enc(o.tokenizer);
   ModelConfig probe = ModelConfig::fromJson(cfgJson, o.config.string());

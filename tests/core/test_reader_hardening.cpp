@@ -199,6 +199,15 @@ class ReaderHardening : public QObject {
     EXPECT_ERROR(HfTokenizer::fromJson(with(R"(["b", 1e999])"), "u.json"), "u.json", "malformed JSON", "1e999");
   }
 
+  void vocabSizeCoversTheLargestId() {
+    // Found by fuzz_tokenizer_json: ids with a gap made vocabSize() the entry count (3), below id 10.
+    auto wp = HfTokenizer::fromJson(wordPieceJson(R"("[UNK]": 0, "a": 1, "end": 10)"), "g.json");
+    QCOMPARE(wp->vocabSize(), 11);
+    auto bpe =
+        HfTokenizer::fromJson(R"({"model": {"type": "BPE", "vocab": {"a": 0, "b": 5}, "merges": []}})", "b.json");
+    QCOMPARE(bpe->vocabSize(), 6);
+  }
+
   // ------------------------------------------------------------ kind 3: numeric content
   void requireFiniteNamesTensorAndIndex() {
     at::Tensor t = at::zeros({3, 4});
@@ -324,7 +333,7 @@ class ReaderHardening : public QObject {
                    std::to_string(bad).c_str());
     }
     // Padding past a sequence's length is never read and is not checked.
-    at::Tensor ids = at::tensor({int64_t{1}, int64_t{2}, int64_t{1} << 40, -1}, at::kLong).view({1, 4});
+    at::Tensor ids = at::tensor({int64_t{1}, int64_t{2}, int64_t{1} << 40, int64_t{-1}}, at::kLong).view({1, 4});
     writeSafetensors(d / "pad.safetensors", {{"token_ids", ids}, {"lengths", at::tensor({int64_t{2}})}});
     SourceInfo info;
     auto src = tokenFileSource(d / "pad.safetensors", info);
