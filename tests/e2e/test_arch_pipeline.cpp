@@ -5,6 +5,8 @@
 // reproduces the dense logits.
 #include <QtTest>
 
+#include <ATen/ATen.h>
+
 #include <fstream>
 #include <nlohmann/json.hpp>
 
