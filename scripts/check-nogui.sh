@@ -4,13 +4,14 @@
 # must build and run on a headless node that has libtorch and nothing of Qt.
 # Reuses ccache (the same compiler flags as the main build), so on a warm cache
 # it mostly links. Prints the time it took.
-#   usage: scripts/check-nogui.sh   (build folder: $MOEFY_NOGUI_BUILD_DIR, default build-nogui)
+#   usage: scripts/check-nogui.sh [CMAKE_ARGS...]   (build folder: $MOEFY_NOGUI_BUILD_DIR, default build-nogui;
+#          e.g. -DMOEFY_SHARED_PCH=... on a developer machine so that ccache serves the main build's objects)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir="${MOEFY_NOGUI_BUILD_DIR:-build-nogui}"
 start=$(date +%s)
 cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMOEFY_BUILD_GUI=OFF -DMOEFY_BUILD_TESTS=OFF \
-  -DMOEFY_BUILD_BENCH=OFF >/dev/null
+  -DMOEFY_BUILD_BENCH=OFF "$@" >/dev/null
 cmake --build "$dir" -j "${MOEFY_JOBS:-$(nproc)}" --target moefy
 qt=$(ldd "$dir/app/moefy" | grep -i 'libqt' || true)
 if [ -n "$qt" ]; then

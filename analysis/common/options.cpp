@@ -91,6 +91,11 @@ const char* typeName(OptionType t) {
 std::string intText(int64_t v) {
   // Limits print as words so that help stays readable.
   if (v == std::numeric_limits<int64_t>::max()) return "2^63-1";
+  if (v > (int64_t{1} << 30) && (v & (v - 1)) == 0) {
+    int k = 0;
+    while ((int64_t{1} << k) != v) ++k;
+    return "2^" + std::to_string(k);
+  }
   return std::to_string(v);
 }
 
