@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 
@@ -114,17 +115,25 @@ void checkLayerInvariants(const SafetensorsFile& stats, const SafetensorsFile& c
   }
   at::Tensor co = coactFile.raw(lname(L, "coact")).contiguous();
   const int32_t* m = co.data_ptr<int32_t>();
-  // Rows in parallel; the first violation (lowest row) is reported.
+  // 64 x 64 tiles (the symmetry test reads the transposed tile; row by row
+  // it would stride through memory), tile rows in parallel; the row of the
+  // first violation found is then re-examined to name it.
   std::atomic<int64_t> badRow{n};
-#pragma omp parallel for schedule(dynamic, 16)
-  for (int64_t i = 0; i < n; ++i) {
-    const int32_t* r = m + i * n;
-    bool bad = r[i] != cnt[i];
-    for (int64_t j = 0; j < n && !bad; ++j)
-      bad = r[j] < 0 || r[j] != m[j * n + i] || r[j] > cnt[i];
-    if (bad) {
-      int64_t cur = badRow.load();
-      while (i < cur && !badRow.compare_exchange_weak(cur, i)) {
+  constexpr int64_t kT = 64;
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t i0 = 0; i0 < n; i0 += kT) {
+    const int64_t i1 = std::min(n, i0 + kT);
+    for (int64_t j0 = 0; j0 < n; j0 += kT) {
+      const int64_t j1 = std::min(n, j0 + kT);
+      for (int64_t i = i0; i < i1; ++i) {
+        const int32_t* r = m + i * n;
+        bool bad = i >= j0 && i < j1 && r[i] != cnt[i];
+        for (int64_t j = j0; j < j1 && !bad; ++j) bad = r[j] < 0 || r[j] != m[j * n + i] || r[j] > cnt[i];
+        if (bad) {
+          int64_t cur = badRow.load();
+          while (i < cur && !badRow.compare_exchange_weak(cur, i)) {
+          }
+        }
       }
     }
   }
@@ -137,13 +146,13 @@ void checkLayerInvariants(const SafetensorsFile& stats, const SafetensorsFile& c
                    lname(L, "count") + "'[" + std::to_string(i) + "] = " + std::to_string(cnt[i]) +
                    " (the diagonal must equal the per-neuron active counts)");
     for (int64_t j = 0; j < n; ++j) {
-      const std::string at = "[" + std::to_string(i) + ", " + std::to_string(j) + "] = " + std::to_string(r[j]);
-      if (r[j] < 0) fail(cp, t + at + " is negative");
+      const std::string where = "[" + std::to_string(i) + ", " + std::to_string(j) + "] = " + std::to_string(r[j]);
+      if (r[j] < 0) fail(cp, t + where + " is negative");
       if (r[j] != m[j * n + i])
-        fail(cp, t + " is not symmetric: " + at + " but [" + std::to_string(j) + ", " + std::to_string(i) + "] = " +
+        fail(cp, t + " is not symmetric: " + where + " but [" + std::to_string(j) + ", " + std::to_string(i) + "] = " +
                      std::to_string(m[j * n + i]));
       if (r[j] > cnt[i])
-        fail(cp, t + at + " exceeds the neuron's active count " + std::to_string(cnt[i]));
+        fail(cp, t + where + " exceeds the neuron's active count " + std::to_string(cnt[i]));
     }
   }
   if (soft) {
