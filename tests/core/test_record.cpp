@@ -357,7 +357,6 @@ class TestRecord : public QObject {
     QCOMPARE(r.sampleCount(), int64_t{0});
     QCOMPARE(r.manifest()["options"]["active"]["rule"].get<std::string>(), std::string("top_p"));
   }
-};
 
   void impossibleCountsRefused() {
     auto seqs = randomSequences(8, 16, 64, 9, 3);
