@@ -205,8 +205,7 @@ std::string artefactKindOf(const fs::path& p) {
 }
 
 void checkOutput(const fs::path& target, bool force, const std::string& kind, const std::vector<fs::path>& inputs) {
-  const std::string have = artefactKindOf(target);
-  if (have.empty() || have == "empty folder") return;
+  // Inputs first: an output inside (or around) an input is refused even when it does not exist yet.
   const fs::path t = canonicalOf(target);
   for (const auto& in : inputs) {
     if (in.empty()) continue;
@@ -215,6 +214,8 @@ void checkOutput(const fs::path& target, bool force, const std::string& kind, co
       throw IoError(target.string() + ": is " + (isWithin(t, i) && t != i ? "inside " : "") + "an input of this command (" +
                     in.string() + "); refusing to replace it (choose another --out)");
   }
+  const std::string have = artefactKindOf(target);
+  if (have.empty() || have == "empty folder") return;
   if (have != kind)
     throw IoError(target.string() + ": is " + article(have) + ", not " + article(kind) +
                   "; refusing to replace it (choose another --out)");

@@ -725,6 +725,9 @@ RecordSummary recordActivationsImpl(const Model& model, const SequenceSource& so
   bool corpusChecked = skip == 0;
   auto checkCorpus = [&]() {
     corpusChecked = true;
+    // The checkpoint's sequences are exactly the skipped ones: the hash chain
+    // continues from them, so a resumed run ends with the uninterrupted run's hash.
+    if (skip > 0) st.sequencesHash = skippedHash;
     if (resumeHash.empty()) return;  // checkpoints of older versions carry no hash
     if (seen < skip)
       throw ParameterError("--resume: the corpus " + info.path + " now yields " + std::to_string(seen) +

@@ -269,7 +269,7 @@ class ReaderHardening : public QObject {
     const fs::path d = freshDir("reader_hardening/router");
     nlohmann::json j = {
         {"format", "moefy-router"}, {"version", 1}, {"kind", "mlp"}, {"layers", {0}}, {"top_k", {2}}, {"experts", {4}},
-        {"model_fingerprint", "x"}};
+        {"model_fingerprint", "0123456789abcdef"}, {"partition", {{"labels_hash", "0123456789abcdef"}}}};
     spit(d / "router.json", j.dump());
     at::Tensor w1 = at::zeros({8, 16}), w2 = at::zeros({4, 8});
     writeSafetensors(d / "router.safetensors", {{"blk.0.w1", w1}, {"blk.0.w2", w2}});
