@@ -329,8 +329,8 @@ class ReaderHardening : public QObject {
       at::Tensor ids = at::tensor({int64_t{1}, bad, int64_t{7}, int64_t{9}}, at::kLong).view({1, 4});
       writeSafetensors(d / "ids.safetensors", {{"token_ids", ids}});
       SourceInfo info;
-      EXPECT_ERROR(tokenFileSource(d / "ids.safetensors", info), "ids.safetensors", "token_ids[0, 1]",
-                   std::to_string(bad).c_str());
+      const std::string badText = std::to_string(bad);  // outlives the macro's list of expected substrings
+      EXPECT_ERROR(tokenFileSource(d / "ids.safetensors", info), "ids.safetensors", "token_ids[0, 1]", badText.c_str());
     }
     // Padding past a sequence's length is never read and is not checked.
     at::Tensor ids = at::tensor({int64_t{1}, int64_t{2}, int64_t{1} << 40, int64_t{-1}}, at::kLong).view({1, 4});

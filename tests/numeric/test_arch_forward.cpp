@@ -187,7 +187,7 @@ class ArchForward : public QObject {
     QTest::newRow("gemma3") << "gemma3" << QStringList{"\"family\": \"gemma3_text\"", "q/k norm per head",
                                                        "\"rope\": \"linear\"", "sliding layers: rope default (theta 100"};
     QTest::newRow("olmo2") << "olmo2" << QStringList{"\"family\": \"olmo2\"", "output-norm", "q/k norm over all heads"};
-    QTest::newRow("phi3") << "phi3_partial" << QStringList{"\"family\": \"phi3\"", "8 of 16 dims", "every layer"} ;
+    QTest::newRow("phi3") << "phi3_partial" << QStringList{"\"family\": \"phi3\"", "8 of 16 dims", "none (full attention)"} ;
   }
   void inspectNamesFamilyRopeWindowNorms() {
     QFETCH(QString, variant);
