@@ -25,25 +25,30 @@ std::string join(const std::vector<std::string>& v, const std::string& sep) {
 // Parses a whole string as a 64-bit integer. strtoll (not stoi) so that a
 // value beyond int64 is reported as out of range instead of wrapping, and the
 // range check happens before anything narrows it.
-int64_t parseInt64(const OptionSpec& o, const std::string& s) {
-  const std::string bad = "--" + o.name + ": expected an integer, got '" + s + "'";
+// The whole of `s` must be one number as `convert` (strtoll/strtod-like) reads it:
+// no leading space, nothing left over. errno is cleared first so the caller can
+// test it for ERANGE.
+template <class Convert>
+auto parseWhole(const OptionSpec& o, const std::string& s, const char* what, Convert convert) {
+  const std::string bad = "--" + o.name + ": expected " + what + ", got '" + s + "'";
   if (s.empty() || std::isspace(static_cast<unsigned char>(s[0]))) throw ParameterError(bad);
   errno = 0;
   char* end = nullptr;
-  const long long v = std::strtoll(s.c_str(), &end, 10);
+  const auto v = convert(s.c_str(), &end);
   if (end != s.c_str() + s.size()) throw ParameterError(bad);
+  return v;
+}
+
+int64_t parseInt64(const OptionSpec& o, const std::string& s) {
+  const long long v =
+      parseWhole(o, s, "an integer", [](const char* p, char** end) { return std::strtoll(p, end, 10); });
   if (errno == ERANGE) throw ParameterError("--" + o.name + ": " + s + " is outside " + o.rangeText());
   if (v < o.intMin || v > o.intMax) throw ParameterError("--" + o.name + ": " + s + " is outside " + o.rangeText());
   return v;
 }
 
 double parseReal(const OptionSpec& o, const std::string& s) {
-  const std::string bad = "--" + o.name + ": expected a number, got '" + s + "'";
-  if (s.empty() || std::isspace(static_cast<unsigned char>(s[0]))) throw ParameterError(bad);
-  errno = 0;
-  char* end = nullptr;
-  const double v = std::strtod(s.c_str(), &end);
-  if (end != s.c_str() + s.size()) throw ParameterError(bad);
+  const double v = parseWhole(o, s, "a number", [](const char* p, char** end) { return std::strtod(p, end); });
   if (!std::isfinite(v)) throw ParameterError("--" + o.name + ": must be a finite number, got '" + s + "'");
   const bool below = o.minOpen ? !(v > o.realMin) : !(v >= o.realMin);
   if (below || !(v <= o.realMax)) throw ParameterError("--" + o.name + ": " + s + " is outside " + o.rangeText());
