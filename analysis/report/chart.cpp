@@ -193,7 +193,7 @@ class PdfPainter : public Painter {
     for (int cp : latin1(s)) {
       if (cp == '(' || cp == ')' || cp == '\\') out << '\\' << char(cp);
       else if (cp < 128) out << char(cp);
-      else { char b[8]; std::snprintf(b, sizeof b, "\\%03o", cp); out << b; }
+      else { char b[16]; std::snprintf(b, sizeof b, "\\%03o", unsigned(cp) & 0xFFu); out << b; }
     }
     out << ") Tj ET\n";
   }
