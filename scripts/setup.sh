@@ -2,6 +2,11 @@
 # Installs every Debian package MoEfy Studio needs to build, test and run.
 # Idempotent: packages already present are skipped; apt is only touched when
 # something is missing. Run as root (or with sudo available).
+#
+#   scripts/setup.sh            what the build, the tests and the app need
+#   scripts/setup.sh --bench    also the benchmark extras: the peer recipe of
+#                               bench/peer/ (scikit-learn, scipy, the gpmetis
+#                               binary), used only by build/bench/bench_peer
 set -euo pipefail
 
 PKGS=(
@@ -14,6 +19,16 @@ PKGS=(
   python3-numpy python3-torch
   xvfb xauth fonts-dejavu-core pngquant
 )
+
+# Benchmark extras: not needed to build or test.
+BENCH_PKGS=(python3-sklearn python3-scipy metis)
+
+for arg in "$@"; do
+  case "$arg" in
+    --bench) PKGS+=("${BENCH_PKGS[@]}") ;;
+    *) echo "setup: unknown option $arg (only --bench)" >&2; exit 2 ;;
+  esac
+done
 
 missing=()
 for p in "${PKGS[@]}"; do
