@@ -14,16 +14,12 @@
 #include <torch/torch.h>
 
 #include <algorithm>
-#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <functional>
-#include <immintrin.h>
 #include <string>
 #include <vector>
-
-#include <ATen/Parallel.h>
 
 #include "analysis/common/runtime.h"
 #include "analysis/eval/eval.h"
@@ -83,44 +79,10 @@ class DenseBlasFfn : public FfnOverride {
     sparseFfnKernel(w, x.data_ptr<float>(), x.size(0), sel.data(), 1, y.data_ptr<float>(), nullptr);
     return y;
   }
-  const MoeLayerWeights& layer(int L) const { return *layers_[L]; }
 
  private:
   std::vector<std::shared_ptr<MoeLayerWeights>> layers_;
 };
-
-// Reads every float of `t` once (parallel sum): the time a kernel that touches
-// every weight of a layer cannot beat when the layer is not in cache.
-__attribute__((target("avx2"))) float streamSum(const float* p, int64_t n) {
-  __m256 a = _mm256_setzero_ps(), b = a, c = a, d = a;
-  int64_t i = 0;
-  for (; i + 32 <= n; i += 32) {
-    a = _mm256_add_ps(a, _mm256_loadu_ps(p + i));
-    b = _mm256_add_ps(b, _mm256_loadu_ps(p + i + 8));
-    c = _mm256_add_ps(c, _mm256_loadu_ps(p + i + 16));
-    d = _mm256_add_ps(d, _mm256_loadu_ps(p + i + 24));
-  }
-  float r[8];
-  _mm256_storeu_ps(r, _mm256_add_ps(_mm256_add_ps(a, b), _mm256_add_ps(c, d)));
-  float s = r[0] + r[1] + r[2] + r[3] + r[4] + r[5] + r[6] + r[7];
-  for (; i < n; ++i) s += p[i];
-  return s;
-}
-float readWeights(const MoeLayerWeights& w) {
-  std::vector<at::Tensor> ts = {w.up, w.downT};
-  if (w.gated()) ts.push_back(w.gate);
-  std::atomic<float> total{0.0f};
-  for (const auto& t : ts) {
-    const float* p = t.data_ptr<float>();
-    at::parallel_for(0, t.numel(), 1 << 16, [&](int64_t b, int64_t e) {
-      float s = streamSum(p + b, e - b);
-      float cur = total.load();
-      while (!total.compare_exchange_weak(cur, cur + s)) {
-      }
-    });
-  }
-  return total.load();
-}
 
 struct Shape {
   const char* name;
@@ -190,15 +152,6 @@ int main(int argc, char** argv) {
       double denseAten = medianSeconds([&] { at::Tensor x = next(L); denseFfn(ws[L], x, nullptr); }, minSec, 5);
       double denseBlas = medianSeconds([&] { at::Tensor x = next(L); blasFfn.forward(L, x, nullptr); }, minSec, 5);
       double dense = std::min(denseAten, denseBlas);
-      if (batch == 32) {
-        // At batch 32 and >= 25 % of the experts nearly every expert is picked, so
-        // the MoE reads (almost) every weight, as dense does: this is its floor.
-        volatile float sink = 0;
-        double tRead = medianSeconds([&] { at::Tensor x = next(L); sink = sink + readWeights(blasFfn.layer(L)); }, minSec, 5);
-        const double mb = (s.gated ? 3.0 : 2.0) * s.d * s.F * 4 / 1e6;
-        std::printf("%-27s reading all %.1f MB of weights once (cold): %.3f ms = %.1f GB/s; best dense / that = %.2fx\n",
-                    s.name, mb, tRead * 1e3, mb / 1e3 / tRead, dense / tRead);
-      }
       for (double f : {0.125, 0.25, 0.5}) {
         int k = topKForFraction(f, s.E);
         std::vector<MoeLayer> layers;
