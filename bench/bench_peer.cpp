@@ -10,7 +10,11 @@
 //                                    a recording's reservoir samples (record with
 //                                    --samples >= the token count, so the rows are
 //                                    the token stream in order) and its model's W1
+//   bench_peer --act ACT.npy --w1 W1.npy [--experts E]
+//                                    given activations [T, d_ff] and W1 [d_ff, d_model] (F32 .npy)
 //   --tokens T --dff N --dmodel D --experts E --soft-tokens S --work DIR
+//   --reuse-peer                     take DIR/peer.json and the peer's outputs from an
+//                                    earlier run on the same inputs instead of running it
 //
 // Stages (docs/recording-and-splitting.md "Against the peer recipe"):
 //   binary  co-activation counts: peer A^T A in torch (float32), MoEfy
@@ -85,6 +89,25 @@ at::Tensor readNpy(const fs::path& path, std::vector<int64_t> shape, at::ScalarT
   return at::from_blob(all.data() + 10 + hl, shape, type).clone();
 }
 
+// A 2-D little-endian F32 .npy (C order), shape from its header.
+at::Tensor readNpyAny(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::string all((std::istreambuf_iterator<char>(in)), {});
+  if (all.size() < 10) throw std::runtime_error(path.string() + ": not a .npy file");
+  const uint16_t hl = static_cast<uint8_t>(all[8]) | (static_cast<uint8_t>(all[9]) << 8);
+  const std::string hdr = all.substr(10, hl);
+  if (hdr.find("'<f4'") == std::string::npos || hdr.find("'fortran_order': False") == std::string::npos)
+    throw std::runtime_error(path.string() + ": expected a C-order float32 array");
+  const size_t p = hdr.find("'shape': (");
+  if (p == std::string::npos) throw std::runtime_error(path.string() + ": no shape");
+  const int64_t r = std::atoll(hdr.c_str() + p + 10);
+  const size_t comma = hdr.find(',', p);
+  const int64_t c = std::atoll(hdr.c_str() + comma + 1);
+  if (r <= 0 || c <= 0 || all.size() != 10 + hl + static_cast<size_t>(r * c * 4))
+    throw std::runtime_error(path.string() + ": unexpected size");
+  return at::from_blob(all.data() + 10 + hl, {r, c}, at::kFloat).clone();
+}
+
 std::vector<int32_t> toVec(const at::Tensor& t) {
   at::Tensor c = t.to(at::kInt).contiguous();
   return std::vector<int32_t>(c.data_ptr<int32_t>(), c.data_ptr<int32_t>() + c.numel());
@@ -105,7 +128,8 @@ struct Args {
   int64_t T = 65536, n = 3072, d = 768;
   int E = 96;
   int64_t softTokens = 4096;
-  std::string rec;
+  std::string rec, act, w1;
+  bool reusePeer = false;
   int layer = 0;
   fs::path work;
   int restarts = 4;
@@ -117,8 +141,18 @@ int main(int argc, char** argv) {
   configureRuntime();
   Args a;
   bool expertsGiven = false;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string k = argv[i], v = argv[i + 1];
+  for (int i = 1; i < argc; i += 2) {
+    const std::string k = argv[i];
+    if (k == "--reuse-peer") {
+      a.reusePeer = true;
+      --i;
+      continue;
+    }
+    if (i + 1 >= argc) {
+      std::fprintf(stderr, "bench_peer: %s needs a value\n", k.c_str());
+      return 2;
+    }
+    const std::string v = argv[i + 1];
     if (k == "--tokens")
       a.T = std::atoll(v.c_str());
     else if (k == "--dff")
@@ -150,7 +184,15 @@ int main(int argc, char** argv) {
   at::Tensor h, w1;  // [T, n] F32, [n, d] F32
   std::vector<int32_t> planted;
   double t0 = now();
-  if (!a.rec.empty()) {
+  if (!a.act.empty()) {
+    h = readNpyAny(a.act);
+    w1 = readNpyAny(a.w1);
+    a.T = h.size(0);
+    a.n = h.size(1);
+    a.d = w1.size(1);
+    std::printf("bench_peer: activations %s: T %lld, d_ff %lld, d_model %lld, E %d, %d threads\n", a.act.c_str(),
+                static_cast<long long>(a.T), static_cast<long long>(a.n), static_cast<long long>(a.d), a.E, threads);
+  } else if (!a.rec.empty()) {
     Recording rec = Recording::open(a.rec);
     if (rec.sampleCount() < rec.tokens())
       std::printf("note: %lld samples of %lld tokens: rows are a reservoir sample, not the token stream\n",
@@ -186,8 +228,10 @@ int main(int argc, char** argv) {
     at::Tensor centers = at::randn({a.E, a.d});
     w1 = (centers.index_select(0, lab) + 1.5 * at::randn({a.n, a.d})).contiguous();
   }
-  writeNpy(a.work / "act.npy", h);
-  writeNpy(a.work / "w1.npy", w1);
+  if (!a.reusePeer) {
+    writeNpy(a.work / "act.npy", h);
+    writeNpy(a.work / "w1.npy", w1);
+  }
   std::printf("  inputs ready in %.1f s (density %.3f), files in %s\n", now() - t0,
               (h > 0).to(at::kFloat).mean().item<double>(), a.work.c_str());
 
@@ -200,7 +244,9 @@ int main(int argc, char** argv) {
                           " --threads " + std::to_string(threads) + " --restarts " + std::to_string(a.restarts) +
                           " > '" + (a.work / "peer.json").string() + "'";
   t0 = now();
-  if (std::system(cmd.c_str()) != 0) {
+  if (a.reusePeer)
+    std::printf("  peer results reused from %s (same inputs)\n", (a.work / "peer.json").c_str());
+  else if (std::system(cmd.c_str()) != 0) {
     std::fprintf(stderr, "bench_peer: the peer script failed: %s\n", cmd.c_str());
     return 1;
   }
@@ -299,7 +345,9 @@ int main(int argc, char** argv) {
     std::printf("  ARI vs planted groups: peer metis %.3f, MoEfy coact %.3f, peer kmeans %.3f, MoEfy kmeans %.3f\n",
                 adjustedRandIndex(labPeerMetis, planted), adjustedRandIndex(labCoact, planted),
                 adjustedRandIndex(labPeerKm, planted), adjustedRandIndex(km.labels, planted));
-  std::error_code ec;
-  fs::remove_all(a.work, ec);
+  if (!a.reusePeer) {
+    std::error_code ec;
+    fs::remove_all(a.work, ec);
+  }
   return binDiff == 0 && softRel < 1e-4 ? 0 : 1;
 }
