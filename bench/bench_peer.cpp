@@ -36,6 +36,7 @@
 // co-activation differs from the peer's beyond 1e-4 relative.
 #include <torch/torch.h>
 
+#include <unistd.h>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -165,6 +166,10 @@ int main(int argc, char** argv) {
       a.softTokens = std::atoll(v.c_str());
     else if (k == "--rec")
       a.rec = v;
+    else if (k == "--act")
+      a.act = v;
+    else if (k == "--w1")
+      a.w1 = v;
     else if (k == "--layer")
       a.layer = std::atoi(v.c_str());
     else if (k == "--work")
@@ -185,6 +190,10 @@ int main(int argc, char** argv) {
   std::vector<int32_t> planted;
   double t0 = now();
   if (!a.act.empty()) {
+    if (a.w1.empty()) {
+      std::fprintf(stderr, "bench_peer: --act needs --w1\n");
+      return 2;
+    }
     h = readNpyAny(a.act);
     w1 = readNpyAny(a.w1);
     a.T = h.size(0);
