@@ -137,7 +137,8 @@ int main(int argc, char** argv) {
 
   std::printf("  plain forward (logits)      : %7.2f s  (%.0f tok/s)\n", tForward, tokens / tForward);
   std::printf("  forward to last hidden      : %7.2f s\n", tHidden);
-  std::printf("  record all 12 layers (total): %7.2f s  (of which writing the folder ~%.2f s)\n", tRecord, tWrite);
+  std::printf("  record all %2d layers (total): %7.2f s  (of which writing the folder ~%.2f s)\n", Lyr, tRecord,
+              tWrite);
   std::printf("  layer-%d density %.3f\n", Lyr / 2, density);
   std::printf("  peak memory of the recording above the process: %.0f MiB; co-activation counts %.0f MiB (%.2fx)\n",
               peakRecord, countsMiB, peakRecord / countsMiB);
