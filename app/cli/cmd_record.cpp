@@ -73,7 +73,7 @@ int runRecord(const Args& a) {
   }
   if (a.has("active")) o.active = parseActiveOption(a.get("active"));
   o.softCoact = a.has("soft-coact");
-  o.samples = a.getInt("samples", 65536);
+  o.samples = a.getInt("samples", RecordOptions{}.samples);
   o.seed = static_cast<uint64_t>(a.getInt("seed", 0));
   o.split = a.get("split", "all");
   o.maxTokens = a.getInt("tokens", 0);
@@ -120,7 +120,7 @@ CommandRegistrar recordCmd(
      "tokenizer; or a pre-tokenised .safetensors file with token_ids [N, T]) through the model and\n"
      "writes, per recorded layer: neuron count/sum/sumsq/max, the active-count histogram, per-category\n"
      "counts, exact binary co-activation counts, optionally MoEfication's soft co-activation over\n"
-     "8-token blocks, and a reservoir sample of S tokens (default 65536) with ffn_in/ffn_act (F16).\n\n"
+     "8-token blocks, and a reservoir sample of S tokens (default 8192) with ffn_in/ffn_act (F16).\n\n"
      "  --tokens N          stop after N tokens (default: whole corpus)\n"
      "  --shuffle           visit the documents in a random order seeded by --seed (with --tokens,\n"
      "                      a sample of every category instead of the corpus's first documents)\n"
