@@ -14,3 +14,13 @@ function(moefy_source_dir_definition)
   set_property(SOURCE ${ARGN} APPEND PROPERTY COMPILE_DEFINITIONS
     "MOEFY_SOURCE_DIR=\"${PROJECT_SOURCE_DIR}\"")
 endfunction()
+
+# MOEFY_SHARED_PCH: a header with a prebuilt .gch beside it (built with the same
+# flags as moefy_core), force-included into the Qt-free targets. Several checkouts
+# that point at the same file get identical compile lines, so one ccache serves
+# them all at precompiled-header speed. GCC falls back to the plain header (and
+# -Winvalid-pch says so) when the .gch does not match a target's flags.
+set(MOEFY_SHARED_PCH "" CACHE FILEPATH "Prebuilt shared precompiled header (developer machines; empty in CI)")
+function(moefy_use_shared_pch target)
+  target_compile_options(${target} PRIVATE -include ${MOEFY_SHARED_PCH} -Winvalid-pch)
+endfunction()
