@@ -96,7 +96,7 @@ std::vector<PipelineStep> buildSteps() {
         {"layers", "--layers", StepField::Text, "", {}, {}, "comma-separated layer indices (empty = all)"},
         {"active", "--active", StepField::Text, "", {}, {}, "positive | threshold:TAU | top:P (empty = the model's default)"},
         {"soft-coact", "--soft-coact", StepField::Bool, false, {}, {}, "also accumulate MoEfication's soft co-activation"},
-        {"samples", "--samples", StepField::Int, 65536, {}, {}, "reservoir size of sampled tokens", 0, 1e9},
+        {"samples", "--samples", StepField::Int, qlonglong(RecordOptions{}.samples), {}, {}, "reservoir size of sampled tokens", 0, 1e9},
         {"seed", "--seed", StepField::Int, 0, {}, {}, "reservoir and shuffle seed", 0, 2e9},
         {"split", "--split", StepField::Choice, "all", {"all", "train", "held_out"}, {}, "corpus split"},
         {"shuffle", "--shuffle", StepField::Bool, false, {}, {}, "visit documents in a seeded random order (with a token budget: every category, not the first documents)"},
