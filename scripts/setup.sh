@@ -16,7 +16,7 @@ PKGS=(
   libqcustomplot-dev libqcustomplot2.1-qt6
   libtorch-dev libopenblas0-openmp
   libmetis-dev libeigen3-dev nlohmann-json3-dev
-  libonig-dev libsentencepiece-dev libstb-dev zlib1g-dev
+  libonig-dev libsentencepiece-dev libcairo2-dev libgraphviz-dev
   python3-numpy python3-torch
   xvfb xauth fonts-dejavu-core pngquant
   clang-format

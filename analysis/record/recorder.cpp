@@ -623,6 +623,15 @@ RecordSummary recordActivationsImpl(const Model& model, const SequenceSource& so
   int64_t chunkCounter = 0;
   auto lastCheckpoint = std::chrono::steady_clock::now();
   const int64_t expected = options.maxTokens;
+  // Progress counts processed tokens against the tokens this run will see: the
+  // budget, or fewer when the corpus ends first. The corpus's total is
+  // extrapolated from the tokens the source has yielded and the share of its
+  // documents visited (Sequence::sourceFraction), and is exact once the source
+  // is exhausted; a budget larger than the corpus no longer stalls the bar.
+  double expectedTotal = static_cast<double>(expected);
+  auto reportProgress = [&] {
+    if (expectedTotal > 0) job.setProgress(std::min(1.0, static_cast<double>(st.tokens) / expectedTotal));
+  };
 
   auto runBatch = [&](const std::vector<Sequence>& seqs) {
     std::vector<std::vector<int64_t>> ids;
@@ -691,7 +700,7 @@ RecordSummary recordActivationsImpl(const Model& model, const SequenceSource& so
       std::vector<Sequence> part(pending.begin() + static_cast<long>(i),
                                  pending.begin() + static_cast<long>(std::min(pending.size(), i + options.batch)));
       runBatch(part);
-      if (expected > 0) job.setProgress(std::min(1.0, static_cast<double>(st.tokens) / static_cast<double>(expected)));
+      reportProgress();
     }
     pending.clear();
     ++st.chunks;
@@ -746,13 +755,19 @@ RecordSummary recordActivationsImpl(const Model& model, const SequenceSource& so
       if (expected > 0 && budgetUsed + static_cast<int64_t>(s.ids.size()) > expected)
         s.ids.resize(static_cast<size_t>(expected - budgetUsed));
       budgetUsed += static_cast<int64_t>(s.ids.size());
+      if (s0.sourceFraction > 0) {
+        const double corpusEstimate = static_cast<double>(budgetUsed) / s0.sourceFraction;
+        expectedTotal = expected > 0 ? std::min(static_cast<double>(expected), corpusEstimate) : corpusEstimate;
+      }
       pending.push_back(std::move(s));
       if (static_cast<int>(pending.size()) >= chunkSeq) runChunk();
       return !(expected > 0 && budgetUsed >= expected);
     });
   }
   if (!corpusChecked && !budgetDone) checkCorpus();
+  expectedTotal = static_cast<double>(budgetUsed);  // the source is exhausted: its total is known
   if (!pending.empty()) runChunk();
+  reportProgress();
   if (st.tokens == 0) throw ParameterError("the corpus yielded no tokens to record");
 
   job.setStage("record: write");
