@@ -1,5 +1,3 @@
-// PENDING: written for issue 20 but not yet compiled or run (the shared build machine
-// was saturated); move to tests/gui/ (where CMake globs test_*.cpp) after a build.
 // GUI tests of the figures a researcher exports and the window they work in
 // (issue 20): PNG export at print resolutions keeps the on-screen layout, the
 // recall plot's axis and colours, speed figures with spread, the layout on a
