@@ -3,15 +3,25 @@
 // biases for ~10-30% density) vs a plain forward pass over the same tokens,
 // measured in the same run. Target: recording <= 1.5x the plain forward.
 // usage: bench_record_overhead [BATCHES] [BATCH] [SEQ_LEN] [SAMPLES]
+//        bench_record_overhead --wide [BATCHES BATCH SEQ_LEN SAMPLES]
 // The default is 8 x 4 x 256 = 8192 tokens: writing the folder (the L x d_ff^2
 // co-activation counts, ~450 MB here, plus the samples) is a one-off cost
 // that a 2048-token run would let dominate (1.85x there, 1.06x without it).
+// --wide: LLaMA-7B's FFN width on one layer (d_model 768, d_ff 11008, vocab
+// 8192, ReLU with a bias for ~10 % density), 16 x 16 x 256 = 65,536 tokens,
+// no samples: the co-activation counts (d_ff^2 int32, 462 MiB) dominate the
+// recording's memory; prints the peak resident memory of the recording above
+// the process before it, against the counts (target <= counts + 10 %, plus
+// the one layer's activations of a batch).
 #include <torch/torch.h>
 
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <string>
 
 #include "analysis/common/runtime.h"
 #include "analysis/jobs/job.h"
@@ -27,13 +37,24 @@ static double now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
+// /proc/self/status field in MiB (-1 if unavailable).
+static double statusMiB(const char* key) {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind(key, 0) == 0) return std::atof(line.c_str() + std::strlen(key)) / 1024.0;
+  return -1;
+}
+
 int main(int argc, char** argv) {
   configureRuntime();
-  const int batches = argc > 1 ? std::atoi(argv[1]) : 8;
-  const int B = argc > 2 ? std::atoi(argv[2]) : 4;
+  const bool wide = argc > 1 && !std::strcmp(argv[1], "--wide");
+  if (wide) --argc, ++argv;
+  const int batches = argc > 1 ? std::atoi(argv[1]) : (wide ? 16 : 8);
+  const int B = argc > 2 ? std::atoi(argv[2]) : (wide ? 16 : 4);
   const int T = argc > 3 ? std::atoi(argv[3]) : 256;
-  const int64_t samples = argc > 4 ? std::atoll(argv[4]) : 65536;
-  const int C = 768, F = 3072, V = 50257, P = 1024, Lyr = 12;
+  const int64_t samples = argc > 4 ? std::atoll(argv[4]) : (wide ? 0 : 65536);
+  const int C = 768, F = wide ? 11008 : 3072, V = wide ? 8192 : 50257, P = 1024, Lyr = wide ? 1 : 12;
   nlohmann::json cfg = {{"model_type", "gpt2"}, {"vocab_size", V}, {"n_positions", P}, {"n_embd", C},
                         {"n_layer", Lyr},       {"n_head", 12},   {"n_inner", F},    {"activation_function", "relu"},
                         {"layer_norm_epsilon", 1e-5}};
@@ -56,7 +77,7 @@ int main(int argc, char** argv) {
     t[h + "ln_2.weight"] = at::ones({C});
     t[h + "ln_2.bias"] = at::zeros({C});
     t[h + "mlp.c_fc.weight"] = w({C, F}, 0.036);  // pre-activation std ~ 1
-    t[h + "mlp.c_fc.bias"] = at::full({F}, -1.0) + w({F}, 0.2);
+    t[h + "mlp.c_fc.bias"] = at::full({F}, wide ? -1.28 : -1.0) + w({F}, 0.2);
     t[h + "mlp.c_proj.weight"] = w({F, C}, 0.02);
     t[h + "mlp.c_proj.bias"] = at::zeros({C});
   }
@@ -72,9 +93,9 @@ int main(int argc, char** argv) {
     seqs.push_back(std::move(s));
   }
   const int64_t tokens = static_cast<int64_t>(batches) * B * T;
-  std::printf("bench_record_overhead: GPT-2-small shape (12 x 768/3072, vocab %d), %lld tokens (%d x %d x %d), "
-              "samples %lld, %d threads\n",
-              V, static_cast<long long>(tokens), batches, B, T, static_cast<long long>(samples), runtimeThreads());
+  std::printf("bench_record_overhead: %s (%d x %d/%d, vocab %d), %lld tokens (%d x %d x %d), samples %lld, %d threads\n",
+              wide ? "LLaMA-7B FFN width, one layer" : "GPT-2-small shape", Lyr, C, F, V,
+              static_cast<long long>(tokens), batches, B, T, static_cast<long long>(samples), runtimeThreads());
   // Warm-up.
   model->forward(makeBatch({ids[0]}, 0));
 
@@ -102,18 +123,25 @@ int main(int argc, char** argv) {
   JobContext job([&](const std::string& stage, double) {
     if (stage == "record: write") tWriteStart = now();
   }, nullptr);
+  std::ofstream("/proc/self/clear_refs") << "5";  // reset the peak resident size
+  const double rssBefore = statusMiB("VmRSS:");
   t0 = now();
   recordActivations(*model, vectorSource(seqs), SourceInfo{}, o, out, job);
   const double tRecord = now() - t0;
+  const double peakRecord = statusMiB("VmHWM:") - rssBefore;
+  const double countsMiB = static_cast<double>(Lyr) * F * F * 4 / (1 << 20);
   const double tWrite = tWriteStart > 0 ? now() - tWriteStart : 0;  // approx: until after return
   Recording rec = Recording::open(out);
-  const double density = rec.count(6).sum().item<double>() / (static_cast<double>(tokens) * F);
+  const double density = rec.count(Lyr / 2).sum().item<double>() / (static_cast<double>(tokens) * F);
   fs::remove_all(out);
 
   std::printf("  plain forward (logits)      : %7.2f s  (%.0f tok/s)\n", tForward, tokens / tForward);
   std::printf("  forward to last hidden      : %7.2f s\n", tHidden);
-  std::printf("  record all 12 layers (total): %7.2f s  (of which writing the folder ~%.2f s)\n", tRecord, tWrite);
-  std::printf("  layer-6 density %.3f\n", density);
+  std::printf("  record all %2d layers (total): %7.2f s  (of which writing the folder ~%.2f s)\n", Lyr, tRecord,
+              tWrite);
+  std::printf("  layer-%d density %.3f\n", Lyr / 2, density);
+  std::printf("  peak memory of the recording above the process: %.0f MiB; co-activation counts %.0f MiB (%.2fx)\n",
+              peakRecord, countsMiB, peakRecord / countsMiB);
   std::printf("  ratio record / forward = %.2fx (target <= 1.5x); excluding the one-off write %.2fx\n",
               tRecord / tForward, (tRecord - tWrite) / tForward);
   return 0;

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Writes a PNG screenshot of each main view of MoEfy Studio into docs/screenshots/.
+# Writes a PNG screenshot of each main view of MoEfy Studio into docs/screenshots/
+# (1400x900), docs/screenshots/1366x768/ and docs/screenshots/1920x1080/.
 #
 #   bash scripts/screenshots.sh [WORKSPACE_DIR] [BUILD_DIR]
 #
@@ -30,8 +31,12 @@ else
   args=(--demo)
 fi
 "$build/app/moefy-studio" "${args[@]}" --screenshots "$out" --size 1400x900
+# The smallest common laptop screen and a full-HD one: the layout must work on both.
+for size in 1366x768 1920x1080; do
+  "$build/app/moefy-studio" "${args[@]}" --screenshots "$out/$size" --size "$size"
+done
 # Keep the committed PNGs small: 256-colour palettes when pngquant is there
 # (Debian package pngquant); the plots' colours survive at this quality.
 if command -v pngquant >/dev/null; then
-  pngquant --force --skip-if-larger --quality 85-100 --speed 1 --ext .png "$out"/*.png || true
+  pngquant --force --skip-if-larger --quality 85-100 --speed 1 --ext .png "$out"/*.png "$out"/*/*.png || true
 fi

@@ -2,6 +2,12 @@
 # Installs every Debian package MoEfy Studio needs to build, test and run.
 # Idempotent: packages already present are skipped; apt is only touched when
 # something is missing. Run as root (or with sudo available).
+#
+#   scripts/setup.sh            what the build, the tests and the app need
+#   scripts/setup.sh --fuzz     also clang and libFuzzer (see below)
+#   scripts/setup.sh --bench    also the benchmark extras: the peer recipe of
+#                               bench/peer/ (scikit-learn, scipy, the gpmetis
+#                               binary), used only by build/bench/bench_peer
 set -euo pipefail
 
 PKGS=(
@@ -10,18 +16,29 @@ PKGS=(
   libqcustomplot-dev libqcustomplot2.1-qt6
   libtorch-dev libopenblas0-openmp
   libmetis-dev libeigen3-dev nlohmann-json3-dev
-  libonig-dev libsentencepiece-dev libstb-dev zlib1g-dev
+  libonig-dev libsentencepiece-dev libcairo2-dev libgraphviz-dev
   python3-numpy python3-torch
   xvfb xauth fonts-dejavu-core pngquant
   clang-format
 )
 
-# Optional extras, installed only when asked: MOEFY_SETUP_EXTRAS=fuzz bash scripts/setup.sh
-# (clang + its libFuzzer/sanitizer runtimes for -DMOEFY_BUILD_FUZZ=ON; the
-# seed-corpus regression runs in CTest need only the normal toolchain).
+# Optional extras, installed only when asked (not needed to build or test):
+#   --fuzz  (or MOEFY_SETUP_EXTRAS=fuzz): clang + its libFuzzer/sanitizer runtimes
+#           for -DMOEFY_BUILD_FUZZ=ON; the seed-corpus regression runs in CTest
+#           need only the normal toolchain.
+#   --bench: the peer recipe's Python stack (bench/peer/).
+FUZZ_PKGS=(clang libclang-rt-dev)
+BENCH_PKGS=(python3-sklearn python3-scipy metis)
 if [[ " ${MOEFY_SETUP_EXTRAS:-} " == *" fuzz "* ]]; then
-  PKGS+=(clang libclang-rt-dev)
+  PKGS+=("${FUZZ_PKGS[@]}")
 fi
+for arg in "$@"; do
+  case "$arg" in
+    --bench) PKGS+=("${BENCH_PKGS[@]}") ;;
+    --fuzz) PKGS+=("${FUZZ_PKGS[@]}") ;;
+    *) echo "setup: unknown option $arg (known: --bench, --fuzz)" >&2; exit 2 ;;
+  esac
+done
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -446,9 +446,19 @@ std::shared_ptr<Evaluation> Evaluation::open(const QString& d) {
       p.top1 = num(r, "top1_agreement");
       p.kl = num(r, "kl");
       p.fwdSpeedup = p.genSpeedup = nan;
+      p.fwdSpeedupMin = p.fwdSpeedupMax = p.genSpeedupMin = p.genSpeedupMax = nan;
+      if (r.contains("speed_note") && r["speed_note"].is_string()) p.speedNote = QString::fromStdString(r["speed_note"].get<std::string>());
       if (r.contains("speed") && r["speed"].is_object()) {
-        p.fwdSpeedup = num(r["speed"], "forward_speedup");
-        p.genSpeedup = num(r["speed"], "generate_speedup");
+        const auto& sp = r["speed"];
+        p.fwdSpeedup = num(sp, "forward_speedup");
+        p.genSpeedup = num(sp, "generate_speedup");
+        p.fwdSpeedupMin = num(sp, "forward_speedup_min");
+        p.fwdSpeedupMax = num(sp, "forward_speedup_max");
+        p.genSpeedupMin = num(sp, "generate_speedup_min");
+        p.genSpeedupMax = num(sp, "generate_speedup_max");
+        const double fr = num(sp, "forward_runs"), gr = num(sp, "generate_runs");
+        p.fwdRuns = std::isnan(fr) ? 0 : int(fr);
+        p.genRuns = std::isnan(gr) ? 0 : int(gr);
         e->hasSpeed |= !std::isnan(p.fwdSpeedup);
         e->hasGenSpeed |= !std::isnan(p.genSpeedup);
       }

@@ -15,6 +15,7 @@
 #include <QSvgGenerator>
 #include <QToolButton>
 #include <QVBoxLayout>
+#include <cmath>
 
 #include "views/style.h"
 
@@ -81,17 +82,28 @@ bool exportFigure(QWidget* root, const QString& path, const QString& format, int
   QFile::remove(tmp);
   QString fmt = format.toLower();
   if (fmt == "png") {
-    double scale = std::max(0.25, dpi / 96.0);
-    QImage img(QSize(int(size.width() * scale), int(size.height() * scale)), QImage::Format_ARGB32);
+    // The figure keeps its on-screen layout and is magnified by dpi/96: the
+    // painter scales, and the image's resolution stays at the screen's while
+    // painting. QPainter converts point-size fonts with the device's dpi, so an
+    // image already marked 300 dpi drew every text 3x larger on top of the
+    // scale (and the plots, laid out with screen font metrics, cut it off).
+    // The real dpi is stamped on the file after painting.
+    const double scale = std::max(0.25, dpi / 96.0);
+    QImage img(QSize(int(std::lround(size.width() * scale)), int(std::lround(size.height() * scale))), QImage::Format_ARGB32);
     img.fill(Qt::white);
-    img.setDotsPerMeterX(int(dpi / 0.0254));
-    img.setDotsPerMeterY(int(dpi / 0.0254));
+    const auto dotsPerMeter = [](double d) { return int(std::lround(d / 0.0254)); };
+    img.setDotsPerMeterX(dotsPerMeter(root->logicalDpiX()));
+    img.setDotsPerMeterY(dotsPerMeter(root->logicalDpiY()));
     {
       QCPPainter p(&img);
       p.setRenderHint(QPainter::Antialiasing);
+      p.setRenderHint(QPainter::TextAntialiasing);
+      p.setRenderHint(QPainter::SmoothPixmapTransform);
       p.scale(scale, scale);
       paintFigure(root, &p, false);
     }
+    img.setDotsPerMeterX(dotsPerMeter(dpi));
+    img.setDotsPerMeterY(dotsPerMeter(dpi));
     if (!img.save(tmp, "PNG")) return fail(path + ": cannot write PNG");
   } else if (fmt == "pdf") {
     {

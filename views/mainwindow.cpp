@@ -20,6 +20,7 @@
 #include <QLineEdit>
 #include <QMenuBar>
 #include <QMessageBox>
+#include <QScreen>
 #include <QSettings>
 #include <QStandardPaths>
 #include <QStatusBar>
@@ -115,7 +116,12 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent), ctx_(new StudioCo
   buildJobBar();
   buildMenus();
   QSettings s;
-  if (!restoreGeometry(s.value("window/geometry").toByteArray())) resize(1400, 900);
+  if (!restoreGeometry(s.value("window/geometry").toByteArray())) {
+    // 1400x900, or less on a smaller screen (a 1366x768 laptop).
+    QSize size(1400, 900);
+    if (QScreen* screen = QGuiApplication::primaryScreen()) size = size.boundedTo(screen->availableGeometry().size());
+    resize(size);
+  }
   restoreState(s.value("window/state").toByteArray());
   tabs_->setCurrentIndex(s.value("window/tab", 0).toInt());
 }

@@ -41,7 +41,7 @@ CoactView::CoactView(StudioContext* ctx, QWidget* parent)
   auto* lay = new QVBoxLayout(body());
   lay->setContentsMargins(6, 6, 6, 6);
   plot_ = new QCustomPlot(body());
-  plot_->setMinimumSize(400, 360);
+  plot_->setMinimumSize(320, 260);
   lay->addWidget(plot_, 1);
   hover_ = new QLabel("Hover over the map for neuron ids and counts; wheel zooms, drag pans, double-click resets.", body());
   hover_->setObjectName("coactHover");

@@ -36,7 +36,7 @@ CorpusView::CorpusView(StudioContext* ctx, QWidget* parent) : FigureView(ctx, "C
   plot_->plotLayout()->insertRow(0);
   plot_->plotLayout()->addElement(0, 0, new QCPTextElement(plot_, "Tokens per category", QFont(figureFont(11).family(), 11, QFont::Bold)));
   applyPublicationStyle(plot_);
-  plot_->setMinimumHeight(220);
+  plot_->setMinimumHeight(150);
   text_ = new QTextBrowser(split);
   text_->setObjectName("corpusText");
   text_->setOpenLinks(false);

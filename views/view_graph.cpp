@@ -12,12 +12,15 @@
 #include <functional>
 #include <map>
 
+#include "analysis/common/error.h"
+#include "analysis/jobs/job.h"
+#include "analysis/report/graph_layout.h"
 #include "views/style.h"
 #include "views/views.h"
 
 namespace moefy::views {
 
-/// A node-link drawing. Positions come from forceLayout() run on a worker thread.
+/// A node-link drawing. Positions come from report::layoutGraph (Graphviz sfdp) run on a worker thread.
 class GraphCanvas : public QWidget {
  public:
   struct Node {
@@ -33,7 +36,7 @@ class GraphCanvas : public QWidget {
   };
   explicit GraphCanvas(QWidget* parent) : QWidget(parent) {
     setProperty("vectorFigure", true);
-    setMinimumSize(400, 360);
+    setMinimumSize(320, 260);
     setMouseTracking(true);
   }
   std::vector<Node> nodes;
@@ -123,83 +126,9 @@ class GraphCanvas : public QWidget {
   }
 };
 
-namespace {
-
-/// Fruchterman-Reingold in [-1,1]^2 with weighted attraction. Deterministic
-/// (seeded); cancellable through `stop`.
-void forceLayout(std::vector<GraphCanvas::Node>& nodes, const std::vector<GraphCanvas::Edge>& edges, int iters,
-                 const std::atomic<bool>& stop) {
-  const int n = static_cast<int>(nodes.size());
-  if (n == 0) return;
-  std::mt19937 rng(7);
-  std::uniform_real_distribution<double> u(-1, 1);
-  for (auto& nd : nodes)
-    if (nd.x == 0 && nd.y == 0) nd.x = u(rng), nd.y = u(rng);
-  const double k = std::sqrt(4.0 / n);
-  std::vector<double> dx(n), dy(n);
-  for (int it = 0; it < iters && !stop.load(); ++it) {
-    double temp = 0.1 * (1.0 - double(it) / iters) + 0.002;
-    std::fill(dx.begin(), dx.end(), 0.0);
-    std::fill(dy.begin(), dy.end(), 0.0);
-    for (int i = 0; i < n; ++i)
-      for (int j = i + 1; j < n; ++j) {
-        double ddx = nodes[i].x - nodes[j].x, ddy = nodes[i].y - nodes[j].y;
-        double d2 = std::max(1e-6, ddx * ddx + ddy * ddy);
-        double f = k * k / d2;
-        dx[i] += ddx * f, dy[i] += ddy * f;
-        dx[j] -= ddx * f, dy[j] -= ddy * f;
-      }
-    for (const auto& e : edges) {
-      double ddx = nodes[e.a].x - nodes[e.b].x, ddy = nodes[e.a].y - nodes[e.b].y;
-      double d = std::sqrt(ddx * ddx + ddy * ddy) + 1e-9;
-      double f = d * e.w / k;
-      dx[e.a] -= ddx * f, dy[e.a] -= ddy * f;
-      dx[e.b] += ddx * f, dy[e.b] += ddy * f;
-    }
-    for (int i = 0; i < n; ++i) {
-      dx[i] -= 0.15 * nodes[i].x;  // gravity keeps weakly connected parts on screen
-      dy[i] -= 0.15 * nodes[i].y;
-      double d = std::sqrt(dx[i] * dx[i] + dy[i] * dy[i]) + 1e-9;
-      double step = std::min(d, temp);
-      nodes[i].x += dx[i] / d * step;
-      nodes[i].y += dy[i] / d * step;
-    }
-  }
-  // Remove overlaps: push apart nodes closer than their radii (in layout units,
-  // matching GraphCanvas::radius() for a canvas about 700 px wide).
-  double maxSize = 1;
-  for (const auto& nd : nodes) maxSize = std::max(maxSize, nd.size);
-  auto rad = [&](const GraphCanvas::Node& nd) { return nd.neuron >= 0 ? 0.012 : (8 + 22 * std::sqrt(nd.size / maxSize)) / 350.0; };
-  double span = 0;
-  for (const auto& nd : nodes) span = std::max({span, std::fabs(nd.x), std::fabs(nd.y)});
-  for (auto& nd : nodes) nd.x /= std::max(span, 1e-9), nd.y /= std::max(span, 1e-9);
-  for (int pass = 0; pass < 60 && !stop.load(); ++pass) {
-    bool moved = false;
-    for (int i = 0; i < n; ++i)
-      for (int j = i + 1; j < n; ++j) {
-        double ddx = nodes[i].x - nodes[j].x, ddy = nodes[i].y - nodes[j].y;
-        double d = std::sqrt(ddx * ddx + ddy * ddy) + 1e-9, want = rad(nodes[i]) + rad(nodes[j]) + 0.01;
-        if (d >= want) continue;
-        double push = (want - d) / 2 / d;
-        nodes[i].x += ddx * push, nodes[i].y += ddy * push;
-        nodes[j].x -= ddx * push, nodes[j].y -= ddy * push;
-        moved = true;
-      }
-    if (!moved) break;
-  }
-  // Normalise into [-1, 1].
-  double minx = 1e9, maxx = -1e9, miny = 1e9, maxy = -1e9;
-  for (const auto& nd : nodes) minx = std::min(minx, nd.x), maxx = std::max(maxx, nd.x), miny = std::min(miny, nd.y), maxy = std::max(maxy, nd.y);
-  for (auto& nd : nodes) {
-    nd.x = maxx > minx ? (nd.x - minx) / (maxx - minx) * 2 - 1 : 0;
-    nd.y = maxy > miny ? (nd.y - miny) / (maxy - miny) * 2 - 1 : 0;
-  }
-}
-
-}  // namespace
-
 struct LayoutJob {
   std::atomic<bool> stop{false};
+  JobContext job;  ///< cancelled when a newer layout replaces this one
   QThread* thread = nullptr;
 };
 static std::map<const ExpertGraphView*, std::shared_ptr<LayoutJob>> g_layouts;
@@ -319,27 +248,30 @@ void ExpertGraphView::refresh() {
       if (norm[size_t(a) * E + idx[j]] > 0) keep.insert({std::min(a, idx[j]), std::max(a, idx[j])});
   }
   for (auto [a, b] : keep) edges.push_back({a, b, wmax > 0 ? norm[size_t(a) * E + b] / wmax : 0});
-  double umax = *std::max_element(usage.begin(), usage.end());
+  // The colour scale is the experts' usage: expanding an expert into its
+  // neurons (coloured on the same scale) does not recolour the others.
+  const double umax = *std::max_element(usage.begin(), usage.end());
+  std::vector<int> members;
+  std::vector<report::LayoutEdge> memberEdges;  // among members, local indices
   if (expanded_ >= 0 && expanded_ < E) {
-    std::vector<int> members;
     for (int i = 0; i < F; ++i)
       if (lab[i] == expanded_) members.push_back(i);
-    if (members.size() > 200) members.resize(200);
-    int base = static_cast<int>(nodes.size());
     double cmax = 1;
     for (int a : members)
       for (int b : members)
         if (a != b) cmax = std::max(cmax, double((*C)[size_t(a) * F + b]));
+    const int base = static_cast<int>(nodes.size());
     for (int i : members) {
-      double f = st.count[i] / double(rec_->tokens);
-      nodes.push_back({expanded_, i, 1, f, 0, 0});
-      umax = std::max(umax, f);
+      nodes.push_back({expanded_, i, 1, st.count[i] / double(rec_->tokens), 0, 0});
       edges.push_back({expanded_, static_cast<int>(nodes.size()) - 1, 0.6});
     }
     for (size_t a = 0; a < members.size(); ++a)
       for (size_t b = a + 1; b < members.size(); ++b) {
         double w = (*C)[size_t(members[a]) * F + members[b]] / cmax;
-        if (w > 0.5) edges.push_back({base + int(a), base + int(b), w * 0.5});
+        if (w > 0.5) {
+          edges.push_back({base + int(a), base + int(b), w * 0.5});
+          memberEdges.push_back({int(a), int(b)});
+        }
       }
   }
   canvas_->usageMax = umax;
@@ -347,10 +279,27 @@ void ExpertGraphView::refresh() {
                        .arg(expanded_ >= 0 ? QString(", expert %1 expanded").arg(expanded_) : QString());
   canvas_->selectedExpert = ctx()->selectedLayer() == L ? ctx()->selectedExpert() : -1;
   canvas_->selectedNeuron = ctx()->selectedLayer() == L ? ctx()->selectedNeuron() : -1;
-  // Lay out on a worker thread; the canvas shows the result when it arrives.
+
+  // Layouts (Graphviz sfdp, seeded) run on a worker thread; the canvas shows
+  // the result when it arrives. The experts' layout is kept per recording,
+  // partition and layer, so redraws and expanding an expert do not move them:
+  // an expanded expert's neurons get their own layout, placed around it.
+  const QString key = rec_->dir + "|" + part_->dir + "|" + QString::number(L);
+  std::vector<report::LayoutEdge> expertEdges;
+  std::vector<double> expertRadius;
+  for (const auto& e : edges)
+    if (nodes[e.a].neuron < 0 && nodes[e.b].neuron < 0) expertEdges.push_back({e.a, e.b});
+  {
+    const double maxSize = std::max(1.0, double(*std::max_element(sizes.begin(), sizes.end())));
+    // GraphCanvas::radius() in pixels against ~60 px per edge length.
+    for (int e = 0; e < E; ++e) expertRadius.push_back((8 + 22 * std::sqrt(sizes[e] / maxSize)) / 60.0);
+  }
+  std::vector<std::array<double, 2>> knownExperts = expertPosKey_ == key && int(expertPos_.size()) == E
+                                                        ? expertPos_ : std::vector<std::array<double, 2>>{};
   auto& slot = g_layouts[this];
   if (slot) {
     slot->stop = true;
+    slot->job.cancel();
     if (slot->thread) slot->thread->wait();
   }
   slot = std::make_shared<LayoutJob>();
@@ -360,17 +309,52 @@ void ExpertGraphView::refresh() {
   canvas_->update();
   note_->setText("Computing the layout...");
   QPointer<ExpertGraphView> self(this);
-  const int iters = nodes.size() > 120 ? 250 : 400;
-  job->thread = QThread::create([self, job, nodes, edges, iters]() mutable {
-    forceLayout(nodes, edges, iters, job->stop);
+  const int expanded = expanded_;
+  const int memberCount = static_cast<int>(members.size());
+  job->thread = QThread::create([self, job, nodes, edges, key, E, expanded, memberCount, expertEdges, expertRadius,
+                                 memberEdges, knownExperts]() mutable {
+    std::vector<std::array<double, 2>> experts = knownExperts;
+    QString error;
+    try {
+      if (experts.empty()) {
+        report::LayoutOptions o;
+        o.seed = 1;
+        o.radius = expertRadius;
+        experts = report::layoutGraph(E, expertEdges, o, job->job);
+      }
+      for (int e = 0; e < E; ++e) nodes[size_t(e)].x = experts[size_t(e)][0], nodes[size_t(e)].y = experts[size_t(e)][1];
+      if (expanded >= 0 && memberCount > 0) {
+        report::LayoutOptions o;
+        o.seed = 1 + static_cast<uint64_t>(expanded);
+        auto local = report::layoutGraph(memberCount, memberEdges, o, job->job);
+        // A disc around the expert, its size growing with the member count.
+        const double r = std::min(0.45, 0.08 + 0.012 * std::sqrt(double(memberCount)));
+        for (int i = 0; i < memberCount; ++i) {
+          auto& n = nodes[size_t(E + i)];
+          n.x = std::clamp(experts[size_t(expanded)][0] + r * local[size_t(i)][0], -1.0, 1.0);
+          n.y = std::clamp(experts[size_t(expanded)][1] + r * local[size_t(i)][1], -1.0, 1.0);
+        }
+      }
+    } catch (const CancelledError&) {
+      return;
+    } catch (const std::exception& e) {
+      error = QString::fromUtf8(e.what());
+    }
     if (job->stop) return;
     QMetaObject::invokeMethod(
-        self, [self, job, nodes = std::move(nodes), edges = std::move(edges)]() mutable {
+        self, [self, job, key, error, experts = std::move(experts), nodes = std::move(nodes), edges = std::move(edges)]() mutable {
           if (!self || job->stop) return;
+          if (!error.isEmpty()) {
+            self->note_->setText("Layout failed: " + error);
+            self->ctx()->report(StudioContext::Error, "Expert graph: " + error);
+            return;
+          }
+          self->expertPosKey_ = key;
+          self->expertPos_ = std::move(experts);
           self->canvas_->nodes = std::move(nodes);
           self->canvas_->edges = std::move(edges);
           self->canvas_->update();
-          self->note_->setText(QString("%1 nodes, %2 edges (force layout computed off the GUI thread).")
+          self->note_->setText(QString("%1 nodes, %2 edges (Graphviz sfdp layout, seeded: stable across redraws).")
                                    .arg(self->canvas_->nodes.size()).arg(self->canvas_->edges.size()));
         },
         Qt::QueuedConnection);

@@ -25,12 +25,12 @@ ModelView::ModelView(StudioContext* ctx, QWidget* parent) : FigureView(ctx, "Mod
   table_->horizontalHeader()->setStretchLastSection(true);
   table_->verticalHeader()->setVisible(false);
   table_->setEditTriggers(QAbstractItemView::NoEditTriggers);
-  table_->setMinimumWidth(380);
+  table_->setMinimumWidth(300);
   plot_ = new QCustomPlot(body());
   plot_->plotLayout()->insertRow(0);
   plot_->plotLayout()->addElement(0, 0, new QCPTextElement(plot_, "Parameters by part", QFont(figureFont(11).family(), 11, QFont::Bold)));
   applyPublicationStyle(plot_);
-  plot_->setMinimumSize(320, 260);
+  plot_->setMinimumSize(260, 200);
   lay->addWidget(table_, 1);
   lay->addWidget(plot_, 1);
   refresh();
@@ -125,6 +125,11 @@ NeuronInspector::NeuronInspector(StudioContext* ctx, QWidget* parent) : QWidget(
   lay->setContentsMargins(4, 4, 4, 4);
   out_ = new QTextBrowser(this);
   out_->setObjectName("neuronInspectorText");
+  // Lines break between words only: the default also breaks anywhere, which
+  // split numbers mid-digit in a narrow dock. Numbers are kept whole by
+  // white-space:nowrap in the tables below.
+  out_->setWordWrapMode(QTextOption::WordWrap);
+  setMinimumWidth(240);
   lay->addWidget(out_);
   out_->setHtml("<p style='color:#555'>Select a neuron (right-click the co-activation map, click the sparsity "
                 "frequency plot or a neuron in the expert graph) to inspect it.</p>");
@@ -142,10 +147,14 @@ void NeuronInspector::show(int L, int n) {
   }
   const auto& s = rec->stats.at(L);
   QString html = QString("<h3>Layer %1, neuron %2</h3><table>").arg(L).arg(n);
-  auto row = [&](const QString& k, const QString& v) { html += QString("<tr><td><b>%1</b></td><td>%2</td></tr>").arg(k, v); };
-  row("firing frequency", QString("%1% of %2 tokens").arg(100.0 * s.count[n] / rec->tokens, 0, 'f', 2).arg(rec->tokens));
-  row("mean activation", QString::number(s.mean[n], 'g', 4));
-  row("max activation", QString::number(s.max[n], 'g', 4));
+  auto row = [&](const QString& k, const QString& v) {
+    html += QString("<tr><td valign='top'><b>%1</b></td><td>%2</td></tr>").arg(k, v);
+  };
+  auto whole = [](const QString& number) { return "<nobr>" + number + "</nobr>"; };
+  row("firing frequency", QString("%1 of %2 tokens").arg(whole(QString("%1%").arg(100.0 * s.count[n] / rec->tokens, 0, 'f', 2)))
+                              .arg(whole(QString("%L1").arg(rec->tokens))));
+  row("mean activation", whole(QString::number(s.mean[n], 'g', 4)));
+  row("max activation", whole(QString::number(s.max[n], 'g', 4)));
   if (s.count[n] == 0) row("status", "dead (never active)");
   else if (s.count[n] >= 0.99 * rec->tokens) row("status", "always on");
   if (auto part = ctx_->partition(ctx_->current("partition")); part && part->labels.count(L))
@@ -154,7 +163,7 @@ void NeuronInspector::show(int L, int n) {
     QStringList cats;
     for (int c = 0; c < rec->categories.size(); ++c)
       if (s.categoryTokens[c] > 0)
-        cats << QString("%1 %2%").arg(rec->categories[c]).arg(100.0 * s.categoryCount[size_t(c) * rec->dFF + n] / s.categoryTokens[c], 0, 'f', 1);
+        cats << QString("%1 %2").arg(rec->categories[c]).arg(whole(QString("%1%").arg(100.0 * s.categoryCount[size_t(c) * rec->dFF + n] / s.categoryTokens[c], 0, 'f', 1)));
     row("frequency by category", cats.join(", "));
   }
   html += "</table>";
@@ -174,8 +183,9 @@ void NeuronInspector::show(int L, int n) {
         int i = idx[r];
         if (v(i) <= 0) break;
         int c = smp.category[i];
-        html += QString("<tr><td>%1</td><td>%2</td><td>%3</td><td>%4</td><td>%5</td></tr>").arg(v(i), 0, 'f', 3)
-                    .arg(QString("%1 <code>%2</code>").arg(smp.tokenId[i]).arg(ctx_->tokenText(smp.tokenId[i]).toHtmlEscaped())).arg(smp.docId[i]).arg(smp.position[i])
+        html += QString("<tr><td>%1</td><td>%2</td><td>%3</td><td>%4</td><td>%5</td></tr>").arg(whole(QString::number(v(i), 'f', 3)))
+                    .arg(QString("%1 <code>%2</code>").arg(whole(QString::number(smp.tokenId[i]))).arg(ctx_->tokenText(smp.tokenId[i]).toHtmlEscaped()))
+                    .arg(whole(QString::number(smp.docId[i]))).arg(whole(QString::number(smp.position[i])))
                     .arg(c >= 0 && c < rec->categories.size() ? rec->categories[c] : QString("-"));
       }
       html += "</table>";

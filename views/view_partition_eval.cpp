@@ -43,6 +43,17 @@ PartitionView::PartitionView(StudioContext* ctx, QWidget* parent)
   meanLayers_ = new QCheckBox("Mean over layers", optionsBar());
   optionsBar()->addWidget(meanLayers_);
   connect(meanLayers_, &QCheckBox::toggled, this, [this] { refresh(); });
+  optionsBar()->addWidget(new QLabel("  x axis: ", optionsBar()));
+  recallAxis_ = new QComboBox(optionsBar());
+  recallAxis_->setObjectName("recallAxis");
+  // Active fraction first: partitions with different expert counts are only
+  // comparable at equal compute (k/E), not at equal k.
+  recallAxis_->addItem("active fraction (k / E)", 0);
+  recallAxis_->addItem("experts run (k)", 1);
+  recallAxis_->setToolTip("Plot recall against the share of experts run per token (comparable across expert counts) "
+                          "or against the absolute number of experts run");
+  optionsBar()->addWidget(recallAxis_);
+  connect(recallAxis_, &QComboBox::currentIndexChanged, this, [this] { refresh(); });
   auto* lay = new QVBoxLayout(body());
   lay->setContentsMargins(6, 6, 6, 6);
   auto* split = new QSplitter(Qt::Vertical, body());
@@ -52,7 +63,7 @@ PartitionView::PartitionView(StudioContext* ctx, QWidget* parent)
   table_->verticalHeader()->setVisible(false);
   table_->setSortingEnabled(true);
   plot_ = new QCustomPlot(split);
-  plot_->setMinimumHeight(260);
+  plot_->setMinimumHeight(180);
   addTitle(plot_, "Oracle recall@k");
   applyPublicationStyle(plot_);
   split->addWidget(table_);
@@ -79,10 +90,16 @@ QString PartitionView::csvData() const {
     }
     out += row.join(',') + "\n";
   }
-  out += "\npartition,k,recall\n";
-  for (int g = 0; g < plot_->graphCount(); ++g)
-    for (auto it = plot_->graph(g)->data()->begin(); it != plot_->graph(g)->data()->end(); ++it)
-      out += QString("%1,%2,%3\n").arg(plot_->graph(g)->name()).arg(it->key).arg(it->value, 0, 'g', 8);
+  out += "\npartition,k,fraction,recall\n";
+  for (int g = 0; g < plot_->graphCount(); ++g) {
+    const QCPGraph* graph = plot_->graph(g);
+    const int E = graph->property("experts").toInt();
+    const bool frac = recallAxis_->currentData().toInt() == 0;
+    for (auto it = graph->data()->begin(); it != graph->data()->end(); ++it) {
+      const int k = frac ? int(std::lround(it->key * E)) : int(std::lround(it->key));
+      out += QString("%1,%2,%3,%4\n").arg(graph->name()).arg(k).arg(double(k) / std::max(1, E), 0, 'g', 8).arg(it->value, 0, 'g', 8);
+    }
+  }
   return out;
 }
 
@@ -137,6 +154,25 @@ void PartitionView::refresh() {
   plot_->clearGraphs();
   int row = 0;
   double kmax = 1;
+  const bool fractionAxis = recallAxis_->currentData().toInt() == 0;
+  // Each partition keeps its colour while others come and go: a slot is given
+  // on first sight (the lowest free one) and freed only when the artefact is gone.
+  for (auto it = colourSlot_.begin(); it != colourSlot_.end();) {
+    bool present = false;
+    for (const auto& p : parts) present |= p->dir == it->first;
+    it = present ? std::next(it) : colourSlot_.erase(it);
+  }
+  for (const auto& p : parts) {
+    if (colourSlot_.count(p->dir)) continue;
+    auto taken = [this](int slot) {
+      for (const auto& [dir, s] : colourSlot_)
+        if (s == slot) return true;
+      return false;
+    };
+    int slot = 0;
+    while (taken(slot)) ++slot;
+    colourSlot_[p->dir] = slot;
+  }
   for (const auto& p : parts) {
     auto rec = recall(*p);
     auto at = [&](size_t k) { return k >= 1 && k <= rec.size() ? rec[k - 1] : std::nan(""); };
@@ -156,10 +192,13 @@ void PartitionView::refresh() {
     ++row;
     if (!rec.empty()) {
       QVector<double> x, y;
-      for (size_t k = 0; k < rec.size(); ++k) x << double(k + 1), y << rec[k];
+      const double E = std::max(1, p->experts);
+      for (size_t k = 0; k < rec.size(); ++k) x << (fractionAxis ? double(k + 1) / E : double(k + 1)), y << rec[k];
       auto* g = plot_->addGraph();
       g->setData(x, y);
-      int i = plot_->graphCount() - 1;
+      g->setProperty("experts", p->experts);
+      g->setProperty("artefact", p->dir);
+      const int i = colourSlot_[p->dir];
       g->setPen(QPen(seriesColor(i), 2, seriesDash(i)));
       g->setScatterStyle(QCPScatterStyle(static_cast<QCPScatterStyle::ScatterShape>(QCPScatterStyle::ssCircle + (i % 6)), 5));
       g->setName(p->name);
@@ -168,10 +207,14 @@ void PartitionView::refresh() {
   }
   table_->setSortingEnabled(true);
   table_->resizeColumnsToContents();
-  plot_->xAxis->setLabel("experts run per token (k)");
   plot_->yAxis->setLabel(mean ? "share of activation mass kept (mean over layers)" : QString("share of activation mass kept (layer %1)").arg(L));
-  plot_->xAxis->setRange(0.5, kmax + 0.5);
-  {
+  if (fractionAxis) {
+    plot_->xAxis->setLabel("active fraction of experts per token (k / E)");
+    plot_->xAxis->setRange(0, 1.02);
+    plot_->xAxis->setTicker(QSharedPointer<QCPAxisTicker>(new QCPAxisTicker));
+  } else {
+    plot_->xAxis->setLabel("experts run per token (k)");
+    plot_->xAxis->setRange(0.5, kmax + 0.5);
     QSharedPointer<QCPAxisTickerFixed> t(new QCPAxisTickerFixed);
     t->setTickStep(kmax <= 20 ? 1.0 : kmax <= 64 ? 4.0 : 16.0);
     t->setScaleStrategy(QCPAxisTickerFixed::ssNone);
@@ -201,9 +244,14 @@ EvalView::EvalView(StudioContext* ctx, QWidget* parent) : FigureView(ctx, "Evalu
   speed_ = new QCustomPlot(body());
   addTitle(quality_, "Quality vs active experts");
   addTitle(speed_, "Speed vs active experts");
+  // Series without timings, named under the speed plot's title.
+  speed_->plotLayout()->insertRow(1);
+  speedNote_ = new QCPTextElement(speed_, QString(), figureFont(8));
+  speedNote_->setTextColor(QColor(90, 90, 90));
+  speed_->plotLayout()->addElement(1, 0, speedNote_);
   for (QCustomPlot* p : {quality_, speed_}) {
     applyPublicationStyle(p);
-    p->setMinimumSize(320, 260);
+    p->setMinimumSize(260, 200);
     lay->addWidget(p);
   }
   refresh();
@@ -234,25 +282,58 @@ void EvalView::refresh() {
   const bool gen = speedMetric_->currentIndex() == 1;
   quality_->clearGraphs();
   quality_->clearItems();
-  speed_->clearGraphs();
+  speed_->clearPlottables();  // graphs and their error bars
   speed_->clearItems();
   double qmin = 1e300, qmax = -1e300, smax = 1;
   bool anySpeed = false;
+  int minRuns = 0, maxRuns = 0;  // timed runs behind the speed points shown
+  QStringList noSpeed;           // series without timings, with the reason the file gives
   for (size_t i = 0; i < eval_->series.size(); ++i) {
     const auto& s = eval_->series[i];
-    QVector<double> x, q, xs, sp;
+    QVector<double> x, q, xs, sp, errLow, errHigh;
+    QString note;
+    bool spread = false;
     for (const auto& p : s.points) {
       double v = qualityOf(*eval_, p, qm);
       if (!std::isnan(v)) x << p.fraction, q << v, qmin = std::min(qmin, v), qmax = std::max(qmax, v);
-      double sv = gen ? p.genSpeedup : p.fwdSpeedup;
-      if (!std::isnan(sv)) xs << p.fraction, sp << sv, smax = std::max(smax, sv), anySpeed = true;
+      const double sv = gen ? p.genSpeedup : p.fwdSpeedup;
+      const double lo = gen ? p.genSpeedupMin : p.fwdSpeedupMin, hi = gen ? p.genSpeedupMax : p.fwdSpeedupMax;
+      const int runs = gen ? p.genRuns : p.fwdRuns;
+      if (!p.speedNote.isEmpty()) note = p.speedNote;
+      if (std::isnan(sv)) continue;
+      xs << p.fraction, sp << sv, anySpeed = true;
+      smax = std::max(smax, std::isnan(hi) ? sv : std::max(sv, hi));
+      errLow << (std::isnan(lo) ? 0.0 : std::max(0.0, sv - lo));
+      errHigh << (std::isnan(hi) ? 0.0 : std::max(0.0, hi - sv));
+      spread |= !std::isnan(lo) && !std::isnan(hi);
+      if (runs > 0) minRuns = minRuns ? std::min(minRuns, runs) : runs, maxRuns = std::max(maxRuns, runs);
     }
-    for (auto [plot, xx, y] : {std::tuple{quality_, x, q}, std::tuple{speed_, xs, sp}}) {
-      auto* g = plot->addGraph();
-      g->setData(xx, y);
-      g->setPen(QPen(seriesColor(int(i)), 2, seriesDash(int(i))));
-      g->setScatterStyle(QCPScatterStyle(static_cast<QCPScatterStyle::ScatterShape>(QCPScatterStyle::ssCircle + (i % 6)), 6));
-      g->setName(s.name);
+    const QPen pen(seriesColor(int(i)), 2, seriesDash(int(i)));
+    const QCPScatterStyle marker(static_cast<QCPScatterStyle::ScatterShape>(QCPScatterStyle::ssCircle + (i % 6)), 6);
+    auto* g = quality_->addGraph();
+    g->setData(x, q);
+    g->setPen(pen);
+    g->setScatterStyle(marker);
+    g->setName(s.name);
+    // A series without timings (an oracle router needs the dense hidden, so it
+    // has no speed) gets no speed curve rather than an empty legend entry.
+    if (xs.isEmpty()) {
+      noSpeed << s.name + (note.isEmpty() ? QString(": no timings") : ": " + note);
+      continue;
+    }
+    auto* gs = speed_->addGraph();
+    gs->setData(xs, sp);
+    gs->setPen(pen);
+    gs->setScatterStyle(marker);
+    gs->setName(s.name);
+    if (spread) {
+      auto* bars = new QCPErrorBars(speed_->xAxis, speed_->yAxis);
+      bars->removeFromLegend();
+      bars->setDataPlottable(gs);
+      bars->setData(errLow, errHigh);
+      bars->setPen(QPen(seriesColor(int(i)), 1));
+      bars->setWhiskerWidth(6);
+      bars->setName(s.name + " (min-max)");
     }
   }
   const double ref = (qm == 0 || qm == 1) ? 1.0 : 0.0;  // the dense model's value of the metric
@@ -275,7 +356,14 @@ void EvalView::refresh() {
   double pad = (qmax - qmin) * 0.08 + 1e-6;
   quality_->yAxis->setRange(qm <= 1 ? std::max(0.0, qmin - pad) : qmin - pad, qmax + pad);
   quality_->axisRect()->insetLayout()->setInsetAlignment(0, qm <= 1 ? Qt::AlignBottom | Qt::AlignRight : Qt::AlignTop | Qt::AlignRight);
-  speed_->yAxis->setLabel(gen ? "generation speed-up over dense" : "forward speed-up over dense (tokens/s ratio)");
+  QString runs;
+  if (maxRuns > 0)
+    runs = minRuns == maxRuns ? QString("median of %1 runs, bars min-max").arg(maxRuns)
+                              : QString("median of %1-%2 runs, bars min-max").arg(minRuns).arg(maxRuns);
+  speed_->yAxis->setLabel((gen ? "generation speed-up over dense" : "forward speed-up over dense") +
+                          (runs.isEmpty() ? QString() : "\n(" + runs + ")"));
+  speedNote_->setText(noSpeed.join("\n"));
+  speedNote_->setVisible(!noSpeed.isEmpty() && anySpeed);
   speed_->yAxis->setRange(0, smax * 1.15);
   speed_->axisRect()->insetLayout()->setInsetAlignment(0, Qt::AlignTop | Qt::AlignRight);
   if (!anySpeed) {
@@ -293,13 +381,16 @@ void EvalView::refresh() {
 }
 
 QString EvalView::csvData() const {
-  QString out = "router,fraction,top_k,loss,perplexity,loss_delta,top1_agreement,kl,forward_speedup,generate_speedup\n";
+  QString out = "router,fraction,top_k,loss,perplexity,loss_delta,top1_agreement,kl,forward_speedup,forward_speedup_min,"
+                "forward_speedup_max,forward_runs,generate_speedup,generate_speedup_min,generate_speedup_max,generate_runs\n";
   if (!eval_) return out;
+  auto g = [](double v) { return QString::number(v, 'g', 8); };
   for (const auto& s : eval_->series)
     for (const auto& p : s.points)
-      out += QString("%1,%2,\"%3\",%4,%5,%6,%7,%8,%9,%10\n").arg(s.name).arg(p.fraction, 0, 'g', 8).arg(p.topK).arg(p.loss, 0, 'g', 8)
-                 .arg(p.ppl, 0, 'g', 8).arg(p.lossDelta, 0, 'g', 8).arg(p.top1, 0, 'g', 8).arg(p.kl, 0, 'g', 8)
-                 .arg(p.fwdSpeedup, 0, 'g', 8).arg(p.genSpeedup, 0, 'g', 8);
+      out += QStringList{s.name, g(p.fraction), "\"" + p.topK + "\"", g(p.loss), g(p.ppl), g(p.lossDelta), g(p.top1), g(p.kl),
+                         g(p.fwdSpeedup), g(p.fwdSpeedupMin), g(p.fwdSpeedupMax), QString::number(p.fwdRuns),
+                         g(p.genSpeedup), g(p.genSpeedupMin), g(p.genSpeedupMax), QString::number(p.genRuns)}
+                 .join(',') + "\n";
   return out;
 }
 

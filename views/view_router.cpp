@@ -142,7 +142,7 @@ QCustomPlot* plotWithTitle(QWidget* parent, const QString& title) {
   p->plotLayout()->insertRow(0);
   p->plotLayout()->addElement(0, 0, new QCPTextElement(p, title, QFont(figureFont(11).family(), 11, QFont::Bold)));
   applyPublicationStyle(p);
-  p->setMinimumSize(300, 200);
+  p->setMinimumSize(240, 150);
   return p;
 }
 }  // namespace

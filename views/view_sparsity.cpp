@@ -17,7 +17,7 @@ QCustomPlot* newPlot(QWidget* parent, const QString& title) {
   auto* t = new QCPTextElement(p, title, figureFont(11));
   t->setFont(QFont(figureFont(11).family(), 11, QFont::Bold));
   p->plotLayout()->addElement(0, 0, t);
-  p->setMinimumSize(320, 220);
+  p->setMinimumSize(240, 150);
   return p;
 }
 /// Quantile of the active-neurons-per-token histogram.

@@ -5,6 +5,8 @@
 #include <QTableWidget>
 #include <QTextBrowser>
 #include <QWidget>
+#include <array>
+#include <map>
 #include <memory>
 #include <vector>
 
@@ -16,6 +18,7 @@ class QCPColorScale;
 class QCPGraph;
 class QCPItemRect;
 class QCPItemStraightLine;
+class QCPTextElement;
 class QCheckBox;
 class QLineEdit;
 class QListWidget;
@@ -127,6 +130,8 @@ class ExpertGraphView : public FigureView {
   std::shared_ptr<Recording> rec_;
   std::shared_ptr<Partition> part_;
   int expanded_ = -1;
+  QString expertPosKey_;                        ///< recording|partition|layer the expert layout is for
+  std::vector<std::array<double, 2>> expertPos_;  ///< expert centres in [-1, 1]^2 (kept across redraws)
 };
 
 /// Metrics table per partition and recall@k curves overlaid.
@@ -142,6 +147,8 @@ class PartitionView : public FigureView {
   QTableWidget* table_;
   QCustomPlot* plot_;
   QCheckBox* meanLayers_;
+  QComboBox* recallAxis_;              ///< 0: active fraction k/E (default), 1: absolute k
+  std::map<QString, int> colourSlot_;  ///< partition folder -> series colour index
 };
 
 class TokenStrip;
@@ -214,6 +221,7 @@ class EvalView : public FigureView {
   QCustomPlot* speed_;
   QComboBox* qualityMetric_;
   QComboBox* speedMetric_;
+  QCPTextElement* speedNote_;  ///< names the series without timings (oracle routers)
   std::shared_ptr<Evaluation> eval_;
 };
 

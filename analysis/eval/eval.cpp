@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <random>
@@ -168,36 +169,57 @@ std::vector<QualityFigures> evaluateQuality(Model& model, std::shared_ptr<const 
   return out;
 }
 
-double forwardTokensPerSecond(Model& model, std::shared_ptr<const FfnOverride> ffn,
-                              const std::vector<std::vector<int64_t>>& sequences, int batch, double minSeconds,
-                              const JobContext* job) {
+SpeedStats SpeedStats::of(std::vector<double> rates) {
+  SpeedStats s;
+  if (rates.empty()) return s;
+  std::sort(rates.begin(), rates.end());
+  const size_t n = rates.size();
+  s.runs = static_cast<int>(n);
+  s.min = rates.front();
+  s.max = rates.back();
+  s.median = n % 2 ? rates[n / 2] : 0.5 * (rates[n / 2 - 1] + rates[n / 2]);
+  return s;
+}
+
+SpeedStats forwardSpeed(Model& model, std::shared_ptr<const FfnOverride> ffn,
+                        const std::vector<std::vector<int64_t>>& sequences, int batch, double minSeconds, int minRuns,
+                        const JobContext* job) {
   OverrideGuard guard(model);
   model.setFfnOverride(ffn);
   if (sequences.empty()) throw ParameterError("no sequences to time");
+  if (batch < 1) throw ParameterError("batch must be >= 1 (got " + std::to_string(batch) + ")");
+  std::vector<Batch> batches;
+  for (size_t b0 = 0; b0 < sequences.size(); b0 += static_cast<size_t>(batch)) {
+    std::vector<std::vector<int64_t>> seqs(sequences.begin() + static_cast<long>(b0),
+                                           sequences.begin() + static_cast<long>(std::min(sequences.size(), b0 + batch)));
+    batches.push_back(makeBatch(seqs, 0));
+  }
   int64_t tokens = 0;
-  auto t0 = std::chrono::steady_clock::now();
-  double secs = 0;
-  do {
-    for (size_t b0 = 0; b0 < sequences.size(); b0 += batch) {
-      std::vector<std::vector<int64_t>> seqs(sequences.begin() + b0,
-                                             sequences.begin() + std::min(sequences.size(), b0 + batch));
-      Batch b = makeBatch(seqs, 0);
+  for (const Batch& b : batches) tokens += b.mask.sum().item<int64_t>();
+  // The batches are built once, outside the timing, and one batch runs untimed
+  // first (allocator and thread-pool warm-up), so every run times the same work.
+  model.forward(batches.front());
+  std::vector<double> rates;
+  double total = 0;
+  while (static_cast<int>(rates.size()) < minRuns || total < minSeconds) {
+    const auto t0 = std::chrono::steady_clock::now();
+    for (const Batch& b : batches) {
       model.forward(b);
-      tokens += b.mask.sum().item<int64_t>();
       if (job) job->checkCancel();  // a timing pass lasts seconds: cancel per batch
     }
-    secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  } while (secs < minSeconds);
-  return tokens / secs;
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    total += secs;
+    rates.push_back(static_cast<double>(tokens) / std::max(secs, 1e-9));
+  }
+  return SpeedStats::of(std::move(rates));
 }
 
-double generationTokensPerSecond(Model& model, std::shared_ptr<const FfnOverride> ffn, const std::vector<int64_t>& prompt,
-                                 int newTokens, double minSeconds, const JobContext* job) {
+SpeedStats generationSpeed(Model& model, std::shared_ptr<const FfnOverride> ffn, const std::vector<int64_t>& prompt,
+                           int newTokens, double minSeconds, int minRuns, const JobContext* job) {
   OverrideGuard guard(model);
   model.setFfnOverride(ffn);
-  // Whole generations (prompt, then newTokens greedy steps, only the steps
-  // timed), repeated for at least minSeconds and 3 runs after a warm-up one;
-  // the best run counts, as a single short run is at the mercy of the scheduler.
+  if (newTokens < 1) throw ParameterError("generation timing needs at least one new token");
+  // Whole generations (prompt, then newTokens greedy steps, only the steps timed).
   auto once = [&] {
     Decoder dec(model);
     at::Tensor logits = dec.step(prompt);
@@ -209,13 +231,25 @@ double generationTokensPerSecond(Model& model, std::shared_ptr<const FfnOverride
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   };
   once();
-  double best = 1e300, total = 0;
-  for (int run = 0; run < 3 || total < minSeconds; ++run) {
+  std::vector<double> rates;
+  double total = 0;
+  while (static_cast<int>(rates.size()) < minRuns || total < minSeconds) {
     const double secs = once();
-    best = std::min(best, secs);
     total += secs;
+    rates.push_back(newTokens / std::max(secs, 1e-9));
   }
-  return newTokens / best;
+  return SpeedStats::of(std::move(rates));
+}
+
+double forwardTokensPerSecond(Model& model, std::shared_ptr<const FfnOverride> ffn,
+                              const std::vector<std::vector<int64_t>>& sequences, int batch, double minSeconds,
+                              const JobContext* job) {
+  return forwardSpeed(model, std::move(ffn), sequences, batch, minSeconds, 3, job).median;
+}
+
+double generationTokensPerSecond(Model& model, std::shared_ptr<const FfnOverride> ffn, const std::vector<int64_t>& prompt,
+                                 int newTokens, double minSeconds, const JobContext* job) {
+  return generationSpeed(model, std::move(ffn), prompt, newTokens, minSeconds, 3, job).max;
 }
 
 }  // namespace moefy

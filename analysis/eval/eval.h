@@ -74,17 +74,40 @@ std::vector<QualityFigures> evaluateQuality(Model& model, std::shared_ptr<const 
                                             const std::vector<std::vector<int64_t>>& sequences,
                                             const EvalOptions& options, JobContext& job);
 
-/// Forward throughput (tokens/s) with `ffn` as override (null = dense) over
-/// the sequences in batches, repeated until at least `minSeconds` passed.
-/// With a `job`, cancel is polled after every batch (CancelledError).
+/// Throughput of repeated timed runs, in tokens per second. A single timing
+/// is at the mercy of the scheduler, so speed figures carry the run count and
+/// the spread.
+struct SpeedStats {
+  int runs = 0;                          ///< timed runs (the warm-up not counted)
+  double min = 0, median = 0, max = 0;   ///< tokens/s over the runs
+  /// Summary of per-run rates (tokens/s); empty -> all zero.
+  static SpeedStats of(std::vector<double> rates);
+};
+
+/// Forward throughput with `ffn` as override (null = dense): each run is one
+/// pass over `sequences` in batches of `batch`; after an untimed warm-up batch,
+/// at least `minRuns` runs and together at least `minSeconds`. Throws
+/// ParameterError for no sequences. With a `job`, cancel is polled after
+/// every batch (CancelledError).
+SpeedStats forwardSpeed(Model& model, std::shared_ptr<const FfnOverride> ffn,
+                        const std::vector<std::vector<int64_t>>& sequences, int batch, double minSeconds, int minRuns = 3,
+                        const JobContext* job = nullptr);
+
+/// Greedy generation speed (new tokens/s, KV-cached, batch 1) after `prompt`:
+/// each run one generation of `newTokens` (only the steps timed); after a
+/// warm-up run, at least `minRuns` runs and together at least `minSeconds`.
+/// With a `job`, cancel is polled after every generated token (CancelledError).
+SpeedStats generationSpeed(Model& model, std::shared_ptr<const FfnOverride> ffn, const std::vector<int64_t>& prompt,
+                           int newTokens, double minSeconds = 0.3, int minRuns = 3,
+                           const JobContext* job = nullptr);
+
+/// forwardSpeed(...).median.
 double forwardTokensPerSecond(Model& model, std::shared_ptr<const FfnOverride> ffn,
                               const std::vector<std::vector<int64_t>>& sequences, int batch, double minSeconds,
                               const JobContext* job = nullptr);
 
-/// Greedy generation speed (new tokens/s, KV-cached, batch 1) after `prompt`:
-/// the best of at least 3 timed runs (after a warm-up) that together last at
-/// least `minSeconds`. With a `job`, cancel is polled after every generated
-/// token (CancelledError).
+/// generationSpeed(...).max: the best of at least 3 timed runs (after a
+/// warm-up) that together last at least `minSeconds`.
 double generationTokensPerSecond(Model& model, std::shared_ptr<const FfnOverride> ffn, const std::vector<int64_t>& prompt,
                                  int newTokens, double minSeconds = 0.3, const JobContext* job = nullptr);
 

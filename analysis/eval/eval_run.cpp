@@ -32,6 +32,34 @@ std::vector<EvalCandidate> evalCandidates(const EvalRunSpec& spec) {
   return cands;
 }
 
+namespace {
+
+/// An oracle router scores experts by their activation mass, which needs the
+/// dense hidden: its MoE computes more than the dense FFN, so a speed figure
+/// for it would be meaningless.
+bool routesWithOracle(const MoeFfn& moe) {
+  for (const auto& l : moe.layers())
+    if (l.weights && l.router && l.router->kind == RouterKind::Oracle) return true;
+  return false;
+}
+
+/// Speed fields of one result against the reference: the medians' ratio, and
+/// the widest ratio range the runs allow (MoE min / dense max .. MoE max /
+/// dense min), with the run counts.
+void addSpeed(nlohmann::json& speed, const std::string& what, const SpeedStats& moe, const SpeedStats& dense) {
+  speed[what + "_tokens_per_s"] = moe.median;
+  speed["dense_" + what + "_tokens_per_s"] = dense.median;
+  speed[what + "_speedup"] = moe.median / dense.median;
+  speed[what + "_speedup_min"] = moe.min / dense.max;
+  speed[what + "_speedup_max"] = moe.max / dense.min;
+  speed[what + "_tokens_per_s_min"] = moe.min;
+  speed[what + "_tokens_per_s_max"] = moe.max;
+  speed[what + "_runs"] = moe.runs;
+  speed["dense_" + what + "_runs"] = dense.runs;
+}
+
+}  // namespace
+
 nlohmann::json runEvaluation(Model& m, const EvalRunSpec& spec, const std::vector<std::vector<int64_t>>& seqs,
                              JobContext& job) {
   if (spec.bases.empty()) throw ParameterError("eval: no MoE to evaluate (give a router or a MoE export)");
@@ -43,31 +71,39 @@ nlohmann::json runEvaluation(Model& m, const EvalRunSpec& spec, const std::vecto
   auto figs = evaluateQuality(m, spec.reference, cands, seqs, eo, job);
 
   nlohmann::json results = nlohmann::json::array();
-  double denseFwd = 0, denseGen = 0;
+  SpeedStats denseFwd, denseGen;
   const std::vector<int64_t> prompt(seqs[0].begin(), seqs[0].begin() + 1);
   int genTokens = 32;
   if (m.config().pos == PosKind::Learned) genTokens = std::max(1, std::min(genTokens, m.config().maxPos - 1));
+  // Speed timings: the reference, then every candidate that is not routed
+  // by an oracle; progress counts the timings done.
+  int timings = 0, timed = 0;
+  if (spec.speed) {
+    timings = 1;
+    for (const auto& c : cands) timings += routesWithOracle(*c.moe) ? 0 : 1;
+  }
+  auto timingDone = [&] { job.setProgress(static_cast<double>(++timed) / std::max(1, timings)); };
   if (spec.speed) {
     job.setStage("eval: speed");
-    denseFwd = forwardTokensPerSecond(m, spec.reference, seqs, eo.batch, spec.speedSeconds, &job);
-    if (m.config().causal)
-      denseGen = generationTokensPerSecond(m, spec.reference, prompt, genTokens, spec.speedSeconds, &job);
+    job.setProgress(0.0);
+    denseFwd = forwardSpeed(m, spec.reference, seqs, eo.batch, spec.speedSeconds, 3, &job);
+    if (m.config().causal) denseGen = generationSpeed(m, spec.reference, prompt, genTokens, spec.speedSeconds, 3, &job);
+    timingDone();
   }
   for (size_t i = 1; i < figs.size(); ++i) {
     job.checkCancel();
     nlohmann::json r = figs[i].toJson();
     r["router"] = cands[i - 1].name;
     r["loss_delta"] = figs[i].loss - figs[0].loss;
-    if (spec.speed) {
-      double fwd = forwardTokensPerSecond(m, cands[i - 1].moe, seqs, eo.batch, spec.speedSeconds, &job);
-      r["speed"] = {{"forward_tokens_per_s", fwd}, {"dense_forward_tokens_per_s", denseFwd},
-                    {"forward_speedup", fwd / denseFwd}};
-      if (m.config().causal) {
-        double gen = generationTokensPerSecond(m, cands[i - 1].moe, prompt, genTokens, spec.speedSeconds, &job);
-        r["speed"]["generate_tokens_per_s"] = gen;
-        r["speed"]["dense_generate_tokens_per_s"] = denseGen;
-        r["speed"]["generate_speedup"] = gen / denseGen;
-      }
+    if (spec.speed && routesWithOracle(*cands[i - 1].moe)) {
+      r["speed_note"] = "oracle router: it needs the dense FFN's hidden, so it has no speed";
+    } else if (spec.speed) {
+      nlohmann::json speed = nlohmann::json::object();
+      addSpeed(speed, "forward", forwardSpeed(m, cands[i - 1].moe, seqs, eo.batch, spec.speedSeconds, 3, &job), denseFwd);
+      if (m.config().causal)
+        addSpeed(speed, "generate", generationSpeed(m, cands[i - 1].moe, prompt, genTokens, spec.speedSeconds, 3, &job), denseGen);
+      r["speed"] = speed;
+      timingDone();
     }
     results.push_back(r);
   }

@@ -7,6 +7,9 @@
 // cache-sized blocks of the upper triangle with OpenMP, and mirrored once at
 // the end. This is exact and about an order of magnitude faster than a float
 // GEMM A^T A on the same 0/1 matrix (bench/bench_coact.cpp).
+//
+// MoEfication's soft co-activation (accumulateSoftCoact) is a float kernel of
+// the same shape: a clamped rank-8 update per 8-token block.
 #include <cstdint>
 #include <vector>
 
@@ -38,5 +41,34 @@ bool coactSimdAvailable();
 
 /// Copies the upper triangle onto the lower one of a [n, n] matrix.
 void mirrorUpper(int32_t* counts, int64_t n);
+
+/// One block of tokens for the soft co-activation: rows [first, first + len)
+/// of the activation matrix, 1 <= len <= 8.
+struct SoftBlock {
+  int64_t first = 0;
+  int64_t len = 0;
+};
+
+/// MoEfication's soft co-activation (Zhang et al. 2022, "MoEfication",
+/// co-activation graph construction): for every block b of at most 8 tokens,
+///   S[i][j] += min(1, sum_{t in b} r_ti r_tj),   r = max(h, 0).
+/// `h` is [tokens, n] row-major F32 (the FFN activations of the chunk);
+/// `S` is [n, n] row-major F32 and receives the sum over `blocks` on both
+/// triangles (it stays symmetric when it was). Blocks need not be contiguous
+/// nor disjoint; each must lie inside [0, tokens).
+///
+/// Work: (n^2 / 2) x 8 multiply-adds per block (the upper triangle only),
+/// done in 192 x 192 output tiles that stay in L2 while the blocks stream
+/// past in packed groups; each thread owns whole tiles (OpenMP). The AVX2/FMA
+/// micro-kernel runs when the CPU has it and allowSimd, else a portable one;
+/// both add the same products in a different order than a naive loop, so the
+/// result equals the definition up to float rounding (tests/numeric/test_soft_coact.cpp
+/// compares with numpy at 1e-5 relative).
+/// Throws ParameterError for a block outside [0, tokens) or with len outside [1, 8].
+/// Not thread-safe on the same S.
+void accumulateSoftCoact(const float* h, int64_t tokens, int64_t n, const std::vector<SoftBlock>& blocks, float* S,
+                         bool allowSimd = true);
+/// Whether accumulateSoftCoact can use its AVX2/FMA micro-kernel on this CPU.
+bool softCoactSimdAvailable();
 
 }  // namespace moefy

@@ -129,6 +129,7 @@ SequenceSource textCorpusSource(const Corpus& corpus, const Tokenizer& tokenizer
   so.seed = o.seed;
   so.shuffle = o.shuffle;
   so.split = parseRecordSplit(o.split);
+  so.reportProgress = false;  // recordActivations reports processed tokens against the corpus's estimated total
   const Corpus* cp = &corpus;
   const Tokenizer* tk = &tokenizer;
   return [cp, tk, so, job](const std::function<bool(const Sequence&)>& fn) { forEachSequence(*cp, *tk, so, fn, job); };

@@ -388,7 +388,7 @@ struct BatchInfo {
   int64_t N = 0;            // valid tokens
   at::Tensor valid;         // I64 [N] flat indices into B*T (undefined = all)
   std::vector<int32_t> cat; // [N] category per token
-  std::vector<std::pair<int64_t, int64_t>> softBlocks;  // (first token, length) of 8-token blocks
+  std::vector<SoftBlock> softBlocks;  // (first token, length) of 8-token blocks
   at::Tensor sampleRows;    // I64 [K] rows (in valid order) kept by the reservoir
   at::Tensor sampleSlots;   // I64 [K] their slots
 };
@@ -476,22 +476,9 @@ class RecordSink : public HookSink {
   }
 
   // MoEfication's soft co-activation: per 8-token block b,
-  // S += min(1, sum_{t in b} relu(h_t) relu(h_t)^T).
+  // S += min(1, sum_{t in b} relu(h_t) relu(h_t)^T) (tiled kernel in coact.cpp).
   void accumulateSoft(LayerState& s, const at::Tensor& h) {
-    const int64_t n = h.size(1);
-    at::Tensor r = at::relu(h);
-    const int64_t nb = static_cast<int64_t>(batch.softBlocks.size());
-    const int64_t g = std::max<int64_t>(1, (64ll << 20) / (n * n * 4));  // blocks per bmm (<= 64 MiB)
-    for (int64_t b0 = 0; b0 < nb; b0 += g) {
-      const int64_t b1 = std::min(nb, b0 + g);
-      at::Tensor blk = at::zeros({b1 - b0, 8, n}, at::kFloat);
-      for (int64_t b = b0; b < b1; ++b) {
-        auto [first, len] = batch.softBlocks[static_cast<size_t>(b)];
-        blk[b - b0].slice(0, 0, len).copy_(r.slice(0, first, first + len));
-      }
-      at::Tensor prod = at::bmm(blk.transpose(1, 2), blk);  // [g, n, n]
-      s.coactSoft.add_(prod.clamp_max_(1.0f).sum(0));
-    }
+    accumulateSoftCoact(h.data_ptr<float>(), h.size(0), h.size(1), batch.softBlocks, s.coactSoft.data_ptr<float>());
   }
 };
 
@@ -636,6 +623,15 @@ RecordSummary recordActivationsImpl(const Model& model, const SequenceSource& so
   int64_t chunkCounter = 0;
   auto lastCheckpoint = std::chrono::steady_clock::now();
   const int64_t expected = options.maxTokens;
+  // Progress counts processed tokens against the tokens this run will see: the
+  // budget, or fewer when the corpus ends first. The corpus's total is
+  // extrapolated from the tokens the source has yielded and the share of its
+  // documents visited (Sequence::sourceFraction), and is exact once the source
+  // is exhausted; a budget larger than the corpus no longer stalls the bar.
+  double expectedTotal = static_cast<double>(expected);
+  auto reportProgress = [&] {
+    if (expectedTotal > 0) job.setProgress(std::min(1.0, static_cast<double>(st.tokens) / expectedTotal));
+  };
 
   auto runBatch = [&](const std::vector<Sequence>& seqs) {
     std::vector<std::vector<int64_t>> ids;
@@ -669,7 +665,7 @@ RecordSummary recordActivationsImpl(const Model& model, const SequenceSource& so
         }
       }
       if (st.soft)
-        for (int64_t t = 0; t < len; t += 8) bi.softBlocks.emplace_back(r - len + t, std::min<int64_t>(8, len - t));
+        for (int64_t t = 0; t < len; t += 8) bi.softBlocks.push_back({r - len + t, std::min<int64_t>(8, len - t)});
     }
     bi.N = r;
     if (st.tokens + r > std::numeric_limits<int32_t>::max())
@@ -704,7 +700,7 @@ RecordSummary recordActivationsImpl(const Model& model, const SequenceSource& so
       std::vector<Sequence> part(pending.begin() + static_cast<long>(i),
                                  pending.begin() + static_cast<long>(std::min(pending.size(), i + options.batch)));
       runBatch(part);
-      if (expected > 0) job.setProgress(std::min(1.0, static_cast<double>(st.tokens) / static_cast<double>(expected)));
+      reportProgress();
     }
     pending.clear();
     ++st.chunks;
@@ -759,13 +755,19 @@ RecordSummary recordActivationsImpl(const Model& model, const SequenceSource& so
       if (expected > 0 && budgetUsed + static_cast<int64_t>(s.ids.size()) > expected)
         s.ids.resize(static_cast<size_t>(expected - budgetUsed));
       budgetUsed += static_cast<int64_t>(s.ids.size());
+      if (s0.sourceFraction > 0) {
+        const double corpusEstimate = static_cast<double>(budgetUsed) / s0.sourceFraction;
+        expectedTotal = expected > 0 ? std::min(static_cast<double>(expected), corpusEstimate) : corpusEstimate;
+      }
       pending.push_back(std::move(s));
       if (static_cast<int>(pending.size()) >= chunkSeq) runChunk();
       return !(expected > 0 && budgetUsed >= expected);
     });
   }
   if (!corpusChecked && !budgetDone) checkCorpus();
+  expectedTotal = static_cast<double>(budgetUsed);  // the source is exhausted: its total is known
   if (!pending.empty()) runChunk();
+  reportProgress();
   if (st.tokens == 0) throw ParameterError("the corpus yielded no tokens to record");
 
   job.setStage("record: write");

@@ -46,7 +46,7 @@ struct RecordOptions {
   std::vector<int> layers;       ///< layers to record; empty = all
   std::optional<ActiveRule> active;  ///< unset = ActiveRule::defaultFor(model)
   bool softCoact = false;        ///< also accumulate MoEfication's soft co-activation (costly: 2 d_ff^2 flops/token/layer)
-  int64_t samples = 65536;       ///< reservoir size S (0 = no samples)
+  int64_t samples = 8192;        ///< reservoir size S (0 = no samples)
   uint64_t seed = 0;             ///< reservoir seed (and the source's shuffle seed, recorded)
   std::string split = "all";     ///< corpus split the source yields ("all", "train", "held_out"), recorded
   int64_t maxTokens = 0;         ///< stop after this many tokens (0 = whole source)

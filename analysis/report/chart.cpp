@@ -1,14 +1,13 @@
 #include "analysis/report/chart.h"
 
-#include <stb/stb_image_write.h>
-#include <stb/stb_truetype.h>
-#include <zlib.h>
+#include <cairo-pdf.h>
+#include <cairo-svg.h>
+#include <cairo.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <memory>
-#include <mutex>
 #include <sstream>
 
 #include "analysis/common/error.h"
@@ -30,73 +29,90 @@ const Color kPalette[] = {{0.267, 0.005, 0.329}, {0.128, 0.567, 0.551}, {0.850, 
                           {0.231, 0.322, 0.545}, {0.369, 0.788, 0.384}, {0.553, 0.110, 0.494},
                           {0.741, 0.875, 0.149}, {0.163, 0.471, 0.558}};
 const std::vector<double> kDashes[] = {{}, {6, 3}, {2, 2}, {8, 3, 2, 3}, {}, {4, 4}, {1, 3}, {10, 4}};
-const Color kBlack{0, 0, 0}, kGrey{0.55, 0.55, 0.55}, kLight{0.90, 0.90, 0.90}, kWhite{1, 1, 1};
+const Color kBlack{0, 0, 0}, kLight{0.90, 0.90, 0.90}, kWhite{1, 1, 1};
 
-// ---- font (DejaVu Sans via stb_truetype) ------------------------------------
-struct Font {
-  std::string bytes;
-  stbtt_fontinfo info{};
-  int unitsPerEm = 2048;
-  int ascent = 0, descent = 0;
-};
-
-const Font& font() {
-  static std::unique_ptr<Font> f;
-  static std::once_flag once;
-  std::call_once(once, [] {
-    auto p = std::make_unique<Font>();
-    p->bytes = readFile(chartFontPath());
-    const auto* data = reinterpret_cast<const unsigned char*>(p->bytes.data());
-    if (!stbtt_InitFont(&p->info, data, stbtt_GetFontOffsetForIndex(data, 0)))
-      throw FormatError(chartFontPath().string() + ": not a usable TrueType font");
-    int lineGap = 0;
-    stbtt_GetFontVMetrics(&p->info, &p->ascent, &p->descent, &lineGap);
-    p->unitsPerEm = static_cast<int>(std::lround(1.0 / stbtt_ScaleForMappingEmToPixels(&p->info, 1.0f)));
-    f = std::move(p);
-  });
-  return *f;
-}
-
-// Latin-1 code points of a UTF-8 string ('?' for anything else): the PDF uses
-// WinAnsiEncoding, and the charts only need Latin text.
-std::vector<int> latin1(const std::string& s) {
-  std::vector<int> out;
-  for (size_t i = 0; i < s.size();) {
-    unsigned char c = s[i];
-    int cp = '?';
-    size_t n = 1;
-    if (c < 0x80) cp = c;
-    else if ((c & 0xE0) == 0xC0 && i + 1 < s.size()) { cp = ((c & 0x1F) << 6) | (s[i + 1] & 0x3F); n = 2; }
-    else if ((c & 0xF0) == 0xE0) n = 3;
-    else if ((c & 0xF8) == 0xF0) n = 4;
-    if (cp > 255 || (cp >= 127 && cp < 160) || cp < 32) cp = '?';
-    out.push_back(cp);
-    i += n;
-  }
-  return out;
-}
-
-double advanceEm(int cp) {
-  int adv = 0, lsb = 0;
-  stbtt_GetCodepointHMetrics(&font().info, cp, &adv, &lsb);
-  return static_cast<double>(adv) / font().unitsPerEm;
-}
-
-double textWidth(const std::string& s, double size) {
-  double w = 0;
-  for (int cp : latin1(s)) w += advanceEm(cp);
-  return w * size;
-}
-
-// ---- painters -----------------------------------------------------------------
+// ---- painter (Cairo) ------------------------------------------------------------
+// One painter for every format: Cairo draws the same path and text calls onto
+// an image surface (PNG, anti-aliased), a PDF surface (vector, the font
+// embedded as a subset with a ToUnicode map, so text is selectable and
+// searchable) or an SVG surface. Text goes through Cairo's toy font API, which
+// resolves the family through fontconfig.
 enum Anchor { Left, Center, Right };
+
+const char* const kFontFamily = "DejaVu Sans";
+
+struct CairoDeleter {
+  void operator()(cairo_t* c) const { cairo_destroy(c); }
+  void operator()(cairo_surface_t* s) const { cairo_surface_destroy(s); }
+};
+using CairoPtr = std::unique_ptr<cairo_t, CairoDeleter>;
+using SurfacePtr = std::unique_ptr<cairo_surface_t, CairoDeleter>;
+
+/// Appends Cairo's output stream to a std::string (PDF, SVG, PNG bytes).
+cairo_status_t appendToString(void* closure, const unsigned char* data, unsigned int length) {
+  static_cast<std::string*>(closure)->append(reinterpret_cast<const char*>(data), length);
+  return CAIRO_STATUS_SUCCESS;
+}
+
+void check(cairo_status_t st, const std::string& what) {
+  if (st != CAIRO_STATUS_SUCCESS) throw IoError(what + ": " + cairo_status_to_string(st));
+}
 
 class Painter {
  public:
-  virtual ~Painter() = default;
-  virtual void polyline(const std::vector<Pt>& pts, Color c, double w, const std::vector<double>& dash) = 0;
-  virtual void polygon(const std::vector<Pt>& pts, Color fill) = 0;
-  virtual void text(double x, double y, const std::string& s, double size, Anchor a, bool vertical, Color c) = 0;
+  /// Draws on `surface` in points; `scale` maps points to surface units.
+  Painter(cairo_surface_t* surface, double scale) : cr_(cairo_create(surface)) {
+    check(cairo_status(cr_.get()), "chart: cannot draw");
+    // White under everything: an image's last pixel column/row may lie beyond
+    // the chart's fractional size in points.
+    cairo_set_source_rgb(cr_.get(), 1, 1, 1);
+    cairo_paint(cr_.get());
+    cairo_scale(cr_.get(), scale, scale);
+    cairo_select_font_face(cr_.get(), kFontFamily, CAIRO_FONT_SLANT_NORMAL, CAIRO_FONT_WEIGHT_NORMAL);
+    cairo_set_line_join(cr_.get(), CAIRO_LINE_JOIN_ROUND);
+  }
+  void polyline(const std::vector<Pt>& pts, Color c, double w, const std::vector<double>& dash) {
+    if (pts.size() < 2) return;
+    cairo_t* cr = cr_.get();
+    cairo_new_path(cr);
+    cairo_move_to(cr, pts[0].first, pts[0].second);
+    for (size_t i = 1; i < pts.size(); ++i) cairo_line_to(cr, pts[i].first, pts[i].second);
+    cairo_set_source_rgb(cr, c.r, c.g, c.b);
+    cairo_set_line_width(cr, w);
+    cairo_set_dash(cr, dash.empty() ? nullptr : dash.data(), static_cast<int>(dash.size()), 0);
+    cairo_stroke(cr);
+  }
+  void polygon(const std::vector<Pt>& pts, Color fill) {
+    if (pts.empty()) return;
+    cairo_t* cr = cr_.get();
+    cairo_new_path(cr);
+    cairo_move_to(cr, pts[0].first, pts[0].second);
+    for (size_t i = 1; i < pts.size(); ++i) cairo_line_to(cr, pts[i].first, pts[i].second);
+    cairo_close_path(cr);
+    cairo_set_source_rgb(cr, fill.r, fill.g, fill.b);
+    cairo_fill(cr);
+  }
+  /// Advance width of `s` at `size` points.
+  double textWidth(const std::string& s, double size) {
+    cairo_set_font_size(cr_.get(), size);
+    cairo_text_extents_t ext;
+    cairo_text_extents(cr_.get(), s.c_str(), &ext);
+    return ext.x_advance;
+  }
+  /// Text with its baseline at y, anchored at x; vertical: rotated 90 degrees
+  /// counter-clockwise about (x, y).
+  void text(double x, double y, const std::string& s, double size, Anchor a, bool vertical, Color c) {
+    cairo_t* cr = cr_.get();
+    const double w = textWidth(s, size);
+    const double shift = a == Left ? 0 : a == Center ? w / 2 : w;
+    cairo_save(cr);
+    cairo_translate(cr, x, y);
+    if (vertical) cairo_rotate(cr, -M_PI / 2);
+    cairo_move_to(cr, -shift, 0);
+    cairo_set_source_rgb(cr, c.r, c.g, c.b);
+    cairo_show_text(cr, s.c_str());
+    cairo_restore(cr);
+  }
   void line(double x1, double y1, double x2, double y2, Color c, double w, const std::vector<double>& dash = {}) {
     polyline({{x1, y1}, {x2, y2}}, c, w, dash);
   }
@@ -114,6 +130,10 @@ class Painter {
     }
     polygon(p, c);
   }
+  cairo_t* get() const { return cr_.get(); }
+
+ private:
+  CairoPtr cr_;
 };
 
 std::string num(double v) {
@@ -121,202 +141,6 @@ std::string num(double v) {
   std::snprintf(b, sizeof b, "%.2f", v);
   return b;
 }
-
-std::string xmlEscape(const std::string& s) {
-  std::string o;
-  for (char c : s) {
-    if (c == '<') o += "&lt;";
-    else if (c == '>') o += "&gt;";
-    else if (c == '&') o += "&amp;";
-    else if (c == '"') o += "&quot;";
-    else o += c;
-  }
-  return o;
-}
-
-std::string rgb(Color c) {
-  char b[16];
-  std::snprintf(b, sizeof b, "#%02x%02x%02x", int(c.r * 255 + 0.5), int(c.g * 255 + 0.5), int(c.b * 255 + 0.5));
-  return b;
-}
-
-class SvgPainter : public Painter {
- public:
-  std::ostringstream out;
-  void polyline(const std::vector<Pt>& pts, Color c, double w, const std::vector<double>& dash) override {
-    out << "<polyline fill=\"none\" stroke=\"" << rgb(c) << "\" stroke-width=\"" << num(w) << "\"";
-    if (!dash.empty()) {
-      out << " stroke-dasharray=\"";
-      for (size_t i = 0; i < dash.size(); ++i) out << (i ? "," : "") << num(dash[i]);
-      out << "\"";
-    }
-    out << " stroke-linejoin=\"round\" points=\"";
-    for (auto& p : pts) out << num(p.first) << "," << num(p.second) << " ";
-    out << "\"/>\n";
-  }
-  void polygon(const std::vector<Pt>& pts, Color fill) override {
-    out << "<polygon fill=\"" << rgb(fill) << "\" points=\"";
-    for (auto& p : pts) out << num(p.first) << "," << num(p.second) << " ";
-    out << "\"/>\n";
-  }
-  void text(double x, double y, const std::string& s, double size, Anchor a, bool vertical, Color c) override {
-    const char* anchor = a == Left ? "start" : a == Center ? "middle" : "end";
-    out << "<text x=\"" << num(x) << "\" y=\"" << num(y) << "\" font-size=\"" << num(size) << "\" fill=\"" << rgb(c)
-        << "\" text-anchor=\"" << anchor << "\"";
-    if (vertical) out << " transform=\"rotate(-90 " << num(x) << " " << num(y) << ")\"";
-    out << ">" << xmlEscape(s) << "</text>\n";
-  }
-};
-
-class PdfPainter : public Painter {
- public:
-  explicit PdfPainter(double height) : h_(height) {}
-  std::ostringstream out;
-  void polyline(const std::vector<Pt>& pts, Color c, double w, const std::vector<double>& dash) override {
-    out << num(c.r) << " " << num(c.g) << " " << num(c.b) << " RG " << num(w) << " w 1 j [";
-    for (double d : dash) out << num(d) << " ";
-    out << "] 0 d\n";
-    for (size_t i = 0; i < pts.size(); ++i) out << num(pts[i].first) << " " << num(h_ - pts[i].second) << (i ? " l\n" : " m\n");
-    out << "S\n";
-  }
-  void polygon(const std::vector<Pt>& pts, Color fill) override {
-    out << num(fill.r) << " " << num(fill.g) << " " << num(fill.b) << " rg\n";
-    for (size_t i = 0; i < pts.size(); ++i) out << num(pts[i].first) << " " << num(h_ - pts[i].second) << (i ? " l\n" : " m\n");
-    out << "h f\n";
-  }
-  void text(double x, double y, const std::string& s, double size, Anchor a, bool vertical, Color c) override {
-    double w = textWidth(s, size);
-    double shift = a == Left ? 0 : a == Center ? w / 2 : w;
-    out << num(c.r) << " " << num(c.g) << " " << num(c.b) << " rg BT /F1 " << num(size) << " Tf ";
-    if (vertical) out << "0 1 -1 0 " << num(x) << " " << num(h_ - y - shift) << " Tm (";
-    else out << "1 0 0 1 " << num(x - shift) << " " << num(h_ - y) << " Tm (";
-    for (int cp : latin1(s)) {
-      if (cp == '(' || cp == ')' || cp == '\\') out << '\\' << char(cp);
-      else if (cp < 128) out << char(cp);
-      else { char b[16]; std::snprintf(b, sizeof b, "\\%03o", unsigned(cp) & 0xFFu); out << b; }
-    }
-    out << ") Tj ET\n";
-  }
-
- private:
-  double h_;
-};
-
-// Supersampled raster: draw at `ss` times the output resolution, box-filter down.
-class RasterPainter : public Painter {
- public:
-  RasterPainter(double wPt, double hPt, double scale, int ss) : k_(scale * ss), ss_(ss) {
-    W_ = static_cast<int>(std::ceil(wPt * scale)) * ss;
-    H_ = static_cast<int>(std::ceil(hPt * scale)) * ss;
-    px_.assign(static_cast<size_t>(W_) * H_ * 3, 1.0f);
-  }
-  void polyline(const std::vector<Pt>& pts, Color c, double w, const std::vector<double>& dash) override {
-    double hw = std::max(w * k_ / 2, 0.6 * ss_);
-    // Walk the path, honouring the dash pattern (in points).
-    size_t di = 0;
-    double left = dash.empty() ? 1e30 : dash[0];
-    bool on = true;
-    for (size_t i = 1; i < pts.size(); ++i) {
-      double x0 = pts[i - 1].first, y0 = pts[i - 1].second, x1 = pts[i].first, y1 = pts[i].second;
-      double len = std::hypot(x1 - x0, y1 - y0), pos = 0;
-      while (pos < len) {
-        double step = std::min(left, len - pos);
-        if (on) seg(x0 + (x1 - x0) * pos / len, y0 + (y1 - y0) * pos / len, x0 + (x1 - x0) * (pos + step) / len,
-                    y0 + (y1 - y0) * (pos + step) / len, hw, c);
-        pos += step;
-        left -= step;
-        if (left <= 1e-9 && !dash.empty()) {
-          di = (di + 1) % dash.size();
-          left = dash[di];
-          on = !on;
-        }
-      }
-    }
-  }
-  void polygon(const std::vector<Pt>& pts, Color fill) override {
-    std::vector<Pt> p;
-    for (auto& q : pts) p.push_back({q.first * k_, q.second * k_});
-    fillPoly(p, fill);
-  }
-  void text(double x, double y, const std::string& s, double size, Anchor a, bool vertical, Color c) override {
-    const auto& f = font();
-    float scale = stbtt_ScaleForMappingEmToPixels(&f.info, static_cast<float>(size * k_));
-    double w = textWidth(s, size) * k_;
-    double shift = a == Left ? 0 : a == Center ? w / 2 : w;
-    double pen = -shift;
-    for (int cp : latin1(s)) {
-      int gw = 0, gh = 0, xoff = 0, yoff = 0;
-      unsigned char* bmp = stbtt_GetCodepointBitmap(&f.info, scale, scale, cp, &gw, &gh, &xoff, &yoff);
-      for (int j = 0; j < gh; ++j)
-        for (int i = 0; i < gw; ++i) {
-          double alpha = bmp[j * gw + i] / 255.0;
-          if (alpha <= 0) continue;
-          double u = pen + xoff + i, v = yoff + j;  // glyph space, baseline at v=0
-          double px = vertical ? x * k_ + v : x * k_ + u;
-          double py = vertical ? y * k_ - u : y * k_ + v;
-          blend(static_cast<int>(px), static_cast<int>(py), c, alpha);
-        }
-      stbtt_FreeBitmap(bmp, nullptr);
-      pen += advanceEm(cp) * size * k_;
-    }
-  }
-  // RGB8 at output resolution.
-  std::vector<unsigned char> finish(int& w, int& h) const {
-    w = W_ / ss_;
-    h = H_ / ss_;
-    std::vector<unsigned char> out(static_cast<size_t>(w) * h * 3);
-    for (int y = 0; y < h; ++y)
-      for (int x = 0; x < w; ++x)
-        for (int ch = 0; ch < 3; ++ch) {
-          double acc = 0;
-          for (int j = 0; j < ss_; ++j)
-            for (int i = 0; i < ss_; ++i) acc += px_[(static_cast<size_t>(y * ss_ + j) * W_ + (x * ss_ + i)) * 3 + ch];
-          out[(static_cast<size_t>(y) * w + x) * 3 + ch] =
-              static_cast<unsigned char>(std::clamp(acc / (ss_ * ss_), 0.0, 1.0) * 255 + 0.5);
-        }
-    return out;
-  }
-
- private:
-  void blend(int x, int y, Color c, double a) {
-    if (x < 0 || y < 0 || x >= W_ || y >= H_) return;
-    float* p = &px_[(static_cast<size_t>(y) * W_ + x) * 3];
-    p[0] = static_cast<float>(p[0] * (1 - a) + c.r * a);
-    p[1] = static_cast<float>(p[1] * (1 - a) + c.g * a);
-    p[2] = static_cast<float>(p[2] * (1 - a) + c.b * a);
-  }
-  void seg(double x0, double y0, double x1, double y1, double hw, Color c) {
-    x0 *= k_, y0 *= k_, x1 *= k_, y1 *= k_;
-    double dx = x1 - x0, dy = y1 - y0, len = std::hypot(dx, dy);
-    if (len < 1e-9) return;
-    double nx = -dy / len * hw, ny = dx / len * hw, ex = dx / len * hw * 0.5, ey = dy / len * hw * 0.5;
-    fillPoly({{x0 + nx - ex, y0 + ny - ey}, {x1 + nx + ex, y1 + ny + ey}, {x1 - nx + ex, y1 - ny + ey}, {x0 - nx - ex, y0 - ny - ey}}, c);
-  }
-  void fillPoly(const std::vector<Pt>& p, Color c) {
-    double ymin = 1e30, ymax = -1e30;
-    for (auto& q : p) ymin = std::min(ymin, q.second), ymax = std::max(ymax, q.second);
-    int y0 = std::max(0, static_cast<int>(std::floor(ymin))), y1 = std::min(H_ - 1, static_cast<int>(std::ceil(ymax)));
-    std::vector<double> xs;
-    for (int y = y0; y <= y1; ++y) {
-      double sy = y + 0.5;
-      xs.clear();
-      for (size_t i = 0; i < p.size(); ++i) {
-        auto a = p[i], b = p[(i + 1) % p.size()];
-        if ((a.second <= sy && b.second > sy) || (b.second <= sy && a.second > sy))
-          xs.push_back(a.first + (sy - a.second) / (b.second - a.second) * (b.first - a.first));
-      }
-      std::sort(xs.begin(), xs.end());
-      for (size_t i = 0; i + 1 < xs.size(); i += 2) {
-        int xa = std::max(0, static_cast<int>(std::lround(xs[i]))), xb = std::min(W_, static_cast<int>(std::lround(xs[i + 1])));
-        for (int x = xa; x < xb; ++x) blend(x, y, c, 1.0);
-      }
-    }
-  }
-  double k_;
-  int ss_;
-  int W_ = 0, H_ = 0;
-  std::vector<float> px_;
-};
 
 // ---- layout -------------------------------------------------------------------
 std::vector<double> niceTicks(double lo, double hi, int target = 5) {
@@ -369,9 +193,9 @@ void render(const Chart& c, Painter& p) {
   }
   // Legend at the right, outside the plot.
   double legendW = 0;
-  for (const auto& s : c.series) legendW = std::max(legendW, textWidth(s.name, fs) + 34);
+  for (const auto& s : c.series) legendW = std::max(legendW, p.textWidth(s.name, fs) + 34);
   double yTickW = 0;
-  for (double v : yt) yTickW = std::max(yTickW, textWidth(tickLabel(v), fs));
+  for (double v : yt) yTickW = std::max(yTickW, p.textWidth(tickLabel(v), fs));
   const double L = 18 + yTickW + 8, T = c.title.empty() ? 12 : 28, R = W - legendW - 10, B = H - 42;
   auto X = [&](double v) { return L + (v - xlo) / (xhi - xlo) * (R - L); };
   auto Y = [&](double v) {
@@ -435,90 +259,63 @@ void render(const Chart& c, Painter& p) {
     p.text(lx + 27, ly + 7.5, c.series[si].name, fs, Left, false, kBlack);
     ly += fs + 7;
   }
-  (void)kGrey;
 }
 
-std::string deflate(const std::string& in) {
-  uLongf len = compressBound(in.size());
-  std::string out(len, '\0');
-  if (compress2(reinterpret_cast<Bytef*>(out.data()), &len, reinterpret_cast<const Bytef*>(in.data()), in.size(), 9) != Z_OK)
-    throw Error("zlib compression failed");
-  out.resize(len);
-  return out;
+/// Draws `c` onto a fresh surface made by `make(width, height)` (in the
+/// surface's units: points for PDF/SVG, pixels for images) and finishes it.
+template <typename Make>
+SurfacePtr drawOn(const Chart& c, double scale, Make make) {
+  if (c.series.empty()) throw ParameterError("chart '" + c.title + "': no data series");
+  SurfacePtr surface(make(c.width * scale, c.height * scale));
+  check(cairo_surface_status(surface.get()), "chart '" + c.title + "'");
+  {
+    Painter p(surface.get(), scale);
+    render(c, p);
+    check(cairo_status(p.get()), "chart '" + c.title + "'");
+  }
+  cairo_surface_flush(surface.get());
+  return surface;
+}
+
+std::string toPdfBytes(const Chart& c) {
+  std::string bytes;
+  SurfacePtr s = drawOn(c, 1.0, [&](double w, double h) {
+    cairo_surface_t* pdf = cairo_pdf_surface_create_for_stream(appendToString, &bytes, w, h);
+    cairo_pdf_surface_set_metadata(pdf, CAIRO_PDF_METADATA_TITLE, c.title.c_str());
+    cairo_pdf_surface_set_metadata(pdf, CAIRO_PDF_METADATA_CREATOR, "MoEfy " MOEFY_VERSION);
+    return pdf;
+  });
+  cairo_surface_finish(s.get());
+  check(cairo_surface_status(s.get()), "chart '" + c.title + "': PDF");
+  return bytes;
 }
 
 }  // namespace
 
-fs::path chartFontPath() {
-  if (const char* env = std::getenv("MOEFY_CHART_FONT")) return env;
-  return "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
-}
-
 std::string toSvg(const Chart& c) {
-  SvgPainter p;
-  render(c, p);
-  std::ostringstream s;
-  s << "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << num(c.width)
-    << "pt\" height=\"" << num(c.height) << "pt\" viewBox=\"0 0 " << num(c.width) << " " << num(c.height)
-    << "\" font-family=\"DejaVu Sans, Helvetica, Arial, sans-serif\">\n"
-    << p.out.str() << "</svg>\n";
-  return s.str();
+  std::string bytes;
+  SurfacePtr s = drawOn(c, 1.0, [&](double w, double h) {
+    cairo_surface_t* svg = cairo_svg_surface_create_for_stream(appendToString, &bytes, w, h);
+    cairo_svg_surface_restrict_to_version(svg, CAIRO_SVG_VERSION_1_1);
+    return svg;
+  });
+  cairo_surface_finish(s.get());
+  check(cairo_surface_status(s.get()), "chart '" + c.title + "': SVG");
+  return bytes;
 }
 
 void writeSvg(const Chart& c, const fs::path& path) { writeFileAtomic(path, toSvg(c)); }
 
-void writePdf(const Chart& c, const fs::path& path) {
-  PdfPainter p(c.height);
-  render(c, p);
-  const Font& f = font();
-  std::string content = deflate(p.out.str());
-  std::string fontData = deflate(f.bytes);
-  int x0, y0, x1, y1;
-  stbtt_GetFontBoundingBox(&f.info, &x0, &y0, &x1, &y1);
-  auto em = [&](double v) { return static_cast<int>(std::lround(v * 1000.0 / f.unitsPerEm)); };
-  std::ostringstream widths;
-  for (int cp = 32; cp <= 255; ++cp) widths << static_cast<int>(std::lround(advanceEm((cp >= 127 && cp < 160) ? '?' : cp) * 1000)) << " ";
-  std::vector<std::string> objs;
-  objs.push_back("<< /Type /Catalog /Pages 2 0 R >>");
-  objs.push_back("<< /Type /Pages /Kids [3 0 R] /Count 1 >>");
-  objs.push_back("<< /Type /Page /Parent 2 0 R /MediaBox [0 0 " + num(c.width) + " " + num(c.height) +
-                 "] /Resources << /Font << /F1 5 0 R >> >> /Contents 4 0 R >>");
-  objs.push_back("<< /Length " + std::to_string(content.size()) + " /Filter /FlateDecode >>\nstream\n" + content + "\nendstream");
-  objs.push_back("<< /Type /Font /Subtype /TrueType /BaseFont /DejaVuSans /FirstChar 32 /LastChar 255 /Widths [" +
-                 widths.str() + "] /FontDescriptor 6 0 R /Encoding /WinAnsiEncoding >>");
-  objs.push_back("<< /Type /FontDescriptor /FontName /DejaVuSans /Flags 32 /FontBBox [" + std::to_string(em(x0)) + " " +
-                 std::to_string(em(y0)) + " " + std::to_string(em(x1)) + " " + std::to_string(em(y1)) +
-                 "] /ItalicAngle 0 /Ascent " + std::to_string(em(f.ascent)) + " /Descent " + std::to_string(em(f.descent)) +
-                 " /CapHeight " + std::to_string(em(f.ascent)) + " /StemV 80 /FontFile2 7 0 R >>");
-  objs.push_back("<< /Length " + std::to_string(fontData.size()) + " /Length1 " + std::to_string(f.bytes.size()) +
-                 " /Filter /FlateDecode >>\nstream\n" + fontData + "\nendstream");
-  std::string doc = "%PDF-1.4\n%\xE2\xE3\xCF\xD3\n";
-  std::vector<size_t> offsets;
-  for (size_t i = 0; i < objs.size(); ++i) {
-    offsets.push_back(doc.size());
-    doc += std::to_string(i + 1) + " 0 obj\n" + objs[i] + "\nendobj\n";
-  }
-  size_t xref = doc.size();
-  doc += "xref\n0 " + std::to_string(objs.size() + 1) + "\n0000000000 65535 f \n";
-  for (size_t o : offsets) {
-    char b[24];
-    std::snprintf(b, sizeof b, "%010zu 00000 n \n", o);
-    doc += b;
-  }
-  doc += "trailer\n<< /Size " + std::to_string(objs.size() + 1) + " /Root 1 0 R >>\nstartxref\n" + std::to_string(xref) + "\n%%EOF\n";
-  writeFileAtomic(path, doc);
-}
+void writePdf(const Chart& c, const fs::path& path) { writeFileAtomic(path, toPdfBytes(c)); }
 
 void writePng(const Chart& c, const fs::path& path, double dpi) {
   if (!(dpi >= 36 && dpi <= 1200)) throw ParameterError("--dpi must be between 36 and 1200");
-  RasterPainter p(c.width, c.height, dpi / 72.0, 3);
-  render(c, p);
-  int w = 0, h = 0;
-  auto pixels = p.finish(w, h);
+  const double scale = dpi / 72.0;
+  SurfacePtr s = drawOn(c, scale, [&](double w, double h) {
+    return cairo_image_surface_create(CAIRO_FORMAT_RGB24, static_cast<int>(std::ceil(w)), static_cast<int>(std::ceil(h)));
+  });
   std::string bytes;
-  auto sink = [](void* ctx, void* data, int size) { static_cast<std::string*>(ctx)->append(static_cast<char*>(data), size); };
-  if (!stbi_write_png_to_func(sink, &bytes, w, h, 3, pixels.data(), w * 3))
-    throw IoError(path.string() + ": PNG encoding failed");
+  check(cairo_surface_write_to_png_stream(s.get(), appendToString, &bytes), path.string() + ": PNG encoding failed");
   writeFileAtomic(path, bytes);
 }
 

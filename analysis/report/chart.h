@@ -1,9 +1,13 @@
 #pragma once
 // Publication charts without Qt, for the headless CLI (moefy demo, reports).
-// One Chart description renders to SVG and PDF (vector, DejaVu Sans embedded
-// in the PDF) and PNG (anti-aliased raster at a chosen DPI). The palette is
-// viridis-derived with distinct markers and dash patterns, so series stay
-// distinguishable in greyscale print.
+// One Chart description renders through Cairo to PDF (vector; DejaVu Sans
+// embedded as a subset with a ToUnicode map, so the text is selectable), SVG
+// (vector; glyphs as outlines, so it looks the same without the font) and PNG
+// (anti-aliased raster at a chosen DPI). Text is UTF-8; the font is found
+// through fontconfig. The palette is viridis-derived with distinct markers and
+// dash patterns, so series stay distinguishable in greyscale print.
+// Thread-safety: every call builds its own Cairo surface; calls on different
+// charts may run concurrently.
 #include <filesystem>
 #include <optional>
 #include <string>
@@ -31,14 +35,15 @@ struct Chart {
   double height = 300;
 };
 
-/// SVG document text.
+/// SVG document text (chart.width x chart.height points). Throws
+/// ParameterError for a chart without series, IoError if Cairo fails.
 std::string toSvg(const Chart& chart);
 /// Writers are atomic and throw IoError/ParameterError naming the path.
 void writeSvg(const Chart& chart, const std::filesystem::path& path);
+/// One page of chart.width x chart.height points.
 void writePdf(const Chart& chart, const std::filesystem::path& path);
+/// ceil(width * dpi / 72) x ceil(height * dpi / 72) pixels, RGB; dpi in [36, 1200]
+/// (ParameterError otherwise).
 void writePng(const Chart& chart, const std::filesystem::path& path, double dpi = 150);
-
-/// The TrueType font used for PNG text and embedded in PDFs.
-std::filesystem::path chartFontPath();
 
 }  // namespace moefy::report

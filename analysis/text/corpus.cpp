@@ -400,9 +400,10 @@ void forEachSequence(const Corpus& corpus, const Tokenizer& tokenizer, const Seq
   auto handle = [&](const Document& d) -> bool {
     if (job) {
       job->checkCancel();
-      job->setProgress(static_cast<double>(done) / static_cast<double>(std::max<int64_t>(n, 1)));
+      if (o.reportProgress) job->setProgress(static_cast<double>(done) / static_cast<double>(std::max<int64_t>(n, 1)));
     }
     ++done;
+    const double fraction = static_cast<double>(done) / static_cast<double>(std::max<int64_t>(n, 1));
     if (o.split != Split::All) {
       bool held = isHeldOut(d.id, o.seed, o.heldOutFraction);
       if ((o.split == Split::HeldOut) != held) return true;
@@ -418,6 +419,7 @@ void forEachSequence(const Corpus& corpus, const Tokenizer& tokenizer, const Seq
         s.docId = d.id;
         s.category = d.category;
         s.start = static_cast<int32_t>(start);
+        s.sourceFraction = fraction;
         emitted += end - start;
         if (!fn(s)) {
           stop = true;
@@ -454,7 +456,7 @@ void forEachSequence(const Corpus& corpus, const Tokenizer& tokenizer, const Seq
       if (!handle(corpus.document(id)) || stop) break;
     }
   }
-  if (job) job->setProgress(1.0);
+  if (job && o.reportProgress) job->setProgress(1.0);
 }
 
 std::vector<Sequence> collectSequences(const Corpus& corpus, const Tokenizer& tokenizer, const SequenceOptions& options,

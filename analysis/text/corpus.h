@@ -61,6 +61,10 @@ struct Sequence {
   int64_t docId = 0;
   int32_t category = -1;
   int32_t start = 0;         ///< token offset of ids[0] within the document's encoding
+  /// Share of the corpus's documents visited (skipped ones included) once this
+  /// sequence's document is read, in (0, 1]; lets a consumer estimate the
+  /// tokens still to come (tokens so far / sourceFraction). -1 = unknown.
+  double sourceFraction = -1;
 };
 
 enum class Split { All, Train, HeldOut };
@@ -75,6 +79,10 @@ struct SequenceOptions {
   Split split = Split::All;
   double heldOutFraction = 0.05; ///< documents held out (by a seeded hash of the id)
   int minLength = 2;           ///< drop windows shorter than this
+  /// Report documents visited / documents as the job's progress. Off when the
+  /// consumer reports its own progress (the recorder counts processed tokens
+  /// against Sequence::sourceFraction instead).
+  bool reportProgress = true;
 };
 
 /// Whether a document falls in the held-out split (deterministic in id and seed).

@@ -157,9 +157,11 @@ int runEval(const Args& a) {
               << std::setprecision(3) << std::setw(9) << r["fraction"].get<double>() << std::setprecision(4)
               << std::setw(10) << r["loss"].get<double>() << std::setw(11) << r["perplexity"].get<double>()
               << std::setw(9) << r["top1_agreement"].get<double>() << std::setw(9) << r["kl"].get<double>();
-    if (speed) {
+    if (speed && r.contains("speed")) {
       std::cout << std::setprecision(2) << std::setw(8) << r["speed"]["forward_speedup"].get<double>();
       if (r["speed"].contains("generate_speedup")) std::cout << std::setw(8) << r["speed"]["generate_speedup"].get<double>();
+    } else if (speed) {
+      std::cout << std::setw(8) << "-";  // oracle router: no speed (it needs the dense hidden)
     }
     std::cout << "\n";
   }

@@ -1,0 +1,362 @@
+// MoEfy against the peer recipe (bench/peer/moefication_peer.py: MoEfication's
+// expert construction as run in Python with torch, gpmetis, scikit-learn and
+// scipy), stage by stage on the same activations and weights, with the
+// ratio peer / MoEfy from the same run and the quality of each result.
+//
+//   bench_peer                       GPT-2-small shape, synthetic activations
+//                                    with planted groups: T 65,536, d_ff 3072,
+//                                    d_model 768, E 96
+//   bench_peer --rec REC [--layer L] [--experts E]
+//                                    a recording's reservoir samples (record with
+//                                    --samples >= the token count, so the rows are
+//                                    the token stream in order) and its model's W1
+//   bench_peer --act ACT.npy --w1 W1.npy [--experts E]
+//                                    given activations [T, d_ff] and W1 [d_ff, d_model] (F32 .npy)
+//   --tokens T --dff N --dmodel D --experts E --soft-tokens S --work DIR
+//   --reuse-peer                     take DIR/peer.json and the peer's outputs from an
+//                                    earlier run on the same inputs instead of running it
+//
+// Stages (docs/recording-and-splitting.md "Against the peer recipe"):
+//   binary  co-activation counts: peer A^T A in torch (float32), MoEfy
+//           threshold + bit-pack + AND/popcount (accumulateCoact)
+//   soft    soft co-activation over 8-token blocks: peer torch.bmm + clamp
+//           on the first S tokens, scaled to T (said in the output); MoEfy's
+//           tiled kernel (accumulateSoftCoact) on all T
+//   graph   percentile-weighted integer graph + METIS + balance: peer writes
+//           the .graph file in Python, runs gpmetis, rebalances at random;
+//           MoEfy buildCoactGraph(weighting percentile, dense) + METIS k-way
+//           in process + affinity-driven balance repair
+//   kmeans  peer scikit-learn KMeans + linear_sum_assignment on replicated
+//           centroids; MoEfy balancedKmeans (same number of restarts)
+// Quality: co-activation share inside experts, size balance, oracle recall
+// at k = E/4 on the first 8192 tokens; inertia of the normalised W1 rows
+// around their experts' means (the same formula for both).
+// Targets: every stage >= 5x faster than the peer; k-means >= 4x at equal
+// or lower inertia. Exit status 1 if the binary counts differ or the soft
+// co-activation differs from the peer's beyond 1e-4 relative.
+#include <torch/torch.h>
+
+#include <unistd.h>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "analysis/common/runtime.h"
+#include "analysis/jobs/job.h"
+#include "analysis/model/model.h"
+#include "analysis/record/coact.h"
+#include "analysis/record/recording.h"
+#include "analysis/split/split.h"
+
+using namespace moefy;
+namespace fs = std::filesystem;
+
+namespace {
+
+double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+
+// .npy (version 1.0, little-endian, C order) for F32 and I32 matrices.
+void writeNpy(const fs::path& path, const at::Tensor& xIn) {
+  at::Tensor x = xIn.contiguous();
+  const char* descr = x.scalar_type() == at::kInt ? "<i4" : "<f4";
+  std::string shape;
+  for (int64_t d = 0; d < x.dim(); ++d) shape += std::to_string(x.size(d)) + ", ";
+  std::string hdr = std::string("{'descr': '") + descr + "', 'fortran_order': False, 'shape': (" + shape + "), }";
+  while ((10 + hdr.size() + 1) % 64) hdr += ' ';
+  hdr += '\n';
+  std::ofstream out(path, std::ios::binary);
+  out.write("\x93NUMPY\x01\x00", 8);
+  const uint16_t n = static_cast<uint16_t>(hdr.size());
+  out.write(reinterpret_cast<const char*>(&n), 2);
+  out << hdr;
+  out.write(static_cast<const char*>(x.data_ptr()), static_cast<std::streamsize>(x.numel() * 4));
+  if (!out) throw std::runtime_error(path.string() + ": write failed");
+}
+
+at::Tensor readNpy(const fs::path& path, std::vector<int64_t> shape, at::ScalarType type) {
+  std::ifstream in(path, std::ios::binary);
+  std::string all((std::istreambuf_iterator<char>(in)), {});
+  if (all.size() < 10) throw std::runtime_error(path.string() + ": not a .npy file");
+  const uint16_t hl = static_cast<uint8_t>(all[8]) | (static_cast<uint8_t>(all[9]) << 8);
+  int64_t numel = 1;
+  for (int64_t d : shape) numel *= d;
+  if (all.size() != 10 + hl + static_cast<size_t>(numel * 4))
+    throw std::runtime_error(path.string() + ": unexpected size");
+  return at::from_blob(all.data() + 10 + hl, shape, type).clone();
+}
+
+// A 2-D little-endian F32 .npy (C order), shape from its header.
+at::Tensor readNpyAny(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::string all((std::istreambuf_iterator<char>(in)), {});
+  if (all.size() < 10) throw std::runtime_error(path.string() + ": not a .npy file");
+  const uint16_t hl = static_cast<uint8_t>(all[8]) | (static_cast<uint8_t>(all[9]) << 8);
+  const std::string hdr = all.substr(10, hl);
+  if (hdr.find("'<f4'") == std::string::npos || hdr.find("'fortran_order': False") == std::string::npos)
+    throw std::runtime_error(path.string() + ": expected a C-order float32 array");
+  const size_t p = hdr.find("'shape': (");
+  if (p == std::string::npos) throw std::runtime_error(path.string() + ": no shape");
+  const int64_t r = std::atoll(hdr.c_str() + p + 10);
+  const size_t comma = hdr.find(',', p);
+  const int64_t c = std::atoll(hdr.c_str() + comma + 1);
+  if (r <= 0 || c <= 0 || all.size() != 10 + hl + static_cast<size_t>(r * c * 4))
+    throw std::runtime_error(path.string() + ": unexpected size");
+  return at::from_blob(all.data() + 10 + hl, {r, c}, at::kFloat).clone();
+}
+
+std::vector<int32_t> toVec(const at::Tensor& t) {
+  at::Tensor c = t.to(at::kInt).contiguous();
+  return std::vector<int32_t>(c.data_ptr<int32_t>(), c.data_ptr<int32_t>() + c.numel());
+}
+
+// Sum of squared distances of the L2-normalised rows to the mean of their part.
+double inertiaOf(const at::Tensor& w1, const std::vector<int32_t>& labels, int E) {
+  at::Tensor x = w1.to(at::kDouble);
+  x = x / x.norm(2, 1, true).clamp_min(1e-12);
+  at::Tensor lab = at::tensor(std::vector<int64_t>(labels.begin(), labels.end()), at::kLong);
+  at::Tensor sums = at::zeros({E, x.size(1)}, x.options()).index_add_(0, lab, x);
+  at::Tensor cnt = at::zeros({E}, x.options()).index_add_(0, lab, at::ones({x.size(0)}, x.options()));
+  at::Tensor cent = sums / cnt.clamp_min(1).unsqueeze(1);
+  return (x - cent.index_select(0, lab)).pow(2).sum().item<double>();
+}
+
+struct Args {
+  int64_t T = 65536, n = 3072, d = 768;
+  int E = 96;
+  int64_t softTokens = 4096;
+  std::string rec, act, w1;
+  bool reusePeer = false;
+  int layer = 0;
+  fs::path work;
+  int restarts = 4;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  configureRuntime();
+  Args a;
+  bool expertsGiven = false;
+  for (int i = 1; i < argc; i += 2) {
+    const std::string k = argv[i];
+    if (k == "--reuse-peer") {
+      a.reusePeer = true;
+      --i;
+      continue;
+    }
+    if (i + 1 >= argc) {
+      std::fprintf(stderr, "bench_peer: %s needs a value\n", k.c_str());
+      return 2;
+    }
+    const std::string v = argv[i + 1];
+    if (k == "--tokens")
+      a.T = std::atoll(v.c_str());
+    else if (k == "--dff")
+      a.n = std::atoll(v.c_str());
+    else if (k == "--dmodel")
+      a.d = std::atoll(v.c_str());
+    else if (k == "--experts")
+      a.E = std::atoi(v.c_str()), expertsGiven = true;
+    else if (k == "--soft-tokens")
+      a.softTokens = std::atoll(v.c_str());
+    else if (k == "--rec")
+      a.rec = v;
+    else if (k == "--act")
+      a.act = v;
+    else if (k == "--w1")
+      a.w1 = v;
+    else if (k == "--layer")
+      a.layer = std::atoi(v.c_str());
+    else if (k == "--work")
+      a.work = v;
+    else if (k == "--restarts")
+      a.restarts = std::atoi(v.c_str());
+    else {
+      std::fprintf(stderr, "bench_peer: unknown option %s\n", k.c_str());
+      return 2;
+    }
+  }
+  if (a.work.empty()) a.work = fs::temp_directory_path() / ("bench_peer_" + std::to_string(::getpid()));
+  fs::create_directories(a.work);
+  const int threads = runtimeThreads();
+
+  // ---- inputs
+  at::Tensor h, w1;  // [T, n] F32, [n, d] F32
+  std::vector<int32_t> planted;
+  double t0 = now();
+  if (!a.act.empty()) {
+    if (a.w1.empty()) {
+      std::fprintf(stderr, "bench_peer: --act needs --w1\n");
+      return 2;
+    }
+    h = readNpyAny(a.act);
+    w1 = readNpyAny(a.w1);
+    a.T = h.size(0);
+    a.n = h.size(1);
+    a.d = w1.size(1);
+    std::printf("bench_peer: activations %s: T %lld, d_ff %lld, d_model %lld, E %d, %d threads\n", a.act.c_str(),
+                static_cast<long long>(a.T), static_cast<long long>(a.n), static_cast<long long>(a.d), a.E, threads);
+  } else if (!a.rec.empty()) {
+    Recording rec = Recording::open(a.rec);
+    if (rec.sampleCount() < rec.tokens())
+      std::printf("note: %lld samples of %lld tokens: rows are a reservoir sample, not the token stream\n",
+                  static_cast<long long>(rec.sampleCount()), static_cast<long long>(rec.tokens()));
+    h = rec.sampleFfnAct(a.layer).to(at::kFloat).contiguous();
+    auto model = Model::load(rec.modelPath());
+    w1 = model->ffnWeights(a.layer).up.to(at::kFloat).contiguous();
+    a.T = h.size(0);
+    a.n = h.size(1);
+    a.d = w1.size(1);
+    if (!expertsGiven) a.E = static_cast<int>(std::max<int64_t>(1, a.n / 32));
+    std::printf("bench_peer: recording %s layer %d: T %lld sampled tokens, d_ff %lld, d_model %lld, E %d, %d threads\n",
+                a.rec.c_str(), a.layer, static_cast<long long>(a.T), static_cast<long long>(a.n),
+                static_cast<long long>(a.d), a.E, threads);
+  } else {
+    std::printf("bench_peer: synthetic GPT-2-small shape: T %lld, d_ff %lld, d_model %lld, E %d, %d threads\n",
+                static_cast<long long>(a.T), static_cast<long long>(a.n), static_cast<long long>(a.d), a.E, threads);
+    // Planted groups: each token switches on 4 of E groups; a neuron of an
+    // active group fires with p 0.7, any other with p 0.07 (about 10 %
+    // density); firing values |N(0.6, 0.5)|, others GELU-like small negatives.
+    planted = partitionRandom(a.n, a.E, 99);
+    at::Tensor lab = at::tensor(std::vector<int64_t>(planted.begin(), planted.end()), at::kLong);
+    at::manual_seed(5);
+    h = at::empty({a.T, a.n}, at::kFloat);
+    for (int64_t c0 = 0; c0 < a.T; c0 += 4096) {
+      const int64_t c1 = std::min(a.T, c0 + 4096);
+      at::Tensor on = at::zeros({c1 - c0, a.E}, at::kFloat).scatter_(1, at::randint(a.E, {c1 - c0, 4}), 1.0);
+      at::Tensor p = on.index_select(1, lab) * 0.63 + 0.07;
+      at::Tensor fire = at::rand({c1 - c0, a.n}) < p;
+      at::Tensor val = (at::randn({c1 - c0, a.n}) * 0.5 + 0.6).abs();
+      h.slice(0, c0, c1).copy_(at::where(fire, val, at::rand({c1 - c0, a.n}) * -0.17));
+    }
+    at::Tensor centers = at::randn({a.E, a.d});
+    w1 = (centers.index_select(0, lab) + 1.5 * at::randn({a.n, a.d})).contiguous();
+  }
+  if (!a.reusePeer) {
+    writeNpy(a.work / "act.npy", h);
+    writeNpy(a.work / "w1.npy", w1);
+  }
+  std::printf("  inputs ready in %.1f s (density %.3f), files in %s\n", now() - t0,
+              (h > 0).to(at::kFloat).mean().item<double>(), a.work.c_str());
+
+  // ---- peer
+  const fs::path script = fs::path(MOEFY_SOURCE_DIR) / "bench" / "peer" / "moefication_peer.py";
+  const int64_t softTokens = std::min(a.softTokens, a.T);
+  const std::string cmd = "/usr/bin/python3 '" + script.string() + "' --act '" + (a.work / "act.npy").string() +
+                          "' --w1 '" + (a.work / "w1.npy").string() + "' --experts " + std::to_string(a.E) +
+                          " --out '" + a.work.string() + "' --soft-tokens " + std::to_string(softTokens) +
+                          " --threads " + std::to_string(threads) + " --restarts " + std::to_string(a.restarts) +
+                          " > '" + (a.work / "peer.json").string() + "'";
+  t0 = now();
+  if (a.reusePeer)
+    std::printf("  peer results reused from %s (same inputs)\n", (a.work / "peer.json").c_str());
+  else if (std::system(cmd.c_str()) != 0) {
+    std::fprintf(stderr, "bench_peer: the peer script failed: %s\n", cmd.c_str());
+    return 1;
+  }
+  nlohmann::json peer = nlohmann::json::parse(std::ifstream(a.work / "peer.json"));
+  std::printf("  peer script ran in %.1f s (torch %d threads)\n", now() - t0, peer["threads"].get<int>());
+
+  // ---- MoEfy stages
+  // binary: threshold + pack + popcount.
+  t0 = now();
+  at::Tensor C = at::zeros({a.n, a.n}, at::kInt);
+  {
+    std::vector<uint8_t> mask(static_cast<size_t>(a.T * a.n));
+    const float* hp = h.data_ptr<float>();
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < a.T * a.n; ++i) mask[static_cast<size_t>(i)] = hp[i] > 0.0f;
+    BitMatrix bits;
+    packMask(mask.data(), a.T, a.n, bits);
+    accumulateCoact(bits, C.data_ptr<int32_t>());
+    mirrorUpper(C.data_ptr<int32_t>(), a.n);
+  }
+  const double tBinary = now() - t0;
+  at::Tensor count = C.diagonal().to(at::kLong).contiguous();
+
+  // soft: all T in consecutive 8-token blocks.
+  std::vector<SoftBlock> blocks;
+  for (int64_t t = 0; t + 8 <= a.T; t += 8) blocks.push_back({t, 8});
+  at::Tensor S = at::zeros({a.n, a.n}, at::kFloat);
+  t0 = now();
+  accumulateSoftCoact(h.data_ptr<float>(), a.T, a.n, blocks, S.data_ptr<float>());
+  const double tSoft = now() - t0;
+  // The peer's slice, for the exactness check.
+  const int64_t st = peer["soft_slice_tokens"].get<int64_t>();
+  std::vector<SoftBlock> sliceBlocks(blocks.begin(), blocks.begin() + st / 8);
+  at::Tensor Sslice = at::zeros({a.n, a.n}, at::kFloat);
+  accumulateSoftCoact(h.data_ptr<float>(), a.T, a.n, sliceBlocks, Sslice.data_ptr<float>());
+
+  // graph: the peer's definition (percentile weights, every edge).
+  GraphOptions go;
+  go.weighting = "percentile";
+  go.topk = 0;
+  t0 = now();
+  CoactGraph g = buildCoactGraph(C, count, a.T, go, a.E);
+  std::vector<int32_t> labCoact = partitionCoact(g, a.E, 1);
+  const double tGraph = now() - t0;
+  // The product's default graph (raw counts, top-k auto), for reference.
+  GraphOptions gd;
+  t0 = now();
+  CoactGraph g2 = buildCoactGraph(C, count, a.T, gd, a.E);
+  std::vector<int32_t> labDefault = partitionCoact(g2, a.E, 1);
+  const double tGraphDefault = now() - t0;
+
+  t0 = now();
+  KmeansResult km = balancedKmeans(w1, a.E, a.restarts, 50, 1, JobContext::none());
+  const double tKm = now() - t0;
+
+  // ---- peer results
+  at::Tensor Cp = readNpy(a.work / "coact.npy", {a.n, a.n}, at::kInt);
+  at::Tensor Sp = readNpy(a.work / "soft.npy", {a.n, a.n}, at::kFloat);
+  std::vector<int32_t> labPeerMetis = toVec(readNpy(a.work / "labels_metis.npy", {a.n}, at::kInt));
+  std::vector<int32_t> labPeerKm = toVec(readNpy(a.work / "labels_kmeans.npy", {a.n}, at::kInt));
+  const int64_t binDiff = (Cp.to(at::kLong) - C.to(at::kLong)).abs().max().item<int64_t>();
+  const double softRel = ((Sp - Sslice).abs() / Sp.abs().clamp_min(1.0)).max().item<double>();
+
+  at::Tensor sample = h.slice(0, 0, std::min<int64_t>(a.T, 8192));
+  const int k = std::max(1, a.E / 4);
+  auto recall = [&](const std::vector<int32_t>& l) { return recallAtK(sample, l, a.E)[static_cast<size_t>(k - 1)]; };
+  auto quality = [&](const std::vector<int32_t>& l) {
+    char buf[200];
+    std::snprintf(buf, sizeof buf, "inside %.4f  balance %.3f  recall@%d %.4f", coactInside(C, l), sizeBalance(l, a.E),
+                  k, recall(l));
+    return std::string(buf);
+  };
+
+  const double pBinary = peer["binary_s"].get<double>(), pSoft = peer["soft_s"].get<double>();
+  const double pGraph = peer["graph_s"].get<double>(), pKm = peer["kmeans_s"].get<double>();
+  std::printf("\n  %-8s %12s %12s %9s  %s\n", "stage", "peer s", "MoEfy s", "ratio", "quality / check");
+  std::printf("  %-8s %12.3f %12.3f %8.1fx  max |peer - MoEfy| = %lld (exact)  [target >= 5x]\n", "binary", pBinary,
+              tBinary, pBinary / tBinary, static_cast<long long>(binDiff));
+  std::printf(
+      "  %-8s %12.3f %12.3f %8.1fx  peer timed on %lld of %lld tokens (%.3f s) and scaled; max rel diff on "
+      "that slice %.2g  [target >= 5x; kernel target >= 50x]\n",
+      "soft", pSoft, tSoft, pSoft / tSoft, static_cast<long long>(st), static_cast<long long>(a.T),
+      peer["soft_slice_s"].get<double>(), softRel);
+  std::printf("  %-8s %12.3f %12.3f %8.1fx  %lld edges; peer %s | MoEfy %s  [target >= 5x]\n", "graph", pGraph, tGraph,
+              pGraph / tGraph, static_cast<long long>(g.edges()), quality(labPeerMetis).c_str(),
+              quality(labCoact).c_str());
+  const double inPeer = inertiaOf(w1, labPeerKm, a.E), inOurs = inertiaOf(w1, km.labels, a.E);
+  std::printf(
+      "  %-8s %12.3f %12.3f %8.1fx  inertia peer %.2f | MoEfy %.2f (%s); balance %.3f | %.3f; recall@%d %.4f | "
+      "%.4f  [target >= 4x at <= inertia]\n",
+      "kmeans", pKm, tKm, pKm / tKm, inPeer, inOurs, inOurs <= inPeer ? "lower or equal" : "HIGHER",
+      sizeBalance(labPeerKm, a.E), sizeBalance(km.labels, a.E), k, recall(labPeerKm), recall(km.labels));
+  std::printf("  %-8s %12s %12.3f %9s  MoEfy default graph (raw, top-k auto, %lld edges): %s\n", "graph*", "",
+              tGraphDefault, "", static_cast<long long>(g2.edges()), quality(labDefault).c_str());
+  if (!planted.empty())
+    std::printf("  ARI vs planted groups: peer metis %.3f, MoEfy coact %.3f, peer kmeans %.3f, MoEfy kmeans %.3f\n",
+                adjustedRandIndex(labPeerMetis, planted), adjustedRandIndex(labCoact, planted),
+                adjustedRandIndex(labPeerKm, planted), adjustedRandIndex(km.labels, planted));
+  if (!a.reusePeer) {
+    std::error_code ec;
+    fs::remove_all(a.work, ec);
+  }
+  return binDiff == 0 && softRel < 1e-4 ? 0 : 1;
+}
