@@ -93,9 +93,10 @@ int main(int argc, char** argv) {
     seqs.push_back(std::move(s));
   }
   const int64_t tokens = static_cast<int64_t>(batches) * B * T;
-  std::printf("bench_record_overhead: %s (%d x %d/%d, vocab %d), %lld tokens (%d x %d x %d), samples %lld, %d threads\n",
-              wide ? "LLaMA-7B FFN width, one layer" : "GPT-2-small shape", Lyr, C, F, V,
-              static_cast<long long>(tokens), batches, B, T, static_cast<long long>(samples), runtimeThreads());
+  std::printf(
+      "bench_record_overhead: %s (%d x %d/%d, vocab %d), %lld tokens (%d x %d x %d), samples %lld, %d threads\n",
+      wide ? "LLaMA-7B FFN width, one layer" : "GPT-2-small shape", Lyr, C, F, V, static_cast<long long>(tokens),
+      batches, B, T, static_cast<long long>(samples), runtimeThreads());
   // Warm-up.
   model->forward(makeBatch({ids[0]}, 0));
 

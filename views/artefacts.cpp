@@ -447,7 +447,8 @@ std::shared_ptr<Evaluation> Evaluation::open(const QString& d) {
       p.kl = num(r, "kl");
       p.fwdSpeedup = p.genSpeedup = nan;
       p.fwdSpeedupMin = p.fwdSpeedupMax = p.genSpeedupMin = p.genSpeedupMax = nan;
-      if (r.contains("speed_note") && r["speed_note"].is_string()) p.speedNote = QString::fromStdString(r["speed_note"].get<std::string>());
+      if (r.contains("speed_note") && r["speed_note"].is_string())
+        p.speedNote = QString::fromStdString(r["speed_note"].get<std::string>());
       if (r.contains("speed") && r["speed"].is_object()) {
         const auto& sp = r["speed"];
         p.fwdSpeedup = num(sp, "forward_speedup");

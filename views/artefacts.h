@@ -150,8 +150,8 @@ struct Evaluation {
     double fwdSpeedup = 0, genSpeedup = 0;  ///< median ratio; NaN when the run had no --speed (or an oracle router)
     double fwdSpeedupMin = 0, fwdSpeedupMax = 0;  ///< spread over the timed runs; NaN when not recorded
     double genSpeedupMin = 0, genSpeedupMax = 0;
-    int fwdRuns = 0, genRuns = 0;                 ///< timed runs behind the figure (0 = not recorded)
-    QString speedNote;                            ///< why a result has no speed (e.g. oracle router)
+    int fwdRuns = 0, genRuns = 0;  ///< timed runs behind the figure (0 = not recorded)
+    QString speedNote;             ///< why a result has no speed (e.g. oracle router)
   };
   struct Series {
     QString name;

@@ -3,8 +3,8 @@
 #include "views/qcp.h"
 
 #include <QApplication>
-#include <QEvent>
 #include <QDir>
+#include <QEvent>
 #include <QFileDialog>
 #include <QFileInfo>
 #include <QImage>
@@ -89,7 +89,8 @@ bool exportFigure(QWidget* root, const QString& path, const QString& format, int
     // scale (and the plots, laid out with screen font metrics, cut it off).
     // The real dpi is stamped on the file after painting.
     const double scale = std::max(0.25, dpi / 96.0);
-    QImage img(QSize(int(std::lround(size.width() * scale)), int(std::lround(size.height() * scale))), QImage::Format_ARGB32);
+    QImage img(QSize(int(std::lround(size.width() * scale)), int(std::lround(size.height() * scale))),
+               QImage::Format_ARGB32);
     img.fill(Qt::white);
     const auto dotsPerMeter = [](double d) { return int(std::lround(d / 0.0254)); };
     img.setDotsPerMeterX(dotsPerMeter(root->logicalDpiX()));

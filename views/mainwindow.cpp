@@ -8,11 +8,10 @@
 #include <QCloseEvent>
 #include <QCoreApplication>
 #include <QDateTime>
-#include <QElapsedTimer>
-#include <QStyle>
 #include <QDialogButtonBox>
 #include <QDir>
 #include <QDockWidget>
+#include <QElapsedTimer>
 #include <QFileDialog>
 #include <QFormLayout>
 #include <QHBoxLayout>
@@ -24,6 +23,7 @@
 #include <QSettings>
 #include <QStandardPaths>
 #include <QStatusBar>
+#include <QStyle>
 #include <QToolButton>
 
 #include "views/figure.h"
@@ -193,6 +193,9 @@ void MainWindow::buildDocks() {
   auto* inspDock = new QDockWidget("Neuron inspector", this);
   inspDock->setObjectName("inspectorDock");
   inspector_ = new NeuronInspector(ctx_, inspDock);
+  // Wide enough for its tables' numbers at 1366x768 (resizeDocks below only
+  // asks; before the first show the central widget's minimum can win).
+  inspector_->setMinimumWidth(260);
   inspDock->setWidget(inspector_);
   addDockWidget(Qt::RightDockWidgetArea, inspDock);
   resizeDocks({logDock}, {150}, Qt::Vertical);

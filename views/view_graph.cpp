@@ -294,8 +294,8 @@ void ExpertGraphView::refresh() {
     // GraphCanvas::radius() in pixels against ~60 px per edge length.
     for (int e = 0; e < E; ++e) expertRadius.push_back((8 + 22 * std::sqrt(sizes[e] / maxSize)) / 60.0);
   }
-  std::vector<std::array<double, 2>> knownExperts = expertPosKey_ == key && int(expertPos_.size()) == E
-                                                        ? expertPos_ : std::vector<std::array<double, 2>>{};
+  std::vector<std::array<double, 2>> knownExperts =
+      expertPosKey_ == key && int(expertPos_.size()) == E ? expertPos_ : std::vector<std::array<double, 2>>{};
   auto& slot = g_layouts[this];
   if (slot) {
     slot->stop = true;
@@ -322,7 +322,8 @@ void ExpertGraphView::refresh() {
         o.radius = expertRadius;
         experts = report::layoutGraph(E, expertEdges, o, job->job);
       }
-      for (int e = 0; e < E; ++e) nodes[size_t(e)].x = experts[size_t(e)][0], nodes[size_t(e)].y = experts[size_t(e)][1];
+      for (int e = 0; e < E; ++e)
+        nodes[size_t(e)].x = experts[size_t(e)][0], nodes[size_t(e)].y = experts[size_t(e)][1];
       if (expanded >= 0 && memberCount > 0) {
         report::LayoutOptions o;
         o.seed = 1 + static_cast<uint64_t>(expanded);
@@ -342,7 +343,9 @@ void ExpertGraphView::refresh() {
     }
     if (job->stop) return;
     QMetaObject::invokeMethod(
-        self, [self, job, key, error, experts = std::move(experts), nodes = std::move(nodes), edges = std::move(edges)]() mutable {
+        self,
+        [self, job, key, error, experts = std::move(experts), nodes = std::move(nodes),
+         edges = std::move(edges)]() mutable {
           if (!self || job->stop) return;
           if (!error.isEmpty()) {
             self->note_->setText("Layout failed: " + error);
@@ -355,7 +358,8 @@ void ExpertGraphView::refresh() {
           self->canvas_->edges = std::move(edges);
           self->canvas_->update();
           self->note_->setText(QString("%1 nodes, %2 edges (Graphviz sfdp layout, seeded: stable across redraws).")
-                                   .arg(self->canvas_->nodes.size()).arg(self->canvas_->edges.size()));
+                                   .arg(self->canvas_->nodes.size())
+                                   .arg(self->canvas_->edges.size()));
         },
         Qt::QueuedConnection);
   });

@@ -151,7 +151,8 @@ void NeuronInspector::show(int L, int n) {
     html += QString("<tr><td valign='top'><b>%1</b></td><td>%2</td></tr>").arg(k, v);
   };
   auto whole = [](const QString& number) { return "<nobr>" + number + "</nobr>"; };
-  row("firing frequency", QString("%1 of %2 tokens").arg(whole(QString("%1%").arg(100.0 * s.count[n] / rec->tokens, 0, 'f', 2)))
+  row("firing frequency", QString("%1 of %2 tokens")
+                              .arg(whole(QString("%1%").arg(100.0 * s.count[n] / rec->tokens, 0, 'f', 2)))
                               .arg(whole(QString("%L1").arg(rec->tokens))));
   row("mean activation", whole(QString::number(s.mean[n], 'g', 4)));
   row("max activation", whole(QString::number(s.max[n], 'g', 4)));
@@ -163,7 +164,10 @@ void NeuronInspector::show(int L, int n) {
     QStringList cats;
     for (int c = 0; c < rec->categories.size(); ++c)
       if (s.categoryTokens[c] > 0)
-        cats << QString("%1 %2").arg(rec->categories[c]).arg(whole(QString("%1%").arg(100.0 * s.categoryCount[size_t(c) * rec->dFF + n] / s.categoryTokens[c], 0, 'f', 1)));
+        cats << QString("%1 %2")
+                    .arg(rec->categories[c])
+                    .arg(whole(QString("%1%").arg(
+                        100.0 * s.categoryCount[size_t(c) * rec->dFF + n] / s.categoryTokens[c], 0, 'f', 1)));
     row("frequency by category", cats.join(", "));
   }
   html += "</table>";
@@ -183,9 +187,13 @@ void NeuronInspector::show(int L, int n) {
         int i = idx[r];
         if (v(i) <= 0) break;
         int c = smp.category[i];
-        html += QString("<tr><td>%1</td><td>%2</td><td>%3</td><td>%4</td><td>%5</td></tr>").arg(whole(QString::number(v(i), 'f', 3)))
-                    .arg(QString("%1 <code>%2</code>").arg(whole(QString::number(smp.tokenId[i]))).arg(ctx_->tokenText(smp.tokenId[i]).toHtmlEscaped()))
-                    .arg(whole(QString::number(smp.docId[i]))).arg(whole(QString::number(smp.position[i])))
+        html += QString("<tr><td>%1</td><td>%2</td><td>%3</td><td>%4</td><td>%5</td></tr>")
+                    .arg(whole(QString::number(v(i), 'f', 3)))
+                    .arg(QString("%1 <code>%2</code>")
+                             .arg(whole(QString::number(smp.tokenId[i])))
+                             .arg(ctx_->tokenText(smp.tokenId[i]).toHtmlEscaped()))
+                    .arg(whole(QString::number(smp.docId[i])))
+                    .arg(whole(QString::number(smp.position[i])))
                     .arg(c >= 0 && c < rec->categories.size() ? rec->categories[c] : QString("-"));
       }
       html += "</table>";

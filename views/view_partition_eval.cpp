@@ -50,8 +50,9 @@ PartitionView::PartitionView(StudioContext* ctx, QWidget* parent)
   // comparable at equal compute (k/E), not at equal k.
   recallAxis_->addItem("active fraction (k / E)", 0);
   recallAxis_->addItem("experts run (k)", 1);
-  recallAxis_->setToolTip("Plot recall against the share of experts run per token (comparable across expert counts) "
-                          "or against the absolute number of experts run");
+  recallAxis_->setToolTip(
+      "Plot recall against the share of experts run per token (comparable across expert counts) "
+      "or against the absolute number of experts run");
   optionsBar()->addWidget(recallAxis_);
   connect(recallAxis_, &QComboBox::currentIndexChanged, this, [this] { refresh(); });
   auto* lay = new QVBoxLayout(body());
@@ -97,7 +98,11 @@ QString PartitionView::csvData() const {
     const bool frac = recallAxis_->currentData().toInt() == 0;
     for (auto it = graph->data()->begin(); it != graph->data()->end(); ++it) {
       const int k = frac ? int(std::lround(it->key * E)) : int(std::lround(it->key));
-      out += QString("%1,%2,%3,%4\n").arg(graph->name()).arg(k).arg(double(k) / std::max(1, E), 0, 'g', 8).arg(it->value, 0, 'g', 8);
+      out += QString("%1,%2,%3,%4\n")
+                 .arg(graph->name())
+                 .arg(k)
+                 .arg(double(k) / std::max(1, E), 0, 'g', 8)
+                 .arg(it->value, 0, 'g', 8);
     }
   }
   return out;
@@ -381,16 +386,31 @@ void EvalView::refresh() {
 }
 
 QString EvalView::csvData() const {
-  QString out = "router,fraction,top_k,loss,perplexity,loss_delta,top1_agreement,kl,forward_speedup,forward_speedup_min,"
-                "forward_speedup_max,forward_runs,generate_speedup,generate_speedup_min,generate_speedup_max,generate_runs\n";
+  QString out =
+      "router,fraction,top_k,loss,perplexity,loss_delta,top1_agreement,kl,forward_speedup,forward_speedup_min,"
+      "forward_speedup_max,forward_runs,generate_speedup,generate_speedup_min,generate_speedup_max,generate_runs\n";
   if (!eval_) return out;
   auto g = [](double v) { return QString::number(v, 'g', 8); };
   for (const auto& s : eval_->series)
     for (const auto& p : s.points)
-      out += QStringList{s.name, g(p.fraction), "\"" + p.topK + "\"", g(p.loss), g(p.ppl), g(p.lossDelta), g(p.top1), g(p.kl),
-                         g(p.fwdSpeedup), g(p.fwdSpeedupMin), g(p.fwdSpeedupMax), QString::number(p.fwdRuns),
-                         g(p.genSpeedup), g(p.genSpeedupMin), g(p.genSpeedupMax), QString::number(p.genRuns)}
-                 .join(',') + "\n";
+      out += QStringList{s.name,
+                         g(p.fraction),
+                         "\"" + p.topK + "\"",
+                         g(p.loss),
+                         g(p.ppl),
+                         g(p.lossDelta),
+                         g(p.top1),
+                         g(p.kl),
+                         g(p.fwdSpeedup),
+                         g(p.fwdSpeedupMin),
+                         g(p.fwdSpeedupMax),
+                         QString::number(p.fwdRuns),
+                         g(p.genSpeedup),
+                         g(p.genSpeedupMin),
+                         g(p.genSpeedupMax),
+                         QString::number(p.genRuns)}
+                 .join(',') +
+             "\n";
   return out;
 }
 

@@ -42,6 +42,7 @@ SparsityView::SparsityView(StudioContext* ctx, QWidget* parent)
   freq_ = newPlot(body(), "Per-neuron firing frequency");
   note_ = new QLabel(body());
   note_->setStyleSheet("color:#333;");
+  note_->setWordWrap(true);  // a long note must not set the window's minimum width (1366x768 screens)
   g->addWidget(layers_, 0, 0);
   g->addWidget(hist_, 0, 1);
   g->addWidget(freq_, 1, 0, 1, 2);

@@ -130,7 +130,7 @@ class ExpertGraphView : public FigureView {
   std::shared_ptr<Recording> rec_;
   std::shared_ptr<Partition> part_;
   int expanded_ = -1;
-  QString expertPosKey_;                        ///< recording|partition|layer the expert layout is for
+  QString expertPosKey_;                          ///< recording|partition|layer the expert layout is for
   std::vector<std::array<double, 2>> expertPos_;  ///< expert centres in [-1, 1]^2 (kept across redraws)
 };
 

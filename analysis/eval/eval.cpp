@@ -190,8 +190,9 @@ SpeedStats forwardSpeed(Model& model, std::shared_ptr<const FfnOverride> ffn,
   if (batch < 1) throw ParameterError("batch must be >= 1 (got " + std::to_string(batch) + ")");
   std::vector<Batch> batches;
   for (size_t b0 = 0; b0 < sequences.size(); b0 += static_cast<size_t>(batch)) {
-    std::vector<std::vector<int64_t>> seqs(sequences.begin() + static_cast<long>(b0),
-                                           sequences.begin() + static_cast<long>(std::min(sequences.size(), b0 + batch)));
+    std::vector<std::vector<int64_t>> seqs(
+        sequences.begin() + static_cast<long>(b0),
+        sequences.begin() + static_cast<long>(std::min(sequences.size(), b0 + batch)));
     batches.push_back(makeBatch(seqs, 0));
   }
   int64_t tokens = 0;
@@ -247,8 +248,9 @@ double forwardTokensPerSecond(Model& model, std::shared_ptr<const FfnOverride> f
   return forwardSpeed(model, std::move(ffn), sequences, batch, minSeconds, 3, job).median;
 }
 
-double generationTokensPerSecond(Model& model, std::shared_ptr<const FfnOverride> ffn, const std::vector<int64_t>& prompt,
-                                 int newTokens, double minSeconds, const JobContext* job) {
+double generationTokensPerSecond(Model& model, std::shared_ptr<const FfnOverride> ffn,
+                                 const std::vector<int64_t>& prompt, int newTokens, double minSeconds,
+                                 const JobContext* job) {
   return generationSpeed(model, std::move(ffn), prompt, newTokens, minSeconds, 3, job).max;
 }
 

@@ -78,8 +78,8 @@ std::vector<QualityFigures> evaluateQuality(Model& model, std::shared_ptr<const 
 /// is at the mercy of the scheduler, so speed figures carry the run count and
 /// the spread.
 struct SpeedStats {
-  int runs = 0;                          ///< timed runs (the warm-up not counted)
-  double min = 0, median = 0, max = 0;   ///< tokens/s over the runs
+  int runs = 0;                         ///< timed runs (the warm-up not counted)
+  double min = 0, median = 0, max = 0;  ///< tokens/s over the runs
   /// Summary of per-run rates (tokens/s); empty -> all zero.
   static SpeedStats of(std::vector<double> rates);
 };
@@ -90,16 +90,15 @@ struct SpeedStats {
 /// ParameterError for no sequences. With a `job`, cancel is polled after
 /// every batch (CancelledError).
 SpeedStats forwardSpeed(Model& model, std::shared_ptr<const FfnOverride> ffn,
-                        const std::vector<std::vector<int64_t>>& sequences, int batch, double minSeconds, int minRuns = 3,
-                        const JobContext* job = nullptr);
+                        const std::vector<std::vector<int64_t>>& sequences, int batch, double minSeconds,
+                        int minRuns = 3, const JobContext* job = nullptr);
 
 /// Greedy generation speed (new tokens/s, KV-cached, batch 1) after `prompt`:
 /// each run one generation of `newTokens` (only the steps timed); after a
 /// warm-up run, at least `minRuns` runs and together at least `minSeconds`.
 /// With a `job`, cancel is polled after every generated token (CancelledError).
 SpeedStats generationSpeed(Model& model, std::shared_ptr<const FfnOverride> ffn, const std::vector<int64_t>& prompt,
-                           int newTokens, double minSeconds = 0.3, int minRuns = 3,
-                           const JobContext* job = nullptr);
+                           int newTokens, double minSeconds = 0.3, int minRuns = 3, const JobContext* job = nullptr);
 
 /// forwardSpeed(...).median.
 double forwardTokensPerSecond(Model& model, std::shared_ptr<const FfnOverride> ffn,

@@ -99,9 +99,11 @@ nlohmann::json runEvaluation(Model& m, const EvalRunSpec& spec, const std::vecto
       r["speed_note"] = "oracle router: it needs the dense FFN's hidden, so it has no speed";
     } else if (spec.speed) {
       nlohmann::json speed = nlohmann::json::object();
-      addSpeed(speed, "forward", forwardSpeed(m, cands[i - 1].moe, seqs, eo.batch, spec.speedSeconds, 3, &job), denseFwd);
+      addSpeed(speed, "forward", forwardSpeed(m, cands[i - 1].moe, seqs, eo.batch, spec.speedSeconds, 3, &job),
+               denseFwd);
       if (m.config().causal)
-        addSpeed(speed, "generate", generationSpeed(m, cands[i - 1].moe, prompt, genTokens, spec.speedSeconds, 3, &job), denseGen);
+        addSpeed(speed, "generate", generationSpeed(m, cands[i - 1].moe, prompt, genTokens, spec.speedSeconds, 3, &job),
+                 denseGen);
       r["speed"] = speed;
       timingDone();
     }

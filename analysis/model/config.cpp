@@ -427,7 +427,7 @@ std::string ModelConfig::windowPattern() const {
   if (layerSliding.empty()) return "every layer, window " + w;
   std::string s;
   for (bool b : layerSliding) s += b ? 'L' : 'G';
-  return "window " + w + " on L layers: " + s + " (L local, G global)";
+  return "window " + w + " on local layers, pattern " + s + " (L local, G global)";
 }
 
 namespace {

@@ -49,7 +49,15 @@ nlohmann::json describeModel(const LoadedModel& loaded) {
   j["attention"] = c.attentionSummary();
   j["parameters"] = m.parameterCount();
   j["dtype"] = m.storedDType();
-  j["tokenizer"] = loaded.tokenizer ? loaded.tokenizer->kind() : "none (" + loaded.tokenizerError + ")";
+  if (loaded.tokenizer) {
+    j["tokenizer"] = loaded.tokenizer->kind();
+  } else {
+    // The summary already names the folder: the reason without its path prefix.
+    std::string why = loaded.tokenizerError;
+    const std::string prefix = m.dir().string() + "/";
+    for (size_t at; (at = why.find(prefix)) != std::string::npos;) why.erase(at, prefix.size());
+    j["tokenizer"] = "none (" + why + ")";
+  }
   j["fingerprint"] = m.fingerprint();
   if (loaded.isMoe()) j["moefication"] = loaded.moefication;
   return j;

@@ -312,7 +312,8 @@ void writePng(const Chart& c, const fs::path& path, double dpi) {
   if (!(dpi >= 36 && dpi <= 1200)) throw ParameterError("--dpi must be between 36 and 1200");
   const double scale = dpi / 72.0;
   SurfacePtr s = drawOn(c, scale, [&](double w, double h) {
-    return cairo_image_surface_create(CAIRO_FORMAT_RGB24, static_cast<int>(std::ceil(w)), static_cast<int>(std::ceil(h)));
+    return cairo_image_surface_create(CAIRO_FORMAT_RGB24, static_cast<int>(std::ceil(w)),
+                                      static_cast<int>(std::ceil(h)));
   });
   std::string bytes;
   check(cairo_surface_write_to_png_stream(s.get(), appendToString, &bytes), path.string() + ": PNG encoding failed");

@@ -4,8 +4,8 @@
 #include <graphviz/gvc.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <cmath>
+#include <cstdlib>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -36,15 +36,16 @@ struct GraphDeleter {
 
 }  // namespace
 
-std::vector<std::array<double, 2>> layoutGraph(int nodes, const std::vector<LayoutEdge>& edges, const LayoutOptions& options,
-                                               JobContext& job) {
+std::vector<std::array<double, 2>> layoutGraph(int nodes, const std::vector<LayoutEdge>& edges,
+                                               const LayoutOptions& options, JobContext& job) {
   if (nodes < 0) throw ParameterError("graph layout: node count " + std::to_string(nodes) + " is negative");
   if (!options.radius.empty() && static_cast<int>(options.radius.size()) != nodes)
-    throw ParameterError("graph layout: " + std::to_string(options.radius.size()) + " radii for " + std::to_string(nodes) + " nodes");
+    throw ParameterError("graph layout: " + std::to_string(options.radius.size()) + " radii for " +
+                         std::to_string(nodes) + " nodes");
   for (const auto& e : edges)
     if (e.a < 0 || e.b < 0 || e.a >= nodes || e.b >= nodes)
-      throw ParameterError("graph layout: edge " + std::to_string(e.a) + "-" + std::to_string(e.b) + " names a node outside [0, " +
-                           std::to_string(nodes) + ")");
+      throw ParameterError("graph layout: edge " + std::to_string(e.a) + "-" + std::to_string(e.b) +
+                           " names a node outside [0, " + std::to_string(nodes) + ")");
   job.checkCancel();
   std::vector<std::array<double, 2>> pos(static_cast<size_t>(nodes), {0.0, 0.0});
   if (nodes <= 1) return pos;

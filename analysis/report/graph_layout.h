@@ -41,8 +41,8 @@ struct LayoutOptions {
 /// Thread-safety: Graphviz keeps global state, so calls are serialised by a
 /// mutex; it is safe to call from any thread. Reseeds the C library's rand()
 /// and drand48() with the seed (sfdp draws from them).
-std::vector<std::array<double, 2>> layoutGraph(int nodes, const std::vector<LayoutEdge>& edges, const LayoutOptions& options,
-                                               JobContext& job);
+std::vector<std::array<double, 2>> layoutGraph(int nodes, const std::vector<LayoutEdge>& edges,
+                                               const LayoutOptions& options, JobContext& job);
 
 }  // namespace report
 }  // namespace moefy

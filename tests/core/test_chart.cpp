@@ -1,9 +1,9 @@
 // Headless charts: PNG, PDF and SVG outputs are valid files with the expected
 // structure, and bad parameters are clear errors.
 #include <QXmlStreamReader>
+#include <QtTest>
 #include <cstdio>
 #include <map>
-#include <QtTest>
 
 #include "analysis/common/error.h"
 #include "analysis/io/fsutil.h"
@@ -111,7 +111,10 @@ std::string shownText(const std::string& content, const std::map<std::string, st
               for (int d = 0; d < 3 && obj[i] >= '0' && obj[i] <= '7'; ++d, ++i) byte = byte * 8 + (obj[i] - '0');
               --i;
             } else {
-              byte = obj[i] == 'n' ? '\n' : obj[i] == 'r' ? '\r' : obj[i] == 't' ? '\t' : static_cast<unsigned char>(obj[i]);
+              byte = obj[i] == 'n'   ? '\n'
+                     : obj[i] == 'r' ? '\r'
+                     : obj[i] == 't' ? '\t'
+                                     : static_cast<unsigned char>(obj[i]);
             }
           }
           char h[4];
@@ -171,7 +174,8 @@ class TestChart : public QObject {
     QVERIFY(!toUnicode.empty());
     std::string text;
     for (const auto& st : streams)
-      if (st.find(" Tf") != std::string::npos && st.find("begincmap") == std::string::npos) text += shownText(st, toUnicode);
+      if (st.find(" Tf") != std::string::npos && st.find("begincmap") == std::string::npos)
+        text += shownText(st, toUnicode);
     qInfo() << "PDF text:" << text.c_str();
     QVERIFY(text.find("Recall@k per layer") != std::string::npos);
     QVERIFY(text.find("method 2") != std::string::npos);
@@ -193,7 +197,8 @@ class TestChart : public QObject {
     }
     QVERIFY2(!xml.hasError(), qPrintable(xml.errorString()));
     size_t chars = 0;
-    for (const std::string& s : {c.title, c.xLabel, c.yLabel, std::string("ab<&>c"), std::string("method 0method 1method 2")})
+    for (const std::string& s :
+         {c.title, c.xLabel, c.yLabel, std::string("ab<&>c"), std::string("method 0method 1method 2")})
       for (char ch : s) chars += ch != ' ';
     qInfo() << "SVG glyphs" << glyphs << "label characters" << chars << "paths" << paths;
     QVERIFY(size_t(glyphs) >= chars);

@@ -13,7 +13,9 @@ using namespace moefy;
 using namespace moefy::report;
 
 namespace {
-double dist(const std::array<double, 2>& a, const std::array<double, 2>& b) { return std::hypot(a[0] - b[0], a[1] - b[1]); }
+double dist(const std::array<double, 2>& a, const std::array<double, 2>& b) {
+  return std::hypot(a[0] - b[0], a[1] - b[1]);
+}
 
 /// Two cliques of `n` nodes joined by one edge.
 std::vector<LayoutEdge> twoCliques(int n) {
@@ -53,7 +55,8 @@ class TestGraphLayout : public QObject {
     double inside = 0, across = 0;
     int ni = 0, na = 0;
     for (int i = 0; i < 2 * n; ++i)
-      for (int j = i + 1; j < 2 * n; ++j) ((i < n) == (j < n) ? (inside += dist(p[i], p[j]), ++ni) : (across += dist(p[i], p[j]), ++na));
+      for (int j = i + 1; j < 2 * n; ++j)
+        ((i < n) == (j < n) ? (inside += dist(p[i], p[j]), ++ni) : (across += dist(p[i], p[j]), ++na));
     inside /= ni, across /= na;
     qInfo() << "mean distance inside a clique" << inside << "across" << across;
     QVERIFY(inside < 0.6 * across);

@@ -212,9 +212,9 @@ class TestMoePipeline : public QObject {
         continue;
       }
       const json& sp = r["speed"];
-      qInfo() << "  fwd speedup" << sp["forward_speedup"].get<double>() << "[" << sp["forward_speedup_min"].get<double>()
-              << sp["forward_speedup_max"].get<double>() << "] over" << sp["forward_runs"].get<int>() << "runs; gen speedup"
-              << sp["generate_speedup"].get<double>();
+      qInfo() << "  fwd speedup" << sp["forward_speedup"].get<double>() << "["
+              << sp["forward_speedup_min"].get<double>() << sp["forward_speedup_max"].get<double>() << "] over"
+              << sp["forward_runs"].get<int>() << "runs; gen speedup" << sp["generate_speedup"].get<double>();
       QVERIFY(sp["forward_tokens_per_s"].get<double>() > 0);
       // Spread: at least 3 timed runs each, min <= median <= max.
       QVERIFY(sp["forward_runs"].get<int>() >= 3 && sp["dense_forward_runs"].get<int>() >= 3);

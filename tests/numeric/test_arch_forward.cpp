@@ -182,8 +182,12 @@ class ArchForward : public QObject {
     QTest::addColumn<QStringList>("want");
     QTest::newRow("llama3") << "llama_llama3" << QStringList{"\"family\": \"llama\"", "\"rope\": \"llama3\"",
                                                              "original context 8", "\"window_pattern\": \"none"};
-    QTest::newRow("gemma2") << "gemma2" << QStringList{"\"family\": \"gemma2\"", "rmsnorm (1 + w)", "pre+post-norm",
-                                                       "window 4 on L layers: LG", "softcap 2", "logit softcap 3"};
+    QTest::newRow("gemma2") << "gemma2" << QStringList{"\"family\": \"gemma2\"",
+                                                       "rmsnorm (1 + w)",
+                                                       "pre+post-norm",
+                                                       "window 4 on local layers, pattern LG",
+                                                       "softcap 2",
+                                                       "logit softcap 3"};
     QTest::newRow("gemma3") << "gemma3" << QStringList{"\"family\": \"gemma3_text\"", "q/k norm per head",
                                                        "\"rope\": \"linear\"", "sliding layers: rope default (theta 100"};
     QTest::newRow("olmo2") << "olmo2" << QStringList{"\"family\": \"olmo2\"", "output-norm", "q/k norm over all heads"};

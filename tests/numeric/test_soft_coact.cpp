@@ -41,7 +41,7 @@ at::Tensor readNpy(const fs::path& path, int64_t rows, int64_t cols) {
 
 class TestSoftCoact : public QObject {
   Q_OBJECT
- private slots:
+ private Q_SLOTS:
   void againstNumpy_data() {
     QTest::addColumn<int>("tokens");
     QTest::addColumn<int>("n");
