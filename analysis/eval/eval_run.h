@@ -45,7 +45,11 @@ std::vector<EvalCandidate> evalCandidates(const EvalRunSpec& spec);
 nlohmann::json runEvaluation(Model& model, const EvalRunSpec& spec,
                              const std::vector<std::vector<int64_t>>& sequences, JobContext& job);
 
-/// Writes OUT/eval.json atomically (refuses an existing OUT unless force).
+/// The eval.json document as written into `out`: format version 2, the model,
+/// corpus and source paths as links relative to `out` (analysis/io/links.h).
+nlohmann::json evalDocumentFor(const std::filesystem::path& out, const nlohmann::json& doc);
+
+/// Writes OUT/eval.json (evalDocumentFor) atomically (refuses an existing OUT unless force).
 void writeEvalFolder(const std::filesystem::path& out, bool force, const nlohmann::json& doc);
 
 }  // namespace moefy

@@ -51,8 +51,9 @@ void attachMoeFromCheckpoint(Model& model, const nlohmann::json& b, const fs::pa
   const std::string ctx = (dir / "config.json").string();
   const auto& c = model.config();
   if (b.value("format", "") != "moefy-moe") throw FormatError(ctx + ": moefication.format must be 'moefy-moe'");
-  if (!b.contains("version") || !b["version"].is_number_integer() || b["version"].get<int>() != 1)
-    throw FormatError(ctx + ": unsupported moefication.version (this build reads version 1)");
+  if (!b.contains("version") || !b["version"].is_number_integer() ||
+      (b["version"].get<int>() != 1 && b["version"].get<int>() != 2))
+    throw FormatError(ctx + ": unsupported moefication.version (this build reads versions 1 and 2)");
   auto layers = listOf<int>(b, "layers", ctx);
   auto experts = listOf<int>(b, "experts", ctx);
   auto topk = listOf<int>(b, "top_k", ctx);

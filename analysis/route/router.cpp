@@ -4,6 +4,8 @@
 
 #include "analysis/common/error.h"
 #include "analysis/io/fsutil.h"
+#include "analysis/io/links.h"
+#include "analysis/model/site.h"
 #include "analysis/io/safetensors.h"
 #include "analysis/moe/moe_layer.h"
 
@@ -76,19 +78,26 @@ int RouterSet::indexOfLayer(int layer) const {
 void RouterSet::writeInto(const fs::path& dir) const {
   nlohmann::json j;
   j["format"] = "moefy-router";
-  j["version"] = 1;
+  j["version"] = 2;
   j["tool_version"] = MOEFY_VERSION;
   j["kind"] = routerKindName(kind);
   j["layers"] = layers;
+  j["sites"] = siteNames(layers);  // FFN sites (analysis/model/site.h) of `layers`
   j["top_k"] = topK;
   j["experts"] = experts;
   j["model_fingerprint"] = modelFingerprint;
-  j["partition"] = {{"path", partitionPath}, {"labels_hash", partitionLabelsHash}};
+  if (partitionPath.empty()) {
+    j["partition"] = {{"path", ""}, {"labels_hash", partitionLabelsHash}};
+  } else {
+    j["partition"] = makeLink(dir, partitionPath, folderFingerprint(partitionPath));
+    j["partition"]["labels_hash"] = partitionLabelsHash;
+  }
+  if (!provenance.is_null()) j["provenance"] = provenance;
   j["training"] = training;
   j["metrics"] = metrics;
   std::vector<std::pair<std::string, at::Tensor>> tensors;
   for (size_t i = 0; i < layers.size(); ++i) {
-    std::string p = "blk." + std::to_string(layers[i]) + ".";
+    const std::string p = Site::ofLayer(layers[i]).prefix();
     const auto& r = routers[i];
     if (kind == RouterKind::Similarity) tensors.emplace_back(p + "centroids", r.centroids.contiguous());
     if (kind == RouterKind::Mlp) {
@@ -113,6 +122,7 @@ RouterSet RouterSet::read(const fs::path& dir) {
   if (!j.is_object() || j.value("format", "") != "moefy-router")
     throw FormatError(jf.string() + ": not a moefy router (format must be 'moefy-router')");
   RouterSet r;
+  r.sourceDir = dir;
   try {
     r.kind = routerKindFromName(j.at("kind").get<std::string>(), jf.string());
     r.layers = j.at("layers").get<std::vector<int>>();
@@ -120,7 +130,7 @@ RouterSet RouterSet::read(const fs::path& dir) {
     r.experts = j.at("experts").get<std::vector<int>>();
     r.modelFingerprint = j.value("model_fingerprint", "");
     if (j.contains("partition") && j["partition"].is_object()) {
-      r.partitionPath = j["partition"].value("path", "");
+      r.partitionPath = resolveLinkPath(dir, j["partition"]).string();
       r.partitionLabelsHash = j["partition"].value("labels_hash", "");
     }
     if (j.contains("training")) r.training = j["training"];
@@ -147,7 +157,7 @@ RouterSet RouterSet::read(const fs::path& dir) {
     LayerRouter lr;
     lr.kind = r.kind;
     lr.experts = r.experts[i];
-    std::string p = "blk." + std::to_string(r.layers[i]) + ".";
+    const std::string p = Site::ofLayer(r.layers[i]).prefix();
     auto get = [&](const std::string& name) {
       if (!st->contains(p + name)) throw FormatError(sf.string() + ": missing tensor '" + p + name + "'");
       return st->f32(p + name).contiguous();
