@@ -137,6 +137,62 @@ const ArchTable kBert{Arch::Bert, {"bert.", ""}, {
   {Role::FfnNormB, "encoder.layer.{L}.output.LayerNorm.bias", true, false},
 }, {"embeddings.position_ids", "pooler.dense.weight", "pooler.dense.bias", "cls.predictions.decoder.bias",
     "cls.seq_relationship.weight", "cls.seq_relationship.bias"}};
+
+// T5ForConditionalGeneration. Blocks hold a list of sub-layers: layer.0 is
+// self-attention, the decoder's layer.1 is cross-attention (EncDecAttention),
+// the last is the FFN (DenseReluDense, whatever its activation). Only block 0
+// of each stack has relative_attention_bias; the later blocks reuse it.
+// Gated FFNs (v1.1 / FLAN): act(wi_0 x) * (wi_1 x), so wi_0 is the gate and
+// wi_1 the up projection.
+constexpr SiteStack kEnc = SiteStack::Encoder;
+constexpr SiteStack kDec = SiteStack::Decoder;
+std::vector<TensorRow> t5Rows(bool gated) {
+  std::vector<TensorRow> v = {
+    {Role::TokEmbd, "shared.weight", false, false},
+    {Role::LmHead, "lm_head.weight", false, false},
+    {Role::RelBias, "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight", false, false, kEnc},
+    {Role::OutNorm, "encoder.final_layer_norm.weight", false, false, kEnc},
+    {Role::AttnNorm, "encoder.block.{L}.layer.0.layer_norm.weight", true, false, kEnc},
+    {Role::AttnQ, "encoder.block.{L}.layer.0.SelfAttention.q.weight", true, false, kEnc},
+    {Role::AttnK, "encoder.block.{L}.layer.0.SelfAttention.k.weight", true, false, kEnc},
+    {Role::AttnV, "encoder.block.{L}.layer.0.SelfAttention.v.weight", true, false, kEnc},
+    {Role::AttnOut, "encoder.block.{L}.layer.0.SelfAttention.o.weight", true, false, kEnc},
+    {Role::FfnNorm, "encoder.block.{L}.layer.1.layer_norm.weight", true, false, kEnc},
+    {Role::FfnDown, "encoder.block.{L}.layer.1.DenseReluDense.wo.weight", true, false, kEnc},
+    {Role::RelBias, "decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight", false, false, kDec},
+    {Role::OutNorm, "decoder.final_layer_norm.weight", false, false, kDec},
+    {Role::AttnNorm, "decoder.block.{L}.layer.0.layer_norm.weight", true, false, kDec},
+    {Role::AttnQ, "decoder.block.{L}.layer.0.SelfAttention.q.weight", true, false, kDec},
+    {Role::AttnK, "decoder.block.{L}.layer.0.SelfAttention.k.weight", true, false, kDec},
+    {Role::AttnV, "decoder.block.{L}.layer.0.SelfAttention.v.weight", true, false, kDec},
+    {Role::AttnOut, "decoder.block.{L}.layer.0.SelfAttention.o.weight", true, false, kDec},
+    {Role::CrossNorm, "decoder.block.{L}.layer.1.layer_norm.weight", true, false, kDec},
+    {Role::CrossQ, "decoder.block.{L}.layer.1.EncDecAttention.q.weight", true, false, kDec},
+    {Role::CrossK, "decoder.block.{L}.layer.1.EncDecAttention.k.weight", true, false, kDec},
+    {Role::CrossV, "decoder.block.{L}.layer.1.EncDecAttention.v.weight", true, false, kDec},
+    {Role::CrossOut, "decoder.block.{L}.layer.1.EncDecAttention.o.weight", true, false, kDec},
+    {Role::FfnNorm, "decoder.block.{L}.layer.2.layer_norm.weight", true, false, kDec},
+    {Role::FfnDown, "decoder.block.{L}.layer.2.DenseReluDense.wo.weight", true, false, kDec},
+  };
+  if (gated) {
+    v.push_back({Role::FfnGate, "encoder.block.{L}.layer.1.DenseReluDense.wi_0.weight", true, false, kEnc});
+    v.push_back({Role::FfnUp, "encoder.block.{L}.layer.1.DenseReluDense.wi_1.weight", true, false, kEnc});
+    v.push_back({Role::FfnGate, "decoder.block.{L}.layer.2.DenseReluDense.wi_0.weight", true, false, kDec});
+    v.push_back({Role::FfnUp, "decoder.block.{L}.layer.2.DenseReluDense.wi_1.weight", true, false, kDec});
+  } else {
+    v.push_back({Role::FfnUp, "encoder.block.{L}.layer.1.DenseReluDense.wi.weight", true, false, kEnc});
+    v.push_back({Role::FfnUp, "decoder.block.{L}.layer.2.DenseReluDense.wi.weight", true, false, kDec});
+  }
+  return v;
+}
+// HF's _keys_to_ignore_on_load_unexpected: old checkpoints carry a cross-attention
+// relative bias that the model never uses.
+const std::vector<std::string> kT5Ignorable = {"decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight"};
+// The stacks' embed_tokens are shared.weight; save_pretrained may write them or not.
+const std::vector<AliasRow> kT5Aliases = {{Role::TokEmbd, "encoder.embed_tokens.weight"},
+                                          {Role::TokEmbd, "decoder.embed_tokens.weight"}};
+const ArchTable kT5{Arch::T5, {""}, t5Rows(false), kT5Ignorable, {}, kT5Aliases};
+const ArchTable kT5Gated{Arch::T5, {""}, t5Rows(true), kT5Ignorable, {}, kT5Aliases};
 // clang-format on
 
 }  // namespace
@@ -155,9 +211,17 @@ const ArchTable& archTable(Arch arch) {
     case Arch::Gemma3: return kGemma3;
     case Arch::Phi3: return kPhi3;
     case Arch::Olmo2: return kOlmo2;
+    case Arch::T5: return kT5;
   }
   return kGpt2;
 }
+
+const ArchTable& archTable(const ModelConfig& c) {
+  if (c.arch == Arch::T5 && c.gated) return kT5Gated;
+  return archTable(c.arch);
+}
+
+int rowLayerCount(const TensorRow& row, const ModelConfig& c) { return row.perLayer ? c.layerCount(row.stack) : 1; }
 
 bool roleIsHead(Role r) {
   return r == Role::LmHead || r == Role::LmHeadB || r == Role::HeadDense || r == Role::HeadDenseB ||
@@ -170,7 +234,8 @@ const char* roleName(Role r) {
       "out_norm_b", "lm_head", "lm_head_b", "head_dense", "head_dense_b", "head_norm", "head_norm_b",
       "attn_norm", "attn_norm_b", "attn_qkv", "attn_qkv_b", "attn_q", "attn_q_b", "attn_k", "attn_k_b",
       "attn_v", "attn_v_b", "attn_out", "attn_out_b", "ffn_norm", "ffn_norm_b", "ffn_up", "ffn_up_b",
-      "ffn_gate", "ffn_down", "ffn_down_b", "attn_post_norm", "ffn_post_norm", "attn_q_norm", "attn_k_norm"};
+      "ffn_gate", "ffn_down", "ffn_down_b", "attn_post_norm", "ffn_post_norm", "attn_q_norm", "attn_k_norm",
+      "rel_bias", "cross_norm", "cross_q", "cross_k", "cross_v", "cross_out"};
   return names[static_cast<int>(r)];
 }
 
@@ -233,6 +298,13 @@ std::optional<std::vector<int64_t>> expectedShape(Role r, const ModelConfig& c) 
     case Role::FfnGate: return c.gated ? std::optional<V>(V{F, C}) : std::nullopt;
     case Role::FfnDown: return V{C, F};
     case Role::FfnDownB: return c.ffnBias ? std::optional<V>(V{C}) : std::nullopt;
+    case Role::RelBias:
+      return c.pos == PosKind::Relative ? std::optional<V>(V{c.relBuckets, c.nHead}) : std::nullopt;
+    case Role::CrossNorm: return c.encoderDecoder ? std::optional<V>(V{C}) : std::nullopt;
+    case Role::CrossQ:
+    case Role::CrossK:
+    case Role::CrossV: return c.encoderDecoder ? std::optional<V>(V{H, C}) : std::nullopt;
+    case Role::CrossOut: return c.encoderDecoder ? std::optional<V>(V{C, H}) : std::nullopt;
   }
   return std::nullopt;
 }

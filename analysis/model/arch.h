@@ -21,6 +21,9 @@ enum class Role {
   AttnPostNorm,  ///< norm of the attention output before the residual add (Gemma2/3, OLMo 2)
   FfnPostNorm,   ///< norm of the FFN output before the residual add (Gemma2/3, OLMo 2)
   AttnQNorm, AttnKNorm,  ///< q/k RMSNorm before RoPE (Qwen3, Gemma3: [head_dim]; OLMo 2: [heads * head_dim])
+  // encoder-decoder models (T5)
+  RelBias,  ///< relative_attention_bias [num_buckets, heads], global per stack (held by block 0)
+  CrossNorm, CrossQ, CrossK, CrossV, CrossOut,  ///< the decoder's cross-attention over the encoder output
 };
 
 struct TensorRow {
@@ -28,6 +31,19 @@ struct TensorRow {
   const char* pattern;  ///< e.g. "h.{L}.mlp.c_fc.weight"
   bool perLayer;
   bool conv1d;          ///< stored [in, out] (GPT-2 Conv1D), the transpose of nn.Linear
+  /// The stack the row belongs to: Single for single-stack models; Encoder or
+  /// Decoder for encoder-decoder models, whose roles repeat once per stack
+  /// ({L} then runs over that stack's blocks).
+  SiteStack stack = SiteStack::Single;
+};
+
+/// Another name that real checkpoints may store for the tensor of a global
+/// role (T5's encoder.embed_tokens / decoder.embed_tokens, which are
+/// shared.weight). The loader accepts it in place of the role's own name, or
+/// next to it when the two hold the same values, and refuses it otherwise.
+struct AliasRow {
+  Role role;
+  const char* pattern;
 };
 
 /// A stored tensor that holds several roles concatenated along dim 0 (Phi-3's
@@ -49,9 +65,17 @@ struct ArchTable {
   /// Name patterns that may be present and are ignored (buffers, poolers).
   std::vector<std::string> ignorable;
   std::vector<FusedRow> fused = {};
+  std::vector<AliasRow> aliases = {};
 };
 
 const ArchTable& archTable(Arch arch);
+/// The table of a parsed config: the same as archTable(config.arch) except
+/// where the rows depend on the config (T5's FFN is wi/wo, or wi_0/wi_1/wo
+/// when gated).
+const ArchTable& archTable(const ModelConfig& config);
+/// How many times a row is expanded: 1 for global rows, else the block count
+/// of the row's stack.
+int rowLayerCount(const TensorRow& row, const ModelConfig& config);
 /// True if role belongs to the head outside the base model (lm_head, cls.*).
 bool roleIsHead(Role role);
 const char* roleName(Role role);

@@ -24,6 +24,7 @@ const char* archName(Arch a) {
     case Arch::Gemma3: return "gemma3_text";
     case Arch::Phi3: return "phi3";
     case Arch::Olmo2: return "olmo2";
+    case Arch::T5: return "t5";
   }
   return "?";
 }
@@ -232,12 +233,49 @@ std::vector<ConfigKey> bertKeys() {
   });
 }
 
+// T5 (configuration_t5.py, modeling_t5.py). save_pretrained writes dense_act_fn
+// and is_gated_act next to feed_forward_proj; PretrainedConfig sets the saved
+// values after T5Config derived them, so when present they win.
+std::vector<ConfigKey> t5Keys() {
+  return withCommon({
+      {"vocab_size", KeyUse::Implemented, "", "120", "0", "vocabulary size"},
+      {"d_model", KeyUse::Implemented, "", "96", "0", "d_model"},
+      {"d_kv", KeyUse::Implemented, "", "24", "0", "per-head width (q/k/v project to num_heads x d_kv)"},
+      {"d_ff", KeyUse::Implemented, "", "40", "0", "d_ff"},
+      {"num_layers", KeyUse::Implemented, "", "3", "0", "encoder blocks (and decoder blocks when num_decoder_layers is null)"},
+      {"num_decoder_layers", KeyUse::Implemented, "", "3", "0", "decoder blocks (null = num_layers)"},
+      {"num_heads", KeyUse::Implemented, "", "8", "0", "heads"},
+      {"relative_attention_num_buckets", KeyUse::Implemented, "", "16", "3", "relative position buckets (>= 4)"},
+      {"relative_attention_max_distance", KeyUse::Implemented, "", "64", "2",
+       "distance reaching the last bucket (> num_buckets / 2)"},
+      {"layer_norm_epsilon", KeyUse::Implemented, "", "0.001", kBadEps, "T5LayerNorm epsilon (> 0)"},
+      {"feed_forward_proj", KeyUse::Implemented, "", "\"gated-gelu\"", "\"gated-gelu-x\"",
+       "ACT or gated-ACT; gated-gelu means gelu_new"},
+      {"dense_act_fn", KeyUse::Implemented, "", "\"silu\"", "\"tanh\"", "FFN activation; overrides feed_forward_proj's"},
+      {"is_gated_act", KeyUse::Implemented, "", "true", "", "act(wi_0 x) * wi_1 x; overrides feed_forward_proj's"},
+      {"tie_word_embeddings", KeyUse::Implemented, "", "", "",
+       "lm_head is shared.weight, decoder output scaled by d_model^-0.5 (false: own lm_head, no scaling)"},
+      {"decoder_start_token_id", KeyUse::Implemented, "", "5", "-1", "first decoder input of generation (< vocab_size)"},
+      {"is_encoder_decoder", KeyUse::Refused, "true", "false", "", "T5ForConditionalGeneration runs both stacks"},
+      {"tie_encoder_decoder", KeyUse::Refused, "false", "true", "", "decoder weights tied to the encoder's"},
+      {"is_decoder", KeyUse::Ignored, "", "true", "", "T5ForConditionalGeneration sets it per stack"},
+      {"n_positions", KeyUse::Ignored, "", "64", "", "not read by the modeling code (old configs)"},
+      {"output_past", KeyUse::Ignored, "", "false", "", "cache flag of old configs"},
+      {"task_specific_params", KeyUse::Ignored, "", "{\"translation_en_to_de\": {\"prefix\": \"x\"}}", "",
+       "generation prompts of pipelines"},
+      {"dropout_rate", KeyUse::Ignored, "", "0.2", "", "dropout"},
+      {"classifier_dropout", KeyUse::Ignored, "", "0.2", "", "classification heads only"},
+      {"initializer_factor", KeyUse::Ignored, "", "0.5", "", "initialisation"},
+  });
+}
+
 const std::map<std::string, std::vector<ConfigKey>>& keyTables() {
   static const std::map<std::string, std::vector<ConfigKey>> t = {
       {"gpt2", gpt2Keys()},          {"llama", llamaKeys("llama")}, {"mistral", llamaKeys("mistral")},
       {"qwen2", llamaKeys("qwen2")}, {"qwen3", llamaKeys("qwen3")}, {"opt", optKeys()},
       {"bert", bertKeys()},          {"gemma", gemmaKeys("gemma")}, {"gemma2", gemmaKeys("gemma2")},
       {"gemma3_text", gemmaKeys("gemma3_text")}, {"phi3", phi3Keys()}, {"olmo2", olmo2Keys()},
+      {"t5", t5Keys()},
   };
   return t;
 }
@@ -410,8 +448,8 @@ void readLlamaLike(ModelConfig& c, const nlohmann::json& j, const Reader& r, int
 }  // namespace
 
 const std::vector<std::string>& supportedModelTypes() {
-  static const std::vector<std::string> v = {"gpt2",  "llama", "mistral", "qwen2",       "qwen3", "opt",
-                                             "bert",  "gemma", "gemma2",  "gemma3_text", "phi3",  "olmo2"};
+  static const std::vector<std::string> v = {"gpt2", "llama",  "mistral",     "qwen2", "qwen3", "opt", "bert",
+                                             "gemma", "gemma2", "gemma3_text", "phi3",  "olmo2", "t5"};
   return v;
 }
 
@@ -419,6 +457,17 @@ const std::vector<ConfigKey>& configKeys(const std::string& modelType) {
   auto it = keyTables().find(modelType);
   if (it == keyTables().end()) throw FormatError("unsupported model_type '" + modelType + "'");
   return it->second;
+}
+
+std::vector<Site> ModelConfig::ffnSites() const {
+  std::vector<Site> v;
+  if (!encoderDecoder) {
+    for (int L = 0; L < nLayer; ++L) v.push_back(Site::ofLayer(L));
+    return v;
+  }
+  for (SiteStack s : {SiteStack::Encoder, SiteStack::Decoder})
+    for (int L = 0; L < layerCount(s); ++L) v.push_back(Site{s, L, -1, false});
+  return v;
 }
 
 std::string ModelConfig::windowPattern() const {
@@ -461,6 +510,9 @@ std::string ModelConfig::normSummary() const {
 
 std::string ModelConfig::ropeSummary() const {
   if (pos == PosKind::Learned) return "learned, " + std::to_string(maxPos);
+  if (pos == PosKind::Relative)
+    return "relative bias, " + std::to_string(relBuckets) + " buckets, max distance " + std::to_string(relMaxDistance) +
+           " (bidirectional encoder, causal decoder)";
   std::string s = "rope " + ropeText(rope, headDim);
   if (arch == Arch::Gemma3) s += "; sliding layers: rope " + ropeText(ropeLocal, headDim);
   return s;
@@ -472,6 +524,8 @@ std::string ModelConfig::attentionSummary() const {
   if (attnSoftcap > 0) s += ", softcap " + num(attnSoftcap);
   if (finalSoftcap > 0) s += ", logit softcap " + num(finalSoftcap);
   if (embedScale) s += ", embeddings x sqrt(d_model)";
+  if (encoderDecoder) s += ", decoder cross-attention";
+  if (headScale != 1.0) s += ", head input x " + num(headScale);
   return s;
 }
 
@@ -489,7 +543,9 @@ std::string ModelConfig::describe() const {
       << rc->betaSlow << "," << rc->truncate << "," << rc->attentionFactor << ")";
   o << " window=" << windowPattern() << " scale=" << attnScale << " invlayer=" << attnScaleInverseLayer
     << " softcap=" << attnSoftcap << "/" << finalSoftcap << " embscale=" << embedScale << " bias=" << attnBias
-    << attnOutBias << ffnBias << " causal=" << causal << " tied=" << tiedEmbeddings;
+    << attnOutBias << ffnBias << " causal=" << causal << " tied=" << tiedEmbeddings << " encdec=" << encoderDecoder
+    << " declayers=" << nDecoderLayer << " rel=" << relBuckets << "/" << relMaxDistance << " decstart=" << decoderStartId
+    << " headscale=" << headScale;
   return o.str();
 }
 
@@ -614,6 +670,55 @@ ModelConfig ModelConfig::fromJson(const nlohmann::json& j, const std::string& ct
     bool bias = r.boolean("enable_bias", true);
     c.attnBias = c.attnOutBias = c.ffnBias = bias;
     c.tiedEmbeddings = r.boolean("tie_word_embeddings", true);
+  } else if (t == "t5") {
+    // T5Config / T5ForConditionalGeneration: pre-norm blocks with T5LayerNorm
+    // (RMS, no bias), no 1/sqrt(d_kv) score scaling, relative position bias.
+    c.arch = Arch::T5;
+    c.encoderDecoder = true;
+    c.causal = false;  // the encoder is bidirectional; the decoder's causality is per stack (model/t5.cpp)
+    c.nLayer = r.positive("num_layers", 6);
+    c.nDecoderLayer = r.positive("num_decoder_layers", c.nLayer);
+    c.dModel = r.positive("d_model", 512);
+    c.headDim = r.positive("d_kv", 64);
+    c.nHead = r.positive("num_heads", 8);
+    c.dFF = r.positive("d_ff", 2048);
+    c.vocab = r.positive("vocab_size", 32128);
+    c.norm = NormKind::RMSNorm;
+    c.normEps = r.positiveNumber("layer_norm_epsilon", 1e-6);
+    c.pos = PosKind::Relative;
+    c.attnScale = 1.0;
+    c.relBuckets = r.positive("relative_attention_num_buckets", 32);
+    if (c.relBuckets < 4)
+      r.fail("relative_attention_num_buckets", "must be >= 4, got " + std::to_string(c.relBuckets));
+    // The log-spaced buckets divide by log(max_distance / max_exact), max_exact
+    // being num_buckets / 2 in the (causal) decoder.
+    c.relMaxDistance = r.positive("relative_attention_max_distance", 128);
+    if (c.relMaxDistance <= c.relBuckets / 2)
+      r.fail("relative_attention_max_distance",
+             "must be > relative_attention_num_buckets / 2 (" + std::to_string(c.relBuckets / 2) + "), got " +
+                 std::to_string(c.relMaxDistance));
+    // feed_forward_proj is "ACT" or "gated-ACT"; "gated-gelu" means gelu_new (backward compatibility).
+    const std::string proj = r.string("feed_forward_proj", "relu");
+    const auto dash = proj.find('-');
+    std::string act = proj;
+    c.gated = false;
+    if (dash != std::string::npos) {
+      if (proj.substr(0, dash) != "gated" || proj.find('-', dash + 1) != std::string::npos)
+        r.fail("feed_forward_proj", "must be ACT or gated-ACT (e.g. relu, gated-gelu), got " + j["feed_forward_proj"].dump());
+      act = proj.substr(dash + 1);
+      c.gated = true;
+    }
+    if (proj == "gated-gelu") act = "gelu_new";
+    std::string actKey = "feed_forward_proj";
+    if (r.has("dense_act_fn")) act = r.string("dense_act_fn", act), actKey = "dense_act_fn";
+    c.act = activationFromName(act, ctx + ": key '" + actKey + "'");
+    c.gated = r.boolean("is_gated_act", c.gated);
+    c.tiedEmbeddings = r.boolean("tie_word_embeddings", true);
+    c.headScale = c.tiedEmbeddings ? 1.0 / std::sqrt(static_cast<double>(c.dModel)) : 1.0;
+    c.decoderStartId = r.integer("decoder_start_token_id", 0);
+    if (c.decoderStartId >= c.vocab)
+      r.fail("decoder_start_token_id", "must be < vocab_size (" + std::to_string(c.vocab) + "), got " +
+                                           std::to_string(c.decoderStartId));
   } else {  // bert
     c.arch = Arch::Bert;
     c.nLayer = r.positive("num_hidden_layers");

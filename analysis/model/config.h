@@ -14,12 +14,16 @@
 #include <string>
 #include <vector>
 
+#include "analysis/model/site.h"
+
 namespace moefy {
 
-enum class Arch { GPT2, Llama, Mistral, Qwen2, OPT, Bert, Qwen3, Gemma, Gemma2, Gemma3, Phi3, Olmo2 };
+enum class Arch { GPT2, Llama, Mistral, Qwen2, OPT, Bert, Qwen3, Gemma, Gemma2, Gemma3, Phi3, Olmo2, T5 };
 enum class Activation { ReLU, GELU, GELUTanh, SiLU };
 enum class NormKind { LayerNorm, RMSNorm };
-enum class PosKind { Learned, Rope };
+/// Learned: absolute position table; Rope: rotary; Relative: T5's bucketed
+/// relative position bias added to the attention scores.
+enum class PosKind { Learned, Rope, Relative };
 /// Where a block's norms sit around its two sub-layers f (attention, FFN):
 ///  Pre:      x + f(norm(x))                 (GPT-2, LLaMA, ...)
 ///  Post:     norm(x + f(x))                 (BERT, OPT-350m)
@@ -56,7 +60,7 @@ struct RopeConfig {
 struct ModelConfig {
   Arch arch = Arch::GPT2;
   std::string modelType;  ///< config.json "model_type"
-  int nLayer = 0;
+  int nLayer = 0;         ///< layers of the single stack; the encoder's for encoder-decoder models
   int dModel = 0;         ///< hidden size, C
   int nHead = 0;
   int nKVHead = 0;        ///< < nHead for GQA
@@ -92,9 +96,21 @@ struct ModelConfig {
   bool ffnBias = false;
   bool causal = true;
   bool tiedEmbeddings = true;
+  // Encoder-decoder models (T5). nLayer counts the encoder's blocks.
+  bool encoderDecoder = false;
+  int nDecoderLayer = 0;    ///< decoder blocks (T5 num_decoder_layers); 0 for single-stack models
+  int relBuckets = 0;       ///< PosKind::Relative: relative_attention_num_buckets
+  int relMaxDistance = 0;   ///< PosKind::Relative: relative_attention_max_distance
+  int decoderStartId = 0;   ///< decoder_start_token_id: the first decoder input of generation
+  double headScale = 1.0;   ///< multiplier of the final hidden states before the LM head (T5 tied: d_model^-0.5)
   nlohmann::json raw;     ///< the full config.json, kept for export
 
   std::string ffnKind() const { return gated ? "gated" : "plain"; }
+  /// Blocks of a stack: nLayer for Single and Encoder, nDecoderLayer for Decoder.
+  int layerCount(SiteStack stack) const { return stack == SiteStack::Decoder ? nDecoderLayer : nLayer; }
+  /// Every FFN site of the model in forward order: blk.L for single-stack
+  /// models, enc.blk.L then dec.blk.L for encoder-decoder models.
+  std::vector<Site> ffnSites() const;
   /// Whether layer L attends through the sliding window.
   bool sliding(int layer) const {
     if (slidingWindow <= 0) return false;

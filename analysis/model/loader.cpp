@@ -36,6 +36,7 @@ nlohmann::json describeModel(const LoadedModel& loaded) {
   j["family"] = archName(c.arch);
   j["model_type"] = c.modelType;
   j["layers"] = c.nLayer;
+  if (c.encoderDecoder) j["decoder_layers"] = c.nDecoderLayer;
   j["d_model"] = c.dModel;
   j["d_ff"] = c.dFF;
   j["heads"] = c.nHead;
@@ -46,7 +47,7 @@ nlohmann::json describeModel(const LoadedModel& loaded) {
   j["activation"] = activationName(c.act);
   j["norm"] = c.norm == NormKind::RMSNorm ? "rmsnorm" : "layernorm";
   j["pre_norm"] = c.preNorm;
-  j["positions"] = c.pos == PosKind::Rope ? "rope" : "learned";
+  j["positions"] = c.pos == PosKind::Rope ? "rope" : c.pos == PosKind::Relative ? "relative" : "learned";
   j["max_positions"] = c.maxPos;
   j["rope"] = c.pos == PosKind::Rope ? c.rope.type : "none";
   j["position_encoding"] = c.ropeSummary();
@@ -93,11 +94,11 @@ nlohmann::json describeModelFiles(const std::filesystem::path& dir) {
   }
   if (files.empty()) throw FormatError(dir.string() + ": no weights (model.safetensors or model.safetensors.index.json)");
   if (!moe.is_null()) files.push_back(dir / moe.value("weights", std::string("moe.safetensors")));
-  const ArchTable& table = archTable(c.arch);
+  const ArchTable& table = archTable(c);
   auto ignorable = [&](const std::string& name) {
     for (const auto& pat : table.ignorable)
       for (const auto& p : table.prefixes)
-        for (int L = 0; L < std::max(1, c.nLayer); ++L)
+        for (int L = 0; L < std::max({1, c.nLayer, c.nDecoderLayer}); ++L)
           if (name == p + expandPattern(pat, L)) return true;
     return false;
   };
@@ -119,6 +120,7 @@ nlohmann::json describeModelFiles(const std::filesystem::path& dir) {
   j["arch"] = archName(c.arch);
   j["model_type"] = c.modelType;
   j["layers"] = c.nLayer;
+  if (c.encoderDecoder) j["decoder_layers"] = c.nDecoderLayer;
   j["d_model"] = c.dModel;
   j["d_ff"] = c.dFF;
   j["heads"] = c.nHead;
@@ -129,7 +131,7 @@ nlohmann::json describeModelFiles(const std::filesystem::path& dir) {
   j["activation"] = activationName(c.act);
   j["norm"] = c.norm == NormKind::RMSNorm ? "rmsnorm" : "layernorm";
   j["pre_norm"] = c.preNorm;
-  j["positions"] = c.pos == PosKind::Rope ? "rope" : "learned";
+  j["positions"] = c.pos == PosKind::Rope ? "rope" : c.pos == PosKind::Relative ? "relative" : "learned";
   j["max_positions"] = c.maxPos;
   j["parameters"] = params;
   j["dtype"] = dtypes.size() == 1 ? *dtypes.begin() : (dtypes.empty() ? "F32" : "mixed");

@@ -37,6 +37,9 @@ Batch makeBatch(const std::vector<std::vector<int64_t>>& sequences, int64_t padI
 enum class HookPoint { FfnIn, FfnAct };
 /// Canonical hook names: "blk.{L}.ffn_in", "blk.{L}.ffn_act", "logits".
 std::string hookName(int layer, HookPoint point);
+/// The hook name of any FFN site: "<site>.ffn_in" / "<site>.ffn_act", e.g.
+/// "enc.blk.0.ffn_act" (== hookName(layer, point) for single-stack sites).
+std::string hookName(const Site& site, HookPoint point);
 
 /// Receives hook tensors during forward(). Only the layers a sink asks for are
 /// captured; an unsubscribed hook costs one virtual call per layer.
@@ -47,6 +50,14 @@ class HookSink {
   /// x is [B, T, d_model] for FfnIn and [B, T, d_ff] for FfnAct, F32, valid only
   /// during the call (copy it to keep it).
   virtual void on(int layer, HookPoint point, const at::Tensor& x) = 0;
+  /// The site-keyed forms, which encoder-decoder models call (sites
+  /// enc.blk.L and dec.blk.L; T is then the source or the decoder length).
+  /// The defaults pass single-stack sites to wants()/on() and decline the
+  /// others, so a sink written for single-stack models sees nothing of a T5.
+  virtual bool wantsSite(const Site& site, HookPoint point) const {
+    return site.stack == SiteStack::Single && wants(site.layer, point);
+  }
+  virtual void onSite(const Site& site, HookPoint point, const at::Tensor& x) { on(site.layer, point, x); }
 };
 
 /// The FFN weights of one layer in nn.Linear orientation. The tensors may be
@@ -74,6 +85,10 @@ class FfnOverride {
   virtual ~FfnOverride() = default;
   /// x [N, d_model] -> [N, d_model]; hidden as in denseFfn (zeros for skipped neurons).
   virtual at::Tensor forward(int layer, const at::Tensor& x, at::Tensor* hidden) const = 0;
+  /// The FFN of any site (encoder-decoder models call this). The default
+  /// handles single-stack sites through forward() and throws ParameterError
+  /// for the others.
+  virtual at::Tensor forwardSite(const Site& site, const at::Tensor& x, at::Tensor* hidden) const;
 };
 
 /// Keys and values of the layers for incremental decoding (Model::forwardCached).
@@ -114,10 +129,35 @@ class Model {
   /// All tensors by their full HF name (F32).
   const std::map<std::string, at::Tensor>& tensors() const { return tensors_; }
   /// Full HF tensor name of a role (layer ignored for global roles); "" if unused.
-  std::string tensorName(Role role, int layer = 0) const;
+  /// Encoder-decoder models name their per-stack roles with `stack`.
+  std::string tensorName(Role role, int layer = 0, SiteStack stack = SiteStack::Single) const;
 
   /// Logits [B, T, vocab]. Calls `hooks` for the subscribed layers.
+  /// Throws ParameterError for encoder-decoder models (use forwardSeq2Seq).
   at::Tensor forward(const Batch& batch, HookSink* hooks = nullptr) const;
+
+  // Encoder-decoder models (T5; HF modeling_t5.py T5ForConditionalGeneration),
+  // implemented in model/t5.cpp. Both stacks are pre-norm blocks with
+  // T5LayerNorm (RMS, no mean, no bias), attention without 1/sqrt(d_kv)
+  // scaling and a relative position bias computed from block 0's
+  // relative_attention_bias and reused by every block of the stack
+  // (bidirectional buckets in the encoder, causal ones in the decoder). Each
+  // decoder block adds cross-attention over the encoder output. Hooks go to
+  // HookSink::onSite with sites enc.blk.L / dec.blk.L. All three throw
+  // ParameterError for a single-stack model, ids outside the vocabulary or
+  // mismatched batch sizes.
+
+  /// Teacher-forced logits [B, T_dec, vocab] of `decoder` (the decoder input
+  /// ids, starting with decoder_start_token_id) given `source`; both batches
+  /// are right-padded and have the same B.
+  at::Tensor forwardSeq2Seq(const Batch& source, const Batch& decoder, HookSink* hooks = nullptr) const;
+  /// The encoder output [B, T_src, d_model] (after its final norm).
+  at::Tensor encode(const Batch& source, HookSink* hooks = nullptr) const;
+  /// The decoder's final hidden states [B, T_dec, d_model] (after its final
+  /// norm, before head()), attending to `encoderOut` [B, T_src, d_model]
+  /// where `sourceMask` [B, T_src] is 1.
+  at::Tensor decodeHidden(const at::Tensor& encoderOut, const at::Tensor& sourceMask, const Batch& decoder,
+                          HookSink* hooks = nullptr) const;
   /// Final hidden states [B, T, d_model] (after the final norm, before the head).
   at::Tensor forwardHidden(const Batch& batch, HookSink* hooks = nullptr) const;
   /// Incremental decoding of one unpadded sequence: runs `tokens` at
@@ -128,10 +168,13 @@ class Model {
   /// positions beyond learned position tables. Not thread-safe on one cache.
   at::Tensor forwardCached(const std::vector<int64_t>& tokens, KvCache& cache) const;
   /// The LM (or MLM) head: hidden [.., d_model] -> logits [.., vocab]
-  /// (with Gemma2's final logit soft-capping where configured).
+  /// (with Gemma2's final logit soft-capping where configured, and T5's
+  /// d_model^-0.5 rescale of the input when its embeddings are tied).
   at::Tensor head(const at::Tensor& hidden) const;
 
   FfnWeights ffnWeights(int layer) const;
+  /// The FFN weights of any site (enc.blk.L / dec.blk.L for encoder-decoder models).
+  FfnWeights ffnWeights(const Site& site) const;
   /// nullptr restores the dense FFNs.
   void setFfnOverride(std::shared_ptr<const FfnOverride> ffn) { override_ = std::move(ffn); }
   const std::shared_ptr<const FfnOverride>& ffnOverride() const { return override_; }
@@ -148,7 +191,7 @@ class Model {
  private:
   Model() = default;
   void bind(const LoadOptions& options, const std::string& fileForErrors);
-  at::Tensor t(Role role, int layer = -1) const;  // undefined if absent
+  at::Tensor t(Role role, int layer = -1, SiteStack stack = SiteStack::Single) const;  // undefined if absent
   struct Rope {
     at::Tensor cos, sin;  // [1, 1, T, rotated dims]
   };
@@ -157,6 +200,15 @@ class Model {
   at::Tensor attention(int layer, const at::Tensor& x, const at::Tensor& bias, const Rope& rope, KvCache* cache) const;
   at::Tensor norm(const at::Tensor& x, Role w, Role b, int layer) const;
   void splitFused(const std::string& fileForErrors);
+  void resolveAliases(const std::string& fileForErrors);
+  // T5 (model/t5.cpp): one stack over x [B, T, C] with the additive self-attention
+  // bias [B, H, T, T]; the decoder also takes the encoder output and its bias [B, 1, 1, T_src].
+  at::Tensor t5Stack(SiteStack stack, at::Tensor x, const at::Tensor& selfBias, const at::Tensor& encoderOut,
+                     const at::Tensor& crossBias, HookSink* hooks) const;
+  at::Tensor t5Attention(SiteStack stack, int layer, bool cross, const at::Tensor& x, const at::Tensor& kv,
+                         const at::Tensor& bias) const;
+  at::Tensor t5SelfBias(SiteStack stack, const at::Tensor& mask) const;
+  void checkSeq2Seq(const Batch& batch, const char* what) const;
 
   ModelConfig config_;
   std::filesystem::path dir_;
