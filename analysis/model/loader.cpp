@@ -96,6 +96,10 @@ nlohmann::json describeModelFiles(const std::filesystem::path& dir) {
   if (!moe.is_null()) files.push_back(dir / moe.value("weights", std::string("moe.safetensors")));
   const ArchTable& table = archTable(c);
   auto ignorable = [&](const std::string& name) {
+    // Aliases (T5's embed_tokens, a tied T5 lm_head) are shared.weight stored again: count it once.
+    for (const auto& alias : table.aliases)
+      if (name == alias.pattern) return true;
+    if (c.arch == Arch::T5 && c.tiedEmbeddings && name == "lm_head.weight") return true;
     for (const auto& pat : table.ignorable)
       for (const auto& p : table.prefixes)
         for (int L = 0; L < std::max({1, c.nLayer, c.nDecoderLayer}); ++L)
