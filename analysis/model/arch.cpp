@@ -211,7 +211,8 @@ const ArchTable& archTable(Arch arch) {
     case Arch::Gemma3: return kGemma3;
     case Arch::Phi3: return kPhi3;
     case Arch::Olmo2: return kOlmo2;
-    case Arch::T5: return kT5;
+    case Arch::T5:
+      return kT5;
   }
   return kGpt2;
 }
@@ -229,6 +230,8 @@ bool roleIsHead(Role r) {
 }
 
 const char* roleName(Role r) {
+  // In Role's order, several per line.
+  // clang-format off
   static const char* names[] = {
       "tok_embd", "pos_embd", "type_embd", "emb_norm", "emb_norm_b", "proj_in", "proj_out", "out_norm",
       "out_norm_b", "lm_head", "lm_head_b", "head_dense", "head_dense_b", "head_norm", "head_norm_b",
@@ -236,6 +239,7 @@ const char* roleName(Role r) {
       "attn_v", "attn_v_b", "attn_out", "attn_out_b", "ffn_norm", "ffn_norm_b", "ffn_up", "ffn_up_b",
       "ffn_gate", "ffn_down", "ffn_down_b", "attn_post_norm", "ffn_post_norm", "attn_q_norm", "attn_k_norm",
       "rel_bias", "cross_norm", "cross_q", "cross_k", "cross_v", "cross_out"};
+  // clang-format on
   return names[static_cast<int>(r)];
 }
 
@@ -300,11 +304,14 @@ std::optional<std::vector<int64_t>> expectedShape(Role r, const ModelConfig& c) 
     case Role::FfnDownB: return c.ffnBias ? std::optional<V>(V{C}) : std::nullopt;
     case Role::RelBias:
       return c.pos == PosKind::Relative ? std::optional<V>(V{c.relBuckets, c.nHead}) : std::nullopt;
-    case Role::CrossNorm: return c.encoderDecoder ? std::optional<V>(V{C}) : std::nullopt;
+    case Role::CrossNorm:
+      return c.encoderDecoder ? std::optional<V>(V{C}) : std::nullopt;
     case Role::CrossQ:
     case Role::CrossK:
-    case Role::CrossV: return c.encoderDecoder ? std::optional<V>(V{H, C}) : std::nullopt;
-    case Role::CrossOut: return c.encoderDecoder ? std::optional<V>(V{C, H}) : std::nullopt;
+    case Role::CrossV:
+      return c.encoderDecoder ? std::optional<V>(V{H, C}) : std::nullopt;
+    case Role::CrossOut:
+      return c.encoderDecoder ? std::optional<V>(V{C, H}) : std::nullopt;
   }
   return std::nullopt;
 }

@@ -10,6 +10,8 @@
 
 namespace moefy {
 
+// Roles grouped on lines by kind.
+// clang-format off
 enum class Role {
   // global
   TokEmbd, PosEmbd, TypeEmbd, EmbNorm, EmbNormB, ProjIn, ProjOut, OutNorm, OutNormB,
@@ -25,6 +27,7 @@ enum class Role {
   RelBias,  ///< relative_attention_bias [num_buckets, heads], global per stack (held by block 0)
   CrossNorm, CrossQ, CrossK, CrossV, CrossOut,  ///< the decoder's cross-attention over the encoder output
 };
+// clang-format on
 
 struct TensorRow {
   Role role;

@@ -24,7 +24,8 @@ const char* archName(Arch a) {
     case Arch::Gemma3: return "gemma3_text";
     case Arch::Phi3: return "phi3";
     case Arch::Olmo2: return "olmo2";
-    case Arch::T5: return "t5";
+    case Arch::T5:
+      return "t5";
   }
   return "?";
 }
@@ -242,7 +243,8 @@ std::vector<ConfigKey> t5Keys() {
       {"d_model", KeyUse::Implemented, "", "96", "0", "d_model"},
       {"d_kv", KeyUse::Implemented, "", "24", "0", "per-head width (q/k/v project to num_heads x d_kv)"},
       {"d_ff", KeyUse::Implemented, "", "40", "0", "d_ff"},
-      {"num_layers", KeyUse::Implemented, "", "3", "0", "encoder blocks (and decoder blocks when num_decoder_layers is null)"},
+      {"num_layers", KeyUse::Implemented, "", "3", "0",
+       "encoder blocks (and decoder blocks when num_decoder_layers is null)"},
       {"num_decoder_layers", KeyUse::Implemented, "", "3", "0", "decoder blocks (null = num_layers)"},
       {"num_heads", KeyUse::Implemented, "", "8", "0", "heads"},
       {"relative_attention_num_buckets", KeyUse::Implemented, "", "16", "3", "relative position buckets (>= 4)"},
@@ -251,11 +253,13 @@ std::vector<ConfigKey> t5Keys() {
       {"layer_norm_epsilon", KeyUse::Implemented, "", "0.001", kBadEps, "T5LayerNorm epsilon (> 0)"},
       {"feed_forward_proj", KeyUse::Implemented, "", "\"gated-gelu\"", "\"gated-gelu-x\"",
        "ACT or gated-ACT; gated-gelu means gelu_new"},
-      {"dense_act_fn", KeyUse::Implemented, "", "\"silu\"", "\"tanh\"", "FFN activation; overrides feed_forward_proj's"},
+      {"dense_act_fn", KeyUse::Implemented, "", "\"silu\"", "\"tanh\"",
+       "FFN activation; overrides feed_forward_proj's"},
       {"is_gated_act", KeyUse::Implemented, "", "true", "", "act(wi_0 x) * wi_1 x; overrides feed_forward_proj's"},
       {"tie_word_embeddings", KeyUse::Implemented, "", "", "",
        "lm_head is shared.weight, decoder output scaled by d_model^-0.5 (false: own lm_head, no scaling)"},
-      {"decoder_start_token_id", KeyUse::Implemented, "", "5", "-1", "first decoder input of generation (< vocab_size)"},
+      {"decoder_start_token_id", KeyUse::Implemented, "", "5", "-1",
+       "first decoder input of generation (< vocab_size)"},
       {"is_encoder_decoder", KeyUse::Refused, "true", "false", "", "T5ForConditionalGeneration runs both stacks"},
       {"tie_encoder_decoder", KeyUse::Refused, "false", "true", "", "decoder weights tied to the encoder's"},
       {"is_decoder", KeyUse::Ignored, "", "true", "", "T5ForConditionalGeneration sets it per stack"},
@@ -271,10 +275,18 @@ std::vector<ConfigKey> t5Keys() {
 
 const std::map<std::string, std::vector<ConfigKey>>& keyTables() {
   static const std::map<std::string, std::vector<ConfigKey>> t = {
-      {"gpt2", gpt2Keys()},          {"llama", llamaKeys("llama")}, {"mistral", llamaKeys("mistral")},
-      {"qwen2", llamaKeys("qwen2")}, {"qwen3", llamaKeys("qwen3")}, {"opt", optKeys()},
-      {"bert", bertKeys()},          {"gemma", gemmaKeys("gemma")}, {"gemma2", gemmaKeys("gemma2")},
-      {"gemma3_text", gemmaKeys("gemma3_text")}, {"phi3", phi3Keys()}, {"olmo2", olmo2Keys()},
+      {"gpt2", gpt2Keys()},
+      {"llama", llamaKeys("llama")},
+      {"mistral", llamaKeys("mistral")},
+      {"qwen2", llamaKeys("qwen2")},
+      {"qwen3", llamaKeys("qwen3")},
+      {"opt", optKeys()},
+      {"bert", bertKeys()},
+      {"gemma", gemmaKeys("gemma")},
+      {"gemma2", gemmaKeys("gemma2")},
+      {"gemma3_text", gemmaKeys("gemma3_text")},
+      {"phi3", phi3Keys()},
+      {"olmo2", olmo2Keys()},
       {"t5", t5Keys()},
   };
   return t;
@@ -448,7 +460,7 @@ void readLlamaLike(ModelConfig& c, const nlohmann::json& j, const Reader& r, int
 }  // namespace
 
 const std::vector<std::string>& supportedModelTypes() {
-  static const std::vector<std::string> v = {"gpt2", "llama",  "mistral",     "qwen2", "qwen3", "opt", "bert",
+  static const std::vector<std::string> v = {"gpt2",  "llama",  "mistral",     "qwen2", "qwen3", "opt", "bert",
                                              "gemma", "gemma2", "gemma3_text", "phi3",  "olmo2", "t5"};
   return v;
 }
@@ -544,8 +556,8 @@ std::string ModelConfig::describe() const {
   o << " window=" << windowPattern() << " scale=" << attnScale << " invlayer=" << attnScaleInverseLayer
     << " softcap=" << attnSoftcap << "/" << finalSoftcap << " embscale=" << embedScale << " bias=" << attnBias
     << attnOutBias << ffnBias << " causal=" << causal << " tied=" << tiedEmbeddings << " encdec=" << encoderDecoder
-    << " declayers=" << nDecoderLayer << " rel=" << relBuckets << "/" << relMaxDistance << " decstart=" << decoderStartId
-    << " headscale=" << headScale;
+    << " declayers=" << nDecoderLayer << " rel=" << relBuckets << "/" << relMaxDistance
+    << " decstart=" << decoderStartId << " headscale=" << headScale;
   return o.str();
 }
 
@@ -688,15 +700,14 @@ ModelConfig ModelConfig::fromJson(const nlohmann::json& j, const std::string& ct
     c.pos = PosKind::Relative;
     c.attnScale = 1.0;
     c.relBuckets = r.positive("relative_attention_num_buckets", 32);
-    if (c.relBuckets < 4)
-      r.fail("relative_attention_num_buckets", "must be >= 4, got " + std::to_string(c.relBuckets));
+    if (c.relBuckets < 4) r.fail("relative_attention_num_buckets", "must be >= 4, got " + std::to_string(c.relBuckets));
     // The log-spaced buckets divide by log(max_distance / max_exact), max_exact
     // being num_buckets / 2 in the (causal) decoder.
     c.relMaxDistance = r.positive("relative_attention_max_distance", 128);
     if (c.relMaxDistance <= c.relBuckets / 2)
-      r.fail("relative_attention_max_distance",
-             "must be > relative_attention_num_buckets / 2 (" + std::to_string(c.relBuckets / 2) + "), got " +
-                 std::to_string(c.relMaxDistance));
+      r.fail("relative_attention_max_distance", "must be > relative_attention_num_buckets / 2 (" +
+                                                    std::to_string(c.relBuckets / 2) + "), got " +
+                                                    std::to_string(c.relMaxDistance));
     // feed_forward_proj is "ACT" or "gated-ACT"; "gated-gelu" means gelu_new (backward compatibility).
     const std::string proj = r.string("feed_forward_proj", "relu");
     const auto dash = proj.find('-');
@@ -704,7 +715,8 @@ ModelConfig ModelConfig::fromJson(const nlohmann::json& j, const std::string& ct
     c.gated = false;
     if (dash != std::string::npos) {
       if (proj.substr(0, dash) != "gated" || proj.find('-', dash + 1) != std::string::npos)
-        r.fail("feed_forward_proj", "must be ACT or gated-ACT (e.g. relu, gated-gelu), got " + j["feed_forward_proj"].dump());
+        r.fail("feed_forward_proj",
+               "must be ACT or gated-ACT (e.g. relu, gated-gelu), got " + j["feed_forward_proj"].dump());
       act = proj.substr(dash + 1);
       c.gated = true;
     }
@@ -717,8 +729,8 @@ ModelConfig ModelConfig::fromJson(const nlohmann::json& j, const std::string& ct
     c.headScale = c.tiedEmbeddings ? 1.0 / std::sqrt(static_cast<double>(c.dModel)) : 1.0;
     c.decoderStartId = r.integer("decoder_start_token_id", 0);
     if (c.decoderStartId >= c.vocab)
-      r.fail("decoder_start_token_id", "must be < vocab_size (" + std::to_string(c.vocab) + "), got " +
-                                           std::to_string(c.decoderStartId));
+      r.fail("decoder_start_token_id",
+             "must be < vocab_size (" + std::to_string(c.vocab) + "), got " + std::to_string(c.decoderStartId));
   } else {  // bert
     c.arch = Arch::Bert;
     c.nLayer = r.positive("num_hidden_layers");

@@ -98,11 +98,11 @@ struct ModelConfig {
   bool tiedEmbeddings = true;
   // Encoder-decoder models (T5). nLayer counts the encoder's blocks.
   bool encoderDecoder = false;
-  int nDecoderLayer = 0;    ///< decoder blocks (T5 num_decoder_layers); 0 for single-stack models
-  int relBuckets = 0;       ///< PosKind::Relative: relative_attention_num_buckets
-  int relMaxDistance = 0;   ///< PosKind::Relative: relative_attention_max_distance
-  int decoderStartId = 0;   ///< decoder_start_token_id: the first decoder input of generation
-  double headScale = 1.0;   ///< multiplier of the final hidden states before the LM head (T5 tied: d_model^-0.5)
+  int nDecoderLayer = 0;   ///< decoder blocks (T5 num_decoder_layers); 0 for single-stack models
+  int relBuckets = 0;      ///< PosKind::Relative: relative_attention_num_buckets
+  int relMaxDistance = 0;  ///< PosKind::Relative: relative_attention_max_distance
+  int decoderStartId = 0;  ///< decoder_start_token_id: the first decoder input of generation
+  double headScale = 1.0;  ///< multiplier of the final hidden states before the LM head (T5 tied: d_model^-0.5)
   nlohmann::json raw;     ///< the full config.json, kept for export
 
   std::string ffnKind() const { return gated ? "gated" : "plain"; }

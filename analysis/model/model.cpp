@@ -47,7 +47,9 @@ std::string hookName(int layer, HookPoint p) {
   return "blk." + std::to_string(layer) + (p == HookPoint::FfnIn ? ".ffn_in" : ".ffn_act");
 }
 
-std::string hookName(const Site& site, HookPoint p) { return site.prefix() + (p == HookPoint::FfnIn ? "ffn_in" : "ffn_act"); }
+std::string hookName(const Site& site, HookPoint p) {
+  return site.prefix() + (p == HookPoint::FfnIn ? "ffn_in" : "ffn_act");
+}
 
 at::Tensor FfnOverride::forwardSite(const Site& site, const at::Tensor& x, at::Tensor* hidden) const {
   if (site.stack != SiteStack::Single || site.expert >= 0 || site.shared)

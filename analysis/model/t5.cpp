@@ -46,11 +46,11 @@ at::Tensor relativeBuckets(int64_t T, int64_t S, bool bidirectional, int64_t num
   const int64_t maxExact = numBuckets / 2;
   at::Tensor small = rel < maxExact;
   // log(0) = -inf for distance 0: that entry is small, so `large` is not used there.
-  at::Tensor large = (at::log(rel.to(at::kFloat) / maxExact) /
-                      std::log(static_cast<double>(maxDistance) / static_cast<double>(maxExact)) *
-                      (numBuckets - maxExact))
-                         .to(at::kLong) +
-                     maxExact;
+  at::Tensor large =
+      (at::log(rel.to(at::kFloat) / maxExact) /
+       std::log(static_cast<double>(maxDistance) / static_cast<double>(maxExact)) * (numBuckets - maxExact))
+          .to(at::kLong) +
+      maxExact;
   large = at::clamp_max(large, numBuckets - 1);
   return buckets + at::where(small, rel, large);
 }
@@ -78,9 +78,9 @@ at::Tensor Model::t5SelfBias(SiteStack stack, const at::Tensor& mask) const {
   const bool decoder = stack == SiteStack::Decoder;
   const int64_t B = mask.size(0), T = mask.size(1);
   at::Tensor buckets = relativeBuckets(T, T, !decoder, c.relBuckets, c.relMaxDistance);  // [T, T]
-  at::Tensor rel = at::embedding(t(Role::RelBias, 0, stack), buckets)                 // [T, T, H]
+  at::Tensor rel = at::embedding(t(Role::RelBias, 0, stack), buckets)                    // [T, T, H]
                        .permute({2, 0, 1})
-                       .unsqueeze(0);  // [1, H, T, T]
+                       .unsqueeze(0);                // [1, H, T, T]
   at::Tensor hide = (mask == 0).view({B, 1, 1, T});  // padded keys
   if (decoder) {
     at::Tensor pos = at::arange(T, at::kLong);
@@ -103,8 +103,8 @@ at::Tensor Model::t5Attention(SiteStack stack, int L, bool cross, const at::Tens
   at::Tensor q = at::linear(x, t(rq, L, stack)).view({B, T, H, D}).transpose(1, 2);   // [B, H, T, D]
   at::Tensor k = at::linear(kv, t(rk, L, stack)).view({B, S, H, D}).transpose(1, 2);  // [B, H, S, D]
   at::Tensor v = at::linear(kv, t(rv, L, stack)).view({B, S, H, D}).transpose(1, 2);  // [B, H, S, D]
-  at::Tensor scores = at::matmul(q, k.transpose(-1, -2)) + bias;                       // [B, H, T, S]
-  at::Tensor out = at::matmul(at::softmax(scores, -1), v);                             // [B, H, T, D]
+  at::Tensor scores = at::matmul(q, k.transpose(-1, -2)) + bias;                      // [B, H, T, S]
+  at::Tensor out = at::matmul(at::softmax(scores, -1), v);                            // [B, H, T, D]
   return at::linear(out.transpose(1, 2).reshape({B, T, H * D}), t(ro, L, stack));     // [B, T, C]
 }
 

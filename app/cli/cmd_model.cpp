@@ -25,7 +25,10 @@ int runInspect(const Args& a) {
   }
   std::cout << "model       " << m.dir().string() << "\n"
             << "family      " << archName(c.arch) << " ("
-            << (c.encoderDecoder ? "encoder-decoder" : c.causal ? "decoder" : "encoder") << ")\n"
+            << (c.encoderDecoder ? "encoder-decoder"
+                : c.causal       ? "decoder"
+                                 : "encoder")
+            << ")\n"
             << "layers      " << c.nLayer
             << (c.encoderDecoder ? " encoder + " + std::to_string(c.nDecoderLayer) + " decoder" : std::string()) << "\n"
             << "d_model     " << c.dModel << "\n"
@@ -84,13 +87,14 @@ int runForward(const Args& a) {
   if (c.encoderDecoder && decoderSeqs.empty())
     throw ParameterError(m.dir().string() + " is an encoder-decoder model (" + archName(c.arch) +
                          "): give --decoder-ids for each source sequence (decoder inputs, starting with "
-                         "decoder_start_token_id " + std::to_string(c.decoderStartId) + ")");
+                         "decoder_start_token_id " +
+                         std::to_string(c.decoderStartId) + ")");
   if (!c.encoderDecoder && !decoderSeqs.empty())
     throw ParameterError("--decoder-ids: " + m.dir().string() + " is not an encoder-decoder model (" +
                          archName(c.arch) + ")");
   if (decoderSeqs.size() != (c.encoderDecoder ? seqs.size() : 0))
-    throw ParameterError("--decoder-ids: give one per source sequence (" + std::to_string(seqs.size()) +
-                         " sources, " + std::to_string(decoderSeqs.size()) + " decoder sequences)");
+    throw ParameterError("--decoder-ids: give one per source sequence (" + std::to_string(seqs.size()) + " sources, " +
+                         std::to_string(decoderSeqs.size()) + " decoder sequences)");
   Batch batch = makeBatch(seqs, 0);
   DumpSink sink;
   at::Tensor logits;  // [B, T, vocab]; T = decoder length for encoder-decoder models
@@ -145,15 +149,14 @@ const OptionTable& inspectOptionTable() {
 
 const OptionTable& forwardOptionTable() {
   static const OptionTable table = [] {
-    OptionTable t(
-        "forward", "run token sequences and dump logits and FFN hooks",
-        "moefy forward MODEL_DIR (--ids 1,2,3 | --text \"...\") [--ids ...] [--decoder-ids 0,4,5 ...]\n"
-        "                        [--dump OUT.safetensors] [--json]\n",
-        "Several --ids/--text make a right-padded batch. --dump writes logits [B, T, vocab],\n"
-        "blk.{L}.ffn_in [B, T, d_model] and blk.{L}.ffn_act [B, T, d_ff] for every layer.\n"
-        "Encoder-decoder models (T5) take one --decoder-ids per source sequence (the\n"
-        "teacher-forced decoder inputs); the logits are then [B, T_dec, vocab] and the hooks\n"
-        "enc.blk.{L}.* [B, T_src, ..] and dec.blk.{L}.* [B, T_dec, ..].\n");
+    OptionTable t("forward", "run token sequences and dump logits and FFN hooks",
+                  "moefy forward MODEL_DIR (--ids 1,2,3 | --text \"...\") [--ids ...] [--decoder-ids 0,4,5 ...]\n"
+                  "                        [--dump OUT.safetensors] [--json]\n",
+                  "Several --ids/--text make a right-padded batch. --dump writes logits [B, T, vocab],\n"
+                  "blk.{L}.ffn_in [B, T, d_model] and blk.{L}.ffn_act [B, T, d_ff] for every layer.\n"
+                  "Encoder-decoder models (T5) take one --decoder-ids per source sequence (the\n"
+                  "teacher-forced decoder inputs); the logits are then [B, T_dec, vocab] and the hooks\n"
+                  "enc.blk.{L}.* [B, T_src, ..] and dec.blk.{L}.* [B, T_dec, ..].\n");
     t.positionals({"MODEL_DIR"}, 1)
         .text("ids", "1,2,3", std::nullopt, "one sequence of token ids", true)
         .text("text", "TEXT", std::nullopt, "one sequence as text, encoded with the model's tokenizer", true)

@@ -53,7 +53,7 @@ struct Row {
   const char* variant;
   const char* dtype;
 };
-const Row kRows[] = {{"t5_relu", "F32"},  {"t5_gated", "F32"},       {"t5_relu_untied", "F32"},
+const Row kRows[] = {{"t5_relu", "F32"},       {"t5_gated", "F32"},  {"t5_relu_untied", "F32"},
                      {"t5_gated_tied", "F32"}, {"t5_gated", "BF16"}, {"t5_relu", "F16"}};
 
 std::string rowDir(const Row& r) { return std::string(r.variant) + "_" + r.dtype; }
@@ -147,8 +147,8 @@ class T5Forward : public QObject {
       auto d = root_ / rowDir(r);
       jobs.push_back({"make_checkpoint", r.variant, (d / "model").string(), "--dtype", r.dtype});
       jobs.push_back({"t5_ref", "forward", (d / "model").string(), "--ids", kSrcA.toStdString(), "--ids",
-                      kSrcB.toStdString(), "--decoder-ids", kDecA.toStdString(), "--decoder-ids",
-                      kDecB.toStdString(), "--out", (d / "ref.safetensors").string()});
+                      kSrcB.toStdString(), "--decoder-ids", kDecA.toStdString(), "--decoder-ids", kDecB.toStdString(),
+                      "--out", (d / "ref.safetensors").string()});
     }
     // A half-precision file runs exactly like the F32 file of its upcast values.
     jobs.push_back({"make_checkpoint", "t5_gated", (root_ / "upcast" / "f32").string(), "--round-to", "BF16"});
@@ -182,7 +182,8 @@ class T5Forward : public QObject {
     args << "--dump" << qs(root_ / "upcast" / "f32.safetensors");
     auto r = runCli(args);
     QVERIFY2(r.exitCode == 0, (r.out + r.err).c_str());
-    const double d = compareDumps(half / "moefy.safetensors", root_ / "upcast" / "f32.safetensors", 0.0, "BF16 vs F32 upcast");
+    const double d =
+        compareDumps(half / "moefy.safetensors", root_ / "upcast" / "f32.safetensors", 0.0, "BF16 vs F32 upcast");
     QCOMPARE(d, 0.0);
   }
 
@@ -214,7 +215,7 @@ class T5Forward : public QObject {
     QCOMPARE(QString::fromStdString(g->tensorName(Role::FfnGate, 1, SiteStack::Decoder)),
              QString("decoder.block.1.layer.2.DenseReluDense.wi_0.weight"));
     QCOMPARE(g->config().nDecoderLayer, 3);
-    QCOMPARE(g->config().headScale, 1.0);  // untied: no rescale
+    QCOMPARE(g->config().headScale, 1.0);                          // untied: no rescale
     QVERIFY(std::abs(m->config().headScale - 1.0 / 8.0) < 1e-15);  // tied, d_model 64
     // Site-keyed hooks reach a sink; a sink that only knows layers sees nothing of a T5.
     struct LayerSink : HookSink {
@@ -259,10 +260,11 @@ class T5Forward : public QObject {
                        {"model.safetensors", std::string("missing tensor '") + missing + "'"});
     // An embed_tokens alias holding other values than shared.weight.
     const fs::path alias = root_ / "bad" / "alias";
-    rewriteCheckpoint(relu, alias, [](const std::string&) { return true; },
-                      [](const std::string& n, const at::Tensor& t) {
-                        return n == "decoder.embed_tokens.weight" ? t + 1.0 : at::Tensor();
-                      });
+    rewriteCheckpoint(
+        relu, alias, [](const std::string&) { return true; },
+        [](const std::string& n, const at::Tensor& t) {
+          return n == "decoder.embed_tokens.weight" ? t + 1.0 : at::Tensor();
+        });
     expectOneLineError({"inspect", qs(alias)}, {"'decoder.embed_tokens.weight' differs from 'shared.weight'"});
     // An alias alone stands in for shared.weight.
     const fs::path aliasOnly = root_ / "bad" / "alias_only";
@@ -271,15 +273,17 @@ class T5Forward : public QObject {
     QVERIFY2(ok.exitCode == 0, (ok.out + ok.err).c_str());
     // An untied config without lm_head.weight; a shape error names the tensor and both shapes.
     const fs::path noHead = root_ / "bad" / "no_head";
-    rewriteCheckpoint(root_ / "t5_gated_F32" / "model", noHead, [](const std::string& n) { return n != "lm_head.weight"; });
+    rewriteCheckpoint(root_ / "t5_gated_F32" / "model", noHead,
+                      [](const std::string& n) { return n != "lm_head.weight"; });
     expectOneLineError({"inspect", qs(noHead)}, {"missing tensor 'lm_head.weight'"});
     const fs::path badShape = root_ / "bad" / "bad_shape";
-    rewriteCheckpoint(relu, badShape, [](const std::string&) { return true; },
-                      [](const std::string& n, const at::Tensor& t) {
-                        return n == "decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"
-                                   ? t.narrow(0, 0, 16).contiguous()
-                                   : at::Tensor();
-                      });
+    rewriteCheckpoint(
+        relu, badShape, [](const std::string&) { return true; },
+        [](const std::string& n, const at::Tensor& t) {
+          return n == "decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"
+                     ? t.narrow(0, 0, 16).contiguous()
+                     : at::Tensor();
+        });
     expectOneLineError({"inspect", qs(badShape)},
                        {"decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight", "[16, 4]", "[32, 4]"});
   }
