@@ -693,6 +693,9 @@ ModelConfig ModelConfig::fromJson(const nlohmann::json& j, const std::string& ct
     c.dModel = r.positive("d_model", 512);
     c.headDim = r.positive("d_kv", 64);
     c.nHead = r.positive("num_heads", 8);
+    // q/k/v project to num_heads x d_kv, which need not be d_model: bound the product (64-bit check).
+    if (static_cast<int64_t>(c.nHead) * c.headDim > (int64_t(1) << 30))
+      r.fail("d_kv", "x num_heads must be <= 2^30, got " + std::to_string(c.headDim) + " x " + std::to_string(c.nHead));
     c.dFF = r.positive("d_ff", 2048);
     c.vocab = r.positive("vocab_size", 32128);
     c.norm = NormKind::RMSNorm;
