@@ -26,6 +26,11 @@ enum class Role {
   // encoder-decoder models (T5)
   RelBias,  ///< relative_attention_bias [num_buckets, heads], global per stack (held by block 0)
   CrossNorm, CrossQ, CrossK, CrossV, CrossOut,  ///< the decoder's cross-attention over the encoder output
+  // native MoE blocks (Mixtral, Qwen2-MoE, OLMoE); the Exp* rows repeat per expert ({E})
+  MoeRouter,                ///< router [E, d_model] (Mixtral block_sparse_moe.gate, Qwen2-MoE / OLMoE mlp.gate)
+  ExpGate, ExpUp, ExpDown,  ///< expert E: gate / up [d_expert, d_model], down [d_model, d_expert] (Mixtral w1 / w3 / w2)
+  SharedGate, SharedUp, SharedDown,  ///< the shared expert (Qwen2-MoE): [d_shared, d_model] x2, [d_model, d_shared]
+  SharedRouter,             ///< shared_expert_gate [1, d_model]: sigmoid(w . x) scales the shared expert's output
 };
 // clang-format on
 
@@ -38,6 +43,9 @@ struct TensorRow {
   /// Decoder for encoder-decoder models, whose roles repeat once per stack
   /// ({L} then runs over that stack's blocks).
   SiteStack stack = SiteStack::Single;
+  /// The row repeats per routed expert of a native MoE layer ({E} = expert
+  /// index, 0 .. expertCount - 1).
+  bool perExpert = false;
 };
 
 /// Another name that real checkpoints may store for the tensor of a global
@@ -85,7 +93,13 @@ const char* roleName(Role role);
 /// Whether `role` must be present for `cfg`, and its logical shape in
 /// nn.Linear orientation ([out, in]); nullopt if the role is unused.
 std::optional<std::vector<int64_t>> expectedShape(Role role, const ModelConfig& cfg);
-/// Pattern with {L} replaced.
-std::string expandPattern(const std::string& pattern, int layer);
+/// Pattern with {L} replaced (and {E} by `expert` when given).
+std::string expandPattern(const std::string& pattern, int layer, int expert = -1);
+/// Whether a per-layer role has a tensor in block `layer`: native MoE models
+/// mix blocks (Qwen2-MoE's mlp_only_layers / decoder_sparse_step), whose dense
+/// MLP rows (FfnUp, FfnGate, FfnDown, ...) exist only in dense blocks and whose
+/// MoE rows (MoeRouter, Exp*, Shared*) only in MoE blocks. True for every
+/// other role.
+bool roleInLayer(Role role, const ModelConfig& cfg, int layer);
 
 }  // namespace moefy

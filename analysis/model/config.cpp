@@ -24,8 +24,10 @@ const char* archName(Arch a) {
     case Arch::Gemma3: return "gemma3_text";
     case Arch::Phi3: return "phi3";
     case Arch::Olmo2: return "olmo2";
-    case Arch::T5:
-      return "t5";
+    case Arch::T5: return "t5";
+    case Arch::Mixtral: return "mixtral";
+    case Arch::Qwen2Moe: return "qwen2_moe";
+    case Arch::Olmoe: return "olmoe";
   }
   return "?";
 }
@@ -273,6 +275,43 @@ std::vector<ConfigKey> t5Keys() {
   });
 }
 
+// Native MoE decoders (configuration_/modeling_ mixtral.py, qwen2_moe.py,
+// olmoe.py). The routing keys are implemented; the auxiliary load-balancing
+// loss and router jitter only act in training.
+std::vector<ConfigKey> moeKeys(const std::string& t) {
+  auto v = decoderCore(t != "olmoe");  // OlmoeAttention derives head_dim from hidden_size / heads
+  v.push_back({"hidden_act", KeyUse::Implemented, "", "\"gelu\"", "\"tanh\"", "expert (and dense MLP) activation"});
+  const char* experts = t == "mixtral" ? "num_local_experts" : "num_experts";
+  v.push_back({experts, KeyUse::Implemented, "", "3", t == "qwen2_moe" ? "-1" : "0",
+               t == "qwen2_moe" ? "routed experts per MoE layer (0 = every layer dense)" : "routed experts per layer"});
+  v.push_back({"num_experts_per_tok", KeyUse::Implemented, "", "1", "0", "top-k experts per token (<= the expert count)"});
+  v.push_back({"output_router_logits", KeyUse::Ignored, "", "true", "", "returns router logits for the training loss"});
+  v.push_back({"router_aux_loss_coef", KeyUse::Ignored, "", "0.5", "", "weight of the training load-balancing loss"});
+  if (t == "mixtral") {
+    v.push_back({"sliding_window", KeyUse::Implemented, "", "3", "0", "attention window (null = none)"});
+    v.push_back({"router_jitter_noise", KeyUse::Ignored, "", "0.1", "", "multiplicative router noise, training only"});
+  } else {
+    v.push_back({"norm_topk_prob", KeyUse::Implemented, "", "", "", "renormalise the k chosen probabilities to sum 1"});
+  }
+  if (t == "qwen2_moe") {
+    v.push_back({"qkv_bias", KeyUse::Implemented, "", "false", "", "q/k/v biases (o_proj has none)"});
+    v.push_back({"moe_intermediate_size", KeyUse::Implemented, "", "24", "0", "hidden width of each routed expert"});
+    v.push_back({"shared_expert_intermediate_size", KeyUse::Implemented, "", "24", "0", "hidden width of the shared expert"});
+    v.push_back({"decoder_sparse_step", KeyUse::Implemented, "", "2", "0", "layer L is MoE when (L + 1) % step == 0"});
+    v.push_back({"mlp_only_layers", KeyUse::Implemented, "", "[0]", "[-1]", "layers with a dense MLP (intermediate_size)"});
+    v.push_back({"use_sliding_window", KeyUse::Refused, "false", "true", "", "sliding window on the lower layers"});
+    v.push_back({"sliding_window", KeyUse::Ignored, "", "3", "", "only used with use_sliding_window (refused)"});
+    v.push_back({"max_window_layers", KeyUse::Ignored, "", "1", "", "only used with use_sliding_window (refused)"});
+    v.push_back({"layer_types", KeyUse::Refused, "", "[\"sliding_attention\", \"full_attention\"]", "",
+                 "accepted when every layer is full_attention"});
+  }
+  if (t == "olmoe") {
+    v.push_back({"attention_bias", KeyUse::Implemented, "", "true", "", "q/k/v/o biases"});
+    v.push_back({"clip_qkv", KeyUse::Refused, "null", "8.0", "", "clamps q, k and v to [-clip, clip]"});
+  }
+  return withCommon(v);
+}
+
 const std::map<std::string, std::vector<ConfigKey>>& keyTables() {
   static const std::map<std::string, std::vector<ConfigKey>> t = {
       {"gpt2", gpt2Keys()},
@@ -288,6 +327,9 @@ const std::map<std::string, std::vector<ConfigKey>>& keyTables() {
       {"phi3", phi3Keys()},
       {"olmo2", olmo2Keys()},
       {"t5", t5Keys()},
+      {"mixtral", moeKeys("mixtral")},
+      {"qwen2_moe", moeKeys("qwen2_moe")},
+      {"olmoe", moeKeys("olmoe")},
   };
   return t;
 }
@@ -461,7 +503,8 @@ void readLlamaLike(ModelConfig& c, const nlohmann::json& j, const Reader& r, int
 
 const std::vector<std::string>& supportedModelTypes() {
   static const std::vector<std::string> v = {"gpt2",  "llama",  "mistral",     "qwen2", "qwen3", "opt", "bert",
-                                             "gemma", "gemma2", "gemma3_text", "phi3",  "olmo2", "t5"};
+                                             "gemma", "gemma2", "gemma3_text", "phi3",  "olmo2", "t5",
+                                             "mixtral", "qwen2_moe", "olmoe"};
   return v;
 }
 
@@ -557,8 +600,22 @@ std::string ModelConfig::describe() const {
     << " softcap=" << attnSoftcap << "/" << finalSoftcap << " embscale=" << embedScale << " bias=" << attnBias
     << attnOutBias << ffnBias << " causal=" << causal << " tied=" << tiedEmbeddings << " encdec=" << encoderDecoder
     << " declayers=" << nDecoderLayer << " rel=" << relBuckets << "/" << relMaxDistance
-    << " decstart=" << decoderStartId << " headscale=" << headScale;
+    << " decstart=" << decoderStartId << " headscale=" << headScale << " experts=" << expertCount << "/"
+    << expertTopK << " dexpert=" << dExpert << " normtopk=" << normTopK << " shared=" << dShared << " moelayers=";
+  for (bool m : layerMoe) o << (m ? 'M' : 'D');
   return o.str();
+}
+
+std::string ModelConfig::moeSummary() const {
+  if (expertCount == 0) return "none";
+  std::string s = std::to_string(expertCount) + " experts x " + std::to_string(dExpert) + ", top-" +
+                  std::to_string(expertTopK) + (normTopK ? " renormalised" : " (softmax probabilities)");
+  if (dShared > 0) s += ", shared expert " + std::to_string(dShared) + " (sigmoid gate)";
+  std::string layers;
+  bool dense = false;
+  for (bool m : layerMoe) layers += m ? 'M' : 'D', dense |= !m;
+  s += "; layers " + layers + " (M MoE" + (dense ? ", D dense " + std::to_string(dFF) : std::string()) + ")";
+  return s;
 }
 
 ModelConfig ModelConfig::fromJson(const nlohmann::json& j, const std::string& ctx) {
@@ -682,6 +739,65 @@ ModelConfig ModelConfig::fromJson(const nlohmann::json& j, const std::string& ct
     bool bias = r.boolean("enable_bias", true);
     c.attnBias = c.attnOutBias = c.ffnBias = bias;
     c.tiedEmbeddings = r.boolean("tie_word_embeddings", true);
+  } else if (t == "mixtral" || t == "qwen2_moe" || t == "olmoe") {
+    // Llama-style decoders whose FFNs are (mostly) sparse MoE blocks.
+    c.arch = t == "mixtral" ? Arch::Mixtral : t == "qwen2_moe" ? Arch::Qwen2Moe : Arch::Olmoe;
+    c.nLayer = r.positive("num_hidden_layers");
+    c.dModel = r.positive("hidden_size");
+    c.nHead = r.positive("num_attention_heads");
+    const int derived = c.dModel % c.nHead ? 0 : c.dModel / c.nHead;
+    readLlamaLike(c, j, r, derived);
+    if (t == "olmoe") c.headDim = derived;  // OlmoeAttention: hidden_size // num_heads, head_dim is not read
+    if (c.headDim == 0)
+      throw FormatError(ctx + ": hidden size " + std::to_string(c.dModel) + " is not divisible by the head count " +
+                        std::to_string(c.nHead));
+    c.maxPos = r.positive("max_position_embeddings", t == "mixtral" ? 131072 : t == "qwen2_moe" ? 32768 : 4096);
+    c.act = activationFromName(r.string("hidden_act", "silu"), ctx + ": key 'hidden_act'");
+    c.normEps = r.positiveNumber("rms_norm_eps", t == "qwen2_moe" ? 1e-6 : 1e-5);
+    c.ropeTheta = r.positiveNumber("rope_theta", t == "mixtral" ? 1000000.0 : 10000.0);
+    c.tiedEmbeddings = r.boolean("tie_word_embeddings", false);
+    const char* expertKey = t == "mixtral" ? "num_local_experts" : "num_experts";
+    c.expertCount = t == "qwen2_moe" ? r.integer(expertKey, 60) : r.positive(expertKey, t == "mixtral" ? 8 : 64);
+    c.expertTopK = r.positive("num_experts_per_tok", t == "mixtral" ? 2 : t == "qwen2_moe" ? 4 : 8);
+    if (c.expertCount > 0 && c.expertTopK > c.expertCount)
+      r.fail("num_experts_per_tok", "(" + std::to_string(c.expertTopK) + ") must be <= " + expertKey + " (" +
+                                        std::to_string(c.expertCount) + ")");
+    c.dExpert = c.dFF;
+    c.layerMoe.assign(static_cast<size_t>(c.nLayer), c.expertCount > 0);
+    if (t == "mixtral") {
+      // MixtralSparseMoeBlock always renormalises; sliding_window defaults to None (no window).
+      c.normTopK = true;
+      c.slidingWindow = r.positive("sliding_window", 0);
+    } else {
+      c.normTopK = r.boolean("norm_topk_prob", false);
+    }
+    if (t == "olmoe") {
+      c.qkNorm = QkNorm::Full;  // q_norm [hidden], k_norm [kv_heads * head_dim], before RoPE
+      c.attnBias = c.attnOutBias = r.boolean("attention_bias", false);
+    }
+    if (t == "qwen2_moe") {
+      c.attnBias = r.boolean("qkv_bias", true);
+      c.attnOutBias = false;
+      if (r.has("layer_types"))
+        for (bool s : parseLayerTypes(j, r, c.nLayer))
+          if (s) r.fail("layer_types", "with sliding_attention layers is not supported");
+      c.dExpert = r.positive("moe_intermediate_size", 1408);
+      c.dShared = c.expertCount > 0 ? r.positive("shared_expert_intermediate_size", 5632) : 0;
+      // Qwen2MoeDecoderLayer: MoE unless listed in mlp_only_layers, and only every decoder_sparse_step-th layer.
+      const int step = r.positive("decoder_sparse_step", 1);
+      std::vector<bool> only(static_cast<size_t>(c.nLayer), false);
+      if (r.has("mlp_only_layers")) {
+        const auto& list = j["mlp_only_layers"];
+        if (!list.is_array()) r.fail("mlp_only_layers", "must be a list of layer indices");
+        for (const auto& e : list) {
+          if (!e.is_number_integer() || (e.is_number_unsigned() ? e.get<unsigned long long>() >= unsigned(c.nLayer)
+                                                                : (e.get<long long>() < 0 || e.get<long long>() >= c.nLayer)))
+            r.fail("mlp_only_layers", "entry " + e.dump() + " is not a layer index in [0, " + std::to_string(c.nLayer) + ")");
+          only[e.get<size_t>()] = true;
+        }
+      }
+      for (int L = 0; L < c.nLayer; ++L) c.layerMoe[L] = c.expertCount > 0 && !only[L] && (L + 1) % step == 0;
+    }
   } else if (t == "t5") {
     // T5Config / T5ForConditionalGeneration: pre-norm blocks with T5LayerNorm
     // (RMS, no bias), no 1/sqrt(d_kv) score scaling, relative position bias.

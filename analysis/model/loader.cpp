@@ -11,6 +11,28 @@
 
 namespace moefy {
 
+namespace {
+
+// Native MoE layout for `inspect --json`: experts, top-k, shared expert, and
+// which layers are MoE blocks and which dense MLPs.
+void addMoeFields(nlohmann::json& j, const ModelConfig& c) {
+  if (c.expertCount == 0) return;
+  nlohmann::json moe;
+  moe["experts"] = c.expertCount;
+  moe["experts_per_token"] = c.expertTopK;
+  moe["expert_d_ff"] = c.dExpert;
+  moe["norm_topk_prob"] = c.normTopK;
+  moe["shared_expert_d_ff"] = c.dShared;
+  nlohmann::json moeLayers = nlohmann::json::array(), denseLayers = nlohmann::json::array();
+  for (int L = 0; L < c.nLayer; ++L) (c.moeLayer(L) ? moeLayers : denseLayers).push_back(L);
+  moe["moe_layers"] = moeLayers;
+  moe["dense_layers"] = denseLayers;
+  moe["summary"] = c.moeSummary();
+  j["native_moe"] = moe;
+}
+
+}  // namespace
+
 LoadedModel loadModel(const std::filesystem::path& dir) {
   LoadedModel out;
   if (!std::filesystem::is_directory(dir)) throw IoError(dir.string() + ": not a model folder");
@@ -58,6 +80,7 @@ nlohmann::json describeModel(const LoadedModel& loaded) {
   j["dtype"] = m.storedDType();
   j["tokenizer"] = loaded.tokenizer ? loaded.tokenizer->kind() : "none (" + loaded.tokenizerError + ")";
   j["fingerprint"] = m.fingerprint();
+  addMoeFields(j, c);
   if (loaded.isMoe()) j["moefication"] = loaded.moefication;
   return j;
 }
@@ -144,6 +167,7 @@ nlohmann::json describeModelFiles(const std::filesystem::path& dir) {
   } catch (const Error& e) {
     j["tokenizer"] = std::string("none (") + e.what() + ")";
   }
+  addMoeFields(j, c);
   if (!moe.is_null()) j["moefication"] = moe;
   return j;
 }

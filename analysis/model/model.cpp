@@ -43,12 +43,18 @@ Batch makeBatch(const std::vector<std::vector<int64_t>>& seqs, int64_t padId) {
   return b;
 }
 
-std::string hookName(int layer, HookPoint p) {
-  return "blk." + std::to_string(layer) + (p == HookPoint::FfnIn ? ".ffn_in" : ".ffn_act");
-}
+std::string hookName(int layer, HookPoint p) { return hookName(Site::ofLayer(layer), p); }
 
 std::string hookName(const Site& site, HookPoint p) {
-  return site.prefix() + (p == HookPoint::FfnIn ? "ffn_in" : "ffn_act");
+  switch (p) {
+    case HookPoint::FfnIn: return site.prefix() + "ffn_in";
+    case HookPoint::FfnAct: return site.prefix() + "ffn_act";
+    case HookPoint::RouterLogits: return site.prefix() + "router_logits";
+    case HookPoint::TopkIds: return site.prefix() + "topk_ids";
+    case HookPoint::TopkWeights: return site.prefix() + "topk_weights";
+    case HookPoint::ExpertTokens: return site.prefix() + "tokens";
+  }
+  return site.prefix() + "?";
 }
 
 at::Tensor FfnOverride::forwardSite(const Site& site, const at::Tensor& x, at::Tensor* hidden) const {
@@ -98,8 +104,8 @@ at::Tensor rotateHalf(const at::Tensor& x) {
 
 }  // namespace
 
-at::Tensor Model::t(Role role, int layer, SiteStack stack) const {
-  std::string name = tensorName(role, layer < 0 ? 0 : layer, stack);
+at::Tensor Model::t(Role role, int layer, SiteStack stack, int expert) const {
+  std::string name = tensorName(role, layer < 0 ? 0 : layer, stack, expert);
   if (name.empty()) return {};
   auto it = tensors_.find(name);
   if (it == tensors_.end()) {
@@ -114,11 +120,11 @@ at::Tensor Model::t(Role role, int layer, SiteStack stack) const {
   return v;
 }
 
-std::string Model::tensorName(Role role, int layer, SiteStack stack) const {
+std::string Model::tensorName(Role role, int layer, SiteStack stack, int expert) const {
   const auto& table = archTable(config_);
   for (const auto& row : table.rows)
     if (row.role == role && row.stack == stack)
-      return (roleIsHead(role) ? "" : prefix_) + expandPattern(row.pattern, layer);
+      return (roleIsHead(role) ? "" : prefix_) + expandPattern(row.pattern, layer, row.perExpert ? expert : -1);
   return "";
 }
 
@@ -217,9 +223,21 @@ void Model::bind(const LoadOptions& options, const std::string& file) {
   for (const auto& row : table.rows) {
     auto shape = expectedShape(row.role, config_);
     int layers = rowLayerCount(row, config_);
-    for (int L = 0; L < layers; ++L) {
-      std::string name = (roleIsHead(row.role) ? "" : prefix_) + expandPattern(row.pattern, L);
+    // Native MoE expert rows repeat per expert; a missing expert is named like any missing tensor.
+    const int experts = row.perExpert ? config_.expertCount : 1;
+    for (int L = 0; L < layers; ++L)
+    for (int E = 0; E < experts; ++E) {
+      std::string name =
+          (roleIsHead(row.role) ? "" : prefix_) + expandPattern(row.pattern, L, row.perExpert ? E : -1);
       auto it = tensors_.find(name);
+      // Blocks of a mixed MoE model have either the dense MLP rows or the MoE rows.
+      if (shape && row.perLayer && !roleInLayer(row.role, config_, L)) {
+        if (it != tensors_.end())
+          throw FormatError(file + ": unexpected tensor '" + name + "' (layer " + std::to_string(L) + " is a " +
+                            (config_.moeLayer(L) ? "MoE" : "dense MLP") + " layer in this " + archName(config_.arch) +
+                            " config)");
+        continue;
+      }
       if (!shape) {
         if (it != tensors_.end() && !(row.role == Role::AttnQKV || row.role == Role::AttnQKVB))
           throw FormatError(file + ": unexpected tensor '" + name + "' for this " + archName(config_.arch) + " config");
@@ -377,9 +395,26 @@ int64_t Model::parameterCount() const {
 }
 
 FfnWeights Model::ffnWeights(const Site& site) const {
-  if (site.expert >= 0 || site.shared || (site.stack == SiteStack::Single) == config_.encoderDecoder ||
-      site.layer < 0 || site.layer >= config_.layerCount(site.stack))
-    throw ParameterError("the " + std::string(archName(config_.arch)) + " model has no dense FFN site " + site.name());
+  const bool inRange = site.layer >= 0 && site.layer < config_.layerCount(site.stack) &&
+                       (site.stack == SiteStack::Single) != config_.encoderDecoder;
+  if (inRange && config_.moeLayer(site.layer) && (site.expert >= 0 || site.shared)) {
+    FfnWeights w;
+    w.act = config_.act;
+    if (site.shared && config_.dShared > 0) {
+      w.gate = t(Role::SharedGate, site.layer);
+      w.up = t(Role::SharedUp, site.layer);
+      w.down = t(Role::SharedDown, site.layer);
+      return w;
+    }
+    if (!site.shared && site.expert < config_.expertCount) {
+      w.gate = t(Role::ExpGate, site.layer, SiteStack::Single, site.expert);
+      w.up = t(Role::ExpUp, site.layer, SiteStack::Single, site.expert);
+      w.down = t(Role::ExpDown, site.layer, SiteStack::Single, site.expert);
+      return w;
+    }
+  }
+  if (!inRange || site.expert >= 0 || site.shared)
+    throw ParameterError("the " + std::string(archName(config_.arch)) + " model has no FFN site " + site.name());
   if (site.stack == SiteStack::Single) return ffnWeights(site.layer);
   FfnWeights w;
   w.up = t(Role::FfnUp, site.layer, site.stack);
@@ -390,6 +425,10 @@ FfnWeights Model::ffnWeights(const Site& site) const {
 }
 
 FfnWeights Model::ffnWeights(int layer) const {
+  if (config_.moeLayer(layer))
+    throw ParameterError("layer " + std::to_string(layer) + " of the " + archName(config_.arch) +
+                         " model is a native MoE layer: its FFNs are the sites blk." + std::to_string(layer) +
+                         ".exp.E" + (config_.dShared > 0 ? " and blk." + std::to_string(layer) + ".shared" : ""));
   FfnWeights w;
   w.up = t(Role::FfnUp, layer);
   w.upBias = t(Role::FfnUpB, layer);
@@ -689,14 +728,20 @@ at::Tensor Model::run(const at::Tensor& ids, const at::Tensor& maskIn, const at:
         h = x;
         break;
     }
-    if (hooks && hooks->wants(L, HookPoint::FfnIn)) hooks->on(L, HookPoint::FfnIn, h);
-    const bool wantAct = hooks && hooks->wants(L, HookPoint::FfnAct);
-    at::Tensor act;
-    at::Tensor flat = h.reshape({B * T, c.dModel});
-    at::Tensor f = override_ ? override_->forward(L, flat, wantAct ? &act : nullptr)
-                             : denseFfn(ffnWeights(L), flat, wantAct ? &act : nullptr);
+    const Site site = Site::ofLayer(L);
+    if (hooks && hooks->wantsSite(site, HookPoint::FfnIn)) hooks->onSite(site, HookPoint::FfnIn, h);
+    at::Tensor flat = h.reshape({B * T, c.dModel});  // [B * T, d_model]
+    at::Tensor f;
+    if (c.moeLayer(L)) {
+      f = nativeMoe(L, flat, B, T, hooks);  // hooks of blk.L, blk.L.exp.E and blk.L.shared inside
+    } else {
+      const bool wantAct = hooks && hooks->wantsSite(site, HookPoint::FfnAct);
+      at::Tensor act;
+      f = override_ ? override_->forward(L, flat, wantAct ? &act : nullptr)
+                    : denseFfn(ffnWeights(L), flat, wantAct ? &act : nullptr);
+      if (wantAct) hooks->onSite(site, HookPoint::FfnAct, act.view({B, T, -1}));
+    }
     f = f.view({B, T, c.dModel});
-    if (wantAct) hooks->on(L, HookPoint::FfnAct, act.view({B, T, -1}));
     switch (c.placement) {
       case NormPlacement::Pre: x = x + f; break;
       case NormPlacement::Post: x = norm(x + f, Role::FfnNorm, Role::FfnNormB, L); break;

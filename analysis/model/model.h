@@ -34,11 +34,27 @@ struct Batch {
 /// Builds a right-padded batch. Throws ParameterError on empty input.
 Batch makeBatch(const std::vector<std::vector<int64_t>>& sequences, int64_t padId = 0);
 
-enum class HookPoint { FfnIn, FfnAct };
-/// Canonical hook names: "blk.{L}.ffn_in", "blk.{L}.ffn_act", "logits".
+/// Hook points of an FFN site. FfnIn and FfnAct exist at every site; the
+/// others belong to native MoE layers (Mixtral, Qwen2-MoE, OLMoE):
+///  - at the layer's site blk.L: RouterLogits [B, T, E] (the router's logits,
+///    before the softmax), TopkIds [B, T, k] int64 (chosen experts, most
+///    probable first, as torch.topk) and TopkWeights [B, T, k] (their weights:
+///    softmax probabilities, renormalised where the model does);
+///  - at an expert's site blk.L.exp.E: FfnAct [n, d_expert], the hidden of
+///    the n tokens routed to E in ascending token order, and ExpertTokens [n]
+///    int64, their flat positions b * T + t in the batch;
+///  - at the shared expert's site blk.L.shared: FfnAct [B, T, d_shared].
+/// For a MoE layer, blk.L.ffn_in is the normed FFN input [B, T, d_model] and
+/// blk.L.ffn_act is [B, T, E * d_expert]: expert e's hidden in columns
+/// [e * d_expert, (e + 1) * d_expert) for the tokens routed to e, zeros
+/// elsewhere (every expert's hidden in every-expert mode, HookSink::allExperts).
+enum class HookPoint { FfnIn, FfnAct, RouterLogits, TopkIds, TopkWeights, ExpertTokens };
+/// Canonical hook names: "blk.{L}.ffn_in", "blk.{L}.ffn_act", "blk.{L}.router_logits",
+/// "blk.{L}.topk_ids", "blk.{L}.topk_weights", "blk.{L}.tokens"; "logits".
 std::string hookName(int layer, HookPoint point);
-/// The hook name of any FFN site: "<site>.ffn_in" / "<site>.ffn_act", e.g.
-/// "enc.blk.0.ffn_act" (== hookName(layer, point) for single-stack sites).
+/// The hook name of any FFN site: "<site>.ffn_in" / "<site>.ffn_act" / ..., e.g.
+/// "enc.blk.0.ffn_act", "blk.1.exp.3.ffn_act", "blk.1.exp.3.tokens"
+/// (== hookName(layer, point) for single-stack sites).
 std::string hookName(const Site& site, HookPoint point);
 
 /// Receives hook tensors during forward(). Only the layers a sink asks for are
@@ -50,14 +66,24 @@ class HookSink {
   /// x is [B, T, d_model] for FfnIn and [B, T, d_ff] for FfnAct, F32, valid only
   /// during the call (copy it to keep it).
   virtual void on(int layer, HookPoint point, const at::Tensor& x) = 0;
-  /// The site-keyed forms, which encoder-decoder models call (sites
-  /// enc.blk.L and dec.blk.L; T is then the source or the decoder length).
-  /// The defaults pass single-stack sites to wants()/on() and decline the
-  /// others, so a sink written for single-stack models sees nothing of a T5.
+  /// The site-keyed forms, which every forward pass calls (sites blk.L;
+  /// enc.blk.L and dec.blk.L of encoder-decoder models, T then being the
+  /// source or the decoder length; blk.L.exp.E and blk.L.shared of native MoE
+  /// layers, with the MoE hook points). The defaults pass the FfnIn/FfnAct
+  /// hooks of blk.L sites to wants()/on() and decline everything else, so a
+  /// sink written for single-stack dense models sees nothing of a T5 and
+  /// only blk.L.ffn_in / blk.L.ffn_act of a MoE model.
   virtual bool wantsSite(const Site& site, HookPoint point) const {
-    return site.stack == SiteStack::Single && wants(site.layer, point);
+    return site.stack == SiteStack::Single && site.expert < 0 && !site.shared &&
+           (point == HookPoint::FfnIn || point == HookPoint::FfnAct) && wants(site.layer, point);
   }
   virtual void onSite(const Site& site, HookPoint point, const at::Tensor& x) { on(site.layer, point, x); }
+  /// Every-expert mode (the analysis of Look-into-MoEs): a native MoE layer
+  /// also computes every expert's hidden for every token, and the blk.L.exp.E
+  /// hooks then carry all B * T tokens (ExpertTokens = 0 .. B*T-1). Routing,
+  /// the expert outputs that enter the model and so the logits are exactly
+  /// those of the normal mode: the extra hiddens are computed on the side.
+  virtual bool allExperts() const { return false; }
 };
 
 /// The FFN weights of one layer in nn.Linear orientation. The tensors may be
@@ -129,8 +155,9 @@ class Model {
   /// All tensors by their full HF name (F32).
   const std::map<std::string, at::Tensor>& tensors() const { return tensors_; }
   /// Full HF tensor name of a role (layer ignored for global roles); "" if unused.
-  /// Encoder-decoder models name their per-stack roles with `stack`.
-  std::string tensorName(Role role, int layer = 0, SiteStack stack = SiteStack::Single) const;
+  /// Encoder-decoder models name their per-stack roles with `stack`; the
+  /// per-expert roles of native MoE models (ExpGate/ExpUp/ExpDown) take `expert`.
+  std::string tensorName(Role role, int layer = 0, SiteStack stack = SiteStack::Single, int expert = 0) const;
 
   /// Logits [B, T, vocab]. Calls `hooks` for the subscribed layers.
   /// Throws ParameterError for encoder-decoder models (use forwardSeq2Seq).
@@ -172,8 +199,13 @@ class Model {
   /// d_model^-0.5 rescale of the input when its embeddings are tied).
   at::Tensor head(const at::Tensor& hidden) const;
 
+  /// The dense FFN of layer L. Throws ParameterError for a native MoE layer
+  /// (its FFNs are the sites blk.L.exp.E and blk.L.shared).
   FfnWeights ffnWeights(int layer) const;
-  /// The FFN weights of any site (enc.blk.L / dec.blk.L for encoder-decoder models).
+  /// The FFN weights of any site: enc.blk.L / dec.blk.L for encoder-decoder
+  /// models; blk.L.exp.E (gate, up, down of expert E: Mixtral's w1, w3, w2)
+  /// and blk.L.shared (Qwen2-MoE's shared expert, without its sigmoid gate)
+  /// for native MoE layers. Throws ParameterError for sites the model lacks.
   FfnWeights ffnWeights(const Site& site) const;
   /// nullptr restores the dense FFNs.
   void setFfnOverride(std::shared_ptr<const FfnOverride> ffn) { override_ = std::move(ffn); }
@@ -191,7 +223,8 @@ class Model {
  private:
   Model() = default;
   void bind(const LoadOptions& options, const std::string& fileForErrors);
-  at::Tensor t(Role role, int layer = -1, SiteStack stack = SiteStack::Single) const;  // undefined if absent
+  at::Tensor t(Role role, int layer = -1, SiteStack stack = SiteStack::Single,
+               int expert = 0) const;  // undefined if absent
   struct Rope {
     at::Tensor cos, sin;  // [1, 1, T, rotated dims]
   };
@@ -209,6 +242,8 @@ class Model {
                          const at::Tensor& bias) const;
   at::Tensor t5SelfBias(SiteStack stack, const at::Tensor& mask) const;
   void checkSeq2Seq(const Batch& batch, const char* what) const;
+  // Native MoE block of layer L (model/moe_native.cpp): x [B * T, d_model] -> [B * T, d_model].
+  at::Tensor nativeMoe(int layer, const at::Tensor& x, int64_t B, int64_t T, HookSink* hooks) const;
 
   ModelConfig config_;
   std::filesystem::path dir_;

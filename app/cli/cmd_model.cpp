@@ -40,6 +40,7 @@ int runInspect(const Args& a) {
             << "norms       " << c.normSummary() << "\n"
             << "window      " << c.windowPattern() << "\n"
             << "attention   " << c.attentionSummary() << "\n"
+            << "experts     " << c.moeSummary() << "\n"
             << "parameters  " << m.parameterCount() << "\n"
             << "dtype       " << m.storedDType() << "\n"
             << "tokenizer   " << j["tokenizer"].get<std::string>() << "\n"
@@ -49,16 +50,22 @@ int runInspect(const Args& a) {
 }
 
 // Captures every layer's hooks into named tensors for --dump (blk.L.* for
-// single-stack models, enc.blk.L.* and dec.blk.L.* for encoder-decoder ones).
+// single-stack models, enc.blk.L.* and dec.blk.L.* for encoder-decoder ones,
+// and blk.L.router_logits / topk_* / exp.E.* / shared.* for native MoE layers).
 class DumpSink : public HookSink {
  public:
+  explicit DumpSink(bool every = false) : every_(every) {}
   std::vector<std::pair<std::string, at::Tensor>> tensors;
+  bool allExperts() const override { return every_; }
   bool wants(int, HookPoint) const override { return true; }
   void on(int layer, HookPoint p, const at::Tensor& x) override { tensors.emplace_back(hookName(layer, p), x.clone()); }
   bool wantsSite(const Site&, HookPoint) const override { return true; }
   void onSite(const Site& site, HookPoint p, const at::Tensor& x) override {
     tensors.emplace_back(hookName(site, p), x.clone());
   }
+
+ private:
+  bool every_;
 };
 
 int runForward(const Args& a) {
@@ -95,8 +102,10 @@ int runForward(const Args& a) {
   if (decoderSeqs.size() != (c.encoderDecoder ? seqs.size() : 0))
     throw ParameterError("--decoder-ids: give one per source sequence (" + std::to_string(seqs.size()) + " sources, " +
                          std::to_string(decoderSeqs.size()) + " decoder sequences)");
+  if (a.flag("all-experts") && c.expertCount == 0)
+    throw ParameterError("--all-experts: " + m.dir().string() + " is not a native MoE model (" + archName(c.arch) + ")");
   Batch batch = makeBatch(seqs, 0);
-  DumpSink sink;
+  DumpSink sink(a.flag("all-experts"));
   at::Tensor logits;  // [B, T, vocab]; T = decoder length for encoder-decoder models
   if (c.encoderDecoder) {
     logits = m.forwardSeq2Seq(batch, makeBatch(decoderSeqs, 0), &sink);
@@ -156,13 +165,18 @@ const OptionTable& forwardOptionTable() {
                   "blk.{L}.ffn_in [B, T, d_model] and blk.{L}.ffn_act [B, T, d_ff] for every layer.\n"
                   "Encoder-decoder models (T5) take one --decoder-ids per source sequence (the\n"
                   "teacher-forced decoder inputs); the logits are then [B, T_dec, vocab] and the hooks\n"
-                  "enc.blk.{L}.* [B, T_src, ..] and dec.blk.{L}.* [B, T_dec, ..].\n");
+                  "enc.blk.{L}.* [B, T_src, ..] and dec.blk.{L}.* [B, T_dec, ..]. Native MoE layers add\n"
+                  "blk.{L}.router_logits [B, T, E], blk.{L}.topk_ids / topk_weights [B, T, k],\n"
+                  "blk.{L}.exp.{E}.ffn_act [n, d_expert] with blk.{L}.exp.{E}.tokens [n] (flat positions\n"
+                  "b * T + t of the tokens routed to E) and blk.{L}.shared.ffn_act; --all-experts runs\n"
+                  "every token through every expert for these hooks without changing the logits.\n");
     t.positionals({"MODEL_DIR"}, 1)
         .text("ids", "1,2,3", std::nullopt, "one sequence of token ids", true)
         .text("text", "TEXT", std::nullopt, "one sequence as text, encoded with the model's tokenizer", true)
         .text("decoder-ids", "0,4,5", std::nullopt,
               "decoder input ids of an encoder-decoder model, one per source sequence in order", true)
         .text("dump", "OUT.safetensors", std::nullopt, "write the logits and every layer's hooks")
+        .flag("all-experts", "native MoE models: every expert's hidden for every token in the expert hooks")
         .flag("json", "print the result as JSON");
     return t;
   }();
