@@ -73,7 +73,7 @@ VARIANTS = {
     "mixtral_window": dict(family="mixtral", C=64, H=4, kv=1, L=2, E=3, k=1, ff=40, theta=10000.0, window=4,
                            head_dim=24),
     # a dense layer among MoE ones (mlp_only_layers), shared expert, no renormalisation
-    "qwen2_moe": dict(family="qwen2_moe", C=64, H=4, kv=2, L=3, E=4, k=2, ff=80, moe_ff=32, shared_ff=48,
+    "qwen2_moe": dict(family="qwen2_moe", C=64, H=4, kv=2, L=4, E=4, k=2, ff=80, moe_ff=32, shared_ff=48,
                       theta=1000000.0, step=1, only=[1], norm=False),
     # decoder_sparse_step 2: only layer 1 is MoE; norm_topk_prob; qkv_bias written out
     "qwen2_moe_step2": dict(family="qwen2_moe", C=64, H=4, kv=4, L=3, E=5, k=3, ff=72, moe_ff=24, shared_ff=40,
@@ -143,7 +143,7 @@ def build(v, I):
                            "olmoe": "OlmoeForCausalLM"}[fam]],
         "model_type": fam, "vocab_size": V, "hidden_size": C, "intermediate_size": v["ff"],
         "num_hidden_layers": L, "num_attention_heads": H, "num_key_value_heads": kv, "hidden_act": "silu",
-        "max_position_embeddings": 64, "initializer_range": 0.02, "rms_norm_eps": 1e-5 if fam != "qwen2_moe" else 1e-6,
+        "max_position_embeddings": 32, "initializer_range": 0.02, "rms_norm_eps": 1e-5 if fam != "qwen2_moe" else 1e-6,
         "use_cache": True, "tie_word_embeddings": False, "rope_theta": v["theta"], "attention_dropout": 0.0,
         "num_experts_per_tok": v["k"], "output_router_logits": False, "bos_token_id": 1, "eos_token_id": 2,
         "pad_token_id": None, "torch_dtype": "float32",
