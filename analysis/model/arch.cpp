@@ -249,10 +249,14 @@ const ArchTable& archTable(Arch arch) {
     case Arch::Gemma3: return kGemma3;
     case Arch::Phi3: return kPhi3;
     case Arch::Olmo2: return kOlmo2;
-    case Arch::T5: return kT5;
-    case Arch::Mixtral: return kMixtral;
-    case Arch::Qwen2Moe: return kQwen2Moe;
-    case Arch::Olmoe: return kOlmoe;
+    case Arch::T5:
+      return kT5;
+    case Arch::Mixtral:
+      return kMixtral;
+    case Arch::Qwen2Moe:
+      return kQwen2Moe;
+    case Arch::Olmoe:
+      return kOlmoe;
   }
   return kGpt2;
 }
@@ -298,7 +302,8 @@ bool roleInLayer(Role r, const ModelConfig& c, int layer) {
     case Role::FfnUpB:
     case Role::FfnGate:
     case Role::FfnDown:
-    case Role::FfnDownB: return !c.moeLayer(layer);
+    case Role::FfnDownB:
+      return !c.moeLayer(layer);
     case Role::MoeRouter:
     case Role::ExpGate:
     case Role::ExpUp:
@@ -306,8 +311,10 @@ bool roleInLayer(Role r, const ModelConfig& c, int layer) {
     case Role::SharedGate:
     case Role::SharedUp:
     case Role::SharedDown:
-    case Role::SharedRouter: return c.moeLayer(layer);
-    default: return true;
+    case Role::SharedRouter:
+      return c.moeLayer(layer);
+    default:
+      return true;
   }
 }
 
@@ -373,14 +380,20 @@ std::optional<std::vector<int64_t>> expectedShape(Role r, const ModelConfig& c) 
       return c.encoderDecoder ? std::optional<V>(V{H, C}) : std::nullopt;
     case Role::CrossOut:
       return c.encoderDecoder ? std::optional<V>(V{C, H}) : std::nullopt;
-    case Role::MoeRouter: return c.expertCount > 0 ? std::optional<V>(V{c.expertCount, C}) : std::nullopt;
+    case Role::MoeRouter:
+      return c.expertCount > 0 ? std::optional<V>(V{c.expertCount, C}) : std::nullopt;
     case Role::ExpGate:
-    case Role::ExpUp: return c.expertCount > 0 ? std::optional<V>(V{c.dExpert, C}) : std::nullopt;
-    case Role::ExpDown: return c.expertCount > 0 ? std::optional<V>(V{C, c.dExpert}) : std::nullopt;
+    case Role::ExpUp:
+      return c.expertCount > 0 ? std::optional<V>(V{c.dExpert, C}) : std::nullopt;
+    case Role::ExpDown:
+      return c.expertCount > 0 ? std::optional<V>(V{C, c.dExpert}) : std::nullopt;
     case Role::SharedGate:
-    case Role::SharedUp: return c.dShared > 0 ? std::optional<V>(V{c.dShared, C}) : std::nullopt;
-    case Role::SharedDown: return c.dShared > 0 ? std::optional<V>(V{C, c.dShared}) : std::nullopt;
-    case Role::SharedRouter: return c.dShared > 0 ? std::optional<V>(V{1, C}) : std::nullopt;
+    case Role::SharedUp:
+      return c.dShared > 0 ? std::optional<V>(V{c.dShared, C}) : std::nullopt;
+    case Role::SharedDown:
+      return c.dShared > 0 ? std::optional<V>(V{C, c.dShared}) : std::nullopt;
+    case Role::SharedRouter:
+      return c.dShared > 0 ? std::optional<V>(V{1, C}) : std::nullopt;
   }
   return std::nullopt;
 }

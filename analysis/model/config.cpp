@@ -24,10 +24,14 @@ const char* archName(Arch a) {
     case Arch::Gemma3: return "gemma3_text";
     case Arch::Phi3: return "phi3";
     case Arch::Olmo2: return "olmo2";
-    case Arch::T5: return "t5";
-    case Arch::Mixtral: return "mixtral";
-    case Arch::Qwen2Moe: return "qwen2_moe";
-    case Arch::Olmoe: return "olmoe";
+    case Arch::T5:
+      return "t5";
+    case Arch::Mixtral:
+      return "mixtral";
+    case Arch::Qwen2Moe:
+      return "qwen2_moe";
+    case Arch::Olmoe:
+      return "olmoe";
   }
   return "?";
 }
@@ -284,7 +288,8 @@ std::vector<ConfigKey> moeKeys(const std::string& t) {
   const char* experts = t == "mixtral" ? "num_local_experts" : "num_experts";
   v.push_back({experts, KeyUse::Implemented, "", "3", t == "qwen2_moe" ? "-1" : "0",
                t == "qwen2_moe" ? "routed experts per MoE layer (0 = every layer dense)" : "routed experts per layer"});
-  v.push_back({"num_experts_per_tok", KeyUse::Implemented, "", "1", "0", "top-k experts per token (<= the expert count)"});
+  v.push_back(
+      {"num_experts_per_tok", KeyUse::Implemented, "", "1", "0", "top-k experts per token (<= the expert count)"});
   v.push_back({"output_router_logits", KeyUse::Ignored, "", "true", "", "returns router logits for the training loss"});
   v.push_back({"router_aux_loss_coef", KeyUse::Ignored, "", "0.5", "", "weight of the training load-balancing loss"});
   if (t == "mixtral") {
@@ -296,9 +301,11 @@ std::vector<ConfigKey> moeKeys(const std::string& t) {
   if (t == "qwen2_moe") {
     v.push_back({"qkv_bias", KeyUse::Implemented, "", "false", "", "q/k/v biases (o_proj has none)"});
     v.push_back({"moe_intermediate_size", KeyUse::Implemented, "", "24", "0", "hidden width of each routed expert"});
-    v.push_back({"shared_expert_intermediate_size", KeyUse::Implemented, "", "24", "0", "hidden width of the shared expert"});
+    v.push_back(
+        {"shared_expert_intermediate_size", KeyUse::Implemented, "", "24", "0", "hidden width of the shared expert"});
     v.push_back({"decoder_sparse_step", KeyUse::Implemented, "", "2", "0", "layer L is MoE when (L + 1) % step == 0"});
-    v.push_back({"mlp_only_layers", KeyUse::Implemented, "", "[0]", "[-1]", "layers with a dense MLP (intermediate_size)"});
+    v.push_back(
+        {"mlp_only_layers", KeyUse::Implemented, "", "[0]", "[-1]", "layers with a dense MLP (intermediate_size)"});
     v.push_back({"use_sliding_window", KeyUse::Refused, "false", "true", "", "sliding window on the lower layers"});
     v.push_back({"sliding_window", KeyUse::Ignored, "", "3", "", "only used with use_sliding_window (refused)"});
     v.push_back({"max_window_layers", KeyUse::Ignored, "", "1", "", "only used with use_sliding_window (refused)"});
@@ -502,9 +509,9 @@ void readLlamaLike(ModelConfig& c, const nlohmann::json& j, const Reader& r, int
 }  // namespace
 
 const std::vector<std::string>& supportedModelTypes() {
-  static const std::vector<std::string> v = {"gpt2",  "llama",  "mistral",     "qwen2", "qwen3", "opt", "bert",
-                                             "gemma", "gemma2", "gemma3_text", "phi3",  "olmo2", "t5",
-                                             "mixtral", "qwen2_moe", "olmoe"};
+  static const std::vector<std::string> v = {"gpt2", "llama",   "mistral",   "qwen2",       "qwen3", "opt",
+                                             "bert", "gemma",   "gemma2",    "gemma3_text", "phi3",  "olmo2",
+                                             "t5",   "mixtral", "qwen2_moe", "olmoe"};
   return v;
 }
 
@@ -600,8 +607,8 @@ std::string ModelConfig::describe() const {
     << " softcap=" << attnSoftcap << "/" << finalSoftcap << " embscale=" << embedScale << " bias=" << attnBias
     << attnOutBias << ffnBias << " causal=" << causal << " tied=" << tiedEmbeddings << " encdec=" << encoderDecoder
     << " declayers=" << nDecoderLayer << " rel=" << relBuckets << "/" << relMaxDistance
-    << " decstart=" << decoderStartId << " headscale=" << headScale << " experts=" << expertCount << "/"
-    << expertTopK << " dexpert=" << dExpert << " normtopk=" << normTopK << " shared=" << dShared << " moelayers=";
+    << " decstart=" << decoderStartId << " headscale=" << headScale << " experts=" << expertCount << "/" << expertTopK
+    << " dexpert=" << dExpert << " normtopk=" << normTopK << " shared=" << dShared << " moelayers=";
   for (bool m : layerMoe) o << (m ? 'M' : 'D');
   return o.str();
 }
@@ -790,9 +797,11 @@ ModelConfig ModelConfig::fromJson(const nlohmann::json& j, const std::string& ct
         const auto& list = j["mlp_only_layers"];
         if (!list.is_array()) r.fail("mlp_only_layers", "must be a list of layer indices");
         for (const auto& e : list) {
-          if (!e.is_number_integer() || (e.is_number_unsigned() ? e.get<unsigned long long>() >= unsigned(c.nLayer)
-                                                                : (e.get<long long>() < 0 || e.get<long long>() >= c.nLayer)))
-            r.fail("mlp_only_layers", "entry " + e.dump() + " is not a layer index in [0, " + std::to_string(c.nLayer) + ")");
+          if (!e.is_number_integer() ||
+              (e.is_number_unsigned() ? e.get<unsigned long long>() >= unsigned(c.nLayer)
+                                      : (e.get<long long>() < 0 || e.get<long long>() >= c.nLayer)))
+            r.fail("mlp_only_layers",
+                   "entry " + e.dump() + " is not a layer index in [0, " + std::to_string(c.nLayer) + ")");
           only[e.get<size_t>()] = true;
         }
       }

@@ -18,7 +18,10 @@
 
 namespace moefy {
 
-enum class Arch { GPT2, Llama, Mistral, Qwen2, OPT, Bert, Qwen3, Gemma, Gemma2, Gemma3, Phi3, Olmo2, T5, Mixtral, Qwen2Moe, Olmoe };
+// clang-format off
+enum class Arch { GPT2, Llama, Mistral, Qwen2, OPT, Bert, Qwen3, Gemma, Gemma2, Gemma3, Phi3, Olmo2, T5,
+                  Mixtral, Qwen2Moe, Olmoe };
+// clang-format on
 enum class Activation { ReLU, GELU, GELUTanh, SiLU };
 enum class NormKind { LayerNorm, RMSNorm };
 /// Learned: absolute position table; Rope: rotary; Relative: T5's bucketed
@@ -110,12 +113,14 @@ struct ModelConfig {
   // of the chosen experts' gated FFNs (act(gate x) * up x, then down), plus
   // sigmoid(shared_expert_gate . x) times the shared expert's FFN where
   // dShared > 0. expertCount == 0 means every FFN is dense.
-  int expertCount = 0;         ///< E: routed experts per MoE layer (num_local_experts / num_experts)
-  int expertTopK = 0;          ///< k: experts per token (num_experts_per_tok), 1 <= k <= E
-  int dExpert = 0;             ///< hidden width of each routed expert (Mixtral/OLMoE intermediate_size, Qwen2-MoE moe_intermediate_size)
-  bool normTopK = false;       ///< the k chosen probabilities are divided by their sum (Mixtral always; norm_topk_prob)
-  int dShared = 0;             ///< hidden width of the shared expert (Qwen2-MoE), 0 = none
-  std::vector<bool> layerMoe;  ///< per layer: MoE block (true) or dense MLP of width dFF (false); empty for dense models
+  int expertCount = 0;  ///< E: routed experts per MoE layer (num_local_experts / num_experts)
+  int expertTopK = 0;   ///< k: experts per token (num_experts_per_tok), 1 <= k <= E
+  int dExpert =
+      0;  ///< hidden width of each routed expert (Mixtral/OLMoE intermediate_size, Qwen2-MoE moe_intermediate_size)
+  bool normTopK = false;  ///< the k chosen probabilities are divided by their sum (Mixtral always; norm_topk_prob)
+  int dShared = 0;        ///< hidden width of the shared expert (Qwen2-MoE), 0 = none
+  std::vector<bool>
+      layerMoe;           ///< per layer: MoE block (true) or dense MLP of width dFF (false); empty for dense models
   nlohmann::json raw;     ///< the full config.json, kept for export
 
   std::string ffnKind() const { return gated ? "gated" : "plain"; }

@@ -47,12 +47,18 @@ std::string hookName(int layer, HookPoint p) { return hookName(Site::ofLayer(lay
 
 std::string hookName(const Site& site, HookPoint p) {
   switch (p) {
-    case HookPoint::FfnIn: return site.prefix() + "ffn_in";
-    case HookPoint::FfnAct: return site.prefix() + "ffn_act";
-    case HookPoint::RouterLogits: return site.prefix() + "router_logits";
-    case HookPoint::TopkIds: return site.prefix() + "topk_ids";
-    case HookPoint::TopkWeights: return site.prefix() + "topk_weights";
-    case HookPoint::ExpertTokens: return site.prefix() + "tokens";
+    case HookPoint::FfnIn:
+      return site.prefix() + "ffn_in";
+    case HookPoint::FfnAct:
+      return site.prefix() + "ffn_act";
+    case HookPoint::RouterLogits:
+      return site.prefix() + "router_logits";
+    case HookPoint::TopkIds:
+      return site.prefix() + "topk_ids";
+    case HookPoint::TopkWeights:
+      return site.prefix() + "topk_weights";
+    case HookPoint::ExpertTokens:
+      return site.prefix() + "tokens";
   }
   return site.prefix() + "?";
 }
@@ -226,41 +232,42 @@ void Model::bind(const LoadOptions& options, const std::string& file) {
     // Native MoE expert rows repeat per expert; a missing expert is named like any missing tensor.
     const int experts = row.perExpert ? config_.expertCount : 1;
     for (int L = 0; L < layers; ++L)
-    for (int E = 0; E < experts; ++E) {
-      std::string name =
-          (roleIsHead(row.role) ? "" : prefix_) + expandPattern(row.pattern, L, row.perExpert ? E : -1);
-      auto it = tensors_.find(name);
-      // Blocks of a mixed MoE model have either the dense MLP rows or the MoE rows.
-      if (shape && row.perLayer && !roleInLayer(row.role, config_, L)) {
-        if (it != tensors_.end())
-          throw FormatError(file + ": unexpected tensor '" + name + "' (layer " + std::to_string(L) + " is a " +
-                            (config_.moeLayer(L) ? "MoE" : "dense MLP") + " layer in this " + archName(config_.arch) +
-                            " config)");
-        continue;
+      for (int E = 0; E < experts; ++E) {
+        std::string name =
+            (roleIsHead(row.role) ? "" : prefix_) + expandPattern(row.pattern, L, row.perExpert ? E : -1);
+        auto it = tensors_.find(name);
+        // Blocks of a mixed MoE model have either the dense MLP rows or the MoE rows.
+        if (shape && row.perLayer && !roleInLayer(row.role, config_, L)) {
+          if (it != tensors_.end())
+            throw FormatError(file + ": unexpected tensor '" + name + "' (layer " + std::to_string(L) + " is a " +
+                              (config_.moeLayer(L) ? "MoE" : "dense MLP") + " layer in this " + archName(config_.arch) +
+                              " config)");
+          continue;
+        }
+        if (!shape) {
+          if (it != tensors_.end() && !(row.role == Role::AttnQKV || row.role == Role::AttnQKVB))
+            throw FormatError(file + ": unexpected tensor '" + name + "' for this " + archName(config_.arch) +
+                              " config");
+          continue;
+        }
+        if (options.skipFfn && isFfnRole(row.role)) {
+          if (it != tensors_.end()) used.insert(name);
+          continue;
+        }
+        // GPT-2 uses the fused qkv projection; the split q/k/v rows do not exist there.
+        if (it == tensors_.end()) {
+          if (row.role == Role::LmHead && config_.tiedEmbeddings) continue;
+          if (config_.arch == Arch::GPT2 || (row.role != Role::AttnQKV && row.role != Role::AttnQKVB))
+            throw FormatError(file + ": missing tensor '" + name + "'");
+          continue;
+        }
+        std::vector<int64_t> want = *shape;
+        if (row.conv1d) std::reverse(want.begin(), want.end());
+        if (it->second.sizes().vec() != want)
+          throw FormatError(file + ": tensor '" + name + "' has shape " + shapeString(it->second) + ", expected " +
+                            shapeString(want));
+        used.insert(name);
       }
-      if (!shape) {
-        if (it != tensors_.end() && !(row.role == Role::AttnQKV || row.role == Role::AttnQKVB))
-          throw FormatError(file + ": unexpected tensor '" + name + "' for this " + archName(config_.arch) + " config");
-        continue;
-      }
-      if (options.skipFfn && isFfnRole(row.role)) {
-        if (it != tensors_.end()) used.insert(name);
-        continue;
-      }
-      // GPT-2 uses the fused qkv projection; the split q/k/v rows do not exist there.
-      if (it == tensors_.end()) {
-        if (row.role == Role::LmHead && config_.tiedEmbeddings) continue;
-        if (config_.arch == Arch::GPT2 || (row.role != Role::AttnQKV && row.role != Role::AttnQKVB))
-          throw FormatError(file + ": missing tensor '" + name + "'");
-        continue;
-      }
-      std::vector<int64_t> want = *shape;
-      if (row.conv1d) std::reverse(want.begin(), want.end());
-      if (it->second.sizes().vec() != want)
-        throw FormatError(file + ": tensor '" + name + "' has shape " + shapeString(it->second) + ", expected " +
-                          shapeString(want));
-      used.insert(name);
-    }
   }
   for (const auto& [name, tensor] : tensors_) {
     if (used.count(name)) continue;

@@ -26,8 +26,8 @@ at::Tensor Model::nativeMoe(int L, const at::Tensor& x, int64_t B, int64_t T, Ho
   const bool every = hooks && hooks->allExperts();
 
   at::Tensor logits = at::linear(x, t(Role::MoeRouter, L));  // [N, E]
-  at::Tensor probs = at::softmax(logits, -1);                  // [N, E], float32
-  auto [weights, ids] = at::topk(probs, K, -1);                // [N, K] each, most probable first
+  at::Tensor probs = at::softmax(logits, -1);                // [N, E], float32
+  auto [weights, ids] = at::topk(probs, K, -1);              // [N, K] each, most probable first
   if (c.normTopK) weights = weights / weights.sum(-1, true);
   if (wants(site, HookPoint::RouterLogits)) hooks->onSite(site, HookPoint::RouterLogits, logits.view({B, T, E}));
   if (wants(site, HookPoint::TopkIds)) hooks->onSite(site, HookPoint::TopkIds, ids.view({B, T, K}));

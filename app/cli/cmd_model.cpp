@@ -103,7 +103,8 @@ int runForward(const Args& a) {
     throw ParameterError("--decoder-ids: give one per source sequence (" + std::to_string(seqs.size()) + " sources, " +
                          std::to_string(decoderSeqs.size()) + " decoder sequences)");
   if (a.flag("all-experts") && c.expertCount == 0)
-    throw ParameterError("--all-experts: " + m.dir().string() + " is not a native MoE model (" + archName(c.arch) + ")");
+    throw ParameterError("--all-experts: " + m.dir().string() + " is not a native MoE model (" + archName(c.arch) +
+                         ")");
   Batch batch = makeBatch(seqs, 0);
   DumpSink sink(a.flag("all-experts"));
   at::Tensor logits;  // [B, T, vocab]; T = decoder length for encoder-decoder models
@@ -148,7 +149,8 @@ const OptionTable& inspectOptionTable() {
   static const OptionTable table = [] {
     OptionTable t("inspect", "describe a checkpoint folder", "moefy inspect MODEL_DIR [--json]\n",
                   "Prints the architecture, layer count, d_model, d_ff, FFN kind and activation,\n"
-                  "parameter count, stored dtype, tokenizer and fingerprint. MoE exports also show\n"
+                  "parameter count, stored dtype, tokenizer and fingerprint. Native MoE models show their\n"
+                  "experts, top-k, shared expert and which layers are MoE or dense; MoE exports also show\n"
                   "their moefication block.\n");
     t.positionals({"MODEL_DIR"}, 1).flag("json", "print the description as JSON");
     return t;
@@ -160,7 +162,7 @@ const OptionTable& forwardOptionTable() {
   static const OptionTable table = [] {
     OptionTable t("forward", "run token sequences and dump logits and FFN hooks",
                   "moefy forward MODEL_DIR (--ids 1,2,3 | --text \"...\") [--ids ...] [--decoder-ids 0,4,5 ...]\n"
-                  "                        [--dump OUT.safetensors] [--json]\n",
+                  "                        [--dump OUT.safetensors] [--all-experts] [--json]\n",
                   "Several --ids/--text make a right-padded batch. --dump writes logits [B, T, vocab],\n"
                   "blk.{L}.ffn_in [B, T, d_model] and blk.{L}.ffn_act [B, T, d_ff] for every layer.\n"
                   "Encoder-decoder models (T5) take one --decoder-ids per source sequence (the\n"

@@ -52,9 +52,8 @@ struct Row {
   const char* variant;
   const char* dtype;
 };
-const Row kRows[] = {{"mixtral", "F32"},         {"mixtral_window", "F32"}, {"qwen2_moe", "F32"},
-                     {"qwen2_moe_step2", "F32"}, {"olmoe", "F32"},          {"olmoe_norm_bias", "F32"},
-                     {"qwen2_moe", "BF16"},      {"mixtral", "F16"}};
+const Row kRows[] = {{"mixtral", "F32"}, {"mixtral_window", "F32"},  {"qwen2_moe", "F32"},  {"qwen2_moe_step2", "F32"},
+                     {"olmoe", "F32"},   {"olmoe_norm_bias", "F32"}, {"qwen2_moe", "BF16"}, {"mixtral", "F16"}};
 
 std::string rowDir(const Row& r) { return std::string(r.variant) + "_" + r.dtype; }
 bool isF32(const Row& r) { return std::string(r.dtype) == "F32"; }
@@ -113,9 +112,9 @@ double compareDumps(const fs::path& gotPath, const fs::path& wantPath, double to
       auto [gp, gh] = validExpertRows(got->raw(base + "tokens"), g);
       auto [wp, wh] = validExpertRows(want->raw(base + "tokens"), w);
       if (gp != wp) {
-        QTest::qFail((what.toStdString() + ": " + base + "tokens: moefy routed other tokens than the reference")
-                         .c_str(),
-                     __FILE__, __LINE__);
+        QTest::qFail(
+            (what.toStdString() + ": " + base + "tokens: moefy routed other tokens than the reference").c_str(),
+            __FILE__, __LINE__);
         return 1e9;
       }
       if (gh.sizes() != wh.sizes()) {
@@ -196,8 +195,9 @@ class MoeNativeForward : public QObject {
     for (const auto& r : kRows) {
       auto d = root_ / rowDir(r);
       jobs.push_back({"make_checkpoint", r.variant, (d / "model").string(), "--dtype", r.dtype});
-      nlohmann::json fwd = {"moe_native_ref", "forward", (d / "model").string(), "--ids", kSeqA.toStdString(),
-                            "--ids",          kSeqB.toStdString(), "--out", (d / "ref.safetensors").string()};
+      nlohmann::json fwd = {
+          "moe_native_ref",    "forward", (d / "model").string(),          "--ids", kSeqA.toStdString(), "--ids",
+          kSeqB.toStdString(), "--out",   (d / "ref.safetensors").string()};
       jobs.push_back(fwd);
       if (isF32(r)) {
         fwd[8] = (d / "ref_all.safetensors").string();
@@ -242,7 +242,8 @@ class MoeNativeForward : public QObject {
     QFETCH(QString, dir);
     const fs::path d = root_ / dir.toStdString();
     auto args = forwardArgs(d / "model");
-    args << "--all-experts" << "--dump" << qs(d / "moefy_all.safetensors");
+    args << "--all-experts"
+         << "--dump" << qs(d / "moefy_all.safetensors");
     auto r = runCli(args);
     QVERIFY2(r.exitCode == 0, (r.out + r.err).c_str());
     const double diff = compareDumps(d / "moefy_all.safetensors", d / "ref_all.safetensors", 1e-4, dir + " all");
@@ -370,17 +371,20 @@ class MoeNativeForward : public QObject {
     // top-k above the expert count names both keys.
     const fs::path topk = root_ / "bad" / "topk";
     rewriteCheckpoint(mx, topk, kAll, nullptr, [](nlohmann::json& j) { j["num_experts_per_tok"] = 5; });
-    expectOneLineError({"forward", qs(topk), "--ids", kSeqA}, {"config.json", "num_experts_per_tok", "num_local_experts"});
+    expectOneLineError({"forward", qs(topk), "--ids", kSeqA},
+                       {"config.json", "num_experts_per_tok", "num_local_experts"});
     const fs::path topkQ = root_ / "bad" / "topk_qwen";
     rewriteCheckpoint(q, topkQ, kAll, nullptr, [](nlohmann::json& j) { j["num_experts_per_tok"] = 9; });
     expectOneLineError({"inspect", qs(topkQ)}, {"num_experts_per_tok", "num_experts (4)"});
     // OLMoE's clip_qkv is refused by name.
     const fs::path clip = root_ / "bad" / "clip";
-    rewriteCheckpoint(root_ / "olmoe_F32" / "model", clip, kAll, nullptr, [](nlohmann::json& j) { j["clip_qkv"] = 8.0; });
+    rewriteCheckpoint(root_ / "olmoe_F32" / "model", clip, kAll, nullptr,
+                      [](nlohmann::json& j) { j["clip_qkv"] = 8.0; });
     expectOneLineError({"inspect", qs(clip)}, {"clip_qkv"});
     // A dense MLP tensor in a MoE layer (a layer listed in mlp_only_layers by mistake, or a stray one).
     const fs::path stray = root_ / "bad" / "stray_dense";
-    rewriteCheckpoint(q, stray, kAll, nullptr, [](nlohmann::json& j) { j["mlp_only_layers"] = nlohmann::json::array(); });
+    rewriteCheckpoint(q, stray, kAll, nullptr,
+                      [](nlohmann::json& j) { j["mlp_only_layers"] = nlohmann::json::array(); });
     expectOneLineError({"inspect", qs(stray)}, {"unexpected tensor 'model.layers.1.mlp.gate_proj.weight'", "MoE"});
     // --all-experts on a dense model.
     expectOneLineError({"forward", qs(root_ / "gpt2"), "--ids", kSeqA, "--all-experts"},
