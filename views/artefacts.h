@@ -1,10 +1,16 @@
 #pragma once
-// Plain-data readers for the pipeline's artefacts (docs/formats.md) and the
-// workspace file (docs/studio.md). Only artefacts.cpp touches tensors, so the
-// widgets compile without libtorch headers. Every loader throws moefy::Error
-// subclasses whose message names the file and tensor.
+// The studio's plain-data wrappers over the core's artefact readers
+// (analysis/project/artefact.h: one validating reader per kind) and figures
+// (analysis/route/router_scores.h, ...). Nothing here opens or parses an
+// artefact file: each open() calls the core reader and copies what the
+// widgets draw into Qt-friendly fields. Only artefacts.cpp touches tensors, so
+// the widgets compile without libtorch headers. Every loader throws the core's
+// moefy::Error subclasses, whose message names the file and tensor (the same
+// one-line error the CLI prints).
 #include <QString>
 #include <QStringList>
+
+#include "analysis/record/sparsity.h"
 
 #include <cstdint>
 #include <map>
@@ -13,6 +19,14 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <vector>
+
+namespace moefy {
+struct LoadedModel;
+class Recording;
+class Partition;
+struct RouterSet;
+struct RouterChoices;
+}  // namespace moefy
 
 namespace moefy::views {
 
@@ -32,7 +46,8 @@ struct Workspace {
   QString corpus() const { return resolve(corpusPath); }
   QString folder(const std::string& kind) const;
 
-  /// Reads DIR/workspace.json. Throws FormatError/IoError naming the file.
+  /// Reads DIR/workspace.json with the core reader (moefy::Workspace::load).
+  /// Throws FormatError/IoError naming the file.
   static Workspace load(const QString& dir);
   /// A new workspace description (not yet written).
   static Workspace create(const QString& dir, const QString& name, const QString& model, const QString& corpus);
@@ -48,8 +63,17 @@ struct ArtefactRef {
   QString name;   ///< folder name
   QString summary;  ///< one line for the tree's tooltip
 };
-/// Scans the workspace's folders (one level deep) for artefacts, sorted by name.
+/// The workspace's artefacts as the core's Project scan finds them (every
+/// kind folder, the folder itself and sub-folders up to depth 3; identified
+/// by metadata file), grouped by kind and sorted by name. Calibrated exports
+/// are listed with kind "export". `summary` is the kind reader's line or
+/// "unreadable: <error>".
 std::vector<ArtefactRef> scanArtefacts(const Workspace& ws);
+/// One line per broken or stale link of the workspace's artefacts
+/// (moefy::Project::linkProblems), naming the artefact, the role and the
+/// target. Reads linked artefacts' files for their fingerprints: run it off
+/// the GUI thread.
+QStringList linkProblems(const Workspace& ws);
 
 /// A recording (manifest + stats; coact and samples read lazily per layer).
 class Recording {
@@ -73,6 +97,14 @@ class Recording {
     std::vector<int64_t> categoryTokens;  // [n_cat]
   };
   std::map<int, LayerStats> stats;
+  /// Per-layer sparsity summary from the core (analysis/record/sparsity.h).
+  std::map<int, moefy::LayerSparsity> sparsity;
+
+  /// The core reader's object (analysis/record/recording.h).
+  std::shared_ptr<const moefy::Recording> core() const { return core_; }
+  /// Oracle expert mass uses sum of h (plain ReLU FFN) rather than of |h|
+  /// (router_scores.h plainReluFfn on the manifest's model block).
+  bool plainRelu = true;
 
   bool hasCoact() const { return hasCoact_; }
   /// Co-activation counts [d_ff * d_ff] row-major for `layer` (cached). Thread-safe.
@@ -92,6 +124,7 @@ class Recording {
   std::shared_ptr<const std::vector<float>> sampleIn(int layer) const;
 
  private:
+  std::shared_ptr<const moefy::Recording> core_;
   bool hasCoact_ = false;
   bool hasSamples_ = false;
   mutable std::mutex mu_;
@@ -117,6 +150,7 @@ struct Partition {
   std::vector<double> recallAtK(int layer) const;
   /// Expert sizes of a layer [E].
   std::vector<int> sizes(int layer) const;
+  std::shared_ptr<const moefy::Partition> core;  ///< the core reader's object (analysis/split/split.h)
 };
 
 /// A router: router.json + its tensors (similarity centroids, MLP weights).
@@ -129,16 +163,23 @@ struct Router {
   int experts = 0;
   std::vector<int> topK;  ///< per layer index (position in `layers`)
   std::vector<int> layers;
-  QString partitionPath;
-  std::map<int, std::vector<float>> centroids;  // layer -> [E * d_model]
-  std::map<int, std::vector<float>> w1;         // layer -> [E * d_model]
-  std::map<int, std::vector<float>> w2;         // layer -> [E * E]
-  int dModel = 0;
+  QString partitionPath;  ///< resolved link to its partition ("" if none recorded)
+  int dModel = 0;         ///< similarity/mlp: the tensors' d_model (0 for the oracle)
   int topKFor(int layer) const;
+  bool hasLayer(int layer) const;
+  std::shared_ptr<const moefy::RouterSet> core;  ///< the core reader's object (analysis/route/router.h)
 };
 
-/// eval.json (docs/formats.md "Evaluation"): the dense reference and one
-/// result per router and active-expert fraction, grouped here by router.
+/// Router choices (analysis/route/router_scores.h routeSamples) on a
+/// recording's sampled tokens at `layer`: the same scores and top-k that
+/// `moefy route` and the MoE FFN compute. router == nullptr: the oracle.
+/// Throws the core's errors (missing layer, shape mismatch) naming the file.
+moefy::RouterChoices routeRecordedSamples(const Recording& rec, const Router* router, const Partition& part, int layer,
+                                          int k);
+
+/// eval.json (docs/formats.md "Evaluation") as the core reader
+/// (analysis/eval/eval_results.h) returns it: the dense reference and one
+/// result per router and active-expert fraction, grouped by router.
 struct Evaluation {
   static std::shared_ptr<Evaluation> open(const QString& dir);
   QString dir;
@@ -169,16 +210,42 @@ struct TextActivations {
   std::vector<float> in;     ///< [T * d_model] FFN input
   std::vector<float> act;    ///< [T * d_ff] FFN hidden after the activation
   int dModel = 0, dFF = 0;
-  bool reluLike = true;      ///< ReLU model: oracle mass = sum of h (else of |h|)
+  bool reluLike = true;      ///< plain ReLU FFN: oracle mass = sum of h (else of |h|), router_scores.h plainReluFfn
 };
 
-/// A loaded model + tokenizer for probing texts. forward() is const and
-/// thread-safe, so one probe serves any number of runs.
+/// Router choices for a typed text's activations (as routeRecordedSamples).
+moefy::RouterChoices routeTypedText(const TextActivations& text, const Router* router, const Partition& part, int layer,
+                                    int k);
+
+/// The workspace's model, loaded once and shared by every view and task
+/// (StudioContext::sharedModel). get() loads it on first use, on the calling
+/// (worker) thread; concurrent callers wait for that one load. The model's
+/// forward pass is const and thread-safe, so any number of tasks use it at
+/// once. A failed load is not cached (the next get() retries).
+class SharedModel {
+ public:
+  explicit SharedModel(QString dir) : dir_(std::move(dir)) {}
+  const QString& dir() const { return dir_; }
+  /// The loaded model (loadModel: dense or MoE export). Throws the loader's
+  /// errors naming the file. Thread-safe.
+  std::shared_ptr<const moefy::LoadedModel> get() const;
+  bool loaded() const;
+
+ private:
+  QString dir_;
+  mutable std::mutex mu_;
+  mutable std::shared_ptr<const moefy::LoadedModel> model_;
+};
+
+/// A model + tokenizer for probing texts, over the shared model. run() is
+/// const and thread-safe, so one probe serves any number of runs.
 class TextProbe {
  public:
   /// Loads MODEL_DIR (dense or MoE export). Throws Error subclasses naming the
   /// file; FormatError when the folder has no usable tokenizer.
   static std::shared_ptr<TextProbe> open(const QString& modelDir);
+  /// The same over an already shared model (loads it if needed).
+  static std::shared_ptr<TextProbe> open(const std::shared_ptr<const SharedModel>& model);
   QString dir;
   int layers = 0;
   /// Tokenises `text` (with the special tokens, as the recorder does) and runs
@@ -193,7 +260,8 @@ class TextProbe {
 };
 
 /// Model summary read from config.json and the safetensors headers (no weights
-/// loaded): what the Model view shows before/without loading the engine.
+/// loaded; analysis/model/loader.h describeModelFiles): what the Model view
+/// shows before/without loading the engine.
 struct ModelSummary {
   static ModelSummary read(const QString& dir);
   nlohmann::json info;  ///< the same keys as `moefy inspect --json`

@@ -1,13 +1,31 @@
 #include "views/context.h"
 
 #include <QFileInfo>
+#include <QPointer>
 
 #include "analysis/text/tokenizer.h"
+#include "analysis/jobs/job.h"
 #include "views/jobrunner.h"
 
 namespace moefy::views {
 
-StudioContext::StudioContext(QObject* parent) : QObject(parent), jobs_(new JobRunner(this)) {}
+StudioContext::StudioContext(QObject* parent)
+    : QObject(parent), jobs_(new JobRunner(this)), tasks_(new TaskRunner(this)) {}
+
+std::shared_ptr<const SharedModel> StudioContext::sharedModel() {
+  if (!ws_) return nullptr;
+  const QString dir = ws_->model();
+  if (!model_ || model_->dir() != dir) model_ = std::make_shared<const SharedModel>(dir);
+  return model_;
+}
+
+void StudioContext::shutdown() {
+  tasks_->shutdown();
+  if (jobs_->busy()) {
+    jobs_->cancel();
+    jobs_->wait(60000);
+  }
+}
 
 bool StudioContext::openWorkspace(const QString& dir) {
   try {
@@ -29,12 +47,25 @@ void StudioContext::setWorkspace(const Workspace& ws) {
   current_.clear();
   tokenizer_.reset();
   tokenizerTried_ = false;
+  tasks_->cancelAll();  // results for the previous workspace are dropped
+  model_.reset();
   selLayer_ = selNeuron_ = selExpert_ = -1;
   artefacts_ = scanArtefacts(*ws_);
   // Default picks: the first artefact of each kind.
   for (const auto& a : artefacts_)
     if (!current_.count(a.kind)) current_[a.kind] = a.path;
   report(Info, QString("Opened workspace %1 (%2)").arg(ws_->name, ws_->dir));
+  // Broken and stale links are reported by name, never silently followed.
+  const Workspace copy = *ws_;
+  QPointer<StudioContext> self(this);
+  tasks_->run("link-check", this, [self, copy](JobContext& job) -> std::function<void()> {
+    job.setStage("check links");
+    const QStringList problems = linkProblems(copy);
+    return [self, problems] {
+      if (!self) return;
+      for (const QString& p : problems) self->report(Warning, p);
+    };
+  });
   Q_EMIT workspaceChanged();
 }
 

@@ -17,6 +17,7 @@ class Tokenizer;
 namespace moefy::views {
 
 class JobRunner;
+class TaskRunner;
 
 class StudioContext : public QObject {
   Q_OBJECT
@@ -58,7 +59,17 @@ class StudioContext : public QObject {
   void selectExpert(int layer, int expert);
 
   void report(Level level, const QString& text);
+  /// Pipeline steps (one at a time, with the progress bar).
   JobRunner* jobs() const { return jobs_; }
+  /// Every other background load and computation of the views: cancellable,
+  /// superseded per key, joined by shutdown() (the window calls it on close).
+  TaskRunner* tasks() const { return tasks_; }
+  /// The workspace model, loaded lazily once and shared by every view and
+  /// task (null without a workspace). A new workspace or model folder gets a
+  /// new one.
+  std::shared_ptr<const SharedModel> sharedModel();
+  /// Cancels and joins every background task and job (blocking). Idempotent.
+  void shutdown();
 
  Q_SIGNALS:
   void workspaceChanged();
@@ -81,6 +92,8 @@ class StudioContext : public QObject {
   std::map<QString, QString> current_;
   int selLayer_ = -1, selNeuron_ = -1, selExpert_ = -1;
   JobRunner* jobs_;
+  TaskRunner* tasks_;
+  std::shared_ptr<const SharedModel> model_;
 };
 
 }  // namespace moefy::views

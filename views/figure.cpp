@@ -17,6 +17,7 @@
 #include <QVBoxLayout>
 #include <cmath>
 
+#include "analysis/model/site.h"
 #include "views/style.h"
 
 namespace moefy::views {
@@ -189,7 +190,7 @@ FigureView::FigureView(StudioContext* ctx, const QString& title, int pickers, QW
     });
   }
   if (pickers_ & PickLayer) {
-    toolbar_->addWidget(new QLabel(" Layer: ", toolbar_));
+    toolbar_->addWidget(new QLabel(" FFN site: ", toolbar_));
     layerBox_ = new QComboBox(toolbar_);
     layerBox_->setObjectName("layerPicker");
     toolbar_->addWidget(layerBox_);
@@ -274,7 +275,8 @@ void FigureView::setLayers(const std::vector<int>& layers) {
   int cur = layer();
   rebuilding_ = true;
   layerBox_->clear();
-  for (int L : layers) layerBox_->addItem(QString::number(L), L);
+  // Items read as FFN sites (analysis/model/site.h: "blk.3"); the data is the layer.
+  for (int L : layers) layerBox_->addItem(QString::fromStdString(Site::ofLayer(L).name()), L);
   int i = layerBox_->findData(cur);
   layerBox_->setCurrentIndex(i >= 0 ? i : (layers.empty() ? -1 : 0));
   rebuilding_ = false;

@@ -8,6 +8,9 @@
 #include <QCloseEvent>
 #include <QCoreApplication>
 #include <QDateTime>
+#include <QElapsedTimer>
+#include <QFileInfo>
+#include <QStyle>
 #include <QDialogButtonBox>
 #include <QDir>
 #include <QDockWidget>
@@ -126,7 +129,10 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent), ctx_(new StudioCo
   tabs_->setCurrentIndex(s.value("window/tab", 0).toInt());
 }
 
-MainWindow::~MainWindow() = default;
+MainWindow::~MainWindow() {
+  // Join every worker before the views (their continuations' owners) go.
+  ctx_->shutdown();
+}
 
 QList<QWidget*> MainWindow::views() const {
   QList<QWidget*> v;
@@ -146,6 +152,7 @@ void MainWindow::closeEvent(QCloseEvent* ev) {
     ctx_->jobs()->cancel();
     ctx_->jobs()->wait(5000);
   }
+  ctx_->tasks()->cancelAll();  // loads and computations of the views: their results are not needed any more
   QSettings s;
   s.setValue("window/geometry", saveGeometry());
   s.setValue("window/state", saveState());
@@ -235,6 +242,7 @@ void MainWindow::buildJobBar() {
     stage_->setText("cancelling...");
   });
   connect(jobs, &JobRunner::started, this, [this](const QString& name) {
+    jobOutput_.clear();  // set by runStep() for pipeline steps, after start()
     jobName_->setText("<b>" + name + "</b>");
     stage_->setText("starting");
     progress_->setValue(0);
@@ -256,11 +264,18 @@ void MainWindow::buildJobBar() {
       jobName_->setText(name + ": done");
       progress_->setValue(1000);
       stage_->clear();
-      onMessage(StudioContext::Info, name + " finished");
+      const QString what = jobOutput_.isEmpty() ? QString("its output") : jobOutput_;
+      if (ctx_->jobs()->cancelCameLate())
+        onMessage(StudioContext::Warning, name + " had already finished when the cancel arrived: " + what +
+                                              " was written completely and is kept (delete it from the workspace if unwanted)");
+      else onMessage(StudioContext::Info, name + " finished");
     } else if (cancelled) {
       jobName_->setText(name + ": cancelled");
       stage_->clear();
-      onMessage(StudioContext::Warning, name + " was cancelled; nothing was written");
+      // Writes are atomic: either the folder is untouched or it never appeared.
+      if (!jobOutput_.isEmpty() && QFileInfo::exists(jobOutput_))
+        onMessage(StudioContext::Warning, name + " was cancelled; " + jobOutput_ + " is unchanged (no partial files)");
+      else onMessage(StudioContext::Warning, name + " was cancelled; nothing was written");
     } else {
       jobName_->setText(name + ": failed");
       stage_->clear();
@@ -513,7 +528,7 @@ void MainWindow::startPipelineJob(const QString& id) {
         if (!err.isEmpty()) onMessage(StudioContext::Error, err);
         return;
       }
-      ctx_->jobs()->start(job.name, job.fn);
+      if (ctx_->jobs()->start(job.name, job.fn)) jobOutput_ = job.output;
     }
 }
 

@@ -64,6 +64,7 @@ class MainWindow : public QMainWindow {
 
   StudioContext* ctx_;
   QTabWidget* tabs_;
+  QString jobOutput_;  ///< the artefact folder of the running pipeline step ("" for other jobs)
   QTreeWidget* tree_;
   QPlainTextEdit* log_;
   QListWidget* issues_;

@@ -4,12 +4,14 @@
 #include <QHeaderView>
 #include <QPointer>
 #include <QSplitter>
-#include <QThread>
 #include <QVBoxLayout>
 #include <map>
 
 #include "analysis/text/corpus.h"
+#include "analysis/jobs/job.h"
 #include "analysis/text/tokenizer.h"
+#include "views/context.h"
+#include "views/jobrunner.h"
 #include "views/qcp.h"
 #include "views/style.h"
 
@@ -70,11 +72,15 @@ void CorpusView::refresh() {
     return;
   }
   const QString key = path + "|" + model;
-  if (key == loadedFor_ || loading_) return;
+  if (key == loadedFor_) return;
+  // A running read of the same corpus is kept; any other is superseded.
+  if (loading_ && loadingFor_ == key && ctx()->tasks()->isRunning("corpus")) return;
   loading_ = true;
+  loadingFor_ = key;
   setEmptyState("Reading the corpus...");
   QPointer<CorpusView> self(this);
-  QThread* t = QThread::create([self, path, model, key] {
+  ctx()->tasks()->run("corpus", this, [self, path, model, key](JobContext& job) -> std::function<void()> {
+    job.setStage("read corpus");
     std::shared_ptr<const Corpus> corpus;
     std::shared_ptr<const Tokenizer> tok;
     std::vector<Doc> rows;
@@ -89,6 +95,7 @@ void CorpusView::refresh() {
       }
       const auto& cats = corpus->categories();
       corpus->forEachDocument([&](const Document& d) {
+        if (job.cancelled()) return false;  // superseded or the window closed
         Doc r;
         r.id = d.id;
         r.category = d.category >= 0 && d.category < static_cast<int>(cats.size()) ? QString::fromStdString(cats[d.category]) : "-";
@@ -101,7 +108,8 @@ void CorpusView::refresh() {
     } catch (const std::exception& e) {
       err = e.what();
     }
-    QMetaObject::invokeMethod(self, [self, corpus, tok, rows, err, tokErr, key, path] {
+    job.checkCancel();
+    return [self, corpus, tok, rows, err, tokErr, key, path] {
       if (!self) return;
       self->loading_ = false;
       self->loadedFor_ = key;
@@ -169,10 +177,8 @@ void CorpusView::refresh() {
       plot->xAxis->setRange(0, ymax * 1.1);
       plot->replot();
       if (!rows.empty()) self->docs_->selectRow(0);
-    }, Qt::QueuedConnection);
+    };
   });
-  connect(t, &QThread::finished, t, &QObject::deleteLater);
-  t->start();
 }
 
 int CorpusView::showDocument(int row) {

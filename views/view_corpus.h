@@ -42,7 +42,7 @@ class CorpusView : public FigureView {
   QTextBrowser* text_;
   QCustomPlot* plot_;
   QLabel* info_;
-  QString loadedFor_;
+  QString loadedFor_, loadingFor_;
   bool loading_ = false;
   std::vector<Doc> rows_;
   QString html_;  ///< the HTML last given to text_ (QTextBrowser rewrites what it is given)

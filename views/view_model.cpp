@@ -3,12 +3,14 @@
 #include <QFileInfo>
 #include <QHeaderView>
 #include <QPointer>
-#include <QThread>
 #include <QVBoxLayout>
 #include <algorithm>
 #include <cmath>
 #include <numeric>
 
+#include "analysis/common/error.h"
+#include "analysis/jobs/job.h"
+#include "views/jobrunner.h"
 #include "views/style.h"
 #include "views/views.h"
 
@@ -47,19 +49,27 @@ void ModelView::refresh() {
                           "(a Hugging Face folder with config.json and *.safetensors).").arg(dir.isEmpty() ? "(none)" : dir));
     return;
   }
-  if (dir == loadedFor_ || loading_) return;
+  if (dir == loadedFor_) return;
+  // A running request for the same folder is kept; any other is superseded.
+  if (loading_ && loadingFor_ == dir && ctx()->tasks()->isRunning("model-summary")) return;
   loading_ = true;
+  loadingFor_ = dir;
   setEmptyState("Loading the model summary...");
   QPointer<ModelView> self(this);
-  QThread* t = QThread::create([self, dir] {
+  // config.json + safetensors headers only (no weights), as a studio task:
+  // superseded by a newer request, joined when the window closes.
+  ctx()->tasks()->run("model-summary", this, [self, dir](JobContext& job) -> std::function<void()> {
+    job.setStage("model summary");
     nlohmann::json info;
     QString err;
     try {
       info = ModelSummary::read(dir).info;
+    } catch (const CancelledError&) {
+      throw;
     } catch (const std::exception& e) {
       err = e.what();
     }
-    QMetaObject::invokeMethod(self, [self, dir, info, err] {
+    return [self, dir, info, err] {
       if (!self) return;
       self->loading_ = false;
       self->loadedFor_ = dir;
@@ -103,10 +113,8 @@ void ModelView::refresh() {
       plot->xAxis->setLabel(unit == 1e6 ? "parameters (millions)" : "parameters (thousands)");
       plot->xAxis->setRange(0, std::max({ffn, emb, rest}) / unit * 1.15 + 1e-9);
       plot->replot();
-    }, Qt::QueuedConnection);
+    };
   });
-  connect(t, &QThread::finished, t, &QObject::deleteLater);
-  t->start();
 }
 
 QWidget* ModelView::figureRoot() { return plot_; }

@@ -5,11 +5,14 @@
 #include <QPainter>
 #include <QPointer>
 #include <QPushButton>
-#include <QThread>
 #include <algorithm>
 #include <cmath>
 #include <numeric>
 
+#include "analysis/route/router_scores.h"
+#include "analysis/jobs/job.h"
+#include "views/context.h"
+#include "views/jobrunner.h"
 #include "views/style.h"
 #include "views/views.h"
 
@@ -72,64 +75,7 @@ class TokenStrip : public QWidget {
   QString caption_;
 };
 
-std::vector<float> routerScores(const Router* router, const Partition& part, int L, const std::vector<float>& act,
-                                const std::vector<float>& in, int S, int F, int D, bool reluLike) {
-  const int E = part.experts;
-  std::vector<float> out(static_cast<size_t>(S) * E, 0.f);
-  const QString kind = router ? router->kind : QString("oracle");
-  if (kind == "oracle" || !router) {
-    const auto& lab = part.labels.at(L);
-    for (int s = 0; s < S; ++s)
-      for (int i = 0; i < F; ++i) {
-        float h = act[size_t(s) * F + i];
-        out[size_t(s) * E + lab[i]] += reluLike ? h : std::fabs(h);
-      }
-    return out;
-  }
-  std::vector<float> xn(D);
-  for (int s = 0; s < S; ++s) {
-    double nrm = 0;
-    for (int d = 0; d < D; ++d) nrm += double(in[size_t(s) * D + d]) * in[size_t(s) * D + d];
-    float inv = static_cast<float>(1.0 / std::max(std::sqrt(nrm), 1e-12));
-    for (int d = 0; d < D; ++d) xn[d] = in[size_t(s) * D + d] * inv;
-    if (kind == "similarity") {
-      const auto& c = router->centroids.at(L);
-      for (int e = 0; e < E; ++e) {
-        double acc = 0;
-        for (int d = 0; d < D; ++d) acc += double(xn[d]) * c[size_t(e) * D + d];
-        out[size_t(s) * E + e] = float(acc);
-      }
-    } else {  // mlp: tanh(unit(x) W1^T) W2^T
-      const auto& w1 = router->w1.at(L);
-      const auto& w2 = router->w2.at(L);
-      std::vector<double> hid(E);
-      for (int e = 0; e < E; ++e) {
-        double acc = 0;
-        for (int d = 0; d < D; ++d) acc += double(xn[d]) * w1[size_t(e) * D + d];
-        hid[e] = std::tanh(acc);
-      }
-      for (int e = 0; e < E; ++e) {
-        double acc = 0;
-        for (int j = 0; j < E; ++j) acc += hid[j] * w2[size_t(e) * E + j];
-        out[size_t(s) * E + e] = float(acc);
-      }
-    }
-  }
-  return out;
-}
-
 namespace {
-std::vector<int> topK(const std::vector<float>& score, int S, int E, int k) {
-  std::vector<int> out(size_t(S) * k);
-  std::vector<int> idx(E);
-  for (int s = 0; s < S; ++s) {
-    std::iota(idx.begin(), idx.end(), 0);
-    const float* row = score.data() + size_t(s) * E;
-    std::partial_sort(idx.begin(), idx.begin() + k, idx.end(), [&](int a, int b) { return row[a] > row[b]; });
-    std::copy(idx.begin(), idx.begin() + k, out.begin() + size_t(s) * k);
-  }
-  return out;
-}
 QSharedPointer<QCPAxisTicker> integerTicker(int n, bool compact = false) {
   QSharedPointer<QCPAxisTickerFixed> t(new QCPAxisTickerFixed);
   if (compact) n *= 2;
@@ -207,13 +153,17 @@ void RouterView::refresh() {
   }
   rec_ = ctx()->hasWorkspace() ? ctx()->recording(picked("recording")) : nullptr;
   router_ = ctx()->hasWorkspace() ? ctx()->router(picked("router")) : nullptr;
-  // The router's own partition when it is in the workspace, else the picked one.
-  part_ = nullptr;
-  if (router_ && !router_->partitionPath.isEmpty()) {
+  // The Partition picker drives the view (issue 20 defect 7). Picking another
+  // router moves the picker to that router's own partition once; a trained
+  // router shown over a partition it was not built on is refused below.
+  const QString routerPath = router_ ? router_->dir : QString();
+  const QString routerPart = router_ ? QFileInfo(router_->partitionPath).canonicalFilePath() : QString();
+  const bool routerChanged = routerPath != lastRouter_;
+  lastRouter_ = routerPath;  // before setPickerValue, which may refresh() re-entrantly
+  if (router_ && routerChanged && !routerPart.isEmpty())
     for (const QString& p : ctx()->paths("partition"))
-      if (QFileInfo(p).canonicalFilePath() == QFileInfo(router_->partitionPath).canonicalFilePath()) part_ = ctx()->partition(p);
-  }
-  if (!part_) part_ = ctx()->hasWorkspace() ? ctx()->partition(picked("partition")) : nullptr;
+      if (QFileInfo(p).canonicalFilePath() == routerPart) setPickerValue("partition", p);
+  part_ = ctx()->hasWorkspace() ? ctx()->partition(picked("partition")) : nullptr;
   if (!rec_ || !part_) {
     setLayers({});
     setEmptyState(!ctx()->hasWorkspace() ? "No workspace open."
@@ -221,6 +171,14 @@ void RouterView::refresh() {
                             "run Pipeline > Record activations..., then Split into experts... and Build router..."
                           : "No partition yet.\n\nSplit the recording into experts (Pipeline > Split into experts...) and build a "
                             "router (Pipeline > Build router...).");
+    return;
+  }
+  if (router_ && router_->kind != "oracle" && !routerPart.isEmpty() &&
+      QFileInfo(part_->dir).canonicalFilePath() != routerPart) {
+    setLayers({});
+    setEmptyState(QString("Router %1 was trained on partition %2, not on the picked partition %3.\n\nPick %2, or an "
+                          "oracle router (the oracle routes any partition).")
+                      .arg(router_->name, QFileInfo(router_->partitionPath).fileName(), part_->name));
     return;
   }
   if (!rec_->hasSamples() || rec_->samples().count() == 0) {
@@ -241,21 +199,14 @@ void RouterView::refresh() {
     return;
   }
   const auto& smp = rec_->samples();
-  const int S = static_cast<int>(smp.count()), F = rec_->dFF, D = rec_->dModel;
+  const int S = static_cast<int>(smp.count());
   E_ = part_->experts;
   k_ = std::clamp(router_ ? router_->topKFor(L) : std::max(1, E_ / 4), 1, E_);
+  // Scores, top-k and oracle top-k come from the core (analysis/route/router_scores.h),
+  // the same function `moefy route` and the MoE FFN use.
+  RouterChoices choices;
   try {
-    auto act = rec_->sampleAct(L);
-    auto in = rec_->sampleIn(L);
-    const bool relu = rec_->manifest["model"].value("activation", std::string("relu")) == "relu";
-    if (router_ && router_->kind != "oracle" && router_->dModel != D)
-      throw std::runtime_error(QString("router %1: d_model %2 does not match the recording's %3").arg(router_->name).arg(router_->dModel).arg(D).toStdString());
-    if (router_ && router_->kind == "similarity" && !router_->centroids.count(L))
-      throw std::runtime_error(QString("router %1: no centroids for layer %2").arg(router_->name).arg(L).toStdString());
-    if (router_ && router_->kind == "mlp" && (!router_->w1.count(L) || !router_->w2.count(L)))
-      throw std::runtime_error(QString("router %1: no w1/w2 for layer %2").arg(router_->name).arg(L).toStdString());
-    score_ = routerScores(router_.get(), *part_, L, *act, *in, S, F, D, relu);
-    oracle_ = (!router_ || router_->kind == "oracle") ? score_ : routerScores(nullptr, *part_, L, *act, *in, S, F, D, relu);
+    choices = routeRecordedSamples(*rec_, router_.get(), *part_, L, k_);
   } catch (const std::exception& e) {
     ctx()->report(StudioContext::Error, e.what());
     setEmptyState(QString("Cannot compute router scores:\n%1").arg(e.what()));
@@ -263,9 +214,12 @@ void RouterView::refresh() {
   }
   setEmptyState("");
   text_->setEnabled(true);
+  if (textRunning_ && !ctx()->tasks()->isRunning("router-text")) textRunning_ = false;  // cancelled with a workspace change
   runText_->setEnabled(!textRunning_);
-  top_ = topK(score_, S, E_, k_);
-  oracleTop_ = topK(oracle_, S, E_, k_);
+  score_ = std::move(choices.scores);
+  top_ = std::move(choices.top);
+  oracleTop_ = std::move(choices.oracleTop);
+  choices.top = top_;
 
   textScore_.clear();
   textTop_.clear();
@@ -277,8 +231,7 @@ void RouterView::refresh() {
   }
 
   // Expert usage over all samples, sorted, log scale.
-  std::vector<double> use(E_, 0.0);
-  for (int v : top_) use[v] += 1.0 / S;
+  const std::vector<double> use = expertUsage(choices);
   std::vector<int> order(E_);
   std::iota(order.begin(), order.end(), 0);
   std::sort(order.begin(), order.end(), [&](int a, int b) { return use[a] > use[b]; });
@@ -319,12 +272,9 @@ void RouterView::refresh() {
     if (qobject_cast<QCPColorScale*>(cats_->plotLayout()->elementAt(i))) cats_->plotLayout()->removeAt(i);
   cats_->plotLayout()->simplify();
   const int C = std::max(1, static_cast<int>(rec_->categories.size()));
-  std::vector<double> cu(size_t(C) * E_, 0.0), ct(C, 0.0);
-  for (int s = 0; s < S; ++s) {
-    int c = std::clamp(smp.category[s], 0, C - 1);
-    ct[c] += 1;
-    for (int j = 0; j < k_; ++j) cu[size_t(c) * E_ + top_[size_t(s) * k_ + j]] += 1;
-  }
+  const CategoryUsage catUse = categoryUsage(choices, smp.category, C);
+  std::vector<double> ct(C, 0.0);
+  for (int c = 0; c < C; ++c) ct[c] = static_cast<double>(catUse.tokensPerCategory[c]);
   // Only categories with sampled tokens get a row (a recording of the first
   // N tokens of a category-sorted corpus may cover just a few of them).
   std::vector<int> shownCats;
@@ -340,7 +290,7 @@ void RouterView::refresh() {
   cmap->data()->setRange(QCPRange(0, E_ - 1), CR == 1 ? QCPRange(-0.25, 0.25) : QCPRange(0, CR - 1));
   for (int r = 0; r < dataRows; ++r) {
     const int c = shownCats[CR == 1 ? 0 : r];
-    for (int e = 0; e < E_; ++e) cmap->data()->setCell(e, r, ct[c] > 0 ? cu[size_t(c) * E_ + e] / ct[c] : 0.0);
+    for (int e = 0; e < E_; ++e) cmap->data()->setCell(e, r, catUse.share[size_t(c) * E_ + e]);
   }
   auto* cs = new QCPColorScale(cats_);
   cats_->plotLayout()->addElement(1, 1, cs);
@@ -408,7 +358,6 @@ void RouterView::fillDocuments() {
 bool RouterView::showingTypedText() const { return doc_->currentData().toString() == "typed"; }
 
 void RouterView::runText(const QString& text) {
-  if (textRunning_) return;
   if (text.trimmed().isEmpty()) {
     ctx()->report(StudioContext::Warning, "Router: type a text first");
     return;
@@ -419,44 +368,42 @@ void RouterView::runText(const QString& text) {
   }
   const QString dir = ctx()->workspace().model();
   const int L = layer();
-  std::shared_ptr<TextProbe> probe = probe_ && probe_->dir == dir ? probe_ : nullptr;
+  // The workspace's shared model (loaded once for every view and task); the
+  // run is a studio task that a newer text or layer supersedes.
+  std::shared_ptr<const SharedModel> model = ctx()->sharedModel();
   textRunning_ = true;
   runText_->setEnabled(false);
   if (text_->text() != text) text_->setText(text);
   QPointer<RouterView> self(this);
-  QThread* t = QThread::create([self, dir, L, text, probe]() mutable {
-    TextActivations act;
-    QString err;
-    try {
-      if (!probe) probe = TextProbe::open(dir);
-      act = probe->run(text, L);
-    } catch (const std::exception& e) {
-      err = e.what();
-    }
-    QMetaObject::invokeMethod(self, [self, dir, L, text, probe, act = std::move(act), err]() mutable {
-      if (!self) return;
-      self->textRunning_ = false;
-      self->runText_->setEnabled(true);
-      if (probe) self->probe_ = probe;
-      if (!err.isEmpty()) {
+  ctx()->tasks()->run(
+      "router-text", this,
+      [self, model, dir, L, text](JobContext& job) -> std::function<void()> {
+        job.setStage("route typed text");
+        TextActivations act = TextProbe::open(model)->run(text, L);
+        job.checkCancel();
+        return [self, dir, L, text, act]() mutable {
+          if (!self) return;
+          self->textRunning_ = false;
+          self->runText_->setEnabled(true);
+          self->textRan_ = text;
+          self->textModel_ = dir;
+          self->textLayer_ = L;
+          self->textAct_ = std::move(act);
+          if (!self->rec_ || !self->part_) return;
+          self->fillDocuments();
+          self->doc_->blockSignals(true);
+          self->doc_->setCurrentIndex(self->doc_->findData(QVariant(QString("typed"))));
+          self->doc_->blockSignals(false);
+          if (self->layer() == L) self->scoreTypedText();
+          else self->runText(text);
+        };
+      },
+      [self](const QString& err) {
+        if (!self) return;
+        self->textRunning_ = false;
+        self->runText_->setEnabled(true);
         self->ctx()->report(StudioContext::Error, "Router: cannot route the typed text: " + err);
-        return;
-      }
-      self->textRan_ = text;
-      self->textModel_ = dir;
-      self->textLayer_ = L;
-      self->textAct_ = std::move(act);
-      if (!self->rec_ || !self->part_) return;
-      self->fillDocuments();
-      self->doc_->blockSignals(true);
-      self->doc_->setCurrentIndex(self->doc_->findData(QVariant(QString("typed"))));
-      self->doc_->blockSignals(false);
-      if (self->layer() == L) self->scoreTypedText();
-      else self->runText(text);
-    });
-  });
-  connect(t, &QThread::finished, t, &QObject::deleteLater);
-  t->start();
+      });
 }
 
 void RouterView::scoreTypedText() {
@@ -469,14 +416,10 @@ void RouterView::scoreTypedText() {
   try {
     if (textAct_.dFF != part_->dFF)
       throw std::runtime_error(QString("the model's d_ff %1 does not match the partition's %2").arg(textAct_.dFF).arg(part_->dFF).toStdString());
-    if (router_ && router_->kind != "oracle" && router_->dModel != textAct_.dModel)
-      throw std::runtime_error(QString("router %1: d_model %2 does not match the model's %3").arg(router_->name).arg(router_->dModel).arg(textAct_.dModel).toStdString());
-    textScore_ = routerScores(router_.get(), *part_, L, textAct_.act, textAct_.in, T, textAct_.dFF, textAct_.dModel, textAct_.reluLike);
-    std::vector<float> oracle = (!router_ || router_->kind == "oracle")
-                                    ? textScore_
-                                    : routerScores(nullptr, *part_, L, textAct_.act, textAct_.in, T, textAct_.dFF, textAct_.dModel, textAct_.reluLike);
-    textTop_ = topK(textScore_, T, E_, k_);
-    textOracleTop_ = topK(oracle, T, E_, k_);
+    RouterChoices c = routeTypedText(textAct_, router_.get(), *part_, L, k_);
+    textScore_ = std::move(c.scores);
+    textTop_ = std::move(c.top);
+    textOracleTop_ = std::move(c.oracleTop);
   } catch (const std::exception& e) {
     textScore_.clear();
     ctx()->report(StudioContext::Error, QString("Router: cannot score the typed text: %1").arg(e.what()));

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <numeric>
 
+#include "analysis/record/sparsity.h"
 #include "views/style.h"
 #include "views/views.h"
 
@@ -21,16 +22,6 @@ QCustomPlot* newPlot(QWidget* parent, const QString& title) {
   return p;
 }
 /// Quantile of the active-neurons-per-token histogram.
-double histQuantile(const std::vector<int64_t>& h, double q) {
-  int64_t total = std::accumulate(h.begin(), h.end(), int64_t{0});
-  if (total == 0) return 0;
-  int64_t want = static_cast<int64_t>(std::ceil(q * total)), acc = 0;
-  for (size_t i = 0; i < h.size(); ++i) {
-    acc += h[i];
-    if (acc >= want) return static_cast<double>(i);
-  }
-  return static_cast<double>(h.size() - 1);
-}
 }  // namespace
 
 SparsityView::SparsityView(StudioContext* ctx, QWidget* parent)
@@ -82,13 +73,12 @@ void SparsityView::refresh() {
   layers_->clearPlottables();
   QVector<double> xs, mean, lo, hi;
   for (int L : rec_->layers) {
-    const auto& s = rec_->stats.at(L);
-    double tot = std::accumulate(s.count.begin(), s.count.end(), 0.0);
-    double m = tot / (T * F);
+    const LayerSparsity& sp = rec_->sparsity.at(L);  // the core's summary (analysis/record/sparsity.h)
+    const double m = sp.meanActiveShare;
     xs << L;
     mean << m;
-    lo << m - histQuantile(s.activeHist, 0.10) / F;
-    hi << histQuantile(s.activeHist, 0.90) / F - m;
+    lo << m - sp.q10ActiveShare;
+    hi << sp.q90ActiveShare - m;
   }
   auto* g = layers_->addGraph();
   g->setData(xs, mean);
@@ -160,21 +150,19 @@ void SparsityView::refresh() {
   freq_->clearItems();
   if (cur >= 0 && rec_->stats.count(cur)) {
     const auto& s = rec_->stats.at(cur);
+    const LayerSparsity& sp = rec_->sparsity.at(cur);  // dead / always-on counts from the core
     order_.resize(F);
     std::iota(order_.begin(), order_.end(), 0);
     std::stable_sort(order_.begin(), order_.end(), [&](int a, int b) { return s.count[a] > s.count[b]; });
     QVector<double> x(F), y(F), xd, yd, xa, ya;
-    int dead = 0, always = 0;
     for (int r = 0; r < F; ++r) {
       double f = s.count[order_[r]] / T;
       x[r] = r;
       y[r] = f;
       if (s.count[order_[r]] == 0) {
-        ++dead;
         xd << r;
         yd << 0;
       } else if (f >= 0.99) {
-        ++always;
         xa << r;
         ya << f;
       }
@@ -188,12 +176,12 @@ void SparsityView::refresh() {
     gd->setData(xd, yd);
     gd->setLineStyle(QCPGraph::lsNone);
     gd->setScatterStyle(QCPScatterStyle(QCPScatterStyle::ssCross, QPen(seriesColor(5), 1.5), QBrush(), 7));
-    gd->setName(QString("dead (never active): %1").arg(dead));
+    gd->setName(QString("dead (never active): %1").arg(sp.dead));
     auto* ga = freq_->addGraph();
     ga->setData(xa, ya);
     ga->setLineStyle(QCPGraph::lsNone);
     ga->setScatterStyle(QCPScatterStyle(QCPScatterStyle::ssTriangle, QPen(seriesColor(1).darker(130), 1.5), QBrush(), 8));
-    ga->setName(QString("always on (>= 99%): %1").arg(always));
+    ga->setName(QString("always on (>= 99%): %1").arg(sp.alwaysOn));
     int sel = ctx()->selectedLayer() == cur ? ctx()->selectedNeuron() : -1;
     if (sel >= 0 && sel < F) {
       int rank = static_cast<int>(std::find(order_.begin(), order_.end(), sel) - order_.begin());
@@ -214,10 +202,9 @@ void SparsityView::refresh() {
     freq_->yAxis->setRange(0, 1.05);
     freq_->legend->setVisible(true);
     freq_->axisRect()->insetLayout()->setInsetAlignment(0, Qt::AlignTop | Qt::AlignRight);
-    double meanActive = std::accumulate(s.count.begin(), s.count.end(), 0.0) / (T * F);
     note_->setText(QString("Recording: %1 tokens, d_ff %2. Layer %3: %4% of neurons active per token on average; "
                            "%5 dead, %6 always on. Click the frequency plot to inspect a neuron.")
-                       .arg(rec_->tokens).arg(F).arg(cur).arg(meanActive * 100, 0, 'f', 1).arg(dead).arg(always));
+                       .arg(rec_->tokens).arg(F).arg(cur).arg(sp.meanActiveShare * 100, 0, 'f', 1).arg(sp.dead).arg(sp.alwaysOn));
   }
   freq_->replot();
 }

@@ -28,7 +28,8 @@ class QTimer;
 
 namespace moefy::views {
 
-/// Architecture summary (loadModel + describeModel, off the GUI thread).
+/// Architecture summary from config.json and the safetensors headers only
+/// (describeModelFiles), computed as a studio task.
 class ModelView : public FigureView {
   Q_OBJECT
  public:
@@ -41,7 +42,7 @@ class ModelView : public FigureView {
  private:
   QTableWidget* table_;
   QCustomPlot* plot_;
-  QString loadedFor_;
+  QString loadedFor_, loadingFor_;
   bool loading_ = false;
 };
 
@@ -188,16 +189,15 @@ class RouterView : public FigureView {
   std::shared_ptr<Recording> rec_;
   std::shared_ptr<Partition> part_;
   std::shared_ptr<Router> router_;
+  QString lastRouter_;  ///< the router the partition picker was last aligned to
   int E_ = 0, k_ = 1;
   std::vector<float> score_;    // [S * E]
-  std::vector<float> oracle_;   // [S * E]
   std::vector<int> top_;        // [S * k] chosen experts
   std::vector<int> oracleTop_;  // [S * k]
   std::vector<int> docRows_;    // sample rows of the shown document, by position
   int shownRows_ = 0;
-  // Typed text: the model probe (loaded once per model folder), the text's
-  // activations at textLayer_, and its scores under the current router.
-  std::shared_ptr<TextProbe> probe_;
+  // Typed text: its activations at textLayer_ (computed by a studio task on
+  // the workspace's shared model), and its scores under the current router.
   bool textRunning_ = false;
   QString textRan_;
   QString textModel_;  // the model folder textAct_ came from
@@ -237,11 +237,5 @@ class NeuronInspector : public QWidget {
   StudioContext* ctx_;
   QTextBrowser* out_;
 };
-
-/// Router scores of recorded samples for one layer, as the core defines them
-/// (docs/moe.md): oracle = expert activation mass, similarity = unit(x).c_e,
-/// mlp = tanh(unit(x) W1^T) W2^T. act [S*d_ff], in [S*d_model]; returns [S*E].
-std::vector<float> routerScores(const Router* router, const Partition& part, int layer, const std::vector<float>& act,
-                                const std::vector<float>& in, int S, int dFF, int dModel, bool reluLike);
 
 }  // namespace moefy::views

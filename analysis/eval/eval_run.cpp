@@ -4,6 +4,7 @@
 
 #include "analysis/common/error.h"
 #include "analysis/io/fsutil.h"
+#include "analysis/io/links.h"
 #include "analysis/jobs/job.h"
 #include "analysis/model/config.h"
 #include "analysis/model/model.h"
@@ -121,14 +122,52 @@ nlohmann::json runEvaluation(Model& m, const EvalRunSpec& spec, const std::vecto
   j["source"] = spec.source;
   j["reference"] = figs[0].toJson();
   j["results"] = results;
+  const EvalOptions& eo0 = spec.options;
+  j["provenance"] = provenanceBlock("eval",
+                                    {{"batch", eo0.batch}, {"seed", eo0.seed}, {"mlm_fraction", eo0.mlmFraction},
+                                     {"mask_token_id", eo0.maskTokenId}, {"layer_errors", eo0.layerErrors},
+                                     {"sweep", spec.sweep}, {"speed", spec.speed},
+                                     {"speed_seconds", spec.speedSeconds}, {"seq_len", spec.seqLen}},
+                                    {{"model", m.fingerprint()}});
   return j;
+}
+
+nlohmann::json evalDocumentFor(const std::filesystem::path& out, const nlohmann::json& doc0) {
+  // Version 2 (analysis/io/links.h): every input is a link relative to `out`.
+  // The document is assembled before its folder is known (runEvaluation);
+  // this is its writer, not a rewrite of a written artefact.
+  nlohmann::json doc = doc0;
+  auto pathLink = [&](nlohmann::json& obj, const std::string& fingerprint) {
+    if (!obj.is_object() || !obj.contains("path") || !obj["path"].is_string() || obj["path"].get<std::string>().empty())
+      return;
+    const nlohmann::json l = makeLink(out, obj["path"].get<std::string>(), fingerprint);
+    obj["path"] = l["path"];
+    if (l.contains("absolute")) obj["absolute"] = l["absolute"];
+  };
+  auto artefactLink = [&](const nlohmann::json& p) -> nlohmann::json {
+    if (!p.is_string() || p.get<std::string>().empty()) return p;
+    const std::filesystem::path dir = p.get<std::string>();
+    std::error_code ec;
+    return makeLink(out, dir, std::filesystem::is_directory(dir, ec) ? folderFingerprint(dir) : std::string());
+  };
+  if (doc.contains("model")) pathLink(doc["model"], "");
+  if (doc.contains("corpus")) pathLink(doc["corpus"], "");
+  if (doc.contains("source") && doc["source"].is_object()) {
+    auto& src = doc["source"];
+    for (const char* key : {"partition", "moe"})
+      if (src.contains(key)) src[key] = artefactLink(src[key]);
+    if (src.contains("routers") && src["routers"].is_array())
+      for (auto& r : src["routers"]) r = artefactLink(r);
+  }
+  doc["version"] = 2;
+  return doc;
 }
 
 void writeEvalFolder(const std::filesystem::path& out, bool force, const nlohmann::json& doc,
                      const std::vector<std::filesystem::path>& inputs) {
+  const std::string text = evalDocumentFor(out, doc).dump(2) + "\n";
   writeFolderAtomic(
-      out, force, [&](const std::filesystem::path& tmp) { writeFileAtomic(tmp / "eval.json", doc.dump(2) + "\n"); },
-      inputs);
+      out, force, [&](const std::filesystem::path& tmp) { writeFileAtomic(tmp / "eval.json", text); }, inputs);
 }
 
 }  // namespace moefy

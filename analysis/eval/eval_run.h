@@ -45,9 +45,13 @@ std::vector<EvalCandidate> evalCandidates(const EvalRunSpec& spec);
 nlohmann::json runEvaluation(Model& model, const EvalRunSpec& spec,
                              const std::vector<std::vector<int64_t>>& sequences, JobContext& job);
 
-/// Writes OUT/eval.json atomically. An existing OUT is replaced only with
-/// `force`, only if it is an evaluation, and never if it is one of `inputs`
-/// (checkOutput in analysis/io/fsutil.h). Throws IoError naming OUT.
+/// The eval.json document as written into `out`: format version 2, the model,
+/// corpus and source paths as links relative to `out` (analysis/io/links.h).
+nlohmann::json evalDocumentFor(const std::filesystem::path& out, const nlohmann::json& doc);
+
+/// Writes OUT/eval.json (evalDocumentFor) atomically. An existing OUT is
+/// replaced only with `force`, only if it is an evaluation, and never if it is
+/// one of `inputs` (checkOutput in analysis/io/fsutil.h). Throws IoError naming OUT.
 void writeEvalFolder(const std::filesystem::path& out, bool force, const nlohmann::json& doc,
                      const std::vector<std::filesystem::path>& inputs = {});
 

@@ -137,6 +137,100 @@ const ArchTable kBert{Arch::Bert, {"bert.", ""}, {
   {Role::FfnNormB, "encoder.layer.{L}.output.LayerNorm.bias", true, false},
 }, {"embeddings.position_ids", "pooler.dense.weight", "pooler.dense.bias", "cls.predictions.decoder.bias",
     "cls.seq_relationship.weight", "cls.seq_relationship.bias"}};
+
+// T5ForConditionalGeneration. Blocks hold a list of sub-layers: layer.0 is
+// self-attention, the decoder's layer.1 is cross-attention (EncDecAttention),
+// the last is the FFN (DenseReluDense, whatever its activation). Only block 0
+// of each stack has relative_attention_bias; the later blocks reuse it.
+// Gated FFNs (v1.1 / FLAN): act(wi_0 x) * (wi_1 x), so wi_0 is the gate and
+// wi_1 the up projection.
+constexpr SiteStack kEnc = SiteStack::Encoder;
+constexpr SiteStack kDec = SiteStack::Decoder;
+std::vector<TensorRow> t5Rows(bool gated) {
+  std::vector<TensorRow> v = {
+    {Role::TokEmbd, "shared.weight", false, false},
+    {Role::LmHead, "lm_head.weight", false, false},
+    {Role::RelBias, "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight", false, false, kEnc},
+    {Role::OutNorm, "encoder.final_layer_norm.weight", false, false, kEnc},
+    {Role::AttnNorm, "encoder.block.{L}.layer.0.layer_norm.weight", true, false, kEnc},
+    {Role::AttnQ, "encoder.block.{L}.layer.0.SelfAttention.q.weight", true, false, kEnc},
+    {Role::AttnK, "encoder.block.{L}.layer.0.SelfAttention.k.weight", true, false, kEnc},
+    {Role::AttnV, "encoder.block.{L}.layer.0.SelfAttention.v.weight", true, false, kEnc},
+    {Role::AttnOut, "encoder.block.{L}.layer.0.SelfAttention.o.weight", true, false, kEnc},
+    {Role::FfnNorm, "encoder.block.{L}.layer.1.layer_norm.weight", true, false, kEnc},
+    {Role::FfnDown, "encoder.block.{L}.layer.1.DenseReluDense.wo.weight", true, false, kEnc},
+    {Role::RelBias, "decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight", false, false, kDec},
+    {Role::OutNorm, "decoder.final_layer_norm.weight", false, false, kDec},
+    {Role::AttnNorm, "decoder.block.{L}.layer.0.layer_norm.weight", true, false, kDec},
+    {Role::AttnQ, "decoder.block.{L}.layer.0.SelfAttention.q.weight", true, false, kDec},
+    {Role::AttnK, "decoder.block.{L}.layer.0.SelfAttention.k.weight", true, false, kDec},
+    {Role::AttnV, "decoder.block.{L}.layer.0.SelfAttention.v.weight", true, false, kDec},
+    {Role::AttnOut, "decoder.block.{L}.layer.0.SelfAttention.o.weight", true, false, kDec},
+    {Role::CrossNorm, "decoder.block.{L}.layer.1.layer_norm.weight", true, false, kDec},
+    {Role::CrossQ, "decoder.block.{L}.layer.1.EncDecAttention.q.weight", true, false, kDec},
+    {Role::CrossK, "decoder.block.{L}.layer.1.EncDecAttention.k.weight", true, false, kDec},
+    {Role::CrossV, "decoder.block.{L}.layer.1.EncDecAttention.v.weight", true, false, kDec},
+    {Role::CrossOut, "decoder.block.{L}.layer.1.EncDecAttention.o.weight", true, false, kDec},
+    {Role::FfnNorm, "decoder.block.{L}.layer.2.layer_norm.weight", true, false, kDec},
+    {Role::FfnDown, "decoder.block.{L}.layer.2.DenseReluDense.wo.weight", true, false, kDec},
+  };
+  if (gated) {
+    v.push_back({Role::FfnGate, "encoder.block.{L}.layer.1.DenseReluDense.wi_0.weight", true, false, kEnc});
+    v.push_back({Role::FfnUp, "encoder.block.{L}.layer.1.DenseReluDense.wi_1.weight", true, false, kEnc});
+    v.push_back({Role::FfnGate, "decoder.block.{L}.layer.2.DenseReluDense.wi_0.weight", true, false, kDec});
+    v.push_back({Role::FfnUp, "decoder.block.{L}.layer.2.DenseReluDense.wi_1.weight", true, false, kDec});
+  } else {
+    v.push_back({Role::FfnUp, "encoder.block.{L}.layer.1.DenseReluDense.wi.weight", true, false, kEnc});
+    v.push_back({Role::FfnUp, "decoder.block.{L}.layer.2.DenseReluDense.wi.weight", true, false, kDec});
+  }
+  return v;
+}
+// HF's _keys_to_ignore_on_load_unexpected: old checkpoints carry a cross-attention
+// relative bias that the model never uses.
+const std::vector<std::string> kT5Ignorable = {"decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight"};
+// The stacks' embed_tokens are shared.weight; save_pretrained may write them or not.
+const std::vector<AliasRow> kT5Aliases = {{Role::TokEmbd, "encoder.embed_tokens.weight"},
+                                          {Role::TokEmbd, "decoder.embed_tokens.weight"}};
+// Native MoE decoders: llama rows (+ OLMoE's q/k norms over the whole
+// projection) whose MLP is a router plus per-expert gated FFNs. Mixtral
+// (MixtralSparseMoeBlock): block_sparse_moe.gate, experts.{E}.w1 (gate) / w3
+// (up) / w2 (down). Qwen2-MoE and OLMoE: mlp.gate, mlp.experts.{E}.gate_proj /
+// up_proj / down_proj; Qwen2-MoE adds mlp.shared_expert.* and
+// mlp.shared_expert_gate, and keeps the dense mlp.*_proj rows for its
+// mlp_only_layers (roleInLayer decides which a block has).
+enum class MoeRows { Mixtral, Qwen2Moe, Olmoe };
+std::vector<TensorRow> moeRows(MoeRows kind) {
+  std::vector<TensorRow> v;
+  for (const auto& row : decoderRows(NormRows::Llama, kind == MoeRows::Olmoe)) {
+    const bool dense = row.role == Role::FfnGate || row.role == Role::FfnUp || row.role == Role::FfnDown;
+    if (!dense || kind == MoeRows::Qwen2Moe) v.push_back(row);
+  }
+  constexpr SiteStack kOne = SiteStack::Single;
+  if (kind == MoeRows::Mixtral) {
+    v.push_back({Role::MoeRouter, "model.layers.{L}.block_sparse_moe.gate.weight", true, false});
+    v.push_back({Role::ExpGate, "model.layers.{L}.block_sparse_moe.experts.{E}.w1.weight", true, false, kOne, true});
+    v.push_back({Role::ExpUp, "model.layers.{L}.block_sparse_moe.experts.{E}.w3.weight", true, false, kOne, true});
+    v.push_back({Role::ExpDown, "model.layers.{L}.block_sparse_moe.experts.{E}.w2.weight", true, false, kOne, true});
+    return v;
+  }
+  v.push_back({Role::MoeRouter, "model.layers.{L}.mlp.gate.weight", true, false});
+  v.push_back({Role::ExpGate, "model.layers.{L}.mlp.experts.{E}.gate_proj.weight", true, false, kOne, true});
+  v.push_back({Role::ExpUp, "model.layers.{L}.mlp.experts.{E}.up_proj.weight", true, false, kOne, true});
+  v.push_back({Role::ExpDown, "model.layers.{L}.mlp.experts.{E}.down_proj.weight", true, false, kOne, true});
+  if (kind == MoeRows::Qwen2Moe) {
+    v.push_back({Role::SharedGate, "model.layers.{L}.mlp.shared_expert.gate_proj.weight", true, false});
+    v.push_back({Role::SharedUp, "model.layers.{L}.mlp.shared_expert.up_proj.weight", true, false});
+    v.push_back({Role::SharedDown, "model.layers.{L}.mlp.shared_expert.down_proj.weight", true, false});
+    v.push_back({Role::SharedRouter, "model.layers.{L}.mlp.shared_expert_gate.weight", true, false});
+  }
+  return v;
+}
+const ArchTable kMixtral{Arch::Mixtral, {""}, moeRows(MoeRows::Mixtral), kRotary};
+const ArchTable kQwen2Moe{Arch::Qwen2Moe, {""}, moeRows(MoeRows::Qwen2Moe), kRotary};
+const ArchTable kOlmoe{Arch::Olmoe, {""}, moeRows(MoeRows::Olmoe), kRotary};
+
+const ArchTable kT5{Arch::T5, {""}, t5Rows(false), kT5Ignorable, {}, kT5Aliases};
+const ArchTable kT5Gated{Arch::T5, {""}, t5Rows(true), kT5Ignorable, {}, kT5Aliases};
 // clang-format on
 
 }  // namespace
@@ -155,9 +249,24 @@ const ArchTable& archTable(Arch arch) {
     case Arch::Gemma3: return kGemma3;
     case Arch::Phi3: return kPhi3;
     case Arch::Olmo2: return kOlmo2;
+    case Arch::T5:
+      return kT5;
+    case Arch::Mixtral:
+      return kMixtral;
+    case Arch::Qwen2Moe:
+      return kQwen2Moe;
+    case Arch::Olmoe:
+      return kOlmoe;
   }
   return kGpt2;
 }
+
+const ArchTable& archTable(const ModelConfig& c) {
+  if (c.arch == Arch::T5 && c.gated) return kT5Gated;
+  return archTable(c.arch);
+}
+
+int rowLayerCount(const TensorRow& row, const ModelConfig& c) { return row.perLayer ? c.layerCount(row.stack) : 1; }
 
 bool roleIsHead(Role r) {
   return r == Role::LmHead || r == Role::LmHeadB || r == Role::HeadDense || r == Role::HeadDenseB ||
@@ -165,20 +274,48 @@ bool roleIsHead(Role r) {
 }
 
 const char* roleName(Role r) {
+  // In Role's order, several per line.
+  // clang-format off
   static const char* names[] = {
       "tok_embd", "pos_embd", "type_embd", "emb_norm", "emb_norm_b", "proj_in", "proj_out", "out_norm",
       "out_norm_b", "lm_head", "lm_head_b", "head_dense", "head_dense_b", "head_norm", "head_norm_b",
       "attn_norm", "attn_norm_b", "attn_qkv", "attn_qkv_b", "attn_q", "attn_q_b", "attn_k", "attn_k_b",
       "attn_v", "attn_v_b", "attn_out", "attn_out_b", "ffn_norm", "ffn_norm_b", "ffn_up", "ffn_up_b",
-      "ffn_gate", "ffn_down", "ffn_down_b", "attn_post_norm", "ffn_post_norm", "attn_q_norm", "attn_k_norm"};
+      "ffn_gate", "ffn_down", "ffn_down_b", "attn_post_norm", "ffn_post_norm", "attn_q_norm", "attn_k_norm",
+      "rel_bias", "cross_norm", "cross_q", "cross_k", "cross_v", "cross_out", "moe_router", "exp_gate", "exp_up",
+      "exp_down", "shared_gate", "shared_up", "shared_down", "shared_router"};
+  // clang-format on
   return names[static_cast<int>(r)];
 }
 
-std::string expandPattern(const std::string& pattern, int layer) {
+std::string expandPattern(const std::string& pattern, int layer, int expert) {
   std::string s = pattern;
   auto p = s.find("{L}");
   if (p != std::string::npos) s.replace(p, 3, std::to_string(layer));
+  if (expert >= 0 && (p = s.find("{E}")) != std::string::npos) s.replace(p, 3, std::to_string(expert));
   return s;
+}
+
+bool roleInLayer(Role r, const ModelConfig& c, int layer) {
+  switch (r) {
+    case Role::FfnUp:
+    case Role::FfnUpB:
+    case Role::FfnGate:
+    case Role::FfnDown:
+    case Role::FfnDownB:
+      return !c.moeLayer(layer);
+    case Role::MoeRouter:
+    case Role::ExpGate:
+    case Role::ExpUp:
+    case Role::ExpDown:
+    case Role::SharedGate:
+    case Role::SharedUp:
+    case Role::SharedDown:
+    case Role::SharedRouter:
+      return c.moeLayer(layer);
+    default:
+      return true;
+  }
 }
 
 std::optional<std::vector<int64_t>> expectedShape(Role r, const ModelConfig& c) {
@@ -233,6 +370,30 @@ std::optional<std::vector<int64_t>> expectedShape(Role r, const ModelConfig& c) 
     case Role::FfnGate: return c.gated ? std::optional<V>(V{F, C}) : std::nullopt;
     case Role::FfnDown: return V{C, F};
     case Role::FfnDownB: return c.ffnBias ? std::optional<V>(V{C}) : std::nullopt;
+    case Role::RelBias:
+      return c.pos == PosKind::Relative ? std::optional<V>(V{c.relBuckets, c.nHead}) : std::nullopt;
+    case Role::CrossNorm:
+      return c.encoderDecoder ? std::optional<V>(V{C}) : std::nullopt;
+    case Role::CrossQ:
+    case Role::CrossK:
+    case Role::CrossV:
+      return c.encoderDecoder ? std::optional<V>(V{H, C}) : std::nullopt;
+    case Role::CrossOut:
+      return c.encoderDecoder ? std::optional<V>(V{C, H}) : std::nullopt;
+    case Role::MoeRouter:
+      return c.expertCount > 0 ? std::optional<V>(V{c.expertCount, C}) : std::nullopt;
+    case Role::ExpGate:
+    case Role::ExpUp:
+      return c.expertCount > 0 ? std::optional<V>(V{c.dExpert, C}) : std::nullopt;
+    case Role::ExpDown:
+      return c.expertCount > 0 ? std::optional<V>(V{C, c.dExpert}) : std::nullopt;
+    case Role::SharedGate:
+    case Role::SharedUp:
+      return c.dShared > 0 ? std::optional<V>(V{c.dShared, C}) : std::nullopt;
+    case Role::SharedDown:
+      return c.dShared > 0 ? std::optional<V>(V{C, c.dShared}) : std::nullopt;
+    case Role::SharedRouter:
+      return c.dShared > 0 ? std::optional<V>(V{1, C}) : std::nullopt;
   }
   return std::nullopt;
 }

@@ -24,6 +24,14 @@ const char* archName(Arch a) {
     case Arch::Gemma3: return "gemma3_text";
     case Arch::Phi3: return "phi3";
     case Arch::Olmo2: return "olmo2";
+    case Arch::T5:
+      return "t5";
+    case Arch::Mixtral:
+      return "mixtral";
+    case Arch::Qwen2Moe:
+      return "qwen2_moe";
+    case Arch::Olmoe:
+      return "olmoe";
   }
   return "?";
 }
@@ -232,12 +240,103 @@ std::vector<ConfigKey> bertKeys() {
   });
 }
 
+// T5 (configuration_t5.py, modeling_t5.py). save_pretrained writes dense_act_fn
+// and is_gated_act next to feed_forward_proj; PretrainedConfig sets the saved
+// values after T5Config derived them, so when present they win.
+std::vector<ConfigKey> t5Keys() {
+  return withCommon({
+      {"vocab_size", KeyUse::Implemented, "", "120", "0", "vocabulary size"},
+      {"d_model", KeyUse::Implemented, "", "96", "0", "d_model"},
+      {"d_kv", KeyUse::Implemented, "", "24", "0", "per-head width (q/k/v project to num_heads x d_kv)"},
+      {"d_ff", KeyUse::Implemented, "", "40", "0", "d_ff"},
+      {"num_layers", KeyUse::Implemented, "", "3", "0",
+       "encoder blocks (and decoder blocks when num_decoder_layers is null)"},
+      {"num_decoder_layers", KeyUse::Implemented, "", "3", "0", "decoder blocks (null = num_layers)"},
+      {"num_heads", KeyUse::Implemented, "", "8", "0", "heads"},
+      {"relative_attention_num_buckets", KeyUse::Implemented, "", "16", "3", "relative position buckets (>= 4)"},
+      {"relative_attention_max_distance", KeyUse::Implemented, "", "64", "2",
+       "distance reaching the last bucket (> num_buckets / 2)"},
+      {"layer_norm_epsilon", KeyUse::Implemented, "", "0.001", kBadEps, "T5LayerNorm epsilon (> 0)"},
+      {"feed_forward_proj", KeyUse::Implemented, "", "\"gated-gelu\"", "\"gated-gelu-x\"",
+       "ACT or gated-ACT; gated-gelu means gelu_new"},
+      {"dense_act_fn", KeyUse::Implemented, "", "\"silu\"", "\"tanh\"",
+       "FFN activation; overrides feed_forward_proj's"},
+      {"is_gated_act", KeyUse::Implemented, "", "true", "", "act(wi_0 x) * wi_1 x; overrides feed_forward_proj's"},
+      {"tie_word_embeddings", KeyUse::Implemented, "", "", "",
+       "lm_head is shared.weight, decoder output scaled by d_model^-0.5 (false: own lm_head, no scaling)"},
+      {"decoder_start_token_id", KeyUse::Implemented, "", "5", "-1",
+       "first decoder input of generation (< vocab_size)"},
+      {"is_encoder_decoder", KeyUse::Refused, "true", "false", "", "T5ForConditionalGeneration runs both stacks"},
+      {"tie_encoder_decoder", KeyUse::Refused, "false", "true", "", "decoder weights tied to the encoder's"},
+      {"is_decoder", KeyUse::Ignored, "", "true", "", "T5ForConditionalGeneration sets it per stack"},
+      {"n_positions", KeyUse::Ignored, "", "64", "", "not read by the modeling code (old configs)"},
+      {"output_past", KeyUse::Ignored, "", "false", "", "cache flag of old configs"},
+      {"task_specific_params", KeyUse::Ignored, "", "{\"translation_en_to_de\": {\"prefix\": \"x\"}}", "",
+       "generation prompts of pipelines"},
+      {"dropout_rate", KeyUse::Ignored, "", "0.2", "", "dropout"},
+      {"classifier_dropout", KeyUse::Ignored, "", "0.2", "", "classification heads only"},
+      {"initializer_factor", KeyUse::Ignored, "", "0.5", "", "initialisation"},
+  });
+}
+
+// Native MoE decoders (configuration_/modeling_ mixtral.py, qwen2_moe.py,
+// olmoe.py). The routing keys are implemented; the auxiliary load-balancing
+// loss and router jitter only act in training.
+std::vector<ConfigKey> moeKeys(const std::string& t) {
+  auto v = decoderCore(t != "olmoe");  // OlmoeAttention derives head_dim from hidden_size / heads
+  v.push_back({"hidden_act", KeyUse::Implemented, "", "\"gelu\"", "\"tanh\"", "expert (and dense MLP) activation"});
+  const char* experts = t == "mixtral" ? "num_local_experts" : "num_experts";
+  v.push_back({experts, KeyUse::Implemented, "", "3", t == "qwen2_moe" ? "-1" : "0",
+               t == "qwen2_moe" ? "routed experts per MoE layer (0 = every layer dense)" : "routed experts per layer"});
+  v.push_back(
+      {"num_experts_per_tok", KeyUse::Implemented, "", "1", "0", "top-k experts per token (<= the expert count)"});
+  v.push_back({"output_router_logits", KeyUse::Ignored, "", "true", "", "returns router logits for the training loss"});
+  v.push_back({"router_aux_loss_coef", KeyUse::Ignored, "", "0.5", "", "weight of the training load-balancing loss"});
+  if (t == "mixtral") {
+    v.push_back({"sliding_window", KeyUse::Implemented, "", "3", "0", "attention window (null = none)"});
+    v.push_back({"router_jitter_noise", KeyUse::Ignored, "", "0.1", "", "multiplicative router noise, training only"});
+  } else {
+    v.push_back({"norm_topk_prob", KeyUse::Implemented, "", "", "", "renormalise the k chosen probabilities to sum 1"});
+  }
+  if (t == "qwen2_moe") {
+    v.push_back({"qkv_bias", KeyUse::Implemented, "", "false", "", "q/k/v biases (o_proj has none)"});
+    v.push_back({"moe_intermediate_size", KeyUse::Implemented, "", "24", "0", "hidden width of each routed expert"});
+    v.push_back(
+        {"shared_expert_intermediate_size", KeyUse::Implemented, "", "24", "0", "hidden width of the shared expert"});
+    v.push_back({"decoder_sparse_step", KeyUse::Implemented, "", "2", "0", "layer L is MoE when (L + 1) % step == 0"});
+    v.push_back(
+        {"mlp_only_layers", KeyUse::Implemented, "", "[0]", "[-1]", "layers with a dense MLP (intermediate_size)"});
+    v.push_back({"use_sliding_window", KeyUse::Refused, "false", "true", "", "sliding window on the lower layers"});
+    v.push_back({"sliding_window", KeyUse::Ignored, "", "3", "", "only used with use_sliding_window (refused)"});
+    v.push_back({"max_window_layers", KeyUse::Ignored, "", "1", "", "only used with use_sliding_window (refused)"});
+    v.push_back({"layer_types", KeyUse::Refused, "", "[\"sliding_attention\", \"full_attention\"]", "",
+                 "accepted when every layer is full_attention"});
+  }
+  if (t == "olmoe") {
+    v.push_back({"attention_bias", KeyUse::Implemented, "", "true", "", "q/k/v/o biases"});
+    v.push_back({"clip_qkv", KeyUse::Refused, "null", "8.0", "", "clamps q, k and v to [-clip, clip]"});
+  }
+  return withCommon(v);
+}
+
 const std::map<std::string, std::vector<ConfigKey>>& keyTables() {
   static const std::map<std::string, std::vector<ConfigKey>> t = {
-      {"gpt2", gpt2Keys()},          {"llama", llamaKeys("llama")}, {"mistral", llamaKeys("mistral")},
-      {"qwen2", llamaKeys("qwen2")}, {"qwen3", llamaKeys("qwen3")}, {"opt", optKeys()},
-      {"bert", bertKeys()},          {"gemma", gemmaKeys("gemma")}, {"gemma2", gemmaKeys("gemma2")},
-      {"gemma3_text", gemmaKeys("gemma3_text")}, {"phi3", phi3Keys()}, {"olmo2", olmo2Keys()},
+      {"gpt2", gpt2Keys()},
+      {"llama", llamaKeys("llama")},
+      {"mistral", llamaKeys("mistral")},
+      {"qwen2", llamaKeys("qwen2")},
+      {"qwen3", llamaKeys("qwen3")},
+      {"opt", optKeys()},
+      {"bert", bertKeys()},
+      {"gemma", gemmaKeys("gemma")},
+      {"gemma2", gemmaKeys("gemma2")},
+      {"gemma3_text", gemmaKeys("gemma3_text")},
+      {"phi3", phi3Keys()},
+      {"olmo2", olmo2Keys()},
+      {"t5", t5Keys()},
+      {"mixtral", moeKeys("mixtral")},
+      {"qwen2_moe", moeKeys("qwen2_moe")},
+      {"olmoe", moeKeys("olmoe")},
   };
   return t;
 }
@@ -410,8 +509,9 @@ void readLlamaLike(ModelConfig& c, const nlohmann::json& j, const Reader& r, int
 }  // namespace
 
 const std::vector<std::string>& supportedModelTypes() {
-  static const std::vector<std::string> v = {"gpt2",  "llama", "mistral", "qwen2",       "qwen3", "opt",
-                                             "bert",  "gemma", "gemma2",  "gemma3_text", "phi3",  "olmo2"};
+  static const std::vector<std::string> v = {"gpt2", "llama",   "mistral",   "qwen2",       "qwen3", "opt",
+                                             "bert", "gemma",   "gemma2",    "gemma3_text", "phi3",  "olmo2",
+                                             "t5",   "mixtral", "qwen2_moe", "olmoe"};
   return v;
 }
 
@@ -419,6 +519,17 @@ const std::vector<ConfigKey>& configKeys(const std::string& modelType) {
   auto it = keyTables().find(modelType);
   if (it == keyTables().end()) throw FormatError("unsupported model_type '" + modelType + "'");
   return it->second;
+}
+
+std::vector<Site> ModelConfig::ffnSites() const {
+  std::vector<Site> v;
+  if (!encoderDecoder) {
+    for (int L = 0; L < nLayer; ++L) v.push_back(Site::ofLayer(L));
+    return v;
+  }
+  for (SiteStack s : {SiteStack::Encoder, SiteStack::Decoder})
+    for (int L = 0; L < layerCount(s); ++L) v.push_back(Site{s, L, -1, false});
+  return v;
 }
 
 std::string ModelConfig::windowPattern() const {
@@ -461,6 +572,9 @@ std::string ModelConfig::normSummary() const {
 
 std::string ModelConfig::ropeSummary() const {
   if (pos == PosKind::Learned) return "learned, " + std::to_string(maxPos);
+  if (pos == PosKind::Relative)
+    return "relative bias, " + std::to_string(relBuckets) + " buckets, max distance " + std::to_string(relMaxDistance) +
+           " (bidirectional encoder, causal decoder)";
   std::string s = "rope " + ropeText(rope, headDim);
   if (arch == Arch::Gemma3) s += "; sliding layers: rope " + ropeText(ropeLocal, headDim);
   return s;
@@ -472,6 +586,8 @@ std::string ModelConfig::attentionSummary() const {
   if (attnSoftcap > 0) s += ", softcap " + num(attnSoftcap);
   if (finalSoftcap > 0) s += ", logit softcap " + num(finalSoftcap);
   if (embedScale) s += ", embeddings x sqrt(d_model)";
+  if (encoderDecoder) s += ", decoder cross-attention";
+  if (headScale != 1.0) s += ", head input x " + num(headScale);
   return s;
 }
 
@@ -489,8 +605,24 @@ std::string ModelConfig::describe() const {
       << rc->betaSlow << "," << rc->truncate << "," << rc->attentionFactor << ")";
   o << " window=" << windowPattern() << " scale=" << attnScale << " invlayer=" << attnScaleInverseLayer
     << " softcap=" << attnSoftcap << "/" << finalSoftcap << " embscale=" << embedScale << " bias=" << attnBias
-    << attnOutBias << ffnBias << " causal=" << causal << " tied=" << tiedEmbeddings;
+    << attnOutBias << ffnBias << " causal=" << causal << " tied=" << tiedEmbeddings << " encdec=" << encoderDecoder
+    << " declayers=" << nDecoderLayer << " rel=" << relBuckets << "/" << relMaxDistance
+    << " decstart=" << decoderStartId << " headscale=" << headScale << " experts=" << expertCount << "/" << expertTopK
+    << " dexpert=" << dExpert << " normtopk=" << normTopK << " shared=" << dShared << " moelayers=";
+  for (bool m : layerMoe) o << (m ? 'M' : 'D');
   return o.str();
+}
+
+std::string ModelConfig::moeSummary() const {
+  if (expertCount == 0) return "none";
+  std::string s = std::to_string(expertCount) + " experts x " + std::to_string(dExpert) + ", top-" +
+                  std::to_string(expertTopK) + (normTopK ? " renormalised" : " (softmax probabilities)");
+  if (dShared > 0) s += ", shared expert " + std::to_string(dShared) + " (sigmoid gate)";
+  std::string layers;
+  bool dense = false;
+  for (bool m : layerMoe) layers += m ? 'M' : 'D', dense |= !m;
+  s += "; layers " + layers + " (M MoE" + (dense ? ", D dense " + std::to_string(dFF) : std::string()) + ")";
+  return s;
 }
 
 ModelConfig ModelConfig::fromJson(const nlohmann::json& j, const std::string& ctx) {
@@ -614,6 +746,119 @@ ModelConfig ModelConfig::fromJson(const nlohmann::json& j, const std::string& ct
     bool bias = r.boolean("enable_bias", true);
     c.attnBias = c.attnOutBias = c.ffnBias = bias;
     c.tiedEmbeddings = r.boolean("tie_word_embeddings", true);
+  } else if (t == "mixtral" || t == "qwen2_moe" || t == "olmoe") {
+    // Llama-style decoders whose FFNs are (mostly) sparse MoE blocks.
+    c.arch = t == "mixtral" ? Arch::Mixtral : t == "qwen2_moe" ? Arch::Qwen2Moe : Arch::Olmoe;
+    c.nLayer = r.positive("num_hidden_layers");
+    c.dModel = r.positive("hidden_size");
+    c.nHead = r.positive("num_attention_heads");
+    const int derived = c.dModel % c.nHead ? 0 : c.dModel / c.nHead;
+    readLlamaLike(c, j, r, derived);
+    if (t == "olmoe") c.headDim = derived;  // OlmoeAttention: hidden_size // num_heads, head_dim is not read
+    if (c.headDim == 0)
+      throw FormatError(ctx + ": hidden size " + std::to_string(c.dModel) + " is not divisible by the head count " +
+                        std::to_string(c.nHead));
+    c.maxPos = r.positive("max_position_embeddings", t == "mixtral" ? 131072 : t == "qwen2_moe" ? 32768 : 4096);
+    c.act = activationFromName(r.string("hidden_act", "silu"), ctx + ": key 'hidden_act'");
+    c.normEps = r.positiveNumber("rms_norm_eps", t == "qwen2_moe" ? 1e-6 : 1e-5);
+    c.ropeTheta = r.positiveNumber("rope_theta", t == "mixtral" ? 1000000.0 : 10000.0);
+    c.tiedEmbeddings = r.boolean("tie_word_embeddings", false);
+    const char* expertKey = t == "mixtral" ? "num_local_experts" : "num_experts";
+    c.expertCount = t == "qwen2_moe" ? r.integer(expertKey, 60) : r.positive(expertKey, t == "mixtral" ? 8 : 64);
+    c.expertTopK = r.positive("num_experts_per_tok", t == "mixtral" ? 2 : t == "qwen2_moe" ? 4 : 8);
+    if (c.expertCount > 0 && c.expertTopK > c.expertCount)
+      r.fail("num_experts_per_tok", "(" + std::to_string(c.expertTopK) + ") must be <= " + expertKey + " (" +
+                                        std::to_string(c.expertCount) + ")");
+    c.dExpert = c.dFF;
+    c.layerMoe.assign(static_cast<size_t>(c.nLayer), c.expertCount > 0);
+    if (t == "mixtral") {
+      // MixtralSparseMoeBlock always renormalises; sliding_window defaults to None (no window).
+      c.normTopK = true;
+      c.slidingWindow = r.positive("sliding_window", 0);
+    } else {
+      c.normTopK = r.boolean("norm_topk_prob", false);
+    }
+    if (t == "olmoe") {
+      c.qkNorm = QkNorm::Full;  // q_norm [hidden], k_norm [kv_heads * head_dim], before RoPE
+      c.attnBias = c.attnOutBias = r.boolean("attention_bias", false);
+    }
+    if (t == "qwen2_moe") {
+      c.attnBias = r.boolean("qkv_bias", true);
+      c.attnOutBias = false;
+      if (r.has("layer_types"))
+        for (bool s : parseLayerTypes(j, r, c.nLayer))
+          if (s) r.fail("layer_types", "with sliding_attention layers is not supported");
+      c.dExpert = r.positive("moe_intermediate_size", 1408);
+      c.dShared = c.expertCount > 0 ? r.positive("shared_expert_intermediate_size", 5632) : 0;
+      // Qwen2MoeDecoderLayer: MoE unless listed in mlp_only_layers, and only every decoder_sparse_step-th layer.
+      const int step = r.positive("decoder_sparse_step", 1);
+      std::vector<bool> only(static_cast<size_t>(c.nLayer), false);
+      if (r.has("mlp_only_layers")) {
+        const auto& list = j["mlp_only_layers"];
+        if (!list.is_array()) r.fail("mlp_only_layers", "must be a list of layer indices");
+        for (const auto& e : list) {
+          if (!e.is_number_integer() ||
+              (e.is_number_unsigned() ? e.get<unsigned long long>() >= unsigned(c.nLayer)
+                                      : (e.get<long long>() < 0 || e.get<long long>() >= c.nLayer)))
+            r.fail("mlp_only_layers",
+                   "entry " + e.dump() + " is not a layer index in [0, " + std::to_string(c.nLayer) + ")");
+          only[e.get<size_t>()] = true;
+        }
+      }
+      for (int L = 0; L < c.nLayer; ++L) c.layerMoe[L] = c.expertCount > 0 && !only[L] && (L + 1) % step == 0;
+    }
+  } else if (t == "t5") {
+    // T5Config / T5ForConditionalGeneration: pre-norm blocks with T5LayerNorm
+    // (RMS, no bias), no 1/sqrt(d_kv) score scaling, relative position bias.
+    c.arch = Arch::T5;
+    c.encoderDecoder = true;
+    c.causal = false;  // the encoder is bidirectional; the decoder's causality is per stack (model/t5.cpp)
+    c.nLayer = r.positive("num_layers", 6);
+    c.nDecoderLayer = r.positive("num_decoder_layers", c.nLayer);
+    c.dModel = r.positive("d_model", 512);
+    c.headDim = r.positive("d_kv", 64);
+    c.nHead = r.positive("num_heads", 8);
+    // q/k/v project to num_heads x d_kv, which need not be d_model: bound the product (64-bit check).
+    if (static_cast<int64_t>(c.nHead) * c.headDim > (int64_t(1) << 30))
+      r.fail("d_kv", "x num_heads must be <= 2^30, got " + std::to_string(c.headDim) + " x " + std::to_string(c.nHead));
+    c.dFF = r.positive("d_ff", 2048);
+    c.vocab = r.positive("vocab_size", 32128);
+    c.norm = NormKind::RMSNorm;
+    c.normEps = r.positiveNumber("layer_norm_epsilon", 1e-6);
+    c.pos = PosKind::Relative;
+    c.attnScale = 1.0;
+    c.relBuckets = r.positive("relative_attention_num_buckets", 32);
+    if (c.relBuckets < 4) r.fail("relative_attention_num_buckets", "must be >= 4, got " + std::to_string(c.relBuckets));
+    // The log-spaced buckets divide by log(max_distance / max_exact), max_exact
+    // being num_buckets / 2 in the (causal) decoder.
+    c.relMaxDistance = r.positive("relative_attention_max_distance", 128);
+    if (c.relMaxDistance <= c.relBuckets / 2)
+      r.fail("relative_attention_max_distance", "must be > relative_attention_num_buckets / 2 (" +
+                                                    std::to_string(c.relBuckets / 2) + "), got " +
+                                                    std::to_string(c.relMaxDistance));
+    // feed_forward_proj is "ACT" or "gated-ACT"; "gated-gelu" means gelu_new (backward compatibility).
+    const std::string proj = r.string("feed_forward_proj", "relu");
+    const auto dash = proj.find('-');
+    std::string act = proj;
+    c.gated = false;
+    if (dash != std::string::npos) {
+      if (proj.substr(0, dash) != "gated" || proj.find('-', dash + 1) != std::string::npos)
+        r.fail("feed_forward_proj",
+               "must be ACT or gated-ACT (e.g. relu, gated-gelu), got " + j["feed_forward_proj"].dump());
+      act = proj.substr(dash + 1);
+      c.gated = true;
+    }
+    if (proj == "gated-gelu") act = "gelu_new";
+    std::string actKey = "feed_forward_proj";
+    if (r.has("dense_act_fn")) act = r.string("dense_act_fn", act), actKey = "dense_act_fn";
+    c.act = activationFromName(act, ctx + ": key '" + actKey + "'");
+    c.gated = r.boolean("is_gated_act", c.gated);
+    c.tiedEmbeddings = r.boolean("tie_word_embeddings", true);
+    c.headScale = c.tiedEmbeddings ? 1.0 / std::sqrt(static_cast<double>(c.dModel)) : 1.0;
+    c.decoderStartId = r.integer("decoder_start_token_id", 0);
+    if (c.decoderStartId >= c.vocab)
+      r.fail("decoder_start_token_id",
+             "must be < vocab_size (" + std::to_string(c.vocab) + "), got " + std::to_string(c.decoderStartId));
   } else {  // bert
     c.arch = Arch::Bert;
     c.nLayer = r.positive("num_hidden_layers");

@@ -14,12 +14,19 @@
 #include <string>
 #include <vector>
 
+#include "analysis/model/site.h"
+
 namespace moefy {
 
-enum class Arch { GPT2, Llama, Mistral, Qwen2, OPT, Bert, Qwen3, Gemma, Gemma2, Gemma3, Phi3, Olmo2 };
+// clang-format off
+enum class Arch { GPT2, Llama, Mistral, Qwen2, OPT, Bert, Qwen3, Gemma, Gemma2, Gemma3, Phi3, Olmo2, T5,
+                  Mixtral, Qwen2Moe, Olmoe };
+// clang-format on
 enum class Activation { ReLU, GELU, GELUTanh, SiLU };
 enum class NormKind { LayerNorm, RMSNorm };
-enum class PosKind { Learned, Rope };
+/// Learned: absolute position table; Rope: rotary; Relative: T5's bucketed
+/// relative position bias added to the attention scores.
+enum class PosKind { Learned, Rope, Relative };
 /// Where a block's norms sit around its two sub-layers f (attention, FFN):
 ///  Pre:      x + f(norm(x))                 (GPT-2, LLaMA, ...)
 ///  Post:     norm(x + f(x))                 (BERT, OPT-350m)
@@ -56,7 +63,7 @@ struct RopeConfig {
 struct ModelConfig {
   Arch arch = Arch::GPT2;
   std::string modelType;  ///< config.json "model_type"
-  int nLayer = 0;
+  int nLayer = 0;         ///< layers of the single stack; the encoder's for encoder-decoder models
   int dModel = 0;         ///< hidden size, C
   int nHead = 0;
   int nKVHead = 0;        ///< < nHead for GQA
@@ -92,9 +99,43 @@ struct ModelConfig {
   bool ffnBias = false;
   bool causal = true;
   bool tiedEmbeddings = true;
+  // Encoder-decoder models (T5). nLayer counts the encoder's blocks.
+  bool encoderDecoder = false;
+  int nDecoderLayer = 0;   ///< decoder blocks (T5 num_decoder_layers); 0 for single-stack models
+  int relBuckets = 0;      ///< PosKind::Relative: relative_attention_num_buckets
+  int relMaxDistance = 0;  ///< PosKind::Relative: relative_attention_max_distance
+  int decoderStartId = 0;  ///< decoder_start_token_id: the first decoder input of generation
+  double headScale = 1.0;  ///< multiplier of the final hidden states before the LM head (T5 tied: d_model^-0.5)
+  // Native MoE models (Mixtral, Qwen2-MoE, OLMoE): a MoE block replaces the
+  // FFN of the layers in layerMoe. Per token the router's logits [E] go
+  // through a float32 softmax, the k largest probabilities pick the experts
+  // (renormalised to sum 1 when normTopK), and the output is the weighted sum
+  // of the chosen experts' gated FFNs (act(gate x) * up x, then down), plus
+  // sigmoid(shared_expert_gate . x) times the shared expert's FFN where
+  // dShared > 0. expertCount == 0 means every FFN is dense.
+  int expertCount = 0;  ///< E: routed experts per MoE layer (num_local_experts / num_experts)
+  int expertTopK = 0;   ///< k: experts per token (num_experts_per_tok), 1 <= k <= E
+  int dExpert =
+      0;  ///< hidden width of each routed expert (Mixtral/OLMoE intermediate_size, Qwen2-MoE moe_intermediate_size)
+  bool normTopK = false;  ///< the k chosen probabilities are divided by their sum (Mixtral always; norm_topk_prob)
+  int dShared = 0;        ///< hidden width of the shared expert (Qwen2-MoE), 0 = none
+  std::vector<bool>
+      layerMoe;           ///< per layer: MoE block (true) or dense MLP of width dFF (false); empty for dense models
   nlohmann::json raw;     ///< the full config.json, kept for export
 
   std::string ffnKind() const { return gated ? "gated" : "plain"; }
+  /// Whether layer L is a native MoE block (its FFN sites are blk.L.exp.E and blk.L.shared).
+  bool moeLayer(int layer) const {
+    return expertCount > 0 && layer >= 0 && layer < static_cast<int>(layerMoe.size()) && layerMoe[layer];
+  }
+  /// e.g. "8 experts x 96, top-2 renormalised, shared expert 64 (sigmoid gate); layers MDM (M MoE, D dense 128)";
+  /// "none" for dense models.
+  std::string moeSummary() const;
+  /// Blocks of a stack: nLayer for Single and Encoder, nDecoderLayer for Decoder.
+  int layerCount(SiteStack stack) const { return stack == SiteStack::Decoder ? nDecoderLayer : nLayer; }
+  /// Every FFN site of the model in forward order: blk.L for single-stack
+  /// models, enc.blk.L then dec.blk.L for encoder-decoder models.
+  std::vector<Site> ffnSites() const;
   /// Whether layer L attends through the sliding window.
   bool sliding(int layer) const {
     if (slidingWindow <= 0) return false;

@@ -1,9 +1,37 @@
 #include "analysis/model/loader.h"
 
+#include <algorithm>
+#include <set>
+
 #include "analysis/common/error.h"
+#include "analysis/io/fsutil.h"
+#include "analysis/io/safetensors.h"
+#include "analysis/model/arch.h"
 #include "analysis/moe/moe_checkpoint.h"
 
 namespace moefy {
+
+namespace {
+
+// Native MoE layout for `inspect --json`: experts, top-k, shared expert, and
+// which layers are MoE blocks and which dense MLPs.
+void addMoeFields(nlohmann::json& j, const ModelConfig& c) {
+  if (c.expertCount == 0) return;
+  nlohmann::json moe;
+  moe["experts"] = c.expertCount;
+  moe["experts_per_token"] = c.expertTopK;
+  moe["expert_d_ff"] = c.dExpert;
+  moe["norm_topk_prob"] = c.normTopK;
+  moe["shared_expert_d_ff"] = c.dShared;
+  nlohmann::json moeLayers = nlohmann::json::array(), denseLayers = nlohmann::json::array();
+  for (int L = 0; L < c.nLayer; ++L) (c.moeLayer(L) ? moeLayers : denseLayers).push_back(L);
+  moe["moe_layers"] = moeLayers;
+  moe["dense_layers"] = denseLayers;
+  moe["summary"] = c.moeSummary();
+  j["native_moe"] = moe;
+}
+
+}  // namespace
 
 LoadedModel loadModel(const std::filesystem::path& dir) {
   LoadedModel out;
@@ -30,6 +58,7 @@ nlohmann::json describeModel(const LoadedModel& loaded) {
   j["family"] = archName(c.arch);
   j["model_type"] = c.modelType;
   j["layers"] = c.nLayer;
+  if (c.encoderDecoder) j["decoder_layers"] = c.nDecoderLayer;
   j["d_model"] = c.dModel;
   j["d_ff"] = c.dFF;
   j["heads"] = c.nHead;
@@ -40,7 +69,7 @@ nlohmann::json describeModel(const LoadedModel& loaded) {
   j["activation"] = activationName(c.act);
   j["norm"] = c.norm == NormKind::RMSNorm ? "rmsnorm" : "layernorm";
   j["pre_norm"] = c.preNorm;
-  j["positions"] = c.pos == PosKind::Rope ? "rope" : "learned";
+  j["positions"] = c.pos == PosKind::Rope ? "rope" : c.pos == PosKind::Relative ? "relative" : "learned";
   j["max_positions"] = c.maxPos;
   j["rope"] = c.pos == PosKind::Rope ? c.rope.type : "none";
   j["position_encoding"] = c.ropeSummary();
@@ -59,7 +88,95 @@ nlohmann::json describeModel(const LoadedModel& loaded) {
     j["tokenizer"] = "none (" + why + ")";
   }
   j["fingerprint"] = m.fingerprint();
+  addMoeFields(j, c);
   if (loaded.isMoe()) j["moefication"] = loaded.moefication;
+  return j;
+}
+
+nlohmann::json describeModelFiles(const std::filesystem::path& dir) {
+  namespace fs = std::filesystem;
+  if (!fs::is_directory(dir)) throw IoError(dir.string() + ": not a model folder");
+  const ModelConfig c = ModelConfig::fromFile(dir / "config.json");
+  const nlohmann::json moe = readMoeficationBlock(dir);
+  std::vector<fs::path> files;
+  if (fs::exists(dir / "model.safetensors")) {
+    files.push_back(dir / "model.safetensors");
+  } else if (fs::exists(dir / "model.safetensors.index.json")) {
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(readFile(dir / "model.safetensors.index.json"));
+    } catch (const nlohmann::json::exception&) {
+      throw FormatError((dir / "model.safetensors.index.json").string() + ": malformed JSON");
+    }
+    std::set<std::string> names;
+    if (j.contains("weight_map") && j["weight_map"].is_object())
+      for (const auto& [k, v] : j["weight_map"].items())
+        if (v.is_string()) names.insert(v.get<std::string>());
+    for (const auto& n : names) {
+      if (n.find('/') != std::string::npos || n.find("..") != std::string::npos)
+        throw FormatError((dir / "model.safetensors.index.json").string() + ": weight_map file '" + n +
+                          "' must be a plain file name");
+      files.push_back(dir / n);
+    }
+  } else {
+    for (const auto& e : fs::directory_iterator(dir))
+      if (e.path().extension() == ".safetensors" && e.path().filename() != "moe.safetensors") files.push_back(e.path());
+    std::sort(files.begin(), files.end());
+  }
+  if (files.empty()) throw FormatError(dir.string() + ": no weights (model.safetensors or model.safetensors.index.json)");
+  if (!moe.is_null()) files.push_back(dir / moe.value("weights", std::string("moe.safetensors")));
+  const ArchTable& table = archTable(c);
+  auto ignorable = [&](const std::string& name) {
+    // Aliases (T5's embed_tokens, a tied T5 lm_head) are shared.weight stored again: count it once.
+    for (const auto& alias : table.aliases)
+      if (name == alias.pattern) return true;
+    if (c.arch == Arch::T5 && c.tiedEmbeddings && name == "lm_head.weight") return true;
+    for (const auto& pat : table.ignorable)
+      for (const auto& p : table.prefixes)
+        for (int L = 0; L < std::max({1, c.nLayer, c.nDecoderLayer}); ++L)
+          if (name == p + expandPattern(pat, L)) return true;
+    return false;
+  };
+  int64_t params = 0;
+  std::set<std::string> dtypes;
+  for (const auto& f : files) {
+    if (!fs::exists(f)) throw IoError(f.string() + ": missing (listed weights file)");
+    auto st = SafetensorsFile::open(f);  // header only: the mapping is not read
+    for (const auto& info : st->tensors()) {
+      if (ignorable(info.name)) continue;
+      int64_t n = 1;
+      for (int64_t d : info.shape) n *= d;
+      params += n;
+      if (f.filename() != "moe.safetensors" || moe.is_null()) dtypes.insert(dtypeName(info.dtype));
+    }
+  }
+  nlohmann::json j;
+  j["path"] = dir.string();
+  j["arch"] = archName(c.arch);
+  j["model_type"] = c.modelType;
+  j["layers"] = c.nLayer;
+  if (c.encoderDecoder) j["decoder_layers"] = c.nDecoderLayer;
+  j["d_model"] = c.dModel;
+  j["d_ff"] = c.dFF;
+  j["heads"] = c.nHead;
+  j["kv_heads"] = c.nKVHead;
+  j["head_dim"] = c.headDim;
+  j["vocab"] = c.vocab;
+  j["ffn_kind"] = c.ffnKind();
+  j["activation"] = activationName(c.act);
+  j["norm"] = c.norm == NormKind::RMSNorm ? "rmsnorm" : "layernorm";
+  j["pre_norm"] = c.preNorm;
+  j["positions"] = c.pos == PosKind::Rope ? "rope" : c.pos == PosKind::Relative ? "relative" : "learned";
+  j["max_positions"] = c.maxPos;
+  j["parameters"] = params;
+  j["dtype"] = dtypes.size() == 1 ? *dtypes.begin() : (dtypes.empty() ? "F32" : "mixed");
+  try {
+    j["tokenizer"] = Tokenizer::fromModelDir(dir)->kind();
+  } catch (const Error& e) {
+    j["tokenizer"] = std::string("none (") + e.what() + ")";
+  }
+  addMoeFields(j, c);
+  if (!moe.is_null()) j["moefication"] = moe;
   return j;
 }
 

@@ -26,4 +26,12 @@ LoadedModel loadModel(const std::filesystem::path& dir);
 /// The architecture summary as JSON (what `moefy inspect --json` prints).
 nlohmann::json describeModel(const LoadedModel& loaded);
 
+/// The same summary from config.json, the safetensors headers and the
+/// tokenizer files only: no weight is read, so it is cheap on a 7B model.
+/// "parameters" counts the stored tensors (MoE experts included, the
+/// architecture's ignorable buffers excluded); "fingerprint" is left out (it
+/// samples weight values; loadModel computes it). Throws FormatError/IoError
+/// naming config.json or the weights file.
+nlohmann::json describeModelFiles(const std::filesystem::path& dir);
+
 }  // namespace moefy

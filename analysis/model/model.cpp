@@ -43,8 +43,30 @@ Batch makeBatch(const std::vector<std::vector<int64_t>>& seqs, int64_t padId) {
   return b;
 }
 
-std::string hookName(int layer, HookPoint p) {
-  return "blk." + std::to_string(layer) + (p == HookPoint::FfnIn ? ".ffn_in" : ".ffn_act");
+std::string hookName(int layer, HookPoint p) { return hookName(Site::ofLayer(layer), p); }
+
+std::string hookName(const Site& site, HookPoint p) {
+  switch (p) {
+    case HookPoint::FfnIn:
+      return site.prefix() + "ffn_in";
+    case HookPoint::FfnAct:
+      return site.prefix() + "ffn_act";
+    case HookPoint::RouterLogits:
+      return site.prefix() + "router_logits";
+    case HookPoint::TopkIds:
+      return site.prefix() + "topk_ids";
+    case HookPoint::TopkWeights:
+      return site.prefix() + "topk_weights";
+    case HookPoint::ExpertTokens:
+      return site.prefix() + "tokens";
+  }
+  return site.prefix() + "?";
+}
+
+at::Tensor FfnOverride::forwardSite(const Site& site, const at::Tensor& x, at::Tensor* hidden) const {
+  if (site.stack != SiteStack::Single || site.expert >= 0 || site.shared)
+    throw ParameterError("this FFN override handles single-stack sites only, not " + site.name());
+  return forward(site.layer, x, hidden);
 }
 
 at::Tensor applyActivation(const at::Tensor& x, Activation act) {
@@ -88,8 +110,8 @@ at::Tensor rotateHalf(const at::Tensor& x) {
 
 }  // namespace
 
-at::Tensor Model::t(Role role, int layer) const {
-  std::string name = tensorName(role, layer < 0 ? 0 : layer);
+at::Tensor Model::t(Role role, int layer, SiteStack stack, int expert) const {
+  std::string name = tensorName(role, layer < 0 ? 0 : layer, stack, expert);
   if (name.empty()) return {};
   auto it = tensors_.find(name);
   if (it == tensors_.end()) {
@@ -98,21 +120,49 @@ at::Tensor Model::t(Role role, int layer) const {
     return {};
   }
   at::Tensor v = it->second;
-  const auto& table = archTable(config_.arch);
+  const auto& table = archTable(config_);
   for (const auto& row : table.rows)
-    if (row.role == role && row.conv1d) return v.t();
+    if (row.role == role && row.stack == stack && row.conv1d) return v.t();
   return v;
 }
 
-std::string Model::tensorName(Role role, int layer) const {
-  const auto& table = archTable(config_.arch);
+std::string Model::tensorName(Role role, int layer, SiteStack stack, int expert) const {
+  const auto& table = archTable(config_);
   for (const auto& row : table.rows)
-    if (row.role == role) return (roleIsHead(role) ? "" : prefix_) + expandPattern(row.pattern, layer);
+    if (row.role == role && row.stack == stack)
+      return (roleIsHead(role) ? "" : prefix_) + expandPattern(row.pattern, layer, row.perExpert ? expert : -1);
   return "";
 }
 
+// Names that real checkpoints may store for a global role's tensor (T5's
+// encoder/decoder embed_tokens, and lm_head when tied: HF makes them one
+// parameter with shared.weight). An alias stands in for the role's tensor when
+// that is absent and is dropped when it holds the same values; different
+// values are refused, since which of them HF ends up with depends on load order.
+void Model::resolveAliases(const std::string& file) {
+  const auto& table = archTable(config_);
+  std::vector<AliasRow> aliases = table.aliases;
+  if (config_.arch == Arch::T5 && config_.tiedEmbeddings) aliases.push_back({Role::TokEmbd, "lm_head.weight"});
+  for (const auto& a : aliases) {
+    auto it = tensors_.find(a.pattern);
+    if (it == tensors_.end()) continue;
+    std::string own;  // aliases are only used by prefix-less tables: the row's pattern is the name
+    for (const auto& row : table.rows)
+      if (row.role == a.role && !row.perLayer && own.empty()) own = row.pattern;
+    const at::Tensor alias = it->second;
+    tensors_.erase(it);
+    auto mine = tensors_.find(own);
+    if (mine == tensors_.end()) {
+      tensors_[own] = alias;
+    } else if (mine->second.sizes() != alias.sizes() || !at::equal(mine->second, alias)) {
+      throw FormatError(file + ": tensor '" + std::string(a.pattern) + "' differs from '" + own +
+                        "' (the model ties them to one weight: store one of them, or equal values)");
+    }
+  }
+}
+
 void Model::splitFused(const std::string& file) {
-  const auto& table = archTable(config_.arch);
+  const auto& table = archTable(config_);
   for (const auto& f : table.fused)
     for (int L = 0; L < config_.nLayer; ++L) {
       const std::string name = expandPattern(f.pattern, L);
@@ -143,8 +193,9 @@ void Model::splitFused(const std::string& file) {
 }
 
 void Model::bind(const LoadOptions& options, const std::string& file) {
-  const auto& table = archTable(config_.arch);
+  const auto& table = archTable(config_);
   splitFused(file);
+  resolveAliases(file);
   // The prefix is whichever makes the token embedding resolve.
   prefix_.clear();
   bool found = false;
@@ -162,45 +213,68 @@ void Model::bind(const LoadOptions& options, const std::string& file) {
       if (row.role == Role::TokEmbd) tok = table.prefixes.front() + row.pattern;
     throw FormatError(file + ": missing tensor '" + tok + "' (token embedding)");
   }
+  if (config_.encoderDecoder) {
+    // An encoder-only export (T5EncoderModel) or a truncated file: say so once,
+    // naming the first decoder tensor, rather than listing a consequence.
+    bool anyDecoder = false;
+    for (const auto& [name, tensor] : tensors_) anyDecoder |= name.rfind("decoder.", 0) == 0;
+    if (!anyDecoder)
+      throw FormatError(file + ": no decoder weights (missing tensor '" +
+                        tensorName(Role::AttnQ, 0, SiteStack::Decoder) + "'); " + archName(config_.arch) +
+                        " needs both stacks (encoder-only checkpoints are not supported)");
+  }
   std::set<std::string> used;
   auto isFfnRole = [](Role r) { return r == Role::FfnUp || r == Role::FfnUpB || r == Role::FfnGate ||
                                        r == Role::FfnDown || r == Role::FfnDownB; };
   for (const auto& row : table.rows) {
     auto shape = expectedShape(row.role, config_);
-    int layers = row.perLayer ? config_.nLayer : 1;
-    for (int L = 0; L < layers; ++L) {
-      std::string name = (roleIsHead(row.role) ? "" : prefix_) + expandPattern(row.pattern, L);
-      auto it = tensors_.find(name);
-      if (!shape) {
-        if (it != tensors_.end() && !(row.role == Role::AttnQKV || row.role == Role::AttnQKVB))
-          throw FormatError(file + ": unexpected tensor '" + name + "' for this " + archName(config_.arch) + " config");
-        continue;
+    int layers = rowLayerCount(row, config_);
+    // Native MoE expert rows repeat per expert; a missing expert is named like any missing tensor.
+    const int experts = row.perExpert ? config_.expertCount : 1;
+    for (int L = 0; L < layers; ++L)
+      for (int E = 0; E < experts; ++E) {
+        std::string name =
+            (roleIsHead(row.role) ? "" : prefix_) + expandPattern(row.pattern, L, row.perExpert ? E : -1);
+        auto it = tensors_.find(name);
+        // Blocks of a mixed MoE model have either the dense MLP rows or the MoE rows.
+        if (shape && row.perLayer && !roleInLayer(row.role, config_, L)) {
+          if (it != tensors_.end())
+            throw FormatError(file + ": unexpected tensor '" + name + "' (layer " + std::to_string(L) + " is a " +
+                              (config_.moeLayer(L) ? "MoE" : "dense MLP") + " layer in this " + archName(config_.arch) +
+                              " config)");
+          continue;
+        }
+        if (!shape) {
+          if (it != tensors_.end() && !(row.role == Role::AttnQKV || row.role == Role::AttnQKVB))
+            throw FormatError(file + ": unexpected tensor '" + name + "' for this " + archName(config_.arch) +
+                              " config");
+          continue;
+        }
+        if (options.skipFfn && isFfnRole(row.role)) {
+          if (it != tensors_.end()) used.insert(name);
+          continue;
+        }
+        // GPT-2 uses the fused qkv projection; the split q/k/v rows do not exist there.
+        if (it == tensors_.end()) {
+          if (row.role == Role::LmHead && config_.tiedEmbeddings) continue;
+          if (config_.arch == Arch::GPT2 || (row.role != Role::AttnQKV && row.role != Role::AttnQKVB))
+            throw FormatError(file + ": missing tensor '" + name + "'");
+          continue;
+        }
+        std::vector<int64_t> want = *shape;
+        if (row.conv1d) std::reverse(want.begin(), want.end());
+        if (it->second.sizes().vec() != want)
+          throw FormatError(file + ": tensor '" + name + "' has shape " + shapeString(it->second) + ", expected " +
+                            shapeString(want));
+        used.insert(name);
       }
-      if (options.skipFfn && isFfnRole(row.role)) {
-        if (it != tensors_.end()) used.insert(name);
-        continue;
-      }
-      // GPT-2 uses the fused qkv projection; the split q/k/v rows do not exist there.
-      if (it == tensors_.end()) {
-        if (row.role == Role::LmHead && config_.tiedEmbeddings) continue;
-        if (config_.arch == Arch::GPT2 || (row.role != Role::AttnQKV && row.role != Role::AttnQKVB))
-          throw FormatError(file + ": missing tensor '" + name + "'");
-        continue;
-      }
-      std::vector<int64_t> want = *shape;
-      if (row.conv1d) std::reverse(want.begin(), want.end());
-      if (it->second.sizes().vec() != want)
-        throw FormatError(file + ": tensor '" + name + "' has shape " + shapeString(it->second) + ", expected " +
-                          shapeString(want));
-      used.insert(name);
-    }
   }
   for (const auto& [name, tensor] : tensors_) {
     if (used.count(name)) continue;
     bool ignorable = false;
     for (const auto& pat : table.ignorable)
       for (const auto& p : table.prefixes)
-        for (int L = 0; L < std::max(1, config_.nLayer) && !ignorable; ++L)
+        for (int L = 0; L < std::max({1, config_.nLayer, config_.nDecoderLayer}) && !ignorable; ++L)
           ignorable = name == p + expandPattern(pat, L);
     if (!ignorable) throw FormatError(file + ": unexpected tensor '" + name + "'");
   }
@@ -327,7 +401,41 @@ int64_t Model::parameterCount() const {
   return n;
 }
 
+FfnWeights Model::ffnWeights(const Site& site) const {
+  const bool inRange = site.layer >= 0 && site.layer < config_.layerCount(site.stack) &&
+                       (site.stack == SiteStack::Single) != config_.encoderDecoder;
+  if (inRange && config_.moeLayer(site.layer) && (site.expert >= 0 || site.shared)) {
+    FfnWeights w;
+    w.act = config_.act;
+    if (site.shared && config_.dShared > 0) {
+      w.gate = t(Role::SharedGate, site.layer);
+      w.up = t(Role::SharedUp, site.layer);
+      w.down = t(Role::SharedDown, site.layer);
+      return w;
+    }
+    if (!site.shared && site.expert < config_.expertCount) {
+      w.gate = t(Role::ExpGate, site.layer, SiteStack::Single, site.expert);
+      w.up = t(Role::ExpUp, site.layer, SiteStack::Single, site.expert);
+      w.down = t(Role::ExpDown, site.layer, SiteStack::Single, site.expert);
+      return w;
+    }
+  }
+  if (!inRange || site.expert >= 0 || site.shared)
+    throw ParameterError("the " + std::string(archName(config_.arch)) + " model has no FFN site " + site.name());
+  if (site.stack == SiteStack::Single) return ffnWeights(site.layer);
+  FfnWeights w;
+  w.up = t(Role::FfnUp, site.layer, site.stack);
+  w.gate = config_.gated ? t(Role::FfnGate, site.layer, site.stack) : at::Tensor();
+  w.down = t(Role::FfnDown, site.layer, site.stack);
+  w.act = config_.act;
+  return w;
+}
+
 FfnWeights Model::ffnWeights(int layer) const {
+  if (config_.moeLayer(layer))
+    throw ParameterError("layer " + std::to_string(layer) + " of the " + archName(config_.arch) +
+                         " model is a native MoE layer: its FFNs are the sites blk." + std::to_string(layer) +
+                         ".exp.E" + (config_.dShared > 0 ? " and blk." + std::to_string(layer) + ".shared" : ""));
   FfnWeights w;
   w.up = t(Role::FfnUp, layer);
   w.upBias = t(Role::FfnUpB, layer);
@@ -523,6 +631,9 @@ at::Tensor Model::attention(int L, const at::Tensor& x, const at::Tensor& bias, 
 }
 
 at::Tensor Model::forwardHidden(const Batch& batch, HookSink* hooks) const {
+  if (config_.encoderDecoder)
+    throw ParameterError(std::string(archName(config_.arch)) +
+                         " is an encoder-decoder model: give decoder input ids (forwardSeq2Seq, --decoder-ids)");
   if (batch.ids.dim() != 2 || batch.ids.size(0) == 0 || batch.ids.size(1) == 0)
     throw ParameterError("batch must be a non-empty [B, T] id matrix");
   return run(batch.ids, batch.mask, batch.typeIds, nullptr, hooks);
@@ -530,6 +641,9 @@ at::Tensor Model::forwardHidden(const Batch& batch, HookSink* hooks) const {
 
 at::Tensor Model::forwardCached(const std::vector<int64_t>& tokens, KvCache& cache) const {
   if (tokens.empty()) throw ParameterError("decoder step with no tokens");
+  if (config_.encoderDecoder)
+    throw ParameterError(std::string("incremental decoding of encoder-decoder models (") + archName(config_.arch) +
+                         ") is not supported yet");
   if (!config_.causal)
     throw ParameterError(std::string("incremental decoding needs a causal model, not ") + archName(config_.arch));
   if (cache.k.size() != static_cast<size_t>(config_.nLayer)) {
@@ -621,14 +735,20 @@ at::Tensor Model::run(const at::Tensor& ids, const at::Tensor& maskIn, const at:
         h = x;
         break;
     }
-    if (hooks && hooks->wants(L, HookPoint::FfnIn)) hooks->on(L, HookPoint::FfnIn, h);
-    const bool wantAct = hooks && hooks->wants(L, HookPoint::FfnAct);
-    at::Tensor act;
-    at::Tensor flat = h.reshape({B * T, c.dModel});
-    at::Tensor f = override_ ? override_->forward(L, flat, wantAct ? &act : nullptr)
-                             : denseFfn(ffnWeights(L), flat, wantAct ? &act : nullptr);
+    const Site site = Site::ofLayer(L);
+    if (hooks && hooks->wantsSite(site, HookPoint::FfnIn)) hooks->onSite(site, HookPoint::FfnIn, h);
+    at::Tensor flat = h.reshape({B * T, c.dModel});  // [B * T, d_model]
+    at::Tensor f;
+    if (c.moeLayer(L)) {
+      f = nativeMoe(L, flat, B, T, hooks);  // hooks of blk.L, blk.L.exp.E and blk.L.shared inside
+    } else {
+      const bool wantAct = hooks && hooks->wantsSite(site, HookPoint::FfnAct);
+      at::Tensor act;
+      f = override_ ? override_->forward(L, flat, wantAct ? &act : nullptr)
+                    : denseFfn(ffnWeights(L), flat, wantAct ? &act : nullptr);
+      if (wantAct) hooks->onSite(site, HookPoint::FfnAct, act.view({B, T, -1}));
+    }
     f = f.view({B, T, c.dModel});
-    if (wantAct) hooks->on(L, HookPoint::FfnAct, act.view({B, T, -1}));
     switch (c.placement) {
       case NormPlacement::Pre: x = x + f; break;
       case NormPlacement::Post: x = norm(x + f, Role::FfnNorm, Role::FfnNormB, L); break;
@@ -646,6 +766,8 @@ at::Tensor Model::head(const at::Tensor& hidden) const {
   std::optional<c10::InferenceMode> inference;
   if (!trainable_) inference.emplace();
   at::Tensor x = hidden;
+  // T5ForConditionalGeneration with tied embeddings: decoder output * d_model^-0.5.
+  if (config_.headScale != 1.0) x = x * config_.headScale;
   if (at::Tensor d = t(Role::HeadDense); d.defined()) {
     x = applyActivation(at::linear(x, d, t(Role::HeadDenseB)), config_.act);
     x = layerNorm(x, t(Role::HeadNorm), t(Role::HeadNormB), config_.normEps);
@@ -664,7 +786,7 @@ void Model::save(const fs::path& dir, const std::string& dtype) const {
   std::vector<std::pair<std::string, at::Tensor>> out;
   // Fused tensors (Phi-3) are written back in their HF layout.
   std::set<std::string> inFused;
-  for (const auto& f : archTable(config_.arch).fused)
+  for (const auto& f : archTable(config_).fused)
     for (int L = 0; L < config_.nLayer; ++L) {
       std::vector<at::Tensor> parts;
       for (Role r : f.parts) {

@@ -34,9 +34,28 @@ struct Batch {
 /// Builds a right-padded batch. Throws ParameterError on empty input.
 Batch makeBatch(const std::vector<std::vector<int64_t>>& sequences, int64_t padId = 0);
 
-enum class HookPoint { FfnIn, FfnAct };
-/// Canonical hook names: "blk.{L}.ffn_in", "blk.{L}.ffn_act", "logits".
+/// Hook points of an FFN site. FfnIn and FfnAct exist at every site; the
+/// others belong to native MoE layers (Mixtral, Qwen2-MoE, OLMoE):
+///  - at the layer's site blk.L: RouterLogits [B, T, E] (the router's logits,
+///    before the softmax), TopkIds [B, T, k] int64 (chosen experts, most
+///    probable first, as torch.topk) and TopkWeights [B, T, k] (their weights:
+///    softmax probabilities, renormalised where the model does);
+///  - at an expert's site blk.L.exp.E: FfnAct [n, d_expert], the hidden of
+///    the n tokens routed to E in ascending token order, and ExpertTokens [n]
+///    int64, their flat positions b * T + t in the batch;
+///  - at the shared expert's site blk.L.shared: FfnAct [B, T, d_shared].
+/// For a MoE layer, blk.L.ffn_in is the normed FFN input [B, T, d_model] and
+/// blk.L.ffn_act is [B, T, E * d_expert]: expert e's hidden in columns
+/// [e * d_expert, (e + 1) * d_expert) for the tokens routed to e, zeros
+/// elsewhere (every expert's hidden in every-expert mode, HookSink::allExperts).
+enum class HookPoint { FfnIn, FfnAct, RouterLogits, TopkIds, TopkWeights, ExpertTokens };
+/// Canonical hook names: "blk.{L}.ffn_in", "blk.{L}.ffn_act", "blk.{L}.router_logits",
+/// "blk.{L}.topk_ids", "blk.{L}.topk_weights", "blk.{L}.tokens"; "logits".
 std::string hookName(int layer, HookPoint point);
+/// The hook name of any FFN site: "<site>.ffn_in" / "<site>.ffn_act" / ..., e.g.
+/// "enc.blk.0.ffn_act", "blk.1.exp.3.ffn_act", "blk.1.exp.3.tokens"
+/// (== hookName(layer, point) for single-stack sites).
+std::string hookName(const Site& site, HookPoint point);
 
 /// Receives hook tensors during forward(). Only the layers a sink asks for are
 /// captured; an unsubscribed hook costs one virtual call per layer.
@@ -47,6 +66,24 @@ class HookSink {
   /// x is [B, T, d_model] for FfnIn and [B, T, d_ff] for FfnAct, F32, valid only
   /// during the call (copy it to keep it).
   virtual void on(int layer, HookPoint point, const at::Tensor& x) = 0;
+  /// The site-keyed forms, which every forward pass calls (sites blk.L;
+  /// enc.blk.L and dec.blk.L of encoder-decoder models, T then being the
+  /// source or the decoder length; blk.L.exp.E and blk.L.shared of native MoE
+  /// layers, with the MoE hook points). The defaults pass the FfnIn/FfnAct
+  /// hooks of blk.L sites to wants()/on() and decline everything else, so a
+  /// sink written for single-stack dense models sees nothing of a T5 and
+  /// only blk.L.ffn_in / blk.L.ffn_act of a MoE model.
+  virtual bool wantsSite(const Site& site, HookPoint point) const {
+    return site.stack == SiteStack::Single && site.expert < 0 && !site.shared &&
+           (point == HookPoint::FfnIn || point == HookPoint::FfnAct) && wants(site.layer, point);
+  }
+  virtual void onSite(const Site& site, HookPoint point, const at::Tensor& x) { on(site.layer, point, x); }
+  /// Every-expert mode (the analysis of Look-into-MoEs): a native MoE layer
+  /// also computes every expert's hidden for every token, and the blk.L.exp.E
+  /// hooks then carry all B * T tokens (ExpertTokens = 0 .. B*T-1). Routing,
+  /// the expert outputs that enter the model and so the logits are exactly
+  /// those of the normal mode: the extra hiddens are computed on the side.
+  virtual bool allExperts() const { return false; }
 };
 
 /// The FFN weights of one layer in nn.Linear orientation. The tensors may be
@@ -74,6 +111,10 @@ class FfnOverride {
   virtual ~FfnOverride() = default;
   /// x [N, d_model] -> [N, d_model]; hidden as in denseFfn (zeros for skipped neurons).
   virtual at::Tensor forward(int layer, const at::Tensor& x, at::Tensor* hidden) const = 0;
+  /// The FFN of any site (encoder-decoder models call this). The default
+  /// handles single-stack sites through forward() and throws ParameterError
+  /// for the others.
+  virtual at::Tensor forwardSite(const Site& site, const at::Tensor& x, at::Tensor* hidden) const;
 };
 
 /// Keys and values of the layers for incremental decoding (Model::forwardCached).
@@ -114,10 +155,36 @@ class Model {
   /// All tensors by their full HF name (F32).
   const std::map<std::string, at::Tensor>& tensors() const { return tensors_; }
   /// Full HF tensor name of a role (layer ignored for global roles); "" if unused.
-  std::string tensorName(Role role, int layer = 0) const;
+  /// Encoder-decoder models name their per-stack roles with `stack`; the
+  /// per-expert roles of native MoE models (ExpGate/ExpUp/ExpDown) take `expert`.
+  std::string tensorName(Role role, int layer = 0, SiteStack stack = SiteStack::Single, int expert = 0) const;
 
   /// Logits [B, T, vocab]. Calls `hooks` for the subscribed layers.
+  /// Throws ParameterError for encoder-decoder models (use forwardSeq2Seq).
   at::Tensor forward(const Batch& batch, HookSink* hooks = nullptr) const;
+
+  // Encoder-decoder models (T5; HF modeling_t5.py T5ForConditionalGeneration),
+  // implemented in model/t5.cpp. Both stacks are pre-norm blocks with
+  // T5LayerNorm (RMS, no mean, no bias), attention without 1/sqrt(d_kv)
+  // scaling and a relative position bias computed from block 0's
+  // relative_attention_bias and reused by every block of the stack
+  // (bidirectional buckets in the encoder, causal ones in the decoder). Each
+  // decoder block adds cross-attention over the encoder output. Hooks go to
+  // HookSink::onSite with sites enc.blk.L / dec.blk.L. All three throw
+  // ParameterError for a single-stack model, ids outside the vocabulary or
+  // mismatched batch sizes.
+
+  /// Teacher-forced logits [B, T_dec, vocab] of `decoder` (the decoder input
+  /// ids, starting with decoder_start_token_id) given `source`; both batches
+  /// are right-padded and have the same B.
+  at::Tensor forwardSeq2Seq(const Batch& source, const Batch& decoder, HookSink* hooks = nullptr) const;
+  /// The encoder output [B, T_src, d_model] (after its final norm).
+  at::Tensor encode(const Batch& source, HookSink* hooks = nullptr) const;
+  /// The decoder's final hidden states [B, T_dec, d_model] (after its final
+  /// norm, before head()), attending to `encoderOut` [B, T_src, d_model]
+  /// where `sourceMask` [B, T_src] is 1.
+  at::Tensor decodeHidden(const at::Tensor& encoderOut, const at::Tensor& sourceMask, const Batch& decoder,
+                          HookSink* hooks = nullptr) const;
   /// Final hidden states [B, T, d_model] (after the final norm, before the head).
   at::Tensor forwardHidden(const Batch& batch, HookSink* hooks = nullptr) const;
   /// Incremental decoding of one unpadded sequence: runs `tokens` at
@@ -128,10 +195,18 @@ class Model {
   /// positions beyond learned position tables. Not thread-safe on one cache.
   at::Tensor forwardCached(const std::vector<int64_t>& tokens, KvCache& cache) const;
   /// The LM (or MLM) head: hidden [.., d_model] -> logits [.., vocab]
-  /// (with Gemma2's final logit soft-capping where configured).
+  /// (with Gemma2's final logit soft-capping where configured, and T5's
+  /// d_model^-0.5 rescale of the input when its embeddings are tied).
   at::Tensor head(const at::Tensor& hidden) const;
 
+  /// The dense FFN of layer L. Throws ParameterError for a native MoE layer
+  /// (its FFNs are the sites blk.L.exp.E and blk.L.shared).
   FfnWeights ffnWeights(int layer) const;
+  /// The FFN weights of any site: enc.blk.L / dec.blk.L for encoder-decoder
+  /// models; blk.L.exp.E (gate, up, down of expert E: Mixtral's w1, w3, w2)
+  /// and blk.L.shared (Qwen2-MoE's shared expert, without its sigmoid gate)
+  /// for native MoE layers. Throws ParameterError for sites the model lacks.
+  FfnWeights ffnWeights(const Site& site) const;
   /// nullptr restores the dense FFNs.
   void setFfnOverride(std::shared_ptr<const FfnOverride> ffn) { override_ = std::move(ffn); }
   const std::shared_ptr<const FfnOverride>& ffnOverride() const { return override_; }
@@ -148,7 +223,8 @@ class Model {
  private:
   Model() = default;
   void bind(const LoadOptions& options, const std::string& fileForErrors);
-  at::Tensor t(Role role, int layer = -1) const;  // undefined if absent
+  at::Tensor t(Role role, int layer = -1, SiteStack stack = SiteStack::Single,
+               int expert = 0) const;  // undefined if absent
   struct Rope {
     at::Tensor cos, sin;  // [1, 1, T, rotated dims]
   };
@@ -157,6 +233,17 @@ class Model {
   at::Tensor attention(int layer, const at::Tensor& x, const at::Tensor& bias, const Rope& rope, KvCache* cache) const;
   at::Tensor norm(const at::Tensor& x, Role w, Role b, int layer) const;
   void splitFused(const std::string& fileForErrors);
+  void resolveAliases(const std::string& fileForErrors);
+  // T5 (model/t5.cpp): one stack over x [B, T, C] with the additive self-attention
+  // bias [B, H, T, T]; the decoder also takes the encoder output and its bias [B, 1, 1, T_src].
+  at::Tensor t5Stack(SiteStack stack, at::Tensor x, const at::Tensor& selfBias, const at::Tensor& encoderOut,
+                     const at::Tensor& crossBias, HookSink* hooks) const;
+  at::Tensor t5Attention(SiteStack stack, int layer, bool cross, const at::Tensor& x, const at::Tensor& kv,
+                         const at::Tensor& bias) const;
+  at::Tensor t5SelfBias(SiteStack stack, const at::Tensor& mask) const;
+  void checkSeq2Seq(const Batch& batch, const char* what) const;
+  // Native MoE block of layer L (model/moe_native.cpp): x [B * T, d_model] -> [B * T, d_model].
+  at::Tensor nativeMoe(int layer, const at::Tensor& x, int64_t B, int64_t T, HookSink* hooks) const;
 
   ModelConfig config_;
   std::filesystem::path dir_;

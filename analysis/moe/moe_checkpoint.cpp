@@ -48,8 +48,9 @@ void attachMoeFromCheckpoint(Model& model, const nlohmann::json& b, const fs::pa
   const std::string ctx = (dir / "config.json").string();
   const auto& c = model.config();
   if (b.value("format", "") != "moefy-moe") throw FormatError(ctx + ": moefication.format must be 'moefy-moe'");
-  if (!b.contains("version") || !b["version"].is_number_integer() || b["version"].get<int64_t>() != 1)
-    throw FormatError(ctx + ": unsupported moefication.version (this build reads version 1)");
+  if (!b.contains("version") || !b["version"].is_number_integer() ||
+      (b["version"].get<int64_t>() != 1 && b["version"].get<int64_t>() != 2))
+    throw FormatError(ctx + ": unsupported moefication.version (this build reads versions 1 and 2)");
   auto layers = listOf(b, "layers", ctx);
   auto experts = listOf(b, "experts", ctx);
   auto topk = listOf(b, "top_k", ctx);

@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "analysis/common/error.h"
+#include "analysis/io/links.h"
 #include "analysis/common/hash.h"
 #include "analysis/io/fsutil.h"
 #include "analysis/io/safetensors.h"
@@ -91,7 +92,7 @@ nlohmann::json writeMoeFolder(const Model& model, const MoeFfn& moe, RouterKind 
   }
   if (layers.empty()) throw ParameterError("the model has no MoE layers to write");
   block["format"] = "moefy-moe";
-  block["version"] = 1;
+  block["version"] = 2;
   block["tool_version"] = MOEFY_VERSION;
   block["weights"] = "moe.safetensors";
   block["layers"] = layers;
@@ -159,10 +160,18 @@ nlohmann::json exportMoe(const Model& model, const PartitionData& part, const Ro
   const auto& c = model.config();
   nlohmann::json block;
   block["expert_size"] = part.meta.value("expert_size", c.dFF / std::max(1, part.experts));
-  block["source_model"] = {{"fingerprint", model.fingerprint()}, {"path", model.dir().string()}, {"arch", archName(c.arch)}};
-  block["partition"] = {{"path", part.dir.string()},
-                        {"method", part.meta.value("method", "")},
-                        {"labels_hash", part.labelsHash}};
+  // Version 2 links (analysis/io/links.h): relative to the export folder.
+  block["source_model"] = model.dir().empty() ? nlohmann::json{{"path", ""}, {"fingerprint", model.fingerprint()}}
+                                              : makeLink(out, model.dir(), model.fingerprint());
+  block["source_model"]["arch"] = archName(c.arch);
+  block["partition"] = makeLink(out, part.dir, folderFingerprint(part.dir));
+  block["partition"]["method"] = part.meta.value("method", "");
+  block["partition"]["labels_hash"] = part.labelsHash;
+  block["provenance"] = provenanceBlock("export", {{"top_k", o.topK}, {"force", o.force}},
+                                        {{"model", model.fingerprint()},
+                                         {"partition", block["partition"]["fingerprint"]},
+                                         {"router", routers.sourceDir.empty() ? std::string()
+                                                                              : folderFingerprint(routers.sourceDir)}});
   return writeMoeFolder(model, *moe, routers.kind, block, out, o.force, job);
 }
 

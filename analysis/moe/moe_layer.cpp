@@ -4,6 +4,7 @@
 
 #include "analysis/common/error.h"
 #include "analysis/io/safetensors.h"
+#include "analysis/route/router_scores.h"
 
 namespace moefy {
 
@@ -69,7 +70,7 @@ at::Tensor MoeLayerWeights::packedHidden(const at::Tensor& x) const {
 }
 
 at::Tensor MoeLayerWeights::expertMass(const at::Tensor& h) const {
-  at::Tensor v = act == Activation::ReLU && !gated() ? h : h.abs();  // [N, d_ff]
+  at::Tensor v = plainReluFfn(act, gated()) ? h : h.abs();  // [N, d_ff], the rule of route/router_scores.h
   const int E = layout.experts;
   at::Tensor out = at::zeros({h.size(0), E}, h.options());
   out.index_add_(1, layout.rowExpert, v);

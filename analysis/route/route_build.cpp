@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "analysis/common/error.h"
+#include "analysis/io/links.h"
 #include "analysis/jobs/job.h"
 #include "analysis/model/model.h"
 #include "analysis/moe/moe_ffn.h"
@@ -23,13 +24,6 @@ std::vector<std::shared_ptr<MoeLayerWeights>> packExperts(const Model& model, co
     std::string ctx = (part.dir / "labels.safetensors").string() + ": layer " + std::to_string(L);
     out.push_back(MoeLayerWeights::pack(w, ExpertLayout::fromLabels(part.labels[i], part.experts, ctx)));
   }
-  return out;
-}
-
-at::Tensor expertMassFromHidden(const at::Tensor& hidden, const at::Tensor& labels, int experts, bool relu) {
-  at::Tensor v = relu ? hidden.clamp_min(0) : hidden.abs();
-  at::Tensor out = at::zeros({hidden.size(0), experts}, hidden.options());
-  out.index_add_(1, labels.to(at::kLong), v);
   return out;
 }
 
@@ -129,9 +123,16 @@ RouterSet buildRouters(const Model& model, const PartitionData& part, const Samp
   rs.modelFingerprint = model.fingerprint();
   rs.partitionPath = part.dir.string();
   rs.partitionLabelsHash = part.labelsHash;
+  rs.provenance = provenanceBlock(
+      "route",
+      {{"router", routerKindName(o.kind)}, {"top_k", o.topK}, {"top_fraction", o.topFraction}, {"epochs", o.epochs},
+       {"batch", o.batch}, {"lr", o.lr}, {"held_out", o.heldOut}, {"seed", o.seed}},
+      {{"model", model.fingerprint()},
+       {"partition", folderFingerprint(part.dir)},
+       {"recording", samples.dir.empty() ? std::string() : folderFingerprint(samples.dir)}});
   at::Tensor trainIdx, heldIdx;
   splitSamples(samples.samples, o.heldOut, o.seed, trainIdx, heldIdx);
-  const bool relu = model.config().act == Activation::ReLU && !model.config().gated;
+  const bool relu = plainReluFfn(model.config().act, model.config().gated);
   job.setStage(std::string("route: ") + routerKindName(o.kind));
   for (size_t i = 0; i < part.layers.size(); ++i) {
     job.checkCancel();

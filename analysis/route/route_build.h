@@ -10,6 +10,7 @@
 
 #include "analysis/route/route_inputs.h"
 #include "analysis/route/router.h"
+#include "analysis/route/router_scores.h"
 
 namespace moefy {
 
@@ -38,10 +39,6 @@ std::vector<std::shared_ptr<MoeLayerWeights>> packExperts(const Model& model, co
 /// samples. Cancellable; progress per layer and epoch.
 RouterSet buildRouters(const Model& model, const PartitionData& part, const SampleData& samples,
                        const RouteOptions& options, JobContext& job);
-
-/// Oracle targets [S, E]: per-expert activation mass of hidden [S, d_ff]
-/// (original neuron order): sum of h for ReLU FFNs, of |h| otherwise.
-at::Tensor expertMassFromHidden(const at::Tensor& hidden, const at::Tensor& labels, int experts, bool relu);
 
 /// Router quality on samples: {"mass_recall": captured mass / oracle top-k mass,
 /// "overlap": mean |router top-k ∩ oracle top-k| / k}.

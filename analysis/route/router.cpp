@@ -5,6 +5,8 @@
 #include "analysis/common/error.h"
 #include "analysis/io/fsutil.h"
 #include "analysis/io/json_input.h"
+#include "analysis/io/links.h"
+#include "analysis/model/site.h"
 #include "analysis/io/safetensors.h"
 #include "analysis/moe/moe_layer.h"
 
@@ -77,19 +79,26 @@ int RouterSet::indexOfLayer(int layer) const {
 void RouterSet::writeInto(const fs::path& dir) const {
   nlohmann::json j;
   j["format"] = "moefy-router";
-  j["version"] = 1;
+  j["version"] = 2;
   j["tool_version"] = MOEFY_VERSION;
   j["kind"] = routerKindName(kind);
   j["layers"] = layers;
+  j["sites"] = siteNames(layers);  // FFN sites (analysis/model/site.h) of `layers`
   j["top_k"] = topK;
   j["experts"] = experts;
   j["model_fingerprint"] = modelFingerprint;
-  j["partition"] = {{"path", partitionPath}, {"labels_hash", partitionLabelsHash}};
+  if (partitionPath.empty()) {
+    j["partition"] = {{"path", ""}, {"labels_hash", partitionLabelsHash}};
+  } else {
+    j["partition"] = makeLink(dir, partitionPath, folderFingerprint(partitionPath));
+    j["partition"]["labels_hash"] = partitionLabelsHash;
+  }
+  if (!provenance.is_null()) j["provenance"] = provenance;
   j["training"] = training;
   j["metrics"] = metrics;
   std::vector<std::pair<std::string, at::Tensor>> tensors;
   for (size_t i = 0; i < layers.size(); ++i) {
-    std::string p = "blk." + std::to_string(layers[i]) + ".";
+    const std::string p = Site::ofLayer(layers[i]).prefix();
     const auto& r = routers[i];
     if (kind == RouterKind::Similarity) tensors.emplace_back(p + "centroids", r.centroids.contiguous());
     if (kind == RouterKind::Mlp) {
@@ -109,6 +118,7 @@ RouterSet RouterSet::read(const fs::path& dir) {
   if (!j.is_object() || j.value("format", "") != "moefy-router")
     throw FormatError(jf.string() + ": not a moefy router (format must be 'moefy-router')");
   RouterSet r;
+  r.sourceDir = dir;
   try {
     r.kind = routerKindFromName(j.at("kind").get<std::string>(), jf.string());
     // Range-checked in 64 bits before narrowing: layer 2^32 must not read as 0.
@@ -120,7 +130,7 @@ RouterSet RouterSet::read(const fs::path& dir) {
     // with any model or partition of the same shape.
     r.modelFingerprint = j.at("model_fingerprint").get<std::string>();
     const auto& part = j.at("partition");
-    r.partitionPath = part.value("path", "");
+    r.partitionPath = resolveLinkPath(dir, part).string();  // version 2 link or version 1 path
     r.partitionLabelsHash = part.at("labels_hash").get<std::string>();
     auto isHash = [](const std::string& h) {
       return h.size() == 16 && h.find_first_not_of("0123456789abcdef") == std::string::npos;
@@ -154,7 +164,7 @@ RouterSet RouterSet::read(const fs::path& dir) {
     LayerRouter lr;
     lr.kind = r.kind;
     lr.experts = r.experts[i];
-    std::string p = "blk." + std::to_string(r.layers[i]) + ".";
+    const std::string p = Site::ofLayer(r.layers[i]).prefix();
     auto get = [&](const std::string& name) {
       if (!st->contains(p + name)) throw FormatError(sf.string() + ": missing tensor '" + p + name + "'");
       at::Tensor t = st->f32(p + name).contiguous();

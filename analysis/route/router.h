@@ -55,15 +55,19 @@ struct RouterSet {
   std::vector<int> experts;            ///< per entry
   std::vector<LayerRouter> routers;    ///< per entry
   std::string modelFingerprint;
-  std::string partitionPath;
+  std::string partitionPath;        ///< absolute (read() resolves the stored link, analysis/io/links.h)
   std::string partitionLabelsHash;
+  nlohmann::json provenance;        ///< written as "provenance" when set (analysis/io/links.h provenanceBlock)
+  std::filesystem::path sourceDir;  ///< the folder read() read (empty for a freshly built set)
   nlohmann::json training = nlohmann::json::object();  ///< mlp: per-layer per-epoch losses
   nlohmann::json metrics = nlohmann::json::object();   ///< {"L": {mass_recall, overlap}}
 
   int indexOfLayer(int layer) const;  ///< -1 if absent
-  /// Writes router.json and router.safetensors into an existing folder.
+  /// Writes router.json (format version 2: the partition as a link relative
+  /// to `dir` with its content fingerprint) and router.safetensors into an
+  /// existing folder (the final folder or its atomic-write sibling).
   void writeInto(const std::filesystem::path& dir) const;
-  /// Reads and validates a router folder. Throws FormatError naming the file.
+  /// Reads and validates a router folder (versions 1 and 2). Throws FormatError naming the file.
   static RouterSet read(const std::filesystem::path& dir);
 };
 

@@ -13,6 +13,8 @@
 #include "analysis/model/model.h"
 #include "analysis/record/coact.h"
 #include "analysis/record/recorder.h"
+#include "analysis/model/site.h"
+#include "analysis/io/links.h"
 #include "analysis/record/recording.h"
 
 namespace moefy {
@@ -207,7 +209,7 @@ nlohmann::json runSplit(const Recording& rec, const Model* model, const SplitOpt
   }
   nlohmann::json j;
   j["format"] = "moefy-partition";
-  j["version"] = 1;
+  j["version"] = 2;
   j["tool_version"] = MOEFY_VERSION;
   j["method"] = o.method;
   nlohmann::json opts = nlohmann::json::object();
@@ -232,10 +234,21 @@ nlohmann::json runSplit(const Recording& rec, const Model* model, const SplitOpt
   j["expert_size"] = n / E;
   j["d_ff"] = n;
   j["layers"] = layers;
+  j["sites"] = siteNames(layers);  // FFN sites (analysis/model/site.h) of `layers`
   j["model_fingerprint"] = rec.fingerprint();
-  j["model"] = rec.modelPath();
-  j["recording"] = fs::absolute(rec.dir()).lexically_normal().string();
+  // Version 2 links (analysis/project/links.h): relative to the partition folder + fingerprint.
+  const std::string recFingerprint = folderFingerprint(rec.dir());
+  j["model"] = rec.modelPath().empty() ? nlohmann::json("") : makeLink(out, rec.modelPath(), rec.fingerprint());
+  j["recording"] = makeLink(out, rec.dir(), recFingerprint);
   j["metrics"] = metrics;
+  {
+    nlohmann::json all = {{"method", o.method},          {"experts", o.experts},       {"expert_size", o.expertSize},
+                          {"layers", o.layers},          {"seed", o.seed},             {"weighting", o.graph.weighting},
+                          {"topk", o.graph.topk},        {"graph", o.graphSource},     {"rows", o.rows},
+                          {"restarts", o.restarts},      {"max_iter", o.maxIter},      {"stability", o.stability},
+                          {"model", o.modelPath.string()}, {"force", o.force}};
+    j["provenance"] = provenanceBlock("split", all, {{"recording", recFingerprint}, {"model", rec.fingerprint()}});
+  }
   writeFolderAtomic(
       out, o.force,
       [&](const fs::path& tmp) {
@@ -261,8 +274,8 @@ Partition Partition::open(const fs::path& dir) {
       throw FormatError(jp.string() + ": format is not 'moefy-partition'");
     // Integers are range-checked in 64 bits before narrowing (2^32 + 4 experts must not read as 4).
     constexpr int kMax = std::numeric_limits<int>::max();
-    if (jsonInteger(j.at("version"), INT64_MIN, INT64_MAX, jp.string() + ": version") != 1)
-      throw FormatError(jp.string() + ": unsupported version");
+    const int64_t version = jsonInteger(j.at("version"), INT64_MIN, INT64_MAX, jp.string() + ": version");
+    if (version != 1 && version != 2) throw FormatError(jp.string() + ": unsupported version " + std::to_string(version));
     p.experts_ = jsonInt(j.at("experts"), 1, kMax, jp.string() + ": experts");
     p.dFF_ = jsonInt(j.at("d_ff"), 1, kMax, jp.string() + ": d_ff");
     p.method_ = j.at("method").get<std::string>();

@@ -24,6 +24,9 @@
 #include "analysis/io/json_input.h"
 #include "analysis/io/safetensors.h"
 #include "analysis/moe/moe_export.h"
+#include "analysis/project/project.h"
+#include "analysis/record/recording.h"
+#include "analysis/record/sparsity.h"
 #include "analysis/report/report.h"
 #include "app/cli/cli.h"
 
@@ -97,9 +100,10 @@ void writeDemoReport(const fs::path& dir, const fs::path& model, const fs::path&
                 ", evaluated on " + evalCorpus.string() + ". Seed " + seed + ", " + std::to_string(experts) +
                 " experts of " + std::to_string(dFF / experts) + " neurons per layer. Tool version " MOEFY_VERSION ".");
 
-  // Sparsity per layer from the recorded statistics.
-  auto stats = SafetensorsFile::open(dir / "recording" / "stats.safetensors");
-  std::vector<int> layers = manifest["layers"].get<std::vector<int>>();
+  // Sparsity per layer: the core's summary (analysis/record/sparsity.h), the
+  // same figures the studio's Sparsity view shows.
+  const Recording recording = Recording::open(dir / "recording");
+  const std::vector<int>& layers = recording.layers();
   Chart sparsity;
   sparsity.kind = Chart::Kind::Bar;
   sparsity.title = "Active FFN neurons per token";
@@ -108,14 +112,9 @@ void writeDemoReport(const fs::path& dir, const fs::path& model, const fs::path&
   Series meanS{"mean", {}, {}}, deadS{"dead neurons", {}, {}};
   std::vector<std::vector<std::string>> sparsityRows;
   for (int L : layers) {
-    at::Tensor count = stats->raw("blk." + std::to_string(L) + ".count").to(at::kDouble);    // [d_ff]
-    at::Tensor hist = stats->raw("blk." + std::to_string(L) + ".active_hist").to(at::kDouble);  // [d_ff + 1]
-    double mean = count.sum().item<double>() / std::max<int64_t>(1, tokens) / dFF * 100;
-    at::Tensor k = at::arange(hist.size(0), at::kDouble);
-    double n = hist.sum().item<double>();
-    double m1 = (hist * k).sum().item<double>() / n, m2 = (hist * k * k).sum().item<double>() / n;
-    double sd = std::sqrt(std::max(0.0, m2 - m1 * m1)) / dFF * 100;
-    double dead = (count == 0).sum().item<double>() / dFF * 100;
+    const LayerSparsity s = layerSparsity(recording, L);
+    const double mean = s.meanActiveShare * 100, sd = s.sdActiveShare * 100;
+    const double dead = static_cast<double>(s.dead) / s.dFF * 100;
     sparsity.categories.push_back(std::to_string(L));
     meanS.y.push_back(mean);
     deadS.y.push_back(dead);
@@ -279,60 +278,6 @@ void writeDemoReport(const fs::path& dir, const fs::path& model, const fs::path&
   rep.write();
 }
 
-// The stages run inside the atomic write's temporary folder, so the paths the
-// artefacts record (partition -> recording, router -> partition, export ->
-// partition, ...) point into it. Before the rename, every JSON string under
-// `tmp` that starts with tmp's path is rewritten to start with `final`, and
-// the export's moefication checksum is recomputed; the logs are left as run.
-// Replaces `before` by `after` (same length) inside a safetensors header.
-void patchHeaderString(const fs::path& file, const std::string& before, const std::string& after) {
-  if (before.empty() || before.size() != after.size()) throw Error(file.string() + ": cannot patch the checksum");
-  std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
-  uint64_t n = 0;
-  if (!f.read(reinterpret_cast<char*>(&n), 8) || n > (1u << 26)) throw IoError(file.string() + ": unreadable header");
-  std::string header(n, '\0');
-  f.read(header.data(), static_cast<std::streamsize>(n));
-  const size_t at = header.find("\"" + before + "\"");
-  if (!f || at == std::string::npos) throw IoError(file.string() + ": checksum not found in the header");
-  f.seekp(static_cast<std::streamoff>(8 + at + 1));
-  f.write(after.data(), static_cast<std::streamsize>(after.size()));
-  f.flush();
-  if (!f) throw IoError(file.string() + ": write failed");
-}
-
-void relocateArtefacts(const fs::path& tmp, const fs::path& final) {
-  const std::string from = fs::absolute(tmp).lexically_normal().string(), to = final.string();
-  std::function<bool(json&)> fix = [&](json& j) {
-    bool changed = false;
-    if (j.is_string()) {
-      const std::string& v = j.get_ref<const std::string&>();
-      if (v.rfind(from, 0) == 0 && (v.size() == from.size() || v[from.size()] == '/')) {
-        j = to + v.substr(from.size());
-        changed = true;
-      }
-    } else if (j.is_structured()) {
-      for (auto& c : j) changed = fix(c) || changed;
-    }
-    return changed;
-  };
-  for (const auto& e : fs::recursive_directory_iterator(tmp)) {
-    if (!e.is_regular_file() || e.path().extension() != ".json") continue;
-    json j = readJson(e.path());
-    if (!fix(j)) continue;
-    if (e.path().filename() == "config.json" && j.contains("moefication")) {
-      // The weights file carries the block's checksum in its header, as a
-      // 16-hex-digit string: patch it in place (same length, same header size).
-      const std::string before = j["moefication"].value("checksum", "");
-      const std::string after = moeficationChecksum(j["moefication"]);
-      j["moefication"]["checksum"] = after;
-      const fs::path weights = e.path().parent_path() / j["moefication"].value("weights", "moe.safetensors");
-      patchHeaderString(weights, before, after);
-    }
-    const std::string text = j.dump(2) + "\n";
-    writeFileAtomic(e.path(), [&](std::FILE* f) { writeAll(f, text.data(), text.size(), e.path().string()); });
-  }
-}
-
 int runDemo(const Args& a) {
   const fs::path data = dataDir();
   const fs::path model = a.text("model").empty() ? data / "models" / "brown-relu" : fs::path(a.text("model"));
@@ -424,7 +369,16 @@ int runDemo(const Args& a) {
                    "--split", "all", "--seed", seed, "--out", (dir / "eval" / "export").string()});
     });
     stage("report", [&] { writeDemoReport(dir, model, trainCorpus, evalCorpus, seed, methods, routers, e, stageTimes); });
-    relocateArtefacts(tmp, fs::absolute(out).lexically_normal());
+    // The artefacts link each other relative to their own folders
+    // (analysis/io/links.h), so the rename below keeps every link valid. The
+    // folder is also a workspace the studio opens (File > Open workspace).
+    Workspace ws = Workspace::create(dir, "MoEfy demo", fs::absolute(model).lexically_normal().string(),
+                                     fs::absolute(trainCorpus).lexically_normal().string());
+    ws.folders["recordings"] = "recording";
+    ws.folders["evaluations"] = "eval";
+    ws.folders["exports"] = "export";
+    ws.settings["eval_corpus"] = fs::absolute(evalCorpus).lexically_normal().string();
+    ws.save();
   });
   double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (a.json()) {

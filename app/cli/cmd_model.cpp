@@ -24,8 +24,13 @@ int runInspect(const Args& a) {
     return 0;
   }
   std::cout << "model       " << m.dir().string() << "\n"
-            << "family      " << archName(c.arch) << " (" << (c.causal ? "decoder" : "encoder") << ")\n"
-            << "layers      " << c.nLayer << "\n"
+            << "family      " << archName(c.arch) << " ("
+            << (c.encoderDecoder ? "encoder-decoder"
+                : c.causal       ? "decoder"
+                                 : "encoder")
+            << ")\n"
+            << "layers      " << c.nLayer
+            << (c.encoderDecoder ? " encoder + " + std::to_string(c.nDecoderLayer) + " decoder" : std::string()) << "\n"
             << "d_model     " << c.dModel << "\n"
             << "d_ff        " << c.dFF << "\n"
             << "heads       " << c.nHead << " (kv " << c.nKVHead << ", head dim " << c.headDim << ")\n"
@@ -35,6 +40,7 @@ int runInspect(const Args& a) {
             << "norms       " << c.normSummary() << "\n"
             << "window      " << c.windowPattern() << "\n"
             << "attention   " << c.attentionSummary() << "\n"
+            << "experts     " << c.moeSummary() << "\n"
             << "parameters  " << m.parameterCount() << "\n"
             << "dtype       " << m.storedDType() << "\n"
             << "tokenizer   " << j["tokenizer"].get<std::string>() << "\n"
@@ -43,12 +49,23 @@ int runInspect(const Args& a) {
   return 0;
 }
 
-// Captures every layer's hooks into named tensors for --dump.
+// Captures every layer's hooks into named tensors for --dump (blk.L.* for
+// single-stack models, enc.blk.L.* and dec.blk.L.* for encoder-decoder ones,
+// and blk.L.router_logits / topk_* / exp.E.* / shared.* for native MoE layers).
 class DumpSink : public HookSink {
  public:
+  explicit DumpSink(bool every = false) : every_(every) {}
   std::vector<std::pair<std::string, at::Tensor>> tensors;
+  bool allExperts() const override { return every_; }
   bool wants(int, HookPoint) const override { return true; }
   void on(int layer, HookPoint p, const at::Tensor& x) override { tensors.emplace_back(hookName(layer, p), x.clone()); }
+  bool wantsSite(const Site&, HookPoint) const override { return true; }
+  void onSite(const Site& site, HookPoint p, const at::Tensor& x) override {
+    tensors.emplace_back(hookName(site, p), x.clone());
+  }
+
+ private:
+  bool every_;
 };
 
 int runForward(const Args& a) {
@@ -66,9 +83,38 @@ int runForward(const Args& a) {
     seqs.emplace_back(ids.begin(), ids.end());
   }
   if (seqs.empty()) throw ParameterError("give at least one --ids or --text sequence");
+  // Encoder-decoder models: the source sequences go to the encoder, the
+  // --decoder-ids (teacher-forced decoder inputs) to the decoder, in order.
+  std::vector<std::vector<int64_t>> decoderSeqs;
+  for (const auto& s : a.all("decoder-ids")) {
+    auto v = parseIntList(s, "--decoder-ids");
+    decoderSeqs.emplace_back(v.begin(), v.end());
+  }
+  const ModelConfig& c = m.config();
+  if (c.encoderDecoder && decoderSeqs.empty())
+    throw ParameterError(m.dir().string() + " is an encoder-decoder model (" + archName(c.arch) +
+                         "): give --decoder-ids for each source sequence (decoder inputs, starting with "
+                         "decoder_start_token_id " +
+                         std::to_string(c.decoderStartId) + ")");
+  if (!c.encoderDecoder && !decoderSeqs.empty())
+    throw ParameterError("--decoder-ids: " + m.dir().string() + " is not an encoder-decoder model (" +
+                         archName(c.arch) + ")");
+  if (decoderSeqs.size() != (c.encoderDecoder ? seqs.size() : 0))
+    throw ParameterError("--decoder-ids: give one per source sequence (" + std::to_string(seqs.size()) + " sources, " +
+                         std::to_string(decoderSeqs.size()) + " decoder sequences)");
+  if (a.flag("all-experts") && c.expertCount == 0)
+    throw ParameterError("--all-experts: " + m.dir().string() + " is not a native MoE model (" + archName(c.arch) +
+                         ")");
   Batch batch = makeBatch(seqs, 0);
-  DumpSink sink;
-  at::Tensor logits = m.forward(batch, &sink);
+  DumpSink sink(a.flag("all-experts"));
+  at::Tensor logits;  // [B, T, vocab]; T = decoder length for encoder-decoder models
+  if (c.encoderDecoder) {
+    logits = m.forwardSeq2Seq(batch, makeBatch(decoderSeqs, 0), &sink);
+  } else {
+    logits = m.forward(batch, &sink);
+  }
+  // The sequences the logits belong to.
+  const auto& outSeqs = c.encoderDecoder ? decoderSeqs : seqs;
   if (a.has("dump")) {
     auto out = sink.tensors;
     out.emplace(out.begin(), "logits", logits);
@@ -78,10 +124,11 @@ int runForward(const Args& a) {
   nlohmann::json j;
   j["batch"] = batch.batchSize();
   j["seq_len"] = batch.seqLen();
+  if (c.encoderDecoder) j["decoder_len"] = logits.size(1);
   j["logits_shape"] = logits.sizes().vec();
   nlohmann::json next = nlohmann::json::array();
-  for (size_t b = 0; b < seqs.size(); ++b) {
-    int64_t last = static_cast<int64_t>(seqs[b].size()) - 1;
+  for (size_t b = 0; b < outSeqs.size(); ++b) {
+    int64_t last = static_cast<int64_t>(outSeqs[b].size()) - 1;
     next.push_back(logits[b][last].argmax().item<int64_t>());
   }
   j["next_token"] = next;
@@ -89,7 +136,8 @@ int runForward(const Args& a) {
   if (a.json()) {
     printJson(j);
   } else {
-    std::cout << "ran batch " << batch.batchSize() << " x " << batch.seqLen() << ", logits "
+    std::cout << "ran batch " << batch.batchSize() << " x " << batch.seqLen()
+              << (c.encoderDecoder ? " (decoder " + std::to_string(logits.size(1)) + ")" : std::string()) << ", logits "
               << shapeString(logits) << "\n";
     for (size_t b = 0; b < seqs.size(); ++b) std::cout << "  seq " << b << ": greedy next token " << next[b] << "\n";
     if (a.has("dump")) std::cout << "wrote " << a.text("dump") << " (" << sink.tensors.size() + 1 << " tensors)\n";
@@ -101,7 +149,8 @@ const OptionTable& inspectOptionTable() {
   static const OptionTable table = [] {
     OptionTable t("inspect", "describe a checkpoint folder", "moefy inspect MODEL_DIR [--json]\n",
                   "Prints the architecture, layer count, d_model, d_ff, FFN kind and activation,\n"
-                  "parameter count, stored dtype, tokenizer and fingerprint. MoE exports also show\n"
+                  "parameter count, stored dtype, tokenizer and fingerprint. Native MoE models show their\n"
+                  "experts, top-k, shared expert and which layers are MoE or dense; MoE exports also show\n"
                   "their moefication block.\n");
     t.positionals({"MODEL_DIR"}, 1).flag("json", "print the description as JSON");
     return t;
@@ -111,15 +160,25 @@ const OptionTable& inspectOptionTable() {
 
 const OptionTable& forwardOptionTable() {
   static const OptionTable table = [] {
-    OptionTable t(
-        "forward", "run token sequences and dump logits and FFN hooks",
-        "moefy forward MODEL_DIR (--ids 1,2,3 | --text \"...\") [--ids ...] [--dump OUT.safetensors] [--json]\n",
-        "Several --ids/--text make a right-padded batch. --dump writes logits [B, T, vocab],\n"
-        "blk.{L}.ffn_in [B, T, d_model] and blk.{L}.ffn_act [B, T, d_ff] for every layer.\n");
+    OptionTable t("forward", "run token sequences and dump logits and FFN hooks",
+                  "moefy forward MODEL_DIR (--ids 1,2,3 | --text \"...\") [--ids ...] [--decoder-ids 0,4,5 ...]\n"
+                  "                        [--dump OUT.safetensors] [--all-experts] [--json]\n",
+                  "Several --ids/--text make a right-padded batch. --dump writes logits [B, T, vocab],\n"
+                  "blk.{L}.ffn_in [B, T, d_model] and blk.{L}.ffn_act [B, T, d_ff] for every layer.\n"
+                  "Encoder-decoder models (T5) take one --decoder-ids per source sequence (the\n"
+                  "teacher-forced decoder inputs); the logits are then [B, T_dec, vocab] and the hooks\n"
+                  "enc.blk.{L}.* [B, T_src, ..] and dec.blk.{L}.* [B, T_dec, ..]. Native MoE layers add\n"
+                  "blk.{L}.router_logits [B, T, E], blk.{L}.topk_ids / topk_weights [B, T, k],\n"
+                  "blk.{L}.exp.{E}.ffn_act [n, d_expert] with blk.{L}.exp.{E}.tokens [n] (flat positions\n"
+                  "b * T + t of the tokens routed to E) and blk.{L}.shared.ffn_act; --all-experts runs\n"
+                  "every token through every expert for these hooks without changing the logits.\n");
     t.positionals({"MODEL_DIR"}, 1)
         .text("ids", "1,2,3", std::nullopt, "one sequence of token ids", true)
         .text("text", "TEXT", std::nullopt, "one sequence as text, encoded with the model's tokenizer", true)
+        .text("decoder-ids", "0,4,5", std::nullopt,
+              "decoder input ids of an encoder-decoder model, one per source sequence in order", true)
         .text("dump", "OUT.safetensors", std::nullopt, "write the logits and every layer's hooks")
+        .flag("all-experts", "native MoE models: every expert's hidden for every token in the expert hooks")
         .flag("json", "print the result as JSON");
     return t;
   }();

@@ -4,7 +4,9 @@
 
 usage: batch.py JOBS.json
 JOBS.json is a list of argument lists whose first element names the script:
-  [["make_checkpoint", "gpt2_relu", "/tmp/m"], ["ref_forward", "/tmp/m", "--ids", "1,2", "--out", "/tmp/r.safetensors"]]
+  [["make_checkpoint", "gpt2_relu", "/tmp/m"], ["ref_forward", "/tmp/m", "--ids", "1,2", "--out", "/tmp/r.safetensors"],
+   ["t5_ref", "forward", "/tmp/t5", "--ids", "1,2", "--decoder-ids", "0,3", "--out", "/tmp/t5.safetensors"],
+   ["moe_native_ref", "forward", "/tmp/mx", "--ids", "1,2", "--out", "/tmp/mx.safetensors", "--all-experts"]]
 Stops at the first failing job, naming it, with exit status 1.
 """
 import json
@@ -13,9 +15,12 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import make_checkpoint  # noqa: E402
+import moe_native_ref  # noqa: E402
 import ref_forward  # noqa: E402
+import t5_ref  # noqa: E402
 
-SCRIPTS = {"make_checkpoint": make_checkpoint.main, "ref_forward": ref_forward.main}
+SCRIPTS = {"make_checkpoint": make_checkpoint.main, "ref_forward": ref_forward.main, "t5_ref": t5_ref.main,
+           "moe_native_ref": moe_native_ref.main}
 
 
 def main():

@@ -9,7 +9,9 @@ Writes OUT_DIR/config.json and OUT_DIR/model.safetensors (or, with
 model.safetensors.index.json), named and shaped as the HF classes save them
 (GPT2LMHeadModel, LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM,
 OPTForCausalLM, BertForMaskedLM, Qwen3ForCausalLM, GemmaForCausalLM,
-Gemma2ForCausalLM, Gemma3ForCausalLM, Phi3ForCausalLM, Olmo2ForCausalLM). Tied heads are left out, as
+Gemma2ForCausalLM, Gemma3ForCausalLM, Phi3ForCausalLM, Olmo2ForCausalLM, and
+T5ForConditionalGeneration: the t5_* variants, built by t5_ref.py; MixtralForCausalLM,
+Qwen2MoeForCausalLM, OlmoeForCausalLM: built by moe_native_ref.py). Tied heads are left out, as
 save_pretrained does. --dtype picks the stored dtype; --round-to rounds the
 values through F16/BF16 but stores them as --dtype (so a F32 checkpoint can
 hold exactly the upcast of a F16/BF16 one). The same VARIANT and --seed
@@ -27,6 +29,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import st_io  # noqa: E402
+import moe_native_ref  # noqa: E402
+import t5_ref  # noqa: E402
 
 V = 101   # vocab
 C = 64    # hidden size
@@ -329,9 +333,13 @@ def bert(v, I):
     return cfg, t
 
 
-BUILDERS = {"gpt2": gpt2, "llama": llama_like, "mistral": llama_like, "qwen2": llama_like, "opt": opt, "bert": bert,
+VARIANTS.update(t5_ref.VARIANTS)
+VARIANTS.update(moe_native_ref.VARIANTS)
+
+BUILDERS = {"t5": t5_ref.build, "gpt2": gpt2, "llama": llama_like, "mistral": llama_like, "qwen2": llama_like, "opt": opt, "bert": bert,
             "qwen3": newer_decoder, "gemma": newer_decoder, "gemma2": newer_decoder, "gemma3_text": newer_decoder,
-            "phi3": newer_decoder, "olmo2": newer_decoder}
+            "phi3": newer_decoder, "olmo2": newer_decoder, "mixtral": moe_native_ref.build,
+            "qwen2_moe": moe_native_ref.build, "olmoe": moe_native_ref.build}
 
 
 def build(variant, seed):

@@ -24,9 +24,10 @@ namespace {
 
 // One generated checkpoint per model_type.
 const std::map<std::string, std::string> kBaseVariant = {
-    {"gpt2", "gpt2_gelu_new"}, {"llama", "llama_silu"}, {"mistral", "mistral"}, {"qwen2", "qwen2"},
-    {"qwen3", "qwen3"},        {"opt", "opt_pre"},      {"bert", "bert_gelu"}, {"gemma", "gemma"},
-    {"gemma2", "gemma2"},      {"gemma3_text", "gemma3"}, {"phi3", "phi3"},   {"olmo2", "olmo2"},
+    {"gpt2", "gpt2_gelu_new"}, {"llama", "llama_silu"},   {"mistral", "mistral"},     {"qwen2", "qwen2"},
+    {"qwen3", "qwen3"},        {"opt", "opt_pre"},        {"bert", "bert_gelu"},      {"gemma", "gemma"},
+    {"gemma2", "gemma2"},      {"gemma3_text", "gemma3"}, {"phi3", "phi3"},           {"olmo2", "olmo2"},
+    {"t5", "t5_relu"},         {"mixtral", "mixtral"},    {"qwen2_moe", "qwen2_moe"}, {"olmoe", "olmoe"},
 };
 
 const char* useName(KeyUse u) {

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "analysis/io/fsutil.h"
+#include "analysis/project/project.h"
 #include "analysis/record/recording.h"
 #include "testutil.h"
 
@@ -59,9 +60,53 @@ class TestDemo : public QObject {
     for (const auto& e : fs::recursive_directory_iterator(a))
       if (e.path().extension() == ".json")
         QVERIFY2(readFile(e.path()).find(".tmp-") == std::string::npos, e.path().c_str());
+    // Links are relative to the artefact's folder (format version 2), so no
+    // path was rewritten after the rename.
     QCOMPARE(readJson(a / "routers" / "coact-mlp" / "router.json")["partition"]["path"].get<std::string>(),
-             fs::absolute(a / "partitions" / "coact").lexically_normal().string());
+             std::string("../../partitions/coact"));
     QCOMPARE(test::runCli({"inspect", QString::fromStdString((a / "export").string())}).exitCode, 0);
+    // The demo folder is a workspace; copied to another folder and renamed, it
+    // opens with every artefact readable and every link intact, resolving
+    // inside the copy.
+    {
+      const fs::path copy = dir / "elsewhere" / "copied-demo", renamed = dir / "renamed-demo";
+      fs::create_directories(copy.parent_path());
+      fs::copy(a, copy, fs::copy_options::recursive);
+      fs::copy(a, dir / "tmp-copy", fs::copy_options::recursive);
+      fs::rename(dir / "tmp-copy", renamed);
+      size_t expected = 0;
+      for (const fs::path& ws : {a, copy, renamed}) {
+        Project project(Workspace::load(ws));
+        project.scan(true);
+        if (ws == a) expected = project.artefacts().size();
+        QCOMPARE(project.artefacts().size(), expected);
+        for (const auto& art : project.artefacts()) QVERIFY2(art.readable, (art.dir.string() + ": " + art.summary).c_str());
+        const auto links = project.checkLinks();
+        int intact = 0;
+        for (const auto& l : links) {
+          QVERIFY2(l.state != LinkStatus::Missing && l.state != LinkStatus::Stale, l.message.c_str());
+          if (l.role == "recording" || l.role == "partition" || l.role == "router" || l.role == "moe") {
+            // In-workspace links resolve inside this copy, never to the original.
+            QVERIFY2(l.path.string().rfind(ws.string(), 0) == 0, l.message.c_str());
+            QCOMPARE(int(l.state), int(LinkStatus::Ok));
+            ++intact;
+          }
+        }
+        qInfo() << ws.filename().c_str() << ":" << project.artefacts().size() << "artefacts," << links.size() << "links,"
+                << intact << "in-workspace links intact";
+        QVERIFY(intact >= 10);
+        QCOMPARE(test::runCli({"inspect", QString::fromStdString((ws / "export").string())}).exitCode, 0);
+      }
+      // A replaced target is reported as stale, by name.
+      fs::remove(renamed / "partitions" / "coact" / "partition.json");
+      fs::copy_file(renamed / "partitions" / "kmeans" / "partition.json", renamed / "partitions" / "coact" / "partition.json");
+      Project project(Workspace::load(renamed));
+      project.scan(false);
+      bool stale = false;
+      for (const auto& l : project.linkProblems())
+        stale |= l.state == LinkStatus::Stale && l.message.find("coact-mlp: partition link") != std::string::npos;
+      QVERIFY(stale);
+    }
     // The recording samples the corpus in a shuffled document order, so its
     // token budget covers several genres, not the first category only (the
     // full demo records 32768 tokens, about 13 documents).

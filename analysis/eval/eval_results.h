@@ -1,0 +1,43 @@
+#pragma once
+// The validating reader of an evaluation folder (eval.json, docs/formats.md
+// "Evaluation"): the dense reference and the results grouped by router, each
+// series sorted by active-expert fraction. The CLI and the studio read
+// evaluations through this one reader.
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+namespace moefy {
+
+struct EvalResults {
+  struct Point {
+    double fraction = 0;  ///< active-expert fraction k/E in (0, 1]
+    std::string topK;     ///< the per-layer top-k list as JSON text ("" if absent)
+    double loss = 0, perplexity = 0, lossDelta = 0, top1 = 0, kl = 0;
+    double forwardSpeedup = 0, generateSpeedup = 0;  ///< median ratio; NaN when the run had no --speed (or an oracle router)
+    double forwardSpeedupMin = 0, forwardSpeedupMax = 0;    ///< spread over the timed runs; NaN when not recorded
+    double generateSpeedupMin = 0, generateSpeedupMax = 0;  ///< likewise for generation
+    int forwardRuns = 0, generateRuns = 0;                  ///< timed runs behind the figure (0 = not recorded)
+    std::string speedNote;                                  ///< why a result has no speed (e.g. oracle router)
+  };
+  struct Series {
+    std::string router;         ///< the result's "router" (else "name")
+    std::vector<Point> points;  ///< ascending fraction
+  };
+  std::filesystem::path dir;
+  nlohmann::json json;                        ///< eval.json as read
+  double densePerplexity = 0, denseLoss = 0;  ///< NaN when the reference lacks them
+  bool hasSpeed = false, hasGenerateSpeed = false;
+  std::vector<Series> series;  ///< in order of first appearance
+  size_t resultCount() const;
+
+  /// Reads DIR/eval.json with readEvalFile (analysis/eval/eval_file.h: the
+  /// one JSON parser and the value invariants) and checks that every result
+  /// has a numeric fraction in (0, 1]. Missing loss_delta is derived from the
+  /// reference loss. Throws IoError (missing file) or FormatError naming
+  /// eval.json and the key. Thread-safe.
+  static EvalResults read(const std::filesystem::path& dir);
+};
+
+}  // namespace moefy

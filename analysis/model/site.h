@@ -1,0 +1,52 @@
+#pragma once
+// FFN sites: the key of every per-layer quantity (hooks, recordings,
+// partitions, routers, evaluation results, the studio's layer pickers).
+//
+// Canonical names (llama.cpp-style prefixes; tensors of a site are named
+// "<site>.<what>", e.g. "blk.3.ffn_act", "blk.3.labels"):
+//   blk.L          the FFN of layer L of a single-stack (decoder-only or
+//                  encoder-only) model: what every current architecture has
+//   enc.blk.L      layer L of an encoder-decoder model's encoder
+//   dec.blk.L      layer L of an encoder-decoder model's decoder
+//   blk.L.exp.E    expert E of a native MoE layer L (also enc./dec.)
+//   blk.L.shared   the shared expert of a native MoE layer L (also enc./dec.)
+// Version 1 artefacts key JSON by the bare layer number ("3"); readers accept
+// both (siteKeyOf / parseSiteKey).
+#include <compare>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace moefy {
+
+enum class SiteStack { Single, Encoder, Decoder };
+
+struct Site {
+  SiteStack stack = SiteStack::Single;
+  int layer = 0;        ///< >= 0
+  int expert = -1;      ///< native expert id, -1 = the whole FFN (or the shared expert)
+  bool shared = false;  ///< the shared expert of a native MoE layer
+
+  /// The single-stack FFN of `layer` ("blk.L").
+  static Site ofLayer(int layer) { return Site{SiteStack::Single, layer, -1, false}; }
+  /// The canonical name ("blk.3", "enc.blk.0", "blk.2.exp.7", "blk.2.shared").
+  std::string name() const;
+  /// Parses a canonical name. Throws ParameterError naming the text.
+  static Site parse(const std::string& text);
+  /// nullopt instead of throwing.
+  static std::optional<Site> tryParse(const std::string& text);
+  /// Prefix of the site's tensors: name() + ".".
+  std::string prefix() const { return name() + "."; }
+  auto operator<=>(const Site&) const = default;
+};
+
+/// The JSON key a version 2 artefact uses for a per-site entry (the site name).
+inline std::string siteKeyOf(int layer) { return Site::ofLayer(layer).name(); }
+/// Reads a per-site JSON key: a canonical site name, or (version 1) a bare
+/// non-negative layer number meaning the single-stack site. nullopt otherwise.
+std::optional<Site> parseSiteKey(const std::string& key);
+
+/// Site names of single-stack layers, in order.
+std::vector<std::string> siteNames(const std::vector<int>& layers);
+
+}  // namespace moefy

@@ -1,0 +1,180 @@
+// The encoder-decoder forward pass (T5), after Hugging Face modeling_t5.py:
+// T5ForConditionalGeneration, T5Stack, T5Block, T5LayerSelfAttention,
+// T5LayerCrossAttention, T5LayerFF, T5Attention, T5LayerNorm. The
+// single-stack models run through Model::run in model.cpp; the two share the
+// tensor table, the FFN (denseFfn / FfnOverride) and the LM head.
+#include <torch/torch.h>
+
+#include <cmath>
+#include <optional>
+
+#include "analysis/common/error.h"
+#include "analysis/io/safetensors.h"
+#include "analysis/model/model.h"
+
+namespace moefy {
+
+namespace {
+
+// Additive bias of a hidden key. HF adds finfo(float32).min; any value that
+// sends exp() to 0 gives the same probabilities on rows with a visible key.
+constexpr float kMasked = -1e30f;
+
+// T5LayerNorm: x / sqrt(mean(x^2) + eps) * w, no mean subtraction, no bias.
+at::Tensor t5Norm(const at::Tensor& x, const at::Tensor& w, double eps) {
+  return x * at::rsqrt(x.pow(2).mean(-1, true) + eps) * w;
+}
+
+// Relative position buckets [T, S] of key j seen from query i, as HF's
+// T5Attention._relative_position_bucket(j - i): with `bidirectional` (the
+// encoder) half of the buckets are for keys after the query; in the decoder
+// keys after the query all fall in bucket 0 (they are masked anyway). Of the
+// buckets of one direction, the first half are exact distances, the rest
+// log-spaced up to maxDistance, and farther keys share the last one. The log
+// is taken in float32 with HF's operation order: a distance whose log lands on
+// an integer can fall in either neighbouring bucket depending on the rounding.
+at::Tensor relativeBuckets(int64_t T, int64_t S, bool bidirectional, int64_t numBuckets, int64_t maxDistance) {
+  at::Tensor rel = at::arange(S, at::kLong).view({1, S}) - at::arange(T, at::kLong).view({T, 1});  // [T, S]
+  at::Tensor buckets = at::zeros({T, S}, at::kLong);
+  if (bidirectional) {
+    numBuckets /= 2;
+    buckets = buckets + (rel > 0).to(at::kLong) * numBuckets;
+    rel = rel.abs();
+  } else {
+    rel = -at::clamp_max(rel, 0);
+  }
+  const int64_t maxExact = numBuckets / 2;
+  at::Tensor small = rel < maxExact;
+  // log(0) = -inf for distance 0: that entry is small, so `large` is not used there.
+  at::Tensor large =
+      (at::log(rel.to(at::kFloat) / maxExact) /
+       std::log(static_cast<double>(maxDistance) / static_cast<double>(maxExact)) * (numBuckets - maxExact))
+          .to(at::kLong) +
+      maxExact;
+  large = at::clamp_max(large, numBuckets - 1);
+  return buckets + at::where(small, rel, large);
+}
+
+}  // namespace
+
+void Model::checkSeq2Seq(const Batch& batch, const char* what) const {
+  if (!config_.encoderDecoder)
+    throw ParameterError(std::string(archName(config_.arch)) + " is not an encoder-decoder model: use forward()");
+  if (batch.ids.dim() != 2 || batch.ids.size(0) == 0 || batch.ids.size(1) == 0)
+    throw ParameterError(std::string(what) + " batch must be a non-empty [B, T] id matrix");
+  if (batch.mask.defined() && batch.mask.sizes() != batch.ids.sizes())
+    throw ParameterError(std::string(what) + " mask " + shapeString(batch.mask) + " does not match its ids " +
+                         shapeString(batch.ids));
+  const int64_t lo = batch.ids.min().item<int64_t>(), hi = batch.ids.max().item<int64_t>();
+  if (lo < 0 || hi >= config_.vocab)
+    throw ParameterError(std::string(what) + " token id " + std::to_string(lo < 0 ? lo : hi) +
+                         " is outside the vocabulary [0, " + std::to_string(config_.vocab) + ")");
+}
+
+// compute_bias of block 0 (the only block with relative_attention_bias) plus
+// the mask; HF computes the sum once per stack and passes it to every block.
+at::Tensor Model::t5SelfBias(SiteStack stack, const at::Tensor& mask) const {
+  const auto& c = config_;
+  const bool decoder = stack == SiteStack::Decoder;
+  const int64_t B = mask.size(0), T = mask.size(1);
+  at::Tensor buckets = relativeBuckets(T, T, !decoder, c.relBuckets, c.relMaxDistance);  // [T, T]
+  at::Tensor rel = at::embedding(t(Role::RelBias, 0, stack), buckets)                    // [T, T, H]
+                       .permute({2, 0, 1})
+                       .unsqueeze(0);                // [1, H, T, T]
+  at::Tensor hide = (mask == 0).view({B, 1, 1, T});  // padded keys
+  if (decoder) {
+    at::Tensor pos = at::arange(T, at::kLong);
+    hide = hide | (pos.view({1, T}) > pos.view({T, 1})).view({1, 1, T, T});  // keys after the query
+  }
+  hide = hide.expand({B, 1, T, T});
+  return rel + at::zeros({B, 1, T, T}, at::kFloat).masked_fill(hide, kMasked);  // [B, H, T, T]
+}
+
+// T5Attention: queries from x [B, T, C], keys and values from kv [B, S, C]
+// (x itself for self-attention, the encoder output for cross-attention),
+// scores q.k without 1/sqrt(d_kv) (T5 folds it into q's initialisation) plus
+// `bias` (broadcast to [B, H, T, S]), softmax, o projection.
+at::Tensor Model::t5Attention(SiteStack stack, int L, bool cross, const at::Tensor& x, const at::Tensor& kv,
+                              const at::Tensor& bias) const {
+  const auto& c = config_;
+  const int64_t B = x.size(0), T = x.size(1), S = kv.size(1), H = c.nHead, D = c.headDim;
+  const Role rq = cross ? Role::CrossQ : Role::AttnQ, rk = cross ? Role::CrossK : Role::AttnK;
+  const Role rv = cross ? Role::CrossV : Role::AttnV, ro = cross ? Role::CrossOut : Role::AttnOut;
+  at::Tensor q = at::linear(x, t(rq, L, stack)).view({B, T, H, D}).transpose(1, 2);   // [B, H, T, D]
+  at::Tensor k = at::linear(kv, t(rk, L, stack)).view({B, S, H, D}).transpose(1, 2);  // [B, H, S, D]
+  at::Tensor v = at::linear(kv, t(rv, L, stack)).view({B, S, H, D}).transpose(1, 2);  // [B, H, S, D]
+  at::Tensor scores = at::matmul(q, k.transpose(-1, -2)) + bias;                      // [B, H, T, S]
+  at::Tensor out = at::matmul(at::softmax(scores, -1), v);                            // [B, H, T, D]
+  return at::linear(out.transpose(1, 2).reshape({B, T, H * D}), t(ro, L, stack));     // [B, T, C]
+}
+
+// T5Stack: blocks of self-attention (+ cross-attention in the decoder) and
+// the FFN, each sub-layer x + f(norm(x)), then the stack's final_layer_norm.
+// Dropout is inactive at inference.
+at::Tensor Model::t5Stack(SiteStack stack, at::Tensor x, const at::Tensor& selfBias, const at::Tensor& encoderOut,
+                          const at::Tensor& crossBias, HookSink* hooks) const {
+  const auto& c = config_;
+  const bool decoder = stack == SiteStack::Decoder;
+  const int64_t B = x.size(0), T = x.size(1);
+  for (int L = 0; L < c.layerCount(stack); ++L) {
+    at::Tensor n = t5Norm(x, t(Role::AttnNorm, L, stack), c.normEps);
+    x = x + t5Attention(stack, L, false, n, n, selfBias);
+    if (decoder) {
+      n = t5Norm(x, t(Role::CrossNorm, L, stack), c.normEps);
+      x = x + t5Attention(stack, L, true, n, encoderOut, crossBias);
+    }
+    at::Tensor h = t5Norm(x, t(Role::FfnNorm, L, stack), c.normEps);  // [B, T, C]
+    const Site site{stack, L, -1, false};
+    if (hooks && hooks->wantsSite(site, HookPoint::FfnIn)) hooks->onSite(site, HookPoint::FfnIn, h);
+    const bool wantAct = hooks && hooks->wantsSite(site, HookPoint::FfnAct);
+    at::Tensor act;  // [B * T, d_ff]
+    at::Tensor flat = h.reshape({B * T, c.dModel});
+    at::Tensor f = override_ ? override_->forwardSite(site, flat, wantAct ? &act : nullptr)
+                             : denseFfn(ffnWeights(site), flat, wantAct ? &act : nullptr);
+    if (wantAct) hooks->onSite(site, HookPoint::FfnAct, act.view({B, T, -1}));
+    x = x + f.view({B, T, c.dModel});
+  }
+  return t5Norm(x, t(Role::OutNorm, 0, stack), c.normEps);
+}
+
+at::Tensor Model::encode(const Batch& source, HookSink* hooks) const {
+  checkSeq2Seq(source, "source");
+  std::optional<c10::InferenceMode> inference;
+  if (!trainable_) inference.emplace();
+  at::Tensor mask = source.mask.defined() ? source.mask : at::ones_like(source.ids);  // [B, T]
+  at::Tensor x = at::embedding(t(Role::TokEmbd), source.ids);  // [B, T, C]: no scaling, no absolute positions
+  return t5Stack(SiteStack::Encoder, x, t5SelfBias(SiteStack::Encoder, mask), at::Tensor(), at::Tensor(), hooks);
+}
+
+at::Tensor Model::decodeHidden(const at::Tensor& encoderOut, const at::Tensor& sourceMask, const Batch& decoder,
+                               HookSink* hooks) const {
+  checkSeq2Seq(decoder, "decoder");
+  const int64_t B = decoder.ids.size(0);
+  if (encoderOut.dim() != 3 || encoderOut.size(0) != B || encoderOut.size(2) != config_.dModel)
+    throw ParameterError("encoder output " + shapeString(encoderOut) + " does not fit a decoder batch of " +
+                         std::to_string(B) + " and d_model " + std::to_string(config_.dModel));
+  const int64_t S = encoderOut.size(1);
+  if (sourceMask.dim() != 2 || sourceMask.size(0) != B || sourceMask.size(1) != S)
+    throw ParameterError("source mask " + shapeString(sourceMask) + " does not match the encoder output " +
+                         shapeString(encoderOut));
+  std::optional<c10::InferenceMode> inference;
+  if (!trainable_) inference.emplace();
+  at::Tensor mask = decoder.mask.defined() ? decoder.mask : at::ones_like(decoder.ids);  // [B, T]
+  // Cross-attention has no relative bias (EncDecAttention has none): only the source padding.
+  at::Tensor crossBias = at::zeros({B, 1, 1, S}, at::kFloat).masked_fill((sourceMask == 0).view({B, 1, 1, S}), kMasked);
+  at::Tensor x = at::embedding(t(Role::TokEmbd), decoder.ids);  // [B, T, C]
+  return t5Stack(SiteStack::Decoder, x, t5SelfBias(SiteStack::Decoder, mask), encoderOut, crossBias, hooks);
+}
+
+at::Tensor Model::forwardSeq2Seq(const Batch& source, const Batch& decoder, HookSink* hooks) const {
+  checkSeq2Seq(source, "source");
+  checkSeq2Seq(decoder, "decoder");
+  if (source.batchSize() != decoder.batchSize())
+    throw ParameterError("source batch of " + std::to_string(source.batchSize()) + " sequences but decoder batch of " +
+                         std::to_string(decoder.batchSize()));
+  at::Tensor encoderOut = encode(source, hooks);  // [B, T_src, C]
+  at::Tensor sourceMask = source.mask.defined() ? source.mask : at::ones_like(source.ids);
+  return head(decodeHidden(encoderOut, sourceMask, decoder, hooks));  // [B, T_dec, vocab]
+}
+
+}  // namespace moefy
