@@ -11,10 +11,10 @@
 
 #include "analysis/common/error.h"
 #include "analysis/eval/eval_file.h"
+#include "analysis/eval/eval_results.h"
 #include "analysis/io/fsutil.h"
 #include "analysis/io/json_input.h"
 #include "analysis/io/safetensors.h"
-#include "analysis/eval/eval_results.h"
 #include "analysis/model/loader.h"
 #include "analysis/project/artefact.h"
 #include "analysis/project/project.h"
@@ -330,7 +330,8 @@ std::shared_ptr<TextProbe> TextProbe::open(const std::shared_ptr<const SharedMod
   p->impl_ = std::make_unique<Impl>();
   p->impl_->loaded = model->get();
   if (!p->impl_->loaded->tokenizer)
-    throw FormatError(model->dir().toStdString() + ": has no usable tokenizer (" + p->impl_->loaded->tokenizerError + ")");
+    throw FormatError(model->dir().toStdString() + ": has no usable tokenizer (" + p->impl_->loaded->tokenizerError +
+                      ")");
   p->dir = model->dir();
   p->layers = p->impl_->loaded->model->config().nLayer;
   return p;

@@ -210,7 +210,7 @@ struct TextActivations {
   std::vector<float> in;     ///< [T * d_model] FFN input
   std::vector<float> act;    ///< [T * d_ff] FFN hidden after the activation
   int dModel = 0, dFF = 0;
-  bool reluLike = true;      ///< plain ReLU FFN: oracle mass = sum of h (else of |h|), router_scores.h plainReluFfn
+  bool reluLike = true;  ///< plain ReLU FFN: oracle mass = sum of h (else of |h|), router_scores.h plainReluFfn
 };
 
 /// Router choices for a typed text's activations (as routeRecordedSamples).

@@ -3,8 +3,8 @@
 #include <QFileInfo>
 #include <QPointer>
 
-#include "analysis/text/tokenizer.h"
 #include "analysis/jobs/job.h"
+#include "analysis/text/tokenizer.h"
 #include "views/jobrunner.h"
 
 namespace moefy::views {

@@ -184,7 +184,8 @@ quint64 TaskRunner::run(const QString& key, QObject* owner, Work work, OnError o
     // is dropped with the runner.
     if (self)
       QMetaObject::invokeMethod(
-          self, [self, id, ok, cancelled, error, apply = std::move(apply)]() mutable {
+          self,
+          [self, id, ok, cancelled, error, apply = std::move(apply)]() mutable {
             if (self) self->finish(id, ok, cancelled, error, std::move(apply));
           },
           Qt::QueuedConnection);

@@ -8,14 +8,12 @@
 #include <QCloseEvent>
 #include <QCoreApplication>
 #include <QDateTime>
-#include <QElapsedTimer>
-#include <QFileInfo>
-#include <QStyle>
 #include <QDialogButtonBox>
 #include <QDir>
 #include <QDockWidget>
 #include <QElapsedTimer>
 #include <QFileDialog>
+#include <QFileInfo>
 #include <QFormLayout>
 #include <QHBoxLayout>
 #include <QHeaderView>
@@ -266,16 +264,19 @@ void MainWindow::buildJobBar() {
       stage_->clear();
       const QString what = jobOutput_.isEmpty() ? QString("its output") : jobOutput_;
       if (ctx_->jobs()->cancelCameLate())
-        onMessage(StudioContext::Warning, name + " had already finished when the cancel arrived: " + what +
-                                              " was written completely and is kept (delete it from the workspace if unwanted)");
-      else onMessage(StudioContext::Info, name + " finished");
+        onMessage(StudioContext::Warning,
+                  name + " had already finished when the cancel arrived: " + what +
+                      " was written completely and is kept (delete it from the workspace if unwanted)");
+      else
+        onMessage(StudioContext::Info, name + " finished");
     } else if (cancelled) {
       jobName_->setText(name + ": cancelled");
       stage_->clear();
       // Writes are atomic: either the folder is untouched or it never appeared.
       if (!jobOutput_.isEmpty() && QFileInfo::exists(jobOutput_))
         onMessage(StudioContext::Warning, name + " was cancelled; " + jobOutput_ + " is unchanged (no partial files)");
-      else onMessage(StudioContext::Warning, name + " was cancelled; nothing was written");
+      else
+        onMessage(StudioContext::Warning, name + " was cancelled; nothing was written");
     } else {
       jobName_->setText(name + ": failed");
       stage_->clear();

@@ -7,8 +7,8 @@
 #include <QVBoxLayout>
 #include <map>
 
-#include "analysis/text/corpus.h"
 #include "analysis/jobs/job.h"
+#include "analysis/text/corpus.h"
 #include "analysis/text/tokenizer.h"
 #include "views/context.h"
 #include "views/jobrunner.h"
@@ -88,8 +88,10 @@ void CorpusView::refresh() {
     try {
       corpus = Corpus::open(path.toStdString());
       try {
-        if (QFileInfo(model).isDir()) tok = Tokenizer::fromModelDir(model.toStdString());
-        else tokErr = "no model folder";
+        if (QFileInfo(model).isDir())
+          tok = Tokenizer::fromModelDir(model.toStdString());
+        else
+          tokErr = "no model folder";
       } catch (const std::exception& e) {
         tokErr = e.what();
       }
@@ -118,7 +120,9 @@ void CorpusView::refresh() {
         self->setEmptyState("Cannot read the corpus:\n" + err);
         return;
       }
-      if (!tokErr.isEmpty()) self->ctx()->report(StudioContext::Warning, "Corpus view: no tokenizer (" + tokErr + "); token counts are not shown");
+      if (!tokErr.isEmpty())
+        self->ctx()->report(StudioContext::Warning,
+                            "Corpus view: no tokenizer (" + tokErr + "); token counts are not shown");
       self->corpus_ = corpus;
       self->tokenizer_ = tok;
       self->rows_ = rows;
@@ -136,8 +140,10 @@ void CorpusView::refresh() {
         t->setItem(i, 0, idItem);
         t->setItem(i, 1, new QTableWidgetItem(d.category));
         auto* tk = new QTableWidgetItem;
-        if (d.tokens >= 0) tk->setData(Qt::DisplayRole, d.tokens);
-        else tk->setText("-");
+        if (d.tokens >= 0)
+          tk->setData(Qt::DisplayRole, d.tokens);
+        else
+          tk->setText("-");
         t->setItem(i, 2, tk);
         auto* ch = new QTableWidgetItem;
         ch->setData(Qt::DisplayRole, d.chars);

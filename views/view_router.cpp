@@ -9,8 +9,8 @@
 #include <cmath>
 #include <numeric>
 
-#include "analysis/route/router_scores.h"
 #include "analysis/jobs/job.h"
+#include "analysis/route/router_scores.h"
 #include "views/context.h"
 #include "views/jobrunner.h"
 #include "views/style.h"
@@ -214,7 +214,8 @@ void RouterView::refresh() {
   }
   setEmptyState("");
   text_->setEnabled(true);
-  if (textRunning_ && !ctx()->tasks()->isRunning("router-text")) textRunning_ = false;  // cancelled with a workspace change
+  if (textRunning_ && !ctx()->tasks()->isRunning("router-text"))
+    textRunning_ = false;  // cancelled with a workspace change
   runText_->setEnabled(!textRunning_);
   score_ = std::move(choices.scores);
   top_ = std::move(choices.top);
@@ -394,8 +395,10 @@ void RouterView::runText(const QString& text) {
           self->doc_->blockSignals(true);
           self->doc_->setCurrentIndex(self->doc_->findData(QVariant(QString("typed"))));
           self->doc_->blockSignals(false);
-          if (self->layer() == L) self->scoreTypedText();
-          else self->runText(text);
+          if (self->layer() == L)
+            self->scoreTypedText();
+          else
+            self->runText(text);
         };
       },
       [self](const QString& err) {

@@ -204,7 +204,12 @@ void SparsityView::refresh() {
     freq_->axisRect()->insetLayout()->setInsetAlignment(0, Qt::AlignTop | Qt::AlignRight);
     note_->setText(QString("Recording: %1 tokens, d_ff %2. Layer %3: %4% of neurons active per token on average; "
                            "%5 dead, %6 always on. Click the frequency plot to inspect a neuron.")
-                       .arg(rec_->tokens).arg(F).arg(cur).arg(sp.meanActiveShare * 100, 0, 'f', 1).arg(sp.dead).arg(sp.alwaysOn));
+                       .arg(rec_->tokens)
+                       .arg(F)
+                       .arg(cur)
+                       .arg(sp.meanActiveShare * 100, 0, 'f', 1)
+                       .arg(sp.dead)
+                       .arg(sp.alwaysOn));
   }
   freq_->replot();
 }

@@ -7,10 +7,37 @@
 
 namespace moefy {
 
-/// Base class of every error the core reports to a user.
+/// `message` with every control character (newline, carriage return, tab,
+/// NUL, ...) written as a visible escape ("\n", "\x01"), so that a value
+/// quoted from an input file can never break a message into several lines.
+inline std::string oneLineMessage(const std::string& message) {
+  std::string out;
+  out.reserve(message.size());
+  for (const char ch : message) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c >= 0x20 && c != 0x7f) {
+      out += ch;
+    } else if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\r') {
+      out += "\\r";
+    } else if (c == '\t') {
+      out += "\\t";
+    } else {
+      static const char* hex = "0123456789abcdef";
+      out += "\\x";
+      out += hex[c >> 4];
+      out += hex[c & 15];
+    }
+  }
+  return out;
+}
+
+/// Base class of every error the core reports to a user. The message is one
+/// line by construction (oneLineMessage), whatever input text it quotes.
 class Error : public std::runtime_error {
  public:
-  explicit Error(const std::string& message) : std::runtime_error(message) {}
+  explicit Error(const std::string& message) : std::runtime_error(oneLineMessage(message)) {}
 };
 
 /// Malformed or inconsistent input data (files, configs, corpora, artefacts).

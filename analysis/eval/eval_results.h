@@ -15,7 +15,8 @@ struct EvalResults {
     double fraction = 0;  ///< active-expert fraction k/E in (0, 1]
     std::string topK;     ///< the per-layer top-k list as JSON text ("" if absent)
     double loss = 0, perplexity = 0, lossDelta = 0, top1 = 0, kl = 0;
-    double forwardSpeedup = 0, generateSpeedup = 0;  ///< median ratio; NaN when the run had no --speed (or an oracle router)
+    double forwardSpeedup = 0,
+           generateSpeedup = 0;  ///< median ratio; NaN when the run had no --speed (or an oracle router)
     double forwardSpeedupMin = 0, forwardSpeedupMax = 0;    ///< spread over the timed runs; NaN when not recorded
     double generateSpeedupMin = 0, generateSpeedupMax = 0;  ///< likewise for generation
     int forwardRuns = 0, generateRuns = 0;                  ///< timed runs behind the figure (0 = not recorded)

@@ -124,10 +124,15 @@ nlohmann::json runEvaluation(Model& m, const EvalRunSpec& spec, const std::vecto
   j["results"] = results;
   const EvalOptions& eo0 = spec.options;
   j["provenance"] = provenanceBlock("eval",
-                                    {{"batch", eo0.batch}, {"seed", eo0.seed}, {"mlm_fraction", eo0.mlmFraction},
-                                     {"mask_token_id", eo0.maskTokenId}, {"layer_errors", eo0.layerErrors},
-                                     {"sweep", spec.sweep}, {"speed", spec.speed},
-                                     {"speed_seconds", spec.speedSeconds}, {"seq_len", spec.seqLen}},
+                                    {{"batch", eo0.batch},
+                                     {"seed", eo0.seed},
+                                     {"mlm_fraction", eo0.mlmFraction},
+                                     {"mask_token_id", eo0.maskTokenId},
+                                     {"layer_errors", eo0.layerErrors},
+                                     {"sweep", spec.sweep},
+                                     {"speed", spec.speed},
+                                     {"speed_seconds", spec.speedSeconds},
+                                     {"seq_len", spec.seqLen}},
                                     {{"model", m.fingerprint()}});
   return j;
 }

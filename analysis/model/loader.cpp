@@ -5,6 +5,7 @@
 
 #include "analysis/common/error.h"
 #include "analysis/io/fsutil.h"
+#include "analysis/io/json_input.h"
 #include "analysis/io/safetensors.h"
 #include "analysis/model/arch.h"
 #include "analysis/moe/moe_checkpoint.h"
@@ -31,6 +32,40 @@ void addMoeFields(nlohmann::json& j, const ModelConfig& c) {
   j["native_moe"] = moe;
 }
 
+// The fields `inspect` shows that come from config.json alone: shared by the
+// loaded-model summary and the headers-only one, so they cannot disagree.
+void addConfigFields(nlohmann::json& j, const ModelConfig& c) {
+  j["arch"] = archName(c.arch);
+  j["family"] = archName(c.arch);
+  j["model_type"] = c.modelType;
+  j["layers"] = c.nLayer;
+  if (c.encoderDecoder) j["decoder_layers"] = c.nDecoderLayer;
+  j["d_model"] = c.dModel;
+  j["d_ff"] = c.dFF;
+  j["heads"] = c.nHead;
+  j["kv_heads"] = c.nKVHead;
+  j["head_dim"] = c.headDim;
+  j["vocab"] = c.vocab;
+  j["ffn_kind"] = c.ffnKind();
+  j["activation"] = activationName(c.act);
+  j["norm"] = c.norm == NormKind::RMSNorm ? "rmsnorm" : "layernorm";
+  j["pre_norm"] = c.preNorm;
+  j["positions"] = c.pos == PosKind::Rope ? "rope" : c.pos == PosKind::Relative ? "relative" : "learned";
+  j["max_positions"] = c.maxPos;
+  j["rope"] = c.pos == PosKind::Rope ? c.rope.type : "none";
+  j["position_encoding"] = c.ropeSummary();
+  j["norms"] = c.normSummary();
+  j["window_pattern"] = c.windowPattern();
+  j["attention"] = c.attentionSummary();
+}
+
+// "none (why)" without the folder's path prefix: the summary already names it.
+std::string noTokenizer(std::string why, const std::filesystem::path& dir) {
+  const std::string prefix = dir.string() + "/";
+  for (size_t at; (at = why.find(prefix)) != std::string::npos;) why.erase(at, prefix.size());
+  return "none (" + why + ")";
+}
+
 }  // namespace
 
 LoadedModel loadModel(const std::filesystem::path& dir) {
@@ -54,38 +89,13 @@ nlohmann::json describeModel(const LoadedModel& loaded) {
   const ModelConfig& c = m.config();
   nlohmann::json j;
   j["path"] = m.dir().string();
-  j["arch"] = archName(c.arch);
-  j["family"] = archName(c.arch);
-  j["model_type"] = c.modelType;
-  j["layers"] = c.nLayer;
-  if (c.encoderDecoder) j["decoder_layers"] = c.nDecoderLayer;
-  j["d_model"] = c.dModel;
-  j["d_ff"] = c.dFF;
-  j["heads"] = c.nHead;
-  j["kv_heads"] = c.nKVHead;
-  j["head_dim"] = c.headDim;
-  j["vocab"] = c.vocab;
-  j["ffn_kind"] = c.ffnKind();
-  j["activation"] = activationName(c.act);
-  j["norm"] = c.norm == NormKind::RMSNorm ? "rmsnorm" : "layernorm";
-  j["pre_norm"] = c.preNorm;
-  j["positions"] = c.pos == PosKind::Rope ? "rope" : c.pos == PosKind::Relative ? "relative" : "learned";
-  j["max_positions"] = c.maxPos;
-  j["rope"] = c.pos == PosKind::Rope ? c.rope.type : "none";
-  j["position_encoding"] = c.ropeSummary();
-  j["norms"] = c.normSummary();
-  j["window_pattern"] = c.windowPattern();
-  j["attention"] = c.attentionSummary();
+  addConfigFields(j, c);
   j["parameters"] = m.parameterCount();
   j["dtype"] = m.storedDType();
   if (loaded.tokenizer) {
     j["tokenizer"] = loaded.tokenizer->kind();
   } else {
-    // The summary already names the folder: the reason without its path prefix.
-    std::string why = loaded.tokenizerError;
-    const std::string prefix = m.dir().string() + "/";
-    for (size_t at; (at = why.find(prefix)) != std::string::npos;) why.erase(at, prefix.size());
-    j["tokenizer"] = "none (" + why + ")";
+    j["tokenizer"] = noTokenizer(loaded.tokenizerError, m.dir());
   }
   j["fingerprint"] = m.fingerprint();
   addMoeFields(j, c);
@@ -102,12 +112,7 @@ nlohmann::json describeModelFiles(const std::filesystem::path& dir) {
   if (fs::exists(dir / "model.safetensors")) {
     files.push_back(dir / "model.safetensors");
   } else if (fs::exists(dir / "model.safetensors.index.json")) {
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(readFile(dir / "model.safetensors.index.json"));
-    } catch (const nlohmann::json::exception&) {
-      throw FormatError((dir / "model.safetensors.index.json").string() + ": malformed JSON");
-    }
+    const nlohmann::json j = readJsonFile(dir / "model.safetensors.index.json");
     std::set<std::string> names;
     if (j.contains("weight_map") && j["weight_map"].is_object())
       for (const auto& [k, v] : j["weight_map"].items())
@@ -123,7 +128,8 @@ nlohmann::json describeModelFiles(const std::filesystem::path& dir) {
       if (e.path().extension() == ".safetensors" && e.path().filename() != "moe.safetensors") files.push_back(e.path());
     std::sort(files.begin(), files.end());
   }
-  if (files.empty()) throw FormatError(dir.string() + ": no weights (model.safetensors or model.safetensors.index.json)");
+  if (files.empty())
+    throw FormatError(dir.string() + ": no weights (model.safetensors or model.safetensors.index.json)");
   if (!moe.is_null()) files.push_back(dir / moe.value("weights", std::string("moe.safetensors")));
   const ArchTable& table = archTable(c);
   auto ignorable = [&](const std::string& name) {
@@ -152,28 +158,13 @@ nlohmann::json describeModelFiles(const std::filesystem::path& dir) {
   }
   nlohmann::json j;
   j["path"] = dir.string();
-  j["arch"] = archName(c.arch);
-  j["model_type"] = c.modelType;
-  j["layers"] = c.nLayer;
-  if (c.encoderDecoder) j["decoder_layers"] = c.nDecoderLayer;
-  j["d_model"] = c.dModel;
-  j["d_ff"] = c.dFF;
-  j["heads"] = c.nHead;
-  j["kv_heads"] = c.nKVHead;
-  j["head_dim"] = c.headDim;
-  j["vocab"] = c.vocab;
-  j["ffn_kind"] = c.ffnKind();
-  j["activation"] = activationName(c.act);
-  j["norm"] = c.norm == NormKind::RMSNorm ? "rmsnorm" : "layernorm";
-  j["pre_norm"] = c.preNorm;
-  j["positions"] = c.pos == PosKind::Rope ? "rope" : c.pos == PosKind::Relative ? "relative" : "learned";
-  j["max_positions"] = c.maxPos;
+  addConfigFields(j, c);
   j["parameters"] = params;
   j["dtype"] = dtypes.size() == 1 ? *dtypes.begin() : (dtypes.empty() ? "F32" : "mixed");
   try {
     j["tokenizer"] = Tokenizer::fromModelDir(dir)->kind();
   } catch (const Error& e) {
-    j["tokenizer"] = std::string("none (") + e.what() + ")";
+    j["tokenizer"] = noTokenizer(e.what(), dir);
   }
   addMoeFields(j, c);
   if (!moe.is_null()) j["moefication"] = moe;

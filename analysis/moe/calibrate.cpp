@@ -8,13 +8,13 @@
 #include <sstream>
 
 #include "analysis/common/error.h"
-#include "analysis/io/links.h"
 #include "analysis/eval/eval.h"
 #include "analysis/eval/sequences.h"
-#include "analysis/model/loader.h"
-#include "analysis/moe/moe_export.h"
+#include "analysis/io/links.h"
 #include "analysis/jobs/job.h"
+#include "analysis/model/loader.h"
 #include "analysis/model/model.h"
+#include "analysis/moe/moe_export.h"
 #include "analysis/moe/moe_ffn.h"
 
 namespace moefy {
@@ -208,11 +208,15 @@ nlohmann::json runCalibration(const std::filesystem::path& moeDir, const std::fi
   // The source export's links are relative to its folder: re-express them for `out`.
   for (const char* key : {"source_model", "partition"})
     if (block.contains(key) && block[key].is_object()) block[key] = relink(moeDir, out, block[key]);
-  block["calibration"] = {{"steps", o.steps}, {"experts", o.experts}, {"lr", o.lr},
+  block["calibration"] = {{"steps", o.steps},
+                          {"experts", o.experts},
+                          {"lr", o.lr},
                           {"corpus", makeLink(out, corpus, "")["path"]},
                           {"source", makeLink(out, moeDir, folderFingerprint(moeDir))},
-                          {"lm_loss_before", r.lmLossBefore}, {"lm_loss_after", r.lmLossAfter},
-                          {"router_loss_before", r.routerLossBefore}, {"router_loss_after", r.routerLossAfter}};
+                          {"lm_loss_before", r.lmLossBefore},
+                          {"lm_loss_after", r.lmLossAfter},
+                          {"router_loss_before", r.routerLossBefore},
+                          {"router_loss_after", r.routerLossAfter}};
   auto moe = std::dynamic_pointer_cast<const MoeFfn>(loaded.model->ffnOverride());
   RouterKind kind = routerKindFromName(loaded.moefication.value("router", "oracle"), "moefication.router");
   writeMoeFolder(*loaded.model, *moe, kind, block, out, force, job);

@@ -6,9 +6,9 @@
 #include <sstream>
 
 #include "analysis/common/error.h"
-#include "analysis/io/links.h"
 #include "analysis/common/hash.h"
 #include "analysis/io/fsutil.h"
+#include "analysis/io/links.h"
 #include "analysis/io/safetensors.h"
 #include "analysis/jobs/job.h"
 #include "analysis/model/model.h"
@@ -167,11 +167,11 @@ nlohmann::json exportMoe(const Model& model, const PartitionData& part, const Ro
   block["partition"] = makeLink(out, part.dir, folderFingerprint(part.dir));
   block["partition"]["method"] = part.meta.value("method", "");
   block["partition"]["labels_hash"] = part.labelsHash;
-  block["provenance"] = provenanceBlock("export", {{"top_k", o.topK}, {"force", o.force}},
-                                        {{"model", model.fingerprint()},
-                                         {"partition", block["partition"]["fingerprint"]},
-                                         {"router", routers.sourceDir.empty() ? std::string()
-                                                                              : folderFingerprint(routers.sourceDir)}});
+  block["provenance"] =
+      provenanceBlock("export", {{"top_k", o.topK}, {"force", o.force}},
+                      {{"model", model.fingerprint()},
+                       {"partition", block["partition"]["fingerprint"]},
+                       {"router", routers.sourceDir.empty() ? std::string() : folderFingerprint(routers.sourceDir)}});
   return writeMoeFolder(model, *moe, routers.kind, block, out, o.force, job);
 }
 

@@ -123,13 +123,19 @@ RouterSet buildRouters(const Model& model, const PartitionData& part, const Samp
   rs.modelFingerprint = model.fingerprint();
   rs.partitionPath = part.dir.string();
   rs.partitionLabelsHash = part.labelsHash;
-  rs.provenance = provenanceBlock(
-      "route",
-      {{"router", routerKindName(o.kind)}, {"top_k", o.topK}, {"top_fraction", o.topFraction}, {"epochs", o.epochs},
-       {"batch", o.batch}, {"lr", o.lr}, {"held_out", o.heldOut}, {"seed", o.seed}},
-      {{"model", model.fingerprint()},
-       {"partition", folderFingerprint(part.dir)},
-       {"recording", samples.dir.empty() ? std::string() : folderFingerprint(samples.dir)}});
+  rs.provenance =
+      provenanceBlock("route",
+                      {{"router", routerKindName(o.kind)},
+                       {"top_k", o.topK},
+                       {"top_fraction", o.topFraction},
+                       {"epochs", o.epochs},
+                       {"batch", o.batch},
+                       {"lr", o.lr},
+                       {"held_out", o.heldOut},
+                       {"seed", o.seed}},
+                      {{"model", model.fingerprint()},
+                       {"partition", folderFingerprint(part.dir)},
+                       {"recording", samples.dir.empty() ? std::string() : folderFingerprint(samples.dir)}});
   at::Tensor trainIdx, heldIdx;
   splitSamples(samples.samples, o.heldOut, o.seed, trainIdx, heldIdx);
   const bool relu = plainReluFfn(model.config().act, model.config().gated);

@@ -6,8 +6,8 @@
 #include "analysis/io/fsutil.h"
 #include "analysis/io/json_input.h"
 #include "analysis/io/links.h"
-#include "analysis/model/site.h"
 #include "analysis/io/safetensors.h"
+#include "analysis/model/site.h"
 #include "analysis/moe/moe_layer.h"
 
 namespace moefy {

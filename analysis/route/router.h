@@ -55,7 +55,7 @@ struct RouterSet {
   std::vector<int> experts;            ///< per entry
   std::vector<LayerRouter> routers;    ///< per entry
   std::string modelFingerprint;
-  std::string partitionPath;        ///< absolute (read() resolves the stored link, analysis/io/links.h)
+  std::string partitionPath;  ///< absolute (read() resolves the stored link, analysis/io/links.h)
   std::string partitionLabelsHash;
   nlohmann::json provenance;        ///< written as "provenance" when set (analysis/io/links.h provenanceBlock)
   std::filesystem::path sourceDir;  ///< the folder read() read (empty for a freshly built set)

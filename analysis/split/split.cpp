@@ -8,13 +8,13 @@
 #include "analysis/common/error.h"
 #include "analysis/io/fsutil.h"
 #include "analysis/io/json_input.h"
+#include "analysis/io/links.h"
 #include "analysis/io/safetensors.h"
 #include "analysis/jobs/job.h"
 #include "analysis/model/model.h"
+#include "analysis/model/site.h"
 #include "analysis/record/coact.h"
 #include "analysis/record/recorder.h"
-#include "analysis/model/site.h"
-#include "analysis/io/links.h"
 #include "analysis/record/recording.h"
 
 namespace moefy {
@@ -242,11 +242,20 @@ nlohmann::json runSplit(const Recording& rec, const Model* model, const SplitOpt
   j["recording"] = makeLink(out, rec.dir(), recFingerprint);
   j["metrics"] = metrics;
   {
-    nlohmann::json all = {{"method", o.method},          {"experts", o.experts},       {"expert_size", o.expertSize},
-                          {"layers", o.layers},          {"seed", o.seed},             {"weighting", o.graph.weighting},
-                          {"topk", o.graph.topk},        {"graph", o.graphSource},     {"rows", o.rows},
-                          {"restarts", o.restarts},      {"max_iter", o.maxIter},      {"stability", o.stability},
-                          {"model", o.modelPath.string()}, {"force", o.force}};
+    nlohmann::json all = {{"method", o.method},
+                          {"experts", o.experts},
+                          {"expert_size", o.expertSize},
+                          {"layers", o.layers},
+                          {"seed", o.seed},
+                          {"weighting", o.graph.weighting},
+                          {"topk", o.graph.topk},
+                          {"graph", o.graphSource},
+                          {"rows", o.rows},
+                          {"restarts", o.restarts},
+                          {"max_iter", o.maxIter},
+                          {"stability", o.stability},
+                          {"model", o.modelPath.string()},
+                          {"force", o.force}};
     j["provenance"] = provenanceBlock("split", all, {{"recording", recFingerprint}, {"model", rec.fingerprint()}});
   }
   writeFolderAtomic(
@@ -275,7 +284,8 @@ Partition Partition::open(const fs::path& dir) {
     // Integers are range-checked in 64 bits before narrowing (2^32 + 4 experts must not read as 4).
     constexpr int kMax = std::numeric_limits<int>::max();
     const int64_t version = jsonInteger(j.at("version"), INT64_MIN, INT64_MAX, jp.string() + ": version");
-    if (version != 1 && version != 2) throw FormatError(jp.string() + ": unsupported version " + std::to_string(version));
+    if (version != 1 && version != 2)
+      throw FormatError(jp.string() + ": unsupported version " + std::to_string(version));
     p.experts_ = jsonInt(j.at("experts"), 1, kMax, jp.string() + ": experts");
     p.dFF_ = jsonInt(j.at("d_ff"), 1, kMax, jp.string() + ": d_ff");
     p.method_ = j.at("method").get<std::string>();

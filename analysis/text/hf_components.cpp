@@ -1387,17 +1387,7 @@ class ReplaceDec : public Decoder {
 
 class ByteFallbackDec : public Decoder {
  public:
-  static int parseByte(const std::string& t) {
-    if (t.size() != 6 || t.compare(0, 3, "<0x") != 0 || t[5] != '>') return -1;
-    auto hv = [](char c) -> int {
-      if (c >= '0' && c <= '9') return c - '0';
-      if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-      if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-      return -1;
-    };
-    int h = hv(t[3]), l = hv(t[4]);
-    return h < 0 || l < 0 ? -1 : h * 16 + l;
-  }
+  static int parseByte(const std::string& t) { return bytePieceValue(t); }
   void apply(std::vector<std::string>& tokens) const override {
     std::vector<std::string> out;
     std::string pending;
@@ -1902,6 +1892,18 @@ std::unique_ptr<Decoder> makeDecoder(const json& j, const std::string& where) {
     return d;
   }
   throw FormatError(where + ": decoder type '" + t + "' is not supported");
+}
+
+int bytePieceValue(const std::string& t) {
+  if (t.size() != 6 || t.compare(0, 3, "<0x") != 0 || t[5] != '>') return -1;
+  auto hv = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+  };
+  const int h = hv(t[3]), l = hv(t[4]);
+  return h < 0 || l < 0 ? -1 : h * 16 + l;
 }
 
 }  // namespace moefy::hf

@@ -68,6 +68,11 @@ std::unique_ptr<Model> makeModel(const nlohmann::json& j, const std::string& whe
 std::unique_ptr<PostProcessor> makePostProcessor(const nlohmann::json& j, const std::string& where);
 std::unique_ptr<Decoder> makeDecoder(const nlohmann::json& j, const std::string& where);
 
+/// The byte of a byte-fallback piece "<0xHH>" (two hex digits, either case),
+/// or -1 for any other piece (e.g. "<0xZZ>", which is then plain text).
+/// Semantics of HF tokenizers' ByteFallback decoder. Thread-safe.
+int bytePieceValue(const std::string& piece);
+
 /// GPT-2's byte <-> unicode-char table (bytes_to_unicode).
 const std::string& byteToUnicode(uint8_t b);
 /// -1 if `cp` is not in the table.

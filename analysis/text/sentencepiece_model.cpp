@@ -540,8 +540,7 @@ class SpmDecoder : public hf::Decoder {
   void apply(std::vector<std::string>& tokens) const override {
     std::string bytes;
     for (const auto& t : tokens) {
-      if (t.size() == 6 && t.compare(0, 3, "<0x") == 0 && t[5] == '>') {
-        int v = std::stoi(t.substr(3, 2), nullptr, 16);
+      if (const int v = hf::bytePieceValue(t); v >= 0) {  // "<0xZZ>" is not a byte piece: kept as text
         bytes.push_back(static_cast<char>(v));
         continue;
       }

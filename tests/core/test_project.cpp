@@ -25,10 +25,14 @@ void writeJson(const fs::path& p, const json& j) {
   writeFileAtomic(p, j.dump(2));
 }
 json oracleRouter(const std::string& partitionLink) {
-  return {{"format", "moefy-router"}, {"version", 1},
-          {"kind", "oracle"},         {"layers", {0, 1}},
-          {"top_k", {2, 2}},          {"experts", {8, 8}},
-          {"model_fingerprint", ""},  {"partition", {{"path", partitionLink}, {"labels_hash", ""}}}};
+  return {{"format", "moefy-router"},
+          {"version", 1},
+          {"kind", "oracle"},
+          {"layers", {0, 1}},
+          {"top_k", {2, 2}},
+          {"experts", {8, 8}},
+          {"model_fingerprint", "0123456789abcdef"},
+          {"partition", {{"path", partitionLink}, {"labels_hash", "fedcba9876543210"}}}};
 }
 }  // namespace
 

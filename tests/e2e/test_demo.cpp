@@ -80,7 +80,8 @@ class TestDemo : public QObject {
         project.scan(true);
         if (ws == a) expected = project.artefacts().size();
         QCOMPARE(project.artefacts().size(), expected);
-        for (const auto& art : project.artefacts()) QVERIFY2(art.readable, (art.dir.string() + ": " + art.summary).c_str());
+        for (const auto& art : project.artefacts())
+          QVERIFY2(art.readable, (art.dir.string() + ": " + art.summary).c_str());
         const auto links = project.checkLinks();
         int intact = 0;
         for (const auto& l : links) {
@@ -92,14 +93,15 @@ class TestDemo : public QObject {
             ++intact;
           }
         }
-        qInfo() << ws.filename().c_str() << ":" << project.artefacts().size() << "artefacts," << links.size() << "links,"
-                << intact << "in-workspace links intact";
+        qInfo() << ws.filename().c_str() << ":" << project.artefacts().size() << "artefacts," << links.size()
+                << "links," << intact << "in-workspace links intact";
         QVERIFY(intact >= 10);
         QCOMPARE(test::runCli({"inspect", QString::fromStdString((ws / "export").string())}).exitCode, 0);
       }
       // A replaced target is reported as stale, by name.
       fs::remove(renamed / "partitions" / "coact" / "partition.json");
-      fs::copy_file(renamed / "partitions" / "kmeans" / "partition.json", renamed / "partitions" / "coact" / "partition.json");
+      fs::copy_file(renamed / "partitions" / "kmeans" / "partition.json",
+                    renamed / "partitions" / "coact" / "partition.json");
       Project project(Workspace::load(renamed));
       project.scan(false);
       bool stale = false;

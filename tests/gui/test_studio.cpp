@@ -442,7 +442,10 @@ class TestStudio : public QObject {
     QFile::copy(ws_ + "/workspace.json", ws + "/workspace.json");
     QFile f(ws + "/partitions/bad/partition.json");
     QVERIFY(f.open(QIODevice::WriteOnly));
-    f.write("{\"format\": \"moefy-partition\", \"experts\": 4, \"d_ff\": 16, \"layers\": [0]}");
+    // A partition.json the reader accepts, next to a broken labels file.
+    f.write(
+        "{\"format\": \"moefy-partition\", \"version\": 1, \"method\": \"random\", \"experts\": 4, "
+        "\"d_ff\": 16, \"expert_size\": 4, \"layers\": [0], \"model_fingerprint\": \"0123456789abcdef\"}");
     f.close();
     QFile g(ws + "/partitions/bad/labels.safetensors");
     QVERIFY(g.open(QIODevice::WriteOnly));

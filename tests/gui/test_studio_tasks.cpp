@@ -6,17 +6,21 @@
 // artefact-holding kind folder appear after Rescan (2), router tooltips read
 // the per-layer expert list (7), and the Model view's summary comes from
 // config.json and the safetensors headers only.
+#include <QAbstractButton>
 #include <QApplication>
 #include <QComboBox>
 #include <QDir>
 #include <QDirIterator>
+#include <QMessageBox>
 #include <QSignalSpy>
 #include <QStandardPaths>
 #include <QTemporaryDir>
+#include <QTimer>
 #include <QTreeWidget>
 #include <QtTest>
 #include <atomic>
 #include <chrono>
+#include <memory>
 #include <thread>
 
 #include "analysis/common/error.h"
@@ -119,29 +123,37 @@ class TestStudioTasks : public QObject {
     int applied = 0;
     QElapsedTimer el;
     {
-      auto* w = new MainWindow;
+      // Owned so that a failed check below still cancels and joins the job
+      // (a leaked window would leave a 100000-step forward job running).
+      std::unique_ptr<MainWindow> w(new MainWindow);
       w->resize(1200, 800);
       w->show();
       QVERIFY(w->openWorkspace(ws_));
       // A view-style task and a pipeline job (a real forward-pass job), both running.
-      w->context()->tasks()->run("test-spin", w, spinning(&started, 120000, 1, &applied));
+      w->context()->tasks()->run("test-spin", w.get(), spinning(&started, 120000, 1, &applied));
       const std::filesystem::path model = (ws_ + "/model").toStdString();
       const std::filesystem::path out = tmp.filePath("hidden").toStdString();
       QVERIFY(w->context()->jobs()->start(
           "forward", [model, out](JobContext& job) { test::forwardJob(model, out, 100000, job); }));
       QTRY_COMPARE(started.load(), 1);
       QTest::qWait(200);
-      QVERIFY(threadsNamed("moefy-task") >= 1);
-      QVERIFY(threadsNamed("moefy-job") == 1);
+      QTRY_VERIFY(threadsNamed("moefy-task") >= 1);  // thread start can lag on a loaded machine
+      // >= 1: the job thread, plus the OpenMP workers it starts, which inherit its name.
+      QTRY_VERIFY(threadsNamed("moefy-job") >= 1);
+      // The window asks before cancelling a running job: answer Yes as a user would.
+      QTimer::singleShot(100, [] {
+        if (auto* box = qobject_cast<QMessageBox*>(QApplication::activeModalWidget()))
+          box->button(QMessageBox::Yes)->click();
+      });
       el.start();
       w->close();
-      delete w;  // joins every worker
+      w.reset();  // joins every worker
     }
     qInfo() << "window closed and workers joined in" << el.elapsed() << "ms";
     QVERIFY(el.elapsed() < 20000);
     QCOMPARE(TaskRunner::liveThreads(), 0);
     QCOMPARE(threadsNamed("moefy-task"), 0);
-    QCOMPARE(threadsNamed("moefy-job"), 0);
+    QTRY_COMPARE(threadsNamed("moefy-job"), 0);  // OpenMP workers leave when their master thread has
     QCOMPARE(applied, 0);
     QVERIFY(!QFileInfo::exists(tmp.filePath("hidden")));  // the cancelled job wrote nothing
   }
