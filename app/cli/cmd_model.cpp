@@ -100,8 +100,9 @@ int runForward(const Args& a) {
     throw ParameterError("--decoder-ids: " + m.dir().string() + " is not an encoder-decoder model (" +
                          archName(c.arch) + ")");
   if (decoderSeqs.size() != (c.encoderDecoder ? seqs.size() : 0))
-    throw ParameterError("--decoder-ids: give one per source sequence (" + std::to_string(seqs.size()) + " sources, " +
-                         std::to_string(decoderSeqs.size()) + " decoder sequences)");
+    throw ParameterError("--decoder-ids: give one per source sequence (source sequences: " +
+                         std::to_string(seqs.size()) + ", decoder sequences: " + std::to_string(decoderSeqs.size()) +
+                         ")");
   if (a.flag("all-experts") && c.expertCount == 0)
     throw ParameterError("--all-experts: " + m.dir().string() + " is not a native MoE model (" + archName(c.arch) +
                          ")");
@@ -170,8 +171,11 @@ const OptionTable& forwardOptionTable() {
                   "enc.blk.{L}.* [B, T_src, ..] and dec.blk.{L}.* [B, T_dec, ..]. Native MoE layers add\n"
                   "blk.{L}.router_logits [B, T, E], blk.{L}.topk_ids / topk_weights [B, T, k],\n"
                   "blk.{L}.exp.{E}.ffn_act [n, d_expert] with blk.{L}.exp.{E}.tokens [n] (flat positions\n"
-                  "b * T + t of the tokens routed to E) and blk.{L}.shared.ffn_act; --all-experts runs\n"
-                  "every token through every expert for these hooks without changing the logits.\n");
+                  "b * T + t of the tokens routed to E; padding positions of a right-padded batch are\n"
+                  "routed too, as in HF) and blk.{L}.shared.ffn_act; their blk.{L}.ffn_act is\n"
+                  "[B, T, E * d_expert] (expert e's hidden in columns e * d_expert.., zero where the token\n"
+                  "did not choose e); --all-experts runs every token through every expert for these\n"
+                  "hooks without changing the logits.\n");
     t.positionals({"MODEL_DIR"}, 1)
         .text("ids", "1,2,3", std::nullopt, "one sequence of token ids", true)
         .text("text", "TEXT", std::nullopt, "one sequence as text, encoded with the model's tokenizer", true)

@@ -37,7 +37,7 @@ std::vector<long long> parseIntList(const std::string& text, const std::string& 
   std::stringstream ss(text);
   std::string item;
   while (std::getline(ss, item, ',')) {
-    if (item.empty()) continue;
+    if (item.empty()) throw ParameterError(what + ": empty entry in '" + text + "' (a doubled or leading comma)");
     errno = 0;
     char* end = nullptr;
     const long long v = std::strtoll(item.c_str(), &end, 10);
