@@ -100,9 +100,9 @@ int runForward(const Args& a) {
     throw ParameterError("--decoder-ids: " + m.dir().string() + " is not an encoder-decoder model (" +
                          archName(c.arch) + ")");
   if (decoderSeqs.size() != (c.encoderDecoder ? seqs.size() : 0))
-    throw ParameterError("--decoder-ids: give one per source sequence (source sequences: " +
-                         std::to_string(seqs.size()) + ", decoder sequences: " + std::to_string(decoderSeqs.size()) +
-                         ")");
+    throw ParameterError(
+        "--decoder-ids: give one per source sequence (source sequences: " + std::to_string(seqs.size()) +
+        ", decoder sequences: " + std::to_string(decoderSeqs.size()) + ")");
   if (a.flag("all-experts") && c.expertCount == 0)
     throw ParameterError("--all-experts: " + m.dir().string() + " is not a native MoE model (" + archName(c.arch) +
                          ")");
