@@ -15,10 +15,13 @@
 #include "analysis/model/model.h"
 #include "analysis/moe/moe_ffn.h"
 #include "analysis/route/router.h"
+#include "npy.h"
 #include "testutil.h"
 
 using namespace moefy;
 namespace fs = std::filesystem;
+using test::readNpy;
+using test::writeNpy;
 
 namespace {
 
@@ -27,26 +30,6 @@ fs::path fixtureScript() { return test::sourceDir() / "scripts" / "ref" / "moe_f
 // All fixture checkpoints come from one python process (startup is slow).
 fs::path g_models;
 fs::path makeModel(const std::string& arch) { return g_models / arch; }
-
-void writeNpy(const fs::path& path, const at::Tensor& x) {
-  std::string hdr = "{'descr': '<f4', 'fortran_order': False, 'shape': (" + std::to_string(x.size(0)) + ", " +
-                    std::to_string(x.size(1)) + "), }";
-  while ((10 + hdr.size() + 1) % 64) hdr += ' ';
-  hdr += '\n';
-  std::string bytes = std::string("\x93NUMPY\x01\x00", 8);
-  uint16_t n = static_cast<uint16_t>(hdr.size());
-  bytes += std::string(reinterpret_cast<char*>(&n), 2) + hdr;
-  bytes.append(reinterpret_cast<const char*>(x.data_ptr<float>()), x.numel() * 4);
-  std::ofstream(path, std::ios::binary) << bytes;
-}
-
-at::Tensor readNpy(const fs::path& path, int64_t rows, int64_t cols) {
-  std::ifstream in(path, std::ios::binary);
-  std::string all((std::istreambuf_iterator<char>(in)), {});
-  if (all.size() < 10) return {};
-  uint16_t hl = static_cast<uint8_t>(all[8]) | (static_cast<uint8_t>(all[9]) << 8);
-  return at::from_blob(all.data() + 10 + hl, {rows, cols}, at::kFloat).clone();
-}
 
 struct RefCase {
   std::string name, arch;

@@ -9,35 +9,13 @@
 
 #include "analysis/common/error.h"
 #include "analysis/record/coact.h"
+#include "npy.h"
 #include "testutil.h"
 
 using namespace moefy;
 namespace fs = std::filesystem;
-
-namespace {
-
-void writeNpy(const fs::path& path, const at::Tensor& x) {
-  std::string hdr = "{'descr': '<f4', 'fortran_order': False, 'shape': (" + std::to_string(x.size(0)) + ", " +
-                    std::to_string(x.size(1)) + "), }";
-  while ((10 + hdr.size() + 1) % 64) hdr += ' ';
-  hdr += '\n';
-  std::string bytes = std::string("\x93NUMPY\x01\x00", 8);
-  uint16_t n = static_cast<uint16_t>(hdr.size());
-  bytes += std::string(reinterpret_cast<char*>(&n), 2) + hdr;
-  bytes.append(reinterpret_cast<const char*>(x.data_ptr<float>()), x.numel() * 4);
-  std::ofstream(path, std::ios::binary) << bytes;
-}
-
-at::Tensor readNpy(const fs::path& path, int64_t rows, int64_t cols) {
-  std::ifstream in(path, std::ios::binary);
-  std::string all((std::istreambuf_iterator<char>(in)), {});
-  if (all.size() < 10) return {};
-  uint16_t hl = static_cast<uint8_t>(all[8]) | (static_cast<uint8_t>(all[9]) << 8);
-  if (all.size() != 10 + hl + static_cast<size_t>(rows * cols * 4)) return {};
-  return at::from_blob(all.data() + 10 + hl, {rows, cols}, at::kFloat).clone();
-}
-
-}  // namespace
+using test::readNpy;
+using test::writeNpy;
 
 class TestSoftCoact : public QObject {
   Q_OBJECT
