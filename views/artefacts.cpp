@@ -9,13 +9,13 @@
 #include <cstring>
 #include <filesystem>
 
+#include "analysis/checkpoint/loader.h"
 #include "analysis/common/error.h"
 #include "analysis/eval/eval_file.h"
 #include "analysis/eval/eval_results.h"
 #include "analysis/io/fsutil.h"
 #include "analysis/io/json_input.h"
 #include "analysis/io/safetensors.h"
-#include "analysis/model/loader.h"
 #include "analysis/project/artefact.h"
 #include "analysis/project/project.h"
 #include "analysis/record/recording.h"

@@ -260,7 +260,7 @@ class TextProbe {
 };
 
 /// Model summary read from config.json and the safetensors headers (no weights
-/// loaded; analysis/model/loader.h describeModelFiles): what the Model view
+/// loaded; analysis/checkpoint/loader.h describeModelFiles): what the Model view
 /// shows before/without loading the engine.
 struct ModelSummary {
   static ModelSummary read(const QString& dir);

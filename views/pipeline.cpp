@@ -18,10 +18,10 @@
 
 #include <limits>
 
+#include "analysis/checkpoint/loader.h"
 #include "analysis/common/error.h"
-#include "analysis/jobs/job.h"
-#include "analysis/model/loader.h"
 #include "analysis/eval/sequences.h"
+#include "analysis/jobs/job.h"
 #include "analysis/text/corpus.h"
 #include "analysis/text/tokenizer.h"
 
@@ -32,6 +32,7 @@
 #endif
 #if __has_include("analysis/route/route_build.h") && __has_include("analysis/moe/moe_export.h")
 #define MOEFY_GUI_HAVE_ROUTE 1
+#include "analysis/calibrate/calibrate_options.h"
 #include "analysis/io/fsutil.h"
 #include "analysis/moe/moe_export.h"
 #include "analysis/moe/moe_options.h"
@@ -39,9 +40,9 @@
 #include "analysis/route/route_inputs.h"
 #include "analysis/route/route_options.h"
 #endif
-#if defined(MOEFY_GUI_HAVE_ROUTE) && __has_include("analysis/moe/calibrate.h")
+#if defined(MOEFY_GUI_HAVE_ROUTE) && __has_include("analysis/calibrate/calibrate.h")
 #define MOEFY_GUI_HAVE_CALIBRATE 1
-#include "analysis/moe/calibrate.h"
+#include "analysis/calibrate/calibrate.h"
 #endif
 #if defined(MOEFY_GUI_HAVE_ROUTE) && __has_include("analysis/eval/eval.h")
 #define MOEFY_GUI_HAVE_EVAL 1

@@ -3,9 +3,9 @@
 #include <fstream>
 #include <sstream>
 
+#include "analysis/checkpoint/loader.h"
 #include "analysis/common/error.h"
 #include "analysis/io/input_file.h"
-#include "analysis/model/loader.h"
 #include "analysis/text/tokenizer.h"
 
 namespace moefy {

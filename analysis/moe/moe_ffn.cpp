@@ -244,11 +244,6 @@ bool sparseKernelUsesSimd() { return fewTokenSimd(); }
 
 bool sparseKernelUsesCblas() { return blas().sgemm != nullptr; }
 
-int topKForFraction(double fraction, int experts) {
-  int k = static_cast<int>(std::lround(fraction * experts));
-  return std::max(1, std::min(experts, k));
-}
-
 void sparseFfnKernel(const MoeLayerWeights& w, const float* x, int64_t n, const int64_t* sel, int k, float* y,
                      float* hidden) {
   const int E = w.layout.experts;

@@ -17,8 +17,8 @@
 #include <memory>
 #include <vector>
 
+#include "analysis/experts/moe_layer.h"
 #include "analysis/model/model.h"
-#include "analysis/moe/moe_layer.h"
 #include "analysis/route/router.h"
 
 namespace moefy {
@@ -56,9 +56,6 @@ class MoeFfn : public FfnOverride {
   std::vector<MoeLayer> layers_;
   std::vector<FfnWeights> dense_;
 };
-
-/// top-k for a fraction of E experts: max(1, round(fraction * E)).
-int topKForFraction(double fraction, int experts);
 
 /// The inference kernel on raw buffers: x [N, d_model], sel [N, k] (values in
 /// [0, E)), y [N, d_model] (overwritten, b2 included); hidden [N, d_ff] (original

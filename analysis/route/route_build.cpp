@@ -6,11 +6,10 @@
 #include <sstream>
 
 #include "analysis/common/error.h"
+#include "analysis/experts/moe_layer.h"
 #include "analysis/io/links.h"
 #include "analysis/jobs/job.h"
 #include "analysis/model/model.h"
-#include "analysis/moe/moe_ffn.h"
-#include "analysis/moe/moe_layer.h"
 
 namespace moefy {
 

@@ -1,14 +1,17 @@
 #include "analysis/route/router.h"
 
+#include <algorithm>
+#include <cmath>
+
 #include <torch/torch.h>
 
 #include "analysis/common/error.h"
+#include "analysis/experts/moe_layer.h"
 #include "analysis/io/fsutil.h"
 #include "analysis/io/json_input.h"
 #include "analysis/io/links.h"
 #include "analysis/io/safetensors.h"
 #include "analysis/model/site.h"
-#include "analysis/moe/moe_layer.h"
 
 namespace moefy {
 
@@ -32,6 +35,11 @@ RouterKind routerKindFromName(const std::string& n, const std::string& ctx) {
 
 at::Tensor l2Normalize(const at::Tensor& x) {
   return x / x.norm(2, {-1}, true).clamp_min(1e-12);
+}
+
+int topKForFraction(double fraction, int experts) {
+  const int k = static_cast<int>(std::lround(fraction * experts));
+  return std::max(1, std::min(experts, k));
 }
 
 at::Tensor topKExperts(const at::Tensor& scores, int k) {

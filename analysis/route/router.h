@@ -46,6 +46,8 @@ at::Tensor similarityCentroids(const MoeLayerWeights& w);
 at::Tensor l2Normalize(const at::Tensor& x);
 /// Top-k expert ids [N, k] (int64) of scores [N, E].
 at::Tensor topKExperts(const at::Tensor& scores, int k);
+/// top-k for a fraction of E experts: max(1, min(E, round(fraction * E))).
+int topKForFraction(double fraction, int experts);
 
 /// A router artefact (router.json + router.safetensors), see docs/formats.md.
 struct RouterSet {

@@ -5,31 +5,11 @@
 #include <algorithm>
 
 #include "analysis/common/error.h"
+#include "analysis/experts/moe_layer.h"
 #include "analysis/io/safetensors.h"
-#include "analysis/moe/moe_layer.h"
 #include "analysis/route/router.h"
 
 namespace moefy {
-
-bool plainReluFfn(Activation act, bool gated) { return act == Activation::ReLU && !gated; }
-
-bool plainReluFfn(const nlohmann::json& m) {
-  if (!m.is_object()) return true;
-  const auto a = m.find("activation");
-  const auto k = m.find("ffn_kind");
-  const bool relu = a == m.end() || !a->is_string() || a->get<std::string>() == "relu";
-  const bool gated = k != m.end() && k->is_string() && k->get<std::string>() == "gated";
-  return relu && !gated;
-}
-
-at::Tensor expertMassFromHidden(const at::Tensor& hidden, const at::Tensor& labels, int experts, bool plainRelu) {
-  // clamp_min(0) rather than h: a plain ReLU hidden is >= 0 already, but F16
-  // rounding of a recorded -0.0 must not count.
-  at::Tensor v = plainRelu ? hidden.clamp_min(0) : hidden.abs();
-  at::Tensor out = at::zeros({hidden.size(0), experts}, hidden.options());
-  out.index_add_(1, labels.to(at::kLong), v);
-  return out;
-}
 
 namespace {
 

@@ -4,9 +4,9 @@
 #include <iostream>
 #include <sstream>
 
+#include "analysis/checkpoint/loader.h"
 #include "analysis/common/error.h"
 #include "analysis/io/safetensors.h"
-#include "analysis/model/loader.h"
 #include "analysis/model/model.h"
 #include "app/cli/cli.h"
 

@@ -8,6 +8,9 @@
 #include <iostream>
 #include <sstream>
 
+#include "analysis/calibrate/calibrate.h"
+#include "analysis/calibrate/calibrate_options.h"
+#include "analysis/checkpoint/loader.h"
 #include "analysis/common/error.h"
 #include "analysis/eval/eval.h"
 #include "analysis/eval/eval_options.h"
@@ -15,8 +18,6 @@
 #include "analysis/eval/sequences.h"
 #include "analysis/io/fsutil.h"
 #include "analysis/jobs/job.h"
-#include "analysis/model/loader.h"
-#include "analysis/moe/calibrate.h"
 #include "analysis/moe/moe_export.h"
 #include "analysis/moe/moe_ffn.h"
 #include "analysis/moe/moe_options.h"

@@ -2,9 +2,9 @@
 #include <filesystem>
 #include <iostream>
 
+#include "analysis/checkpoint/loader.h"
 #include "analysis/common/error.h"
 #include "analysis/jobs/job.h"
-#include "analysis/model/loader.h"
 #include "analysis/model/model.h"
 #include "analysis/record/record_options.h"
 #include "analysis/record/recorder.h"

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "analysis/calibrate/calibrate_options.h"
 #include "analysis/common/error.h"
 #include "analysis/common/options.h"
 #include "analysis/eval/eval_options.h"

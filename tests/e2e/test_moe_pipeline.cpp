@@ -7,10 +7,10 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "analysis/checkpoint/loader.h"
 #include "analysis/common/runtime.h"
 #include "analysis/io/fsutil.h"
 #include "analysis/io/safetensors.h"
-#include "analysis/model/loader.h"
 #include "analysis/moe/moe_export.h"
 #include "analysis/route/route_inputs.h"
 #include "analysis/route/router.h"

@@ -18,6 +18,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "analysis/calibrate/calibrate_options.h"
 #include "analysis/common/error.h"
 #include "analysis/eval/eval_options.h"
 #include "analysis/moe/moe_options.h"

@@ -15,8 +15,8 @@
 #include <QtTest>
 #include <set>
 
+#include "analysis/experts/moe_layer.h"
 #include "analysis/io/safetensors.h"
-#include "analysis/moe/moe_layer.h"
 #include "analysis/route/router.h"
 #include "testutil.h"
 #include "views/artefacts.h"

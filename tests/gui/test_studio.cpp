@@ -16,7 +16,7 @@
 #include <QXmlStreamReader>
 #include <QtTest>
 
-#include "analysis/model/loader.h"
+#include "analysis/checkpoint/loader.h"
 #include "analysis/text/tokenizer.h"
 #include "gui_fixture.h"
 #include "views/artefacts.h"

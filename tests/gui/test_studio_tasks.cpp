@@ -23,10 +23,10 @@
 #include <memory>
 #include <thread>
 
+#include "analysis/checkpoint/loader.h"
 #include "analysis/common/error.h"
 #include "analysis/io/fsutil.h"
 #include "analysis/jobs/job.h"
-#include "analysis/model/loader.h"
 #include "gui_fixture.h"
 #include "views/artefacts.h"
 #include "views/context.h"

@@ -1,12 +1,31 @@
-#include "analysis/moe/moe_layer.h"
+#include "analysis/experts/moe_layer.h"
 
 #include <torch/torch.h>
 
 #include "analysis/common/error.h"
 #include "analysis/io/safetensors.h"
-#include "analysis/route/router_scores.h"
 
 namespace moefy {
+
+bool plainReluFfn(Activation act, bool gated) { return act == Activation::ReLU && !gated; }
+
+bool plainReluFfn(const nlohmann::json& m) {
+  if (!m.is_object()) return true;
+  const auto a = m.find("activation");
+  const auto k = m.find("ffn_kind");
+  const bool relu = a == m.end() || !a->is_string() || a->get<std::string>() == "relu";
+  const bool gated = k != m.end() && k->is_string() && k->get<std::string>() == "gated";
+  return relu && !gated;
+}
+
+at::Tensor expertMassFromHidden(const at::Tensor& hidden, const at::Tensor& labels, int experts, bool plainRelu) {
+  // clamp_min(0) rather than h: a plain ReLU hidden is >= 0 already, but F16
+  // rounding of a recorded -0.0 must not count.
+  at::Tensor v = plainRelu ? hidden.clamp_min(0) : hidden.abs();
+  at::Tensor out = at::zeros({hidden.size(0), experts}, hidden.options());
+  out.index_add_(1, labels.to(at::kLong), v);
+  return out;
+}
 
 ExpertLayout ExpertLayout::fromLabels(const at::Tensor& labelsIn, int experts, const std::string& ctx) {
   if (experts <= 0) throw FormatError(ctx + ": expert count must be positive, got " + std::to_string(experts));
@@ -70,7 +89,7 @@ at::Tensor MoeLayerWeights::packedHidden(const at::Tensor& x) const {
 }
 
 at::Tensor MoeLayerWeights::expertMass(const at::Tensor& h) const {
-  at::Tensor v = plainReluFfn(act, gated()) ? h : h.abs();  // [N, d_ff], the rule of route/router_scores.h
+  at::Tensor v = plainReluFfn(act, gated()) ? h : h.abs();  // [N, d_ff], the rule of plainReluFfn
   const int E = layout.experts;
   at::Tensor out = at::zeros({h.size(0), E}, h.options());
   out.index_add_(1, layout.rowExpert, v);

@@ -1,4 +1,4 @@
-#include "analysis/moe/calibrate.h"
+#include "analysis/calibrate/calibrate.h"
 
 #include <torch/torch.h>
 
@@ -7,12 +7,12 @@
 #include <random>
 #include <sstream>
 
+#include "analysis/checkpoint/loader.h"
 #include "analysis/common/error.h"
 #include "analysis/eval/eval.h"
 #include "analysis/eval/sequences.h"
 #include "analysis/io/links.h"
 #include "analysis/jobs/job.h"
-#include "analysis/model/loader.h"
 #include "analysis/model/model.h"
 #include "analysis/moe/moe_export.h"
 #include "analysis/moe/moe_ffn.h"

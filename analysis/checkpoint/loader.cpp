@@ -1,4 +1,4 @@
-#include "analysis/model/loader.h"
+#include "analysis/checkpoint/loader.h"
 
 #include <algorithm>
 #include <set>

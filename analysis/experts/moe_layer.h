@@ -10,12 +10,30 @@
 #include <ATen/Tensor.h>
 
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
 #include "analysis/model/model.h"
 
 namespace moefy {
+
+/// The oracle's expert mass (MoEfication): the per-expert sum of the FFN hidden.
+/// True when every FFN hidden h is >= 0 (a plain, non-gated ReLU FFN), so the
+/// oracle's expert mass is the sum of h; otherwise (GELU, SiLU, and every gated
+/// FFN, whose act(gate) * up is signed even for ReLU) it is the sum of |h|.
+/// MoEfication defines the oracle on ReLU FFNs as the sum of h; |h| is its
+/// extension to signed hiddens. Thread-safe.
+bool plainReluFfn(Activation act, bool gated);
+/// The same from a recording manifest's "model" block ("activation", "ffn_kind",
+/// docs/formats.md). Older manifests without "activation" are treated as ReLU,
+/// without "ffn_kind" as plain.
+bool plainReluFfn(const nlohmann::json& manifestModel);
+
+/// Oracle targets [S, E] (F32): per-expert activation mass of hidden [S, d_ff]
+/// in original neuron order, labels [d_ff] in [0, E). plainRelu: sum of h,
+/// else sum of |h| (see plainReluFfn).
+at::Tensor expertMassFromHidden(const at::Tensor& hidden, const at::Tensor& labels, int experts, bool plainRelu);
 
 /// The expert layout of one layer, derived from its partition labels.
 struct ExpertLayout {
