@@ -77,6 +77,12 @@ void addCommonIgnored(std::vector<ConfigKey>& v) {
   for (const char* k : {"architectures", "torch_dtype", "dtype", "transformers_version", "use_cache", "bos_token_id",
                         "eos_token_id", "pad_token_id", "initializer_range", "_name_or_path"})
     v.push_back({k, KeyUse::Ignored, "", "\"x\"", "", "metadata, token ids, cache or initialisation: no effect on the forward pass"});
+  // The attention kernel (eager, sdpa, flash_attention_2, ...): the same products, only precision differs.
+  for (const char* k : {"attn_implementation", "_attn_implementation"})
+    v.push_back({k, KeyUse::Ignored, "", "\"flash_attention_2\"", "",
+                 "attention kernel choice: the same attention, computed by another implementation"});
+  v.push_back({"_attn_implementation_autoset", KeyUse::Ignored, "", "true", "",
+               "attention kernel bookkeeping written by some transformers versions"});
 }
 
 std::vector<ConfigKey> withCommon(std::vector<ConfigKey> v) {
@@ -189,7 +195,7 @@ std::vector<ConfigKey> phi3Keys() {
 }
 
 std::vector<ConfigKey> olmo2Keys() {
-  auto v = decoderCore(false);
+  auto v = decoderCore(true);  // Olmo2Attention: getattr(config, "head_dim", hidden_size // num_heads)
   v.push_back({"hidden_act", KeyUse::Implemented, "", "\"gelu\"", "\"tanh\"", "FFN activation"});
   v.push_back({"attention_bias", KeyUse::Implemented, "", "true", "", "q/k/v/o biases"});
   return withCommon(v);
@@ -668,10 +674,10 @@ ModelConfig ModelConfig::fromJson(const nlohmann::json& j, const std::string& ct
     c.nLayer = r.positive("num_hidden_layers");
     c.dModel = r.positive("hidden_size");
     c.nHead = r.positive("num_attention_heads");
-    // Qwen3Config defaults head_dim to 128; the others derive it (olmo2 never reads it).
+    // Qwen3Config defaults head_dim to 128; the others derive it from hidden_size / heads (olmo2's
+    // config class has no head_dim, but Olmo2Attention reads one that config.json sets).
     int derived = c.dModel % c.nHead ? 0 : c.dModel / c.nHead;
     readLlamaLike(c, j, r, t == "qwen3" ? 128 : derived);
-    if (t == "olmo2") c.headDim = derived;
     if (c.headDim == 0)
       throw FormatError(ctx + ": hidden size " + std::to_string(c.dModel) + " is not divisible by the head count " +
                         std::to_string(c.nHead));

@@ -172,6 +172,14 @@ class ConfigKeys : public QObject {
     QTest::newRow("llama3 missing") << R"({"rope_type":"llama3","factor":8.0})" << "missing key 'rope_scaling.";
     QTest::newRow("llama3 freq order") << R"({"rope_type":"llama3","factor":8.0,"low_freq_factor":4.0,"high_freq_factor":1.0,"original_max_position_embeddings":8})" << "rope_scaling.high_freq_factor";
     QTest::newRow("yarn ok") << R"({"rope_type":"yarn","factor":4.0,"beta_fast":16,"mscale":1,"mscale_all_dim":1})" << "";
+    QTest::newRow("yarn truncate false") << R"({"rope_type":"yarn","factor":4.0,"truncate":false})"
+                                         << "";
+    QTest::newRow("yarn truncate not bool") << R"({"rope_type":"yarn","factor":4.0,"truncate":"no"})"
+                                            << "rope_scaling.truncate";
+    QTest::newRow("yarn mscale not number") << R"({"rope_type":"yarn","factor":4.0,"mscale":"1"})"
+                                            << "rope_scaling.mscale";
+    QTest::newRow("yarn unknown key") << R"({"rope_type":"yarn","factor":4.0,"extrapolation_factor":1.0})"
+                                      << "rope_scaling.extrapolation_factor";
     QTest::newRow("yarn bad attention_factor") << R"({"rope_type":"yarn","factor":4.0,"attention_factor":-1})" << "rope_scaling.attention_factor";
     QTest::newRow("linear extra key") << R"({"rope_type":"linear","factor":2.0,"low_freq_factor":1.0})" << "rope_scaling.low_freq_factor";
     QTest::newRow("longrope") << R"({"rope_type":"longrope","short_factor":[1],"long_factor":[1]})" << "rope_type 'longrope'";
