@@ -67,8 +67,33 @@ VARIANTS = {
     "mistral_yarn_hd": dict(family="mistral", act="silu", kv=2, theta=10000.0, ff=96, window=4, head_dim=24, extra={
         "rope_scaling": {"rope_type": "yarn", "factor": 2.0, "beta_fast": 8.0, "beta_slow": 2.0,
                          "attention_factor": 1.3}}),
+    # llama3 RoPE with all three frequency bands (checked by llama3_bands() at build time): head_dim 32,
+    # theta 1e4, original context 12, low/high freq factor 0.25/1 put wavelength 6.3 and 11.2 (dims 0-1)
+    # below 12 (kept), 19.9 and 35.3 (dims 2-3) between 12 and 48 (smoothed), 62.8.. (dims 4-15) above 48
+    # (divided by factor 8). The test runs it on 36 tokens, three times the original context.
+    "llama_llama3_bands": dict(family="llama", act="silu", kv=2, theta=10000.0, ff=96, head_dim=32, bands=True,
+                               extra={"max_position_embeddings": 96, "rope_scaling": {
+                                   "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 0.25,
+                                   "high_freq_factor": 1.0, "original_max_position_embeddings": 12}}),
+    # yarn attention factor from mscale / mscale_all_dim (HF get_mscale(factor, mscale) /
+    # get_mscale(factor, mscale_all_dim) = 1.277 / 1.069), and mscale alone (ignored by HF: the default
+    # get_mscale(factor) = 1.139). max_position_embeddings = factor x original context, as every yarn
+    # variant here: transformers 4.4x-4.5x replace factor by that ratio when the block names
+    # original_max_position_embeddings, v5 keeps factor; the reference refuses configs where they differ.
+    "qwen2_yarn_mscale": dict(family="qwen2", act="silu", kv=2, theta=10000.0, ff=96, extra={
+        "rope_scaling": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 8,
+                         "mscale": 2.0, "mscale_all_dim": 0.5}}),
+    "qwen2_yarn_mscale_only": dict(family="qwen2", act="silu", kv=2, theta=10000.0, ff=96, extra={
+        "rope_scaling": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 8,
+                         "mscale": 2.0}}),
+    # yarn truncate: false: the ramp runs over the unrounded correction range [1.62, 5.62] of the 16
+    # frequencies (truncated: [1, 6]).
+    "llama_yarn_notrunc": dict(family="llama", act="silu", kv=2, theta=10000.0, ff=96, head_dim=32, extra={
+        "rope_scaling": {"rope_type": "yarn", "factor": 2.0, "original_max_position_embeddings": 16,
+                         "beta_fast": 1.0, "beta_slow": 0.1, "truncate": False}}),
     # newer dense families
     "qwen3": dict(family="qwen3", act="silu", kv=2, theta=1000000.0, ff=96, head_dim=24),
+    "qwen3_tied": dict(family="qwen3", act="silu", kv=2, theta=1000000.0, ff=96, head_dim=24, tied=True),
     "gemma": dict(family="gemma", act="gelu_pytorch_tanh", kv=1, theta=10000.0, ff=96, head_dim=16),
     "gemma2": dict(family="gemma2", act="gelu_pytorch_tanh", kv=2, theta=10000.0, ff=96, head_dim=16, extra={
         "query_pre_attn_scalar": 24, "sliding_window": 4, "attn_logit_softcapping": 2.0,
@@ -81,6 +106,8 @@ VARIANTS = {
     "phi3_partial": dict(family="phi3", act="silu", kv=4, theta=10000.0, ff=96, extra={
         "partial_rotary_factor": 0.5, "rope_scaling": {"rope_type": "linear", "factor": 3.0}}),
     "olmo2": dict(family="olmo2", act="silu", kv=2, theta=500000.0, ff=96),
+    # OLMo 2 with an explicit head_dim (Olmo2Attention: getattr(config, "head_dim", hidden // heads)).
+    "olmo2_head_dim": dict(family="olmo2", act="silu", kv=2, theta=500000.0, ff=96, head_dim=24),
 }
 
 
@@ -194,7 +221,7 @@ def newer_decoder(v, I):
     kv, ff = v["kv"], v["ff"]
     D = v.get("head_dim", C // H)
     gemma = fam.startswith("gemma")
-    tied = gemma
+    tied = gemma or v.get("tied", False)
     sandwich = fam in ("gemma2", "gemma3_text")
     # Gemma stores RMSNorm weights as offsets from 1 (applied as 1 + w).
     nw = (lambda n, d: (0.1 * I.rng(n).randn(d)).astype(np.float32)) if gemma else I.norm_w
@@ -240,7 +267,7 @@ def newer_decoder(v, I):
         "tie_word_embeddings": tied, "attention_dropout": 0.0, "initializer_range": 0.02,
         "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0, "torch_dtype": "float32",
     }
-    if fam != "olmo2":
+    if fam != "olmo2" or "head_dim" in v:  # OLMo 2 configs derive it unless they say otherwise
         cfg["head_dim"] = D
     if fam != "phi3":
         cfg["attention_bias"] = False
@@ -342,9 +369,27 @@ BUILDERS = {"t5": t5_ref.build, "gpt2": gpt2, "llama": llama_like, "mistral": ll
             "qwen2_moe": moe_native_ref.build, "olmoe": moe_native_ref.build}
 
 
+def llama3_bands(cfg):
+    """How many RoPE frequencies of a llama3 config fall in each band, from the HF definition
+    (modeling_rope_utils._compute_llama3_parameters): wavelength 2 pi / inv_freq below
+    original / high_freq_factor is kept, above original / low_freq_factor divided by factor,
+    in between smoothed. Returns (kept, smoothed, divided)."""
+    s = cfg["rope_scaling"]
+    dim = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
+    wave = 2 * np.pi * cfg["rope_theta"] ** (np.arange(0, dim, 2, dtype=np.float64) / dim)
+    orig = s["original_max_position_embeddings"]
+    kept = int((wave < orig / s["high_freq_factor"]).sum())
+    divided = int((wave > orig / s["low_freq_factor"]).sum())
+    return kept, len(wave) - kept - divided, divided
+
+
 def build(variant, seed):
     v = VARIANTS[variant]
-    return BUILDERS[v["family"]](v, Init(seed))
+    cfg, tensors = BUILDERS[v["family"]](v, Init(seed))
+    if v.get("bands"):
+        bands = llama3_bands(cfg)
+        assert min(bands) > 0, "%s: llama3 bands (kept, smoothed, divided) = %s" % (variant, bands)
+    return cfg, tensors
 
 
 def main(argv=None):

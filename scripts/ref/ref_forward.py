@@ -189,6 +189,13 @@ class Ref:
             return out, 1.0
         if kind == "yarn":
             orig = scaling.get("original_max_position_embeddings") or max_pos
+            # transformers 4.4x-4.5x replace factor by max_position_embeddings / original when the block
+            # names original_max_position_embeddings; v5 uses factor as given. Model only configs where
+            # both agree.
+            if "original_max_position_embeddings" in scaling and abs(max_pos / orig - f) > 1e-12:
+                raise SystemExit("ref_forward: yarn factor %g != max_position_embeddings / "
+                                 "original_max_position_embeddings (%d / %d): transformers versions differ" %
+                                 (f, max_pos, orig))
             bf = scaling.get("beta_fast") or 32
             bs = scaling.get("beta_slow") or 1
 
@@ -224,7 +231,8 @@ class Ref:
         C, H = c["hidden_size"], c["num_attention_heads"]
         KV = c.get("num_key_value_heads") or H
         default_hd = 128 if mt == "qwen3" else (256 if gemma else C // H)
-        D = C // H if mt == "olmo2" else (c.get("head_dim") or default_hd)
+        # Olmo2Attention: getattr(config, "head_dim", hidden_size // num_heads), like the llama family.
+        D = c.get("head_dim") or default_hd
         eps = c.get("rms_norm_eps", 1e-5 if mt in ("phi3", "olmo2") else 1e-6)
         if gemma:
             act = c.get("hidden_activation") or (c.get("hidden_act") if mt == "gemma" else None) or "gelu_pytorch_tanh"
