@@ -149,8 +149,15 @@ int runForward(const Args& a) {
 const OptionTable& inspectOptionTable() {
   static const OptionTable table = [] {
     OptionTable t("inspect", "describe a checkpoint folder", "moefy inspect MODEL_DIR [--json]\n",
-                  "Prints the architecture, layer count, d_model, d_ff, FFN kind and activation,\n"
-                  "parameter count, stored dtype, tokenizer and fingerprint. Native MoE models show their\n"
+                  "Prints the architecture, layer count, d_model, d_ff, heads (kv heads, head dim), FFN kind\n"
+                  "and activation; the positions line (learned, relative bias, or the RoPE type: default,\n"
+                  "linear, dynamic, llama3 or yarn, with theta, scaling parameters and rotated dims; Gemma 3\n"
+                  "adds the RoPE of its sliding layers); the norms line (rmsnorm, rmsnorm (1 + w) or\n"
+                  "layernorm, epsilon, pre-norm / post-norm / pre+post-norm / output-norm placement, q/k\n"
+                  "norms); the window line (none, every layer, or the window and the local/global layer\n"
+                  "pattern, e.g. LG); the attention line (score scale, soft-capping, embedding scaling); then\n"
+                  "parameter count, stored dtype, tokenizer and fingerprint. --json gives these as fields\n"
+                  "(rope, position_encoding, norms, window_pattern, attention, ...). Native MoE models show their\n"
                   "experts, top-k, shared expert and which layers are MoE or dense; MoE exports also show\n"
                   "their moefication block.\n");
     t.positionals({"MODEL_DIR"}, 1).flag("json", "print the description as JSON");

@@ -1,8 +1,8 @@
 // record -> split -> route -> export -> reload -> eval through the CLI on one
 // small random checkpoint of each newer dense family (issue 14): Llama 3 RoPE,
 // Qwen3, Gemma, Gemma2, Gemma3, Phi-3 (fused tensors) and OLMo 2. Gated FFNs
-// use the default activity rule; the MoE with every expert selected
-// reproduces the dense logits.
+// record with the documented default activity rule, top:0.1 (the manifest
+// says so); the MoE with every expert selected reproduces the dense logits.
 #include <QtTest>
 
 #include <ATen/ATen.h>
@@ -22,6 +22,15 @@ namespace {
 QString q(const fs::path& p) { return QString::fromStdString(p.string()); }
 
 const char* const kVariants[] = {"llama_llama3", "qwen3", "gemma", "gemma2", "gemma3", "phi3", "olmo2"};
+// Recorded only, for the default activity rule of a gated ReLU FFN and a plain ReLU one.
+const char* const kRuleVariants[] = {"llama_relu", "gpt2_relu"};
+
+// options.active of a recording's manifest.json.
+json recordedRule(const fs::path& rec) {
+  std::ifstream f(rec / "manifest.json");
+  if (!f) return json();
+  return json::parse(f)["options"]["active"];
+}
 
 }  // namespace
 
@@ -34,6 +43,7 @@ class ArchPipeline : public QObject {
     root_ = test::freshDir("arch_pipeline");
     json jobs = json::array();
     for (const char* v : kVariants) jobs.push_back({"make_checkpoint", v, (root_ / v / "model").string()});
+    for (const char* v : kRuleVariants) jobs.push_back({"make_checkpoint", v, (root_ / v / "model").string()});
     std::ofstream(root_ / "jobs.json") << jobs.dump(1);
     auto r = test::runPython({q(test::sourceDir() / "scripts" / "ref" / "batch.py"), q(root_ / "jobs.json")});
     QVERIFY2(r.exitCode == 0, (r.out + r.err).c_str());
@@ -62,6 +72,12 @@ class ArchPipeline : public QObject {
     };
     QCOMPARE(cli({"record", q(d / "model"), q(root_ / "corpus.safetensors"), "--out", q(d / "rec"), "--seq-len", "16",
                   "--samples", "256", "--quiet"}).exitCode, 0);
+    // Every family here has a gated FFN: the default rule is top:0.1 (docs/recording-and-splitting.md).
+    const json rule = recordedRule(d / "rec");
+    qInfo("%s: recorded activity rule %s", qPrintable(variant), rule.dump().c_str());
+    QVERIFY2(rule.is_object(), rule.dump().c_str());
+    QCOMPARE(QString::fromStdString(rule.value("rule", std::string())), QString("top_p"));
+    QCOMPARE(rule.value("p", 0.0), 0.1);
     QCOMPARE(cli({"split", q(d / "rec"), "--method", "coact", "--experts", "4", "--no-stability", "--out", q(d / "part"),
                   "--quiet"}).exitCode, 0);
     QCOMPARE(cli({"route", q(d / "model"), q(d / "rec"), q(d / "part"), "--router", "mlp", "--epochs", "2", "--top-k",
@@ -94,6 +110,31 @@ class ArchPipeline : public QObject {
     QCOMPARE(r0["top1_agreement"].get<double>(), 1.0);
     QVERIFY(std::abs(r0["kl"].get<double>()) < 1e-6);
     QVERIFY(std::abs(r0["loss"].get<double>() - j["reference"]["loss"].get<double>()) < 1e-5);
+  }
+
+  // The documented defaults: top:0.1 for every gated FFN, ReLU included; positive for a plain ReLU FFN.
+  void defaultActivityRule_data() {
+    QTest::addColumn<QString>("variant");
+    QTest::addColumn<QString>("rule");
+    QTest::addColumn<double>("p");
+    QTest::newRow("gated relu (llama_relu)") << "llama_relu"
+                                             << "top_p" << 0.1;
+    QTest::newRow("plain relu (gpt2_relu)") << "gpt2_relu"
+                                            << "positive" << 0.0;
+  }
+  void defaultActivityRule() {
+    QFETCH(QString, variant);
+    QFETCH(QString, rule);
+    QFETCH(double, p);
+    const fs::path d = root_ / variant.toStdString();
+    auto r = test::runCli({"record", q(d / "model"), q(root_ / "corpus.safetensors"), "--out", q(d / "rec"),
+                           "--seq-len", "16", "--samples", "0", "--quiet"});
+    QVERIFY2(r.exitCode == 0, (r.out + r.err).c_str());
+    const json got = recordedRule(d / "rec");
+    qInfo("%s: recorded activity rule %s", qPrintable(variant), got.dump().c_str());
+    QVERIFY2(got.is_object(), got.dump().c_str());
+    QCOMPARE(QString::fromStdString(got.value("rule", std::string())), rule);
+    QCOMPARE(got.value("p", -1.0), p);
   }
 };
 
