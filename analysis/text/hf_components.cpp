@@ -514,10 +514,13 @@ class BertNormalizer : public Normalizer {
     for (char32_t c : cps) {
       if (cleanText) {
         // Rust: remove \0, U+FFFD and controls (except \t \n \r); whitespace -> ' '.
+        // "Control" is the unicode_categories crate's is_other(): Cc, Cf and Co
+        // only. Unassigned code points (Cn) are kept (checked against the
+        // crate, tokenizers 0.23.2); surrogates cannot occur in UTF-8.
         if (c == 0 || c == 0xFFFD) continue;
         bool isCtl = (c != '\t' && c != '\n' && c != '\r') && [&] {
           uni::Cat k = uni::category(c);
-          return k == uni::Cat::Cc || k == uni::Cat::Cf || k == uni::Cat::Co || k == uni::Cat::Cn || k == uni::Cat::Cs;
+          return k == uni::Cat::Cc || k == uni::Cat::Cf || k == uni::Cat::Co;
         }();
         if (isCtl) continue;
         if (c == '\t' || c == '\n' || c == '\r' || uni::isWhitespace(c)) c = ' ';

@@ -132,6 +132,10 @@ class TestTokenizerComponents : public QObject {
     QCOMPARE(norm({{"type", "Replace"}, {"pattern", {{"Regex", " +"}}}, {"content", "_"}}, "a  b c"), std::string("a_b_c"));
     json bert = {{"type", "BertNormalizer"}, {"clean_text", true}, {"handle_chinese_chars", true}, {"strip_accents", nullptr}, {"lowercase", true}};
     QCOMPARE(norm(bert, "Héllo\x01\tW\xE4\xB8\xAD"), std::string("hello w \xE4\xB8\xAD "));
+    // clean_text drops Cc, Cf (U+200B) and Co (U+E000) but keeps unassigned U+0378, as the Rust crate
+    // (unicode_categories' is_other() has no Cn).
+    const std::string cn = "\xCD\xB8", co = "\xEE\x80\x80", cf = "\xE2\x80\x8B";
+    QCOMPARE(norm(bert, "a" + cn + "b" + co + "c" + cf + "d"), "a" + cn + "bcd");
     json seq = {{"type", "Sequence"}, {"normalizers", {{{"type", "NFKC"}}, {{"type", "Lowercase"}}}}};
     QCOMPARE(norm(seq, "\xEF\xBC\xA1\xE2\x91\xA0"), std::string("a1"));  // fullwidth A, circled 1
     QCOMPARE(norm({{"type", "Nmt"}}, "a\x01\tb\xE2\x80\x8B" "c\x7F"), std::string("a b c"));

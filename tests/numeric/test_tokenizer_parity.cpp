@@ -1,11 +1,13 @@
-// Tokenizer parity with the reference implementation (@huggingface/tokenizers,
-// pure JS). The reference ids were generated once by
-// scripts/tokref/make_parity_data.sh and are checked in under
-// tests/data/tokenizer/ with the text set (1.2 MB, 1329 documents) and the
-// tokenizer.json files. For every file the ids must be identical for every
-// document, except where the JS reference is documented to deviate from the
-// Rust `tokenizers` crate that wrote the files (docs/tokenizers.md, "Known
-// differences of the JS reference"); those documents are counted and printed.
+// Tokenizer parity with the reference implementations: @huggingface/tokenizers
+// (pure JS) for the first eight files, the Rust `tokenizers` crate itself
+// (its Node binding) for cl100k, o200k and phi3. The reference ids were
+// generated once by scripts/tokref/make_parity_data.sh and are checked in
+// under tests/data/tokenizer/ with the text set (1.2 MB, 1329 documents), the
+// chat text set (added tokens next to whitespace; Rust-referenced files only)
+// and the tokenizer.json files. For every file the ids must be identical for
+// every document, except where the JS reference is documented to deviate from
+// the Rust crate that wrote the files (docs/tokenizers.md, "Known differences
+// of the JS reference"); those documents are counted and printed.
 #include <QtTest>
 
 #include <ATen/ATen.h>
@@ -66,9 +68,9 @@ bool referenceDeviates(const std::string& name, const std::string& doc) {
       // JS \s in ByteLevel's built-in GPT-2 regex: U+FEFF is whitespace, U+0085 is not.
       if (c == 0x85 || c == 0xFEFF) return true;
     } else if (name == "bert_wordpiece") {
-      // JS keeps unassigned characters (Rust removes Cn), lowercases a final
-      // sigma contextually, and misses CJK ideographs outside the BMP.
-      if (c == 0x3A3 || uni::category(c) == uni::Cat::Cn || (c >= 0x20000 && c <= 0x2FA1F)) return true;
+      // JS lowercases a final sigma contextually and misses CJK ideographs
+      // outside the BMP.
+      if (c == 0x3A3 || (c >= 0x20000 && c <= 0x2FA1F)) return true;
     } else if (name == "wordpiece_cased") {
       // JS Digits uses ASCII \d (Rust: every numeric character); JS \s in
       // WhitespaceSplit has U+FEFF and lacks U+0085.
@@ -88,7 +90,7 @@ struct DocResult {
 
 class TestTokenizerParity : public QObject {
   Q_OBJECT
-  std::vector<std::string> docs_, invalid_;
+  std::vector<std::string> docs_, invalid_, chat_;
   fs::path tmp_;
 
  private Q_SLOTS:
@@ -106,11 +108,14 @@ class TestTokenizerParity : public QObject {
     size_t invalidCount = 0;
     for (const auto& d : invalid_) invalidCount += !utf8::isValid(d);
     QVERIFY(invalidCount > 150);
+    chat_ = splitNul(gunzip(dataDir() / "textset.chat.txt.gz"));
+    QCOMPARE(chat_.size(), size_t(3547));
   }
 
   void parity_data() {
     QTest::addColumn<QString>("name");
-    for (const char* n : {"llama3", "qwen3", "gpt2", "llama2", "gemma3", "bert_wordpiece", "wordpiece_cased", "unigram"})
+    for (const char* n : {"llama3", "qwen3", "gpt2", "llama2", "gemma3", "bert_wordpiece", "wordpiece_cased", "unigram",
+                          "cl100k", "o200k", "phi3"})
       QTest::newRow(n) << QString(n);
   }
 
@@ -206,14 +211,46 @@ class TestTokenizerParity : public QObject {
         ++invMismatch;
       }
     }
+    // Chat text set (files whose reference is the Rust crate): every document
+    // identical, and round-tripping wherever the reference does.
+    int chatMismatch = 0, chatRtFail = 0;
+    size_t chatIds = 0;
+    if (ref->contains("chat_ids")) {
+      auto cIds = tensorVec<int32_t>(*ref, "chat_ids");
+      auto cOffsets = tensorVec<int64_t>(*ref, "chat_offsets");
+      auto cRoundtrip = tensorVec<uint8_t>(*ref, "chat_roundtrip");
+      QCOMPARE(cOffsets.size(), chat_.size() + 1);
+      chatIds = cIds.size();
+      for (size_t d = 0; d < chat_.size(); ++d) {
+        auto mine = tok->encode(chat_[d], true);
+        const size_t rn = static_cast<size_t>(cOffsets[d + 1] - cOffsets[d]);
+        const int32_t* rp = cIds.data() + cOffsets[d];
+        if (mine.size() != rn || !std::equal(mine.begin(), mine.end(), rp)) {
+          if (chatMismatch < 3) {
+            size_t k = 0;
+            while (k < mine.size() && k < rn && mine[k] == rp[k]) ++k;
+            qWarning("%s: chat document %zu differs at id %zu: ours %d '%s', reference %d '%s'", n.c_str(), d, k,
+                     k < mine.size() ? mine[k] : -1, k < mine.size() ? tok->idToToken(mine[k]).c_str() : "",
+                     k < rn ? rp[k] : -1, k < rn ? tok->idToToken(rp[k]).c_str() : "");
+          }
+          ++chatMismatch;
+        } else if (cRoundtrip[d] && tok->decode(mine, true) != chat_[d]) {
+          ++chatRtFail;
+        }
+      }
+    }
     size_t bytes = 0;
     for (const auto& d : docs_) bytes += d.size();
-    qInfo("%-16s %s: %d mismatches, %d documented reference deviations, %d score ties, %zu ids; "
-          "invalid UTF-8: %d mismatches; round trip: %d failures of %d; load %.1f s, encode %.2f MB/s (2 threads)",
-          n.c_str(), tok->kind().c_str(), mismatches, documented, ties, ids.size(), invMismatch, rtFail, rtChecked, loadS,
-          bytes / 1e6 / encS);
+    qInfo(
+        "%-16s %s: %d mismatches, %d documented reference deviations, %d score ties, %zu ids; "
+        "invalid UTF-8: %d mismatches; chat: %d mismatches, %zu ids, %d round-trip failures; "
+        "round trip: %d failures of %d; load %.1f s, encode %.2f MB/s (2 threads)",
+        n.c_str(), tok->kind().c_str(), mismatches, documented, ties, ids.size(), invMismatch, chatMismatch, chatIds,
+        chatRtFail, rtFail, rtChecked, loadS, bytes / 1e6 / encS);
     QCOMPARE(mismatches, 0);
     QCOMPARE(invMismatch, 0);
+    QCOMPARE(chatMismatch, 0);
+    QCOMPARE(chatRtFail, 0);
     QCOMPARE(rtFail, 0);
     // The exclusions must stay the exception.
     QVERIFY2(documented + ties < static_cast<int>(docs_.size()) / 8, "too many documents excluded");
