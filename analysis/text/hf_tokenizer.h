@@ -44,7 +44,15 @@ class HfTokenizer : public Tokenizer {
   ~HfTokenizer() override;
   /// Parses tokenizer.json text; `where` names the file in errors.
   static std::unique_ptr<HfTokenizer> fromJson(const std::string& text, const std::string& where);
-  /// Reads bos/eos/pad from a tokenizer_config.json if it exists.
+  /// Reads bos/eos/pad from a tokenizer_config.json if it exists. When its
+  /// tokenizer_class is LlamaTokenizer, GemmaTokenizer or CodeLlamaTokenizer
+  /// (with or without "Fast"), the post-processor is rebuilt from add_bos_token
+  /// (default true) and add_eos_token (default false) as transformers'
+  /// LlamaTokenizerFast.update_post_processor does at load: [bos] $A [eos]
+  /// (Phi-3's tokenizer.json adds <s> but its tokenizer_config.json says
+  /// add_bos_token false). Throws FormatError naming the file when the config is
+  /// not JSON, or asks for a bos/eos that is not a token. Not thread-safe (call
+  /// before sharing the tokenizer).
   void applyTokenConfig(const std::filesystem::path& configPath);
 
   std::vector<int32_t> encode(std::string_view text, bool addSpecialTokens = true) const override;

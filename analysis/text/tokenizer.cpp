@@ -178,6 +178,49 @@ void HfTokenizer::applyTokenConfig(const std::filesystem::path& configPath) {
   if (auto b = tokenOf("bos_token")) bos_ = b;
   if (auto e = tokenOf("eos_token")) eos_ = e;
   if (auto p = tokenOf("pad_token")) pad_ = p;
+
+  // transformers' LlamaTokenizerFast / GemmaTokenizerFast (CodeLlama alike)
+  // replace the tokenizer.json post-processor in __init__ (update_post_processor):
+  // single = "[bos:0] $A:0 [eos:0]" by add_bos_token (default True) and
+  // add_eos_token (default False), bos/eos the config's tokens or the class
+  // defaults. Other classes (PreTrainedTokenizerFast, Qwen2Tokenizer, ...)
+  // keep tokenizer.json's post-processor.
+  std::string cls = j.contains("tokenizer_class") && j["tokenizer_class"].is_string()
+                        ? j["tokenizer_class"].get<std::string>()
+                        : std::string();
+  if (cls.size() > 4 && cls.compare(cls.size() - 4, 4, "Fast") == 0) cls.resize(cls.size() - 4);
+  if (cls != "LlamaTokenizer" && cls != "GemmaTokenizer" && cls != "CodeLlamaTokenizer") return;
+  auto flag = [&](const char* key, bool def) {
+    if (!j.contains(key) || j[key].is_null()) return def;
+    if (!j[key].is_boolean()) throw FormatError(configPath.string() + ": " + key + " must be true or false");
+    return j[key].get<bool>();
+  };
+  const bool addBos = flag("add_bos_token", true);
+  const bool addEos = flag("add_eos_token", false);
+  const bool gemma = cls == "GemmaTokenizer";
+  auto special = [&](const char* key, const char* def, bool wanted) -> std::optional<int32_t> {
+    if (!wanted) return std::nullopt;
+    std::optional<int32_t> id = tokenOf(key);
+    if (!id && !(j.contains(key) && !j[key].is_null())) id = tokenToId(def);
+    if (!id)
+      throw FormatError(configPath.string() + ": add_" + std::string(key) + " is true but " + key +
+                        " is not a token of the vocabulary");
+    return id;
+  };
+  const auto bos = special("bos_token", gemma ? "<bos>" : "<s>", addBos);
+  const auto eos = special("eos_token", gemma ? "<eos>" : "</s>", addEos);
+  json single = json::array(), specials = json::object();
+  auto addSpecial = [&](const char* name, int32_t id) {
+    single.push_back({{"SpecialToken", {{"id", name}, {"type_id", 0}}}});
+    specials[name] = {{"id", name}, {"ids", {id}}, {"tokens", {name}}};
+  };
+  if (bos) addSpecial("bos", *bos);
+  single.push_back({{"Sequence", {{"id", "A"}, {"type_id", 0}}}});
+  if (eos) addSpecial("eos", *eos);
+  postProcessor_ = hf::makePostProcessor(
+      {{"type", "TemplateProcessing"}, {"single", single}, {"special_tokens", specials}}, configPath.string());
+  if (bos) bos_ = bos;
+  if (eos) eos_ = eos;
 }
 
 void HfTokenizer::encodeSection(std::string_view text, bool atStart, std::vector<int32_t>& out) const {

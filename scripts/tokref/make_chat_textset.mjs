@@ -11,15 +11,9 @@
 // Usage: node make_chat_textset.mjs OUT.txt      (then gzip -9n OUT.txt)
 import fs from "fs";
 
-let state = 0x0c4a7001;
-function rand() {
-  state |= 0;
-  state = (state + 0x6d2b79f5) | 0;
-  let t = Math.imul(state ^ (state >>> 15), 1 | state);
-  t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-  return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-}
-const ri = (a, b) => a + Math.floor(rand() * (b - a + 1));
+import { mulberry32 } from "./prng.mjs";
+
+const { rand, ri } = mulberry32(0x0c4a7001);
 const pick = (arr) => arr[Math.floor(rand() * arr.length)];
 
 const docs = [];

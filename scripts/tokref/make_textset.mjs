@@ -8,21 +8,14 @@
 //
 // Usage: node make_textset.mjs OUT.txt       (then gzip -9n OUT.txt)
 import fs from "fs";
+
+import { mulberry32 } from "./prng.mjs";
 import path from "path";
 import { fileURLToPath } from "url";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 
-// mulberry32: a small deterministic PRNG.
-let state = 0x5eed1234;
-function rand() {
-  state |= 0;
-  state = (state + 0x6d2b79f5) | 0;
-  let t = Math.imul(state ^ (state >>> 15), 1 | state);
-  t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-  return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-}
-const ri = (a, b) => a + Math.floor(rand() * (b - a + 1)); // inclusive
+const { rand, ri } = mulberry32(0x5eed1234);
 const pick = (arr) => arr[Math.floor(rand() * arr.length)];
 const cp = (c) => String.fromCodePoint(c);
 const fromRange = (a, b) => cp(ri(a, b));

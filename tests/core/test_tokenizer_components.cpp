@@ -10,6 +10,7 @@
 #include "analysis/common/error.h"
 #include "analysis/text/hf_components.h"
 #include "analysis/text/hf_tokenizer.h"
+#include "analysis/text/tokenizer.h"
 #include "analysis/text/unicode.h"
 #include "analysis/text/utf8.h"
 #include "testutil.h"
@@ -260,6 +261,51 @@ class TestTokenizerComponents : public QObject {
     QCOMPARE(dec({{"type", "CTC"}, {"pad_token", "<pad>"}, {"word_delimiter_token", "|"}, {"cleanup", true}}, {"h", "h", "<pad>", "i", "|", "y"}), std::string("hi y"));
     QCOMPARE(dec({{"type", "Metaspace"}, {"replacement", "\xE2\x96\x81"}, {"prepend_scheme", "always"}}, {"\xE2\x96\x81hi", "\xE2\x96\x81you"}), std::string("hi you"));
     QCOMPARE(dec({{"type", "ByteLevel"}}, {"\xC4\xA0hi", "\xC4\x8A"}), std::string(" hi\n"));
+  }
+
+  void llamaClassAddBosToken() {
+    // transformers' LlamaTokenizerFast/GemmaTokenizerFast rebuild the
+    // post-processor from tokenizer_config.json's add_bos_token (default true)
+    // and add_eos_token (default false), whatever tokenizer.json says.
+    json vocab = {{"<s>", 0}, {"</s>", 1}, {"h", 2}, {"i", 3}, {"<bos>", 4}, {"<eos>", 5}};
+    json tj = {{"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", json::array()}}},
+               {"added_tokens",
+                {addedTok("<s>", 0, false, false, false), addedTok("</s>", 1, false, false, false),
+                 addedTok("<bos>", 4, false, false, false), addedTok("<eos>", 5, false, false, false)}},
+               {"post_processor",
+                {{"type", "TemplateProcessing"},
+                 {"single",
+                  {{{"SpecialToken", {{"id", "<s>"}, {"type_id", 0}}}}, {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}}},
+                 {"special_tokens", {{"<s>", {{"id", "<s>"}, {"ids", {0}}, {"tokens", {"<s>"}}}}}}}}};
+    auto dir = test::freshDir("tok_llama_class");
+    std::ofstream(dir / "tokenizer.json") << tj.dump();
+    auto encodeWith = [&](const json& config) {
+      if (config.is_null())
+        std::filesystem::remove(dir / "tokenizer_config.json");
+      else
+        std::ofstream(dir / "tokenizer_config.json") << config.dump();
+      return ids(Tokenizer::fromModelDir(dir)->encode("hi", true));
+    };
+    QCOMPARE(encodeWith(nullptr), std::string("0,2,3"));  // no config: tokenizer.json's <s> $A
+    // Phi-3: tokenizer.json adds <s>, the config turns it off.
+    QCOMPARE(encodeWith({{"tokenizer_class", "LlamaTokenizer"}, {"add_bos_token", false}}), std::string("2,3"));
+    QCOMPARE(encodeWith({{"tokenizer_class", "LlamaTokenizerFast"}, {"add_eos_token", true}}), std::string("0,2,3,1"));
+    QCOMPARE(encodeWith({{"tokenizer_class", "GemmaTokenizerFast"}}), std::string("4,2,3"));  // class default <bos>
+    QCOMPARE(encodeWith({{"tokenizer_class", "LlamaTokenizer"}, {"bos_token", "h"}, {"add_bos_token", true}}),
+             std::string("2,2,3"));
+    // Other classes keep tokenizer.json's post-processor, whatever the flags.
+    QCOMPARE(encodeWith({{"tokenizer_class", "PreTrainedTokenizerFast"}, {"add_bos_token", false}}),
+             std::string("0,2,3"));
+    // A bos that is not a token, or a flag that is not a boolean: one-line error naming the file.
+    for (const json& bad : {json{{"tokenizer_class", "LlamaTokenizer"}, {"bos_token", "<nope>"}},
+                            json{{"tokenizer_class", "LlamaTokenizer"}, {"add_bos_token", "yes"}}}) {
+      try {
+        encodeWith(bad);
+        QFAIL("expected FormatError");
+      } catch (const FormatError& e) {
+        QVERIFY2(std::string(e.what()).find("tokenizer_config.json") != std::string::npos, e.what());
+      }
+    }
   }
 
   void invalidUtf8() {
