@@ -20,8 +20,8 @@
 #include "analysis/io/input_file.h"
 #include "analysis/io/json_input.h"
 #include "analysis/jobs/job.h"
+#include "analysis/text/line_reader.h"
 #include "analysis/text/tokenizer.h"
-#include "analysis/text/utf8.h"
 
 namespace moefy {
 
@@ -29,55 +29,6 @@ namespace fs = std::filesystem;
 using json = nlohmann::json;
 
 namespace {
-
-// Validates one line of text: no NUL byte (binary file) and valid UTF-8.
-void checkLine(const std::string& line, const fs::path& file, int64_t lineNo) {
-  size_t nul = line.find('\0');
-  if (nul != std::string::npos)
-    throw FormatError(file.string() + ":" + std::to_string(lineNo) + ": binary file (NUL byte at column " + std::to_string(nul + 1) + ")");
-  size_t ok = utf8::validPrefix(line);
-  if (ok != line.size())
-    throw FormatError(file.string() + ":" + std::to_string(lineNo) + ": invalid UTF-8 at column " + std::to_string(ok + 1));
-}
-
-bool isBlank(const std::string& line) { return line.find_first_not_of(" \t\r\f\v") == std::string::npos; }
-
-// Reads lines keeping track of byte offsets.
-class LineReader {
- public:
-  explicit LineReader(const fs::path& p) : path_(p) {
-    // Checked (without blocking) before std::ifstream opens it: a FIFO would block forever.
-    requireInputFile(p);
-    in_.open(p, std::ios::binary);
-    if (!in_) throw IoError(p.string() + ": cannot open");
-  }
-  /// Reads the next line without its '\n' (and a trailing '\r' removed); false at EOF.
-  bool next(std::string& line) {
-    lineStart_ = pos_;
-    if (!std::getline(in_, line)) {
-      if (in_.bad()) throw IoError(path_.string() + ": read error");
-      return false;
-    }
-    pos_ += static_cast<int64_t>(line.size()) + (in_.eof() ? 0 : 1);
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    if (lineStart_ == 0 && line.compare(0, 3, "\xEF\xBB\xBF") == 0) line.erase(0, 3);  // UTF-8 byte order mark
-    ++lineNo_;
-    return true;
-  }
-  void seek(int64_t offset, int64_t lineNo) {
-    in_.clear();
-    in_.seekg(offset);
-    pos_ = offset;
-    lineNo_ = lineNo;
-  }
-  int64_t lineStart() const { return lineStart_; }
-  int64_t lineNo() const { return lineNo_; }
-
- private:
-  fs::path path_;
-  std::ifstream in_;
-  int64_t pos_ = 0, lineStart_ = 0, lineNo_ = 0;
-};
 
 // ---------------------------------------------------------------------------
 
@@ -89,8 +40,8 @@ class TxtCorpus : public Corpus {
     std::string line;
     bool inDoc = false;
     while (r.next(line)) {
-      checkLine(line, p, r.lineNo());
-      if (isBlank(line)) {
+      checkTextLine(line, p, r.lineNo());
+      if (isBlankLine(line)) {
         inDoc = false;
       } else if (!inDoc) {
         starts_.push_back({r.lineStart(), r.lineNo() - 1});
@@ -116,8 +67,8 @@ class TxtCorpus : public Corpus {
     };
     d.id = 0;
     while (r.next(line)) {
-      checkLine(line, path_, r.lineNo());  // the file may have changed since open()
-      if (isBlank(line)) {
+      checkTextLine(line, path_, r.lineNo());  // the file may have changed since open()
+      if (isBlankLine(line)) {
         if (!flush()) return;
         continue;
       }
@@ -142,8 +93,8 @@ class TxtCorpus : public Corpus {
     std::string line;
     bool first = true;
     while (r.next(line)) {
-      checkLine(line, path_, r.lineNo());
-      if (isBlank(line)) break;
+      checkTextLine(line, path_, r.lineNo());
+      if (isBlankLine(line)) break;
       if (first) d.source = path_.string() + ":" + std::to_string(r.lineNo());
       if (!first) d.text += '\n';
       d.text += line;
@@ -166,8 +117,8 @@ class JsonlCorpus : public Corpus {
     std::string line;
     std::unordered_map<std::string, int32_t> catIndex;
     while (r.next(line)) {
-      checkLine(line, p, r.lineNo());
-      if (isBlank(line)) continue;
+      checkTextLine(line, p, r.lineNo());
+      if (isBlankLine(line)) continue;
       auto [text, label] = parse(line, r.lineNo());
       int32_t cat = -1;
       if (label) {
@@ -194,8 +145,8 @@ class JsonlCorpus : public Corpus {
     Document d;
     int64_t id = 0;
     while (r.next(line)) {
-      checkLine(line, path_, r.lineNo());
-      if (isBlank(line)) continue;
+      checkTextLine(line, path_, r.lineNo());
+      if (isBlankLine(line)) continue;
       if (id >= documentCount_) break;
       d.id = id;
       d.text = parse(line, r.lineNo()).first;
@@ -212,7 +163,7 @@ class JsonlCorpus : public Corpus {
     r.seek(starts_[id].first, starts_[id].second);
     std::string line;
     if (!r.next(line)) throw IoError(path_.string() + ": document " + std::to_string(id) + " vanished (file changed?)");
-    checkLine(line, path_, r.lineNo());
+    checkTextLine(line, path_, r.lineNo());
     Document d;
     d.id = id;
     d.text = parse(line, r.lineNo()).first;
@@ -330,7 +281,7 @@ class DirCorpus : public Corpus {
     std::string line;
     bool first = true;
     while (r.next(line)) {
-      checkLine(line, f, r.lineNo());
+      checkTextLine(line, f, r.lineNo());
       if (!first) d.text += '\n';
       d.text += line;
       first = false;

@@ -8,6 +8,7 @@
 #include "analysis/common/error.h"
 #include "analysis/io/safetensors.h"
 #include "analysis/model/model.h"
+#include "analysis/text/parallel_corpus.h"
 #include "app/cli/cli.h"
 
 namespace moefy::cli {
@@ -68,6 +69,19 @@ class DumpSink : public HookSink {
   bool every_;
 };
 
+// The end-of-sequence id that T5's tokenizers append: the tokenizer's, else
+// the config's eos_token_id. `what` names the option in the error.
+int32_t modelEos(const LoadedModel& loaded, const std::string& what) {
+  if (auto e = loaded.tokenizer->eosId()) return *e;
+  const auto& raw = loaded.model->config().raw;
+  auto it = raw.find("eos_token_id");
+  if (it != raw.end() && it->is_number_integer() && it->get<int64_t>() >= 0 &&
+      it->get<int64_t>() < loaded.model->config().vocab)
+    return static_cast<int32_t>(it->get<int64_t>());
+  throw FormatError(what + ": " + loaded.model->dir().string() +
+                    ": neither the tokenizer nor config.json (eos_token_id) names an end-of-sequence token");
+}
+
 int runForward(const Args& a) {
   auto loaded = loadModel(a.pos(0, "MODEL_DIR"));
   const Model& m = *loaded.model;
@@ -76,33 +90,51 @@ int runForward(const Args& a) {
     auto v = parseIntList(s, "--ids");
     seqs.emplace_back(v.begin(), v.end());
   }
+  const ModelConfig& c = m.config();
   for (const auto& text : a.all("text")) {
     if (!loaded.tokenizer) throw FormatError(m.dir().string() + ": --text needs a tokenizer in the model folder");
-    auto ids = loaded.tokenizer->encode(text, true);
+    // Encoder-decoder models: the source ends with eos, as HF's T5 tokenizers encode it (tokenizePair).
+    auto ids = c.encoderDecoder ? encodeWithEos(*loaded.tokenizer, text, modelEos(loaded, "--text"))
+                                : loaded.tokenizer->encode(text, true);
     if (ids.empty()) throw ParameterError("--text: encodes to no tokens");
     seqs.emplace_back(ids.begin(), ids.end());
   }
   if (seqs.empty()) throw ParameterError("give at least one --ids or --text sequence");
   // Encoder-decoder models: the source sequences go to the encoder, the
-  // --decoder-ids (teacher-forced decoder inputs) to the decoder, in order.
+  // --decoder-ids (teacher-forced decoder inputs) or the decoder inputs made
+  // from --decoder-text to the decoder, in order.
+  if (a.has("decoder-ids") && a.has("decoder-text"))
+    throw ParameterError("give either --decoder-ids or --decoder-text, not both");
+  const std::string decoderFlag = a.has("decoder-text") ? "--decoder-text" : "--decoder-ids";
   std::vector<std::vector<int64_t>> decoderSeqs;
+  std::vector<std::vector<int32_t>> labels;  // --decoder-text: the target ids + eos
   for (const auto& s : a.all("decoder-ids")) {
     auto v = parseIntList(s, "--decoder-ids");
     decoderSeqs.emplace_back(v.begin(), v.end());
   }
-  const ModelConfig& c = m.config();
+  if (a.has("decoder-text") && !c.encoderDecoder)
+    throw ParameterError("--decoder-text: " + m.dir().string() + " is not an encoder-decoder model (" +
+                         archName(c.arch) + ")");
+  for (const auto& text : a.all("decoder-text")) {
+    if (!loaded.tokenizer)
+      throw FormatError(m.dir().string() + ": --decoder-text needs a tokenizer in the model folder");
+    // HF's tokenizer(text_target=...) (target ids + eos), then T5's _shift_right (teacher forcing).
+    labels.push_back(encodeWithEos(*loaded.tokenizer, text, modelEos(loaded, "--decoder-text")));
+    auto in = shiftRight(labels.back(), c.decoderStartId);
+    decoderSeqs.emplace_back(in.begin(), in.end());
+  }
   if (c.encoderDecoder && decoderSeqs.empty())
     throw ParameterError(m.dir().string() + " is an encoder-decoder model (" + archName(c.arch) +
-                         "): give --decoder-ids for each source sequence (decoder inputs, starting with "
-                         "decoder_start_token_id " +
+                         "): give --decoder-ids or --decoder-text for each source sequence (decoder inputs, starting "
+                         "with decoder_start_token_id " +
                          std::to_string(c.decoderStartId) + ")");
   if (!c.encoderDecoder && !decoderSeqs.empty())
     throw ParameterError("--decoder-ids: " + m.dir().string() + " is not an encoder-decoder model (" +
                          archName(c.arch) + ")");
   if (decoderSeqs.size() != (c.encoderDecoder ? seqs.size() : 0))
-    throw ParameterError(
-        "--decoder-ids: give one per source sequence (source sequences: " + std::to_string(seqs.size()) +
-        ", decoder sequences: " + std::to_string(decoderSeqs.size()) + ")");
+    throw ParameterError(decoderFlag +
+                         ": give one per source sequence (source sequences: " + std::to_string(seqs.size()) +
+                         ", decoder sequences: " + std::to_string(decoderSeqs.size()) + ")");
   if (a.flag("all-experts") && c.expertCount == 0)
     throw ParameterError("--all-experts: " + m.dir().string() + " is not a native MoE model (" + archName(c.arch) +
                          ")");
@@ -133,6 +165,11 @@ int runForward(const Args& a) {
     next.push_back(logits[b][last].argmax().item<int64_t>());
   }
   j["next_token"] = next;
+  if (c.encoderDecoder) {
+    // The decoder inputs fed (with --decoder-text: made from the text) and, with --decoder-text, their labels.
+    j["decoder_ids"] = decoderSeqs;
+    if (!labels.empty()) j["labels"] = labels;
+  }
   if (a.has("dump")) j["dump"] = a.text("dump");
   if (a.json()) {
     printJson(j);
@@ -141,6 +178,9 @@ int runForward(const Args& a) {
               << (c.encoderDecoder ? " (decoder " + std::to_string(logits.size(1)) + ")" : std::string()) << ", logits "
               << shapeString(logits) << "\n";
     for (size_t b = 0; b < seqs.size(); ++b) std::cout << "  seq " << b << ": greedy next token " << next[b] << "\n";
+    for (size_t b = 0; b < labels.size(); ++b)
+      std::cout << "  seq " << b << ": decoder input " << j["decoder_ids"][b].dump() << ", labels "
+                << j["labels"][b].dump() << "\n";
     if (a.has("dump")) std::cout << "wrote " << a.text("dump") << " (" << sink.tensors.size() + 1 << " tensors)\n";
   }
   return 0;
@@ -169,12 +209,18 @@ const OptionTable& inspectOptionTable() {
 const OptionTable& forwardOptionTable() {
   static const OptionTable table = [] {
     OptionTable t("forward", "run token sequences and dump logits and FFN hooks",
-                  "moefy forward MODEL_DIR (--ids 1,2,3 | --text \"...\") [--ids ...] [--decoder-ids 0,4,5 ...]\n"
+                  "moefy forward MODEL_DIR (--ids 1,2,3 | --text \"...\") [--ids ...]\n"
+                  "                        [--decoder-ids 0,4,5 ... | --decoder-text \"...\" ...]\n"
                   "                        [--dump OUT.safetensors] [--all-experts] [--json]\n",
                   "Several --ids/--text make a right-padded batch. --dump writes logits [B, T, vocab],\n"
                   "blk.{L}.ffn_in [B, T, d_model] and blk.{L}.ffn_act [B, T, d_ff] for every layer.\n"
                   "Encoder-decoder models (T5) take one --decoder-ids per source sequence (the\n"
-                  "teacher-forced decoder inputs); the logits are then [B, T_dec, vocab] and the hooks\n"
+                  "teacher-forced decoder inputs) or one --decoder-text: its labels are the tokenizer's\n"
+                  "ids of the text plus eos unless the tokenizer already ended them with it (as HF's\n"
+                  "tokenizer(text_target=...)), and the decoder is fed decoder_start_token_id followed by\n"
+                  "the labels without their last id (HF's T5 _shift_right): labels 4,55,1 are fed as\n"
+                  "0,4,55 (--json lists decoder_ids and labels). A --text source of such a model ends\n"
+                  "with eos the same way. The logits are then [B, T_dec, vocab] and the hooks\n"
                   "enc.blk.{L}.* [B, T_src, ..] and dec.blk.{L}.* [B, T_dec, ..]. Native MoE layers add\n"
                   "blk.{L}.router_logits [B, T, E], blk.{L}.topk_ids / topk_weights [B, T, k],\n"
                   "blk.{L}.exp.{E}.ffn_act [n, d_expert] with blk.{L}.exp.{E}.tokens [n] (flat positions\n"
@@ -188,6 +234,10 @@ const OptionTable& forwardOptionTable() {
         .text("text", "TEXT", std::nullopt, "one sequence as text, encoded with the model's tokenizer", true)
         .text("decoder-ids", "0,4,5", std::nullopt,
               "decoder input ids of an encoder-decoder model, one per source sequence in order", true)
+        .text("decoder-text", "TEXT", std::nullopt,
+              "target text of an encoder-decoder model, one per source sequence in order: labels = its "
+              "ids + eos, fed as decoder_start_token_id + the labels but the last",
+              true)
         .text("dump", "OUT.safetensors", std::nullopt, "write the logits and every layer's hooks")
         .flag("all-experts", "native MoE models: every expert's hidden for every token in the expert hooks")
         .flag("json", "print the result as JSON");

@@ -7,7 +7,9 @@
 // 1e-4 (F32), printing the max difference of every tensor. Plus the
 // refusals: no --decoder-ids, a folder without decoder weights, a missing
 // decoder tensor, an alias that differs from shared.weight, an untied config
-// without lm_head. All python work runs in one scripts/ref/batch.py call.
+// without lm_head. And --text / --decoder-text (with a small T5-shaped
+// tokenizer.json) against the same ids given by hand. All python work runs in
+// one scripts/ref/batch.py call.
 #include <QtTest>
 
 #include <ATen/ATen.h>
@@ -133,6 +135,56 @@ void rewriteCheckpoint(const fs::path& from, const fs::path& to, const std::func
   writeSafetensors(to / "model.safetensors", out, {{"format", "pt"}});
 }
 
+// A tokenizer.json shaped like t5-small's (Unigram over Metaspace pieces,
+// WhitespaceSplit first, the template "$A </s>", <pad> 0, </s> 1, <unk> 2)
+// with a few whole-word pieces, so that the ids of a text are known by hand:
+// "hello world" is 4,5,1, "the cat sat." 6,7,8,37,1 ("▁sat" then ".").
+void writeT5Tokenizer(const fs::path& path) {
+  using json = nlohmann::json;
+  json vocab = json::array({json::array({"<pad>", 0.0}), json::array({"</s>", 0.0}), json::array({"<unk>", 0.0}),
+                            json::array({"\u2581", -3.0})});
+  for (const char* w : {"hello", "world", "the", "cat", "sat", "das", "haus"})
+    vocab.push_back(json::array({std::string("\u2581") + w, -2.0}));                          // ids 4..10
+  for (char c = 'a'; c <= 'z'; ++c) vocab.push_back(json::array({std::string(1, c), -4.0}));  // ids 11..36
+  vocab.push_back(json::array({".", -4.0}));                                                  // id 37
+  json added = json::array();
+  for (int id = 0; id < 3; ++id)
+    added.push_back({{"id", id},
+                     {"content", vocab[id][0]},
+                     {"single_word", false},
+                     {"lstrip", false},
+                     {"rstrip", false},
+                     {"normalized", false},
+                     {"special", true}});
+  const json a = {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}, b = {{"Sequence", {{"id", "B"}, {"type_id", 0}}}};
+  const json eos = {{"SpecialToken", {{"id", "</s>"}, {"type_id", 0}}}};
+  const json metaspace = {
+      {"type", "Metaspace"}, {"replacement", "\u2581"}, {"prepend_scheme", "always"}, {"split", true}};
+  json j = {{"version", "1.0"},
+            {"added_tokens", added},
+            {"normalizer", nullptr},
+            {"pre_tokenizer", {{"type", "Sequence"}, {"pretokenizers", {{{"type", "WhitespaceSplit"}}, metaspace}}}},
+            {"post_processor",
+             {{"type", "TemplateProcessing"},
+              {"single", {a, eos}},
+              {"pair", {a, eos, b, eos}},
+              {"special_tokens", {{"</s>", {{"id", "</s>"}, {"ids", {1}}, {"tokens", {"</s>"}}}}}}}},
+            {"decoder", metaspace},
+            {"model", {{"type", "Unigram"}, {"unk_id", 2}, {"vocab", vocab}, {"byte_fallback", false}}}};
+  std::ofstream(path) << j.dump();
+}
+
+// Whether two --dump files hold the same tensors, bit for bit.
+void expectSameDump(const fs::path& gotPath, const fs::path& wantPath) {
+  auto got = SafetensorsFile::open(gotPath);
+  auto want = SafetensorsFile::open(wantPath);
+  QCOMPARE(got->tensors().size(), want->tensors().size());
+  for (const auto& info : want->tensors()) {
+    at::Tensor g = got->f32(info.name), w = want->f32(info.name);
+    QVERIFY2(g.sizes() == w.sizes() && at::equal(g, w), (info.name + " differs").c_str());
+  }
+}
+
 }  // namespace
 
 class T5Forward : public QObject {
@@ -235,6 +287,42 @@ class T5Forward : public QObject {
       QVERIFY2(r.out.find(want) != std::string::npos, (std::string(want) + " not in " + r.out).c_str());
     auto text = runCli({"inspect", qs(root_ / "t5_gated_F32" / "model")});
     QVERIFY2(text.exitCode == 0 && text.out.find("encoder-decoder") != std::string::npos, text.out.c_str());
+  }
+
+  // --text / --decoder-text against --ids / --decoder-ids: the text is
+  // tokenised as HF's T5 tokenizer does (ids + eos), the decoder is fed
+  // decoder_start_token_id (0) + the labels shifted right; logits and every
+  // hook are bit-identical to feeding those ids by hand.
+  void decoderText() {
+    const fs::path dir = root_ / "with_tokenizer";
+    fs::create_directories(dir);
+    for (const char* f : {"config.json", "model.safetensors"})
+      fs::copy_file(root_ / "t5_relu_F32" / "model" / f, dir / f, fs::copy_options::overwrite_existing);
+    writeT5Tokenizer(dir / "tokenizer.json");
+    auto text = runCli({"forward", qs(dir), "--text", "hello world", "--text", "das haus", "--decoder-text",
+                        "the cat sat.", "--decoder-text", "cat", "--dump", qs(dir / "text.safetensors"), "--json"});
+    QVERIFY2(text.exitCode == 0, (text.out + text.err).c_str());
+    const auto j = nlohmann::json::parse(text.out);
+    using Rows = std::vector<std::vector<int64_t>>;
+    QCOMPARE(j.at("decoder_ids").get<Rows>(), (Rows{{0, 6, 7, 8, 37}, {0, 7}}));
+    QCOMPARE(j.at("labels").get<Rows>(), (Rows{{6, 7, 8, 37, 1}, {7, 1}}));
+    QCOMPARE(j.at("decoder_len").get<int64_t>(), int64_t(5));
+    auto ids = runCli({"forward", qs(dir), "--ids", "4,5,1", "--ids", "9,10,1", "--decoder-ids", "0,6,7,8,37",
+                       "--decoder-ids", "0,7", "--dump", qs(dir / "ids.safetensors"), "--json"});
+    QVERIFY2(ids.exitCode == 0, (ids.out + ids.err).c_str());
+    const auto k = nlohmann::json::parse(ids.out);
+    QVERIFY2(k.at("next_token") == j.at("next_token"), (k.dump() + " vs " + j.dump()).c_str());
+    QVERIFY(!k.contains("labels"));
+    expectSameDump(dir / "text.safetensors", dir / "ids.safetensors");
+    // Refusals: both decoder options, one text too few, no tokenizer, not an encoder-decoder model.
+    expectOneLineError({"forward", qs(dir), "--ids", "4,5,1", "--decoder-ids", "0,6", "--decoder-text", "cat"},
+                       {"--decoder-ids or --decoder-text, not both"});
+    expectOneLineError({"forward", qs(dir), "--ids", "4,5,1", "--ids", "9,1", "--decoder-text", "cat"},
+                       {"--decoder-text", "one per source sequence", "decoder sequences: 1"});
+    expectOneLineError({"forward", qs(root_ / "t5_relu_F32" / "model"), "--ids", "4,5,1", "--decoder-text", "cat"},
+                       {"--decoder-text needs a tokenizer"});
+    expectOneLineError({"forward", qs(root_ / "gpt2"), "--ids", "4,5", "--decoder-text", "cat"},
+                       {"--decoder-text", "not an encoder-decoder model"});
   }
 
   void refusals() {
