@@ -530,12 +530,24 @@ nlohmann::json resumeKey(const nlohmann::json& manifest) {
 
 // ---------------------------------------------------------------- record
 
+void requireRecordable(const ModelConfig& c, const std::string& where) {
+  if (c.encoderDecoder)
+    throw ParameterError(where + ": " + c.modelType +
+                         " is an encoder-decoder model; record covers single-stack models so far "
+                         "(inspect and forward run on it)");
+  if (c.expertCount > 0)
+    throw ParameterError(where + ": " + c.modelType +
+                         " is a native MoE model; record covers dense FFNs so far (inspect and forward, "
+                         "with --all-experts, run on it)");
+}
+
 namespace {
 
 RecordSummary recordActivationsImpl(const Model& model, const SequenceSource& source, const SourceInfo& info,
                                     const RecordOptions& options, const fs::path& out, JobContext& job) {
   const auto t0 = std::chrono::steady_clock::now();
   const auto& c = model.config();
+  requireRecordable(c, model.dir().empty() ? std::string("model") : model.dir().string());
   if (options.batch < 1) throw ParameterError("--batch must be >= 1");
   if (options.seqLen < 1) throw ParameterError("--seq-len must be >= 1");
   if (options.samples < 0) throw ParameterError("--samples must be >= 0");

@@ -76,6 +76,14 @@ struct RecordSummary {
   std::filesystem::path out;
 };
 
+/// Throws ParameterError naming `where` (the model folder) and the model type
+/// when `config` is a model `record` cannot record yet: an encoder-decoder
+/// (T5) or a native MoE (mixtral, qwen2_moe, olmoe); recordings key their
+/// statistics by the single-stack dense FFN sites blk.L. Called by
+/// recordActivations and, before any corpus work, by `moefy record`.
+/// Thread-safe.
+void requireRecordable(const ModelConfig& config, const std::string& where);
+
 /// Records `source` through `model` into the folder `out` (written atomically;
 /// nothing is left on error or cancel except the last checkpoint OUT.partial,
 /// which only exists if a checkpoint was due). Throws ParameterError/FormatError/

@@ -296,11 +296,12 @@ at::Tensor Recording::sampleFfnAct(int L) const { requireLayer(L); return sample
 void Recording::checkModel(const Model& model) const {
   const auto& c = model.config();
   if (model.fingerprint() != fingerprint_)
-    throw FormatError(dir_.string() + ": recording was made with model " + modelPath_ + " (fingerprint " + fingerprint_ +
-                      "), not with " + model.dir().string() + " (fingerprint " + model.fingerprint() + ")");
+    throw ParameterError(dir_.string() + ": recording was made with model " + modelPath_ + " (fingerprint " +
+                         fingerprint_ + "), not with " + model.dir().string() + " (fingerprint " + model.fingerprint() +
+                         ")");
   if (c.dFF != dFF_ || c.dModel != dModel_ || c.nLayer != modelLayers_)
-    throw FormatError(dir_.string() + ": recording shape (d_ff " + std::to_string(dFF_) + ", d_model " +
-                      std::to_string(dModel_) + ") does not match model " + model.dir().string());
+    throw ParameterError(dir_.string() + ": recording shape (d_ff " + std::to_string(dFF_) + ", d_model " +
+                         std::to_string(dModel_) + ") does not match model " + model.dir().string());
 }
 
 }  // namespace moefy

@@ -61,7 +61,7 @@ class Recording {
   at::Tensor sampleFfnIn(int layer) const;   ///< F16 [S, d_model]
   at::Tensor sampleFfnAct(int layer) const;  ///< F16 [S, d_ff]
 
-  /// Throws FormatError if `model` is not the model this recording was made
+  /// Throws ParameterError (CLI exit 2) if `model` is not the model this recording was made
   /// with (fingerprint or shape mismatch), naming both.
   void checkModel(const Model& model) const;
 

@@ -341,11 +341,12 @@ nlohmann::json comparePartitions(const std::vector<Partition>& parts) {
   const Partition& a = parts[0];
   for (size_t i = 1; i < parts.size(); ++i) {
     if (parts[i].dFF() != a.dFF())
-      throw FormatError(parts[i].dir().string() + ": partition is for d_ff " + std::to_string(parts[i].dFF()) + ", but " +
-                        a.dir().string() + " is for d_ff " + std::to_string(a.dFF()) + "; they split different models");
+      throw ParameterError(parts[i].dir().string() + ": partition is for d_ff " + std::to_string(parts[i].dFF()) +
+                           ", but " + a.dir().string() + " is for d_ff " + std::to_string(a.dFF()) +
+                           "; they split different models");
     if (parts[i].fingerprint() != a.fingerprint())
-      throw FormatError(parts[i].dir().string() + ": partition is for model " + parts[i].fingerprint() + ", but " +
-                        a.dir().string() + " is for model " + a.fingerprint());
+      throw ParameterError(parts[i].dir().string() + ": partition is for model " + parts[i].fingerprint() + ", but " +
+                           a.dir().string() + " is for model " + a.fingerprint());
   }
   nlohmann::json j;
   j["partitions"] = nlohmann::json::array();

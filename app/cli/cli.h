@@ -4,6 +4,7 @@
 // (analysis/common/options.h), so the parser, `--help`, `moefy help
 // --markdown` (docs/cli.md) and the studio's dialogs share one declaration
 // of every option.
+#include <filesystem>
 #include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -11,6 +12,7 @@
 #include <vector>
 
 #include "analysis/common/options.h"
+#include "analysis/project/artefact.h"
 
 namespace moefy {
 class JobContext;
@@ -45,6 +47,13 @@ int runSubcommand(const std::string& name, const std::vector<std::string>& args)
 void printJson(const nlohmann::json& j);
 /// Splits "1,2,3" into integers (each parsed in 64 bits); throws ParameterError naming `what`.
 std::vector<long long> parseIntList(const std::string& text, const std::string& what);
+/// Checks the links the artefact `dir` of `kind` records (artefactLinks,
+/// analysis/project/link_check.h) and prints one line per broken or stale link
+/// on stderr, "moefy COMMAND: warning: <kind> <message>", also with --quiet: an
+/// input that changed since the artefact was made is never used silently.
+/// Returns the number of problems. Throws the kind reader's error for an
+/// unreadable metadata file.
+int warnLinkProblems(const std::string& command, ArtefactKind kind, const std::filesystem::path& dir);
 /// A JobContext for terminals: a progress line per stage (and every 10%) on
 /// stderr, log lines on stderr; silent with --quiet. SIGINT cancels the job.
 std::unique_ptr<JobContext> makeCliJob(const Args& args);

@@ -1,10 +1,12 @@
-// Terminal progress for CLI jobs, and Ctrl-C as cancel.
+// Terminal progress for CLI jobs, Ctrl-C as cancel, and link warnings.
 #include <atomic>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <iostream>
 
 #include "analysis/jobs/job.h"
+#include "analysis/project/link_check.h"
 #include "app/cli/cli.h"
 
 namespace moefy::cli {
@@ -15,6 +17,17 @@ void onSigint(int) {
   if (JobContext* j = g_active.load()) j->cancel();  // atomic store only: signal-safe
 }
 }  // namespace
+
+int warnLinkProblems(const std::string& command, ArtefactKind kind, const std::filesystem::path& dir) {
+  int problems = 0;
+  for (const LinkStatus& s : artefactLinks(kind, dir)) {
+    if (s.state != LinkStatus::Missing && s.state != LinkStatus::Stale) continue;
+    std::cerr << "moefy " << command << ": warning: " << artefactKindInfo(kind).name << " " << dir.string() << ": "
+              << s.message.substr(s.message.find(": ") + 2) << "\n";
+    ++problems;
+  }
+  return problems;
+}
 
 std::unique_ptr<JobContext> makeCliJob(const Args& args) {
   const bool quiet = args.has("quiet");

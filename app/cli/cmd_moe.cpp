@@ -46,6 +46,8 @@ int runRoute(const Args& a) {
   const Model& m = *loaded.model;
   PartitionData part = PartitionData::read(partDir);
   part.checkModel(m);
+  warnLinkProblems("route", ArtefactKind::Recording, recDir);
+  warnLinkProblems("route", ArtefactKind::Partition, partDir);
   SampleData samples = SampleData::read(recDir, part.layers, m.config().dModel, m.config().dFF);
   RouterSet rs = buildRouters(m, part, samples, o, *job);
   writeFolderAtomic(out, a.flag("force"), [&](const fs::path& tmp) { rs.writeInto(tmp); },
@@ -98,8 +100,10 @@ int runEval(const Args& a) {
   if (a.has("partition")) {
     if (loaded.isMoe()) throw ParameterError(modelDir.string() + ": --partition/--router need the dense source model");
     PartitionData part = PartitionData::read(a.text("partition"));
+    warnLinkProblems("eval", ArtefactKind::Partition, a.text("partition"));
     for (const auto& rdir : a.all("router")) {
       RouterSet rs = RouterSet::read(rdir);
+      warnLinkProblems("eval", ArtefactKind::Router, rdir);
       bases.emplace_back(routerKindName(rs.kind), buildMoeFfn(m, part, rs, topK));
     }
     spec.source = {{"partition", a.text("partition")}, {"routers", a.all("router")}};
@@ -107,6 +111,7 @@ int runEval(const Args& a) {
     if (loaded.isMoe()) throw ParameterError(modelDir.string() + ": --moe needs the dense source model as MODEL_DIR");
     auto moeLoaded = loadModel(a.text("moe"));
     if (!moeLoaded.isMoe()) throw ParameterError(a.text("moe") + ": not a MoE export (no moefication block)");
+    warnLinkProblems("eval", ArtefactKind::MoeExport, a.text("moe"));
     std::string src = moeLoaded.moefication["source_model"].value("fingerprint", "");
     if (src != m.fingerprint())
       throw ParameterError(a.text("moe") + ": MoE was exported from model " + src + ", not from " + modelDir.string() +
@@ -116,6 +121,7 @@ int runEval(const Args& a) {
     bases.emplace_back(moeLoaded.moefication.value("router", "moe"), base);
     spec.source = {{"moe", a.text("moe")}};
   } else if (loaded.isMoe()) {
+    warnLinkProblems("eval", ArtefactKind::MoeExport, modelDir);
     auto moe = std::dynamic_pointer_cast<const MoeFfn>(m.ffnOverride());
     spec.reference = moe->withFraction(1.0);  // all experts: the dense FFN up to summation order
     auto base = topK ? moe->withTopK(std::vector<int>(m.config().nLayer, topK)) : std::make_shared<MoeFfn>(*moe);
@@ -182,6 +188,8 @@ int runExport(const Args& a) {
   if (loaded.isMoe()) throw ParameterError(modelDir.string() + ": is already a MoE export");
   PartitionData part = PartitionData::read(partDir);
   RouterSet rs = RouterSet::read(routerDir);
+  warnLinkProblems("export", ArtefactKind::Partition, partDir);
+  warnLinkProblems("export", ArtefactKind::Router, routerDir);
   nlohmann::json block = exportMoe(*loaded.model, part, rs, out, o, *job);
   nlohmann::json j = {{"out", out.string()}, {"moefication", block}};
   if (a.json()) {
@@ -202,6 +210,11 @@ int runCalibrate(const Args& a) {
   CalibrateCorpusOptions c;
   const CalibrateOptions o = calibrateOptionsFrom(a, &c);
   auto job = makeCliJob(a);
+  try {
+    warnLinkProblems("calibrate", ArtefactKind::MoeExport, moeDir);
+  } catch (const Error&) {
+    // Not a readable MoE export: runCalibration refuses it with its own message.
+  }
   nlohmann::json j = runCalibration(moeDir, corpus, o, c.seqLen, c.tokens, c.split, out, a.flag("force"), *job);
   if (a.json()) {
     printJson(j);

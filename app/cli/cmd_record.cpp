@@ -72,6 +72,7 @@ int runRecord(const Args& a) {
   job->setStage("load model");
   auto loaded = loadModel(modelDir);
   if (loaded.isMoe()) throw ParameterError(modelDir.string() + ": is a MoE export; record the dense model it came from");
+  requireRecordable(loaded.model->config(), modelDir.string());
   SourceInfo info;
   SequenceSource source;
   std::unique_ptr<Corpus> corpus;

@@ -83,11 +83,16 @@ int runSplitCmd(const Args& a) {
   const SplitOptions o = splitOptionsFrom(a);
   auto job = makeCliJob(a);
   Recording rec = Recording::open(recDir);
+  warnLinkProblems("split", ArtefactKind::Recording, recDir);
   // Validate E before loading anything heavy.
   resolveExperts(rec.dFF(), o.experts, o.expertSize);
   std::unique_ptr<Model> model;
   if (o.method == "kmeans") {
     const fs::path mp = o.modelPath.empty() ? fs::path(rec.modelPath()) : o.modelPath;
+    std::error_code ec;
+    if (o.modelPath.empty() && !fs::is_directory(mp, ec))
+      throw ParameterError((recDir / "manifest.json").string() + ": the recording's model " + mp.string() +
+                           " is not there (recordings name their model by absolute path); give --model MODEL_DIR");
     job->setStage("load model");
     model = Model::load(mp);
   }

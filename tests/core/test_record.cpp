@@ -281,7 +281,7 @@ class TestRecord : public QObject {
     try {
       good.checkModel(*other_);
       QFAIL("fingerprint mismatch accepted");
-    } catch (const FormatError& e) {
+    } catch (const ParameterError& e) {  // exit 2, as route/eval/export's model checks
       qInfo() << e.what();
       QVERIFY(std::string(e.what()).find("fingerprint") != std::string::npos);
     }

@@ -98,6 +98,24 @@ class TestDemo : public QObject {
         QVERIFY(intact >= 10);
         QCOMPARE(test::runCli({"inspect", QString::fromStdString((ws / "export").string())}).exitCode, 0);
       }
+      // The CLI reports a stale link by name and goes on (the labels still
+      // match): a partition edited after its router was trained.
+      {
+        auto part = readJson(renamed / "partitions" / "coact" / "partition.json");
+        part["note"] = "edited after the router was trained";
+        writeFileAtomic(renamed / "partitions" / "coact" / "partition.json", part.dump(2));
+        auto r = test::runCli({"export",
+                               QString::fromStdString((test::sourceDir() / "data" / "models" / "brown-relu").string()),
+                               QString::fromStdString((renamed / "partitions" / "coact").string()),
+                               QString::fromStdString((renamed / "routers" / "coact-mlp").string()), "--out",
+                               QString::fromStdString((dir / "stale-export").string()), "--quiet"});
+        qInfo() << "export over a stale link:" << r.err.c_str();
+        QCOMPARE(r.exitCode, 0);
+        QVERIFY2(r.err.find("moefy export: warning: router") != std::string::npos &&
+                     r.err.find("partition link to") != std::string::npos &&
+                     r.err.find("is stale") != std::string::npos,
+                 r.err.c_str());
+      }
       // A replaced target is reported as stale, by name.
       fs::remove(renamed / "partitions" / "coact" / "partition.json");
       fs::copy_file(renamed / "partitions" / "kmeans" / "partition.json",
