@@ -43,7 +43,8 @@ int runSubcommand(const std::string& name, const std::vector<std::string>& args)
 
 /// Prints a JSON document to stdout (pretty, one trailing newline).
 void printJson(const nlohmann::json& j);
-/// Splits "1,2,3" into integers (each parsed in 64 bits); throws ParameterError naming `what`.
+/// Splits "1,2,3" into integers (each parsed in 64 bits); throws ParameterError naming `what`
+/// for an empty list, an empty entry (splitListValue) or an item that is not an integer.
 std::vector<long long> parseIntList(const std::string& text, const std::string& what);
 /// A JobContext for terminals: a progress line per stage (and every 10%) on
 /// stderr, log lines on stderr; silent with --quiet. SIGINT cancels the job.

@@ -83,13 +83,19 @@ int32_t modelEos(const LoadedModel& loaded, const std::string& what) {
 }
 
 int runForward(const Args& a) {
-  auto loaded = loadModel(a.pos(0, "MODEL_DIR"));
-  const Model& m = *loaded.model;
+  // The id lists are checked before any file is read.
   std::vector<std::vector<int64_t>> seqs;
   for (const auto& s : a.all("ids")) {
     auto v = parseIntList(s, "--ids");
     seqs.emplace_back(v.begin(), v.end());
   }
+  std::vector<std::vector<int64_t>> decoderSeqs;
+  for (const auto& s : a.all("decoder-ids")) {
+    auto v = parseIntList(s, "--decoder-ids");
+    decoderSeqs.emplace_back(v.begin(), v.end());
+  }
+  auto loaded = loadModel(a.pos(0, "MODEL_DIR"));
+  const Model& m = *loaded.model;
   const ModelConfig& c = m.config();
   for (const auto& text : a.all("text")) {
     if (!loaded.tokenizer) throw FormatError(m.dir().string() + ": --text needs a tokenizer in the model folder");
@@ -106,12 +112,7 @@ int runForward(const Args& a) {
   if (a.has("decoder-ids") && a.has("decoder-text"))
     throw ParameterError("give either --decoder-ids or --decoder-text, not both");
   const std::string decoderFlag = a.has("decoder-text") ? "--decoder-text" : "--decoder-ids";
-  std::vector<std::vector<int64_t>> decoderSeqs;
   std::vector<std::vector<int32_t>> labels;  // --decoder-text: the target ids + eos
-  for (const auto& s : a.all("decoder-ids")) {
-    auto v = parseIntList(s, "--decoder-ids");
-    decoderSeqs.emplace_back(v.begin(), v.end());
-  }
   if (a.has("decoder-text") && !c.encoderDecoder)
     throw ParameterError("--decoder-text: " + m.dir().string() + " is not an encoder-decoder model (" +
                          archName(c.arch) + ")");
