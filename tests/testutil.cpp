@@ -53,6 +53,12 @@ RunResult runCli(const QStringList& args, int timeoutSec) {
   return run(cli, args, timeoutSec);
 }
 
+RunResult runStudio(const QStringList& args, int timeoutSec) {
+  QString studio = qEnvironmentVariable("MOEFY_STUDIO");
+  if (studio.isEmpty()) studio = QString::fromStdString((binaryDir() / "app" / "moefy-studio").string());
+  return run(studio, args, timeoutSec);
+}
+
 RunResult runPython(const QStringList& args, int timeoutSec) {
   // Debian's interpreter, not a pyenv shim: it is the one with python3-torch.
   QString py = fs::exists("/usr/bin/python3") ? "/usr/bin/python3" : "python3";

@@ -25,6 +25,9 @@ RunResult run(const QString& program, const QStringList& args, int timeoutSec = 
               const std::string& stdinData = {});
 /// Runs the moefy CLI built with this tree.
 RunResult runCli(const QStringList& args, int timeoutSec = 600);
+/// Runs the moefy-studio built with this tree (MOEFY_STUDIO, else build/app/moefy-studio);
+/// the Qt platform comes from the environment (offscreen under CTest).
+RunResult runStudio(const QStringList& args, int timeoutSec = 600);
 /// Runs Debian's python3 (which has numpy and torch) on a repo script.
 RunResult runPython(const QStringList& args, int timeoutSec = 600);
 

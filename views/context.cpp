@@ -27,12 +27,14 @@ void StudioContext::shutdown() {
   }
 }
 
-bool StudioContext::openWorkspace(const QString& dir) {
+bool StudioContext::openWorkspace(const QString& dir, QString* error) {
   try {
     setWorkspace(Workspace::load(dir));
     return true;
   } catch (const std::exception& e) {
-    report(Error, QString("Cannot open workspace: %1").arg(e.what()));
+    const QString msg = QString("Cannot open workspace: %1").arg(e.what());
+    if (error) *error = msg;
+    report(Error, msg);
     return false;
   }
 }

@@ -28,8 +28,9 @@ class StudioContext : public QObject {
   bool hasWorkspace() const { return ws_.has_value(); }
   const Workspace& workspace() const { return *ws_; }
   Workspace& workspace() { return *ws_; }
-  /// Opens a workspace folder; reports errors and returns false.
-  bool openWorkspace(const QString& dir);
+  /// Opens a workspace folder; reports errors and returns false (with the
+  /// message, which names the file, in *error if given).
+  bool openWorkspace(const QString& dir, QString* error = nullptr);
   void setWorkspace(const Workspace& ws);
   /// Rescans the artefact folders (after a job wrote one).
   void rescan();

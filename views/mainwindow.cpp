@@ -346,22 +346,23 @@ void MainWindow::updateRecentMenu() {
   recentMenu_->setEnabled(!recentMenu_->isEmpty());
 }
 
-bool MainWindow::openWorkspace(const QString& dir) {
-  if (!ctx_->openWorkspace(dir)) return false;
+bool MainWindow::openWorkspace(const QString& dir, QString* error) {
+  if (!ctx_->openWorkspace(dir, error)) return false;
   addRecent(ctx_->workspace().dir);
   if (!QFileInfo(ctx_->workspace().model()).isDir())
     onMessage(StudioContext::Warning, "The workspace's model folder is missing: " + ctx_->workspace().model());
   return true;
 }
 
-bool MainWindow::openDemo() {
+bool MainWindow::openDemo(QString* error) {
   QString err;
   QString dir = demoWorkspaceDir(&err);
   if (dir.isEmpty()) {
     onMessage(StudioContext::Error, err);
+    if (error) *error = err;
     return false;
   }
-  return openWorkspace(dir);
+  return openWorkspace(dir, error);
 }
 
 void MainWindow::buildMenus() {
@@ -373,7 +374,7 @@ void MainWindow::buildMenus() {
   });
   recentMenu_ = file->addMenu("Open &recent");
   updateRecentMenu();
-  file->addAction("Open &demo workspace", this, &MainWindow::openDemo);
+  file->addAction("Open &demo workspace", this, [this] { openDemo(); });
   file->addAction("&Save workspace", QKeySequence::Save, this, [this] {
     if (!ctx_->hasWorkspace()) return;
     try {

@@ -40,9 +40,11 @@ class MainWindow : public QMainWindow {
   QPushButton* cancelButton() const { return cancel_; }
   QLabel* jobStage() const { return stage_; }
 
-  bool openWorkspace(const QString& dir);
-  /// Opens the demo workspace (creating it if needed).
-  bool openDemo();
+  /// Opens a workspace folder; false on failure (the message, naming the file,
+  /// goes to the issues dock and to *error if given).
+  bool openWorkspace(const QString& dir, QString* error = nullptr);
+  /// Opens the demo workspace (creating it if needed); false with *error as openWorkspace.
+  bool openDemo(QString* error = nullptr);
   /// Writes a PNG of each main view into `dir` (for docs/screenshots); returns files.
   QStringList writeScreenshots(const QString& dir, QSize size = QSize(1400, 900));
 

@@ -59,6 +59,66 @@ void addConfigFields(nlohmann::json& j, const ModelConfig& c) {
   j["attention"] = c.attentionSummary();
 }
 
+// The parameters of an export's weights file (moe.safetensors), from its
+// header: the experts' FFN weights (with each layer's down bias) and the
+// routers; the neuron labels (blk.L.labels) are an index, not parameters.
+struct MoeParameters {
+  int64_t experts = 0, routers = 0;
+};
+
+MoeParameters countMoeParameters(const std::filesystem::path& dir, const nlohmann::json& block) {
+  const std::filesystem::path f = dir / block.value("weights", std::string("moe.safetensors"));
+  if (!std::filesystem::exists(f)) throw IoError(f.string() + ": missing (listed weights file)");
+  MoeParameters p;
+  auto st = SafetensorsFile::open(f);  // header only: the mapping is not read
+  for (const auto& info : st->tensors()) {
+    const std::string& n = info.name;
+    if (n.size() >= 7 && n.compare(n.size() - 7, 7, ".labels") == 0) continue;
+    int64_t count = 1;
+    for (int64_t d : info.shape) count *= d;
+    (n.find(".router.") != std::string::npos ? p.routers : p.experts) += count;
+  }
+  return p;
+}
+
+// "0-3", "0,2,5", "0-2,7" for a sorted list of layer indices.
+std::string layerRanges(const std::vector<int64_t>& v) {
+  std::string out;
+  for (size_t i = 0; i < v.size();) {
+    size_t j = i;
+    while (j + 1 < v.size() && v[j + 1] == v[j] + 1) ++j;
+    if (!out.empty()) out += ",";
+    out += std::to_string(v[i]) + (j > i ? "-" + std::to_string(v[j]) : std::string());
+    i = j + 1;
+  }
+  return out;
+}
+
+// "16" when every entry is 16, "8-16" when they differ.
+std::string spanText(const std::vector<int64_t>& v) {
+  if (v.empty()) return "?";
+  const auto [lo, hi] = std::minmax_element(v.begin(), v.end());
+  return *lo == *hi ? std::to_string(*lo) : std::to_string(*lo) + "-" + std::to_string(*hi);
+}
+
+std::vector<int64_t> intList(const nlohmann::json& block, const char* key) {
+  std::vector<int64_t> out;
+  if (block.contains(key) && block[key].is_array())
+    for (const auto& x : block[key])
+      if (x.is_number_integer()) out.push_back(x.get<int64_t>());
+  return out;
+}
+
+// Adds the parameter split and the one-line summary of an export's MoEfication.
+void addMoeficationFields(nlohmann::json& j, const ModelConfig& c, const nlohmann::json& block,
+                          const std::filesystem::path& dir) {
+  const MoeParameters p = countMoeParameters(dir, block);
+  j["parameters"] = j["parameters"].get<int64_t>() + p.experts + p.routers;
+  j["expert_parameters"] = p.experts;
+  j["router_parameters"] = p.routers;
+  j["moefication_summary"] = moeficationSummary(block, c);
+}
+
 // "none (why)" without the folder's path prefix: the summary already names it.
 std::string noTokenizer(std::string why, const std::filesystem::path& dir) {
   const std::string prefix = dir.string() + "/";
@@ -67,6 +127,21 @@ std::string noTokenizer(std::string why, const std::filesystem::path& dir) {
 }
 
 }  // namespace
+
+std::string moeficationSummary(const nlohmann::json& block, const ModelConfig& c) {
+  if (!block.is_object()) return "none";
+  const std::vector<int64_t> layers = intList(block, "layers"), experts = intList(block, "experts"),
+                             topK = intList(block, "top_k");
+  std::string s = "MoEfied: " + spanText(experts) + " experts";
+  if (block.contains("expert_size") && block["expert_size"].is_number_integer())
+    s += " of " + std::to_string(block["expert_size"].get<int64_t>()) + " neurons";
+  s += " in " + std::to_string(layers.size()) + " of " + std::to_string(c.nLayer) + " layers";
+  if (!layers.empty()) s += " (" + layerRanges(layers) + ")";
+  s += ", top-" + spanText(topK);
+  if (block.contains("router") && block["router"].is_string())
+    s += ", " + block["router"].get<std::string>() + " router";
+  return s;
+}
 
 LoadedModel loadModel(const std::filesystem::path& dir) {
   LoadedModel out;
@@ -99,7 +174,10 @@ nlohmann::json describeModel(const LoadedModel& loaded) {
   }
   j["fingerprint"] = m.fingerprint();
   addMoeFields(j, c);
-  if (loaded.isMoe()) j["moefication"] = loaded.moefication;
+  if (loaded.isMoe()) {
+    j["moefication"] = loaded.moefication;
+    addMoeficationFields(j, c, loaded.moefication, m.dir());
+  }
   return j;
 }
 
@@ -130,7 +208,6 @@ nlohmann::json describeModelFiles(const std::filesystem::path& dir) {
   }
   if (files.empty())
     throw FormatError(dir.string() + ": no weights (model.safetensors or model.safetensors.index.json)");
-  if (!moe.is_null()) files.push_back(dir / moe.value("weights", std::string("moe.safetensors")));
   const ArchTable& table = archTable(c);
   auto ignorable = [&](const std::string& name) {
     // Aliases (T5's embed_tokens, a tied T5 lm_head) are shared.weight stored again: count it once.
@@ -153,7 +230,7 @@ nlohmann::json describeModelFiles(const std::filesystem::path& dir) {
       int64_t n = 1;
       for (int64_t d : info.shape) n *= d;
       params += n;
-      if (f.filename() != "moe.safetensors" || moe.is_null()) dtypes.insert(dtypeName(info.dtype));
+      dtypes.insert(dtypeName(info.dtype));
     }
   }
   nlohmann::json j;
@@ -167,7 +244,10 @@ nlohmann::json describeModelFiles(const std::filesystem::path& dir) {
     j["tokenizer"] = noTokenizer(e.what(), dir);
   }
   addMoeFields(j, c);
-  if (!moe.is_null()) j["moefication"] = moe;
+  if (!moe.is_null()) {
+    j["moefication"] = moe;
+    addMoeficationFields(j, c, moe, dir);
+  }
   return j;
 }
 

@@ -106,6 +106,26 @@ std::string intText(int64_t v) {
 
 }  // namespace
 
+std::vector<std::string> splitListValue(const std::string& text, const std::string& option) {
+  auto trim = [](const std::string& s) {
+    const size_t a = s.find_first_not_of(" \t\r\n"), b = s.find_last_not_of(" \t\r\n");
+    return a == std::string::npos ? std::string() : s.substr(a, b - a + 1);
+  };
+  std::vector<std::string> out;
+  if (trim(text).empty()) return out;
+  size_t start = 0;
+  while (true) {
+    const size_t comma = text.find(',', start);
+    std::string item = trim(text.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
+    if (item.empty())
+      throw ParameterError(option + ": empty entry in '" + text + "' (a doubled, leading or trailing comma)");
+    out.push_back(std::move(item));
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  return out;
+}
+
 std::string formatReal(double v) {
   char b[64];
   std::snprintf(b, sizeof b, "%.10g", v);

@@ -163,6 +163,14 @@ int editDistance(const std::string& a, const std::string& b);
 /// (distance <= max(1, min(3, |name| / 3)), or one is a prefix of the other), else "".
 std::string closestName(const std::string& name, const std::vector<std::string>& candidates);
 
+/// The entries of a comma-separated list value of `option` ("--layers"),
+/// each trimmed of blanks: "0, 2,5" -> {"0", "2", "5"}. Blank text gives an
+/// empty list (the caller decides what that means). An empty entry (a doubled,
+/// leading or trailing comma: "0,,1", ",1", "1,") throws ParameterError
+/// "--layers: empty entry in '0,,1' (a doubled, leading or trailing comma)".
+/// Every list-valued option is split here, so all refuse alike.
+std::vector<std::string> splitListValue(const std::string& text, const std::string& option);
+
 /// Number formatting used for defaults in help and docs ("0.001", "1e-06", "300").
 std::string formatReal(double v);
 

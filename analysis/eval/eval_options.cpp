@@ -51,12 +51,7 @@ const OptionTable& evalOptionTable() {
 
 std::vector<double> parseSweep(const std::string& text) {
   std::vector<double> out;
-  std::stringstream ss(text);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    const size_t a = item.find_first_not_of(" \t"), b = item.find_last_not_of(" \t");
-    if (a == std::string::npos) continue;
-    item = item.substr(a, b - a + 1);
+  for (const std::string& item : splitListValue(text, "--sweep")) {
     errno = 0;
     char* end = nullptr;
     const double f = std::strtod(item.c_str(), &end);

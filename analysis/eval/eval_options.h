@@ -24,7 +24,7 @@ struct EvalCorpusOptions {
 const OptionTable& evalOptionTable();
 
 /// "0.1,0.25,1" -> fractions, each finite and in (0, 1]; blank text -> empty.
-/// Throws ParameterError naming --sweep and the item.
+/// Throws ParameterError naming --sweep and the item, or an empty entry (splitListValue).
 std::vector<double> parseSweep(const std::string& text);
 
 /// Fills spec.sweep, spec.options.batch/seed, spec.speed and spec.speedSeconds

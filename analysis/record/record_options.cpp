@@ -17,11 +17,7 @@ std::string trim(const std::string& s) {
 
 std::vector<int> parseLayerList(const std::string& text, const std::string& option) {
   std::vector<int> out;
-  std::stringstream ss(text);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    item = trim(item);
-    if (item.empty()) continue;
+  for (const std::string& item : splitListValue(text, option)) {
     long long v = -1;
     try {
       size_t used = 0;

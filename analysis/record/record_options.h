@@ -26,9 +26,9 @@ RecordOptions recordOptionsFrom(const OptionValues& values);
 class JobContext;
 class Tokenizer;
 
-/// "0,2,5" -> {0, 2, 5}. Blank items are skipped; empty text gives an empty
-/// list (the caller decides what that means). Throws ParameterError naming
-/// `option` for an item that is not a non-negative integer.
+/// "0,2,5" -> {0, 2, 5}. Blank text gives an empty list (the caller decides
+/// what that means). Throws ParameterError naming `option` for an empty entry
+/// (splitListValue) or an item that is not a non-negative integer.
 std::vector<int> parseLayerList(const std::string& text, const std::string& option);
 
 /// --active: "positive", "threshold:TAU" or "top:P"; blank = unset (the

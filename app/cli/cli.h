@@ -45,7 +45,8 @@ int runSubcommand(const std::string& name, const std::vector<std::string>& args)
 
 /// Prints a JSON document to stdout (pretty, one trailing newline).
 void printJson(const nlohmann::json& j);
-/// Splits "1,2,3" into integers (each parsed in 64 bits); throws ParameterError naming `what`.
+/// Splits "1,2,3" into integers (each parsed in 64 bits); throws ParameterError naming `what`
+/// for an empty list, an empty entry (splitListValue) or an item that is not an integer.
 std::vector<long long> parseIntList(const std::string& text, const std::string& what);
 /// Checks the links the artefact `dir` of `kind` records (artefactLinks,
 /// analysis/project/link_check.h) and prints one line per broken or stale link

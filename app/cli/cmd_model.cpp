@@ -1,6 +1,7 @@
 // moefy inspect / moefy forward: open a checkpoint, describe it, run it.
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <iostream>
 #include <sstream>
 
@@ -14,6 +15,65 @@
 namespace moefy::cli {
 
 namespace {
+
+// A JSON value as text for the moefication summary: strings unquoted, small
+// lists on one line ("[16, 16, 16, 16]" -> "16,16,16,16").
+std::string plain(const nlohmann::json& v) {
+  if (v.is_string()) return v.get<std::string>();
+  if (v.is_array() && std::all_of(v.begin(), v.end(), [](const nlohmann::json& x) { return x.is_primitive(); })) {
+    std::string s;
+    for (const auto& x : v) s += (s.empty() ? "" : ",") + plain(x);
+    return s;
+  }
+  return v.dump();
+}
+
+// A link of the moefication block ({path, absolute, fingerprint, ...}) as
+// "PATH (key value, ...)".
+std::string linkText(const nlohmann::json& link) {
+  if (!link.is_object()) return plain(link);
+  std::string s = link.value("path", std::string());
+  std::string extra;
+  for (const char* k : {"arch", "method", "fingerprint"})
+    if (link.contains(k) && link[k].is_string() && !link[k].get<std::string>().empty())
+      extra += (extra.empty() ? "" : ", ") + std::string(k) + " " + link[k].get<std::string>();
+  return extra.empty() ? s : s + " (" + extra + ")";
+}
+
+// The moefication block of a MoE export, one field a line ("moefication" and
+// indented "key  value" lines); expert_sizes and provenance are summarised.
+void printMoefication(const nlohmann::json& b) {
+  std::cout << "moefication\n";
+  auto line = [](const std::string& key, const std::string& value) {
+    std::cout << "  " << key << std::string(key.size() < 16 ? 16 - key.size() : 1, ' ') << value << "\n";
+  };
+  for (const auto& [k, v] : b.items()) {
+    if (k == "source_model" || k == "partition") {
+      line(k, linkText(v));
+    } else if (k == "expert_sizes" && v.is_array()) {
+      // Per layer, the expert sizes: "64" when equal, "60-68" when not.
+      std::string s;
+      for (const auto& layer : v) {
+        int64_t lo = 0, hi = 0;
+        bool first = true;
+        if (layer.is_array())
+          for (const auto& x : layer)
+            if (x.is_number_integer()) {
+              const int64_t n = x.get<int64_t>();
+              lo = first ? n : std::min(lo, n);
+              hi = first ? n : std::max(hi, n);
+              first = false;
+            }
+        s += (s.empty() ? "" : ",") + (lo == hi ? std::to_string(lo) : std::to_string(lo) + "-" + std::to_string(hi));
+      }
+      line(k, s + " (per layer)");
+    } else if (k == "provenance" && v.is_object()) {
+      line(k, v.value("step", std::string("?")) + " with moefy " + v.value("tool_version", std::string("?")));
+    } else {
+      line(k, plain(v));
+    }
+  }
+}
 
 int runInspect(const Args& a) {
   auto loaded = loadModel(a.pos(0, "MODEL_DIR"));
@@ -41,12 +101,18 @@ int runInspect(const Args& a) {
             << "norms       " << c.normSummary() << "\n"
             << "window      " << c.windowPattern() << "\n"
             << "attention   " << c.attentionSummary() << "\n"
-            << "experts     " << c.moeSummary() << "\n"
-            << "parameters  " << m.parameterCount() << "\n"
+            << "experts     "
+            << (c.expertCount == 0 && loaded.isMoe() ? j["moefication_summary"].get<std::string>() : c.moeSummary())
+            << "\n"
+            << "parameters  " << j["parameters"].get<int64_t>()
+            << (loaded.isMoe() ? " (experts " + std::to_string(j["expert_parameters"].get<int64_t>()) + ", routers " +
+                                     std::to_string(j["router_parameters"].get<int64_t>()) + ")"
+                               : std::string())
+            << "\n"
             << "dtype       " << m.storedDType() << "\n"
             << "tokenizer   " << j["tokenizer"].get<std::string>() << "\n"
             << "fingerprint " << m.fingerprint() << "\n";
-  if (j.contains("moefication")) std::cout << "moefication " << j["moefication"].dump() << "\n";
+  if (j.contains("moefication")) printMoefication(j["moefication"]);
   return 0;
 }
 
@@ -83,13 +149,19 @@ int32_t modelEos(const LoadedModel& loaded, const std::string& what) {
 }
 
 int runForward(const Args& a) {
-  auto loaded = loadModel(a.pos(0, "MODEL_DIR"));
-  const Model& m = *loaded.model;
+  // The id lists are checked before any file is read.
   std::vector<std::vector<int64_t>> seqs;
   for (const auto& s : a.all("ids")) {
     auto v = parseIntList(s, "--ids");
     seqs.emplace_back(v.begin(), v.end());
   }
+  std::vector<std::vector<int64_t>> decoderSeqs;
+  for (const auto& s : a.all("decoder-ids")) {
+    auto v = parseIntList(s, "--decoder-ids");
+    decoderSeqs.emplace_back(v.begin(), v.end());
+  }
+  auto loaded = loadModel(a.pos(0, "MODEL_DIR"));
+  const Model& m = *loaded.model;
   const ModelConfig& c = m.config();
   for (const auto& text : a.all("text")) {
     if (!loaded.tokenizer) throw FormatError(m.dir().string() + ": --text needs a tokenizer in the model folder");
@@ -106,12 +178,7 @@ int runForward(const Args& a) {
   if (a.has("decoder-ids") && a.has("decoder-text"))
     throw ParameterError("give either --decoder-ids or --decoder-text, not both");
   const std::string decoderFlag = a.has("decoder-text") ? "--decoder-text" : "--decoder-ids";
-  std::vector<std::vector<int64_t>> decoderSeqs;
   std::vector<std::vector<int32_t>> labels;  // --decoder-text: the target ids + eos
-  for (const auto& s : a.all("decoder-ids")) {
-    auto v = parseIntList(s, "--decoder-ids");
-    decoderSeqs.emplace_back(v.begin(), v.end());
-  }
   if (a.has("decoder-text") && !c.encoderDecoder)
     throw ParameterError("--decoder-text: " + m.dir().string() + " is not an encoder-decoder model (" +
                          archName(c.arch) + ")");
@@ -198,8 +265,11 @@ const OptionTable& inspectOptionTable() {
                   "pattern, e.g. LG); the attention line (score scale, soft-capping, embedding scaling); then\n"
                   "parameter count, stored dtype, tokenizer and fingerprint. --json gives these as fields\n"
                   "(rope, position_encoding, norms, window_pattern, attention, ...). Native MoE models show their\n"
-                  "experts, top-k, shared expert and which layers are MoE or dense; MoE exports also show\n"
-                  "their moefication block.\n");
+                  "experts, top-k, shared expert and which layers are MoE or dense. MoE exports show the\n"
+                  "MoEfication on the experts line (experts per layer, layers, top-k, router kind), count\n"
+                  "the experts and routers in the parameters (with the split: experts N, routers N) and\n"
+                  "list their moefication block one field a line (--json: moefication, moefication_summary,\n"
+                  "expert_parameters, router_parameters).\n");
     t.positionals({"MODEL_DIR"}, 1).flag("json", "print the description as JSON");
     return t;
   }();

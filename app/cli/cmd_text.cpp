@@ -45,13 +45,16 @@ std::string printable(const std::string& s) {
 // JSON strings must be valid UTF-8: token strings always are, decoded text is
 // (invalid bytes become U+FFFD).
 int runTokenize(const Args& a) {
-  auto tok = openTokenizer(a.pos(0, "MODEL_DIR|TOKENIZER_FILE"));
-  const bool special = !a.flag("no-special");
   int modes = a.has("text") + a.has("file") + a.has("decode");
   if (modes != 1) throw ParameterError("give exactly one of --text, --file or --decode");
+  // The id list is checked before any file is read.
+  const std::vector<long long> decodeIds =
+      a.has("decode") ? parseIntList(a.text("decode"), "--decode") : std::vector<long long>();
+  auto tok = openTokenizer(a.pos(0, "MODEL_DIR|TOKENIZER_FILE"));
+  const bool special = !a.flag("no-special");
   if (a.has("decode")) {
     std::vector<int32_t> ids;
-    for (long long v : parseIntList(a.text("decode"), "--decode")) {
+    for (long long v : decodeIds) {
       if (v < 0 || v >= tok->vocabSize()) throw ParameterError("--decode: id " + std::to_string(v) + " is outside the vocabulary [0, " + std::to_string(tok->vocabSize()) + ")");
       ids.push_back(static_cast<int32_t>(v));
     }

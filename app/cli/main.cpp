@@ -34,10 +34,7 @@ void printJson(const nlohmann::json& j) { std::cout << j.dump(2) << std::endl; }
 
 std::vector<long long> parseIntList(const std::string& text, const std::string& what) {
   std::vector<long long> out;
-  std::stringstream ss(text);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    if (item.empty()) throw ParameterError(what + ": empty entry in '" + text + "' (a doubled or leading comma)");
+  for (const std::string& item : splitListValue(text, what)) {
     errno = 0;
     char* end = nullptr;
     const long long v = std::strtoll(item.c_str(), &end, 10);

@@ -123,6 +123,37 @@ class TestOptions : public QObject {
     }
   }
 
+  // Every list-valued option is split by splitListValue: an empty entry (a
+  // doubled, leading or trailing comma) is refused with the same message
+  // naming the option; blanks around entries are allowed.
+  void listOptionsRefuseEmptyEntries() {
+    QCOMPARE(splitListValue(" 0, 2,5 ", "--layers"), (std::vector<std::string>{"0", "2", "5"}));
+    QVERIFY(splitListValue("", "--layers").empty());
+    QVERIFY(splitListValue("  ", "--layers").empty());
+    for (const std::string bad : {"0,,1", ",1", "1,", ",", "0, ,1"}) {
+      std::string err;
+      try {
+        splitListValue(bad, "--layers");
+      } catch (const ParameterError& e) {
+        err = e.what();
+      }
+      QCOMPARE(QString::fromStdString(err),
+               QString::fromStdString("--layers: empty entry in '" + bad + "' (a doubled, leading or trailing comma)"));
+    }
+    // The typed list parsers and the step converters (CLI and studio dialogs alike).
+    QCOMPARE(parseLayerList("0, 2", "--layers"), (std::vector<int>{0, 2}));
+    QCOMPARE(parseSweep("0.5, 1"), (std::vector<double>{0.5, 1.0}));
+    QVERIFY_THROWS_EXCEPTION(ParameterError, parseLayerList("0,,1", "--layers"));
+    QVERIFY_THROWS_EXCEPTION(ParameterError, parseSweep("0.5,,1"));
+    QVERIFY_THROWS_EXCEPTION(ParameterError, parseSweep("0.5,"));
+    QVERIFY_THROWS_EXCEPTION(ParameterError, recordOptionsFrom(recordOptionTable().parse({"--layers", "0,,1"})));
+    QVERIFY_THROWS_EXCEPTION(
+        ParameterError,
+        splitOptionsFrom(splitOptionTable().parse({"--method", "random", "--experts", "8", "--layers", "1,"})));
+    EvalRunSpec spec;
+    QVERIFY_THROWS_EXCEPTION(ParameterError, applyEvalOptions(evalOptionTable().parse({"--sweep", ",0.5"}), spec));
+  }
+
   void everyTableIsConsistent() {
     // The pipeline steps' tables: every default parses back to itself and the
     // struct the CLI builds from an empty command line holds the struct's defaults.
@@ -193,6 +224,15 @@ class TestOptions : public QObject {
         {{"demo", "--experts", "0"}, "--experts: 0 is outside"},
         {{"demo", "--quik"}, "did you mean --quick?"},
         {{"splt", "REC"}, "did you mean split?"},
+        // Every list-valued option refuses an empty entry the same way, before any file is read.
+        {{"forward", "M", "--ids", "1,,2"}, "--ids: empty entry in '1,,2' (a doubled, leading or trailing comma)"},
+        {{"forward", "M", "--ids", "1,2,"}, "--ids: empty entry"},
+        {{"forward", "M", "--ids", "1", "--decoder-ids", ",0"}, "--decoder-ids: empty entry"},
+        {{"tokenize", "M", "--decode", "1,,2"}, "--decode: empty entry"},
+        {{"record", "M", "C", "--out", "R", "--layers", "0,,1"}, "--layers: empty entry in '0,,1'"},
+        {{"eval", "M", "C", "--sweep", "0.5,,1"}, "--sweep: empty entry in '0.5,,1'"},
+        {{"split", "REC", "--method", "random", "--experts", "8", "--layers", "0,,1", "--out", "P"},
+         "--layers: empty entry"},
     };
     for (const auto& c : cases) {
       test::RunResult r = test::runCli(c.args, 60);

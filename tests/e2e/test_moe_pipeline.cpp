@@ -159,6 +159,46 @@ class TestMoePipeline : public QObject {
     // inspect and forward work on the export; the reloaded MoE equals the in-memory one exactly.
     auto info = runJson({"inspect", q(moeDir), "--json"});
     QVERIFY(info.contains("moefication"));
+    // The parameters count the experts (the dense FFN weights, regrouped) and the routers in moe.safetensors.
+    {
+      const auto numel = [](const TensorInfo& t) {
+        int64_t n = 1;
+        for (int64_t d : t.shape) n *= d;
+        return n;
+      };
+      int64_t ffn = 0, router = 0;
+      for (const auto& t : src->tensors())
+        if (t.name.find(".mlp.") != std::string::npos) ffn += numel(t);
+      for (const auto& t : moeSt->tensors())
+        if (t.name.find(".router.") != std::string::npos) router += numel(t);
+      const auto dense = runJson({"inspect", q(model), "--json"});
+      qInfo() << "dense parameters" << dense["parameters"].get<int64_t>() << "export"
+              << info["parameters"].get<int64_t>() << "experts" << info["expert_parameters"].get<int64_t>() << "routers"
+              << info["router_parameters"].get<int64_t>();
+      QVERIFY(ffn > 0 && router > 0);
+      QCOMPARE(info["expert_parameters"].get<int64_t>(), ffn);
+      QCOMPARE(info["router_parameters"].get<int64_t>(), router);
+      QCOMPARE(info["parameters"].get<int64_t>(), dense["parameters"].get<int64_t>() + router);
+      QCOMPARE(QString::fromStdString(info["moefication_summary"].get<std::string>()),
+               QString("MoEfied: 16 experts of %1 neurons in 2 of 2 layers (0-1), top-4, mlp router")
+                   .arg(b["expert_size"].get<int>()));
+      // The headers-only summary agrees.
+      const json files = describeModelFiles(moeDir);
+      for (const char* k : {"parameters", "expert_parameters", "router_parameters", "moefication_summary"})
+        QCOMPARE(QString::fromStdString(files[k].dump()), QString::fromStdString(info[k].dump()));
+      // Text mode: the experts line summarises the MoEfication, the parameters line gives the split,
+      // and the moefication block is one field a line.
+      const test::RunResult text = test::runCli({"inspect", q(moeDir)});
+      QCOMPARE(text.exitCode, 0);
+      qInfo().noquote() << QString::fromStdString(text.out);
+      QVERIFY2(text.out.find("experts     MoEfied: 16 experts") != std::string::npos, text.out.c_str());
+      QVERIFY2(text.out.find("parameters  " + std::to_string(info["parameters"].get<int64_t>()) + " (experts " +
+                             std::to_string(ffn) + ", routers " + std::to_string(router) + ")") != std::string::npos,
+               text.out.c_str());
+      QVERIFY2(text.out.find("\nmoefication\n  ") != std::string::npos, text.out.c_str());
+      QVERIFY2(text.out.find("  router          mlp\n") != std::string::npos, text.out.c_str());
+      QVERIFY2(text.out.find("{\"") == std::string::npos, "the moefication block printed as raw JSON");
+    }
     auto fwd = runJson({"forward", q(moeDir), "--ids", "1,2,3,4", "--json"});
     QVERIFY(fwd.is_object());
     {

@@ -19,6 +19,7 @@
 #include "analysis/checkpoint/loader.h"
 #include "analysis/text/tokenizer.h"
 #include "gui_fixture.h"
+#include "testutil.h"
 #include "views/artefacts.h"
 #include "views/figure.h"
 #include "views/jobrunner.h"
@@ -514,6 +515,45 @@ class TestStudio : public QObject {
     QVERIFY(!std::filesystem::exists(out));
     QCOMPARE(QDir(tmp.path()).entryList(QDir::AllEntries | QDir::NoDotAndDotDot | QDir::Hidden).size(), 0);
     QVERIFY(!w.cancelButton()->isEnabled());
+  }
+
+  // Batch mode (--screenshots): a workspace that does not open is one line on
+  // stderr naming the file and a non-zero exit, and nothing is written; a
+  // malformed option (a bad --size, an unknown option, a second positional
+  // argument) exits 2 with one line, as the CLI.
+  void studioBatchModeRefusesBadWorkspacesAndOptions() {
+    QTemporaryDir tmp;
+    const QString noJson = tmp.filePath("no-json"), truncated = tmp.filePath("truncated");
+    QVERIFY(QDir().mkpath(noJson) && QDir().mkpath(truncated));
+    {
+      QFile f(truncated + "/workspace.json");
+      QVERIFY(f.open(QIODevice::WriteOnly));
+      f.write("{\"format\": \"moefy-workspace\", \"na");
+    }
+    struct Case {
+      QStringList args;
+      int exit;
+      QString expect;
+    };
+    const QString out = tmp.filePath("shots");
+    const std::vector<Case> cases = {
+        {{tmp.filePath("nonexistent"), "--screenshots", out}, 1, tmp.filePath("nonexistent/workspace.json")},
+        {{noJson, "--screenshots", out}, 1, noJson + "/workspace.json: missing"},
+        {{truncated, "--screenshots", out}, 1, truncated + "/workspace.json: invalid JSON"},
+        {{ws_, "--screenshots", out, "--size", "10x"}, 2, "--size: '10x' is not WxH"},
+        {{ws_, "--screenshots", out, "--size", "100x100"}, 2, "--size: '100x100'"},
+        {{ws_, "--screenshots", out, "--frobnicate"}, 2, "frobnicate"},
+        {{ws_, ws_, "--screenshots", out}, 2, "unexpected argument"},
+        {{ws_, "--screenshots"}, 2, "screenshots"},
+    };
+    for (const auto& c : cases) {
+      const test::RunResult r = test::runStudio(c.args, 120);
+      qInfo() << c.args.join(' ') << "-> exit" << r.exitCode << r.err.c_str();
+      QVERIFY2(r.exitCode == c.exit, qPrintable(c.args.join(' ') + ": exit " + QString::number(r.exitCode)));
+      QVERIFY2(QString::fromStdString(r.err).contains(c.expect), qPrintable(c.args.join(' ') + ": " + r.err.c_str()));
+      QCOMPARE(std::count(r.err.begin(), r.err.end(), '\n'), 1L);  // one line
+      QVERIFY2(!QFileInfo::exists(out), qPrintable(c.args.join(' ') + ": wrote " + out));
+    }
   }
 
   void coreErrorInJobGoesToIssues() {
