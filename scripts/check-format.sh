@@ -5,7 +5,7 @@
 # oblige anyone to reformat the lines around the change (which would collide
 # with other branches); the formatter is enforced from here on.
 #   usage: scripts/check-format.sh [BASE_REF]   (default: $MOEFY_FORMAT_BASE, origin/main, main)
-#   fix:   git diff -U0 --no-color $(git merge-base HEAD main) -- '*.cpp' '*.h' | clang-format-diff -p1 -i
+#   fix:   git diff -U0 -M --no-color $(git merge-base HEAD main) -- '*.cpp' '*.h' | clang-format-diff -p1 -i
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DIFF_TOOL=$(command -v clang-format-diff || command -v clang-format-diff-14 || true)
@@ -23,7 +23,9 @@ if [ -z "$files" ]; then
   echo "check-format: no C++ changes since $(git rev-parse --short "$base") ($base_ref)"
   exit 0
 fi
-out=$(git diff -U0 --no-color "$base" -- $files | "$DIFF_TOOL" -p1 -style=file)
+# -M with the glob pathspec (not the file list) keeps renames as renames: a
+# moved file's unchanged lines are not changed lines.
+out=$(git diff -U0 -M --no-color "$base" -- '*.cpp' '*.h' | "$DIFF_TOOL" -p1 -style=file)
 if [ -n "$out" ]; then
   echo "$out"
   echo "check-format: the changed lines above are not clang-formatted (see the fix command in $0)"
