@@ -364,7 +364,7 @@ class TestSplit : public QObject {
     try {
       runSplit(rec, other_.get(), o, dir_ / "bad_km", JobContext::none());
       QFAIL("fingerprint mismatch accepted");
-    } catch (const FormatError& e) {
+    } catch (const ParameterError& e) {  // a wrong model argument: exit 2, as route/eval/export
       qInfo() << e.what();
       QVERIFY(std::string(e.what()).find("fingerprint") != std::string::npos);
     }
@@ -374,7 +374,7 @@ class TestSplit : public QObject {
     o.method = "random";
     runSplit(Recording::open(dir_ / "rec_other"), nullptr, o, dir_ / "rand_other", JobContext::none());
     runSplit(rec, nullptr, o, dir_ / "rand_this", JobContext::none());
-    QVERIFY_THROWS_EXCEPTION(FormatError, comparePartitions({Partition::open(dir_ / "rand_this"),
+    QVERIFY_THROWS_EXCEPTION(ParameterError, comparePartitions({Partition::open(dir_ / "rand_this"),
                                                              Partition::open(dir_ / "rand_other")}));
     fs::copy(dir_ / "rand_this", dir_ / "rand_dff", fs::copy_options::recursive);
     auto j = nlohmann::json::parse(readFile(dir_ / "rand_dff" / "partition.json"));
