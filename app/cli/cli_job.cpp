@@ -22,8 +22,10 @@ int warnLinkProblems(const std::string& command, ArtefactKind kind, const std::f
   int problems = 0;
   for (const LinkStatus& s : artefactLinks(kind, dir)) {
     if (s.state != LinkStatus::Missing && s.state != LinkStatus::Stale) continue;
+    // The message starts "<folder name>: "; the full folder path replaces it.
+    const size_t at = s.message.find(": ");
     std::cerr << "moefy " << command << ": warning: " << artefactKindInfo(kind).name << " " << dir.string() << ": "
-              << s.message.substr(s.message.find(": ") + 2) << "\n";
+              << (at == std::string::npos ? s.message : s.message.substr(at + 2)) << "\n";
     ++problems;
   }
   return problems;
