@@ -374,8 +374,8 @@ class TestSplit : public QObject {
     o.method = "random";
     runSplit(Recording::open(dir_ / "rec_other"), nullptr, o, dir_ / "rand_other", JobContext::none());
     runSplit(rec, nullptr, o, dir_ / "rand_this", JobContext::none());
-    QVERIFY_THROWS_EXCEPTION(ParameterError, comparePartitions({Partition::open(dir_ / "rand_this"),
-                                                             Partition::open(dir_ / "rand_other")}));
+    QVERIFY_THROWS_EXCEPTION(
+        ParameterError, comparePartitions({Partition::open(dir_ / "rand_this"), Partition::open(dir_ / "rand_other")}));
     fs::copy(dir_ / "rand_this", dir_ / "rand_dff", fs::copy_options::recursive);
     auto j = nlohmann::json::parse(readFile(dir_ / "rand_dff" / "partition.json"));
     j["d_ff"] = 64;
