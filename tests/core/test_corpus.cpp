@@ -12,9 +12,11 @@
 #include "analysis/text/corpus.h"
 #include "analysis/text/hf_components.h"
 #include "analysis/text/hf_tokenizer.h"
+#include "error_of.h"
 #include "testutil.h"
 
 using namespace moefy;
+using moefy::test::errorOf;
 using json = nlohmann::json;
 namespace fs = std::filesystem;
 
@@ -43,15 +45,6 @@ fs::path byteTokenizer(const fs::path& dir) {
   fs::path p = dir / "tokenizer.json";
   write(p, j.dump());
   return p;
-}
-
-std::string errorOf(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 }  // namespace

@@ -16,9 +16,11 @@
 #include "analysis/text/hf_components.h"
 #include "analysis/text/parallel_corpus.h"
 #include "analysis/text/tokenizer.h"
+#include "error_of.h"
 #include "testutil.h"
 
 using namespace moefy;
+using moefy::test::errorOf;
 using json = nlohmann::json;
 namespace fs = std::filesystem;
 
@@ -57,15 +59,6 @@ fs::path byteTokenizer(const fs::path& dir, bool tmpl, bool specials = true) {
   fs::path p = dir / "tokenizer.json";
   write(p, j.dump());
   return p;
-}
-
-std::string errorOf(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 bool startsWith(const std::string& s, const std::string& prefix) { return s.rfind(prefix, 0) == 0; }

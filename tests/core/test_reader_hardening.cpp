@@ -30,6 +30,7 @@
 #include "analysis/text/corpus.h"
 #include "analysis/text/hf_tokenizer.h"
 #include "analysis/text/tokenizer.h"
+#include "error_of.h"
 #include "testutil.h"
 
 using moefy::test::freshDir;
@@ -37,6 +38,7 @@ using moefy::test::runCli;
 using moefy::test::sourceDir;
 namespace fs = std::filesystem;
 using namespace moefy;
+using moefy::test::errorOf;
 
 namespace {
 
@@ -51,17 +53,6 @@ std::string slurp(const fs::path& p) {
   std::ostringstream s;
   s << f.rdbuf();
   return s.str();
-}
-
-// The message of the moefy::Error `fn` throws ("" if none; other exceptions fail the test).
-template <typename Fn>
-std::string errorOf(Fn&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 #define EXPECT_ERROR(expr, ...)                                                                            \
