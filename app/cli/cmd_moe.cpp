@@ -57,7 +57,7 @@ int runRoute(const Args& a) {
   j["top_k"] = rs.topK;
   j["experts"] = rs.experts;
   j["metrics"] = rs.metrics;
-  if (o.kind == RouterKind::Mlp) j["training"] = rs.training;
+  if (o.kind == RouterKind::Mlp || o.kind == RouterKind::Sigmoid) j["training"] = rs.training;
   if (a.json()) {
     printJson(j);
     return 0;
