@@ -44,12 +44,6 @@ class CaptureSink : public HookSink {
   at::Tensor rows_;
 };
 
-at::Tensor routerLogits(const LayerRouter& r, const at::Tensor& x) {
-  at::Tensor xn = l2Normalize(x);
-  if (r.kind == RouterKind::Mlp) return at::mm(at::tanh(at::mm(xn, r.w1.t())), r.w2.t());
-  return at::mm(xn, r.centroids.t());
-}
-
 }  // namespace
 
 CalibrateResult calibrateMoe(Model& model, const std::vector<std::vector<int64_t>>& train,
@@ -128,7 +122,7 @@ CalibrateResult calibrateMoe(Model& model, const std::vector<std::vector<int64_t
         at::Tensor mass = ml.weights->expertMass(ml.weights->packedHidden(x)).detach();
         target = mass / mass.amax(1, true).clamp_min(1e-12);
       }
-      if (trainRouters) rLoss = rLoss + at::binary_cross_entropy_with_logits(routerLogits(*ml.router, x), target);
+      if (trainRouters) rLoss = rLoss + at::binary_cross_entropy_with_logits(ml.router->logits(x), target);
       ++n;
     }
     if (n) rLoss = rLoss / n;

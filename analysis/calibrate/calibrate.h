@@ -3,8 +3,9 @@
 // fine-tune the routers, and optionally the experts, with libtorch autograd on
 // token sequences.
 //
-//  - Router loss: BCE-with-logits between the router's logits (mlp: its
-//    output; similarity: the cosine scores) and the oracle target (per-expert
+//  - Router loss: BCE-with-logits between the router's logits
+//    (LayerRouter::logits: mlp its output; sigmoid x W1^T, before the sigmoid;
+//    similarity the cosine scores) and the oracle target (per-expert
 //    activation mass / its maximum) at the FFN inputs the MoE model really
 //    sees, summed over MoE layers.
 //  - With experts: plus the LM loss (next-token, or masked-LM for BERT) of

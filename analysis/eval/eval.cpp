@@ -11,6 +11,8 @@
 #include "analysis/eval/generate.h"
 #include "analysis/jobs/job.h"
 #include "analysis/model/model.h"
+#include "analysis/moe/activation_bound.h"
+#include "analysis/moe/ffn_flops.h"
 #include "analysis/moe/moe_ffn.h"
 
 namespace moefy {
@@ -24,17 +26,42 @@ struct OverrideGuard {
   ~OverrideGuard() { m.setFfnOverride(saved); }
 };
 
-// Accumulates the per-layer FFN output error of a candidate at its own inputs.
-class LayerErrorSink : public HookSink {
+// At every sparse layer's FFN input (real tokens only), per candidate: the
+// neurons it computes there (a MoE: the sizes of the experts it routes these
+// inputs to; the bound: K per token) and, with layer errors, its FFN output's
+// error against the reference FFN's at the same inputs.
+class CandidateSink : public HookSink {
  public:
-  LayerErrorSink(const Model& model, const FfnOverride* ref, const MoeFfn& cand, const at::Tensor& validRows)
-      : model_(model), ref_(ref), cand_(cand), rows_(validRows) {}
+  CandidateSink(const Model& model, const FfnOverride* ref, const EvalCandidate& cand, const at::Tensor& validRows,
+                bool errors)
+      : model_(model), ref_(ref), cand_(cand), rows_(validRows), errors_(errors) {}
   std::vector<double>* num = nullptr;
   std::vector<double>* den = nullptr;
-  bool wants(int layer, HookPoint p) const override { return p == HookPoint::FfnIn && cand_.isMoe(layer); }
+  std::vector<double>* neurons = nullptr;  ///< per layer: neurons computed, summed over tokens
+  std::vector<double>* tokens = nullptr;   ///< per layer: tokens counted
+  bool wants(int layer, HookPoint p) const override { return p == HookPoint::FfnIn && cand_.isSparse(layer); }
   void on(int layer, HookPoint, const at::Tensor& x) override {
     at::Tensor flat = x.reshape({-1, x.size(-1)}).index_select(0, rows_).contiguous();
-    at::Tensor yc = cand_.forward(layer, flat, nullptr);
+    const int64_t n = flat.size(0);
+    at::Tensor yc;
+    if (cand_.moe) {
+      const MoeFfn& moe = *cand_.moe;
+      const ExpertLayout& lay = moe.layers()[layer].weights->layout;
+      at::Tensor sel;
+      {
+        at::NoGradGuard ng;
+        sel = moe.route(layer, flat.detach());  // what forward() routes these inputs to
+      }
+      std::vector<int64_t> sizes(lay.experts);
+      for (int e = 0; e < lay.experts; ++e) sizes[e] = lay.expertSize(e);
+      (*neurons)[layer] += at::tensor(sizes, at::kLong).index_select(0, sel.reshape({-1})).sum().item<double>();
+      if (errors_) yc = moe.compute(layer, flat, sel, nullptr);
+    } else {
+      (*neurons)[layer] += static_cast<double>(n) * static_cast<double>(cand_.bound->keep()[layer]);
+      if (errors_) yc = cand_.bound->forward(layer, flat, nullptr);
+    }
+    (*tokens)[layer] += static_cast<double>(n);
+    if (!errors_) return;
     at::Tensor yr = ref_ ? ref_->forward(layer, flat, nullptr) : denseFfn(model_.ffnWeights(layer), flat, nullptr);
     (*num)[layer] += (yc - yr).pow(2).sum().item<double>();
     (*den)[layer] += yr.pow(2).sum().item<double>();
@@ -43,9 +70,36 @@ class LayerErrorSink : public HookSink {
  private:
   const Model& model_;
   const FfnOverride* ref_;
-  const MoeFfn& cand_;
+  const EvalCandidate& cand_;
   at::Tensor rows_;
+  bool errors_;
 };
+
+// What layer L of a candidate computes per token, with n its mean neurons.
+FfnFlopCount flopCount(const EvalCandidate& c, const ModelConfig& cfg, int L, double n) {
+  FfnFlopCount f;
+  f.dModel = cfg.dModel;
+  f.dFF = cfg.dFF;
+  f.gated = cfg.gated;
+  if (!c.isSparse(L)) return f;
+  f.neurons = n;
+  if (c.bound) {
+    f.method = FfnFlopCount::Method::ActivationBound;
+    const FfnWeights& w = c.bound->ffn()[L];
+    f.dModel = w.up.size(1);
+    f.dFF = w.up.size(0);
+    f.gated = w.gated();
+    return f;
+  }
+  const MoeLayer& l = c.moe->layers()[L];
+  f.method = FfnFlopCount::Method::Moe;
+  f.dModel = l.weights->dModel();
+  f.dFF = l.weights->dFF();
+  f.gated = l.weights->gated();
+  f.router = l.router->kind;
+  f.experts = l.weights->layout.experts;
+  return f;
+}
 
 }  // namespace
 
@@ -74,11 +128,28 @@ ScoredBatch makeScoredBatch(std::vector<std::vector<int64_t>> seqs, bool causal,
   return sb;
 }
 
+std::shared_ptr<const FfnOverride> EvalCandidate::ffn() const {
+  if (moe) return moe;
+  return bound;
+}
+
+bool EvalCandidate::isSparse(int layer) const { return moe ? moe->isMoe(layer) : bound && bound->isSparse(layer); }
+
+bool EvalCandidate::needsDenseHidden() const {
+  if (bound) return true;
+  for (const auto& l : moe->layers())
+    if (l.weights && l.router && l.router->kind == RouterKind::Oracle) return true;
+  return false;
+}
+
 nlohmann::json QualityFigures::toJson() const {
   nlohmann::json j;
   j["name"] = name;
   j["fraction"] = fraction;
-  j["top_k"] = topK;
+  if (neuronsKept.empty())
+    j["top_k"] = topK;
+  else
+    j["neurons_kept"] = neuronsKept;
   j["loss"] = loss;
   j["perplexity"] = perplexity;
   j["top1_agreement"] = top1Agreement;
@@ -87,6 +158,11 @@ nlohmann::json QualityFigures::toJson() const {
   for (double v : layerRelError) le.push_back(std::isnan(v) ? nlohmann::json(nullptr) : nlohmann::json(v));
   j["layer_rel_error"] = le;
   j["positions"] = positions;
+  j["ffn_flops_fraction"] = ffnFlopsFraction;
+  nlohmann::json lf = nlohmann::json::array();
+  for (double v : layerFfnFlopsFraction) lf.push_back(std::isnan(v) ? nlohmann::json(nullptr) : nlohmann::json(v));
+  j["layer_ffn_flops_fraction"] = lf;
+  if (!ffnFlopsNote.empty()) j["ffn_flops_note"] = ffnFlopsNote;
   return j;
 }
 
@@ -104,6 +180,7 @@ std::vector<QualityFigures> evaluateQuality(Model& model, std::shared_ptr<const 
   const size_t nC = candidates.size();
   std::vector<double> loss(nC + 1, 0.0), agree(nC + 1, 0.0), kl(nC + 1, 0.0);
   std::vector<std::vector<double>> num(nC, std::vector<double>(nL, 0.0)), den(nC, std::vector<double>(nL, 0.0));
+  std::vector<std::vector<double>> neurons(nC, std::vector<double>(nL, 0.0)), tokens(nC, std::vector<double>(nL, 0.0));
   int64_t positions = 0;
   std::mt19937_64 rng(o.seed);
   job.setStage("eval: quality");
@@ -130,11 +207,13 @@ std::vector<QualityFigures> evaluateQuality(Model& model, std::shared_ptr<const 
     agree[0] += static_cast<double>(P);
     for (size_t ci = 0; ci < nC; ++ci) {
       job.checkCancel();
-      model.setFfnOverride(candidates[ci].moe);
-      LayerErrorSink sink(model, reference.get(), *candidates[ci].moe, validRows);
+      model.setFfnOverride(candidates[ci].ffn());
+      CandidateSink sink(model, reference.get(), candidates[ci], validRows, o.layerErrors);
       sink.num = &num[ci];
       sink.den = &den[ci];
-      at::Tensor logits = model.forward(batch, o.layerErrors ? &sink : nullptr);
+      sink.neurons = &neurons[ci];
+      sink.tokens = &tokens[ci];
+      at::Tensor logits = model.forward(batch, &sink);
       at::Tensor lp = at::log_softmax(logits.index({bT, tT}), -1);
       loss[ci + 1] -= lp.gather(1, yT.unsqueeze(1)).sum().item<double>();
       agree[ci + 1] += (lp.argmax(-1) == refArg).sum().item<double>();
@@ -156,13 +235,30 @@ std::vector<QualityFigures> evaluateQuality(Model& model, std::shared_ptr<const 
     f.positions = positions;
     f.topK.assign(nL, 0);
     f.layerRelError.assign(nL, NAN);
+    f.layerFfnFlopsFraction.assign(nL, NAN);
     if (i > 0) {
-      const auto& moe = *candidates[i - 1].moe;
+      const EvalCandidate& cand = candidates[i - 1];
+      if (cand.bound) {
+        f.topK.clear();
+        f.neuronsKept = cand.bound->keep();
+        f.ffnFlopsNote = "top-k activation bound: counts the dense hidden it needs, and W2 on the kept neurons";
+      } else if (cand.needsDenseHidden()) {
+        f.ffnFlopsNote = "oracle router: counts the dense hidden its scores need";
+      }
+      double flops = 0, dense = 0;
       for (int L = 0; L < nL; ++L) {
-        if (!moe.isMoe(L)) continue;
-        f.topK[L] = moe.layers()[L].topK;
+        const double n = tokens[i - 1][L] > 0 ? neurons[i - 1][L] / tokens[i - 1][L] : 0.0;
+        const FfnFlopCount count = flopCount(cand, c, L, n);
+        FfnFlopCount denseCount = count;
+        denseCount.method = FfnFlopCount::Method::Dense;
+        flops += ffnFlops(count);
+        dense += ffnFlops(denseCount);
+        if (!cand.isSparse(L)) continue;
+        f.layerFfnFlopsFraction[L] = ffnFlopsFraction(count);
+        if (cand.moe) f.topK[L] = cand.moe->layers()[L].topK;
         if (o.layerErrors) f.layerRelError[L] = den[i - 1][L] > 0 ? std::sqrt(num[i - 1][L] / den[i - 1][L]) : 0.0;
       }
+      f.ffnFlopsFraction = flops / dense;
     }
     out.push_back(std::move(f));
   }

@@ -11,7 +11,12 @@
 //  - KL(reference || candidate) of the next-token (or masked-token)
 //    distributions, mean over scored positions, in nats;
 //  - per layer, the relative error of the FFN output at the candidate's own
-//    FFN input: ||moe(x) - ref(x)|| / ||ref(x)|| over all real tokens.
+//    FFN input: ||moe(x) - ref(x)|| / ||ref(x)|| over all real tokens;
+//  - FFN FLOPs per token as a fraction of the dense FFN's (ffnFlops in
+//    analysis/moe/ffn_flops.h), per layer and over all FFN layers, from the
+//    neurons the candidate computed at those inputs (mean over real tokens).
+// A candidate is a MoeFfn or the top-k activation bound
+// (analysis/moe/activation_bound.h).
 #include <ATen/Tensor.h>
 
 #include <cstdint>
@@ -25,6 +30,7 @@
 
 namespace moefy {
 
+class ActivationBoundFfn;
 class FfnOverride;
 class JobContext;
 class Model;
@@ -40,19 +46,33 @@ struct EvalOptions {
 
 struct QualityFigures {
   std::string name;
-  double fraction = 1.0;             ///< active-expert fraction (1 for the reference)
-  std::vector<int> topK;             ///< per model layer (0 = dense layer)
+  double fraction = 1.0;             ///< active-expert fraction, the bound's neuron budget (1 for the reference)
+  std::vector<int> topK;             ///< per model layer (0 = dense layer); empty for the bound
+  std::vector<int64_t> neuronsKept;  ///< the bound: neurons kept per token, per model layer (0 = dense layer)
   double loss = 0, perplexity = 0;
   double top1Agreement = 1.0, kl = 0.0;
   std::vector<double> layerRelError; ///< per model layer; null (NaN) for dense layers
   int64_t positions = 0;             ///< scored positions
+  /// FFN multiply-adds per token over every FFN layer (layers left dense at
+  /// their dense cost) / the dense model's: sum_L ffnFlops_L / sum_L dense_L.
+  double ffnFlopsFraction = 1.0;
+  std::vector<double> layerFfnFlopsFraction;  ///< per model layer; NaN (null) for dense layers
+  std::string ffnFlopsNote;                   ///< set when the count includes the dense hidden
   nlohmann::json toJson() const;
 };
 
 struct EvalCandidate {
   std::string name;
-  double fraction = 1.0;
-  std::shared_ptr<const MoeFfn> moe;
+  double fraction = 1.0;                            ///< active-expert fraction or neuron budget
+  std::shared_ptr<const MoeFfn> moe;                ///< a MoE, or
+  std::shared_ptr<const ActivationBoundFfn> bound;  ///< the top-k activation bound
+  /// The override to install: moe or bound.
+  std::shared_ptr<const FfnOverride> ffn() const;
+  /// Whether layer L is sparsified (a MoE layer, or a layer the bound prunes).
+  bool isSparse(int layer) const;
+  /// Whether its FFN needs the dense hidden (an oracle router, the bound):
+  /// it cannot be faster than the dense model, so it has no speed figure.
+  bool needsDenseHidden() const;
 };
 
 /// A batch with the positions that are scored: causal models predict token

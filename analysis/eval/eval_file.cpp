@@ -58,14 +58,18 @@ void validateEvalDocument(const nlohmann::json& j, const std::string& file) {
     check(r, "loss_delta", ctx, -kInf, kInf);
     check(r, "top1_agreement", ctx, 0, 1);
     check(r, "kl", ctx, -kInf, kInf);
-    if (r.contains("layer_rel_error") && !r["layer_rel_error"].is_null()) {
-      const auto& le = r["layer_rel_error"];
-      if (!le.is_array()) throw FormatError(ctx + ".layer_rel_error must be a list");
+    check(r, "ffn_flops_fraction", ctx, 0, kInf, true);
+    for (const char* key : {"layer_rel_error", "layer_ffn_flops_fraction"}) {
+      if (!r.contains(key) || r[key].is_null()) continue;
+      const auto& le = r[key];
+      const bool positive = std::string(key) == "layer_ffn_flops_fraction";
+      if (!le.is_array()) throw FormatError(ctx + "." + key + " must be a list");
       for (size_t k = 0; k < le.size(); ++k) {
         if (le[k].is_null()) continue;
-        const std::string what = ctx + ".layer_rel_error[" + std::to_string(k) + "]";
+        const std::string what = ctx + "." + key + "[" + std::to_string(k) + "]";
         const double v = jsonFinite(le[k], what);
-        if (v < 0) throw FormatError(what + " = " + num(v) + " is below 0");
+        if (v < 0 || (positive && v == 0))
+          throw FormatError(what + " = " + num(v) + (positive ? " must be above 0" : " is below 0"));
       }
     }
     if (r.contains("speed") && !r["speed"].is_null()) {

@@ -18,7 +18,9 @@ nlohmann::json readEvalFile(const std::filesystem::path& file);
 /// "format" is "moefy-eval"; every loss is finite and >= 0; every perplexity
 /// is finite and >= 1 (it is exp(loss)); every result has a fraction in
 /// [0, 1]; top1_agreement lies in [0, 1]; kl and loss_delta are finite;
-/// layer_rel_error entries are null or finite and >= 0; every speed figure
+/// layer_rel_error entries are null or finite and >= 0; ffn_flops_fraction
+/// and the layer_ffn_flops_fraction entries (null allowed) are finite and
+/// > 0 (above 1 for methods that need the dense hidden); every speed figure
 /// (tokens per second, speed-up) is finite and > 0. Throws FormatError
 /// "FILE: results[3].perplexity = -5 is below 1" (one line). `file` names the
 /// document in messages.

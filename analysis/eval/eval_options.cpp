@@ -18,13 +18,18 @@ const OptionTable& evalOptionTable() {
     const EvalRunSpec r;
     OptionTable t("eval", "quality and speed of a MoEfied model against the dense one",
                   "moefy eval MODEL_DIR CORPUS [--moe MOE_DIR | --partition PART_DIR --router ROUTER_DIR\n"
-                  "                  [--router ROUTER_DIR2 ...]] [--sweep 0.1,0.25,0.5,1.0 | --top-k K] [options]\n",
+                  "                  [--router ROUTER_DIR2 ...]] [--sweep 0.1,0.25,0.5,1.0 | --top-k K]\n"
+                  "                  [--bound topk-act] [options]\n",
                   "CORPUS is a text corpus (.txt, .jsonl or a folder, tokenised with the model's tokenizer;\n"
                   "--split picks its documents) or a token-id file (*.ids: one sequence per line,\n"
                   "whitespace-separated ids). Reports, for each router and active-expert fraction: LM loss and\n"
                   "perplexity (masked-LM loss for BERT), top-1 agreement with the dense model, KL(dense || MoE),\n"
-                  "and the relative error of each layer's FFN output. MODEL_DIR may itself be a MoE export; its\n"
-                  "reference is then the MoE with all experts selected. --speed adds forward and\n"
+                  "the relative error of each layer's FFN output, and the FFN FLOPs per token as a fraction of\n"
+                  "the dense FFN's (router included). MODEL_DIR may itself be a MoE export; its reference is\n"
+                  "then the MoE with all experts selected. --bound topk-act adds the top-k activation bound at\n"
+                  "every budget of the run (each --sweep fraction, else each router's k/E): per token the\n"
+                  "round(F d_ff) neurons with the largest |h| of each MoEfied layer (of every layer without a\n"
+                  "router; --sweep then required), the others zeroed. --speed adds forward and\n"
                   "greedy-generation tokens/s, dense vs MoE. --out writes EVAL_DIR/eval.json (docs/formats.md).\n");
     t.positionals({"MODEL_DIR", "CORPUS"}, 2)
         .text("moe", "MOE_DIR", std::nullopt, "a MoE export of MODEL_DIR to evaluate")
@@ -32,6 +37,8 @@ const OptionTable& evalOptionTable() {
         .text("router", "ROUTER_DIR", std::nullopt, "a router built on --partition", true)
         .text("sweep", "F,F,..", "", "active-expert fractions in (0, 1] (empty = each router at its own top-k)")
         .integer("top-k", "K", 0, 1, 1 << 24, "experts per token for every MoE layer (0 = the routers')", {}, true)
+        .choice("bound", {"topk-act"}, std::nullopt,
+                "also evaluate the top-k activation bound (largest |h| per token) at the run's budgets")
         .integer("tokens", "N", c.tokens, 0, int64_t{1} << 50, "evaluation tokens (0 = the whole split)")
         .integer("seq-len", "S", c.seqLen, 2, 1 << 20, "window length in tokens")
         .choice("split", {"heldout", "train", "all"}, "heldout", "which documents of a text corpus to read")
@@ -66,6 +73,7 @@ std::vector<double> parseSweep(const std::string& text) {
 EvalCorpusOptions applyEvalOptions(const OptionValues& v, EvalRunSpec& spec) {
   if (v.has("top-k") && v.has("sweep")) throw ParameterError("give --top-k or --sweep, not both");
   spec.sweep = parseSweep(v.text("sweep"));
+  spec.activationBound = v.has("bound");
   spec.options.batch = v.int32("batch");
   spec.options.seed = v.seed("seed");
   spec.speed = v.flag("speed");

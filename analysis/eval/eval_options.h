@@ -19,7 +19,7 @@ struct EvalCorpusOptions {
 
 /// The options of `moefy eval` (defaults from EvalCorpusOptions{},
 /// EvalOptions{} and EvalRunSpec{}): moe, partition, router (repeatable),
-/// sweep, top-k, tokens, seq-len, split, batch, seed, speed, speed-seconds,
+/// sweep, top-k, bound, tokens, seq-len, split, batch, seed, speed, speed-seconds,
 /// out, force, json, quiet.
 const OptionTable& evalOptionTable();
 
@@ -27,7 +27,7 @@ const OptionTable& evalOptionTable();
 /// Throws ParameterError naming --sweep and the item, or an empty entry (splitListValue).
 std::vector<double> parseSweep(const std::string& text);
 
-/// Fills spec.sweep, spec.options.batch/seed, spec.speed and spec.speedSeconds
+/// Fills spec.sweep, spec.activationBound, spec.options.batch/seed, spec.speed and spec.speedSeconds
 /// from validated values of evalOptionTable(), and returns the corpus options.
 /// Throws ParameterError (--sweep with --top-k, a bad --sweep).
 EvalCorpusOptions applyEvalOptions(const OptionValues& values, EvalRunSpec& spec);

@@ -58,6 +58,7 @@ EvalResults EvalResults::read(const fs::path& dir) {
     if (std::isnan(p.lossDelta) && !std::isnan(e.denseLoss)) p.lossDelta = p.loss - e.denseLoss;
     p.top1 = num(r, "top1_agreement");
     p.kl = num(r, "kl");
+    p.ffnFlopsFraction = num(r, "ffn_flops_fraction");
     p.forwardSpeedup = p.generateSpeedup = nan;
     p.forwardSpeedupMin = p.forwardSpeedupMax = p.generateSpeedupMin = p.generateSpeedupMax = nan;
     if (r.contains("speed_note") && r["speed_note"].is_string()) p.speedNote = r["speed_note"].get<std::string>();

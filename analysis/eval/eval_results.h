@@ -21,6 +21,7 @@ struct EvalResults {
     double generateSpeedupMin = 0, generateSpeedupMax = 0;  ///< likewise for generation
     int forwardRuns = 0, generateRuns = 0;                  ///< timed runs behind the figure (0 = not recorded)
     std::string speedNote;                                  ///< why a result has no speed (e.g. oracle router)
+    double ffnFlopsFraction = 0;  ///< FFN FLOPs per token / the dense FFN's; NaN when not recorded
   };
   struct Series {
     std::string router;         ///< the result's "router" (else "name")

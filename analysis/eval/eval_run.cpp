@@ -8,6 +8,7 @@
 #include "analysis/jobs/job.h"
 #include "analysis/model/config.h"
 #include "analysis/model/model.h"
+#include "analysis/moe/activation_bound.h"
 #include "analysis/moe/moe_ffn.h"
 
 namespace moefy {
@@ -17,32 +18,48 @@ void checkSweep(const std::vector<double>& sweep) {
     if (!(f > 0 && f <= 1)) throw ParameterError("--sweep: fraction " + std::to_string(f) + " outside (0, 1]");
 }
 
-std::vector<EvalCandidate> evalCandidates(const EvalRunSpec& spec) {
+std::vector<EvalCandidate> evalCandidates(const EvalRunSpec& spec, const Model& model) {
+  if (spec.bases.empty() && !spec.activationBound)
+    throw ParameterError("eval: no MoE to evaluate (give a router or a MoE export)");
   std::vector<EvalCandidate> cands;
+  std::vector<double> budgets = spec.sweep;
   for (const auto& [name, b] : spec.bases) {
     if (spec.sweep.empty()) {
       double frac = 0;
       int n = 0;
       for (const auto& l : b->layers())
         if (l.weights) frac += double(l.topK) / l.weights->layout.experts, ++n;
-      cands.push_back({name, n ? frac / n : 1.0, b});
+      cands.push_back({name, n ? frac / n : 1.0, b, nullptr});
+      budgets.push_back(cands.back().fraction);
     } else {
-      for (double f : spec.sweep) cands.push_back({name, f, b->withFraction(f)});
+      for (double f : spec.sweep) cands.push_back({name, f, b->withFraction(f), nullptr});
     }
   }
+  if (!spec.activationBound) return cands;
+  if (budgets.empty()) throw ParameterError("--bound without a router needs the budgets: give --sweep F,F,..");
+  std::sort(budgets.begin(), budgets.end());
+  budgets.erase(std::unique(budgets.begin(), budgets.end()), budgets.end());
+  // The bound prunes the layers the bases MoEfy (all FFN layers without bases).
+  const int nL = model.config().nLayer;
+  std::vector<bool> sparse(nL, spec.bases.empty());
+  std::vector<FfnWeights> ffn(nL);
+  for (int L = 0; L < nL; ++L) {
+    const MoeFfn* owner = nullptr;
+    for (const auto& [name, b] : spec.bases)
+      if (b->isMoe(L)) owner = b.get(), sparse[L] = true;
+    // A MoE export loaded as the model has no dense FFN tensors for its MoE
+    // layers: its experts, unpacked, are that FFN.
+    if (owner && !model.tensors().count(model.tensorName(Role::FfnUp, L)))
+      ffn[L] = owner->layers()[L].weights->unpack();
+    else
+      ffn[L] = model.ffnWeights(L);
+  }
+  const ActivationBoundFfn all(std::move(ffn), {});
+  for (double f : budgets) cands.push_back({"topk-act", f, nullptr, all.withBudget(f, sparse)});
   return cands;
 }
 
 namespace {
-
-/// An oracle router scores experts by their activation mass, which needs the
-/// dense hidden: its MoE computes more than the dense FFN, so a speed figure
-/// for it would be meaningless.
-bool routesWithOracle(const MoeFfn& moe) {
-  for (const auto& l : moe.layers())
-    if (l.weights && l.router && l.router->kind == RouterKind::Oracle) return true;
-  return false;
-}
 
 /// Speed fields of one result against the reference: the medians' ratio, and
 /// the widest ratio range the runs allow (MoE min / dense max .. MoE max /
@@ -63,11 +80,10 @@ void addSpeed(nlohmann::json& speed, const std::string& what, const SpeedStats& 
 
 nlohmann::json runEvaluation(Model& m, const EvalRunSpec& spec, const std::vector<std::vector<int64_t>>& seqs,
                              JobContext& job) {
-  if (spec.bases.empty()) throw ParameterError("eval: no MoE to evaluate (give a router or a MoE export)");
   if (seqs.empty()) throw ParameterError("eval: no sequences");
   checkSweep(spec.sweep);
   m.setFfnOverride(nullptr);
-  const std::vector<EvalCandidate> cands = evalCandidates(spec);
+  const std::vector<EvalCandidate> cands = evalCandidates(spec, m);
   const EvalOptions& eo = spec.options;
   auto figs = evaluateQuality(m, spec.reference, cands, seqs, eo, job);
 
@@ -76,12 +92,12 @@ nlohmann::json runEvaluation(Model& m, const EvalRunSpec& spec, const std::vecto
   const std::vector<int64_t> prompt(seqs[0].begin(), seqs[0].begin() + 1);
   int genTokens = 32;
   if (m.config().pos == PosKind::Learned) genTokens = std::max(1, std::min(genTokens, m.config().maxPos - 1));
-  // Speed timings: the reference, then every candidate that is not routed
-  // by an oracle; progress counts the timings done.
+  // Speed timings: the reference, then every candidate that does not need
+  // the dense hidden (oracle routers, the bound); progress counts the timings done.
   int timings = 0, timed = 0;
   if (spec.speed) {
     timings = 1;
-    for (const auto& c : cands) timings += routesWithOracle(*c.moe) ? 0 : 1;
+    for (const auto& c : cands) timings += c.needsDenseHidden() ? 0 : 1;
   }
   auto timingDone = [&] { job.setProgress(static_cast<double>(++timed) / std::max(1, timings)); };
   if (spec.speed) {
@@ -96,7 +112,9 @@ nlohmann::json runEvaluation(Model& m, const EvalRunSpec& spec, const std::vecto
     nlohmann::json r = figs[i].toJson();
     r["router"] = cands[i - 1].name;
     r["loss_delta"] = figs[i].loss - figs[0].loss;
-    if (spec.speed && routesWithOracle(*cands[i - 1].moe)) {
+    if (spec.speed && cands[i - 1].bound) {
+      r["speed_note"] = "top-k activation bound: it needs the dense FFN's hidden, so it has no speed";
+    } else if (spec.speed && cands[i - 1].needsDenseHidden()) {
       r["speed_note"] = "oracle router: it needs the dense FFN's hidden, so it has no speed";
     } else if (spec.speed) {
       nlohmann::json speed = nlohmann::json::object();
@@ -130,6 +148,7 @@ nlohmann::json runEvaluation(Model& m, const EvalRunSpec& spec, const std::vecto
                                      {"mask_token_id", eo0.maskTokenId},
                                      {"layer_errors", eo0.layerErrors},
                                      {"sweep", spec.sweep},
+                                     {"bound", spec.activationBound ? "topk-act" : ""},
                                      {"speed", spec.speed},
                                      {"speed_seconds", spec.speedSeconds},
                                      {"seq_len", spec.seqLen}},

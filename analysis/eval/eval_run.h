@@ -1,7 +1,8 @@
 #pragma once
 // One evaluation run as `moefy eval` and the studio's Evaluate step perform
 // it: candidates from MoE bases (each at its own top-k, or swept over
-// active-expert fractions), quality against the reference, optional speed,
+// active-expert fractions) and optionally the top-k activation bound at the
+// same budgets, quality and FFN FLOPs against the reference, optional speed,
 // assembled into the eval.json document (docs/formats.md "Evaluation").
 #include <filesystem>
 #include <memory>
@@ -21,6 +22,11 @@ struct EvalRunSpec {
   std::shared_ptr<const FfnOverride> reference;
   /// Active-expert fractions in (0, 1]; empty = each base at its own top-k.
   std::vector<double> sweep;
+  /// Also evaluate the top-k activation bound ("topk-act",
+  /// analysis/moe/activation_bound.h) at every budget of the run: each sweep
+  /// fraction, else each base's mean k/E. It prunes the layers the bases
+  /// MoEfy (every FFN layer when there is no base; then a sweep is needed).
+  bool activationBound = false;
   EvalOptions options;
   bool speed = false;          ///< also time forward passes and greedy generation
   double speedSeconds = 1.0;   ///< minimum seconds per forward timing and per generation timing
@@ -33,14 +39,20 @@ struct EvalRunSpec {
 /// Checks a --sweep list: every fraction in (0, 1]. Throws ParameterError.
 void checkSweep(const std::vector<double>& sweep);
 
-/// The candidates of `spec` (bases x sweep, or each base's mean k/E).
-std::vector<EvalCandidate> evalCandidates(const EvalRunSpec& spec);
+/// The candidates of `spec`: bases x sweep (or each base's mean k/E), then
+/// with activationBound the bound ("topk-act") at each distinct budget of
+/// those, in ascending order. The bound takes its FFN weights from `model`,
+/// or, for layers it lacks (a MoE export loaded as the model), from the
+/// bases' experts. Throws ParameterError for neither bases nor a bound, or a
+/// bound without bases and without a sweep.
+std::vector<EvalCandidate> evalCandidates(const EvalRunSpec& spec, const Model& model);
 
 /// Evaluates every candidate of `spec` on `sequences` and returns the eval.json
 /// document: format, version, tool_version, model, corpus, source, reference,
 /// results (one per candidate: QualityFigures::toJson() plus router,
 /// loss_delta and, with speed, forward/generation tokens/s and speed-ups
-/// against the reference). The model's own override is cleared first.
+/// against the reference, or a speed_note for candidates that need the dense
+/// hidden). The model's own override is cleared first.
 /// Cancellable between candidates.
 nlohmann::json runEvaluation(Model& model, const EvalRunSpec& spec,
                              const std::vector<std::vector<int64_t>>& sequences, JobContext& job);

@@ -141,10 +141,8 @@ void attachMoeFromCheckpoint(Model& model, const nlohmann::json& b, const fs::pa
     r->kind = kind;
     r->experts = E;
     if (kind == RouterKind::Similarity) r->centroids = get(p + "router.centroids", {E, d}).contiguous();
-    if (kind == RouterKind::Mlp) {
-      r->w1 = get(p + "router.w1", {E, d}).contiguous();
-      r->w2 = get(p + "router.w2", {E, E}).contiguous();
-    }
+    if (kind == RouterKind::Mlp || kind == RouterKind::Sigmoid) r->w1 = get(p + "router.w1", {E, d}).contiguous();
+    if (kind == RouterKind::Mlp) r->w2 = get(p + "router.w2", {E, E}).contiguous();
     moeLayers[L].weights = w;
     moeLayers[L].router = r;
     moeLayers[L].topK = topk[i];

@@ -134,10 +134,9 @@ nlohmann::json writeMoeFolder(const Model& model, const MoeFfn& moe, RouterKind 
       if (w.downBias.defined()) mt.emplace_back(p + "down.bias", w.downBias.detach().contiguous());
       const LayerRouter& r = *ml.router;
       if (r.kind == RouterKind::Similarity) mt.emplace_back(p + "router.centroids", r.centroids.detach().contiguous());
-      if (r.kind == RouterKind::Mlp) {
+      if (r.kind == RouterKind::Mlp || r.kind == RouterKind::Sigmoid)
         mt.emplace_back(p + "router.w1", r.w1.detach().contiguous());
-        mt.emplace_back(p + "router.w2", r.w2.detach().contiguous());
-      }
+      if (r.kind == RouterKind::Mlp) mt.emplace_back(p + "router.w2", r.w2.detach().contiguous());
       job.setProgress(double(i + 1) / layers.size());
       job.checkCancel();
     }

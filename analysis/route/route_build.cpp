@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <functional>
 #include <sstream>
 
 #include "analysis/common/error.h"
@@ -53,17 +54,20 @@ void splitSamples(int64_t S, double heldOut, uint64_t seed, at::Tensor& train, a
   train = perm.narrow(0, h, S - h);
 }
 
-nlohmann::json trainMlpRouter(LayerRouter& r, const at::Tensor& xRaw, const at::Tensor& mass, const at::Tensor& trainIdx,
-                              const at::Tensor& heldIdx, const RouteOptions& o, JobContext& job, const std::string& label) {
+namespace {
+
+// The training loop of the learned routers: BCE-with-logits of logitsOf(x rows)
+// against the normalised oracle mass, Adam over `params`, per-epoch train and
+// held-out losses (logged, and returned as {"epochs": [...]}).
+nlohmann::json trainRouterLoop(std::vector<at::Tensor> params,
+                               const std::function<at::Tensor(const at::Tensor&)>& logitsOf, const at::Tensor& x,
+                               const at::Tensor& mass, const at::Tensor& trainIdx, const at::Tensor& heldIdx,
+                               const RouteOptions& o, JobContext& job, const std::string& label) {
   if (o.epochs <= 0) throw ParameterError("--epochs must be positive");
   if (o.batch <= 0) throw ParameterError("--batch must be positive");
   if (!(o.lr > 0)) throw ParameterError("--lr must be positive");
-  at::Tensor x = l2Normalize(xRaw.to(at::kFloat));
   at::Tensor target = mass / mass.amax(1, true).clamp_min(1e-12);  // [S, E] in [0, 1]
-  at::Tensor w1 = r.w1.detach().clone().set_requires_grad(true);
-  at::Tensor w2 = r.w2.detach().clone().set_requires_grad(true);
-  torch::optim::Adam opt({w1, w2}, torch::optim::AdamOptions(o.lr));
-  auto logitsOf = [&](const at::Tensor& xb) { return at::mm(at::tanh(at::mm(xb, w1.t())), w2.t()); };
+  torch::optim::Adam opt(params, torch::optim::AdamOptions(o.lr));
   auto heldLoss = [&]() -> double {
     if (heldIdx.numel() == 0) return NAN;
     at::NoGradGuard ng;
@@ -94,9 +98,40 @@ nlohmann::json trainMlpRouter(LayerRouter& r, const at::Tensor& xRaw, const at::
     s << label << " epoch " << ep + 1 << "/" << o.epochs << ": train loss " << tr << ", held-out loss " << he;
     job.log(s.str());
   }
+  return {{"epochs", epochs}};
+}
+
+}  // namespace
+
+nlohmann::json trainMlpRouter(LayerRouter& r, const at::Tensor& xRaw, const at::Tensor& mass,
+                              const at::Tensor& trainIdx, const at::Tensor& heldIdx, const RouteOptions& o,
+                              JobContext& job, const std::string& label) {
+  at::Tensor x = l2Normalize(xRaw.to(at::kFloat));
+  at::Tensor w1 = r.w1.detach().clone().set_requires_grad(true);
+  at::Tensor w2 = r.w2.detach().clone().set_requires_grad(true);
+  auto logitsOf = [&](const at::Tensor& xb) { return at::mm(at::tanh(at::mm(xb, w1.t())), w2.t()); };
+  nlohmann::json out = trainRouterLoop({w1, w2}, logitsOf, x, mass, trainIdx, heldIdx, o, job, label);
   r.w1 = w1.detach().contiguous();
   r.w2 = w2.detach().contiguous();
-  return {{"epochs", epochs}};
+  return out;
+}
+
+nlohmann::json trainSigmoidRouter(LayerRouter& r, const at::Tensor& xRaw, const at::Tensor& mass,
+                                  const at::Tensor& trainIdx, const at::Tensor& heldIdx, const RouteOptions& o,
+                                  JobContext& job, const std::string& label) {
+  at::Tensor xf = xRaw.to(at::kFloat);
+  // Trained as sigmoid((x / s) V^T) with s the mean ||x|| of the training
+  // samples, so that Adam's steps have the scale they have for the mlp
+  // router's unit inputs; stored as W1 = V / s, i.e. sigmoid(x W1^T).
+  const double s = trainIdx.numel() ? xf.index_select(0, trainIdx).norm(2, {1}).mean().item<double>() : 1.0;
+  const double scale = s > 1e-12 ? s : 1.0;
+  at::Tensor x = xf / scale;
+  at::Tensor v = (r.w1.detach() * scale).clone().set_requires_grad(true);
+  auto logitsOf = [&](const at::Tensor& xb) { return at::mm(xb, v.t()); };
+  nlohmann::json out = trainRouterLoop({v}, logitsOf, x, mass, trainIdx, heldIdx, o, job, label);
+  out["input_scale"] = scale;
+  r.w1 = (v.detach() / scale).contiguous();
+  return out;
 }
 
 RouterSet buildRouters(const Model& model, const PartitionData& part, const SampleData& samples,
@@ -147,7 +182,7 @@ RouterSet buildRouters(const Model& model, const PartitionData& part, const Samp
     r.kind = o.kind;
     r.experts = E;
     at::Tensor mass = expertMassFromHidden(samples.ffnAct[i], part.labels[i], E, relu);  // [S, E]
-    if (o.kind == RouterKind::Similarity || o.kind == RouterKind::Mlp) r.centroids = similarityCentroids(w).clone();
+    if (o.kind != RouterKind::Oracle) r.centroids = similarityCentroids(w).clone();
     if (o.kind == RouterKind::Mlp) {
       r.w1 = r.centroids;
       r.w2 = at::eye(E, at::kFloat);
@@ -155,6 +190,15 @@ RouterSet buildRouters(const Model& model, const PartitionData& part, const Samp
       JobContext* jp = &job;
       rs.training[std::to_string(L)] =
           trainMlpRouter(r, samples.ffnIn[i], mass, trainIdx, heldIdx, o, *jp, "layer " + std::to_string(L));
+    }
+    if (o.kind == RouterKind::Sigmoid) {
+      // Starts at the similarity centroids over the mean input norm: before
+      // training it ranks the experts about as the similarity router does.
+      const double s = samples.ffnIn[i].index_select(0, trainIdx).norm(2, {1}).mean().item<double>();
+      r.w1 = (r.centroids / (s > 1e-12 ? s : 1.0)).contiguous();
+      r.centroids = at::Tensor();
+      rs.training[std::to_string(L)] =
+          trainSigmoidRouter(r, samples.ffnIn[i], mass, trainIdx, heldIdx, o, job, "layer " + std::to_string(L));
     }
     // Metrics on held-out samples (all samples when none are held out).
     at::Tensor evalIdx = heldIdx.numel() > 0 ? heldIdx : at::arange(samples.samples, at::kLong);

@@ -22,7 +22,7 @@ struct RouteOptions {
   RouterKind kind = RouterKind::Similarity;
   int topK = 0;              ///< experts per token; 0 = use topFraction
   double topFraction = 0.25; ///< used when topK == 0
-  // mlp training (MoEfication's recipe)
+  // mlp and sigmoid training (MoEfication's recipe)
   int epochs = 30;
   int batch = 512;
   double lr = 0.01;
@@ -34,7 +34,7 @@ struct RouteOptions {
 /// The model must have its dense FFN weights.
 std::vector<std::shared_ptr<MoeLayerWeights>> packExperts(const Model& model, const PartitionData& part);
 
-/// Builds (and for mlp trains) one router per partitioned layer. `samples`
+/// Builds (and for mlp and sigmoid trains) one router per partitioned layer. `samples`
 /// holds part.layers in order. Reports per-layer metrics on the held-out
 /// samples. Cancellable; progress per layer and epoch.
 RouterSet buildRouters(const Model& model, const PartitionData& part, const SampleData& samples,
@@ -53,5 +53,15 @@ void splitSamples(int64_t samples, double heldOut, uint64_t seed, at::Tensor& tr
 nlohmann::json trainMlpRouter(LayerRouter& router, const at::Tensor& x, const at::Tensor& mass,
                               const at::Tensor& trainIdx, const at::Tensor& heldIdx, const RouteOptions& options,
                               JobContext& job, const std::string& label);
+
+/// Trains a sigma-MoE sigmoid router in place (w1 must be set: the initial
+/// weights) on raw inputs x [S, d_model] and mass [S, E]: BCE-with-logits of
+/// x W1^T against the oracle target mass / its per-sample maximum (the mlp
+/// router's target; sigma-MoE itself trains its router end to end with the LM
+/// loss). Internally the inputs are divided by their mean norm s over the
+/// training samples (W1 = V / s). Returns {"epochs": [...], "input_scale": s}.
+nlohmann::json trainSigmoidRouter(LayerRouter& router, const at::Tensor& x, const at::Tensor& mass,
+                                  const at::Tensor& trainIdx, const at::Tensor& heldIdx, const RouteOptions& options,
+                                  JobContext& job, const std::string& label);
 
 }  // namespace moefy

@@ -10,8 +10,8 @@ const OptionTable& routeOptionTable() {
   static const OptionTable table = [] {
     const RouteOptions d;
     OptionTable t(
-        "route", "build routers (oracle | similarity | mlp) for a partition",
-        "moefy route MODEL_DIR REC_DIR PART_DIR --router oracle|similarity|mlp [--top-k K | --top-fraction F]\n"
+        "route", "build routers (oracle | similarity | mlp | sigmoid) for a partition",
+        "moefy route MODEL_DIR REC_DIR PART_DIR --router oracle|similarity|mlp|sigmoid [--top-k K | --top-fraction F]\n"
         "                   --out ROUTER_DIR [options]\n",
         "Builds one router per partitioned layer from the recording's samples\n"
         "(blk.L.ffn_in / blk.L.ffn_act):\n"
@@ -19,20 +19,21 @@ const OptionTable& routeOptionTable() {
         "  similarity  expert centroids of the L2-normalised W1 rows (gate rows for gated FFNs)\n"
         "  mlp         MoEfication's Linear(d_model,E)-Tanh-Linear(E,E) router trained with\n"
         "              BCE-with-logits on the per-expert activation mass / its max (Adam)\n"
+        "  sigmoid     sigma-MoE's sigmoid(x W^T) router (raw x, no bias), trained like mlp\n"
         "Reports, per layer on the held-out samples, mass_recall (share of the oracle top-k's\n"
         "activation mass that the router's top-k captures) and overlap (mean |router top-k & oracle\n"
         "top-k| / k). Writes router.json and router.safetensors (docs/formats.md). Refuses an existing\n"
         "ROUTER_DIR unless --force.\n");
     t.positionals({"MODEL_DIR", "REC_DIR", "PART_DIR"}, 3)
-        .choice("router", {"oracle", "similarity", "mlp"}, std::nullopt, "router kind (required)",
+        .choice("router", {"oracle", "similarity", "mlp", "sigmoid"}, std::nullopt, "router kind (required)",
                 routerKindName(d.kind))
         .integer("top-k", "K", d.topK, 1, 1 << 24, "experts per token (0 = from --top-fraction)", {}, true)
         .real("top-fraction", "F", d.topFraction, 0, 1, "fraction of the experts selected per token", true)
         .text("out", "ROUTER_DIR", std::nullopt, "the router folder to write (required)")
         .flag("force", "replace an existing ROUTER_DIR")
-        .integer("epochs", "N", d.epochs, 1, 1000000, "training epochs", "mlp")
-        .integer("batch", "B", d.batch, 1, 1 << 24, "training batch in samples", "mlp")
-        .real("lr", "LR", d.lr, 0, 10, "Adam learning rate", true, "mlp")
+        .integer("epochs", "N", d.epochs, 1, 1000000, "training epochs", "mlp, sigmoid")
+        .integer("batch", "B", d.batch, 1, 1 << 24, "training batch in samples", "mlp, sigmoid")
+        .real("lr", "LR", d.lr, 0, 10, "Adam learning rate", true, "mlp, sigmoid")
         .real("held-out", "F", d.heldOut, 0, 0.9, "fraction of the samples held out for the metrics")
         .integer("seed", "N", static_cast<int64_t>(d.seed), 0, std::numeric_limits<int64_t>::max(), "seed")
         .flag("json", "print the result as JSON")

@@ -22,6 +22,8 @@ const char* routerKindName(RouterKind k) {
     case RouterKind::Oracle: return "oracle";
     case RouterKind::Similarity: return "similarity";
     case RouterKind::Mlp: return "mlp";
+    case RouterKind::Sigmoid:
+      return "sigmoid";
   }
   return "?";
 }
@@ -30,7 +32,8 @@ RouterKind routerKindFromName(const std::string& n, const std::string& ctx) {
   if (n == "oracle") return RouterKind::Oracle;
   if (n == "similarity") return RouterKind::Similarity;
   if (n == "mlp") return RouterKind::Mlp;
-  throw ParameterError(ctx + ": unknown router kind '" + n + "' (oracle, similarity or mlp)");
+  if (n == "sigmoid") return RouterKind::Sigmoid;
+  throw ParameterError(ctx + ": unknown router kind '" + n + "' (oracle, similarity, mlp or sigmoid)");
 }
 
 at::Tensor l2Normalize(const at::Tensor& x) {
@@ -57,12 +60,15 @@ at::Tensor similarityCentroids(const MoeLayerWeights& w) {
 }
 
 at::Tensor LayerRouter::scores(const at::Tensor& x, const MoeLayerWeights& w) const {
-  switch (kind) {
-    case RouterKind::Oracle: return w.expertMass(w.packedHidden(x));
-    case RouterKind::Similarity: return at::mm(l2Normalize(x), centroids.t());
-    case RouterKind::Mlp: return at::mm(at::tanh(at::mm(l2Normalize(x), w1.t())), w2.t());
-  }
-  return {};
+  if (kind == RouterKind::Oracle) return w.expertMass(w.packedHidden(x));
+  return kind == RouterKind::Sigmoid ? at::sigmoid(logits(x)) : logits(x);
+}
+
+at::Tensor LayerRouter::logits(const at::Tensor& x) const {
+  if (kind == RouterKind::Similarity) return at::mm(l2Normalize(x), centroids.t());
+  if (kind == RouterKind::Mlp) return at::mm(at::tanh(at::mm(l2Normalize(x), w1.t())), w2.t());
+  if (kind == RouterKind::Sigmoid) return at::mm(x, w1.t());
+  throw ParameterError("the oracle router has no logits (it has no parameters)");
 }
 
 void LayerRouter::validate(int64_t dModel, const std::string& ctx) const {
@@ -72,10 +78,8 @@ void LayerRouter::validate(int64_t dModel, const std::string& ctx) const {
       throw FormatError(ctx + ": tensor '" + name + "' has shape " + shapeString(t) + ", expected " + shapeString(want));
   };
   if (kind == RouterKind::Similarity) check(centroids, {experts, dModel}, "centroids");
-  if (kind == RouterKind::Mlp) {
-    check(w1, {experts, dModel}, "w1");
-    check(w2, {experts, experts}, "w2");
-  }
+  if (kind == RouterKind::Mlp || kind == RouterKind::Sigmoid) check(w1, {experts, dModel}, "w1");
+  if (kind == RouterKind::Mlp) check(w2, {experts, experts}, "w2");
 }
 
 int RouterSet::indexOfLayer(int layer) const {
@@ -109,10 +113,9 @@ void RouterSet::writeInto(const fs::path& dir) const {
     const std::string p = Site::ofLayer(layers[i]).prefix();
     const auto& r = routers[i];
     if (kind == RouterKind::Similarity) tensors.emplace_back(p + "centroids", r.centroids.contiguous());
-    if (kind == RouterKind::Mlp) {
+    if (kind == RouterKind::Mlp || kind == RouterKind::Sigmoid)
       tensors.emplace_back(p + "w1", r.w1.detach().contiguous());
-      tensors.emplace_back(p + "w2", r.w2.detach().contiguous());
-    }
+    if (kind == RouterKind::Mlp) tensors.emplace_back(p + "w2", r.w2.detach().contiguous());
   }
   writeSafetensors(dir / "router.safetensors", tensors, {{"format", "moefy-router"}});
   writeFileAtomic(dir / "router.json", j.dump(2) + "\n");
@@ -180,10 +183,8 @@ RouterSet RouterSet::read(const fs::path& dir) {
       return t;
     };
     if (r.kind == RouterKind::Similarity) lr.centroids = get("centroids");
-    if (r.kind == RouterKind::Mlp) {
-      lr.w1 = get("w1");
-      lr.w2 = get("w2");
-    }
+    if (r.kind == RouterKind::Mlp || r.kind == RouterKind::Sigmoid) lr.w1 = get("w1");
+    if (r.kind == RouterKind::Mlp) lr.w2 = get("w2");
     r.routers.push_back(std::move(lr));
   }
   return r;

@@ -9,6 +9,11 @@
 //               rows (gate rows for gated FFNs); score = normalise(x) . centroid.
 //   mlp         MoEfication's router: tanh(normalise(x) W1^T) W2^T, W1 [E, d_model],
 //               W2 [E, E], no biases.
+//   sigmoid     sigma-MoE's router (Csordas et al. 2023): sigmoid(x W1^T), W1
+//               [E, d_model], on the raw FFN input, no bias. As for every kind,
+//               the selected experts' outputs are summed unweighted (MoEfication's
+//               convention, so that all experts are the dense FFN); sigma-MoE
+//               would scale each by its score.
 #include <ATen/Tensor.h>
 
 #include <filesystem>
@@ -21,21 +26,25 @@ namespace moefy {
 
 struct MoeLayerWeights;
 
-enum class RouterKind { Oracle, Similarity, Mlp };
+enum class RouterKind { Oracle, Similarity, Mlp, Sigmoid };
 const char* routerKindName(RouterKind k);
-/// "oracle" | "similarity" | "mlp"; throws ParameterError naming `context`.
+/// "oracle" | "similarity" | "mlp" | "sigmoid"; throws ParameterError naming `context`.
 RouterKind routerKindFromName(const std::string& name, const std::string& context);
 
 struct LayerRouter {
   RouterKind kind = RouterKind::Oracle;
   int experts = 0;       ///< E
   at::Tensor centroids;  ///< similarity: [E, d_model]
-  at::Tensor w1;         ///< mlp: [E, d_model]
+  at::Tensor w1;         ///< mlp, sigmoid: [E, d_model]
   at::Tensor w2;         ///< mlp: [E, E]
 
   /// Expert scores [N, E] for FFN inputs x [N, d_model]. The oracle computes
   /// the dense hidden with `experts`' packed weights.
   at::Tensor scores(const at::Tensor& x, const MoeLayerWeights& experts) const;
+  /// The scores before their last nonlinearity, the logits a BCE-with-logits
+  /// loss trains (calibration): mlp and sigmoid their pre-sigmoid logits, similarity
+  /// its scores. Not for the oracle (it has no parameters). Differentiable.
+  at::Tensor logits(const at::Tensor& x) const;
   /// Checks the tensor shapes against E and d_model; `context` names the file/layer.
   void validate(int64_t dModel, const std::string& context) const;
 };
@@ -61,7 +70,7 @@ struct RouterSet {
   std::string partitionLabelsHash;
   nlohmann::json provenance;        ///< written as "provenance" when set (analysis/io/links.h provenanceBlock)
   std::filesystem::path sourceDir;  ///< the folder read() read (empty for a freshly built set)
-  nlohmann::json training = nlohmann::json::object();  ///< mlp: per-layer per-epoch losses
+  nlohmann::json training = nlohmann::json::object();  ///< mlp, sigmoid: per-layer per-epoch losses
   nlohmann::json metrics = nlohmann::json::object();   ///< {"L": {mass_recall, overlap}}
 
   int indexOfLayer(int layer) const;  ///< -1 if absent

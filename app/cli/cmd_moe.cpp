@@ -59,7 +59,7 @@ int runRoute(const Args& a) {
   j["top_k"] = rs.topK;
   j["experts"] = rs.experts;
   j["metrics"] = rs.metrics;
-  if (o.kind == RouterKind::Mlp) j["training"] = rs.training;
+  if (o.kind == RouterKind::Mlp || o.kind == RouterKind::Sigmoid) j["training"] = rs.training;
   if (a.json()) {
     printJson(j);
     return 0;
@@ -127,8 +127,10 @@ int runEval(const Args& a) {
     auto base = topK ? moe->withTopK(std::vector<int>(m.config().nLayer, topK)) : std::make_shared<MoeFfn>(*moe);
     bases.emplace_back(loaded.moefication.value("router", "moe"), base);
     spec.source = {{"moe", modelDir.string()}, {"reference", "all experts"}};
-  } else {
+  } else if (!spec.activationBound) {
     throw ParameterError("give --moe MOE_DIR or --partition PART_DIR --router ROUTER_DIR (or a MoE export as MODEL_DIR)");
+  } else if (spec.sweep.empty()) {
+    throw ParameterError("--bound without a router needs the budgets: give --sweep F,F,..");
   }
   if (topK)
     for (const auto& [name, b] : bases)
@@ -155,7 +157,7 @@ int runEval(const Args& a) {
   const nlohmann::json& ref = j["reference"];
   std::cout << "reference: loss " << ref["loss"].get<double>() << ", perplexity " << ref["perplexity"].get<double>()
             << " over " << ref["positions"].get<int64_t>() << " positions\n"
-            << "router       fraction  loss      ppl        top1     KL";
+            << "router       fraction  loss      ppl        top1     KL       flops";
   if (speed) std::cout << "       fwd x   gen x";
   std::cout << "\n";
   for (size_t i = 0; i < results.size(); ++i) {
@@ -163,12 +165,13 @@ int runEval(const Args& a) {
     std::cout << std::left << std::setw(12) << r["router"].get<std::string>() << std::right << std::fixed
               << std::setprecision(3) << std::setw(9) << r["fraction"].get<double>() << std::setprecision(4)
               << std::setw(10) << r["loss"].get<double>() << std::setw(11) << r["perplexity"].get<double>()
-              << std::setw(9) << r["top1_agreement"].get<double>() << std::setw(9) << r["kl"].get<double>();
+              << std::setw(9) << r["top1_agreement"].get<double>() << std::setw(9) << r["kl"].get<double>()
+              << std::setprecision(3) << std::setw(9) << r["ffn_flops_fraction"].get<double>();
     if (speed && r.contains("speed")) {
       std::cout << std::setprecision(2) << std::setw(8) << r["speed"]["forward_speedup"].get<double>();
       if (r["speed"].contains("generate_speedup")) std::cout << std::setw(8) << r["speed"]["generate_speedup"].get<double>();
     } else if (speed) {
-      std::cout << std::setw(8) << "-";  // oracle router: no speed (it needs the dense hidden)
+      std::cout << std::setw(8) << "-";  // oracle router or the bound: no speed (they need the dense hidden)
     }
     std::cout << "\n";
   }

@@ -98,6 +98,25 @@ class TestMoePipeline : public QObject {
       QVERIFY(rs > 0 && rs <= 1.0 + 1e-9);
       QVERIFY(rm > 0.9 && rm <= 1.0 + 1e-9);
     }
+    // sigma-MoE's sigmoid router: trained like mlp, stored as blk.L.w1 alone.
+    auto sig = runJson({"route", q(model), q(rec), q(part), "--router", "sigmoid", "--top-k", "4", "--epochs", "30",
+                        "--out", q(root / "r_sig"), "--json"});
+    QVERIFY(sig.is_object());
+    QCOMPARE(sig["kind"].get<std::string>(), std::string("sigmoid"));
+    for (const char* L : {"0", "1"}) {
+      const auto& ep = sig["training"][L]["epochs"];
+      QCOMPARE(ep.size(), size_t(30));
+      const double first = ep[0]["held_out"].get<double>(), last = ep[29]["held_out"].get<double>();
+      const double rsig = sig["metrics"][L]["mass_recall"].get<double>();
+      qInfo() << "layer" << L << "sigmoid held-out BCE" << first << "->" << last << "; mass_recall" << rsig << "overlap"
+              << sig["metrics"][L]["overlap"].get<double>() << "input scale"
+              << sig["training"][L]["input_scale"].get<double>();
+      QVERIFY(last < first);
+      QVERIFY(rsig > 0 && rsig <= 1.0 + 1e-9);
+    }
+    auto sst = SafetensorsFile::open(root / "r_sig" / "router.safetensors");
+    QCOMPARE(sst->find("blk.1.w1")->shape, (std::vector<int64_t>{16, 64}));
+    QVERIFY(!sst->contains("blk.1.w2"));
     // Artefact format: router.json + router.safetensors as documented.
     auto st = SafetensorsFile::open(root / "r_mlp" / "router.safetensors");
     QCOMPARE(st->find("blk.1.w1")->shape, (std::vector<int64_t>{16, 64}));
@@ -231,24 +250,42 @@ class TestMoePipeline : public QObject {
 
   void sweepAndEvalJson() {
     fs::path out = root / "eval_sweep";
-    auto j = runJson({"eval", q(model), q(ids), "--partition", q(part), "--router", q(root / "r_sim"), "--router",
-                      q(root / "r_oracle"), "--sweep", "0.25,0.5,1.0", "--speed", "--speed-seconds", "0.05", "--out",
-                      q(out), "--json"});
+    auto j = runJson({"eval",
+                      q(model),
+                      q(ids),
+                      "--partition",
+                      q(part),
+                      "--router",
+                      q(root / "r_sim"),
+                      "--router",
+                      q(root / "r_oracle"),
+                      "--router",
+                      q(root / "r_sig"),
+                      "--sweep",
+                      "0.25,0.5,1.0",
+                      "--bound",
+                      "topk-act",
+                      "--speed",
+                      "--speed-seconds",
+                      "0.05",
+                      "--out",
+                      q(out),
+                      "--json"});
     QVERIFY(j.is_object());
     QVERIFY(fs::exists(out / "eval.json"));
     auto file = json::parse(readFile(out / "eval.json"));
     QCOMPARE(file["format"].get<std::string>(), std::string("moefy-eval"));
-    QCOMPARE(file["results"].size(), size_t(6));
+    QCOMPARE(file["results"].size(), size_t(12));
     std::map<std::string, json> byKey;
     for (const auto& r : file["results"]) {
       std::string key = r["router"].get<std::string>() + "@" + std::to_string(r["fraction"].get<double>());
       byKey[key] = r;
       qInfo() << key.c_str() << "loss" << r["loss"].get<double>() << "kl" << r["kl"].get<double>() << "top1"
               << r["top1_agreement"].get<double>() << "layer0 rel err" << r["layer_rel_error"][0].get<double>();
-      if (r["router"] == "oracle") {
-        // The oracle needs the dense hidden: it carries no speed.
+      if (r["router"] == "oracle" || r["router"] == "topk-act") {
+        // The oracle and the bound need the dense hidden: no speed, and FLOPs that say so.
         QVERIFY(!r.contains("speed"));
-        QVERIFY(r.contains("speed_note"));
+        QVERIFY(r.contains("speed_note") && r.contains("ffn_flops_note"));
         continue;
       }
       const json& sp = r["speed"];
@@ -263,7 +300,22 @@ class TestMoePipeline : public QObject {
       QVERIFY(sp["forward_speedup"].get<double>() <= sp["forward_speedup_max"].get<double>());
       QVERIFY(sp["forward_tokens_per_s_min"].get<double>() <= sp["forward_tokens_per_s_max"].get<double>());
     }
-    for (const char* router : {"similarity", "oracle"}) {
+    // FFN FLOPs per token / dense (docs/moe.md): d 64, d_ff 256, 16 experts of 16 neurons in
+    // both layers, dense 2 * 64 * 256 = 32768. At 0.25 (k = 4, 64 neurons): similarity and
+    // sigmoid 2 * 64 * 64 + 64 * 16 = 9216; oracle 64 * 256 + 2 * 64 * 64 = 24576; the bound
+    // (K = 64) 64 * 256 + 64 * 64 = 20480.
+    const std::map<std::string, double> flops = {
+        {"similarity", 9216.0 / 32768}, {"sigmoid", 9216.0 / 32768}, {"oracle", 0.75}, {"topk-act", 0.625}};
+    for (const auto& [router, want] : flops) {
+      const auto& r = byKey[router + "@0.250000"];
+      qInfo() << router.c_str() << "@0.25 ffn_flops_fraction" << r["ffn_flops_fraction"].get<double>() << "(hand"
+              << want << ")";
+      QVERIFY(std::abs(r["ffn_flops_fraction"].get<double>() - want) < 1e-12);
+      QVERIFY(std::abs(r["layer_ffn_flops_fraction"][1].get<double>() - want) < 1e-12);
+    }
+    QCOMPARE(byKey["topk-act@0.250000"]["neurons_kept"], json({64, 64}));
+    QCOMPARE(file["reference"]["ffn_flops_fraction"].get<double>(), 1.0);
+    for (const char* router : {"similarity", "oracle", "sigmoid", "topk-act"}) {
       const auto& full = byKey[std::string(router) + "@1.000000"];
       QCOMPARE(full["top1_agreement"].get<double>(), 1.0);
       QVERIFY(std::abs(full["kl"].get<double>()) < 1e-6);
