@@ -1897,6 +1897,12 @@ std::unique_ptr<Decoder> makeDecoder(const json& j, const std::string& where) {
   throw FormatError(where + ": decoder type '" + t + "' is not supported");
 }
 
+bool configFlag(const json& config, const char* key, bool def, const std::string& where) {
+  if (!config.is_object() || !config.contains(key) || config[key].is_null()) return def;
+  if (!config[key].is_boolean()) throw FormatError(where + ": " + key + " must be true or false");
+  return config[key].get<bool>();
+}
+
 int bytePieceValue(const std::string& t) {
   if (t.size() != 6 || t.compare(0, 3, "<0x") != 0 || t[5] != '>') return -1;
   auto hv = [](char c) -> int {

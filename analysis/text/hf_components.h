@@ -68,6 +68,13 @@ std::unique_ptr<Model> makeModel(const nlohmann::json& j, const std::string& whe
 std::unique_ptr<PostProcessor> makePostProcessor(const nlohmann::json& j, const std::string& where);
 std::unique_ptr<Decoder> makeDecoder(const nlohmann::json& j, const std::string& where);
 
+/// A boolean flag of tokenizer_config.json (add_bos_token, add_eos_token, ...):
+/// `def` when `key` is absent or null, else the value. Both the tokenizer.json
+/// path and the SentencePiece .model path read their flags through this, so a
+/// non-boolean value is refused the same way. Throws FormatError naming
+/// `where` and `key` when the value is not true/false. Thread-safe.
+bool configFlag(const nlohmann::json& config, const char* key, bool def, const std::string& where);
+
 /// The byte of a byte-fallback piece "<0xHH>" (two hex digits, either case),
 /// or -1 for any other piece (e.g. "<0xZZ>", which is then plain text).
 /// Semantics of HF tokenizers' ByteFallback decoder. Thread-safe.

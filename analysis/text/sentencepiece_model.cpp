@@ -594,11 +594,9 @@ std::unique_ptr<Tokenizer> loadSentencePieceModel(const std::filesystem::path& p
   auto cfgPath = path.parent_path() / "tokenizer_config.json";
   if (std::filesystem::exists(cfgPath)) {
     auto j = readJsonFile(cfgPath);
-    if (j.is_object()) {
-      if (j.contains("add_bos_token") && j["add_bos_token"].is_boolean()) addBos = j["add_bos_token"].get<bool>() && spec.bosId >= 0;
-      if (j.contains("add_eos_token") && j["add_eos_token"].is_boolean())
-        addEos = j["add_eos_token"].get<bool>() && spec.eosId >= 0;
-    }
+    if (!j.is_object()) throw FormatError(cfgPath.string() + ": not a JSON object");
+    addBos = hf::configFlag(j, "add_bos_token", addBos, cfgPath.string()) && spec.bosId >= 0;
+    addEos = hf::configFlag(j, "add_eos_token", addEos, cfgPath.string()) && spec.eosId >= 0;
   }
 
   auto t = std::make_unique<HfTokenizer>();

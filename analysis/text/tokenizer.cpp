@@ -163,6 +163,7 @@ void HfTokenizer::finish() {
 void HfTokenizer::applyTokenConfig(const std::filesystem::path& configPath) {
   if (!std::filesystem::exists(configPath)) return;
   json j = readJsonFile(configPath);
+  if (!j.is_object()) throw FormatError(configPath.string() + ": not a JSON object");
   auto tokenOf = [&](const char* key) -> std::optional<int32_t> {
     if (!j.contains(key) || j[key].is_null()) return std::nullopt;
     std::string s;
@@ -190,13 +191,8 @@ void HfTokenizer::applyTokenConfig(const std::filesystem::path& configPath) {
                         : std::string();
   if (cls.size() > 4 && cls.compare(cls.size() - 4, 4, "Fast") == 0) cls.resize(cls.size() - 4);
   if (cls != "LlamaTokenizer" && cls != "GemmaTokenizer" && cls != "CodeLlamaTokenizer") return;
-  auto flag = [&](const char* key, bool def) {
-    if (!j.contains(key) || j[key].is_null()) return def;
-    if (!j[key].is_boolean()) throw FormatError(configPath.string() + ": " + key + " must be true or false");
-    return j[key].get<bool>();
-  };
-  const bool addBos = flag("add_bos_token", true);
-  const bool addEos = flag("add_eos_token", false);
+  const bool addBos = hf::configFlag(j, "add_bos_token", true, configPath.string());
+  const bool addEos = hf::configFlag(j, "add_eos_token", false, configPath.string());
   const bool gemma = cls == "GemmaTokenizer";
   auto special = [&](const char* key, const char* def, bool wanted) -> std::optional<int32_t> {
     if (!wanted) return std::nullopt;

@@ -110,6 +110,24 @@ class TestSentencePieceModel : public QObject {
     ids = tok->encode("Hello world", true);
     QVERIFY(ids.front() != *tok->bosId());
     QCOMPARE(ids.back(), *tok->eosId());
+    // A flag that is not a boolean is refused by name, as on the tokenizer.json path.
+    std::ofstream(dir / "tokenizer_config.json", std::ios::trunc) << "{\"add_bos_token\": \"yes\"}";
+    try {
+      Tokenizer::fromModelDir(dir);
+      QFAIL("expected FormatError for a non-boolean add_bos_token");
+    } catch (const FormatError& e) {
+      QVERIFY2(
+          std::string(e.what()).find("tokenizer_config.json: add_bos_token must be true or false") != std::string::npos,
+          e.what());
+    }
+    std::ofstream(dir / "tokenizer_config.json", std::ios::trunc) << "[true]";
+    try {
+      Tokenizer::fromModelDir(dir);
+      QFAIL("expected FormatError for a tokenizer_config.json that is not an object");
+    } catch (const FormatError& e) {
+      QVERIFY2(std::string(e.what()).find("not a JSON object") != std::string::npos, e.what());
+    }
+    std::filesystem::remove(dir / "tokenizer_config.json");
     // Not a model: a clear error naming the file.
     std::ofstream(dir / "bad.model") << "this is not a protobuf \xff\xff\xff";
     try {
