@@ -212,6 +212,7 @@ def main():
     }
     src, tgt = {}, {}
     empty_src = empty_tgt = 0
+    empty_lists = {"empty_source_list": [], "empty_target_list": []}
     for k, raw in src_raw.items():
         t = clean(raw)
         if k[0] == "Ps" and k[2] == 1 and k[1] in titles:
@@ -220,12 +221,14 @@ def main():
             src[k] = t
         else:
             empty_src += 1
+            empty_lists["empty_source_list"].append("%s %d:%d" % k)
     for k, raw in tgt_raw.items():
         t = clean(raw)
         if t:
             tgt[k] = t
         else:
             empty_tgt += 1
+            empty_lists["empty_target_list"].append("%s %d:%d" % k)
     only_src = sorted(set(src_raw) - set(tgt_raw), key=lambda k: (BOOK_ORDER[k[0]], k[1], k[2]))
     only_tgt = sorted(set(tgt_raw) - set(src_raw), key=lambda k: (BOOK_ORDER[k[0]], k[1], k[2]))
     both = set(src_raw) & set(tgt_raw)
@@ -235,6 +238,7 @@ def main():
         "refs_in_source_only": len(only_src), "refs_in_target_only": len(only_tgt),
         "refs_in_source_only_list": ["%s %d:%d" % k for k in only_src],
         "refs_in_target_only_list": ["%s %d:%d" % k for k in only_tgt],
+        **empty_lists,
         "refs_in_both": len(both),
         "dropped_empty_pairs": len(both) - len(keys),
         "pairs": len(keys),
