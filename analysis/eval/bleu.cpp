@@ -72,6 +72,23 @@ std::u32string rstripPy(std::u32string s) {
   return s;
 }
 
+// One re.sub pass of a two-character pattern: matches are found left to
+// right and do not overlap (after a match the scan resumes behind it).
+template <class Match, class Emit>
+std::u32string subPairs(const std::u32string& s, Match&& match, Emit&& emit) {
+  std::u32string out;
+  out.reserve(s.size() * 2);
+  for (size_t i = 0; i < s.size();) {
+    if (i + 1 < s.size() && match(s[i], s[i + 1])) {
+      emit(out, s[i], s[i + 1]);
+      i += 2;
+    } else {
+      out.push_back(s[i++]);
+    }
+  }
+  return out;
+}
+
 // tokenizer_13a.py + tokenizer_re.py on code points; returns the tokens.
 std::vector<std::u32string> tokens13a(std::u32string line) {
   replaceAll(line, U"<skipped>", U"");
@@ -97,48 +114,24 @@ std::vector<std::u32string> tokens13a(std::u32string line) {
     }
   }
   a.push_back(U' ');
-  // Rule 2: ([^0-9])([\.,]) -> '\1 \2 ' (two-character matches, non-overlapping).
-  std::u32string b;
-  b.reserve(a.size() * 2);
-  for (size_t i = 0; i < a.size();) {
-    if (i + 1 < a.size() && !isDigit(a[i]) && (a[i + 1] == U'.' || a[i + 1] == U',')) {
-      b.push_back(a[i]);
-      b.push_back(U' ');
-      b.push_back(a[i + 1]);
-      b.push_back(U' ');
-      i += 2;
-    } else {
-      b.push_back(a[i++]);
-    }
-  }
+  // Rule 2: ([^0-9])([\.,]) -> '\1 \2 '.
+  const std::u32string b = subPairs(
+      a, [](char32_t x, char32_t y) { return !isDigit(x) && (y == U'.' || y == U','); },
+      [](std::u32string& out, char32_t x, char32_t y) {
+        out.append({x, U' ', y, U' '});
+      });
   // Rule 3: ([\.,])([^0-9]) -> ' \1 \2'.
-  std::u32string c;
-  c.reserve(b.size() * 2);
-  for (size_t i = 0; i < b.size();) {
-    if (i + 1 < b.size() && (b[i] == U'.' || b[i] == U',') && !isDigit(b[i + 1])) {
-      c.push_back(U' ');
-      c.push_back(b[i]);
-      c.push_back(U' ');
-      c.push_back(b[i + 1]);
-      i += 2;
-    } else {
-      c.push_back(b[i++]);
-    }
-  }
+  const std::u32string c = subPairs(
+      b, [](char32_t x, char32_t y) { return (x == U'.' || x == U',') && !isDigit(y); },
+      [](std::u32string& out, char32_t x, char32_t y) {
+        out.append({U' ', x, U' ', y});
+      });
   // Rule 4: ([0-9])(-) -> '\1 \2 '.
-  std::u32string d;
-  d.reserve(c.size() * 2);
-  for (size_t i = 0; i < c.size();) {
-    if (i + 1 < c.size() && isDigit(c[i]) && c[i + 1] == U'-') {
-      d.push_back(c[i]);
-      d.push_back(U' ');
-      d.push_back(U'-');
-      d.push_back(U' ');
-      i += 2;
-    } else {
-      d.push_back(c[i++]);
-    }
-  }
+  const std::u32string d = subPairs(
+      c, [](char32_t x, char32_t y) { return isDigit(x) && y == U'-'; },
+      [](std::u32string& out, char32_t x, char32_t y) {
+        out.append({x, U' ', y, U' '});
+      });
   return splitPy(d);
 }
 

@@ -4,6 +4,7 @@
 // its refusals: missing file, folder, empty file, line-count mismatch,
 // invalid UTF-8, NUL byte, unknown metric, missing option.
 #include <QtTest>
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -149,26 +150,30 @@ class TestScore : public QObject {
     QTest::addColumn<QStringList>("extra");
     QTest::addColumn<int>("code");
     QTest::addColumn<QString>("message");
-    QTest::newRow("missing hypothesis file") << "missing.txt"
-                                             << "ref.txt" << QStringList() << 1 << "missing.txt: no such file";
-    QTest::newRow("missing reference file") << "hyp.txt"
-                                            << "gone.txt" << QStringList() << 1 << "gone.txt: no such file";
-    QTest::newRow("folder") << "."
-                            << "ref.txt" << QStringList() << 1 << "is a folder, not a file";
-    QTest::newRow("line-count mismatch") << "short.txt"
-                                         << "ref.txt" << QStringList() << 1
-                                         << "short.txt has 3 lines, " + q(dir_ / "ref.txt") + " has 120 lines";
-    QTest::newRow("invalid UTF-8") << "latin1.txt"
-                                   << "two.txt" << QStringList() << 1 << "latin1.txt:2: invalid UTF-8 at column 3";
-    QTest::newRow("NUL byte") << "two.txt"
-                              << "nul.txt" << QStringList() << 1 << "nul.txt:1: binary file (NUL byte";
-    QTest::newRow("empty file") << "empty.txt"
-                                << "empty.txt" << QStringList() << 1 << "empty.txt: no segments";
-    QTest::newRow("unknown metric") << "two.txt"
-                                    << "two.txt" << QStringList{"--metric", "bleu,ter"} << 2
-                                    << "--metric: unknown metric 'ter'";
-    QTest::newRow("unknown smoothing") << "two.txt"
-                                       << "two.txt" << QStringList{"--smooth", "floor"} << 2 << "--smooth";
+    struct Row {
+      const char* name;
+      QString hyp, ref;
+      QStringList extra;
+      int code;
+      QString message;
+    };
+    const Row rows[] = {
+        {"missing hypothesis file", "missing.txt", "ref.txt", {}, 1, "missing.txt: no such file"},
+        {"missing reference file", "hyp.txt", "gone.txt", {}, 1, "gone.txt: no such file"},
+        {"folder", ".", "ref.txt", {}, 1, "is a folder, not a file"},
+        {"line-count mismatch",
+         "short.txt",
+         "ref.txt",
+         {},
+         1,
+         "short.txt has 3 lines, " + q(dir_ / "ref.txt") + " has 120 lines"},
+        {"invalid UTF-8", "latin1.txt", "two.txt", {}, 1, "latin1.txt:2: invalid UTF-8 at column 3"},
+        {"NUL byte", "two.txt", "nul.txt", {}, 1, "nul.txt:1: binary file (NUL byte"},
+        {"empty file", "empty.txt", "empty.txt", {}, 1, "empty.txt: no segments"},
+        {"unknown metric", "two.txt", "two.txt", {"--metric", "bleu,ter"}, 2, "--metric: unknown metric 'ter'"},
+        {"unknown smoothing", "two.txt", "two.txt", {"--smooth", "floor"}, 2, "--smooth"},
+    };
+    for (const Row& r : rows) QTest::newRow(r.name) << r.hyp << r.ref << r.extra << r.code << r.message;
   }
 
   void badInput() {

@@ -6,9 +6,11 @@
 // match, and 400 verses of the committed Bible corpus with words dropped and
 // swapped. Plus values published by sacreBLEU itself (README, test suite).
 #include <QtTest>
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "analysis/common/error.h"
 #include "analysis/eval/bleu.h"
