@@ -8,6 +8,10 @@
 #   scripts/setup.sh --bench    also the benchmark extras: the peer recipe of
 #                               bench/peer/ (scikit-learn, scipy, the gpmetis
 #                               binary), used only by build/bench/bench_peer
+#   scripts/setup.sh --corpus   also the SWORD Bible modules and diatheke that
+#                               scripts/data/build_bible_corpus.sh reads to
+#                               rebuild data/corpus/bible-en-es/ (the corpus is
+#                               committed: CI and the tests never need them)
 set -euo pipefail
 
 PKGS=(
@@ -27,8 +31,11 @@ PKGS=(
 #           for -DMOEFY_BUILD_FUZZ=ON; the seed-corpus regression runs in CTest
 #           need only the normal toolchain.
 #   --bench: the peer recipe's Python stack (bench/peer/).
+#   --corpus: diatheke + the World English Bible and Reina-Valera 1909 modules
+#           (public domain), read only by scripts/data/build_bible_corpus.py.
 FUZZ_PKGS=(clang libclang-rt-dev)
 BENCH_PKGS=(python3-sklearn python3-scipy metis)
+CORPUS_PKGS=(diatheke sword-text-web sword-text-sparv)
 if [[ " ${MOEFY_SETUP_EXTRAS:-} " == *" fuzz "* ]]; then
   PKGS+=("${FUZZ_PKGS[@]}")
 fi
@@ -36,7 +43,8 @@ for arg in "$@"; do
   case "$arg" in
     --bench) PKGS+=("${BENCH_PKGS[@]}") ;;
     --fuzz) PKGS+=("${FUZZ_PKGS[@]}") ;;
-    *) echo "setup: unknown option $arg (known: --bench, --fuzz)" >&2; exit 2 ;;
+    --corpus) PKGS+=("${CORPUS_PKGS[@]}") ;;
+    *) echo "setup: unknown option $arg (known: --bench, --corpus, --fuzz)" >&2; exit 2 ;;
   esac
 done
 

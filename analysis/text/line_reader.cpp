@@ -17,6 +17,17 @@ void checkTextLine(const std::string& line, const std::filesystem::path& file, i
                       std::to_string(ok + 1));
 }
 
+std::vector<std::string> readTextLines(const std::filesystem::path& p) {
+  LineReader reader(p);
+  std::vector<std::string> lines;
+  std::string line;
+  while (reader.next(line)) {
+    checkTextLine(line, p, reader.lineNo());
+    lines.push_back(std::move(line));
+  }
+  return lines;
+}
+
 bool isBlankLine(const std::string& line) { return line.find_first_not_of(" \t\r\f\v") == std::string::npos; }
 
 LineReader::LineReader(const std::filesystem::path& p) : path_(p) {

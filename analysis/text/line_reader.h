@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <vector>
 
 namespace moefy {
 
@@ -17,6 +18,13 @@ void checkTextLine(const std::string& line, const std::filesystem::path& file, i
 
 /// Whether the line holds only spaces, tabs, '\r', '\f' or '\v' (or nothing).
 bool isBlankLine(const std::string& line);
+
+/// Every line of a text file, one segment per line (e.g. hypotheses and
+/// references of `moefy score`): '\r\n' and a leading byte order mark
+/// accepted, blank lines kept (an empty segment is data), a final newline
+/// optional. Throws IoError (missing, not a regular file, unreadable) and
+/// FormatError from checkTextLine, both naming the file (and line).
+std::vector<std::string> readTextLines(const std::filesystem::path& p);
 
 /// Reads lines keeping track of byte offsets.
 class LineReader {
