@@ -376,7 +376,6 @@ nlohmann::json dynamicExpertAnalysis(const Model& model, const std::vector<int>&
   nlohmann::json sites = nlohmann::json::object();
   at::Tensor rankTotal;
   int64_t hitsTotal = 0;
-  bool sameE = true;
   std::vector<std::pair<int, at::Tensor>> chosenByLayer;
   for (auto& [L, a] : sink.layers()) {
     const std::string site = Site::ofLayer(L).name();
@@ -392,8 +391,8 @@ nlohmann::json dynamicExpertAnalysis(const Model& model, const std::vector<int>&
     s["output_similarity"] = off.empty() ? nlohmann::json() : nlohmann::json(mean / off.size());
     at::Tensor counts = a.rankCounts.view({E, E});
     out.emplace_back(site + ".rank_counts", counts);
-    rankTotal = rankTotal.defined() ? (rankTotal.sizes() == counts.sizes() ? rankTotal + counts : rankTotal) : counts;
-    if (rankTotal.sizes() != counts.sizes()) sameE = false;
+    // Every MoE layer of a native model has the same E (config expertCount).
+    rankTotal = rankTotal.defined() ? rankTotal + counts : counts;
     hitsTotal += a.top1Hits;
     s["top1_norm_share"] = static_cast<double>(a.top1Hits) / static_cast<double>(N);
     at::Tensor chosen = at::cat(a.chosenAll).contiguous();  // [N, E] U8
@@ -415,13 +414,14 @@ nlohmann::json dynamicExpertAnalysis(const Model& model, const std::vector<int>&
     at::Tensor both = (a * b).sum(1).to(at::kDouble);  // [N] experts chosen at both layers
     sites[site]["overlap_next"] = both.mean().item<double>() / c.expertTopK;
     sites[site]["next"] = Site::ofLayer(next).name();
-    out.emplace_back(site + ".transition", at::matmul(a.t().to(at::kLong), b.to(at::kLong)));
+    // Counts below 2^53 are exact in double; the product then rounds back to integers.
+    out.emplace_back(site + ".transition", at::matmul(a.t().to(at::kDouble), b.to(at::kDouble)).round().to(at::kLong));
   }
   nlohmann::json r;
   r["sites"] = sites;
   r["tokens"] = N;
   r["top1_norm_share"] = static_cast<double>(hitsTotal) / static_cast<double>(N * sink.layers().size());
-  if (sameE && rankTotal.defined()) out.emplace_back("rank_counts", rankTotal);
+  out.emplace_back("rank_counts", rankTotal);
   return r;
 }
 
@@ -439,6 +439,12 @@ nlohmann::json analyzeMoeModel(const LoadedModel& loaded, const fs::path& modelD
   checkOutput(out, force, "MoE analysis", {modelDir, corpus});
   const auto& c = model.config();
 
+  // The corpus first, so that a bad one is refused before the static analyses' work.
+  std::vector<std::vector<int64_t>> sequences;
+  if (o.dynamicAnalyses) {
+    job.setStage("read corpus");
+    sequences = readSequences(corpus, loaded, o.seqLen, o.maxTokens, Split::All, &job);
+  }
   NamedTensors tensors;
   nlohmann::json sites = nlohmann::json::object();
   for (int L : layers) {
@@ -448,6 +454,7 @@ nlohmann::json analyzeMoeModel(const LoadedModel& loaded, const fs::path& modelD
   nlohmann::json doc;
   doc["format"] = kFormat;
   doc["version"] = 1;
+  doc["tool_version"] = MOEFY_VERSION;
   doc["model"] = {{"dir", fs::absolute(modelDir).lexically_normal().string()},
                   {"fingerprint", model.fingerprint()},
                   {"model_type", c.modelType},
@@ -459,8 +466,6 @@ nlohmann::json analyzeMoeModel(const LoadedModel& loaded, const fs::path& modelD
                     {"tokens", o.maxTokens},             {"fire_eps", o.fireEps}, {"match_max", o.matchMaxNeurons}};
   doc["corpus"] = nullptr;
   if (o.dynamicAnalyses) {
-    job.setStage("read corpus");
-    const auto sequences = readSequences(corpus, loaded, o.seqLen, o.maxTokens, Split::All, &job);
     job.setStage("dynamic analyses");
     nlohmann::json dyn = dynamicExpertAnalysis(model, layers, sequences, o, tensors, job);
     for (auto& [site, v] : dyn["sites"].items()) sites[site]["dynamic"] = v;
