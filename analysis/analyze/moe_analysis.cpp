@@ -64,8 +64,7 @@ std::vector<ExpertWeights> expertWeights(const Model& model, int layer) {
     const FfnWeights f = model.ffnWeights(expertSite(layer, e));
     if (!f.gated())
       throw FormatError(model.dir().string() + ": expert " + expertSite(layer, e).name() + " has no gate projection");
-    w[e] = {f.gate.to(at::kFloat).contiguous(), f.up.to(at::kFloat).contiguous(),
-            f.down.to(at::kFloat).contiguous()};
+    w[e] = {f.gate.to(at::kFloat).contiguous(), f.up.to(at::kFloat).contiguous(), f.down.to(at::kFloat).contiguous()};
   }
   return w;
 }
@@ -90,9 +89,7 @@ Eigen::MatrixXd flatGram(const std::vector<ExpertWeights>& w, int p) {
 }
 
 // Expert e's neuron vectors [F, 3 d_model]: row a = [gate row a | up row a | down column a].
-MatrixXdR neuronVectors(const ExpertWeights& w) {
-  return toEigen(at::cat({w.gate, w.up, w.down.t()}, 1));
-}
+MatrixXdR neuronVectors(const ExpertWeights& w) { return toEigen(at::cat({w.gate, w.up, w.down.t()}, 1)); }
 
 double rowCosine(const MatrixXdR& A, Eigen::Index a, const MatrixXdR& B, Eigen::Index b, Eigen::Index from,
                  Eigen::Index len) {
@@ -192,9 +189,9 @@ nlohmann::json staticExpertAnalysis(const Model& model, int L, const AnalyzeOpti
   info["pca_explained"] = explained;
 
   if (!match) {
-    info["matching"] = "skipped: d_expert " + std::to_string(F) + (F > o.matchMaxNeurons
-                                                                      ? " > --match-max " + std::to_string(o.matchMaxNeurons)
-                                                                      : " neurons exceed the memory bound");
+    info["matching"] = "skipped: d_expert " + std::to_string(F) +
+                       (F > o.matchMaxNeurons ? " > --match-max " + std::to_string(o.matchMaxNeurons)
+                                              : " neurons exceed the memory bound");
     job.log(site + ": neuron matching " + info["matching"].get<std::string>());
     return info;
   }
@@ -249,14 +246,14 @@ namespace {
 // The per-layer accumulators of the dynamic analyses.
 struct LayerAcc {
   int layer = 0;
-  at::Tensor logits;                 // [n, E] F64, this batch's valid tokens
-  at::Tensor chosen;                 // [n, E] U8, this batch
-  std::vector<at::Tensor> outputs;   // E x [n, d_model] F64, this batch
-  at::Tensor outSimSum;              // [E, E] F64, sum over tokens of the angular similarity
-  at::Tensor rankCounts;             // [E * E] I64
-  int64_t top1Hits = 0;              // tokens whose top-scored expert has the largest output norm
-  std::vector<at::Tensor> chosenAll; // per batch [n, E] U8
-  at::Tensor fired;                  // [E, F] bool: neuron fired on a routed token
+  at::Tensor logits;                  // [n, E] F64, this batch's valid tokens
+  at::Tensor chosen;                  // [n, E] U8, this batch
+  std::vector<at::Tensor> outputs;    // E x [n, d_model] F64, this batch
+  at::Tensor outSimSum;               // [E, E] F64, sum over tokens of the angular similarity
+  at::Tensor rankCounts;              // [E * E] I64
+  int64_t top1Hits = 0;               // tokens whose top-scored expert has the largest output norm
+  std::vector<at::Tensor> chosenAll;  // per batch [n, E] U8
+  at::Tensor fired;                   // [E, F] bool: neuron fired on a routed token
 };
 
 // Rank of every expert per row of scores [n, E] (0 = largest), ties broken by
@@ -309,9 +306,9 @@ class AnalysisSink : public HookSink {
       a.chosenAll.push_back(a.chosen);
     } else if (p == HookPoint::FfnAct && s.expert >= 0) {
       // Every-expert mode: x [B * T, F] holds every token in order.
-      at::Tensor h = x.index_select(0, valid_);                               // [n, F]
+      at::Tensor h = x.index_select(0, valid_);                                                // [n, F]
       a.outputs[s.expert] = at::matmul(h.to(at::kDouble), down_.at({s.layer, s.expert}).t());  // [n, d_model]
-      at::Tensor routed = a.chosen.select(1, s.expert).to(at::kBool);          // [n]
+      at::Tensor routed = a.chosen.select(1, s.expert).to(at::kBool);                          // [n]
       if (routed.any().item<bool>()) {
         at::Tensor f = (h.index({routed}).abs() > eps_).any(0);  // [F]
         a.fired[s.expert].logical_or_(f);
@@ -323,8 +320,8 @@ class AnalysisSink : public HookSink {
  private:
   void finishBatch(LayerAcc& a) {
     const int64_t E = static_cast<int64_t>(a.outputs.size());
-    at::Tensor Y = at::stack(a.outputs, 1);   // [n, E, d_model]
-    at::Tensor norms = Y.norm(2, {-1});       // [n, E]
+    at::Tensor Y = at::stack(a.outputs, 1);  // [n, E, d_model]
+    at::Tensor norms = Y.norm(2, {-1});      // [n, E]
     at::Tensor inv = at::where(norms > 0, 1.0 / norms, at::zeros_like(norms));
     at::Tensor Yn = Y * inv.unsqueeze(-1);
     at::Tensor cos = at::bmm(Yn, Yn.transpose(1, 2)).clamp(-1.0, 1.0);  // [n, E, E]
@@ -398,8 +395,9 @@ nlohmann::json dynamicExpertAnalysis(const Model& model, const std::vector<int>&
     at::Tensor chosen = at::cat(a.chosenAll).contiguous();  // [N, E] U8
     out.emplace_back(site + ".chosen", chosen);
     chosenByLayer.emplace_back(L, chosen);
-    const UsageHealth h = usageHealth(Eigen::Map<const Eigen::Matrix<uint8_t, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>(
-        chosen.data_ptr<uint8_t>(), N, E));
+    const UsageHealth h =
+        usageHealth(Eigen::Map<const Eigen::Matrix<uint8_t, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>(
+            chosen.data_ptr<uint8_t>(), N, E));
     out.emplace_back(site + ".usage", toTensor(h.share));
     out.emplace_back(site + ".cooccurrence", toTensor(h.cooccurrence));
     s["usage_perplexity"] = h.perplexity;
@@ -462,8 +460,12 @@ nlohmann::json analyzeMoeModel(const LoadedModel& loaded, const fs::path& modelD
                   {"top_k", c.expertTopK},
                   {"d_expert", c.dExpert},
                   {"d_model", c.dModel}};
-  doc["options"] = {{"static_only", !o.dynamicAnalyses}, {"seq_len", o.seqLen},       {"batch", o.batch},
-                    {"tokens", o.maxTokens},             {"fire_eps", o.fireEps}, {"match_max", o.matchMaxNeurons}};
+  doc["options"] = {{"static_only", !o.dynamicAnalyses},
+                    {"seq_len", o.seqLen},
+                    {"batch", o.batch},
+                    {"tokens", o.maxTokens},
+                    {"fire_eps", o.fireEps},
+                    {"match_max", o.matchMaxNeurons}};
   doc["corpus"] = nullptr;
   if (o.dynamicAnalyses) {
     job.setStage("dynamic analyses");
@@ -490,19 +492,17 @@ nlohmann::json analyzeMoeModel(const LoadedModel& loaded, const fs::path& modelD
 
   job.setStage("write");
   const std::string text = doc.dump(2) + "\n";
-  writeFolderAtomic(
-      out, force,
-      [&](const fs::path& tmp) {
-        writeSafetensors(tmp / "analysis.safetensors", tensors, {{"format", kFormat}});
-        writeFileAtomic(tmp / "analysis.json", text);
-      },
-      {modelDir, corpus});
+  writeFolderAtomic(out, force,
+                    [&](const fs::path& tmp) {
+                      writeSafetensors(tmp / "analysis.safetensors", tensors, {{"format", kFormat}});
+                      writeFileAtomic(tmp / "analysis.json", text);
+                    },
+                    {modelDir, corpus});
   return doc;
 }
 
 at::Tensor MoeAnalysis::tensor(const std::string& name) const {
-  if (!file->contains(name))
-    throw FormatError(file->path().string() + ": has no tensor '" + name + "'");
+  if (!file->contains(name)) throw FormatError(file->path().string() + ": has no tensor '" + name + "'");
   return file->raw(name);
 }
 

@@ -76,13 +76,13 @@ struct LoadedModel;
 
 /// What to analyse and how.
 struct AnalyzeOptions {
-  std::vector<int> layers;          ///< MoE layers to analyse; empty = every MoE layer
-  bool dynamicAnalyses = true;      ///< false: weights only (no corpus needed)
-  int seqLen = 128;                 ///< corpus window length in tokens
-  int batch = 8;                    ///< windows per forward pass
-  int64_t maxTokens = 4096;         ///< corpus token budget (0 = the whole corpus)
-  double fireEps = 0.0;             ///< a neuron fires on a token when |h| > fireEps
-  int64_t matchMaxNeurons = 1024;   ///< neuron matching only when d_expert <= this (O(d_expert^3) per pair)
+  std::vector<int> layers;         ///< MoE layers to analyse; empty = every MoE layer
+  bool dynamicAnalyses = true;     ///< false: weights only (no corpus needed)
+  int seqLen = 128;                ///< corpus window length in tokens
+  int batch = 8;                   ///< windows per forward pass
+  int64_t maxTokens = 4096;        ///< corpus token budget (0 = the whole corpus)
+  double fireEps = 0.0;            ///< a neuron fires on a token when |h| > fireEps
+  int64_t matchMaxNeurons = 1024;  ///< neuron matching only when d_expert <= this (O(d_expert^3) per pair)
 };
 
 /// Named result tensors (CPU, contiguous) in the order they are written.
@@ -127,8 +127,8 @@ nlohmann::json analyzeMoeModel(const LoadedModel& loaded, const std::filesystem:
 /// holds every tensor analysis.json lists under "tensors" with the listed
 /// shape. Throws FormatError/IoError naming the file and key or tensor.
 struct MoeAnalysis {
-  nlohmann::json meta;                           ///< analysis.json
-  std::shared_ptr<const SafetensorsFile> file;   ///< analysis.safetensors
+  nlohmann::json meta;                          ///< analysis.json
+  std::shared_ptr<const SafetensorsFile> file;  ///< analysis.safetensors
   /// The tensor in its stored dtype; throws FormatError naming it when absent.
   at::Tensor tensor(const std::string& name) const;
   bool has(const std::string& name) const;

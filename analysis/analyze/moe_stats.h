@@ -79,10 +79,11 @@ Pca2 pca2FromGram(const Eigen::MatrixXd& G);
 /// The usage health of one MoE layer from its selections: `chosen` [N, E]
 /// (1 where token n selected expert e, k ones per row).
 struct UsageHealth {
-  std::vector<double> share;  ///< [E] selection share: count_e / (N k), sums to 1
-  double perplexity = 0;      ///< exp(H) / E with H = -sum share_e ln share_e (0 ln 0 = 0); 1 = perfectly even
-  double deadShare = 0;       ///< share of the experts that no token selected
-  Eigen::MatrixXd cooccurrence;  ///< [E, E] tokens selecting both i and j, diagonal 0, each row divided by its sum (a zero row stays 0)
+  std::vector<double> share;     ///< [E] selection share: count_e / (N k), sums to 1
+  double perplexity = 0;         ///< exp(H) / E with H = -sum share_e ln share_e (0 ln 0 = 0); 1 = perfectly even
+  double deadShare = 0;          ///< share of the experts that no token selected
+  Eigen::MatrixXd cooccurrence;  ///< [E, E] tokens selecting both i and j, diagonal 0, each row divided by its sum (a
+                                 ///< zero row stays 0)
 };
 /// Throws ParameterError when `chosen` has no rows or no selections.
 UsageHealth usageHealth(const Eigen::Matrix<uint8_t, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>& chosen);

@@ -74,8 +74,8 @@ int runAnalyze(const Args& a) {
     std::cout << "\n";
   }
   if (doc.contains("top1_norm_share"))
-    std::cout << "  all layers: the top-scored expert has the largest output norm for "
-              << num(doc["top1_norm_share"]) << " of the tokens\n";
+    std::cout << "  all layers: the top-scored expert has the largest output norm for " << num(doc["top1_norm_share"])
+              << " of the tokens\n";
   return 0;
 }
 

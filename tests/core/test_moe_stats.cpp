@@ -150,8 +150,8 @@ class MoeStats : public QObject {
     want(1, 0) = 1;
     want(2, 0) = 1;
     QVERIFY((h.cooccurrence - want).cwiseAbs().maxCoeff() < 1e-15);
-    QVERIFY_THROWS_EXCEPTION(ParameterError,
-                             usageHealth(Eigen::Matrix<uint8_t, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>(0, 4)));
+    QVERIFY_THROWS_EXCEPTION(
+        ParameterError, usageHealth(Eigen::Matrix<uint8_t, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>(0, 4)));
   }
 };
 

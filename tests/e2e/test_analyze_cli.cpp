@@ -52,7 +52,8 @@ class AnalyzeCli : public QObject {
   void initTestCase() {
     root_ = freshDir("analyze_cli");
     nlohmann::json jobs = nlohmann::json::array();
-    for (const char* v : {"mixtral", "qwen2_moe", "gpt2_relu"}) jobs.push_back({"make_checkpoint", v, (root_ / v).string()});
+    for (const char* v : {"mixtral", "qwen2_moe", "gpt2_relu"})
+      jobs.push_back({"make_checkpoint", v, (root_ / v).string()});
     std::ofstream(root_ / "jobs.json") << jobs.dump(1);
     auto r = runPython({qs(sourceDir() / "scripts" / "ref" / "batch.py"), qs(root_ / "jobs.json")});
     QVERIFY2(r.exitCode == 0, (r.out + r.err).c_str());

@@ -48,7 +48,8 @@ QString qs(const fs::path& p) { return QString::fromStdString(p.string()); }
 
 bool isDynamic(const std::string& name) {
   for (const char* tail : {".output_sim", ".usage", ".cooccurrence", ".channel_usage"})
-    if (name.size() >= std::string(tail).size() && name.compare(name.size() - std::string(tail).size(), std::string::npos, tail) == 0)
+    if (name.size() >= std::string(tail).size() &&
+        name.compare(name.size() - std::string(tail).size(), std::string::npos, tail) == 0)
       return true;
   return false;
 }
@@ -70,8 +71,8 @@ double jsonDiff(const nlohmann::json& a, const nlohmann::json& b, const std::str
   if (a.is_object() && b.is_object()) {
     double m = 0;
     for (const auto& [k, v] : b.items()) {
-      const double d = a.contains(k) ? jsonDiff(a[k], v, where + "." + k, worst)
-                                     : std::numeric_limits<double>::infinity();
+      const double d =
+          a.contains(k) ? jsonDiff(a[k], v, where + "." + k, worst) : std::numeric_limits<double>::infinity();
       if (d > m) {
         m = d;
         if (!a.contains(k)) worst = where + "." + k + " missing";
@@ -138,12 +139,13 @@ class Analyze : public QObject {
     std::string staticWorst, dynamicWorst;
     for (const auto& info : ref->tensors()) {
       const at::Tensor want = ref->raw(info.name), got = a.tensor(info.name);
-      QVERIFY2(got.sizes() == want.sizes(), (info.name + ": shape " + shapeString(got) + " vs reference " +
-                                             shapeString(want)).c_str());
+      QVERIFY2(got.sizes() == want.sizes(),
+               (info.name + ": shape " + shapeString(got) + " vs reference " + shapeString(want)).c_str());
       const double diff = maxAbsDiff(got, want);
       if (!at::isFloatingType(want.scalar_type())) {
         discreteMax = std::max(discreteMax, diff);
-        QVERIFY2(diff == 0, (info.name + ": integer tensor differs from the reference by " + std::to_string(diff)).c_str());
+        QVERIFY2(diff == 0,
+                 (info.name + ": integer tensor differs from the reference by " + std::to_string(diff)).c_str());
       } else if (isDynamic(info.name)) {
         if (diff >= dynamicMax) dynamicWorst = info.name;
         dynamicMax = std::max(dynamicMax, diff);
@@ -155,7 +157,8 @@ class Analyze : public QObject {
     qInfo("%s: max abs diff static %.3g (%s), dynamic %.3g (%s), discrete %.3g", qPrintable(variant), staticMax,
           staticWorst.c_str(), dynamicMax, dynamicWorst.c_str(), discreteMax);
     QVERIFY2(staticMax <= kStaticTol, qPrintable(QString("static max diff %1 > %2").arg(staticMax).arg(kStaticTol)));
-    QVERIFY2(dynamicMax <= kDynamicTol, qPrintable(QString("dynamic max diff %1 > %2").arg(dynamicMax).arg(kDynamicTol)));
+    QVERIFY2(dynamicMax <= kDynamicTol,
+             qPrintable(QString("dynamic max diff %1 > %2").arg(dynamicMax).arg(kDynamicTol)));
 
     // JSON scalars: per site the static ones (router R², PCA explained) and the dynamic block.
     double staticJson = 0, dynamicJson = 0;
@@ -168,8 +171,8 @@ class Analyze : public QObject {
       dynamicJson = std::max(dynamicJson, jsonDiff(mine["dynamic"], s["dynamic"], site + ".dynamic", worst));
     }
     QCOMPARE(a.meta["sites"].size(), refJson["sites"].size());
-    dynamicJson = std::max(dynamicJson, std::abs(a.meta["top1_norm_share"].get<double>() -
-                                                 refJson["top1_norm_share"].get<double>()));
+    dynamicJson = std::max(
+        dynamicJson, std::abs(a.meta["top1_norm_share"].get<double>() - refJson["top1_norm_share"].get<double>()));
     QCOMPARE(a.meta["corpus"]["tokens"].get<int64_t>(), refJson["tokens"].get<int64_t>());
     qInfo("%s: analysis.json max abs diff static %.3g, dynamic %.3g %s", qPrintable(variant), staticJson, dynamicJson,
           worst.c_str());
