@@ -132,7 +132,8 @@ void ignoreFileSizeSignal() {
 
 void writeAll(std::FILE* f, const void* data, size_t size, const std::string& what) {
   if (size == 0) return;
-  if (std::fwrite(data, 1, size, f) != size) throw IoError(what + ": write failed (" + std::strerror(errno) + ")");
+  if (std::fwrite(data, 1, size, f) != size)
+    throw IoError(what + ": write failed (" + std::strerror(errno) + ")");
 }
 
 void writeFileAtomic(const fs::path& path, const std::function<void(std::FILE*)>& writer) {
@@ -214,8 +215,8 @@ void checkOutput(const fs::path& target, bool force, const std::string& kind, co
     if (in.empty()) continue;
     const fs::path i = canonicalOf(in);
     if (isWithin(i, t) || isWithin(t, i))
-      throw IoError(target.string() + ": is " + (isWithin(t, i) && t != i ? "inside " : "") +
-                    "an input of this command (" + in.string() + "); refusing to replace it (choose another --out)");
+      throw IoError(target.string() + ": is " + (isWithin(t, i) && t != i ? "inside " : "") + "an input of this command (" +
+                    in.string() + "); refusing to replace it (choose another --out)");
   }
   const std::string have = artefactKindOf(target);
   if (have.empty() || have == "empty folder") return;
@@ -260,8 +261,7 @@ OutputLock::OutputLock(const fs::path& target) {
     }
     // A previous holder unlinks the file when done; make sure we locked the
     // file that is still at the path, else two processes could both "hold" it.
-    struct stat a {
-    }, b{};
+    struct stat a{}, b{};
     if (::fstat(fd_, &a) == 0 && ::stat(lockPath_.c_str(), &b) == 0 && a.st_ino == b.st_ino && a.st_dev == b.st_dev)
       break;
     ::close(fd_);
