@@ -141,7 +141,8 @@ nlohmann::json staticExpertAnalysis(const Model& model, int L, const AnalyzeOpti
     MatrixXdR means(E, d);  // [E, d_model]
     for (int e = 0; e < E; ++e) {
       // gate/up rows are neurons; down's neurons are its columns.
-      at::Tensor m = p == 2 ? w[e].down.mean(1) : projection(w[e], p).mean(0);  // [d_model]
+      // In float64: a float32 mean would cost the similarity ~1e-7.
+      at::Tensor m = p == 2 ? w[e].down.to(at::kDouble).mean(1) : projection(w[e], p).to(at::kDouble).mean(0);
       means.row(e) = toEigen(m.unsqueeze(0));
     }
     meanSim[p] = cosineMatrix(means);
@@ -491,7 +492,8 @@ nlohmann::json analyzeMoeModel(const LoadedModel& loaded, const fs::path& modelD
   doc["tensors"] = list;
 
   job.setStage("write");
-  const std::string text = doc.dump(2) + "\n";
+  // token_text may hold bytes that are not UTF-8 (byte-level vocabularies): replaced, not thrown on.
+  const std::string text = doc.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
   writeFolderAtomic(out, force,
                     [&](const fs::path& tmp) {
                       writeSafetensors(tmp / "analysis.safetensors", tensors, {{"format", kFormat}});
