@@ -8,11 +8,15 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "analysis/analyze/moe_analysis.h"
+#include "analysis/checkpoint/loader.h"
+#include "analysis/common/error.h"
 #include "analysis/io/fsutil.h"
+#include "analysis/jobs/job.h"
 #include "testutil.h"
 
 using namespace moefy;
@@ -93,6 +97,29 @@ class AnalyzeCli : public QObject {
     QCOMPARE(a.meta["sites"]["blk.0"]["dynamic"]["next"].get<std::string>(), std::string("blk.3"));
     QCOMPARE(a.tensor("token_ids").numel(), int64_t{14});
     QCOMPARE(a.tensor("blk.3.chosen").sizes().vec(), (std::vector<int64_t>{14, 4}));
+  }
+
+  // The core entry point as a job: a cancelled job throws CancelledError and
+  // leaves no folder; a normal one reports its stages.
+  void jobCancelAndStages() {
+    const LoadedModel m = loadModel(root_ / "mixtral");
+    JobContext cancelled;
+    cancelled.cancel();
+    AnalyzeOptions weightsOnly;
+    weightsOnly.dynamicAnalyses = false;
+    QVERIFY_THROWS_EXCEPTION(
+        CancelledError, analyzeMoeModel(m, root_ / "mixtral", {}, weightsOnly, root_ / "cancelled", false, cancelled));
+    QVERIFY(!fs::exists(root_ / "cancelled"));
+    std::vector<std::string> stages;
+    JobContext job(
+        [&](const std::string& stage, double) {
+          if (stages.empty() || stages.back() != stage) stages.push_back(stage);
+        },
+        [](const std::string&) {});
+    analyzeMoeModel(m, root_ / "mixtral", root_ / "seqs.ids", AnalyzeOptions{}, root_ / "staged", false, job);
+    for (const char* want : {"read corpus", "static blk.0", "static blk.1", "dynamic analyses", "write"})
+      QVERIFY2(std::find(stages.begin(), stages.end(), want) != stages.end(), want);
+    QCOMPARE(artefactKindOf(root_ / "staged"), std::string("MoE analysis"));
   }
 
   void badInput() {
