@@ -3,7 +3,8 @@
 // input: a dense model, a missing CORPUS, a missing corpus file, a corpus
 // with --static-only, a non-MoE or malformed site, an existing output. Every
 // refusal is one line naming the culprit with exit 1 (bad data) or 2 (bad
-// parameters), and leaves no output folder behind.
+// parameters), and leaves no output folder behind. The core entry point as a
+// job: cancelled, it throws and leaves nothing; otherwise it reports stages.
 #include <QtTest>
 
 #include <ATen/ATen.h>
