@@ -189,6 +189,10 @@ std::string artefactKindOf(const fs::path& p) {
   if (has("partition.json")) return "partition";
   if (has("router.json")) return "router";
   if (has("eval.json")) return "evaluation";
+  if (has("analysis.json")) {
+    const nlohmann::json a = readSmallJson(p / "analysis.json");
+    if (a.is_object() && a.value("format", std::string()) == "moefy-moe-analysis") return "MoE analysis";
+  }
   if (has("state.json")) {
     const nlohmann::json s = readSmallJson(p / "state.json");
     if (s.is_object() && s.value("format", std::string()) == "moefy-train-checkpoint") return "training checkpoint";

@@ -6,7 +6,8 @@ usage: batch.py JOBS.json
 JOBS.json is a list of argument lists whose first element names the script:
   [["make_checkpoint", "gpt2_relu", "/tmp/m"], ["ref_forward", "/tmp/m", "--ids", "1,2", "--out", "/tmp/r.safetensors"],
    ["t5_ref", "forward", "/tmp/t5", "--ids", "1,2", "--decoder-ids", "0,3", "--out", "/tmp/t5.safetensors"],
-   ["moe_native_ref", "forward", "/tmp/mx", "--ids", "1,2", "--out", "/tmp/mx.safetensors", "--all-experts"]]
+   ["moe_native_ref", "forward", "/tmp/mx", "--ids", "1,2", "--out", "/tmp/mx.safetensors", "--all-experts"],
+   ["analyze_ref", "/tmp/mx", "--ids-file", "/tmp/s.ids", "--out", "/tmp/an.safetensors"]]
 Stops at the first failing job, naming it, with exit status 1.
 """
 import json
@@ -14,12 +15,13 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import analyze_ref  # noqa: E402
 import make_checkpoint  # noqa: E402
 import moe_native_ref  # noqa: E402
 import ref_forward  # noqa: E402
 import t5_ref  # noqa: E402
 
-SCRIPTS = {"make_checkpoint": make_checkpoint.main, "ref_forward": ref_forward.main, "t5_ref": t5_ref.main,
+SCRIPTS = {"analyze_ref": analyze_ref.main, "make_checkpoint": make_checkpoint.main, "ref_forward": ref_forward.main, "t5_ref": t5_ref.main,
            "moe_native_ref": moe_native_ref.main}
 
 

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "analysis/analyze/analyze_options.h"
 #include "analysis/calibrate/calibrate_options.h"
 #include "analysis/common/error.h"
 #include "analysis/common/options.h"
@@ -183,6 +184,14 @@ class TestOptions : public QObject {
     QCOMPARE(ec.seqLen, EvalCorpusOptions{}.seqLen);
     QCOMPARE(spec.speedSeconds, EvalRunSpec{}.speedSeconds);
     QVERIFY(spec.sweep.empty());
+    const AnalyzeOptions an = analyzeOptionsFrom(analyzeOptionTable().parse({}));
+    QCOMPARE(an.maxTokens, AnalyzeOptions{}.maxTokens);
+    QCOMPARE(an.fireEps, AnalyzeOptions{}.fireEps);
+    QCOMPARE(an.matchMaxNeurons, AnalyzeOptions{}.matchMaxNeurons);
+    QVERIFY(an.layers.empty() && an.dynamicAnalyses);
+    QCOMPARE(analyzeOptionsFrom(analyzeOptionTable().parse({"--sites", "blk.2, blk.0"})).layers,
+             (std::vector<int>{2, 0}));
+    QVERIFY_THROWS_EXCEPTION(ParameterError, analyzeOptionsFrom(analyzeOptionTable().parse({"--sites", "enc.blk.0"})));
     // Options that conflict are refused by the shared converters, for the CLI and the studio alike.
     QVERIFY_THROWS_EXCEPTION(
         ParameterError,

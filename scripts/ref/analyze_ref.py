@@ -1,0 +1,266 @@
+#!/usr/bin/env python3
+"""Independent float64 reference of `moefy analyze` (analysis/analyze/moe_analysis.h)
+for native MoE checkpoints (Mixtral, Qwen2-MoE, OLMoE), written from the
+definitions (Lo et al., arXiv 2406.18219; the standard MoE usage metrics), not
+from moefy's C++:
+
+usage: analyze_ref.py MODEL_DIR --ids-file FILE.ids --out REF.safetensors [--fire-eps EPS]
+
+FILE.ids holds one token sequence per line (whitespace-separated ids; each
+shorter than moefy's --seq-len, so no window is cut). The forward pass is
+moe_native_ref.MoeRef in every-expert mode. Writes the same tensor names as
+analysis.safetensors (F64 / I64 / I32 / U8) and REF.json with the scalars
+(router_r2, pca_explained, output_similarity, top1_norm_share, usage
+perplexity, dead share, overlap_next) and the margins that decide the
+discrete results (smallest gap between consecutive router logits and output
+norms of a token, smallest | |h| - eps | of a routed hidden), which must stay
+well above the float32 rounding of moefy's forward pass for the ranks, counts
+and channel usage to agree exactly. The matching is solved exactly by scipy's
+linear_sum_assignment on float64 cosines of the same float32 weights.
+
+Definitions:
+  sim.P        cosine of flattened projection P (gate = w1/gate_proj, up = w3/up_proj,
+               down = w2/down_proj) between experts; a zero vector has cosine 0
+  mean_sim.P   cosine of the neuron means (gate/up: mean of rows; down: mean of columns)
+  match_*      neuron vectors [gate row | up row | down column]; scipy
+               linear_sum_assignment(cos, maximize=True); match_sim = mean matched cosine,
+               match_sim.P the same on projection P's part; match_tau = scipy kendalltau
+               of (arange, perm); match_perm[i, j] = perm (inverse for j < i)
+  router_sim   cosine of router rows; R^2 = linregress(x=sim.P pairs i<j, y=router pairs).rvalue^2
+  pca.*        SVD of the centred rows: scores U S, explained S^2 / sum S^2; each column's
+               entry of largest magnitude made positive
+  output_sim   mean over tokens of 1 - arccos(cos(y_i, y_j)) / pi, y_e = down_e h_e
+  rank_counts  [score rank, norm rank] counts, ranks by stable descending argsort
+  usage etc.   share = count / (N k); perplexity = exp(H) / E; dead = share of zero counts;
+               cooccurrence = C^T C with zero diagonal, rows divided by their sums;
+               overlap_next = mean |S_L & S_L'| / k; transition = C_L^T C_L'
+  channel_usage  share of neurons with |h| > eps on some token routed to the expert
+"""
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import moe_native_ref  # noqa: E402
+import st_io  # noqa: E402
+
+PROJ = ("gate", "up", "down")
+
+
+def cos_matrix(a, b):
+    na = np.linalg.norm(a, axis=1)
+    nb = np.linalg.norm(b, axis=1)
+    s = a @ b.T
+    with np.errstate(divide="ignore", invalid="ignore"):
+        s = s / np.outer(na, nb)
+    s[~np.isfinite(s)] = 0.0
+    return np.clip(s, -1.0, 1.0)
+
+
+def pca2(x):
+    xc = x - x.mean(0, keepdims=True)
+    u, s, _ = np.linalg.svd(xc, full_matrices=False)
+    scores = np.zeros((x.shape[0], 2))
+    total = float((s ** 2).sum())
+    explained = [0.0, 0.0]
+    for c in range(min(2, len(s))):
+        if total <= 0 or s[c] ** 2 <= 1e-12 * total:
+            continue
+        col = u[:, c] * s[c]
+        if col[np.argmax(np.abs(col))] < 0:
+            col = -col
+        scores[:, c] = col
+        explained[c] = float(s[c] ** 2 / total)
+    return scores, explained
+
+
+def ranks(x):
+    order = np.argsort(-x, axis=1, kind="stable")
+    r = np.empty_like(order)
+    np.put_along_axis(r, order, np.arange(x.shape[1])[None, :].repeat(x.shape[0], 0), 1)
+    return r, order
+
+
+def expert_names(cfg, l, e):
+    if cfg["model_type"] == "mixtral":
+        m = "model.layers.%d.block_sparse_moe." % l
+        return m + "experts.%d.w1.weight" % e, m + "experts.%d.w3.weight" % e, m + "experts.%d.w2.weight" % e
+    m = "model.layers.%d.mlp.experts.%d." % (l, e)
+    return m + "gate_proj.weight", m + "up_proj.weight", m + "down_proj.weight"
+
+
+def router_name(cfg, l):
+    return "model.layers.%d.%s.gate.weight" % (l, "block_sparse_moe" if cfg["model_type"] == "mixtral" else "mlp")
+
+
+def static(cfg, w, l, E, out, info):
+    # scipy imported here so that batch.py (which imports this module) runs without it.
+    from scipy.optimize import linear_sum_assignment
+    from scipy.stats import kendalltau, linregress
+    site = "blk.%d" % l
+    ex = [[w[n].astype(np.float64) for n in expert_names(cfg, l, e)] for e in range(E)]  # gate, up, down
+    s = {}
+    flat = {}
+    for p, name in enumerate(PROJ):
+        flat[name] = cos_matrix(np.stack([ex[e][p].ravel() for e in range(E)]), np.stack([ex[e][p].ravel() for e in range(E)]))
+        means = np.stack([ex[e][p].mean(1) if p == 2 else ex[e][p].mean(0) for e in range(E)])
+        mean = cos_matrix(means, means)
+        out.append((site + ".sim." + name, "F64", flat[name]))
+        out.append((site + ".mean_sim." + name, "F64", mean))
+        s[name] = mean
+    router = w[router_name(cfg, l)].astype(np.float64)
+    rs = cos_matrix(router, router)
+    out.append((site + ".router_sim", "F64", rs))
+    iu = np.triu_indices(E, 1)
+    info["router_r2"] = {
+        "sim": {n: float(linregress(flat[n][iu], rs[iu]).rvalue ** 2) for n in PROJ},
+        "mean_sim": {n: float(linregress(s[n][iu], rs[iu]).rvalue ** 2) for n in PROJ},
+    }
+    allflat = np.stack([np.concatenate([ex[e][0].ravel(), ex[e][1].ravel(), ex[e][2].ravel()]) for e in range(E)])
+    sc, expl = pca2(allflat)
+    out.append((site + ".pca.experts", "F64", sc))
+    neurons = [np.concatenate([ex[e][0], ex[e][1], ex[e][2].T], 1) for e in range(E)]  # [F, 3C]
+    F, C3 = neurons[0].shape
+    C = C3 // 3
+    sc_n, expl_n = pca2(np.concatenate(neurons, 0))
+    out.append((site + ".pca.neurons", "F64", sc_n))
+    out.append((site + ".pca.neuron_expert", "I32", np.repeat(np.arange(E), F).astype(np.int32)))
+    info["pca_explained"] = {"experts": expl, "neurons": expl_n}
+    msim = np.zeros((E, E))
+    mproj = np.zeros((3, E, E))
+    tau = np.zeros((E, E))
+    perm = np.zeros((E, E, F), np.int32)
+    for i in range(E):
+        for j in range(E):
+            S = cos_matrix(neurons[i], neurons[j])
+            if i == j:
+                p = np.arange(F)
+            else:
+                rows, p = linear_sum_assignment(S, maximize=True)
+                assert (rows == np.arange(F)).all()
+            perm[i, j] = p
+            msim[i, j] = S[np.arange(F), p].mean()
+            for q in range(3):
+                a = neurons[i][:, q * C:(q + 1) * C]
+                b = neurons[j][p, q * C:(q + 1) * C]
+                mproj[q, i, j] = np.mean([cos_matrix(a[r:r + 1], b[r:r + 1])[0, 0] for r in range(F)])
+            tau[i, j] = 1.0 if i == j else kendalltau(np.arange(F), p).correlation
+    out.append((site + ".match_sim", "F64", msim))
+    for q, name in enumerate(PROJ):
+        out.append((site + ".match_sim." + name, "F64", mproj[q]))
+    out.append((site + ".match_tau", "F64", tau))
+    out.append((site + ".match_perm", "I32", perm))
+
+
+def dynamic(cfg, w, layers, seqs, eps, out, info, sites):
+    ref = moe_native_ref.MoeRef(cfg, w, every=True)
+    c = ref.c
+    E, K = c["E"], c["k"]
+    ids, mask = moe_native_ref.batch(seqs)
+    ref.forward(ids, mask)
+    if ref.min_margin < moe_native_ref.MARGIN:
+        raise SystemExit("analyze_ref: a top-k choice has a router-logit margin of %.3g" % ref.min_margin)
+    valid = mask.reshape(-1) == 1
+    N = int(valid.sum())
+    out.append(("token_ids", "I64", ids.reshape(-1)[valid]))
+    out.append(("token_sequence", "I32", np.repeat(np.arange(len(seqs)), [len(s) for s in seqs]).astype(np.int32)))
+    gaps = {"logit": np.inf, "norm": np.inf, "fire": np.inf}
+    chosen_by = []
+    rank_total = np.zeros((E, E), np.int64)
+    hits_total = 0
+    for l in layers:
+        site = "blk.%d" % l
+        logits = ref.hooks[site + ".router_logits"].reshape(-1, E)[valid]
+        topk = ref.hooks[site + ".topk_ids"].reshape(-1, K)[valid]
+        chosen = np.zeros((N, E), np.uint8)
+        np.put_along_axis(chosen, topk, 1, 1)
+        ys, fired = [], np.zeros((E, c["F"]), bool)
+        for e in range(E):
+            h = ref.hooks[site + ".exp.%d.ffn_act" % e][valid]  # every-expert mode: all tokens
+            down = w[expert_names(cfg, l, e)[2]].astype(np.float64)
+            ys.append(h @ down.T)
+            routed = chosen[:, e] == 1
+            if routed.any():
+                a = np.abs(h[routed])
+                fired[e] = (a > eps).any(0)
+                gaps["fire"] = min(gaps["fire"], float(np.abs(a - eps).min()))
+        Y = np.stack(ys, 1)  # [N, E, C]
+        norms = np.linalg.norm(Y, axis=2)
+        ang = np.zeros((E, E))
+        for t in range(N):
+            cs = cos_matrix(Y[t], Y[t])
+            ang += 1 - np.arccos(cs) / np.pi
+        ang /= N
+        out.append((site + ".output_sim", "F64", ang))
+        iu = np.triu_indices(E, 1)
+        d = {"output_similarity": float(ang[iu].mean())}
+        rs, so = ranks(logits)
+        rn, no = ranks(norms)
+        counts = np.zeros((E, E), np.int64)
+        np.add.at(counts, (rs.ravel(), rn.ravel()), 1)
+        out.append((site + ".rank_counts", "I64", counts))
+        rank_total += counts
+        hits = int((so[:, 0] == no[:, 0]).sum())
+        hits_total += hits
+        d["top1_norm_share"] = hits / N
+        for x, key in ((logits, "logit"), (norms, "norm")):
+            srt = -np.sort(-x, axis=1)
+            gaps[key] = min(gaps[key], float((srt[:, :-1] - srt[:, 1:]).min()))
+        out.append((site + ".chosen", "U8", chosen))
+        cnt = chosen.sum(0).astype(np.float64)
+        share = cnt / cnt.sum()
+        nz = share[share > 0]
+        d["usage_perplexity"] = float(np.exp(-(nz * np.log(nz)).sum()) / E)
+        d["dead_share"] = float((cnt == 0).mean())
+        co = chosen.T.astype(np.float64) @ chosen.astype(np.float64)
+        np.fill_diagonal(co, 0)
+        rows = co.sum(1, keepdims=True)
+        co = np.where(rows > 0, co / np.where(rows > 0, rows, 1), 0)
+        out.append((site + ".usage", "F64", share))
+        out.append((site + ".cooccurrence", "F64", co))
+        out.append((site + ".channel_usage", "F64", fired.mean(1)))
+        sites[site]["dynamic"] = d
+        chosen_by.append((l, chosen))
+    for (l, a), (nx, b) in zip(chosen_by, chosen_by[1:]):
+        site = "blk.%d" % l
+        sites[site]["dynamic"]["overlap_next"] = float((a & b).sum(1).mean() / K)
+        sites[site]["dynamic"]["next"] = "blk.%d" % nx
+        out.append((site + ".transition", "I64", a.T.astype(np.int64) @ b.astype(np.int64)))
+    out.append(("rank_counts", "I64", rank_total))
+    info["top1_norm_share"] = hits_total / (N * len(layers))
+    info["tokens"] = N
+    info["gaps"] = gaps
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("model")
+    ap.add_argument("--ids-file", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--fire-eps", type=float, default=0.0)
+    a = ap.parse_args(argv)
+    with open(os.path.join(a.model, "config.json")) as f:
+        cfg = json.load(f)
+    w = moe_native_ref.load_weights(a.model)
+    c = moe_native_ref.moe_config(cfg)
+    layers = [l for l in range(c["L"]) if c["layers"][l]]
+    with open(a.ids_file) as f:
+        seqs = [[int(t) for t in line.split()] for line in f if line.strip()]
+    out, sites = [], {}
+    for l in layers:
+        sites["blk.%d" % l] = {}
+        static(cfg, w, l, c["E"], out, sites["blk.%d" % l])
+    info = {"sites": sites}
+    dynamic(cfg, w, layers, seqs, a.fire_eps, out, info, sites)
+    st_io.write(a.out, out, {"reference": "scripts/ref/analyze_ref.py"})
+    with open(os.path.splitext(a.out)[0] + ".json", "w") as f:
+        json.dump(info, f, indent=1)
+    print("analyze_ref: %d layers, %d tokens, gaps %s" % (len(layers), info["tokens"], info["gaps"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
