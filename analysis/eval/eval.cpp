@@ -55,6 +55,8 @@ class CandidateSink : public HookSink {
       std::vector<int64_t> sizes(lay.experts);
       for (int e = 0; e < lay.experts; ++e) sizes[e] = lay.expertSize(e);
       (*neurons)[layer] += at::tensor(sizes, at::kLong).index_select(0, sel.reshape({-1})).sum().item<double>();
+      // The shared expert runs for every token (analysis/moe/moe_ffn.h).
+      (*neurons)[layer] += static_cast<double>(n) * static_cast<double>(lay.sharedSize());
       if (errors_) yc = moe.compute(layer, flat, sel, nullptr);
     } else {
       (*neurons)[layer] += static_cast<double>(n) * static_cast<double>(cand_.bound->keep()[layer]);

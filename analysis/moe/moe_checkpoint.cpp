@@ -55,6 +55,14 @@ void attachMoeFromCheckpoint(Model& model, const nlohmann::json& b, const fs::pa
   auto experts = listOf(b, "experts", ctx);
   auto topk = listOf(b, "top_k", ctx);
   if (layers.empty()) throw FormatError(ctx + ": moefication.layers is empty");
+  // Shared experts (docs/moe.md): neurons per layer, 0 = none; absent in exports without any.
+  std::vector<int> sharedSizes(layers.size(), 0);
+  if (b.contains("shared_sizes")) {
+    sharedSizes = listOf(b, "shared_sizes", ctx);
+    if (sharedSizes.size() != layers.size())
+      throw FormatError(ctx + ": moefication.shared_sizes has " + std::to_string(sharedSizes.size()) +
+                        " entries, moefication.layers " + std::to_string(layers.size()));
+  }
   if (experts.size() != layers.size() || topk.size() != layers.size())
     throw FormatError(ctx + ": moefication lists 'layers' (" + std::to_string(layers.size()) + "), 'experts' (" +
                       std::to_string(experts.size()) + ") and 'top_k' (" + std::to_string(topk.size()) +
@@ -117,11 +125,16 @@ void attachMoeFromCheckpoint(Model& model, const nlohmann::json& b, const fs::pa
     const int E = experts[i];
     const std::string p = "blk." + std::to_string(L) + ".";
     at::Tensor labels = get(p + "labels", {F}).to(at::kInt);
-    ExpertLayout layout = ExpertLayout::fromLabels(labels, E, wfs + ": layer " + std::to_string(L));
+    const bool shared = sharedSizes[i] > 0;
+    ExpertLayout layout = ExpertLayout::fromLabels(labels, E, wfs + ": layer " + std::to_string(L), shared);
+    if (layout.sharedSize() != sharedSizes[i])
+      throw FormatError(wfs + ": layer " + std::to_string(L) + " labels give the shared expert " +
+                        std::to_string(layout.sharedSize()) + " neurons, moefication.shared_sizes says " +
+                        std::to_string(sharedSizes[i]));
     std::vector<at::Tensor> up, gate, ub, down;
-    for (int e = 0; e < E; ++e) {
+    for (int e = 0; e < layout.blocks(); ++e) {  // the routed experts, then the shared one (packed block E)
       const int64_t s = layout.expertSize(e);
-      const std::string q = p + "experts." + std::to_string(e) + ".";
+      const std::string q = e == E ? p + "shared." : p + "experts." + std::to_string(e) + ".";
       up.push_back(get(q + "up.weight", {s, d}));
       if (c.gated) gate.push_back(get(q + "gate.weight", {s, d}));
       if (c.ffnBias) ub.push_back(get(q + "up.bias", {s}));

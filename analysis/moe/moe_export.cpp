@@ -74,6 +74,7 @@ nlohmann::json writeMoeFolder(const Model& model, const MoeFfn& moe, RouterKind 
                               const fs::path& out, bool force, JobContext& job) {
   const auto& c = model.config();
   std::vector<int> layers, experts, topk;
+  std::vector<int64_t> sharedSizes;  // per MoE layer, 0 = no shared expert
   nlohmann::json sizes = nlohmann::json::array();
   std::set<std::string> moeNames;  // dense FFN tensors the experts replace
   for (int L = 0; L < c.nLayer; ++L) {
@@ -85,6 +86,7 @@ nlohmann::json writeMoeFolder(const Model& model, const MoeFfn& moe, RouterKind 
     std::vector<int64_t> s;
     for (int e = 0; e < ml.weights->layout.experts; ++e) s.push_back(ml.weights->layout.expertSize(e));
     sizes.push_back(s);
+    sharedSizes.push_back(ml.weights->layout.sharedSize());
     for (Role r : {Role::FfnUp, Role::FfnUpB, Role::FfnGate, Role::FfnDown, Role::FfnDownB}) {
       std::string n = model.tensorName(r, L);
       if (!n.empty()) moeNames.insert(n);
@@ -98,6 +100,12 @@ nlohmann::json writeMoeFolder(const Model& model, const MoeFfn& moe, RouterKind 
   block["layers"] = layers;
   block["experts"] = experts;
   block["expert_sizes"] = sizes;
+  // Only exports with a shared expert carry the key, so other blocks (and
+  // their checksums) stay as older versions wrote them.
+  if (std::any_of(sharedSizes.begin(), sharedSizes.end(), [](int64_t n) { return n > 0; }))
+    block["shared_sizes"] = sharedSizes;
+  else
+    block.erase("shared_sizes");
   if (!block.contains("expert_size")) block["expert_size"] = sizes[0][0];
   block["top_k"] = topk;
   block["router"] = routerKindName(kind);
@@ -123,9 +131,9 @@ nlohmann::json writeMoeFolder(const Model& model, const MoeFfn& moe, RouterKind 
       const MoeLayerWeights& w = *ml.weights;
       const std::string p = "blk." + std::to_string(L) + ".";
       mt.emplace_back(p + "labels", w.layout.labels.to(at::kInt).contiguous());
-      for (int e = 0; e < w.layout.experts; ++e) {
+      for (int e = 0; e < w.layout.blocks(); ++e) {  // routed experts, then the shared one (block E)
         const int64_t off = w.layout.offsets[e], s = w.layout.expertSize(e);
-        const std::string q = p + "experts." + std::to_string(e) + ".";
+        const std::string q = e == w.layout.experts ? p + "shared." : p + "experts." + std::to_string(e) + ".";
         mt.emplace_back(q + "up.weight", w.up.detach().narrow(0, off, s).contiguous());
         if (w.gated()) mt.emplace_back(q + "gate.weight", w.gate.detach().narrow(0, off, s).contiguous());
         if (w.upBias.defined()) mt.emplace_back(q + "up.bias", w.upBias.detach().narrow(0, off, s).contiguous());

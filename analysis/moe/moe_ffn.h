@@ -11,7 +11,9 @@
 //    accumulating into its own output buffer.
 //  - autograd (grad mode on and weights or input requiring grad): a masked
 //    dense computation, so calibration can train the experts.
-// Selecting all experts reproduces the dense FFN up to float summation order.
+// A layer may have a shared expert (ExpertLayout::shared), computed for every
+// token beside the routed top-k. Selecting all experts reproduces the dense
+// FFN up to float summation order.
 #include <ATen/Tensor.h>
 
 #include <memory>
@@ -40,7 +42,8 @@ class MoeFfn : public FfnOverride {
   at::Tensor forward(int layer, const at::Tensor& x, at::Tensor* hidden) const override;
   /// Selected experts [N, k] (int64) of x [N, d_model]. Layer must be MoE.
   at::Tensor route(int layer, const at::Tensor& x) const;
-  /// The sparse FFN for a given selection sel [N, k] (int64).
+  /// The sparse FFN for a given selection sel [N, k] (int64; -1 = no expert),
+  /// plus the layer's shared expert when it has one.
   at::Tensor compute(int layer, const at::Tensor& x, const at::Tensor& sel, at::Tensor* hidden) const;
 
   /// Same experts and routers, other top-k: k[L] per model layer (ignored for dense layers).
@@ -58,8 +61,11 @@ class MoeFfn : public FfnOverride {
 };
 
 /// The inference kernel on raw buffers: x [N, d_model], sel [N, k] (values in
-/// [0, E)), y [N, d_model] (overwritten, b2 included); hidden [N, d_ff] (original
-/// order, overwritten) or null. Exposed for benchmarks and tests.
+/// [0, E), or -1 for no expert, so tokens may use fewer than k), y [N, d_model]
+/// (overwritten, b2 included); hidden [N, d_ff] (original order, overwritten)
+/// or null. A layout with a shared expert (ExpertLayout::shared) computes it
+/// for every token, in addition to the selected experts. Exposed for
+/// benchmarks and tests. Throws ParameterError for an id outside [-1, E).
 void sparseFfnKernel(const MoeLayerWeights& w, const float* x, int64_t n, const int64_t* sel, int k, float* y,
                      float* hidden);
 

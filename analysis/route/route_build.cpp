@@ -22,7 +22,8 @@ std::vector<std::shared_ptr<MoeLayerWeights>> packExperts(const Model& model, co
     if (!w.up.defined())
       throw FormatError(model.dir().string() + ": layer " + std::to_string(L) + " has no dense FFN weights to split");
     std::string ctx = (part.dir / "labels.safetensors").string() + ": layer " + std::to_string(L);
-    out.push_back(MoeLayerWeights::pack(w, ExpertLayout::fromLabels(part.labels[i], part.experts, ctx)));
+    const bool shared = i < part.shared.size() && part.shared[i] > 0;
+    out.push_back(MoeLayerWeights::pack(w, ExpertLayout::fromLabels(part.labels[i], part.experts, ctx, shared)));
   }
   return out;
 }

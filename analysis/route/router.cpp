@@ -52,11 +52,14 @@ at::Tensor topKExperts(const at::Tensor& scores, int k) {
 at::Tensor similarityCentroids(const MoeLayerWeights& w) {
   at::NoGradGuard guard;  // normal tensors: calibration may train them
   at::Tensor rows = l2Normalize(w.gated() ? w.gate : w.up);  // [d_ff, d_model], packed
-  at::Tensor sums = at::zeros({w.layout.experts, rows.size(1)}, rows.options());
+  // Every packed block (the shared expert too, block E), then the routed ones:
+  // a router scores routed experts only.
+  const int B = w.layout.blocks(), E = w.layout.experts;
+  at::Tensor sums = at::zeros({B, rows.size(1)}, rows.options());
   sums.index_add_(0, w.layout.rowExpert, rows);
-  at::Tensor counts = at::zeros({w.layout.experts}, rows.options());
+  at::Tensor counts = at::zeros({B}, rows.options());
   counts.index_add_(0, w.layout.rowExpert, at::ones({rows.size(0)}, rows.options()));
-  return (sums / counts.unsqueeze(1)).contiguous();
+  return (sums / counts.unsqueeze(1)).narrow(0, 0, E).contiguous();
 }
 
 at::Tensor LayerRouter::scores(const at::Tensor& x, const MoeLayerWeights& w) const {
