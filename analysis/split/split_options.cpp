@@ -22,11 +22,11 @@ const OptionTable& splitOptionTable() {
         "seeded balanced shuffle. Metrics per layer: coact_inside, edge_cut, balance, recall_at_k (on\n"
         "the recorded samples), stability_ari/nmi against a rerun with seed + 1, and (coact)\n"
         "half_stability_ari/nmi between splits of two disjoint halves of the sampled tokens.\n"
+        "--compare prints partitions side by side with their pairwise ARI/NMI. --export-graph writes\n"
+        "the weighted co-activation graph in METIS format to cross-check with gpmetis.\n"
         "--shared N|auto first moves each layer's most frequently active neurons into a shared expert\n"
         "that every token computes (label E); the method splits the other neurons into --experts E\n"
         "equal routed experts, so d_ff - N must be a multiple of E (auto rounds N to one).\n"
-        "--compare prints partitions side by side with their pairwise ARI/NMI. --export-graph writes\n"
-        "the weighted co-activation graph in METIS format to cross-check with gpmetis.\n"
         "Details: docs/recording-and-splitting.md.\n");
     t.positionals({"REC_DIR"}, -1)
         .choice("method", {"coact", "kmeans", "random"}, d.method,
@@ -57,10 +57,10 @@ const OptionTable& splitOptionTable() {
               "--experts E then counts the routed experts, which split the rest (auto: --shared-mass, --shared-max)",
               false, "--shared")
         .real("shared-mass", "F", d.shared.mass, 0.0, 1.0,
-              "--shared auto: the fewest most-active neurons that hold this share of the recorded activations", true,
+              "auto: the fewest most active neurons that hold this share of the recorded activations", true,
               "--shared")
         .real("shared-max", "F", d.shared.maxFraction, 0.0, 0.99,
-              "--shared auto: at most this share of d_ff in the shared expert", false, "--shared")
+              "auto: at most this share of d_ff in the shared expert", false, "--shared")
         .flag("no-stability", "skip the rerun with seed + 1 that measures stability (ARI/NMI)")
         .flag("compare", "compare the partitions given as arguments", "--compare")
         .text("export-graph", "OUT.graph", std::nullopt, "write one layer's co-activation graph in METIS format", false,
