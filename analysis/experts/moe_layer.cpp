@@ -103,6 +103,18 @@ at::Tensor MoeLayerWeights::expertMass(const at::Tensor& h) const {
   return layout.shared ? out.narrow(1, 0, E) : out;
 }
 
+at::Tensor MoeLayerWeights::expertOutputNorm(const at::Tensor& h) const {
+  const int E = layout.experts;
+  std::vector<at::Tensor> cols;
+  cols.reserve(static_cast<size_t>(E));
+  for (int e = 0; e < E; ++e) {
+    const int64_t off = layout.offsets[e], s = layout.expertSize(e);
+    // [N, s] x [s, d_model]: expert e's share of the output, then its row norms.
+    cols.push_back(at::mm(h.narrow(1, off, s), downT.narrow(0, off, s)).norm(2, {1}));
+  }
+  return at::stack(cols, 1);
+}
+
 FfnWeights MoeLayerWeights::unpack() const {
   const at::Tensor& inv = layout.invPerm;
   FfnWeights w;

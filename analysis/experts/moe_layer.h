@@ -88,6 +88,11 @@ struct MoeLayerWeights {
   /// of h over the expert's neurons for plain ReLU FFNs (all h >= 0), of |h|
   /// otherwise. Routed experts only (a shared expert is never scored).
   at::Tensor expertMass(const at::Tensor& packedHidden) const;
+  /// Per-expert output norm [N, E] of a packed hidden [N, d_ff]:
+  /// ||W2_e h_e||_2, the L2 norm of routed expert e's contribution to the FFN
+  /// output (b2 left out), the target of the dynamic-k router
+  /// (Dense-to-Dynamic-k MoE, docs/moe.md). Routed experts only.
+  at::Tensor expertOutputNorm(const at::Tensor& packedHidden) const;
   /// Dense weights in the original neuron order (views of fresh tensors).
   FfnWeights unpack() const;
 };

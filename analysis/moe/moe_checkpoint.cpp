@@ -84,6 +84,24 @@ void attachMoeFromCheckpoint(Model& model, const nlohmann::json& b, const fs::pa
   } catch (const ParameterError& e) {
     throw FormatError(e.what());
   }
+  // Dynamic-k routers: tau and min k per layer (top_k is the most experts a token takes).
+  std::vector<double> dynTau;
+  std::vector<int> dynMinK;
+  if (kind == RouterKind::DynamicK) {
+    if (!b.contains("dynamic_k") || !b["dynamic_k"].is_object())
+      throw FormatError(ctx + ": moefication.dynamic_k is missing (a dynamic-k router needs tau and min_k)");
+    const auto& dk = b["dynamic_k"];
+    dynMinK = listOf(dk, "min_k", ctx + ": moefication.dynamic_k");
+    if (!dk.contains("tau") || !dk["tau"].is_array())
+      throw FormatError(ctx + ": moefication.dynamic_k.tau must be a list");
+    for (const auto& t : dk["tau"]) dynTau.push_back(jsonFinite(t, ctx + ": moefication.dynamic_k.tau"));
+    if (dynTau.size() != layers.size() || dynMinK.size() != layers.size())
+      throw FormatError(ctx + ": moefication.dynamic_k lists need one entry per layer");
+    for (size_t i = 0; i < layers.size(); ++i)
+      if (!(dynTau[i] > 0 && dynTau[i] <= 1) || dynMinK[i] < 1 || dynMinK[i] > topk[i])
+        throw FormatError(ctx + ": layer " + std::to_string(layers[i]) + ": dynamic_k tau " + std::to_string(dynTau[i]) +
+                          " outside (0, 1] or min_k " + std::to_string(dynMinK[i]) + " outside [1, top_k]");
+  }
   if (!b.contains("checksum") || !b["checksum"].is_string())
     throw FormatError(ctx + ": moefication.checksum is missing");
   if (b["checksum"].get<std::string>() != moeficationChecksum(b))
@@ -154,8 +172,14 @@ void attachMoeFromCheckpoint(Model& model, const nlohmann::json& b, const fs::pa
     r->kind = kind;
     r->experts = E;
     if (kind == RouterKind::Similarity) r->centroids = get(p + "router.centroids", {E, d}).contiguous();
-    if (kind == RouterKind::Mlp || kind == RouterKind::Sigmoid) r->w1 = get(p + "router.w1", {E, d}).contiguous();
+    if (kind == RouterKind::Mlp || kind == RouterKind::Sigmoid || kind == RouterKind::DynamicK)
+      r->w1 = get(p + "router.w1", {E, d}).contiguous();
     if (kind == RouterKind::Mlp) r->w2 = get(p + "router.w2", {E, E}).contiguous();
+    if (kind == RouterKind::DynamicK) {
+      r->b1 = get(p + "router.b1", {E}).contiguous();
+      r->tau = dynTau[i];
+      r->minK = dynMinK[i];
+    }
     moeLayers[L].weights = w;
     moeLayers[L].router = r;
     moeLayers[L].topK = topk[i];

@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <set>
 #include <sstream>
 
@@ -102,6 +103,14 @@ nlohmann::json writeMoeFolder(const Model& model, const MoeFfn& moe, RouterKind 
   block["expert_sizes"] = sizes;
   // Only exports with a shared expert carry the key, so other blocks (and
   // their checksums) stay as older versions wrote them.
+  if (kind == RouterKind::DynamicK) {
+    std::vector<double> taus;
+    std::vector<int> minKs;
+    for (int L : layers) taus.push_back(moe.layers()[L].router->tau), minKs.push_back(moe.layers()[L].router->minK);
+    block["dynamic_k"] = {{"tau", taus}, {"min_k", minKs}};  // per layer; top_k is each layer's max k
+  } else {
+    block.erase("dynamic_k");
+  }
   if (std::any_of(sharedSizes.begin(), sharedSizes.end(), [](int64_t n) { return n > 0; }))
     block["shared_sizes"] = sharedSizes;
   else
@@ -142,9 +151,10 @@ nlohmann::json writeMoeFolder(const Model& model, const MoeFfn& moe, RouterKind 
       if (w.downBias.defined()) mt.emplace_back(p + "down.bias", w.downBias.detach().contiguous());
       const LayerRouter& r = *ml.router;
       if (r.kind == RouterKind::Similarity) mt.emplace_back(p + "router.centroids", r.centroids.detach().contiguous());
-      if (r.kind == RouterKind::Mlp || r.kind == RouterKind::Sigmoid)
+      if (r.kind == RouterKind::Mlp || r.kind == RouterKind::Sigmoid || r.kind == RouterKind::DynamicK)
         mt.emplace_back(p + "router.w1", r.w1.detach().contiguous());
       if (r.kind == RouterKind::Mlp) mt.emplace_back(p + "router.w2", r.w2.detach().contiguous());
+      if (r.kind == RouterKind::DynamicK) mt.emplace_back(p + "router.b1", r.b1.detach().contiguous());
       job.setProgress(double(i + 1) / layers.size());
       job.checkCancel();
     }

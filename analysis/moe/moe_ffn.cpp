@@ -425,6 +425,9 @@ MoeFfn::MoeFfn(std::vector<MoeLayer> layers, std::vector<FfnWeights> dense)
     if (l.topK < 1 || l.topK > E)
       throw ParameterError("layer " + std::to_string(L) + ": top-k " + std::to_string(l.topK) + " outside [1, " +
                            std::to_string(E) + "] (the layer has " + std::to_string(E) + " experts)");
+    if (l.router->kind == RouterKind::DynamicK && l.router->minK > l.topK)
+      throw ParameterError("layer " + std::to_string(L) + ": dynamic-k min k " + std::to_string(l.router->minK) +
+                           " above its top-k (max k) " + std::to_string(l.topK));
     if (l.router->experts != E)
       throw ParameterError("layer " + std::to_string(L) + ": router has " + std::to_string(l.router->experts) +
                            " experts, the partition " + std::to_string(E));
@@ -434,6 +437,8 @@ MoeFfn::MoeFfn(std::vector<MoeLayer> layers, std::vector<FfnWeights> dense)
 at::Tensor MoeFfn::route(int layer, const at::Tensor& x) const {
   const MoeLayer& l = layers_.at(layer);
   at::Tensor s = l.router->scores(x, *l.weights);  // [N, E]
+  // Dynamic-k: topK is the most experts a token may take; rows end in -1.
+  if (l.router->kind == RouterKind::DynamicK) return dynamicKExperts(s, l.router->tau, l.router->minK, l.topK);
   return topKExperts(s, l.topK).contiguous();
 }
 

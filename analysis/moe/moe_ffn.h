@@ -28,7 +28,7 @@ namespace moefy {
 struct MoeLayer {
   std::shared_ptr<const MoeLayerWeights> weights;  ///< null: the layer stays dense
   std::shared_ptr<const LayerRouter> router;
-  int topK = 0;                                     ///< experts per token, in [1, E]
+  int topK = 0;                                     ///< experts per token, in [1, E] (dynamic-k: the most)
 };
 
 class MoeFfn : public FfnOverride {
@@ -41,6 +41,8 @@ class MoeFfn : public FfnOverride {
   /// (zeros for the neurons of unselected experts).
   at::Tensor forward(int layer, const at::Tensor& x, at::Tensor* hidden) const override;
   /// Selected experts [N, k] (int64) of x [N, d_model]. Layer must be MoE.
+  /// Dynamic-k routers (k = the layer's top-k, the most a token takes) end a
+  /// token's row with -1 after its own k experts (dynamicKExperts).
   at::Tensor route(int layer, const at::Tensor& x) const;
   /// The sparse FFN for a given selection sel [N, k] (int64; -1 = no expert),
   /// plus the layer's shared expert when it has one.

@@ -135,6 +135,58 @@ nlohmann::json trainSigmoidRouter(LayerRouter& r, const at::Tensor& xRaw, const 
   return out;
 }
 
+nlohmann::json trainDynamicKRouter(LayerRouter& r, const at::Tensor& xRaw, const at::Tensor& norm,
+                                   const at::Tensor& trainIdx, const at::Tensor& heldIdx, const RouteOptions& o,
+                                   JobContext& job, const std::string& label) {
+  if (o.epochs <= 0) throw ParameterError("--epochs must be positive");
+  if (o.batch <= 0) throw ParameterError("--batch must be positive");
+  if (!(o.lr > 0)) throw ParameterError("--lr must be positive");
+  at::Tensor xf = xRaw.to(at::kFloat);
+  const double s = trainIdx.numel() ? xf.index_select(0, trainIdx).norm(2, {1}).mean().item<double>() : 1.0;
+  const double scale = s > 1e-12 ? s : 1.0;
+  at::Tensor x = xf / scale;
+  // Log-norm targets: the norms span orders of magnitude, and the selection
+  // only needs their ranking and relative sizes.
+  const double eps = std::max(1e-12, 1e-6 * norm.mean().item<double>());
+  at::Tensor target = at::log(norm.to(at::kFloat) + eps);  // [S, E]
+  at::Tensor v = (r.w1.detach() * scale).clone().set_requires_grad(true);
+  at::Tensor b = r.b1.detach().clone().set_requires_grad(true);
+  auto predict = [&](const at::Tensor& xb) { return at::addmm(b, xb, v.t()); };
+  torch::optim::Adam opt({v, b}, torch::optim::AdamOptions(o.lr));
+  auto heldLoss = [&]() -> double {
+    if (heldIdx.numel() == 0) return NAN;
+    at::NoGradGuard ng;
+    return at::mse_loss(predict(x.index_select(0, heldIdx)), target.index_select(0, heldIdx)).item<double>();
+  };
+  nlohmann::json epochs = nlohmann::json::array();
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(o.seed + 17);
+  const int64_t n = trainIdx.numel();
+  for (int ep = 0; ep < o.epochs; ++ep) {
+    job.checkCancel();
+    at::Tensor order = trainIdx.index_select(0, at::randperm(n, gen, at::kLong));
+    double sum = 0;
+    int64_t cnt = 0;
+    for (int64_t b0 = 0; b0 < n; b0 += o.batch) {
+      at::Tensor idx = order.narrow(0, b0, std::min<int64_t>(o.batch, n - b0));
+      at::Tensor loss = at::mse_loss(predict(x.index_select(0, idx)), target.index_select(0, idx));
+      opt.zero_grad();
+      loss.backward();
+      opt.step();
+      sum += loss.item<double>() * idx.numel();
+      cnt += idx.numel();
+      job.checkCancel();
+    }
+    const double tr = cnt ? sum / cnt : NAN, he = heldLoss();
+    epochs.push_back({{"train", tr}, {"held_out", std::isnan(he) ? nlohmann::json(nullptr) : nlohmann::json(he)}});
+    std::ostringstream msg;
+    msg << label << " epoch " << ep + 1 << "/" << o.epochs << ": train log-norm MSE " << tr << ", held-out " << he;
+    job.log(msg.str());
+  }
+  r.w1 = (v.detach() / scale).contiguous();
+  r.b1 = b.detach().contiguous();
+  return {{"epochs", epochs}, {"input_scale", scale}, {"log_eps", std::log(eps)}};
+}
+
 RouterSet buildRouters(const Model& model, const PartitionData& part, const SampleData& samples,
                        const RouteOptions& o, JobContext& job) {
   part.checkModel(model);
@@ -150,6 +202,12 @@ RouterSet buildRouters(const Model& model, const PartitionData& part, const Samp
     throw ParameterError("--top-k " + std::to_string(k) + " outside [1, " + std::to_string(E) + "] (the partition has " +
                          std::to_string(E) + " experts)");
   if (!(o.heldOut >= 0 && o.heldOut < 1)) throw ParameterError("--held-out must be in [0, 1)");
+  if (o.kind == RouterKind::DynamicK) {
+    if (!(o.tau > 0 && o.tau <= 1)) throw ParameterError("--tau " + std::to_string(o.tau) + " outside (0, 1]");
+    if (o.minK < 1 || o.minK > k)
+      throw ParameterError("--min-k " + std::to_string(o.minK) + " outside [1, " + std::to_string(k) +
+                           "] (the most experts per token, --top-k)");
+  }
   job.setStage("route: pack experts");
   auto packed = packExperts(model, part);
   RouterSet rs;
@@ -167,6 +225,8 @@ RouterSet buildRouters(const Model& model, const PartitionData& part, const Samp
                        {"batch", o.batch},
                        {"lr", o.lr},
                        {"held_out", o.heldOut},
+                       {"tau", o.tau},
+                       {"min_k", o.minK},
                        {"seed", o.seed}},
                       {{"model", model.fingerprint()},
                        {"partition", folderFingerprint(part.dir)},
@@ -201,6 +261,24 @@ RouterSet buildRouters(const Model& model, const PartitionData& part, const Samp
       rs.training[std::to_string(L)] =
           trainSigmoidRouter(r, samples.ffnIn[i], mass, trainIdx, heldIdx, o, job, "layer " + std::to_string(L));
     }
+    if (o.kind == RouterKind::DynamicK) {
+      // A linear head on the raw input predicting each expert's log output
+      // norm, from zero weights and the mean log norm (Dense-to-Dynamic-k MoE
+      // regresses the norms of the converted experts' outputs).
+      at::Tensor norm;
+      {
+        at::NoGradGuard ng;
+        norm = w.expertOutputNorm(samples.ffnAct[i].index_select(1, w.layout.perm));  // [S, E]
+      }
+      const double eps = std::max(1e-12, 1e-6 * norm.mean().item<double>());
+      r.w1 = at::zeros({E, samples.ffnIn[i].size(1)}, at::kFloat);
+      r.b1 = at::log(norm.index_select(0, trainIdx) + eps).mean(0).contiguous();
+      r.tau = o.tau;
+      r.minK = o.minK;
+      r.centroids = at::Tensor();
+      rs.training[std::to_string(L)] =
+          trainDynamicKRouter(r, samples.ffnIn[i], norm, trainIdx, heldIdx, o, job, "layer " + std::to_string(L));
+    }
     // Metrics on held-out samples (all samples when none are held out).
     at::Tensor evalIdx = heldIdx.numel() > 0 ? heldIdx : at::arange(samples.samples, at::kLong);
     at::Tensor xs = samples.ffnIn[i].index_select(0, evalIdx);
@@ -210,6 +288,11 @@ RouterSet buildRouters(const Model& model, const PartitionData& part, const Samp
       scores = o.kind == RouterKind::Oracle ? mass.index_select(0, evalIdx) : r.scores(xs, w);
     }
     rs.metrics[std::to_string(L)] = routerMetrics(scores, mass.index_select(0, evalIdx), k);
+    if (o.kind == RouterKind::DynamicK) {
+      // The experts per token the router takes on these samples.
+      at::Tensor sel = dynamicKExperts(scores, r.tau, r.minK, k);
+      rs.metrics[std::to_string(L)]["mean_k"] = (sel >= 0).sum(1).to(at::kDouble).mean().item<double>();
+    }
     rs.routers.push_back(std::move(r));
     rs.topK.push_back(k);
     rs.experts.push_back(E);
