@@ -494,7 +494,18 @@ std::shared_ptr<MoeFfn> MoeFfn::withFraction(double f) const {
   std::vector<int> k(layers_.size(), 0);
   for (size_t L = 0; L < layers_.size(); ++L)
     if (layers_[L].weights) k[L] = topKForFraction(f, layers_[L].weights->layout.experts);
-  return withTopK(k);
+  auto out = withTopK(k);
+  if (f < 1.0) return out;
+  // Every expert: a dynamic-k router's tau would still stop early, so its
+  // copy takes min k = E (the dense FFN, as for the other kinds).
+  auto layers = out->layers_;
+  for (auto& l : layers)
+    if (l.weights && l.router && l.router->kind == RouterKind::DynamicK) {
+      auto r = std::make_shared<LayerRouter>(*l.router);
+      r->minK = l.weights->layout.experts;
+      l.router = r;
+    }
+  return std::make_shared<MoeFfn>(std::move(layers), dense_);
 }
 
 }  // namespace moefy

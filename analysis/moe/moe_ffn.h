@@ -50,7 +50,8 @@ class MoeFfn : public FfnOverride {
 
   /// Same experts and routers, other top-k: k[L] per model layer (ignored for dense layers).
   std::shared_ptr<MoeFfn> withTopK(const std::vector<int>& k) const;
-  /// top-k = max(1, round(fraction * E)) in every MoE layer.
+  /// top-k = max(1, round(fraction * E)) in every MoE layer (dynamic-k: the
+  /// most experts per token; at fraction 1 also the fewest, so every expert runs).
   std::shared_ptr<MoeFfn> withFraction(double fraction) const;
 
   const std::vector<MoeLayer>& layers() const { return layers_; }

@@ -429,6 +429,40 @@ class TestMoePipeline : public QObject {
     qInfo() << "shared + all 16 routed experts: |loss - dense loss|" << dLoss << "kl" << all["results"][0]["kl"].get<double>();
     QVERIFY(dLoss < 1e-5);
     QCOMPARE(all["results"][0]["top1_agreement"].get<double>(), 1.0);
+    // Dynamic-k routing on the shared partition: at most 8 of 16 routed experts, tau 0.8.
+    auto dk = runJson({"route", q(model), q(d / "rec"), q(d / "part"), "--router", "dynamic-k", "--top-k", "8", "--tau",
+                       "0.8", "--epochs", "20", "--out", q(d / "router_dk"), "--json"});
+    QVERIFY(dk.is_object());
+    for (const char* L : {"0", "1"}) {
+      const auto& ep = dk["training"][L]["epochs"];
+      const double first = ep.front()["held_out"].get<double>(), last = ep.back()["held_out"].get<double>();
+      qInfo() << "dynamic-k layer" << L << "held-out log-norm MSE" << first << "->" << last << "; mean k"
+              << dk["metrics"][L]["mean_k"].get<double>();
+      QVERIFY(last < first);
+      QVERIFY(dk["metrics"][L]["mean_k"].get<double>() >= 1 && dk["metrics"][L]["mean_k"].get<double>() <= 8);
+    }
+    auto dkEval = runJson({"eval", q(model), q(ids), "--partition", q(d / "part"), "--router", q(d / "router_dk"),
+                           "--json"});
+    QVERIFY(dkEval.is_object());
+    const json& rd = dkEval["results"][0];
+    QVERIFY(rd.contains("mean_k") && rd.contains("k_histogram"));
+    for (int L = 0; L < 2; ++L) {
+      const double mk = rd["mean_k"][L].get<double>();
+      // (2 * 64 * (32 + 14 mean k) + 64 * 16) / (2 * 64 * 256): the shared expert, the routed ones that ran, the head.
+      const double want = (2.0 * 64 * (32 + 14 * mk) + 64 * 16) / 32768.0;
+      qInfo() << "dynamic-k eval layer" << L << "mean k" << mk << "histogram"
+              << QString::fromStdString(rd["k_histogram"][L].dump()) << "FLOP fraction"
+              << rd["layer_ffn_flops_fraction"][L].get<double>() << "(from mean k" << want << ")";
+      QVERIFY(mk >= 1 && mk <= 8);
+      QVERIFY(std::abs(rd["layer_ffn_flops_fraction"][L].get<double>() - want) < 1e-9);
+    }
+    auto dkEx = runJson({"export", q(model), q(d / "part"), q(d / "router_dk"), "--out", q(d / "moe_dk"), "--json"});
+    QVERIFY(dkEx.is_object());
+    QCOMPARE(dkEx["moefication"]["router"].get<std::string>(), std::string("dynamic-k"));
+    auto dkDirect = runJson({"eval", q(d / "moe_dk"), q(ids), "--json"});
+    QVERIFY(dkDirect.is_object());
+    QCOMPARE(rd["loss"], dkDirect["results"][0]["loss"]);
+    QCOMPARE(rd["mean_k"], dkDirect["results"][0]["mean_k"]);
     // A count that leaves no 16 equal routed experts: exit 2, naming --shared and the valid counts.
     auto bad = test::runCli({"split", q(d / "rec"), "--method", "random", "--experts", "16", "--shared", "33", "--out",
                              q(d / "bad"), "--quiet"});
