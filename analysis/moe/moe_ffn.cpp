@@ -484,8 +484,17 @@ at::Tensor MoeFfn::forward(int layer, const at::Tensor& x, at::Tensor* hidden) c
 
 std::shared_ptr<MoeFfn> MoeFfn::withTopK(const std::vector<int>& k) const {
   auto layers = layers_;
-  for (size_t L = 0; L < layers.size() && L < k.size(); ++L)
-    if (layers[L].weights) layers[L].topK = k[L];
+  for (size_t L = 0; L < layers.size() && L < k.size(); ++L) {
+    if (!layers[L].weights) continue;
+    layers[L].topK = k[L];
+    // A dynamic-k router's min k is capped at the new max k (a budget sweep may go below it).
+    const auto& r = layers[L].router;
+    if (r && r->kind == RouterKind::DynamicK && r->minK > k[L] && k[L] >= 1) {
+      auto capped = std::make_shared<LayerRouter>(*r);
+      capped->minK = k[L];
+      layers[L].router = capped;
+    }
+  }
   return std::make_shared<MoeFfn>(std::move(layers), dense_);
 }
 
