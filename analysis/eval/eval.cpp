@@ -58,11 +58,8 @@ class CandidateSink : public HookSink {
       for (int e = 0; e < lay.experts; ++e) sizes[e] = lay.expertSize(e);
       // Entries -1 (a dynamic-k token that took fewer than the most) are no expert.
       at::Tensor flat = sel.reshape({-1});
-      (*neurons)[layer] += at::tensor(sizes, at::kLong)
-                               .index_select(0, flat.clamp_min(0))
-                               .masked_fill(flat < 0, 0)
-                               .sum()
-                               .item<double>();
+      (*neurons)[layer] +=
+          at::tensor(sizes, at::kLong).index_select(0, flat.clamp_min(0)).masked_fill(flat < 0, 0).sum().item<double>();
       if (kCounts && moe.layers()[layer].router->kind == RouterKind::DynamicK) {
         at::Tensor k = at::bincount((sel >= 0).sum(1), {}, sel.size(1) + 1).contiguous();  // [max k + 1]
         auto& hist = (*kCounts)[layer];

@@ -99,8 +99,9 @@ void attachMoeFromCheckpoint(Model& model, const nlohmann::json& b, const fs::pa
       throw FormatError(ctx + ": moefication.dynamic_k lists need one entry per layer");
     for (size_t i = 0; i < layers.size(); ++i)
       if (!(dynTau[i] > 0 && dynTau[i] <= 1) || dynMinK[i] < 1 || dynMinK[i] > topk[i])
-        throw FormatError(ctx + ": layer " + std::to_string(layers[i]) + ": dynamic_k tau " + std::to_string(dynTau[i]) +
-                          " outside (0, 1] or min_k " + std::to_string(dynMinK[i]) + " outside [1, top_k]");
+        throw FormatError(ctx + ": layer " + std::to_string(layers[i]) + ": dynamic_k tau " +
+                          std::to_string(dynTau[i]) + " outside (0, 1] or min_k " + std::to_string(dynMinK[i]) +
+                          " outside [1, top_k]");
   }
   if (!b.contains("checksum") || !b["checksum"].is_string())
     throw FormatError(ctx + ": moefication.checksum is missing");

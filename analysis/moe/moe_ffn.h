@@ -28,7 +28,7 @@ namespace moefy {
 struct MoeLayer {
   std::shared_ptr<const MoeLayerWeights> weights;  ///< null: the layer stays dense
   std::shared_ptr<const LayerRouter> router;
-  int topK = 0;                                     ///< experts per token, in [1, E] (dynamic-k: the most)
+  int topK = 0;  ///< experts per token, in [1, E] (dynamic-k: the most)
 };
 
 class MoeFfn : public FfnOverride {

@@ -28,8 +28,8 @@ struct RouteOptions {
   double lr = 0.01;
   double heldOut = 0.1;      ///< fraction of samples held out (also used for the metrics)
   // dynamic-k (topK / topFraction give the most experts a token may take)
-  double tau = 0.9;          ///< share of the predicted total output norm to cover
-  int minK = 1;              ///< fewest experts per token
+  double tau = 0.9;  ///< share of the predicted total output norm to cover
+  int minK = 1;      ///< fewest experts per token
   uint64_t seed = 0;
 };
 

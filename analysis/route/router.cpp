@@ -61,8 +61,8 @@ at::Tensor dynamicKExperts(const at::Tensor& scoresIn, double tau, int minK, int
   at::Tensor scores = scoresIn.to(at::kDouble).contiguous();
   // Stable descending sort: equal scores keep the lower expert id first.
   auto [sorted, order] = scores.sort(/*stable=*/true, /*dim=*/1, /*descending=*/true);
-  at::Tensor cum = sorted.cumsum(1);                             // [N, E]
-  at::Tensor target = cum.select(1, E - 1).unsqueeze(1) * tau;   // [N, 1]
+  at::Tensor cum = sorted.cumsum(1);                            // [N, E]
+  at::Tensor target = cum.select(1, E - 1).unsqueeze(1) * tau;  // [N, 1]
   // k_t = 1 + #(prefix sums still below the target): the smallest k covering it.
   at::Tensor k = ((cum < target).sum(1) + 1).clamp(minK, maxK);  // [N]
   at::Tensor sel = order.narrow(1, 0, maxK).clone();             // [N, maxK]
@@ -112,7 +112,8 @@ void LayerRouter::validate(int64_t dModel, const std::string& ctx) const {
     check(b1, {experts}, "b1");
     if (!(tau > 0 && tau <= 1)) throw FormatError(ctx + ": dynamic-k tau " + std::to_string(tau) + " outside (0, 1]");
     if (minK < 1 || minK > experts)
-      throw FormatError(ctx + ": dynamic-k min_k " + std::to_string(minK) + " outside [1, " + std::to_string(experts) + "]");
+      throw FormatError(ctx + ": dynamic-k min_k " + std::to_string(minK) + " outside [1, " + std::to_string(experts) +
+                        "]");
   }
 }
 
@@ -233,8 +234,7 @@ RouterSet RouterSet::read(const fs::path& dir) {
       return t;
     };
     if (r.kind == RouterKind::Similarity) lr.centroids = get("centroids");
-    if (r.kind == RouterKind::Mlp || r.kind == RouterKind::Sigmoid || r.kind == RouterKind::DynamicK)
-      lr.w1 = get("w1");
+    if (r.kind == RouterKind::Mlp || r.kind == RouterKind::Sigmoid || r.kind == RouterKind::DynamicK) lr.w1 = get("w1");
     if (r.kind == RouterKind::Mlp) lr.w2 = get("w2");
     if (r.kind == RouterKind::DynamicK) {
       lr.b1 = get("b1");

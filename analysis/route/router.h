@@ -93,8 +93,8 @@ struct RouterSet {
   std::filesystem::path sourceDir;  ///< the folder read() read (empty for a freshly built set)
   nlohmann::json training = nlohmann::json::object();  ///< mlp, sigmoid, dynamic-k: per-layer per-epoch losses
   nlohmann::json metrics = nlohmann::json::object();   ///< {"L": {mass_recall, overlap}}
-  std::vector<double> dynamicTau;  ///< dynamic-k, read(): per entry (router.json dynamic_k.tau)
-  std::vector<int> dynamicMinK;    ///< dynamic-k, read(): per entry (router.json dynamic_k.min_k)
+  std::vector<double> dynamicTau;                      ///< dynamic-k, read(): per entry (router.json dynamic_k.tau)
+  std::vector<int> dynamicMinK;                        ///< dynamic-k, read(): per entry (router.json dynamic_k.min_k)
 
   int indexOfLayer(int layer) const;  ///< -1 if absent
   /// Writes router.json (format version 2: the partition as a link relative

@@ -76,7 +76,8 @@ int sharedNeuronCount(const at::Tensor& count, int E, const SharedOptions& o, co
   double total = 0;
   for (int64_t c : counts) total += static_cast<double>(std::max<int64_t>(c, 0));
   if (total <= 0) return 0;
-  const int64_t cap = std::min<int64_t>(static_cast<int64_t>(std::floor(o.maxFraction * static_cast<double>(F))), F - E);
+  const int64_t cap =
+      std::min<int64_t>(static_cast<int64_t>(std::floor(o.maxFraction * static_cast<double>(F))), F - E);
   // Smallest n with sum of the n largest counts >= mass * total (in doubles:
   // exact for counts below 2^53).
   int64_t n = 0;

@@ -204,7 +204,9 @@ nlohmann::json runSplit(const Recording& rec, const Model* model, const SplitOpt
     m["coact_inside"] = coactInside(coact, labels);
     m["edge_cut"] = edgeCut(coact, labels);
     m["balance"] = sizeBalance(labels, E);
-    if (rec.sampleCount() > 0) m["recall_at_k"] = recallAtK(sharedCount ? rec.sampleFfnAct(L).index_select(1, routedT) : rec.sampleFfnAct(L), labels, E);
+    if (rec.sampleCount() > 0)
+      m["recall_at_k"] =
+          recallAtK(sharedCount ? rec.sampleFfnAct(L).index_select(1, routedT) : rec.sampleFfnAct(L), labels, E);
     else m["recall_at_k"] = nlohmann::json::array();
     if (o.stability) {
       nlohmann::json info2;
@@ -231,7 +233,8 @@ nlohmann::json runSplit(const Recording& rec, const Model* model, const SplitOpt
       // The share of the recorded activation mass (active token-neuron pairs) the shared expert holds.
       at::Tensor cnt = rec.count(L).to(at::kDouble);
       const double total = cnt.sum().item<double>();
-      const double held = sharedCount ? cnt.index_select(0, at::tensor(sharedIds, at::kLong)).sum().item<double>() : 0.0;
+      const double held =
+          sharedCount ? cnt.index_select(0, at::tensor(sharedIds, at::kLong)).sum().item<double>() : 0.0;
       m["shared_neurons"] = sharedCount;
       m["shared_mass"] = total > 0 ? held / total : 0.0;
       sharedByLayer[std::to_string(L)] = sharedCount;

@@ -57,8 +57,7 @@ const OptionTable& splitOptionTable() {
               "--experts E then counts the routed experts, which split the rest (auto: --shared-mass, --shared-max)",
               false, "--shared")
         .real("shared-mass", "F", d.shared.mass, 0.0, 1.0,
-              "auto: the fewest most active neurons that hold this share of the recorded activations", true,
-              "--shared")
+              "auto: the fewest most active neurons that hold this share of the recorded activations", true, "--shared")
         .real("shared-max", "F", d.shared.maxFraction, 0.0, 0.99,
               "auto: at most this share of d_ff in the shared expert", false, "--shared")
         .flag("no-stability", "skip the rerun with seed + 1 that measures stability (ARI/NMI)")

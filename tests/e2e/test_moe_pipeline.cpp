@@ -338,11 +338,12 @@ class TestMoePipeline : public QObject {
     const fs::path d = root / "shared";
     fs::create_directories(d);
     const fs::path ref = test::sourceDir() / "scripts" / "ref";
-    auto py = test::runPython({"-c",
-                               "import sys; sys.path.insert(0, sys.argv[1]); import st_io, numpy as np\n"
-                               "rng = np.random.RandomState(5)\n"
-                               "st_io.write(sys.argv[2], [('token_ids', 'I64', rng.randint(0, 96, size=(48, 16)).astype(np.int64))])\n",
-                               q(ref), q(d / "corpus.safetensors")});
+    auto py = test::runPython(
+        {"-c",
+         "import sys; sys.path.insert(0, sys.argv[1]); import st_io, numpy as np\n"
+         "rng = np.random.RandomState(5)\n"
+         "st_io.write(sys.argv[2], [('token_ids', 'I64', rng.randint(0, 96, size=(48, 16)).astype(np.int64))])\n",
+         q(ref), q(d / "corpus.safetensors")});
     QVERIFY2(py.exitCode == 0, py.err.c_str());
     auto rr = test::runCli({"record", q(model), q(d / "corpus.safetensors"), "--out", q(d / "rec"), "--seq-len", "16",
                             "--samples", "400", "--quiet"});
@@ -383,8 +384,8 @@ class TestMoePipeline : public QObject {
     QCOMPARE(sa["shared"]["rule"].get<std::string>(), std::string("auto"));
     checkPartition(d / "part_auto", sa);
     // Route (the router scores the 16 routed experts), export, reload.
-    auto ro = runJson({"route", q(model), q(d / "rec"), q(d / "part"), "--router", "similarity", "--top-k", "4", "--out",
-                       q(d / "router"), "--json"});
+    auto ro = runJson({"route", q(model), q(d / "rec"), q(d / "part"), "--router", "similarity", "--top-k", "4",
+                       "--out", q(d / "router"), "--json"});
     QVERIFY(ro.is_object());
     QCOMPARE(ro["experts"], json({16, 16}));
     auto ex = runJson({"export", q(model), q(d / "part"), q(d / "router"), "--out", q(d / "moe"), "--json"});
@@ -412,13 +413,15 @@ class TestMoePipeline : public QObject {
       qInfo() << "shared expert: reloaded MoE vs in-memory MoE: max |logit diff|" << diff;
       QCOMPARE(diff, 0.0);
     }
-    auto inMem = runJson({"eval", q(model), q(ids), "--partition", q(d / "part"), "--router", q(d / "router"), "--json"});
+    auto inMem =
+        runJson({"eval", q(model), q(ids), "--partition", q(d / "part"), "--router", q(d / "router"), "--json"});
     auto direct = runJson({"eval", q(d / "moe"), q(ids), "--json"});
     QVERIFY(inMem.is_object() && direct.is_object());
     const json& r1 = inMem["results"][0];
     QCOMPARE(r1["loss"], direct["results"][0]["loss"]);
     // FLOPs: (2 * 64 * (32 + 4 * 14) + 64 * 16) / (2 * 64 * 256) = 12288 / 32768 per layer.
-    qInfo() << "shared 32 + top-4 of 16: ffn_flops_fraction" << r1["ffn_flops_fraction"].get<double>() << "(hand 0.375),"
+    qInfo() << "shared 32 + top-4 of 16: ffn_flops_fraction" << r1["ffn_flops_fraction"].get<double>()
+            << "(hand 0.375),"
             << "loss" << r1["loss"].get<double>() << "dense" << inMem["reference"]["loss"].get<double>();
     QVERIFY(std::abs(r1["ffn_flops_fraction"].get<double>() - 0.375) < 1e-12);
     QVERIFY(std::abs(r1["layer_ffn_flops_fraction"][0].get<double>() - 0.375) < 1e-12);
@@ -426,7 +429,8 @@ class TestMoePipeline : public QObject {
                         "16", "--json"});
     QVERIFY(all.is_object());
     const double dLoss = std::abs(all["results"][0]["loss"].get<double>() - all["reference"]["loss"].get<double>());
-    qInfo() << "shared + all 16 routed experts: |loss - dense loss|" << dLoss << "kl" << all["results"][0]["kl"].get<double>();
+    qInfo() << "shared + all 16 routed experts: |loss - dense loss|" << dLoss << "kl"
+            << all["results"][0]["kl"].get<double>();
     QVERIFY(dLoss < 1e-5);
     QCOMPARE(all["results"][0]["top1_agreement"].get<double>(), 1.0);
     // Dynamic-k routing on the shared partition: at most 8 of 16 routed experts, tau 0.8.
@@ -441,8 +445,8 @@ class TestMoePipeline : public QObject {
       QVERIFY(last < first);
       QVERIFY(dk["metrics"][L]["mean_k"].get<double>() >= 1 && dk["metrics"][L]["mean_k"].get<double>() <= 8);
     }
-    auto dkEval = runJson({"eval", q(model), q(ids), "--partition", q(d / "part"), "--router", q(d / "router_dk"),
-                           "--json"});
+    auto dkEval =
+        runJson({"eval", q(model), q(ids), "--partition", q(d / "part"), "--router", q(d / "router_dk"), "--json"});
     QVERIFY(dkEval.is_object());
     const json& rd = dkEval["results"][0];
     QVERIFY(rd.contains("mean_k") && rd.contains("k_histogram"));

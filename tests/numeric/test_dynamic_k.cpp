@@ -123,8 +123,8 @@ class TestDynamicK : public QObject {
       double tau;
       int minK, maxK;
     };
-    const std::vector<Case> cases = {{50, 8, 0.5, 1, 8}, {50, 8, 0.9, 2, 5}, {40, 16, 0.75, 1, 16},
-                                     {30, 12, 1.0, 1, 12}, {30, 12, 0.2, 3, 6}};
+    const std::vector<Case> cases = {
+        {50, 8, 0.5, 1, 8}, {50, 8, 0.9, 2, 5}, {40, 16, 0.75, 1, 16}, {30, 12, 1.0, 1, 12}, {30, 12, 0.2, 3, 6}};
     const fs::path root = test::freshDir("dynamic_k_select");
     nlohmann::json spec = nlohmann::json::array();
     std::vector<at::Tensor> scores;
@@ -135,7 +135,8 @@ class TestDynamicK : public QObject {
       const fs::path dir = root / std::to_string(i);
       fs::create_directories(dir);
       writeNpy(dir / "scores.npy", s.to(at::kFloat).contiguous());
-      spec.push_back({{"dir", dir.string()}, {"tau", cases[i].tau}, {"min_k", cases[i].minK}, {"max_k", cases[i].maxK}});
+      spec.push_back(
+          {{"dir", dir.string()}, {"tau", cases[i].tau}, {"min_k", cases[i].minK}, {"max_k", cases[i].maxK}});
       scores.push_back(s.to(at::kFloat));
     }
     writeFileAtomic(root / "spec.json", spec.dump());
@@ -274,8 +275,9 @@ class TestDynamicK : public QObject {
     const double meanK = sumK / tokens;
     // 8 equal experts of 16 neurons: n = 16 mean k; FLOPs (2 * 32 * n + 32 * 8) / (2 * 32 * 128).
     const double want = (2.0 * 32 * 16 * meanK + 32 * 8) / 8192.0;
-    qInfo() << "tau 0.5, k in [1, 6]: mean k" << f.meanK[0] << "histogram" << QString::fromStdString(nlohmann::json(hist).dump())
-            << "; layer 0 FLOP fraction" << f.layerFfnFlopsFraction[0] << "(from the histogram" << want << ")";
+    qInfo() << "tau 0.5, k in [1, 6]: mean k" << f.meanK[0] << "histogram"
+            << QString::fromStdString(nlohmann::json(hist).dump()) << "; layer 0 FLOP fraction"
+            << f.layerFfnFlopsFraction[0] << "(from the histogram" << want << ")";
     QVERIFY(std::abs(f.meanK[0] - meanK) < 1e-12);
     QVERIFY(meanK > 1.0 && meanK < 6.0);  // the k varies
     QVERIFY(std::abs(f.layerFfnFlopsFraction[0] - want) < 1e-9);

@@ -138,11 +138,10 @@ class TestSharedExpert : public QObject {
       double mass, maxFraction;
     };
     const std::vector<Case> cases = {
-        {128, 8, "count", 16, 0, 0},       {128, 8, "count", 20, 0, 0},      {96, 6, "count", 12, 0, 0},
-        {128, 8, "count", 121, 0, 0},
-        {128, 8, "auto", 0, 0.25, 0.125},  {128, 8, "auto", 0, 0.5, 0.25},   {120, 7, "auto", 0, 0.3, 0.2},
-        {256, 16, "auto", 0, 0.1, 0.125},  {64, 4, "auto", 0, 0.9, 0.05},    {100, 9, "auto", 0, 0.25, 0.5},
-        {1024, 32, "auto", 0, 0.25, 0.125}};
+        {128, 8, "count", 16, 0, 0},    {128, 8, "count", 20, 0, 0},       {96, 6, "count", 12, 0, 0},
+        {128, 8, "count", 121, 0, 0},   {128, 8, "auto", 0, 0.25, 0.125},  {128, 8, "auto", 0, 0.5, 0.25},
+        {120, 7, "auto", 0, 0.3, 0.2},  {256, 16, "auto", 0, 0.1, 0.125},  {64, 4, "auto", 0, 0.9, 0.05},
+        {100, 9, "auto", 0, 0.25, 0.5}, {1024, 32, "auto", 0, 0.25, 0.125}};
     const fs::path root = test::freshDir("shared_choice");
     nlohmann::json spec = nlohmann::json::array();
     std::vector<at::Tensor> counts;
@@ -313,10 +312,13 @@ class TestSharedExpert : public QObject {
     const fs::path root = test::freshDir("shared_flops");
     nlohmann::json spec = nlohmann::json::array();
     for (int k : {1, 2, 8})
-      spec.push_back({{"d", kD}, {"F", kF}, {"E", E}, {"shared", 32}, {"k", k}, {"router", "similarity"}, {"gated", false}});
+      spec.push_back(
+          {{"d", kD}, {"F", kF}, {"E", E}, {"shared", 32}, {"k", k}, {"router", "similarity"}, {"gated", false}});
     // The formula alone, on a GPT-2-small-like shape with an mlp router and a gated one.
-    spec.push_back({{"d", 768}, {"F", 3072}, {"E", 30}, {"shared", 192}, {"k", 7}, {"router", "mlp"}, {"gated", false}});
-    spec.push_back({{"d", 2048}, {"F", 5632}, {"E", 60}, {"shared", 352}, {"k", 15}, {"router", "sigmoid"}, {"gated", true}});
+    spec.push_back(
+        {{"d", 768}, {"F", 3072}, {"E", 30}, {"shared", 192}, {"k", 7}, {"router", "mlp"}, {"gated", false}});
+    spec.push_back(
+        {{"d", 2048}, {"F", 5632}, {"E", 60}, {"shared", 352}, {"k", 15}, {"router", "sigmoid"}, {"gated", true}});
     writeFileAtomic(root / "spec.json", spec.dump());
     nlohmann::json ref = runRef({"flops", QString::fromStdString((root / "spec.json").string())});
     QVERIFY(ref.is_array() && ref.size() == 5);
@@ -330,9 +332,8 @@ class TestSharedExpert : public QObject {
     for (size_t i = 0; i < ks.size(); ++i) {
       const auto& f = figs[i + 1];
       const double want = ref[i].get<double>();
-      qInfo() << "shared 32 + top-" << ks[i] << "of 8: layer 0 FLOP fraction" << f.layerFfnFlopsFraction[0]
-              << "numpy" << want << "diff" << std::abs(f.layerFfnFlopsFraction[0] - want) << "; model"
-              << f.ffnFlopsFraction;
+      qInfo() << "shared 32 + top-" << ks[i] << "of 8: layer 0 FLOP fraction" << f.layerFfnFlopsFraction[0] << "numpy"
+              << want << "diff" << std::abs(f.layerFfnFlopsFraction[0] - want) << "; model" << f.ffnFlopsFraction;
       QVERIFY(std::abs(f.layerFfnFlopsFraction[0] - want) < 1e-12);
       QVERIFY(std::abs(f.ffnFlopsFraction - (want + 1.0) / 2.0) < 1e-12);
     }
@@ -342,8 +343,9 @@ class TestSharedExpert : public QObject {
     using M = FfnFlopCount::Method;
     const FfnFlopCount g{M::Moe, 768, 3072, false, 192 + 7 * 96.0, RouterKind::Mlp, 30};
     const FfnFlopCount l{M::Moe, 2048, 5632, true, 352 + 15 * 88.0, RouterKind::Sigmoid, 60};
-    qInfo() << "formula: gpt2-small shared 192 + 7 of 30 (mlp)" << ffnFlopsFraction(g) << "numpy" << ref[3].get<double>()
-            << "; gated shared 352 + 15 of 60 (sigmoid)" << ffnFlopsFraction(l) << "numpy" << ref[4].get<double>();
+    qInfo() << "formula: gpt2-small shared 192 + 7 of 30 (mlp)" << ffnFlopsFraction(g) << "numpy"
+            << ref[3].get<double>() << "; gated shared 352 + 15 of 60 (sigmoid)" << ffnFlopsFraction(l) << "numpy"
+            << ref[4].get<double>();
     QVERIFY(std::abs(ffnFlopsFraction(g) - ref[3].get<double>()) < 1e-12);
     QVERIFY(std::abs(ffnFlopsFraction(l) - ref[4].get<double>()) < 1e-12);
   }
