@@ -119,7 +119,7 @@ at::Tensor sampleCoact(const Recording& rec, int L, const at::Tensor& rows) {
 nlohmann::json runSplit(const Recording& rec, const Model* model, const SplitOptions& o, const fs::path& out,
                         JobContext& job) {
   const int n = rec.dFF();
-  if (o.shared.enabled() && o.expertSize > 0)
+  if (o.shared.enabled() && (o.expertSize > 0 || o.experts <= 0))
     throw ParameterError("--shared needs --experts E (the number of routed experts), not --expert-size");
   // With a shared expert E counts the routed experts, which split the d_ff - N
   // other neurons (sharedNeuronCount checks that they divide).
