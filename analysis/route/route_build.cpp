@@ -57,23 +57,21 @@ void splitSamples(int64_t S, double heldOut, uint64_t seed, at::Tensor& train, a
 
 namespace {
 
-// The training loop of the learned routers: BCE-with-logits of logitsOf(x rows)
-// against the normalised oracle mass, Adam over `params`, per-epoch train and
-// held-out losses (logged, and returned as {"epochs": [...]}).
-nlohmann::json trainRouterLoop(std::vector<at::Tensor> params,
-                               const std::function<at::Tensor(const at::Tensor&)>& logitsOf, const at::Tensor& x,
-                               const at::Tensor& mass, const at::Tensor& trainIdx, const at::Tensor& heldIdx,
-                               const RouteOptions& o, JobContext& job, const std::string& label) {
+// The training loop of the learned routers: Adam over `params`, per epoch a
+// shuffled pass over the training samples in batches of o.batch minimising
+// lossOf(sample indices), then the held-out loss (logged, and returned as
+// {"epochs": [{"train", "held_out"}, ...]}).
+nlohmann::json adamEpochs(std::vector<at::Tensor> params, const std::function<at::Tensor(const at::Tensor&)>& lossOf,
+                          const at::Tensor& trainIdx, const at::Tensor& heldIdx, const RouteOptions& o, JobContext& job,
+                          const std::string& label) {
   if (o.epochs <= 0) throw ParameterError("--epochs must be positive");
   if (o.batch <= 0) throw ParameterError("--batch must be positive");
   if (!(o.lr > 0)) throw ParameterError("--lr must be positive");
-  at::Tensor target = mass / mass.amax(1, true).clamp_min(1e-12);  // [S, E] in [0, 1]
   torch::optim::Adam opt(params, torch::optim::AdamOptions(o.lr));
   auto heldLoss = [&]() -> double {
     if (heldIdx.numel() == 0) return NAN;
     at::NoGradGuard ng;
-    return at::binary_cross_entropy_with_logits(logitsOf(x.index_select(0, heldIdx)), target.index_select(0, heldIdx))
-        .item<double>();
+    return lossOf(heldIdx).item<double>();
   };
   nlohmann::json epochs = nlohmann::json::array();
   auto gen = at::make_generator<at::CPUGeneratorImpl>(o.seed + 17);
@@ -85,7 +83,7 @@ nlohmann::json trainRouterLoop(std::vector<at::Tensor> params,
     int64_t cnt = 0;
     for (int64_t b = 0; b < n; b += o.batch) {
       at::Tensor idx = order.narrow(0, b, std::min<int64_t>(o.batch, n - b));
-      at::Tensor loss = at::binary_cross_entropy_with_logits(logitsOf(x.index_select(0, idx)), target.index_select(0, idx));
+      at::Tensor loss = lossOf(idx);
       opt.zero_grad();
       loss.backward();
       opt.step();
@@ -100,6 +98,18 @@ nlohmann::json trainRouterLoop(std::vector<at::Tensor> params,
     job.log(s.str());
   }
   return {{"epochs", epochs}};
+}
+
+// BCE-with-logits of logitsOf(x rows) against the normalised oracle mass.
+nlohmann::json trainRouterLoop(std::vector<at::Tensor> params,
+                               const std::function<at::Tensor(const at::Tensor&)>& logitsOf, const at::Tensor& x,
+                               const at::Tensor& mass, const at::Tensor& trainIdx, const at::Tensor& heldIdx,
+                               const RouteOptions& o, JobContext& job, const std::string& label) {
+  at::Tensor target = mass / mass.amax(1, true).clamp_min(1e-12);  // [S, E] in [0, 1]
+  auto lossOf = [&](const at::Tensor& idx) {
+    return at::binary_cross_entropy_with_logits(logitsOf(x.index_select(0, idx)), target.index_select(0, idx));
+  };
+  return adamEpochs(std::move(params), lossOf, trainIdx, heldIdx, o, job, label);
 }
 
 }  // namespace
@@ -138,9 +148,6 @@ nlohmann::json trainSigmoidRouter(LayerRouter& r, const at::Tensor& xRaw, const 
 nlohmann::json trainDynamicKRouter(LayerRouter& r, const at::Tensor& xRaw, const at::Tensor& norm,
                                    const at::Tensor& trainIdx, const at::Tensor& heldIdx, const RouteOptions& o,
                                    JobContext& job, const std::string& label) {
-  if (o.epochs <= 0) throw ParameterError("--epochs must be positive");
-  if (o.batch <= 0) throw ParameterError("--batch must be positive");
-  if (!(o.lr > 0)) throw ParameterError("--lr must be positive");
   at::Tensor xf = xRaw.to(at::kFloat);
   const double s = trainIdx.numel() ? xf.index_select(0, trainIdx).norm(2, {1}).mean().item<double>() : 1.0;
   const double scale = s > 1e-12 ? s : 1.0;
@@ -151,40 +158,15 @@ nlohmann::json trainDynamicKRouter(LayerRouter& r, const at::Tensor& xRaw, const
   at::Tensor target = at::log(norm.to(at::kFloat) + eps);  // [S, E]
   at::Tensor v = (r.w1.detach() * scale).clone().set_requires_grad(true);
   at::Tensor b = r.b1.detach().clone().set_requires_grad(true);
-  auto predict = [&](const at::Tensor& xb) { return at::addmm(b, xb, v.t()); };
-  torch::optim::Adam opt({v, b}, torch::optim::AdamOptions(o.lr));
-  auto heldLoss = [&]() -> double {
-    if (heldIdx.numel() == 0) return NAN;
-    at::NoGradGuard ng;
-    return at::mse_loss(predict(x.index_select(0, heldIdx)), target.index_select(0, heldIdx)).item<double>();
+  auto lossOf = [&](const at::Tensor& idx) {
+    return at::mse_loss(at::addmm(b, x.index_select(0, idx), v.t()), target.index_select(0, idx));
   };
-  nlohmann::json epochs = nlohmann::json::array();
-  auto gen = at::make_generator<at::CPUGeneratorImpl>(o.seed + 17);
-  const int64_t n = trainIdx.numel();
-  for (int ep = 0; ep < o.epochs; ++ep) {
-    job.checkCancel();
-    at::Tensor order = trainIdx.index_select(0, at::randperm(n, gen, at::kLong));
-    double sum = 0;
-    int64_t cnt = 0;
-    for (int64_t b0 = 0; b0 < n; b0 += o.batch) {
-      at::Tensor idx = order.narrow(0, b0, std::min<int64_t>(o.batch, n - b0));
-      at::Tensor loss = at::mse_loss(predict(x.index_select(0, idx)), target.index_select(0, idx));
-      opt.zero_grad();
-      loss.backward();
-      opt.step();
-      sum += loss.item<double>() * idx.numel();
-      cnt += idx.numel();
-      job.checkCancel();
-    }
-    const double tr = cnt ? sum / cnt : NAN, he = heldLoss();
-    epochs.push_back({{"train", tr}, {"held_out", std::isnan(he) ? nlohmann::json(nullptr) : nlohmann::json(he)}});
-    std::ostringstream msg;
-    msg << label << " epoch " << ep + 1 << "/" << o.epochs << ": train log-norm MSE " << tr << ", held-out " << he;
-    job.log(msg.str());
-  }
+  nlohmann::json out = adamEpochs({v, b}, lossOf, trainIdx, heldIdx, o, job, label + " (log-norm MSE)");
   r.w1 = (v.detach() / scale).contiguous();
   r.b1 = b.detach().contiguous();
-  return {{"epochs", epochs}, {"input_scale", scale}, {"log_eps", std::log(eps)}};
+  out["input_scale"] = scale;
+  out["log_eps"] = std::log(eps);
+  return out;
 }
 
 RouterSet buildRouters(const Model& model, const PartitionData& part, const SampleData& samples,

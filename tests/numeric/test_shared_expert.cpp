@@ -22,6 +22,7 @@
 #include "analysis/split/split.h"
 #include "npy.h"
 #include "testutil.h"
+#include "tiny_gpt2.h"
 
 using namespace moefy;
 namespace fs = std::filesystem;
@@ -59,52 +60,10 @@ at::Tensor sharedLabels(int64_t F, int E, int64_t shared, uint64_t seed) {
   return lab;
 }
 
-// A tiny GPT-2 (plain ReLU FFN with biases): d_model 32, d_ff 128, 2 layers, vocab 50.
-constexpr int64_t kD = 32, kF = 128, kVocab = 50;
-std::unique_ptr<Model> tinyGpt2(uint64_t seed) {
-  ModelConfig c = ModelConfig::fromJson({{"model_type", "gpt2"},
-                                         {"n_layer", 2},
-                                         {"n_embd", kD},
-                                         {"n_head", 4},
-                                         {"n_inner", kF},
-                                         {"vocab_size", kVocab},
-                                         {"n_positions", 64},
-                                         {"activation_function", "relu"}},
-                                        "test");
-  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
-  auto rnd = [&](std::vector<int64_t> shape, double std) { return at::randn(shape, gen) * std; };
-  std::map<std::string, at::Tensor> t;
-  t["wte.weight"] = rnd({kVocab, kD}, 0.5);
-  t["wpe.weight"] = rnd({64, kD}, 0.1);
-  t["ln_f.weight"] = at::ones({kD});
-  t["ln_f.bias"] = at::zeros({kD});
-  for (int L = 0; L < 2; ++L) {
-    const std::string p = "h." + std::to_string(L) + ".";
-    t[p + "ln_1.weight"] = at::ones({kD});
-    t[p + "ln_1.bias"] = at::zeros({kD});
-    t[p + "ln_2.weight"] = at::ones({kD});
-    t[p + "ln_2.bias"] = at::zeros({kD});
-    t[p + "attn.c_attn.weight"] = rnd({kD, 3 * kD}, 0.2);
-    t[p + "attn.c_attn.bias"] = rnd({3 * kD}, 0.05);
-    t[p + "attn.c_proj.weight"] = rnd({kD, kD}, 0.2);
-    t[p + "attn.c_proj.bias"] = rnd({kD}, 0.05);
-    t[p + "mlp.c_fc.weight"] = rnd({kD, kF}, 0.3);
-    t[p + "mlp.c_fc.bias"] = rnd({kF}, 0.1);
-    t[p + "mlp.c_proj.weight"] = rnd({kF, kD}, 0.2);
-    t[p + "mlp.c_proj.bias"] = rnd({kD}, 0.05);
-  }
-  return Model::fromTensors(c, std::move(t));
-}
+constexpr int64_t kD = test::kTinyD, kF = test::kTinyF, kVocab = test::kTinyVocab;
+using test::tinyGpt2;
 
-std::vector<std::vector<int64_t>> testSequences() {
-  std::vector<std::vector<int64_t>> s;
-  for (int i = 0; i < 6; ++i) {
-    std::vector<int64_t> q;
-    for (int t = 0; t < 9 + i; ++t) q.push_back((i * 13 + t * 5 + 1) % kVocab);
-    s.push_back(q);
-  }
-  return s;
-}
+std::vector<std::vector<int64_t>> testSequences() { return test::tinySequences(13, 5, 1); }
 
 // Layer 0 as a MoE with a shared expert (similarity router), layer 1 dense.
 std::shared_ptr<MoeFfn> layer0SharedMoe(const Model& m, const at::Tensor& labels, int E, int k) {
