@@ -100,6 +100,13 @@ nlohmann::json adamEpochs(std::vector<at::Tensor> params, const std::function<at
   return {{"epochs", epochs}};
 }
 
+// The mean L2 norm of the training rows of x (1 if none or ~0): the input
+// scale of the routers trained on the raw FFN input.
+double meanInputNorm(const at::Tensor& x, const at::Tensor& trainIdx) {
+  const double s = trainIdx.numel() ? x.index_select(0, trainIdx).norm(2, {1}).mean().item<double>() : 1.0;
+  return s > 1e-12 ? s : 1.0;
+}
+
 // BCE-with-logits of logitsOf(x rows) against the normalised oracle mass.
 nlohmann::json trainRouterLoop(std::vector<at::Tensor> params,
                                const std::function<at::Tensor(const at::Tensor&)>& logitsOf, const at::Tensor& x,
@@ -134,8 +141,7 @@ nlohmann::json trainSigmoidRouter(LayerRouter& r, const at::Tensor& xRaw, const 
   // Trained as sigmoid((x / s) V^T) with s the mean ||x|| of the training
   // samples, so that Adam's steps have the scale they have for the mlp
   // router's unit inputs; stored as W1 = V / s, i.e. sigmoid(x W1^T).
-  const double s = trainIdx.numel() ? xf.index_select(0, trainIdx).norm(2, {1}).mean().item<double>() : 1.0;
-  const double scale = s > 1e-12 ? s : 1.0;
+  const double scale = meanInputNorm(xf, trainIdx);
   at::Tensor x = xf / scale;
   at::Tensor v = (r.w1.detach() * scale).clone().set_requires_grad(true);
   auto logitsOf = [&](const at::Tensor& xb) { return at::mm(xb, v.t()); };
@@ -149,8 +155,7 @@ nlohmann::json trainDynamicKRouter(LayerRouter& r, const at::Tensor& xRaw, const
                                    const at::Tensor& trainIdx, const at::Tensor& heldIdx, const RouteOptions& o,
                                    JobContext& job, const std::string& label) {
   at::Tensor xf = xRaw.to(at::kFloat);
-  const double s = trainIdx.numel() ? xf.index_select(0, trainIdx).norm(2, {1}).mean().item<double>() : 1.0;
-  const double scale = s > 1e-12 ? s : 1.0;
+  const double scale = meanInputNorm(xf, trainIdx);  // as for the sigmoid router: W1 = V / s
   at::Tensor x = xf / scale;
   // Log-norm targets: the norms span orders of magnitude, and the selection
   // only needs their ranking and relative sizes.

@@ -103,29 +103,14 @@ class TestComputeBudget : public QObject {
     for (size_t i = 0; i < cases.size(); ++i) {
       const Case& c = cases[i];
       auto gen = at::make_generator<at::CPUGeneratorImpl>(100 + i);
-      FfnWeights w;
-      w.up = at::randn({c.F, c.d}, gen) * 0.4;
-      w.down = at::randn({c.d, c.F}, gen) * 0.3;
-      if (c.gated) w.gate = at::randn({c.F, c.d}, gen) * 0.4;
-      if (c.bias) {
-        w.upBias = at::randn({c.F}, gen) * 0.2;
-        w.downBias = at::randn({c.d}, gen) * 0.1;
-      }
-      w.act = std::string(c.act) == "relu"   ? Activation::ReLU
-              : std::string(c.act) == "gelu" ? Activation::GELU
-              : std::string(c.act) == "silu" ? Activation::SiLU
-                                             : Activation::GELUTanh;
+      const Activation act = std::string(c.act) == "relu"   ? Activation::ReLU
+                             : std::string(c.act) == "gelu" ? Activation::GELU
+                             : std::string(c.act) == "silu" ? Activation::SiLU
+                                                            : Activation::GELUTanh;
+      FfnWeights w = test::randomFfn(gen, c.d, c.F, c.gated, c.bias, act);
       at::Tensor x = at::randn({c.n, c.d}, gen);
       const fs::path dir = root / std::to_string(i);
-      fs::create_directories(dir);
-      writeNpy(dir / "x.npy", x);
-      writeNpy(dir / "up.npy", w.up);
-      writeNpy(dir / "down.npy", w.down);
-      if (c.gated) writeNpy(dir / "gate.npy", w.gate);
-      if (c.bias) {
-        writeNpy(dir / "b1.npy", w.upBias.reshape({1, -1}).contiguous());
-        writeNpy(dir / "b2.npy", w.downBias.reshape({1, -1}).contiguous());
-      }
+      test::writeFfnNpy(dir, w, x);
       spec.push_back({{"dir", dir.string()}, {"act", c.act}, {"gated", c.gated}, {"bias", c.bias}, {"keep", c.keep}});
       ws.push_back(w);
       xs.push_back(x);

@@ -175,30 +175,15 @@ class TestSharedExpert : public QObject {
     for (size_t ci = 0; ci < cases.size(); ++ci) {
       const Case& c = cases[ci];
       auto gen = at::make_generator<at::CPUGeneratorImpl>(200 + ci);
-      FfnWeights w;
-      w.up = at::randn({c.F, c.d}, gen) * 0.4;
-      w.down = at::randn({c.d, c.F}, gen) * 0.3;
-      if (c.gated) w.gate = at::randn({c.F, c.d}, gen) * 0.4;
-      if (c.bias) {
-        w.upBias = at::randn({c.F}, gen) * 0.2;
-        w.downBias = at::randn({c.d}, gen) * 0.1;
-      }
-      w.act = std::string(c.act) == "relu" ? Activation::ReLU : Activation::SiLU;
+      FfnWeights w = test::randomFfn(gen, c.d, c.F, c.gated, c.bias,
+                                     std::string(c.act) == "relu" ? Activation::ReLU : Activation::SiLU);
       at::Tensor x = at::randn({c.n, c.d}, gen);
       at::Tensor labels = sharedLabels(c.F, c.E, c.shared, 300 + ci);
       // Distinct routed experts per token; every third token drops its last one (-1).
       at::Tensor sel = std::get<1>(at::rand({c.n, c.E}, gen).topk(c.k, 1));
       for (int64_t t = 0; t < c.n; t += 3) sel[t][c.k - 1] = -1;
       const fs::path dir = root / std::to_string(ci);
-      fs::create_directories(dir);
-      writeNpy(dir / "x.npy", x);
-      writeNpy(dir / "up.npy", w.up);
-      writeNpy(dir / "down.npy", w.down);
-      if (c.gated) writeNpy(dir / "gate.npy", w.gate);
-      if (c.bias) {
-        writeNpy(dir / "b1.npy", w.upBias.reshape({1, -1}).contiguous());
-        writeNpy(dir / "b2.npy", w.downBias.reshape({1, -1}).contiguous());
-      }
+      test::writeFfnNpy(dir, w, x);
       writeNpy(dir / "labels.npy", labels.to(at::kFloat).reshape({1, -1}).contiguous());
       writeNpy(dir / "sel.npy", sel.to(at::kFloat).contiguous());
       writeFileAtomic(dir / "meta.json",

@@ -1,15 +1,18 @@
-// A tiny random GPT-2 for the compute-budget tests (test_compute_budget,
-// test_shared_expert, test_dynamic_k): plain ReLU FFN with biases, 2 layers,
-// d_model 32, d_ff 128, vocab 50, 4 heads, 64 positions.
+// Fixtures of the compute-budget tests (test_compute_budget,
+// test_shared_expert, test_dynamic_k): a tiny random GPT-2 (plain ReLU FFN
+// with biases, 2 layers, d_model 32, d_ff 128, vocab 50, 4 heads, 64
+// positions), its token sequences, and random FFNs written for numpy.
 #pragma once
 #include <torch/torch.h>
 
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <string>
 
 #include "analysis/model/config.h"
 #include "analysis/model/model.h"
+#include "npy.h"
 
 namespace moefy::test {
 
@@ -61,6 +64,33 @@ inline std::vector<std::vector<int64_t>> tinySequences(int64_t a, int64_t b, int
     s.push_back(q);
   }
   return s;
+}
+
+/// A random FFN [d_ff F, d_model d]: up (std 0.4), down (0.3), then gate
+/// (0.4, gated) and b1 (0.2), b2 (0.1) (bias), drawn in that order from `gen`.
+inline FfnWeights randomFfn(at::Generator& gen, int64_t d, int64_t F, bool gated, bool bias, Activation act) {
+  FfnWeights w;
+  w.up = at::randn({F, d}, gen) * 0.4;
+  w.down = at::randn({d, F}, gen) * 0.3;
+  if (gated) w.gate = at::randn({F, d}, gen) * 0.4;
+  if (bias) {
+    w.upBias = at::randn({F}, gen) * 0.2;
+    w.downBias = at::randn({d}, gen) * 0.1;
+  }
+  w.act = act;
+  return w;
+}
+
+/// Writes x and w as the .npy files the numpy references read: x, up, down,
+/// gate (gated), b1 [1, d_ff] and b2 [1, d_model] (biases), into `dir` (created).
+inline void writeFfnNpy(const std::filesystem::path& dir, const FfnWeights& w, const at::Tensor& x) {
+  std::filesystem::create_directories(dir);
+  writeNpy(dir / "x.npy", x);
+  writeNpy(dir / "up.npy", w.up);
+  writeNpy(dir / "down.npy", w.down);
+  if (w.gate.defined()) writeNpy(dir / "gate.npy", w.gate);
+  if (w.upBias.defined()) writeNpy(dir / "b1.npy", w.upBias.reshape({1, -1}).contiguous());
+  if (w.downBias.defined()) writeNpy(dir / "b2.npy", w.downBias.reshape({1, -1}).contiguous());
 }
 
 }  // namespace moefy::test
