@@ -216,7 +216,8 @@ std::vector<int> Partition::sizes(int layer) const {
   std::vector<int> s(experts, 0);
   auto it = labels.find(layer);
   if (it != labels.end())
-    for (int32_t v : it->second) ++s[v];
+    for (int32_t v : it->second)
+      if (v >= 0 && v < experts) ++s[v];  // label E: the shared expert (split --shared), not a routed one
   return s;
 }
 

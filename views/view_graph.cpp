@@ -216,15 +216,18 @@ void ExpertGraphView::refresh() {
   const auto& st = rec_->stats.at(L);
   std::vector<int> sizes = part_->sizes(L);
   std::vector<double> usage(E, 0.0);
-  for (int i = 0; i < F; ++i) usage[lab[i]] += st.count[i] / double(rec_->tokens);
+  // Routed experts only: label E marks a shared expert's neurons (split --shared).
+  for (int i = 0; i < F; ++i)
+    if (lab[i] < E) usage[lab[i]] += st.count[i] / double(rec_->tokens);
   for (int e = 0; e < E; ++e) usage[e] = sizes[e] ? usage[e] / sizes[e] : 0;
   // Inter-expert co-activation: mean pairwise count between their neurons.
   std::vector<double> W(size_t(E) * E, 0.0);
   for (int i = 0; i < F; ++i) {
+    if (lab[i] >= E) continue;
     const int32_t* row = C->data() + size_t(i) * F;
     double* wr = W.data() + size_t(lab[i]) * E;
     for (int j = 0; j < F; ++j)
-      if (i != j) wr[lab[j]] += row[j];
+      if (i != j && lab[j] < E) wr[lab[j]] += row[j];
   }
   std::vector<GraphCanvas::Node> nodes;
   std::vector<GraphCanvas::Edge> edges;

@@ -87,6 +87,7 @@ CalibrateResult calibrateMoe(Model& model, const std::vector<std::vector<int64_t
     own(r->w1, trainRouters);
     own(r->w2, trainRouters);
     own(r->centroids, trainRouters);
+    own(r->b1, trainRouters);
     l.weights = w;
     l.router = r;
   }
@@ -117,12 +118,21 @@ CalibrateResult calibrateMoe(Model& model, const std::vector<std::vector<int64_t
       const auto& ml = moe->layers()[L];
       at::Tensor x = xInf.clone();  // a normal tensor even if captured in inference mode
       at::Tensor target;
+      const bool dynamicK = ml.router->kind == RouterKind::DynamicK;
       {
         at::NoGradGuard g;
-        at::Tensor mass = ml.weights->expertMass(ml.weights->packedHidden(x)).detach();
-        target = mass / mass.amax(1, true).clamp_min(1e-12);
+        if (dynamicK) {
+          // The dynamic-k head regresses the experts' log output norms (route_build.h trainDynamicKRouter).
+          at::Tensor norm = ml.weights->expertOutputNorm(ml.weights->packedHidden(x)).detach();
+          target = at::log(norm + std::max(1e-12, 1e-6 * norm.mean().item<double>()));
+        } else {
+          at::Tensor mass = ml.weights->expertMass(ml.weights->packedHidden(x)).detach();
+          target = mass / mass.amax(1, true).clamp_min(1e-12);
+        }
       }
-      if (trainRouters) rLoss = rLoss + at::binary_cross_entropy_with_logits(ml.router->logits(x), target);
+      if (trainRouters)
+        rLoss = rLoss + (dynamicK ? at::mse_loss(ml.router->logits(x), target)
+                                  : at::binary_cross_entropy_with_logits(ml.router->logits(x), target));
       ++n;
     }
     if (n) rLoss = rLoss / n;

@@ -39,6 +39,8 @@ class CandidateSink : public HookSink {
   std::vector<double>* den = nullptr;
   std::vector<double>* neurons = nullptr;  ///< per layer: neurons computed, summed over tokens
   std::vector<double>* tokens = nullptr;   ///< per layer: tokens counted
+  /// per layer: tokens that took k = 0..max k experts (dynamic-k layers only, else empty)
+  std::vector<std::vector<int64_t>>* kCounts = nullptr;
   bool wants(int layer, HookPoint p) const override { return p == HookPoint::FfnIn && cand_.isSparse(layer); }
   void on(int layer, HookPoint, const at::Tensor& x) override {
     at::Tensor flat = x.reshape({-1, x.size(-1)}).index_select(0, rows_).contiguous();
@@ -54,7 +56,18 @@ class CandidateSink : public HookSink {
       }
       std::vector<int64_t> sizes(lay.experts);
       for (int e = 0; e < lay.experts; ++e) sizes[e] = lay.expertSize(e);
-      (*neurons)[layer] += at::tensor(sizes, at::kLong).index_select(0, sel.reshape({-1})).sum().item<double>();
+      // Entries -1 (a dynamic-k token that took fewer than the most) are no expert.
+      at::Tensor flat = sel.reshape({-1});
+      (*neurons)[layer] +=
+          at::tensor(sizes, at::kLong).index_select(0, flat.clamp_min(0)).masked_fill(flat < 0, 0).sum().item<double>();
+      if (kCounts && moe.layers()[layer].router->kind == RouterKind::DynamicK) {
+        at::Tensor k = at::bincount((sel >= 0).sum(1), {}, sel.size(1) + 1).contiguous();  // [max k + 1]
+        auto& hist = (*kCounts)[layer];
+        hist.resize(static_cast<size_t>(k.numel()), 0);
+        for (int64_t j = 0; j < k.numel(); ++j) hist[static_cast<size_t>(j)] += k.data_ptr<int64_t>()[j];
+      }
+      // The shared expert runs for every token (analysis/moe/moe_ffn.h).
+      (*neurons)[layer] += static_cast<double>(n) * static_cast<double>(lay.sharedSize());
       if (errors_) yc = moe.compute(layer, flat, sel, nullptr);
     } else {
       (*neurons)[layer] += static_cast<double>(n) * static_cast<double>(cand_.bound->keep()[layer]);
@@ -163,6 +176,16 @@ nlohmann::json QualityFigures::toJson() const {
   for (double v : layerFfnFlopsFraction) lf.push_back(std::isnan(v) ? nlohmann::json(nullptr) : nlohmann::json(v));
   j["layer_ffn_flops_fraction"] = lf;
   if (!ffnFlopsNote.empty()) j["ffn_flops_note"] = ffnFlopsNote;
+  if (!kHistogram.empty()) {
+    nlohmann::json mk = nlohmann::json::array(), kh = nlohmann::json::array();
+    for (size_t L = 0; L < kHistogram.size(); ++L) {
+      const bool has = !kHistogram[L].empty();
+      mk.push_back(has && L < meanK.size() ? nlohmann::json(meanK[L]) : nlohmann::json(nullptr));
+      kh.push_back(has ? nlohmann::json(kHistogram[L]) : nlohmann::json(nullptr));
+    }
+    j["mean_k"] = mk;
+    j["k_histogram"] = kh;
+  }
   return j;
 }
 
@@ -181,6 +204,7 @@ std::vector<QualityFigures> evaluateQuality(Model& model, std::shared_ptr<const 
   std::vector<double> loss(nC + 1, 0.0), agree(nC + 1, 0.0), kl(nC + 1, 0.0);
   std::vector<std::vector<double>> num(nC, std::vector<double>(nL, 0.0)), den(nC, std::vector<double>(nL, 0.0));
   std::vector<std::vector<double>> neurons(nC, std::vector<double>(nL, 0.0)), tokens(nC, std::vector<double>(nL, 0.0));
+  std::vector<std::vector<std::vector<int64_t>>> kCounts(nC, std::vector<std::vector<int64_t>>(nL));
   int64_t positions = 0;
   std::mt19937_64 rng(o.seed);
   job.setStage("eval: quality");
@@ -213,6 +237,7 @@ std::vector<QualityFigures> evaluateQuality(Model& model, std::shared_ptr<const 
       sink.den = &den[ci];
       sink.neurons = &neurons[ci];
       sink.tokens = &tokens[ci];
+      sink.kCounts = &kCounts[ci];
       at::Tensor logits = model.forward(batch, &sink);
       at::Tensor lp = at::log_softmax(logits.index({bT, tT}), -1);
       loss[ci + 1] -= lp.gather(1, yT.unsqueeze(1)).sum().item<double>();
@@ -257,6 +282,14 @@ std::vector<QualityFigures> evaluateQuality(Model& model, std::shared_ptr<const 
         f.layerFfnFlopsFraction[L] = ffnFlopsFraction(count);
         if (cand.moe) f.topK[L] = cand.moe->layers()[L].topK;
         if (o.layerErrors) f.layerRelError[L] = den[i - 1][L] > 0 ? std::sqrt(num[i - 1][L] / den[i - 1][L]) : 0.0;
+        const auto& hist = kCounts[i - 1][L];
+        if (!hist.empty()) {
+          if (f.kHistogram.empty()) f.kHistogram.assign(nL, {}), f.meanK.assign(nL, NAN);
+          double sum = 0, cnt = 0;
+          for (size_t k = 0; k < hist.size(); ++k) sum += double(k) * double(hist[k]), cnt += double(hist[k]);
+          f.kHistogram[L] = hist;
+          f.meanK[L] = cnt > 0 ? sum / cnt : 0.0;
+        }
       }
       f.ffnFlopsFraction = flops / dense;
     }

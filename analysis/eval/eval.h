@@ -58,6 +58,10 @@ struct QualityFigures {
   double ffnFlopsFraction = 1.0;
   std::vector<double> layerFfnFlopsFraction;  ///< per model layer; NaN (null) for dense layers
   std::string ffnFlopsNote;                   ///< set when the count includes the dense hidden
+  /// Dynamic-k routers: per model layer, the tokens that took k = 0..max k
+  /// experts (empty for other layers); empty when no layer routes dynamically.
+  std::vector<std::vector<int64_t>> kHistogram;
+  std::vector<double> meanK;  ///< per model layer, mean experts per token of dynamic-k layers (NaN otherwise)
   nlohmann::json toJson() const;
 };
 

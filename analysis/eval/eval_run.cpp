@@ -25,12 +25,22 @@ std::vector<EvalCandidate> evalCandidates(const EvalRunSpec& spec, const Model& 
   std::vector<double> budgets = spec.sweep;
   for (const auto& [name, b] : spec.bases) {
     if (spec.sweep.empty()) {
-      double frac = 0;
+      // frac: the mean k / E; neuronFrac: the mean share of d_ff the MoE
+      // computes per token, (shared + k routed neurons) / d_ff, which is k / E
+      // without a shared expert and is the bound's budget.
+      double frac = 0, neuronFrac = 0;
+      bool shared = false;
       int n = 0;
-      for (const auto& l : b->layers())
-        if (l.weights) frac += double(l.topK) / l.weights->layout.experts, ++n;
+      for (const auto& l : b->layers()) {
+        if (!l.weights) continue;
+        const ExpertLayout& lay = l.weights->layout;
+        frac += double(l.topK) / lay.experts, ++n;
+        const double routed = double(lay.dFF() - lay.sharedSize()) / lay.experts;
+        neuronFrac += (double(lay.sharedSize()) + l.topK * routed) / double(lay.dFF());
+        shared = shared || lay.shared;
+      }
       cands.push_back({name, n ? frac / n : 1.0, b, nullptr});
-      budgets.push_back(cands.back().fraction);
+      budgets.push_back(shared && n ? std::min(1.0, neuronFrac / n) : cands.back().fraction);
     } else {
       for (double f : spec.sweep) cands.push_back({name, f, b->withFraction(f), nullptr});
     }

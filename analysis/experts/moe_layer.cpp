@@ -22,12 +22,14 @@ at::Tensor expertMassFromHidden(const at::Tensor& hidden, const at::Tensor& labe
   // clamp_min(0) rather than h: a plain ReLU hidden is >= 0 already, but F16
   // rounding of a recorded -0.0 must not count.
   at::Tensor v = plainRelu ? hidden.clamp_min(0) : hidden.abs();
-  at::Tensor out = at::zeros({hidden.size(0), experts}, hidden.options());
+  // One spare column catches the shared expert's neurons (label E); a label
+  // beyond E is an index error of index_add_.
+  at::Tensor out = at::zeros({hidden.size(0), experts + 1}, hidden.options());
   out.index_add_(1, labels.to(at::kLong), v);
-  return out;
+  return out.narrow(1, 0, experts).contiguous();
 }
 
-ExpertLayout ExpertLayout::fromLabels(const at::Tensor& labelsIn, int experts, const std::string& ctx) {
+ExpertLayout ExpertLayout::fromLabels(const at::Tensor& labelsIn, int experts, const std::string& ctx, bool shared) {
   if (experts <= 0) throw FormatError(ctx + ": expert count must be positive, got " + std::to_string(experts));
   if (labelsIn.dim() != 1 || labelsIn.numel() == 0)
     throw FormatError(ctx + ": labels must be a non-empty 1-D tensor, got shape " + shapeString(labelsIn));
@@ -36,19 +38,24 @@ ExpertLayout ExpertLayout::fromLabels(const at::Tensor& labelsIn, int experts, c
   if (experts > F)
     throw FormatError(ctx + ": " + std::to_string(experts) + " experts for " + std::to_string(F) + " neurons");
   const int64_t* lp = labels.data_ptr<int64_t>();
-  std::vector<int64_t> counts(experts, 0);
+  const int blocks = experts + (shared ? 1 : 0);
+  std::vector<int64_t> counts(blocks, 0);
   for (int64_t i = 0; i < F; ++i) {
-    if (lp[i] < 0 || lp[i] >= experts)
+    if (lp[i] < 0 || lp[i] >= blocks)
       throw FormatError(ctx + ": neuron " + std::to_string(i) + " has expert label " + std::to_string(lp[i]) +
-                        ", outside [0, " + std::to_string(experts) + ")");
+                        ", outside [0, " + std::to_string(blocks) + ")" +
+                        (shared ? " (label " + std::to_string(experts) + " is the shared expert)" : ""));
     ++counts[lp[i]];
   }
-  for (int e = 0; e < experts; ++e)
-    if (counts[e] == 0) throw FormatError(ctx + ": expert " + std::to_string(e) + " has no neurons");
+  for (int e = 0; e < blocks; ++e)
+    if (counts[e] == 0)
+      throw FormatError(ctx + ": " + (e == experts ? std::string("the shared expert") : "expert " + std::to_string(e)) +
+                        " has no neurons");
   ExpertLayout out;
   out.experts = experts;
-  out.offsets.assign(experts + 1, 0);
-  for (int e = 0; e < experts; ++e) out.offsets[e + 1] = out.offsets[e] + counts[e];
+  out.shared = shared;
+  out.offsets.assign(blocks + 1, 0);
+  for (int e = 0; e < blocks; ++e) out.offsets[e + 1] = out.offsets[e] + counts[e];
   out.perm = at::empty({F}, at::kLong);
   out.rowExpert = at::empty({F}, at::kLong);
   int64_t* pp = out.perm.data_ptr<int64_t>();
@@ -91,9 +98,21 @@ at::Tensor MoeLayerWeights::packedHidden(const at::Tensor& x) const {
 at::Tensor MoeLayerWeights::expertMass(const at::Tensor& h) const {
   at::Tensor v = plainReluFfn(act, gated()) ? h : h.abs();  // [N, d_ff], the rule of plainReluFfn
   const int E = layout.experts;
-  at::Tensor out = at::zeros({h.size(0), E}, h.options());
+  at::Tensor out = at::zeros({h.size(0), layout.blocks()}, h.options());
   out.index_add_(1, layout.rowExpert, v);
-  return out;
+  return layout.shared ? out.narrow(1, 0, E) : out;
+}
+
+at::Tensor MoeLayerWeights::expertOutputNorm(const at::Tensor& h) const {
+  const int E = layout.experts;
+  std::vector<at::Tensor> cols;
+  cols.reserve(static_cast<size_t>(E));
+  for (int e = 0; e < E; ++e) {
+    const int64_t off = layout.offsets[e], s = layout.expertSize(e);
+    // [N, s] x [s, d_model]: expert e's share of the output, then its row norms.
+    cols.push_back(at::mm(h.narrow(1, off, s), downT.narrow(0, off, s)).norm(2, {1}));
+  }
+  return at::stack(cols, 1);
 }
 
 FfnWeights MoeLayerWeights::unpack() const {

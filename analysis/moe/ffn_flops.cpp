@@ -22,6 +22,7 @@ double ffnFlops(const FfnFlopCount& c) {
   switch (c.router) {
     case RouterKind::Similarity:
     case RouterKind::Sigmoid:
+    case RouterKind::DynamicK:
       router = d * E;
       break;
     case RouterKind::Mlp:

@@ -19,8 +19,8 @@ struct FfnFlopCount {
   Method method = Method::Dense;
   int64_t dModel = 0, dFF = 0;
   bool gated = false;  ///< act(x Wg^T) * (x Wu^T): two input projections
-  /// Moe: the neurons of the selected experts (mean over tokens, from what
-  /// ran); ActivationBound: K, the neurons kept.
+  /// Moe: the neurons of the selected experts and of a shared expert (mean
+  /// over tokens, from what ran); ActivationBound: K, the neurons kept.
   double neurons = 0;
   RouterKind router = RouterKind::Oracle;  ///< Moe
   int experts = 0;                         ///< Moe: E
@@ -35,6 +35,7 @@ struct FfnFlopCount {
 ///   Moe:              (m + 1) d_model n + R       n = `neurons`
 ///       R similarity: d_model E                   (normalise(x) . centroids)
 ///       R sigmoid:    d_model E                   (x W1^T)
+///       R dynamic-k:  d_model E                   (x W1^T + b1; n then varies per token)
 ///       R mlp:        d_model E + E^2             (its two matmuls)
 ///       R oracle:     m d_model d_ff              (its scores need the dense hidden)
 ///   ActivationBound:  m d_model d_ff + d_model K  K = `neurons`: the dense hidden

@@ -55,6 +55,14 @@ void attachMoeFromCheckpoint(Model& model, const nlohmann::json& b, const fs::pa
   auto experts = listOf(b, "experts", ctx);
   auto topk = listOf(b, "top_k", ctx);
   if (layers.empty()) throw FormatError(ctx + ": moefication.layers is empty");
+  // Shared experts (docs/moe.md): neurons per layer, 0 = none; absent in exports without any.
+  std::vector<int> sharedSizes(layers.size(), 0);
+  if (b.contains("shared_sizes")) {
+    sharedSizes = listOf(b, "shared_sizes", ctx);
+    if (sharedSizes.size() != layers.size())
+      throw FormatError(ctx + ": moefication.shared_sizes has " + std::to_string(sharedSizes.size()) +
+                        " entries, moefication.layers " + std::to_string(layers.size()));
+  }
   if (experts.size() != layers.size() || topk.size() != layers.size())
     throw FormatError(ctx + ": moefication lists 'layers' (" + std::to_string(layers.size()) + "), 'experts' (" +
                       std::to_string(experts.size()) + ") and 'top_k' (" + std::to_string(topk.size()) +
@@ -75,6 +83,25 @@ void attachMoeFromCheckpoint(Model& model, const nlohmann::json& b, const fs::pa
     kind = routerKindFromName(b.value("router", ""), ctx + ": moefication.router");
   } catch (const ParameterError& e) {
     throw FormatError(e.what());
+  }
+  // Dynamic-k routers: tau and min k per layer (top_k is the most experts a token takes).
+  std::vector<double> dynTau;
+  std::vector<int> dynMinK;
+  if (kind == RouterKind::DynamicK) {
+    if (!b.contains("dynamic_k") || !b["dynamic_k"].is_object())
+      throw FormatError(ctx + ": moefication.dynamic_k is missing (a dynamic-k router needs tau and min_k)");
+    const auto& dk = b["dynamic_k"];
+    dynMinK = listOf(dk, "min_k", ctx + ": moefication.dynamic_k");
+    if (!dk.contains("tau") || !dk["tau"].is_array())
+      throw FormatError(ctx + ": moefication.dynamic_k.tau must be a list");
+    for (const auto& t : dk["tau"]) dynTau.push_back(jsonFinite(t, ctx + ": moefication.dynamic_k.tau"));
+    if (dynTau.size() != layers.size() || dynMinK.size() != layers.size())
+      throw FormatError(ctx + ": moefication.dynamic_k lists need one entry per layer");
+    for (size_t i = 0; i < layers.size(); ++i)
+      if (!(dynTau[i] > 0 && dynTau[i] <= 1) || dynMinK[i] < 1 || dynMinK[i] > topk[i])
+        throw FormatError(ctx + ": layer " + std::to_string(layers[i]) + ": dynamic_k tau " +
+                          std::to_string(dynTau[i]) + " outside (0, 1] or min_k " + std::to_string(dynMinK[i]) +
+                          " outside [1, top_k]");
   }
   if (!b.contains("checksum") || !b["checksum"].is_string())
     throw FormatError(ctx + ": moefication.checksum is missing");
@@ -117,11 +144,16 @@ void attachMoeFromCheckpoint(Model& model, const nlohmann::json& b, const fs::pa
     const int E = experts[i];
     const std::string p = "blk." + std::to_string(L) + ".";
     at::Tensor labels = get(p + "labels", {F}).to(at::kInt);
-    ExpertLayout layout = ExpertLayout::fromLabels(labels, E, wfs + ": layer " + std::to_string(L));
+    const bool shared = sharedSizes[i] > 0;
+    ExpertLayout layout = ExpertLayout::fromLabels(labels, E, wfs + ": layer " + std::to_string(L), shared);
+    if (layout.sharedSize() != sharedSizes[i])
+      throw FormatError(wfs + ": layer " + std::to_string(L) + " labels give the shared expert " +
+                        std::to_string(layout.sharedSize()) + " neurons, moefication.shared_sizes says " +
+                        std::to_string(sharedSizes[i]));
     std::vector<at::Tensor> up, gate, ub, down;
-    for (int e = 0; e < E; ++e) {
+    for (int e = 0; e < layout.blocks(); ++e) {  // the routed experts, then the shared one (packed block E)
       const int64_t s = layout.expertSize(e);
-      const std::string q = p + "experts." + std::to_string(e) + ".";
+      const std::string q = e == E ? p + "shared." : p + "experts." + std::to_string(e) + ".";
       up.push_back(get(q + "up.weight", {s, d}));
       if (c.gated) gate.push_back(get(q + "gate.weight", {s, d}));
       if (c.ffnBias) ub.push_back(get(q + "up.bias", {s}));
@@ -141,8 +173,14 @@ void attachMoeFromCheckpoint(Model& model, const nlohmann::json& b, const fs::pa
     r->kind = kind;
     r->experts = E;
     if (kind == RouterKind::Similarity) r->centroids = get(p + "router.centroids", {E, d}).contiguous();
-    if (kind == RouterKind::Mlp || kind == RouterKind::Sigmoid) r->w1 = get(p + "router.w1", {E, d}).contiguous();
+    if (kind == RouterKind::Mlp || kind == RouterKind::Sigmoid || kind == RouterKind::DynamicK)
+      r->w1 = get(p + "router.w1", {E, d}).contiguous();
     if (kind == RouterKind::Mlp) r->w2 = get(p + "router.w2", {E, E}).contiguous();
+    if (kind == RouterKind::DynamicK) {
+      r->b1 = get(p + "router.b1", {E}).contiguous();
+      r->tau = dynTau[i];
+      r->minK = dynMinK[i];
+    }
     moeLayers[L].weights = w;
     moeLayers[L].router = r;
     moeLayers[L].topK = topk[i];

@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <set>
 #include <sstream>
 
@@ -74,6 +75,7 @@ nlohmann::json writeMoeFolder(const Model& model, const MoeFfn& moe, RouterKind 
                               const fs::path& out, bool force, JobContext& job) {
   const auto& c = model.config();
   std::vector<int> layers, experts, topk;
+  std::vector<int64_t> sharedSizes;  // per MoE layer, 0 = no shared expert
   nlohmann::json sizes = nlohmann::json::array();
   std::set<std::string> moeNames;  // dense FFN tensors the experts replace
   for (int L = 0; L < c.nLayer; ++L) {
@@ -85,6 +87,7 @@ nlohmann::json writeMoeFolder(const Model& model, const MoeFfn& moe, RouterKind 
     std::vector<int64_t> s;
     for (int e = 0; e < ml.weights->layout.experts; ++e) s.push_back(ml.weights->layout.expertSize(e));
     sizes.push_back(s);
+    sharedSizes.push_back(ml.weights->layout.sharedSize());
     for (Role r : {Role::FfnUp, Role::FfnUpB, Role::FfnGate, Role::FfnDown, Role::FfnDownB}) {
       std::string n = model.tensorName(r, L);
       if (!n.empty()) moeNames.insert(n);
@@ -98,6 +101,20 @@ nlohmann::json writeMoeFolder(const Model& model, const MoeFfn& moe, RouterKind 
   block["layers"] = layers;
   block["experts"] = experts;
   block["expert_sizes"] = sizes;
+  // Only exports with a shared expert carry the key, so other blocks (and
+  // their checksums) stay as older versions wrote them.
+  if (kind == RouterKind::DynamicK) {
+    std::vector<double> taus;
+    std::vector<int> minKs;
+    for (int L : layers) taus.push_back(moe.layers()[L].router->tau), minKs.push_back(moe.layers()[L].router->minK);
+    block["dynamic_k"] = {{"tau", taus}, {"min_k", minKs}};  // per layer; top_k is each layer's max k
+  } else {
+    block.erase("dynamic_k");
+  }
+  if (std::any_of(sharedSizes.begin(), sharedSizes.end(), [](int64_t n) { return n > 0; }))
+    block["shared_sizes"] = sharedSizes;
+  else
+    block.erase("shared_sizes");
   if (!block.contains("expert_size")) block["expert_size"] = sizes[0][0];
   block["top_k"] = topk;
   block["router"] = routerKindName(kind);
@@ -123,9 +140,9 @@ nlohmann::json writeMoeFolder(const Model& model, const MoeFfn& moe, RouterKind 
       const MoeLayerWeights& w = *ml.weights;
       const std::string p = "blk." + std::to_string(L) + ".";
       mt.emplace_back(p + "labels", w.layout.labels.to(at::kInt).contiguous());
-      for (int e = 0; e < w.layout.experts; ++e) {
+      for (int e = 0; e < w.layout.blocks(); ++e) {  // routed experts, then the shared one (block E)
         const int64_t off = w.layout.offsets[e], s = w.layout.expertSize(e);
-        const std::string q = p + "experts." + std::to_string(e) + ".";
+        const std::string q = e == w.layout.experts ? p + "shared." : p + "experts." + std::to_string(e) + ".";
         mt.emplace_back(q + "up.weight", w.up.detach().narrow(0, off, s).contiguous());
         if (w.gated()) mt.emplace_back(q + "gate.weight", w.gate.detach().narrow(0, off, s).contiguous());
         if (w.upBias.defined()) mt.emplace_back(q + "up.bias", w.upBias.detach().narrow(0, off, s).contiguous());
@@ -134,9 +151,10 @@ nlohmann::json writeMoeFolder(const Model& model, const MoeFfn& moe, RouterKind 
       if (w.downBias.defined()) mt.emplace_back(p + "down.bias", w.downBias.detach().contiguous());
       const LayerRouter& r = *ml.router;
       if (r.kind == RouterKind::Similarity) mt.emplace_back(p + "router.centroids", r.centroids.detach().contiguous());
-      if (r.kind == RouterKind::Mlp || r.kind == RouterKind::Sigmoid)
+      if (r.kind == RouterKind::Mlp || r.kind == RouterKind::Sigmoid || r.kind == RouterKind::DynamicK)
         mt.emplace_back(p + "router.w1", r.w1.detach().contiguous());
       if (r.kind == RouterKind::Mlp) mt.emplace_back(p + "router.w2", r.w2.detach().contiguous());
+      if (r.kind == RouterKind::DynamicK) mt.emplace_back(p + "router.b1", r.b1.detach().contiguous());
       job.setProgress(double(i + 1) / layers.size());
       job.checkCancel();
     }

@@ -256,21 +256,30 @@ void sparseFfnKernel(const MoeLayerWeights& w, const float* x, int64_t n, const 
   const Activation act = w.act;
 
   // Group tokens by expert (counting sort): tokens[start[e] .. start[e+1]).
-  std::vector<int64_t> start(E + 1, 0);
+  // A shared expert (block E) takes every token, so it runs as one GEMM over
+  // the whole batch like any expert that all tokens picked. An entry -1 of
+  // `sel` is no expert (a token that routes to fewer than k).
+  const int B = w.layout.blocks();
+  std::vector<int64_t> start(B + 1, 0);
   for (int64_t i = 0; i < n * k; ++i) {
     int64_t e = sel[i];
+    if (e == -1) continue;
     if (e < 0 || e >= E) throw ParameterError("expert id " + std::to_string(e) + " outside [0, " + std::to_string(E) + ")");
     ++start[e + 1];
   }
-  for (int e = 0; e < E; ++e) start[e + 1] += start[e];
-  std::vector<int64_t> tokens(n * k);
+  if (w.layout.shared) start[E + 1] = n;
+  for (int e = 0; e < B; ++e) start[e + 1] += start[e];
+  std::vector<int64_t> tokens(start[B]);
   {
     std::vector<int64_t> fill(start.begin(), start.end() - 1);
     for (int64_t t = 0; t < n; ++t)
-      for (int j = 0; j < k; ++j) tokens[fill[sel[t * k + j]]++] = t;
+      for (int j = 0; j < k; ++j)
+        if (sel[t * k + j] >= 0) tokens[fill[sel[t * k + j]]++] = t;
+    if (w.layout.shared)
+      for (int64_t t = 0; t < n; ++t) tokens[fill[E]++] = t;
   }
   std::vector<int> active;
-  for (int e = 0; e < E; ++e)
+  for (int e = 0; e < B; ++e)
     if (start[e + 1] > start[e]) active.push_back(e);
 
   if (hidden) std::memset(hidden, 0, sizeof(float) * n * F);
@@ -416,6 +425,9 @@ MoeFfn::MoeFfn(std::vector<MoeLayer> layers, std::vector<FfnWeights> dense)
     if (l.topK < 1 || l.topK > E)
       throw ParameterError("layer " + std::to_string(L) + ": top-k " + std::to_string(l.topK) + " outside [1, " +
                            std::to_string(E) + "] (the layer has " + std::to_string(E) + " experts)");
+    if (l.router->kind == RouterKind::DynamicK && l.router->minK > l.topK)
+      throw ParameterError("layer " + std::to_string(L) + ": dynamic-k min k " + std::to_string(l.router->minK) +
+                           " above its top-k (max k) " + std::to_string(l.topK));
     if (l.router->experts != E)
       throw ParameterError("layer " + std::to_string(L) + ": router has " + std::to_string(l.router->experts) +
                            " experts, the partition " + std::to_string(E));
@@ -425,6 +437,8 @@ MoeFfn::MoeFfn(std::vector<MoeLayer> layers, std::vector<FfnWeights> dense)
 at::Tensor MoeFfn::route(int layer, const at::Tensor& x) const {
   const MoeLayer& l = layers_.at(layer);
   at::Tensor s = l.router->scores(x, *l.weights);  // [N, E]
+  // Dynamic-k: topK is the most experts a token may take; rows end in -1.
+  if (l.router->kind == RouterKind::DynamicK) return dynamicKExperts(s, l.router->tau, l.router->minK, l.topK);
   return topKExperts(s, l.topK).contiguous();
 }
 
@@ -435,8 +449,11 @@ at::Tensor MoeFfn::compute(int layer, const at::Tensor& xIn, const at::Tensor& s
                         (xIn.requires_grad() || w.up.requires_grad() || w.downT.requires_grad());
   if (autograd) {
     at::Tensor h = w.packedHidden(xIn);  // [N, d_ff] packed
-    at::Tensor m = at::zeros({xIn.size(0), w.layout.experts}, xIn.options().requires_grad(false));
-    m.scatter_(1, selIn, 1.0);
+    // Mask [N, blocks]: the selected experts (entries -1 select none) and the shared expert.
+    at::Tensor m = at::zeros({xIn.size(0), w.layout.blocks()}, xIn.options().requires_grad(false));
+    at::Tensor s = selIn.to(at::kLong);
+    m.scatter_add_(1, s.clamp_min(0), (s >= 0).to(m.scalar_type())).clamp_max_(1.0);
+    if (w.layout.shared) m.narrow(1, w.layout.experts, 1).fill_(1.0);
     h = h * m.index_select(1, w.layout.rowExpert);
     if (hidden) *hidden = h.index_select(1, w.layout.invPerm);
     return at::linear(h, w.downT.t(), w.downBias);
@@ -467,8 +484,17 @@ at::Tensor MoeFfn::forward(int layer, const at::Tensor& x, at::Tensor* hidden) c
 
 std::shared_ptr<MoeFfn> MoeFfn::withTopK(const std::vector<int>& k) const {
   auto layers = layers_;
-  for (size_t L = 0; L < layers.size() && L < k.size(); ++L)
-    if (layers[L].weights) layers[L].topK = k[L];
+  for (size_t L = 0; L < layers.size() && L < k.size(); ++L) {
+    if (!layers[L].weights) continue;
+    layers[L].topK = k[L];
+    // A dynamic-k router's min k is capped at the new max k (a budget sweep may go below it).
+    const auto& r = layers[L].router;
+    if (r && r->kind == RouterKind::DynamicK && r->minK > k[L] && k[L] >= 1) {
+      auto capped = std::make_shared<LayerRouter>(*r);
+      capped->minK = k[L];
+      layers[L].router = capped;
+    }
+  }
   return std::make_shared<MoeFfn>(std::move(layers), dense_);
 }
 
@@ -477,7 +503,18 @@ std::shared_ptr<MoeFfn> MoeFfn::withFraction(double f) const {
   std::vector<int> k(layers_.size(), 0);
   for (size_t L = 0; L < layers_.size(); ++L)
     if (layers_[L].weights) k[L] = topKForFraction(f, layers_[L].weights->layout.experts);
-  return withTopK(k);
+  auto out = withTopK(k);
+  if (f < 1.0) return out;
+  // Every expert: a dynamic-k router's tau would still stop early, so its
+  // copy takes min k = E (the dense FFN, as for the other kinds).
+  auto layers = out->layers_;
+  for (auto& l : layers)
+    if (l.weights && l.router && l.router->kind == RouterKind::DynamicK) {
+      auto r = std::make_shared<LayerRouter>(*l.router);
+      r->minK = l.weights->layout.experts;
+      l.router = r;
+    }
+  return std::make_shared<MoeFfn>(std::move(layers), dense_);
 }
 
 }  // namespace moefy

@@ -11,7 +11,9 @@
 //    accumulating into its own output buffer.
 //  - autograd (grad mode on and weights or input requiring grad): a masked
 //    dense computation, so calibration can train the experts.
-// Selecting all experts reproduces the dense FFN up to float summation order.
+// A layer may have a shared expert (ExpertLayout::shared), computed for every
+// token beside the routed top-k. Selecting all experts reproduces the dense
+// FFN up to float summation order.
 #include <ATen/Tensor.h>
 
 #include <memory>
@@ -26,7 +28,7 @@ namespace moefy {
 struct MoeLayer {
   std::shared_ptr<const MoeLayerWeights> weights;  ///< null: the layer stays dense
   std::shared_ptr<const LayerRouter> router;
-  int topK = 0;                                     ///< experts per token, in [1, E]
+  int topK = 0;  ///< experts per token, in [1, E] (dynamic-k: the most)
 };
 
 class MoeFfn : public FfnOverride {
@@ -39,13 +41,17 @@ class MoeFfn : public FfnOverride {
   /// (zeros for the neurons of unselected experts).
   at::Tensor forward(int layer, const at::Tensor& x, at::Tensor* hidden) const override;
   /// Selected experts [N, k] (int64) of x [N, d_model]. Layer must be MoE.
+  /// Dynamic-k routers (k = the layer's top-k, the most a token takes) end a
+  /// token's row with -1 after its own k experts (dynamicKExperts).
   at::Tensor route(int layer, const at::Tensor& x) const;
-  /// The sparse FFN for a given selection sel [N, k] (int64).
+  /// The sparse FFN for a given selection sel [N, k] (int64; -1 = no expert),
+  /// plus the layer's shared expert when it has one.
   at::Tensor compute(int layer, const at::Tensor& x, const at::Tensor& sel, at::Tensor* hidden) const;
 
   /// Same experts and routers, other top-k: k[L] per model layer (ignored for dense layers).
   std::shared_ptr<MoeFfn> withTopK(const std::vector<int>& k) const;
-  /// top-k = max(1, round(fraction * E)) in every MoE layer.
+  /// top-k = max(1, round(fraction * E)) in every MoE layer (dynamic-k: the
+  /// most experts per token; at fraction 1 also the fewest, so every expert runs).
   std::shared_ptr<MoeFfn> withFraction(double fraction) const;
 
   const std::vector<MoeLayer>& layers() const { return layers_; }
@@ -58,8 +64,11 @@ class MoeFfn : public FfnOverride {
 };
 
 /// The inference kernel on raw buffers: x [N, d_model], sel [N, k] (values in
-/// [0, E)), y [N, d_model] (overwritten, b2 included); hidden [N, d_ff] (original
-/// order, overwritten) or null. Exposed for benchmarks and tests.
+/// [0, E), or -1 for no expert, so tokens may use fewer than k), y [N, d_model]
+/// (overwritten, b2 included); hidden [N, d_ff] (original order, overwritten)
+/// or null. A layout with a shared expert (ExpertLayout::shared) computes it
+/// for every token, in addition to the selected experts. Exposed for
+/// benchmarks and tests. Throws ParameterError for an id outside [-1, E).
 void sparseFfnKernel(const MoeLayerWeights& w, const float* x, int64_t n, const int64_t* sel, int k, float* y,
                      float* hidden);
 

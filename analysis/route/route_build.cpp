@@ -22,7 +22,8 @@ std::vector<std::shared_ptr<MoeLayerWeights>> packExperts(const Model& model, co
     if (!w.up.defined())
       throw FormatError(model.dir().string() + ": layer " + std::to_string(L) + " has no dense FFN weights to split");
     std::string ctx = (part.dir / "labels.safetensors").string() + ": layer " + std::to_string(L);
-    out.push_back(MoeLayerWeights::pack(w, ExpertLayout::fromLabels(part.labels[i], part.experts, ctx)));
+    const bool shared = i < part.shared.size() && part.shared[i] > 0;
+    out.push_back(MoeLayerWeights::pack(w, ExpertLayout::fromLabels(part.labels[i], part.experts, ctx, shared)));
   }
   return out;
 }
@@ -56,23 +57,21 @@ void splitSamples(int64_t S, double heldOut, uint64_t seed, at::Tensor& train, a
 
 namespace {
 
-// The training loop of the learned routers: BCE-with-logits of logitsOf(x rows)
-// against the normalised oracle mass, Adam over `params`, per-epoch train and
-// held-out losses (logged, and returned as {"epochs": [...]}).
-nlohmann::json trainRouterLoop(std::vector<at::Tensor> params,
-                               const std::function<at::Tensor(const at::Tensor&)>& logitsOf, const at::Tensor& x,
-                               const at::Tensor& mass, const at::Tensor& trainIdx, const at::Tensor& heldIdx,
-                               const RouteOptions& o, JobContext& job, const std::string& label) {
+// The training loop of the learned routers: Adam over `params`, per epoch a
+// shuffled pass over the training samples in batches of o.batch minimising
+// lossOf(sample indices), then the held-out loss (logged, and returned as
+// {"epochs": [{"train", "held_out"}, ...]}).
+nlohmann::json adamEpochs(std::vector<at::Tensor> params, const std::function<at::Tensor(const at::Tensor&)>& lossOf,
+                          const at::Tensor& trainIdx, const at::Tensor& heldIdx, const RouteOptions& o, JobContext& job,
+                          const std::string& label) {
   if (o.epochs <= 0) throw ParameterError("--epochs must be positive");
   if (o.batch <= 0) throw ParameterError("--batch must be positive");
   if (!(o.lr > 0)) throw ParameterError("--lr must be positive");
-  at::Tensor target = mass / mass.amax(1, true).clamp_min(1e-12);  // [S, E] in [0, 1]
   torch::optim::Adam opt(params, torch::optim::AdamOptions(o.lr));
   auto heldLoss = [&]() -> double {
     if (heldIdx.numel() == 0) return NAN;
     at::NoGradGuard ng;
-    return at::binary_cross_entropy_with_logits(logitsOf(x.index_select(0, heldIdx)), target.index_select(0, heldIdx))
-        .item<double>();
+    return lossOf(heldIdx).item<double>();
   };
   nlohmann::json epochs = nlohmann::json::array();
   auto gen = at::make_generator<at::CPUGeneratorImpl>(o.seed + 17);
@@ -84,7 +83,7 @@ nlohmann::json trainRouterLoop(std::vector<at::Tensor> params,
     int64_t cnt = 0;
     for (int64_t b = 0; b < n; b += o.batch) {
       at::Tensor idx = order.narrow(0, b, std::min<int64_t>(o.batch, n - b));
-      at::Tensor loss = at::binary_cross_entropy_with_logits(logitsOf(x.index_select(0, idx)), target.index_select(0, idx));
+      at::Tensor loss = lossOf(idx);
       opt.zero_grad();
       loss.backward();
       opt.step();
@@ -99,6 +98,25 @@ nlohmann::json trainRouterLoop(std::vector<at::Tensor> params,
     job.log(s.str());
   }
   return {{"epochs", epochs}};
+}
+
+// The mean L2 norm of the training rows of x (1 if none or ~0): the input
+// scale of the routers trained on the raw FFN input.
+double meanInputNorm(const at::Tensor& x, const at::Tensor& trainIdx) {
+  const double s = trainIdx.numel() ? x.index_select(0, trainIdx).norm(2, {1}).mean().item<double>() : 1.0;
+  return s > 1e-12 ? s : 1.0;
+}
+
+// BCE-with-logits of logitsOf(x rows) against the normalised oracle mass.
+nlohmann::json trainRouterLoop(std::vector<at::Tensor> params,
+                               const std::function<at::Tensor(const at::Tensor&)>& logitsOf, const at::Tensor& x,
+                               const at::Tensor& mass, const at::Tensor& trainIdx, const at::Tensor& heldIdx,
+                               const RouteOptions& o, JobContext& job, const std::string& label) {
+  at::Tensor target = mass / mass.amax(1, true).clamp_min(1e-12);  // [S, E] in [0, 1]
+  auto lossOf = [&](const at::Tensor& idx) {
+    return at::binary_cross_entropy_with_logits(logitsOf(x.index_select(0, idx)), target.index_select(0, idx));
+  };
+  return adamEpochs(std::move(params), lossOf, trainIdx, heldIdx, o, job, label);
 }
 
 }  // namespace
@@ -123,14 +141,36 @@ nlohmann::json trainSigmoidRouter(LayerRouter& r, const at::Tensor& xRaw, const 
   // Trained as sigmoid((x / s) V^T) with s the mean ||x|| of the training
   // samples, so that Adam's steps have the scale they have for the mlp
   // router's unit inputs; stored as W1 = V / s, i.e. sigmoid(x W1^T).
-  const double s = trainIdx.numel() ? xf.index_select(0, trainIdx).norm(2, {1}).mean().item<double>() : 1.0;
-  const double scale = s > 1e-12 ? s : 1.0;
+  const double scale = meanInputNorm(xf, trainIdx);
   at::Tensor x = xf / scale;
   at::Tensor v = (r.w1.detach() * scale).clone().set_requires_grad(true);
   auto logitsOf = [&](const at::Tensor& xb) { return at::mm(xb, v.t()); };
   nlohmann::json out = trainRouterLoop({v}, logitsOf, x, mass, trainIdx, heldIdx, o, job, label);
   out["input_scale"] = scale;
   r.w1 = (v.detach() / scale).contiguous();
+  return out;
+}
+
+nlohmann::json trainDynamicKRouter(LayerRouter& r, const at::Tensor& xRaw, const at::Tensor& norm,
+                                   const at::Tensor& trainIdx, const at::Tensor& heldIdx, const RouteOptions& o,
+                                   JobContext& job, const std::string& label) {
+  at::Tensor xf = xRaw.to(at::kFloat);
+  const double scale = meanInputNorm(xf, trainIdx);  // as for the sigmoid router: W1 = V / s
+  at::Tensor x = xf / scale;
+  // Log-norm targets: the norms span orders of magnitude, and the selection
+  // only needs their ranking and relative sizes.
+  const double eps = std::max(1e-12, 1e-6 * norm.mean().item<double>());
+  at::Tensor target = at::log(norm.to(at::kFloat) + eps);  // [S, E]
+  at::Tensor v = (r.w1.detach() * scale).clone().set_requires_grad(true);
+  at::Tensor b = r.b1.detach().clone().set_requires_grad(true);
+  auto lossOf = [&](const at::Tensor& idx) {
+    return at::mse_loss(at::addmm(b, x.index_select(0, idx), v.t()), target.index_select(0, idx));
+  };
+  nlohmann::json out = adamEpochs({v, b}, lossOf, trainIdx, heldIdx, o, job, label + " (log-norm MSE)");
+  r.w1 = (v.detach() / scale).contiguous();
+  r.b1 = b.detach().contiguous();
+  out["input_scale"] = scale;
+  out["log_eps"] = std::log(eps);
   return out;
 }
 
@@ -149,6 +189,12 @@ RouterSet buildRouters(const Model& model, const PartitionData& part, const Samp
     throw ParameterError("--top-k " + std::to_string(k) + " outside [1, " + std::to_string(E) + "] (the partition has " +
                          std::to_string(E) + " experts)");
   if (!(o.heldOut >= 0 && o.heldOut < 1)) throw ParameterError("--held-out must be in [0, 1)");
+  if (o.kind == RouterKind::DynamicK) {
+    if (!(o.tau > 0 && o.tau <= 1)) throw ParameterError("--tau " + std::to_string(o.tau) + " outside (0, 1]");
+    if (o.minK < 1 || o.minK > k)
+      throw ParameterError("--min-k " + std::to_string(o.minK) + " outside [1, " + std::to_string(k) +
+                           "] (the most experts per token, --top-k)");
+  }
   job.setStage("route: pack experts");
   auto packed = packExperts(model, part);
   RouterSet rs;
@@ -166,6 +212,8 @@ RouterSet buildRouters(const Model& model, const PartitionData& part, const Samp
                        {"batch", o.batch},
                        {"lr", o.lr},
                        {"held_out", o.heldOut},
+                       {"tau", o.tau},
+                       {"min_k", o.minK},
                        {"seed", o.seed}},
                       {{"model", model.fingerprint()},
                        {"partition", folderFingerprint(part.dir)},
@@ -200,6 +248,24 @@ RouterSet buildRouters(const Model& model, const PartitionData& part, const Samp
       rs.training[std::to_string(L)] =
           trainSigmoidRouter(r, samples.ffnIn[i], mass, trainIdx, heldIdx, o, job, "layer " + std::to_string(L));
     }
+    if (o.kind == RouterKind::DynamicK) {
+      // A linear head on the raw input predicting each expert's log output
+      // norm, from zero weights and the mean log norm (Dense-to-Dynamic-k MoE
+      // regresses the norms of the converted experts' outputs).
+      at::Tensor norm;
+      {
+        at::NoGradGuard ng;
+        norm = w.expertOutputNorm(samples.ffnAct[i].index_select(1, w.layout.perm));  // [S, E]
+      }
+      const double eps = std::max(1e-12, 1e-6 * norm.mean().item<double>());
+      r.w1 = at::zeros({E, samples.ffnIn[i].size(1)}, at::kFloat);
+      r.b1 = at::log(norm.index_select(0, trainIdx) + eps).mean(0).contiguous();
+      r.tau = o.tau;
+      r.minK = o.minK;
+      r.centroids = at::Tensor();
+      rs.training[std::to_string(L)] =
+          trainDynamicKRouter(r, samples.ffnIn[i], norm, trainIdx, heldIdx, o, job, "layer " + std::to_string(L));
+    }
     // Metrics on held-out samples (all samples when none are held out).
     at::Tensor evalIdx = heldIdx.numel() > 0 ? heldIdx : at::arange(samples.samples, at::kLong);
     at::Tensor xs = samples.ffnIn[i].index_select(0, evalIdx);
@@ -209,6 +275,11 @@ RouterSet buildRouters(const Model& model, const PartitionData& part, const Samp
       scores = o.kind == RouterKind::Oracle ? mass.index_select(0, evalIdx) : r.scores(xs, w);
     }
     rs.metrics[std::to_string(L)] = routerMetrics(scores, mass.index_select(0, evalIdx), k);
+    if (o.kind == RouterKind::DynamicK) {
+      // The experts per token the router takes on these samples.
+      at::Tensor sel = dynamicKExperts(scores, r.tau, r.minK, k);
+      rs.metrics[std::to_string(L)]["mean_k"] = (sel >= 0).sum(1).to(at::kDouble).mean().item<double>();
+    }
     rs.routers.push_back(std::move(r));
     rs.topK.push_back(k);
     rs.experts.push_back(E);

@@ -27,6 +27,9 @@ struct RouteOptions {
   int batch = 512;
   double lr = 0.01;
   double heldOut = 0.1;      ///< fraction of samples held out (also used for the metrics)
+  // dynamic-k (topK / topFraction give the most experts a token may take)
+  double tau = 0.9;  ///< share of the predicted total output norm to cover
+  int minK = 1;      ///< fewest experts per token
   uint64_t seed = 0;
 };
 
@@ -63,5 +66,18 @@ nlohmann::json trainMlpRouter(LayerRouter& router, const at::Tensor& x, const at
 nlohmann::json trainSigmoidRouter(LayerRouter& router, const at::Tensor& x, const at::Tensor& mass,
                                   const at::Tensor& trainIdx, const at::Tensor& heldIdx, const RouteOptions& options,
                                   JobContext& job, const std::string& label);
+
+/// Trains a dynamic-k router's linear head in place (w1 [E, d_model] and b1
+/// [E] must be set: the initial weights) by regression: MSE between
+/// x W1^T + b1 and log(norm + eps), norm [S, E] the experts' output norms
+/// ||W2_e h_e|| of the samples (MoeLayerWeights::expertOutputNorm), eps =
+/// 1e-6 times the mean norm (so an expert that stays silent has a finite
+/// target). Inputs are divided by their mean norm s over the training
+/// samples, as for the sigmoid router (W1 = V / s). Adam, options' epochs,
+/// batch, lr. Returns {"epochs": [{"train", "held_out"}, ...] (MSE of the log
+/// norms), "input_scale": s, "log_eps": log eps}.
+nlohmann::json trainDynamicKRouter(LayerRouter& router, const at::Tensor& x, const at::Tensor& norm,
+                                   const at::Tensor& trainIdx, const at::Tensor& heldIdx, const RouteOptions& options,
+                                   JobContext& job, const std::string& label);
 
 }  // namespace moefy

@@ -53,7 +53,10 @@ PartitionData PartitionData::read(const fs::path& dir) {
   p.layers = part.layers();
   if (p.layers.empty()) throw FormatError((dir / "partition.json").string() + ": no partitioned layers");
   std::sort(p.layers.begin(), p.layers.end());
-  for (int L : p.layers) p.labels.push_back(part.labelsTensor(L));
+  for (int L : p.layers) {
+    p.labels.push_back(part.labelsTensor(L));
+    p.shared.push_back(part.sharedNeurons(L));
+  }
   p.labelsHash = hashLabels(p.labels);
   return p;
 }

@@ -17,7 +17,8 @@ struct PartitionData {
   std::filesystem::path dir;
   int experts = 0;                 ///< E (same for every layer)
   std::vector<int> layers;         ///< partitioned model layers, ascending
-  std::vector<at::Tensor> labels;  ///< per entry of `layers`: [d_ff] int32
+  std::vector<at::Tensor> labels;  ///< per entry of `layers`: [d_ff] int32 (E: the shared expert's neurons)
+  std::vector<int> shared;         ///< per entry: neurons of the layer's shared expert, 0 = none
   std::string modelFingerprint;
   std::string labelsHash;          ///< 16 hex digits over all labels (routers record it)
   nlohmann::json meta;             ///< partition.json

@@ -24,6 +24,8 @@ const char* routerKindName(RouterKind k) {
     case RouterKind::Mlp: return "mlp";
     case RouterKind::Sigmoid:
       return "sigmoid";
+    case RouterKind::DynamicK:
+      return "dynamic-k";
   }
   return "?";
 }
@@ -33,7 +35,8 @@ RouterKind routerKindFromName(const std::string& n, const std::string& ctx) {
   if (n == "similarity") return RouterKind::Similarity;
   if (n == "mlp") return RouterKind::Mlp;
   if (n == "sigmoid") return RouterKind::Sigmoid;
-  throw ParameterError(ctx + ": unknown router kind '" + n + "' (oracle, similarity, mlp or sigmoid)");
+  if (n == "dynamic-k") return RouterKind::DynamicK;
+  throw ParameterError(ctx + ": unknown router kind '" + n + "' (oracle, similarity, mlp, sigmoid or dynamic-k)");
 }
 
 at::Tensor l2Normalize(const at::Tensor& x) {
@@ -49,18 +52,41 @@ at::Tensor topKExperts(const at::Tensor& scores, int k) {
   return std::get<1>(scores.topk(k, -1, /*largest=*/true, /*sorted=*/false));
 }
 
+at::Tensor dynamicKExperts(const at::Tensor& scoresIn, double tau, int minK, int maxK) {
+  const int64_t N = scoresIn.size(0), E = scoresIn.size(1);
+  if (!(tau > 0 && tau <= 1)) throw ParameterError("dynamic-k: tau " + std::to_string(tau) + " outside (0, 1]");
+  if (minK < 1 || minK > maxK || maxK > E)
+    throw ParameterError("dynamic-k: need 1 <= min k (" + std::to_string(minK) + ") <= max k (" + std::to_string(maxK) +
+                         ") <= E (" + std::to_string(E) + ")");
+  at::Tensor scores = scoresIn.to(at::kDouble).contiguous();
+  // Stable descending sort: equal scores keep the lower expert id first.
+  auto [sorted, order] = scores.sort(/*stable=*/true, /*dim=*/1, /*descending=*/true);
+  at::Tensor cum = sorted.cumsum(1);                            // [N, E]
+  at::Tensor target = cum.select(1, E - 1).unsqueeze(1) * tau;  // [N, 1]
+  // k_t = 1 + #(prefix sums still below the target): the smallest k covering it.
+  at::Tensor k = ((cum < target).sum(1) + 1).clamp(minK, maxK);  // [N]
+  at::Tensor sel = order.narrow(1, 0, maxK).clone();             // [N, maxK]
+  at::Tensor col = at::arange(maxK, at::kLong).unsqueeze(0).expand({N, maxK});
+  sel.masked_fill_(col >= k.unsqueeze(1), -1);
+  return sel.contiguous();
+}
+
 at::Tensor similarityCentroids(const MoeLayerWeights& w) {
   at::NoGradGuard guard;  // normal tensors: calibration may train them
   at::Tensor rows = l2Normalize(w.gated() ? w.gate : w.up);  // [d_ff, d_model], packed
-  at::Tensor sums = at::zeros({w.layout.experts, rows.size(1)}, rows.options());
+  // Every packed block (the shared expert too, block E), then the routed ones:
+  // a router scores routed experts only.
+  const int B = w.layout.blocks(), E = w.layout.experts;
+  at::Tensor sums = at::zeros({B, rows.size(1)}, rows.options());
   sums.index_add_(0, w.layout.rowExpert, rows);
-  at::Tensor counts = at::zeros({w.layout.experts}, rows.options());
+  at::Tensor counts = at::zeros({B}, rows.options());
   counts.index_add_(0, w.layout.rowExpert, at::ones({rows.size(0)}, rows.options()));
-  return (sums / counts.unsqueeze(1)).contiguous();
+  return (sums / counts.unsqueeze(1)).narrow(0, 0, E).contiguous();
 }
 
 at::Tensor LayerRouter::scores(const at::Tensor& x, const MoeLayerWeights& w) const {
   if (kind == RouterKind::Oracle) return w.expertMass(w.packedHidden(x));
+  if (kind == RouterKind::DynamicK) return at::exp(logits(x));  // predicted output norms
   return kind == RouterKind::Sigmoid ? at::sigmoid(logits(x)) : logits(x);
 }
 
@@ -68,6 +94,7 @@ at::Tensor LayerRouter::logits(const at::Tensor& x) const {
   if (kind == RouterKind::Similarity) return at::mm(l2Normalize(x), centroids.t());
   if (kind == RouterKind::Mlp) return at::mm(at::tanh(at::mm(l2Normalize(x), w1.t())), w2.t());
   if (kind == RouterKind::Sigmoid) return at::mm(x, w1.t());
+  if (kind == RouterKind::DynamicK) return at::addmm(b1, x, w1.t());
   throw ParameterError("the oracle router has no logits (it has no parameters)");
 }
 
@@ -78,8 +105,16 @@ void LayerRouter::validate(int64_t dModel, const std::string& ctx) const {
       throw FormatError(ctx + ": tensor '" + name + "' has shape " + shapeString(t) + ", expected " + shapeString(want));
   };
   if (kind == RouterKind::Similarity) check(centroids, {experts, dModel}, "centroids");
-  if (kind == RouterKind::Mlp || kind == RouterKind::Sigmoid) check(w1, {experts, dModel}, "w1");
+  if (kind == RouterKind::Mlp || kind == RouterKind::Sigmoid || kind == RouterKind::DynamicK)
+    check(w1, {experts, dModel}, "w1");
   if (kind == RouterKind::Mlp) check(w2, {experts, experts}, "w2");
+  if (kind == RouterKind::DynamicK) {
+    check(b1, {experts}, "b1");
+    if (!(tau > 0 && tau <= 1)) throw FormatError(ctx + ": dynamic-k tau " + std::to_string(tau) + " outside (0, 1]");
+    if (minK < 1 || minK > experts)
+      throw FormatError(ctx + ": dynamic-k min_k " + std::to_string(minK) + " outside [1, " + std::to_string(experts) +
+                        "]");
+  }
 }
 
 int RouterSet::indexOfLayer(int layer) const {
@@ -108,14 +143,21 @@ void RouterSet::writeInto(const fs::path& dir) const {
   if (!provenance.is_null()) j["provenance"] = provenance;
   j["training"] = training;
   j["metrics"] = metrics;
+  if (kind == RouterKind::DynamicK) {
+    std::vector<double> taus;
+    std::vector<int> minKs;
+    for (const auto& r : routers) taus.push_back(r.tau), minKs.push_back(r.minK);
+    j["dynamic_k"] = {{"tau", taus}, {"min_k", minKs}};  // per layer; top_k is each layer's max k
+  }
   std::vector<std::pair<std::string, at::Tensor>> tensors;
   for (size_t i = 0; i < layers.size(); ++i) {
     const std::string p = Site::ofLayer(layers[i]).prefix();
     const auto& r = routers[i];
     if (kind == RouterKind::Similarity) tensors.emplace_back(p + "centroids", r.centroids.contiguous());
-    if (kind == RouterKind::Mlp || kind == RouterKind::Sigmoid)
+    if (kind == RouterKind::Mlp || kind == RouterKind::Sigmoid || kind == RouterKind::DynamicK)
       tensors.emplace_back(p + "w1", r.w1.detach().contiguous());
     if (kind == RouterKind::Mlp) tensors.emplace_back(p + "w2", r.w2.detach().contiguous());
+    if (kind == RouterKind::DynamicK) tensors.emplace_back(p + "b1", r.b1.detach().contiguous());
   }
   writeSafetensors(dir / "router.safetensors", tensors, {{"format", "moefy-router"}});
   writeFileAtomic(dir / "router.json", j.dump(2) + "\n");
@@ -152,6 +194,12 @@ RouterSet RouterSet::read(const fs::path& dir) {
       throw FormatError(jf.string() + ": partition.labels_hash '" + r.partitionLabelsHash + "' is not 16 hex digits");
     if (j.contains("training")) r.training = j["training"];
     if (j.contains("metrics")) r.metrics = j["metrics"];
+    if (r.kind == RouterKind::DynamicK) {
+      const auto& dk = j.at("dynamic_k");
+      r.dynamicTau.clear();
+      for (const auto& t : dk.at("tau")) r.dynamicTau.push_back(jsonFinite(t, jf.string() + ": dynamic_k.tau"));
+      r.dynamicMinK = jsonIntList(dk.at("min_k"), 1, kMax, jf.string() + ": dynamic_k.min_k");
+    }
   } catch (const nlohmann::json::exception& e) {
     throw FormatError(jf.string() + ": missing or malformed key (kind, layers, top_k, experts, model_fingerprint, "
                       "partition.labels_hash): " + e.what());
@@ -161,6 +209,9 @@ RouterSet RouterSet::read(const fs::path& dir) {
   if (r.layers.empty()) throw FormatError(jf.string() + ": no layers");
   if (r.topK.size() != r.layers.size() || r.experts.size() != r.layers.size())
     throw FormatError(jf.string() + ": 'layers', 'top_k' and 'experts' must have the same length");
+  if (r.kind == RouterKind::DynamicK &&
+      (r.dynamicTau.size() != r.layers.size() || r.dynamicMinK.size() != r.layers.size()))
+    throw FormatError(jf.string() + ": 'dynamic_k.tau' and 'dynamic_k.min_k' need one entry per layer");
   for (size_t i = 0; i < r.layers.size(); ++i)
     if (r.experts[i] <= 0 || r.topK[i] <= 0 || r.topK[i] > r.experts[i])
       throw FormatError(jf.string() + ": layer " + std::to_string(r.layers[i]) + " has top_k " + std::to_string(r.topK[i]) +
@@ -183,8 +234,17 @@ RouterSet RouterSet::read(const fs::path& dir) {
       return t;
     };
     if (r.kind == RouterKind::Similarity) lr.centroids = get("centroids");
-    if (r.kind == RouterKind::Mlp || r.kind == RouterKind::Sigmoid) lr.w1 = get("w1");
+    if (r.kind == RouterKind::Mlp || r.kind == RouterKind::Sigmoid || r.kind == RouterKind::DynamicK) lr.w1 = get("w1");
     if (r.kind == RouterKind::Mlp) lr.w2 = get("w2");
+    if (r.kind == RouterKind::DynamicK) {
+      lr.b1 = get("b1");
+      lr.tau = r.dynamicTau[i];
+      lr.minK = r.dynamicMinK[i];
+      if (!(lr.tau > 0 && lr.tau <= 1) || lr.minK > r.topK[i])
+        throw FormatError(jf.string() + ": layer " + std::to_string(r.layers[i]) + ": dynamic_k tau " +
+                          std::to_string(lr.tau) + " outside (0, 1] or min_k " + std::to_string(lr.minK) +
+                          " above top_k " + std::to_string(r.topK[i]));
+    }
     r.routers.push_back(std::move(lr));
   }
   return r;

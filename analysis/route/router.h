@@ -14,6 +14,14 @@
 //               the selected experts' outputs are summed unweighted (MoEfication's
 //               convention, so that all experts are the dense FFN); sigma-MoE
 //               would scale each by its score.
+//   dynamic-k   Dense-to-Dynamic-k MoE (Szatkowski et al. 2024, "Exploiting
+//               Activation Sparsity with Dense to Dynamic-k Mixture-of-Experts
+//               Conversion"): a linear head predicts each expert's output norm
+//               ||W2_e h_e|| as exp(x W1^T + b1), W1 [E, d_model], b1 [E], fitted
+//               by regression on the log norms of the recorded samples. Each
+//               token takes experts in descending predicted norm until a share
+//               tau of the predicted total is covered, at least min_k and at
+//               most the layer's top-k (dynamicKExperts), so k varies per token.
 #include <ATen/Tensor.h>
 
 #include <filesystem>
@@ -26,24 +34,29 @@ namespace moefy {
 
 struct MoeLayerWeights;
 
-enum class RouterKind { Oracle, Similarity, Mlp, Sigmoid };
+enum class RouterKind { Oracle, Similarity, Mlp, Sigmoid, DynamicK };
 const char* routerKindName(RouterKind k);
-/// "oracle" | "similarity" | "mlp" | "sigmoid"; throws ParameterError naming `context`.
+/// "oracle" | "similarity" | "mlp" | "sigmoid" | "dynamic-k"; throws ParameterError naming `context`.
 RouterKind routerKindFromName(const std::string& name, const std::string& context);
 
 struct LayerRouter {
   RouterKind kind = RouterKind::Oracle;
   int experts = 0;       ///< E
   at::Tensor centroids;  ///< similarity: [E, d_model]
-  at::Tensor w1;         ///< mlp, sigmoid: [E, d_model]
+  at::Tensor w1;         ///< mlp, sigmoid, dynamic-k: [E, d_model]
   at::Tensor w2;         ///< mlp: [E, E]
+  at::Tensor b1;         ///< dynamic-k: [E]
+  double tau = 0.9;      ///< dynamic-k: share of the predicted total output norm to cover, in (0, 1]
+  int minK = 1;          ///< dynamic-k: fewest experts per token (the most is the layer's top-k)
 
   /// Expert scores [N, E] for FFN inputs x [N, d_model]. The oracle computes
-  /// the dense hidden with `experts`' packed weights.
+  /// the dense hidden with `experts`' packed weights; dynamic-k gives the
+  /// predicted output norms exp(x W1^T + b1).
   at::Tensor scores(const at::Tensor& x, const MoeLayerWeights& experts) const;
   /// The scores before their last nonlinearity, the logits a BCE-with-logits
   /// loss trains (calibration): mlp and sigmoid their pre-sigmoid logits, similarity
-  /// its scores. Not for the oracle (it has no parameters). Differentiable.
+  /// its scores; dynamic-k its predicted log norms x W1^T + b1 (a regression
+  /// target). Not for the oracle (it has no parameters). Differentiable.
   at::Tensor logits(const at::Tensor& x) const;
   /// Checks the tensor shapes against E and d_model; `context` names the file/layer.
   void validate(int64_t dModel, const std::string& context) const;
@@ -55,6 +68,14 @@ at::Tensor similarityCentroids(const MoeLayerWeights& w);
 at::Tensor l2Normalize(const at::Tensor& x);
 /// Top-k expert ids [N, k] (int64) of scores [N, E].
 at::Tensor topKExperts(const at::Tensor& scores, int k);
+/// Dynamic-k selection of non-negative scores [N, E] (predicted output
+/// norms): per token, the experts in descending score, k_t of them with k_t
+/// the smallest k whose k largest scores sum to >= tau * the row's total,
+/// clamped to [minK, maxK]. Returns [N, maxK] int64, each row's k_t experts
+/// first (descending score) and -1 after them (the MoE FFN skips -1).
+/// Ties: the lower expert id first. Throws ParameterError for tau outside
+/// (0, 1] or not 1 <= minK <= maxK <= E.
+at::Tensor dynamicKExperts(const at::Tensor& scores, double tau, int minK, int maxK);
 /// top-k for a fraction of E experts: max(1, min(E, round(fraction * E))).
 int topKForFraction(double fraction, int experts);
 
@@ -70,8 +91,10 @@ struct RouterSet {
   std::string partitionLabelsHash;
   nlohmann::json provenance;        ///< written as "provenance" when set (analysis/io/links.h provenanceBlock)
   std::filesystem::path sourceDir;  ///< the folder read() read (empty for a freshly built set)
-  nlohmann::json training = nlohmann::json::object();  ///< mlp, sigmoid: per-layer per-epoch losses
+  nlohmann::json training = nlohmann::json::object();  ///< mlp, sigmoid, dynamic-k: per-layer per-epoch losses
   nlohmann::json metrics = nlohmann::json::object();   ///< {"L": {mass_recall, overlap}}
+  std::vector<double> dynamicTau;                      ///< dynamic-k, read(): per entry (router.json dynamic_k.tau)
+  std::vector<int> dynamicMinK;                        ///< dynamic-k, read(): per entry (router.json dynamic_k.min_k)
 
   int indexOfLayer(int layer) const;  ///< -1 if absent
   /// Writes router.json (format version 2: the partition as a link relative

@@ -119,7 +119,13 @@ at::Tensor sampleCoact(const Recording& rec, int L, const at::Tensor& rows) {
 nlohmann::json runSplit(const Recording& rec, const Model* model, const SplitOptions& o, const fs::path& out,
                         JobContext& job) {
   const int n = rec.dFF();
-  const int E = resolveExperts(n, o.experts, o.expertSize);
+  if (o.shared.enabled() && (o.expertSize > 0 || o.experts <= 0))
+    throw ParameterError("--shared needs --experts E (the number of routed experts), not --expert-size");
+  // With a shared expert E counts the routed experts, which split the d_ff - N
+  // other neurons (sharedNeuronCount checks that they divide).
+  const int E = o.shared.enabled() ? o.experts : resolveExperts(n, o.experts, o.expertSize);
+  if (o.shared.enabled() && (E < 1 || E > n))
+    throw ParameterError("--experts " + std::to_string(E) + " outside [1, d_ff " + std::to_string(n) + "]");
   if (o.method != "coact" && o.method != "kmeans" && o.method != "random")
     throw ParameterError("--method must be coact, kmeans or random, got '" + o.method + "'");
   if (o.graphSource != "binary" && o.graphSource != "soft")
@@ -145,26 +151,48 @@ nlohmann::json runSplit(const Recording& rec, const Model* model, const SplitOpt
   const bool halfStability = o.stability && o.method == "coact" && o.graphSource == "binary" && rec.sampleCount() >= 2;
   SampleHalves halves;
   if (halfStability) halves = sampleHalves(rec);
+  nlohmann::json sharedByLayer = nlohmann::json::object();  // --shared: "L" -> shared neurons
+  int64_t routedSize = n / E;                               // expert_size: the first layer's routed experts
   job.setStage("split (" + o.method + ")");
   for (size_t li = 0; li < layers.size(); ++li) {
     const int L = layers[li];
     job.checkCancel();
-    at::Tensor coact = rec.coact(L);
+    // The shared expert (--shared): its neurons leave the split; the method
+    // sees only the routed ones (`routed`, ascending ids), and every
+    // per-neuron input is restricted to them (onRouted).
+    const int sharedCount = sharedNeuronCount(rec.count(L), E, o.shared, "layer " + std::to_string(L));
+    const std::vector<int32_t> sharedIds = mostActiveNeurons(rec.count(L), sharedCount);
+    std::vector<int64_t> routed;
+    {
+      std::vector<bool> isShared(static_cast<size_t>(n), false);
+      for (int32_t i : sharedIds) isShared[static_cast<size_t>(i)] = true;
+      for (int64_t i = 0; i < n; ++i)
+        if (!isShared[static_cast<size_t>(i)]) routed.push_back(i);
+    }
+    const int64_t nr = static_cast<int64_t>(routed.size());
+    const at::Tensor routedT = at::tensor(routed, at::kLong);
+    auto onRouted = [&](const at::Tensor& t, int dims) {  // rows (and columns) of the routed neurons
+      if (sharedCount == 0) return t;
+      at::Tensor r = t.index_select(0, routedT);
+      return (dims == 2 ? r.index_select(1, routedT) : r).contiguous();
+    };
+    const at::Tensor coact = onRouted(rec.coact(L), 2);
     nlohmann::json m;
     auto split = [&](uint64_t seed, nlohmann::json& info) -> std::vector<int32_t> {
       const auto t0 = std::chrono::steady_clock::now();
       std::vector<int32_t> labels;
       if (o.method == "random") {
         // Each layer its own shuffle (the same seed would give every layer the same labels).
-        labels = partitionRandom(n, E, seed + 0x9E3779B97F4A7C15ull * static_cast<uint64_t>(L + 1));
+        labels = partitionRandom(nr, E, seed + 0x9E3779B97F4A7C15ull * static_cast<uint64_t>(L + 1));
       } else if (o.method == "coact") {
-        at::Tensor src = o.graphSource == "soft" ? rec.coactSoft(L) : coact;
-        CoactGraph g = buildCoactGraph(src, rec.count(L), rec.tokens(), o.graph, E);
+        at::Tensor src = o.graphSource == "soft" ? onRouted(rec.coactSoft(L), 2) : coact;
+        CoactGraph g = buildCoactGraph(src, onRouted(rec.count(L), 1), rec.tokens(), o.graph, E);
         labels = partitionCoact(g, E, seed);
         info["graph_edges"] = g.edges();
-        info["graph_topk"] = resolveTopk(o.graph, n, E);
+        info["graph_topk"] = resolveTopk(o.graph, nr, E);
       } else {
-        KmeansResult km = balancedKmeans(kmeansRows(*model, L, o.rows), E, o.restarts, o.maxIter, seed, job);
+        KmeansResult km =
+            balancedKmeans(onRouted(kmeansRows(*model, L, o.rows), 1), E, o.restarts, o.maxIter, seed, job);
         labels = km.labels;
         info["inertia"] = km.inertia;
         info["iterations"] = km.iterations;
@@ -176,7 +204,9 @@ nlohmann::json runSplit(const Recording& rec, const Model* model, const SplitOpt
     m["coact_inside"] = coactInside(coact, labels);
     m["edge_cut"] = edgeCut(coact, labels);
     m["balance"] = sizeBalance(labels, E);
-    if (rec.sampleCount() > 0) m["recall_at_k"] = recallAtK(rec.sampleFfnAct(L), labels, E);
+    if (rec.sampleCount() > 0)
+      m["recall_at_k"] =
+          recallAtK(sharedCount ? rec.sampleFfnAct(L).index_select(1, routedT) : rec.sampleFfnAct(L), labels, E);
     else m["recall_at_k"] = nlohmann::json::array();
     if (o.stability) {
       nlohmann::json info2;
@@ -191,7 +221,7 @@ nlohmann::json runSplit(const Recording& rec, const Model* model, const SplitOpt
       job.checkCancel();
       std::vector<int32_t> half[2];
       for (int k = 0; k < 2; ++k) {
-        at::Tensor co = sampleCoact(rec, L, halves.rows[k]);
+        at::Tensor co = onRouted(sampleCoact(rec, L, halves.rows[k]), 2);
         at::Tensor cnt = co.diagonal().to(at::kLong).contiguous();
         CoactGraph g = buildCoactGraph(co, cnt, halves.rows[k].numel(), o.graph, E);
         half[k] = partitionCoact(g, E, o.seed);
@@ -199,8 +229,23 @@ nlohmann::json runSplit(const Recording& rec, const Model* model, const SplitOpt
       m["half_stability_ari"] = adjustedRandIndex(half[0], half[1]);
       m["half_stability_nmi"] = normalizedMutualInfo(half[0], half[1]);
     }
+    if (o.shared.enabled()) {
+      // The share of the recorded activation mass (active token-neuron pairs) the shared expert holds.
+      at::Tensor cnt = rec.count(L).to(at::kDouble);
+      const double total = cnt.sum().item<double>();
+      const double held =
+          sharedCount ? cnt.index_select(0, at::tensor(sharedIds, at::kLong)).sum().item<double>() : 0.0;
+      m["shared_neurons"] = sharedCount;
+      m["shared_mass"] = total > 0 ? held / total : 0.0;
+      sharedByLayer[std::to_string(L)] = sharedCount;
+      if (li == 0) routedSize = nr / E;
+      // Back to every neuron: routed labels in place, the shared ones label E.
+      std::vector<int32_t> full(static_cast<size_t>(n), E);
+      for (int64_t i = 0; i < nr; ++i) full[static_cast<size_t>(routed[i])] = labels[static_cast<size_t>(i)];
+      labels = std::move(full);
+    }
     metrics[std::to_string(L)] = m;
-    std::vector<int32_t> perm = permutationOf(labels, E);
+    std::vector<int32_t> perm = permutationOf(labels, E + (sharedCount > 0 ? 1 : 0));
     tensors.emplace_back(lname(L, "labels"), at::tensor(labels, at::kInt));
     tensors.emplace_back(lname(L, "perm"), at::tensor(perm, at::kInt));
     job.log("layer " + std::to_string(L) + ": coact inside " + std::to_string(m["coact_inside"].get<double>()) +
@@ -231,7 +276,14 @@ nlohmann::json runSplit(const Recording& rec, const Model* model, const SplitOpt
   j["options"] = opts;
   j["seed"] = o.seed;
   j["experts"] = E;
-  j["expert_size"] = n / E;
+  j["expert_size"] = routedSize;
+  if (o.shared.enabled()) {
+    j["shared"] = {{"rule", o.shared.mode}, {"neurons", sharedByLayer}};
+    if (o.shared.mode == "auto") {
+      j["shared"]["mass"] = o.shared.mass;
+      j["shared"]["max_fraction"] = o.shared.maxFraction;
+    }
+  }
   j["d_ff"] = n;
   j["layers"] = layers;
   j["sites"] = siteNames(layers);  // FFN sites (analysis/model/site.h) of `layers`
@@ -255,6 +307,9 @@ nlohmann::json runSplit(const Recording& rec, const Model* model, const SplitOpt
                           {"max_iter", o.maxIter},
                           {"stability", o.stability},
                           {"model", o.modelPath.string()},
+                          {"shared", o.shared.mode == "count" ? std::to_string(o.shared.neurons) : o.shared.mode},
+                          {"shared_mass", o.shared.mass},
+                          {"shared_max", o.shared.maxFraction},
                           {"force", o.force}};
     j["provenance"] = provenanceBlock("split", all, {{"recording", recFingerprint}, {"model", rec.fingerprint()}});
   }
@@ -291,10 +346,22 @@ Partition Partition::open(const fs::path& dir) {
     p.method_ = j.at("method").get<std::string>();
     p.fingerprint_ = j.at("model_fingerprint").get<std::string>();
     p.layers_ = jsonIntList(j.at("layers"), 0, kMax, jp.string() + ": layers");
+    // Optional shared experts (split --shared): neurons per layer, keyed by
+    // layer number; absent (older partitions, no --shared) = none.
+    if (j.contains("shared")) {
+      const auto& neurons = j.at("shared").at("neurons");
+      if (!neurons.is_object()) throw FormatError(jp.string() + ": shared.neurons must be an object");
+      for (int L : p.layers_) {
+        const auto it = neurons.find(std::to_string(L));
+        if (it == neurons.end()) continue;
+        const int N = jsonInt(*it, 0, p.dFF_ - p.experts_, jp.string() + ": shared.neurons." + std::to_string(L));
+        if (N > 0) p.shared_.emplace_back(L, N);
+      }
+    }
   } catch (const nlohmann::json::exception& e) {
     throw FormatError(jp.string() + ": malformed partition (" + std::string(e.what()) + ")");
   }
-  if (p.experts_ < 1 || p.dFF_ < 1 || p.dFF_ % p.experts_ != 0)
+  if (p.experts_ < 1 || p.dFF_ < 1 || (p.shared_.empty() && p.dFF_ % p.experts_ != 0))
     throw FormatError(jp.string() + ": experts " + std::to_string(p.experts_) + " does not divide d_ff " +
                       std::to_string(p.dFF_));
   auto f = SafetensorsFile::open(dir / "labels.safetensors");
@@ -307,16 +374,30 @@ Partition Partition::open(const fs::path& dir) {
                           std::to_string(p.dFF_) + "], got " + dtypeName(t->dtype) + " " + shapeString(t->shape));
     }
     at::Tensor lab = f->raw(lname(L, "labels")).clone();
-    if (lab.min().item<int>() < 0 || lab.max().item<int>() >= p.experts_)
+    // Label E marks the shared expert's neurons, in layers that have one.
+    const int sharedN = p.sharedNeurons(L);
+    const int blocks = p.experts_ + (sharedN > 0 ? 1 : 0);
+    if (lab.min().item<int>() < 0 || lab.max().item<int>() >= blocks)
       throw FormatError(f->path().string() + ": " + lname(L, "labels") + " holds ids outside [0, " +
-                        std::to_string(p.experts_) + ")");
-    at::Tensor sizes = at::bincount(lab.to(at::kLong), {}, p.experts_);
-    if (sizes.min().item<int64_t>() != sizes.max().item<int64_t>())
+                        std::to_string(blocks) + ")" + (sharedN > 0 ? " (label E is the shared expert)" : ""));
+    at::Tensor sizes = at::bincount(lab.to(at::kLong), {}, blocks);
+    if (sharedN > 0 && sizes[p.experts_].item<int64_t>() != sharedN)
+      throw FormatError(f->path().string() + ": " + lname(L, "labels") + " gives the shared expert " +
+                        std::to_string(sizes[p.experts_].item<int64_t>()) + " neurons, partition.json shared.neurons " +
+                        std::to_string(sharedN));
+    at::Tensor routedSizes = sizes.narrow(0, 0, p.experts_);
+    if (routedSizes.min().item<int64_t>() != routedSizes.max().item<int64_t>())
       throw FormatError(f->path().string() + ": " + lname(L, "labels") + " does not give equal-size experts");
     p.labels_.emplace_back(L, lab);
     p.perm_.emplace_back(L, f->raw(lname(L, "perm")).clone());
   }
   return p;
+}
+
+int Partition::sharedNeurons(int layer) const {
+  for (const auto& [L, n] : shared_)
+    if (L == layer) return n;
+  return 0;
 }
 
 at::Tensor Partition::labelsTensor(int layer) const {

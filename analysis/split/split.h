@@ -118,6 +118,44 @@ double normalizedMutualInfo(const std::vector<int32_t>& a, const std::vector<int
 /// Neuron ids grouped by expert (each group ascending).
 std::vector<int32_t> permutationOf(const std::vector<int32_t>& labels, int experts);
 
+// ------------------------------------------------------------ shared expert
+
+/// `split --shared N|auto`: the layer's most frequently active neurons form one
+/// shared expert that every token computes (CMoE, Pei et al. 2025, carves its
+/// shared experts from the neurons with the highest activation rates;
+/// DeepSeekMoE and LLaMA-MoE v2 keep always-on shared experts beside the
+/// routed ones). The other d_ff - N neurons are split into E equal routed
+/// experts by the method. docs/recording-and-splitting.md, "Shared expert".
+struct SharedOptions {
+  std::string mode;            ///< "" (no shared expert), "count" (N given) or "auto"
+  int neurons = 0;             ///< count: N
+  double mass = 0.25;          ///< auto: share of the activation mass the shared neurons cover
+  double maxFraction = 0.125;  ///< auto: N <= maxFraction d_ff
+  bool enabled() const { return !mode.empty(); }
+};
+
+/// The --shared option as text: "" -> none, "auto", or a neuron count >= 1.
+/// Throws ParameterError naming --shared.
+SharedOptions parseShared(const std::string& text);
+
+/// N for one layer from its activation counts count [d_ff] (I64: tokens on
+/// which each neuron was active, stats.safetensors blk.L.count) and E routed
+/// experts. Valid N leave E equal routed experts: (d_ff - N) % E == 0 and
+/// N <= d_ff - E.
+///  - count: N as given; ParameterError naming --shared (with the nearest
+///    valid counts) if it is not valid.
+///  - auto: the smallest N whose most active neurons hold at least `mass` of
+///    sum_i count_i (the activation mass: active (token, neuron) pairs),
+///    capped at floor(maxFraction d_ff); then rounded up to the next valid
+///    N, or down when that passes the cap (0: the layer gets no shared
+///    expert). 0 when no neuron was ever active.
+/// `context` names the layer in errors. Thread-safe.
+int sharedNeuronCount(const at::Tensor& count, int experts, const SharedOptions& options, const std::string& context);
+
+/// The n most frequently active neurons of count [d_ff] (ties: the lower id
+/// first), in ascending id order.
+std::vector<int32_t> mostActiveNeurons(const at::Tensor& count, int n);
+
 // ------------------------------------------------------------ artefact
 
 struct SplitOptions {
@@ -133,6 +171,7 @@ struct SplitOptions {
   int maxIter = 50;
   bool stability = true;  ///< rerun with seed + 1 and report ARI/NMI
   std::filesystem::path modelPath;  ///< kmeans: model folder (default: the recording's)
+  SharedOptions shared;             ///< --shared: a shared expert per layer (then E counts routed experts)
   bool force = false;
 };
 
@@ -142,6 +181,10 @@ int resolveExperts(int dFF, int experts, int expertSize);
 
 /// Splits every requested layer of `rec` and writes PART_DIR atomically.
 /// Returns partition.json. `model` is needed for kmeans (else may be null).
+/// With options.shared, each layer's shared neurons (sharedNeuronCount,
+/// mostActiveNeurons on the recorded counts) get label E and the method
+/// splits the others into E experts; the metrics then describe the routed
+/// experts (on the routed neurons) plus shared_neurons and shared_mass.
 nlohmann::json runSplit(const Recording& rec, const Model* model, const SplitOptions& options,
                         const std::filesystem::path& out, JobContext& job);
 
@@ -156,8 +199,11 @@ class Partition {
   const std::vector<int>& layers() const { return layers_; }
   const std::string& method() const { return method_; }
   const std::string& fingerprint() const { return fingerprint_; }
-  /// Labels [d_ff] of a layer (ParameterError if absent).
+  /// Labels [d_ff] of a layer (ParameterError if absent); label E marks the
+  /// shared expert's neurons when the layer has one.
   std::vector<int32_t> labels(int layer) const;
+  /// Neurons of the layer's shared expert (partition.json shared.neurons), 0 = none.
+  int sharedNeurons(int layer) const;
   at::Tensor labelsTensor(int layer) const;  ///< I32 [d_ff]
   at::Tensor perm(int layer) const;          ///< I32 [d_ff]
 
@@ -168,6 +214,7 @@ class Partition {
   std::vector<int> layers_;
   std::string method_, fingerprint_;
   std::vector<std::pair<int, at::Tensor>> labels_, perm_;
+  std::vector<std::pair<int, int>> shared_;  ///< layer -> shared neurons (layers with one)
 };
 
 /// Side-by-side metrics and pairwise agreement (ARI/NMI per shared layer).

@@ -24,6 +24,9 @@ const OptionTable& splitOptionTable() {
         "half_stability_ari/nmi between splits of two disjoint halves of the sampled tokens.\n"
         "--compare prints partitions side by side with their pairwise ARI/NMI. --export-graph writes\n"
         "the weighted co-activation graph in METIS format to cross-check with gpmetis.\n"
+        "--shared N|auto first moves each layer's most frequently active neurons into a shared expert\n"
+        "that every token computes (label E); the method splits the other neurons into --experts E\n"
+        "equal routed experts, so d_ff - N must be a multiple of E (auto rounds N to one).\n"
         "Details: docs/recording-and-splitting.md.\n");
     t.positionals({"REC_DIR"}, -1)
         .choice("method", {"coact", "kmeans", "random"}, d.method,
@@ -49,6 +52,14 @@ const OptionTable& splitOptionTable() {
         .choice("rows", {"gate", "up", "both"}, d.rows, "which W1 rows of a gated FFN to cluster", {}, "kmeans")
         .integer("restarts", "R", d.restarts, 1, 1000, "k-means restarts (the best is kept)", "kmeans")
         .integer("max-iter", "N", d.maxIter, 1, 1000000, "k-means iterations per restart", "kmeans")
+        .text("shared", "N|auto", "",
+              "move the N most frequently active neurons of each layer into one always-computed shared expert; "
+              "--experts E then counts the routed experts, which split the rest (auto: --shared-mass, --shared-max)",
+              false, "--shared")
+        .real("shared-mass", "F", d.shared.mass, 0.0, 1.0,
+              "auto: the fewest most active neurons that hold this share of the recorded activations", true, "--shared")
+        .real("shared-max", "F", d.shared.maxFraction, 0.0, 0.99,
+              "auto: at most this share of d_ff in the shared expert", false, "--shared")
         .flag("no-stability", "skip the rerun with seed + 1 that measures stability (ARI/NMI)")
         .flag("compare", "compare the partitions given as arguments", "--compare")
         .text("export-graph", "OUT.graph", std::nullopt, "write one layer's co-activation graph in METIS format", false,
@@ -76,6 +87,9 @@ SplitOptions splitOptionsFrom(const OptionValues& v) {
   o.maxIter = v.int32("max-iter");
   o.stability = !v.flag("no-stability");
   o.modelPath = v.text("model");
+  o.shared = parseShared(v.text("shared"));
+  o.shared.mass = v.real("shared-mass");
+  o.shared.maxFraction = v.real("shared-max");
   o.force = v.flag("force");
   return o;
 }

@@ -59,7 +59,8 @@ int runRoute(const Args& a) {
   j["top_k"] = rs.topK;
   j["experts"] = rs.experts;
   j["metrics"] = rs.metrics;
-  if (o.kind == RouterKind::Mlp || o.kind == RouterKind::Sigmoid) j["training"] = rs.training;
+  if (o.kind == RouterKind::Mlp || o.kind == RouterKind::Sigmoid || o.kind == RouterKind::DynamicK)
+    j["training"] = rs.training;
   if (a.json()) {
     printJson(j);
     return 0;
@@ -70,7 +71,9 @@ int runRoute(const Args& a) {
     const auto& mm = rs.metrics[std::to_string(rs.layers[i])];
     std::cout << std::setw(5) << rs.layers[i] << std::setw(9) << rs.experts[i] << std::setw(7) << rs.topK[i]
               << std::setw(13) << std::fixed << std::setprecision(4) << mm["mass_recall"].get<double>() << std::setw(9)
-              << mm["overlap"].get<double>() << "\n";
+              << mm["overlap"].get<double>();
+    if (mm.contains("mean_k")) std::cout << "  mean k " << mm["mean_k"].get<double>();  // dynamic-k
+    std::cout << "\n";
   }
   return 0;
 }

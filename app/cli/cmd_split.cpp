@@ -85,7 +85,8 @@ int runSplitCmd(const Args& a) {
   Recording rec = Recording::open(recDir);
   warnLinkProblems("split", ArtefactKind::Recording, recDir);
   // Validate E before loading anything heavy.
-  resolveExperts(rec.dFF(), o.experts, o.expertSize);
+  // (With --shared, E counts the routed experts and need not divide d_ff: runSplit checks it per layer.)
+  if (!o.shared.enabled()) resolveExperts(rec.dFF(), o.experts, o.expertSize);
   std::unique_ptr<Model> model;
   if (o.method == "kmeans") {
     const fs::path mp = o.modelPath.empty() ? fs::path(rec.modelPath()) : o.modelPath;
@@ -110,6 +111,9 @@ int runSplitCmd(const Args& a) {
     if (m.contains("stability_ari")) std::cout << ", stability ARI " << m["stability_ari"].get<double>();
     if (m.contains("half_stability_ari"))
       std::cout << ", halves ARI " << m["half_stability_ari"].get<double>();
+    if (m.contains("shared_neurons"))
+      std::cout << ", shared expert " << m["shared_neurons"].get<int>() << " neurons (" << std::setprecision(1)
+                << 100.0 * m["shared_mass"].get<double>() << "% of activations)" << std::setprecision(4);
     std::cout << "\n";
   }
   return 0;

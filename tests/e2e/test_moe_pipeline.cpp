@@ -330,6 +330,152 @@ class TestMoePipeline : public QObject {
               byKey["similarity@0.250000"]["layer_rel_error"][L].get<double>());
   }
 
+  // split --shared -> route -> eval -> export -> reload (issue 17): a real
+  // recording of the tiny model, the shared neurons and the split of the rest
+  // checked by numpy (scripts/ref/shared_ref.py), the FLOP fraction with the
+  // shared expert, reload equal to the in-memory MoE, all experts = dense.
+  void sharedExpertPipeline() {
+    const fs::path d = root / "shared";
+    fs::create_directories(d);
+    const fs::path ref = test::sourceDir() / "scripts" / "ref";
+    auto py = test::runPython(
+        {"-c",
+         "import sys; sys.path.insert(0, sys.argv[1]); import st_io, numpy as np\n"
+         "rng = np.random.RandomState(5)\n"
+         "st_io.write(sys.argv[2], [('token_ids', 'I64', rng.randint(0, 96, size=(48, 16)).astype(np.int64))])\n",
+         q(ref), q(d / "corpus.safetensors")});
+    QVERIFY2(py.exitCode == 0, py.err.c_str());
+    auto rr = test::runCli({"record", q(model), q(d / "corpus.safetensors"), "--out", q(d / "rec"), "--seq-len", "16",
+                            "--samples", "400", "--quiet"});
+    QVERIFY2(rr.exitCode == 0, rr.err.c_str());
+    // 32 shared neurons + 16 routed experts of (256 - 32) / 16 = 14.
+    auto sp = runJson({"split", q(d / "rec"), "--method", "coact", "--experts", "16", "--shared", "32", "--out",
+                       q(d / "part"), "--json", "--quiet"});
+    QVERIFY(sp.is_object());
+    QCOMPARE(sp["shared"]["neurons"], json({{"0", 32}, {"1", 32}}));
+    QCOMPARE(sp["expert_size"].get<int>(), 14);
+    auto checkPartition = [&](const fs::path& partDir, const json& meta) {
+      auto r = test::runPython({q(ref / "shared_ref.py"), "partition", q(partDir), q(d / "rec")});
+      QVERIFY2(r.exitCode == 0, r.err.c_str());
+      const json want = json::parse(r.out);
+      for (const char* L : {"0", "1"}) {
+        const json& w = want[L];
+        const json& m = meta["metrics"][L];
+        const double dIn = std::abs(w["coact_inside"].get<double>() - m["coact_inside"].get<double>());
+        const double dMass = std::abs(w["shared_mass"].get<double>() - m["shared_mass"].get<double>());
+        qInfo() << partDir.filename().c_str() << "layer" << L << ": shared" << w["shared"].get<int>()
+                << "neurons, the most active:" << w["top_by_count"].get<bool>() << "; routed sizes"
+                << QString::fromStdString(w["routed_sizes"].dump()) << "; |coact_inside - numpy|" << dIn
+                << "; |shared_mass - numpy|" << dMass;
+        QVERIFY(w["top_by_count"].get<bool>());
+        QCOMPARE(w["shared"].get<int>(), m["shared_neurons"].get<int>());
+        const auto sizes = w["routed_sizes"].get<std::vector<int>>();
+        QCOMPARE(sizes.size(), size_t(16));
+        for (int s : sizes) QCOMPARE(s, (256 - w["shared"].get<int>()) / 16);
+        QVERIFY(dIn < 1e-9 && dMass < 1e-12);
+        if (w.contains("auto_n")) QCOMPARE(w["shared"].get<int>(), w["auto_n"].get<int>());
+      }
+    };
+    checkPartition(d / "part", sp);
+    // auto: the fewest most-active neurons holding 25 % of the activations, at most d_ff / 8.
+    auto sa = runJson({"split", q(d / "rec"), "--method", "random", "--experts", "16", "--shared", "auto", "--out",
+                       q(d / "part_auto"), "--json", "--quiet"});
+    QVERIFY(sa.is_object());
+    QCOMPARE(sa["shared"]["rule"].get<std::string>(), std::string("auto"));
+    checkPartition(d / "part_auto", sa);
+    // Route (the router scores the 16 routed experts), export, reload.
+    auto ro = runJson({"route", q(model), q(d / "rec"), q(d / "part"), "--router", "similarity", "--top-k", "4",
+                       "--out", q(d / "router"), "--json"});
+    QVERIFY(ro.is_object());
+    QCOMPARE(ro["experts"], json({16, 16}));
+    auto ex = runJson({"export", q(model), q(d / "part"), q(d / "router"), "--out", q(d / "moe"), "--json"});
+    QVERIFY(ex.is_object());
+    QCOMPARE(ex["moefication"]["shared_sizes"], json({32, 32}));
+    auto moeSt = SafetensorsFile::open(d / "moe" / "moe.safetensors");
+    QCOMPARE(moeSt->find("blk.0.shared.up.weight")->shape, (std::vector<int64_t>{32, 64}));
+    QCOMPARE(moeSt->find("blk.1.shared.down.weight")->shape, (std::vector<int64_t>{64, 32}));
+    QCOMPARE(moeSt->find("blk.0.experts.15.up.weight")->shape, (std::vector<int64_t>{14, 64}));
+    {
+      // The shared rows are W1's rows of the neurons labelled E = 16.
+      auto src = SafetensorsFile::open(model / "model.safetensors");
+      at::Tensor neurons = (moeSt->raw("blk.0.labels").to(at::kLong) == 16).nonzero().reshape({-1});
+      QCOMPARE(neurons.numel(), int64_t{32});
+      QVERIFY(at::equal(moeSt->f32("blk.0.shared.up.weight"),
+                        src->f32("transformer.h.0.mlp.c_fc.weight").t().index_select(0, neurons)));
+      auto dense = loadModel(model);
+      auto moeModel = loadModel(d / "moe");
+      QVERIFY(moeModel.isMoe());
+      auto mem = buildMoeFfn(*dense.model, PartitionData::read(d / "part"), RouterSet::read(d / "router"));
+      Batch bt = makeBatch({{1, 5, 9, 33, 2, 70}, {4, 4, 8}}, 0);
+      at::Tensor a = moeModel.model->forward(bt);
+      dense.model->setFfnOverride(mem);
+      const double diff = (a - dense.model->forward(bt)).abs().max().item<double>();
+      qInfo() << "shared expert: reloaded MoE vs in-memory MoE: max |logit diff|" << diff;
+      QCOMPARE(diff, 0.0);
+    }
+    auto inMem =
+        runJson({"eval", q(model), q(ids), "--partition", q(d / "part"), "--router", q(d / "router"), "--json"});
+    auto direct = runJson({"eval", q(d / "moe"), q(ids), "--json"});
+    QVERIFY(inMem.is_object() && direct.is_object());
+    const json& r1 = inMem["results"][0];
+    QCOMPARE(r1["loss"], direct["results"][0]["loss"]);
+    // FLOPs: (2 * 64 * (32 + 4 * 14) + 64 * 16) / (2 * 64 * 256) = 12288 / 32768 per layer.
+    qInfo() << "shared 32 + top-4 of 16: ffn_flops_fraction" << r1["ffn_flops_fraction"].get<double>()
+            << "(hand 0.375),"
+            << "loss" << r1["loss"].get<double>() << "dense" << inMem["reference"]["loss"].get<double>();
+    QVERIFY(std::abs(r1["ffn_flops_fraction"].get<double>() - 0.375) < 1e-12);
+    QVERIFY(std::abs(r1["layer_ffn_flops_fraction"][0].get<double>() - 0.375) < 1e-12);
+    auto all = runJson({"eval", q(model), q(ids), "--partition", q(d / "part"), "--router", q(d / "router"), "--top-k",
+                        "16", "--json"});
+    QVERIFY(all.is_object());
+    const double dLoss = std::abs(all["results"][0]["loss"].get<double>() - all["reference"]["loss"].get<double>());
+    qInfo() << "shared + all 16 routed experts: |loss - dense loss|" << dLoss << "kl"
+            << all["results"][0]["kl"].get<double>();
+    QVERIFY(dLoss < 1e-5);
+    QCOMPARE(all["results"][0]["top1_agreement"].get<double>(), 1.0);
+    // Dynamic-k routing on the shared partition: at most 8 of 16 routed experts, tau 0.8.
+    auto dk = runJson({"route", q(model), q(d / "rec"), q(d / "part"), "--router", "dynamic-k", "--top-k", "8", "--tau",
+                       "0.8", "--epochs", "20", "--out", q(d / "router_dk"), "--json"});
+    QVERIFY(dk.is_object());
+    for (const char* L : {"0", "1"}) {
+      const auto& ep = dk["training"][L]["epochs"];
+      const double first = ep.front()["held_out"].get<double>(), last = ep.back()["held_out"].get<double>();
+      qInfo() << "dynamic-k layer" << L << "held-out log-norm MSE" << first << "->" << last << "; mean k"
+              << dk["metrics"][L]["mean_k"].get<double>();
+      QVERIFY(last < first);
+      QVERIFY(dk["metrics"][L]["mean_k"].get<double>() >= 1 && dk["metrics"][L]["mean_k"].get<double>() <= 8);
+    }
+    auto dkEval =
+        runJson({"eval", q(model), q(ids), "--partition", q(d / "part"), "--router", q(d / "router_dk"), "--json"});
+    QVERIFY(dkEval.is_object());
+    const json& rd = dkEval["results"][0];
+    QVERIFY(rd.contains("mean_k") && rd.contains("k_histogram"));
+    for (int L = 0; L < 2; ++L) {
+      const double mk = rd["mean_k"][L].get<double>();
+      // (2 * 64 * (32 + 14 mean k) + 64 * 16) / (2 * 64 * 256): the shared expert, the routed ones that ran, the head.
+      const double want = (2.0 * 64 * (32 + 14 * mk) + 64 * 16) / 32768.0;
+      qInfo() << "dynamic-k eval layer" << L << "mean k" << mk << "histogram"
+              << QString::fromStdString(rd["k_histogram"][L].dump()) << "FLOP fraction"
+              << rd["layer_ffn_flops_fraction"][L].get<double>() << "(from mean k" << want << ")";
+      QVERIFY(mk >= 1 && mk <= 8);
+      QVERIFY(std::abs(rd["layer_ffn_flops_fraction"][L].get<double>() - want) < 1e-9);
+    }
+    auto dkEx = runJson({"export", q(model), q(d / "part"), q(d / "router_dk"), "--out", q(d / "moe_dk"), "--json"});
+    QVERIFY(dkEx.is_object());
+    QCOMPARE(dkEx["moefication"]["router"].get<std::string>(), std::string("dynamic-k"));
+    auto dkDirect = runJson({"eval", q(d / "moe_dk"), q(ids), "--json"});
+    QVERIFY(dkDirect.is_object());
+    QCOMPARE(rd["loss"], dkDirect["results"][0]["loss"]);
+    QCOMPARE(rd["mean_k"], dkDirect["results"][0]["mean_k"]);
+    // A count that leaves no 16 equal routed experts: exit 2, naming --shared and the valid counts.
+    auto bad = test::runCli({"split", q(d / "rec"), "--method", "random", "--experts", "16", "--shared", "33", "--out",
+                             q(d / "bad"), "--quiet"});
+    qInfo() << "split --shared 33:" << bad.err.c_str();
+    QCOMPARE(bad.exitCode, 2);
+    QVERIFY(bad.err.find("--shared 33") != std::string::npos && bad.err.find("32 or 48") != std::string::npos);
+    QVERIFY(!fs::exists(d / "bad"));
+  }
+
   // Text corpora through the model's tokenizer; BERT's masked-LM objective.
   void textCorpusAndMaskedLm() {
     fs::path corpus = root / "corpus.txt";

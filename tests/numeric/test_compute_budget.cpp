@@ -25,6 +25,7 @@
 #include "analysis/route/router.h"
 #include "npy.h"
 #include "testutil.h"
+#include "tiny_gpt2.h"
 
 using namespace moefy;
 namespace fs = std::filesystem;
@@ -37,52 +38,10 @@ fs::path refScript() { return test::sourceDir() / "scripts" / "ref" / "budget_re
 
 double maxDiff(const at::Tensor& a, const at::Tensor& b) { return (a - b).abs().max().item<double>(); }
 
-// A tiny GPT-2 (plain ReLU FFN with biases): d_model 32, d_ff 128, 2 layers, vocab 50.
-constexpr int64_t kD = 32, kF = 128, kVocab = 50;
-std::unique_ptr<Model> tinyGpt2(uint64_t seed) {
-  ModelConfig c = ModelConfig::fromJson({{"model_type", "gpt2"},
-                                         {"n_layer", 2},
-                                         {"n_embd", kD},
-                                         {"n_head", 4},
-                                         {"n_inner", kF},
-                                         {"vocab_size", kVocab},
-                                         {"n_positions", 64},
-                                         {"activation_function", "relu"}},
-                                        "test");
-  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
-  auto rnd = [&](std::vector<int64_t> shape, double std) { return at::randn(shape, gen) * std; };
-  std::map<std::string, at::Tensor> t;
-  t["wte.weight"] = rnd({kVocab, kD}, 0.5);
-  t["wpe.weight"] = rnd({64, kD}, 0.1);
-  t["ln_f.weight"] = at::ones({kD});
-  t["ln_f.bias"] = at::zeros({kD});
-  for (int L = 0; L < 2; ++L) {
-    const std::string p = "h." + std::to_string(L) + ".";
-    t[p + "ln_1.weight"] = at::ones({kD});
-    t[p + "ln_1.bias"] = at::zeros({kD});
-    t[p + "ln_2.weight"] = at::ones({kD});
-    t[p + "ln_2.bias"] = at::zeros({kD});
-    t[p + "attn.c_attn.weight"] = rnd({kD, 3 * kD}, 0.2);
-    t[p + "attn.c_attn.bias"] = rnd({3 * kD}, 0.05);
-    t[p + "attn.c_proj.weight"] = rnd({kD, kD}, 0.2);
-    t[p + "attn.c_proj.bias"] = rnd({kD}, 0.05);
-    t[p + "mlp.c_fc.weight"] = rnd({kD, kF}, 0.3);
-    t[p + "mlp.c_fc.bias"] = rnd({kF}, 0.1);
-    t[p + "mlp.c_proj.weight"] = rnd({kF, kD}, 0.2);
-    t[p + "mlp.c_proj.bias"] = rnd({kD}, 0.05);
-  }
-  return Model::fromTensors(c, std::move(t));
-}
+constexpr int64_t kD = test::kTinyD, kF = test::kTinyF, kVocab = test::kTinyVocab;
+using test::tinyGpt2;
 
-std::vector<std::vector<int64_t>> testSequences() {
-  std::vector<std::vector<int64_t>> s;
-  for (int i = 0; i < 6; ++i) {
-    std::vector<int64_t> q;
-    for (int t = 0; t < 9 + i; ++t) q.push_back((i * 17 + t * 7 + 3) % kVocab);
-    s.push_back(q);
-  }
-  return s;
-}
+std::vector<std::vector<int64_t>> testSequences() { return test::tinySequences(17, 7, 3); }
 
 // A MoE of layer 0 only (layer 1 stays dense) with the given labels and router kind.
 std::shared_ptr<MoeFfn> layer0Moe(const Model& m, const at::Tensor& labels, int E, int k, RouterKind kind) {
@@ -144,29 +103,14 @@ class TestComputeBudget : public QObject {
     for (size_t i = 0; i < cases.size(); ++i) {
       const Case& c = cases[i];
       auto gen = at::make_generator<at::CPUGeneratorImpl>(100 + i);
-      FfnWeights w;
-      w.up = at::randn({c.F, c.d}, gen) * 0.4;
-      w.down = at::randn({c.d, c.F}, gen) * 0.3;
-      if (c.gated) w.gate = at::randn({c.F, c.d}, gen) * 0.4;
-      if (c.bias) {
-        w.upBias = at::randn({c.F}, gen) * 0.2;
-        w.downBias = at::randn({c.d}, gen) * 0.1;
-      }
-      w.act = std::string(c.act) == "relu"   ? Activation::ReLU
-              : std::string(c.act) == "gelu" ? Activation::GELU
-              : std::string(c.act) == "silu" ? Activation::SiLU
-                                             : Activation::GELUTanh;
+      const Activation act = std::string(c.act) == "relu"   ? Activation::ReLU
+                             : std::string(c.act) == "gelu" ? Activation::GELU
+                             : std::string(c.act) == "silu" ? Activation::SiLU
+                                                            : Activation::GELUTanh;
+      FfnWeights w = test::randomFfn(gen, c.d, c.F, c.gated, c.bias, act);
       at::Tensor x = at::randn({c.n, c.d}, gen);
       const fs::path dir = root / std::to_string(i);
-      fs::create_directories(dir);
-      writeNpy(dir / "x.npy", x);
-      writeNpy(dir / "up.npy", w.up);
-      writeNpy(dir / "down.npy", w.down);
-      if (c.gated) writeNpy(dir / "gate.npy", w.gate);
-      if (c.bias) {
-        writeNpy(dir / "b1.npy", w.upBias.reshape({1, -1}).contiguous());
-        writeNpy(dir / "b2.npy", w.downBias.reshape({1, -1}).contiguous());
-      }
+      test::writeFfnNpy(dir, w, x);
       spec.push_back({{"dir", dir.string()}, {"act", c.act}, {"gated", c.gated}, {"bias", c.bias}, {"keep", c.keep}});
       ws.push_back(w);
       xs.push_back(x);
