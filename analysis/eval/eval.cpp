@@ -57,9 +57,12 @@ class CandidateSink : public HookSink {
       std::vector<int64_t> sizes(lay.experts);
       for (int e = 0; e < lay.experts; ++e) sizes[e] = lay.expertSize(e);
       // Entries -1 (a dynamic-k token that took fewer than the most) are no expert.
-      at::Tensor flat = sel.reshape({-1});
-      (*neurons)[layer] +=
-          at::tensor(sizes, at::kLong).index_select(0, flat.clamp_min(0)).masked_fill(flat < 0, 0).sum().item<double>();
+      const at::Tensor selFlat = sel.reshape({-1});
+      (*neurons)[layer] += at::tensor(sizes, at::kLong)
+                               .index_select(0, selFlat.clamp_min(0))
+                               .masked_fill(selFlat < 0, 0)
+                               .sum()
+                               .item<double>();
       if (kCounts && moe.layers()[layer].router->kind == RouterKind::DynamicK) {
         at::Tensor k = at::bincount((sel >= 0).sum(1), {}, sel.size(1) + 1).contiguous();  // [max k + 1]
         auto& hist = (*kCounts)[layer];
