@@ -38,8 +38,7 @@ at::Tensor t5Norm(const at::Tensor& x, const at::Tensor& w, double eps) {
 // so a step's row equals that row of the whole-prefix table bit for bit.
 at::Tensor relativeBuckets(int64_t T, int64_t S, bool bidirectional, int64_t numBuckets, int64_t maxDistance,
                            int64_t offset = 0) {
-  at::Tensor rel =
-      at::arange(S, at::kLong).view({1, S}) - (at::arange(T, at::kLong) + offset).view({T, 1});  // [T, S]
+  at::Tensor rel = at::arange(S, at::kLong).view({1, S}) - (at::arange(T, at::kLong) + offset).view({T, 1});  // [T, S]
   at::Tensor buckets = at::zeros({T, S}, at::kLong);
   if (bidirectional) {
     numBuckets /= 2;
@@ -129,10 +128,10 @@ at::Tensor Model::t5Attend(SiteStack stack, int L, bool cross, const at::Tensor&
                            const at::Tensor& v, const at::Tensor& bias) const {
   const int64_t B = x.size(0), T = x.size(1);
   const Role rq = cross ? Role::CrossQ : Role::AttnQ, ro = cross ? Role::CrossOut : Role::AttnOut;
-  at::Tensor q = t5Heads(stack, L, rq, x);                                                    // [B, H, T, D]
-  at::Tensor scores = at::matmul(q, k.transpose(-1, -2)) + bias;                              // [B, H, T, S]
-  at::Tensor out = at::matmul(at::softmax(scores, -1), v);                                    // [B, H, T, D]
-  return at::linear(out.transpose(1, 2).reshape({B, T, -1}), t(ro, L, stack));               // [B, T, C]
+  at::Tensor q = t5Heads(stack, L, rq, x);                                      // [B, H, T, D]
+  at::Tensor scores = at::matmul(q, k.transpose(-1, -2)) + bias;                // [B, H, T, S]
+  at::Tensor out = at::matmul(at::softmax(scores, -1), v);                      // [B, H, T, D]
+  return at::linear(out.transpose(1, 2).reshape({B, T, -1}), t(ro, L, stack));  // [B, T, C]
 }
 
 // T5Stack: blocks of self-attention (+ cross-attention in the decoder) and

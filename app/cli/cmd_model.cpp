@@ -155,8 +155,8 @@ int runGenerate(const Args& a, const LoadedModel& loaded, const std::vector<std:
   const Model& m = *loaded.model;
   const ModelConfig& c = m.config();
   if (!c.encoderDecoder)
-    throw ParameterError("--generate: " + m.dir().string() + " is not an encoder-decoder model (" +
-                         archName(c.arch) + "); --generate decodes encoder-decoder models (t5)");
+    throw ParameterError("--generate: " + m.dir().string() + " is not an encoder-decoder model (" + archName(c.arch) +
+                         "); --generate decodes encoder-decoder models (t5)");
   for (const char* other : {"decoder-ids", "decoder-text", "dump"})
     if (a.has(other))
       throw ParameterError(std::string("--generate decodes from decoder_start_token_id: give no --") + other);
@@ -181,13 +181,16 @@ int runGenerate(const Args& a, const LoadedModel& loaded, const std::vector<std:
   std::cout << "generated " << sources.size() << " sequence" << (sources.size() == 1 ? "" : "s")
             << " greedily (max_new_tokens " << o.maxNewTokens << ", decoder_start_token_id " << g.decoderStartId
             << ")
-";
-  for (size_t b = 0; b < g.tokens.size(); ++b) {
+               ";
+      for (size_t b = 0; b < g.tokens.size(); ++b) {
     std::cout << "  seq " << b << ": " << j["generated"][b].dump() << " ("
-              << (g.stopped[b] ? "stopped at eos" : "max_new_tokens reached") << ")
-";
-    if (loaded.tokenizer) std::cout << "  text " << b << ": " << texts[b] << "
-";
+              << (g.stopped[b] ? "stopped at eos" : "max_new_tokens reached")
+              << ")
+                 ";
+        if (loaded.tokenizer) std::cout
+              << "  text " << b << ": " << texts[b]
+              << "
+                 ";
   }
   return 0;
 }

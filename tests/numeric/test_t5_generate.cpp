@@ -20,8 +20,8 @@
 #include <cmath>
 #include <fstream>
 #include <limits>
-#include <set>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "analysis/common/error.h"
 #include "analysis/eval/eval.h"
@@ -104,8 +104,13 @@ void writeWordTokenizer(const fs::path& path) {
   for (int i = 0; i < 98; ++i) vocab.push_back(json::array({"\u2581a" + std::to_string(i), -1.0}));
   json added = json::array();
   for (int id = 0; id < 3; ++id)
-    added.push_back({{"id", id}, {"content", vocab[id][0]}, {"single_word", false}, {"lstrip", false},
-                     {"rstrip", false}, {"normalized", false}, {"special", true}});
+    added.push_back({{"id", id},
+                     {"content", vocab[id][0]},
+                     {"single_word", false},
+                     {"lstrip", false},
+                     {"rstrip", false},
+                     {"normalized", false},
+                     {"special", true}});
   const json meta = {{"type", "Metaspace"}, {"replacement", "\u2581"}, {"prepend_scheme", "always"}, {"split", true}};
   const json eos = {{"SpecialToken", {{"id", "</s>"}, {"type_id", 0}}}};
   const json j = {
@@ -116,7 +121,8 @@ void writeWordTokenizer(const fs::path& path) {
       {"post_processor",
        {{"type", "TemplateProcessing"},
         {"single", {{{"Sequence", {{"id", "A"}, {"type_id", 0}}}}, eos}},
-        {"pair", {{{"Sequence", {{"id", "A"}, {"type_id", 0}}}}, eos, {{"Sequence", {{"id", "B"}, {"type_id", 0}}}}, eos}},
+        {"pair",
+         {{{"Sequence", {{"id", "A"}, {"type_id", 0}}}}, eos, {{"Sequence", {{"id", "B"}, {"type_id", 0}}}}, eos}},
         {"special_tokens", {{"</s>", {{"id", "</s>"}, {"ids", {1}}, {"tokens", {"</s>"}}}}}}}},
       {"decoder", meta},
       {"model", {{"type", "Unigram"}, {"unk_id", 2}, {"vocab", vocab}, {"byte_fallback", false}}}};
@@ -170,8 +176,13 @@ class T5Generate : public QObject {
 
   // Runs t5_ref.py generate on kSources into OUT (with --eos ids if given).
   void runReference(const char* variant, const fs::path& out, const std::vector<int64_t>& eos) {
-    QStringList args = {script("t5_ref.py"), "generate", qs(root_ / variant / "model"), "--max-new-tokens",
-                        QString::number(kMaxNew), "--out", qs(out)};
+    QStringList args = {script("t5_ref.py"),
+                        "generate",
+                        qs(root_ / variant / "model"),
+                        "--max-new-tokens",
+                        QString::number(kMaxNew),
+                        "--out",
+                        qs(out)};
     for (const auto& s : kSources) args << "--ids" << QString::fromStdString(idList(s));
     for (int64_t e : eos) args << "--eos" << QString::number(e);
     auto r = runPython(args);
@@ -205,8 +216,13 @@ class T5Generate : public QObject {
     nlohmann::json jobs = nlohmann::json::array();
     for (const char* v : kVariants) {
       jobs.push_back({"make_checkpoint", v, (root_ / v / "model").string()});
-      nlohmann::json gen = {"t5_ref", "generate", (root_ / v / "model").string(), "--max-new-tokens",
-                            std::to_string(kMaxNew), "--out", (root_ / v / "ref.safetensors").string()};
+      nlohmann::json gen = {"t5_ref",
+                            "generate",
+                            (root_ / v / "model").string(),
+                            "--max-new-tokens",
+                            std::to_string(kMaxNew),
+                            "--out",
+                            (root_ / v / "ref.safetensors").string()};
       for (const auto& s : kSources) gen.push_back("--ids"), gen.push_back(idList(s));
       jobs.push_back(gen);
     }
@@ -400,10 +416,14 @@ class T5Generate : public QObject {
     expect(parameterError([&] { greedyGenerateSeq2Seq(*gpt2, {{5, 1}}, {}); }), "not an encoder-decoder model");
     expect(parameterError([&] { gpt2->startSeq2Seq(makeBatch({{5, 1}})); }), "not an encoder-decoder model");
     Seq2SeqCache cache = m->startSeq2Seq(makeBatch({{5, 6, 1}, {7, 1}}));
-    expect(parameterError([&] { m->decodeStep(at::zeros({3, 1}, at::kLong), cache); }),
+    expect(parameterError([&] {
+             m->decodeStep(at::zeros({3, 1}, at::kLong), cache);
+           }),
            "decoder step of 3 sequences on a cache of 2");
     expect(parameterError([&] { m->decodeStep(at::full({2, 1}, 101, at::kLong), cache); }), "token id 101");
-    expect(parameterError([&] { cache.keepRows(at::tensor(std::vector<int64_t>{0, 2}, at::kLong)); }),
+    expect(parameterError([&] {
+             cache.keepRows(at::tensor(std::vector<int64_t>{0, 2}, at::kLong));
+           }),
            "must be indices in [0, 2)");
     QCOMPARE(cache.length, int64_t(0));
   }
