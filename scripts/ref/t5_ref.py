@@ -260,6 +260,13 @@ class T5Ref:
         o = (p @ v).transpose(0, 2, 1, 3).reshape(B, T, H * D)
         return o @ self.w[prefix + "o.weight"].T
 
+    def ffn_hidden(self, h, f):
+        """T5DenseActDense / T5DenseGatedActDense up to wo: act(wi h) or act(wi_0 h) * wi_1 h."""
+        act = ACTS[self.c["act"]]
+        if self.c["gated"]:
+            return act(h @ self.w[f + "DenseReluDense.wi_0.weight"].T) * (h @ self.w[f + "DenseReluDense.wi_1.weight"].T)
+        return act(h @ self.w[f + "DenseReluDense.wi.weight"].T)
+
     def stack(self, which, ids, mask, enc_out=None, enc_mask=None):
         c = self.c
         dec = which == "decoder"
@@ -283,11 +290,7 @@ class T5Ref:
                                        cross)
             f = p + ("2." if dec else "1.")
             h = self.norm(x, f + "layer_norm.weight")
-            act = ACTS[c["act"]]
-            if c["gated"]:
-                a = act(h @ self.w[f + "DenseReluDense.wi_0.weight"].T) * (h @ self.w[f + "DenseReluDense.wi_1.weight"].T)
-            else:
-                a = act(h @ self.w[f + "DenseReluDense.wi.weight"].T)
+            a = self.ffn_hidden(h, f)
             self.hooks["%s.blk.%d.ffn_in" % (site, l)] = h
             self.hooks["%s.blk.%d.ffn_act" % (site, l)] = a
             x = x + a @ self.w[f + "DenseReluDense.wo.weight"].T
@@ -351,13 +354,7 @@ class T5Ref:
             n = self.norm(x, p + "1.layer_norm.weight")
             x = x + self.attend(n, cross[l][0], cross[l][1], p + "1.EncDecAttention.", cross_bias)
             f = p + "2."
-            h = self.norm(x, f + "layer_norm.weight")
-            act = ACTS[c["act"]]
-            if c["gated"]:
-                a = act(h @ self.w[f + "DenseReluDense.wi_0.weight"].T) * (h @ self.w[f + "DenseReluDense.wi_1.weight"].T)
-            else:
-                a = act(h @ self.w[f + "DenseReluDense.wi.weight"].T)
-            x = x + a @ self.w[f + "DenseReluDense.wo.weight"].T
+            x = x + self.ffn_hidden(self.norm(x, f + "layer_norm.weight"), f) @ self.w[f + "DenseReluDense.wo.weight"].T
             new.append((k, v))
         return self.norm(x, "decoder.final_layer_norm.weight"), new
 

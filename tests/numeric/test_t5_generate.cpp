@@ -28,6 +28,7 @@
 #include "analysis/eval/generate.h"
 #include "analysis/io/safetensors.h"
 #include "analysis/model/model.h"
+#include "t5_tokenizer.h"
 #include "testutil.h"
 
 using namespace moefy;
@@ -94,39 +95,14 @@ std::string parameterError(F f) {
   return "";
 }
 
-// A Unigram tokenizer.json for the 101-id fixtures: <pad> 0, </s> 1, <unk> 2,
-// then the whole-word pieces "▁a0" .. "▁a97" (ids 3 .. 100), the template
-// "$A </s>" and a Metaspace decoder: "a5 a7" is 8,10,1 and ids decode to
-// "a{id-3}" words with the special ids skipped.
+// A T5-shaped tokenizer (t5_tokenizer.h) for the 101-id fixtures: after
+// <pad> 0, </s> 1, <unk> 2 the whole-word pieces "▁a0" .. "▁a97" (ids 3 ..
+// 100): "a5 a7" is 8,10,1 and ids decode to "a{id-3}" words, the special ids
+// skipped.
 void writeWordTokenizer(const fs::path& path) {
-  using json = nlohmann::json;
-  json vocab = json::array({json::array({"<pad>", 0.0}), json::array({"</s>", 0.0}), json::array({"<unk>", 0.0})});
-  for (int i = 0; i < 98; ++i) vocab.push_back(json::array({"\u2581a" + std::to_string(i), -1.0}));
-  json added = json::array();
-  for (int id = 0; id < 3; ++id)
-    added.push_back({{"id", id},
-                     {"content", vocab[id][0]},
-                     {"single_word", false},
-                     {"lstrip", false},
-                     {"rstrip", false},
-                     {"normalized", false},
-                     {"special", true}});
-  const json meta = {{"type", "Metaspace"}, {"replacement", "\u2581"}, {"prepend_scheme", "always"}, {"split", true}};
-  const json eos = {{"SpecialToken", {{"id", "</s>"}, {"type_id", 0}}}};
-  const json j = {
-      {"version", "1.0"},
-      {"added_tokens", added},
-      {"normalizer", nullptr},
-      {"pre_tokenizer", meta},
-      {"post_processor",
-       {{"type", "TemplateProcessing"},
-        {"single", {{{"Sequence", {{"id", "A"}, {"type_id", 0}}}}, eos}},
-        {"pair",
-         {{{"Sequence", {{"id", "A"}, {"type_id", 0}}}}, eos, {{"Sequence", {{"id", "B"}, {"type_id", 0}}}}, eos}},
-        {"special_tokens", {{"</s>", {{"id", "</s>"}, {"ids", {1}}, {"tokens", {"</s>"}}}}}}}},
-      {"decoder", meta},
-      {"model", {{"type", "Unigram"}, {"unk_id", 2}, {"vocab", vocab}, {"byte_fallback", false}}}};
-  std::ofstream(path) << j.dump();
+  std::vector<std::pair<std::string, double>> pieces;
+  for (int i = 0; i < 98; ++i) pieces.emplace_back("\u2581a" + std::to_string(i), -1.0);
+  moefy::test::writeT5Tokenizer(path, pieces);
 }
 
 // The dense FFN with the odd hidden neurons dropped, on every encoder and
