@@ -180,17 +180,11 @@ int runGenerate(const Args& a, const LoadedModel& loaded, const std::vector<std:
   }
   std::cout << "generated " << sources.size() << " sequence" << (sources.size() == 1 ? "" : "s")
             << " greedily (max_new_tokens " << o.maxNewTokens << ", decoder_start_token_id " << g.decoderStartId
-            << ")
-               ";
-      for (size_t b = 0; b < g.tokens.size(); ++b) {
+            << ")\n";
+  for (size_t b = 0; b < g.tokens.size(); ++b) {
     std::cout << "  seq " << b << ": " << j["generated"][b].dump() << " ("
-              << (g.stopped[b] ? "stopped at eos" : "max_new_tokens reached")
-              << ")
-                 ";
-        if (loaded.tokenizer) std::cout
-              << "  text " << b << ": " << texts[b]
-              << "
-                 ";
+              << (g.stopped[b] ? "stopped at eos" : "max_new_tokens reached") << ")\n";
+    if (loaded.tokenizer) std::cout << "  text " << b << ": " << texts[b] << "\n";
   }
   return 0;
 }
