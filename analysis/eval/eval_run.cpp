@@ -18,6 +18,13 @@ void checkSweep(const std::vector<double>& sweep) {
     if (!(f > 0 && f <= 1)) throw ParameterError("--sweep: fraction " + std::to_string(f) + " outside (0, 1]");
 }
 
+void requireEvaluable(const ModelConfig& c, const std::string& where) {
+  if (c.encoderDecoder)
+    throw ParameterError(where + ": " + c.modelType +
+                         " is an encoder-decoder model; eval covers single-stack models so far (moefy forward "
+                         "--generate N decodes it greedily)");
+}
+
 std::vector<EvalCandidate> evalCandidates(const EvalRunSpec& spec, const Model& model) {
   if (spec.bases.empty() && !spec.activationBound)
     throw ParameterError("eval: no MoE to evaluate (give a router or a MoE export)");
@@ -90,6 +97,7 @@ void addSpeed(nlohmann::json& speed, const std::string& what, const SpeedStats& 
 
 nlohmann::json runEvaluation(Model& m, const EvalRunSpec& spec, const std::vector<std::vector<int64_t>>& seqs,
                              JobContext& job) {
+  requireEvaluable(m.config(), spec.modelPath.empty() ? std::string("model") : spec.modelPath);
   if (seqs.empty()) throw ParameterError("eval: no sequences");
   checkSweep(spec.sweep);
   m.setFfnOverride(nullptr);

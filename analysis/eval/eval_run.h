@@ -39,6 +39,12 @@ struct EvalRunSpec {
 /// Checks a --sweep list: every fraction in (0, 1]. Throws ParameterError.
 void checkSweep(const std::vector<double>& sweep);
 
+/// Refuses the models eval does not cover yet: an encoder-decoder model
+/// (t5; its seq2seq evaluation is not implemented) gets a ParameterError
+/// naming `where` and the model_type. runEvaluation calls it first; the CLI
+/// calls it before reading the corpus.
+void requireEvaluable(const ModelConfig& config, const std::string& where);
+
 /// The candidates of `spec`: bases x sweep (or each base's mean k/E), then
 /// with activationBound the bound ("topk-act") at each distinct budget of
 /// those, in ascending order. The bound takes its FFN weights from `model`,

@@ -97,6 +97,7 @@ int runEval(const Args& a) {
   auto job = makeCliJob(a);
   auto loaded = loadModel(modelDir);
   Model& m = *loaded.model;
+  requireEvaluable(m.config(), modelDir.string());
 
   // The reference and the MoE bases (one per router).
   auto& bases = spec.bases;
