@@ -45,6 +45,7 @@ moefy::Workspace toCore(const Workspace& w) {
   c.name = w.name.toStdString();
   c.modelPath = w.modelPath.toStdString();
   c.corpusPath = w.corpusPath.toStdString();
+  c.evalCorpusPath = w.evalCorpusPath.toStdString();
   c.settings = w.settings;
   for (const auto& [k, v] : w.folders) c.folders[k] = v.toStdString();
   return c;
@@ -56,6 +57,7 @@ Workspace fromCore(const moefy::Workspace& c) {
   w.name = QString::fromStdString(c.name);
   w.modelPath = QString::fromStdString(c.modelPath);
   w.corpusPath = QString::fromStdString(c.corpusPath);
+  w.evalCorpusPath = QString::fromStdString(c.evalCorpusPath);
   w.settings = c.settings;
   for (const auto& [k, v] : c.folders) w.folders[k] = QString::fromStdString(v);
   return w;
@@ -77,6 +79,10 @@ const QStringList& Workspace::kinds() {
 QString Workspace::resolve(const QString& path) const { return Q(toCore(*this).resolve(path.toStdString())); }
 
 QString Workspace::folder(const std::string& kind) const { return Q(toCore(*this).folder(kind)); }
+
+QString Workspace::evalCorpus() const { return Q(toCore(*this).evalCorpus()); }
+
+bool Workspace::separateEvalCorpus() const { return toCore(*this).separateEvalCorpus(); }
 
 Workspace Workspace::load(const QString& d) { return fromCore(moefy::Workspace::load(P(d))); }
 

@@ -36,7 +36,8 @@ struct Workspace {
   QString dir;         ///< absolute folder of workspace.json
   QString name;
   QString modelPath;   ///< as stored (relative to dir or absolute)
-  QString corpusPath;
+  QString corpusPath;      ///< the training corpus (record, route), as stored
+  QString evalCorpusPath;  ///< the evaluation corpus as stored ("" = the held-out split of corpusPath)
   nlohmann::json settings = nlohmann::json::object();
   std::map<std::string, QString> folders;  ///< kind -> sub-folder ("recordings", ...)
 
@@ -44,6 +45,12 @@ struct Workspace {
   QString resolve(const QString& path) const;  ///< relative paths resolved against dir
   QString model() const { return resolve(modelPath); }
   QString corpus() const { return resolve(corpusPath); }
+  /// The corpus evaluations read (moefy::Workspace::evalCorpus): the
+  /// evaluation corpus, else the training corpus.
+  QString evalCorpus() const;
+  /// Whether the evaluation corpus is not the training corpus (then
+  /// evaluations read it whole; else its held-out split).
+  bool separateEvalCorpus() const;
   QString folder(const std::string& kind) const;
 
   /// Reads DIR/workspace.json with the core reader (moefy::Workspace::load).

@@ -377,7 +377,7 @@ int runDemo(const Args& a) {
     ws.folders["recordings"] = "recording";
     ws.folders["evaluations"] = "eval";
     ws.folders["exports"] = "export";
-    ws.settings["eval_corpus"] = fs::absolute(evalCorpus).lexically_normal().string();
+    ws.evalCorpusPath = fs::absolute(evalCorpus).lexically_normal().string();
     ws.save();
   });
   double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
