@@ -17,6 +17,7 @@
 #include "analysis/io/json_input.h"
 #include "analysis/io/safetensors.h"
 #include "analysis/project/artefact.h"
+#include "analysis/project/data_overlap.h"
 #include "analysis/project/project.h"
 #include "analysis/record/recording.h"
 #include "analysis/route/router.h"
@@ -294,6 +295,13 @@ std::shared_ptr<Evaluation> Evaluation::open(const QString& d) {
                             p.generateSpeedupMin, p.generateSpeedupMax, p.forwardRuns, p.generateRuns,
                             QString::fromStdString(p.speedNote)});
     e->series.push_back(std::move(out));
+  }
+  e->dataCaption = QString::fromStdString(core.dataCaption());
+  e->dataSubtitle = QString::fromStdString(core.dataCaption(true));
+  // The recordings behind its routers that read the same documents (metadata only).
+  for (const RecordingOverlap& o : evaluationOverlaps(core.json, P(e->dir))) {
+    if (o.overlap.verdict == DataOverlap::Overlap) e->overlaps << QString::fromStdString(o.message);
+    else if (o.overlap.verdict == DataOverlap::Unknown) e->possibleOverlaps << QString::fromStdString(o.message);
   }
   return e;
 }

@@ -208,6 +208,14 @@ struct Evaluation {
   double densePpl = 0, denseLoss = 0;
   bool hasSpeed = false, hasGenSpeed = false;
   std::vector<Series> series;
+  /// Which data the figures are on (moefy::EvalResults::dataCaption): corpus,
+  /// split, sequences, seed. Every figure of the evaluation carries it.
+  QString dataCaption;
+  QString dataSubtitle;  ///< the same, brief (corpus by name): the plots' subtitle
+  /// One line per recording behind the evaluation's routers that read the
+  /// evaluation's documents (analysis/project/data_overlap.h
+  /// evaluationOverlaps), and per recording that may (not enough recorded to tell).
+  QStringList overlaps, possibleOverlaps;
 };
 
 /// The FFN input and hidden activation of one layer for a typed text, run

@@ -42,12 +42,13 @@ const char* splitPhrase(Split s) {
   return s == Split::HeldOut ? "held-out split" : s == Split::Train ? "training split" : "all documents";
 }
 
-std::string splitText(const DataSelection& d) {
+std::string splitText(const DataSelection& d, bool brief = false) {
   if (d.wholeFile) return "whole file";
   if (!d.split) return "split not recorded";
   std::ostringstream s;
   s << splitPhrase(*d.split);
-  if (*d.split != Split::All) s << " (seed " << d.splitSeed << ", " << d.heldOutFraction * 100 << " % held out)";
+  if (*d.split != Split::All && !brief)
+    s << " (seed " << d.splitSeed << ", " << d.heldOutFraction * 100 << " % held out)";
   return s.str();
 }
 
@@ -114,10 +115,12 @@ DataSelection recordingDataSelection(const nlohmann::json& manifest) {
   return d;
 }
 
-std::string describeData(const DataSelection& d) {
+std::string describeData(const DataSelection& d, bool brief) {
   std::ostringstream s;
-  s << splitText(d) << " of " << (d.corpus.empty() ? std::string("a corpus not recorded") : d.corpus.string());
-  if (!d.fingerprint.empty()) s << " (fingerprint " << d.fingerprint << ")";
+  const fs::path name = d.corpus.has_filename() ? d.corpus.filename() : d.corpus.parent_path().filename();
+  s << splitText(d, brief) << " of "
+    << (d.corpus.empty() ? std::string("a corpus not recorded") : brief ? name.string() : d.corpus.string());
+  if (!d.fingerprint.empty() && !brief) s << " (fingerprint " << d.fingerprint << ")";
   if (d.sequences >= 0) {
     s << ", " << d.sequences << (d.sequences == 1 ? " sequence" : " sequences");
     if (d.seqLen > 0) s << " of <= " << d.seqLen << " tokens";

@@ -45,9 +45,12 @@ DataSelection evalDataSelection(const nlohmann::json& evalDoc, const std::filesy
 DataSelection recordingDataSelection(const nlohmann::json& manifest);
 
 /// One line that says which data a figure is on, for captions and reports:
-///   "held-out split of /data/brown (fingerprint 0123456789abcdef), 32 sequences of <= 128 tokens (4096 tokens), seed 0"
+///   "held-out split (seed 0, 5 % held out) of /data/brown (fingerprint 0123456789abcdef), 32 sequences of <= 128 tokens (4096 tokens), seed 0"
+/// `brief` (a plot's subtitle): the corpus by its file or folder name, no
+/// fingerprint and no split seed:
+///   "held-out split of brown, 32 sequences of <= 128 tokens (4096 tokens), seed 0"
 /// Unrecorded parts read "split not recorded", and so on.
-std::string describeData(const DataSelection& data);
+std::string describeData(const DataSelection& data, bool brief = false);
 
 /// Whether a recording's documents overlap an evaluation's.
 struct DataOverlap {

@@ -17,7 +17,7 @@ size_t EvalResults::resultCount() const {
   return n;
 }
 
-std::string EvalResults::dataCaption() const { return describeData(data); }
+std::string EvalResults::dataCaption(bool brief) const { return describeData(data, brief); }
 
 EvalResults EvalResults::read(const fs::path& dir) {
   const fs::path ef = dir / "eval.json";

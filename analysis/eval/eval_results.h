@@ -39,8 +39,9 @@ struct EvalResults {
   /// evaluations written before they were recorded.
   DataSelection data;
   size_t resultCount() const;
-  /// describeData(data): the caption line of every figure of this evaluation.
-  std::string dataCaption() const;
+  /// describeData(data, brief): the caption line of every figure of this
+  /// evaluation (brief: a plot's subtitle).
+  std::string dataCaption(bool brief = false) const;
 
   /// Reads DIR/eval.json with readEvalFile (analysis/eval/eval_file.h: the
   /// one JSON parser and the value invariants) and checks that every result
