@@ -300,8 +300,10 @@ std::shared_ptr<Evaluation> Evaluation::open(const QString& d) {
   e->dataSubtitle = QString::fromStdString(core.dataCaption(true));
   // The recordings behind its routers that read the same documents (metadata only).
   for (const RecordingOverlap& o : evaluationOverlaps(core.json, P(e->dir))) {
-    if (o.overlap.verdict == DataOverlap::Overlap) e->overlaps << QString::fromStdString(o.message);
-    else if (o.overlap.verdict == DataOverlap::Unknown) e->possibleOverlaps << QString::fromStdString(o.message);
+    if (o.overlap.verdict == DataOverlap::Overlap)
+      e->overlaps << QString::fromStdString(o.message);
+    else if (o.overlap.verdict == DataOverlap::Unknown)
+      e->possibleOverlaps << QString::fromStdString(o.message);
   }
   return e;
 }

@@ -36,7 +36,7 @@ struct Workspace {
   QString dir;         ///< absolute folder of workspace.json
   QString name;
   QString modelPath;   ///< as stored (relative to dir or absolute)
-  QString corpusPath;      ///< the training corpus (record, route), as stored
+  QString corpusPath;  ///< the training corpus (record, route), as stored
   QString evalCorpusPath;  ///< the evaluation corpus as stored ("" = the held-out split of corpusPath)
   nlohmann::json settings = nlohmann::json::object();
   std::map<std::string, QString> folders;  ///< kind -> sub-folder ("recordings", ...)

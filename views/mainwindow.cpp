@@ -469,7 +469,8 @@ void MainWindow::newWorkspace() {
   f.model = new QLineEdit(findDataDir() + "/models/brown-relu", &d);
   f.corpus = new QLineEdit(findDataDir() + "/corpus/brown/train", &d);
   f.evalCorpus = new QLineEdit(findDataDir() + "/corpus/brown/heldout", &d);
-  f.evalCorpus->setToolTip("The corpus evaluations read whole; leave empty to evaluate on the training corpus's held-out split");
+  f.evalCorpus->setToolTip(
+      "The corpus evaluations read whole; leave empty to evaluate on the training corpus's held-out split");
   form->addRow("Folder:", browseRow(&d, f.dir, true));
   form->addRow("Name:", f.name);
   form->addRow("Model folder:", browseRow(&d, f.model, true));
@@ -505,7 +506,8 @@ void MainWindow::editWorkspace() {
   f.model = new QLineEdit(ws.modelPath, &d);
   f.corpus = new QLineEdit(ws.corpusPath, &d);
   f.evalCorpus = new QLineEdit(ws.evalCorpusPath, &d);
-  f.evalCorpus->setToolTip("The corpus evaluations read whole; leave empty to evaluate on the training corpus's held-out split");
+  f.evalCorpus->setToolTip(
+      "The corpus evaluations read whole; leave empty to evaluate on the training corpus's held-out split");
   form->addRow("Name:", f.name);
   form->addRow("Model folder:", browseRow(&d, f.model, true));
   form->addRow("Training corpus:", browseRow(&d, f.corpus, true));

@@ -129,7 +129,8 @@ std::vector<PipelineStep> buildSteps() {
           "folder name under the workspace's recordings/"}},
         optionFields(*s.options, {"tokens", "seq-len", "batch", "layers", "active", "soft-coact", "samples", "seed",
                                   "split", "shuffle", "chunk", "checkpoint-every", "checkpoint-secs", "force"}));
-    s.fields.insert(s.fields.begin() + 1, corpusField("the corpus to record (default: the workspace's training corpus)"));
+    s.fields.insert(s.fields.begin() + 1,
+                    corpusField("the corpus to record (default: the workspace's training corpus)"));
     s.workspaceDefaults = [](StudioContext* ctx) {
       // Evaluations read the held-out split of the training corpus unless the
       // workspace has an evaluation corpus: record the rest, never the same documents.
@@ -299,7 +300,8 @@ std::vector<PipelineStep> buildSteps() {
     s.options = &evalOptionTable();
     s.fields = concat(s.fields, optionFields(*s.options, {"sweep", "seq-len", "tokens", "split", "batch", "seed",
                                                           "speed", "speed-seconds", "force"}));
-    s.fields.insert(s.fields.begin() + 4, corpusField("the corpus to evaluate on (default: the workspace's evaluation corpus)"));
+    s.fields.insert(s.fields.begin() + 4,
+                    corpusField("the corpus to evaluate on (default: the workspace's evaluation corpus)"));
     s.workspaceDefaults = [](StudioContext* ctx) {
       // A corpus of its own is read whole; else the training corpus's held-out split.
       const Workspace& ws = ctx->workspace();
@@ -565,7 +567,8 @@ QVariantMap withDefaults(const PipelineStep& step, StudioContext* ctx, QVariantM
     if (v.contains(f.option)) continue;
     if (f.kind == StepField::Artefact) v[f.option] = ctx->current(f.artefactKind);
     else if (f.option == "out") v[f.option] = QString("%1-%2").arg(step.id, stamp());
-    else v[f.option] = fieldDefault(step, f, ctx);
+    else
+      v[f.option] = fieldDefault(step, f, ctx);
   }
   return v;
 }

@@ -119,7 +119,9 @@ std::string describeData(const DataSelection& d, bool brief) {
   std::ostringstream s;
   const fs::path name = d.corpus.has_filename() ? d.corpus.filename() : d.corpus.parent_path().filename();
   s << splitText(d, brief) << " of "
-    << (d.corpus.empty() ? std::string("a corpus not recorded") : brief ? name.string() : d.corpus.string());
+    << (d.corpus.empty() ? std::string("a corpus not recorded")
+        : brief          ? name.string()
+                         : d.corpus.string());
   if (!d.fingerprint.empty() && !brief) s << " (fingerprint " << d.fingerprint << ")";
   if (d.sequences >= 0) {
     s << ", " << d.sequences << (d.sequences == 1 ? " sequence" : " sequences");
@@ -154,10 +156,11 @@ DataOverlap dataOverlap(const DataSelection& rec, const DataSelection& ev, int64
     }
     const DataSelection& outer = evInside ? rec : ev;
     r.verdict = readsAll(outer) ? DataOverlap::Overlap : DataOverlap::Unknown;
-    r.reason = std::string(evInside ? "the evaluation corpus " + ev.corpus.string() + " lies inside the recording corpus "
-                                    : "the recording corpus " + rec.corpus.string() + " lies inside the evaluation corpus ") +
-               (evInside ? rec.corpus.string() : ev.corpus.string()) + " (the recording read " + recText +
-               ", the evaluation " + evText + ")";
+    r.reason =
+        std::string(evInside ? "the evaluation corpus " + ev.corpus.string() + " lies inside the recording corpus "
+                             : "the recording corpus " + rec.corpus.string() + " lies inside the evaluation corpus ") +
+        (evInside ? rec.corpus.string() : ev.corpus.string()) + " (the recording read " + recText +
+        ", the evaluation " + evText + ")";
     return r;
   }
   if (!rec.split || !ev.split) {
@@ -186,8 +189,9 @@ DataOverlap dataOverlap(const DataSelection& rec, const DataSelection& ev, int64
     r.sharedDocuments = shared;
     if (shared == 0) r.verdict = DataOverlap::Disjoint;
   }
-  r.reason = "the splits of " + ev.corpus.string() + " differ in seed or held-out fraction (recording: " + splitText(rec) +
-             ", evaluation: " + splitText(ev) + ")" +
+  r.reason = "the splits of " + ev.corpus.string() +
+             " differ in seed or held-out fraction (recording: " + splitText(rec) + ", evaluation: " + splitText(ev) +
+             ")" +
              (r.sharedDocuments >= 0 ? ": " + std::to_string(r.sharedDocuments) + " of " +
                                            std::to_string(documentCount) + " documents are in both"
                                      : ": their documents overlap");

@@ -17,16 +17,16 @@ namespace moefy {
 
 /// The data one step read: a corpus and the documents of it (a split).
 struct DataSelection {
-  std::filesystem::path corpus;       ///< absolute, normalised ("" = not recorded)
-  std::string fingerprint;            ///< contentFingerprint of the corpus ("" = not recorded)
-  std::optional<Split> split;         ///< nullopt = not recorded (evaluations written before the field)
-  uint64_t splitSeed = 0;             ///< the seed of isHeldOut (analysis/text/corpus.h)
-  double heldOutFraction = 0.05;      ///< share of documents held out (SequenceOptions default)
-  bool wholeFile = false;             ///< a token-id file (.ids) or pre-tokenised input: no split applies
-  int64_t sequences = -1;             ///< sequences read (-1 = not recorded)
-  int64_t tokens = -1;                ///< tokens read (-1 = not recorded)
-  int seqLen = 0;                     ///< window length (0 = not recorded)
-  int64_t seed = -1;                  ///< the step's own seed (eval: MLM masking; -1 = not recorded)
+  std::filesystem::path corpus;   ///< absolute, normalised ("" = not recorded)
+  std::string fingerprint;        ///< contentFingerprint of the corpus ("" = not recorded)
+  std::optional<Split> split;     ///< nullopt = not recorded (evaluations written before the field)
+  uint64_t splitSeed = 0;         ///< the seed of isHeldOut (analysis/text/corpus.h)
+  double heldOutFraction = 0.05;  ///< share of documents held out (SequenceOptions default)
+  bool wholeFile = false;         ///< a token-id file (.ids) or pre-tokenised input: no split applies
+  int64_t sequences = -1;         ///< sequences read (-1 = not recorded)
+  int64_t tokens = -1;            ///< tokens read (-1 = not recorded)
+  int seqLen = 0;                 ///< window length (0 = not recorded)
+  int64_t seed = -1;              ///< the step's own seed (eval: MLM masking; -1 = not recorded)
 };
 
 /// The data of an evaluation document (eval.json, any version): its corpus
@@ -45,7 +45,8 @@ DataSelection evalDataSelection(const nlohmann::json& evalDoc, const std::filesy
 DataSelection recordingDataSelection(const nlohmann::json& manifest);
 
 /// One line that says which data a figure is on, for captions and reports:
-///   "held-out split (seed 0, 5 % held out) of /data/brown (fingerprint 0123456789abcdef), 32 sequences of <= 128 tokens (4096 tokens), seed 0"
+///   "held-out split (seed 0, 5 % held out) of /data/brown (fingerprint 0123456789abcdef), 32 sequences of <= 128
+///   tokens (4096 tokens), seed 0"
 /// `brief` (a plot's subtitle): the corpus by its file or folder name, no
 /// fingerprint and no split seed:
 ///   "held-out split of brown, 32 sequences of <= 128 tokens (4096 tokens), seed 0"

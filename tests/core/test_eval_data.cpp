@@ -48,7 +48,7 @@ json evalDoc(const fs::path& corpus, const std::string& split, const json& sourc
   j["version"] = 1;
   j["seed"] = 3;
   j["model"] = {{"path", ""}, {"fingerprint", "0123456789abcdef"}};
-  j["corpus"] = {{"path", corpus.string()}, {"split", split},   {"split_seed", 0},  {"held_out_fraction", 0.05},
+  j["corpus"] = {{"path", corpus.string()}, {"split", split}, {"split_seed", 0}, {"held_out_fraction", 0.05},
                  {"sequences", 32},         {"tokens", 4000}, {"seq_len", 128}};
   j["source"] = source;
   j["reference"] = {{"loss", 3.0}, {"perplexity", 20.0855}};
@@ -129,7 +129,8 @@ class TestEvalData : public QObject {
     DataOverlap o = dataOverlap(sel("/data/brown/train", Split::All), sel("/data/brown/heldout", Split::All));
     QCOMPARE(int(o.verdict), int(DataOverlap::Disjoint));
     // The same content under another path (a copied corpus): the same corpus.
-    o = dataOverlap(sel("/a/corpus", Split::All, 0, "00000000000000aa"), sel("/b/corpus", Split::HeldOut, 0, "00000000000000aa"));
+    o = dataOverlap(sel("/a/corpus", Split::All, 0, "00000000000000aa"),
+                    sel("/b/corpus", Split::HeldOut, 0, "00000000000000aa"));
     QCOMPARE(int(o.verdict), int(DataOverlap::Overlap));
     // An evaluation corpus inside the recorded corpus folder: the recording read it all.
     o = dataOverlap(sel("/data/brown", Split::All), sel("/data/brown/heldout", Split::All));
@@ -237,9 +238,10 @@ class TestEvalData : public QObject {
     writeJson(ws / "recordings" / "rec" / "manifest.json", manifest(corpus, "all", 0, contentFingerprint(corpus)));
     writeJson(ws / "partitions" / "part" / "partition.json",
               {{"format", "moefy-partition"}, {"version", 1}, {"recording", (ws / "recordings" / "rec").string()}});
-    writeJson(ws / "routers" / "r" / "router.json",
-              {{"format", "moefy-router"}, {"version", 1}, {"kind", "oracle"},
-               {"partition", {{"path", (ws / "partitions" / "part").string()}}}});
+    writeJson(ws / "routers" / "r" / "router.json", {{"format", "moefy-router"},
+                                                     {"version", 1},
+                                                     {"kind", "oracle"},
+                                                     {"partition", {{"path", (ws / "partitions" / "part").string()}}}});
     const json source = {{"partition", (ws / "partitions" / "part").string()},
                          {"routers", {(ws / "routers" / "r").string()}}};
     QCOMPARE(recordingsBehind(ArtefactKind::Router, ws / "routers" / "r").size(), size_t(1));
@@ -288,9 +290,9 @@ class TestEvalData : public QObject {
     QCOMPARE(back.evalCorpus(), (root / "ws" / "corpus" / "heldout").lexically_normal());
     QVERIFY(back.separateEvalCorpus());
     // `moefy demo` before the key: settings.eval_corpus.
-    writeJson(root / "old" / "workspace.json", {{"format", "moefy-workspace"},
-                                                {"corpus", "/data/train"},
-                                                {"settings", {{"eval_corpus", "/data/heldout"}}}});
+    writeJson(
+        root / "old" / "workspace.json",
+        {{"format", "moefy-workspace"}, {"corpus", "/data/train"}, {"settings", {{"eval_corpus", "/data/heldout"}}}});
     const Workspace old = Workspace::load(root / "old");
     QCOMPARE(old.evalCorpus(), fs::path("/data/heldout"));
     QVERIFY(old.separateEvalCorpus());

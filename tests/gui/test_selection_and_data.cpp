@@ -121,8 +121,8 @@ class TestSelectionAndData : public QObject {
     auto part = w.context()->partition(w.context()->current("partition"));
     QVERIFY(part && part->labels.count(3));
     const int expert = part->labels.at(3)[neuron];
-    qInfo() << "neuron" << neuron << "of layer 3 is in expert" << expert << "of" << part->name
-            << "; the graph rings" << graph->ringedExpert();
+    qInfo() << "neuron" << neuron << "of layer 3 is in expert" << expert << "of" << part->name << "; the graph rings"
+            << graph->ringedExpert();
     QCOMPARE(graph->layer(), 3);
     QCOMPARE(graph->ringedExpert(), expert);
     QCOMPARE(w.context()->selection().expert, expert);
@@ -187,7 +187,8 @@ class TestSelectionAndData : public QObject {
     QCOMPARE(w.context()->selection().partition, randomPath);
     QCOMPARE(w.context()->selection().expert, inRandom);
     QCOMPARE(w.context()->selection().neuron, n);
-    QVERIFY2(insp->text().contains(QString("expert %1 in %2").arg(inRandom).arg(random->name)), qPrintable(insp->text()));
+    QVERIFY2(insp->text().contains(QString("expert %1 in %2").arg(inRandom).arg(random->name)),
+             qPrintable(insp->text()));
     QVERIFY(!insp->text().contains(QString("in %1").arg(coact->name)));
     auto* graph = viewOf<ExpertGraphView>(w);
     w.tabs()->setCurrentWidget(graph);
