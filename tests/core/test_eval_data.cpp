@@ -26,9 +26,10 @@ using json = nlohmann::json;
 
 namespace {
 
-void writeJson(const fs::path& p, const json& j) {
-  fs::create_directories(p.parent_path());
-  writeFileAtomic(p, j.dump(2));
+// An artefact's metadata file DIR/FILE (the folder made first).
+void writeMeta(const fs::path& dir, const char* file, const json& j) {
+  fs::create_directories(dir);
+  writeFileAtomic(dir / file, j.dump(2));
 }
 
 DataSelection sel(const fs::path& corpus, std::optional<Split> split, uint64_t splitSeed = 0,
@@ -235,13 +236,14 @@ class TestEvalData : public QObject {
     writeFileAtomic(other / "b.txt", "beta\n");
     const fs::path ws = root / "ws";
     // recording (all of `corpus`) <- partition <- router <- evaluation
-    writeJson(ws / "recordings" / "rec" / "manifest.json", manifest(corpus, "all", 0, contentFingerprint(corpus)));
-    writeJson(ws / "partitions" / "part" / "partition.json",
+    writeMeta(ws / "recordings" / "rec", "manifest.json", manifest(corpus, "all", 0, contentFingerprint(corpus)));
+    writeMeta(ws / "partitions" / "part", "partition.json",
               {{"format", "moefy-partition"}, {"version", 1}, {"recording", (ws / "recordings" / "rec").string()}});
-    writeJson(ws / "routers" / "r" / "router.json", {{"format", "moefy-router"},
-                                                     {"version", 1},
-                                                     {"kind", "oracle"},
-                                                     {"partition", {{"path", (ws / "partitions" / "part").string()}}}});
+    writeMeta(ws / "routers" / "r", "router.json",
+              {{"format", "moefy-router"},
+               {"version", 1},
+               {"kind", "oracle"},
+               {"partition", {{"path", (ws / "partitions" / "part").string()}}}});
     const json source = {{"partition", (ws / "partitions" / "part").string()},
                          {"routers", {(ws / "routers" / "r").string()}}};
     QCOMPARE(recordingsBehind(ArtefactKind::Router, ws / "routers" / "r").size(), size_t(1));
@@ -261,13 +263,13 @@ class TestEvalData : public QObject {
     QCOMPARE(int(found[0].overlap.verdict), int(DataOverlap::Disjoint));
     QVERIFY(found[0].message.empty());
     // A training-split recording against the held-out split, both seed 0: disjoint.
-    writeJson(ws / "recordings" / "rec" / "manifest.json", manifest(corpus, "train", 0));
+    writeMeta(ws / "recordings" / "rec", "manifest.json", manifest(corpus, "train", 0));
     writeEvalFolder(ws / "evaluations" / "held", false, evalDoc(corpus, "heldout", source));
     found = evaluationOverlaps(ws / "evaluations" / "held");
     QCOMPARE(found.size(), size_t(1));
     QCOMPARE(int(found[0].overlap.verdict), int(DataOverlap::Disjoint));
     // The same with a recording split by seed 7: overlap, counted over the corpus's documents.
-    writeJson(ws / "recordings" / "rec" / "manifest.json", manifest(corpus, "train", 7));
+    writeMeta(ws / "recordings" / "rec", "manifest.json", manifest(corpus, "train", 7));
     found = evaluationOverlaps(ws / "evaluations" / "held");
     QCOMPARE(found.size(), size_t(1));
     qInfo() << found[0].message.c_str();
@@ -290,8 +292,8 @@ class TestEvalData : public QObject {
     QCOMPARE(back.evalCorpus(), (root / "ws" / "corpus" / "heldout").lexically_normal());
     QVERIFY(back.separateEvalCorpus());
     // `moefy demo` before the key: settings.eval_corpus.
-    writeJson(
-        root / "old" / "workspace.json",
+    writeMeta(
+        root / "old", "workspace.json",
         {{"format", "moefy-workspace"}, {"corpus", "/data/train"}, {"settings", {{"eval_corpus", "/data/heldout"}}}});
     const Workspace old = Workspace::load(root / "old");
     QCOMPARE(old.evalCorpus(), fs::path("/data/heldout"));

@@ -19,13 +19,6 @@ namespace {
 
 QString q(const fs::path& p) { return QString::fromStdString(p.string()); }
 
-void fixture(const QStringList& args) {
-  QStringList a{q(test::sourceDir() / "scripts" / "ref" / "moe_fixtures.py")};
-  a << args;
-  auto r = test::runPython(a);
-  if (r.exitCode != 0) qFatal("fixture failed: %s", r.err.c_str());
-}
-
 // A folder corpus of `docs` one-paragraph documents (one file each: document id = sorted file index).
 void writeCorpus(const fs::path& dir, int docs, int salt) {
   fs::create_directories(dir);
@@ -59,8 +52,13 @@ class TestEvalDataCli : public QObject {
   void initTestCase() {
     root = test::freshDir("eval_data_cli");
     model = root / "model";
-    fixture({"model", "gpt2", q(model), "--seed", "3"});
-    fixture({"tokenizer", q(model / "tokenizer.json")});
+    // The tiny random GPT-2 and a WordPiece tokenizer of scripts/ref/moe_fixtures.py.
+    const QString fixtures = q(test::sourceDir() / "scripts" / "ref" / "moe_fixtures.py");
+    for (const QStringList& args : {QStringList{fixtures, "model", "gpt2", q(model), "--seed", "3"},
+                                    QStringList{fixtures, "tokenizer", q(model / "tokenizer.json")}}) {
+      const test::RunResult made = test::runPython(args);
+      QVERIFY2(made.exitCode == 0, made.err.c_str());
+    }
     corpus = root / "corpus";
     other = root / "other";
     writeCorpus(corpus, 60, 0);

@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "gui_fixture.h"
+#include "studio_test_helpers.h"
 #include "views/artefacts.h"
 #include "views/figure.h"
 #include "views/mainwindow.h"
@@ -30,12 +31,6 @@ using namespace moefy::views;
 using json = nlohmann::json;
 
 namespace {
-template <typename T>
-T* viewOf(MainWindow& w) {
-  for (QWidget* v : w.views())
-    if (auto* t = qobject_cast<T*>(v)) return t;
-  return nullptr;
-}
 
 json readJson(const QString& path) {
   std::ifstream f(path.toStdString());
@@ -63,23 +58,10 @@ class TestSelectionAndData : public QObject {
   Q_OBJECT
   QString ws_;
 
-  /// A private workspace.json pointing at the shared model and corpus, so
-  /// that artefacts written here stay out of other tests.
-  QString privateWorkspace(QTemporaryDir& tmp) {
-    const QString ws = tmp.filePath("ws");
-    if (!QDir().mkpath(ws) || !QFile::copy(ws_ + "/workspace.json", ws + "/workspace.json")) return {};
-    Workspace w0 = Workspace::load(ws);
-    w0.modelPath = ws_ + "/model";
-    w0.corpusPath = ws_ + "/corpus";
-    w0.save();
-    return ws;
-  }
-
  private Q_SLOTS:
   void initTestCase() {
-    QStandardPaths::setTestModeEnabled(true);
     QString err;
-    ws_ = test::fakeWorkspace(&err);
+    ws_ = test::studioTestWorkspace(&err);
     QVERIFY2(!ws_.isEmpty(), qPrintable(err));
   }
 
@@ -99,8 +81,8 @@ class TestSelectionAndData : public QObject {
         layered << f;
       }
     QVERIFY2(layered.size() >= 4, qPrintable(QString("only %1 views with 4 layers").arg(layered.size())));
-    auto* coact = viewOf<CoactView>(w);
-    auto* graph = viewOf<ExpertGraphView>(w);
+    auto* coact = test::studioView<CoactView>(w);
+    auto* graph = test::studioView<ExpertGraphView>(w);
     QVERIFY(coact && graph);
     w.tabs()->setCurrentWidget(coact);
     QApplication::processEvents();
@@ -168,7 +150,7 @@ class TestSelectionAndData : public QObject {
     QVERIFY(n < coact->dFF);
     const int inCoact = coact->labels.at(L)[n], inRandom = random->labels.at(L)[n];
 
-    auto* coactView = viewOf<CoactView>(w);
+    auto* coactView = test::studioView<CoactView>(w);
     w.tabs()->setCurrentWidget(coactView);
     auto* picker = coactView->findChild<QComboBox*>("partitionPicker");
     QVERIFY(picker);
@@ -190,7 +172,7 @@ class TestSelectionAndData : public QObject {
     QVERIFY2(insp->text().contains(QString("expert %1 in %2").arg(inRandom).arg(random->name)),
              qPrintable(insp->text()));
     QVERIFY(!insp->text().contains(QString("in %1").arg(coact->name)));
-    auto* graph = viewOf<ExpertGraphView>(w);
+    auto* graph = test::studioView<ExpertGraphView>(w);
     w.tabs()->setCurrentWidget(graph);
     QApplication::processEvents();
     QTRY_VERIFY_WITH_TIMEOUT(!graph->layoutRunning(), 20000);
@@ -204,7 +186,7 @@ class TestSelectionAndData : public QObject {
     w.resize(1366, 768);
     w.show();
     QVERIFY(w.openWorkspace(ws_));
-    auto* rv = viewOf<RouterView>(w);
+    auto* rv = test::studioView<RouterView>(w);
     QVERIFY(rv);
     w.tabs()->setCurrentWidget(rv);
     QApplication::processEvents();
@@ -260,7 +242,7 @@ class TestSelectionAndData : public QObject {
   // flags an evaluation whose recording read the same documents.
   void evalViewCaptionsAndOverlapBadge() {
     QTemporaryDir tmp;
-    const QString ws = privateWorkspace(tmp);
+    const QString ws = test::privateStudioWorkspace(ws_, tmp);
     QVERIFY(!ws.isEmpty());
     // The fake evaluation's routers come from recordings/rec-brown, which
     // recorded all of ws_/corpus (split "all").
@@ -280,7 +262,7 @@ class TestSelectionAndData : public QObject {
     w.resize(1366, 768);
     w.show();
     QVERIFY(w.openWorkspace(ws));
-    auto* ev = viewOf<EvalView>(w);
+    auto* ev = test::studioView<EvalView>(w);
     QVERIFY(ev);
     w.tabs()->setCurrentWidget(ev);
     QApplication::processEvents();
@@ -322,7 +304,7 @@ class TestSelectionAndData : public QObject {
   void dialogsDefaultToTheWorkspaceCorpora() {
     if (!findStep("eval") || !findStep("record")) QSKIP("eval or record is not in this build");
     QTemporaryDir tmp;
-    const QString ws = privateWorkspace(tmp);
+    const QString ws = test::privateStudioWorkspace(ws_, tmp);
     QVERIFY(!ws.isEmpty());
     MainWindow w;
     QVERIFY(w.openWorkspace(ws));
