@@ -116,6 +116,8 @@ DataSelection recordingDataSelection(const nlohmann::json& manifest) {
 }
 
 std::string describeData(const DataSelection& d, bool brief) {
+  if (d.corpus.empty() && !d.split && d.sequences < 0 && d.tokens < 0 && d.seed < 0)
+    return "not recorded (written before evaluations recorded their data)";
   std::ostringstream s;
   const fs::path name = d.corpus.has_filename() ? d.corpus.filename() : d.corpus.parent_path().filename();
   s << splitText(d, brief) << " of "

@@ -50,7 +50,8 @@ DataSelection recordingDataSelection(const nlohmann::json& manifest);
 /// `brief` (a plot's subtitle): the corpus by its file or folder name, no
 /// fingerprint and no split seed:
 ///   "held-out split of brown, 32 sequences of <= 128 tokens (4096 tokens), seed 0"
-/// Unrecorded parts read "split not recorded", and so on.
+/// Unrecorded parts read "split not recorded", and so on; nothing recorded
+/// at all reads "not recorded (written before evaluations recorded their data)".
 std::string describeData(const DataSelection& data, bool brief = false);
 
 /// Whether a recording's documents overlap an evaluation's.

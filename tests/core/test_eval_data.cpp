@@ -193,6 +193,7 @@ class TestEvalData : public QObject {
     QVERIFY(!eo.data.split);
     QVERIFY2(eo.dataCaption().find("split not recorded") == 0, eo.dataCaption().c_str());
     QVERIFY2(eo.dataCaption().find("seed not recorded") != std::string::npos, eo.dataCaption().c_str());
+    QCOMPARE(describeData(DataSelection{}), std::string("not recorded (written before evaluations recorded their data)"));
   }
 
   void readerRefusesBadDataBlocks() {
