@@ -11,6 +11,7 @@
 #include <QFontMetrics>
 #include <QLineEdit>
 #include <QPushButton>
+#include <QRegularExpression>
 #include <QStandardPaths>
 #include <QTemporaryDir>
 #include <QTimer>
@@ -31,6 +32,13 @@ using namespace moefy::views;
 using json = nlohmann::json;
 
 namespace {
+
+// The inspector's "expert" row reads "<expert> in <partition>" (its cells may
+// be split by a tab or a line break in the plain text).
+bool expertRow(const QString& text, int expert, const QString& partition) {
+  const QString pattern = QString("expert\\s+%1 in %2").arg(expert).arg(QRegularExpression::escape(partition));
+  return text.contains(QRegularExpression(pattern));
+}
 
 json readJson(const QString& path) {
   std::ifstream f(path.toStdString());
@@ -159,7 +167,7 @@ class TestSelectionAndData : public QObject {
     w.context()->selectNeuron(L, n);
     QApplication::processEvents();
     qInfo() << insp->text().left(300);
-    QVERIFY2(insp->text().contains(QString("expert %1 in %2").arg(inCoact).arg(coact->name)), qPrintable(insp->text()));
+    QVERIFY2(expertRow(insp->text(), inCoact, coact->name), qPrintable(insp->text()));
     QCOMPARE(w.context()->selection().expert, inCoact);
 
     // Another partition picked in a view: the selection's partition, so the
@@ -169,8 +177,7 @@ class TestSelectionAndData : public QObject {
     QCOMPARE(w.context()->selection().partition, randomPath);
     QCOMPARE(w.context()->selection().expert, inRandom);
     QCOMPARE(w.context()->selection().neuron, n);
-    QVERIFY2(insp->text().contains(QString("expert %1 in %2").arg(inRandom).arg(random->name)),
-             qPrintable(insp->text()));
+    QVERIFY2(expertRow(insp->text(), inRandom, random->name), qPrintable(insp->text()));
     QVERIFY(!insp->text().contains(QString("in %1").arg(coact->name)));
     auto* graph = test::studioView<ExpertGraphView>(w);
     w.tabs()->setCurrentWidget(graph);
