@@ -165,15 +165,16 @@ DataOverlap dataOverlap(const DataSelection& rec, const DataSelection& ev, int64
         ", the evaluation " + evText + ")";
     return r;
   }
-  if (!rec.split || !ev.split) {
-    r.reason = std::string("the ") + (!rec.split ? "recording" : "evaluation") +
-               " does not record its split (same corpus " + ev.corpus.string() + ")";
-    return r;
-  }
-  if (readsAll(rec) || readsAll(ev) || *rec.split == *ev.split) {
+  // One side read every document: whatever the other's split, they share documents.
+  if (readsAll(rec) || readsAll(ev) || (rec.split && ev.split && *rec.split == *ev.split)) {
     r.verdict = DataOverlap::Overlap;
     r.reason = "the evaluation reads documents the recording read: the recording read " + recText +
                ", the evaluation " + evText;
+    return r;
+  }
+  if (!rec.split || !ev.split) {
+    r.reason = std::string("the ") + (!rec.split ? "recording" : "evaluation") +
+               " does not record its split (same corpus " + ev.corpus.string() + ")";
     return r;
   }
   // Train against held-out of the same corpus.

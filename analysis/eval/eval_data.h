@@ -68,7 +68,8 @@ struct DataOverlap {
 
 /// Compares the documents a recording and an evaluation read. Same corpus
 /// (equal fingerprints, else equal paths): a split "all" or a whole file
-/// overlaps everything; equal splits overlap; train against held-out is
+/// overlaps everything (even an unrecorded split); equal splits overlap; an
+/// unrecorded split otherwise is Unknown; train against held-out is
 /// disjoint when both used the same split seed and held-out fraction,
 /// otherwise the documents in both (ids 0 .. documentCount-1 through
 /// isHeldOut) are counted when `documentCount` > 0 (else Overlap).

@@ -92,6 +92,8 @@ class TestEvalData : public QObject {
     o = dataOverlap(sel(c, Split::Train), sel(c, std::nullopt));
     QCOMPARE(int(o.verdict), int(DataOverlap::Unknown));
     QVERIFY2(o.reason.find("does not record its split") != std::string::npos, o.reason.c_str());
+    // ... unless the recording read every document.
+    QCOMPARE(int(dataOverlap(sel(c, Split::All), sel(c, std::nullopt)).verdict), int(DataOverlap::Overlap));
     // A token-id file is read whole.
     DataSelection ids = sel(c, Split::HeldOut);
     ids.wholeFile = true;
