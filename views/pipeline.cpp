@@ -135,7 +135,7 @@ std::vector<PipelineStep> buildSteps() {
       // Evaluations read the held-out split of the training corpus unless the
       // workspace has an evaluation corpus: record the rest, never the same documents.
       const Workspace& ws = ctx->workspace();
-      return QVariantMap{{"corpus", ws.corpus()}, {"split", ws.separateEvalCorpus() ? "all" : "train"}};
+      return QVariantMap{{"corpus", ws.corpus()}, {"split", QString(ws.separateEvalCorpus() ? "all" : "train")}};
     };
     s.make = [](StudioContext* ctx, const QVariantMap& v, PipelineJob* job, QString* err) {
       QString out;
@@ -305,7 +305,7 @@ std::vector<PipelineStep> buildSteps() {
     s.workspaceDefaults = [](StudioContext* ctx) {
       // A corpus of its own is read whole; else the training corpus's held-out split.
       const Workspace& ws = ctx->workspace();
-      return QVariantMap{{"corpus", ws.evalCorpus()}, {"split", ws.separateEvalCorpus() ? "all" : "heldout"}};
+      return QVariantMap{{"corpus", ws.evalCorpus()}, {"split", QString(ws.separateEvalCorpus() ? "all" : "heldout")}};
     };
     s.make = [](StudioContext* ctx, const QVariantMap& v, PipelineJob* job, QString* err) {
       const QString part = v.value("partition").toString();
