@@ -195,7 +195,8 @@ class TestEvalData : public QObject {
     QVERIFY(!eo.data.split);
     QVERIFY2(eo.dataCaption().find("split not recorded") == 0, eo.dataCaption().c_str());
     QVERIFY2(eo.dataCaption().find("seed not recorded") != std::string::npos, eo.dataCaption().c_str());
-    QCOMPARE(describeData(DataSelection{}), std::string("not recorded (written before evaluations recorded their data)"));
+    QCOMPARE(describeData(DataSelection{}),
+             std::string("not recorded (written before evaluations recorded their data)"));
   }
 
   void readerRefusesBadDataBlocks() {
