@@ -1,5 +1,7 @@
 #include "analysis/eval/eval_run.h"
 
+#include "analysis/eval/sequences.h"
+
 #include <algorithm>
 
 #include "analysis/common/error.h"
@@ -154,7 +156,26 @@ nlohmann::json runEvaluation(Model& m, const EvalRunSpec& spec, const std::vecto
   j["tool_version"] = MOEFY_VERSION;
   j["model"] = {{"path", spec.modelPath}, {"fingerprint", m.fingerprint()}, {"arch", archName(m.config().arch)},
                 {"objective", m.config().causal ? "next-token" : "masked-lm"}};
-  j["corpus"] = {{"path", spec.corpusPath}, {"sequences", seqs.size()}, {"tokens", tokens}, {"seq_len", spec.seqLen}};
+  // Which data the figures are on (analysis/eval/eval_data.h): without the
+  // split and the corpus's content, two evaluations of one model cannot be
+  // compared, nor checked against the recording their routers learnt from.
+  const SequenceOptions splitDefaults;  // readSequences splits with these
+  const bool idsFile = std::filesystem::path(spec.corpusPath).extension() == ".ids";
+  j["corpus"] = {{"path", spec.corpusPath},
+                 {"split", splitName(idsFile ? Split::All : spec.split)},
+                 {"split_seed", splitDefaults.seed},
+                 {"held_out_fraction", splitDefaults.heldOutFraction},
+                 {"sequences", seqs.size()},
+                 {"tokens", tokens},
+                 {"seq_len", spec.seqLen}};
+  if (!spec.corpusPath.empty()) {
+    try {
+      j["corpus"]["fingerprint"] = contentFingerprint(spec.corpusPath);
+    } catch (const Error& e) {
+      job.log(std::string("eval: no corpus fingerprint: ") + e.what());
+    }
+  }
+  j["seed"] = eo.seed;
   j["source"] = spec.source;
   j["reference"] = figs[0].toJson();
   j["results"] = results;
