@@ -17,6 +17,7 @@
 #include "analysis/io/json_input.h"
 #include "analysis/io/safetensors.h"
 #include "analysis/project/artefact.h"
+#include "analysis/project/data_overlap.h"
 #include "analysis/project/project.h"
 #include "analysis/record/recording.h"
 #include "analysis/route/router.h"
@@ -45,6 +46,7 @@ moefy::Workspace toCore(const Workspace& w) {
   c.name = w.name.toStdString();
   c.modelPath = w.modelPath.toStdString();
   c.corpusPath = w.corpusPath.toStdString();
+  c.evalCorpusPath = w.evalCorpusPath.toStdString();
   c.settings = w.settings;
   for (const auto& [k, v] : w.folders) c.folders[k] = v.toStdString();
   return c;
@@ -56,6 +58,7 @@ Workspace fromCore(const moefy::Workspace& c) {
   w.name = QString::fromStdString(c.name);
   w.modelPath = QString::fromStdString(c.modelPath);
   w.corpusPath = QString::fromStdString(c.corpusPath);
+  w.evalCorpusPath = QString::fromStdString(c.evalCorpusPath);
   w.settings = c.settings;
   for (const auto& [k, v] : c.folders) w.folders[k] = QString::fromStdString(v);
   return w;
@@ -77,6 +80,10 @@ const QStringList& Workspace::kinds() {
 QString Workspace::resolve(const QString& path) const { return Q(toCore(*this).resolve(path.toStdString())); }
 
 QString Workspace::folder(const std::string& kind) const { return Q(toCore(*this).folder(kind)); }
+
+QString Workspace::evalCorpus() const { return Q(toCore(*this).evalCorpus()); }
+
+bool Workspace::separateEvalCorpus() const { return toCore(*this).separateEvalCorpus(); }
 
 Workspace Workspace::load(const QString& d) { return fromCore(moefy::Workspace::load(P(d))); }
 
@@ -289,6 +296,15 @@ std::shared_ptr<Evaluation> Evaluation::open(const QString& d) {
                             p.generateSpeedupMin, p.generateSpeedupMax, p.forwardRuns, p.generateRuns,
                             QString::fromStdString(p.speedNote)});
     e->series.push_back(std::move(out));
+  }
+  e->dataCaption = QString::fromStdString(core.dataCaption());
+  e->dataSubtitle = QString::fromStdString(core.dataCaption(true));
+  // The recordings behind its routers that read the same documents (metadata only).
+  for (const RecordingOverlap& o : evaluationOverlaps(core.json, P(e->dir))) {
+    if (o.overlap.verdict == DataOverlap::Overlap)
+      e->overlaps << QString::fromStdString(o.message);
+    else if (o.overlap.verdict == DataOverlap::Unknown)
+      e->possibleOverlaps << QString::fromStdString(o.message);
   }
   return e;
 }

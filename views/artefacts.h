@@ -36,7 +36,8 @@ struct Workspace {
   QString dir;         ///< absolute folder of workspace.json
   QString name;
   QString modelPath;   ///< as stored (relative to dir or absolute)
-  QString corpusPath;
+  QString corpusPath;  ///< the training corpus (record, route), as stored
+  QString evalCorpusPath;  ///< the evaluation corpus as stored ("" = the held-out split of corpusPath)
   nlohmann::json settings = nlohmann::json::object();
   std::map<std::string, QString> folders;  ///< kind -> sub-folder ("recordings", ...)
 
@@ -44,6 +45,12 @@ struct Workspace {
   QString resolve(const QString& path) const;  ///< relative paths resolved against dir
   QString model() const { return resolve(modelPath); }
   QString corpus() const { return resolve(corpusPath); }
+  /// The corpus evaluations read (moefy::Workspace::evalCorpus): the
+  /// evaluation corpus, else the training corpus.
+  QString evalCorpus() const;
+  /// Whether the evaluation corpus is not the training corpus (then
+  /// evaluations read it whole; else its held-out split).
+  bool separateEvalCorpus() const;
   QString folder(const std::string& kind) const;
 
   /// Reads DIR/workspace.json with the core reader (moefy::Workspace::load).
@@ -201,6 +208,14 @@ struct Evaluation {
   double densePpl = 0, denseLoss = 0;
   bool hasSpeed = false, hasGenSpeed = false;
   std::vector<Series> series;
+  /// Which data the figures are on (moefy::EvalResults::dataCaption): corpus,
+  /// split, sequences, seed. Every figure of the evaluation carries it.
+  QString dataCaption;
+  QString dataSubtitle;  ///< the same, brief (corpus by name): the plots' subtitle
+  /// One line per recording behind the evaluation's routers that read the
+  /// evaluation's documents (analysis/project/data_overlap.h
+  /// evaluationOverlaps), and per recording that may (not enough recorded to tell).
+  QStringList overlaps, possibleOverlaps;
 };
 
 /// The FFN input and hidden activation of one layer for a typed text, run

@@ -159,20 +159,61 @@ void StudioContext::setCurrent(const QString& kind, const QString& path) {
   if (current(kind) == path) return;
   current_[kind] = path;
   Q_EMIT currentChanged(kind, path);
+  if (kind == "partition" || kind == "router") {
+    // The selection is read under the current partition: its expert follows.
+    if (kind == "partition" && selNeuron_ >= 0) {
+      const int e = expertOfNeuron(selLayer_, selNeuron_);
+      if (e != selExpert_) {
+        selExpert_ = e;
+        Q_EMIT expertSelected(selLayer_, selExpert_);
+      }
+    } else if (kind == "partition" && selExpert_ >= 0) {
+      auto part = partition(path);
+      if (!part || selExpert_ >= part->experts || !part->labels.count(selLayer_)) {
+        selExpert_ = -1;
+        Q_EMIT expertSelected(selLayer_, selExpert_);
+      }
+    }
+    Q_EMIT selectionChanged();
+  }
+}
+
+StudioContext::Selection StudioContext::selection() const {
+  return {selLayer_, selNeuron_, selExpert_, current("partition"), current("router")};
+}
+
+int StudioContext::expertOfNeuron(int layer, int neuron) {
+  if (layer < 0 || neuron < 0) return -1;
+  auto part = partition(current("partition"));
+  if (!part) return -1;
+  auto it = part->labels.find(layer);
+  if (it == part->labels.end() || neuron >= static_cast<int>(it->second.size())) return -1;
+  return it->second[static_cast<size_t>(neuron)];
 }
 
 void StudioContext::selectNeuron(int layer, int neuron) {
   if (layer == selLayer_ && neuron == selNeuron_) return;
   selLayer_ = layer;
   selNeuron_ = neuron;
+  // One selection: the neuron's expert is selected with it, in the partition
+  // every view reads, so the expert graph rings it and the inspector names it.
+  selExpert_ = expertOfNeuron(layer, neuron);
   Q_EMIT neuronSelected(layer, neuron);
+  Q_EMIT expertSelected(layer, selExpert_);
+  Q_EMIT selectionChanged();
 }
 
 void StudioContext::selectExpert(int layer, int expert) {
   if (layer == selLayer_ && expert == selExpert_) return;
+  const bool keepNeuron = layer == selLayer_ && selNeuron_ >= 0 && expertOfNeuron(layer, selNeuron_) == expert;
   selLayer_ = layer;
   selExpert_ = expert;
+  if (!keepNeuron && selNeuron_ >= 0) {
+    selNeuron_ = -1;
+    Q_EMIT neuronSelected(layer, -1);
+  }
   Q_EMIT expertSelected(layer, expert);
+  Q_EMIT selectionChanged();
 }
 
 void StudioContext::report(Level level, const QString& text) { Q_EMIT message(level, text); }

@@ -52,11 +52,31 @@ class StudioContext : public QObject {
   QString current(const QString& kind) const;
   void setCurrent(const QString& kind, const QString& path);
 
-  // Linked selection.
+  /// The one selection every view follows: an FFN site (its layer), a
+  /// neuron, the expert, and the partition and router they are read under.
+  /// The partition and router are the current ones (current("partition"),
+  /// current("router")): picking one in any view changes the selection for
+  /// all. The expert is always the selected neuron's expert in that
+  /// partition, so the inspector, the expert graph and the co-activation map
+  /// agree on it.
+  struct Selection {
+    int layer = -1;   ///< FFN site blk.<layer> (-1: none)
+    int neuron = -1;  ///< -1: none
+    int expert = -1;  ///< the neuron's expert in `partition`, or the picked expert (-1: none)
+    QString partition, router;
+  };
+  Selection selection() const;
   int selectedLayer() const { return selLayer_; }
   int selectedNeuron() const { return selNeuron_; }
   int selectedExpert() const { return selExpert_; }
+  /// Selects `neuron` of `layer`; the expert becomes its expert in the
+  /// selection's partition (-1 when that partition lacks the layer). Views on
+  /// another layer move to `layer` (FigureView). Emits neuronSelected,
+  /// expertSelected and selectionChanged.
   void selectNeuron(int layer, int neuron);
+  /// Selects `expert` of `layer` in the selection's partition; the neuron is
+  /// kept when it belongs to that expert, else cleared. Emits expertSelected
+  /// and selectionChanged.
   void selectExpert(int layer, int expert);
 
   void report(Level level, const QString& text);
@@ -78,6 +98,8 @@ class StudioContext : public QObject {
   void currentChanged(const QString& kind, const QString& path);
   void neuronSelected(int layer, int neuron);
   void expertSelected(int layer, int expert);
+  /// Any part of selection() changed (site, neuron, expert, partition, router).
+  void selectionChanged();
   void message(int level, const QString& text);
 
  private:
@@ -91,6 +113,8 @@ class StudioContext : public QObject {
   std::shared_ptr<const Tokenizer> tokenizer_;
   bool tokenizerTried_ = false;
   std::map<QString, QString> current_;
+  /// The selected neuron's expert in the current partition (-1 if none).
+  int expertOfNeuron(int layer, int neuron);
   int selLayer_ = -1, selNeuron_ = -1, selExpert_ = -1;
   JobRunner* jobs_;
   TaskRunner* tasks_;

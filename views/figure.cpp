@@ -197,6 +197,11 @@ FigureView::FigureView(StudioContext* ctx, const QString& title, int pickers, QW
     connect(layerBox_, &QComboBox::currentIndexChanged, this, [this] {
       if (!rebuilding_) refresh();
     });
+    // Linked selection crosses layers: a neuron or expert selected on another
+    // layer in any view moves this one there. Connected here, before the
+    // subclass's own selection handlers, which then see the new layer.
+    connect(ctx_, &StudioContext::neuronSelected, this, [this](int L, int) { followSelectedLayer(L); });
+    connect(ctx_, &StudioContext::expertSelected, this, [this](int L, int) { followSelectedLayer(L); });
   }
   auto* spacer = new QWidget(toolbar_);
   spacer->setSizePolicy(QSizePolicy::Expanding, QSizePolicy::Preferred);
@@ -278,8 +283,25 @@ void FigureView::setLayers(const std::vector<int>& layers) {
   // Items read as FFN sites (analysis/model/site.h: "blk.3"); the data is the layer.
   for (int L : layers) layerBox_->addItem(QString::fromStdString(Site::ofLayer(L).name()), L);
   int i = layerBox_->findData(cur);
+  // A view filled for the first time opens on the selection's layer.
+  if (i < 0) i = layerBox_->findData(ctx_->selectedLayer());
   layerBox_->setCurrentIndex(i >= 0 ? i : (layers.empty() ? -1 : 0));
   rebuilding_ = false;
+}
+
+void FigureView::followSelectedLayer(int L) {
+  if (!layerBox_ || L < 0 || layer() == L) return;
+  const int i = layerBox_->findData(L);
+  if (i < 0) return;  // this view has no such layer (or is not filled yet: setLayers picks it then)
+  if (isVisible()) {
+    layerBox_->setCurrentIndex(i);  // refreshes
+    return;
+  }
+  // Hidden views (other tabs) move now and redraw when shown.
+  rebuilding_ = true;
+  layerBox_->setCurrentIndex(i);
+  rebuilding_ = false;
+  setProperty("moefyStale", true);
 }
 
 int FigureView::layer() const {

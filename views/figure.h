@@ -54,7 +54,8 @@ class FigureView : public QWidget {
   StudioContext* ctx() const { return ctx_; }
   /// Shows `text` instead of the body (empty state) or the body (text empty).
   void setEmptyState(const QString& text);
-  /// Fills the layer picker; keeps the current layer when still present.
+  /// Fills the layer picker; keeps the current layer when still present,
+  /// else opens on the selection's layer (StudioContext::selection) if present.
   void setLayers(const std::vector<int>& layers);
   QString picked(const QString& kind) const;
   void setPickerValue(const QString& kind, const QString& path);
@@ -63,6 +64,9 @@ class FigureView : public QWidget {
  private:
   void rebuildPickers();
   void showExportMenu();
+  /// Moves the layer picker to `L` (the selection's layer) when it lists it:
+  /// visible views redraw at once, hidden ones when shown.
+  void followSelectedLayer(int L);
   StudioContext* ctx_;
   QString title_;
   int pickers_;

@@ -60,8 +60,12 @@ QString demoWorkspaceDir(QString* error) {
     if (base.isEmpty()) base = QDir::homePath() + "/.local/share/moefy-studio";
     const QString dir = base + "/demo-output-workspace";
     try {
+      // `moefy demo` records on the training part and evaluates on the
+      // held-out part, read whole: the workspace says so (training corpus +
+      // evaluation corpus), so the studio's steps read the same data.
       Workspace ws = Workspace::create(dir, "Demo: brown-relu on the Brown corpus", data + "/models/brown-relu",
-                                       data + "/corpus/brown/heldout");
+                                       data + "/corpus/brown/train");
+      ws.evalCorpusPath = data + "/corpus/brown/heldout";
       ws.folders = {{"recordings", demoOut + "/recording"}, {"partitions", demoOut + "/partitions"},
                     {"routers", demoOut + "/routers"}, {"evaluations", demoOut + "/eval"},
                     {"exports", demoOut + "/export"}, {"calibrated", demoOut + "/calibrated"},
@@ -82,7 +86,8 @@ QString demoWorkspaceDir(QString* error) {
   if (QFileInfo::exists(dir + "/workspace.json")) return dir;
   try {
     Workspace ws = Workspace::create(dir, "Demo: brown-relu on the Brown corpus", data + "/models/brown-relu",
-                                     data + "/corpus/brown/heldout");
+                                     data + "/corpus/brown/train");
+    ws.evalCorpusPath = data + "/corpus/brown/heldout";
     ws.save();
   } catch (const std::exception& e) {
     if (error) *error = QString("Cannot create the demo workspace in %1: %2").arg(dir, e.what());
@@ -435,6 +440,7 @@ struct WorkspaceForm {
   QLineEdit* name;
   QLineEdit* model;
   QLineEdit* corpus;
+  QLineEdit* evalCorpus;
 };
 QWidget* browseRow(QWidget* parent, QLineEdit* edit, bool dir) {
   auto* w = new QWidget(parent);
@@ -461,11 +467,15 @@ void MainWindow::newWorkspace() {
   f.dir = new QLineEdit(QDir::homePath() + "/moefy-workspace", &d);
   f.name = new QLineEdit("My workspace", &d);
   f.model = new QLineEdit(findDataDir() + "/models/brown-relu", &d);
-  f.corpus = new QLineEdit(findDataDir() + "/corpus/brown/heldout", &d);
+  f.corpus = new QLineEdit(findDataDir() + "/corpus/brown/train", &d);
+  f.evalCorpus = new QLineEdit(findDataDir() + "/corpus/brown/heldout", &d);
+  f.evalCorpus->setToolTip(
+      "The corpus evaluations read whole; leave empty to evaluate on the training corpus's held-out split");
   form->addRow("Folder:", browseRow(&d, f.dir, true));
   form->addRow("Name:", f.name);
   form->addRow("Model folder:", browseRow(&d, f.model, true));
-  form->addRow("Corpus (.txt, .jsonl or folder):", browseRow(&d, f.corpus, true));
+  form->addRow("Training corpus (.txt, .jsonl or folder):", browseRow(&d, f.corpus, true));
+  form->addRow("Evaluation corpus (empty = held-out split):", browseRow(&d, f.evalCorpus, true));
   auto* bb = new QDialogButtonBox(QDialogButtonBox::Ok | QDialogButtonBox::Cancel, &d);
   form->addRow(bb);
   connect(bb, &QDialogButtonBox::accepted, &d, &QDialog::accept);
@@ -477,6 +487,7 @@ void MainWindow::newWorkspace() {
   }
   try {
     Workspace ws = Workspace::create(f.dir->text(), f.name->text(), f.model->text(), f.corpus->text());
+    ws.evalCorpusPath = f.evalCorpus->text().trimmed();
     ws.save();
     openWorkspace(ws.dir);
   } catch (const std::exception& e) {
@@ -494,9 +505,13 @@ void MainWindow::editWorkspace() {
   f.name = new QLineEdit(ws.name, &d);
   f.model = new QLineEdit(ws.modelPath, &d);
   f.corpus = new QLineEdit(ws.corpusPath, &d);
+  f.evalCorpus = new QLineEdit(ws.evalCorpusPath, &d);
+  f.evalCorpus->setToolTip(
+      "The corpus evaluations read whole; leave empty to evaluate on the training corpus's held-out split");
   form->addRow("Name:", f.name);
   form->addRow("Model folder:", browseRow(&d, f.model, true));
-  form->addRow("Corpus:", browseRow(&d, f.corpus, true));
+  form->addRow("Training corpus:", browseRow(&d, f.corpus, true));
+  form->addRow("Evaluation corpus (empty = held-out split):", browseRow(&d, f.evalCorpus, true));
   auto* bb = new QDialogButtonBox(QDialogButtonBox::Ok | QDialogButtonBox::Cancel, &d);
   form->addRow(bb);
   connect(bb, &QDialogButtonBox::accepted, &d, &QDialog::accept);
@@ -505,6 +520,7 @@ void MainWindow::editWorkspace() {
   ws.name = f.name->text();
   ws.modelPath = f.model->text();
   ws.corpusPath = f.corpus->text();
+  ws.evalCorpusPath = f.evalCorpus->text().trimmed();
   try {
     ws.save();
     ctx_->setWorkspace(ws);

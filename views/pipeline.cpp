@@ -89,6 +89,19 @@ std::vector<StepField> optionFields(const OptionTable& table, std::initializer_l
   return out;
 }
 
+// The corpus a step reads: a studio-only field whose default comes from the
+// workspace (PipelineStep::workspaceDefaults).
+StepField corpusField(const QString& help) {
+  StepField f{"corpus", "Corpus", StepField::Text, QString(), {}, {}, help};
+  return f;
+}
+
+// The corpus field's value resolved against the workspace folder; blank = `fallback`.
+QString pickedCorpus(StudioContext* ctx, const QVariantMap& v, const QString& fallback) {
+  const QString c = v.value("corpus").toString().trimmed();
+  return c.isEmpty() ? fallback : ctx->workspace().resolve(c);
+}
+
 // Studio-only fields first (output name, artefact pickers), then the options.
 std::vector<StepField> concat(std::vector<StepField> a, const std::vector<StepField>& b) {
   a.insert(a.end(), b.begin(), b.end());
@@ -116,10 +129,18 @@ std::vector<PipelineStep> buildSteps() {
           "folder name under the workspace's recordings/"}},
         optionFields(*s.options, {"tokens", "seq-len", "batch", "layers", "active", "soft-coact", "samples", "seed",
                                   "split", "shuffle", "chunk", "checkpoint-every", "checkpoint-secs", "force"}));
+    s.fields.insert(s.fields.begin() + 1,
+                    corpusField("the corpus to record (default: the workspace's training corpus)"));
+    s.workspaceDefaults = [](StudioContext* ctx) {
+      // Evaluations read the held-out split of the training corpus unless the
+      // workspace has an evaluation corpus: record the rest, never the same documents.
+      const Workspace& ws = ctx->workspace();
+      return QVariantMap{{"corpus", ws.corpus()}, {"split", QString(ws.separateEvalCorpus() ? "all" : "train")}};
+    };
     s.make = [](StudioContext* ctx, const QVariantMap& v, PipelineJob* job, QString* err) {
       QString out;
       if (!outputDir(ctx, "recordings", v, &out, err)) return false;
-      const QString model = ctx->workspace().model(), corpus = ctx->workspace().corpus();
+      const QString model = ctx->workspace().model(), corpus = pickedCorpus(ctx, v, ctx->workspace().corpus());
       RecordOptions o;
       try {
         o = recordOptionsFrom(parseStepOptions(*findStep("record"), v));
@@ -279,6 +300,13 @@ std::vector<PipelineStep> buildSteps() {
     s.options = &evalOptionTable();
     s.fields = concat(s.fields, optionFields(*s.options, {"sweep", "seq-len", "tokens", "split", "batch", "seed",
                                                           "speed", "speed-seconds", "force"}));
+    s.fields.insert(s.fields.begin() + 4,
+                    corpusField("the corpus to evaluate on (default: the workspace's evaluation corpus)"));
+    s.workspaceDefaults = [](StudioContext* ctx) {
+      // A corpus of its own is read whole; else the training corpus's held-out split.
+      const Workspace& ws = ctx->workspace();
+      return QVariantMap{{"corpus", ws.evalCorpus()}, {"split", QString(ws.separateEvalCorpus() ? "all" : "heldout")}};
+    };
     s.make = [](StudioContext* ctx, const QVariantMap& v, PipelineJob* job, QString* err) {
       const QString part = v.value("partition").toString();
       QStringList routers;
@@ -295,7 +323,7 @@ std::vector<PipelineStep> buildSteps() {
       }
       QString out;
       if (!outputDir(ctx, "evaluations", v, &out, err)) return false;
-      const QString model = ctx->workspace().model(), corpus = ctx->workspace().corpus();
+      const QString model = ctx->workspace().model(), corpus = pickedCorpus(ctx, v, ctx->workspace().evalCorpus());
       // The option values, parsed as `moefy eval` parses them, go into the spec here;
       // the job adds the bases and the model-dependent fields.
       EvalRunSpec options;
@@ -526,12 +554,21 @@ const PipelineStep* findStep(const QString& id) {
   return nullptr;
 }
 
+QVariant fieldDefault(const PipelineStep& step, const StepField& f, StudioContext* ctx) {
+  if (step.workspaceDefaults && ctx && ctx->hasWorkspace()) {
+    const QVariantMap ws = step.workspaceDefaults(ctx);
+    if (ws.contains(f.option)) return ws.value(f.option);
+  }
+  return f.def;
+}
+
 QVariantMap withDefaults(const PipelineStep& step, StudioContext* ctx, QVariantMap v) {
   for (const StepField& f : step.fields) {
     if (v.contains(f.option)) continue;
     if (f.kind == StepField::Artefact) v[f.option] = ctx->current(f.artefactKind);
     else if (f.option == "out") v[f.option] = QString("%1-%2").arg(step.id, stamp());
-    else v[f.option] = f.def;
+    else
+      v[f.option] = fieldDefault(step, f, ctx);
   }
   return v;
 }
@@ -564,13 +601,14 @@ bool runStepDialog(const PipelineStep& step, QWidget* parent, StudioContext* ctx
   std::vector<std::function<QVariant()>> getters;
   for (const StepField& f : step.fields) {
     QWidget* w = nullptr;
+    const QVariant def = fieldDefault(step, f, ctx);
     switch (f.kind) {
       case StepField::Int: {
         auto* sb = new QSpinBox(&d);
         // QSpinBox holds an int; wider ranges are cut to it (the CLI takes the rest).
         const double lo = std::numeric_limits<int>::min(), hi = std::numeric_limits<int>::max();
         sb->setRange(static_cast<int>(std::clamp(f.min, lo, hi)), static_cast<int>(std::clamp(f.max, lo, hi)));
-        sb->setValue(f.def.toInt());
+        sb->setValue(def.toInt());
         w = sb;
         getters.push_back([sb] { return QVariant(sb->value()); });
         break;
@@ -579,14 +617,14 @@ bool runStepDialog(const PipelineStep& step, QWidget* parent, StudioContext* ctx
         auto* sb = new QDoubleSpinBox(&d);
         sb->setDecimals(6);  // learning rates such as 1e-4 must survive the spin box
         sb->setRange(f.min, std::min(f.max, 1e12));
-        sb->setValue(f.def.toDouble());
+        sb->setValue(def.toDouble());
         w = sb;
         getters.push_back([sb] { return QVariant(sb->value()); });
         break;
       }
       case StepField::Bool: {
         auto* cb = new QCheckBox(&d);
-        cb->setChecked(f.def.toBool());
+        cb->setChecked(def.toBool());
         w = cb;
         getters.push_back([cb] { return QVariant(cb->isChecked()); });
         break;
@@ -594,7 +632,7 @@ bool runStepDialog(const PipelineStep& step, QWidget* parent, StudioContext* ctx
       case StepField::Choice: {
         auto* cb = new QComboBox(&d);
         cb->addItems(f.choices);
-        cb->setCurrentText(f.def.toString());
+        cb->setCurrentText(def.toString());
         w = cb;
         getters.push_back([cb] { return QVariant(cb->currentText()); });
         break;
@@ -610,7 +648,7 @@ bool runStepDialog(const PipelineStep& step, QWidget* parent, StudioContext* ctx
         break;
       }
       case StepField::Text: {
-        auto* le = new QLineEdit(f.option == "out" ? QString("%1-%2").arg(step.id, stamp()) : f.def.toString(), &d);
+        auto* le = new QLineEdit(f.option == "out" ? QString("%1-%2").arg(step.id, stamp()) : def.toString(), &d);
         w = le;
         getters.push_back([le] { return QVariant(le->text()); });
         break;

@@ -52,6 +52,12 @@ struct PipelineStep {
   const OptionTable* options = nullptr;
   /// Builds the job from field values (missing ones take their defaults).
   std::function<bool(StudioContext*, const QVariantMap&, PipelineJob*, QString*)> make;
+  /// Defaults that depend on the open workspace, over the fields' own: the
+  /// corpus and split of record (the training corpus; its training split
+  /// when evaluations read its held-out split) and eval (the evaluation
+  /// corpus, read whole when it is a corpus of its own, else the training
+  /// corpus's held-out split). Null: none. Called with a workspace open.
+  std::function<QVariantMap(StudioContext*)> workspaceDefaults;
 };
 
 /// The steps available in this build.
@@ -65,8 +71,12 @@ StepField optionField(const OptionTable& table, const QString& name);
 /// CLI would parse them (a value equal to the default counts as not given).
 /// Throws ParameterError naming the option.
 OptionValues parseStepOptions(const PipelineStep& step, const QVariantMap& values);
-/// Fills missing values with the fields' defaults (artefacts: the current one).
+/// Fills missing values with the fields' defaults (artefacts: the current
+/// one; with a workspace open, the step's workspaceDefaults first).
 QVariantMap withDefaults(const PipelineStep& step, StudioContext* ctx, QVariantMap values);
+/// The value a step's dialog starts with for `field`: the step's workspace
+/// default when it has one, else the field's default.
+QVariant fieldDefault(const PipelineStep& step, const StepField& field, StudioContext* ctx);
 /// Builds a step's job without a dialog (tests, scripting). False with *error set.
 bool makeStepJob(const QString& id, StudioContext* ctx, const QVariantMap& values, PipelineJob* job, QString* error);
 /// Shows the step's dialog; on OK fills *job. False if cancelled or invalid (*error set when invalid).

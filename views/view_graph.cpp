@@ -162,6 +162,10 @@ ExpertGraphView::ExpertGraphView(StudioContext* ctx, QWidget* parent)
   refresh();
 }
 
+int ExpertGraphView::ringedExpert() const { return canvas_->selectedExpert; }
+
+int ExpertGraphView::ringedNeuron() const { return canvas_->selectedNeuron; }
+
 ExpertGraphView::~ExpertGraphView() {
   auto it = g_layouts.find(this);
   if (it != g_layouts.end()) {

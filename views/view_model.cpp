@@ -141,7 +141,12 @@ NeuronInspector::NeuronInspector(StudioContext* ctx, QWidget* parent) : QWidget(
   lay->addWidget(out_);
   out_->setHtml("<p style='color:#555'>Select a neuron (right-click the co-activation map, click the sparsity "
                 "frequency plot or a neuron in the expert graph) to inspect it.</p>");
-  connect(ctx, &StudioContext::neuronSelected, this, [this](int L, int n) { show(L, n); });
+  // The one selection drives the inspector: a new neuron, or the same neuron
+  // under another partition (its expert changes with it).
+  connect(ctx, &StudioContext::selectionChanged, this, [this] {
+    const StudioContext::Selection sel = ctx_->selection();
+    if (sel.layer >= 0 && sel.neuron >= 0) show(sel.layer, sel.neuron);
+  });
   connect(ctx, &StudioContext::workspaceChanged, this, [this] { out_->clear(); });
 }
 
@@ -166,8 +171,13 @@ void NeuronInspector::show(int L, int n) {
   row("max activation", whole(QString::number(s.max[n], 'g', 4)));
   if (s.count[n] == 0) row("status", "dead (never active)");
   else if (s.count[n] >= 0.99 * rec->tokens) row("status", "always on");
-  if (auto part = ctx_->partition(ctx_->current("partition")); part && part->labels.count(L))
-    row("expert", QString("%1 in %2").arg(part->labels.at(L)[n]).arg(part->name));
+  // The expert in the selection's partition (the one every view draws), not
+  // in whichever partition some dialog or view picked last.
+  const StudioContext::Selection sel = ctx_->selection();
+  if (auto part = ctx_->partition(sel.partition); part && part->labels.count(L)) {
+    const int e = sel.layer == L && sel.neuron == n ? sel.expert : part->labels.at(L)[n];
+    row("expert", QString("%1 in %2").arg(e).arg(part->name));
+  }
   if (!s.categoryTokens.empty()) {
     QStringList cats;
     for (int c = 0; c < rec->categories.size(); ++c)

@@ -1,5 +1,6 @@
 #include "views/qcp.h"
 
+#include <QAction>
 #include <QCheckBox>
 #include <QHeaderView>
 #include <QSplitter>
@@ -243,6 +244,12 @@ EvalView::EvalView(StudioContext* ctx, QWidget* parent) : FigureView(ctx, "Evalu
   speedMetric_->addItems({"forward pass", "generation"});
   optionsBar()->addWidget(speedMetric_);
   for (QComboBox* c : {qualityMetric_, speedMetric_}) connect(c, &QComboBox::currentIndexChanged, this, [this] { refresh(); });
+  // A router evaluated on documents its recording read flatters itself: the
+  // badge says so, its tooltip names the recordings and why.
+  overlapBadge_ = new QLabel(optionsBar());
+  overlapBadge_->setObjectName("overlapBadge");
+  overlapBadgeAction_ = optionsBar()->addWidget(overlapBadge_);  // shown and hidden through its action
+  overlapBadgeAction_->setVisible(false);
   auto* lay = new QHBoxLayout(body());
   lay->setContentsMargins(6, 6, 6, 6);
   quality_ = new QCustomPlot(body());
@@ -254,6 +261,14 @@ EvalView::EvalView(StudioContext* ctx, QWidget* parent) : FigureView(ctx, "Evalu
   speedNote_ = new QCPTextElement(speed_, QString(), figureFont(8));
   speedNote_->setTextColor(QColor(90, 90, 90));
   speed_->plotLayout()->addElement(1, 0, speedNote_);
+  // Which data each figure is on, under its title (and in every export).
+  for (int i = 0; i < 2; ++i) {
+    QCustomPlot* p = i == 0 ? quality_ : speed_;
+    p->plotLayout()->insertRow(1);
+    dataCaption_[i] = new QCPTextElement(p, QString(), figureFont(8));
+    dataCaption_[i]->setTextColor(QColor(70, 70, 70));
+    p->plotLayout()->addElement(1, 0, dataCaption_[i]);
+  }
   for (QCustomPlot* p : {quality_, speed_}) {
     applyPublicationStyle(p);
     p->setMinimumSize(260, 200);
@@ -275,6 +290,7 @@ double qualityOf(const Evaluation& e, const Evaluation::Point& p, int metric) {
 
 void EvalView::refresh() {
   eval_ = ctx()->hasWorkspace() ? ctx()->evaluation(picked("evaluation")) : nullptr;
+  overlapBadgeAction_->setVisible(false);
   if (!eval_ || eval_->series.empty()) {
     setEmptyState(!ctx()->hasWorkspace() ? "No workspace open."
                   : eval_ ? "This evaluation holds no results."
@@ -283,6 +299,17 @@ void EvalView::refresh() {
     return;
   }
   setEmptyState("");
+  for (QCPTextElement* c : dataCaption_) c->setText("data: " + eval_->dataSubtitle);
+  for (QCustomPlot* p : {quality_, speed_}) p->setToolTip("data: " + eval_->dataCaption);
+  {
+    const bool overlap = !eval_->overlaps.isEmpty(), maybe = !eval_->possibleOverlaps.isEmpty();
+    overlapBadge_->setText(overlap ? QString::fromUtf8("  \u26a0 evaluated on its training data  ")
+                                   : QString::fromUtf8("  \u26a0 may overlap its training data  "));
+    overlapBadge_->setStyleSheet(overlap ? "QLabel { background: #c62828; color: white; border-radius: 3px; }"
+                                         : "QLabel { background: #f9a825; color: black; border-radius: 3px; }");
+    overlapBadge_->setToolTip((eval_->overlaps + eval_->possibleOverlaps).join("\n"));
+    overlapBadgeAction_->setVisible(overlap || maybe);
+  }
   const int qm = qualityMetric_->currentIndex();
   const bool gen = speedMetric_->currentIndex() == 1;
   quality_->clearGraphs();
@@ -384,6 +411,13 @@ void EvalView::refresh() {
   quality_->replot();
   speed_->replot();
 }
+
+QString EvalView::dataCaption(int plot) const {
+  if (!eval_ || eval_->series.empty() || plot < 0 || plot > 1) return {};
+  return dataCaption_[plot]->text();
+}
+
+bool EvalView::overlapBadgeShown() const { return overlapBadgeAction_->isVisible(); }
 
 QString EvalView::csvData() const {
   QString out =

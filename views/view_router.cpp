@@ -76,6 +76,41 @@ class TokenStrip : public QWidget {
 };
 
 namespace {
+
+// The token labels of the score heatmap's y axis, one row per token. A
+// document of 48 sampled tokens at 1366x768 leaves about 5 px per row, and
+// one label per row overlapped into an unreadable smear. This ticker labels
+// every n-th row, n chosen from the axis's pixel length per row and the label
+// font's height, so labels never overlap and keep their size; the token
+// strip under the plot still names every token.
+class FittingTextTicker : public QCPAxisTickerText {
+ public:
+  explicit FittingTextTicker(QCPAxis* axis) : axis_(axis) {}
+  /// Rows per label for the axis's present geometry (>= 1).
+  int strideNow() const {
+    if (!axis_) return 1;
+    const double perRow = std::abs(axis_->coordToPixel(1.0) - axis_->coordToPixel(0.0));
+    const int label = QFontMetrics(axis_->tickLabelFont()).height() + 1;  // one pixel between labels
+    return perRow <= 0 ? 1 : std::max(1, static_cast<int>(std::ceil(label / perRow)));
+  }
+  /// Rows per label used by the last tick generation.
+  int strideUsed() const { return stride_; }
+
+ protected:
+  QVector<double> createTickVector(double tickStep, const QCPRange& range) override {
+    const QVector<double> all = QCPAxisTickerText::createTickVector(tickStep, range);
+    stride_ = strideNow();
+    QVector<double> kept;
+    for (double t : all)
+      if (static_cast<long long>(std::llround(t)) % stride_ == 0) kept << t;
+    return kept;
+  }
+
+ private:
+  QPointer<QCPAxis> axis_;
+  int stride_ = 1;
+};
+
 QSharedPointer<QCPAxisTicker> integerTicker(int n, bool compact = false) {
   QSharedPointer<QCPAxisTickerFixed> t(new QCPAxisTickerFixed);
   if (compact) n *= 2;
@@ -118,6 +153,12 @@ RouterView::RouterView(StudioContext* ctx, QWidget* parent)
   auto* g = new QGridLayout(body());
   g->setContentsMargins(6, 6, 6, 6);
   scores_ = plotWithTitle(body(), "Router scores per token");
+  // The token ticker thins its labels by the geometry of the previous layout:
+  // after a resize one more replot brings them in line with the new one.
+  connect(scores_, &QCustomPlot::afterReplot, this, [this] {
+    auto t = scores_->yAxis->ticker().dynamicCast<FittingTextTicker>();
+    if (t && t->strideUsed() != t->strideNow()) scores_->replot(QCustomPlot::rpQueuedReplot);
+  });
   usage_ = plotWithTitle(body(), "Expert usage");
   cats_ = plotWithTitle(body(), "Expert usage by category");
   strip_ = new TokenStrip(body());
@@ -474,7 +515,8 @@ void RouterView::redrawDocument() {
   map->data()->setSize(E_, T <= 1 ? 2 : T);
   map->data()->setRange(QCPRange(0, E_ - 1), T <= 1 ? QCPRange(-0.25, 0.25) : QCPRange(0, T - 1));
   QVector<double> cx, cy, ox, oy;
-  QSharedPointer<QCPAxisTickerText> ytick(new QCPAxisTickerText);
+  QSharedPointer<FittingTextTicker> ytick(new FittingTextTicker(scores_->yAxis));
+  const QFontMetrics labelMetrics(figureFont(8));
   std::vector<TokenStrip::Tok> toks;
   for (int t = 0; t < T; ++t) {
     const Row& rw = rows[t];
@@ -489,7 +531,9 @@ void RouterView::redrawDocument() {
       ox << rw.oracle[j], oy << t;
     }
     QString tok = ctx()->tokenText(rw.id).replace('\n', "\\n");
-    ytick->addTick(t, QString("%1 @%2").arg(tok.trimmed().isEmpty() ? QString("\u2423") : tok.trimmed()).arg(rw.position));
+    // Long tokens (byte-level pieces, URLs) are elided, the position kept.
+    const QString shown = tok.trimmed().isEmpty() ? QString("\u2423") : tok.trimmed();
+    ytick->addTick(t, QString("%1 @%2").arg(labelMetrics.elidedText(shown, Qt::ElideRight, 90)).arg(rw.position));
     toks.push_back({tok, rw.top[0]});
   }
   auto* cs = new QCPColorScale(scores_);
@@ -513,7 +557,7 @@ void RouterView::redrawDocument() {
   orc->setScatterStyle(QCPScatterStyle(QCPScatterStyle::ssSquare, QPen(Qt::white, 1.5), Qt::NoBrush, 11));
   orc->setName("oracle top-k");
   scores_->yAxis->setTicker(ytick);
-  scores_->yAxis->setTickLabelFont(figureFont(T > 30 ? 6 : 8));
+  scores_->yAxis->setTickLabelFont(figureFont(8));  // readable at every row count: the ticker thins instead
   scores_->yAxis->setRangeReversed(true);
   scores_->yAxis->setRange(-0.5, std::max(1, T) - 0.5);
   scores_->xAxis->setRange(-0.5, E_ - 0.5);

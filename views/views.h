@@ -19,6 +19,7 @@ class QCPGraph;
 class QCPItemRect;
 class QCPItemStraightLine;
 class QCPTextElement;
+class QAction;
 class QCheckBox;
 class QLineEdit;
 class QListWidget;
@@ -123,6 +124,11 @@ class ExpertGraphView : public FigureView {
   /// Expands (or collapses) an expert into its neurons.
   void toggleExpert(int e);
   GraphCanvas* canvas() const { return canvas_; }
+  /// The expert the graph rings (the selection's expert on the shown layer,
+  /// which for a selected neuron is that neuron's expert), -1 if none.
+  int ringedExpert() const;
+  /// The neuron the graph highlights when its expert is expanded, -1 if none.
+  int ringedNeuron() const;
 
  private:
   void startLayout();
@@ -170,6 +176,9 @@ class RouterView : public FigureView {
   bool textRunning() const { return textRunning_; }
   /// Rows (tokens) of the heatmap as drawn now.
   int heatmapRows() const { return shownRows_; }
+  /// The score heatmap (its y axis labels tokens: every n-th row, as many as
+  /// fit without overlapping, in a readable 8 pt font).
+  QCustomPlot* scoresPlot() const { return scores_; }
   /// Tokens of the last routed typed text (0 if none).
   int typedTokens() const { return static_cast<int>(textAct_.ids.size()); }
   bool showingTypedText() const;
@@ -215,6 +224,13 @@ class EvalView : public FigureView {
   explicit EvalView(StudioContext* ctx, QWidget* parent = nullptr);
   void refresh() override;
   QString csvData() const override;
+  /// The subtitle each plot carries: "data: <split> of <corpus>, N sequences ..."
+  /// (moefy::EvalResults::dataCaption brief); "" without an evaluation.
+  QString dataCaption(int plot) const;
+  /// Shown when recordings behind the evaluation read its documents; the
+  /// tooltip names them (analysis/project/data_overlap.h).
+  QLabel* overlapBadge() const { return overlapBadge_; }
+  bool overlapBadgeShown() const;
 
  private:
   QCustomPlot* quality_;
@@ -222,6 +238,9 @@ class EvalView : public FigureView {
   QComboBox* qualityMetric_;
   QComboBox* speedMetric_;
   QCPTextElement* speedNote_;  ///< names the series without timings (oracle routers)
+  QCPTextElement* dataCaption_[2] = {nullptr, nullptr};  ///< quality, speed: which data the figure is on
+  QLabel* overlapBadge_;
+  QAction* overlapBadgeAction_;
   std::shared_ptr<Evaluation> eval_;
 };
 
@@ -229,7 +248,11 @@ class EvalView : public FigureView {
 class NeuronInspector : public QWidget {
   Q_OBJECT
  public:
+  /// Follows the context's selection (StudioContext::selectionChanged): its
+  /// neuron, and the expert that neuron has in the selection's partition.
   explicit NeuronInspector(StudioContext* ctx, QWidget* parent = nullptr);
+  /// Shows neuron `neuron` of `layer`; the expert row is the selection's
+  /// expert when the selection is this neuron, else its expert in the current partition.
   void show(int layer, int neuron);
   QString text() const;
 

@@ -352,8 +352,24 @@ SpeedStats generationSpeed(Model& model, std::shared_ptr<const FfnOverride> ffn,
   OverrideGuard guard(model);
   model.setFfnOverride(ffn);
   if (newTokens < 1) throw ParameterError("generation timing needs at least one new token");
-  // Whole generations (prompt, then newTokens greedy steps, only the steps timed).
+  // Whole generations (prompt, then newTokens greedy steps, only the steps
+  // timed). An encoder-decoder model takes the prompt as its source (encoder
+  // and cross-attention keys/values untimed, as the causal prompt) and
+  // decodes from decoder_start_token_id; eos does not stop a timing run.
+  auto onceSeq2Seq = [&] {
+    c10::InferenceMode inference;
+    Seq2SeqCache cache = model.startSeq2Seq(makeBatch({prompt}));
+    at::Tensor ids = at::full({1, 1}, static_cast<int64_t>(model.config().decoderStartId), at::kLong);
+    auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < newTokens; ++i) {
+      at::Tensor logits = model.head(model.decodeStep(ids, cache)).view({-1});
+      ids = logits.argmax().view({1, 1});
+      if (job) job->checkCancel();
+    }
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  };
   auto once = [&] {
+    if (model.config().encoderDecoder) return onceSeq2Seq();
     Decoder dec(model);
     at::Tensor logits = dec.step(prompt);
     auto t0 = std::chrono::steady_clock::now();

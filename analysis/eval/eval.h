@@ -121,6 +121,10 @@ SpeedStats forwardSpeed(Model& model, std::shared_ptr<const FfnOverride> ffn,
 /// each run one generation of `newTokens` (only the steps timed); after a
 /// warm-up run, at least `minRuns` runs and together at least `minSeconds`.
 /// With a `job`, cancel is polled after every generated token (CancelledError).
+/// An encoder-decoder model (t5) takes `prompt` as its source: startSeq2Seq
+/// (encoder, cross-attention keys/values) is untimed, then `newTokens`
+/// decodeStep steps from decoder_start_token_id are timed (eos does not stop
+/// a timing run). Throws ParameterError for newTokens < 1.
 SpeedStats generationSpeed(Model& model, std::shared_ptr<const FfnOverride> ffn, const std::vector<int64_t>& prompt,
                            int newTokens, double minSeconds = 0.3, int minRuns = 3, const JobContext* job = nullptr);
 

@@ -1,6 +1,9 @@
 #include "analysis/eval/eval_file.h"
 
+#include <algorithm>
+#include <climits>
 #include <cmath>
+#include <iterator>
 #include <sstream>
 
 #include "analysis/common/error.h"
@@ -36,11 +39,42 @@ void checkQuality(const nlohmann::json& r, const std::string& ctx) {
   check(r, "perplexity", ctx, 1, kInf);
 }
 
+// The data block (analysis/eval/eval_data.h reads it): absent keys are
+// allowed (evaluations written before them), present ones must make sense.
+void checkCorpus(const nlohmann::json& j, const std::string& file) {
+  if (j.contains("seed") && !j["seed"].is_null()) jsonInteger(j["seed"], 0, INT64_MAX, file + ": seed");
+  if (!j.contains("corpus") || j["corpus"].is_null()) return;
+  const auto& c = j["corpus"];
+  const std::string ctx = file + ": corpus";
+  if (!c.is_object()) throw FormatError(ctx + " must be an object");
+  if (c.contains("split") && !c["split"].is_null()) {
+    static const char* names[] = {"heldout", "train", "all"};
+    const auto& v = c["split"];
+    if (!v.is_string() || std::find(std::begin(names), std::end(names), v.get<std::string>()) == std::end(names))
+      throw FormatError(ctx + ".split must be \"heldout\", \"train\" or \"all\", got " + inputExcerpt(v.dump()));
+  }
+  if (c.contains("fingerprint") && !c["fingerprint"].is_null()) {
+    const auto& v = c["fingerprint"];
+    if (!v.is_string() || v.get<std::string>().size() != 16 ||
+        v.get<std::string>().find_first_not_of("0123456789abcdef") != std::string::npos)
+      throw FormatError(ctx + ".fingerprint must be 16 lower-case hex digits, got " + inputExcerpt(v.dump()));
+  }
+  auto integer = [&](const char* key, int64_t lo) {
+    if (c.contains(key) && !c[key].is_null()) jsonInteger(c[key], lo, INT64_MAX, ctx + "." + key);
+  };
+  integer("sequences", 1);
+  integer("tokens", 0);
+  integer("seq_len", 0);
+  integer("split_seed", 0);
+  check(c, "held_out_fraction", ctx, 0, 1);
+}
+
 }  // namespace
 
 void validateEvalDocument(const nlohmann::json& j, const std::string& file) {
   if (!j.is_object() || !j.contains("format") || j["format"] != "moefy-eval")
     throw FormatError(file + ": not a moefy-eval file (\"format\" is missing or different)");
+  checkCorpus(j, file);
   if (j.contains("reference") && !j["reference"].is_null()) {
     if (!j["reference"].is_object()) throw FormatError(file + ": reference must be an object");
     checkQuality(j["reference"], file + ": reference");

@@ -21,7 +21,11 @@ nlohmann::json readEvalFile(const std::filesystem::path& file);
 /// layer_rel_error entries are null or finite and >= 0; ffn_flops_fraction
 /// and the layer_ffn_flops_fraction entries (null allowed) are finite and
 /// > 0 (above 1 for methods that need the dense hidden); every speed figure
-/// (tokens per second, speed-up) is finite and > 0. Throws FormatError
+/// (tokens per second, speed-up) is finite and > 0; the data block, where
+/// present: corpus is an object, corpus.split is "heldout", "train" or
+/// "all", corpus.fingerprint is 16 lower-case hex digits, corpus.sequences
+/// >= 1, corpus.tokens, seq_len and split_seed >= 0, held_out_fraction in
+/// [0, 1], seed >= 0 (integers range-checked). Throws FormatError
 /// "FILE: results[3].perplexity = -5 is below 1" (one line). `file` names the
 /// document in messages.
 void validateEvalDocument(const nlohmann::json& doc, const std::string& file);

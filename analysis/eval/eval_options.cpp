@@ -83,6 +83,7 @@ EvalCorpusOptions applyEvalOptions(const OptionValues& v, EvalRunSpec& spec) {
   c.tokens = v.integer("tokens");
   c.split = parseSplitName(v.text("split"));
   spec.seqLen = c.seqLen;
+  spec.split = c.split;  // recorded in eval.json's corpus block
   return c;
 }
 

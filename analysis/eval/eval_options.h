@@ -27,7 +27,8 @@ const OptionTable& evalOptionTable();
 /// Throws ParameterError naming --sweep and the item, or an empty entry (splitListValue).
 std::vector<double> parseSweep(const std::string& text);
 
-/// Fills spec.sweep, spec.activationBound, spec.options.batch/seed, spec.speed and spec.speedSeconds
+/// Fills spec.sweep, spec.activationBound, spec.options.batch/seed, spec.speed, spec.speedSeconds,
+/// spec.seqLen and spec.split
 /// from validated values of evalOptionTable(), and returns the corpus options.
 /// Throws ParameterError (--sweep with --top-k, a bad --sweep).
 EvalCorpusOptions applyEvalOptions(const OptionValues& values, EvalRunSpec& spec);

@@ -17,6 +17,8 @@ size_t EvalResults::resultCount() const {
   return n;
 }
 
+std::string EvalResults::dataCaption(bool brief) const { return describeData(data, brief); }
+
 EvalResults EvalResults::read(const fs::path& dir) {
   const fs::path ef = dir / "eval.json";
   const std::string file = ef.string();
@@ -24,6 +26,7 @@ EvalResults EvalResults::read(const fs::path& dir) {
   EvalResults e;
   e.dir = dir;
   e.json = readEvalFile(ef);
+  e.data = evalDataSelection(e.json, dir);
   const double nan = std::nan("");
   auto num = [&](const nlohmann::json& j, const char* key) {
     auto it = j.find(key);

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "analysis/eval/eval_data.h"
+
 namespace moefy {
 
 struct EvalResults {
@@ -32,7 +34,14 @@ struct EvalResults {
   double densePerplexity = 0, denseLoss = 0;  ///< NaN when the reference lacks them
   bool hasSpeed = false, hasGenerateSpeed = false;
   std::vector<Series> series;  ///< in order of first appearance
+  /// The data the figures are on (analysis/eval/eval_data.h
+  /// evalDataSelection): corpus, split, sequences, seed; unset parts for
+  /// evaluations written before they were recorded.
+  DataSelection data;
   size_t resultCount() const;
+  /// describeData(data, brief): the caption line of every figure of this
+  /// evaluation (brief: a plot's subtitle).
+  std::string dataCaption(bool brief = false) const;
 
   /// Reads DIR/eval.json with readEvalFile (analysis/eval/eval_file.h: the
   /// one JSON parser and the value invariants) and checks that every result

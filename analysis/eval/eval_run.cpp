@@ -1,5 +1,7 @@
 #include "analysis/eval/eval_run.h"
 
+#include "analysis/eval/sequences.h"
+
 #include <algorithm>
 
 #include "analysis/common/error.h"
@@ -16,6 +18,13 @@ namespace moefy {
 void checkSweep(const std::vector<double>& sweep) {
   for (double f : sweep)
     if (!(f > 0 && f <= 1)) throw ParameterError("--sweep: fraction " + std::to_string(f) + " outside (0, 1]");
+}
+
+void requireEvaluable(const ModelConfig& c, const std::string& where) {
+  if (c.encoderDecoder)
+    throw ParameterError(where + ": " + c.modelType +
+                         " is an encoder-decoder model; eval covers single-stack models so far (moefy forward "
+                         "--generate N decodes it greedily)");
 }
 
 std::vector<EvalCandidate> evalCandidates(const EvalRunSpec& spec, const Model& model) {
@@ -90,6 +99,7 @@ void addSpeed(nlohmann::json& speed, const std::string& what, const SpeedStats& 
 
 nlohmann::json runEvaluation(Model& m, const EvalRunSpec& spec, const std::vector<std::vector<int64_t>>& seqs,
                              JobContext& job) {
+  requireEvaluable(m.config(), spec.modelPath.empty() ? std::string("model") : spec.modelPath);
   if (seqs.empty()) throw ParameterError("eval: no sequences");
   checkSweep(spec.sweep);
   m.setFfnOverride(nullptr);
@@ -146,7 +156,26 @@ nlohmann::json runEvaluation(Model& m, const EvalRunSpec& spec, const std::vecto
   j["tool_version"] = MOEFY_VERSION;
   j["model"] = {{"path", spec.modelPath}, {"fingerprint", m.fingerprint()}, {"arch", archName(m.config().arch)},
                 {"objective", m.config().causal ? "next-token" : "masked-lm"}};
-  j["corpus"] = {{"path", spec.corpusPath}, {"sequences", seqs.size()}, {"tokens", tokens}, {"seq_len", spec.seqLen}};
+  // Which data the figures are on (analysis/eval/eval_data.h): without the
+  // split and the corpus's content, two evaluations of one model cannot be
+  // compared, nor checked against the recording their routers learnt from.
+  const SequenceOptions splitDefaults;  // readSequences splits with these
+  const bool idsFile = std::filesystem::path(spec.corpusPath).extension() == ".ids";
+  j["corpus"] = {{"path", spec.corpusPath},
+                 {"split", splitName(idsFile ? Split::All : spec.split)},
+                 {"split_seed", splitDefaults.seed},
+                 {"held_out_fraction", splitDefaults.heldOutFraction},
+                 {"sequences", seqs.size()},
+                 {"tokens", tokens},
+                 {"seq_len", spec.seqLen}};
+  if (!spec.corpusPath.empty()) {
+    try {
+      j["corpus"]["fingerprint"] = contentFingerprint(spec.corpusPath);
+    } catch (const Error& e) {
+      job.log(std::string("eval: no corpus fingerprint: ") + e.what());
+    }
+  }
+  j["seed"] = eo.seed;
   j["source"] = spec.source;
   j["reference"] = figs[0].toJson();
   j["results"] = results;

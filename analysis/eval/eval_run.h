@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "analysis/eval/eval.h"
+#include "analysis/text/corpus.h"
 
 namespace moefy {
 
@@ -33,11 +34,21 @@ struct EvalRunSpec {
   // Provenance, copied into the document.
   std::string modelPath, corpusPath;
   int seqLen = 0;
+  /// The split the sequences came from (readSequences; a ".ids" corpus is
+  /// read whole and recorded as "all"). Recorded with the split seed and
+  /// held-out fraction readSequences uses (SequenceOptions defaults).
+  Split split = Split::HeldOut;
   nlohmann::json source = nlohmann::json::object();
 };
 
 /// Checks a --sweep list: every fraction in (0, 1]. Throws ParameterError.
 void checkSweep(const std::vector<double>& sweep);
+
+/// Refuses the models eval does not cover yet: an encoder-decoder model
+/// (t5; its seq2seq evaluation is not implemented) gets a ParameterError
+/// naming `where` and the model_type. runEvaluation calls it first; the CLI
+/// calls it before reading the corpus.
+void requireEvaluable(const ModelConfig& config, const std::string& where);
 
 /// The candidates of `spec`: bases x sweep (or each base's mean k/E), then
 /// with activationBound the bound ("topk-act") at each distinct budget of
@@ -48,7 +59,9 @@ void checkSweep(const std::vector<double>& sweep);
 std::vector<EvalCandidate> evalCandidates(const EvalRunSpec& spec, const Model& model);
 
 /// Evaluates every candidate of `spec` on `sequences` and returns the eval.json
-/// document: format, version, tool_version, model, corpus, source, reference,
+/// document: format, version, tool_version, seed, model, corpus (path,
+/// fingerprint: contentFingerprint of the corpus when it exists, split,
+/// split_seed, held_out_fraction, sequences, tokens, seq_len), source, reference,
 /// results (one per candidate: QualityFigures::toJson() plus router,
 /// loss_delta and, with speed, forward/generation tokens/s and speed-ups
 /// against the reference, or a speed_note for candidates that need the dense

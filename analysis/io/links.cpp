@@ -64,6 +64,16 @@ std::string folderFingerprint(const fs::path& dir) {
   return hex16(h);
 }
 
+std::string contentFingerprint(const fs::path& path) {
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) return folderFingerprint(path);
+  if (!fs::is_regular_file(path, ec)) throw IoError(path.string() + ": no such file or folder (fingerprint)");
+  const uint64_t size = fs::file_size(path, ec);
+  if (ec) throw IoError(path.string() + ": cannot stat (fingerprint)");
+  uint64_t h = fnv1a(kFnvOffset, &size, sizeof size);
+  return hex16(hashFileBytes(h, path, size));
+}
+
 nlohmann::json makeLink(const fs::path& artefactDir, const fs::path& target, const std::string& fingerprint) {
   const fs::path from = fs::absolute(artefactDir).lexically_normal();
   const fs::path to = fs::absolute(target).lexically_normal();

@@ -25,6 +25,13 @@ namespace moefy {
 /// reads at most 16 MiB per file.
 std::string folderFingerprint(const std::filesystem::path& dir);
 
+/// Content fingerprint of an input that may be a folder or a single file (a
+/// corpus: a folder of documents, a .txt, .jsonl or .ids file): a folder's is
+/// folderFingerprint, a regular file's is FNV-1a over its size and bytes (the
+/// same 16 MiB rule). 16 hex digits. Throws IoError naming a missing or
+/// unreadable path. Thread-safe.
+std::string contentFingerprint(const std::filesystem::path& path);
+
 /// The link an artefact that will live in `artefactDir` (its final folder, or
 /// the temporary sibling an atomic write fills: both give the same relative
 /// path) records to `target`. The path is relative when both lie under a

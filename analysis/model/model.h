@@ -124,6 +124,26 @@ struct KvCache {
   int64_t length = 0;  ///< positions already cached
 };
 
+/// The decoder state of incremental encoder-decoder (T5) decoding, made by
+/// Model::startSeq2Seq and advanced by Model::decodeStep. As HF's
+/// T5Attention with past_key_value: the cross-attention keys/values of every
+/// decoder layer are projected from the encoder output once per source, the
+/// self-attention keys/values are appended at each step. B is the number of
+/// sequences still decoded (keepRows drops finished ones); H = num_heads,
+/// D = d_kv, S = the padded source length. Not thread-safe: one cache per
+/// decoding loop (several caches may decode on one Model concurrently).
+struct Seq2SeqCache {
+  at::Tensor crossBias;                    ///< [B, 1, 1, S] additive: 0 on source tokens, -1e30 on padding
+  std::vector<at::Tensor> crossK, crossV;  ///< per decoder layer [B, H, S, D], computed once
+  std::vector<at::Tensor> selfK, selfV;    ///< per decoder layer [B, H, length, D] (undefined while length is 0)
+  int64_t length = 0;                      ///< decoder positions already cached
+  int64_t batchSize() const { return crossBias.defined() ? crossBias.size(0) : 0; }
+  /// Keeps the sequences `rows` (int64 [n] indices into the current batch, in
+  /// the order given) of every tensor; the rows keep their cached positions.
+  /// Throws ParameterError for an index outside [0, batchSize()).
+  void keepRows(const at::Tensor& rows);
+};
+
 struct LoadOptions {
   /// Do not require or load the FFN up/gate/down tensors (MoE checkpoints carry
   /// them per expert instead).
@@ -185,6 +205,24 @@ class Model {
   /// where `sourceMask` [B, T_src] is 1.
   at::Tensor decodeHidden(const at::Tensor& encoderOut, const at::Tensor& sourceMask, const Batch& decoder,
                           HookSink* hooks = nullptr) const;
+  /// Incremental decoding, step 1: encodes `source` (right-padded, its mask
+  /// becomes the cross-attention mask; encoder hooks are called as in
+  /// encode()) and projects the cross-attention keys/values of every decoder
+  /// layer once. Throws as encode().
+  Seq2SeqCache startSeq2Seq(const Batch& source, HookSink* hooks = nullptr) const;
+  /// Incremental decoding, one step: runs the decoder ids `ids` [B, T] (T >= 1,
+  /// no padding; B = cache.batchSize()) at decoder positions cache.length ..
+  /// cache.length + T - 1, each attending to the cached positions and to the
+  /// earlier ones of `ids` (HF's causal buckets of compute_bias for the query
+  /// positions against keys 0 .. cache.length + T - 1), appends their
+  /// self-attention keys/values and returns the final hidden states
+  /// [B, T, d_model] (head() makes the logits). The arithmetic is that of
+  /// decodeHidden on the whole prefix up to float rounding; the FFN override
+  /// (forwardSite) and the dec.blk.L hooks run as there, with T the step's
+  /// length and B the rows still in the cache. Throws ParameterError for a
+  /// single-stack model, an empty or out-of-vocabulary `ids` or a batch size
+  /// other than the cache's. Not thread-safe on one cache.
+  at::Tensor decodeStep(const at::Tensor& ids, Seq2SeqCache& cache, HookSink* hooks = nullptr) const;
   /// Final hidden states [B, T, d_model] (after the final norm, before the head).
   at::Tensor forwardHidden(const Batch& batch, HookSink* hooks = nullptr) const;
   /// Incremental decoding of one unpadded sequence: runs `tokens` at
@@ -236,11 +274,18 @@ class Model {
   void resolveAliases(const std::string& fileForErrors);
   // T5 (model/t5.cpp): one stack over x [B, T, C] with the additive self-attention
   // bias [B, H, T, T]; the decoder also takes the encoder output and its bias [B, 1, 1, T_src].
+  // With `cache` (decodeStep) the decoder's keys/values come from and go to it.
   at::Tensor t5Stack(SiteStack stack, at::Tensor x, const at::Tensor& selfBias, const at::Tensor& encoderOut,
-                     const at::Tensor& crossBias, HookSink* hooks) const;
-  at::Tensor t5Attention(SiteStack stack, int layer, bool cross, const at::Tensor& x, const at::Tensor& kv,
-                         const at::Tensor& bias) const;
+                     const at::Tensor& crossBias, HookSink* hooks, Seq2SeqCache* cache = nullptr) const;
+  // Projects x [B, S, C] with the k or v weight of a layer into heads [B, H, S, D].
+  at::Tensor t5Heads(SiteStack stack, int layer, Role role, const at::Tensor& x) const;
+  // Attention of the queries of x [B, T, C] over keys/values [B, H, S, D] plus `bias`.
+  at::Tensor t5Attend(SiteStack stack, int layer, bool cross, const at::Tensor& x, const at::Tensor& k,
+                      const at::Tensor& v, const at::Tensor& bias) const;
+  // Relative bias plus mask [B, H, T, T] of a whole stack (mask [B, T]).
   at::Tensor t5SelfBias(SiteStack stack, const at::Tensor& mask) const;
+  // The decoder's causal bias [1, H, T, offset + T] of queries offset .. offset + T - 1.
+  at::Tensor t5StepBias(int64_t offset, int64_t T) const;
   void checkSeq2Seq(const Batch& batch, const char* what) const;
   // Native MoE block of layer L (model/moe_native.cpp): x [B * T, d_model] -> [B * T, d_model].
   at::Tensor nativeMoe(int layer, const at::Tensor& x, int64_t B, int64_t T, HookSink* hooks) const;

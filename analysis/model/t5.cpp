@@ -33,8 +33,12 @@ at::Tensor t5Norm(const at::Tensor& x, const at::Tensor& w, double eps) {
 // log-spaced up to maxDistance, and farther keys share the last one. The log
 // is taken in float32 with HF's operation order: a distance whose log lands on
 // an integer can fall in either neighbouring bucket depending on the rounding.
-at::Tensor relativeBuckets(int64_t T, int64_t S, bool bidirectional, int64_t numBuckets, int64_t maxDistance) {
-  at::Tensor rel = at::arange(S, at::kLong).view({1, S}) - at::arange(T, at::kLong).view({T, 1});  // [T, S]
+// The queries are positions offset .. offset + T - 1 (offset > 0: a decoding
+// step), the keys 0 .. S - 1; the same elementwise operations as for offset 0,
+// so a step's row equals that row of the whole-prefix table bit for bit.
+at::Tensor relativeBuckets(int64_t T, int64_t S, bool bidirectional, int64_t numBuckets, int64_t maxDistance,
+                           int64_t offset = 0) {
+  at::Tensor rel = at::arange(S, at::kLong).view({1, S}) - (at::arange(T, at::kLong) + offset).view({T, 1});  // [T, S]
   at::Tensor buckets = at::zeros({T, S}, at::kLong);
   if (bidirectional) {
     numBuckets /= 2;
@@ -53,6 +57,13 @@ at::Tensor relativeBuckets(int64_t T, int64_t S, bool bidirectional, int64_t num
       maxExact;
   large = at::clamp_max(large, numBuckets - 1);
   return buckets + at::where(small, rel, large);
+}
+
+// The cross-attention bias [B, 1, 1, S] of a source mask [B, S]: EncDecAttention
+// has no relative bias, only the source padding.
+at::Tensor sourceBias(const at::Tensor& sourceMask) {
+  const int64_t B = sourceMask.size(0), S = sourceMask.size(1);
+  return at::zeros({B, 1, 1, S}, at::kFloat).masked_fill((sourceMask == 0).view({B, 1, 1, S}), kMasked);
 }
 
 }  // namespace
@@ -90,38 +101,70 @@ at::Tensor Model::t5SelfBias(SiteStack stack, const at::Tensor& mask) const {
   return rel + at::zeros({B, 1, T, T}, at::kFloat).masked_fill(hide, kMasked);  // [B, H, T, T]
 }
 
-// T5Attention: queries from x [B, T, C], keys and values from kv [B, S, C]
-// (x itself for self-attention, the encoder output for cross-attention),
-// scores q.k without 1/sqrt(d_kv) (T5 folds it into q's initialisation) plus
-// `bias` (broadcast to [B, H, T, S]), softmax, o projection.
-at::Tensor Model::t5Attention(SiteStack stack, int L, bool cross, const at::Tensor& x, const at::Tensor& kv,
-                              const at::Tensor& bias) const {
+at::Tensor Model::t5Heads(SiteStack stack, int L, Role role, const at::Tensor& x) const {
+  const int64_t B = x.size(0), S = x.size(1);
+  return at::linear(x, t(role, L, stack)).view({B, S, config_.nHead, config_.headDim}).transpose(1, 2);
+}
+
+// The decoder's causal bias for a step: block 0's relative bias of the query
+// positions offset .. offset + T - 1 against keys 0 .. offset + T - 1 (HF's
+// compute_bias(real_seq_length, key_length) sliced to the last T query rows),
+// keys after their query masked. No padding: every row of a step has T tokens.
+at::Tensor Model::t5StepBias(int64_t offset, int64_t T) const {
   const auto& c = config_;
-  const int64_t B = x.size(0), T = x.size(1), S = kv.size(1), H = c.nHead, D = c.headDim;
-  const Role rq = cross ? Role::CrossQ : Role::AttnQ, rk = cross ? Role::CrossK : Role::AttnK;
-  const Role rv = cross ? Role::CrossV : Role::AttnV, ro = cross ? Role::CrossOut : Role::AttnOut;
-  at::Tensor q = at::linear(x, t(rq, L, stack)).view({B, T, H, D}).transpose(1, 2);   // [B, H, T, D]
-  at::Tensor k = at::linear(kv, t(rk, L, stack)).view({B, S, H, D}).transpose(1, 2);  // [B, H, S, D]
-  at::Tensor v = at::linear(kv, t(rv, L, stack)).view({B, S, H, D}).transpose(1, 2);  // [B, H, S, D]
-  at::Tensor scores = at::matmul(q, k.transpose(-1, -2)) + bias;                      // [B, H, T, S]
-  at::Tensor out = at::matmul(at::softmax(scores, -1), v);                            // [B, H, T, D]
-  return at::linear(out.transpose(1, 2).reshape({B, T, H * D}), t(ro, L, stack));     // [B, T, C]
+  const int64_t S = offset + T;
+  at::Tensor buckets = relativeBuckets(T, S, false, c.relBuckets, c.relMaxDistance, offset);  // [T, S]
+  at::Tensor rel = at::embedding(t(Role::RelBias, 0, SiteStack::Decoder), buckets).permute({2, 0, 1}).unsqueeze(0);
+  at::Tensor pos = at::arange(S, at::kLong);
+  at::Tensor hide = (pos.view({1, S}) > (pos.narrow(0, offset, T)).view({T, 1})).view({1, 1, T, S});
+  return rel + at::zeros({1, 1, T, S}, at::kFloat).masked_fill(hide, kMasked);  // [1, H, T, S]
+}
+
+// T5Attention: queries from x [B, T, C], keys and values k, v [B, H, S, D]
+// (projected from x itself for self-attention, from the encoder output for
+// cross-attention), scores q.k without 1/sqrt(d_kv) (T5 folds it into q's
+// initialisation) plus `bias` (broadcast to [B, H, T, S]), softmax, o projection.
+at::Tensor Model::t5Attend(SiteStack stack, int L, bool cross, const at::Tensor& x, const at::Tensor& k,
+                           const at::Tensor& v, const at::Tensor& bias) const {
+  const int64_t B = x.size(0), T = x.size(1);
+  const Role rq = cross ? Role::CrossQ : Role::AttnQ, ro = cross ? Role::CrossOut : Role::AttnOut;
+  at::Tensor q = t5Heads(stack, L, rq, x);                                      // [B, H, T, D]
+  at::Tensor scores = at::matmul(q, k.transpose(-1, -2)) + bias;                // [B, H, T, S]
+  at::Tensor out = at::matmul(at::softmax(scores, -1), v);                      // [B, H, T, D]
+  return at::linear(out.transpose(1, 2).reshape({B, T, -1}), t(ro, L, stack));  // [B, T, C]
 }
 
 // T5Stack: blocks of self-attention (+ cross-attention in the decoder) and
 // the FFN, each sub-layer x + f(norm(x)), then the stack's final_layer_norm.
-// Dropout is inactive at inference.
+// Dropout is inactive at inference. With a cache (decodeStep), x holds the
+// step's positions only: their self-attention keys/values are appended to
+// the cached ones and attended over all of them, and the cross-attention uses
+// the keys/values projected once by startSeq2Seq. Both paths share every
+// other operation, the FFN override and the hooks included.
 at::Tensor Model::t5Stack(SiteStack stack, at::Tensor x, const at::Tensor& selfBias, const at::Tensor& encoderOut,
-                          const at::Tensor& crossBias, HookSink* hooks) const {
+                          const at::Tensor& crossBias, HookSink* hooks, Seq2SeqCache* cache) const {
   const auto& c = config_;
   const bool decoder = stack == SiteStack::Decoder;
   const int64_t B = x.size(0), T = x.size(1);
   for (int L = 0; L < c.layerCount(stack); ++L) {
     at::Tensor n = t5Norm(x, t(Role::AttnNorm, L, stack), c.normEps);
-    x = x + t5Attention(stack, L, false, n, n, selfBias);
+    at::Tensor k = t5Heads(stack, L, Role::AttnK, n), v = t5Heads(stack, L, Role::AttnV, n);  // [B, H, T, D]
+    if (cache) {
+      auto& ck = cache->selfK[static_cast<size_t>(L)];
+      auto& cv = cache->selfV[static_cast<size_t>(L)];
+      ck = ck.defined() ? at::cat({ck, k}, 2) : k;  // [B, H, length + T, D]
+      cv = cv.defined() ? at::cat({cv, v}, 2) : v;
+      k = ck, v = cv;
+    }
+    x = x + t5Attend(stack, L, false, n, k, v, selfBias);
     if (decoder) {
       n = t5Norm(x, t(Role::CrossNorm, L, stack), c.normEps);
-      x = x + t5Attention(stack, L, true, n, encoderOut, crossBias);
+      if (cache)
+        x = x + t5Attend(stack, L, true, n, cache->crossK[static_cast<size_t>(L)],
+                         cache->crossV[static_cast<size_t>(L)], crossBias);
+      else
+        x = x + t5Attend(stack, L, true, n, t5Heads(stack, L, Role::CrossK, encoderOut),
+                         t5Heads(stack, L, Role::CrossV, encoderOut), crossBias);
     }
     at::Tensor h = t5Norm(x, t(Role::FfnNorm, L, stack), c.normEps);  // [B, T, C]
     const Site site{stack, L, -1, false};
@@ -160,8 +203,7 @@ at::Tensor Model::decodeHidden(const at::Tensor& encoderOut, const at::Tensor& s
   std::optional<c10::InferenceMode> inference;
   if (!trainable_) inference.emplace();
   at::Tensor mask = decoder.mask.defined() ? decoder.mask : at::ones_like(decoder.ids);  // [B, T]
-  // Cross-attention has no relative bias (EncDecAttention has none): only the source padding.
-  at::Tensor crossBias = at::zeros({B, 1, 1, S}, at::kFloat).masked_fill((sourceMask == 0).view({B, 1, 1, S}), kMasked);
+  at::Tensor crossBias = sourceBias(sourceMask);
   at::Tensor x = at::embedding(t(Role::TokEmbd), decoder.ids);  // [B, T, C]
   return t5Stack(SiteStack::Decoder, x, t5SelfBias(SiteStack::Decoder, mask), encoderOut, crossBias, hooks);
 }
@@ -175,6 +217,55 @@ at::Tensor Model::forwardSeq2Seq(const Batch& source, const Batch& decoder, Hook
   at::Tensor encoderOut = encode(source, hooks);  // [B, T_src, C]
   at::Tensor sourceMask = source.mask.defined() ? source.mask : at::ones_like(source.ids);
   return head(decodeHidden(encoderOut, sourceMask, decoder, hooks));  // [B, T_dec, vocab]
+}
+
+void Seq2SeqCache::keepRows(const at::Tensor& rows) {
+  const int64_t B = batchSize();
+  if (rows.dim() != 1 || (rows.numel() > 0 && (rows.min().item<int64_t>() < 0 || rows.max().item<int64_t>() >= B)))
+    throw ParameterError("decoder cache rows " + shapeString(rows) + " must be indices in [0, " + std::to_string(B) +
+                         ")");
+  const at::Tensor r = rows.to(at::kLong);
+  crossBias = crossBias.index_select(0, r);
+  for (auto* list : {&crossK, &crossV, &selfK, &selfV})
+    for (auto& x : *list)
+      if (x.defined()) x = x.index_select(0, r);
+}
+
+Seq2SeqCache Model::startSeq2Seq(const Batch& source, HookSink* hooks) const {
+  at::Tensor encoderOut = encode(source, hooks);  // [B, S, C]; checks the source
+  std::optional<c10::InferenceMode> inference;
+  if (!trainable_) inference.emplace();
+  Seq2SeqCache cache;
+  cache.crossBias = sourceBias(source.mask.defined() ? source.mask : at::ones_like(source.ids));
+  const auto n = static_cast<size_t>(config_.layerCount(SiteStack::Decoder));
+  cache.crossK.resize(n);
+  cache.crossV.resize(n);
+  cache.selfK.resize(n);
+  cache.selfV.resize(n);
+  for (size_t L = 0; L < n; ++L) {
+    cache.crossK[L] = t5Heads(SiteStack::Decoder, static_cast<int>(L), Role::CrossK, encoderOut);
+    cache.crossV[L] = t5Heads(SiteStack::Decoder, static_cast<int>(L), Role::CrossV, encoderOut);
+  }
+  return cache;
+}
+
+at::Tensor Model::decodeStep(const at::Tensor& ids, Seq2SeqCache& cache, HookSink* hooks) const {
+  Batch step{ids, at::Tensor(), at::Tensor()};
+  checkSeq2Seq(step, "decoder step");
+  const auto n = static_cast<size_t>(config_.layerCount(SiteStack::Decoder));
+  if (cache.crossK.size() != n || cache.selfK.size() != n || cache.crossV.size() != n || cache.selfV.size() != n)
+    throw ParameterError("decoder cache was not made by startSeq2Seq of this model");
+  if (ids.size(0) != cache.batchSize())
+    throw ParameterError("decoder step of " + std::to_string(ids.size(0)) + " sequences on a cache of " +
+                         std::to_string(cache.batchSize()));
+  std::optional<c10::InferenceMode> inference;
+  if (!trainable_) inference.emplace();
+  const int64_t T = ids.size(1);
+  at::Tensor x = at::embedding(t(Role::TokEmbd), ids.to(at::kLong));  // [B, T, C]
+  at::Tensor out =
+      t5Stack(SiteStack::Decoder, x, t5StepBias(cache.length, T), at::Tensor(), cache.crossBias, hooks, &cache);
+  cache.length += T;
+  return out;
 }
 
 }  // namespace moefy

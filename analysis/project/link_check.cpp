@@ -23,7 +23,7 @@ bool artefactRole(const std::string& role) {
 }
 
 void addLink(std::vector<LinkStatus>& out, const fs::path& dir, const std::string& role, const nlohmann::json& link,
-             const std::string& fingerprint = {}) {
+             bool checkFingerprints, const std::string& fingerprint = {}) {
   LinkStatus s;
   s.role = role;
   s.path = resolveLinkPath(dir, link);
@@ -37,7 +37,7 @@ void addLink(std::vector<LinkStatus>& out, const fs::path& dir, const std::strin
   if (!fs::exists(s.path, ec)) {
     s.state = LinkStatus::Missing;
     s.message = what + " is broken (no such folder)";
-  } else if (artefactRole(role) && link.is_object() && !s.fingerprint.empty()) {
+  } else if (checkFingerprints && artefactRole(role) && link.is_object() && !s.fingerprint.empty()) {
     std::string now;
     try {
       now = folderFingerprint(s.path);
@@ -57,7 +57,7 @@ void addLink(std::vector<LinkStatus>& out, const fs::path& dir, const std::strin
 
 }  // namespace
 
-std::vector<LinkStatus> artefactLinks(ArtefactKind kind, const fs::path& dir) {
+std::vector<LinkStatus> artefactLinks(ArtefactKind kind, const fs::path& dir, bool checkFingerprints) {
   std::vector<LinkStatus> out;
   const ArtefactKindInfo& info = artefactKindInfo(kind);
   const nlohmann::json j = readMeta(dir / info.metadataFile);
@@ -67,39 +67,39 @@ std::vector<LinkStatus> artefactLinks(ArtefactKind kind, const fs::path& dir) {
   };
   switch (kind) {
     case ArtefactKind::Recording:
-      addLink(out, dir, "model", get(j, "model"));
-      addLink(out, dir, "corpus", get(j, "corpus"));
+      addLink(out, dir, "model", get(j, "model"), checkFingerprints);
+      addLink(out, dir, "corpus", get(j, "corpus"), checkFingerprints);
       break;
     case ArtefactKind::Partition:
-      addLink(out, dir, "recording", get(j, "recording"));
-      addLink(out, dir, "model", get(j, "model"));
+      addLink(out, dir, "recording", get(j, "recording"), checkFingerprints);
+      addLink(out, dir, "model", get(j, "model"), checkFingerprints);
       break;
     case ArtefactKind::Router:
-      addLink(out, dir, "partition", get(j, "partition"));
+      addLink(out, dir, "partition", get(j, "partition"), checkFingerprints);
       break;
     case ArtefactKind::Evaluation: {
-      addLink(out, dir, "model", get(j, "model"));
-      addLink(out, dir, "corpus", get(j, "corpus"));
+      addLink(out, dir, "model", get(j, "model"), checkFingerprints);
+      addLink(out, dir, "corpus", get(j, "corpus"), checkFingerprints);
       const nlohmann::json src = get(j, "source");
-      addLink(out, dir, "partition", get(src, "partition"));
-      addLink(out, dir, "moe", get(src, "moe"));
+      addLink(out, dir, "partition", get(src, "partition"), checkFingerprints);
+      addLink(out, dir, "moe", get(src, "moe"), checkFingerprints);
       const nlohmann::json routers = get(src, "routers");
       if (routers.is_array())
-        for (const auto& r : routers) addLink(out, dir, "router", r);
+        for (const auto& r : routers) addLink(out, dir, "router", r, checkFingerprints);
       break;
     }
     case ArtefactKind::MoeExport:
     case ArtefactKind::CalibratedExport: {
       const nlohmann::json b = get(j, "moefication");
-      addLink(out, dir, "model", get(b, "source_model"));
-      addLink(out, dir, "partition", get(b, "partition"));
+      addLink(out, dir, "model", get(b, "source_model"), checkFingerprints);
+      addLink(out, dir, "partition", get(b, "partition"), checkFingerprints);
       const nlohmann::json cal = get(b, "calibration");
-      addLink(out, dir, "moe", get(cal, "source"));
+      addLink(out, dir, "moe", get(cal, "source"), checkFingerprints);
       break;
     }
     case ArtefactKind::Workspace:
-      addLink(out, dir, "model", get(j, "model"));
-      addLink(out, dir, "corpus", get(j, "corpus"));
+      addLink(out, dir, "model", get(j, "model"), checkFingerprints);
+      addLink(out, dir, "corpus", get(j, "corpus"), checkFingerprints);
       break;
   }
   return out;

@@ -21,8 +21,11 @@ struct LinkStatus {
 
 /// Every link the artefact `dir` of `kind` records (version 1 and 2 layouts),
 /// each checked: Missing when the target does not exist, Stale when an
-/// artefact target's folderFingerprint differs from the recorded one. Throws
-/// the kind reader's errors for an unreadable metadata file.
-std::vector<LinkStatus> artefactLinks(ArtefactKind kind, const std::filesystem::path& dir);
+/// artefact target's folderFingerprint differs from the recorded one (only
+/// with `checkFingerprints`; without, existing targets are Unchecked and no
+/// target file is read). Throws the kind reader's errors for an unreadable
+/// metadata file.
+std::vector<LinkStatus> artefactLinks(ArtefactKind kind, const std::filesystem::path& dir,
+                                      bool checkFingerprints = true);
 
 }  // namespace moefy

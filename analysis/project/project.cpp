@@ -52,6 +52,10 @@ Workspace Workspace::load(const fs::path& d) {
   ws.modelPath = str("model", "");
   ws.corpusPath = str("corpus", "");
   if (j.contains("settings") && j["settings"].is_object()) ws.settings = j["settings"];
+  ws.evalCorpusPath = str("eval_corpus", "");
+  // `moefy demo` before the key existed wrote it into the settings.
+  if (ws.evalCorpusPath.empty() && ws.settings.contains("eval_corpus") && ws.settings["eval_corpus"].is_string())
+    ws.evalCorpusPath = ws.settings["eval_corpus"].get<std::string>();
   for (const auto& k : folderKinds()) ws.folders[k] = k;
   if (j.contains("folders") && j["folders"].is_object())
     for (auto& [k, v] : j["folders"].items())
@@ -79,6 +83,7 @@ nlohmann::json Workspace::toJson() const {
   j["name"] = name;
   j["model"] = modelPath;
   j["corpus"] = corpusPath;
+  if (!evalCorpusPath.empty()) j["eval_corpus"] = evalCorpusPath;
   j["settings"] = settings;
   nlohmann::json f = nlohmann::json::object();
   for (const auto& [k, v] : folders) f[k] = v;

@@ -20,7 +20,11 @@ struct Workspace {
   std::filesystem::path dir;  ///< absolute folder of workspace.json
   std::string name;
   std::string modelPath;   ///< as stored
-  std::string corpusPath;  ///< as stored
+  std::string corpusPath;  ///< as stored: the training corpus (record, route)
+  /// The evaluation corpus as stored ("" = the training corpus, read by its
+  /// held-out split). workspace.json key "eval_corpus" (older workspaces:
+  /// settings.eval_corpus, as `moefy demo` wrote it).
+  std::string evalCorpusPath;
   nlohmann::json settings = nlohmann::json::object();
   std::map<std::string, std::string> folders;  ///< kind folder ("recordings", ...) -> sub-folder as stored
 
@@ -31,6 +35,11 @@ struct Workspace {
   std::filesystem::path resolve(const std::string& path) const;
   std::filesystem::path model() const { return resolve(modelPath); }
   std::filesystem::path corpus() const { return resolve(corpusPath); }
+  /// The evaluation corpus resolved: evalCorpusPath, else the training corpus.
+  std::filesystem::path evalCorpus() const { return evalCorpusPath.empty() ? corpus() : resolve(evalCorpusPath); }
+  /// Whether evaluations read a corpus of their own (true) or the held-out
+  /// split of the training corpus (false). Lexical comparison of the resolved paths.
+  bool separateEvalCorpus() const { return !evalCorpusPath.empty() && evalCorpus() != corpus(); }
   /// The folder of a kind folder name ("recordings"), resolved.
   std::filesystem::path folder(const std::string& kindFolder) const;
 

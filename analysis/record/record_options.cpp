@@ -4,6 +4,7 @@
 #include <sstream>
 
 #include "analysis/common/error.h"
+#include "analysis/io/links.h"
 #include "analysis/text/tokenizer.h"
 
 namespace moefy {
@@ -119,6 +120,11 @@ SequenceSource textCorpusSource(const Corpus& corpus, const Tokenizer& tokenizer
   info->path = std::filesystem::absolute(corpusPath).lexically_normal().string();
   info->kind = corpus.kind();
   info->categories = corpus.categories();
+  try {
+    info->fingerprint = contentFingerprint(corpusPath);
+  } catch (const Error&) {
+    info->fingerprint.clear();  // an unreadable file fails the recording itself, with its own message
+  }
   SequenceOptions so;
   so.seqLen = o.seqLen;
   so.tokenBudget = o.maxTokens;

@@ -306,6 +306,7 @@ struct State {
     m["model"] = modelInfo;
     m["corpus"] = {{"path", source.path}, {"kind", source.kind}, {"categories", source.categories}};
     if (hasSequencesHash) m["corpus"]["sequences_hash"] = hex16(sequencesHash);
+    if (!source.fingerprint.empty()) m["corpus"]["fingerprint"] = source.fingerprint;
     m["tokens"] = tokens;
     m["sequences"] = sequences;
     m["layers"] = layers;

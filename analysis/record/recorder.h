@@ -63,6 +63,10 @@ struct SourceInfo {
   std::string path;
   std::string kind;  ///< "txt", "dir", "jsonl" (corpora) or "tokens" (pre-tokenised file)
   std::vector<std::string> categories;
+  /// Content fingerprint of the corpus (analysis/io/links.h
+  /// contentFingerprint; "" = unknown): which documents a recording read is
+  /// compared with an evaluation's by it (analysis/eval/eval_data.h).
+  std::string fingerprint;
 };
 
 /// Yields token sequences in a deterministic order; `fn` returns false to stop.

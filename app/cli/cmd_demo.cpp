@@ -19,6 +19,7 @@
 #include <sstream>
 
 #include "analysis/common/error.h"
+#include "analysis/eval/eval_data.h"
 #include "analysis/eval/eval_file.h"
 #include "analysis/io/fsutil.h"
 #include "analysis/io/json_input.h"
@@ -231,7 +232,10 @@ void writeDemoReport(const fs::path& dir, const fs::path& model, const fs::path&
          "similarity router can beat it on perplexity.";
   rep.paragraph(q);
   rep.table({"split + router", "fraction", "perplexity", "top-1 agreement", "KL(dense, MoE)"}, qualityRows);
-  rep.figure("quality", quality, "Held-out perplexity against the fraction of experts computed per token.");
+  // Which data the figure is on: the same caption as the studio's Evaluation view.
+  rep.figure("quality", quality,
+             "Held-out perplexity against the fraction of experts computed per token. Data: " +
+                 describeData(evalDataSelection(evalCoact, dir / "eval" / "coact"), true) + ".");
 
   // Speed.
   Chart speed;
@@ -377,7 +381,7 @@ int runDemo(const Args& a) {
     ws.folders["recordings"] = "recording";
     ws.folders["evaluations"] = "eval";
     ws.folders["exports"] = "export";
-    ws.settings["eval_corpus"] = fs::absolute(evalCorpus).lexically_normal().string();
+    ws.evalCorpusPath = fs::absolute(evalCorpus).lexically_normal().string();
     ws.save();
   });
   double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -7,6 +7,7 @@
 
 #include "analysis/checkpoint/loader.h"
 #include "analysis/common/error.h"
+#include "analysis/eval/generate.h"
 #include "analysis/io/safetensors.h"
 #include "analysis/model/model.h"
 #include "analysis/text/parallel_corpus.h"
@@ -148,6 +149,46 @@ int32_t modelEos(const LoadedModel& loaded, const std::string& what) {
                     ": neither the tokenizer nor config.json (eos_token_id) names an end-of-sequence token");
 }
 
+// forward --generate N: greedy decoding of each source (an encoder-decoder
+// model), batched, with the decoder KV cache (greedyGenerateSeq2Seq).
+int runGenerate(const Args& a, const LoadedModel& loaded, const std::vector<std::vector<int64_t>>& sources) {
+  const Model& m = *loaded.model;
+  const ModelConfig& c = m.config();
+  if (!c.encoderDecoder)
+    throw ParameterError("--generate: " + m.dir().string() + " is not an encoder-decoder model (" + archName(c.arch) +
+                         "); --generate decodes encoder-decoder models (t5)");
+  for (const char* other : {"decoder-ids", "decoder-text", "dump"})
+    if (a.has(other))
+      throw ParameterError(std::string("--generate decodes from decoder_start_token_id: give no --") + other);
+  if (a.flag("all-experts")) throw ParameterError("--generate: --all-experts is for native MoE models' forward");
+  Seq2SeqGenerateOptions o;
+  o.maxNewTokens = a.int32("generate");
+  const Seq2SeqGeneration g = greedyGenerateSeq2Seq(m, sources, o);
+  nlohmann::json j;
+  j["batch"] = sources.size();
+  j["max_new_tokens"] = o.maxNewTokens;
+  j["decoder_start_token_id"] = g.decoderStartId;
+  j["generated"] = g.tokens;
+  j["stopped"] = g.stopped;
+  std::vector<std::string> texts;
+  if (loaded.tokenizer)
+    for (const auto& t : g.tokens) texts.push_back(loaded.tokenizer->decode(std::vector<int32_t>(t.begin(), t.end())));
+  if (loaded.tokenizer) j["text"] = texts;
+  if (a.json()) {
+    printJson(j);
+    return 0;
+  }
+  std::cout << "generated " << sources.size() << " sequence" << (sources.size() == 1 ? "" : "s")
+            << " greedily (max_new_tokens " << o.maxNewTokens << ", decoder_start_token_id " << g.decoderStartId
+            << ")\n";
+  for (size_t b = 0; b < g.tokens.size(); ++b) {
+    std::cout << "  seq " << b << ": " << j["generated"][b].dump() << " ("
+              << (g.stopped[b] ? "stopped at eos" : "max_new_tokens reached") << ")\n";
+    if (loaded.tokenizer) std::cout << "  text " << b << ": " << texts[b] << "\n";
+  }
+  return 0;
+}
+
 int runForward(const Args& a) {
   // The id lists are checked before any file is read.
   std::vector<std::vector<int64_t>> seqs;
@@ -190,6 +231,7 @@ int runForward(const Args& a) {
     auto in = shiftRight(labels.back(), c.decoderStartId);
     decoderSeqs.emplace_back(in.begin(), in.end());
   }
+  if (a.has("generate")) return runGenerate(a, loaded, seqs);
   if (c.encoderDecoder && decoderSeqs.empty())
     throw ParameterError(m.dir().string() + " is an encoder-decoder model (" + archName(c.arch) +
                          "): give --decoder-ids or --decoder-text for each source sequence (decoder inputs, starting "
@@ -281,7 +323,7 @@ const OptionTable& forwardOptionTable() {
     OptionTable t("forward", "run token sequences and dump logits and FFN hooks",
                   "moefy forward MODEL_DIR (--ids 1,2,3 | --text \"...\") [--ids ...]\n"
                   "                        [--decoder-ids 0,4,5 ... | --decoder-text \"...\" ...]\n"
-                  "                        [--dump OUT.safetensors] [--all-experts] [--json]\n",
+                  "                        [--dump OUT.safetensors] [--all-experts] [--generate N] [--json]\n",
                   "Several --ids/--text make a right-padded batch. --dump writes logits [B, T, vocab],\n"
                   "blk.{L}.ffn_in [B, T, d_model] and blk.{L}.ffn_act [B, T, d_ff] for every layer.\n"
                   "Encoder-decoder models (T5) take one --decoder-ids per source sequence (the\n"
@@ -298,7 +340,13 @@ const OptionTable& forwardOptionTable() {
                   "routed too, as in HF) and blk.{L}.shared.ffn_act; their blk.{L}.ffn_act is\n"
                   "[B, T, E * d_expert] (expert e's hidden in columns e * d_expert.., zero where the token\n"
                   "did not choose e); --all-experts runs every token through every expert for these\n"
-                  "hooks without changing the logits.\n");
+                  "hooks without changing the logits.\n"
+                  "--generate N (encoder-decoder models, instead of decoder inputs) decodes every source\n"
+                  "greedily as HF's generate() with num_beams 1: from decoder_start_token_id, the argmax\n"
+                  "each step, a sequence ending at eos_token_id or after N new tokens; the sources are\n"
+                  "one padded batch and the decoder keeps a KV cache (cross-attention keys/values computed\n"
+                  "once per source). Prints each sequence's ids and, with a tokenizer, its text (--json:\n"
+                  "generated, stopped, text).\n");
     t.positionals({"MODEL_DIR"}, 1)
         .text("ids", "1,2,3", std::nullopt, "one sequence of token ids", true)
         .text("text", "TEXT", std::nullopt, "one sequence as text, encoded with the model's tokenizer", true)
@@ -309,6 +357,8 @@ const OptionTable& forwardOptionTable() {
               "ids + eos, fed as decoder_start_token_id + the labels but the last",
               true)
         .text("dump", "OUT.safetensors", std::nullopt, "write the logits and every layer's hooks")
+        .integerNoDefault("generate", "N", 1, 1 << 16,
+                          "encoder-decoder models: decode each source greedily, at most N new tokens")
         .flag("all-experts", "native MoE models: every expert's hidden for every token in the expert hooks")
         .flag("json", "print the result as JSON");
     return t;

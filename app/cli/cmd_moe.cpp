@@ -21,6 +21,7 @@
 #include "analysis/moe/moe_export.h"
 #include "analysis/moe/moe_ffn.h"
 #include "analysis/moe/moe_options.h"
+#include "analysis/project/data_overlap.h"
 #include "analysis/route/route_build.h"
 #include "analysis/route/route_options.h"
 #include "analysis/text/corpus.h"
@@ -97,6 +98,7 @@ int runEval(const Args& a) {
   auto job = makeCliJob(a);
   auto loaded = loadModel(modelDir);
   Model& m = *loaded.model;
+  requireEvaluable(m.config(), modelDir.string());
 
   // The reference and the MoE bases (one per router).
   auto& bases = spec.bases;
@@ -147,6 +149,10 @@ int runEval(const Args& a) {
   spec.modelPath = modelDir.string();
   spec.corpusPath = corpus.string();
   nlohmann::json j = runEvaluation(m, spec, seqs, *job);
+  // A router trained on the documents it is evaluated on flatters itself:
+  // say so (also with --quiet, like the link warnings).
+  for (const RecordingOverlap& o : evaluationOverlaps(j, fs::current_path()))
+    if (!o.message.empty()) std::cerr << "moefy eval: warning: " << o.message << "\n";
   const nlohmann::json& results = j["results"];
   const bool speed = spec.speed;
   if (a.has("out")) {

@@ -8,6 +8,8 @@ usage:
       registered there too, so batch.py and the key-table test can make them)
   t5_ref.py forward MODEL_DIR --ids 1,2,3 [--ids ...] --decoder-ids 0,5 [--decoder-ids ...]
                     --out OUT.safetensors
+  t5_ref.py generate MODEL_DIR --ids 1,2,3 [--ids ...] --max-new-tokens N [--eos ID ...]
+                     --out OUT.safetensors
   t5_ref.py selftest
   t5_ref.py --list
 
@@ -37,6 +39,18 @@ F16/BF16 weights are upcast to F32 first; the arithmetic is float64. The
 relative position buckets are computed as HF does, in float32; `forward`
 refuses a sequence length at which float32 and float64 put a distance into
 different buckets (HF's rounding would decide), so no fixture depends on it.
+
+`generate` is greedy search as HF's generate() (num_beams 1, no sampling)
+with T5Attention's past_key_value: the sources a right-padded batch (the
+padding masked in the cross-attention), the decoder starting from
+decoder_start_token_id with one token per step, its self-attention keys and
+values appended to the cache, the cross-attention keys/values projected from
+the encoder output once, the relative bias of the step the last row of
+compute_bias(past + 1, past + 1); each row takes the argmax, a finished row
+emits pad_token_id, and the search ends when every row has emitted an
+eos_token_id (or --eos) or after --max-new-tokens. Writes `sequences` I64
+[B, 1 + steps] (decoder_start_token_id first, as generate() returns) and
+`scores` F32 [B, steps, vocab] (every row's logits at every step).
 
 `selftest` checks the reference against itself without any file: the bucket
 function against a scalar transcription of the Mesh TensorFlow definition;
@@ -246,6 +260,13 @@ class T5Ref:
         o = (p @ v).transpose(0, 2, 1, 3).reshape(B, T, H * D)
         return o @ self.w[prefix + "o.weight"].T
 
+    def ffn_hidden(self, h, f):
+        """T5DenseActDense / T5DenseGatedActDense up to wo: act(wi h) or act(wi_0 h) * wi_1 h."""
+        act = ACTS[self.c["act"]]
+        if self.c["gated"]:
+            return act(h @ self.w[f + "DenseReluDense.wi_0.weight"].T) * (h @ self.w[f + "DenseReluDense.wi_1.weight"].T)
+        return act(h @ self.w[f + "DenseReluDense.wi.weight"].T)
+
     def stack(self, which, ids, mask, enc_out=None, enc_mask=None):
         c = self.c
         dec = which == "decoder"
@@ -269,11 +290,7 @@ class T5Ref:
                                        cross)
             f = p + ("2." if dec else "1.")
             h = self.norm(x, f + "layer_norm.weight")
-            act = ACTS[c["act"]]
-            if c["gated"]:
-                a = act(h @ self.w[f + "DenseReluDense.wi_0.weight"].T) * (h @ self.w[f + "DenseReluDense.wi_1.weight"].T)
-            else:
-                a = act(h @ self.w[f + "DenseReluDense.wi.weight"].T)
+            a = self.ffn_hidden(h, f)
             self.hooks["%s.blk.%d.ffn_in" % (site, l)] = h
             self.hooks["%s.blk.%d.ffn_act" % (site, l)] = a
             x = x + a @ self.w[f + "DenseReluDense.wo.weight"].T
@@ -285,6 +302,100 @@ class T5Ref:
         if self.c["tied"]:
             return (out * self.c["C"] ** -0.5) @ self.w["shared.weight"].T
         return out @ self.w["lm_head.weight"].T
+
+
+    # -- greedy generation with a decoder cache, after HF's generate() (greedy
+    # search: num_beams 1, do_sample false) and T5Attention with past_key_value.
+
+    def head(self, out):
+        if self.c["tied"]:
+            return (out * self.c["C"] ** -0.5) @ self.w["shared.weight"].T
+        return out @ self.w["lm_head.weight"].T
+
+    def proj(self, x, name):
+        B, S, _ = x.shape
+        return (x @ self.w[name].T).reshape(B, S, self.c["H"], self.c["D"]).transpose(0, 2, 1, 3)  # [B, H, S, D]
+
+    def attend(self, x, k, v, prefix, bias):
+        B, T, _ = x.shape
+        q = self.proj(x, prefix + "q.weight")
+        s = q @ k.transpose(0, 1, 3, 2) + bias
+        s = s - s.max(-1, keepdims=True)
+        p = np.exp(s)
+        p = p / p.sum(-1, keepdims=True)
+        return (p @ v).transpose(0, 2, 1, 3).reshape(B, T, -1) @ self.w[prefix + "o.weight"].T
+
+    def decoder_step(self, ids, past, cross, enc_mask):
+        """One token per sequence, ids [B, 1], at position len(past); `past` is
+        HF's past_key_values: per layer (self k, self v, cross k, cross v), the
+        self ones [B, H, past, D] (None at the first step), the cross ones
+        projected from the encoder output at the first step and reused."""
+        c = self.c
+        x = self.w["shared.weight"][ids]
+        past_len = 0 if past[0][0] is None else past[0][0].shape[2]
+        real = past_len + 1
+        # compute_bias(real_seq_length, key_length), then its last query row(s):
+        # position_bias[:, :, -seq_length:, :]. No causal mask is needed: the
+        # one query sees every key up to itself.
+        bk = relative_buckets(real, real, False, c["buckets"], c["maxd"])
+        rel = self.w["decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"][bk]
+        bias = rel.transpose(2, 0, 1)[None][:, :, -1:, :]  # [1, H, 1, real]
+        cross_bias = np.where((enc_mask == 0)[:, None, None, :], -np.inf, 0.0).astype(self.dtype)
+        new = []
+        for l in range(c["Ld"]):
+            p = "decoder.block.%d.layer." % l
+            n = self.norm(x, p + "0.layer_norm.weight")
+            k = self.proj(n, p + "0.SelfAttention.k.weight")
+            v = self.proj(n, p + "0.SelfAttention.v.weight")
+            if past[l][0] is not None:
+                k = np.concatenate([past[l][0], k], axis=2)
+                v = np.concatenate([past[l][1], v], axis=2)
+            x = x + self.attend(n, k, v, p + "0.SelfAttention.", bias)
+            n = self.norm(x, p + "1.layer_norm.weight")
+            x = x + self.attend(n, cross[l][0], cross[l][1], p + "1.EncDecAttention.", cross_bias)
+            f = p + "2."
+            x = x + self.ffn_hidden(self.norm(x, f + "layer_norm.weight"), f) @ self.w[f + "DenseReluDense.wo.weight"].T
+            new.append((k, v))
+        return self.norm(x, "decoder.final_layer_norm.weight"), new
+
+    def generate(self, src_seqs, max_new_tokens, eos_ids, pad_id, start_id):
+        """-> (sequences [B, 1 + steps] int64 starting with start_id, pad after a
+        sequence's eos, as generate() returns; scores [B, steps, vocab], the
+        logits of every step for every row, finished rows included)."""
+        src, src_mask = batch(src_seqs)
+        enc = self.stack("encoder", src, src_mask)
+        B = len(src_seqs)
+        cross = [(self.proj(enc, "decoder.block.%d.layer.1.EncDecAttention.k.weight" % l),
+                  self.proj(enc, "decoder.block.%d.layer.1.EncDecAttention.v.weight" % l)) for l in range(self.c["Ld"])]
+        past = [(None, None)] * self.c["Ld"]
+        seqs = np.full((B, 1), start_id, np.int64)
+        unfinished = np.ones(B, bool)
+        scores = []
+        while True:
+            out, past = self.decoder_step(seqs[:, -1:], past, cross, src_mask)
+            logits = self.head(out)[:, -1]  # [B, vocab]
+            scores.append(logits)
+            nxt = np.where(unfinished, logits.argmax(-1), pad_id)  # finished rows emit pad
+            seqs = np.concatenate([seqs, nxt[:, None]], axis=1)
+            unfinished &= ~np.isin(nxt, eos_ids)
+            if not unfinished.any() or seqs.shape[1] - 1 >= max_new_tokens:
+                return seqs, np.stack(scores, axis=1)
+
+    def generate_uncached(self, src_seqs, max_new_tokens, eos_ids, pad_id, start_id):
+        """The same search without a cache: the whole forward pass on the growing prefix."""
+        src, src_mask = batch(src_seqs)
+        B = len(src_seqs)
+        seqs = np.full((B, 1), start_id, np.int64)
+        unfinished = np.ones(B, bool)
+        scores = []
+        while True:
+            logits = self.forward(src, src_mask, seqs, np.ones_like(seqs))[:, -1]
+            scores.append(logits)
+            nxt = np.where(unfinished, logits.argmax(-1), pad_id)
+            seqs = np.concatenate([seqs, nxt[:, None]], axis=1)
+            unfinished &= ~np.isin(nxt, eos_ids)
+            if not unfinished.any() or seqs.shape[1] - 1 >= max_new_tokens:
+                return seqs, np.stack(scores, axis=1)
 
 
 def batch(seqs):
@@ -324,6 +435,35 @@ def cmd_forward(argv):
     for name in sorted(ref.hooks, key=hook_order):
         out.append((name, "F32", ref.hooks[name].astype(np.float32)))
     st_io.write(a.out, out, {"reference": "scripts/ref/t5_ref.py"})
+    return 0
+
+
+def config_ids(cfg, key, default):
+    v = cfg.get(key, default)
+    return list(v) if isinstance(v, list) else [v]
+
+
+def cmd_generate(argv):
+    ap = argparse.ArgumentParser(prog="t5_ref.py generate")
+    ap.add_argument("model")
+    ap.add_argument("--ids", action="append", required=True)
+    ap.add_argument("--max-new-tokens", type=int, required=True)
+    ap.add_argument("--eos", type=int, action="append", help="stop id (default: config eos_token_id, else 1)")
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args(argv)
+    if a.max_new_tokens < 1:
+        raise SystemExit("t5_ref: --max-new-tokens must be >= 1")
+    with open(os.path.join(a.model, "config.json")) as f:
+        cfg = json.load(f)
+    if cfg.get("model_type") != "t5":
+        raise SystemExit("t5_ref: model_type %r is not t5" % cfg.get("model_type"))
+    eos = a.eos if a.eos else config_ids(cfg, "eos_token_id", 1)
+    pad = config_ids(cfg, "pad_token_id", 0)[0]
+    start = cfg.get("decoder_start_token_id", 0)
+    ref = T5Ref(cfg, load_weights(a.model))
+    seqs, scores = ref.generate([[int(t) for t in s.split(",")] for s in a.ids], a.max_new_tokens, eos, pad, start)
+    st_io.write(a.out, [("sequences", "I64", seqs), ("scores", "F32", scores.astype(np.float32))],
+                {"reference": "scripts/ref/t5_ref.py generate"})
     return 0
 
 
@@ -423,6 +563,30 @@ def selftest():
             lu = T5Ref(u, tu).forward(src, sm, tgt, tm)
             d = np.abs(lu - logits).max()
             check(d < 1e-9, "%s: tied = untied with lm_head = shared * d_model^-0.5 (max diff %.2g)" % (name, d))
+    # 3. generation: the cached search (HF's past_key_values, the bias row of the
+    # last query) equals the uncached one, a batch equals each source alone,
+    # and an eos id stops a sequence (pad after it) while the others go on.
+    srcs = [[5, 17, 3, 99, 42, 7, 1, 64, 23, 11, 2, 1], [8, 9, 10, 11, 100, 1], [44, 1]]
+    for name in sorted(VARIANTS):
+        cfg, t = build(VARIANTS[name], make_checkpoint.Init(1))
+        ref = T5Ref(cfg, t)
+        seqs, sc = ref.generate(srcs, 20, [1], 0, 0)
+        seqs2, sc2 = ref.generate_uncached(srcs, 20, [1], 0, 0)
+        d = np.abs(sc - sc2).max() if sc.shape == sc2.shape else np.inf
+        check(np.array_equal(seqs, seqs2) and d < 1e-10,
+              "%s: cached generation = uncached (%d steps, max logit diff %.2g)" % (name, seqs.shape[1] - 1, d))
+        worst = 0.0
+        for b, s1 in enumerate(srcs):
+            one, sc1 = ref.generate([s1], 20, [1], 0, 0)
+            n = one.shape[1]
+            same = np.array_equal(one[0], seqs[b, :n]) and np.all(seqs[b, n:] == 0)
+            worst = max(worst, np.abs(sc1[0] - sc[b, :n - 1]).max() if same else np.inf)
+        check(worst < 1e-10, "%s: batched generation = each source alone (max logit diff %.2g)" % (name, worst))
+        stop = int(seqs[0, 3])  # the third generated token of source 0 as the stop id
+        first = next(i for i in range(1, seqs.shape[1]) if seqs[0, i] == stop)
+        st, _ = ref.generate(srcs, 20, [stop], 0, 0)
+        check(st.shape[1] - 1 <= 20 and np.array_equal(st[0, :first + 1], seqs[0, :first + 1]) and
+              np.all(st[0, first + 1:] == 0), "%s: eos id %d stops source 0 after %d tokens" % (name, stop, first))
     print("selftest: %d failures" % len(failures))
     return 1 if failures else 0
 
@@ -435,9 +599,9 @@ def main(argv=None):
     if argv[0] == "--list":
         print("\n".join(sorted(VARIANTS)))
         return 0
-    cmds = {"make": cmd_make, "forward": cmd_forward, "selftest": lambda a: selftest()}
+    cmds = {"make": cmd_make, "forward": cmd_forward, "generate": cmd_generate, "selftest": lambda a: selftest()}
     if argv[0] not in cmds:
-        raise SystemExit("t5_ref: unknown command %r (make, forward, selftest, --list)" % argv[0])
+        raise SystemExit("t5_ref: unknown command %r (make, forward, generate, selftest, --list)" % argv[0])
     return cmds[argv[0]](argv[1:])
 
 

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "analysis/io/fsutil.h"
+#include "analysis/project/data_overlap.h"
 #include "analysis/project/project.h"
 #include "analysis/record/recording.h"
 #include "testutil.h"
@@ -54,6 +55,20 @@ class TestDemo : public QObject {
     QVERIFY(md.find("reloaded with the same loader") != std::string::npos);
     // The exported MoE reloads to the in-memory numbers exactly.
     QVERIFY2(md.find("(identical)") != std::string::npos, "export reload differs from the in-memory MoE");
+    // Which data the quality figure is on (issue 20, defect 4): all of the
+    // held-out corpus, which is the workspace's evaluation corpus, while the
+    // recording read the training corpus.
+    QVERIFY2(md.find("Data: all documents of heldout, ") != std::string::npos, "the quality caption names no data");
+    {
+      const Workspace demoWs = Workspace::load(a);
+      QCOMPARE(demoWs.corpus().filename().string(), std::string("train"));
+      QCOMPARE(demoWs.evalCorpus().filename().string(), std::string("heldout"));
+      const nlohmann::json ev = readJson(a / "eval" / "coact" / "eval.json");
+      QCOMPARE(ev["corpus"]["split"].get<std::string>(), std::string("all"));
+      QCOMPARE(ev["corpus"]["fingerprint"].get<std::string>().size(), size_t(16));
+      QVERIFY(evaluationOverlaps(a / "eval" / "coact").size() == 1);  // the one recording, on other documents
+      QCOMPARE(int(evaluationOverlaps(a / "eval" / "coact")[0].overlap.verdict), int(DataOverlap::Disjoint));
+    }
 
     // The artefacts point at each other inside the final folder, not the
     // temporary one the stages ran in; the export still loads (checksum).

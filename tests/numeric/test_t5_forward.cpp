@@ -24,6 +24,7 @@
 #include "analysis/common/error.h"
 #include "analysis/io/safetensors.h"
 #include "analysis/model/model.h"
+#include "t5_tokenizer.h"
 #include "testutil.h"
 
 using namespace moefy;
@@ -135,43 +136,16 @@ void rewriteCheckpoint(const fs::path& from, const fs::path& to, const std::func
   writeSafetensors(to / "model.safetensors", out, {{"format", "pt"}});
 }
 
-// A tokenizer.json shaped like t5-small's (Unigram over Metaspace pieces,
-// WhitespaceSplit first, the template "$A </s>", <pad> 0, </s> 1, <unk> 2)
-// with a few whole-word pieces, so that the ids of a text are known by hand:
-// "hello world" is 4,5,1, "the cat sat." 6,7,8,37,1 ("▁sat" then ".").
+// t5-small's tokenizer shape (t5_tokenizer.h) with a few whole-word pieces, so
+// that the ids of a text are known by hand: "hello world" is 4,5,1, "the cat
+// sat." 6,7,8,37,1 ("▁sat" then ".").
 void writeT5Tokenizer(const fs::path& path) {
-  using json = nlohmann::json;
-  json vocab = json::array({json::array({"<pad>", 0.0}), json::array({"</s>", 0.0}), json::array({"<unk>", 0.0}),
-                            json::array({"\u2581", -3.0})});
+  std::vector<std::pair<std::string, double>> pieces = {{"\u2581", -3.0}};
   for (const char* w : {"hello", "world", "the", "cat", "sat", "das", "haus"})
-    vocab.push_back(json::array({std::string("\u2581") + w, -2.0}));                          // ids 4..10
-  for (char c = 'a'; c <= 'z'; ++c) vocab.push_back(json::array({std::string(1, c), -4.0}));  // ids 11..36
-  vocab.push_back(json::array({".", -4.0}));                                                  // id 37
-  json added = json::array();
-  for (int id = 0; id < 3; ++id)
-    added.push_back({{"id", id},
-                     {"content", vocab[id][0]},
-                     {"single_word", false},
-                     {"lstrip", false},
-                     {"rstrip", false},
-                     {"normalized", false},
-                     {"special", true}});
-  const json a = {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}, b = {{"Sequence", {{"id", "B"}, {"type_id", 0}}}};
-  const json eos = {{"SpecialToken", {{"id", "</s>"}, {"type_id", 0}}}};
-  const json metaspace = {
-      {"type", "Metaspace"}, {"replacement", "\u2581"}, {"prepend_scheme", "always"}, {"split", true}};
-  json j = {{"version", "1.0"},
-            {"added_tokens", added},
-            {"normalizer", nullptr},
-            {"pre_tokenizer", {{"type", "Sequence"}, {"pretokenizers", {{{"type", "WhitespaceSplit"}}, metaspace}}}},
-            {"post_processor",
-             {{"type", "TemplateProcessing"},
-              {"single", {a, eos}},
-              {"pair", {a, eos, b, eos}},
-              {"special_tokens", {{"</s>", {{"id", "</s>"}, {"ids", {1}}, {"tokens", {"</s>"}}}}}}}},
-            {"decoder", metaspace},
-            {"model", {{"type", "Unigram"}, {"unk_id", 2}, {"vocab", vocab}, {"byte_fallback", false}}}};
-  std::ofstream(path) << j.dump();
+    pieces.emplace_back(std::string("\u2581") + w, -2.0);                          // ids 4..10
+  for (char c = 'a'; c <= 'z'; ++c) pieces.emplace_back(std::string(1, c), -4.0);  // ids 11..36
+  pieces.emplace_back(".", -4.0);                                                  // id 37
+  moefy::test::writeT5Tokenizer(path, pieces);
 }
 
 // Whether two --dump files hold the same tensors, bit for bit.
