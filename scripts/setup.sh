@@ -21,7 +21,7 @@ PKGS=(
   libtorch-dev libopenblas0-openmp
   libmetis-dev libeigen3-dev nlohmann-json3-dev
   libonig-dev libsentencepiece-dev libcairo2-dev libgraphviz-dev
-  python3-numpy python3-torch
+  python3-numpy python3-scipy python3-torch
   xvfb xauth fonts-dejavu-core pngquant
   clang-format
 )
@@ -34,7 +34,7 @@ PKGS=(
 #   --corpus: diatheke + the World English Bible and Reina-Valera 1909 modules
 #           (public domain), read only by scripts/data/build_bible_corpus.py.
 FUZZ_PKGS=(clang libclang-rt-dev)
-BENCH_PKGS=(python3-sklearn python3-scipy metis)
+BENCH_PKGS=(python3-sklearn metis)
 CORPUS_PKGS=(diatheke sword-text-web sword-text-sparv)
 if [[ " ${MOEFY_SETUP_EXTRAS:-} " == *" fuzz "* ]]; then
   PKGS+=("${FUZZ_PKGS[@]}")
