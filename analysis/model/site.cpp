@@ -74,4 +74,16 @@ std::vector<std::string> siteNames(const std::vector<int>& layers) {
   return out;
 }
 
+std::vector<std::string> siteNames(const std::vector<Site>& sites) {
+  std::vector<std::string> out;
+  out.reserve(sites.size());
+  for (const Site& s : sites) out.push_back(s.name());
+  return out;
+}
+
+int siteIndexOf(const Site& site, int encoderLayers) {
+  if (site.expert >= 0 || site.shared) return -1;
+  return site.stack == SiteStack::Decoder ? encoderLayers + site.layer : site.layer;
+}
+
 }  // namespace moefy

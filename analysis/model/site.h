@@ -48,5 +48,18 @@ std::optional<Site> parseSiteKey(const std::string& key);
 
 /// Site names of single-stack layers, in order.
 std::vector<std::string> siteNames(const std::vector<int>& layers);
+/// The names of `sites`, in order.
+std::vector<std::string> siteNames(const std::vector<Site>& sites);
+
+// Site indices. Per-site artefacts (recordings, partitions, routers) and the
+// MoE FFN index their whole-FFN sites by the site's position in the model's
+// FFN site list (ModelConfig::ffnSites()): blk.L -> L for single-stack models,
+// enc.blk.L -> L and dec.blk.L -> encoderLayers + L for encoder-decoder models.
+// Their JSON lists these indices as `layers` (unchanged for single-stack
+// models) and the site names as `sites`.
+
+/// The site index of a whole-FFN site (expert and shared sites have none: -1),
+/// given the encoder's layer count (ignored for single-stack sites).
+int siteIndexOf(const Site& site, int encoderLayers);
 
 }  // namespace moefy
