@@ -47,6 +47,10 @@ struct RecordOptions {
   /// FFN sites to record (--sites): names (blk.2, enc.blk.0, dec.blk.1) or
   /// stack groups (enc, dec, blk); empty (with `layers` empty) = every FFN site.
   std::vector<std::string> sites;
+  // Parallel corpora (encoder-decoder models; analysis/text/parallel_corpus.h):
+  std::string targetFile;              ///< --target: line-aligned target file (CORPUS is then the source file)
+  std::string sourceField = "source";  ///< --source-field: .jsonl field (or dotted path) of the source text
+  std::string targetField = "target";  ///< --target-field: .jsonl field (or dotted path) of the target text
   std::optional<ActiveRule> active;  ///< unset = ActiveRule::defaultFor(model)
   bool softCoact = false;        ///< also accumulate MoEfication's soft co-activation (costly: 2 d_ff^2 flops/token/layer)
   int64_t samples = 8192;        ///< reservoir size S (0 = no samples)
