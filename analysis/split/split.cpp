@@ -48,10 +48,11 @@ int resolveExperts(int dFF, int experts, int expertSize) {
 
 namespace {
 
-std::string lname(int L, const char* what) { return "blk." + std::to_string(L) + "." + what; }
+// "<site>.<what>", e.g. "blk.3.labels", "dec.blk.0.perm".
+std::string lname(const Site& site, const char* what) { return site.prefix() + what; }
 
-at::Tensor kmeansRows(const Model& model, int L, const std::string& which) {
-  FfnWeights w = model.ffnWeights(L);
+at::Tensor kmeansRows(const Model& model, const Site& site, const std::string& which) {
+  FfnWeights w = model.ffnWeights(site);
   if (!w.gated()) {
     if (which != "up") throw ParameterError("--rows " + which + " applies to gated FFNs only; this FFN is plain");
     return w.up.contiguous();
@@ -76,8 +77,8 @@ struct SampleHalves {
   std::string by;      // "document" or "token"
 };
 
-SampleHalves sampleHalves(const Recording& rec) {
-  at::Tensor docs = rec.sampleDocIds().contiguous();
+SampleHalves sampleHalves(const Recording& rec, int L) {
+  at::Tensor docs = rec.sampleDocIds(L).contiguous();
   const int64_t S = docs.numel();
   const int64_t* d = docs.data_ptr<int64_t>();
   std::vector<int64_t> part[2];
@@ -142,12 +143,17 @@ nlohmann::json runSplit(const Recording& rec, const Model* model, const SplitOpt
   std::vector<std::pair<std::string, at::Tensor>> tensors;
   // Half stability: only the co-activation method depends on the tokens, and
   // the samples only give the binary graph.
-  const bool halfStability = o.stability && o.method == "coact" && o.graphSource == "binary" && rec.sampleCount() >= 2;
+  // (Encoder-decoder recordings keep one reservoir per stack: the halves are per site.)
+  bool halfStability = o.stability && o.method == "coact" && o.graphSource == "binary";
+  for (int L : layers) halfStability = halfStability && rec.sampleCount(L) >= 2;
   SampleHalves halves;
-  if (halfStability) halves = sampleHalves(rec);
+  std::vector<Site> sites;
   job.setStage("split (" + o.method + ")");
   for (size_t li = 0; li < layers.size(); ++li) {
     const int L = layers[li];
+    const Site site = rec.site(L);
+    sites.push_back(site);
+    if (halfStability) halves = sampleHalves(rec, L);
     job.checkCancel();
     at::Tensor coact = rec.coact(L);
     nlohmann::json m;
@@ -159,12 +165,12 @@ nlohmann::json runSplit(const Recording& rec, const Model* model, const SplitOpt
         labels = partitionRandom(n, E, seed + 0x9E3779B97F4A7C15ull * static_cast<uint64_t>(L + 1));
       } else if (o.method == "coact") {
         at::Tensor src = o.graphSource == "soft" ? rec.coactSoft(L) : coact;
-        CoactGraph g = buildCoactGraph(src, rec.count(L), rec.tokens(), o.graph, E);
+        CoactGraph g = buildCoactGraph(src, rec.count(L), rec.tokens(L), o.graph, E);
         labels = partitionCoact(g, E, seed);
         info["graph_edges"] = g.edges();
         info["graph_topk"] = resolveTopk(o.graph, n, E);
       } else {
-        KmeansResult km = balancedKmeans(kmeansRows(*model, L, o.rows), E, o.restarts, o.maxIter, seed, job);
+        KmeansResult km = balancedKmeans(kmeansRows(*model, site, o.rows), E, o.restarts, o.maxIter, seed, job);
         labels = km.labels;
         info["inertia"] = km.inertia;
         info["iterations"] = km.iterations;
@@ -176,7 +182,7 @@ nlohmann::json runSplit(const Recording& rec, const Model* model, const SplitOpt
     m["coact_inside"] = coactInside(coact, labels);
     m["edge_cut"] = edgeCut(coact, labels);
     m["balance"] = sizeBalance(labels, E);
-    if (rec.sampleCount() > 0) m["recall_at_k"] = recallAtK(rec.sampleFfnAct(L), labels, E);
+    if (rec.sampleCount(L) > 0) m["recall_at_k"] = recallAtK(rec.sampleFfnAct(L), labels, E);
     else m["recall_at_k"] = nlohmann::json::array();
     if (o.stability) {
       nlohmann::json info2;
@@ -199,11 +205,11 @@ nlohmann::json runSplit(const Recording& rec, const Model* model, const SplitOpt
       m["half_stability_ari"] = adjustedRandIndex(half[0], half[1]);
       m["half_stability_nmi"] = normalizedMutualInfo(half[0], half[1]);
     }
-    metrics[std::to_string(L)] = m;
+    metrics[siteJsonKey(site)] = m;
     std::vector<int32_t> perm = permutationOf(labels, E);
-    tensors.emplace_back(lname(L, "labels"), at::tensor(labels, at::kInt));
-    tensors.emplace_back(lname(L, "perm"), at::tensor(perm, at::kInt));
-    job.log("layer " + std::to_string(L) + ": coact inside " + std::to_string(m["coact_inside"].get<double>()) +
+    tensors.emplace_back(lname(site, "labels"), at::tensor(labels, at::kInt));
+    tensors.emplace_back(lname(site, "perm"), at::tensor(perm, at::kInt));
+    job.log(site.name() + ": coact inside " + std::to_string(m["coact_inside"].get<double>()) +
             ", balance " + std::to_string(m["balance"].get<double>()));
     job.setProgress(static_cast<double>(li + 1) / static_cast<double>(layers.size()));
   }
@@ -234,7 +240,7 @@ nlohmann::json runSplit(const Recording& rec, const Model* model, const SplitOpt
   j["expert_size"] = n / E;
   j["d_ff"] = n;
   j["layers"] = layers;
-  j["sites"] = siteNames(layers);  // FFN sites (analysis/model/site.h) of `layers`
+  j["sites"] = siteNames(sites);  // FFN sites (analysis/model/site.h) of `layers` (site indices)
   j["model_fingerprint"] = rec.fingerprint();
   // Version 2 links (analysis/project/links.h): relative to the partition folder + fingerprint.
   const std::string recFingerprint = folderFingerprint(rec.dir());
@@ -291,6 +297,9 @@ Partition Partition::open(const fs::path& dir) {
     p.method_ = j.at("method").get<std::string>();
     p.fingerprint_ = j.at("model_fingerprint").get<std::string>();
     p.layers_ = jsonIntList(j.at("layers"), 0, kMax, jp.string() + ": layers");
+    // `sites` names the site of each entry of `layers` (site indices); older
+    // partitions of single-stack models may lack it.
+    p.sites_ = readSiteList(j, p.layers_, jp.string());
   } catch (const nlohmann::json::exception& e) {
     throw FormatError(jp.string() + ": malformed partition (" + std::string(e.what()) + ")");
   }
@@ -298,25 +307,33 @@ Partition Partition::open(const fs::path& dir) {
     throw FormatError(jp.string() + ": experts " + std::to_string(p.experts_) + " does not divide d_ff " +
                       std::to_string(p.dFF_));
   auto f = SafetensorsFile::open(dir / "labels.safetensors");
-  for (int L : p.layers_) {
+  for (size_t li = 0; li < p.layers_.size(); ++li) {
+    const int L = p.layers_[li];
+    const Site& site = p.sites_[li];
     for (const char* what : {"labels", "perm"}) {
-      const TensorInfo* t = f->find(lname(L, what));
-      if (!t) throw FormatError(f->path().string() + ": missing tensor '" + lname(L, what) + "'");
+      const TensorInfo* t = f->find(lname(site, what));
+      if (!t) throw FormatError(f->path().string() + ": missing tensor '" + lname(site, what) + "'");
       if (t->dtype != DType::I32 || t->shape != std::vector<int64_t>{p.dFF_})
-        throw FormatError(f->path().string() + ": tensor '" + lname(L, what) + "' must be I32 [" +
+        throw FormatError(f->path().string() + ": tensor '" + lname(site, what) + "' must be I32 [" +
                           std::to_string(p.dFF_) + "], got " + dtypeName(t->dtype) + " " + shapeString(t->shape));
     }
-    at::Tensor lab = f->raw(lname(L, "labels")).clone();
+    at::Tensor lab = f->raw(lname(site, "labels")).clone();
     if (lab.min().item<int>() < 0 || lab.max().item<int>() >= p.experts_)
-      throw FormatError(f->path().string() + ": " + lname(L, "labels") + " holds ids outside [0, " +
+      throw FormatError(f->path().string() + ": " + lname(site, "labels") + " holds ids outside [0, " +
                         std::to_string(p.experts_) + ")");
     at::Tensor sizes = at::bincount(lab.to(at::kLong), {}, p.experts_);
     if (sizes.min().item<int64_t>() != sizes.max().item<int64_t>())
-      throw FormatError(f->path().string() + ": " + lname(L, "labels") + " does not give equal-size experts");
+      throw FormatError(f->path().string() + ": " + lname(site, "labels") + " does not give equal-size experts");
     p.labels_.emplace_back(L, lab);
-    p.perm_.emplace_back(L, f->raw(lname(L, "perm")).clone());
+    p.perm_.emplace_back(L, f->raw(lname(site, "perm")).clone());
   }
   return p;
+}
+
+Site Partition::site(int layer) const {
+  for (size_t i = 0; i < layers_.size(); ++i)
+    if (layers_[i] == layer) return sites_[i];
+  throw ParameterError(dir_.string() + ": has no partition for layer " + std::to_string(layer));
 }
 
 at::Tensor Partition::labelsTensor(int layer) const {

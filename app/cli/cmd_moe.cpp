@@ -48,7 +48,7 @@ int runRoute(const Args& a) {
   part.checkModel(m);
   warnLinkProblems("route", ArtefactKind::Recording, recDir);
   warnLinkProblems("route", ArtefactKind::Partition, partDir);
-  SampleData samples = SampleData::read(recDir, part.layers, m.config().dModel, m.config().dFF);
+  SampleData samples = SampleData::read(recDir, part.sites, m.config().dModel, m.config().dFF);
   RouterSet rs = buildRouters(m, part, samples, o, *job);
   writeFolderAtomic(out, a.flag("force"), [&](const fs::path& tmp) { rs.writeInto(tmp); },
                     {modelDir, recDir, partDir});
