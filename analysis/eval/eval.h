@@ -88,11 +88,35 @@ ScoredBatch makeScoredBatch(std::vector<std::vector<int64_t>> sequences, bool ca
 /// Evaluates the reference (the model with `reference` as FFN override, null
 /// = its dense FFNs) and every candidate on `sequences`. Returns the
 /// reference's figures first, then one per candidate. The model's own
-/// override is restored afterwards. Cancellable, progress per batch.
+/// override is restored afterwards. Cancellable, progress per batch. Per-layer
+/// figures are indexed by site index (== layer here). Throws ParameterError
+/// for an encoder-decoder model (use evaluateSeq2SeqQuality).
 std::vector<QualityFigures> evaluateQuality(Model& model, std::shared_ptr<const FfnOverride> reference,
                                             const std::vector<EvalCandidate>& candidates,
                                             const std::vector<std::vector<int64_t>>& sequences,
                                             const EvalOptions& options, JobContext& job);
+
+/// One teacher-forced example of an encoder-decoder model (analysis/text/
+/// parallel_corpus.h tokenizePair): encoder ids, decoder input ids
+/// (decoder_start + labels shifted right) and the labels it predicts, as long
+/// as the decoder input.
+struct Seq2SeqExample {
+  std::vector<int64_t> source, decoderInput, labels;
+};
+
+/// evaluateQuality for encoder-decoder models (T5) on teacher-forced pairs:
+/// the loss and perplexity are the cross-entropy of labels[t] at decoder
+/// position t over every label (padding of the right-padded source and
+/// decoder batches excluded), top-1 agreement and KL compare the decoder's
+/// next-token distributions with the reference's; layer errors and FFN FLOPs
+/// are per site index (ModelConfig::ffnSites: encoder sites over source
+/// tokens, decoder sites over decoder tokens). Throws ParameterError for a
+/// single-stack model, a pair without source or with labels and decoder input
+/// of different lengths, or no target token.
+std::vector<QualityFigures> evaluateSeq2SeqQuality(Model& model, std::shared_ptr<const FfnOverride> reference,
+                                                   const std::vector<EvalCandidate>& candidates,
+                                                   const std::vector<Seq2SeqExample>& pairs,
+                                                   const EvalOptions& options, JobContext& job);
 
 /// Throughput of repeated timed runs, in tokens per second. A single timing
 /// is at the mercy of the scheduler, so speed figures carry the run count and

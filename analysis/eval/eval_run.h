@@ -57,6 +57,23 @@ std::vector<EvalCandidate> evalCandidates(const EvalRunSpec& spec, const Model& 
 nlohmann::json runEvaluation(Model& model, const EvalRunSpec& spec,
                              const std::vector<std::vector<int64_t>>& sequences, JobContext& job);
 
+/// The candidates of an encoder-decoder evaluation: each base (or each base
+/// at each sweep fraction) per site group: "enc" (the encoder's MoE sites
+/// only, the decoder dense), "dec" and "both", the groups a base covers
+/// (a base over the decoder only gives "dec"). `groups` receives each
+/// candidate's group. Throws ParameterError for the activation bound (not
+/// covered for encoder-decoder models yet) or no bases.
+std::vector<EvalCandidate> seq2seqCandidates(const EvalRunSpec& spec, const Model& model,
+                                             std::vector<std::string>& groups);
+
+/// runEvaluation for encoder-decoder models on teacher-forced pairs
+/// (evaluateSeq2SeqQuality): model.objective "seq2seq", corpus.pairs and
+/// corpus.tokens (target tokens scored), one result per seq2seqCandidates
+/// entry with its `site_group`. Throws ParameterError with spec.speed
+/// (timing covers single-stack models so far) and as seq2seqCandidates.
+nlohmann::json runSeq2SeqEvaluation(Model& model, const EvalRunSpec& spec, const std::vector<Seq2SeqExample>& pairs,
+                                    JobContext& job);
+
 /// The eval.json document as written into `out`: format version 2, the model,
 /// corpus and source paths as links relative to `out` (analysis/io/links.h).
 nlohmann::json evalDocumentFor(const std::filesystem::path& out, const nlohmann::json& doc);

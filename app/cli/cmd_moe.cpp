@@ -139,11 +139,23 @@ int runEval(const Args& a) {
           throw ParameterError("--top-k " + std::to_string(topK) + " outside [1, " + std::to_string(l.weights->layout.experts) + "]");
   m.setFfnOverride(nullptr);
 
-  auto seqs = readSequences(corpus, loaded, corpusOptions.seqLen, corpusOptions.tokens, corpusOptions.split, job.get());
-  spec.options.maskTokenId = maskTokenIdOf(loaded);
   spec.modelPath = modelDir.string();
   spec.corpusPath = corpus.string();
-  nlohmann::json j = runEvaluation(m, spec, seqs, *job);
+  nlohmann::json j;
+  if (m.config().encoderDecoder) {
+    // Teacher-forced target perplexity and top-1 agreement per site group (enc, dec, both).
+    auto pairs = readSeq2SeqPairs(corpus, corpusOptions.targetFile, corpusOptions.sourceField,
+                                  corpusOptions.targetField, loaded, corpusOptions.seqLen, corpusOptions.tokens,
+                                  corpusOptions.split, job.get());
+    j = runSeq2SeqEvaluation(m, spec, pairs, *job);
+  } else {
+    if (!corpusOptions.targetFile.empty())
+      throw ParameterError("--target: a parallel corpus feeds encoder-decoder models; " + modelDir.string() +
+                           " has a single stack");
+    auto seqs = readSequences(corpus, loaded, corpusOptions.seqLen, corpusOptions.tokens, corpusOptions.split, job.get());
+    spec.options.maskTokenId = maskTokenIdOf(loaded);
+    j = runEvaluation(m, spec, seqs, *job);
+  }
   const nlohmann::json& results = j["results"];
   const bool speed = spec.speed;
   if (a.has("out")) {
@@ -162,7 +174,9 @@ int runEval(const Args& a) {
   std::cout << "\n";
   for (size_t i = 0; i < results.size(); ++i) {
     const auto& r = results[i];
-    std::cout << std::left << std::setw(12) << r["router"].get<std::string>() << std::right << std::fixed
+    const std::string router =
+        r["router"].get<std::string>() + (r.contains("site_group") ? "/" + r["site_group"].get<std::string>() : "");
+    std::cout << std::left << std::setw(12) << router << std::right << std::fixed
               << std::setprecision(3) << std::setw(9) << r["fraction"].get<double>() << std::setprecision(4)
               << std::setw(10) << r["loss"].get<double>() << std::setw(11) << r["perplexity"].get<double>()
               << std::setw(9) << r["top1_agreement"].get<double>() << std::setw(9) << r["kl"].get<double>()
