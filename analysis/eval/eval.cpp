@@ -243,8 +243,9 @@ std::vector<QualityFigures> evaluateBatches(Model& model, std::shared_ptr<const 
     job.setProgress(done);
   }
   if (positions == 0)
-    throw ParameterError(c.encoderDecoder ? "no positions to score (no target tokens)"
-                                          : "no positions to score (sequences need at least 2 tokens, 3 for masked LM)");
+    throw ParameterError(c.encoderDecoder
+                             ? "no positions to score (no target tokens)"
+                             : "no positions to score (sequences need at least 2 tokens, 3 for masked LM)");
   std::vector<QualityFigures> out;
   for (size_t i = 0; i <= nC; ++i) {
     QualityFigures f;
@@ -291,12 +292,13 @@ std::vector<QualityFigures> evaluateBatches(Model& model, std::shared_ptr<const 
 
 std::vector<QualityFigures> evaluateQuality(Model& model, std::shared_ptr<const FfnOverride> reference,
                                             const std::vector<EvalCandidate>& candidates,
-                                            const std::vector<std::vector<int64_t>>& sequences,
-                                            const EvalOptions& o, JobContext& job) {
+                                            const std::vector<std::vector<int64_t>>& sequences, const EvalOptions& o,
+                                            JobContext& job) {
   const ModelConfig& c = model.config();
   if (c.encoderDecoder)
-    throw ParameterError(c.modelType + " is an encoder-decoder model: evaluate it on a parallel corpus "
-                                       "(evaluateSeq2SeqQuality)");
+    throw ParameterError(c.modelType +
+                         " is an encoder-decoder model: evaluate it on a parallel corpus "
+                         "(evaluateSeq2SeqQuality)");
   const bool mlm = !c.causal;
   if (mlm && (o.maskTokenId < 0 || o.maskTokenId >= c.vocab))
     throw ParameterError("masked-LM evaluation needs the tokenizer's mask token ([MASK]); none is defined");
@@ -307,10 +309,10 @@ std::vector<QualityFigures> evaluateQuality(Model& model, std::shared_ptr<const 
   auto next = [&](EvalBatch& eb, double& done) {
     if (b0 >= sequences.size()) return false;
     const size_t b1 = std::min(sequences.size(), b0 + static_cast<size_t>(o.batch));
-    auto sb = std::make_shared<ScoredBatch>(makeScoredBatch(
-        std::vector<std::vector<int64_t>>(sequences.begin() + static_cast<long>(b0),
-                                          sequences.begin() + static_cast<long>(b1)),
-        !mlm, o.maskTokenId, o.mlmFraction, rng));
+    auto sb = std::make_shared<ScoredBatch>(
+        makeScoredBatch(std::vector<std::vector<int64_t>>(sequences.begin() + static_cast<long>(b0),
+                                                          sequences.begin() + static_cast<long>(b1)),
+                        !mlm, o.maskTokenId, o.mlmFraction, rng));
     eb.row = sb->row;
     eb.pos = sb->pos;
     eb.target = sb->target;
@@ -329,8 +331,9 @@ std::vector<QualityFigures> evaluateSeq2SeqQuality(Model& model, std::shared_ptr
                                                    JobContext& job) {
   const ModelConfig& c = model.config();
   if (!c.encoderDecoder)
-    throw ParameterError(c.modelType + " is a single-stack model: sequence-to-sequence evaluation needs an "
-                                       "encoder-decoder model");
+    throw ParameterError(c.modelType +
+                         " is a single-stack model: sequence-to-sequence evaluation needs an "
+                         "encoder-decoder model");
   if (o.batch <= 0) throw ParameterError("--batch must be positive");
   size_t b0 = 0;
   const Model* mp = &model;
@@ -347,7 +350,8 @@ std::vector<QualityFigures> evaluateSeq2SeqQuality(Model& model, std::shared_ptr
       dec.push_back(p.decoderInput);
       // Teacher forcing: decoder position t predicts labels[t]; padding is never scored.
       for (size_t t = 0; t < p.labels.size(); ++t)
-        bi.push_back(static_cast<int64_t>(b - b0)), ti.push_back(static_cast<int64_t>(t)), target.push_back(p.labels[t]);
+        bi.push_back(static_cast<int64_t>(b - b0)), ti.push_back(static_cast<int64_t>(t)),
+            target.push_back(p.labels[t]);
     }
     auto sb = std::make_shared<std::pair<Batch, Batch>>(makeBatch(src, 0), makeBatch(dec, 0));
     eb.row = at::tensor(bi, at::kLong);

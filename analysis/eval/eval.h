@@ -37,10 +37,10 @@ class Model;
 class MoeFfn;
 
 struct EvalOptions {
-  int batch = 8;               ///< sequences per forward
-  uint64_t seed = 0;           ///< MLM masking
+  int batch = 8;      ///< sequences per forward
+  uint64_t seed = 0;  ///< MLM masking
   double mlmFraction = 0.15;
-  int64_t maskTokenId = -1;    ///< required for non-causal (MLM) models
+  int64_t maskTokenId = -1;  ///< required for non-causal (MLM) models
   bool layerErrors = true;
 };
 
@@ -51,8 +51,8 @@ struct QualityFigures {
   std::vector<int64_t> neuronsKept;  ///< the bound: neurons kept per token, per model layer (0 = dense layer)
   double loss = 0, perplexity = 0;
   double top1Agreement = 1.0, kl = 0.0;
-  std::vector<double> layerRelError; ///< per model layer; null (NaN) for dense layers
-  int64_t positions = 0;             ///< scored positions
+  std::vector<double> layerRelError;  ///< per model layer; null (NaN) for dense layers
+  int64_t positions = 0;              ///< scored positions
   /// FFN multiply-adds per token over every FFN layer (layers left dense at
   /// their dense cost) / the dense model's: sum_L ffnFlops_L / sum_L dense_L.
   double ffnFlopsFraction = 1.0;
@@ -115,8 +115,8 @@ struct Seq2SeqExample {
 /// of different lengths, or no target token.
 std::vector<QualityFigures> evaluateSeq2SeqQuality(Model& model, std::shared_ptr<const FfnOverride> reference,
                                                    const std::vector<EvalCandidate>& candidates,
-                                                   const std::vector<Seq2SeqExample>& pairs,
-                                                   const EvalOptions& options, JobContext& job);
+                                                   const std::vector<Seq2SeqExample>& pairs, const EvalOptions& options,
+                                                   JobContext& job);
 
 /// Throughput of repeated timed runs, in tokens per second. A single timing
 /// is at the mercy of the scheduler, so speed figures carry the run count and
@@ -151,7 +151,8 @@ double forwardTokensPerSecond(Model& model, std::shared_ptr<const FfnOverride> f
 
 /// generationSpeed(...).max: the best of at least 3 timed runs (after a
 /// warm-up) that together last at least `minSeconds`.
-double generationTokensPerSecond(Model& model, std::shared_ptr<const FfnOverride> ffn, const std::vector<int64_t>& prompt,
-                                 int newTokens, double minSeconds = 0.3, const JobContext* job = nullptr);
+double generationTokensPerSecond(Model& model, std::shared_ptr<const FfnOverride> ffn,
+                                 const std::vector<int64_t>& prompt, int newTokens, double minSeconds = 0.3,
+                                 const JobContext* job = nullptr);
 
 }  // namespace moefy

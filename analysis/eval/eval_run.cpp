@@ -88,7 +88,9 @@ nlohmann::json evalDocument(const Model& m, const EvalRunSpec& spec, const Quali
   j["format"] = "moefy-eval";
   j["version"] = 1;
   j["tool_version"] = MOEFY_VERSION;
-  j["model"] = {{"path", spec.modelPath}, {"fingerprint", m.fingerprint()}, {"arch", archName(m.config().arch)},
+  j["model"] = {{"path", spec.modelPath},
+                {"fingerprint", m.fingerprint()},
+                {"arch", archName(m.config().arch)},
                 {"objective", objective}};
   j["corpus"] = std::move(corpus);
   j["source"] = spec.source;
@@ -127,8 +129,10 @@ std::vector<EvalCandidate> seq2seqCandidates(const EvalRunSpec& spec, const Mode
       (b->siteAt(static_cast<int>(L)).stack == SiteStack::Decoder ? dec : enc) = true;
     }
     std::vector<std::pair<std::string, std::optional<SiteStack>>> which;
-    if (enc && dec) which = {{"enc", SiteStack::Encoder}, {"dec", SiteStack::Decoder}, {"both", std::nullopt}};
-    else which = {{enc ? "enc" : "dec", std::nullopt}};
+    if (enc && dec)
+      which = {{"enc", SiteStack::Encoder}, {"dec", SiteStack::Decoder}, {"both", std::nullopt}};
+    else
+      which = {{enc ? "enc" : "dec", std::nullopt}};
     for (const auto& [group, only] : which) {
       std::vector<bool> keep(b->layers().size(), true);
       if (only)
@@ -173,8 +177,11 @@ nlohmann::json runSeq2SeqEvaluation(Model& m, const EvalRunSpec& spec, const std
   }
   int64_t tokens = 0;
   for (const auto& p : pairs) tokens += static_cast<int64_t>(p.labels.size());
-  nlohmann::json corpus = {{"path", spec.corpusPath}, {"sequences", pairs.size()}, {"pairs", pairs.size()},
-                           {"tokens", tokens},        {"seq_len", spec.seqLen}};
+  nlohmann::json corpus = {{"path", spec.corpusPath},
+                           {"sequences", pairs.size()},
+                           {"pairs", pairs.size()},
+                           {"tokens", tokens},
+                           {"seq_len", spec.seqLen}};
   return evalDocument(m, spec, figs[0], std::move(results), std::move(corpus), "seq2seq");
 }
 

@@ -28,8 +28,8 @@ struct EvalRunSpec {
   /// MoEfy (every FFN layer when there is no base; then a sweep is needed).
   bool activationBound = false;
   EvalOptions options;
-  bool speed = false;          ///< also time forward passes and greedy generation
-  double speedSeconds = 1.0;   ///< minimum seconds per forward timing and per generation timing
+  bool speed = false;         ///< also time forward passes and greedy generation
+  double speedSeconds = 1.0;  ///< minimum seconds per forward timing and per generation timing
   // Provenance, copied into the document.
   std::string modelPath, corpusPath;
   int seqLen = 0;
@@ -54,8 +54,8 @@ std::vector<EvalCandidate> evalCandidates(const EvalRunSpec& spec, const Model& 
 /// against the reference, or a speed_note for candidates that need the dense
 /// hidden). The model's own override is cleared first.
 /// Cancellable between candidates.
-nlohmann::json runEvaluation(Model& model, const EvalRunSpec& spec,
-                             const std::vector<std::vector<int64_t>>& sequences, JobContext& job);
+nlohmann::json runEvaluation(Model& model, const EvalRunSpec& spec, const std::vector<std::vector<int64_t>>& sequences,
+                             JobContext& job);
 
 /// The candidates of an encoder-decoder evaluation: each base (or each base
 /// at each sweep fraction) per site group: "enc" (the encoder's MoE sites

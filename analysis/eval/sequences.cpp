@@ -5,8 +5,8 @@
 
 #include "analysis/checkpoint/loader.h"
 #include "analysis/common/error.h"
-#include "analysis/io/input_file.h"
 #include "analysis/eval/eval.h"
+#include "analysis/io/input_file.h"
 #include "analysis/text/parallel_corpus.h"
 #include "analysis/text/tokenizer.h"
 
@@ -75,7 +75,9 @@ std::vector<std::vector<int64_t>> readSequences(const fs::path& corpus, const Lo
       job);
   if (out.empty())
     throw FormatError(corpus.string() + ": no sequences of at least 2 tokens in the " +
-                      (split == Split::HeldOut ? "held-out" : split == Split::Train ? "training" : "whole") +
+                      (split == Split::HeldOut ? "held-out"
+                       : split == Split::Train ? "training"
+                                               : "whole") +
                       " split");
   for (const auto& s : out)
     for (int64_t id : s)
@@ -141,7 +143,12 @@ std::vector<Seq2SeqExample> readSeq2SeqPairs(const std::filesystem::path& corpus
         return !(budget > 0 && used >= budget);
       },
       job);
-  if (out.empty()) throw FormatError(corpus.string() + ": no pairs in the " + std::string(split == Split::HeldOut ? "held-out" : split == Split::Train ? "training" : "whole") + " split");
+  if (out.empty())
+    throw FormatError(corpus.string() + ": no pairs in the " +
+                      std::string(split == Split::HeldOut ? "held-out"
+                                  : split == Split::Train ? "training"
+                                                          : "whole") +
+                      " split");
   return out;
 }
 

@@ -132,8 +132,9 @@ RecordOptions recordOptionsFrom(const OptionValues& v) {
   return o;
 }
 
-SequenceSource textCorpusSource(const Corpus& corpus, const Tokenizer& tokenizer, const std::filesystem::path& corpusPath,
-                                const RecordOptions& o, JobContext* job, SourceInfo* info) {
+SequenceSource textCorpusSource(const Corpus& corpus, const Tokenizer& tokenizer,
+                                const std::filesystem::path& corpusPath, const RecordOptions& o, JobContext* job,
+                                SourceInfo* info) {
   info->path = std::filesystem::absolute(corpusPath).lexically_normal().string();
   info->kind = corpus.kind();
   info->categories = corpus.categories();

@@ -45,8 +45,9 @@ Split parseRecordSplit(const std::string& name);
 /// o.seqLen, up to o.maxTokens tokens, o.split's documents, seeded with
 /// o.seed. Fills *info (absolute path, kind, categories). `corpus`,
 /// `tokenizer` and `job` must outlive the source.
-SequenceSource textCorpusSource(const Corpus& corpus, const Tokenizer& tokenizer, const std::filesystem::path& corpusPath,
-                                const RecordOptions& o, JobContext* job, SourceInfo* info);
+SequenceSource textCorpusSource(const Corpus& corpus, const Tokenizer& tokenizer,
+                                const std::filesystem::path& corpusPath, const RecordOptions& o, JobContext* job,
+                                SourceInfo* info);
 
 class ParallelCorpus;
 struct ModelConfig;

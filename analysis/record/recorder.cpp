@@ -73,10 +73,14 @@ ActiveRule ActiveRule::fromJson(const nlohmann::json& j, const std::string& cont
     throw FormatError(context + ": expected {\"rule\": ...}");
   ActiveRule r;
   const std::string rule = j["rule"].get<std::string>();
-  if (rule == "positive") r.kind = Kind::Positive;
-  else if (rule == "threshold") r.kind = Kind::Threshold;
-  else if (rule == "top_p") r.kind = Kind::TopP;
-  else throw FormatError(context + ": unknown rule '" + rule + "'");
+  if (rule == "positive")
+    r.kind = Kind::Positive;
+  else if (rule == "threshold")
+    r.kind = Kind::Threshold;
+  else if (rule == "top_p")
+    r.kind = Kind::TopP;
+  else
+    throw FormatError(context + ": unknown rule '" + rule + "'");
   r.tau = j.value("tau", 0.0);
   r.p = j.value("p", 0.0);
   return r;
@@ -84,9 +88,12 @@ ActiveRule ActiveRule::fromJson(const nlohmann::json& j, const std::string& cont
 
 std::string ActiveRule::toString() const {
   std::ostringstream s;
-  if (kind == Kind::Positive) s << "positive";
-  else if (kind == Kind::Threshold) s << "threshold:" << tau;
-  else s << "top:" << p;
+  if (kind == Kind::Positive)
+    s << "positive";
+  else if (kind == Kind::Threshold)
+    s << "threshold:" << tau;
+  else
+    s << "top:" << p;
   return s.str();
 }
 
@@ -223,7 +230,6 @@ SequenceSource tokenFileSource(const fs::path& path, SourceInfo& info, int64_t m
 // ---------------------------------------------------------------- state
 
 namespace {
-
 
 uint64_t splitmix(uint64_t x) {
   x += 0x9e3779b97f4a7c15ull;
@@ -437,12 +443,12 @@ struct State {
 
 // Per-batch bookkeeping shared by the hooks of every layer.
 struct BatchInfo {
-  int64_t N = 0;            // valid tokens
-  at::Tensor valid;         // I64 [N] flat indices into B*T (undefined = all)
-  std::vector<int32_t> cat; // [N] category per token
+  int64_t N = 0;                      // valid tokens
+  at::Tensor valid;                   // I64 [N] flat indices into B*T (undefined = all)
+  std::vector<int32_t> cat;           // [N] category per token
   std::vector<SoftBlock> softBlocks;  // (first token, length) of 8-token blocks
-  at::Tensor sampleRows;    // I64 [K] rows (in valid order) kept by the reservoir
-  at::Tensor sampleSlots;   // I64 [K] their slots
+  at::Tensor sampleRows;              // I64 [K] rows (in valid order) kept by the reservoir
+  at::Tensor sampleSlots;             // I64 [K] their slots
 };
 
 // Receives the FFN hooks of the recorded sites (every forward pass calls the
@@ -630,9 +636,12 @@ std::vector<int> resolveRecordSites(const ModelConfig& c, const std::vector<int>
     for (const std::string& item : sites) {
       // A stack group: every whole-FFN site of that stack.
       std::optional<SiteStack> group;
-      if (item == "enc") group = SiteStack::Encoder;
-      else if (item == "dec") group = SiteStack::Decoder;
-      else if (item == "blk") group = SiteStack::Single;
+      if (item == "enc")
+        group = SiteStack::Encoder;
+      else if (item == "dec")
+        group = SiteStack::Decoder;
+      else if (item == "blk")
+        group = SiteStack::Single;
       if (group) {
         size_t before = out.size();
         for (size_t i = 0; i < all.size(); ++i)
@@ -644,14 +653,15 @@ std::vector<int> resolveRecordSites(const ModelConfig& c, const std::vector<int>
       }
       const std::optional<Site> site = Site::tryParse(item);
       if (!site)
-        throw ParameterError("--sites: '" + item + "' is not an FFN site (enc, dec, blk, or a name such as "
+        throw ParameterError("--sites: '" + item +
+                             "' is not an FFN site (enc, dec, blk, or a name such as "
                              "enc.blk.0, dec.blk.1, blk.2)");
       const int index = c.ffnSiteIndex(*site);
       if (index < 0) {
-        const std::string range =
-            c.encoderDecoder ? "enc.blk.0..enc.blk." + std::to_string(c.nLayer - 1) + " and dec.blk.0..dec.blk." +
-                                   std::to_string(c.nDecoderLayer - 1)
-                             : "blk.0..blk." + std::to_string(c.nLayer - 1);
+        const std::string range = c.encoderDecoder
+                                      ? "enc.blk.0..enc.blk." + std::to_string(c.nLayer - 1) +
+                                            " and dec.blk.0..dec.blk." + std::to_string(c.nDecoderLayer - 1)
+                                      : "blk.0..blk." + std::to_string(c.nLayer - 1);
         throw ParameterError("--sites: the model (" + c.modelType + ") has no FFN site " + item + " (it has " + range +
                              ")");
       }
@@ -701,9 +711,15 @@ RecordSummary recordActivationsImpl(const Model& model, const PairSource& source
   st.active = options.active ? *options.active : ActiveRule::defaultFor(c.act, c.gated);
   st.soft = options.softCoact;
   const int chunkSeq = ((std::max(1, options.chunkSequences) + options.batch - 1) / options.batch) * options.batch;
-  st.options = {{"seq_len", options.seqLen}, {"batch", options.batch},   {"active", st.active.toJson()},
-                {"soft_coact", st.soft},     {"samples", st.S},          {"seed", options.seed},
-                {"split", options.split},    {"max_tokens", options.maxTokens}, {"chunk_sequences", chunkSeq},
+  st.options = {{"seq_len", options.seqLen},
+                {"batch", options.batch},
+                {"active", st.active.toJson()},
+                {"soft_coact", st.soft},
+                {"samples", st.S},
+                {"seed", options.seed},
+                {"split", options.split},
+                {"max_tokens", options.maxTokens},
+                {"chunk_sequences", chunkSeq},
                 {"shuffle", options.shuffle}};
   if (st.n > 46340)
     throw ParameterError("d_ff " + std::to_string(st.n) + " is too large for a dense co-activation matrix");
@@ -712,17 +728,21 @@ RecordSummary recordActivationsImpl(const Model& model, const PairSource& source
     // name neither the option nor the size).
     const int64_t L = static_cast<int64_t>(st.layers.size()), C = static_cast<int64_t>(info.categories.size());
     const double need = recorderBytes(L, st.n, st.dModel, C, st.S, st.soft);
-    const double reservoir = recorderBytes(L, st.n, st.dModel, C, st.S, st.soft) - recorderBytes(L, st.n, st.dModel, C, 0, st.soft);
+    const double reservoir =
+        recorderBytes(L, st.n, st.dModel, C, st.S, st.soft) - recorderBytes(L, st.n, st.dModel, C, 0, st.soft);
     const double have = physicalMemoryBytes();
     if (have > 0 && need > have) {
       if (reservoir > need / 2)
-        throw ParameterError("--samples " + std::to_string(st.S) + ": the reservoir needs " + byteSize(reservoir) + " (" +
-                             std::to_string(st.S) + " tokens x (d_model " + std::to_string(st.dModel) + " + d_ff " +
-                             std::to_string(st.n) + ") x 2 bytes x " + std::to_string(L) +
-                             " layers), more than this machine's " + byteSize(have) + " of memory; use fewer --samples");
+        throw ParameterError("--samples " + std::to_string(st.S) + ": the reservoir needs " + byteSize(reservoir) +
+                             " (" + std::to_string(st.S) + " tokens x (d_model " + std::to_string(st.dModel) +
+                             " + d_ff " + std::to_string(st.n) + ") x 2 bytes x " + std::to_string(L) +
+                             " layers), more than this machine's " + byteSize(have) +
+                             " of memory; use fewer --samples");
       throw ParameterError("--layers: recording " + std::to_string(L) + " layers of d_ff " + std::to_string(st.n) +
-                           " needs " + byteSize(need) + " (co-activation matrices of d_ff^2 x 4 bytes each), more than "
-                           "this machine's " + byteSize(have) + " of memory; record fewer --layers per run and --merge");
+                           " needs " + byteSize(need) +
+                           " (co-activation matrices of d_ff^2 x 4 bytes each), more than "
+                           "this machine's " +
+                           byteSize(have) + " of memory; record fewer --layers per run and --merge");
     }
   }
   job.setStage("record: allocate");
@@ -737,9 +757,8 @@ RecordSummary recordActivationsImpl(const Model& model, const PairSource& source
     nlohmann::json want = resumeKey(st.manifest(false)), have = resumeKey(r.manifest());
     for (auto& [key, v] : want.items()) {
       if (!have.contains(key) || have[key] != v)
-        throw ParameterError("--resume: option " + key + " is " + v.dump() + " but the checkpoint " +
-                             partial.string() + " was recorded with " +
-                             (have.contains(key) ? have[key].dump() : std::string("(absent)")) +
+        throw ParameterError("--resume: option " + key + " is " + v.dump() + " but the checkpoint " + partial.string() +
+                             " was recorded with " + (have.contains(key) ? have[key].dump() : std::string("(absent)")) +
                              "; rerun with the original options or without --resume");
     }
     st.loadFrom(r);
@@ -796,8 +815,9 @@ RecordSummary recordActivationsImpl(const Model& model, const PairSource& source
     }
     bi.N = r;
     if (sm.tokens + r > std::numeric_limits<int32_t>::max())
-      throw ParameterError("--tokens: a recording holds at most 2^31 - 1 tokens (the limit of its I32 "
-                           "co-activation counts); record fewer tokens");
+      throw ParameterError(
+          "--tokens: a recording holds at most 2^31 - 1 tokens (the limit of its I32 "
+          "co-activation counts); record fewer tokens");
     if (!full) bi.valid = at::tensor(valid, at::kLong);
     // If a slot is hit twice in one batch the later token wins (as sequential Algorithm R).
     std::map<int64_t, int64_t> last;
@@ -864,7 +884,7 @@ RecordSummary recordActivationsImpl(const Model& model, const PairSource& source
     for (size_t i = 0; i < pending.size(); i += static_cast<size_t>(options.batch)) {
       job.checkCancel();
       std::vector<SequencePair> part(pending.begin() + static_cast<long>(i),
-                                 pending.begin() + static_cast<long>(std::min(pending.size(), i + options.batch)));
+                                     pending.begin() + static_cast<long>(std::min(pending.size(), i + options.batch)));
       runBatch(part);
       reportProgress();
     }
@@ -893,8 +913,8 @@ RecordSummary recordActivationsImpl(const Model& model, const PairSource& source
     if (resumeHash.empty()) return;  // checkpoints of older versions carry no hash
     if (seen < skip)
       throw ParameterError("--resume: the corpus " + info.path + " now yields " + std::to_string(seen) +
-                           " sequences, fewer than the " + std::to_string(skip) + " the checkpoint " + partial.string() +
-                           " already recorded; it changed since (rerun without --resume)");
+                           " sequences, fewer than the " + std::to_string(skip) + " the checkpoint " +
+                           partial.string() + " already recorded; it changed since (rerun without --resume)");
     if (hex16(skippedHash) != resumeHash)
       throw ParameterError("--resume: the corpus " + info.path + " changed since the checkpoint " + partial.string() +
                            " was written (its first " + std::to_string(skip) +
@@ -919,7 +939,8 @@ RecordSummary recordActivationsImpl(const Model& model, const PairSource& source
                              std::to_string(s0.ids.size()) + " tokens, more than --seq-len " +
                              std::to_string(options.seqLen));
       if (decoderSites && p0.decoder.empty())
-        throw ParameterError("pair " + std::to_string(s0.docId) + " has no decoder input; the decoder's sites need a "
+        throw ParameterError("pair " + std::to_string(s0.docId) +
+                             " has no decoder input; the decoder's sites need a "
                              "parallel corpus");
       if (static_cast<int64_t>(p0.decoder.size()) > options.seqLen)
         throw ParameterError("the target of pair " + std::to_string(s0.docId) + " has " +
@@ -1006,7 +1027,8 @@ RecordSummary recordSeq2SeqActivations(const Model& model, const PairSource& sou
     if (fs::exists(partial / "manifest.json", ec)) {
       std::string chunks;
       try {
-        chunks = std::to_string(nlohmann::json::parse(readFile(partial / "manifest.json")).at("chunks_done").get<int64_t>());
+        chunks =
+            std::to_string(nlohmann::json::parse(readFile(partial / "manifest.json")).at("chunks_done").get<int64_t>());
       } catch (const std::exception&) {
         chunks = "?";
       }
@@ -1028,10 +1050,11 @@ void mergeRecordings(const std::vector<fs::path>& inputs, const fs::path& out, b
   std::vector<Recording> recs;
   for (const auto& p : inputs) recs.push_back(Recording::open(p));
   const Recording& a = recs[0];
-  auto mustMatch = [&](const Recording& b, const std::string& what, const nlohmann::json& va, const nlohmann::json& vb) {
+  auto mustMatch = [&](const Recording& b, const std::string& what, const nlohmann::json& va,
+                       const nlohmann::json& vb) {
     if (va != vb)
-      throw FormatError(b.dir().string() + ": " + what + " " + vb.dump() + " differs from " + a.dir().string() +
-                        "'s " + va.dump() + "; only recordings of the same model and options can be merged");
+      throw FormatError(b.dir().string() + ": " + what + " " + vb.dump() + " differs from " + a.dir().string() + "'s " +
+                        va.dump() + "; only recordings of the same model and options can be merged");
   };
   for (size_t i = 1; i < recs.size(); ++i) {
     const Recording& b = recs[i];
@@ -1043,7 +1066,8 @@ void mergeRecordings(const std::vector<fs::path>& inputs, const fs::path& out, b
     mustMatch(b, "sample size", a.manifest()["options"]["samples"], b.manifest()["options"]["samples"]);
   }
   if (a.encoderDecoder())
-    throw ParameterError(a.dir().string() + ": --merge covers single-stack recordings so far; this one records an "
+    throw ParameterError(a.dir().string() +
+                         ": --merge covers single-stack recordings so far; this one records an "
                          "encoder-decoder model (enc/dec sites with a reservoir per stack)");
   State st;
   st.hasSequencesHash = false;  // the shards' streams are not one sequence
@@ -1140,7 +1164,8 @@ void mergeRecordings(const std::vector<fs::path>& inputs, const fs::path& out, b
   }
   // filled() is min(S, tokens); it equals `slot` in both branches above.
   job.setStage("merge: write");
-  writeFolderAtomic(out, force, [&](const fs::path& tmp) { st.write(tmp, true, job); }, inputs);
+  writeFolderAtomic(
+      out, force, [&](const fs::path& tmp) { st.write(tmp, true, job); }, inputs);
 }
 
 }  // namespace moefy

@@ -41,9 +41,9 @@ struct ActiveRule {
 };
 
 struct RecordOptions {
-  int seqLen = 256;              ///< window length the source was cut with (recorded; longer sequences are an error)
-  int batch = 8;                 ///< sequences per forward pass
-  std::vector<int> layers;       ///< single-stack layers to record (--layers); empty = see `sites`
+  int seqLen = 256;         ///< window length the source was cut with (recorded; longer sequences are an error)
+  int batch = 8;            ///< sequences per forward pass
+  std::vector<int> layers;  ///< single-stack layers to record (--layers); empty = see `sites`
   /// FFN sites to record (--sites): names (blk.2, enc.blk.0, dec.blk.1) or
   /// stack groups (enc, dec, blk); empty (with `layers` empty) = every FFN site.
   std::vector<std::string> sites;
@@ -51,18 +51,18 @@ struct RecordOptions {
   std::string targetFile;              ///< --target: line-aligned target file (CORPUS is then the source file)
   std::string sourceField = "source";  ///< --source-field: .jsonl field (or dotted path) of the source text
   std::string targetField = "target";  ///< --target-field: .jsonl field (or dotted path) of the target text
-  std::optional<ActiveRule> active;  ///< unset = ActiveRule::defaultFor(model)
-  bool softCoact = false;        ///< also accumulate MoEfication's soft co-activation (costly: 2 d_ff^2 flops/token/layer)
-  int64_t samples = 8192;        ///< reservoir size S (0 = no samples)
-  uint64_t seed = 0;             ///< reservoir seed (and the source's shuffle seed, recorded)
-  std::string split = "all";     ///< corpus split the source yields ("all", "train", "held_out"), recorded
-  int64_t maxTokens = 0;         ///< stop after this many tokens (0 = whole source)
-  bool shuffle = false;          ///< text corpora: visit documents in a seeded random order (recorded)
-  int chunkSequences = 64;       ///< sequences per chunk (the unit of resume); rounded up to a multiple of batch
-  int checkpointEvery = 0;       ///< write OUT.partial every N chunks (0 = every checkpointSeconds)
-  double checkpointSeconds = 300;///< time between checkpoints when checkpointEvery == 0 (<= 0: never)
-  bool resume = false;           ///< continue from OUT.partial
-  bool force = false;            ///< replace an existing OUT
+  std::optional<ActiveRule> active;    ///< unset = ActiveRule::defaultFor(model)
+  bool softCoact = false;     ///< also accumulate MoEfication's soft co-activation (costly: 2 d_ff^2 flops/token/layer)
+  int64_t samples = 8192;     ///< reservoir size S (0 = no samples)
+  uint64_t seed = 0;          ///< reservoir seed (and the source's shuffle seed, recorded)
+  std::string split = "all";  ///< corpus split the source yields ("all", "train", "held_out"), recorded
+  int64_t maxTokens = 0;      ///< stop after this many tokens (0 = whole source)
+  bool shuffle = false;       ///< text corpora: visit documents in a seeded random order (recorded)
+  int chunkSequences = 64;    ///< sequences per chunk (the unit of resume); rounded up to a multiple of batch
+  int checkpointEvery = 0;    ///< write OUT.partial every N chunks (0 = every checkpointSeconds)
+  double checkpointSeconds = 300;  ///< time between checkpoints when checkpointEvery == 0 (<= 0: never)
+  bool resume = false;             ///< continue from OUT.partial
+  bool force = false;              ///< replace an existing OUT
 };
 
 /// What the source is, for the manifest.
@@ -131,8 +131,7 @@ RecordSummary recordActivations(const Model& model, const SequenceSource& source
 /// ParameterError for a pair without decoder input when a decoder site is
 /// recorded, or a side longer than options.seqLen.
 RecordSummary recordSeq2SeqActivations(const Model& model, const PairSource& source, const SourceInfo& info,
-                                       const RecordOptions& options, const std::filesystem::path& out,
-                                       JobContext& job);
+                                       const RecordOptions& options, const std::filesystem::path& out, JobContext& job);
 
 /// Adds recordings of the same model, layers and options (exact for every
 /// statistic; the reservoir samples are merged by weighted sampling, exact

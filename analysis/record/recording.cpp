@@ -42,8 +42,8 @@ void checkTensor(const SafetensorsFile& f, const std::string& name, DType dtype,
     throw FormatError(f.path().string() + ": tensor '" + name + "' has dtype " + dtypeName(t->dtype) + ", expected " +
                       dtypeName(dtype));
   if (t->shape != shape)
-    throw FormatError(f.path().string() + ": tensor '" + name + "' has shape " + shapeString(t->shape) +
-                      ", expected " + shapeString(shape));
+    throw FormatError(f.path().string() + ": tensor '" + name + "' has shape " + shapeString(t->shape) + ", expected " +
+                      shapeString(shape));
 }
 
 // "<site prefix><what>": the name of a site's tensor (P = Site::prefix()).
@@ -54,8 +54,8 @@ std::string lname(const std::string& P, const char* what) { return P + what; }
 // than any use of the recording; an impossible recording (negative or
 // asymmetric counts, counts above the token count) would otherwise be split
 // or routed without a word.
-void checkLayerInvariants(const SafetensorsFile& stats, const SafetensorsFile& coactFile, const std::string& P, int64_t n,
-                          int64_t tokens, bool soft) {
+void checkLayerInvariants(const SafetensorsFile& stats, const SafetensorsFile& coactFile, const std::string& P,
+                          int64_t n, int64_t tokens, bool soft) {
   const std::string sp = stats.path().string(), cp = coactFile.path().string();
   auto fail = [&](const std::string& file, const std::string& what) { throw FormatError(file + ": " + what); };
   const std::string tok = " (the manifest's tokens is " + std::to_string(tokens) + ")";
@@ -79,8 +79,8 @@ void checkLayerInvariants(const SafetensorsFile& stats, const SafetensorsFile& c
   if (histTotal != tokens)
     fail(sp, "tensor '" + lname(P, "active_hist") + "' counts " + std::to_string(histTotal) + " tokens" + tok);
   if (activeTotal != countTotal)
-    fail(sp, "tensor '" + lname(P, "active_hist") + "' holds " + std::to_string(activeTotal) +
-                 " activations but '" + lname(P, "count") + "' sums to " + std::to_string(countTotal));
+    fail(sp, "tensor '" + lname(P, "active_hist") + "' holds " + std::to_string(activeTotal) + " activations but '" +
+                 lname(P, "count") + "' sums to " + std::to_string(countTotal));
   at::Tensor catTok = stats.raw(lname(P, "category_tokens")).contiguous();
   at::Tensor catCnt = stats.raw(lname(P, "category_count")).contiguous();
   const int64_t C = catTok.size(0);
@@ -111,8 +111,7 @@ void checkLayerInvariants(const SafetensorsFile& stats, const SafetensorsFile& c
     at::Tensor mx = stats.raw(lname(P, "max")).contiguous();
     const float* v = mx.data_ptr<float>();
     for (int64_t i = 0; i < n; ++i)
-      if (!std::isfinite(v[i]))
-        fail(sp, "tensor '" + lname(P, "max") + "'[" + std::to_string(i) + "] is not finite");
+      if (!std::isfinite(v[i])) fail(sp, "tensor '" + lname(P, "max") + "'[" + std::to_string(i) + "] is not finite");
   }
   at::Tensor co = coactFile.raw(lname(P, "coact")).contiguous();
   const int32_t* m = co.data_ptr<int32_t>();
@@ -143,17 +142,16 @@ void checkLayerInvariants(const SafetensorsFile& stats, const SafetensorsFile& c
     const int32_t* r = m + i * n;
     const std::string t = "tensor '" + lname(P, "coact") + "'";
     if (r[i] != cnt[i])
-      fail(cp, t + "[" + std::to_string(i) + ", " + std::to_string(i) + "] = " + std::to_string(r[i]) + " differs from '" +
-                   lname(P, "count") + "'[" + std::to_string(i) + "] = " + std::to_string(cnt[i]) +
+      fail(cp, t + "[" + std::to_string(i) + ", " + std::to_string(i) + "] = " + std::to_string(r[i]) +
+                   " differs from '" + lname(P, "count") + "'[" + std::to_string(i) + "] = " + std::to_string(cnt[i]) +
                    " (the diagonal must equal the per-neuron active counts)");
     for (int64_t j = 0; j < n; ++j) {
       const std::string where = "[" + std::to_string(i) + ", " + std::to_string(j) + "] = " + std::to_string(r[j]);
       if (r[j] < 0) fail(cp, t + where + " is negative");
       if (r[j] != m[j * n + i])
-        fail(cp, t + " is not symmetric: " + where + " but [" + std::to_string(j) + ", " + std::to_string(i) + "] = " +
-                     std::to_string(m[j * n + i]));
-      if (r[j] > cnt[i])
-        fail(cp, t + where + " exceeds the neuron's active count " + std::to_string(cnt[i]));
+        fail(cp, t + " is not symmetric: " + where + " but [" + std::to_string(j) + ", " + std::to_string(i) +
+                     "] = " + std::to_string(m[j * n + i]));
+      if (r[j] > cnt[i]) fail(cp, t + where + " exceeds the neuron's active count " + std::to_string(cnt[i]));
     }
   }
   if (soft) {
@@ -196,7 +194,8 @@ Recording Recording::open(const fs::path& dir, bool allowPartial) {
       r.encoderDecoder_ = true;
       r.decoderLayers_ = jsonInt(model.at("decoder_layers"), 0, kMaxDim, ctx + ": model.decoder_layers");
     }
-    if (r.dFF_ <= 0 || r.dModel_ <= 0 || r.modelLayers_ <= 0) throw FormatError(ctx + ": model dimensions must be positive");
+    if (r.dFF_ <= 0 || r.dModel_ <= 0 || r.modelLayers_ <= 0)
+      throw FormatError(ctx + ": model dimensions must be positive");
     const auto& corpus = req(m, "corpus", ctx);
     const auto& cats = req(corpus, "categories", ctx + ": corpus");
     if (!cats.is_array()) throw FormatError(ctx + ": corpus.categories must be a list");
@@ -228,16 +227,18 @@ Recording Recording::open(const fs::path& dir, bool allowPartial) {
       if (!sites.is_array() || sites.size() != layers.size())
         throw FormatError(ctx + ": 'sites' must be a list of site names as long as 'layers'");
       for (size_t i = 0; i < sites.size(); ++i) {
-        const std::optional<Site> site = sites[i].is_string() ? Site::tryParse(sites[i].get<std::string>()) : std::nullopt;
+        const std::optional<Site> site =
+            sites[i].is_string() ? Site::tryParse(sites[i].get<std::string>()) : std::nullopt;
         if (!site || siteIndexOf(*site, r.modelLayers_) != r.layers_[i] ||
             (site->stack == SiteStack::Single) == r.encoderDecoder_)
           throw FormatError(ctx + ": sites[" + std::to_string(i) + "] = " + sites[i].dump() +
-                            " is not the FFN site of layers[" + std::to_string(i) + "] = " +
-                            std::to_string(r.layers_[i]));
+                            " is not the FFN site of layers[" + std::to_string(i) +
+                            "] = " + std::to_string(r.layers_[i]));
         r.sites_.push_back(*site);
       }
     } else {
-      if (r.encoderDecoder_) throw FormatError(ctx + ": missing key 'sites' (an encoder-decoder recording names its sites)");
+      if (r.encoderDecoder_)
+        throw FormatError(ctx + ": missing key 'sites' (an encoder-decoder recording names its sites)");
       for (int L : r.layers_) r.sites_.push_back(Site::ofLayer(L));
     }
     // Token streams: one per stack of an encoder-decoder recording (manifest
@@ -347,9 +348,7 @@ at::Tensor Recording::sampleDocIds(int L) const { return sampleFile_->raw(stream
 at::Tensor Recording::samplePositions(int L) const { return sampleFile_->raw(streamOfLayer(L).prefix + "position"); }
 at::Tensor Recording::sampleCategories(int L) const { return sampleFile_->raw(streamOfLayer(L).prefix + "category"); }
 
-bool Recording::hasLayer(int layer) const {
-  return std::find(layers_.begin(), layers_.end(), layer) != layers_.end();
-}
+bool Recording::hasLayer(int layer) const { return std::find(layers_.begin(), layers_.end(), layer) != layers_.end(); }
 
 void Recording::requireLayer(int layer) const {
   if (!hasLayer(layer)) {
@@ -362,14 +361,38 @@ void Recording::requireLayer(int layer) const {
   }
 }
 
-at::Tensor Recording::count(int L) const { requireLayer(L); return stats_->raw(tname(L, "count")); }
-at::Tensor Recording::sum(int L) const { requireLayer(L); return stats_->raw(tname(L, "sum")); }
-at::Tensor Recording::sumsq(int L) const { requireLayer(L); return stats_->raw(tname(L, "sumsq")); }
-at::Tensor Recording::max(int L) const { requireLayer(L); return stats_->raw(tname(L, "max")); }
-at::Tensor Recording::activeHist(int L) const { requireLayer(L); return stats_->raw(tname(L, "active_hist")); }
-at::Tensor Recording::categoryCount(int L) const { requireLayer(L); return stats_->raw(tname(L, "category_count")); }
-at::Tensor Recording::categoryTokens(int L) const { requireLayer(L); return stats_->raw(tname(L, "category_tokens")); }
-at::Tensor Recording::coact(int L) const { requireLayer(L); return coact_->raw(tname(L, "coact")); }
+at::Tensor Recording::count(int L) const {
+  requireLayer(L);
+  return stats_->raw(tname(L, "count"));
+}
+at::Tensor Recording::sum(int L) const {
+  requireLayer(L);
+  return stats_->raw(tname(L, "sum"));
+}
+at::Tensor Recording::sumsq(int L) const {
+  requireLayer(L);
+  return stats_->raw(tname(L, "sumsq"));
+}
+at::Tensor Recording::max(int L) const {
+  requireLayer(L);
+  return stats_->raw(tname(L, "max"));
+}
+at::Tensor Recording::activeHist(int L) const {
+  requireLayer(L);
+  return stats_->raw(tname(L, "active_hist"));
+}
+at::Tensor Recording::categoryCount(int L) const {
+  requireLayer(L);
+  return stats_->raw(tname(L, "category_count"));
+}
+at::Tensor Recording::categoryTokens(int L) const {
+  requireLayer(L);
+  return stats_->raw(tname(L, "category_tokens"));
+}
+at::Tensor Recording::coact(int L) const {
+  requireLayer(L);
+  return coact_->raw(tname(L, "coact"));
+}
 at::Tensor Recording::coactSoft(int L) const {
   requireLayer(L);
   return soft_ ? coact_->raw(tname(L, "coact_soft")) : at::Tensor();
@@ -378,8 +401,14 @@ at::Tensor Recording::sampleTokenIds() const { return sampleTokenIds(layers_.fro
 at::Tensor Recording::sampleDocIds() const { return sampleDocIds(layers_.front()); }
 at::Tensor Recording::samplePositions() const { return samplePositions(layers_.front()); }
 at::Tensor Recording::sampleCategories() const { return sampleCategories(layers_.front()); }
-at::Tensor Recording::sampleFfnIn(int L) const { requireLayer(L); return sampleFile_->raw(tname(L, "ffn_in")); }
-at::Tensor Recording::sampleFfnAct(int L) const { requireLayer(L); return sampleFile_->raw(tname(L, "ffn_act")); }
+at::Tensor Recording::sampleFfnIn(int L) const {
+  requireLayer(L);
+  return sampleFile_->raw(tname(L, "ffn_in"));
+}
+at::Tensor Recording::sampleFfnAct(int L) const {
+  requireLayer(L);
+  return sampleFile_->raw(tname(L, "ffn_act"));
+}
 
 void Recording::checkModel(const Model& model) const {
   const auto& c = model.config();

@@ -63,15 +63,15 @@ class Recording {
   bool hasSoftCoact() const { return soft_; }
 
   // Statistics of one recorded layer (throws ParameterError for other layers).
-  at::Tensor count(int layer) const;          ///< I64 [d_ff]
-  at::Tensor sum(int layer) const;            ///< F64 [d_ff]
-  at::Tensor sumsq(int layer) const;          ///< F64 [d_ff]
-  at::Tensor max(int layer) const;            ///< F32 [d_ff]
-  at::Tensor activeHist(int layer) const;     ///< I64 [d_ff + 1]
-  at::Tensor categoryCount(int layer) const;  ///< I64 [n_categories, d_ff]
-  at::Tensor categoryTokens(int layer) const; ///< I64 [n_categories]
-  at::Tensor coact(int layer) const;          ///< I32 [d_ff, d_ff] (zero-copy view)
-  at::Tensor coactSoft(int layer) const;      ///< F32 [d_ff, d_ff], undefined if not recorded
+  at::Tensor count(int layer) const;           ///< I64 [d_ff]
+  at::Tensor sum(int layer) const;             ///< F64 [d_ff]
+  at::Tensor sumsq(int layer) const;           ///< F64 [d_ff]
+  at::Tensor max(int layer) const;             ///< F32 [d_ff]
+  at::Tensor activeHist(int layer) const;      ///< I64 [d_ff + 1]
+  at::Tensor categoryCount(int layer) const;   ///< I64 [n_categories, d_ff]
+  at::Tensor categoryTokens(int layer) const;  ///< I64 [n_categories]
+  at::Tensor coact(int layer) const;           ///< I32 [d_ff, d_ff] (zero-copy view)
+  at::Tensor coactSoft(int layer) const;       ///< F32 [d_ff, d_ff], undefined if not recorded
 
   // Reservoir samples (the same S tokens for every layer).
   int64_t sampleCount() const { return samples_; }

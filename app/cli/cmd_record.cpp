@@ -6,10 +6,10 @@
 #include "analysis/common/error.h"
 #include "analysis/jobs/job.h"
 #include "analysis/model/model.h"
+#include "analysis/model/site.h"
 #include "analysis/record/record_options.h"
 #include "analysis/record/recorder.h"
 #include "analysis/record/recording.h"
-#include "analysis/model/site.h"
 #include "analysis/text/corpus.h"
 #include "analysis/text/parallel_corpus.h"
 #include "analysis/text/tokenizer.h"
@@ -55,8 +55,8 @@ void printSummary(const Args& a, const Recording& r, double seconds) {
   for (int L : r.layers()) {
     if (r.encoderDecoder()) {
       const std::string name = r.site(L).name();
-      std::cout << "  site " << name << ": density " << j["density"][name].get<double>() << " over "
-                << r.tokens(L) << " tokens\n";
+      std::cout << "  site " << name << ": density " << j["density"][name].get<double>() << " over " << r.tokens(L)
+                << " tokens\n";
     } else {
       std::cout << "  layer " << L << ": density " << j["density"][std::to_string(L)].get<double>() << "\n";
     }
@@ -84,7 +84,8 @@ int runRecord(const Args& a) {
 
   job->setStage("load model");
   auto loaded = loadModel(modelDir);
-  if (loaded.isMoe()) throw ParameterError(modelDir.string() + ": is a MoE export; record the dense model it came from");
+  if (loaded.isMoe())
+    throw ParameterError(modelDir.string() + ": is a MoE export; record the dense model it came from");
   requireRecordable(loaded.model->config(), modelDir.string());
   const ModelConfig& config = loaded.model->config();
   // The sites are checked against the model before any corpus work.

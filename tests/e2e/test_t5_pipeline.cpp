@@ -80,7 +80,12 @@ class T5Pipeline : public QObject {
     root_ = freshDir("t5_pipeline");
     auto r = runPython({script("t5_ref.py"), "make", "t5_relu", qs(root_ / "model")});
     QVERIFY2(r.exitCode == 0, (r.out + r.err).c_str());
-    QStringList args = {script("t5_ref.py"), "stats", qs(root_ / "model"), "--site", "dec.blk.1", "--out",
+    QStringList args = {script("t5_ref.py"),
+                        "stats",
+                        qs(root_ / "model"),
+                        "--site",
+                        "dec.blk.1",
+                        "--out",
                         qs(root_ / "ref_stats.safetensors")};
     for (size_t i = 0; i < kSrc.size(); ++i)
       args << "--ids" << QString::fromStdString(idsText(kSrc[i])) << "--decoder-ids"
@@ -210,7 +215,8 @@ class T5Pipeline : public QObject {
       e.labels.push_back(1);
       ex.push_back(e);
     }
-    Batch src = makeBatch({ex[0].source, ex[1].source}, 0), dec = makeBatch({ex[0].decoderInput, ex[1].decoderInput}, 0);
+    Batch src = makeBatch({ex[0].source, ex[1].source}, 0),
+          dec = makeBatch({ex[0].decoderInput, ex[1].decoderInput}, 0);
     model_->setFfnOverride(nullptr);
     at::Tensor dense = model_->forwardSeq2Seq(src, dec);
     model_->setFfnOverride(moe->withFraction(1.0));
