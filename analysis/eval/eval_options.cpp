@@ -42,6 +42,11 @@ const OptionTable& evalOptionTable() {
         .integer("tokens", "N", c.tokens, 0, int64_t{1} << 50, "evaluation tokens (0 = the whole split)")
         .integer("seq-len", "S", c.seqLen, 2, 1 << 20, "window length in tokens")
         .choice("split", {"heldout", "train", "all"}, "heldout", "which documents of a text corpus to read")
+        .text("target", "FILE", "",
+              "encoder-decoder models: the line-aligned target file of CORPUS (the source file); a .tsv or "
+              ".jsonl CORPUS is parallel by itself")
+        .text("source-field", "NAME", c.sourceField, "parallel .jsonl: field (or dotted path) of the source text")
+        .text("target-field", "NAME", c.targetField, "parallel .jsonl: field (or dotted path) of the target text")
         .integer("batch", "B", e.batch, 1, 1 << 16, "sequences per forward pass")
         .integer("seed", "N", static_cast<int64_t>(e.seed), 0, std::numeric_limits<int64_t>::max(),
                  "seed (masked-LM masking)")
@@ -82,6 +87,9 @@ EvalCorpusOptions applyEvalOptions(const OptionValues& v, EvalRunSpec& spec) {
   c.seqLen = v.int32("seq-len");
   c.tokens = v.integer("tokens");
   c.split = parseSplitName(v.text("split"));
+  c.targetFile = v.text("target");
+  c.sourceField = v.text("source-field");
+  c.targetField = v.text("target-field");
   spec.seqLen = c.seqLen;
   spec.split = c.split;  // recorded in eval.json's corpus block
   return c;
