@@ -12,6 +12,7 @@
 #include "analysis/model/model.h"
 #include "analysis/moe/activation_bound.h"
 #include "analysis/moe/moe_ffn.h"
+#include "analysis/text/parallel_corpus.h"
 
 namespace moefy {
 
@@ -108,10 +109,11 @@ namespace {
 
 // The eval.json document around the results (docs/formats.md "Evaluation").
 // `corpus` holds the reader's counts; the split the corpus was read with
-// (`split`) and its provenance are added here.
+// (`split`, by isHeldOut with `splitSeed` and `heldOutFraction`) and the
+// corpus's fingerprint are added here.
 nlohmann::json evalDocument(const Model& m, const EvalRunSpec& spec, const QualityFigures& reference,
                             nlohmann::json results, nlohmann::json corpus, const std::string& objective, Split split,
-                            JobContext& job) {
+                            uint64_t splitSeed, double heldOutFraction, JobContext& job) {
   nlohmann::json j;
   j["format"] = "moefy-eval";
   j["version"] = 1;
@@ -123,10 +125,9 @@ nlohmann::json evalDocument(const Model& m, const EvalRunSpec& spec, const Quali
   // Which data the figures are on (analysis/eval/eval_data.h): without the
   // split and the corpus's content, two evaluations of one model cannot be
   // compared, nor checked against the recording their routers learnt from.
-  const SequenceOptions splitDefaults;  // readSequences and readSeq2SeqPairs split with these
   corpus["split"] = splitName(split);
-  corpus["split_seed"] = splitDefaults.seed;
-  corpus["held_out_fraction"] = splitDefaults.heldOutFraction;
+  corpus["split_seed"] = splitSeed;
+  corpus["held_out_fraction"] = heldOutFraction;
   if (!spec.corpusPath.empty()) {
     try {
       corpus["fingerprint"] = contentFingerprint(spec.corpusPath);
@@ -225,7 +226,9 @@ nlohmann::json runSeq2SeqEvaluation(Model& m, const EvalRunSpec& spec, const std
                            {"pairs", pairs.size()},
                            {"tokens", tokens},
                            {"seq_len", spec.seqLen}};
-  return evalDocument(m, spec, figs[0], std::move(results), std::move(corpus), "seq2seq", spec.split, job);
+  const Seq2SeqOptions splitDefaults;  // readSeq2SeqPairs splits with these
+  return evalDocument(m, spec, figs[0], std::move(results), std::move(corpus), "seq2seq", spec.split,
+                      splitDefaults.seed, splitDefaults.heldOutFraction, job);
 }
 
 nlohmann::json runEvaluation(Model& m, const EvalRunSpec& spec, const std::vector<std::vector<int64_t>>& seqs,
@@ -287,8 +290,10 @@ nlohmann::json runEvaluation(Model& m, const EvalRunSpec& spec, const std::vecto
   nlohmann::json corpus = {
       {"path", spec.corpusPath}, {"sequences", seqs.size()}, {"tokens", tokens}, {"seq_len", spec.seqLen}};
   const bool idsFile = std::filesystem::path(spec.corpusPath).extension() == ".ids";
+  const SequenceOptions splitDefaults;  // readSequences splits with these
   return evalDocument(m, spec, figs[0], std::move(results), std::move(corpus),
-                      m.config().causal ? "next-token" : "masked-lm", idsFile ? Split::All : spec.split, job);
+                      m.config().causal ? "next-token" : "masked-lm", idsFile ? Split::All : spec.split,
+                      splitDefaults.seed, splitDefaults.heldOutFraction, job);
 }
 
 nlohmann::json evalDocumentFor(const std::filesystem::path& out, const nlohmann::json& doc0) {

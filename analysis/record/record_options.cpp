@@ -186,6 +186,13 @@ PairSource parallelCorpusSource(const ParallelCorpus& corpus, const Tokenizer& t
   info->path = std::filesystem::absolute(corpus.path()).lexically_normal().string();
   info->kind = "parallel-" + corpus.kind();
   info->categories.clear();
+  // The CORPUS file's content, as eval.json fingerprints the same argument
+  // (analysis/eval/eval_data.h compares the two).
+  try {
+    info->fingerprint = contentFingerprint(corpus.path());
+  } catch (const Error&) {
+    info->fingerprint.clear();  // an unreadable file fails the recording itself, with its own message
+  }
   Seq2SeqOptions so;
   so.decoderStartId = config.decoderStartId;
   so.split = parseRecordSplit(o.split);

@@ -18,6 +18,7 @@
 #include "analysis/eval/sequences.h"
 #include "analysis/io/fsutil.h"
 #include "analysis/jobs/job.h"
+#include "analysis/model/site.h"
 #include "analysis/moe/moe_export.h"
 #include "analysis/moe/moe_ffn.h"
 #include "analysis/moe/moe_options.h"
@@ -56,6 +57,11 @@ int runRoute(const Args& a) {
   j["out"] = out;
   j["kind"] = routerKindName(rs.kind);
   j["layers"] = rs.layers;
+  {
+    std::vector<Site> sites;
+    for (size_t i = 0; i < rs.layers.size(); ++i) sites.push_back(rs.siteAt(i));
+    j["sites"] = siteNames(sites);
+  }
   j["top_k"] = rs.topK;
   j["experts"] = rs.experts;
   j["metrics"] = rs.metrics;
@@ -68,8 +74,11 @@ int runRoute(const Args& a) {
   std::cout << "router " << routerKindName(rs.kind) << " -> " << out << "\n"
             << "layer  experts  top-k  mass_recall  overlap\n";
   for (size_t i = 0; i < rs.layers.size(); ++i) {
-    const auto& mm = rs.metrics[std::to_string(rs.layers[i])];
-    std::cout << std::setw(5) << rs.layers[i] << std::setw(9) << rs.experts[i] << std::setw(7) << rs.topK[i]
+    // Keyed by the bare layer number for single-stack sites, by site name otherwise (siteJsonKey).
+    const Site site = rs.siteAt(i);
+    const auto& mm = rs.metrics.at(siteJsonKey(site));
+    std::cout << std::setw(5) << (site.stack == SiteStack::Single ? std::to_string(rs.layers[i]) : site.name())
+              << std::setw(9) << rs.experts[i] << std::setw(7) << rs.topK[i]
               << std::setw(13) << std::fixed << std::setprecision(4) << mm["mass_recall"].get<double>() << std::setw(9)
               << mm["overlap"].get<double>();
     if (mm.contains("mean_k")) std::cout << "  mean k " << mm["mean_k"].get<double>();  // dynamic-k

@@ -32,7 +32,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-QString script(const char* name) { return QString::fromStdString((sourceDir() / "scripts" / "ref" / name).string()); }
+QString script(const char* name) { return QString::fromStdString((test::sourceDir() / "scripts" / "ref" / name).string()); }
 QString qs(const fs::path& p) { return QString::fromStdString(p.string()); }
 
 // Two pairs of different lengths, so both batches are padded.
@@ -77,8 +77,8 @@ class T5Pipeline : public QObject {
 
  private Q_SLOTS:
   void initTestCase() {
-    root_ = freshDir("t5_pipeline");
-    auto r = runPython({script("t5_ref.py"), "make", "t5_relu", qs(root_ / "model")});
+    root_ = test::freshDir("t5_pipeline");
+    auto r = test::runPython({script("t5_ref.py"), "make", "t5_relu", qs(root_ / "model")});
     QVERIFY2(r.exitCode == 0, (r.out + r.err).c_str());
     QStringList args = {script("t5_ref.py"),
                         "stats",
@@ -90,7 +90,7 @@ class T5Pipeline : public QObject {
     for (size_t i = 0; i < kSrc.size(); ++i)
       args << "--ids" << QString::fromStdString(idsText(kSrc[i])) << "--decoder-ids"
            << QString::fromStdString(idsText(kDec[i]));
-    r = runPython(args);
+    r = test::runPython(args);
     QVERIFY2(r.exitCode == 0, (r.out + r.err).c_str());
     model_ = Model::load(root_ / "model");
     QVERIFY(model_->config().encoderDecoder);
@@ -164,7 +164,6 @@ class T5Pipeline : public QObject {
     QVERIFY2(e.find("no 'blk' FFN sites") != std::string::npos, e.c_str());
     e = errorOf([&] { resolveRecordSites(model_->config(), {0}, {}); });
     QVERIFY2(e.find("--layers") != std::string::npos && e.find("--sites") != std::string::npos, e.c_str());
-    // Export of a T5 MoE is refused by name.
   }
 
   void splitRouteEval() {
