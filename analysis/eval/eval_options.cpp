@@ -30,7 +30,10 @@ const OptionTable& evalOptionTable() {
                   "every budget of the run (each --sweep fraction, else each router's k/E): per token the\n"
                   "round(F d_ff) neurons with the largest |h| of each MoEfied layer (of every layer without a\n"
                   "router; --sweep then required), the others zeroed. --speed adds forward and\n"
-                  "greedy-generation tokens/s, dense vs MoE. --out writes EVAL_DIR/eval.json (docs/formats.md).\n");
+                  "greedy-generation tokens/s, dense vs MoE. --out writes EVAL_DIR/eval.json (docs/formats.md).\n"
+                  "An encoder-decoder MODEL_DIR (T5) takes a parallel CORPUS (.tsv, .jsonl, or a source file\n"
+                  "with --target) and is scored teacher-forced per site group (enc, dec, both); --speed and\n"
+                  "--bound cover single-stack models only.\n");
     t.positionals({"MODEL_DIR", "CORPUS"}, 2)
         .text("moe", "MOE_DIR", std::nullopt, "a MoE export of MODEL_DIR to evaluate")
         .text("partition", "PART_DIR", std::nullopt, "the partition of the routers to evaluate")

@@ -98,7 +98,8 @@ SampleData SampleData::read(const fs::path& dir, const std::vector<Site>& sites,
     for (int which = 0; which < 2; ++which) {
       std::string name = site.prefix() + (which == 0 ? "ffn_in" : "ffn_act");
       const TensorInfo* info = st->find(name);
-      if (!info) throw FormatError(sf.string() + ": missing tensor '" + name + "' (site " + site.name() + " not recorded)");
+      if (!info)
+        throw FormatError(sf.string() + ": missing tensor '" + name + "' (site " + site.name() + " not recorded)");
       int64_t width = which == 0 ? dModel : dFF;
       if (info->shape.size() != 2 || info->shape[1] != width)
         throw FormatError(sf.string() + ": tensor '" + name + "' has shape " + shapeString(info->shape) + ", expected [S, " +

@@ -39,7 +39,7 @@ std::string hashLabels(const std::vector<at::Tensor>& labels);
 
 struct SampleData {
   std::filesystem::path dir;
-  int64_t samples = 0;              ///< S of the first site (encoder-decoder stacks may differ: ffnIn[i].size(0))
+  int64_t samples = 0;  ///< S of the first site (encoder-decoder stacks may differ: ffnIn[i].size(0))
   std::string modelFingerprint;
   nlohmann::json manifest;
   /// Per requested layer (order of read()'s `layers`): F32 tensors.
@@ -50,8 +50,7 @@ struct SampleData {
   /// "<site>.ffn_in" / "<site>.ffn_act"). Throws FormatError naming the file
   /// and tensor (missing site, wrong shape, S mismatch among the sites of one
   /// stack; the encoder's and decoder's reservoirs may differ in size).
-  static SampleData read(const std::filesystem::path& dir, const std::vector<Site>& sites, int64_t dModel,
-                         int64_t dFF);
+  static SampleData read(const std::filesystem::path& dir, const std::vector<Site>& sites, int64_t dModel, int64_t dFF);
   void checkModel(const Model& model) const;
 };
 

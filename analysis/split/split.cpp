@@ -166,8 +166,8 @@ nlohmann::json runSplit(const Recording& rec, const Model* model, const SplitOpt
     // The shared expert (--shared): its neurons leave the split; the method
     // sees only the routed ones (`routed`, ascending ids), and every
     // per-neuron input is restricted to them (onRouted).
-    const int sharedCount = sharedNeuronCount(rec.count(L), E, o.shared,
-                                              site.stack == SiteStack::Single ? "layer " + std::to_string(L) : site.name());
+    const int sharedCount = sharedNeuronCount(
+        rec.count(L), E, o.shared, site.stack == SiteStack::Single ? "layer " + std::to_string(L) : site.name());
     const std::vector<int32_t> sharedIds = mostActiveNeurons(rec.count(L), sharedCount);
     std::vector<int64_t> routed;
     {
@@ -255,8 +255,8 @@ nlohmann::json runSplit(const Recording& rec, const Model* model, const SplitOpt
     std::vector<int32_t> perm = permutationOf(labels, E + (sharedCount > 0 ? 1 : 0));
     tensors.emplace_back(lname(site, "labels"), at::tensor(labels, at::kInt));
     tensors.emplace_back(lname(site, "perm"), at::tensor(perm, at::kInt));
-    job.log(site.name() + ": coact inside " + std::to_string(m["coact_inside"].get<double>()) +
-            ", balance " + std::to_string(m["balance"].get<double>()));
+    job.log(site.name() + ": coact inside " + std::to_string(m["coact_inside"].get<double>()) + ", balance " +
+            std::to_string(m["balance"].get<double>()));
     job.setProgress(static_cast<double>(li + 1) / static_cast<double>(layers.size()));
   }
   nlohmann::json j;

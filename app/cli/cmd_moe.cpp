@@ -78,9 +78,8 @@ int runRoute(const Args& a) {
     const Site site = rs.siteAt(i);
     const auto& mm = rs.metrics.at(siteJsonKey(site));
     std::cout << std::setw(5) << (site.stack == SiteStack::Single ? std::to_string(rs.layers[i]) : site.name())
-              << std::setw(9) << rs.experts[i] << std::setw(7) << rs.topK[i]
-              << std::setw(13) << std::fixed << std::setprecision(4) << mm["mass_recall"].get<double>() << std::setw(9)
-              << mm["overlap"].get<double>();
+              << std::setw(9) << rs.experts[i] << std::setw(7) << rs.topK[i] << std::setw(13) << std::fixed
+              << std::setprecision(4) << mm["mass_recall"].get<double>() << std::setw(9) << mm["overlap"].get<double>();
     if (mm.contains("mean_k")) std::cout << "  mean k " << mm["mean_k"].get<double>();  // dynamic-k
     std::cout << "\n";
   }

@@ -32,7 +32,9 @@ namespace fs = std::filesystem;
 
 namespace {
 
-QString script(const char* name) { return QString::fromStdString((test::sourceDir() / "scripts" / "ref" / name).string()); }
+QString script(const char* name) {
+  return QString::fromStdString((test::sourceDir() / "scripts" / "ref" / name).string());
+}
 QString qs(const fs::path& p) { return QString::fromStdString(p.string()); }
 
 // Two pairs of different lengths, so both batches are padded.
