@@ -104,7 +104,7 @@ class T5Pipeline : public QObject {
     o.batch = 2;  // the three pairs run in two padded batches
     o.samples = 1000;
     o.seqLen = 16;
-    recordSeq2SeqActivations(*model_, pairs(1), SourceInfo{"pairs", "parallel-test", {}}, o, root_ / "rec1", job);
+    recordSeq2SeqActivations(*model_, pairs(1), SourceInfo{"pairs", "parallel-test", {}, ""}, o, root_ / "rec1", job);
     Recording rec = Recording::open(root_ / "rec1");
     QCOMPARE(static_cast<int>(rec.sites().size()), 4);  // enc.blk.0, enc.blk.1, dec.blk.0, dec.blk.1
     QCOMPARE(QString::fromStdString(rec.sites()[3].name()), QString("dec.blk.1"));
@@ -142,14 +142,14 @@ class T5Pipeline : public QObject {
     o.sites = {"enc"};
     std::vector<Sequence> mono;
     for (size_t i = 0; i < kSrc.size(); ++i) mono.push_back(Sequence{kSrc[i], static_cast<int64_t>(i)});
-    recordActivations(*model_, vectorSource(mono), SourceInfo{"mono.txt", "txt", {}}, o, root_ / "rec_enc", job);
+    recordActivations(*model_, vectorSource(mono), SourceInfo{"mono.txt", "txt", {}, ""}, o, root_ / "rec_enc", job);
     Recording rec = Recording::open(root_ / "rec_enc");
     QCOMPARE(static_cast<int>(rec.sites().size()), 2);
     QCOMPARE(rec.tokens(), int64_t{15});
     // A monolingual corpus asked for decoder sites: one line naming the site and the corpus.
     o.sites = {"enc", "dec"};
     std::string e = errorOf([&] {
-      recordActivations(*model_, vectorSource(mono), SourceInfo{"mono.txt", "txt", {}}, o, root_ / "rec_bad", job);
+      recordActivations(*model_, vectorSource(mono), SourceInfo{"mono.txt", "txt", {}, ""}, o, root_ / "rec_bad", job);
     });
     qInfo("monolingual + dec: %s", e.c_str());
     QVERIFY2(e.find("dec.blk.0") != std::string::npos && e.find("mono.txt") != std::string::npos &&
@@ -174,7 +174,7 @@ class T5Pipeline : public QObject {
     o.batch = 4;
     o.samples = 64;
     o.seqLen = 16;
-    recordSeq2SeqActivations(*model_, pairs(8), SourceInfo{"pairs8", "parallel-test", {}}, o, root_ / "rec8", job);
+    recordSeq2SeqActivations(*model_, pairs(8), SourceInfo{"pairs8", "parallel-test", {}, ""}, o, root_ / "rec8", job);
     Recording rec = Recording::open(root_ / "rec8");
     QCOMPARE(rec.tokens(rec.layerOf(Site::parse("dec.blk.0"))), int64_t{88});
     QCOMPARE(rec.sampleCount(rec.layerOf(Site::parse("dec.blk.0"))), int64_t{64});
