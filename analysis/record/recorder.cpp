@@ -314,7 +314,11 @@ struct State {
       const std::string prefix = !encDec ? "" : site.stack == SiteStack::Encoder ? "enc." : "dec.";
       size_t k = 0;
       while (k < streams.size() && streams[k].prefix != prefix) ++k;
-      if (k == streams.size()) streams.push_back(Stream{prefix});
+      if (k == streams.size()) {
+        Stream st;
+        st.prefix = prefix;
+        streams.push_back(std::move(st));
+      }
       streamOfLayer[L] = k;
     }
   }
