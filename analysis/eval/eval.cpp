@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <functional>
+#include <map>
 #include <random>
 
 #include "analysis/common/error.h"
@@ -30,20 +32,30 @@ struct OverrideGuard {
 // neurons it computes there (a MoE: the sizes of the experts it routes these
 // inputs to; the bound: K per token) and, with layer errors, its FFN output's
 // error against the reference FFN's at the same inputs.
+// Sites are keyed by site index (ModelConfig::ffnSiteIndex): the layer for
+// single-stack models; the encoder's and decoder's real tokens are their own
+// rows (validRows per stack).
 class CandidateSink : public HookSink {
  public:
-  CandidateSink(const Model& model, const FfnOverride* ref, const EvalCandidate& cand, const at::Tensor& validRows,
-                bool errors)
+  CandidateSink(const Model& model, const FfnOverride* ref, const EvalCandidate& cand,
+                const std::map<SiteStack, at::Tensor>& validRows, bool errors)
       : model_(model), ref_(ref), cand_(cand), rows_(validRows), errors_(errors) {}
   std::vector<double>* num = nullptr;
   std::vector<double>* den = nullptr;
-  std::vector<double>* neurons = nullptr;  ///< per layer: neurons computed, summed over tokens
-  std::vector<double>* tokens = nullptr;   ///< per layer: tokens counted
-  /// per layer: tokens that took k = 0..max k experts (dynamic-k layers only, else empty)
+  std::vector<double>* neurons = nullptr;  ///< per site index: neurons computed, summed over tokens
+  std::vector<double>* tokens = nullptr;   ///< per site index: tokens counted
+  /// per site index: tokens that took k = 0..max k experts (dynamic-k sites only, else empty)
   std::vector<std::vector<int64_t>>* kCounts = nullptr;
-  bool wants(int layer, HookPoint p) const override { return p == HookPoint::FfnIn && cand_.isSparse(layer); }
-  void on(int layer, HookPoint, const at::Tensor& x) override {
-    at::Tensor flat = x.reshape({-1, x.size(-1)}).index_select(0, rows_).contiguous();
+  bool wants(int, HookPoint) const override { return false; }
+  void on(int, HookPoint, const at::Tensor&) override {}
+  bool wantsSite(const Site& site, HookPoint p) const override {
+    if (p != HookPoint::FfnIn || !rows_.count(site.stack)) return false;
+    const int L = model_.config().ffnSiteIndex(site);
+    return L >= 0 && cand_.isSparse(L);
+  }
+  void onSite(const Site& site, HookPoint, const at::Tensor& x) override {
+    const int layer = model_.config().ffnSiteIndex(site);
+    at::Tensor flat = x.reshape({-1, x.size(-1)}).index_select(0, rows_.at(site.stack)).contiguous();
     const int64_t n = flat.size(0);
     at::Tensor yc;
     if (cand_.moe) {
@@ -74,11 +86,11 @@ class CandidateSink : public HookSink {
       if (errors_) yc = moe.compute(layer, flat, sel, nullptr);
     } else {
       (*neurons)[layer] += static_cast<double>(n) * static_cast<double>(cand_.bound->keep()[layer]);
-      if (errors_) yc = cand_.bound->forward(layer, flat, nullptr);
+      if (errors_) yc = cand_.bound->forwardSite(site, flat, nullptr);
     }
     (*tokens)[layer] += static_cast<double>(n);
     if (!errors_) return;
-    at::Tensor yr = ref_ ? ref_->forward(layer, flat, nullptr) : denseFfn(model_.ffnWeights(layer), flat, nullptr);
+    at::Tensor yr = ref_ ? ref_->forwardSite(site, flat, nullptr) : denseFfn(model_.ffnWeights(site), flat, nullptr);
     (*num)[layer] += (yc - yr).pow(2).sum().item<double>();
     (*den)[layer] += yr.pow(2).sum().item<double>();
   }
@@ -87,8 +99,18 @@ class CandidateSink : public HookSink {
   const Model& model_;
   const FfnOverride* ref_;
   const EvalCandidate& cand_;
-  at::Tensor rows_;
+  std::map<SiteStack, at::Tensor> rows_;
   bool errors_;
+};
+
+// One scored batch for the shared quality loop: `logits` runs the model (with
+// its current FFN override) and returns [B, T, V]; the scored positions are
+// (row, pos) with their targets; validRows holds, per stack, the flat rows
+// b * T + t of real (unpadded) tokens.
+struct EvalBatch {
+  std::function<at::Tensor(HookSink*)> logits;
+  at::Tensor row, pos, target;  // [P] int64
+  std::map<SiteStack, at::Tensor> validRows;
 };
 
 // What layer L of a candidate computes per token, with n its mean neurons.
@@ -192,40 +214,38 @@ nlohmann::json QualityFigures::toJson() const {
   return j;
 }
 
-std::vector<QualityFigures> evaluateQuality(Model& model, std::shared_ptr<const FfnOverride> reference,
+namespace {
+
+// The quality loop shared by causal/MLM and sequence-to-sequence evaluation:
+// `batches` yields the scored batches (returns false when done); `progress`
+// reports the share done after each.
+std::vector<QualityFigures> evaluateBatches(Model& model, std::shared_ptr<const FfnOverride> reference,
                                             const std::vector<EvalCandidate>& candidates,
-                                            const std::vector<std::vector<int64_t>>& sequences,
+                                            const std::function<bool(EvalBatch&, double&)>& batches,
                                             const EvalOptions& o, JobContext& job) {
   OverrideGuard guard(model);
   const ModelConfig& c = model.config();
-  const bool mlm = !c.causal;
-  if (mlm && (o.maskTokenId < 0 || o.maskTokenId >= c.vocab))
-    throw ParameterError("masked-LM evaluation needs the tokenizer's mask token ([MASK]); none is defined");
-  if (o.batch <= 0) throw ParameterError("--batch must be positive");
-  const int nL = c.nLayer;
+  const int nL = static_cast<int>(c.ffnSites().size());
   const size_t nC = candidates.size();
   std::vector<double> loss(nC + 1, 0.0), agree(nC + 1, 0.0), kl(nC + 1, 0.0);
   std::vector<std::vector<double>> num(nC, std::vector<double>(nL, 0.0)), den(nC, std::vector<double>(nL, 0.0));
   std::vector<std::vector<double>> neurons(nC, std::vector<double>(nL, 0.0)), tokens(nC, std::vector<double>(nL, 0.0));
   std::vector<std::vector<std::vector<int64_t>>> kCounts(nC, std::vector<std::vector<int64_t>>(nL));
   int64_t positions = 0;
-  std::mt19937_64 rng(o.seed);
   job.setStage("eval: quality");
-  for (size_t b0 = 0; b0 < sequences.size(); b0 += o.batch) {
+  EvalBatch eb;
+  double done = 0;
+  while (true) {
     job.checkCancel();
-    const size_t b1 = std::min(sequences.size(), b0 + o.batch);
-    ScoredBatch sb = makeScoredBatch(
-        std::vector<std::vector<int64_t>>(sequences.begin() + b0, sequences.begin() + b1), !mlm, o.maskTokenId,
-        o.mlmFraction, rng);
-    if (sb.row.numel() == 0) continue;
-    const Batch& batch = sb.batch;
-    const at::Tensor &bT = sb.row, &tT = sb.pos, &yT = sb.target;
-    const int64_t P = sb.row.numel();
-    at::Tensor validRows = batch.mask.reshape({-1}).nonzero().reshape({-1});
+    eb = EvalBatch{};
+    if (!batches(eb, done)) break;
+    if (eb.row.numel() == 0) continue;
+    const at::Tensor &bT = eb.row, &tT = eb.pos, &yT = eb.target;
+    const int64_t P = eb.row.numel();
     at::Tensor lpRef;
     {
       model.setFfnOverride(reference);
-      at::Tensor logits = model.forward(batch);
+      at::Tensor logits = eb.logits(nullptr);
       lpRef = at::log_softmax(logits.index({bT, tT}), -1);  // [P, V]
     }
     at::Tensor refArg = lpRef.argmax(-1);
@@ -235,22 +255,25 @@ std::vector<QualityFigures> evaluateQuality(Model& model, std::shared_ptr<const 
     for (size_t ci = 0; ci < nC; ++ci) {
       job.checkCancel();
       model.setFfnOverride(candidates[ci].ffn());
-      CandidateSink sink(model, reference.get(), candidates[ci], validRows, o.layerErrors);
+      CandidateSink sink(model, reference.get(), candidates[ci], eb.validRows, o.layerErrors);
       sink.num = &num[ci];
       sink.den = &den[ci];
       sink.neurons = &neurons[ci];
       sink.tokens = &tokens[ci];
       sink.kCounts = &kCounts[ci];
-      at::Tensor logits = model.forward(batch, &sink);
+      at::Tensor logits = eb.logits(&sink);
       at::Tensor lp = at::log_softmax(logits.index({bT, tT}), -1);
       loss[ci + 1] -= lp.gather(1, yT.unsqueeze(1)).sum().item<double>();
       agree[ci + 1] += (lp.argmax(-1) == refArg).sum().item<double>();
       kl[ci + 1] += (pRef * (lpRef - lp)).sum().item<double>();
     }
     positions += P;
-    job.setProgress(double(b1) / sequences.size());
+    job.setProgress(done);
   }
-  if (positions == 0) throw ParameterError("no positions to score (sequences need at least 2 tokens, 3 for masked LM)");
+  if (positions == 0)
+    throw ParameterError(c.encoderDecoder
+                             ? "no positions to score (no target tokens)"
+                             : "no positions to score (sequences need at least 2 tokens, 3 for masked LM)");
   std::vector<QualityFigures> out;
   for (size_t i = 0; i <= nC; ++i) {
     QualityFigures f;
@@ -299,6 +322,85 @@ std::vector<QualityFigures> evaluateQuality(Model& model, std::shared_ptr<const 
     out.push_back(std::move(f));
   }
   return out;
+}
+
+}  // namespace
+
+std::vector<QualityFigures> evaluateQuality(Model& model, std::shared_ptr<const FfnOverride> reference,
+                                            const std::vector<EvalCandidate>& candidates,
+                                            const std::vector<std::vector<int64_t>>& sequences, const EvalOptions& o,
+                                            JobContext& job) {
+  const ModelConfig& c = model.config();
+  if (c.encoderDecoder)
+    throw ParameterError(c.modelType +
+                         " is an encoder-decoder model: evaluate it on a parallel corpus "
+                         "(evaluateSeq2SeqQuality)");
+  const bool mlm = !c.causal;
+  if (mlm && (o.maskTokenId < 0 || o.maskTokenId >= c.vocab))
+    throw ParameterError("masked-LM evaluation needs the tokenizer's mask token ([MASK]); none is defined");
+  if (o.batch <= 0) throw ParameterError("--batch must be positive");
+  std::mt19937_64 rng(o.seed);
+  size_t b0 = 0;
+  const Model* mp = &model;
+  auto next = [&](EvalBatch& eb, double& done) {
+    if (b0 >= sequences.size()) return false;
+    const size_t b1 = std::min(sequences.size(), b0 + static_cast<size_t>(o.batch));
+    auto sb = std::make_shared<ScoredBatch>(
+        makeScoredBatch(std::vector<std::vector<int64_t>>(sequences.begin() + static_cast<long>(b0),
+                                                          sequences.begin() + static_cast<long>(b1)),
+                        !mlm, o.maskTokenId, o.mlmFraction, rng));
+    eb.row = sb->row;
+    eb.pos = sb->pos;
+    eb.target = sb->target;
+    eb.validRows[SiteStack::Single] = sb->batch.mask.reshape({-1}).nonzero().reshape({-1});
+    eb.logits = [mp, sb](HookSink* sink) { return mp->forward(sb->batch, sink); };
+    done = double(b1) / sequences.size();
+    b0 = b1;
+    return true;
+  };
+  return evaluateBatches(model, std::move(reference), candidates, next, o, job);
+}
+
+std::vector<QualityFigures> evaluateSeq2SeqQuality(Model& model, std::shared_ptr<const FfnOverride> reference,
+                                                   const std::vector<EvalCandidate>& candidates,
+                                                   const std::vector<Seq2SeqExample>& pairs, const EvalOptions& o,
+                                                   JobContext& job) {
+  const ModelConfig& c = model.config();
+  if (!c.encoderDecoder)
+    throw ParameterError(c.modelType +
+                         " is a single-stack model: sequence-to-sequence evaluation needs an "
+                         "encoder-decoder model");
+  if (o.batch <= 0) throw ParameterError("--batch must be positive");
+  size_t b0 = 0;
+  const Model* mp = &model;
+  auto next = [&](EvalBatch& eb, double& done) {
+    if (b0 >= pairs.size()) return false;
+    const size_t b1 = std::min(pairs.size(), b0 + static_cast<size_t>(o.batch));
+    std::vector<std::vector<int64_t>> src, dec;
+    std::vector<int64_t> bi, ti, target;
+    for (size_t b = b0; b < b1; ++b) {
+      const Seq2SeqExample& p = pairs[b];
+      if (p.source.empty() || p.decoderInput.empty() || p.labels.size() != p.decoderInput.size())
+        throw ParameterError("pair " + std::to_string(b) + ": needs a source and labels as long as its decoder input");
+      src.push_back(p.source);
+      dec.push_back(p.decoderInput);
+      // Teacher forcing: decoder position t predicts labels[t]; padding is never scored.
+      for (size_t t = 0; t < p.labels.size(); ++t)
+        bi.push_back(static_cast<int64_t>(b - b0)), ti.push_back(static_cast<int64_t>(t)),
+            target.push_back(p.labels[t]);
+    }
+    auto sb = std::make_shared<std::pair<Batch, Batch>>(makeBatch(src, 0), makeBatch(dec, 0));
+    eb.row = at::tensor(bi, at::kLong);
+    eb.pos = at::tensor(ti, at::kLong);
+    eb.target = at::tensor(target, at::kLong);
+    eb.validRows[SiteStack::Encoder] = sb->first.mask.reshape({-1}).nonzero().reshape({-1});
+    eb.validRows[SiteStack::Decoder] = sb->second.mask.reshape({-1}).nonzero().reshape({-1});
+    eb.logits = [mp, sb](HookSink* sink) { return mp->forwardSeq2Seq(sb->first, sb->second, sink); };
+    done = double(b1) / pairs.size();
+    b0 = b1;
+    return true;
+  };
+  return evaluateBatches(model, std::move(reference), candidates, next, o, job);
 }
 
 SpeedStats SpeedStats::of(std::vector<double> rates) {

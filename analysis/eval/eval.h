@@ -37,10 +37,10 @@ class Model;
 class MoeFfn;
 
 struct EvalOptions {
-  int batch = 8;               ///< sequences per forward
-  uint64_t seed = 0;           ///< MLM masking
+  int batch = 8;      ///< sequences per forward
+  uint64_t seed = 0;  ///< MLM masking
   double mlmFraction = 0.15;
-  int64_t maskTokenId = -1;    ///< required for non-causal (MLM) models
+  int64_t maskTokenId = -1;  ///< required for non-causal (MLM) models
   bool layerErrors = true;
 };
 
@@ -51,8 +51,8 @@ struct QualityFigures {
   std::vector<int64_t> neuronsKept;  ///< the bound: neurons kept per token, per model layer (0 = dense layer)
   double loss = 0, perplexity = 0;
   double top1Agreement = 1.0, kl = 0.0;
-  std::vector<double> layerRelError; ///< per model layer; null (NaN) for dense layers
-  int64_t positions = 0;             ///< scored positions
+  std::vector<double> layerRelError;  ///< per model layer; null (NaN) for dense layers
+  int64_t positions = 0;              ///< scored positions
   /// FFN multiply-adds per token over every FFN layer (layers left dense at
   /// their dense cost) / the dense model's: sum_L ffnFlops_L / sum_L dense_L.
   double ffnFlopsFraction = 1.0;
@@ -92,11 +92,35 @@ ScoredBatch makeScoredBatch(std::vector<std::vector<int64_t>> sequences, bool ca
 /// Evaluates the reference (the model with `reference` as FFN override, null
 /// = its dense FFNs) and every candidate on `sequences`. Returns the
 /// reference's figures first, then one per candidate. The model's own
-/// override is restored afterwards. Cancellable, progress per batch.
+/// override is restored afterwards. Cancellable, progress per batch. Per-layer
+/// figures are indexed by site index (== layer here). Throws ParameterError
+/// for an encoder-decoder model (use evaluateSeq2SeqQuality).
 std::vector<QualityFigures> evaluateQuality(Model& model, std::shared_ptr<const FfnOverride> reference,
                                             const std::vector<EvalCandidate>& candidates,
                                             const std::vector<std::vector<int64_t>>& sequences,
                                             const EvalOptions& options, JobContext& job);
+
+/// One teacher-forced example of an encoder-decoder model (analysis/text/
+/// parallel_corpus.h tokenizePair): encoder ids, decoder input ids
+/// (decoder_start + labels shifted right) and the labels it predicts, as long
+/// as the decoder input.
+struct Seq2SeqExample {
+  std::vector<int64_t> source, decoderInput, labels;
+};
+
+/// evaluateQuality for encoder-decoder models (T5) on teacher-forced pairs:
+/// the loss and perplexity are the cross-entropy of labels[t] at decoder
+/// position t over every label (padding of the right-padded source and
+/// decoder batches excluded), top-1 agreement and KL compare the decoder's
+/// next-token distributions with the reference's; layer errors and FFN FLOPs
+/// are per site index (ModelConfig::ffnSites: encoder sites over source
+/// tokens, decoder sites over decoder tokens). Throws ParameterError for a
+/// single-stack model, a pair without source or with labels and decoder input
+/// of different lengths, or no target token.
+std::vector<QualityFigures> evaluateSeq2SeqQuality(Model& model, std::shared_ptr<const FfnOverride> reference,
+                                                   const std::vector<EvalCandidate>& candidates,
+                                                   const std::vector<Seq2SeqExample>& pairs, const EvalOptions& options,
+                                                   JobContext& job);
 
 /// Throughput of repeated timed runs, in tokens per second. A single timing
 /// is at the mercy of the scheduler, so speed figures carry the run count and
@@ -135,7 +159,8 @@ double forwardTokensPerSecond(Model& model, std::shared_ptr<const FfnOverride> f
 
 /// generationSpeed(...).max: the best of at least 3 timed runs (after a
 /// warm-up) that together last at least `minSeconds`.
-double generationTokensPerSecond(Model& model, std::shared_ptr<const FfnOverride> ffn, const std::vector<int64_t>& prompt,
-                                 int newTokens, double minSeconds = 0.3, const JobContext* job = nullptr);
+double generationTokensPerSecond(Model& model, std::shared_ptr<const FfnOverride> ffn,
+                                 const std::vector<int64_t>& prompt, int newTokens, double minSeconds = 0.3,
+                                 const JobContext* job = nullptr);
 
 }  // namespace moefy

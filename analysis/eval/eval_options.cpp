@@ -30,7 +30,10 @@ const OptionTable& evalOptionTable() {
                   "every budget of the run (each --sweep fraction, else each router's k/E): per token the\n"
                   "round(F d_ff) neurons with the largest |h| of each MoEfied layer (of every layer without a\n"
                   "router; --sweep then required), the others zeroed. --speed adds forward and\n"
-                  "greedy-generation tokens/s, dense vs MoE. --out writes EVAL_DIR/eval.json (docs/formats.md).\n");
+                  "greedy-generation tokens/s, dense vs MoE. --out writes EVAL_DIR/eval.json (docs/formats.md).\n"
+                  "An encoder-decoder MODEL_DIR (T5) takes a parallel CORPUS (.tsv, .jsonl, or a source file\n"
+                  "with --target) and is scored teacher-forced per site group (enc, dec, both); --speed and\n"
+                  "--bound cover single-stack models only.\n");
     t.positionals({"MODEL_DIR", "CORPUS"}, 2)
         .text("moe", "MOE_DIR", std::nullopt, "a MoE export of MODEL_DIR to evaluate")
         .text("partition", "PART_DIR", std::nullopt, "the partition of the routers to evaluate")
@@ -42,6 +45,11 @@ const OptionTable& evalOptionTable() {
         .integer("tokens", "N", c.tokens, 0, int64_t{1} << 50, "evaluation tokens (0 = the whole split)")
         .integer("seq-len", "S", c.seqLen, 2, 1 << 20, "window length in tokens")
         .choice("split", {"heldout", "train", "all"}, "heldout", "which documents of a text corpus to read")
+        .text("target", "FILE", "",
+              "encoder-decoder models: the line-aligned target file of CORPUS (the source file); a .tsv or "
+              ".jsonl CORPUS is parallel by itself")
+        .text("source-field", "NAME", c.sourceField, "parallel .jsonl: field (or dotted path) of the source text")
+        .text("target-field", "NAME", c.targetField, "parallel .jsonl: field (or dotted path) of the target text")
         .integer("batch", "B", e.batch, 1, 1 << 16, "sequences per forward pass")
         .integer("seed", "N", static_cast<int64_t>(e.seed), 0, std::numeric_limits<int64_t>::max(),
                  "seed (masked-LM masking)")
@@ -82,6 +90,9 @@ EvalCorpusOptions applyEvalOptions(const OptionValues& v, EvalRunSpec& spec) {
   c.seqLen = v.int32("seq-len");
   c.tokens = v.integer("tokens");
   c.split = parseSplitName(v.text("split"));
+  c.targetFile = v.text("target");
+  c.sourceField = v.text("source-field");
+  c.targetField = v.text("target-field");
   spec.seqLen = c.seqLen;
   spec.split = c.split;  // recorded in eval.json's corpus block
   return c;

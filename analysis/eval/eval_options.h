@@ -12,9 +12,13 @@ namespace moefy {
 
 /// Which sequences an evaluation reads from its corpus (readSequences()).
 struct EvalCorpusOptions {
-  int seqLen = 128;       ///< window length in tokens
-  int64_t tokens = 4096;  ///< token budget (0 = the whole split)
+  int seqLen = 128;       ///< window length in tokens (encoder-decoder pairs: each side cut to it)
+  int64_t tokens = 4096;  ///< token budget (0 = the whole split); pairs: target tokens, whole pairs
   Split split = Split::HeldOut;
+  // Parallel corpora of encoder-decoder models (analysis/text/parallel_corpus.h):
+  std::string targetFile;              ///< --target: line-aligned target file of CORPUS
+  std::string sourceField = "source";  ///< --source-field (.jsonl)
+  std::string targetField = "target";  ///< --target-field (.jsonl)
 };
 
 /// The options of `moefy eval` (defaults from EvalCorpusOptions{},

@@ -1,10 +1,10 @@
 #include "analysis/eval/eval_run.h"
 
-#include "analysis/eval/sequences.h"
-
 #include <algorithm>
+#include <optional>
 
 #include "analysis/common/error.h"
+#include "analysis/eval/sequences.h"
 #include "analysis/io/fsutil.h"
 #include "analysis/io/links.h"
 #include "analysis/jobs/job.h"
@@ -12,6 +12,7 @@
 #include "analysis/model/model.h"
 #include "analysis/moe/activation_bound.h"
 #include "analysis/moe/moe_ffn.h"
+#include "analysis/text/parallel_corpus.h"
 
 namespace moefy {
 
@@ -20,11 +21,18 @@ void checkSweep(const std::vector<double>& sweep) {
     if (!(f > 0 && f <= 1)) throw ParameterError("--sweep: fraction " + std::to_string(f) + " outside (0, 1]");
 }
 
-void requireEvaluable(const ModelConfig& c, const std::string& where) {
-  if (c.encoderDecoder)
+void requireEvaluable(const ModelConfig& c, const std::string& where, const EvalRunSpec& spec) {
+  if (!c.encoderDecoder) return;
+  // Encoder-decoder models are scored teacher-forced (runSeq2SeqEvaluation);
+  // the timings and the activation bound are single-stack only so far.
+  if (spec.speed)
     throw ParameterError(where + ": " + c.modelType +
-                         " is an encoder-decoder model; eval covers single-stack models so far (moefy forward "
-                         "--generate N decodes it greedily)");
+                         " is an encoder-decoder model; eval --speed times single-stack models so far (eval without "
+                         "--speed scores it teacher-forced)");
+  if (spec.activationBound)
+    throw ParameterError(where + ": " + c.modelType +
+                         " is an encoder-decoder model; eval --bound (the top-k activation bound) covers single-stack "
+                         "models so far");
 }
 
 std::vector<EvalCandidate> evalCandidates(const EvalRunSpec& spec, const Model& model) {
@@ -97,9 +105,138 @@ void addSpeed(nlohmann::json& speed, const std::string& what, const SpeedStats& 
 
 }  // namespace
 
+namespace {
+
+// The eval.json document around the results (docs/formats.md "Evaluation").
+// `corpus` holds the reader's counts; the split the corpus was read with
+// (`split`, by isHeldOut with `splitSeed` and `heldOutFraction`) and the
+// corpus's fingerprint are added here.
+nlohmann::json evalDocument(const Model& m, const EvalRunSpec& spec, const QualityFigures& reference,
+                            nlohmann::json results, nlohmann::json corpus, const std::string& objective, Split split,
+                            uint64_t splitSeed, double heldOutFraction, JobContext& job) {
+  nlohmann::json j;
+  j["format"] = "moefy-eval";
+  j["version"] = 1;
+  j["tool_version"] = MOEFY_VERSION;
+  j["model"] = {{"path", spec.modelPath},
+                {"fingerprint", m.fingerprint()},
+                {"arch", archName(m.config().arch)},
+                {"objective", objective}};
+  // Which data the figures are on (analysis/eval/eval_data.h): without the
+  // split and the corpus's content, two evaluations of one model cannot be
+  // compared, nor checked against the recording their routers learnt from.
+  corpus["split"] = splitName(split);
+  corpus["split_seed"] = splitSeed;
+  corpus["held_out_fraction"] = heldOutFraction;
+  if (!spec.corpusPath.empty()) {
+    try {
+      corpus["fingerprint"] = contentFingerprint(spec.corpusPath);
+    } catch (const Error& e) {
+      job.log(std::string("eval: no corpus fingerprint: ") + e.what());
+    }
+  }
+  j["corpus"] = std::move(corpus);
+  j["seed"] = spec.options.seed;
+  j["source"] = spec.source;
+  j["reference"] = reference.toJson();
+  j["results"] = std::move(results);
+  const EvalOptions& eo0 = spec.options;
+  j["provenance"] = provenanceBlock("eval",
+                                    {{"batch", eo0.batch},
+                                     {"seed", eo0.seed},
+                                     {"mlm_fraction", eo0.mlmFraction},
+                                     {"mask_token_id", eo0.maskTokenId},
+                                     {"layer_errors", eo0.layerErrors},
+                                     {"sweep", spec.sweep},
+                                     {"bound", spec.activationBound ? "topk-act" : ""},
+                                     {"speed", spec.speed},
+                                     {"speed_seconds", spec.speedSeconds},
+                                     {"seq_len", spec.seqLen}},
+                                    {{"model", m.fingerprint()}});
+  return j;
+}
+
+}  // namespace
+
+std::vector<EvalCandidate> seq2seqCandidates(const EvalRunSpec& spec, const Model& model,
+                                             std::vector<std::string>& groups) {
+  if (spec.activationBound)
+    throw ParameterError("--bound: the top-k activation bound covers single-stack models so far, not " +
+                         model.config().modelType);
+  if (spec.bases.empty()) throw ParameterError("eval: no MoE to evaluate (give --partition and --router)");
+  std::vector<EvalCandidate> cands;
+  groups.clear();
+  for (const auto& [name, b] : spec.bases) {
+    bool enc = false, dec = false;
+    for (size_t L = 0; L < b->layers().size(); ++L) {
+      if (!b->layers()[L].weights) continue;
+      (b->siteAt(static_cast<int>(L)).stack == SiteStack::Decoder ? dec : enc) = true;
+    }
+    std::vector<std::pair<std::string, std::optional<SiteStack>>> which;
+    if (enc && dec)
+      which = {{"enc", SiteStack::Encoder}, {"dec", SiteStack::Decoder}, {"both", std::nullopt}};
+    else
+      which = {{enc ? "enc" : "dec", std::nullopt}};
+    for (const auto& [group, only] : which) {
+      std::vector<bool> keep(b->layers().size(), true);
+      if (only)
+        for (size_t L = 0; L < keep.size(); ++L) keep[L] = b->siteAt(static_cast<int>(L)).stack == *only;
+      std::shared_ptr<const MoeFfn> g = b->withMoeOnly(keep);
+      if (spec.sweep.empty()) {
+        double frac = 0;
+        int n = 0;
+        for (const auto& l : g->layers())
+          if (l.weights) frac += double(l.topK) / l.weights->layout.experts, ++n;
+        cands.push_back({name, n ? frac / n : 1.0, g, nullptr});
+        groups.push_back(group);
+      } else {
+        for (double f : spec.sweep) {
+          cands.push_back({name, f, g->withFraction(f), nullptr});
+          groups.push_back(group);
+        }
+      }
+    }
+  }
+  return cands;
+}
+
+nlohmann::json runSeq2SeqEvaluation(Model& m, const EvalRunSpec& spec, const std::vector<Seq2SeqExample>& pairs,
+                                    JobContext& job) {
+  requireEvaluable(m.config(), spec.modelPath.empty() ? std::string("model") : spec.modelPath, spec);
+  if (!m.config().encoderDecoder)
+    throw ParameterError(m.config().modelType + " is a single-stack model: evaluate it on sequences (runEvaluation)");
+  if (pairs.empty()) throw ParameterError("eval: no pairs");
+  checkSweep(spec.sweep);
+  m.setFfnOverride(nullptr);
+  std::vector<std::string> groups;
+  const std::vector<EvalCandidate> cands = seq2seqCandidates(spec, m, groups);
+  auto figs = evaluateSeq2SeqQuality(m, spec.reference, cands, pairs, spec.options, job);
+  nlohmann::json results = nlohmann::json::array();
+  for (size_t i = 1; i < figs.size(); ++i) {
+    nlohmann::json r = figs[i].toJson();
+    r["router"] = cands[i - 1].name;
+    r["site_group"] = groups[i - 1];
+    r["loss_delta"] = figs[i].loss - figs[0].loss;
+    results.push_back(r);
+  }
+  int64_t tokens = 0;
+  for (const auto& p : pairs) tokens += static_cast<int64_t>(p.labels.size());
+  nlohmann::json corpus = {{"path", spec.corpusPath},
+                           {"sequences", pairs.size()},
+                           {"pairs", pairs.size()},
+                           {"tokens", tokens},
+                           {"seq_len", spec.seqLen}};
+  const Seq2SeqOptions splitDefaults;  // readSeq2SeqPairs splits with these
+  return evalDocument(m, spec, figs[0], std::move(results), std::move(corpus), "seq2seq", spec.split,
+                      splitDefaults.seed, splitDefaults.heldOutFraction, job);
+}
+
 nlohmann::json runEvaluation(Model& m, const EvalRunSpec& spec, const std::vector<std::vector<int64_t>>& seqs,
                              JobContext& job) {
-  requireEvaluable(m.config(), spec.modelPath.empty() ? std::string("model") : spec.modelPath);
+  const std::string where = spec.modelPath.empty() ? std::string("model") : spec.modelPath;
+  if (m.config().encoderDecoder)
+    throw ParameterError(where + ": " + m.config().modelType +
+                         " is an encoder-decoder model; evaluate it on a parallel corpus (runSeq2SeqEvaluation)");
   if (seqs.empty()) throw ParameterError("eval: no sequences");
   checkSweep(spec.sweep);
   m.setFfnOverride(nullptr);
@@ -150,49 +287,13 @@ nlohmann::json runEvaluation(Model& m, const EvalRunSpec& spec, const std::vecto
   }
   int64_t tokens = 0;
   for (const auto& s : seqs) tokens += static_cast<int64_t>(s.size());
-  nlohmann::json j;
-  j["format"] = "moefy-eval";
-  j["version"] = 1;
-  j["tool_version"] = MOEFY_VERSION;
-  j["model"] = {{"path", spec.modelPath}, {"fingerprint", m.fingerprint()}, {"arch", archName(m.config().arch)},
-                {"objective", m.config().causal ? "next-token" : "masked-lm"}};
-  // Which data the figures are on (analysis/eval/eval_data.h): without the
-  // split and the corpus's content, two evaluations of one model cannot be
-  // compared, nor checked against the recording their routers learnt from.
-  const SequenceOptions splitDefaults;  // readSequences splits with these
+  nlohmann::json corpus = {
+      {"path", spec.corpusPath}, {"sequences", seqs.size()}, {"tokens", tokens}, {"seq_len", spec.seqLen}};
   const bool idsFile = std::filesystem::path(spec.corpusPath).extension() == ".ids";
-  j["corpus"] = {{"path", spec.corpusPath},
-                 {"split", splitName(idsFile ? Split::All : spec.split)},
-                 {"split_seed", splitDefaults.seed},
-                 {"held_out_fraction", splitDefaults.heldOutFraction},
-                 {"sequences", seqs.size()},
-                 {"tokens", tokens},
-                 {"seq_len", spec.seqLen}};
-  if (!spec.corpusPath.empty()) {
-    try {
-      j["corpus"]["fingerprint"] = contentFingerprint(spec.corpusPath);
-    } catch (const Error& e) {
-      job.log(std::string("eval: no corpus fingerprint: ") + e.what());
-    }
-  }
-  j["seed"] = eo.seed;
-  j["source"] = spec.source;
-  j["reference"] = figs[0].toJson();
-  j["results"] = results;
-  const EvalOptions& eo0 = spec.options;
-  j["provenance"] = provenanceBlock("eval",
-                                    {{"batch", eo0.batch},
-                                     {"seed", eo0.seed},
-                                     {"mlm_fraction", eo0.mlmFraction},
-                                     {"mask_token_id", eo0.maskTokenId},
-                                     {"layer_errors", eo0.layerErrors},
-                                     {"sweep", spec.sweep},
-                                     {"bound", spec.activationBound ? "topk-act" : ""},
-                                     {"speed", spec.speed},
-                                     {"speed_seconds", spec.speedSeconds},
-                                     {"seq_len", spec.seqLen}},
-                                    {{"model", m.fingerprint()}});
-  return j;
+  const SequenceOptions splitDefaults;  // readSequences splits with these
+  return evalDocument(m, spec, figs[0], std::move(results), std::move(corpus),
+                      m.config().causal ? "next-token" : "masked-lm", idsFile ? Split::All : spec.split,
+                      splitDefaults.seed, splitDefaults.heldOutFraction, job);
 }
 
 nlohmann::json evalDocumentFor(const std::filesystem::path& out, const nlohmann::json& doc0) {

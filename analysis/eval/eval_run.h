@@ -29,8 +29,8 @@ struct EvalRunSpec {
   /// MoEfy (every FFN layer when there is no base; then a sweep is needed).
   bool activationBound = false;
   EvalOptions options;
-  bool speed = false;          ///< also time forward passes and greedy generation
-  double speedSeconds = 1.0;   ///< minimum seconds per forward timing and per generation timing
+  bool speed = false;         ///< also time forward passes and greedy generation
+  double speedSeconds = 1.0;  ///< minimum seconds per forward timing and per generation timing
   // Provenance, copied into the document.
   std::string modelPath, corpusPath;
   int seqLen = 0;
@@ -44,11 +44,12 @@ struct EvalRunSpec {
 /// Checks a --sweep list: every fraction in (0, 1]. Throws ParameterError.
 void checkSweep(const std::vector<double>& sweep);
 
-/// Refuses the models eval does not cover yet: an encoder-decoder model
-/// (t5; its seq2seq evaluation is not implemented) gets a ParameterError
-/// naming `where` and the model_type. runEvaluation calls it first; the CLI
-/// calls it before reading the corpus.
-void requireEvaluable(const ModelConfig& config, const std::string& where);
+/// Refuses what eval does not cover yet for a model: an encoder-decoder model
+/// (t5; scored teacher-forced by runSeq2SeqEvaluation) with spec.speed or
+/// spec.activationBound gets a ParameterError naming `where`, the model_type
+/// and the option. Single-stack models always pass. runSeq2SeqEvaluation
+/// calls it first; the CLI calls it before reading the corpus.
+void requireEvaluable(const ModelConfig& config, const std::string& where, const EvalRunSpec& spec);
 
 /// The candidates of `spec`: bases x sweep (or each base's mean k/E), then
 /// with activationBound the bound ("topk-act") at each distinct budget of
@@ -65,10 +66,29 @@ std::vector<EvalCandidate> evalCandidates(const EvalRunSpec& spec, const Model& 
 /// results (one per candidate: QualityFigures::toJson() plus router,
 /// loss_delta and, with speed, forward/generation tokens/s and speed-ups
 /// against the reference, or a speed_note for candidates that need the dense
-/// hidden). The model's own override is cleared first.
+/// hidden). The model's own override is cleared first. Throws ParameterError
+/// for an encoder-decoder model (runSeq2SeqEvaluation scores those).
 /// Cancellable between candidates.
-nlohmann::json runEvaluation(Model& model, const EvalRunSpec& spec,
-                             const std::vector<std::vector<int64_t>>& sequences, JobContext& job);
+nlohmann::json runEvaluation(Model& model, const EvalRunSpec& spec, const std::vector<std::vector<int64_t>>& sequences,
+                             JobContext& job);
+
+/// The candidates of an encoder-decoder evaluation: each base (or each base
+/// at each sweep fraction) per site group: "enc" (the encoder's MoE sites
+/// only, the decoder dense), "dec" and "both", the groups a base covers
+/// (a base over the decoder only gives "dec"). `groups` receives each
+/// candidate's group. Throws ParameterError for the activation bound (not
+/// covered for encoder-decoder models yet) or no bases.
+std::vector<EvalCandidate> seq2seqCandidates(const EvalRunSpec& spec, const Model& model,
+                                             std::vector<std::string>& groups);
+
+/// runEvaluation for encoder-decoder models on teacher-forced pairs
+/// (evaluateSeq2SeqQuality): model.objective "seq2seq", corpus.pairs and
+/// corpus.tokens (target tokens scored) besides the corpus provenance of
+/// runEvaluation (split: spec.split), one result per seq2seqCandidates entry
+/// with its `site_group`. Throws ParameterError as requireEvaluable (spec.speed,
+/// spec.activationBound), for a single-stack model, and as seq2seqCandidates.
+nlohmann::json runSeq2SeqEvaluation(Model& model, const EvalRunSpec& spec, const std::vector<Seq2SeqExample>& pairs,
+                                    JobContext& job);
 
 /// The eval.json document as written into `out`: format version 2, the model,
 /// corpus and source paths as links relative to `out` (analysis/io/links.h).

@@ -5,7 +5,9 @@
 
 #include "analysis/checkpoint/loader.h"
 #include "analysis/common/error.h"
+#include "analysis/eval/eval.h"
 #include "analysis/io/input_file.h"
+#include "analysis/text/parallel_corpus.h"
 #include "analysis/text/tokenizer.h"
 
 namespace moefy {
@@ -73,7 +75,9 @@ std::vector<std::vector<int64_t>> readSequences(const fs::path& corpus, const Lo
       job);
   if (out.empty())
     throw FormatError(corpus.string() + ": no sequences of at least 2 tokens in the " +
-                      (split == Split::HeldOut ? "held-out" : split == Split::Train ? "training" : "whole") +
+                      (split == Split::HeldOut ? "held-out"
+                       : split == Split::Train ? "training"
+                                               : "whole") +
                       " split");
   for (const auto& s : out)
     for (int64_t id : s)
@@ -99,6 +103,53 @@ int64_t maskTokenIdOf(const LoadedModel& loaded) {
   auto id = loaded.tokenizer->tokenToId("[MASK]");
   if (!id) id = loaded.tokenizer->tokenToId("<mask>");
   return id ? *id : -1;
+}
+
+std::vector<Seq2SeqExample> readSeq2SeqPairs(const std::filesystem::path& corpus, const std::string& targetFile,
+                                             const std::string& sourceField, const std::string& targetField,
+                                             const LoadedModel& loaded, int seqLen, int64_t budget, Split split,
+                                             JobContext* job) {
+  const ModelConfig& c = loaded.model->config();
+  if (!c.encoderDecoder) throw ParameterError(corpus.string() + ": pairs feed encoder-decoder models only");
+  if (seqLen < 2) throw ParameterError("--seq-len must be >= 2");
+  if (!loaded.tokenizer)
+    throw FormatError(loaded.model->dir().string() + ": has no usable tokenizer (" + loaded.tokenizerError +
+                      "); a parallel corpus is tokenised with the model's tokenizer");
+  std::unique_ptr<ParallelCorpus> pc;
+  if (!targetFile.empty()) {
+    pc = ParallelCorpus::openAligned(corpus, targetFile);
+  } else {
+    ParallelCorpusOptions po;
+    po.sourceField = sourceField;
+    po.targetField = targetField;
+    pc = ParallelCorpus::open(corpus, po);
+  }
+  Seq2SeqOptions so;
+  so.decoderStartId = c.decoderStartId;
+  so.split = split;
+  std::vector<Seq2SeqExample> out;
+  int64_t used = 0;
+  const size_t cut = static_cast<size_t>(seqLen);
+  forEachTokenizedPair(
+      *pc, *loaded.tokenizer, so,
+      [&](const TokenizedPair& tp) {
+        Seq2SeqExample e;
+        e.source.assign(tp.ids.source.begin(), tp.ids.source.begin() + std::min(cut, tp.ids.source.size()));
+        const size_t n = std::min(cut, tp.ids.labels.size());
+        e.labels.assign(tp.ids.labels.begin(), tp.ids.labels.begin() + n);
+        e.decoderInput.assign(tp.ids.decoderInput.begin(), tp.ids.decoderInput.begin() + n);
+        used += static_cast<int64_t>(n);
+        out.push_back(std::move(e));
+        return !(budget > 0 && used >= budget);
+      },
+      job);
+  if (out.empty())
+    throw FormatError(corpus.string() + ": no pairs in the " +
+                      std::string(split == Split::HeldOut ? "held-out"
+                                  : split == Split::Train ? "training"
+                                                          : "whole") +
+                      " split");
+  return out;
 }
 
 }  // namespace moefy

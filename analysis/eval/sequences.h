@@ -24,6 +24,21 @@ struct LoadedModel;
 std::vector<std::vector<int64_t>> readSequences(const std::filesystem::path& corpus, const LoadedModel& loaded,
                                                 int seqLen, int64_t budget, Split split, JobContext* job);
 
+struct Seq2SeqExample;
+
+/// Teacher-forced pairs of a parallel corpus for an encoder-decoder model
+/// (analysis/text/parallel_corpus.h: a .tsv or .jsonl CORPUS with the given
+/// fields, or CORPUS and `targetFile` as line-aligned files), tokenised as
+/// tokenizePair does (source + eos; labels = target + eos; decoder input =
+/// decoder_start + labels shifted right), each side cut to seqLen tokens,
+/// the pairs of `split` in corpus order until `budget` label tokens (whole
+/// pairs; 0 = all). Throws ParameterError (seqLen < 2, a single-stack model),
+/// FormatError (no tokenizer, no pairs) and the parallel reader's errors.
+std::vector<Seq2SeqExample> readSeq2SeqPairs(const std::filesystem::path& corpus, const std::string& targetFile,
+                                             const std::string& sourceField, const std::string& targetField,
+                                             const LoadedModel& loaded, int seqLen, int64_t budget, Split split,
+                                             JobContext* job);
+
 /// "heldout" / "held-out" / "held_out", "train", "all" -> Split. Throws
 /// ParameterError naming `option` otherwise.
 Split parseSplitName(const std::string& name, const std::string& option = "--split");

@@ -538,6 +538,14 @@ std::vector<Site> ModelConfig::ffnSites() const {
   return v;
 }
 
+int ModelConfig::ffnSiteIndex(const Site& site) const {
+  if (site.expert >= 0 || site.shared || site.layer < 0) return -1;
+  if ((site.stack == SiteStack::Single) == encoderDecoder) return -1;
+  if (site.layer >= layerCount(site.stack)) return -1;
+  if (site.stack == SiteStack::Single && moeLayer(site.layer)) return -1;
+  return siteIndexOf(site, nLayer);
+}
+
 std::string ModelConfig::windowPattern() const {
   if (slidingWindow <= 0) return "none (full attention)";
   std::string w = std::to_string(slidingWindow);

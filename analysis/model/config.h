@@ -136,6 +136,9 @@ struct ModelConfig {
   /// Every FFN site of the model in forward order: blk.L for single-stack
   /// models, enc.blk.L then dec.blk.L for encoder-decoder models.
   std::vector<Site> ffnSites() const;
+  /// The index of a whole-FFN site in ffnSites() (analysis/model/site.h "Site
+  /// indices"), or -1 when the model has no such site. Thread-safe.
+  int ffnSiteIndex(const Site& site) const;
   /// Whether layer L attends through the sliding window.
   bool sliding(int layer) const {
     if (slidingWindow <= 0) return false;

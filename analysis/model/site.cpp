@@ -1,6 +1,7 @@
 #include "analysis/model/site.h"
 
 #include <cctype>
+#include <nlohmann/json.hpp>
 
 #include "analysis/common/error.h"
 
@@ -72,6 +73,49 @@ std::vector<std::string> siteNames(const std::vector<int>& layers) {
   out.reserve(layers.size());
   for (int L : layers) out.push_back(Site::ofLayer(L).name());
   return out;
+}
+
+std::string siteJsonKey(const Site& site) {
+  return site.stack == SiteStack::Single && site.expert < 0 && !site.shared ? std::to_string(site.layer) : site.name();
+}
+
+std::vector<std::string> siteNames(const std::vector<Site>& sites) {
+  std::vector<std::string> out;
+  out.reserve(sites.size());
+  for (const Site& s : sites) out.push_back(s.name());
+  return out;
+}
+
+std::vector<Site> readSiteList(const nlohmann::json& j, const std::vector<int>& layers, const std::string& context) {
+  std::vector<Site> out;
+  if (!j.is_object() || !j.contains("sites")) {
+    for (int L : layers) out.push_back(Site::ofLayer(L));
+    return out;
+  }
+  const nlohmann::json& names = j.at("sites");
+  if (!names.is_array() || names.size() != layers.size())
+    throw FormatError(context + ": 'sites' must be a list of site names as long as 'layers'");
+  int encoderLayers = -1;  // implied by the decoder sites
+  for (size_t i = 0; i < names.size(); ++i) {
+    const std::optional<Site> site = names[i].is_string() ? Site::tryParse(names[i].get<std::string>()) : std::nullopt;
+    bool ok = site && site->expert < 0 && !site->shared;
+    if (ok && site->stack != SiteStack::Decoder) ok = site->layer == layers[i];
+    if (ok && site->stack == SiteStack::Decoder) {
+      const int enc = layers[i] - site->layer;
+      ok = enc >= 1 && (encoderLayers < 0 || encoderLayers == enc);
+      encoderLayers = enc;
+    }
+    if (!ok)
+      throw FormatError(context + ": sites[" + std::to_string(i) + "] = " + names[i].dump() +
+                        " is not the FFN site of layers[" + std::to_string(i) + "] = " + std::to_string(layers[i]));
+    out.push_back(*site);
+  }
+  return out;
+}
+
+int siteIndexOf(const Site& site, int encoderLayers) {
+  if (site.expert >= 0 || site.shared) return -1;
+  return site.stack == SiteStack::Decoder ? encoderLayers + site.layer : site.layer;
 }
 
 }  // namespace moefy

@@ -13,6 +13,7 @@
 // Version 1 artefacts key JSON by the bare layer number ("3"); readers accept
 // both (siteKeyOf / parseSiteKey).
 #include <compare>
+#include <nlohmann/json_fwd.hpp>
 #include <optional>
 #include <string>
 #include <vector>
@@ -42,11 +43,36 @@ struct Site {
 
 /// The JSON key a version 2 artefact uses for a per-site entry (the site name).
 inline std::string siteKeyOf(int layer) { return Site::ofLayer(layer).name(); }
+/// The key of a site's entry in per-site JSON objects (metrics, training
+/// logs): the bare layer number for single-stack sites (as every version has
+/// written them), the site name otherwise ("enc.blk.0"). parseSiteKey reads both.
+std::string siteJsonKey(const Site& site);
 /// Reads a per-site JSON key: a canonical site name, or (version 1) a bare
 /// non-negative layer number meaning the single-stack site. nullopt otherwise.
 std::optional<Site> parseSiteKey(const std::string& key);
 
 /// Site names of single-stack layers, in order.
 std::vector<std::string> siteNames(const std::vector<int>& layers);
+/// The names of `sites`, in order.
+std::vector<std::string> siteNames(const std::vector<Site>& sites);
+
+// Site indices. Per-site artefacts (recordings, partitions, routers) and the
+// MoE FFN index their whole-FFN sites by the site's position in the model's
+// FFN site list (ModelConfig::ffnSites()): blk.L -> L for single-stack models,
+// enc.blk.L -> L and dec.blk.L -> encoderLayers + L for encoder-decoder models.
+// Their JSON lists these indices as `layers` (unchanged for single-stack
+// models) and the site names as `sites`.
+
+/// The site index of a whole-FFN site (expert and shared sites have none: -1),
+/// given the encoder's layer count (ignored for single-stack sites).
+int siteIndexOf(const Site& site, int encoderLayers);
+
+/// Reads the `sites` list of a per-site artefact's JSON object `j`: site
+/// names parallel to `layers` (site indices), each a whole-FFN site whose
+/// index agrees with its entry (blk.L and enc.blk.L at L; dec.blk.L at one
+/// common encoder count + L). When `j` has no `sites` key (version 1, or any
+/// single-stack artefact), the single-stack sites of `layers`. Throws
+/// FormatError naming `context` and the entry.
+std::vector<Site> readSiteList(const nlohmann::json& j, const std::vector<int>& layers, const std::string& context);
 
 }  // namespace moefy

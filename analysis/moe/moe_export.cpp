@@ -51,7 +51,9 @@ void checkRouterSet(const Model& model, const PartitionData& part, const RouterS
 
 std::shared_ptr<MoeFfn> buildMoeFfn(const Model& model, const PartitionData& part, const RouterSet& routers, int topK) {
   checkRouterSet(model, part, routers);
-  const int nL = model.config().nLayer;
+  // Indexed by site index (model/site.h); encoder-decoder models name their sites.
+  const std::vector<Site> sites = model.config().ffnSites();
+  const int nL = static_cast<int>(sites.size());
   if (topK != 0 && (topK < 1 || topK > part.experts))
     throw ParameterError("--top-k " + std::to_string(topK) + " outside [1, " + std::to_string(part.experts) +
                          "] (the partition has " + std::to_string(part.experts) + " experts)");
@@ -61,19 +63,24 @@ std::shared_ptr<MoeFfn> buildMoeFfn(const Model& model, const PartitionData& par
   for (int L = 0; L < nL; ++L) {
     int i = part.indexOfLayer(L);
     if (i < 0) {
-      dense[L] = model.ffnWeights(L);
+      dense[L] = model.ffnWeights(sites[static_cast<size_t>(L)]);
       continue;
     }
     layers[L].weights = packed[i];
     layers[L].router = std::make_shared<LayerRouter>(routers.routers[i]);
     layers[L].topK = topK ? topK : routers.topK[i];
   }
-  return std::make_shared<MoeFfn>(std::move(layers), std::move(dense));
+  return std::make_shared<MoeFfn>(std::move(layers), std::move(dense),
+                                  model.config().encoderDecoder ? sites : std::vector<Site>{});
 }
 
 nlohmann::json writeMoeFolder(const Model& model, const MoeFfn& moe, RouterKind kind, nlohmann::json block,
                               const fs::path& out, bool force, JobContext& job) {
   const auto& c = model.config();
+  if (c.encoderDecoder)
+    throw ParameterError("export: " + c.modelType +
+                         " is an encoder-decoder model; writing and reloading its MoE checkpoint (enc/dec expert "
+                         "tensors) is not supported yet; evaluate it with `moefy eval --partition P --router R`");
   std::vector<int> layers, experts, topk;
   std::vector<int64_t> sharedSizes;  // per MoE layer, 0 = no shared expert
   nlohmann::json sizes = nlohmann::json::array();

@@ -410,9 +410,12 @@ void sparseFfnKernel(const MoeLayerWeights& w, const float* x, int64_t n, const 
   }
 }
 
-MoeFfn::MoeFfn(std::vector<MoeLayer> layers, std::vector<FfnWeights> dense)
-    : layers_(std::move(layers)), dense_(std::move(dense)) {
+MoeFfn::MoeFfn(std::vector<MoeLayer> layers, std::vector<FfnWeights> dense, std::vector<Site> sites)
+    : layers_(std::move(layers)), dense_(std::move(dense)), sites_(std::move(sites)) {
   dense_.resize(layers_.size());
+  if (!sites_.empty() && sites_.size() != layers_.size())
+    throw ParameterError("MoE FFN: " + std::to_string(sites_.size()) + " sites for " + std::to_string(layers_.size()) +
+                         " layers");
   for (size_t L = 0; L < layers_.size(); ++L) {
     const auto& l = layers_[L];
     if (!l.weights) {
@@ -482,6 +485,26 @@ at::Tensor MoeFfn::forward(int layer, const at::Tensor& x, at::Tensor* hidden) c
   return compute(layer, x, sel, hidden);
 }
 
+at::Tensor MoeFfn::forwardSite(const Site& site, const at::Tensor& x, at::Tensor* hidden) const {
+  const int L = indexOf(site);
+  if (L < 0) throw ParameterError("the MoE FFN has no site " + site.name());
+  return forward(L, x, hidden);
+}
+
+int MoeFfn::indexOf(const Site& site) const {
+  if (sites_.empty()) {
+    const bool single = site.stack == SiteStack::Single && site.expert < 0 && !site.shared;
+    return single && site.layer < static_cast<int>(layers_.size()) ? site.layer : -1;
+  }
+  for (size_t i = 0; i < sites_.size(); ++i)
+    if (sites_[i] == site) return static_cast<int>(i);
+  return -1;
+}
+
+Site MoeFfn::siteAt(int layer) const {
+  return sites_.empty() ? Site::ofLayer(layer) : sites_.at(static_cast<size_t>(layer));
+}
+
 std::shared_ptr<MoeFfn> MoeFfn::withTopK(const std::vector<int>& k) const {
   auto layers = layers_;
   for (size_t L = 0; L < layers.size() && L < k.size(); ++L) {
@@ -495,7 +518,18 @@ std::shared_ptr<MoeFfn> MoeFfn::withTopK(const std::vector<int>& k) const {
       layers[L].router = capped;
     }
   }
-  return std::make_shared<MoeFfn>(std::move(layers), dense_);
+  return std::make_shared<MoeFfn>(std::move(layers), dense_, sites_);
+}
+
+std::shared_ptr<MoeFfn> MoeFfn::withMoeOnly(const std::vector<bool>& keep) const {
+  auto layers = layers_;
+  auto dense = dense_;
+  for (size_t L = 0; L < layers.size(); ++L) {
+    if (!layers[L].weights || (L < keep.size() && keep[L])) continue;
+    dense[L] = layers[L].weights->unpack();
+    layers[L] = MoeLayer{};
+  }
+  return std::make_shared<MoeFfn>(std::move(layers), std::move(dense), sites_);
 }
 
 std::shared_ptr<MoeFfn> MoeFfn::withFraction(double f) const {
@@ -514,7 +548,7 @@ std::shared_ptr<MoeFfn> MoeFfn::withFraction(double f) const {
       r->minK = l.weights->layout.experts;
       l.router = r;
     }
-  return std::make_shared<MoeFfn>(std::move(layers), dense_);
+  return std::make_shared<MoeFfn>(std::move(layers), dense_, sites_);
 }
 
 }  // namespace moefy

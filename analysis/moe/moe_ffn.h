@@ -33,13 +33,24 @@ struct MoeLayer {
 
 class MoeFfn : public FfnOverride {
  public:
-  /// `layers` and `dense` are indexed by model layer; dense[L] is used where
-  /// layers[L].weights is null. Throws ParameterError for a top-k outside [1, E].
-  MoeFfn(std::vector<MoeLayer> layers, std::vector<FfnWeights> dense);
+  /// `layers` and `dense` are indexed by site index (the model layer for
+  /// single-stack models; analysis/model/site.h "Site indices"); dense[L] is
+  /// used where layers[L].weights is null. `sites` names the site of each
+  /// index (encoder-decoder models, whose forward calls forwardSite); empty =
+  /// blk.L. Throws ParameterError for a top-k outside [1, E] or a site list
+  /// of another length.
+  MoeFfn(std::vector<MoeLayer> layers, std::vector<FfnWeights> dense, std::vector<Site> sites = {});
 
   /// x [N, d_model] -> [N, d_model]; hidden [N, d_ff] in original neuron order
   /// (zeros for the neurons of unselected experts).
   at::Tensor forward(int layer, const at::Tensor& x, at::Tensor* hidden) const override;
+  /// The FFN of a site: forward() at the site's index. ParameterError for a
+  /// site this MoE FFN does not cover.
+  at::Tensor forwardSite(const Site& site, const at::Tensor& x, at::Tensor* hidden) const override;
+  /// The site index of `site`, or -1.
+  int indexOf(const Site& site) const;
+  /// The site of index L (blk.L without a site list).
+  Site siteAt(int layer) const;
   /// Selected experts [N, k] (int64) of x [N, d_model]. Layer must be MoE.
   /// Dynamic-k routers (k = the layer's top-k, the most a token takes) end a
   /// token's row with -1 after its own k experts (dynamicKExperts).
@@ -53,6 +64,11 @@ class MoeFfn : public FfnOverride {
   /// top-k = max(1, round(fraction * E)) in every MoE layer (dynamic-k: the
   /// most experts per token; at fraction 1 also the fewest, so every expert runs).
   std::shared_ptr<MoeFfn> withFraction(double fraction) const;
+  /// The same MoE with the MoE sites where keep[L] is false turned back into
+  /// their dense FFN (the experts unpacked: MoeLayerWeights::unpack), e.g.
+  /// the encoder-only or decoder-only variant of an encoder-decoder MoE.
+  std::shared_ptr<MoeFfn> withMoeOnly(const std::vector<bool>& keep) const;
+  const std::vector<Site>& sites() const { return sites_; }
 
   const std::vector<MoeLayer>& layers() const { return layers_; }
   const std::vector<FfnWeights>& dense() const { return dense_; }
@@ -61,6 +77,7 @@ class MoeFfn : public FfnOverride {
  private:
   std::vector<MoeLayer> layers_;
   std::vector<FfnWeights> dense_;
+  std::vector<Site> sites_;  // empty = blk.L
 };
 
 /// The inference kernel on raw buffers: x [N, d_model], sel [N, k] (values in

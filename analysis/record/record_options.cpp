@@ -5,6 +5,8 @@
 
 #include "analysis/common/error.h"
 #include "analysis/io/links.h"
+#include "analysis/model/config.h"
+#include "analysis/text/parallel_corpus.h"
 #include "analysis/text/tokenizer.h"
 
 namespace moefy {
@@ -65,6 +67,14 @@ const OptionTable& recordOptionTable() {
         .integer("seq-len", "S", d.seqLen, 2, 1 << 20, "window length in tokens")
         .integer("batch", "B", d.batch, 1, 1 << 16, "sequences per forward pass")
         .text("layers", "0,1,..", "", "comma-separated layer indices to record (empty = every layer)")
+        .text("sites", "SITES", "",
+              "FFN sites to record, comma-separated: site names (blk.2, enc.blk.0, dec.blk.1) or whole stacks "
+              "(enc, dec, blk); empty = every FFN site the model has")
+        .text("target", "FILE", "",
+              "encoder-decoder models: the line-aligned target file of CORPUS (the source file); a .tsv or "
+              ".jsonl CORPUS is parallel by itself")
+        .text("source-field", "NAME", d.sourceField, "parallel .jsonl: field (or dotted path) of the source text")
+        .text("target-field", "NAME", d.targetField, "parallel .jsonl: field (or dotted path) of the target text")
         .text("active", "RULE", "",
               "positive (h > 0; default for ReLU), threshold:TAU (|h| > TAU) or top:P (the P fraction of "
               "neurons with the largest |h| per token; default top:0.1 for GELU/SiLU and gated FFNs)")
@@ -100,6 +110,14 @@ RecordOptions recordOptionsFrom(const OptionValues& v) {
     o.layers = parseLayerList(v.text("layers"), "--layers");
     if (o.layers.empty()) throw ParameterError("--layers: empty list");
   }
+  if (v.has("sites")) {
+    o.sites = splitListValue(v.text("sites"), "--sites");
+    if (o.sites.empty()) throw ParameterError("--sites: empty list");
+  }
+  if (!o.layers.empty() && !o.sites.empty()) throw ParameterError("--layers and --sites: give one of them");
+  o.targetFile = v.text("target");
+  o.sourceField = v.text("source-field");
+  o.targetField = v.text("target-field");
   o.active = parseActiveOption(v.text("active"));
   o.softCoact = v.flag("soft-coact");
   o.samples = v.integer("samples");
@@ -115,8 +133,9 @@ RecordOptions recordOptionsFrom(const OptionValues& v) {
   return o;
 }
 
-SequenceSource textCorpusSource(const Corpus& corpus, const Tokenizer& tokenizer, const std::filesystem::path& corpusPath,
-                                const RecordOptions& o, JobContext* job, SourceInfo* info) {
+SequenceSource textCorpusSource(const Corpus& corpus, const Tokenizer& tokenizer,
+                                const std::filesystem::path& corpusPath, const RecordOptions& o, JobContext* job,
+                                SourceInfo* info) {
   info->path = std::filesystem::absolute(corpusPath).lexically_normal().string();
   info->kind = corpus.kind();
   info->categories = corpus.categories();
@@ -135,6 +154,73 @@ SequenceSource textCorpusSource(const Corpus& corpus, const Tokenizer& tokenizer
   const Corpus* cp = &corpus;
   const Tokenizer* tk = &tokenizer;
   return [cp, tk, so, job](const std::function<bool(const Sequence&)>& fn) { forEachSequence(*cp, *tk, so, fn, job); };
+}
+
+bool isParallelInput(const std::filesystem::path& corpusPath, const RecordOptions& o, bool encoderDecoder) {
+  const std::string ext = corpusPath.extension().string();
+  const bool jsonl = ext == ".jsonl" || ext == ".ndjson";
+  const bool fields = o.sourceField != RecordOptions{}.sourceField || o.targetField != RecordOptions{}.targetField;
+  if (fields && !jsonl)
+    throw ParameterError("--source-field/--target-field: apply to a parallel .jsonl corpus, not to " +
+                         corpusPath.string());
+  if (!encoderDecoder) {
+    if (!o.targetFile.empty() || ext == ".tsv" || fields)
+      throw ParameterError((o.targetFile.empty() ? corpusPath.string() : "--target " + o.targetFile) +
+                           ": a parallel corpus feeds encoder-decoder models; this model has a single stack");
+    return false;
+  }
+  return !o.targetFile.empty() || ext == ".tsv" || jsonl;
+}
+
+std::unique_ptr<ParallelCorpus> openParallelInput(const std::filesystem::path& corpusPath, const RecordOptions& o) {
+  if (!o.targetFile.empty()) return ParallelCorpus::openAligned(corpusPath, o.targetFile);
+  ParallelCorpusOptions po;
+  po.sourceField = o.sourceField;
+  po.targetField = o.targetField;
+  return ParallelCorpus::open(corpusPath, po);
+}
+
+PairSource parallelCorpusSource(const ParallelCorpus& corpus, const Tokenizer& tokenizer, const ModelConfig& config,
+                                const RecordOptions& o, JobContext* job, SourceInfo* info) {
+  if (o.shuffle) throw ParameterError("--shuffle applies to text corpora; pairs are recorded in corpus order");
+  info->path = std::filesystem::absolute(corpus.path()).lexically_normal().string();
+  info->kind = "parallel-" + corpus.kind();
+  info->categories.clear();
+  // The CORPUS file's content, as eval.json fingerprints the same argument
+  // (analysis/eval/eval_data.h compares the two).
+  try {
+    info->fingerprint = contentFingerprint(corpus.path());
+  } catch (const Error&) {
+    info->fingerprint.clear();  // an unreadable file fails the recording itself, with its own message
+  }
+  Seq2SeqOptions so;
+  so.decoderStartId = config.decoderStartId;
+  so.split = parseRecordSplit(o.split);
+  so.seed = o.seed;
+  so.reportProgress = false;  // recordSeq2SeqActivations reports against Sequence::sourceFraction
+  const ParallelCorpus* cp = &corpus;
+  const Tokenizer* tk = &tokenizer;
+  const size_t cut = static_cast<size_t>(o.seqLen);
+  return [cp, tk, so, cut, job](const std::function<bool(const SequencePair&)>& fn) {
+    const double pairs = static_cast<double>(std::max<int64_t>(1, cp->pairCount()));
+    forEachTokenizedPair(
+        *cp, *tk, so,
+        [&](const TokenizedPair& tp) {
+          SequencePair p;
+          p.source.ids = tp.ids.source;
+          p.decoder = tp.ids.decoderInput;
+          // Each side keeps its first --seq-len tokens (the labels cut at the
+          // same length shift right into exactly this decoder input).
+          if (p.source.ids.size() > cut) p.source.ids.resize(cut);
+          if (p.decoder.size() > cut) p.decoder.resize(cut);
+          p.source.docId = tp.id;
+          p.source.category = -1;
+          p.source.start = 0;
+          p.source.sourceFraction = static_cast<double>(tp.id + 1) / pairs;
+          return fn(p);
+        },
+        job);
+  };
 }
 
 }  // namespace moefy

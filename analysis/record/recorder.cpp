@@ -73,10 +73,14 @@ ActiveRule ActiveRule::fromJson(const nlohmann::json& j, const std::string& cont
     throw FormatError(context + ": expected {\"rule\": ...}");
   ActiveRule r;
   const std::string rule = j["rule"].get<std::string>();
-  if (rule == "positive") r.kind = Kind::Positive;
-  else if (rule == "threshold") r.kind = Kind::Threshold;
-  else if (rule == "top_p") r.kind = Kind::TopP;
-  else throw FormatError(context + ": unknown rule '" + rule + "'");
+  if (rule == "positive")
+    r.kind = Kind::Positive;
+  else if (rule == "threshold")
+    r.kind = Kind::Threshold;
+  else if (rule == "top_p")
+    r.kind = Kind::TopP;
+  else
+    throw FormatError(context + ": unknown rule '" + rule + "'");
   r.tau = j.value("tau", 0.0);
   r.p = j.value("p", 0.0);
   return r;
@@ -84,9 +88,12 @@ ActiveRule ActiveRule::fromJson(const nlohmann::json& j, const std::string& cont
 
 std::string ActiveRule::toString() const {
   std::ostringstream s;
-  if (kind == Kind::Positive) s << "positive";
-  else if (kind == Kind::Threshold) s << "threshold:" << tau;
-  else s << "top:" << p;
+  if (kind == Kind::Positive)
+    s << "positive";
+  else if (kind == Kind::Threshold)
+    s << "threshold:" << tau;
+  else
+    s << "top:" << p;
   return s.str();
 }
 
@@ -224,8 +231,6 @@ SequenceSource tokenFileSource(const fs::path& path, SourceInfo& info, int64_t m
 
 namespace {
 
-std::string lname(int L, const char* what) { return "blk." + std::to_string(L) + "." + what; }
-
 uint64_t splitmix(uint64_t x) {
   x += 0x9e3779b97f4a7c15ull;
   x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
@@ -257,10 +262,23 @@ struct LayerState {
   at::Tensor sampleAct;  // F16 [S, n]
 };
 
+// A token stream of the recording: the tokens of a single-stack model, or
+// those of one stack of an encoder-decoder model (the encoder's source tokens,
+// the decoder's teacher-forced input tokens). Each stream has its own token
+// count and reservoir; its sample tensors carry its prefix.
+struct Stream {
+  std::string prefix;  // "" (single stack), "enc." or "dec."
+  int64_t tokens = 0;
+  at::Tensor sTok, sDoc, sPos, sCat;  // I32/I64/I32/I32 [S]
+};
+
 struct State {
   nlohmann::json modelInfo;
   SourceInfo source;
-  std::vector<int> layers;
+  std::vector<int> layers;  // site indices (ModelConfig::ffnSites order), ascending
+  std::vector<Site> sites;  // the site of each entry of `layers`
+  bool encDec = false;
+  std::vector<Stream> streams;
   nlohmann::json options;  // the manifest's options block
   ActiveRule active;
   bool soft = false;
@@ -272,9 +290,38 @@ struct State {
   uint64_t sequencesHash = kFnvOffset;
   bool hasSequencesHash = true;
   std::map<int, LayerState> layer;
-  at::Tensor sTok, sDoc, sPos, sCat;  // I32/I64/I32/I32 [S]
+  std::map<int, size_t> streamOfLayer;  // site index -> index into streams
+  std::map<int, Site> siteOfLayer;
 
-  int64_t filled() const { return std::min(S, tokens); }
+  int64_t filled(const Stream& s) const { return std::min(S, s.tokens); }
+  int64_t filledTotal() const {
+    int64_t f = 0;
+    for (const auto& s : streams) f += filled(s);
+    return f;
+  }
+  Stream& streamOf(int L) { return streams[streamOfLayer.at(L)]; }
+  /// The tensor name "<site>.<what>" of site index L.
+  std::string sname(int L, const char* what) const { return siteOfLayer.at(L).prefix() + what; }
+
+  /// Sets `sites` and the streams from `layers` (sorted site indices) and `encDec`.
+  void setSites(const std::vector<Site>& allSites) {
+    sites.clear();
+    streams.clear();
+    for (int L : layers) {
+      const Site site = allSites.at(static_cast<size_t>(L));
+      sites.push_back(site);
+      siteOfLayer[L] = site;
+      const std::string prefix = !encDec ? "" : site.stack == SiteStack::Encoder ? "enc." : "dec.";
+      size_t k = 0;
+      while (k < streams.size() && streams[k].prefix != prefix) ++k;
+      if (k == streams.size()) {
+        Stream st;
+        st.prefix = prefix;
+        streams.push_back(std::move(st));
+      }
+      streamOfLayer[L] = k;
+    }
+  }
 
   void allocate() {
     const int64_t C = static_cast<int64_t>(source.categories.size());
@@ -292,10 +339,12 @@ struct State {
       s.sampleIn = at::empty({S, dModel}, at::kHalf);
       s.sampleAct = at::empty({S, n}, at::kHalf);
     }
-    sTok = at::zeros({S}, at::kInt);
-    sDoc = at::zeros({S}, at::kLong);
-    sPos = at::zeros({S}, at::kInt);
-    sCat = at::zeros({S}, at::kInt);
+    for (auto& sm : streams) {
+      sm.sTok = at::zeros({S}, at::kInt);
+      sm.sDoc = at::zeros({S}, at::kLong);
+      sm.sPos = at::zeros({S}, at::kInt);
+      sm.sCat = at::zeros({S}, at::kInt);
+    }
   }
 
   nlohmann::json manifest(bool complete) const {
@@ -310,40 +359,51 @@ struct State {
     m["tokens"] = tokens;
     m["sequences"] = sequences;
     m["layers"] = layers;
+    m["sites"] = siteNames(sites);
+    if (encDec) {
+      // Per-stack token and sample counts (docs/formats.md "Recording").
+      nlohmann::json stacks = nlohmann::json::object();
+      for (const auto& sm : streams)
+        stacks[sm.prefix.substr(0, sm.prefix.size() - 1)] = {{"tokens", sm.tokens}, {"samples", filled(sm)}};
+      m["stacks"] = stacks;
+    }
     m["options"] = options;
     m["chunks_done"] = chunks;
     m["complete"] = complete;
-    m["samples"] = filled();
+    m["samples"] = filledTotal();
     return m;
   }
 
   /// Writes the state into an (empty) folder.
   void write(const fs::path& dir, bool complete, JobContext& job) {
-    const int64_t F = filled();
     std::vector<std::pair<std::string, at::Tensor>> stats, co, samples;
     for (int L : layers) {
       LayerState& s = layer.at(L);
-      stats.emplace_back(lname(L, "count"), s.count);
-      stats.emplace_back(lname(L, "sum"), s.sum);
-      stats.emplace_back(lname(L, "sumsq"), s.sumsq);
+      stats.emplace_back(sname(L, "count"), s.count);
+      stats.emplace_back(sname(L, "sum"), s.sum);
+      stats.emplace_back(sname(L, "sumsq"), s.sumsq);
       // max of no tokens is reported as 0 rather than -inf
-      stats.emplace_back(lname(L, "max"), tokens > 0 ? s.max : at::zeros_like(s.max));
-      stats.emplace_back(lname(L, "active_hist"), s.hist);
-      stats.emplace_back(lname(L, "category_count"), s.catCount);
-      stats.emplace_back(lname(L, "category_tokens"), s.catTokens);
+      stats.emplace_back(sname(L, "max"), streamOf(L).tokens > 0 ? s.max : at::zeros_like(s.max));
+      stats.emplace_back(sname(L, "active_hist"), s.hist);
+      stats.emplace_back(sname(L, "category_count"), s.catCount);
+      stats.emplace_back(sname(L, "category_tokens"), s.catTokens);
       // Accumulation only touches the upper triangle, so mirroring in place
       // keeps the state valid for further accumulation.
       mirrorUpper(s.coact.data_ptr<int32_t>(), n);
-      co.emplace_back(lname(L, "coact"), s.coact);
-      if (soft) co.emplace_back(lname(L, "coact_soft"), s.coactSoft);
+      co.emplace_back(sname(L, "coact"), s.coact);
+      if (soft) co.emplace_back(sname(L, "coact_soft"), s.coactSoft);
     }
-    samples.emplace_back("token_id", sTok.slice(0, 0, F));
-    samples.emplace_back("doc_id", sDoc.slice(0, 0, F));
-    samples.emplace_back("position", sPos.slice(0, 0, F));
-    samples.emplace_back("category", sCat.slice(0, 0, F));
+    for (const auto& sm : streams) {
+      const int64_t F = filled(sm);
+      samples.emplace_back(sm.prefix + "token_id", sm.sTok.slice(0, 0, F));
+      samples.emplace_back(sm.prefix + "doc_id", sm.sDoc.slice(0, 0, F));
+      samples.emplace_back(sm.prefix + "position", sm.sPos.slice(0, 0, F));
+      samples.emplace_back(sm.prefix + "category", sm.sCat.slice(0, 0, F));
+    }
     for (int L : layers) {
-      samples.emplace_back(lname(L, "ffn_in"), layer.at(L).sampleIn.slice(0, 0, F));
-      samples.emplace_back(lname(L, "ffn_act"), layer.at(L).sampleAct.slice(0, 0, F));
+      const int64_t F = filled(streamOf(L));
+      samples.emplace_back(sname(L, "ffn_in"), layer.at(L).sampleIn.slice(0, 0, F));
+      samples.emplace_back(sname(L, "ffn_act"), layer.at(L).sampleAct.slice(0, 0, F));
     }
     // Cancel is polled between the files (the samples file can take seconds).
     job.checkCancel();
@@ -361,14 +421,20 @@ struct State {
     tokens = r.tokens();
     sequences = r.sequences();
     chunks = r.chunksDone();
-    const int64_t F = r.sampleCount();
-    if (F > S) throw FormatError(r.dir().string() + ": holds more samples than the sample size " + std::to_string(S));
     for (int L : layers) {
+      Stream& sm = streamOf(L);
+      sm.tokens = r.tokens(L);
+      const int64_t F = r.sampleCount(L);
+      if (F > S) throw FormatError(r.dir().string() + ": holds more samples than the sample size " + std::to_string(S));
+      sm.sTok.slice(0, 0, F).copy_(r.sampleTokenIds(L));
+      sm.sDoc.slice(0, 0, F).copy_(r.sampleDocIds(L));
+      sm.sPos.slice(0, 0, F).copy_(r.samplePositions(L));
+      sm.sCat.slice(0, 0, F).copy_(r.sampleCategories(L));
       LayerState& s = layer.at(L);
       s.count.copy_(r.count(L));
       s.sum.copy_(r.sum(L));
       s.sumsq.copy_(r.sumsq(L));
-      if (tokens > 0) s.max.copy_(r.max(L));
+      if (sm.tokens > 0) s.max.copy_(r.max(L));
       s.hist.copy_(r.activeHist(L));
       s.catCount.copy_(r.categoryCount(L));
       s.catTokens.copy_(r.categoryTokens(L));
@@ -377,59 +443,64 @@ struct State {
       s.sampleIn.slice(0, 0, F).copy_(r.sampleFfnIn(L));
       s.sampleAct.slice(0, 0, F).copy_(r.sampleFfnAct(L));
     }
-    sTok.slice(0, 0, F).copy_(r.sampleTokenIds());
-    sDoc.slice(0, 0, F).copy_(r.sampleDocIds());
-    sPos.slice(0, 0, F).copy_(r.samplePositions());
-    sCat.slice(0, 0, F).copy_(r.sampleCategories());
   }
 };
 
 // Per-batch bookkeeping shared by the hooks of every layer.
 struct BatchInfo {
-  int64_t N = 0;            // valid tokens
-  at::Tensor valid;         // I64 [N] flat indices into B*T (undefined = all)
-  std::vector<int32_t> cat; // [N] category per token
+  int64_t N = 0;                      // valid tokens
+  at::Tensor valid;                   // I64 [N] flat indices into B*T (undefined = all)
+  std::vector<int32_t> cat;           // [N] category per token
   std::vector<SoftBlock> softBlocks;  // (first token, length) of 8-token blocks
-  at::Tensor sampleRows;    // I64 [K] rows (in valid order) kept by the reservoir
-  at::Tensor sampleSlots;   // I64 [K] their slots
+  at::Tensor sampleRows;              // I64 [K] rows (in valid order) kept by the reservoir
+  at::Tensor sampleSlots;             // I64 [K] their slots
 };
 
+// Receives the FFN hooks of the recorded sites (every forward pass calls the
+// site-keyed forms, single-stack models with sites blk.L).
 class RecordSink : public HookSink {
  public:
   RecordSink(State& st, JobContext& j) : job(&j), st_(st) {
-    wantLayer_.assign(1024, false);
-    for (int L : st.layers)
-      if (L < 1024) wantLayer_[L] = true;
+    for (size_t i = 0; i < st.sites.size(); ++i) layerOf_[st.sites[i]] = st.layers[i];
+    batch.resize(st.streams.size());
   }
-  BatchInfo batch;
+  std::vector<BatchInfo> batch;  // per stream (State::streams)
   JobContext* job;
 
-  bool wants(int layer, HookPoint p) const override {
-    if (layer < 0 || layer >= static_cast<int>(wantLayer_.size()) || !wantLayer_[layer]) return false;
-    return p == HookPoint::FfnAct || st_.S > 0;
+  bool wants(int, HookPoint) const override { return false; }
+  void on(int, HookPoint, const at::Tensor&) override {}
+
+  bool wantsSite(const Site& site, HookPoint p) const override {
+    if (!layerOf_.count(site)) return false;
+    return p == HookPoint::FfnAct || (p == HookPoint::FfnIn && st_.S > 0);
   }
 
-  void on(int layer, HookPoint p, const at::Tensor& x) override {
+  void onSite(const Site& site, HookPoint p, const at::Tensor& x) override {
+    const auto it = layerOf_.find(site);
+    if (it == layerOf_.end()) return;
     job->checkCancel();  // a forward pass can take seconds: cancel between layers
+    const int layer = it->second;
+    const BatchInfo& b = batch[st_.streamOfLayer.at(layer)];
     const int64_t d = x.size(-1);
     at::Tensor flat = x.reshape({-1, d});
-    if (batch.valid.defined()) flat = flat.index_select(0, batch.valid);
+    // Padding positions are dropped here: only the stream's real tokens are counted.
+    if (b.valid.defined()) flat = flat.index_select(0, b.valid);
     flat = flat.contiguous();  // [N, d]
     LayerState& s = st_.layer.at(layer);
-    if (batch.sampleRows.defined() && batch.sampleRows.numel() > 0) {
-      at::Tensor rows = flat.index_select(0, batch.sampleRows).to(at::kHalf);
-      (p == HookPoint::FfnIn ? s.sampleIn : s.sampleAct).index_copy_(0, batch.sampleSlots, rows);
+    if (b.sampleRows.defined() && b.sampleRows.numel() > 0) {
+      at::Tensor rows = flat.index_select(0, b.sampleRows).to(at::kHalf);
+      (p == HookPoint::FfnIn ? s.sampleIn : s.sampleAct).index_copy_(0, b.sampleSlots, rows);
     }
-    if (p == HookPoint::FfnAct) accumulate(s, flat);
+    if (p == HookPoint::FfnAct) accumulate(s, b, flat);
   }
 
  private:
   State& st_;
-  std::vector<bool> wantLayer_;
+  std::map<Site, int> layerOf_;  // recorded site -> site index
   std::vector<uint8_t> mask_;
   BitMatrix bits_;
 
-  void accumulate(LayerState& s, const at::Tensor& h /* [N, n] F32 */) {
+  void accumulate(LayerState& s, const BatchInfo& batch, const at::Tensor& h /* [N, n] F32 */) {
     const int64_t N = h.size(0), n = h.size(1);
     const float* hp = h.data_ptr<float>();
     mask_.resize(static_cast<size_t>(N * n));
@@ -473,12 +544,12 @@ class RecordSink : public HookSink {
     }
     packMask(mk, N, n, bits_);
     accumulateCoact(bits_, s.coact.data_ptr<int32_t>());
-    if (st_.soft) accumulateSoft(s, h);
+    if (st_.soft) accumulateSoft(s, batch, h);
   }
 
   // MoEfication's soft co-activation: per 8-token block b,
   // S += min(1, sum_{t in b} relu(h_t) relu(h_t)^T) (tiled kernel in coact.cpp).
-  void accumulateSoft(LayerState& s, const at::Tensor& h) {
+  void accumulateSoft(LayerState& s, const BatchInfo& batch, const at::Tensor& h) {
     accumulateSoftCoact(h.data_ptr<float>(), h.size(0), h.size(1), batch.softBlocks, s.coactSoft.data_ptr<float>());
   }
 };
@@ -487,24 +558,36 @@ nlohmann::json modelInfoOf(const Model& model) {
   const auto& c = model.config();
   // Models built in memory (Model::fromTensors) have no folder.
   const std::string path = model.dir().empty() ? "" : fs::absolute(model.dir()).lexically_normal().string();
-  return {{"path", path},
-          {"fingerprint", model.fingerprint()},
-          {"arch", archName(c.arch)},
-          {"layers", c.nLayer},
-          {"d_model", c.dModel},
-          {"d_ff", c.dFF},
-          {"activation", activationName(c.act)},
-          {"ffn_kind", c.ffnKind()}};
+  nlohmann::json j = {{"path", path},
+                      {"fingerprint", model.fingerprint()},
+                      {"arch", archName(c.arch)},
+                      {"layers", c.nLayer},
+                      {"d_model", c.dModel},
+                      {"d_ff", c.dFF},
+                      {"activation", activationName(c.act)},
+                      {"ffn_kind", c.ffnKind()}};
+  // Encoder-decoder models: `layers` counts the encoder's blocks (as
+  // ModelConfig::nLayer); the decoder's follow in the site indices.
+  if (c.encoderDecoder) j["decoder_layers"] = c.nDecoderLayer;
+  return j;
 }
 
-/// Continues the corpus identity hash over one recorded sequence.
-uint64_t hashSequence(uint64_t h, const Sequence& s) {
+/// Continues the corpus identity hash over one recorded sequence (and the
+/// decoder input of a pair, when it has one: single-stack hashes are unchanged).
+uint64_t hashSequence(uint64_t h, const SequencePair& p) {
+  const Sequence& s = p.source;
   const int64_t n = static_cast<int64_t>(s.ids.size());
   h = fnv1a(h, &n, sizeof n);
   if (n > 0) h = fnv1a(h, s.ids.data(), s.ids.size() * sizeof(s.ids[0]));
   h = fnv1a(h, &s.docId, sizeof s.docId);
   h = fnv1a(h, &s.category, sizeof s.category);
-  return fnv1a(h, &s.start, sizeof s.start);
+  h = fnv1a(h, &s.start, sizeof s.start);
+  if (!p.decoder.empty()) {
+    const int64_t m = static_cast<int64_t>(p.decoder.size());
+    h = fnv1a(h, &m, sizeof m);
+    h = fnv1a(h, p.decoder.data(), p.decoder.size() * sizeof(p.decoder[0]));
+  }
+  return h;
 }
 
 /// Bytes the recorder allocates for `layers` layers (statistics, the dense
@@ -532,19 +615,74 @@ nlohmann::json resumeKey(const nlohmann::json& manifest) {
 // ---------------------------------------------------------------- record
 
 void requireRecordable(const ModelConfig& c, const std::string& where) {
-  if (c.encoderDecoder)
-    throw ParameterError(where + ": " + c.modelType +
-                         " is an encoder-decoder model; record covers single-stack models so far "
-                         "(inspect and forward run on it)");
   if (c.expertCount > 0)
     throw ParameterError(where + ": " + c.modelType +
                          " is a native MoE model; record covers dense FFNs so far (inspect and forward, "
                          "with --all-experts, run on it)");
 }
 
+std::vector<int> resolveRecordSites(const ModelConfig& c, const std::vector<int>& layers,
+                                    const std::vector<std::string>& sites) {
+  const std::vector<Site> all = c.ffnSites();
+  std::vector<int> out;
+  if (!layers.empty() && !sites.empty()) throw ParameterError("--layers and --sites: give one of them");
+  if (!layers.empty()) {
+    if (c.encoderDecoder)
+      throw ParameterError("--layers: " + c.modelType +
+                           " is an encoder-decoder model; name its FFN sites with --sites (enc, dec, enc.blk.L, "
+                           "dec.blk.L)");
+    for (int L : layers) {
+      if (L < 0 || L >= c.nLayer)
+        throw ParameterError("--layers: layer " + std::to_string(L) + " is outside the model's " +
+                             std::to_string(c.nLayer) + " layers");
+      out.push_back(L);
+    }
+  } else if (!sites.empty()) {
+    for (const std::string& item : sites) {
+      // A stack group: every whole-FFN site of that stack.
+      std::optional<SiteStack> group;
+      if (item == "enc")
+        group = SiteStack::Encoder;
+      else if (item == "dec")
+        group = SiteStack::Decoder;
+      else if (item == "blk")
+        group = SiteStack::Single;
+      if (group) {
+        size_t before = out.size();
+        for (size_t i = 0; i < all.size(); ++i)
+          if (all[i].stack == *group) out.push_back(static_cast<int>(i));
+        if (out.size() == before)
+          throw ParameterError("--sites: the model (" + c.modelType + ") has no '" + item + "' FFN sites" +
+                               (c.encoderDecoder ? " (it has enc and dec)" : " (it has blk)"));
+        continue;
+      }
+      const std::optional<Site> site = Site::tryParse(item);
+      if (!site)
+        throw ParameterError("--sites: '" + item +
+                             "' is not an FFN site (enc, dec, blk, or a name such as "
+                             "enc.blk.0, dec.blk.1, blk.2)");
+      const int index = c.ffnSiteIndex(*site);
+      if (index < 0) {
+        const std::string range = c.encoderDecoder
+                                      ? "enc.blk.0..enc.blk." + std::to_string(c.nLayer - 1) +
+                                            " and dec.blk.0..dec.blk." + std::to_string(c.nDecoderLayer - 1)
+                                      : "blk.0..blk." + std::to_string(c.nLayer - 1);
+        throw ParameterError("--sites: the model (" + c.modelType + ") has no FFN site " + item + " (it has " + range +
+                             ")");
+      }
+      out.push_back(index);
+    }
+  } else {
+    for (size_t i = 0; i < all.size(); ++i) out.push_back(static_cast<int>(i));
+  }
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
+}
+
 namespace {
 
-RecordSummary recordActivationsImpl(const Model& model, const SequenceSource& source, const SourceInfo& info,
+RecordSummary recordActivationsImpl(const Model& model, const PairSource& source, const SourceInfo& info,
                                     const RecordOptions& options, const fs::path& out, JobContext& job) {
   const auto t0 = std::chrono::steady_clock::now();
   const auto& c = model.config();
@@ -570,21 +708,23 @@ RecordSummary recordActivationsImpl(const Model& model, const SequenceSource& so
   st.n = c.dFF;
   st.dModel = c.dModel;
   st.S = options.samples;
-  st.layers = options.layers;
-  if (st.layers.empty())
-    for (int L = 0; L < c.nLayer; ++L) st.layers.push_back(L);
-  std::sort(st.layers.begin(), st.layers.end());
-  st.layers.erase(std::unique(st.layers.begin(), st.layers.end()), st.layers.end());
-  for (int L : st.layers)
-    if (L < 0 || L >= c.nLayer)
-      throw ParameterError("--layers: layer " + std::to_string(L) + " is outside the model's " +
-                           std::to_string(c.nLayer) + " layers");
+  st.layers = resolveRecordSites(c, options.layers, options.sites);
+  st.encDec = c.encoderDecoder;
+  st.setSites(c.ffnSites());
+  bool decoderSites = false;
+  for (const Site& site : st.sites) decoderSites = decoderSites || site.stack == SiteStack::Decoder;
   st.active = options.active ? *options.active : ActiveRule::defaultFor(c.act, c.gated);
   st.soft = options.softCoact;
   const int chunkSeq = ((std::max(1, options.chunkSequences) + options.batch - 1) / options.batch) * options.batch;
-  st.options = {{"seq_len", options.seqLen}, {"batch", options.batch},   {"active", st.active.toJson()},
-                {"soft_coact", st.soft},     {"samples", st.S},          {"seed", options.seed},
-                {"split", options.split},    {"max_tokens", options.maxTokens}, {"chunk_sequences", chunkSeq},
+  st.options = {{"seq_len", options.seqLen},
+                {"batch", options.batch},
+                {"active", st.active.toJson()},
+                {"soft_coact", st.soft},
+                {"samples", st.S},
+                {"seed", options.seed},
+                {"split", options.split},
+                {"max_tokens", options.maxTokens},
+                {"chunk_sequences", chunkSeq},
                 {"shuffle", options.shuffle}};
   if (st.n > 46340)
     throw ParameterError("d_ff " + std::to_string(st.n) + " is too large for a dense co-activation matrix");
@@ -593,17 +733,21 @@ RecordSummary recordActivationsImpl(const Model& model, const SequenceSource& so
     // name neither the option nor the size).
     const int64_t L = static_cast<int64_t>(st.layers.size()), C = static_cast<int64_t>(info.categories.size());
     const double need = recorderBytes(L, st.n, st.dModel, C, st.S, st.soft);
-    const double reservoir = recorderBytes(L, st.n, st.dModel, C, st.S, st.soft) - recorderBytes(L, st.n, st.dModel, C, 0, st.soft);
+    const double reservoir =
+        recorderBytes(L, st.n, st.dModel, C, st.S, st.soft) - recorderBytes(L, st.n, st.dModel, C, 0, st.soft);
     const double have = physicalMemoryBytes();
     if (have > 0 && need > have) {
       if (reservoir > need / 2)
-        throw ParameterError("--samples " + std::to_string(st.S) + ": the reservoir needs " + byteSize(reservoir) + " (" +
-                             std::to_string(st.S) + " tokens x (d_model " + std::to_string(st.dModel) + " + d_ff " +
-                             std::to_string(st.n) + ") x 2 bytes x " + std::to_string(L) +
-                             " layers), more than this machine's " + byteSize(have) + " of memory; use fewer --samples");
+        throw ParameterError("--samples " + std::to_string(st.S) + ": the reservoir needs " + byteSize(reservoir) +
+                             " (" + std::to_string(st.S) + " tokens x (d_model " + std::to_string(st.dModel) +
+                             " + d_ff " + std::to_string(st.n) + ") x 2 bytes x " + std::to_string(L) +
+                             " layers), more than this machine's " + byteSize(have) +
+                             " of memory; use fewer --samples");
       throw ParameterError("--layers: recording " + std::to_string(L) + " layers of d_ff " + std::to_string(st.n) +
-                           " needs " + byteSize(need) + " (co-activation matrices of d_ff^2 x 4 bytes each), more than "
-                           "this machine's " + byteSize(have) + " of memory; record fewer --layers per run and --merge");
+                           " needs " + byteSize(need) +
+                           " (co-activation matrices of d_ff^2 x 4 bytes each), more than "
+                           "this machine's " +
+                           byteSize(have) + " of memory; record fewer --layers per run and --merge");
     }
   }
   job.setStage("record: allocate");
@@ -618,9 +762,8 @@ RecordSummary recordActivationsImpl(const Model& model, const SequenceSource& so
     nlohmann::json want = resumeKey(st.manifest(false)), have = resumeKey(r.manifest());
     for (auto& [key, v] : want.items()) {
       if (!have.contains(key) || have[key] != v)
-        throw ParameterError("--resume: option " + key + " is " + v.dump() + " but the checkpoint " +
-                             partial.string() + " was recorded with " +
-                             (have.contains(key) ? have[key].dump() : std::string("(absent)")) +
+        throw ParameterError("--resume: option " + key + " is " + v.dump() + " but the checkpoint " + partial.string() +
+                             " was recorded with " + (have.contains(key) ? have[key].dump() : std::string("(absent)")) +
                              "; rerun with the original options or without --resume");
     }
     st.loadFrom(r);
@@ -632,7 +775,7 @@ RecordSummary recordActivationsImpl(const Model& model, const SequenceSource& so
   RecordSink sink(st, job);
   const int64_t skip = st.sequences;  // sequences already in the checkpoint
   int64_t seen = 0;
-  std::vector<Sequence> pending;
+  std::vector<SequencePair> pending;
   int64_t chunkCounter = 0;
   auto lastCheckpoint = std::chrono::steady_clock::now();
   const int64_t expected = options.maxTokens;
@@ -646,44 +789,40 @@ RecordSummary recordActivationsImpl(const Model& model, const SequenceSource& so
     if (expectedTotal > 0) job.setProgress(std::min(1.0, static_cast<double>(st.tokens) / expectedTotal));
   };
 
-  auto runBatch = [&](const std::vector<Sequence>& seqs) {
-    std::vector<std::vector<int64_t>> ids;
+  // Reservoir and bookkeeping of one stream's sequences for the coming
+  // forward pass; returns the stream's real (unpadded) tokens.
+  auto prepareStream = [&](Stream& sm, BatchInfo& bi, const std::vector<const Sequence*>& seqs) -> int64_t {
     int64_t T = 0;
-    for (const auto& s : seqs) {
-      ids.emplace_back(s.ids.begin(), s.ids.end());
-      T = std::max<int64_t>(T, static_cast<int64_t>(s.ids.size()));
-    }
-    Batch b = makeBatch(ids, 0);
-    BatchInfo& bi = sink.batch;
+    for (const Sequence* s : seqs) T = std::max<int64_t>(T, static_cast<int64_t>(s->ids.size()));
     bi = BatchInfo{};
     std::vector<int64_t> valid, rows, slots;
-    std::vector<int64_t> slotRow;  // dedupe: last row wins per slot
     bool full = true;
     int64_t r = 0;
     for (size_t q = 0; q < seqs.size(); ++q) {
-      const auto& s = seqs[q];
+      const Sequence& s = *seqs[q];
       const int64_t len = static_cast<int64_t>(s.ids.size());
       if (len < T) full = false;
       for (int64_t t = 0; t < len; ++t, ++r) {
         valid.push_back(static_cast<int64_t>(q) * T + t);
         bi.cat.push_back(s.category);
-        const int64_t slot = reservoirSlot(options.seed, st.tokens + r, st.S);
+        const int64_t slot = reservoirSlot(options.seed, sm.tokens + r, st.S);
         if (slot >= 0) {
           rows.push_back(r);
           slots.push_back(slot);
-          st.sTok.data_ptr<int32_t>()[slot] = s.ids[static_cast<size_t>(t)];
-          st.sDoc.data_ptr<int64_t>()[slot] = s.docId;
-          st.sPos.data_ptr<int32_t>()[slot] = s.start + static_cast<int32_t>(t);
-          st.sCat.data_ptr<int32_t>()[slot] = s.category;
+          sm.sTok.data_ptr<int32_t>()[slot] = s.ids[static_cast<size_t>(t)];
+          sm.sDoc.data_ptr<int64_t>()[slot] = s.docId;
+          sm.sPos.data_ptr<int32_t>()[slot] = s.start + static_cast<int32_t>(t);
+          sm.sCat.data_ptr<int32_t>()[slot] = s.category;
         }
       }
       if (st.soft)
         for (int64_t t = 0; t < len; t += 8) bi.softBlocks.push_back({r - len + t, std::min<int64_t>(8, len - t)});
     }
     bi.N = r;
-    if (st.tokens + r > std::numeric_limits<int32_t>::max())
-      throw ParameterError("--tokens: a recording holds at most 2^31 - 1 tokens (the limit of its I32 "
-                           "co-activation counts); record fewer tokens");
+    if (sm.tokens + r > std::numeric_limits<int32_t>::max())
+      throw ParameterError(
+          "--tokens: a recording holds at most 2^31 - 1 tokens (the limit of its I32 "
+          "co-activation counts); record fewer tokens");
     if (!full) bi.valid = at::tensor(valid, at::kLong);
     // If a slot is hit twice in one batch the later token wins (as sequential Algorithm R).
     std::map<int64_t, int64_t> last;
@@ -694,10 +833,49 @@ RecordSummary recordActivationsImpl(const Model& model, const SequenceSource& so
       bi.sampleRows = at::tensor(rr, at::kLong);
       bi.sampleSlots = at::tensor(ss, at::kLong);
     }
-    model.forwardHidden(b, &sink);
-    st.tokens += r;
-    st.sequences += static_cast<int64_t>(seqs.size());
-    for (const auto& s : seqs) st.sequencesHash = hashSequence(st.sequencesHash, s);
+    return r;
+  };
+
+  auto idsOf = [](const std::vector<const Sequence*>& seqs) {
+    std::vector<std::vector<int64_t>> ids;
+    for (const Sequence* s : seqs) ids.emplace_back(s->ids.begin(), s->ids.end());
+    return ids;
+  };
+
+  auto runBatch = [&](const std::vector<SequencePair>& pairs) {
+    std::vector<const Sequence*> src;
+    std::vector<Sequence> decSeqs;
+    for (const auto& p : pairs) {
+      src.push_back(&p.source);
+      if (decoderSites) {
+        // The decoder's tokens: the teacher-forced input, at positions 0..T_dec-1.
+        Sequence d;
+        d.ids = p.decoder;
+        d.docId = p.source.docId;
+        d.category = p.source.category;
+        decSeqs.push_back(std::move(d));
+      }
+    }
+    std::vector<const Sequence*> dec;
+    for (const auto& d : decSeqs) dec.push_back(&d);
+    int64_t added = 0;
+    std::vector<int64_t> streamTokens(st.streams.size(), 0);
+    for (size_t k = 0; k < st.streams.size(); ++k)
+      streamTokens[k] = prepareStream(st.streams[k], sink.batch[k], st.streams[k].prefix == "dec." ? dec : src);
+    Batch b = makeBatch(idsOf(src), 0);
+    if (!st.encDec) {
+      model.forwardHidden(b, &sink);
+    } else {
+      at::Tensor encoderOut = model.encode(b, &sink);  // [B, T_src, d_model]
+      if (decoderSites) model.decodeHidden(encoderOut, b.mask, makeBatch(idsOf(dec), 0), &sink);
+    }
+    for (size_t k = 0; k < st.streams.size(); ++k) {
+      st.streams[k].tokens += streamTokens[k];
+      added += streamTokens[k];
+    }
+    st.tokens += added;
+    st.sequences += static_cast<int64_t>(pairs.size());
+    for (const auto& p : pairs) st.sequencesHash = hashSequence(st.sequencesHash, p);
   };
 
   auto writeCheckpoint = [&]() {
@@ -710,8 +888,8 @@ RecordSummary recordActivationsImpl(const Model& model, const SequenceSource& so
   auto runChunk = [&]() {
     for (size_t i = 0; i < pending.size(); i += static_cast<size_t>(options.batch)) {
       job.checkCancel();
-      std::vector<Sequence> part(pending.begin() + static_cast<long>(i),
-                                 pending.begin() + static_cast<long>(std::min(pending.size(), i + options.batch)));
+      std::vector<SequencePair> part(pending.begin() + static_cast<long>(i),
+                                     pending.begin() + static_cast<long>(std::min(pending.size(), i + options.batch)));
       runBatch(part);
       reportProgress();
     }
@@ -740,8 +918,8 @@ RecordSummary recordActivationsImpl(const Model& model, const SequenceSource& so
     if (resumeHash.empty()) return;  // checkpoints of older versions carry no hash
     if (seen < skip)
       throw ParameterError("--resume: the corpus " + info.path + " now yields " + std::to_string(seen) +
-                           " sequences, fewer than the " + std::to_string(skip) + " the checkpoint " + partial.string() +
-                           " already recorded; it changed since (rerun without --resume)");
+                           " sequences, fewer than the " + std::to_string(skip) + " the checkpoint " +
+                           partial.string() + " already recorded; it changed since (rerun without --resume)");
     if (hex16(skippedHash) != resumeHash)
       throw ParameterError("--resume: the corpus " + info.path + " changed since the checkpoint " + partial.string() +
                            " was written (its first " + std::to_string(skip) +
@@ -751,12 +929,13 @@ RecordSummary recordActivationsImpl(const Model& model, const SequenceSource& so
   int64_t budgetUsed = st.tokens;
   bool budgetDone = expected > 0 && budgetUsed >= expected;
   if (!budgetDone) {
-    source([&](const Sequence& s0) {
+    source([&](const SequencePair& p0) {
       job.checkCancel();
+      const Sequence& s0 = p0.source;
       if (s0.ids.empty()) return true;
       if (seen < skip) {
         ++seen;
-        skippedHash = hashSequence(skippedHash, s0);
+        skippedHash = hashSequence(skippedHash, p0);
         return true;
       }
       if (!corpusChecked) checkCorpus();
@@ -764,15 +943,33 @@ RecordSummary recordActivationsImpl(const Model& model, const SequenceSource& so
         throw ParameterError("sequence of document " + std::to_string(s0.docId) + " has " +
                              std::to_string(s0.ids.size()) + " tokens, more than --seq-len " +
                              std::to_string(options.seqLen));
-      Sequence s = s0;
-      if (expected > 0 && budgetUsed + static_cast<int64_t>(s.ids.size()) > expected)
-        s.ids.resize(static_cast<size_t>(expected - budgetUsed));
-      budgetUsed += static_cast<int64_t>(s.ids.size());
+      if (decoderSites && p0.decoder.empty())
+        throw ParameterError("pair " + std::to_string(s0.docId) +
+                             " has no decoder input; the decoder's sites need a "
+                             "parallel corpus");
+      if (static_cast<int64_t>(p0.decoder.size()) > options.seqLen)
+        throw ParameterError("the target of pair " + std::to_string(s0.docId) + " has " +
+                             std::to_string(p0.decoder.size()) + " tokens, more than --seq-len " +
+                             std::to_string(options.seqLen));
+      SequencePair pr = p0;
+      pr.source.sourceFraction = s0.sourceFraction;
+      if (!decoderSites) pr.decoder.clear();
+      Sequence& s = pr.source;
+      if (!st.encDec) {
+        if (expected > 0 && budgetUsed + static_cast<int64_t>(s.ids.size()) > expected)
+          s.ids.resize(static_cast<size_t>(expected - budgetUsed));
+        budgetUsed += static_cast<int64_t>(s.ids.size());
+      } else {
+        // Pairs are recorded whole; the budget counts the tokens of the
+        // recorded streams (source, decoder input or both), as st.tokens does.
+        for (const auto& sm : st.streams)
+          budgetUsed += static_cast<int64_t>(sm.prefix == "dec." ? pr.decoder.size() : s.ids.size());
+      }
       if (s0.sourceFraction > 0) {
         const double corpusEstimate = static_cast<double>(budgetUsed) / s0.sourceFraction;
         expectedTotal = expected > 0 ? std::min(static_cast<double>(expected), corpusEstimate) : corpusEstimate;
       }
-      pending.push_back(std::move(s));
+      pending.push_back(std::move(pr));
       if (static_cast<int>(pending.size()) >= chunkSeq) runChunk();
       return !(expected > 0 && budgetUsed >= expected);
     });
@@ -800,6 +997,29 @@ RecordSummary recordActivationsImpl(const Model& model, const SequenceSource& so
 
 RecordSummary recordActivations(const Model& model, const SequenceSource& source, const SourceInfo& info,
                                 const RecordOptions& options, const fs::path& out, JobContext& job) {
+  // A monolingual corpus feeds the encoder (or the single stack) only.
+  const auto& c = model.config();
+  if (c.encoderDecoder)
+    for (int index : resolveRecordSites(c, options.layers, options.sites)) {
+      const Site site = c.ffnSites()[static_cast<size_t>(index)];
+      if (site.stack == SiteStack::Decoder)
+        throw ParameterError("--sites: " + site.name() + " is a decoder site, and " +
+                             (info.path.empty() ? std::string("the corpus") : info.path) +
+                             " is a monolingual corpus; the decoder's sites need a parallel corpus (.tsv, .jsonl or "
+                             "--target FILE), or record --sites enc");
+    }
+  PairSource pairs = [source](const std::function<bool(const SequencePair&)>& fn) {
+    source([&](const Sequence& s) {
+      SequencePair p;
+      p.source = s;
+      return fn(p);
+    });
+  };
+  return recordSeq2SeqActivations(model, pairs, info, options, out, job);
+}
+
+RecordSummary recordSeq2SeqActivations(const Model& model, const PairSource& source, const SourceInfo& info,
+                                       const RecordOptions& options, const fs::path& out, JobContext& job) {
   std::error_code ec;
   const bool outExisted = fs::exists(fs::symlink_status(out, ec));
   try {
@@ -812,7 +1032,8 @@ RecordSummary recordActivations(const Model& model, const SequenceSource& source
     if (fs::exists(partial / "manifest.json", ec)) {
       std::string chunks;
       try {
-        chunks = std::to_string(nlohmann::json::parse(readFile(partial / "manifest.json")).at("chunks_done").get<int64_t>());
+        chunks =
+            std::to_string(nlohmann::json::parse(readFile(partial / "manifest.json")).at("chunks_done").get<int64_t>());
       } catch (const std::exception&) {
         chunks = "?";
       }
@@ -834,10 +1055,11 @@ void mergeRecordings(const std::vector<fs::path>& inputs, const fs::path& out, b
   std::vector<Recording> recs;
   for (const auto& p : inputs) recs.push_back(Recording::open(p));
   const Recording& a = recs[0];
-  auto mustMatch = [&](const Recording& b, const std::string& what, const nlohmann::json& va, const nlohmann::json& vb) {
+  auto mustMatch = [&](const Recording& b, const std::string& what, const nlohmann::json& va,
+                       const nlohmann::json& vb) {
     if (va != vb)
-      throw FormatError(b.dir().string() + ": " + what + " " + vb.dump() + " differs from " + a.dir().string() +
-                        "'s " + va.dump() + "; only recordings of the same model and options can be merged");
+      throw FormatError(b.dir().string() + ": " + what + " " + vb.dump() + " differs from " + a.dir().string() + "'s " +
+                        va.dump() + "; only recordings of the same model and options can be merged");
   };
   for (size_t i = 1; i < recs.size(); ++i) {
     const Recording& b = recs[i];
@@ -848,6 +1070,10 @@ void mergeRecordings(const std::vector<fs::path>& inputs, const fs::path& out, b
     mustMatch(b, "categories", a.manifest()["corpus"]["categories"], b.manifest()["corpus"]["categories"]);
     mustMatch(b, "sample size", a.manifest()["options"]["samples"], b.manifest()["options"]["samples"]);
   }
+  if (a.encoderDecoder())
+    throw ParameterError(a.dir().string() +
+                         ": --merge covers single-stack recordings so far; this one records an "
+                         "encoder-decoder model (enc/dec sites with a reservoir per stack)");
   State st;
   st.hasSequencesHash = false;  // the shards' streams are not one sequence
   st.modelInfo = a.manifest()["model"];
@@ -857,6 +1083,9 @@ void mergeRecordings(const std::vector<fs::path>& inputs, const fs::path& out, b
   for (const auto& r : recs) paths.push_back(r.manifest()["corpus"]["path"]);
   st.source.kind = kind;
   st.layers = a.layers();
+  std::vector<Site> allSites;
+  for (int L = 0; L < a.modelLayers(); ++L) allSites.push_back(Site::ofLayer(L));
+  st.setSites(allSites);
   st.active = a.activeRule();
   st.soft = a.hasSoftCoact();
   st.S = a.manifest()["options"]["samples"].get<int64_t>();
@@ -876,6 +1105,7 @@ void mergeRecordings(const std::vector<fs::path>& inputs, const fs::path& out, b
     job.checkCancel();
     const Recording& r = recs[i];
     st.tokens += r.tokens();
+    st.streams[0].tokens += r.tokens();
     st.sequences += r.sequences();
     for (int L : st.layers) {
       LayerState& s = st.layer.at(L);
@@ -926,10 +1156,11 @@ void mergeRecordings(const std::vector<fs::path>& inputs, const fs::path& out, b
     at::Tensor idx = at::tensor(rows, at::kLong);
     const int64_t K = idx.numel();
     const Recording& r = recs[i];
-    st.sTok.slice(0, slot, slot + K).copy_(r.sampleTokenIds().index_select(0, idx));
-    st.sDoc.slice(0, slot, slot + K).copy_(r.sampleDocIds().index_select(0, idx));
-    st.sPos.slice(0, slot, slot + K).copy_(r.samplePositions().index_select(0, idx));
-    st.sCat.slice(0, slot, slot + K).copy_(r.sampleCategories().index_select(0, idx));
+    Stream& sm = st.streams[0];
+    sm.sTok.slice(0, slot, slot + K).copy_(r.sampleTokenIds().index_select(0, idx));
+    sm.sDoc.slice(0, slot, slot + K).copy_(r.sampleDocIds().index_select(0, idx));
+    sm.sPos.slice(0, slot, slot + K).copy_(r.samplePositions().index_select(0, idx));
+    sm.sCat.slice(0, slot, slot + K).copy_(r.sampleCategories().index_select(0, idx));
     for (int L : st.layers) {
       st.layer.at(L).sampleIn.slice(0, slot, slot + K).copy_(r.sampleFfnIn(L).index_select(0, idx));
       st.layer.at(L).sampleAct.slice(0, slot, slot + K).copy_(r.sampleFfnAct(L).index_select(0, idx));
@@ -938,7 +1169,8 @@ void mergeRecordings(const std::vector<fs::path>& inputs, const fs::path& out, b
   }
   // filled() is min(S, tokens); it equals `slot` in both branches above.
   job.setStage("merge: write");
-  writeFolderAtomic(out, force, [&](const fs::path& tmp) { st.write(tmp, true, job); }, inputs);
+  writeFolderAtomic(
+      out, force, [&](const fs::path& tmp) { st.write(tmp, true, job); }, inputs);
 }
 
 }  // namespace moefy

@@ -41,21 +41,28 @@ struct ActiveRule {
 };
 
 struct RecordOptions {
-  int seqLen = 256;              ///< window length the source was cut with (recorded; longer sequences are an error)
-  int batch = 8;                 ///< sequences per forward pass
-  std::vector<int> layers;       ///< layers to record; empty = all
-  std::optional<ActiveRule> active;  ///< unset = ActiveRule::defaultFor(model)
-  bool softCoact = false;        ///< also accumulate MoEfication's soft co-activation (costly: 2 d_ff^2 flops/token/layer)
-  int64_t samples = 8192;        ///< reservoir size S (0 = no samples)
-  uint64_t seed = 0;             ///< reservoir seed (and the source's shuffle seed, recorded)
-  std::string split = "all";     ///< corpus split the source yields ("all", "train", "held_out"), recorded
-  int64_t maxTokens = 0;         ///< stop after this many tokens (0 = whole source)
-  bool shuffle = false;          ///< text corpora: visit documents in a seeded random order (recorded)
-  int chunkSequences = 64;       ///< sequences per chunk (the unit of resume); rounded up to a multiple of batch
-  int checkpointEvery = 0;       ///< write OUT.partial every N chunks (0 = every checkpointSeconds)
-  double checkpointSeconds = 300;///< time between checkpoints when checkpointEvery == 0 (<= 0: never)
-  bool resume = false;           ///< continue from OUT.partial
-  bool force = false;            ///< replace an existing OUT
+  int seqLen = 256;         ///< window length the source was cut with (recorded; longer sequences are an error)
+  int batch = 8;            ///< sequences per forward pass
+  std::vector<int> layers;  ///< single-stack layers to record (--layers); empty = see `sites`
+  /// FFN sites to record (--sites): names (blk.2, enc.blk.0, dec.blk.1) or
+  /// stack groups (enc, dec, blk); empty (with `layers` empty) = every FFN site.
+  std::vector<std::string> sites;
+  // Parallel corpora (encoder-decoder models; analysis/text/parallel_corpus.h):
+  std::string targetFile;              ///< --target: line-aligned target file (CORPUS is then the source file)
+  std::string sourceField = "source";  ///< --source-field: .jsonl field (or dotted path) of the source text
+  std::string targetField = "target";  ///< --target-field: .jsonl field (or dotted path) of the target text
+  std::optional<ActiveRule> active;    ///< unset = ActiveRule::defaultFor(model)
+  bool softCoact = false;     ///< also accumulate MoEfication's soft co-activation (costly: 2 d_ff^2 flops/token/layer)
+  int64_t samples = 8192;     ///< reservoir size S (0 = no samples)
+  uint64_t seed = 0;          ///< reservoir seed (and the source's shuffle seed, recorded)
+  std::string split = "all";  ///< corpus split the source yields ("all", "train", "held_out"), recorded
+  int64_t maxTokens = 0;      ///< stop after this many tokens (0 = whole source)
+  bool shuffle = false;       ///< text corpora: visit documents in a seeded random order (recorded)
+  int chunkSequences = 64;    ///< sequences per chunk (the unit of resume); rounded up to a multiple of batch
+  int checkpointEvery = 0;    ///< write OUT.partial every N chunks (0 = every checkpointSeconds)
+  double checkpointSeconds = 300;  ///< time between checkpoints when checkpointEvery == 0 (<= 0: never)
+  bool resume = false;             ///< continue from OUT.partial
+  bool force = false;              ///< replace an existing OUT
 };
 
 /// What the source is, for the manifest.
@@ -72,6 +79,17 @@ struct SourceInfo {
 /// Yields token sequences in a deterministic order; `fn` returns false to stop.
 using SequenceSource = std::function<void(const std::function<bool(const Sequence&)>& fn)>;
 
+/// One input of an encoder-decoder model: the encoder's ids (source.ids,
+/// with the pair's id as docId) and the decoder's teacher-forced input ids
+/// (decoder_start followed by the labels shifted right; parallel_corpus.h
+/// tokenizePair). `decoder` is empty for monolingual (encoder-only) input.
+struct SequencePair {
+  Sequence source;
+  std::vector<int32_t> decoder;
+};
+/// Yields pairs in a deterministic order; `fn` returns false to stop.
+using PairSource = std::function<void(const std::function<bool(const SequencePair&)>& fn)>;
+
 struct RecordSummary {
   int64_t tokens = 0;
   int64_t sequences = 0;
@@ -81,19 +99,43 @@ struct RecordSummary {
 };
 
 /// Throws ParameterError naming `where` (the model folder) and the model type
-/// when `config` is a model `record` cannot record yet: an encoder-decoder
-/// (T5) or a native MoE (mixtral, qwen2_moe, olmoe); recordings key their
-/// statistics by the single-stack dense FFN sites blk.L. Called by
-/// recordActivations and, before any corpus work, by `moefy record`.
-/// Thread-safe.
+/// when `config` is a model `record` cannot record yet: a native MoE
+/// (mixtral, qwen2_moe, olmoe), whose FFN sites are experts. Dense
+/// single-stack models (sites blk.L) and encoder-decoder models (sites
+/// enc.blk.L, dec.blk.L) are recordable. Called by recordActivations and,
+/// before any corpus work, by `moefy record`. Thread-safe.
 void requireRecordable(const ModelConfig& config, const std::string& where);
+
+/// The site indices (ModelConfig::ffnSites order, analysis/model/site.h "Site
+/// indices") that `layers` (--layers, single-stack models only) or `sites`
+/// (--sites: site names, or the groups enc, dec, blk) select; every FFN site
+/// when both are empty. Sorted, without duplicates. Throws ParameterError
+/// naming the option and the missing site (and the sites the model has).
+/// Thread-safe.
+std::vector<int> resolveRecordSites(const ModelConfig& config, const std::vector<int>& layers,
+                                    const std::vector<std::string>& sites);
 
 /// Records `source` through `model` into the folder `out` (written atomically;
 /// nothing is left on error or cancel except the last checkpoint OUT.partial,
-/// which only exists if a checkpoint was due). Throws ParameterError/FormatError/
+/// which only exists if a checkpoint was due). For an encoder-decoder model
+/// the sequences are encoder inputs (monolingual corpus): asking for a decoder
+/// site is a ParameterError. Throws ParameterError/FormatError/
 /// IoError/CancelledError.
 RecordSummary recordActivations(const Model& model, const SequenceSource& source, const SourceInfo& info,
                                 const RecordOptions& options, const std::filesystem::path& out, JobContext& job);
+
+/// Records pairs through an encoder-decoder model (also accepts single-stack
+/// models, which see source only): enc.blk.L sites over the source tokens,
+/// dec.blk.L sites over the teacher-forced decoder inputs (the forward pass
+/// is Model::encode, then Model::decodeHidden when a decoder site is
+/// recorded). Each stack is its own token stream with its own token count
+/// and reservoir; padding positions are never counted. Pairs are recorded
+/// whole (options.maxTokens stops after the pair that reaches it, counting the
+/// recorded streams' tokens). Errors as recordActivations, plus
+/// ParameterError for a pair without decoder input when a decoder site is
+/// recorded, or a side longer than options.seqLen.
+RecordSummary recordSeq2SeqActivations(const Model& model, const PairSource& source, const SourceInfo& info,
+                                       const RecordOptions& options, const std::filesystem::path& out, JobContext& job);
 
 /// Adds recordings of the same model, layers and options (exact for every
 /// statistic; the reservoir samples are merged by weighted sampling, exact

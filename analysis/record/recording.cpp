@@ -42,78 +42,78 @@ void checkTensor(const SafetensorsFile& f, const std::string& name, DType dtype,
     throw FormatError(f.path().string() + ": tensor '" + name + "' has dtype " + dtypeName(t->dtype) + ", expected " +
                       dtypeName(dtype));
   if (t->shape != shape)
-    throw FormatError(f.path().string() + ": tensor '" + name + "' has shape " + shapeString(t->shape) +
-                      ", expected " + shapeString(shape));
+    throw FormatError(f.path().string() + ": tensor '" + name + "' has shape " + shapeString(t->shape) + ", expected " +
+                      shapeString(shape));
 }
 
-std::string lname(int L, const char* what) { return "blk." + std::to_string(L) + "." + what; }
+// "<site prefix><what>": the name of a site's tensor (P = Site::prefix()).
+std::string lname(const std::string& P, const char* what) { return P + what; }
 
-// The invariants that tie a layer's tensors together and to the manifest's
+// The invariants that tie a site's tensors together and to its stream's
 // token count (docs/formats.md "Recording"). O(d_ff^2) per layer, far cheaper
 // than any use of the recording; an impossible recording (negative or
 // asymmetric counts, counts above the token count) would otherwise be split
 // or routed without a word.
-void checkLayerInvariants(const SafetensorsFile& stats, const SafetensorsFile& coactFile, int L, int64_t n,
-                          int64_t tokens, bool soft) {
+void checkLayerInvariants(const SafetensorsFile& stats, const SafetensorsFile& coactFile, const std::string& P,
+                          int64_t n, int64_t tokens, bool soft) {
   const std::string sp = stats.path().string(), cp = coactFile.path().string();
   auto fail = [&](const std::string& file, const std::string& what) { throw FormatError(file + ": " + what); };
   const std::string tok = " (the manifest's tokens is " + std::to_string(tokens) + ")";
-  at::Tensor count = stats.raw(lname(L, "count")).contiguous();
+  at::Tensor count = stats.raw(lname(P, "count")).contiguous();
   const int64_t* cnt = count.data_ptr<int64_t>();
   for (int64_t i = 0; i < n; ++i)
     if (cnt[i] < 0 || cnt[i] > tokens)
-      fail(sp, "tensor '" + lname(L, "count") + "'[" + std::to_string(i) + "] = " + std::to_string(cnt[i]) +
+      fail(sp, "tensor '" + lname(P, "count") + "'[" + std::to_string(i) + "] = " + std::to_string(cnt[i]) +
                    " is outside [0, tokens]" + tok);
-  at::Tensor hist = stats.raw(lname(L, "active_hist")).contiguous();
+  at::Tensor hist = stats.raw(lname(P, "active_hist")).contiguous();
   const int64_t* hp = hist.data_ptr<int64_t>();
   int64_t histTotal = 0, activeTotal = 0, countTotal = 0;
   for (int64_t a = 0; a <= n; ++a) {
     if (hp[a] < 0)
-      fail(sp, "tensor '" + lname(L, "active_hist") + "'[" + std::to_string(a) + "] = " + std::to_string(hp[a]) +
+      fail(sp, "tensor '" + lname(P, "active_hist") + "'[" + std::to_string(a) + "] = " + std::to_string(hp[a]) +
                    " is negative");
     histTotal += hp[a];
     activeTotal += hp[a] * a;
   }
   for (int64_t i = 0; i < n; ++i) countTotal += cnt[i];
   if (histTotal != tokens)
-    fail(sp, "tensor '" + lname(L, "active_hist") + "' counts " + std::to_string(histTotal) + " tokens" + tok);
+    fail(sp, "tensor '" + lname(P, "active_hist") + "' counts " + std::to_string(histTotal) + " tokens" + tok);
   if (activeTotal != countTotal)
-    fail(sp, "tensor '" + lname(L, "active_hist") + "' holds " + std::to_string(activeTotal) +
-                 " activations but '" + lname(L, "count") + "' sums to " + std::to_string(countTotal));
-  at::Tensor catTok = stats.raw(lname(L, "category_tokens")).contiguous();
-  at::Tensor catCnt = stats.raw(lname(L, "category_count")).contiguous();
+    fail(sp, "tensor '" + lname(P, "active_hist") + "' holds " + std::to_string(activeTotal) + " activations but '" +
+                 lname(P, "count") + "' sums to " + std::to_string(countTotal));
+  at::Tensor catTok = stats.raw(lname(P, "category_tokens")).contiguous();
+  at::Tensor catCnt = stats.raw(lname(P, "category_count")).contiguous();
   const int64_t C = catTok.size(0);
   const int64_t* ct = catTok.data_ptr<int64_t>();
   const int64_t* cc = catCnt.data_ptr<int64_t>();
   int64_t catTotal = 0;
   for (int64_t c = 0; c < C; ++c) {
     if (ct[c] < 0 || ct[c] > tokens)
-      fail(sp, "tensor '" + lname(L, "category_tokens") + "'[" + std::to_string(c) + "] = " + std::to_string(ct[c]) +
+      fail(sp, "tensor '" + lname(P, "category_tokens") + "'[" + std::to_string(c) + "] = " + std::to_string(ct[c]) +
                    " is outside [0, tokens]" + tok);
     catTotal += ct[c];
     for (int64_t i = 0; i < n; ++i)
       if (cc[c * n + i] < 0 || cc[c * n + i] > ct[c] || cc[c * n + i] > cnt[i])
-        fail(sp, "tensor '" + lname(L, "category_count") + "'[" + std::to_string(c) + ", " + std::to_string(i) +
+        fail(sp, "tensor '" + lname(P, "category_count") + "'[" + std::to_string(c) + ", " + std::to_string(i) +
                      "] = " + std::to_string(cc[c * n + i]) + " is outside [0, min(category_tokens, count)]");
   }
   if (catTotal > tokens)
-    fail(sp, "tensor '" + lname(L, "category_tokens") + "' sums to " + std::to_string(catTotal) + tok);
+    fail(sp, "tensor '" + lname(P, "category_tokens") + "' sums to " + std::to_string(catTotal) + tok);
   for (const char* name : {"sum", "sumsq"}) {
-    at::Tensor t = stats.raw(lname(L, name)).contiguous();
+    at::Tensor t = stats.raw(lname(P, name)).contiguous();
     const double* v = t.data_ptr<double>();
     for (int64_t i = 0; i < n; ++i)
       if (!std::isfinite(v[i]) || (name[3] == 's' && v[i] < 0))
-        fail(sp, "tensor '" + lname(L, name) + "'[" + std::to_string(i) + "] = " + std::to_string(v[i]) +
+        fail(sp, "tensor '" + lname(P, name) + "'[" + std::to_string(i) + "] = " + std::to_string(v[i]) +
                      (std::isfinite(v[i]) ? " is negative" : " is not finite"));
   }
   {
-    at::Tensor mx = stats.raw(lname(L, "max")).contiguous();
+    at::Tensor mx = stats.raw(lname(P, "max")).contiguous();
     const float* v = mx.data_ptr<float>();
     for (int64_t i = 0; i < n; ++i)
-      if (!std::isfinite(v[i]))
-        fail(sp, "tensor '" + lname(L, "max") + "'[" + std::to_string(i) + "] is not finite");
+      if (!std::isfinite(v[i])) fail(sp, "tensor '" + lname(P, "max") + "'[" + std::to_string(i) + "] is not finite");
   }
-  at::Tensor co = coactFile.raw(lname(L, "coact")).contiguous();
+  at::Tensor co = coactFile.raw(lname(P, "coact")).contiguous();
   const int32_t* m = co.data_ptr<int32_t>();
   // 64 x 64 tiles (the symmetry test reads the transposed tile; row by row
   // it would stride through memory), tile rows in parallel; the row of the
@@ -140,27 +140,26 @@ void checkLayerInvariants(const SafetensorsFile& stats, const SafetensorsFile& c
   if (badRow.load() < n) {
     const int64_t i = badRow.load();
     const int32_t* r = m + i * n;
-    const std::string t = "tensor '" + lname(L, "coact") + "'";
+    const std::string t = "tensor '" + lname(P, "coact") + "'";
     if (r[i] != cnt[i])
-      fail(cp, t + "[" + std::to_string(i) + ", " + std::to_string(i) + "] = " + std::to_string(r[i]) + " differs from '" +
-                   lname(L, "count") + "'[" + std::to_string(i) + "] = " + std::to_string(cnt[i]) +
+      fail(cp, t + "[" + std::to_string(i) + ", " + std::to_string(i) + "] = " + std::to_string(r[i]) +
+                   " differs from '" + lname(P, "count") + "'[" + std::to_string(i) + "] = " + std::to_string(cnt[i]) +
                    " (the diagonal must equal the per-neuron active counts)");
     for (int64_t j = 0; j < n; ++j) {
       const std::string where = "[" + std::to_string(i) + ", " + std::to_string(j) + "] = " + std::to_string(r[j]);
       if (r[j] < 0) fail(cp, t + where + " is negative");
       if (r[j] != m[j * n + i])
-        fail(cp, t + " is not symmetric: " + where + " but [" + std::to_string(j) + ", " + std::to_string(i) + "] = " +
-                     std::to_string(m[j * n + i]));
-      if (r[j] > cnt[i])
-        fail(cp, t + where + " exceeds the neuron's active count " + std::to_string(cnt[i]));
+        fail(cp, t + " is not symmetric: " + where + " but [" + std::to_string(j) + ", " + std::to_string(i) +
+                     "] = " + std::to_string(m[j * n + i]));
+      if (r[j] > cnt[i]) fail(cp, t + where + " exceeds the neuron's active count " + std::to_string(cnt[i]));
     }
   }
   if (soft) {
-    at::Tensor sc = coactFile.raw(lname(L, "coact_soft")).contiguous();
+    at::Tensor sc = coactFile.raw(lname(P, "coact_soft")).contiguous();
     const float* v = sc.data_ptr<float>();
     for (int64_t k = 0; k < n * n; ++k)
       if (!(v[k] >= 0) || !std::isfinite(v[k]))
-        fail(cp, "tensor '" + lname(L, "coact_soft") + "'[" + std::to_string(k / n) + ", " + std::to_string(k % n) +
+        fail(cp, "tensor '" + lname(P, "coact_soft") + "'[" + std::to_string(k / n) + ", " + std::to_string(k % n) +
                      "] = " + std::to_string(v[k]) + " is negative or not finite");
   }
 }
@@ -190,7 +189,13 @@ Recording Recording::open(const fs::path& dir, bool allowPartial) {
     r.dFF_ = jsonInt(req(model, "d_ff", ctx + ": model"), 1, kMaxDim, ctx + ": model.d_ff");
     r.dModel_ = jsonInt(req(model, "d_model", ctx + ": model"), 1, kMaxDim, ctx + ": model.d_model");
     r.modelLayers_ = jsonInt(req(model, "layers", ctx + ": model"), 1, kMaxDim, ctx + ": model.layers");
-    if (r.dFF_ <= 0 || r.dModel_ <= 0 || r.modelLayers_ <= 0) throw FormatError(ctx + ": model dimensions must be positive");
+    // Encoder-decoder recordings: `layers` counts the encoder's blocks, decoder_layers the decoder's.
+    if (model.contains("decoder_layers")) {
+      r.encoderDecoder_ = true;
+      r.decoderLayers_ = jsonInt(model.at("decoder_layers"), 0, kMaxDim, ctx + ": model.decoder_layers");
+    }
+    if (r.dFF_ <= 0 || r.dModel_ <= 0 || r.modelLayers_ <= 0)
+      throw FormatError(ctx + ": model dimensions must be positive");
     const auto& corpus = req(m, "corpus", ctx);
     const auto& cats = req(corpus, "categories", ctx + ": corpus");
     if (!cats.is_array()) throw FormatError(ctx + ": corpus.categories must be a list");
@@ -204,15 +209,46 @@ Recording Recording::open(const fs::path& dir, bool allowPartial) {
     if (r.tokens_ < 0 || r.sequences_ < 0) throw FormatError(ctx + ": negative token or sequence count");
     const auto& layers = req(m, "layers", ctx);
     if (!layers.is_array() || layers.empty()) throw FormatError(ctx + ": 'layers' must be a non-empty list");
+    const int64_t siteCount = static_cast<int64_t>(r.modelLayers_) + r.decoderLayers_;
     for (const auto& l : layers) {
       // Checked in 64 bits: a layer 2^32 must not become layer 0.
-      if (!l.is_number_integer() || jsonInteger(l, INT64_MIN, INT64_MAX, ctx) < 0 || l.get<int64_t>() >= r.modelLayers_)
-        throw FormatError(ctx + ": layer " + l.dump() + " is outside the model's " + std::to_string(r.modelLayers_) +
-                          " layers");
+      if (!l.is_number_integer() || jsonInteger(l, INT64_MIN, INT64_MAX, ctx) < 0 || l.get<int64_t>() >= siteCount)
+        throw FormatError(ctx + ": layer " + l.dump() + " is outside the model's " + std::to_string(siteCount) +
+                          (r.encoderDecoder_ ? " FFN sites" : " layers"));
       const int layer = static_cast<int>(l.get<int64_t>());
       if (std::find(r.layers_.begin(), r.layers_.end(), layer) != r.layers_.end())
         throw FormatError(ctx + ": layer " + l.dump() + " is listed twice");
       r.layers_.push_back(layer);
+    }
+    // `sites` (site names parallel to `layers`) is optional for single-stack
+    // recordings (older ones have none) and required for encoder-decoder ones.
+    if (m.contains("sites")) {
+      const auto& sites = m.at("sites");
+      if (!sites.is_array() || sites.size() != layers.size())
+        throw FormatError(ctx + ": 'sites' must be a list of site names as long as 'layers'");
+      for (size_t i = 0; i < sites.size(); ++i) {
+        const std::optional<Site> site =
+            sites[i].is_string() ? Site::tryParse(sites[i].get<std::string>()) : std::nullopt;
+        if (!site || siteIndexOf(*site, r.modelLayers_) != r.layers_[i] ||
+            (site->stack == SiteStack::Single) == r.encoderDecoder_)
+          throw FormatError(ctx + ": sites[" + std::to_string(i) + "] = " + sites[i].dump() +
+                            " is not the FFN site of layers[" + std::to_string(i) +
+                            "] = " + std::to_string(r.layers_[i]));
+        r.sites_.push_back(*site);
+      }
+    } else {
+      if (r.encoderDecoder_)
+        throw FormatError(ctx + ": missing key 'sites' (an encoder-decoder recording names its sites)");
+      for (int L : r.layers_) r.sites_.push_back(Site::ofLayer(L));
+    }
+    // Token streams: one per stack of an encoder-decoder recording (manifest
+    // `stacks`), else one.
+    for (const Site& site : r.sites_) {
+      const std::string prefix = !r.encoderDecoder_ ? "" : site.stack == SiteStack::Encoder ? "enc." : "dec.";
+      size_t k = 0;
+      while (k < r.streams_.size() && r.streams_[k].prefix != prefix) ++k;
+      if (k == r.streams_.size()) r.streams_.push_back(Stream{prefix});
+      r.streamOf_.push_back(k);
     }
     const auto& opts = req(m, "options", ctx);
     r.active_ = ActiveRule::fromJson(req(opts, "active", ctx + ": options"), ctx + ": options.active");
@@ -220,6 +256,22 @@ Recording Recording::open(const fs::path& dir, bool allowPartial) {
     if (!soft.is_boolean()) throw FormatError(ctx + ": options.soft_coact must be true or false");
     r.soft_ = soft.get<bool>();
     r.complete_ = m.value("complete", true);
+    if (!r.encoderDecoder_) {
+      r.streams_[0].tokens = r.tokens_;
+    } else {
+      const auto& stacks = req(m, "stacks", ctx);
+      int64_t total = 0;
+      for (auto& sm : r.streams_) {
+        const std::string key = sm.prefix.substr(0, sm.prefix.size() - 1);
+        const auto& e = req(stacks, key.c_str(), ctx + ": stacks");
+        sm.tokens = reqInt(e, "tokens", ctx + ": stacks." + key);
+        if (sm.tokens < 0) throw FormatError(ctx + ": stacks." + key + ".tokens is negative");
+        total += sm.tokens;
+      }
+      if (total != r.tokens_)
+        throw FormatError(ctx + ": the stacks' tokens sum to " + std::to_string(total) + ", not to tokens " +
+                          std::to_string(r.tokens_));
+    }
   } catch (const nlohmann::json::exception& e) {
     throw FormatError(ctx + ": malformed manifest (" + std::string(e.what()) + ")");
   }
@@ -230,68 +282,133 @@ Recording Recording::open(const fs::path& dir, bool allowPartial) {
   r.coact_ = SafetensorsFile::open(dir / "coact.safetensors");
   r.sampleFile_ = SafetensorsFile::open(dir / "samples.safetensors");
   const int64_t n = r.dFF_, C = static_cast<int64_t>(r.categories_.size());
-  for (int L : r.layers_) {
-    checkTensor(*r.stats_, lname(L, "count"), DType::I64, {n});
-    checkTensor(*r.stats_, lname(L, "sum"), DType::F64, {n});
-    checkTensor(*r.stats_, lname(L, "sumsq"), DType::F64, {n});
-    checkTensor(*r.stats_, lname(L, "max"), DType::F32, {n});
-    checkTensor(*r.stats_, lname(L, "active_hist"), DType::I64, {n + 1});
-    checkTensor(*r.stats_, lname(L, "category_count"), DType::I64, {C, n});
-    checkTensor(*r.stats_, lname(L, "category_tokens"), DType::I64, {C});
-    checkTensor(*r.coact_, lname(L, "coact"), DType::I32, {n, n});
-    if (r.soft_) checkTensor(*r.coact_, lname(L, "coact_soft"), DType::F32, {n, n});
-    checkLayerInvariants(*r.stats_, *r.coact_, L, n, r.tokens_, r.soft_);
+  for (size_t i = 0; i < r.layers_.size(); ++i) {
+    const std::string P = r.sites_[i].prefix();
+    checkTensor(*r.stats_, lname(P, "count"), DType::I64, {n});
+    checkTensor(*r.stats_, lname(P, "sum"), DType::F64, {n});
+    checkTensor(*r.stats_, lname(P, "sumsq"), DType::F64, {n});
+    checkTensor(*r.stats_, lname(P, "max"), DType::F32, {n});
+    checkTensor(*r.stats_, lname(P, "active_hist"), DType::I64, {n + 1});
+    checkTensor(*r.stats_, lname(P, "category_count"), DType::I64, {C, n});
+    checkTensor(*r.stats_, lname(P, "category_tokens"), DType::I64, {C});
+    checkTensor(*r.coact_, lname(P, "coact"), DType::I32, {n, n});
+    if (r.soft_) checkTensor(*r.coact_, lname(P, "coact_soft"), DType::F32, {n, n});
+    checkLayerInvariants(*r.stats_, *r.coact_, P, n, r.streams_[r.streamOf_[i]].tokens, r.soft_);
   }
-  const TensorInfo* tid = r.sampleFile_->find("token_id");
-  if (!tid) throw FormatError((dir / "samples.safetensors").string() + ": missing tensor 'token_id'");
-  if (tid->shape.size() != 1)
-    throw FormatError((dir / "samples.safetensors").string() + ": tensor 'token_id' must be 1-D");
-  r.samples_ = tid->shape[0];
-  if (r.samples_ > r.tokens_)
-    throw FormatError((dir / "samples.safetensors").string() + ": holds " + std::to_string(r.samples_) +
-                      " sampled tokens, more than the " + std::to_string(r.tokens_) + " recorded tokens");
-  const int64_t S = r.samples_;
-  checkTensor(*r.sampleFile_, "token_id", DType::I32, {S});
-  checkTensor(*r.sampleFile_, "doc_id", DType::I64, {S});
-  checkTensor(*r.sampleFile_, "position", DType::I32, {S});
-  checkTensor(*r.sampleFile_, "category", DType::I32, {S});
-  for (int L : r.layers_) {
-    checkTensor(*r.sampleFile_, lname(L, "ffn_in"), DType::F16, {S, static_cast<int64_t>(r.dModel_)});
-    checkTensor(*r.sampleFile_, lname(L, "ffn_act"), DType::F16, {S, n});
+  const std::string sp = (dir / "samples.safetensors").string();
+  for (auto& sm : r.streams_) {
+    const std::string tidName = sm.prefix + "token_id";
+    const TensorInfo* tid = r.sampleFile_->find(tidName);
+    if (!tid) throw FormatError(sp + ": missing tensor '" + tidName + "'");
+    if (tid->shape.size() != 1) throw FormatError(sp + ": tensor '" + tidName + "' must be 1-D");
+    sm.samples = tid->shape[0];
+    if (sm.samples > sm.tokens)
+      throw FormatError(sp + ": holds " + std::to_string(sm.samples) + " sampled tokens, more than the " +
+                        std::to_string(sm.tokens) + " recorded tokens");
+    const int64_t S = sm.samples;
+    checkTensor(*r.sampleFile_, sm.prefix + "token_id", DType::I32, {S});
+    checkTensor(*r.sampleFile_, sm.prefix + "doc_id", DType::I64, {S});
+    checkTensor(*r.sampleFile_, sm.prefix + "position", DType::I32, {S});
+    checkTensor(*r.sampleFile_, sm.prefix + "category", DType::I32, {S});
+  }
+  r.samples_ = r.streams_[r.streamOf_[0]].samples;
+  for (size_t i = 0; i < r.layers_.size(); ++i) {
+    const std::string P = r.sites_[i].prefix();
+    const int64_t S = r.streams_[r.streamOf_[i]].samples;
+    checkTensor(*r.sampleFile_, lname(P, "ffn_in"), DType::F16, {S, static_cast<int64_t>(r.dModel_)});
+    checkTensor(*r.sampleFile_, lname(P, "ffn_act"), DType::F16, {S, n});
   }
   return r;
 }
 
-bool Recording::hasLayer(int layer) const {
-  return std::find(layers_.begin(), layers_.end(), layer) != layers_.end();
+Site Recording::site(int layer) const {
+  for (size_t i = 0; i < layers_.size(); ++i)
+    if (layers_[i] == layer) return sites_[i];
+  requireLayer(layer);  // throws, naming the recorded sites
+  return Site{};
 }
+
+int Recording::layerOf(const Site& s) const {
+  for (size_t i = 0; i < sites_.size(); ++i)
+    if (sites_[i] == s) return layers_[i];
+  return -1;
+}
+
+const Recording::Stream& Recording::streamOfLayer(int layer) const {
+  for (size_t i = 0; i < layers_.size(); ++i)
+    if (layers_[i] == layer) return streams_[streamOf_[i]];
+  requireLayer(layer);
+  return streams_.front();
+}
+
+int64_t Recording::tokens(int layer) const { return streamOfLayer(layer).tokens; }
+int64_t Recording::sampleCount(int layer) const { return streamOfLayer(layer).samples; }
+at::Tensor Recording::sampleTokenIds(int L) const { return sampleFile_->raw(streamOfLayer(L).prefix + "token_id"); }
+at::Tensor Recording::sampleDocIds(int L) const { return sampleFile_->raw(streamOfLayer(L).prefix + "doc_id"); }
+at::Tensor Recording::samplePositions(int L) const { return sampleFile_->raw(streamOfLayer(L).prefix + "position"); }
+at::Tensor Recording::sampleCategories(int L) const { return sampleFile_->raw(streamOfLayer(L).prefix + "category"); }
+
+bool Recording::hasLayer(int layer) const { return std::find(layers_.begin(), layers_.end(), layer) != layers_.end(); }
 
 void Recording::requireLayer(int layer) const {
   if (!hasLayer(layer)) {
     std::string list;
-    for (int L : layers_) list += (list.empty() ? "" : ",") + std::to_string(L);
-    throw ParameterError(dir_.string() + ": layer " + std::to_string(layer) + " was not recorded (recorded: " + list + ")");
+    for (size_t i = 0; i < layers_.size(); ++i)
+      list += (list.empty() ? "" : ",") + (encoderDecoder_ ? sites_[i].name() : std::to_string(layers_[i]));
+    const std::string what = encoderDecoder_ ? "site index " : "layer ";
+    throw ParameterError(dir_.string() + ": " + what + std::to_string(layer) + " was not recorded (recorded: " + list +
+                         ")");
   }
 }
 
-at::Tensor Recording::count(int L) const { requireLayer(L); return stats_->raw(lname(L, "count")); }
-at::Tensor Recording::sum(int L) const { requireLayer(L); return stats_->raw(lname(L, "sum")); }
-at::Tensor Recording::sumsq(int L) const { requireLayer(L); return stats_->raw(lname(L, "sumsq")); }
-at::Tensor Recording::max(int L) const { requireLayer(L); return stats_->raw(lname(L, "max")); }
-at::Tensor Recording::activeHist(int L) const { requireLayer(L); return stats_->raw(lname(L, "active_hist")); }
-at::Tensor Recording::categoryCount(int L) const { requireLayer(L); return stats_->raw(lname(L, "category_count")); }
-at::Tensor Recording::categoryTokens(int L) const { requireLayer(L); return stats_->raw(lname(L, "category_tokens")); }
-at::Tensor Recording::coact(int L) const { requireLayer(L); return coact_->raw(lname(L, "coact")); }
+at::Tensor Recording::count(int L) const {
+  requireLayer(L);
+  return stats_->raw(tname(L, "count"));
+}
+at::Tensor Recording::sum(int L) const {
+  requireLayer(L);
+  return stats_->raw(tname(L, "sum"));
+}
+at::Tensor Recording::sumsq(int L) const {
+  requireLayer(L);
+  return stats_->raw(tname(L, "sumsq"));
+}
+at::Tensor Recording::max(int L) const {
+  requireLayer(L);
+  return stats_->raw(tname(L, "max"));
+}
+at::Tensor Recording::activeHist(int L) const {
+  requireLayer(L);
+  return stats_->raw(tname(L, "active_hist"));
+}
+at::Tensor Recording::categoryCount(int L) const {
+  requireLayer(L);
+  return stats_->raw(tname(L, "category_count"));
+}
+at::Tensor Recording::categoryTokens(int L) const {
+  requireLayer(L);
+  return stats_->raw(tname(L, "category_tokens"));
+}
+at::Tensor Recording::coact(int L) const {
+  requireLayer(L);
+  return coact_->raw(tname(L, "coact"));
+}
 at::Tensor Recording::coactSoft(int L) const {
   requireLayer(L);
-  return soft_ ? coact_->raw(lname(L, "coact_soft")) : at::Tensor();
+  return soft_ ? coact_->raw(tname(L, "coact_soft")) : at::Tensor();
 }
-at::Tensor Recording::sampleTokenIds() const { return sampleFile_->raw("token_id"); }
-at::Tensor Recording::sampleDocIds() const { return sampleFile_->raw("doc_id"); }
-at::Tensor Recording::samplePositions() const { return sampleFile_->raw("position"); }
-at::Tensor Recording::sampleCategories() const { return sampleFile_->raw("category"); }
-at::Tensor Recording::sampleFfnIn(int L) const { requireLayer(L); return sampleFile_->raw(lname(L, "ffn_in")); }
-at::Tensor Recording::sampleFfnAct(int L) const { requireLayer(L); return sampleFile_->raw(lname(L, "ffn_act")); }
+at::Tensor Recording::sampleTokenIds() const { return sampleTokenIds(layers_.front()); }
+at::Tensor Recording::sampleDocIds() const { return sampleDocIds(layers_.front()); }
+at::Tensor Recording::samplePositions() const { return samplePositions(layers_.front()); }
+at::Tensor Recording::sampleCategories() const { return sampleCategories(layers_.front()); }
+at::Tensor Recording::sampleFfnIn(int L) const {
+  requireLayer(L);
+  return sampleFile_->raw(tname(L, "ffn_in"));
+}
+at::Tensor Recording::sampleFfnAct(int L) const {
+  requireLayer(L);
+  return sampleFile_->raw(tname(L, "ffn_act"));
+}
 
 void Recording::checkModel(const Model& model) const {
   const auto& c = model.config();
@@ -299,7 +416,7 @@ void Recording::checkModel(const Model& model) const {
     throw ParameterError(dir_.string() + ": recording was made with model " + modelPath_ + " (fingerprint " +
                          fingerprint_ + "), not with " + model.dir().string() + " (fingerprint " + model.fingerprint() +
                          ")");
-  if (c.dFF != dFF_ || c.dModel != dModel_ || c.nLayer != modelLayers_)
+  if (c.dFF != dFF_ || c.dModel != dModel_ || c.nLayer != modelLayers_ || c.nDecoderLayer != decoderLayers_)
     throw ParameterError(dir_.string() + ": recording shape (d_ff " + std::to_string(dFF_) + ", d_model " +
                          std::to_string(dModel_) + ") does not match model " + model.dir().string());
 }

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "analysis/model/site.h"
 #include "analysis/record/recorder.h"
 
 namespace moefy {
@@ -17,6 +18,15 @@ namespace moefy {
 class Model;
 class SafetensorsFile;
 
+/// Per-site data is indexed by site index (analysis/model/site.h "Site
+/// indices": the layer for single-stack models; enc.blk.L -> L, dec.blk.L ->
+/// modelLayers() + L for encoder-decoder models). `layers()` lists the
+/// recorded site indices, `sites()` their sites. Encoder-decoder recordings
+/// keep one token stream per stack (its token count and reservoir): the
+/// per-site forms tokens(L), sampleCount(L), sampleTokenIds(L), ... give the
+/// figures of the site's stack; the forms without a site give the first
+/// recorded site's stream (the only one of a single-stack recording), except
+/// tokens(), the total over the streams.
 class Recording {
  public:
   /// Opens and validates REC_DIR. Checkpoint folders (manifest "complete":
@@ -31,9 +41,20 @@ class Recording {
   int dFF() const { return dFF_; }
   int dModel() const { return dModel_; }
   int modelLayers() const { return modelLayers_; }
+  /// Decoder blocks of an encoder-decoder model (0 for single-stack models).
+  int decoderLayers() const { return decoderLayers_; }
+  bool encoderDecoder() const { return encoderDecoder_; }
   const std::vector<int>& layers() const { return layers_; }
+  /// The recorded sites, parallel to layers().
+  const std::vector<Site>& sites() const { return sites_; }
+  /// The site of a recorded site index (ParameterError if not recorded).
+  Site site(int layer) const;
+  /// The site index of a recorded site, or -1.
+  int layerOf(const Site& site) const;
   bool hasLayer(int layer) const;
   int64_t tokens() const { return tokens_; }
+  /// Tokens of the site's stream (== tokens() for single-stack recordings).
+  int64_t tokens(int layer) const;
   int64_t sequences() const { return sequences_; }
   int64_t chunksDone() const { return chunksDone_; }
   bool complete() const { return complete_; }
@@ -42,15 +63,15 @@ class Recording {
   bool hasSoftCoact() const { return soft_; }
 
   // Statistics of one recorded layer (throws ParameterError for other layers).
-  at::Tensor count(int layer) const;          ///< I64 [d_ff]
-  at::Tensor sum(int layer) const;            ///< F64 [d_ff]
-  at::Tensor sumsq(int layer) const;          ///< F64 [d_ff]
-  at::Tensor max(int layer) const;            ///< F32 [d_ff]
-  at::Tensor activeHist(int layer) const;     ///< I64 [d_ff + 1]
-  at::Tensor categoryCount(int layer) const;  ///< I64 [n_categories, d_ff]
-  at::Tensor categoryTokens(int layer) const; ///< I64 [n_categories]
-  at::Tensor coact(int layer) const;          ///< I32 [d_ff, d_ff] (zero-copy view)
-  at::Tensor coactSoft(int layer) const;      ///< F32 [d_ff, d_ff], undefined if not recorded
+  at::Tensor count(int layer) const;           ///< I64 [d_ff]
+  at::Tensor sum(int layer) const;             ///< F64 [d_ff]
+  at::Tensor sumsq(int layer) const;           ///< F64 [d_ff]
+  at::Tensor max(int layer) const;             ///< F32 [d_ff]
+  at::Tensor activeHist(int layer) const;      ///< I64 [d_ff + 1]
+  at::Tensor categoryCount(int layer) const;   ///< I64 [n_categories, d_ff]
+  at::Tensor categoryTokens(int layer) const;  ///< I64 [n_categories]
+  at::Tensor coact(int layer) const;           ///< I32 [d_ff, d_ff] (zero-copy view)
+  at::Tensor coactSoft(int layer) const;       ///< F32 [d_ff, d_ff], undefined if not recorded
 
   // Reservoir samples (the same S tokens for every layer).
   int64_t sampleCount() const { return samples_; }
@@ -58,6 +79,13 @@ class Recording {
   at::Tensor sampleDocIds() const;      ///< I64 [S]
   at::Tensor samplePositions() const;   ///< I32 [S]
   at::Tensor sampleCategories() const;  ///< I32 [S]
+  // The same, for the stream of a recorded site (its stack's reservoir; the
+  // decoder's positions are decoder input positions, its doc ids pair ids).
+  int64_t sampleCount(int layer) const;
+  at::Tensor sampleTokenIds(int layer) const;
+  at::Tensor sampleDocIds(int layer) const;
+  at::Tensor samplePositions(int layer) const;
+  at::Tensor sampleCategories(int layer) const;
   at::Tensor sampleFfnIn(int layer) const;   ///< F16 [S, d_model]
   at::Tensor sampleFfnAct(int layer) const;  ///< F16 [S, d_ff]
 
@@ -69,8 +97,19 @@ class Recording {
   std::filesystem::path dir_;
   nlohmann::json manifest_;
   std::string fingerprint_, modelPath_;
-  int dFF_ = 0, dModel_ = 0, modelLayers_ = 0;
+  int dFF_ = 0, dModel_ = 0, modelLayers_ = 0, decoderLayers_ = 0;
+  bool encoderDecoder_ = false;
   std::vector<int> layers_;
+  std::vector<Site> sites_;
+  // Token streams: prefix of the sample tensors ("", "enc.", "dec."), tokens, samples.
+  struct Stream {
+    std::string prefix;
+    int64_t tokens = 0, samples = 0;
+  };
+  std::vector<Stream> streams_;
+  std::vector<size_t> streamOf_;  // parallel to layers_
+  const Stream& streamOfLayer(int layer) const;
+  std::string tname(int layer, const char* what) const { return site(layer).prefix() + what; }
   int64_t tokens_ = 0, sequences_ = 0, chunksDone_ = 0, samples_ = 0;
   bool complete_ = true, soft_ = false;
   std::vector<std::string> categories_;

@@ -17,11 +17,11 @@ namespace moefy {
 std::vector<std::shared_ptr<MoeLayerWeights>> packExperts(const Model& model, const PartitionData& part) {
   std::vector<std::shared_ptr<MoeLayerWeights>> out;
   for (size_t i = 0; i < part.layers.size(); ++i) {
-    int L = part.layers[i];
-    FfnWeights w = model.ffnWeights(L);
+    const Site& site = part.sites.at(i);
+    FfnWeights w = model.ffnWeights(site);
     if (!w.up.defined())
-      throw FormatError(model.dir().string() + ": layer " + std::to_string(L) + " has no dense FFN weights to split");
-    std::string ctx = (part.dir / "labels.safetensors").string() + ": layer " + std::to_string(L);
+      throw FormatError(model.dir().string() + ": site " + site.name() + " has no dense FFN weights to split");
+    std::string ctx = (part.dir / "labels.safetensors").string() + ": " + site.name();
     const bool shared = i < part.shared.size() && part.shared[i] > 0;
     out.push_back(MoeLayerWeights::pack(w, ExpertLayout::fromLabels(part.labels[i], part.experts, ctx, shared)));
   }
@@ -200,6 +200,7 @@ RouterSet buildRouters(const Model& model, const PartitionData& part, const Samp
   RouterSet rs;
   rs.kind = o.kind;
   rs.layers = part.layers;
+  rs.sites = part.sites;
   rs.modelFingerprint = model.fingerprint();
   rs.partitionPath = part.dir.string();
   rs.partitionLabelsHash = part.labelsHash;
@@ -218,14 +219,18 @@ RouterSet buildRouters(const Model& model, const PartitionData& part, const Samp
                       {{"model", model.fingerprint()},
                        {"partition", folderFingerprint(part.dir)},
                        {"recording", samples.dir.empty() ? std::string() : folderFingerprint(samples.dir)}});
-  at::Tensor trainIdx, heldIdx;
-  splitSamples(samples.samples, o.heldOut, o.seed, trainIdx, heldIdx);
   const bool relu = plainReluFfn(model.config().act, model.config().gated);
   job.setStage(std::string("route: ") + routerKindName(o.kind));
   for (size_t i = 0; i < part.layers.size(); ++i) {
     job.checkCancel();
-    const int L = part.layers[i];
+    const std::string key = siteJsonKey(part.sites.at(i)), what = part.sites.at(i).name();
     const MoeLayerWeights& w = *packed[i];
+    // The site's own samples (the stacks of an encoder-decoder recording have
+    // reservoirs of different sizes); the same seed gives every site of one
+    // stack the same train/held-out rows.
+    const int64_t S = samples.ffnIn[i].size(0);
+    at::Tensor trainIdx, heldIdx;
+    splitSamples(S, o.heldOut, o.seed, trainIdx, heldIdx);
     LayerRouter r;
     r.kind = o.kind;
     r.experts = E;
@@ -236,8 +241,8 @@ RouterSet buildRouters(const Model& model, const PartitionData& part, const Samp
       r.w2 = at::eye(E, at::kFloat);
       r.centroids = at::Tensor();
       JobContext* jp = &job;
-      rs.training[std::to_string(L)] =
-          trainMlpRouter(r, samples.ffnIn[i], mass, trainIdx, heldIdx, o, *jp, "layer " + std::to_string(L));
+      rs.training[key] = trainMlpRouter(r, samples.ffnIn[i], mass, trainIdx, heldIdx, o, *jp,
+                                        part.sites[i].stack == SiteStack::Single ? "layer " + key : what);
     }
     if (o.kind == RouterKind::Sigmoid) {
       // Starts at the similarity centroids over the mean input norm: before
@@ -245,8 +250,8 @@ RouterSet buildRouters(const Model& model, const PartitionData& part, const Samp
       const double s = samples.ffnIn[i].index_select(0, trainIdx).norm(2, {1}).mean().item<double>();
       r.w1 = (r.centroids / (s > 1e-12 ? s : 1.0)).contiguous();
       r.centroids = at::Tensor();
-      rs.training[std::to_string(L)] =
-          trainSigmoidRouter(r, samples.ffnIn[i], mass, trainIdx, heldIdx, o, job, "layer " + std::to_string(L));
+      rs.training[key] = trainSigmoidRouter(r, samples.ffnIn[i], mass, trainIdx, heldIdx, o, job,
+                                            part.sites[i].stack == SiteStack::Single ? "layer " + key : what);
     }
     if (o.kind == RouterKind::DynamicK) {
       // A linear head on the raw input predicting each expert's log output
@@ -263,22 +268,22 @@ RouterSet buildRouters(const Model& model, const PartitionData& part, const Samp
       r.tau = o.tau;
       r.minK = o.minK;
       r.centroids = at::Tensor();
-      rs.training[std::to_string(L)] =
-          trainDynamicKRouter(r, samples.ffnIn[i], norm, trainIdx, heldIdx, o, job, "layer " + std::to_string(L));
+      rs.training[key] = trainDynamicKRouter(r, samples.ffnIn[i], norm, trainIdx, heldIdx, o, job,
+                                             part.sites[i].stack == SiteStack::Single ? "layer " + key : what);
     }
     // Metrics on held-out samples (all samples when none are held out).
-    at::Tensor evalIdx = heldIdx.numel() > 0 ? heldIdx : at::arange(samples.samples, at::kLong);
+    at::Tensor evalIdx = heldIdx.numel() > 0 ? heldIdx : at::arange(S, at::kLong);
     at::Tensor xs = samples.ffnIn[i].index_select(0, evalIdx);
     at::Tensor scores;
     {
       at::NoGradGuard ng;
       scores = o.kind == RouterKind::Oracle ? mass.index_select(0, evalIdx) : r.scores(xs, w);
     }
-    rs.metrics[std::to_string(L)] = routerMetrics(scores, mass.index_select(0, evalIdx), k);
+    rs.metrics[key] = routerMetrics(scores, mass.index_select(0, evalIdx), k);
     if (o.kind == RouterKind::DynamicK) {
       // The experts per token the router takes on these samples.
       at::Tensor sel = dynamicKExperts(scores, r.tau, r.minK, k);
-      rs.metrics[std::to_string(L)]["mean_k"] = (sel >= 0).sum(1).to(at::kDouble).mean().item<double>();
+      rs.metrics[key]["mean_k"] = (sel >= 0).sum(1).to(at::kDouble).mean().item<double>();
     }
     rs.routers.push_back(std::move(r));
     rs.topK.push_back(k);

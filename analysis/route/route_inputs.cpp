@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include <map>
 #include <sstream>
 
 #include "analysis/common/error.h"
@@ -56,6 +57,7 @@ PartitionData PartitionData::read(const fs::path& dir) {
   for (int L : p.layers) {
     p.labels.push_back(part.labelsTensor(L));
     p.shared.push_back(part.sharedNeurons(L));
+    p.sites.push_back(part.site(L));
   }
   p.labelsHash = hashLabels(p.labels);
   return p;
@@ -67,16 +69,17 @@ void PartitionData::checkModel(const Model& model) const {
     throw ParameterError((dir / "partition.json").string() + ": partition was made for model " + modelFingerprint +
                          ", not for " + model.dir().string() + " (fingerprint " + model.fingerprint() + ")");
   for (size_t i = 0; i < layers.size(); ++i) {
-    if (layers[i] >= c.nLayer)
-      throw ParameterError((dir / "partition.json").string() + ": layer " + std::to_string(layers[i]) +
-                           " does not exist in the model (" + std::to_string(c.nLayer) + " layers)");
+    if (c.ffnSiteIndex(sites[i]) != layers[i])
+      throw ParameterError((dir / "partition.json").string() + ": site " + sites[i].name() + " (layer " +
+                           std::to_string(layers[i]) + ") does not exist in the model (" +
+                           std::to_string(c.ffnSites().size()) + " FFN sites)");
     if (labels[i].numel() != c.dFF)
       throw ParameterError((dir / "labels.safetensors").string() + ": layer " + std::to_string(layers[i]) + " has " +
                            std::to_string(labels[i].numel()) + " labels, the model's d_ff is " + std::to_string(c.dFF));
   }
 }
 
-SampleData SampleData::read(const fs::path& dir, const std::vector<int>& layers, int64_t dModel, int64_t dFF) {
+SampleData SampleData::read(const fs::path& dir, const std::vector<Site>& sites, int64_t dModel, int64_t dFF) {
   if (!fs::is_directory(dir)) throw IoError(dir.string() + ": not a recording folder");
   SampleData s;
   s.dir = dir;
@@ -90,19 +93,23 @@ SampleData SampleData::read(const fs::path& dir, const std::vector<int>& layers,
   if (!fs::exists(sf)) throw IoError(sf.string() + ": missing (record with samples > 0)");
   auto st = SafetensorsFile::open(sf);
   s.samples = -1;
-  for (int L : layers) {
+  std::map<SiteStack, int64_t> stackSamples;  // one reservoir per stack
+  for (const Site& site : sites) {
     for (int which = 0; which < 2; ++which) {
-      std::string name = "blk." + std::to_string(L) + (which == 0 ? ".ffn_in" : ".ffn_act");
+      std::string name = site.prefix() + (which == 0 ? "ffn_in" : "ffn_act");
       const TensorInfo* info = st->find(name);
-      if (!info) throw FormatError(sf.string() + ": missing tensor '" + name + "' (layer " + std::to_string(L) + " not recorded)");
+      if (!info)
+        throw FormatError(sf.string() + ": missing tensor '" + name + "' (site " + site.name() + " not recorded)");
       int64_t width = which == 0 ? dModel : dFF;
       if (info->shape.size() != 2 || info->shape[1] != width)
         throw FormatError(sf.string() + ": tensor '" + name + "' has shape " + shapeString(info->shape) + ", expected [S, " +
                           std::to_string(width) + "]");
       if (s.samples < 0) s.samples = info->shape[0];
-      if (info->shape[0] != s.samples)
+      const int64_t want = stackSamples.emplace(site.stack, info->shape[0]).first->second;
+      if (info->shape[0] != want)
         throw FormatError(sf.string() + ": tensor '" + name + "' has " + std::to_string(info->shape[0]) +
-                          " samples, other layers have " + std::to_string(s.samples));
+                          " samples, other sites of its stack have " + std::to_string(want));
+      if (info->shape[0] <= 0) throw FormatError(sf.string() + ": no samples of site " + site.name());
       at::Tensor t = st->f32(name).contiguous();
       if (!at::isfinite(t).all().item<bool>()) throw FormatError(sf.string() + ": tensor '" + name + "' has NaN or Inf values");
       (which == 0 ? s.ffnIn : s.ffnAct).push_back(t);

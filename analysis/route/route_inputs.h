@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "analysis/model/site.h"
+
 namespace moefy {
 
 class Model;
@@ -16,9 +18,10 @@ class Model;
 struct PartitionData {
   std::filesystem::path dir;
   int experts = 0;                 ///< E (same for every layer)
-  std::vector<int> layers;         ///< partitioned model layers, ascending
+  std::vector<int> layers;         ///< partitioned site indices, ascending (analysis/model/site.h)
+  std::vector<Site> sites;         ///< the site of each entry of `layers`
   std::vector<at::Tensor> labels;  ///< per entry of `layers`: [d_ff] int32 (E: the shared expert's neurons)
-  std::vector<int> shared;         ///< per entry: neurons of the layer's shared expert, 0 = none
+  std::vector<int> shared;         ///< per entry: neurons of the site's shared expert, 0 = none
   std::string modelFingerprint;
   std::string labelsHash;          ///< 16 hex digits over all labels (routers record it)
   nlohmann::json meta;             ///< partition.json
@@ -36,17 +39,18 @@ std::string hashLabels(const std::vector<at::Tensor>& labels);
 
 struct SampleData {
   std::filesystem::path dir;
-  int64_t samples = 0;              ///< S
+  int64_t samples = 0;  ///< S of the first site (encoder-decoder stacks may differ: ffnIn[i].size(0))
   std::string modelFingerprint;
   nlohmann::json manifest;
   /// Per requested layer (order of read()'s `layers`): F32 tensors.
   std::vector<at::Tensor> ffnIn;    ///< [S, d_model]
   std::vector<at::Tensor> ffnAct;   ///< [S, d_ff]
 
-  /// Reads the samples of `layers` from a recording folder. Throws FormatError
-  /// naming the file and tensor (missing layer, wrong shape, S mismatch).
-  static SampleData read(const std::filesystem::path& dir, const std::vector<int>& layers, int64_t dModel,
-                         int64_t dFF);
+  /// Reads the samples of `sites` from a recording folder (tensors
+  /// "<site>.ffn_in" / "<site>.ffn_act"). Throws FormatError naming the file
+  /// and tensor (missing site, wrong shape, S mismatch among the sites of one
+  /// stack; the encoder's and decoder's reservoirs may differ in size).
+  static SampleData read(const std::filesystem::path& dir, const std::vector<Site>& sites, int64_t dModel, int64_t dFF);
   void checkModel(const Model& model) const;
 };
 

@@ -117,6 +117,8 @@ void LayerRouter::validate(int64_t dModel, const std::string& ctx) const {
   }
 }
 
+Site RouterSet::siteAt(size_t i) const { return i < sites.size() ? sites[i] : Site::ofLayer(layers.at(i)); }
+
 int RouterSet::indexOfLayer(int layer) const {
   for (size_t i = 0; i < layers.size(); ++i)
     if (layers[i] == layer) return static_cast<int>(i);
@@ -130,7 +132,9 @@ void RouterSet::writeInto(const fs::path& dir) const {
   j["tool_version"] = MOEFY_VERSION;
   j["kind"] = routerKindName(kind);
   j["layers"] = layers;
-  j["sites"] = siteNames(layers);  // FFN sites (analysis/model/site.h) of `layers`
+  std::vector<Site> all;
+  for (size_t i = 0; i < layers.size(); ++i) all.push_back(siteAt(i));
+  j["sites"] = siteNames(all);  // FFN sites (analysis/model/site.h) of `layers` (site indices)
   j["top_k"] = topK;
   j["experts"] = experts;
   j["model_fingerprint"] = modelFingerprint;
@@ -151,7 +155,7 @@ void RouterSet::writeInto(const fs::path& dir) const {
   }
   std::vector<std::pair<std::string, at::Tensor>> tensors;
   for (size_t i = 0; i < layers.size(); ++i) {
-    const std::string p = Site::ofLayer(layers[i]).prefix();
+    const std::string p = siteAt(i).prefix();
     const auto& r = routers[i];
     if (kind == RouterKind::Similarity) tensors.emplace_back(p + "centroids", r.centroids.contiguous());
     if (kind == RouterKind::Mlp || kind == RouterKind::Sigmoid || kind == RouterKind::DynamicK)
@@ -179,6 +183,7 @@ RouterSet RouterSet::read(const fs::path& dir) {
     r.layers = jsonIntList(j.at("layers"), 0, kMax, jf.string() + ": layers");
     r.topK = jsonIntList(j.at("top_k"), 0, kMax, jf.string() + ": top_k");
     r.experts = jsonIntList(j.at("experts"), 0, kMax, jf.string() + ": experts");
+    r.sites = readSiteList(j, r.layers, jf.string());
     // Identity keys are required: a router without them could be paired
     // with any model or partition of the same shape.
     r.modelFingerprint = j.at("model_fingerprint").get<std::string>();
@@ -226,7 +231,7 @@ RouterSet RouterSet::read(const fs::path& dir) {
     LayerRouter lr;
     lr.kind = r.kind;
     lr.experts = r.experts[i];
-    const std::string p = Site::ofLayer(r.layers[i]).prefix();
+    const std::string p = r.siteAt(i).prefix();
     auto get = [&](const std::string& name) {
       if (!st->contains(p + name)) throw FormatError(sf.string() + ": missing tensor '" + p + name + "'");
       at::Tensor t = st->f32(p + name).contiguous();

@@ -30,6 +30,8 @@
 #include <string>
 #include <vector>
 
+#include "analysis/model/site.h"
+
 namespace moefy {
 
 struct MoeLayerWeights;
@@ -82,7 +84,8 @@ int topKForFraction(double fraction, int experts);
 /// A router artefact (router.json + router.safetensors), see docs/formats.md.
 struct RouterSet {
   RouterKind kind = RouterKind::Oracle;
-  std::vector<int> layers;             ///< model layer of each entry
+  std::vector<int> layers;             ///< site index of each entry (analysis/model/site.h "Site indices")
+  std::vector<Site> sites;             ///< the site of each entry (empty = the single-stack sites of `layers`)
   std::vector<int> topK;               ///< per entry
   std::vector<int> experts;            ///< per entry
   std::vector<LayerRouter> routers;    ///< per entry
@@ -97,6 +100,8 @@ struct RouterSet {
   std::vector<int> dynamicMinK;                        ///< dynamic-k, read(): per entry (router.json dynamic_k.min_k)
 
   int indexOfLayer(int layer) const;  ///< -1 if absent
+  /// The site of entry i: sites[i], or blk.L when `sites` is empty.
+  Site siteAt(size_t i) const;
   /// Writes router.json (format version 2: the partition as a link relative
   /// to `dir` with its content fingerprint) and router.safetensors into an
   /// existing folder (the final folder or its atomic-write sibling).

@@ -48,10 +48,11 @@ int resolveExperts(int dFF, int experts, int expertSize) {
 
 namespace {
 
-std::string lname(int L, const char* what) { return "blk." + std::to_string(L) + "." + what; }
+// "<site>.<what>", e.g. "blk.3.labels", "dec.blk.0.perm".
+std::string lname(const Site& site, const char* what) { return site.prefix() + what; }
 
-at::Tensor kmeansRows(const Model& model, int L, const std::string& which) {
-  FfnWeights w = model.ffnWeights(L);
+at::Tensor kmeansRows(const Model& model, const Site& site, const std::string& which) {
+  FfnWeights w = model.ffnWeights(site);
   if (!w.gated()) {
     if (which != "up") throw ParameterError("--rows " + which + " applies to gated FFNs only; this FFN is plain");
     return w.up.contiguous();
@@ -76,8 +77,8 @@ struct SampleHalves {
   std::string by;      // "document" or "token"
 };
 
-SampleHalves sampleHalves(const Recording& rec) {
-  at::Tensor docs = rec.sampleDocIds().contiguous();
+SampleHalves sampleHalves(const Recording& rec, int L) {
+  at::Tensor docs = rec.sampleDocIds(L).contiguous();
   const int64_t S = docs.numel();
   const int64_t* d = docs.data_ptr<int64_t>();
   std::vector<int64_t> part[2];
@@ -148,19 +149,25 @@ nlohmann::json runSplit(const Recording& rec, const Model* model, const SplitOpt
   std::vector<std::pair<std::string, at::Tensor>> tensors;
   // Half stability: only the co-activation method depends on the tokens, and
   // the samples only give the binary graph.
-  const bool halfStability = o.stability && o.method == "coact" && o.graphSource == "binary" && rec.sampleCount() >= 2;
+  // (Encoder-decoder recordings keep one reservoir per stack: the halves are per site.)
+  bool halfStability = o.stability && o.method == "coact" && o.graphSource == "binary";
+  for (int L : layers) halfStability = halfStability && rec.sampleCount(L) >= 2;
   SampleHalves halves;
-  if (halfStability) halves = sampleHalves(rec);
-  nlohmann::json sharedByLayer = nlohmann::json::object();  // --shared: "L" -> shared neurons
-  int64_t routedSize = n / E;                               // expert_size: the first layer's routed experts
+  nlohmann::json sharedByLayer = nlohmann::json::object();  // --shared: site key -> shared neurons
+  int64_t routedSize = n / E;                               // expert_size: the first site's routed experts
+  std::vector<Site> sites;
   job.setStage("split (" + o.method + ")");
   for (size_t li = 0; li < layers.size(); ++li) {
     const int L = layers[li];
+    const Site site = rec.site(L);
+    sites.push_back(site);
+    if (halfStability) halves = sampleHalves(rec, L);
     job.checkCancel();
     // The shared expert (--shared): its neurons leave the split; the method
     // sees only the routed ones (`routed`, ascending ids), and every
     // per-neuron input is restricted to them (onRouted).
-    const int sharedCount = sharedNeuronCount(rec.count(L), E, o.shared, "layer " + std::to_string(L));
+    const int sharedCount = sharedNeuronCount(
+        rec.count(L), E, o.shared, site.stack == SiteStack::Single ? "layer " + std::to_string(L) : site.name());
     const std::vector<int32_t> sharedIds = mostActiveNeurons(rec.count(L), sharedCount);
     std::vector<int64_t> routed;
     {
@@ -186,13 +193,13 @@ nlohmann::json runSplit(const Recording& rec, const Model* model, const SplitOpt
         labels = partitionRandom(nr, E, seed + 0x9E3779B97F4A7C15ull * static_cast<uint64_t>(L + 1));
       } else if (o.method == "coact") {
         at::Tensor src = o.graphSource == "soft" ? onRouted(rec.coactSoft(L), 2) : coact;
-        CoactGraph g = buildCoactGraph(src, onRouted(rec.count(L), 1), rec.tokens(), o.graph, E);
+        CoactGraph g = buildCoactGraph(src, onRouted(rec.count(L), 1), rec.tokens(L), o.graph, E);
         labels = partitionCoact(g, E, seed);
         info["graph_edges"] = g.edges();
         info["graph_topk"] = resolveTopk(o.graph, nr, E);
       } else {
         KmeansResult km =
-            balancedKmeans(onRouted(kmeansRows(*model, L, o.rows), 1), E, o.restarts, o.maxIter, seed, job);
+            balancedKmeans(onRouted(kmeansRows(*model, site, o.rows), 1), E, o.restarts, o.maxIter, seed, job);
         labels = km.labels;
         info["inertia"] = km.inertia;
         info["iterations"] = km.iterations;
@@ -204,7 +211,7 @@ nlohmann::json runSplit(const Recording& rec, const Model* model, const SplitOpt
     m["coact_inside"] = coactInside(coact, labels);
     m["edge_cut"] = edgeCut(coact, labels);
     m["balance"] = sizeBalance(labels, E);
-    if (rec.sampleCount() > 0)
+    if (rec.sampleCount(L) > 0)
       m["recall_at_k"] =
           recallAtK(sharedCount ? rec.sampleFfnAct(L).index_select(1, routedT) : rec.sampleFfnAct(L), labels, E);
     else m["recall_at_k"] = nlohmann::json::array();
@@ -237,19 +244,19 @@ nlohmann::json runSplit(const Recording& rec, const Model* model, const SplitOpt
           sharedCount ? cnt.index_select(0, at::tensor(sharedIds, at::kLong)).sum().item<double>() : 0.0;
       m["shared_neurons"] = sharedCount;
       m["shared_mass"] = total > 0 ? held / total : 0.0;
-      sharedByLayer[std::to_string(L)] = sharedCount;
+      sharedByLayer[siteJsonKey(site)] = sharedCount;
       if (li == 0) routedSize = nr / E;
       // Back to every neuron: routed labels in place, the shared ones label E.
       std::vector<int32_t> full(static_cast<size_t>(n), E);
       for (int64_t i = 0; i < nr; ++i) full[static_cast<size_t>(routed[i])] = labels[static_cast<size_t>(i)];
       labels = std::move(full);
     }
-    metrics[std::to_string(L)] = m;
+    metrics[siteJsonKey(site)] = m;
     std::vector<int32_t> perm = permutationOf(labels, E + (sharedCount > 0 ? 1 : 0));
-    tensors.emplace_back(lname(L, "labels"), at::tensor(labels, at::kInt));
-    tensors.emplace_back(lname(L, "perm"), at::tensor(perm, at::kInt));
-    job.log("layer " + std::to_string(L) + ": coact inside " + std::to_string(m["coact_inside"].get<double>()) +
-            ", balance " + std::to_string(m["balance"].get<double>()));
+    tensors.emplace_back(lname(site, "labels"), at::tensor(labels, at::kInt));
+    tensors.emplace_back(lname(site, "perm"), at::tensor(perm, at::kInt));
+    job.log(site.name() + ": coact inside " + std::to_string(m["coact_inside"].get<double>()) + ", balance " +
+            std::to_string(m["balance"].get<double>()));
     job.setProgress(static_cast<double>(li + 1) / static_cast<double>(layers.size()));
   }
   nlohmann::json j;
@@ -286,7 +293,7 @@ nlohmann::json runSplit(const Recording& rec, const Model* model, const SplitOpt
   }
   j["d_ff"] = n;
   j["layers"] = layers;
-  j["sites"] = siteNames(layers);  // FFN sites (analysis/model/site.h) of `layers`
+  j["sites"] = siteNames(sites);  // FFN sites (analysis/model/site.h) of `layers` (site indices)
   j["model_fingerprint"] = rec.fingerprint();
   // Version 2 links (analysis/project/links.h): relative to the partition folder + fingerprint.
   const std::string recFingerprint = folderFingerprint(rec.dir());
@@ -346,16 +353,21 @@ Partition Partition::open(const fs::path& dir) {
     p.method_ = j.at("method").get<std::string>();
     p.fingerprint_ = j.at("model_fingerprint").get<std::string>();
     p.layers_ = jsonIntList(j.at("layers"), 0, kMax, jp.string() + ": layers");
-    // Optional shared experts (split --shared): neurons per layer, keyed by
-    // layer number; absent (older partitions, no --shared) = none.
+    // `sites` names the site of each entry of `layers` (site indices); older
+    // partitions of single-stack models may lack it.
+    p.sites_ = readSiteList(j, p.layers_, jp.string());
+    // Optional shared experts (split --shared): neurons per site, keyed by
+    // siteJsonKey (the bare layer number for single-stack sites); absent
+    // (older partitions, no --shared) = none.
     if (j.contains("shared")) {
       const auto& neurons = j.at("shared").at("neurons");
       if (!neurons.is_object()) throw FormatError(jp.string() + ": shared.neurons must be an object");
-      for (int L : p.layers_) {
-        const auto it = neurons.find(std::to_string(L));
+      for (size_t li = 0; li < p.layers_.size(); ++li) {
+        const std::string key = siteJsonKey(p.sites_[li]);
+        const auto it = neurons.find(key);
         if (it == neurons.end()) continue;
-        const int N = jsonInt(*it, 0, p.dFF_ - p.experts_, jp.string() + ": shared.neurons." + std::to_string(L));
-        if (N > 0) p.shared_.emplace_back(L, N);
+        const int N = jsonInt(*it, 0, p.dFF_ - p.experts_, jp.string() + ": shared.neurons." + key);
+        if (N > 0) p.shared_.emplace_back(p.layers_[li], N);
       }
     }
   } catch (const nlohmann::json::exception& e) {
@@ -365,31 +377,33 @@ Partition Partition::open(const fs::path& dir) {
     throw FormatError(jp.string() + ": experts " + std::to_string(p.experts_) + " does not divide d_ff " +
                       std::to_string(p.dFF_));
   auto f = SafetensorsFile::open(dir / "labels.safetensors");
-  for (int L : p.layers_) {
+  for (size_t li = 0; li < p.layers_.size(); ++li) {
+    const int L = p.layers_[li];
+    const Site& site = p.sites_[li];
     for (const char* what : {"labels", "perm"}) {
-      const TensorInfo* t = f->find(lname(L, what));
-      if (!t) throw FormatError(f->path().string() + ": missing tensor '" + lname(L, what) + "'");
+      const TensorInfo* t = f->find(lname(site, what));
+      if (!t) throw FormatError(f->path().string() + ": missing tensor '" + lname(site, what) + "'");
       if (t->dtype != DType::I32 || t->shape != std::vector<int64_t>{p.dFF_})
-        throw FormatError(f->path().string() + ": tensor '" + lname(L, what) + "' must be I32 [" +
+        throw FormatError(f->path().string() + ": tensor '" + lname(site, what) + "' must be I32 [" +
                           std::to_string(p.dFF_) + "], got " + dtypeName(t->dtype) + " " + shapeString(t->shape));
     }
-    at::Tensor lab = f->raw(lname(L, "labels")).clone();
-    // Label E marks the shared expert's neurons, in layers that have one.
+    at::Tensor lab = f->raw(lname(site, "labels")).clone();
+    // Label E marks the shared expert's neurons, in sites that have one.
     const int sharedN = p.sharedNeurons(L);
     const int blocks = p.experts_ + (sharedN > 0 ? 1 : 0);
     if (lab.min().item<int>() < 0 || lab.max().item<int>() >= blocks)
-      throw FormatError(f->path().string() + ": " + lname(L, "labels") + " holds ids outside [0, " +
+      throw FormatError(f->path().string() + ": " + lname(site, "labels") + " holds ids outside [0, " +
                         std::to_string(blocks) + ")" + (sharedN > 0 ? " (label E is the shared expert)" : ""));
     at::Tensor sizes = at::bincount(lab.to(at::kLong), {}, blocks);
     if (sharedN > 0 && sizes[p.experts_].item<int64_t>() != sharedN)
-      throw FormatError(f->path().string() + ": " + lname(L, "labels") + " gives the shared expert " +
+      throw FormatError(f->path().string() + ": " + lname(site, "labels") + " gives the shared expert " +
                         std::to_string(sizes[p.experts_].item<int64_t>()) + " neurons, partition.json shared.neurons " +
                         std::to_string(sharedN));
     at::Tensor routedSizes = sizes.narrow(0, 0, p.experts_);
     if (routedSizes.min().item<int64_t>() != routedSizes.max().item<int64_t>())
-      throw FormatError(f->path().string() + ": " + lname(L, "labels") + " does not give equal-size experts");
+      throw FormatError(f->path().string() + ": " + lname(site, "labels") + " does not give equal-size experts");
     p.labels_.emplace_back(L, lab);
-    p.perm_.emplace_back(L, f->raw(lname(L, "perm")).clone());
+    p.perm_.emplace_back(L, f->raw(lname(site, "perm")).clone());
   }
   return p;
 }
@@ -398,6 +412,12 @@ int Partition::sharedNeurons(int layer) const {
   for (const auto& [L, n] : shared_)
     if (L == layer) return n;
   return 0;
+}
+
+Site Partition::site(int layer) const {
+  for (size_t i = 0; i < layers_.size(); ++i)
+    if (layers_[i] == layer) return sites_[i];
+  throw ParameterError(dir_.string() + ": has no partition for layer " + std::to_string(layer));
 }
 
 at::Tensor Partition::labelsTensor(int layer) const {

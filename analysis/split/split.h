@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "analysis/model/site.h"
+
 namespace moefy {
 
 class JobContext;
@@ -196,7 +198,12 @@ class Partition {
   const nlohmann::json& json() const { return json_; }
   int experts() const { return experts_; }
   int dFF() const { return dFF_; }
+  /// Partitioned site indices (analysis/model/site.h "Site indices").
   const std::vector<int>& layers() const { return layers_; }
+  /// Their sites, parallel to layers().
+  const std::vector<Site>& sites() const { return sites_; }
+  /// The site of a partitioned site index (ParameterError if absent).
+  Site site(int layer) const;
   const std::string& method() const { return method_; }
   const std::string& fingerprint() const { return fingerprint_; }
   /// Labels [d_ff] of a layer (ParameterError if absent); label E marks the
@@ -212,6 +219,7 @@ class Partition {
   nlohmann::json json_;
   int experts_ = 0, dFF_ = 0;
   std::vector<int> layers_;
+  std::vector<Site> sites_;
   std::string method_, fingerprint_;
   std::vector<std::pair<int, at::Tensor>> labels_, perm_;
   std::vector<std::pair<int, int>> shared_;  ///< layer -> shared neurons (layers with one)

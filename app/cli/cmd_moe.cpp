@@ -18,6 +18,7 @@
 #include "analysis/eval/sequences.h"
 #include "analysis/io/fsutil.h"
 #include "analysis/jobs/job.h"
+#include "analysis/model/site.h"
 #include "analysis/moe/moe_export.h"
 #include "analysis/moe/moe_ffn.h"
 #include "analysis/moe/moe_options.h"
@@ -49,14 +50,18 @@ int runRoute(const Args& a) {
   part.checkModel(m);
   warnLinkProblems("route", ArtefactKind::Recording, recDir);
   warnLinkProblems("route", ArtefactKind::Partition, partDir);
-  SampleData samples = SampleData::read(recDir, part.layers, m.config().dModel, m.config().dFF);
+  SampleData samples = SampleData::read(recDir, part.sites, m.config().dModel, m.config().dFF);
   RouterSet rs = buildRouters(m, part, samples, o, *job);
-  writeFolderAtomic(out, a.flag("force"), [&](const fs::path& tmp) { rs.writeInto(tmp); },
-                    {modelDir, recDir, partDir});
+  writeFolderAtomic(out, a.flag("force"), [&](const fs::path& tmp) { rs.writeInto(tmp); }, {modelDir, recDir, partDir});
   nlohmann::json j;
   j["out"] = out;
   j["kind"] = routerKindName(rs.kind);
   j["layers"] = rs.layers;
+  {
+    std::vector<Site> sites;
+    for (size_t i = 0; i < rs.layers.size(); ++i) sites.push_back(rs.siteAt(i));
+    j["sites"] = siteNames(sites);
+  }
   j["top_k"] = rs.topK;
   j["experts"] = rs.experts;
   j["metrics"] = rs.metrics;
@@ -69,10 +74,12 @@ int runRoute(const Args& a) {
   std::cout << "router " << routerKindName(rs.kind) << " -> " << out << "\n"
             << "layer  experts  top-k  mass_recall  overlap\n";
   for (size_t i = 0; i < rs.layers.size(); ++i) {
-    const auto& mm = rs.metrics[std::to_string(rs.layers[i])];
-    std::cout << std::setw(5) << rs.layers[i] << std::setw(9) << rs.experts[i] << std::setw(7) << rs.topK[i]
-              << std::setw(13) << std::fixed << std::setprecision(4) << mm["mass_recall"].get<double>() << std::setw(9)
-              << mm["overlap"].get<double>();
+    // Keyed by the bare layer number for single-stack sites, by site name otherwise (siteJsonKey).
+    const Site site = rs.siteAt(i);
+    const auto& mm = rs.metrics.at(siteJsonKey(site));
+    std::cout << std::setw(5) << (site.stack == SiteStack::Single ? std::to_string(rs.layers[i]) : site.name())
+              << std::setw(9) << rs.experts[i] << std::setw(7) << rs.topK[i] << std::setw(13) << std::fixed
+              << std::setprecision(4) << mm["mass_recall"].get<double>() << std::setw(9) << mm["overlap"].get<double>();
     if (mm.contains("mean_k")) std::cout << "  mean k " << mm["mean_k"].get<double>();  // dynamic-k
     std::cout << "\n";
   }
@@ -98,7 +105,7 @@ int runEval(const Args& a) {
   auto job = makeCliJob(a);
   auto loaded = loadModel(modelDir);
   Model& m = *loaded.model;
-  requireEvaluable(m.config(), modelDir.string());
+  requireEvaluable(m.config(), modelDir.string(), spec);
 
   // The reference and the MoE bases (one per router).
   auto& bases = spec.bases;
@@ -133,7 +140,8 @@ int runEval(const Args& a) {
     bases.emplace_back(loaded.moefication.value("router", "moe"), base);
     spec.source = {{"moe", modelDir.string()}, {"reference", "all experts"}};
   } else if (!spec.activationBound) {
-    throw ParameterError("give --moe MOE_DIR or --partition PART_DIR --router ROUTER_DIR (or a MoE export as MODEL_DIR)");
+    throw ParameterError(
+        "give --moe MOE_DIR or --partition PART_DIR --router ROUTER_DIR (or a MoE export as MODEL_DIR)");
   } else if (spec.sweep.empty()) {
     throw ParameterError("--bound without a router needs the budgets: give --sweep F,F,..");
   }
@@ -141,14 +149,28 @@ int runEval(const Args& a) {
     for (const auto& [name, b] : bases)
       for (const auto& l : b->layers())
         if (l.weights && topK > l.weights->layout.experts)
-          throw ParameterError("--top-k " + std::to_string(topK) + " outside [1, " + std::to_string(l.weights->layout.experts) + "]");
+          throw ParameterError("--top-k " + std::to_string(topK) + " outside [1, " +
+                               std::to_string(l.weights->layout.experts) + "]");
   m.setFfnOverride(nullptr);
 
-  auto seqs = readSequences(corpus, loaded, corpusOptions.seqLen, corpusOptions.tokens, corpusOptions.split, job.get());
-  spec.options.maskTokenId = maskTokenIdOf(loaded);
   spec.modelPath = modelDir.string();
   spec.corpusPath = corpus.string();
-  nlohmann::json j = runEvaluation(m, spec, seqs, *job);
+  nlohmann::json j;
+  if (m.config().encoderDecoder) {
+    // Teacher-forced target perplexity and top-1 agreement per site group (enc, dec, both).
+    auto pairs =
+        readSeq2SeqPairs(corpus, corpusOptions.targetFile, corpusOptions.sourceField, corpusOptions.targetField, loaded,
+                         corpusOptions.seqLen, corpusOptions.tokens, corpusOptions.split, job.get());
+    j = runSeq2SeqEvaluation(m, spec, pairs, *job);
+  } else {
+    if (!corpusOptions.targetFile.empty())
+      throw ParameterError("--target: a parallel corpus feeds encoder-decoder models; " + modelDir.string() +
+                           " has a single stack");
+    auto seqs =
+        readSequences(corpus, loaded, corpusOptions.seqLen, corpusOptions.tokens, corpusOptions.split, job.get());
+    spec.options.maskTokenId = maskTokenIdOf(loaded);
+    j = runEvaluation(m, spec, seqs, *job);
+  }
   // A router trained on the documents it is evaluated on flatters itself:
   // say so (also with --quiet, like the link warnings).
   for (const RecordingOverlap& o : evaluationOverlaps(j, fs::current_path()))
@@ -171,14 +193,17 @@ int runEval(const Args& a) {
   std::cout << "\n";
   for (size_t i = 0; i < results.size(); ++i) {
     const auto& r = results[i];
-    std::cout << std::left << std::setw(12) << r["router"].get<std::string>() << std::right << std::fixed
-              << std::setprecision(3) << std::setw(9) << r["fraction"].get<double>() << std::setprecision(4)
-              << std::setw(10) << r["loss"].get<double>() << std::setw(11) << r["perplexity"].get<double>()
-              << std::setw(9) << r["top1_agreement"].get<double>() << std::setw(9) << r["kl"].get<double>()
-              << std::setprecision(3) << std::setw(9) << r["ffn_flops_fraction"].get<double>();
+    const std::string router =
+        r["router"].get<std::string>() + (r.contains("site_group") ? "/" + r["site_group"].get<std::string>() : "");
+    std::cout << std::left << std::setw(12) << router << std::right << std::fixed << std::setprecision(3)
+              << std::setw(9) << r["fraction"].get<double>() << std::setprecision(4) << std::setw(10)
+              << r["loss"].get<double>() << std::setw(11) << r["perplexity"].get<double>() << std::setw(9)
+              << r["top1_agreement"].get<double>() << std::setw(9) << r["kl"].get<double>() << std::setprecision(3)
+              << std::setw(9) << r["ffn_flops_fraction"].get<double>();
     if (speed && r.contains("speed")) {
       std::cout << std::setprecision(2) << std::setw(8) << r["speed"]["forward_speedup"].get<double>();
-      if (r["speed"].contains("generate_speedup")) std::cout << std::setw(8) << r["speed"]["generate_speedup"].get<double>();
+      if (r["speed"].contains("generate_speedup"))
+        std::cout << std::setw(8) << r["speed"]["generate_speedup"].get<double>();
     } else if (speed) {
       std::cout << std::setw(8) << "-";  // oracle router or the bound: no speed (they need the dense hidden)
     }

@@ -6,10 +6,12 @@
 #include "analysis/common/error.h"
 #include "analysis/jobs/job.h"
 #include "analysis/model/model.h"
+#include "analysis/model/site.h"
 #include "analysis/record/record_options.h"
 #include "analysis/record/recorder.h"
 #include "analysis/record/recording.h"
 #include "analysis/text/corpus.h"
+#include "analysis/text/parallel_corpus.h"
 #include "analysis/text/tokenizer.h"
 #include "app/cli/cli.h"
 
@@ -25,12 +27,16 @@ nlohmann::json summaryJson(const Recording& r) {
   j["tokens"] = r.tokens();
   j["sequences"] = r.sequences();
   j["layers"] = r.layers();
+  j["sites"] = siteNames(r.sites());
   j["samples"] = r.sampleCount();
   j["active"] = r.activeRule().toJson();
   nlohmann::json density = nlohmann::json::object();
   for (int L : r.layers()) {
+    // Keyed by layer number for single-stack recordings (as before), by site name otherwise.
+    const std::string key = r.encoderDecoder() ? r.site(L).name() : std::to_string(L);
     const double c = r.count(L).sum().item<double>();
-    density[std::to_string(L)] = r.tokens() > 0 ? c / (static_cast<double>(r.tokens()) * r.dFF()) : 0.0;
+    const int64_t tokens = r.tokens(L);
+    density[key] = tokens > 0 ? c / (static_cast<double>(tokens) * r.dFF()) : 0.0;
   }
   j["density"] = density;
   return j;
@@ -46,8 +52,15 @@ void printSummary(const Args& a, const Recording& r, double seconds) {
   std::cout << "wrote " << r.dir().string() << ": " << r.tokens() << " tokens, " << r.sequences() << " sequences, "
             << r.layers().size() << " layers, " << r.sampleCount() << " samples, active rule "
             << r.activeRule().toString() << "\n";
-  for (int L : r.layers())
-    std::cout << "  layer " << L << ": density " << j["density"][std::to_string(L)].get<double>() << "\n";
+  for (int L : r.layers()) {
+    if (r.encoderDecoder()) {
+      const std::string name = r.site(L).name();
+      std::cout << "  site " << name << ": density " << j["density"][name].get<double>() << " over " << r.tokens(L)
+                << " tokens\n";
+    } else {
+      std::cout << "  layer " << L << ": density " << j["density"][std::to_string(L)].get<double>() << "\n";
+    }
+  }
 }
 
 int runRecord(const Args& a) {
@@ -71,8 +84,12 @@ int runRecord(const Args& a) {
 
   job->setStage("load model");
   auto loaded = loadModel(modelDir);
-  if (loaded.isMoe()) throw ParameterError(modelDir.string() + ": is a MoE export; record the dense model it came from");
+  if (loaded.isMoe())
+    throw ParameterError(modelDir.string() + ": is a MoE export; record the dense model it came from");
   requireRecordable(loaded.model->config(), modelDir.string());
+  const ModelConfig& config = loaded.model->config();
+  // The sites are checked against the model before any corpus work.
+  resolveRecordSites(config, o.layers, o.sites);
   SourceInfo info;
   SequenceSource source;
   std::unique_ptr<Corpus> corpus;
@@ -81,7 +98,17 @@ int runRecord(const Args& a) {
     if (o.split != "all") throw ParameterError("--split applies to text corpora, not to pre-tokenised files");
     if (o.shuffle) throw ParameterError("--shuffle applies to text corpora, not to pre-tokenised files");
     source = tokenFileSource(absCorpus, info, o.maxTokens);
+  } else if (isParallelInput(corpusPath, o, config.encoderDecoder)) {
+    if (!loaded.tokenizer)
+      throw FormatError(modelDir.string() + ": has no usable tokenizer (" + loaded.tokenizerError +
+                        "); a parallel corpus is tokenised with the model's tokenizer");
+    std::unique_ptr<ParallelCorpus> pairs = openParallelInput(absCorpus, o);
+    PairSource pairSource = parallelCorpusSource(*pairs, *loaded.tokenizer, config, o, job.get(), &info);
+    RecordSummary s = recordSeq2SeqActivations(*loaded.model, pairSource, info, o, out, *job);
+    printSummary(a, Recording::open(out), s.seconds);
+    return 0;
   } else {
+    if (!o.targetFile.empty()) throw ParameterError("--target: a target file pairs with a text CORPUS file");
     if (!loaded.tokenizer)
       throw FormatError(modelDir.string() + ": has no usable tokenizer (" + loaded.tokenizerError +
                         "); give a pre-tokenised .safetensors file as CORPUS instead");

@@ -1,4 +1,5 @@
 // moefy split: expert partitions from a recording, comparison, METIS graph export.
+#include <algorithm>
 #include <filesystem>
 #include <iomanip>
 #include <iostream>
@@ -6,6 +7,7 @@
 #include "analysis/common/error.h"
 #include "analysis/jobs/job.h"
 #include "analysis/model/model.h"
+#include "analysis/model/site.h"
 #include "analysis/record/recording.h"
 #include "analysis/split/split.h"
 #include "analysis/split/split_options.h"
@@ -38,8 +40,12 @@ int runCompare(const Args& a) {
   for (int L : parts[0].layers())
     for (size_t i = 0; i < parts.size(); ++i) {
       const auto& ms = parts[i].json()["metrics"];
-      if (!ms.contains(std::to_string(L))) continue;
-      const auto& m = ms[std::to_string(L)];
+      // The bare layer number for single-stack sites, the site name otherwise (siteJsonKey).
+      const std::vector<int>& pl = parts[i].layers();
+      if (std::find(pl.begin(), pl.end(), L) == pl.end()) continue;
+      const std::string key = siteJsonKey(parts[i].site(L));
+      if (!ms.contains(key)) continue;
+      const auto& m = ms[key];
       const size_t k8 = std::max<size_t>(1, static_cast<size_t>(parts[i].experts()) / 8);
       std::cout << std::setw(5) << L << std::setw(6) << i << std::setw(14) << m.value("coact_inside", 0.0)
                 << std::setw(14) << std::setprecision(0) << m.value("edge_cut", 0.0) << std::setprecision(4)
@@ -62,7 +68,7 @@ int runExportGraph(const Args& a) {
   const std::string src = o.graphSource;
   if (src == "soft" && !rec.hasSoftCoact())
     throw ParameterError(rec.dir().string() + ": has no soft co-activation; record with --soft-coact");
-  CoactGraph g = buildCoactGraph(src == "soft" ? rec.coactSoft(L) : rec.coact(L), rec.count(L), rec.tokens(), o.graph);
+  CoactGraph g = buildCoactGraph(src == "soft" ? rec.coactSoft(L) : rec.coact(L), rec.count(L), rec.tokens(L), o.graph);
   const fs::path out = a.text("export-graph");
   writeMetisGraph(g, out);
   nlohmann::json j = {{"graph", out.string()}, {"layer", L}, {"vertices", g.n}, {"edges", g.edges()}};

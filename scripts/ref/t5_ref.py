@@ -10,6 +10,8 @@ usage:
                     --out OUT.safetensors
   t5_ref.py generate MODEL_DIR --ids 1,2,3 [--ids ...] --max-new-tokens N [--eos ID ...]
                      --out OUT.safetensors
+  t5_ref.py stats MODEL_DIR --ids .. --decoder-ids .. --site dec.blk.L --out OUT.safetensors
+      (the recorder's count/sum/sumsq/max/coact of one site over the real tokens)
   t5_ref.py selftest
   t5_ref.py --list
 
@@ -467,6 +469,41 @@ def cmd_generate(argv):
     return 0
 
 
+def cmd_stats(argv):
+    """The recorder's statistics of one FFN site (docs/formats.md "Recording")
+    over the real (unpadded) tokens of a teacher-forced batch: count (h > 0,
+    the `positive` rule), sum, sumsq and max of h, and the binary co-activation
+    counts, from this reference's float64 hidden."""
+    ap = argparse.ArgumentParser(prog="t5_ref.py stats")
+    ap.add_argument("model")
+    ap.add_argument("--ids", action="append", required=True)
+    ap.add_argument("--decoder-ids", action="append", required=True)
+    ap.add_argument("--site", required=True, help="enc.blk.L or dec.blk.L")
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args(argv)
+    if len(a.ids) != len(a.decoder_ids):
+        raise SystemExit("t5_ref: give one --decoder-ids per --ids")
+    with open(os.path.join(a.model, "config.json")) as f:
+        cfg = json.load(f)
+    parse = lambda s: [int(t) for t in s.split(",")]  # noqa: E731
+    src, src_mask = batch([parse(s) for s in a.ids])
+    tgt, tgt_mask = batch([parse(s) for s in a.decoder_ids])
+    ref = T5Ref(cfg, load_weights(a.model))
+    ref.forward(src, src_mask, tgt, tgt_mask)
+    name = a.site + ".ffn_act"
+    if name not in ref.hooks:
+        raise SystemExit("t5_ref: no hook %r" % name)
+    h = ref.hooks[name]  # [B, T, d_ff] float64
+    mask = src_mask if a.site.startswith("enc.") else tgt_mask
+    rows = h[mask.astype(bool)]  # [N, d_ff]: padding positions dropped
+    act = (rows > 0).astype(np.float64)
+    out = [("count", "F64", act.sum(0)), ("sum", "F64", rows.sum(0)), ("sumsq", "F64", (rows * rows).sum(0)),
+           ("max", "F64", rows.max(0)), ("coact", "F64", act.T @ act),
+           ("tokens", "F64", np.array([float(rows.shape[0])]))]
+    st_io.write(a.out, out, {"reference": "scripts/ref/t5_ref.py stats"})
+    return 0
+
+
 def cmd_make(argv):
     import make_checkpoint  # registers the T5 variants; imported here to avoid a cycle
     return make_checkpoint.main(argv)
@@ -599,9 +636,10 @@ def main(argv=None):
     if argv[0] == "--list":
         print("\n".join(sorted(VARIANTS)))
         return 0
-    cmds = {"make": cmd_make, "forward": cmd_forward, "generate": cmd_generate, "selftest": lambda a: selftest()}
+    cmds = {"make": cmd_make, "forward": cmd_forward, "generate": cmd_generate, "stats": cmd_stats,
+            "selftest": lambda a: selftest()}
     if argv[0] not in cmds:
-        raise SystemExit("t5_ref: unknown command %r (make, forward, generate, selftest, --list)" % argv[0])
+        raise SystemExit("t5_ref: unknown command %r (make, forward, generate, stats, selftest, --list)" % argv[0])
     return cmds[argv[0]](argv[1:])
 
 

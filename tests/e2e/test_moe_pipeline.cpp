@@ -128,7 +128,7 @@ class TestMoePipeline : public QObject {
     // on the held-out samples from the artefacts with torch ops here.
     RouterSet rs = RouterSet::read(root / "r_sim");
     PartitionData pd = PartitionData::read(part);
-    SampleData sd = SampleData::read(rec, {0, 1}, 64, 256);
+    SampleData sd = SampleData::read(rec, {Site::ofLayer(0), Site::ofLayer(1)}, 64, 256);
     auto gen = at::make_generator<at::CPUGeneratorImpl>(0);
     at::Tensor perm = at::randperm(800, gen, at::kLong);
     at::Tensor held = perm.narrow(0, 0, 80);
