@@ -91,7 +91,8 @@ CalibrateResult calibrateMoe(Model& model, const std::vector<std::vector<int64_t
     l.weights = w;
     l.router = r;
   }
-  auto moe = std::make_shared<MoeFfn>(layers, base->dense());
+  // Keep the base's site list: without it an encoder-decoder MoE would be keyed blk.L.
+  auto moe = std::make_shared<MoeFfn>(layers, base->dense(), base->sites());
   model.setFfnOverride(moe);
   torch::optim::Adam opt(params, torch::optim::AdamOptions(o.lr));
   std::mt19937_64 rng(o.seed);

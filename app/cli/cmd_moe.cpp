@@ -98,7 +98,8 @@ int runEval(const Args& a) {
   EvalRunSpec spec;
   const EvalCorpusOptions corpusOptions = applyEvalOptions(a, spec);
   std::vector<fs::path> evalInputs = {modelDir, corpus};
-  for (const char* key : {"partition", "moe"})
+  // The --target file of a parallel corpus is an input too: --out must never replace it.
+  for (const char* key : {"partition", "moe", "target"})
     if (a.has(key)) evalInputs.emplace_back(a.text(key));
   for (const auto& r : a.all("router")) evalInputs.emplace_back(r);
   if (a.has("out")) checkOutput(a.text("out"), a.flag("force"), "evaluation", evalInputs);
