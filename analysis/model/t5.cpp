@@ -128,7 +128,32 @@ at::Tensor Model::t5Attend(SiteStack stack, int L, bool cross, const at::Tensor&
                            const at::Tensor& v, const at::Tensor& bias) const {
   const int64_t B = x.size(0), T = x.size(1);
   const Role rq = cross ? Role::CrossQ : Role::AttnQ, ro = cross ? Role::CrossOut : Role::AttnOut;
-  at::Tensor q = t5Heads(stack, L, rq, x);                                      // [B, H, T, D]
+  at::Tensor q = t5Heads(stack, L, rq, x);  // [B, H, T, D]
+  if (!at::GradMode::is_enabled()) {
+    // Inference: one (sequence, head) pair per task across the thread pool, as
+    // Model::attention does: one batched matmul over the B x H small products
+    // wakes every BLAS thread per product and ran slower than the products
+    // (bench/bench_forward --case t5 shows attention against its GEMM bound).
+    const int64_t H = q.size(1), D = q.size(3);
+    at::Tensor out = at::empty({B, T, H, D}, q.options());  // [B, T, H, D]
+    const bool inference = c10::InferenceMode::is_enabled();
+    at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
+      std::optional<c10::InferenceMode> guard;  // thread-local: re-enter it in the worker
+      if (inference) guard.emplace();
+      at::NoGradGuard noGrad;
+      for (int64_t i = begin; i < end; ++i) {
+        const int64_t b = i / H, h = i % H;
+        // `bias` broadcasts to [B, H, T, S]: [B, H, T, T] (self), [B, 1, 1, S] (cross), [1, H, T, S] (a step).
+        const at::Tensor pairBias = bias.select(0, bias.size(0) == 1 ? 0 : b).select(0, bias.size(1) == 1 ? 0 : h);
+        at::Tensor s = at::mm(q.select(0, b).select(0, h), k.select(0, b).select(0, h).t());  // [T, S]
+        s.add_(pairBias);
+        at::Tensor o = out.select(0, b).select(1, h);  // [T, D] view into out
+        at::mm_out(o, at::softmax(s, -1), v.select(0, b).select(0, h));
+      }
+    });
+    return at::linear(out.view({B, T, H * D}), t(ro, L, stack));  // [B, T, C]
+  }
+  // Autograd path (training): batched matmuls.
   at::Tensor scores = at::matmul(q, k.transpose(-1, -2)) + bias;                // [B, H, T, S]
   at::Tensor out = at::matmul(at::softmax(scores, -1), v);                      // [B, H, T, D]
   return at::linear(out.transpose(1, 2).reshape({B, T, -1}), t(ro, L, stack));  // [B, T, C]
