@@ -201,7 +201,7 @@ FrontResult FrontResult::fromJson(const json& doc, const std::string& where) {
       b.plainPerplexity = numberIn(best[i], "plain_perplexity", 1, std::numeric_limits<double>::max(), w);
     f.best.push_back(b);
   }
-  f.json = doc;
+  f.document = doc;
   return f;
 }
 
@@ -264,7 +264,7 @@ double meanOfNumbers(const json& v) {
   return n ? s / n : 0.0;
 }
 
-std::string relative(const fs::path& p, const fs::path& dir) { return p.lexically_relative(dir).generic_string(); }
+std::string relPath(const fs::path& p, const fs::path& dir) { return p.lexically_relative(dir).generic_string(); }
 
 }  // namespace
 
@@ -343,13 +343,13 @@ FrontResult runFront(const fs::path& modelDir, const fs::path& trainCorpus, cons
   if (needPlain) {
     splitInto(plainPart, false);
     routeInto(plainPart, dir / "routers" / "plain-mlp", RouterKind::Mlp, 0);
-    plans.push_back({"plain", "mlp", relative(plainPart, dir), "routers/plain-mlp", {}});
+    plans.push_back({"plain", "mlp", relPath(plainPart, dir), "routers/plain-mlp", {}});
   }
   if (needShared) {
     splitInto(sharedPart, true);
     if (wants("shared")) {
       routeInto(sharedPart, dir / "routers" / "shared-mlp", RouterKind::Mlp, 0);
-      plans.push_back({"shared", "mlp", relative(sharedPart, dir), "routers/shared-mlp", {}});
+      plans.push_back({"shared", "mlp", relPath(sharedPart, dir), "routers/shared-mlp", {}});
     }
     if (wants("dynamic-k")) {
       // The router's top-k is the most experts a token may take: the cap of
@@ -358,7 +358,7 @@ FrontResult runFront(const fs::path& modelDir, const fs::path& trainCorpus, cons
       int maxK = 1;
       for (double b : o.budgets) maxK = std::max(maxK, kForBudget(part, cfg, RouterKind::DynamicK, b));
       routeInto(sharedPart, dir / "routers" / "shared-dynamic-k", RouterKind::DynamicK, maxK);
-      plans.push_back({"dynamic-k", "dynamic-k", relative(sharedPart, dir), "routers/shared-dynamic-k", {}});
+      plans.push_back({"dynamic-k", "dynamic-k", relPath(sharedPart, dir), "routers/shared-dynamic-k", {}});
     }
   }
 

@@ -95,7 +95,7 @@ struct FrontResult {
   double densePerplexity = 0, denseLoss = 0;
   std::vector<FrontMethod> methods;  ///< in frontMethodNames() order, the bound last when run
   std::vector<FrontBest> best;       ///< per budget: the lowest-perplexity method (the bound excluded)
-  nlohmann::json json;               ///< the document as read or written
+  nlohmann::json document;           ///< the front.json document as read or written
 
   /// The method named `name`, or null.
   const FrontMethod* method(const std::string& name) const;
