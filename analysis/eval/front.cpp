@@ -85,23 +85,28 @@ json pointJson(const FrontPoint& p) {
           {"mean_k", p.meanK}};
 }
 
+// "FILE:" + "key" -> "FILE: key"; "FILE: methods[0]" + "name" -> "FILE: methods[0].name".
+std::string keyPath(const std::string& where, const std::string& key) {
+  return where + (!where.empty() && where.back() == ':' ? " " : ".") + key;
+}
+
 const json& member(const json& obj, const std::string& key, const std::string& where) {
   if (!obj.is_object()) throw FormatError(where + ": must be an object");
   auto it = obj.find(key);
-  if (it == obj.end()) throw FormatError(where + "." + key + ": missing");
+  if (it == obj.end()) throw FormatError(keyPath(where, key) + ": missing");
   return *it;
 }
 
 std::string textMember(const json& obj, const std::string& key, const std::string& where) {
   const json& v = member(obj, key, where);
-  if (!v.is_string()) throw FormatError(where + "." + key + ": must be a string");
+  if (!v.is_string()) throw FormatError(keyPath(where, key) + ": must be a string");
   return v.get<std::string>();
 }
 
 double numberIn(const json& obj, const std::string& key, double lo, double hi, const std::string& where) {
-  const double v = jsonFinite(member(obj, key, where), where + "." + key);
+  const double v = jsonFinite(member(obj, key, where), keyPath(where, key));
   if (v < lo || v > hi)
-    throw FormatError(where + "." + key + " = " + std::to_string(v) + " is outside [" + std::to_string(lo) + ", " +
+    throw FormatError(keyPath(where, key) + " = " + std::to_string(v) + " is outside [" + std::to_string(lo) + ", " +
                       std::to_string(hi) + "]");
   return v;
 }
@@ -121,23 +126,24 @@ std::vector<double> budgetList(const json& v, const std::string& where) {
 
 }  // namespace
 
-FrontResult FrontResult::fromJson(const json& doc, const std::string& where) {
+FrontResult FrontResult::fromJson(const json& doc, const std::string& file) {
   FrontResult f;
-  if (!doc.is_object()) throw FormatError(where + ": not a JSON object");
-  if (textMember(doc, "format", where) != "moefy-front") throw FormatError(where + ": format is not \"moefy-front\"");
-  if (jsonInt(member(doc, "version", where), 1, 1000000, where + ".version") != 1)
-    throw FormatError(where + ": version " + doc["version"].dump() + " is not supported (1)");
-  f.budgets = budgetList(member(doc, "budgets", where), where + ".budgets");
-  if (f.budgets.empty()) throw FormatError(where + ".budgets: empty");
-  f.experts = jsonInt(member(doc, "experts", where), 1, 1 << 24, where + ".experts");
+  const std::string where = file + ":";  // keys follow as "FILE: methods[0].name"
+  if (!doc.is_object()) throw FormatError(file + ": not a JSON object");
+  if (textMember(doc, "format", where) != "moefy-front") throw FormatError(file + ": format is not \"moefy-front\"");
+  if (jsonInt(member(doc, "version", where), 1, 1000000, keyPath(where, "version")) != 1)
+    throw FormatError(file + ": version " + doc["version"].dump() + " is not supported (1)");
+  f.budgets = budgetList(member(doc, "budgets", where), keyPath(where, "budgets"));
+  if (f.budgets.empty()) throw FormatError(keyPath(where, "budgets") + ": empty");
+  f.experts = jsonInt(member(doc, "experts", where), 1, 1 << 24, keyPath(where, "experts"));
   const json& dense = member(doc, "dense", where);
-  f.densePerplexity = numberIn(dense, "perplexity", 1, std::numeric_limits<double>::max(), where + ".dense");
-  f.denseLoss = numberIn(dense, "loss", 0, std::numeric_limits<double>::max(), where + ".dense");
+  f.densePerplexity = numberIn(dense, "perplexity", 1, std::numeric_limits<double>::max(), keyPath(where, "dense"));
+  f.denseLoss = numberIn(dense, "loss", 0, std::numeric_limits<double>::max(), keyPath(where, "dense"));
   const json& methods = member(doc, "methods", where);
-  if (!methods.is_array() || methods.empty()) throw FormatError(where + ".methods: must be a non-empty list");
+  if (!methods.is_array() || methods.empty()) throw FormatError(keyPath(where, "methods") + ": must be a non-empty list");
   const auto& known = frontMethodNames();
   for (size_t i = 0; i < methods.size(); ++i) {
-    const std::string w = where + ".methods[" + std::to_string(i) + "]";
+    const std::string w = keyPath(where, "methods[" + std::to_string(i) + "]");
     const json& mj = methods[i];
     FrontMethod m;
     m.name = textMember(mj, "name", w);
@@ -180,9 +186,9 @@ FrontResult FrontResult::fromJson(const json& doc, const std::string& where) {
   }
   const json& best = member(doc, "best", where);
   if (!best.is_array() || best.size() != f.budgets.size())
-    throw FormatError(where + ".best: must have one entry per budget");
+    throw FormatError(keyPath(where, "best") + ": must have one entry per budget");
   for (size_t i = 0; i < best.size(); ++i) {
-    const std::string w = where + ".best[" + std::to_string(i) + "]";
+    const std::string w = keyPath(where, "best[" + std::to_string(i) + "]");
     FrontBest b;
     b.budget = numberIn(best[i], "budget", 0, 1, w);
     if (b.budget != f.budgets[i]) throw FormatError(w + ".budget: must be budgets[" + std::to_string(i) + "]");
