@@ -393,6 +393,7 @@ FrontResult runFront(const fs::path& modelDir, const fs::path& trainCorpus, cons
     front.denseLoss = doc["reference"]["loss"].get<double>();
     haveDense = true;
   };
+  fs::create_directories(dir / "eval");
   for (MethodPlan& plan : plans) {
     job.checkCancel();
     const fs::path partDir = dir / plan.partition, routerDir = dir / plan.routerDir;
@@ -417,6 +418,7 @@ FrontResult runFront(const fs::path& modelDir, const fs::path& trainCorpus, cons
       ks.insert(k);
     }
     for (int k : ks) m.sweep.push_back(double(k) / E);
+    if (m.sweep.empty()) m.eval.clear();  // no budget reached: nothing to evaluate
     if (!m.sweep.empty()) {
       EvalRunSpec spec = baseSpec();
       spec.bases.emplace_back(plan.router, moe);

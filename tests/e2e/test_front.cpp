@@ -7,8 +7,10 @@
 #include <torch/torch.h>
 
 #include <QtTest>
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <functional>
 #include <nlohmann/json.hpp>
 
 #include "analysis/common/error.h"
