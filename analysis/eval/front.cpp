@@ -77,12 +77,9 @@ const FrontPoint* FrontResult::pointAt(const FrontMethod& m, double budget) {
 namespace {
 
 json pointJson(const FrontPoint& p) {
-  return {{"budget", p.budget},
-          {"ffn_flops_fraction", p.ffnFlopsFraction},
-          {"perplexity", p.perplexity},
-          {"top1_agreement", p.top1Agreement},
-          {"fraction", p.fraction},
-          {"mean_k", p.meanK}};
+  return {{"budget", p.budget},         {"ffn_flops_fraction", p.ffnFlopsFraction},
+          {"perplexity", p.perplexity}, {"top1_agreement", p.top1Agreement},
+          {"fraction", p.fraction},     {"mean_k", p.meanK}};
 }
 
 // "FILE:" + "key" -> "FILE: key"; "FILE: methods[0]" + "name" -> "FILE: methods[0].name".
@@ -140,7 +137,8 @@ FrontResult FrontResult::fromJson(const json& doc, const std::string& file) {
   f.densePerplexity = numberIn(dense, "perplexity", 1, std::numeric_limits<double>::max(), keyPath(where, "dense"));
   f.denseLoss = numberIn(dense, "loss", 0, std::numeric_limits<double>::max(), keyPath(where, "dense"));
   const json& methods = member(doc, "methods", where);
-  if (!methods.is_array() || methods.empty()) throw FormatError(keyPath(where, "methods") + ": must be a non-empty list");
+  if (!methods.is_array() || methods.empty())
+    throw FormatError(keyPath(where, "methods") + ": must be a non-empty list");
   const auto& known = frontMethodNames();
   for (size_t i = 0; i < methods.size(); ++i) {
     const std::string w = keyPath(where, "methods[" + std::to_string(i) + "]");
@@ -170,8 +168,7 @@ FrontResult FrontResult::fromJson(const json& doc, const std::string& file) {
       pt.budget = numberIn(points[p], "budget", 0, 1, pw);
       if (std::find(f.budgets.begin(), f.budgets.end(), pt.budget) == f.budgets.end())
         throw FormatError(pw + ".budget: " + std::to_string(pt.budget) + " is not one of the front's budgets");
-      if (pointAt(m, pt.budget) ||
-          std::find(m.unreached.begin(), m.unreached.end(), pt.budget) != m.unreached.end())
+      if (pointAt(m, pt.budget) || std::find(m.unreached.begin(), m.unreached.end(), pt.budget) != m.unreached.end())
         throw FormatError(pw + ".budget: " + std::to_string(pt.budget) + " appears twice for " + m.name);
       pt.ffnFlopsFraction = numberIn(points[p], "ffn_flops_fraction", 0, 1.5, pw);
       pt.perplexity = numberIn(points[p], "perplexity", 1, std::numeric_limits<double>::max(), pw);
@@ -277,7 +274,9 @@ std::string relPath(const fs::path& p, const fs::path& dir) { return p.lexically
 FrontResult runFront(const fs::path& modelDir, const fs::path& trainCorpus, const fs::path& heldoutCorpus,
                      FrontOptions o, const fs::path& dir, JobContext& job) {
   checkFrontOptions(o);
-  auto wants = [&](const std::string& m) { return std::find(o.methods.begin(), o.methods.end(), m) != o.methods.end(); };
+  auto wants = [&](const std::string& m) {
+    return std::find(o.methods.begin(), o.methods.end(), m) != o.methods.end();
+  };
   const bool needPlain = wants("plain"), needShared = wants("shared") || wants("dynamic-k");
   const bool needRecording = needPlain || needShared;
 
@@ -485,7 +484,8 @@ FrontResult runFront(const fs::path& modelDir, const fs::path& trainCorpus, cons
     for (const auto& m : front.methods) {
       if (m.name == "bound") continue;
       const FrontPoint* p = FrontResult::pointAt(m, b);
-      if (p && (best.method.empty() || p->perplexity < best.perplexity)) best.method = m.name, best.perplexity = p->perplexity;
+      if (p && (best.method.empty() || p->perplexity < best.perplexity))
+        best.method = m.name, best.perplexity = p->perplexity;
     }
     if (plain)
       if (const FrontPoint* p = FrontResult::pointAt(*plain, b)) best.plainPerplexity = p->perplexity;
@@ -502,14 +502,21 @@ FrontResult runFront(const fs::path& modelDir, const fs::path& trainCorpus, cons
   doc["heldout_corpus"] = fs::absolute(heldoutCorpus).lexically_normal().string();
   doc["budgets"] = front.budgets;
   doc["experts"] = front.experts;
-  doc["options"] = {{"split_method", o.splitMethod}, {"record_tokens", o.recordTokens}, {"samples", o.samples},
-                    {"eval_tokens", o.evalTokens},   {"seq_len", o.seqLen},             {"split", splitName(o.evalSplit)},
-                    {"epochs", o.epochs},            {"tau", o.tau},                    {"batch", o.batch},
+  doc["options"] = {{"split_method", o.splitMethod},
+                    {"record_tokens", o.recordTokens},
+                    {"samples", o.samples},
+                    {"eval_tokens", o.evalTokens},
+                    {"seq_len", o.seqLen},
+                    {"split", splitName(o.evalSplit)},
+                    {"epochs", o.epochs},
+                    {"tau", o.tau},
+                    {"batch", o.batch},
                     {"seed", o.seed}};
   doc["dense"] = {{"perplexity", front.densePerplexity}, {"loss", front.denseLoss}};
   json methods = json::array();
   for (const auto& m : front.methods) {
-    json mj = {{"name", m.name}, {"router", m.router}, {"eval", m.eval}, {"sweep", m.sweep}, {"unreached", m.unreached}};
+    json mj = {
+        {"name", m.name}, {"router", m.router}, {"eval", m.eval}, {"sweep", m.sweep}, {"unreached", m.unreached}};
     if (!m.partition.empty()) mj["partition"] = m.partition;
     if (!m.routerDir.empty()) mj["router_dir"] = m.routerDir;
     json pts = json::array();
@@ -543,9 +550,9 @@ FrontResult writeFrontFolder(const fs::path& modelDir, const fs::path& trainCorp
   checkFrontOptions(o);  // before any output is touched
   checkOutput(out, force, "front", {modelDir, trainCorpus, heldoutCorpus});
   FrontResult front;
-  writeFolderAtomic(
-      out, force, [&](const fs::path& tmp) { front = runFront(modelDir, trainCorpus, heldoutCorpus, o, tmp, job); },
-      {modelDir, trainCorpus, heldoutCorpus});
+  writeFolderAtomic(out, force,
+                    [&](const fs::path& tmp) { front = runFront(modelDir, trainCorpus, heldoutCorpus, o, tmp, job); },
+                    {modelDir, trainCorpus, heldoutCorpus});
   return front;
 }
 
@@ -605,8 +612,7 @@ std::string frontTable(const FrontResult& front) {
       std::snprintf(line, sizeof line, "best at %.4f: %s, perplexity %.3f (plain %.3f, %+.1f %%)\n", b.budget,
                     b.method.c_str(), b.perplexity, b.plainPerplexity, (b.perplexity / b.plainPerplexity - 1) * 100);
     } else {
-      std::snprintf(line, sizeof line, "best at %.4f: %s, perplexity %.3f\n", b.budget, b.method.c_str(),
-                    b.perplexity);
+      std::snprintf(line, sizeof line, "best at %.4f: %s, perplexity %.3f\n", b.budget, b.method.c_str(), b.perplexity);
     }
     os << line;
   }

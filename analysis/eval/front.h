@@ -42,17 +42,17 @@ const std::vector<std::string>& frontMethodNames();
 struct FrontOptions {
   std::vector<std::string> methods = frontMethodNames();  ///< subset of frontMethodNames()
   std::vector<double> budgets = {0.125, 0.25, 0.5};       ///< FFN FLOP fractions in (0, 1], ascending
-  int experts = 32;                    ///< routed experts per layer (E)
-  std::string splitMethod = "coact";   ///< coact | kmeans | random
-  int64_t recordTokens = 32768;        ///< tokens recorded on the training corpus
-  int64_t samples = 4096;              ///< sampled rows the routers train on
-  int64_t evalTokens = 4096;           ///< held-out tokens evaluated (0 = all)
-  int seqLen = 128;                    ///< window length (recording and evaluation)
-  Split evalSplit = Split::All;        ///< documents of the held-out corpus evaluated
-  int epochs = 30;                     ///< router training epochs
-  double tau = 0.8;                    ///< dynamic-k: share of the predicted output norm to cover
-  int batch = 8;                       ///< sequences per forward pass in the evaluation
-  uint64_t seed = 0;                   ///< seed of every step
+  int experts = 32;                                       ///< routed experts per layer (E)
+  std::string splitMethod = "coact";                      ///< coact | kmeans | random
+  int64_t recordTokens = 32768;                           ///< tokens recorded on the training corpus
+  int64_t samples = 4096;                                 ///< sampled rows the routers train on
+  int64_t evalTokens = 4096;                              ///< held-out tokens evaluated (0 = all)
+  int seqLen = 128;                                       ///< window length (recording and evaluation)
+  Split evalSplit = Split::All;                           ///< documents of the held-out corpus evaluated
+  int epochs = 30;                                        ///< router training epochs
+  double tau = 0.8;                                       ///< dynamic-k: share of the predicted output norm to cover
+  int batch = 8;                                          ///< sequences per forward pass in the evaluation
+  uint64_t seed = 0;                                      ///< seed of every step
 };
 
 /// Checks options: methods known and not repeated, at least one, budgets in
@@ -71,14 +71,14 @@ struct FrontPoint {
 };
 
 struct FrontMethod {
-  std::string name;        ///< plain | shared | dynamic-k | bound
-  std::string router;      ///< the router kind ("topk-act" for the bound)
-  std::string eval;        ///< its evaluation folder, relative to the front folder
-  std::string partition;   ///< relative; empty for the bound
-  std::string routerDir;   ///< relative; empty for the bound
-  std::vector<double> sweep;     ///< the --sweep of its evaluation
-  std::vector<FrontPoint> points;       ///< one per reached budget, ascending
-  std::vector<double> unreached;        ///< budgets without an operating point
+  std::string name;                ///< plain | shared | dynamic-k | bound
+  std::string router;              ///< the router kind ("topk-act" for the bound)
+  std::string eval;                ///< its evaluation folder, relative to the front folder
+  std::string partition;           ///< relative; empty for the bound
+  std::string routerDir;           ///< relative; empty for the bound
+  std::vector<double> sweep;       ///< the --sweep of its evaluation
+  std::vector<FrontPoint> points;  ///< one per reached budget, ascending
+  std::vector<double> unreached;   ///< budgets without an operating point
 };
 
 struct FrontBest {
@@ -123,8 +123,8 @@ FrontResult readFront(const std::filesystem::path& dir);
 /// (checkFrontOptions; a MoE export or encoder-decoder model), and the
 /// errors of the steps, naming their files.
 FrontResult runFront(const std::filesystem::path& modelDir, const std::filesystem::path& trainCorpus,
-                     const std::filesystem::path& heldoutCorpus, FrontOptions options,
-                     const std::filesystem::path& dir, JobContext& job);
+                     const std::filesystem::path& heldoutCorpus, FrontOptions options, const std::filesystem::path& dir,
+                     JobContext& job);
 
 /// runFront into OUT atomically (writeFolderAtomic): nothing is left at OUT
 /// on error or cancel; an existing OUT is replaced only with `force` and only

@@ -92,12 +92,12 @@ const json* findResult(const json& eval, const std::string& router, double fract
 // the dense FFN FLOPs (plain MoEfication with the coact split and the mlp
 // router when the front names none there).
 struct DemoExport {
-  std::string method;      ///< front method name, or "coact + mlp"
+  std::string method;  ///< front method name, or "coact + mlp"
   fs::path partition, router;
   int topK = 0;
-  fs::path evalJson;       ///< the in-memory evaluation of the same MoE at the same top-k
-  double fraction = 0;     ///< its k/E in that evaluation
-  std::string why;         ///< one sentence for the report
+  fs::path evalJson;    ///< the in-memory evaluation of the same MoE at the same top-k
+  double fraction = 0;  ///< its k/E in that evaluation
+  std::string why;      ///< one sentence for the report
 };
 
 /// The quality-at-a-budget section: the front's table and figures, and the
@@ -116,34 +116,36 @@ void frontSection(report::Report& rep, const FrontResult& front) {
       rows.push_back({m.name, pct(b), fmt(p->ffnFlopsFraction * 100, 1) + " %", fmt(p->fraction, 3),
                       m.name == "bound" ? "-" : fmt(p->meanK, 2), fmt(p->perplexity, 2), fmt(p->top1Agreement)});
     }
-  std::string text = "Every method at the same FFN FLOP budgets (router and shared expert included), on the same "
-                     "held-out tokens; dense perplexity " +
-                     fmt(front.densePerplexity, 2) + ". ";
+  std::string text =
+      "Every method at the same FFN FLOP budgets (router and shared expert included), on the same "
+      "held-out tokens; dense perplexity " +
+      fmt(front.densePerplexity, 2) + ". ";
   for (const auto& b : front.best) {
     if (b.method.empty()) {
       text += "At " + pct(b.budget) + " no method has an operating point. ";
     } else if (b.plainPerplexity > 0) {
       const double gain = (1 - b.perplexity / b.plainPerplexity) * 100;
-      text += "At " + pct(b.budget) + " the best method is " + b.method + " (perplexity " + fmt(b.perplexity, 2) +
-              "), " + (b.method == "plain" ? std::string("plain MoEfication itself")
-                                           : fmt(gain, 1) + " % lower than plain MoEfication (" +
-                                                 fmt(b.plainPerplexity, 2) + ")") +
-              ". ";
+      text +=
+          "At " + pct(b.budget) + " the best method is " + b.method + " (perplexity " + fmt(b.perplexity, 2) + "), " +
+          (b.method == "plain" ? std::string("plain MoEfication itself")
+                               : fmt(gain, 1) + " % lower than plain MoEfication (" + fmt(b.plainPerplexity, 2) + ")") +
+          ". ";
     } else {
       text += "At " + pct(b.budget) + " the best method is " + b.method + " (perplexity " + fmt(b.perplexity, 2) +
               "); plain MoEfication has no operating point within this budget. ";
     }
   }
-  rep.paragraph(text + "The top-k activation bound keeps each budget's share of neurons per token by |h|; it needs "
-                       "the dense hidden, so it is a reference, drawn at its neuron budget.");
+  rep.paragraph(text +
+                "The top-k activation bound keeps each budget's share of neurons per token by |h|; it needs "
+                "the dense hidden, so it is a reference, drawn at its neuron budget.");
   rep.table({"method", "budget", "FFN FLOPs", "k/E", "mean k", "perplexity", "top-1 agreement"}, rows);
   const std::vector<report::Chart> charts = frontCharts(front);
   rep.figure("front_perplexity", charts[0], "Held-out perplexity against FFN FLOPs per token, one curve per method.");
   rep.figure("front_top1", charts[1], "Top-1 agreement with the dense model against FFN FLOPs per token.");
 }
 
-void writeDemoReport(const fs::path& dir, const fs::path& model, const fs::path& trainCorpus, const fs::path& evalCorpus,
-                     const std::string& seed, const std::vector<std::string>& methods,
+void writeDemoReport(const fs::path& dir, const fs::path& model, const fs::path& trainCorpus,
+                     const fs::path& evalCorpus, const std::string& seed, const std::vector<std::string>& methods,
                      const std::vector<std::string>& routers, int experts, const DemoExport& exported,
                      const std::vector<std::pair<std::string, double>>& stageTimes) {
   using namespace moefy::report;
@@ -330,9 +332,8 @@ void writeDemoReport(const fs::path& dir, const fs::path& model, const fs::path&
     const json& r = evalExport["results"][0];
     double a = r["loss"].get<double>(), b = (*inMemory)["loss"].get<double>();
     rep.paragraph(exported.why + " It was exported to export/ (top-k " + std::to_string(exported.topK) +
-                  ") and reloaded with the same loader: loss " + fmt(a, 6) + " against " + fmt(b, 6) +
-                  " in memory (" + (a == b ? std::string("identical") : "difference " + fmt(std::abs(a - b), 9)) +
-                  ").");
+                  ") and reloaded with the same loader: loss " + fmt(a, 6) + " against " + fmt(b, 6) + " in memory (" +
+                  (a == b ? std::string("identical") : "difference " + fmt(std::abs(a - b), 9)) + ").");
   }
   std::vector<std::vector<std::string>> timeRows;
   double total = 0;
@@ -426,10 +427,29 @@ int runDemo(const Args& a) {
     // The front: every compute-budget method at 12.5, 25 and 50 % of the
     // dense FFN FLOPs (its own recording, with the demo's settings).
     stage("front", [&] {
-      run("front", {model.string(), trainCorpus.string(), evalCorpus.string(), "--out", (dir / "front").string(),
-                    "--budgets", "0.125,0.25,0.5", "--experts", experts, "--tokens", recordTokens, "--samples",
-                    samples, "--eval-tokens", evalTokens, "--seq-len", "128", "--split", "all", "--seed", seed,
-                    "--epochs", epochs});
+      run("front", {model.string(),
+                    trainCorpus.string(),
+                    evalCorpus.string(),
+                    "--out",
+                    (dir / "front").string(),
+                    "--budgets",
+                    "0.125,0.25,0.5",
+                    "--experts",
+                    experts,
+                    "--tokens",
+                    recordTokens,
+                    "--samples",
+                    samples,
+                    "--eval-tokens",
+                    evalTokens,
+                    "--seq-len",
+                    "128",
+                    "--split",
+                    "all",
+                    "--seed",
+                    seed,
+                    "--epochs",
+                    epochs});
     });
     // The default export: the best method of the front at 25 %.
     DemoExport ex;
@@ -456,15 +476,17 @@ int runDemo(const Args& a) {
         ex.topK = std::max(1, e / 4);
         ex.evalJson = dir / "eval" / "coact" / "eval.json";
         ex.fraction = 0.25;
-        ex.why = "No method of the front reaches 25 % of the dense FFN FLOPs, so the coact + mlp MoE at a quarter "
-                 "of the experts is the export.";
+        ex.why =
+            "No method of the front reaches 25 % of the dense FFN FLOPs, so the coact + mlp MoE at a quarter "
+            "of the experts is the export.";
       }
     }
     stage("export", [&] {
       run("export", {model.string(), ex.partition.string(), ex.router.string(), "--top-k", std::to_string(ex.topK),
                      "--out", (dir / "export").string()});
     });
-    stage("report", [&] { writeDemoReport(dir, model, trainCorpus, evalCorpus, seed, methods, routers, e, ex, stageTimes); });
+    stage("report",
+          [&] { writeDemoReport(dir, model, trainCorpus, evalCorpus, seed, methods, routers, e, ex, stageTimes); });
     // The artefacts link each other relative to their own folders
     // (analysis/io/links.h), so the rename below keeps every link valid. The
     // folder is also a workspace the studio opens (File > Open workspace).

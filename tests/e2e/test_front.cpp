@@ -61,8 +61,9 @@ class TestFront : public QObject {
     root = test::freshDir("front");
     front = root / "front";
     common = {"--seq-len", "64", "--split", "all", "--seed", "0"};
-    QStringList args{"front", q(model), q(train), q(heldout), "--out", q(front), "--experts", "16", "--tokens",
-                     "2048",  "--samples", "512", "--eval-tokens", "512", "--epochs", "2", "--quiet"};
+    QStringList args{"front",         q(model), q(train),   q(heldout), "--out",     q(front),
+                     "--experts",     "16",     "--tokens", "2048",     "--samples", "512",
+                     "--eval-tokens", "512",    "--epochs", "2",        "--quiet"};
     args << common;
     auto r = test::runCli(args, 600);
     QVERIFY2(r.exitCode == 0, r.err.c_str());
@@ -125,7 +126,8 @@ class TestFront : public QObject {
       QStringList args{"eval", q(model), q(heldout), "--tokens", "512", "--json", "--quiet"};
       args << common;
       if (m.name == "bound") {
-        args << "--bound" << "topk-act";
+        args << "--bound"
+             << "topk-act";
       } else {
         args << "--partition" << q(front / m.partition) << "--router" << q(front / m.routerDir);
       }
@@ -149,8 +151,7 @@ class TestFront : public QObject {
         }
       }
     }
-    qInfo("front vs moefy eval: %d numbers, max relative difference %.3g (tolerance %.0e)", compared, maxDiff,
-          kRelTol);
+    qInfo("front vs moefy eval: %d numbers, max relative difference %.3g (tolerance %.0e)", compared, maxDiff, kRelTol);
     QVERIFY(compared >= 9);
   }
 
@@ -173,16 +174,23 @@ class TestFront : public QObject {
         QVERIFY(msg.find('\n') == std::string::npos);
       }
     };
-    refuse("string-perplexity", [](json& j) { j["methods"][0]["points"][0]["perplexity"] = "low"; },
-           "methods[0].points[0].perplexity");
-    refuse("top1-above-one", [](json& j) { j["methods"][0]["points"][0]["top1_agreement"] = 1.5; },
-           "top1_agreement");
-    refuse("unknown-method", [](json& j) { j["methods"][1]["name"] = "magic"; }, "methods[1].name");
-    refuse("best-not-a-method", [](json& j) { j["best"][1]["method"] = "bound"; }, "best[1].method");
-    refuse("budget-zero", [](json& j) { j["budgets"][0] = 0; }, "budgets[0]");
-    refuse("no-dense", [](json& j) { j.erase("dense"); }, "dense");
-    refuse("wrong-format", [](json& j) { j["format"] = "moefy-eval"; }, "format");
-    refuse("missing-point", [](json& j) { j["methods"][0]["points"].erase(0); }, "methods[0]");
+    refuse(
+        "string-perplexity", [](json& j) { j["methods"][0]["points"][0]["perplexity"] = "low"; },
+        "methods[0].points[0].perplexity");
+    refuse(
+        "top1-above-one", [](json& j) { j["methods"][0]["points"][0]["top1_agreement"] = 1.5; }, "top1_agreement");
+    refuse(
+        "unknown-method", [](json& j) { j["methods"][1]["name"] = "magic"; }, "methods[1].name");
+    refuse(
+        "best-not-a-method", [](json& j) { j["best"][1]["method"] = "bound"; }, "best[1].method");
+    refuse(
+        "budget-zero", [](json& j) { j["budgets"][0] = 0; }, "budgets[0]");
+    refuse(
+        "no-dense", [](json& j) { j.erase("dense"); }, "dense");
+    refuse(
+        "wrong-format", [](json& j) { j["format"] = "moefy-eval"; }, "format");
+    refuse(
+        "missing-point", [](json& j) { j["methods"][0]["points"].erase(0); }, "methods[0]");
   }
 
   void badOptionsExitTwo() {
