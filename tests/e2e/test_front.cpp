@@ -81,6 +81,23 @@ class TestFront : public QObject {
     QCOMPARE(f.methods.back().name, std::string("bound"));
     // plain at 0.5 is always reachable (k = 7 of 16: 0.4375 + the router's 0.008).
     QVERIFY(FrontResult::pointAt(*f.method("plain"), 0.5));
+    // plain, worked by hand from docs/moe.md "Compute accounting" (d_model 256,
+    // d_ff 1024, E 16, plain ReLU FFN, mlp router): FLOPs(k) = k / 16 + (256 * 16
+    // + 16^2) / (2 * 256 * 1024) = k / 16 + 0.00830078125, so the largest k
+    // within 12.5 %, 25 % and 50 % is 1, 3 and 7.
+    {
+      const FrontMethod& plain = *f.method("plain");
+      const double router = (256.0 * 16 + 16 * 16) / (2.0 * 256 * 1024);
+      const int expectK[] = {1, 3, 7};
+      QCOMPARE(plain.points.size(), size_t(3));
+      for (int i = 0; i < 3; ++i) {
+        QCOMPARE(plain.points[i].fraction, expectK[i] / 16.0);
+        const double d = std::abs(plain.points[i].ffnFlopsFraction - (expectK[i] / 16.0 + router));
+        qInfo("plain at %.3f: k %d, FLOPs %.10f, |FLOPs - hand formula| %.3g", plain.points[i].budget, expectK[i],
+              plain.points[i].ffnFlopsFraction, d);
+        QVERIFY(d < 1e-12);
+      }
+    }
     for (const auto& m : f.methods) {
       for (const auto& p : m.points) {
         qInfo("%-10s budget %.4f: FLOPs %.4f, k/E %.4f, mean k %.3f, ppl %.3f, top-1 %.4f", m.name.c_str(), p.budget,
