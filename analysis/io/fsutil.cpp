@@ -203,6 +203,7 @@ std::string artefactKindOf(const fs::path& p) {
     if (has("training.json")) return "trained model";
     return "model folder";
   }
+  if (has("front.json")) return "front";
   if (has("report.html") && has("recording")) return "demo";
   if (has("report.html") || has("report.md")) return "report";
   return "folder";

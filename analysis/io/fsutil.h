@@ -43,7 +43,7 @@ void writeFileAtomic(const fs::path& path, const std::function<void(std::FILE*)>
 /// What `p` holds, named for messages and for the --force rule: "" (nothing
 /// there), "empty folder", "plain file", "recording", "recording checkpoint",
 /// "partition", "router", "evaluation", "MoE analysis", "MoE export", "trained model",
-/// "model folder", "training checkpoint", "demo", "report", or "folder"
+/// "model folder", "training checkpoint", "front" (moefy front), "demo", "report", or "folder"
 /// (non-empty, none of these). Detected by each kind's metadata file
 /// (docs/formats.md). Never throws; does not follow a final symlink for the
 /// "plain file" test (a link is reported as "plain file" unless it points at

@@ -21,6 +21,7 @@
 #include "analysis/common/error.h"
 #include "analysis/eval/eval_data.h"
 #include "analysis/eval/eval_file.h"
+#include "analysis/eval/front.h"
 #include "analysis/io/fsutil.h"
 #include "analysis/io/json_input.h"
 #include "analysis/io/safetensors.h"
@@ -87,9 +88,65 @@ const json* findResult(const json& eval, const std::string& router, double fract
   return nullptr;
 }
 
-void writeDemoReport(const fs::path& dir, const fs::path& model, const fs::path& trainCorpus, const fs::path& evalCorpus,
-                     const std::string& seed, const std::vector<std::string>& methods,
-                     const std::vector<std::string>& routers, int experts,
+// What the export stage exported: the best method of the front at 25 % of
+// the dense FFN FLOPs (plain MoEfication with the coact split and the mlp
+// router when the front names none there).
+struct DemoExport {
+  std::string method;  ///< front method name, or "coact + mlp"
+  fs::path partition, router;
+  int topK = 0;
+  fs::path evalJson;    ///< the in-memory evaluation of the same MoE at the same top-k
+  double fraction = 0;  ///< its k/E in that evaluation
+  std::string why;      ///< one sentence for the report
+};
+
+/// The quality-at-a-budget section: the front's table and figures, and the
+/// gain of the best method over plain MoEfication at each budget.
+void frontSection(report::Report& rep, const FrontResult& front) {
+  auto pct = [](double b) { return fmt(b * 100, 1) + " %"; };
+  rep.heading("Quality at a compute budget");
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& m : front.methods)
+    for (double b : front.budgets) {
+      const FrontPoint* p = FrontResult::pointAt(m, b);
+      if (!p) {
+        rows.push_back({m.name, pct(b), "-", "-", "-", "no operating point within the budget", "-"});
+        continue;
+      }
+      rows.push_back({m.name, pct(b), fmt(p->ffnFlopsFraction * 100, 1) + " %", fmt(p->fraction, 3),
+                      m.name == "bound" ? "-" : fmt(p->meanK, 2), fmt(p->perplexity, 2), fmt(p->top1Agreement)});
+    }
+  std::string text =
+      "Every method at the same FFN FLOP budgets (router and shared expert included), on the same "
+      "held-out tokens; dense perplexity " +
+      fmt(front.densePerplexity, 2) + ". ";
+  for (const auto& b : front.best) {
+    if (b.method.empty()) {
+      text += "At " + pct(b.budget) + " no method has an operating point. ";
+    } else if (b.plainPerplexity > 0) {
+      const double gain = (1 - b.perplexity / b.plainPerplexity) * 100;
+      text +=
+          "At " + pct(b.budget) + " the best method is " + b.method + " (perplexity " + fmt(b.perplexity, 2) + "), " +
+          (b.method == "plain" ? std::string("plain MoEfication itself")
+                               : fmt(gain, 1) + " % lower than plain MoEfication (" + fmt(b.plainPerplexity, 2) + ")") +
+          ". ";
+    } else {
+      text += "At " + pct(b.budget) + " the best method is " + b.method + " (perplexity " + fmt(b.perplexity, 2) +
+              "); plain MoEfication has no operating point within this budget. ";
+    }
+  }
+  rep.paragraph(text +
+                "The top-k activation bound keeps each budget's share of neurons per token by |h|; it needs "
+                "the dense hidden, so it is a reference, drawn at its neuron budget.");
+  rep.table({"method", "budget", "FFN FLOPs", "k/E", "mean k", "perplexity", "top-1 agreement"}, rows);
+  const std::vector<report::Chart> charts = frontCharts(front);
+  rep.figure("front_perplexity", charts[0], "Held-out perplexity against FFN FLOPs per token, one curve per method.");
+  rep.figure("front_top1", charts[1], "Top-1 agreement with the dense model against FFN FLOPs per token.");
+}
+
+void writeDemoReport(const fs::path& dir, const fs::path& model, const fs::path& trainCorpus,
+                     const fs::path& evalCorpus, const std::string& seed, const std::vector<std::string>& methods,
+                     const std::vector<std::string>& routers, int experts, const DemoExport& exported,
                      const std::vector<std::pair<std::string, double>>& stageTimes) {
   using namespace moefy::report;
   Report rep(dir, "MoEfication demo: ReLU GPT-2 on the Brown corpus");
@@ -237,6 +294,8 @@ void writeDemoReport(const fs::path& dir, const fs::path& model, const fs::path&
              "Held-out perplexity against the fraction of experts computed per token. Data: " +
                  describeData(evalDataSelection(evalCoact, dir / "eval" / "coact"), true) + ".");
 
+  frontSection(rep, readFront(dir / "front"));
+
   // Speed.
   Chart speed;
   speed.kind = Chart::Kind::Bar;
@@ -265,12 +324,15 @@ void writeDemoReport(const fs::path& dir, const fs::path& model, const fs::path&
   // Export and reload.
   rep.heading("Export and reload");
   const json evalExport = readEvalFile(dir / "eval" / "export" / "eval.json");
-  const json* inMemory = findResult(evalCoact, "mlp", 0.25);
+  const json inMemoryEval = readEvalFile(exported.evalJson);
+  const json* inMemory = nullptr;
+  for (const auto& r : inMemoryEval["results"])
+    if (r.value("fraction", -1.0) == exported.fraction) inMemory = &r;
   if (!evalExport["results"].empty() && inMemory) {
     const json& r = evalExport["results"][0];
     double a = r["loss"].get<double>(), b = (*inMemory)["loss"].get<double>();
-    rep.paragraph("The coact + mlp MoE was exported to export/ (top-k " + std::to_string(kq) + ") and reloaded with the same loader: loss " +
-                  fmt(a, 6) + " against " + fmt(b, 6) + " in memory (" +
+    rep.paragraph(exported.why + " It was exported to export/ (top-k " + std::to_string(exported.topK) +
+                  ") and reloaded with the same loader: loss " + fmt(a, 6) + " against " + fmt(b, 6) + " in memory (" +
                   (a == b ? std::string("identical") : "difference " + fmt(std::abs(a - b), 9)) + ").");
   }
   std::vector<std::vector<std::string>> timeRows;
@@ -303,7 +365,7 @@ int runDemo(const Args& a) {
   const auto t0 = std::chrono::steady_clock::now();
   std::vector<std::pair<std::string, double>> stageTimes;
   int stageNo = 0;
-  const int stageCount = 7;
+  const int stageCount = 8;
   fs::path dir;  // the temporary folder being built
   auto stage = [&](const std::string& name, const std::function<void()>& fn) {
     ++stageNo;
@@ -362,17 +424,69 @@ int runDemo(const Args& a) {
                      "--seq-len", "128", "--split", "all", "--seed", seed, "--out", (dir / "eval" / m).string()});
     });
     const int e = std::stoi(experts);
-    const std::string topK = std::to_string(std::max(1, e / 4));
+    // The front: every compute-budget method at 12.5, 25 and 50 % of the
+    // dense FFN FLOPs (its own recording, with the demo's settings).
+    stage("front", [&] {
+      run("front", {model.string(),
+                    trainCorpus.string(),
+                    evalCorpus.string(),
+                    "--out",
+                    (dir / "front").string(),
+                    "--budgets",
+                    "0.125,0.25,0.5",
+                    "--experts",
+                    experts,
+                    "--tokens",
+                    recordTokens,
+                    "--samples",
+                    samples,
+                    "--eval-tokens",
+                    evalTokens,
+                    "--seq-len",
+                    "128",
+                    "--split",
+                    "all",
+                    "--seed",
+                    seed,
+                    "--epochs",
+                    epochs});
+    });
+    // The default export: the best method of the front at 25 %.
+    DemoExport ex;
+    {
+      const FrontResult front = readFront(dir / "front");
+      const FrontBest* best = nullptr;
+      for (const auto& b : front.best)
+        if (b.budget == 0.25 && !b.method.empty()) best = &b;
+      if (best) {
+        const FrontMethod& m = *front.method(best->method);
+        const FrontPoint& p = *FrontResult::pointAt(m, 0.25);
+        ex.method = m.name;
+        ex.partition = dir / "front" / m.partition;
+        ex.router = dir / "front" / m.routerDir;
+        ex.topK = static_cast<int>(std::lround(p.fraction * front.experts));
+        ex.evalJson = dir / "front" / m.eval / "eval.json";
+        ex.fraction = p.fraction;
+        ex.why = "The best method at 25 % of the dense FFN FLOPs, " + m.name + " (" + m.router +
+                 " router, perplexity " + fmt(p.perplexity, 2) + "), is the default export.";
+      } else {
+        ex.method = "coact + mlp";
+        ex.partition = dir / "partitions" / "coact";
+        ex.router = dir / "routers" / "coact-mlp";
+        ex.topK = std::max(1, e / 4);
+        ex.evalJson = dir / "eval" / "coact" / "eval.json";
+        ex.fraction = 0.25;
+        ex.why =
+            "No method of the front reaches 25 % of the dense FFN FLOPs, so the coact + mlp MoE at a quarter "
+            "of the experts is the export.";
+      }
+    }
     stage("export", [&] {
-      run("export", {model.string(), (dir / "partitions" / "coact").string(), (dir / "routers" / "coact-mlp").string(),
-                     "--top-k", topK, "--out", (dir / "export").string()});
+      run("export", {model.string(), ex.partition.string(), ex.router.string(), "--top-k", std::to_string(ex.topK),
+                     "--out", (dir / "export").string()});
     });
-    stage("reload", [&] {
-      run("eval", {model.string(), evalCorpus.string(), "--moe", (dir / "export").string(), "--tokens", evalTokens,
-                   "--seq-len", "128",
-                   "--split", "all", "--seed", seed, "--out", (dir / "eval" / "export").string()});
-    });
-    stage("report", [&] { writeDemoReport(dir, model, trainCorpus, evalCorpus, seed, methods, routers, e, stageTimes); });
+    stage("report",
+          [&] { writeDemoReport(dir, model, trainCorpus, evalCorpus, seed, methods, routers, e, ex, stageTimes); });
     // The artefacts link each other relative to their own folders
     // (analysis/io/links.h), so the rename below keeps every link valid. The
     // folder is also a workspace the studio opens (File > Open workspace).
@@ -402,9 +516,11 @@ const OptionTable& demoOptionTable() {
                   "On the bundled ReLU GPT-2 (data/models/brown-relu) and the Brown corpus (data/corpus/brown):\n"
                   "record all layers on the training split, split with coact, kmeans and random, build the\n"
                   "oracle, similarity and mlp routers, evaluate the active-fraction sweep on the held-out\n"
-                  "documents (with dense vs MoE speed), export the coact+mlp MoE, reload it and evaluate it\n"
-                  "again. Writes DIR atomically: the artefacts of every stage, logs/,\n"
-                  "figures/*.{png,pdf,svg}, report.md and report.html. The same seed gives the same numbers\n"
+                  "documents (with dense vs MoE speed), run the front (moefy front: plain, shared expert,\n"
+                  "dynamic-k and the top-k activation bound at 12.5, 25 and 50 % of the dense FFN FLOPs), export\n"
+                  "the best method at 25 % (coact+mlp when none reaches it), reload it and evaluate it again.\n"
+                  "Writes DIR atomically: the artefacts of every stage, logs/, figures/*.{png,pdf,svg},\n"
+                  "report.md and report.html. The same seed gives the same numbers\n"
                   "(timings aside). --quick uses fewer tokens (for tests). MOEFY_DATA_DIR overrides data/.\n");
     t.positionals({}, 0)
         .text("out", "DIR", "moefy-demo", "the demo folder to write")

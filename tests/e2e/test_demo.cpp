@@ -39,8 +39,8 @@ class TestDemo : public QObject {
     auto r1 = test::runCli({"demo", "--quick", "--seed", "3", "--out", QString::fromStdString(a.string())}, 600);
     QVERIFY2(r1.exitCode == 0, r1.err.c_str());
     // One progress line per stage on stderr.
-    QVERIFY(r1.err.find("[demo 1/7] record") != std::string::npos);
-    QVERIFY(r1.err.find("[demo 7/7] report") != std::string::npos);
+    QVERIFY(r1.err.find("[demo 1/8] record") != std::string::npos);
+    QVERIFY(r1.err.find("[demo 8/8] report") != std::string::npos);
     for (const char* f : {"report.md", "report.html", "figures/sparsity.png", "figures/sparsity.pdf",
                           "figures/recall_at_k.png", "figures/quality.pdf", "recording/manifest.json",
                           "partitions/coact/partition.json", "partitions/kmeans/partition.json",
