@@ -17,6 +17,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <functional>
@@ -237,10 +238,12 @@ int main(int argc, char** argv) {
       //    shared expert (d_ff / 8 neurons), E - E/8 routed experts, top-(k0 - E/8);
       //  - dynamic-k: E experts, token t takes the k_t best of its similarity
       //    scores (top-kmax, the rest of its row -1), k_t drawn per token
-      //    (drawTokenK, seeded) with mean exactly k0 over each pass.
+      //    (drawTokenK, seeded) with mean exactly k0 over each pass;
+      //  - dyn-router: the fixed-k experts behind a real dynamic-k router
+      //    (its selection cost included), tau set so its mean k is ~k0.
       // Each timed sample is one pass over the 16 inputs (the layer copies
-      // in turn), so a dynamic-k sample holds every drawn k once; the three
-      // kernels are measured interleaved and reported as ms per call.
+      // in turn), so a dynamic-k sample holds every drawn k once; the four
+      // kinds are measured interleaved and reported as ms per call.
       const int merged = s.E / 8;
       for (double f : {0.25, 0.5}) {
         const int k0 = topKForFraction(f, s.E), kShared = k0 - merged, kMax = k0 + k0 / 2;
@@ -250,8 +253,37 @@ int main(int argc, char** argv) {
           sharedL.push_back(makeSharedLayer(w, s.E, merged, kShared));
           dynL.push_back(makeLayer(w, s.E, kMax));
         }
+        // The dynamic-k router itself (RouterKind::DynamicK: predicted norms
+        // exp(x W1^T + b1), dynamicKExperts) on the fixed-k experts, W1 random
+        // (logits of unit variance), with the tau whose mean k over the 16
+        // inputs is the smallest >= k0 (bisection; mean k grows with tau).
+        auto dynRouter = std::make_shared<LayerRouter>();
+        dynRouter->kind = RouterKind::DynamicK;
+        dynRouter->experts = s.E;
+        auto routerGen = at::make_generator<at::CPUGeneratorImpl>(23);  // leaves `gen`'s inputs as they were
+        dynRouter->w1 = at::randn({s.E, s.d}, routerGen) / std::sqrt(static_cast<double>(s.d));
+        dynRouter->b1 = at::zeros({s.E});
+        dynRouter->minK = 1;
+        auto meanK = [&](double tau) {
+          double sum = 0;
+          for (const auto& x : xs)
+            sum += (dynamicKExperts(dynRouter->scores(x, *fixedL[0].weights), tau, 1, kMax) >= 0).sum().item<double>();
+          return sum / static_cast<double>(xs.size() * batch);
+        };
+        double lo = 0.0, hi = 1.0;
+        for (int it = 0; it < 40; ++it) {
+          const double mid = 0.5 * (lo + hi);
+          if (meanK(mid) >= k0)
+            hi = mid;
+          else
+            lo = mid;
+        }
+        dynRouter->tau = hi;
+        const double routerK = meanK(hi);
+        std::vector<MoeLayer> dynRouterL;
+        for (const auto& l : fixedL) dynRouterL.push_back({l.weights, dynRouter, kMax});
         const std::vector<FfnWeights> none(copies);
-        MoeFfn fixedMoe(fixedL, none), sharedMoe(sharedL, none), dynMoe(dynL, none);
+        MoeFfn fixedMoe(fixedL, none), sharedMoe(sharedL, none), dynMoe(dynL, none), dynRouterMoe(dynRouterL, none);
         // Per input, the [batch, kMax] entries past each token's k_t.
         const std::vector<int> ks = drawTokenK(k0, xs.size() * batch, 17 + static_cast<uint64_t>(batch));
         std::vector<at::Tensor> beyond;
@@ -267,19 +299,22 @@ int main(int argc, char** argv) {
           };
         };
         const double perPass = static_cast<double>(xs.size());
-        const auto med = interleavedMedians({overInputs([&](int L, size_t i) { fixedMoe.forward(L, xs[i], nullptr); }),
-                                             overInputs([&](int L, size_t i) { sharedMoe.forward(L, xs[i], nullptr); }),
-                                             overInputs([&](int L, size_t i) {
-                                               at::Tensor sel = dynMoe.route(L, xs[i]).masked_fill_(beyond[i], -1);
-                                               dynMoe.compute(L, xs[i], sel, nullptr);
-                                             })},
-                                            minSec, 5);
+        const auto med =
+            interleavedMedians({overInputs([&](int L, size_t i) { fixedMoe.forward(L, xs[i], nullptr); }),
+                                overInputs([&](int L, size_t i) { sharedMoe.forward(L, xs[i], nullptr); }),
+                                overInputs([&](int L, size_t i) {
+                                  at::Tensor sel = dynMoe.route(L, xs[i]).masked_fill_(beyond[i], -1);
+                                  dynMoe.compute(L, xs[i], sel, nullptr);
+                                }),
+                                overInputs([&](int L, size_t i) { dynRouterMoe.forward(L, xs[i], nullptr); })},
+                               minSec, 5);
         // FFN FLOP fractions with the router (ffn_flops.h); the neurons are equal by construction.
         const int64_t expertSize = s.F / s.E;
-        auto flops = [&](double neurons, int experts) {
-          return ffnFlopsFraction(
-              {FfnFlopCount::Method::Moe, s.d, s.F, s.gated, neurons, RouterKind::Similarity, experts});
+        auto flops = [&](double neurons, int experts, RouterKind router = RouterKind::Similarity) {
+          return ffnFlopsFraction({FfnFlopCount::Method::Moe, s.d, s.F, s.gated, neurons, router, experts});
         };
+        char tauK[32];
+        std::snprintf(tauK, sizeof tauK, "tau=%.2f k=%.2f", hi, routerK);
         const double fixedMs = med[0] / perPass * 1e3;
         struct Row {
           const char* kind;
@@ -290,11 +325,13 @@ int main(int argc, char** argv) {
                             {"shared", "S=" + std::to_string(merged * expertSize) + " k=" + std::to_string(kShared),
                              flops(double((merged + kShared) * expertSize), s.E - merged), med[1] / perPass * 1e3},
                             {"dynamic-k", "k=" + std::to_string(k0 - k0 / 2) + ".." + std::to_string(kMax),
-                             flops(double(k0 * expertSize), s.E), med[2] / perPass * 1e3}};
+                             flops(double(k0 * expertSize), s.E), med[2] / perPass * 1e3},
+                            {"dyn-router", tauK, flops(routerK * double(expertSize), s.E, RouterKind::DynamicK),
+                             med[3] / perPass * 1e3}};
         for (const Row& r : rows) {
           char name[64], line[256];
           std::snprintf(name, sizeof name, "%s E=%d", s.name, s.E);
-          std::snprintf(line, sizeof line, "%-27s %5lld %7.1f%% %-9s %-14s %7.1f%% %10.3f %10.3f %8.2fx %9.2f", name,
+          std::snprintf(line, sizeof line, "%-27s %5lld %7.1f%% %-10s %-16s %7.1f%% %10.3f %10.3f %8.2fx %9.2f", name,
                         static_cast<long long>(batch), f * 100, r.kind, r.k.c_str(), r.flops * 100, dense * 1e3, r.ms,
                         dense * 1e3 / r.ms, r.ms / fixedMs);
           variantRows.push_back(line);
@@ -306,7 +343,7 @@ int main(int argc, char** argv) {
       "\nshared expert and dynamic-k beside fixed top-k at the same FFN FLOPs (active: neurons per token;\n"
       "flops: with the router; dense ms: the best dense above; ms per call, mean over a pass of the 16\n"
       "inputs, median of passes; overhead = kind / fixed-k, target <= 1.10)\n");
-  std::printf("%-27s %5s %8s %-9s %-14s %8s %10s %10s %9s %9s\n", "shape", "batch", "active", "kind", "k", "flops",
+  std::printf("%-27s %5s %8s %-10s %-16s %8s %10s %10s %9s %9s\n", "shape", "batch", "active", "kind", "k", "flops",
               "dense ms", "moe ms", "speedup", "overhead");
   for (const auto& line : variantRows) std::printf("%s\n", line.c_str());
   if (!generate) return 0;
