@@ -8,22 +8,27 @@
 // Each layer is timed over several weight copies in turn with fresh inputs, so
 // that neither the weights nor the expert choice stay in cache between calls. The MoE uses the
 // similarity router (its cost is included); fractions 12.5%, 25%, 50%; batch 1
-// and 32. Generation: a GPT-2-small-shaped random model (12 layers, d_model
-// 768, d_ff 3072, ReLU), KV-cached greedy decoding of 32 tokens after a
-// 16-token prompt, batch 1.
+// and 32. A second table puts a shared expert and dynamic-k (a per-token k)
+// beside fixed top-k at the same FFN FLOPs (fractions 25% and 50%, batch 1 and
+// 32; see "Shared expert and dynamic-k rows" below). Generation: a
+// GPT-2-small-shaped random model (12 layers, d_model 768, d_ff 3072, ReLU),
+// KV-cached greedy decoding of 32 tokens after a 16-token prompt, batch 1.
 #include <torch/torch.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <functional>
+#include <random>
 #include <string>
 #include <vector>
 
 #include "analysis/common/runtime.h"
 #include "analysis/eval/eval.h"
 #include "analysis/model/model.h"
+#include "analysis/moe/ffn_flops.h"
 #include "analysis/moe/moe_ffn.h"
 #include "analysis/route/router.h"
 
@@ -50,13 +55,67 @@ at::Tensor balancedLabels(int64_t F, int E, uint64_t seed) {
   return (at::arange(F, at::kLong) * E / F).index_select(0, at::randperm(F, gen, at::kLong)).to(at::kInt);
 }
 
-MoeLayer makeLayer(const FfnWeights& w, int E, int k) {
-  auto packed = MoeLayerWeights::pack(w, ExpertLayout::fromLabels(balancedLabels(w.up.size(0), E, 5), E, "bench"));
+MoeLayer similarityLayer(const FfnWeights& w, ExpertLayout layout, int k) {
+  const int E = layout.experts;
+  auto packed = MoeLayerWeights::pack(w, std::move(layout));
   auto r = std::make_shared<LayerRouter>();
   r->kind = RouterKind::Similarity;
   r->experts = E;
   r->centroids = similarityCentroids(*packed);
   return {packed, r, k};
+}
+
+MoeLayer makeLayer(const FfnWeights& w, int E, int k) {
+  return similarityLayer(w, ExpertLayout::fromLabels(balancedLabels(w.up.size(0), E, 5), E, "bench"), k);
+}
+
+// The layout of makeLayer with its last `merged` experts turned into one
+// shared expert: E - merged routed experts of the same size as before, and a
+// shared expert of merged * d_ff / E neurons.
+MoeLayer makeSharedLayer(const FfnWeights& w, int E, int merged, int k) {
+  const int routed = E - merged;
+  at::Tensor labels = balancedLabels(w.up.size(0), E, 5).clamp_max(routed);
+  return similarityLayer(w, ExpertLayout::fromLabels(labels, routed, "bench", true), k);
+}
+
+// Medians of several functions measured in turn (A, B, C, A, B, C, ...), so
+// that a drift of the machine (clock, other load) falls on all of them alike;
+// each keeps running until every one has minReps samples and the whole took
+// minSeconds per function. Their ratio is what the overhead column reports.
+std::vector<double> interleavedMedians(const std::vector<std::function<void()>>& fns, double minSeconds, int minReps) {
+  for (const auto& fn : fns) fn();  // warm-up
+  std::vector<std::vector<double>> t(fns.size());
+  auto start = std::chrono::steady_clock::now();
+  while (static_cast<int>(t[0].size()) < minReps ||
+         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() < minSeconds * fns.size()) {
+    for (size_t i = 0; i < fns.size(); ++i) {
+      auto a = std::chrono::steady_clock::now();
+      fns[i]();
+      t[i].push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - a).count());
+    }
+  }
+  std::vector<double> med;
+  for (auto& v : t) {
+    std::sort(v.begin(), v.end());
+    med.push_back(v[v.size() / 2]);
+  }
+  return med;
+}
+
+// Per-token expert counts for dynamic-k rows: `count` values (even) in pairs
+// k0 - delta, k0 + delta with delta uniform in [0, k0 / 2], shuffled; their
+// mean is exactly k0, so the routed FLOPs equal those of fixed top-k0.
+std::vector<int> drawTokenK(int k0, size_t count, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_int_distribution<int> delta(0, k0 / 2);
+  std::vector<int> ks;
+  while (ks.size() < count) {
+    const int dk = delta(rng);
+    ks.push_back(k0 - dk);
+    ks.push_back(k0 + dk);
+  }
+  std::shuffle(ks.begin(), ks.end(), rng);
+  return ks;
 }
 
 // The dense FFN through the same direct BLAS calls as the MoE kernel (one
@@ -118,6 +177,7 @@ int main(int argc, char** argv) {
                           {"gpt2-small 768x3072", 768, 3072, false, 16},
                           {"llama-like 2048x5632", 2048, 5632, true, 64}};
   auto gen = at::make_generator<at::CPUGeneratorImpl>(1);
+  std::vector<std::string> variantRows;  // the second table, printed after the first
   for (const auto& s : shapes) {
     // Several copies of the layer, used in turn, with a fresh input per call: as
     // in a model, a layer's weights are not in cache when it runs again (the
@@ -171,8 +231,121 @@ int main(int argc, char** argv) {
                     static_cast<long long>(batch), f * 100, denseAten * 1e3, denseBlas * 1e3, tBlas * 1e3, t * 1e3,
                     dense / t, denseAten / t);
       }
+
+      // Shared expert and dynamic-k rows, at the FFN FLOPs of fixed top-k0
+      // (k0 = fraction x E experts of d_ff / E neurons):
+      //  - shared: the last E/8 experts of the same partition merged into one
+      //    shared expert (d_ff / 8 neurons), E - E/8 routed experts, top-(k0 - E/8);
+      //  - dynamic-k: E experts, token t takes the k_t best of its similarity
+      //    scores (top-kmax, the rest of its row -1), k_t drawn per token
+      //    (drawTokenK, seeded) with mean exactly k0 over each pass;
+      //  - dyn-router: the fixed-k experts behind a real dynamic-k router
+      //    (its selection cost included), tau set so its mean k is ~k0.
+      // Each timed sample is one pass over the 16 inputs (the layer copies
+      // in turn), so a dynamic-k sample holds every drawn k once; the four
+      // kinds are measured interleaved and reported as ms per call.
+      const int merged = s.E / 8;
+      for (double f : {0.25, 0.5}) {
+        const int k0 = topKForFraction(f, s.E), kShared = k0 - merged, kMax = k0 + k0 / 2;
+        std::vector<MoeLayer> fixedL, sharedL, dynL;
+        for (const auto& w : ws) {
+          fixedL.push_back(makeLayer(w, s.E, k0));
+          sharedL.push_back(makeSharedLayer(w, s.E, merged, kShared));
+          dynL.push_back(makeLayer(w, s.E, kMax));
+        }
+        // The dynamic-k router itself (RouterKind::DynamicK: predicted norms
+        // exp(x W1^T + b1), dynamicKExperts) on the fixed-k experts, W1 random
+        // (logits of unit variance), with the tau whose mean k over the 16
+        // inputs is the smallest >= k0 (bisection; mean k grows with tau).
+        auto dynRouter = std::make_shared<LayerRouter>();
+        dynRouter->kind = RouterKind::DynamicK;
+        dynRouter->experts = s.E;
+        auto routerGen = at::make_generator<at::CPUGeneratorImpl>(23);  // leaves `gen`'s inputs as they were
+        dynRouter->w1 = at::randn({s.E, s.d}, routerGen) / std::sqrt(static_cast<double>(s.d));
+        dynRouter->b1 = at::zeros({s.E});
+        dynRouter->minK = 1;
+        auto meanK = [&](double tau) {
+          double sum = 0;
+          for (const auto& x : xs)
+            sum += (dynamicKExperts(dynRouter->scores(x, *fixedL[0].weights), tau, 1, kMax) >= 0).sum().item<double>();
+          return sum / static_cast<double>(xs.size() * batch);
+        };
+        double lo = 0.0, hi = 1.0;
+        for (int it = 0; it < 40; ++it) {
+          const double mid = 0.5 * (lo + hi);
+          if (meanK(mid) >= k0)
+            hi = mid;
+          else
+            lo = mid;
+        }
+        dynRouter->tau = hi;
+        const double routerK = meanK(hi);
+        std::vector<MoeLayer> dynRouterL;
+        for (const auto& l : fixedL) dynRouterL.push_back({l.weights, dynRouter, kMax});
+        const std::vector<FfnWeights> none(copies);
+        MoeFfn fixedMoe(fixedL, none), sharedMoe(sharedL, none), dynMoe(dynL, none), dynRouterMoe(dynRouterL, none);
+        // Per input, the [batch, kMax] entries past each token's k_t.
+        const std::vector<int> ks = drawTokenK(k0, xs.size() * batch, 17 + static_cast<uint64_t>(batch));
+        std::vector<at::Tensor> beyond;
+        for (size_t i = 0; i < xs.size(); ++i) {
+          at::Tensor kt = at::tensor(std::vector<int64_t>(ks.begin() + static_cast<std::ptrdiff_t>(i) * batch,
+                                                          ks.begin() + static_cast<std::ptrdiff_t>(i + 1) * batch));
+          beyond.push_back(at::arange(kMax, at::kLong).unsqueeze(0) >= kt.unsqueeze(1));
+        }
+        int pass = 0;
+        auto overInputs = [&](const std::function<void(int, size_t)>& one) {
+          return [&, one] {
+            for (size_t i = 0; i < xs.size(); ++i) one((pass++) % copies, i);
+          };
+        };
+        const double perPass = static_cast<double>(xs.size());
+        const auto med =
+            interleavedMedians({overInputs([&](int L, size_t i) { fixedMoe.forward(L, xs[i], nullptr); }),
+                                overInputs([&](int L, size_t i) { sharedMoe.forward(L, xs[i], nullptr); }),
+                                overInputs([&](int L, size_t i) {
+                                  at::Tensor sel = dynMoe.route(L, xs[i]).masked_fill_(beyond[i], -1);
+                                  dynMoe.compute(L, xs[i], sel, nullptr);
+                                }),
+                                overInputs([&](int L, size_t i) { dynRouterMoe.forward(L, xs[i], nullptr); })},
+                               minSec, 5);
+        // FFN FLOP fractions with the router (ffn_flops.h); the neurons are equal by construction.
+        const int64_t expertSize = s.F / s.E;
+        auto flops = [&](double neurons, int experts, RouterKind router = RouterKind::Similarity) {
+          return ffnFlopsFraction({FfnFlopCount::Method::Moe, s.d, s.F, s.gated, neurons, router, experts});
+        };
+        char tauK[32];
+        std::snprintf(tauK, sizeof tauK, "tau=%.2f k=%.2f", hi, routerK);
+        const double fixedMs = med[0] / perPass * 1e3;
+        struct Row {
+          const char* kind;
+          std::string k;
+          double flops, ms;
+        };
+        const Row rows[] = {{"fixed-k", "k=" + std::to_string(k0), flops(double(k0 * expertSize), s.E), fixedMs},
+                            {"shared", "S=" + std::to_string(merged * expertSize) + " k=" + std::to_string(kShared),
+                             flops(double((merged + kShared) * expertSize), s.E - merged), med[1] / perPass * 1e3},
+                            {"dynamic-k", "k=" + std::to_string(k0 - k0 / 2) + ".." + std::to_string(kMax),
+                             flops(double(k0 * expertSize), s.E), med[2] / perPass * 1e3},
+                            {"dyn-router", tauK, flops(routerK * double(expertSize), s.E, RouterKind::DynamicK),
+                             med[3] / perPass * 1e3}};
+        for (const Row& r : rows) {
+          char name[64], line[256];
+          std::snprintf(name, sizeof name, "%s E=%d", s.name, s.E);
+          std::snprintf(line, sizeof line, "%-27s %5lld %7.1f%% %-10s %-16s %7.1f%% %10.3f %10.3f %8.2fx %9.2f", name,
+                        static_cast<long long>(batch), f * 100, r.kind, r.k.c_str(), r.flops * 100, dense * 1e3, r.ms,
+                        dense * 1e3 / r.ms, r.ms / fixedMs);
+          variantRows.push_back(line);
+        }
+      }
     }
   }
+  std::printf(
+      "\nshared expert and dynamic-k beside fixed top-k at the same FFN FLOPs (active: neurons per token;\n"
+      "flops: with the router; dense ms: the best dense above; ms per call, mean over a pass of the 16\n"
+      "inputs, median of passes; overhead = kind / fixed-k, target <= 1.10)\n");
+  std::printf("%-27s %5s %8s %-10s %-16s %8s %10s %10s %9s %9s\n", "shape", "batch", "active", "kind", "k", "flops",
+              "dense ms", "moe ms", "speedup", "overhead");
+  for (const auto& line : variantRows) std::printf("%s\n", line.c_str());
   if (!generate) return 0;
 
   // End-to-end greedy generation on a GPT-2-small-shaped random model.

@@ -4,6 +4,7 @@
 #include <dlfcn.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstring>
@@ -278,9 +279,37 @@ void sparseFfnKernel(const MoeLayerWeights& w, const float* x, int64_t n, const 
     if (w.layout.shared)
       for (int64_t t = 0; t < n; ++t) tokens[fill[E]++] = t;
   }
-  std::vector<int> active;
-  for (int e = 0; e < B; ++e)
-    if (start[e + 1] > start[e]) active.push_back(e);
+  // Tasks: the blocks some token picked, as packed row ranges [off, off + s).
+  // With several threads the shared expert runs as pieces about the size of a
+  // routed expert. It is one block that every token takes and several times a
+  // routed expert's size (e.g. 1/8 of d_ff beside 56 experts of 1/64); as one
+  // task it kept one thread busy long after the others had finished the
+  // routed experts (at batch 1, one long GEMV against a few short ones), which
+  // made a shared expert far slower than routed experts of the same FLOPs.
+  // Its pieces are the tasks that the same neurons as routed experts picked by
+  // every token would be. With one thread it stays whole (the summation order
+  // of before); otherwise only the order in which the pieces' down
+  // projections are summed differs.
+  struct Task {
+    int e;
+    int64_t off, s;
+  };
+  std::vector<Task> active;
+  const int maxThreads = std::max(1, at::get_num_threads());
+  for (int e = 0; e < B; ++e) {
+    if (start[e + 1] == start[e]) continue;
+    const int64_t off = w.layout.offsets[e], s = w.layout.expertSize(e);
+    int64_t pieces = 1;
+    if (e == E && maxThreads > 1 && E > 0) {
+      const double routedMean = double(w.layout.offsets[E]) / E;
+      pieces =
+          std::clamp<int64_t>(std::llround(double(s) / std::max(1.0, routedMean)), 1, std::min<int64_t>(s, maxThreads));
+    }
+    for (int64_t p = 0; p < pieces; ++p) {
+      const int64_t r0 = s * p / pieces, r1 = s * (p + 1) / pieces;
+      active.push_back({e, off + r0, r1 - r0});
+    }
+  }
 
   if (hidden) std::memset(hidden, 0, sizeof(float) * n * F);
   // Experts with 2..fewMax tokens use the few-token SIMD kernels (d_model a
@@ -302,8 +331,8 @@ void sparseFfnKernel(const MoeLayerWeights& w, const float* x, int64_t n, const 
     std::vector<const float*> xptr;
     std::vector<float*> yptr;
     for (int64_t ti = begin; ti < end; ++ti) {
-      const int e = active[ti];
-      const int64_t off = w.layout.offsets[e], s = w.layout.offsets[e + 1] - off;
+      const int e = active[ti].e;
+      const int64_t off = active[ti].off, s = active[ti].s;
       const int64_t cnt = start[e + 1] - start[e];
       const int64_t* idx = tokens.data() + start[e];
       const bool all = cnt == n;  // every token (tokens are in ascending order)
@@ -376,8 +405,8 @@ void sparseFfnKernel(const MoeLayerWeights& w, const float* x, int64_t n, const 
     // Balance by work (tokens x expert size): contiguous task ranges per thread.
     std::vector<double> cum(tasks + 1, 0.0);
     for (int64_t i = 0; i < tasks; ++i) {
-      int e = active[i];
-      cum[i + 1] = cum[i] + double(start[e + 1] - start[e]) * double(w.layout.expertSize(e));
+      const int e = active[i].e;
+      cum[i + 1] = cum[i] + double(start[e + 1] - start[e]) * double(active[i].s);
     }
     std::vector<int64_t> cut(threads + 1, 0);
     cut[threads] = tasks;

@@ -8,7 +8,8 @@
 //    selected expert runs one GEMM over its tokens on its contiguous weight
 //    blocks (a GEMV when it has a single token, e.g. batch-1 decoding).
 //    Experts run in parallel over the runtime's threads, each thread
-//    accumulating into its own output buffer.
+//    accumulating into its own output buffer; a shared expert runs as pieces
+//    of about a routed expert's size, so that it spreads over the threads.
 //  - autograd (grad mode on and weights or input requiring grad): a masked
 //    dense computation, so calibration can train the experts.
 // A layer may have a shared expert (ExpertLayout::shared), computed for every

@@ -58,17 +58,34 @@ at::Tensor dynamicKExperts(const at::Tensor& scoresIn, double tau, int minK, int
   if (minK < 1 || minK > maxK || maxK > E)
     throw ParameterError("dynamic-k: need 1 <= min k (" + std::to_string(minK) + ") <= max k (" + std::to_string(maxK) +
                          ") <= E (" + std::to_string(E) + ")");
+  // One loop over the rows instead of a chain of a dozen tensor ops (sort,
+  // cumsum, compare, sum, clamp, mask, ...): this runs before every MoE layer
+  // call, where at batch 1 each op's dispatch costs about as much as its work
+  // and the chain was a visible share of a sparse layer. The same arithmetic:
+  // a stable descending sort (equal scores keep the lower expert id first,
+  // NaN first as in torch.sort), prefix sums in double from the left,
+  // k_t = 1 + #(prefix sums still below tau * the row's total), clamped.
   at::Tensor scores = scoresIn.to(at::kDouble).contiguous();
-  // Stable descending sort: equal scores keep the lower expert id first.
-  auto [sorted, order] = scores.sort(/*stable=*/true, /*dim=*/1, /*descending=*/true);
-  at::Tensor cum = sorted.cumsum(1);                            // [N, E]
-  at::Tensor target = cum.select(1, E - 1).unsqueeze(1) * tau;  // [N, 1]
-  // k_t = 1 + #(prefix sums still below the target): the smallest k covering it.
-  at::Tensor k = ((cum < target).sum(1) + 1).clamp(minK, maxK);  // [N]
-  at::Tensor sel = order.narrow(1, 0, maxK).clone();             // [N, maxK]
-  at::Tensor col = at::arange(maxK, at::kLong).unsqueeze(0).expand({N, maxK});
-  sel.masked_fill_(col >= k.unsqueeze(1), -1);
-  return sel.contiguous();
+  at::Tensor sel = at::empty({N, maxK}, at::kLong);
+  const double* rows = scores.data_ptr<double>();
+  int64_t* out = sel.data_ptr<int64_t>();
+  std::vector<int64_t> order(static_cast<size_t>(E));
+  std::vector<double> cum(static_cast<size_t>(E));
+  for (int64_t t = 0; t < N; ++t) {
+    const double* row = rows + t * E;
+    for (int64_t e = 0; e < E; ++e) order[e] = e;
+    std::stable_sort(order.begin(), order.end(), [row](int64_t a, int64_t b) {
+      return (std::isnan(row[a]) && !std::isnan(row[b])) || row[a] > row[b];
+    });
+    double acc = 0.0;
+    for (int64_t j = 0; j < E; ++j) cum[j] = acc += row[order[j]];
+    const double target = cum[E - 1] * tau;
+    int64_t k = 1;
+    for (int64_t j = 0; j < E; ++j) k += cum[j] < target ? 1 : 0;
+    k = std::clamp<int64_t>(k, minK, maxK);
+    for (int64_t j = 0; j < maxK; ++j) out[t * maxK + j] = j < k ? order[j] : -1;
+  }
+  return sel;
 }
 
 at::Tensor similarityCentroids(const MoeLayerWeights& w) {

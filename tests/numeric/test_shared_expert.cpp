@@ -158,7 +158,10 @@ class TestSharedExpert : public QObject {
   }
 
   // The kernel (BLAS and few-token paths) and the autograd path with a shared
-  // expert, selections with -1 entries included, against numpy.
+  // expert, selections with -1 entries included, against numpy. On one thread
+  // and on four, where the kernel runs a shared expert of several routed
+  // experts' size as pieces over the threads (the first, fourth and fifth
+  // cases: 32 / 12, 24 / 6 and 16 / 8 neurons -> 3, 4 and 2 pieces).
   void sharedKernelMatchesNumpy() {
     struct Case {
       const char* name;
@@ -167,9 +170,12 @@ class TestSharedExpert : public QObject {
       int64_t d, F, n, shared;
       int E, k;
     };
-    const std::vector<Case> cases = {{"relu+bias E=8 k=2 shared 32", "relu", false, true, 32, 128, 37, 32, 8, 2},
-                                     {"relu+bias E=6 k=3 shared 6 (batch 1)", "relu", false, true, 16, 96, 1, 6, 6, 3},
-                                     {"gated silu E=4 k=1 shared 8", "silu", true, false, 24, 48, 19, 8, 4, 1}};
+    const std::vector<Case> cases = {
+        {"relu+bias E=8 k=2 shared 32", "relu", false, true, 32, 128, 37, 32, 8, 2},
+        {"relu+bias E=6 k=3 shared 6 (batch 1)", "relu", false, true, 16, 96, 1, 6, 6, 3},
+        {"gated silu E=4 k=1 shared 8", "silu", true, false, 24, 48, 19, 8, 4, 1},
+        {"gated silu E=4 k=2 shared 24", "silu", true, false, 24, 48, 5, 24, 4, 2},
+        {"relu+bias E=4 k=1 shared 16 (batch 1)", "relu", false, true, 16, 48, 1, 16, 4, 1}};
     const fs::path root = test::freshDir("shared_kernel");
     const int64_t savedFew = fewTokenMax();
     for (size_t ci = 0; ci < cases.size(); ++ci) {
@@ -201,16 +207,21 @@ class TestSharedExpert : public QObject {
       r->centroids = similarityCentroids(*packed);
       QCOMPARE(r->centroids.size(0), int64_t{c.E});  // routers score routed experts only
       MoeFfn moe({MoeLayer{packed, r, c.k}}, {FfnWeights()});
-      for (int64_t few : {int64_t{0}, int64_t{16}}) {
-        setFewTokenMax(few);
-        at::Tensor h;
-        at::Tensor y = moe.compute(0, x, sel, &h);
-        const double dy = maxDiff(y, want), dh = maxDiff(h, wantH);
-        qInfo() << c.name << (few ? "(few-token kernels)" : "(BLAS only)") << ": max |kernel - numpy| output" << dy
-                << "hidden" << dh;
-        QVERIFY(dy <= 1e-5);
-        QVERIFY(dh <= 1e-5);
+      const int savedThreads = at::get_num_threads();
+      for (int threads : {1, 4}) {
+        at::set_num_threads(threads);
+        for (int64_t few : {int64_t{0}, int64_t{16}}) {
+          setFewTokenMax(few);
+          at::Tensor h;
+          at::Tensor y = moe.compute(0, x, sel, &h);
+          const double dy = maxDiff(y, want), dh = maxDiff(h, wantH);
+          qInfo() << c.name << (few ? "(few-token kernels)" : "(BLAS only)") << threads
+                  << "threads: max |kernel - numpy| output" << dy << "hidden" << dh;
+          QVERIFY(dy <= 1e-5);
+          QVERIFY(dh <= 1e-5);
+        }
       }
+      at::set_num_threads(savedThreads);
       setFewTokenMax(savedFew);
       // The autograd (calibration) path computes the same.
       at::Tensor xg = x.clone().set_requires_grad(true);
