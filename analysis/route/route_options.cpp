@@ -52,8 +52,7 @@ const OptionTable& routeOptionTable() {
         .integer("min-k", "K", d.minK, 1, 1 << 24, "fewest experts per token", "dynamic-k")
         .real("budget", "F", d.budget, 0, 1,
               "global FFN FLOP budget, a fraction of the dense FFN FLOPs (router included), shared out as a top-k "
-              "per layer (0 = off: every layer at --top-k / --top-fraction)",
-              false, "--budget")
+              "per layer (0 = off: every layer at --top-k / --top-fraction)")
         .choice("allocate", {"activity", "greedy"}, d.allocate,
                 "how --budget is shared out: by the recorded activity per layer, or greedily by a held-out output-error "
                 "probe",
