@@ -280,14 +280,14 @@ void allocationTable(const RouterSet& rs, std::vector<std::string>& header,
     const int k = rs.topK.at(i);
     std::string second;
     if (activity) {
-      second = pct(a["activity"].at(i).get<double>());
+      second = pct(a.at("activity").at(i).get<double>());
     } else {
       char b[32];
-      std::snprintf(b, sizeof b, "%.4f", a["probe_error"].at(i).at(k - 1).get<double>());
+      std::snprintf(b, sizeof b, "%.4f", a.at("probe_error").at(i).at(k - 1).get<double>());
       second = b;
     }
     rows.push_back({rs.siteAt(i).name(), second, std::to_string(k) + " / " + std::to_string(rs.experts.at(i)),
-                    pct(a["layer_flops_fraction"].at(i).get<double>()), pct(a["flops_share"].at(i).get<double>())});
+                    pct(a.at("layer_flops_fraction").at(i).get<double>()), pct(a.at("flops_share").at(i).get<double>())});
   }
 }
 
