@@ -44,8 +44,7 @@ double budgetLimit(const std::vector<LayerFlopTable>& tables, double budget, int
   const double limit = budget * dense * (1 + 1e-12);
   if (total > limit)
     throw ParameterError("--budget " + num(budget) + " is below " + num(total / dense) + ", the FFN FLOP fraction of " +
-                         std::to_string(minK) + " expert" + (minK == 1 ? "" : "s") +
-                         " per layer (router included)");
+                         std::to_string(minK) + " expert" + (minK == 1 ? "" : "s") + " per layer (router included)");
   return limit;
 }
 
@@ -161,7 +160,7 @@ std::vector<double> probeLayerError(const MoeLayerWeights& w, const LayerRouter&
   for (int64_t r0 = 0; r0 < N; r0 += chunk) {
     const int64_t n = std::min(chunk, N - r0);
     at::Tensor xc = x.narrow(0, r0, n);
-    at::Tensor h = w.packedHidden(xc);         // [n, d_ff] packed order
+    at::Tensor h = w.packedHidden(xc);          // [n, d_ff] packed order
     at::Tensor contrib = at::empty({n, E, d});  // [n, E, d_model]: W2_e h_e
     for (int e = 0; e < E; ++e) {
       const int64_t off = w.layout.offsets[e], size = w.layout.expertSize(e);
@@ -287,7 +286,8 @@ void allocationTable(const RouterSet& rs, std::vector<std::string>& header,
       second = b;
     }
     rows.push_back({rs.siteAt(i).name(), second, std::to_string(k) + " / " + std::to_string(rs.experts.at(i)),
-                    pct(a.at("layer_flops_fraction").at(i).get<double>()), pct(a.at("flops_share").at(i).get<double>())});
+                    pct(a.at("layer_flops_fraction").at(i).get<double>()),
+                    pct(a.at("flops_share").at(i).get<double>())});
   }
 }
 

@@ -53,10 +53,11 @@ const OptionTable& routeOptionTable() {
         .real("budget", "F", d.budget, 0, 1,
               "global FFN FLOP budget, a fraction of the dense FFN FLOPs (router included), shared out as a top-k "
               "per layer (0 = off: every layer at --top-k / --top-fraction)")
-        .choice("allocate", {"activity", "greedy"}, d.allocate,
-                "how --budget is shared out: by the recorded activity per layer, or greedily by a held-out output-error "
-                "probe",
-                {}, "--budget")
+        .choice(
+            "allocate", {"activity", "greedy"}, d.allocate,
+            "how --budget is shared out: by the recorded activity per layer, or greedily by a held-out output-error "
+            "probe",
+            {}, "--budget")
         .real("held-out", "F", d.heldOut, 0, 0.9, "fraction of the samples held out for the metrics")
         .integer("seed", "N", static_cast<int64_t>(d.seed), 0, std::numeric_limits<int64_t>::max(), "seed")
         .flag("json", "print the result as JSON")

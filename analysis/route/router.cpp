@@ -140,7 +140,8 @@ nlohmann::json checkedAllocation(const nlohmann::json& a, size_t layers, const s
     }
   };
   const double total = jsonFinite(a.at("flops_fraction"), ctx + ".flops_fraction");
-  if (!(total > 0 && total <= 1)) throw FormatError(ctx + ".flops_fraction " + std::to_string(total) + " outside (0, 1]");
+  if (!(total > 0 && total <= 1))
+    throw FormatError(ctx + ".flops_fraction " + std::to_string(total) + " outside (0, 1]");
   fractions("layer_flops_fraction", 1);
   fractions("flops_share", 1);
   if (method == "activity") fractions("activity", 1);
@@ -251,7 +252,8 @@ RouterSet RouterSet::read(const fs::path& dir) {
       for (const auto& t : dk.at("tau")) r.dynamicTau.push_back(jsonFinite(t, jf.string() + ": dynamic_k.tau"));
       r.dynamicMinK = jsonIntList(dk.at("min_k"), 1, kMax, jf.string() + ": dynamic_k.min_k");
     }
-    if (j.contains("allocation")) r.allocation = checkedAllocation(j["allocation"], r.layers.size(), r.experts, jf.string());
+    if (j.contains("allocation"))
+      r.allocation = checkedAllocation(j["allocation"], r.layers.size(), r.experts, jf.string());
   } catch (const nlohmann::json::exception& e) {
     throw FormatError(jf.string() + ": missing or malformed key (kind, layers, top_k, experts, model_fingerprint, "
                       "partition.labels_hash): " + e.what());

@@ -247,11 +247,12 @@ void writeDemoReport(const fs::path& dir, const fs::path& model, const fs::path&
     allocationTable(budgeted, header, rows);
     const json evalBudget = readEvalFile(dir / "eval" / "budget" / "eval.json");
     rep.heading("Per-layer budget");
-    std::string b = "The coact split with an mlp router at 25 % of the dense FFN FLOPs (router included), the experts "
-                    "shared out over the layers by their recorded activity (one more expert at a time to the layer "
-                    "with the most active neurons per token per expert it has; docs/moe.md, \"Per-layer budgets\"). "
-                    "Planned FFN FLOP fraction " +
-                    fmt(budgeted.allocation.value("flops_fraction", 0.0), 4) + ".";
+    std::string b =
+        "The coact split with an mlp router at 25 % of the dense FFN FLOPs (router included), the experts "
+        "shared out over the layers by their recorded activity (one more expert at a time to the layer "
+        "with the most active neurons per token per expert it has; docs/moe.md, \"Per-layer budgets\"). "
+        "Planned FFN FLOP fraction " +
+        fmt(budgeted.allocation.value("flops_fraction", 0.0), 4) + ".";
     if (!evalBudget["results"].empty()) {
       const json& r = evalBudget["results"][0];
       b += " Measured by eval: " + fmt(r.value("ffn_flops_fraction", 0.0), 4) + " of the dense FFN FLOPs, perplexity " +

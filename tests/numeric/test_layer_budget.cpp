@@ -84,11 +84,10 @@ class TestLayerBudget : public QObject {
       cases.push_back({"activity", b, 1, t, issue, {}});
     }
     // Ties: equal activity everywhere (the lower index wins each tie).
-    cases.push_back({"activity", 0.3, 1, std::vector<LayerFlopTable>(4, linearTable(64, 256, 16)),
-                     {0.2, 0.2, 0.2, 0.2}, {}});
-    // A dead layer (activity 0) and a full budget.
     cases.push_back(
-        {"activity", 1.0, 1, std::vector<LayerFlopTable>(3, linearTable(64, 256, 8)), {0.0, 0.3, 0.1}, {}});
+        {"activity", 0.3, 1, std::vector<LayerFlopTable>(4, linearTable(64, 256, 16)), {0.2, 0.2, 0.2, 0.2}, {}});
+    // A dead layer (activity 0) and a full budget.
+    cases.push_back({"activity", 1.0, 1, std::vector<LayerFlopTable>(3, linearTable(64, 256, 8)), {0.0, 0.3, 0.1}, {}});
     std::mt19937_64 rng(7);
     std::uniform_real_distribution<double> u(0, 1);
     for (int c = 0; c < 24; ++c) {
@@ -103,7 +102,8 @@ class TestLayerBudget : public QObject {
         // Decreasing on the whole, with bumps (a router is not monotone).
         std::vector<double> e;
         double v = 1 + u(rng);
-        for (int k = 1; k <= E; ++k) e.push_back(v), v = std::max(0.0, v * (0.5 + 0.45 * u(rng)) + 0.05 * (u(rng) - 0.5));
+        for (int k = 1; k <= E; ++k)
+          e.push_back(v), v = std::max(0.0, v * (0.5 + 0.45 * u(rng)) + 0.05 * (u(rng) - 0.5));
         err.push_back(e);
       }
       cases.push_back({c % 3 == 0 ? "greedy" : "activity", 0.15 + 0.85 * u(rng), minK, t, a, err});
@@ -113,14 +113,16 @@ class TestLayerBudget : public QObject {
       json dense = json::array(), flops = json::array();
       for (const auto& t : c.tables) dense.push_back(t.dense), flops.push_back(t.flops);
       json j = {{"method", c.method}, {"budget", c.budget}, {"min_k", c.minK}, {"dense", dense}, {"flops", flops}};
-      if (c.method == "activity") j["activity"] = c.activity;
-      else j["error"] = c.error;
+      if (c.method == "activity")
+        j["activity"] = c.activity;
+      else
+        j["error"] = c.error;
       spec.push_back(j);
     }
     const fs::path dir = test::freshDir("layer_budget_alloc");
     writeFileAtomic(dir / "spec.json", spec.dump());
-    auto r = test::runPython({QString::fromStdString(refScript().string()), "alloc",
-                              QString::fromStdString((dir / "spec.json").string())});
+    auto r = test::runPython(
+        {QString::fromStdString(refScript().string()), "alloc", QString::fromStdString((dir / "spec.json").string())});
     QVERIFY2(r.exitCode == 0, r.err.c_str());
     const json want = json::parse(r.out);
     QCOMPARE(want.size(), cases.size());
@@ -175,7 +177,7 @@ class TestLayerBudget : public QObject {
     qInfo() << msg.c_str();
     QVERIFY2(msg.find("--budget 0.09 is below 0.09375") != std::string::npos, msg.c_str());
     QCOMPARE(allocateByActivity(a, t, 0.09375), (std::vector<int>{1, 1}));
-    QVERIFY(!budgetError([&] { allocateGreedy({{1.0}}, t, 0.5); }).empty());  // probe sizes disagree
+    QVERIFY(!budgetError([&] { allocateGreedy({{1.0}}, t, 0.5); }).empty());    // probe sizes disagree
     QVERIFY(!budgetError([&] { allocateByActivity(a, t, 0.5, 17); }).empty());  // min k above E
   }
 
@@ -198,7 +200,8 @@ class TestLayerBudget : public QObject {
     test::writeFfnNpy(dir, w, x);
     test::writeNpy(dir / "labels.npy", labels.to(at::kFloat).reshape({1, F}).contiguous());
     test::writeNpy(dir / "scores.npy", scores.contiguous());
-    auto rr = test::runPython({QString::fromStdString(refScript().string()), "probe", QString::fromStdString(dir.string())});
+    auto rr =
+        test::runPython({QString::fromStdString(refScript().string()), "probe", QString::fromStdString(dir.string())});
     QVERIFY2(rr.exitCode == 0, rr.err.c_str());
     at::Tensor want = test::readNpy(dir / "err.npy", 1, E);
     QVERIFY(want.defined());
