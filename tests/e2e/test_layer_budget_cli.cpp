@@ -6,7 +6,6 @@
 // eval's measured FFN FLOP fraction must not exceed the budget. Bad budgets
 // exit 2 with one line naming --budget.
 #include <QtTest>
-#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "analysis/common/runtime.h"
@@ -21,11 +20,13 @@ namespace {
 
 QString q(const fs::path& p) { return QString::fromStdString(p.string()); }
 
-json runJson(const QStringList& args) {
-  auto r = test::runCli(args);
-  if (r.exitCode != 0) qWarning() << "moefy" << args << "failed:" << r.err.c_str();
-  if (r.exitCode != 0) return json();
-  return json::parse(r.out);
+// Runs moefy with --json: its parsed stdout, or null (the failure logged).
+json cliJson(QStringList args) {
+  args << "--json";
+  const test::RunResult r = test::runCli(args);
+  if (r.exitCode == 0) return json::parse(r.out);
+  qWarning() << args << "exit" << r.exitCode << r.err.c_str();
+  return nullptr;
 }
 
 // The eval's measured fraction may exceed the planned one only by float
@@ -47,36 +48,32 @@ class TestLayerBudgetCli : public QObject {
     const fs::path ref = test::sourceDir() / "scripts" / "ref";
     auto fx = test::runPython({q(ref / "moe_fixtures.py"), "model", "gpt2", q(model), "--seed", "3"});
     QVERIFY2(fx.exitCode == 0, fx.err.c_str());
-    auto py = test::runPython(
-        {"-c",
-         "import sys; sys.path.insert(0, sys.argv[1]); import st_io, numpy as np\n"
-         "rng = np.random.RandomState(5)\n"
-         "st_io.write(sys.argv[2], [('token_ids', 'I64', rng.randint(0, 96, size=(48, 16)).astype(np.int64))])\n",
-         q(ref), q(root / "corpus.safetensors")});
+    // The recording's token sequences, and held-out ids for eval (one sequence per line).
+    auto py = test::runPython({"-c",
+                               "import sys; sys.path.insert(0, sys.argv[1]); import st_io, numpy as np\n"
+                               "rng = np.random.RandomState(5)\n"
+                               "ids = rng.randint(0, 96, size=(48, 16)).astype(np.int64)\n"
+                               "st_io.write(sys.argv[2], [('token_ids', 'I64', ids)])\n"
+                               "held = rng.randint(0, 96, size=(10, 40))\n"
+                               "open(sys.argv[3], 'w').write(''.join(' '.join(map(str, r)) + '\\n' for r in held))\n",
+                               q(ref), q(root / "corpus.safetensors"), q(root / "held.ids")});
     QVERIFY2(py.exitCode == 0, py.err.c_str());
     rec = root / "rec";
     auto rr = test::runCli({"record", q(model), q(root / "corpus.safetensors"), "--out", q(rec), "--seq-len", "16",
                             "--samples", "400", "--quiet"});
     QVERIFY2(rr.exitCode == 0, rr.err.c_str());
     part = root / "part";
-    QVERIFY(runJson({"split", q(rec), "--method", "coact", "--experts", "16", "--out", q(part), "--json", "--quiet"})
-                .is_object());
+    QVERIFY(
+        cliJson({"split", q(rec), "--method", "coact", "--experts", "16", "--out", q(part), "--quiet"}).is_object());
     ids = root / "held.ids";
-    std::ofstream f(ids);
-    uint64_t s = 12345;
-    for (int line = 0; line < 10; ++line)
-      for (int i = 0; i < 40; ++i) {
-        s = s * 6364136223846793005ull + 1442695040888963407ull;
-        f << (s >> 33) % 96 << (i + 1 < 40 ? " " : "\n");
-      }
   }
 
   // route --budget 0.25 --allocate activity: top_k equal to numpy's
   // allocation of the same recording, the allocation block, and eval's
   // measured FLOP fraction <= 0.25.
   void activityAllocation() {
-    auto r = runJson({"route", q(model), q(rec), q(part), "--router", "similarity", "--budget", "0.25", "--allocate",
-                      "activity", "--out", q(root / "r_act"), "--json", "--quiet"});
+    auto r = cliJson({"route", q(model), q(rec), q(part), "--router", "similarity", "--budget", "0.25", "--allocate",
+                      "activity", "--out", q(root / "r_act"), "--quiet"});
     QVERIFY(r.is_object());
     auto ref = test::runPython({q(test::sourceDir() / "scripts" / "ref" / "layer_budget_ref.py"), "recording", q(rec),
                                 q(part / "partition.json"), "64", "256", "0", "similarity", "0.25"});
@@ -101,7 +98,7 @@ class TestLayerBudgetCli : public QObject {
     // 0.25 leaves room for 5 more of 2048 each: 7 experts in all, exactly 0.25.
     QCOMPARE(want["k"][0].get<int>() + want["k"][1].get<int>(), 7);
     // Eval at the allocated k: the FLOPs that ran.
-    auto ev = runJson({"eval", q(model), q(ids), "--partition", q(part), "--router", q(root / "r_act"), "--json"});
+    auto ev = cliJson({"eval", q(model), q(ids), "--partition", q(part), "--router", q(root / "r_act")});
     QVERIFY(ev.is_object());
     const json& res = ev["results"][0];
     QCOMPARE(res["top_k"], want["k"]);
@@ -116,8 +113,8 @@ class TestLayerBudgetCli : public QObject {
   // --allocate greedy: within the budget, one probe curve of 16 errors per
   // layer, the allocated k where the probe put it, eval within the budget.
   void greedyAllocation() {
-    auto r = runJson({"route", q(model), q(rec), q(part), "--router", "similarity", "--budget", "0.25", "--allocate",
-                      "greedy", "--out", q(root / "r_greedy"), "--json", "--quiet"});
+    auto r = cliJson({"route", q(model), q(rec), q(part), "--router", "similarity", "--budget", "0.25", "--allocate",
+                      "greedy", "--out", q(root / "r_greedy"), "--quiet"});
     QVERIFY(r.is_object());
     const json& a = r["allocation"];
     qInfo() << "greedy: top_k" << r["top_k"].dump().c_str() << "planned fraction" << a["flops_fraction"].get<double>()
@@ -130,7 +127,7 @@ class TestLayerBudgetCli : public QObject {
     QVERIFY(a["probe_error"][0][15].get<double>() < 1e-4 && a["probe_error"][1][15].get<double>() < 1e-4);
     QVERIFY(a["flops_fraction"].get<double>() <= 0.25 + kRounding);
     QCOMPARE(r["top_k"][0].get<int>() + r["top_k"][1].get<int>(), 7);  // the whole budget (see above)
-    auto ev = runJson({"eval", q(model), q(ids), "--partition", q(part), "--router", q(root / "r_greedy"), "--json"});
+    auto ev = cliJson({"eval", q(model), q(ids), "--partition", q(part), "--router", q(root / "r_greedy")});
     QVERIFY(ev.is_object());
     const double measured = ev["results"][0]["ffn_flops_fraction"].get<double>();
     qInfo() << "greedy eval: measured FFN FLOP fraction" << measured;
