@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <sstream>
@@ -174,25 +175,59 @@ nlohmann::json trainDynamicKRouter(LayerRouter& r, const at::Tensor& xRaw, const
   return out;
 }
 
+nlohmann::json heldOutRouterMetrics(const Model& model, const PartitionData& part, const SampleData& samples, size_t i,
+                                    const LayerRouter& r, const MoeLayerWeights& w, const RouteOptions& o, int k) {
+  at::NoGradGuard ng;
+  const int64_t S = samples.ffnIn.at(i).size(0);
+  at::Tensor trainIdx, heldIdx;
+  splitSamples(S, o.heldOut, o.seed, trainIdx, heldIdx);
+  // Metrics on held-out samples (all samples when none are held out).
+  at::Tensor evalIdx = heldIdx.numel() > 0 ? heldIdx : at::arange(S, at::kLong);
+  const bool relu = plainReluFfn(model.config().act, model.config().gated);
+  at::Tensor mass =
+      expertMassFromHidden(samples.ffnAct.at(i).index_select(0, evalIdx), part.labels.at(i), part.experts, relu);
+  at::Tensor scores = r.kind == RouterKind::Oracle ? mass : r.scores(samples.ffnIn[i].index_select(0, evalIdx), w);
+  nlohmann::json j = routerMetrics(scores, mass, k);
+  if (r.kind == RouterKind::DynamicK) {
+    // The experts per token the router takes on these samples.
+    at::Tensor sel = dynamicKExperts(scores, r.tau, r.minK, k);
+    j["mean_k"] = (sel >= 0).sum(1).to(at::kDouble).mean().item<double>();
+  }
+  return j;
+}
+
 RouterSet buildRouters(const Model& model, const PartitionData& part, const SampleData& samples,
                        const RouteOptions& o, JobContext& job) {
   part.checkModel(model);
   samples.checkModel(model);
   const int E = part.experts;
-  int k = o.topK;
-  if (k == 0) {
-    if (!(o.topFraction > 0 && o.topFraction <= 1))
-      throw ParameterError("--top-fraction " + std::to_string(o.topFraction) + " outside (0, 1]");
-    k = topKForFraction(o.topFraction, E);
+  // Experts per token of every entry: one k for all (--top-k / --top-fraction),
+  // or the per-layer k of a budget allocation.
+  std::vector<int> ks = o.layerTopK;
+  if (ks.empty()) {
+    int k = o.topK;
+    if (k == 0) {
+      if (!(o.topFraction > 0 && o.topFraction <= 1))
+        throw ParameterError("--top-fraction " + std::to_string(o.topFraction) + " outside (0, 1]");
+      k = topKForFraction(o.topFraction, E);
+    }
+    if (k < 1 || k > E)
+      throw ParameterError("--top-k " + std::to_string(k) + " outside [1, " + std::to_string(E) +
+                           "] (the partition has " + std::to_string(E) + " experts)");
+    ks.assign(part.layers.size(), k);
   }
-  if (k < 1 || k > E)
-    throw ParameterError("--top-k " + std::to_string(k) + " outside [1, " + std::to_string(E) + "] (the partition has " +
-                         std::to_string(E) + " experts)");
+  if (ks.size() != part.layers.size())
+    throw ParameterError("per-layer top-k: " + std::to_string(ks.size()) + " values for " +
+                         std::to_string(part.layers.size()) + " partitioned layers");
+  for (int k : ks)
+    if (k < 1 || k > E)
+      throw ParameterError("per-layer top-k " + std::to_string(k) + " outside [1, " + std::to_string(E) + "]");
   if (!(o.heldOut >= 0 && o.heldOut < 1)) throw ParameterError("--held-out must be in [0, 1)");
   if (o.kind == RouterKind::DynamicK) {
     if (!(o.tau > 0 && o.tau <= 1)) throw ParameterError("--tau " + std::to_string(o.tau) + " outside (0, 1]");
-    if (o.minK < 1 || o.minK > k)
-      throw ParameterError("--min-k " + std::to_string(o.minK) + " outside [1, " + std::to_string(k) +
+    const int kMin = ks.empty() ? o.minK : *std::min_element(ks.begin(), ks.end());
+    if (o.minK < 1 || o.minK > kMin)
+      throw ParameterError("--min-k " + std::to_string(o.minK) + " outside [1, " + std::to_string(kMin) +
                            "] (the most experts per token, --top-k)");
   }
   job.setStage("route: pack experts");
@@ -215,6 +250,8 @@ RouterSet buildRouters(const Model& model, const PartitionData& part, const Samp
                        {"held_out", o.heldOut},
                        {"tau", o.tau},
                        {"min_k", o.minK},
+                       {"budget", o.budget},
+                       {"allocate", o.budget > 0 ? o.allocate : std::string()},
                        {"seed", o.seed}},
                       {{"model", model.fingerprint()},
                        {"partition", folderFingerprint(part.dir)},
@@ -271,22 +308,9 @@ RouterSet buildRouters(const Model& model, const PartitionData& part, const Samp
       rs.training[key] = trainDynamicKRouter(r, samples.ffnIn[i], norm, trainIdx, heldIdx, o, job,
                                              part.sites[i].stack == SiteStack::Single ? "layer " + key : what);
     }
-    // Metrics on held-out samples (all samples when none are held out).
-    at::Tensor evalIdx = heldIdx.numel() > 0 ? heldIdx : at::arange(S, at::kLong);
-    at::Tensor xs = samples.ffnIn[i].index_select(0, evalIdx);
-    at::Tensor scores;
-    {
-      at::NoGradGuard ng;
-      scores = o.kind == RouterKind::Oracle ? mass.index_select(0, evalIdx) : r.scores(xs, w);
-    }
-    rs.metrics[key] = routerMetrics(scores, mass.index_select(0, evalIdx), k);
-    if (o.kind == RouterKind::DynamicK) {
-      // The experts per token the router takes on these samples.
-      at::Tensor sel = dynamicKExperts(scores, r.tau, r.minK, k);
-      rs.metrics[key]["mean_k"] = (sel >= 0).sum(1).to(at::kDouble).mean().item<double>();
-    }
+    rs.metrics[key] = heldOutRouterMetrics(model, part, samples, i, r, w, o, ks[i]);
     rs.routers.push_back(std::move(r));
-    rs.topK.push_back(k);
+    rs.topK.push_back(ks[i]);
     rs.experts.push_back(E);
     job.setProgress(double(i + 1) / part.layers.size());
   }

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <string>
 #include <vector>
 
 #include "analysis/route/route_inputs.h"
@@ -31,6 +32,12 @@ struct RouteOptions {
   double tau = 0.9;  ///< share of the predicted total output norm to cover
   int minK = 1;      ///< fewest experts per token
   uint64_t seed = 0;
+  // Per-layer budgets (analysis/moe/layer_budget.h buildRoutersWithBudget)
+  double budget = 0;                  ///< global FFN FLOP budget in (0, 1], router included; 0 = off
+  std::string allocate = "activity";  ///< how the budget is shared out: "activity" | "greedy"
+  /// Experts per token of each partition entry (empty: topK / topFraction
+  /// everywhere); set by the budget allocation. Each in [1, E].
+  std::vector<int> layerTopK;
 };
 
 /// Packs every partitioned layer of `model` into experts (entry i = part.layers[i]).
@@ -42,6 +49,14 @@ std::vector<std::shared_ptr<MoeLayerWeights>> packExperts(const Model& model, co
 /// samples. Cancellable; progress per layer and epoch.
 RouterSet buildRouters(const Model& model, const PartitionData& part, const SampleData& samples,
                        const RouteOptions& options, JobContext& job);
+
+/// The metrics buildRouters reports for partition entry i at top-k k (on
+/// the held-out samples of splitSamples(options.heldOut, options.seed), all
+/// samples when none are held out): routerMetrics against the oracle's
+/// expert mass, plus mean_k for dynamic-k routers (their largest k is k).
+nlohmann::json heldOutRouterMetrics(const Model& model, const PartitionData& part, const SampleData& samples, size_t i,
+                                    const LayerRouter& router, const MoeLayerWeights& weights,
+                                    const RouteOptions& options, int k);
 
 /// Router quality on samples: {"mass_recall": captured mass / oracle top-k mass,
 /// "overlap": mean |router top-k ∩ oracle top-k| / k}.

@@ -1,6 +1,8 @@
 #include "analysis/route/route_options.h"
 
+#include <cstdio>
 #include <limits>
+#include <string>
 
 #include "analysis/common/error.h"
 
@@ -11,7 +13,8 @@ const OptionTable& routeOptionTable() {
     const RouteOptions d;
     OptionTable t("route", "build routers (oracle | similarity | mlp | sigmoid | dynamic-k) for a partition",
                   "moefy route MODEL_DIR REC_DIR PART_DIR --router oracle|similarity|mlp|sigmoid|dynamic-k [--top-k K "
-                  "| --top-fraction F]\n"
+                  "| --top-fraction F\n"
+                  "                   | --budget F [--allocate activity|greedy]]\n"
                   "                   --out ROUTER_DIR [options]\n",
                   "Builds one router per partitioned layer from the recording's samples\n"
                   "(blk.L.ffn_in / blk.L.ffn_act):\n"
@@ -27,7 +30,12 @@ const OptionTable& routeOptionTable() {
                   "Reports, per layer on the held-out samples, mass_recall (share of the oracle top-k's\n"
                   "activation mass that the router's top-k captures) and overlap (mean |router top-k & oracle\n"
                   "top-k| / k). Writes router.json and router.safetensors (docs/formats.md). Refuses an existing\n"
-                  "ROUTER_DIR unless --force.\n");
+                  "ROUTER_DIR unless --force.\n"
+                  "--budget F replaces --top-k/--top-fraction by a top-k per layer whose FFN FLOPs (docs/moe.md,\n"
+                  "\"Compute accounting\") stay within F of the dense FFN's: from one expert per layer, one more\n"
+                  "expert at a time goes to the layer with the most recorded active neurons per token per expert\n"
+                  "it has (--allocate activity), or whose held-out output error drops most per FLOP (greedy).\n"
+                  "router.json records the allocation (docs/formats.md \"Router\").\n");
     t.positionals({"MODEL_DIR", "REC_DIR", "PART_DIR"}, 3)
         .choice("router", {"oracle", "similarity", "mlp", "sigmoid", "dynamic-k"}, std::nullopt,
                 "router kind (required)", routerKindName(d.kind))
@@ -42,6 +50,14 @@ const OptionTable& routeOptionTable() {
         .real("tau", "F", d.tau, 0, 1, "share of the predicted total output norm a token's experts cover", true,
               "dynamic-k")
         .integer("min-k", "K", d.minK, 1, 1 << 24, "fewest experts per token", "dynamic-k")
+        .real("budget", "F", d.budget, 0, 1,
+              "global FFN FLOP budget, a fraction of the dense FFN FLOPs (router included), shared out as a top-k "
+              "per layer (0 = off: every layer at --top-k / --top-fraction)")
+        .choice(
+            "allocate", {"activity", "greedy"}, d.allocate,
+            "how --budget is shared out: by the recorded activity per layer, or greedily by a held-out output-error "
+            "probe",
+            {}, "--budget")
         .real("held-out", "F", d.heldOut, 0, 0.9, "fraction of the samples held out for the metrics")
         .integer("seed", "N", static_cast<int64_t>(d.seed), 0, std::numeric_limits<int64_t>::max(), "seed")
         .flag("json", "print the result as JSON")
@@ -53,6 +69,9 @@ const OptionTable& routeOptionTable() {
 
 RouteOptions routeOptionsFrom(const OptionValues& v) {
   if (v.has("top-k") && v.has("top-fraction")) throw ParameterError("give --top-k or --top-fraction, not both");
+  if (v.has("budget") && (v.has("top-k") || v.has("top-fraction")))
+    throw ParameterError("give --budget or --top-k/--top-fraction, not both");
+  if (v.has("allocate") && !v.has("budget")) throw ParameterError("--allocate needs --budget");
   RouteOptions o;
   o.kind = routerKindFromName(v.text("router"), "--router");
   o.topK = v.int32("top-k");
@@ -64,6 +83,16 @@ RouteOptions routeOptionsFrom(const OptionValues& v) {
   o.minK = v.int32("min-k");
   o.heldOut = v.real("held-out");
   o.seed = v.seed("seed");
+  if (v.has("budget")) {
+    // The table admits 0 (its default: off); given, the budget must be positive.
+    o.budget = v.real("budget");
+    if (!(o.budget > 0)) {
+      char b[32];
+      std::snprintf(b, sizeof b, "%g", o.budget);
+      throw ParameterError(std::string("--budget: ") + b + " is outside (0, 1] (a fraction of the dense FFN FLOPs)");
+    }
+  }
+  o.allocate = v.text("allocate");
   return o;
 }
 

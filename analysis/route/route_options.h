@@ -6,12 +6,13 @@
 namespace moefy {
 
 /// The options of `moefy route` (defaults from RouteOptions{}): router (no
-/// default: required), top-k, top-fraction, epochs, batch, lr, held-out,
-/// seed, out, force, json, quiet.
+/// default: required), top-k, top-fraction, epochs, batch, lr, tau, min-k,
+/// budget, allocate, held-out, seed, out, force, json, quiet.
 const OptionTable& routeOptionTable();
 
 /// RouteOptions from validated values of routeOptionTable(). Throws
-/// ParameterError for --top-k with --top-fraction, or a missing --router.
+/// ParameterError for --top-k with --top-fraction, --budget with either,
+/// --budget 0, --allocate without --budget, or a missing --router.
 RouteOptions routeOptionsFrom(const OptionValues& values);
 
 }  // namespace moefy

@@ -134,6 +134,52 @@ void LayerRouter::validate(int64_t dModel, const std::string& ctx) const {
   }
 }
 
+namespace {
+
+// The allocation block of a budgeted router (docs/formats.md "Router"),
+// validated: the report and the studio read it without further checks.
+nlohmann::json checkedAllocation(const nlohmann::json& a, size_t layers, const std::vector<int>& experts,
+                                 const std::string& file) {
+  const std::string ctx = file + ": allocation";
+  if (!a.is_object()) throw FormatError(ctx + " is not an object");
+  const double budget = jsonFinite(a.at("budget"), ctx + ".budget");
+  if (!(budget > 0 && budget <= 1)) throw FormatError(ctx + ".budget " + std::to_string(budget) + " outside (0, 1]");
+  const std::string method = a.at("method").get<std::string>();
+  if (method != "activity" && method != "greedy")
+    throw FormatError(ctx + ".method '" + method + "' is not activity or greedy");
+  auto fractions = [&](const char* key, double hi) {
+    const auto& v = a.at(key);
+    if (!v.is_array() || v.size() != layers)
+      throw FormatError(ctx + "." + key + " needs one entry per layer (" + std::to_string(layers) + ")");
+    for (const auto& x : v) {
+      const double f = jsonFinite(x, ctx + "." + key);
+      if (!(f >= 0 && f <= hi)) throw FormatError(ctx + "." + key + " value " + std::to_string(f) + " outside [0, 1]");
+    }
+  };
+  const double total = jsonFinite(a.at("flops_fraction"), ctx + ".flops_fraction");
+  if (!(total > 0 && total <= 1))
+    throw FormatError(ctx + ".flops_fraction " + std::to_string(total) + " outside (0, 1]");
+  fractions("layer_flops_fraction", 1);
+  fractions("flops_share", 1);
+  if (method == "activity") fractions("activity", 1);
+  if (method == "greedy") {
+    const auto& e = a.at("probe_error");
+    if (!e.is_array() || e.size() != layers)
+      throw FormatError(ctx + ".probe_error needs one list per layer (" + std::to_string(layers) + ")");
+    for (size_t i = 0; i < e.size(); ++i) {
+      const auto& row = e[i];
+      // One error per k = 1..E of the layer (the report reads the entry at its k).
+      if (!row.is_array() || i >= experts.size() || row.size() != static_cast<size_t>(experts[i]))
+        throw FormatError(ctx + ".probe_error[" + std::to_string(i) + "] is not a list of one error per expert");
+      for (const auto& x : row) jsonFinite(x, ctx + ".probe_error");
+    }
+  }
+  jsonInt(a.at("min_k"), 1, std::numeric_limits<int>::max(), ctx + ".min_k");
+  return a;
+}
+
+}  // namespace
+
 Site RouterSet::siteAt(size_t i) const { return i < sites.size() ? sites[i] : Site::ofLayer(layers.at(i)); }
 
 int RouterSet::indexOfLayer(int layer) const {
@@ -170,6 +216,7 @@ void RouterSet::writeInto(const fs::path& dir) const {
     for (const auto& r : routers) taus.push_back(r.tau), minKs.push_back(r.minK);
     j["dynamic_k"] = {{"tau", taus}, {"min_k", minKs}};  // per layer; top_k is each layer's max k
   }
+  if (!allocation.is_null()) j["allocation"] = allocation;  // per-layer budget (analysis/moe/layer_budget.h)
   std::vector<std::pair<std::string, at::Tensor>> tensors;
   for (size_t i = 0; i < layers.size(); ++i) {
     const std::string p = siteAt(i).prefix();
@@ -222,6 +269,8 @@ RouterSet RouterSet::read(const fs::path& dir) {
       for (const auto& t : dk.at("tau")) r.dynamicTau.push_back(jsonFinite(t, jf.string() + ": dynamic_k.tau"));
       r.dynamicMinK = jsonIntList(dk.at("min_k"), 1, kMax, jf.string() + ": dynamic_k.min_k");
     }
+    if (j.contains("allocation"))
+      r.allocation = checkedAllocation(j["allocation"], r.layers.size(), r.experts, jf.string());
   } catch (const nlohmann::json::exception& e) {
     throw FormatError(jf.string() + ": missing or malformed key (kind, layers, top_k, experts, model_fingerprint, "
                       "partition.labels_hash): " + e.what());

@@ -98,6 +98,11 @@ struct RouterSet {
   nlohmann::json metrics = nlohmann::json::object();   ///< {"L": {mass_recall, overlap}}
   std::vector<double> dynamicTau;                      ///< dynamic-k, read(): per entry (router.json dynamic_k.tau)
   std::vector<int> dynamicMinK;                        ///< dynamic-k, read(): per entry (router.json dynamic_k.min_k)
+  /// A per-layer budget's allocation (analysis/moe/layer_budget.h,
+  /// docs/formats.md "Router"): null when top_k came from --top-k/--top-fraction.
+  /// read() validates it: budget in (0, 1], method activity|greedy, one entry
+  /// per layer in every per-layer list, fractions and shares in [0, 1].
+  nlohmann::json allocation;
 
   int indexOfLayer(int layer) const;  ///< -1 if absent
   /// The site of entry i: sites[i], or blk.L when `sites` is empty.

@@ -25,11 +25,13 @@
 #include "analysis/io/fsutil.h"
 #include "analysis/io/json_input.h"
 #include "analysis/io/safetensors.h"
+#include "analysis/moe/layer_budget.h"
 #include "analysis/moe/moe_export.h"
 #include "analysis/project/project.h"
 #include "analysis/record/recording.h"
 #include "analysis/record/sparsity.h"
 #include "analysis/report/report.h"
+#include "analysis/route/router.h"
 #include "app/cli/cli.h"
 
 namespace moefy::cli {
@@ -295,6 +297,32 @@ void writeDemoReport(const fs::path& dir, const fs::path& model, const fs::path&
                  describeData(evalDataSelection(evalCoact, dir / "eval" / "coact"), true) + ".");
 
   frontSection(rep, readFront(dir / "front"));
+  // Per-layer budget: the allocation the router stores (analysis/moe/layer_budget.h) and what eval measured.
+  {
+    const RouterSet budgeted = RouterSet::read(dir / "routers" / "coact-mlp-budget");
+    std::vector<std::string> header;
+    std::vector<std::vector<std::string>> rows;
+    allocationTable(budgeted, header, rows);
+    const json evalBudget = readEvalFile(dir / "eval" / "budget" / "eval.json");
+    rep.heading("Per-layer budget");
+    std::string b =
+        "The coact split with an mlp router at 25 % of the dense FFN FLOPs (router included), the experts "
+        "shared out over the layers by their recorded activity (one more expert at a time to the layer "
+        "with the most active neurons per token per expert it has; docs/moe.md, \"Per-layer budgets\"). "
+        "Planned FFN FLOP fraction " +
+        fmt(budgeted.allocation.value("flops_fraction", 0.0), 4) + ".";
+    if (!evalBudget["results"].empty()) {
+      const json& r = evalBudget["results"][0];
+      b += " Measured by eval: " + fmt(r.value("ffn_flops_fraction", 0.0), 4) + " of the dense FFN FLOPs, perplexity " +
+           fmt(r.value("perplexity", 0.0), 2) + " (dense " + fmt(densePpl, 2) + ").";
+      if (const json* u = findResult(evalCoact, "mlp", 0.25))
+        b += " The same router kind with k = E / 4 in every layer: perplexity " +
+             fmt((*u)["perplexity"].get<double>(), 2) + " at " + fmt(u->value("ffn_flops_fraction", 0.0), 4) +
+             " of the FLOPs.";
+    }
+    rep.paragraph(b);
+    if (!rows.empty()) rep.table(header, rows);
+  }
 
   // Speed.
   Chart speed;
@@ -408,6 +436,10 @@ int runDemo(const Args& a) {
       for (const auto& m : {"kmeans", "random"})
         run("route", {model.string(), rec, (dir / "partitions" / m).string(), "--router", "mlp", "--seed", seed,
                       "--epochs", epochs, "--out", (dir / "routers" / (std::string(m) + "-mlp")).string()});
+      // Per-layer budget (issue 17): 25 % of the dense FFN FLOPs shared out by recorded activity.
+      run("route", {model.string(), rec, (dir / "partitions" / "coact").string(), "--router", "mlp", "--seed", seed,
+                    "--epochs", epochs, "--budget", "0.25", "--allocate", "activity", "--out",
+                    (dir / "routers" / "coact-mlp-budget").string()});
     });
     stage("eval", [&] {
       std::vector<std::string> args = {model.string(), evalCorpus.string(), "--partition",
@@ -422,6 +454,10 @@ int runDemo(const Args& a) {
         run("eval", {model.string(), evalCorpus.string(), "--partition", (dir / "partitions" / m).string(), "--router",
                      (dir / "routers" / (std::string(m) + "-mlp")).string(), "--sweep", sweep, "--tokens", evalTokens,
                      "--seq-len", "128", "--split", "all", "--seed", seed, "--out", (dir / "eval" / m).string()});
+      // Each layer at its allocated k (no sweep): the FLOPs that ran.
+      run("eval", {model.string(), evalCorpus.string(), "--partition", (dir / "partitions" / "coact").string(),
+                   "--router", (dir / "routers" / "coact-mlp-budget").string(), "--tokens", evalTokens, "--seq-len",
+                   "128", "--split", "all", "--seed", seed, "--out", (dir / "eval" / "budget").string()});
     });
     const int e = std::stoi(experts);
     // The front: every compute-budget method at 12.5, 25 and 50 % of the

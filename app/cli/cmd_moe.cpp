@@ -19,6 +19,7 @@
 #include "analysis/io/fsutil.h"
 #include "analysis/jobs/job.h"
 #include "analysis/model/site.h"
+#include "analysis/moe/layer_budget.h"
 #include "analysis/moe/moe_export.h"
 #include "analysis/moe/moe_ffn.h"
 #include "analysis/moe/moe_options.h"
@@ -51,7 +52,8 @@ int runRoute(const Args& a) {
   warnLinkProblems("route", ArtefactKind::Recording, recDir);
   warnLinkProblems("route", ArtefactKind::Partition, partDir);
   SampleData samples = SampleData::read(recDir, part.sites, m.config().dModel, m.config().dFF);
-  RouterSet rs = buildRouters(m, part, samples, o, *job);
+  // With --budget, the per-layer top-k of the allocation (analysis/moe/layer_budget.h).
+  RouterSet rs = buildRoutersWithBudget(m, part, samples, recDir.string(), o, *job);
   writeFolderAtomic(out, a.flag("force"), [&](const fs::path& tmp) { rs.writeInto(tmp); }, {modelDir, recDir, partDir});
   nlohmann::json j;
   j["out"] = out;
@@ -67,6 +69,7 @@ int runRoute(const Args& a) {
   j["metrics"] = rs.metrics;
   if (o.kind == RouterKind::Mlp || o.kind == RouterKind::Sigmoid || o.kind == RouterKind::DynamicK)
     j["training"] = rs.training;
+  if (!rs.allocation.is_null()) j["allocation"] = rs.allocation;
   if (a.json()) {
     printJson(j);
     return 0;
@@ -81,8 +84,14 @@ int runRoute(const Args& a) {
               << std::setw(9) << rs.experts[i] << std::setw(7) << rs.topK[i] << std::setw(13) << std::fixed
               << std::setprecision(4) << mm["mass_recall"].get<double>() << std::setw(9) << mm["overlap"].get<double>();
     if (mm.contains("mean_k")) std::cout << "  mean k " << mm["mean_k"].get<double>();  // dynamic-k
+    if (!rs.allocation.is_null())
+      std::cout << "  FLOPs " << std::setprecision(1) << rs.allocation["layer_flops_fraction"][i].get<double>() * 100
+                << " % of dense, " << rs.allocation["flops_share"][i].get<double>() * 100 << " % of the spent";
     std::cout << "\n";
   }
+  if (!rs.allocation.is_null())
+    std::cout << "budget " << std::setprecision(4) << o.budget << " (" << o.allocate << "): FFN FLOPs "
+              << rs.allocation["flops_fraction"].get<double>() << " of dense, router included\n";
   return 0;
 }
 

@@ -196,6 +196,21 @@ class TestOptions : public QObject {
     QVERIFY_THROWS_EXCEPTION(
         ParameterError,
         routeOptionsFrom(routeOptionTable().parse({"--router", "mlp", "--top-k", "2", "--top-fraction", "0.5"})));
+    // --budget (per-layer budgets, issue 17): off by default, positive when given, alone.
+    QCOMPARE(ro.budget, 0.0);
+    QCOMPARE(ro.allocate, std::string("activity"));
+    const RouteOptions rb =
+        routeOptionsFrom(routeOptionTable().parse({"--router", "mlp", "--budget", "0.25", "--allocate", "greedy"}));
+    QCOMPARE(rb.budget, 0.25);
+    QCOMPARE(rb.allocate, std::string("greedy"));
+    QVERIFY_THROWS_EXCEPTION(ParameterError,
+                             routeOptionsFrom(routeOptionTable().parse({"--router", "mlp", "--budget", "0"})));
+    QVERIFY_THROWS_EXCEPTION(ParameterError, routeOptionTable().parse({"--router", "mlp", "--budget", "1.5"}));
+    QVERIFY_THROWS_EXCEPTION(
+        ParameterError,
+        routeOptionsFrom(routeOptionTable().parse({"--router", "mlp", "--budget", "0.25", "--top-fraction", "0.5"})));
+    QVERIFY_THROWS_EXCEPTION(ParameterError,
+                             routeOptionsFrom(routeOptionTable().parse({"--router", "mlp", "--allocate", "greedy"})));
     QVERIFY_THROWS_EXCEPTION(ParameterError, parseSweep("0.5,nan"));
     QVERIFY_THROWS_EXCEPTION(ParameterError, parseSweep("0.5,1.5"));
   }

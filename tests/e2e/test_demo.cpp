@@ -53,6 +53,17 @@ class TestDemo : public QObject {
     std::string md = readFile(a / "report.md");
     QVERIFY(md.find("Structured splits") != std::string::npos);
     QVERIFY(md.find("reloaded with the same loader") != std::string::npos);
+    // Per-layer budget (issue 17): the allocation table, one row per layer, and eval's measured FLOPs within 25 %.
+    QVERIFY(md.find("## Per-layer budget") != std::string::npos);
+    QVERIFY(md.find("| layer | active neurons per token | k / E |") != std::string::npos);
+    {
+      const nlohmann::json rb = readJson(a / "routers" / "coact-mlp-budget" / "router.json");
+      const nlohmann::json eb = readJson(a / "eval" / "budget" / "eval.json");
+      const double measured = eb["results"][0]["ffn_flops_fraction"].get<double>();
+      qInfo() << "demo budget 0.25: top_k" << rb["top_k"].dump().c_str() << "planned"
+              << rb["allocation"]["flops_fraction"].get<double>() << "measured" << measured;
+      QVERIFY(measured <= 0.25 + 1e-9);
+    }
     // The exported MoE reloads to the in-memory numbers exactly.
     QVERIFY2(md.find("(identical)") != std::string::npos, "export reload differs from the in-memory MoE");
     // Which data the quality figure is on (issue 20, defect 4): all of the
@@ -160,7 +171,7 @@ class TestDemo : public QObject {
 
     auto r3 = test::runCli({"demo", "--quick", "--seed", "3", "--out", QString::fromStdString(b.string())}, 600);
     QVERIFY2(r3.exitCode == 0, r3.err.c_str());
-    for (const char* e : {"coact", "kmeans", "random", "export"}) {
+    for (const char* e : {"coact", "kmeans", "random", "export", "budget"}) {
       auto qa = qualityOf(a / "eval" / e / "eval.json"), qb = qualityOf(b / "eval" / e / "eval.json");
       qInfo() << e << "quality entries:" << qa.size() << (qa == qb ? "identical" : "DIFFER");
       QCOMPARE(QString::fromStdString(qa.dump()), QString::fromStdString(qb.dump()));
