@@ -23,6 +23,7 @@
 #include "analysis/eval/translate.h"
 #include "analysis/jobs/job.h"
 #include "analysis/model/model.h"
+#include "analysis/moe/moe_export.h"
 #include "analysis/moe/moe_ffn.h"
 #include "analysis/record/recorder.h"
 #include "analysis/record/recording.h"
