@@ -415,6 +415,29 @@ SpeedStats SpeedStats::of(std::vector<double> rates) {
   return s;
 }
 
+namespace {
+
+// The timing loop of the forward speeds: an untimed `warmUp` first (one batch:
+// allocator and thread-pool warm-up), then timed passes until at least
+// `minRuns` runs and together at least `minSeconds`; every pass does the same
+// work of `tokens` tokens.
+SpeedStats timedPasses(const std::function<void()>& warmUp, const std::function<void()>& pass, int64_t tokens,
+                       double minSeconds, int minRuns) {
+  warmUp();
+  std::vector<double> rates;
+  double total = 0;
+  while (static_cast<int>(rates.size()) < minRuns || total < minSeconds) {
+    const auto t0 = std::chrono::steady_clock::now();
+    pass();
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    total += secs;
+    rates.push_back(static_cast<double>(tokens) / std::max(secs, 1e-9));
+  }
+  return SpeedStats::of(std::move(rates));
+}
+
+}  // namespace
+
 SpeedStats forwardSpeed(Model& model, std::shared_ptr<const FfnOverride> ffn,
                         const std::vector<std::vector<int64_t>>& sequences, int batch, double minSeconds, int minRuns,
                         const JobContext* job) {
@@ -431,22 +454,48 @@ SpeedStats forwardSpeed(Model& model, std::shared_ptr<const FfnOverride> ffn,
   }
   int64_t tokens = 0;
   for (const Batch& b : batches) tokens += b.mask.sum().item<int64_t>();
-  // The batches are built once, outside the timing, and one batch runs untimed
-  // first (allocator and thread-pool warm-up), so every run times the same work.
-  model.forward(batches.front());
-  std::vector<double> rates;
-  double total = 0;
-  while (static_cast<int>(rates.size()) < minRuns || total < minSeconds) {
-    const auto t0 = std::chrono::steady_clock::now();
-    for (const Batch& b : batches) {
-      model.forward(b);
-      if (job) job->checkCancel();  // a timing pass lasts seconds: cancel per batch
+  // The batches are built once, outside the timing, so every run times the same work.
+  return timedPasses([&] { model.forward(batches.front()); },
+                     [&] {
+                       for (const Batch& b : batches) {
+                         model.forward(b);
+                         if (job) job->checkCancel();  // a timing pass lasts seconds: cancel per batch
+                       }
+                     },
+                     tokens, minSeconds, minRuns);
+}
+
+SpeedStats forwardSeq2SeqSpeed(Model& model, std::shared_ptr<const FfnOverride> ffn,
+                               const std::vector<Seq2SeqExample>& pairs, int batch, double minSeconds, int minRuns,
+                               const JobContext* job) {
+  if (!model.config().encoderDecoder)
+    throw ParameterError(model.config().modelType + " is a single-stack model: time it with forwardSpeed");
+  OverrideGuard guard(model);
+  model.setFfnOverride(ffn);
+  if (pairs.empty()) throw ParameterError("no pairs to time");
+  if (batch < 1) throw ParameterError("batch must be >= 1 (got " + std::to_string(batch) + ")");
+  std::vector<std::pair<Batch, Batch>> batches;
+  int64_t tokens = 0;
+  for (size_t b0 = 0; b0 < pairs.size(); b0 += static_cast<size_t>(batch)) {
+    std::vector<std::vector<int64_t>> src, dec;
+    for (size_t b = b0; b < std::min(pairs.size(), b0 + static_cast<size_t>(batch)); ++b) {
+      if (pairs[b].source.empty() || pairs[b].decoderInput.empty())
+        throw ParameterError("pair " + std::to_string(b) + ": needs a source and a decoder input to time");
+      src.push_back(pairs[b].source);
+      dec.push_back(pairs[b].decoderInput);
+      tokens += static_cast<int64_t>(pairs[b].source.size() + pairs[b].decoderInput.size());
     }
-    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    total += secs;
-    rates.push_back(static_cast<double>(tokens) / std::max(secs, 1e-9));
+    batches.emplace_back(makeBatch(src, 0), makeBatch(dec, 0));
   }
-  return SpeedStats::of(std::move(rates));
+  c10::InferenceMode inference;
+  return timedPasses([&] { model.forwardSeq2Seq(batches.front().first, batches.front().second); },
+                     [&] {
+                       for (const auto& [src, dec] : batches) {
+                         model.forwardSeq2Seq(src, dec);
+                         if (job) job->checkCancel();
+                       }
+                     },
+                     tokens, minSeconds, minRuns);
 }
 
 SpeedStats generationSpeed(Model& model, std::shared_ptr<const FfnOverride> ffn, const std::vector<int64_t>& prompt,

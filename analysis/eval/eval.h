@@ -106,6 +106,9 @@ std::vector<QualityFigures> evaluateQuality(Model& model, std::shared_ptr<const 
 /// as the decoder input.
 struct Seq2SeqExample {
   std::vector<int64_t> source, decoderInput, labels;
+  /// The pair's target text as the corpus holds it (BLEU's reference for
+  /// `eval --generate`, analysis/eval/translate.h); empty when not known.
+  std::string target;
 };
 
 /// evaluateQuality for encoder-decoder models (T5) on teacher-forced pairs:
@@ -140,6 +143,16 @@ struct SpeedStats {
 SpeedStats forwardSpeed(Model& model, std::shared_ptr<const FfnOverride> ffn,
                         const std::vector<std::vector<int64_t>>& sequences, int batch, double minSeconds,
                         int minRuns = 3, const JobContext* job = nullptr);
+
+/// forwardSpeed for encoder-decoder models (t5): each run is one
+/// teacher-forced pass (Model::forwardSeq2Seq: encoder, decoder, head) over
+/// `pairs` in right-padded batches of `batch` pairs; tokens/s counts the real
+/// source tokens plus the real decoder-input tokens of the pass. Warm-up, run
+/// counts and cancel as forwardSpeed. Throws ParameterError for no pairs, a
+/// pair without source or decoder input, batch < 1 or a single-stack model.
+SpeedStats forwardSeq2SeqSpeed(Model& model, std::shared_ptr<const FfnOverride> ffn,
+                               const std::vector<Seq2SeqExample>& pairs, int batch, double minSeconds, int minRuns = 3,
+                               const JobContext* job = nullptr);
 
 /// Greedy generation speed (new tokens/s, KV-cached, batch 1) after `prompt`:
 /// each run one generation of `newTokens` (only the steps timed); after a

@@ -69,6 +69,54 @@ void checkCorpus(const nlohmann::json& j, const std::string& file) {
   check(c, "held_out_fraction", ctx, 0, 1);
 }
 
+// A "generation" block (eval --generate, analysis/eval/translate.h) of the
+// reference or a result, and its source-length buckets.
+void checkGeneration(const nlohmann::json& parent, const std::string& ctx0) {
+  if (!parent.contains("generation") || parent["generation"].is_null()) return;
+  const auto& g = parent["generation"];
+  const std::string ctx = ctx0 + ".generation";
+  if (!g.is_object()) throw FormatError(ctx + " must be an object");
+  auto figures = [](const nlohmann::json& o, const std::string& c) {
+    for (const char* key : {"sentences", "bleu", "chrf", "identical_to_reference", "seconds_per_sentence"})
+      if (!o.contains(key) || o[key].is_null()) throw FormatError(c + " has no " + key);
+    jsonInteger(o["sentences"], 1, INT64_MAX, c + ".sentences");
+    check(o, "bleu", c, 0, 100);
+    check(o, "chrf", c, 0, 100);
+    check(o, "identical_to_reference", c, 0, 1);
+    check(o, "seconds_per_sentence", c, 0, kInf);
+    check(o, "speedup", c, 0, kInf, true);
+  };
+  figures(g, ctx);
+  for (const char* key : {"generated_tokens", "truncated"})
+    if (g.contains(key) && !g[key].is_null()) jsonInteger(g[key], 0, INT64_MAX, ctx + "." + key);
+  const int64_t sentences = g["sentences"].get<int64_t>();
+  if (g.contains("truncated") && g["truncated"].is_number_integer() && g["truncated"].get<int64_t>() > sentences)
+    throw FormatError(ctx + ".truncated = " + g["truncated"].dump() +
+                      " exceeds sentences = " + std::to_string(sentences));
+  if (!g.contains("buckets") || g["buckets"].is_null()) return;
+  const auto& buckets = g["buckets"];
+  if (!buckets.is_array() || buckets.empty()) throw FormatError(ctx + ".buckets must be a non-empty list");
+  int64_t total = 0, previousMax = -1;
+  for (size_t k = 0; k < buckets.size(); ++k) {
+    const auto& b = buckets[k];
+    const std::string bc = ctx + ".buckets[" + std::to_string(k) + "]";
+    if (!b.is_object()) throw FormatError(bc + " must be an object");
+    figures(b, bc);
+    for (const char* key : {"min_source_tokens", "max_source_tokens"})
+      if (!b.contains(key)) throw FormatError(bc + " has no " + key);
+    const int64_t lo = jsonInteger(b["min_source_tokens"], 1, INT64_MAX, bc + ".min_source_tokens");
+    const int64_t hi = jsonInteger(b["max_source_tokens"], lo, INT64_MAX, bc + ".max_source_tokens");
+    if (lo <= previousMax)
+      throw FormatError(bc + ".min_source_tokens = " + std::to_string(lo) +
+                        " overlaps the previous bucket (buckets are disjoint and ascending)");
+    previousMax = hi;
+    total += b["sentences"].get<int64_t>();
+  }
+  if (total != sentences)
+    throw FormatError(ctx + ".buckets hold " + std::to_string(total) + " sentences, the generation " +
+                      std::to_string(sentences));
+}
+
 }  // namespace
 
 void validateEvalDocument(const nlohmann::json& j, const std::string& file) {
@@ -78,6 +126,7 @@ void validateEvalDocument(const nlohmann::json& j, const std::string& file) {
   if (j.contains("reference") && !j["reference"].is_null()) {
     if (!j["reference"].is_object()) throw FormatError(file + ": reference must be an object");
     checkQuality(j["reference"], file + ": reference");
+    checkGeneration(j["reference"], file + ": reference");
   }
   if (!j.contains("results")) return;
   const auto& results = j["results"];
@@ -106,6 +155,7 @@ void validateEvalDocument(const nlohmann::json& j, const std::string& file) {
           throw FormatError(what + " = " + num(v) + (positive ? " must be above 0" : " is below 0"));
       }
     }
+    checkGeneration(r, ctx);
     if (r.contains("speed") && !r["speed"].is_null()) {
       const auto& s = r["speed"];
       if (!s.is_object()) throw FormatError(ctx + ".speed must be an object");

@@ -25,7 +25,14 @@ nlohmann::json readEvalFile(const std::filesystem::path& file);
 /// present: corpus is an object, corpus.split is "heldout", "train" or
 /// "all", corpus.fingerprint is 16 lower-case hex digits, corpus.sequences
 /// >= 1, corpus.tokens, seq_len and split_seed >= 0, held_out_fraction in
-/// [0, 1], seed >= 0 (integers range-checked). Throws FormatError
+/// [0, 1], seed >= 0 (integers range-checked); a "generation" block of
+/// the reference or a result (eval --generate): an object with integer
+/// sentences >= 1, bleu and chrf in [0, 100], identical_to_reference in
+/// [0, 1], seconds_per_sentence >= 0, speedup > 0 where present,
+/// generated_tokens >= 0, truncated in [0, sentences], and buckets (when
+/// present) a non-empty list of such figures with integer
+/// min_source_tokens >= 1 <= max_source_tokens, disjoint and ascending,
+/// whose sentences add up to the block's. Throws FormatError
 /// "FILE: results[3].perplexity = -5 is below 1" (one line). `file` names the
 /// document in messages.
 void validateEvalDocument(const nlohmann::json& doc, const std::string& file);

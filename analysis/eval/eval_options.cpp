@@ -32,8 +32,13 @@ const OptionTable& evalOptionTable() {
                   "router; --sweep then required), the others zeroed. --speed adds forward and\n"
                   "greedy-generation tokens/s, dense vs MoE. --out writes EVAL_DIR/eval.json (docs/formats.md).\n"
                   "An encoder-decoder MODEL_DIR (T5) takes a parallel CORPUS (.tsv, .jsonl, or a source file\n"
-                  "with --target) and is scored teacher-forced per site group (enc, dec, both); --speed and\n"
-                  "--bound cover single-stack models only.\n");
+                  "with --target) and is scored teacher-forced per site group (enc, dec, both); --speed then\n"
+                  "times teacher-forced forward passes and KV-cached greedy decoding. --generate N (T5 only)\n"
+                  "greedy-translates the pairs (at most N new tokens each, --batch sentences per padded batch)\n"
+                  "with the dense model and every MoE, and reports corpus BLEU and chrF against the targets\n"
+                  "(sacreBLEU defaults, as moefy score), the share of sentences decoded identically to the dense\n"
+                  "model, and the decoding time per sentence in source-length buckets (the quartiles of the\n"
+                  "source lengths in tokens), dense vs MoE. --bound covers single-stack models only.\n");
     t.positionals({"MODEL_DIR", "CORPUS"}, 2)
         .text("moe", "MOE_DIR", std::nullopt, "a MoE export of MODEL_DIR to evaluate")
         .text("partition", "PART_DIR", std::nullopt, "the partition of the routers to evaluate")
@@ -54,6 +59,10 @@ const OptionTable& evalOptionTable() {
         .integer("seed", "N", static_cast<int64_t>(e.seed), 0, std::numeric_limits<int64_t>::max(),
                  "seed (masked-LM masking)")
         .flag("speed", "also time forward passes and greedy generation, dense vs MoE")
+        .integerNoDefault("generate", "N", 1, 1 << 16,
+                          "encoder-decoder models: greedy-translate the pairs (at most N new tokens each) and report "
+                          "BLEU, chrF and decoding time per source-length bucket, dense vs MoE",
+                          "64")
         .real("speed-seconds", "SECS", r.speedSeconds, 0, 3600, "minimum seconds per timing", true)
         .text("out", "EVAL_DIR", std::nullopt, "write EVAL_DIR/eval.json")
         .flag("force", "replace an existing EVAL_DIR")
@@ -86,6 +95,7 @@ EvalCorpusOptions applyEvalOptions(const OptionValues& v, EvalRunSpec& spec) {
   spec.options.seed = v.seed("seed");
   spec.speed = v.flag("speed");
   spec.speedSeconds = v.real("speed-seconds");
+  spec.generate = v.has("generate") ? v.int32("generate") : 0;
   EvalCorpusOptions c;
   c.seqLen = v.int32("seq-len");
   c.tokens = v.integer("tokens");

@@ -23,15 +23,16 @@ struct EvalCorpusOptions {
 
 /// The options of `moefy eval` (defaults from EvalCorpusOptions{},
 /// EvalOptions{} and EvalRunSpec{}): moe, partition, router (repeatable),
-/// sweep, top-k, bound, tokens, seq-len, split, batch, seed, speed, speed-seconds,
-/// out, force, json, quiet.
+/// sweep, top-k, bound, tokens, seq-len, split, target, source-field,
+/// target-field, batch, seed, speed, generate, speed-seconds, out, force, json, quiet.
 const OptionTable& evalOptionTable();
 
 /// "0.1,0.25,1" -> fractions, each finite and in (0, 1]; blank text -> empty.
 /// Throws ParameterError naming --sweep and the item, or an empty entry (splitListValue).
 std::vector<double> parseSweep(const std::string& text);
 
-/// Fills spec.sweep, spec.activationBound, spec.options.batch/seed, spec.speed, spec.speedSeconds,
+/// Fills spec.sweep, spec.activationBound, spec.options.batch/seed, spec.speed, spec.generate (0
+/// when --generate is absent), spec.speedSeconds,
 /// spec.seqLen and spec.split
 /// from validated values of evalOptionTable(), and returns the corpus options.
 /// Throws ParameterError (--sweep with --top-k, a bad --sweep).

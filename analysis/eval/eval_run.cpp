@@ -1,10 +1,12 @@
 #include "analysis/eval/eval_run.h"
 
 #include <algorithm>
+#include <functional>
 #include <optional>
 
 #include "analysis/common/error.h"
 #include "analysis/eval/sequences.h"
+#include "analysis/eval/translate.h"
 #include "analysis/io/fsutil.h"
 #include "analysis/io/links.h"
 #include "analysis/jobs/job.h"
@@ -22,13 +24,15 @@ void checkSweep(const std::vector<double>& sweep) {
 }
 
 void requireEvaluable(const ModelConfig& c, const std::string& where, const EvalRunSpec& spec) {
-  if (!c.encoderDecoder) return;
+  if (!c.encoderDecoder) {
+    if (spec.generate > 0)
+      throw ParameterError(where + ": " + c.modelType +
+                           " is a single-stack model; eval --generate translates a parallel corpus with an "
+                           "encoder-decoder model (t5)");
+    return;
+  }
   // Encoder-decoder models are scored teacher-forced (runSeq2SeqEvaluation);
-  // the timings and the activation bound are single-stack only so far.
-  if (spec.speed)
-    throw ParameterError(where + ": " + c.modelType +
-                         " is an encoder-decoder model; eval --speed times single-stack models so far (eval without "
-                         "--speed scores it teacher-forced)");
+  // the activation bound is single-stack only so far.
   if (spec.activationBound)
     throw ParameterError(where + ": " + c.modelType +
                          " is an encoder-decoder model; eval --bound (the top-k activation bound) covers single-stack "
@@ -103,6 +107,42 @@ void addSpeed(nlohmann::json& speed, const std::string& what, const SpeedStats& 
   speed["dense_" + what + "_runs"] = dense.runs;
 }
 
+/// One timing of a run: the forward or the generation speed with an FFN
+/// override (null = the model's dense FFNs).
+using SpeedTiming = std::function<SpeedStats(std::shared_ptr<const FfnOverride>)>;
+
+/// The speed block of every result (results[i] belongs to cands[i]): the
+/// reference timed first, then each candidate that does not need the dense
+/// hidden gets `speed` (forward, and generation when `generate` is set), the
+/// others a `speed_note`. Progress counts the timings done.
+void addSpeedResults(nlohmann::json& results, const std::vector<EvalCandidate>& cands,
+                     std::shared_ptr<const FfnOverride> reference, const SpeedTiming& forward,
+                     const SpeedTiming& generate, JobContext& job) {
+  int timings = 1, timed = 0;
+  for (const auto& c : cands) timings += c.needsDenseHidden() ? 0 : 1;
+  auto timingDone = [&] { job.setProgress(static_cast<double>(++timed) / std::max(1, timings)); };
+  job.setStage("eval: speed");
+  job.setProgress(0.0);
+  const SpeedStats denseFwd = forward(reference);
+  const SpeedStats denseGen = generate ? generate(reference) : SpeedStats{};
+  timingDone();
+  for (size_t i = 0; i < cands.size(); ++i) {
+    job.checkCancel();
+    nlohmann::json& r = results[i];
+    if (cands[i].bound) {
+      r["speed_note"] = "top-k activation bound: it needs the dense FFN's hidden, so it has no speed";
+    } else if (cands[i].needsDenseHidden()) {
+      r["speed_note"] = "oracle router: it needs the dense FFN's hidden, so it has no speed";
+    } else {
+      nlohmann::json speed = nlohmann::json::object();
+      addSpeed(speed, "forward", forward(cands[i].moe), denseFwd);
+      if (generate) addSpeed(speed, "generate", generate(cands[i].moe), denseGen);
+      r["speed"] = speed;
+      timingDone();
+    }
+  }
+}
+
 }  // namespace
 
 namespace {
@@ -151,6 +191,7 @@ nlohmann::json evalDocument(const Model& m, const EvalRunSpec& spec, const Quali
                                      {"bound", spec.activationBound ? "topk-act" : ""},
                                      {"speed", spec.speed},
                                      {"speed_seconds", spec.speedSeconds},
+                                     {"generate", spec.generate},
                                      {"seq_len", spec.seqLen}},
                                     {{"model", m.fingerprint()}});
   return j;
@@ -201,11 +242,20 @@ std::vector<EvalCandidate> seq2seqCandidates(const EvalRunSpec& spec, const Mode
 }
 
 nlohmann::json runSeq2SeqEvaluation(Model& m, const EvalRunSpec& spec, const std::vector<Seq2SeqExample>& pairs,
-                                    JobContext& job) {
+                                    JobContext& job, const Tokenizer* tokenizer) {
   requireEvaluable(m.config(), spec.modelPath.empty() ? std::string("model") : spec.modelPath, spec);
   if (!m.config().encoderDecoder)
     throw ParameterError(m.config().modelType + " is a single-stack model: evaluate it on sequences (runEvaluation)");
   if (pairs.empty()) throw ParameterError("eval: no pairs");
+  if (spec.generate < 0) throw ParameterError("--generate must be >= 1 (got " + std::to_string(spec.generate) + ")");
+  if (spec.generate > 0) {
+    if (!tokenizer)
+      throw ParameterError("eval --generate: the model has no tokenizer to turn the translations into text for BLEU");
+    for (size_t i = 0; i < pairs.size(); ++i)
+      if (pairs[i].target.empty())
+        throw ParameterError("eval --generate: pair " + std::to_string(i) +
+                             " has no target text (BLEU needs the corpus's targets)");
+  }
   checkSweep(spec.sweep);
   m.setFfnOverride(nullptr);
   std::vector<std::string> groups;
@@ -219,6 +269,37 @@ nlohmann::json runSeq2SeqEvaluation(Model& m, const EvalRunSpec& spec, const std
     r["loss_delta"] = figs[i].loss - figs[0].loss;
     results.push_back(r);
   }
+  if (spec.speed) {
+    // Teacher-forced forward passes over the pairs, and KV-cached greedy
+    // decoding from the first source (eos does not end a timing run).
+    const std::vector<int64_t> source = pairs.front().source;
+    addSpeedResults(
+        results, cands, spec.reference,
+        [&](std::shared_ptr<const FfnOverride> ffn) {
+          return forwardSeq2SeqSpeed(m, std::move(ffn), pairs, spec.options.batch, spec.speedSeconds, 3, &job);
+        },
+        [&](std::shared_ptr<const FfnOverride> ffn) {
+          return generationSpeed(m, std::move(ffn), source, 32, spec.speedSeconds, 3, &job);
+        },
+        job);
+  }
+  nlohmann::json referenceFigures = figs[0].toJson();
+  if (spec.generate > 0) {
+    job.setStage("eval: generate");
+    job.setProgress(0.0);
+    const std::vector<LengthBucket> buckets = sourceLengthBuckets(pairs, 4);
+    const auto batches = translationBatches(buckets, spec.options.batch);
+    const double span = 1.0 / static_cast<double>(cands.size() + 1);
+    const Translation ref = translatePairs(m, spec.reference, pairs, *tokenizer, batches, spec.generate, job, 0, span);
+    referenceFigures["generation"] = translationFigures(ref, nullptr, pairs, buckets);
+    for (size_t i = 0; i < cands.size(); ++i) {
+      const Translation t = translatePairs(m, cands[i].ffn(), pairs, *tokenizer, batches, spec.generate, job,
+                                           static_cast<double>(i + 1) * span, span);
+      results[i]["generation"] = translationFigures(t, &ref, pairs, buckets);
+      if (cands[i].needsDenseHidden())
+        results[i]["generation_note"] = "oracle router: its decoding time includes the dense FFN's hidden";
+    }
+  }
   int64_t tokens = 0;
   for (const auto& p : pairs) tokens += static_cast<int64_t>(p.labels.size());
   nlohmann::json corpus = {{"path", spec.corpusPath},
@@ -227,8 +308,10 @@ nlohmann::json runSeq2SeqEvaluation(Model& m, const EvalRunSpec& spec, const std
                            {"tokens", tokens},
                            {"seq_len", spec.seqLen}};
   const Seq2SeqOptions splitDefaults;  // readSeq2SeqPairs splits with these
-  return evalDocument(m, spec, figs[0], std::move(results), std::move(corpus), "seq2seq", spec.split,
-                      splitDefaults.seed, splitDefaults.heldOutFraction, job);
+  nlohmann::json doc = evalDocument(m, spec, figs[0], std::move(results), std::move(corpus), "seq2seq", spec.split,
+                                    splitDefaults.seed, splitDefaults.heldOutFraction, job);
+  doc["reference"] = std::move(referenceFigures);
+  return doc;
 }
 
 nlohmann::json runEvaluation(Model& m, const EvalRunSpec& spec, const std::vector<std::vector<int64_t>>& seqs,
@@ -237,6 +320,7 @@ nlohmann::json runEvaluation(Model& m, const EvalRunSpec& spec, const std::vecto
   if (m.config().encoderDecoder)
     throw ParameterError(where + ": " + m.config().modelType +
                          " is an encoder-decoder model; evaluate it on a parallel corpus (runSeq2SeqEvaluation)");
+  requireEvaluable(m.config(), where, spec);
   if (seqs.empty()) throw ParameterError("eval: no sequences");
   checkSweep(spec.sweep);
   m.setFfnOverride(nullptr);
@@ -245,45 +329,27 @@ nlohmann::json runEvaluation(Model& m, const EvalRunSpec& spec, const std::vecto
   auto figs = evaluateQuality(m, spec.reference, cands, seqs, eo, job);
 
   nlohmann::json results = nlohmann::json::array();
-  SpeedStats denseFwd, denseGen;
-  const std::vector<int64_t> prompt(seqs[0].begin(), seqs[0].begin() + 1);
-  int genTokens = 32;
-  if (m.config().pos == PosKind::Learned) genTokens = std::max(1, std::min(genTokens, m.config().maxPos - 1));
-  // Speed timings: the reference, then every candidate that does not need
-  // the dense hidden (oracle routers, the bound); progress counts the timings done.
-  int timings = 0, timed = 0;
-  if (spec.speed) {
-    timings = 1;
-    for (const auto& c : cands) timings += c.needsDenseHidden() ? 0 : 1;
-  }
-  auto timingDone = [&] { job.setProgress(static_cast<double>(++timed) / std::max(1, timings)); };
-  if (spec.speed) {
-    job.setStage("eval: speed");
-    job.setProgress(0.0);
-    denseFwd = forwardSpeed(m, spec.reference, seqs, eo.batch, spec.speedSeconds, 3, &job);
-    if (m.config().causal) denseGen = generationSpeed(m, spec.reference, prompt, genTokens, spec.speedSeconds, 3, &job);
-    timingDone();
-  }
   for (size_t i = 1; i < figs.size(); ++i) {
-    job.checkCancel();
     nlohmann::json r = figs[i].toJson();
     r["router"] = cands[i - 1].name;
     r["loss_delta"] = figs[i].loss - figs[0].loss;
-    if (spec.speed && cands[i - 1].bound) {
-      r["speed_note"] = "top-k activation bound: it needs the dense FFN's hidden, so it has no speed";
-    } else if (spec.speed && cands[i - 1].needsDenseHidden()) {
-      r["speed_note"] = "oracle router: it needs the dense FFN's hidden, so it has no speed";
-    } else if (spec.speed) {
-      nlohmann::json speed = nlohmann::json::object();
-      addSpeed(speed, "forward", forwardSpeed(m, cands[i - 1].moe, seqs, eo.batch, spec.speedSeconds, 3, &job),
-               denseFwd);
-      if (m.config().causal)
-        addSpeed(speed, "generate", generationSpeed(m, cands[i - 1].moe, prompt, genTokens, spec.speedSeconds, 3, &job),
-                 denseGen);
-      r["speed"] = speed;
-      timingDone();
-    }
     results.push_back(r);
+  }
+  if (spec.speed) {
+    const std::vector<int64_t> prompt(seqs[0].begin(), seqs[0].begin() + 1);
+    int genTokens = 32;
+    if (m.config().pos == PosKind::Learned) genTokens = std::max(1, std::min(genTokens, m.config().maxPos - 1));
+    SpeedTiming generate;  // masked-LM models do not generate
+    if (m.config().causal)
+      generate = [&](std::shared_ptr<const FfnOverride> ffn) {
+        return generationSpeed(m, std::move(ffn), prompt, genTokens, spec.speedSeconds, 3, &job);
+      };
+    addSpeedResults(
+        results, cands, spec.reference,
+        [&](std::shared_ptr<const FfnOverride> ffn) {
+          return forwardSpeed(m, std::move(ffn), seqs, eo.batch, spec.speedSeconds, 3, &job);
+        },
+        generate, job);
   }
   int64_t tokens = 0;
   for (const auto& s : seqs) tokens += static_cast<int64_t>(s.size());

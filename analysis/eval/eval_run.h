@@ -16,6 +16,8 @@
 
 namespace moefy {
 
+class Tokenizer;
+
 struct EvalRunSpec {
   /// (name, MoE) per router; the name is the result's "router".
   std::vector<std::pair<std::string, std::shared_ptr<const MoeFfn>>> bases;
@@ -31,6 +33,11 @@ struct EvalRunSpec {
   EvalOptions options;
   bool speed = false;         ///< also time forward passes and greedy generation
   double speedSeconds = 1.0;  ///< minimum seconds per forward timing and per generation timing
+  /// Encoder-decoder models: greedy-translate the pairs with at most this many
+  /// new tokens per sentence, with the reference and every candidate, scored
+  /// with BLEU/chrF and timed per source-length bucket (analysis/eval/translate.h);
+  /// 0 = no translation.
+  int generate = 0;
   // Provenance, copied into the document.
   std::string modelPath, corpusPath;
   int seqLen = 0;
@@ -45,10 +52,12 @@ struct EvalRunSpec {
 void checkSweep(const std::vector<double>& sweep);
 
 /// Refuses what eval does not cover yet for a model: an encoder-decoder model
-/// (t5; scored teacher-forced by runSeq2SeqEvaluation) with spec.speed or
-/// spec.activationBound gets a ParameterError naming `where`, the model_type
-/// and the option. Single-stack models always pass. runSeq2SeqEvaluation
-/// calls it first; the CLI calls it before reading the corpus.
+/// (t5; scored teacher-forced by runSeq2SeqEvaluation) with
+/// spec.activationBound, or a single-stack model with spec.generate (greedy
+/// translation needs an encoder-decoder model and a parallel corpus), gets a
+/// ParameterError naming `where`, the model_type and the option.
+/// runEvaluation and runSeq2SeqEvaluation call it first; the CLI calls it
+/// before reading the corpus.
 void requireEvaluable(const ModelConfig& config, const std::string& where, const EvalRunSpec& spec);
 
 /// The candidates of `spec`: bases x sweep (or each base's mean k/E), then
@@ -67,7 +76,8 @@ std::vector<EvalCandidate> evalCandidates(const EvalRunSpec& spec, const Model& 
 /// loss_delta and, with speed, forward/generation tokens/s and speed-ups
 /// against the reference, or a speed_note for candidates that need the dense
 /// hidden). The model's own override is cleared first. Throws ParameterError
-/// for an encoder-decoder model (runSeq2SeqEvaluation scores those).
+/// for an encoder-decoder model (runSeq2SeqEvaluation scores those) and as
+/// requireEvaluable (spec.generate).
 /// Cancellable between candidates.
 nlohmann::json runEvaluation(Model& model, const EvalRunSpec& spec, const std::vector<std::vector<int64_t>>& sequences,
                              JobContext& job);
@@ -85,10 +95,22 @@ std::vector<EvalCandidate> seq2seqCandidates(const EvalRunSpec& spec, const Mode
 /// (evaluateSeq2SeqQuality): model.objective "seq2seq", corpus.pairs and
 /// corpus.tokens (target tokens scored) besides the corpus provenance of
 /// runEvaluation (split: spec.split), one result per seq2seqCandidates entry
-/// with its `site_group`. Throws ParameterError as requireEvaluable (spec.speed,
-/// spec.activationBound), for a single-stack model, and as seq2seqCandidates.
+/// with its `site_group`.
+/// With spec.speed: teacher-forced forward tokens/s (forwardSeq2SeqSpeed over
+/// the pairs in batches of spec.options.batch) and greedy decoding tokens/s
+/// (generationSpeed from the first pair's source, 32 new tokens), dense and
+/// per candidate, the same fields as runEvaluation.
+/// With spec.generate > 0 (`tokenizer` required): the reference's and every
+/// candidate's greedy translations of the pairs (translatePairs with the
+/// buckets of sourceLengthBuckets(pairs, 4) and translationBatches(buckets,
+/// spec.options.batch)) give reference.generation and each result's
+/// generation (translationFigures; oracle routers add a generation_note:
+/// their time includes the dense hidden). Cancellable per generated token.
+/// Throws ParameterError as requireEvaluable (spec.activationBound), for a
+/// single-stack model, as seq2seqCandidates, and with spec.generate for a
+/// missing tokenizer or a pair without target text.
 nlohmann::json runSeq2SeqEvaluation(Model& model, const EvalRunSpec& spec, const std::vector<Seq2SeqExample>& pairs,
-                                    JobContext& job);
+                                    JobContext& job, const Tokenizer* tokenizer = nullptr);
 
 /// The eval.json document as written into `out`: format version 2, the model,
 /// corpus and source paths as links relative to `out` (analysis/io/links.h).

@@ -138,6 +138,7 @@ std::vector<Seq2SeqExample> readSeq2SeqPairs(const std::filesystem::path& corpus
         const size_t n = std::min(cut, tp.ids.labels.size());
         e.labels.assign(tp.ids.labels.begin(), tp.ids.labels.begin() + n);
         e.decoderInput.assign(tp.ids.decoderInput.begin(), tp.ids.decoderInput.begin() + n);
+        e.target = pc->pair(tp.id).target;  // BLEU's reference (eval --generate): the text, not the cut ids
         used += static_cast<int64_t>(n);
         out.push_back(std::move(e));
         return !(budget > 0 && used >= budget);

@@ -31,6 +31,7 @@ struct Seq2SeqExample;
 /// fields, or CORPUS and `targetFile` as line-aligned files), tokenised as
 /// tokenizePair does (source + eos; labels = target + eos; decoder input =
 /// decoder_start + labels shifted right), each side cut to seqLen tokens,
+/// with the pair's target text (Seq2SeqExample::target, uncut),
 /// the pairs of `split` in corpus order until `budget` label tokens (whole
 /// pairs; 0 = all). Throws ParameterError (seqLen < 2, a single-stack model),
 /// FormatError (no tokenizer, no pairs) and the parallel reader's errors.

@@ -97,6 +97,49 @@ int runRoute(const Args& a) {
 
 // ---- eval --------------------------------------------------------------------
 
+// The greedy translations of `eval --generate` (eval.json's generation
+// blocks): BLEU, chrF, the share decoded as the dense model does, and the
+// study's table of decoding time and BLEU per source-length bucket.
+void printGeneration(const nlohmann::json& j, int maxNew, int batch) {
+  std::vector<std::pair<std::string, const nlohmann::json*>> rows = {{"reference", &j["reference"]}};
+  for (const auto& r : j["results"])
+    rows.emplace_back(r["router"].get<std::string>() + "/" + r.value("site_group", std::string()) + " " +
+                          std::to_string(r["fraction"].get<double>()).substr(0, 5),
+                      &r);
+  std::cout << "\ngreedy translation: at most " << maxNew << " new tokens, " << batch
+            << " sentences per batch; BLEU and chrF against the targets (sacreBLEU defaults)\n"
+            << std::left << std::setw(22) << "model" << std::right << std::setw(8) << "BLEU" << std::setw(8) << "chrF"
+            << std::setw(10) << "same" << std::setw(11) << "ms/sent" << std::setw(9) << "speedup" << std::setw(11)
+            << "truncated"
+            << "\n";
+  for (const auto& [name, r] : rows) {
+    const nlohmann::json& g = (*r)["generation"];
+    std::cout << std::left << std::setw(22) << name << std::right << std::fixed << std::setprecision(2) << std::setw(8)
+              << g["bleu"].get<double>() << std::setw(8) << g["chrf"].get<double>() << std::setprecision(3)
+              << std::setw(10) << g["identical_to_reference"].get<double>() << std::setprecision(2) << std::setw(11)
+              << 1000 * g["seconds_per_sentence"].get<double>() << std::setw(9)
+              << (g.contains("speedup") ? g["speedup"].get<double>() : NAN) << std::setw(11)
+              << g["truncated"].get<int64_t>() << "\n";
+  }
+  std::cout << "by source length (tokens): ms per sentence (BLEU)\n" << std::left << std::setw(22) << "model";
+  for (const auto& b : j["reference"]["generation"]["buckets"])
+    std::cout << std::right << std::setw(20)
+              << (std::to_string(b["min_source_tokens"].get<int64_t>()) + "-" +
+                  std::to_string(b["max_source_tokens"].get<int64_t>()) +
+                  " (n=" + std::to_string(b["sentences"].get<int64_t>()) + ")");
+  std::cout << "\n";
+  for (const auto& [name, r] : rows) {
+    std::cout << std::left << std::setw(22) << name;
+    for (const auto& b : (*r)["generation"]["buckets"]) {
+      std::ostringstream cell;
+      cell << std::fixed << std::setprecision(2) << 1000 * b["seconds_per_sentence"].get<double>() << " ("
+           << b["bleu"].get<double>() << ")";
+      std::cout << std::right << std::setw(20) << cell.str();
+    }
+    std::cout << "\n";
+  }
+}
+
 int runEval(const Args& a) {
   fs::path modelDir = a.pos(0, "MODEL_DIR"), corpus = a.pos(1, "CORPUS");
   if (a.has("moe") && (a.has("partition") || a.has("router")))
@@ -116,6 +159,14 @@ int runEval(const Args& a) {
   auto loaded = loadModel(modelDir);
   Model& m = *loaded.model;
   requireEvaluable(m.config(), modelDir.string(), spec);
+  if (spec.generate > 0 && corpusOptions.targetFile.empty()) {
+    // Translations are scored against the targets: a single-text corpus has none.
+    const std::string ext = corpus.extension().string();
+    if (ext != ".tsv" && ext != ".jsonl" && ext != ".ndjson")
+      throw ParameterError("--generate: " + corpus.string() +
+                           " is a single-text corpus; translations are scored against the targets of a parallel "
+                           "corpus (.tsv, .jsonl, or a source file with --target FILE)");
+  }
 
   // The reference and the MoE bases (one per router).
   auto& bases = spec.bases;
@@ -171,7 +222,7 @@ int runEval(const Args& a) {
     auto pairs =
         readSeq2SeqPairs(corpus, corpusOptions.targetFile, corpusOptions.sourceField, corpusOptions.targetField, loaded,
                          corpusOptions.seqLen, corpusOptions.tokens, corpusOptions.split, job.get());
-    j = runSeq2SeqEvaluation(m, spec, pairs, *job);
+    j = runSeq2SeqEvaluation(m, spec, pairs, *job, loaded.tokenizer.get());
   } else {
     if (!corpusOptions.targetFile.empty())
       throw ParameterError("--target: a parallel corpus feeds encoder-decoder models; " + modelDir.string() +
@@ -219,6 +270,7 @@ int runEval(const Args& a) {
     }
     std::cout << "\n";
   }
+  if (spec.generate > 0) printGeneration(j, spec.generate, spec.options.batch);
   if (a.has("out")) std::cout << "wrote " << a.text("out") << "/eval.json\n";
   return 0;
 }

@@ -405,7 +405,7 @@ class T5Generate : public QObject {
   }
 
   // moefy forward --generate: the ids of the API, the text through the
-  // tokenizer; the refusals; eval refuses a T5 by name.
+  // tokenizer; the refusals; eval --generate refuses what it cannot translate.
   void cli() {
     const fs::path dir = root_ / "with_tokenizer";
     fs::create_directories(dir);
@@ -438,11 +438,15 @@ class T5Generate : public QObject {
     refuse({"forward", qs(dir), "--ids", "8,1", "--generate", "3", "--decoder-ids", "0,5"}, 2, "give no --decoder-ids");
     refuse({"forward", qs(dir), "--ids", "8,101", "--generate", "3"}, 2, "token id 101");
     refuse({"forward", qs(root_ / "gpt2"), "--ids", "8,1", "--generate", "3"}, 2, "not an encoder-decoder model");
-    // eval scores a T5 teacher-forced (test_t5_pipeline); what it does not
-    // cover for it yet is refused by name before any input is read.
+    // eval scores a T5 teacher-forced (test_t5_pipeline) and translates with
+    // --generate (test_t5_translate); what it cannot do is refused by name
+    // before any input is read.
     refuse({"eval", qs(dir), qs(dir / "no_corpus.txt"), "--partition", qs(dir / "no_partition"), "--router",
-            qs(dir / "no_router"), "--speed", "--quiet"},
-           2, "t5 is an encoder-decoder model; eval --speed times single-stack models");
+            qs(dir / "no_router"), "--generate", "4", "--quiet"},
+           2, "no_corpus.txt is a single-text corpus; translations are scored against the targets");
+    refuse({"eval", qs(root_ / "gpt2"), qs(dir / "no_corpus.txt"), "--partition", qs(dir / "no_partition"), "--router",
+            qs(dir / "no_router"), "--generate", "4", "--quiet"},
+           2, "is a single-stack model; eval --generate translates a parallel corpus");
     refuse({"eval", qs(dir), qs(dir / "no_corpus.txt"), "--bound", "topk-act", "--sweep", "0.5", "--quiet"}, 2,
            "t5 is an encoder-decoder model; eval --bound");
     // generationSpeed (eval --speed's timing) decodes a T5 with the cache.
