@@ -546,6 +546,25 @@ int ModelConfig::ffnSiteIndex(const Site& site) const {
   return siteIndexOf(site, nLayer);
 }
 
+int ModelConfig::siteIndex(const Site& site) const {
+  if (site.expert < 0 && !site.shared) return ffnSiteIndex(site);
+  if (encoderDecoder || !moeLayer(site.layer) || (site.shared && dShared <= 0)) return -1;
+  return expertSiteIndexOf(site, nLayer, expertCount);
+}
+
+std::vector<Site> ModelConfig::indexedSites() const {
+  std::vector<Site> v;
+  for (const Site& s : ffnSites())
+    if (ffnSiteIndex(s) >= 0) v.push_back(s);
+  for (int L = 0; L < nLayer; ++L)
+    if (moeLayer(L))
+      for (int e = 0; e < expertCount; ++e) v.push_back(Site{SiteStack::Single, L, e, false});
+  if (dShared > 0)
+    for (int L = 0; L < nLayer; ++L)
+      if (moeLayer(L)) v.push_back(Site{SiteStack::Single, L, -1, true});
+  return v;
+}
+
 std::string ModelConfig::windowPattern() const {
   if (slidingWindow <= 0) return "none (full attention)";
   std::string w = std::to_string(slidingWindow);

@@ -139,6 +139,20 @@ struct ModelConfig {
   /// The index of a whole-FFN site in ffnSites() (analysis/model/site.h "Site
   /// indices"), or -1 when the model has no such site. Thread-safe.
   int ffnSiteIndex(const Site& site) const;
+  /// The site index of any recordable FFN site (analysis/model/site.h "Site
+  /// indices" and "Expert site indices"): ffnSiteIndex() for whole-FFN sites
+  /// (not the blk.L of a MoE layer), expertSiteIndexOf() for the expert sites
+  /// blk.L.exp.E and the shared site blk.L.shared (when dShared > 0) of MoE
+  /// layers; -1 when the model has no such site. Thread-safe.
+  int siteIndex(const Site& site) const;
+  /// Every site with a site index, in index order: the dense FFN sites (every
+  /// ffnSites() entry except the blk.L of MoE layers), then the expert sites
+  /// blk.L.exp.E (layer by layer), then the shared sites. == ffnSites() for
+  /// dense and encoder-decoder models. Thread-safe.
+  std::vector<Site> indexedSites() const;
+  /// The hidden width of a site's FFN: dExpert for blk.L.exp.E, dShared for
+  /// blk.L.shared, dFF for whole-FFN sites.
+  int siteWidth(const Site& site) const { return site.shared ? dShared : site.expert >= 0 ? dExpert : dFF; }
   /// Whether layer L attends through the sliding window.
   bool sliding(int layer) const {
     if (slidingWindow <= 0) return false;

@@ -118,4 +118,11 @@ int siteIndexOf(const Site& site, int encoderLayers) {
   return site.stack == SiteStack::Decoder ? encoderLayers + site.layer : site.layer;
 }
 
+int expertSiteIndexOf(const Site& site, int layers, int experts) {
+  if (site.stack != SiteStack::Single || site.layer < 0 || site.layer >= layers || experts <= 0) return -1;
+  if (site.shared) return layers * (1 + experts) + site.layer;
+  if (site.expert < 0 || site.expert >= experts) return -1;
+  return layers + site.layer * experts + site.expert;
+}
+
 }  // namespace moefy
