@@ -84,7 +84,9 @@ int expertSiteIndexOf(const Site& site, int layers, int experts);
 /// Reads the `sites` list of a per-site artefact's JSON object `j`: site
 /// names parallel to `layers` (site indices), each a whole-FFN site whose
 /// index agrees with its entry (blk.L and enc.blk.L at L; dec.blk.L at one
-/// common encoder count + L). When `j` has no `sites` key (version 1, or any
+/// common encoder count + L), or an expert site blk.L.exp.E / blk.L.shared
+/// whose index is expertSiteIndexOf(site, j.model_layers, j.native_experts)
+/// (keys that artefacts with expert sites carry). When `j` has no `sites` key (version 1, or any
 /// single-stack artefact), the single-stack sites of `layers`. Throws
 /// FormatError naming `context` and the entry.
 std::vector<Site> readSiteList(const nlohmann::json& j, const std::vector<int>& layers, const std::string& context);

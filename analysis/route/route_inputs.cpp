@@ -69,6 +69,10 @@ void PartitionData::checkModel(const Model& model) const {
     throw ParameterError((dir / "partition.json").string() + ": partition was made for model " + modelFingerprint +
                          ", not for " + model.dir().string() + " (fingerprint " + model.fingerprint() + ")");
   for (size_t i = 0; i < layers.size(); ++i) {
+    if (sites[i].expert >= 0 || sites[i].shared)
+      throw ParameterError((dir / "partition.json").string() + ": site " + sites[i].name() +
+                           " is an expert of a native MoE layer; routing and evaluating MoEfied experts is not "
+                           "supported yet (split and its metrics are)");
     if (c.ffnSiteIndex(sites[i]) != layers[i])
       throw ParameterError((dir / "partition.json").string() + ": site " + sites[i].name() + " (layer " +
                            std::to_string(layers[i]) + ") does not exist in the model (" +

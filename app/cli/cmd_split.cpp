@@ -92,7 +92,8 @@ int runSplitCmd(const Args& a) {
   warnLinkProblems("split", ArtefactKind::Recording, recDir);
   // Validate E before loading anything heavy.
   // (With --shared, E counts the routed experts and need not divide d_ff: runSplit checks it per layer.)
-  if (!o.shared.enabled()) resolveExperts(rec.dFF(), o.experts, o.expertSize);
+  const std::vector<int> splitSites = resolveSplitSites(rec, o);
+  if (!o.shared.enabled()) resolveExperts(rec.width(splitSites.front()), o.experts, o.expertSize);
   std::unique_ptr<Model> model;
   if (o.method == "kmeans") {
     const fs::path mp = o.modelPath.empty() ? fs::path(rec.modelPath()) : o.modelPath;

@@ -19,6 +19,7 @@
 #include "analysis/io/fsutil.h"
 #include "analysis/io/safetensors.h"
 #include "analysis/record/recording.h"
+#include "analysis/split/split.h"
 #include "testutil.h"
 
 using namespace moefy;
@@ -251,6 +252,46 @@ class TestMoeNativeRecord : public QObject {
     auto r = test::runCli({"split", q(dir_ / "bad_asymmetric"), "--experts", "4", "--out", q(dir_ / "x"), "--quiet"});
     QCOMPARE(r.exitCode, 1);
     QVERIFY2(r.err.find("is not symmetric") != std::string::npos, r.err.c_str());
+  }
+
+  // split --sites blk.L MoEfies each recorded expert of MoE layer L into finer experts;
+  // record_ref.py check-split recomputes sizes, coact_inside, edge_cut, balance and
+  // recall@k (over the sampled tokens routed to the expert) from the recording.
+  void splitExperts() {
+    const fs::path part = dir_ / "part_mixtral_l1";
+    auto r = test::runCli({"split", q(dir_ / "rec_mixtral"), "--sites", "blk.1", "--experts", "4", "--method",
+                           "coact", "--out", q(part), "--json", "--quiet"});
+    expectOk(r, "split --sites blk.1");
+    nlohmann::json j = nlohmann::json::parse(readFile(part / "partition.json"));
+    QCOMPARE(j["sites"].get<std::vector<std::string>>(),
+             (std::vector<std::string>{"blk.1.exp.0", "blk.1.exp.1", "blk.1.exp.2", "blk.1.exp.3"}));
+    QCOMPARE(j["d_ff"].get<int>(), 48);  // d_expert
+    QCOMPARE(j["native_experts"].get<int>(), 4);
+    const Partition p = Partition::open(part);
+    QCOMPARE(p.sites().size(), size_t{4});
+    QCOMPARE(p.site(p.layers()[2]).name(), std::string("blk.1.exp.2"));
+    r = test::runPython({script("record_ref.py"), "check-split", "--rec", q(dir_ / "rec_mixtral"), "--part", q(part)});
+    printLines(r.out);
+    printLines(r.err);
+    QCOMPARE(r.exitCode, 0);
+    // One expert by name; the qwen2_moe experts (d_expert 32) split too.
+    r = test::runCli({"split", q(dir_ / "rec_qwen2_moe"), "--sites", "blk.2.exp.1,blk.3.exp.0", "--experts", "4",
+                      "--method", "random", "--out", q(dir_ / "part_qwen"), "--json", "--quiet"});
+    expectOk(r, "split qwen experts");
+    r = test::runPython({script("record_ref.py"), "check-split", "--rec", q(dir_ / "rec_qwen2_moe"), "--part",
+                         q(dir_ / "part_qwen")});
+    printLines(r.out);
+    QCOMPARE(r.exitCode, 0);
+    // Sites of different widths (experts 32, shared expert 48, dense layer 80) are refused by name.
+    r = test::runCli({"split", q(dir_ / "rec_qwen2_moe"), "--experts", "4", "--out", q(dir_ / "x"), "--quiet"});
+    QCOMPARE(r.exitCode, 2);
+    QVERIFY2(r.err.find("has width") != std::string::npos && r.err.find("one width") != std::string::npos,
+             r.err.c_str());
+    // route of an expert partition: refused by name, not silently computed.
+    r = test::runCli({"route", q(model("mixtral")), q(dir_ / "rec_mixtral"), q(part), "--out", q(dir_ / "router"),
+                      "--quiet"});
+    QCOMPARE(r.exitCode, 2);
+    QVERIFY2(r.err.find("blk.1.exp.0 is an expert of a native MoE layer") != std::string::npos, r.err.c_str());
   }
 
   void mergeRefused() {
