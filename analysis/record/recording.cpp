@@ -194,10 +194,10 @@ void checkRoutingInvariants(const SafetensorsFile& stats, const std::string& P, 
   for (int64_t i = 0; i < E; ++i) {
     int64_t row = 0;
     for (int64_t j = 0; j < E; ++j) {
-      const std::string at = "[" + std::to_string(i) + ", " + std::to_string(j) + "] = " + std::to_string(m[i * E + j]);
-      if (m[i * E + j] < 0) fail(cn + at + " is negative");
+      const std::string where = "[" + std::to_string(i) + ", " + std::to_string(j) + "] = " + std::to_string(m[i * E + j]);
+      if (m[i * E + j] < 0) fail(cn + where + " is negative");
       if (m[i * E + j] != m[j * E + i])
-        fail(cn + " is not symmetric: " + at + " but [" + std::to_string(j) + ", " + std::to_string(i) +
+        fail(cn + " is not symmetric: " + where + " but [" + std::to_string(j) + ", " + std::to_string(i) +
              "] = " + std::to_string(m[j * E + i]));
       row += m[i * E + j];
     }
