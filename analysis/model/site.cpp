@@ -113,8 +113,8 @@ std::vector<Site> readSiteList(const nlohmann::json& j, const std::vector<int>& 
     if (site && (site->expert >= 0 || site->shared)) {
       if (modelLayers < 0 || expertSiteIndexOf(*site, modelLayers, nativeExperts) != layers[i])
         throw FormatError(context + ": sites[" + std::to_string(i) + "] = " + names[i].dump() +
-                          " is not the expert site of layers[" + std::to_string(i) + "] = " +
-                          std::to_string(layers[i]) +
+                          " is not the expert site of layers[" + std::to_string(i) +
+                          "] = " + std::to_string(layers[i]) +
                           (modelLayers < 0 ? " (expert sites need model_layers and native_experts)" : ""));
       out.push_back(*site);
       continue;

@@ -292,8 +292,8 @@ struct State {
   nlohmann::json options;  // the manifest's options block
   ActiveRule active;
   bool soft = false;
-  int64_t S = 0;          // reservoir capacity
-  int n = 0, dModel = 0;  // n: the dense d_ff (model info); the sites' widths are in `width`
+  int64_t S = 0;             // reservoir capacity
+  int n = 0, dModel = 0;     // n: the dense d_ff (model info); the sites' widths are in `width`
   std::map<int, int> width;  // site index -> hidden width (d_ff, d_expert or d_shared)
   // Native MoE models: the MoE layers whose routing statistics are recorded
   // (the layers of the recorded expert and shared sites), E and k.
@@ -614,7 +614,8 @@ class RecordSink : public HookSink {
       const int64_t* r = id + t * K;
       const int32_t c = b.cat[static_cast<size_t>(t)];
       for (int64_t a = 0; a < K; ++a) {
-        if (r[a] < 0 || r[a] >= E) throw Error("router chose expert " + std::to_string(r[a]) + " of " + std::to_string(E));
+        if (r[a] < 0 || r[a] >= E)
+          throw Error("router chose expert " + std::to_string(r[a]) + " of " + std::to_string(E));
         ++usage[r[a]];
         if (c >= 0 && c < C) ++cu[c * E + r[a]];
         for (int64_t q = 0; q < K; ++q) ++co[r[a] * E + r[q]];  // q == a: the diagonal, = usage
@@ -794,8 +795,7 @@ void requireRecordable(const ModelConfig& c, const std::string& where) {
   // keeps d^2 within 2^31 (the row-major index arithmetic of the kernels).
   for (const Site& site : c.indexedSites())
     if (c.siteWidth(site) > 46340)
-      throw ParameterError(where + ": the FFN site " + site.name() + " has width " +
-                           std::to_string(c.siteWidth(site)) +
+      throw ParameterError(where + ": the FFN site " + site.name() + " has width " + std::to_string(c.siteWidth(site)) +
                            ", too large for a dense co-activation matrix (at most 46340)");
 }
 
@@ -869,10 +869,10 @@ std::vector<int> resolveRecordSites(const ModelConfig& c, const std::vector<int>
                                       ? "enc.blk.0..enc.blk." + std::to_string(c.nLayer - 1) +
                                             " and dec.blk.0..dec.blk." + std::to_string(c.nDecoderLayer - 1)
                                       : "blk.0..blk." + std::to_string(c.nLayer - 1);
-        const std::string experts =
-            c.expertCount > 0 ? ", blk.L.exp.0..blk.L.exp." + std::to_string(c.expertCount - 1) +
-                                    (c.dShared > 0 ? " and blk.L.shared" : "") + " of its MoE layers"
-                              : "";
+        const std::string experts = c.expertCount > 0
+                                        ? ", blk.L.exp.0..blk.L.exp." + std::to_string(c.expertCount - 1) +
+                                              (c.dShared > 0 ? " and blk.L.shared" : "") + " of its MoE layers"
+                                        : "";
         throw ParameterError("--sites: the model (" + c.modelType + ") has no FFN site " + item + " (it has " + range +
                              experts + ")");
       }

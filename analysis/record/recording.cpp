@@ -169,8 +169,7 @@ void checkLayerInvariants(const SafetensorsFile& stats, const SafetensorsFile& c
 // tokens that each choose k distinct experts. Then U >= 0 with sum k tokens;
 // M >= 0, symmetric, diag(M) = U and sum_j M[i, j] = k U[i] (each of the
 // U[i] tokens choosing i chooses k - 1 others); 0 <= Q and sum_c Q[c, e] <= U[e].
-void checkRoutingInvariants(const SafetensorsFile& stats, const std::string& P, int64_t E, int64_t k,
-                            int64_t tokens) {
+void checkRoutingInvariants(const SafetensorsFile& stats, const std::string& P, int64_t E, int64_t k, int64_t tokens) {
   const std::string sp = stats.path().string();
   auto fail = [&](const std::string& what) { throw FormatError(sp + ": " + what); };
   at::Tensor usage = stats.raw(lname(P, "expert_usage")).contiguous();
@@ -179,7 +178,8 @@ void checkRoutingInvariants(const SafetensorsFile& stats, const std::string& P, 
   const int64_t* u = usage.data_ptr<int64_t>();
   const int64_t* m = co.data_ptr<int64_t>();
   const int64_t* q = cat.data_ptr<int64_t>();
-  const std::string un = "tensor '" + lname(P, "expert_usage") + "'", cn = "tensor '" + lname(P, "expert_cooccur") + "'",
+  const std::string un = "tensor '" + lname(P, "expert_usage") + "'",
+                    cn = "tensor '" + lname(P, "expert_cooccur") + "'",
                     qn = "tensor '" + lname(P, "expert_category_usage") + "'";
   int64_t total = 0;
   for (int64_t e = 0; e < E; ++e) {
@@ -194,7 +194,8 @@ void checkRoutingInvariants(const SafetensorsFile& stats, const std::string& P, 
   for (int64_t i = 0; i < E; ++i) {
     int64_t row = 0;
     for (int64_t j = 0; j < E; ++j) {
-      const std::string where = "[" + std::to_string(i) + ", " + std::to_string(j) + "] = " + std::to_string(m[i * E + j]);
+      const std::string where =
+          "[" + std::to_string(i) + ", " + std::to_string(j) + "] = " + std::to_string(m[i * E + j]);
       if (m[i * E + j] < 0) fail(cn + where + " is negative");
       if (m[i * E + j] != m[j * E + i])
         fail(cn + " is not symmetric: " + where + " but [" + std::to_string(j) + ", " + std::to_string(i) +
@@ -206,8 +207,8 @@ void checkRoutingInvariants(const SafetensorsFile& stats, const std::string& P, 
            " differs from " + un + "[" + std::to_string(i) + "] = " + std::to_string(u[i]) +
            " (the diagonal must equal the expert usage)");
     if (row != k * u[i])
-      fail(cn + " row " + std::to_string(i) + " sums to " + std::to_string(row) + ", not to top-k x usage = " +
-           std::to_string(k) + " x " + std::to_string(u[i]));
+      fail(cn + " row " + std::to_string(i) + " sums to " + std::to_string(row) +
+           ", not to top-k x usage = " + std::to_string(k) + " x " + std::to_string(u[i]));
   }
   const int64_t C = cat.size(0);
   for (int64_t e = 0; e < E; ++e) {
@@ -281,8 +282,8 @@ Recording Recording::open(const fs::path& dir, bool allowPartial) {
     const auto& layers = req(m, "layers", ctx);
     if (!layers.is_array() || layers.empty()) throw FormatError(ctx + ": 'layers' must be a non-empty list");
     // Expert site indices follow the whole-FFN ones (site.h "Expert site indices").
-    const int64_t siteCount = static_cast<int64_t>(r.modelLayers_) * (1 + r.experts_ + (r.dShared_ > 0 ? 1 : 0)) +
-                              r.decoderLayers_;
+    const int64_t siteCount =
+        static_cast<int64_t>(r.modelLayers_) * (1 + r.experts_ + (r.dShared_ > 0 ? 1 : 0)) + r.decoderLayers_;
     for (const auto& l : layers) {
       // Checked in 64 bits: a layer 2^32 must not become layer 0.
       if (!l.is_number_integer() || jsonInteger(l, INT64_MIN, INT64_MAX, ctx) < 0 || l.get<int64_t>() >= siteCount)
@@ -305,12 +306,12 @@ Recording Recording::open(const fs::path& dir, bool allowPartial) {
         const bool expertLike = site && (site->expert >= 0 || site->shared);
         const bool moeLayer =
             site && std::find(r.moeLayers_.begin(), r.moeLayers_.end(), site->layer) != r.moeLayers_.end();
-        const int index = !site          ? -1
-                          : expertLike   ? (moeLayer && (!site->shared || r.dShared_ > 0)
-                                                ? expertSiteIndexOf(*site, r.modelLayers_, r.experts_)
-                                                : -1)
-                          : moeLayer     ? -1
-                                         : siteIndexOf(*site, r.modelLayers_);
+        const int index = !site        ? -1
+                          : expertLike ? (moeLayer && (!site->shared || r.dShared_ > 0)
+                                              ? expertSiteIndexOf(*site, r.modelLayers_, r.experts_)
+                                              : -1)
+                          : moeLayer   ? -1
+                                       : siteIndexOf(*site, r.modelLayers_);
         if (!site || index < 0 || index != r.layers_[i] || (site->stack == SiteStack::Single) == r.encoderDecoder_)
           throw FormatError(ctx + ": sites[" + std::to_string(i) + "] = " + sites[i].dump() +
                             " is not the FFN site of layers[" + std::to_string(i) +
@@ -320,8 +321,7 @@ Recording Recording::open(const fs::path& dir, bool allowPartial) {
     } else {
       if (r.encoderDecoder_)
         throw FormatError(ctx + ": missing key 'sites' (an encoder-decoder recording names its sites)");
-      if (r.experts_ > 0)
-        throw FormatError(ctx + ": missing key 'sites' (a native MoE recording names its sites)");
+      if (r.experts_ > 0) throw FormatError(ctx + ": missing key 'sites' (a native MoE recording names its sites)");
       for (int L : r.layers_) r.sites_.push_back(Site::ofLayer(L));
     }
     for (const Site& site : r.sites_)
@@ -441,8 +441,8 @@ Recording Recording::open(const fs::path& dir, bool allowPartial) {
       const uint8_t* v = routed.data_ptr<uint8_t>();
       for (int64_t j = 0; j < S; ++j)
         if (v[j] > 1)
-          throw FormatError(sp + ": tensor '" + lname(P, "routed") + "'[" + std::to_string(j) + "] = " +
-                            std::to_string(v[j]) + " is not 0 or 1");
+          throw FormatError(sp + ": tensor '" + lname(P, "routed") + "'[" + std::to_string(j) +
+                            "] = " + std::to_string(v[j]) + " is not 0 or 1");
     }
   }
   for (int l : r.routingLayers_)
@@ -488,9 +488,9 @@ int Recording::width(int layer) const {
 
 void Recording::requireRouting(int l) const {
   if (std::find(routingLayers_.begin(), routingLayers_.end(), l) == routingLayers_.end())
-    throw ParameterError(dir_.string() + ": layer " + std::to_string(l) +
-                         " has no recorded routing statistics (recorded MoE layers: " +
-                         nlohmann::json(routingLayers_).dump() + ")");
+    throw ParameterError(
+        dir_.string() + ": layer " + std::to_string(l) +
+        " has no recorded routing statistics (recorded MoE layers: " + nlohmann::json(routingLayers_).dump() + ")");
 }
 
 at::Tensor Recording::expertUsage(int l) const {

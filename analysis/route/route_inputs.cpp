@@ -106,8 +106,8 @@ SampleData SampleData::read(const fs::path& dir, const std::vector<Site>& sites,
         throw FormatError(sf.string() + ": missing tensor '" + name + "' (site " + site.name() + " not recorded)");
       int64_t width = which == 0 ? dModel : dFF;
       if (info->shape.size() != 2 || info->shape[1] != width)
-        throw FormatError(sf.string() + ": tensor '" + name + "' has shape " + shapeString(info->shape) + ", expected [S, " +
-                          std::to_string(width) + "]");
+        throw FormatError(sf.string() + ": tensor '" + name + "' has shape " + shapeString(info->shape) +
+                          ", expected [S, " + std::to_string(width) + "]");
       if (s.samples < 0) s.samples = info->shape[0];
       const int64_t want = stackSamples.emplace(site.stack, info->shape[0]).first->second;
       if (info->shape[0] != want)
@@ -115,7 +115,8 @@ SampleData SampleData::read(const fs::path& dir, const std::vector<Site>& sites,
                           " samples, other sites of its stack have " + std::to_string(want));
       if (info->shape[0] <= 0) throw FormatError(sf.string() + ": no samples of site " + site.name());
       at::Tensor t = st->f32(name).contiguous();
-      if (!at::isfinite(t).all().item<bool>()) throw FormatError(sf.string() + ": tensor '" + name + "' has NaN or Inf values");
+      if (!at::isfinite(t).all().item<bool>())
+        throw FormatError(sf.string() + ": tensor '" + name + "' has NaN or Inf values");
       (which == 0 ? s.ffnIn : s.ffnAct).push_back(t);
     }
   }

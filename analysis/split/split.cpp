@@ -28,7 +28,8 @@ int resolveExperts(int dFF, int experts, int expertSize) {
   if (experts <= 0 && expertSize <= 0) throw ParameterError("give --experts E or --expert-size S");
   if (expertSize > 0) {
     if (expertSize > dFF)
-      throw ParameterError("--expert-size " + std::to_string(expertSize) + " is larger than d_ff " + std::to_string(dFF));
+      throw ParameterError("--expert-size " + std::to_string(expertSize) + " is larger than d_ff " +
+                           std::to_string(dFF));
     if (dFF % expertSize != 0)
       throw ParameterError("--expert-size " + std::to_string(expertSize) + " does not divide d_ff " +
                            std::to_string(dFF) + "; choose a divisor of d_ff");
@@ -135,7 +136,8 @@ std::vector<int> resolveSplitSites(const Recording& rec, const SplitOptions& o) 
   if (!o.sites.empty()) {
     for (const std::string& item : o.sites) {
       const std::optional<Site> site = Site::tryParse(item);
-      if (!site) throw ParameterError("--sites: '" + item + "' is not an FFN site name (blk.2, dec.blk.0, blk.1.exp.3)");
+      if (!site)
+        throw ParameterError("--sites: '" + item + "' is not an FFN site name (blk.2, dec.blk.0, blk.1.exp.3)");
       const int L = rec.layerOf(*site);
       if (L >= 0) {
         out.push_back(L);
@@ -163,9 +165,9 @@ std::vector<int> resolveSplitSites(const Recording& rec, const SplitOptions& o) 
     if (std::find(unique.begin(), unique.end(), L) == unique.end()) unique.push_back(L);
   for (int L : unique)
     if (rec.width(L) != rec.width(unique.front()))
-      throw ParameterError(std::string(o.sites.empty() ? "--layers" : "--sites") + ": " + rec.site(unique.front()).name() +
-                           " has width " + std::to_string(rec.width(unique.front())) + " but " + rec.site(L).name() +
-                           " has width " + std::to_string(rec.width(L)) +
+      throw ParameterError(std::string(o.sites.empty() ? "--layers" : "--sites") + ": " +
+                           rec.site(unique.front()).name() + " has width " + std::to_string(rec.width(unique.front())) +
+                           " but " + rec.site(L).name() + " has width " + std::to_string(rec.width(L)) +
                            "; a partition splits sites of one width (split the experts, the shared experts and the "
                            "dense layers separately, e.g. --sites blk.0.exp.0,blk.0.exp.1)");
   return unique;
@@ -187,7 +189,8 @@ nlohmann::json runSplit(const Recording& rec, const Model* model, const SplitOpt
   if (o.graphSource != "binary" && o.graphSource != "soft")
     throw ParameterError("--graph must be binary or soft, got '" + o.graphSource + "'");
   if (o.method == "coact" && o.graphSource == "soft" && !rec.hasSoftCoact())
-    throw ParameterError(rec.dir().string() + ": has no soft co-activation; record with --soft-coact or use --graph binary");
+    throw ParameterError(rec.dir().string() +
+                         ": has no soft co-activation; record with --soft-coact or use --graph binary");
   if (o.method == "kmeans") {
     if (!model) throw ParameterError("kmeans needs the model (give --model MODEL_DIR)");
     rec.checkModel(*model);
@@ -267,8 +270,8 @@ nlohmann::json runSplit(const Recording& rec, const Model* model, const SplitOpt
     if (sampleRows.numel() > 0) {
       const at::Tensor act = rec.sampleFfnAct(L).index_select(0, sampleRows);
       m["recall_at_k"] = recallAtK(sharedCount ? act.index_select(1, routedT) : act, labels, E);
-    }
-    else m["recall_at_k"] = nlohmann::json::array();
+    } else
+      m["recall_at_k"] = nlohmann::json::array();
     if (o.stability) {
       nlohmann::json info2;
       std::vector<int32_t> other = split(o.seed + 1, info2);
@@ -321,8 +324,10 @@ nlohmann::json runSplit(const Recording& rec, const Model* model, const SplitOpt
   nlohmann::json opts = nlohmann::json::object();
   if (o.method == "coact") {
     opts["weighting"] = o.graph.weighting;
-    if (o.graph.topk >= 0) opts["topk"] = o.graph.topk;
-    else opts["topk"] = "auto";
+    if (o.graph.topk >= 0)
+      opts["topk"] = o.graph.topk;
+    else
+      opts["topk"] = "auto";
     opts["graph"] = o.graphSource;
   } else if (o.method == "kmeans") {
     opts["rows"] = o.rows;
@@ -331,9 +336,8 @@ nlohmann::json runSplit(const Recording& rec, const Model* model, const SplitOpt
   }
   opts["stability"] = o.stability;
   if (halfStability)
-    opts["half_stability"] = {{"source", "samples"},
-                              {"by", halves.by},
-                              {"tokens", {halves.rows[0].numel(), halves.rows[1].numel()}}};
+    opts["half_stability"] = {
+        {"source", "samples"}, {"by", halves.by}, {"tokens", {halves.rows[0].numel(), halves.rows[1].numel()}}};
   j["options"] = opts;
   j["seed"] = o.seed;
   j["experts"] = E;
@@ -526,7 +530,10 @@ nlohmann::json comparePartitions(const std::vector<Partition>& parts) {
         const auto& ly = parts[y].layers();
         if (std::find(ly.begin(), ly.end(), L) == ly.end()) continue;
         auto la = parts[x].labels(L), lb = parts[y].labels(L);
-        agree.push_back({{"a", x}, {"b", y}, {"layer", L}, {"ari", adjustedRandIndex(la, lb)},
+        agree.push_back({{"a", x},
+                         {"b", y},
+                         {"layer", L},
+                         {"ari", adjustedRandIndex(la, lb)},
                          {"nmi", normalizedMutualInfo(la, lb)}});
       }
   j["agreement"] = agree;

@@ -175,7 +175,7 @@ struct SplitOptions {
   std::string rows = "up";             ///< kmeans on gated FFNs: gate | up | both
   int restarts = 4;
   int maxIter = 50;
-  bool stability = true;  ///< rerun with seed + 1 and report ARI/NMI
+  bool stability = true;            ///< rerun with seed + 1 and report ARI/NMI
   std::filesystem::path modelPath;  ///< kmeans: model folder (default: the recording's)
   SharedOptions shared;             ///< --shared: a shared expert per layer (then E counts routed experts)
   bool force = false;

@@ -66,8 +66,8 @@ void printSummary(const Args& a, const Recording& r, double seconds) {
   for (int L : r.layers()) {
     if (r.encoderDecoder() || r.nativeMoe()) {
       const std::string name = r.site(L).name();
-      std::cout << "  site " << name << ": density " << j["density"][name].get<double>() << " over "
-                << r.siteTokens(L) << " tokens\n";
+      std::cout << "  site " << name << ": density " << j["density"][name].get<double>() << " over " << r.siteTokens(L)
+                << " tokens\n";
     } else {
       std::cout << "  layer " << L << ": density " << j["density"][std::to_string(L)].get<double>() << "\n";
     }

@@ -72,9 +72,11 @@ int runExportGraph(const Args& a) {
   const fs::path out = a.text("export-graph");
   writeMetisGraph(g, out);
   nlohmann::json j = {{"graph", out.string()}, {"layer", L}, {"vertices", g.n}, {"edges", g.edges()}};
-  if (a.json()) printJson(j);
-  else std::cout << "wrote " << out.string() << ": " << g.n << " vertices, " << g.edges() << " edges (layer " << L
-                 << "); cross-check with: gpmetis " << out.string() << " E\n";
+  if (a.json())
+    printJson(j);
+  else
+    std::cout << "wrote " << out.string() << ": " << g.n << " vertices, " << g.edges() << " edges (layer " << L
+              << "); cross-check with: gpmetis " << out.string() << " E\n";
   return 0;
 }
 
@@ -116,8 +118,7 @@ int runSplitCmd(const Args& a) {
               << std::setprecision(0) << m["edge_cut"].get<double>() << std::setprecision(4) << ", balance "
               << m["balance"].get<double>() << ", recall@1 " << recallAt(m, 1);
     if (m.contains("stability_ari")) std::cout << ", stability ARI " << m["stability_ari"].get<double>();
-    if (m.contains("half_stability_ari"))
-      std::cout << ", halves ARI " << m["half_stability_ari"].get<double>();
+    if (m.contains("half_stability_ari")) std::cout << ", halves ARI " << m["half_stability_ari"].get<double>();
     if (m.contains("shared_neurons"))
       std::cout << ", shared expert " << m["shared_neurons"].get<int>() << " neurons (" << std::setprecision(1)
                 << 100.0 * m["shared_mass"].get<double>() << "% of activations)" << std::setprecision(4);

@@ -90,8 +90,19 @@ class TestMoeNativeRecord : public QObject {
   // Records `variant` over the fixture's ids into dir_/name (batch 4 of ragged
   // sequences: padding is routed by the model and must not be counted).
   nlohmann::json record(const char* variant, const std::string& name, const QStringList& extra = {}) {
-    QStringList args = {"record", q(model(variant)), q(dir_ / "ids.safetensors"), "--out", q(dir_ / name),
-                        "--batch", "4", "--seq-len", "12", "--samples", "16", "--json", "--quiet"};
+    QStringList args = {"record",
+                        q(model(variant)),
+                        q(dir_ / "ids.safetensors"),
+                        "--out",
+                        q(dir_ / name),
+                        "--batch",
+                        "4",
+                        "--seq-len",
+                        "12",
+                        "--samples",
+                        "16",
+                        "--json",
+                        "--quiet"};
     args << extra;
     auto r = test::runCli(args);
     expectOk(r, "moefy record");
@@ -106,17 +117,20 @@ class TestMoeNativeRecord : public QObject {
     // 2.7e-3, mixtral 4.3e-2.
     for (const char* v : {"mixtral", "qwen2_moe"})
       expectOk(test::runPython({script("moe_native_ref.py"), "make", v, q(model(v)), "--seed", "3"}), v);
-    expectOk(test::runPython({script("record_ref.py"), "make-ids", q(dir_ / "ids.safetensors"), "--n", "6", "--t",
-                              "12", "--vocab", "101", "--seed", "5", "--categories", "2", "--ragged"}),
+    expectOk(test::runPython({script("record_ref.py"), "make-ids", q(dir_ / "ids.safetensors"), "--n", "6", "--t", "12",
+                              "--vocab", "101", "--seed", "5", "--categories", "2", "--ragged"}),
              "ids");
   }
 
   void matchesReference_data() {
     QTest::addColumn<QString>("variant");
     QTest::addColumn<QString>("active");
-    QTest::newRow("mixtral top:0.1") << "mixtral" << "";
-    QTest::newRow("qwen2_moe top:0.1") << "qwen2_moe" << "";
-    QTest::newRow("qwen2_moe positive soft") << "qwen2_moe" << "positive";
+    QTest::newRow("mixtral top:0.1") << "mixtral"
+                                     << "";
+    QTest::newRow("qwen2_moe top:0.1") << "qwen2_moe"
+                                       << "";
+    QTest::newRow("qwen2_moe positive soft") << "qwen2_moe"
+                                             << "positive";
   }
 
   void matchesReference() {
@@ -230,7 +244,9 @@ class TestMoeNativeRecord : public QObject {
          },
          {},
          {"'blk.1.expert_category_usage'[1, 0] = -1 is negative"}},
-        {"moe_layers", [](const std::string&, at::Tensor&) {}, [](nlohmann::json& m) { m["moe"]["layers"] = {0}; },
+        {"moe_layers",
+         [](const std::string&, at::Tensor&) {},
+         [](nlohmann::json& m) { m["moe"]["layers"] = {0}; },
          {"manifest.json", "moe.layers [0]", "[0,1]"}},
         {"expert_count_too_large",
          [](const std::string& n, at::Tensor& t) {
@@ -259,8 +275,8 @@ class TestMoeNativeRecord : public QObject {
   // recall@k (over the sampled tokens routed to the expert) from the recording.
   void splitExperts() {
     const fs::path part = dir_ / "part_mixtral_l1";
-    auto r = test::runCli({"split", q(dir_ / "rec_mixtral"), "--sites", "blk.1", "--experts", "4", "--method",
-                           "coact", "--out", q(part), "--json", "--quiet"});
+    auto r = test::runCli({"split", q(dir_ / "rec_mixtral"), "--sites", "blk.1", "--experts", "4", "--method", "coact",
+                           "--out", q(part), "--json", "--quiet"});
     expectOk(r, "split --sites blk.1");
     nlohmann::json j = nlohmann::json::parse(readFile(part / "partition.json"));
     QCOMPARE(j["sites"].get<std::vector<std::string>>(),
@@ -278,8 +294,8 @@ class TestMoeNativeRecord : public QObject {
     r = test::runCli({"split", q(dir_ / "rec_qwen2_moe"), "--sites", "blk.2.exp.1,blk.3.exp.0", "--experts", "4",
                       "--method", "random", "--out", q(dir_ / "part_qwen"), "--json", "--quiet"});
     expectOk(r, "split qwen experts");
-    r = test::runPython({script("record_ref.py"), "check-split", "--rec", q(dir_ / "rec_qwen2_moe"), "--part",
-                         q(dir_ / "part_qwen")});
+    r = test::runPython(
+        {script("record_ref.py"), "check-split", "--rec", q(dir_ / "rec_qwen2_moe"), "--part", q(dir_ / "part_qwen")});
     printLines(r.out);
     QCOMPARE(r.exitCode, 0);
     // Sites of different widths (experts 32, shared expert 48, dense layer 80) are refused by name.
@@ -288,8 +304,8 @@ class TestMoeNativeRecord : public QObject {
     QVERIFY2(r.err.find("has width") != std::string::npos && r.err.find("one width") != std::string::npos,
              r.err.c_str());
     // route of an expert partition: refused by name, not silently computed.
-    r = test::runCli({"route", q(model("mixtral")), q(dir_ / "rec_mixtral"), q(part), "--out", q(dir_ / "router"),
-                      "--quiet"});
+    r = test::runCli(
+        {"route", q(model("mixtral")), q(dir_ / "rec_mixtral"), q(part), "--out", q(dir_ / "router"), "--quiet"});
     QCOMPARE(r.exitCode, 2);
     QVERIFY2(r.err.find("blk.1.exp.0 is an expert of a native MoE layer") != std::string::npos, r.err.c_str());
   }
