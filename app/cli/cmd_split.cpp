@@ -68,7 +68,8 @@ int runExportGraph(const Args& a) {
   const std::string src = o.graphSource;
   if (src == "soft" && !rec.hasSoftCoact())
     throw ParameterError(rec.dir().string() + ": has no soft co-activation; record with --soft-coact");
-  CoactGraph g = buildCoactGraph(src == "soft" ? rec.coactSoft(L) : rec.coact(L), rec.count(L), rec.tokens(L), o.graph);
+  CoactGraph g =
+      buildCoactGraph(src == "soft" ? rec.coactSoft(L) : rec.coact(L), rec.count(L), rec.siteTokens(L), o.graph);
   const fs::path out = a.text("export-graph");
   writeMetisGraph(g, out);
   nlohmann::json j = {{"graph", out.string()}, {"layer", L}, {"vertices", g.n}, {"edges", g.edges()}};
