@@ -120,6 +120,12 @@ QStringList linkProblems(const Workspace& ws) {
 
 std::shared_ptr<Recording> Recording::open(const QString& d) {
   auto core = std::make_shared<const moefy::Recording>(moefy::Recording::open(P(d)));
+  // The views size every per-layer array by d_ff; a native MoE recording's
+  // expert sites have their own widths (d_expert, d_shared).
+  if (core->nativeMoe())
+    throw FormatError(P(d).string() +
+                      ": a native MoE recording (expert sites); the studio's recording views cover dense "
+                      "recordings so far (use moefy record --json, split --sites)");
   auto r = std::make_shared<Recording>();
   r->core_ = core;
   r->dir = QFileInfo(d).absoluteFilePath();

@@ -12,18 +12,30 @@ namespace moefy {
 
 const char* archName(Arch a) {
   switch (a) {
-    case Arch::GPT2: return "gpt2";
-    case Arch::Llama: return "llama";
-    case Arch::Mistral: return "mistral";
-    case Arch::Qwen2: return "qwen2";
-    case Arch::OPT: return "opt";
-    case Arch::Bert: return "bert";
-    case Arch::Qwen3: return "qwen3";
-    case Arch::Gemma: return "gemma";
-    case Arch::Gemma2: return "gemma2";
-    case Arch::Gemma3: return "gemma3_text";
-    case Arch::Phi3: return "phi3";
-    case Arch::Olmo2: return "olmo2";
+    case Arch::GPT2:
+      return "gpt2";
+    case Arch::Llama:
+      return "llama";
+    case Arch::Mistral:
+      return "mistral";
+    case Arch::Qwen2:
+      return "qwen2";
+    case Arch::OPT:
+      return "opt";
+    case Arch::Bert:
+      return "bert";
+    case Arch::Qwen3:
+      return "qwen3";
+    case Arch::Gemma:
+      return "gemma";
+    case Arch::Gemma2:
+      return "gemma2";
+    case Arch::Gemma3:
+      return "gemma3_text";
+    case Arch::Phi3:
+      return "phi3";
+    case Arch::Olmo2:
+      return "olmo2";
     case Arch::T5:
       return "t5";
     case Arch::Mixtral:
@@ -38,20 +50,28 @@ const char* archName(Arch a) {
 
 const char* activationName(Activation a) {
   switch (a) {
-    case Activation::ReLU: return "relu";
-    case Activation::GELU: return "gelu";
-    case Activation::GELUTanh: return "gelu_new";
-    case Activation::SiLU: return "silu";
+    case Activation::ReLU:
+      return "relu";
+    case Activation::GELU:
+      return "gelu";
+    case Activation::GELUTanh:
+      return "gelu_new";
+    case Activation::SiLU:
+      return "silu";
   }
   return "?";
 }
 
 const char* normPlacementName(NormPlacement p) {
   switch (p) {
-    case NormPlacement::Pre: return "pre-norm";
-    case NormPlacement::Post: return "post-norm";
-    case NormPlacement::Sandwich: return "pre+post-norm";
-    case NormPlacement::Output: return "output-norm";
+    case NormPlacement::Pre:
+      return "pre-norm";
+    case NormPlacement::Post:
+      return "post-norm";
+    case NormPlacement::Sandwich:
+      return "pre+post-norm";
+    case NormPlacement::Output:
+      return "output-norm";
   }
   return "?";
 }
@@ -76,7 +96,8 @@ const char* kBadEps = "-1.0";
 void addCommonIgnored(std::vector<ConfigKey>& v) {
   for (const char* k : {"architectures", "torch_dtype", "dtype", "transformers_version", "use_cache", "bos_token_id",
                         "eos_token_id", "pad_token_id", "initializer_range", "_name_or_path"})
-    v.push_back({k, KeyUse::Ignored, "", "\"x\"", "", "metadata, token ids, cache or initialisation: no effect on the forward pass"});
+    v.push_back({k, KeyUse::Ignored, "", "\"x\"", "",
+                 "metadata, token ids, cache or initialisation: no effect on the forward pass"});
   // The attention kernel (eager, sdpa, flash_attention_2, ...): the same products, only precision differs.
   for (const char* k : {"attn_implementation", "_attn_implementation"})
     v.push_back({k, KeyUse::Ignored, "", "\"flash_attention_2\"", "",
@@ -111,7 +132,8 @@ std::vector<ConfigKey> decoderCore(bool headDimKey) {
       {"rope_parameters", KeyUse::Refused, "null", "{\"rope_type\": \"default\", \"rope_theta\": 10000.0}", "",
        "transformers v5 rope block: not read yet (use rope_theta / rope_scaling)"},
   };
-  if (headDimKey) v.push_back({"head_dim", KeyUse::Implemented, "", "32", "0", "per-head width (default hidden/heads)"});
+  if (headDimKey)
+    v.push_back({"head_dim", KeyUse::Implemented, "", "32", "0", "per-head width (default hidden/heads)"});
   return v;
 }
 
@@ -144,13 +166,15 @@ std::vector<ConfigKey> gpt2Keys() {
 
 std::vector<ConfigKey> llamaKeys(const std::string& t) {
   auto v = decoderCore(true);
-  v.push_back({"hidden_act", KeyUse::Implemented, "", t == "llama" ? "\"relu\"" : "\"gelu\"", "\"tanh\"", "FFN activation"});
+  v.push_back(
+      {"hidden_act", KeyUse::Implemented, "", t == "llama" ? "\"relu\"" : "\"gelu\"", "\"tanh\"", "FFN activation"});
   v.push_back({"pretraining_tp", KeyUse::Ignored, "", "2", "", "splits the same products into slices"});
   if (t == "llama") {
     v.push_back({"attention_bias", KeyUse::Implemented, "", "true", "", "q/k/v/o biases"});
     v.push_back({"mlp_bias", KeyUse::Refused, "false", "true", "", "FFN biases"});
   }
-  if (t == "mistral") v.push_back({"sliding_window", KeyUse::Implemented, "", "3", "0", "attention window (null = none)"});
+  if (t == "mistral")
+    v.push_back({"sliding_window", KeyUse::Implemented, "", "3", "0", "attention window (null = none)"});
   if (t == "qwen2" || t == "qwen3") {
     v.push_back({"use_sliding_window", KeyUse::Refused, "false", "true", "", "sliding window on the upper layers"});
     v.push_back({"sliding_window", KeyUse::Ignored, "", "3", "", "only used with use_sliding_window (refused)"});
@@ -166,7 +190,8 @@ std::vector<ConfigKey> gemmaKeys(const std::string& t) {
   auto v = decoderCore(true);
   v.push_back({"attention_bias", KeyUse::Implemented, "", "true", "", "q/k/v/o biases"});
   v.push_back({"hidden_activation", KeyUse::Implemented, "", "\"silu\"", "\"tanh\"", "GeGLU activation"});
-  if (t == "gemma") v.push_back({"hidden_act", KeyUse::Implemented, "", "\"silu\"", "\"tanh\"", "used when hidden_activation is null"});
+  if (t == "gemma")
+    v.push_back({"hidden_act", KeyUse::Implemented, "", "\"silu\"", "\"tanh\"", "used when hidden_activation is null"});
   if (t != "gemma") {
     v.push_back({"query_pre_attn_scalar", KeyUse::Implemented, "", "64", "0", "scores * query_pre_attn_scalar^-0.5"});
     v.push_back({"sliding_window", KeyUse::Implemented, "", "3", "0", "window of the sliding layers"});
@@ -407,7 +432,8 @@ RopeConfig parseRope(const nlohmann::json& j, const Reader& r, double theta, int
   rc.theta = theta;
   rc.maxPos = maxPos;
   double partial = r.number("partial_rotary_factor", 1.0);
-  if (!(partial > 0 && partial <= 1)) r.fail("partial_rotary_factor", "must be in (0, 1], got " + j["partial_rotary_factor"].dump());
+  if (!(partial > 0 && partial <= 1))
+    r.fail("partial_rotary_factor", "must be in (0, 1], got " + j["partial_rotary_factor"].dump());
   rc.dim = static_cast<int>(headDim * partial);
   if (rc.dim < 2 || rc.dim % 2)
     r.fail("partial_rotary_factor", "gives " + std::to_string(rc.dim) + " rotated dims of head_dim " +
@@ -417,18 +443,21 @@ RopeConfig parseRope(const nlohmann::json& j, const Reader& r, double theta, int
   const std::string k = "rope_scaling";
   if (!s.is_object()) r.fail(k, "must be an object or null");
   std::string type;
-  if (s.contains("rope_type") && s["rope_type"].is_string()) type = s["rope_type"].get<std::string>();
-  else if (s.contains("type") && s["type"].is_string()) type = s["type"].get<std::string>();
-  else r.fail(k, "has no rope_type");
-  if (type == "longrope" || type == "su")
-    r.fail(k, "rope_type '" + type + "' (LongRoPE) is not supported");
+  if (s.contains("rope_type") && s["rope_type"].is_string())
+    type = s["rope_type"].get<std::string>();
+  else if (s.contains("type") && s["type"].is_string())
+    type = s["type"].get<std::string>();
+  else
+    r.fail(k, "has no rope_type");
+  if (type == "longrope" || type == "su") r.fail(k, "rope_type '" + type + "' (LongRoPE) is not supported");
   static const std::map<std::string, std::vector<std::string>> allowed = {
       {"default", {}},
       {"linear", {"factor"}},
       {"dynamic", {"factor", "original_max_position_embeddings"}},
       {"llama3", {"factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"}},
-      {"yarn", {"factor", "attention_factor", "beta_fast", "beta_slow", "original_max_position_embeddings", "mscale",
-                "mscale_all_dim", "truncate"}},
+      {"yarn",
+       {"factor", "attention_factor", "beta_fast", "beta_slow", "original_max_position_embeddings", "mscale",
+        "mscale_all_dim", "truncate"}},
   };
   auto it = allowed.find(type);
   if (it == allowed.end())
@@ -477,8 +506,8 @@ RopeConfig parseRope(const nlohmann::json& j, const Reader& r, double theta, int
       if (!(rc.attentionFactor > 0)) r.fail(subKey("attention_factor"), "must be > 0");
     } else {
       double m = num("mscale", 0, false), mAll = num("mscale_all_dim", 0, false);
-      rc.attentionFactor = (m != 0 && mAll != 0) ? yarnMscale(rc.factor, m) / yarnMscale(rc.factor, mAll)
-                                                 : yarnMscale(rc.factor, 1.0);
+      rc.attentionFactor =
+          (m != 0 && mAll != 0) ? yarnMscale(rc.factor, m) / yarnMscale(rc.factor, mAll) : yarnMscale(rc.factor, 1.0);
     }
   }
   return rc;
@@ -491,9 +520,12 @@ std::vector<bool> parseLayerTypes(const nlohmann::json& j, const Reader& r, int 
     r.fail("layer_types", "must be a list of " + std::to_string(nLayer) + " entries (one per layer)");
   std::vector<bool> sliding;
   for (const auto& e : v) {
-    if (e == "full_attention") sliding.push_back(false);
-    else if (e == "sliding_attention") sliding.push_back(true);
-    else r.fail("layer_types", "entry " + e.dump() + " is not full_attention or sliding_attention");
+    if (e == "full_attention")
+      sliding.push_back(false);
+    else if (e == "sliding_attention")
+      sliding.push_back(true);
+    else
+      r.fail("layer_types", "entry " + e.dump() + " is not full_attention or sliding_attention");
   }
   return sliding;
 }
@@ -546,6 +578,25 @@ int ModelConfig::ffnSiteIndex(const Site& site) const {
   return siteIndexOf(site, nLayer);
 }
 
+int ModelConfig::siteIndex(const Site& site) const {
+  if (site.expert < 0 && !site.shared) return ffnSiteIndex(site);
+  if (encoderDecoder || !moeLayer(site.layer) || (site.shared && dShared <= 0)) return -1;
+  return expertSiteIndexOf(site, nLayer, expertCount);
+}
+
+std::vector<Site> ModelConfig::indexedSites() const {
+  std::vector<Site> v;
+  for (const Site& s : ffnSites())
+    if (ffnSiteIndex(s) >= 0) v.push_back(s);
+  for (int L = 0; L < nLayer; ++L)
+    if (moeLayer(L))
+      for (int e = 0; e < expertCount; ++e) v.push_back(Site{SiteStack::Single, L, e, false});
+  if (dShared > 0)
+    for (int L = 0; L < nLayer; ++L)
+      if (moeLayer(L)) v.push_back(Site{SiteStack::Single, L, -1, true});
+  return v;
+}
+
 std::string ModelConfig::windowPattern() const {
   if (slidingWindow <= 0) return "none (full attention)";
   std::string w = std::to_string(slidingWindow);
@@ -568,8 +619,8 @@ std::string ropeText(const RopeConfig& r, int headDim) {
     s += ", low/high freq factor " + num(r.lowFreqFactor) + "/" + num(r.highFreqFactor) + ", original context " +
          std::to_string(r.originalMaxPos);
   if (r.type == "yarn")
-    s += ", beta " + num(r.betaFast) + "/" + num(r.betaSlow) + ", original context " + std::to_string(r.originalMaxPos) +
-         ", attention factor " + num(r.attentionFactor);
+    s += ", beta " + num(r.betaFast) + "/" + num(r.betaSlow) + ", original context " +
+         std::to_string(r.originalMaxPos) + ", attention factor " + num(r.attentionFactor);
   if (r.type == "dynamic") s += ", from " + std::to_string(r.maxPos) + " positions";
   return s + "), " + std::to_string(r.dim) + " of " + std::to_string(headDim) + " dims";
 }
@@ -677,8 +728,12 @@ ModelConfig ModelConfig::fromJson(const nlohmann::json& j, const std::string& ct
     if (!r.boolean("scale_attn_weights", true)) c.attnScale = 1.0;
     c.attnScaleInverseLayer = r.boolean("scale_attn_by_inverse_layer_idx", false);
   } else if (t == "llama" || t == "mistral" || t == "qwen2" || t == "qwen3" || t == "phi3" || t == "olmo2") {
-    c.arch = t == "llama" ? Arch::Llama : t == "mistral" ? Arch::Mistral : t == "qwen2" ? Arch::Qwen2
-           : t == "qwen3" ? Arch::Qwen3 : t == "phi3" ? Arch::Phi3 : Arch::Olmo2;
+    c.arch = t == "llama"     ? Arch::Llama
+             : t == "mistral" ? Arch::Mistral
+             : t == "qwen2"   ? Arch::Qwen2
+             : t == "qwen3"   ? Arch::Qwen3
+             : t == "phi3"    ? Arch::Phi3
+                              : Arch::Olmo2;
     c.nLayer = r.positive("num_hidden_layers");
     c.dModel = r.positive("hidden_size");
     c.nHead = r.positive("num_attention_heads");
@@ -689,8 +744,10 @@ ModelConfig ModelConfig::fromJson(const nlohmann::json& j, const std::string& ct
     if (c.headDim == 0)
       throw FormatError(ctx + ": hidden size " + std::to_string(c.dModel) + " is not divisible by the head count " +
                         std::to_string(c.nHead));
-    c.maxPos = r.positive("max_position_embeddings", t == "llama" || t == "olmo2" ? 2048 : t == "phi3" ? 4096
-                                                     : t == "mistral" ? 32768 : 32768);
+    c.maxPos = r.positive("max_position_embeddings", t == "llama" || t == "olmo2" ? 2048
+                                                     : t == "phi3"                ? 4096
+                                                     : t == "mistral"             ? 32768
+                                                                                  : 32768);
     c.act = activationFromName(r.string("hidden_act", "silu"), ctx + ": key 'hidden_act'");
     c.normEps = r.positiveNumber("rms_norm_eps", t == "phi3" || t == "olmo2" ? 1e-5 : 1e-6);
     c.ropeTheta = r.positiveNumber("rope_theta", 10000.0);

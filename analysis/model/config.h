@@ -48,16 +48,16 @@ Activation activationFromName(const std::string& name, const std::string& contex
 struct RopeConfig {
   std::string type = "default";
   double theta = 10000.0;
-  int dim = 0;                 ///< rotated dims per head: int(head_dim * partial_rotary_factor), even
-  double factor = 1.0;         ///< linear/dynamic/llama3/yarn
-  int maxPos = 0;              ///< dynamic: max_position_embeddings
-  int originalMaxPos = 0;      ///< llama3 / yarn: original_max_position_embeddings
-  double lowFreqFactor = 1.0;  ///< llama3
-  double highFreqFactor = 4.0; ///< llama3
-  double betaFast = 32.0;      ///< yarn
-  double betaSlow = 1.0;       ///< yarn
-  bool truncate = true;        ///< yarn: floor/ceil the correction range
-  double attentionFactor = 1.0;///< cos/sin multiplier (yarn); 1 otherwise
+  int dim = 0;                   ///< rotated dims per head: int(head_dim * partial_rotary_factor), even
+  double factor = 1.0;           ///< linear/dynamic/llama3/yarn
+  int maxPos = 0;                ///< dynamic: max_position_embeddings
+  int originalMaxPos = 0;        ///< llama3 / yarn: original_max_position_embeddings
+  double lowFreqFactor = 1.0;    ///< llama3
+  double highFreqFactor = 4.0;   ///< llama3
+  double betaFast = 32.0;        ///< yarn
+  double betaSlow = 1.0;         ///< yarn
+  bool truncate = true;          ///< yarn: floor/ceil the correction range
+  double attentionFactor = 1.0;  ///< cos/sin multiplier (yarn); 1 otherwise
 };
 
 struct ModelConfig {
@@ -66,16 +66,16 @@ struct ModelConfig {
   int nLayer = 0;         ///< layers of the single stack; the encoder's for encoder-decoder models
   int dModel = 0;         ///< hidden size, C
   int nHead = 0;
-  int nKVHead = 0;        ///< < nHead for GQA
+  int nKVHead = 0;  ///< < nHead for GQA
   int headDim = 0;
-  int dFF = 0;            ///< FFN hidden width
+  int dFF = 0;  ///< FFN hidden width
   int vocab = 0;
   int maxPos = 0;
-  int posOffset = 0;      ///< OPT's learned positions start at 2
-  int typeVocab = 0;      ///< BERT token types
-  int embedProjDim = 0;   ///< OPT word_embed_proj_dim (== dModel when no projection)
+  int posOffset = 0;     ///< OPT's learned positions start at 2
+  int typeVocab = 0;     ///< BERT token types
+  int embedProjDim = 0;  ///< OPT word_embed_proj_dim (== dModel when no projection)
   Activation act = Activation::ReLU;
-  bool gated = false;     ///< act(gate) * up (LLaMA family)
+  bool gated = false;  ///< act(gate) * up (LLaMA family)
   NormKind norm = NormKind::LayerNorm;
   double normEps = 1e-5;
   bool normPlusOne = false;  ///< Gemma: RMSNorm weight applied as (1 + w)
@@ -84,17 +84,17 @@ struct ModelConfig {
   bool finalNorm = true;  ///< norm after the last block (pre-norm models)
   QkNorm qkNorm = QkNorm::None;
   PosKind pos = PosKind::Learned;
-  double ropeTheta = 10000.0;  ///< == rope.theta
-  RopeConfig rope;             ///< global (full-attention) layers
-  RopeConfig ropeLocal;        ///< sliding-window layers (Gemma3's rope_local_base_freq); == rope elsewhere
-  int slidingWindow = 0;  ///< a query sees keys with q - k < window on sliding layers; 0 = unlimited
+  double ropeTheta = 10000.0;      ///< == rope.theta
+  RopeConfig rope;                 ///< global (full-attention) layers
+  RopeConfig ropeLocal;            ///< sliding-window layers (Gemma3's rope_local_base_freq); == rope elsewhere
+  int slidingWindow = 0;           ///< a query sees keys with q - k < window on sliding layers; 0 = unlimited
   std::vector<bool> layerSliding;  ///< per layer: uses the sliding window (empty = every layer when slidingWindow > 0)
-  double attnScale = 0;   ///< multiplier of q.k; 0 = 1/sqrt(head_dim)
+  double attnScale = 0;            ///< multiplier of q.k; 0 = 1/sqrt(head_dim)
   bool attnScaleInverseLayer = false;  ///< GPT-2 scale_attn_by_inverse_layer_idx: scores / (layer + 1)
-  double attnSoftcap = 0;   ///< Gemma2: scores = cap * tanh(scores / cap); 0 = off
-  double finalSoftcap = 0;  ///< Gemma2: logits = cap * tanh(logits / cap); 0 = off
-  bool embedScale = false;  ///< Gemma: embeddings multiplied by sqrt(d_model)
-  bool attnBias = false;  ///< q/k/v biases
+  double attnSoftcap = 0;              ///< Gemma2: scores = cap * tanh(scores / cap); 0 = off
+  double finalSoftcap = 0;             ///< Gemma2: logits = cap * tanh(logits / cap); 0 = off
+  bool embedScale = false;             ///< Gemma: embeddings multiplied by sqrt(d_model)
+  bool attnBias = false;               ///< q/k/v biases
   bool attnOutBias = false;
   bool ffnBias = false;
   bool causal = true;
@@ -120,8 +120,8 @@ struct ModelConfig {
   bool normTopK = false;  ///< the k chosen probabilities are divided by their sum (Mixtral always; norm_topk_prob)
   int dShared = 0;        ///< hidden width of the shared expert (Qwen2-MoE), 0 = none
   std::vector<bool>
-      layerMoe;           ///< per layer: MoE block (true) or dense MLP of width dFF (false); empty for dense models
-  nlohmann::json raw;     ///< the full config.json, kept for export
+      layerMoe;        ///< per layer: MoE block (true) or dense MLP of width dFF (false); empty for dense models
+  nlohmann::json raw;  ///< the full config.json, kept for export
 
   std::string ffnKind() const { return gated ? "gated" : "plain"; }
   /// Whether layer L is a native MoE block (its FFN sites are blk.L.exp.E and blk.L.shared).
@@ -139,6 +139,20 @@ struct ModelConfig {
   /// The index of a whole-FFN site in ffnSites() (analysis/model/site.h "Site
   /// indices"), or -1 when the model has no such site. Thread-safe.
   int ffnSiteIndex(const Site& site) const;
+  /// The site index of any recordable FFN site (analysis/model/site.h "Site
+  /// indices" and "Expert site indices"): ffnSiteIndex() for whole-FFN sites
+  /// (not the blk.L of a MoE layer), expertSiteIndexOf() for the expert sites
+  /// blk.L.exp.E and the shared site blk.L.shared (when dShared > 0) of MoE
+  /// layers; -1 when the model has no such site. Thread-safe.
+  int siteIndex(const Site& site) const;
+  /// Every site with a site index, in index order: the dense FFN sites (every
+  /// ffnSites() entry except the blk.L of MoE layers), then the expert sites
+  /// blk.L.exp.E (layer by layer), then the shared sites. == ffnSites() for
+  /// dense and encoder-decoder models. Thread-safe.
+  std::vector<Site> indexedSites() const;
+  /// The hidden width of a site's FFN: dExpert for blk.L.exp.E, dShared for
+  /// blk.L.shared, dFF for whole-FFN sites.
+  int siteWidth(const Site& site) const { return site.shared ? dShared : site.expert >= 0 ? dExpert : dFF; }
   /// Whether layer L attends through the sliding window.
   bool sliding(int layer) const {
     if (slidingWindow <= 0) return false;

@@ -96,8 +96,29 @@ std::vector<Site> readSiteList(const nlohmann::json& j, const std::vector<int>& 
   if (!names.is_array() || names.size() != layers.size())
     throw FormatError(context + ": 'sites' must be a list of site names as long as 'layers'");
   int encoderLayers = -1;  // implied by the decoder sites
+  // Expert sites (native MoE models) derive their indices from the model's
+  // layer and expert counts, which the artefact then carries.
+  int modelLayers = -1, nativeExperts = -1;
+  if (j.contains("model_layers") && j.contains("native_experts")) {
+    const auto& a = j.at("model_layers");
+    const auto& b = j.at("native_experts");
+    if (!a.is_number_integer() || !b.is_number_integer() || a.get<int64_t>() < 1 || b.get<int64_t>() < 1 ||
+        a.get<int64_t>() > (1 << 20) || b.get<int64_t>() > (1 << 20))
+      throw FormatError(context + ": model_layers and native_experts must be positive integers");
+    modelLayers = a.get<int>();
+    nativeExperts = b.get<int>();
+  }
   for (size_t i = 0; i < names.size(); ++i) {
     const std::optional<Site> site = names[i].is_string() ? Site::tryParse(names[i].get<std::string>()) : std::nullopt;
+    if (site && (site->expert >= 0 || site->shared)) {
+      if (modelLayers < 0 || expertSiteIndexOf(*site, modelLayers, nativeExperts) != layers[i])
+        throw FormatError(context + ": sites[" + std::to_string(i) + "] = " + names[i].dump() +
+                          " is not the expert site of layers[" + std::to_string(i) +
+                          "] = " + std::to_string(layers[i]) +
+                          (modelLayers < 0 ? " (expert sites need model_layers and native_experts)" : ""));
+      out.push_back(*site);
+      continue;
+    }
     bool ok = site && site->expert < 0 && !site->shared;
     if (ok && site->stack != SiteStack::Decoder) ok = site->layer == layers[i];
     if (ok && site->stack == SiteStack::Decoder) {
@@ -116,6 +137,13 @@ std::vector<Site> readSiteList(const nlohmann::json& j, const std::vector<int>& 
 int siteIndexOf(const Site& site, int encoderLayers) {
   if (site.expert >= 0 || site.shared) return -1;
   return site.stack == SiteStack::Decoder ? encoderLayers + site.layer : site.layer;
+}
+
+int expertSiteIndexOf(const Site& site, int layers, int experts) {
+  if (site.stack != SiteStack::Single || site.layer < 0 || site.layer >= layers || experts <= 0) return -1;
+  if (site.shared) return layers * (1 + experts) + site.layer;
+  if (site.expert < 0 || site.expert >= experts) return -1;
+  return layers + site.layer * experts + site.expert;
 }
 
 }  // namespace moefy

@@ -67,10 +67,26 @@ std::vector<std::string> siteNames(const std::vector<Site>& sites);
 /// given the encoder's layer count (ignored for single-stack sites).
 int siteIndexOf(const Site& site, int encoderLayers);
 
+// Expert site indices. Native MoE models (single-stack, `layers` blocks, E
+// routed experts per MoE layer) continue the indices past their whole-FFN
+// sites, so that recordings, partitions and routers key an expert like any
+// other site: blk.L.exp.E -> layers + L * E + E, blk.L.shared ->
+// layers * (1 + E) + L. The blk.L entry of a MoE layer (index L) is no FFN of
+// its own and is never recorded; its routing statistics are keyed by the
+// layer (docs/formats.md "Recording", native MoE models).
+
+/// The site index of an expert (blk.L.exp.E) or shared-expert (blk.L.shared)
+/// site of a single-stack model with `layers` blocks and `experts` routed
+/// experts per MoE layer; -1 for any other site or an expert id >= experts.
+/// Whether layer L is a MoE layer is the caller's check (ModelConfig::siteIndex).
+int expertSiteIndexOf(const Site& site, int layers, int experts);
+
 /// Reads the `sites` list of a per-site artefact's JSON object `j`: site
 /// names parallel to `layers` (site indices), each a whole-FFN site whose
 /// index agrees with its entry (blk.L and enc.blk.L at L; dec.blk.L at one
-/// common encoder count + L). When `j` has no `sites` key (version 1, or any
+/// common encoder count + L), or an expert site blk.L.exp.E / blk.L.shared
+/// whose index is expertSiteIndexOf(site, j.model_layers, j.native_experts)
+/// (keys that artefacts with expert sites carry). When `j` has no `sites` key (version 1, or any
 /// single-stack artefact), the single-stack sites of `layers`. Throws
 /// FormatError naming `context` and the entry.
 std::vector<Site> readSiteList(const nlohmann::json& j, const std::vector<int>& layers, const std::string& context);

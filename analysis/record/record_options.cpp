@@ -68,8 +68,9 @@ const OptionTable& recordOptionTable() {
         .integer("batch", "B", d.batch, 1, 1 << 16, "sequences per forward pass")
         .text("layers", "0,1,..", "", "comma-separated layer indices to record (empty = every layer)")
         .text("sites", "SITES", "",
-              "FFN sites to record, comma-separated: site names (blk.2, enc.blk.0, dec.blk.1) or whole stacks "
-              "(enc, dec, blk); empty = every FFN site the model has")
+              "FFN sites to record, comma-separated: site names (blk.2, enc.blk.0, dec.blk.1; native MoE "
+              "models: blk.1.exp.3, blk.1.shared, or blk.1 for every expert of MoE layer 1 and its routing "
+              "statistics) or whole stacks (enc, dec, blk); empty = every FFN site the model has")
         .text("target", "FILE", "",
               "encoder-decoder models: the line-aligned target file of CORPUS (the source file); a .tsv or "
               ".jsonl CORPUS is parallel by itself")

@@ -258,8 +258,18 @@ struct LayerState {
   at::Tensor catTokens;  // I64 [C]
   at::Tensor coact;      // I32 [n, n]; accumulation fills the upper triangle
   at::Tensor coactSoft;  // F32 [n, n] or undefined
-  at::Tensor sampleIn;   // F16 [S, d_model]
+  at::Tensor sampleIn;   // F16 [S, d_model]; undefined for expert and shared sites (their layer's MoeState has it)
   at::Tensor sampleAct;  // F16 [S, n]
+  at::Tensor routed;     // U8 [S], expert sites: 1 = the sampled token was routed to the expert (sampleAct row valid)
+};
+
+// The routing statistics of one native MoE layer (docs/formats.md
+// "Recording", native MoE models), over the tokens of the stream.
+struct MoeState {
+  at::Tensor usage;     // I64 [E]: tokens routing to each expert among their top-k
+  at::Tensor cooccur;   // I64 [E, E]: tokens choosing both experts (diagonal = usage)
+  at::Tensor catUsage;  // I64 [C, E]: usage per category
+  at::Tensor sampleIn;  // F16 [S, d_model]: the layer's FFN input (the router's and every expert's input)
 };
 
 // A token stream of the recording: the tokens of a single-stack model, or
@@ -282,8 +292,14 @@ struct State {
   nlohmann::json options;  // the manifest's options block
   ActiveRule active;
   bool soft = false;
-  int64_t S = 0;  // reservoir capacity
-  int n = 0, dModel = 0;
+  int64_t S = 0;             // reservoir capacity
+  int n = 0, dModel = 0;     // n: the dense d_ff (model info); the sites' widths are in `width`
+  std::map<int, int> width;  // site index -> hidden width (d_ff, d_expert or d_shared)
+  // Native MoE models: the MoE layers whose routing statistics are recorded
+  // (the layers of the recorded expert and shared sites), E and k.
+  std::vector<int> moeLayers;
+  std::map<int, MoeState> moe;
+  int experts = 0, topK = 0;
   int64_t tokens = 0, sequences = 0, chunks = 0;
   // FNV-1a over the recorded sequences (ids, doc id, category, start), in
   // order: the corpus identity that --resume compares. Absent after a merge.
@@ -302,13 +318,27 @@ struct State {
   Stream& streamOf(int L) { return streams[streamOfLayer.at(L)]; }
   /// The tensor name "<site>.<what>" of site index L.
   std::string sname(int L, const char* what) const { return siteOfLayer.at(L).prefix() + what; }
+  /// The tensor name "blk.<layer>.<what>" of a MoE layer's routing statistics.
+  static std::string mname(int layer, const char* what) { return Site::ofLayer(layer).prefix() + what; }
+  /// Tokens a site has seen: the expert's usage count for an expert site, the stream's tokens otherwise.
+  int64_t siteTokens(int L) {
+    const Site& site = siteOfLayer.at(L);
+    if (site.expert >= 0) return moe.at(site.layer).usage[site.expert].item<int64_t>();
+    return streamOf(L).tokens;
+  }
 
-  /// Sets `sites` and the streams from `layers` (sorted site indices) and `encDec`.
-  void setSites(const std::vector<Site>& allSites) {
+  /// Sets `sites` and the streams from `layers` (sorted site indices) and
+  /// `encDec`; siteList[i] is the site of layers[i].
+  void setSites(const std::vector<Site>& siteList) {
     sites.clear();
     streams.clear();
-    for (int L : layers) {
-      const Site site = allSites.at(static_cast<size_t>(L));
+    moeLayers.clear();
+    for (size_t i = 0; i < layers.size(); ++i) {
+      const int L = layers[i];
+      const Site site = siteList.at(i);
+      if ((site.expert >= 0 || site.shared) &&
+          std::find(moeLayers.begin(), moeLayers.end(), site.layer) == moeLayers.end())
+        moeLayers.push_back(site.layer);
       sites.push_back(site);
       siteOfLayer[L] = site;
       const std::string prefix = !encDec ? "" : site.stack == SiteStack::Encoder ? "enc." : "dec.";
@@ -321,12 +351,15 @@ struct State {
       }
       streamOfLayer[L] = k;
     }
+    std::sort(moeLayers.begin(), moeLayers.end());
   }
 
   void allocate() {
     const int64_t C = static_cast<int64_t>(source.categories.size());
     for (int L : layers) {
       LayerState& s = layer[L];
+      const int64_t n = width.at(L);
+      const Site& site = siteOfLayer.at(L);
       s.count = at::zeros({n}, at::kLong);
       s.sum = at::zeros({n}, at::kDouble);
       s.sumsq = at::zeros({n}, at::kDouble);
@@ -336,8 +369,17 @@ struct State {
       s.catTokens = at::zeros({C}, at::kLong);
       s.coact = at::zeros({n, n}, at::kInt);
       if (soft) s.coactSoft = at::zeros({n, n}, at::kFloat);
-      s.sampleIn = at::empty({S, dModel}, at::kHalf);
-      s.sampleAct = at::empty({S, n}, at::kHalf);
+      if (site.expert < 0 && !site.shared) s.sampleIn = at::empty({S, dModel}, at::kHalf);
+      // Expert sites: rows of sampled tokens not routed to the expert stay zero.
+      s.sampleAct = site.expert >= 0 ? at::zeros({S, n}, at::kHalf) : at::empty({S, n}, at::kHalf);
+      if (site.expert >= 0) s.routed = at::zeros({S}, at::kByte);
+    }
+    for (int l : moeLayers) {
+      MoeState& m = moe[l];
+      m.usage = at::zeros({experts}, at::kLong);
+      m.cooccur = at::zeros({experts, experts}, at::kLong);
+      m.catUsage = at::zeros({C, experts}, at::kLong);
+      m.sampleIn = at::empty({S, dModel}, at::kHalf);
     }
     for (auto& sm : streams) {
       sm.sTok = at::zeros({S}, at::kInt);
@@ -360,6 +402,7 @@ struct State {
     m["sequences"] = sequences;
     m["layers"] = layers;
     m["sites"] = siteNames(sites);
+    if (!moeLayers.empty()) m["moe"] = {{"experts", experts}, {"top_k", topK}, {"layers", moeLayers}};
     if (encDec) {
       // Per-stack token and sample counts (docs/formats.md "Recording").
       nlohmann::json stacks = nlohmann::json::object();
@@ -383,15 +426,21 @@ struct State {
       stats.emplace_back(sname(L, "sum"), s.sum);
       stats.emplace_back(sname(L, "sumsq"), s.sumsq);
       // max of no tokens is reported as 0 rather than -inf
-      stats.emplace_back(sname(L, "max"), streamOf(L).tokens > 0 ? s.max : at::zeros_like(s.max));
+      stats.emplace_back(sname(L, "max"), siteTokens(L) > 0 ? s.max : at::zeros_like(s.max));
       stats.emplace_back(sname(L, "active_hist"), s.hist);
       stats.emplace_back(sname(L, "category_count"), s.catCount);
       stats.emplace_back(sname(L, "category_tokens"), s.catTokens);
       // Accumulation only touches the upper triangle, so mirroring in place
       // keeps the state valid for further accumulation.
-      mirrorUpper(s.coact.data_ptr<int32_t>(), n);
+      mirrorUpper(s.coact.data_ptr<int32_t>(), width.at(L));
       co.emplace_back(sname(L, "coact"), s.coact);
       if (soft) co.emplace_back(sname(L, "coact_soft"), s.coactSoft);
+    }
+    for (int l : moeLayers) {
+      const MoeState& m = moe.at(l);
+      stats.emplace_back(mname(l, "expert_usage"), m.usage);
+      stats.emplace_back(mname(l, "expert_cooccur"), m.cooccur);
+      stats.emplace_back(mname(l, "expert_category_usage"), m.catUsage);
     }
     for (const auto& sm : streams) {
       const int64_t F = filled(sm);
@@ -402,9 +451,14 @@ struct State {
     }
     for (int L : layers) {
       const int64_t F = filled(streamOf(L));
-      samples.emplace_back(sname(L, "ffn_in"), layer.at(L).sampleIn.slice(0, 0, F));
-      samples.emplace_back(sname(L, "ffn_act"), layer.at(L).sampleAct.slice(0, 0, F));
+      const LayerState& s = layer.at(L);
+      if (s.sampleIn.defined()) samples.emplace_back(sname(L, "ffn_in"), s.sampleIn.slice(0, 0, F));
+      samples.emplace_back(sname(L, "ffn_act"), s.sampleAct.slice(0, 0, F));
+      if (s.routed.defined()) samples.emplace_back(sname(L, "routed"), s.routed.slice(0, 0, F));
     }
+    // Native MoE models are single-stack: one stream.
+    for (int l : moeLayers)
+      samples.emplace_back(mname(l, "ffn_in"), moe.at(l).sampleIn.slice(0, 0, filled(streams[0])));
     // Cancel is polled between the files (the samples file can take seconds).
     job.checkCancel();
     writeSafetensors(dir / "stats.safetensors", stats);
@@ -434,14 +488,22 @@ struct State {
       s.count.copy_(r.count(L));
       s.sum.copy_(r.sum(L));
       s.sumsq.copy_(r.sumsq(L));
-      if (sm.tokens > 0) s.max.copy_(r.max(L));
+      if (r.siteTokens(L) > 0) s.max.copy_(r.max(L));
       s.hist.copy_(r.activeHist(L));
       s.catCount.copy_(r.categoryCount(L));
       s.catTokens.copy_(r.categoryTokens(L));
       s.coact.copy_(r.coact(L));
       if (soft) s.coactSoft.copy_(r.coactSoft(L));
-      s.sampleIn.slice(0, 0, F).copy_(r.sampleFfnIn(L));
+      if (s.sampleIn.defined()) s.sampleIn.slice(0, 0, F).copy_(r.sampleFfnIn(L));
       s.sampleAct.slice(0, 0, F).copy_(r.sampleFfnAct(L));
+      if (s.routed.defined()) s.routed.slice(0, 0, F).copy_(r.sampleRouted(L));
+    }
+    for (int l : moeLayers) {
+      MoeState& m = moe.at(l);
+      m.usage.copy_(r.expertUsage(l));
+      m.cooccur.copy_(r.expertCooccurrence(l));
+      m.catUsage.copy_(r.expertCategoryUsage(l));
+      m.sampleIn.slice(0, 0, r.sampleCount()).copy_(r.sampleMoeFfnIn(l));
     }
   }
 };
@@ -454,10 +516,16 @@ struct BatchInfo {
   std::vector<SoftBlock> softBlocks;  // (first token, length) of 8-token blocks
   at::Tensor sampleRows;              // I64 [K] rows (in valid order) kept by the reservoir
   at::Tensor sampleSlots;             // I64 [K] their slots
+  std::vector<int64_t> rowOf;         // [B * T] flat batch position -> token row, -1 = padding
 };
 
 // Receives the FFN hooks of the recorded sites (every forward pass calls the
-// site-keyed forms, single-stack models with sites blk.L).
+// site-keyed forms, single-stack models with sites blk.L). Native MoE layers:
+// the layer's site blk.L delivers the chosen experts (TopkIds, the routing
+// statistics) and the FFN input (the samples); an expert site blk.L.exp.E
+// delivers the hidden of its routed tokens (FfnAct) and then their positions
+// (ExpertTokens), which select the rows to count; the shared site blk.L.shared
+// is a whole-token FFN like blk.L.
 class RecordSink : public HookSink {
  public:
   RecordSink(State& st, JobContext& j) : job(&j), st_(st) {
@@ -471,27 +539,41 @@ class RecordSink : public HookSink {
   void on(int, HookPoint, const at::Tensor&) override {}
 
   bool wantsSite(const Site& site, HookPoint p) const override {
-    if (!layerOf_.count(site)) return false;
+    if (!layerOf_.count(site)) {
+      // The routing hooks of a MoE layer whose experts are recorded.
+      if (site.expert >= 0 || site.shared || !st_.moe.count(site.layer) || site.stack != SiteStack::Single)
+        return false;
+      return p == HookPoint::TopkIds || (p == HookPoint::FfnIn && st_.S > 0);
+    }
+    if (site.expert >= 0) return p == HookPoint::FfnAct || p == HookPoint::ExpertTokens;
+    if (site.shared) return p == HookPoint::FfnAct;
     return p == HookPoint::FfnAct || (p == HookPoint::FfnIn && st_.S > 0);
   }
 
   void onSite(const Site& site, HookPoint p, const at::Tensor& x) override {
     const auto it = layerOf_.find(site);
-    if (it == layerOf_.end()) return;
+    if (it == layerOf_.end()) {
+      if (site.expert < 0 && !site.shared && site.stack == SiteStack::Single && st_.moe.count(site.layer))
+        onRouting(site.layer, p, x);
+      return;
+    }
     job->checkCancel();  // a forward pass can take seconds: cancel between layers
     const int layer = it->second;
+    if (site.expert >= 0) {
+      if (p == HookPoint::FfnAct)
+        pendingHidden_ = x;  // its token positions come next (Model::nativeMoe)
+      else if (p == HookPoint::ExpertTokens)
+        onExpert(layer, x);
+      return;
+    }
     const BatchInfo& b = batch[st_.streamOfLayer.at(layer)];
-    const int64_t d = x.size(-1);
-    at::Tensor flat = x.reshape({-1, d});
-    // Padding positions are dropped here: only the stream's real tokens are counted.
-    if (b.valid.defined()) flat = flat.index_select(0, b.valid);
-    flat = flat.contiguous();  // [N, d]
+    at::Tensor flat = validRows(b, x);  // [N, d]
     LayerState& s = st_.layer.at(layer);
     if (b.sampleRows.defined() && b.sampleRows.numel() > 0) {
       at::Tensor rows = flat.index_select(0, b.sampleRows).to(at::kHalf);
       (p == HookPoint::FfnIn ? s.sampleIn : s.sampleAct).index_copy_(0, b.sampleSlots, rows);
     }
-    if (p == HookPoint::FfnAct) accumulate(s, b, flat);
+    if (p == HookPoint::FfnAct) accumulate(s, flat, b.cat.data(), b.softBlocks);
   }
 
  private:
@@ -499,8 +581,96 @@ class RecordSink : public HookSink {
   std::map<Site, int> layerOf_;  // recorded site -> site index
   std::vector<uint8_t> mask_;
   BitMatrix bits_;
+  at::Tensor pendingHidden_;  // the expert hidden [n, d_expert] awaiting its ExpertTokens
 
-  void accumulate(LayerState& s, const BatchInfo& batch, const at::Tensor& h /* [N, n] F32 */) {
+  // x [B, T, d] (or [B * T, d]) -> the stream's real tokens [N, d], contiguous.
+  // Padding positions are dropped here: only the stream's real tokens are counted.
+  static at::Tensor validRows(const BatchInfo& b, const at::Tensor& x) {
+    at::Tensor flat = x.reshape({-1, x.size(-1)});
+    if (b.valid.defined()) flat = flat.index_select(0, b.valid);
+    return flat.contiguous();
+  }
+
+  // The routing statistics of MoE layer `layer` from its chosen experts
+  // ids [B, T, k] (each token picks an expert at most once), and its FFN
+  // input samples.
+  void onRouting(int layer, HookPoint p, const at::Tensor& x) {
+    const BatchInfo& b = batch[0];  // native MoE models are single-stack
+    MoeState& m = st_.moe.at(layer);
+    if (p == HookPoint::FfnIn) {
+      if (b.sampleRows.defined() && b.sampleRows.numel() > 0)
+        m.sampleIn.index_copy_(0, b.sampleSlots, validRows(b, x).index_select(0, b.sampleRows).to(at::kHalf));
+      return;
+    }
+    if (p != HookPoint::TopkIds) return;
+    at::Tensor ids = validRows(b, x.to(at::kLong));  // [N, k]
+    const int64_t N = ids.size(0), K = ids.size(1), E = st_.experts;
+    const int64_t C = m.catUsage.size(0);
+    const int64_t* id = ids.data_ptr<int64_t>();
+    int64_t* usage = m.usage.data_ptr<int64_t>();
+    int64_t* co = m.cooccur.data_ptr<int64_t>();
+    int64_t* cu = m.catUsage.data_ptr<int64_t>();
+    for (int64_t t = 0; t < N; ++t) {
+      const int64_t* r = id + t * K;
+      const int32_t c = b.cat[static_cast<size_t>(t)];
+      for (int64_t a = 0; a < K; ++a) {
+        if (r[a] < 0 || r[a] >= E)
+          throw Error("router chose expert " + std::to_string(r[a]) + " of " + std::to_string(E));
+        ++usage[r[a]];
+        if (c >= 0 && c < C) ++cu[c * E + r[a]];
+        for (int64_t q = 0; q < K; ++q) ++co[r[a] * E + r[q]];  // q == a: the diagonal, = usage
+      }
+    }
+  }
+
+  // An expert site: the hidden of the tokens routed to it (pendingHidden_,
+  // [n, d_expert]) at flat batch positions `tokens` [n]; padding positions
+  // are dropped, the rest counted with their categories. MoEfication's soft
+  // co-activation takes blocks of 8 consecutive routed tokens.
+  void onExpert(int layer, const at::Tensor& tokens) {
+    const BatchInfo& b = batch[st_.streamOfLayer.at(layer)];
+    at::Tensor h = pendingHidden_;
+    pendingHidden_ = at::Tensor();
+    if (!h.defined() || h.size(0) != tokens.numel())
+      throw Error("expert site " + st_.siteOfLayer.at(layer).name() + ": hidden and token positions disagree");
+    at::Tensor tok = tokens.to(at::kLong).contiguous();
+    const int64_t n = tok.numel();
+    const int64_t* tp = tok.data_ptr<int64_t>();
+    std::vector<int64_t> keep, rows;
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t row = tp[i] >= 0 && tp[i] < static_cast<int64_t>(b.rowOf.size()) ? b.rowOf[tp[i]] : -1;
+      if (row >= 0) keep.push_back(i), rows.push_back(row);
+    }
+    const int64_t m = static_cast<int64_t>(rows.size());
+    at::Tensor hk = h.index_select(0, at::tensor(keep, at::kLong)).to(at::kFloat).contiguous();  // [m, d_expert]
+    std::vector<int32_t> cat(static_cast<size_t>(m));
+    for (int64_t i = 0; i < m; ++i) cat[i] = b.cat[static_cast<size_t>(rows[i])];
+    std::vector<SoftBlock> blocks;
+    if (st_.soft)
+      for (int64_t t = 0; t < m; t += 8) blocks.push_back({t, std::min<int64_t>(8, m - t)});
+    LayerState& s = st_.layer.at(layer);
+    if (b.sampleRows.defined() && b.sampleRows.numel() > 0) {
+      // A sampled token not routed to the expert gets a zero row and routed 0.
+      std::vector<int64_t> pos(static_cast<size_t>(b.N), -1);
+      for (int64_t i = 0; i < m; ++i) pos[rows[i]] = i;
+      const int64_t* sr = b.sampleRows.data_ptr<int64_t>();
+      const int64_t* ss = b.sampleSlots.data_ptr<int64_t>();
+      uint8_t* routed = s.routed.data_ptr<uint8_t>();
+      for (int64_t k = 0; k < b.sampleRows.numel(); ++k) {
+        const int64_t i = pos[sr[k]];
+        routed[ss[k]] = i >= 0;
+        if (i >= 0)
+          s.sampleAct[ss[k]].copy_(hk[i]);
+        else
+          s.sampleAct[ss[k]].zero_();
+      }
+    }
+    if (m > 0) accumulate(s, hk, cat.data(), blocks);
+  }
+
+  // Adds the tokens h [N, n] (F32, contiguous) with categories cat [N] to a
+  // site's statistics.
+  void accumulate(LayerState& s, const at::Tensor& h, const int32_t* cat, const std::vector<SoftBlock>& softBlocks) {
     const int64_t N = h.size(0), n = h.size(1);
     const float* hp = h.data_ptr<float>();
     mask_.resize(static_cast<size_t>(N * n));
@@ -513,7 +683,6 @@ class RecordSink : public HookSink {
     float* mx = s.max.data_ptr<float>();
     int64_t* cc = s.catCount.data_ptr<int64_t>();
     const int64_t C = s.catTokens.size(0);
-    const int32_t* cat = batch.cat.data();
     constexpr int64_t kB = 256;
 #pragma omp parallel for schedule(static)
     for (int64_t j0 = 0; j0 < n; j0 += kB) {
@@ -544,13 +713,9 @@ class RecordSink : public HookSink {
     }
     packMask(mk, N, n, bits_);
     accumulateCoact(bits_, s.coact.data_ptr<int32_t>());
-    if (st_.soft) accumulateSoft(s, batch, h);
-  }
-
-  // MoEfication's soft co-activation: per 8-token block b,
-  // S += min(1, sum_{t in b} relu(h_t) relu(h_t)^T) (tiled kernel in coact.cpp).
-  void accumulateSoft(LayerState& s, const BatchInfo& batch, const at::Tensor& h) {
-    accumulateSoftCoact(h.data_ptr<float>(), h.size(0), h.size(1), batch.softBlocks, s.coactSoft.data_ptr<float>());
+    // MoEfication's soft co-activation: per 8-token block b,
+    // S += min(1, sum_{t in b} relu(h_t) relu(h_t)^T) (tiled kernel in coact.cpp).
+    if (st_.soft) accumulateSoftCoact(hp, N, n, softBlocks, s.coactSoft.data_ptr<float>());
   }
 };
 
@@ -569,6 +734,17 @@ nlohmann::json modelInfoOf(const Model& model) {
   // Encoder-decoder models: `layers` counts the encoder's blocks (as
   // ModelConfig::nLayer); the decoder's follow in the site indices.
   if (c.encoderDecoder) j["decoder_layers"] = c.nDecoderLayer;
+  // Native MoE models: what the expert site indices and widths derive from.
+  if (c.expertCount > 0) {
+    std::vector<int> moeLayers;
+    for (int L = 0; L < c.nLayer; ++L)
+      if (c.moeLayer(L)) moeLayers.push_back(L);
+    j["experts"] = c.expertCount;
+    j["top_k"] = c.expertTopK;
+    j["d_expert"] = c.dExpert;
+    j["d_shared"] = c.dShared;
+    j["moe_layers"] = moeLayers;
+  }
   return j;
 }
 
@@ -615,15 +791,34 @@ nlohmann::json resumeKey(const nlohmann::json& manifest) {
 // ---------------------------------------------------------------- record
 
 void requireRecordable(const ModelConfig& c, const std::string& where) {
-  if (c.expertCount > 0)
-    throw ParameterError(where + ": " + c.modelType +
-                         " is a native MoE model; record covers dense FFNs so far (inspect and forward, "
-                         "with --all-experts, run on it)");
+  // The dense co-activation matrix of a site holds d^2 I32 counts: d <= 46340
+  // keeps d^2 within 2^31 (the row-major index arithmetic of the kernels).
+  for (const Site& site : c.indexedSites())
+    if (c.siteWidth(site) > 46340)
+      throw ParameterError(where + ": the FFN site " + site.name() + " has width " + std::to_string(c.siteWidth(site)) +
+                           ", too large for a dense co-activation matrix (at most 46340)");
 }
+
+namespace {
+
+// The site of a site index (ModelConfig::siteIndex's inverse).
+Site siteAtIndex(const ModelConfig& c, int index) {
+  for (const Site& site : c.indexedSites())
+    if (c.siteIndex(site) == index) return site;
+  throw ParameterError("the model (" + c.modelType + ") has no FFN site index " + std::to_string(index));
+}
+
+// The expert and shared sites of native MoE layer L (what --sites blk.L and --layers L select).
+void addMoeLayerSites(const ModelConfig& c, int L, std::vector<int>& out) {
+  for (const Site& s : c.indexedSites())
+    if (s.layer == L && (s.expert >= 0 || s.shared)) out.push_back(c.siteIndex(s));
+}
+
+}  // namespace
 
 std::vector<int> resolveRecordSites(const ModelConfig& c, const std::vector<int>& layers,
                                     const std::vector<std::string>& sites) {
-  const std::vector<Site> all = c.ffnSites();
+  const std::vector<Site> all = c.indexedSites();
   std::vector<int> out;
   if (!layers.empty() && !sites.empty()) throw ParameterError("--layers and --sites: give one of them");
   if (!layers.empty()) {
@@ -635,7 +830,10 @@ std::vector<int> resolveRecordSites(const ModelConfig& c, const std::vector<int>
       if (L < 0 || L >= c.nLayer)
         throw ParameterError("--layers: layer " + std::to_string(L) + " is outside the model's " +
                              std::to_string(c.nLayer) + " layers");
-      out.push_back(L);
+      if (c.moeLayer(L))
+        addMoeLayerSites(c, L, out);
+      else
+        out.push_back(L);
     }
   } else if (!sites.empty()) {
     for (const std::string& item : sites) {
@@ -649,8 +847,8 @@ std::vector<int> resolveRecordSites(const ModelConfig& c, const std::vector<int>
         group = SiteStack::Single;
       if (group) {
         size_t before = out.size();
-        for (size_t i = 0; i < all.size(); ++i)
-          if (all[i].stack == *group) out.push_back(static_cast<int>(i));
+        for (const Site& s : all)
+          if (s.stack == *group) out.push_back(c.siteIndex(s));
         if (out.size() == before)
           throw ParameterError("--sites: the model (" + c.modelType + ") has no '" + item + "' FFN sites" +
                                (c.encoderDecoder ? " (it has enc and dec)" : " (it has blk)"));
@@ -661,19 +859,27 @@ std::vector<int> resolveRecordSites(const ModelConfig& c, const std::vector<int>
         throw ParameterError("--sites: '" + item +
                              "' is not an FFN site (enc, dec, blk, or a name such as "
                              "enc.blk.0, dec.blk.1, blk.2)");
-      const int index = c.ffnSiteIndex(*site);
+      if (site->stack == SiteStack::Single && site->expert < 0 && !site->shared && c.moeLayer(site->layer)) {
+        addMoeLayerSites(c, site->layer, out);  // the layer of a native MoE block: its experts
+        continue;
+      }
+      const int index = c.siteIndex(*site);
       if (index < 0) {
         const std::string range = c.encoderDecoder
                                       ? "enc.blk.0..enc.blk." + std::to_string(c.nLayer - 1) +
                                             " and dec.blk.0..dec.blk." + std::to_string(c.nDecoderLayer - 1)
                                       : "blk.0..blk." + std::to_string(c.nLayer - 1);
+        const std::string experts = c.expertCount > 0
+                                        ? ", blk.L.exp.0..blk.L.exp." + std::to_string(c.expertCount - 1) +
+                                              (c.dShared > 0 ? " and blk.L.shared" : "") + " of its MoE layers"
+                                        : "";
         throw ParameterError("--sites: the model (" + c.modelType + ") has no FFN site " + item + " (it has " + range +
-                             ")");
+                             experts + ")");
       }
       out.push_back(index);
     }
   } else {
-    for (size_t i = 0; i < all.size(); ++i) out.push_back(static_cast<int>(i));
+    for (const Site& s : all) out.push_back(c.siteIndex(s));
   }
   std::sort(out.begin(), out.end());
   out.erase(std::unique(out.begin(), out.end()), out.end());
@@ -710,7 +916,16 @@ RecordSummary recordActivationsImpl(const Model& model, const PairSource& source
   st.S = options.samples;
   st.layers = resolveRecordSites(c, options.layers, options.sites);
   st.encDec = c.encoderDecoder;
-  st.setSites(c.ffnSites());
+  st.experts = c.expertCount;
+  st.topK = c.expertTopK;
+  {
+    std::vector<Site> chosen;
+    for (int L : st.layers) {
+      chosen.push_back(siteAtIndex(c, L));
+      st.width[L] = c.siteWidth(chosen.back());
+    }
+    st.setSites(chosen);
+  }
   bool decoderSites = false;
   for (const Site& site : st.sites) decoderSites = decoderSites || site.stack == SiteStack::Decoder;
   st.active = options.active ? *options.active : ActiveRule::defaultFor(c.act, c.gated);
@@ -726,24 +941,26 @@ RecordSummary recordActivationsImpl(const Model& model, const PairSource& source
                 {"max_tokens", options.maxTokens},
                 {"chunk_sequences", chunkSeq},
                 {"shuffle", options.shuffle}};
-  if (st.n > 46340)
-    throw ParameterError("d_ff " + std::to_string(st.n) + " is too large for a dense co-activation matrix");
   {
     // Refuse before allocating what cannot fit (an allocator's failure would
     // name neither the option nor the size).
     const int64_t L = static_cast<int64_t>(st.layers.size()), C = static_cast<int64_t>(info.categories.size());
-    const double need = recorderBytes(L, st.n, st.dModel, C, st.S, st.soft);
+    // Sites of several widths (native MoE: experts, shared expert, dense
+    // layers) are bounded by the widest.
+    int wide = 0;
+    for (const auto& [index, w] : st.width) wide = std::max(wide, w);
+    const double need = recorderBytes(L, wide, st.dModel, C, st.S, st.soft);
     const double reservoir =
-        recorderBytes(L, st.n, st.dModel, C, st.S, st.soft) - recorderBytes(L, st.n, st.dModel, C, 0, st.soft);
+        recorderBytes(L, wide, st.dModel, C, st.S, st.soft) - recorderBytes(L, wide, st.dModel, C, 0, st.soft);
     const double have = physicalMemoryBytes();
     if (have > 0 && need > have) {
       if (reservoir > need / 2)
         throw ParameterError("--samples " + std::to_string(st.S) + ": the reservoir needs " + byteSize(reservoir) +
                              " (" + std::to_string(st.S) + " tokens x (d_model " + std::to_string(st.dModel) +
-                             " + d_ff " + std::to_string(st.n) + ") x 2 bytes x " + std::to_string(L) +
+                             " + d_ff " + std::to_string(wide) + ") x 2 bytes x " + std::to_string(L) +
                              " layers), more than this machine's " + byteSize(have) +
                              " of memory; use fewer --samples");
-      throw ParameterError("--layers: recording " + std::to_string(L) + " layers of d_ff " + std::to_string(st.n) +
+      throw ParameterError("--layers: recording " + std::to_string(L) + " layers of d_ff " + std::to_string(wide) +
                            " needs " + byteSize(need) +
                            " (co-activation matrices of d_ff^2 x 4 bytes each), more than "
                            "this machine's " +
@@ -795,6 +1012,7 @@ RecordSummary recordActivationsImpl(const Model& model, const PairSource& source
     int64_t T = 0;
     for (const Sequence* s : seqs) T = std::max<int64_t>(T, static_cast<int64_t>(s->ids.size()));
     bi = BatchInfo{};
+    bi.rowOf.assign(seqs.size() * static_cast<size_t>(T), -1);
     std::vector<int64_t> valid, rows, slots;
     bool full = true;
     int64_t r = 0;
@@ -804,6 +1022,7 @@ RecordSummary recordActivationsImpl(const Model& model, const PairSource& source
       if (len < T) full = false;
       for (int64_t t = 0; t < len; ++t, ++r) {
         valid.push_back(static_cast<int64_t>(q) * T + t);
+        bi.rowOf[static_cast<size_t>(q * T + t)] = r;
         bi.cat.push_back(s.category);
         const int64_t slot = reservoirSlot(options.seed, sm.tokens + r, st.S);
         if (slot >= 0) {
@@ -1074,6 +1293,10 @@ void mergeRecordings(const std::vector<fs::path>& inputs, const fs::path& out, b
     throw ParameterError(a.dir().string() +
                          ": --merge covers single-stack recordings so far; this one records an "
                          "encoder-decoder model (enc/dec sites with a reservoir per stack)");
+  if (a.nativeMoe())
+    throw ParameterError(a.dir().string() +
+                         ": --merge covers dense recordings so far; this one records a native MoE model's experts "
+                         "(routing statistics and expert sites)");
   State st;
   st.hasSequencesHash = false;  // the shards' streams are not one sequence
   st.modelInfo = a.manifest()["model"];
@@ -1083,9 +1306,12 @@ void mergeRecordings(const std::vector<fs::path>& inputs, const fs::path& out, b
   for (const auto& r : recs) paths.push_back(r.manifest()["corpus"]["path"]);
   st.source.kind = kind;
   st.layers = a.layers();
-  std::vector<Site> allSites;
-  for (int L = 0; L < a.modelLayers(); ++L) allSites.push_back(Site::ofLayer(L));
-  st.setSites(allSites);
+  std::vector<Site> siteList;
+  for (int L : st.layers) {
+    siteList.push_back(Site::ofLayer(L));
+    st.width[L] = a.dFF();
+  }
+  st.setSites(siteList);
   st.active = a.activeRule();
   st.soft = a.hasSoftCoact();
   st.S = a.manifest()["options"]["samples"].get<int64_t>();

@@ -98,20 +98,27 @@ struct RecordSummary {
   std::filesystem::path out;
 };
 
-/// Throws ParameterError naming `where` (the model folder) and the model type
-/// when `config` is a model `record` cannot record yet: a native MoE
-/// (mixtral, qwen2_moe, olmoe), whose FFN sites are experts. Dense
-/// single-stack models (sites blk.L) and encoder-decoder models (sites
-/// enc.blk.L, dec.blk.L) are recordable. Called by recordActivations and,
-/// before any corpus work, by `moefy record`. Thread-safe.
+/// Throws ParameterError naming `where` (the model folder) and the site when
+/// `config` has an FFN site `record` cannot record: one wider than 46340
+/// neurons (its dense I32 co-activation matrix would exceed 2^31 entries).
+/// Every architecture's sites are recordable otherwise: dense single-stack
+/// models (blk.L), encoder-decoder models (enc.blk.L, dec.blk.L) and native
+/// MoE models (mixtral, qwen2_moe, olmoe: the experts blk.L.exp.E and shared
+/// experts blk.L.shared of their MoE layers, with the layers' routing
+/// statistics, and blk.L for their dense layers). Called by
+/// recordActivations and, before any corpus work, by `moefy record`.
+/// Thread-safe.
 void requireRecordable(const ModelConfig& config, const std::string& where);
 
-/// The site indices (ModelConfig::ffnSites order, analysis/model/site.h "Site
-/// indices") that `layers` (--layers, single-stack models only) or `sites`
-/// (--sites: site names, or the groups enc, dec, blk) select; every FFN site
-/// when both are empty. Sorted, without duplicates. Throws ParameterError
-/// naming the option and the missing site (and the sites the model has).
-/// Thread-safe.
+/// The site indices (ModelConfig::siteIndex, analysis/model/site.h "Site
+/// indices" and "Expert site indices") that `layers` (--layers, single-stack
+/// models only) or `sites` (--sites: site names, or the groups enc, dec, blk)
+/// select; every recordable FFN site (ModelConfig::indexedSites) when both
+/// are empty. For a native MoE layer L, layer L (--layers L, --sites blk.L)
+/// selects its expert sites and its shared site; --sites blk.L.exp.E or
+/// blk.L.shared one of them. Sorted, without duplicates. Throws
+/// ParameterError naming the option and the missing site (and the sites the
+/// model has). Thread-safe.
 std::vector<int> resolveRecordSites(const ModelConfig& config, const std::vector<int>& layers,
                                     const std::vector<std::string>& sites);
 

@@ -164,6 +164,67 @@ void checkLayerInvariants(const SafetensorsFile& stats, const SafetensorsFile& c
   }
 }
 
+// The routing statistics of MoE layer `layer` (prefix P = "blk.L."): usage
+// U [E], co-occurrence M [E, E], category usage Q [C, E] over `tokens`
+// tokens that each choose k distinct experts. Then U >= 0 with sum k tokens;
+// M >= 0, symmetric, diag(M) = U and sum_j M[i, j] = k U[i] (each of the
+// U[i] tokens choosing i chooses k - 1 others); 0 <= Q and sum_c Q[c, e] <= U[e].
+void checkRoutingInvariants(const SafetensorsFile& stats, const std::string& P, int64_t E, int64_t k, int64_t tokens) {
+  const std::string sp = stats.path().string();
+  auto fail = [&](const std::string& what) { throw FormatError(sp + ": " + what); };
+  at::Tensor usage = stats.raw(lname(P, "expert_usage")).contiguous();
+  at::Tensor co = stats.raw(lname(P, "expert_cooccur")).contiguous();
+  at::Tensor cat = stats.raw(lname(P, "expert_category_usage")).contiguous();
+  const int64_t* u = usage.data_ptr<int64_t>();
+  const int64_t* m = co.data_ptr<int64_t>();
+  const int64_t* q = cat.data_ptr<int64_t>();
+  const std::string un = "tensor '" + lname(P, "expert_usage") + "'",
+                    cn = "tensor '" + lname(P, "expert_cooccur") + "'",
+                    qn = "tensor '" + lname(P, "expert_category_usage") + "'";
+  int64_t total = 0;
+  for (int64_t e = 0; e < E; ++e) {
+    if (u[e] < 0 || u[e] > tokens)
+      fail(un + "[" + std::to_string(e) + "] = " + std::to_string(u[e]) + " is outside [0, tokens] (tokens " +
+           std::to_string(tokens) + ")");
+    total += u[e];
+  }
+  if (total != tokens * k)
+    fail(un + " sums to " + std::to_string(total) + ", not to tokens x top-k = " + std::to_string(tokens) + " x " +
+         std::to_string(k));
+  for (int64_t i = 0; i < E; ++i) {
+    int64_t row = 0;
+    for (int64_t j = 0; j < E; ++j) {
+      const std::string where =
+          "[" + std::to_string(i) + ", " + std::to_string(j) + "] = " + std::to_string(m[i * E + j]);
+      if (m[i * E + j] < 0) fail(cn + where + " is negative");
+      if (m[i * E + j] != m[j * E + i])
+        fail(cn + " is not symmetric: " + where + " but [" + std::to_string(j) + ", " + std::to_string(i) +
+             "] = " + std::to_string(m[j * E + i]));
+      row += m[i * E + j];
+    }
+    if (m[i * E + i] != u[i])
+      fail(cn + "[" + std::to_string(i) + ", " + std::to_string(i) + "] = " + std::to_string(m[i * E + i]) +
+           " differs from " + un + "[" + std::to_string(i) + "] = " + std::to_string(u[i]) +
+           " (the diagonal must equal the expert usage)");
+    if (row != k * u[i])
+      fail(cn + " row " + std::to_string(i) + " sums to " + std::to_string(row) +
+           ", not to top-k x usage = " + std::to_string(k) + " x " + std::to_string(u[i]));
+  }
+  const int64_t C = cat.size(0);
+  for (int64_t e = 0; e < E; ++e) {
+    int64_t col = 0;
+    for (int64_t c = 0; c < C; ++c) {
+      if (q[c * E + e] < 0)
+        fail(qn + "[" + std::to_string(c) + ", " + std::to_string(e) + "] = " + std::to_string(q[c * E + e]) +
+             " is negative");
+      col += q[c * E + e];
+    }
+    if (col > u[e])
+      fail(qn + " column " + std::to_string(e) + " sums to " + std::to_string(col) + ", more than " + un + "[" +
+           std::to_string(e) + "] = " + std::to_string(u[e]));
+  }
+}
+
 }  // namespace
 
 Recording Recording::open(const fs::path& dir, bool allowPartial) {
@@ -196,6 +257,17 @@ Recording Recording::open(const fs::path& dir, bool allowPartial) {
     }
     if (r.dFF_ <= 0 || r.dModel_ <= 0 || r.modelLayers_ <= 0)
       throw FormatError(ctx + ": model dimensions must be positive");
+    // Native MoE recordings: the expert count and widths the expert sites derive from.
+    if (model.contains("experts")) {
+      r.experts_ = jsonInt(model.at("experts"), 1, kMaxDim, ctx + ": model.experts");
+      r.topK_ = jsonInt(req(model, "top_k", ctx + ": model"), 1, r.experts_, ctx + ": model.top_k");
+      r.dExpert_ = jsonInt(req(model, "d_expert", ctx + ": model"), 1, kMaxDim, ctx + ": model.d_expert");
+      r.dShared_ = jsonInt(req(model, "d_shared", ctx + ": model"), 0, kMaxDim, ctx + ": model.d_shared");
+      const auto& ml = req(model, "moe_layers", ctx + ": model");
+      if (!ml.is_array()) throw FormatError(ctx + ": model.moe_layers must be a list");
+      for (const auto& l : ml) r.moeLayers_.push_back(jsonInt(l, 0, r.modelLayers_ - 1, ctx + ": model.moe_layers"));
+      if (r.encoderDecoder_) throw FormatError(ctx + ": model.experts in an encoder-decoder recording");
+    }
     const auto& corpus = req(m, "corpus", ctx);
     const auto& cats = req(corpus, "categories", ctx + ": corpus");
     if (!cats.is_array()) throw FormatError(ctx + ": corpus.categories must be a list");
@@ -209,7 +281,9 @@ Recording Recording::open(const fs::path& dir, bool allowPartial) {
     if (r.tokens_ < 0 || r.sequences_ < 0) throw FormatError(ctx + ": negative token or sequence count");
     const auto& layers = req(m, "layers", ctx);
     if (!layers.is_array() || layers.empty()) throw FormatError(ctx + ": 'layers' must be a non-empty list");
-    const int64_t siteCount = static_cast<int64_t>(r.modelLayers_) + r.decoderLayers_;
+    // Expert site indices follow the whole-FFN ones (site.h "Expert site indices").
+    const int64_t siteCount =
+        static_cast<int64_t>(r.modelLayers_) * (1 + r.experts_ + (r.dShared_ > 0 ? 1 : 0)) + r.decoderLayers_;
     for (const auto& l : layers) {
       // Checked in 64 bits: a layer 2^32 must not become layer 0.
       if (!l.is_number_integer() || jsonInteger(l, INT64_MIN, INT64_MAX, ctx) < 0 || l.get<int64_t>() >= siteCount)
@@ -229,8 +303,16 @@ Recording Recording::open(const fs::path& dir, bool allowPartial) {
       for (size_t i = 0; i < sites.size(); ++i) {
         const std::optional<Site> site =
             sites[i].is_string() ? Site::tryParse(sites[i].get<std::string>()) : std::nullopt;
-        if (!site || siteIndexOf(*site, r.modelLayers_) != r.layers_[i] ||
-            (site->stack == SiteStack::Single) == r.encoderDecoder_)
+        const bool expertLike = site && (site->expert >= 0 || site->shared);
+        const bool moeLayer =
+            site && std::find(r.moeLayers_.begin(), r.moeLayers_.end(), site->layer) != r.moeLayers_.end();
+        const int index = !site        ? -1
+                          : expertLike ? (moeLayer && (!site->shared || r.dShared_ > 0)
+                                              ? expertSiteIndexOf(*site, r.modelLayers_, r.experts_)
+                                              : -1)
+                          : moeLayer   ? -1
+                                       : siteIndexOf(*site, r.modelLayers_);
+        if (!site || index < 0 || index != r.layers_[i] || (site->stack == SiteStack::Single) == r.encoderDecoder_)
           throw FormatError(ctx + ": sites[" + std::to_string(i) + "] = " + sites[i].dump() +
                             " is not the FFN site of layers[" + std::to_string(i) +
                             "] = " + std::to_string(r.layers_[i]));
@@ -239,7 +321,31 @@ Recording Recording::open(const fs::path& dir, bool allowPartial) {
     } else {
       if (r.encoderDecoder_)
         throw FormatError(ctx + ": missing key 'sites' (an encoder-decoder recording names its sites)");
+      if (r.experts_ > 0) throw FormatError(ctx + ": missing key 'sites' (a native MoE recording names its sites)");
       for (int L : r.layers_) r.sites_.push_back(Site::ofLayer(L));
+    }
+    for (const Site& site : r.sites_)
+      r.widths_.push_back(site.shared ? r.dShared_ : site.expert >= 0 ? r.dExpert_ : r.dFF_);
+    // The MoE layers with routing statistics: exactly those of the expert and shared sites.
+    if (m.contains("moe")) {
+      const auto& moe = m.at("moe");
+      if (r.experts_ == 0) throw FormatError(ctx + ": key 'moe' in the recording of a dense model");
+      if (jsonInt(req(moe, "experts", ctx + ": moe"), 0, INT32_MAX, ctx + ": moe.experts") != r.experts_ ||
+          jsonInt(req(moe, "top_k", ctx + ": moe"), 0, INT32_MAX, ctx + ": moe.top_k") != r.topK_)
+        throw FormatError(ctx + ": moe.experts / moe.top_k differ from model.experts / model.top_k");
+      const auto& rl = req(moe, "layers", ctx + ": moe");
+      if (!rl.is_array()) throw FormatError(ctx + ": moe.layers must be a list");
+      for (const auto& l : rl) r.routingLayers_.push_back(jsonInt(l, 0, r.modelLayers_ - 1, ctx + ": moe.layers"));
+    }
+    {
+      std::vector<int> want;
+      for (const Site& site : r.sites_)
+        if ((site.expert >= 0 || site.shared) && std::find(want.begin(), want.end(), site.layer) == want.end())
+          want.push_back(site.layer);
+      std::sort(want.begin(), want.end());
+      if (want != r.routingLayers_)
+        throw FormatError(ctx + ": moe.layers " + nlohmann::json(r.routingLayers_).dump() +
+                          " is not the list of the recorded expert sites' layers " + nlohmann::json(want).dump());
     }
     // Token streams: one per stack of an encoder-decoder recording (manifest
     // `stacks`), else one.
@@ -281,9 +387,18 @@ Recording Recording::open(const fs::path& dir, bool allowPartial) {
   r.stats_ = SafetensorsFile::open(dir / "stats.safetensors");
   r.coact_ = SafetensorsFile::open(dir / "coact.safetensors");
   r.sampleFile_ = SafetensorsFile::open(dir / "samples.safetensors");
-  const int64_t n = r.dFF_, C = static_cast<int64_t>(r.categories_.size());
+  const int64_t C = static_cast<int64_t>(r.categories_.size());
+  for (int l : r.routingLayers_) {
+    const std::string P = Site::ofLayer(l).prefix();
+    const int64_t E = r.experts_;
+    checkTensor(*r.stats_, lname(P, "expert_usage"), DType::I64, {E});
+    checkTensor(*r.stats_, lname(P, "expert_cooccur"), DType::I64, {E, E});
+    checkTensor(*r.stats_, lname(P, "expert_category_usage"), DType::I64, {C, E});
+    checkRoutingInvariants(*r.stats_, P, E, r.topK_, r.streams_[0].tokens);
+  }
   for (size_t i = 0; i < r.layers_.size(); ++i) {
     const std::string P = r.sites_[i].prefix();
+    const int64_t n = r.widths_[i];
     checkTensor(*r.stats_, lname(P, "count"), DType::I64, {n});
     checkTensor(*r.stats_, lname(P, "sum"), DType::F64, {n});
     checkTensor(*r.stats_, lname(P, "sumsq"), DType::F64, {n});
@@ -293,7 +408,7 @@ Recording Recording::open(const fs::path& dir, bool allowPartial) {
     checkTensor(*r.stats_, lname(P, "category_tokens"), DType::I64, {C});
     checkTensor(*r.coact_, lname(P, "coact"), DType::I32, {n, n});
     if (r.soft_) checkTensor(*r.coact_, lname(P, "coact_soft"), DType::F32, {n, n});
-    checkLayerInvariants(*r.stats_, *r.coact_, P, n, r.streams_[r.streamOf_[i]].tokens, r.soft_);
+    checkLayerInvariants(*r.stats_, *r.coact_, P, n, r.siteTokens(r.layers_[i]), r.soft_);
   }
   const std::string sp = (dir / "samples.safetensors").string();
   for (auto& sm : r.streams_) {
@@ -315,9 +430,24 @@ Recording Recording::open(const fs::path& dir, bool allowPartial) {
   for (size_t i = 0; i < r.layers_.size(); ++i) {
     const std::string P = r.sites_[i].prefix();
     const int64_t S = r.streams_[r.streamOf_[i]].samples;
-    checkTensor(*r.sampleFile_, lname(P, "ffn_in"), DType::F16, {S, static_cast<int64_t>(r.dModel_)});
-    checkTensor(*r.sampleFile_, lname(P, "ffn_act"), DType::F16, {S, n});
+    const Site& site = r.sites_[i];
+    // Expert and shared sites read their MoE layer's FFN input (checked below).
+    if (site.expert < 0 && !site.shared)
+      checkTensor(*r.sampleFile_, lname(P, "ffn_in"), DType::F16, {S, static_cast<int64_t>(r.dModel_)});
+    checkTensor(*r.sampleFile_, lname(P, "ffn_act"), DType::F16, {S, static_cast<int64_t>(r.widths_[i])});
+    if (site.expert >= 0) {
+      checkTensor(*r.sampleFile_, lname(P, "routed"), DType::U8, {S});
+      at::Tensor routed = r.sampleFile_->raw(lname(P, "routed")).contiguous();
+      const uint8_t* v = routed.data_ptr<uint8_t>();
+      for (int64_t j = 0; j < S; ++j)
+        if (v[j] > 1)
+          throw FormatError(sp + ": tensor '" + lname(P, "routed") + "'[" + std::to_string(j) +
+                            "] = " + std::to_string(v[j]) + " is not 0 or 1");
+    }
   }
+  for (int l : r.routingLayers_)
+    checkTensor(*r.sampleFile_, lname(Site::ofLayer(l).prefix(), "ffn_in"), DType::F16,
+                {r.streams_[0].samples, static_cast<int64_t>(r.dModel_)});
   return r;
 }
 
@@ -342,6 +472,48 @@ const Recording::Stream& Recording::streamOfLayer(int layer) const {
 }
 
 int64_t Recording::tokens(int layer) const { return streamOfLayer(layer).tokens; }
+
+int64_t Recording::siteTokens(int layer) const {
+  const Site s = site(layer);
+  if (s.expert < 0) return tokens(layer);
+  return stats_->raw(lname(Site::ofLayer(s.layer).prefix(), "expert_usage")).contiguous().data_ptr<int64_t>()[s.expert];
+}
+
+int Recording::width(int layer) const {
+  for (size_t i = 0; i < layers_.size(); ++i)
+    if (layers_[i] == layer) return widths_[i];
+  requireLayer(layer);
+  return 0;
+}
+
+void Recording::requireRouting(int l) const {
+  if (std::find(routingLayers_.begin(), routingLayers_.end(), l) == routingLayers_.end())
+    throw ParameterError(
+        dir_.string() + ": layer " + std::to_string(l) +
+        " has no recorded routing statistics (recorded MoE layers: " + nlohmann::json(routingLayers_).dump() + ")");
+}
+
+at::Tensor Recording::expertUsage(int l) const {
+  requireRouting(l);
+  return stats_->raw(lname(Site::ofLayer(l).prefix(), "expert_usage"));
+}
+at::Tensor Recording::expertCooccurrence(int l) const {
+  requireRouting(l);
+  return stats_->raw(lname(Site::ofLayer(l).prefix(), "expert_cooccur"));
+}
+at::Tensor Recording::expertCategoryUsage(int l) const {
+  requireRouting(l);
+  return stats_->raw(lname(Site::ofLayer(l).prefix(), "expert_category_usage"));
+}
+at::Tensor Recording::sampleMoeFfnIn(int l) const {
+  requireRouting(l);
+  return sampleFile_->raw(lname(Site::ofLayer(l).prefix(), "ffn_in"));
+}
+at::Tensor Recording::sampleRouted(int L) const {
+  if (site(L).expert < 0)
+    throw ParameterError(dir_.string() + ": site " + site(L).name() + " is not an expert site (no routed samples)");
+  return sampleFile_->raw(tname(L, "routed"));
+}
 int64_t Recording::sampleCount(int layer) const { return streamOfLayer(layer).samples; }
 at::Tensor Recording::sampleTokenIds(int L) const { return sampleFile_->raw(streamOfLayer(L).prefix + "token_id"); }
 at::Tensor Recording::sampleDocIds(int L) const { return sampleFile_->raw(streamOfLayer(L).prefix + "doc_id"); }
@@ -402,7 +574,8 @@ at::Tensor Recording::sampleDocIds() const { return sampleDocIds(layers_.front()
 at::Tensor Recording::samplePositions() const { return samplePositions(layers_.front()); }
 at::Tensor Recording::sampleCategories() const { return sampleCategories(layers_.front()); }
 at::Tensor Recording::sampleFfnIn(int L) const {
-  requireLayer(L);
+  const Site s = site(L);
+  if (s.expert >= 0 || s.shared) return sampleMoeFfnIn(s.layer);  // the MoE layer's input is every expert's
   return sampleFile_->raw(tname(L, "ffn_in"));
 }
 at::Tensor Recording::sampleFfnAct(int L) const {
@@ -416,7 +589,8 @@ void Recording::checkModel(const Model& model) const {
     throw ParameterError(dir_.string() + ": recording was made with model " + modelPath_ + " (fingerprint " +
                          fingerprint_ + "), not with " + model.dir().string() + " (fingerprint " + model.fingerprint() +
                          ")");
-  if (c.dFF != dFF_ || c.dModel != dModel_ || c.nLayer != modelLayers_ || c.nDecoderLayer != decoderLayers_)
+  if (c.dFF != dFF_ || c.dModel != dModel_ || c.nLayer != modelLayers_ || c.nDecoderLayer != decoderLayers_ ||
+      c.expertCount != experts_ || (experts_ > 0 && (c.dExpert != dExpert_ || c.dShared != dShared_)))
     throw ParameterError(dir_.string() + ": recording shape (d_ff " + std::to_string(dFF_) + ", d_model " +
                          std::to_string(dModel_) + ") does not match model " + model.dir().string());
 }

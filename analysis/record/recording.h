@@ -27,6 +27,16 @@ class SafetensorsFile;
 /// figures of the site's stack; the forms without a site give the first
 /// recorded site's stream (the only one of a single-stack recording), except
 /// tokens(), the total over the streams.
+///
+/// Native MoE recordings (nativeMoe()) hold expert sites blk.L.exp.E and
+/// shared sites blk.L.shared (site.h "Expert site indices"), each of its own
+/// width (width()); an expert site counts the tokens routed to it
+/// (siteTokens()). Their MoE layers (routingLayers()) carry the routing
+/// statistics (expertUsage(), expertCooccurrence(), expertCategoryUsage())
+/// and the layer's FFN input samples (sampleMoeFfnIn(), which sampleFfnIn()
+/// of their expert and shared sites returns). open() checks them: shapes,
+/// non-negative, co-occurrence symmetric with the usage on its diagonal and
+/// k - 1 times the usage off it per row, usage summing to tokens x k.
 class Recording {
  public:
   /// Opens and validates REC_DIR. Checkpoint folders (manifest "complete":
@@ -55,6 +65,12 @@ class Recording {
   int64_t tokens() const { return tokens_; }
   /// Tokens of the site's stream (== tokens() for single-stack recordings).
   int64_t tokens(int layer) const;
+  /// Tokens a site's statistics count: an expert site's usage (the tokens
+  /// routed to it), tokens(layer) for every other site.
+  int64_t siteTokens(int layer) const;
+  /// Hidden width of a recorded site (d_ff; d_expert or d_shared for the
+  /// expert and shared sites of a native MoE recording).
+  int width(int layer) const;
   int64_t sequences() const { return sequences_; }
   int64_t chunksDone() const { return chunksDone_; }
   bool complete() const { return complete_; }
@@ -89,6 +105,21 @@ class Recording {
   at::Tensor sampleFfnIn(int layer) const;   ///< F16 [S, d_model]
   at::Tensor sampleFfnAct(int layer) const;  ///< F16 [S, d_ff]
 
+  // Native MoE recordings.
+  bool nativeMoe() const { return experts_ > 0; }
+  int experts() const { return experts_; }  ///< E (0 for dense models)
+  int topK() const { return topK_; }        ///< k
+  /// The MoE layers whose routing statistics are recorded, ascending.
+  const std::vector<int>& routingLayers() const { return routingLayers_; }
+  /// Routing statistics of a MoE layer (ParameterError if not recorded):
+  at::Tensor expertUsage(int moeLayer) const;          ///< I64 [E]: tokens routing to each expert
+  at::Tensor expertCooccurrence(int moeLayer) const;   ///< I64 [E, E], symmetric, diagonal = usage
+  at::Tensor expertCategoryUsage(int moeLayer) const;  ///< I64 [n_categories, E]
+  at::Tensor sampleMoeFfnIn(int moeLayer) const;       ///< F16 [S, d_model]: the layer's FFN input
+  /// U8 [S] of an expert site: 1 where the sampled token was routed to the
+  /// expert (its sampleFfnAct row holds the hidden; zeros elsewhere).
+  at::Tensor sampleRouted(int layer) const;
+
   /// Throws ParameterError (CLI exit 2) if `model` is not the model this recording was made
   /// with (fingerprint or shape mismatch), naming both.
   void checkModel(const Model& model) const;
@@ -101,6 +132,11 @@ class Recording {
   bool encoderDecoder_ = false;
   std::vector<int> layers_;
   std::vector<Site> sites_;
+  std::vector<int> widths_;  // parallel to layers_
+  int experts_ = 0, topK_ = 0, dExpert_ = 0, dShared_ = 0;
+  std::vector<int> moeLayers_;      // the model's MoE layers (manifest model.moe_layers)
+  std::vector<int> routingLayers_;  // those with recorded routing statistics (manifest moe.layers)
+  void requireRouting(int moeLayer) const;
   // Token streams: prefix of the sample tensors ("", "enc.", "dec."), tokens, samples.
   struct Stream {
     std::string prefix;

@@ -69,6 +69,10 @@ void PartitionData::checkModel(const Model& model) const {
     throw ParameterError((dir / "partition.json").string() + ": partition was made for model " + modelFingerprint +
                          ", not for " + model.dir().string() + " (fingerprint " + model.fingerprint() + ")");
   for (size_t i = 0; i < layers.size(); ++i) {
+    if (sites[i].expert >= 0 || sites[i].shared)
+      throw ParameterError((dir / "partition.json").string() + ": site " + sites[i].name() +
+                           " is an expert of a native MoE layer; routing and evaluating MoEfied experts is not "
+                           "supported yet (split and its metrics are)");
     if (c.ffnSiteIndex(sites[i]) != layers[i])
       throw ParameterError((dir / "partition.json").string() + ": site " + sites[i].name() + " (layer " +
                            std::to_string(layers[i]) + ") does not exist in the model (" +
@@ -102,8 +106,8 @@ SampleData SampleData::read(const fs::path& dir, const std::vector<Site>& sites,
         throw FormatError(sf.string() + ": missing tensor '" + name + "' (site " + site.name() + " not recorded)");
       int64_t width = which == 0 ? dModel : dFF;
       if (info->shape.size() != 2 || info->shape[1] != width)
-        throw FormatError(sf.string() + ": tensor '" + name + "' has shape " + shapeString(info->shape) + ", expected [S, " +
-                          std::to_string(width) + "]");
+        throw FormatError(sf.string() + ": tensor '" + name + "' has shape " + shapeString(info->shape) +
+                          ", expected [S, " + std::to_string(width) + "]");
       if (s.samples < 0) s.samples = info->shape[0];
       const int64_t want = stackSamples.emplace(site.stack, info->shape[0]).first->second;
       if (info->shape[0] != want)
@@ -111,7 +115,8 @@ SampleData SampleData::read(const fs::path& dir, const std::vector<Site>& sites,
                           " samples, other sites of its stack have " + std::to_string(want));
       if (info->shape[0] <= 0) throw FormatError(sf.string() + ": no samples of site " + site.name());
       at::Tensor t = st->f32(name).contiguous();
-      if (!at::isfinite(t).all().item<bool>()) throw FormatError(sf.string() + ": tensor '" + name + "' has NaN or Inf values");
+      if (!at::isfinite(t).all().item<bool>())
+        throw FormatError(sf.string() + ": tensor '" + name + "' has NaN or Inf values");
       (which == 0 ? s.ffnIn : s.ffnAct).push_back(t);
     }
   }

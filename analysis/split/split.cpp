@@ -3,7 +3,9 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <chrono>
+#include <optional>
 
 #include "analysis/common/error.h"
 #include "analysis/io/fsutil.h"
@@ -26,7 +28,8 @@ int resolveExperts(int dFF, int experts, int expertSize) {
   if (experts <= 0 && expertSize <= 0) throw ParameterError("give --experts E or --expert-size S");
   if (expertSize > 0) {
     if (expertSize > dFF)
-      throw ParameterError("--expert-size " + std::to_string(expertSize) + " is larger than d_ff " + std::to_string(dFF));
+      throw ParameterError("--expert-size " + std::to_string(expertSize) + " is larger than d_ff " +
+                           std::to_string(dFF));
     if (dFF % expertSize != 0)
       throw ParameterError("--expert-size " + std::to_string(expertSize) + " does not divide d_ff " +
                            std::to_string(dFF) + "; choose a divisor of d_ff");
@@ -77,16 +80,18 @@ struct SampleHalves {
   std::string by;      // "document" or "token"
 };
 
-SampleHalves sampleHalves(const Recording& rec, int L) {
-  at::Tensor docs = rec.sampleDocIds(L).contiguous();
+// Over the reservoir rows `rows` (siteSampleRows) of site L.
+SampleHalves sampleHalves(const Recording& rec, int L, const at::Tensor& rows) {
+  at::Tensor docs = rec.sampleDocIds(L).index_select(0, rows).contiguous();
   const int64_t S = docs.numel();
   const int64_t* d = docs.data_ptr<int64_t>();
+  const int64_t* rowOf = rows.data_ptr<int64_t>();
   std::vector<int64_t> part[2];
   for (int64_t i = 0; i < S; ++i) {
     uint64_t x = static_cast<uint64_t>(d[i]) + 0x9E3779B97F4A7C15ull;
     x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
     x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-    part[(x ^ (x >> 31)) & 1].push_back(i);
+    part[(x ^ (x >> 31)) & 1].push_back(rowOf[i]);
   }
   SampleHalves h;
   h.by = "document";
@@ -94,7 +99,7 @@ SampleHalves sampleHalves(const Recording& rec, int L) {
     h.by = "token";
     part[0].clear();
     part[1].clear();
-    for (int64_t i = 0; i < S; ++i) part[i & 1].push_back(i);
+    for (int64_t i = 0; i < S; ++i) part[i & 1].push_back(rowOf[i]);
   }
   for (int k = 0; k < 2; ++k) h.rows[k] = at::tensor(part[k], at::kLong);
   return h;
@@ -115,11 +120,63 @@ at::Tensor sampleCoact(const Recording& rec, int L, const at::Tensor& rows) {
   return co;
 }
 
+/// The reservoir rows a site's sample-based metrics use: every row, or for an
+/// expert site the rows of sampled tokens routed to the expert (the others
+/// hold no hidden of it).
+at::Tensor siteSampleRows(const Recording& rec, int L) {
+  if (rec.site(L).expert < 0) return at::arange(rec.sampleCount(L), at::kLong);
+  return rec.sampleRouted(L).to(at::kBool).nonzero().select(1, 0).contiguous();
+}
+
 }  // namespace
+
+std::vector<int> resolveSplitSites(const Recording& rec, const SplitOptions& o) {
+  if (!o.layers.empty() && !o.sites.empty()) throw ParameterError("--layers and --sites: give one of them");
+  std::vector<int> out;
+  if (!o.sites.empty()) {
+    for (const std::string& item : o.sites) {
+      const std::optional<Site> site = Site::tryParse(item);
+      if (!site)
+        throw ParameterError("--sites: '" + item + "' is not an FFN site name (blk.2, dec.blk.0, blk.1.exp.3)");
+      const int L = rec.layerOf(*site);
+      if (L >= 0) {
+        out.push_back(L);
+        continue;
+      }
+      size_t before = out.size();
+      if (site->expert < 0 && !site->shared)  // blk.L of a native MoE layer: its recorded experts
+        for (size_t i = 0; i < rec.sites().size(); ++i)
+          if (rec.sites()[i].stack == site->stack && rec.sites()[i].layer == site->layer && rec.sites()[i].expert >= 0)
+            out.push_back(rec.layers()[i]);
+      if (out.size() == before) {
+        std::string have;
+        for (const Site& s : rec.sites()) have += (have.empty() ? "" : ",") + s.name();
+        throw ParameterError("--sites: " + item + " was not recorded in " + rec.dir().string() + " (recorded: " + have +
+                             ")");
+      }
+    }
+  } else {
+    out = o.layers.empty() ? rec.layers() : o.layers;
+    for (int L : out)
+      if (!rec.hasLayer(L)) rec.count(L);  // throws ParameterError naming the recorded layers
+  }
+  std::vector<int> unique;
+  for (int L : out)
+    if (std::find(unique.begin(), unique.end(), L) == unique.end()) unique.push_back(L);
+  for (int L : unique)
+    if (rec.width(L) != rec.width(unique.front()))
+      throw ParameterError(std::string(o.sites.empty() ? "--layers" : "--sites") + ": " +
+                           rec.site(unique.front()).name() + " has width " + std::to_string(rec.width(unique.front())) +
+                           " but " + rec.site(L).name() + " has width " + std::to_string(rec.width(L)) +
+                           "; a partition splits sites of one width (split the experts, the shared experts and the "
+                           "dense layers separately, e.g. --sites blk.0.exp.0,blk.0.exp.1)");
+  return unique;
+}
 
 nlohmann::json runSplit(const Recording& rec, const Model* model, const SplitOptions& o, const fs::path& out,
                         JobContext& job) {
-  const int n = rec.dFF();
+  const std::vector<int> layers = resolveSplitSites(rec, o);
+  const int n = rec.width(layers.front());
   if (o.shared.enabled() && (o.expertSize > 0 || o.experts <= 0))
     throw ParameterError("--shared needs --experts E (the number of routed experts), not --expert-size");
   // With a shared expert E counts the routed experts, which split the d_ff - N
@@ -132,7 +189,8 @@ nlohmann::json runSplit(const Recording& rec, const Model* model, const SplitOpt
   if (o.graphSource != "binary" && o.graphSource != "soft")
     throw ParameterError("--graph must be binary or soft, got '" + o.graphSource + "'");
   if (o.method == "coact" && o.graphSource == "soft" && !rec.hasSoftCoact())
-    throw ParameterError(rec.dir().string() + ": has no soft co-activation; record with --soft-coact or use --graph binary");
+    throw ParameterError(rec.dir().string() +
+                         ": has no soft co-activation; record with --soft-coact or use --graph binary");
   if (o.method == "kmeans") {
     if (!model) throw ParameterError("kmeans needs the model (give --model MODEL_DIR)");
     rec.checkModel(*model);
@@ -141,9 +199,6 @@ nlohmann::json runSplit(const Recording& rec, const Model* model, const SplitOpt
   std::vector<fs::path> inputs = {rec.dir()};
   if (model && !model->dir().empty()) inputs.push_back(model->dir());
   checkOutput(out, o.force, "partition", inputs);
-  std::vector<int> layers = o.layers.empty() ? rec.layers() : o.layers;
-  for (int L : layers)
-    if (!rec.hasLayer(L)) rec.count(L);  // throws ParameterError naming the recorded layers
 
   nlohmann::json metrics = nlohmann::json::object();
   std::vector<std::pair<std::string, at::Tensor>> tensors;
@@ -151,7 +206,7 @@ nlohmann::json runSplit(const Recording& rec, const Model* model, const SplitOpt
   // the samples only give the binary graph.
   // (Encoder-decoder recordings keep one reservoir per stack: the halves are per site.)
   bool halfStability = o.stability && o.method == "coact" && o.graphSource == "binary";
-  for (int L : layers) halfStability = halfStability && rec.sampleCount(L) >= 2;
+  for (int L : layers) halfStability = halfStability && siteSampleRows(rec, L).numel() >= 2;
   SampleHalves halves;
   nlohmann::json sharedByLayer = nlohmann::json::object();  // --shared: site key -> shared neurons
   int64_t routedSize = n / E;                               // expert_size: the first site's routed experts
@@ -161,7 +216,8 @@ nlohmann::json runSplit(const Recording& rec, const Model* model, const SplitOpt
     const int L = layers[li];
     const Site site = rec.site(L);
     sites.push_back(site);
-    if (halfStability) halves = sampleHalves(rec, L);
+    const at::Tensor sampleRows = siteSampleRows(rec, L);
+    if (halfStability) halves = sampleHalves(rec, L, sampleRows);
     job.checkCancel();
     // The shared expert (--shared): its neurons leave the split; the method
     // sees only the routed ones (`routed`, ascending ids), and every
@@ -193,7 +249,7 @@ nlohmann::json runSplit(const Recording& rec, const Model* model, const SplitOpt
         labels = partitionRandom(nr, E, seed + 0x9E3779B97F4A7C15ull * static_cast<uint64_t>(L + 1));
       } else if (o.method == "coact") {
         at::Tensor src = o.graphSource == "soft" ? onRouted(rec.coactSoft(L), 2) : coact;
-        CoactGraph g = buildCoactGraph(src, onRouted(rec.count(L), 1), rec.tokens(L), o.graph, E);
+        CoactGraph g = buildCoactGraph(src, onRouted(rec.count(L), 1), rec.siteTokens(L), o.graph, E);
         labels = partitionCoact(g, E, seed);
         info["graph_edges"] = g.edges();
         info["graph_topk"] = resolveTopk(o.graph, nr, E);
@@ -211,10 +267,11 @@ nlohmann::json runSplit(const Recording& rec, const Model* model, const SplitOpt
     m["coact_inside"] = coactInside(coact, labels);
     m["edge_cut"] = edgeCut(coact, labels);
     m["balance"] = sizeBalance(labels, E);
-    if (rec.sampleCount(L) > 0)
-      m["recall_at_k"] =
-          recallAtK(sharedCount ? rec.sampleFfnAct(L).index_select(1, routedT) : rec.sampleFfnAct(L), labels, E);
-    else m["recall_at_k"] = nlohmann::json::array();
+    if (sampleRows.numel() > 0) {
+      const at::Tensor act = rec.sampleFfnAct(L).index_select(0, sampleRows);
+      m["recall_at_k"] = recallAtK(sharedCount ? act.index_select(1, routedT) : act, labels, E);
+    } else
+      m["recall_at_k"] = nlohmann::json::array();
     if (o.stability) {
       nlohmann::json info2;
       std::vector<int32_t> other = split(o.seed + 1, info2);
@@ -267,8 +324,10 @@ nlohmann::json runSplit(const Recording& rec, const Model* model, const SplitOpt
   nlohmann::json opts = nlohmann::json::object();
   if (o.method == "coact") {
     opts["weighting"] = o.graph.weighting;
-    if (o.graph.topk >= 0) opts["topk"] = o.graph.topk;
-    else opts["topk"] = "auto";
+    if (o.graph.topk >= 0)
+      opts["topk"] = o.graph.topk;
+    else
+      opts["topk"] = "auto";
     opts["graph"] = o.graphSource;
   } else if (o.method == "kmeans") {
     opts["rows"] = o.rows;
@@ -277,9 +336,8 @@ nlohmann::json runSplit(const Recording& rec, const Model* model, const SplitOpt
   }
   opts["stability"] = o.stability;
   if (halfStability)
-    opts["half_stability"] = {{"source", "samples"},
-                              {"by", halves.by},
-                              {"tokens", {halves.rows[0].numel(), halves.rows[1].numel()}}};
+    opts["half_stability"] = {
+        {"source", "samples"}, {"by", halves.by}, {"tokens", {halves.rows[0].numel(), halves.rows[1].numel()}}};
   j["options"] = opts;
   j["seed"] = o.seed;
   j["experts"] = E;
@@ -292,6 +350,13 @@ nlohmann::json runSplit(const Recording& rec, const Model* model, const SplitOpt
     }
   }
   j["d_ff"] = n;
+  // Expert sites: what their site indices derive from (site.h "Expert site indices").
+  for (const Site& s : sites)
+    if (s.expert >= 0 || s.shared) {
+      j["native_experts"] = rec.experts();
+      j["model_layers"] = rec.modelLayers();
+      break;
+    }
   j["layers"] = layers;
   j["sites"] = siteNames(sites);  // FFN sites (analysis/model/site.h) of `layers` (site indices)
   j["model_fingerprint"] = rec.fingerprint();
@@ -465,7 +530,10 @@ nlohmann::json comparePartitions(const std::vector<Partition>& parts) {
         const auto& ly = parts[y].layers();
         if (std::find(ly.begin(), ly.end(), L) == ly.end()) continue;
         auto la = parts[x].labels(L), lb = parts[y].labels(L);
-        agree.push_back({{"a", x}, {"b", y}, {"layer", L}, {"ari", adjustedRandIndex(la, lb)},
+        agree.push_back({{"a", x},
+                         {"b", y},
+                         {"layer", L},
+                         {"ari", adjustedRandIndex(la, lb)},
                          {"nmi", normalizedMutualInfo(la, lb)}});
       }
   j["agreement"] = agree;

@@ -164,14 +164,18 @@ struct SplitOptions {
   std::string method = "coact";  ///< coact | kmeans | random
   int experts = 0;               ///< E (or 0 with expertSize)
   int expertSize = 0;            ///< S = d_ff / E
-  std::vector<int> layers;       ///< empty = every recorded layer
+  std::vector<int> layers;       ///< site indices (--layers); empty = see `sites`
+  /// --sites: recorded site names (blk.2, dec.blk.0, blk.1.exp.3, blk.1.shared),
+  /// or blk.L of a native MoE layer for its recorded expert sites; empty (with
+  /// `layers` empty) = every recorded site.
+  std::vector<std::string> sites;
   uint64_t seed = 0;
   GraphOptions graph;
   std::string graphSource = "binary";  ///< coact: binary counts or soft (needs --soft-coact at record time)
   std::string rows = "up";             ///< kmeans on gated FFNs: gate | up | both
   int restarts = 4;
   int maxIter = 50;
-  bool stability = true;  ///< rerun with seed + 1 and report ARI/NMI
+  bool stability = true;            ///< rerun with seed + 1 and report ARI/NMI
   std::filesystem::path modelPath;  ///< kmeans: model folder (default: the recording's)
   SharedOptions shared;             ///< --shared: a shared expert per layer (then E counts routed experts)
   bool force = false;
@@ -181,7 +185,19 @@ struct SplitOptions {
 /// naming the option when E does not divide d_ff or E > d_ff.
 int resolveExperts(int dFF, int experts, int expertSize);
 
+/// The recorded site indices a split covers: options.layers, or the sites
+/// options.sites names, or every recorded site; in recording order. They must
+/// share one width (the partition's d_ff): a native MoE recording's experts
+/// (d_expert), its shared experts (d_shared) and dense layers (d_ff) are
+/// split separately. Throws ParameterError naming the option and the site
+/// (an unrecorded one, a mixed width). Thread-safe.
+std::vector<int> resolveSplitSites(const Recording& rec, const SplitOptions& options);
+
 /// Splits every requested layer of `rec` and writes PART_DIR atomically.
+/// Expert sites (blk.L.exp.E of a native MoE recording) split the expert's
+/// FFN into finer experts from the statistics of the tokens routed to it;
+/// their sample-based metrics (recall@k, half stability) use the sampled
+/// tokens routed to the expert.
 /// Returns partition.json. `model` is needed for kmeans (else may be null).
 /// With options.shared, each layer's shared neurons (sharedNeuronCount,
 /// mostActiveNeurons on the recorded counts) get label E and the method

@@ -33,7 +33,10 @@ const OptionTable& splitOptionTable() {
                 "co-activation graph + METIS, balanced k-means on W1 rows, or a seeded random split")
         .integerNoDefault("experts", "E", 1, 1 << 24, "number of experts per layer (must divide d_ff)", "16")
         .integerNoDefault("expert-size", "S", 1, 1 << 24, "neurons per expert, instead of --experts")
-        .text("layers", "0,1,..", "", "comma-separated layers to split (empty = every recorded layer)")
+        .text("layers", "0,1,..", "", "comma-separated layers (site indices) to split (empty = every recorded site)")
+        .text("sites", "SITES", "",
+              "recorded sites to split, comma-separated (blk.2, dec.blk.0, blk.1.exp.3, blk.1.shared; blk.1 of a "
+              "native MoE layer = its recorded experts); the sites must have one width")
         .integer("seed", "N", static_cast<int64_t>(d.seed), 0, std::numeric_limits<int64_t>::max(), "seed")
         .text("out", "PART_DIR", std::nullopt, "the partition folder to write")
         .flag("force", "replace an existing PART_DIR")
@@ -78,6 +81,11 @@ SplitOptions splitOptionsFrom(const OptionValues& v) {
   if (v.has("experts")) o.experts = v.int32("experts");
   if (v.has("expert-size")) o.expertSize = v.int32("expert-size");
   o.layers = parseLayerList(v.text("layers"), "--layers");
+  if (v.has("sites")) {
+    o.sites = splitListValue(v.text("sites"), "--sites");
+    if (o.sites.empty()) throw ParameterError("--sites: empty list");
+  }
+  if (!o.layers.empty() && !o.sites.empty()) throw ParameterError("--layers and --sites: give one of them");
   o.seed = v.seed("seed");
   o.graph.weighting = v.text("weighting");
   o.graph.topk = parseTopk(v.text("topk"));

@@ -1,4 +1,5 @@
 // moefy record: activation statistics, co-activation counts and sampled rows.
+#include <algorithm>
 #include <filesystem>
 #include <iostream>
 
@@ -32,13 +33,23 @@ nlohmann::json summaryJson(const Recording& r) {
   j["active"] = r.activeRule().toJson();
   nlohmann::json density = nlohmann::json::object();
   for (int L : r.layers()) {
-    // Keyed by layer number for single-stack recordings (as before), by site name otherwise.
-    const std::string key = r.encoderDecoder() ? r.site(L).name() : std::to_string(L);
+    // Keyed by layer number for dense single-stack recordings (as before), by site name otherwise.
+    const std::string key = r.encoderDecoder() || r.nativeMoe() ? r.site(L).name() : std::to_string(L);
     const double c = r.count(L).sum().item<double>();
-    const int64_t tokens = r.tokens(L);
-    density[key] = tokens > 0 ? c / (static_cast<double>(tokens) * r.dFF()) : 0.0;
+    const int64_t tokens = r.siteTokens(L);  // an expert's routed tokens
+    density[key] = tokens > 0 ? c / (static_cast<double>(tokens) * r.width(L)) : 0.0;
   }
   j["density"] = density;
+  if (r.nativeMoe()) {
+    // Per MoE layer: the share of the tokens routing to each expert (usage / tokens).
+    nlohmann::json usage = nlohmann::json::object();
+    for (int l : r.routingLayers()) {
+      at::Tensor u =
+          r.expertUsage(l).to(at::kDouble).div(static_cast<double>(std::max<int64_t>(1, r.tokens()))).contiguous();
+      usage[Site::ofLayer(l).name()] = std::vector<double>(u.data_ptr<double>(), u.data_ptr<double>() + u.numel());
+    }
+    j["expert_usage"] = usage;
+  }
   return j;
 }
 
@@ -53,9 +64,9 @@ void printSummary(const Args& a, const Recording& r, double seconds) {
             << r.layers().size() << " layers, " << r.sampleCount() << " samples, active rule "
             << r.activeRule().toString() << "\n";
   for (int L : r.layers()) {
-    if (r.encoderDecoder()) {
+    if (r.encoderDecoder() || r.nativeMoe()) {
       const std::string name = r.site(L).name();
-      std::cout << "  site " << name << ": density " << j["density"][name].get<double>() << " over " << r.tokens(L)
+      std::cout << "  site " << name << ": density " << j["density"][name].get<double>() << " over " << r.siteTokens(L)
                 << " tokens\n";
     } else {
       std::cout << "  layer " << L << ": density " << j["density"][std::to_string(L)].get<double>() << "\n";

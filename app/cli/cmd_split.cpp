@@ -68,13 +68,16 @@ int runExportGraph(const Args& a) {
   const std::string src = o.graphSource;
   if (src == "soft" && !rec.hasSoftCoact())
     throw ParameterError(rec.dir().string() + ": has no soft co-activation; record with --soft-coact");
-  CoactGraph g = buildCoactGraph(src == "soft" ? rec.coactSoft(L) : rec.coact(L), rec.count(L), rec.tokens(L), o.graph);
+  CoactGraph g =
+      buildCoactGraph(src == "soft" ? rec.coactSoft(L) : rec.coact(L), rec.count(L), rec.siteTokens(L), o.graph);
   const fs::path out = a.text("export-graph");
   writeMetisGraph(g, out);
   nlohmann::json j = {{"graph", out.string()}, {"layer", L}, {"vertices", g.n}, {"edges", g.edges()}};
-  if (a.json()) printJson(j);
-  else std::cout << "wrote " << out.string() << ": " << g.n << " vertices, " << g.edges() << " edges (layer " << L
-                 << "); cross-check with: gpmetis " << out.string() << " E\n";
+  if (a.json())
+    printJson(j);
+  else
+    std::cout << "wrote " << out.string() << ": " << g.n << " vertices, " << g.edges() << " edges (layer " << L
+              << "); cross-check with: gpmetis " << out.string() << " E\n";
   return 0;
 }
 
@@ -92,7 +95,8 @@ int runSplitCmd(const Args& a) {
   warnLinkProblems("split", ArtefactKind::Recording, recDir);
   // Validate E before loading anything heavy.
   // (With --shared, E counts the routed experts and need not divide d_ff: runSplit checks it per layer.)
-  if (!o.shared.enabled()) resolveExperts(rec.dFF(), o.experts, o.expertSize);
+  const std::vector<int> splitSites = resolveSplitSites(rec, o);
+  if (!o.shared.enabled()) resolveExperts(rec.width(splitSites.front()), o.experts, o.expertSize);
   std::unique_ptr<Model> model;
   if (o.method == "kmeans") {
     const fs::path mp = o.modelPath.empty() ? fs::path(rec.modelPath()) : o.modelPath;
@@ -115,8 +119,7 @@ int runSplitCmd(const Args& a) {
               << std::setprecision(0) << m["edge_cut"].get<double>() << std::setprecision(4) << ", balance "
               << m["balance"].get<double>() << ", recall@1 " << recallAt(m, 1);
     if (m.contains("stability_ari")) std::cout << ", stability ARI " << m["stability_ari"].get<double>();
-    if (m.contains("half_stability_ari"))
-      std::cout << ", halves ARI " << m["half_stability_ari"].get<double>();
+    if (m.contains("half_stability_ari")) std::cout << ", halves ARI " << m["half_stability_ari"].get<double>();
     if (m.contains("shared_neurons"))
       std::cout << ", shared expert " << m["shared_neurons"].get<int>() << " neurons (" << std::setprecision(1)
                 << 100.0 * m["shared_mass"].get<double>() << "% of activations)" << std::setprecision(4);

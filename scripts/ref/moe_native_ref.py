@@ -8,6 +8,11 @@ usage:
       (the same as make_checkpoint.py VARIANT OUT_DIR ...; the variants are
       registered there too, so batch.py and the key-table test can make them)
   moe_native_ref.py forward MODEL_DIR --ids 1,2,3 [--ids ...] --out OUT.safetensors [--all-experts]
+  moe_native_ref.py check-record MODEL_DIR --ids IDS.safetensors --rec REC_DIR [--rtol R]
+      recomputes the routing statistics and every recorded site's statistics of a `moefy record`
+      of MODEL_DIR over the pre-tokenised IDS (record_ref.py make-ids) and compares them with
+      REC_DIR (integers exactly, sums to R relative); prints the max difference of each, exit 1
+      on any mismatch
   moe_native_ref.py selftest
   moe_native_ref.py --list
 
@@ -382,6 +387,116 @@ def cmd_forward(argv):
     return 0
 
 
+def cmd_check_record(argv):
+    """Recomputes a `moefy record` of a native MoE model from this float64 reference.
+
+    Per recorded MoE layer (manifest moe.layers), from the reference's chosen
+    experts of every real token: expert_usage[e] = tokens with e among their
+    top-k, expert_cooccur[i, j] = tokens choosing both i and j (diagonal =
+    usage), expert_category_usage[c, e] = usage among the tokens of category c.
+    Per recorded site, the neuron statistics (docs/formats.md "Recording")
+    over its tokens: an expert site blk.L.exp.E over the tokens routed to E,
+    blk.L.shared and dense blk.L over every token. Integer statistics must
+    match exactly, sums to --rtol (float32 engine against float64 here).
+    Each sequence runs alone (a right-padded batch gives its real tokens the
+    same values: causal attention, masked padding)."""
+    import record_ref
+    ap = argparse.ArgumentParser(prog="moe_native_ref.py check-record")
+    ap.add_argument("model")
+    ap.add_argument("--ids", required=True, help="the pre-tokenised corpus the recording read")
+    ap.add_argument("--rec", required=True)
+    ap.add_argument("--rtol", type=float, default=1e-4)
+    a = ap.parse_args(argv)
+    with open(os.path.join(a.model, "config.json")) as f:
+        cfg = json.load(f)
+    ids, meta = st_io.load(a.ids)
+    tok = ids["token_ids"]
+    N, T = tok.shape
+    lengths = ids.get("lengths", np.full(N, T))
+    cats = ids.get("category", np.full(N, -1))
+    ncat = len(json.loads(meta["categories"])) if "categories" in meta else 0
+    man = json.load(open(os.path.join(a.rec, "manifest.json")))
+    stats, _ = st_io.load(os.path.join(a.rec, "stats.safetensors"))
+    co, _ = st_io.load(os.path.join(a.rec, "coact.safetensors"))
+    ref = MoeRef(cfg, load_weights(a.model))
+    c = ref.c
+    E, K = c["E"], c["k"]
+    chosen = {}   # layer -> [tokens, k]
+    hidden = {}   # site name -> list of [n, width] float32 rows
+    tokcat = {}   # site name -> list of categories of those rows
+    for r in range(N):
+        seq = tok[r, :lengths[r]].astype(np.int64)[None, :]
+        ref.hooks = {}
+        ref.forward(seq, np.ones_like(seq))
+        cat = int(cats[r])
+        for l in range(c["L"]):
+            if c["layers"][l]:
+                chosen.setdefault(l, []).append(ref.hooks["blk.%d.topk_ids" % l][0])
+                for e in range(E):
+                    n = "blk.%d.exp.%d" % (l, e)
+                    h = ref.hooks[n + ".ffn_act"]
+                    hidden.setdefault(n, []).append(h)
+                    tokcat.setdefault(n, []).append(np.full(len(h), cat))
+                if "blk.%d.shared.ffn_act" % l in ref.hooks:
+                    n = "blk.%d.shared" % l
+                    h = ref.hooks[n + ".ffn_act"][0]
+                    hidden.setdefault(n, []).append(h)
+                    tokcat.setdefault(n, []).append(np.full(len(h), cat))
+            else:
+                n = "blk.%d" % l
+                h = ref.hooks[n + ".ffn_act"][0]
+                hidden.setdefault(n, []).append(h)
+                tokcat.setdefault(n, []).append(np.full(len(h), cat))
+    if ref.min_margin < MARGIN:
+        raise SystemExit("moe_native_ref: a top-k choice has a router-logit margin of %.3g < %g; use other weights "
+                         "or ids" % (ref.min_margin, MARGIN))
+    tokens = int(lengths.sum())
+    record_ref.cmp_exact("tokens", man["tokens"], tokens)
+    moe = man.get("moe", {})
+    want_layers = sorted({int(s.split(".")[1]) for s in man["sites"] if ".exp." in s or s.endswith(".shared")})
+    record_ref.cmp_exact("moe.layers", np.array(moe.get("layers", [])), np.array(want_layers))
+    for l in want_layers:
+        ch = np.concatenate(chosen[l])  # [tokens, k]
+        tc = np.concatenate([np.full(lengths[r], cats[r]) for r in range(N)])
+        onehot = np.zeros((len(ch), E), np.int64)
+        np.put_along_axis(onehot, ch, 1, axis=1)
+        pre = "blk.%d." % l
+        record_ref.cmp_exact(pre + "expert_usage", stats[pre + "expert_usage"], onehot.sum(0))
+        record_ref.cmp_exact(pre + "expert_cooccur", stats[pre + "expert_cooccur"], onehot.T @ onehot)
+        cu = np.zeros((ncat, E), np.int64)
+        for k in range(ncat):
+            cu[k] = onehot[tc == k].sum(0)
+        record_ref.cmp_exact(pre + "expert_category_usage", stats[pre + "expert_category_usage"], cu)
+    rule = man["options"]["active"]
+    rule = {"positive": "positive", "threshold": "threshold:%r" % rule["tau"], "top_p": "top:%r" % rule["p"]}[
+        rule["rule"]]
+    for name in man["sites"]:
+        pre = name + "."
+        h = np.concatenate(hidden[name]).astype(np.float64)  # [n_site, width]
+        cat = np.concatenate(tokcat[name])
+        n = h.shape[1]
+        m = record_ref.active_mask(h, rule).astype(np.int64)
+        record_ref.cmp_exact(pre + "count", stats[pre + "count"], m.sum(0))
+        record_ref.cmp_exact(pre + "active_hist", stats[pre + "active_hist"], np.bincount(m.sum(1), minlength=n + 1))
+        record_ref.cmp_close(pre + "sum", stats[pre + "sum"], h.sum(0), a.rtol)
+        record_ref.cmp_close(pre + "sumsq", stats[pre + "sumsq"], (h ** 2).sum(0), a.rtol)
+        record_ref.cmp_close(pre + "max", stats[pre + "max"], h.max(0) if len(h) else np.zeros(n), a.rtol)
+        cc = np.zeros((ncat, n), np.int64)
+        ct = np.zeros(ncat, np.int64)
+        for k in range(ncat):
+            cc[k] = m[cat == k].sum(0)
+            ct[k] = (cat == k).sum()
+        record_ref.cmp_exact(pre + "category_count", stats[pre + "category_count"], cc)
+        record_ref.cmp_exact(pre + "category_tokens", stats[pre + "category_tokens"], ct)
+        record_ref.cmp_exact(pre + "coact", co[pre + "coact"], m.T @ m)
+    print("min top-k router-logit margin %.4g" % ref.min_margin)
+    if record_ref.FAIL:
+        print("FAILED: " + ", ".join(record_ref.FAIL))
+        return 1
+    print("all statistics match")
+    return 0
+
+
 def cmd_make(argv):
     import make_checkpoint  # registers the variants; imported here to avoid a cycle
     return make_checkpoint.main(argv)
@@ -467,9 +582,10 @@ def main(argv=None):
     if argv[0] == "--list":
         print("\n".join(sorted(VARIANTS)))
         return 0
-    cmds = {"make": cmd_make, "forward": cmd_forward, "selftest": lambda a: selftest()}
+    cmds = {"make": cmd_make, "forward": cmd_forward, "check-record": cmd_check_record,
+            "selftest": lambda a: selftest()}
     if argv[0] not in cmds:
-        raise SystemExit("moe_native_ref: unknown command %r (make, forward, selftest, --list)" % argv[0])
+        raise SystemExit("moe_native_ref: unknown command %r (make, forward, check-record, selftest, --list)" % argv[0])
     return cmds[argv[0]](argv[1:])
 
 

@@ -202,30 +202,40 @@ def check_split(a):
     co, _ = rec_st.load(os.path.join(a.rec, "coact.safetensors"))
     samples, _ = rec_st.load(os.path.join(a.rec, "samples.safetensors"))
     E = part["experts"]
-    for L in part["layers"]:
-        lab = labs[f"blk.{L}.labels"].astype(np.int64)
-        perm = labs[f"blk.{L}.perm"]
+    # Site names (docs/formats.md "Recording", Sites): blk.L when absent; metrics are keyed by the bare
+    # layer for whole single-stack sites and by the site name otherwise (expert sites blk.L.exp.E).
+    names = part.get("sites", [f"blk.{L}" for L in part["layers"]])
+    for L, site in zip(part["layers"], names):
+        whole = site.startswith("blk.") and site.count(".") == 1
+        key = str(L) if whole else site
+        lab = labs[f"{site}.labels"].astype(np.int64)
+        perm = labs[f"{site}.perm"]
         sizes = np.bincount(lab, minlength=E)
-        report(f"layer {L} sizes equal", sizes.min() == sizes.max() == len(lab) // E, f"min {sizes.min()} max {sizes.max()}")
-        cmp_exact(f"layer {L} perm", perm, np.argsort(lab, kind="stable"))
-        C = co[f"blk.{L}.coact"].astype(np.float64)
+        report(f"{site} sizes equal", sizes.min() == sizes.max() == len(lab) // E, f"min {sizes.min()} max {sizes.max()}")
+        cmp_exact(f"{site} perm", perm, np.argsort(lab, kind="stable"))
+        C = co[f"{site}.coact"].astype(np.float64)
         iu = np.triu_indices(C.shape[0], 1)
         same = lab[iu[0]] == lab[iu[1]]
         tot = C[iu].sum()
         inside = C[iu][same].sum()
-        m = part["metrics"][str(L)]
-        cmp_close(f"layer {L} coact_inside", m["coact_inside"], inside / tot if tot > 0 else 0, 1e-9)
-        cmp_close(f"layer {L} edge_cut", m["edge_cut"], tot - inside, 1e-9)
-        cmp_close(f"layer {L} balance", m["balance"], sizes.max() / (len(lab) / E), 1e-12)
-        h = np.abs(samples[f"blk.{L}.ffn_act"].astype(np.float64))
+        m = part["metrics"][key]
+        cmp_close(f"{site} coact_inside", m["coact_inside"], inside / tot if tot > 0 else 0, 1e-9)
+        cmp_close(f"{site} edge_cut", m["edge_cut"], tot - inside, 1e-9)
+        cmp_close(f"{site} balance", m["balance"], sizes.max() / (len(lab) / E), 1e-12)
+        h = np.abs(samples[f"{site}.ffn_act"].astype(np.float64))
+        if f"{site}.routed" in samples:  # an expert site: only the sampled tokens routed to it
+            h = h[samples[f"{site}.routed"] == 1]
         onehot = np.zeros((len(lab), E))
         onehot[np.arange(len(lab)), lab] = 1
         mass = h @ onehot
         tot_t = mass.sum(1)
         keep = tot_t > 0
         srt = -np.sort(-mass[keep], axis=1)
+        if len(h) == 0:  # no sampled token (routed to the expert): no recall curve
+            cmp_close(f"{site} recall_at_k", m["recall_at_k"], np.zeros(0), 1e-5)
+            continue
         rec = (np.cumsum(srt, axis=1) / tot_t[keep, None]).mean(0)
-        cmp_close(f"layer {L} recall_at_k", m["recall_at_k"], np.minimum(rec, 1.0), 1e-5)
+        cmp_close(f"{site} recall_at_k", m["recall_at_k"], np.minimum(rec, 1.0), 1e-5)
     if a.part2:
         labs2, _ = rec_st.load(os.path.join(a.part2, "labels.safetensors"))
         out = json.loads(subprocess.run([a.cli, "split", "--compare", a.part, a.part2, "--json"], check=True,
