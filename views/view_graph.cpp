@@ -197,9 +197,10 @@ void ExpertGraphView::refresh() {
     return;
   }
   std::vector<int> layers;
+  std::vector<Site> sites;
   for (int L : rec_->layers)
-    if (part_->labels.count(L)) layers.push_back(L);
-  setLayers(layers);
+    if (part_->labels.count(L)) layers.push_back(L), sites.push_back(rec_->siteOf(L));
+  setLayers(layers, sites);
   const int L = layer();
   if (L < 0 || part_->dFF != rec_->dFF || !rec_->hasCoact()) {
     setEmptyState(QString("Partition %1 does not fit the recording (d_ff %2 vs %3), or the recording has no co-activation.")

@@ -123,8 +123,12 @@ void PartitionView::refresh() {
   }
   setEmptyState("");
   std::vector<int> layers;
-  for (const auto& [L, v] : parts.front()->labels) layers.push_back(L);
-  setLayers(layers);
+  std::vector<Site> sites;  // the partition's own site list (enc.blk / dec.blk for T5)
+  for (const auto& [L, v] : parts.front()->labels) {
+    layers.push_back(L);
+    sites.push_back(parts.front()->siteOf(L));
+  }
+  setLayers(layers, sites);
   const int L = layer();
   const bool mean = meanLayers_->isChecked();
   auto metric = [&](const Partition& p, const std::string& key) {
