@@ -158,7 +158,7 @@ class Recording {
   mutable std::map<int, std::shared_ptr<const std::vector<int32_t>>> coact_;
   mutable std::map<std::string, std::shared_ptr<const std::vector<float>>> sampleCache_;
   mutable std::map<moefy::SiteStack, Samples> samples_;  ///< per stream (its sites' stack)
-  std::map<int, int64_t> siteTokens_;                     ///< site index -> tokens of its stream
+  std::map<int, int64_t> siteTokens_;                    ///< site index -> tokens of its stream
 };
 
 /// A partition: labels and perm per layer, metrics from partition.json.

@@ -172,7 +172,8 @@ void NeuronInspector::show(int L, int n) {
   row("mean activation", whole(QString::number(s.mean[n], 'g', 4)));
   row("max activation", whole(QString::number(s.max[n], 'g', 4)));
   if (s.count[n] == 0) row("status", "dead (never active)");
-  else if (s.count[n] >= 0.99 * T) row("status", "always on");
+  else if (s.count[n] >= 0.99 * T)
+    row("status", "always on");
   // The expert in the selection's partition (the one every view draws), not
   // in whichever partition some dialog or view picked last.
   const StudioContext::Selection sel = ctx_->selection();

@@ -267,9 +267,10 @@ void RouterView::refresh() {
     textRunning_ = false;  // cancelled with a workspace change
   runText_->setEnabled(typedOk && !textRunning_);
   textNoteAction_->setVisible(!typedOk);
-  textNote_->setText(typedOk ? QString()
-                             : QString("  typed text: single-stack models only (%1 shows the recorded samples)")
-                                   .arg(rec_->siteText(L)));
+  textNote_->setText(
+      typedOk
+          ? QString()
+          : QString("  typed text: single-stack models only (%1 shows the recorded samples)").arg(rec_->siteText(L)));
   score_ = std::move(choices.scores);
   top_ = std::move(choices.top);
   oracleTop_ = std::move(choices.oracleTop);
@@ -370,14 +371,25 @@ void RouterView::refresh() {
   cats_->xAxis->setRange(-0.5, E_ - 0.5);
   cats_->yAxis->setRange(-0.5, CR - 0.5);
   cats_->replot();
-  note_->setText(QString("Router %1 (%2), partition %3, %4: top-%5 of %6 experts on %7 sampled tokens. "
-                         "Red dots: the router's top-k; white squares: the oracle's top-k. Dead experts: %8 of %9 (%10%). "
-                         "Click a column to select an expert.%11")
-                     .arg(router_ ? router_->name : QString("none: oracle scores")).arg(router_ ? router_->kind : QString("oracle"))
-                     .arg(part_->name).arg(rec_->siteText(L)).arg(k_).arg(E_).arg(S).arg(dead).arg(E_).arg(100.0 * dead / E_, 0, 'f', 1)
-                     .arg(CR < C ? QString(" The samples cover %1 of the corpus's %2 categories; the others are left out of "
-                                           "the category heatmap.").arg(CR).arg(C)
-                                 : QString()));
+  note_->setText(
+      QString("Router %1 (%2), partition %3, %4: top-%5 of %6 experts on %7 sampled tokens. "
+              "Red dots: the router's top-k; white squares: the oracle's top-k. Dead experts: %8 of %9 (%10%). "
+              "Click a column to select an expert.%11")
+          .arg(router_ ? router_->name : QString("none: oracle scores"))
+          .arg(router_ ? router_->kind : QString("oracle"))
+          .arg(part_->name)
+          .arg(rec_->siteText(L))
+          .arg(k_)
+          .arg(E_)
+          .arg(S)
+          .arg(dead)
+          .arg(E_)
+          .arg(100.0 * dead / E_, 0, 'f', 1)
+          .arg(CR < C ? QString(" The samples cover %1 of the corpus's %2 categories; the others are left out of "
+                                "the category heatmap.")
+                            .arg(CR)
+                            .arg(C)
+                      : QString()));
   redrawDocument();
 }
 
@@ -409,9 +421,7 @@ void RouterView::fillDocuments() {
   doc_->blockSignals(false);
 }
 
-bool RouterView::typedTextSite(int layer) const {
-  return !rec_ || rec_->siteOf(layer).stack == SiteStack::Single;
-}
+bool RouterView::typedTextSite(int layer) const { return !rec_ || rec_->siteOf(layer).stack == SiteStack::Single; }
 
 bool RouterView::showingTypedText() const { return doc_->currentData().toString() == "typed"; }
 
@@ -425,8 +435,8 @@ void RouterView::runText(const QString& text) {
     return;
   }
   if (!typedTextSite(layer())) {
-    ctx()->report(StudioContext::Warning, "Router: a typed text runs single-stack models; " + siteName() +
-                                              " shows the recorded samples only");
+    ctx()->report(StudioContext::Warning,
+                  "Router: a typed text runs single-stack models; " + siteName() + " shows the recorded samples only");
     return;
   }
   const QString dir = ctx()->workspace().model();
@@ -582,7 +592,8 @@ void RouterView::redrawDocument() {
   scores_->yAxis->setRangeReversed(true);
   scores_->yAxis->setRange(-0.5, std::max(1, T) - 0.5);
   scores_->xAxis->setRange(-0.5, E_ - 0.5);
-  scores_->xAxis->setLabel(QString("expert (%1)").arg(rec_ ? rec_->siteText(layer()) : QString("layer %1").arg(layer())));
+  scores_->xAxis->setLabel(
+      QString("expert (%1)").arg(rec_ ? rec_->siteText(layer()) : QString("layer %1").arg(layer())));
   scores_->yAxis->setLabel(typed ? "typed token @ position" : "sampled token @ position");
   scores_->legend->setVisible(false);
   scores_->xAxis->setTicker(integerTicker(E_));

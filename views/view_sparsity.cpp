@@ -232,8 +232,13 @@ QString SparsityView::csvData() const {
     const auto& s = rec_->stats.at(L);
     const double T = static_cast<double>(rec_->tokensOf(L));  // the site's stream
     for (int i = 0; i < rec_->dFF; ++i)
-      out += QString("%1,%2,%3,%4,%5,%6\n").arg(L).arg(i).arg(s.count[i]).arg(s.count[i] / T, 0, 'g', 8)
-                 .arg(s.mean[i], 0, 'g', 8).arg(s.max[i], 0, 'g', 8);
+      out += QString("%1,%2,%3,%4,%5,%6\n")
+                 .arg(L)
+                 .arg(i)
+                 .arg(s.count[i])
+                 .arg(s.count[i] / T, 0, 'g', 8)
+                 .arg(s.mean[i], 0, 'g', 8)
+                 .arg(s.max[i], 0, 'g', 8);
   }
   return out;
 }

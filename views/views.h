@@ -193,7 +193,7 @@ class RouterView : public FigureView {
   QComboBox* doc_;
   QLineEdit* text_;
   QPushButton* runText_;
-  QLabel* textNote_;             ///< why a typed text cannot be routed at the picked site (hidden otherwise)
+  QLabel* textNote_;  ///< why a typed text cannot be routed at the picked site (hidden otherwise)
   QAction* textNoteAction_;
   QCustomPlot* scores_;
   QCustomPlot* usage_;

@@ -106,8 +106,8 @@ int runInspect(const Args& a) {
             << "experts     "
             << (c.expertCount == 0 && loaded.isMoe() ? j["moefication_summary"].get<std::string>() : c.moeSummary())
             << "\n"
-            << (c.expertCount > 0 ? "moe layers  " + c.moeLayerSummary() + "\n" : std::string())
-            << "parameters  " << j["parameters"].get<int64_t>()
+            << (c.expertCount > 0 ? "moe layers  " + c.moeLayerSummary() + "\n" : std::string()) << "parameters  "
+            << j["parameters"].get<int64_t>()
             << (loaded.isMoe() ? " (experts " + std::to_string(j["expert_parameters"].get<int64_t>()) + ", routers " +
                                      std::to_string(j["router_parameters"].get<int64_t>()) + ")"
                                : std::string())

@@ -200,7 +200,8 @@ class InspectSites : public QObject {
   // native_moe block, no moe layers line, and the lines it always had.
   void denseSingleStack() {
     const fs::path dir = root_ / "llama";
-    auto mk = test::runPython({qs(test::sourceDir() / "scripts" / "ref" / "make_checkpoint.py"), "llama_silu", qs(dir)});
+    auto mk =
+        test::runPython({qs(test::sourceDir() / "scripts" / "ref" / "make_checkpoint.py"), "llama_silu", qs(dir)});
     QVERIFY2(mk.exitCode == 0, (mk.out + mk.err).c_str());
     const json cfg = readJson(dir / "config.json");
     const int n = cfg.at("num_hidden_layers").get<int>();
@@ -214,7 +215,8 @@ class InspectSites : public QObject {
     QCOMPARE(j.at("ffn_sites").get<std::vector<std::string>>(), names("blk.", n));
     auto r = test::runCli({"inspect", qs(dir)});
     QVERIFY2(r.exitCode == 0, r.err.c_str());
-    QCOMPARE(line(r.out, "stacks"), "stacks      single: " + std::to_string(n) + " layers, blk.0-" + std::to_string(n - 1));
+    QCOMPARE(line(r.out, "stacks"),
+             "stacks      single: " + std::to_string(n) + " layers, blk.0-" + std::to_string(n - 1));
     QCOMPARE(line(r.out, "layers"), "layers      " + std::to_string(n));
     QCOMPARE(line(r.out, "experts"), std::string("experts     none"));
     QCOMPARE(line(r.out, "moe"), std::string());
