@@ -180,12 +180,13 @@ int64_t Recording::tokensOf(int layer) const {
   return it != siteTokens_.end() ? it->second : tokens;
 }
 
-QString Recording::siteText(int layer, bool capital) const {
-  const moefy::Site s = siteOf(layer);
+QString siteText(const moefy::Site& s, int layer, bool capital) {
   if (s.stack == moefy::SiteStack::Single && s.expert < 0 && !s.shared)
     return QString(capital ? "Layer %1" : "layer %1").arg(layer);
   return QString::fromStdString(s.name());
 }
+
+QString Recording::siteText(int layer, bool capital) const { return views::siteText(siteOf(layer), layer, capital); }
 
 const Recording::Samples& Recording::samples() const { return samples(layers.empty() ? -1 : layers.front()); }
 

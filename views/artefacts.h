@@ -83,6 +83,11 @@ std::vector<ArtefactRef> scanArtefacts(const Workspace& ws);
 /// the GUI thread.
 QStringList linkProblems(const Workspace& ws);
 
+/// How figures name FFN site `site` (site index `layer`): "layer 3" for a
+/// single-stack site (as the views always have), the site name ("dec.blk.1")
+/// otherwise; capitalised ("Layer 3") when `capital`.
+QString siteText(const moefy::Site& site, int layer, bool capital = false);
+
 /// A recording (manifest + stats; coact and samples read lazily per layer).
 class Recording {
  public:

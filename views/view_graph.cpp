@@ -283,7 +283,10 @@ void ExpertGraphView::refresh() {
       }
   }
   canvas_->usageMax = umax;
-  canvas_->title = QString("Experts of layer %1 (%2, %3 experts)%4").arg(L).arg(part_->name).arg(E)
+  canvas_->title = QString("Experts of %1 (%2, %3 experts)%4")
+                       .arg(rec_->siteText(L))
+                       .arg(part_->name)
+                       .arg(E)
                        .arg(expanded_ >= 0 ? QString(", expert %1 expanded").arg(expanded_) : QString());
   canvas_->selectedExpert = ctx()->selectedLayer() == L ? ctx()->selectedExpert() : -1;
   canvas_->selectedNeuron = ctx()->selectedLayer() == L ? ctx()->selectedNeuron() : -1;

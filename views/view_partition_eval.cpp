@@ -217,7 +217,9 @@ void PartitionView::refresh() {
   }
   table_->setSortingEnabled(true);
   table_->resizeColumnsToContents();
-  plot_->yAxis->setLabel(mean ? "share of activation mass kept (mean over layers)" : QString("share of activation mass kept (layer %1)").arg(L));
+  plot_->yAxis->setLabel(
+      mean ? "share of activation mass kept (mean over layers)"
+           : QString("share of activation mass kept (%1)").arg(siteText(parts.front()->siteOf(L), L)));
   if (fractionAxis) {
     plot_->xAxis->setLabel("active fraction of experts per token (k / E)");
     plot_->xAxis->setRange(0, 1.02);

@@ -26,6 +26,7 @@
 #include "analysis/split/split.h"
 #include "gui_fixture.h"
 #include "studio_test_helpers.h"
+#include "t5_pairs.h"
 #include "testutil.h"
 #include "views/artefacts.h"
 #include "views/figure.h"
@@ -38,25 +39,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// Source/decoder pairs of different lengths: the stacks' token counts differ
-// (encoder 7 + 3 + 5 = 15 tokens, decoder 5 + 2 + 4 = 11 per repeat).
-const std::vector<std::vector<int32_t>> kSrc = {{5, 6, 7, 8, 9, 10, 1}, {11, 12, 1}, {13, 14, 15, 16, 1}};
-const std::vector<std::vector<int32_t>> kDec = {{0, 21, 22, 23, 24}, {0, 25}, {0, 26, 27, 28}};
-
-PairSource pairs(int repeat) {
-  return [repeat](const std::function<bool(const SequencePair&)>& fn) {
-    int64_t id = 0;
-    for (int r = 0; r < repeat; ++r)
-      for (size_t i = 0; i < kSrc.size(); ++i) {
-        SequencePair p;
-        p.source.ids = kSrc[i];
-        p.source.docId = id++;
-        p.decoder = kDec[i];
-        if (!fn(p)) return;
-      }
-  };
-}
-
 QStringList items(QComboBox* box) {
   QStringList out;
   for (int i = 0; i < box->count(); ++i) out << box->itemText(i);
@@ -68,6 +50,23 @@ QString labelStartingWith(QWidget* view, const QString& start) {
   for (QLabel* l : view->findChildren<QLabel*>())
     if (l->text().startsWith(start)) return l->text();
   return {};
+}
+
+// Opens `ws` in `w`, shown at 1366x768.
+bool openAt1366(MainWindow& w, const QString& ws) {
+  w.resize(1366, 768);
+  w.show();
+  return w.openWorkspace(ws);
+}
+
+// The window's view of type V, made the current tab (its pickers fill).
+template <typename V>
+V* showView(MainWindow& w) {
+  V* v = test::studioView<V>(w);
+  if (!v) return nullptr;
+  w.tabs()->setCurrentWidget(v);
+  QApplication::processEvents();
+  return v;
 }
 
 void pickSite(FigureView* v, const QString& name) {
@@ -109,7 +108,7 @@ class TestSitePicker : public QObject {
     o.samples = 64;
     o.seqLen = 16;
     rec_ = fs::path(w.folder("recordings").toStdString()) / "rec-t5";
-    recordSeq2SeqActivations(*model, pairs(4), SourceInfo{"pairs", "parallel-test", {}, ""}, o, rec_, job);
+    recordSeq2SeqActivations(*model, test::t5Pairs(4), SourceInfo{"pairs", "parallel-test", {}, ""}, o, rec_, job);
     moefy::Recording rec = moefy::Recording::open(rec_);
     QCOMPARE(static_cast<int>(rec.sites().size()), 4);
     SplitOptions so;
@@ -122,13 +121,9 @@ class TestSitePicker : public QObject {
   // The picker lists the T5 sites by name, in forward order, with their site indices.
   void pickerListsStacks() {
     MainWindow w;
-    w.resize(1366, 768);
-    w.show();
-    QVERIFY(w.openWorkspace(ws_));
-    auto* sv = test::studioView<SparsityView>(w);
+    QVERIFY(openAt1366(w, ws_));
+    auto* sv = showView<SparsityView>(w);
     QVERIFY(sv);
-    w.tabs()->setCurrentWidget(sv);
-    QApplication::processEvents();
     const QStringList want = {"enc.blk.0", "enc.blk.1", "dec.blk.0", "dec.blk.1"};
     QCOMPARE(items(sv->layerCombo()), want);
     for (int i = 0; i < want.size(); ++i) QCOMPARE(sv->layerCombo()->itemData(i).toInt(), i);  // site indices
@@ -143,12 +138,10 @@ class TestSitePicker : public QObject {
       QCOMPARE(items(v->layerCombo()), want);
     }
     // The Model view: the stacks line from the core (describeModelFiles).
-    auto* mv = test::studioView<ModelView>(w);
+    auto* mv = showView<ModelView>(w);
     QVERIFY(mv);
-    w.tabs()->setCurrentWidget(mv);
-    QTRY_VERIFY_WITH_TIMEOUT(!mv->loading(), 20000);
-    QVERIFY2(mv->csvData().contains("stack_summary,\"encoder: 2 layers, enc.blk.0-1; decoder: 2 layers, dec.blk.0-1\""),
-             qPrintable(mv->csvData()));
+    const QString stacks = "stack_summary,\"encoder: 2 layers, enc.blk.0-1; decoder: 2 layers, dec.blk.0-1\"";
+    QTRY_VERIFY2_WITH_TIMEOUT(mv->csvData().contains(stacks), qPrintable(mv->csvData()), 20000);
   }
 
   // dec.blk.1: the sparsity view draws that site's counts over the decoder's
@@ -166,12 +159,9 @@ class TestSitePicker : public QObject {
     QVERIFY(count.sum().item<double>() > 0);
 
     MainWindow w;
-    w.resize(1366, 768);
-    w.show();
-    QVERIFY(w.openWorkspace(ws_));
-    auto* sv = test::studioView<SparsityView>(w);
-    w.tabs()->setCurrentWidget(sv);
-    QApplication::processEvents();
+    QVERIFY(openAt1366(w, ws_));
+    auto* sv = showView<SparsityView>(w);
+    QVERIFY(sv);
     pickSite(sv, "dec.blk.1");
     QCOMPARE(sv->layer(), 3);
     QCOMPARE(sv->figureBaseName(), QString("sparsity-dec.blk.1"));
@@ -188,9 +178,8 @@ class TestSitePicker : public QObject {
 
     // The co-activation view on dec.blk.1: its colour scale tops at that
     // site's largest off-diagonal count.
-    auto* cv = test::studioView<CoactView>(w);
-    w.tabs()->setCurrentWidget(cv);
-    QApplication::processEvents();
+    auto* cv = showView<CoactView>(w);
+    QVERIFY(cv);
     pickSite(cv, "dec.blk.1");
     QVERIFY(cv->hasData());
     QCOMPARE(cv->figureBaseName(), QString("co-activation-dec.blk.1"));
@@ -210,13 +199,9 @@ class TestSitePicker : public QObject {
   // label and disables the text box (it still shows the recorded samples).
   void routerSaysTypedTextIsSingleStackOnly() {
     MainWindow w;
-    w.resize(1366, 768);
-    w.show();
-    QVERIFY(w.openWorkspace(ws_));
-    auto* rv = test::studioView<RouterView>(w);
+    QVERIFY(openAt1366(w, ws_));
+    auto* rv = showView<RouterView>(w);
     QVERIFY(rv);
-    w.tabs()->setCurrentWidget(rv);
-    QApplication::processEvents();
     pickSite(rv, "dec.blk.1");
     QVERIFY(rv->hasData());
     auto* note = rv->findChild<QLabel*>("routeTextNote");
@@ -235,12 +220,9 @@ class TestSitePicker : public QObject {
     const QString ws = test::studioTestWorkspace(&err);
     QVERIFY2(!ws.isEmpty(), qPrintable(err));
     MainWindow w;
-    w.resize(1366, 768);
-    w.show();
-    QVERIFY(w.openWorkspace(ws));
-    auto* sv = test::studioView<SparsityView>(w);
-    w.tabs()->setCurrentWidget(sv);
-    QApplication::processEvents();
+    QVERIFY(openAt1366(w, ws));
+    auto* sv = showView<SparsityView>(w);
+    QVERIFY(sv);
     auto rec = w.context()->recording(w.context()->paths("recording").front());
     QVERIFY(rec);
     QCOMPARE(sv->layerCombo()->count(), static_cast<int>(rec->layers.size()));
@@ -255,9 +237,8 @@ class TestSitePicker : public QObject {
     QVERIFY2(
         note.startsWith(QString("Recording: %1 tokens, d_ff %2. Layer %3: ").arg(rec->tokens).arg(rec->dFF).arg(L)),
         qPrintable(note));
-    auto* rv = test::studioView<RouterView>(w);
-    w.tabs()->setCurrentWidget(rv);
-    QApplication::processEvents();
+    auto* rv = showView<RouterView>(w);
+    QVERIFY(rv);
     if (rv->hasData()) {
       QVERIFY(rv->findChild<QLineEdit*>("routeText")->isEnabled());
       QVERIFY(!rv->findChild<QLabel*>("routeTextNote")->isVisible());
