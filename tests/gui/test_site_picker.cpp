@@ -97,7 +97,7 @@ class TestSitePicker : public QObject {
       corpus << "a b c\tx y\n";
     }
     ws_ = QString::fromStdString((root / "ws").string());
-    Workspace w = Workspace::create(ws_, "t5", QString::fromStdString((root / "model").string()),
+    views::Workspace w = views::Workspace::create(ws_, "t5", QString::fromStdString((root / "model").string()),
                                     QString::fromStdString((root / "pairs.tsv").string()));
     w.save();
     auto model = Model::load(root / "model");
