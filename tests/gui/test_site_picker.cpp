@@ -98,7 +98,7 @@ class TestSitePicker : public QObject {
     }
     ws_ = QString::fromStdString((root / "ws").string());
     views::Workspace w = views::Workspace::create(ws_, "t5", QString::fromStdString((root / "model").string()),
-                                    QString::fromStdString((root / "pairs.tsv").string()));
+                                                  QString::fromStdString((root / "pairs.tsv").string()));
     w.save();
     auto model = Model::load(root / "model");
     QVERIFY(model->config().encoderDecoder);
@@ -193,6 +193,14 @@ class TestSitePicker : public QObject {
     w.context()->selectNeuron(3, 0);
     QApplication::processEvents();
     QCOMPARE(sv->layerCombo()->currentText(), QString("dec.blk.1"));
+    // MOEFY_SCREENSHOTS=DIR: every view of the T5 workspace on dec.blk.1 at
+    // 1366x768, as DIR/t5-site-picker/NN-<view>.png (for the figures).
+    if (qEnvironmentVariableIsSet("MOEFY_SCREENSHOTS")) {
+      const QString dir = qEnvironmentVariable("MOEFY_SCREENSHOTS") + "/t5-site-picker";
+      const QStringList files = w.writeScreenshots(dir, QSize(1366, 768));
+      QVERIFY2(!files.isEmpty(), qPrintable(dir));
+      qInfo("screenshots: %s", qPrintable(files.join(", ")));
+    }
   }
 
   // A typed text cannot be routed at a T5 site: the Router view says so in a
