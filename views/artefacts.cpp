@@ -134,23 +134,31 @@ std::shared_ptr<Recording> Recording::open(const QString& d) {
   r->dFF = core->dFF();
   r->dModel = core->dModel();
   r->layers = core->layers();
+  r->sites = core->sites();
   for (const auto& c : core->categories()) r->categories << QString::fromStdString(c);
   r->plainRelu = plainReluFfn(core->manifest().value("model", nlohmann::json::object()));
   if (r->tokens <= 0) throw FormatError((P(d) / "manifest.json").string() + ": tokens is missing or not positive");
   const int64_t F = r->dFF;
   for (int L : r->layers) {
+    // An encoder-decoder recording counts each stack's tokens apart: a site's
+    // means, frequencies and sparsity are over its own stream.
+    const int64_t T = core->tokens(L);
+    if (T <= 0)
+      throw FormatError((P(d) / "manifest.json").string() + ": the tokens of site " + core->site(L).name() +
+                        " are missing or not positive");
+    r->siteTokens_[L] = T;
     LayerStats s;
     s.count = toVector<int64_t>(core->count(L), at::kLong);
     std::vector<double> sum = toVector<double>(core->sum(L), at::kDouble);
     s.mean.resize(F);
-    for (int64_t i = 0; i < F; ++i) s.mean[i] = sum[i] / static_cast<double>(r->tokens);
+    for (int64_t i = 0; i < F; ++i) s.mean[i] = sum[i] / static_cast<double>(T);
     s.max = toVector<double>(core->max(L), at::kDouble);
     s.activeHist = toVector<int64_t>(core->activeHist(L), at::kLong);
     if (!r->categories.isEmpty()) {
       s.categoryCount = toVector<int64_t>(core->categoryCount(L), at::kLong);
       s.categoryTokens = toVector<int64_t>(core->categoryTokens(L), at::kLong);
     }
-    r->sparsity[L] = layerSparsity(s.count, s.activeHist, r->tokens);
+    r->sparsity[L] = layerSparsity(s.count, s.activeHist, T);
     r->stats[L] = std::move(s);
   }
   r->hasCoact_ = true;  // the core reader has checked every layer's coact tensor
@@ -167,18 +175,43 @@ std::shared_ptr<const std::vector<int32_t>> Recording::coact(int layer) const {
   return v;
 }
 
-const Recording::Samples& Recording::samples() const {
+moefy::Site Recording::siteOf(int layer) const {
+  for (size_t i = 0; i < layers.size() && i < sites.size(); ++i)
+    if (layers[i] == layer) return sites[i];
+  return moefy::Site::ofLayer(layer);
+}
+
+int64_t Recording::tokensOf(int layer) const {
+  auto it = siteTokens_.find(layer);
+  return it != siteTokens_.end() ? it->second : tokens;
+}
+
+QString siteText(const moefy::Site& s, int layer, bool capital) {
+  if (s.stack == moefy::SiteStack::Single && s.expert < 0 && !s.shared)
+    return QString(capital ? "Layer %1" : "layer %1").arg(layer);
+  return QString::fromStdString(s.name());
+}
+
+QString Recording::siteText(int layer, bool capital) const { return views::siteText(siteOf(layer), layer, capital); }
+
+const Recording::Samples& Recording::samples() const { return samples(layers.empty() ? -1 : layers.front()); }
+
+const Recording::Samples& Recording::samples(int layer) const {
+  if (layer < 0 && !layers.empty()) layer = layers.front();
+  const bool recorded = std::find(layers.begin(), layers.end(), layer) != layers.end();
+  // One reservoir per stack: the sites of a stack share their sampled tokens.
+  const moefy::SiteStack stack = recorded ? siteOf(layer).stack : moefy::SiteStack::Single;
   std::lock_guard<std::mutex> lock(mu_);
-  if (samples_) return *samples_;
+  auto it = samples_.find(stack);
+  if (it != samples_.end()) return it->second;
   Samples s;
-  if (hasSamples_) {
-    s.tokenId = toVector<int32_t>(core_->sampleTokenIds(), at::kInt);
-    s.docId = toVector<int64_t>(core_->sampleDocIds(), at::kLong);
-    s.position = toVector<int32_t>(core_->samplePositions(), at::kInt);
-    s.category = toVector<int32_t>(core_->sampleCategories(), at::kInt);
+  if (hasSamples_ && recorded) {
+    s.tokenId = toVector<int32_t>(core_->sampleTokenIds(layer), at::kInt);
+    s.docId = toVector<int64_t>(core_->sampleDocIds(layer), at::kLong);
+    s.position = toVector<int32_t>(core_->samplePositions(layer), at::kInt);
+    s.category = toVector<int32_t>(core_->sampleCategories(layer), at::kInt);
   }
-  samples_ = std::move(s);
-  return *samples_;
+  return samples_.emplace(stack, std::move(s)).first->second;
 }
 
 std::shared_ptr<const std::vector<float>> Recording::sampleAct(int layer) const {
@@ -217,6 +250,7 @@ std::shared_ptr<Partition> Partition::open(const QString& d) {
   for (int L : core->layers()) {
     p->labels[L] = core->labels(L);
     p->perm[L] = toVector<int32_t>(core->perm(L), at::kInt);
+    p->sites[L] = core->site(L);
   }
   return p;
 }
@@ -379,6 +413,11 @@ class LayerCapture : public HookSink {
 TextActivations TextProbe::run(const QString& text, int layer) const {
   const Model& m = *impl_->loaded->model;
   const ModelConfig& c = m.config();
+  // A typed text is one sequence through one stack; an encoder-decoder model
+  // would also need its decoder inputs, so its sites are refused by name.
+  if (c.encoderDecoder)
+    throw ParameterError(dir.toStdString() + ": typed text runs single-stack models; " + archName(c.arch) +
+                         " is an encoder-decoder model (its enc.blk / dec.blk sites show the recorded samples)");
   if (layer < 0 || layer >= c.nLayer)
     throw ParameterError("layer " + std::to_string(layer) + " outside [0, " + std::to_string(c.nLayer) + ")");
   const std::string utf8 = text.toStdString();

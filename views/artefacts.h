@@ -10,6 +10,7 @@
 #include <QString>
 #include <QStringList>
 
+#include "analysis/model/site.h"
 #include "analysis/record/sparsity.h"
 
 #include <cstdint>
@@ -82,6 +83,11 @@ std::vector<ArtefactRef> scanArtefacts(const Workspace& ws);
 /// the GUI thread.
 QStringList linkProblems(const Workspace& ws);
 
+/// How figures name FFN site `site` (site index `layer`): "layer 3" for a
+/// single-stack site (as the views always have), the site name ("dec.blk.1")
+/// otherwise; capitalised ("Layer 3") when `capital`.
+QString siteText(const moefy::Site& site, int layer, bool capital = false);
+
 /// A recording (manifest + stats; coact and samples read lazily per layer).
 class Recording {
  public:
@@ -89,15 +95,28 @@ class Recording {
 
   QString dir;
   nlohmann::json manifest;
-  int64_t tokens = 0;
+  int64_t tokens = 0;  ///< tokens of every stream (an encoder-decoder recording: encoder + decoder tokens)
   int dFF = 0;
   int dModel = 0;
-  std::vector<int> layers;  ///< recorded layer indices
+  /// Recorded site indices (analysis/model/site.h "Site indices": the layer
+  /// for single-stack models; enc.blk.L -> L, dec.blk.L -> encoder layers + L).
+  std::vector<int> layers;
+  std::vector<moefy::Site> sites;  ///< the recorded sites, parallel to `layers` (from the core reader)
   QStringList categories;
+
+  /// The site of a recorded site index (blk.L for an index it lacks).
+  moefy::Site siteOf(int layer) const;
+  /// Tokens of the site's stream: `tokens` for single-stack recordings, the
+  /// encoder's or the decoder's token count for enc.blk / dec.blk sites.
+  int64_t tokensOf(int layer) const;
+  /// How figures name a site: "layer 3" for single-stack sites (as the views
+  /// always have), the site name ("dec.blk.1") otherwise; capitalised
+  /// ("Layer 3") when `capital`.
+  QString siteText(int layer, bool capital = false) const;
 
   struct LayerStats {
     std::vector<int64_t> count;       // [d_ff]
-    std::vector<double> mean;         // [d_ff] sum / tokens
+    std::vector<double> mean;         // [d_ff] sum / tokens of the site's stream
     std::vector<double> max;          // [d_ff]
     std::vector<int64_t> activeHist;  // [d_ff + 1]
     std::vector<int64_t> categoryCount;   // [n_cat * d_ff] row-major
@@ -125,7 +144,13 @@ class Recording {
     int64_t count() const { return static_cast<int64_t>(tokenId.size()); }
   };
   bool hasSamples() const { return hasSamples_; }
+  /// The sampled tokens of the first recorded site's stream (the only stream
+  /// of a single-stack recording).
   const Samples& samples() const;
+  /// The sampled tokens of the stream of site index `layer` (its stack's
+  /// reservoir: the rows of sampleAct(layer)); samples() for -1. Thread-safe
+  /// to call; the reference stays valid while the recording lives.
+  const Samples& samples(int layer) const;
   /// Sampled FFN hidden [S * d_ff] and input [S * d_model] of `layer` (float, cached). Thread-safe.
   std::shared_ptr<const std::vector<float>> sampleAct(int layer) const;
   std::shared_ptr<const std::vector<float>> sampleIn(int layer) const;
@@ -137,7 +162,8 @@ class Recording {
   mutable std::mutex mu_;
   mutable std::map<int, std::shared_ptr<const std::vector<int32_t>>> coact_;
   mutable std::map<std::string, std::shared_ptr<const std::vector<float>>> sampleCache_;
-  mutable std::optional<Samples> samples_;
+  mutable std::map<moefy::SiteStack, Samples> samples_;  ///< per stream (its sites' stack)
+  std::map<int, int64_t> siteTokens_;                    ///< site index -> tokens of its stream
 };
 
 /// A partition: labels and perm per layer, metrics from partition.json.
@@ -152,6 +178,12 @@ struct Partition {
   int dFF = 0;
   std::map<int, std::vector<int32_t>> labels;  // layer -> [d_ff]
   std::map<int, std::vector<int32_t>> perm;    // layer -> [d_ff]
+  std::map<int, moefy::Site> sites;            // site index -> its FFN site (the core reader's site list)
+  /// The site of a partitioned site index (blk.L for an index it lacks).
+  moefy::Site siteOf(int layer) const {
+    auto it = sites.find(layer);
+    return it != sites.end() ? it->second : moefy::Site::ofLayer(layer);
+  }
   /// Per-layer metric value (NaN if missing).
   double metric(int layer, const std::string& key) const;
   std::vector<double> recallAtK(int layer) const;
@@ -264,8 +296,9 @@ class TextProbe {
   QString dir;
   int layers = 0;
   /// Tokenises `text` (with the special tokens, as the recorder does) and runs
-  /// the model, capturing `layer`. Throws ParameterError for an empty text or
-  /// a layer out of range; texts longer than the model's context are cut.
+  /// the model, capturing `layer`. Throws ParameterError for an empty text, a
+  /// layer out of range or an encoder-decoder model (T5: a typed text has no
+  /// decoder inputs); texts longer than the model's context are cut.
   TextActivations run(const QString& text, int layer) const;
   ~TextProbe();
 

@@ -60,7 +60,8 @@ class StudioContext : public QObject {
   /// partition, so the inspector, the expert graph and the co-activation map
   /// agree on it.
   struct Selection {
-    int layer = -1;   ///< FFN site blk.<layer> (-1: none)
+    int layer = -1;   ///< the FFN site's index (analysis/model/site.h "Site indices": blk.L -> L; T5 dec.blk.L ->
+                      ///< encoder layers + L; -1: none)
     int neuron = -1;  ///< -1: none
     int expert = -1;  ///< the neuron's expert in `partition`, or the picked expert (-1: none)
     QString partition, router;

@@ -275,13 +275,18 @@ void FigureView::setPickerValue(const QString& kind, const QString& path) {
   if (i >= 0) it->second->setCurrentIndex(i);
 }
 
-void FigureView::setLayers(const std::vector<int>& layers) {
+void FigureView::setLayers(const std::vector<int>& layers, const std::vector<Site>& sites) {
   if (!layerBox_) return;
   int cur = layer();
   rebuilding_ = true;
   layerBox_->clear();
-  // Items read as FFN sites (analysis/model/site.h: "blk.3"); the data is the layer.
-  for (int L : layers) layerBox_->addItem(QString::fromStdString(Site::ofLayer(L).name()), L);
+  // Items read as FFN sites (analysis/model/site.h: "blk.3", "enc.blk.0",
+  // "dec.blk.1"), named by the artefact's own site list; the data is the site
+  // index, which keys every per-site quantity of the core and the selection.
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const Site site = i < sites.size() ? sites[i] : Site::ofLayer(layers[i]);
+    layerBox_->addItem(QString::fromStdString(site.name()), layers[i]);
+  }
   int i = layerBox_->findData(cur);
   // A view filled for the first time opens on the selection's layer.
   if (i < 0) i = layerBox_->findData(ctx_->selectedLayer());
@@ -315,10 +320,18 @@ void FigureView::setEmptyState(const QString& text) {
   stack_->setCurrentWidget(text.isEmpty() ? body_ : static_cast<QWidget*>(empty_));
 }
 
+QString FigureView::siteName() const {
+  if (!layerBox_ || layerBox_->currentIndex() < 0) return {};
+  return layerBox_->currentText();
+}
+
 QString FigureView::figureBaseName() const {
   QString base = title_.toLower().replace(' ', '-');
-  if (layer() >= 0) base += QString("-L%1").arg(layer());
-  return base;
+  if (layer() < 0) return base;
+  // Single-stack sites keep the "-L3" stem; others are named by site ("-dec.blk.1").
+  const std::optional<Site> site = Site::tryParse(siteName().toStdString());
+  if (site && site->stack != SiteStack::Single) return base + "-" + siteName();
+  return base + QString("-L%1").arg(layer());
 }
 
 bool FigureView::exportTo(const QString& path, const QString& format, int dpi, QString* error) {

@@ -42,7 +42,9 @@ class FigureView : public QWidget {
   /// Writes one figure per layer into `dir` (stem-L{n}.format); returns files written.
   QStringList exportAllLayers(const QString& dir, const QString& format, int dpi, QString* error);
 
-  int layer() const;  ///< the picked layer index (-1 if none)
+  int layer() const;  ///< the picked FFN site's index (analysis/model/site.h "Site indices"; -1 if none)
+  /// The picked FFN site's name ("blk.3", "dec.blk.1"; "" if none).
+  QString siteName() const;
   QComboBox* layerCombo() const { return layerBox_; }
   bool hasData() const { return hasData_; }
 
@@ -54,9 +56,12 @@ class FigureView : public QWidget {
   StudioContext* ctx() const { return ctx_; }
   /// Shows `text` instead of the body (empty state) or the body (text empty).
   void setEmptyState(const QString& text);
-  /// Fills the layer picker; keeps the current layer when still present,
-  /// else opens on the selection's layer (StudioContext::selection) if present.
-  void setLayers(const std::vector<int>& layers);
+  /// Fills the FFN site picker with the site indices `layers`, each named by
+  /// the parallel entry of `sites` (an artefact's site list from the core:
+  /// enc.blk.L / dec.blk.L for T5) or, where `sites` is shorter, as the
+  /// single-stack site blk.L. Keeps the current site when still present,
+  /// else opens on the selection's site (StudioContext::selection) if present.
+  void setLayers(const std::vector<int>& layers, const std::vector<Site>& sites = {});
   QString picked(const QString& kind) const;
   void setPickerValue(const QString& kind, const QString& path);
   bool hasData_ = false;

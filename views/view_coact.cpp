@@ -126,7 +126,7 @@ void CoactView::refresh() {
                                           "(Pipeline > Record activations...)." : "No workspace open.");
     return;
   }
-  setLayers(rec_->layers);
+  setLayers(rec_->layers, rec_->sites);
   if (!rec_->hasCoact()) {
     setEmptyState("This recording has no co-activation counts (coact.safetensors).");
     return;
@@ -136,7 +136,7 @@ void CoactView::refresh() {
     coact_ = rec_->coact(L);
   } catch (const std::exception& e) {
     ctx()->report(StudioContext::Error, e.what());
-    setEmptyState(QString("Cannot read the co-activation of layer %1:\n%2").arg(L).arg(e.what()));
+    setEmptyState(QString("Cannot read the co-activation of %1:\n%2").arg(rec_->siteText(L)).arg(e.what()));
     return;
   }
   setEmptyState("");
@@ -231,7 +231,7 @@ void CoactView::refresh() {
                       .arg(vmin_, 0, 'f', 0).arg(vmax_, 0, 'f', 0));
   QString order = part_ ? QString("neurons ordered by partition %1 (%2 experts)").arg(part_->name).arg(part_->experts)
                         : QString("neurons in model order");
-  plot_->xAxis->setLabel(QString("layer %1: %2").arg(L).arg(order));
+  plot_->xAxis->setLabel(QString("%1: %2").arg(rec_->siteText(L)).arg(order));
   plot_->yAxis->setLabel("neuron (same order)");
 
   // Expert blocks on the diagonal.

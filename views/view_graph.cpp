@@ -197,9 +197,10 @@ void ExpertGraphView::refresh() {
     return;
   }
   std::vector<int> layers;
+  std::vector<Site> sites;
   for (int L : rec_->layers)
-    if (part_->labels.count(L)) layers.push_back(L);
-  setLayers(layers);
+    if (part_->labels.count(L)) layers.push_back(L), sites.push_back(rec_->siteOf(L));
+  setLayers(layers, sites);
   const int L = layer();
   if (L < 0 || part_->dFF != rec_->dFF || !rec_->hasCoact()) {
     setEmptyState(QString("Partition %1 does not fit the recording (d_ff %2 vs %3), or the recording has no co-activation.")
@@ -282,7 +283,10 @@ void ExpertGraphView::refresh() {
       }
   }
   canvas_->usageMax = umax;
-  canvas_->title = QString("Experts of layer %1 (%2, %3 experts)%4").arg(L).arg(part_->name).arg(E)
+  canvas_->title = QString("Experts of %1 (%2, %3 experts)%4")
+                       .arg(rec_->siteText(L))
+                       .arg(part_->name)
+                       .arg(E)
                        .arg(expanded_ >= 0 ? QString(", expert %1 expanded").arg(expanded_) : QString());
   canvas_->selectedExpert = ctx()->selectedLayer() == L ? ctx()->selectedExpert() : -1;
   canvas_->selectedNeuron = ctx()->selectedLayer() == L ? ctx()->selectedNeuron() : -1;

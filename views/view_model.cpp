@@ -81,7 +81,8 @@ void ModelView::refresh() {
       self->setEmptyState("");
       self->table_->setRowCount(0);
       for (auto& [k, v] : info.items()) {
-        if (k == "moefication") continue;
+        // The structured site lists stay in `moefy inspect --json`; stack_summary shows them in one line.
+        if (k == "moefication" || k == "stacks" || k == "ffn_sites") continue;
         int r = self->table_->rowCount();
         self->table_->insertRow(r);
         self->table_->setItem(r, 0, new QTableWidgetItem(QString::fromStdString(k)));
@@ -159,18 +160,20 @@ void NeuronInspector::show(int L, int n) {
     return;
   }
   const auto& s = rec->stats.at(L);
-  QString html = QString("<h3>Layer %1, neuron %2</h3><table>").arg(L).arg(n);
+  const int64_t T = rec->tokensOf(L);  // the site's stream (T5: the encoder's or the decoder's tokens)
+  QString html = QString("<h3>%1, neuron %2</h3><table>").arg(rec->siteText(L, true)).arg(n);
   auto row = [&](const QString& k, const QString& v) {
     html += QString("<tr><td valign='top'><b>%1</b></td><td>%2</td></tr>").arg(k, v);
   };
   auto whole = [](const QString& number) { return "<nobr>" + number + "</nobr>"; };
   row("firing frequency", QString("%1 of %2 tokens")
-                              .arg(whole(QString("%1%").arg(100.0 * s.count[n] / rec->tokens, 0, 'f', 2)))
-                              .arg(whole(QString("%L1").arg(rec->tokens))));
+                              .arg(whole(QString("%1%").arg(100.0 * s.count[n] / T, 0, 'f', 2)))
+                              .arg(whole(QString("%L1").arg(T))));
   row("mean activation", whole(QString::number(s.mean[n], 'g', 4)));
   row("max activation", whole(QString::number(s.max[n], 'g', 4)));
   if (s.count[n] == 0) row("status", "dead (never active)");
-  else if (s.count[n] >= 0.99 * rec->tokens) row("status", "always on");
+  else if (s.count[n] >= 0.99 * T)
+    row("status", "always on");
   // The expert in the selection's partition (the one every view draws), not
   // in whichever partition some dialog or view picked last.
   const StudioContext::Selection sel = ctx_->selection();
@@ -192,7 +195,7 @@ void NeuronInspector::show(int L, int n) {
   if (rec->hasSamples()) {
     try {
       auto act = rec->sampleAct(L);
-      const auto& smp = rec->samples();
+      const auto& smp = rec->samples(L);  // the rows of sampleAct(L): its stack's reservoir
       const int S = static_cast<int>(smp.count());
       std::vector<int> idx(S);
       std::iota(idx.begin(), idx.end(), 0);

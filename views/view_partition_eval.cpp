@@ -123,8 +123,12 @@ void PartitionView::refresh() {
   }
   setEmptyState("");
   std::vector<int> layers;
-  for (const auto& [L, v] : parts.front()->labels) layers.push_back(L);
-  setLayers(layers);
+  std::vector<Site> sites;  // the partition's own site list (enc.blk / dec.blk for T5)
+  for (const auto& [L, v] : parts.front()->labels) {
+    layers.push_back(L);
+    sites.push_back(parts.front()->siteOf(L));
+  }
+  setLayers(layers, sites);
   const int L = layer();
   const bool mean = meanLayers_->isChecked();
   auto metric = [&](const Partition& p, const std::string& key) {
@@ -213,7 +217,9 @@ void PartitionView::refresh() {
   }
   table_->setSortingEnabled(true);
   table_->resizeColumnsToContents();
-  plot_->yAxis->setLabel(mean ? "share of activation mass kept (mean over layers)" : QString("share of activation mass kept (layer %1)").arg(L));
+  plot_->yAxis->setLabel(
+      mean ? "share of activation mass kept (mean over layers)"
+           : QString("share of activation mass kept (%1)").arg(siteText(parts.front()->siteOf(L), L)));
   if (fractionAxis) {
     plot_->xAxis->setLabel("active fraction of experts per token (k / E)");
     plot_->xAxis->setRange(0, 1.02);

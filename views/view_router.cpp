@@ -148,6 +148,12 @@ RouterView::RouterView(StudioContext* ctx, QWidget* parent)
   runText_ = new QPushButton("Run", optionsBar());
   runText_->setObjectName("runText");
   optionsBar()->addWidget(runText_);
+  // Shown instead of routing a typed text where the picked site cannot take
+  // one (T5's enc.blk / dec.blk sites: a typed text has no decoder inputs).
+  textNote_ = new QLabel(optionsBar());
+  textNote_->setObjectName("routeTextNote");
+  textNoteAction_ = optionsBar()->addWidget(textNote_);
+  textNoteAction_->setVisible(false);
   connect(runText_, &QPushButton::clicked, this, [this] { runText(text_->text()); });
   connect(text_, &QLineEdit::returnPressed, this, [this] { runText(text_->text()); });
   auto* g = new QGridLayout(body());
@@ -229,17 +235,18 @@ void RouterView::refresh() {
     return;
   }
   std::vector<int> layers;
+  std::vector<Site> sites;
   for (int L : rec_->layers)
     if (part_->labels.count(L) && (!router_ || std::find(router_->layers.begin(), router_->layers.end(), L) != router_->layers.end()))
-      layers.push_back(L);
-  setLayers(layers);
+      layers.push_back(L), sites.push_back(rec_->siteOf(L));
+  setLayers(layers, sites);
   const int L = layer();
   if (L < 0 || part_->dFF != rec_->dFF) {
     setEmptyState(QString("The partition %1 does not fit the recording (d_ff %2 vs %3, or no common layer).")
                       .arg(part_->name).arg(part_->dFF).arg(rec_->dFF));
     return;
   }
-  const auto& smp = rec_->samples();
+  const auto& smp = rec_->samples(L);
   const int S = static_cast<int>(smp.count());
   E_ = part_->experts;
   k_ = std::clamp(router_ ? router_->topKFor(L) : std::max(1, E_ / 4), 1, E_);
@@ -254,10 +261,16 @@ void RouterView::refresh() {
     return;
   }
   setEmptyState("");
-  text_->setEnabled(true);
+  const bool typedOk = typedTextSite(L);
+  text_->setEnabled(typedOk);
   if (textRunning_ && !ctx()->tasks()->isRunning("router-text"))
     textRunning_ = false;  // cancelled with a workspace change
-  runText_->setEnabled(!textRunning_);
+  runText_->setEnabled(typedOk && !textRunning_);
+  textNoteAction_->setVisible(!typedOk);
+  textNote_->setText(
+      typedOk
+          ? QString()
+          : QString("  typed text: single-stack models only (%1 shows the recorded samples)").arg(rec_->siteText(L)));
   score_ = std::move(choices.scores);
   top_ = std::move(choices.top);
   oracleTop_ = std::move(choices.oracleTop);
@@ -267,7 +280,7 @@ void RouterView::refresh() {
   textTop_.clear();
   textOracleTop_.clear();
   fillDocuments();
-  if (!textRan_.isEmpty()) {
+  if (!textRan_.isEmpty() && typedOk) {
     if (textLayer_ == L && !textAct_.ids.empty()) scoreTypedText();
     else runText(textRan_);
   }
@@ -358,19 +371,30 @@ void RouterView::refresh() {
   cats_->xAxis->setRange(-0.5, E_ - 0.5);
   cats_->yAxis->setRange(-0.5, CR - 0.5);
   cats_->replot();
-  note_->setText(QString("Router %1 (%2), partition %3, layer %4: top-%5 of %6 experts on %7 sampled tokens. "
-                         "Red dots: the router's top-k; white squares: the oracle's top-k. Dead experts: %8 of %9 (%10%). "
-                         "Click a column to select an expert.%11")
-                     .arg(router_ ? router_->name : QString("none: oracle scores")).arg(router_ ? router_->kind : QString("oracle"))
-                     .arg(part_->name).arg(L).arg(k_).arg(E_).arg(S).arg(dead).arg(E_).arg(100.0 * dead / E_, 0, 'f', 1)
-                     .arg(CR < C ? QString(" The samples cover %1 of the corpus's %2 categories; the others are left out of "
-                                           "the category heatmap.").arg(CR).arg(C)
-                                 : QString()));
+  note_->setText(
+      QString("Router %1 (%2), partition %3, %4: top-%5 of %6 experts on %7 sampled tokens. "
+              "Red dots: the router's top-k; white squares: the oracle's top-k. Dead experts: %8 of %9 (%10%). "
+              "Click a column to select an expert.%11")
+          .arg(router_ ? router_->name : QString("none: oracle scores"))
+          .arg(router_ ? router_->kind : QString("oracle"))
+          .arg(part_->name)
+          .arg(rec_->siteText(L))
+          .arg(k_)
+          .arg(E_)
+          .arg(S)
+          .arg(dead)
+          .arg(E_)
+          .arg(100.0 * dead / E_, 0, 'f', 1)
+          .arg(CR < C ? QString(" The samples cover %1 of the corpus's %2 categories; the others are left out of "
+                                "the category heatmap.")
+                            .arg(CR)
+                            .arg(C)
+                      : QString()));
   redrawDocument();
 }
 
 void RouterView::fillDocuments() {
-  const auto& smp = rec_->samples();
+  const auto& smp = rec_->samples(layer());
   const int S = static_cast<int>(smp.count());
   std::map<int64_t, int> perDoc;
   for (int s = 0; s < S; ++s) ++perDoc[smp.docId[s]];
@@ -397,6 +421,8 @@ void RouterView::fillDocuments() {
   doc_->blockSignals(false);
 }
 
+bool RouterView::typedTextSite(int layer) const { return !rec_ || rec_->siteOf(layer).stack == SiteStack::Single; }
+
 bool RouterView::showingTypedText() const { return doc_->currentData().toString() == "typed"; }
 
 void RouterView::runText(const QString& text) {
@@ -406,6 +432,11 @@ void RouterView::runText(const QString& text) {
   }
   if (!ctx()->hasWorkspace() || !part_ || E_ <= 0 || layer() < 0) {
     ctx()->report(StudioContext::Warning, "Router: a typed text needs a partition (and a router) for the picked layer");
+    return;
+  }
+  if (!typedTextSite(layer())) {
+    ctx()->report(StudioContext::Warning,
+                  "Router: a typed text runs single-stack models; " + siteName() + " shows the recorded samples only");
     return;
   }
   const QString dir = ctx()->workspace().model();
@@ -490,7 +521,7 @@ void RouterView::redrawDocument() {
       rows.push_back({textScore_.data() + size_t(t) * E_, textTop_.data() + size_t(t) * k_,
                       textOracleTop_.data() + size_t(t) * k_, textAct_.ids[t], t});
   } else {
-    const auto& smp = rec_->samples();
+    const auto& smp = rec_->samples(layer());
     const int S = static_cast<int>(smp.count());
     int64_t d = doc_->currentData().toLongLong();
     docRows_.clear();
@@ -561,7 +592,8 @@ void RouterView::redrawDocument() {
   scores_->yAxis->setRangeReversed(true);
   scores_->yAxis->setRange(-0.5, std::max(1, T) - 0.5);
   scores_->xAxis->setRange(-0.5, E_ - 0.5);
-  scores_->xAxis->setLabel(QString("expert (layer %1)").arg(layer()));
+  scores_->xAxis->setLabel(
+      QString("expert (%1)").arg(rec_ ? rec_->siteText(layer()) : QString("layer %1").arg(layer())));
   scores_->yAxis->setLabel(typed ? "typed token @ position" : "sampled token @ position");
   scores_->legend->setVisible(false);
   scores_->xAxis->setTicker(integerTicker(E_));
@@ -584,7 +616,7 @@ QString RouterView::csvData() const {
   for (int e = 0; e < E_; ++e) out += QString(",score_e%1").arg(e);
   out += ",router_topk,oracle_topk\n";
   if (score_.empty() || !rec_) return out;
-  const auto& smp = rec_->samples();
+  const auto& smp = rec_->samples(layer());
   for (int s = 0; s < smp.count(); ++s) {
     out += QString("%1,%2,%3,%4,%5").arg(s).arg(smp.docId[s]).arg(smp.position[s]).arg(smp.tokenId[s]).arg(smp.category[s]);
     for (int e = 0; e < E_; ++e) out += "," + QString::number(score_[size_t(s) * E_ + e], 'g', 7);

@@ -64,10 +64,12 @@ void SparsityView::refresh() {
                                         : "No workspace open.");
     return;
   }
-  setLayers(rec_->layers);
+  setLayers(rec_->layers, rec_->sites);
   setEmptyState("");
   const int F = rec_->dFF;
-  const double T = static_cast<double>(rec_->tokens);
+  // Single-stack recordings are drawn as they always were ("layer 3"); others name their sites.
+  const bool singleStack =
+      std::all_of(rec_->sites.begin(), rec_->sites.end(), [](const Site& s) { return s.stack == SiteStack::Single; });
 
   // 1. Per-layer mean active share with the 10-90% spread over tokens.
   layers_->clearPlottables();
@@ -95,12 +97,20 @@ void SparsityView::refresh() {
   eb->setData(loC, hiC);
   eb->setPen(QPen(seriesColor(0).darker(120), 1));
   eb->setName("10-90% of tokens");
-  layers_->xAxis->setLabel("layer");
   layers_->yAxis->setLabel("share of d_ff active");
-  QSharedPointer<QCPAxisTickerFixed> tick(new QCPAxisTickerFixed);
-  tick->setTickStep(1.0);
-  tick->setScaleStrategy(QCPAxisTickerFixed::ssMultiples);
-  layers_->xAxis->setTicker(tick);
+  if (singleStack) {
+    layers_->xAxis->setLabel("layer");
+    QSharedPointer<QCPAxisTickerFixed> tick(new QCPAxisTickerFixed);
+    tick->setTickStep(1.0);
+    tick->setScaleStrategy(QCPAxisTickerFixed::ssMultiples);
+    layers_->xAxis->setTicker(tick);
+  } else {
+    // Encoder-decoder sites: the x positions are site indices, labelled by site name.
+    layers_->xAxis->setLabel("FFN site");
+    QSharedPointer<QCPAxisTickerText> tick(new QCPAxisTickerText);
+    for (int L : rec_->layers) tick->addTick(L, rec_->siteText(L));
+    layers_->xAxis->setTicker(tick);
+  }
   layers_->xAxis->setRange(xs.front() - 0.5, xs.back() + 0.5);
   double ymax = 0;
   for (int i = 0; i < mean.size(); ++i) ymax = std::max(ymax, mean[i] + hiC[i]);
@@ -135,7 +145,7 @@ void SparsityView::refresh() {
     // Viridis up to 0.85: its last yellows are too light for thin lines on white.
     QColor col = mapColor(ColorMap::Viridis, rec_->layers.size() > 1 ? 0.85 * n / (rec_->layers.size() - 1) : 0.0);
     gr->setPen(QPen(col, L == cur ? 3 : 1.2));
-    gr->setName(QString("layer %1").arg(L));
+    gr->setName(rec_->siteText(L));
     ++n;
   }
   hist_->xAxis->setLabel("active neurons per token (share of d_ff)");
@@ -151,6 +161,7 @@ void SparsityView::refresh() {
   if (cur >= 0 && rec_->stats.count(cur)) {
     const auto& s = rec_->stats.at(cur);
     const LayerSparsity& sp = rec_->sparsity.at(cur);  // dead / always-on counts from the core
+    const double T = static_cast<double>(rec_->tokensOf(cur));  // the site's stream (T5: encoder or decoder tokens)
     order_.resize(F);
     std::iota(order_.begin(), order_.end(), 0);
     std::stable_sort(order_.begin(), order_.end(), [&](int a, int b) { return s.count[a] > s.count[b]; });
@@ -196,17 +207,17 @@ void SparsityView::refresh() {
       lab->setFont(figureFont(9));
       lab->setColor(QColor(213, 94, 0));
     }
-    freq_->xAxis->setLabel(QString("neurons of layer %1, sorted by frequency").arg(cur));
+    freq_->xAxis->setLabel(QString("neurons of %1, sorted by frequency").arg(rec_->siteText(cur)));
     freq_->yAxis->setLabel("share of tokens active");
     freq_->xAxis->setRange(-0.5, F - 0.5);
     freq_->yAxis->setRange(0, 1.05);
     freq_->legend->setVisible(true);
     freq_->axisRect()->insetLayout()->setInsetAlignment(0, Qt::AlignTop | Qt::AlignRight);
-    note_->setText(QString("Recording: %1 tokens, d_ff %2. Layer %3: %4% of neurons active per token on average; "
+    note_->setText(QString("Recording: %1 tokens, d_ff %2. %3: %4% of neurons active per token on average; "
                            "%5 dead, %6 always on. Click the frequency plot to inspect a neuron.")
-                       .arg(rec_->tokens)
+                       .arg(singleStack ? rec_->tokens : rec_->tokensOf(cur))
                        .arg(F)
-                       .arg(cur)
+                       .arg(rec_->siteText(cur, true))
                        .arg(sp.meanActiveShare * 100, 0, 'f', 1)
                        .arg(sp.dead)
                        .arg(sp.alwaysOn));
@@ -219,9 +230,15 @@ QString SparsityView::csvData() const {
   if (!rec_) return out;
   for (int L : rec_->layers) {
     const auto& s = rec_->stats.at(L);
+    const double T = static_cast<double>(rec_->tokensOf(L));  // the site's stream
     for (int i = 0; i < rec_->dFF; ++i)
-      out += QString("%1,%2,%3,%4,%5,%6\n").arg(L).arg(i).arg(s.count[i]).arg(s.count[i] / double(rec_->tokens), 0, 'g', 8)
-                 .arg(s.mean[i], 0, 'g', 8).arg(s.max[i], 0, 'g', 8);
+      out += QString("%1,%2,%3,%4,%5,%6\n")
+                 .arg(L)
+                 .arg(i)
+                 .arg(s.count[i])
+                 .arg(s.count[i] / T, 0, 'g', 8)
+                 .arg(s.mean[i], 0, 'g', 8)
+                 .arg(s.max[i], 0, 'g', 8);
   }
   return out;
 }

@@ -187,9 +187,14 @@ class RouterView : public FigureView {
   void redrawDocument();
   void scoreTypedText();
   void fillDocuments();
+  /// Whether a typed text can be routed at site index `layer`: single-stack
+  /// sites only (TextProbe runs one stack; T5's sites need decoder inputs).
+  bool typedTextSite(int layer) const;
   QComboBox* doc_;
   QLineEdit* text_;
   QPushButton* runText_;
+  QLabel* textNote_;  ///< why a typed text cannot be routed at the picked site (hidden otherwise)
+  QAction* textNoteAction_;
   QCustomPlot* scores_;
   QCustomPlot* usage_;
   QCustomPlot* cats_;

@@ -25,10 +25,17 @@ void addMoeFields(nlohmann::json& j, const ModelConfig& c) {
   moe["norm_topk_prob"] = c.normTopK;
   moe["shared_expert_d_ff"] = c.dShared;
   nlohmann::json moeLayers = nlohmann::json::array(), denseLayers = nlohmann::json::array();
-  for (int L = 0; L < c.nLayer; ++L) (c.moeLayer(L) ? moeLayers : denseLayers).push_back(L);
+  // The sites of each MoE layer's experts (analysis/model/site.h), keyed by the layer's site.
+  nlohmann::json expertSites = nlohmann::json::object();
+  for (int L = 0; L < c.nLayer; ++L) {
+    (c.moeLayer(L) ? moeLayers : denseLayers).push_back(L);
+    if (c.moeLayer(L)) expertSites[Site::ofLayer(L).name()] = siteNames(c.expertSites(L));
+  }
   moe["moe_layers"] = moeLayers;
   moe["dense_layers"] = denseLayers;
+  moe["expert_sites"] = expertSites;
   moe["summary"] = c.moeSummary();
+  moe["layer_summary"] = c.moeLayerSummary();
   j["native_moe"] = moe;
 }
 
@@ -40,6 +47,20 @@ void addConfigFields(nlohmann::json& j, const ModelConfig& c) {
   j["model_type"] = c.modelType;
   j["layers"] = c.nLayer;
   if (c.encoderDecoder) j["decoder_layers"] = c.nDecoderLayer;
+  // The stacks and their whole-FFN sites (analysis/model/site.h): one
+  // "single" stack of blk.L, or an "encoder" of enc.blk.L and a "decoder" of dec.blk.L.
+  nlohmann::json stacks = nlohmann::json::array();
+  for (SiteStack st : c.stacks()) {
+    const int n = c.layerCount(st);
+    nlohmann::json s;
+    s["stack"] = st == SiteStack::Encoder ? "encoder" : st == SiteStack::Decoder ? "decoder" : "single";
+    s["layers"] = n;
+    s["site_prefix"] = st == SiteStack::Encoder ? "enc.blk" : st == SiteStack::Decoder ? "dec.blk" : "blk";
+    stacks.push_back(s);
+  }
+  j["stacks"] = stacks;
+  j["stack_summary"] = c.stackSummary();
+  j["ffn_sites"] = siteNames(c.ffnSites());
   j["d_model"] = c.dModel;
   j["d_ff"] = c.dFF;
   j["heads"] = c.nHead;

@@ -570,6 +570,47 @@ std::vector<Site> ModelConfig::ffnSites() const {
   return v;
 }
 
+namespace {
+// "blk.0, blk.2": the single-stack sites of `layers`.
+std::string siteList(const std::vector<int>& layers) {
+  std::string s;
+  for (int L : layers) s += (s.empty() ? "" : ", ") + Site::ofLayer(L).name();
+  return s;
+}
+}  // namespace
+
+std::string ModelConfig::stackSummary() const {
+  std::string out;
+  for (SiteStack st : stacks()) {
+    const int n = layerCount(st);
+    const std::string prefix = st == SiteStack::Encoder ? "enc.blk." : st == SiteStack::Decoder ? "dec.blk." : "blk.";
+    const char* name = st == SiteStack::Encoder ? "encoder" : st == SiteStack::Decoder ? "decoder" : "single";
+    out += (out.empty() ? "" : "; ") + std::string(name) + ": " + std::to_string(n) + (n == 1 ? " layer" : " layers");
+    if (n > 0) out += ", " + prefix + (n == 1 ? "0" : "0-" + std::to_string(n - 1));
+  }
+  return out;
+}
+
+std::string ModelConfig::moeLayerSummary() const {
+  if (expertCount == 0) return "none";
+  std::vector<int> moe, dense;
+  for (int L = 0; L < nLayer; ++L) (moeLayer(L) ? moe : dense).push_back(L);
+  std::string s = "MoE " + (moe.empty() ? std::string("none") : siteList(moe));
+  if (!moe.empty())
+    s += " (sites blk.L.exp.0" + (expertCount > 1 ? "-" + std::to_string(expertCount - 1) : std::string()) +
+         (dShared > 0 ? ", blk.L.shared" : "") + ")";
+  if (!dense.empty()) s += "; dense " + siteList(dense) + " (d_ff " + std::to_string(dFF) + ")";
+  return s;
+}
+
+std::vector<Site> ModelConfig::expertSites(int layer) const {
+  std::vector<Site> v;
+  if (!moeLayer(layer)) return v;
+  for (int e = 0; e < expertCount; ++e) v.push_back(Site{SiteStack::Single, layer, e, false});
+  if (dShared > 0) v.push_back(Site{SiteStack::Single, layer, -1, true});
+  return v;
+}
+
 int ModelConfig::ffnSiteIndex(const Site& site) const {
   if (site.expert >= 0 || site.shared || site.layer < 0) return -1;
   if ((site.stack == SiteStack::Single) == encoderDecoder) return -1;

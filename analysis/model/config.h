@@ -133,6 +133,24 @@ struct ModelConfig {
   std::string moeSummary() const;
   /// Blocks of a stack: nLayer for Single and Encoder, nDecoderLayer for Decoder.
   int layerCount(SiteStack stack) const { return stack == SiteStack::Decoder ? nDecoderLayer : nLayer; }
+  /// The model's stacks in forward order: {Single} for single-stack models,
+  /// {Encoder, Decoder} for encoder-decoder ones (layerCount gives their blocks).
+  std::vector<SiteStack> stacks() const {
+    if (encoderDecoder) return {SiteStack::Encoder, SiteStack::Decoder};
+    return {SiteStack::Single};
+  }
+  /// The stacks and their FFN sites in one line, e.g. "single: 4 layers, blk.0-3" or
+  /// "encoder: 2 layers, enc.blk.0-1; decoder: 3 layers, dec.blk.0-2".
+  std::string stackSummary() const;
+  /// Native MoE models: which layers are MoE blocks and which dense MLPs, with
+  /// their sites, e.g. "MoE blk.0, blk.2 (sites blk.L.exp.0-7, blk.L.shared);
+  /// dense blk.1 (d_ff 128)"; "none" for models without native experts.
+  std::string moeLayerSummary() const;
+  /// The expert sites of native MoE layer `layer` in order: blk.L.exp.0 ..
+  /// blk.L.exp.{E-1}, then blk.L.shared when the model has a shared expert
+  /// (dShared > 0). Empty for a dense layer, a layer out of range or a dense
+  /// model. Thread-safe.
+  std::vector<Site> expertSites(int layer) const;
   /// Every FFN site of the model in forward order: blk.L for single-stack
   /// models, enc.blk.L then dec.blk.L for encoder-decoder models.
   std::vector<Site> ffnSites() const;

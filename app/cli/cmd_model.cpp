@@ -93,6 +93,7 @@ int runInspect(const Args& a) {
             << ")\n"
             << "layers      " << c.nLayer
             << (c.encoderDecoder ? " encoder + " + std::to_string(c.nDecoderLayer) + " decoder" : std::string()) << "\n"
+            << "stacks      " << c.stackSummary() << "\n"
             << "d_model     " << c.dModel << "\n"
             << "d_ff        " << c.dFF << "\n"
             << "heads       " << c.nHead << " (kv " << c.nKVHead << ", head dim " << c.headDim << ")\n"
@@ -105,7 +106,8 @@ int runInspect(const Args& a) {
             << "experts     "
             << (c.expertCount == 0 && loaded.isMoe() ? j["moefication_summary"].get<std::string>() : c.moeSummary())
             << "\n"
-            << "parameters  " << j["parameters"].get<int64_t>()
+            << (c.expertCount > 0 ? "moe layers  " + c.moeLayerSummary() + "\n" : std::string()) << "parameters  "
+            << j["parameters"].get<int64_t>()
             << (loaded.isMoe() ? " (experts " + std::to_string(j["expert_parameters"].get<int64_t>()) + ", routers " +
                                      std::to_string(j["router_parameters"].get<int64_t>()) + ")"
                                : std::string())
@@ -298,7 +300,8 @@ int runForward(const Args& a) {
 const OptionTable& inspectOptionTable() {
   static const OptionTable table = [] {
     OptionTable t("inspect", "describe a checkpoint folder", "moefy inspect MODEL_DIR [--json]\n",
-                  "Prints the architecture, layer count, d_model, d_ff, heads (kv heads, head dim), FFN kind\n"
+                  "Prints the architecture, layer count, the stacks with their FFN sites (single: blk.L;\n"
+                  "encoder-decoder: enc.blk.L and dec.blk.L), d_model, d_ff, heads (kv heads, head dim), FFN kind\n"
                   "and activation; the positions line (learned, relative bias, or the RoPE type: default,\n"
                   "linear, dynamic, llama3 or yarn, with theta, scaling parameters and rotated dims; Gemma 3\n"
                   "adds the RoPE of its sliding layers); the norms line (rmsnorm, rmsnorm (1 + w) or\n"
@@ -306,8 +309,12 @@ const OptionTable& inspectOptionTable() {
                   "norms); the window line (none, every layer, or the window and the local/global layer\n"
                   "pattern, e.g. LG); the attention line (score scale, soft-capping, embedding scaling); then\n"
                   "parameter count, stored dtype, tokenizer and fingerprint. --json gives these as fields\n"
-                  "(rope, position_encoding, norms, window_pattern, attention, ...). Native MoE models show their\n"
-                  "experts, top-k, shared expert and which layers are MoE or dense. MoE exports show the\n"
+                  "(rope, position_encoding, norms, window_pattern, attention, stacks, stack_summary,\n"
+                  "ffn_sites, ...). Native MoE models show their experts (count, d_expert, top-k, whether the\n"
+                  "top-k weights are renormalised), shared expert, and on the moe layers line which layers are\n"
+                  "MoE (with their expert sites blk.L.exp.E and blk.L.shared) or dense (--json: native_moe with\n"
+                  "experts, experts_per_token, expert_d_ff, norm_topk_prob, shared_expert_d_ff, moe_layers,\n"
+                  "dense_layers, expert_sites, summary, layer_summary). MoE exports show the\n"
                   "MoEfication on the experts line (experts per layer, layers, top-k, router kind), count\n"
                   "the experts and routers in the parameters (with the split: experts N, routers N) and\n"
                   "list their moefication block one field a line (--json: moefication, moefication_summary,\n"

@@ -25,6 +25,7 @@
 #include "analysis/route/route_inputs.h"
 #include "analysis/route/router.h"
 #include "analysis/split/split.h"
+#include "t5_pairs.h"
 #include "testutil.h"
 
 using namespace moefy;
@@ -37,9 +38,9 @@ QString script(const char* name) {
 }
 QString qs(const fs::path& p) { return QString::fromStdString(p.string()); }
 
-// Two pairs of different lengths, so both batches are padded.
-const std::vector<std::vector<int32_t>> kSrc = {{5, 6, 7, 8, 9, 10, 1}, {11, 12, 1}, {13, 14, 15, 16, 1}};
-const std::vector<std::vector<int32_t>> kDec = {{0, 21, 22, 23, 24}, {0, 25}, {0, 26, 27, 28}};
+// Pairs of different lengths, so both batches are padded (tests/t5_pairs.h).
+const std::vector<std::vector<int32_t>>& kSrc = test::kT5Src;
+const std::vector<std::vector<int32_t>>& kDec = test::kT5Dec;
 
 std::string idsText(const std::vector<int32_t>& v) {
   std::string s;
@@ -47,19 +48,7 @@ std::string idsText(const std::vector<int32_t>& v) {
   return s;
 }
 
-PairSource pairs(int repeat) {
-  return [repeat](const std::function<bool(const SequencePair&)>& fn) {
-    int64_t id = 0;
-    for (int r = 0; r < repeat; ++r)
-      for (size_t i = 0; i < kSrc.size(); ++i) {
-        SequencePair p;
-        p.source.ids = kSrc[i];
-        p.source.docId = id++;
-        p.decoder = kDec[i];
-        if (!fn(p)) return;
-      }
-  };
-}
+PairSource pairs(int repeat) { return test::t5Pairs(repeat); }
 
 std::string errorOf(const std::function<void()>& f) {
   try {

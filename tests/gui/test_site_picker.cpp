@@ -1,0 +1,258 @@
+// Issue 13: the studio's FFN site picker on a T5 (encoder-decoder) workspace.
+// A small random T5 (scripts/ref/t5_ref.py make t5_relu) is recorded over
+// teacher-forced pairs by the core (enc.blk.L and dec.blk.L sites) and split;
+// the views must list the sites by name (enc.blk.0.., dec.blk.0..), draw the
+// picked site's own data (dec.blk.1: the decoder's token count, its counts
+// and co-activations, compared with the core reader), say in a label what a
+// site cannot show (a typed text on a T5 site), and leave a dense workspace's
+// picker as it was (blk.L items whose data is the layer).
+#include "views/qcp.h"
+
+#include <ATen/ATen.h>
+
+#include <QApplication>
+#include <QComboBox>
+#include <QLabel>
+#include <QLineEdit>
+#include <QPushButton>
+#include <QTemporaryDir>
+#include <QtTest>
+#include <fstream>
+
+#include "analysis/jobs/job.h"
+#include "analysis/model/model.h"
+#include "analysis/record/recorder.h"
+#include "analysis/record/recording.h"
+#include "analysis/split/split.h"
+#include "gui_fixture.h"
+#include "studio_test_helpers.h"
+#include "t5_pairs.h"
+#include "testutil.h"
+#include "views/artefacts.h"
+#include "views/figure.h"
+#include "views/mainwindow.h"
+#include "views/views.h"
+
+using namespace moefy;
+using namespace moefy::views;
+namespace fs = std::filesystem;
+
+namespace {
+
+QStringList items(QComboBox* box) {
+  QStringList out;
+  for (int i = 0; i < box->count(); ++i) out << box->itemText(i);
+  return out;
+}
+
+// The label of `view` whose text starts with `start` ("" if none).
+QString labelStartingWith(QWidget* view, const QString& start) {
+  for (QLabel* l : view->findChildren<QLabel*>())
+    if (l->text().startsWith(start)) return l->text();
+  return {};
+}
+
+// Opens `ws` in `w`, shown at 1366x768.
+bool openAt1366(MainWindow& w, const QString& ws) {
+  w.resize(1366, 768);
+  w.show();
+  return w.openWorkspace(ws);
+}
+
+// The window's view of type V, made the current tab (its pickers fill).
+template <typename V>
+V* showView(MainWindow& w) {
+  V* v = test::studioView<V>(w);
+  if (!v) return nullptr;
+  w.tabs()->setCurrentWidget(v);
+  QApplication::processEvents();
+  return v;
+}
+
+void pickSite(FigureView* v, const QString& name) {
+  const int i = v->layerCombo()->findText(name);
+  QVERIFY2(i >= 0, qPrintable(name + " not in " + items(v->layerCombo()).join(", ")));
+  v->layerCombo()->setCurrentIndex(i);
+  QApplication::processEvents();
+}
+
+}  // namespace
+
+class TestSitePicker : public QObject {
+  Q_OBJECT
+  QTemporaryDir tmp_;
+  QString ws_;  // the T5 workspace
+  fs::path rec_;
+
+ private Q_SLOTS:
+  void initTestCase() {
+    QStandardPaths::setTestModeEnabled(true);
+    QVERIFY(tmp_.isValid());
+    const fs::path root = tmp_.path().toStdString();
+    auto r = test::runPython({QString::fromStdString((test::sourceDir() / "scripts" / "ref" / "t5_ref.py").string()),
+                              "make", "t5_relu", QString::fromStdString((root / "model").string())});
+    QVERIFY2(r.exitCode == 0, (r.out + r.err).c_str());
+    {
+      std::ofstream corpus(root / "pairs.tsv");
+      corpus << "a b c\tx y\n";
+    }
+    ws_ = QString::fromStdString((root / "ws").string());
+    views::Workspace w = views::Workspace::create(ws_, "t5", QString::fromStdString((root / "model").string()),
+                                                  QString::fromStdString((root / "pairs.tsv").string()));
+    w.save();
+    auto model = Model::load(root / "model");
+    QVERIFY(model->config().encoderDecoder);
+    JobContext job;
+    RecordOptions o;
+    o.batch = 2;
+    o.samples = 64;
+    o.seqLen = 16;
+    rec_ = fs::path(w.folder("recordings").toStdString()) / "rec-t5";
+    recordSeq2SeqActivations(*model, test::t5Pairs(4), SourceInfo{"pairs", "parallel-test", {}, ""}, o, rec_, job);
+    moefy::Recording rec = moefy::Recording::open(rec_);
+    QCOMPARE(static_cast<int>(rec.sites().size()), 4);
+    SplitOptions so;
+    so.method = "coact";
+    so.experts = 4;
+    so.stability = false;
+    runSplit(rec, model.get(), so, fs::path(w.folder("partitions").toStdString()) / "coact-E4", job);
+  }
+
+  // The picker lists the T5 sites by name, in forward order, with their site indices.
+  void pickerListsStacks() {
+    MainWindow w;
+    QVERIFY(openAt1366(w, ws_));
+    auto* sv = showView<SparsityView>(w);
+    QVERIFY(sv);
+    const QStringList want = {"enc.blk.0", "enc.blk.1", "dec.blk.0", "dec.blk.1"};
+    QCOMPARE(items(sv->layerCombo()), want);
+    for (int i = 0; i < want.size(); ++i) QCOMPARE(sv->layerCombo()->itemData(i).toInt(), i);  // site indices
+    for (FigureView* v : {static_cast<FigureView*>(test::studioView<CoactView>(w)),
+                          static_cast<FigureView*>(test::studioView<ExpertGraphView>(w)),
+                          static_cast<FigureView*>(test::studioView<RouterView>(w)),
+                          static_cast<FigureView*>(test::studioView<PartitionView>(w))}) {
+      QVERIFY(v);
+      w.tabs()->setCurrentWidget(v);
+      QApplication::processEvents();
+      if (auto* gv = qobject_cast<ExpertGraphView*>(v)) QTRY_VERIFY_WITH_TIMEOUT(!gv->layoutRunning(), 20000);
+      QCOMPARE(items(v->layerCombo()), want);
+    }
+    // The Model view: the stacks line from the core (describeModelFiles).
+    auto* mv = showView<ModelView>(w);
+    QVERIFY(mv);
+    const QString stacks = "stack_summary,\"encoder: 2 layers, enc.blk.0-1; decoder: 2 layers, dec.blk.0-1\"";
+    QTRY_VERIFY2_WITH_TIMEOUT(mv->csvData().contains(stacks), qPrintable(mv->csvData()), 20000);
+  }
+
+  // dec.blk.1: the sparsity view draws that site's counts over the decoder's
+  // tokens, the co-activation view that site's matrix.
+  void decoderSiteShowsItsData() {
+    moefy::Recording core = moefy::Recording::open(rec_);
+    const int L = core.layerOf(Site::parse("dec.blk.1"));
+    QCOMPARE(L, 3);
+    const int64_t T = core.tokens(L);
+    QCOMPARE(T, int64_t{44});  // 4 x (5 + 2 + 4) decoder tokens: not the encoder's 60, not the total
+    const at::Tensor count = core.count(L).to(at::kDouble);
+    const int F = core.dFF();
+    const double meanShare = count.sum().item<double>() / (double(T) * F);  // mean active share per token
+    const int64_t dead = (count == 0).sum().item<int64_t>();
+    QVERIFY(count.sum().item<double>() > 0);
+
+    MainWindow w;
+    QVERIFY(openAt1366(w, ws_));
+    auto* sv = showView<SparsityView>(w);
+    QVERIFY(sv);
+    pickSite(sv, "dec.blk.1");
+    QCOMPARE(sv->layer(), 3);
+    QCOMPARE(sv->figureBaseName(), QString("sparsity-dec.blk.1"));
+    const QString note = labelStartingWith(sv, "Recording:");
+    const QString want = QString(
+                             "Recording: %1 tokens, d_ff %2. dec.blk.1: %3% of neurons active per token on average; "
+                             "%4 dead")
+                             .arg(T)
+                             .arg(F)
+                             .arg(meanShare * 100, 0, 'f', 1)
+                             .arg(dead);
+    qInfo("sparsity note: %s", qPrintable(note));
+    QVERIFY2(note.startsWith(want), qPrintable(note + "\nwant: " + want));
+
+    // The co-activation view on dec.blk.1: its colour scale tops at that
+    // site's largest off-diagonal count.
+    auto* cv = showView<CoactView>(w);
+    QVERIFY(cv);
+    pickSite(cv, "dec.blk.1");
+    QVERIFY(cv->hasData());
+    QCOMPARE(cv->figureBaseName(), QString("co-activation-dec.blk.1"));
+    at::Tensor C = core.coact(L).to(at::kDouble).clone();
+    C.fill_diagonal_(0);
+    const double vmax = std::max(1.0, C.max().item<double>());
+    qInfo("dec.blk.1 co-activation max off-diagonal: core %g, view %g", vmax, cv->colourMax());
+    QCOMPARE(cv->colourMax(), vmax);
+    // The selection follows the site index: a neuron picked on dec.blk.1 moves the sparsity view there.
+    pickSite(sv, "enc.blk.0");
+    w.context()->selectNeuron(3, 0);
+    QApplication::processEvents();
+    QCOMPARE(sv->layerCombo()->currentText(), QString("dec.blk.1"));
+    // MOEFY_SCREENSHOTS=DIR: every view of the T5 workspace on dec.blk.1 at
+    // 1366x768, as DIR/t5-site-picker/NN-<view>.png (for the issue's figures).
+    if (qEnvironmentVariableIsSet("MOEFY_SCREENSHOTS")) {
+      const QString dir = qEnvironmentVariable("MOEFY_SCREENSHOTS") + "/t5-site-picker";
+      const QStringList files = w.writeScreenshots(dir, QSize(1366, 768));
+      QVERIFY2(!files.isEmpty(), qPrintable(dir));
+      qInfo("screenshots: %s", qPrintable(files.join(", ")));
+    }
+  }
+
+  // A typed text cannot be routed at a T5 site: the Router view says so in a
+  // label and disables the text box (it still shows the recorded samples).
+  void routerSaysTypedTextIsSingleStackOnly() {
+    MainWindow w;
+    QVERIFY(openAt1366(w, ws_));
+    auto* rv = showView<RouterView>(w);
+    QVERIFY(rv);
+    pickSite(rv, "dec.blk.1");
+    QVERIFY(rv->hasData());
+    auto* note = rv->findChild<QLabel*>("routeTextNote");
+    QVERIFY(note);
+    QVERIFY2(note->text().contains("single-stack") && note->text().contains("dec.blk.1"), qPrintable(note->text()));
+    QVERIFY(!rv->findChild<QLineEdit*>("routeText")->isEnabled());
+    QVERIFY(!rv->findChild<QPushButton*>("runText")->isEnabled());
+    QVERIFY2(labelStartingWith(rv, "Router ").contains("dec.blk.1: top-"),
+             qPrintable(labelStartingWith(rv, "Router ")));
+  }
+
+  // A dense workspace keeps its picker: blk.L items whose data is the layer,
+  // the "-L<layer>" export stem and the "Layer L" note.
+  void densePickerUnchanged() {
+    QString err;
+    const QString ws = test::studioTestWorkspace(&err);
+    QVERIFY2(!ws.isEmpty(), qPrintable(err));
+    MainWindow w;
+    QVERIFY(openAt1366(w, ws));
+    auto* sv = showView<SparsityView>(w);
+    QVERIFY(sv);
+    auto rec = w.context()->recording(w.context()->paths("recording").front());
+    QVERIFY(rec);
+    QCOMPARE(sv->layerCombo()->count(), static_cast<int>(rec->layers.size()));
+    for (int i = 0; i < sv->layerCombo()->count(); ++i) {
+      QCOMPARE(sv->layerCombo()->itemText(i), QString("blk.%1").arg(rec->layers[i]));
+      QCOMPARE(sv->layerCombo()->itemData(i).toInt(), rec->layers[i]);
+    }
+    const int L = rec->layers.back();
+    pickSite(sv, QString("blk.%1").arg(L));
+    QCOMPARE(sv->figureBaseName(), QString("sparsity-L%1").arg(L));
+    const QString note = labelStartingWith(sv, "Recording:");
+    QVERIFY2(
+        note.startsWith(QString("Recording: %1 tokens, d_ff %2. Layer %3: ").arg(rec->tokens).arg(rec->dFF).arg(L)),
+        qPrintable(note));
+    auto* rv = showView<RouterView>(w);
+    QVERIFY(rv);
+    if (rv->hasData()) {
+      QVERIFY(rv->findChild<QLineEdit*>("routeText")->isEnabled());
+      QVERIFY(!rv->findChild<QLabel*>("routeTextNote")->isVisible());
+    }
+  }
+};
+
+QTEST_MAIN(TestSitePicker)
+#include "test_site_picker.moc"
