@@ -17,6 +17,7 @@
 
 using json = nlohmann::json;
 namespace fs = std::filesystem;
+namespace test = moefy::test;
 
 namespace {
 

@@ -15,6 +15,7 @@
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
+namespace test = moefy::test;
 
 namespace {
 
