@@ -4,11 +4,11 @@
 #include <dlfcn.h>
 #include <torch/torch.h>
 
+#include <immintrin.h>
 #include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstring>
-#include <immintrin.h>
 
 #include "analysis/common/error.h"
 
