@@ -521,6 +521,10 @@ int runDemo(const Args& a) {
       run("export", {model.string(), ex.partition.string(), ex.router.string(), "--top-k", std::to_string(ex.topK),
                      "--out", (dir / "export").string()});
     });
+    stage("reload", [&] {
+      run("eval", {model.string(), evalCorpus.string(), "--moe", (dir / "export").string(), "--tokens", evalTokens,
+                   "--seq-len", "128", "--split", "all", "--seed", seed, "--out", (dir / "eval" / "export").string()});
+    });
     stage("report",
           [&] { writeDemoReport(dir, model, trainCorpus, evalCorpus, seed, methods, routers, e, ex, stageTimes); });
     // The artefacts link each other relative to their own folders

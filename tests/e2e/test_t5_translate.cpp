@@ -1,6 +1,6 @@
 // `moefy eval --generate` and `--speed` on a T5 model (issues 13 and 15): a
-// small random T5 checkpoint (scripts/ref/t5_ref.py make t5_relu) with a
-// word tokenizer, a .tsv parallel corpus, a coact partition and a similarity
+// small random T5 checkpoint (scripts/ref/t5_ref.py make t5_relu_untied: untied lm_head, whose greedy outputs are not
+// all pad as the tied one's are) with a word tokenizer, a .tsv parallel corpus, a coact partition and a similarity
 // router over the encoder and decoder sites. Checks that the translations are
 // greedyGenerateSeq2Seq's on the same batches, that eval.json's BLEU is
 // corpusBleu's (and moefy score's) on those hypotheses exactly, that all
@@ -71,7 +71,8 @@ class T5Translate : public QObject {
   void initTestCase() {
     root_ = test::freshDir("t5_translate");
     model_ = root_ / "model";
-    auto r = test::runPython({qs(test::sourceDir() / "scripts" / "ref" / "t5_ref.py"), "make", "t5_relu", qs(model_)});
+    auto r = test::runPython(
+        {qs(test::sourceDir() / "scripts" / "ref" / "t5_ref.py"), "make", "t5_relu_untied", qs(model_)});
     QVERIFY2(r.exitCode == 0, (r.out + r.err).c_str());
     std::vector<std::pair<std::string, double>> pieces;
     for (int i = 0; i < 98; ++i) pieces.emplace_back("\u2581a" + std::to_string(i), -1.0);

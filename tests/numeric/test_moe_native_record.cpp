@@ -304,8 +304,8 @@ class TestMoeNativeRecord : public QObject {
     QVERIFY2(r.err.find("has width") != std::string::npos && r.err.find("one width") != std::string::npos,
              r.err.c_str());
     // route of an expert partition: refused by name, not silently computed.
-    r = test::runCli(
-        {"route", q(model("mixtral")), q(dir_ / "rec_mixtral"), q(part), "--out", q(dir_ / "router"), "--quiet"});
+    r = test::runCli({"route", q(model("mixtral")), q(dir_ / "rec_mixtral"), q(part), "--router", "mlp", "--out",
+                      q(dir_ / "router"), "--quiet"});
     QCOMPARE(r.exitCode, 2);
     QVERIFY2(r.err.find("blk.1.exp.0 is an expert of a native MoE layer") != std::string::npos, r.err.c_str());
   }
