@@ -20,6 +20,7 @@
 #include "analysis/io/safetensors.h"
 #include "analysis/record/recording.h"
 #include "analysis/split/split.h"
+#include "cli_output.h"
 #include "testutil.h"
 
 using namespace moefy;
@@ -30,24 +31,8 @@ namespace {
 QString q(const fs::path& p) { return QString::fromStdString(p.string()); }
 QString script(const char* name) { return q(test::sourceDir() / "scripts/ref" / name); }
 
-void printLines(const std::string& text) {
-  size_t start = 0;
-  while (start < text.size()) {
-    size_t end = text.find('\n', start);
-    if (end == std::string::npos) end = text.size();
-    qInfo().noquote() << QString::fromStdString(text.substr(start, end - start));
-    start = end + 1;
-  }
-}
-
-void expectOk(const test::RunResult& r, const char* what) {
-  if (r.exitCode != 0) {
-    qWarning() << what << "exit" << r.exitCode;
-    printLines(r.out);
-    printLines(r.err);
-  }
-  QVERIFY2(r.exitCode == 0, what);
-}
+using test::expectOk;
+using test::printLines;
 
 // Copies recording `from` to `to`, passing every tensor of stats.safetensors
 // through `edit` (name, tensor) and the manifest through `editManifest`.

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "analysis/io/fsutil.h"
+#include "cli_output.h"
 #include "testutil.h"
 
 using namespace moefy;
@@ -21,24 +22,8 @@ QString cli() {
   return c.isEmpty() ? q(test::binaryDir() / "app" / "moefy") : c;
 }
 
-void printLines(const std::string& text) {
-  size_t start = 0;
-  while (start < text.size()) {
-    size_t end = text.find('\n', start);
-    if (end == std::string::npos) end = text.size();
-    qInfo().noquote() << QString::fromStdString(text.substr(start, end - start));
-    start = end + 1;
-  }
-}
-
-void expectOk(const test::RunResult& r, const char* what) {
-  if (r.exitCode != 0) {
-    qWarning() << what << "exit" << r.exitCode;
-    printLines(r.out);
-    printLines(r.err);
-  }
-  QVERIFY2(r.exitCode == 0, what);
-}
+using test::expectOk;
+using test::printLines;
 
 }  // namespace
 
