@@ -562,15 +562,20 @@ std::vector<report::Chart> frontCharts(const FrontResult& front) {
   report::Chart ppl, top1;
   ppl.title = "Held-out perplexity against FFN FLOPs";
   top1.title = "Top-1 agreement with dense against FFN FLOPs";
-  ppl.xLabel = top1.xLabel = "FFN FLOPs per token (fraction of dense; router and shared expert included)";
-  ppl.yLabel = "perplexity";
+  // Short axis and legend texts: the legend sits beside the plot and a long
+  // entry squeezes the plot area (the caption and the table say the rest).
+  ppl.xLabel = top1.xLabel = "FFN FLOPs / dense (router, shared incl.)";
+  ppl.yLabel = "perplexity (log)";
+  // Log scale: at small budgets a method can be 10x dense and would flatten the rest.
+  ppl.logY = true;
+  ppl.width = top1.width = 560;
   top1.yLabel = "top-1 agreement with dense";
   top1.yMax = 1;
   double xMin = 1, xMax = 0;
   for (const auto& m : front.methods) {
     if (m.points.empty()) continue;
     const bool bound = m.name == "bound";
-    report::Series sp{bound ? "top-k activation bound (at its neuron budget)" : m.name, {}, {}};
+    report::Series sp{bound ? "top-k act. bound" : m.name, {}, {}};
     report::Series st = sp;
     for (const auto& p : m.points) {
       // The bound sits at its neuron budget: it computes the dense hidden
