@@ -120,12 +120,6 @@ QStringList linkProblems(const Workspace& ws) {
 
 std::shared_ptr<Recording> Recording::open(const QString& d) {
   auto core = std::make_shared<const moefy::Recording>(moefy::Recording::open(P(d)));
-  // The views size every per-layer array by d_ff; a native MoE recording's
-  // expert sites have their own widths (d_expert, d_shared).
-  if (core->nativeMoe())
-    throw FormatError(P(d).string() +
-                      ": a native MoE recording (expert sites); the studio's recording views cover dense "
-                      "recordings so far (use moefy record --json, split --sites)");
   auto r = std::make_shared<Recording>();
   r->core_ = core;
   r->dir = QFileInfo(d).absoluteFilePath();
@@ -138,27 +132,37 @@ std::shared_ptr<Recording> Recording::open(const QString& d) {
   for (const auto& c : core->categories()) r->categories << QString::fromStdString(c);
   r->plainRelu = plainReluFfn(core->manifest().value("model", nlohmann::json::object()));
   if (r->tokens <= 0) throw FormatError((P(d) / "manifest.json").string() + ": tokens is missing or not positive");
-  const int64_t F = r->dFF;
   for (int L : r->layers) {
     // An encoder-decoder recording counts each stack's tokens apart: a site's
-    // means, frequencies and sparsity are over its own stream.
-    const int64_t T = core->tokens(L);
-    if (T <= 0)
-      throw FormatError((P(d) / "manifest.json").string() + ": the tokens of site " + core->site(L).name() +
+    // means, frequencies and sparsity are over its own stream. An expert site
+    // of a native MoE recording counts the tokens routed to it (maybe none)
+    // and has its own width (d_expert, d_shared).
+    const moefy::Site site = core->site(L);
+    const int64_t T = core->tokens(L), counted = core->siteTokens(L);
+    if (T <= 0 || counted < 0 || (counted == 0 && site.expert < 0))
+      throw FormatError((P(d) / "manifest.json").string() + ": the tokens of site " + site.name() +
                         " are missing or not positive");
+    const int64_t F = core->width(L);
     r->siteTokens_[L] = T;
+    r->countedTokens_[L] = counted;
+    r->width_[L] = static_cast<int>(F);
     LayerStats s;
     s.count = toVector<int64_t>(core->count(L), at::kLong);
     std::vector<double> sum = toVector<double>(core->sum(L), at::kDouble);
-    s.mean.resize(F);
-    for (int64_t i = 0; i < F; ++i) s.mean[i] = sum[i] / static_cast<double>(T);
+    s.mean.assign(F, 0.0);
+    if (counted > 0)
+      for (int64_t i = 0; i < F; ++i) s.mean[i] = sum[i] / static_cast<double>(counted);
     s.max = toVector<double>(core->max(L), at::kDouble);
     s.activeHist = toVector<int64_t>(core->activeHist(L), at::kLong);
     if (!r->categories.isEmpty()) {
       s.categoryCount = toVector<int64_t>(core->categoryCount(L), at::kLong);
       s.categoryTokens = toVector<int64_t>(core->categoryTokens(L), at::kLong);
     }
-    r->sparsity[L] = layerSparsity(s.count, s.activeHist, T);
+    // An expert no token was routed to has no sparsity to speak of: zeros, 0 tokens.
+    if (counted > 0)
+      r->sparsity[L] = layerSparsity(s.count, s.activeHist, counted);
+    else
+      r->sparsity[L] = LayerSparsity{}, r->sparsity[L].dFF = static_cast<int>(F);
     r->stats[L] = std::move(s);
   }
   r->hasCoact_ = true;  // the core reader has checked every layer's coact tensor
@@ -186,6 +190,26 @@ int64_t Recording::tokensOf(int layer) const {
   return it != siteTokens_.end() ? it->second : tokens;
 }
 
+int64_t Recording::siteTokensOf(int layer) const {
+  auto it = countedTokens_.find(layer);
+  return it != countedTokens_.end() ? it->second : tokensOf(layer);
+}
+
+int Recording::widthOf(int layer) const {
+  auto it = width_.find(layer);
+  return it != width_.end() ? it->second : dFF;
+}
+
+std::vector<int64_t> Recording::sampleRows(int layer) const {
+  if (!hasSamples_ || std::find(layers.begin(), layers.end(), layer) == layers.end() || siteOf(layer).expert < 0)
+    return {};
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = routedRows_.find(layer);
+  if (it != routedRows_.end()) return it->second;
+  const at::Tensor rows = (core_->sampleRouted(layer).to(at::kInt) != 0).nonzero().reshape({-1});
+  return routedRows_.emplace(layer, toVector<int64_t>(rows, at::kLong)).first->second;
+}
+
 QString siteText(const moefy::Site& s, int layer, bool capital) {
   if (s.stack == moefy::SiteStack::Single && s.expert < 0 && !s.shared)
     return QString(capital ? "Layer %1" : "layer %1").arg(layer);
@@ -194,10 +218,30 @@ QString siteText(const moefy::Site& s, int layer, bool capital) {
 
 QString Recording::siteText(int layer, bool capital) const { return views::siteText(siteOf(layer), layer, capital); }
 
-const Recording::Samples& Recording::samples() const { return samples(layers.empty() ? -1 : layers.front()); }
+const Recording::Samples& Recording::samples() const { return streamSamples(layers.empty() ? -1 : layers.front()); }
 
 const Recording::Samples& Recording::samples(int layer) const {
-  if (layer < 0 && !layers.empty()) layer = layers.front();
+  if (layer < 0) return samples();
+  const Samples& stream = streamSamples(layer);
+  const bool recorded = std::find(layers.begin(), layers.end(), layer) != layers.end();
+  if (!recorded || siteOf(layer).expert < 0) return stream;
+  // An expert site: the sampled tokens routed to the expert, a subset of the stream's.
+  const std::vector<int64_t> rows = sampleRows(layer);
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = expertSamples_.find(layer);
+  if (it != expertSamples_.end()) return it->second;
+  Samples s;
+  for (int64_t i : rows) {
+    if (i < 0 || i >= stream.count()) continue;
+    s.tokenId.push_back(stream.tokenId[size_t(i)]);
+    s.docId.push_back(stream.docId[size_t(i)]);
+    s.position.push_back(stream.position[size_t(i)]);
+    s.category.push_back(stream.category[size_t(i)]);
+  }
+  return expertSamples_.emplace(layer, std::move(s)).first->second;
+}
+
+const Recording::Samples& Recording::streamSamples(int layer) const {
   const bool recorded = std::find(layers.begin(), layers.end(), layer) != layers.end();
   // One reservoir per stack: the sites of a stack share their sampled tokens.
   const moefy::SiteStack stack = recorded ? siteOf(layer).stack : moefy::SiteStack::Single;
@@ -214,22 +258,36 @@ const Recording::Samples& Recording::samples(int layer) const {
   return samples_.emplace(stack, std::move(s)).first->second;
 }
 
+namespace {
+// The rows `rows` of t [S, n] (all of them when empty), as F32.
+at::Tensor sampleRowsOf(const at::Tensor& t, const std::vector<int64_t>& rows, bool subset) {
+  if (!subset) return t.to(at::kFloat);
+  return t.index_select(0, at::tensor(rows, at::kLong)).to(at::kFloat);
+}
+}  // namespace
+
 std::shared_ptr<const std::vector<float>> Recording::sampleAct(int layer) const {
+  const bool subset = std::find(layers.begin(), layers.end(), layer) != layers.end() && siteOf(layer).expert >= 0;
+  const std::vector<int64_t> rows = sampleRows(layer);
   std::lock_guard<std::mutex> lock(mu_);
-  std::string key = "blk." + std::to_string(layer) + ".ffn_act";
+  std::string key = "site." + std::to_string(layer) + ".ffn_act";
   auto it = sampleCache_.find(key);
   if (it != sampleCache_.end()) return it->second;
-  auto v = std::make_shared<const std::vector<float>>(toVector<float>(core_->sampleFfnAct(layer), at::kFloat));
+  auto v = std::make_shared<const std::vector<float>>(
+      toVector<float>(sampleRowsOf(core_->sampleFfnAct(layer), rows, subset), at::kFloat));
   sampleCache_[key] = v;
   return v;
 }
 
 std::shared_ptr<const std::vector<float>> Recording::sampleIn(int layer) const {
+  const bool subset = std::find(layers.begin(), layers.end(), layer) != layers.end() && siteOf(layer).expert >= 0;
+  const std::vector<int64_t> rows = sampleRows(layer);
   std::lock_guard<std::mutex> lock(mu_);
-  std::string key = "blk." + std::to_string(layer) + ".ffn_in";
+  std::string key = "site." + std::to_string(layer) + ".ffn_in";
   auto it = sampleCache_.find(key);
   if (it != sampleCache_.end()) return it->second;
-  auto v = std::make_shared<const std::vector<float>>(toVector<float>(core_->sampleFfnIn(layer), at::kFloat));
+  auto v = std::make_shared<const std::vector<float>>(
+      toVector<float>(sampleRowsOf(core_->sampleFfnIn(layer), rows, subset), at::kFloat));
   sampleCache_[key] = v;
   return v;
 }
@@ -302,8 +360,14 @@ moefy::RouterChoices routeRecordedSamples(const Recording& rec, const Router* ro
   const auto core = rec.core();
   if (!core) throw FormatError(rec.dir.toStdString() + ": recording not opened");
   if (!part.core) throw FormatError(part.dir.toStdString() + ": partition not opened");
+  // At an expert site, the sampled tokens routed to it (Recording::samples(layer)'s rows).
+  const bool subset = rec.siteOf(layer).expert >= 0;
+  const std::vector<int64_t> rows = rec.sampleRows(layer);
+  if (subset && rows.empty())
+    throw FormatError(rec.dir.toStdString() + ": no sampled token was routed to " + rec.siteOf(layer).name());
   return routeSamples(router ? router->core.get() : nullptr, layer, part.core->labelsTensor(layer), part.experts, k,
-                      core->sampleFfnIn(layer), core->sampleFfnAct(layer), rec.plainRelu);
+                      sampleRowsOf(core->sampleFfnIn(layer), rows, subset),
+                      sampleRowsOf(core->sampleFfnAct(layer), rows, subset), rec.plainRelu);
 }
 
 moefy::RouterChoices routeTypedText(const TextActivations& t, const Router* router, const Partition& part, int layer,

@@ -96,7 +96,7 @@ class Recording {
   QString dir;
   nlohmann::json manifest;
   int64_t tokens = 0;  ///< tokens of every stream (an encoder-decoder recording: encoder + decoder tokens)
-  int dFF = 0;
+  int dFF = 0;         ///< the model's d_ff (a native MoE recording's sites have their own widths: widthOf)
   int dModel = 0;
   /// Recorded site indices (analysis/model/site.h "Site indices": the layer
   /// for single-stack models; enc.blk.L -> L, dec.blk.L -> encoder layers + L).
@@ -109,6 +109,14 @@ class Recording {
   /// Tokens of the site's stream: `tokens` for single-stack recordings, the
   /// encoder's or the decoder's token count for enc.blk / dec.blk sites.
   int64_t tokensOf(int layer) const;
+  /// Tokens the site's statistics count: tokensOf(layer), except at an expert
+  /// site blk.L.exp.E of a native MoE recording, the tokens routed to E
+  /// (may be 0; its means and shares are then 0).
+  int64_t siteTokensOf(int layer) const;
+  /// The site's hidden width: dFF, or d_expert / d_shared at the expert and
+  /// shared sites of a native MoE recording (every per-neuron array of the
+  /// site has this length).
+  int widthOf(int layer) const;
   /// How figures name a site: "layer 3" for single-stack sites (as the views
   /// always have), the site name ("dec.blk.1") otherwise; capitalised
   /// ("Layer 3") when `capital`.
@@ -148,12 +156,18 @@ class Recording {
   /// of a single-stack recording).
   const Samples& samples() const;
   /// The sampled tokens of the stream of site index `layer` (its stack's
-  /// reservoir: the rows of sampleAct(layer)); samples() for -1. Thread-safe
-  /// to call; the reference stays valid while the recording lives.
+  /// reservoir: the rows of sampleAct(layer)); at an expert site blk.L.exp.E
+  /// only the sampled tokens routed to E (blk.L.exp.E.routed). samples() for
+  /// -1. Thread-safe to call; the reference stays valid while the recording lives.
   const Samples& samples(int layer) const;
-  /// Sampled FFN hidden [S * d_ff] and input [S * d_model] of `layer` (float, cached). Thread-safe.
+  /// Sampled FFN hidden [S * width] and input [S * d_model] of `layer`, the
+  /// rows of samples(layer) (float, cached). Thread-safe.
   std::shared_ptr<const std::vector<float>> sampleAct(int layer) const;
   std::shared_ptr<const std::vector<float>> sampleIn(int layer) const;
+  /// The reservoir rows (of the core's sample tensors) that samples(layer)
+  /// holds: all of the stream's at whole-token sites (empty = all), the
+  /// routed ones at an expert site. Thread-safe.
+  std::vector<int64_t> sampleRows(int layer) const;
 
  private:
   std::shared_ptr<const moefy::Recording> core_;
@@ -164,6 +178,11 @@ class Recording {
   mutable std::map<std::string, std::shared_ptr<const std::vector<float>>> sampleCache_;
   mutable std::map<moefy::SiteStack, Samples> samples_;  ///< per stream (its sites' stack)
   std::map<int, int64_t> siteTokens_;                    ///< site index -> tokens of its stream
+  std::map<int, int64_t> countedTokens_;                 ///< site index -> tokens its statistics count
+  std::map<int, int> width_;                             ///< site index -> hidden width
+  const Samples& streamSamples(int layer) const;         ///< the stack reservoir of `layer`'s stream
+  mutable std::map<int, Samples> expertSamples_;         ///< expert site index -> its routed sampled tokens
+  mutable std::map<int, std::vector<int64_t>> routedRows_;  ///< expert site index -> its rows (sampleRows)
 };
 
 /// A partition: labels and perm per layer, metrics from partition.json.

@@ -269,7 +269,7 @@ std::vector<PipelineStep> buildSteps() {
         const Model& m = *loaded.model;
         PartitionData pd = PartitionData::read(part.toStdString());
         pd.checkModel(m);
-        SampleData samples = SampleData::read(rec.toStdString(), pd.sites, m.config().dModel, m.config().dFF);
+        SampleData samples = SampleData::read(rec.toStdString(), pd.sites, m.config());
         RouterSet rs = buildRouters(m, pd, samples, o, jc);
         writeFolderAtomic(out.toStdString(), force, [&](const fs::path& tmp) { rs.writeInto(tmp); });
       };

@@ -140,7 +140,7 @@ void CoactView::refresh() {
     return;
   }
   setEmptyState("");
-  F_ = rec_->dFF;
+  F_ = rec_->widthOf(L);  // d_ff; an expert site's d_expert
   part_ = reorder_->isChecked() ? ctx()->partition(picked("partition")) : nullptr;
   if (part_ && (!part_->perm.count(L) || part_->dFF != F_)) part_.reset();
   perm_.resize(F_);

@@ -202,9 +202,12 @@ void ExpertGraphView::refresh() {
     if (part_->labels.count(L)) layers.push_back(L), sites.push_back(rec_->siteOf(L));
   setLayers(layers, sites);
   const int L = layer();
-  if (L < 0 || part_->dFF != rec_->dFF || !rec_->hasCoact()) {
-    setEmptyState(QString("Partition %1 does not fit the recording (d_ff %2 vs %3), or the recording has no co-activation.")
-                      .arg(part_->name).arg(part_->dFF).arg(rec_->dFF));
+  if (L < 0 || part_->dFF != rec_->widthOf(L) || !rec_->hasCoact()) {
+    setEmptyState(
+        QString("Partition %1 does not fit the recording (d_ff %2 vs %3), or the recording has no co-activation.")
+            .arg(part_->name)
+            .arg(part_->dFF)
+            .arg(L < 0 ? rec_->dFF : rec_->widthOf(L)));
     return;
   }
   std::shared_ptr<const std::vector<int32_t>> C;
@@ -216,7 +219,7 @@ void ExpertGraphView::refresh() {
     return;
   }
   setEmptyState("");
-  const int F = rec_->dFF, E = part_->experts;
+  const int F = rec_->widthOf(L), E = part_->experts;
   const auto& lab = part_->labels.at(L);
   const auto& st = rec_->stats.at(L);
   std::vector<int> sizes = part_->sizes(L);

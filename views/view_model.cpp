@@ -155,12 +155,14 @@ QString NeuronInspector::text() const { return out_->toPlainText(); }
 
 void NeuronInspector::show(int L, int n) {
   auto rec = ctx_->recording(ctx_->current("recording"));
-  if (!rec || !rec->stats.count(L) || n < 0 || n >= rec->dFF) {
+  if (!rec || !rec->stats.count(L) || n < 0 || n >= rec->widthOf(L)) {
     out_->setHtml(QString("<p>Neuron %1 of layer %2: no recording with this layer.</p>").arg(n).arg(L));
     return;
   }
   const auto& s = rec->stats.at(L);
-  const int64_t T = rec->tokensOf(L);  // the site's stream (T5: the encoder's or the decoder's tokens)
+  // The tokens the site counts (T5: its stream's; a native MoE expert: those routed to it).
+  const int64_t T = std::max<int64_t>(1, rec->siteTokensOf(L));
+  const int F = rec->widthOf(L);
   QString html = QString("<h3>%1, neuron %2</h3><table>").arg(rec->siteText(L, true)).arg(n);
   auto row = [&](const QString& k, const QString& v) {
     html += QString("<tr><td valign='top'><b>%1</b></td><td>%2</td></tr>").arg(k, v);
@@ -187,19 +189,19 @@ void NeuronInspector::show(int L, int n) {
       if (s.categoryTokens[c] > 0)
         cats << QString("%1 %2")
                     .arg(rec->categories[c])
-                    .arg(whole(QString("%1%").arg(
-                        100.0 * s.categoryCount[size_t(c) * rec->dFF + n] / s.categoryTokens[c], 0, 'f', 1)));
+                    .arg(whole(QString("%1%").arg(100.0 * s.categoryCount[size_t(c) * F + n] / s.categoryTokens[c], 0,
+                                                  'f', 1)));
     row("frequency by category", cats.join(", "));
   }
   html += "</table>";
   if (rec->hasSamples()) {
     try {
       auto act = rec->sampleAct(L);
-      const auto& smp = rec->samples(L);  // the rows of sampleAct(L): its stack's reservoir
+      const auto& smp = rec->samples(L);  // the rows of sampleAct(L): its stack's reservoir (an expert: routed)
       const int S = static_cast<int>(smp.count());
       std::vector<int> idx(S);
       std::iota(idx.begin(), idx.end(), 0);
-      auto v = [&](int i) { return (*act)[size_t(i) * rec->dFF + n]; };
+      auto v = [&](int i) { return (*act)[size_t(i) * F + n]; };
       int top = std::min(S, 12);
       std::partial_sort(idx.begin(), idx.begin() + top, idx.end(), [&](int a, int b) { return v(a) > v(b); });
       html += QString("<h4>Top-activating recorded samples (of %1)</h4><table><tr><th>activation</th><th>token</th>"

@@ -241,9 +241,11 @@ void RouterView::refresh() {
       layers.push_back(L), sites.push_back(rec_->siteOf(L));
   setLayers(layers, sites);
   const int L = layer();
-  if (L < 0 || part_->dFF != rec_->dFF) {
+  if (L < 0 || part_->dFF != rec_->widthOf(L)) {
     setEmptyState(QString("The partition %1 does not fit the recording (d_ff %2 vs %3, or no common layer).")
-                      .arg(part_->name).arg(part_->dFF).arg(rec_->dFF));
+                      .arg(part_->name)
+                      .arg(part_->dFF)
+                      .arg(L < 0 ? rec_->dFF : rec_->widthOf(L)));
     return;
   }
   const auto& smp = rec_->samples(L);
@@ -268,9 +270,9 @@ void RouterView::refresh() {
   runText_->setEnabled(typedOk && !textRunning_);
   textNoteAction_->setVisible(!typedOk);
   textNote_->setText(
-      typedOk
-          ? QString()
-          : QString("  typed text: single-stack models only (%1 shows the recorded samples)").arg(rec_->siteText(L)));
+      typedOk ? QString()
+              : QString("  typed text: whole-token sites of single-stack models only (%1 shows the recorded samples)")
+                    .arg(rec_->siteText(L)));
   score_ = std::move(choices.scores);
   top_ = std::move(choices.top);
   oracleTop_ = std::move(choices.oracleTop);
@@ -421,7 +423,11 @@ void RouterView::fillDocuments() {
   doc_->blockSignals(false);
 }
 
-bool RouterView::typedTextSite(int layer) const { return !rec_ || rec_->siteOf(layer).stack == SiteStack::Single; }
+bool RouterView::typedTextSite(int layer) const {
+  if (!rec_) return true;
+  const Site s = rec_->siteOf(layer);  // typed text runs whole-token single-stack sites (not T5, not native experts)
+  return s.stack == SiteStack::Single && s.expert < 0 && !s.shared;
+}
 
 bool RouterView::showingTypedText() const { return doc_->currentData().toString() == "typed"; }
 

@@ -66,10 +66,11 @@ void SparsityView::refresh() {
   }
   setLayers(rec_->layers, rec_->sites);
   setEmptyState("");
-  const int F = rec_->dFF;
-  // Single-stack recordings are drawn as they always were ("layer 3"); others name their sites.
-  const bool singleStack =
-      std::all_of(rec_->sites.begin(), rec_->sites.end(), [](const Site& s) { return s.stack == SiteStack::Single; });
+  // Single-stack recordings are drawn as they always were ("layer 3"); others
+  // (T5 stacks, the expert sites of a native MoE model) name their sites.
+  const bool singleStack = std::all_of(rec_->sites.begin(), rec_->sites.end(), [](const Site& s) {
+    return s.stack == SiteStack::Single && s.expert < 0 && !s.shared;
+  });
 
   // 1. Per-layer mean active share with the 10-90% spread over tokens.
   layers_->clearPlottables();
@@ -97,7 +98,7 @@ void SparsityView::refresh() {
   eb->setData(loC, hiC);
   eb->setPen(QPen(seriesColor(0).darker(120), 1));
   eb->setName("10-90% of tokens");
-  layers_->yAxis->setLabel("share of d_ff active");
+  layers_->yAxis->setLabel(singleStack ? "share of d_ff active" : "share active");
   if (singleStack) {
     layers_->xAxis->setLabel("layer");
     QSharedPointer<QCPAxisTickerFixed> tick(new QCPAxisTickerFixed);
@@ -105,12 +106,15 @@ void SparsityView::refresh() {
     tick->setScaleStrategy(QCPAxisTickerFixed::ssMultiples);
     layers_->xAxis->setTicker(tick);
   } else {
-    // Encoder-decoder sites: the x positions are site indices, labelled by site name.
+    // Named sites: the x positions are site indices, labelled by site name.
     layers_->xAxis->setLabel("FFN site");
     QSharedPointer<QCPAxisTickerText> tick(new QCPAxisTickerText);
     for (int L : rec_->layers) tick->addTick(L, rec_->siteText(L));
     layers_->xAxis->setTicker(tick);
   }
+  // Many or long site names (a native MoE model's blk.1.exp.2, ...) would
+  // overlap side by side: they are drawn slanted then.
+  layers_->xAxis->setTickLabelRotation(!singleStack && rec_->layers.size() > 4 ? -40 : 0);
   layers_->xAxis->setRange(xs.front() - 0.5, xs.back() + 0.5);
   double ymax = 0;
   for (int i = 0; i < mean.size(); ++i) ymax = std::max(ymax, mean[i] + hiC[i]);
@@ -124,11 +128,12 @@ void SparsityView::refresh() {
   hist_->clearPlottables();
   int n = 0;
   double hmax = 0;
-  int xmaxUsed = 1;
+  double xmaxUsed = 0.0;  // the largest share of a site's width any token used
   for (int L : rec_->layers) {
     const auto& h = rec_->stats.at(L).activeHist;
     double tot = std::accumulate(h.begin(), h.end(), 0.0);
     if (tot <= 0) continue;
+    const int F = rec_->widthOf(L);  // d_ff; an expert site's d_expert
     // Bin to at most 64 bins so the curves stay readable for wide FFNs.
     int bin = std::max(1, F / 64);
     QVector<double> x, y;
@@ -137,7 +142,7 @@ void SparsityView::refresh() {
       for (int i = b; i < std::min(F + 1, b + bin); ++i) c += h[i];
       x << (b + (bin - 1) / 2.0) / F;
       y << c / tot;
-      if (c > 0) xmaxUsed = std::max(xmaxUsed, std::min(F, b + bin));
+      if (c > 0) xmaxUsed = std::max(xmaxUsed, std::min(F, b + bin) / double(F));
       hmax = std::max(hmax, c / tot);
     }
     auto* gr = hist_->addGraph();
@@ -146,13 +151,27 @@ void SparsityView::refresh() {
     QColor col = mapColor(ColorMap::Viridis, rec_->layers.size() > 1 ? 0.85 * n / (rec_->layers.size() - 1) : 0.0);
     gr->setPen(QPen(col, L == cur ? 3 : 1.2));
     gr->setName(rec_->siteText(L));
+    // Many sites: only the picked (bold) one is named, so the legend fits the plot.
+    if (rec_->layers.size() > 6 && L != cur) gr->removeFromLegend();
     ++n;
   }
-  hist_->xAxis->setLabel("active neurons per token (share of d_ff)");
+  hist_->xAxis->setLabel(singleStack ? "active neurons per token (share of d_ff)"
+                                     : "active neurons per token (share of the site's width)");
   hist_->yAxis->setLabel("share of tokens");
-  hist_->xAxis->setRange(0, std::min(1.0, xmaxUsed / double(F) * 1.05));
+  hist_->xAxis->setRange(0, std::min(1.0, std::max(xmaxUsed, 0.01) * 1.05));
+  // The legend goes where the picked site's curve is not: top-left when most
+  // of its tokens sit in the right half of the range.
+  double massRight = 0, massAll = 0;
+  if (cur >= 0 && rec_->stats.count(cur)) {
+    const auto& h = rec_->stats.at(cur).activeHist;
+    const double F = rec_->widthOf(cur), half = 0.5 * hist_->xAxis->range().upper;
+    for (size_t b = 0; b < h.size(); ++b) (b / F > half ? massRight : massAll) += double(h[b]);
+    massAll += massRight;
+  }
+  hist_->axisRect()->insetLayout()->setInsetAlignment(
+      0, Qt::AlignTop | (massAll > 0 && massRight > 0.5 * massAll ? Qt::AlignLeft : Qt::AlignRight));
   hist_->yAxis->setRange(0, hmax * 1.25 + 1e-9);
-  hist_->legend->setVisible(rec_->layers.size() <= 12);
+  hist_->legend->setVisible(true);
   hist_->replot();
 
   // 3. Per-neuron firing frequency of the picked layer, sorted, dead and always-on marked.
@@ -161,7 +180,9 @@ void SparsityView::refresh() {
   if (cur >= 0 && rec_->stats.count(cur)) {
     const auto& s = rec_->stats.at(cur);
     const LayerSparsity& sp = rec_->sparsity.at(cur);  // dead / always-on counts from the core
-    const double T = static_cast<double>(rec_->tokensOf(cur));  // the site's stream (T5: encoder or decoder tokens)
+    // The tokens the site's statistics count (T5: its stream's; an expert: those routed to it).
+    const double T = std::max<double>(1.0, static_cast<double>(rec_->siteTokensOf(cur)));
+    const int F = rec_->widthOf(cur);
     order_.resize(F);
     std::iota(order_.begin(), order_.end(), 0);
     std::stable_sort(order_.begin(), order_.end(), [&](int a, int b) { return s.count[a] > s.count[b]; });
@@ -213,14 +234,18 @@ void SparsityView::refresh() {
     freq_->yAxis->setRange(0, 1.05);
     freq_->legend->setVisible(true);
     freq_->axisRect()->insetLayout()->setInsetAlignment(0, Qt::AlignTop | Qt::AlignRight);
-    note_->setText(QString("Recording: %1 tokens, d_ff %2. %3: %4% of neurons active per token on average; "
+    const Site site = rec_->siteOf(cur);
+    const QString width = site.expert >= 0 ? "d_expert" : site.shared ? "d_shared" : "d_ff";
+    note_->setText(QString("Recording: %1 tokens%7, %8 %2. %3: %4% of neurons active per token on average; "
                            "%5 dead, %6 always on. Click the frequency plot to inspect a neuron.")
-                       .arg(singleStack ? rec_->tokens : rec_->tokensOf(cur))
+                       .arg(singleStack ? rec_->tokens : rec_->siteTokensOf(cur))
                        .arg(F)
                        .arg(rec_->siteText(cur, true))
                        .arg(sp.meanActiveShare * 100, 0, 'f', 1)
                        .arg(sp.dead)
-                       .arg(sp.alwaysOn));
+                       .arg(sp.alwaysOn)
+                       .arg(site.expert >= 0 ? QString(" routed to the expert") : QString())
+                       .arg(width));
   }
   freq_->replot();
 }
@@ -230,8 +255,8 @@ QString SparsityView::csvData() const {
   if (!rec_) return out;
   for (int L : rec_->layers) {
     const auto& s = rec_->stats.at(L);
-    const double T = static_cast<double>(rec_->tokensOf(L));  // the site's stream
-    for (int i = 0; i < rec_->dFF; ++i)
+    const double T = std::max<double>(1.0, static_cast<double>(rec_->siteTokensOf(L)));  // what the site counts
+    for (int i = 0; i < rec_->widthOf(L); ++i)
       out += QString("%1,%2,%3,%4,%5,%6\n")
                  .arg(L)
                  .arg(i)

@@ -32,9 +32,11 @@ struct OverrideGuard {
 // neurons it computes there (a MoE: the sizes of the experts it routes these
 // inputs to; the bound: K per token) and, with layer errors, its FFN output's
 // error against the reference FFN's at the same inputs.
-// Sites are keyed by site index (ModelConfig::ffnSiteIndex): the layer for
+// Sites are keyed by site index (ModelConfig::siteIndex): the layer for
 // single-stack models; the encoder's and decoder's real tokens are their own
-// rows (validRows per stack).
+// rows (validRows per stack). An expert site blk.L.exp.E of a native MoE
+// layer sees the inputs of the tokens routed to E (model.h HookPoint): its
+// real ones are found from the layer's TopkIds, which come first.
 class CandidateSink : public HookSink {
  public:
   CandidateSink(const Model& model, const FfnOverride* ref, const EvalCandidate& cand,
@@ -49,13 +51,33 @@ class CandidateSink : public HookSink {
   bool wants(int, HookPoint) const override { return false; }
   void on(int, HookPoint, const at::Tensor&) override {}
   bool wantsSite(const Site& site, HookPoint p) const override {
-    if (p != HookPoint::FfnIn || !rows_.count(site.stack)) return false;
-    const int L = model_.config().ffnSiteIndex(site);
+    if (!rows_.count(site.stack)) return false;
+    const ModelConfig& c = model_.config();
+    if (p == HookPoint::TopkIds) {  // a native MoE layer with a sparse expert site
+      for (const Site& es : c.expertSites(site.layer))
+        if (es.expert >= 0 && cand_.isSparse(c.siteIndex(es))) return site.expert < 0 && !site.shared;
+      return false;
+    }
+    if (p != HookPoint::FfnIn) return false;
+    const int L = c.siteIndex(site);
     return L >= 0 && cand_.isSparse(L);
   }
-  void onSite(const Site& site, HookPoint, const at::Tensor& x) override {
-    const int layer = model_.config().ffnSiteIndex(site);
-    at::Tensor flat = x.reshape({-1, x.size(-1)}).index_select(0, rows_.at(site.stack)).contiguous();
+  void onSite(const Site& site, HookPoint p, const at::Tensor& x) override {
+    if (p == HookPoint::TopkIds) {
+      topk_[site.layer] = x.reshape({-1, x.size(-1)});  // [B*T, k]
+      return;
+    }
+    const int layer = model_.config().siteIndex(site);
+    at::Tensor flat;
+    if (site.expert >= 0) {
+      // x [n, d_model]: the tokens routed to the expert, ascending, as nativeMoe picks them.
+      const at::Tensor& ids = topk_.at(site.layer);
+      at::Tensor routed = (ids == site.expert).any(1).nonzero().reshape({-1});  // [n] flat tokens
+      at::Tensor real = at::zeros({ids.size(0)}, at::kBool).index_fill_(0, rows_.at(site.stack), true);
+      flat = x.index_select(0, real.index_select(0, routed).nonzero().reshape({-1})).contiguous();
+    } else {
+      flat = x.reshape({-1, x.size(-1)}).index_select(0, rows_.at(site.stack)).contiguous();
+    }
     const int64_t n = flat.size(0);
     at::Tensor yc;
     if (cand_.moe) {
@@ -101,6 +123,7 @@ class CandidateSink : public HookSink {
   const EvalCandidate& cand_;
   std::map<SiteStack, at::Tensor> rows_;
   bool errors_;
+  std::map<int, at::Tensor> topk_;  // native MoE layer -> its TopkIds [B*T, k] of this batch
 };
 
 // One scored batch for the shared quality loop: `logits` runs the model (with
@@ -225,7 +248,10 @@ std::vector<QualityFigures> evaluateBatches(Model& model, std::shared_ptr<const 
                                             const EvalOptions& o, JobContext& job) {
   OverrideGuard guard(model);
   const ModelConfig& c = model.config();
-  const int nL = static_cast<int>(c.ffnSites().size());
+  const int nL = static_cast<int>(siteIndexTable(c).size());  // site indices (expert sites included)
+  // Native MoE models: only the MoEfied expert sites are counted, each weighted
+  // by the tokens routed to it (the other sites are the model as it is).
+  const bool native = c.expertCount > 0;
   const size_t nC = candidates.size();
   std::vector<double> loss(nC + 1, 0.0), agree(nC + 1, 0.0), kl(nC + 1, 0.0);
   std::vector<std::vector<double>> num(nC, std::vector<double>(nL, 0.0)), den(nC, std::vector<double>(nL, 0.0));
@@ -297,13 +323,21 @@ std::vector<QualityFigures> evaluateBatches(Model& model, std::shared_ptr<const 
         f.ffnFlopsNote = "oracle router: counts the dense hidden its scores need";
       }
       double flops = 0, dense = 0;
+      if (native) {
+        const std::string note =
+            "native MoE: the FFN FLOPs of the MoEfied expert sites, weighted by the tokens routed to each, against "
+            "the same experts dense";
+        f.ffnFlopsNote = f.ffnFlopsNote.empty() ? note : f.ffnFlopsNote + "; " + note;
+      }
       for (int L = 0; L < nL; ++L) {
+        if (native && !cand.isSparse(L)) continue;
         const double n = tokens[i - 1][L] > 0 ? neurons[i - 1][L] / tokens[i - 1][L] : 0.0;
         const FfnFlopCount count = flopCount(cand, c, L, n);
         FfnFlopCount denseCount = count;
         denseCount.method = FfnFlopCount::Method::Dense;
-        flops += ffnFlops(count);
-        dense += ffnFlops(denseCount);
+        const double weight = native ? tokens[i - 1][L] : 1.0;
+        flops += weight * ffnFlops(count);
+        dense += weight * ffnFlops(denseCount);
         if (!cand.isSparse(L)) continue;
         f.layerFfnFlopsFraction[L] = ffnFlopsFraction(count);
         if (cand.moe) f.topK[L] = cand.moe->layers()[L].topK;
@@ -317,6 +351,9 @@ std::vector<QualityFigures> evaluateBatches(Model& model, std::shared_ptr<const 
           f.meanK[L] = cnt > 0 ? sum / cnt : 0.0;
         }
       }
+      if (!(dense > 0))
+        throw ParameterError("eval: no evaluated token was routed to the MoEfied expert sites of " + f.name +
+                             ", so nothing of them was measured; evaluate on more text");
       f.ffnFlopsFraction = flops / dense;
     }
     out.push_back(std::move(f));

@@ -38,7 +38,10 @@ const OptionTable& evalOptionTable() {
                   "with the dense model and every MoE, and reports corpus BLEU and chrF against the targets\n"
                   "(sacreBLEU defaults, as moefy score), the share of sentences decoded identically to the dense\n"
                   "model, and the decoding time per sentence in source-length buckets (the quartiles of the\n"
-                  "source lengths in tokens), dense vs MoE. --bound covers single-stack models only.\n");
+                  "source lengths in tokens), dense vs MoE. --bound covers dense single-stack models only.\n"
+                  "On a native MoE model, a partition of its expert sites (split --sites blk.L.exp.E) runs each\n"
+                  "such expert as its finer experts (the native routing unchanged); the FFN FLOP fraction then\n"
+                  "counts those experts, weighted by the tokens routed to each.\n");
     t.positionals({"MODEL_DIR", "CORPUS"}, 2)
         .text("moe", "MOE_DIR", std::nullopt, "a MoE export of MODEL_DIR to evaluate")
         .text("partition", "PART_DIR", std::nullopt, "the partition of the routers to evaluate")

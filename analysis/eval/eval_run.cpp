@@ -25,6 +25,10 @@ void checkSweep(const std::vector<double>& sweep) {
 
 void requireEvaluable(const ModelConfig& c, const std::string& where, const EvalRunSpec& spec) {
   if (!c.encoderDecoder) {
+    if (spec.activationBound && c.expertCount > 0)
+      throw ParameterError(where + ": " + c.modelType +
+                           " is a native MoE model; eval --bound (the top-k activation bound) covers dense FFN "
+                           "layers so far, not the experts of native MoE layers");
     if (spec.generate > 0)
       throw ParameterError(where + ": " + c.modelType +
                            " is a single-stack model; eval --generate translates a parallel corpus with an "

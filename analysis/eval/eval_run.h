@@ -52,8 +52,8 @@ struct EvalRunSpec {
 void checkSweep(const std::vector<double>& sweep);
 
 /// Refuses what eval does not cover yet for a model: an encoder-decoder model
-/// (t5; scored teacher-forced by runSeq2SeqEvaluation) with
-/// spec.activationBound, or a single-stack model with spec.generate (greedy
+/// (t5; scored teacher-forced by runSeq2SeqEvaluation) or a native MoE model
+/// with spec.activationBound, or a single-stack model with spec.generate (greedy
 /// translation needs an encoder-decoder model and a parallel corpus), gets a
 /// ParameterError naming `where`, the model_type and the option.
 /// runEvaluation and runSeq2SeqEvaluation call it first; the CLI calls it

@@ -288,6 +288,10 @@ FrontResult runFront(const fs::path& modelDir, const fs::path& trainCorpus, cons
   if (cfg.encoderDecoder)
     throw ParameterError(modelDir.string() + ": " + cfg.modelType +
                          " is an encoder-decoder model; the front covers single-stack models so far");
+  if (cfg.expertCount > 0)
+    throw ParameterError(modelDir.string() + ": " + cfg.modelType +
+                         " is a native MoE model; the front covers dense single-stack models so far (MoEfy its "
+                         "experts with split --sites blk.L.exp.E, route and eval)");
   if (!loaded.tokenizer)
     throw FormatError(modelDir.string() + ": has no usable tokenizer (" + loaded.tokenizerError +
                       "); the front reads text corpora");
@@ -326,7 +330,7 @@ FrontResult runFront(const fs::path& modelDir, const fs::path& trainCorpus, cons
   auto routeInto = [&](const fs::path& partDir, const fs::path& out, RouterKind kind, int topK) {
     const PartitionData part = PartitionData::read(partDir);
     part.checkModel(model);
-    const SampleData samples = SampleData::read(recDir, part.sites, cfg.dModel, cfg.dFF);
+    const SampleData samples = SampleData::read(recDir, part.sites, cfg);
     RouteOptions ro;
     ro.kind = kind;
     ro.epochs = o.epochs;

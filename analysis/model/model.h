@@ -40,10 +40,10 @@ Batch makeBatch(const std::vector<std::vector<int64_t>>& sequences, int64_t padI
 ///    before the softmax), TopkIds [B, T, k] int64 (chosen experts, most
 ///    probable first, as torch.topk) and TopkWeights [B, T, k] (their weights:
 ///    softmax probabilities, renormalised where the model does);
-///  - at an expert's site blk.L.exp.E: FfnAct [n, d_expert], the hidden of
-///    the n tokens routed to E in ascending token order, and ExpertTokens [n]
-///    int64, their flat positions b * T + t in the batch;
-///  - at the shared expert's site blk.L.shared: FfnAct [B, T, d_shared].
+///  - at an expert's site blk.L.exp.E: FfnIn [n, d_model] (before the expert
+///    runs) and FfnAct [n, d_expert], input and hidden of the n tokens routed
+///    to E in ascending token order, ExpertTokens [n] int64 their flat b*T+t;
+///  - at the shared expert's site blk.L.shared: FfnIn [B, T, d_model], FfnAct [B, T, d_shared].
 /// For a MoE layer, blk.L.ffn_in is the normed FFN input [B, T, d_model] and
 /// blk.L.ffn_act is [B, T, E * d_expert]: expert e's hidden in columns
 /// [e * d_expert, (e + 1) * d_expert) for the tokens routed to e, zeros

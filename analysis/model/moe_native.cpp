@@ -45,6 +45,8 @@ at::Tensor Model::nativeMoe(int L, const at::Tensor& x, int64_t B, int64_t T, Ho
     at::Tensor hit = (ids == e).nonzero();  // [n, 2]
     at::Tensor tokens = hit.select(1, 0);   // [n] int64
     at::Tensor hidden;                      // [n, F]
+    // The expert's input rows (ExpertTokens' tokens: all of them in every-expert mode).
+    if (wants(es, HookPoint::FfnIn)) hooks->onSite(es, HookPoint::FfnIn, every ? x : x.index_select(0, tokens));
     if (hit.size(0) > 0) {
       at::Tensor xe = x.index_select(0, tokens);  // [n, d_model]
       at::Tensor ye = override_ ? override_->forwardSite(es, xe, &hidden) : denseFfn(w, xe, &hidden);
@@ -70,6 +72,7 @@ at::Tensor Model::nativeMoe(int L, const at::Tensor& x, int64_t B, int64_t T, Ho
     // Qwen2-MoE: the shared expert sees every token, scaled by its own sigmoid gate.
     const Site ss{SiteStack::Single, L, -1, true};
     const bool wantShared = wants(ss, HookPoint::FfnAct);
+    if (wants(ss, HookPoint::FfnIn)) hooks->onSite(ss, HookPoint::FfnIn, x.view({B, T, -1}));
     at::Tensor hidden;  // [N, d_shared]
     at::Tensor ys = override_ ? override_->forwardSite(ss, x, wantShared ? &hidden : nullptr)
                               : denseFfn(ffnWeights(ss), x, wantShared ? &hidden : nullptr);

@@ -195,6 +195,12 @@ RouterSet buildRoutersWithBudget(const Model& model, const PartitionData& part, 
     throw ParameterError("give --budget or --top-k/--top-fraction, not both");
   if (options.allocate != "activity" && options.allocate != "greedy")
     throw ParameterError("--allocate '" + options.allocate + "' is not activity or greedy");
+  for (const Site& site : part.sites)
+    if (site.expert >= 0 || site.shared)
+      throw ParameterError("--budget: " + site.name() +
+                           " is an expert site of a native MoE layer; its experts see different token counts, and "
+                           "per-layer budgets are allocated across whole-FFN layers only (give --top-k or "
+                           "--top-fraction)");
   const std::vector<LayerFlopTable> tables = layerFlopTables(model, part, options.kind);
   const int minK = options.kind == RouterKind::DynamicK ? options.minK : 1;
   budgetLimit(tables, options.budget, minK);  // a budget too small fails before any router is trained

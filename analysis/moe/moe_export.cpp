@@ -51,8 +51,10 @@ void checkRouterSet(const Model& model, const PartitionData& part, const RouterS
 
 std::shared_ptr<MoeFfn> buildMoeFfn(const Model& model, const PartitionData& part, const RouterSet& routers, int topK) {
   checkRouterSet(model, part, routers);
-  // Indexed by site index (model/site.h); encoder-decoder models name their sites.
-  const std::vector<Site> sites = model.config().ffnSites();
+  // Indexed by site index (model/site.h); encoder-decoder and native MoE
+  // models name their sites (a native MoE's expert sites come after its layers).
+  const ModelConfig& c = model.config();
+  const std::vector<Site> sites = siteIndexTable(c);
   const int nL = static_cast<int>(sites.size());
   if (topK != 0 && (topK < 1 || topK > part.experts))
     throw ParameterError("--top-k " + std::to_string(topK) + " outside [1, " + std::to_string(part.experts) +
@@ -63,15 +65,16 @@ std::shared_ptr<MoeFfn> buildMoeFfn(const Model& model, const PartitionData& par
   for (int L = 0; L < nL; ++L) {
     int i = part.indexOfLayer(L);
     if (i < 0) {
-      dense[L] = model.ffnWeights(sites[static_cast<size_t>(L)]);
+      const Site& site = sites[static_cast<size_t>(L)];
+      if (c.siteIndex(site) == L) dense[L] = model.ffnWeights(site);  // else: no FFN of its own at L
       continue;
     }
     layers[L].weights = packed[i];
     layers[L].router = std::make_shared<LayerRouter>(routers.routers[i]);
     layers[L].topK = topK ? topK : routers.topK[i];
   }
-  return std::make_shared<MoeFfn>(std::move(layers), std::move(dense),
-                                  model.config().encoderDecoder ? sites : std::vector<Site>{});
+  const bool named = c.encoderDecoder || c.expertCount > 0;
+  return std::make_shared<MoeFfn>(std::move(layers), std::move(dense), named ? sites : std::vector<Site>{});
 }
 
 nlohmann::json writeMoeFolder(const Model& model, const MoeFfn& moe, RouterKind kind, nlohmann::json block,
@@ -81,6 +84,12 @@ nlohmann::json writeMoeFolder(const Model& model, const MoeFfn& moe, RouterKind 
     throw ParameterError("export: " + c.modelType +
                          " is an encoder-decoder model; writing and reloading its MoE checkpoint (enc/dec expert "
                          "tensors) is not supported yet; evaluate it with `moefy eval --partition P --router R`");
+  for (int L = 0; L < static_cast<int>(moe.layers().size()); ++L)
+    if (moe.isMoe(L) && (moe.siteAt(L).expert >= 0 || moe.siteAt(L).shared))
+      throw ParameterError("export: " + moe.siteAt(L).name() +
+                           " is an expert of a native MoE layer; writing and reloading finer experts inside "
+                           "native experts is not supported yet; evaluate it with `moefy eval --partition P "
+                           "--router R`");
   std::vector<int> layers, experts, topk;
   std::vector<int64_t> sharedSizes;  // per MoE layer, 0 = no shared expert
   nlohmann::json sizes = nlohmann::json::array();

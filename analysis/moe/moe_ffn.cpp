@@ -439,6 +439,17 @@ void sparseFfnKernel(const MoeLayerWeights& w, const float* x, int64_t n, const 
   }
 }
 
+std::vector<Site> siteIndexTable(const ModelConfig& c) {
+  if (c.expertCount <= 0 || c.encoderDecoder) return c.ffnSites();
+  std::vector<Site> v;
+  for (int L = 0; L < c.nLayer; ++L) v.push_back(Site::ofLayer(L));
+  for (int L = 0; L < c.nLayer; ++L)
+    for (int e = 0; e < c.expertCount; ++e) v.push_back(Site{SiteStack::Single, L, e, false});
+  if (c.dShared > 0)
+    for (int L = 0; L < c.nLayer; ++L) v.push_back(Site{SiteStack::Single, L, -1, true});
+  return v;
+}
+
 MoeFfn::MoeFfn(std::vector<MoeLayer> layers, std::vector<FfnWeights> dense, std::vector<Site> sites)
     : layers_(std::move(layers)), dense_(std::move(dense)), sites_(std::move(sites)) {
   dense_.resize(layers_.size());
@@ -448,7 +459,8 @@ MoeFfn::MoeFfn(std::vector<MoeLayer> layers, std::vector<FfnWeights> dense, std:
   for (size_t L = 0; L < layers_.size(); ++L) {
     const auto& l = layers_[L];
     if (!l.weights) {
-      if (!dense_[L].up.defined())
+      // With a site list, an index without an FFN of its own (siteIndexTable) may have neither.
+      if (!dense_[L].up.defined() && sites_.empty())
         throw FormatError("layer " + std::to_string(L) + " has neither experts nor dense FFN weights");
       continue;
     }
@@ -505,7 +517,12 @@ at::Tensor MoeFfn::compute(int layer, const at::Tensor& xIn, const at::Tensor& s
 at::Tensor MoeFfn::forward(int layer, const at::Tensor& x, at::Tensor* hidden) const {
   if (layer < 0 || layer >= static_cast<int>(layers_.size()))
     throw ParameterError("MoE FFN has no layer " + std::to_string(layer));
-  if (!layers_[layer].weights) return denseFfn(dense_[layer], x, hidden);
+  if (!layers_[layer].weights) {
+    if (!dense_[layer].up.defined())
+      throw ParameterError("the MoE FFN has no FFN at site " + siteAt(layer).name() + " (index " +
+                           std::to_string(layer) + ")");
+    return denseFfn(dense_[layer], x, hidden);
+  }
   at::Tensor sel;
   {
     at::NoGradGuard ng;

@@ -37,9 +37,13 @@ class MoeFfn : public FfnOverride {
   /// `layers` and `dense` are indexed by site index (the model layer for
   /// single-stack models; analysis/model/site.h "Site indices"); dense[L] is
   /// used where layers[L].weights is null. `sites` names the site of each
-  /// index (encoder-decoder models, whose forward calls forwardSite); empty =
-  /// blk.L. Throws ParameterError for a top-k outside [1, E] or a site list
-  /// of another length.
+  /// index (encoder-decoder and native MoE models, whose forward calls
+  /// forwardSite; siteIndexTable()); empty = blk.L. With a site list an entry
+  /// may have neither experts nor dense weights (an index without an FFN of
+  /// its own, e.g. the blk.L of a native MoE layer): forward() there throws
+  /// ParameterError. Throws ParameterError for a top-k outside [1, E] or a
+  /// site list of another length, FormatError for an entry without weights
+  /// when there is no site list.
   MoeFfn(std::vector<MoeLayer> layers, std::vector<FfnWeights> dense, std::vector<Site> sites = {});
 
   /// x [N, d_model] -> [N, d_model]; hidden [N, d_ff] in original neuron order
@@ -80,6 +84,16 @@ class MoeFfn : public FfnOverride {
   std::vector<FfnWeights> dense_;
   std::vector<Site> sites_;  // empty = blk.L
 };
+
+/// The site of every site index 0 .. n-1 of `config` (analysis/model/site.h
+/// "Site indices" and "Expert site indices"): ffnSites() for dense and
+/// encoder-decoder models; for native MoE models blk.L of every layer, then
+/// blk.L.exp.E of every (L, E), then blk.L.shared of every L when the model
+/// has a shared expert. An entry whose site the model lacks (the blk.L of a
+/// MoE layer, the experts of a dense layer) keeps its place, and
+/// config.siteIndex() of it is not its index. The index list of MoeFfn's
+/// sites and of per-site eval figures. Thread-safe.
+std::vector<Site> siteIndexTable(const ModelConfig& config);
 
 /// The inference kernel on raw buffers: x [N, d_model], sel [N, k] (values in
 /// [0, E), or -1 for no expert, so tokens may use fewer than k), y [N, d_model]

@@ -62,7 +62,9 @@ LayerSparsity layerSparsity(const Recording& rec, int layer) {
     at::Tensor t = t0.to(at::kLong).contiguous();
     return std::vector<int64_t>(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + t.numel());
   };
-  return layerSparsity(vec(rec.count(layer)), vec(rec.activeHist(layer)), rec.tokens());
+  // The tokens the site's statistics count: its stream's (T5: the encoder's or
+  // the decoder's), an expert site's routed tokens, not the recording's total.
+  return layerSparsity(vec(rec.count(layer)), vec(rec.activeHist(layer)), rec.siteTokens(layer));
 }
 
 }  // namespace moefy

@@ -30,7 +30,8 @@ double histQuantile(const std::vector<int64_t>& activeHist, double q);
 /// The summary from count [d_ff] and active_hist [d_ff + 1]. Throws
 /// ParameterError when the sizes disagree or tokens <= 0. Thread-safe.
 LayerSparsity layerSparsity(const std::vector<int64_t>& count, const std::vector<int64_t>& activeHist, int64_t tokens);
-/// The same for a recorded layer (throws ParameterError for an unrecorded one).
+/// The same for a recorded site over the tokens its statistics count
+/// (Recording::siteTokens). Throws ParameterError for an unrecorded one.
 LayerSparsity layerSparsity(const Recording& rec, int layer);
 
 }  // namespace moefy

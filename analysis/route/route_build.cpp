@@ -236,6 +236,11 @@ RouterSet buildRouters(const Model& model, const PartitionData& part, const Samp
   rs.kind = o.kind;
   rs.layers = part.layers;
   rs.sites = part.sites;
+  for (const Site& site : part.sites)
+    if (site.expert >= 0 || site.shared) {  // expert sites: what their indices derive from
+      rs.modelLayers = model.config().nLayer;
+      rs.nativeExperts = model.config().expertCount;
+    }
   rs.modelFingerprint = model.fingerprint();
   rs.partitionPath = part.dir.string();
   rs.partitionLabelsHash = part.labelsHash;

@@ -69,21 +69,52 @@ void PartitionData::checkModel(const Model& model) const {
     throw ParameterError((dir / "partition.json").string() + ": partition was made for model " + modelFingerprint +
                          ", not for " + model.dir().string() + " (fingerprint " + model.fingerprint() + ")");
   for (size_t i = 0; i < layers.size(); ++i) {
-    if (sites[i].expert >= 0 || sites[i].shared)
-      throw ParameterError((dir / "partition.json").string() + ": site " + sites[i].name() +
-                           " is an expert of a native MoE layer; routing and evaluating MoEfied experts is not "
-                           "supported yet (split and its metrics are)");
-    if (c.ffnSiteIndex(sites[i]) != layers[i])
-      throw ParameterError((dir / "partition.json").string() + ": site " + sites[i].name() + " (layer " +
+    // siteIndex covers whole-FFN sites and the expert sites of native MoE layers.
+    if (c.siteIndex(sites[i]) != layers[i])
+      throw ParameterError((dir / "partition.json").string() + ": site " + sites[i].name() + " (index " +
                            std::to_string(layers[i]) + ") does not exist in the model (" +
-                           std::to_string(c.ffnSites().size()) + " FFN sites)");
-    if (labels[i].numel() != c.dFF)
-      throw ParameterError((dir / "labels.safetensors").string() + ": layer " + std::to_string(layers[i]) + " has " +
-                           std::to_string(labels[i].numel()) + " labels, the model's d_ff is " + std::to_string(c.dFF));
+                           std::to_string(c.indexedSites().size()) + " FFN sites)");
+    const int width = c.siteWidth(sites[i]);
+    if (labels[i].numel() != width)
+      throw ParameterError((dir / "labels.safetensors").string() + ": site " + sites[i].name() + " has " +
+                           std::to_string(labels[i].numel()) + " labels, the model's width there is " +
+                           std::to_string(width));
   }
 }
 
+namespace {
+
+// Reads one F32 sample tensor `name` of shape [*, width] and checks it is finite.
+at::Tensor sampleTensor(const SafetensorsFile& st, const std::string& file, const std::string& name, int64_t width,
+                        const Site& site) {
+  const TensorInfo* info = st.find(name);
+  if (!info) throw FormatError(file + ": missing tensor '" + name + "' (site " + site.name() + " not recorded)");
+  if (info->shape.size() != 2 || info->shape[1] != width)
+    throw FormatError(file + ": tensor '" + name + "' has shape " + shapeString(info->shape) + ", expected [S, " +
+                      std::to_string(width) + "]");
+  at::Tensor t = st.f32(name).contiguous();
+  if (!at::isfinite(t).all().item<bool>()) throw FormatError(file + ": tensor '" + name + "' has NaN or Inf values");
+  return t;
+}
+
+}  // namespace
+
 SampleData SampleData::read(const fs::path& dir, const std::vector<Site>& sites, int64_t dModel, int64_t dFF) {
+  for (const Site& site : sites)
+    if (site.expert >= 0 || site.shared)
+      throw ParameterError(dir.string() + ": site " + site.name() +
+                           " is an expert site; read its samples with the model's config (SampleData::read)");
+  return readSites(dir, sites, dModel, std::vector<int64_t>(sites.size(), dFF));
+}
+
+SampleData SampleData::read(const fs::path& dir, const std::vector<Site>& sites, const ModelConfig& config) {
+  std::vector<int64_t> widths;
+  for (const Site& site : sites) widths.push_back(config.siteWidth(site));
+  return readSites(dir, sites, config.dModel, widths);
+}
+
+SampleData SampleData::readSites(const fs::path& dir, const std::vector<Site>& sites, int64_t dModel,
+                                 const std::vector<int64_t>& widths) {
   if (!fs::is_directory(dir)) throw IoError(dir.string() + ": not a recording folder");
   SampleData s;
   s.dir = dir;
@@ -96,31 +127,45 @@ SampleData SampleData::read(const fs::path& dir, const std::vector<Site>& sites,
   fs::path sf = dir / "samples.safetensors";
   if (!fs::exists(sf)) throw IoError(sf.string() + ": missing (record with samples > 0)");
   auto st = SafetensorsFile::open(sf);
+  const std::string file = sf.string();
   s.samples = -1;
   std::map<SiteStack, int64_t> stackSamples;  // one reservoir per stack
-  for (const Site& site : sites) {
-    for (int which = 0; which < 2; ++which) {
-      std::string name = site.prefix() + (which == 0 ? "ffn_in" : "ffn_act");
-      const TensorInfo* info = st->find(name);
-      if (!info)
-        throw FormatError(sf.string() + ": missing tensor '" + name + "' (site " + site.name() + " not recorded)");
-      int64_t width = which == 0 ? dModel : dFF;
-      if (info->shape.size() != 2 || info->shape[1] != width)
-        throw FormatError(sf.string() + ": tensor '" + name + "' has shape " + shapeString(info->shape) +
-                          ", expected [S, " + std::to_string(width) + "]");
-      if (s.samples < 0) s.samples = info->shape[0];
-      const int64_t want = stackSamples.emplace(site.stack, info->shape[0]).first->second;
-      if (info->shape[0] != want)
-        throw FormatError(sf.string() + ": tensor '" + name + "' has " + std::to_string(info->shape[0]) +
-                          " samples, other sites of its stack have " + std::to_string(want));
-      if (info->shape[0] <= 0) throw FormatError(sf.string() + ": no samples of site " + site.name());
-      at::Tensor t = st->f32(name).contiguous();
-      if (!at::isfinite(t).all().item<bool>())
-        throw FormatError(sf.string() + ": tensor '" + name + "' has NaN or Inf values");
-      (which == 0 ? s.ffnIn : s.ffnAct).push_back(t);
+  for (size_t i = 0; i < sites.size(); ++i) {
+    const Site& site = sites[i];
+    // Expert and shared sites of a native MoE layer share the layer's FFN
+    // input (blk.L.ffn_in); an expert's rows are the sampled tokens routed to
+    // it (blk.L.exp.E.routed = 1), the others hold zeros (docs/formats.md "Recording").
+    const bool expertSite = site.expert >= 0 || site.shared;
+    const std::string inName = (expertSite ? Site::ofLayer(site.layer).prefix() : site.prefix()) + "ffn_in";
+    at::Tensor in = sampleTensor(*st, file, inName, dModel, site);
+    at::Tensor act = sampleTensor(*st, file, site.prefix() + "ffn_act", widths[i], site);
+    if (act.size(0) != in.size(0))
+      throw FormatError(file + ": tensor '" + site.prefix() + "ffn_act' has " + std::to_string(act.size(0)) +
+                        " samples, '" + inName + "' has " + std::to_string(in.size(0)));
+    if (s.samples < 0) s.samples = in.size(0);
+    const int64_t want = stackSamples.emplace(site.stack, in.size(0)).first->second;
+    if (in.size(0) != want)
+      throw FormatError(file + ": tensor '" + inName + "' has " + std::to_string(in.size(0)) +
+                        " samples, other sites of its stack have " + std::to_string(want));
+    if (site.expert >= 0) {
+      const std::string rn = site.prefix() + "routed";
+      const TensorInfo* info = st->find(rn);
+      if (!info) throw FormatError(file + ": missing tensor '" + rn + "' (site " + site.name() + " not recorded)");
+      if (info->shape.size() != 1 || info->shape[0] != in.size(0))
+        throw FormatError(file + ": tensor '" + rn + "' has shape " + shapeString(info->shape) + ", expected [" +
+                          std::to_string(in.size(0)) + "]");
+      at::Tensor rows = (st->f32(rn) != 0).nonzero().reshape({-1});
+      if (rows.numel() == 0)
+        throw FormatError(file + ": no sampled token was routed to " + site.name() +
+                          " (record more tokens or more --samples)");
+      in = in.index_select(0, rows).contiguous();
+      act = act.index_select(0, rows).contiguous();
     }
+    if (in.size(0) <= 0) throw FormatError(file + ": no samples of site " + site.name());
+    s.ffnIn.push_back(in);
+    s.ffnAct.push_back(act);
   }
-  if (s.samples <= 0) throw FormatError(sf.string() + ": no samples");
+  if (s.samples <= 0) throw FormatError(file + ": no samples");
   return s;
 }
 

@@ -14,6 +14,7 @@
 namespace moefy {
 
 class Model;
+struct ModelConfig;
 
 struct PartitionData {
   std::filesystem::path dir;
@@ -29,8 +30,10 @@ struct PartitionData {
   int indexOfLayer(int layer) const;  ///< -1 if absent
   /// Reads and validates a partition folder. Throws FormatError/IoError naming the file.
   static PartitionData read(const std::filesystem::path& dir);
-  /// Throws ParameterError if the partition was made for another model (fingerprint,
-  /// layer count or d_ff differ).
+  /// Throws ParameterError if the partition was made for another model
+  /// (fingerprint differs, a site the model lacks (ModelConfig::siteIndex,
+  /// expert sites of native MoE layers included), a label count other than
+  /// the site's width).
   void checkModel(const Model& model) const;
 };
 
@@ -44,14 +47,28 @@ struct SampleData {
   nlohmann::json manifest;
   /// Per requested layer (order of read()'s `layers`): F32 tensors.
   std::vector<at::Tensor> ffnIn;    ///< [S, d_model]
-  std::vector<at::Tensor> ffnAct;   ///< [S, d_ff]
+  std::vector<at::Tensor> ffnAct;   ///< [S, width of the site] (d_ff; d_expert at expert sites)
 
-  /// Reads the samples of `sites` from a recording folder (tensors
-  /// "<site>.ffn_in" / "<site>.ffn_act"). Throws FormatError naming the file
-  /// and tensor (missing site, wrong shape, S mismatch among the sites of one
-  /// stack; the encoder's and decoder's reservoirs may differ in size).
+  /// Reads the samples of whole-FFN `sites` (all of width dFF) from a
+  /// recording folder (tensors "<site>.ffn_in" / "<site>.ffn_act"). Throws
+  /// FormatError naming the file and tensor (missing site, wrong shape, S
+  /// mismatch among the sites of one stack; the encoder's and decoder's
+  /// reservoirs may differ in size), ParameterError for an expert site (use
+  /// the ModelConfig form).
   static SampleData read(const std::filesystem::path& dir, const std::vector<Site>& sites, int64_t dModel, int64_t dFF);
+  /// The same for any recorded sites of `config`'s model, each at its own
+  /// width (ModelConfig::siteWidth). The expert sites blk.L.exp.E of a native
+  /// MoE recording get the sampled tokens routed to expert E only: ffnIn their
+  /// rows of the layer's input blk.L.ffn_in, ffnAct their rows of
+  /// blk.L.exp.E.ffn_act (the rows blk.L.exp.E.routed marks), so their S is
+  /// their own; the shared site blk.L.shared gets every sampled token.
+  /// Throws as above, and FormatError when no sampled token reached an expert.
+  static SampleData read(const std::filesystem::path& dir, const std::vector<Site>& sites, const ModelConfig& config);
   void checkModel(const Model& model) const;
+
+ private:
+  static SampleData readSites(const std::filesystem::path& dir, const std::vector<Site>& sites, int64_t dModel,
+                              const std::vector<int64_t>& widths);
 };
 
 }  // namespace moefy

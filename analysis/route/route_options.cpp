@@ -17,7 +17,8 @@ const OptionTable& routeOptionTable() {
                   "                   | --budget F [--allocate activity|greedy]]\n"
                   "                   --out ROUTER_DIR [options]\n",
                   "Builds one router per partitioned layer from the recording's samples\n"
-                  "(blk.L.ffn_in / blk.L.ffn_act):\n"
+                  "(blk.L.ffn_in / blk.L.ffn_act; an expert site blk.L.exp.E of a native MoE model: the sampled\n"
+                  "tokens routed to the expert):\n"
                   "  oracle      top-k experts by activation mass (ground truth, needs the dense hidden)\n"
                   "  similarity  expert centroids of the L2-normalised W1 rows (gate rows for gated FFNs)\n"
                   "  mlp         MoEfication's Linear(d_model,E)-Tanh-Linear(E,E) router trained with\n"

@@ -198,6 +198,11 @@ void RouterSet::writeInto(const fs::path& dir) const {
   std::vector<Site> all;
   for (size_t i = 0; i < layers.size(); ++i) all.push_back(siteAt(i));
   j["sites"] = siteNames(all);  // FFN sites (analysis/model/site.h) of `layers` (site indices)
+  if (modelLayers > 0 && nativeExperts > 0) {
+    // What expert sites' indices derive from (readSiteList needs them).
+    j["model_layers"] = modelLayers;
+    j["native_experts"] = nativeExperts;
+  }
   j["top_k"] = topK;
   j["experts"] = experts;
   j["model_fingerprint"] = modelFingerprint;
@@ -248,6 +253,10 @@ RouterSet RouterSet::read(const fs::path& dir) {
     r.topK = jsonIntList(j.at("top_k"), 0, kMax, jf.string() + ": top_k");
     r.experts = jsonIntList(j.at("experts"), 0, kMax, jf.string() + ": experts");
     r.sites = readSiteList(j, r.layers, jf.string());
+    if (j.contains("model_layers") && j.contains("native_experts")) {  // validated by readSiteList
+      r.modelLayers = j.at("model_layers").get<int>();
+      r.nativeExperts = j.at("native_experts").get<int>();
+    }
     // Identity keys are required: a router without them could be paired
     // with any model or partition of the same shape.
     r.modelFingerprint = j.at("model_fingerprint").get<std::string>();

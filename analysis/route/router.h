@@ -86,6 +86,11 @@ struct RouterSet {
   RouterKind kind = RouterKind::Oracle;
   std::vector<int> layers;             ///< site index of each entry (analysis/model/site.h "Site indices")
   std::vector<Site> sites;             ///< the site of each entry (empty = the single-stack sites of `layers`)
+  /// Native MoE models (expert sites blk.L.exp.E / blk.L.shared): the model's
+  /// layer count and routed experts per MoE layer, from which the expert
+  /// sites' indices derive (analysis/model/site.h "Expert site indices");
+  /// written as model_layers / native_experts when set, 0 otherwise.
+  int modelLayers = 0, nativeExperts = 0;
   std::vector<int> topK;               ///< per entry
   std::vector<int> experts;            ///< per entry
   std::vector<LayerRouter> routers;    ///< per entry

@@ -51,7 +51,7 @@ int runRoute(const Args& a) {
   part.checkModel(m);
   warnLinkProblems("route", ArtefactKind::Recording, recDir);
   warnLinkProblems("route", ArtefactKind::Partition, partDir);
-  SampleData samples = SampleData::read(recDir, part.sites, m.config().dModel, m.config().dFF);
+  SampleData samples = SampleData::read(recDir, part.sites, m.config());
   // With --budget, the per-layer top-k of the allocation (analysis/moe/layer_budget.h).
   RouterSet rs = buildRoutersWithBudget(m, part, samples, recDir.string(), o, *job);
   writeFolderAtomic(out, a.flag("force"), [&](const fs::path& tmp) { rs.writeInto(tmp); }, {modelDir, recDir, partDir});

@@ -13,8 +13,22 @@ usage:
       of MODEL_DIR over the pre-tokenised IDS (record_ref.py make-ids) and compares them with
       REC_DIR (integers exactly, sums to R relative); prints the max difference of each, exit 1
       on any mismatch
+  moe_native_ref.py moefied MODEL_DIR --part PART_DIR --router ROUTER_DIR --ids 1,2,3 [--ids ...]
+                   --out OUT.safetensors
+      the logits with the experts a `moefy split --sites blk.L.exp.E` partition
+      MoEfies replaced by their finer experts under a similarity router (see
+      "MoEfied experts" below)
   moe_native_ref.py selftest
   moe_native_ref.py --list
+
+MoEfied experts (moefied): a native expert E of layer L split into E' finer
+experts (labels.safetensors `blk.L.exp.E.labels` [d_expert], finer expert of
+each neuron) runs, for each token routed to E, only the neurons of the top_k
+finer experts with the highest similarity-router scores, score_j =
+(x / max(||x||, 1e-12)) . centroid_j (router.safetensors
+`blk.L.exp.E.centroids` [E', d_model]; top_k from router.json); the other
+neurons' hidden is zero. The native routing and mixing are unchanged. The
+score margin at each top-k cut must be >= 1e-4 (else the command refuses).
 
 Written from the semantics of Hugging Face's configuration_/modeling_
 mixtral.py, qwen2_moe.py and olmoe.py (not from moefy's C++):
@@ -39,11 +53,13 @@ Several --ids make a right-padded batch with masks (pad id 0). Writes F32
 dense layers `blk.L.ffn_act` [B, T, d_ff]; MoE layers `blk.L.router_logits`
 [B, T, E], `blk.L.topk_ids` (I64) / `blk.L.topk_weights` [B, T, k],
 `blk.L.ffn_act` [B, T, E * d_expert] (expert e's hidden in columns
-e*d_expert.., zeros where e was not chosen), `blk.L.exp.E.ffn_act` [n, d_expert]
-with `blk.L.exp.E.tokens` [n] (I64, flat positions b * T + t of the tokens
-routed to E, ascending), `blk.L.shared.ffn_act` [B, T, d_shared]. With
---all-experts every token goes through every expert for these hooks (tokens =
-0 .. B*T-1, ffn_act full); the logits do not change. Stored F16/BF16 weights
+e*d_expert.., zeros where e was not chosen), `blk.L.exp.E.ffn_in` [n, d_model]
+and `blk.L.exp.E.ffn_act` [n, d_expert] with `blk.L.exp.E.tokens` [n] (I64,
+flat positions b * T + t of the tokens routed to E, ascending),
+`blk.L.shared.ffn_in` [B, T, d_model] and `blk.L.shared.ffn_act`
+[B, T, d_shared]. With --all-experts every token goes through every expert for
+these hooks (tokens = 0 .. B*T-1, ffn_in and ffn_act full); the logits do not
+change. Stored F16/BF16 weights
 are upcast to F32 first; the arithmetic is float64. `forward` refuses inputs
 where a non-padded token's top-k choice (ranks 1 .. k + 1) has a margin below
 1e-3 in router logits (float32 rounding could decide), so no fixture depends
@@ -239,6 +255,21 @@ class MoeRef:
         self.w = {k: np.asarray(a, dtype=np.float32).astype(dtype) for k, a in weights.items()}
         self.hooks = {}
         self.min_margin = np.inf
+        self.moefied = {}  # expert site -> (labels [F], centroids [E', C], top_k): finer experts
+        self.min_fine_margin = np.inf
+
+    def finer_mask(self, x, labels, centroids, k, valid):
+        # Similarity router over the finer experts of one native expert: [n, F] 0/1.
+        # The margin at the top-k cut counts the non-padded tokens (valid [n]).
+        xn = x / np.maximum(np.sqrt((x * x).sum(-1, keepdims=True)), 1e-12)
+        sc = xn @ centroids.T  # [n, E']
+        order = np.argsort(-sc, axis=-1, kind="stable")
+        if k < sc.shape[1] and valid.any():
+            srt = np.take_along_axis(sc, order, -1)
+            self.min_fine_margin = min(self.min_fine_margin, float((srt[:, k - 1] - srt[:, k])[valid].min()))
+        chosen = np.zeros(sc.shape, bool)
+        np.put_along_axis(chosen, order[:, :k], True, -1)
+        return chosen[:, labels].astype(self.dtype)
 
     def norm(self, x, name):
         return self.w[name] * (x / np.sqrt((x * x).mean(-1, keepdims=True) + self.c["eps"]))
@@ -320,11 +351,15 @@ class MoeRef:
             pre = m + "experts.%d." % e
             gate, up, down = (pre + n for n in names)
             h = silu(self.lin(xf[tok], gate)) * self.lin(xf[tok], up)
+            fine = self.moefied.get("blk.%d.exp.%d" % (l, e))
+            if fine is not None and len(tok):
+                h = h * self.finer_mask(xf[tok], *fine, valid=valid[tok])
             out[tok] += (h @ self.w[down + ".weight"].T) * weights[tok, slot][:, None]
             if self.every:
                 tok = np.arange(N)
                 h = silu(self.lin(xf, gate)) * self.lin(xf, up)
             act[tok, e * F:(e + 1) * F] = h
+            self.hooks[site + "exp.%d.ffn_in" % e] = xf[tok]
             self.hooks[site + "exp.%d.ffn_act" % e] = h
             self.hooks[site + "exp.%d.tokens" % e] = tok.astype(np.int64)
         self.hooks[site + "ffn_act"] = act.reshape(B, T, E * F)
@@ -332,6 +367,7 @@ class MoeRef:
             hs, ys = self.mlp(xf, m + "shared_expert.")
             g = 1 / (1 + np.exp(-self.lin(xf, m + "shared_expert_gate")))  # [N, 1]
             out = out + g * ys
+            self.hooks[site + "shared.ffn_in"] = xf.reshape(B, T, -1)
             self.hooks[site + "shared.ffn_act"] = hs.reshape(B, T, -1)
         return out.reshape(B, T, C)
 
@@ -384,6 +420,43 @@ def cmd_forward(argv):
         h = ref.hooks[name]
         out.append((name, "I64", h) if h.dtype == np.int64 else (name, "F32", h.astype(np.float32)))
     st_io.write(a.out, out, {"reference": "scripts/ref/moe_native_ref.py", "min_topk_margin": ref.min_margin})
+    return 0
+
+
+def cmd_moefied(argv):
+    ap = argparse.ArgumentParser(prog="moe_native_ref.py moefied")
+    ap.add_argument("model")
+    ap.add_argument("--part", required=True)
+    ap.add_argument("--router", required=True)
+    ap.add_argument("--ids", action="append", required=True)
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args(argv)
+    with open(os.path.join(a.model, "config.json")) as f:
+        cfg = json.load(f)
+    with open(os.path.join(a.part, "partition.json")) as f:
+        part = json.load(f)
+    with open(os.path.join(a.router, "router.json")) as f:
+        router = json.load(f)
+    if router["kind"] != "similarity":
+        raise SystemExit("moe_native_ref: moefied needs a similarity router, not %r" % router["kind"])
+    labels, _ = st_io.read(os.path.join(a.part, "labels.safetensors"))
+    cents = st_io.read_f32(os.path.join(a.router, "router.safetensors"))
+    ids, mask = batch([[int(t) for t in s.split(",")] for s in a.ids])
+    ref = MoeRef(cfg, load_weights(a.model))
+    for i, site in enumerate(part["sites"]):
+        if ".exp." not in site:
+            raise SystemExit("moe_native_ref: moefied covers expert sites only, not %s" % site)
+        ri = router["sites"].index(site)
+        ref.moefied[site] = (np.asarray(labels[site + ".labels"][1]).astype(np.int64),
+                             np.asarray(cents[site + ".centroids"], np.float64), int(router["top_k"][ri]))
+    logits = ref.forward(ids, mask)
+    if ref.min_margin < MARGIN or ref.min_fine_margin < 1e-4:
+        raise SystemExit("moe_native_ref: a top-k choice has a margin of %.3g (native) / %.3g (finer) too small "
+                         "for float32 rounding; use other weights or ids" % (ref.min_margin, ref.min_fine_margin))
+    st_io.write(a.out, [("logits", "F32", logits.astype(np.float32))],
+                {"reference": "scripts/ref/moe_native_ref.py moefied", "min_finer_margin": ref.min_fine_margin})
+    print("moefied reference: %d sites, min finer-expert score margin %.3g" % (len(ref.moefied),
+                                                                              ref.min_fine_margin))
     return 0
 
 
@@ -582,10 +655,10 @@ def main(argv=None):
     if argv[0] == "--list":
         print("\n".join(sorted(VARIANTS)))
         return 0
-    cmds = {"make": cmd_make, "forward": cmd_forward, "check-record": cmd_check_record,
+    cmds = {"make": cmd_make, "forward": cmd_forward, "moefied": cmd_moefied, "check-record": cmd_check_record,
             "selftest": lambda a: selftest()}
     if argv[0] not in cmds:
-        raise SystemExit("moe_native_ref: unknown command %r (make, forward, check-record, selftest, --list)" % argv[0])
+        raise SystemExit("moe_native_ref: unknown command %r (make, forward, moefied, check-record, selftest, --list)" % argv[0])
     return cmds[argv[0]](argv[1:])
 
 

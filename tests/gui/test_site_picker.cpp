@@ -1,11 +1,16 @@
-// Issue 13: the studio's FFN site picker on a T5 (encoder-decoder) workspace.
+// Issue 13: the studio's FFN site picker on a T5 (encoder-decoder) workspace
+// and on a native MoE (Mixtral) workspace.
 // A small random T5 (scripts/ref/t5_ref.py make t5_relu) is recorded over
 // teacher-forced pairs by the core (enc.blk.L and dec.blk.L sites) and split;
 // the views must list the sites by name (enc.blk.0.., dec.blk.0..), draw the
 // picked site's own data (dec.blk.1: the decoder's token count, its counts
 // and co-activations, compared with the core reader), say in a label what a
 // site cannot show (a typed text on a T5 site), and leave a dense workspace's
-// picker as it was (blk.L items whose data is the layer).
+// picker as it was (blk.L items whose data is the layer). A native MoE
+// recording (expert sites blk.L.exp.E, d_expert wide, each over the tokens
+// routed to it) is listed by site name, and the sparsity, co-activation,
+// expert-graph and router views draw the picked expert's own data (compared
+// with the core reader).
 #include "views/qcp.h"
 
 #include <ATen/ATen.h>
@@ -83,6 +88,56 @@ class TestSitePicker : public QObject {
   QTemporaryDir tmp_;
   QString ws_;  // the T5 workspace
   fs::path rec_;
+  QString moeWs_;  // the native MoE (Mixtral) workspace
+  fs::path moeRec_;
+
+  // A small random Mixtral (4 experts x 48, top-2, 2 layers) recorded over
+  // random ids, and its layer-1 experts split into 4 finer experts each.
+  void makeNativeMoeWorkspace() {
+    const fs::path root = fs::path(tmp_.path().toStdString()) / "moe";
+    fs::create_directories(root);
+    auto r =
+        test::runPython({QString::fromStdString((test::sourceDir() / "scripts" / "ref" / "moe_native_ref.py").string()),
+                         "make", "mixtral", QString::fromStdString((root / "model").string()), "--seed", "3"});
+    QVERIFY2(r.exitCode == 0, (r.out + r.err).c_str());
+    {
+      std::ofstream corpus(root / "corpus.txt");
+      corpus << "unused: the recording below is made from token ids\n";
+    }
+    moeWs_ = QString::fromStdString((root / "ws").string());
+    views::Workspace w = views::Workspace::create(moeWs_, "mixtral", QString::fromStdString((root / "model").string()),
+                                                  QString::fromStdString((root / "corpus.txt").string()));
+    w.save();
+    auto model = Model::load(root / "model");
+    QCOMPARE(model->config().expertCount, 4);
+    std::vector<Sequence> seqs;
+    uint32_t x = 7;
+    for (int d = 0; d < 24; ++d) {
+      Sequence s;
+      s.docId = d;
+      for (int t = 0; t < 16; ++t) s.ids.push_back(static_cast<int32_t>((x = x * 1103515245u + 12345u) >> 16) % 101);
+      seqs.push_back(s);
+    }
+    SequenceSource source = [seqs](const std::function<bool(const Sequence&)>& fn) {
+      for (const auto& s : seqs)
+        if (!fn(s)) return;
+    };
+    JobContext job;
+    RecordOptions o;
+    o.batch = 4;
+    o.samples = 256;
+    o.seqLen = 16;
+    moeRec_ = fs::path(w.folder("recordings").toStdString()) / "rec-mixtral";
+    recordActivations(*model, source, SourceInfo{"ids", "tokens", {}, ""}, o, moeRec_, job);
+    moefy::Recording rec = moefy::Recording::open(moeRec_);
+    QVERIFY(rec.nativeMoe());
+    SplitOptions so;
+    so.method = "coact";
+    so.experts = 4;
+    so.stability = false;
+    so.sites = {"blk.1"};
+    runSplit(rec, model.get(), so, fs::path(w.folder("partitions").toStdString()) / "experts-l1-E4", job);
+  }
 
  private Q_SLOTS:
   void initTestCase() {
@@ -219,6 +274,76 @@ class TestSitePicker : public QObject {
     QVERIFY(!rv->findChild<QPushButton*>("runText")->isEnabled());
     QVERIFY2(labelStartingWith(rv, "Router ").contains("dec.blk.1: top-"),
              qPrintable(labelStartingWith(rv, "Router ")));
+  }
+
+  // A native MoE workspace: the picker lists the expert sites by name; the
+  // picked expert's sparsity note counts the tokens routed to it and its
+  // width (d_expert), the co-activation view draws its matrix, and the
+  // router view routes the sampled tokens routed to it into its finer experts.
+  void nativeMoeSitesShowTheirData() {
+    makeNativeMoeWorkspace();
+    moefy::Recording core = moefy::Recording::open(moeRec_);
+    MainWindow w;
+    QVERIFY(openAt1366(w, moeWs_));
+    auto* sv = showView<SparsityView>(w);
+    QVERIFY(sv);
+    QStringList want;
+    for (const Site& site : core.sites()) want << QString::fromStdString(site.name());
+    QCOMPARE(want.size(), 8);  // blk.0.exp.0-3, blk.1.exp.0-3
+    QCOMPARE(items(sv->layerCombo()), want);
+    const int L = core.layerOf(Site::parse("blk.1.exp.2"));
+    QVERIFY(L >= 0);
+    pickSite(sv, "blk.1.exp.2");
+    QCOMPARE(sv->layer(), L);
+    const int64_t T = core.siteTokens(L);
+    const int F = core.width(L);
+    QCOMPARE(F, 48);
+    QVERIFY(T > 0 && T < core.tokens());  // the routed tokens, not the stream's
+    const at::Tensor count = core.count(L).to(at::kDouble);
+    const double meanShare = count.sum().item<double>() / (double(T) * F);
+    const QString note = labelStartingWith(sv, "Recording:");
+    const QString noteWant =
+        QString("Recording: %1 tokens routed to the expert, d_expert %2. blk.1.exp.2: %3% of neurons")
+            .arg(T)
+            .arg(F)
+            .arg(meanShare * 100, 0, 'f', 1);
+    qInfo("native MoE sparsity note: %s", qPrintable(note));
+    QVERIFY2(note.startsWith(noteWant), qPrintable(note + "\nwant: " + noteWant));
+    QCOMPARE(sv->csvData().count('\n'), 1 + 8 * F);  // header + every neuron of every site at its own width
+
+    auto* cv = showView<CoactView>(w);
+    QVERIFY(cv);
+    pickSite(cv, "blk.1.exp.2");
+    QVERIFY(cv->hasData());
+    at::Tensor C = core.coact(L).to(at::kDouble).clone();
+    QCOMPARE(C.size(0), int64_t{F});
+    C.fill_diagonal_(0);
+    const double vmax = std::max(1.0, C.max().item<double>());
+    qInfo("blk.1.exp.2 co-activation max off-diagonal: core %g, view %g", vmax, cv->colourMax());
+    QCOMPARE(cv->colourMax(), vmax);
+
+    // The expert graph and the router view list the partition's sites (layer 1's experts).
+    const QStringList partSites = {"blk.1.exp.0", "blk.1.exp.1", "blk.1.exp.2", "blk.1.exp.3"};
+    auto* gv = showView<ExpertGraphView>(w);
+    QVERIFY(gv);
+    QTRY_VERIFY_WITH_TIMEOUT(!gv->layoutRunning(), 20000);
+    QCOMPARE(items(gv->layerCombo()), partSites);
+    auto* rv = showView<RouterView>(w);
+    QVERIFY(rv);
+    QCOMPARE(items(rv->layerCombo()), partSites);
+    pickSite(rv, "blk.1.exp.2");
+    QVERIFY(rv->hasData());
+    // One CSV row per sampled token routed to the expert.
+    const int64_t routed = (core.sampleRouted(L).to(at::kInt) != 0).sum().item<int64_t>();
+    QVERIFY(routed > 0 && routed < core.sampleCount());
+    QCOMPARE(static_cast<int64_t>(rv->csvData().count('\n')), 1 + routed);
+    QVERIFY(!rv->findChild<QLineEdit*>("routeText")->isEnabled());  // typed text: whole-token sites only
+    if (qEnvironmentVariableIsSet("MOEFY_SCREENSHOTS")) {
+      const QString dir = qEnvironmentVariable("MOEFY_SCREENSHOTS") + "/native-moe-site-picker";
+      const QStringList files = w.writeScreenshots(dir, QSize(1366, 768));
+      QVERIFY2(!files.isEmpty(), qPrintable(dir));
+      qInfo("screenshots: %s", qPrintable(files.join(", ")));
+    }
   }
 
   // A dense workspace keeps its picker: blk.L items whose data is the layer,

@@ -4,7 +4,7 @@
 // large enough that every top-k choice has a margin of >= 1e-3 in router
 // logits, which the reference checks): `moefy forward --dump` on a
 // right-padded batch of two sequences; logits and every hook (ffn_in,
-// ffn_act, router_logits, topk_ids, topk_weights, exp.E.ffn_act with its
+// ffn_act, router_logits, topk_ids, topk_weights, exp.E.ffn_in/ffn_act with its
 // token positions, shared.ffn_act) compared on the non-padded positions at
 // 1e-4 (F32), printing the max difference of every tensor. The every-expert
 // mode (--all-experts) against the reference's, with logits bit-identical to
@@ -108,7 +108,8 @@ double compareDumps(const fs::path& gotPath, const fs::path& wantPath, double to
     at::Tensor g = got->raw(name), w = want->raw(name);
     double d = 0;
     if (name.find(".exp.") != std::string::npos) {
-      const std::string base = name.substr(0, name.size() - std::string("ffn_act").size());
+      // blk.L.exp.E.ffn_act and .ffn_in: rows of the tokens blk.L.exp.E.tokens lists.
+      const std::string base = name.substr(0, name.rfind('.') + 1);
       auto [gp, gh] = validExpertRows(got->raw(base + "tokens"), g);
       auto [wp, wh] = validExpertRows(want->raw(base + "tokens"), w);
       if (gp != wp) {
@@ -259,7 +260,8 @@ class MoeNativeForward : public QObject {
     for (const auto& info : normal->tensors()) {
       const std::string& n = info.name;
       const bool routing = n == "logits" || endsWith(n, "router_logits") || endsWith(n, "topk_ids") ||
-                           endsWith(n, "topk_weights") || endsWith(n, "ffn_in") || endsWith(n, "shared.ffn_act");
+                           endsWith(n, "topk_weights") || endsWith(n, "shared.ffn_act") ||
+                           (endsWith(n, "ffn_in") && n.find(".exp.") == std::string::npos);
       if (!routing) continue;
       QVERIFY2(at::equal(normal->raw(n), every->raw(n)), (n + " differs in every-expert mode").c_str());
       ++compared;
