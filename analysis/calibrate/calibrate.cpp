@@ -56,6 +56,10 @@ CalibrateResult calibrateMoe(Model& model, const std::vector<std::vector<int64_t
   if (!(o.lr > 0)) throw ParameterError("--lr must be positive");
   if (train.empty()) throw ParameterError("calibrate: no training sequences");
   const ModelConfig& c = model.config();
+  if (c.encoderDecoder)
+    throw ParameterError("calibrate: " + c.modelType +
+                         " is an encoder-decoder model; calibrating its MoE export (teacher-forced pairs) is not "
+                         "supported yet");
   if (!c.causal && o.maskTokenId < 0) throw ParameterError("masked-LM calibration needs the tokenizer's [MASK] token");
   const auto& heldOut = heldIn.empty() ? train : heldIn;
 

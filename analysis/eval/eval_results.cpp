@@ -49,6 +49,10 @@ EvalResults EvalResults::read(const fs::path& dir) {
       name = r["router"].get<std::string>();
     else if (r.contains("name") && r["name"].is_string())
       name = r["name"].get<std::string>();
+    // Encoder-decoder evaluations: one series per router and site group
+    // (MoE in the encoder only, the decoder only, or both).
+    if (r.contains("site_group") && r["site_group"].is_string())
+      name += " (" + r["site_group"].get<std::string>() + ")";
     Point p;
     p.fraction = num(r, "fraction");
     if (!(p.fraction > 0 && p.fraction <= 1))

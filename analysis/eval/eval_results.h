@@ -26,7 +26,7 @@ struct EvalResults {
     double ffnFlopsFraction = 0;  ///< FFN FLOPs per token / the dense FFN's; NaN when not recorded
   };
   struct Series {
-    std::string router;         ///< the result's "router" (else "name")
+    std::string router;         ///< the result's "router" (else "name"), with " (enc)" etc. when it has a site_group
     std::vector<Point> points;  ///< ascending fraction
   };
   std::filesystem::path dir;

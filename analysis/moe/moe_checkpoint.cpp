@@ -67,10 +67,26 @@ void attachMoeFromCheckpoint(Model& model, const nlohmann::json& b, const fs::pa
     throw FormatError(ctx + ": moefication lists 'layers' (" + std::to_string(layers.size()) + "), 'experts' (" +
                       std::to_string(experts.size()) + ") and 'top_k' (" + std::to_string(topk.size()) +
                       ") must have the same length");
+  // Site indices (analysis/model/site.h): the layer for single-stack models;
+  // an encoder-decoder export names its sites (moefication.sites).
+  const std::vector<Site> table = c.ffnSites();
+  const int nSites = static_cast<int>(table.size());
+  if (c.expertCount > 0)
+    throw FormatError(ctx + ": a MoE export of a native MoE model (" + c.modelType +
+                      ") is not supported (moefy export refuses to write one)");
+  std::vector<Site> sites;
+  if (c.encoderDecoder) {
+    if (!b.contains("sites")) throw FormatError(ctx + ": moefication.sites is missing (an encoder-decoder export)");
+    sites = readSiteList(b, layers, ctx + ": moefication");
+  }
   for (size_t i = 0; i < layers.size(); ++i) {
-    if (layers[i] < 0 || layers[i] >= c.nLayer)
+    if (layers[i] < 0 || layers[i] >= nSites)
       throw FormatError(ctx + ": moefication.layers names layer " + std::to_string(layers[i]) + ", the model has " +
-                        std::to_string(c.nLayer) + " layers");
+                        std::to_string(nSites) + (c.encoderDecoder ? " FFN sites" : " layers"));
+    if (!sites.empty() && !(sites[i] == table[static_cast<size_t>(layers[i])]))
+      throw FormatError(ctx + ": moefication.sites[" + std::to_string(i) + "] = " + sites[i].name() +
+                        " is not the model's site " + std::to_string(layers[i]) + " (" +
+                        table[static_cast<size_t>(layers[i])].name() + ")");
     if (i && layers[i] <= layers[i - 1]) throw FormatError(ctx + ": moefication.layers must be ascending and unique");
     if (experts[i] <= 0 || experts[i] > c.dFF)
       throw FormatError(ctx + ": layer " + std::to_string(layers[i]) + " has " + std::to_string(experts[i]) + " experts");
@@ -130,19 +146,21 @@ void attachMoeFromCheckpoint(Model& model, const nlohmann::json& b, const fs::pa
     return t;
   };
   const int64_t d = c.dModel, F = c.dFF;
-  std::vector<MoeLayer> moeLayers(c.nLayer);
-  std::vector<FfnWeights> dense(c.nLayer);
-  for (int L = 0; L < c.nLayer; ++L) {
+  std::vector<MoeLayer> moeLayers(nSites);
+  std::vector<FfnWeights> dense(nSites);
+  for (int L = 0; L < nSites; ++L) {
+    const Site& site = table[static_cast<size_t>(L)];
     auto it = std::find(layers.begin(), layers.end(), L);
     if (it == layers.end()) {
-      dense[L] = model.ffnWeights(L);
+      dense[L] = model.ffnWeights(site);
       if (!dense[L].up.defined() || !dense[L].down.defined())
-        throw FormatError(ctx + ": layer " + std::to_string(L) + " is not in moefication.layers but has no dense FFN tensors");
+        throw FormatError(ctx + ": " + (c.encoderDecoder ? "site " + site.name() : "layer " + std::to_string(L)) +
+                          " is not in moefication.layers but has no dense FFN tensors");
       continue;
     }
     const size_t i = static_cast<size_t>(it - layers.begin());
     const int E = experts[i];
-    const std::string p = "blk." + std::to_string(L) + ".";
+    const std::string p = site.prefix();  // "blk.L." ("enc.blk.L.", "dec.blk.L." in encoder-decoder exports)
     at::Tensor labels = get(p + "labels", {F}).to(at::kInt);
     const bool shared = sharedSizes[i] > 0;
     ExpertLayout layout = ExpertLayout::fromLabels(labels, E, wfs + ": layer " + std::to_string(L), shared);
@@ -185,7 +203,8 @@ void attachMoeFromCheckpoint(Model& model, const nlohmann::json& b, const fs::pa
     moeLayers[L].router = r;
     moeLayers[L].topK = topk[i];
   }
-  model.setFfnOverride(std::make_shared<MoeFfn>(std::move(moeLayers), std::move(dense)));
+  model.setFfnOverride(
+      std::make_shared<MoeFfn>(std::move(moeLayers), std::move(dense), c.encoderDecoder ? table : std::vector<Site>{}));
 }
 
 }  // namespace moefy

@@ -80,24 +80,27 @@ std::shared_ptr<MoeFfn> buildMoeFfn(const Model& model, const PartitionData& par
 nlohmann::json writeMoeFolder(const Model& model, const MoeFfn& moe, RouterKind kind, nlohmann::json block,
                               const fs::path& out, bool force, JobContext& job) {
   const auto& c = model.config();
-  if (c.encoderDecoder)
-    throw ParameterError("export: " + c.modelType +
-                         " is an encoder-decoder model; writing and reloading its MoE checkpoint (enc/dec expert "
-                         "tensors) is not supported yet; evaluate it with `moefy eval --partition P --router R`");
   for (int L = 0; L < static_cast<int>(moe.layers().size()); ++L)
     if (moe.isMoe(L) && (moe.siteAt(L).expert >= 0 || moe.siteAt(L).shared))
       throw ParameterError("export: " + moe.siteAt(L).name() +
                            " is an expert of a native MoE layer; writing and reloading finer experts inside "
                            "native experts is not supported yet; evaluate it with `moefy eval --partition P "
                            "--router R`");
+  if (c.expertCount > 0)
+    throw ParameterError("export: " + c.modelType +
+                         " is a native MoE model; writing and reloading a MoEfied copy of it is not supported yet; "
+                         "evaluate it with `moefy eval --partition P --router R`");
   std::vector<int> layers, experts, topk;
   std::vector<int64_t> sharedSizes;  // per MoE layer, 0 = no shared expert
   nlohmann::json sizes = nlohmann::json::array();
   std::set<std::string> moeNames;  // dense FFN tensors the experts replace
-  for (int L = 0; L < c.nLayer; ++L) {
+  std::vector<Site> sites;         // the site of each MoE entry (enc.blk.L / dec.blk.L for encoder-decoder models)
+  for (int L = 0; L < static_cast<int>(moe.layers().size()); ++L) {
     if (!moe.isMoe(L)) continue;
     const auto& ml = moe.layers()[L];
+    const Site site = moe.siteAt(L);
     layers.push_back(L);
+    sites.push_back(site);
     experts.push_back(ml.weights->layout.experts);
     topk.push_back(ml.topK);
     std::vector<int64_t> s;
@@ -105,7 +108,7 @@ nlohmann::json writeMoeFolder(const Model& model, const MoeFfn& moe, RouterKind 
     sizes.push_back(s);
     sharedSizes.push_back(ml.weights->layout.sharedSize());
     for (Role r : {Role::FfnUp, Role::FfnUpB, Role::FfnGate, Role::FfnDown, Role::FfnDownB}) {
-      std::string n = model.tensorName(r, L);
+      std::string n = model.tensorName(r, site.layer, site.stack);
       if (!n.empty()) moeNames.insert(n);
     }
   }
@@ -114,7 +117,13 @@ nlohmann::json writeMoeFolder(const Model& model, const MoeFfn& moe, RouterKind 
   block["version"] = 2;
   block["tool_version"] = MOEFY_VERSION;
   block["weights"] = "moe.safetensors";
-  block["layers"] = layers;
+  block["layers"] = layers;  // site indices (analysis/model/site.h): the layer for single-stack models
+  // Encoder-decoder exports name their sites (enc.blk.L, dec.blk.L; tensors
+  // are prefixed with them); single-stack blocks stay as version 2 wrote them.
+  if (c.encoderDecoder)
+    block["sites"] = siteNames(sites);
+  else
+    block.erase("sites");
   block["experts"] = experts;
   block["expert_sizes"] = sizes;
   // Only exports with a shared expert carry the key, so other blocks (and
@@ -154,7 +163,7 @@ nlohmann::json writeMoeFolder(const Model& model, const MoeFfn& moe, RouterKind 
       const int L = layers[i];
       const auto& ml = moe.layers()[L];
       const MoeLayerWeights& w = *ml.weights;
-      const std::string p = "blk." + std::to_string(L) + ".";
+      const std::string p = sites[i].prefix();  // "blk.L.", "enc.blk.L.", "dec.blk.L."
       mt.emplace_back(p + "labels", w.layout.labels.to(at::kInt).contiguous());
       for (int e = 0; e < w.layout.blocks(); ++e) {  // routed experts, then the shared one (block E)
         const int64_t off = w.layout.offsets[e], s = w.layout.expertSize(e);

@@ -32,6 +32,11 @@ struct ExportOptions {
 /// Writes MOE_DIR atomically: config.json (+ "moefication" block),
 /// model.safetensors (all non-expert tensors, F32), moe.safetensors (experts,
 /// routers, labels) and the source's tokenizer files. Returns the block.
+/// Encoder-decoder (T5) exports name their MoE sites (moefication.sites:
+/// enc.blk.L / dec.blk.L, which also prefix their tensors). Throws
+/// ParameterError for a native MoE model (Mixtral, Qwen2-MoE, OLMoE: not
+/// supported yet, the expert sites named first) and FormatError/IoError from
+/// the readers and the write.
 nlohmann::json exportMoe(const Model& model, const PartitionData& part, const RouterSet& routers,
                          const std::filesystem::path& out, const ExportOptions& options, JobContext& job);
 

@@ -10,7 +10,9 @@ const OptionTable& exportOptionTable() {
                   "Writes MOE_DIR atomically: config.json (the original keys plus a 'moefication' block),\n"
                   "model.safetensors (the non-FFN tensors, unchanged), moe.safetensors (expert weights\n"
                   "grouped per expert, router weights, labels) and the tokenizer files. Refuses an\n"
-                  "existing MOE_DIR unless --force. See docs/moe.md.\n");
+                  "existing MOE_DIR unless --force. An encoder-decoder model (T5) exports every MoEfied\n"
+                  "site (enc.blk.L, dec.blk.L), and the folder reloads and evaluates like the source. Native MoE\n"
+                  "models cannot be exported yet. See docs/moe.md.\n");
     t.positionals({"MODEL_DIR", "PART_DIR", "ROUTER_DIR"}, 3)
         .integer("top-k", "K", d.topK, 1, 1 << 24, "experts per token (0 = the router's)", {}, true)
         .text("out", "MOE_DIR", std::nullopt, "the checkpoint folder to write (required)")

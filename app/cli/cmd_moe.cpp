@@ -190,14 +190,14 @@ int runEval(const Args& a) {
       throw ParameterError(a.text("moe") + ": MoE was exported from model " + src + ", not from " + modelDir.string() +
                            " (fingerprint " + m.fingerprint() + ")");
     auto moe = std::dynamic_pointer_cast<const MoeFfn>(moeLoaded.model->ffnOverride());
-    auto base = topK ? moe->withTopK(std::vector<int>(m.config().nLayer, topK)) : std::make_shared<MoeFfn>(*moe);
+    auto base = topK ? moe->withTopK(std::vector<int>(moe->layers().size(), topK)) : std::make_shared<MoeFfn>(*moe);
     bases.emplace_back(moeLoaded.moefication.value("router", "moe"), base);
     spec.source = {{"moe", a.text("moe")}};
   } else if (loaded.isMoe()) {
     warnLinkProblems("eval", ArtefactKind::MoeExport, modelDir);
     auto moe = std::dynamic_pointer_cast<const MoeFfn>(m.ffnOverride());
     spec.reference = moe->withFraction(1.0);  // all experts: the dense FFN up to summation order
-    auto base = topK ? moe->withTopK(std::vector<int>(m.config().nLayer, topK)) : std::make_shared<MoeFfn>(*moe);
+    auto base = topK ? moe->withTopK(std::vector<int>(moe->layers().size(), topK)) : std::make_shared<MoeFfn>(*moe);
     bases.emplace_back(loaded.moefication.value("router", "moe"), base);
     spec.source = {{"moe", modelDir.string()}, {"reference", "all experts"}};
   } else if (!spec.activationBound) {

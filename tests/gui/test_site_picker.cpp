@@ -22,8 +22,11 @@
 #include <QPushButton>
 #include <QTemporaryDir>
 #include <QtTest>
+#include <cmath>
 #include <fstream>
+#include <nlohmann/json.hpp>
 
+#include "analysis/io/fsutil.h"
 #include "analysis/jobs/job.h"
 #include "analysis/model/model.h"
 #include "analysis/record/recorder.h"
@@ -32,6 +35,7 @@
 #include "gui_fixture.h"
 #include "studio_test_helpers.h"
 #include "t5_pairs.h"
+#include "t5_tokenizer.h"
 #include "testutil.h"
 #include "views/artefacts.h"
 #include "views/figure.h"
@@ -81,6 +85,31 @@ void pickSite(FigureView* v, const QString& name) {
   QApplication::processEvents();
 }
 
+QString qs(const fs::path& p) { return QString::fromStdString(p.string()); }
+
+// Runs `moefy ARGS --quiet`; the test fails on a non-zero exit.
+void cli(const QStringList& args) {
+  auto r = test::runCli(QStringList(args) << "--quiet");
+  QVERIFY2(r.exitCode == 0, (args.join(' ').toStdString() + "\n" + r.out + r.err).c_str());
+}
+
+// The Evaluation view on `ws`'s only evaluation: its CSV has a row per result
+// of eval.json (`rows`), each with a finite perplexity.
+void evaluationViewShows(MainWindow& w, int rows) {
+  auto* ev = showView<EvalView>(w);
+  QVERIFY(ev);
+  QVERIFY(ev->hasData());
+  const QStringList lines = ev->csvData().trimmed().split('\n');
+  qInfo("Evaluation view CSV:\n%s", qPrintable(lines.join('\n')));
+  QCOMPARE(lines.size(), 1 + rows);
+  for (int i = 1; i < lines.size(); ++i) {
+    bool ok = false;
+    // router,fraction,"[top_k list]",loss,perplexity,...
+    const double ppl = lines[i].section('"', 2).split(',').value(2).toDouble(&ok);
+    QVERIFY2(ok && std::isfinite(ppl) && ppl > 1, qPrintable(lines[i]));
+  }
+}
+
 }  // namespace
 
 class TestSitePicker : public QObject {
@@ -88,7 +117,8 @@ class TestSitePicker : public QObject {
   QTemporaryDir tmp_;
   QString ws_;  // the T5 workspace
   fs::path rec_;
-  QString moeWs_;  // the native MoE (Mixtral) workspace
+  fs::path t5Eval_;  // its evaluation folder
+  QString moeWs_;    // the native MoE (Mixtral) workspace
   fs::path moeRec_;
 
   // A small random Mixtral (4 experts x 48, top-2, 2 layers) recorded over
@@ -136,7 +166,21 @@ class TestSitePicker : public QObject {
     so.experts = 4;
     so.stability = false;
     so.sites = {"blk.1"};
-    runSplit(rec, model.get(), so, fs::path(w.folder("partitions").toStdString()) / "experts-l1-E4", job);
+    const fs::path part = fs::path(w.folder("partitions").toStdString()) / "experts-l1-E4";
+    runSplit(rec, model.get(), so, part, job);
+    // A router and an evaluation of the finer experts (moefy route / eval on expert sites).
+    const fs::path router = fs::path(w.folder("routers").toStdString()) / "sim-k2";
+    cli({"route", qs(root / "model"), qs(moeRec_), qs(part), "--router", "similarity", "--top-k", "2", "--out",
+         qs(router)});
+    {
+      std::ofstream ids(root / "heldout.ids");
+      for (int d = 0; d < 8; ++d) {
+        for (int t = 0; t < 16; ++t) ids << ((d * 37 + t * 11) % 101) << ' ';
+        ids << '\n';
+      }
+    }
+    cli({"eval", qs(root / "model"), qs(root / "heldout.ids"), "--partition", qs(part), "--router", qs(router),
+         "--sweep", "0.5,1", "--out", qs(fs::path(w.folder("evaluations").toStdString()) / "sim-k2")});
   }
 
  private Q_SLOTS:
@@ -150,6 +194,19 @@ class TestSitePicker : public QObject {
     {
       std::ofstream corpus(root / "pairs.tsv");
       corpus << "a b c\tx y\n";
+    }
+    // A T5-shaped tokenizer (pieces a0..a97) and a parallel corpus in its words, for `moefy eval`.
+    std::vector<std::pair<std::string, double>> pieces;
+    for (int i = 0; i < 98; ++i) pieces.emplace_back("\u2581a" + std::to_string(i), -1.0);
+    test::writeT5Tokenizer(root / "model" / "tokenizer.json", pieces);
+    {
+      std::ofstream pairs(root / "eval.tsv");
+      for (int i = 0; i < 6; ++i) {
+        for (int t = 0; t < 3 + i % 3; ++t) pairs << (t ? " " : "") << "a" << (i * 7 + t * 3) % 98;
+        pairs << '\t';
+        for (int t = 0; t < 2 + i % 2; ++t) pairs << (t ? " " : "") << "a" << (i * 5 + t * 13) % 98;
+        pairs << '\n';
+      }
     }
     ws_ = QString::fromStdString((root / "ws").string());
     views::Workspace w = views::Workspace::create(ws_, "t5", QString::fromStdString((root / "model").string()),
@@ -170,7 +227,32 @@ class TestSitePicker : public QObject {
     so.method = "coact";
     so.experts = 4;
     so.stability = false;
-    runSplit(rec, model.get(), so, fs::path(w.folder("partitions").toStdString()) / "coact-E4", job);
+    const fs::path part = fs::path(w.folder("partitions").toStdString()) / "coact-E4";
+    runSplit(rec, model.get(), so, part, job);
+    // A router and a teacher-forced evaluation of the T5 MoE (every site group).
+    const fs::path router = fs::path(w.folder("routers").toStdString()) / "sim-k2";
+    cli({"route", qs(root / "model"), qs(rec_), qs(part), "--router", "similarity", "--top-k", "2", "--out",
+         qs(router)});
+    t5Eval_ = fs::path(w.folder("evaluations").toStdString()) / "sim-k2";
+    cli({"eval", qs(root / "model"), qs(root / "eval.tsv"), "--split", "all", "--partition", qs(part), "--router",
+         qs(router), "--out", qs(t5Eval_)});
+  }
+
+  // The Evaluation view reads a T5 evaluation (site groups enc, dec, both).
+  void t5EvaluationShows() {
+    MainWindow w;
+    QVERIFY(openAt1366(w, ws_));
+    const nlohmann::json j = nlohmann::json::parse(readFile(t5Eval_ / "eval.json"));
+    evaluationViewShows(w, static_cast<int>(j["results"].size()));
+    // One series per site group: the MoE in the encoder only, the decoder only, or both.
+    auto* ev = test::studioView<EvalView>(w);
+    for (const char* g : {"similarity (enc),", "similarity (dec),", "similarity (both),"})
+      QVERIFY2(ev->csvData().contains(QString("\n") + g), qPrintable(ev->csvData()));
+    if (qEnvironmentVariableIsSet("MOEFY_SCREENSHOTS")) {
+      const QStringList files =
+          w.writeScreenshots(qEnvironmentVariable("MOEFY_SCREENSHOTS") + "/t5-evaluation", QSize(1366, 768));
+      QVERIFY(!files.isEmpty());
+    }
   }
 
   // The picker lists the T5 sites by name, in forward order, with their site indices.
@@ -338,6 +420,7 @@ class TestSitePicker : public QObject {
     QVERIFY(routed > 0 && routed < core.sampleCount());
     QCOMPARE(static_cast<int64_t>(rv->csvData().count('\n')), 1 + routed);
     QVERIFY(!rv->findChild<QLineEdit*>("routeText")->isEnabled());  // typed text: whole-token sites only
+    evaluationViewShows(w, 2);                                      // the finer experts at half and all of them
     if (qEnvironmentVariableIsSet("MOEFY_SCREENSHOTS")) {
       const QString dir = qEnvironmentVariable("MOEFY_SCREENSHOTS") + "/native-moe-site-picker";
       const QStringList files = w.writeScreenshots(dir, QSize(1366, 768));
