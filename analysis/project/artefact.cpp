@@ -188,24 +188,46 @@ MoeExportInfo readMoeExport(const fs::path& dir) {
 
 namespace moefy {
 
-double partitionMetric(const nlohmann::json& j, int layer, const std::string& key) {
-  const double nan = std::nan("");
+namespace {
+
+// The metrics entry of site index `layer` in a partition.json: keyed by the
+// site's JSON key (siteJsonKey: the bare layer for single-stack sites, the
+// site name for enc.blk.L / dec.blk.L / blk.L.exp.E), found through the
+// partition's own site list; version 1 files key by the layer. Null if absent.
+const nlohmann::json* partitionMetricsEntry(const nlohmann::json& j, int layer) {
   auto m = j.find("metrics");
-  if (m == j.end() || !m->is_object()) return nan;
-  auto l = m->find(std::to_string(layer));                      // version 1 key
-  if (l == m->end()) l = m->find(Site::ofLayer(layer).name());  // site key
-  if (l == m->end() || !l->is_object()) return nan;
+  if (m == j.end() || !m->is_object()) return nullptr;
+  std::vector<std::string> keys;
+  try {
+    const std::vector<int> layers = j.at("layers").get<std::vector<int>>();
+    const std::vector<Site> sites = readSiteList(j, layers, "partition.json");
+    for (size_t i = 0; i < layers.size(); ++i)
+      if (layers[i] == layer) keys.push_back(siteJsonKey(sites[i]));
+  } catch (const std::exception&) {
+    // a malformed site list: fall back to the single-stack keys below
+  }
+  keys.push_back(std::to_string(layer));
+  keys.push_back(Site::ofLayer(layer).name());
+  for (const std::string& k : keys) {
+    auto l = m->find(k);
+    if (l != m->end() && l->is_object()) return &*l;
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+double partitionMetric(const nlohmann::json& j, int layer, const std::string& key) {
+  const nlohmann::json* l = partitionMetricsEntry(j, layer);
+  if (!l) return std::nan("");
   auto v = l->find(key);
-  return v != l->end() && v->is_number() ? v->get<double>() : nan;
+  return v != l->end() && v->is_number() ? v->get<double>() : std::nan("");
 }
 
 std::vector<double> partitionRecallAtK(const nlohmann::json& j, int layer) {
   std::vector<double> out;
-  auto m = j.find("metrics");
-  if (m == j.end() || !m->is_object()) return out;
-  auto l = m->find(std::to_string(layer));
-  if (l == m->end()) l = m->find(Site::ofLayer(layer).name());
-  if (l == m->end() || !l->is_object()) return out;
+  const nlohmann::json* l = partitionMetricsEntry(j, layer);
+  if (!l) return out;
   auto r = l->find("recall_at_k");
   if (r == l->end() || !r->is_array()) return out;
   for (const auto& v : *r)

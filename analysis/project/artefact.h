@@ -55,10 +55,10 @@ MoeExportInfo readMoeExport(const std::filesystem::path& dir);
 
 namespace moefy {
 
-/// A per-layer value of partition.json's "metrics" block (docs/formats.md),
-/// NaN when absent or not a number.
+/// A per-site value of partition.json's "metrics" (site index `layer`, keyed by
+/// siteJsonKey of its site: docs/formats.md), NaN when absent or not a number.
 double partitionMetric(const nlohmann::json& partitionJson, int layer, const std::string& key);
-/// The layer's oracle recall@k list (k = 1..E), empty when absent.
+/// The site's oracle recall@k list (k = 1..E, as partitionMetric), empty when absent.
 std::vector<double> partitionRecallAtK(const nlohmann::json& partitionJson, int layer);
 
 }  // namespace moefy

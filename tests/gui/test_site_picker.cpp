@@ -274,6 +274,12 @@ class TestSitePicker : public QObject {
       if (auto* gv = qobject_cast<ExpertGraphView*>(v)) QTRY_VERIFY_WITH_TIMEOUT(!gv->layoutRunning(), 20000);
       QCOMPARE(items(v->layerCombo()), want);
     }
+    // The Partitions view on dec.blk.1: the metrics partition.json keys by site name fill the table.
+    auto* pv = showView<PartitionView>(w);
+    QVERIFY(pv);
+    pickSite(pv, "dec.blk.1");
+    const QString row = pv->csvData().section('\n', 1, 1);
+    QVERIFY2(row.startsWith("coact-E4,coact,") && !row.contains(",-"), qPrintable(pv->csvData()));
     // The Model view: the stacks line from the core (describeModelFiles).
     auto* mv = showView<ModelView>(w);
     QVERIFY(mv);
@@ -421,6 +427,14 @@ class TestSitePicker : public QObject {
     QCOMPARE(static_cast<int64_t>(rv->csvData().count('\n')), 1 + routed);
     QVERIFY(!rv->findChild<QLineEdit*>("routeText")->isEnabled());  // typed text: whole-token sites only
     evaluationViewShows(w, 2);                                      // the finer experts at half and all of them
+    // The Partitions view lists the expert partition with its recall@k curve.
+    auto* pv = showView<PartitionView>(w);
+    QVERIFY(pv);
+    QVERIFY(pv->hasData());
+    // Its metrics (keyed by site name in partition.json) fill the table: no "-" cells.
+    const QString row = pv->csvData().section('\n', 1, 1);
+    QVERIFY2(row.startsWith("experts-l1-E4,coact,") && !row.contains(",-"), qPrintable(pv->csvData()));
+    QVERIFY2(pv->csvData().contains("\nexperts-l1-E4,1,0.25,"), qPrintable(pv->csvData()));  // k=1 of 4 finer experts
     if (qEnvironmentVariableIsSet("MOEFY_SCREENSHOTS")) {
       const QString dir = qEnvironmentVariable("MOEFY_SCREENSHOTS") + "/native-moe-site-picker";
       const QStringList files = w.writeScreenshots(dir, QSize(1366, 768));
