@@ -87,6 +87,15 @@ void pickSite(FigureView* v, const QString& name) {
 
 QString qs(const fs::path& p) { return QString::fromStdString(p.string()); }
 
+// A new workspace ROOT/ws named `name` on the model ROOT/model and `corpus`,
+// saved; `dir` receives its folder.
+views::Workspace saveWorkspace(const fs::path& root, const std::string& name, const fs::path& corpus, QString& dir) {
+  dir = qs(root / "ws");
+  views::Workspace w = views::Workspace::create(dir, QString::fromStdString(name), qs(root / "model"), qs(corpus));
+  w.save();
+  return w;
+}
+
 // Runs `moefy ARGS --quiet`; the test fails on a non-zero exit.
 void cli(const QStringList& args) {
   auto r = test::runCli(QStringList(args) << "--quiet");
@@ -134,10 +143,7 @@ class TestSitePicker : public QObject {
       std::ofstream corpus(root / "corpus.txt");
       corpus << "unused: the recording below is made from token ids\n";
     }
-    moeWs_ = QString::fromStdString((root / "ws").string());
-    views::Workspace w = views::Workspace::create(moeWs_, "mixtral", QString::fromStdString((root / "model").string()),
-                                                  QString::fromStdString((root / "corpus.txt").string()));
-    w.save();
+    views::Workspace w = saveWorkspace(root, "mixtral", root / "corpus.txt", moeWs_);
     auto model = Model::load(root / "model");
     QCOMPARE(model->config().expertCount, 4);
     std::vector<Sequence> seqs;
@@ -208,10 +214,7 @@ class TestSitePicker : public QObject {
         pairs << '\n';
       }
     }
-    ws_ = QString::fromStdString((root / "ws").string());
-    views::Workspace w = views::Workspace::create(ws_, "t5", QString::fromStdString((root / "model").string()),
-                                                  QString::fromStdString((root / "pairs.tsv").string()));
-    w.save();
+    views::Workspace w = saveWorkspace(root, "t5", root / "pairs.tsv", ws_);
     auto model = Model::load(root / "model");
     QVERIFY(model->config().encoderDecoder);
     JobContext job;
