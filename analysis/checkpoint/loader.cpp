@@ -156,8 +156,17 @@ std::string moeficationSummary(const nlohmann::json& block, const ModelConfig& c
   std::string s = "MoEfied: " + spanText(experts) + " experts";
   if (block.contains("expert_size") && block["expert_size"].is_number_integer())
     s += " of " + std::to_string(block["expert_size"].get<int64_t>()) + " neurons";
-  s += " in " + std::to_string(layers.size()) + " of " + std::to_string(c.nLayer) + " layers";
-  if (!layers.empty()) s += " (" + layerRanges(layers) + ")";
+  if (block.contains("sites") && block["sites"].is_array()) {
+    // Encoder-decoder exports: the MoEfied sites by name, of all the model's FFN sites.
+    std::string names;
+    for (const auto& n : block["sites"])
+      if (n.is_string()) names += (names.empty() ? "" : ", ") + n.get<std::string>();
+    s += " at " + std::to_string(block["sites"].size()) + " of " + std::to_string(c.ffnSites().size()) +
+         " FFN sites (" + names + ")";
+  } else {
+    s += " in " + std::to_string(layers.size()) + " of " + std::to_string(c.nLayer) + " layers";
+    if (!layers.empty()) s += " (" + layerRanges(layers) + ")";
+  }
   s += ", top-" + spanText(topK);
   if (block.contains("router") && block["router"].is_string())
     s += ", " + block["router"].get<std::string>() + " router";

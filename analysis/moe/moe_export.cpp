@@ -28,13 +28,16 @@ std::string moeficationChecksum(const nlohmann::json& block) {
 
 void checkRouterSet(const Model& model, const PartitionData& part, const RouterSet& r) {
   part.checkModel(model);
-  const std::string rj = "router.json";
+  // Named by its folder: eval may take several --router folders.
+  const std::string rj = r.sourceDir.empty() ? std::string("router.json") : (r.sourceDir / "router.json").string();
   if (r.modelFingerprint != model.fingerprint())
     throw ParameterError(rj + ": router was built for model " + r.modelFingerprint + ", not for " +
                          model.dir().string() + " (fingerprint " + model.fingerprint() + ")");
   if (r.layers.size() != part.layers.size())
-    throw ParameterError(rj + ": router has " + std::to_string(r.layers.size()) + " layers, the partition " +
-                         std::to_string(part.layers.size()));
+    throw ParameterError(
+        rj + ": router has " + std::to_string(r.layers.size()) + " layers, the partition " + part.dir.string() + " " +
+        std::to_string(part.layers.size()) +
+        (r.partitionPath.empty() ? std::string() : " (the router was built on " + r.partitionPath + ")"));
   for (size_t i = 0; i < r.layers.size(); ++i) {
     if (r.layers[i] != part.layers[i])
       throw ParameterError(rj + ": router entry " + std::to_string(i) + " is layer " + std::to_string(r.layers[i]) +
@@ -82,12 +85,12 @@ nlohmann::json writeMoeFolder(const Model& model, const MoeFfn& moe, RouterKind 
   const auto& c = model.config();
   for (int L = 0; L < static_cast<int>(moe.layers().size()); ++L)
     if (moe.isMoe(L) && (moe.siteAt(L).expert >= 0 || moe.siteAt(L).shared))
-      throw ParameterError("export: " + moe.siteAt(L).name() +
+      throw ParameterError(moe.siteAt(L).name() +
                            " is an expert of a native MoE layer; writing and reloading finer experts inside "
                            "native experts is not supported yet; evaluate it with `moefy eval --partition P "
                            "--router R`");
   if (c.expertCount > 0)
-    throw ParameterError("export: " + c.modelType +
+    throw ParameterError(c.modelType +
                          " is a native MoE model; writing and reloading a MoEfied copy of it is not supported yet; "
                          "evaluate it with `moefy eval --partition P --router R`");
   std::vector<int> layers, experts, topk;

@@ -44,8 +44,8 @@ std::optional<ActiveRule> parseActiveOption(const std::string& text) {
 Split parseRecordSplit(const std::string& name) {
   if (name == "all") return Split::All;
   if (name == "train") return Split::Train;
-  if (name == "held_out") return Split::HeldOut;
-  throw ParameterError("--split must be all, train or held_out, got '" + name + "'");
+  if (name == "heldout" || name == "held_out") return Split::HeldOut;  // eval, calibrate and front spell it heldout
+  throw ParameterError("--split must be all, train or heldout, got '" + name + "'");
 }
 
 const OptionTable& recordOptionTable() {
@@ -83,7 +83,7 @@ const OptionTable& recordOptionTable() {
         .integer("samples", "S", d.samples, 0, 1000000000, "reservoir size of sampled tokens (0 = no samples)")
         .integer("seed", "N", static_cast<int64_t>(d.seed), 0, std::numeric_limits<int64_t>::max(),
                  "reservoir and shuffle seed")
-        .choice("split", {"all", "train", "held_out"}, d.split, "which documents of a text corpus to record")
+        .choice("split", {"all", "train", "heldout", "held_out"}, d.split, "which documents of a text corpus to record")
         .flag("shuffle",
               "visit the documents in a random order seeded by --seed (with --tokens, a sample of every "
               "category instead of the corpus's first documents)")

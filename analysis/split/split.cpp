@@ -160,9 +160,14 @@ std::vector<int> resolveSplitSites(const Recording& rec, const SplitOptions& o) 
     for (int L : out)
       if (!rec.hasLayer(L)) rec.count(L);  // throws ParameterError naming the recorded layers
   }
+  // A site named twice (directly, or by its layer and by name) is a typo, not a request.
   std::vector<int> unique;
-  for (int L : out)
-    if (std::find(unique.begin(), unique.end(), L) == unique.end()) unique.push_back(L);
+  for (int L : out) {
+    if (std::find(unique.begin(), unique.end(), L) != unique.end())
+      throw ParameterError(std::string(o.sites.empty() ? "--layers" : "--sites") + ": " + rec.site(L).name() +
+                           " is given twice");
+    unique.push_back(L);
+  }
   for (int L : unique)
     if (rec.width(L) != rec.width(unique.front()))
       throw ParameterError(std::string(o.sites.empty() ? "--layers" : "--sites") + ": " +

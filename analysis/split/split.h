@@ -190,7 +190,7 @@ int resolveExperts(int dFF, int experts, int expertSize);
 /// share one width (the partition's d_ff): a native MoE recording's experts
 /// (d_expert), its shared experts (d_shared) and dense layers (d_ff) are
 /// split separately. Throws ParameterError naming the option and the site
-/// (an unrecorded one, a mixed width). Thread-safe.
+/// (an unrecorded one, a mixed width, one given twice). Thread-safe.
 std::vector<int> resolveSplitSites(const Recording& rec, const SplitOptions& options);
 
 /// Splits every requested layer of `rec` and writes PART_DIR atomically.

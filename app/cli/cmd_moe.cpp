@@ -80,9 +80,10 @@ int runRoute(const Args& a) {
     // Keyed by the bare layer number for single-stack sites, by site name otherwise (siteJsonKey).
     const Site site = rs.siteAt(i);
     const auto& mm = rs.metrics.at(siteJsonKey(site));
-    std::cout << std::setw(5) << (site.stack == SiteStack::Single ? std::to_string(rs.layers[i]) : site.name())
-              << std::setw(9) << rs.experts[i] << std::setw(7) << rs.topK[i] << std::setw(13) << std::fixed
-              << std::setprecision(4) << mm["mass_recall"].get<double>() << std::setw(9) << mm["overlap"].get<double>();
+    const bool plain = site.stack == SiteStack::Single && site.expert < 0 && !site.shared;
+    std::cout << std::setw(5) << (plain ? std::to_string(rs.layers[i]) : site.name()) << std::setw(9) << rs.experts[i]
+              << std::setw(7) << rs.topK[i] << std::setw(13) << std::fixed << std::setprecision(4)
+              << mm["mass_recall"].get<double>() << std::setw(9) << mm["overlap"].get<double>();
     if (mm.contains("mean_k")) std::cout << "  mean k " << mm["mean_k"].get<double>();  // dynamic-k
     if (!rs.allocation.is_null())
       std::cout << "  FLOPs " << std::setprecision(1) << rs.allocation["layer_flops_fraction"][i].get<double>() * 100
@@ -259,8 +260,9 @@ int runEval(const Args& a) {
     std::cout << std::left << std::setw(12) << router << std::right << std::fixed << std::setprecision(3)
               << std::setw(9) << r["fraction"].get<double>() << std::setprecision(4) << std::setw(10)
               << r["loss"].get<double>() << std::setw(11) << r["perplexity"].get<double>() << std::setw(9)
-              << r["top1_agreement"].get<double>() << std::setw(9) << r["kl"].get<double>() << std::setprecision(3)
-              << std::setw(9) << r["ffn_flops_fraction"].get<double>();
+              << r["top1_agreement"].get<double>() << std::setw(9)
+              << (std::abs(r["kl"].get<double>()) < 5e-5 ? 0.0 : r["kl"].get<double>())  // no "-0.0000"
+              << std::setprecision(3) << std::setw(9) << r["ffn_flops_fraction"].get<double>();
     if (speed && r.contains("speed")) {
       std::cout << std::setprecision(2) << std::setw(8) << r["speed"]["forward_speedup"].get<double>();
       if (r["speed"].contains("generate_speedup"))

@@ -610,7 +610,8 @@ class TestMoePipeline : public QObject {
     QVERIFY(runJson({"route", q(model), q(rec), q(onePart), "--router", "similarity", "--out", q(root / "r_one"), "--json"})
                 .is_object());
     expectFail({"export", q(model), q(part), q(root / "r_one"), "--out", q(root / "x4")},
-               "router has 1 layers, the partition 2");
+               "router has 1 layers, the partition " + part.string() + " 2 (the router was built on " +
+                   onePart.string() + ")");
     // A router trained for another partition of the same model.
     fs::path part2 = root / "part_seed9";
     fixture({"partition", q(model), q(part2), "--experts", "16", "--seed", "9", "--fingerprint", QString::fromStdString(fp)});

@@ -287,6 +287,13 @@ class TestMoeNativeRecord : public QObject {
         {script("record_ref.py"), "check-split", "--rec", q(dir_ / "rec_qwen2_moe"), "--part", q(dir_ / "part_qwen")});
     printLines(r.out);
     QCOMPARE(r.exitCode, 0);
+    // A site named twice (by name, or by its layer and by name) is refused, not silently merged.
+    for (const char* sites : {"blk.0.exp.0,blk.0.exp.0", "blk.0,blk.0.exp.1"}) {
+      r = test::runCli(
+          {"split", q(dir_ / "rec_mixtral"), "--sites", sites, "--experts", "4", "--out", q(dir_ / "x"), "--quiet"});
+      QCOMPARE(r.exitCode, 2);
+      QVERIFY2(r.err.find("is given twice") != std::string::npos, r.err.c_str());
+    }
     // Sites of different widths (experts 32, shared expert 48, dense layer 80) are refused by name.
     r = test::runCli({"split", q(dir_ / "rec_qwen2_moe"), "--experts", "4", "--out", q(dir_ / "x"), "--quiet"});
     QCOMPARE(r.exitCode, 2);
