@@ -12,13 +12,16 @@
 
 #include "analysis/checkpoint/loader.h"
 #include "analysis/common/error.h"
+#include "analysis/eval/eval_data.h"
 #include "analysis/eval/eval_run.h"
 #include "analysis/eval/sequences.h"
 #include "analysis/io/fsutil.h"
 #include "analysis/io/json_input.h"
+#include "analysis/io/links.h"
 #include "analysis/jobs/job.h"
 #include "analysis/model/model.h"
 #include "analysis/moe/ffn_flops.h"
+#include "analysis/moe/layer_budget.h"
 #include "analysis/moe/moe_export.h"
 #include "analysis/moe/moe_ffn.h"
 #include "analysis/record/record_options.h"
@@ -35,17 +38,18 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 const std::vector<std::string>& frontMethodNames() {
-  static const std::vector<std::string> names = {"plain", "shared", "dynamic-k", "bound"};
+  static const std::vector<std::string> names = {"plain", "per-layer", "shared", "dynamic-k", "bound"};
   return names;
 }
 
 void checkFrontOptions(FrontOptions& o) {
   const auto& known = frontMethodNames();
-  if (o.methods.empty()) throw ParameterError("--methods: no method given (plain, shared, dynamic-k, bound)");
+  if (o.methods.empty())
+    throw ParameterError("--methods: no method given (plain, per-layer, shared, dynamic-k, bound)");
   std::set<std::string> seen;
   for (const auto& m : o.methods) {
     if (std::find(known.begin(), known.end(), m) == known.end())
-      throw ParameterError("--methods: unknown method '" + m + "' (plain, shared, dynamic-k, bound)");
+      throw ParameterError("--methods: unknown method '" + m + "' (plain, per-layer, shared, dynamic-k, bound)");
     if (!seen.insert(m).second) throw ParameterError("--methods: '" + m + "' given twice");
   }
   if (o.budgets.empty()) throw ParameterError("--budgets: no budget given");
@@ -58,6 +62,10 @@ void checkFrontOptions(FrontOptions& o) {
       throw ParameterError("--budgets: " + std::to_string(o.budgets[i]) + " given twice");
   if (o.experts < 1) throw ParameterError("--experts: must be at least 1");
   if (!(o.tau > 0 && o.tau <= 1)) throw ParameterError("--tau: must be in (0, 1]");
+  if (o.allocate != "activity" && o.allocate != "greedy")
+    throw ParameterError("--allocate: '" + o.allocate + "' is not activity or greedy");
+  if (!o.recording.empty() && o.methods == std::vector<std::string>{"bound"})
+    throw ParameterError("--recording: the bound alone uses no recording");
 }
 
 // ---- front.json -------------------------------------------------------------
@@ -77,9 +85,11 @@ const FrontPoint* FrontResult::pointAt(const FrontMethod& m, double budget) {
 namespace {
 
 json pointJson(const FrontPoint& p) {
-  return {{"budget", p.budget},         {"ffn_flops_fraction", p.ffnFlopsFraction},
-          {"perplexity", p.perplexity}, {"top1_agreement", p.top1Agreement},
-          {"fraction", p.fraction},     {"mean_k", p.meanK}};
+  json j = {{"budget", p.budget},         {"ffn_flops_fraction", p.ffnFlopsFraction},
+            {"perplexity", p.perplexity}, {"top1_agreement", p.top1Agreement},
+            {"fraction", p.fraction},     {"mean_k", p.meanK}};
+  if (!p.routerDir.empty()) j["router_dir"] = p.routerDir;
+  return j;
 }
 
 // "FILE:" + "key" -> "FILE: key"; "FILE: methods[0]" + "name" -> "FILE: methods[0].name".
@@ -175,6 +185,9 @@ FrontResult FrontResult::fromJson(const json& doc, const std::string& file) {
       pt.top1Agreement = numberIn(points[p], "top1_agreement", 0, 1, pw);
       pt.fraction = numberIn(points[p], "fraction", 0, 1, pw);
       pt.meanK = numberIn(points[p], "mean_k", 0, f.experts, pw);
+      if (points[p].contains("router_dir")) pt.routerDir = textMember(points[p], "router_dir", pw);
+      if (m.name == "per-layer" && pt.routerDir.empty())
+        throw FormatError(pw + ".router_dir: missing (a per-layer point names its router)");
       m.points.push_back(pt);
     }
     if (m.points.size() + m.unreached.size() != f.budgets.size())
@@ -256,7 +269,24 @@ int kForBudget(const PartitionData& part, const ModelConfig& cfg, RouterKind rou
 struct MethodPlan {
   std::string name, router, partition, routerDir;
   std::map<double, int> kAt;  // budget -> top-k (k/E the sweep fraction)
+  // per-layer: budget -> its router folder (relative), in budget order.
+  std::map<double, std::string> routerAt;
 };
+
+// --recording: the recording must be of `model` and of TRAIN_CORPUS (its
+// content fingerprint when both are known, else its path), so that front.json
+// says truthfully what the routers were trained on.
+void checkReusedRecording(const fs::path& recDir, const Model& model, const fs::path& trainCorpus) {
+  const Recording rec = Recording::open(recDir);
+  rec.checkModel(model);
+  const DataSelection data = recordingDataSelection(rec.manifest());
+  const fs::path train = fs::absolute(trainCorpus).lexically_normal();
+  const bool same = !data.fingerprint.empty() && fs::exists(train) ? data.fingerprint == contentFingerprint(train)
+                                                                   : data.corpus == train;
+  if (!same)
+    throw ParameterError("--recording " + recDir.string() + ": it recorded " + data.corpus.string() +
+                         ", not TRAIN_CORPUS " + train.string());
+}
 
 double meanOfNumbers(const json& v) {
   double s = 0;
@@ -277,7 +307,7 @@ FrontResult runFront(const fs::path& modelDir, const fs::path& trainCorpus, cons
   auto wants = [&](const std::string& m) {
     return std::find(o.methods.begin(), o.methods.end(), m) != o.methods.end();
   };
-  const bool needPlain = wants("plain"), needShared = wants("shared") || wants("dynamic-k");
+  const bool needPlain = wants("plain") || wants("per-layer"), needShared = wants("shared") || wants("dynamic-k");
   const bool needRecording = needPlain || needShared;
 
   job.setStage("front: load model");
@@ -296,9 +326,14 @@ FrontResult runFront(const fs::path& modelDir, const fs::path& trainCorpus, cons
     throw FormatError(modelDir.string() + ": has no usable tokenizer (" + loaded.tokenizerError +
                       "); the front reads text corpora");
 
-  // 1. Record the training corpus (the routers' samples, the split's statistics).
-  const fs::path recDir = dir / "recording";
-  if (needRecording) {
+  // 1. Record the training corpus (the routers' samples, the split's
+  // statistics), or reuse the given recording of it.
+  fs::path recDir = dir / "recording";
+  if (needRecording && !o.recording.empty()) {
+    recDir = fs::absolute(o.recording).lexically_normal();
+    job.setStage("front: check the recording");
+    checkReusedRecording(recDir, model, trainCorpus);
+  } else if (needRecording) {
     RecordOptions ro;
     ro.seqLen = o.seqLen;
     ro.maxTokens = o.recordTokens;
@@ -349,16 +384,42 @@ FrontResult runFront(const fs::path& modelDir, const fs::path& trainCorpus, cons
     return std::shared_ptr<const MoeFfn>(buildMoeFfn(model, part, rs, 0));
   };
   const fs::path plainPart = dir / "partitions" / "plain", sharedPart = dir / "partitions" / "shared";
-  if (needPlain) {
-    splitInto(plainPart, false);
+  if (needPlain) splitInto(plainPart, false);
+  if (wants("plain")) {
     routeInto(plainPart, dir / "routers" / "plain-mlp", RouterKind::Mlp, 0);
-    plans.push_back({"plain", "mlp", relPath(plainPart, dir), "routers/plain-mlp", {}});
+    plans.push_back({"plain", "mlp", relPath(plainPart, dir), "routers/plain-mlp", {}, {}});
+  }
+  if (wants("per-layer")) {
+    // One router folder per budget: `moefy route --budget B --allocate A`.
+    // A budget below one expert in every layer has no allocation (unreached).
+    const PartitionData part = PartitionData::read(plainPart);
+    const std::vector<LayerFlopTable> tables = layerFlopTables(model, part, RouterKind::Mlp);
+    const double floor = allocationFlopsFraction(std::vector<int>(tables.size(), 1), tables);
+    const SampleData samples = SampleData::read(recDir, part.sites, cfg);
+    MethodPlan plan{"per-layer", "mlp", relPath(plainPart, dir), "routers/per-layer", {}, {}};
+    for (double b : o.budgets) {
+      if (floor > b * (1 + 1e-12)) continue;
+      RouteOptions ro;
+      ro.kind = RouterKind::Mlp;
+      ro.epochs = o.epochs;
+      ro.seed = o.seed;
+      ro.budget = b;
+      ro.allocate = o.allocate;
+      job.setStage("front: per-layer routers at " + formatReal(b));
+      const RouterSet rs = buildRoutersWithBudget(model, part, samples, recDir.string(), ro, job);
+      const std::string rel = plan.routerDir + "/" + formatReal(b);
+      fs::create_directories((dir / rel).parent_path());
+      writeFolderAtomic(dir / rel, false, [&](const fs::path& tmp) { rs.writeInto(tmp); });
+      plan.routerAt[b] = rel;
+      job.checkCancel();
+    }
+    plans.push_back(plan);
   }
   if (needShared) {
     splitInto(sharedPart, true);
     if (wants("shared")) {
       routeInto(sharedPart, dir / "routers" / "shared-mlp", RouterKind::Mlp, 0);
-      plans.push_back({"shared", "mlp", relPath(sharedPart, dir), "routers/shared-mlp", {}});
+      plans.push_back({"shared", "mlp", relPath(sharedPart, dir), "routers/shared-mlp", {}, {}});
     }
     if (wants("dynamic-k")) {
       // The router's top-k is the most experts a token may take: the cap of
@@ -367,7 +428,7 @@ FrontResult runFront(const fs::path& modelDir, const fs::path& trainCorpus, cons
       int maxK = 1;
       for (double b : o.budgets) maxK = std::max(maxK, kForBudget(part, cfg, RouterKind::DynamicK, b));
       routeInto(sharedPart, dir / "routers" / "shared-dynamic-k", RouterKind::DynamicK, maxK);
-      plans.push_back({"dynamic-k", "dynamic-k", relPath(sharedPart, dir), "routers/shared-dynamic-k", {}});
+      plans.push_back({"dynamic-k", "dynamic-k", relPath(sharedPart, dir), "routers/shared-dynamic-k", {}, {}});
     }
   }
 
@@ -400,15 +461,56 @@ FrontResult runFront(const fs::path& modelDir, const fs::path& trainCorpus, cons
   for (MethodPlan& plan : plans) {
     job.checkCancel();
     const fs::path partDir = dir / plan.partition, routerDir = dir / plan.routerDir;
-    std::shared_ptr<const MoeFfn> moe = moeOf(partDir, routerDir);
-    const PartitionData part = PartitionData::read(partDir);
-    const RouterKind kind = routerKindFromName(plan.router, plan.routerDir);
     FrontMethod m;
     m.name = plan.name;
     m.router = plan.router;
     m.partition = plan.partition;
     m.routerDir = plan.routerDir;
     m.eval = "eval/" + plan.name;
+    if (plan.name == "per-layer") {
+      // Each budget's router at its own per-layer k (no sweep), one result
+      // per router, named by its budget.
+      EvalRunSpec spec = baseSpec();
+      json routers = json::array();
+      for (double b : o.budgets) {
+        auto it = plan.routerAt.find(b);
+        if (it == plan.routerAt.end()) {
+          m.unreached.push_back(b);
+          continue;
+        }
+        spec.bases.emplace_back("mlp@" + formatReal(b), moeOf(partDir, dir / it->second));
+        routers.push_back((dir / it->second).string());
+      }
+      if (spec.bases.empty()) {
+        m.eval.clear();
+      } else {
+        spec.source = {{"partition", partDir.string()}, {"routers", routers}};
+        job.setStage("front: eval " + plan.name);
+        const json doc = runEvaluation(model, spec, seqs, job);
+        writeEvalFolder(dir / m.eval, false, doc);
+        takeDense(doc);
+        const int E = PartitionData::read(partDir).experts;
+        for (const auto& [b, rel] : plan.routerAt) {
+          for (const auto& r : doc["results"]) {
+            if (r["router"].get<std::string>() != "mlp@" + formatReal(b)) continue;
+            FrontPoint p;
+            p.budget = b;
+            p.ffnFlopsFraction = r["ffn_flops_fraction"].get<double>();
+            p.perplexity = r["perplexity"].get<double>();
+            p.top1Agreement = r["top1_agreement"].get<double>();
+            p.fraction = r["fraction"].get<double>();  // the mean k/E over the layers
+            p.meanK = p.fraction * E;
+            p.routerDir = rel;
+            m.points.push_back(p);
+          }
+        }
+      }
+      front.methods.push_back(std::move(m));
+      continue;
+    }
+    std::shared_ptr<const MoeFfn> moe = moeOf(partDir, routerDir);
+    const PartitionData part = PartitionData::read(partDir);
+    const RouterKind kind = routerKindFromName(plan.router, plan.routerDir);
     const int E = part.experts;
     std::set<int> ks;
     for (double b : o.budgets) {
@@ -503,6 +605,9 @@ FrontResult runFront(const fs::path& modelDir, const fs::path& trainCorpus, cons
   doc["tool_version"] = MOEFY_VERSION;
   doc["model"] = {{"path", fs::absolute(modelDir).lexically_normal().string()}, {"fingerprint", model.fingerprint()}};
   doc["train_corpus"] = fs::absolute(trainCorpus).lexically_normal().string();
+  // The recording the splits and routers came from: relative when the front
+  // made it (the folder is renamed into place), absolute when reused.
+  if (needRecording) doc["recording"] = o.recording.empty() ? std::string("recording") : recDir.string();
   doc["heldout_corpus"] = fs::absolute(heldoutCorpus).lexically_normal().string();
   doc["budgets"] = front.budgets;
   doc["experts"] = front.experts;
@@ -514,6 +619,7 @@ FrontResult runFront(const fs::path& modelDir, const fs::path& trainCorpus, cons
                     {"split", splitName(o.evalSplit)},
                     {"epochs", o.epochs},
                     {"tau", o.tau},
+                    {"allocate", o.allocate},
                     {"batch", o.batch},
                     {"seed", o.seed}};
   doc["dense"] = {{"perplexity", front.densePerplexity}, {"loss", front.denseLoss}};

@@ -8,6 +8,10 @@
 // Methods (docs/moe.md):
 //   plain      MoEfication: a split into E experts (coact by default) and an
 //              mlp router, top-k.
+//   per-layer  the plain split and mlp router with the budget shared out
+//              across layers (route --budget B --allocate activity|greedy,
+//              analysis/moe/layer_budget.h): each layer at its own k, one
+//              router folder per budget.
 //   shared     the same split with a shared expert (split --shared auto) and
 //              an mlp router over the E routed experts.
 //   dynamic-k  the shared split with a dynamic-k router (tau), at most k
@@ -19,8 +23,10 @@
 // token, router and shared expert included, analysis/moe/ffn_flops.h): a
 // method's operating point at B is its largest top-k whose FFN FLOPs per
 // token do not exceed B (dynamic-k: its largest cap k; the tokens take k or
-// fewer, so its measured point spends at most B). A budget no top-k meets
-// (the shared expert alone over B) has no point for that method. The
+// fewer, so its measured point spends at most B; per-layer: the allocation of
+// B, which spends at most B by construction). A budget no top-k meets (the
+// shared expert alone over B; per-layer: one expert in every layer over B)
+// has no point for that method. The
 // operating points are evaluated by runEvaluation, so each equals the
 // corresponding `moefy eval --sweep` result.
 #include <cstdint>
@@ -51,13 +57,20 @@ struct FrontOptions {
   Split evalSplit = Split::All;                           ///< documents of the held-out corpus evaluated
   int epochs = 30;                                        ///< router training epochs
   double tau = 0.8;                                       ///< dynamic-k: share of the predicted output norm to cover
+  std::string allocate = "activity";                      ///< per-layer: activity | greedy (route --allocate)
+  /// An existing recording of the model to split and train the routers on
+  /// instead of recording TRAIN_CORPUS (recordTokens and samples unused);
+  /// empty = record.
+  std::filesystem::path recording;
   int batch = 8;                                          ///< sequences per forward pass in the evaluation
   uint64_t seed = 0;                                      ///< seed of every step
 };
 
 /// Checks options: methods known and not repeated, at least one, budgets in
-/// (0, 1] and distinct (sorted on return), experts >= 1, tau in (0, 1].
-/// Throws ParameterError naming --methods / --budgets / --experts / --tau.
+/// (0, 1] and distinct (sorted on return), experts >= 1, tau in (0, 1],
+/// allocate activity or greedy, a recording only with a method that uses
+/// one. Throws ParameterError naming --methods / --budgets / --experts /
+/// --tau / --allocate / --recording.
 void checkFrontOptions(FrontOptions& options);
 
 /// One operating point of a method at one budget.
@@ -68,15 +81,18 @@ struct FrontPoint {
   double top1Agreement = 0;
   double fraction = 0;  ///< k/E (dynamic-k: the cap), the bound: its neuron budget
   double meanK = 0;     ///< mean experts per token over the MoE layers (the bound: 0)
+  /// per-layer: this point's router folder, relative to the front folder
+  /// (its allocation for this budget); empty: the method's routerDir.
+  std::string routerDir;
 };
 
 struct FrontMethod {
-  std::string name;                ///< plain | shared | dynamic-k | bound
+  std::string name;                ///< plain | per-layer | shared | dynamic-k | bound
   std::string router;              ///< the router kind ("topk-act" for the bound)
   std::string eval;                ///< its evaluation folder, relative to the front folder
   std::string partition;           ///< relative; empty for the bound
-  std::string routerDir;           ///< relative; empty for the bound
-  std::vector<double> sweep;       ///< the --sweep of its evaluation
+  std::string routerDir;           ///< relative; empty for the bound; per-layer: the folder of its points' routers
+  std::vector<double> sweep;       ///< the --sweep of its evaluation (per-layer: empty, each router at its own k)
   std::vector<FrontPoint> points;  ///< one per reached budget, ascending
   std::vector<double> unreached;   ///< budgets without an operating point
 };
@@ -112,9 +128,11 @@ FrontResult readFront(const std::filesystem::path& dir);
 
 /// Runs the front into the existing, empty folder `dir` (the caller's
 /// temporary, see writeFrontFolder): loads `modelDir` (a dense single-stack
-/// model with a tokenizer), records `trainCorpus` into dir/recording, splits
-/// into dir/partitions/{plain,shared}, builds the routers into
-/// dir/routers/{plain-mlp,shared-mlp,shared-dynamic-k}, evaluates each method
+/// model with a tokenizer), records `trainCorpus` into dir/recording (or uses
+/// options.recording, checked against the model), splits into
+/// dir/partitions/{plain,shared}, builds the routers into
+/// dir/routers/{plain-mlp,per-layer/<budget>,shared-mlp,shared-dynamic-k},
+/// evaluates each method
 /// on `heldoutCorpus` into dir/eval/<method> (eval.json, as `moefy eval`
 /// writes it), then writes dir/front.json and the figures
 /// dir/front_perplexity.{svg,png} and dir/front_top1.{svg,png}. Steps the

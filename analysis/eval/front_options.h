@@ -10,7 +10,7 @@ namespace moefy {
 
 /// The options of `moefy front` (defaults from FrontOptions{}): methods,
 /// budgets, experts, split-method, tokens, samples, eval-tokens, seq-len,
-/// split, epochs, tau, batch, seed, out, force, json, quiet.
+/// split, epochs, tau, allocate, recording, batch, seed, out, force, json, quiet.
 const OptionTable& frontOptionTable();
 
 /// "0.125,0.25" -> budgets, each an FFN FLOP fraction in (0, 1]. Throws

@@ -96,7 +96,7 @@ const json* findResult(const json& eval, const std::string& router, double fract
 struct DemoExport {
   std::string method;  ///< front method name, or "coact + mlp"
   fs::path partition, router;
-  int topK = 0;
+  int topK = 0;         ///< 0: the router's own per-layer top-k (the per-layer method)
   fs::path evalJson;    ///< the in-memory evaluation of the same MoE at the same top-k
   double fraction = 0;  ///< its k/E in that evaluation
   std::string why;      ///< one sentence for the report
@@ -359,8 +359,10 @@ void writeDemoReport(const fs::path& dir, const fs::path& model, const fs::path&
   if (!evalExport["results"].empty() && inMemory) {
     const json& r = evalExport["results"][0];
     double a = r["loss"].get<double>(), b = (*inMemory)["loss"].get<double>();
-    rep.paragraph(exported.why + " It was exported to export/ (top-k " + std::to_string(exported.topK) +
-                  ") and reloaded with the same loader: loss " + fmt(a, 6) + " against " + fmt(b, 6) + " in memory (" +
+    const std::string k =
+        exported.topK > 0 ? "top-k " + std::to_string(exported.topK) : "each layer at its allocated top-k";
+    rep.paragraph(exported.why + " It was exported to export/ (" + k + ") and reloaded with the same loader: loss " +
+                  fmt(a, 6) + " against " + fmt(b, 6) + " in memory (" +
                   (a == b ? std::string("identical") : "difference " + fmt(std::abs(a - b), 9)) + ").");
   }
   std::vector<std::vector<std::string>> timeRows;
@@ -499,8 +501,9 @@ int runDemo(const Args& a) {
         const FrontPoint& p = *FrontResult::pointAt(m, 0.25);
         ex.method = m.name;
         ex.partition = dir / "front" / m.partition;
-        ex.router = dir / "front" / m.routerDir;
-        ex.topK = static_cast<int>(std::lround(p.fraction * front.experts));
+        // per-layer: the budget's own router, each layer at its allocated k.
+        ex.router = dir / "front" / (p.routerDir.empty() ? m.routerDir : p.routerDir);
+        ex.topK = p.routerDir.empty() ? static_cast<int>(std::lround(p.fraction * front.experts)) : 0;
         ex.evalJson = dir / "front" / m.eval / "eval.json";
         ex.fraction = p.fraction;
         ex.why = "The best method at 25 % of the dense FFN FLOPs, " + m.name + " (" + m.router +
@@ -518,8 +521,10 @@ int runDemo(const Args& a) {
       }
     }
     stage("export", [&] {
-      run("export", {model.string(), ex.partition.string(), ex.router.string(), "--top-k", std::to_string(ex.topK),
-                     "--out", (dir / "export").string()});
+      std::vector<std::string> args = {model.string(), ex.partition.string(), ex.router.string(), "--out",
+                                       (dir / "export").string()};
+      if (ex.topK > 0) args.insert(args.end() - 2, {"--top-k", std::to_string(ex.topK)});
+      run("export", args);
     });
     stage("reload", [&] {
       run("eval", {model.string(), evalCorpus.string(), "--moe", (dir / "export").string(), "--tokens", evalTokens,
@@ -556,9 +561,10 @@ const OptionTable& demoOptionTable() {
                   "On the bundled ReLU GPT-2 (data/models/brown-relu) and the Brown corpus (data/corpus/brown):\n"
                   "record all layers on the training split, split with coact, kmeans and random, build the\n"
                   "oracle, similarity and mlp routers, evaluate the active-fraction sweep on the held-out\n"
-                  "documents (with dense vs MoE speed), run the front (moefy front: plain, shared expert,\n"
-                  "dynamic-k and the top-k activation bound at 12.5, 25 and 50 % of the dense FFN FLOPs), export\n"
-                  "the best method at 25 % (coact+mlp when none reaches it), reload it and evaluate it again.\n"
+                  "documents (with dense vs MoE speed), run the front (moefy front: plain, per-layer budget,\n"
+                  "shared expert, dynamic-k and the top-k activation bound at 12.5, 25 and 50 % of the dense FFN\n"
+                  "FLOPs), export the best method at 25 % (coact+mlp when none reaches it), reload it and\n"
+                  "evaluate it again.\n"
                   "Writes DIR atomically: the artefacts of every stage, logs/, figures/*.{png,pdf,svg},\n"
                   "report.md and report.html. The same seed gives the same numbers\n"
                   "(timings aside). --quick uses fewer tokens (for tests). MOEFY_DATA_DIR overrides data/.\n");

@@ -2,7 +2,9 @@
 // d_ff 1024) with small token counts: it writes a valid front.json whose
 // numbers equal those of the corresponding `moefy eval` runs on the
 // artefacts it wrote, each operating point within its FLOP budget, the best
-// method named per budget; the reader refuses a corrupted front.json by
+// method named per budget; per-layer points spend at most their budget with
+// each layer at its allocated k; a front on a reused recording (--recording)
+// equals the one that recorded; the reader refuses a corrupted front.json by
 // name; bad options exit 2 with one line.
 #include <torch/torch.h>
 
@@ -14,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "analysis/common/error.h"
+#include "analysis/common/options.h"
 #include "analysis/eval/front.h"
 #include "analysis/io/fsutil.h"
 #include "testutil.h"
@@ -77,7 +80,8 @@ class TestFront : public QObject {
     QCOMPARE(f.budgets, (std::vector<double>{0.125, 0.25, 0.5}));
     QCOMPARE(f.experts, 16);
     QVERIFY(f.densePerplexity > 1);
-    for (const char* name : {"plain", "shared", "dynamic-k", "bound"}) QVERIFY2(f.method(name), name);
+    for (const char* name : {"plain", "per-layer", "shared", "dynamic-k", "bound"}) QVERIFY2(f.method(name), name);
+    QCOMPARE(f.methods[1].name, std::string("per-layer"));
     QCOMPARE(f.methods.back().name, std::string("bound"));
     // plain at 0.5 is always reachable (k = 7 of 16: 0.4375 + the router's 0.008).
     QVERIFY(FrontResult::pointAt(*f.method("plain"), 0.5));
@@ -112,6 +116,20 @@ class TestFront : public QObject {
           if (m.name == "plain" && p.fraction < 1) QVERIFY(p.ffnFlopsFraction + 1.0 / 16 > p.budget);
           if (m.name == "plain") QCOMPARE(p.meanK, p.fraction * 16);
           if (m.name == "dynamic-k") QVERIFY(p.meanK <= p.fraction * 16 + 1e-9);
+          if (m.name == "per-layer") {
+            // Its own router, whose stored allocation planned exactly the FLOPs eval measured.
+            QCOMPARE(p.routerDir, m.routerDir + "/" + formatReal(p.budget));
+            const json rj = readJson(front / p.routerDir / "router.json");
+            const json& alloc = rj.at("allocation");
+            QCOMPARE(alloc.at("budget").get<double>(), p.budget);
+            QCOMPARE(alloc.at("method").get<std::string>(), std::string("activity"));
+            const double d = std::abs(alloc.at("flops_fraction").get<double>() - p.ffnFlopsFraction);
+            qInfo("per-layer at %.3f: planned vs measured FLOPs |diff| %.3g", p.budget, d);
+            QVERIFY(d < 1e-9);
+            QCOMPARE(p.meanK, p.fraction * 16);
+          } else {
+            QVERIFY(p.routerDir.empty());
+          }
         }
       }
     }
@@ -142,6 +160,28 @@ class TestFront : public QObject {
     for (const auto& m : f.methods) {
       QStringList args{"eval", q(model), q(heldout), "--tokens", "512", "--json", "--quiet"};
       args << common;
+      if (m.name == "per-layer") {
+        // One `moefy eval` per point: its router at its own per-layer k.
+        for (const auto& p : m.points) {
+          QStringList one = args;
+          one << "--partition" << q(front / m.partition) << "--router" << q(front / p.routerDir);
+          auto r = test::runCli(one, 600);
+          QVERIFY2(r.exitCode == 0, r.err.c_str());
+          const json ev = json::parse(r.out);
+          QCOMPARE(ev["results"].size(), size_t(1));
+          const json& res = ev["results"][0];
+          QCOMPARE(res["fraction"].get<double>(), p.fraction);
+          for (auto [key, v] : {std::pair<const char*, double>{"perplexity", p.perplexity},
+                                {"top1_agreement", p.top1Agreement},
+                                {"ffn_flops_fraction", p.ffnFlopsFraction}}) {
+            const double d = relDiff(v, res[key].get<double>());
+            maxDiff = std::max(maxDiff, d);
+            QVERIFY2(d <= kRelTol, (m.name + " " + key).c_str());
+            ++compared;
+          }
+        }
+        continue;
+      }
       if (m.name == "bound") {
         args << "--bound"
              << "topk-act";
@@ -169,7 +209,40 @@ class TestFront : public QObject {
       }
     }
     qInfo("front vs moefy eval: %d numbers, max relative difference %.3g (tolerance %.0e)", compared, maxDiff, kRelTol);
-    QVERIFY(compared >= 9);
+    QVERIFY(compared >= 12);
+  }
+
+  // --recording: the same recording, seed and options give the same partition,
+  // routers and numbers as the front that recorded it; nothing is recorded.
+  void reusedRecordingGivesTheSameFront() {
+    const fs::path again = root / "again";
+    QStringList args{"front",         q(model),
+                     q(train),        q(heldout),
+                     "--out",         q(again),
+                     "--experts",     "16",
+                     "--recording",   q(front / "recording"),
+                     "--methods",     "plain,per-layer",
+                     "--eval-tokens", "512",
+                     "--epochs",      "2",
+                     "--quiet"};
+    args << common;
+    auto r = test::runCli(args, 600);
+    QVERIFY2(r.exitCode == 0, r.err.c_str());
+    QVERIFY(!fs::exists(again / "recording"));
+    const FrontResult a = readFront(front), b = readFront(again);
+    QCOMPARE(b.document["recording"].get<std::string>(), (front / "recording").lexically_normal().string());
+    QCOMPARE(a.document["recording"].get<std::string>(), std::string("recording"));
+    double maxDiff = 0;
+    for (const char* name : {"plain", "per-layer"}) {
+      const FrontMethod &ma = *a.method(name), &mb = *b.method(name);
+      QCOMPARE(mb.points.size(), ma.points.size());
+      for (size_t i = 0; i < ma.points.size(); ++i) {
+        QCOMPARE(mb.points[i].fraction, ma.points[i].fraction);
+        maxDiff = std::max(maxDiff, relDiff(mb.points[i].perplexity, ma.points[i].perplexity));
+      }
+    }
+    qInfo("reused recording vs recorded: max relative perplexity difference %.3g (tolerance %.0e)", maxDiff, kRelTol);
+    QVERIFY(maxDiff <= kRelTol);
   }
 
   void readerRefusesCorruption() {
@@ -228,6 +301,19 @@ class TestFront : public QObject {
     bad({"--methods", "plain,magic"}, "unknown method 'magic'");
     bad({"--methods", "plain,plain"}, "'plain' given twice");
     bad({"--experts", "0"}, "--experts");
+    bad({"--allocate", "evenly"}, "--allocate");
+    bad({"--recording", q(front / "recording"), "--tokens", "100"}, "--tokens: not used with --recording");
+    // A recording of another corpus than TRAIN_CORPUS.
+    {
+      QStringList args{
+          "front", q(model), q(heldout), q(heldout), "--out", q(out), "--recording", q(front / "recording"), "--quiet"};
+      auto r = test::runCli(args, 120);
+      qInfo() << "recording of another corpus ->" << r.exitCode << r.err.c_str();
+      QCOMPARE(r.exitCode, 2);
+      QVERIFY2(r.err.find("--recording") != std::string::npos && r.err.find("not TRAIN_CORPUS") != std::string::npos,
+               r.err.c_str());
+      QVERIFY(!fs::exists(out));
+    }
   }
 };
 
