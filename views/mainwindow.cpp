@@ -68,7 +68,8 @@ QString demoWorkspaceDir(QString* error) {
       ws.evalCorpusPath = data + "/corpus/brown/heldout";
       ws.folders = {{"recordings", demoOut + "/recording"}, {"partitions", demoOut + "/partitions"},
                     {"routers", demoOut + "/routers"}, {"evaluations", demoOut + "/eval"},
-                    {"exports", demoOut + "/export"}, {"calibrated", demoOut + "/calibrated"},
+                    {"fronts", demoOut + "/front"},   {"exports", demoOut + "/export"},
+                    {"calibrated", demoOut + "/calibrated"},
                     {"figures", demoOut + "/figures"}};
       ws.save();
       return dir;
@@ -111,6 +112,7 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent), ctx_(new StudioCo
   tabs_->addTab(new PartitionView(ctx_), "Partitions");
   tabs_->addTab(new RouterView(ctx_), "Router");
   tabs_->addTab(new EvalView(ctx_), "Evaluation");
+  tabs_->addTab(new FrontView(ctx_), "Front");
   setCentralWidget(tabs_);
   connect(ctx_, &StudioContext::message, this, &MainWindow::onMessage);
   connect(ctx_, &StudioContext::workspaceChanged, this, [this] {
@@ -177,6 +179,7 @@ void MainWindow::buildDocks() {
     if (kind.isEmpty()) return;
     static const std::map<QString, QString> tabFor = {{"recording", "Sparsity"}, {"partition", "Co-activation"},
                                                       {"router", "Router"}, {"evaluation", "Evaluation"},
+                                                      {"front", "Front"},
                                                       {"model", "Model"}, {"corpus", "Corpus"}};
     if (!path.isEmpty() && kind != "model" && kind != "corpus") ctx_->setCurrent(kind, path);
     auto t = tabFor.find(kind);
@@ -322,7 +325,8 @@ void MainWindow::rebuildTree() {
   auto* corpus = leaf(root, "Corpus: " + QFileInfo(ws.corpus()).fileName(), "corpus", ws.corpus(), ws.corpus());
   if (!QFileInfo::exists(ws.corpus())) corpus->setForeground(0, Qt::red), corpus->setToolTip(0, ws.corpus() + " (missing)");
   const std::pair<QString, QString> groups[] = {{"recording", "Recordings"}, {"partition", "Partitions"}, {"router", "Routers"},
-                                                {"evaluation", "Evaluations"}, {"export", "Exports"}};
+                                                {"evaluation", "Evaluations"}, {"front", "Fronts"},
+                                                {"export", "Exports"}};
   for (const auto& [kind, title] : groups) {
     int n = 0;
     auto* g = new QTreeWidgetItem(root, {title});
