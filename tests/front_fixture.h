@@ -40,7 +40,9 @@ inline nlohmann::json frontDocument(const std::string& heldoutCorpus = "") {
     const bool bound = name == "bound";
     const bool sharedExpert = name == "shared" || name == "dynamic-k";
     json m = {{"name", name},
-              {"router", bound ? "topk-act" : name == "dynamic-k" ? "dynamic-k" : "mlp"},
+              {"router", bound                 ? "topk-act"
+                         : name == "dynamic-k" ? "dynamic-k"
+                                               : "mlp"},
               {"eval", "eval/" + name}};
     if (!bound) {
       m["partition"] = sharedExpert ? "partitions/shared" : "partitions/plain";

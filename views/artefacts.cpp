@@ -11,8 +11,8 @@
 
 #include "analysis/checkpoint/loader.h"
 #include "analysis/common/error.h"
-#include "analysis/eval/eval_file.h"
 #include "analysis/eval/eval_data.h"
+#include "analysis/eval/eval_file.h"
 #include "analysis/eval/eval_results.h"
 #include "analysis/eval/front.h"
 #include "analysis/eval/sequences.h"
@@ -444,7 +444,8 @@ std::shared_ptr<Front> Front::open(const QString& d) {
     DataSelection data;
     if (doc.contains("heldout_corpus") && doc["heldout_corpus"].is_string())
       data.corpus = std::filesystem::path(doc["heldout_corpus"].get<std::string>()).lexically_normal();
-    const nlohmann::json opt = doc.contains("options") && doc["options"].is_object() ? doc["options"] : nlohmann::json();
+    const nlohmann::json opt =
+        doc.contains("options") && doc["options"].is_object() ? doc["options"] : nlohmann::json();
     auto integer = [&](const char* key) {
       return opt.contains(key) && opt[key].is_number_integer() ? opt[key].get<int64_t>() : int64_t{-1};
     };

@@ -43,7 +43,8 @@ struct Workspace {
   nlohmann::json settings = nlohmann::json::object();
   std::map<std::string, QString> folders;  ///< kind -> sub-folder ("recordings", ...)
 
-  static const QStringList& kinds();  ///< recordings, partitions, routers, evaluations, exports, figures
+  /// recordings, partitions, routers, evaluations, fronts, exports, calibrated, figures
+  static const QStringList& kinds();
   QString resolve(const QString& path) const;  ///< relative paths resolved against dir
   QString model() const { return resolve(modelPath); }
   QString corpus() const { return resolve(corpusPath); }
@@ -276,8 +277,8 @@ struct Evaluation {
 struct Front {
   /// readFront(dir). Throws IoError/FormatError naming front.json and the key.
   static std::shared_ptr<Front> open(const QString& dir);
-  QString dir;   ///< absolute folder of front.json
-  QString name;  ///< folder name
+  QString dir;                                     ///< absolute folder of front.json
+  QString name;                                    ///< folder name
   std::shared_ptr<const moefy::FrontResult> core;  ///< the validated front.json (methods in the file's order)
   /// Which data every point is on: the caption of the first method's
   /// evaluation (moefy::EvalResults::dataCaption; all of a front's

@@ -525,8 +525,10 @@ FrontView::FrontView(StudioContext* ctx, QWidget* parent) : FigureView(ctx, "Fro
   }
   points_->setColumnCount(7);
   points_->setHorizontalHeaderLabels({"method", "budget", "FFN FLOPs", "k/E", "mean k", "perplexity", "top-1"});
-  points_->horizontalHeaderItem(2)->setToolTip("measured FFN FLOPs per token / dense (router and shared expert included)");
-  points_->horizontalHeaderItem(3)->setToolTip("active routed experts k / E (dynamic-k: its cap; the bound: its share of d_ff)");
+  points_->horizontalHeaderItem(2)->setToolTip(
+      "measured FFN FLOPs per token / dense (router and shared expert included)");
+  points_->horizontalHeaderItem(3)->setToolTip(
+      "active routed experts k / E (dynamic-k: its cap; the bound: its share of d_ff)");
   best_->setColumnCount(5);
   best_->setHorizontalHeaderLabels({"budget", "best method", "perplexity", "plain", "vs plain"});
   best_->horizontalHeaderItem(4)->setToolTip("change of held-out perplexity over plain MoEfication at the same budget");
@@ -604,8 +606,9 @@ void FrontView::refresh() {
     }
     // Colours by the method's place in front.json, so a method keeps its colour in both plots.
     const QPen pen = bound ? QPen(Qt::black, 2, Qt::DashLine) : QPen(seriesColor(int(i)), 2, Qt::SolidLine);
-    const QCPScatterStyle marker(bound ? QCPScatterStyle::ssCross
-                                       : static_cast<QCPScatterStyle::ScatterShape>(QCPScatterStyle::ssCircle + (i % 6)),
+    const QCPScatterStyle marker(bound
+                                     ? QCPScatterStyle::ssCross
+                                     : static_cast<QCPScatterStyle::ScatterShape>(QCPScatterStyle::ssCircle + (i % 6)),
                                  7);
     const QString name = frontSeriesName(m.name) + (m.points.empty() ? " (no point)" : QString());
     for (QCustomPlot* p : {ppl_, top1_}) {
@@ -711,8 +714,14 @@ QString FrontView::csvData() const {
   auto g = [](double v) { return QString::number(v, 'g', 8); };
   for (const FrontMethod& m : f.methods)
     for (const FrontPoint& p : m.points)
-      out += QStringList{QString::fromStdString(m.name), QString::fromStdString(m.router), g(p.budget),
-                         g(p.ffnFlopsFraction), g(p.fraction), g(p.meanK), g(p.perplexity), g(p.top1Agreement),
+      out += QStringList{QString::fromStdString(m.name),
+                         QString::fromStdString(m.router),
+                         g(p.budget),
+                         g(p.ffnFlopsFraction),
+                         g(p.fraction),
+                         g(p.meanK),
+                         g(p.perplexity),
+                         g(p.top1Agreement),
                          g(m.name == "bound" ? p.fraction : p.ffnFlopsFraction)}
                  .join(',') +
              "\n";

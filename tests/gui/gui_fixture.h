@@ -34,7 +34,8 @@ inline QString fakeWorkspace(QString* error) {
 #endif
   QString bin = b.isEmpty() ? fallback : QString::fromLocal8Bit(b);
   QString dir = bin + "/test-tmp/gui-fake-workspace-v4";
-  if (QFileInfo::exists(dir + "/model/tokenizer.json") && QFileInfo::exists(dir + "/evaluations/eval-coact/eval.json") &&
+  if (QFileInfo::exists(dir + "/model/tokenizer.json") &&
+      QFileInfo::exists(dir + "/evaluations/eval-coact/eval.json") &&
       QFileInfo::exists(dir + "/fronts/front-coact/front.json"))
     return dir;
   QDir(dir).removeRecursively();

@@ -527,7 +527,8 @@ class TestFigures : public QObject {
     for (const auto& m : methods)
       for (double b : budgets) {
         const std::string name = m["name"].get<std::string>();
-        QCOMPARE(pts->item(row, 0)->text(), name == "bound" ? QString("top-k act. bound") : QString::fromStdString(name));
+        QCOMPARE(pts->item(row, 0)->text(),
+                 name == "bound" ? QString("top-k act. bound") : QString::fromStdString(name));
         QCOMPARE(pts->item(row, 1)->data(Qt::UserRole).toDouble(), b);
         const nlohmann::json* point = nullptr;
         for (const auto& p : m["points"])
@@ -600,12 +601,17 @@ class TestFigures : public QObject {
       QVERIFY(QFontMetrics(plot->xAxis->labelFont()).horizontalAdvance(plot->xAxis->label()) < axis.width());
       QVERIFY(QFontMetrics(plot->yAxis->labelFont()).horizontalAdvance(plot->yAxis->label()) < axis.height());
       const QRect edge(off, plot->size());
-      for (const QRect& line : {QRect(edge.left(), edge.top(), edge.width(), 1), QRect(edge.left(), edge.bottom(), edge.width(), 1),
-                                QRect(edge.left(), edge.top(), 1, edge.height()), QRect(edge.right(), edge.top(), 1, edge.height())})
+      for (const QRect& line :
+           {QRect(edge.left(), edge.top(), edge.width(), 1), QRect(edge.left(), edge.bottom(), edge.width(), 1),
+            QRect(edge.left(), edge.top(), 1, edge.height()), QRect(edge.right(), edge.top(), 1, edge.height())})
         QVERIFY2(!inkBox(lo, line).isValid(), qPrintable(QString("ink on the plot's edge %1,%2 %3x%4")
-                                                              .arg(line.x()).arg(line.y()).arg(line.width()).arg(line.height())));
+                                                             .arg(line.x())
+                                                             .arg(line.y())
+                                                             .arg(line.width())
+                                                             .arg(line.height())));
       // The x label is drawn below the axis rect, inside the plot.
-      const QRect below(off.x() + axis.left(), off.y() + axis.bottom() + 1, axis.width(), plot->height() - axis.bottom() - 2);
+      const QRect below(off.x() + axis.left(), off.y() + axis.bottom() + 1, axis.width(),
+                        plot->height() - axis.bottom() - 2);
       QVERIFY(inkBox(lo, below).isValid());
       QVERIFY2(axis.contains(plot->legend->outerRect()), "the legend lies inside the plot area");
     }
@@ -613,8 +619,13 @@ class TestFigures : public QObject {
     QFile svgFile(stem + ".svg");
     QVERIFY(svgFile.open(QIODevice::ReadOnly));
     const QString svg = QString::fromUtf8(svgFile.readAll());
-    QStringList texts{"Held-out perplexity vs FFN FLOPs", "Top-1 agreement vs FFN FLOPs", "FFN FLOPs / dense",
-                      "held-out perplexity (log)", "top-1 agreement with dense", "top-k act. bound", "dense"};
+    QStringList texts{"Held-out perplexity vs FFN FLOPs",
+                      "Top-1 agreement vs FFN FLOPs",
+                      "FFN FLOPs / dense",
+                      "held-out perplexity (log)",
+                      "top-1 agreement with dense",
+                      "top-k act. bound",
+                      "dense"};
     for (const auto& m : methods)
       if (m["name"] != "bound") texts << QString::fromStdString(m["name"].get<std::string>());
     for (const QString& t : texts) QVERIFY2(svg.contains(t), qPrintable(t));
@@ -668,7 +679,8 @@ class TestFigures : public QObject {
              qPrintable(fv->errorText()));
     bool shown = false;
     for (QLabel* l : fv->findChildren<QLabel*>())
-      shown |= l->isVisible() && l->text().contains("Cannot read this front") && l->text().contains("best[1].perplexity");
+      shown |=
+          l->isVisible() && l->text().contains("Cannot read this front") && l->text().contains("best[1].perplexity");
     QVERIFY(shown);
     bool named = false;
     for (int i = 0; i < w.issues()->count(); ++i) named |= w.issues()->item(i)->text().contains("b-bad/front.json");
