@@ -20,6 +20,14 @@ void addTitle(QCustomPlot* p, const QString& title) {
   auto* t = new QCPTextElement(p, title, QFont(figureFont(11).family(), 11, QFont::Bold));
   p->plotLayout()->addElement(0, 0, t);
 }
+/// A "data: ..." caption row under the plot's title (row 1), empty until set.
+QCPTextElement* addDataCaption(QCustomPlot* p) {
+  p->plotLayout()->insertRow(1);
+  auto* caption = new QCPTextElement(p, QString(), figureFont(8));
+  caption->setTextColor(QColor(70, 70, 70));
+  p->plotLayout()->addElement(1, 0, caption);
+  return caption;
+}
 QString num(double v, int prec = 3) {
   if (std::isnan(v)) return QString("-");
   // Large counts (edge cut) as grouped integers, not "3168975760.000".
@@ -269,13 +277,7 @@ EvalView::EvalView(StudioContext* ctx, QWidget* parent) : FigureView(ctx, "Evalu
   speedNote_->setTextColor(QColor(90, 90, 90));
   speed_->plotLayout()->addElement(1, 0, speedNote_);
   // Which data each figure is on, under its title (and in every export).
-  for (int i = 0; i < 2; ++i) {
-    QCustomPlot* p = i == 0 ? quality_ : speed_;
-    p->plotLayout()->insertRow(1);
-    dataCaption_[i] = new QCPTextElement(p, QString(), figureFont(8));
-    dataCaption_[i]->setTextColor(QColor(70, 70, 70));
-    p->plotLayout()->addElement(1, 0, dataCaption_[i]);
-  }
+  for (int i = 0; i < 2; ++i) dataCaption_[i] = addDataCaption(i == 0 ? quality_ : speed_);
   for (QCustomPlot* p : {quality_, speed_}) {
     applyPublicationStyle(p);
     p->setMinimumSize(260, 200);
@@ -501,10 +503,7 @@ FrontView::FrontView(StudioContext* ctx, QWidget* parent) : FigureView(ctx, "Fro
   // Which data the points are on, under each title (and in every export).
   for (int i = 0; i < 2; ++i) {
     QCustomPlot* p = i == 0 ? ppl_ : top1_;
-    p->plotLayout()->insertRow(1);
-    caption_[i] = new QCPTextElement(p, QString(), figureFont(8));
-    caption_[i]->setTextColor(QColor(70, 70, 70));
-    p->plotLayout()->addElement(1, 0, caption_[i]);
+    caption_[i] = addDataCaption(p);
     applyPublicationStyle(p);
     p->setMinimumSize(260, 200);
     p->installEventFilter(this);  // re-wraps the caption to the new width
