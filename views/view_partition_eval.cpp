@@ -505,6 +505,10 @@ FrontView::FrontView(StudioContext* ctx, QWidget* parent) : FigureView(ctx, "Fro
     QCustomPlot* p = i == 0 ? ppl_ : top1_;
     caption_[i] = addDataCaption(p);
     applyPublicationStyle(p);
+    // Up to six entries inside a plot about 160 px tall at 1366x768: compact.
+    p->legend->setFont(figureFont(8));
+    p->legend->setIconSize(QSize(22, 10));
+    p->legend->setRowSpacing(0);
     p->setMinimumSize(260, 200);
     p->installEventFilter(this);  // re-wraps the caption to the new width
     row->addWidget(p);
