@@ -11,8 +11,11 @@
 
 #include "analysis/checkpoint/loader.h"
 #include "analysis/common/error.h"
+#include "analysis/eval/eval_data.h"
 #include "analysis/eval/eval_file.h"
 #include "analysis/eval/eval_results.h"
+#include "analysis/eval/front.h"
+#include "analysis/eval/sequences.h"
 #include "analysis/io/fsutil.h"
 #include "analysis/io/json_input.h"
 #include "analysis/io/safetensors.h"
@@ -411,6 +414,55 @@ std::shared_ptr<Evaluation> Evaluation::open(const QString& d) {
       e->possibleOverlaps << QString::fromStdString(o.message);
   }
   return e;
+}
+
+// ---------------------------------------------------------------- Front
+
+std::shared_ptr<Front> Front::open(const QString& d) {
+  auto core = std::make_shared<const FrontResult>(readFront(P(d)));
+  auto f = std::make_shared<Front>();
+  f->dir = QFileInfo(d).absoluteFilePath();
+  f->name = QFileInfo(d).fileName();
+  f->core = core;
+  // Every method's evaluation read the same held-out sequences: the first
+  // readable one says which, in the words of the Evaluation view.
+  for (const FrontMethod& m : core->methods) {
+    if (m.eval.empty()) continue;
+    try {
+      const EvalResults e = EvalResults::read(P(d) / m.eval);
+      f->dataCaption = QString::fromStdString(e.dataCaption());
+      f->dataSubtitle = QString::fromStdString(e.dataCaption(true));
+      break;
+    } catch (const std::exception&) {
+      // a front copied without its evaluations: described from front.json below
+    }
+  }
+  if (f->dataCaption.isEmpty()) {
+    // front.json's own record of the data (validated keys only; missing or
+    // other-typed ones stay "not recorded").
+    const nlohmann::json& doc = core->document;
+    DataSelection data;
+    if (doc.contains("heldout_corpus") && doc["heldout_corpus"].is_string())
+      data.corpus = std::filesystem::path(doc["heldout_corpus"].get<std::string>()).lexically_normal();
+    const nlohmann::json opt =
+        doc.contains("options") && doc["options"].is_object() ? doc["options"] : nlohmann::json();
+    auto integer = [&](const char* key) {
+      return opt.contains(key) && opt[key].is_number_integer() ? opt[key].get<int64_t>() : int64_t{-1};
+    };
+    if (opt.contains("split") && opt["split"].is_string()) {
+      try {
+        data.split = parseSplitName(opt["split"].get<std::string>(), "front.json options.split");
+      } catch (const std::exception&) {
+        // an unknown split name: left "not recorded"
+      }
+    }
+    if (integer("eval_tokens") > 0) data.tokens = integer("eval_tokens");
+    if (integer("seq_len") > 0) data.seqLen = static_cast<int>(integer("seq_len"));
+    data.seed = integer("seed");
+    f->dataCaption = QString::fromStdString(describeData(data));
+    f->dataSubtitle = QString::fromStdString(describeData(data, true));
+  }
+  return f;
 }
 
 // ---------------------------------------------------------------- Model

@@ -27,6 +27,7 @@ class Recording;
 class Partition;
 struct RouterSet;
 struct RouterChoices;
+struct FrontResult;
 }  // namespace moefy
 
 namespace moefy::views {
@@ -42,7 +43,8 @@ struct Workspace {
   nlohmann::json settings = nlohmann::json::object();
   std::map<std::string, QString> folders;  ///< kind -> sub-folder ("recordings", ...)
 
-  static const QStringList& kinds();  ///< recordings, partitions, routers, evaluations, exports, figures
+  /// recordings, partitions, routers, evaluations, fronts, exports, calibrated, figures
+  static const QStringList& kinds();
   QString resolve(const QString& path) const;  ///< relative paths resolved against dir
   QString model() const { return resolve(modelPath); }
   QString corpus() const { return resolve(corpusPath); }
@@ -66,7 +68,7 @@ struct Workspace {
 
 /// One artefact folder found in a workspace.
 struct ArtefactRef {
-  QString kind;   ///< "recording", "partition", "router", "evaluation", "export"
+  QString kind;   ///< "recording", "partition", "router", "evaluation", "front", "export"
   QString path;   ///< folder
   QString name;   ///< folder name
   QString summary;  ///< one line for the tree's tooltip
@@ -267,6 +269,23 @@ struct Evaluation {
   /// evaluation's documents (analysis/project/data_overlap.h
   /// evaluationOverlaps), and per recording that may (not enough recorded to tell).
   QStringList overlaps, possibleOverlaps;
+};
+
+/// A quality-versus-FFN-FLOPs front (docs/formats.md "Front") as the core
+/// reader (analysis/eval/front.h readFront) returns it, and which data its
+/// evaluations read.
+struct Front {
+  /// readFront(dir). Throws IoError/FormatError naming front.json and the key.
+  static std::shared_ptr<Front> open(const QString& dir);
+  QString dir;                                     ///< absolute folder of front.json
+  QString name;                                    ///< folder name
+  std::shared_ptr<const moefy::FrontResult> core;  ///< the validated front.json (methods in the file's order)
+  /// Which data every point is on: the caption of the first method's
+  /// evaluation (moefy::EvalResults::dataCaption; all of a front's
+  /// evaluations read the same held-out sequences), else described from
+  /// front.json's heldout_corpus and options (moefy::describeData).
+  QString dataCaption;
+  QString dataSubtitle;  ///< the same, brief: the plots' subtitle
 };
 
 /// The FFN input and hidden activation of one layer for a typed text, run

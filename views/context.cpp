@@ -45,6 +45,7 @@ void StudioContext::setWorkspace(const Workspace& ws) {
   partitions_.clear();
   routers_.clear();
   evals_.clear();
+  fronts_.clear();
   reported_.clear();
   current_.clear();
   tokenizer_.reset();
@@ -83,6 +84,7 @@ void StudioContext::rescan() {
   prune(partitions_);
   prune(routers_);
   prune(evals_);
+  prune(fronts_);
   for (const auto& a : artefacts_)
     if (!current_.count(a.kind) || !QFileInfo::exists(current_[a.kind])) current_[a.kind] = a.path;
   Q_EMIT artefactsChanged();
@@ -104,6 +106,7 @@ std::shared_ptr<T> cached(Cache& cache, const QString& path, Ctx* ctx, std::map<
   try {
     auto v = T::open(path);
     cache[path] = v;
+    reported.erase(path);  // loads again: a later failure is reported anew
     return v;
   } catch (const std::exception& e) {
     QString msg = QString::fromUtf8(e.what());
@@ -120,6 +123,12 @@ std::shared_ptr<Recording> StudioContext::recording(const QString& p) { return c
 std::shared_ptr<Partition> StudioContext::partition(const QString& p) { return cached<Partition>(partitions_, p, this, reported_); }
 std::shared_ptr<Router> StudioContext::router(const QString& p) { return cached<Router>(routers_, p, this, reported_); }
 std::shared_ptr<Evaluation> StudioContext::evaluation(const QString& p) { return cached<Evaluation>(evals_, p, this, reported_); }
+std::shared_ptr<Front> StudioContext::front(const QString& p) { return cached<Front>(fronts_, p, this, reported_); }
+
+QString StudioContext::loadError(const QString& path) const {
+  auto it = reported_.find(path);
+  return it != reported_.end() ? it->second : QString();
+}
 
 std::shared_ptr<const Tokenizer> StudioContext::tokenizer() {
   if (tokenizerTried_ || !ws_) return tokenizer_;

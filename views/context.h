@@ -43,6 +43,10 @@ class StudioContext : public QObject {
   std::shared_ptr<Partition> partition(const QString& path);
   std::shared_ptr<Router> router(const QString& path);
   std::shared_ptr<Evaluation> evaluation(const QString& path);
+  std::shared_ptr<Front> front(const QString& path);
+  /// The reader's one-line error for the last failed load of `path` (names
+  /// the file and key; "" when the last load succeeded or none was tried).
+  QString loadError(const QString& path) const;
   /// The workspace model's tokenizer (loaded once; nullptr if it has none).
   std::shared_ptr<const Tokenizer> tokenizer();
   /// A readable form of a token id: its decoded text, else "#id".
@@ -110,6 +114,7 @@ class StudioContext : public QObject {
   std::map<QString, std::shared_ptr<Partition>> partitions_;
   std::map<QString, std::shared_ptr<Router>> routers_;
   std::map<QString, std::shared_ptr<Evaluation>> evals_;
+  std::map<QString, std::shared_ptr<Front>> fronts_;
   std::map<QString, QString> reported_;  // path -> error already shown
   std::shared_ptr<const Tokenizer> tokenizer_;
   bool tokenizerTried_ = false;

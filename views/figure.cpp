@@ -173,7 +173,8 @@ FigureView::FigureView(StudioContext* ctx, const QString& title, int pickers, QW
   const std::pair<int, QString> kinds[] = {{PickRecording, "recording"},
                                            {PickPartition, "partition"},
                                            {PickRouter, "router"},
-                                           {PickEvaluation, "evaluation"}};
+                                           {PickEvaluation, "evaluation"},
+                                           {PickFront, "front"}};
   for (const auto& [flag, kind] : kinds) {
     if (!(pickers_ & flag)) continue;
     toolbar_->addWidget(new QLabel(" " + kind.left(1).toUpper() + kind.mid(1) + ": ", toolbar_));

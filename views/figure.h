@@ -1,6 +1,7 @@
 #pragma once
 // FigureView: the base of every plot view. It owns a toolbar with the
-// artefact pickers a view asks for (recording, partition, router, evaluation),
+// artefact pickers a view asks for (recording, partition, router, evaluation,
+// front),
 // a layer picker, and the export menu (PNG with DPI, PDF, SVG, CSV, export all
 // layers). Subclasses draw into `body()` and implement refresh() and csvData().
 #include <QComboBox>
@@ -24,7 +25,14 @@ bool exportFigure(QWidget* root, const QString& path, const QString& format, int
 class FigureView : public QWidget {
   Q_OBJECT
  public:
-  enum Picker { PickRecording = 1, PickPartition = 2, PickRouter = 4, PickEvaluation = 8, PickLayer = 16 };
+  enum Picker {
+    PickRecording = 1,
+    PickPartition = 2,
+    PickRouter = 4,
+    PickEvaluation = 8,
+    PickLayer = 16,
+    PickFront = 32,
+  };
   FigureView(StudioContext* ctx, const QString& title, int pickers, QWidget* parent = nullptr);
 
   QString title() const { return title_; }

@@ -66,10 +66,10 @@ QString demoWorkspaceDir(QString* error) {
       Workspace ws = Workspace::create(dir, "Demo: brown-relu on the Brown corpus", data + "/models/brown-relu",
                                        data + "/corpus/brown/train");
       ws.evalCorpusPath = data + "/corpus/brown/heldout";
-      ws.folders = {{"recordings", demoOut + "/recording"}, {"partitions", demoOut + "/partitions"},
-                    {"routers", demoOut + "/routers"}, {"evaluations", demoOut + "/eval"},
-                    {"exports", demoOut + "/export"}, {"calibrated", demoOut + "/calibrated"},
-                    {"figures", demoOut + "/figures"}};
+      ws.folders = {{"recordings", demoOut + "/recording"},  {"partitions", demoOut + "/partitions"},
+                    {"routers", demoOut + "/routers"},       {"evaluations", demoOut + "/eval"},
+                    {"fronts", demoOut + "/front"},          {"exports", demoOut + "/export"},
+                    {"calibrated", demoOut + "/calibrated"}, {"figures", demoOut + "/figures"}};
       ws.save();
       return dir;
     } catch (const std::exception& e) {
@@ -111,6 +111,7 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent), ctx_(new StudioCo
   tabs_->addTab(new PartitionView(ctx_), "Partitions");
   tabs_->addTab(new RouterView(ctx_), "Router");
   tabs_->addTab(new EvalView(ctx_), "Evaluation");
+  tabs_->addTab(new FrontView(ctx_), "Front");
   setCentralWidget(tabs_);
   connect(ctx_, &StudioContext::message, this, &MainWindow::onMessage);
   connect(ctx_, &StudioContext::workspaceChanged, this, [this] {
@@ -176,8 +177,9 @@ void MainWindow::buildDocks() {
     QString kind = it->data(0, Qt::UserRole).toString(), path = it->data(0, Qt::UserRole + 1).toString();
     if (kind.isEmpty()) return;
     static const std::map<QString, QString> tabFor = {{"recording", "Sparsity"}, {"partition", "Co-activation"},
-                                                      {"router", "Router"}, {"evaluation", "Evaluation"},
-                                                      {"model", "Model"}, {"corpus", "Corpus"}};
+                                                      {"router", "Router"},      {"evaluation", "Evaluation"},
+                                                      {"front", "Front"},        {"model", "Model"},
+                                                      {"corpus", "Corpus"}};
     if (!path.isEmpty() && kind != "model" && kind != "corpus") ctx_->setCurrent(kind, path);
     auto t = tabFor.find(kind);
     if (t != tabFor.end())
@@ -321,8 +323,9 @@ void MainWindow::rebuildTree() {
   if (!QFileInfo(ws.model()).isDir()) model->setForeground(0, Qt::red), model->setToolTip(0, ws.model() + " (missing)");
   auto* corpus = leaf(root, "Corpus: " + QFileInfo(ws.corpus()).fileName(), "corpus", ws.corpus(), ws.corpus());
   if (!QFileInfo::exists(ws.corpus())) corpus->setForeground(0, Qt::red), corpus->setToolTip(0, ws.corpus() + " (missing)");
-  const std::pair<QString, QString> groups[] = {{"recording", "Recordings"}, {"partition", "Partitions"}, {"router", "Routers"},
-                                                {"evaluation", "Evaluations"}, {"export", "Exports"}};
+  const std::pair<QString, QString> groups[] = {{"recording", "Recordings"}, {"partition", "Partitions"},
+                                                {"router", "Routers"},       {"evaluation", "Evaluations"},
+                                                {"front", "Fronts"},         {"export", "Exports"}};
   for (const auto& [kind, title] : groups) {
     int n = 0;
     auto* g = new QTreeWidgetItem(root, {title});

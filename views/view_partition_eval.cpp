@@ -8,6 +8,7 @@
 #include <cmath>
 #include <tuple>
 
+#include "analysis/eval/front.h"
 #include "views/style.h"
 #include "views/views.h"
 
@@ -18,6 +19,14 @@ void addTitle(QCustomPlot* p, const QString& title) {
   p->plotLayout()->insertRow(0);
   auto* t = new QCPTextElement(p, title, QFont(figureFont(11).family(), 11, QFont::Bold));
   p->plotLayout()->addElement(0, 0, t);
+}
+/// A "data: ..." caption row under the plot's title (row 1), empty until set.
+QCPTextElement* addDataCaption(QCustomPlot* p) {
+  p->plotLayout()->insertRow(1);
+  auto* caption = new QCPTextElement(p, QString(), figureFont(8));
+  caption->setTextColor(QColor(70, 70, 70));
+  p->plotLayout()->addElement(1, 0, caption);
+  return caption;
 }
 QString num(double v, int prec = 3) {
   if (std::isnan(v)) return QString("-");
@@ -268,13 +277,7 @@ EvalView::EvalView(StudioContext* ctx, QWidget* parent) : FigureView(ctx, "Evalu
   speedNote_->setTextColor(QColor(90, 90, 90));
   speed_->plotLayout()->addElement(1, 0, speedNote_);
   // Which data each figure is on, under its title (and in every export).
-  for (int i = 0; i < 2; ++i) {
-    QCustomPlot* p = i == 0 ? quality_ : speed_;
-    p->plotLayout()->insertRow(1);
-    dataCaption_[i] = new QCPTextElement(p, QString(), figureFont(8));
-    dataCaption_[i]->setTextColor(QColor(70, 70, 70));
-    p->plotLayout()->addElement(1, 0, dataCaption_[i]);
-  }
+  for (int i = 0; i < 2; ++i) dataCaption_[i] = addDataCaption(i == 0 ? quality_ : speed_);
   for (QCustomPlot* p : {quality_, speed_}) {
     applyPublicationStyle(p);
     p->setMinimumSize(260, 200);
@@ -451,6 +454,281 @@ QString EvalView::csvData() const {
                          QString::number(p.genRuns)}
                  .join(',') +
              "\n";
+  return out;
+}
+
+// ------------------------------------------------------------ FrontView
+
+namespace {
+/// `text` broken into lines at ", " and spaces so that each line is at most
+/// `width` pixels wide in `font` (a single word wider than that keeps its line).
+QString wrapToWidth(const QString& text, const QFont& font, int width) {
+  const QFontMetrics fm(font);
+  QStringList lines;
+  QString line;
+  for (const QString& word : text.split(' ', Qt::SkipEmptyParts)) {
+    const QString candidate = line.isEmpty() ? word : line + ' ' + word;
+    if (!line.isEmpty() && fm.horizontalAdvance(candidate) > width) {
+      lines << line;
+      line = word;
+    } else {
+      line = candidate;
+    }
+  }
+  if (!line.isEmpty()) lines << line;
+  return lines.join('\n');
+}
+
+/// The legend name of a front method: the bound is a reference, named as such.
+QString frontSeriesName(const std::string& method) {
+  return method == "bound" ? QString("top-k act. bound") : QString::fromStdString(method);
+}
+}  // namespace
+
+FrontView::FrontView(StudioContext* ctx, QWidget* parent) : FigureView(ctx, "Front", PickFront, parent) {
+  auto* lay = new QVBoxLayout(body());
+  lay->setContentsMargins(6, 6, 6, 6);
+  auto* split = new QSplitter(Qt::Vertical, body());
+  split->setChildrenCollapsible(false);
+  plots_ = new QWidget(split);
+  plots_->setObjectName("frontPlots");
+  auto* row = new QHBoxLayout(plots_);
+  row->setContentsMargins(0, 0, 0, 0);
+  ppl_ = new QCustomPlot(plots_);
+  ppl_->setObjectName("frontPerplexity");
+  top1_ = new QCustomPlot(plots_);
+  top1_->setObjectName("frontTop1");
+  addTitle(ppl_, "Held-out perplexity vs FFN FLOPs");
+  addTitle(top1_, "Top-1 agreement vs FFN FLOPs");
+  // Which data the points are on, under each title (and in every export).
+  for (int i = 0; i < 2; ++i) {
+    QCustomPlot* p = i == 0 ? ppl_ : top1_;
+    caption_[i] = addDataCaption(p);
+    applyPublicationStyle(p);
+    // Up to six entries inside a plot about 160 px tall at 1366x768: compact.
+    p->legend->setFont(figureFont(8));
+    p->legend->setIconSize(QSize(22, 10));
+    p->legend->setRowSpacing(0);
+    p->setMinimumSize(260, 200);
+    p->installEventFilter(this);  // re-wraps the caption to the new width
+    row->addWidget(p);
+  }
+  auto* tables = new QSplitter(Qt::Horizontal, split);
+  tables->setChildrenCollapsible(false);
+  points_ = new QTableWidget(tables);
+  points_->setObjectName("frontPoints");
+  best_ = new QTableWidget(tables);
+  best_->setObjectName("frontBest");
+  for (QTableWidget* t : {points_, best_}) {
+    t->setEditTriggers(QAbstractItemView::NoEditTriggers);
+    t->setSelectionBehavior(QAbstractItemView::SelectRows);
+    t->verticalHeader()->setVisible(false);
+    t->horizontalHeader()->setSectionResizeMode(QHeaderView::ResizeToContents);
+    t->setMinimumHeight(90);
+  }
+  points_->setColumnCount(7);
+  points_->setHorizontalHeaderLabels({"method", "budget", "FFN FLOPs", "k/E", "mean k", "perplexity", "top-1"});
+  points_->horizontalHeaderItem(2)->setToolTip(
+      "measured FFN FLOPs per token / dense (router and shared expert included)");
+  points_->horizontalHeaderItem(3)->setToolTip(
+      "active routed experts k / E (dynamic-k: its cap; the bound: its share of d_ff)");
+  best_->setColumnCount(5);
+  best_->setHorizontalHeaderLabels({"budget", "best method", "perplexity", "plain", "vs plain"});
+  best_->horizontalHeaderItem(4)->setToolTip("change of held-out perplexity over plain MoEfication at the same budget");
+  tables->addWidget(points_);
+  tables->addWidget(best_);
+  tables->setStretchFactor(0, 3);
+  tables->setStretchFactor(1, 2);
+  split->addWidget(plots_);
+  split->addWidget(tables);
+  split->setStretchFactor(0, 3);
+  split->setStretchFactor(1, 2);
+  lay->addWidget(split);
+  refresh();
+}
+
+QWidget* FrontView::figureRoot() { return plots_; }
+
+bool FrontView::eventFilter(QObject* watched, QEvent* event) {
+  if (event->type() == QEvent::Resize && (watched == ppl_ || watched == top1_)) layoutCaptions();
+  return FigureView::eventFilter(watched, event);
+}
+
+void FrontView::layoutCaptions() {
+  for (int i = 0; i < 2; ++i) {
+    QCustomPlot* p = i == 0 ? ppl_ : top1_;
+    const QString text = front_ ? "data: " + front_->dataSubtitle : QString();
+    // QCPTextElement does not wrap: a caption wider than the plot is cut at
+    // its edges (at 1366x768 each plot is about 400 px wide).
+    const QString wrapped = wrapToWidth(text, caption_[i]->font(), std::max(120, p->width() - 16));
+    if (wrapped != caption_[i]->text()) {
+      caption_[i]->setText(wrapped);
+      p->replot(QCustomPlot::rpQueuedReplot);
+    }
+  }
+}
+
+QString FrontView::dataCaption() const { return front_ ? "data: " + front_->dataSubtitle : QString(); }
+
+void FrontView::refresh() {
+  const QString path = ctx()->hasWorkspace() ? picked("front") : QString();
+  front_ = path.isEmpty() ? nullptr : ctx()->front(path);
+  error_ = front_ || path.isEmpty() ? QString() : ctx()->loadError(path);
+  points_->setRowCount(0);
+  best_->setRowCount(0);
+  if (!front_) {
+    setEmptyState(!ctx()->hasWorkspace() ? "No workspace open."
+                  : !error_.isEmpty()
+                      ? "Cannot read this front:\n\n" + error_
+                      : "No front yet.\n\nRun `moefy front MODEL TRAIN_CORPUS HELDOUT_CORPUS --out "
+                        "WORKSPACE/fronts/NAME` (or `moefy demo`) to measure every compute-budget method at the same "
+                        "FFN FLOP budgets; its folder appears here.");
+    layoutCaptions();
+    return;
+  }
+  setEmptyState("");
+  const FrontResult& f = *front_->core;
+  for (QCustomPlot* p : {ppl_, top1_}) {
+    p->clearGraphs();
+    p->clearItems();
+    p->setToolTip("data: " + front_->dataCaption + "\n" + front_->dir);
+  }
+  layoutCaptions();
+  double xMax = 0, pMin = f.densePerplexity, pMax = f.densePerplexity, tMin = 1;
+  for (size_t i = 0; i < f.methods.size(); ++i) {
+    const FrontMethod& m = f.methods[i];
+    const bool bound = m.name == "bound";
+    QVector<double> x, ppl, top1;
+    for (const FrontPoint& pt : m.points) {
+      // The bound needs the dense hidden (its own FLOP fraction is above 0.5):
+      // it is drawn at its neuron budget, as frontCharts draws it.
+      const double px = bound ? pt.fraction : pt.ffnFlopsFraction;
+      x << px, ppl << pt.perplexity, top1 << pt.top1Agreement;
+      xMax = std::max(xMax, px), pMin = std::min(pMin, pt.perplexity), pMax = std::max(pMax, pt.perplexity);
+      tMin = std::min(tMin, pt.top1Agreement);
+    }
+    // Colours by the method's place in front.json, so a method keeps its colour in both plots.
+    const QPen pen = bound ? QPen(Qt::black, 2, Qt::DashLine) : QPen(seriesColor(int(i)), 2, Qt::SolidLine);
+    const QCPScatterStyle marker(bound
+                                     ? QCPScatterStyle::ssCross
+                                     : static_cast<QCPScatterStyle::ScatterShape>(QCPScatterStyle::ssCircle + (i % 6)),
+                                 7);
+    const QString name = frontSeriesName(m.name) + (m.points.empty() ? " (no point)" : QString());
+    for (QCustomPlot* p : {ppl_, top1_}) {
+      auto* g = p->addGraph();
+      g->setData(x, p == ppl_ ? ppl : top1);
+      g->setPen(pen);
+      g->setScatterStyle(marker);
+      g->setName(name);
+      g->setProperty("method", QString::fromStdString(m.name));
+    }
+  }
+  if (xMax <= 0) xMax = 1;
+  const double xHi = std::min(1.05, xMax * 1.12 + 0.02);
+  // Dense: a horizontal line across the plotted range, in the legend.
+  for (QCustomPlot* p : {ppl_, top1_}) {
+    auto* g = p->addGraph();
+    const double y = p == ppl_ ? f.densePerplexity : 1.0;
+    g->setData(QVector<double>{0, xHi}, QVector<double>{y, y});
+    g->setPen(QPen(QColor(110, 110, 110), 1.5, Qt::DashDotLine));
+    g->setName(p == ppl_ ? QString("dense (%1)").arg(f.densePerplexity, 0, 'f', 1) : QString("dense"));
+    g->setProperty("method", "dense");
+    p->xAxis->setLabel("FFN FLOPs / dense (router, shared incl.)");
+    p->xAxis->setRange(0, xHi);
+    p->legend->setVisible(true);
+  }
+  // Perplexity on a log axis (a method far off at a small budget would
+  // flatten the rest); decade ticks only when the range spans one.
+  ppl_->yAxis->setScaleType(QCPAxis::stLogarithmic);
+  if (pMax / pMin >= 10) {
+    QSharedPointer<QCPAxisTickerLog> t(new QCPAxisTickerLog);
+    t->setSubTickCount(8);
+    ppl_->yAxis->setTicker(t);
+  } else {
+    ppl_->yAxis->setTicker(QSharedPointer<QCPAxisTicker>(new QCPAxisTicker));
+  }
+  ppl_->yAxis->setNumberFormat("g");
+  ppl_->yAxis->setLabel("held-out perplexity (log)");
+  ppl_->yAxis->setRange(pMin / 1.08, pMax * 1.08);
+  top1_->yAxis->setLabel("top-1 agreement with dense");
+  top1_->yAxis->setRange(std::max(0.0, tMin - (1 - tMin) * 0.1 - 0.02), 1.02);
+  // Perplexity falls and agreement rises with FLOPs: the legend goes where the curves are not.
+  ppl_->axisRect()->insetLayout()->setInsetAlignment(0, Qt::AlignTop | Qt::AlignRight);
+  top1_->axisRect()->insetLayout()->setInsetAlignment(0, Qt::AlignBottom | Qt::AlignRight);
+
+  // The tables: every method at every budget, then the best per budget.
+  auto cell = [](const QString& text, double value, const QString& tip = {}) {
+    auto* it = new NumberItem(text);
+    if (!std::isnan(value)) it->setData(Qt::UserRole, value);
+    if (!tip.isEmpty()) it->setToolTip(tip);
+    return it;
+  };
+  const double nan = std::nan("");
+  for (const FrontMethod& m : f.methods) {
+    QString tip = QString("router: %1").arg(QString::fromStdString(m.router));
+    if (!m.partition.empty()) tip += "\npartition: " + QString::fromStdString(m.partition);
+    if (!m.routerDir.empty()) tip += "\nrouter folder: " + QString::fromStdString(m.routerDir);
+    if (!m.eval.empty()) tip += "\nevaluation: " + QString::fromStdString(m.eval);
+    for (double b : f.budgets) {
+      const int r = points_->rowCount();
+      points_->insertRow(r);
+      points_->setItem(r, 0, cell(frontSeriesName(m.name), nan, tip));
+      points_->setItem(r, 1, cell(num(b, 4), b));
+      const FrontPoint* pt = FrontResult::pointAt(m, b);
+      if (!pt) {
+        for (int c = 2; c < 7; ++c) points_->setItem(r, c, cell("-", nan, "no operating point within this budget"));
+        continue;
+      }
+      points_->setItem(r, 2, cell(num(pt->ffnFlopsFraction, 4), pt->ffnFlopsFraction));
+      points_->setItem(r, 3, cell(num(pt->fraction, 4), pt->fraction));
+      points_->setItem(r, 4, cell(num(pt->meanK, 2), pt->meanK));
+      points_->setItem(r, 5, cell(num(pt->perplexity, 2), pt->perplexity));
+      points_->setItem(r, 6, cell(num(pt->top1Agreement, 4), pt->top1Agreement));
+    }
+  }
+  for (const FrontBest& b : f.best) {
+    const int r = best_->rowCount();
+    best_->insertRow(r);
+    best_->setItem(r, 0, cell(num(b.budget, 4), b.budget));
+    if (b.method.empty()) {
+      best_->setItem(r, 1, cell("none reaches it", nan));
+      for (int c = 2; c < 5; ++c) best_->setItem(r, c, cell("-", nan));
+      continue;
+    }
+    best_->setItem(r, 1, cell(frontSeriesName(b.method), nan));
+    best_->setItem(r, 2, cell(num(b.perplexity, 2), b.perplexity));
+    if (b.plainPerplexity > 0) {
+      const double change = (b.perplexity / b.plainPerplexity - 1) * 100;
+      best_->setItem(r, 3, cell(num(b.plainPerplexity, 2), b.plainPerplexity));
+      best_->setItem(r, 4, cell(QString::asprintf("%+.1f %%", change), change));
+    } else {
+      best_->setItem(r, 3, cell("-", nan, "plain has no point at this budget, or was not run"));
+      best_->setItem(r, 4, cell("-", nan));
+    }
+  }
+  ppl_->replot();
+  top1_->replot();
+}
+
+QString FrontView::csvData() const {
+  QString out = "method,router,budget,ffn_flops_fraction,k_over_e,mean_k,perplexity,top1_agreement,x_plotted\n";
+  if (!front_) return out;
+  const FrontResult& f = *front_->core;
+  auto g = [](double v) { return QString::number(v, 'g', 8); };
+  for (const FrontMethod& m : f.methods)
+    for (const FrontPoint& p : m.points)
+      out += QStringList{QString::fromStdString(m.name),
+                         QString::fromStdString(m.router),
+                         g(p.budget),
+                         g(p.ffnFlopsFraction),
+                         g(p.fraction),
+                         g(p.meanK),
+                         g(p.perplexity),
+                         g(p.top1Agreement),
+                         g(m.name == "bound" ? p.fraction : p.ffnFlopsFraction)}
+                 .join(',') +
+             "\n";
+  out += "dense,,,1,1,," + g(f.densePerplexity) + ",1,\n";
   return out;
 }
 

@@ -249,6 +249,50 @@ class EvalView : public FigureView {
   std::shared_ptr<Evaluation> eval_;
 };
 
+/// The quality-versus-FFN-FLOPs front (`moefy front`, docs/formats.md
+/// "Front"): held-out perplexity (log y) and top-1 agreement with dense
+/// against the measured FFN FLOP fraction, one series per method front.json
+/// lists (in its order; none is assumed), the top-k activation bound dashed
+/// at its neuron budget, dense as a horizontal line; below, every method's
+/// point per budget and the best method per budget with its gain over plain.
+class FrontView : public FigureView {
+  Q_OBJECT
+ public:
+  explicit FrontView(StudioContext* ctx, QWidget* parent = nullptr);
+  void refresh() override;
+  /// One row per plotted point (the bound's x is its neuron budget), then dense.
+  QString csvData() const override;
+  /// The two plots side by side (the tables are not part of the figure).
+  QWidget* figureRoot() override;
+  QCustomPlot* perplexityPlot() const { return ppl_; }
+  QCustomPlot* top1Plot() const { return top1_; }
+  /// Per method and budget: method, budget, measured FFN FLOPs, k/E, mean k,
+  /// perplexity, top-1 (a budget without a point reads "-").
+  QTableWidget* pointsTable() const { return points_; }
+  /// Per budget: budget, best method, its perplexity, plain's, the change over plain.
+  QTableWidget* bestTable() const { return best_; }
+  /// "data: ..." under each plot's title (Front::dataSubtitle); "" without a front.
+  QString dataCaption() const;
+  /// The reader's error shown instead of the figures when the picked front
+  /// cannot be read ("" otherwise).
+  QString errorText() const { return error_; }
+
+ protected:
+  bool eventFilter(QObject* watched, QEvent* event) override;
+
+ private:
+  /// Sets the caption of both plots, broken into lines that fit each plot's width.
+  void layoutCaptions();
+  QWidget* plots_;
+  QCustomPlot* ppl_;
+  QCustomPlot* top1_;
+  QCPTextElement* caption_[2] = {nullptr, nullptr};
+  QTableWidget* points_;
+  QTableWidget* best_;
+  QString error_;
+  std::shared_ptr<Front> front_;
+};
+
 /// The selected neuron's statistics and its top-activating recorded samples.
 class NeuronInspector : public QWidget {
   Q_OBJECT

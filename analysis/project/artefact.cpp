@@ -6,6 +6,7 @@
 
 #include "analysis/common/error.h"
 #include "analysis/eval/eval_results.h"
+#include "analysis/eval/front.h"
 #include "analysis/io/fsutil.h"
 #include "analysis/io/links.h"
 #include "analysis/io/safetensors.h"
@@ -62,6 +63,20 @@ std::string describeEvaluation(const fs::path& dir) {
   return s;
 }
 
+// A front (analysis/eval/front.h): its methods, budgets and the best method
+// at each budget, read and validated by readFront.
+std::string describeFront(const fs::path& dir) {
+  const FrontResult f = readFront(dir);
+  std::string methods, budgets;
+  for (const auto& m : f.methods) methods += (methods.empty() ? "" : ", ") + m.name;
+  for (double b : f.budgets) budgets += (budgets.empty() ? "" : ", ") + fmtG(b);
+  std::string s = "front of " + methods + " at FFN FLOP budgets " + budgets + ", E=" + std::to_string(f.experts) +
+                  ", dense perplexity " + fmtG(f.densePerplexity);
+  for (const auto& b : f.best)
+    if (!b.method.empty()) s += "; best at " + fmtG(b.budget) + ": " + b.method + " (" + fmtG(b.perplexity) + ")";
+  return s;
+}
+
 std::string describeExport(const fs::path& dir) {
   const MoeExportInfo m = readMoeExport(dir);
   std::string s = "MoE export, " + m.router + " router, top-k " + listText(m.topK);
@@ -89,6 +104,7 @@ const std::vector<ArtefactKindInfo>& artefactKinds() {
       {ArtefactKind::Partition, "partition", "partitions", "partition.json", "moefy-partition", describePartition},
       {ArtefactKind::Router, "router", "routers", "router.json", "moefy-router", describeRouter},
       {ArtefactKind::Evaluation, "evaluation", "evaluations", "eval.json", "moefy-eval", describeEvaluation},
+      {ArtefactKind::Front, "front", "fronts", "front.json", "moefy-front", describeFront},
       {ArtefactKind::MoeExport, "export", "exports", "config.json", "moefy-moe", describeExport},
       {ArtefactKind::CalibratedExport, "calibrated", "calibrated", "config.json", "moefy-moe", describeExport},
       {ArtefactKind::Workspace, "workspace", "", "workspace.json", "moefy-workspace", describeWorkspace},

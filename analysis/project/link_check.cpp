@@ -88,6 +88,12 @@ std::vector<LinkStatus> artefactLinks(ArtefactKind kind, const fs::path& dir, bo
         for (const auto& r : routers) addLink(out, dir, "router", r, checkFingerprints);
       break;
     }
+    case ArtefactKind::Front:
+      // front.json: the model ({path, fingerprint}) and both corpora (paths).
+      addLink(out, dir, "model", get(j, "model"), checkFingerprints);
+      addLink(out, dir, "corpus", get(j, "train_corpus"), checkFingerprints);
+      addLink(out, dir, "corpus", get(j, "heldout_corpus"), checkFingerprints);
+      break;
     case ArtefactKind::MoeExport:
     case ArtefactKind::CalibratedExport: {
       const nlohmann::json b = get(j, "moefication");

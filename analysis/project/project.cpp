@@ -11,8 +11,8 @@ namespace moefy {
 namespace fs = std::filesystem;
 
 const std::vector<std::string>& Workspace::folderKinds() {
-  static const std::vector<std::string> k{"recordings", "partitions", "routers", "evaluations",
-                                          "exports",    "calibrated", "figures"};
+  static const std::vector<std::string> k{"recordings", "partitions", "routers",    "evaluations",
+                                          "fronts",     "exports",    "calibrated", "figures"};
   return k;
 }
 
@@ -109,12 +109,20 @@ bool inProgress(const fs::path& p) {
 }
 
 // Artefact folders at and below `root` (depth 0 = root itself), skipping
-// in-progress writes and folders inside tensors-only artefacts' siblings.
+// in-progress writes. A front is one artefact: the recording, partitions,
+// routers and evaluations inside it are its parts (front.json lists them and
+// the Front view shows them), written once by `moefy front` and never into
+// by another step, so the scan does not descend into it. Listing them would
+// put a front's seven or more inner folders among the workspace's own
+// artefacts under names ("plain", "shared", "recording") that say nothing of
+// which front they belong to. Every other artefact is descended into (the
+// demo's kind folders are themselves artefacts: issue 20, defect 2).
 void collect(const fs::path& root, int depth, std::vector<std::pair<fs::path, ArtefactKind>>& out) {
   std::error_code ec;
   if (inProgress(root) || !fs::is_directory(root, ec)) return;
-  if (auto k = identifyArtefact(root); k && *k != ArtefactKind::Workspace) out.emplace_back(root, *k);
-  if (depth >= 3) return;
+  const std::optional<ArtefactKind> kind = identifyArtefact(root);
+  if (kind && *kind != ArtefactKind::Workspace) out.emplace_back(root, *kind);
+  if (kind == ArtefactKind::Front || depth >= 3) return;
   std::vector<fs::path> subs;
   for (fs::directory_iterator it(root, ec), end; !ec && it != end; it.increment(ec))
     if (it->is_directory(ec)) subs.push_back(it->path());

@@ -29,7 +29,7 @@ struct Workspace {
   std::map<std::string, std::string> folders;  ///< kind folder ("recordings", ...) -> sub-folder as stored
 
   /// The kind folders a workspace has: recordings, partitions, routers,
-  /// evaluations, exports, calibrated, figures.
+  /// evaluations, fronts, exports, calibrated, figures.
   static const std::vector<std::string>& folderKinds();
   /// `path` resolved against dir (absolute paths are only normalised).
   std::filesystem::path resolve(const std::string& path) const;
@@ -67,8 +67,10 @@ struct ProjectArtefact {
 /// itself when it is one artefact (the layout `moefy demo` writes:
 /// DIR/recording/manifest.json) and every sub-folder that is one, at any
 /// depth up to 3 (so artefacts written into an artefact-holding kind folder
-/// appear too). In-progress atomic writes (".tmp-") and recording
-/// checkpoints (".partial") are skipped. Each found
+/// appear too), except inside a front (ArtefactKind::Front): its recording,
+/// partitions, routers and evaluations are parts of the front, listed by its
+/// front.json, not artefacts of the workspace. In-progress atomic writes
+/// (".tmp-") and recording checkpoints (".partial") are skipped. Each found
 /// folder is identified by its metadata file (identifyArtefact), so an
 /// artefact in the wrong kind folder still appears under its real kind.
 class Project {

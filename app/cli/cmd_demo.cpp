@@ -540,6 +540,7 @@ int runDemo(const Args& a) {
     ws.folders["recordings"] = "recording";
     ws.folders["evaluations"] = "eval";
     ws.folders["exports"] = "export";
+    ws.folders["fronts"] = "front";  // the front is one artefact (its inner artefacts are its parts)
     ws.evalCorpusPath = fs::absolute(evalCorpus).lexically_normal().string();
     ws.save();
   });

@@ -8,7 +8,7 @@ Contents: a tiny random GPT-2 checkpoint (4 layers, d_model 64, d_ff 256), a
 small directory corpus (3 categories), one recording whose co-activation has a
 planted block structure (16 latent groups of 16 neurons, scrambled), three
 partitions (coact = the planted groups, kmeans = half right, random), two
-routers (oracle, similarity) and an eval.json.
+routers (oracle, similarity), an eval.json and a front.json (fronts/front-coact).
 
 The statistics are computed from the synthetic activations exactly as the
 recorder defines them (counts of h > 0, sums, co-activation counts), so every
@@ -378,11 +378,48 @@ def main():
                       "top1_agreement": 1.0, "kl": 0.0, "positions": 20000},
         "results": results})
 
+    # Front (docs/formats.md "Front"): the methods at three FFN FLOP budgets.
+    # Only front.json: the front's inner artefacts are not part of this
+    # fixture (the Front view reads front.json alone; the scan does not
+    # descend into a front).
+    budgets = [0.125, 0.25, 0.5]
+    methods, best_ppl = [], {}
+    for name, router, scale, first in [("plain", "mlp", 1.0, 0), ("shared", "mlp", 0.7, 1),
+                                       ("dynamic-k", "dynamic-k", 0.6, 1), ("bound", "topk-act", 0.3, 0)]:
+        points = []
+        for b in budgets[first:]:
+            loss = dense_loss + scale * (1 - b) ** 2 * 0.9
+            frac = b if name == "bound" else b * 0.94
+            points.append({"budget": b, "ffn_flops_fraction": 0.5 + b / 2 if name == "bound" else frac,
+                           "perplexity": float(np.exp(loss)), "top1_agreement": float(1 - 0.5 * scale * (1 - b) ** 1.5),
+                           "fraction": frac, "mean_k": 0.0 if name == "bound" else frac * E * (0.8 if name == "dynamic-k" else 1.0)})
+            if name != "bound" and (b not in best_ppl or points[-1]["perplexity"] < best_ppl[b][1]):
+                best_ppl[b] = (name, points[-1]["perplexity"])
+        m = {"name": name, "router": router, "eval": "eval/" + name, "sweep": [p["fraction"] for p in points],
+             "unreached": budgets[:first], "points": points}
+        if name != "bound":
+            m["partition"] = "partitions/" + ("plain" if name == "plain" else "shared")
+            m["router_dir"] = "routers/" + {"plain": "plain-mlp", "shared": "shared-mlp", "dynamic-k": "shared-dynamic-k"}[name]
+        methods.append(m)
+    plain_ppl = {p["budget"]: p["perplexity"] for p in methods[0]["points"]}
+    os.makedirs(os.path.join(ws, "fronts", "front-coact"), exist_ok=True)
+    write_json(os.path.join(ws, "fronts", "front-coact", "front.json"), {
+        "format": "moefy-front", "version": 1, "tool_version": "fake",
+        "model": {"path": os.path.join(ws, "model"), "fingerprint": fp},
+        "train_corpus": os.path.join(ws, "corpus"), "heldout_corpus": os.path.join(ws, "corpus"),
+        "budgets": budgets, "experts": E,
+        "options": {"split_method": "coact", "record_tokens": 1500, "samples": 512, "eval_tokens": 2048, "seq_len": 128,
+                    "split": "heldout", "epochs": 5, "tau": 0.8, "batch": 8, "seed": 0},
+        "dense": {"perplexity": dense_ppl, "loss": dense_loss},
+        "methods": methods,
+        "best": [{"budget": b, "method": best_ppl[b][0], "perplexity": best_ppl[b][1],
+                  "plain_perplexity": plain_ppl.get(b)} for b in budgets]})
+
     write_json(os.path.join(ws, "workspace.json"), {
         "format": "moefy-workspace", "version": 1, "tool_version": "fake", "name": "Synthetic workspace",
         "model": "model", "corpus": "corpus", "settings": {},
         "folders": {"recordings": "recordings", "partitions": "partitions", "routers": "routers",
-                    "evaluations": "evaluations", "exports": "exports", "figures": "figures"}})
+                    "evaluations": "evaluations", "fronts": "fronts", "exports": "exports", "figures": "figures"}})
     print(ws)
 
 

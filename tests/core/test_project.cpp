@@ -2,7 +2,9 @@
 // artefact kind table, the Project scan (artefacts nested in an artefact-holding
 // kind folder appear: issue 20 defect 2), the one-line summaries (a router's
 // per-layer expert list: issue 20 defect 7), and links relative to the
-// artefact folder with content fingerprints (issue 11 item 3).
+// artefact folder with content fingerprints (issue 11 item 3), and the front
+// (issue 17): identified by front.json, one artefact whose inner artefacts the
+// scan does not list, a damaged one unreadable with the reader's message.
 #include <QtTest>
 #include <cmath>
 #include <fstream>
@@ -13,6 +15,7 @@
 #include "analysis/io/links.h"
 #include "analysis/model/site.h"
 #include "analysis/project/project.h"
+#include "front_fixture.h"
 #include "testutil.h"
 
 using namespace moefy;
@@ -91,6 +94,85 @@ class TestProject : public QObject {
         QVERIFY(!a.readable);
         QVERIFY2(a.summary.rfind("unreadable: ", 0) == 0, a.summary.c_str());
       }
+  }
+
+  void scanIdentifiesAFrontAndNotItsParts() {
+    const fs::path root = fs::absolute(test::freshDir("project_front")).lexically_normal();
+    const ArtefactKindInfo* info = artefactKindByName("front");
+    QVERIFY(info);
+    QCOMPARE(int(info->kind), int(ArtefactKind::Front));
+    QCOMPARE(std::string(info->folder), std::string("fronts"));
+    QCOMPARE(std::string(info->metadataFile), std::string("front.json"));
+    // The demo's layout: the "fronts" kind folder is itself one front
+    // (DEMO/front), holding the artefacts it made.
+    const fs::path front = root / "demo" / "front";
+    json doc = test::frontDocument((root / "gone-corpus").string());
+    test::writeFront(front, doc);
+    writeJson(front / "routers" / "plain-mlp" / "router.json", oracleRouter(""));
+    writeJson(front / "routers" / "per-layer" / "b0.25" / "router.json", oracleRouter(""));
+    writeJson(front / "partitions" / "plain" / "partition.json", {{"format", "moefy-partition"}});
+    writeJson(front / "eval" / "plain" / "eval.json", {{"format", "moefy-eval"}, {"results", json::array()}});
+    QCOMPARE(int(*identifyArtefact(front)), int(ArtefactKind::Front));
+    Workspace w = Workspace::create(root / "ws", "front", "", "");
+    QCOMPARE(w.folders.count("fronts"), size_t(1));  // every workspace has the kind folder
+    w.folders["fronts"] = "../demo/front";
+    w.folders["evaluations"] = "../demo/front/eval";  // even mapped onto a front's part: that part is listed
+    w.save();
+    Project p(Workspace::load(root / "ws"));
+    p.scan(true);
+    QCOMPARE(p.paths(ArtefactKind::Front).size(), size_t(1));
+    QCOMPARE(p.paths(ArtefactKind::Front)[0], front);
+    // The front's routers and partitions are its parts, not workspace artefacts.
+    QCOMPARE(p.paths(ArtefactKind::Router).size(), size_t(0));
+    QCOMPARE(p.paths(ArtefactKind::Partition).size(), size_t(0));
+    // A kind folder mapped into a front is scanned as any kind folder.
+    QCOMPARE(p.paths(ArtefactKind::Evaluation).size(), size_t(1));
+    for (const auto& a : p.artefacts())
+      if (a.kind == ArtefactKind::Front) {
+        qInfo() << "front summary:" << a.summary.c_str();
+        QVERIFY2(a.readable, a.summary.c_str());
+        QVERIFY2(a.summary.find("front of plain") == 0, a.summary.c_str());
+        QVERIFY2(a.summary.find("dense perplexity 100") != std::string::npos, a.summary.c_str());
+        QVERIFY2(a.summary.find("best at 0.25: ") != std::string::npos, a.summary.c_str());
+      }
+    // Its links: the held-out corpus it names is gone, and the check says so by name.
+    bool named = false;
+    for (const auto& l : p.linkProblems()) {
+      qInfo() << l.message.c_str();
+      named |= l.path == root / "gone-corpus" && l.message.find("front: corpus link to") == 0;
+    }
+    QVERIFY(named);
+
+    // Damaged fronts in a plain "fronts" folder: unreadable, with the reader's
+    // one-line message naming the file and the key.
+    const fs::path ws2 = root / "ws2";
+    Workspace::create(ws2, "front2", "", "").save();
+    test::writeFront(ws2 / "fronts" / "good", test::frontDocument());
+    json bad = test::frontDocument();
+    bad["methods"][0]["points"][1]["perplexity"] = "high";
+    test::writeFront(ws2 / "fronts" / "bad-value", bad);
+    fs::create_directories(ws2 / "fronts" / "truncated");
+    writeFileAtomic(ws2 / "fronts" / "truncated" / "front.json", "{\"format\": \"moefy-fr");
+    Project p2(Workspace::load(ws2));
+    p2.scan(true);
+    QCOMPARE(p2.paths(ArtefactKind::Front).size(), size_t(3));
+    int unreadable = 0;
+    for (const auto& a : p2.artefacts()) {
+      QCOMPARE(int(a.kind), int(ArtefactKind::Front));
+      qInfo() << a.name.c_str() << a.summary.c_str();
+      if (a.name == "good") {
+        QVERIFY2(a.readable, a.summary.c_str());
+        continue;
+      }
+      ++unreadable;
+      QVERIFY(!a.readable);
+      QVERIFY2(a.summary.rfind("unreadable: ", 0) == 0, a.summary.c_str());
+      QVERIFY2(a.summary.find(a.name + "/front.json") != std::string::npos, a.summary.c_str());
+      if (a.name == "bad-value")
+        QVERIFY2(a.summary.find("methods[0].points[1].perplexity") != std::string::npos, a.summary.c_str());
+    }
+    QCOMPARE(unreadable, 2);
+    QVERIFY_THROWS_EXCEPTION(FormatError, info->describe(ws2 / "fronts" / "bad-value"));
   }
 
   void linksSurviveCopyAndRenameAndDetectStaleTargets() {

@@ -33,8 +33,11 @@ inline QString fakeWorkspace(QString* error) {
   const QString fallback = QDir::currentPath();
 #endif
   QString bin = b.isEmpty() ? fallback : QString::fromLocal8Bit(b);
-  QString dir = bin + "/test-tmp/gui-fake-workspace-v3";
-  if (QFileInfo::exists(dir + "/model/tokenizer.json") && QFileInfo::exists(dir + "/evaluations/eval-coact/eval.json")) return dir;
+  QString dir = bin + "/test-tmp/gui-fake-workspace-v4";
+  if (QFileInfo::exists(dir + "/model/tokenizer.json") &&
+      QFileInfo::exists(dir + "/evaluations/eval-coact/eval.json") &&
+      QFileInfo::exists(dir + "/fronts/front-coact/front.json"))
+    return dir;
   QDir(dir).removeRecursively();
   QProcess p;
   p.start(QFileInfo::exists("/usr/bin/python3") ? "/usr/bin/python3" : "python3",

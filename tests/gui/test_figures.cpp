@@ -1,25 +1,30 @@
 // GUI tests of the figures a researcher exports and the window they work in
 // (issue 20): PNG export at print resolutions keeps the on-screen layout, the
 // recall plot's axis and colours, speed figures with spread, the layout on a
-// 1366x768 screen, and progress that reaches its end.
+// 1366x768 screen, and progress that reaches its end. Issue 17: the Front
+// view (quality against FFN FLOPs per method) from a hand-written front.json.
 #include "views/qcp.h"
 
 #include <QAbstractTextDocumentLayout>
 #include <QApplication>
 #include <QComboBox>
 #include <QDockWidget>
+#include <QListWidget>
 #include <QSignalSpy>
 #include <QStandardPaths>
 #include <QTemporaryDir>
 #include <QTextBlock>
 #include <QTextBrowser>
 #include <QTextLayout>
+#include <QTreeWidget>
+#include <QTreeWidgetItemIterator>
 #include <QtTest>
 #include <climits>
 #include <cmath>
 #include <functional>
 #include <nlohmann/json.hpp>
 
+#include "front_fixture.h"
 #include "gui_fixture.h"
 #include "testutil.h"
 #include "views/figure.h"
@@ -420,6 +425,276 @@ class TestFigures : public QObject {
     QCOMPARE(neurons, 16);  // the fake workspace's experts have 16 neurons each
     QVERIFY(expanded == first);
     QCOMPARE(canvas->grab().toImage().pixelColor(probe), before);
+  }
+
+  // Issue 17: a front.json written by hand opens from the tree in the Front
+  // view: one graph per method the file lists (none assumed), with its points
+  // at their measured FLOP fraction (the bound dashed at its neuron budget),
+  // dense as a line, the tables' cells, and exports (PNG at 96 and 300 dpi,
+  // SVG, PDF, CSV) whose titles, captions and axis labels are not cut at
+  // 1366x768. A screenshot of the window is saved in the test's folder.
+  void frontViewDrawsEveryMethodOfTheFront() {
+    QTemporaryDir tmp, out;
+    if (qEnvironmentVariableIsSet("MOEFY_KEEP_FIGURES")) {  // look at the exports and the screenshot by hand
+      out.setAutoRemove(false);
+      qInfo() << "front figures kept in" << out.path();
+    }
+    const QString ws = privateWorkspace(tmp);
+    QVERIFY(!ws.isEmpty());
+    const nlohmann::json doc = test::frontDocument((ws_ + "/corpus").toStdString());
+    const QString frontDir = ws + "/fronts/front-a";
+    test::writeFront(frontDir.toStdString(), doc);
+    // Parts of the front: a router folder of per-budget routers (per-layer)
+    // and a plain router. They stay out of the tree and the pickers.
+    for (const char* r : {"/routers/per-layer/b0.25", "/routers/plain"}) {
+      QVERIFY(QDir().mkpath(frontDir + r));
+      QFile f(frontDir + r + "/router.json");
+      QVERIFY(f.open(QIODevice::WriteOnly));
+      f.write(R"({"format": "moefy-router", "version": 1})");
+    }
+    const auto& methods = doc["methods"];
+    QVERIFY(methods.size() >= 4);
+    MainWindow w;
+    w.resize(1366, 768);
+    w.show();
+    QVERIFY(w.openWorkspace(ws));
+    QCOMPARE(w.context()->paths("front").size(), 1);
+    QCOMPARE(QFileInfo(w.context()->paths("front")[0]).canonicalFilePath(), QFileInfo(frontDir).canonicalFilePath());
+    QCOMPARE(w.context()->paths("router").size(), 0);
+    // Clicking the front in the tree opens the Front view on it.
+    auto* tree = w.findChild<QTreeWidget*>("workspaceTree");
+    QVERIFY(tree);
+    QTreeWidgetItem* item = nullptr;
+    for (QTreeWidgetItemIterator it(tree); *it; ++it)
+      if ((*it)->data(0, Qt::UserRole).toString() == "front") item = *it;
+    QVERIFY(item);
+    QVERIFY2(item->toolTip(0).startsWith("front of plain"), qPrintable(item->toolTip(0)));
+    w.tabs()->setCurrentIndex(0);
+    tree->scrollToItem(item);
+    settle(w);
+    QTest::mouseClick(tree->viewport(), Qt::LeftButton, {}, tree->visualItemRect(item).center());
+    settle(w);
+    QCOMPARE(w.tabs()->tabText(w.tabs()->currentIndex()), QString("Front"));
+    auto* fv = viewOf<FrontView>(w);
+    QVERIFY(fv);
+    QCOMPARE(w.tabs()->currentWidget(), static_cast<QWidget*>(fv));
+    QVERIFY2(fv->hasData(), qPrintable(fv->errorText()));
+    QVERIFY(fv->errorText().isEmpty());
+
+    // One graph per method in the file's order, then dense.
+    int checked = 0;
+    for (QCustomPlot* plot : {fv->perplexityPlot(), fv->top1Plot()}) {
+      const bool ppl = plot == fv->perplexityPlot();
+      QCOMPARE(plot->graphCount(), int(methods.size()) + 1);
+      for (size_t i = 0; i < methods.size(); ++i) {
+        const std::string name = methods[i]["name"].get<std::string>();
+        const auto& points = methods[i]["points"];
+        QCPGraph* g = plot->graph(int(i));
+        QCOMPARE(g->property("method").toString(), QString::fromStdString(name));
+        QCOMPARE(g->data()->size(), int(points.size()));
+        QCOMPARE(g->pen().style(), name == "bound" ? Qt::DashLine : Qt::SolidLine);
+        for (const auto& p : points) {
+          // The bound at its neuron budget (k/E), every method at its measured FLOP fraction.
+          const double x = p[name == "bound" ? "fraction" : "ffn_flops_fraction"].get<double>();
+          const double y = p[ppl ? "perplexity" : "top1_agreement"].get<double>();
+          auto it = g->data()->findBegin(x, false);
+          QVERIFY(it != g->data()->constEnd());
+          QVERIFY2(std::abs(it->key - x) < 1e-12 && std::abs(it->value - y) < 1e-9,
+                   qPrintable(QString("%1: point (%2, %3) drawn at (%4, %5)")
+                                  .arg(QString::fromStdString(name))
+                                  .arg(x)
+                                  .arg(y)
+                                  .arg(it->key)
+                                  .arg(it->value)));
+          ++checked;
+        }
+      }
+      QCPGraph* dense = plot->graph(int(methods.size()));
+      QCOMPARE(dense->property("method").toString(), QString("dense"));
+      QCOMPARE(dense->data()->size(), 2);
+      for (auto it = dense->data()->constBegin(); it != dense->data()->constEnd(); ++it)
+        QCOMPARE(it->value, ppl ? 100.0 : 1.0);
+      QVERIFY(plot->xAxis->label().contains("FFN FLOPs"));
+    }
+    qInfo() << "front view: points checked" << checked << "methods" << int(methods.size());
+    QCOMPARE(int(fv->perplexityPlot()->yAxis->scaleType()), int(QCPAxis::stLogarithmic));
+
+    // The tables: every method at every budget; the best per budget and its change over plain.
+    const std::vector<double> budgets = doc["budgets"].get<std::vector<double>>();
+    QTableWidget* pts = fv->pointsTable();
+    QCOMPARE(pts->rowCount(), int(methods.size() * budgets.size()));
+    int row = 0, dashes = 0;
+    for (const auto& m : methods)
+      for (double b : budgets) {
+        const std::string name = m["name"].get<std::string>();
+        QCOMPARE(pts->item(row, 0)->text(),
+                 name == "bound" ? QString("top-k act. bound") : QString::fromStdString(name));
+        QCOMPARE(pts->item(row, 1)->data(Qt::UserRole).toDouble(), b);
+        const nlohmann::json* point = nullptr;
+        for (const auto& p : m["points"])
+          if (p["budget"].get<double>() == b) point = &p;
+        if (!point) {
+          QCOMPARE(pts->item(row, 5)->text(), QString("-"));
+          ++dashes;
+        } else {
+          QCOMPARE(pts->item(row, 2)->text(), QString::number((*point)["ffn_flops_fraction"].get<double>(), 'f', 4));
+          QCOMPARE(pts->item(row, 3)->text(), QString::number((*point)["fraction"].get<double>(), 'f', 4));
+          QCOMPARE(pts->item(row, 4)->text(), QString::number((*point)["mean_k"].get<double>(), 'f', 2));
+          QCOMPARE(pts->item(row, 5)->text(), QString::number((*point)["perplexity"].get<double>(), 'f', 2));
+          QCOMPARE(pts->item(row, 6)->text(), QString::number((*point)["top1_agreement"].get<double>(), 'f', 4));
+        }
+        ++row;
+      }
+    QCOMPARE(dashes, 2);  // shared and dynamic-k have no point at 0.125
+    QTableWidget* best = fv->bestTable();
+    QCOMPARE(best->rowCount(), int(budgets.size()));
+    for (int r = 0; r < best->rowCount(); ++r) {
+      const auto& e = doc["best"][size_t(r)];
+      const double bestPpl = e["perplexity"].get<double>(), plainPpl = e["plain_perplexity"].get<double>();
+      const QString change = QString::asprintf("%+.1f %%", (bestPpl / plainPpl - 1) * 100);
+      qInfo() << "best at" << budgets[size_t(r)] << best->item(r, 1)->text() << best->item(r, 2)->text() << "plain"
+              << best->item(r, 3)->text() << best->item(r, 4)->text();
+      QCOMPARE(best->item(r, 0)->data(Qt::UserRole).toDouble(), budgets[size_t(r)]);
+      QCOMPARE(best->item(r, 1)->text(), QString::fromStdString(e["method"].get<std::string>()));
+      QCOMPARE(best->item(r, 2)->text(), QString::number(bestPpl, 'f', 2));
+      QCOMPARE(best->item(r, 3)->text(), QString::number(plainPpl, 'f', 2));
+      QCOMPARE(best->item(r, 4)->text(), change);
+    }
+    // At 50 % a method with a shared expert beats plain here (perplexity 157 or lower against 175).
+    QVERIFY2(best->item(2, 1)->text() != "plain" && best->item(2, 4)->text().startsWith("-"),
+             qPrintable(best->item(2, 4)->text()));
+    QVERIFY2(fv->dataCaption().startsWith("data: ") && fv->dataCaption().contains("of corpus") &&
+                 fv->dataCaption().contains("seed 0"),
+             qPrintable(fv->dataCaption()));
+
+    // Exports: the figure is the two plots; no text is cut at 1366x768.
+    for (QCustomPlot* p : {fv->perplexityPlot(), fv->top1Plot()}) p->replot(QCustomPlot::rpImmediateRefresh);
+    settle(w);
+    QVERIFY(w.grab().save(out.filePath("front-view-1366x768.png")));
+    qInfo() << "screenshot" << out.filePath("front-view-1366x768.png") << "window" << w.size() << "figure"
+            << fv->figureRoot()->size();
+    const QString stem = out.filePath(fv->figureBaseName());
+    QString err;
+    QVERIFY2(fv->exportTo(stem + "-96.png", "png", 96, &err), qPrintable(err));
+    QVERIFY2(fv->exportTo(stem + "-300.png", "png", 300, &err), qPrintable(err));
+    const QImage lo(stem + "-96.png"), hi(stem + "-300.png");
+    QWidget* root = fv->figureRoot();
+    QCOMPARE(lo.size(), root->size());
+    const double s300 = 300.0 / 96.0;
+    for (QCustomPlot* plot : {fv->perplexityPlot(), fv->top1Plot()}) {
+      const QPoint off = plot->mapTo(root, QPoint(0, 0));
+      // Title (row 0) and data caption (row 1): ink inside the element, clear
+      // of its left and right edges (a text wider than the plot is cut there).
+      for (int r : {0, 1}) {
+        auto* el = qobject_cast<QCPTextElement*>(plot->plotLayout()->element(r, 0));
+        QVERIFY(el && !el->text().isEmpty());
+        const QRect area = el->outerRect().translated(off);
+        const QRect boxLo = inkBox(lo, area), boxHi = inkBox(hi, scaled(area, s300));
+        const QRect areaHi = scaled(area, s300);
+        qInfo() << el->text().left(40) << "element" << area << "ink" << boxLo << "at 300 dpi" << boxHi;
+        QVERIFY(boxLo.isValid() && boxHi.isValid());
+        QVERIFY2(boxLo.left() > area.left() + 1 && boxLo.right() < area.right() - 1, qPrintable(el->text()));
+        QVERIFY2(boxHi.left() > areaHi.left() + 2 && boxHi.right() < areaHi.right() - 2, qPrintable(el->text()));
+      }
+      // Axis labels fit beside their axis; nothing is drawn on the plot's outer edge.
+      const QRect axis = plot->axisRect()->rect();
+      QVERIFY(QFontMetrics(plot->xAxis->labelFont()).horizontalAdvance(plot->xAxis->label()) < axis.width());
+      QVERIFY(QFontMetrics(plot->yAxis->labelFont()).horizontalAdvance(plot->yAxis->label()) < axis.height());
+      const QRect edge(off, plot->size());
+      for (const QRect& line :
+           {QRect(edge.left(), edge.top(), edge.width(), 1), QRect(edge.left(), edge.bottom(), edge.width(), 1),
+            QRect(edge.left(), edge.top(), 1, edge.height()), QRect(edge.right(), edge.top(), 1, edge.height())})
+        QVERIFY2(!inkBox(lo, line).isValid(), qPrintable(QString("ink on the plot's edge %1,%2 %3x%4")
+                                                             .arg(line.x())
+                                                             .arg(line.y())
+                                                             .arg(line.width())
+                                                             .arg(line.height())));
+      // The x label is drawn below the axis rect, inside the plot.
+      const QRect below(off.x() + axis.left(), off.y() + axis.bottom() + 1, axis.width(),
+                        plot->height() - axis.bottom() - 2);
+      QVERIFY(inkBox(lo, below).isValid());
+      QVERIFY2(axis.contains(plot->legend->outerRect()), "the legend lies inside the plot area");
+    }
+    QVERIFY2(fv->exportTo(stem + ".svg", "svg", 96, &err), qPrintable(err));
+    QFile svgFile(stem + ".svg");
+    QVERIFY(svgFile.open(QIODevice::ReadOnly));
+    const QString svg = QString::fromUtf8(svgFile.readAll());
+    QStringList texts{"Held-out perplexity vs FFN FLOPs",
+                      "Top-1 agreement vs FFN FLOPs",
+                      "FFN FLOPs / dense",
+                      "held-out perplexity (log)",
+                      "top-1 agreement with dense",
+                      "top-k act. bound",
+                      "dense"};
+    for (const auto& m : methods)
+      if (m["name"] != "bound") texts << QString::fromStdString(m["name"].get<std::string>());
+    for (const QString& t : texts) QVERIFY2(svg.contains(t), qPrintable(t));
+    QVERIFY2(fv->exportTo(stem + ".pdf", "pdf", 96, &err), qPrintable(err));
+    QVERIFY(QFileInfo(stem + ".pdf").size() > 1000);
+    QVERIFY2(fv->exportCsv(stem + ".csv", &err), qPrintable(err));
+    QFile csvFile(stem + ".csv");
+    QVERIFY(csvFile.open(QIODevice::ReadOnly | QIODevice::Text));
+    const QStringList lines = QString::fromUtf8(csvFile.readAll()).split('\n', Qt::SkipEmptyParts);
+    QVERIFY(lines.value(0).startsWith("method,router,budget,ffn_flops_fraction"));
+    QCOMPARE(lines.size(), checked / 2 + 2);  // header, one line per point, dense
+    for (const auto& m : methods)
+      for (const auto& p : m["points"]) {
+        const QString prefix = QString::fromStdString(m["name"].get<std::string>()) + ",";
+        const QString ppl = QString::number(p["perplexity"].get<double>(), 'g', 8);
+        bool found = false;
+        for (const QString& l : lines) found |= l.startsWith(prefix) && l.contains("," + ppl + ",");
+        QVERIFY2(found, qPrintable(prefix + ppl));
+      }
+    QVERIFY(lines.last().startsWith("dense,"));
+  }
+
+  // Issue 17: a damaged front.json shows the reader's one-line error in the
+  // view (naming the file and key) and in the issues dock, not a crash; the
+  // next front is drawn again.
+  void frontViewShowsTheReadersErrorForADamagedFront() {
+    QTemporaryDir tmp;
+    const QString ws = privateWorkspace(tmp);
+    QVERIFY(!ws.isEmpty());
+    test::writeFront((ws + "/fronts/a-good").toStdString(), test::frontDocument());
+    nlohmann::json bad = test::frontDocument();
+    bad["best"][1]["perplexity"] = 1.5;  // not the best method's point
+    test::writeFront((ws + "/fronts/b-bad").toStdString(), bad);
+    MainWindow w;
+    w.resize(1366, 768);
+    w.show();
+    QVERIFY(w.openWorkspace(ws));
+    const QStringList fronts = w.context()->paths("front");
+    QCOMPARE(fronts.size(), 2);
+    QVERIFY(fronts[0].endsWith("a-good") && fronts[1].endsWith("b-bad"));
+    auto* fv = viewOf<FrontView>(w);
+    QVERIFY(fv);
+    w.tabs()->setCurrentWidget(fv);
+    settle(w);
+    QVERIFY(fv->hasData());
+    w.context()->setCurrent("front", fronts[1]);
+    settle(w);
+    QVERIFY(!fv->hasData());
+    qInfo() << "damaged front:" << fv->errorText();
+    QVERIFY2(fv->errorText().contains("b-bad/front.json") && fv->errorText().contains("best[1].perplexity"),
+             qPrintable(fv->errorText()));
+    bool shown = false;
+    for (QLabel* l : fv->findChildren<QLabel*>())
+      shown |=
+          l->isVisible() && l->text().contains("Cannot read this front") && l->text().contains("best[1].perplexity");
+    QVERIFY(shown);
+    bool named = false;
+    for (int i = 0; i < w.issues()->count(); ++i) named |= w.issues()->item(i)->text().contains("b-bad/front.json");
+    QVERIFY(named);
+    QString err;
+    QVERIFY(!fv->exportTo(tmp.filePath("x.png"), "png", 96, &err));
+    QVERIFY2(err.contains("nothing to export"), qPrintable(err));
+    QVERIFY(fv->csvData().count('\n') == 1);  // the header only
+    // The good one is drawn again.
+    w.context()->setCurrent("front", fronts[0]);
+    settle(w);
+    QVERIFY(fv->hasData());
+    QVERIFY(fv->errorText().isEmpty());
+    QCOMPARE(fv->perplexityPlot()->graphCount(), int(test::frontDocument()["methods"].size()) + 1);
   }
 
   // Defect 9: the window fits a 1366x768 screen (less a title bar and a
