@@ -11,6 +11,15 @@
 // gradient clipping. Deterministic in the seed: batch s is drawn from an RNG
 // seeded with (seed, s), so a resumed run sees the same batches.
 //
+// Native MoE models (Mixtral, Qwen2-MoE, OLMoE: router + top-k + experts)
+// train through the same routed forward pass as inference (the routing is
+// differentiable where HF's is: the gradient reaches the router through the
+// chosen experts' softmax weights). The objective adds to the next-token
+// cross-entropy aux_loss_coef x the load-balancing loss and z_loss_coef x
+// the router z-loss (router_loss.h), both over the router logits of all MoE
+// layers of the step. Experts and the router are initialised like the other
+// matrices (normal(0, 0.02); expert down projections are residual outputs).
+//
 // A run works in MODEL_DIR.partial and, when it completes, replaces
 // MODEL_DIR with it in one atomic exchange (fsutil.h replaceFolder): a failed
 // or cancelled run, with or without --force, leaves MODEL_DIR as it was, and
@@ -22,11 +31,13 @@
 //   config.json, model.safetensors      the final model (written at the end)
 //   tokenizer.json                      copied from --tokenizer
 //   training.json                       the run's summary (written at the end)
-//   training_log.jsonl                  one JSON object per log/eval line
+//   training_log.jsonl                  one JSON object per log/eval line (MoE models:
+//                                       train lines add aux_loss and z_loss, unscaled window means)
 //   checkpoint/{model,optimizer}.safetensors, checkpoint/state.json
 //                                       the latest checkpoint (atomic folder), for --resume
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -57,6 +68,22 @@ struct TrainOptions {
   bool resume = false;
   bool force = false;               ///< replace an existing trained model at outDir
   std::string dtype = "F32";        ///< dtype of the final model.safetensors
+  /// Native MoE models: coefficient of the load-balancing loss; unset = the
+  /// config's router_aux_loss_coef (HF defaults when absent: Mixtral and
+  /// Qwen2-MoE 0.001, OLMoE 0.01). Must be >= 0; refused for dense models.
+  std::optional<double> auxLossCoef;
+  /// Native MoE models: coefficient of the router z-loss; unset = 0. Must be
+  /// >= 0; refused for dense models.
+  std::optional<double> zLossCoef;
+};
+
+/// Expert usage of one native MoE layer over the held-out tokens (the metrics
+/// of moe_stats.h usageHealth, on the router's top-k selections).
+struct ExpertUsage {
+  int layer = 0;
+  std::vector<double> share;  ///< [E] selection share, sums to 1
+  double perplexity = 0;      ///< exp(H) / E of the shares; 1 = perfectly even
+  double deadShare = 0;       ///< share of the experts no held-out token selected
 };
 
 struct TrainResult {
@@ -67,6 +94,12 @@ struct TrainResult {
   double heldoutPerplexity = 0;
   int64_t heldoutTokens = 0;
   std::vector<double> activeFraction;  ///< per layer: share of FFN hidden units > 0 over the held-out tokens
+                                       ///< (dense models; empty for native MoE models)
+  // Native MoE models only (0 / empty otherwise):
+  double auxLossCoef = 0, zLossCoef = 0;  ///< the coefficients used
+  double finalAuxLoss = 0;                ///< mean load-balancing loss (unscaled) over the last log window
+  double finalZLoss = 0;                  ///< mean router z-loss (unscaled) over the last log window
+  std::vector<ExpertUsage> expertUsage;   ///< per MoE layer, over all held-out tokens
   int64_t trainTokens = 0;          ///< tokens in the training stream
   int64_t parameters = 0;
   double seconds = 0;               ///< wall time of this run
@@ -74,7 +107,9 @@ struct TrainResult {
 };
 
 /// Trains and writes MODEL_DIR. Throws ParameterError/FormatError/IoError naming
-/// the option or file; CancelledError on cancel (the last checkpoint stays).
+/// the option or file (ParameterError for a negative --aux-loss-coef or
+/// --z-loss-coef, or either given for a dense model); CancelledError on cancel
+/// (the last checkpoint stays).
 TrainResult trainLanguageModel(const TrainOptions& options, JobContext& job);
 
 }  // namespace moefy
