@@ -32,14 +32,14 @@ at::Tensor loadBalancingLoss(const std::vector<at::Tensor>& routerLogits, int64_
                          std::to_string(experts) + "]");
   at::Tensor z = concatenated(routerLogits, "load-balancing loss");  // [M, E]
   if (z.size(1) != experts)
-    throw ParameterError("load-balancing loss: router logits have " + std::to_string(z.size(1)) + " experts, expected " +
-                         std::to_string(experts));
-  at::Tensor p = at::softmax(z, -1);                     // [M, E]
+    throw ParameterError("load-balancing loss: router logits have " + std::to_string(z.size(1)) +
+                         " experts, expected " + std::to_string(experts));
+  at::Tensor p = at::softmax(z, -1);                       // [M, E]
   at::Tensor chosen = std::get<1>(at::topk(p, topK, -1));  // [M, k], as HF: topk of the probabilities
   // The selection counts are not differentiable (HF's one_hot of topk indices).
   at::Tensor mask = at::one_hot(chosen, experts).to(at::kFloat);  // [M, k, E]
-  at::Tensor tokensPerExpert = mask.mean(0);                       // [k, E]
-  at::Tensor probPerExpert = p.mean(0);                            // [E]
+  at::Tensor tokensPerExpert = mask.mean(0);                      // [k, E]
+  at::Tensor probPerExpert = p.mean(0);                           // [E]
   return (tokensPerExpert * probPerExpert.unsqueeze(0)).sum() * static_cast<double>(experts);
 }
 

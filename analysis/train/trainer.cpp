@@ -62,8 +62,15 @@ class DocEncoder {
 
 bool isNormRole(Role r) {
   switch (r) {
-    case Role::AttnNorm: case Role::FfnNorm: case Role::OutNorm: case Role::EmbNorm: case Role::HeadNorm:
-    case Role::AttnPostNorm: case Role::FfnPostNorm: case Role::AttnQNorm: case Role::AttnKNorm:
+    case Role::AttnNorm:
+    case Role::FfnNorm:
+    case Role::OutNorm:
+    case Role::EmbNorm:
+    case Role::HeadNorm:
+    case Role::AttnPostNorm:
+    case Role::FfnPostNorm:
+    case Role::AttnQNorm:
+    case Role::AttnKNorm:
       return true;
     default:
       return false;
@@ -71,9 +78,20 @@ bool isNormRole(Role r) {
 }
 bool isBiasRole(Role r) {
   switch (r) {
-    case Role::EmbNormB: case Role::OutNormB: case Role::LmHeadB: case Role::HeadDenseB: case Role::HeadNormB:
-    case Role::AttnNormB: case Role::AttnQKVB: case Role::AttnQB: case Role::AttnKB: case Role::AttnVB:
-    case Role::AttnOutB: case Role::FfnNormB: case Role::FfnUpB: case Role::FfnDownB:
+    case Role::EmbNormB:
+    case Role::OutNormB:
+    case Role::LmHeadB:
+    case Role::HeadDenseB:
+    case Role::HeadNormB:
+    case Role::AttnNormB:
+    case Role::AttnQKVB:
+    case Role::AttnQB:
+    case Role::AttnKB:
+    case Role::AttnVB:
+    case Role::AttnOutB:
+    case Role::FfnNormB:
+    case Role::FfnUpB:
+    case Role::FfnDownB:
       return true;
     default:
       return false;
@@ -122,8 +140,8 @@ std::map<std::string, at::Tensor> initTensors(const ModelConfig& cfg, uint64_t s
   return out;
 }
 
-std::vector<int32_t> tokenStream(const fs::path& corpus, const DocEncoder& enc, int keepMod, bool keep,
-                                 JobContext& job, int64_t* docs) {
+std::vector<int32_t> tokenStream(const fs::path& corpus, const DocEncoder& enc, int keepMod, bool keep, JobContext& job,
+                                 int64_t* docs) {
   auto files = corpusTextFiles(corpus);
   if (keepMod > 0 && files.size() < 2)
     throw FormatError(corpus.string() + ": needs at least 2 documents to hold one out (or give --heldout)");
@@ -170,7 +188,8 @@ at::Tensor sampleBatch(const std::vector<int32_t>& stream, int B, int T, uint64_
 // dense layers, and the top-k selections of the native MoE layers.
 class FinalEvalSink : public HookSink {
  public:
-  explicit FinalEvalSink(const ModelConfig& cfg) : cfg_(cfg), active(cfg.nLayer, 0.0), units(cfg.nLayer, 0.0), ids(cfg.nLayer) {}
+  explicit FinalEvalSink(const ModelConfig& cfg)
+      : cfg_(cfg), active(cfg.nLayer, 0.0), units(cfg.nLayer, 0.0), ids(cfg.nLayer) {}
   bool wants(int, HookPoint) const override { return false; }
   void on(int, HookPoint, const at::Tensor&) override {}
   bool wantsSite(const Site& site, HookPoint p) const override {
@@ -181,7 +200,7 @@ class FinalEvalSink : public HookSink {
     const int L = site.layer;
     if (p == HookPoint::TopkIds) {
       ids[L].push_back(x.reshape({-1, x.size(-1)}).clone());  // [B T, k]
-    } else if (p == HookPoint::FfnAct) {  // x [B, T, d_ff]
+    } else if (p == HookPoint::FfnAct) {                      // x [B, T, d_ff]
       active[L] += (x > 0).sum().item<double>();
       units[L] += static_cast<double>(x.numel());
     }
@@ -196,10 +215,11 @@ class FinalEvalSink : public HookSink {
     std::vector<ExpertUsage> out;
     for (int L = 0; L < cfg_.nLayer; ++L) {
       if (!cfg_.moeLayer(L) || ids[L].empty()) continue;
-      at::Tensor sel = at::cat(ids[L], 0);  // [N, k]
+      at::Tensor sel = at::cat(ids[L], 0);                                                            // [N, k]
       at::Tensor chosen = at::zeros({sel.size(0), cfg_.expertCount}, at::kByte).scatter_(1, sel, 1);  // [N, E]
       using Mask = Eigen::Matrix<uint8_t, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-      const UsageHealth h = usageHealth(Eigen::Map<const Mask>(chosen.data_ptr<uint8_t>(), chosen.size(0), chosen.size(1)));
+      const UsageHealth h =
+          usageHealth(Eigen::Map<const Mask>(chosen.data_ptr<uint8_t>(), chosen.size(0), chosen.size(1)));
       out.push_back({L, h.share, h.perplexity, h.deadShare});
     }
     return out;
@@ -207,7 +227,7 @@ class FinalEvalSink : public HookSink {
 
  private:
   const ModelConfig& cfg_;
-  std::vector<double> active, units;     // per layer (dense layers)
+  std::vector<double> active, units;         // per layer (dense layers)
   std::vector<std::vector<at::Tensor>> ids;  // per layer (MoE layers): [B T, k] per batch
 };
 
@@ -236,9 +256,9 @@ std::pair<double, int64_t> evalLoss(const Model& model, const std::vector<int32_
     batch.ids = w.slice(1, 0, T);
     batch.mask = torch::ones_like(batch.ids);
     at::Tensor logits = model.forward(batch, hooks);  // [n, T, V]
-    at::Tensor loss = torch::nn::functional::cross_entropy(
-        logits.reshape({-1, logits.size(-1)}), w.slice(1, 1, T + 1).reshape({-1}),
-        torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
+    at::Tensor loss =
+        torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}), w.slice(1, 1, T + 1).reshape({-1}),
+                                             torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
     total += loss.item<double>();
     count += static_cast<int64_t>(n) * T;
     job.checkCancel();
@@ -261,8 +281,11 @@ void writeCheckpoint(const fs::path& dir, const std::vector<std::string>& names,
     }
     writeSafetensors(tmp / "model.safetensors", p);
     writeSafetensors(tmp / "optimizer.safetensors", o);
-    nlohmann::json j = {{"format", "moefy-train-checkpoint"}, {"version", 1}, {"tool_version", MOEFY_VERSION},
-                        {"step", step}, {"options", options}};
+    nlohmann::json j = {{"format", "moefy-train-checkpoint"},
+                        {"version", 1},
+                        {"tool_version", MOEFY_VERSION},
+                        {"step", step},
+                        {"options", options}};
     writeFileAtomic(tmp / "state.json", j.dump(2) + "\n");
   });
 }
@@ -274,11 +297,23 @@ struct RouterLossSetting {
 };
 
 nlohmann::json optionsJson(const TrainOptions& o, int64_t warmup, const RouterLossSetting& rl) {
-  nlohmann::json j = {{"corpus", o.corpus.string()}, {"heldout", o.heldout.string()}, {"config", o.config.string()},
-          {"tokenizer", o.tokenizer.string()}, {"steps", o.steps}, {"seed", o.seed}, {"batch", o.batch},
-          {"seq_len", o.seqLen}, {"lr", o.lr}, {"min_lr_ratio", o.minLrRatio}, {"warmup", warmup},
-          {"weight_decay", o.weightDecay}, {"beta1", o.beta1}, {"beta2", o.beta2}, {"eps", o.eps},
-          {"clip", o.clip}, {"dtype", o.dtype}};
+  nlohmann::json j = {{"corpus", o.corpus.string()},
+                      {"heldout", o.heldout.string()},
+                      {"config", o.config.string()},
+                      {"tokenizer", o.tokenizer.string()},
+                      {"steps", o.steps},
+                      {"seed", o.seed},
+                      {"batch", o.batch},
+                      {"seq_len", o.seqLen},
+                      {"lr", o.lr},
+                      {"min_lr_ratio", o.minLrRatio},
+                      {"warmup", warmup},
+                      {"weight_decay", o.weightDecay},
+                      {"beta1", o.beta1},
+                      {"beta2", o.beta2},
+                      {"eps", o.eps},
+                      {"clip", o.clip},
+                      {"dtype", o.dtype}};
   if (rl.on) {
     j["aux_loss_coef"] = rl.aux;
     j["z_loss_coef"] = rl.z;
@@ -309,7 +344,8 @@ RouterLossSetting routerLossSetting(const TrainOptions& o, const ModelConfig& cf
   if (cfgJson.contains("router_aux_loss_coef")) {
     const auto& v = cfgJson["router_aux_loss_coef"];
     if (!v.is_number() || !std::isfinite(v.get<double>()) || v.get<double>() < 0)
-      throw FormatError(o.config.string() + ": key 'router_aux_loss_coef' must be a number >= 0 (got " + v.dump() + ")");
+      throw FormatError(o.config.string() + ": key 'router_aux_loss_coef' must be a number >= 0 (got " + v.dump() +
+                        ")");
     fromConfig = v.get<double>();
   }
   rl.aux = o.auxLossCoef.value_or(fromConfig);
@@ -342,19 +378,23 @@ void checkTrainingMemory(const ModelConfig& cfg, const fs::path& configPath) {
   if (have <= 0 || need <= have) return;
   std::string key = "n_layer / hidden size";
   for (int64_t d : biggestShape) {
-    if (d == static_cast<int64_t>(cfg.maxPos) + cfg.posOffset) key = "n_positions (max_position_embeddings) " + std::to_string(cfg.maxPos);
-    else if (d == cfg.vocab) key = "vocab_size " + std::to_string(cfg.vocab);
+    if (d == static_cast<int64_t>(cfg.maxPos) + cfg.posOffset)
+      key = "n_positions (max_position_embeddings) " + std::to_string(cfg.maxPos);
+    else if (d == cfg.vocab)
+      key = "vocab_size " + std::to_string(cfg.vocab);
     else if (d == cfg.dFF && key.rfind("n_positions", 0) != 0 && key.rfind("vocab", 0) != 0)
       key = "the FFN size (n_inner / intermediate_size) " + std::to_string(cfg.dFF);
   }
-  throw FormatError(configPath.string() + ": " + key + " gives tensor '" + biggestName + "' " + shapeString(biggestShape) +
-                    "; training this config needs " + byteSize(need) + " (" + std::to_string(static_cast<int64_t>(params)) +
+  throw FormatError(configPath.string() + ": " + key + " gives tensor '" + biggestName + "' " +
+                    shapeString(biggestShape) + "; training this config needs " + byteSize(need) + " (" +
+                    std::to_string(static_cast<int64_t>(params)) +
                     " parameters x 16 bytes: weights, gradients and AdamW moments in F32), more than this machine's " +
                     byteSize(have) + " of memory");
 }
 
-TrainResult trainInto(const TrainOptions& o, JobContext& job, const ModelConfig& cfg, const DocEncoder& enc, const fs::path& work, int64_t warmup,
-                      std::chrono::steady_clock::time_point t0, const RouterLossSetting& rl);
+TrainResult trainInto(const TrainOptions& o, JobContext& job, const ModelConfig& cfg, const DocEncoder& enc,
+                      const fs::path& work, int64_t warmup, std::chrono::steady_clock::time_point t0,
+                      const RouterLossSetting& rl);
 
 }  // namespace
 
@@ -366,7 +406,8 @@ TrainResult trainLanguageModel(const TrainOptions& o, JobContext& job) {
   if (!(o.lr > 0)) throw ParameterError("--lr: must be > 0");
   if (o.minLrRatio < 0 || o.minLrRatio > 1) throw ParameterError("--min-lr-ratio: must be in [0, 1]");
   if (o.clip < 0) throw ParameterError("--clip: must be >= 0");
-  if (o.dtype != "F32" && o.dtype != "F16" && o.dtype != "BF16") throw ParameterError("--dtype: must be F32, F16 or BF16");
+  if (o.dtype != "F32" && o.dtype != "F16" && o.dtype != "BF16")
+    throw ParameterError("--dtype: must be F32, F16 or BF16");
   if (o.outDir.empty()) throw ParameterError("--out: missing");
   const int64_t warmup = o.warmup >= 0 ? std::max<int64_t>(1, o.warmup) : std::max<int64_t>(1, o.steps / 20);
 
@@ -376,11 +417,12 @@ TrainResult trainLanguageModel(const TrainOptions& o, JobContext& job) {
   DocEncoder enc(o.tokenizer);
   ModelConfig probe = ModelConfig::fromJson(cfgJson, o.config.string());
   if (probe.vocab != enc.vocab())
-    throw FormatError(o.config.string() + ": vocab_size " + std::to_string(probe.vocab) + " does not match the tokenizer's " +
-                      std::to_string(enc.vocab()) + " tokens (" + o.tokenizer.string() + ")");
+    throw FormatError(o.config.string() + ": vocab_size " + std::to_string(probe.vocab) +
+                      " does not match the tokenizer's " + std::to_string(enc.vocab()) + " tokens (" +
+                      o.tokenizer.string() + ")");
   if (probe.pos == PosKind::Learned && o.seqLen > probe.maxPos)
-    throw ParameterError("--seq-len: " + std::to_string(o.seqLen) + " exceeds the config's " + std::to_string(probe.maxPos) +
-                         " positions");
+    throw ParameterError("--seq-len: " + std::to_string(o.seqLen) + " exceeds the config's " +
+                         std::to_string(probe.maxPos) + " positions");
   if (!cfgJson.contains("bos_token_id")) cfgJson["bos_token_id"] = 0;
   if (!cfgJson.contains("eos_token_id")) cfgJson["eos_token_id"] = 0;
   const ModelConfig cfg = ModelConfig::fromJson(cfgJson, o.config.string());
@@ -405,10 +447,12 @@ TrainResult trainLanguageModel(const TrainOptions& o, JobContext& job) {
     if (!fs::exists(ckDir / "state.json")) {
       // A finished run keeps its last checkpoint in MODEL_DIR/checkpoint.
       if (!fs::exists(o.outDir / "checkpoint" / "state.json"))
-        throw IoError(ckDir.string() + ": no checkpoint to resume from (nor in " + (o.outDir / "checkpoint").string() + ")");
+        throw IoError(ckDir.string() + ": no checkpoint to resume from (nor in " + (o.outDir / "checkpoint").string() +
+                      ")");
       fs::remove_all(work, ec);
       fs::copy(o.outDir, work, fs::copy_options::recursive, ec);
-      if (ec) throw IoError(work.string() + ": cannot copy " + o.outDir.string() + " to resume it (" + ec.message() + ")");
+      if (ec)
+        throw IoError(work.string() + ": cannot copy " + o.outDir.string() + " to resume it (" + ec.message() + ")");
       copied = true;
     }
     checkOutput(o.outDir, true, "trained model", inputs);
@@ -421,7 +465,8 @@ TrainResult trainLanguageModel(const TrainOptions& o, JobContext& job) {
   try {
     return trainInto(o, job, cfg, enc, work, warmup, t0, rl);
   } catch (const CancelledError&) {
-    std::string note = fs::exists(o.outDir, ec) ? o.outDir.string() + " is unchanged" : o.outDir.string() + " was not written";
+    std::string note =
+        fs::exists(o.outDir, ec) ? o.outDir.string() + " is unchanged" : o.outDir.string() + " was not written";
     if (!copied && fs::exists(ckDir / "state.json", ec)) {
       std::string step = "?";
       try {
@@ -442,8 +487,9 @@ TrainResult trainLanguageModel(const TrainOptions& o, JobContext& job) {
 
 namespace {
 
-TrainResult trainInto(const TrainOptions& o, JobContext& job, const ModelConfig& cfg, const DocEncoder& enc, const fs::path& work, int64_t warmup,
-                      std::chrono::steady_clock::time_point t0, const RouterLossSetting& rl) {
+TrainResult trainInto(const TrainOptions& o, JobContext& job, const ModelConfig& cfg, const DocEncoder& enc,
+                      const fs::path& work, int64_t warmup, std::chrono::steady_clock::time_point t0,
+                      const RouterLossSetting& rl) {
   const fs::path ckDir = work / "checkpoint";
 
   int64_t docsTrain = 0, docsHeld = 0;
@@ -456,12 +502,14 @@ TrainResult trainInto(const TrainOptions& o, JobContext& job, const ModelConfig&
     held = tokenStream(o.heldout, enc, 0, false, job, &docsHeld);
   }
   if (static_cast<int64_t>(train.size()) < o.seqLen + 1)
-    throw FormatError(o.corpus.string() + ": only " + std::to_string(train.size()) + " training tokens, need at least seq_len + 1");
+    throw FormatError(o.corpus.string() + ": only " + std::to_string(train.size()) +
+                      " training tokens, need at least seq_len + 1");
   if (static_cast<int64_t>(held.size()) < o.seqLen + 1)
     throw FormatError((o.heldout.empty() ? o.corpus : o.heldout).string() + ": only " + std::to_string(held.size()) +
                       " held-out tokens, need at least seq_len + 1");
-  job.log("train: " + std::to_string(train.size()) + " tokens in " + std::to_string(docsTrain) + " documents, held-out " +
-          std::to_string(held.size()) + " tokens in " + std::to_string(docsHeld) + " documents; tokenizer " + enc.kind());
+  job.log("train: " + std::to_string(train.size()) + " tokens in " + std::to_string(docsTrain) +
+          " documents, held-out " + std::to_string(held.size()) + " tokens in " + std::to_string(docsHeld) +
+          " documents; tokenizer " + enc.kind());
 
   // Model and optimiser state.
   auto model = Model::fromTensors(cfg, initTensors(cfg, o.seed));
@@ -481,7 +529,8 @@ TrainResult trainInto(const TrainOptions& o, JobContext& job, const ModelConfig&
     startStep = state.value("step", int64_t{0});
     for (std::string key : {"steps", "batch", "seq_len", "seed", "aux_loss_coef", "z_loss_coef"}) {
       // A key a run does not record (the router coefficients of a dense model) compares as null.
-      const nlohmann::json saved = state["options"].value(key, nlohmann::json()), now = optJson.value(key, nlohmann::json());
+      const nlohmann::json saved = state["options"].value(key, nlohmann::json()),
+                           now = optJson.value(key, nlohmann::json());
       if (saved != now) {
         std::replace(key.begin(), key.end(), '_', '-');
         throw ParameterError("--resume: --" + key + " differs from the checkpoint's (" + saved.dump() + ")");
@@ -494,7 +543,8 @@ TrainResult trainInto(const TrainOptions& o, JobContext& job, const ModelConfig&
       at::Tensor p = pf->f32(names[i]);
       requireFinite(p, (ckDir / "model.safetensors").string(), names[i]);
       if (p.sizes() != params[i].sizes())
-        throw FormatError((ckDir / "model.safetensors").string() + ": tensor '" + names[i] + "' has shape " + shapeString(p));
+        throw FormatError((ckDir / "model.safetensors").string() + ": tensor '" + names[i] + "' has shape " +
+                          shapeString(p));
       params[i].copy_(p);
       const std::string optFile = (ckDir / "optimizer.safetensors").string();
       at::Tensor m = of->f32(names[i] + ".exp_avg"), v = of->f32(names[i] + ".exp_avg_sq");
@@ -557,8 +607,8 @@ TrainResult trainInto(const TrainOptions& o, JobContext& job, const ModelConfig&
     batch.mask = torch::ones_like(batch.ids);
     router.clear();
     at::Tensor logits = model->forward(batch, rl.on ? &router : nullptr);  // [B, T, V]
-    at::Tensor loss = torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}),
-                                                           w.slice(1, 1, T + 1).reshape({-1}));
+    at::Tensor loss =
+        torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}), w.slice(1, 1, T + 1).reshape({-1}));
     // The objective: cross-entropy + aux_coef x load balancing + z_coef x z-loss
     // (MixtralForCausalLM adds router_aux_loss_coef * aux_loss the same way).
     at::Tensor objective = loss;
@@ -577,7 +627,9 @@ TrainResult trainInto(const TrainOptions& o, JobContext& job, const ModelConfig&
     double lossV = loss.item<double>();
     if (!std::isfinite(auxV) || !std::isfinite(zV))
       throw Error("train: router loss is not finite at step " + std::to_string(step + 1) + " (try a lower --lr)");
-    if (!std::isfinite(lossV)) throw Error("train: loss is " + std::to_string(lossV) + " at step " + std::to_string(step + 1) + " (try a lower --lr)");
+    if (!std::isfinite(lossV))
+      throw Error("train: loss is " + std::to_string(lossV) + " at step " + std::to_string(step + 1) +
+                  " (try a lower --lr)");
     double gnorm;
     {
       torch::NoGradGuard ng;
@@ -614,8 +666,9 @@ TrainResult trainInto(const TrainOptions& o, JobContext& job, const ModelConfig&
       double tps = static_cast<double>(windowSteps) * B * T / std::max(dt, 1e-9);
       double mean = windowLoss / static_cast<double>(windowSteps);
       r.finalLoss = mean;
-      nlohmann::json line = {{"step", step + 1}, {"loss", mean}, {"lr", lr}, {"grad_norm", gnorm}, {"tokens_per_s", tps},
-                             {"elapsed_s", std::chrono::duration<double>(now - t0).count()}};
+      nlohmann::json line = {
+          {"step", step + 1},   {"loss", mean},        {"lr", lr},
+          {"grad_norm", gnorm}, {"tokens_per_s", tps}, {"elapsed_s", std::chrono::duration<double>(now - t0).count()}};
       char buf[260];
       std::snprintf(buf, sizeof buf, "step %6lld/%lld  loss %.4f  lr %.2e  grad %.3f  %.0f tok/s",
                     static_cast<long long>(step + 1), static_cast<long long>(o.steps), mean, lr, gnorm, tps);
@@ -661,10 +714,12 @@ TrainResult trainInto(const TrainOptions& o, JobContext& job, const ModelConfig&
   r.heldoutTokens = n;
   nlohmann::json usage = nlohmann::json::array();
   for (const auto& u : r.expertUsage)
-    usage.push_back({{"site", Site::ofLayer(u.layer).name()}, {"share", u.share}, {"usage_perplexity", u.perplexity},
+    usage.push_back({{"site", Site::ofLayer(u.layer).name()},
+                     {"share", u.share},
+                     {"usage_perplexity", u.perplexity},
                      {"dead_share", u.deadShare}});
-  nlohmann::json finalLine = {{"step", o.steps}, {"heldout_loss", hl}, {"heldout_ppl", std::exp(hl)},
-                              {"heldout_tokens", n}, {"final", true}};
+  nlohmann::json finalLine = {
+      {"step", o.steps}, {"heldout_loss", hl}, {"heldout_ppl", std::exp(hl)}, {"heldout_tokens", n}, {"final", true}};
   if (rl.on) {
     nlohmann::json perplexities = nlohmann::json::array();
     for (const auto& u : r.expertUsage) perplexities.push_back(u.perplexity);
@@ -679,13 +734,22 @@ TrainResult trainInto(const TrainOptions& o, JobContext& job, const ModelConfig&
   model->save(work, o.dtype);
   if (o.checkpointEvery > 0) writeCheckpoint(ckDir, names, params, st, o.steps, optJson);
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  nlohmann::json summary = {{"format", "moefy-training"}, {"version", 1}, {"tool_version", MOEFY_VERSION},
-                            {"options", optJson}, {"parameters", r.parameters}, {"train_tokens", r.trainTokens},
-                            {"train_documents", docsTrain}, {"heldout_documents", docsHeld},
-                            {"heldout_tokens", r.heldoutTokens}, {"heldout_loss", r.heldoutLoss},
-                            {"heldout_perplexity", r.heldoutPerplexity}, {"final_train_loss", r.finalLoss},
+  nlohmann::json summary = {{"format", "moefy-training"},
+                            {"version", 1},
+                            {"tool_version", MOEFY_VERSION},
+                            {"options", optJson},
+                            {"parameters", r.parameters},
+                            {"train_tokens", r.trainTokens},
+                            {"train_documents", docsTrain},
+                            {"heldout_documents", docsHeld},
+                            {"heldout_tokens", r.heldoutTokens},
+                            {"heldout_loss", r.heldoutLoss},
+                            {"heldout_perplexity", r.heldoutPerplexity},
+                            {"final_train_loss", r.finalLoss},
                             {"heldout_active_fraction", r.activeFraction},
-                            {"tokens_per_s", r.tokensPerSecond}, {"seconds", r.seconds}, {"tokenizer", enc.kind()}};
+                            {"tokens_per_s", r.tokensPerSecond},
+                            {"seconds", r.seconds},
+                            {"tokenizer", enc.kind()}};
   if (rl.on) {
     summary["final_aux_loss"] = r.finalAuxLoss;
     summary["final_z_loss"] = r.finalZLoss;

@@ -46,8 +46,9 @@ namespace moefy {
 class JobContext;
 
 struct TrainOptions {
-  std::filesystem::path corpus;     ///< .txt file or folder of .txt documents
-  std::filesystem::path heldout;    ///< held-out corpus; empty = every 20th document of `corpus` (the last one if fewer than 20)
+  std::filesystem::path corpus;  ///< .txt file or folder of .txt documents
+  std::filesystem::path
+      heldout;  ///< held-out corpus; empty = every 20th document of `corpus` (the last one if fewer than 20)
   std::filesystem::path config;     ///< HF config.json of the model to train
   std::filesystem::path tokenizer;  ///< tokenizer.json
   std::filesystem::path outDir;
@@ -56,18 +57,18 @@ struct TrainOptions {
   int batch = 16;
   int seqLen = 128;
   double lr = 1e-3;
-  double minLrRatio = 0.1;          ///< cosine decays to lr * minLrRatio
-  int64_t warmup = -1;              ///< -1: 5% of steps (at least 1)
+  double minLrRatio = 0.1;  ///< cosine decays to lr * minLrRatio
+  int64_t warmup = -1;      ///< -1: 5% of steps (at least 1)
   double weightDecay = 0.1;
   double beta1 = 0.9, beta2 = 0.95, eps = 1e-8;
-  double clip = 1.0;                ///< global gradient norm; 0 = off
+  double clip = 1.0;  ///< global gradient norm; 0 = off
   int64_t logEvery = 10;
-  int64_t evalEvery = 100;          ///< 0 = only at the end
-  int64_t evalTokens = 16384;       ///< held-out tokens per periodic eval (the final eval uses all)
-  int64_t checkpointEvery = 200;    ///< 0 = no checkpoints
+  int64_t evalEvery = 100;        ///< 0 = only at the end
+  int64_t evalTokens = 16384;     ///< held-out tokens per periodic eval (the final eval uses all)
+  int64_t checkpointEvery = 200;  ///< 0 = no checkpoints
   bool resume = false;
-  bool force = false;               ///< replace an existing trained model at outDir
-  std::string dtype = "F32";        ///< dtype of the final model.safetensors
+  bool force = false;         ///< replace an existing trained model at outDir
+  std::string dtype = "F32";  ///< dtype of the final model.safetensors
   /// Native MoE models: coefficient of the load-balancing loss; unset = the
   /// config's router_aux_loss_coef (HF defaults when absent: Mixtral and
   /// Qwen2-MoE 0.001, OLMoE 0.01). Must be >= 0; refused for dense models.
@@ -87,10 +88,10 @@ struct ExpertUsage {
 };
 
 struct TrainResult {
-  int64_t steps = 0;                ///< steps done in total (including resumed ones)
-  double firstLoss = 0;             ///< training loss of the first step of this run
-  double finalLoss = 0;             ///< mean training loss over the last log window
-  double heldoutLoss = 0;           ///< final held-out loss (nats/token) over all held-out windows
+  int64_t steps = 0;       ///< steps done in total (including resumed ones)
+  double firstLoss = 0;    ///< training loss of the first step of this run
+  double finalLoss = 0;    ///< mean training loss over the last log window
+  double heldoutLoss = 0;  ///< final held-out loss (nats/token) over all held-out windows
   double heldoutPerplexity = 0;
   int64_t heldoutTokens = 0;
   std::vector<double> activeFraction;  ///< per layer: share of FFN hidden units > 0 over the held-out tokens
@@ -100,10 +101,10 @@ struct TrainResult {
   double finalAuxLoss = 0;                ///< mean load-balancing loss (unscaled) over the last log window
   double finalZLoss = 0;                  ///< mean router z-loss (unscaled) over the last log window
   std::vector<ExpertUsage> expertUsage;   ///< per MoE layer, over all held-out tokens
-  int64_t trainTokens = 0;          ///< tokens in the training stream
+  int64_t trainTokens = 0;                ///< tokens in the training stream
   int64_t parameters = 0;
-  double seconds = 0;               ///< wall time of this run
-  double tokensPerSecond = 0;       ///< training tokens processed per second in this run
+  double seconds = 0;          ///< wall time of this run
+  double tokensPerSecond = 0;  ///< training tokens processed per second in this run
 };
 
 /// Trains and writes MODEL_DIR. Throws ParameterError/FormatError/IoError naming
