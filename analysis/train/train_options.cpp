@@ -1,5 +1,6 @@
 #include "analysis/train/train_options.h"
 
+#include <cctype>
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
@@ -90,8 +91,9 @@ TrainOptions trainOptionsFrom(const OptionValues& v, const std::filesystem::path
     char* end = nullptr;
     errno = 0;
     const double c = std::strtod(aux.c_str(), &end);
-    if (end == aux.c_str() || *end != '\0' || errno == ERANGE || !std::isfinite(c))
-      throw ParameterError("--aux-loss-coef: '" + aux + "' is not a number");
+    if (std::isspace(static_cast<unsigned char>(aux[0])) || end == aux.c_str() || *end != '\0' || errno == ERANGE ||
+        !std::isfinite(c))
+      throw ParameterError("--aux-loss-coef: expected a finite number, got '" + aux + "'");
     if (c < 0) throw ParameterError("--aux-loss-coef: must be >= 0 (got " + aux + ")");
     o.auxLossCoef = c;
   }
