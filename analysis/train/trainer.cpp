@@ -372,7 +372,8 @@ void checkTrainingMemory(const ModelConfig& cfg, const fs::path& configPath) {
       for (int L = 0; L < cfg.nLayer; ++L) blocks += roleInLayer(row.role, cfg, L) ? 1 : 0;
     }
     params += n * blocks * (row.perExpert ? cfg.expertCount : 1);
-    if (n > biggest) biggest = n, biggestShape = *shape, biggestName = expandPattern(row.pattern, 0);
+    if (n > biggest)
+      biggest = n, biggestShape = *shape, biggestName = expandPattern(row.pattern, 0, row.perExpert ? 0 : -1);
   }
   const double need = params * 4 * 4, have = physicalMemoryBytes();
   if (have <= 0 || need <= have) return;
