@@ -528,9 +528,11 @@ TrainResult trainInto(const TrainOptions& o, JobContext& job, const ModelConfig&
   if (o.resume) {
     auto state = readJsonFile(ckDir / "state.json");
     startStep = state.value("step", int64_t{0});
+    const nlohmann::json savedOptions =
+        state.contains("options") && state["options"].is_object() ? state["options"] : nlohmann::json::object();
     for (std::string key : {"steps", "batch", "seq_len", "seed", "aux_loss_coef", "z_loss_coef"}) {
       // A key a run does not record (the router coefficients of a dense model) compares as null.
-      const nlohmann::json saved = state["options"].value(key, nlohmann::json()),
+      const nlohmann::json saved = savedOptions.value(key, nlohmann::json()),
                            now = optJson.value(key, nlohmann::json());
       if (saved != now) {
         std::replace(key.begin(), key.end(), '_', '-');

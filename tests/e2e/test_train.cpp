@@ -45,6 +45,16 @@ class TestTrain : public QObject {
   Q_OBJECT
   fs::path dir_;
 
+  // The tiny Mixtral of mixtralTrains (and of the --resume check after it).
+  TrainOptions moeOptions(const std::string& out, int64_t steps) const {
+    TrainOptions o = options(out, steps);
+    o.config = dir_ / "mixtral.json";
+    o.weightDecay = 0;  // weights then move only where gradients arrive
+    o.zLossCoef = 1e-3;
+    o.checkpointEvery = 50;
+    return o;
+  }
+
   QStringList cliTrain(const fs::path& config, const std::string& out) const {
     return {"train",       QString::fromStdString((dir_ / "corpus").string()),
             "--config",    QString::fromStdString(config.string()),
@@ -269,12 +279,7 @@ class TestTrain : public QObject {
   }
 
   void mixtralTrains() {
-    TrainOptions o = options("mixtral", 100);
-    o.config = dir_ / "mixtral.json";
-    o.weightDecay = 0;  // weights then move only where gradients arrive
-    o.zLossCoef = 1e-3;
-    o.checkpointEvery = 50;
-    const TrainResult r = trainLanguageModel(o, JobContext::none());
+    const TrainResult r = trainLanguageModel(moeOptions("mixtral", 100), JobContext::none());
     const fs::path out = dir_ / "mixtral";
     qInfo(
         "mixtral: loss %.4f -> %.4f over 100 steps (ln 512 = %.4f), held-out %.4f (ppl %.1f), aux %.4f (coef %g), "
@@ -394,7 +399,7 @@ class TestTrain : public QObject {
     bad(dir_ / "mixtral.json", {"--z-loss-coef", "-1"}, "--z-loss-coef");
     bad(dir_ / "config.json", {"--aux-loss-coef", "0.01"}, "dense model");
     bad(dir_ / "config.json", {"--z-loss-coef", "0"}, "dense model");
-    // The library refuses them too (the studio builds TrainOptions directly).
+    // The library refuses them too (for callers that build TrainOptions themselves).
     TrainOptions o = options("never", 3);
     o.config = dir_ / "mixtral.json";
     o.auxLossCoef = -1;
@@ -412,6 +417,20 @@ class TestTrain : public QObject {
       QVERIFY2(std::string(e.what()).find("router_aux_loss_coef") != std::string::npos, e.what());
     }
     QVERIFY(!fs::exists(dir_ / "never"));
+    // --resume with other coefficients than the checkpoint's is refused by name
+    // (the mixtral model of mixtralTrains keeps its last checkpoint).
+    if (!fs::exists(dir_ / "mixtral" / "checkpoint" / "state.json")) QSKIP("mixtralTrains did not leave a checkpoint");
+    TrainOptions ro = moeOptions("mixtral", 100);
+    ro.resume = true;
+    ro.auxLossCoef = 0.5;
+    try {
+      trainLanguageModel(ro, JobContext::none());
+      QFAIL("--resume accepted another --aux-loss-coef");
+    } catch (const ParameterError& e) {
+      QVERIFY2(std::string(e.what()).find("--aux-loss-coef differs") != std::string::npos, e.what());
+    }
+    QVERIFY(!fs::exists(dir_ / "mixtral.partial"));
+    QVERIFY(fs::exists(dir_ / "mixtral" / "model.safetensors"));
   }
 
   void badConfig() {
