@@ -33,9 +33,14 @@ class TestRouterLoss : public QObject {
 
  private Q_SLOTS:
   void matchesNumpyReference() {
-    // Tolerances: float32 against float64. The losses are O(1..10) and a sum
-    // over <= 1000 terms; the gradients are O(1 / M).
-    const double tolLoss = 2e-5, tolGrad = 1e-6;
+    // Differences are relative to max(1, max |reference|): float32 against
+    // float64, the losses O(1..100), the gradients O(1 / M) up to O(1) for
+    // the z-loss of large logits. Measured in python torch float32 on 80
+    // cases of these shapes: at most 1.9e-7 (losses) and 8.2e-7 (gradients).
+    const double tolLoss = 2e-5, tolGrad = 4e-6;
+    auto rel = [](const at::Tensor& got, const at::Tensor& want) {
+      return (got - want).abs().max().item<double>() / std::max(1.0, want.abs().max().item<double>());
+    };
     const std::vector<Case> cases = {{8, 2, {10, 7, 13}, 2.0, 0.0, 1},
                                      {4, 1, {17}, 1.0, 3.0, 2},
                                      {6, 3, {11, 5}, 5.0, 0.0, 3},
@@ -66,35 +71,35 @@ class TestRouterLoss : public QObject {
       at::Tensor aux = loadBalancingLoss(logits, k.experts, k.topK);
       at::Tensor zl = routerZLoss(logits);
       QCOMPARE(aux.dim(), 0);
-      const double dAux = std::abs(aux.item<double>() - ref["aux"].get<double>());
-      const double dZ = std::abs(zl.item<double>() - ref["z"].get<double>());
+      const double dAux = rel(aux, at::tensor(ref["aux"].get<double>()));
+      const double dZ = rel(zl, at::tensor(ref["z"].get<double>()));
       double dGradAux = 0, dGradZ = 0;
       aux.backward();
       for (size_t l = 0; l < leaves.size(); ++l) {
         at::Tensor g = test::readNpy(dir / ("grad_aux_" + std::to_string(l) + ".npy"), k.rows[l], k.experts);
         QVERIFY(g.defined());
-        dGradAux = std::max(dGradAux, (leaves[l].grad() - g).abs().max().item<double>());
+        dGradAux = std::max(dGradAux, rel(leaves[l].grad(), g));
         leaves[l].mutable_grad() = at::Tensor();
       }
       zl.backward();
       for (size_t l = 0; l < leaves.size(); ++l) {
         at::Tensor g = test::readNpy(dir / ("grad_z_" + std::to_string(l) + ".npy"), k.rows[l], k.experts);
         QVERIFY(g.defined());
-        dGradZ = std::max(dGradZ, (leaves[l].grad() - g).abs().max().item<double>());
+        dGradZ = std::max(dGradZ, rel(leaves[l].grad(), g));
       }
       qInfo(
-          "E=%lld k=%lld layers=%zu: aux %.6f (ref %.6f, |diff| %.2e), z %.6f (|diff| %.2e), max |grad diff| aux %.2e "
-          "z %.2e",
+          "E=%lld k=%lld layers=%zu: aux %.6f (ref %.6f), z %.6f; relative differences: aux %.2e, z %.2e, "
+          "gradients aux %.2e, z %.2e",
           static_cast<long long>(k.experts), static_cast<long long>(k.topK), k.rows.size(), aux.item<double>(),
-          ref["aux"].get<double>(), dAux, zl.item<double>(), dZ, dGradAux, dGradZ);
-      QVERIFY(dAux <= tolLoss * std::max(1.0, std::abs(ref["aux"].get<double>())));
-      QVERIFY(dZ <= tolLoss * std::max(1.0, std::abs(ref["z"].get<double>())));
+          ref["aux"].get<double>(), zl.item<double>(), dAux, dZ, dGradAux, dGradZ);
+      QVERIFY(dAux <= tolLoss);
+      QVERIFY(dZ <= tolLoss);
       QVERIFY(dGradAux <= tolGrad);
       QVERIFY(dGradZ <= tolGrad);
       worstLoss = std::max({worstLoss, dAux, dZ});
       worstGrad = std::max({worstGrad, dGradAux, dGradZ});
     }
-    qInfo("max difference against router_loss_ref.py: losses %.3g (tol %.0e relative), gradients %.3g (tol %.0e)",
+    qInfo("max relative difference against router_loss_ref.py: losses %.3g (tol %.0e), gradients %.3g (tol %.0e)",
           worstLoss, tolLoss, worstGrad, tolGrad);
   }
 
