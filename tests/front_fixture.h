@@ -22,9 +22,9 @@ namespace moefy::test {
 /// expert alone costs more). Every other number is a smooth made-up function
 /// of the budget and the method's index, distinct per method. "per-layer"'s
 /// router_dir is a folder of per-budget router folders ("routers/per-layer",
-/// each point's router_dir "routers/per-layer/<budget>", as runFront writes it). `best` is computed here, as runFront defines it:
-/// the lowest perplexity per budget, the bound excluded, with plain's.
-/// `heldoutCorpus` ("" = not recorded) goes into heldout_corpus.
+/// each point's router_dir "routers/per-layer/<budget>", as runFront writes it). `best` is computed here, as runFront
+/// defines it: the lowest perplexity per budget, the bound excluded, with plain's. `heldoutCorpus` ("" = not recorded)
+/// goes into heldout_corpus.
 inline nlohmann::json frontDocument(const std::string& heldoutCorpus = "") {
   using nlohmann::json;
   const std::vector<double> budgets{0.125, 0.25, 0.5};

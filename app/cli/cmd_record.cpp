@@ -62,8 +62,7 @@ void printSummary(const Args& a, const Recording& r, double seconds) {
   }
   std::cout << "wrote " << r.dir().string() << ": " << r.tokens() << " tokens, " << r.sequences() << " sequences, "
             << r.layers().size() << (r.encoderDecoder() || r.nativeMoe() ? " sites, " : " layers, ") << r.sampleCount()
-            << " samples, active rule "
-            << r.activeRule().toString() << "\n";
+            << " samples, active rule " << r.activeRule().toString() << "\n";
   for (int L : r.layers()) {
     if (r.encoderDecoder() || r.nativeMoe()) {
       const std::string name = r.site(L).name();
