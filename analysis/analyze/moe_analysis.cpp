@@ -684,8 +684,6 @@ nlohmann::json exportDynamicAnalysis(Model& model, const std::shared_ptr<const M
   return dyn.finish(N, out);
 }
 
-}  // namespace
-
 std::vector<int> exportLayersToAnalyse(const MoeFfn& moe, const std::vector<int>& layers,
                                        const std::string& modelName) {
   if (!moe.sites().empty())
@@ -704,6 +702,8 @@ std::vector<int> exportLayersToAnalyse(const MoeFfn& moe, const std::vector<int>
   }
   return {chosen.begin(), chosen.end()};
 }
+
+}  // namespace
 
 nlohmann::json analyzeMoeModel(const LoadedModel& loaded, const fs::path& modelDir, const fs::path& corpus,
                                const AnalyzeOptions& o, const fs::path& out, bool force, JobContext& job) {
@@ -826,6 +826,12 @@ MoeAnalysis readMoeAnalysis(const fs::path& dir) {
     throw FormatError(where + ": \"sites\" is missing or not an object");
   if (!a.meta.contains("tensors") || !a.meta["tensors"].is_object())
     throw FormatError(where + ": \"tensors\" is missing or not an object");
+  // Version 1 files written before MoE exports were analysed have no model.kind: native.
+  if (a.meta.contains("model") && a.meta["model"].is_object() && a.meta["model"].contains("kind")) {
+    const nlohmann::json& kind = a.meta["model"]["kind"];
+    if (!kind.is_string() || (kind != "native" && kind != "moefied export"))
+      throw FormatError(where + ": model.kind must be \"native\" or \"moefied export\"");
+  }
   a.file = SafetensorsFile::open(dir / "analysis.safetensors");
   for (const auto& [name, shape] : a.meta["tensors"].items()) {
     const TensorInfo* t = a.file->find(name);

@@ -211,31 +211,33 @@ class Analyze : public QObject {
     const fs::path d = root_ / ("export_" + variant.toStdString());
     const fs::path moeDir = d / "moe";
     const QString fixtures = qs(sourceDir() / "scripts" / "ref" / "moe_fixtures.py");
+    // Each step must succeed; a failure names the command and its error.
     auto py = [&](const QStringList& args) {
       auto r = runPython(QStringList{fixtures} + args);
-      QVERIFY2(r.exitCode == 0, (r.out + r.err).c_str());
+      if (r.exitCode != 0) qWarning("fixture %s: %s", qPrintable(args.join(" ")), (r.out + r.err).c_str());
+      return r.exitCode == 0;
     };
-    auto cli = [&](const QStringList& args) {
+    auto cli = [&](const QStringList& args, std::string* out = nullptr) {
       auto r = runCli(args + QStringList{"--quiet"});
-      QVERIFY2(r.exitCode == 0, (args.join(" ").toStdString() + ": " + r.err).c_str());
-      return r.out;
+      if (r.exitCode != 0) qWarning("moefy %s: %s", qPrintable(args.join(" ")), r.err.c_str());
+      if (out) *out = r.out;
+      return r.exitCode == 0;
     };
     if (!fs::exists(moeDir)) {
       const bool llama = variant == "llama";
-      py({"model", variant, qs(d / "model"), "--seed", llama ? "5" : "7", "--d-ff", llama ? "96" : "128"});
-      const std::string fp =
-          nlohmann::json::parse(cli({"inspect", qs(d / "model"), "--json"}))["fingerprint"].get<std::string>();
-      py({"recording", qs(d / "model"), qs(d / "rec"), "--samples", "300", "--fingerprint",
-          QString::fromStdString(fp)});
+      QVERIFY(py({"model", variant, qs(d / "model"), "--seed", llama ? "5" : "7", "--d-ff", llama ? "96" : "128"}));
+      std::string info;
+      QVERIFY(cli({"inspect", qs(d / "model"), "--json"}, &info));
+      const QString fp = QString::fromStdString(nlohmann::json::parse(info)["fingerprint"].get<std::string>());
+      QVERIFY(py({"recording", qs(d / "model"), qs(d / "rec"), "--samples", "300", "--fingerprint", fp}));
       if (llama)
-        py({"partition", qs(d / "model"), qs(d / "part"), "--experts", "4", "--uneven", "--fingerprint",
-            QString::fromStdString(fp)});
+        QVERIFY(py({"partition", qs(d / "model"), qs(d / "part"), "--experts", "4", "--uneven", "--fingerprint", fp}));
       else
-        cli({"split", qs(d / "rec"), "--method", "random", "--experts", "4", "--shared", "32", "--out",
-             qs(d / "part")});
-      cli({"route", qs(d / "model"), qs(d / "rec"), qs(d / "part"), "--router", llama ? "similarity" : "sigmoid",
-           "--top-k", "2", "--out", qs(d / "router")});
-      cli({"export", qs(d / "model"), qs(d / "part"), qs(d / "router"), "--out", qs(moeDir)});
+        QVERIFY(cli({"split", qs(d / "rec"), "--method", "random", "--experts", "4", "--shared", "32", "--out",
+                     qs(d / "part")}));
+      QVERIFY(cli({"route", qs(d / "model"), qs(d / "rec"), qs(d / "part"), "--router",
+                   llama ? "similarity" : "sigmoid", "--top-k", "2", "--out", qs(d / "router")}));
+      QVERIFY(cli({"export", qs(d / "model"), qs(d / "part"), qs(d / "router"), "--out", qs(moeDir)}));
     }
     const LoadedModel loaded = loadModel(moeDir);
     auto moe = std::dynamic_pointer_cast<const MoeFfn>(loaded.model->ffnOverride());
