@@ -715,7 +715,7 @@ nlohmann::json analyzeMoeModel(const LoadedModel& loaded, const fs::path& modelD
     if (!moe) throw FormatError(modelName + ": a MoE export whose MoE FFN is not installed");
   } else if (o.oracleRouter) {
     throw ParameterError("--router oracle: " + modelName +
-                         " is a native MoE checkpoint; the oracle is analysed for MoE exports of this project only");
+                         " is not a MoE export of this project; the oracle is analysed for MoE exports only");
   }
   const std::vector<int> layers =
       moe ? exportLayersToAnalyse(*moe, o.layers, modelName) : moeLayersToAnalyse(model, o.layers, modelName);
