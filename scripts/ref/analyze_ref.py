@@ -157,6 +157,45 @@ def static(cfg, w, l, E, out, info):
     out.append((site + ".match_perm", "I32", perm))
 
 
+def layer_stats(site, scores, Y, chosen, out, gaps, score_key):
+    """The per-layer dynamic results shared by native layers and exports: output_sim,
+    rank_counts, chosen, usage, cooccurrence (appended to out) and the scalars.
+    scores [N, E] (router logits / scores), Y [N, E, C] expert outputs, chosen [N, E] U8.
+    Returns (scalars, rank counts, top-1 hits); updates the deciding margins in gaps."""
+    N, E = chosen.shape
+    norms = np.linalg.norm(Y, axis=2)
+    ang = np.zeros((E, E))
+    for t in range(N):
+        ang += 1 - np.arccos(cos_matrix(Y[t], Y[t])) / np.pi
+    ang /= N
+    out.append((site + ".output_sim", "F64", ang))
+    iu = np.triu_indices(E, 1)
+    d = {"output_similarity": float(ang[iu].mean()) if E > 1 else None}
+    rs, so = ranks(scores)
+    rn, no = ranks(norms)
+    counts = np.zeros((E, E), np.int64)
+    np.add.at(counts, (rs.ravel(), rn.ravel()), 1)
+    out.append((site + ".rank_counts", "I64", counts))
+    hits = int((so[:, 0] == no[:, 0]).sum())
+    d["top1_norm_share"] = hits / N
+    for x, key in ((scores, score_key), (norms, "norm")):
+        srt = -np.sort(-x, axis=1)
+        gaps[key] = min(gaps[key], float((srt[:, :-1] - srt[:, 1:]).min()))
+    out.append((site + ".chosen", "U8", chosen))
+    cnt = chosen.sum(0).astype(np.float64)
+    share = cnt / cnt.sum()
+    nz = share[share > 0]
+    d["usage_perplexity"] = float(np.exp(-(nz * np.log(nz)).sum()) / E)
+    d["dead_share"] = float((cnt == 0).mean())
+    co = chosen.T.astype(np.float64) @ chosen.astype(np.float64)
+    np.fill_diagonal(co, 0)
+    rows = co.sum(1, keepdims=True)
+    co = np.where(rows > 0, co / np.where(rows > 0, rows, 1), 0)
+    out.append((site + ".usage", "F64", share))
+    out.append((site + ".cooccurrence", "F64", co))
+    return d, counts, hits
+
+
 def dynamic(cfg, w, layers, seqs, eps, out, info, sites):
     ref = moe_native_ref.MoeRef(cfg, w, every=True)
     c = ref.c
@@ -189,40 +228,9 @@ def dynamic(cfg, w, layers, seqs, eps, out, info, sites):
                 a = np.abs(h[routed])
                 fired[e] = (a > eps).any(0)
                 gaps["fire"] = min(gaps["fire"], float(np.abs(a - eps).min()))
-        Y = np.stack(ys, 1)  # [N, E, C]
-        norms = np.linalg.norm(Y, axis=2)
-        ang = np.zeros((E, E))
-        for t in range(N):
-            cs = cos_matrix(Y[t], Y[t])
-            ang += 1 - np.arccos(cs) / np.pi
-        ang /= N
-        out.append((site + ".output_sim", "F64", ang))
-        iu = np.triu_indices(E, 1)
-        d = {"output_similarity": float(ang[iu].mean())}
-        rs, so = ranks(logits)
-        rn, no = ranks(norms)
-        counts = np.zeros((E, E), np.int64)
-        np.add.at(counts, (rs.ravel(), rn.ravel()), 1)
-        out.append((site + ".rank_counts", "I64", counts))
+        d, counts, hits = layer_stats(site, logits, np.stack(ys, 1), chosen, out, gaps, "logit")
         rank_total += counts
-        hits = int((so[:, 0] == no[:, 0]).sum())
         hits_total += hits
-        d["top1_norm_share"] = hits / N
-        for x, key in ((logits, "logit"), (norms, "norm")):
-            srt = -np.sort(-x, axis=1)
-            gaps[key] = min(gaps[key], float((srt[:, :-1] - srt[:, 1:]).min()))
-        out.append((site + ".chosen", "U8", chosen))
-        cnt = chosen.sum(0).astype(np.float64)
-        share = cnt / cnt.sum()
-        nz = share[share > 0]
-        d["usage_perplexity"] = float(np.exp(-(nz * np.log(nz)).sum()) / E)
-        d["dead_share"] = float((cnt == 0).mean())
-        co = chosen.T.astype(np.float64) @ chosen.astype(np.float64)
-        np.fill_diagonal(co, 0)
-        rows = co.sum(1, keepdims=True)
-        co = np.where(rows > 0, co / np.where(rows > 0, rows, 1), 0)
-        out.append((site + ".usage", "F64", share))
-        out.append((site + ".cooccurrence", "F64", co))
         out.append((site + ".channel_usage", "F64", fired.mean(1)))
         sites[site]["dynamic"] = d
         chosen_by.append((l, chosen))
@@ -457,43 +465,13 @@ def export_main(argv):
                 f = (ah > a.fire_eps).any(0)
                 gaps["fire"] = min(gaps["fire"], float(np.abs(ah - a.fire_eps).min()))
             fired.append(f.mean())
-        Y = np.stack(ys, 1)
-        norms = np.linalg.norm(Y, axis=2)
-        ang = np.zeros((E, E))
-        for t in range(n):
-            ang += 1 - np.arccos(cos_matrix(Y[t], Y[t])) / np.pi
-        ang /= n
-        out.append((site + ".output_sim", "F64", ang))
-        iu = np.triu_indices(E, 1)
-        d = {"output_similarity": float(ang[iu].mean()) if E > 1 else None}
-        rs, so = ranks(scores)
-        rn, no = ranks(norms)
-        counts = np.zeros((E, E), np.int64)
-        np.add.at(counts, (rs.ravel(), rn.ravel()), 1)
-        out.append((site + ".rank_counts", "I64", counts))
+        d, counts, hits = layer_stats(site, scores, np.stack(ys, 1), chosen, out, gaps, "score")
         if rank_total is not None and rank_total.shape != counts.shape:
             same_e = False
         if same_e:
             rank_total = counts if rank_total is None else rank_total + counts
-        hits = int((so[:, 0] == no[:, 0]).sum())
         hits_total += hits
-        d["top1_norm_share"] = hits / n
-        for v, key in ((scores, "score"), (norms, "norm")):
-            srt = -np.sort(-v, axis=1)
-            gaps[key] = min(gaps[key], float((srt[:, :-1] - srt[:, 1:]).min()))
-        out.append((site + ".chosen", "U8", chosen))
         d["mean_k"] = float(chosen.sum(1).mean())
-        cnt = chosen.sum(0).astype(np.float64)
-        share = cnt / cnt.sum()
-        nz = share[share > 0]
-        d["usage_perplexity"] = float(np.exp(-(nz * np.log(nz)).sum()) / E)
-        d["dead_share"] = float((cnt == 0).mean())
-        co = chosen.T.astype(np.float64) @ chosen.astype(np.float64)
-        np.fill_diagonal(co, 0)
-        rsum = co.sum(1, keepdims=True)
-        co = np.where(rsum > 0, co / np.where(rsum > 0, rsum, 1), 0)
-        out.append((site + ".usage", "F64", share))
-        out.append((site + ".cooccurrence", "F64", co))
         out.append((site + ".channel_usage", "F64", np.array(fired, np.float64)))
         info["dynamic"] = d
         chosen_by.append((l, chosen))

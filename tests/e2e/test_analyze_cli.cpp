@@ -132,19 +132,8 @@ class AnalyzeCli : public QObject {
   // A MoE export of a small gpt2 (4 experts of 32 neurons, top-2) built through the CLI.
   void moeExport() {
     const fs::path d = root_ / "export";
-    const QString fixtures = qs(sourceDir() / "scripts" / "ref" / "moe_fixtures.py");
-    // Each step must succeed; a failure names the command and its error.
-    auto py = [&](const QStringList& args) {
-      auto r = runPython(QStringList{fixtures} + args);
-      if (r.exitCode != 0) qWarning("fixture %s: %s", qPrintable(args.join(" ")), (r.out + r.err).c_str());
-      return r.exitCode == 0;
-    };
-    auto cli = [&](const QStringList& args, std::string* out = nullptr) {
-      auto r = runCli(args + QStringList{"--quiet"});
-      if (r.exitCode != 0) qWarning("moefy %s: %s", qPrintable(args.join(" ")), r.err.c_str());
-      if (out) *out = r.out;
-      return r.exitCode == 0;
-    };
+    auto py = [](const QStringList& args) { return moefy::test::runFixture(args); };
+    auto cli = [](const QStringList& args, std::string* out = nullptr) { return moefy::test::runCliStep(args, out); };
     QVERIFY(py({"model", "gpt2", qs(d / "model"), "--seed", "4", "--d-ff", "128"}));
     std::string info;
     QVERIFY(cli({"inspect", qs(d / "model"), "--json"}, &info));

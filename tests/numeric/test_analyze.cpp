@@ -210,19 +210,8 @@ class Analyze : public QObject {
     QFETCH(bool, oracle);
     const fs::path d = root_ / ("export_" + variant.toStdString());
     const fs::path moeDir = d / "moe";
-    const QString fixtures = qs(sourceDir() / "scripts" / "ref" / "moe_fixtures.py");
-    // Each step must succeed; a failure names the command and its error.
-    auto py = [&](const QStringList& args) {
-      auto r = runPython(QStringList{fixtures} + args);
-      if (r.exitCode != 0) qWarning("fixture %s: %s", qPrintable(args.join(" ")), (r.out + r.err).c_str());
-      return r.exitCode == 0;
-    };
-    auto cli = [&](const QStringList& args, std::string* out = nullptr) {
-      auto r = runCli(args + QStringList{"--quiet"});
-      if (r.exitCode != 0) qWarning("moefy %s: %s", qPrintable(args.join(" ")), r.err.c_str());
-      if (out) *out = r.out;
-      return r.exitCode == 0;
-    };
+    auto py = [](const QStringList& args) { return moefy::test::runFixture(args); };
+    auto cli = [](const QStringList& args, std::string* out = nullptr) { return moefy::test::runCliStep(args, out); };
     if (!fs::exists(moeDir)) {
       const bool llama = variant == "llama";
       QVERIFY(py({"model", variant, qs(d / "model"), "--seed", llama ? "5" : "7", "--d-ff", llama ? "96" : "128"}));
