@@ -594,13 +594,32 @@ void ExportDynamics::add(int L, const at::Tensor& xIn) {
   if (it == impl_->acc.end()) throw ParameterError(Site::ofLayer(L).name() + " is not an analysed layer");
   LayerAcc& a = it->second;
   const MoeLayer& layer = impl_->moe->layers()[L];
-  const MoeLayerWeights& w = *layer.weights;
-  const at::Tensor x = xIn.to(at::kFloat).contiguous();  // [n, d_model]
+  // The layer recomputed in float64 from its FFN inputs (which come from the
+  // float32 forward pass): the router scores, the selection and the hiddens,
+  // so that ranks and choices do not hinge on float32 rounding. A token within
+  // float32 rounding of a tie may be assigned otherwise than in the forward pass.
+  auto f64 = [](const at::Tensor& t) { return t.defined() ? t.to(at::kDouble) : t; };
+  const MoeLayerWeights& wf = *layer.weights;
+  MoeLayerWeights w;
+  w.layout = wf.layout;
+  w.up = f64(wf.up);
+  w.gate = f64(wf.gate);
+  w.upBias = f64(wf.upBias);
+  w.downT = f64(wf.downT);
+  w.act = wf.act;
+  LayerRouter router = *layer.router;
+  router.centroids = f64(router.centroids);
+  router.w1 = f64(router.w1);
+  router.w2 = f64(router.w2);
+  router.b1 = f64(router.b1);
+  const at::Tensor x = xIn.to(at::kDouble).contiguous();  // [n, d_model]
   const int64_t E = a.experts, n = x.size(0);
-  const at::Tensor h = w.packedHidden(x);                                // [n, d_ff] packed
-  const at::Tensor scores = layer.router->scores(x, w).to(at::kDouble);  // [n, E]
-  // The selection as the export's MoE FFN makes it (-1: a dynamic-k token's unused slots).
-  const at::Tensor sel = impl_->moe->route(L, x);  // [n, k] I64
+  const at::Tensor h = w.packedHidden(x);         // [n, d_ff] packed
+  const at::Tensor scores = router.scores(x, w);  // [n, E]
+  // The MoE FFN's rule (MoeFfn::route): top-k, or dynamic-k with -1 in a token's unused slots.
+  const at::Tensor sel = router.kind == RouterKind::DynamicK
+                             ? dynamicKExperts(scores, router.tau, router.minK, layer.topK)
+                             : topKExperts(scores, layer.topK);  // [n, k] I64
   at::Tensor chosen = at::zeros({n, E + 1}, at::kByte)
                           .scatter_(1, at::where(sel < 0, at::full_like(sel, E), sel), 1)
                           .narrow(1, 0, E)
@@ -609,8 +628,8 @@ void ExportDynamics::add(int L, const at::Tensor& xIn) {
   std::vector<at::Tensor> ys;
   for (int e = 0; e < E; ++e) {
     const int64_t off = w.layout.offsets[e], s = w.layout.expertSize(e);
-    const at::Tensor he = h.narrow(1, off, s);                                                // [n, s]
-    ys.push_back(at::matmul(he.to(at::kDouble), w.downT.narrow(0, off, s).to(at::kDouble)));  // [n, d_model]
+    const at::Tensor he = h.narrow(1, off, s);                // [n, s]
+    ys.push_back(at::matmul(he, w.downT.narrow(0, off, s)));  // [n, d_model]
     addFired(a, e, he, chosen.select(1, e).to(at::kBool), impl_->eps);
   }
   addOutputs(a, at::stack(ys, 1), scores);

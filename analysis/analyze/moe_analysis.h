@@ -79,11 +79,14 @@
 //    ("router_sim": "skipped: ...", "router_r2": null); the R² use the pairs
 //    where both similarities are defined;
 //  - the dynamic analyses use the FFN inputs x of the export's own sparse
-//    forward pass: h = the layer's packed hidden of x (every expert computed
-//    on the side), y_e = down_e h_e, the router scores
-//    LayerRouter::scores(x) (the oracle: the expert activation mass, sum of h
-//    or of |h|, analysis/experts/moe_layer.h), the chosen experts those of
-//    MoeFfn::route (dynamic-k: k varies per token, "mean_k" per site);
+//    forward pass and recompute the layer from them in float64: h = the
+//    layer's packed hidden of x (every expert computed on the side), y_e =
+//    down_e h_e, the router scores LayerRouter::scores(x) (the oracle: the
+//    expert activation mass, sum of h or of |h|, analysis/experts/moe_layer.h),
+//    the chosen experts by MoeFfn::route's rule on those scores (top-k, or
+//    dynamic-k: k varies per token, "mean_k" per site); a token within
+//    float32 rounding of a tie may be chosen otherwise than in the float32
+//    forward pass;
 //  - with AnalyzeOptions::oracleRouter the oracle routes instead of the
 //    stored routers (withOracleRouters: same experts and top-k), in the
 //    forward pass too, so later layers see the oracle MoE's inputs;

@@ -313,10 +313,10 @@ class Analyze : public QObject {
         QTest::currentDataTag(), staticMax, staticWorst.c_str(), dynamicMax, dynamicWorst.c_str(), staticJson,
         dynamicJson, nanEntries, worst.c_str());
     QVERIFY2(staticMax <= kStaticTol, qPrintable(QString("static max diff %1 > %2").arg(staticMax).arg(kStaticTol)));
-    QVERIFY2(dynamicMax <= kDynamicTol,
-             qPrintable(QString("dynamic max diff %1 > %2").arg(dynamicMax).arg(kDynamicTol)));
+    // The dynamic analyses of an export are float64 computations on the same inputs: the static tolerance.
+    QVERIFY2(dynamicMax <= kStaticTol, qPrintable(QString("dynamic max diff %1 > %2").arg(dynamicMax).arg(kStaticTol)));
     QVERIFY2(staticJson <= kStaticTol, worst.c_str());
-    QVERIFY2(dynamicJson <= kDynamicTol, worst.c_str());
+    QVERIFY2(dynamicJson <= kStaticTol, worst.c_str());
 
     // What each variant is there to exercise.
     if (variant == "llama") {
