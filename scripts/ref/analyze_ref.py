@@ -98,10 +98,30 @@ def router_name(cfg, l):
     return "model.layers.%d.%s.gate.weight" % (l, "block_sparse_moe" if cfg["model_type"] == "mixtral" else "mlp")
 
 
+def match_pair(ni, nj, C, same):
+    """The optimal one-to-one matching of neuron vectors ni, nj [F, P C] (same: i == j, the
+    identity): (perm, mean matched cosine, [mean matched cosine per projection], Kendall tau)."""
+    from scipy.optimize import linear_sum_assignment
+    from scipy.stats import kendalltau
+    S = cos_matrix(ni, nj)
+    F = ni.shape[0]
+    if same:
+        p = np.arange(F)
+    else:
+        rows, p = linear_sum_assignment(S, maximize=True)
+        assert (rows == np.arange(F)).all()
+    proj = []
+    for q in range(ni.shape[1] // C):
+        a = ni[:, q * C:(q + 1) * C]
+        b = nj[p, q * C:(q + 1) * C]
+        proj.append(np.mean([cos_matrix(a[r:r + 1], b[r:r + 1])[0, 0] for r in range(F)]))
+    tau = 1.0 if same else kendalltau(np.arange(F), p).correlation
+    return p, S[np.arange(F), p].mean(), proj, tau
+
+
 def static(cfg, w, l, E, out, info):
     # scipy imported here so that batch.py (which imports this module) runs without it.
-    from scipy.optimize import linear_sum_assignment
-    from scipy.stats import kendalltau, linregress
+    from scipy.stats import linregress
     site = "blk.%d" % l
     ex = [[w[n].astype(np.float64) for n in expert_names(cfg, l, e)] for e in range(E)]  # gate, up, down
     s = {}
@@ -137,19 +157,7 @@ def static(cfg, w, l, E, out, info):
     perm = np.zeros((E, E, F), np.int32)
     for i in range(E):
         for j in range(E):
-            S = cos_matrix(neurons[i], neurons[j])
-            if i == j:
-                p = np.arange(F)
-            else:
-                rows, p = linear_sum_assignment(S, maximize=True)
-                assert (rows == np.arange(F)).all()
-            perm[i, j] = p
-            msim[i, j] = S[np.arange(F), p].mean()
-            for q in range(3):
-                a = neurons[i][:, q * C:(q + 1) * C]
-                b = neurons[j][p, q * C:(q + 1) * C]
-                mproj[q, i, j] = np.mean([cos_matrix(a[r:r + 1], b[r:r + 1])[0, 0] for r in range(F)])
-            tau[i, j] = 1.0 if i == j else kendalltau(np.arange(F), p).correlation
+            perm[i, j], msim[i, j], mproj[:, i, j], tau[i, j] = match_pair(neurons[i], neurons[j], C, i == j)
     out.append((site + ".match_sim", "F64", msim))
     for q, name in enumerate(PROJ):
         out.append((site + ".match_sim." + name, "F64", mproj[q]))
@@ -304,8 +312,7 @@ def _dynamic_k(s, tau, min_k, max_k):
 
 
 def export_static(w, l, E, gated, rows, out, info, match_max=1024):
-    from scipy.optimize import linear_sum_assignment
-    from scipy.stats import kendalltau, linregress
+    from scipy.stats import linregress
     site = "blk.%d" % l
     names = ("gate", "up", "down") if gated else ("up", "down")
     ex = []
@@ -366,20 +373,9 @@ def export_static(w, l, E, gated, rows, out, info, match_max=1024):
         for j in range(E):
             if sizes[i] != sizes[j]:
                 continue
-            S = cos_matrix(neurons[i], neurons[j])
-            F = sizes[i]
-            if i == j:
-                p = np.arange(F)
-            else:
-                rows_, p = linear_sum_assignment(S, maximize=True)
+            p, msim[i, j], mproj[:, i, j], tau[i, j] = match_pair(neurons[i], neurons[j], C, i == j)
             if equal:
                 perm[i, j] = p
-            msim[i, j] = S[np.arange(F), p].mean()
-            for q in range(P):
-                a = neurons[i][:, q * C:(q + 1) * C]
-                b = neurons[j][p, q * C:(q + 1) * C]
-                mproj[q, i, j] = np.mean([cos_matrix(a[r:r + 1], b[r:r + 1])[0, 0] for r in range(F)])
-            tau[i, j] = 1.0 if i == j else kendalltau(np.arange(F), p).correlation
     out.append((site + ".match_sim", "F64", msim))
     for q, name in enumerate(names):
         out.append((site + ".match_sim." + name, "F64", mproj[q]))
