@@ -67,7 +67,9 @@ RunResult runPython(const QStringList& args, int timeoutSec) {
 }
 
 bool runCliStep(const QStringList& args, std::string* out) {
-  const RunResult r = runCli(args + QStringList{"--quiet"});
+  // `inspect` prints no progress and has no --quiet (it refuses unknown options).
+  const bool quiet = args.isEmpty() || args.front() != "inspect";
+  const RunResult r = runCli(quiet ? args + QStringList{"--quiet"} : args);
   if (r.exitCode != 0) qWarning("moefy %s: %s", qPrintable(args.join(" ")), r.err.c_str());
   if (out) *out = r.out;
   return r.exitCode == 0;

@@ -246,6 +246,7 @@ def make_partition(model_dir, out):
     seed = arg("--seed", 0)
     fp = arg("--fingerprint", "", str)
     uneven = "--uneven" in sys.argv
+    shared = arg("--shared", 0)  # neurons of a shared expert (label E) per layer, as split --shared N writes it
     cfg = json.load(open(f"{model_dir}/config.json"))
     L = n_layers(cfg)
     tensors = {}
@@ -260,15 +261,22 @@ def make_partition(model_dir, out):
             sizes = F * wts // wts.sum()
             sizes[-1] += F - sizes.sum()
             labels = np.repeat(np.arange(E), sizes)[rng.permutation(F)].astype(np.int32)
+        elif shared:
+            routed = (np.arange(F - shared) * E // (F - shared))
+            labels = np.concatenate([routed, np.full(shared, E)])[rng.permutation(F)].astype(np.int32)
         else:
             labels = (np.arange(F) * E // F)[rng.permutation(F)].astype(np.int32)
-        perm = np.concatenate([np.sort(np.nonzero(labels == e)[0]) for e in range(E)]).astype(np.int32)
+        blocks = E + (1 if shared else 0)
+        perm = np.concatenate([np.sort(np.nonzero(labels == e)[0]) for e in range(blocks)]).astype(np.int32)
         tensors[f"blk.{layer}.labels"] = labels
         tensors[f"blk.{layer}.perm"] = perm
     save_st(f"{out}/labels.safetensors", tensors)
     meta = {"format": "moefy-partition", "version": 1, "method": "random", "options": {}, "seed": seed,
             "experts": E, "expert_size": F // E, "d_ff": F, "layers": list(range(L)), "model_fingerprint": fp,
             "recording": "", "metrics": {}, "tool_version": "fixture"}
+    if shared:
+        meta["expert_size"] = (F - shared) // E
+        meta["shared"] = {"rule": "count", "neurons": {str(layer): shared for layer in range(L)}}
     json.dump(meta, open(f"{out}/partition.json", "w"), indent=2)
 
 
@@ -297,6 +305,7 @@ def make_recording(model_dir, out):
     man = {"format": "moefy-recording", "version": 1,
            "model": {"path": model_dir, "fingerprint": fp, "layers": L, "d_model": int(C), "d_ff": int(w1.shape[0])},
            "tokens": S, "sequences": 1, "layers": list(range(L)),
+           "corpus": {"path": "fixture", "kind": "tokens", "categories": []},
            "options": {"samples": S, "seed": seed, "active": {"rule": "positive"}}, "tool_version": "fixture"}
     json.dump(man, open(f"{out}/manifest.json", "w"), indent=2)
 
