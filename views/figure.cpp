@@ -174,7 +174,8 @@ FigureView::FigureView(StudioContext* ctx, const QString& title, int pickers, QW
                                            {PickPartition, "partition"},
                                            {PickRouter, "router"},
                                            {PickEvaluation, "evaluation"},
-                                           {PickFront, "front"}};
+                                           {PickFront, "front"},
+                                           {PickAnalysis, "analysis"}};
   for (const auto& [flag, kind] : kinds) {
     if (!(pickers_ & flag)) continue;
     toolbar_->addWidget(new QLabel(" " + kind.left(1).toUpper() + kind.mid(1) + ": ", toolbar_));
