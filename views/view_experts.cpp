@@ -338,7 +338,7 @@ void ExpertsView::drawUsage() {
   plot->yAxis->setScaleType(QCPAxis::stLogarithmic);
   QSharedPointer<QCPAxisTickerLog> t(new QCPAxisTickerLog);
   plot->yAxis->setTicker(t);
-  plot->yAxis->setNumberFormat("gb");
+  plot->yAxis->setNumberFormat("g");
   double hi = 1.0 / E;
   for (double v : y) hi = std::max(hi, v);
   plot->yAxis->setRange(floor, hi * 1.6);
