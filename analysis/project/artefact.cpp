@@ -94,8 +94,8 @@ std::string describeAnalysis(const fs::path& dir) {
     s += " top-" + std::to_string(model["top_k"].get<int64_t>());
   s += ", sites " + (sites.empty() ? std::string("none") : sites);
   const nlohmann::json corpus = m.value("corpus", nlohmann::json());
-  if (corpus.is_object() && corpus.contains("tokens") && corpus["tokens"].is_number())
-    s += ", " + fmtG(corpus["tokens"].get<double>()) + " corpus tokens";
+  if (corpus.is_object() && corpus.contains("tokens") && corpus["tokens"].is_number_integer())
+    s += ", " + std::to_string(corpus["tokens"].get<int64_t>()) + " corpus tokens";
   else
     s += ", weights only";
   if (m.contains("top1_norm_share") && m["top1_norm_share"].is_number())
