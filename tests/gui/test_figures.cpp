@@ -185,7 +185,9 @@ class TestFigures : public QObject {
       return {};
     }
     const std::filesystem::path meta = (an + "c-damaged/analysis.json").toStdString();
-    nlohmann::json doc = nlohmann::json::parse(std::ifstream(meta));
+    std::ifstream in(meta);
+    nlohmann::json doc = nlohmann::json::parse(in);
+    in.close();
     doc["tensors"]["blk.0.router_sim"] = {5, 5};
     std::ofstream(meta) << doc.dump(1);
     analysisWs_ = ws.dir;
