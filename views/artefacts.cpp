@@ -534,7 +534,8 @@ std::shared_ptr<Analysis> Analysis::open(const QString& d) {
     // draw experts that do not exist.
     for (const auto& [tail, m] : L.matrices) {
       const bool square = tail.rfind("pca.", 0) != 0 && tail != "usage" && tail != "channel_usage";
-      if ((square && (m.rows != L.experts || m.cols != L.experts)) || (!square && tail != "pca.neurons" && m.rows != L.experts))
+      if ((square && (m.rows != L.experts || m.cols != L.experts)) ||
+          (!square && tail != "pca.neurons" && m.rows != L.experts))
         throw FormatError(file + ": tensor '" + prefix + tail + "' has " + std::to_string(m.rows) + " rows, " + key +
                           " has " + std::to_string(L.experts) + " experts");
     }

@@ -326,12 +326,13 @@ struct Analysis {
   };
   QString dir;  ///< absolute folder of analysis.json
   QString name;
-  nlohmann::json meta;                    ///< analysis.json
-  std::vector<int> layers;                ///< the analysed layers, ascending
-  std::vector<moefy::Site> sites;         ///< parallel to layers
-  std::map<int, Layer> perLayer;          ///< by layer
-  Matrix rankCounts;                      ///< "rank_counts": summed over the layers (empty when absent)
-  double top1NormShare = std::numeric_limits<double>::quiet_NaN();  ///< analysis.json top1_norm_share (NaN: weights only)
+  nlohmann::json meta;             ///< analysis.json
+  std::vector<int> layers;         ///< the analysed layers, ascending
+  std::vector<moefy::Site> sites;  ///< parallel to layers
+  std::map<int, Layer> perLayer;   ///< by layer
+  Matrix rankCounts;               ///< "rank_counts": summed over the layers (empty when absent)
+  /// analysis.json top1_norm_share over all analysed layers (NaN: weights only)
+  double top1NormShare = std::numeric_limits<double>::quiet_NaN();
 };
 
 /// The FFN input and hidden activation of one layer for a typed text, run

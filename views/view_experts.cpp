@@ -230,11 +230,13 @@ void ExpertsView::refresh() {
       text += ", router R\u00b2 " + share(lay.scalar({"router_r2", m.toUtf8().constData(), proj.toUtf8().constData()}));
     if (m == "match_sim" && lay.scalars.is_object() && lay.scalars.value("matching", std::string()) != "optimal")
       text += " (" + QString::fromStdString(lay.scalars.value("matching", std::string("not computed"))) + ")";
-    if (!lay.matrix(sim)) text = m == "output_sim" ? "needs a corpus (this analysis is weights only)" : "not in this analysis";
+    if (!lay.matrix(sim))
+      text = m == "output_sim" ? "needs a corpus (this analysis is weights only)" : "not in this analysis";
     setCaption(Similarity, text);
   }
   drawHeatmap(RouterSimilarity, "router_sim", false, false, E);
-  setCaption(RouterSimilarity, lay.matrix("router_sim") ? "cosine of the router's rows" : "no router similarity in this analysis");
+  setCaption(RouterSimilarity,
+             lay.matrix("router_sim") ? "cosine of the router's rows" : "no router similarity in this analysis");
 
   const bool summed = rankScope_->currentIndex() == 1;
   drawHeatmap(RankCounts, "rank_counts", summed, false, E);
@@ -242,15 +244,16 @@ void ExpertsView::refresh() {
     setCaption(RankCounts, summed && lay.matrix("rank_counts") ? "layers differ in their expert count: no sum"
                                                                : "needs a corpus (this analysis is weights only)");
   else
-    setCaption(RankCounts, QString("(token, expert) pairs; top-1 = largest norm: %1 of tokens (%2)")
-                               .arg(share(summed ? analysis_->top1NormShare : lay.scalar({"dynamic", "top1_norm_share"})))
-                               .arg(summed ? QString("all layers") : QString::fromStdString(lay.site.name())));
+    setCaption(RankCounts,
+               QString("(token, expert) pairs; top-1 = largest norm: %1 of tokens (%2)")
+                   .arg(share(summed ? analysis_->top1NormShare : lay.scalar({"dynamic", "top1_norm_share"})))
+                   .arg(summed ? QString("all layers") : QString::fromStdString(lay.site.name())));
   plots_[RankCounts]->xAxis->setLabel("output-norm rank");
   plots_[RankCounts]->yAxis->setLabel("router rank");
 
   drawHeatmap(Cooccurrence, "cooccurrence", false, true, E);
   setCaption(Cooccurrence, lay.matrix("cooccurrence") ? "tokens choosing both; diagonal removed, rows sum to 1"
-                                                       : "needs a corpus (this analysis is weights only)");
+                                                      : "needs a corpus (this analysis is weights only)");
   drawUsage();
   drawPca();
   highlight();
@@ -261,8 +264,8 @@ void ExpertsView::drawHeatmap(Panel p, const std::string& tensor, bool summed, b
   QCustomPlot* plot = plots_[p];
   QCPColorMap* map = maps_[p];
   const Analysis::Layer& lay = analysis_->perLayer.at(layer());
-  const Analysis::Matrix* m = summed ? (analysis_->rankCounts.empty() ? nullptr : &analysis_->rankCounts)
-                                     : lay.matrix(tensor);
+  const Analysis::Matrix* m =
+      summed ? (analysis_->rankCounts.empty() ? nullptr : &analysis_->rankCounts) : lay.matrix(tensor);
   const int n = m ? m->rows : experts;
   map->setVisible(m != nullptr);
   scales_[p]->setVisible(m != nullptr);
@@ -282,8 +285,10 @@ void ExpertsView::drawHeatmap(Panel p, const std::string& tensor, bool summed, b
     }
   }
   if (!(lo < hi)) {
-    if (!std::isfinite(lo)) lo = 0, hi = 1;
-    else lo -= 0.5, hi += 0.5;
+    if (!std::isfinite(lo))
+      lo = 0, hi = 1;
+    else
+      lo -= 0.5, hi += 0.5;
   }
   QCPColorGradient g = gradient(ColorMap::Viridis);
   g.setNanHandling(QCPColorGradient::nhNanColor);
@@ -314,8 +319,7 @@ void ExpertsView::drawUsage() {
   const int E = u->rows;
   usageOrder_.resize(static_cast<size_t>(E));
   for (int e = 0; e < E; ++e) usageOrder_[static_cast<size_t>(e)] = e;
-  std::stable_sort(usageOrder_.begin(), usageOrder_.end(),
-                   [&](int a, int b) { return u->at(a, 0) > u->at(b, 0); });
+  std::stable_sort(usageOrder_.begin(), usageOrder_.end(), [&](int a, int b) { return u->at(a, 0) > u->at(b, 0); });
   // A log axis has no zero: a dead expert's bar ends at the floor, a decade
   // below the smallest share drawn (the caption gives the dead share).
   double minPositive = 1;
@@ -408,13 +412,15 @@ void ExpertsView::drawPca() {
   const double dx = std::max(1e-9, xhi - xlo) * 0.12, dy = std::max(1e-9, yhi - ylo) * 0.12;
   plot->xAxis->setRange(xlo - dx, xhi + dx);
   plot->yAxis->setRange(ylo - dy, yhi + dy);
-  const nlohmann::json explained =
-      lay.scalars.is_object() && lay.scalars.contains("pca_explained") ? lay.scalars["pca_explained"] : nlohmann::json();
+  const nlohmann::json explained = lay.scalars.is_object() && lay.scalars.contains("pca_explained")
+                                       ? lay.scalars["pca_explained"]
+                                       : nlohmann::json();
   auto pct = [](const nlohmann::json& a) {
     if (!a.is_array() || a.size() != 2 || !a[0].is_number() || !a[1].is_number()) return QString("-");
     return QString("%1 % + %2 %").arg(a[0].get<double>() * 100, 0, 'f', 1).arg(a[1].get<double>() * 100, 0, 'f', 1);
   };
-  QString text = "experts (squares): explained " + pct(explained.is_object() ? explained.value("experts", nlohmann::json()) : nlohmann::json());
+  QString text = "experts (squares): explained " +
+                 pct(explained.is_object() ? explained.value("experts", nlohmann::json()) : nlohmann::json());
   text += nu ? "; neurons (dots, coloured by expert): " +
                    pct(explained.is_object() ? explained.value("neurons", nlohmann::json()) : nlohmann::json())
              : QString("; neuron PCA skipped");
@@ -487,8 +493,7 @@ void ExpertsView::highlight() {
     const QCPRange yr = plots_[Usage]->yAxis->range();
     double top = yr.lower;
     auto* bars = plots_[Usage]->plottableCount() > 0 ? qobject_cast<QCPBars*>(plots_[Usage]->plottable(0)) : nullptr;
-    if (bars && at < static_cast<std::ptrdiff_t>(bars->data()->size()))
-      top = (bars->data()->begin() + at)->value;
+    if (bars && at < static_cast<std::ptrdiff_t>(bars->data()->size())) top = (bars->data()->begin() + at)->value;
     rect(plots_[Usage], at - 0.45, top, at + 0.45, yr.lower);
   }
   // PCA: a ring around the expert's marker.
@@ -498,7 +503,8 @@ void ExpertsView::highlight() {
     const auto [x, y] = expertPoints_[static_cast<size_t>(e)];
     // About 9 px around the marker, in plot coordinates (it stays on the marker in exports of another size).
     const double px = plot->xAxis->coordToPixel(x), py = plot->yAxis->coordToPixel(y);
-    const double rx = std::abs(plot->xAxis->pixelToCoord(px + 9) - x), ry = std::abs(plot->yAxis->pixelToCoord(py - 9) - y);
+    const double rx = std::abs(plot->xAxis->pixelToCoord(px + 9) - x),
+                 ry = std::abs(plot->yAxis->pixelToCoord(py - 9) - y);
     ring->topLeft->setCoords(x - rx, y + ry);
     ring->bottomRight->setCoords(x + rx, y - ry);
     ring->setPen(QPen(kHighlight, 2.5));
@@ -517,8 +523,8 @@ QString ExpertsView::csvData() const {
       for (int c = 0; c < m.cols; ++c)
         out += QString("%1,%2,%3,%4,%5\n").arg(name, where).arg(r).arg(c).arg(m.at(r, c), 0, 'g', 10);
   };
-  for (const std::string& name : {similarityTensor().toStdString(), std::string("router_sim"),
-                                  std::string("cooccurrence")})
+  for (const std::string& name :
+       {similarityTensor().toStdString(), std::string("router_sim"), std::string("cooccurrence")})
     if (const Analysis::Matrix* m = lay.matrix(name)) matrix(QString::fromStdString(name), site, *m);
   if (rankScope_->currentIndex() == 1 && !analysis_->rankCounts.empty())
     matrix("rank_counts", "all", analysis_->rankCounts);
@@ -527,7 +533,8 @@ QString ExpertsView::csvData() const {
   // Usage: row = expert, column = its bar's position.
   if (const Analysis::Matrix* u = lay.matrix("usage"))
     for (size_t i = 0; i < usageOrder_.size(); ++i)
-      out += QString("usage,%1,%2,%3,%4\n").arg(site).arg(usageOrder_[i]).arg(i).arg(u->at(usageOrder_[i], 0), 0, 'g', 10);
+      out +=
+          QString("usage,%1,%2,%3,%4\n").arg(site).arg(usageOrder_[i]).arg(i).arg(u->at(usageOrder_[i], 0), 0, 'g', 10);
   if (const Analysis::Matrix* m = lay.matrix("pca.experts")) matrix("pca.experts", site, *m);
   if (const Analysis::Matrix* m = lay.matrix("pca.neurons")) matrix("pca.neurons", site, *m);
   return out;

@@ -194,16 +194,17 @@ class TestProject : public QObject {
     // A weights-only analysis of 2 experts at blk.1, in the format
     // analyzeMoeModel writes (docs/formats.md "MoE analysis").
     auto write = [&](const fs::path& dir, bool listExtra) {
-      json doc = {{"format", "moefy-moe-analysis"},
-                  {"version", 1},
-                  {"model", {{"dir", (root / "gone-model").string()}, {"model_type", "mixtral"}, {"experts", 2}, {"top_k", 1}}},
-                  {"corpus", nullptr},
-                  {"sites", {{"blk.1", {{"experts", 2}}}}},
-                  {"tensors", {{"blk.1.sim.gate", {2, 2}}}}};
+      json doc = {
+          {"format", "moefy-moe-analysis"},
+          {"version", 1},
+          {"model", {{"dir", (root / "gone-model").string()}, {"model_type", "mixtral"}, {"experts", 2}, {"top_k", 1}}},
+          {"corpus", nullptr},
+          {"sites", {{"blk.1", {{"experts", 2}}}}},
+          {"tensors", {{"blk.1.sim.gate", {2, 2}}}}};
       if (listExtra) doc["tensors"]["blk.1.router_sim"] = {2, 2};  // listed but not written
       fs::create_directories(dir);
-      writeSafetensors(dir / "analysis.safetensors",
-                       {{"blk.1.sim.gate", at::eye(2, at::kDouble)}}, {{"format", "moefy-moe-analysis"}});
+      writeSafetensors(dir / "analysis.safetensors", {{"blk.1.sim.gate", at::eye(2, at::kDouble)}},
+                       {{"format", "moefy-moe-analysis"}});
       writeFileAtomic(dir / "analysis.json", doc.dump(2));
     };
     write(root / "ws" / "analyses" / "good", false);

@@ -23,8 +23,8 @@
 #include <QTreeWidgetItemIterator>
 #include <QtTest>
 #include <climits>
-#include <fstream>
 #include <cmath>
+#include <fstream>
 #include <functional>
 #include <nlohmann/json.hpp>
 
@@ -124,8 +124,13 @@ QString clippedText(const QImage& lo, const QImage& hi, QWidget* root, QCustomPl
        {QRect(edge.left(), edge.top(), edge.width(), 1), QRect(edge.left(), edge.bottom(), edge.width(), 1),
         QRect(edge.left(), edge.top(), 1, edge.height()), QRect(edge.right(), edge.top(), 1, edge.height())})
     if (inkBox(lo, line).isValid())
-      return name + QString("ink on the plot's edge %1,%2 %3x%4").arg(line.x()).arg(line.y()).arg(line.width()).arg(line.height());
-  const QRect below(off.x() + axis.left(), off.y() + axis.bottom() + 1, axis.width(), plot->height() - axis.bottom() - 2);
+      return name + QString("ink on the plot's edge %1,%2 %3x%4")
+                        .arg(line.x())
+                        .arg(line.y())
+                        .arg(line.width())
+                        .arg(line.height());
+  const QRect below(off.x() + axis.left(), off.y() + axis.bottom() + 1, axis.width(),
+                    plot->height() - axis.bottom() - 2);
   if (!inkBox(lo, below).isValid()) return name + "no x label below the axis";
   return {};
 }
@@ -162,7 +167,8 @@ class TestFigures : public QObject {
     if (!analysisWs_.isEmpty()) return analysisWs_;
     const std::filesystem::path root = test::freshDir("gui_experts");
     const QString r = QString::fromStdString(root.string());
-    const QString script = QString::fromStdString((test::sourceDir() / "scripts" / "ref" / "make_checkpoint.py").string());
+    const QString script =
+        QString::fromStdString((test::sourceDir() / "scripts" / "ref" / "make_checkpoint.py").string());
     const test::RunResult py = test::runPython({script, "mixtral", r + "/model"});
     if (py.exitCode != 0) {
       qWarning() << "make_checkpoint:" << py.err.c_str();
@@ -172,8 +178,9 @@ class TestFigures : public QObject {
     moefy::views::Workspace ws = moefy::views::Workspace::create(r + "/ws", "experts", r + "/model", r + "/seqs.ids");
     ws.save();
     const QString an = r + "/ws/analyses/";
-    for (const QStringList& args : {QStringList{"analyze", r + "/model", r + "/seqs.ids", "--out", an + "a-mixtral", "--quiet"},
-                                    QStringList{"analyze", r + "/model", "--static-only", "--out", an + "b-static", "--quiet"}}) {
+    for (const QStringList& args :
+         {QStringList{"analyze", r + "/model", r + "/seqs.ids", "--out", an + "a-mixtral", "--quiet"},
+          QStringList{"analyze", r + "/model", "--static-only", "--out", an + "b-static", "--quiet"}}) {
       const test::RunResult cli = test::runCli(args);
       if (cli.exitCode != 0) {
         qWarning() << "moefy" << args << cli.err.c_str();
@@ -832,12 +839,16 @@ class TestFigures : public QObject {
       ev->rankScopeCombo()->setCurrentIndex(0);
       settle(w);
       maxDiff = std::max(maxDiff, heatDiff(ExpertsView::RankCounts, site + "rank_counts", false));
-      QVERIFY2(ev->caption(ExpertsView::RankCounts).contains(QString::number(core.meta["sites"]["blk." + std::to_string(li)]["dynamic"]["top1_norm_share"].get<double>(), 'f', 3)),
-               qPrintable(ev->caption(ExpertsView::RankCounts)));
+      QVERIFY2(
+          ev->caption(ExpertsView::RankCounts)
+              .contains(QString::number(
+                  core.meta["sites"]["blk." + std::to_string(li)]["dynamic"]["top1_norm_share"].get<double>(), 'f', 3)),
+          qPrintable(ev->caption(ExpertsView::RankCounts)));
       ev->rankScopeCombo()->setCurrentIndex(1);
       settle(w);
       maxDiff = std::max(maxDiff, heatDiff(ExpertsView::RankCounts, "rank_counts", false));
-      QVERIFY2(ev->caption(ExpertsView::RankCounts).contains(QString::number(core.meta["top1_norm_share"].get<double>(), 'f', 3)),
+      QVERIFY2(ev->caption(ExpertsView::RankCounts)
+                   .contains(QString::number(core.meta["top1_norm_share"].get<double>(), 'f', 3)),
                qPrintable(ev->caption(ExpertsView::RankCounts)));
       compared += 4;
       // Usage: bars in descending order of the stored share, on a log axis.
@@ -854,7 +865,11 @@ class TestFigures : public QObject {
       }
       QCOMPARE(ev->plot(ExpertsView::Usage)->yAxis->scaleType(), QCPAxis::stLogarithmic);
       const QString usageCaption = ev->caption(ExpertsView::Usage);
-      QVERIFY2(usageCaption.contains("usage perplexity " + QString::number(core.meta["sites"][site.substr(0, site.size() - 1)]["dynamic"]["usage_perplexity"].get<double>(), 'f', 3)) &&
+      QVERIFY2(usageCaption.contains(
+                   "usage perplexity " +
+                   QString::number(
+                       core.meta["sites"][site.substr(0, site.size() - 1)]["dynamic"]["usage_perplexity"].get<double>(),
+                       'f', 3)) &&
                    usageCaption.contains("dead 0.000"),
                qPrintable(usageCaption));
       qInfo() << "layer" << li << "usage order" << QVector<int>(order.begin(), order.end());
@@ -896,8 +911,8 @@ class TestFigures : public QObject {
       const auto pca = outlines(ExpertsView::Pca);
       const at::Tensor pts = core.tensor("blk.1.pca.experts").to(at::kDouble);
       auto* ring = pca.size() == 1 ? qobject_cast<QCPItemEllipse*>(pca[0]) : nullptr;
-      if (!ring ||
-          std::abs((ring->topLeft->coords().x() + ring->bottomRight->coords().x()) / 2 - pts[e][0].item<double>()) > 1e-9)
+      if (!ring || std::abs((ring->topLeft->coords().x() + ring->bottomRight->coords().x()) / 2 -
+                            pts[e][0].item<double>()) > 1e-9)
         return QString("pca: the ring is not on expert %1").arg(e);
       if (!outlines(ExpertsView::RankCounts).isEmpty()) return QString("the rank panel (by rank) has an outline");
       return QString();
@@ -960,7 +975,8 @@ class TestFigures : public QObject {
     settle(w);
     QVERIFY2(ev->hasData(), qPrintable(ev->errorText()));
     QCOMPARE(ev->layer(), 0);
-    for (int p = 0; p < ExpertsView::PanelCount; ++p) ev->plot(ExpertsView::Panel(p))->replot(QCustomPlot::rpImmediateRefresh);
+    for (int p = 0; p < ExpertsView::PanelCount; ++p)
+      ev->plot(ExpertsView::Panel(p))->replot(QCustomPlot::rpImmediateRefresh);
     settle(w);
     QVERIFY(w.grab().save(out.filePath("experts-view-1366x768.png")));
     qInfo() << "window" << w.size() << "figure" << ev->figureRoot()->size();
@@ -1006,8 +1022,8 @@ class TestFigures : public QObject {
         ev->layerCombo()->setCurrentIndex(li);
         settle(w);
         const QCPRange drawn = ev->heatmap(ExpertsView::Similarity)->dataRange();
-        const auto want = global ? std::make_pair(std::min(r0.first, r1.first), std::max(r0.second, r1.second))
-                                 : (li == 0 ? r0 : r1);
+        const auto want =
+            global ? std::make_pair(std::min(r0.first, r1.first), std::max(r0.second, r1.second)) : (li == 0 ? r0 : r1);
         qInfo() << (global ? "global" : "per-layer") << "scale, layer" << li << "range" << drawn.lower << drawn.upper;
         QCOMPARE(drawn.lower, want.first);
         QCOMPARE(drawn.upper, want.second);
@@ -1045,11 +1061,13 @@ class TestFigures : public QObject {
     settle(w);
     QVERIFY(!ev->hasData());
     qInfo() << "damaged analysis:" << ev->errorText();
-    QVERIFY2(ev->errorText().contains("c-damaged/analysis.safetensors") && ev->errorText().contains("'blk.0.router_sim'"),
-             qPrintable(ev->errorText()));
+    QVERIFY2(
+        ev->errorText().contains("c-damaged/analysis.safetensors") && ev->errorText().contains("'blk.0.router_sim'"),
+        qPrintable(ev->errorText()));
     bool shown = false;
     for (QLabel* l : ev->findChildren<QLabel*>())
-      shown |= l->isVisible() && l->text().contains("Cannot read this analysis") && l->text().contains("blk.0.router_sim");
+      shown |=
+          l->isVisible() && l->text().contains("Cannot read this analysis") && l->text().contains("blk.0.router_sim");
     QVERIFY(shown);
     bool named = false;
     for (int i = 0; i < w.issues()->count(); ++i) named |= w.issues()->item(i)->text().contains("c-damaged/analysis");
