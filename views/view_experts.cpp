@@ -371,12 +371,18 @@ void ExpertsView::drawPca() {
   auto widen = [&](double x, double y) {
     xlo = std::min(xlo, x), xhi = std::max(xhi, x), ylo = std::min(ylo, y), yhi = std::max(yhi, y);
   };
-  // The neurons and the experts are two PCAs (of different vectors): the
-  // neurons are drawn in their own coordinates on the same axes, small and
-  // coloured by expert; the experts as labelled markers.
+  // The neurons and the experts are two PCAs (of vectors of different
+  // length: an expert's flattened matrices, one neuron's 3 d_model values):
+  // the neurons' scores are scaled so that their largest |score| is the
+  // experts' (the caption says so), small and coloured by expert; the experts
+  // as labelled markers at their own scores.
   if (nu) {
     neuronExpert_ = lay.neuronExpert;
-    for (int i = 0; i < nu->rows; ++i) neuronPoints_.emplace_back(nu->at(i, 0), nu->at(i, 1));
+    double expertMax = 0, neuronMax = 0;
+    for (double v : ex->values) expertMax = std::max(expertMax, std::abs(v));
+    for (double v : nu->values) neuronMax = std::max(neuronMax, std::abs(v));
+    const double f = neuronMax > 0 && expertMax > 0 ? expertMax / neuronMax : 1.0;
+    for (int i = 0; i < nu->rows; ++i) neuronPoints_.emplace_back(f * nu->at(i, 0), f * nu->at(i, 1));
     for (int e = 0; e < E; ++e) {
       QVector<double> x, y;
       for (size_t i = 0; i < neuronPoints_.size(); ++i)
@@ -419,9 +425,9 @@ void ExpertsView::drawPca() {
     if (!a.is_array() || a.size() != 2 || !a[0].is_number() || !a[1].is_number()) return QString("-");
     return QString("%1 % + %2 %").arg(a[0].get<double>() * 100, 0, 'f', 1).arg(a[1].get<double>() * 100, 0, 'f', 1);
   };
-  QString text = "experts (squares): explained " +
+  QString text = "explained: experts (squares) " +
                  pct(explained.is_object() ? explained.value("experts", nlohmann::json()) : nlohmann::json());
-  text += nu ? "; neurons (dots, coloured by expert): " +
+  text += nu ? "; neurons (dots by expert, rescaled) " +
                    pct(explained.is_object() ? explained.value("neurons", nlohmann::json()) : nlohmann::json())
              : QString("; neuron PCA skipped");
   setCaption(Pca, text);
