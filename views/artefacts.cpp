@@ -503,9 +503,8 @@ std::shared_ptr<Analysis> Analysis::open(const QString& d) {
   const std::string file = (P(d) / "analysis.safetensors").string();
   // The drawn tensors: every listed one of 1 or 2 dimensions but the
   // chosen-expert table and the transitions (per token / per layer pair).
-  std::map<std::string, std::vector<int64_t>> listed;
-  for (const auto& [name, shape] : core.meta["tensors"].items())
-    listed[name] = std::vector<int64_t>(shape.begin(), shape.end());
+  std::map<std::string, size_t> listed;  // name -> number of dimensions (validated by the reader)
+  for (const auto& [name, shape] : core.meta["tensors"].items()) listed[name] = shape.size();
   for (const auto& [key, scalars] : core.meta["sites"].items()) {
     const std::optional<moefy::Site> site = moefy::Site::tryParse(key);
     if (!site || site->stack != moefy::SiteStack::Single || site->expert >= 0 || site->shared)
@@ -514,7 +513,7 @@ std::shared_ptr<Analysis> Analysis::open(const QString& d) {
     L.site = *site;
     L.scalars = scalars;
     const std::string prefix = key + ".";
-    for (const auto& [name, shape] : listed) {
+    for (const auto& [name, dims] : listed) {
       if (name.rfind(prefix, 0) != 0) continue;
       const std::string tail = name.substr(prefix.size());
       if (tail == "chosen" || tail == "transition" || tail == "match_perm") continue;
@@ -523,7 +522,7 @@ std::shared_ptr<Analysis> Analysis::open(const QString& d) {
         L.neuronExpert.assign(t.data_ptr<int32_t>(), t.data_ptr<int32_t>() + t.numel());
         continue;
       }
-      if (shape.empty() || shape.size() > 2) continue;
+      if (dims == 0 || dims > 2) continue;
       L.matrices[tail] = toMatrix(core.tensor(name));
     }
     L.experts = scalars.is_object() && scalars.contains("experts") && scalars["experts"].is_number_integer()
