@@ -995,8 +995,8 @@ class TestFigures : public QObject {
     QFile svgFile(stem + ".svg");
     QVERIFY(svgFile.open(QIODevice::ReadOnly));
     const QString svg = QString::fromUtf8(svgFile.readAll());
-    for (const QString& t : {"Expert similarity", "Router similarity", "Rank: router vs norm", "Expert usage",
-                             "Co-occurrence", "PCA of experts", "perplexity", "largest"})
+    for (const QString& t : QStringList{"Expert similarity", "Router similarity", "Rank: router vs norm",
+                                        "Expert usage", "Co-occurrence", "PCA of experts", "perplexity", "largest"})
       QVERIFY2(svg.contains(t), qPrintable(t));
     QVERIFY2(ev->exportTo(stem + ".pdf", "pdf", 96, &err), qPrintable(err));
     QVERIFY(QFileInfo(stem + ".pdf").size() > 1000);
