@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "analysis/common/options.h"
 #include "analysis/eval/front.h"
 #include "analysis/io/fsutil.h"
 
@@ -21,9 +22,9 @@ namespace moefy::test {
 /// expert alone costs more). Every other number is a smooth made-up function
 /// of the budget and the method's index, distinct per method. "per-layer"'s
 /// router_dir is a folder of per-budget router folders ("routers/per-layer",
-/// as runFront writes it). `best` is computed here, as runFront defines it:
-/// the lowest perplexity per budget, the bound excluded, with plain's.
-/// `heldoutCorpus` ("" = not recorded) goes into heldout_corpus.
+/// each point's router_dir "routers/per-layer/<budget>", as runFront writes it). `best` is computed here, as runFront
+/// defines it: the lowest perplexity per budget, the bound excluded, with plain's. `heldoutCorpus` ("" = not recorded)
+/// goes into heldout_corpus.
 inline nlohmann::json frontDocument(const std::string& heldoutCorpus = "") {
   using nlohmann::json;
   const std::vector<double> budgets{0.125, 0.25, 0.5};
@@ -69,8 +70,10 @@ inline nlohmann::json frontDocument(const std::string& heldoutCorpus = "") {
         p["top1_agreement"] = 0.45 + 0.4 * b + 0.03 * index;
         p["fraction"] = frac;
         p["mean_k"] = frac * 16 * (name == "dynamic-k" ? 0.75 : 1.0);
+        // per-layer: each point names its own router (runFront's layout).
+        if (name == "per-layer") p["router_dir"] = "routers/per-layer/" + formatReal(b);
       }
-      sweep.push_back(p["fraction"]);
+      if (name != "per-layer") sweep.push_back(p["fraction"]);  // per-layer's evaluation has no sweep
       const double ppl = p["perplexity"].get<double>();
       if (!bound && (!best.count(b) || ppl < best[b].second)) best[b] = {name, ppl};
       if (name == "plain") plain[b] = ppl;

@@ -2,6 +2,7 @@
 
 #include <QProcess>
 #include <QProcessEnvironment>
+#include <QtGlobal>
 #include <cstdlib>
 
 namespace moefy::test {
@@ -63,6 +64,20 @@ RunResult runPython(const QStringList& args, int timeoutSec) {
   // Debian's interpreter, not a pyenv shim: it is the one with python3-torch.
   QString py = fs::exists("/usr/bin/python3") ? "/usr/bin/python3" : "python3";
   return run(py, args, timeoutSec);
+}
+
+bool runCliStep(const QStringList& args, std::string* out) {
+  const RunResult r = runCli(args + QStringList{"--quiet"});
+  if (r.exitCode != 0) qWarning("moefy %s: %s", qPrintable(args.join(" ")), r.err.c_str());
+  if (out) *out = r.out;
+  return r.exitCode == 0;
+}
+
+bool runFixture(const QStringList& args) {
+  const QString script = QString::fromStdString((sourceDir() / "scripts" / "ref" / "moe_fixtures.py").string());
+  const RunResult r = runPython(QStringList{script} + args);
+  if (r.exitCode != 0) qWarning("moe_fixtures.py %s: %s", qPrintable(args.join(" ")), (r.out + r.err).c_str());
+  return r.exitCode == 0;
 }
 
 }  // namespace moefy::test

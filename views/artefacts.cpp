@@ -220,6 +220,10 @@ QString siteText(const moefy::Site& s, int layer, bool capital) {
   return QString::fromStdString(s.name());
 }
 
+bool Recording::isExpertSite(int layer) const {
+  return std::find(layers.begin(), layers.end(), layer) != layers.end() && siteOf(layer).expert >= 0;
+}
+
 QString Recording::siteText(int layer, bool capital) const { return views::siteText(siteOf(layer), layer, capital); }
 
 const Recording::Samples& Recording::samples() const { return streamSamples(layers.empty() ? -1 : layers.front()); }
@@ -271,7 +275,7 @@ at::Tensor sampleRowsOf(const at::Tensor& t, const std::vector<int64_t>& rows, b
 }  // namespace
 
 std::shared_ptr<const std::vector<float>> Recording::sampleAct(int layer) const {
-  const bool subset = std::find(layers.begin(), layers.end(), layer) != layers.end() && siteOf(layer).expert >= 0;
+  const bool subset = isExpertSite(layer);
   const std::vector<int64_t> rows = sampleRows(layer);
   std::lock_guard<std::mutex> lock(mu_);
   std::string key = "site." + std::to_string(layer) + ".ffn_act";
@@ -284,7 +288,7 @@ std::shared_ptr<const std::vector<float>> Recording::sampleAct(int layer) const 
 }
 
 std::shared_ptr<const std::vector<float>> Recording::sampleIn(int layer) const {
-  const bool subset = std::find(layers.begin(), layers.end(), layer) != layers.end() && siteOf(layer).expert >= 0;
+  const bool subset = isExpertSite(layer);
   const std::vector<int64_t> rows = sampleRows(layer);
   std::lock_guard<std::mutex> lock(mu_);
   std::string key = "site." + std::to_string(layer) + ".ffn_in";
@@ -365,7 +369,7 @@ moefy::RouterChoices routeRecordedSamples(const Recording& rec, const Router* ro
   if (!core) throw FormatError(rec.dir.toStdString() + ": recording not opened");
   if (!part.core) throw FormatError(part.dir.toStdString() + ": partition not opened");
   // At an expert site, the sampled tokens routed to it (Recording::samples(layer)'s rows).
-  const bool subset = rec.siteOf(layer).expert >= 0;
+  const bool subset = rec.isExpertSite(layer);
   const std::vector<int64_t> rows = rec.sampleRows(layer);
   if (subset && rows.empty())
     throw FormatError(rec.dir.toStdString() + ": no sampled token was routed to " + rec.siteOf(layer).name());

@@ -110,6 +110,9 @@ class Recording {
 
   /// The site of a recorded site index (blk.L for an index it lacks).
   moefy::Site siteOf(int layer) const;
+  /// Whether `layer` is a recorded expert site (blk.L.exp.E of a native MoE
+  /// recording): its statistics and samples cover only the tokens routed to it.
+  bool isExpertSite(int layer) const;
   /// Tokens of the site's stream: `tokens` for single-stack recordings, the
   /// encoder's or the decoder's token count for enc.blk / dec.blk sites.
   int64_t tokensOf(int layer) const;

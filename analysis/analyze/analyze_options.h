@@ -6,7 +6,7 @@
 
 namespace moefy {
 
-/// out, sites, static-only, tokens, seq-len, batch, fire-eps, match-max,
+/// out, sites, static-only, tokens, seq-len, batch, fire-eps, match-max, router,
 /// force, json, quiet. Thread-safe (a function-local static).
 const OptionTable& analyzeOptionTable();
 

@@ -1,6 +1,7 @@
 #pragma once
-// Analyses of native MoE models (Mixtral, Qwen2-MoE, OLMoE): how similar the
-// experts are, what the router prefers, and how evenly the experts are used.
+// Analyses of native MoE models (Mixtral, Qwen2-MoE, OLMoE) and of this
+// project's MoE exports (below): how similar the experts are, what the router
+// prefers, and how evenly the experts are used.
 // `moefy analyze` and (later) the studio's Experts view call these functions;
 // the results form one analysis folder (docs/formats.md "MoE analysis"):
 // analysis.json (metadata, per-site scalars) + analysis.safetensors (matrices).
@@ -54,9 +55,45 @@
 //    (|h| > fireEps, h the expert's hidden act(gate x) * up x) on at least one
 //    of the tokens routed to that expert (0 for an expert never selected).
 // Not covered: the shared expert of Qwen2-MoE (it is not routed) and the
-// dense layers between MoE layers; MoE exports of this project (their
-// routers are not linear maps with one row per expert, and their experts may
-// differ in size): analyzeMoeModel refuses them with a message.
+// dense layers between MoE layers.
+//
+// MoE exports of this project (moefy export; loadModel installs their MoeFfn)
+// get the same analyses per MoEfied layer blk.L, over its E routed experts
+// (the shared expert of a `split --shared` partition is always computed, not
+// routed: it is left out, as Qwen2-MoE's, and its size is in analysis.json
+// "shared_expert"). What differs:
+//  - experts may differ in size (s_e neurons): the flattened-matrix cosine
+//    sim.P, the matching (match_sim*, match_tau) are defined for a pair of
+//    experts of equal size only and are NaN for the others (no padding: a
+//    padded matrix would compare neurons that do not exist); match_perm and
+//    pca.experts exist only when all the layer's experts have one size; the
+//    neuron means, the neuron PCA and every dynamic analysis are defined for
+//    any sizes. The up bias b1 of plain FFNs is left out of the weight
+//    analyses (as native experts have none) and kept in the hidden h;
+//  - plain (non-gated) FFNs have no gate: the projections are up and down,
+//    and a neuron's vector is [up row | down column];
+//  - router_sim needs one row per expert: the similarity router's centroids,
+//    the sigmoid and dynamic-k routers' W1 rows [E, d_model]; the mlp router
+//    (W1 rows are hidden units that W2 mixes) and the oracle (no parameters)
+//    have none: router_sim is skipped and analysis.json says why
+//    ("router_sim": "skipped: ...", "router_r2": null); the R² use the pairs
+//    where both similarities are defined;
+//  - the dynamic analyses use the FFN inputs x of the export's own sparse
+//    forward pass and recompute the layer from them in float64: h = the
+//    layer's packed hidden of x (every expert computed on the side), y_e =
+//    down_e h_e, the router scores LayerRouter::scores(x) (the oracle: the
+//    expert activation mass, sum of h or of |h|, analysis/experts/moe_layer.h),
+//    the chosen experts by MoeFfn::route's rule on those scores (top-k, or
+//    dynamic-k: k varies per token, "mean_k" per site); a token within
+//    float32 rounding of a tie may be chosen otherwise than in the float32
+//    forward pass;
+//  - with AnalyzeOptions::oracleRouter the oracle routes instead of the
+//    stored routers (withOracleRouters: same experts and top-k), in the
+//    forward pass too, so later layers see the oracle MoE's inputs;
+//  - overlap_next is the mean over tokens of |S_L ∩ S_L'| / min(|S_L|,
+//    |S_L'|) (= / k for a fixed top-k), and with the transition matrix only
+//    between layers of the same E ("overlap_skipped" says why otherwise);
+//    the summed "rank_counts" needs the same E in every analysed layer.
 #include <ATen/Tensor.h>
 
 #include <cstdint>
@@ -71,6 +108,7 @@ namespace moefy {
 
 class JobContext;
 class Model;
+class MoeFfn;
 class SafetensorsFile;
 struct LoadedModel;
 
@@ -83,6 +121,7 @@ struct AnalyzeOptions {
   int64_t maxTokens = 4096;        ///< corpus token budget (0 = the whole corpus)
   double fireEps = 0.0;            ///< a neuron fires on a token when |h| > fireEps
   int64_t matchMaxNeurons = 1024;  ///< neuron matching only when d_expert <= this (O(d_expert^3) per pair)
+  bool oracleRouter = false;       ///< MoE exports: analyse the oracle's choice instead of the stored routers
 };
 
 /// Named result tensors (CPU, contiguous) in the order they are written.
@@ -110,13 +149,55 @@ nlohmann::json dynamicExpertAnalysis(const Model& model, const std::vector<int>&
                                      const std::vector<std::vector<int64_t>>& sequences, const AnalyzeOptions& options,
                                      NamedTensors& out, JobContext& job);
 
+/// The static analyses of MoEfied layer `layer` of a MoE export's `moe` (see
+/// the file comment for what differs from native layers): appends the
+/// tensors to `out`, returns the per-site scalars ("experts", "d_expert" (null
+/// for unequal sizes), "expert_sizes", "router", "shared_expert", "router_r2"
+/// (null when skipped) and "router_sim" (the reason), "pca_explained",
+/// "matching"). Throws ParameterError when the layer is not MoEfied,
+/// CancelledError. Thread-safe on a const MoeFfn.
+nlohmann::json exportStaticAnalysis(const MoeFfn& moe, int layer, const AnalyzeOptions& options, NamedTensors& out,
+                                    JobContext& job);
+
+/// The same MoE FFN with the oracle router in every MoEfied layer (same
+/// experts, same top-k; a dynamic-k layer keeps its most experts per token).
+std::shared_ptr<const MoeFfn> withOracleRouters(const MoeFfn& moe);
+
+/// The dynamic analyses of a MoE export's layers, accumulated batch by batch
+/// from the layers' FFN inputs (the tokens of a batch in the same order at
+/// every layer). `moe` is the MoE FFN whose routing is analysed (the export's,
+/// or withOracleRouters of it). Not thread-safe.
+class ExportDynamics {
+ public:
+  /// Throws ParameterError for a null `moe` or a layer that is not MoEfied.
+  ExportDynamics(std::shared_ptr<const MoeFfn> moe, const std::vector<int>& layers, double fireEps);
+  ~ExportDynamics();
+  ExportDynamics(const ExportDynamics&) = delete;
+  ExportDynamics& operator=(const ExportDynamics&) = delete;
+  /// One batch of FFN inputs x [n, d_model] (F32) of `layer`.
+  void add(int layer, const at::Tensor& x);
+  /// The per-site tensors (appended to `out`: output_sim, rank_counts,
+  /// chosen, usage, cooccurrence, channel_usage, transition, rank_counts)
+  /// and {"sites", "tokens", "top1_norm_share"}; `tokens` must be the count
+  /// every layer received (Error otherwise), ParameterError when 0.
+  nlohmann::json finish(int64_t tokens, NamedTensors& out);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
 /// The whole run of `moefy analyze`: static analyses of the selected layers,
 /// dynamic ones on `corpus` (readSequences: a text corpus or a .ids file,
 /// every document) when options.dynamicAnalyses, then analysis.json and
 /// analysis.safetensors written into `out` atomically (writeFolderAtomic:
 /// nothing is left on error or cancel; an existing analysis is replaced only
-/// with `force`). Returns analysis.json's content. Throws ParameterError
-/// (no MoE layer, a MoE export, a bad layer, dynamic analyses without corpus),
+/// with `force`). A native MoE checkpoint or a single-stack MoE export of
+/// this project (loaded.isMoe(); while its dynamic analyses run, the model's
+/// FFN override is swapped for the analysed one and restored). Returns
+/// analysis.json's content. Throws ParameterError (no MoE layer, an
+/// encoder-decoder export, options.oracleRouter for a native model, a bad
+/// layer, dynamic analyses without corpus),
 /// FormatError/IoError (corpus, output), CancelledError.
 nlohmann::json analyzeMoeModel(const LoadedModel& loaded, const std::filesystem::path& modelDir,
                                const std::filesystem::path& corpus, const AnalyzeOptions& options,

@@ -40,6 +40,9 @@ Batch makeBatch(const std::vector<std::vector<int64_t>>& sequences, int64_t padI
 ///    before the softmax), TopkIds [B, T, k] int64 (chosen experts, most
 ///    probable first, as torch.topk) and TopkWeights [B, T, k] (their weights:
 ///    softmax probabilities, renormalised where the model does);
+///    on a trainable model RouterLogits is the forward graph's own tensor
+///    (a sink may keep it past the call and back-propagate a router loss
+///    through it, train/router_loss.h);
 ///  - at an expert's site blk.L.exp.E: FfnIn [n, d_model] (before the expert
 ///    runs) and FfnAct [n, d_expert], input and hidden of the n tokens routed
 ///    to E in ascending token order, ExpertTokens [n] int64 their flat b*T+t;

@@ -1,6 +1,12 @@
 #include "analysis/train/train_options.h"
 
+#include <cctype>
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
 #include <limits>
+
+#include "analysis/common/error.h"
 
 namespace moefy {
 
@@ -22,7 +28,11 @@ const OptionTable& trainOptionTable() {
                   "--heldout (default: every 20th document of CORPUS) and over all of it at the end. MODEL_DIR\n"
                   "gets config.json, model.safetensors (--dtype), tokenizer.json, training_log.jsonl,\n"
                   "training.json and checkpoint/ (every --checkpoint-every steps, with the optimiser state;\n"
-                  "--resume continues from it). Ctrl-C cancels; the last checkpoint stays.\n");
+                  "--resume continues from it). Ctrl-C cancels; the last checkpoint stays.\n"
+                  "Native MoE configs (mixtral, qwen2_moe, olmoe) train router, top-k routing and experts; the\n"
+                  "objective adds --aux-loss-coef x the load-balancing loss (HF load_balancing_loss_func over\n"
+                  "all MoE layers) and --z-loss-coef x the router z-loss (ST-MoE); the log gains aux_loss and\n"
+                  "z_loss, training.json the held-out expert usage per layer.\n");
     t.positionals({"CORPUS"}, 1)
         .text("config", "CONFIG.json", std::nullopt, "HF config.json of the model to train (required)")
         .text("tokenizer", "tokenizer.json", std::nullopt, "the tokenizer (required)")
@@ -43,6 +53,9 @@ const OptionTable& trainOptionTable() {
         .integer("eval-tokens", "N", d.evalTokens, 0, kMaxCount, "held-out tokens per periodic evaluation")
         .integer("checkpoint-every", "N", d.checkpointEvery, 0, kMaxCount, "steps between checkpoints (0 = none)")
         .choice("dtype", {"F32", "F16", "BF16"}, d.dtype, "dtype of the final model.safetensors")
+        .text("aux-loss-coef", "C", "",
+              "load-balancing loss coefficient, >= 0 (empty = the config's router_aux_loss_coef; MoE only)")
+        .real("z-loss-coef", "C", 0, 0, 1e6, "router z-loss coefficient (MoE only)")
         .flag("resume", "continue from MODEL_DIR/checkpoint")
         .flag("force", "allow an existing, non-empty MODEL_DIR without --resume")
         .flag("json", "print the result as JSON")
@@ -73,6 +86,18 @@ TrainOptions trainOptionsFrom(const OptionValues& v, const std::filesystem::path
   o.evalTokens = v.integer("eval-tokens");
   o.checkpointEvery = v.integer("checkpoint-every");
   o.dtype = v.text("dtype");
+  if (const std::string aux = v.text("aux-loss-coef"); !aux.empty()) {
+    // The whole text must be one finite number (strtod alone accepts "0.1x", "nan", "inf").
+    char* end = nullptr;
+    errno = 0;
+    const double c = std::strtod(aux.c_str(), &end);
+    if (std::isspace(static_cast<unsigned char>(aux[0])) || end == aux.c_str() || *end != '\0' || errno == ERANGE ||
+        !std::isfinite(c))
+      throw ParameterError("--aux-loss-coef: expected a finite number, got '" + aux + "'");
+    if (c < 0) throw ParameterError("--aux-loss-coef: must be >= 0 (got " + aux + ")");
+    o.auxLossCoef = c;
+  }
+  if (v.has("z-loss-coef")) o.zLossCoef = v.real("z-loss-coef");
   o.resume = v.flag("resume");
   o.force = v.flag("force");
   return o;

@@ -3,6 +3,7 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -11,6 +12,7 @@
 #include <random>
 #include <sstream>
 
+#include "analysis/analyze/moe_stats.h"
 #include "analysis/common/error.h"
 #include "analysis/common/runtime.h"
 #include "analysis/io/fsutil.h"
@@ -21,6 +23,7 @@
 #include "analysis/model/model.h"
 #include "analysis/text/tokenizer.h"
 #include "analysis/train/bpe_trainer.h"
+#include "analysis/train/router_loss.h"
 
 namespace moefy {
 
@@ -58,23 +61,55 @@ class DocEncoder {
 };
 
 bool isNormRole(Role r) {
-  return r == Role::AttnNorm || r == Role::FfnNorm || r == Role::OutNorm || r == Role::EmbNorm || r == Role::HeadNorm;
-}
-bool isBiasRole(Role r) {
   switch (r) {
-    case Role::EmbNormB: case Role::OutNormB: case Role::LmHeadB: case Role::HeadDenseB: case Role::HeadNormB:
-    case Role::AttnNormB: case Role::AttnQKVB: case Role::AttnQB: case Role::AttnKB: case Role::AttnVB:
-    case Role::AttnOutB: case Role::FfnNormB: case Role::FfnUpB: case Role::FfnDownB:
+    case Role::AttnNorm:
+    case Role::FfnNorm:
+    case Role::OutNorm:
+    case Role::EmbNorm:
+    case Role::HeadNorm:
+    case Role::AttnPostNorm:
+    case Role::FfnPostNorm:
+    case Role::AttnQNorm:
+    case Role::AttnKNorm:
       return true;
     default:
       return false;
   }
 }
+bool isBiasRole(Role r) {
+  switch (r) {
+    case Role::EmbNormB:
+    case Role::OutNormB:
+    case Role::LmHeadB:
+    case Role::HeadDenseB:
+    case Role::HeadNormB:
+    case Role::AttnNormB:
+    case Role::AttnQKVB:
+    case Role::AttnQB:
+    case Role::AttnKB:
+    case Role::AttnVB:
+    case Role::AttnOutB:
+    case Role::FfnNormB:
+    case Role::FfnUpB:
+    case Role::FfnDownB:
+      return true;
+    default:
+      return false;
+  }
+}
+// Projections whose output is added to the residual stream (GPT-2's scaled init).
+bool isResidualOut(Role r) {
+  return r == Role::AttnOut || r == Role::FfnDown || r == Role::ExpDown || r == Role::SharedDown;
+}
 
-// GPT-2 initialisation of every tensor the architecture needs.
+// GPT-2 initialisation of every tensor the architecture needs: matrices
+// (routers and experts included) normal(0, 0.02), residual output projections
+// normal(0, 0.02 / sqrt(2 n_layer)), norms 1 (0 where the norm applies 1 + w),
+// biases 0. Per-expert rows repeat for every expert; rows a block lacks (the
+// dense MLP of a MoE block and vice versa) are skipped as the loader does.
 std::map<std::string, at::Tensor> initTensors(const ModelConfig& cfg, uint64_t seed) {
   torch::manual_seed(seed);
-  const auto& table = archTable(cfg.arch);
+  const auto& table = archTable(cfg);
   const std::string prefix = table.prefixes.empty() ? "" : table.prefixes.front();
   const double std0 = 0.02, stdResid = 0.02 / std::sqrt(2.0 * cfg.nLayer);
   std::map<std::string, at::Tensor> out;
@@ -83,27 +118,30 @@ std::map<std::string, at::Tensor> initTensors(const ModelConfig& cfg, uint64_t s
     if (!shape) continue;
     if (row.role == Role::LmHead && cfg.tiedEmbeddings) continue;
     const int layers = row.perLayer ? cfg.nLayer : 1;
+    const int experts = row.perExpert ? cfg.expertCount : 1;
     for (int L = 0; L < layers; ++L) {
-      std::vector<int64_t> s = *shape;
-      if (row.conv1d) std::reverse(s.begin(), s.end());
-      at::Tensor t;
-      if (isNormRole(row.role)) {
-        t = torch::ones(s);
-      } else if (isBiasRole(row.role)) {
-        t = torch::zeros(s);
-      } else {
-        double sd = (row.role == Role::AttnOut || row.role == Role::FfnDown) ? stdResid : std0;
-        t = torch::randn(s) * sd;
+      if (row.perLayer && !roleInLayer(row.role, cfg, L)) continue;
+      for (int E = 0; E < experts; ++E) {
+        std::vector<int64_t> s = *shape;
+        if (row.conv1d) std::reverse(s.begin(), s.end());
+        at::Tensor t;
+        if (isNormRole(row.role)) {
+          t = cfg.normPlusOne ? torch::zeros(s) : torch::ones(s);
+        } else if (isBiasRole(row.role)) {
+          t = torch::zeros(s);
+        } else {
+          t = torch::randn(s) * (isResidualOut(row.role) ? stdResid : std0);
+        }
+        std::string name = (roleIsHead(row.role) ? "" : prefix) + expandPattern(row.pattern, L, row.perExpert ? E : -1);
+        out.emplace(name, t);
       }
-      std::string name = (roleIsHead(row.role) ? "" : prefix) + expandPattern(row.pattern, L);
-      out.emplace(name, t);
     }
   }
   return out;
 }
 
-std::vector<int32_t> tokenStream(const fs::path& corpus, const DocEncoder& enc, int keepMod, bool keep,
-                                 JobContext& job, int64_t* docs) {
+std::vector<int32_t> tokenStream(const fs::path& corpus, const DocEncoder& enc, int keepMod, bool keep, JobContext& job,
+                                 int64_t* docs) {
   auto files = corpusTextFiles(corpus);
   if (keepMod > 0 && files.size() < 2)
     throw FormatError(corpus.string() + ": needs at least 2 documents to hold one out (or give --heldout)");
@@ -146,17 +184,51 @@ at::Tensor sampleBatch(const std::vector<int32_t>& stream, int B, int T, uint64_
   return out;
 }
 
-// Counts active (> 0) FFN hidden units per layer.
-class ActiveCounter : public HookSink {
+// The final evaluation's statistics: active (> 0) FFN hidden units of the
+// dense layers, and the top-k selections of the native MoE layers.
+class FinalEvalSink : public HookSink {
  public:
-  explicit ActiveCounter(int layers) : active(layers, 0.0) {}
-  bool wants(int, HookPoint p) const override { return p == HookPoint::FfnAct; }
-  void on(int layer, HookPoint, const at::Tensor& x) override {  // x [B, T, d_ff]
-    active[layer] += (x > 0).sum().item<double>();
-    if (layer == 0) units += static_cast<double>(x.numel());
+  explicit FinalEvalSink(const ModelConfig& cfg)
+      : cfg_(cfg), active(cfg.nLayer, 0.0), units(cfg.nLayer, 0.0), ids(cfg.nLayer) {}
+  bool wants(int, HookPoint) const override { return false; }
+  void on(int, HookPoint, const at::Tensor&) override {}
+  bool wantsSite(const Site& site, HookPoint p) const override {
+    if (site.stack != SiteStack::Single || site.expert >= 0 || site.shared) return false;
+    return cfg_.moeLayer(site.layer) ? p == HookPoint::TopkIds : p == HookPoint::FfnAct;
   }
-  std::vector<double> active;
-  double units = 0;  // tokens x d_ff
+  void onSite(const Site& site, HookPoint p, const at::Tensor& x) override {
+    const int L = site.layer;
+    if (p == HookPoint::TopkIds) {
+      ids[L].push_back(x.reshape({-1, x.size(-1)}).clone());  // [B T, k]
+    } else if (p == HookPoint::FfnAct) {                      // x [B, T, d_ff]
+      active[L] += (x > 0).sum().item<double>();
+      units[L] += static_cast<double>(x.numel());
+    }
+  }
+  std::vector<double> activeFraction() const {
+    std::vector<double> f;
+    for (size_t L = 0; L < active.size(); ++L) f.push_back(active[L] / std::max(1.0, units[L]));
+    return f;
+  }
+  /// Usage health of every MoE layer over all the selections seen.
+  std::vector<ExpertUsage> usage() const {
+    std::vector<ExpertUsage> out;
+    for (int L = 0; L < cfg_.nLayer; ++L) {
+      if (!cfg_.moeLayer(L) || ids[L].empty()) continue;
+      at::Tensor sel = at::cat(ids[L], 0);                                                            // [N, k]
+      at::Tensor chosen = at::zeros({sel.size(0), cfg_.expertCount}, at::kByte).scatter_(1, sel, 1);  // [N, E]
+      using Mask = Eigen::Matrix<uint8_t, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+      const UsageHealth h =
+          usageHealth(Eigen::Map<const Mask>(chosen.data_ptr<uint8_t>(), chosen.size(0), chosen.size(1)));
+      out.push_back({L, h.share, h.perplexity, h.deadShare});
+    }
+    return out;
+  }
+
+ private:
+  const ModelConfig& cfg_;
+  std::vector<double> active, units;         // per layer (dense layers)
+  std::vector<std::vector<at::Tensor>> ids;  // per layer (MoE layers): [B T, k] per batch
 };
 
 // Mean next-token loss over consecutive windows of the held-out stream (up to maxTokens predicted tokens).
@@ -184,9 +256,9 @@ std::pair<double, int64_t> evalLoss(const Model& model, const std::vector<int32_
     batch.ids = w.slice(1, 0, T);
     batch.mask = torch::ones_like(batch.ids);
     at::Tensor logits = model.forward(batch, hooks);  // [n, T, V]
-    at::Tensor loss = torch::nn::functional::cross_entropy(
-        logits.reshape({-1, logits.size(-1)}), w.slice(1, 1, T + 1).reshape({-1}),
-        torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
+    at::Tensor loss =
+        torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}), w.slice(1, 1, T + 1).reshape({-1}),
+                                             torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
     total += loss.item<double>();
     count += static_cast<int64_t>(n) * T;
     job.checkCancel();
@@ -209,25 +281,83 @@ void writeCheckpoint(const fs::path& dir, const std::vector<std::string>& names,
     }
     writeSafetensors(tmp / "model.safetensors", p);
     writeSafetensors(tmp / "optimizer.safetensors", o);
-    nlohmann::json j = {{"format", "moefy-train-checkpoint"}, {"version", 1}, {"tool_version", MOEFY_VERSION},
-                        {"step", step}, {"options", options}};
+    nlohmann::json j = {{"format", "moefy-train-checkpoint"},
+                        {"version", 1},
+                        {"tool_version", MOEFY_VERSION},
+                        {"step", step},
+                        {"options", options}};
     writeFileAtomic(tmp / "state.json", j.dump(2) + "\n");
   });
 }
 
-nlohmann::json optionsJson(const TrainOptions& o, int64_t warmup) {
-  return {{"corpus", o.corpus.string()}, {"heldout", o.heldout.string()}, {"config", o.config.string()},
-          {"tokenizer", o.tokenizer.string()}, {"steps", o.steps}, {"seed", o.seed}, {"batch", o.batch},
-          {"seq_len", o.seqLen}, {"lr", o.lr}, {"min_lr_ratio", o.minLrRatio}, {"warmup", warmup},
-          {"weight_decay", o.weightDecay}, {"beta1", o.beta1}, {"beta2", o.beta2}, {"eps", o.eps},
-          {"clip", o.clip}, {"dtype", o.dtype}};
+// The router losses of a native MoE model (on = false for dense models).
+struct RouterLossSetting {
+  bool on = false;
+  double aux = 0, z = 0;  // coefficients
+};
+
+nlohmann::json optionsJson(const TrainOptions& o, int64_t warmup, const RouterLossSetting& rl) {
+  nlohmann::json j = {{"corpus", o.corpus.string()},
+                      {"heldout", o.heldout.string()},
+                      {"config", o.config.string()},
+                      {"tokenizer", o.tokenizer.string()},
+                      {"steps", o.steps},
+                      {"seed", o.seed},
+                      {"batch", o.batch},
+                      {"seq_len", o.seqLen},
+                      {"lr", o.lr},
+                      {"min_lr_ratio", o.minLrRatio},
+                      {"warmup", warmup},
+                      {"weight_decay", o.weightDecay},
+                      {"beta1", o.beta1},
+                      {"beta2", o.beta2},
+                      {"eps", o.eps},
+                      {"clip", o.clip},
+                      {"dtype", o.dtype}};
+  if (rl.on) {
+    j["aux_loss_coef"] = rl.aux;
+    j["z_loss_coef"] = rl.z;
+  }
+  return j;
+}
+
+// A coefficient option: finite and >= 0; only for native MoE models.
+void checkCoefficient(const std::optional<double>& v, const char* option, bool moe, const fs::path& config) {
+  if (!v) return;
+  if (!std::isfinite(*v) || *v < 0)
+    throw ParameterError(std::string("--") + option + ": must be a number >= 0 (got " + std::to_string(*v) + ")");
+  if (!moe)
+    throw ParameterError(std::string("--") + option + ": " + config.string() +
+                         " is a dense model (no router); the option applies to native MoE models only");
+}
+
+// The coefficients of a native MoE run: the options, else the config's
+// router_aux_loss_coef, else the HF default of the model_type.
+RouterLossSetting routerLossSetting(const TrainOptions& o, const ModelConfig& cfg, const nlohmann::json& cfgJson) {
+  RouterLossSetting rl;
+  rl.on = cfg.expertCount > 0;
+  checkCoefficient(o.auxLossCoef, "aux-loss-coef", rl.on, o.config);
+  checkCoefficient(o.zLossCoef, "z-loss-coef", rl.on, o.config);
+  if (!rl.on) return rl;
+  // configuration_mixtral.py / configuration_qwen2_moe.py: 0.001; configuration_olmoe.py: 0.01.
+  double fromConfig = cfg.arch == Arch::Olmoe ? 0.01 : 0.001;
+  if (cfgJson.contains("router_aux_loss_coef")) {
+    const auto& v = cfgJson["router_aux_loss_coef"];
+    if (!v.is_number() || !std::isfinite(v.get<double>()) || v.get<double>() < 0)
+      throw FormatError(o.config.string() + ": key 'router_aux_loss_coef' must be a number >= 0 (got " + v.dump() +
+                        ")");
+    fromConfig = v.get<double>();
+  }
+  rl.aux = o.auxLossCoef.value_or(fromConfig);
+  rl.z = o.zLossCoef.value_or(0.0);
+  return rl;
 }
 
 /// Refuses, before anything is allocated, a config whose weights cannot fit:
 /// training holds 4 F32 copies of every weight (value, gradient, two AdamW
 /// moments). The message names the config key behind the largest tensor.
 void checkTrainingMemory(const ModelConfig& cfg, const fs::path& configPath) {
-  const auto& table = archTable(cfg.arch);
+  const auto& table = archTable(cfg);
   double params = 0, biggest = 0;
   std::vector<int64_t> biggestShape;
   std::string biggestName;
@@ -236,26 +366,36 @@ void checkTrainingMemory(const ModelConfig& cfg, const fs::path& configPath) {
     if (!shape) continue;
     double n = 1;
     for (int64_t d : *shape) n *= static_cast<double>(d);
-    params += n * (row.perLayer ? cfg.nLayer : 1);
-    if (n > biggest) biggest = n, biggestShape = *shape, biggestName = expandPattern(row.pattern, 0);
+    int blocks = 1;
+    if (row.perLayer) {
+      blocks = 0;
+      for (int L = 0; L < cfg.nLayer; ++L) blocks += roleInLayer(row.role, cfg, L) ? 1 : 0;
+    }
+    params += n * blocks * (row.perExpert ? cfg.expertCount : 1);
+    if (n > biggest)
+      biggest = n, biggestShape = *shape, biggestName = expandPattern(row.pattern, 0, row.perExpert ? 0 : -1);
   }
   const double need = params * 4 * 4, have = physicalMemoryBytes();
   if (have <= 0 || need <= have) return;
   std::string key = "n_layer / hidden size";
   for (int64_t d : biggestShape) {
-    if (d == static_cast<int64_t>(cfg.maxPos) + cfg.posOffset) key = "n_positions (max_position_embeddings) " + std::to_string(cfg.maxPos);
-    else if (d == cfg.vocab) key = "vocab_size " + std::to_string(cfg.vocab);
+    if (d == static_cast<int64_t>(cfg.maxPos) + cfg.posOffset)
+      key = "n_positions (max_position_embeddings) " + std::to_string(cfg.maxPos);
+    else if (d == cfg.vocab)
+      key = "vocab_size " + std::to_string(cfg.vocab);
     else if (d == cfg.dFF && key.rfind("n_positions", 0) != 0 && key.rfind("vocab", 0) != 0)
       key = "the FFN size (n_inner / intermediate_size) " + std::to_string(cfg.dFF);
   }
-  throw FormatError(configPath.string() + ": " + key + " gives tensor '" + biggestName + "' " + shapeString(biggestShape) +
-                    "; training this config needs " + byteSize(need) + " (" + std::to_string(static_cast<int64_t>(params)) +
+  throw FormatError(configPath.string() + ": " + key + " gives tensor '" + biggestName + "' " +
+                    shapeString(biggestShape) + "; training this config needs " + byteSize(need) + " (" +
+                    std::to_string(static_cast<int64_t>(params)) +
                     " parameters x 16 bytes: weights, gradients and AdamW moments in F32), more than this machine's " +
                     byteSize(have) + " of memory");
 }
 
-TrainResult trainInto(const TrainOptions& o, JobContext& job, const ModelConfig& cfg, const DocEncoder& enc, const fs::path& work, int64_t warmup,
-                      std::chrono::steady_clock::time_point t0);
+TrainResult trainInto(const TrainOptions& o, JobContext& job, const ModelConfig& cfg, const DocEncoder& enc,
+                      const fs::path& work, int64_t warmup, std::chrono::steady_clock::time_point t0,
+                      const RouterLossSetting& rl);
 
 }  // namespace
 
@@ -267,7 +407,8 @@ TrainResult trainLanguageModel(const TrainOptions& o, JobContext& job) {
   if (!(o.lr > 0)) throw ParameterError("--lr: must be > 0");
   if (o.minLrRatio < 0 || o.minLrRatio > 1) throw ParameterError("--min-lr-ratio: must be in [0, 1]");
   if (o.clip < 0) throw ParameterError("--clip: must be >= 0");
-  if (o.dtype != "F32" && o.dtype != "F16" && o.dtype != "BF16") throw ParameterError("--dtype: must be F32, F16 or BF16");
+  if (o.dtype != "F32" && o.dtype != "F16" && o.dtype != "BF16")
+    throw ParameterError("--dtype: must be F32, F16 or BF16");
   if (o.outDir.empty()) throw ParameterError("--out: missing");
   const int64_t warmup = o.warmup >= 0 ? std::max<int64_t>(1, o.warmup) : std::max<int64_t>(1, o.steps / 20);
 
@@ -277,16 +418,18 @@ TrainResult trainLanguageModel(const TrainOptions& o, JobContext& job) {
   DocEncoder enc(o.tokenizer);
   ModelConfig probe = ModelConfig::fromJson(cfgJson, o.config.string());
   if (probe.vocab != enc.vocab())
-    throw FormatError(o.config.string() + ": vocab_size " + std::to_string(probe.vocab) + " does not match the tokenizer's " +
-                      std::to_string(enc.vocab()) + " tokens (" + o.tokenizer.string() + ")");
+    throw FormatError(o.config.string() + ": vocab_size " + std::to_string(probe.vocab) +
+                      " does not match the tokenizer's " + std::to_string(enc.vocab()) + " tokens (" +
+                      o.tokenizer.string() + ")");
   if (probe.pos == PosKind::Learned && o.seqLen > probe.maxPos)
-    throw ParameterError("--seq-len: " + std::to_string(o.seqLen) + " exceeds the config's " + std::to_string(probe.maxPos) +
-                         " positions");
+    throw ParameterError("--seq-len: " + std::to_string(o.seqLen) + " exceeds the config's " +
+                         std::to_string(probe.maxPos) + " positions");
   if (!cfgJson.contains("bos_token_id")) cfgJson["bos_token_id"] = 0;
   if (!cfgJson.contains("eos_token_id")) cfgJson["eos_token_id"] = 0;
   const ModelConfig cfg = ModelConfig::fromJson(cfgJson, o.config.string());
   if (!cfg.causal) throw ParameterError(o.config.string() + ": only causal language models can be trained");
   checkTrainingMemory(cfg, o.config);
+  const RouterLossSetting rl = routerLossSetting(o, cfg, cfgJson);
 
   // Output folder. The run works in WORK = MODEL_DIR.partial and moves it
   // into place at the end in one atomic exchange, so MODEL_DIR is the old
@@ -305,10 +448,12 @@ TrainResult trainLanguageModel(const TrainOptions& o, JobContext& job) {
     if (!fs::exists(ckDir / "state.json")) {
       // A finished run keeps its last checkpoint in MODEL_DIR/checkpoint.
       if (!fs::exists(o.outDir / "checkpoint" / "state.json"))
-        throw IoError(ckDir.string() + ": no checkpoint to resume from (nor in " + (o.outDir / "checkpoint").string() + ")");
+        throw IoError(ckDir.string() + ": no checkpoint to resume from (nor in " + (o.outDir / "checkpoint").string() +
+                      ")");
       fs::remove_all(work, ec);
       fs::copy(o.outDir, work, fs::copy_options::recursive, ec);
-      if (ec) throw IoError(work.string() + ": cannot copy " + o.outDir.string() + " to resume it (" + ec.message() + ")");
+      if (ec)
+        throw IoError(work.string() + ": cannot copy " + o.outDir.string() + " to resume it (" + ec.message() + ")");
       copied = true;
     }
     checkOutput(o.outDir, true, "trained model", inputs);
@@ -319,9 +464,10 @@ TrainResult trainLanguageModel(const TrainOptions& o, JobContext& job) {
     if (ec) throw IoError(work.string() + ": cannot create (" + ec.message() + ")");
   }
   try {
-    return trainInto(o, job, cfg, enc, work, warmup, t0);
+    return trainInto(o, job, cfg, enc, work, warmup, t0, rl);
   } catch (const CancelledError&) {
-    std::string note = fs::exists(o.outDir, ec) ? o.outDir.string() + " is unchanged" : o.outDir.string() + " was not written";
+    std::string note =
+        fs::exists(o.outDir, ec) ? o.outDir.string() + " is unchanged" : o.outDir.string() + " was not written";
     if (!copied && fs::exists(ckDir / "state.json", ec)) {
       std::string step = "?";
       try {
@@ -342,8 +488,9 @@ TrainResult trainLanguageModel(const TrainOptions& o, JobContext& job) {
 
 namespace {
 
-TrainResult trainInto(const TrainOptions& o, JobContext& job, const ModelConfig& cfg, const DocEncoder& enc, const fs::path& work, int64_t warmup,
-                      std::chrono::steady_clock::time_point t0) {
+TrainResult trainInto(const TrainOptions& o, JobContext& job, const ModelConfig& cfg, const DocEncoder& enc,
+                      const fs::path& work, int64_t warmup, std::chrono::steady_clock::time_point t0,
+                      const RouterLossSetting& rl) {
   const fs::path ckDir = work / "checkpoint";
 
   int64_t docsTrain = 0, docsHeld = 0;
@@ -356,12 +503,14 @@ TrainResult trainInto(const TrainOptions& o, JobContext& job, const ModelConfig&
     held = tokenStream(o.heldout, enc, 0, false, job, &docsHeld);
   }
   if (static_cast<int64_t>(train.size()) < o.seqLen + 1)
-    throw FormatError(o.corpus.string() + ": only " + std::to_string(train.size()) + " training tokens, need at least seq_len + 1");
+    throw FormatError(o.corpus.string() + ": only " + std::to_string(train.size()) +
+                      " training tokens, need at least seq_len + 1");
   if (static_cast<int64_t>(held.size()) < o.seqLen + 1)
     throw FormatError((o.heldout.empty() ? o.corpus : o.heldout).string() + ": only " + std::to_string(held.size()) +
                       " held-out tokens, need at least seq_len + 1");
-  job.log("train: " + std::to_string(train.size()) + " tokens in " + std::to_string(docsTrain) + " documents, held-out " +
-          std::to_string(held.size()) + " tokens in " + std::to_string(docsHeld) + " documents; tokenizer " + enc.kind());
+  job.log("train: " + std::to_string(train.size()) + " tokens in " + std::to_string(docsTrain) +
+          " documents, held-out " + std::to_string(held.size()) + " tokens in " + std::to_string(docsHeld) +
+          " documents; tokenizer " + enc.kind());
 
   // Model and optimiser state.
   auto model = Model::fromTensors(cfg, initTensors(cfg, o.seed));
@@ -374,15 +523,22 @@ TrainResult trainInto(const TrainOptions& o, JobContext& job, const ModelConfig&
     st.v.push_back(torch::zeros_like(p).detach());
   }
   int64_t startStep = 0;
-  const nlohmann::json optJson = optionsJson(o, warmup);
+  const nlohmann::json optJson = optionsJson(o, warmup, rl);
   fs::path logPath = work / "training_log.jsonl";
   if (o.resume) {
     auto state = readJsonFile(ckDir / "state.json");
     startStep = state.value("step", int64_t{0});
-    for (const char* key : {"steps", "batch", "seq_len", "seed"})
-      if (state["options"][key] != optJson[key])
-        throw ParameterError(std::string("--resume: --") + key + " differs from the checkpoint's (" +
-                             state["options"][key].dump() + ")");
+    const nlohmann::json savedOptions =
+        state.contains("options") && state["options"].is_object() ? state["options"] : nlohmann::json::object();
+    for (std::string key : {"steps", "batch", "seq_len", "seed", "aux_loss_coef", "z_loss_coef"}) {
+      // A key a run does not record (the router coefficients of a dense model) compares as null.
+      const nlohmann::json saved = savedOptions.value(key, nlohmann::json()),
+                           now = optJson.value(key, nlohmann::json());
+      if (saved != now) {
+        std::replace(key.begin(), key.end(), '_', '-');
+        throw ParameterError("--resume: --" + key + " differs from the checkpoint's (" + saved.dump() + ")");
+      }
+    }
     auto pf = SafetensorsFile::open(ckDir / "model.safetensors");
     auto of = SafetensorsFile::open(ckDir / "optimizer.safetensors");
     torch::NoGradGuard ng;
@@ -390,7 +546,8 @@ TrainResult trainInto(const TrainOptions& o, JobContext& job, const ModelConfig&
       at::Tensor p = pf->f32(names[i]);
       requireFinite(p, (ckDir / "model.safetensors").string(), names[i]);
       if (p.sizes() != params[i].sizes())
-        throw FormatError((ckDir / "model.safetensors").string() + ": tensor '" + names[i] + "' has shape " + shapeString(p));
+        throw FormatError((ckDir / "model.safetensors").string() + ": tensor '" + names[i] + "' has shape " +
+                          shapeString(p));
       params[i].copy_(p);
       const std::string optFile = (ckDir / "optimizer.safetensors").string();
       at::Tensor m = of->f32(names[i] + ".exp_avg"), v = of->f32(names[i] + ".exp_avg_sq");
@@ -437,8 +594,11 @@ TrainResult trainInto(const TrainOptions& o, JobContext& job, const ModelConfig&
   r.trainTokens = static_cast<int64_t>(train.size());
   job.setStage("train");
   const int B = o.batch, T = o.seqLen;
-  double windowLoss = 0;
+  double windowLoss = 0, windowAux = 0, windowZ = 0;
   int64_t windowSteps = 0, runTokens = 0;
+  RouterLogitsCapture router;  // the step's router logits (native MoE models)
+  r.auxLossCoef = rl.aux;
+  r.zLossCoef = rl.z;
   auto windowStart = std::chrono::steady_clock::now();
   auto runStart = windowStart;
   for (int64_t step = startStep; step < o.steps; ++step) {
@@ -448,13 +608,31 @@ TrainResult trainInto(const TrainOptions& o, JobContext& job, const ModelConfig&
     Batch batch;
     batch.ids = w.slice(1, 0, T);
     batch.mask = torch::ones_like(batch.ids);
-    at::Tensor logits = model->forward(batch);  // [B, T, V]
-    at::Tensor loss = torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}),
-                                                           w.slice(1, 1, T + 1).reshape({-1}));
+    router.clear();
+    at::Tensor logits = model->forward(batch, rl.on ? &router : nullptr);  // [B, T, V]
+    at::Tensor loss =
+        torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}), w.slice(1, 1, T + 1).reshape({-1}));
+    // The objective: cross-entropy + aux_coef x load balancing + z_coef x z-loss
+    // (MixtralForCausalLM adds router_aux_loss_coef * aux_loss the same way).
+    at::Tensor objective = loss;
+    double auxV = 0, zV = 0;
+    if (rl.on) {
+      at::Tensor aux = loadBalancingLoss(router.logits, cfg.expertCount, cfg.expertTopK);
+      at::Tensor zl = routerZLoss(router.logits);
+      if (rl.aux > 0) objective = objective + aux * rl.aux;
+      if (rl.z > 0) objective = objective + zl * rl.z;
+      auxV = aux.item<double>();
+      zV = zl.item<double>();
+    }
     for (auto& p : params) p.mutable_grad() = at::Tensor();
-    loss.backward();
+    objective.backward();
+    router.clear();  // frees the step's graph
     double lossV = loss.item<double>();
-    if (!std::isfinite(lossV)) throw Error("train: loss is " + std::to_string(lossV) + " at step " + std::to_string(step + 1) + " (try a lower --lr)");
+    if (!std::isfinite(auxV) || !std::isfinite(zV))
+      throw Error("train: router loss is not finite at step " + std::to_string(step + 1) + " (try a lower --lr)");
+    if (!std::isfinite(lossV))
+      throw Error("train: loss is " + std::to_string(lossV) + " at step " + std::to_string(step + 1) +
+                  " (try a lower --lr)");
     double gnorm;
     {
       torch::NoGradGuard ng;
@@ -480,6 +658,8 @@ TrainResult trainInto(const TrainOptions& o, JobContext& job, const ModelConfig&
       writeCheckpoint(ckDir, names, params, st, step + 1, optJson);
     if (step == startStep) r.firstLoss = lossV;
     windowLoss += lossV;
+    windowAux += auxV;
+    windowZ += zV;
     ++windowSteps;
     runTokens += static_cast<int64_t>(B) * T;
     const bool last = step + 1 == o.steps;
@@ -489,13 +669,26 @@ TrainResult trainInto(const TrainOptions& o, JobContext& job, const ModelConfig&
       double tps = static_cast<double>(windowSteps) * B * T / std::max(dt, 1e-9);
       double mean = windowLoss / static_cast<double>(windowSteps);
       r.finalLoss = mean;
-      logLine({{"step", step + 1}, {"loss", mean}, {"lr", lr}, {"grad_norm", gnorm}, {"tokens_per_s", tps},
-               {"elapsed_s", std::chrono::duration<double>(now - t0).count()}});
-      char buf[200];
+      nlohmann::json line = {
+          {"step", step + 1},   {"loss", mean},        {"lr", lr},
+          {"grad_norm", gnorm}, {"tokens_per_s", tps}, {"elapsed_s", std::chrono::duration<double>(now - t0).count()}};
+      char buf[260];
       std::snprintf(buf, sizeof buf, "step %6lld/%lld  loss %.4f  lr %.2e  grad %.3f  %.0f tok/s",
                     static_cast<long long>(step + 1), static_cast<long long>(o.steps), mean, lr, gnorm, tps);
-      job.log(buf);
+      std::string text = buf;
+      if (rl.on) {
+        r.finalAuxLoss = windowAux / static_cast<double>(windowSteps);
+        r.finalZLoss = windowZ / static_cast<double>(windowSteps);
+        line["aux_loss"] = r.finalAuxLoss;
+        line["z_loss"] = r.finalZLoss;
+        std::snprintf(buf, sizeof buf, "  aux %.4f  z %.3f", r.finalAuxLoss, r.finalZLoss);
+        text += buf;
+      }
+      logLine(line);
+      job.log(text);
       windowLoss = 0;
+      windowAux = 0;
+      windowZ = 0;
       windowSteps = 0;
       windowStart = std::chrono::steady_clock::now();
     }
@@ -515,27 +708,57 @@ TrainResult trainInto(const TrainOptions& o, JobContext& job, const ModelConfig&
   r.steps = o.steps;
 
   job.setStage("final eval");
-  ActiveCounter counter(cfg.nLayer);
+  FinalEvalSink counter(cfg);
   auto [hl, n] = evalLoss(*model, held, B, T, 0, job, &counter);
-  for (double a : counter.active) r.activeFraction.push_back(a / std::max(1.0, counter.units));
+  if (cfg.expertCount == 0) r.activeFraction = counter.activeFraction();
+  r.expertUsage = counter.usage();
   r.heldoutLoss = hl;
   r.heldoutPerplexity = std::exp(hl);
   r.heldoutTokens = n;
-  logLine({{"step", o.steps}, {"heldout_loss", hl}, {"heldout_ppl", std::exp(hl)}, {"heldout_tokens", n},
-           {"active_fraction", r.activeFraction}, {"final", true}});
+  nlohmann::json usage = nlohmann::json::array();
+  for (const auto& u : r.expertUsage)
+    usage.push_back({{"site", Site::ofLayer(u.layer).name()},
+                     {"share", u.share},
+                     {"usage_perplexity", u.perplexity},
+                     {"dead_share", u.deadShare}});
+  nlohmann::json finalLine = {
+      {"step", o.steps}, {"heldout_loss", hl}, {"heldout_ppl", std::exp(hl)}, {"heldout_tokens", n}, {"final", true}};
+  if (rl.on) {
+    nlohmann::json perplexities = nlohmann::json::array();
+    for (const auto& u : r.expertUsage) perplexities.push_back(u.perplexity);
+    finalLine["usage_perplexity"] = perplexities;
+  } else {
+    finalLine["active_fraction"] = r.activeFraction;
+  }
+  logLine(finalLine);
 
   job.setStage("save");
   // The saved config records how it was trained.
   model->save(work, o.dtype);
   if (o.checkpointEvery > 0) writeCheckpoint(ckDir, names, params, st, o.steps, optJson);
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  nlohmann::json summary = {{"format", "moefy-training"}, {"version", 1}, {"tool_version", MOEFY_VERSION},
-                            {"options", optJson}, {"parameters", r.parameters}, {"train_tokens", r.trainTokens},
-                            {"train_documents", docsTrain}, {"heldout_documents", docsHeld},
-                            {"heldout_tokens", r.heldoutTokens}, {"heldout_loss", r.heldoutLoss},
-                            {"heldout_perplexity", r.heldoutPerplexity}, {"final_train_loss", r.finalLoss},
+  nlohmann::json summary = {{"format", "moefy-training"},
+                            {"version", 1},
+                            {"tool_version", MOEFY_VERSION},
+                            {"options", optJson},
+                            {"parameters", r.parameters},
+                            {"train_tokens", r.trainTokens},
+                            {"train_documents", docsTrain},
+                            {"heldout_documents", docsHeld},
+                            {"heldout_tokens", r.heldoutTokens},
+                            {"heldout_loss", r.heldoutLoss},
+                            {"heldout_perplexity", r.heldoutPerplexity},
+                            {"final_train_loss", r.finalLoss},
                             {"heldout_active_fraction", r.activeFraction},
-                            {"tokens_per_s", r.tokensPerSecond}, {"seconds", r.seconds}, {"tokenizer", enc.kind()}};
+                            {"tokens_per_s", r.tokensPerSecond},
+                            {"seconds", r.seconds},
+                            {"tokenizer", enc.kind()}};
+  if (rl.on) {
+    summary["final_aux_loss"] = r.finalAuxLoss;
+    summary["final_z_loss"] = r.finalZLoss;
+    summary["heldout_expert_usage"] = usage;
+    summary.erase("heldout_active_fraction");  // dense FFN units; a MoE model's are in the usage
+  }
   writeFileAtomic(work / "training.json", summary.dump(2) + "\n");
   logGuard.reset();
   job.checkCancel();

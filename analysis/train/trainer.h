@@ -11,6 +11,15 @@
 // gradient clipping. Deterministic in the seed: batch s is drawn from an RNG
 // seeded with (seed, s), so a resumed run sees the same batches.
 //
+// Native MoE models (Mixtral, Qwen2-MoE, OLMoE: router + top-k + experts)
+// train through the same routed forward pass as inference (the routing is
+// differentiable where HF's is: the gradient reaches the router through the
+// chosen experts' softmax weights). The objective adds to the next-token
+// cross-entropy aux_loss_coef x the load-balancing loss and z_loss_coef x
+// the router z-loss (router_loss.h), both over the router logits of all MoE
+// layers of the step. Experts and the router are initialised like the other
+// matrices (normal(0, 0.02); expert down projections are residual outputs).
+//
 // A run works in MODEL_DIR.partial and, when it completes, replaces
 // MODEL_DIR with it in one atomic exchange (fsutil.h replaceFolder): a failed
 // or cancelled run, with or without --force, leaves MODEL_DIR as it was, and
@@ -22,11 +31,13 @@
 //   config.json, model.safetensors      the final model (written at the end)
 //   tokenizer.json                      copied from --tokenizer
 //   training.json                       the run's summary (written at the end)
-//   training_log.jsonl                  one JSON object per log/eval line
+//   training_log.jsonl                  one JSON object per log/eval line (MoE models:
+//                                       train lines add aux_loss and z_loss, unscaled window means)
 //   checkpoint/{model,optimizer}.safetensors, checkpoint/state.json
 //                                       the latest checkpoint (atomic folder), for --resume
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -35,8 +46,9 @@ namespace moefy {
 class JobContext;
 
 struct TrainOptions {
-  std::filesystem::path corpus;     ///< .txt file or folder of .txt documents
-  std::filesystem::path heldout;    ///< held-out corpus; empty = every 20th document of `corpus` (the last one if fewer than 20)
+  std::filesystem::path corpus;  ///< .txt file or folder of .txt documents
+  std::filesystem::path
+      heldout;  ///< held-out corpus; empty = every 20th document of `corpus` (the last one if fewer than 20)
   std::filesystem::path config;     ///< HF config.json of the model to train
   std::filesystem::path tokenizer;  ///< tokenizer.json
   std::filesystem::path outDir;
@@ -45,36 +57,60 @@ struct TrainOptions {
   int batch = 16;
   int seqLen = 128;
   double lr = 1e-3;
-  double minLrRatio = 0.1;          ///< cosine decays to lr * minLrRatio
-  int64_t warmup = -1;              ///< -1: 5% of steps (at least 1)
+  double minLrRatio = 0.1;  ///< cosine decays to lr * minLrRatio
+  int64_t warmup = -1;      ///< -1: 5% of steps (at least 1)
   double weightDecay = 0.1;
   double beta1 = 0.9, beta2 = 0.95, eps = 1e-8;
-  double clip = 1.0;                ///< global gradient norm; 0 = off
+  double clip = 1.0;  ///< global gradient norm; 0 = off
   int64_t logEvery = 10;
-  int64_t evalEvery = 100;          ///< 0 = only at the end
-  int64_t evalTokens = 16384;       ///< held-out tokens per periodic eval (the final eval uses all)
-  int64_t checkpointEvery = 200;    ///< 0 = no checkpoints
+  int64_t evalEvery = 100;        ///< 0 = only at the end
+  int64_t evalTokens = 16384;     ///< held-out tokens per periodic eval (the final eval uses all)
+  int64_t checkpointEvery = 200;  ///< 0 = no checkpoints
   bool resume = false;
-  bool force = false;               ///< replace an existing trained model at outDir
-  std::string dtype = "F32";        ///< dtype of the final model.safetensors
+  bool force = false;         ///< replace an existing trained model at outDir
+  std::string dtype = "F32";  ///< dtype of the final model.safetensors
+  /// Native MoE models: coefficient of the load-balancing loss; unset = the
+  /// config's router_aux_loss_coef (HF defaults when absent: Mixtral and
+  /// Qwen2-MoE 0.001, OLMoE 0.01). Must be >= 0; refused for dense models.
+  std::optional<double> auxLossCoef;
+  /// Native MoE models: coefficient of the router z-loss; unset = 0. Must be
+  /// >= 0; refused for dense models.
+  std::optional<double> zLossCoef;
+};
+
+/// Expert usage of one native MoE layer over the held-out tokens (the metrics
+/// of moe_stats.h usageHealth, on the router's top-k selections).
+struct ExpertUsage {
+  int layer = 0;
+  std::vector<double> share;  ///< [E] selection share, sums to 1
+  double perplexity = 0;      ///< exp(H) / E of the shares; 1 = perfectly even
+  double deadShare = 0;       ///< share of the experts no held-out token selected
 };
 
 struct TrainResult {
-  int64_t steps = 0;                ///< steps done in total (including resumed ones)
-  double firstLoss = 0;             ///< training loss of the first step of this run
-  double finalLoss = 0;             ///< mean training loss over the last log window
-  double heldoutLoss = 0;           ///< final held-out loss (nats/token) over all held-out windows
+  int64_t steps = 0;       ///< steps done in total (including resumed ones)
+  double firstLoss = 0;    ///< training loss of the first step of this run
+  double finalLoss = 0;    ///< mean training loss over the last log window
+  double heldoutLoss = 0;  ///< final held-out loss (nats/token) over all held-out windows
   double heldoutPerplexity = 0;
   int64_t heldoutTokens = 0;
   std::vector<double> activeFraction;  ///< per layer: share of FFN hidden units > 0 over the held-out tokens
-  int64_t trainTokens = 0;          ///< tokens in the training stream
+                                       ///< (dense models; empty for native MoE models)
+  // Native MoE models only (0 / empty otherwise):
+  double auxLossCoef = 0, zLossCoef = 0;  ///< the coefficients used
+  double finalAuxLoss = 0;                ///< mean load-balancing loss (unscaled) over the last log window
+  double finalZLoss = 0;                  ///< mean router z-loss (unscaled) over the last log window
+  std::vector<ExpertUsage> expertUsage;   ///< per MoE layer, over all held-out tokens
+  int64_t trainTokens = 0;                ///< tokens in the training stream
   int64_t parameters = 0;
-  double seconds = 0;               ///< wall time of this run
-  double tokensPerSecond = 0;       ///< training tokens processed per second in this run
+  double seconds = 0;          ///< wall time of this run
+  double tokensPerSecond = 0;  ///< training tokens processed per second in this run
 };
 
 /// Trains and writes MODEL_DIR. Throws ParameterError/FormatError/IoError naming
-/// the option or file; CancelledError on cancel (the last checkpoint stays).
+/// the option or file (ParameterError for a negative --aux-loss-coef or
+/// --z-loss-coef, or either given for a dense model); CancelledError on cancel
+/// (the last checkpoint stays).
 TrainResult trainLanguageModel(const TrainOptions& options, JobContext& job);
 
 }  // namespace moefy

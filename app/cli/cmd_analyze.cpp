@@ -1,4 +1,4 @@
-// moefy analyze: expert similarity, router preference and usage health of a native MoE model.
+// moefy analyze: expert similarity, router preference and usage health of a native MoE model or a MoE export.
 #include <filesystem>
 #include <iostream>
 
@@ -21,6 +21,7 @@ nlohmann::json summaryOf(const nlohmann::json& doc) {
   nlohmann::json s;
   s["out"] = doc.value("out", std::string());
   s["model"] = doc["model"];
+  s["router"] = doc["router"];
   s["corpus"] = doc["corpus"];
   if (doc.contains("top1_norm_share")) s["top1_norm_share"] = doc["top1_norm_share"];
   s["sites"] = doc["sites"];
@@ -59,12 +60,22 @@ int runAnalyze(const Args& a) {
     printJson(summaryOf(doc));
     return 0;
   }
-  std::cout << "wrote " << out.string() << ": " << doc["sites"].size() << " MoE layers of " << modelDir.string();
+  std::cout << "wrote " << out.string() << ": " << doc["sites"].size() << " MoE layers of " << modelDir.string() << " ("
+            << doc["model"]["kind"].get<std::string>() << ", router " << doc["router"]["kind"].get<std::string>()
+            << ")";
   if (!doc["corpus"].is_null()) std::cout << ", " << doc["corpus"]["tokens"].get<int64_t>() << " corpus tokens";
   std::cout << "\n";
   for (const auto& [site, s] : doc["sites"].items()) {
-    std::cout << "  " << site << ": router R^2 vs expert similarity gate " << num(s["router_r2"]["sim"]["gate"])
-              << ", up " << num(s["router_r2"]["sim"]["up"]) << ", down " << num(s["router_r2"]["sim"]["down"]);
+    std::cout << "  " << site << ":";
+    // Exports: a plain FFN has no gate, and a router without one row per expert no R^2.
+    const nlohmann::json& r2 = s["router_r2"];
+    if (r2.is_object()) {
+      std::cout << " router R^2 vs expert similarity";
+      for (const char* p : {"gate", "up", "down"})
+        if (r2["sim"].contains(p)) std::cout << " " << p << " " << num(r2["sim"][p]);
+    } else {
+      std::cout << " router_sim " << s.value("router_sim", std::string("n/a"));
+    }
     if (s.contains("dynamic")) {
       const auto& d = s["dynamic"];
       std::cout << "; output similarity " << num(d["output_similarity"]) << ", top-1 = largest norm "

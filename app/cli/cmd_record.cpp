@@ -61,8 +61,8 @@ void printSummary(const Args& a, const Recording& r, double seconds) {
     return;
   }
   std::cout << "wrote " << r.dir().string() << ": " << r.tokens() << " tokens, " << r.sequences() << " sequences, "
-            << r.layers().size() << " layers, " << r.sampleCount() << " samples, active rule "
-            << r.activeRule().toString() << "\n";
+            << r.layers().size() << (r.encoderDecoder() || r.nativeMoe() ? " sites, " : " layers, ") << r.sampleCount()
+            << " samples, active rule " << r.activeRule().toString() << "\n";
   for (int L : r.layers()) {
     if (r.encoderDecoder() || r.nativeMoe()) {
       const std::string name = r.site(L).name();

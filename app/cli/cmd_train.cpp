@@ -58,13 +58,24 @@ int runTrain(const Args& a) {
   if (o.outDir.empty()) throw ParameterError("--out: empty (the model folder to write)");
   auto job = makeCliJob(a);
   TrainResult r = trainLanguageModel(o, *job);
-  nlohmann::json j = {{"out", o.outDir.string()},       {"steps", r.steps},
-                      {"first_loss", r.firstLoss},       {"final_loss", r.finalLoss},
-                      {"heldout_loss", r.heldoutLoss},   {"heldout_perplexity", r.heldoutPerplexity},
+  nlohmann::json j = {{"out", o.outDir.string()},          {"steps", r.steps},
+                      {"first_loss", r.firstLoss},         {"final_loss", r.finalLoss},
+                      {"heldout_loss", r.heldoutLoss},     {"heldout_perplexity", r.heldoutPerplexity},
                       {"heldout_tokens", r.heldoutTokens}, {"train_tokens", r.trainTokens},
-                      {"parameters", r.parameters},      {"seconds", r.seconds},
-                      {"tokens_per_s", r.tokensPerSecond},
-                      {"heldout_active_fraction", r.activeFraction}};
+                      {"parameters", r.parameters},        {"seconds", r.seconds},
+                      {"tokens_per_s", r.tokensPerSecond}, {"heldout_active_fraction", r.activeFraction}};
+  if (!r.expertUsage.empty()) {
+    j.erase("heldout_active_fraction");
+    nlohmann::json usage = nlohmann::json::array();
+    for (const auto& u : r.expertUsage)
+      usage.push_back(
+          {{"layer", u.layer}, {"share", u.share}, {"usage_perplexity", u.perplexity}, {"dead_share", u.deadShare}});
+    j["aux_loss_coef"] = r.auxLossCoef;
+    j["z_loss_coef"] = r.zLossCoef;
+    j["final_aux_loss"] = r.finalAuxLoss;
+    j["final_z_loss"] = r.finalZLoss;
+    j["heldout_expert_usage"] = usage;
+  }
   if (a.json()) {
     printJson(j);
   } else {

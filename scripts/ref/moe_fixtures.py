@@ -14,9 +14,10 @@
       Every variant of scripts/ref/make_checkpoint.py (the engine's reference checkpoints).
   moe_fixtures.py moe_ref_many SPEC_JSON
       moe_ref for each entry [MODEL_DIR, LABELS_ST, LAYER, X_NPY, K, OUT_NPY] of a JSON list.
-  moe_fixtures.py partition MODEL_DIR OUT_DIR --experts E [--seed S] [--fingerprint FP]
+  moe_fixtures.py partition MODEL_DIR OUT_DIR --experts E [--seed S] [--fingerprint FP] [--uneven]
       A partition folder: partition.json + labels.safetensors (blk.L.labels I32 [d_ff],
-      blk.L.perm I32 [d_ff]); balanced random labels.
+      blk.L.perm I32 [d_ff]); balanced random labels (--uneven: the first E/2 experts twice
+      the size of the others).
   moe_fixtures.py recording MODEL_DIR OUT_DIR --samples S [--seed S] [--fingerprint FP]
       A recording folder: manifest.json + samples.safetensors with blk.L.ffn_in F16 [S, d_model]
       and blk.L.ffn_act F16 [S, d_ff]. ffn_in is synthetic (random LayerNorm-like vectors with a
@@ -244,6 +245,7 @@ def make_partition(model_dir, out):
     E = arg("--experts", 16)
     seed = arg("--seed", 0)
     fp = arg("--fingerprint", "", str)
+    uneven = "--uneven" in sys.argv
     cfg = json.load(open(f"{model_dir}/config.json"))
     L = n_layers(cfg)
     tensors = {}
@@ -252,7 +254,14 @@ def make_partition(model_dir, out):
         w1 = ffn_weights(model_dir, layer)[0]
         F = w1.shape[0]
         rng = np.random.default_rng(seed + layer)
-        labels = (np.arange(F) * E // F)[rng.permutation(F)].astype(np.int32)
+        if uneven:
+            # The first half of the experts twice the size of the others (pairs of equal and of unequal size).
+            wts = np.array([2 if e < E // 2 else 1 for e in range(E)])
+            sizes = F * wts // wts.sum()
+            sizes[-1] += F - sizes.sum()
+            labels = np.repeat(np.arange(E), sizes)[rng.permutation(F)].astype(np.int32)
+        else:
+            labels = (np.arange(F) * E // F)[rng.permutation(F)].astype(np.int32)
         perm = np.concatenate([np.sort(np.nonzero(labels == e)[0]) for e in range(E)]).astype(np.int32)
         tensors[f"blk.{layer}.labels"] = labels
         tensors[f"blk.{layer}.perm"] = perm

@@ -5,11 +5,17 @@
 // refusal is one line naming the culprit with exit 1 (bad data) or 2 (bad
 // parameters), and leaves no output folder behind. The core entry point as a
 // job: cancelled, it throws and leaves nothing; otherwise it reports stages.
+// MoE exports (issue 16): a gpt2 export with a similarity router analysed with
+// its router and with --router oracle (analysis.json names the model kind and
+// the router), an mlp-router export whose router_sim is skipped with a
+// reason; refused: an unknown --router, --router oracle on a native model, a
+// site that is not MoEfied.
 #include <QtTest>
 
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -121,6 +127,79 @@ class AnalyzeCli : public QObject {
     for (const char* want : {"read corpus", "static blk.0", "static blk.1", "dynamic analyses", "write"})
       QVERIFY2(std::find(stages.begin(), stages.end(), want) != stages.end(), want);
     QCOMPARE(artefactKindOf(root_ / "staged"), std::string("MoE analysis"));
+  }
+
+  // A MoE export of a small gpt2 (4 experts of 32 neurons, top-2) built through the CLI.
+  void moeExport() {
+    const fs::path d = root_ / "export";
+    auto py = [](const QStringList& args) { return moefy::test::runFixture(args); };
+    auto cli = [](const QStringList& args, std::string* out = nullptr) { return moefy::test::runCliStep(args, out); };
+    QVERIFY(py({"model", "gpt2", qs(d / "model"), "--seed", "4", "--d-ff", "128"}));
+    std::string info;
+    QVERIFY(cli({"inspect", qs(d / "model"), "--json"}, &info));
+    const QString fp = QString::fromStdString(nlohmann::json::parse(info)["fingerprint"].get<std::string>());
+    QVERIFY(py({"partition", qs(d / "model"), qs(d / "part"), "--experts", "4", "--fingerprint", fp}));
+    QVERIFY(py({"recording", qs(d / "model"), qs(d / "rec"), "--samples", "300", "--fingerprint", fp}));
+    for (const char* kind : {"similarity", "mlp"}) {
+      QVERIFY(cli({"route", qs(d / "model"), qs(d / "rec"), qs(d / "part"), "--router", kind, "--top-k", "2", "--out",
+                   qs(d / (std::string("router_") + kind))}));
+      QVERIFY(cli({"export", qs(d / "model"), qs(d / "part"), qs(d / (std::string("router_") + kind)), "--out",
+                   qs(d / (std::string("moe_") + kind))}));
+    }
+    // Ids below the fixture's vocabulary of 96.
+    std::ofstream(d / "seqs.ids") << "5 17 3 42 7 1 64\n8 9 10 11 90 1\n";
+    const int64_t N = 13;
+
+    for (const bool oracle : {false, true}) {
+      const fs::path out = d / (oracle ? "an_oracle" : "an_stored");
+      QStringList args{"analyze", qs(d / "moe_similarity"), qs(d / "seqs.ids"), "--out", qs(out), "--quiet"};
+      if (oracle)
+        args << "--router"
+             << "oracle";
+      auto r = runCli(args);
+      QVERIFY2(r.exitCode == 0, (r.out + r.err).c_str());
+      const MoeAnalysis a = readMoeAnalysis(out);
+      QCOMPARE(a.meta["model"]["kind"].get<std::string>(), std::string("moefied export"));
+      QCOMPARE(a.meta["router"]["kind"].get<std::string>(), std::string(oracle ? "oracle" : "similarity"));
+      QCOMPARE(a.meta["router"]["source"].get<std::string>(), std::string(oracle ? "oracle" : "stored"));
+      QCOMPARE(a.meta["sites"].size(), size_t{2});
+      QCOMPARE(a.meta["model"]["experts"].get<int64_t>(), int64_t{4});
+      QCOMPARE(a.meta["sites"]["blk.0"]["expert_sizes"], nlohmann::json({32, 32, 32, 32}));
+      QVERIFY(a.has("blk.0.router_sim") && a.has("blk.1.match_perm") && a.has("rank_counts"));
+      QVERIFY(!a.has("blk.0.sim.gate"));  // a plain FFN has no gate
+      QCOMPARE(a.tensor("blk.0.sim.up").sizes().vec(), (std::vector<int64_t>{4, 4}));
+      for (const char* site : {"blk.0", "blk.1"}) {
+        const std::string s = site;
+        QCOMPARE(a.tensor(s + ".chosen").sizes().vec(), (std::vector<int64_t>{N, 4}));
+        QCOMPARE(a.tensor(s + ".chosen").to(at::kLong).sum(1).eq(2).all().item<bool>(), true);
+        QCOMPARE(a.tensor(s + ".rank_counts").sum().item<int64_t>(), N * 4);
+        QVERIFY(std::abs(a.tensor(s + ".usage").sum().item<double>() - 1.0) < 1e-12);
+      }
+      QVERIFY(a.meta["sites"]["blk.0"]["dynamic"]["overlap_next"].is_number());
+    }
+    // For the record: how often each routing's top-1 expert has the largest output norm.
+    const MoeAnalysis o = readMoeAnalysis(d / "an_oracle");
+    qInfo("export top-1 = largest norm: stored similarity router %.3f, oracle %.3f",
+          readMoeAnalysis(d / "an_stored").meta["top1_norm_share"].get<double>(),
+          o.meta["top1_norm_share"].get<double>());
+
+    // The mlp router has no row per expert: router_sim skipped, with the reason.
+    const fs::path mlpOut = d / "an_mlp";
+    auto r = runCli({"analyze", qs(d / "moe_mlp"), "--static-only", "--out", qs(mlpOut), "--quiet"});
+    QVERIFY2(r.exitCode == 0, r.err.c_str());
+    const MoeAnalysis m = readMoeAnalysis(mlpOut);
+    QCOMPARE(m.meta["router"]["kind"].get<std::string>(), std::string("mlp"));
+    QVERIFY(m.meta["sites"]["blk.0"]["router_r2"].is_null());
+    QVERIFY(m.meta["sites"]["blk.0"]["router_sim"].get<std::string>().rfind("skipped: ", 0) == 0);
+    QVERIFY(!m.has("blk.0.router_sim") && m.has("blk.0.sim.up"));
+
+    // Refusals: one line, exit 2, no folder.
+    const fs::path bad = d / "bad";
+    refuses({qs(d / "moe_similarity"), "--static-only", "--router", "learned", "--out", qs(bad)}, 2, "--router", bad);
+    refuses({qs(root_ / "mixtral"), qs(root_ / "seqs.ids"), "--router", "oracle", "--out", qs(bad)}, 2,
+            "--router oracle", bad);
+    refuses({qs(d / "moe_similarity"), "--static-only", "--sites", "blk.5", "--out", qs(bad)}, 2,
+            "--sites: blk.5 is not a MoEfied layer", bad);
   }
 
   void badInput() {

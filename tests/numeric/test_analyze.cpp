@@ -26,8 +26,11 @@
 #include <set>
 
 #include "analysis/analyze/moe_analysis.h"
+#include "analysis/checkpoint/loader.h"
 #include "analysis/io/json_input.h"
 #include "analysis/io/safetensors.h"
+#include "analysis/jobs/job.h"
+#include "analysis/moe/moe_ffn.h"
 #include "testutil.h"
 
 using namespace moefy;
@@ -54,8 +57,11 @@ bool isDynamic(const std::string& name) {
   return false;
 }
 
+// Max |a - b|; NaN entries must be NaN on both sides (infinity otherwise).
 double maxAbsDiff(const at::Tensor& a, const at::Tensor& b) {
-  at::Tensor d = (a.to(at::kDouble) - b.to(at::kDouble)).abs();
+  const at::Tensor x = a.to(at::kDouble), y = b.to(at::kDouble);
+  if (!at::equal(x.isnan(), y.isnan())) return std::numeric_limits<double>::infinity();
+  at::Tensor d = (at::nan_to_num(x, 0.0) - at::nan_to_num(y, 0.0)).abs();
   if (d.numel() == 0) return 0;
   const double m = d.max().item<double>();
   return std::isnan(m) ? std::numeric_limits<double>::infinity() : m;
@@ -187,6 +193,149 @@ class Analyze : public QObject {
       QCOMPARE(a.tensor(site + ".chosen").to(at::kLong).sum(1).eq(k).all().item<bool>(), true);
       QVERIFY(std::abs(a.tensor(site + ".usage").sum().item<double>() - 1.0) < 1e-12);
       QCOMPARE(a.tensor(site + ".match_tau").diagonal().eq(1.0).all().item<bool>(), true);
+    }
+  }
+
+  // MoE exports: build them through the CLI from the fixtures, analyse, compare with the reference.
+  void exportMatchesReference_data() {
+    QTest::addColumn<QString>("variant");
+    QTest::addColumn<bool>("oracle");
+    QTest::newRow("llama_uneven_similarity") << QString("llama") << false;
+    QTest::newRow("llama_uneven_oracle") << QString("llama") << true;
+    QTest::newRow("gpt2_shared_sigmoid") << QString("gpt2") << false;
+  }
+
+  void exportMatchesReference() {
+    QFETCH(QString, variant);
+    QFETCH(bool, oracle);
+    const fs::path d = root_ / ("export_" + variant.toStdString());
+    const fs::path moeDir = d / "moe";
+    auto py = [](const QStringList& args) { return moefy::test::runFixture(args); };
+    auto cli = [](const QStringList& args, std::string* out = nullptr) { return moefy::test::runCliStep(args, out); };
+    if (!fs::exists(moeDir)) {
+      const bool llama = variant == "llama";
+      QVERIFY(py({"model", variant, qs(d / "model"), "--seed", llama ? "5" : "7", "--d-ff", llama ? "96" : "128"}));
+      std::string info;
+      QVERIFY(cli({"inspect", qs(d / "model"), "--json"}, &info));
+      const QString fp = QString::fromStdString(nlohmann::json::parse(info)["fingerprint"].get<std::string>());
+      QVERIFY(py({"recording", qs(d / "model"), qs(d / "rec"), "--samples", "300", "--fingerprint", fp}));
+      if (llama)
+        QVERIFY(py({"partition", qs(d / "model"), qs(d / "part"), "--experts", "4", "--uneven", "--fingerprint", fp}));
+      else
+        QVERIFY(cli({"split", qs(d / "rec"), "--method", "random", "--experts", "4", "--shared", "32", "--out",
+                     qs(d / "part")}));
+      QVERIFY(cli({"route", qs(d / "model"), qs(d / "rec"), qs(d / "part"), "--router",
+                   llama ? "similarity" : "sigmoid", "--top-k", "2", "--out", qs(d / "router")}));
+      QVERIFY(cli({"export", qs(d / "model"), qs(d / "part"), qs(d / "router"), "--out", qs(moeDir)}));
+    }
+    const LoadedModel loaded = loadModel(moeDir);
+    auto moe = std::dynamic_pointer_cast<const MoeFfn>(loaded.model->ffnOverride());
+    QVERIFY(moe);
+    std::vector<int> layers;
+    for (int L = 0; L < static_cast<int>(moe->layers().size()); ++L)
+      if (moe->isMoe(L)) layers.push_back(L);
+    QCOMPARE(layers.size(), size_t{2});
+    if (variant == "gpt2") QCOMPARE(moe->layers()[0].weights->layout.sharedSize(), int64_t{32});
+
+    // Random FFN inputs (unit scale, as after a LayerNorm), 48 tokens per layer in two batches.
+    at::manual_seed(oracle ? 11 : 3);
+    std::vector<std::pair<std::string, at::Tensor>> inputs;
+    for (int L : layers) inputs.emplace_back("blk." + std::to_string(L) + ".x", at::randn({48, 64}, at::kFloat));
+    const fs::path inputsPath = d / (oracle ? "x_oracle.safetensors" : "x.safetensors");
+    writeSafetensors(inputsPath, inputs);
+    const fs::path refPath = d / (oracle ? "ref_oracle.safetensors" : "ref.safetensors");
+    QStringList refArgs{qs(sourceDir() / "scripts" / "ref" / "analyze_ref.py"),
+                        "export",
+                        qs(moeDir),
+                        "--inputs",
+                        qs(inputsPath),
+                        "--out",
+                        qs(refPath),
+                        "--fire-eps",
+                        kFireEps};
+    if (oracle) refArgs << "--oracle";
+    auto rr = runPython(refArgs);
+    QVERIFY2(rr.exitCode == 0, (rr.out + rr.err).c_str());
+    qInfo("%s", rr.out.c_str());
+
+    AnalyzeOptions o;
+    o.fireEps = std::stod(kFireEps);
+    NamedTensors ours;
+    JobContext job;
+    nlohmann::json sites = nlohmann::json::object();
+    for (int L : layers) sites["blk." + std::to_string(L)] = exportStaticAnalysis(*moe, L, o, ours, job);
+    ExportDynamics dyn(oracle ? withOracleRouters(*moe) : moe, layers, o.fireEps);
+    for (int half = 0; half < 2; ++half)
+      for (size_t i = 0; i < layers.size(); ++i) dyn.add(layers[i], inputs[i].second.narrow(0, half * 24, 24));
+    const nlohmann::json dynJson = dyn.finish(48, ours);
+
+    const auto ref = SafetensorsFile::open(refPath);
+    const nlohmann::json refJson = readJsonFile(refPath.parent_path() / (refPath.stem().string() + ".json"));
+    std::map<std::string, at::Tensor> mine(ours.begin(), ours.end());
+    for (const auto& info : ref->tensors()) QVERIFY2(mine.count(info.name), ("missing in ours: " + info.name).c_str());
+    for (const auto& [n, t] : mine) QVERIFY2(ref->contains(n), ("not in the reference: " + n).c_str());
+    double staticMax = 0, dynamicMax = 0;
+    std::string staticWorst, dynamicWorst;
+    int nanEntries = 0;
+    for (const auto& info : ref->tensors()) {
+      const at::Tensor want = ref->raw(info.name), got = mine.at(info.name);
+      QVERIFY2(got.sizes() == want.sizes(),
+               (info.name + ": shape " + shapeString(got) + " vs reference " + shapeString(want)).c_str());
+      const double diff = maxAbsDiff(got, want);
+      if (!at::isFloatingType(want.scalar_type())) {
+        QVERIFY2(diff == 0, (info.name + ": integer tensor differs from the reference").c_str());
+        continue;
+      }
+      nanEntries += static_cast<int>(want.isnan().sum().item<int64_t>());
+      if (isDynamic(info.name)) {
+        if (diff >= dynamicMax) dynamicWorst = info.name;
+        dynamicMax = std::max(dynamicMax, diff);
+      } else {
+        if (diff >= staticMax) staticWorst = info.name;
+        staticMax = std::max(staticMax, diff);
+      }
+    }
+    double staticJson = 0, dynamicJson = 0;
+    std::string worst;
+    for (const auto& [site, s] : refJson["sites"].items()) {
+      const nlohmann::json& m = sites[site];
+      staticJson = std::max(staticJson, jsonDiff(m["router_r2"], s["router_r2"], site + ".router_r2", worst));
+      staticJson = std::max(staticJson, jsonDiff(m["pca_explained"], s["pca_explained"], site + ".pca", worst));
+      staticJson = std::max(staticJson, jsonDiff(m["expert_sizes"], s["expert_sizes"], site + ".sizes", worst));
+      staticJson = std::max(staticJson, jsonDiff(m["shared_expert"], s["shared_expert"], site + ".shared", worst));
+      dynamicJson = std::max(dynamicJson, jsonDiff(dynJson["sites"][site], s["dynamic"], site + ".dynamic", worst));
+    }
+    dynamicJson = std::max(
+        dynamicJson, std::abs(dynJson["top1_norm_share"].get<double>() - refJson["top1_norm_share"].get<double>()));
+    qInfo(
+        "%s: max abs diff static %.3g (%s), dynamic %.3g (%s), analysis.json static %.3g, dynamic %.3g; "
+        "%d NaN entries (pairs of unequal size) %s",
+        QTest::currentDataTag(), staticMax, staticWorst.c_str(), dynamicMax, dynamicWorst.c_str(), staticJson,
+        dynamicJson, nanEntries, worst.c_str());
+    QVERIFY2(staticMax <= kStaticTol, qPrintable(QString("static max diff %1 > %2").arg(staticMax).arg(kStaticTol)));
+    // The dynamic analyses of an export are float64 computations on the same inputs: the static tolerance.
+    QVERIFY2(dynamicMax <= kStaticTol, qPrintable(QString("dynamic max diff %1 > %2").arg(dynamicMax).arg(kStaticTol)));
+    QVERIFY2(staticJson <= kStaticTol, worst.c_str());
+    QVERIFY2(dynamicJson <= kStaticTol, worst.c_str());
+
+    // What each variant is there to exercise.
+    if (variant == "llama") {
+      QVERIFY(nanEntries > 0);                   // unequal sizes: NaN cross pairs
+      QVERIFY(!mine.count("blk.0.match_perm"));  // no permutation tensor for unequal sizes
+      QVERIFY(!mine.count("blk.0.pca.experts"));
+      QVERIFY(std::isfinite(mine.at("blk.0.match_tau")[0][1].item<double>()));  // experts 0 and 1: 32 neurons each
+      QVERIFY(std::isnan(mine.at("blk.0.sim.up")[0][2].item<double>()));        // 32 against 16 neurons
+      QVERIFY(mine.count("blk.0.router_sim"));
+    } else {
+      QCOMPARE(nanEntries, 0);
+      QVERIFY(mine.count("blk.0.match_perm") && !mine.count("blk.0.sim.gate"));
+      QCOMPARE(mine.at("blk.0.channel_usage").size(0), int64_t{4});  // the shared expert is not among them
+      QCOMPARE(sites["blk.0"]["shared_expert"].get<int64_t>(), int64_t{32});
+    }
+    for (int L : layers) {
+      const std::string site = "blk." + std::to_string(L);
+      QCOMPARE(mine.at(site + ".chosen").to(at::kLong).sum(1).eq(2).all().item<bool>(), true);
+      QCOMPARE(mine.at(site + ".rank_counts").sum().item<int64_t>(), int64_t{48 * 4});
     }
   }
 };
