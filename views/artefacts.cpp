@@ -532,7 +532,7 @@ std::shared_ptr<Analysis> Analysis::open(const QString& d) {
     L.experts = scalars.is_object() && scalars.contains("experts") && scalars["experts"].is_number_integer()
                     ? scalars["experts"].get<int>()
                     : 0;
-    if (const Matrix* sim = L.matrix("sim.gate"); L.experts <= 0 && sim) L.experts = sim->rows;
+    if (const Matrix* sim = L.matrix("mean_sim.up"); L.experts <= 0 && sim) L.experts = sim->rows;
     // Every E x E panel is indexed by expert: a matrix of another shape would
     // draw experts that do not exist.
     for (const auto& [tail, m] : L.matrices) {

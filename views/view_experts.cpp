@@ -216,6 +216,17 @@ void ExpertsView::refresh() {
   const int E = lay.experts;
   for (QCustomPlot* p : plots_) p->setToolTip(analysis_->dir + "\n" + QString::fromStdString(lay.site.name()));
 
+  // A projection the layer lacks (a plain FFN export has no gate): the first one it has.
+  if (!lay.matrix(similarityTensor().toStdString())) {
+    const QString m = measure_->currentData().toString();
+    for (int i = 0; i < projection_->count(); ++i) {
+      const QString proj = projection_->itemData(i).toString();
+      if (!lay.matrix((proj.isEmpty() ? m : m + "." + proj).toStdString())) continue;
+      const QSignalBlocker block(projection_);
+      projection_->setCurrentIndex(i);
+      break;
+    }
+  }
   // Similarity: the measure and projection picked, with the router's fit to it.
   const std::string sim = similarityTensor().toStdString();
   drawHeatmap(Similarity, sim, false, false, E);
