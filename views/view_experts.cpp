@@ -246,8 +246,14 @@ void ExpertsView::refresh() {
     setCaption(Similarity, text);
   }
   drawHeatmap(RouterSimilarity, "router_sim", false, false, E);
-  setCaption(RouterSimilarity,
-             lay.matrix("router_sim") ? "cosine of the router's rows" : "no router similarity in this analysis");
+  {
+    // An export whose router has no row per expert says why in analysis.json ("router_sim": "skipped: ...").
+    const bool why =
+        lay.scalars.is_object() && lay.scalars.contains("router_sim") && lay.scalars["router_sim"].is_string();
+    setCaption(RouterSimilarity, lay.matrix("router_sim") ? QString("cosine of the router's rows")
+                                 : why ? QString::fromStdString(lay.scalars["router_sim"].get<std::string>())
+                                       : QString("no router similarity in this analysis"));
+  }
 
   const bool summed = rankScope_->currentIndex() == 1;
   drawHeatmap(RankCounts, "rank_counts", summed, false, E);
