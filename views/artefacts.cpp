@@ -9,6 +9,7 @@
 #include <cstring>
 #include <filesystem>
 
+#include "analysis/analyze/moe_analysis.h"
 #include "analysis/checkpoint/loader.h"
 #include "analysis/common/error.h"
 #include "analysis/eval/eval_data.h"
@@ -467,6 +468,97 @@ std::shared_ptr<Front> Front::open(const QString& d) {
     f->dataSubtitle = QString::fromStdString(describeData(data, true));
   }
   return f;
+}
+
+// ---------------------------------------------------------------- Analysis
+
+const Analysis::Matrix* Analysis::Layer::matrix(const std::string& name) const {
+  auto it = matrices.find(name);
+  return it == matrices.end() ? nullptr : &it->second;
+}
+
+double Analysis::Layer::scalar(std::initializer_list<const char*> path) const {
+  const nlohmann::json* j = &scalars;
+  for (const char* key : path) {
+    if (!j->is_object() || !j->contains(key)) return std::numeric_limits<double>::quiet_NaN();
+    j = &(*j)[key];
+  }
+  return j->is_number() ? j->get<double>() : std::numeric_limits<double>::quiet_NaN();
+}
+
+namespace {
+Analysis::Matrix toMatrix(const at::Tensor& raw) {
+  const at::Tensor t = raw.to(at::kDouble).contiguous();
+  Analysis::Matrix m;
+  m.rows = static_cast<int>(t.size(0));
+  m.cols = t.dim() == 2 ? static_cast<int>(t.size(1)) : 1;
+  m.values.assign(t.data_ptr<double>(), t.data_ptr<double>() + t.numel());
+  return m;
+}
+}  // namespace
+
+std::shared_ptr<Analysis> Analysis::open(const QString& d) {
+  const moefy::MoeAnalysis core = moefy::readMoeAnalysis(P(d));
+  auto a = std::make_shared<Analysis>();
+  a->dir = QFileInfo(d).absoluteFilePath();
+  a->name = QFileInfo(d).fileName();
+  a->meta = core.meta;
+  const std::string where = (P(d) / "analysis.json").string();
+  const std::string file = (P(d) / "analysis.safetensors").string();
+  // The drawn tensors: every listed one of 1 or 2 dimensions but the
+  // chosen-expert table and the transitions (per token / per layer pair).
+  std::map<std::string, size_t> listed;  // name -> number of dimensions (validated by the reader)
+  for (const auto& [name, shape] : core.meta["tensors"].items()) listed[name] = shape.size();
+  for (const auto& [key, scalars] : core.meta["sites"].items()) {
+    const std::optional<moefy::Site> site = moefy::Site::tryParse(key);
+    if (!site || site->stack != moefy::SiteStack::Single || site->expert >= 0 || site->shared)
+      throw FormatError(where + ": sites." + key + ": not a MoE layer site blk.L");
+    Layer L;
+    L.site = *site;
+    L.scalars = scalars;
+    const std::string prefix = key + ".";
+    for (const auto& [name, dims] : listed) {
+      if (name.rfind(prefix, 0) != 0) continue;
+      const std::string tail = name.substr(prefix.size());
+      if (tail == "chosen" || tail == "transition" || tail == "match_perm") continue;
+      if (tail == "pca.neuron_expert") {
+        const at::Tensor t = core.tensor(name).to(at::kInt).contiguous();
+        L.neuronExpert.assign(t.data_ptr<int32_t>(), t.data_ptr<int32_t>() + t.numel());
+        continue;
+      }
+      if (dims == 0 || dims > 2) continue;
+      L.matrices[tail] = toMatrix(core.tensor(name));
+    }
+    L.experts = scalars.is_object() && scalars.contains("experts") && scalars["experts"].is_number_integer()
+                    ? scalars["experts"].get<int>()
+                    : 0;
+    if (const Matrix* sim = L.matrix("mean_sim.up"); L.experts <= 0 && sim) L.experts = sim->rows;
+    // Every E x E panel is indexed by expert: a matrix of another shape would
+    // draw experts that do not exist.
+    for (const auto& [tail, m] : L.matrices) {
+      const bool square = tail.rfind("pca.", 0) != 0 && tail != "usage" && tail != "channel_usage";
+      if ((square && (m.rows != L.experts || m.cols != L.experts)) ||
+          (!square && tail != "pca.neurons" && m.rows != L.experts))
+        throw FormatError(file + ": tensor '" + prefix + tail + "' has " + std::to_string(m.rows) + " rows, " + key +
+                          " has " + std::to_string(L.experts) + " experts");
+    }
+    if (const Matrix* n = L.matrix("pca.neurons"); n && n->rows != static_cast<int>(L.neuronExpert.size()))
+      throw FormatError(file + ": tensor '" + prefix + "pca.neuron_expert' does not give the expert of every row of '" +
+                        prefix + "pca.neurons'");
+    for (int e : L.neuronExpert)
+      if (e < 0 || e >= L.experts)
+        throw FormatError(file + ": tensor '" + prefix + "pca.neuron_expert' names expert " + std::to_string(e) +
+                          " of " + std::to_string(L.experts));
+    a->perLayer[site->layer] = std::move(L);
+  }
+  for (const auto& [layer, L] : a->perLayer) {
+    a->layers.push_back(layer);
+    a->sites.push_back(L.site);
+  }
+  if (core.has("rank_counts")) a->rankCounts = toMatrix(core.tensor("rank_counts"));
+  if (core.meta.contains("top1_norm_share") && core.meta["top1_norm_share"].is_number())
+    a->top1NormShare = core.meta["top1_norm_share"].get<double>();
+  return a;
 }
 
 // ---------------------------------------------------------------- Model

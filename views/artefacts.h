@@ -14,6 +14,8 @@
 #include "analysis/record/sparsity.h"
 
 #include <cstdint>
+#include <initializer_list>
+#include <limits>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -43,7 +45,7 @@ struct Workspace {
   nlohmann::json settings = nlohmann::json::object();
   std::map<std::string, QString> folders;  ///< kind -> sub-folder ("recordings", ...)
 
-  /// recordings, partitions, routers, evaluations, fronts, exports, calibrated, figures
+  /// recordings, partitions, routers, evaluations, fronts, analyses, exports, calibrated, figures
   static const QStringList& kinds();
   QString resolve(const QString& path) const;  ///< relative paths resolved against dir
   QString model() const { return resolve(modelPath); }
@@ -68,7 +70,7 @@ struct Workspace {
 
 /// One artefact folder found in a workspace.
 struct ArtefactRef {
-  QString kind;   ///< "recording", "partition", "router", "evaluation", "front", "export"
+  QString kind;   ///< "recording", "partition", "router", "evaluation", "front", "analysis", "export"
   QString path;   ///< folder
   QString name;   ///< folder name
   QString summary;  ///< one line for the tree's tooltip
@@ -289,6 +291,51 @@ struct Front {
   /// front.json's heldout_corpus and options (moefy::describeData).
   QString dataCaption;
   QString dataSubtitle;  ///< the same, brief: the plots' subtitle
+};
+
+/// A MoE analysis (`moefy analyze`, docs/formats.md "MoE analysis") as the
+/// core reader (analysis/analyze/moe_analysis.h readMoeAnalysis) returns it,
+/// its per-layer matrices copied to doubles for the Experts view. The
+/// neuron matchings (match_perm), the chosen-expert table (chosen) and the
+/// layer transitions are not copied (the view does not draw them).
+struct Analysis {
+  /// readMoeAnalysis(dir), then the tensors of every analysed site. Throws
+  /// IoError/FormatError naming the file and key or tensor (a site key that
+  /// is not a single-stack site blk.L, a similarity matrix that is not E x E).
+  static std::shared_ptr<Analysis> open(const QString& dir);
+  /// A tensor of 1 or 2 dimensions as doubles, row-major (a vector has 1 column).
+  struct Matrix {
+    int rows = 0, cols = 0;
+    std::vector<double> values;  ///< [rows * cols]
+    bool empty() const { return values.empty(); }
+    double at(int r, int c) const { return values[static_cast<size_t>(r) * cols + c]; }
+  };
+  /// One analysed MoE layer.
+  struct Layer {
+    moefy::Site site;
+    int experts = 0;  ///< E (analysis.json sites[site].experts)
+    /// The site's tensors by name without the "blk.L." prefix: "sim.gate",
+    /// "mean_sim.up", "match_sim", "match_sim.down", "match_tau", "router_sim",
+    /// "pca.experts" [E, 2], "pca.neurons" [E d_expert, 2], "output_sim",
+    /// "rank_counts", "usage" [E, 1], "cooccurrence", "channel_usage" [E, 1].
+    /// Only those the analysis holds (the dynamic ones need a corpus).
+    std::map<std::string, Matrix> matrices;
+    std::vector<int> neuronExpert;  ///< pca.neuron_expert: the expert of each row of pca.neurons
+    nlohmann::json scalars;         ///< analysis.json sites[site] (dynamic.top1_norm_share, ...)
+    /// The named matrix, nullptr when the analysis lacks it.
+    const Matrix* matrix(const std::string& name) const;
+    /// A number of `scalars` at the path of keys ("dynamic", "usage_perplexity"); NaN when absent or null.
+    double scalar(std::initializer_list<const char*> path) const;
+  };
+  QString dir;  ///< absolute folder of analysis.json
+  QString name;
+  nlohmann::json meta;             ///< analysis.json
+  std::vector<int> layers;         ///< the analysed layers, ascending
+  std::vector<moefy::Site> sites;  ///< parallel to layers
+  std::map<int, Layer> perLayer;   ///< by layer
+  Matrix rankCounts;               ///< "rank_counts": summed over the layers (empty when absent)
+  /// analysis.json top1_norm_share over all analysed layers (NaN: weights only)
+  double top1NormShare = std::numeric_limits<double>::quiet_NaN();
 };
 
 /// The FFN input and hidden activation of one layer for a typed text, run

@@ -46,6 +46,7 @@ void StudioContext::setWorkspace(const Workspace& ws) {
   routers_.clear();
   evals_.clear();
   fronts_.clear();
+  analyses_.clear();
   reported_.clear();
   current_.clear();
   tokenizer_.reset();
@@ -85,6 +86,7 @@ void StudioContext::rescan() {
   prune(routers_);
   prune(evals_);
   prune(fronts_);
+  prune(analyses_);
   for (const auto& a : artefacts_)
     if (!current_.count(a.kind) || !QFileInfo::exists(current_[a.kind])) current_[a.kind] = a.path;
   Q_EMIT artefactsChanged();
@@ -124,6 +126,9 @@ std::shared_ptr<Partition> StudioContext::partition(const QString& p) { return c
 std::shared_ptr<Router> StudioContext::router(const QString& p) { return cached<Router>(routers_, p, this, reported_); }
 std::shared_ptr<Evaluation> StudioContext::evaluation(const QString& p) { return cached<Evaluation>(evals_, p, this, reported_); }
 std::shared_ptr<Front> StudioContext::front(const QString& p) { return cached<Front>(fronts_, p, this, reported_); }
+std::shared_ptr<Analysis> StudioContext::analysis(const QString& p) {
+  return cached<Analysis>(analyses_, p, this, reported_);
+}
 
 QString StudioContext::loadError(const QString& path) const {
   auto it = reported_.find(path);

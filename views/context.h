@@ -44,6 +44,7 @@ class StudioContext : public QObject {
   std::shared_ptr<Router> router(const QString& path);
   std::shared_ptr<Evaluation> evaluation(const QString& path);
   std::shared_ptr<Front> front(const QString& path);
+  std::shared_ptr<Analysis> analysis(const QString& path);
   /// The reader's one-line error for the last failed load of `path` (names
   /// the file and key; "" when the last load succeeded or none was tried).
   QString loadError(const QString& path) const;
@@ -115,6 +116,7 @@ class StudioContext : public QObject {
   std::map<QString, std::shared_ptr<Router>> routers_;
   std::map<QString, std::shared_ptr<Evaluation>> evals_;
   std::map<QString, std::shared_ptr<Front>> fronts_;
+  std::map<QString, std::shared_ptr<Analysis>> analyses_;
   std::map<QString, QString> reported_;  // path -> error already shown
   std::shared_ptr<const Tokenizer> tokenizer_;
   bool tokenizerTried_ = false;

@@ -170,11 +170,9 @@ FigureView::FigureView(StudioContext* ctx, const QString& title, int pickers, QW
   stack_->addWidget(empty_);
   lay->addWidget(holder, 1);
 
-  const std::pair<int, QString> kinds[] = {{PickRecording, "recording"},
-                                           {PickPartition, "partition"},
-                                           {PickRouter, "router"},
-                                           {PickEvaluation, "evaluation"},
-                                           {PickFront, "front"}};
+  const std::pair<int, QString> kinds[] = {{PickRecording, "recording"}, {PickPartition, "partition"},
+                                           {PickRouter, "router"},       {PickEvaluation, "evaluation"},
+                                           {PickFront, "front"},         {PickAnalysis, "analysis"}};
   for (const auto& [flag, kind] : kinds) {
     if (!(pickers_ & flag)) continue;
     toolbar_->addWidget(new QLabel(" " + kind.left(1).toUpper() + kind.mid(1) + ": ", toolbar_));

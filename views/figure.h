@@ -1,7 +1,7 @@
 #pragma once
 // FigureView: the base of every plot view. It owns a toolbar with the
 // artefact pickers a view asks for (recording, partition, router, evaluation,
-// front),
+// front, analysis),
 // a layer picker, and the export menu (PNG with DPI, PDF, SVG, CSV, export all
 // layers). Subclasses draw into `body()` and implement refresh() and csvData().
 #include <QComboBox>
@@ -32,6 +32,7 @@ class FigureView : public QWidget {
     PickEvaluation = 8,
     PickLayer = 16,
     PickFront = 32,
+    PickAnalysis = 64,
   };
   FigureView(StudioContext* ctx, const QString& title, int pickers, QWidget* parent = nullptr);
 

@@ -112,6 +112,7 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent), ctx_(new StudioCo
   tabs_->addTab(new RouterView(ctx_), "Router");
   tabs_->addTab(new EvalView(ctx_), "Evaluation");
   tabs_->addTab(new FrontView(ctx_), "Front");
+  tabs_->addTab(new ExpertsView(ctx_), "Experts");
   setCentralWidget(tabs_);
   connect(ctx_, &StudioContext::message, this, &MainWindow::onMessage);
   connect(ctx_, &StudioContext::workspaceChanged, this, [this] {
@@ -176,10 +177,9 @@ void MainWindow::buildDocks() {
   connect(tree_, &QTreeWidget::itemClicked, this, [this](QTreeWidgetItem* it) {
     QString kind = it->data(0, Qt::UserRole).toString(), path = it->data(0, Qt::UserRole + 1).toString();
     if (kind.isEmpty()) return;
-    static const std::map<QString, QString> tabFor = {{"recording", "Sparsity"}, {"partition", "Co-activation"},
-                                                      {"router", "Router"},      {"evaluation", "Evaluation"},
-                                                      {"front", "Front"},        {"model", "Model"},
-                                                      {"corpus", "Corpus"}};
+    static const std::map<QString, QString> tabFor = {
+        {"recording", "Sparsity"}, {"partition", "Co-activation"}, {"router", "Router"}, {"evaluation", "Evaluation"},
+        {"front", "Front"},        {"analysis", "Experts"},        {"model", "Model"},   {"corpus", "Corpus"}};
     if (!path.isEmpty() && kind != "model" && kind != "corpus") ctx_->setCurrent(kind, path);
     auto t = tabFor.find(kind);
     if (t != tabFor.end())
@@ -323,9 +323,9 @@ void MainWindow::rebuildTree() {
   if (!QFileInfo(ws.model()).isDir()) model->setForeground(0, Qt::red), model->setToolTip(0, ws.model() + " (missing)");
   auto* corpus = leaf(root, "Corpus: " + QFileInfo(ws.corpus()).fileName(), "corpus", ws.corpus(), ws.corpus());
   if (!QFileInfo::exists(ws.corpus())) corpus->setForeground(0, Qt::red), corpus->setToolTip(0, ws.corpus() + " (missing)");
-  const std::pair<QString, QString> groups[] = {{"recording", "Recordings"}, {"partition", "Partitions"},
-                                                {"router", "Routers"},       {"evaluation", "Evaluations"},
-                                                {"front", "Fronts"},         {"export", "Exports"}};
+  const std::pair<QString, QString> groups[] = {
+      {"recording", "Recordings"}, {"partition", "Partitions"}, {"router", "Routers"}, {"evaluation", "Evaluations"},
+      {"front", "Fronts"},         {"analysis", "Analyses"},    {"export", "Exports"}};
   for (const auto& [kind, title] : groups) {
     int n = 0;
     auto* g = new QTreeWidgetItem(root, {title});

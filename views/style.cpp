@@ -97,4 +97,35 @@ void applyPublicationStyle(QCustomPlot* plot) {
   plot->setBackground(Qt::white);
 }
 
+void addTitle(QCustomPlot* p, const QString& title) {
+  p->plotLayout()->insertRow(0);
+  auto* t = new QCPTextElement(p, title, QFont(figureFont(11).family(), 11, QFont::Bold));
+  p->plotLayout()->addElement(0, 0, t);
+}
+
+QCPTextElement* addDataCaption(QCustomPlot* p) {
+  p->plotLayout()->insertRow(1);
+  auto* caption = new QCPTextElement(p, QString(), figureFont(8));
+  caption->setTextColor(QColor(70, 70, 70));
+  p->plotLayout()->addElement(1, 0, caption);
+  return caption;
+}
+
+QString wrapToWidth(const QString& text, const QFont& font, int width) {
+  const QFontMetrics fm(font);
+  QStringList lines;
+  QString line;
+  for (const QString& word : text.split(' ', Qt::SkipEmptyParts)) {
+    const QString candidate = line.isEmpty() ? word : line + ' ' + word;
+    if (!line.isEmpty() && fm.horizontalAdvance(candidate) > width) {
+      lines << line;
+      line = word;
+    } else {
+      line = candidate;
+    }
+  }
+  if (!line.isEmpty()) lines << line;
+  return lines.join('\n');
+}
+
 }  // namespace moefy::views

@@ -9,6 +9,8 @@
 class QCustomPlot;
 class QCPColorGradient;
 class QCPAxis;
+class QCPTextElement;
+class QFont;
 
 namespace moefy::views {
 
@@ -27,6 +29,14 @@ QColor seriesColor(int i);
 Qt::PenStyle seriesDash(int i);
 /// Distinct, lightness-varying colour for expert e of E (for text colouring).
 QColor expertColor(int e, int E);
+/// Inserts a bold title row above the plot (row 0).
+void addTitle(QCustomPlot* plot, const QString& title);
+/// A "data: ..." caption row under the plot's title (row 1), empty until set.
+QCPTextElement* addDataCaption(QCustomPlot* plot);
+/// `text` broken into lines at spaces so that each line is at most `width`
+/// pixels wide in `font` (a single word wider than that keeps its line):
+/// QCPTextElement does not wrap, and a wider caption is cut at the plot's edges.
+QString wrapToWidth(const QString& text, const QFont& font, int width);
 /// "Viridis", "Cividis", "Greys".
 QString colorMapName(ColorMap m);
 

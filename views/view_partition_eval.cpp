@@ -15,19 +15,6 @@
 namespace moefy::views {
 
 namespace {
-void addTitle(QCustomPlot* p, const QString& title) {
-  p->plotLayout()->insertRow(0);
-  auto* t = new QCPTextElement(p, title, QFont(figureFont(11).family(), 11, QFont::Bold));
-  p->plotLayout()->addElement(0, 0, t);
-}
-/// A "data: ..." caption row under the plot's title (row 1), empty until set.
-QCPTextElement* addDataCaption(QCustomPlot* p) {
-  p->plotLayout()->insertRow(1);
-  auto* caption = new QCPTextElement(p, QString(), figureFont(8));
-  caption->setTextColor(QColor(70, 70, 70));
-  p->plotLayout()->addElement(1, 0, caption);
-  return caption;
-}
 QString num(double v, int prec = 3) {
   if (std::isnan(v)) return QString("-");
   // Large counts (edge cut) as grouped integers, not "3168975760.000".
@@ -460,25 +447,6 @@ QString EvalView::csvData() const {
 // ------------------------------------------------------------ FrontView
 
 namespace {
-/// `text` broken into lines at ", " and spaces so that each line is at most
-/// `width` pixels wide in `font` (a single word wider than that keeps its line).
-QString wrapToWidth(const QString& text, const QFont& font, int width) {
-  const QFontMetrics fm(font);
-  QStringList lines;
-  QString line;
-  for (const QString& word : text.split(' ', Qt::SkipEmptyParts)) {
-    const QString candidate = line.isEmpty() ? word : line + ' ' + word;
-    if (!line.isEmpty() && fm.horizontalAdvance(candidate) > width) {
-      lines << line;
-      line = word;
-    } else {
-      line = candidate;
-    }
-  }
-  if (!line.isEmpty()) lines << line;
-  return lines.join('\n');
-}
-
 /// The legend name of a front method: the bound is a reference, named as such.
 QString frontSeriesName(const std::string& method) {
   return method == "bound" ? QString("top-k act. bound") : QString::fromStdString(method);

@@ -293,6 +293,83 @@ class FrontView : public FigureView {
   std::shared_ptr<Front> front_;
 };
 
+/// The MoE analysis of a native MoE checkpoint (`moefy analyze`, docs/formats.md
+/// "MoE analysis", read by readMoeAnalysis through Analysis::open) at one
+/// analysed layer: six panels, expert weight similarity (measure sim /
+/// mean_sim / match_sim / output_sim, projection gate / up / down / whole
+/// neuron), router similarity, router rank against output-norm rank (this
+/// layer or summed over layers; the top-1 = largest-norm share in the
+/// caption), expert usage sorted on a log axis (usage perplexity and dead
+/// share in the caption), expert co-occurrence (diagonal removed, rows
+/// summing to 1) and the PCA of experts (and of their neurons, coloured by
+/// expert). Clicking an expert in any expert-indexed panel selects it
+/// (StudioContext::selectExpert); the selected expert is outlined in every
+/// expert-indexed panel (the rank-count matrix is indexed by rank, not by
+/// expert). The heatmaps' colour range is per layer or one range over every
+/// analysed layer (scaleModeCombo), so figures exported for all layers share
+/// one scale when asked.
+class ExpertsView : public FigureView {
+  Q_OBJECT
+ public:
+  enum Panel { Similarity, RouterSimilarity, RankCounts, Usage, Cooccurrence, Pca, PanelCount };
+  explicit ExpertsView(StudioContext* ctx, QWidget* parent = nullptr);
+  void refresh() override;
+  /// The current layer's drawn values: "panel,site,row,column,value" lines
+  /// (heatmaps by row and column, usage by expert with its bar position in
+  /// the column, PCA by expert / neuron with x and y as columns 0 and 1).
+  QString csvData() const override;
+  /// The six panels (the option bars are not part of the figure).
+  QWidget* figureRoot() override;
+  QCustomPlot* plot(Panel p) const { return plots_[p]; }
+  /// The heatmap of a heatmap panel (nullptr for Usage and Pca).
+  QCPColorMap* heatmap(Panel p) const { return maps_[p]; }
+  /// The similarity panel's tensor without the site prefix ("sim.gate", "match_sim", ...).
+  QString similarityTensor() const;
+  /// The experts in the usage panel's bar order (selection share descending, ties by index).
+  const std::vector<int>& usageOrder() const { return usageOrder_; }
+  /// The expert drawn under `pixel` of panel `p` (heatmap row, usage bar,
+  /// nearest PCA point); -1 for none and for the rank-count panel.
+  int expertAt(Panel p, const QPointF& pixel) const;
+  /// The caption under a panel's title (its figures: R², top-1 share, usage perplexity, ...).
+  QString caption(Panel p) const { return captionText_[p]; }
+  /// The reader's error shown instead of the panels when the picked analysis
+  /// cannot be read ("" otherwise).
+  QString errorText() const { return error_; }
+  QComboBox* measureCombo() const { return measure_; }
+  QComboBox* projectionCombo() const { return projection_; }
+  QComboBox* rankScopeCombo() const { return rankScope_; }
+  /// "Per-layer scale" / "Global scale" (every analysed layer's values).
+  QComboBox* scaleModeCombo() const { return scaleMode_; }
+
+ protected:
+  bool eventFilter(QObject* watched, QEvent* event) override;
+
+ private:
+  void drawHeatmap(Panel p, const std::string& tensor, bool summed, bool dropDiagonal, int experts);
+  void drawUsage();
+  void drawPca();
+  /// Outlines the selected expert in every expert-indexed panel.
+  void highlight();
+  void layoutCaptions();
+  void setCaption(Panel p, const QString& text);
+  QWidget* plotsWidget_;
+  QCustomPlot* plots_[PanelCount] = {};
+  QCPColorMap* maps_[PanelCount] = {};
+  QCPColorScale* scales_[PanelCount] = {};
+  QCPTextElement* captions_[PanelCount] = {};
+  QString captionText_[PanelCount];
+  QComboBox* measure_;
+  QComboBox* projection_;
+  QComboBox* rankScope_;
+  QComboBox* scaleMode_;
+  QString error_;
+  std::shared_ptr<Analysis> analysis_;
+  std::vector<int> usageOrder_;
+  std::vector<std::pair<double, double>> expertPoints_;  ///< PCA of experts, by expert
+  std::vector<std::pair<double, double>> neuronPoints_;  ///< PCA of neurons (with neuronExpert_)
+  std::vector<int> neuronExpert_;
+};
+
 /// The selected neuron's statistics and its top-activating recorded samples.
 class NeuronInspector : public QWidget {
   Q_OBJECT

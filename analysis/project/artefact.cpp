@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <sstream>
 
+#include "analysis/analyze/moe_analysis.h"
 #include "analysis/common/error.h"
 #include "analysis/eval/eval_results.h"
 #include "analysis/eval/front.h"
@@ -77,6 +78,35 @@ std::string describeFront(const fs::path& dir) {
   return s;
 }
 
+// A MoE analysis (analysis/analyze/moe_analysis.h): the analysed model, its
+// layers, and whether the corpus-based analyses ran, validated by
+// readMoeAnalysis (every listed tensor present with its shape).
+std::string describeAnalysis(const fs::path& dir) {
+  const MoeAnalysis a = readMoeAnalysis(dir);
+  const nlohmann::json& m = a.meta;
+  const nlohmann::json model = m.contains("model") && m["model"].is_object() ? m["model"] : nlohmann::json::object();
+  std::string sites;
+  for (const auto& [site, v] : m["sites"].items()) sites += (sites.empty() ? "" : ", ") + site;
+  const bool isExport = model.contains("kind") && model["kind"] == "moefied export";
+  std::string s = std::string("MoE analysis of ") + (isExport ? "the MoE export of " : "") +
+                  (model.contains("model_type") && model["model_type"].is_string()
+                       ? model["model_type"].get<std::string>()
+                       : std::string("a MoE model"));
+  if (model.contains("experts") && model["experts"].is_number_integer())
+    s += ", E=" + std::to_string(model["experts"].get<int64_t>());
+  if (model.contains("top_k") && model["top_k"].is_number_integer())
+    s += " top-" + std::to_string(model["top_k"].get<int64_t>());
+  s += ", sites " + (sites.empty() ? std::string("none") : sites);
+  const nlohmann::json corpus = m.value("corpus", nlohmann::json());
+  if (corpus.is_object() && corpus.contains("tokens") && corpus["tokens"].is_number_integer())
+    s += ", " + std::to_string(corpus["tokens"].get<int64_t>()) + " corpus tokens";
+  else
+    s += ", weights only";
+  if (m.contains("top1_norm_share") && m["top1_norm_share"].is_number())
+    s += ", top-1 = largest-norm share " + fmtG(m["top1_norm_share"].get<double>());
+  return s;
+}
+
 std::string describeExport(const fs::path& dir) {
   const MoeExportInfo m = readMoeExport(dir);
   std::string s = "MoE export, " + m.router + " router, top-k " + listText(m.topK);
@@ -105,6 +135,7 @@ const std::vector<ArtefactKindInfo>& artefactKinds() {
       {ArtefactKind::Router, "router", "routers", "router.json", "moefy-router", describeRouter},
       {ArtefactKind::Evaluation, "evaluation", "evaluations", "eval.json", "moefy-eval", describeEvaluation},
       {ArtefactKind::Front, "front", "fronts", "front.json", "moefy-front", describeFront},
+      {ArtefactKind::Analysis, "analysis", "analyses", "analysis.json", "moefy-moe-analysis", describeAnalysis},
       {ArtefactKind::MoeExport, "export", "exports", "config.json", "moefy-moe", describeExport},
       {ArtefactKind::CalibratedExport, "calibrated", "calibrated", "config.json", "moefy-moe", describeExport},
       {ArtefactKind::Workspace, "workspace", "", "workspace.json", "moefy-workspace", describeWorkspace},

@@ -13,12 +13,22 @@
 
 namespace moefy {
 
-enum class ArtefactKind { Recording, Partition, Router, Evaluation, Front, MoeExport, CalibratedExport, Workspace };
+enum class ArtefactKind {
+  Recording,
+  Partition,
+  Router,
+  Evaluation,
+  Front,
+  Analysis,
+  MoeExport,
+  CalibratedExport,
+  Workspace
+};
 
 struct ArtefactKindInfo {
   ArtefactKind kind;
-  const char* name;          ///< "recording", "partition", "router", "evaluation", "front", "export", "calibrated",
-                             ///< "workspace"
+  const char* name;          ///< "recording", "partition", "router", "evaluation", "front", "analysis", "export",
+                             ///< "calibrated", "workspace"
   const char* folder;        ///< default workspace sub-folder ("recordings", ...; "" for the workspace itself)
   const char* metadataFile;  ///< the file that identifies the kind ("manifest.json", ...)
   const char* format;        ///< its "format" value ("moefy-recording", ...)

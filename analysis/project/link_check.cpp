@@ -94,6 +94,13 @@ std::vector<LinkStatus> artefactLinks(ArtefactKind kind, const fs::path& dir, bo
       addLink(out, dir, "corpus", get(j, "train_corpus"), checkFingerprints);
       addLink(out, dir, "corpus", get(j, "heldout_corpus"), checkFingerprints);
       break;
+    case ArtefactKind::Analysis: {
+      // analysis.json: the analysed model folder (model.dir, its model
+      // fingerprint) and the corpus (corpus.path; null when weights only).
+      addLink(out, dir, "model", get(get(j, "model"), "dir"), checkFingerprints);
+      addLink(out, dir, "corpus", get(get(j, "corpus"), "path"), checkFingerprints);
+      break;
+    }
     case ArtefactKind::MoeExport:
     case ArtefactKind::CalibratedExport: {
       const nlohmann::json b = get(j, "moefication");

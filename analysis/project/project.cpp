@@ -11,8 +11,8 @@ namespace moefy {
 namespace fs = std::filesystem;
 
 const std::vector<std::string>& Workspace::folderKinds() {
-  static const std::vector<std::string> k{"recordings", "partitions", "routers",    "evaluations",
-                                          "fronts",     "exports",    "calibrated", "figures"};
+  static const std::vector<std::string> k{"recordings", "partitions", "routers",    "evaluations", "fronts",
+                                          "analyses",   "exports",    "calibrated", "figures"};
   return k;
 }
 

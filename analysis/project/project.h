@@ -29,7 +29,7 @@ struct Workspace {
   std::map<std::string, std::string> folders;  ///< kind folder ("recordings", ...) -> sub-folder as stored
 
   /// The kind folders a workspace has: recordings, partitions, routers,
-  /// evaluations, fronts, exports, calibrated, figures.
+  /// evaluations, fronts, analyses, exports, calibrated, figures.
   static const std::vector<std::string>& folderKinds();
   /// `path` resolved against dir (absolute paths are only normalised).
   std::filesystem::path resolve(const std::string& path) const;

@@ -415,11 +415,67 @@ def main():
         "best": [{"budget": b, "method": best_ppl[b][0], "perplexity": best_ppl[b][1],
                   "plain_perplexity": plain_ppl.get(b)} for b in budgets]})
 
+    # A MoE analysis (docs/formats.md "MoE analysis") of a notional 4-expert
+    # MoE at two layers, in the format `moefy analyze` writes: symmetric
+    # similarities with a unit diagonal, rank counts, usage shares summing to 1,
+    # a row-normalised co-occurrence with a zero diagonal, PCA scores.
+    E, DE, N, K = 4, 8, 64, 2
+    adir = os.path.join(ws, "analyses", "analysis-fake")
+    os.makedirs(adir, exist_ok=True)
+    at, sites = {}, {}
+    total = np.zeros((E, E), np.int64)
+    for L in range(2):
+        p = "blk.%d." % L
+        def sim():
+            a = rng.uniform(-0.2, 0.6, (E, E))
+            a = (a + a.T) / 2
+            np.fill_diagonal(a, 1.0)
+            return a
+        for proj in ("gate", "up", "down"):
+            at[p + "sim." + proj] = sim()
+            at[p + "mean_sim." + proj] = sim()
+            at[p + "match_sim." + proj] = sim()
+        at[p + "match_sim"] = sim()
+        at[p + "router_sim"] = sim()
+        at[p + "pca.experts"] = rng.normal(size=(E, 2))
+        at[p + "pca.neurons"] = rng.normal(size=(E * DE, 2))
+        at[p + "pca.neuron_expert"] = np.repeat(np.arange(E, dtype=np.int32), DE)
+        chosen = np.zeros((N, E), np.uint8)
+        for t in range(N):
+            chosen[t, rng.choice(E, K, replace=False, p=[0.4, 0.3, 0.2, 0.1])] = 1
+        usage = chosen.sum(0) / float(N * K)
+        co = chosen.T.astype(np.float64) @ chosen.astype(np.float64)
+        np.fill_diagonal(co, 0)
+        co = co / np.maximum(co.sum(1, keepdims=True), 1)
+        rc = rng.integers(0, 20, (E, E)).astype(np.int64)
+        total += rc
+        at[p + "rank_counts"] = rc
+        at[p + "usage"] = usage
+        at[p + "cooccurrence"] = co
+        h = -np.sum(usage[usage > 0] * np.log(usage[usage > 0]))
+        sites["blk.%d" % L] = {
+            "experts": E, "d_expert": DE, "matching": "optimal",
+            "router_r2": {m: {q: float(rng.uniform()) for q in ("gate", "up", "down")} for m in ("sim", "mean_sim")},
+            "pca_explained": {"experts": [0.4, 0.3], "neurons": [0.2, 0.1]},
+            "dynamic": {"top1_norm_share": float(np.trace(rc) / max(1, rc.sum())), "usage_perplexity": float(np.exp(h) / E),
+                        "dead_share": float(np.mean(usage == 0)), "output_similarity": 0.5}}
+    at["rank_counts"] = total
+    write_safetensors(os.path.join(adir, "analysis.safetensors"), at, {"format": "moefy-moe-analysis"})
+    write_json(os.path.join(adir, "analysis.json"), {
+        "format": "moefy-moe-analysis", "version": 1, "tool_version": "fake",
+        "model": {"dir": os.path.join(ws, "model"), "fingerprint": fp, "model_type": "mixtral", "experts": E, "top_k": K,
+                  "d_expert": DE, "d_model": 32},
+        "options": {"static_only": False, "seq_len": 128, "batch": 8, "tokens": N, "fire_eps": 0.0, "match_max": 1024},
+        "corpus": {"path": os.path.join(ws, "corpus"), "sequences": 1, "tokens": N},
+        "top1_norm_share": float(np.trace(total) / max(1, total.sum())),
+        "tensors": {k: list(v.shape) for k, v in at.items()}, "sites": sites})
+
     write_json(os.path.join(ws, "workspace.json"), {
         "format": "moefy-workspace", "version": 1, "tool_version": "fake", "name": "Synthetic workspace",
         "model": "model", "corpus": "corpus", "settings": {},
         "folders": {"recordings": "recordings", "partitions": "partitions", "routers": "routers",
-                    "evaluations": "evaluations", "fronts": "fronts", "exports": "exports", "figures": "figures"}})
+                    "evaluations": "evaluations", "fronts": "fronts", "analyses": "analyses", "exports": "exports",
+                    "figures": "figures"}})
     print(ws)
 
 

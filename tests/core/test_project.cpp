@@ -4,8 +4,13 @@
 // per-layer expert list: issue 20 defect 7), and links relative to the
 // artefact folder with content fingerprints (issue 11 item 3), and the front
 // (issue 17): identified by front.json, one artefact whose inner artefacts the
-// scan does not list, a damaged one unreadable with the reader's message.
+// scan does not list, a damaged one unreadable with the reader's message, and
+// the MoE analysis (issue 16): identified by analysis.json in its "analyses"
+// kind folder, summarised by readMoeAnalysis, a damaged one unreadable naming
+// the missing tensor.
 #include <QtTest>
+
+#include <ATen/ATen.h>
 #include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -13,6 +18,7 @@
 #include "analysis/common/error.h"
 #include "analysis/io/fsutil.h"
 #include "analysis/io/links.h"
+#include "analysis/io/safetensors.h"
 #include "analysis/model/site.h"
 #include "analysis/project/project.h"
 #include "front_fixture.h"
@@ -173,6 +179,63 @@ class TestProject : public QObject {
     }
     QCOMPARE(unreadable, 2);
     QVERIFY_THROWS_EXCEPTION(FormatError, info->describe(ws2 / "fronts" / "bad-value"));
+  }
+
+  void scanIdentifiesAMoeAnalysis() {
+    const fs::path root = fs::absolute(test::freshDir("project_analysis")).lexically_normal();
+    const ArtefactKindInfo* info = artefactKindByName("analysis");
+    QVERIFY(info);
+    QCOMPARE(int(info->kind), int(ArtefactKind::Analysis));
+    QCOMPARE(std::string(info->folder), std::string("analyses"));
+    QCOMPARE(std::string(info->metadataFile), std::string("analysis.json"));
+    Workspace w = Workspace::create(root / "ws", "analysis", "", "");
+    QCOMPARE(w.folders.count("analyses"), size_t(1));  // every workspace has the kind folder
+    w.save();
+    // A weights-only analysis of 2 experts at blk.1, in the format
+    // analyzeMoeModel writes (docs/formats.md "MoE analysis").
+    auto write = [&](const fs::path& dir, bool listExtra) {
+      json doc = {
+          {"format", "moefy-moe-analysis"},
+          {"version", 1},
+          {"model", {{"dir", (root / "gone-model").string()}, {"model_type", "mixtral"}, {"experts", 2}, {"top_k", 1}}},
+          {"corpus", nullptr},
+          {"sites", {{"blk.1", {{"experts", 2}}}}},
+          {"tensors", {{"blk.1.sim.gate", {2, 2}}}}};
+      if (listExtra) doc["tensors"]["blk.1.router_sim"] = {2, 2};  // listed but not written
+      fs::create_directories(dir);
+      writeSafetensors(dir / "analysis.safetensors", {{"blk.1.sim.gate", at::eye(2, at::kDouble)}},
+                       {{"format", "moefy-moe-analysis"}});
+      writeFileAtomic(dir / "analysis.json", doc.dump(2));
+    };
+    write(root / "ws" / "analyses" / "good", false);
+    write(root / "ws" / "analyses" / "damaged", true);
+    QCOMPARE(int(*identifyArtefact(root / "ws" / "analyses" / "good")), int(ArtefactKind::Analysis));
+    Project p(Workspace::load(root / "ws"));
+    p.scan(true);
+    QCOMPARE(p.paths(ArtefactKind::Analysis).size(), size_t(2));
+    int seen = 0;
+    for (const auto& a : p.artefacts()) {
+      QCOMPARE(int(a.kind), int(ArtefactKind::Analysis));
+      qInfo() << a.name.c_str() << a.summary.c_str();
+      ++seen;
+      if (a.name == "good") {
+        QVERIFY2(a.readable, a.summary.c_str());
+        QCOMPARE(QString::fromStdString(a.summary),
+                 QString("MoE analysis of mixtral, E=2 top-1, sites blk.1, weights only"));
+      } else {
+        QVERIFY(!a.readable);
+        QVERIFY2(a.summary.rfind("unreadable: ", 0) == 0, a.summary.c_str());
+        QVERIFY2(a.summary.find("'blk.1.router_sim'") != std::string::npos, a.summary.c_str());
+      }
+    }
+    QCOMPARE(seen, 2);
+    // Its model link: the model folder named in analysis.json is gone.
+    bool named = false;
+    for (const auto& l : p.linkProblems()) {
+      qInfo() << l.message.c_str();
+      named |= l.path == root / "gone-model" && l.message.find("good: model link to") == 0;
+    }
+    QVERIFY(named);
   }
 
   void linksSurviveCopyAndRenameAndDetectStaleTargets() {

@@ -33,10 +33,11 @@ inline QString fakeWorkspace(QString* error) {
   const QString fallback = QDir::currentPath();
 #endif
   QString bin = b.isEmpty() ? fallback : QString::fromLocal8Bit(b);
-  QString dir = bin + "/test-tmp/gui-fake-workspace-v4";
+  QString dir = bin + "/test-tmp/gui-fake-workspace-v5";
   if (QFileInfo::exists(dir + "/model/tokenizer.json") &&
       QFileInfo::exists(dir + "/evaluations/eval-coact/eval.json") &&
-      QFileInfo::exists(dir + "/fronts/front-coact/front.json"))
+      QFileInfo::exists(dir + "/fronts/front-coact/front.json") &&
+      QFileInfo::exists(dir + "/analyses/analysis-fake/analysis.json"))
     return dir;
   QDir(dir).removeRecursively();
   QProcess p;

@@ -3,6 +3,9 @@
 // recall plot's axis and colours, speed figures with spread, the layout on a
 // 1366x768 screen, and progress that reaches its end. Issue 17: the Front
 // view (quality against FFN FLOPs per method) from a hand-written front.json.
+// Issue 16: the Experts view on `moefy analyze` of a random Mixtral checkpoint
+// (values, usage order, linked selection, exports of one and of all layers
+// with a per-layer or global colour scale, a damaged analysis).
 #include "views/qcp.h"
 
 #include <QAbstractTextDocumentLayout>
@@ -21,9 +24,11 @@
 #include <QtTest>
 #include <climits>
 #include <cmath>
+#include <fstream>
 #include <functional>
 #include <nlohmann/json.hpp>
 
+#include "analysis/analyze/moe_analysis.h"
 #include "front_fixture.h"
 #include "gui_fixture.h"
 #include "testutil.h"
@@ -87,6 +92,49 @@ QRect scaled(const QRect& r, double s) {
                int(std::ceil(r.height() * s)));
 }
 
+/// Why the text of `plot` (a part of the figure `root`, exported as `lo` at
+/// 96 dpi and `hi` at 300 dpi) is cut or misplaced, "" when it is not: the
+/// title (row 0) and data caption (row 1) have their ink inside their element,
+/// clear of its left and right edges (a text wider than the plot is cut
+/// there); the axis labels fit beside their axis; nothing is drawn on the
+/// plot's outer edge; the x label is drawn below the axis rect.
+QString clippedText(const QImage& lo, const QImage& hi, QWidget* root, QCustomPlot* plot) {
+  const double s300 = 300.0 / 96.0;
+  const QPoint off = plot->mapTo(root, QPoint(0, 0));
+  const QString name = plot->objectName() + ": ";
+  for (int r : {0, 1}) {
+    auto* el = qobject_cast<QCPTextElement*>(plot->plotLayout()->element(r, 0));
+    if (!el || el->text().isEmpty()) return name + QString("no text in layout row %1").arg(r);
+    const QRect area = el->outerRect().translated(off);
+    const QRect boxLo = inkBox(lo, area), boxHi = inkBox(hi, scaled(area, s300));
+    const QRect areaHi = scaled(area, s300);
+    qInfo() << name << el->text().left(40) << "element" << area << "ink" << boxLo << "at 300 dpi" << boxHi;
+    if (!boxLo.isValid() || !boxHi.isValid()) return name + "no ink for '" + el->text() + "'";
+    if (!(boxLo.left() > area.left() + 1 && boxLo.right() < area.right() - 1) ||
+        !(boxHi.left() > areaHi.left() + 2 && boxHi.right() < areaHi.right() - 2))
+      return name + "cut: '" + el->text() + "'";
+  }
+  const QRect axis = plot->axisRect()->rect();
+  if (QFontMetrics(plot->xAxis->labelFont()).horizontalAdvance(plot->xAxis->label()) >= axis.width())
+    return name + "x label wider than its axis";
+  if (QFontMetrics(plot->yAxis->labelFont()).horizontalAdvance(plot->yAxis->label()) >= axis.height())
+    return name + "y label longer than its axis";
+  const QRect edge(off, plot->size());
+  for (const QRect& line :
+       {QRect(edge.left(), edge.top(), edge.width(), 1), QRect(edge.left(), edge.bottom(), edge.width(), 1),
+        QRect(edge.left(), edge.top(), 1, edge.height()), QRect(edge.right(), edge.top(), 1, edge.height())})
+    if (inkBox(lo, line).isValid())
+      return name + QString("ink on the plot's edge %1,%2 %3x%4")
+                        .arg(line.x())
+                        .arg(line.y())
+                        .arg(line.width())
+                        .arg(line.height());
+  const QRect below(off.x() + axis.left(), off.y() + axis.bottom() + 1, axis.width(),
+                    plot->height() - axis.bottom() - 2);
+  if (!inkBox(lo, below).isValid()) return name + "no x label below the axis";
+  return {};
+}
+
 bool copyTree(const QString& from, const QString& to) {
   QDir src(from);
   if (!QDir().mkpath(to)) return false;
@@ -107,6 +155,51 @@ void settle(MainWindow& w) {
 class TestFigures : public QObject {
   Q_OBJECT
   QString ws_;
+  QString analysisWs_;
+
+  /// A workspace whose analyses/ holds `moefy analyze` of a random Mixtral
+  /// checkpoint (scripts/ref/make_checkpoint.py mixtral: 2 MoE layers, 4
+  /// experts of 48 neurons, top-2) on three short token sequences:
+  /// "a-mixtral" (with the corpus), "b-static" (--static-only) and
+  /// "c-damaged" (a copy whose analysis.json gives blk.0.router_sim another
+  /// shape). Built once per run; empty on failure (printed).
+  QString analysisWorkspace() {
+    if (!analysisWs_.isEmpty()) return analysisWs_;
+    const std::filesystem::path root = test::freshDir("gui_experts");
+    const QString r = QString::fromStdString(root.string());
+    const QString script =
+        QString::fromStdString((test::sourceDir() / "scripts" / "ref" / "make_checkpoint.py").string());
+    const test::RunResult py = test::runPython({script, "mixtral", r + "/model"});
+    if (py.exitCode != 0) {
+      qWarning() << "make_checkpoint:" << py.err.c_str();
+      return {};
+    }
+    std::ofstream(root / "seqs.ids") << "5 17 3 99 42 7 1 64 23 11\n8 9 10 11 100 1\n33 2 71 45 12 90 6 18\n";
+    moefy::views::Workspace ws = moefy::views::Workspace::create(r + "/ws", "experts", r + "/model", r + "/seqs.ids");
+    ws.save();
+    const QString an = r + "/ws/analyses/";
+    for (const QStringList& args :
+         {QStringList{"analyze", r + "/model", r + "/seqs.ids", "--out", an + "a-mixtral", "--quiet"},
+          QStringList{"analyze", r + "/model", "--static-only", "--out", an + "b-static", "--quiet"}}) {
+      const test::RunResult cli = test::runCli(args);
+      if (cli.exitCode != 0) {
+        qWarning() << "moefy" << args << cli.err.c_str();
+        return {};
+      }
+    }
+    if (!copyTree(an + "a-mixtral", an + "c-damaged")) {
+      qWarning() << "cannot copy the analysis";
+      return {};
+    }
+    const std::filesystem::path meta = (an + "c-damaged/analysis.json").toStdString();
+    std::ifstream in(meta);
+    nlohmann::json doc = nlohmann::json::parse(in);
+    in.close();
+    doc["tensors"]["blk.0.router_sim"] = {5, 5};
+    std::ofstream(meta) << doc.dump(1);
+    analysisWs_ = ws.dir;
+    return analysisWs_;
+  }
 
   /// A workspace in tmp/ws using the shared model and corpus, with copies of
   /// the shared artefacts named in `copy` ("partitions/coact-E16-s0", ...).
@@ -580,39 +673,10 @@ class TestFigures : public QObject {
     const QImage lo(stem + "-96.png"), hi(stem + "-300.png");
     QWidget* root = fv->figureRoot();
     QCOMPARE(lo.size(), root->size());
-    const double s300 = 300.0 / 96.0;
     for (QCustomPlot* plot : {fv->perplexityPlot(), fv->top1Plot()}) {
-      const QPoint off = plot->mapTo(root, QPoint(0, 0));
-      // Title (row 0) and data caption (row 1): ink inside the element, clear
-      // of its left and right edges (a text wider than the plot is cut there).
-      for (int r : {0, 1}) {
-        auto* el = qobject_cast<QCPTextElement*>(plot->plotLayout()->element(r, 0));
-        QVERIFY(el && !el->text().isEmpty());
-        const QRect area = el->outerRect().translated(off);
-        const QRect boxLo = inkBox(lo, area), boxHi = inkBox(hi, scaled(area, s300));
-        const QRect areaHi = scaled(area, s300);
-        qInfo() << el->text().left(40) << "element" << area << "ink" << boxLo << "at 300 dpi" << boxHi;
-        QVERIFY(boxLo.isValid() && boxHi.isValid());
-        QVERIFY2(boxLo.left() > area.left() + 1 && boxLo.right() < area.right() - 1, qPrintable(el->text()));
-        QVERIFY2(boxHi.left() > areaHi.left() + 2 && boxHi.right() < areaHi.right() - 2, qPrintable(el->text()));
-      }
-      // Axis labels fit beside their axis; nothing is drawn on the plot's outer edge.
+      const QString problem = clippedText(lo, hi, root, plot);
+      QVERIFY2(problem.isEmpty(), qPrintable(problem));
       const QRect axis = plot->axisRect()->rect();
-      QVERIFY(QFontMetrics(plot->xAxis->labelFont()).horizontalAdvance(plot->xAxis->label()) < axis.width());
-      QVERIFY(QFontMetrics(plot->yAxis->labelFont()).horizontalAdvance(plot->yAxis->label()) < axis.height());
-      const QRect edge(off, plot->size());
-      for (const QRect& line :
-           {QRect(edge.left(), edge.top(), edge.width(), 1), QRect(edge.left(), edge.bottom(), edge.width(), 1),
-            QRect(edge.left(), edge.top(), 1, edge.height()), QRect(edge.right(), edge.top(), 1, edge.height())})
-        QVERIFY2(!inkBox(lo, line).isValid(), qPrintable(QString("ink on the plot's edge %1,%2 %3x%4")
-                                                             .arg(line.x())
-                                                             .arg(line.y())
-                                                             .arg(line.width())
-                                                             .arg(line.height())));
-      // The x label is drawn below the axis rect, inside the plot.
-      const QRect below(off.x() + axis.left(), off.y() + axis.bottom() + 1, axis.width(),
-                        plot->height() - axis.bottom() - 2);
-      QVERIFY(inkBox(lo, below).isValid());
       QVERIFY2(axis.contains(plot->legend->outerRect()), "the legend lies inside the plot area");
     }
     QVERIFY2(fv->exportTo(stem + ".svg", "svg", 96, &err), qPrintable(err));
@@ -695,6 +759,326 @@ class TestFigures : public QObject {
     QVERIFY(fv->hasData());
     QVERIFY(fv->errorText().isEmpty());
     QCOMPARE(fv->perplexityPlot()->graphCount(), int(test::frontDocument()["methods"].size()) + 1);
+  }
+
+  // Issue 16: the Experts view draws the tensors readMoeAnalysis returns: every
+  // similarity measure and projection, the router similarity, the rank counts
+  // per layer and summed, the co-occurrence (diagonal removed), the usage bars
+  // in descending order; a click selects an expert everywhere and every
+  // expert-indexed panel outlines it.
+  void expertsViewDrawsTheAnalysis() {
+    const QString ws = analysisWorkspace();
+    QVERIFY(!ws.isEmpty());
+    MainWindow w;
+    w.resize(1366, 768);
+    w.show();
+    QVERIFY(w.openWorkspace(ws));
+    const QStringList analyses = w.context()->paths("analysis");
+    QCOMPARE(analyses.size(), 3);
+    QVERIFY(analyses[0].endsWith("a-mixtral"));
+    // The tree lists them under Analyses with the core's summary; a click opens the Experts view.
+    auto* tree = w.findChild<QTreeWidget*>("workspaceTree");
+    QVERIFY(tree);
+    QTreeWidgetItem* item = nullptr;
+    for (QTreeWidgetItemIterator it(tree); *it; ++it)
+      if ((*it)->data(0, Qt::UserRole).toString() == "analysis" && (*it)->text(0) == "a-mixtral") item = *it;
+    QVERIFY(item);
+    QVERIFY2(item->toolTip(0).startsWith("MoE analysis of mixtral, E=4 top-2, sites blk.0, blk.1, 24 corpus tokens"),
+             qPrintable(item->toolTip(0)));
+    QVERIFY(item->parent() && item->parent()->text(0).startsWith("Analyses (3)"));
+    w.tabs()->setCurrentIndex(0);
+    tree->scrollToItem(item);
+    settle(w);
+    QTest::mouseClick(tree->viewport(), Qt::LeftButton, {}, tree->visualItemRect(item).center());
+    settle(w);
+    QCOMPARE(w.tabs()->tabText(w.tabs()->currentIndex()), QString("Experts"));
+    auto* ev = viewOf<ExpertsView>(w);
+    QVERIFY(ev);
+    QVERIFY2(ev->hasData(), qPrintable(ev->errorText()));
+    QCOMPARE(ev->layerCombo()->count(), 2);
+    QCOMPARE(ev->layerCombo()->itemText(1), QString("blk.1"));
+
+    const MoeAnalysis core = readMoeAnalysis(analyses[0].toStdString());
+    // Max |drawn - stored| over a heatmap's cells (NaN where `dropDiagonal`).
+    auto heatDiff = [&](ExpertsView::Panel p, const std::string& tensor, bool dropDiagonal) {
+      const at::Tensor t = core.tensor(tensor).to(at::kDouble);
+      QCPColorMapData* d = ev->heatmap(p)->data();
+      if (d->keySize() != t.size(1) || d->valueSize() != t.size(0)) return std::numeric_limits<double>::infinity();
+      double m = 0;
+      for (int r = 0; r < t.size(0); ++r)
+        for (int c = 0; c < t.size(1); ++c) {
+          const double drawn = d->cell(c, r);
+          if (dropDiagonal && r == c) {
+            if (!std::isnan(drawn)) return std::numeric_limits<double>::infinity();
+            continue;
+          }
+          m = std::max(m, std::abs(drawn - t[r][c].item<double>()));
+        }
+      return m;
+    };
+    double maxDiff = 0;
+    int compared = 0;
+    for (int li = 0; li < 2; ++li) {
+      ev->layerCombo()->setCurrentIndex(li);
+      settle(w);
+      const std::string site = "blk." + std::to_string(ev->layer()) + ".";
+      QCOMPARE(ev->layer(), li);
+      for (int m = 0; m < ev->measureCombo()->count(); ++m) {
+        ev->measureCombo()->setCurrentIndex(m);
+        for (int p = 0; p < std::max(1, ev->projectionCombo()->count()); ++p) {
+          if (ev->projectionCombo()->count() > 0) ev->projectionCombo()->setCurrentIndex(p);
+          settle(w);
+          const std::string name = site + ev->similarityTensor().toStdString();
+          QVERIFY2(core.has(name), name.c_str());
+          maxDiff = std::max(maxDiff, heatDiff(ExpertsView::Similarity, name, false));
+          ++compared;
+        }
+      }
+      maxDiff = std::max(maxDiff, heatDiff(ExpertsView::RouterSimilarity, site + "router_sim", false));
+      maxDiff = std::max(maxDiff, heatDiff(ExpertsView::Cooccurrence, site + "cooccurrence", true));
+      ev->rankScopeCombo()->setCurrentIndex(0);
+      settle(w);
+      maxDiff = std::max(maxDiff, heatDiff(ExpertsView::RankCounts, site + "rank_counts", false));
+      QVERIFY2(
+          ev->caption(ExpertsView::RankCounts)
+              .contains(QString::number(
+                  core.meta["sites"]["blk." + std::to_string(li)]["dynamic"]["top1_norm_share"].get<double>(), 'f', 3)),
+          qPrintable(ev->caption(ExpertsView::RankCounts)));
+      ev->rankScopeCombo()->setCurrentIndex(1);
+      settle(w);
+      maxDiff = std::max(maxDiff, heatDiff(ExpertsView::RankCounts, "rank_counts", false));
+      QVERIFY2(ev->caption(ExpertsView::RankCounts)
+                   .contains(QString::number(core.meta["top1_norm_share"].get<double>(), 'f', 3)),
+               qPrintable(ev->caption(ExpertsView::RankCounts)));
+      compared += 4;
+      // Usage: bars in descending order of the stored share, on a log axis.
+      const at::Tensor usage = core.tensor(site + "usage").to(at::kDouble);
+      const std::vector<int> order = ev->usageOrder();
+      QCOMPARE(int(order.size()), 4);
+      auto* bars = qobject_cast<QCPBars*>(ev->plot(ExpertsView::Usage)->plottable(0));
+      QVERIFY(bars);
+      QCOMPARE(bars->data()->size(), 4);
+      for (int i = 0; i < 4; ++i) {
+        const double u = usage[order[size_t(i)]].item<double>();
+        if (i > 0) QVERIFY(usage[order[size_t(i - 1)]].item<double>() >= u);
+        QCOMPARE((bars->data()->begin() + i)->value, u);  // no dead expert in this analysis
+      }
+      QCOMPARE(ev->plot(ExpertsView::Usage)->yAxis->scaleType(), QCPAxis::stLogarithmic);
+      const QString usageCaption = ev->caption(ExpertsView::Usage);
+      QVERIFY2(usageCaption.contains(
+                   "usage perplexity " +
+                   QString::number(
+                       core.meta["sites"][site.substr(0, site.size() - 1)]["dynamic"]["usage_perplexity"].get<double>(),
+                       'f', 3)) &&
+                   usageCaption.contains("dead 0.000"),
+               qPrintable(usageCaption));
+      qInfo() << "layer" << li << "usage order" << QVector<int>(order.begin(), order.end());
+    }
+    qInfo() << "experts view: compared" << compared << "heatmaps with readMoeAnalysis, max |difference|" << maxDiff;
+    QCOMPARE(maxDiff, 0.0);
+
+    // Linked selection: a click on row 2 of the similarity heatmap at blk.1.
+    ev->measureCombo()->setCurrentIndex(0);
+    settle(w);
+    QCustomPlot* simPlot = ev->plot(ExpertsView::Similarity);
+    simPlot->replot(QCustomPlot::rpImmediateRefresh);
+    const QPoint cell(int(simPlot->xAxis->coordToPixel(1)), int(simPlot->yAxis->coordToPixel(2)));
+    QCOMPARE(ev->expertAt(ExpertsView::Similarity, cell), 2);
+    QTest::mouseClick(simPlot, Qt::LeftButton, {}, cell);
+    settle(w);
+    QCOMPARE(w.context()->selectedLayer(), 1);
+    QCOMPARE(w.context()->selectedExpert(), 2);
+    auto outlines = [&](ExpertsView::Panel p) {
+      QList<QCPAbstractItem*> out;
+      for (int i = 0; i < ev->plot(p)->itemCount(); ++i)
+        if (ev->plot(p)->item(i)->property("selectedExpert").isValid()) out << ev->plot(p)->item(i);
+      return out;
+    };
+    auto checkOutlines = [&](int e) {
+      for (auto p : {ExpertsView::Similarity, ExpertsView::RouterSimilarity, ExpertsView::Cooccurrence}) {
+        const auto items = outlines(p);
+        if (items.size() != 2) return QString("panel %1: %2 outlines").arg(int(p)).arg(items.size());
+        auto* row = qobject_cast<QCPItemRect*>(items[0]);
+        if (!row || row->property("selectedExpert").toInt() != e || row->topLeft->coords().y() != e - 0.5 ||
+            row->bottomRight->coords().y() != e + 0.5)
+          return QString("panel %1: the row outline is not on expert %2").arg(int(p)).arg(e);
+      }
+      const auto usage = outlines(ExpertsView::Usage);
+      const auto pos = std::find(ev->usageOrder().begin(), ev->usageOrder().end(), e) - ev->usageOrder().begin();
+      auto* bar = usage.size() == 1 ? qobject_cast<QCPItemRect*>(usage[0]) : nullptr;
+      if (!bar || std::abs((bar->topLeft->coords().x() + bar->bottomRight->coords().x()) / 2 - double(pos)) > 1e-9)
+        return QString("usage: the outline is not on expert %1's bar").arg(e);
+      const auto pca = outlines(ExpertsView::Pca);
+      const at::Tensor pts = core.tensor("blk.1.pca.experts").to(at::kDouble);
+      auto* ring = pca.size() == 1 ? qobject_cast<QCPItemEllipse*>(pca[0]) : nullptr;
+      if (!ring || std::abs((ring->topLeft->coords().x() + ring->bottomRight->coords().x()) / 2 -
+                            pts[e][0].item<double>()) > 1e-9)
+        return QString("pca: the ring is not on expert %1").arg(e);
+      if (!outlines(ExpertsView::RankCounts).isEmpty()) return QString("the rank panel (by rank) has an outline");
+      return QString();
+    };
+    QString problem = checkOutlines(2);
+    QVERIFY2(problem.isEmpty(), qPrintable(problem));
+    // A click on the first usage bar selects the most used expert.
+    QCustomPlot* usagePlot = ev->plot(ExpertsView::Usage);
+    usagePlot->replot(QCustomPlot::rpImmediateRefresh);
+    const QPoint firstBar(int(usagePlot->xAxis->coordToPixel(0)), usagePlot->axisRect()->center().y());
+    QTest::mouseClick(usagePlot, Qt::LeftButton, {}, firstBar);
+    settle(w);
+    QCOMPARE(w.context()->selectedExpert(), ev->usageOrder()[0]);
+    problem = checkOutlines(ev->usageOrder()[0]);
+    QVERIFY2(problem.isEmpty(), qPrintable(problem));
+    // A click on expert 3's PCA marker selects it.
+    QCustomPlot* pcaPlot = ev->plot(ExpertsView::Pca);
+    pcaPlot->replot(QCustomPlot::rpImmediateRefresh);
+    const at::Tensor pts = core.tensor("blk.1.pca.experts").to(at::kDouble);
+    const QPoint marker(int(pcaPlot->xAxis->coordToPixel(pts[3][0].item<double>())),
+                        int(pcaPlot->yAxis->coordToPixel(pts[3][1].item<double>())));
+    QTest::mouseClick(pcaPlot, Qt::LeftButton, {}, marker);
+    settle(w);
+    QCOMPARE(w.context()->selectedExpert(), 3);
+    problem = checkOutlines(3);
+    QVERIFY2(problem.isEmpty(), qPrintable(problem));
+    // The rank panel is indexed by rank: a click there selects nothing.
+    QCOMPARE(ev->expertAt(ExpertsView::RankCounts, cell), -1);
+
+    // The weights-only analysis: the dynamic panels say they need a corpus.
+    w.context()->setCurrent("analysis", analyses[1]);
+    settle(w);
+    QVERIFY2(ev->hasData(), qPrintable(ev->errorText()));
+    QVERIFY(ev->caption(ExpertsView::Usage).contains("needs a corpus"));
+    QVERIFY(ev->caption(ExpertsView::Cooccurrence).contains("needs a corpus"));
+    QVERIFY(ev->usageOrder().empty());
+    QVERIFY(ev->heatmap(ExpertsView::RouterSimilarity)->visible());
+  }
+
+  // Issue 16: the Experts figure exports for one layer (PNG/SVG/PDF/CSV, no
+  // text cut at 1366x768) and for all layers at once (one file per layer),
+  // with a per-layer or one global colour scale.
+  void expertsViewExportsOneAndAllLayers() {
+    const QString ws = analysisWorkspace();
+    QVERIFY(!ws.isEmpty());
+    QTemporaryDir out;
+    if (qEnvironmentVariableIsSet("MOEFY_KEEP_FIGURES")) {
+      out.setAutoRemove(false);
+      qInfo() << "experts figures kept in" << out.path();
+    }
+    MainWindow w;
+    w.resize(1366, 768);
+    w.show();
+    QVERIFY(w.openWorkspace(ws));
+    auto* ev = viewOf<ExpertsView>(w);
+    QVERIFY(ev);
+    w.tabs()->setCurrentWidget(ev);
+    w.context()->setCurrent("analysis", w.context()->paths("analysis").value(0));
+    w.context()->selectExpert(0, 1);  // a highlight in the figure too
+    settle(w);
+    QVERIFY2(ev->hasData(), qPrintable(ev->errorText()));
+    QCOMPARE(ev->layer(), 0);
+    for (int p = 0; p < ExpertsView::PanelCount; ++p)
+      ev->plot(ExpertsView::Panel(p))->replot(QCustomPlot::rpImmediateRefresh);
+    settle(w);
+    QVERIFY(w.grab().save(out.filePath("experts-view-1366x768.png")));
+    qInfo() << "window" << w.size() << "figure" << ev->figureRoot()->size();
+    const QString stem = out.filePath(ev->figureBaseName());
+    QCOMPARE(ev->figureBaseName(), QString("experts-L0"));
+    QString err;
+    QVERIFY2(ev->exportTo(stem + "-96.png", "png", 96, &err), qPrintable(err));
+    QVERIFY2(ev->exportTo(stem + "-300.png", "png", 300, &err), qPrintable(err));
+    const QImage lo(stem + "-96.png"), hi(stem + "-300.png");
+    QCOMPARE(lo.size(), ev->figureRoot()->size());
+    for (int p = 0; p < ExpertsView::PanelCount; ++p) {
+      const QString problem = clippedText(lo, hi, ev->figureRoot(), ev->plot(ExpertsView::Panel(p)));
+      QVERIFY2(problem.isEmpty(), qPrintable(problem));
+    }
+    QVERIFY2(ev->exportTo(stem + ".svg", "svg", 96, &err), qPrintable(err));
+    QFile svgFile(stem + ".svg");
+    QVERIFY(svgFile.open(QIODevice::ReadOnly));
+    const QString svg = QString::fromUtf8(svgFile.readAll());
+    for (const QString& t : QStringList{"Expert similarity", "Router similarity", "Rank: router vs norm",
+                                        "Expert usage", "Co-occurrence", "PCA of experts", "perplexity", "largest"})
+      QVERIFY2(svg.contains(t), qPrintable(t));
+    QVERIFY2(ev->exportTo(stem + ".pdf", "pdf", 96, &err), qPrintable(err));
+    QVERIFY(QFileInfo(stem + ".pdf").size() > 1000);
+    QVERIFY2(ev->exportCsv(stem + ".csv", &err), qPrintable(err));
+    QFile csv(stem + ".csv");
+    QVERIFY(csv.open(QIODevice::ReadOnly | QIODevice::Text));
+    const QStringList lines = QString::fromUtf8(csv.readAll()).split('\n', Qt::SkipEmptyParts);
+    QCOMPARE(lines.value(0), QString("panel,site,row,column,value"));
+    // sim.gate, router_sim, cooccurrence, rank_counts (16 each), usage (4), PCA of experts (8) and neurons (384).
+    QCOMPARE(lines.size(), 1 + 4 * 16 + 4 + 8 + 384);
+    QVERIFY(lines.value(1).startsWith("sim.gate,blk.0,0,0,"));
+
+    // Colour scales: per layer, each layer's own range; global, one range over both layers.
+    const MoeAnalysis core = readMoeAnalysis(w.context()->paths("analysis").value(0).toStdString());
+    auto range = [&](const std::string& name) {
+      const at::Tensor t = core.tensor(name).to(at::kDouble);
+      return std::make_pair(t.min().item<double>(), t.max().item<double>());
+    };
+    const auto r0 = range("blk.0.sim.gate"), r1 = range("blk.1.sim.gate");
+    for (int global : {0, 1}) {
+      ev->scaleModeCombo()->setCurrentIndex(global);
+      for (int li : {0, 1}) {
+        ev->layerCombo()->setCurrentIndex(li);
+        settle(w);
+        const QCPRange drawn = ev->heatmap(ExpertsView::Similarity)->dataRange();
+        const auto want =
+            global ? std::make_pair(std::min(r0.first, r1.first), std::max(r0.second, r1.second)) : (li == 0 ? r0 : r1);
+        qInfo() << (global ? "global" : "per-layer") << "scale, layer" << li << "range" << drawn.lower << drawn.upper;
+        QCOMPARE(drawn.lower, want.first);
+        QCOMPARE(drawn.upper, want.second);
+      }
+    }
+    QVERIFY(r0 != r1);  // the two modes differ on this checkpoint
+    // All layers at once, in both scale modes: one file per layer.
+    for (int global : {0, 1}) {
+      ev->scaleModeCombo()->setCurrentIndex(global);
+      const QString dir = out.filePath(global ? "all-global" : "all-per-layer");
+      const QStringList files = ev->exportAllLayers(dir, "png", 96, &err);
+      QVERIFY2(err.isEmpty(), qPrintable(err));
+      QCOMPARE(files.size(), 2);
+      QCOMPARE(QDir(dir).entryList({"*.png"}, QDir::Files), (QStringList{"experts-L0.png", "experts-L1.png"}));
+      for (const QString& f : files) QCOMPARE(QImage(f).size(), ev->figureRoot()->size());
+    }
+  }
+
+  // Issue 16: a damaged analysis shows the reader's one-line error (naming the
+  // file and tensor) in the view and the issues dock; the good one draws again.
+  void expertsViewShowsTheReadersErrorForADamagedAnalysis() {
+    const QString ws = analysisWorkspace();
+    QVERIFY(!ws.isEmpty());
+    MainWindow w;
+    w.resize(1366, 768);
+    w.show();
+    QVERIFY(w.openWorkspace(ws));
+    const QStringList analyses = w.context()->paths("analysis");
+    QCOMPARE(analyses.size(), 3);
+    QVERIFY(analyses[2].endsWith("c-damaged"));
+    auto* ev = viewOf<ExpertsView>(w);
+    QVERIFY(ev);
+    w.tabs()->setCurrentWidget(ev);
+    w.context()->setCurrent("analysis", analyses[2]);
+    settle(w);
+    QVERIFY(!ev->hasData());
+    qInfo() << "damaged analysis:" << ev->errorText();
+    QVERIFY2(
+        ev->errorText().contains("c-damaged/analysis.safetensors") && ev->errorText().contains("'blk.0.router_sim'"),
+        qPrintable(ev->errorText()));
+    bool shown = false;
+    for (QLabel* l : ev->findChildren<QLabel*>())
+      shown |=
+          l->isVisible() && l->text().contains("Cannot read this analysis") && l->text().contains("blk.0.router_sim");
+    QVERIFY(shown);
+    bool named = false;
+    for (int i = 0; i < w.issues()->count(); ++i) named |= w.issues()->item(i)->text().contains("c-damaged/analysis");
+    QVERIFY(named);
+    QString err;
+    QVERIFY(!ev->exportTo(QDir::temp().filePath("x.png"), "png", 96, &err));
+    QVERIFY2(err.contains("nothing to export"), qPrintable(err));
+    w.context()->setCurrent("analysis", analyses[0]);
+    settle(w);
+    QVERIFY(ev->hasData());
+    QVERIFY(ev->errorText().isEmpty());
   }
 
   // Defect 9: the window fits a 1366x768 screen (less a title bar and a
