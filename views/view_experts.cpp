@@ -137,7 +137,7 @@ ExpertsView::ExpertsView(StudioContext* ctx, QWidget* parent)
       plot->yAxis->grid()->setVisible(false);
     }
     // Six panels share a 1366x768 screen: each is about 300 x 230 px there.
-    plot->setMinimumSize(220, 190);
+    plot->setMinimumSize(170, 170);  // three columns fit beside a widened inspector at 1366 px
     plot->installEventFilter(this);  // re-wraps the caption to the new width
     grid->addWidget(plot, p / 3, p % 3);
     connect(plot, &QCustomPlot::mousePress, this, [this, p](QMouseEvent* ev) {
