@@ -403,6 +403,7 @@ FrontResult runFront(const fs::path& modelDir, const fs::path& trainCorpus, cons
       ro.kind = RouterKind::Mlp;
       ro.epochs = o.epochs;
       ro.seed = o.seed;
+      ro.tau = o.tau;  // unused by mlp routers; recorded in router.json as the front ran
       ro.budget = b;
       ro.allocate = o.allocate;
       job.setStage("front: per-layer routers at " + formatReal(b));
@@ -611,9 +612,15 @@ FrontResult runFront(const fs::path& modelDir, const fs::path& trainCorpus, cons
   doc["heldout_corpus"] = fs::absolute(heldoutCorpus).lexically_normal().string();
   doc["budgets"] = front.budgets;
   doc["experts"] = front.experts;
+  // With --recording, the reused recording's own token and sample counts.
+  int64_t recordTokens = o.recordTokens, samples = o.samples;
+  if (needRecording && !o.recording.empty()) {
+    const Recording rec = Recording::open(recDir);
+    recordTokens = rec.tokens(), samples = rec.sampleCount();
+  }
   doc["options"] = {{"split_method", o.splitMethod},
-                    {"record_tokens", o.recordTokens},
-                    {"samples", o.samples},
+                    {"record_tokens", recordTokens},
+                    {"samples", samples},
                     {"eval_tokens", o.evalTokens},
                     {"seq_len", o.seqLen},
                     {"split", splitName(o.evalSplit)},

@@ -62,7 +62,8 @@ const OptionTable& frontOptionTable() {
         .integer("epochs", "N", f.epochs, 1, 1 << 20, "router training epochs")
         .real("tau", "T", f.tau, 0, 1, "dynamic-k: share of the predicted output norm to cover", true)
         .choice("allocate", {"activity", "greedy"}, f.allocate, "per-layer: how each budget is shared out")
-        .text("recording", "REC_DIR", std::nullopt, "a recording of TRAIN_CORPUS to reuse instead of recording")
+        .text("recording", "REC_DIR", std::nullopt,
+              "a recording of TRAIN_CORPUS to reuse instead of recording (--tokens, --samples then do not apply)")
         .integer("batch", "B", f.batch, 1, 1 << 16, "sequences per forward pass in the evaluation")
         .integer("seed", "N", static_cast<int64_t>(f.seed), 0, std::numeric_limits<int64_t>::max(),
                  "seed of every step")
@@ -104,10 +105,11 @@ FrontOptions frontOptionsFrom(const OptionValues& v) {
   if (v.has("recording")) {
     o.recording = v.text("recording");
     // The recording's own tokens and samples are used: a value given here would be ignored.
-    for (const char* unused : {"tokens", "samples"})
-      if (v.has(unused))
-        throw ParameterError(std::string("--") + unused + ": not used with --recording (its recorded tokens and " +
-                             "samples are used)");
+    std::string unused;
+    for (const char* name : {"tokens", "samples"})
+      if (v.has(name)) unused += std::string(unused.empty() ? "--" : " and --") + name;
+    if (!unused.empty())
+      throw ParameterError(unused + ": not used with --recording (its recorded tokens and samples are used)");
   }
   o.batch = v.int32("batch");
   o.seed = v.seed("seed");

@@ -232,6 +232,9 @@ class TestFront : public QObject {
     const FrontResult a = readFront(front), b = readFront(again);
     QCOMPARE(b.document["recording"].get<std::string>(), (front / "recording").lexically_normal().string());
     QCOMPARE(a.document["recording"].get<std::string>(), std::string("recording"));
+    // The reused recording's own counts, not the option defaults.
+    QCOMPARE(b.document["options"]["record_tokens"].get<int64_t>(), int64_t{2048});
+    QCOMPARE(b.document["options"]["samples"].get<int64_t>(), int64_t{512});
     double maxDiff = 0;
     for (const char* name : {"plain", "per-layer"}) {
       const FrontMethod &ma = *a.method(name), &mb = *b.method(name);
@@ -303,6 +306,8 @@ class TestFront : public QObject {
     bad({"--experts", "0"}, "--experts");
     bad({"--allocate", "evenly"}, "--allocate");
     bad({"--recording", q(front / "recording"), "--tokens", "100"}, "--tokens: not used with --recording");
+    bad({"--recording", q(front / "recording"), "--tokens", "100", "--samples", "9"},
+        "--tokens and --samples: not used with --recording");
     // A recording of another corpus than TRAIN_CORPUS.
     {
       QStringList args{
