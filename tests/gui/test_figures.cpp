@@ -150,6 +150,24 @@ void settle(MainWindow& w) {
   (void)w;
 }
 
+// A view showing a damaged artefact: the reader's message naming `key` is
+// visible in a label starting with `banner`, the issues list names `file`,
+// and export refuses with "nothing to export" (writing into `dir`).
+template <class View>
+void checkDamagedShown(MainWindow& w, View* v, const QString& banner, const QString& file, const QString& key,
+                       const QDir& dir) {
+  bool shown = false;
+  for (QLabel* l : v->template findChildren<QLabel*>())
+    shown |= l->isVisible() && l->text().contains(banner) && l->text().contains(key);
+  QVERIFY(shown);
+  bool named = false;
+  for (int i = 0; i < w.issues()->count(); ++i) named |= w.issues()->item(i)->text().contains(file);
+  QVERIFY(named);
+  QString err;
+  QVERIFY(!v->exportTo(dir.filePath("x.png"), "png", 96, &err));
+  QVERIFY2(err.contains("nothing to export"), qPrintable(err));
+}
+
 }  // namespace
 
 class TestFigures : public QObject {
@@ -741,17 +759,8 @@ class TestFigures : public QObject {
     qInfo() << "damaged front:" << fv->errorText();
     QVERIFY2(fv->errorText().contains("b-bad/front.json") && fv->errorText().contains("best[1].perplexity"),
              qPrintable(fv->errorText()));
-    bool shown = false;
-    for (QLabel* l : fv->findChildren<QLabel*>())
-      shown |=
-          l->isVisible() && l->text().contains("Cannot read this front") && l->text().contains("best[1].perplexity");
-    QVERIFY(shown);
-    bool named = false;
-    for (int i = 0; i < w.issues()->count(); ++i) named |= w.issues()->item(i)->text().contains("b-bad/front.json");
-    QVERIFY(named);
-    QString err;
-    QVERIFY(!fv->exportTo(tmp.filePath("x.png"), "png", 96, &err));
-    QVERIFY2(err.contains("nothing to export"), qPrintable(err));
+    checkDamagedShown(w, fv, "Cannot read this front", "b-bad/front.json", "best[1].perplexity", QDir(tmp.path()));
+    if (QTest::currentTestFailed()) return;
     QVERIFY(fv->csvData().count('\n') == 1);  // the header only
     // The good one is drawn again.
     w.context()->setCurrent("front", fronts[0]);
@@ -1064,17 +1073,8 @@ class TestFigures : public QObject {
     QVERIFY2(
         ev->errorText().contains("c-damaged/analysis.safetensors") && ev->errorText().contains("'blk.0.router_sim'"),
         qPrintable(ev->errorText()));
-    bool shown = false;
-    for (QLabel* l : ev->findChildren<QLabel*>())
-      shown |=
-          l->isVisible() && l->text().contains("Cannot read this analysis") && l->text().contains("blk.0.router_sim");
-    QVERIFY(shown);
-    bool named = false;
-    for (int i = 0; i < w.issues()->count(); ++i) named |= w.issues()->item(i)->text().contains("c-damaged/analysis");
-    QVERIFY(named);
-    QString err;
-    QVERIFY(!ev->exportTo(QDir::temp().filePath("x.png"), "png", 96, &err));
-    QVERIFY2(err.contains("nothing to export"), qPrintable(err));
+    checkDamagedShown(w, ev, "Cannot read this analysis", "c-damaged/analysis", "blk.0.router_sim", QDir::temp());
+    if (QTest::currentTestFailed()) return;
     w.context()->setCurrent("analysis", analyses[0]);
     settle(w);
     QVERIFY(ev->hasData());
