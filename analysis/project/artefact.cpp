@@ -88,10 +88,10 @@ std::string describeAnalysis(const fs::path& dir) {
   std::string sites;
   for (const auto& [site, v] : m["sites"].items()) sites += (sites.empty() ? "" : ", ") + site;
   const bool isExport = model.contains("kind") && model["kind"] == "moefied export";
-  std::string s = std::string("MoE analysis of ") + (isExport ? "the MoE export of " : "") +
-                  (model.contains("model_type") && model["model_type"].is_string()
-                       ? model["model_type"].get<std::string>()
-                       : std::string("a MoE model"));
+  std::string s =
+      std::string("MoE analysis of ") + (isExport ? "the MoE export of " : "") +
+      (model.contains("model_type") && model["model_type"].is_string() ? model["model_type"].get<std::string>()
+                                                                       : std::string("a MoE model"));
   if (model.contains("experts") && model["experts"].is_number_integer())
     s += ", E=" + std::to_string(model["experts"].get<int64_t>());
   if (model.contains("top_k") && model["top_k"].is_number_integer())

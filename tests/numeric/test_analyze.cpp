@@ -224,8 +224,8 @@ class Analyze : public QObject {
       if (llama)
         QVERIFY(py({"partition", qs(d / "model"), qs(d / "part"), "--experts", "4", "--fingerprint", fp}));
       else
-        QVERIFY(py({"partition", qs(d / "model"), qs(d / "part"), "--experts", "4", "--shared", "32", "--fingerprint",
-                    fp}));
+        QVERIFY(py(
+            {"partition", qs(d / "model"), qs(d / "part"), "--experts", "4", "--shared", "32", "--fingerprint", fp}));
       QVERIFY(cli({"route", qs(d / "model"), qs(d / "rec"), qs(d / "part"), "--router",
                    llama ? "similarity" : "sigmoid", "--top-k", "2", "--out", qs(d / "router")}));
       QVERIFY(cli({"export", qs(d / "model"), qs(d / "part"), qs(d / "router"), "--out", qs(moeDir)}));
