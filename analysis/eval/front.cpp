@@ -9,6 +9,8 @@
 #include <map>
 #include <set>
 #include <sstream>
+#include <tuple>
+#include <utility>
 
 #include "analysis/checkpoint/loader.h"
 #include "analysis/common/error.h"
@@ -275,8 +277,10 @@ struct MethodPlan {
 
 // --recording: the recording must be of `model` and of TRAIN_CORPUS (its
 // content fingerprint when both are known, else its path), so that front.json
-// says truthfully what the routers were trained on.
-void checkReusedRecording(const fs::path& recDir, const Model& model, const fs::path& trainCorpus) {
+// says truthfully what the routers were trained on. Returns the recording's
+// token and sample counts, which front.json records.
+std::pair<int64_t, int64_t> checkReusedRecording(const fs::path& recDir, const Model& model,
+                                                 const fs::path& trainCorpus) {
   const Recording rec = Recording::open(recDir);
   rec.checkModel(model);
   const DataSelection data = recordingDataSelection(rec.manifest());
@@ -286,6 +290,7 @@ void checkReusedRecording(const fs::path& recDir, const Model& model, const fs::
   if (!same)
     throw ParameterError("--recording " + recDir.string() + ": it recorded " + data.corpus.string() +
                          ", not TRAIN_CORPUS " + train.string());
+  return {rec.tokens(), rec.sampleCount()};
 }
 
 double meanOfNumbers(const json& v) {
@@ -329,10 +334,12 @@ FrontResult runFront(const fs::path& modelDir, const fs::path& trainCorpus, cons
   // 1. Record the training corpus (the routers' samples, the split's
   // statistics), or reuse the given recording of it.
   fs::path recDir = dir / "recording";
+  // What front.json records: the options, or a reused recording's own counts.
+  int64_t recordTokens = o.recordTokens, samples = o.samples;
   if (needRecording && !o.recording.empty()) {
     recDir = fs::absolute(o.recording).lexically_normal();
     job.setStage("front: check the recording");
-    checkReusedRecording(recDir, model, trainCorpus);
+    std::tie(recordTokens, samples) = checkReusedRecording(recDir, model, trainCorpus);
   } else if (needRecording) {
     RecordOptions ro;
     ro.seqLen = o.seqLen;
@@ -612,12 +619,6 @@ FrontResult runFront(const fs::path& modelDir, const fs::path& trainCorpus, cons
   doc["heldout_corpus"] = fs::absolute(heldoutCorpus).lexically_normal().string();
   doc["budgets"] = front.budgets;
   doc["experts"] = front.experts;
-  // With --recording, the reused recording's own token and sample counts.
-  int64_t recordTokens = o.recordTokens, samples = o.samples;
-  if (needRecording && !o.recording.empty()) {
-    const Recording rec = Recording::open(recDir);
-    recordTokens = rec.tokens(), samples = rec.sampleCount();
-  }
   doc["options"] = {{"split_method", o.splitMethod},
                     {"record_tokens", recordTokens},
                     {"samples", samples},
