@@ -166,11 +166,11 @@ std::string byteLevelEncode(std::string_view bytes) {
 // ---------------------------------------------------------------- training
 
 BpeTrainer::BpeTrainer(BpeTrainOptions options) : options_(std::move(options)) {
-  if (options_.vocabSize < 258)
-    throw ParameterError("--vocab: must be at least 258 (special token + 256 bytes + 1 merge), got " +
-                         std::to_string(options_.vocabSize));
+  const int least = static_cast<int>(BpeModel::specialsOf(options_.style).size()) + 257;
+  if (options_.vocabSize < least)
+    throw ParameterError("--vocab: must be at least " + std::to_string(least) +
+                         " (special tokens + 256 bytes + 1 merge), got " + std::to_string(options_.vocabSize));
   if (options_.minFrequency < 1) throw ParameterError("--min-frequency: must be >= 1");
-  if (options_.specialToken.empty()) throw ParameterError("special token must not be empty");
 }
 
 void BpeTrainer::addText(std::string_view text) {
@@ -183,11 +183,13 @@ void BpeTrainer::addText(std::string_view text) {
 BpeModel BpeTrainer::train(JobContext& job) const {
   job.setStage("bpe");
   BpeModel model;
-  model.specialToken = options_.specialToken;
-  model.tokens.push_back(options_.specialToken);
+  model.style = options_.style;
+  model.specials = BpeModel::specialsOf(options_.style);
+  model.tokens = model.specials;
+  const auto nSpecial = static_cast<int32_t>(model.specials.size());
   for (int b = 0; b < 256; ++b) model.tokens.emplace_back(1, static_cast<char>(b));
   std::unordered_map<std::string, int32_t> idOf;
-  for (int32_t i = 1; i < static_cast<int32_t>(model.tokens.size()); ++i) idOf[model.tokens[i]] = i;
+  for (int32_t i = nSpecial; i < static_cast<int32_t>(model.tokens.size()); ++i) idOf[model.tokens[i]] = i;
 
   // Words in a deterministic order (sorted bytes), as id sequences.
   std::vector<std::pair<std::string, int64_t>> sorted(wordCounts_.begin(), wordCounts_.end());
@@ -198,7 +200,7 @@ BpeModel BpeTrainer::train(JobContext& job) const {
   std::unordered_map<uint64_t, std::vector<int32_t>> where;
   for (size_t w = 0; w < sorted.size(); ++w) {
     counts[w] = sorted[w].second;
-    for (char c : sorted[w].first) words[w].push_back(1 + static_cast<uint8_t>(c));
+    for (char c : sorted[w].first) words[w].push_back(nSpecial + static_cast<uint8_t>(c));
     const auto& s = words[w];
     for (size_t i = 0; i + 1 < s.size(); ++i) {
       uint64_t k = pairKey(s[i], s[i + 1]);
@@ -295,42 +297,60 @@ BpeModel BpeTrainer::train(JobContext& job) const {
 
 // ---------------------------------------------------------------- tokenizer.json
 
+std::vector<std::string> BpeModel::specialsOf(BpeStyle style) {
+  if (style == BpeStyle::T5) return {"<pad>", "</s>", "<unk>"};
+  return {"<|endoftext|>"};
+}
+
 std::string BpeModel::toTokenizerJson() const {
   using oj = nlohmann::ordered_json;
-  oj special = {{"id", 0},           {"content", specialToken}, {"single_word", false}, {"lstrip", false},
-                {"rstrip", false},   {"normalized", true},      {"special", true}};
+  oj added = oj::array();
   oj vocab = oj::object();
-  for (size_t i = 0; i < tokens.size(); ++i) vocab[i == 0 ? specialToken : byteLevelEncode(tokens[i])] = i;
+  for (size_t i = 0; i < specials.size(); ++i) {
+    added.push_back({{"id", i},
+                     {"content", specials[i]},
+                     {"single_word", false},
+                     {"lstrip", false},
+                     {"rstrip", false},
+                     {"normalized", style == BpeStyle::Gpt2},  // as GPT-2's and T5's own files
+                     {"special", true}});
+    vocab[specials[i]] = i;
+  }
+  for (size_t i = specials.size(); i < tokens.size(); ++i) vocab[byteLevelEncode(tokens[i])] = i;
   oj mergeList = oj::array();
   for (const auto& [a, b] : merges) mergeList.push_back(byteLevelEncode(tokens[a]) + " " + byteLevelEncode(tokens[b]));
-  oj bos = {{"SpecialToken", {{"id", specialToken}, {"type_id", 0}}}};
+  // GPT-2 style: "<|endoftext|> $A" (BOS first); T5 style: "$A </s>" (T5TokenizerFast).
+  const std::string& mark = style == BpeStyle::T5 ? specials[1] : specials[0];
+  const int32_t markId = style == BpeStyle::T5 ? 1 : 0;
+  oj sp = {{"SpecialToken", {{"id", mark}, {"type_id", 0}}}};
+  oj seqA = {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}, seqB = {{"Sequence", {{"id", "B"}, {"type_id", 0}}}};
+  oj single = style == BpeStyle::T5 ? oj::array({seqA, sp}) : oj::array({sp, seqA});
+  oj pair = style == BpeStyle::T5 ? oj::array({seqA, sp, seqB, sp}) : oj::array({sp, seqA, sp, seqB});
   oj post = {{"type", "TemplateProcessing"},
-             {"single", oj::array({bos, {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}})},
-             {"pair", oj::array({bos,
-                                 {{"Sequence", {{"id", "A"}, {"type_id", 0}}}},
-                                 bos,
-                                 {{"Sequence", {{"id", "B"}, {"type_id", 0}}}}})},
-             {"special_tokens",
-              {{specialToken, {{"id", specialToken}, {"ids", oj::array({0})}, {"tokens", oj::array({specialToken})}}}}}};
-  oj doc = {{"version", "1.0"},
-            {"truncation", nullptr},
-            {"padding", nullptr},
-            {"added_tokens", oj::array({special})},
-            {"normalizer", nullptr},
-            {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", true}}},
-            {"post_processor", post},
-            {"decoder", {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true}, {"use_regex", true}}},
-            {"model",
-             {{"type", "BPE"},
-              {"dropout", nullptr},
-              {"unk_token", nullptr},
-              {"continuing_subword_prefix", ""},
-              {"end_of_word_suffix", ""},
-              {"fuse_unk", false},
-              {"byte_fallback", false},
-              {"ignore_merges", false},
-              {"vocab", vocab},
-              {"merges", mergeList}}}};
+             {"single", single},
+             {"pair", pair},
+             {"special_tokens", {{mark, {{"id", mark}, {"ids", oj::array({markId})}, {"tokens", oj::array({mark})}}}}}};
+  oj doc = {
+      {"version", "1.0"},
+      {"truncation", nullptr},
+      {"padding", nullptr},
+      {"added_tokens", added},
+      {"normalizer", nullptr},
+      {"pre_tokenizer",
+       {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", true}}},
+      {"post_processor", post},
+      {"decoder", {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true}, {"use_regex", true}}},
+      {"model",
+       {{"type", "BPE"},
+        {"dropout", nullptr},
+        {"unk_token", nullptr},
+        {"continuing_subword_prefix", ""},
+        {"end_of_word_suffix", ""},
+        {"fuse_unk", false},
+        {"byte_fallback", false},
+        {"ignore_merges", false},
+        {"vocab", vocab},
+        {"merges", mergeList}}}};
   return doc.dump(2) + "\n";
 }
 
@@ -338,12 +358,26 @@ BpeModel BpeModel::fromTokenizerJson(const std::filesystem::path& path) {
   const std::string where = path.string();
   nlohmann::json j = readJsonFile(path);
   if (!j.contains("model") || j["model"].value("type", "") != "BPE") throw FormatError(where + ": model.type is not BPE");
-  if (!j.contains("added_tokens") || j["added_tokens"].empty())
-    throw FormatError(where + ": no added_tokens (expected a special token with id 0)");
+  if (!j.contains("added_tokens") || !j["added_tokens"].is_array() || j["added_tokens"].empty())
+    throw FormatError(where + ": no added_tokens (expected the special tokens from id 0)");
   BpeModel m;
-  const auto& sp = j["added_tokens"][0];
-  if (sp.value("id", -1) != 0) throw FormatError(where + ": added_tokens[0] must have id 0");
-  m.specialToken = sp.value("content", "");
+  m.specials.clear();
+  for (const auto& sp : j["added_tokens"]) {
+    if (!sp.is_object() || !sp.contains("id") || !sp["id"].is_number_integer() ||
+        sp["id"].get<int64_t>() != static_cast<int64_t>(m.specials.size()) || !sp.contains("content") ||
+        !sp["content"].is_string())
+      throw FormatError(where + ": added_tokens[" + std::to_string(m.specials.size()) + "] must be a token with id " +
+                        std::to_string(m.specials.size()));
+    m.specials.push_back(sp["content"].get<std::string>());
+  }
+  if (m.specials == BpeModel::specialsOf(BpeStyle::T5)) {
+    m.style = BpeStyle::T5;
+  } else if (m.specials.size() == 1) {
+    m.style = BpeStyle::Gpt2;
+  } else {
+    throw FormatError(where + ": added_tokens are neither one special token (GPT-2 style) nor <pad> </s> <unk> (T5)");
+  }
+  const auto nSpecial = m.specials.size();
   const auto& vocab = j["model"]["vocab"];
   if (!vocab.is_object()) throw FormatError(where + ": model.vocab is not an object");
   m.tokens.assign(vocab.size(), std::string());
@@ -356,9 +390,12 @@ BpeModel BpeModel::fromTokenizerJson(const std::filesystem::path& path) {
       throw FormatError(where + ": model.vocab: id " + std::to_string(id) + " of '" + it.key() + "' is out of range or repeated");
     seen[id] = true;
     idOf[it.key()] = static_cast<int32_t>(id);
-    m.tokens[id] = id == 0 ? it.key() : byteLevelDecode(it.key(), where);
+    m.tokens[id] = static_cast<size_t>(id) < nSpecial ? it.key() : byteLevelDecode(it.key(), where);
   }
-  if (m.tokens[0] != m.specialToken) throw FormatError(where + ": vocab id 0 is not the special token");
+  for (size_t i = 0; i < nSpecial; ++i)
+    if (i >= m.tokens.size() || m.tokens[i] != m.specials[i])
+      throw FormatError(where + ": vocab id " + std::to_string(i) + " is not the special token '" + m.specials[i] +
+                        "'");
   for (const auto& mj : j["model"]["merges"]) {
     std::string l, r;
     if (mj.is_string()) {
@@ -385,7 +422,8 @@ BpeModel BpeModel::fromTokenizerJson(const std::filesystem::path& path) {
 
 BpeEncoder::BpeEncoder(BpeModel model) : model_(std::move(model)) {
   std::unordered_map<std::string, int32_t> idOf;
-  for (int32_t i = 1; i < static_cast<int32_t>(model_.tokens.size()); ++i) idOf.emplace(model_.tokens[i], i);
+  for (auto i = static_cast<int32_t>(model_.specials.size()); i < static_cast<int32_t>(model_.tokens.size()); ++i)
+    idOf.emplace(model_.tokens[i], i);
   for (int b = 0; b < 256; ++b)
     if (!idOf.count(std::string(1, static_cast<char>(b))))
       throw FormatError("byte-level BPE: byte " + std::to_string(b) + " has no token");
@@ -420,27 +458,40 @@ void BpeEncoder::encodeWord(const std::string& word, std::vector<int32_t>& out) 
   out.insert(out.end(), s.begin(), s.end());
 }
 
-std::vector<int32_t> BpeEncoder::encode(std::string_view text, bool addBos) const {
+std::vector<int32_t> BpeEncoder::encode(std::string_view text, bool addSpecial) const {
   std::vector<int32_t> ids;
-  if (addBos) ids.push_back(0);
-  const std::string& sp = model_.specialToken;
+  const bool t5 = model_.style == BpeStyle::T5;
+  if (addSpecial && !t5) ids.push_back(0);
+  const auto& specials = model_.specials;
   size_t pos = 0;
   while (pos <= text.size()) {
-    size_t hit = text.find(sp, pos);
+    // The earliest special token at or after pos (the longest one on a tie), split out as HF's added tokens are.
+    size_t hit = std::string_view::npos, hitLen = 0;
+    int32_t hitId = -1;
+    for (size_t i = 0; i < specials.size(); ++i) {
+      size_t h = text.find(specials[i], pos);
+      if (h != std::string_view::npos && (h < hit || (h == hit && specials[i].size() > hitLen))) {
+        hit = h;
+        hitLen = specials[i].size();
+        hitId = static_cast<int32_t>(i);
+      }
+    }
     std::string_view seg = text.substr(pos, hit == std::string_view::npos ? std::string_view::npos : hit - pos);
     if (!seg.empty())
       for (const auto& w : gpt2PreTokenize(seg)) encodeWord(w, ids);
     if (hit == std::string_view::npos) break;
-    ids.push_back(0);
-    pos = hit + sp.size();
+    ids.push_back(hitId);
+    pos = hit + hitLen;
   }
+  if (addSpecial && t5) ids.push_back(1);
   return ids;
 }
 
 std::string BpeEncoder::decode(const std::vector<int32_t>& ids) const {
   std::string out;
   for (int32_t id : ids)
-    if (id > 0 && id < static_cast<int32_t>(model_.tokens.size())) out += model_.tokens[id];
+    if (id >= static_cast<int32_t>(model_.specials.size()) && id < static_cast<int32_t>(model_.tokens.size()))
+      out += model_.tokens[id];
   return out;
 }
 

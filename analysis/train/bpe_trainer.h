@@ -4,17 +4,22 @@
 // Pre-tokenisation is GPT-2's: the text is split with the GPT-2 regex
 //   's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
 // (Oniguruma), each piece is taken as bytes, and merges never cross pieces.
-// The vocabulary is: id 0 = the special token (<|endoftext|>, used as BOS, EOS
-// and padding), ids 1..256 = the 256 bytes (in byte order, written with
-// GPT-2's bytes-to-unicode mapping), then one token per merge in merge order.
+// The vocabulary is: the special tokens first (GPT-2 style: id 0 =
+// <|endoftext|>, used as BOS, EOS and padding; T5 style: 0 = <pad>, 1 = </s>,
+// 2 = <unk>, the ids of T5's SentencePiece vocabularies, so pad_token_id 0,
+// eos_token_id 1 and decoder_start_token_id 0 of a T5 config hold), then the
+// 256 bytes (in byte order, written with GPT-2's bytes-to-unicode mapping),
+// then one token per merge in merge order.
 // Ties between equally frequent pairs go to the pair of smaller ids, so the
 // result is deterministic.
 //
 // The written tokenizer.json is a standard Hugging Face one: ByteLevel
 // pre-tokenizer (add_prefix_space false, use_regex true), BPE model with vocab
-// and merges, ByteLevel decoder, <|endoftext|> as an added special token, and a
-// TemplateProcessing post-processor that puts <|endoftext|> before every
-// sequence ("<|endoftext|> $A"), so encode(text) starts with BOS.
+// and merges, ByteLevel decoder, the special tokens as added tokens, and a
+// TemplateProcessing post-processor: GPT-2 style puts <|endoftext|> before
+// every sequence ("<|endoftext|> $A", so encode(text) starts with BOS); T5
+// style puts </s> after it ("$A </s>", T5TokenizerFast's template, so
+// encode(text) ends with EOS and has no BOS).
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -38,20 +43,29 @@ const std::string& byteLevelChar(uint8_t b);
 /// Byte string -> its byte-level (vocab) spelling.
 std::string byteLevelEncode(std::string_view bytes);
 
+/// The special tokens and post-processor template of a trained tokenizer.
+enum class BpeStyle {
+  Gpt2,  ///< id 0 <|endoftext|> (BOS, EOS, padding); template "<|endoftext|> $A"
+  T5,    ///< ids 0 <pad>, 1 </s>, 2 <unk>; template "$A </s>" (for encoder-decoder models)
+};
+
 struct BpeTrainOptions {
-  int vocabSize = 8192;       ///< including the special token and the 256 bytes
+  int vocabSize = 8192;       ///< including the special tokens and the 256 bytes
   int64_t minFrequency = 2;   ///< stop when the best pair occurs less often
-  std::string specialToken = "<|endoftext|>";
+  BpeStyle style = BpeStyle::Gpt2;
 };
 
 struct BpeModel {
-  std::string specialToken = "<|endoftext|>";
-  std::vector<std::string> tokens;                     ///< id -> raw bytes (id 0: the special token text)
-  std::vector<std::pair<int32_t, int32_t>> merges;     ///< rank -> (left id, right id)
+  BpeStyle style = BpeStyle::Gpt2;
+  std::vector<std::string> specials = {"<|endoftext|>"};  ///< ids 0 .. n-1
+  std::vector<std::string> tokens;                  ///< id -> raw bytes (ids < specials.size(): the special token text)
+  std::vector<std::pair<int32_t, int32_t>> merges;  ///< rank -> (left id, right id)
+  /// The special tokens of a style, in id order.
+  static std::vector<std::string> specialsOf(BpeStyle style);
   /// The tokenizer.json document.
   std::string toTokenizerJson() const;
-  /// Reads back a tokenizer.json written by toTokenizerJson() (or any GPT-2
-  /// style byte-level BPE with a single special token). Throws FormatError.
+  /// Reads back a tokenizer.json written by toTokenizerJson() (either style;
+  /// the style is recognised from the added tokens). Throws FormatError.
   static BpeModel fromTokenizerJson(const std::filesystem::path& path);
 };
 
@@ -80,8 +94,9 @@ class BpeTrainer {
 class BpeEncoder {
  public:
   explicit BpeEncoder(BpeModel model);
-  /// With addBos the special token's id (0) is prepended, as the post-processor does.
-  std::vector<int32_t> encode(std::string_view text, bool addBos = true) const;
+  /// With addSpecial the post-processor's token is added: GPT-2 style
+  /// prepends <|endoftext|> (0), T5 style appends </s> (1).
+  std::vector<int32_t> encode(std::string_view text, bool addSpecial = true) const;
   std::string decode(const std::vector<int32_t>& ids) const;
   const BpeModel& model() const { return model_; }
 

@@ -18,7 +18,7 @@ constexpr int64_t kMaxSeed = std::numeric_limits<int64_t>::max();
 const OptionTable& trainOptionTable() {
   static const OptionTable table = [] {
     const TrainOptions d;
-    OptionTable t("train", "train a causal language model from scratch (libtorch autograd)",
+    OptionTable t("train", "train a causal language model or a T5 encoder-decoder from scratch (libtorch autograd)",
                   "moefy train CORPUS --config CONFIG.json --tokenizer tokenizer.json --out MODEL_DIR [options]\n",
                   "CORPUS is a .txt file or a folder of .txt documents; each document is encoded with the\n"
                   "tokenizer (BOS first) and the documents are concatenated. Steps draw --batch random windows\n"
@@ -32,7 +32,14 @@ const OptionTable& trainOptionTable() {
                   "Native MoE configs (mixtral, qwen2_moe, olmoe) train router, top-k routing and experts; the\n"
                   "objective adds --aux-loss-coef x the load-balancing loss (HF load_balancing_loss_func over\n"
                   "all MoE layers) and --z-loss-coef x the router z-loss (ST-MoE); the log gains aux_loss and\n"
-                  "z_loss, training.json the held-out expert usage per layer.\n");
+                  "z_loss, training.json the held-out expert usage per layer.\n"
+                  "Encoder-decoder configs (t5) train on a parallel CORPUS (.tsv source<TAB>target, or .jsonl)\n"
+                  "with teacher forcing: --batch pairs per step (epochs of shuffled pairs), the source cut to\n"
+                  "--seq-len and the target to --target-len tokens (with </s>), the target shifted right from\n"
+                  "decoder_start_token_id, cross-entropy over the target tokens; --heldout is a parallel corpus\n"
+                  "(default: the corpus's held-out split, 5 % of the pairs). Use a tokenizer with </s>\n"
+                  "(train-tokenizer --style t5). training.json gives the held-out activation sparsity of every\n"
+                  "encoder and decoder FFN.\n");
     t.positionals({"CORPUS"}, 1)
         .text("config", "CONFIG.json", std::nullopt, "HF config.json of the model to train (required)")
         .text("tokenizer", "tokenizer.json", std::nullopt, "the tokenizer (required)")
@@ -41,7 +48,10 @@ const OptionTable& trainOptionTable() {
         .integer("steps", "N", d.steps, 1, kMaxCount, "optimiser steps")
         .integer("seed", "N", static_cast<int64_t>(d.seed), 0, kMaxSeed, "seed")
         .integer("batch", "B", d.batch, 1, 1 << 16, "windows per step")
-        .integer("seq-len", "S", d.seqLen, 2, 1 << 20, "window length in tokens")
+        .integer("seq-len", "S", d.seqLen, 2, 1 << 20,
+                 "window length in tokens (encoder-decoder: the most source tokens)")
+        .integer("target-len", "S", d.targetLen, 0, 1 << 20,
+                 "encoder-decoder: the most target tokens (0 = --seq-len); longer pairs are truncated")
         .real("lr", "LR", d.lr, 0, 10, "peak learning rate", true)
         .real("min-lr-ratio", "R", d.minLrRatio, 0, 1, "the cosine decays to lr x R")
         .integer("warmup", "N", d.warmup, 0, kMaxCount, "linear warmup steps (-1 = 5% of the steps)", {}, true)
@@ -76,6 +86,7 @@ TrainOptions trainOptionsFrom(const OptionValues& v, const std::filesystem::path
   o.seed = v.seed("seed");
   o.batch = v.int32("batch");
   o.seqLen = v.int32("seq-len");
+  o.targetLen = v.int32("target-len");
   o.lr = v.real("lr");
   o.minLrRatio = v.real("min-lr-ratio");
   o.warmup = v.integer("warmup");
@@ -107,16 +118,21 @@ const OptionTable& trainTokenizerOptionTable() {
   static const OptionTable table = [] {
     const BpeTrainOptions d;
     OptionTable t("train-tokenizer", "train a byte-level BPE tokenizer and write tokenizer.json",
-                  "moefy train-tokenizer CORPUS --out tokenizer.json [--vocab N] [--min-frequency N] [--json]\n",
-                  "CORPUS is a .txt file or a folder (every *.txt below it, one document each).\n"
-                  "Trains GPT-2 style byte-level BPE: GPT-2 regex pre-tokenisation, 256 byte tokens, merges by\n"
-                  "pair frequency (ties to the smaller ids) until --vocab tokens or pairs rarer than\n"
-                  "--min-frequency. Id 0 is <|endoftext|> (BOS, EOS and padding); encode() prepends it.\n"
+                  "moefy train-tokenizer CORPUS --out tokenizer.json [--vocab N] [--min-frequency N] [--style S] "
+                  "[--json]\n",
+                  "CORPUS is a .txt file, a folder (every *.txt below it, one document each), or a parallel\n"
+                  "corpus (.tsv or .jsonl: the source and the target text of every pair are counted, for one\n"
+                  "tokenizer shared by both languages). Trains byte-level BPE: GPT-2 regex pre-tokenisation,\n"
+                  "256 byte tokens, merges by pair frequency (ties to the smaller ids) until --vocab tokens or\n"
+                  "pairs rarer than --min-frequency. --style gpt2: id 0 is <|endoftext|> (BOS, EOS and\n"
+                  "padding), encode() prepends it. --style t5: ids 0 <pad>, 1 </s>, 2 <unk> (T5's ids:\n"
+                  "pad_token_id 0, eos_token_id 1), encode() appends </s>, for encoder-decoder models.\n"
                   "Writes a standard Hugging Face tokenizer.json (see docs/train.md).\n");
     t.positionals({"CORPUS"}, 1)
         .text("out", "tokenizer.json", std::nullopt, "the tokenizer file to write (required)")
         .integer("vocab", "N", d.vocabSize, 258, 1 << 20, "vocabulary size (special token + 256 bytes + merges)")
         .integer("min-frequency", "N", d.minFrequency, 1, kMaxCount, "stop when the best pair occurs less often")
+        .choice("style", {"gpt2", "t5"}, "gpt2", "special tokens and template: gpt2 (BOS first) or t5 (EOS last)")
         .flag("json", "print the result as JSON")
         .flag("quiet", "no progress lines on stderr");
     return t;
@@ -128,6 +144,7 @@ BpeTrainOptions bpeTrainOptionsFrom(const OptionValues& v) {
   BpeTrainOptions o;
   o.vocabSize = v.int32("vocab");
   o.minFrequency = v.integer("min-frequency");
+  o.style = v.text("style") == "t5" ? BpeStyle::T5 : BpeStyle::Gpt2;
   return o;
 }
 

@@ -24,41 +24,13 @@
 #include "analysis/text/tokenizer.h"
 #include "analysis/train/bpe_trainer.h"
 #include "analysis/train/router_loss.h"
+#include "analysis/train/train_data.h"
 
 namespace moefy {
 
 namespace {
 
 namespace fs = std::filesystem;
-
-// Encodes documents with the project's Tokenizer when it can load the file,
-// else with the trainer's own byte-level BPE encoder (same ids: both are
-// checked against the HF reference in tests/core/test_bpe_trainer.cpp).
-class DocEncoder {
- public:
-  explicit DocEncoder(const fs::path& path) {
-    try {
-      tok_ = Tokenizer::fromFile(path);
-      vocab_ = tok_->vocabSize();
-      kind_ = tok_->kind();
-    } catch (const FormatError& e) {
-      bpe_ = std::make_unique<BpeEncoder>(BpeModel::fromTokenizerJson(path));
-      vocab_ = static_cast<int64_t>(bpe_->model().tokens.size());
-      kind_ = "byte-level BPE (trainer encoder), " + std::to_string(vocab_) + " tokens";
-    }
-  }
-  std::vector<int32_t> encode(const std::string& text) const {
-    return tok_ ? tok_->encode(text, true) : bpe_->encode(text, true);
-  }
-  int64_t vocab() const { return vocab_; }
-  const std::string& kind() const { return kind_; }
-
- private:
-  std::unique_ptr<Tokenizer> tok_;
-  std::unique_ptr<BpeEncoder> bpe_;
-  int64_t vocab_ = 0;
-  std::string kind_;
-};
 
 bool isNormRole(Role r) {
   switch (r) {
@@ -71,6 +43,7 @@ bool isNormRole(Role r) {
     case Role::FfnPostNorm:
     case Role::AttnQNorm:
     case Role::AttnKNorm:
+    case Role::CrossNorm:
       return true;
     default:
       return false;
@@ -102,11 +75,48 @@ bool isResidualOut(Role r) {
   return r == Role::AttnOut || r == Role::FfnDown || r == Role::ExpDown || r == Role::SharedDown;
 }
 
-// GPT-2 initialisation of every tensor the architecture needs: matrices
-// (routers and experts included) normal(0, 0.02), residual output projections
-// normal(0, 0.02 / sqrt(2 n_layer)), norms 1 (0 where the norm applies 1 + w),
-// biases 0. Per-expert rows repeat for every expert; rows a block lacks (the
-// dense MLP of a MoE block and vice versa) are skipped as the loader does.
+// T5's initialisation (transformers models/t5/modeling_t5.py,
+// T5PreTrainedModel._init_weights, initializer_factor 1): the shared
+// embedding and an untied lm_head normal(0, 1); wi (wi_0, wi_1) normal(0,
+// d_model^-0.5), wo normal(0, d_ff^-0.5); attention q normal(0, (d_model
+// d_kv)^-0.5) (T5 does not scale the scores by 1/sqrt(d_kv)), k and v
+// normal(0, d_model^-0.5), o normal(0, (heads d_kv)^-0.5); the relative
+// attention bias normal(0, d_model^-0.5). Norms are 1 (initTensors).
+double t5InitStd(Role r, const ModelConfig& c) {
+  const double dm = c.dModel, dkv = c.headDim, h = c.nHead;
+  switch (r) {
+    case Role::TokEmbd:
+    case Role::LmHead:
+      return 1.0;
+    case Role::FfnUp:
+    case Role::FfnGate:
+      return 1.0 / std::sqrt(dm);
+    case Role::FfnDown:
+      return 1.0 / std::sqrt(static_cast<double>(c.dFF));
+    case Role::AttnQ:
+    case Role::CrossQ:
+      return 1.0 / std::sqrt(dm * dkv);
+    case Role::AttnK:
+    case Role::AttnV:
+    case Role::CrossK:
+    case Role::CrossV:
+    case Role::RelBias:
+      return 1.0 / std::sqrt(dm);
+    case Role::AttnOut:
+    case Role::CrossOut:
+      return 1.0 / std::sqrt(h * dkv);
+    default:
+      throw Error(std::string("train: no T5 initialisation for role ") + roleName(r));
+  }
+}
+
+// Initialisation of every tensor the architecture needs. GPT-2 style for
+// single-stack models: matrices (routers and experts included) normal(0,
+// 0.02), residual output projections normal(0, 0.02 / sqrt(2 n_layer)), norms
+// 1 (0 where the norm applies 1 + w), biases 0. T5 (encoder-decoder): the
+// stds of t5InitStd. Per-layer rows repeat over their stack's blocks,
+// per-expert rows for every expert; rows a block lacks (the dense MLP of a
+// MoE block and vice versa) are skipped as the loader does.
 std::map<std::string, at::Tensor> initTensors(const ModelConfig& cfg, uint64_t seed) {
   torch::manual_seed(seed);
   const auto& table = archTable(cfg);
@@ -117,7 +127,7 @@ std::map<std::string, at::Tensor> initTensors(const ModelConfig& cfg, uint64_t s
     auto shape = expectedShape(row.role, cfg);
     if (!shape) continue;
     if (row.role == Role::LmHead && cfg.tiedEmbeddings) continue;
-    const int layers = row.perLayer ? cfg.nLayer : 1;
+    const int layers = rowLayerCount(row, cfg);
     const int experts = row.perExpert ? cfg.expertCount : 1;
     for (int L = 0; L < layers; ++L) {
       if (row.perLayer && !roleInLayer(row.role, cfg, L)) continue;
@@ -129,6 +139,8 @@ std::map<std::string, at::Tensor> initTensors(const ModelConfig& cfg, uint64_t s
           t = cfg.normPlusOne ? torch::zeros(s) : torch::ones(s);
         } else if (isBiasRole(row.role)) {
           t = torch::zeros(s);
+        } else if (cfg.encoderDecoder) {
+          t = torch::randn(s) * t5InitStd(row.role, cfg);
         } else {
           t = torch::randn(s) * (isResidualOut(row.role) ? stdResid : std0);
         }
@@ -140,27 +152,6 @@ std::map<std::string, at::Tensor> initTensors(const ModelConfig& cfg, uint64_t s
   return out;
 }
 
-std::vector<int32_t> tokenStream(const fs::path& corpus, const DocEncoder& enc, int keepMod, bool keep, JobContext& job,
-                                 int64_t* docs) {
-  auto files = corpusTextFiles(corpus);
-  if (keepMod > 0 && files.size() < 2)
-    throw FormatError(corpus.string() + ": needs at least 2 documents to hold one out (or give --heldout)");
-  std::vector<int32_t> stream;
-  *docs = 0;
-  for (size_t i = 0; i < files.size(); ++i) {
-    // Every keepMod-th document is held out; with fewer documents, the last one.
-    const size_t mod = std::min(static_cast<size_t>(keepMod), files.size());
-    bool heldOut = keepMod > 0 && i % mod == mod - 1;
-    if (keepMod > 0 && heldOut != keep) continue;
-    auto ids = enc.encode(readFile(files[i]));
-    stream.insert(stream.end(), ids.begin(), ids.end());
-    ++*docs;
-    job.setProgress(static_cast<double>(i + 1) / static_cast<double>(files.size()));
-    job.checkCancel();
-  }
-  return stream;
-}
-
 double lrAt(const TrainOptions& o, int64_t warmup, int64_t step) {  // step is 0-based
   if (step < warmup) return o.lr * static_cast<double>(step + 1) / static_cast<double>(warmup);
   double progress = o.steps > warmup ? static_cast<double>(step - warmup) / static_cast<double>(o.steps - warmup) : 1.0;
@@ -169,45 +160,53 @@ double lrAt(const TrainOptions& o, int64_t warmup, int64_t step) {  // step is 0
   return minLr + 0.5 * (o.lr - minLr) * (1.0 + std::cos(M_PI * progress));
 }
 
-// A [B, T+1] batch of random windows of the stream, drawn from an RNG seeded by (seed, step).
-at::Tensor sampleBatch(const std::vector<int32_t>& stream, int B, int T, uint64_t seed, int64_t step) {
-  std::seed_seq sq{static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32), static_cast<uint32_t>(step),
-                   static_cast<uint32_t>(step >> 32), 0x5eedu};
-  std::mt19937_64 rng(sq);
-  std::uniform_int_distribution<int64_t> pick(0, static_cast<int64_t>(stream.size()) - (T + 1));
-  at::Tensor out = torch::empty({B, T + 1}, torch::kLong);
-  auto acc = out.accessor<int64_t, 2>();
-  for (int b = 0; b < B; ++b) {
-    int64_t s = pick(rng);
-    for (int t = 0; t <= T; ++t) acc[b][t] = stream[s + t];
-  }
-  return out;
-}
-
-// The final evaluation's statistics: active (> 0) FFN hidden units of the
-// dense layers, and the top-k selections of the native MoE layers.
-class FinalEvalSink : public HookSink {
+// The final evaluation's statistics: active (> 0) FFN hidden units of every
+// dense FFN site (the single stack's blocks, or T5's encoder then decoder
+// blocks; padding left out), and the top-k selections of the native MoE layers.
+class FinalEvalSink : public HookSink, public MaskedSink {
  public:
-  explicit FinalEvalSink(const ModelConfig& cfg)
-      : cfg_(cfg), active(cfg.nLayer, 0.0), units(cfg.nLayer, 0.0), ids(cfg.nLayer) {}
+  explicit FinalEvalSink(const ModelConfig& cfg) : cfg_(cfg), ids(cfg.nLayer) {
+    for (SiteStack st : cfg.stacks())
+      for (int L = 0; L < cfg.layerCount(st); ++L)
+        if (!cfg.moeLayer(L) || cfg.encoderDecoder) sites_.push_back(Site{st, L, -1, false});
+    active_.assign(sites_.size(), 0.0);
+    units_.assign(sites_.size(), 0.0);
+  }
   bool wants(int, HookPoint) const override { return false; }
   void on(int, HookPoint, const at::Tensor&) override {}
+  void setMasks(const at::Tensor& sourceMask, const at::Tensor& decoderMask) override {
+    sourceMask_ = sourceMask;
+    decoderMask_ = decoderMask;
+  }
   bool wantsSite(const Site& site, HookPoint p) const override {
-    if (site.stack != SiteStack::Single || site.expert >= 0 || site.shared) return false;
-    return cfg_.moeLayer(site.layer) ? p == HookPoint::TopkIds : p == HookPoint::FfnAct;
+    if (site.expert >= 0 || site.shared) return false;
+    if (site.stack == SiteStack::Single && cfg_.moeLayer(site.layer)) return p == HookPoint::TopkIds;
+    return p == HookPoint::FfnAct;
   }
   void onSite(const Site& site, HookPoint p, const at::Tensor& x) override {
-    const int L = site.layer;
     if (p == HookPoint::TopkIds) {
-      ids[L].push_back(x.reshape({-1, x.size(-1)}).clone());  // [B T, k]
-    } else if (p == HookPoint::FfnAct) {                      // x [B, T, d_ff]
-      active[L] += (x > 0).sum().item<double>();
-      units[L] += static_cast<double>(x.numel());
+      ids[site.layer].push_back(x.reshape({-1, x.size(-1)}).clone());  // [B T, k]
+      return;
+    }
+    const auto it = std::find(sites_.begin(), sites_.end(), site);
+    if (it == sites_.end()) return;
+    const auto i = static_cast<size_t>(it - sites_.begin());
+    // x [B, T, d_ff]; the mask [B, T] of its stack leaves padded positions out.
+    const at::Tensor& mask = site.stack == SiteStack::Decoder ? decoderMask_ : sourceMask_;
+    if (mask.defined() && mask.sizes() == x.sizes().slice(0, 2)) {
+      at::Tensor m = mask.to(at::kBool).unsqueeze(-1);
+      active_[i] += ((x > 0) & m).sum().item<double>();
+      units_[i] += m.sum().item<double>() * static_cast<double>(x.size(-1));
+    } else {
+      active_[i] += (x > 0).sum().item<double>();
+      units_[i] += static_cast<double>(x.numel());
     }
   }
+  /// The dense FFN sites in order, and their active fraction.
+  const std::vector<Site>& sites() const { return sites_; }
   std::vector<double> activeFraction() const {
     std::vector<double> f;
-    for (size_t L = 0; L < active.size(); ++L) f.push_back(active[L] / std::max(1.0, units[L]));
+    for (size_t i = 0; i < active_.size(); ++i) f.push_back(active_[i] / std::max(1.0, units_[i]));
     return f;
   }
   /// Usage health of every MoE layer over all the selections seen.
@@ -227,44 +226,11 @@ class FinalEvalSink : public HookSink {
 
  private:
   const ModelConfig& cfg_;
-  std::vector<double> active, units;         // per layer (dense layers)
+  std::vector<Site> sites_;                  // dense FFN sites
+  std::vector<double> active_, units_;       // per dense site
   std::vector<std::vector<at::Tensor>> ids;  // per layer (MoE layers): [B T, k] per batch
+  at::Tensor sourceMask_, decoderMask_;      // of the batch being run (seq2seq)
 };
-
-// Mean next-token loss over consecutive windows of the held-out stream (up to maxTokens predicted tokens).
-std::pair<double, int64_t> evalLoss(const Model& model, const std::vector<int32_t>& stream, int B, int T,
-                                    int64_t maxTokens, JobContext& job, HookSink* hooks = nullptr) {
-  torch::NoGradGuard ng;
-  std::vector<at::Tensor> windows;
-  int64_t predicted = 0;
-  for (int64_t s = 0; s + 1 < static_cast<int64_t>(stream.size()); s += T) {
-    int64_t len = std::min<int64_t>(T + 1, static_cast<int64_t>(stream.size()) - s);
-    if (len < 2) break;
-    if (len < T + 1) break;  // keep full windows only (equal shapes); the tail is < T tokens
-    at::Tensor w = torch::from_blob(const_cast<int32_t*>(stream.data() + s), {len}, torch::kInt).to(torch::kLong);
-    windows.push_back(w);
-    predicted += len - 1;
-    if (maxTokens > 0 && predicted >= maxTokens) break;
-  }
-  if (windows.empty()) throw ParameterError("held-out corpus has fewer than seq_len + 1 tokens");
-  double total = 0;
-  int64_t count = 0;
-  for (size_t i = 0; i < windows.size(); i += B) {
-    size_t n = std::min(windows.size() - i, static_cast<size_t>(B));
-    at::Tensor w = torch::stack(std::vector<at::Tensor>(windows.begin() + i, windows.begin() + i + n));  // [n, T+1]
-    Batch batch;
-    batch.ids = w.slice(1, 0, T);
-    batch.mask = torch::ones_like(batch.ids);
-    at::Tensor logits = model.forward(batch, hooks);  // [n, T, V]
-    at::Tensor loss =
-        torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}), w.slice(1, 1, T + 1).reshape({-1}),
-                                             torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
-    total += loss.item<double>();
-    count += static_cast<int64_t>(n) * T;
-    job.checkCancel();
-  }
-  return {total / static_cast<double>(count), count};
-}
 
 struct AdamState {
   std::vector<at::Tensor> m, v;  // same shapes as the parameters
@@ -314,6 +280,7 @@ nlohmann::json optionsJson(const TrainOptions& o, int64_t warmup, const RouterLo
                       {"eps", o.eps},
                       {"clip", o.clip},
                       {"dtype", o.dtype}};
+  if (o.targetLen > 0) j["target_len"] = o.targetLen;  // encoder-decoder models only
   if (rl.on) {
     j["aux_loss_coef"] = rl.aux;
     j["z_loss_coef"] = rl.z;
@@ -369,7 +336,7 @@ void checkTrainingMemory(const ModelConfig& cfg, const fs::path& configPath) {
     int blocks = 1;
     if (row.perLayer) {
       blocks = 0;
-      for (int L = 0; L < cfg.nLayer; ++L) blocks += roleInLayer(row.role, cfg, L) ? 1 : 0;
+      for (int L = 0; L < rowLayerCount(row, cfg); ++L) blocks += roleInLayer(row.role, cfg, L) ? 1 : 0;
     }
     params += n * blocks * (row.perExpert ? cfg.expertCount : 1);
     if (n > biggest)
@@ -393,9 +360,9 @@ void checkTrainingMemory(const ModelConfig& cfg, const fs::path& configPath) {
                     byteSize(have) + " of memory");
 }
 
-TrainResult trainInto(const TrainOptions& o, JobContext& job, const ModelConfig& cfg, const DocEncoder& enc,
-                      const fs::path& work, int64_t warmup, std::chrono::steady_clock::time_point t0,
-                      const RouterLossSetting& rl);
+TrainResult trainInto(const TrainOptions& o, JobContext& job, const ModelConfig& cfg, const fs::path& work,
+                      int64_t warmup, std::chrono::steady_clock::time_point t0, const RouterLossSetting& rl,
+                      const std::string& tokenizerKind);
 
 }  // namespace
 
@@ -415,19 +382,25 @@ TrainResult trainLanguageModel(const TrainOptions& o, JobContext& job) {
   // Config: the model to train; vocab must match the tokenizer.
   nlohmann::json cfgJson = readJsonFile(o.config);
   job.setStage("tokenize");
-  DocEncoder enc(o.tokenizer);
+  const auto [tokVocab, tokKind] = trainTokenizerInfo(o.tokenizer);
   ModelConfig probe = ModelConfig::fromJson(cfgJson, o.config.string());
-  if (probe.vocab != enc.vocab())
+  if (probe.vocab != tokVocab)
     throw FormatError(o.config.string() + ": vocab_size " + std::to_string(probe.vocab) +
-                      " does not match the tokenizer's " + std::to_string(enc.vocab()) + " tokens (" +
+                      " does not match the tokenizer's " + std::to_string(tokVocab) + " tokens (" +
                       o.tokenizer.string() + ")");
+  if (o.targetLen < 0) throw ParameterError("--target-len: must be >= 2 (or 0 = --seq-len)");
+  if (o.targetLen == 1) throw ParameterError("--target-len: must be >= 2 (a target token and </s>)");
   if (probe.pos == PosKind::Learned && o.seqLen > probe.maxPos)
     throw ParameterError("--seq-len: " + std::to_string(o.seqLen) + " exceeds the config's " +
                          std::to_string(probe.maxPos) + " positions");
-  if (!cfgJson.contains("bos_token_id")) cfgJson["bos_token_id"] = 0;
-  if (!cfgJson.contains("eos_token_id")) cfgJson["eos_token_id"] = 0;
+  if (!probe.encoderDecoder) {
+    if (!cfgJson.contains("bos_token_id")) cfgJson["bos_token_id"] = 0;
+    if (!cfgJson.contains("eos_token_id")) cfgJson["eos_token_id"] = 0;
+  }
   const ModelConfig cfg = ModelConfig::fromJson(cfgJson, o.config.string());
-  if (!cfg.causal) throw ParameterError(o.config.string() + ": only causal language models can be trained");
+  if (!cfg.causal && !cfg.encoderDecoder)
+    throw ParameterError(o.config.string() +
+                         ": only causal language models and encoder-decoder (T5) models can be trained");
   checkTrainingMemory(cfg, o.config);
   const RouterLossSetting rl = routerLossSetting(o, cfg, cfgJson);
 
@@ -464,7 +437,7 @@ TrainResult trainLanguageModel(const TrainOptions& o, JobContext& job) {
     if (ec) throw IoError(work.string() + ": cannot create (" + ec.message() + ")");
   }
   try {
-    return trainInto(o, job, cfg, enc, work, warmup, t0, rl);
+    return trainInto(o, job, cfg, work, warmup, t0, rl, tokKind);
   } catch (const CancelledError&) {
     std::string note =
         fs::exists(o.outDir, ec) ? o.outDir.string() + " is unchanged" : o.outDir.string() + " was not written";
@@ -488,29 +461,13 @@ TrainResult trainLanguageModel(const TrainOptions& o, JobContext& job) {
 
 namespace {
 
-TrainResult trainInto(const TrainOptions& o, JobContext& job, const ModelConfig& cfg, const DocEncoder& enc,
-                      const fs::path& work, int64_t warmup, std::chrono::steady_clock::time_point t0,
-                      const RouterLossSetting& rl) {
+TrainResult trainInto(const TrainOptions& o, JobContext& job, const ModelConfig& cfg, const fs::path& work,
+                      int64_t warmup, std::chrono::steady_clock::time_point t0, const RouterLossSetting& rl,
+                      const std::string& tokenizerKind) {
   const fs::path ckDir = work / "checkpoint";
 
-  int64_t docsTrain = 0, docsHeld = 0;
-  std::vector<int32_t> train, held;
-  if (o.heldout.empty()) {
-    train = tokenStream(o.corpus, enc, 20, false, job, &docsTrain);
-    held = tokenStream(o.corpus, enc, 20, true, job, &docsHeld);
-  } else {
-    train = tokenStream(o.corpus, enc, 0, false, job, &docsTrain);
-    held = tokenStream(o.heldout, enc, 0, false, job, &docsHeld);
-  }
-  if (static_cast<int64_t>(train.size()) < o.seqLen + 1)
-    throw FormatError(o.corpus.string() + ": only " + std::to_string(train.size()) +
-                      " training tokens, need at least seq_len + 1");
-  if (static_cast<int64_t>(held.size()) < o.seqLen + 1)
-    throw FormatError((o.heldout.empty() ? o.corpus : o.heldout).string() + ": only " + std::to_string(held.size()) +
-                      " held-out tokens, need at least seq_len + 1");
-  job.log("train: " + std::to_string(train.size()) + " tokens in " + std::to_string(docsTrain) +
-          " documents, held-out " + std::to_string(held.size()) + " tokens in " + std::to_string(docsHeld) +
-          " documents; tokenizer " + enc.kind());
+  const std::unique_ptr<TrainData> data = loadTrainData(o, cfg, job);
+  job.log("train: " + data->describe());
 
   // Model and optimiser state.
   auto model = Model::fromTensors(cfg, initTensors(cfg, o.seed));
@@ -530,7 +487,7 @@ TrainResult trainInto(const TrainOptions& o, JobContext& job, const ModelConfig&
     startStep = state.value("step", int64_t{0});
     const nlohmann::json savedOptions =
         state.contains("options") && state["options"].is_object() ? state["options"] : nlohmann::json::object();
-    for (std::string key : {"steps", "batch", "seq_len", "seed", "aux_loss_coef", "z_loss_coef"}) {
+    for (std::string key : {"steps", "batch", "seq_len", "target_len", "seed", "aux_loss_coef", "z_loss_coef"}) {
       // A key a run does not record (the router coefficients of a dense model) compares as null.
       const nlohmann::json saved = savedOptions.value(key, nlohmann::json()),
                            now = optJson.value(key, nlohmann::json());
@@ -591,11 +548,10 @@ TrainResult trainInto(const TrainOptions& o, JobContext& job, const ModelConfig&
 
   TrainResult r;
   r.parameters = model->parameterCount();
-  r.trainTokens = static_cast<int64_t>(train.size());
+  r.trainTokens = data->trainTokens();
   job.setStage("train");
-  const int B = o.batch, T = o.seqLen;
   double windowLoss = 0, windowAux = 0, windowZ = 0;
-  int64_t windowSteps = 0, runTokens = 0;
+  int64_t windowSteps = 0, runTokens = 0, windowTokens = 0;
   RouterLogitsCapture router;  // the step's router logits (native MoE models)
   r.auxLossCoef = rl.aux;
   r.zLossCoef = rl.z;
@@ -604,14 +560,9 @@ TrainResult trainInto(const TrainOptions& o, JobContext& job, const ModelConfig&
   for (int64_t step = startStep; step < o.steps; ++step) {
     job.checkCancel();
     const double lr = lrAt(o, warmup, step);
-    at::Tensor w = sampleBatch(train, B, T, o.seed, step);  // [B, T+1]
-    Batch batch;
-    batch.ids = w.slice(1, 0, T);
-    batch.mask = torch::ones_like(batch.ids);
     router.clear();
-    at::Tensor logits = model->forward(batch, rl.on ? &router : nullptr);  // [B, T, V]
-    at::Tensor loss =
-        torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}), w.slice(1, 1, T + 1).reshape({-1}));
+    const BatchLoss batchLoss = data->stepLoss(*model, step, rl.on ? &router : nullptr);
+    const at::Tensor& loss = batchLoss.loss;
     // The objective: cross-entropy + aux_coef x load balancing + z_coef x z-loss
     // (MixtralForCausalLM adds router_aux_loss_coef * aux_loss the same way).
     at::Tensor objective = loss;
@@ -661,12 +612,13 @@ TrainResult trainInto(const TrainOptions& o, JobContext& job, const ModelConfig&
     windowAux += auxV;
     windowZ += zV;
     ++windowSteps;
-    runTokens += static_cast<int64_t>(B) * T;
+    runTokens += batchLoss.tokens;
+    windowTokens += batchLoss.tokens;
     const bool last = step + 1 == o.steps;
     if ((step + 1) % o.logEvery == 0 || last) {
       auto now = std::chrono::steady_clock::now();
       double dt = std::chrono::duration<double>(now - windowStart).count();
-      double tps = static_cast<double>(windowSteps) * B * T / std::max(dt, 1e-9);
+      double tps = static_cast<double>(windowTokens) / std::max(dt, 1e-9);
       double mean = windowLoss / static_cast<double>(windowSteps);
       r.finalLoss = mean;
       nlohmann::json line = {
@@ -690,10 +642,11 @@ TrainResult trainInto(const TrainOptions& o, JobContext& job, const ModelConfig&
       windowAux = 0;
       windowZ = 0;
       windowSteps = 0;
+      windowTokens = 0;
       windowStart = std::chrono::steady_clock::now();
     }
     if (o.evalEvery > 0 && (step + 1) % o.evalEvery == 0 && !last) {
-      auto [hl, n] = evalLoss(*model, held, B, T, o.evalTokens, job);
+      auto [hl, n] = data->heldoutLoss(*model, o.evalTokens, job, nullptr);
       logLine({{"step", step + 1}, {"heldout_loss", hl}, {"heldout_ppl", std::exp(hl)}, {"heldout_tokens", n}});
       char buf[160];
       std::snprintf(buf, sizeof buf, "step %6lld  held-out loss %.4f  ppl %.2f (%lld tokens)",
@@ -709,8 +662,11 @@ TrainResult trainInto(const TrainOptions& o, JobContext& job, const ModelConfig&
 
   job.setStage("final eval");
   FinalEvalSink counter(cfg);
-  auto [hl, n] = evalLoss(*model, held, B, T, 0, job, &counter);
-  if (cfg.expertCount == 0) r.activeFraction = counter.activeFraction();
+  auto [hl, n] = data->heldoutLoss(*model, 0, job, &counter);
+  if (cfg.expertCount == 0) {
+    r.activeFraction = counter.activeFraction();
+    r.activeSites = siteNames(counter.sites());
+  }
   r.expertUsage = counter.usage();
   r.heldoutLoss = hl;
   r.heldoutPerplexity = std::exp(hl);
@@ -743,21 +699,23 @@ TrainResult trainInto(const TrainOptions& o, JobContext& job, const ModelConfig&
                             {"options", optJson},
                             {"parameters", r.parameters},
                             {"train_tokens", r.trainTokens},
-                            {"train_documents", docsTrain},
-                            {"heldout_documents", docsHeld},
+                            {"train_documents", data->trainDocuments()},
+                            {"heldout_documents", data->heldoutDocuments()},
                             {"heldout_tokens", r.heldoutTokens},
                             {"heldout_loss", r.heldoutLoss},
                             {"heldout_perplexity", r.heldoutPerplexity},
                             {"final_train_loss", r.finalLoss},
                             {"heldout_active_fraction", r.activeFraction},
+                            {"heldout_active_sites", r.activeSites},
                             {"tokens_per_s", r.tokensPerSecond},
                             {"seconds", r.seconds},
-                            {"tokenizer", enc.kind()}};
+                            {"tokenizer", tokenizerKind}};
   if (rl.on) {
     summary["final_aux_loss"] = r.finalAuxLoss;
     summary["final_z_loss"] = r.finalZLoss;
     summary["heldout_expert_usage"] = usage;
     summary.erase("heldout_active_fraction");  // dense FFN units; a MoE model's are in the usage
+    summary.erase("heldout_active_sites");
   }
   writeFileAtomic(work / "training.json", summary.dump(2) + "\n");
   logGuard.reset();

@@ -1,6 +1,13 @@
 #pragma once
 // Language-model training with libtorch autograd on the engine's Model.
 //
+// Encoder-decoder models (T5, feed_forward_proj relu or gated) train on a
+// parallel corpus with teacher forcing (train_data.h Seq2SeqData: the target
+// shifted right from decoder_start_token_id, cross-entropy over the target
+// tokens, padding ignored), initialised as HF's T5PreTrainedModel does; the
+// rest (optimiser, schedule, checkpoints, resume, cancel, the final
+// per-site activation sparsity) is shared with the causal models below.
+//
 // The model is built from an HF config.json (any architecture in arch.h; the
 // shipped one is GPT-2 with activation_function "relu"), initialised GPT-2
 // style (normal(0, 0.02), residual output projections scaled by
@@ -55,7 +62,8 @@ struct TrainOptions {
   int64_t steps = 1000;
   uint64_t seed = 0;
   int batch = 16;
-  int seqLen = 128;
+  int seqLen = 128;   ///< causal: window length; encoder-decoder: the most source tokens (with </s>)
+  int targetLen = 0;  ///< encoder-decoder: the most target tokens (with </s>); 0 = seqLen
   double lr = 1e-3;
   double minLrRatio = 0.1;  ///< cosine decays to lr * minLrRatio
   int64_t warmup = -1;      ///< -1: 5% of steps (at least 1)
@@ -94,8 +102,9 @@ struct TrainResult {
   double heldoutLoss = 0;  ///< final held-out loss (nats/token) over all held-out windows
   double heldoutPerplexity = 0;
   int64_t heldoutTokens = 0;
-  std::vector<double> activeFraction;  ///< per layer: share of FFN hidden units > 0 over the held-out tokens
-                                       ///< (dense models; empty for native MoE models)
+  std::vector<double> activeFraction;    ///< per dense FFN site: share of hidden units > 0 over the held-out
+                                         ///< tokens, padding left out (empty for native MoE models)
+  std::vector<std::string> activeSites;  ///< the sites of activeFraction ("blk.0", or "enc.blk.0" .. "dec.blk.N")
   // Native MoE models only (0 / empty otherwise):
   double auxLossCoef = 0, zLossCoef = 0;  ///< the coefficients used
   double finalAuxLoss = 0;                ///< mean load-balancing loss (unscaled) over the last log window

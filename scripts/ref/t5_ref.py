@@ -504,6 +504,48 @@ def cmd_stats(argv):
     return 0
 
 
+def cmd_loss(argv):
+    """Teacher-forced cross-entropy as T5ForConditionalGeneration computes it
+    with labels (modeling_t5.py: decoder_input_ids = _shift_right(labels),
+    CrossEntropyLoss(ignore_index=-100) over the padded labels), summed over
+    the label tokens of all pairs, and the active (> 0) share of every FFN
+    site's hidden units over the real tokens. Prints JSON."""
+    ap = argparse.ArgumentParser(prog="t5_ref.py loss")
+    ap.add_argument("model")
+    ap.add_argument("--ids", action="append", required=True, help="source ids (with </s>)")
+    ap.add_argument("--labels", action="append", required=True, help="target ids (with </s>)")
+    a = ap.parse_args(argv)
+    if len(a.ids) != len(a.labels):
+        raise SystemExit("t5_ref: give one --labels per --ids")
+    with open(os.path.join(a.model, "config.json")) as f:
+        cfg = json.load(f)
+    parse = lambda s: [int(t) for t in s.split(",")]  # noqa: E731
+    start = cfg.get("decoder_start_token_id", 0)
+    labels = [parse(s) for s in a.labels]
+    # _shift_right: decoder_start_token_id, then the labels without their last token.
+    src, src_mask = batch([parse(s) for s in a.ids])
+    tgt, tgt_mask = batch([[start] + l[:-1] for l in labels])
+    ref = T5Ref(cfg, load_weights(a.model))
+    logits = ref.forward(src, src_mask, tgt, tgt_mask)  # [B, T, V] float64
+    total, count = 0.0, 0
+    for b, l in enumerate(labels):
+        z = logits[b, :len(l)]
+        m = z.max(-1, keepdims=True)
+        logp = z - m - np.log(np.exp(z - m).sum(-1, keepdims=True))
+        total -= float(logp[np.arange(len(l)), l].sum())
+        count += len(l)
+    active = {}
+    for name in sorted(ref.hooks, key=hook_order):
+        if not name.endswith(".ffn_act"):
+            continue
+        site = name[:-len(".ffn_act")]
+        mask = src_mask if site.startswith("enc.") else tgt_mask
+        rows = ref.hooks[name][mask.astype(bool)]
+        active[site] = float((rows > 0).mean())
+    print(json.dumps({"loss_sum": total, "tokens": count, "loss": total / count, "active_fraction": active}))
+    return 0
+
+
 def cmd_make(argv):
     import make_checkpoint  # registers the T5 variants; imported here to avoid a cycle
     return make_checkpoint.main(argv)
@@ -636,7 +678,7 @@ def main(argv=None):
     if argv[0] == "--list":
         print("\n".join(sorted(VARIANTS)))
         return 0
-    cmds = {"make": cmd_make, "forward": cmd_forward, "generate": cmd_generate, "stats": cmd_stats,
+    cmds = {"make": cmd_make, "forward": cmd_forward, "generate": cmd_generate, "stats": cmd_stats, "loss": cmd_loss,
             "selftest": lambda a: selftest()}
     if argv[0] not in cmds:
         raise SystemExit("t5_ref: unknown command %r (make, forward, generate, stats, selftest, --list)" % argv[0])
