@@ -33,18 +33,26 @@
 #include "analysis/report/report.h"
 #include "analysis/route/router.h"
 #include "app/cli/cli.h"
+#include "app/cli/demo.h"
 
 namespace moefy::cli {
 
-namespace {
+namespace demo {
 
 namespace fs = std::filesystem;
-using nlohmann::json;
 
 fs::path dataDir() {
   if (const char* env = std::getenv("MOEFY_DATA_DIR")) return env;
   return fs::path(MOEFY_SOURCE_DIR) / "data";
 }
+
+std::string fmt(double v, int digits) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%.*f", digits, v);
+  return b;
+}
+
+namespace {
 
 // Sends stdout (the subcommand's own summary) to a log file while a stage runs.
 class StdoutToFile {
@@ -69,11 +77,40 @@ class StdoutToFile {
   int saved_ = -1;
 };
 
-std::string fmt(double v, int digits = 3) {
-  char b[32];
-  std::snprintf(b, sizeof b, "%.*f", digits, v);
-  return b;
+}  // namespace
+
+void Stages::setDir(const fs::path& dir) {
+  dir_ = dir;
+  fs::create_directories(dir_ / "logs");
 }
+
+void Stages::stage(const std::string& name, const std::function<void()>& fn) {
+  ++done_;
+  std::fprintf(stderr, "[demo %d/%d] %-10s ...\n", done_, count_, name.c_str());
+  auto s = std::chrono::steady_clock::now();
+  {
+    StdoutToFile redirect(dir_ / "logs" / (name + ".log"));
+    fn();
+  }
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - s).count();
+  times_.emplace_back(name, secs);
+  std::fprintf(stderr, "[demo %d/%d] %-10s done in %.1f s\n", done_, count_, name.c_str(), secs);
+}
+
+void Stages::run(const std::string& cmd, std::vector<std::string> args) {
+  args.push_back("--quiet");
+  int rc = runSubcommand(cmd, args);
+  if (rc != 0) throw Error("demo: stage '" + cmd + "' failed (exit " + std::to_string(rc) + ")");
+}
+
+}  // namespace demo
+
+namespace {
+
+namespace fs = std::filesystem;
+using demo::dataDir;
+using demo::fmt;
+using nlohmann::json;
 
 json readJson(const fs::path& p) { return readJsonFile(p); }
 
@@ -375,6 +412,7 @@ void writeDemoReport(const fs::path& dir, const fs::path& model, const fs::path&
 }
 
 int runDemo(const Args& a) {
+  if (a.flag("translation")) return demo::runTranslationDemo(a);
   const fs::path data = dataDir();
   const fs::path model = a.text("model").empty() ? data / "models" / "brown-relu" : fs::path(a.text("model"));
   const fs::path trainCorpus =
@@ -393,34 +431,17 @@ int runDemo(const Args& a) {
     if (!fs::exists(p)) throw IoError(p.string() + ": not found (the bundled demo data; set --model/--corpus/--eval-corpus)");
 
   const auto t0 = std::chrono::steady_clock::now();
-  std::vector<std::pair<std::string, double>> stageTimes;
-  int stageNo = 0;
-  const int stageCount = 8;
+  demo::Stages stages(8);
   fs::path dir;  // the temporary folder being built
-  auto stage = [&](const std::string& name, const std::function<void()>& fn) {
-    ++stageNo;
-    std::fprintf(stderr, "[demo %d/%d] %-10s ...\n", stageNo, stageCount, name.c_str());
-    auto s = std::chrono::steady_clock::now();
-    {
-      StdoutToFile redirect(dir / "logs" / (name + ".log"));
-      fn();
-    }
-    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - s).count();
-    stageTimes.emplace_back(name, secs);
-    std::fprintf(stderr, "[demo %d/%d] %-10s done in %.1f s\n", stageNo, stageCount, name.c_str(), secs);
-  };
-  auto run = [&](const std::string& cmd, std::vector<std::string> args) {
-    args.push_back("--quiet");
-    int rc = runSubcommand(cmd, args);
-    if (rc != 0) throw Error("demo: stage '" + cmd + "' failed (exit " + std::to_string(rc) + ")");
-  };
+  auto stage = [&](const std::string& name, const std::function<void()>& fn) { stages.stage(name, fn); };
+  auto run = [](const std::string& cmd, const std::vector<std::string>& args) { demo::Stages::run(cmd, args); };
   const std::vector<std::string> methods = {"coact", "kmeans", "random"};
   const std::vector<std::string> routers = {"oracle", "similarity", "mlp"};
   const std::string sweep = "0.125,0.25,0.5,1.0";
 
   writeFolderAtomic(out, a.flag("force"), [&](const fs::path& tmp) {
     dir = tmp;
-    fs::create_directories(dir / "logs");
+    stages.setDir(dir);
     const std::string rec = (dir / "recording").string();
     stage("record", [&] {
       run("record", {model.string(), trainCorpus.string(), "--out", rec, "--tokens", recordTokens, "--seq-len", "128",
@@ -531,7 +552,7 @@ int runDemo(const Args& a) {
                    "--seq-len", "128", "--split", "all", "--seed", seed, "--out", (dir / "eval" / "export").string()});
     });
     stage("report",
-          [&] { writeDemoReport(dir, model, trainCorpus, evalCorpus, seed, methods, routers, e, ex, stageTimes); });
+          [&] { writeDemoReport(dir, model, trainCorpus, evalCorpus, seed, methods, routers, e, ex, stages.times()); });
     // The artefacts link each other relative to their own folders
     // (analysis/io/links.h), so the rename below keeps every link valid. The
     // folder is also a workspace the studio opens (File > Open workspace).
@@ -556,7 +577,7 @@ int runDemo(const Args& a) {
 const OptionTable& demoOptionTable() {
   static const OptionTable table = [] {
     OptionTable t("demo", "run the whole pipeline on the bundled model and write a report",
-                  "moefy demo [--out DIR] [--seed S] [--force] [--quick] [--json]\n"
+                  "moefy demo [--translation] [--out DIR] [--seed S] [--force] [--quick] [--json]\n"
                   "                  [--model MODEL_DIR] [--corpus TRAIN_CORPUS] [--eval-corpus HELD_OUT_CORPUS]\n"
                   "                  [--tokens N] [--eval-tokens N] [--experts E]\n",
                   "On the bundled ReLU GPT-2 (data/models/brown-relu) and the Brown corpus (data/corpus/brown):\n"
@@ -568,12 +589,21 @@ const OptionTable& demoOptionTable() {
                   "evaluate it again.\n"
                   "Writes DIR atomically: the artefacts of every stage, logs/, figures/*.{png,pdf,svg},\n"
                   "report.md and report.html. The same seed gives the same numbers\n"
-                  "(timings aside). --quick uses fewer tokens (for tests). MOEFY_DATA_DIR overrides data/.\n");
+                  "(timings aside). --quick uses fewer tokens (for tests). MOEFY_DATA_DIR overrides data/.\n"
+                  "--translation runs the translation study instead, on the bundled English -> Spanish T5\n"
+                  "(data/models/bible-t5) and Bible corpus (data/corpus/bible-en-es: train.tsv, test.tsv): record\n"
+                  "the encoder and decoder FFNs (decoder on teacher-forced targets), split (coact, kmeans,\n"
+                  "random), build the routers, greedy-translate the test pairs with the dense model and MoE in\n"
+                  "the encoder, the decoder and both over the active-fraction sweep (BLEU, chrF, decoding time\n"
+                  "per source-length bucket), export the coact + mlp MoE at a quarter of the experts and check\n"
+                  "that it decodes as in memory. Default DIR moefy-demo-translation; --tokens and --eval-tokens\n"
+                  "are then recorded tokens (16384) and evaluated target tokens (3000).\n");
     t.positionals({}, 0)
         .text("out", "DIR", "moefy-demo", "the demo folder to write")
         .integer("seed", "S", 0, 0, std::numeric_limits<int64_t>::max(), "seed of every stage")
         .flag("force", "replace an existing DIR")
         .flag("quick", "fewer tokens and epochs, no timing (for tests)")
+        .flag("translation", "the translation study on the bundled T5 and Bible corpus instead")
         .text("model", "MODEL_DIR", "", "the dense model (empty = data/models/brown-relu)")
         .text("corpus", "TRAIN_CORPUS", "", "the recording corpus (empty = data/corpus/brown/train)")
         .text("eval-corpus", "HELD_OUT_CORPUS", "", "the evaluation corpus (empty = data/corpus/brown/heldout)")
