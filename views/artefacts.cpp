@@ -16,10 +16,12 @@
 #include "analysis/eval/eval_file.h"
 #include "analysis/eval/eval_results.h"
 #include "analysis/eval/front.h"
+#include "analysis/eval/generate.h"
 #include "analysis/eval/sequences.h"
 #include "analysis/io/fsutil.h"
 #include "analysis/io/json_input.h"
 #include "analysis/io/safetensors.h"
+#include "analysis/model/model.h"
 #include "analysis/project/artefact.h"
 #include "analysis/project/data_overlap.h"
 #include "analysis/project/project.h"
@@ -27,6 +29,7 @@
 #include "analysis/route/router.h"
 #include "analysis/route/router_scores.h"
 #include "analysis/split/split.h"
+#include "analysis/text/tokenizer.h"
 
 namespace moefy::views {
 
@@ -607,34 +610,44 @@ std::shared_ptr<TextProbe> TextProbe::open(const std::shared_ptr<const SharedMod
 }
 
 namespace {
-class LayerCapture : public HookSink {
+// The FFN input and hidden activation of one site, batch row 0.
+class SiteCapture : public HookSink {
  public:
-  explicit LayerCapture(int layer) : layer_(layer) {}
+  explicit SiteCapture(Site site) : site_(site) {}
   at::Tensor in, act;  // [T, d_model], [T, d_ff]
-  bool wants(int layer, HookPoint) const override { return layer == layer_; }
-  void on(int, HookPoint p, const at::Tensor& x) override {
+  bool wants(int layer, HookPoint) const override {
+    return site_.stack == SiteStack::Single && site_.expert < 0 && !site_.shared && layer == site_.layer;
+  }
+  void on(int, HookPoint p, const at::Tensor& x) override { keep(p, x); }
+  bool wantsSite(const Site& s, HookPoint p) const override {
+    return s == site_ && (p == HookPoint::FfnIn || p == HookPoint::FfnAct);
+  }
+  void onSite(const Site&, HookPoint p, const at::Tensor& x) override { keep(p, x); }
+
+ private:
+  void keep(HookPoint p, const at::Tensor& x) {
+    if (p != HookPoint::FfnIn && p != HookPoint::FfnAct) return;
     at::Tensor t = x[0].to(at::kFloat).contiguous().clone();
     (p == HookPoint::FfnIn ? in : act) = t;
   }
-
- private:
-  int layer_;
+  Site site_;
 };
 }  // namespace
 
-TextActivations TextProbe::run(const QString& text, int layer) const {
+TextActivations TextProbe::run(const QString& text, int layer) const { return run(text, Site::ofLayer(layer)); }
+
+TextActivations TextProbe::run(const QString& text, const Site& site) const {
   const Model& m = *impl_->loaded->model;
   const ModelConfig& c = m.config();
-  // A typed text is one sequence through one stack; an encoder-decoder model
-  // would also need its decoder inputs, so its sites are refused by name.
-  if (c.encoderDecoder)
-    throw ParameterError(dir.toStdString() + ": typed text runs single-stack models; " + archName(c.arch) +
-                         " is an encoder-decoder model (its enc.blk / dec.blk sites show the recorded samples)");
-  if (layer < 0 || layer >= c.nLayer)
-    throw ParameterError("layer " + std::to_string(layer) + " outside [0, " + std::to_string(c.nLayer) + ")");
+  const Tokenizer& tok = *impl_->loaded->tokenizer;
+  if (site.expert >= 0 || site.shared)
+    throw ParameterError(dir.toStdString() + ": typed text runs whole-FFN sites; " + site.name() +
+                         " is a native expert (it shows the recorded samples)");
+  if ((site.stack == SiteStack::Single) == c.encoderDecoder || site.layer < 0 || site.layer >= c.layerCount(site.stack))
+    throw ParameterError(dir.toStdString() + ": the model has no FFN site " + site.name());
   const std::string utf8 = text.toStdString();
   if (text.trimmed().isEmpty()) throw ParameterError("type a text to route");
-  std::vector<int32_t> ids = impl_->loaded->tokenizer->encode(utf8, true);
+  std::vector<int32_t> ids = tok.encode(utf8, true);
   if (ids.empty()) throw ParameterError("the tokenizer produced no tokens for this text");
   const int maxLen = c.pos == PosKind::Learned && c.maxPos > 0 ? c.maxPos : 4096;
   if (static_cast<int>(ids.size()) > maxLen) ids.resize(maxLen);
@@ -642,12 +655,29 @@ TextActivations TextProbe::run(const QString& text, int layer) const {
     if (id < 0 || id >= c.vocab)
       throw FormatError(dir.toStdString() + ": the tokenizer produced id " + std::to_string(id) +
                         " outside the model's vocabulary [0, " + std::to_string(c.vocab) + ")");
-  LayerCapture cap(layer);
-  m.forwardHidden(makeBatch({std::vector<int64_t>(ids.begin(), ids.end())}), &cap);
-  if (!cap.in.defined() || !cap.act.defined())
-    throw FormatError(dir.toStdString() + ": layer " + std::to_string(layer) + " reported no FFN activations");
+  SiteCapture cap(site);
   TextActivations out;
-  out.ids = ids;
+  const std::vector<int64_t> ids64(ids.begin(), ids.end());
+  if (c.encoderDecoder) {
+    // The dense model's translation (the workspace model's FFNs: a MoE export translates with its experts).
+    Seq2SeqGenerateOptions go;
+    go.maxNewTokens = 128;
+    const Seq2SeqGeneration gen = greedyGenerateSeq2Seq(m, {ids64}, go);
+    const std::vector<int64_t>& ys = gen.tokens.at(0);
+    if (ys.empty()) throw FormatError(dir.toStdString() + ": the model generated no token for this source");
+    std::vector<int64_t> decoderIn = {gen.decoderStartId};
+    decoderIn.insert(decoderIn.end(), ys.begin(), ys.end() - 1);  // step t reads y_{t-1}, emits y_t
+    m.forwardSeq2Seq(makeBatch({ids64}), makeBatch({decoderIn}), &cap);
+    out.decoderRows = site.stack == SiteStack::Decoder;
+    out.ids = out.decoderRows ? std::vector<int32_t>(ys.begin(), ys.end()) : ids;
+    std::vector<int32_t> text32(ys.begin(), ys.end());
+    out.translation = tok.decode(text32, true);
+  } else {
+    m.forwardHidden(makeBatch({ids64}), &cap);
+    out.ids = ids;
+  }
+  if (!cap.in.defined() || !cap.act.defined())
+    throw FormatError(dir.toStdString() + ": site " + site.name() + " reported no FFN activations");
   out.dModel = static_cast<int>(cap.in.size(1));
   out.dFF = static_cast<int>(cap.act.size(1));
   out.in = toVector<float>(cap.in, at::kFloat);

@@ -37,10 +37,10 @@ namespace moefy::views {
 /// workspace.json: a folder holding the model/corpus references, settings and
 /// one sub-folder per artefact kind.
 struct Workspace {
-  QString dir;         ///< absolute folder of workspace.json
+  QString dir;  ///< absolute folder of workspace.json
   QString name;
-  QString modelPath;   ///< as stored (relative to dir or absolute)
-  QString corpusPath;  ///< the training corpus (record, route), as stored
+  QString modelPath;       ///< as stored (relative to dir or absolute)
+  QString corpusPath;      ///< the training corpus (record, route), as stored
   QString evalCorpusPath;  ///< the evaluation corpus as stored ("" = the held-out split of corpusPath)
   nlohmann::json settings = nlohmann::json::object();
   std::map<std::string, QString> folders;  ///< kind -> sub-folder ("recordings", ...)
@@ -70,9 +70,9 @@ struct Workspace {
 
 /// One artefact folder found in a workspace.
 struct ArtefactRef {
-  QString kind;   ///< "recording", "partition", "router", "evaluation", "front", "analysis", "export"
-  QString path;   ///< folder
-  QString name;   ///< folder name
+  QString kind;     ///< "recording", "partition", "router", "evaluation", "front", "analysis", "export"
+  QString path;     ///< folder
+  QString name;     ///< folder name
   QString summary;  ///< one line for the tree's tooltip
 };
 /// The workspace's artefacts as the core's Project scan finds them (every
@@ -130,10 +130,10 @@ class Recording {
   QString siteText(int layer, bool capital = false) const;
 
   struct LayerStats {
-    std::vector<int64_t> count;       // [d_ff]
-    std::vector<double> mean;         // [d_ff] sum / tokens of the site's stream
-    std::vector<double> max;          // [d_ff]
-    std::vector<int64_t> activeHist;  // [d_ff + 1]
+    std::vector<int64_t> count;           // [d_ff]
+    std::vector<double> mean;             // [d_ff] sum / tokens of the site's stream
+    std::vector<double> max;              // [d_ff]
+    std::vector<int64_t> activeHist;      // [d_ff + 1]
     std::vector<int64_t> categoryCount;   // [n_cat * d_ff] row-major
     std::vector<int64_t> categoryTokens;  // [n_cat]
   };
@@ -183,12 +183,12 @@ class Recording {
   mutable std::mutex mu_;
   mutable std::map<int, std::shared_ptr<const std::vector<int32_t>>> coact_;
   mutable std::map<std::string, std::shared_ptr<const std::vector<float>>> sampleCache_;
-  mutable std::map<moefy::SiteStack, Samples> samples_;  ///< per stream (its sites' stack)
-  std::map<int, int64_t> siteTokens_;                    ///< site index -> tokens of its stream
-  std::map<int, int64_t> countedTokens_;                 ///< site index -> tokens its statistics count
-  std::map<int, int> width_;                             ///< site index -> hidden width
-  const Samples& streamSamples(int layer) const;         ///< the stack reservoir of `layer`'s stream
-  mutable std::map<int, Samples> expertSamples_;         ///< expert site index -> its routed sampled tokens
+  mutable std::map<moefy::SiteStack, Samples> samples_;     ///< per stream (its sites' stack)
+  std::map<int, int64_t> siteTokens_;                       ///< site index -> tokens of its stream
+  std::map<int, int64_t> countedTokens_;                    ///< site index -> tokens its statistics count
+  std::map<int, int> width_;                                ///< site index -> hidden width
+  const Samples& streamSamples(int layer) const;            ///< the stack reservoir of `layer`'s stream
+  mutable std::map<int, Samples> expertSamples_;            ///< expert site index -> its routed sampled tokens
   mutable std::map<int, std::vector<int64_t>> routedRows_;  ///< expert site index -> its rows (sampleRows)
 };
 
@@ -341,11 +341,18 @@ struct Analysis {
 /// The FFN input and hidden activation of one layer for a typed text, run
 /// through the workspace model (the Router view's "type a text" mode).
 struct TextActivations {
-  std::vector<int32_t> ids;  ///< [T] token ids (the tokenizer's special tokens included)
-  std::vector<float> in;     ///< [T * d_model] FFN input
-  std::vector<float> act;    ///< [T * d_ff] FFN hidden after the activation
+  /// [T] the token of each row (the tokenizer's special tokens included): the
+  /// typed text's tokens; for a T5 decoder site, the generated translation's
+  /// tokens (row t = the step that emitted token t).
+  std::vector<int32_t> ids;
+  std::vector<float> in;   ///< [T * d_model] FFN input
+  std::vector<float> act;  ///< [T * d_ff] FFN hidden after the activation
   int dModel = 0, dFF = 0;
   bool reluLike = true;  ///< plain ReLU FFN: oracle mass = sum of h (else of |h|), router_scores.h plainReluFfn
+  /// Encoder-decoder models: the dense model's greedy translation of the typed
+  /// source (special tokens skipped), and whether the rows are decoder steps.
+  std::string translation;
+  bool decoderRows = false;
 };
 
 /// Router choices for a typed text's activations (as routeRecordedSamples).
@@ -384,9 +391,17 @@ class TextProbe {
   QString dir;
   int layers = 0;
   /// Tokenises `text` (with the special tokens, as the recorder does) and runs
-  /// the model, capturing `layer`. Throws ParameterError for an empty text, a
-  /// layer out of range or an encoder-decoder model (T5: a typed text has no
-  /// decoder inputs); texts longer than the model's context are cut.
+  /// the model, capturing `site`'s FFN. Single-stack models: one forward pass
+  /// of the text (texts longer than the model's context are cut). Encoder-
+  /// decoder models (T5): the text is the source; the dense model translates
+  /// it greedily (KV cache, at most 128 new tokens, stop at eos), then one
+  /// teacher-forced pass of the source and decoder_start + the translation
+  /// gives the site's activations: an enc.blk site has a row per source
+  /// token, a dec.blk site a row per generated token (the decoder step that
+  /// emitted it). Throws ParameterError for an empty text, a site the model
+  /// does not have, or a native expert site.
+  TextActivations run(const QString& text, const moefy::Site& site) const;
+  /// run(text, the single-stack site of `layer`).
   TextActivations run(const QString& text, int layer) const;
   ~TextProbe();
 

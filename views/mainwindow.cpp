@@ -47,29 +47,55 @@ QString findDataDir() {
   return QStringLiteral(MOEFY_SOURCE_DIR) + "/data";
 }
 
-QString demoWorkspaceDir(QString* error) {
+namespace {
+
+// A bundled demo: its model and corpora (under the data folder) and where its
+// `moefy demo` output and workspaces live.
+struct DemoSpec {
+  QString name;        // the workspace name
+  QString model;       // relative to the data folder
+  QString corpus;      // the recording corpus
+  QString evalCorpus;  // the evaluation corpus
+  QString dirName;     // data/<dirName>-workspace (bundled), data/<dirName> (demo output), and the user copies
+};
+
+DemoSpec languageDemo() {
+  return {"Demo: brown-relu on the Brown corpus", "models/brown-relu", "corpus/brown/train", "corpus/brown/heldout",
+          "demo"};
+}
+
+DemoSpec translationDemo() {
+  return {"Demo: bible-t5, English -> Spanish translation", "models/bible-t5", "corpus/bible-en-es/train.tsv",
+          "corpus/bible-en-es/test.tsv", "demo-translation"};
+}
+
+QString specWorkspaceDir(const DemoSpec& spec, QString* error) {
   const QString data = findDataDir();
-  const QString bundled = data + "/demo-workspace";
+  const QString bundled = data + "/" + spec.dirName + "-workspace";
   if (QFileInfo::exists(bundled + "/workspace.json")) return bundled;
-  // The output of `moefy demo --out data/demo` (recording/, partitions/, routers/,
-  // eval/, export/) without a workspace.json: describe it with one in the user's
-  // data folder whose artefact folders point into it.
-  for (const QString& demoOut : {data + "/demo", bundled}) {
+  QString base = QStandardPaths::writableLocation(QStandardPaths::AppDataLocation);
+  if (base.isEmpty()) base = QDir::homePath() + "/.local/share/moefy-studio";
+  // The output of `moefy demo [--translation] --out data/<dirName>` (recording/,
+  // partitions/, routers/, eval/, export/) without a workspace.json: describe it
+  // with one in the user's data folder whose artefact folders point into it.
+  for (const QString& demoOut : {data + "/" + spec.dirName, bundled}) {
     if (!QFileInfo::exists(demoOut + "/recording/manifest.json")) continue;
-    QString base = QStandardPaths::writableLocation(QStandardPaths::AppDataLocation);
-    if (base.isEmpty()) base = QDir::homePath() + "/.local/share/moefy-studio";
-    const QString dir = base + "/demo-output-workspace";
+    const QString dir = base + "/" + spec.dirName + "-output-workspace";
     try {
-      // `moefy demo` records on the training part and evaluates on the
-      // held-out part, read whole: the workspace says so (training corpus +
-      // evaluation corpus), so the studio's steps read the same data.
-      Workspace ws = Workspace::create(dir, "Demo: brown-relu on the Brown corpus", data + "/models/brown-relu",
-                                       data + "/corpus/brown/train");
-      ws.evalCorpusPath = data + "/corpus/brown/heldout";
-      ws.folders = {{"recordings", demoOut + "/recording"},  {"partitions", demoOut + "/partitions"},
-                    {"routers", demoOut + "/routers"},       {"evaluations", demoOut + "/eval"},
-                    {"fronts", demoOut + "/front"},          {"exports", demoOut + "/export"},
-                    {"calibrated", demoOut + "/calibrated"}, {"figures", demoOut + "/figures"}};
+      // The demo records on the training part and evaluates on the held-out
+      // (or test) part: the workspace says so (training corpus + evaluation
+      // corpus), so the studio's steps read the same data.
+      Workspace ws = Workspace::create(dir, spec.name, (data + "/" + spec.model),
+                                       (data + "/" + spec.corpus));
+      ws.evalCorpusPath = (data + "/" + spec.evalCorpus);
+      ws.folders = {{"recordings", (demoOut + "/recording")},
+                    {"partitions", (demoOut + "/partitions")},
+                    {"routers", (demoOut + "/routers")},
+                    {"evaluations", (demoOut + "/eval")},
+                    {"fronts", (demoOut + "/front")},
+                    {"exports", (demoOut + "/export")},
+                    {"calibrated", (demoOut + "/calibrated")},
+                    {"figures", (demoOut + "/figures")}};
       ws.save();
       return dir;
     } catch (const std::exception& e) {
@@ -80,20 +106,26 @@ QString demoWorkspaceDir(QString* error) {
   // No bundled demo workspace (yet): make one in the user's data folder that
   // points at the bundled model and corpus; the views show empty states until
   // the pipeline has run.
-  QString base = QStandardPaths::writableLocation(QStandardPaths::AppDataLocation);
-  if (base.isEmpty()) base = QDir::homePath() + "/.local/share/moefy-studio";
-  const QString dir = base + "/demo-workspace";
+  const QString dir = base + "/" + spec.dirName + "-workspace";
   if (QFileInfo::exists(dir + "/workspace.json")) return dir;
   try {
-    Workspace ws = Workspace::create(dir, "Demo: brown-relu on the Brown corpus", data + "/models/brown-relu",
-                                     data + "/corpus/brown/train");
-    ws.evalCorpusPath = data + "/corpus/brown/heldout";
+    Workspace ws = Workspace::create(dir, spec.name, (data + "/" + spec.model),
+                                     (data + "/" + spec.corpus));
+    ws.evalCorpusPath = (data + "/" + spec.evalCorpus);
     ws.save();
   } catch (const std::exception& e) {
     if (error) *error = QString("Cannot create the demo workspace in %1: %2").arg(dir, e.what());
     return {};
   }
   return dir;
+}
+
+}  // namespace
+
+QString demoWorkspaceDir(QString* error) { return demoWorkspaceDir(false, error); }
+
+QString demoWorkspaceDir(bool translation, QString* error) {
+  return specWorkspaceDir(translation ? translationDemo() : languageDemo(), error);
 }
 
 MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent), ctx_(new StudioContext(this)) {
@@ -362,9 +394,11 @@ bool MainWindow::openWorkspace(const QString& dir, QString* error) {
   return true;
 }
 
-bool MainWindow::openDemo(QString* error) {
+bool MainWindow::openDemo(QString* error) { return openDemo(false, error); }
+
+bool MainWindow::openDemo(bool translation, QString* error) {
   QString err;
-  QString dir = demoWorkspaceDir(&err);
+  QString dir = demoWorkspaceDir(translation, &err);
   if (dir.isEmpty()) {
     onMessage(StudioContext::Error, err);
     if (error) *error = err;
@@ -383,6 +417,7 @@ void MainWindow::buildMenus() {
   recentMenu_ = file->addMenu("Open &recent");
   updateRecentMenu();
   file->addAction("Open &demo workspace", this, [this] { openDemo(); });
+  file->addAction("Open &translation demo workspace", this, [this] { openDemo(true); });
   file->addAction("&Save workspace", QKeySequence::Save, this, [this] {
     if (!ctx_->hasWorkspace()) return;
     try {

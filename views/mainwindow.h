@@ -22,6 +22,10 @@ QString findDataDir();
 /// The demo workspace: data/demo-workspace if it exists, else one created in the
 /// user's data folder that points at the bundled model and corpus. Empty on failure (*error set).
 QString demoWorkspaceDir(QString* error);
+/// The same for the translation demo (translation true: data/demo-translation-workspace,
+/// or the output of `moefy demo --translation --out data/demo-translation`, else one
+/// in the user's data folder over data/models/bible-t5 and data/corpus/bible-en-es).
+QString demoWorkspaceDir(bool translation, QString* error);
 
 class MainWindow : public QMainWindow {
   Q_OBJECT
@@ -45,6 +49,8 @@ class MainWindow : public QMainWindow {
   bool openWorkspace(const QString& dir, QString* error = nullptr);
   /// Opens the demo workspace (creating it if needed); false with *error as openWorkspace.
   bool openDemo(QString* error = nullptr);
+  /// Opens the translation demo workspace (translation true) or the language-model one.
+  bool openDemo(bool translation, QString* error = nullptr);
   /// Writes a PNG of each main view into `dir` (for docs/screenshots); returns files.
   QStringList writeScreenshots(const QString& dir, QSize size = QSize(1400, 900));
 

@@ -45,8 +45,7 @@ class TokenStrip : public QWidget {
     QFontMetrics fm(p.font());
     int x = 6, y = 6, h = fm.height() + 6;
     p.setPen(Qt::black);
-    p.drawText(QRect(6, y, width() - 12, h), Qt::AlignLeft | Qt::AlignVCenter,
-               caption_);
+    p.drawText(QRect(6, y, width() - 12, h), Qt::AlignLeft | Qt::AlignVCenter, caption_);
     y += h + 2;
     for (const auto& t : toks_) {
       QString label = t.text;
@@ -142,14 +141,17 @@ RouterView::RouterView(StudioContext* ctx, QWidget* parent)
   text_->setPlaceholderText("The cat sat on the mat.");
   text_->setClearButtonEnabled(true);
   text_->setMinimumWidth(220);
-  text_->setToolTip("Tokenised with the workspace model's tokenizer and run through the model; the picked "
-                    "router/partition route its tokens at the picked layer");
+  text_->setToolTip(
+      "Tokenised with the workspace model's tokenizer and run through the model; the picked "
+      "router/partition route its tokens at the picked layer. An encoder-decoder (T5) model "
+      "translates it: encoder sites route the source tokens, decoder sites the translation's "
+      "tokens");
   optionsBar()->addWidget(text_);
   runText_ = new QPushButton("Run", optionsBar());
   runText_->setObjectName("runText");
   optionsBar()->addWidget(runText_);
   // Shown instead of routing a typed text where the picked site cannot take
-  // one (T5's enc.blk / dec.blk sites: a typed text has no decoder inputs).
+  // one (a native MoE model's expert sites).
   textNote_ = new QLabel(optionsBar());
   textNote_->setObjectName("routeTextNote");
   textNoteAction_ = optionsBar()->addWidget(textNote_);
@@ -213,11 +215,13 @@ void RouterView::refresh() {
   part_ = ctx()->hasWorkspace() ? ctx()->partition(picked("partition")) : nullptr;
   if (!rec_ || !part_) {
     setLayers({});
-    setEmptyState(!ctx()->hasWorkspace() ? "No workspace open."
-                  : !rec_ ? "No recording yet.\n\nRouter choices are shown on the recording's sampled tokens: "
-                            "run Pipeline > Record activations..., then Split into experts... and Build router..."
-                          : "No partition yet.\n\nSplit the recording into experts (Pipeline > Split into experts...) and build a "
-                            "router (Pipeline > Build router...).");
+    setEmptyState(
+        !ctx()->hasWorkspace() ? "No workspace open."
+        : !rec_
+            ? "No recording yet.\n\nRouter choices are shown on the recording's sampled tokens: "
+              "run Pipeline > Record activations..., then Split into experts... and Build router..."
+            : "No partition yet.\n\nSplit the recording into experts (Pipeline > Split into experts...) and build a "
+              "router (Pipeline > Build router...).");
     return;
   }
   if (router_ && router_->kind != "oracle" && !routerPart.isEmpty() &&
@@ -230,14 +234,16 @@ void RouterView::refresh() {
   }
   if (!rec_->hasSamples() || rec_->samples().count() == 0) {
     setLayers({});
-    setEmptyState("This recording kept no sampled tokens (samples.safetensors), which the router view needs.\n"
-                  "Record again with --samples > 0.");
+    setEmptyState(
+        "This recording kept no sampled tokens (samples.safetensors), which the router view needs.\n"
+        "Record again with --samples > 0.");
     return;
   }
   std::vector<int> layers;
   std::vector<Site> sites;
   for (int L : rec_->layers)
-    if (part_->labels.count(L) && (!router_ || std::find(router_->layers.begin(), router_->layers.end(), L) != router_->layers.end()))
+    if (part_->labels.count(L) &&
+        (!router_ || std::find(router_->layers.begin(), router_->layers.end(), L) != router_->layers.end()))
       layers.push_back(L), sites.push_back(rec_->siteOf(L));
   setLayers(layers, sites);
   const int L = layer();
@@ -271,7 +277,7 @@ void RouterView::refresh() {
   textNoteAction_->setVisible(!typedOk);
   textNote_->setText(
       typedOk ? QString()
-              : QString("  typed text: whole-token sites of single-stack models only (%1 shows the recorded samples)")
+              : QString("  typed text: whole-FFN sites only (%1 is a native expert; it shows the recorded samples)")
                     .arg(rec_->siteText(L)));
   score_ = std::move(choices.scores);
   top_ = std::move(choices.top);
@@ -283,8 +289,10 @@ void RouterView::refresh() {
   textOracleTop_.clear();
   fillDocuments();
   if (!textRan_.isEmpty() && typedOk) {
-    if (textLayer_ == L && !textAct_.ids.empty()) scoreTypedText();
-    else runText(textRan_);
+    if (textLayer_ == L && !textAct_.ids.empty())
+      scoreTypedText();
+    else
+      runText(textRan_);
   }
 
   // Expert usage over all samples, sorted, log scale.
@@ -406,7 +414,16 @@ void RouterView::fillDocuments() {
   if (!textAct_.ids.empty()) {
     QString t = textRan_.simplified();
     if (t.size() > 32) t = t.left(31) + QChar(0x2026);
-    doc_->addItem(QString("typed text: \u201c%1\u201d (%2 tokens)").arg(t).arg(textAct_.ids.size()), QVariant(QString("typed")));
+    if (textAct_.decoderRows) {
+      QString tr = QString::fromStdString(textAct_.translation).simplified();
+      if (tr.size() > 32) tr = tr.left(31) + QChar(0x2026);
+      doc_->addItem(
+          QString("typed source, translation: \u201c%1\u201d (%2 decoder tokens)").arg(tr).arg(textAct_.ids.size()),
+          QVariant(QString("typed")));
+    } else {
+      doc_->addItem(QString("typed text: \u201c%1\u201d (%2 tokens)").arg(t).arg(textAct_.ids.size()),
+                    QVariant(QString("typed")));
+    }
   }
   std::vector<std::pair<int, int64_t>> byCount;
   for (auto [d, n] : perDoc) byCount.push_back({-n, d});
@@ -414,9 +431,13 @@ void RouterView::fillDocuments() {
   for (auto [negN, d] : byCount) {
     int cat = -1;
     for (int s = 0; s < S; ++s)
-      if (smp.docId[s] == d) { cat = smp.category[s]; break; }
+      if (smp.docId[s] == d) {
+        cat = smp.category[s];
+        break;
+      }
     QString c = cat >= 0 && cat < rec_->categories.size() ? rec_->categories[cat] : QString("-");
-    doc_->addItem(QString("doc %1 (%2, %3 sampled tokens)").arg(d).arg(c).arg(-negN), QVariant::fromValue<qlonglong>(d));
+    doc_->addItem(QString("doc %1 (%2, %3 sampled tokens)").arg(d).arg(c).arg(-negN),
+                  QVariant::fromValue<qlonglong>(d));
   }
   int ki = doc_->findData(keep);
   doc_->setCurrentIndex(ki >= 0 ? ki : 0);
@@ -425,8 +446,8 @@ void RouterView::fillDocuments() {
 
 bool RouterView::typedTextSite(int layer) const {
   if (!rec_) return true;
-  const Site s = rec_->siteOf(layer);  // typed text runs whole-token single-stack sites (not T5, not native experts)
-  return s.stack == SiteStack::Single && s.expert < 0 && !s.shared;
+  const Site s = rec_->siteOf(layer);  // typed text runs whole-FFN sites (single-stack and T5), not native experts
+  return s.expert < 0 && !s.shared;
 }
 
 bool RouterView::showingTypedText() const { return doc_->currentData().toString() == "typed"; }
@@ -442,11 +463,12 @@ void RouterView::runText(const QString& text) {
   }
   if (!typedTextSite(layer())) {
     ctx()->report(StudioContext::Warning,
-                  "Router: a typed text runs single-stack models; " + siteName() + " shows the recorded samples only");
+                  "Router: a typed text runs whole-FFN sites; " + siteName() + " shows the recorded samples only");
     return;
   }
   const QString dir = ctx()->workspace().model();
   const int L = layer();
+  const Site site = rec_ ? rec_->siteOf(L) : Site::ofLayer(L);
   // The workspace's shared model (loaded once for every view and task); the
   // run is a studio task that a newer text or layer supersedes.
   std::shared_ptr<const SharedModel> model = ctx()->sharedModel();
@@ -456,9 +478,9 @@ void RouterView::runText(const QString& text) {
   QPointer<RouterView> self(this);
   ctx()->tasks()->run(
       "router-text", this,
-      [self, model, dir, L, text](JobContext& job) -> std::function<void()> {
+      [self, model, dir, L, site, text](JobContext& job) -> std::function<void()> {
         job.setStage("route typed text");
-        TextActivations act = TextProbe::open(model)->run(text, L);
+        TextActivations act = TextProbe::open(model)->run(text, site);
         job.checkCancel();
         return [self, dir, L, text, act]() mutable {
           if (!self) return;
@@ -496,7 +518,10 @@ void RouterView::scoreTypedText() {
   const int L = textLayer_;
   try {
     if (textAct_.dFF != part_->dFF)
-      throw std::runtime_error(QString("the model's d_ff %1 does not match the partition's %2").arg(textAct_.dFF).arg(part_->dFF).toStdString());
+      throw std::runtime_error(QString("the model's d_ff %1 does not match the partition's %2")
+                                   .arg(textAct_.dFF)
+                                   .arg(part_->dFF)
+                                   .toStdString());
     RouterChoices c = routeTypedText(textAct_, router_.get(), *part_, L, k_);
     textScore_ = std::move(c.scores);
     textTop_ = std::move(c.top);
@@ -600,7 +625,8 @@ void RouterView::redrawDocument() {
   scores_->xAxis->setRange(-0.5, E_ - 0.5);
   scores_->xAxis->setLabel(
       QString("expert (%1)").arg(rec_ ? rec_->siteText(layer()) : QString("layer %1").arg(layer())));
-  scores_->yAxis->setLabel(typed ? "typed token @ position" : "sampled token @ position");
+  scores_->yAxis->setLabel(typed ? (textAct_.decoderRows ? "generated token @ decoder step" : "typed token @ position")
+                                 : "sampled token @ position");
   scores_->legend->setVisible(false);
   scores_->xAxis->setTicker(integerTicker(E_));
   scores_->clearItems();
@@ -613,7 +639,16 @@ void RouterView::redrawDocument() {
   }
   scores_->replot();
   strip_->setTokens(std::move(toks), E_,
-                    typed ? QString("Typed text, tokens coloured by the router's top expert (number = expert id):")
+                    typed ? (textAct_.decoderRows
+                                 ? QString("Translation: \u201c%1\u201d; its decoder tokens coloured by the router's "
+                                           "top expert (number = expert id):")
+                                       .arg(QString::fromStdString(textAct_.translation))
+                             : textAct_.translation.empty()
+                                 ? QString("Typed text, tokens coloured by the router's top expert (number = "
+                                           "expert id):")
+                                 : QString("Typed source (translation: \u201c%1\u201d), its tokens coloured by the "
+                                           "router's top expert (number = expert id):")
+                                       .arg(QString::fromStdString(textAct_.translation)))
                           : QString("Sampled tokens coloured by the router's top expert (number = expert id):"));
 }
 
@@ -624,10 +659,16 @@ QString RouterView::csvData() const {
   if (score_.empty() || !rec_) return out;
   const auto& smp = rec_->samples(layer());
   for (int s = 0; s < smp.count(); ++s) {
-    out += QString("%1,%2,%3,%4,%5").arg(s).arg(smp.docId[s]).arg(smp.position[s]).arg(smp.tokenId[s]).arg(smp.category[s]);
+    out += QString("%1,%2,%3,%4,%5")
+               .arg(s)
+               .arg(smp.docId[s])
+               .arg(smp.position[s])
+               .arg(smp.tokenId[s])
+               .arg(smp.category[s]);
     for (int e = 0; e < E_; ++e) out += "," + QString::number(score_[size_t(s) * E_ + e], 'g', 7);
     QStringList a, b;
-    for (int j = 0; j < k_; ++j) a << QString::number(top_[size_t(s) * k_ + j]), b << QString::number(oracleTop_[size_t(s) * k_ + j]);
+    for (int j = 0; j < k_; ++j)
+      a << QString::number(top_[size_t(s) * k_ + j]), b << QString::number(oracleTop_[size_t(s) * k_ + j]);
     out += "," + a.join(' ') + "," + b.join(' ') + "\n";
   }
   return out;
