@@ -182,13 +182,19 @@ class RouterView : public FigureView {
   /// Tokens of the last routed typed text (0 if none).
   int typedTokens() const { return static_cast<int>(textAct_.ids.size()); }
   bool showingTypedText() const;
+  /// T5 workspaces: the dense model's translation of the last typed source
+  /// (empty otherwise), and whether the rows are its decoder tokens.
+  QString typedTranslation() const { return QString::fromStdString(textAct_.translation); }
+  bool typedDecoderRows() const { return textAct_.decoderRows; }
 
  private:
   void redrawDocument();
   void scoreTypedText();
   void fillDocuments();
-  /// Whether a typed text can be routed at site index `layer`: single-stack
-  /// sites only (TextProbe runs one stack; T5's sites need decoder inputs).
+  /// Whether a typed text can be routed at site index `layer`: whole-FFN
+  /// sites (single-stack, or T5's enc.blk / dec.blk, where the typed text is
+  /// the source and the dense model's translation the decoder input), not a
+  /// native model's expert sites.
   bool typedTextSite(int layer) const;
   QComboBox* doc_;
   QLineEdit* text_;

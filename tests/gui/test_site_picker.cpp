@@ -349,21 +349,35 @@ class TestSitePicker : public QObject {
     }
   }
 
-  // A typed text cannot be routed at a T5 site: the Router view says so in a
-  // label and disables the text box (it still shows the recorded samples).
-  void routerSaysTypedTextIsSingleStackOnly() {
+  // A typed text on a T5 site is a source sentence: the dense model
+  // translates it, and the Router view routes the translation's decoder
+  // tokens (dec.blk) or the source tokens (enc.blk), naming the translation.
+  void routerTranslatesTypedSourceOnT5Sites() {
     MainWindow w;
     QVERIFY(openAt1366(w, ws_));
     auto* rv = showView<RouterView>(w);
     QVERIFY(rv);
     pickSite(rv, "dec.blk.1");
     QVERIFY(rv->hasData());
-    auto* note = rv->findChild<QLabel*>("routeTextNote");
-    QVERIFY(note);
-    QVERIFY2(note->text().contains("single-stack") && note->text().contains("dec.blk.1"), qPrintable(note->text()));
-    QVERIFY(!rv->findChild<QLineEdit*>("routeText")->isEnabled());
-    QVERIFY(!rv->findChild<QPushButton*>("runText")->isEnabled());
-    QVERIFY2(labelStartingWith(rv, "Router ").contains("dec.blk.1: top-"),
+    QVERIFY(!rv->findChild<QLabel*>("routeTextNote")->isVisible());
+    QVERIFY(rv->findChild<QLineEdit*>("routeText")->isEnabled());
+    QVERIFY(rv->findChild<QPushButton*>("runText")->isEnabled());
+    rv->runText("the cat sat on the mat");
+    QTRY_VERIFY_WITH_TIMEOUT(!rv->textRunning() && rv->typedTokens() > 0, 60000);
+    QApplication::processEvents();
+    QVERIFY(rv->typedDecoderRows());
+    QVERIFY(rv->showingTypedText());
+    QCOMPARE(rv->heatmapRows(), rv->typedTokens());  // one row per generated token
+    auto* doc = rv->findChild<QComboBox*>("documentPicker");
+    QVERIFY(doc);
+    QVERIFY2(doc->currentText().startsWith("typed source, translation"), qPrintable(doc->currentText()));
+    qInfo("dec.blk.1: %d generated tokens, translation '%s'", rv->typedTokens(), qPrintable(rv->typedTranslation()));
+    // The encoder site routes the source tokens (the text is run again for it).
+    pickSite(rv, "enc.blk.0");
+    QTRY_VERIFY_WITH_TIMEOUT(!rv->textRunning() && rv->typedTokens() > 0 && !rv->typedDecoderRows(), 60000);
+    QApplication::processEvents();
+    QCOMPARE(rv->heatmapRows(), rv->typedTokens());
+    QVERIFY2(labelStartingWith(rv, "Router ").contains("enc.blk.0: top-"),
              qPrintable(labelStartingWith(rv, "Router ")));
   }
 

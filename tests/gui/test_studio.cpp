@@ -108,6 +108,24 @@ class TestStudio : public QObject {
       for (int i = 0; i < w.issues()->count(); ++i) found |= w.issues()->item(i)->text().contains("brown-relu");
       QVERIFY(found);
     }
+    // The second entry, the translation demo (File > Open translation demo
+    // workspace): the bundled T5 and the Bible corpus, recorded on train.tsv and
+    // evaluated on test.tsv.
+    QDir(QStandardPaths::writableLocation(QStandardPaths::AppDataLocation) + "/demo-translation-workspace")
+        .removeRecursively();
+    {
+      MainWindow w;
+      w.resize(1366, 768);
+      w.show();
+      QVERIFY(w.openDemo(true));
+      QCOMPARE(w.context()->workspace().model(), QDir::cleanPath(data.path() + "/models/bible-t5"));
+      const QString name = w.context()->workspace().dir;
+      QVERIFY2(name.endsWith("demo-translation-workspace"), qPrintable(name));
+      for (int i = 0; i < w.tabs()->count(); ++i) {
+        w.tabs()->setCurrentIndex(i);
+        QApplication::processEvents();
+      }
+    }
     qunsetenv("MOEFY_DATA_DIR");
   }
 
