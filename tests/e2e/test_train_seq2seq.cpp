@@ -130,6 +130,30 @@ class TestTrainSeq2Seq : public QObject {
     QCOMPARE(enc.encode("a</s>b", false),
              (std::vector<int32_t>{enc.encode("a", false)[0], 1, enc.encode("b", false)[0]}));
     QCOMPARE(enc.decode(enc.encode(texts[1], true)), texts[1]);
+    // Parity with the Rust `tokenizers` crate (npm `tokenizers` 0.23.2, run by
+    // scripts/tokref/encode_rust.mjs on this tokenizer, which trains the same on
+    // every run): checked-in ids of tests/data/train/t5_texts.json, and a live
+    // run when node and the package are installed.
+    const fs::path data = test::sourceDir() / "tests" / "data" / "train";
+    const auto refTexts = nlohmann::json::parse(readFile(data / "t5_texts.json")).get<std::vector<std::string>>();
+    auto compareTo = [&](const std::vector<std::vector<int32_t>>& ref, const char* what) {
+      QCOMPARE(ref.size(), refTexts.size());
+      for (size_t i = 0; i < refTexts.size(); ++i) {
+        QVERIFY2(tok->encode(refTexts[i], true) == ref[i], (std::string(what) + ": text " + std::to_string(i)).c_str());
+        QVERIFY2(enc.encode(refTexts[i], true) == ref[i],
+                 (std::string(what) + " (BpeEncoder): text " + std::to_string(i)).c_str());
+      }
+      qInfo("%s: %zu texts encode to the same ids", what, refTexts.size());
+    };
+    compareTo(nlohmann::json::parse(readFile(data / "t5_ref_ids.json")).get<std::vector<std::vector<int32_t>>>(),
+              "checked-in Rust tokenizers ids");
+    const fs::path tokref = test::sourceDir() / "scripts" / "tokref";
+    if (fs::exists(tokref / "node_modules" / "tokenizers") && test::run("node", {"--version"}, 30).exitCode == 0) {
+      auto live = test::run(
+          "node", {q(tokref / "encode_rust.mjs"), q(dir_ / "tokenizer.json"), q(data / "t5_texts.json")}, 120);
+      QVERIFY2(live.exitCode == 0, live.err.c_str());
+      compareTo(nlohmann::json::parse(live.out).get<std::vector<std::vector<int32_t>>>(), "live Rust tokenizers");
+    }
     // A vocabulary that cannot hold the specials, the bytes and one merge is refused by name.
     auto bad = test::runCli(
         {"train-tokenizer", q(dir_ / "train.tsv"), "--style", "t5", "--vocab", "259", "--out", q(dir_ / "t.json")});
