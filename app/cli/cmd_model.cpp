@@ -10,6 +10,7 @@
 #include "analysis/eval/generate.h"
 #include "analysis/io/safetensors.h"
 #include "analysis/model/model.h"
+#include "analysis/project/artefact.h"
 #include "analysis/text/parallel_corpus.h"
 #include "app/cli/cli.h"
 
@@ -77,7 +78,23 @@ void printMoefication(const nlohmann::json& b) {
 }
 
 int runInspect(const Args& a) {
-  auto loaded = loadModel(a.pos(0, "MODEL_DIR"));
+  const std::filesystem::path dir = a.pos(0, "MODEL_DIR");
+  // Another artefact (a recording, partition, router, evaluation, ...) is not
+  // a checkpoint: say what it is, with its reader's one-line summary.
+  if (!std::filesystem::exists(dir / "config.json"))
+    if (const auto kind = identifyArtefact(dir);
+        kind && *kind != ArtefactKind::MoeExport && *kind != ArtefactKind::CalibratedExport) {
+      const ArtefactKindInfo& info = artefactKindInfo(*kind);
+      const std::string summary = info.describe(dir);
+      if (a.json()) {
+        printJson({{"path", dir.string()}, {"artefact", info.name}, {"summary", summary}});
+      } else {
+        std::cout << dir.string() << ": a " << info.name << " (" << info.metadataFile << "), not a model folder\n  "
+                  << summary << "\n";
+      }
+      return 0;
+    }
+  auto loaded = loadModel(dir);
   const Model& m = *loaded.model;
   const ModelConfig& c = m.config();
   nlohmann::json j = describeModel(loaded);
@@ -318,7 +335,9 @@ const OptionTable& inspectOptionTable() {
                   "MoEfication on the experts line (experts per layer, layers, top-k, router kind), count\n"
                   "the experts and routers in the parameters (with the split: experts N, routers N) and\n"
                   "list their moefication block one field a line (--json: moefication, moefication_summary,\n"
-                  "expert_parameters, router_parameters).\n");
+                  "expert_parameters, router_parameters). Given another artefact (a recording, partition,\n"
+                  "router, evaluation, front, analysis or workspace folder), it says which and prints its\n"
+                  "one-line summary (--json: path, artefact, summary).\n");
     t.positionals({"MODEL_DIR"}, 1).flag("json", "print the description as JSON");
     return t;
   }();

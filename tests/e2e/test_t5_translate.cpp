@@ -327,6 +327,16 @@ class T5Translate : public QObject {
     QVERIFY2(t.out.find("by source length (tokens)") != std::string::npos, t.out.c_str());
   }
 
+  // `moefy inspect` on an artefact that is not a model says which it is (it said "no config.json").
+  void inspectNamesOtherArtefacts() {
+    auto r = test::runCli({"inspect", qs(router_)});
+    QVERIFY2(r.exitCode == 0, r.err.c_str());
+    QVERIFY2(r.out.find("a router (router.json), not a model folder") != std::string::npos, r.out.c_str());
+    r = test::runCli({"inspect", qs(part_), "--json"});
+    QVERIFY2(r.exitCode == 0, r.err.c_str());
+    QCOMPARE(nlohmann::json::parse(r.out)["artefact"].get<std::string>(), std::string("partition"));
+  }
+
   void badInput() {
     const QStringList base = {"eval",    qs(model_), qs(corpus_), "--partition",
                               qs(part_), "--router", qs(router_), "--quiet"};
