@@ -316,6 +316,7 @@ std::shared_ptr<Partition> Partition::open(const QString& d) {
   p->seed = static_cast<int>(core->json().value("seed", static_cast<int64_t>(0)));
   p->experts = core->experts();
   p->dFF = core->dFF();
+  p->fingerprint = QString::fromStdString(core->fingerprint());
   for (int L : core->layers()) {
     p->labels[L] = core->labels(L);
     p->perm[L] = toVector<int32_t>(core->perm(L), at::kInt);

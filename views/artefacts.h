@@ -202,6 +202,7 @@ struct Partition {
   int seed = 0;
   int experts = 0;
   int dFF = 0;
+  QString fingerprint;                         ///< the model's (partition.json model_fingerprint)
   std::map<int, std::vector<int32_t>> labels;  // layer -> [d_ff]
   std::map<int, std::vector<int32_t>> perm;    // layer -> [d_ff]
   std::map<int, moefy::Site> sites;            // site index -> its FFN site (the core reader's site list)

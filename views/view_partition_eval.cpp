@@ -3,7 +3,9 @@
 #include <QAction>
 #include <QCheckBox>
 #include <QHeaderView>
+#include <QMouseEvent>
 #include <QSplitter>
+#include <QToolTip>
 #include <QVBoxLayout>
 #include <cmath>
 #include <tuple>
@@ -52,6 +54,16 @@ PartitionView::PartitionView(StudioContext* ctx, QWidget* parent)
       "or against the absolute number of experts run");
   optionsBar()->addWidget(recallAxis_);
   connect(recallAxis_, &QComboBox::currentIndexChanged, this, [this] { refresh(); });
+  optionsBar()->addWidget(new QLabel("  Agreement: ", optionsBar()));
+  agreementMeasure_ = new QComboBox(optionsBar());
+  agreementMeasure_->setObjectName("agreementMeasure");
+  agreementMeasure_->addItem("ARI", 0);
+  agreementMeasure_->addItem("NMI", 1);
+  agreementMeasure_->setToolTip(
+      "Pairwise agreement of the partitions' neuron labelings at the picked site: adjusted Rand index "
+      "(1 = the same experts, ~0 = unrelated) or normalised mutual information (1 = the same, 0 = independent)");
+  optionsBar()->addWidget(agreementMeasure_);
+  connect(agreementMeasure_, &QComboBox::currentIndexChanged, this, [this] { drawAgreement(); });
   auto* lay = new QVBoxLayout(body());
   lay->setContentsMargins(6, 6, 6, 6);
   auto* split = new QSplitter(Qt::Vertical, body());
@@ -60,19 +72,61 @@ PartitionView::PartitionView(StudioContext* ctx, QWidget* parent)
   table_->setSelectionBehavior(QAbstractItemView::SelectRows);
   table_->verticalHeader()->setVisible(false);
   table_->setSortingEnabled(true);
-  plot_ = new QCustomPlot(split);
+  // The figure: recall@k curves and, beside them, the agreement heatmap.
+  figures_ = new QWidget(split);
+  figures_->setObjectName("partitionFigures");
+  auto* row = new QHBoxLayout(figures_);
+  row->setContentsMargins(0, 0, 0, 0);
+  plot_ = new QCustomPlot(figures_);  // the first plot of the figure (tests find it with findChild)
+  plot_->setObjectName("partitionRecall");
   plot_->setMinimumHeight(180);
   addTitle(plot_, "Oracle recall@k");
   applyPublicationStyle(plot_);
+  agreementPlot_ = new QCustomPlot(figures_);
+  agreementPlot_->setObjectName("partitionAgreement");
+  agreementPlot_->setMinimumSize(240, 180);
+  agreementMap_ = new QCPColorMap(agreementPlot_->xAxis, agreementPlot_->yAxis);
+  agreementMap_->setInterpolate(false);
+  agreementMap_->setTightBoundary(true);
+  agreementScale_ = new QCPColorScale(agreementPlot_);
+  agreementPlot_->plotLayout()->addElement(0, 1, agreementScale_);
+  agreementScale_->setType(QCPAxis::atRight);
+  agreementScale_->setBarWidth(8);
+  agreementMap_->setColorScale(agreementScale_);
+  auto* group = new QCPMarginGroup(agreementPlot_);
+  agreementPlot_->axisRect()->setMarginGroup(QCP::msBottom | QCP::msTop, group);
+  agreementScale_->setMarginGroup(QCP::msBottom | QCP::msTop, group);
+  agreementPlot_->yAxis->setRangeReversed(true);  // row 0 at the top, as in the table
+  addTitle(agreementPlot_, "Partition agreement");
+  agreementCaption_ = addDataCaption(agreementPlot_);
+  applyPublicationStyle(agreementPlot_);
+  agreementScale_->axis()->setTickLabelFont(figureFont(8));
+  agreementScale_->axis()->setLabelFont(figureFont(9));
+  for (QCPAxis* a : {agreementPlot_->xAxis, agreementPlot_->yAxis}) {
+    a->grid()->setVisible(false);
+    a->setTickLabelFont(figureFont(8));
+    a->setSubTicks(false);
+  }
+  // Names end at their column's tick, slanted, so that long names do not overlap.
+  agreementPlot_->xAxis->setTickLabelRotation(-40);
+  agreementPlot_->installEventFilter(this);  // re-wraps the caption to the new width
+  connect(agreementPlot_, &QCustomPlot::mouseMove, this, &PartitionView::showAgreementTip);
+  row->addWidget(plot_, 1);  // each about 400 px wide at 1366x768 with the docks
+  row->addWidget(agreementPlot_, 1);
   split->addWidget(table_);
-  split->addWidget(plot_);
+  split->addWidget(figures_);
   split->setStretchFactor(0, 1);
   split->setStretchFactor(1, 2);
   lay->addWidget(split);
   refresh();
 }
 
-QWidget* PartitionView::figureRoot() { return plot_; }
+QWidget* PartitionView::figureRoot() { return figures_; }
+
+bool PartitionView::eventFilter(QObject* watched, QEvent* event) {
+  if (event->type() == QEvent::Resize && watched == agreementPlot_) layoutAgreementCaption();
+  return FigureView::eventFilter(watched, event);
+}
 
 QString PartitionView::csvData() const {
   QString out;
@@ -102,6 +156,14 @@ QString PartitionView::csvData() const {
                  .arg(it->value, 0, 'g', 8);
     }
   }
+  // The agreement matrix at the picked site: every ordered pair, diagonal included.
+  out += "\nsite,partition_a,partition_b,ari,nmi\n";
+  for (int i = 0; i < agreement_.n; ++i)
+    for (int j = 0; j < agreement_.n; ++j)
+      out += QString("%1,%2,%3,%4,%5\n")
+                 .arg(agreementSiteName_, agreementNames_.value(i), agreementNames_.value(j))
+                 .arg(agreement_.ariAt(i, j), 0, 'g', 10)
+                 .arg(agreement_.nmiAt(i, j), 0, 'g', 10);
   return out;
 }
 
@@ -111,6 +173,7 @@ void PartitionView::refresh() {
     for (const QString& p : ctx()->paths("partition"))
       if (auto part = ctx()->partition(p)) parts.push_back(part);
   if (parts.empty()) {
+    updateAgreement(parts);
     setLayers({});
     setEmptyState(ctx()->hasWorkspace() ? "No partitions yet.\n\nSplit a recording into experts with Pipeline > Split into experts... "
                                           "(co-activation + METIS, balanced k-means, or random) to compare methods here."
@@ -151,11 +214,20 @@ void PartitionView::refresh() {
     for (double& a : acc) a /= std::max(1, n);
     return acc;
   };
+  // Stability (ARI against a rerun with seed + 1) when a partition has it.
+  bool stability = false;
+  for (const auto& p : parts) stability |= !std::isnan(metric(*p, "stability_ari"));
   table_->setSortingEnabled(false);
   table_->clear();
   QStringList head{"partition", "method", "seed", "experts", "coact inside", "edge cut", "balance", "recall@1", "recall@k/4", "recall@k/2"};
+  if (stability) head << "stability (ARI)";
   table_->setColumnCount(head.size());
   table_->setHorizontalHeaderLabels(head);
+  if (stability)
+    table_->horizontalHeaderItem(head.size() - 1)
+        ->setToolTip(
+            "adjusted Rand index between the partition and the same method rerun with seed + 1 "
+            "(partition.json stability_ari; 1 = the same experts, ~0 = unrelated; - = not measured)");
   table_->setRowCount(static_cast<int>(parts.size()));
   plot_->clearGraphs();
   int row = 0;
@@ -185,8 +257,21 @@ void PartitionView::refresh() {
     QStringList vals{p->name, p->method, QString::number(p->seed), QString::number(p->experts),
                      num(metric(*p, "coact_inside")), num(metric(*p, "edge_cut")), num(metric(*p, "balance")),
                      num(at(1)), num(at(std::max<size_t>(1, p->experts / 4))), num(at(std::max<size_t>(1, p->experts / 2)))};
-    const double raw[] = {0, 0, double(p->seed), double(p->experts), metric(*p, "coact_inside"), metric(*p, "edge_cut"),
-                          metric(*p, "balance"), at(1), at(std::max<size_t>(1, p->experts / 4)), at(std::max<size_t>(1, p->experts / 2))};
+    std::vector<double> raw{0,
+                            0,
+                            double(p->seed),
+                            double(p->experts),
+                            metric(*p, "coact_inside"),
+                            metric(*p, "edge_cut"),
+                            metric(*p, "balance"),
+                            at(1),
+                            at(std::max<size_t>(1, p->experts / 4)),
+                            at(std::max<size_t>(1, p->experts / 2))};
+    if (stability) {
+      const double ari = metric(*p, "stability_ari");
+      vals << num(ari);
+      raw.push_back(ari);
+    }
     for (int c = 0; c < vals.size(); ++c) {
       auto* it = new NumberItem(vals[c]);
       if (c >= 2 && !std::isnan(raw[c])) {
@@ -232,6 +317,149 @@ void PartitionView::refresh() {
   plot_->legend->setVisible(true);
   plot_->axisRect()->insetLayout()->setInsetAlignment(0, Qt::AlignBottom | Qt::AlignRight);
   plot_->replot();
+  updateAgreement(parts);
+}
+
+void PartitionView::updateAgreement(const std::vector<std::shared_ptr<Partition>>& parts) {
+  // The partitions to compare: those that split the picked site at the first
+  // partition's d_ff, of the same model (neuron i is the same neuron in all).
+  std::vector<std::shared_ptr<Partition>> compared;
+  std::vector<int> at;  // each one's site index of the site
+  int leftOut = 0;
+  agreementSite_.clear(), agreementSiteName_.clear(), agreementDff_ = 0;
+  if (!parts.empty()) {
+    const Partition& ref = *parts.front();
+    const Site site = ref.siteOf(layer());
+    for (const auto& p : parts) {
+      int found = -1;
+      for (const auto& [l, s] : p->sites)
+        if (s == site && p->labels.count(l)) found = l;
+      if (found < 0 || p->dFF != ref.dFF || p->fingerprint != ref.fingerprint) {
+        ++leftOut;
+        continue;
+      }
+      compared.push_back(p);
+      at.push_back(found);
+    }
+    agreementSite_ = siteText(site, layer());
+    agreementSiteName_ = QString::fromStdString(site.name());
+    agreementDff_ = ref.dFF;
+  }
+  agreementLeftOut_ = leftOut;
+  if (compared.size() < 2) compared.clear(), at.clear();
+  // Recomputed only when the partitions (the context's cached objects) or the site change.
+  if (compared != agreementParts_ || (!compared.empty() && agreementSiteName_ != agreementKeySite_)) {
+    agreementParts_ = compared;
+    agreementKeySite_ = agreementSiteName_;
+    agreementNames_.clear();
+    std::vector<std::vector<int32_t>> labelings;
+    for (size_t i = 0; i < compared.size(); ++i) {
+      labelings.push_back(compared[i]->labels.at(at[i]));
+      agreementNames_ << compared[i]->name;
+    }
+    agreement_ = agreementMatrix(labelings);  // the core's ARI and NMI (analysis/split/agreement.h)
+  }
+  drawAgreement();
+}
+
+void PartitionView::drawAgreement() {
+  QCustomPlot* p = agreementPlot_;
+  p->clearItems();
+  const int n = agreement_.n;
+  const bool nmi = agreementMeasure_->currentData().toInt() == 1;
+  const QString measure = nmi ? "NMI" : "ARI";
+  agreementMap_->setVisible(n >= 2);
+  agreementScale_->setVisible(n >= 2);
+  const QString leftOut = agreementLeftOut_ > 0 ? QString("%1 partition%2 of another site, d_ff or model left out")
+                                                      .arg(agreementLeftOut_)
+                                                      .arg(agreementLeftOut_ == 1 ? "" : "s")
+                                                : QString();
+  if (n < 2) {
+    agreementCaptionText_ = leftOut;
+    auto* t = new QCPItemText(p);
+    t->position->setType(QCPItemPosition::ptAxisRectRatio);
+    t->position->setCoords(0.5, 0.5);
+    t->setText(agreementDff_ == 0 ? QString("no partitions")
+                                  : QString("fewer than two partitions split %1\n(d_ff %2): nothing to compare")
+                                        .arg(agreementSite_)
+                                        .arg(agreementDff_));
+    t->setFont(figureFont(9));
+    t->setColor(QColor(90, 90, 90));
+    for (QCPAxis* a : {p->xAxis, p->yAxis}) {
+      a->setTicker(QSharedPointer<QCPAxisTickerText>(new QCPAxisTickerText));  // no ticks
+      a->setRange(0, 1);
+    }
+    layoutAgreementCaption();
+    p->replot();
+    return;
+  }
+  agreementCaptionText_ =
+      QString("%1 of the neuron labelings, %2 (d_ff %3)").arg(measure, agreementSite_).arg(agreementDff_);
+  if (!leftOut.isEmpty()) agreementCaptionText_ += "\n" + leftOut;
+  QCPColorMapData* d = agreementMap_->data();
+  d->setSize(n, n);
+  // Cell centres at the integers 0..n-1 (QCPColorMapData puts them at the range ends).
+  d->setRange(QCPRange(0, n - 1), QCPRange(0, n - 1));
+  auto value = [&](int i, int j) { return nmi ? agreement_.nmiAt(i, j) : agreement_.ariAt(i, j); };
+  // Values in each cell, as large as the cells allow.
+  const QFont font = figureFont(n <= 6 ? 8 : n <= 10 ? 7 : 6);
+  for (int i = 0; i < n; ++i)
+    for (int j = 0; j < n; ++j) {
+      const double v = value(i, j);
+      d->setCell(j, i, v);  // column j, row i
+      auto* t = new QCPItemText(p);
+      t->position->setCoords(j, i);
+      t->setPositionAlignment(Qt::AlignCenter);
+      t->setFont(font);
+      t->setText(QString::number(v, 'f', 2));
+      // Dark text on the light (high) end of viridis, white on the dark end.
+      t->setColor(v >= 0.6 ? Qt::black : Qt::white);
+    }
+  agreementMap_->setGradient(gradient(ColorMap::Viridis));
+  // Both measures are 1 for the same partition; ARI is ~0 for unrelated ones
+  // and may dip below 0 (drawn in the colour of 0, its value still printed).
+  agreementMap_->setDataRange(QCPRange(0, 1));
+  agreementScale_->axis()->setLabel(measure);
+  // Names on both axes, long ones elided in the middle (where "-s0" and "-s1" differ they stay).
+  const QFontMetrics fm(p->xAxis->tickLabelFont());
+  for (QCPAxis* a : {p->xAxis, p->yAxis}) {
+    QSharedPointer<QCPAxisTickerText> t(new QCPAxisTickerText);
+    for (int i = 0; i < n; ++i) t->addTick(i, fm.elidedText(agreementNames_[i], Qt::ElideMiddle, 96));
+    a->setTicker(t);
+    a->setRange(-0.5, n - 0.5);
+  }
+  layoutAgreementCaption();
+  p->replot();
+}
+
+void PartitionView::layoutAgreementCaption() {
+  // The caption shares the plot's width with the colour scale (about 60 px).
+  const int width = std::max(120, agreementPlot_->width() - 76);
+  QStringList lines;
+  for (const QString& line : agreementCaptionText_.split('\n'))
+    lines << wrapToWidth(line, agreementCaption_->font(), width);
+  const QString wrapped = lines.join('\n');
+  if (wrapped != agreementCaption_->text()) {
+    agreementCaption_->setText(wrapped);
+    agreementPlot_->replot(QCustomPlot::rpQueuedReplot);
+  }
+}
+
+void PartitionView::showAgreementTip(QMouseEvent* event) {
+  const int n = agreement_.n;
+  const QPointF pos = event->position();
+  const int j = static_cast<int>(std::lround(agreementPlot_->xAxis->pixelToCoord(pos.x())));
+  const int i = static_cast<int>(std::lround(agreementPlot_->yAxis->pixelToCoord(pos.y())));
+  if (n < 2 || !agreementPlot_->axisRect()->rect().contains(pos.toPoint()) || i < 0 || j < 0 || i >= n || j >= n) {
+    QToolTip::hideText();
+    return;
+  }
+  QToolTip::showText(event->globalPosition().toPoint(),
+                     QString("%1\nvs %2\nat %3: ARI %4, NMI %5")
+                         .arg(agreementNames_[i], agreementNames_[j], agreementSite_)
+                         .arg(agreement_.ariAt(i, j), 0, 'f', 4)
+                         .arg(agreement_.nmiAt(i, j), 0, 'f', 4),
+                     agreementPlot_);
 }
 
 // ------------------------------------------------------------ EvalView

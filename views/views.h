@@ -10,6 +10,7 @@
 #include <memory>
 #include <vector>
 
+#include "analysis/split/agreement.h"
 #include "views/figure.h"
 
 class QCustomPlot;
@@ -22,6 +23,7 @@ class QCPTextElement;
 class QAction;
 class QCheckBox;
 class QLineEdit;
+class QMouseEvent;
 class QListWidget;
 class QPlainTextEdit;
 class QPushButton;
@@ -148,14 +150,55 @@ class PartitionView : public FigureView {
   explicit PartitionView(StudioContext* ctx, QWidget* parent = nullptr);
   void refresh() override;
   QString csvData() const override;
+  /// The recall@k plot and the agreement heatmap, side by side.
   QWidget* figureRoot() override;
 
+  /// The agreement heatmap: cell (column j, row i) of its colour map holds
+  /// the picked measure between partitions i and j (rows top to bottom).
+  QCustomPlot* agreementPlot() const { return agreementPlot_; }
+  /// The partitions of the agreement matrix, in its order: every partition of
+  /// the workspace that splits the picked site at the first partition's d_ff
+  /// (and of the same model); empty when fewer than two do.
+  QStringList agreementPartitions() const { return agreementNames_; }
+  /// The agreement matrix (moefy::agreementMatrix of their labels at the site).
+  const AgreementMatrix& agreement() const { return agreement_; }
+
+ protected:
+  bool eventFilter(QObject* watched, QEvent* event) override;
+
  private:
+  /// Computes the agreement matrix of `parts` at the picked site (only when
+  /// the partitions or the site changed) and draws it.
+  void updateAgreement(const std::vector<std::shared_ptr<Partition>>& parts);
+  /// Draws agreement_ in the picked measure: cells, values, names, caption.
+  void drawAgreement();
+  /// The caption wrapped to the heatmap's width (QCPTextElement does not wrap).
+  void layoutAgreementCaption();
+  /// Hover: both partitions' full names and ARI and NMI of the cell.
+  void showAgreementTip(QMouseEvent* event);
   QTableWidget* table_;
+  QWidget* figures_;
   QCustomPlot* plot_;
+  QCustomPlot* agreementPlot_;
+  QCPColorMap* agreementMap_;
+  QCPColorScale* agreementScale_;
+  QCPTextElement* agreementCaption_;
   QCheckBox* meanLayers_;
   QComboBox* recallAxis_;              ///< 0: active fraction k/E (default), 1: absolute k
+  QComboBox* agreementMeasure_;        ///< 0: ARI (default), 1: NMI
   std::map<QString, int> colourSlot_;  ///< partition folder -> series colour index
+  // The agreement matrix at the picked site: the partitions compared (held,
+  // so that the matrix is recomputed only when they or the site change),
+  // their names, the site, its width and how many partitions were left out.
+  std::vector<std::shared_ptr<Partition>> agreementParts_;
+  QStringList agreementNames_;
+  QString agreementSite_;      ///< as figures name it ("layer 2", "dec.blk.1")
+  QString agreementSiteName_;  ///< the site name ("blk.2"), for the CSV
+  QString agreementKeySite_;   ///< the site agreement_ was computed at
+  int agreementDff_ = 0;
+  int agreementLeftOut_ = 0;  ///< partitions of another site, d_ff or model
+  QString agreementCaptionText_;
+  AgreementMatrix agreement_;
 };
 
 class TokenStrip;

@@ -88,9 +88,16 @@ std::vector<double> recallAtK(const at::Tensor& act, const std::vector<int32_t>&
 
 namespace {
 
+/// The contingency table of two labelings: its non-empty cells in (a, b)
+/// label order, each with its row and column totals, and the non-empty
+/// marginals in label order (the order every sum below runs in, so the
+/// dense and the sparse table give the same sums bit for bit).
 struct Contingency {
-  std::map<std::pair<int32_t, int32_t>, int64_t> nij;
-  std::map<int32_t, int64_t> a, b;
+  struct Cell {
+    int64_t n, a, b;  ///< n_ij, its row total a_i and column total b_j
+  };
+  std::vector<Cell> cells;
+  std::vector<int64_t> a, b;
   double n = 0;
 };
 
@@ -99,44 +106,102 @@ Contingency contingency(const std::vector<int32_t>& x, const std::vector<int32_t
     throw ParameterError("cannot compare partitions of " + std::to_string(x.size()) + " and " +
                          std::to_string(y.size()) + " neurons");
   Contingency c;
-  for (size_t i = 0; i < x.size(); ++i) {
-    ++c.nij[{x[i], y[i]}];
-    ++c.a[x[i]];
-    ++c.b[y[i]];
-  }
   c.n = static_cast<double>(x.size());
+  if (x.empty()) return c;
+  const auto [x0, x1] = std::minmax_element(x.begin(), x.end());
+  const auto [y0, y1] = std::minmax_element(y.begin(), y.end());
+  const int64_t ka = int64_t{*x1} - *x0 + 1, kb = int64_t{*y1} - *y0 + 1;
+  const int64_t denseCells = std::max<int64_t>(int64_t{1} << 16, 4 * static_cast<int64_t>(x.size()));
+  if (ka <= denseCells / kb) {  // ka * kb <= denseCells, without overflow
+    // Expert ids are small (0..E): a dense table, O(d + E^2); else a sparse one.
+    std::vector<int64_t> nij(static_cast<size_t>(ka * kb), 0), a(static_cast<size_t>(ka), 0),
+        b(static_cast<size_t>(kb), 0);
+    for (size_t i = 0; i < x.size(); ++i) {
+      const int64_t r = int64_t{x[i]} - *x0, col = int64_t{y[i]} - *y0;
+      ++nij[static_cast<size_t>(r * kb + col)], ++a[static_cast<size_t>(r)], ++b[static_cast<size_t>(col)];
+    }
+    for (int64_t r = 0; r < ka; ++r)
+      for (int64_t col = 0; col < kb; ++col)
+        if (const int64_t v = nij[static_cast<size_t>(r * kb + col)]) c.cells.push_back({v, a[r], b[col]});
+    for (int64_t v : a)
+      if (v) c.a.push_back(v);
+    for (int64_t v : b)
+      if (v) c.b.push_back(v);
+    return c;
+  }
+  std::map<std::pair<int32_t, int32_t>, int64_t> nij;
+  std::map<int32_t, int64_t> a, b;
+  for (size_t i = 0; i < x.size(); ++i) {
+    ++nij[{x[i], y[i]}];
+    ++a[x[i]];
+    ++b[y[i]];
+  }
+  for (const auto& [k, v] : nij) c.cells.push_back({v, a[k.first], b[k.second]});
+  for (const auto& [k, v] : a) c.a.push_back(v);
+  for (const auto& [k, v] : b) c.b.push_back(v);
   return c;
 }
 
 double comb2(double v) { return v * (v - 1) / 2; }
 
-}  // namespace
-
-double adjustedRandIndex(const std::vector<int32_t>& x, const std::vector<int32_t>& y) {
-  Contingency c = contingency(x, y);
+double ariOf(const Contingency& c) {
   double sij = 0, sa = 0, sb = 0;
-  for (auto& [k, v] : c.nij) sij += comb2(static_cast<double>(v));
-  for (auto& [k, v] : c.a) sa += comb2(static_cast<double>(v));
-  for (auto& [k, v] : c.b) sb += comb2(static_cast<double>(v));
+  for (const auto& cell : c.cells) sij += comb2(static_cast<double>(cell.n));
+  for (int64_t v : c.a) sa += comb2(static_cast<double>(v));
+  for (int64_t v : c.b) sb += comb2(static_cast<double>(v));
   const double expected = sa * sb / comb2(c.n);
   const double maxIdx = (sa + sb) / 2;
   if (maxIdx == expected) return 1.0;  // both trivial (one cluster or all singletons)
   return (sij - expected) / (maxIdx - expected);
 }
 
-double normalizedMutualInfo(const std::vector<int32_t>& x, const std::vector<int32_t>& y) {
-  Contingency c = contingency(x, y);
+double nmiOf(const Contingency& c) {
   double mi = 0, ha = 0, hb = 0;
-  for (auto& [k, v] : c.nij) {
-    const double pij = static_cast<double>(v) / c.n;
-    const double pa = static_cast<double>(c.a[k.first]) / c.n, pb = static_cast<double>(c.b[k.second]) / c.n;
+  for (const auto& cell : c.cells) {
+    const double pij = static_cast<double>(cell.n) / c.n;
+    const double pa = static_cast<double>(cell.a) / c.n, pb = static_cast<double>(cell.b) / c.n;
     mi += pij * std::log(pij / (pa * pb));
   }
-  for (auto& [k, v] : c.a) ha -= (static_cast<double>(v) / c.n) * std::log(static_cast<double>(v) / c.n);
-  for (auto& [k, v] : c.b) hb -= (static_cast<double>(v) / c.n) * std::log(static_cast<double>(v) / c.n);
+  for (int64_t v : c.a) ha -= (static_cast<double>(v) / c.n) * std::log(static_cast<double>(v) / c.n);
+  for (int64_t v : c.b) hb -= (static_cast<double>(v) / c.n) * std::log(static_cast<double>(v) / c.n);
   const double den = (ha + hb) / 2;
   if (den <= 0) return 1.0;
   return std::max(0.0, mi / den);
+}
+
+}  // namespace
+
+double adjustedRandIndex(const std::vector<int32_t>& x, const std::vector<int32_t>& y) {
+  return ariOf(contingency(x, y));
+}
+
+double normalizedMutualInfo(const std::vector<int32_t>& x, const std::vector<int32_t>& y) {
+  return nmiOf(contingency(x, y));
+}
+
+LabelAgreement labelAgreement(const std::vector<int32_t>& x, const std::vector<int32_t>& y) {
+  const Contingency c = contingency(x, y);
+  return {ariOf(c), nmiOf(c)};
+}
+
+AgreementMatrix agreementMatrix(const std::vector<std::vector<int32_t>>& labelings) {
+  AgreementMatrix m;
+  m.n = static_cast<int>(labelings.size());
+  const size_t n = labelings.size();
+  for (size_t i = 1; i < n; ++i)
+    if (labelings[i].size() != labelings[0].size())
+      throw ParameterError("partition agreement: labeling " + std::to_string(i) + " has " +
+                           std::to_string(labelings[i].size()) + " neurons, labeling 0 has " +
+                           std::to_string(labelings[0].size()));
+  m.ari.assign(n * n, 1.0);
+  m.nmi.assign(n * n, 1.0);
+  for (size_t i = 0; i < n; ++i)
+    for (size_t j = i + 1; j < n; ++j) {
+      const LabelAgreement g = labelAgreement(labelings[i], labelings[j]);
+      m.ari[i * n + j] = m.ari[j * n + i] = g.ari;
+      m.nmi[i * n + j] = m.nmi[j * n + i] = g.nmi;
+    }
+  return m;
 }
 
 }  // namespace moefy

@@ -280,8 +280,9 @@ nlohmann::json runSplit(const Recording& rec, const Model* model, const SplitOpt
     if (o.stability) {
       nlohmann::json info2;
       std::vector<int32_t> other = split(o.seed + 1, info2);
-      m["stability_ari"] = adjustedRandIndex(labels, other);
-      m["stability_nmi"] = normalizedMutualInfo(labels, other);
+      const LabelAgreement g = labelAgreement(labels, other);
+      m["stability_ari"] = g.ari;
+      m["stability_nmi"] = g.nmi;
     }
     if (halfStability) {
       // The question a researcher asks: does the partition come from the
@@ -295,8 +296,9 @@ nlohmann::json runSplit(const Recording& rec, const Model* model, const SplitOpt
         CoactGraph g = buildCoactGraph(co, cnt, halves.rows[k].numel(), o.graph, E);
         half[k] = partitionCoact(g, E, o.seed);
       }
-      m["half_stability_ari"] = adjustedRandIndex(half[0], half[1]);
-      m["half_stability_nmi"] = normalizedMutualInfo(half[0], half[1]);
+      const LabelAgreement g = labelAgreement(half[0], half[1]);
+      m["half_stability_ari"] = g.ari;
+      m["half_stability_nmi"] = g.nmi;
     }
     if (o.shared.enabled()) {
       // The share of the recorded activation mass (active token-neuron pairs) the shared expert holds.
@@ -534,12 +536,8 @@ nlohmann::json comparePartitions(const std::vector<Partition>& parts) {
       for (int L : parts[x].layers()) {
         const auto& ly = parts[y].layers();
         if (std::find(ly.begin(), ly.end(), L) == ly.end()) continue;
-        auto la = parts[x].labels(L), lb = parts[y].labels(L);
-        agree.push_back({{"a", x},
-                         {"b", y},
-                         {"layer", L},
-                         {"ari", adjustedRandIndex(la, lb)},
-                         {"nmi", normalizedMutualInfo(la, lb)}});
+        const LabelAgreement g = labelAgreement(parts[x].labels(L), parts[y].labels(L));
+        agree.push_back({{"a", x}, {"b", y}, {"layer", L}, {"ari", g.ari}, {"nmi", g.nmi}});
       }
   j["agreement"] = agree;
   return j;

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "analysis/model/site.h"
+#include "analysis/split/agreement.h"
 
 namespace moefy {
 
@@ -112,10 +113,8 @@ double sizeBalance(const std::vector<int32_t>& labels, int experts);
 /// Oracle recall@k for k = 1..E: mean over tokens (with non-zero mass) of the
 /// share of sum_i |h_i| held by the token's k best experts. act: [S, n].
 std::vector<double> recallAtK(const at::Tensor& act, const std::vector<int32_t>& labels, int experts);
-/// Adjusted Rand index and normalised mutual information (arithmetic mean
-/// normalisation, as scikit-learn's default) between two labelings.
-double adjustedRandIndex(const std::vector<int32_t>& a, const std::vector<int32_t>& b);
-double normalizedMutualInfo(const std::vector<int32_t>& a, const std::vector<int32_t>& b);
+// Agreement between two labelings (adjustedRandIndex, normalizedMutualInfo,
+// labelAgreement) and the pairwise agreement matrix: analysis/split/agreement.h.
 
 /// Neuron ids grouped by expert (each group ascending).
 std::vector<int32_t> permutationOf(const std::vector<int32_t>& labels, int experts);
@@ -241,8 +240,12 @@ class Partition {
   std::vector<std::pair<int, int>> shared_;  ///< layer -> shared neurons (layers with one)
 };
 
-/// Side-by-side metrics and pairwise agreement (ARI/NMI per shared layer).
-/// Throws FormatError if the partitions disagree on d_ff.
+/// Side-by-side metrics and pairwise agreement (ARI/NMI per shared layer,
+/// labelAgreement): {"partitions": [{dir, method, experts, seed, options,
+/// metrics}], "agreement": [{a, b, layer, ari, nmi}]}, a < b indexing `parts`,
+/// one entry per pair and site index both partition. Throws ParameterError
+/// for fewer than two partitions, or when they disagree on d_ff or on the
+/// model fingerprint.
 nlohmann::json comparePartitions(const std::vector<Partition>& parts);
 
 }  // namespace moefy

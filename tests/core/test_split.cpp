@@ -3,6 +3,8 @@
 #include <QtTest>
 #include <torch/torch.h>
 
+#include <algorithm>
+#include <cmath>
 #include <fstream>
 #include <numeric>
 #include <random>
@@ -292,6 +294,54 @@ class TestSplit : public QObject {
       QVERIFY(ari < 0.999);
       QCOMPARE(sizesOf(a, E), std::vector<int64_t>(static_cast<size_t>(E), 1024 / E));
     }
+  }
+
+  // Agreement between labelings (analysis/split/agreement.h): worked values
+  // (ARI as exact fractions, NMI from the entropies, computed by hand), the
+  // matrix against the pairwise functions, and the sparse contingency table
+  // (ids far apart) against the dense one, bit for bit.
+  void agreementOfLabelings() {
+    struct Case {
+      std::vector<int32_t> a, b;
+      double ari, nmi;
+    };
+    const Case cases[] = {{{0, 0, 1, 2}, {0, 0, 1, 1}, 4.0 / 7.0, 0.8},  // scikit-learn's documented 0.57
+                          {{0, 0, 0, 1, 1, 1}, {0, 0, 1, 1, 2, 2}, 8.0 / 33.0, 0.5158037429793888},
+                          {{0, 0, 1, 1}, {1, 1, 0, 0}, 1.0, 1.0},  // the same experts, renamed
+                          {{0, 0, 1, 1}, {0, 1, 0, 1}, -0.5, 0.0}};
+    double maxDiff = 0;
+    for (const Case& c : cases) {
+      const LabelAgreement g = labelAgreement(c.a, c.b);
+      maxDiff = std::max({maxDiff, std::abs(g.ari - c.ari), std::abs(g.nmi - c.nmi)});
+      QVERIFY(g.ari == adjustedRandIndex(c.a, c.b));
+      QVERIFY(g.nmi == normalizedMutualInfo(c.a, c.b));
+    }
+    qInfo() << "agreement, worked examples: max |difference|" << maxDiff;
+    QVERIFY(maxDiff < 1e-12);
+    // 512 neurons in 8 experts: a partition, a noisy copy of it, an unrelated one.
+    std::mt19937_64 rng(5);
+    std::vector<std::vector<int32_t>> labs{partitionRandom(512, 8, 1)};
+    labs.push_back(labs[0]);
+    for (int i = 0; i < 100; ++i) labs[1][rng() % 512] = static_cast<int32_t>(rng() % 8);
+    labs.push_back(partitionRandom(512, 8, 2));
+    const AgreementMatrix m = agreementMatrix(labs);
+    QCOMPARE(m.n, 3);
+    for (int i = 0; i < 3; ++i)
+      for (int j = 0; j < 3; ++j) {
+        QVERIFY(m.ariAt(i, j) == (i == j ? 1.0 : adjustedRandIndex(labs[i], labs[j])));
+        QVERIFY(m.nmiAt(i, j) == (i == j ? 1.0 : normalizedMutualInfo(labs[i], labs[j])));
+        QVERIFY(m.ariAt(i, j) == m.ariAt(j, i) && m.nmiAt(i, j) == m.nmiAt(j, i));
+      }
+    qInfo() << "ARI copy" << m.ariAt(0, 1) << "unrelated" << m.ariAt(0, 2) << "NMI copy" << m.nmiAt(0, 1) << "unrelated"
+            << m.nmiAt(0, 2);
+    QVERIFY(m.ariAt(0, 1) > 0.5 && std::abs(m.ariAt(0, 2)) < 0.05);
+    QVERIFY(m.nmiAt(0, 1) > m.nmiAt(0, 2));
+    std::vector<int32_t> far = labs[0];
+    for (int32_t& v : far) v = v * 1000003 - 500000000;  // same order of ids, 7e6 apart: the sparse table
+    QVERIFY(adjustedRandIndex(far, labs[1]) == m.ariAt(0, 1));
+    QVERIFY(normalizedMutualInfo(far, labs[1]) == m.nmiAt(0, 1));
+    QCOMPARE(agreementMatrix({}).n, 0);
+    QVERIFY_THROWS_EXCEPTION(ParameterError, agreementMatrix({labs[0], std::vector<int32_t>(10, 0)}));
   }
 
   void stabilityAcrossHalvesOfTheTokens() {

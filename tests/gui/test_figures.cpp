@@ -15,6 +15,7 @@
 #include <QListWidget>
 #include <QSignalSpy>
 #include <QStandardPaths>
+#include <QTableWidget>
 #include <QTemporaryDir>
 #include <QTextBlock>
 #include <QTextBrowser>
@@ -29,6 +30,7 @@
 #include <nlohmann/json.hpp>
 
 #include "analysis/analyze/moe_analysis.h"
+#include "analysis/split/split.h"
 #include "front_fixture.h"
 #include "gui_fixture.h"
 #include "testutil.h"
@@ -407,6 +409,199 @@ class TestFigures : public QObject {
     }
     QVERIFY(added.isValid());
     for (const auto& [dir, col] : before) QVERIFY(col != added);
+  }
+
+  // Partition comparison: the Partitions view draws the pairwise agreement
+  // of every partition of the picked site as a heatmap (names on both axes,
+  // the value in each cell), whose cells are the core's adjustedRandIndex /
+  // normalizedMutualInfo of the labels the core reader returns; the table
+  // gains "stability (ARI)" when a partition has it; the CSV holds the
+  // matrix; the view fits a 1366x768 window.
+  void partitionAgreementMatrix() {
+    {
+      // Partitions without stability metrics (the shared workspace's): no stability column.
+      MainWindow w;
+      w.resize(1366, 768);
+      w.show();
+      QVERIFY(w.openWorkspace(ws_));
+      auto* pv = viewOf<PartitionView>(w);
+      w.tabs()->setCurrentWidget(pv);
+      settle(w);
+      QVERIFY(!pv->csvData().section('\n', 0, 0).contains("stability"));
+    }
+    QTemporaryDir tmp;
+    const QStringList names{"coact-E16-s0", "kmeans-E16-s0", "kmeans-E16-s1", "random-E16-s0"};
+    QStringList copy{"recordings/rec-brown"};
+    for (const QString& n : names) copy << "partitions/" + n;
+    const QString ws = privateWorkspace(tmp, copy);
+    QVERIFY(!ws.isEmpty());
+    // One partition with stability metrics (split without --no-stability writes them per site).
+    const std::filesystem::path meta = (ws + "/partitions/kmeans-E16-s0/partition.json").toStdString();
+    std::ifstream in(meta);
+    nlohmann::json doc = nlohmann::json::parse(in);
+    in.close();
+    for (int L = 0; L < 4; ++L) doc["metrics"][std::to_string(L)]["stability_ari"] = 0.25 + 0.1 * L;
+    std::ofstream(meta) << doc.dump(1);
+
+    MainWindow w;
+    w.resize(1366, 768);
+    w.show();
+    QVERIFY(w.openWorkspace(ws));
+    auto* pv = viewOf<PartitionView>(w);
+    QVERIFY(pv);
+    w.tabs()->setCurrentWidget(pv);
+    settle(w);
+    QVERIFY(pv->hasData());
+    QCustomPlot* plot = pv->agreementPlot();
+    QVERIFY(plot);
+    QCPColorMap* map = nullptr;
+    for (int i = 0; i < plot->plottableCount(); ++i)
+      if (auto* m = qobject_cast<QCPColorMap*>(plot->plottable(i))) map = m;
+    QVERIFY(map);
+    auto* measure = pv->findChild<QComboBox*>("agreementMeasure");
+    QVERIFY(measure);
+    QCOMPARE(measure->currentText(), QString("ARI"));
+    const int n = int(names.size());
+    for (int L : {2, 0}) {
+      const int at = pv->layerCombo()->findData(L);
+      QVERIFY(at >= 0);
+      pv->layerCombo()->setCurrentIndex(at);
+      settle(w);
+      QCOMPARE(pv->layer(), L);
+      QCOMPARE(pv->agreementPartitions(), names);  // every partition of the site, in the workspace's order
+      QVERIFY(map->visible());
+      QCOMPARE(map->data()->keySize(), n);
+      QCOMPARE(map->data()->valueSize(), n);
+      // The reference: the labels through the core reader, the core's ARI and NMI.
+      std::vector<std::vector<int32_t>> labels;
+      for (const QString& name : names)
+        labels.push_back(moefy::Partition::open((ws + "/partitions/" + name).toStdString()).labels(L));
+      for (int m = 0; m < 2; ++m) {
+        measure->setCurrentIndex(m);
+        settle(w);
+        const bool nmi = m == 1;
+        double maxDiag = 0, maxOff = 0;
+        std::map<std::pair<int, int>, QString> printed;  // (column, row) -> text in the cell
+        for (int i = 0; i < plot->itemCount(); ++i)
+          if (auto* t = qobject_cast<QCPItemText*>(plot->item(i)))
+            printed[{int(std::lround(t->position->coords().x())), int(std::lround(t->position->coords().y()))}] =
+                t->text();
+        QCOMPARE(int(printed.size()), n * n);
+        for (int r = 0; r < n; ++r)
+          for (int c = 0; c < n; ++c) {
+            const double drawn = map->data()->cell(c, r);
+            const double core = nmi ? normalizedMutualInfo(labels[size_t(r)], labels[size_t(c)])
+                                    : adjustedRandIndex(labels[size_t(r)], labels[size_t(c)]);
+            if (r == c)
+              maxDiag = std::max(maxDiag, std::abs(drawn - 1.0));
+            else
+              maxOff = std::max(maxOff, std::abs(drawn - core));
+            QCOMPARE(printed[std::make_pair(c, r)], QString::number(drawn, 'f', 2));
+          }
+        qInfo() << "layer" << L << (nmi ? "NMI" : "ARI") << n << "x" << n << "max |diagonal - 1|" << maxDiag
+                << "max |cell - core|" << maxOff << "coact vs kmeans-s0" << map->data()->cell(1, 0) << "coact vs random"
+                << map->data()->cell(3, 0);
+        QVERIFY(maxDiag < 1e-12);
+        QVERIFY(maxOff < 1e-12);
+        // Not all ones: the planted partition agrees with its half-scrambled copy more than with a random one.
+        QVERIFY(map->data()->cell(1, 0) > map->data()->cell(3, 0));
+        QVERIFY(map->data()->cell(3, 0) < 0.5);
+        QCOMPARE(map->colorScale()->axis()->label(), QString(nmi ? "NMI" : "ARI"));
+        // The names on both axes (long ones elided in the middle).
+        for (QCPAxis* axis : {plot->xAxis, plot->yAxis}) {
+          auto ticker = qSharedPointerDynamicCast<QCPAxisTickerText>(axis->ticker());
+          QVERIFY(ticker);
+          QCOMPARE(ticker->ticks().size(), n);
+          for (int i = 0; i < n; ++i) {
+            const QString label = ticker->ticks().value(double(i));
+            QVERIFY2(label == names[i] || (label.contains(QChar(0x2026)) && label.startsWith(names[i].left(3))),
+                     qPrintable(label));
+          }
+        }
+      }
+      measure->setCurrentIndex(0);
+      settle(w);
+      // The CSV holds the whole matrix at the site: n x n rows of both measures.
+      const QString csv = pv->csvData();
+      const QString head = "\nsite,partition_a,partition_b,ari,nmi\n";
+      QVERIFY2(csv.contains(head), qPrintable(csv));
+      const QStringList rows = csv.section(head, 1).split('\n', Qt::SkipEmptyParts);
+      QCOMPARE(int(rows.size()), n * n);
+      double maxCsv = 0;
+      for (const QString& row : rows) {
+        const QStringList f = row.split(',');
+        QCOMPARE(int(f.size()), 5);
+        QCOMPARE(f[0], QString("blk.%1").arg(L));
+        const int a = int(names.indexOf(f[1])), b = int(names.indexOf(f[2]));
+        QVERIFY(a >= 0 && b >= 0);
+        const double ari = a == b ? 1.0 : adjustedRandIndex(labels[size_t(a)], labels[size_t(b)]);
+        const double nmiv = a == b ? 1.0 : normalizedMutualInfo(labels[size_t(a)], labels[size_t(b)]);
+        maxCsv = std::max({maxCsv, std::abs(f[3].toDouble() - ari), std::abs(f[4].toDouble() - nmiv)});
+      }
+      qInfo() << "layer" << L << "CSV agreement rows" << rows.size() << "max |value - core|" << maxCsv;
+      QVERIFY(maxCsv < 1e-8);  // written with 10 significant digits
+    }
+
+    // The table: "stability (ARI)" for the partition that has it, "-" for the others.
+    auto* table = pv->findChild<QTableWidget*>();
+    QVERIFY(table);
+    int col = -1;
+    for (int c = 0; c < table->columnCount(); ++c)
+      if (table->horizontalHeaderItem(c)->text() == "stability (ARI)") col = c;
+    QVERIFY2(col >= 0, "no stability (ARI) column");
+    QCOMPARE(pv->layer(), 0);
+    for (int r = 0; r < table->rowCount(); ++r) {
+      const QString name = table->item(r, 0)->text();
+      const QTableWidgetItem* it = table->item(r, col);
+      QVERIFY(it);
+      if (name == "kmeans-E16-s0") {
+        QCOMPARE(it->data(Qt::UserRole).toDouble(), 0.25);  // layer 0
+        QCOMPARE(it->text(), QString("0.250"));
+      } else {
+        QCOMPARE(it->text(), QString("-"));
+      }
+    }
+    QVERIFY(pv->csvData().section('\n', 0, 0).endsWith(",stability (ARI)"));
+
+    // The layout fits 1366x768: no widget of the view reaches past the window,
+    // and each heatmap cell holds its printed value.
+    qInfo() << "window" << w.size() << "view minimum" << pv->minimumSizeHint() << "agreement plot" << plot->size()
+            << "axis rect" << plot->axisRect()->rect();
+    QVERIFY2(pv->minimumSizeHint().width() <= 1366 - 16 - 240 - 260 - 24,
+             qPrintable(QString("minimum width %1").arg(pv->minimumSizeHint().width())));
+    QVERIFY(w.width() <= 1366);
+    for (QWidget* c : pv->findChildren<QWidget*>()) {
+      if (!c->isVisible()) continue;
+      const QRect r(c->mapTo(&w, QPoint(0, 0)), c->size());
+      QVERIFY2(c->width() <= w.width() && r.left() >= 0 && r.right() < w.width(),
+               qPrintable(QString("%1 (%2) at %3,%4 %5x%6 in a %7 px window")
+                              .arg(c->objectName(), c->metaObject()->className())
+                              .arg(r.x())
+                              .arg(r.y())
+                              .arg(r.width())
+                              .arg(r.height())
+                              .arg(w.width())));
+    }
+    plot->replot(QCustomPlot::rpImmediateRefresh);
+    const double cellW = std::abs(plot->xAxis->coordToPixel(1) - plot->xAxis->coordToPixel(0));
+    const double cellH = std::abs(plot->yAxis->coordToPixel(1) - plot->yAxis->coordToPixel(0));
+    QFont valueFont;
+    for (int i = 0; i < plot->itemCount(); ++i)
+      if (auto* t = qobject_cast<QCPItemText*>(plot->item(i))) valueFont = t->font();
+    const QFontMetrics fm(valueFont);
+    qInfo() << "agreement cell" << cellW << "x" << cellH << "px; value text" << fm.horizontalAdvance("-0.00") << "x"
+            << fm.height();
+    QVERIFY(cellW >= fm.horizontalAdvance("-0.00") && cellH >= fm.height());
+    QVERIFY(plot->axisRect()->rect().right() < plot->width() && plot->axisRect()->rect().left() > 0);
+
+    // One partition left: nothing to compare, no map, no matrix in the CSV.
+    for (int i = 1; i < n; ++i) QVERIFY(QDir(ws + "/partitions/" + names[i]).removeRecursively());
+    w.context()->rescan();
+    settle(w);
+    QCOMPARE(pv->agreement().n, 0);
+    QVERIFY(pv->agreementPartitions().isEmpty());
+    QVERIFY(!map->visible());
+    QVERIFY(pv->csvData().endsWith("site,partition_a,partition_b,ari,nmi\n"));
   }
 
   // Defect 6 (figures): speed points carry their spread and run count; an
