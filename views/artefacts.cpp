@@ -10,6 +10,7 @@
 #include <filesystem>
 
 #include "analysis/analyze/moe_analysis.h"
+#include "analysis/analyze/moe_stats.h"
 #include "analysis/checkpoint/loader.h"
 #include "analysis/common/error.h"
 #include "analysis/eval/eval_data.h"
@@ -356,7 +357,48 @@ std::shared_ptr<Router> Router::open(const QString& d) {
     const at::Tensor& t = lr.kind == RouterKind::Similarity ? lr.centroids : lr.w1;
     if (t.defined() && t.dim() == 2) r->dModel = static_cast<int>(t.size(1));
   }
+  r->trained = routerKindTrained(core->kind);
+  r->lossName = QString::fromUtf8(routerLossName(core->kind));
+  for (size_t i = 0; i < core->layers.size(); ++i) r->sites.push_back(core->siteAt(i));
+  // The diagnostics blocks (training, metrics) are validated by the core; a
+  // malformed one leaves the router usable for routing, with the error kept.
+  try {
+    for (size_t i = 0; i < core->layers.size(); ++i) {
+      const RouterSiteReport c = core->siteReport(i);
+      r->reports.push_back({c.trainLoss, c.heldOutLoss, c.massRecall, c.overlap, c.samples, c.meanK});
+    }
+  } catch (const moefy::Error& e) {
+    r->reports.clear();
+    r->reportError = QString::fromStdString(e.what());
+  }
   return r;
+}
+
+const Router::SiteReport* Router::reportFor(int layer) const {
+  for (size_t i = 0; i < layers.size() && i < reports.size(); ++i)
+    if (layers[i] == layer) return &reports[i];
+  return nullptr;
+}
+
+LoadBalance routerLoadBalance(const moefy::RouterChoices& c) {
+  const int S = c.samples, E = c.experts, k = c.k;
+  if (S <= 0 || E <= 0) throw ParameterError("router load balance: no sampled tokens or no experts");
+  Eigen::Matrix<uint8_t, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> chosen =
+      Eigen::Matrix<uint8_t, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>::Zero(S, E);  // [S, E]
+  for (int s = 0; s < S; ++s)
+    for (int j = 0; j < k; ++j) {
+      const size_t at = static_cast<size_t>(s) * k + j;
+      const int e = at < c.top.size() ? c.top[at] : -1;
+      if (e >= 0 && e < E) chosen(s, e) = 1;
+    }
+  const UsageHealth h = usageHealth(chosen);
+  LoadBalance b;
+  b.perplexity = h.perplexity;
+  b.deadShare = h.deadShare;
+  b.dead = static_cast<int>(std::lround(h.deadShare * E));
+  b.experts = E;
+  b.tokens = S;
+  return b;
 }
 
 int Router::topKFor(int layer) const {

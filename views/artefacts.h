@@ -221,20 +221,62 @@ struct Partition {
 
 /// A router: router.json + its tensors (similarity centroids, MLP weights).
 struct Router {
+  /// RouterSet::read(dir), then each entry's training and metrics
+  /// (RouterSet::siteReport). Throws the reader's errors naming the file; a
+  /// malformed training or metrics block does not: the router still routes,
+  /// `reports` stays empty and `reportError` holds the one-line error.
   static std::shared_ptr<Router> open(const QString& dir);
   QString dir;
   QString name;
   nlohmann::json meta;
-  QString kind;  ///< oracle | similarity | mlp
+  QString kind;  ///< oracle | similarity | mlp | sigmoid | dynamic-k (moefy::routerKindName)
   int experts = 0;
   std::vector<int> topK;  ///< per layer index (position in `layers`)
   std::vector<int> layers;
+  std::vector<moefy::Site> sites;  ///< the site of each entry, parallel to `layers` (RouterSet::siteAt)
   QString partitionPath;  ///< resolved link to its partition ("" if none recorded)
   int dModel = 0;         ///< similarity/mlp: the tensors' d_model (0 for the oracle)
   int topKFor(int layer) const;
   bool hasLayer(int layer) const;
   std::shared_ptr<const moefy::RouterSet> core;  ///< the core reader's object (analysis/route/router.h)
+
+  /// One entry's training and quality figures, copied from the core's
+  /// moefy::RouterSiteReport (router.json `training` and `metrics` blocks,
+  /// docs/formats.md "Router").
+  struct SiteReport {
+    /// Mean training loss of each epoch [epochs] (loss `lossName`); empty
+    /// when the entry has no training (oracle, similarity).
+    std::vector<double> trainLoss;
+    /// Held-out loss after each epoch [epochs]; NaN where not measured (--held-out 0).
+    std::vector<double> heldOutLoss;
+    double massRecall = std::numeric_limits<double>::quiet_NaN();  ///< metrics mass_recall (NaN: absent)
+    double overlap = std::numeric_limits<double>::quiet_NaN();     ///< metrics overlap (NaN: absent)
+    int64_t samples = 0;                                           ///< samples the metrics were measured on
+    double meanK = std::numeric_limits<double>::quiet_NaN();       ///< dynamic-k: experts per token (NaN otherwise)
+  };
+  /// Per entry, parallel to `layers` (empty when reportError is set).
+  std::vector<SiteReport> reports;
+  /// The core's one-line error for a malformed training or metrics block ("" when they read).
+  QString reportError;
+  bool trained = false;  ///< the kind is trained on samples (moefy::routerKindTrained: mlp, sigmoid, dynamic-k)
+  QString lossName;      ///< the kind's training loss (moefy::routerLossName; "" when untrained)
+  /// The report of site index `layer`; nullptr when the router lacks the
+  /// layer or its reports are unreadable.
+  const SiteReport* reportFor(int layer) const;
 };
+
+/// Load balance of router choices (the Router view's diagnostics): the
+/// core's moefy::usageHealth (analysis/analyze/moe_stats.h) of the [S, E]
+/// selection matrix of `c.top` (ids outside [0, E), unused slots, skipped).
+struct LoadBalance {
+  double perplexity = 0;  ///< exp(H) / E of the selection shares, H = -sum p ln p (1 = every expert used equally)
+  double deadShare = 0;   ///< share of the E experts no token selected
+  int dead = 0;           ///< experts no token selected (deadShare * E)
+  int experts = 0;        ///< E
+  int tokens = 0;         ///< S
+};
+/// Throws moefy::ParameterError when `c` has no token or no selection.
+LoadBalance routerLoadBalance(const moefy::RouterChoices& c);
 
 /// Router choices (analysis/route/router_scores.h routeSamples) on a
 /// recording's sampled tokens at `layer`: the same scores and top-k that

@@ -1,12 +1,16 @@
 #include "views/qcp.h"
 
 #include <QGridLayout>
+#include <QHBoxLayout>
 #include <QLineEdit>
 #include <QPainter>
 #include <QPointer>
 #include <QPushButton>
+#include <QStackedWidget>
+#include <QTabBar>
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numeric>
 
 #include "analysis/jobs/job.h"
@@ -158,19 +162,48 @@ RouterView::RouterView(StudioContext* ctx, QWidget* parent)
   textNoteAction_->setVisible(false);
   connect(runText_, &QPushButton::clicked, this, [this] { runText(text_->text()); });
   connect(text_, &QLineEdit::returnPressed, this, [this] { runText(text_->text()); });
-  auto* g = new QGridLayout(body());
+  // Two panels, the router's choices and its diagnostics, switched by tabs
+  // standing on the body's left edge: at 1366x768 the options bar has no room
+  // left and the figures no height to spare, while ~22 px of width cost little.
+  auto* bodyLayout = new QHBoxLayout(body());
+  bodyLayout->setContentsMargins(0, 0, 0, 0);
+  bodyLayout->setSpacing(0);
+  panelTabs_ = new QTabBar(body());
+  panelTabs_->setObjectName("routerPanels");
+  panelTabs_->setShape(QTabBar::RoundedWest);
+  panelTabs_->setDocumentMode(true);
+  panelTabs_->setExpanding(false);
+  panelTabs_->addTab("Choices");
+  panelTabs_->addTab("Diagnostics");
+  panelTabs_->setTabToolTip(0, "The router's scores and top-k on the sampled tokens, expert usage");
+  panelTabs_->setTabToolTip(1,
+                            "Training loss per epoch (picked site), mass recall and overlap of every site, "
+                            "load balance of the picked site");
+  bodyLayout->addWidget(panelTabs_, 0, Qt::AlignTop);
+  pages_ = new QStackedWidget(body());
+  pages_->setObjectName("routerPages");
+  bodyLayout->addWidget(pages_, 1);
+  auto* choicesPage = new QWidget(pages_);
+  choicesPage->setObjectName("routerChoicesPage");
+  auto* diagPage = new QWidget(pages_);
+  diagPage->setObjectName("routerDiagnosticsPage");
+  pages_->addWidget(choicesPage);
+  pages_->addWidget(diagPage);
+  connect(panelTabs_, &QTabBar::currentChanged, pages_, &QStackedWidget::setCurrentIndex);
+
+  auto* g = new QGridLayout(choicesPage);
   g->setContentsMargins(6, 6, 6, 6);
-  scores_ = plotWithTitle(body(), "Router scores per token");
+  scores_ = plotWithTitle(choicesPage, "Router scores per token");
   // The token ticker thins its labels by the geometry of the previous layout:
   // after a resize one more replot brings them in line with the new one.
   connect(scores_, &QCustomPlot::afterReplot, this, [this] {
     auto t = scores_->yAxis->ticker().dynamicCast<FittingTextTicker>();
     if (t && t->strideUsed() != t->strideNow()) scores_->replot(QCustomPlot::rpQueuedReplot);
   });
-  usage_ = plotWithTitle(body(), "Expert usage");
-  cats_ = plotWithTitle(body(), "Expert usage by category");
-  strip_ = new TokenStrip(body());
-  note_ = new QLabel(body());
+  usage_ = plotWithTitle(choicesPage, "Expert usage");
+  cats_ = plotWithTitle(choicesPage, "Expert usage by category");
+  strip_ = new TokenStrip(choicesPage);
+  note_ = new QLabel(choicesPage);
   note_->setWordWrap(true);
   g->addWidget(scores_, 0, 0, 2, 1);
   g->addWidget(usage_, 0, 1);
@@ -181,6 +214,40 @@ RouterView::RouterView(StudioContext* ctx, QWidget* parent)
   g->setColumnStretch(1, 2);
   g->setRowStretch(0, 1);
   g->setRowStretch(1, 1);
+
+  // The diagnostics panel: training curves and per-site metrics side by
+  // side, the load balance in the caption under them.
+  auto* d = new QGridLayout(diagPage);
+  d->setContentsMargins(6, 6, 6, 6);
+  train_ = plotWithTitle(diagPage, "Router training loss");
+  train_->setObjectName("routerTrainingPlot");
+  trainCaption_ = addDataCaption(train_);
+  train_->xAxis->setLabel("epoch");
+  train_->axisRect()->insetLayout()->setInsetAlignment(0, Qt::AlignTop | Qt::AlignRight);
+  siteMetrics_ = plotWithTitle(diagPage, "Mass recall and overlap per site");
+  siteMetrics_->setObjectName("routerSiteMetricsPlot");
+  metricsGroup_ = new QCPBarsGroup(siteMetrics_);
+  metricsGroup_->setSpacingType(QCPBarsGroup::stAbsolute);
+  metricsGroup_->setSpacing(1);
+  siteMetrics_->axisRect()->insetLayout()->setInsetAlignment(0, Qt::AlignTop | Qt::AlignHCenter);
+  diagCaption_ = new QLabel(diagPage);
+  diagCaption_->setObjectName("routerDiagnosticsCaption");
+  diagCaption_->setWordWrap(true);
+  diagCaption_->setTextInteractionFlags(Qt::TextSelectableByMouse);
+  d->addWidget(train_, 0, 0);
+  d->addWidget(siteMetrics_, 0, 1);
+  d->addWidget(diagCaption_, 1, 0, 1, 2);
+  d->setColumnStretch(0, 1);
+  d->setColumnStretch(1, 1);
+  d->setRowStretch(0, 1);
+  // A click on a site's bars picks that site (when the site picker lists it).
+  connect(siteMetrics_, &QCustomPlot::mousePress, this, [this](QMouseEvent* ev) {
+    const long i = std::lround(siteMetrics_->xAxis->pixelToCoord(ev->position().x()));
+    if (i < 0 || i >= static_cast<long>(diagLayers_.size()) || !layerCombo()) return;
+    const int at = layerCombo()->findData(diagLayers_[static_cast<size_t>(i)]);
+    if (at >= 0) layerCombo()->setCurrentIndex(at);
+  });
+
   connect(ctx, &StudioContext::expertSelected, this, [this](int, int) { redrawDocument(); });
   connect(scores_, &QCustomPlot::mousePress, this, [this](QMouseEvent* ev) {
     int e = static_cast<int>(std::lround(scores_->xAxis->pixelToCoord(ev->position().x())));
@@ -192,6 +259,12 @@ RouterView::RouterView(StudioContext* ctx, QWidget* parent)
 void RouterView::refresh() {
   score_.clear();
   shownRows_ = 0;
+  // The diagnostics are redrawn with the choices below (stale ones are not kept).
+  trainNote_.clear();
+  diagSites_.clear();
+  diagLayers_.clear();
+  diagPicked_ = -1;
+  balanceOk_ = false;
   // A typed text needs what the heatmap needs (enabled again below once it has data).
   text_->setEnabled(false);
   runText_->setEnabled(false);
@@ -400,7 +473,222 @@ void RouterView::refresh() {
                             .arg(CR)
                             .arg(C)
                       : QString()));
+  drawDiagnostics(choices);
   redrawDocument();
+}
+
+void RouterView::showDiagnostics(bool on) { panelTabs_->setCurrentIndex(on ? 1 : 0); }
+
+bool RouterView::diagnosticsShown() const { return pages_->currentIndex() == 1; }
+
+QWidget* RouterView::figureRoot() { return pages_->currentWidget(); }
+
+QString RouterView::figureBaseName() const {
+  QString base = FigureView::figureBaseName();  // router-choices[-L2 | -dec.blk.1]
+  if (diagnosticsShown() && base.startsWith("router-choices")) base.replace(0, 14, "router-diagnostics");
+  return base;
+}
+
+QString RouterView::diagnosticsCaption() const { return diagCaption_->text(); }
+
+void RouterView::drawDiagnostics(const RouterChoices& choices) {
+  const int L = layer();
+  const QString site = rec_ ? rec_->siteText(L) : siteName();
+  // Load balance of the shown choices (the usage plot's selections), by the
+  // core's usageHealth, as the Experts view's caption gives it for native MoEs.
+  balanceOk_ = false;
+  balanceNote_.clear();
+  try {
+    balance_ = routerLoadBalance(choices);
+    balanceOk_ = true;
+  } catch (const std::exception& e) {
+    balance_ = LoadBalance();
+    balanceNote_ = QString::fromStdString(e.what());
+  }
+  if (router_ && !router_->reportError.isEmpty() && reportedDiagError_ != router_->dir) {
+    reportedDiagError_ = router_->dir;  // once per router, not on every redraw
+    ctx()->report(StudioContext::Warning, "Router diagnostics: " + router_->reportError);
+  }
+  drawTrainingCurves(router_ ? router_->reportFor(L) : nullptr, site);
+  drawSiteMetrics();
+
+  QStringList cap;
+  if (balanceOk_)
+    cap << QString(
+               "Load balance at %1 (top-%2 of %3 experts on %4 sampled tokens): usage perplexity exp(H)/E = %5 "
+               "(1 = every expert chosen equally often), dead experts %6 of %7 (%8 %).")
+               .arg(site)
+               .arg(k_)
+               .arg(balance_.experts)
+               .arg(balance_.tokens)
+               .arg(balance_.perplexity, 0, 'f', 3)
+               .arg(balance_.dead)
+               .arg(balance_.experts)
+               .arg(100.0 * balance_.deadShare, 0, 'f', 1);
+  else
+    cap << QString("Load balance at %1: unknown (%2).").arg(site, balanceNote_);
+  if (!router_)
+    cap << "No router picked: the choices are the oracle's (no training, no metrics); pick a router for its "
+           "diagnostics.";
+  else if (!router_->reportError.isEmpty())
+    cap << "The training and metrics of router.json cannot be read: " + router_->reportError;
+  else
+    cap << QString(
+        "Mass recall: the oracle expert mass the router's top-k captures over the oracle top-k's; "
+        "overlap: the share of the router's top-k among the oracle's; both measured by moefy route on "
+        "its held-out samples (router.json). Click a site's bars to pick it.");
+  diagCaption_->setText(cap.join(' '));
+}
+
+void RouterView::drawTrainingCurves(const Router::SiteReport* report, const QString& site) {
+  train_->clearGraphs();
+  train_->clearItems();
+  const QString kind = router_ ? router_->kind : QString("oracle");
+  const bool curves = router_ && router_->trained && report && !report->trainLoss.empty();
+  if (!curves) {
+    // Why there is nothing to draw, in the plot (kept in exports).
+    if (!router_)
+      trainNote_ = "No router picked (oracle scores):\nno training";
+    else if (!router_->reportError.isEmpty())
+      trainNote_ = "router.json's training block\ncannot be read (see the caption)";
+    else if (!router_->trained)
+      trainNote_ = QString("%1 router: no training\n(%2)")
+                       .arg(kind, kind == "oracle" ? "it scores experts by the dense hidden's mass"
+                                                   : "its centroids come from the FFN weights");
+    else
+      trainNote_ = QString("no training recorded for %1\nin router.json").arg(site);
+    auto* note = new QCPItemText(train_);
+    note->position->setType(QCPItemPosition::ptAxisRectRatio);
+    note->position->setCoords(0.5, 0.5);
+    note->setPositionAlignment(Qt::AlignCenter);
+    note->setTextAlignment(Qt::AlignCenter);
+    note->setFont(figureFont(10));
+    note->setColor(QColor(70, 70, 70));
+    note->setText(trainNote_);
+    trainCaption_->setText(QString("%1, %2").arg(site, kind));
+    train_->legend->setVisible(false);
+    train_->xAxis->setTicker(integerTicker(1));
+    train_->xAxis->setRange(0.5, 1.5);
+    train_->yAxis->setRange(0, 1);
+    train_->yAxis->setLabel("loss");
+    train_->replot();
+    return;
+  }
+  trainNote_.clear();
+  const int epochs = static_cast<int>(report->trainLoss.size());
+  QVector<double> x, tr, he;
+  double lo = std::numeric_limits<double>::infinity(), hi = -lo;
+  bool anyHeld = false;
+  for (int e = 0; e < epochs; ++e) {
+    const double t = report->trainLoss[static_cast<size_t>(e)];
+    const double h = static_cast<size_t>(e) < report->heldOutLoss.size() ? report->heldOutLoss[static_cast<size_t>(e)]
+                                                                         : std::numeric_limits<double>::quiet_NaN();
+    x << e + 1;
+    tr << t;  // NaN (a mean over no samples) leaves a gap
+    he << h;
+    for (double v : {t, h})
+      if (std::isfinite(v)) lo = std::min(lo, v), hi = std::max(hi, v);
+    anyHeld |= std::isfinite(h);
+  }
+  auto* train = train_->addGraph();
+  train->setName("training");
+  train->setData(x, tr, true);
+  train->setPen(QPen(seriesColor(0), 2, seriesDash(0)));
+  train->setScatterStyle(QCPScatterStyle(QCPScatterStyle::ssDisc, seriesColor(0), seriesColor(0), 5));
+  auto* held = train_->addGraph();
+  held->setName(anyHeld ? QString("held-out") : QString("held-out (none: --held-out 0)"));
+  held->setData(x, he, true);
+  held->setPen(QPen(seriesColor(1), 2, seriesDash(1)));
+  held->setScatterStyle(QCPScatterStyle(QCPScatterStyle::ssSquare, seriesColor(1), Qt::white, 6));
+  if (!(hi >= lo)) lo = 0, hi = 1;
+  const double pad = hi > lo ? 0.08 * (hi - lo) : 0.05 * std::max(std::abs(hi), 1e-3);
+  train_->yAxis->setRange(lo - pad, hi + pad);
+  train_->xAxis->setTicker(integerTicker(epochs));
+  train_->xAxis->setRange(0.5, epochs + 0.5);
+  train_->yAxis->setLabel(QString("loss (%1)").arg(router_->lossName));
+  trainCaption_->setText(QString("%1, %2 router, %3 epoch%4").arg(site, kind).arg(epochs).arg(epochs == 1 ? "" : "s"));
+  train_->legend->setVisible(true);
+  train_->replot();
+}
+
+void RouterView::drawSiteMetrics() {
+  siteMetrics_->clearPlottables();
+  siteMetrics_->clearItems();
+  diagSites_.clear();
+  diagLayers_.clear();
+  diagPicked_ = -1;
+  const int L = layer();
+  const int n = router_ ? static_cast<int>(router_->layers.size()) : 0;
+  QSharedPointer<QCPAxisTickerText> ticks(new QCPAxisTickerText);
+  // Site names on the axis; with many sites every n-th (about 24 fit standing up).
+  const int step = std::max(1, static_cast<int>(std::ceil(n / 24.0)));
+  for (int i = 0; i < n; ++i) {
+    const Site s = i < static_cast<int>(router_->sites.size()) ? router_->sites[static_cast<size_t>(i)]
+                                                               : Site::ofLayer(router_->layers[static_cast<size_t>(i)]);
+    diagSites_ << QString::fromStdString(s.name());
+    diagLayers_.push_back(router_->layers[static_cast<size_t>(i)]);
+    if (router_->layers[static_cast<size_t>(i)] == L) diagPicked_ = i;
+    if (i % step == 0) ticks->addTick(i, diagSites_.back());
+  }
+  QCPBars* bars[2] = {new QCPBars(siteMetrics_->xAxis, siteMetrics_->yAxis),
+                      new QCPBars(siteMetrics_->xAxis, siteMetrics_->yAxis)};
+  const char* names[2] = {"mass recall", "overlap"};
+  for (int b = 0; b < 2; ++b) {
+    bars[b]->setName(names[b]);
+    bars[b]->setWidth(0.38);
+    bars[b]->setPen(Qt::NoPen);
+    // Dark and light on one lightness-monotone map: apart in greyscale too.
+    bars[b]->setBrush(mapColor(ColorMap::Viridis, b == 0 ? 0.25 : 0.75));
+    bars[b]->setBarsGroup(metricsGroup_);
+  }
+  int missing = 0;
+  if (router_ && router_->reportError.isEmpty()) {
+    for (int i = 0; i < n; ++i) {
+      const Router::SiteReport* r = router_->reportFor(diagLayers_[static_cast<size_t>(i)]);
+      const double v[2] = {r ? r->massRecall : std::numeric_limits<double>::quiet_NaN(),
+                           r ? r->overlap : std::numeric_limits<double>::quiet_NaN()};
+      for (int b = 0; b < 2; ++b)
+        if (std::isfinite(v[b])) bars[b]->addData(i, v[b]);  // a site without metrics has no bar
+      missing += std::isfinite(v[0]) && std::isfinite(v[1]) ? 0 : 1;
+    }
+  }
+  if (diagPicked_ >= 0) {
+    // The picked site: a band behind its bars, in the selection colour.
+    auto* band = new QCPItemRect(siteMetrics_);
+    band->setLayer("grid");
+    band->topLeft->setCoords(diagPicked_ - 0.5, 1.3);
+    band->bottomRight->setCoords(diagPicked_ + 0.5, 0);
+    band->setPen(QPen(QColor(230, 60, 30), 1.5));
+    band->setBrush(QColor(230, 60, 30, 40));
+  }
+  if (n == 0 || (router_ && !router_->reportError.isEmpty()) || missing == n) {
+    auto* note = new QCPItemText(siteMetrics_);
+    note->position->setType(QCPItemPosition::ptAxisRectRatio);
+    note->position->setCoords(0.5, 0.5);
+    note->setPositionAlignment(Qt::AlignCenter);
+    note->setTextAlignment(Qt::AlignCenter);
+    note->setFont(figureFont(10));
+    note->setColor(QColor(70, 70, 70));
+    note->setText(!router_                          ? QString("No router picked:\nno metrics")
+                  : !router_->reportError.isEmpty() ? QString("router.json's metrics\ncannot be read")
+                                                    : QString("router.json has\nno metrics"));
+  }
+  siteMetrics_->xAxis->setTicker(ticks);
+  siteMetrics_->xAxis->setTickLabelRotation(n > 5 ? -90 : 0);
+  siteMetrics_->xAxis->setTickLabelFont(figureFont(n > 8 ? 7 : 8));
+  siteMetrics_->xAxis->setRange(-0.6, std::max(1, n) - 0.4);
+  siteMetrics_->xAxis->setLabel(diagPicked_ >= 0 ? QString("site (picked: %1, outlined)").arg(diagSites_[diagPicked_])
+                                                 : QString("site"));
+  // Up to 1.3 so that the legend above the bars leaves them visible; ticks
+  // only on [0, 1], where both shares lie.
+  QSharedPointer<QCPAxisTickerText> y(new QCPAxisTickerText);
+  for (int t = 0; t <= 5; ++t) y->addTick(0.2 * t, QString::number(0.2 * t, 'g', 2));
+  siteMetrics_->yAxis->setTicker(y);
+  siteMetrics_->yAxis->setRange(0, 1.3);
+  siteMetrics_->yAxis->setLabel("share (held-out samples)");
+  siteMetrics_->legend->setVisible(n > 0);
+  siteMetrics_->legend->setFillOrder(QCPLayoutGrid::foColumnsFirst);
+  siteMetrics_->replot();
 }
 
 void RouterView::fillDocuments() {
@@ -656,21 +944,45 @@ QString RouterView::csvData() const {
   QString out = "sample,doc_id,position,token_id,category";
   for (int e = 0; e < E_; ++e) out += QString(",score_e%1").arg(e);
   out += ",router_topk,oracle_topk\n";
-  if (score_.empty() || !rec_) return out;
-  const auto& smp = rec_->samples(layer());
-  for (int s = 0; s < smp.count(); ++s) {
-    out += QString("%1,%2,%3,%4,%5")
-               .arg(s)
-               .arg(smp.docId[s])
-               .arg(smp.position[s])
-               .arg(smp.tokenId[s])
-               .arg(smp.category[s]);
-    for (int e = 0; e < E_; ++e) out += "," + QString::number(score_[size_t(s) * E_ + e], 'g', 7);
-    QStringList a, b;
-    for (int j = 0; j < k_; ++j)
-      a << QString::number(top_[size_t(s) * k_ + j]), b << QString::number(oracleTop_[size_t(s) * k_ + j]);
-    out += "," + a.join(' ') + "," + b.join(' ') + "\n";
+  if (!score_.empty() && rec_) {
+    const auto& smp = rec_->samples(layer());
+    for (int s = 0; s < smp.count(); ++s) {
+      out += QString("%1,%2,%3,%4,%5")
+                 .arg(s)
+                 .arg(smp.docId[s])
+                 .arg(smp.position[s])
+                 .arg(smp.tokenId[s])
+                 .arg(smp.category[s]);
+      for (int e = 0; e < E_; ++e) out += "," + QString::number(score_[size_t(s) * E_ + e], 'g', 7);
+      QStringList a, b;
+      for (int j = 0; j < k_; ++j)
+        a << QString::number(top_[size_t(s) * k_ + j]), b << QString::number(oracleTop_[size_t(s) * k_ + j]);
+      out += "," + a.join(' ') + "," + b.join(' ') + "\n";
+    }
   }
+  // The diagnostics (after a blank line each, as the Partitions view's CSV):
+  // the router's metrics at every site, then the picked site's losses per epoch.
+  auto num = [](double v) { return std::isfinite(v) ? QString::number(v, 'g', 10) : QString(); };
+  const QString name = router_ ? router_->name : QString();
+  out += "\nrouter,site,mass_recall,overlap,samples,mean_k,picked\n";
+  if (router_)
+    for (size_t i = 0; i < router_->layers.size(); ++i) {
+      const Router::SiteReport* r = router_->reportFor(router_->layers[i]);
+      const Site site = i < router_->sites.size() ? router_->sites[i] : Site::ofLayer(router_->layers[i]);
+      out += QString("%1,%2,%3,%4,%5,%6,%7\n")
+                 .arg(name, QString::fromStdString(site.name()), r ? num(r->massRecall) : QString(),
+                      r ? num(r->overlap) : QString(), r ? QString::number(r->samples) : QString(),
+                      r ? num(r->meanK) : QString())
+                 .arg(router_->layers[i] == layer() ? 1 : 0);
+    }
+  out += "\nrouter,site,epoch,train_loss,held_out_loss\n";
+  if (const Router::SiteReport* r = router_ && router_->trained ? router_->reportFor(layer()) : nullptr)
+    for (size_t e = 0; e < r->trainLoss.size(); ++e)
+      out += QString("%1,%2,%3,%4,%5\n")
+                 .arg(name, siteName())
+                 .arg(e + 1)
+                 .arg(num(r->trainLoss[e]),
+                      num(e < r->heldOutLoss.size() ? r->heldOutLoss[e] : std::numeric_limits<double>::quiet_NaN()));
   return out;
 }
 

@@ -20,6 +20,9 @@ class QCPGraph;
 class QCPItemRect;
 class QCPItemStraightLine;
 class QCPTextElement;
+class QCPBarsGroup;
+class QStackedWidget;
+class QTabBar;
 class QAction;
 class QCheckBox;
 class QLineEdit;
@@ -230,7 +233,46 @@ class RouterView : public FigureView {
   QString typedTranslation() const { return QString::fromStdString(textAct_.translation); }
   bool typedDecoderRows() const { return textAct_.decoderRows; }
 
+  // Router diagnostics (issue 20): the view's second panel, picked with the
+  // "Choices | Diagnostics" tabs on the left edge of the body. It shows
+  // the picked router's training loss per epoch at the picked site, the
+  // mass recall and overlap of every site of the router, and the picked
+  // site's load balance, all from the core (RouterSet::siteReport through
+  // views::Router, usageHealth through routerLoadBalance).
+  /// Shows the diagnostics panel (true) or the router's choices (false).
+  void showDiagnostics(bool on);
+  bool diagnosticsShown() const;
+  /// The training-loss plot: graph 0 the mean training loss of each epoch
+  /// (solid), graph 1 the held-out loss (dashed, NaN where not measured), one
+  /// point per epoch at key = epoch (1, 2, ...); no graph data for untrained routers.
+  QCustomPlot* trainingPlot() const { return train_; }
+  /// The note drawn in the training plot instead of curves (e.g.
+  /// "similarity router: no training ..."); "" when curves are drawn.
+  QString trainingNote() const { return trainNote_; }
+  /// The grouped bar chart: plottable 0 "mass recall", plottable 1 "overlap"
+  /// (QCPBars), one bar of each per site of the router at key = the site's
+  /// position in diagnosticSites(); a site without metrics has no bar.
+  QCustomPlot* siteMetricsPlot() const { return siteMetrics_; }
+  /// The router's sites in the bar chart's order (names, e.g. "blk.2", "dec.blk.0").
+  QStringList diagnosticSites() const { return diagSites_; }
+  /// Position of the picked site in diagnosticSites() (the highlighted group; -1 if none).
+  int highlightedSite() const { return diagPicked_; }
+  /// The caption under the diagnostics plots (load balance numbers, notes).
+  QString diagnosticsCaption() const;
+  /// The picked site's load balance on the shown choices (valid when loadBalanceKnown()).
+  const LoadBalance& loadBalance() const { return balance_; }
+  bool loadBalanceKnown() const { return balanceOk_; }
+  /// The shown panel: the choices' plots or the diagnostics' plots.
+  QWidget* figureRoot() override;
+  /// "router-choices-L2", or "router-diagnostics-L2" while the diagnostics are shown.
+  QString figureBaseName() const override;
+
  private:
+  /// Draws the diagnostics panel for the picked router and site; `choices`
+  /// are the shown router choices (for the load balance).
+  void drawDiagnostics(const RouterChoices& choices);
+  void drawTrainingCurves(const Router::SiteReport* report, const QString& site);
+  void drawSiteMetrics();
   void redrawDocument();
   void scoreTypedText();
   void fillDocuments();
@@ -249,6 +291,22 @@ class RouterView : public FigureView {
   QCustomPlot* cats_;
   TokenStrip* strip_;
   QLabel* note_;
+  // Diagnostics panel.
+  QTabBar* panelTabs_;            ///< Choices | Diagnostics (West tabs beside the panels)
+  QStackedWidget* pages_;         ///< the two panels
+  QCustomPlot* train_;            ///< training loss per epoch
+  QCPTextElement* trainCaption_;  ///< under its title: site, loss, epochs
+  QCustomPlot* siteMetrics_;      ///< mass recall and overlap per site
+  QCPBarsGroup* metricsGroup_;
+  QLabel* diagCaption_;
+  QString trainNote_;
+  QStringList diagSites_;
+  std::vector<int> diagLayers_;  ///< site indices of diagSites_
+  int diagPicked_ = -1;
+  LoadBalance balance_;
+  bool balanceOk_ = false;
+  QString balanceNote_;        ///< why the load balance is unknown
+  QString reportedDiagError_;  ///< the router whose unreadable diagnostics were reported to the issues dock
   std::shared_ptr<Recording> rec_;
   std::shared_ptr<Partition> part_;
   std::shared_ptr<Router> router_;

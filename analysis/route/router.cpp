@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
+#include <stdexcept>
 
 #include <torch/torch.h>
 
@@ -179,6 +181,78 @@ nlohmann::json checkedAllocation(const nlohmann::json& a, size_t layers, const s
 }
 
 }  // namespace
+
+bool routerKindTrained(RouterKind k) {
+  return k == RouterKind::Mlp || k == RouterKind::Sigmoid || k == RouterKind::DynamicK;
+}
+
+const char* routerLossName(RouterKind k) {
+  switch (k) {
+    case RouterKind::Mlp:
+    case RouterKind::Sigmoid:
+      return "BCE with logits";
+    case RouterKind::DynamicK:
+      return "log-norm MSE";
+    case RouterKind::Oracle:
+    case RouterKind::Similarity:
+      break;
+  }
+  return "";
+}
+
+RouterSiteReport RouterSet::siteReport(size_t i) const {
+  if (i >= layers.size())
+    throw std::out_of_range("RouterSet::siteReport: entry " + std::to_string(i) + " of " +
+                            std::to_string(layers.size()));
+  const Site site = siteAt(i);
+  const std::string key = siteJsonKey(site);
+  const std::string file = (sourceDir.empty() ? fs::path("router.json") : sourceDir / "router.json").string();
+  constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+  // The entry of `block` ("training" or "metrics") for this site, nullptr when absent.
+  auto entryOf = [&](const nlohmann::json& block, const char* name) -> const nlohmann::json* {
+    if (block.is_null()) return nullptr;
+    if (!block.is_object())
+      throw FormatError(file + ": " + name + " must be an object (got " + block.type_name() + ")");
+    for (const std::string& k : {key, site.name()}) {
+      const auto it = block.find(k);
+      if (it != block.end()) {
+        if (!it->is_object())
+          throw FormatError(file + ": " + name + "." + k + " must be an object (got " + it->type_name() + ")");
+        return &*it;
+      }
+    }
+    return nullptr;
+  };
+  // A loss: a finite number, or null (a mean over no samples, NaN when written).
+  auto lossOf = [&](const nlohmann::json& v, const std::string& what) {
+    return v.is_null() ? kNaN : jsonFinite(v, what);
+  };
+  RouterSiteReport r;
+  if (const nlohmann::json* t = entryOf(training, "training")) {
+    const auto ep = t->find("epochs");
+    if (ep != t->end()) {
+      const std::string where = file + ": training." + key + ".epochs";
+      if (!ep->is_array()) throw FormatError(where + " must be a list (got " + ep->type_name() + ")");
+      for (size_t e = 0; e < ep->size(); ++e) {
+        const nlohmann::json& row = (*ep)[e];
+        const std::string at = where + "[" + std::to_string(e) + "]";
+        if (!row.is_object() || !row.contains("train")) throw FormatError(at + " must be an object {train, held_out}");
+        r.trainLoss.push_back(lossOf(row.at("train"), at + ".train"));
+        const auto h = row.find("held_out");
+        r.heldOutLoss.push_back(h == row.end() ? kNaN : lossOf(*h, at + ".held_out"));
+      }
+    }
+  }
+  if (const nlohmann::json* m = entryOf(metrics, "metrics")) {
+    const std::string where = file + ": metrics." + key + ".";
+    if (m->contains("mass_recall")) r.massRecall = jsonFinite(m->at("mass_recall"), where + "mass_recall");
+    if (m->contains("overlap")) r.overlap = jsonFinite(m->at("overlap"), where + "overlap");
+    if (m->contains("samples"))
+      r.samples = jsonInteger(m->at("samples"), 0, std::numeric_limits<int64_t>::max(), where + "samples");
+    if (m->contains("mean_k")) r.meanK = jsonFinite(m->at("mean_k"), where + "mean_k");
+  }
+  return r;
+}
 
 Site RouterSet::siteAt(size_t i) const { return i < sites.size() ? sites[i] : Site::ofLayer(layers.at(i)); }
 

@@ -24,7 +24,9 @@
 //               most the layer's top-k (dynamicKExperts), so k varies per token.
 #include <ATen/Tensor.h>
 
+#include <cstdint>
 #include <filesystem>
+#include <limits>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -81,6 +83,41 @@ at::Tensor dynamicKExperts(const at::Tensor& scores, double tau, int minK, int m
 /// top-k for a fraction of E experts: max(1, min(E, round(fraction * E))).
 int topKForFraction(double fraction, int experts);
 
+/// Whether routers of `kind` are trained on the recorded samples (mlp,
+/// sigmoid, dynamic-k: router.json then has a `training` block per site);
+/// oracle and similarity routers have no training.
+bool routerKindTrained(RouterKind kind);
+/// The loss routers of `kind` are trained with (route_build.cpp): "BCE with
+/// logits" (mlp, sigmoid: against the oracle mass divided by its row maximum),
+/// "log-norm MSE" (dynamic-k: the log expert output norms); "" for the
+/// untrained kinds.
+const char* routerLossName(RouterKind kind);
+
+/// One router entry's record of its training and of how well it routes, from
+/// router.json's `training` and `metrics` blocks (docs/formats.md "Router";
+/// written by buildRouters, analysis/route/route_build.cpp): the figures of
+/// the studio's router diagnostics and of `moefy route`'s table.
+struct RouterSiteReport {
+  /// Mean training loss of each epoch [epochs] (training[site].epochs[e].train,
+  /// the loss of routerLossName). Empty when the entry has no training block
+  /// (oracle, similarity, or a router written without one).
+  std::vector<double> trainLoss;
+  /// The loss on the held-out samples after each epoch [epochs], parallel to
+  /// trainLoss (training[site].epochs[e].held_out); NaN where router.json has
+  /// null (route --held-out 0: no held-out samples).
+  std::vector<double> heldOutLoss;
+  /// metrics[site].mass_recall: the oracle expert mass the router's top-k
+  /// captures over the mass of the oracle's own top-k (route_build.h
+  /// routerMetrics, on the held-out samples); NaN when absent.
+  double massRecall = std::numeric_limits<double>::quiet_NaN();
+  /// metrics[site].overlap: share of the router's top-k that is in the
+  /// oracle's top-k; NaN when absent.
+  double overlap = std::numeric_limits<double>::quiet_NaN();
+  int64_t samples = 0;  ///< metrics[site].samples: the samples both were measured on (0 when absent)
+  /// dynamic-k: metrics[site].mean_k, the experts per token it takes; NaN otherwise.
+  double meanK = std::numeric_limits<double>::quiet_NaN();
+};
+
 /// A router artefact (router.json + router.safetensors), see docs/formats.md.
 struct RouterSet {
   RouterKind kind = RouterKind::Oracle;
@@ -117,7 +154,21 @@ struct RouterSet {
   /// existing folder (the final folder or its atomic-write sibling).
   void writeInto(const std::filesystem::path& dir) const;
   /// Reads and validates a router folder (versions 1 and 2). Throws FormatError naming the file.
+  /// The `training` and `metrics` blocks are kept as read; siteReport validates them.
   static RouterSet read(const std::filesystem::path& dir);
+  /// The training losses and metrics of entry i (0 <= i < layers.size(),
+  /// else std::out_of_range), looked up under the entry's key in `training`
+  /// and `metrics` (siteJsonKey(siteAt(i)): the bare layer for single-stack
+  /// sites, the site name otherwise; the site name is accepted for
+  /// single-stack sites too). Validated: each block present must be an
+  /// object, the entry's training an object whose `epochs` is a list of
+  /// {"train": number or null, "held_out": number or null} (null -> NaN), the
+  /// metrics finite numbers and `samples` a non-negative integer. An absent
+  /// block, entry or key gives the empty/NaN field. Throws FormatError naming
+  /// router.json (under sourceDir) and the key, e.g.
+  /// "DIR/router.json: training.2.epochs[3].train must be a number (got string)".
+  /// Const, no shared state: thread-safe.
+  RouterSiteReport siteReport(size_t i) const;
 };
 
 }  // namespace moefy

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <limits>
 #include <sstream>
 
@@ -268,6 +269,88 @@ class ReaderHardening : public QObject {
     w2[3][1] = std::nan("");
     writeSafetensors(d / "router.safetensors", {{"blk.0.w1", w1}, {"blk.0.w2", w2}});
     EXPECT_ERROR(RouterSet::read(d), "router.safetensors", "'blk.0.w2'", "NaN/Inf");
+  }
+
+  // Router diagnostics (issue 20): RouterSet::siteReport reads each entry's
+  // per-epoch losses (a null held-out loss is NaN) and metrics under the
+  // entry's key (the bare layer, or the site name), and refuses a malformed
+  // training or metrics block with one line naming router.json and the key;
+  // RouterSet::read itself keeps accepting the router.
+  void routerSiteReportValidated() {
+    const fs::path d = freshDir("reader_hardening/router_report");
+    const nlohmann::json epochs =
+        nlohmann::json::array({{{"train", 0.7}, {"held_out", 0.75}}, {{"train", 0.5}, {"held_out", nullptr}}});
+    nlohmann::json j = {{"format", "moefy-router"},
+                        {"version", 1},
+                        {"kind", "mlp"},
+                        {"layers", {0, 1}},
+                        {"top_k", {2, 2}},
+                        {"experts", {4, 4}},
+                        {"model_fingerprint", "0123456789abcdef"},
+                        {"partition", {{"labels_hash", "0123456789abcdef"}}},
+                        {"training", {{"0", {{"epochs", epochs}, {"input_scale", 1.5}}}}},
+                        {"metrics",
+                         {{"0", {{"mass_recall", 0.8}, {"overlap", 0.625}, {"samples", 40}}},
+                          {"blk.1", {{"mass_recall", 1.0}, {"overlap", 1.0}}}}}};
+    spit(d / "router.json", j.dump());
+    writeSafetensors(d / "router.safetensors", {{"blk.0.w1", at::zeros({4, 16})},
+                                                {"blk.0.w2", at::zeros({4, 4})},
+                                                {"blk.1.w1", at::zeros({4, 16})},
+                                                {"blk.1.w2", at::zeros({4, 4})}});
+    RouterSet rs = RouterSet::read(d);
+    const RouterSiteReport r0 = rs.siteReport(0), r1 = rs.siteReport(1);
+    QCOMPARE(r0.trainLoss, (std::vector<double>{0.7, 0.5}));
+    QCOMPARE(int(r0.heldOutLoss.size()), 2);
+    QCOMPARE(r0.heldOutLoss[0], 0.75);
+    QVERIFY(std::isnan(r0.heldOutLoss[1]));
+    QCOMPARE(r0.massRecall, 0.8);
+    QCOMPARE(r0.overlap, 0.625);
+    QCOMPARE(r0.samples, int64_t{40});
+    QVERIFY(std::isnan(r0.meanK));
+    QVERIFY(r1.trainLoss.empty() && r1.heldOutLoss.empty());  // no training entry
+    QCOMPARE(r1.massRecall, 1.0);                             // keyed by the site name
+    QCOMPARE(r1.samples, int64_t{0});
+    bool outOfRange = false;
+    try {
+      (void)rs.siteReport(2);
+    } catch (const std::out_of_range&) {
+      outOfRange = true;
+    }
+    QVERIFY(outOfRange);
+    QVERIFY(routerKindTrained(RouterKind::Mlp) && routerKindTrained(RouterKind::DynamicK));
+    QVERIFY(!routerKindTrained(RouterKind::Oracle) && !routerKindTrained(RouterKind::Similarity));
+    QCOMPARE(std::string(routerLossName(RouterKind::Sigmoid)), std::string("BCE with logits"));
+    QCOMPARE(std::string(routerLossName(RouterKind::DynamicK)), std::string("log-norm MSE"));
+    QCOMPARE(std::string(routerLossName(RouterKind::Similarity)), std::string());
+
+    // Malformed blocks: read() accepts the router, siteReport names the key.
+    auto damaged = [&](const std::function<void(nlohmann::json&)>& edit) {
+      nlohmann::json k = j;
+      edit(k);
+      spit(d / "router.json", k.dump());
+      return RouterSet::read(d);
+    };
+    rs = damaged([](nlohmann::json& k) { k["training"]["0"]["epochs"][1]["train"] = "low"; });
+    EXPECT_ERROR(rs.siteReport(0), "router.json", "training.0.epochs[1].train must be a number");
+    QCOMPARE(errorOf([&] { (void)rs.siteReport(1); }), std::string());  // another entry still reads
+    rs = damaged([](nlohmann::json& k) { k["training"]["0"]["epochs"] = 3; });
+    EXPECT_ERROR(rs.siteReport(0), "router.json", "training.0.epochs must be a list");
+    rs = damaged([](nlohmann::json& k) { k["training"]["0"]["epochs"][0] = {0.7, 0.75}; });
+    EXPECT_ERROR(rs.siteReport(0), "router.json", "training.0.epochs[0] must be an object");
+    rs = damaged([](nlohmann::json& k) { k["training"] = nlohmann::json::array({1, 2}); });
+    EXPECT_ERROR(rs.siteReport(0), "router.json", "training must be an object");
+    rs = damaged([](nlohmann::json& k) { k["metrics"]["blk.1"] = 0.5; });
+    EXPECT_ERROR(rs.siteReport(1), "router.json", "metrics.blk.1 must be an object");
+    rs = damaged([](nlohmann::json& k) { k["metrics"]["0"]["samples"] = -3; });
+    EXPECT_ERROR(rs.siteReport(0), "router.json", "metrics.0.samples");
+    // 1e999 parses as Inf.
+    std::string text = j.dump();
+    const size_t at = text.find("0.625");
+    QVERIFY(at != std::string::npos);
+    text.replace(at, 5, "1e999");
+    spit(d / "router.json", text);
+    rs = RouterSet::read(d);
+    EXPECT_ERROR(rs.siteReport(0), "router.json", "metrics.0.overlap", "not finite");
   }
 
   void evalJsonInvariants() {

@@ -30,6 +30,7 @@
 #include <nlohmann/json.hpp>
 
 #include "analysis/analyze/moe_analysis.h"
+#include "analysis/route/router.h"
 #include "analysis/split/split.h"
 #include "front_fixture.h"
 #include "gui_fixture.h"
@@ -1274,6 +1275,241 @@ class TestFigures : public QObject {
     settle(w);
     QVERIFY(ev->hasData());
     QVERIFY(ev->errorText().isEmpty());
+  }
+
+  // Issue 20, router diagnostics: `moefy record/split/route` on the shared
+  // model write mlp, similarity and oracle routers of one partition (4
+  // sites). The Router view's Diagnostics panel draws the mlp router's loss
+  // per epoch at the picked site (train solid, held-out dashed), one point
+  // per epoch equal to router.json's training block (RouterSet::read's
+  // `training`), one bar group per site equal to its `metrics` block with
+  // the picked site outlined, the load balance of the shown choices in the
+  // caption (checked against the usage perplexity and dead share of the
+  // CSV's top-k), the diagnostics in the CSV, exports, the "no training"
+  // note for similarity and oracle, and the panel inside a 1366x768 window.
+  void routerDiagnosticsPanel() {
+    QTemporaryDir tmp;
+    const QString ws = privateWorkspace(tmp);
+    QVERIFY(!ws.isEmpty());
+    const QString model = ws_ + "/model", rec = ws + "/recordings/rec", part = ws + "/partitions/part";
+    QVERIFY(test::runCliStep(
+        {"record", model, ws_ + "/corpus", "--out", rec, "--tokens", "1500", "--seq-len", "64", "--samples", "400"}));
+    QVERIFY(test::runCliStep(
+        {"split", rec, "--method", "random", "--experts", "8", "--seed", "1", "--no-stability", "--out", part}));
+    const int epochs = 4;
+    for (const char* kind : {"mlp", "similarity", "oracle"})
+      QVERIFY(test::runCliStep({"route", model, rec, part, "--router", kind, "--top-k", "2", "--epochs",
+                                QString::number(epochs), "--held-out", "0.2", "--out", ws + "/routers/" + kind}));
+    const RouterSet rs = RouterSet::read((ws + "/routers/mlp").toStdString());
+    QCOMPARE(int(rs.layers.size()), 4);
+
+    MainWindow w;
+    w.resize(1366, 768);
+    w.show();
+    QVERIFY(w.openWorkspace(ws));
+    auto* rv = viewOf<RouterView>(w);
+    QVERIFY(rv);
+    w.tabs()->setCurrentWidget(rv);
+    settle(w);
+    auto pickRouter = [&](const QString& kind) {
+      auto* box = rv->findChild<QComboBox*>("routerPicker");
+      if (!box) return false;
+      const QString want = QFileInfo(ws + "/routers/" + kind).canonicalFilePath();
+      for (int i = 0; i < box->count(); ++i)
+        if (QFileInfo(box->itemData(i).toString()).canonicalFilePath() == want) {
+          box->setCurrentIndex(i);
+          settle(w);
+          return true;
+        }
+      return false;
+    };
+    QVERIFY(pickRouter("mlp"));
+    QComboBox* sites = rv->layerCombo();
+    QVERIFY(sites && sites->count() == 4);
+    sites->setCurrentIndex(2);
+    settle(w);
+    QVERIFY(rv->hasData());
+    QVERIFY(!rv->diagnosticsShown());  // the choices first
+    rv->showDiagnostics(true);
+    settle(w);
+    QVERIFY(rv->diagnosticsShown());
+    QVERIFY(rv->trainingPlot()->isVisible() && rv->siteMetricsPlot()->isVisible());
+    QVERIFY(!rv->scoresPlot()->isVisible());
+    const int L = sites->currentData().toInt();
+    const int idx = rs.indexOfLayer(L);
+    QVERIFY(idx >= 0);
+
+    // Training curves: one point per epoch, the values of router.json.
+    const std::string key = siteJsonKey(rs.siteAt(idx));
+    const nlohmann::json& ep = rs.training.at(key).at("epochs");
+    QCOMPARE(int(ep.size()), epochs);
+    QCustomPlot* tp = rv->trainingPlot();
+    QVERIFY2(rv->trainingNote().isEmpty(), qPrintable(rv->trainingNote()));
+    QCOMPARE(tp->graphCount(), 2);
+    QCOMPARE(tp->graph(0)->pen().style(), Qt::SolidLine);
+    QCOMPARE(tp->graph(1)->pen().style(), Qt::DashLine);
+    double lossDiff = 0;
+    for (int g = 0; g < 2; ++g) {
+      QCOMPARE(tp->graph(g)->dataCount(), epochs);
+      for (int e = 0; e < epochs; ++e) {
+        const auto it = tp->graph(g)->data()->at(e);
+        QCOMPARE(it->key, double(e + 1));
+        const double want = ep[e].at(g == 0 ? "train" : "held_out").get<double>();
+        lossDiff = std::max(lossDiff, std::abs(it->value - want));
+      }
+    }
+    qInfo() << "training curves of" << rs.siteAt(idx).name().c_str() << ":" << epochs
+            << "epochs, max |plotted - router.json| =" << lossDiff;
+    QVERIFY(lossDiff <= 1e-12);
+    QVERIFY(tp->yAxis->label().contains("BCE"));
+
+    // Mass recall and overlap: one group per site, the values of router.json.
+    QCustomPlot* mp = rv->siteMetricsPlot();
+    QStringList names;
+    for (size_t i = 0; i < rs.layers.size(); ++i) names << QString::fromStdString(rs.siteAt(i).name());
+    QCOMPARE(rv->diagnosticSites(), names);
+    QCOMPARE(rv->highlightedSite(), idx);
+    QCOMPARE(mp->plottableCount(), 2);
+    auto* recall = qobject_cast<QCPBars*>(mp->plottable(0));
+    auto* overlap = qobject_cast<QCPBars*>(mp->plottable(1));
+    QVERIFY(recall && overlap);
+    QVERIFY(recall->barsGroup() && recall->barsGroup() == overlap->barsGroup());
+    QCOMPARE(recall->dataCount(), names.size());
+    QCOMPARE(overlap->dataCount(), names.size());
+    double metricDiff = 0;
+    for (int i = 0; i < names.size(); ++i) {
+      const nlohmann::json& m = rs.metrics.at(siteJsonKey(rs.siteAt(size_t(i))));
+      QCOMPARE(recall->data()->at(i)->key, double(i));
+      QCOMPARE(overlap->data()->at(i)->key, double(i));
+      metricDiff = std::max(metricDiff, std::abs(recall->data()->at(i)->value - m.at("mass_recall").get<double>()));
+      metricDiff = std::max(metricDiff, std::abs(overlap->data()->at(i)->value - m.at("overlap").get<double>()));
+    }
+    qInfo() << "site metrics:" << names.size() << "groups, max |bar - router.json| =" << metricDiff;
+    QVERIFY(metricDiff <= 1e-12);
+    auto ticks = mp->xAxis->ticker().dynamicCast<QCPAxisTickerText>();
+    QVERIFY(ticks);
+    QCOMPARE(QStringList(ticks->ticks().values()), names);
+    QCPItemRect* band = nullptr;
+    for (int i = 0; i < mp->itemCount(); ++i)
+      if (auto* r = qobject_cast<QCPItemRect*>(mp->item(i))) band = r;
+    QVERIFY(band);
+    QCOMPARE(band->topLeft->coords().x() + 0.5, double(idx));
+
+    // Load balance: the usage perplexity exp(H)/E and the dead share of the
+    // view's top-k (its CSV), recomputed here.
+    const QString csv = rv->csvData();
+    const QStringList tables = csv.split("\n\n");
+    QCOMPARE(tables.size(), 3);
+    const QStringList rows = tables[0].split('\n', Qt::SkipEmptyParts);
+    const int topCol = rows[0].split(',').indexOf("router_topk");
+    QVERIFY(topCol > 0);
+    std::vector<double> count(8, 0.0);
+    double total = 0;
+    for (int r = 1; r < rows.size(); ++r)
+      for (const QString& e : rows[r].split(',').value(topCol).split(' ', Qt::SkipEmptyParts))
+        count[size_t(e.toInt())] += 1, total += 1;
+    double entropy = 0;
+    int dead = 0;
+    for (double c : count) {
+      if (c > 0) entropy -= c / total * std::log(c / total);
+      dead += c == 0;
+    }
+    const double perplexity = std::exp(entropy) / 8.0;
+    QVERIFY(rv->loadBalanceKnown());
+    qInfo() << "load balance: perplexity" << rv->loadBalance().perplexity << "expected" << perplexity << "diff"
+            << std::abs(rv->loadBalance().perplexity - perplexity) << "dead" << rv->loadBalance().dead << "of 8";
+    QVERIFY(std::abs(rv->loadBalance().perplexity - perplexity) <= 1e-12);
+    QCOMPARE(rv->loadBalance().dead, dead);
+    QCOMPARE(rv->loadBalance().deadShare, dead / 8.0);
+    QVERIFY2(rv->diagnosticsCaption().contains(QString::number(perplexity, 'f', 3)) &&
+                 rv->diagnosticsCaption().contains(QString("dead experts %1 of 8").arg(dead)),
+             qPrintable(rv->diagnosticsCaption()));
+
+    // The CSV's diagnostics: the metrics of every site, the picked site's losses.
+    const QStringList metricRows = tables[1].split('\n', Qt::SkipEmptyParts);
+    QCOMPARE(metricRows.value(0), QString("router,site,mass_recall,overlap,samples,mean_k,picked"));
+    QCOMPARE(metricRows.size(), 1 + names.size());
+    for (int i = 0; i < names.size(); ++i) {
+      const QStringList c = metricRows[i + 1].split(',');
+      const nlohmann::json& m = rs.metrics.at(siteJsonKey(rs.siteAt(size_t(i))));
+      QCOMPARE(c.value(1), names[i]);
+      QVERIFY(std::abs(c.value(2).toDouble() - m.at("mass_recall").get<double>()) <= 1e-9);
+      QVERIFY(std::abs(c.value(3).toDouble() - m.at("overlap").get<double>()) <= 1e-9);
+      QCOMPARE(c.value(6), QString(i == idx ? "1" : "0"));
+    }
+    const QStringList lossRows = tables[2].split('\n', Qt::SkipEmptyParts);
+    QCOMPARE(lossRows.value(0), QString("router,site,epoch,train_loss,held_out_loss"));
+    QCOMPARE(lossRows.size(), 1 + epochs);
+    for (int e = 0; e < epochs; ++e) {
+      const QStringList c = lossRows[e + 1].split(',');
+      QCOMPARE(c.value(2).toInt(), e + 1);
+      QVERIFY(std::abs(c.value(3).toDouble() - ep[e].at("train").get<double>()) <= 1e-9);
+      QVERIFY(std::abs(c.value(4).toDouble() - ep[e].at("held_out").get<double>()) <= 1e-9);
+    }
+
+    // The panel fits 1366x768: no visible widget of the view outside the
+    // window, both plots of a usable size, the caption not cut.
+    qInfo() << "window" << w.size() << "view minimum" << rv->minimumSizeHint() << "training plot" << tp->size()
+            << "metrics plot" << mp->size();
+    QVERIFY(w.width() <= 1366 && w.height() <= 768);
+    QVERIFY2(rv->minimumSizeHint().width() <= 1366 - 16 - 240 - 260 - 24,
+             qPrintable(QString("minimum width %1").arg(rv->minimumSizeHint().width())));
+    for (QWidget* c : rv->findChildren<QWidget*>()) {
+      if (!c->isVisible()) continue;
+      const QRect r(c->mapTo(&w, QPoint(0, 0)), c->size());
+      QVERIFY2(r.left() >= 0 && r.top() >= 0 && r.right() < w.width() && r.bottom() < w.height(),
+               qPrintable(QString("%1 (%2) at %3,%4 %5x%6 in a %7x%8 window")
+                              .arg(c->objectName(), c->metaObject()->className())
+                              .arg(r.x())
+                              .arg(r.y())
+                              .arg(r.width())
+                              .arg(r.height())
+                              .arg(w.width())
+                              .arg(w.height())));
+    }
+    QVERIFY(tp->width() >= 240 && tp->height() >= 150 && mp->width() >= 240 && mp->height() >= 150);
+    auto* caption = rv->findChild<QLabel*>("routerDiagnosticsCaption");
+    QVERIFY(caption && caption->isVisible());
+    QVERIFY2(caption->height() >= caption->heightForWidth(caption->width()),
+             qPrintable(QString("caption %1 px high, needs %2")
+                            .arg(caption->height())
+                            .arg(caption->heightForWidth(caption->width()))));
+
+    // Exports of the shown panel, named as the diagnostics; a screenshot.
+    const QDir out(QString::fromStdString(test::freshDir("gui_router_diagnostics").string()));
+    QVERIFY2(rv->figureBaseName().startsWith("router-diagnostics"), qPrintable(rv->figureBaseName()));
+    QString err;
+    for (const char* fmt : {"png", "svg", "pdf"}) {
+      const QString file = out.filePath(rv->figureBaseName() + "." + fmt);
+      QVERIFY2(rv->exportTo(file, fmt, 96, &err), qPrintable(err));
+      QVERIFY(QFileInfo(file).size() > 1000);
+    }
+    QVERIFY(w.grab().save(out.filePath("router-diagnostics-1366x768.png")));
+
+    // Untrained routers: the note instead of curves; still one group per site.
+    for (const char* kind : {"similarity", "oracle"}) {
+      QVERIFY(pickRouter(kind));
+      QVERIFY2(rv->hasData(), kind);
+      QVERIFY(rv->diagnosticsShown());
+      qInfo() << kind << "router note:" << rv->trainingNote();
+      QVERIFY2(rv->trainingNote().contains("no training") && rv->trainingNote().contains(kind),
+               qPrintable(rv->trainingNote()));
+      for (int g = 0; g < rv->trainingPlot()->graphCount(); ++g) QCOMPARE(rv->trainingPlot()->graph(g)->dataCount(), 0);
+      bool drawn = false;
+      for (int i = 0; i < rv->trainingPlot()->itemCount(); ++i)
+        if (auto* t = qobject_cast<QCPItemText*>(rv->trainingPlot()->item(i))) drawn |= t->text() == rv->trainingNote();
+      QVERIFY(drawn);
+      QCOMPARE(rv->diagnosticSites(), names);
+      QCOMPARE(qobject_cast<QCPBars*>(rv->siteMetricsPlot()->plottable(0))->dataCount(), names.size());
+      QVERIFY(rv->csvData().endsWith("router,site,epoch,train_loss,held_out_loss\n"));
+    }
+    // Back to the choices.
+    rv->showDiagnostics(false);
+    settle(w);
+    QVERIFY(rv->scoresPlot()->isVisible() && !rv->trainingPlot()->isVisible());
+    QVERIFY(rv->figureBaseName().startsWith("router-choices"));
+    for (int i = 0; i < w.issues()->count(); ++i)
+      QVERIFY2(!w.issues()->item(i)->text().contains("diagnostics"), qPrintable(w.issues()->item(i)->text()));
   }
 
   // Defect 9: the window fits a 1366x768 screen (less a title bar and a

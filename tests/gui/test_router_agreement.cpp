@@ -39,10 +39,11 @@ T* viewOf(MainWindow& w) {
   return nullptr;
 }
 
-// router_topk column of the Router view's CSV: one set per sample row.
+// router_topk column of the Router view's CSV: one set per sample row (the
+// first table; the router diagnostics follow after a blank line).
 std::vector<std::set<int>> viewTopK(const QString& csv, int column) {
   std::vector<std::set<int>> out;
-  const QStringList lines = csv.split('\n', Qt::SkipEmptyParts);
+  const QStringList lines = csv.section("\n\n", 0, 0).split('\n', Qt::SkipEmptyParts);
   for (int i = 1; i < lines.size(); ++i) {
     const QStringList cells = lines[i].split(',');
     std::set<int> s;
