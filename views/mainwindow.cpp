@@ -85,17 +85,12 @@ QString specWorkspaceDir(const DemoSpec& spec, QString* error) {
       // The demo records on the training part and evaluates on the held-out
       // (or test) part: the workspace says so (training corpus + evaluation
       // corpus), so the studio's steps read the same data.
-      Workspace ws = Workspace::create(dir, spec.name, (data + "/" + spec.model),
-                                       (data + "/" + spec.corpus));
+      Workspace ws = Workspace::create(dir, spec.name, (data + "/" + spec.model), (data + "/" + spec.corpus));
       ws.evalCorpusPath = (data + "/" + spec.evalCorpus);
-      ws.folders = {{"recordings", (demoOut + "/recording")},
-                    {"partitions", (demoOut + "/partitions")},
-                    {"routers", (demoOut + "/routers")},
-                    {"evaluations", (demoOut + "/eval")},
-                    {"fronts", (demoOut + "/front")},
-                    {"exports", (demoOut + "/export")},
-                    {"calibrated", (demoOut + "/calibrated")},
-                    {"figures", (demoOut + "/figures")}};
+      ws.folders = {{"recordings", (demoOut + "/recording")},  {"partitions", (demoOut + "/partitions")},
+                    {"routers", (demoOut + "/routers")},       {"evaluations", (demoOut + "/eval")},
+                    {"fronts", (demoOut + "/front")},          {"exports", (demoOut + "/export")},
+                    {"calibrated", (demoOut + "/calibrated")}, {"figures", (demoOut + "/figures")}};
       ws.save();
       return dir;
     } catch (const std::exception& e) {
@@ -109,8 +104,7 @@ QString specWorkspaceDir(const DemoSpec& spec, QString* error) {
   const QString dir = base + "/" + spec.dirName + "-workspace";
   if (QFileInfo::exists(dir + "/workspace.json")) return dir;
   try {
-    Workspace ws = Workspace::create(dir, spec.name, (data + "/" + spec.model),
-                                     (data + "/" + spec.corpus));
+    Workspace ws = Workspace::create(dir, spec.name, (data + "/" + spec.model), (data + "/" + spec.corpus));
     ws.evalCorpusPath = (data + "/" + spec.evalCorpus);
     ws.save();
   } catch (const std::exception& e) {
