@@ -128,4 +128,16 @@ QString wrapToWidth(const QString& text, const QFont& font, int width) {
   return lines.join('\n');
 }
 
+QCPItemText* addPlotNote(QCustomPlot* plot, const QString& text, int pointSize) {
+  auto* note = new QCPItemText(plot);
+  note->position->setType(QCPItemPosition::ptAxisRectRatio);
+  note->position->setCoords(0.5, 0.5);
+  note->setPositionAlignment(Qt::AlignCenter);
+  note->setTextAlignment(Qt::AlignCenter);
+  note->setFont(figureFont(pointSize));
+  note->setColor(QColor(80, 80, 80));
+  note->setText(text);
+  return note;
+}
+
 }  // namespace moefy::views

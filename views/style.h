@@ -10,6 +10,7 @@ class QCustomPlot;
 class QCPColorGradient;
 class QCPAxis;
 class QCPTextElement;
+class QCPItemText;
 class QFont;
 
 namespace moefy::views {
@@ -33,6 +34,9 @@ QColor expertColor(int e, int E);
 void addTitle(QCustomPlot* plot, const QString& title);
 /// A "data: ..." caption row under the plot's title (row 1), empty until set.
 QCPTextElement* addDataCaption(QCustomPlot* plot);
+/// A grey, centred note over the plot's axis rect (e.g. "no timings in this
+/// evaluation"): a QCPItemText owned by the plot, removed by clearItems().
+QCPItemText* addPlotNote(QCustomPlot* plot, const QString& text, int pointSize = 10);
 /// `text` broken into lines at spaces so that each line is at most `width`
 /// pixels wide in `font` (a single word wider than that keeps its line):
 /// QCPTextElement does not wrap, and a wider caption is cut at the plot's edges.

@@ -376,15 +376,12 @@ void PartitionView::drawAgreement() {
                                                 : QString();
   if (n < 2) {
     agreementCaptionText_ = leftOut;
-    auto* t = new QCPItemText(p);
-    t->position->setType(QCPItemPosition::ptAxisRectRatio);
-    t->position->setCoords(0.5, 0.5);
-    t->setText(agreementDff_ == 0 ? QString("no partitions")
-                                  : QString("fewer than two partitions split %1\n(d_ff %2): nothing to compare")
-                                        .arg(agreementSite_)
-                                        .arg(agreementDff_));
-    t->setFont(figureFont(9));
-    t->setColor(QColor(90, 90, 90));
+    addPlotNote(p,
+                agreementDff_ == 0 ? QString("no partitions")
+                                   : QString("fewer than two partitions split %1\n(d_ff %2): nothing to compare")
+                                         .arg(agreementSite_)
+                                         .arg(agreementDff_),
+                9);
     for (QCPAxis* a : {p->xAxis, p->yAxis}) {
       a->setTicker(QSharedPointer<QCPAxisTickerText>(new QCPAxisTickerText));  // no ticks
       a->setRange(0, 1);
@@ -623,13 +620,8 @@ void EvalView::refresh() {
   speed_->yAxis->setRange(0, smax * 1.15);
   speed_->axisRect()->insetLayout()->setInsetAlignment(0, Qt::AlignTop | Qt::AlignRight);
   if (!anySpeed) {
-    auto* t = new QCPItemText(speed_);
-    t->position->setType(QCPItemPosition::ptAxisRectRatio);
-    t->position->setCoords(0.5, 0.5);
-    t->setText(gen ? "no generation timings in this evaluation\n(moefy eval --speed --generate N)"
-                   : "no timings in this evaluation\n(run the evaluation with --speed)");
-    t->setFont(figureFont(10));
-    t->setColor(QColor(90, 90, 90));
+    addPlotNote(speed_, gen ? "no generation timings in this evaluation\n(moefy eval --speed --generate N)"
+                            : "no timings in this evaluation\n(run the evaluation with --speed)");
     speed_->legend->setVisible(false);
   }
   quality_->replot();

@@ -557,14 +557,7 @@ void RouterView::drawTrainingCurves(const Router::SiteReport* report, const QStr
                                                    : "its centroids come from the FFN weights");
     else
       trainNote_ = QString("no training recorded for %1\nin router.json").arg(site);
-    auto* note = new QCPItemText(train_);
-    note->position->setType(QCPItemPosition::ptAxisRectRatio);
-    note->position->setCoords(0.5, 0.5);
-    note->setPositionAlignment(Qt::AlignCenter);
-    note->setTextAlignment(Qt::AlignCenter);
-    note->setFont(figureFont(10));
-    note->setColor(QColor(70, 70, 70));
-    note->setText(trainNote_);
+    addPlotNote(train_, trainNote_);
     trainCaption_->setText(QString("%1, %2").arg(site, kind));
     train_->legend->setVisible(false);
     train_->xAxis->setTicker(integerTicker(1));
@@ -662,16 +655,9 @@ void RouterView::drawSiteMetrics() {
     band->setBrush(QColor(230, 60, 30, 40));
   }
   if (n == 0 || (router_ && !router_->reportError.isEmpty()) || missing == n) {
-    auto* note = new QCPItemText(siteMetrics_);
-    note->position->setType(QCPItemPosition::ptAxisRectRatio);
-    note->position->setCoords(0.5, 0.5);
-    note->setPositionAlignment(Qt::AlignCenter);
-    note->setTextAlignment(Qt::AlignCenter);
-    note->setFont(figureFont(10));
-    note->setColor(QColor(70, 70, 70));
-    note->setText(!router_                          ? QString("No router picked:\nno metrics")
-                  : !router_->reportError.isEmpty() ? QString("router.json's metrics\ncannot be read")
-                                                    : QString("router.json has\nno metrics"));
+    addPlotNote(siteMetrics_, !router_                          ? QString("No router picked:\nno metrics")
+                              : !router_->reportError.isEmpty() ? QString("router.json's metrics\ncannot be read")
+                                                                : QString("router.json has\nno metrics"));
   }
   siteMetrics_->xAxis->setTicker(ticks);
   siteMetrics_->xAxis->setTickLabelRotation(n > 5 ? -90 : 0);
