@@ -111,7 +111,7 @@ std::vector<ArtefactRef> scanArtefacts(const Workspace& ws) {
     // The studio lists calibrated exports with the exports (one tree node).
     const ArtefactKind k = a.kind == ArtefactKind::CalibratedExport ? ArtefactKind::MoeExport : a.kind;
     out.push_back({QString::fromUtf8(artefactKindInfo(k).name), Q(a.dir), QString::fromStdString(a.name),
-                   QString::fromStdString(a.summary)});
+                   QString::fromStdString(a.summary), a.readable});
   }
   return out;
 }

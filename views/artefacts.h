@@ -74,6 +74,7 @@ struct ArtefactRef {
   QString path;     ///< folder
   QString name;     ///< folder name
   QString summary;  ///< one line for the tree's tooltip
+  bool readable = true;  ///< the kind's reader opened it (false: `summary` is "unreadable: <error>")
 };
 /// The workspace's artefacts as the core's Project scan finds them (every
 /// kind folder, the folder itself and sub-folders up to depth 3; identified

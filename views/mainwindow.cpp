@@ -31,6 +31,7 @@
 #include "views/jobrunner.h"
 #include "views/pipeline.h"
 #include "views/view_corpus.h"
+#include "views/view_start.h"
 #include "views/views.h"
 
 namespace moefy::views {
@@ -129,6 +130,7 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent), ctx_(new StudioCo
   tabs_ = new QTabWidget(this);
   tabs_->setObjectName("viewTabs");
   tabs_->setDocumentMode(true);
+  tabs_->addTab(new StartView(ctx_), "Start");  // first: the pipeline state and the next step
   tabs_->addTab(new ModelView(ctx_), "Model");
   tabs_->addTab(new CorpusView(ctx_), "Corpus");
   tabs_->addTab(new SparsityView(ctx_), "Sparsity");
@@ -157,7 +159,11 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent), ctx_(new StudioCo
     resize(size);
   }
   restoreState(s.value("window/state").toByteArray());
-  tabs_->setCurrentIndex(s.value("window/tab", 0).toInt());
+  // The current tab by name (an index would shift when tabs are added; the
+  // Start page when none was saved or the name is gone).
+  const QString tab = s.value("window/tabName").toString();
+  for (int i = 0; i < tabs_->count(); ++i)
+    if (tabs_->tabText(i) == tab) tabs_->setCurrentIndex(i);
 }
 
 MainWindow::~MainWindow() {
@@ -187,7 +193,7 @@ void MainWindow::closeEvent(QCloseEvent* ev) {
   QSettings s;
   s.setValue("window/geometry", saveGeometry());
   s.setValue("window/state", saveState());
-  s.setValue("window/tab", tabs_->currentIndex());
+  s.setValue("window/tabName", tabs_->tabText(tabs_->currentIndex()));
   QMainWindow::closeEvent(ev);
 }
 
@@ -603,7 +609,9 @@ QStringList MainWindow::writeScreenshots(const QString& dir, QSize size) {
     for (QCustomPlot* p : tabs_->widget(i)->findChildren<QCustomPlot*>()) p->replot(QCustomPlot::rpImmediateRefresh);
     QApplication::processEvents();
     QString name = tabs_->tabText(i).toLower().replace(' ', '-');
-    QString path = QDir(dir).filePath(QString("%1-%2.png").arg(i + 1, 2, 10, QChar('0')).arg(name));
+    // Numbered by tab index: the Start page (tab 0) is 00-start.png, so the
+    // other views keep their names (01-model.png, ...).
+    QString path = QDir(dir).filePath(QString("%1-%2.png").arg(i, 2, 10, QChar('0')).arg(name));
     if (grab().save(path)) files << path;
   }
   return files;

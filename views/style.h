@@ -18,6 +18,9 @@ namespace moefy::views {
 enum class ColorMap { Viridis, Cividis, Greys };
 
 QFont figureFont(int pointSize = 10);
+/// Margin in pixels around the content of a view that is not a plot (the
+/// Model table, the Start page).
+constexpr int kViewMargin = 6;
 /// Applies fonts, tick label sizes, grid pens and margins to a plot.
 void applyPublicationStyle(QCustomPlot* plot);
 /// A QCPColorGradient for a colour map (continuous, 256 stops).

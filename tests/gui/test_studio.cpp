@@ -2,17 +2,22 @@
 // (scripts/gui/make_fake_workspace.py writes it in the formats of docs/formats.md).
 #include "views/qcp.h"
 
+#include <QAction>
 #include <QApplication>
+#include <QClipboard>
 #include <QComboBox>
+#include <QDateTime>
 #include <QDialog>
 #include <QLineEdit>
 #include <QMenuBar>
 #include <QPushButton>
-#include <QSpinBox>
+#include <QScrollBar>
 #include <QSignalSpy>
+#include <QSpinBox>
 #include <QStandardPaths>
 #include <QSvgRenderer>
 #include <QTemporaryDir>
+#include <QUrl>
 #include <QXmlStreamReader>
 #include <QtTest>
 
@@ -28,6 +33,7 @@
 #include "views/mainwindow.h"
 #include "views/pipeline.h"
 #include "views/view_corpus.h"
+#include "views/view_start.h"
 #include "views/views.h"
 
 using namespace moefy;
@@ -148,11 +154,172 @@ class TestStudio : public QObject {
       if (gv) QTRY_VERIFY_WITH_TIMEOUT(!gv->layoutRunning(), 20000);
       QApplication::processEvents();
       FigureView* f = w.figureView(i);
-      QVERIFY(f);
+      if (!f) {  // the Start page (no figure; startPageShowsPipelineState)
+        QVERIFY(qobject_cast<StartView*>(w.tabs()->widget(i)));
+        continue;
+      }
       QVERIFY2(f->hasData(), qPrintable(w.tabs()->tabText(i) + " shows an empty state on a full workspace"));
       QVERIFY2(f->csvData().count('\n') > 1, qPrintable(w.tabs()->tabText(i)));
     }
     QCOMPARE(w.issues()->count(), 0);
+  }
+
+  // Issue 20: the Start tab comes first and shows the pipeline state of the
+  // workspace: the Project scan's counts and newest summaries, the first
+  // missing stage's menu entry and CLI command (filled in with the
+  // workspace's model, corpus and newest upstream artefacts), Copy CLI
+  // command, the demo report's link; it fits a 1366x768 screen.
+  void startPageShowsPipelineState() {
+    MainWindow w;
+    w.resize(1366, 768);
+    w.show();
+    QVERIFY(w.openWorkspace(ws_));
+    QCOMPARE(w.tabs()->tabText(0), QString("Start"));
+    auto* sv = qobject_cast<StartView*>(w.tabs()->widget(0));
+    QVERIFY(sv);
+    w.tabs()->setCurrentIndex(0);
+    QApplication::processEvents();
+    StudioContext* ctx = w.context();
+    // The newest artefact of a kind as the page defines it (latest folder
+    // modification time, on a tie the last name).
+    auto newestOf = [ctx](const QString& kind) {
+      QString best;
+      QDateTime bt;
+      for (const QString& p : ctx->paths(kind)) {
+        const QDateTime t = QFileInfo(p).lastModified();
+        if (best.isEmpty() || t > bt || (t == bt && QFileInfo(p).fileName() >= QFileInfo(best).fileName()))
+          best = p, bt = t;
+      }
+      return best;
+    };
+    auto ids = [sv] {
+      QStringList out;
+      for (const PipelineStage& s : sv->stages()) out << s.id;
+      return out;
+    };
+    // The synthetic workspace has a front and an analysis: their rows follow.
+    QCOMPARE(ids(), (QStringList{"model", "corpus", "recording", "partition", "router", "evaluation", "export", "front",
+                                 "analysis"}));
+    QCOMPARE(sv->table()->rowCount(), static_cast<int>(sv->stages().size()));
+    for (int r = 0; r < static_cast<int>(sv->stages().size()); ++r) {
+      const PipelineStage& s = sv->stages()[r];
+      QCOMPARE(sv->table()->item(r, 0)->text(), s.title);
+      if (s.id == "model" || s.id == "corpus") {
+        QVERIFY2(s.present, qPrintable(s.id));
+        continue;
+      }
+      const QStringList paths = ctx->paths(s.id);
+      QCOMPARE(s.count, static_cast<int>(paths.size()));
+      const QString cell = sv->table()->item(r, 1)->text();
+      QVERIFY2(cell.startsWith(s.count ? QString::number(s.count) : QString("none")), qPrintable(s.id + ": " + cell));
+      if (s.count == 0) continue;
+      QCOMPARE(s.newest, newestOf(s.id));
+      for (const ArtefactRef& a : ctx->artefacts())
+        if (a.path == s.newest) QCOMPARE(s.summary, a.summary);
+      QVERIFY(!s.summary.isEmpty());
+      QVERIFY2(sv->table()->item(r, 2)->text().contains(s.summary), qPrintable(sv->table()->item(r, 2)->text()));
+    }
+    QCOMPARE(sv->stages()[2].count, 1);
+    QCOMPARE(sv->stages()[3].count, 4);
+    QCOMPARE(sv->stages()[4].count, 2);
+    // No export yet: the first missing stage, with the menu entry and the command.
+    QCOMPARE(sv->firstMissing(), 6);
+    const PipelineStage ex = sv->stages()[6];
+    QCOMPARE(ex.id, QString("export"));
+    QVERIFY(!ex.present);
+    QCOMPARE(ex.action, QString("Pipeline > Export MoE checkpoint... (Ctrl+Shift+E)"));
+    bool inMenu = false;
+    for (QAction* a : w.menuBar()->findChildren<QAction*>()) inMenu |= a->text() == "Export MoE checkpoint...";
+    QVERIFY(inMenu);
+    const QString model = ctx->workspace().model();
+    QCOMPARE(ex.command, QString("moefy export %1 %2 %3 --out %4")
+                             .arg(model, newestOf("partition"), newestOf("router"),
+                                  QDir::cleanPath(ctx->workspace().folder("exports") + "/moe1")));
+    QVERIFY2(sv->nextStepLabel()->text().contains(ex.command.toHtmlEscaped()), qPrintable(sv->nextStepLabel()->text()));
+    QVERIFY(sv->nextStepLabel()->text().contains("Export MoE checkpoint"));
+    QVERIFY(sv->table()->item(6, 1)->text().contains("next step"));
+    // Copy CLI command puts the row's command on the clipboard.
+    for (int row : {6, 2}) {
+      QGuiApplication::clipboard()->clear();
+      QPushButton* b = sv->copyButton(row);
+      QVERIFY(b);
+      QCOMPARE(b->text(), QString("Copy CLI command"));
+      sv->table()->scrollToItem(sv->table()->item(row, 0));
+      QApplication::processEvents();
+      QTest::mouseClick(b, Qt::LeftButton);
+      QCOMPARE(QGuiApplication::clipboard()->text(), sv->stages()[row].command);
+    }
+    QVERIFY(sv->stages()[2].command.startsWith("moefy record " + model + " " + ctx->workspace().corpus() + " --out "));
+    // Fits at 1366x768: the same budget as every tab (windowFitsASmallScreen),
+    // no horizontal scrolling, the next step's button inside the table.
+    QVERIFY(w.width() <= 1366 && w.height() <= 768);
+    QVERIFY2(sv->minimumSizeHint().width() <= 1366 - 16 - 240 - 260 - 24,
+             qPrintable(QString("minimum width %1").arg(sv->minimumSizeHint().width())));
+    QVERIFY(!sv->table()->horizontalScrollBar()->isVisible());
+    sv->table()->scrollToItem(sv->table()->item(6, 0));
+    QApplication::processEvents();
+    QPushButton* b = sv->copyButton(6);
+    const QRect br(b->mapTo(sv->table()->viewport(), QPoint(0, 0)), b->size());
+    QVERIFY2(sv->table()->viewport()->rect().contains(br), "the Copy CLI command button lies outside the table");
+    // The screenshots keep their names: the Start page is 00-start.png.
+    QTemporaryDir shots;
+    const QStringList files = w.writeScreenshots(shots.path(), QSize(1366, 768));
+    QVERIFY(files.size() >= 2);
+    QCOMPARE(QFileInfo(files[0]).fileName(), QString("00-start.png"));
+    QCOMPARE(QFileInfo(files[1]).fileName(), QString("01-model.png"));
+
+    // An empty private workspace: the first missing stage is the recording;
+    // no front/analysis rows, no report link.
+    QTemporaryDir tmp;
+    const QString pws = privateWorkspace(tmp);
+    QVERIFY(!pws.isEmpty());
+    QVERIFY(w.openWorkspace(pws));
+    QApplication::processEvents();
+    QCOMPARE(ids(), (QStringList{"model", "corpus", "recording", "partition", "router", "evaluation", "export"}));
+    QCOMPARE(sv->firstMissing(), 2);
+    const Workspace& pw0 = ctx->workspace();
+    QCOMPARE(sv->stages()[2].command, QString("moefy record %1 %2 --out %3%4")
+                                          .arg(pw0.model(), pw0.corpus(), QDir::cleanPath(pws + "/recordings/rec1"),
+                                               pw0.separateEvalCorpus() ? "" : " --split train"));
+    QVERIFY(sv->reportPath().isEmpty());
+    QVERIFY(sv->reportLabel()->isHidden());
+
+    // Its recordings and partitions taken from the shared workspace: the
+    // router is next, built from the recording and the newest partition; a
+    // report.md of `moefy demo` in the folder gets its link.
+    Workspace pw = Workspace::load(pws);
+    pw.folders["recordings"] = ws_ + "/recordings";
+    pw.folders["partitions"] = ws_ + "/partitions";
+    pw.save();
+    {
+      QFile f(pws + "/report.md");
+      QVERIFY(f.open(QIODevice::WriteOnly));
+      f.write("# MoEfy demo\n");
+    }
+    QVERIFY(w.openWorkspace(pws));
+    QApplication::processEvents();
+    QCOMPARE(sv->firstMissing(), 4);
+    const PipelineStage rt = sv->stages()[4];
+    QCOMPARE(rt.id, QString("router"));
+    QCOMPARE(ctx->paths("recording").size(), 1);
+    const QStringList parts = rt.command.split(' ');
+    QVERIFY2(parts.size() == 9, qPrintable(rt.command));
+    QCOMPARE(parts.mid(0, 5), (QStringList{"moefy", "route", ctx->workspace().model(), ctx->paths("recording")[0],
+                                           newestOf("partition")}));
+    QCOMPARE(parts[5], QString("--router"));
+    QCOMPARE(parts.mid(7), (QStringList{"--out", QDir::cleanPath(pws + "/routers/router1")}));
+    QCOMPARE(sv->reportPath(), QDir::cleanPath(pws + "/report.md"));
+    QVERIFY(!sv->reportLabel()->isHidden());
+    QVERIFY(sv->reportLabel()->text().contains(QUrl::fromLocalFile(sv->reportPath()).toString().toHtmlEscaped()));
+    // It follows the context's rescans: a report.html (preferred) appears.
+    {
+      QFile f(pws + "/report.html");
+      QVERIFY(f.open(QIODevice::WriteOnly));
+      f.write("<html><body>MoEfy demo</body></html>\n");
+    }
+    ctx->rescan();
+    QApplication::processEvents();
+    QCOMPARE(sv->reportPath(), QDir::cleanPath(pws + "/report.html"));
   }
 
   void coactHoverAndLevelOfDetail() {
@@ -207,6 +374,7 @@ class TestStudio : public QObject {
       w.tabs()->setCurrentIndex(i);
       QApplication::processEvents();
       FigureView* f = w.figureView(i);
+      if (!f) continue;  // the Start page has no figure
       if (auto* mv = qobject_cast<ModelView*>(f)) QTRY_VERIFY_WITH_TIMEOUT(!mv->loading(), 20000);
       if (auto* cv = qobject_cast<CorpusView*>(f)) QTRY_VERIFY_WITH_TIMEOUT(!cv->loading(), 30000);
       if (auto* gv = qobject_cast<ExpertGraphView*>(f)) QTRY_VERIFY_WITH_TIMEOUT(!gv->layoutRunning(), 20000);
