@@ -87,7 +87,7 @@ PartitionView::PartitionView(StudioContext* ctx, QWidget* parent)
   agreementPlot_->setMinimumSize(240, 180);
   agreementMap_ = new QCPColorMap(agreementPlot_->xAxis, agreementPlot_->yAxis);
   agreementMap_->setInterpolate(false);
-  agreementMap_->setTightBoundary(true);
+  agreementMap_->setTightBoundary(false);  // whole cells: the first and last are as wide as the others
   agreementScale_ = new QCPColorScale(agreementPlot_);
   agreementPlot_->plotLayout()->addElement(0, 1, agreementScale_);
   agreementScale_->setType(QCPAxis::atRight);

@@ -468,6 +468,12 @@ class TestFigures : public QObject {
       QVERIFY(at >= 0);
       pv->layerCombo()->setCurrentIndex(at);
       settle(w);
+      // Whole cells: the data range is the cell centres 0 .. n-1, so without a tight boundary the map spans
+      // -0.5 .. n-0.5 like the axes (a tight boundary clipped the first and last cells to half cells, their
+      // printed values on the cells' edges; seen in the 1366x768 screenshot).
+      QVERIFY(!map->tightBoundary());
+      QCOMPARE(map->data()->keyRange().lower, 0.0);
+      QCOMPARE(map->data()->keyRange().upper, double(n) - 1);
       QCOMPARE(pv->layer(), L);
       QCOMPARE(pv->agreementPartitions(), names);  // every partition of the site, in the workspace's order
       QVERIFY(map->visible());
