@@ -37,7 +37,8 @@ const OptionTable& trainOptionTable() {
                   "with teacher forcing: --batch pairs per step (epochs of shuffled pairs), the source cut to\n"
                   "--seq-len and the target to --target-len tokens (with </s>), the target shifted right from\n"
                   "decoder_start_token_id, cross-entropy over the target tokens; --heldout is a parallel corpus\n"
-                  "(default: the corpus's held-out split, 5 % of the pairs). Use a tokenizer with </s>\n"
+                  "(default: the corpus's held-out split, 5 % of the pairs), cut the same way, so held-out losses\n"
+                  "of runs with other --seq-len/--target-len do not compare. Use a tokenizer with </s>\n"
                   "(train-tokenizer --style t5). training.json gives the held-out activation sparsity of every\n"
                   "encoder and decoder FFN.\n");
     t.positionals({"CORPUS"}, 1)
@@ -47,7 +48,7 @@ const OptionTable& trainOptionTable() {
         .text("heldout", "CORPUS", "", "held-out corpus (empty = every 20th document of CORPUS)")
         .integer("steps", "N", d.steps, 1, kMaxCount, "optimiser steps")
         .integer("seed", "N", static_cast<int64_t>(d.seed), 0, kMaxSeed, "seed")
-        .integer("batch", "B", d.batch, 1, 1 << 16, "windows per step")
+        .integer("batch", "B", d.batch, 1, 1 << 16, "windows (encoder-decoder: pairs) per step")
         .integer("seq-len", "S", d.seqLen, 2, 1 << 20,
                  "window length in tokens (encoder-decoder: the most source tokens)")
         .integer("target-len", "S", d.targetLen, 0, 1 << 20,
