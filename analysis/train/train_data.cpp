@@ -7,9 +7,9 @@
 #include <numeric>
 #include <random>
 
+#include <nlohmann/json.hpp>
 #include "analysis/common/error.h"
 #include "analysis/io/fsutil.h"
-#include "analysis/io/json_input.h"
 #include "analysis/jobs/job.h"
 #include "analysis/model/config.h"
 #include "analysis/model/model.h"
@@ -20,9 +20,27 @@
 
 namespace moefy {
 
-namespace {
-
 namespace fs = std::filesystem;
+
+TrainTokenizer::TrainTokenizer(const fs::path& path) : path_(path) {
+  try {
+    tok_ = Tokenizer::fromFile(path);
+    vocab_ = tok_->vocabSize();
+    kind_ = tok_->kind();
+  } catch (const FormatError&) {
+    bpe_ = std::make_unique<BpeEncoder>(BpeModel::fromTokenizerJson(path));
+    vocab_ = static_cast<int64_t>(bpe_->model().tokens.size());
+    kind_ = "byte-level BPE (trainer encoder), " + std::to_string(vocab_) + " tokens";
+  }
+}
+
+TrainTokenizer::~TrainTokenizer() = default;
+
+std::vector<int32_t> TrainTokenizer::encode(const std::string& text) const {
+  return tok_ ? tok_->encode(text, true) : bpe_->encode(text, true);
+}
+
+namespace {
 
 // A deterministic RNG for (seed, index, salt): batches and epoch orders.
 std::mt19937_64 seededRng(uint64_t seed, int64_t index, uint32_t salt) {
@@ -31,39 +49,10 @@ std::mt19937_64 seededRng(uint64_t seed, int64_t index, uint32_t salt) {
   return std::mt19937_64(sq);
 }
 
-// Encodes documents with the project's Tokenizer when it can load the file,
-// else with the trainer's own byte-level BPE encoder (same ids: both are
-// checked against the HF reference in tests/core/test_bpe_trainer.cpp).
-class DocEncoder {
- public:
-  explicit DocEncoder(const fs::path& path) {
-    try {
-      tok_ = Tokenizer::fromFile(path);
-      vocab_ = tok_->vocabSize();
-      kind_ = tok_->kind();
-    } catch (const FormatError& e) {
-      bpe_ = std::make_unique<BpeEncoder>(BpeModel::fromTokenizerJson(path));
-      vocab_ = static_cast<int64_t>(bpe_->model().tokens.size());
-      kind_ = "byte-level BPE (trainer encoder), " + std::to_string(vocab_) + " tokens";
-    }
-  }
-  std::vector<int32_t> encode(const std::string& text) const {
-    return tok_ ? tok_->encode(text, true) : bpe_->encode(text, true);
-  }
-  int64_t vocab() const { return vocab_; }
-  const std::string& kind() const { return kind_; }
-
- private:
-  std::unique_ptr<Tokenizer> tok_;
-  std::unique_ptr<BpeEncoder> bpe_;
-  int64_t vocab_ = 0;
-  std::string kind_;
-};
-
 // ---------------------------------------------------------------- causal
 
-std::vector<int32_t> tokenStream(const fs::path& corpus, const DocEncoder& enc, int keepMod, bool keep, JobContext& job,
-                                 int64_t* docs) {
+std::vector<int32_t> tokenStream(const fs::path& corpus, const TrainTokenizer& enc, int keepMod, bool keep,
+                                 JobContext& job, int64_t* docs) {
   auto files = corpusTextFiles(corpus);
   if (keepMod > 0 && files.size() < 2)
     throw FormatError(corpus.string() + ": needs at least 2 documents to hold one out (or give --heldout)");
@@ -85,8 +74,8 @@ std::vector<int32_t> tokenStream(const fs::path& corpus, const DocEncoder& enc, 
 
 class CausalData : public TrainData {
  public:
-  CausalData(const TrainOptions& o, JobContext& job) : B_(o.batch), T_(o.seqLen), seed_(o.seed) {
-    DocEncoder enc(o.tokenizer);
+  CausalData(const TrainOptions& o, const TrainTokenizer& enc, JobContext& job)
+      : B_(o.batch), T_(o.seqLen), seed_(o.seed) {
     if (o.heldout.empty()) {
       train_ = tokenStream(o.corpus, enc, 20, false, job, &docsTrain_);
       held_ = tokenStream(o.corpus, enc, 20, true, job, &docsHeld_);
@@ -184,16 +173,20 @@ void truncateKeepEos(std::vector<int32_t>& ids, int n, int32_t eos) {
 
 class Seq2SeqData : public TrainData {
  public:
-  Seq2SeqData(const TrainOptions& o, const ModelConfig& cfg, JobContext& job)
-      : B_(o.batch), seed_(o.seed), decoderStart_(cfg.decoderStartId) {
+  Seq2SeqData(const TrainOptions& o, const ModelConfig& cfg, const nlohmann::json& cfgJson, const TrainTokenizer& enc,
+              JobContext& job)
+      : B_(o.batch), seed_(o.seed), decoderStart_(cfg.decoderStartId), kind_(enc.kind()) {
     const std::string ext = o.corpus.extension().string();
     if (ext != ".tsv" && ext != ".jsonl" && ext != ".ndjson")
       throw ParameterError(
           "CORPUS: " + o.corpus.string() +
           " is not a parallel corpus; an encoder-decoder model trains on pairs (.tsv source<TAB>target, "
           "or .jsonl)");
-    auto tok = Tokenizer::fromFile(o.tokenizer);
-    kind_ = tok->kind();
+    const Tokenizer* tok = enc.tokenizer();
+    if (!tok)
+      throw FormatError(o.tokenizer.string() +
+                        ": the project's tokenizer cannot read this file (needed to tokenise the pairs of an "
+                        "encoder-decoder model)");
     auto eos = tok->eosId();
     if (!eos)
       throw FormatError(o.tokenizer.string() +
@@ -205,7 +198,6 @@ class Seq2SeqData : public TrainData {
       throw FormatError(o.tokenizer.string() + ": its end-of-sequence id " + std::to_string(eos_) +
                         " is the config's decoder_start_token_id; a decoder would stop at its first step (train "
                         "the tokenizer with `moefy train-tokenizer --style t5`: </s> = 1, <pad> = 0)");
-    const nlohmann::json cfgJson = readJsonFile(o.config);
     if (cfgJson.contains("eos_token_id") && cfgJson["eos_token_id"].is_number_integer() &&
         cfgJson["eos_token_id"].get<int64_t>() != eos_)
       throw FormatError(o.config.string() + ": eos_token_id " + cfgJson["eos_token_id"].dump() +
@@ -336,17 +328,13 @@ class Seq2SeqData : public TrainData {
 
 }  // namespace
 
-std::unique_ptr<TrainData> loadTrainData(const TrainOptions& o, const ModelConfig& cfg, JobContext& job) {
-  if (cfg.encoderDecoder) return std::make_unique<Seq2SeqData>(o, cfg, job);
+std::unique_ptr<TrainData> loadTrainData(const TrainOptions& o, const ModelConfig& cfg, const nlohmann::json& cfgJson,
+                                         const TrainTokenizer& tokenizer, JobContext& job) {
+  if (cfg.encoderDecoder) return std::make_unique<Seq2SeqData>(o, cfg, cfgJson, tokenizer, job);
   if (o.targetLen > 0)
     throw ParameterError("--target-len: applies to encoder-decoder (T5) models only; " + o.config.string() +
                          " is a causal model (use --seq-len)");
-  return std::make_unique<CausalData>(o, job);
-}
-
-std::pair<int64_t, std::string> trainTokenizerInfo(const fs::path& tokenizerPath) {
-  DocEncoder enc(tokenizerPath);
-  return {enc.vocab(), enc.kind()};
+  return std::make_unique<CausalData>(o, tokenizer, job);
 }
 
 }  // namespace moefy

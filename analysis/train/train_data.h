@@ -31,6 +31,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <utility>
 #include <vector>
@@ -43,6 +44,33 @@ class Model;
 struct ModelConfig;
 struct TrainOptions;
 class Tokenizer;
+class BpeEncoder;
+
+/// The tokenizer of a training run, loaded once: the project's Tokenizer when
+/// it can read the file, else the trainer's own byte-level BPE encoder (same
+/// ids: both are checked against the HF reference in
+/// tests/core/test_bpe_trainer.cpp). Throws FormatError/IoError naming the
+/// file when neither can. Const methods are thread-safe.
+class TrainTokenizer {
+ public:
+  explicit TrainTokenizer(const std::filesystem::path& path);
+  ~TrainTokenizer();
+  /// The ids of `text` with the post-processor's special tokens.
+  std::vector<int32_t> encode(const std::string& text) const;
+  int64_t vocab() const { return vocab_; }
+  /// "BPE (byte-level), 8000 tokens", for the log and training.json.
+  const std::string& kind() const { return kind_; }
+  /// The project's Tokenizer; nullptr when only the trainer's encoder reads the file.
+  const Tokenizer* tokenizer() const { return tok_.get(); }
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+  std::unique_ptr<Tokenizer> tok_;
+  std::unique_ptr<BpeEncoder> bpe_;
+  int64_t vocab_ = 0;
+  std::string kind_;
+};
 
 /// The loss of one batch.
 struct BatchLoss {
@@ -81,14 +109,15 @@ class TrainData {
 
 /// Reads and tokenises the training and held-out data of `options` for a
 /// model of `config` (encoder-decoder configs take a parallel corpus, the
-/// others documents). `tokenizerPath` is options.tokenizer. Throws
-/// FormatError/IoError naming the file (too little data, unreadable corpus),
-/// ParameterError naming the option (a .txt corpus for T5, --target-len for
-/// a causal model).
-std::unique_ptr<TrainData> loadTrainData(const TrainOptions& options, const ModelConfig& config, JobContext& job);
-
-/// The tokenizer's size and kind for `moefy train` ("byte-level BPE ..."):
-/// the project's Tokenizer, else the trainer's own BPE encoder.
-std::pair<int64_t, std::string> trainTokenizerInfo(const std::filesystem::path& tokenizerPath);
+/// others documents), with `tokenizer` (options.tokenizer, loaded once by the
+/// caller); `configJson` is options.config as read (its eos_token_id is
+/// checked against the tokenizer's for encoder-decoder models). Throws
+/// FormatError/IoError naming the file (too little data, unreadable corpus, a
+/// T5 tokenizer without </s> or whose </s> is decoder_start_token_id),
+/// ParameterError naming the option (a .txt corpus for T5, --target-len for a
+/// causal model).
+std::unique_ptr<TrainData> loadTrainData(const TrainOptions& options, const ModelConfig& config,
+                                         const nlohmann::json& configJson, const TrainTokenizer& tokenizer,
+                                         JobContext& job);
 
 }  // namespace moefy

@@ -360,9 +360,9 @@ void checkTrainingMemory(const ModelConfig& cfg, const fs::path& configPath) {
                     byteSize(have) + " of memory");
 }
 
-TrainResult trainInto(const TrainOptions& o, JobContext& job, const ModelConfig& cfg, const fs::path& work,
-                      int64_t warmup, std::chrono::steady_clock::time_point t0, const RouterLossSetting& rl,
-                      const std::string& tokenizerKind);
+TrainResult trainInto(const TrainOptions& o, JobContext& job, const ModelConfig& cfg, const nlohmann::json& cfgJson,
+                      const TrainTokenizer& tokenizer, const fs::path& work, int64_t warmup,
+                      std::chrono::steady_clock::time_point t0, const RouterLossSetting& rl);
 
 }  // namespace
 
@@ -382,7 +382,8 @@ TrainResult trainLanguageModel(const TrainOptions& o, JobContext& job) {
   // Config: the model to train; vocab must match the tokenizer.
   nlohmann::json cfgJson = readJsonFile(o.config);
   job.setStage("tokenize");
-  const auto [tokVocab, tokKind] = trainTokenizerInfo(o.tokenizer);
+  const TrainTokenizer tokenizer(o.tokenizer);
+  const int64_t tokVocab = tokenizer.vocab();
   ModelConfig probe = ModelConfig::fromJson(cfgJson, o.config.string());
   if (probe.vocab != tokVocab)
     throw FormatError(o.config.string() + ": vocab_size " + std::to_string(probe.vocab) +
@@ -437,7 +438,7 @@ TrainResult trainLanguageModel(const TrainOptions& o, JobContext& job) {
     if (ec) throw IoError(work.string() + ": cannot create (" + ec.message() + ")");
   }
   try {
-    return trainInto(o, job, cfg, work, warmup, t0, rl, tokKind);
+    return trainInto(o, job, cfg, cfgJson, tokenizer, work, warmup, t0, rl);
   } catch (const CancelledError&) {
     std::string note =
         fs::exists(o.outDir, ec) ? o.outDir.string() + " is unchanged" : o.outDir.string() + " was not written";
@@ -461,12 +462,12 @@ TrainResult trainLanguageModel(const TrainOptions& o, JobContext& job) {
 
 namespace {
 
-TrainResult trainInto(const TrainOptions& o, JobContext& job, const ModelConfig& cfg, const fs::path& work,
-                      int64_t warmup, std::chrono::steady_clock::time_point t0, const RouterLossSetting& rl,
-                      const std::string& tokenizerKind) {
+TrainResult trainInto(const TrainOptions& o, JobContext& job, const ModelConfig& cfg, const nlohmann::json& cfgJson,
+                      const TrainTokenizer& tokenizer, const fs::path& work, int64_t warmup,
+                      std::chrono::steady_clock::time_point t0, const RouterLossSetting& rl) {
   const fs::path ckDir = work / "checkpoint";
 
-  const std::unique_ptr<TrainData> data = loadTrainData(o, cfg, job);
+  const std::unique_ptr<TrainData> data = loadTrainData(o, cfg, cfgJson, tokenizer, job);
   job.log("train: " + data->describe());
 
   // Model and optimiser state.
@@ -709,7 +710,7 @@ TrainResult trainInto(const TrainOptions& o, JobContext& job, const ModelConfig&
                             {"heldout_active_sites", r.activeSites},
                             {"tokens_per_s", r.tokensPerSecond},
                             {"seconds", r.seconds},
-                            {"tokenizer", tokenizerKind}};
+                            {"tokenizer", tokenizer.kind()}};
   if (rl.on) {
     summary["final_aux_loss"] = r.finalAuxLoss;
     summary["final_z_loss"] = r.finalZLoss;
