@@ -86,12 +86,12 @@ QString specWorkspaceDir(const DemoSpec& spec, QString* error) {
       // The demo records on the training part and evaluates on the held-out
       // (or test) part: the workspace says so (training corpus + evaluation
       // corpus), so the studio's steps read the same data.
-      Workspace ws = Workspace::create(dir, spec.name, (data + "/" + spec.model), (data + "/" + spec.corpus));
-      ws.evalCorpusPath = (data + "/" + spec.evalCorpus);
-      ws.folders = {{"recordings", (demoOut + "/recording")},  {"partitions", (demoOut + "/partitions")},
-                    {"routers", (demoOut + "/routers")},       {"evaluations", (demoOut + "/eval")},
-                    {"fronts", (demoOut + "/front")},          {"exports", (demoOut + "/export")},
-                    {"calibrated", (demoOut + "/calibrated")}, {"figures", (demoOut + "/figures")}};
+      Workspace ws = Workspace::create(dir, spec.name, data + "/" + spec.model, data + "/" + spec.corpus);
+      ws.evalCorpusPath = data + "/" + spec.evalCorpus;
+      ws.folders = {{"recordings", demoOut + "/recording"},  {"partitions", demoOut + "/partitions"},
+                    {"routers", demoOut + "/routers"},       {"evaluations", demoOut + "/eval"},
+                    {"fronts", demoOut + "/front"},          {"exports", demoOut + "/export"},
+                    {"calibrated", demoOut + "/calibrated"}, {"figures", demoOut + "/figures"}};
       ws.save();
       return dir;
     } catch (const std::exception& e) {
@@ -105,8 +105,8 @@ QString specWorkspaceDir(const DemoSpec& spec, QString* error) {
   const QString dir = base + "/" + spec.dirName + "-workspace";
   if (QFileInfo::exists(dir + "/workspace.json")) return dir;
   try {
-    Workspace ws = Workspace::create(dir, spec.name, (data + "/" + spec.model), (data + "/" + spec.corpus));
-    ws.evalCorpusPath = (data + "/" + spec.evalCorpus);
+    Workspace ws = Workspace::create(dir, spec.name, data + "/" + spec.model, data + "/" + spec.corpus);
+    ws.evalCorpusPath = data + "/" + spec.evalCorpus;
     ws.save();
   } catch (const std::exception& e) {
     if (error) *error = QString("Cannot create the demo workspace in %1: %2").arg(dir, e.what());

@@ -103,6 +103,15 @@ void Stages::run(const std::string& cmd, std::vector<std::string> args) {
   if (rc != 0) throw Error("demo: stage '" + cmd + "' failed (exit " + std::to_string(rc) + ")");
 }
 
+void stageTimesSection(report::Report& rep, const std::vector<std::pair<std::string, double>>& times) {
+  std::vector<std::vector<std::string>> rows;
+  double total = 0;
+  for (const auto& [name, secs] : times) rows.push_back({name, fmt(secs, 1) + " s"}), total += secs;
+  rep.heading("Run");
+  rep.table({"stage", "wall time"}, rows);
+  rep.paragraph("Total before the report: " + fmt(total, 1) + " s. Logs of every stage are in logs/.");
+}
+
 }  // namespace demo
 
 namespace {
@@ -402,12 +411,7 @@ void writeDemoReport(const fs::path& dir, const fs::path& model, const fs::path&
                   fmt(a, 6) + " against " + fmt(b, 6) + " in memory (" +
                   (a == b ? std::string("identical") : "difference " + fmt(std::abs(a - b), 9)) + ").");
   }
-  std::vector<std::vector<std::string>> timeRows;
-  double total = 0;
-  for (const auto& [name, secs] : stageTimes) timeRows.push_back({name, fmt(secs, 1) + " s"}), total += secs;
-  rep.heading("Run");
-  rep.table({"stage", "wall time"}, timeRows);
-  rep.paragraph("Total before the report: " + fmt(total, 1) + " s. Logs of every stage are in logs/.");
+  demo::stageTimesSection(rep, stageTimes);
   rep.write();
 }
 

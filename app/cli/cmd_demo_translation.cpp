@@ -374,12 +374,7 @@ void writeTranslationReport(const fs::path& dir, const TranslationRun& run,
     rep.paragraph("The export's evaluation has no translation results to compare.");
   }
 
-  std::vector<std::vector<std::string>> timeTable;
-  double total = 0;
-  for (const auto& [name, secs] : stageTimes) timeTable.push_back({name, fmt(secs, 1) + " s"}), total += secs;
-  rep.heading("Run");
-  rep.table({"stage", "wall time"}, timeTable);
-  rep.paragraph("Total before the report: " + fmt(total, 1) + " s. Logs of every stage are in logs/.");
+  stageTimesSection(rep, stageTimes);
   rep.write();
 }
 

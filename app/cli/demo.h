@@ -11,6 +11,10 @@
 
 #include "app/cli/cli.h"
 
+namespace moefy::report {
+class Report;
+}
+
 namespace moefy::cli::demo {
 
 /// The bundled data folder: $MOEFY_DATA_DIR, else the source tree's data/.
@@ -37,6 +41,10 @@ class Stages {
   std::filesystem::path dir_;
   std::vector<std::pair<std::string, double>> times_;
 };
+
+/// The report's "Run" section: a table of the stage wall times (Stages::times())
+/// and their total.
+void stageTimesSection(report::Report& rep, const std::vector<std::pair<std::string, double>>& times);
 
 /// `moefy demo --translation`: the T5 translation study on the bundled
 /// English-Spanish model and corpus (cmd_demo_translation.cpp).
