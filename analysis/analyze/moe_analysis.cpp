@@ -325,7 +325,8 @@ std::vector<int> moeLayersToAnalyse(const Model& model, const std::vector<int>& 
 nlohmann::json staticExpertAnalysis(const Model& model, int L, const AnalyzeOptions& o, NamedTensors& out,
                                     JobContext& job) {
   if (!model.config().moeLayer(L)) throw ParameterError(Site::ofLayer(L).name() + " is not a MoE layer");
-  const at::Tensor router = model.tensors().at(model.tensorName(Role::MoeRouter, L));  // [E, d_model]
+  const at::Tensor router =
+      model.tensors().at(model.tensorName(Role::MoeRouter, L)).to(at::kFloat);  // [E, d_model] (F32 when mapped)
   return staticAnalysis(expertWeights(model, L), router, "", Site::ofLayer(L).name(), o, out, job);
 }
 

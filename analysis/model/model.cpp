@@ -4,15 +4,17 @@
 
 #include <algorithm>
 #include <cmath>
-#include <tuple>
+#include <cstdlib>
 #include <cstring>
-#include <optional>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 #include <sstream>
+#include <tuple>
 
 #include "analysis/common/error.h"
 #include "analysis/common/hash.h"
+#include "analysis/common/runtime.h"
 #include "analysis/io/fsutil.h"
 #include "analysis/io/json_input.h"
 #include "analysis/io/safetensors.h"
@@ -120,10 +122,18 @@ at::Tensor Model::t(Role role, int layer, SiteStack stack, int expert) const {
     return {};
   }
   at::Tensor v = it->second;
+  if (v.scalar_type() != at::kFloat) v = v.to(at::kFloat);  // a mapped half tensor (WeightMode::Mapped)
   const auto& table = archTable(config_);
   for (const auto& row : table.rows)
     if (row.role == role && row.stack == stack && row.conv1d) return v.t();
   return v;
+}
+
+at::Tensor Model::embedTokens(const at::Tensor& ids) const {
+  auto it = tensors_.find(tensorName(Role::TokEmbd));
+  if (it == tensors_.end()) throw FormatError("model: no token embedding");
+  at::Tensor rows = at::embedding(it->second, ids);
+  return rows.scalar_type() == at::kFloat ? rows : rows.to(at::kFloat);
 }
 
 std::string Model::tensorName(Role role, int layer, SiteStack stack, int expert) const {
@@ -292,7 +302,9 @@ void Model::bind(const LoadOptions& options, const std::string& file) {
   std::vector<uint64_t> th(list.size(), 0);
 #pragma omp parallel for schedule(dynamic, 1)
   for (size_t i = 0; i < list.size(); ++i) {
-    at::Tensor c = list[i].second.detach().contiguous();
+    // Hashed as F32 whatever the weights are held as (WeightMode), so a
+    // recording made with converted weights matches the mapped model.
+    at::Tensor c = list[i].second.detach().to(at::kFloat).contiguous();
     const auto* p = static_cast<const unsigned char*>(c.data_ptr());
     const size_t nbytes = static_cast<size_t>(c.numel()) * c.element_size();
     uint64_t t = kFnvOffset;
@@ -355,9 +367,34 @@ std::unique_ptr<Model> Model::load(const fs::path& dir, const LoadOptions& optio
     fileForErrors = files.size() == 1 ? files[0].filename().string() : dir.filename().string();
   }
   std::set<std::string> dtypes;
+  std::vector<std::shared_ptr<SafetensorsFile>> opened;
+  double halfBytes = 0;  // bytes of the F16/BF16 tensors as stored
   for (const auto& f : files) {
     if (!fs::exists(f)) throw IoError(f.string() + ": shard listed in model.safetensors.index.json is missing");
-    auto st = SafetensorsFile::open(f);
+    opened.push_back(SafetensorsFile::open(f));
+    for (const auto& info : opened.back()->tensors())
+      if (info.dtype == DType::F16 || info.dtype == DType::BF16)
+        halfBytes += static_cast<double>(info.end - info.begin);
+  }
+  WeightMode mode = options.weights;
+  if (mode == WeightMode::Auto) {
+    if (const char* env = std::getenv("MOEFY_WEIGHTS"); env && *env) {
+      const std::string v = env;
+      if (v == "convert")
+        mode = WeightMode::Convert;
+      else if (v == "mapped")
+        mode = WeightMode::Mapped;
+      else
+        throw ParameterError("MOEFY_WEIGHTS='" + v + "' is not one of convert, mapped");
+    } else {
+      // The F32 copy takes twice the stored half bytes.
+      mode = 2 * halfBytes > 0.5 * availableMemoryBytes() ? WeightMode::Mapped : WeightMode::Convert;
+    }
+  }
+  m->mapped_ = mode == WeightMode::Mapped && halfBytes > 0;
+  for (size_t fi = 0; fi < files.size(); ++fi) {
+    const fs::path& f = files[fi];
+    const auto& st = opened[fi];
     for (const auto& info : st->tensors()) {
       if (!weightMap.empty()) {
         auto wm = weightMap.find(info.name);
@@ -374,7 +411,7 @@ std::unique_ptr<Model> Model::load(const fs::path& dir, const LoadOptions& optio
       }
       dtypes.insert(dtypeName(info.dtype));
       at::Tensor& w = m->tensors_[info.name];
-      w = info.dtype == DType::F32 ? st->raw(info.name) : st->f32(info.name);
+      w = info.dtype == DType::F32 || m->mapped_ ? st->raw(info.name) : st->f32(info.name);
       // One NaN/Inf weight turns every logit into NaN: refuse it here, once, by name.
       requireFinite(w, f.filename().string(), info.name);
     }
@@ -674,7 +711,7 @@ at::Tensor Model::run(const at::Tensor& ids, const at::Tensor& maskIn, const at:
   }
   at::Tensor mask = maskIn.defined() ? maskIn : at::ones({B, T}, at::kLong);
 
-  at::Tensor x = at::embedding(t(Role::TokEmbd), ids);  // [B, T, E]
+  at::Tensor x = embedTokens(ids);  // [B, T, E]
   if (at::Tensor pin = t(Role::ProjIn); pin.defined()) x = lin(x, pin, {});
   // Gemma: embeddings times sqrt(d_model).
   if (c.embedScale) x = x * std::sqrt(static_cast<double>(c.dModel));

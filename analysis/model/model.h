@@ -147,10 +147,29 @@ struct Seq2SeqCache {
   void keepRows(const at::Tensor& rows);
 };
 
+/// How the F16/BF16 weights of a checkpoint are held (F32 files are always
+/// mapped zero-copy).
+/// - Convert: every half tensor is converted to an owned F32 copy at load
+///   (resident memory about 2x the file; the fastest forward).
+/// - Mapped: half tensors stay views of the read-only file mapping; each use
+///   (Model::t, i.e. when the forward runs that layer) converts that tensor to
+///   a temporary F32 copy that is released with the layer's temporaries, so
+///   the peak resident memory is about the file plus a layer's weights in
+///   F32 plus the activations. The forward's results are bit-identical to
+///   Convert (the same conversion, done later); each forward pays the
+///   conversion again (negligible for batched forwards, about 2x per token in
+///   one-token decoding of a large model).
+/// - Auto: Mapped when the F32 copy of the half tensors would take more than
+///   half of the memory available at load (availableMemoryBytes()), Convert
+///   otherwise. The environment variable MOEFY_WEIGHTS=convert|mapped
+///   overrides Auto (any other value is refused naming the variable).
+enum class WeightMode { Auto, Convert, Mapped };
+
 struct LoadOptions {
   /// Do not require or load the FFN up/gate/down tensors (MoE checkpoints carry
   /// them per expert instead).
   bool skipFfn = false;
+  WeightMode weights = WeightMode::Auto;
 };
 
 class Model {
@@ -175,8 +194,13 @@ class Model {
   /// partitions and routers carry it so mismatches are caught. It hashes
   /// every byte of every weight (and the config), computed once at load.
   const std::string& fingerprint() const { return fingerprint_; }
-  /// All tensors by their full HF name (F32).
+  /// All tensors by their full HF name, as held: F32, or the stored F16/BF16
+  /// view of the file when mappedWeights() (convert with .to(at::kFloat)
+  /// before arithmetic with F32 tensors).
   const std::map<std::string, at::Tensor>& tensors() const { return tensors_; }
+  /// True when half-precision weights stay mapped and are converted per use
+  /// (WeightMode::Mapped, chosen or forced); false for F32 checkpoints.
+  bool mappedWeights() const { return mapped_; }
   /// Full HF tensor name of a role (layer ignored for global roles); "" if unused.
   /// Encoder-decoder models name their per-stack roles with `stack`; the
   /// per-expert roles of native MoE models (ExpGate/ExpUp/ExpDown) take `expert`.
@@ -264,8 +288,13 @@ class Model {
  private:
   Model() = default;
   void bind(const LoadOptions& options, const std::string& fileForErrors);
-  at::Tensor t(Role role, int layer = -1, SiteStack stack = SiteStack::Single,
-               int expert = 0) const;  // undefined if absent
+  // The tensor of a role in F32 (a mapped half tensor is converted here, a
+  // temporary the caller releases); undefined if absent.
+  at::Tensor t(Role role, int layer = -1, SiteStack stack = SiteStack::Single, int expert = 0) const;
+  // The token embedding rows of `ids` (any shape) in F32, [..., d_model]:
+  // a mapped half table is indexed before converting, so only the looked-up
+  // rows are converted.
+  at::Tensor embedTokens(const at::Tensor& ids) const;
   struct Rope {
     at::Tensor cos, sin;  // [1, 1, T, rotated dims]
   };
@@ -302,6 +331,7 @@ class Model {
   std::vector<std::shared_ptr<void>> files_;  // keeps mappings alive
   std::shared_ptr<const FfnOverride> override_;
   bool trainable_ = false;
+  bool mapped_ = false;
 };
 
 }  // namespace moefy

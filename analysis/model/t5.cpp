@@ -210,7 +210,7 @@ at::Tensor Model::encode(const Batch& source, HookSink* hooks) const {
   std::optional<c10::InferenceMode> inference;
   if (!trainable_) inference.emplace();
   at::Tensor mask = source.mask.defined() ? source.mask : at::ones_like(source.ids);  // [B, T]
-  at::Tensor x = at::embedding(t(Role::TokEmbd), source.ids);  // [B, T, C]: no scaling, no absolute positions
+  at::Tensor x = embedTokens(source.ids);  // [B, T, C]: no scaling, no absolute positions
   return t5Stack(SiteStack::Encoder, x, t5SelfBias(SiteStack::Encoder, mask), at::Tensor(), at::Tensor(), hooks);
 }
 
@@ -229,7 +229,7 @@ at::Tensor Model::decodeHidden(const at::Tensor& encoderOut, const at::Tensor& s
   if (!trainable_) inference.emplace();
   at::Tensor mask = decoder.mask.defined() ? decoder.mask : at::ones_like(decoder.ids);  // [B, T]
   at::Tensor crossBias = sourceBias(sourceMask);
-  at::Tensor x = at::embedding(t(Role::TokEmbd), decoder.ids);  // [B, T, C]
+  at::Tensor x = embedTokens(decoder.ids);  // [B, T, C]
   return t5Stack(SiteStack::Decoder, x, t5SelfBias(SiteStack::Decoder, mask), encoderOut, crossBias, hooks);
 }
 
@@ -286,7 +286,7 @@ at::Tensor Model::decodeStep(const at::Tensor& ids, Seq2SeqCache& cache, HookSin
   std::optional<c10::InferenceMode> inference;
   if (!trainable_) inference.emplace();
   const int64_t T = ids.size(1);
-  at::Tensor x = at::embedding(t(Role::TokEmbd), ids.to(at::kLong));  // [B, T, C]
+  at::Tensor x = embedTokens(ids.to(at::kLong));  // [B, T, C]
   at::Tensor out =
       t5Stack(SiteStack::Decoder, x, t5StepBias(cache.length, T), at::Tensor(), cache.crossBias, hooks, &cache);
   cache.length += T;

@@ -949,22 +949,24 @@ RecordSummary recordActivationsImpl(const Model& model, const PairSource& source
     // layers) are bounded by the widest.
     int wide = 0;
     for (const auto& [index, w] : st.width) wide = std::max(wide, w);
-    const double need = recorderBytes(L, wide, st.dModel, C, st.S, st.soft);
-    const double reservoir =
-        recorderBytes(L, wide, st.dModel, C, st.S, st.soft) - recorderBytes(L, wide, st.dModel, C, 0, st.soft);
-    const double have = physicalMemoryBytes();
+    const double counts = recorderBytes(L, wide, st.dModel, C, 0, st.soft);
+    const double reservoir = recorderBytes(L, wide, st.dModel, C, st.S, st.soft) - counts;
+    // One batch's activations at every recorded site, F32, held while the
+    // batch is accumulated (the forward's own temporaries are of the same order).
+    const double batch = 2.0 * options.batch * options.seqLen * static_cast<double>(st.dModel + wide) * 4 * L;
+    const double need = counts + reservoir + batch;
+    // The model is loaded by now, so what is available excludes it.
+    const double have = availableMemoryBytes();
     if (have > 0 && need > have) {
-      if (reservoir > need / 2)
-        throw ParameterError("--samples " + std::to_string(st.S) + ": the reservoir needs " + byteSize(reservoir) +
-                             " (" + std::to_string(st.S) + " tokens x (d_model " + std::to_string(st.dModel) +
-                             " + d_ff " + std::to_string(wide) + ") x 2 bytes x " + std::to_string(L) +
-                             " layers), more than this machine's " + byteSize(have) +
-                             " of memory; use fewer --samples");
-      throw ParameterError("--layers: recording " + std::to_string(L) + " layers of d_ff " + std::to_string(wide) +
-                           " needs " + byteSize(need) +
-                           " (co-activation matrices of d_ff^2 x 4 bytes each), more than "
-                           "this machine's " +
-                           byteSize(have) + " of memory; record fewer --layers per run and --merge");
+      const char* biggest = reservoir >= counts && reservoir >= batch ? "--samples"
+                            : batch >= counts                         ? "--batch"
+                                              : (options.layers.empty() ? "--sites" : "--layers");
+      throw ParameterError(std::string(biggest) + ": recording " + std::to_string(L) + " sites of d_ff " +
+                           std::to_string(wide) + " needs about " + byteSize(need) + " (statistics and co-activation " +
+                           byteSize(counts) + ", sample reservoir " + byteSize(reservoir) + ", batch activations " +
+                           byteSize(batch) + ") but " + byteSize(have) +
+                           " is available; record fewer --layers/--sites per run and --merge them, use fewer "
+                           "--samples or a smaller --batch");
     }
   }
   job.setStage("record: allocate");

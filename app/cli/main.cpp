@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "analysis/common/error.h"
+#include "analysis/common/omp_wait_policy.h"
 #include "analysis/common/runtime.h"
 #include "app/cli/cli.h"
 

@@ -19,6 +19,7 @@
 #include <cstdio>
 #include <optional>
 
+#include "analysis/common/omp_wait_policy.h"
 #include "analysis/common/runtime.h"
 #include "views/mainwindow.h"
 

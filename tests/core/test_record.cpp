@@ -553,8 +553,25 @@ class TestRecord : public QObject {
       QFAIL("--samples 1e12 accepted");
     } catch (const ParameterError& e) {
       qInfo() << e.what();
-      QVERIFY2(std::string(e.what()).find("--samples 1000000000000: the reservoir needs") != std::string::npos, e.what());
+      const std::string m = e.what();
+      // One line: the option to change, the estimate by part, what is available.
+      QVERIFY2(m.rfind("--samples: recording", 0) == 0, e.what());
+      QVERIFY2(m.find("sample reservoir") != std::string::npos && m.find("is available") != std::string::npos,
+               e.what());
+      QVERIFY2(m.find('\n') == std::string::npos, e.what());
     }
+    QVERIFY(!fs::exists(dir_ / "huge"));
+    // A batch whose activations cannot fit is refused by name too, before the first forward.
+    o.samples = 0;
+    o.batch = 100000000;
+    try {
+      recordActivations(*model_, vectorSource(seqs), SourceInfo{}, o, dir_ / "huge", JobContext::none());
+      QFAIL("--batch 1e8 accepted");
+    } catch (const ParameterError& e) {
+      qInfo() << e.what();
+      QVERIFY2(std::string(e.what()).rfind("--batch: recording", 0) == 0, e.what());
+    }
+    QVERIFY(!fs::exists(dir_ / "huge"));
   }
 
   void fingerprintCoversEveryWeight() {

@@ -206,6 +206,44 @@ class ArchForward : public QObject {
     QCOMPARE(d, 0.0);
   }
 
+  // Mapped half weights (WeightMode::Mapped, issue 18): the F16/BF16 tensors
+  // stay views of the file and are converted per use; logits and hooks equal
+  // the F32 upcast's exactly (diff 0), and the fingerprint equals the
+  // converted model's, so recordings made either way match.
+  void mappedHalfWeightsMatchConverted_data() { halfMatchesUpcast_data(); }
+
+  void mappedHalfWeightsMatchConverted() {
+    QFETCH(QString, variant);
+    QFETCH(QString, dtype);
+    auto dir = root_ / ("upcast_" + variant.toStdString() + "_" + dtype.toStdString());
+    LoadOptions convert, mapped;
+    convert.weights = WeightMode::Convert;
+    mapped.weights = WeightMode::Mapped;
+    auto a = Model::load(dir / "half", convert);
+    auto b = Model::load(dir / "half", mapped);
+    QVERIFY(!a->mappedWeights());
+    QVERIFY(b->mappedWeights());
+    QVERIFY(!Model::load(dir / "f32", mapped)->mappedWeights());  // nothing to map lazily in an F32 file
+    QCOMPARE(b->fingerprint(), a->fingerprint());
+    int64_t held = 0;
+    for (const auto& [name, t] : b->tensors()) held += t.scalar_type() != at::kFloat;
+    QVERIFY2(held > 0, "the mapped model holds no half tensor");
+    for (const auto& [name, t] : a->tensors()) QCOMPARE(t.scalar_type(), at::kFloat);
+    qputenv("MOEFY_WEIGHTS", "mapped");
+    forwardDump(dir / "half", dir / "mapped.safetensors");
+    qputenv("MOEFY_WEIGHTS", "convert");
+    forwardDump(dir / "f32", dir / "f32-again.safetensors");
+    qputenv("MOEFY_WEIGHTS", "lazy");
+    auto bad = runCli({"forward", qs(dir / "half"), "--ids", kSeqB});
+    qunsetenv("MOEFY_WEIGHTS");
+    if (QTest::currentTestFailed()) return;
+    QVERIFY(bad.exitCode != 0);
+    QVERIFY2(bad.err.find("MOEFY_WEIGHTS='lazy'") != std::string::npos, bad.err.c_str());
+    double d = compareDumps(dir / "mapped.safetensors", dir / "f32-again.safetensors", 0.0,
+                            variant + " " + dtype + " mapped vs F32 upcast");
+    QCOMPARE(d, 0.0);
+  }
+
   // moefy inspect names the family, the rope type, the window pattern and the norms.
   void inspectNamesFamilyRopeWindowNorms_data() {
     QTest::addColumn<QString>("variant");
