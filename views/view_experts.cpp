@@ -406,6 +406,7 @@ void ExpertsView::drawUsage() {
   for (double v : y) hi = std::max(hi, v);
   plot->yAxis->setRange(floor, hi * 1.6);
   // Labelled ticks that never crowd; refitted after each layout (the panel's height changes).
+  plot->setProperty("tickHeight", -1);
   plot->yAxis->setTicker(
       logTicker(plot->yAxis->range(), plot->axisRect()->height(), QFontMetrics(plot->yAxis->tickLabelFont()).height()));
   plot->xAxis->setRange(-0.6, E - 0.4);
@@ -560,8 +561,12 @@ void ExpertsView::highlight() {
   for (Panel p : {Similarity, RouterSimilarity, Cooccurrence}) {
     if (!maps_[p]->visible()) continue;
     QCustomPlot* plot = plots_[p];
-    const double ix = std::abs(plot->xAxis->pixelToCoord(pen.widthF()) - plot->xAxis->pixelToCoord(0));
-    const double iy = std::abs(plot->yAxis->pixelToCoord(pen.widthF()) - plot->yAxis->pixelToCoord(0));
+    // At most a quarter cell (and none before the first layout, when the axis rect has no size).
+    auto inset = [&](QCPAxis* a) {
+      const double d = std::abs(a->pixelToCoord(pen.widthF()) - a->pixelToCoord(0));
+      return std::isfinite(d) ? std::min(d, 0.25) : 0.0;
+    };
+    const double ix = inset(plot->xAxis), iy = inset(plot->yAxis);
     const double lo = -0.5, hi = E - 0.5;
     rect(plot, lo + ix, e - 0.5, hi - ix, e + 0.5);
     rect(plot, e - 0.5, lo + iy, e + 0.5, hi - iy);
