@@ -268,7 +268,10 @@ void CoactView::refresh() {
   // The normalised matrix (and, for the global scale, every layer's colour
   // range) once per recording, layer and measure: synchronously for narrow
   // sites, else on a worker (the map is redrawn when it is done).
-  auto keyOf = [this, m](int l) { return QString("%1|%2|%3").arg(rec_->dir).arg(l).arg(moefy::coactMeasureName(m)); };
+  // By value: a worker's result is keyed by the recording it was computed for.
+  auto keyOf = [dir = rec_->dir, m](int l) {
+    return QString("%1|%2|%3").arg(dir).arg(l).arg(moefy::coactMeasureName(m));
+  };
   if (m != moefy::CoactMeasure::Count) {
     const QString key = keyOf(L);
     std::vector<int> rangeLayers;  // layers whose range the global scale still needs
