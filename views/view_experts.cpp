@@ -2,6 +2,7 @@
 // drawn from the arrays Analysis::open copies out of readMoeAnalysis.
 #include "views/qcp.h"
 
+#include <QFontMetrics>
 #include <QGridLayout>
 #include <QLabel>
 #include <QMouseEvent>
@@ -39,6 +40,40 @@ QSharedPointer<QCPAxisTickerText> indexTicker(int n, const QString& prefix, cons
   const int step = std::max(1, (n + 11) / 12);
   for (int i = 0; i < n; i += step)
     t->addTick(i, prefix + QString::number(labelOf.empty() ? i : labelOf[static_cast<size_t>(i)]));
+  return t;
+}
+
+// Ticks for a log axis over `range` (both ends > 0) `pixels` long whose
+// labels are `labelHeight` px tall: the densest of 1-2-5, 1-3, 1 per decade
+// and every n-th decade whose neighbouring labels keep `labelHeight` + 4 px
+// apart. QCPAxisTickerLog falls back to linear steps under 1.6 decades, which
+// put 0.3 and 0.4 on top of each other near the top of the usage panel.
+QSharedPointer<QCPAxisTickerText> logTicker(const QCPRange& range, int pixels, int labelHeight) {
+  QSharedPointer<QCPAxisTickerText> t(new QCPAxisTickerText);
+  if (!(range.lower > 0 && range.upper > range.lower) || pixels <= 0) return t;
+  const double decades = std::log10(range.upper / range.lower), pxPerDecade = pixels / decades;
+  const double need = labelHeight + 4;
+  const std::vector<std::vector<double>> sets{{1, 2, 5}, {1, 3}, {1}};
+  std::vector<double> mantissas{1};
+  int decadeStep = 1;
+  for (const auto& m : sets) {
+    // The closest pair of a set is its smallest log10 ratio between neighbours (wrapping to the next decade).
+    double gap = 1;
+    for (size_t i = 0; i < m.size(); ++i)
+      gap = std::min(gap, std::log10((i + 1 < m.size() ? m[i + 1] : 10 * m[0]) / m[i]));
+    if (gap * pxPerDecade >= need) {
+      mantissas = m;
+      break;
+    }
+  }
+  if (mantissas.size() == 1) decadeStep = std::max(1, int(std::ceil(need / std::max(1e-9, pxPerDecade))));
+  for (int k = int(std::floor(std::log10(range.lower))) - 1; k <= int(std::ceil(std::log10(range.upper))); ++k) {
+    if (((k % decadeStep) + decadeStep) % decadeStep != 0) continue;
+    for (double m : mantissas) {
+      const double v = m * std::pow(10.0, k);
+      if (v >= range.lower && v <= range.upper) t->addTick(v, QString::number(v, 'g', 3));
+    }
+  }
   return t;
 }
 
@@ -117,7 +152,7 @@ ExpertsView::ExpertsView(StudioContext* ctx, QWidget* parent)
     if (heat) {
       maps_[p] = new QCPColorMap(plot->xAxis, plot->yAxis);
       maps_[p]->setInterpolate(false);
-      maps_[p]->setTightBoundary(true);
+      maps_[p]->setTightBoundary(false);  // whole first/last cells: the map fills -0.5 .. n - 0.5 like the axes
       scales_[p] = new QCPColorScale(plot);
       plot->plotLayout()->addElement(0, 1, scales_[p]);
       scales_[p]->setType(QCPAxis::atRight);
@@ -140,6 +175,15 @@ ExpertsView::ExpertsView(StudioContext* ctx, QWidget* parent)
     plot->setMinimumSize(170, 170);  // three columns fit beside a widened inspector at 1366 px
     plot->installEventFilter(this);  // re-wraps the caption to the new width
     grid->addWidget(plot, p / 3, p % 3);
+    if (p == Usage)
+      connect(plot, &QCustomPlot::afterLayout, this, [plot] {
+        if (plot->yAxis->scaleType() != QCPAxis::stLogarithmic) return;
+        const int h = plot->axisRect()->height();
+        if (plot->property("tickHeight").toInt() == h) return;
+        plot->setProperty("tickHeight", h);
+        plot->yAxis->setTicker(logTicker(plot->yAxis->range(), h, QFontMetrics(plot->yAxis->tickLabelFont()).height()));
+        plot->replot(QCustomPlot::rpQueuedReplot);
+      });
     connect(plot, &QCustomPlot::mousePress, this, [this, p](QMouseEvent* ev) {
       if (ev->button() != Qt::LeftButton) return;
       const int e = expertAt(static_cast<Panel>(p), ev->position());
@@ -357,12 +401,14 @@ void ExpertsView::drawUsage() {
   uniform->point2->setCoords(1, 1.0 / E);
   uniform->setPen(QPen(QColor(90, 90, 90), 1, Qt::DashLine));
   plot->yAxis->setScaleType(QCPAxis::stLogarithmic);
-  QSharedPointer<QCPAxisTickerLog> t(new QCPAxisTickerLog);
-  plot->yAxis->setTicker(t);
   plot->yAxis->setNumberFormat("g");
   double hi = 1.0 / E;
   for (double v : y) hi = std::max(hi, v);
   plot->yAxis->setRange(floor, hi * 1.6);
+  // Labelled ticks that never crowd; refitted after each layout (the panel's height changes).
+  plot->setProperty("tickHeight", -1);
+  plot->yAxis->setTicker(
+      logTicker(plot->yAxis->range(), plot->axisRect()->height(), QFontMetrics(plot->yAxis->tickLabelFont()).height()));
   plot->xAxis->setRange(-0.6, E - 0.4);
   plot->xAxis->setTicker(indexTicker(E, "E", usageOrder_));
   setCaption(Usage, QString("usage perplexity %1, dead %2; dashed: 1/E")
@@ -424,13 +470,18 @@ void ExpertsView::drawPca() {
   g->setScatterStyle(QCPScatterStyle(QCPScatterStyle::ssSquare, Qt::black, QColor(255, 255, 255, 200), 8));
   g->setData(x, y);
   g->setName("experts");
+  // Labels above-right of their marker, but below it in the top quarter of
+  // the points' range and left of it in the right quarter, so that a label
+  // never runs past the plot's top or right edge (where it was cut).
   for (int e = 0; e < ex->rows; ++e) {
     auto* label = new QCPItemText(plot);
     label->position->setCoords(x[e], y[e]);
-    label->setPositionAlignment(Qt::AlignLeft | Qt::AlignBottom);
-    label->setPadding(QMargins(5, 0, 0, 2));
+    const bool top = y[e] > ylo + 0.75 * (yhi - ylo), right = x[e] > xlo + 0.75 * (xhi - xlo);
+    label->setPositionAlignment((right ? Qt::AlignRight : Qt::AlignLeft) | (top ? Qt::AlignTop : Qt::AlignBottom));
+    label->setPadding(QMargins(right ? 0 : 5, top ? 2 : 0, right ? 5 : 0, top ? 0 : 2));
     label->setFont(figureFont(8));
     label->setText(QString("E%1").arg(e));
+    label->setProperty("pcaLabel", e);
   }
   const double dx = std::max(1e-9, xhi - xlo) * 0.12, dy = std::max(1e-9, yhi - ylo) * 0.12;
   plot->xAxis->setRange(xlo - dx, xhi + dx);
@@ -504,11 +555,21 @@ void ExpertsView::highlight() {
     r->setProperty("selectedExpert", e);
     return r;
   };
-  // Heatmaps: the expert's row and column.
+  // Heatmaps: the expert's row and column, inset by the pen's width so that
+  // the whole outline lies on the map (not on the axis rect's edge or past it
+  // onto the colour scale).
   for (Panel p : {Similarity, RouterSimilarity, Cooccurrence}) {
     if (!maps_[p]->visible()) continue;
-    rect(plots_[p], -0.5, e - 0.5, E - 0.5, e + 0.5);
-    rect(plots_[p], e - 0.5, -0.5, e + 0.5, E - 0.5);
+    QCustomPlot* plot = plots_[p];
+    // At most a quarter cell (and none before the first layout, when the axis rect has no size).
+    auto inset = [&](QCPAxis* a) {
+      const double d = std::abs(a->pixelToCoord(pen.widthF()) - a->pixelToCoord(0));
+      return std::isfinite(d) ? std::min(d, 0.25) : 0.0;
+    };
+    const double ix = inset(plot->xAxis), iy = inset(plot->yAxis);
+    const double lo = -0.5, hi = E - 0.5;
+    rect(plot, lo + ix, e - 0.5, hi - ix, e + 0.5);
+    rect(plot, e - 0.5, lo + iy, e + 0.5, hi - iy);
   }
   // Usage: its bar, outlined from the floor to the top.
   if (!usageOrder_.empty()) {

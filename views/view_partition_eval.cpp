@@ -131,7 +131,8 @@ bool PartitionView::eventFilter(QObject* watched, QEvent* event) {
 QString PartitionView::csvData() const {
   QString out;
   QStringList head;
-  for (int c = 0; c < table_->columnCount(); ++c) head << table_->horizontalHeaderItem(c)->text();
+  for (int c = 0; c < table_->columnCount(); ++c)
+    head << table_->horizontalHeaderItem(c)->data(Qt::UserRole).toString();
   out += head.join(',') + "\n";
   for (int r = 0; r < table_->rowCount(); ++r) {
     QStringList row;
@@ -219,15 +220,39 @@ void PartitionView::refresh() {
   for (const auto& p : parts) stability |= !std::isnan(metric(*p, "stability_ari"));
   table_->setSortingEnabled(false);
   table_->clear();
-  QStringList head{"partition", "method", "seed", "experts", "coact inside", "edge cut", "balance", "recall@1", "recall@k/4", "recall@k/2"};
-  if (stability) head << "stability (ARI)";
-  table_->setColumnCount(head.size());
-  table_->setHorizontalHeaderLabels(head);
+  // Columns: the full name (the CSV header, kept in the header item's
+  // Qt::UserRole), a short header that fits a 1366 px window without a
+  // horizontal scrollbar, and the tooltip that says what it is.
+  struct Column {
+    const char* name;
+    const char* shortName;
+    const char* tip;
+  };
+  std::vector<Column> columns{
+      {"partition", "partition", "the partition folder (elided in the middle when narrow; the tooltip has it whole)"},
+      {"method", "method", "split method (partition.json method)"},
+      {"seed", "seed", "split seed"},
+      {"experts", "E", "experts E"},
+      {"coact inside", "inside", "coact inside: share of the off-diagonal co-activation mass inside experts"},
+      {"edge cut", "cut", "edge cut: co-activation counts of the neuron pairs in different experts"},
+      {"balance", "balance", "balance: largest expert size / (d_ff / E) (1 = exactly balanced)"},
+      {"recall@1", "R@1", "recall@1: oracle share of the activation mass in the token's best expert"},
+      {"recall@k/4", "R@E/4",
+       "recall@k at k = E/4: oracle share of the activation mass in the token's E/4 best experts"},
+      {"recall@k/2", "R@E/2",
+       "recall@k at k = E/2: oracle share of the activation mass in the token's E/2 best experts"}};
   if (stability)
-    table_->horizontalHeaderItem(head.size() - 1)
-        ->setToolTip(
-            "adjusted Rand index between the partition and the same method rerun with seed + 1 "
-            "(partition.json stability_ari; 1 = the same experts, ~0 = unrelated; - = not measured)");
+    columns.push_back(
+        {"stability (ARI)", "stab. ARI",
+         "stability (ARI): adjusted Rand index between the partition and the same method rerun with "
+         "seed + 1 (partition.json stability_ari; 1 = the same experts, ~0 = unrelated; - = not measured)"});
+  table_->setColumnCount(static_cast<int>(columns.size()));
+  for (int c = 0; c < static_cast<int>(columns.size()); ++c) {
+    auto* h = new QTableWidgetItem(columns[c].shortName);
+    h->setData(Qt::UserRole, QString(columns[c].name));
+    h->setToolTip(columns[c].tip);
+    table_->setHorizontalHeaderItem(c, h);
+  }
   table_->setRowCount(static_cast<int>(parts.size()));
   plot_->clearGraphs();
   int row = 0;
@@ -274,6 +299,7 @@ void PartitionView::refresh() {
     }
     for (int c = 0; c < vals.size(); ++c) {
       auto* it = new NumberItem(vals[c]);
+      if (c == 0) it->setToolTip(p->dir);
       if (c >= 2 && !std::isnan(raw[c])) {
         it->setData(Qt::UserRole, raw[c]);
         it->setTextAlignment(Qt::AlignRight | Qt::AlignVCenter);
@@ -297,7 +323,13 @@ void PartitionView::refresh() {
     }
   }
   table_->setSortingEnabled(true);
-  table_->resizeColumnsToContents();
+  // The name column takes what the numbers leave (elided in the middle), so
+  // the table fits its width: no horizontal scrollbar at 1366x768.
+  table_->setTextElideMode(Qt::ElideMiddle);
+  QHeaderView* header = table_->horizontalHeader();
+  header->setMinimumSectionSize(24);
+  for (int c = 0; c < table_->columnCount(); ++c)
+    header->setSectionResizeMode(c, c == 0 ? QHeaderView::Stretch : QHeaderView::ResizeToContents);
   plot_->yAxis->setLabel(
       mean ? "share of activation mass kept (mean over layers)"
            : QString("share of activation mass kept (%1)").arg(siteText(parts.front()->siteOf(L), L)));

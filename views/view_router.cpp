@@ -1,5 +1,6 @@
 #include "views/qcp.h"
 
+#include <QFontMetrics>
 #include <QGridLayout>
 #include <QHBoxLayout>
 #include <QLineEdit>
@@ -121,6 +122,30 @@ QSharedPointer<QCPAxisTicker> integerTicker(int n, bool compact = false) {
   t->setScaleStrategy(QCPAxisTickerFixed::ssNone);
   return t;
 }
+// The first of `labels` (longest first; lines split by \n) whose longest line
+// fits along `axis`'s length, else the last: a vertical label longer than the
+// axis rect runs past the plot's title or its bottom edge and is cut there.
+// Re-run after every layout (the axis rect's height changes with the window).
+void fitAxisLabel(QCPAxis* axis, const QStringList& labels) {
+  const QFontMetrics fm(axis->labelFont());
+  const int room = axis->orientation() == Qt::Vertical ? axis->axisRect()->height() : axis->axisRect()->width();
+  QString pick = labels.last();
+  for (const QString& l : labels) {
+    int longest = 0;
+    for (const QString& line : l.split('\n')) longest = std::max(longest, fm.horizontalAdvance(line));
+    if (longest <= room) {
+      pick = l;
+      break;
+    }
+  }
+  if (axis->label() != pick) {
+    axis->setLabel(pick);
+    axis->parentPlot()->replot(QCustomPlot::rpQueuedReplot);
+  }
+}
+
+const QStringList kUsageYLabels{"share of tokens routed", "share of\ntokens routed", "share\nrouted"};
+
 QCustomPlot* plotWithTitle(QWidget* parent, const QString& title) {
   auto* p = new QCustomPlot(parent);
   p->plotLayout()->insertRow(0);
@@ -201,6 +226,7 @@ RouterView::RouterView(StudioContext* ctx, QWidget* parent)
     if (t && t->strideUsed() != t->strideNow()) scores_->replot(QCustomPlot::rpQueuedReplot);
   });
   usage_ = plotWithTitle(choicesPage, "Expert usage");
+  connect(usage_, &QCustomPlot::afterLayout, this, [this] { fitAxisLabel(usage_->yAxis, kUsageYLabels); });
   cats_ = plotWithTitle(choicesPage, "Expert usage by category");
   strip_ = new TokenStrip(choicesPage);
   note_ = new QLabel(choicesPage);
@@ -401,7 +427,7 @@ void RouterView::refresh() {
   }
   // Two lines: one would be wider than the plot at the default window size and clip.
   usage_->xAxis->setLabel(QString("expert id, sorted by usage\n(%1 of %2 never chosen)").arg(dead).arg(E_));
-  usage_->yAxis->setLabel("share of tokens routed");
+  fitAxisLabel(usage_->yAxis, kUsageYLabels);  // and after every layout: never longer than the axis
   usage_->replot();
 
   // Category x expert usage heatmap.

@@ -15,6 +15,7 @@
 #include <QVBoxLayout>
 #include <map>
 
+#include "analysis/project/python_snippet.h"
 #include "views/pipeline.h"
 #include "views/style.h"
 
@@ -97,6 +98,7 @@ std::vector<PipelineStage> pipelineStages(const Workspace& ws, const std::vector
   m.newest = model;
   m.action = "File > Workspace settings...";
   m.command = "moefy inspect " + M;
+  if (m.present) m.python = QString::fromStdString(pythonSnippet("model", QDir(model).absolutePath().toStdString()));
   out.push_back(m);
   PipelineStage c;
   c.id = "corpus";
@@ -106,6 +108,8 @@ std::vector<PipelineStage> pipelineStages(const Workspace& ws, const std::vector
   c.newest = corpus;
   c.action = "File > Workspace settings...";
   c.command = "moefy corpus " + C + " --model " + M;
+  if (c.present)
+    c.python = QString::fromStdString(pythonSnippet("corpus", QFileInfo(corpus).absoluteFilePath().toStdString()));
   out.push_back(c);
 
   // Per kind: count, unreadable, newest (readable first, then the latest
@@ -141,6 +145,8 @@ std::vector<PipelineStage> pipelineStages(const Workspace& ws, const std::vector
     if (auto it = newest.find(k.kind); it != newest.end()) {
       s.newest = it->second->path;
       s.summary = it->second->summary;
+      // Calibrated exports are listed as exports and have their format.
+      s.python = QString::fromStdString(pythonSnippet(k.kind, QDir(s.newest).absolutePath().toStdString()));
     }
     if (*k.step) s.action = menuAction(k.step);
     const QString outDir = shellQuote(freshOutput(ws, k.folder, k.prefix));
@@ -225,8 +231,8 @@ StartView::StartView(StudioContext* ctx, QWidget* parent) : QWidget(parent), ctx
   table_ = new QTableWidget(this);
   table_->setObjectName("startStages");
   table_->setFont(figureFont(10));
-  table_->setColumnCount(5);
-  table_->setHorizontalHeaderLabels({"stage", "artefacts", "newest", "CLI command", ""});
+  table_->setColumnCount(6);
+  table_->setHorizontalHeaderLabels({"stage", "artefacts", "newest", "CLI command", "", ""});
   table_->verticalHeader()->setVisible(false);
   table_->setEditTriggers(QAbstractItemView::NoEditTriggers);
   table_->setSelectionBehavior(QAbstractItemView::SelectRows);
@@ -239,6 +245,7 @@ StartView::StartView(StudioContext* ctx, QWidget* parent) : QWidget(parent), ctx
   h->setSectionResizeMode(2, QHeaderView::Stretch);
   h->setSectionResizeMode(3, QHeaderView::Stretch);
   h->setSectionResizeMode(4, QHeaderView::ResizeToContents);
+  h->setSectionResizeMode(5, QHeaderView::ResizeToContents);
   lay->addWidget(title_);
   lay->addWidget(reportLabel_);
   lay->addWidget(next_);
@@ -251,6 +258,11 @@ StartView::StartView(StudioContext* ctx, QWidget* parent) : QWidget(parent), ctx
 QPushButton* StartView::copyButton(int row) const {
   if (row < 0 || row >= table_->rowCount()) return nullptr;
   return qobject_cast<QPushButton*>(table_->cellWidget(row, 4));
+}
+
+QPushButton* StartView::pythonButton(int row) const {
+  if (row < 0 || row >= table_->rowCount()) return nullptr;
+  return qobject_cast<QPushButton*>(table_->cellWidget(row, 5));
 }
 
 void StartView::showEvent(QShowEvent* ev) {
@@ -340,6 +352,16 @@ void StartView::refresh() {
       ctx_->report(StudioContext::Info, "Copied to the clipboard: " + command);
     });
     table_->setCellWidget(r, 4, copy);
+    auto* py = new QPushButton("Copy Python", table_);
+    py->setObjectName("copyPython-" + s.id);
+    py->setEnabled(!s.python.isEmpty());
+    py->setToolTip(s.python.isEmpty() ? QString("No %1 to load yet").arg(s.title.toLower())
+                                      : "Copies a Python snippet (json + numpy) that loads " + s.newest);
+    connect(py, &QPushButton::clicked, this, [this, python = s.python, path = s.newest] {
+      QGuiApplication::clipboard()->setText(python);
+      ctx_->report(StudioContext::Info, "Copied to the clipboard: a Python snippet that loads " + path);
+    });
+    table_->setCellWidget(r, 5, py);
   }
   table_->resizeRowsToContents();
 }

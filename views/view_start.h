@@ -6,7 +6,9 @@
 // count and the newest one's summary line; no artefact file is read here),
 // the GUI action and the equivalent `moefy` command line of the stage, a
 // "Copy CLI command" button per row, a next-step hint for the first missing
-// stage, and a link to `moefy demo`'s report when the workspace holds one.
+// stage, a "Copy Python" button per row (a snippet that loads the newest
+// artefact: analysis/project/python_snippet.h), and a link to `moefy demo`'s
+// report when the workspace holds one.
 #include <QString>
 #include <QWidget>
 #include <vector>
@@ -43,6 +45,11 @@ struct PipelineStage {
   /// workspace folder (WS/recordings/rec1, ...). Paths are absolute and
   /// shell-quoted when needed.
   QString command;
+  /// A self-contained Python snippet that loads `newest` (json + numpy,
+  /// moefy::pythonSnippet of analysis/project/python_snippet.h: the real file
+  /// and tensor names of docs/formats.md, the absolute path filled in); ""
+  /// when the stage has no artefact (model/corpus: when it does not exist).
+  QString python;
 };
 
 /// The stages of `ws` in pipeline order from its scanned `artefacts`
@@ -77,6 +84,9 @@ class StartView : public QWidget {
   QTableWidget* table() const { return table_; }
   /// The "Copy CLI command" button of row `row` (nullptr when out of range).
   QPushButton* copyButton(int row) const;
+  /// The "Copy Python" button of row `row` (nullptr when out of range);
+  /// disabled when the stage has no artefact to load.
+  QPushButton* pythonButton(int row) const;
   /// The next-step hint (empty text when every stage is present).
   QLabel* nextStepLabel() const { return next_; }
   /// The demo report the link opens ("" and the link hidden when none).

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "analysis/split/agreement.h"
+#include "analysis/split/coact_weight.h"
 #include "views/figure.h"
 
 class QCustomPlot;
@@ -69,30 +70,61 @@ class SparsityView : public FigureView {
   std::vector<int> order_;  // neurons sorted by frequency (current layer)
 };
 
-/// d_ff x d_ff co-activation heatmap reordered by a partition.
+/// d_ff x d_ff co-activation heatmap reordered by a partition, in one of
+/// three measures (the Measure picker): the counts c_ij, the Jaccard index or
+/// the PPMI of each pair, both from the one definition the splitter's graph
+/// weights use (analysis/split/coact_weight.h, c_i = the diagonal, T = the
+/// site's token count), so the map shows what `split --weighting` partitions.
+/// When a partition orders the map, the axes carry expert labels at each
+/// block's centre (every n-th when crowded; never overlapping).
 class CoactView : public FigureView {
   Q_OBJECT
  public:
   explicit CoactView(StudioContext* ctx, QWidget* parent = nullptr);
   void refresh() override;
+  /// The displayed grid: "display_row_start,...,mean_<measure>" (mean_coactive_tokens,
+  /// mean_jaccard, mean_ppmi), one line per cell except diagonal-only cells.
   QString csvData() const override;
-  /// Rebuilds the colour map for the visible range (level of detail).
+  /// "co-activation-L3" for counts, "co-activation-jaccard-L3" / "co-activation-ppmi-L3" otherwise.
+  QString figureBaseName() const override;
+  /// Rebuilds the colour map for the visible range (level of detail) and the expert tick labels.
   void rebuildVisible();
   int gridCells() const { return gridCols_ * gridRows_; }
-  /// Upper end of the colour scale (counts): the largest off-diagonal count.
+  /// The measure drawn (the Measure picker).
+  moefy::CoactMeasure measure() const;
+  QComboBox* measureCombo() const { return measure_; }
+  QCustomPlot* plot() const { return plot_; }
+  /// Upper end of the colour scale, in the shown measure: the largest off-diagonal value.
   double colourMax() const { return vmax_; }
-  /// Lower end of the colour scale: the 1st percentile of the off-diagonal counts.
+  /// Lower end of the colour scale: the 1st percentile of the off-diagonal values.
   double colourMin() const { return vmin_; }
-  /// The displayed value of grid cell (col, row); NaN for diagonal-only cells.
+  /// The displayed value of grid cell (col, row) in the shown measure (linear,
+  /// also under log colour); NaN for diagonal-only cells.
   double gridValue(int col, int row) const;
   /// Neuron ids and count under plot coordinates (for hover); false if outside.
   bool cellAt(double x, double y, int* neuronRow, int* neuronCol, long long* count) const;
+  /// The hover line for plot coordinates: both neurons, their experts, the
+  /// count, Jaccard and PPMI of the pair ("" outside the map).
+  QString hoverText(double x, double y) const;
+  /// The line under the map after a redraw: the measure and the colour range.
+  QString caption() const { return caption_; }
+  /// Whether the normalised matrix is being computed on a worker thread.
+  bool computing() const { return computing_; }
+  /// Sites wider than this compute their normalised matrix on a worker
+  /// thread (default 1024: PPMI at d_ff 3072 takes ~0.1 s, above the 50 ms a
+  /// GUI-thread step may take); tests set 0 to take the worker path.
+  void setSyncWidthLimit(int width) { syncWidth_ = width; }
 
  private:
   void highlight();
+  /// Expert tick labels at the blocks' centres (default tickers without a partition).
+  void updateExpertTicks();
+  /// "E3", or "shared" for label E (the shared expert of split --shared).
+  QString expertName(int label) const;
   QCustomPlot* plot_;
   QCPColorMap* map_ = nullptr;
   QCPColorScale* scale_ = nullptr;
+  QComboBox* measure_;
   QComboBox* scaleMode_;
   QComboBox* cmap_;
   QCheckBox* logScale_;
@@ -101,13 +133,23 @@ class CoactView : public FigureView {
   QTimer* lodTimer_;
   std::shared_ptr<Recording> rec_;
   std::shared_ptr<Partition> part_;
-  std::shared_ptr<const std::vector<int32_t>> coact_;
+  std::shared_ptr<const std::vector<int32_t>> coact_;    // counts [d_ff * d_ff]
+  std::shared_ptr<const std::vector<float>> norm_;       // the shown normalised measure [d_ff * d_ff] (neuron order)
+  QString normKey_;                                      // recording|layer|measure of norm_
+  QString pendingKey_;                                   // what the running worker computes
+  std::map<QString, std::pair<double, double>> ranges_;  // recording|layer|measure -> colour range (global scale)
   std::vector<int32_t> perm_;         // display index -> neuron
   std::vector<int32_t> inv_;          // neuron -> display index
   std::vector<double> sat_;           // summed-area table [(F+1)*(F+1)] of the reordered matrix
+  std::vector<int> blockStart_;       // display start of each expert block [E (+1 shared) + 1]
   int F_ = 0;
+  double tokens_ = 0;  // T: the site's token count
   double vmax_ = 1;
   double vmin_ = 0;
+  bool logColour_ = false;  // log10(1 + v) colour (counts only)
+  bool computing_ = false;
+  int syncWidth_ = 1024;
+  QString caption_;
   int gridCols_ = 0, gridRows_ = 0;
   std::vector<QCPItemRect*> blocks_;
   QCPItemRect* selBlock_ = nullptr;

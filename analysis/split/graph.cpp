@@ -13,6 +13,7 @@
 
 #include "analysis/common/error.h"
 #include "analysis/io/fsutil.h"
+#include "analysis/split/coact_weight.h"
 #include "analysis/split/split.h"
 
 namespace moefy {
@@ -81,13 +82,12 @@ struct WeightRow {
       if (j != i && cij > 0) {
         switch (kind) {
           case 0: v = cij; break;
-          case 1: {
-            const double den = c[i] + c[j] - cij;
-            v = den > 0 ? std::round(1000.0 * cij / den) : 0;
+          // The unscaled values are the heatmap's (coact_weight.h); here scaled to integers.
+          case 1:
+            v = std::round(kJaccardGraphScale * coactJaccard(cij, c[i], c[j]));
             break;
-          }
           case 2:
-            v = (c[i] > 0 && c[j] > 0) ? std::round(100.0 * std::max(0.0, std::log(cij * N / (c[i] * c[j])))) : 0;
+            v = std::round(kPpmiGraphScale * coactPpmi(cij, c[i], c[j], N));
             break;
           default: v = std::floor(cij / pthr);
         }

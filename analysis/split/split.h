@@ -34,9 +34,11 @@ struct CoactGraph {
 
 struct GraphOptions {
   /// raw: co-activation counts; jaccard: C_ij / (c_i + c_j - C_ij) x 1000;
-  /// ppmi: max(0, log(C_ij N / (c_i c_j))) x 100; percentile: MoEfication's
-  /// integer weights floor(C_ij / (0.99 q)) with q the first non-zero of the
-  /// 10th, 20th, ... percentiles of all entries, edges below 1 dropped.
+  /// ppmi: max(0, log(C_ij N / (c_i c_j))) x 100 (both rounded; the unscaled
+  /// values are coactJaccard / coactPpmi of analysis/split/coact_weight.h);
+  /// percentile: MoEfication's integer weights floor(C_ij / (0.99 q)) with q
+  /// the first non-zero of the 10th, 20th, ... percentiles of all entries,
+  /// edges below 1 dropped.
   std::string weighting = "raw";
   /// Keep each neuron's top-k neighbours (union, symmetric); 0 = all;
   /// -1 = auto (resolveTopk).

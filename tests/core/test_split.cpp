@@ -16,6 +16,7 @@
 #include "analysis/model/model.h"
 #include "analysis/record/recorder.h"
 #include "analysis/record/recording.h"
+#include "analysis/split/coact_weight.h"
 #include "analysis/split/split.h"
 #include "testutil.h"
 
@@ -235,6 +236,49 @@ class TestSplit : public QObject {
     // threshold 0.99 * 0.8 -> weight floor(4 / 0.792) = 5 on each ring edge.
     QCOMPARE(g.edges(), int64_t{10});
     for (int32_t w : g.adjwgt) QCOMPARE(w, 5);
+  }
+
+  void coactWeightFunction() {
+    // Hand values of the one Jaccard/PPMI definition (analysis/split/coact_weight.h).
+    // Jaccard 30 / (40 + 60 - 30) = 3/7; PPMI ln(30 * 1000 / (40 * 60)) = ln(12.5).
+    QCOMPARE(coactJaccard(30, 40, 60), 3.0 / 7.0);
+    QCOMPARE(coactPpmi(30, 40, 60, 1000), std::log(12.5));
+    QCOMPARE(coactJaccard(10, 10, 10), 1.0);               // identical sets
+    QCOMPARE(coactJaccard(0, 0, 0), 0.0);                  // empty union
+    QCOMPARE(coactJaccard(0, 5, 7), 0.0);                  // disjoint
+    QCOMPARE(coactPpmi(2, 40, 60, 1000), 0.0);             // ln(2000/2400) < 0: clipped
+    QCOMPARE(coactPpmi(5, 0, 60, 1000), 0.0);              // a silent neuron
+    QCOMPARE(coactPpmi(5, 10, 10, 0), 0.0);                // no tokens
+    QCOMPARE(coactPpmi(10, 10, 10, 100), std::log(10.0));  // ln(10 * 100 / 100)
+    QCOMPARE(coactWeight(CoactMeasure::Count, 7, 9, 11, 50), 7.0);
+    QCOMPARE(coactWeight(CoactMeasure::Jaccard, 30, 40, 60, 1000), 3.0 / 7.0);
+    QCOMPARE(coactWeight(CoactMeasure::Ppmi, 30, 40, 60, 1000), std::log(12.5));
+    QCOMPARE(QString(coactMeasureName(CoactMeasure::Ppmi)), QString("ppmi"));
+    QVERIFY(parseCoactMeasure("raw") == CoactMeasure::Count);
+    QVERIFY(parseCoactMeasure("jaccard") == CoactMeasure::Jaccard);
+    QVERIFY(!parseCoactMeasure("percentile"));
+    // The splitter's edge weights are these values scaled and rounded: a
+    // 3-neuron matrix, diagonal = counts 40, 60, 50, over 1000 tokens.
+    at::Tensor C = at::tensor({40, 30, 5, 30, 60, 2, 5, 2, 50}, at::kInt).reshape({3, 3});
+    for (const char* w : {"jaccard", "ppmi"}) {
+      GraphOptions go;
+      go.weighting = w;
+      go.topk = 0;
+      CoactGraph g = buildCoactGraph(C, at::Tensor(), 1000, go);
+      const CoactMeasure m = *parseCoactMeasure(w);
+      const double scale = m == CoactMeasure::Jaccard ? kJaccardGraphScale : kPpmiGraphScale;
+      int64_t checked = 0;
+      for (int64_t i = 0; i < 3; ++i)
+        for (int32_t e = g.xadj[i]; e < g.xadj[i + 1]; ++e) {
+          const int64_t j = g.adjncy[e];
+          const double want =
+              std::round(scale * coactWeight(m, C[i][j].item<int>(), C[i][i].item<int>(), C[j][j].item<int>(), 1000));
+          QCOMPARE(static_cast<double>(g.adjwgt[e]), want);
+          ++checked;
+        }
+      // jaccard: 429, 59, 19 (all edges); ppmi: 253, 92 and ln(2000/3000) < 0 -> no 1-2 edge.
+      QCOMPARE(checked, m == CoactMeasure::Jaccard ? int64_t{6} : int64_t{4});
+    }
   }
 
   void metisGraphExport() {

@@ -554,7 +554,8 @@ class TestFigures : public QObject {
     QVERIFY(table);
     int col = -1;
     for (int c = 0; c < table->columnCount(); ++c)
-      if (table->horizontalHeaderItem(c)->text() == "stability (ARI)") col = c;
+      if (table->horizontalHeaderItem(c)->data(Qt::UserRole).toString() == "stability (ARI)")
+        col = c;  // shown "stab. ARI"
     QVERIFY2(col >= 0, "no stability (ARI) column");
     QCOMPARE(pv->layer(), 0);
     for (int r = 0; r < table->rowCount(); ++r) {
