@@ -202,6 +202,12 @@ CompareView::CompareView(StudioContext* ctx, QWidget* parent) : FigureView(ctx, 
     a->setSubTicks(false);
   }
   heat_->xAxis->setTickLabelRotation(-40);
+  // Whether the cells hold their values depends on the laid-out axis rect
+  // (known after the layout, not at the resize event): re-decided after
+  // every layout, re-placed only when the answer changes (no replot loop).
+  connect(heat_, &QCustomPlot::afterLayout, this, [this] {
+    if (heatCellsHoldText() != heatTextsShown_) placeHeatTexts();
+  });
   for (QCustomPlot* p : {curves_, heat_}) {
     p->installEventFilter(this);  // captions re-wrap and cell values re-place on resize
     connect(p, &QCustomPlot::mouseMove, this, [this, p](QMouseEvent* ev) {
@@ -239,6 +245,9 @@ CompareView::CompareView(StudioContext* ctx, QWidget* parent) : FigureView(ctx, 
   for (int c = 0; c < headers.size(); ++c) table_->horizontalHeaderItem(c)->setToolTip(tips[c]);
   table_->horizontalHeader()->setSectionResizeMode(QHeaderView::Stretch);
   table_->horizontalHeader()->setMinimumSectionSize(30);
+  // Sorted by evaluation (stable: each one's results stay in file order) until a header is clicked.
+  table_->horizontalHeader()->setSortIndicator(0, Qt::AscendingOrder);
+  table_->setSortingEnabled(true);
   vsplit->addWidget(plots_);
   vsplit->addWidget(table_);
   vsplit->setStretchFactor(0, 3);
@@ -258,10 +267,7 @@ QWidget* CompareView::figureRoot() { return plots_; }
 bool CompareView::dataWarningShown() const { return !warning_->isHidden() && !warning_->text().isEmpty(); }
 
 bool CompareView::eventFilter(QObject* watched, QEvent* event) {
-  if (event->type() == QEvent::Resize && (watched == curves_ || watched == heat_)) {
-    layoutCaptions();
-    if (watched == heat_) placeHeatTexts();
-  }
+  if (event->type() == QEvent::Resize && (watched == curves_ || watched == heat_)) layoutCaptions();
   return FigureView::eventFilter(watched, event);
 }
 
@@ -598,6 +604,7 @@ void CompareView::drawHeatmap(const std::vector<const Entry*>& shown) {
   heatColumns_.clear();
   heat_->clearItems();
   heatTexts_.clear();
+  heatTextsShown_ = false;
   int columns = 0;
   const Evaluation* named = nullptr;  // the evaluation whose site names label the columns
   for (const Entry* e : shown)
@@ -673,17 +680,23 @@ void CompareView::drawHeatmap(const std::vector<const Entry*>& shown) {
   placeHeatTexts();
 }
 
+bool CompareView::heatCellsHoldText() const {
+  const int rows = int(heatRows_.size()), columns = int(heatColumns_.size());
+  if (rows == 0 || columns == 0) return false;
+  const QRect area = heat_->axisRect()->rect();
+  const double cellW = double(area.width()) / columns, cellH = double(area.height()) / rows;
+  // A value ("0.42", "0.012") needs about 26 px at 7 pt.
+  const QFontMetrics fm(figureFont(7));
+  return cellH >= fm.height() + 1 && cellW >= fm.horizontalAdvance("0.000") + 2;
+}
+
 void CompareView::placeHeatTexts() {
   for (QCPItemText* t : heatTexts_) heat_->removeItem(t);
   heatTexts_.clear();
+  heatTextsShown_ = heatCellsHoldText();
+  if (!heatTextsShown_) return;
   const int rows = int(heatRows_.size()), columns = int(heatColumns_.size());
-  if (rows == 0 || columns == 0) return;
-  const QRect area = heat_->axisRect()->rect();
-  const double cellW = double(area.width()) / columns, cellH = double(area.height()) / rows;
   const QFont font = figureFont(7);
-  const QFontMetrics fm(font);
-  // Values only where a cell holds its text: "0.42" needs about 26 px at 7 pt.
-  if (cellH < fm.height() + 1 || cellW < fm.horizontalAdvance("0.000") + 2) return;
   const double vMax = heatMap_->dataRange().upper;
   for (int r = 0; r < rows; ++r)
     for (int c = 0; c < columns; ++c) {

@@ -443,6 +443,9 @@ class CompareView : public FigureView {
   void rebuildList();
   void redraw();
   void drawHeatmap(const std::vector<const Entry*>& shown);
+  /// Whether the heatmap's cells, as laid out now, are large enough for their values.
+  bool heatCellsHoldText() const;
+  /// Prints each cell's value in it when heatCellsHoldText() (removes them otherwise).
   void placeHeatTexts();
   void layoutCaptions();
   QListWidget* list_;
@@ -466,6 +469,7 @@ class CompareView : public FigureView {
   std::vector<HeatRow> heatRows_;
   QStringList heatColumns_;
   std::vector<QCPItemText*> heatTexts_;
+  bool heatTextsShown_ = false;
   QString curveCaptionText_, heatCaptionText_;
   int omittedX_ = 0, omittedY_ = 0;
   bool filling_ = false;
