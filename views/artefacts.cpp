@@ -448,13 +448,15 @@ std::shared_ptr<Evaluation> Evaluation::open(const QString& d) {
   e->hasGenSpeed = core.hasGenerateSpeed;
   for (const auto& s : core.series) {
     Series out{QString::fromStdString(s.router), {}};
-    for (const auto& p : s.points)
+    for (const auto& p : s.points) {
       out.points.push_back({p.fraction, QString::fromStdString(p.topK), p.loss, p.perplexity, p.lossDelta, p.top1, p.kl,
                             p.forwardSpeedup, p.generateSpeedup, p.forwardSpeedupMin, p.forwardSpeedupMax,
                             p.generateSpeedupMin, p.generateSpeedupMax, p.forwardRuns, p.generateRuns,
-                            QString::fromStdString(p.speedNote)});
+                            QString::fromStdString(p.speedNote), p.ffnFlopsFraction, p.layerRelError});
+    }
     e->series.push_back(std::move(out));
   }
+  for (const std::string& s : core.siteNames) e->siteNames << QString::fromStdString(s);
   e->dataCaption = QString::fromStdString(core.dataCaption());
   e->dataSubtitle = QString::fromStdString(core.dataCaption(true));
   // The recordings behind its routers that read the same documents (metadata only).

@@ -302,11 +302,18 @@ struct Evaluation {
     double genSpeedupMin = 0, genSpeedupMax = 0;
     int fwdRuns = 0, genRuns = 0;  ///< timed runs behind the figure (0 = not recorded)
     QString speedNote;             ///< why a result has no speed (e.g. oracle router)
+    double ffnFlops = 0;           ///< measured FFN FLOPs per token / dense (ffn_flops_fraction); NaN when not recorded
+    /// Per site index: relative error of the FFN output against dense
+    /// (layer_rel_error); NaN where a site is dense (null); empty when not recorded.
+    std::vector<double> layerRelError;
   };
   struct Series {
     QString name;
     std::vector<Point> points;  ///< sorted by fraction
   };
+  /// The FFN site name of each index of Point::layerRelError
+  /// (moefy::EvalResults::siteNames: "blk.3", "enc.blk.0", "site 2").
+  QStringList siteNames;
   double densePpl = 0, denseLoss = 0;
   bool hasSpeed = false, hasGenSpeed = false;
   std::vector<Series> series;

@@ -139,6 +139,7 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent), ctx_(new StudioCo
   tabs_->addTab(new PartitionView(ctx_), "Partitions");
   tabs_->addTab(new RouterView(ctx_), "Router");
   tabs_->addTab(new EvalView(ctx_), "Evaluation");
+  tabs_->addTab(new CompareView(ctx_), "Compare");  // every evaluation on one axis (issue 20)
   tabs_->addTab(new FrontView(ctx_), "Front");
   tabs_->addTab(new ExpertsView(ctx_), "Experts");
   setCentralWidget(tabs_);

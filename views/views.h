@@ -22,6 +22,8 @@ class QCPItemRect;
 class QCPItemStraightLine;
 class QCPTextElement;
 class QCPBarsGroup;
+class QCPErrorBars;
+class QCPItemText;
 class QStackedWidget;
 class QTabBar;
 class QAction;
@@ -396,6 +398,123 @@ class EvalView : public FigureView {
   QLabel* overlapBadge_;
   QAction* overlapBadgeAction_;
   std::shared_ptr<Evaluation> eval_;
+};
+
+/// The comparison dashboard (issue 20): every evaluation of the workspace in
+/// a checkable list (by default all of them, or the newest
+/// kDefaultChecked when there are more), the checked ones overlaid on one
+/// plot against the active-expert fraction k/E or the measured FFN FLOP
+/// fraction (eval.json ffn_flops_fraction; points without one are left out
+/// and counted in the caption), one curve per (evaluation, router series)
+/// with a colour, dash and marker that stay with it while others are
+/// checked; speed metrics with min-max spread bars; beside it the per-site
+/// layer_rel_error heatmap of the checked results (Viridis, colour bar, the
+/// value in cells large enough, the site with the most mean error in the
+/// caption); below, the numbers of every checked result (sortable). An amber
+/// line warns when the checked evaluations are not on the same data
+/// (Evaluation::dataCaption differs). Hover a point or a cell for its values.
+/// Unreadable evaluations are listed with the reader's error as tooltip and
+/// left out (the error is in the issues dock once, StudioContext::evaluation).
+class CompareView : public FigureView {
+  Q_OBJECT
+ public:
+  /// At most this many evaluations are checked by default (the newest by eval.json time).
+  static constexpr int kDefaultChecked = 6;
+  /// The y metric of the plot (metricCombo's item data).
+  enum Metric { PerplexityRatio, Perplexity, Top1, Kl, ForwardSpeedup, GenerateSpeedup };
+  /// One drawn curve: an evaluation's router series.
+  struct Curve {
+    QString evaluation;  ///< folder name
+    QString dir;         ///< the evaluation's folder
+    QString router;      ///< the series name (Evaluation::Series::name)
+    int style = 0;       ///< index into seriesColor / seriesDash / markers, fixed per (dir, router)
+    QCPGraph* graph = nullptr;
+    QCPErrorBars* bars = nullptr;           ///< speed metrics only (nullptr otherwise)
+    std::vector<Evaluation::Point> points;  ///< the plotted points, in the graph's data order (ascending x)
+  };
+  /// One heatmap row: a checked result with layer_rel_error.
+  struct HeatRow {
+    QString evaluation, router;
+    double fraction = 0;
+    std::vector<double> values;  ///< per column (site index); NaN: dense site or not recorded
+    QStringList sites;           ///< the row's evaluation's site names
+  };
+  explicit CompareView(StudioContext* ctx, QWidget* parent = nullptr);
+  void refresh() override;
+  /// The numbers table (one line per checked result, all metrics with the
+  /// spreads), a blank line, then `evaluation,router,fraction,layer,
+  /// layer_rel_error` (layer: the site name; empty value for a dense site).
+  QString csvData() const override;
+  /// The curve plot and the heatmap (the list, the table and the warning line are not part of the figure).
+  QWidget* figureRoot() override;
+
+  QListWidget* evaluationList() const { return list_; }
+  /// "active fraction (k / E)" (data 0) or "FFN FLOPs / dense" (data 1).
+  QComboBox* xAxisCombo() const { return xAxis_; }
+  /// Item data: Metric.
+  QComboBox* metricCombo() const { return metric_; }
+  QCustomPlot* curvePlot() const { return curves_; }
+  QCustomPlot* heatmapPlot() const { return heat_; }
+  QCPColorMap* heatmap() const { return heatMap_; }
+  QTableWidget* numbersTable() const { return table_; }
+  /// The amber line over the figure when the checked evaluations are on different data.
+  QLabel* dataWarning() const { return warning_; }
+  bool dataWarningShown() const;
+  const std::vector<Curve>& curves() const { return drawn_; }
+  const std::vector<HeatRow>& heatRows() const { return heatRows_; }
+  /// The heatmap's column labels (site names).
+  QStringList heatColumns() const { return heatColumns_; }
+  /// The caption rows under the plots' titles (which data; points left out; the site with the most error).
+  QString curveCaption() const { return curveCaptionText_; }
+  QString heatmapCaption() const { return heatCaptionText_; }
+  /// Points left out of the plot: no FFN FLOP fraction (FLOP axis) or no value of the metric (no timings).
+  int omittedPoints() const { return omittedX_ + omittedY_; }
+  /// The tooltip shown at `pixel` of curvePlot() (nearest point within 12 px)
+  /// or heatmapPlot() (the cell under it); "" when nothing is there.
+  QString hoverText(QCustomPlot* plot, const QPointF& pixel) const;
+
+ protected:
+  bool eventFilter(QObject* watched, QEvent* event) override;
+
+ private:
+  struct Entry {
+    QString path, name;
+    std::shared_ptr<Evaluation> eval;  ///< nullptr: unreadable (error in `error`)
+    QString error;
+  };
+  void rebuildList();
+  void redraw();
+  void drawHeatmap(const std::vector<const Entry*>& shown);
+  /// Whether the heatmap's cells, as laid out now, are large enough for their values.
+  bool heatCellsHoldText() const;
+  /// Prints each cell's value in it when heatCellsHoldText() (removes them otherwise).
+  void placeHeatTexts();
+  void layoutCaptions();
+  QListWidget* list_;
+  QLabel* listNote_;
+  QComboBox* xAxis_;
+  QComboBox* metric_;
+  QLabel* warning_;
+  QWidget* plots_;
+  QCustomPlot* curves_;
+  QCustomPlot* heat_;
+  QCPColorMap* heatMap_;
+  QCPColorScale* heatScale_;
+  QCPTextElement* curveCaption_;
+  QCPTextElement* heatCaption_;
+  QTableWidget* table_;
+  QString workspace_;                ///< the workspace the check states and styles belong to
+  std::vector<Entry> entries_;       ///< the list's evaluations, in its order
+  std::map<QString, bool> checked_;  ///< by folder: the user's (or the default) check state
+  std::map<QString, int> styles_;    ///< "dir\nrouter" -> style index, assigned once per workspace
+  std::vector<Curve> drawn_;
+  std::vector<HeatRow> heatRows_;
+  QStringList heatColumns_;
+  std::vector<QCPItemText*> heatTexts_;
+  bool heatTextsShown_ = false;
+  QString curveCaptionText_, heatCaptionText_;
+  int omittedX_ = 0, omittedY_ = 0;
+  bool filling_ = false;
 };
 
 /// The quality-versus-FFN-FLOPs front (`moefy front`, docs/formats.md

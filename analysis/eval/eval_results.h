@@ -24,6 +24,11 @@ struct EvalResults {
     int forwardRuns = 0, generateRuns = 0;                  ///< timed runs behind the figure (0 = not recorded)
     std::string speedNote;                                  ///< why a result has no speed (e.g. oracle router)
     double ffnFlopsFraction = 0;  ///< FFN FLOPs per token / the dense FFN's; NaN when not recorded
+    /// Per site index (the eval's FFN site list, encoder sites then decoder
+    /// sites for T5): ||moe(x) - dense(x)|| / ||dense(x)|| of the FFN output at
+    /// the MoE model's own FFN inputs (analysis/eval/eval.cpp), >= 0; NaN
+    /// where eval.json has null (a site left dense). Empty when not recorded.
+    std::vector<double> layerRelError;
   };
   struct Series {
     std::string router;         ///< the result's "router" (else "name"), with " (enc)" etc. when it has a site_group
@@ -38,6 +43,16 @@ struct EvalResults {
   /// evalDataSelection): corpus, split, sequences, seed; unset parts for
   /// evaluations written before they were recorded.
   DataSelection data;
+  /// The FFN site name of each index of the per-site lists (layer_rel_error,
+  /// top_k), as long as the longest layer_rel_error: the source partition's
+  /// site list (partition.json `sites`, read with readSiteList) where the
+  /// link in `source.partition` resolves and names the index (an
+  /// encoder-decoder partition names every index: its decoder sites give the
+  /// encoder's layer count, enc.blk.L then dec.blk.L); else "blk.L"
+  /// for evaluations of single-stack models and "site L" for encoder-decoder
+  /// ones (results with a site_group), whose indices need the encoder's
+  /// layer count. An unreadable partition.json only loses the names.
+  std::vector<std::string> siteNames;
   size_t resultCount() const;
   /// describeData(data, brief): the caption line of every figure of this
   /// evaluation (brief: a plot's subtitle).
@@ -46,7 +61,8 @@ struct EvalResults {
   /// Reads DIR/eval.json with readEvalFile (analysis/eval/eval_file.h: the
   /// one JSON parser and the value invariants) and checks that every result
   /// has a numeric fraction in (0, 1]. Missing loss_delta is derived from the
-  /// reference loss. Throws IoError (missing file) or FormatError naming
+  /// reference loss; layer_rel_error (validated there: null or finite >= 0)
+  /// is copied with null as NaN. Throws IoError (missing file) or FormatError naming
   /// eval.json and the key. Thread-safe.
   static EvalResults read(const std::filesystem::path& dir);
 };

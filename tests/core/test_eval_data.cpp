@@ -5,6 +5,7 @@
 // analysis/project/data_overlap.h (evaluationOverlaps through the links), the
 // workspace's evaluation corpus, and contentFingerprint of a corpus file.
 #include <QtTest>
+#include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -228,6 +229,60 @@ class TestEvalData : public QObject {
       QVERIFY2(err.find(c.needle) != std::string::npos, (std::string(c.name) + ": " + err).c_str());
       QVERIFY2(err.find("eval.json") != std::string::npos, err.c_str());
     }
+  }
+
+  // Issue 20 (the Compare view's per-layer heatmap): the reader copies each
+  // result's layer_rel_error (null -> NaN), names the sites (blk.L; the linked
+  // partition's sites for an encoder-decoder evaluation, else "site L") and
+  // refuses a negative error naming the entry.
+  void readerCopiesLayerRelError() {
+    const fs::path root = test::freshDir("eval_layer_error");
+    const fs::path corpus = root / "corpus.txt";
+    writeFileAtomic(corpus, "text\n");
+    json doc = evalDoc(corpus, "all", json::object());
+    doc["results"] = json::array({{{"router", "mlp"},
+                                   {"fraction", 0.5},
+                                   {"loss", 3.1},
+                                   {"perplexity", 22.2},
+                                   {"layer_rel_error", {0.75, nullptr, 0.125}}},
+                                  {{"router", "mlp"}, {"fraction", 0.25}, {"loss", 3.2}, {"perplexity", 24.5}}});
+    writeMeta(root / "e1", "eval.json", doc);
+    const EvalResults e = EvalResults::read(root / "e1");
+    QCOMPARE(e.series.size(), size_t(1));
+    const auto& pts = e.series[0].points;  // ascending fraction
+    QCOMPARE(pts.size(), size_t(2));
+    QVERIFY(pts[0].layerRelError.empty());  // not recorded
+    QCOMPARE(pts[1].layerRelError.size(), size_t(3));
+    QCOMPARE(pts[1].layerRelError[0], 0.75);
+    QVERIFY(std::isnan(pts[1].layerRelError[1]));
+    QCOMPARE(pts[1].layerRelError[2], 0.125);
+    QCOMPARE(e.siteNames, (std::vector<std::string>{"blk.0", "blk.1", "blk.2"}));
+
+    // Encoder-decoder results (site_group): "site L" without a partition; the
+    // linked partition's decoder site gives the encoder's layer count, so
+    // every index is named.
+    json t5 = doc;
+    for (auto& r : t5["results"]) r["site_group"] = "both";
+    t5["results"][0]["layer_rel_error"] = {0.5, 0.25, nullptr};
+    writeMeta(root / "t5-unlinked", "eval.json", t5);
+    QCOMPARE(EvalResults::read(root / "t5-unlinked").siteNames,
+             (std::vector<std::string>{"site 0", "site 1", "site 2"}));
+    writeMeta(root / "part", "partition.json",
+              {{"format", "moefy-partition"}, {"layers", {0, 2}}, {"sites", {"enc.blk.0", "dec.blk.0"}}});
+    t5["source"] = {{"partition", (root / "part").string()}};
+    writeMeta(root / "t5", "eval.json", t5);
+    const EvalResults et5 = EvalResults::read(root / "t5");
+    QCOMPARE(et5.siteNames, (std::vector<std::string>{"enc.blk.0", "enc.blk.1", "dec.blk.0"}));
+    QCOMPARE(et5.series[0].router, std::string("mlp (both)"));
+
+    // A negative relative error is no evaluation's: refused, naming the entry.
+    json bad = doc;
+    bad["results"][0]["layer_rel_error"][2] = -0.5;
+    writeMeta(root / "bad", "eval.json", bad);
+    const std::string err = test::errorOf([&] { EvalResults::read(root / "bad"); });
+    qInfo() << "negative layer_rel_error:" << err.c_str();
+    QVERIFY2(err.find("layer_rel_error[2]") != std::string::npos, err.c_str());
+    QVERIFY2(err.find("eval.json") != std::string::npos, err.c_str());
   }
 
   void overlapsFollowTheLinksToTheRecording() {
