@@ -27,6 +27,7 @@
 #include "analysis/project/data_overlap.h"
 #include "analysis/project/project.h"
 #include "analysis/record/recording.h"
+#include "analysis/record/sample_context.h"
 #include "analysis/route/router.h"
 #include "analysis/route/router_scores.h"
 #include "analysis/split/split.h"
@@ -628,6 +629,23 @@ std::shared_ptr<const LoadedModel> SharedModel::get() const {
 bool SharedModel::loaded() const {
   std::lock_guard<std::mutex> lock(mu_);
   return model_ != nullptr;
+}
+
+std::shared_ptr<const Tokenizer> SharedModel::tokenizer() const {
+  const std::shared_ptr<const LoadedModel> m = get();
+  if (!m->tokenizer) throw FormatError(dir_.toStdString() + ": has no usable tokenizer (" + m->tokenizerError + ")");
+  return std::shared_ptr<const Tokenizer>(m, m->tokenizer.get());  // aliasing: keeps the model alive
+}
+
+void SharedModel::checkRecording(const Recording& rec) const {
+  const std::shared_ptr<const LoadedModel> m = get();
+  if (rec.core()) rec.core()->checkModel(*m->model);
+}
+
+std::vector<float> SharedModel::neuronActivations(const Site& site, int neuron, const std::vector<int32_t>& ids,
+                                                  int64_t begin, int64_t end, int seqLen, JobContext* job) const {
+  const std::shared_ptr<const LoadedModel> m = get();
+  return neuronActivationsInWindows(*m->model, site, neuron, ids, begin, end, seqLen, job);
 }
 
 // ---------------------------------------------------------------- TextProbe

@@ -25,6 +25,8 @@
 
 namespace moefy {
 struct LoadedModel;
+class Tokenizer;
+class JobContext;
 class Recording;
 class Partition;
 struct RouterSet;
@@ -423,6 +425,22 @@ class SharedModel {
   /// errors naming the file. Thread-safe.
   std::shared_ptr<const moefy::LoadedModel> get() const;
   bool loaded() const;
+  /// The loaded model's tokenizer, sharing the model's lifetime (loads the
+  /// model). Throws the loader's errors, and FormatError naming the folder
+  /// when it has no usable tokenizer. Thread-safe.
+  std::shared_ptr<const moefy::Tokenizer> tokenizer() const;
+  /// Throws ParameterError (moefy::Recording::checkModel's message, naming
+  /// both) when `rec` was not recorded with this model; loads the model.
+  /// Thread-safe.
+  void checkRecording(const Recording& rec) const;
+  /// The activation of neuron `neuron` at `site` on document tokens
+  /// [begin, end) of `ids` [T], window by window as the recorder cut them
+  /// (moefy::neuronActivationsInWindows, analysis/record/sample_context.h, on
+  /// the loaded model): [end - begin] floats. Loads the model; throws its
+  /// errors and the core function's. Checks job->checkCancel() between
+  /// windows. Thread-safe.
+  std::vector<float> neuronActivations(const moefy::Site& site, int neuron, const std::vector<int32_t>& ids,
+                                       int64_t begin, int64_t end, int seqLen, moefy::JobContext* job) const;
 
  private:
   QString dir_;

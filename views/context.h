@@ -86,6 +86,10 @@ class StudioContext : public QObject {
   void selectExpert(int layer, int expert);
 
   void report(Level level, const QString& text);
+  /// Asks the window to show the view whose tab reads `title` ("Corpus",
+  /// "Neuron"): emits viewRequested (the main window switches tabs; nothing
+  /// happens without a window, or when no tab has that title).
+  void requestView(const QString& title) { Q_EMIT viewRequested(title); }
   /// Pipeline steps (one at a time, with the progress bar).
   JobRunner* jobs() const { return jobs_; }
   /// Every other background load and computation of the views: cancellable,
@@ -107,6 +111,8 @@ class StudioContext : public QObject {
   /// Any part of selection() changed (site, neuron, expert, partition, router).
   void selectionChanged();
   void message(int level, const QString& text);
+  /// A view asks to be shown (requestView); `title` is its tab's text.
+  void viewRequested(const QString& title);
 
  private:
   std::optional<Workspace> ws_;

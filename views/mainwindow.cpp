@@ -31,6 +31,7 @@
 #include "views/jobrunner.h"
 #include "views/pipeline.h"
 #include "views/view_corpus.h"
+#include "views/view_neuron.h"
 #include "views/view_start.h"
 #include "views/views.h"
 
@@ -138,6 +139,7 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent), ctx_(new StudioCo
   tabs_->addTab(new ExpertGraphView(ctx_), "Expert graph");
   tabs_->addTab(new PartitionView(ctx_), "Partitions");
   tabs_->addTab(new RouterView(ctx_), "Router");
+  tabs_->addTab(new NeuronView(ctx_), "Neuron");  // issue 20: neuron and expert pages
   tabs_->addTab(new EvalView(ctx_), "Evaluation");
   tabs_->addTab(new CompareView(ctx_), "Compare");  // every evaluation on one axis (issue 20)
   tabs_->addTab(new FrontView(ctx_), "Front");
@@ -149,6 +151,10 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent), ctx_(new StudioCo
     setWindowTitle(QString("%1 - MoEfy Studio").arg(ctx_->workspace().name));
   });
   connect(ctx_, &StudioContext::artefactsChanged, this, &MainWindow::rebuildTree);
+  connect(ctx_, &StudioContext::viewRequested, this, [this](const QString& title) {
+    for (int i = 0; i < tabs_->count(); ++i)
+      if (tabs_->tabText(i) == title) tabs_->setCurrentIndex(i);
+  });
   buildDocks();
   buildJobBar();
   buildMenus();
@@ -605,7 +611,10 @@ QStringList MainWindow::writeScreenshots(const QString& dir, QSize size) {
       auto* mv = qobject_cast<ModelView*>(tabs_->widget(i));
       auto* gv = qobject_cast<ExpertGraphView*>(tabs_->widget(i));
       auto* cv = qobject_cast<CorpusView*>(tabs_->widget(i));
-      if ((!mv || !mv->loading()) && (!gv || !gv->layoutRunning()) && (!cv || !cv->loading()) && t.elapsed() > 300) break;
+      auto* nv = qobject_cast<NeuronView*>(tabs_->widget(i));
+      if ((!mv || !mv->loading()) && (!gv || !gv->layoutRunning()) && (!cv || !cv->loading()) && (!nv || !nv->busy()) &&
+          t.elapsed() > 300)
+        break;
     }
     for (QCustomPlot* p : tabs_->widget(i)->findChildren<QCustomPlot*>()) p->replot(QCustomPlot::rpImmediateRefresh);
     QApplication::processEvents();

@@ -47,6 +47,12 @@ QCPColorGradient gradient(ColorMap map) {
   return g;
 }
 
+QColor activationShade(double value, double maxValue) {
+  const double t = maxValue > 0 && std::isfinite(value) ? std::clamp(value / maxValue, 0.0, 1.0) : 0.0;
+  auto mix = [t](int to) { return static_cast<int>(std::lround(255 + (to - 255) * t)); };
+  return QColor(mix(0xfd), mix(0x8d), mix(0x3c));
+}
+
 QColor seriesColor(int i) {
   static const QColor okabeIto[] = {QColor(0, 114, 178), QColor(230, 159, 0), QColor(0, 158, 115),
                                     QColor(204, 121, 167), QColor(86, 180, 233), QColor(213, 94, 0),

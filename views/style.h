@@ -33,6 +33,12 @@ QColor seriesColor(int i);
 Qt::PenStyle seriesDash(int i);
 /// Distinct, lightness-varying colour for expert e of E (for text colouring).
 QColor expertColor(int e, int E);
+/// Background of a token shaded by a neuron's activation (the neuron page's
+/// contexts, the Corpus view's activation colouring): white at value <= 0
+/// (or a non-finite value), orange (#fd8d3c, ColorBrewer Oranges) at
+/// value >= maxValue, linear in RGB between; white for every value when
+/// maxValue <= 0.
+QColor activationShade(double value, double maxValue);
 /// Inserts a bold title row above the plot (row 0).
 void addTitle(QCustomPlot* plot, const QString& title);
 /// A "data: ..." caption row under the plot's title (row 1), empty until set.

@@ -3,11 +3,14 @@
 #include <QFileInfo>
 #include <QHeaderView>
 #include <QPointer>
+#include <QSignalBlocker>
 #include <QSplitter>
 #include <QVBoxLayout>
+#include <algorithm>
 #include <map>
 
 #include "analysis/jobs/job.h"
+#include "analysis/record/sample_context.h"
 #include "analysis/text/corpus.h"
 #include "analysis/text/tokenizer.h"
 #include "views/context.h"
@@ -50,9 +53,16 @@ CorpusView::CorpusView(StudioContext* ctx, QWidget* parent) : FigureView(ctx, "C
   split->setStretchFactor(1, 1);
   lay->addWidget(split, 1);
   connect(docs_, &QTableWidget::currentCellChanged, this, [this](int row, int, int, int) {
-    if (row >= 0) showDocument(docs_->item(row, 0)->data(Qt::UserRole).toInt());
+    if (row < 0) return;
+    activationMode_ = false;  // the user picked a document: shown plain
+    showDocument(docs_->item(row, 0)->data(Qt::UserRole).toInt());
   });
-  connect(ctx, &StudioContext::workspaceChanged, this, [this] { loadedFor_.clear(); });
+  connect(ctx, &StudioContext::workspaceChanged, this, [this] {
+    loadedFor_.clear();
+    activationMode_ = activationsRunning_ = false;  // its task was cancelled with the workspace
+    actIds_.clear();
+    actValues_.clear();
+  });
   refresh();
 }
 
@@ -182,7 +192,11 @@ void CorpusView::refresh() {
       plot->xAxis->setLabel(tok ? "tokens (documents in brackets)" : "characters (no tokenizer; documents in brackets)");
       plot->xAxis->setRange(0, ymax * 1.1);
       plot->replot();
-      if (!rows.empty()) self->docs_->selectRow(0);
+      // A coloured document asked for before the table was read stays shown.
+      if (self->activationMode_)
+        self->selectDocumentRow(self->actDoc_);
+      else if (!rows.empty())
+        self->docs_->selectRow(0);
     };
   });
 }
@@ -221,6 +235,120 @@ int CorpusView::showDocument(int row) {
 }
 
 QString CorpusView::documentHtml() const { return html_; }
+
+QString tokenPiece(const Tokenizer& tokenizer, int32_t id) {
+  QString t = QString::fromStdString(tokenizer.decode({id}, false));
+  if (t.trimmed().isEmpty() && !t.contains('\n')) {
+    if (t.isEmpty() || t.contains(QChar(0xFFFD))) t = QString::fromStdString(tokenizer.idToToken(id));
+  } else if (t.contains(QChar(0xFFFD))) {
+    t = QString::fromStdString(tokenizer.idToToken(id));
+  }
+  for (QChar& c : t)
+    if (c == '\n')
+      c = QChar(0x21B5);
+    else if (c.unicode() < 0x20)
+      c = QChar(0x2400 + c.unicode());
+    else if (c.unicode() == 0x7f)
+      c = QChar(0x2421);
+  return t.isEmpty() ? QString(QChar(0xB7)) : t;
+}
+
+void CorpusView::selectDocumentRow(qint64 docId) {
+  for (int r = 0; r < docs_->rowCount(); ++r) {
+    QTableWidgetItem* it = docs_->item(r, 0);
+    if (!it || it->data(Qt::DisplayRole).toLongLong() != docId) continue;
+    const QSignalBlocker block(docs_);  // selected, not shown as plain text
+    docs_->selectRow(r);
+    docs_->scrollToItem(it);
+    return;
+  }
+}
+
+void CorpusView::showDocumentActivations(const QString& corpusPath, qint64 docId, const Site& site, int neuron,
+                                         int seqLen, qint64 highlight) {
+  const QString workspaceCorpus = ctx()->hasWorkspace() ? ctx()->workspace().corpus() : QString();
+  const QString path = corpusPath.isEmpty() ? workspaceCorpus : corpusPath;
+  activationMode_ = true;
+  activationsRunning_ = true;
+  actDoc_ = docId;
+  actIds_.clear();
+  actValues_.clear();
+  const QString what =
+      QString("document %1, neuron %2 at %3").arg(docId).arg(neuron).arg(QString::fromStdString(site.name()));
+  html_ = "<p style='color:#555'>" + what.toHtmlEscaped() + ": computing the activations...</p>";
+  text_->setHtml(html_);
+  if (!workspaceCorpus.isEmpty() &&
+      QFileInfo(path).canonicalFilePath() == QFileInfo(workspaceCorpus).canonicalFilePath())
+    selectDocumentRow(docId);
+  const std::shared_ptr<const SharedModel> model = ctx()->sharedModel();
+  QPointer<CorpusView> self(this);
+  auto fail = [self, what](const QString& err) {
+    if (!self) return;
+    self->activationsRunning_ = false;
+    self->html_ = "<p style='color:#a00'>Cannot colour " + what.toHtmlEscaped() + ": " + err.toHtmlEscaped() + "</p>";
+    self->text_->setHtml(self->html_);
+    self->ctx()->report(StudioContext::Warning, "Corpus view: cannot colour " + what + ": " + err);
+  };
+  if (!model) {
+    fail("no workspace model");
+    return;
+  }
+  constexpr size_t kMaxTokens = 8192;  // a long document: its beginning (a few seconds of a small model)
+  ctx()->tasks()->run(
+      "corpus-activations", this,
+      [self, model, path, docId, site, neuron, seqLen, highlight, what](JobContext& job) -> std::function<void()> {
+        job.setStage("document activations");
+        const std::shared_ptr<const Tokenizer> tokenizer = model->tokenizer();
+        const auto corpus = Corpus::open(path.toStdString());
+        const Document d = corpus->document(docId);
+        std::vector<int32_t> ids = recordedDocumentTokens(*corpus, *tokenizer, docId);
+        const size_t total = ids.size();
+        if (ids.size() > kMaxTokens) ids.resize(kMaxTokens);
+        const auto n = static_cast<int64_t>(ids.size());
+        std::vector<float> act = model->neuronActivations(site, neuron, ids, 0, n, seqLen, &job);
+        QStringList pieces;
+        for (int32_t id : ids) pieces << tokenPiece(*tokenizer, id);
+        const auto& cats = corpus->categories();
+        const QString category = d.category >= 0 && d.category < static_cast<int>(cats.size())
+                                     ? QString::fromStdString(cats[d.category])
+                                     : "-";
+        const QString source = QFileInfo(QString::fromStdString(d.source)).fileName();
+        return [self, ids, act, pieces, category, source, total, docId, highlight, what] {
+          if (!self) return;
+          self->activationsRunning_ = false;
+          if (!self->activationMode_ || self->actDoc_ != docId) return;  // the user moved on
+          self->actIds_ = ids;
+          self->actValues_ = act;
+          float top = 0;
+          for (float v : act) top = std::max(top, v);
+          QString html = QString(
+                             "<p><b>Document %1</b> (%2, %3): %4 shaded by activation, white at 0 to orange at "
+                             "%5 (its largest here). %6 tokens as recorded (special tokens included)%7; hover a "
+                             "token for its offset, id and activation.</p><p style='line-height:150%'>")
+                             .arg(docId)
+                             .arg(category.toHtmlEscaped(), source.toHtmlEscaped(), what.toHtmlEscaped())
+                             .arg(static_cast<double>(top), 0, 'g', 4)
+                             .arg(ids.size())
+                             .arg(total > ids.size() ? QString(", the first of %1").arg(total) : QString());
+          for (size_t i = 0; i < ids.size(); ++i) {
+            QString piece = pieces[static_cast<int>(i)].toHtmlEscaped();
+            const bool newline = piece.contains(QChar(0x21B5));
+            if (static_cast<qint64>(i) == highlight) piece = "<a name='sample'></a><b><u>" + piece + "</u></b>";
+            html += QString("<span title='token %1, id %2, activation %3' style='background-color:%4'>%5</span>")
+                        .arg(i)
+                        .arg(ids[i])
+                        .arg(static_cast<double>(act[i]), 0, 'g', 4)
+                        .arg(activationShade(act[i], top).name(), piece);
+            if (newline) html += "<br>";
+          }
+          html += "</p>";
+          self->html_ = html;
+          self->text_->setHtml(html);
+          if (highlight >= 0) self->text_->scrollToAnchor("sample");
+        };
+      },
+      fail);
+}
 
 QString CorpusView::csvData() const {
   QString out = "id,category,tokens,characters,source\n";

@@ -3,6 +3,7 @@
 #include <QFileInfo>
 #include <QHeaderView>
 #include <QPointer>
+#include <QUrl>
 #include <QVBoxLayout>
 #include <algorithm>
 #include <cmath>
@@ -140,6 +141,12 @@ NeuronInspector::NeuronInspector(StudioContext* ctx, QWidget* parent) : QWidget(
   out_->setWordWrapMode(QTextOption::WordWrap);
   setMinimumWidth(240);
   lay->addWidget(out_);
+  // "Open neuron page" (a link in the text) shows the Neuron view, which
+  // follows the same selection: this dock stays the quick summary.
+  out_->setOpenLinks(false);
+  connect(out_, &QTextBrowser::anchorClicked, this, [this](const QUrl& url) {
+    if (url.toString() == "moefy:neuron-page") ctx_->requestView("Neuron");
+  });
   out_->setHtml("<p style='color:#555'>Select a neuron (right-click the co-activation map, click the sparsity "
                 "frequency plot or a neuron in the expert graph) to inspect it.</p>");
   // The one selection drives the inspector: a new neuron, or the same neuron
@@ -163,7 +170,11 @@ void NeuronInspector::show(int L, int n) {
   // The tokens the site counts (T5: its stream's; a native MoE expert: those routed to it).
   const int64_t T = std::max<int64_t>(1, rec->siteTokensOf(L));
   const int F = rec->widthOf(L);
-  QString html = QString("<h3>%1, neuron %2</h3><table>").arg(rec->siteText(L, true)).arg(n);
+  QString html = QString(
+                     "<h3>%1, neuron %2</h3><p><a href='moefy:neuron-page'>Open neuron page</a> (contexts, "
+                     "neighbours, its expert in every partition)</p><table>")
+                     .arg(rec->siteText(L, true))
+                     .arg(n);
   auto row = [&](const QString& k, const QString& v) {
     html += QString("<tr><td valign='top'><b>%1</b></td><td>%2</td></tr>").arg(k, v);
   };
