@@ -284,6 +284,26 @@ class TestOptions : public QObject {
   }
 
   // docs/cli.md is `moefy help --markdown`; regenerate it after changing an option.
+  // moefy waits passively in OpenMP unless told otherwise
+  // (analysis/common/omp_wait_policy.h); libgomp prints its settings with
+  // OMP_DISPLAY_ENV=true when it starts, before main().
+  void cliWaitsPassivelyInOpenMp() {
+    const QByteArray before = qgetenv("OMP_WAIT_POLICY");
+    qputenv("OMP_DISPLAY_ENV", "true");
+    qunsetenv("OMP_WAIT_POLICY");
+    test::RunResult dflt = test::runCli({"help"}, 60);
+    qputenv("OMP_WAIT_POLICY", "active");
+    test::RunResult user = test::runCli({"help"}, 60);
+    qunsetenv("OMP_DISPLAY_ENV");
+    if (before.isNull())
+      qunsetenv("OMP_WAIT_POLICY");
+    else
+      qputenv("OMP_WAIT_POLICY", before);
+    QCOMPARE(dflt.exitCode, 0);
+    QVERIFY2(dflt.err.find("OMP_WAIT_POLICY = 'PASSIVE'") != std::string::npos, dflt.err.c_str());
+    QVERIFY2(user.err.find("OMP_WAIT_POLICY = 'ACTIVE'") != std::string::npos, user.err.c_str());
+  }
+
   void cliDocsAreUpToDate() {
     test::RunResult r = test::runCli({"help", "--markdown"}, 60);
     QCOMPARE(r.exitCode, 0);
