@@ -36,7 +36,12 @@ class NumberItem : public QTableWidgetItem {
   }
 };
 
-QString fixedText(double v, int prec) { return std::isnan(v) ? QString("-") : QString::number(v, 'f', prec); }
+// NaN as "-"; a value that rounds to zero prints as 0 (never "-0.0000", e.g. a KL of -1e-9 from rounding).
+QString fixedText(double v, int prec) {
+  if (std::isnan(v)) return "-";
+  if (std::abs(v) < 0.5 * std::pow(10.0, -prec)) v = 0;
+  return QString::number(v, 'f', prec);
+}
 QString exact(double v) { return std::isnan(v) ? QString() : QString::number(v, 'g', 8); }
 
 /// The metric's value of a point; NaN when the evaluation lacks it (no
@@ -228,14 +233,14 @@ CompareView::CompareView(StudioContext* ctx, QWidget* parent) : FigureView(ctx, 
   table_->setWordWrap(false);
   table_->setTextElideMode(Qt::ElideRight);
   table_->setHorizontalScrollBarPolicy(Qt::ScrollBarAlwaysOff);  // the columns share the width (Stretch)
-  const QStringList headers{"evaluation", "router", "k/E", "FFN FLOPs",    "ppl",
-                            "dense/ppl",  "top-1",  "KL",  "fwd speed-up", "gen speed-up"};
+  // Short headers (the columns share the width; at 1366x768 each gets ~65 px); the tooltips name them in full.
+  const QStringList headers{"eval", "router", "k/E", "FLOPs", "ppl", "ratio", "top-1", "KL", "fwd x", "gen x"};
   const QStringList tips{"evaluation folder (hover for its data)",
                          "router series (site group in brackets for encoder-decoder models)",
                          "active routed experts k / E",
                          "measured FFN FLOPs per token / dense (ffn_flops_fraction; router and shared expert included)",
                          "perplexity",
-                         "dense perplexity / this perplexity (1 = dense; the plot's perplexity ratio)",
+                         "ratio: dense perplexity / this perplexity (1 = dense; the plot's perplexity ratio)",
                          "top-1 agreement with the dense model",
                          "KL(dense || MoE), nats per scored position",
                          "forward speed-up over dense: median [min-max over the timed runs] (runs)",
@@ -657,7 +662,11 @@ void CompareView::drawHeatmap(const std::vector<const Entry*>& shown) {
   QSharedPointer<QCPAxisTickerText> xt(new QCPAxisTickerText), yt(new QCPAxisTickerText);
   const int xStep = std::max(1, columns / 16);
   for (int c = 0; c < columns; c += xStep) xt->addTick(c, heatColumns_[c]);
-  const int yStep = std::max(1, rows / 14);
+  // Every n-th row label, so that labels one text line high never overlap in
+  // the axis' pixel height (before the first layout: the widget's height).
+  const double axisPx =
+      std::max(60, heat_->axisRect()->height() > 0 ? heat_->axisRect()->height() : heat_->height() - 80);
+  const int yStep = std::max(1, static_cast<int>(std::ceil(rows * (fm.height() + 1) / axisPx)));
   for (int r = 0; r < rows; r += yStep) {
     const HeatRow& h = heatRows_[r];
     yt->addTick(r, fm.elidedText(QString("%1: %2 @%3").arg(h.evaluation, h.router).arg(h.fraction, 0, 'g', 3),

@@ -131,7 +131,8 @@ class ContextStrip : public QWidget {
     p.setFont(titleFont());
     p.setPen(Qt::black);
     p.drawText(QRect(0, 0, width(), titleHeight()), Qt::AlignCenter,
-               "Top-activating contexts (recorded samples; click one to open its document)");
+               p.fontMetrics().elidedText("Top-activating contexts (click one to open its document)", Qt::ElideRight,
+                                          width() - 8));
     const int n = rows_ ? static_cast<int>(rows_->size()) : 0;
     if (n == 0) {
       p.setFont(tokenFont(false));
