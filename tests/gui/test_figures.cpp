@@ -257,13 +257,16 @@ class TestFigures : public QObject {
       out.setAutoRemove(false);
       qInfo() << "figures kept in" << out.path();
     }
-    const QStringList tabs{"Co-activation", "Sparsity", "Router", "Evaluation", "Partitions"};
+    const QStringList tabs{"Co-activation", "Sparsity", "Router",  "Evaluation",
+                           "Partitions",    "Neuron",   "Compare", "Front"};
+    int seen = 0;
     for (int i = 0; i < w.tabs()->count(); ++i) {
       if (!tabs.contains(w.tabs()->tabText(i))) continue;
       w.tabs()->setCurrentIndex(i);
       settle(w);
       FigureView* f = w.figureView(i);
       QVERIFY(f && f->hasData());
+      ++seen;
       for (QCustomPlot* p : f->figureRoot()->findChildren<QCustomPlot*>()) p->replot(QCustomPlot::rpImmediateRefresh);
       const QString stem = out.filePath(f->figureBaseName());
       QString err;
@@ -282,6 +285,7 @@ class TestFigures : public QObject {
                qPrintable(w.tabs()->tabText(i) +
                           QString(": the 300 dpi PNG is not the screen layout (correlation %1)").arg(corr)));
     }
+    QCOMPARE(seen, tabs.size());  // every listed view exists and was exported
   }
 
   // Defect 1, measured on a known label: the title's ink box at 300 dpi is the
@@ -338,6 +342,27 @@ class TestFigures : public QObject {
       QVERIFY2(svg.contains(label), label);
     QVERIFY2(ev->exportTo(out.filePath("e.pdf"), "pdf", 96, &err), qPrintable(err));
     QVERIFY(QFileInfo(out.filePath("e.pdf")).size() > 1000);
+    // The issue-20 views: the Compare dashboard and the Neuron page.
+    const std::vector<std::pair<QString, QStringList>> views{
+        {"Compare", {"Evaluations compared", "Relative FFN error per site", "FFN site"}},
+        {"Neuron", {"Firing frequency by category", "Activation on the recorded samples"}}};
+    for (const auto& [tab, labels] : views) {
+      int i = 0;
+      while (i < w.tabs()->count() && w.tabs()->tabText(i) != tab) ++i;
+      QVERIFY2(i < w.tabs()->count(), qPrintable(tab));
+      w.tabs()->setCurrentIndex(i);
+      settle(w);
+      FigureView* fv = w.figureView(i);
+      QVERIFY(fv && fv->hasData());
+      const QString stem = out.filePath(tab);
+      QVERIFY2(fv->exportTo(stem + ".svg", "svg", 96, &err), qPrintable(err));
+      QVERIFY2(fv->exportTo(stem + ".pdf", "pdf", 96, &err), qPrintable(err));
+      QFile g(stem + ".svg");
+      QVERIFY(g.open(QIODevice::ReadOnly));
+      const QString text = QString::fromUtf8(g.readAll());
+      for (const QString& label : labels) QVERIFY2(text.contains(label), qPrintable(tab + ": " + label));
+      QVERIFY(QFileInfo(stem + ".pdf").size() > 1000);
+    }
   }
 
   // Defect 5: recall@k is drawn against the active fraction k/E by default
