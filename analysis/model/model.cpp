@@ -83,15 +83,23 @@ at::Tensor applyActivation(const at::Tensor& x, Activation act) {
   return x;
 }
 
+namespace {
+at::Tensor lin(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b);  // nn.Linear, GEMV for one row (below)
+}
+
+// One row (incremental decoding) goes through GEMV like the attention's
+// projections and the MoE kernel's batch-1 path: with a one-row GEMM here the
+// dense baseline was slower than a MoE with every expert active (issue 20
+// defect 6).
 at::Tensor denseFfn(const FfnWeights& w, const at::Tensor& x, at::Tensor* hidden) {
   at::Tensor h;
   if (w.gated()) {
-    h = applyActivation(at::linear(x, w.gate), w.act) * at::linear(x, w.up);
+    h = applyActivation(lin(x, w.gate, {}), w.act) * lin(x, w.up, {});
   } else {
-    h = applyActivation(at::linear(x, w.up, w.upBias), w.act);
+    h = applyActivation(lin(x, w.up, w.upBias), w.act);
   }
   if (hidden) *hidden = h;
-  return at::linear(h, w.down, w.downBias);
+  return lin(h, w.down, w.downBias);
 }
 
 Model::~Model() = default;
