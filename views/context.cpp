@@ -1,4 +1,5 @@
 #include "views/context.h"
+#include "views/view_corpus.h"
 
 #include <QFileInfo>
 #include <QPointer>
@@ -151,17 +152,11 @@ std::shared_ptr<const Tokenizer> StudioContext::tokenizer() {
 QString StudioContext::tokenText(int32_t id) {
   auto tok = tokenizer();
   if (!tok) return QString("#%1").arg(id);
-  QString t = QString::fromStdString(tok->decode({id}, false));
-  // A lone byte-level piece of a multi-byte character decodes to U+FFFD:
-  // show the vocabulary string instead.
-  if (t.trimmed().isEmpty() || t.contains(QChar(0xFFFD))) t = QString::fromStdString(tok->idToToken(id));
-  if (t.isEmpty()) return QString("#%1").arg(id);
-  // Control characters are invalid in XML (SVG export) and invisible on screen:
-  // show them as Unicode control pictures (U+2400 + code).
-  for (QChar& c : t)
-    if (c.unicode() < 0x20) c = QChar(0x2400 + c.unicode());
-    else if (c.unicode() == 0x7f) c = QChar(0x2421);
-  return t;
+  // One rendering of a token everywhere (views/view_corpus.h tokenPiece): a
+  // newline as U+21B5, other control characters as control pictures (invalid
+  // in SVG, invisible on screen), a lone byte of a multi-byte character as its
+  // vocabulary string. The Router view used to show a newline as "Ċ".
+  return tokenPiece(*tok, id);
 }
 
 QString StudioContext::current(const QString& kind) const {

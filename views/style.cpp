@@ -146,4 +146,34 @@ QCPItemText* addPlotNote(QCustomPlot* plot, const QString& text, int pointSize) 
   return note;
 }
 
+QSharedPointer<QCPAxisTickerText> logTicker(const QCPRange& range, int pixels, int labelHeight) {
+  QSharedPointer<QCPAxisTickerText> t(new QCPAxisTickerText);
+  if (!(range.lower > 0 && range.upper > range.lower) || pixels <= 0) return t;
+  const double decades = std::log10(range.upper / range.lower), pxPerDecade = pixels / decades;
+  const double need = labelHeight + 4;
+  // Denser sets first, for ranges under a decade (a perplexity axis of 275-430).
+  const std::vector<std::vector<double>> sets{{1, 1.5, 2, 3, 4, 5, 6, 8}, {1, 2, 3, 5}, {1, 2, 5}, {1, 3}, {1}};
+  std::vector<double> mantissas{1};
+  int decadeStep = 1;
+  for (const auto& m : sets) {
+    // The closest pair of a set is its smallest log10 ratio between neighbours (wrapping to the next decade).
+    double gap = 1;
+    for (size_t i = 0; i < m.size(); ++i)
+      gap = std::min(gap, std::log10((i + 1 < m.size() ? m[i + 1] : 10 * m[0]) / m[i]));
+    if (gap * pxPerDecade >= need) {
+      mantissas = m;
+      break;
+    }
+  }
+  if (mantissas.size() == 1) decadeStep = std::max(1, int(std::ceil(need / std::max(1e-9, pxPerDecade))));
+  for (int k = int(std::floor(std::log10(range.lower))) - 1; k <= int(std::ceil(std::log10(range.upper))); ++k) {
+    if (((k % decadeStep) + decadeStep) % decadeStep != 0) continue;
+    for (double m : mantissas) {
+      const double v = m * std::pow(10.0, k);
+      if (v >= range.lower && v <= range.upper) t->addTick(v, QString::number(v, 'g', 3));
+    }
+  }
+  return t;
+}
+
 }  // namespace moefy::views

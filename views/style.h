@@ -3,10 +3,13 @@
 // that survive greyscale printing (viridis, cividis: monotone in lightness).
 #include <QColor>
 #include <QFont>
+#include <QSharedPointer>
 #include <QString>
 #include <vector>
 
 class QCustomPlot;
+class QCPAxisTickerText;
+class QCPRange;
 class QCPColorGradient;
 class QCPAxis;
 class QCPTextElement;
@@ -50,6 +53,14 @@ QCPItemText* addPlotNote(QCustomPlot* plot, const QString& text, int pointSize =
 /// pixels wide in `font` (a single word wider than that keeps its line):
 /// QCPTextElement does not wrap, and a wider caption is cut at the plot's edges.
 QString wrapToWidth(const QString& text, const QFont& font, int width);
+/// Ticks for a log axis over `range` (both ends > 0) `pixels` long whose
+/// labels are `labelHeight` px tall: the densest of the mantissa sets
+/// 1-1.5-2-3-4-5-6-8, 1-2-3-5, 1-2-5, 1-3 and 1 per decade (then every n-th
+/// decade) whose neighbouring labels keep `labelHeight` + 4 px apart.
+/// QCPAxisTickerLog falls back to linear steps under 1.6 decades, which
+/// crowded labels (Experts usage) or left a sub-decade range with one tick or
+/// none inside (the Front view's perplexity). Recompute after a resize.
+QSharedPointer<QCPAxisTickerText> logTicker(const QCPRange& range, int pixels, int labelHeight);
 /// "Viridis", "Cividis", "Greys".
 QString colorMapName(ColorMap m);
 

@@ -243,8 +243,8 @@ CompareView::CompareView(StudioContext* ctx, QWidget* parent) : FigureView(ctx, 
                          "ratio: dense perplexity / this perplexity (1 = dense; the plot's perplexity ratio)",
                          "top-1 agreement with the dense model",
                          "KL(dense || MoE), nats per scored position",
-                         "forward speed-up over dense: median [min-max over the timed runs] (runs)",
-                         "generation speed-up over dense: median [min-max] (runs)"};
+                         "forward speed-up over dense: median (hover a cell for [min-max over the timed runs] (runs))",
+                         "generation speed-up over dense: median (hover a cell for [min-max] (runs))"};
   table_->setColumnCount(headers.size());
   table_->setHorizontalHeaderLabels(headers);
   for (int c = 0; c < headers.size(); ++c) table_->horizontalHeaderItem(c)->setToolTip(tips[c]);
@@ -588,12 +588,15 @@ void CompareView::redraw() {
         table_->setItem(r, 5, cell(fixedText(ratioValue, 4), ratioValue));
         table_->setItem(r, 6, cell(fixedText(p.top1, 4), p.top1));
         table_->setItem(r, 7, cell(fixedText(p.kl, 4), p.kl));
-        table_->setItem(r, 8,
-                        cell(speedText(p.fwdSpeedup, p.fwdSpeedupMin, p.fwdSpeedupMax, p.fwdRuns), p.fwdSpeedup,
-                             p.speedNote.isEmpty() ? QString() : p.speedNote));
-        table_->setItem(r, 9,
-                        cell(speedText(p.genSpeedup, p.genSpeedupMin, p.genSpeedupMax, p.genRuns), p.genSpeedup,
-                             p.speedNote.isEmpty() ? QString() : p.speedNote));
+        // The median in the cell (the columns are narrow at 1366x768); the
+        // spread and run count in its tooltip and the CSV.
+        auto speedCell = [&](double med, double lo, double hi, int runs) {
+          const QString full = speedText(med, lo, hi, runs);
+          return cell(std::isnan(med) ? QString("-") : QString::number(med, 'f', 2), med,
+                      p.speedNote.isEmpty() ? "median [min-max] (runs): " + full : p.speedNote);
+        };
+        table_->setItem(r, 8, speedCell(p.fwdSpeedup, p.fwdSpeedupMin, p.fwdSpeedupMax, p.fwdRuns));
+        table_->setItem(r, 9, speedCell(p.genSpeedup, p.genSpeedupMin, p.genSpeedupMax, p.genRuns));
       }
   }
   table_->setSortingEnabled(true);
@@ -640,7 +643,10 @@ void CompareView::drawHeatmap(const std::vector<const Entry*>& shown) {
     heatColumns_ << (named && c < named->siteNames.size() ? named->siteNames[c] : QString("site %1").arg(c));
   QCPColorMapData* d = heatMap_->data();
   d->setSize(columns, rows);
-  d->setRange(QCPRange(-0.5, columns - 0.5), QCPRange(-0.5, rows - 0.5));
+  // QCPColorMapData's range names the centres of the first and last cells:
+  // cell (c, r) is centred on (c, r), under its tick label (a lone cell spans -0.5 .. 0.5).
+  auto centres = [](int n) { return n > 1 ? QCPRange(0, n - 1) : QCPRange(-0.5, 0.5); };
+  d->setRange(centres(columns), centres(rows));
   double vMax = 0;
   std::vector<double> sum(columns, 0.0);
   std::vector<int> count(columns, 0);

@@ -1,6 +1,7 @@
 #include "views/view_corpus.h"
 
 #include <QFileInfo>
+#include <QFontMetrics>
 #include <QHeaderView>
 #include <QPointer>
 #include <QSignalBlocker>
@@ -189,6 +190,10 @@ void CorpusView::refresh() {
       plot->yAxis->setTicker(tick);
       plot->yAxis->setTickLabelFont(figureFont(perCat.size() > 10 ? 7 : 8));
       plot->yAxis->setRange(-0.6, i - 0.4);
+      // One label line per category: the plot is made tall enough for all of
+      // them (15 Brown categories overlapped in the default 150 px at 1366x768).
+      const int lineHeight = QFontMetrics(plot->yAxis->tickLabelFont()).height() + 2;
+      plot->setMinimumHeight(std::clamp(90 + i * lineHeight, 150, 360));
       plot->xAxis->setLabel(tok ? "tokens (documents in brackets)" : "characters (no tokenizer; documents in brackets)");
       plot->xAxis->setRange(0, ymax * 1.1);
       plot->replot();

@@ -43,40 +43,6 @@ QSharedPointer<QCPAxisTickerText> indexTicker(int n, const QString& prefix, cons
   return t;
 }
 
-// Ticks for a log axis over `range` (both ends > 0) `pixels` long whose
-// labels are `labelHeight` px tall: the densest of 1-2-5, 1-3, 1 per decade
-// and every n-th decade whose neighbouring labels keep `labelHeight` + 4 px
-// apart. QCPAxisTickerLog falls back to linear steps under 1.6 decades, which
-// put 0.3 and 0.4 on top of each other near the top of the usage panel.
-QSharedPointer<QCPAxisTickerText> logTicker(const QCPRange& range, int pixels, int labelHeight) {
-  QSharedPointer<QCPAxisTickerText> t(new QCPAxisTickerText);
-  if (!(range.lower > 0 && range.upper > range.lower) || pixels <= 0) return t;
-  const double decades = std::log10(range.upper / range.lower), pxPerDecade = pixels / decades;
-  const double need = labelHeight + 4;
-  const std::vector<std::vector<double>> sets{{1, 2, 5}, {1, 3}, {1}};
-  std::vector<double> mantissas{1};
-  int decadeStep = 1;
-  for (const auto& m : sets) {
-    // The closest pair of a set is its smallest log10 ratio between neighbours (wrapping to the next decade).
-    double gap = 1;
-    for (size_t i = 0; i < m.size(); ++i)
-      gap = std::min(gap, std::log10((i + 1 < m.size() ? m[i + 1] : 10 * m[0]) / m[i]));
-    if (gap * pxPerDecade >= need) {
-      mantissas = m;
-      break;
-    }
-  }
-  if (mantissas.size() == 1) decadeStep = std::max(1, int(std::ceil(need / std::max(1e-9, pxPerDecade))));
-  for (int k = int(std::floor(std::log10(range.lower))) - 1; k <= int(std::ceil(std::log10(range.upper))); ++k) {
-    if (((k % decadeStep) + decadeStep) % decadeStep != 0) continue;
-    for (double m : mantissas) {
-      const double v = m * std::pow(10.0, k);
-      if (v >= range.lower && v <= range.upper) t->addTick(v, QString::number(v, 'g', 3));
-    }
-  }
-  return t;
-}
-
 }  // namespace
 
 ExpertsView::ExpertsView(StudioContext* ctx, QWidget* parent)
@@ -244,7 +210,8 @@ void ExpertsView::refresh() {
                   : !error_.isEmpty()
                       ? "Cannot read this analysis:\n\n" + error_
                       : "No MoE analysis yet.\n\nRun `moefy analyze MODEL_DIR CORPUS --out WORKSPACE/analyses/NAME` "
-                        "on a native MoE checkpoint (Mixtral, Qwen2-MoE, OLMoE); its folder appears here.");
+                        "on a native MoE checkpoint (Mixtral, Qwen2-MoE, OLMoE) or on a MoE export of this workspace "
+                        "(Pipeline > Export, `moefy export`); its folder appears here.");
     layoutCaptions();
     return;
   }

@@ -294,17 +294,19 @@ NeuronView::NeuronView(StudioContext* ctx, QWidget* parent)
   tables_ = new QTabWidget(neuronPage_);
   tables_->setObjectName("neuronTables");
   tables_->setDocumentMode(true);
-  neighboursTable_ =
-      compactTable(tables_, "neuronNeighbours", {"neuron", "co-active", "Jaccard", "lift", "same expert"});
+  neighboursTable_ = compactTable(tables_, "neuronNeighbours", {"neuron", "co-active", "Jaccard", "lift", "expert"});
   neighboursTable_->setToolTip(
       "Neurons most often active with this one (Jaccard = c_ij / (c_i + c_j - c_ij), lift = "
-      "c_ij T / (c_i c_j)); click one to select it");
+      "c_ij T / (c_i c_j)); expert: yes / no = in this neuron's expert of the picked partition, with the neighbour's "
+      "expert in brackets; click one to select it");
   partitionsTable_ = compactTable(tables_, "neuronPartitions", {"partition", "method", "E", "expert", "size"});
   partitionsTable_->setToolTip(
       "The neuron's expert in every partition of this site; click one to pick that "
       "partition and show the expert");
-  tables_->addTab(neighboursTable_, "Co-activating neighbours");
-  tables_->addTab(partitionsTable_, "Expert in every partition");
+  tables_->addTab(neighboursTable_, "Neighbours");  // short: both tabs fit beside the plots at 1366x768
+  tables_->addTab(partitionsTable_, "Partitions");
+  tables_->setTabToolTip(0, "Co-activating neighbours");
+  tables_->setTabToolTip(1, "The neuron's expert in every partition");
   g->addWidget(header_, 0, 0, 1, 2);
   g->addWidget(strip_, 1, 0);
   g->addWidget(contextsNote_, 2, 0);

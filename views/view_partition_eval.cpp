@@ -440,7 +440,7 @@ void PartitionView::drawAgreement() {
       t->position->setCoords(j, i);
       t->setPositionAlignment(Qt::AlignCenter);
       t->setFont(font);
-      t->setText(QString::number(v, 'f', 2));
+      t->setText(QString::number(std::abs(v) < 0.005 ? 0.0 : v, 'f', 2));  // never "-0.00"
       // Dark text on the light (high) end of viridis, white on the dark end.
       t->setColor(v >= 0.6 ? Qt::black : Qt::white);
     }
@@ -552,7 +552,13 @@ void EvalView::refresh() {
     return;
   }
   setEmptyState("");
-  for (QCPTextElement* c : dataCaption_) c->setText("data: " + eval_->dataSubtitle);
+  // QCPTextElement does not wrap: a caption wider than its plot is cut at both edges (at 1366x768).
+  for (int i = 0; i < 2; ++i) {
+    if (!dataCaption_[i]) continue;
+    QCustomPlot* p = i == 0 ? quality_ : speed_;
+    dataCaption_[i]->setText(
+        wrapToWidth("data: " + eval_->dataSubtitle, dataCaption_[i]->font(), std::max(120, p->width() - 16)));
+  }
   for (QCustomPlot* p : {quality_, speed_}) p->setToolTip("data: " + eval_->dataCaption);
   {
     const bool overlap = !eval_->overlaps.isEmpty(), maybe = !eval_->possibleOverlaps.isEmpty();
@@ -860,16 +866,14 @@ void FrontView::refresh() {
   // Perplexity on a log axis (a method far off at a small budget would
   // flatten the rest); decade ticks only when the range spans one.
   ppl_->yAxis->setScaleType(QCPAxis::stLogarithmic);
-  if (pMax / pMin >= 10) {
-    QSharedPointer<QCPAxisTickerLog> t(new QCPAxisTickerLog);
-    t->setSubTickCount(8);
-    ppl_->yAxis->setTicker(t);
-  } else {
-    ppl_->yAxis->setTicker(QSharedPointer<QCPAxisTicker>(new QCPAxisTicker));
-  }
   ppl_->yAxis->setNumberFormat("g");
   ppl_->yAxis->setLabel("held-out perplexity (log)");
   ppl_->yAxis->setRange(pMin / 1.08, pMax * 1.08);
+  // Ticks that fit the axis whatever the range spans (a linear ticker on this
+  // log axis left a 275-430 range with no tick inside it).
+  ppl_->yAxis->setTicker(logTicker(ppl_->yAxis->range(),
+                                   ppl_->axisRect()->height() > 0 ? ppl_->axisRect()->height() : 200,
+                                   QFontMetrics(ppl_->yAxis->tickLabelFont()).height()));
   top1_->yAxis->setLabel("top-1 agreement with dense");
   top1_->yAxis->setRange(std::max(0.0, tMin - (1 - tMin) * 0.1 - 0.02), 1.02);
   // Perplexity falls and agreement rises with FLOPs: the legend goes where the curves are not.

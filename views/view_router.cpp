@@ -859,6 +859,7 @@ void RouterView::redrawDocument() {
     for (int s = 0; s < S; ++s)
       if (smp.docId[s] == d) docRows_.push_back(s);
     std::sort(docRows_.begin(), docRows_.end(), [&](int a, int b) { return smp.position[a] < smp.position[b]; });
+    docSampled_ = static_cast<int>(docRows_.size());
     if (docRows_.size() > 48) docRows_.resize(48);
     for (int s : docRows_)
       rows.push_back({score_.data() + size_t(s) * E_, top_.data() + size_t(s) * k_, oracleTop_.data() + size_t(s) * k_,
@@ -925,8 +926,11 @@ void RouterView::redrawDocument() {
   scores_->xAxis->setRange(-0.5, E_ - 0.5);
   scores_->xAxis->setLabel(
       QString("expert (%1)").arg(rec_ ? rec_->siteText(layer()) : QString("layer %1").arg(layer())));
-  scores_->yAxis->setLabel(typed ? (textAct_.decoderRows ? "generated token @ decoder step" : "typed token @ position")
-                                 : "sampled token @ position");
+  // A document with more sampled tokens than rows fit shows its first 48, and says so.
+  scores_->yAxis->setLabel(
+      typed             ? QString(textAct_.decoderRows ? "generated token @ decoder step" : "typed token @ position")
+      : docSampled_ > T ? QString("sampled token @ position (first %1 of %2)").arg(T).arg(docSampled_)
+                        : QString("sampled token @ position"));
   scores_->legend->setVisible(false);
   scores_->xAxis->setTicker(integerTicker(E_));
   scores_->clearItems();

@@ -134,6 +134,22 @@ std::vector<PipelineStage> pipelineStages(const Workspace& ws, const std::vector
     auto it = newest.find(kind);
     return it != newest.end() && it->second->readable ? shellQuote(it->second->path) : placeholder;
   };
+  // eval and export pair the newest router with the partition it was trained
+  // for (router.json's link), not with the newest partition, which may be
+  // another one (and then `moefy eval`/`export` refuse the pair).
+  QString routerPartition;
+  if (auto it = newest.find("router"); it != newest.end() && it->second->readable) {
+    try {
+      if (auto r = Router::open(it->second->path);
+          r && !r->partitionPath.isEmpty() && QFileInfo(r->partitionPath).isDir())
+        routerPartition = QDir::cleanPath(r->partitionPath);
+    } catch (const std::exception&) {
+      // An unreadable router leaves the newest partition as the suggestion.
+    }
+  }
+  auto routerPart = [&] {
+    return routerPartition.isEmpty() ? up("partition", "PART_DIR") : shellQuote(routerPartition);
+  };
   for (const KindSpec& k : kKinds) {
     PipelineStage s;
     s.id = k.kind;
@@ -165,11 +181,10 @@ std::vector<PipelineStage> pipelineStages(const Workspace& ws, const std::vector
     } else if (id == "evaluation") {
       // As the Evaluate dialog: a corpus of its own is read whole, else the
       // held-out split (the CLI's default).
-      s.command = "moefy eval " + M + " " + EC + " --partition " + up("partition", "PART_DIR") + " --router " +
+      s.command = "moefy eval " + M + " " + EC + " --partition " + routerPart() + " --router " +
                   up("router", "ROUTER_DIR") + (separate ? " --split all" : "") + " --out " + outDir;
     } else if (id == "export") {
-      s.command = "moefy export " + M + " " + up("partition", "PART_DIR") + " " + up("router", "ROUTER_DIR") +
-                  " --out " + outDir;
+      s.command = "moefy export " + M + " " + routerPart() + " " + up("router", "ROUTER_DIR") + " --out " + outDir;
     } else if (id == "front") {
       s.command = "moefy front " + M + " " + C + " " + EC + " --out " + outDir;
     } else if (id == "analysis") {

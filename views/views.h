@@ -361,6 +361,7 @@ class RouterView : public FigureView {
   std::vector<int> oracleTop_;  // [S * k]
   std::vector<int> docRows_;    // sample rows of the shown document, by position
   int shownRows_ = 0;
+  int docSampled_ = 0;  ///< sampled tokens of the picked document (the heatmap shows at most 48)
   // Typed text: its activations at textLayer_ (computed by a studio task on
   // the workspace's shared model), and its scores under the current router.
   bool textRunning_ = false;

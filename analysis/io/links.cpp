@@ -46,8 +46,24 @@ uint64_t hashFileBytes(uint64_t h, const fs::path& file, uint64_t size) {
 std::string folderFingerprint(const fs::path& dir) {
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) throw IoError(dir.string() + ": not a folder (fingerprint)");
+  // A sub-folder that is an artefact or a workspace of its own (it holds one
+  // of their metadata files) is not part of this folder's content: an
+  // artefact written into an artefact-holding folder (a workspace whose kind
+  // folder is itself an artefact, as the demo's `recording/`) must not make
+  // every link to the holder stale.
+  auto ownArtefact = [](const fs::path& sub) {
+    std::error_code e;
+    for (const char* meta : {"manifest.json", "partition.json", "router.json", "eval.json", "front.json",
+                             "analysis.json", "workspace.json", "config.json"})
+      if (fs::is_regular_file(sub / meta, e)) return true;
+    return false;
+  };
   std::vector<std::pair<std::string, fs::path>> files;
   for (fs::recursive_directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    if (it->is_directory(ec) && ownArtefact(it->path())) {
+      it.disable_recursion_pending();
+      continue;
+    }
     if (!it->is_regular_file(ec)) continue;
     files.emplace_back(it->path().lexically_relative(dir).generic_string(), it->path());
   }

@@ -19,10 +19,12 @@
 namespace moefy {
 
 /// Content fingerprint of a folder: FNV-1a over the sorted relative names,
-/// sizes and bytes of its regular files (recursively; files over 16 MiB
-/// contribute their first and last MiB, which for safetensors include the
-/// header). 16 hex digits. Throws IoError naming an unreadable file. Cost:
-/// reads at most 16 MiB per file.
+/// sizes and bytes of its regular files (recursively, except sub-folders that
+/// are artefacts or workspaces of their own: those holding manifest.json,
+/// partition.json, router.json, eval.json, front.json, analysis.json,
+/// workspace.json or config.json; files over 16 MiB contribute their first
+/// and last MiB, which for safetensors include the header). 16 hex digits. Throws IoError naming an unreadable file.
+/// Cost: reads at most 16 MiB per file.
 std::string folderFingerprint(const std::filesystem::path& dir);
 
 /// Content fingerprint of an input that may be a folder or a single file (a

@@ -474,9 +474,10 @@ std::unique_ptr<Model> Model::load(const fs::path& dir, const LoadOptions& optio
         mode = WeightMode::Convert;
       else if (v == "mapped")
         mode = WeightMode::Mapped;
-      else
-        throw ParameterError("MOEFY_WEIGHTS='" + v + "' is not one of convert, mapped");
-    } else {
+      else if (v != "auto")
+        throw ParameterError("MOEFY_WEIGHTS='" + v + "' is not one of auto, convert, mapped");
+    }
+    if (mode == WeightMode::Auto) {
       // The F32 copy takes twice the stored half bytes.
       mode = 2 * halfBytes > 0.5 * availableMemoryBytes() ? WeightMode::Mapped : WeightMode::Convert;
     }

@@ -161,7 +161,7 @@ struct Seq2SeqCache {
 ///   one-token decoding of a large model).
 /// - Auto: Mapped when the F32 copy of the half tensors would take more than
 ///   half of the memory available at load (availableMemoryBytes()), Convert
-///   otherwise. The environment variable MOEFY_WEIGHTS=convert|mapped
+///   otherwise. The environment variable MOEFY_WEIGHTS=auto|convert|mapped
 ///   overrides Auto (any other value is refused naming the variable).
 enum class WeightMode { Auto, Convert, Mapped };
 

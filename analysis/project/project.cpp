@@ -115,14 +115,24 @@ bool inProgress(const fs::path& p) {
 // by another step, so the scan does not descend into it. Listing them would
 // put a front's seven or more inner folders among the workspace's own
 // artefacts under names ("plain", "shared", "recording") that say nothing of
-// which front they belong to. Every other artefact is descended into (the
+// which front they belong to (a front written into a kind folder that is
+// itself a front is found, one level down). Every other artefact is descended into (the
 // demo's kind folders are themselves artefacts: issue 20, defect 2).
 void collect(const fs::path& root, int depth, std::vector<std::pair<fs::path, ArtefactKind>>& out) {
   std::error_code ec;
   if (inProgress(root) || !fs::is_directory(root, ec)) return;
   const std::optional<ArtefactKind> kind = identifyArtefact(root);
   if (kind && *kind != ArtefactKind::Workspace) out.emplace_back(root, *kind);
-  if (kind == ArtefactKind::Front || depth >= 3) return;
+  if (kind == ArtefactKind::Front) {
+    // A kind folder that is itself a front (the demo's `front/`): the fronts
+    // written into it appear, its parts do not (they are not fronts).
+    if (depth == 0)
+      for (fs::directory_iterator it(root, ec), end; !ec && it != end; it.increment(ec))
+        if (it->is_directory(ec) && !inProgress(it->path()) && identifyArtefact(it->path()) == ArtefactKind::Front)
+          out.emplace_back(it->path(), ArtefactKind::Front);
+    return;
+  }
+  if (depth >= 3) return;
   std::vector<fs::path> subs;
   for (fs::directory_iterator it(root, ec), end; !ec && it != end; it.increment(ec))
     if (it->is_directory(ec)) subs.push_back(it->path());

@@ -17,10 +17,11 @@ def load_st(path):
     dtypes = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": np.uint16, "I64": np.int64,
               "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}
     with open(path, "rb") as f:
-        header = json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))
-        data = f.read()
-    return {name: np.frombuffer(data, dtypes[t["dtype"]], count=int(np.prod(t["shape"], dtype=np.int64)),
-                                offset=t["data_offsets"][0]).reshape(t["shape"])
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+    # Memory-mapped: only the tensors used are read (a recording's coact.safetensors can hold GBs).
+    data = np.memmap(path, dtype=np.uint8, mode="r", offset=8 + n)
+    return {name: data[t["data_offsets"][0]:t["data_offsets"][1]].view(dtypes[t["dtype"]]).reshape(t["shape"])
             for name, t in header.items() if name != "__metadata__"}
 
 )PY";
@@ -34,7 +35,8 @@ struct Body {
 const Body kBodies[] = {
     {"model", R"PY(# config.json and the tensors' names and shapes (headers only: no weights are read)
 config = json.load(open(os.path.join(ARTEFACT, "config.json")))
-print({k: config[k] for k in ("model_type", "num_hidden_layers", "hidden_size", "intermediate_size") if k in config})
+print({k: config[k] for k in ("model_type", "num_hidden_layers", "n_layer", "num_layers", "hidden_size", "n_embd",
+                             "d_model", "intermediate_size", "n_inner", "d_ff") if k in config})
 for name in sorted(os.listdir(ARTEFACT)):
     if name.endswith(".safetensors"):
         with open(os.path.join(ARTEFACT, name), "rb") as f:
@@ -59,7 +61,7 @@ count = stats[site + ".count"]              # I64 [d_ff]: tokens on which each n
 total = stats[site + ".sum"]                # F64 [d_ff]: sum of the hidden activation h
 peak = stats[site + ".max"]                 # F32 [d_ff]: max of h
 active_hist = stats[site + ".active_hist"]  # I64 [d_ff + 1]: tokens by number of active neurons
-print(site, "of", sites, "tokens", manifest["tokens"], "d_ff", count.shape[0], "mean active", float(count.mean()))
+print(site, "of", sites, "tokens", manifest["tokens"], "d_ff", count.shape[0], "mean firing frequency", float(count.mean()) / manifest["tokens"])
 coact_file = os.path.join(ARTEFACT, "coact.safetensors")
 if os.path.exists(coact_file):
     coact = load_st(coact_file)[site + ".coact"]  # I32 [d_ff, d_ff]: tokens on which i and j are both active

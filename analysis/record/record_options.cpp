@@ -85,8 +85,8 @@ const OptionTable& recordOptionTable() {
                  "reservoir and shuffle seed")
         .choice("split", {"all", "train", "heldout", "held_out"}, d.split, "which documents of a text corpus to record")
         .flag("shuffle",
-              "visit the documents in a random order seeded by --seed (with --tokens, a sample of every "
-              "category instead of the corpus's first documents)")
+              "visit the documents in a random order seeded by --seed (with --tokens, random documents "
+              "instead of the corpus's first ones; a small budget of long documents may still miss categories)")
         .integer("chunk", "SEQS", d.chunkSequences, 1, 1 << 20,
                  "sequences per chunk, the unit of checkpoints (rounded up to a multiple of --batch)")
         .integer("checkpoint-every", "C", d.checkpointEvery, 0, 1000000000,

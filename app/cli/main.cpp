@@ -57,7 +57,14 @@ void printTopHelp() {
     std::cout << "  " << name << pad << cmd.table->summary() << "\n";
   }
   std::cout << "\nRun 'moefy COMMAND --help' for a command's options; 'moefy help --markdown' writes them all\n"
-               "as Markdown (docs/cli.md), 'moefy help --json' as JSON.\n";
+               "as Markdown (docs/cli.md), 'moefy help --json' as JSON.\n"
+               "\nenvironment:\n"
+               "  MOEFY_THREADS=N    intra-op threads (default: the cores)\n"
+               "  MOEFY_WEIGHTS=auto|convert|mapped\n"
+               "                     F16/BF16 weights: converted to F32 at load, or kept mapped and converted per\n"
+               "                     layer (about the file size in memory); auto maps when the F32 copy would take\n"
+               "                     over half the available memory (docs/scale.md)\n"
+               "  OMP_WAIT_POLICY    passive unless set (idle OpenMP threads sleep instead of spinning)\n";
 }
 
 // `moefy help [COMMAND] [--markdown | --json]`.

@@ -141,6 +141,15 @@ class TestProject : public QObject {
         QVERIFY2(a.summary.find("dense perplexity 100") != std::string::npos, a.summary.c_str());
         QVERIFY2(a.summary.find("best at 0.25: ") != std::string::npos, a.summary.c_str());
       }
+    // A front written into the kind folder that is itself a front (what the
+    // Start page's `moefy front ... --out DEMO/front/front1` does) is found;
+    // found in a new-user trial: it never appeared.
+    test::writeFront(front / "front1", doc);
+    p.scan(false);
+    QCOMPARE(p.paths(ArtefactKind::Front).size(), size_t(2));
+    QCOMPARE(p.paths(ArtefactKind::Partition).size(), size_t(0));
+    fs::remove_all(front / "front1");
+    p.scan(false);
     // Its links: the held-out corpus it names is gone, and the check says so by name.
     bool named = false;
     for (const auto& l : p.linkProblems()) {
@@ -335,6 +344,15 @@ class TestProject : public QObject {
     QCOMPARE(folderFingerprint(root / "a"), folderFingerprint(root / "b"));
     writeJson(root / "b" / "x.json", {{"v", 2}});
     QVERIFY(folderFingerprint(root / "a") != folderFingerprint(root / "b"));
+    // An artefact written inside the folder (the demo workspace's kind folders
+    // are artefacts themselves) is not its content: links to it stay fresh.
+    // A plain sub-folder (a corpus category) is content.
+    const std::string before = folderFingerprint(root / "a");
+    writeJson(root / "a" / "rec1" / "manifest.json", {{"format", "moefy-recording"}});
+    writeJson(root / "a" / "nested" / "deeper" / "router.json", {{"format", "moefy-router"}});
+    QCOMPARE(folderFingerprint(root / "a"), before);
+    writeJson(root / "a" / "category" / "doc.json", {{"v", 3}});
+    QVERIFY(folderFingerprint(root / "a") != before);
   }
 };
 

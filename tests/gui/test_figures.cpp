@@ -528,7 +528,8 @@ class TestFigures : public QObject {
               maxDiag = std::max(maxDiag, std::abs(drawn - 1.0));
             else
               maxOff = std::max(maxOff, std::abs(drawn - core));
-            QCOMPARE(printed[std::make_pair(c, r)], QString::number(drawn, 'f', 2));
+            // Printed with 2 decimals, a value that rounds to zero as "0.00" (never "-0.00").
+            QCOMPARE(printed[std::make_pair(c, r)], QString::number(std::abs(drawn) < 0.005 ? 0.0 : drawn, 'f', 2));
           }
         qInfo() << "layer" << L << (nmi ? "NMI" : "ARI") << n << "x" << n << "max |diagonal - 1|" << maxDiag
                 << "max |cell - core|" << maxOff << "coact vs kmeans-s0" << map->data()->cell(1, 0) << "coact vs random"
@@ -857,6 +858,16 @@ class TestFigures : public QObject {
     }
     qInfo() << "front view: points checked" << checked << "methods" << int(methods.size());
     QCOMPARE(int(fv->perplexityPlot()->yAxis->scaleType()), int(QCPAxis::stLogarithmic));
+    {
+      // The log axis carries labelled ticks inside its range whatever the range
+      // spans (a linear ticker left a sub-decade range with one tick or none).
+      QCustomPlot* p = fv->perplexityPlot();
+      p->replot(QCustomPlot::rpImmediateRefresh);
+      int inside = 0;
+      for (double t : p->yAxis->tickVector()) inside += p->yAxis->range().contains(t);
+      qInfo() << "perplexity axis" << p->yAxis->range().lower << p->yAxis->range().upper << "ticks inside" << inside;
+      QVERIFY(inside >= 2);
+    }
 
     // The tables: every method at every budget; the best per budget and its change over plain.
     const std::vector<double> budgets = doc["budgets"].get<std::vector<double>>();

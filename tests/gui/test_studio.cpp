@@ -20,6 +20,8 @@
 #include <QUrl>
 #include <QXmlStreamReader>
 #include <QtTest>
+#include <chrono>
+#include <filesystem>
 
 #include <sstream>
 
@@ -232,9 +234,37 @@ class TestStudio : public QObject {
     for (QAction* a : w.menuBar()->findChildren<QAction*>()) inMenu |= a->text() == "Export MoE checkpoint...";
     QVERIFY(inMenu);
     const QString model = ctx->workspace().model();
+    // The partition is the one the newest router was trained for (router.json's
+    // link), not the newest partition: a new-user trial got a pair that
+    // `moefy export` refuses.
+    QString routerPart = newestOf("partition");
+    if (auto r = Router::open(newestOf("router")); r && !r->partitionPath.isEmpty())
+      routerPart = QDir::cleanPath(r->partitionPath);
+    qInfo() << "newest router" << newestOf("router") << "its partition" << routerPart << "newest partition"
+            << newestOf("partition");
     QCOMPARE(ex.command, QString("moefy export %1 %2 %3 --out %4")
-                             .arg(model, newestOf("partition"), newestOf("router"),
+                             .arg(model, routerPart, newestOf("router"),
                                   QDir::cleanPath(ctx->workspace().folder("exports") + "/moe1")));
+    {
+      // Another partition made the newest: the export still names the router's.
+      QString other;
+      for (const ArtefactRef& a : ctx->artefacts())
+        if (a.kind == "partition" && QDir::cleanPath(a.path) != routerPart) other = a.path;
+      QVERIFY(!other.isEmpty());
+      // The fake workspace is shared by the GUI tests: its mtime is put back.
+      const auto was = std::filesystem::last_write_time(other.toStdString());
+      std::filesystem::last_write_time(other.toStdString(),
+                                       std::filesystem::file_time_type::clock::now() + std::chrono::minutes(5));
+      ctx->rescan();
+      sv->refresh();
+      const QString newestPart = newestOf("partition"), cmd = sv->stages()[6].command;
+      std::filesystem::last_write_time(other.toStdString(), was);
+      ctx->rescan();
+      sv->refresh();
+      QCOMPARE(QDir::cleanPath(newestPart), QDir::cleanPath(other));
+      QVERIFY2(cmd.contains(" " + routerPart + " "), qPrintable(cmd));
+      QVERIFY(!cmd.contains(" " + other + " "));
+    }
     QVERIFY2(sv->nextStepLabel()->text().contains(ex.command.toHtmlEscaped()), qPrintable(sv->nextStepLabel()->text()));
     QVERIFY(sv->nextStepLabel()->text().contains("Export MoE checkpoint"));
     QVERIFY(sv->table()->item(6, 1)->text().contains("next step"));

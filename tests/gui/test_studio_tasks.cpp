@@ -113,7 +113,8 @@ class TestStudioTasks : public QObject {
       QTRY_COMPARE(started.load(), 5);
     }
     QCOMPARE(TaskRunner::liveThreads(), 0);
-    QCOMPARE(threadsNamed("moefy-task"), 0);
+    // A joined thread can stay listed in /proc/self/task for a moment on a loaded machine.
+    QTRY_COMPARE(threadsNamed("moefy-task"), 0);
     QCOMPARE(applied, 2);
   }
 
@@ -152,7 +153,8 @@ class TestStudioTasks : public QObject {
     qInfo() << "window closed and workers joined in" << el.elapsed() << "ms";
     QVERIFY(el.elapsed() < 20000);
     QCOMPARE(TaskRunner::liveThreads(), 0);
-    QCOMPARE(threadsNamed("moefy-task"), 0);
+    // A joined thread can stay listed in /proc/self/task for a moment on a loaded machine.
+    QTRY_COMPARE(threadsNamed("moefy-task"), 0);
     QTRY_COMPARE(threadsNamed("moefy-job"), 0);  // OpenMP workers leave when their master thread has
     QCOMPARE(applied, 0);
     QVERIFY(!QFileInfo::exists(tmp.filePath("hidden")));  // the cancelled job wrote nothing
