@@ -64,7 +64,13 @@ active_hist = stats[site + ".active_hist"]  # I64 [d_ff + 1]: tokens by number o
 print(site, "of", sites, "tokens", manifest["tokens"], "d_ff", count.shape[0], "mean firing frequency", float(count.mean()) / manifest["tokens"])
 coact_file = os.path.join(ARTEFACT, "coact.safetensors")
 if os.path.exists(coact_file):
-    coact = load_st(coact_file)[site + ".coact"]  # I32 [d_ff, d_ff]: tokens on which i and j are both active
+    coact = load_st(coact_file)[site + ".coact"]
+    if coact.ndim == 1:  # format version 2: the upper triangle, row i holding columns i..d_ff-1
+        iu, packed = np.triu_indices(count.shape[0]), coact
+        coact = np.zeros((count.shape[0], count.shape[0]), packed.dtype)
+        coact[iu] = packed
+        coact.T[iu] = packed
+    # coact: I32 [d_ff, d_ff], tokens on which i and j are both active (symmetric)
     print("coact", coact.shape, "diagonal == count:", bool((np.diag(coact) == count).all()))
 )PY"},
     {"partition", R"PY(meta = json.load(open(os.path.join(ARTEFACT, "partition.json")))

@@ -22,7 +22,8 @@ const std::vector<std::string>& pythonSnippetKinds();
 ///  - corpus: the files of a corpus folder, or the first lines of a corpus file;
 ///  - recording: manifest.json, `<site>.count` / `.sum` / `.max` /
 ///    `.active_hist` of stats.safetensors and `<site>.coact` of
-///    coact.safetensors (when present) for the first recorded site;
+///    coact.safetensors (when present; a version 2 recording's packed upper
+///    triangle is expanded to the full matrix) for the first recorded site;
 ///  - partition: partition.json and every site's `<site>.labels` and
 ///    `<site>.perm` of labels.safetensors, with the expert sizes;
 ///  - router: router.json and its kind's tensors of router.safetensors

@@ -392,7 +392,7 @@ struct State {
   nlohmann::json manifest(bool complete) const {
     nlohmann::json m;
     m["format"] = "moefy-recording";
-    m["version"] = 1;
+    m["version"] = 2;  // co-activation as the packed upper triangle (recording.h)
     m["tool_version"] = MOEFY_VERSION;
     m["model"] = modelInfo;
     m["corpus"] = {{"path", source.path}, {"kind", source.kind}, {"categories", source.categories}};
@@ -420,6 +420,21 @@ struct State {
   /// Writes the state into an (empty) folder.
   void write(const fs::path& dir, bool complete, JobContext& job) {
     std::vector<std::pair<std::string, at::Tensor>> stats, co, samples;
+    // The co-activation matrices are written as their upper triangles
+    // (format version 2), packed in place so that writing needs no second
+    // buffer; the guard restores the full matrices when write() returns or
+    // throws, so accumulation (a checkpoint's run goes on) sees them as before.
+    struct Unpack {
+      std::vector<at::Tensor> packed;
+      ~Unpack() {
+        for (const at::Tensor& t : packed) unpackUpperTriangleInPlace(t);
+      }
+    } unpack;
+    auto packed = [&](const at::Tensor& square) {
+      at::Tensor view = packUpperTriangleInPlace(square);
+      unpack.packed.push_back(square);
+      return view;
+    };
     for (int L : layers) {
       LayerState& s = layer.at(L);
       stats.emplace_back(sname(L, "count"), s.count);
@@ -430,11 +445,10 @@ struct State {
       stats.emplace_back(sname(L, "active_hist"), s.hist);
       stats.emplace_back(sname(L, "category_count"), s.catCount);
       stats.emplace_back(sname(L, "category_tokens"), s.catTokens);
-      // Accumulation only touches the upper triangle, so mirroring in place
-      // keeps the state valid for further accumulation.
-      mirrorUpper(s.coact.data_ptr<int32_t>(), width.at(L));
-      co.emplace_back(sname(L, "coact"), s.coact);
-      if (soft) co.emplace_back(sname(L, "coact_soft"), s.coactSoft);
+      // Accumulation only touches the upper triangle of the binary counts;
+      // unpacking mirrors it onto the lower one (as mirrorUpper did here).
+      co.emplace_back(sname(L, "coact"), packed(s.coact));
+      if (soft) co.emplace_back(sname(L, "coact_soft"), packed(s.coactSoft));
     }
     for (int l : moeLayers) {
       const MoeState& m = moe.at(l);

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstring>
 
 #include "analysis/common/error.h"
 #include "analysis/io/fsutil.h"
@@ -15,6 +16,107 @@
 namespace moefy {
 
 namespace fs = std::filesystem;
+
+// ---------------------------------------------------------------- packed co-activation
+
+int64_t upperTriangleSize(int64_t n) { return n * (n + 1) / 2; }
+
+int64_t upperTriangleIndex(int64_t n, int64_t i, int64_t j) { return i * n - i * (i - 1) / 2 + (j - i); }
+
+namespace {
+
+// The element size of a tensor the triangle helpers accept (4 or 8 bytes:
+// they move bit patterns, so I32/F32 and I64/F64 are handled alike).
+size_t triangleElement(const at::Tensor& t, const char* what) {
+  const size_t e = t.element_size();
+  if (e != 4 && e != 8)
+    throw ParameterError(std::string(what) + ": elements of " + std::to_string(e) +
+                         " bytes (I32, F32, I64 or F64 expected)");
+  return e;
+}
+
+int64_t squareSide(const at::Tensor& t, const char* what) {
+  if (t.dim() != 2 || t.size(0) != t.size(1))
+    throw ParameterError(std::string(what) + ": a square [n, n] tensor expected, got " + shapeString(t));
+  return t.size(0);
+}
+
+// m[i][j] = m[j][i] for j < i on a contiguous [n, n] matrix, in 64 x 64 tiles
+// on and below the diagonal (the source tile is read transposed; tile rows in
+// parallel).
+template <typename T>
+void mirrorUpperTiled(T* m, int64_t n) {
+  constexpr int64_t kT = 64;
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t i0 = 0; i0 < n; i0 += kT) {
+    const int64_t i1 = std::min(n, i0 + kT);
+    for (int64_t j0 = 0; j0 <= i0; j0 += kT)
+      for (int64_t i = i0; i < i1; ++i) {
+        const int64_t j1 = std::min(i, j0 + kT);
+        for (int64_t j = j0; j < j1; ++j) m[i * n + j] = m[j * n + i];
+      }
+  }
+}
+
+void mirrorUpperBytes(void* m, int64_t n, size_t e) {
+  if (e == 4)
+    mirrorUpperTiled(static_cast<uint32_t*>(m), n);
+  else
+    mirrorUpperTiled(static_cast<uint64_t*>(m), n);
+}
+
+}  // namespace
+
+at::Tensor packUpperTriangle(const at::Tensor& square) {
+  const int64_t n = squareSide(square, "packUpperTriangle");
+  const size_t e = triangleElement(square, "packUpperTriangle");
+  const at::Tensor src = square.contiguous();
+  at::Tensor out = at::empty({upperTriangleSize(n)}, src.options());
+  const auto* s = static_cast<const uint8_t*>(src.data_ptr());
+  auto* d = static_cast<uint8_t*>(out.data_ptr());
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i)
+    std::memcpy(d + upperTriangleIndex(n, i, i) * e, s + (i * n + i) * e, static_cast<size_t>(n - i) * e);
+  return out;
+}
+
+at::Tensor unpackUpperTriangle(const at::Tensor& packed, int64_t n) {
+  if (n < 0 || packed.dim() != 1 || packed.size(0) != upperTriangleSize(n))
+    throw ParameterError("unpackUpperTriangle: a 1-D tensor of n(n+1)/2 = " + std::to_string(upperTriangleSize(n)) +
+                         " elements expected for n = " + std::to_string(n) + ", got " + shapeString(packed));
+  const size_t e = triangleElement(packed, "unpackUpperTriangle");
+  const at::Tensor src = packed.contiguous();
+  at::Tensor out = at::empty({n, n}, src.options());
+  const auto* s = static_cast<const uint8_t*>(src.data_ptr());
+  auto* d = static_cast<uint8_t*>(out.data_ptr());
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i)
+    std::memcpy(d + (i * n + i) * e, s + upperTriangleIndex(n, i, i) * e, static_cast<size_t>(n - i) * e);
+  mirrorUpperBytes(d, n, e);
+  return out;
+}
+
+at::Tensor packUpperTriangleInPlace(const at::Tensor& square) {
+  const int64_t n = squareSide(square, "packUpperTriangleInPlace");
+  const size_t e = triangleElement(square, "packUpperTriangleInPlace");
+  if (!square.is_contiguous()) throw ParameterError("packUpperTriangleInPlace: the tensor is not contiguous");
+  auto* d = static_cast<uint8_t*>(square.data_ptr());
+  // Row i moves down to k(i, i) <= i*n + i; rows in ascending order never
+  // overwrite a row not yet moved (row i ends at k(i+1, i+1) <= (i+1)*n + i+1).
+  for (int64_t i = 1; i < n; ++i)
+    std::memmove(d + upperTriangleIndex(n, i, i) * e, d + (i * n + i) * e, static_cast<size_t>(n - i) * e);
+  return square.view({-1}).narrow(0, 0, upperTriangleSize(n));
+}
+
+void unpackUpperTriangleInPlace(const at::Tensor& square) {
+  const int64_t n = squareSide(square, "unpackUpperTriangleInPlace");
+  const size_t e = triangleElement(square, "unpackUpperTriangleInPlace");
+  auto* d = static_cast<uint8_t*>(square.data_ptr());
+  // The reverse of the packing: rows in descending order move back up.
+  for (int64_t i = n - 1; i >= 1; --i)
+    std::memmove(d + (i * n + i) * e, d + upperTriangleIndex(n, i, i) * e, static_cast<size_t>(n - i) * e);
+  mirrorUpperBytes(d, n, e);
+}
 
 namespace {
 
@@ -35,7 +137,8 @@ std::string reqStr(const nlohmann::json& j, const char* key, const std::string& 
   return v.get<std::string>();
 }
 
-void checkTensor(const SafetensorsFile& f, const std::string& name, DType dtype, const std::vector<int64_t>& shape) {
+void checkTensor(const SafetensorsFile& f, const std::string& name, DType dtype, const std::vector<int64_t>& shape,
+                 const std::string& note = "") {
   const TensorInfo* t = f.find(name);
   if (!t) throw FormatError(f.path().string() + ": missing tensor '" + name + "'");
   if (t->dtype != dtype)
@@ -43,7 +146,7 @@ void checkTensor(const SafetensorsFile& f, const std::string& name, DType dtype,
                       dtypeName(dtype));
   if (t->shape != shape)
     throw FormatError(f.path().string() + ": tensor '" + name + "' has shape " + shapeString(t->shape) + ", expected " +
-                      shapeString(shape));
+                      shapeString(shape) + note);
 }
 
 // "<site prefix><what>": the name of a site's tensor (P = Site::prefix()).
@@ -53,10 +156,12 @@ std::string lname(const std::string& P, const char* what) { return P + what; }
 // token count (docs/formats.md "Recording"). O(d_ff^2) per layer, far cheaper
 // than any use of the recording; an impossible recording (negative or
 // asymmetric counts, counts above the token count) would otherwise be split
-// or routed without a word.
-void checkLayerInvariants(const SafetensorsFile& stats, const SafetensorsFile& coactFile, const std::string& P,
-                          int64_t n, int64_t tokens, bool soft) {
-  const std::string sp = stats.path().string(), cp = coactFile.path().string();
+// or routed without a word. `coact` and `coactSoft` are the full [n, n]
+// matrices (a version 2 file's expanded from its packed triangles; undefined
+// soft when not recorded), `cp` the file they come from.
+void checkLayerInvariants(const SafetensorsFile& stats, const std::string& cp, const std::string& P, int64_t n,
+                          int64_t tokens, const at::Tensor& coact, const at::Tensor& coactSoft) {
+  const std::string sp = stats.path().string();
   auto fail = [&](const std::string& file, const std::string& what) { throw FormatError(file + ": " + what); };
   const std::string tok = " (the manifest's tokens is " + std::to_string(tokens) + ")";
   at::Tensor count = stats.raw(lname(P, "count")).contiguous();
@@ -113,7 +218,7 @@ void checkLayerInvariants(const SafetensorsFile& stats, const SafetensorsFile& c
     for (int64_t i = 0; i < n; ++i)
       if (!std::isfinite(v[i])) fail(sp, "tensor '" + lname(P, "max") + "'[" + std::to_string(i) + "] is not finite");
   }
-  at::Tensor co = coactFile.raw(lname(P, "coact")).contiguous();
+  at::Tensor co = coact.contiguous();
   const int32_t* m = co.data_ptr<int32_t>();
   // 64 x 64 tiles (the symmetry test reads the transposed tile; row by row
   // it would stride through memory), tile rows in parallel; the row of the
@@ -154,8 +259,8 @@ void checkLayerInvariants(const SafetensorsFile& stats, const SafetensorsFile& c
       if (r[j] > cnt[i]) fail(cp, t + where + " exceeds the neuron's active count " + std::to_string(cnt[i]));
     }
   }
-  if (soft) {
-    at::Tensor sc = coactFile.raw(lname(P, "coact_soft")).contiguous();
+  if (coactSoft.defined()) {
+    at::Tensor sc = coactSoft.contiguous();
     const float* v = sc.data_ptr<float>();
     for (int64_t k = 0; k < n * n; ++k)
       if (!(v[k] >= 0) || !std::isfinite(v[k]))
@@ -239,8 +344,11 @@ Recording Recording::open(const fs::path& dir, bool allowPartial) {
   if (!m.is_object()) throw FormatError(ctx + ": not a JSON object");
   if (reqStr(m, "format", ctx) != "moefy-recording")
     throw FormatError(ctx + ": format is '" + m["format"].get<std::string>() + "', expected 'moefy-recording'");
-  if (reqInt(m, "version", ctx) != 1)
-    throw FormatError(ctx + ": unsupported version " + std::to_string(m["version"].get<int64_t>()));
+  // Version 1: full co-activation matrices; 2: their packed upper triangles.
+  const int64_t version = reqInt(m, "version", ctx);
+  if (version != 1 && version != 2)
+    throw FormatError(ctx + ": unsupported version " + std::to_string(version) + " (this build reads 1 and 2)");
+  r.version_ = static_cast<int>(version);
   try {
     const auto& model = req(m, "model", ctx);
     r.fingerprint_ = reqStr(model, "fingerprint", ctx + ": model");
@@ -406,9 +514,18 @@ Recording Recording::open(const fs::path& dir, bool allowPartial) {
     checkTensor(*r.stats_, lname(P, "active_hist"), DType::I64, {n + 1});
     checkTensor(*r.stats_, lname(P, "category_count"), DType::I64, {C, n});
     checkTensor(*r.stats_, lname(P, "category_tokens"), DType::I64, {C});
-    checkTensor(*r.coact_, lname(P, "coact"), DType::I32, {n, n});
-    if (r.soft_) checkTensor(*r.coact_, lname(P, "coact_soft"), DType::F32, {n, n});
-    checkLayerInvariants(*r.stats_, *r.coact_, P, n, r.siteTokens(r.layers_[i]), r.soft_);
+    // Version 2 holds the packed upper triangles (n(n+1)/2 elements); the
+    // invariants are checked on the expanded matrices, one site at a time.
+    const std::vector<int64_t> coactShape =
+        r.version_ == 1 ? std::vector<int64_t>{n, n} : std::vector<int64_t>{upperTriangleSize(n)};
+    const std::string coactNote = r.version_ == 1
+                                      ? std::string()
+                                      : " (version 2: the upper triangle of the site's [" + std::to_string(n) + ", " +
+                                            std::to_string(n) + "] matrix, n(n+1)/2 elements)";
+    checkTensor(*r.coact_, lname(P, "coact"), DType::I32, coactShape, coactNote);
+    if (r.soft_) checkTensor(*r.coact_, lname(P, "coact_soft"), DType::F32, coactShape, coactNote);
+    checkLayerInvariants(*r.stats_, r.coact_->path().string(), P, n, r.siteTokens(r.layers_[i]),
+                         r.coactTensor(P + "coact", n), r.soft_ ? r.coactTensor(P + "coact_soft", n) : at::Tensor());
   }
   const std::string sp = (dir / "samples.safetensors").string();
   for (auto& sm : r.streams_) {
@@ -561,13 +678,17 @@ at::Tensor Recording::categoryTokens(int L) const {
   requireLayer(L);
   return stats_->raw(tname(L, "category_tokens"));
 }
+at::Tensor Recording::coactTensor(const std::string& name, int64_t n) const {
+  at::Tensor t = coact_->raw(name);
+  return version_ == 1 ? t : unpackUpperTriangle(t, n);
+}
 at::Tensor Recording::coact(int L) const {
   requireLayer(L);
-  return coact_->raw(tname(L, "coact"));
+  return coactTensor(tname(L, "coact"), width(L));
 }
 at::Tensor Recording::coactSoft(int L) const {
   requireLayer(L);
-  return soft_ ? coact_->raw(tname(L, "coact_soft")) : at::Tensor();
+  return soft_ ? coactTensor(tname(L, "coact_soft"), width(L)) : at::Tensor();
 }
 at::Tensor Recording::sampleTokenIds() const { return sampleTokenIds(layers_.front()); }
 at::Tensor Recording::sampleDocIds() const { return sampleDocIds(layers_.front()); }

@@ -4,6 +4,7 @@
 // promises, so later accessors cannot fail on a malformed folder.
 #include <ATen/Tensor.h>
 
+#include <cstdint>
 #include <filesystem>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -17,6 +18,44 @@ namespace moefy {
 
 class Model;
 class SafetensorsFile;
+
+// ---------------------------------------------------------------- packed co-activation
+//
+// Recording format version 2 (docs/formats.md "Recording") stores each
+// symmetric [n, n] co-activation matrix (`<site>.coact` I32, `<site>.coact_soft`
+// F32) as its row-major upper triangle including the diagonal: a 1-D tensor
+// of n(n+1)/2 elements in which row i holds columns i..n-1. Element (i, j),
+// i <= j, sits at
+//   k(i, j) = i*n - i*(i-1)/2 + (j - i)
+// (rows 0..i-1 hold n + (n-1) + ... + (n-i+1) = i*n - i*(i-1)/2 elements);
+// (j, i) is the same element. Version 1 stored the full [n, n] matrix, twice
+// the bytes. These helpers are the only place that packs or unpacks; the
+// recorder writes with them and Recording reads with them.
+
+/// n(n+1)/2, the packed length of an [n, n] matrix (n >= 0).
+int64_t upperTriangleSize(int64_t n);
+/// k(i, j) above: the packed index of (i, j), for 0 <= i <= j < n (not checked).
+int64_t upperTriangleIndex(int64_t n, int64_t i, int64_t j);
+/// The upper triangle of a square [n, n] tensor as a new contiguous 1-D
+/// tensor of n(n+1)/2 elements of its dtype (the lower triangle is not read).
+/// Elements of 4 or 8 bytes (I32, F32, I64, F64). Throws ParameterError for
+/// other shapes or dtypes. Thread-safe; parallel over rows (OpenMP).
+at::Tensor packUpperTriangle(const at::Tensor& square);
+/// The symmetric [n, n] matrix of a packed 1-D tensor of n(n+1)/2 elements, as
+/// a new contiguous tensor of its dtype. Throws ParameterError when `packed`
+/// is not 1-D of that length or its elements are not 4 or 8 bytes (readers
+/// check the shape first, to name the file). Thread-safe; O(n^2), parallel.
+at::Tensor unpackUpperTriangle(const at::Tensor& packed, int64_t n);
+/// In place, for the writer (no second buffer): moves the upper triangle of a
+/// contiguous [n, n] tensor into its first n(n+1)/2 elements and returns a
+/// view of them. The tensor does not hold the matrix until
+/// unpackUpperTriangleInPlace. Throws ParameterError as packUpperTriangle, and
+/// for a non-contiguous tensor. Not thread-safe on the same tensor.
+at::Tensor packUpperTriangleInPlace(const at::Tensor& square);
+/// Undoes packUpperTriangleInPlace: the [n, n] tensor holds the symmetric
+/// matrix again (upper triangle restored, lower triangle mirrored from it).
+/// Precondition: the tensor was packed in place and not resized since.
+void unpackUpperTriangleInPlace(const at::Tensor& square);
 
 /// Per-site data is indexed by site index (analysis/model/site.h "Site
 /// indices": the layer for single-stack models; enc.blk.L -> L, dec.blk.L ->
@@ -77,6 +116,9 @@ class Recording {
   const std::vector<std::string>& categories() const { return categories_; }
   ActiveRule activeRule() const { return active_; }
   bool hasSoftCoact() const { return soft_; }
+  /// The manifest's format version: 1 (full co-activation matrices) or 2
+  /// (packed upper triangles); both read the same through coact().
+  int formatVersion() const { return version_; }
 
   // Statistics of one recorded layer (throws ParameterError for other layers).
   at::Tensor count(int layer) const;           ///< I64 [d_ff]
@@ -86,8 +128,12 @@ class Recording {
   at::Tensor activeHist(int layer) const;      ///< I64 [d_ff + 1]
   at::Tensor categoryCount(int layer) const;   ///< I64 [n_categories, d_ff]
   at::Tensor categoryTokens(int layer) const;  ///< I64 [n_categories]
-  at::Tensor coact(int layer) const;           ///< I32 [d_ff, d_ff] (zero-copy view)
-  at::Tensor coactSoft(int layer) const;       ///< F32 [d_ff, d_ff], undefined if not recorded
+  /// I32 [d_ff, d_ff], symmetric: a zero-copy view of a version 1 file, a new
+  /// tensor expanded from the packed upper triangle of a version 2 file
+  /// (O(d_ff^2) per call; callers that reuse it keep it).
+  at::Tensor coact(int layer) const;
+  /// F32 [d_ff, d_ff] as coact(), undefined if not recorded.
+  at::Tensor coactSoft(int layer) const;
 
   // Reservoir samples (the same S tokens for every layer).
   int64_t sampleCount() const { return samples_; }
@@ -148,9 +194,12 @@ class Recording {
   std::string tname(int layer, const char* what) const { return site(layer).prefix() + what; }
   int64_t tokens_ = 0, sequences_ = 0, chunksDone_ = 0, samples_ = 0;
   bool complete_ = true, soft_ = false;
+  int version_ = 2;
   std::vector<std::string> categories_;
   ActiveRule active_;
   std::shared_ptr<SafetensorsFile> stats_, coact_, sampleFile_;
+  // The full [n, n] matrix of coact.safetensors tensor `name` (shape checked by open()).
+  at::Tensor coactTensor(const std::string& name, int64_t n) const;
   void requireLayer(int layer) const;
 };
 

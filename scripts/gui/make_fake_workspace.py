@@ -264,6 +264,9 @@ def main():
     rec = os.path.join(ws, "recordings", "rec-brown")
     os.makedirs(rec, exist_ok=True)
     write_safetensors(os.path.join(rec, "stats.safetensors"), stats)
+    # Format version 1 (the full [n, n] co-activation matrices), on purpose: the
+    # GUI tests keep the old format's reading path tested (moefy record writes
+    # version 2, the packed upper triangles; docs/formats.md "Recording").
     write_safetensors(os.path.join(rec, "coact.safetensors"), coact)
     write_safetensors(os.path.join(rec, "samples.safetensors"), samples)
     fp = "0123456789abcdef"

@@ -490,7 +490,7 @@ def cmd_check_record(argv):
     ncat = len(json.loads(meta["categories"])) if "categories" in meta else 0
     man = json.load(open(os.path.join(a.rec, "manifest.json")))
     stats, _ = st_io.load(os.path.join(a.rec, "stats.safetensors"))
-    co, _ = st_io.load(os.path.join(a.rec, "coact.safetensors"))
+    co = st_io.load_coact(a.rec)  # full [n, n] matrices (format version 1 or 2)
     ref = MoeRef(cfg, load_weights(a.model))
     c = ref.c
     E, K = c["E"], c["k"]

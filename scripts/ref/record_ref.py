@@ -97,7 +97,7 @@ def check_record(a):
     man = json.load(open(os.path.join(a.rec, "manifest.json")))
     layers = man["layers"]
     stats, _ = rec_st.load(os.path.join(a.rec, "stats.safetensors"))
-    co, _ = rec_st.load(os.path.join(a.rec, "coact.safetensors"))
+    co = rec_st.load_coact(a.rec)  # full [n, n] matrices (format version 1 or 2)
     samples, _ = rec_st.load(os.path.join(a.rec, "samples.safetensors"))
     acts = {L: [] for L in layers}
     ins = {L: [] for L in layers}
@@ -199,7 +199,7 @@ def nmi(x, y):
 def check_split(a):
     part = json.load(open(os.path.join(a.part, "partition.json")))
     labs, _ = rec_st.load(os.path.join(a.part, "labels.safetensors"))
-    co, _ = rec_st.load(os.path.join(a.rec, "coact.safetensors"))
+    co = rec_st.load_coact(a.rec)  # full [n, n] matrices (format version 1 or 2)
     samples, _ = rec_st.load(os.path.join(a.rec, "samples.safetensors"))
     E = part["experts"]
     # Site names (docs/formats.md "Recording", Sites): blk.L when absent; metrics are keyed by the bare

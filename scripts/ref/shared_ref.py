@@ -160,7 +160,7 @@ def partition(part_dir, rec_dir):
     meta = json.load(open(part_dir + "/partition.json"))
     labels, _ = st_io.load(part_dir + "/labels.safetensors")
     stats, _ = st_io.load(rec_dir + "/stats.safetensors")
-    coact, _ = st_io.load(rec_dir + "/coact.safetensors")
+    coact = st_io.load_coact(rec_dir)  # full [n, n] matrices (format version 1 or 2)
     E = meta["experts"]
     out = {}
     for L in meta["layers"]:

@@ -104,3 +104,51 @@ def load(path):
     """-> (dict name -> numpy array as stored, metadata dict)."""
     tensors, meta = read(path)
     return {k: a for k, (_, a) in tensors.items()}, meta
+
+
+def triangle_side(length):
+    """n with n(n+1)/2 == length, or None when length is not such a number."""
+    n = int((np.sqrt(8.0 * length + 1.0) - 1.0) / 2.0)
+    for m in (n - 1, n, n + 1):
+        if m >= 0 and m * (m + 1) // 2 == length:
+            return m
+    return None
+
+
+def unpack_upper_triangle(packed):
+    """The packed upper triangle of a recording of format version 2 (a 1-D array
+    of n(n+1)/2 elements, row i holding columns i..n-1, so (i, j), i <= j, sits at
+    k = i*n - i*(i-1)/2 + (j - i); analysis/record/recording.h) -> the full
+    symmetric [n, n] array of the same dtype. ValueError for another length."""
+    packed = np.asarray(packed)
+    n = triangle_side(packed.shape[0]) if packed.ndim == 1 else None
+    if n is None:
+        raise ValueError(f"not a packed upper triangle: shape {list(packed.shape)}")
+    full = np.zeros((n, n), dtype=packed.dtype)
+    iu = np.triu_indices(n)  # row-major (i, j), i <= j: the packing order
+    full[iu] = packed
+    full.T[iu] = packed
+    return full
+
+
+def load_coact(rec_dir):
+    """coact.safetensors of a recording folder -> dict name -> the full symmetric
+    [n, n] matrix, for both formats: version 1 stores the matrices, version 2
+    (manifest.json "version": 2) their packed upper triangles (unpack_upper_triangle).
+    ValueError for a tensor of the wrong rank for the version."""
+    version = json.load(open(os.path.join(rec_dir, "manifest.json"))).get("version")
+    path = os.path.join(rec_dir, "coact.safetensors")
+    tensors, _ = load(path)
+    out = {}
+    for name, a in tensors.items():
+        if version == 1:
+            if a.ndim != 2 or a.shape[0] != a.shape[1]:
+                raise ValueError(f"{path}: tensor '{name}' has shape {list(a.shape)}, expected [n, n] (version 1)")
+            out[name] = a
+        elif version == 2:
+            if a.ndim != 1 or triangle_side(a.shape[0]) is None:
+                raise ValueError(f"{path}: tensor '{name}' has shape {list(a.shape)}, expected [n(n+1)/2] (version 2)")
+            out[name] = unpack_upper_triangle(a)
+        else:
+            raise ValueError(f"{rec_dir}/manifest.json: unsupported version {version!r} (1 and 2 are read)")
+    return out

@@ -6,6 +6,7 @@
 #include <torch/torch.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <fstream>
 #include <random>
 
@@ -68,6 +69,66 @@ at::Tensor& tensorNamed(std::vector<std::pair<std::string, at::Tensor>>& ts, con
   throw std::runtime_error("no tensor " + name);
 }
 
+// n with n(n+1)/2 == P: the side of a packed upper triangle of P elements.
+int64_t triangleSide(int64_t P) {
+  int64_t n = static_cast<int64_t>((std::sqrt(8.0 * static_cast<double>(P) + 1.0) - 1.0) / 2.0);
+  while (n * (n + 1) / 2 < P) ++n;
+  while (n > 0 && n * (n + 1) / 2 > P) --n;
+  return n;
+}
+
+// The full symmetric [n, n] matrix of a packed upper triangle, expanded here
+// independently of the core's unpackUpperTriangle (torch's row-major
+// triu_indices), after checking the documented index formula
+// k(i, j) = i*n - i*(i-1)/2 + (j - i) on a few elements.
+at::Tensor expandByHand(const at::Tensor& packed) {
+  const int64_t n = triangleSide(packed.numel());
+  if (n * (n + 1) / 2 != packed.numel()) throw std::runtime_error("not a packed triangle");
+  at::Tensor iu = at::triu_indices(n, n, 0, at::kLong);  // [2, n(n+1)/2], row-major
+  for (int64_t i : {int64_t{0}, n / 3, n - 1})
+    for (int64_t j : {i, (i + n) / 2, n - 1}) {
+      const int64_t k = i * n - i * (i - 1) / 2 + (j - i);
+      if (i < 0 || i > j || j >= n) continue;
+      if (iu[0][k].item<int64_t>() != i || iu[1][k].item<int64_t>() != j)
+        throw std::runtime_error("triu_indices order differs from the documented packing");
+    }
+  at::Tensor full = at::zeros({n, n}, packed.options());
+  full.index_put_({iu[0], iu[1]}, packed);
+  full.index_put_({iu[1], iu[0]}, packed);
+  return full;
+}
+
+// Rewrites a (version 2) recording folder as format version 1: the full
+// matrices in coact.safetensors and "version": 1.
+void toVersion1(const fs::path& dir) {
+  auto tensors = loadAll(dir / "coact.safetensors");
+  for (auto& [name, t] : tensors) t = expandByHand(t);
+  writeSafetensors(dir / "coact.safetensors", tensors);
+  auto m = nlohmann::json::parse(readFile(dir / "manifest.json"));
+  m["version"] = 1;
+  writeFileAtomic(dir / "manifest.json", m.dump(2));
+}
+
+// The length of a safetensors file's JSON header (its first 8 bytes).
+uint64_t headerBytes(const fs::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  unsigned char b[8] = {};
+  f.read(reinterpret_cast<char*>(b), 8);
+  uint64_t n = 0;
+  for (int i = 7; i >= 0; --i) n = (n << 8) | b[i];
+  return n;
+}
+
+// The FormatError message of opening `dir` ("" when it opens).
+std::string openError(const fs::path& dir) {
+  try {
+    Recording::open(dir);
+  } catch (const FormatError& e) {
+    return e.what();
+  }
+  return "";
+}
+
 SourceInfo info3() {
   SourceInfo i;
   i.path = "memory";
@@ -117,6 +178,162 @@ class TestRecord : public QObject {
         }
       qInfo() << "coact kernels (simd available:" << coactSimdAvailable() << ") n" << n << "T" << T << "max diff" << maxDiff;
       QCOMPARE(maxDiff, int64_t{0});
+    }
+  }
+
+  void triangleHelpersRoundTrip() {
+    // packUpperTriangle / unpackUpperTriangle (and the writer's in-place
+    // forms) against the documented index formula, for I32, F32 and F64.
+    for (int64_t n : {0, 1, 2, 7, 65, 130}) {
+      for (auto dtype : {at::kInt, at::kFloat, at::kDouble}) {
+        at::Tensor a = at::randint(0, 1000, {n, n}, at::kLong).to(dtype);
+        at::Tensor sym = a.triu() + a.triu(1).transpose(0, 1);
+        at::Tensor p = packUpperTriangle(a);  // reads the upper triangle only
+        QCOMPARE(p.dim(), int64_t{1});
+        QCOMPARE(p.size(0), upperTriangleSize(n));
+        QCOMPARE(p.scalar_type(), dtype);
+        at::Tensor s64 = sym.to(at::kDouble), p64 = p.to(at::kDouble);
+        for (int64_t i = 0; i < n; i += std::max<int64_t>(1, n / 9))
+          for (int64_t j = i; j < n; ++j) {
+            QCOMPARE(upperTriangleIndex(n, i, j), i * n - i * (i - 1) / 2 + (j - i));
+            QCOMPARE(p64[upperTriangleIndex(n, i, j)].item<double>(), s64[i][j].item<double>());
+          }
+        QVERIFY(at::equal(unpackUpperTriangle(p, n), sym));
+        QVERIFY(at::equal(expandByHand(p), sym));
+        at::Tensor b = a.clone();
+        at::Tensor view = packUpperTriangleInPlace(b);
+        QVERIFY(at::equal(view, p));
+        unpackUpperTriangleInPlace(b);
+        QVERIFY(at::equal(b, sym));
+      }
+    }
+    QVERIFY_THROWS_EXCEPTION(ParameterError, packUpperTriangle(at::zeros({3, 4}, at::kInt)));
+    QVERIFY_THROWS_EXCEPTION(ParameterError, packUpperTriangle(at::zeros({3, 3}, at::kHalf)));
+    QVERIFY_THROWS_EXCEPTION(ParameterError, unpackUpperTriangle(at::zeros({5}, at::kInt), 3));
+    QVERIFY_THROWS_EXCEPTION(ParameterError, unpackUpperTriangle(at::zeros({3, 2}, at::kInt), 2));
+  }
+
+  void coactStoredAsUpperTriangle() {
+    auto seqs = randomSequences(12, 16, 64, 15, 3);
+    RecordOptions o;
+    o.seqLen = 16;
+    o.batch = 4;
+    o.samples = 1000;  // more than the tokens: every token's activations are kept
+    o.softCoact = true;
+    o.active = ActiveRule::parse("positive");
+    o.checkpointSeconds = 0;
+    recordActivations(*model_, vectorSource(seqs), info3(), o, dir_ / "tri", JobContext::none());
+    Recording r = Recording::open(dir_ / "tri");
+    // (a) Format version 2: every site's coact and coact_soft is 1-D of n(n+1)/2.
+    QCOMPARE(r.formatVersion(), 2);
+    QCOMPARE(r.manifest()["version"].get<int>(), 2);
+    auto file = SafetensorsFile::open(dir_ / "tri" / "coact.safetensors");
+    uint64_t packedBytes = 0, fullBytes = 0;
+    for (int L : r.layers()) {
+      const int64_t n = r.width(L);
+      const std::string P = r.site(L).prefix();
+      for (const char* what : {"coact", "coact_soft"}) {
+        const TensorInfo* t = file->find(P + what);
+        QVERIFY(t);
+        QCOMPARE(t->shape, std::vector<int64_t>{n * (n + 1) / 2});
+        packedBytes += static_cast<uint64_t>(n * (n + 1) / 2) * 4;
+        fullBytes += static_cast<uint64_t>(n * n) * 4;
+      }
+      QCOMPARE(int(file->find(P + "coact")->dtype), int(DType::I32));
+      QCOMPARE(int(file->find(P + "coact_soft")->dtype), int(DType::F32));
+    }
+    // The file is its header and exactly the packed bytes: 2 sites x (I32 + F32)
+    // x 128*129/2 x 4 B = 132096 B against 262144 B for the full matrices.
+    const fs::path v2 = dir_ / "tri" / "coact.safetensors";
+    QCOMPARE(packedBytes, uint64_t{2 * 2 * 8256 * 4});
+    QCOMPARE(static_cast<uint64_t>(fs::file_size(v2)), 8 + headerBytes(v2) + packedBytes);
+    // (b), (c) The same recording as version 1 (full matrices written by hand)
+    // opens and reads the same matrices; its file is twice the data.
+    fs::remove_all(dir_ / "tri_v1");
+    fs::copy(dir_ / "tri", dir_ / "tri_v1", fs::copy_options::recursive);
+    toVersion1(dir_ / "tri_v1");
+    const fs::path v1 = dir_ / "tri_v1" / "coact.safetensors";
+    QCOMPARE(static_cast<uint64_t>(fs::file_size(v1)), 8 + headerBytes(v1) + fullBytes);
+    const double ratio = static_cast<double>(fs::file_size(v2)) / static_cast<double>(fs::file_size(v1));
+    qInfo() << "coact.safetensors: version 2" << fs::file_size(v2) << "B, version 1" << fs::file_size(v1) << "B, ratio"
+            << ratio << "((n+1)/2n =" << 129.0 / 256.0 << ")";
+    QVERIFY(ratio > 0.5 && ratio < 0.51);
+    Recording old = Recording::open(dir_ / "tri_v1");
+    QCOMPARE(old.formatVersion(), 1);
+    for (int L : r.layers()) {
+      const int64_t n = r.width(L);
+      at::Tensor C = r.coact(L);
+      QCOMPARE(C.sizes().vec(), (std::vector<int64_t>{n, n}));
+      QCOMPARE(C.scalar_type(), at::kInt);
+      QVERIFY(at::equal(C, C.transpose(0, 1)));
+      QVERIFY(at::equal(C, old.coact(L)));
+      QVERIFY(at::equal(C, expandByHand(file->raw(r.site(L).prefix() + "coact"))));
+      QVERIFY(at::equal(r.coactSoft(L), old.coactSoft(L)));
+      QCOMPARE(r.coactSoft(L).sizes().vec(), (std::vector<int64_t>{n, n}));
+      // An independent recount: every token is in the reservoir (F16 keeps the sign of h).
+      QCOMPARE(r.sampleCount(), r.tokens());
+      at::Tensor A = (r.sampleFfnAct(L).to(at::kFloat) > 0).to(at::kLong);  // [tokens, n]
+      QVERIFY(at::equal(C.to(at::kLong), A.transpose(0, 1).matmul(A)));
+    }
+    // Merging a version 1 and a version 2 recording gives what merging two
+    // version 2 recordings gives (written as version 2).
+    mergeRecordings({dir_ / "tri", dir_ / "tri_v1"}, dir_ / "tri_mixed", true, JobContext::none());
+    fs::remove_all(dir_ / "tri_b");
+    fs::copy(dir_ / "tri", dir_ / "tri_b", fs::copy_options::recursive);
+    mergeRecordings({dir_ / "tri", dir_ / "tri_b"}, dir_ / "tri_same", true, JobContext::none());
+    Recording mixed = Recording::open(dir_ / "tri_mixed"), same = Recording::open(dir_ / "tri_same");
+    QCOMPARE(mixed.formatVersion(), 2);
+    for (int L : r.layers()) {
+      QVERIFY(at::equal(mixed.coact(L), same.coact(L)));
+      QVERIFY(at::equal(mixed.coact(L), r.coact(L) * 2));
+      QVERIFY(at::equal(mixed.coactSoft(L), same.coactSoft(L)));
+    }
+    // (d) A mis-shaped packed tensor, a full matrix under version 2, packed
+    // tensors under version 1, a wrong dtype and an unknown version are
+    // refused, in one line naming the file and the tensor.
+    struct Case {
+      std::string name, expect;
+      std::function<void(std::vector<std::pair<std::string, at::Tensor>>&, nlohmann::json&)> edit;
+    };
+    const std::vector<Case> cases = {
+        {"truncated", "coact.safetensors: tensor 'blk.0.coact' has shape [8255], expected [8256]",
+         [](auto& t, auto&) {
+           at::Tensor& c = tensorNamed(t, "blk.0.coact");
+           c = c.narrow(0, 0, c.numel() - 1).clone();
+         }},
+        {"soft_truncated", "coact.safetensors: tensor 'blk.1.coact_soft' has shape [8000], expected [8256]",
+         [](auto& t, auto&) {
+           at::Tensor& c = tensorNamed(t, "blk.1.coact_soft");
+           c = c.narrow(0, 0, 8000).clone();
+         }},
+        {"full_under_v2", "coact.safetensors: tensor 'blk.1.coact' has shape [128, 128], expected [8256]",
+         [](auto& t, auto&) {
+           at::Tensor& c = tensorNamed(t, "blk.1.coact");
+           c = expandByHand(c);
+         }},
+        {"packed_under_v1", "coact.safetensors: tensor 'blk.0.coact' has shape [8256], expected [128, 128]",
+         [](auto&, auto& m) { m["version"] = 1; }},
+        {"dtype", "coact.safetensors: tensor 'blk.0.coact' has dtype F32, expected I32",
+         [](auto& t, auto&) {
+           at::Tensor& c = tensorNamed(t, "blk.0.coact");
+           c = c.to(at::kFloat);
+         }},
+        {"version3", "manifest.json: unsupported version 3", [](auto&, auto& m) { m["version"] = 3; }},
+    };
+    for (const auto& c : cases) {
+      const fs::path d = dir_ / ("tri_" + c.name);
+      fs::remove_all(d);
+      fs::copy(dir_ / "tri", d, fs::copy_options::recursive);
+      auto tensors = loadAll(d / "coact.safetensors");
+      auto manifest = nlohmann::json::parse(readFile(d / "manifest.json"));
+      c.edit(tensors, manifest);
+      writeSafetensors(d / "coact.safetensors", tensors);
+      writeFileAtomic(d / "manifest.json", manifest.dump());
+      const std::string e = openError(d);
+      qInfo() << c.name.c_str() << "->" << e.c_str();
+      QVERIFY2(e.find(c.expect) != std::string::npos, e.c_str());
+      QVERIFY2(e.find(d.filename().string()) != std::string::npos, e.c_str());
+      QVERIFY2(e.find('\n') == std::string::npos, e.c_str());
     }
   }
 
@@ -368,32 +585,45 @@ class TestRecord : public QObject {
     QVERIFY(Recording::open(dir_ / "cons").tokens() > 0);
     // Each edit makes the recording impossible; open() refuses it naming the
     // file and the tensor (split would otherwise partition it without a word).
+    // Cases marked v1 edit the recording rewritten as format version 1 (full
+    // matrices): asymmetry cannot be expressed in a packed upper triangle.
     struct Case {
       std::string name, file, expect;
       std::function<void(std::vector<std::pair<std::string, at::Tensor>>&, nlohmann::json&)> edit;
+      bool v1 = false;
     };
     const std::vector<Case> cases = {
         {"negative", "coact.safetensors", "'blk.0.coact'",
          [](auto& t, auto&) { tensorNamed(t, "blk.0.coact").mul_(-1); }},
+        {"negative_v1", "coact.safetensors", "'blk.0.coact'",
+         [](auto& t, auto&) { tensorNamed(t, "blk.0.coact").mul_(-1); }, true},
         {"asymmetric", "coact.safetensors", "not symmetric",
          [](auto& t, auto&) {
            at::Tensor& c = tensorNamed(t, "blk.0.coact");
            c.copy_(c.tril());  // upper triangle zero, diagonal kept
-         }},
+         },
+         true},
         {"tokens0", "stats.safetensors", "outside [0, tokens] (the manifest's tokens is 0)",
          [](auto&, auto& m) { m["tokens"] = 0; }},
         {"diagonal", "coact.safetensors", "the diagonal must equal the per-neuron active counts",
-         [](auto& t, auto&) { tensorNamed(t, "blk.1.coact")[3][3] += 1; }},
+         [](auto& t, auto&) {
+           at::Tensor& c = tensorNamed(t, "blk.1.coact");  // packed: (3, 3) sits at k(3, 3)
+           c[upperTriangleIndex(triangleSide(c.numel()), 3, 3)] += 1;
+         }},
+        {"diagonal_v1", "coact.safetensors", "the diagonal must equal the per-neuron active counts",
+         [](auto& t, auto&) { tensorNamed(t, "blk.1.coact")[3][3] += 1; }, true},
         {"histogram", "stats.safetensors", "'blk.0.active_hist' counts",
          [](auto& t, auto&) { tensorNamed(t, "blk.0.active_hist")[0] += 5; }},
         {"category", "stats.safetensors", "'blk.0.category_count'",
          [](auto& t, auto&) { tensorNamed(t, "blk.0.category_count")[0][0] = 1 << 20; }},
-        {"sumsq", "stats.safetensors", "'blk.0.sumsq'[2]", [](auto& t, auto&) { tensorNamed(t, "blk.0.sumsq")[2] = -1.0; }},
+        {"sumsq", "stats.safetensors", "'blk.0.sumsq'[2]",
+         [](auto& t, auto&) { tensorNamed(t, "blk.0.sumsq")[2] = -1.0; }},
     };
     for (const auto& c : cases) {
       const fs::path d = dir_ / ("cons_" + c.name);
       fs::remove_all(d);
       fs::copy(dir_ / "cons", d, fs::copy_options::recursive);
+      if (c.v1) toVersion1(d);
       auto tensors = loadAll(d / c.file);
       auto manifest = nlohmann::json::parse(readFile(d / "manifest.json"));
       c.edit(tensors, manifest);

@@ -365,7 +365,8 @@ class TestStudio : public QObject {
     // The downsampled grid has no more cells than pixels.
     QVERIFY(cv->gridCells() > 0 && cv->gridCells() <= 256 * 256);
     // Hover maps display cells back to neuron ids through the partition's perm:
-    // compare with the raw file, read here independently.
+    // compare with the raw file, read here independently (the fake workspace's
+    // recording is format version 1: the full matrix).
     auto coact = SafetensorsFile::open((ws_ + "/recordings/rec-brown/coact.safetensors").toStdString());
     auto labels = SafetensorsFile::open((ws_ + "/partitions/coact-E16-s0/labels.safetensors").toStdString());
     at::Tensor C = coact->raw("blk.0.coact");  // [256, 256]
