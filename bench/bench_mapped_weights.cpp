@@ -59,19 +59,12 @@ constexpr int kDModel = 2048, kDff = 5632, kHeads = 16, kVocab = 8192;
 // only ones in memory) and returns its size in bytes.
 double generate(const fs::path& dir, int layers) {
   fs::create_directories(dir);
-  nlohmann::json cfg = {{"model_type", "llama"},
-                        {"vocab_size", kVocab},
-                        {"hidden_size", kDModel},
-                        {"intermediate_size", kDff},
-                        {"num_hidden_layers", layers},
-                        {"num_attention_heads", kHeads},
-                        {"num_key_value_heads", kHeads},
-                        {"hidden_act", "silu"},
-                        {"max_position_embeddings", 2048},
-                        {"rms_norm_eps", 1e-5},
-                        {"rope_theta", 10000.0},
-                        {"tie_word_embeddings", false},
-                        {"torch_dtype", "bfloat16"}};
+  nlohmann::json cfg = {
+      {"model_type", "llama"},         {"vocab_size", kVocab},        {"hidden_size", kDModel},
+      {"intermediate_size", kDff},     {"num_hidden_layers", layers}, {"num_attention_heads", kHeads},
+      {"num_key_value_heads", kHeads}, {"hidden_act", "silu"},        {"max_position_embeddings", 2048},
+      {"rms_norm_eps", 1e-5},          {"rope_theta", 10000.0},       {"tie_word_embeddings", false},
+      {"torch_dtype", "bfloat16"}};
   at::manual_seed(0);
   auto w = [](std::vector<int64_t> s, double sd) { return (at::randn(s) * sd).to(at::kBFloat16); };
   nlohmann::json weightMap = nlohmann::json::object();
@@ -202,7 +195,8 @@ int main(int argc, char** argv) {
         if (i + 1 >= argc) throw std::runtime_error(a + " needs a value");
         return argv[++i];
       };
-      if (a == "--dir") dir = next();
+      if (a == "--dir")
+        dir = next();
       else if (a == "--layers")
         layers = std::atoi(next());
       else if (a == "--batch")
@@ -223,9 +217,11 @@ int main(int argc, char** argv) {
     }
     const double fileMiB = fileBytes(dir) / (1 << 20);
     const std::string exe = fs::canonical("/proc/self/exe").string();
-    std::printf("bench_mapped_weights: %s, %.0f MiB of BF16 weights; forward %d x %d tokens, record %d layers of %d "
-                "tokens; threads %s\n",
-                dir.c_str(), fileMiB, B, T, K, 4 * B * T, std::getenv("MOEFY_THREADS") ? std::getenv("MOEFY_THREADS") : "default");
+    std::printf(
+        "bench_mapped_weights: %s, %.0f MiB of BF16 weights; forward %d x %d tokens, record %d layers of %d "
+        "tokens; threads %s\n",
+        dir.c_str(), fileMiB, B, T, K, 4 * B * T,
+        std::getenv("MOEFY_THREADS") ? std::getenv("MOEFY_THREADS") : "default");
     std::map<std::string, std::map<std::string, double>> res;
     for (const char* what : {"forward", "record"})
       for (const char* mode : {"convert", "mapped"}) {
@@ -238,10 +234,11 @@ int main(int argc, char** argv) {
     for (const char* what : {"forward", "record"}) {
       const auto& c = res[std::string(what) + "/convert"];
       const auto& m = res[std::string(what) + "/mapped"];
-      std::printf("%s: mapped peak RSS %.2fx the file (target <= 1.3x), %.2fx convert's; tokens/s mapped/convert "
-                  "%.3f (target >= 0.85)\n",
-                  what, m.at("peak_rss_mib") / fileMiB, m.at("peak_rss_mib") / c.at("peak_rss_mib"),
-                  m.at("tokens_per_s") / c.at("tokens_per_s"));
+      std::printf(
+          "%s: mapped peak RSS %.2fx the file (target <= 1.3x), %.2fx convert's; tokens/s mapped/convert "
+          "%.3f (target >= 0.85)\n",
+          what, m.at("peak_rss_mib") / fileMiB, m.at("peak_rss_mib") / c.at("peak_rss_mib"),
+          m.at("tokens_per_s") / c.at("tokens_per_s"));
     }
     const auto& fc = res["forward/convert"];
     const auto& fm = res["forward/mapped"];

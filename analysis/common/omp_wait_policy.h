@@ -23,5 +23,6 @@ namespace moefy::detail {
 inline void preferPassiveOmpWait(int, char**, char**) { setenv("OMP_WAIT_POLICY", "passive", /*overwrite=*/0); }
 }  // namespace moefy::detail
 
-__attribute__((section(".preinit_array"), used)) static void (*const moefyPreinitOmpWait)(int, char**, char**) =
-    moefy::detail::preferPassiveOmpWait;
+__attribute__((section(".preinit_array"),
+               used)) static void (*const moefyPreinitOmpWait)(int, char**,
+                                                               char**) = moefy::detail::preferPassiveOmpWait;

@@ -164,7 +164,8 @@ class ConversionPool {
       }
     }
     if (!p && posix_memalign(&p, 64, bytes) != 0) throw std::bad_alloc();
-    return at::from_blob(p, sizes, [this, bytes](void* q) { give(q, bytes); }, at::TensorOptions().dtype(at::kFloat));
+    return at::from_blob(
+        p, sizes, [this, bytes](void* q) { give(q, bytes); }, at::TensorOptions().dtype(at::kFloat));
   }
 
  private:
@@ -486,9 +487,9 @@ std::unique_ptr<Model> Model::load(const fs::path& dir, const LoadOptions& optio
   // Pooled conversion buffers: up to two layers' weights in F32 (halfBytes / layers is one layer's half bytes,
   // about; the embedding and head are counted in it, which errs on the large side).
   if (m->mapped_)
-    ConversionPool::instance().raiseCap(
-        static_cast<size_t>(2 * 2 * halfBytes / std::max(1, m->config_.layerCount(SiteStack::Single) +
-                                                                 m->config_.layerCount(SiteStack::Decoder))));
+    ConversionPool::instance().raiseCap(static_cast<size_t>(
+        2 * 2 * halfBytes /
+        std::max(1, m->config_.layerCount(SiteStack::Single) + m->config_.layerCount(SiteStack::Decoder))));
   for (size_t fi = 0; fi < files.size(); ++fi) {
     const fs::path& f = files[fi];
     const auto& st = opened[fi];

@@ -104,8 +104,8 @@ class TestCoactLayout : public QObject {
     auto labelFile = SafetensorsFile::open((ws_ + "/partitions/coact-E16-s0/labels.safetensors").toStdString());
     // [256, 256]: make_fake_workspace.py writes format version 1 (the full matrix)
     const at::Tensor C = coactFile->raw("blk.0.coact").to(at::kDouble).contiguous();
-    const at::Tensor perm = labelFile->raw("blk.0.perm").contiguous();                // [256]
-    const at::Tensor labels = labelFile->raw("blk.0.labels").contiguous();            // [256]
+    const at::Tensor perm = labelFile->raw("blk.0.perm").contiguous();      // [256]
+    const at::Tensor labels = labelFile->raw("blk.0.labels").contiguous();  // [256]
     std::ifstream mf((ws_ + "/recordings/rec-brown/manifest.json").toStdString());
     const double T = nlohmann::json::parse(mf).at("tokens").get<double>();
     const int F = static_cast<int>(C.size(0));
