@@ -33,20 +33,14 @@
 #include "analysis/common/runtime.h"
 #include "analysis/record/coact.h"
 
+#include "bench/bench_common.h"
+
 using namespace moefy;
 
 namespace {
 
-double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
-
-// /proc/self/status field in MiB (-1 if unavailable).
-double statusMiB(const char* key) {
-  std::ifstream in("/proc/self/status");
-  std::string line;
-  while (std::getline(in, line))
-    if (line.rfind(key, 0) == 0) return std::atof(line.c_str() + std::strlen(key)) / 1024.0;
-  return -1;
-}
+using bench::now;
+using bench::statusMiB;
 
 // Resets the peak resident size; returns the current resident size (MiB).
 double resetPeak() {

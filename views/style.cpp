@@ -176,4 +176,20 @@ QSharedPointer<QCPAxisTickerText> logTicker(const QCPRange& range, int pixels, i
   return t;
 }
 
+std::pair<QCPColorMap*, QCPColorScale*> addHeatmap(QCustomPlot* plot) {
+  auto* map = new QCPColorMap(plot->xAxis, plot->yAxis);
+  map->setInterpolate(false);
+  map->setTightBoundary(false);  // whole first and last cells
+  auto* scale = new QCPColorScale(plot);
+  plot->plotLayout()->addElement(0, 1, scale);
+  scale->setType(QCPAxis::atRight);
+  scale->setBarWidth(8);
+  map->setColorScale(scale);
+  auto* group = new QCPMarginGroup(plot);
+  plot->axisRect()->setMarginGroup(QCP::msBottom | QCP::msTop, group);
+  scale->setMarginGroup(QCP::msBottom | QCP::msTop, group);
+  plot->yAxis->setRangeReversed(true);
+  return {map, scale};
+}
+
 }  // namespace moefy::views

@@ -5,10 +5,13 @@
 #include <QFont>
 #include <QSharedPointer>
 #include <QString>
+#include <utility>
 #include <vector>
 
 class QCustomPlot;
 class QCPAxisTickerText;
+class QCPColorMap;
+class QCPColorScale;
 class QCPRange;
 class QCPColorGradient;
 class QCPAxis;
@@ -61,6 +64,13 @@ QString wrapToWidth(const QString& text, const QFont& font, int width);
 /// crowded labels (Experts usage) or left a sub-decade range with one tick or
 /// none inside (the Front view's perplexity). Recompute after a resize.
 QSharedPointer<QCPAxisTickerText> logTicker(const QCPRange& range, int pixels, int labelHeight);
+/// A heatmap on the plot's axes: a QCPColorMap without interpolation and a
+/// colour scale at its right (bar 8 px) sharing the axis rect's top and bottom
+/// margins; the y axis is reversed (row 0 at the top, as in a table). The
+/// first and last cells are as wide as the others (no tight boundary): set the
+/// data range to the cell centres, 0 .. n - 1, and the axes to -0.5 .. n - 0.5,
+/// so that cell (c, r) lies under the tick at (c, r). GUI thread only.
+std::pair<QCPColorMap*, QCPColorScale*> addHeatmap(QCustomPlot* plot);
 /// "Viridis", "Cividis", "Greys".
 QString colorMapName(ColorMap m);
 

@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <tuple>
 
 #include "views/style.h"
 #include "views/views.h"
@@ -182,19 +183,9 @@ CompareView::CompareView(StudioContext* ctx, QWidget* parent) : FigureView(ctx, 
   heat_ = new QCustomPlot(plots_);
   heat_->setObjectName("compareHeatmap");
   heat_->setMinimumSize(220, 180);
-  heatMap_ = new QCPColorMap(heat_->xAxis, heat_->yAxis);
-  heatMap_->setInterpolate(false);
-  // Whole cells: the data range is set to [-0.5, n - 0.5] and spans the image exactly.
-  heatMap_->setTightBoundary(true);
-  heatScale_ = new QCPColorScale(heat_);
-  heat_->plotLayout()->addElement(0, 1, heatScale_);
-  heatScale_->setType(QCPAxis::atRight);
-  heatScale_->setBarWidth(8);
-  heatMap_->setColorScale(heatScale_);
-  auto* group = new QCPMarginGroup(heat_);
-  heat_->axisRect()->setMarginGroup(QCP::msBottom | QCP::msTop, group);
-  heatScale_->setMarginGroup(QCP::msBottom | QCP::msTop, group);
-  heat_->yAxis->setRangeReversed(true);  // the first result at the top, as in the table
+  // Whole cells (the trial found the edge rows drawn at half height with a
+  // tight boundary), row 0 at the top as in the table.
+  std::tie(heatMap_, heatScale_) = addHeatmap(heat_);
   addTitle(heat_, "Relative FFN error per site");
   heatCaption_ = addDataCaption(heat_);
   applyPublicationStyle(heat_);

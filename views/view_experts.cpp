@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <tuple>
 
 #include "views/style.h"
 #include "views/views.h"
@@ -116,18 +117,7 @@ ExpertsView::ExpertsView(StudioContext* ctx, QWidget* parent)
     plots_[p] = plot;
     const bool heat = p != Usage && p != Pca;
     if (heat) {
-      maps_[p] = new QCPColorMap(plot->xAxis, plot->yAxis);
-      maps_[p]->setInterpolate(false);
-      maps_[p]->setTightBoundary(false);  // whole first/last cells: the map fills -0.5 .. n - 0.5 like the axes
-      scales_[p] = new QCPColorScale(plot);
-      plot->plotLayout()->addElement(0, 1, scales_[p]);
-      scales_[p]->setType(QCPAxis::atRight);
-      scales_[p]->setBarWidth(8);
-      maps_[p]->setColorScale(scales_[p]);
-      auto* group = new QCPMarginGroup(plot);
-      plot->axisRect()->setMarginGroup(QCP::msBottom | QCP::msTop, group);
-      scales_[p]->setMarginGroup(QCP::msBottom | QCP::msTop, group);
-      plot->yAxis->setRangeReversed(true);
+      std::tie(maps_[p], scales_[p]) = addHeatmap(plot);  // whole first/last cells, row 0 at the top
     }
     addTitle(plot, titles[p]);
     captions_[p] = addDataCaption(plot);

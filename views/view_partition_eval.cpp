@@ -85,18 +85,7 @@ PartitionView::PartitionView(StudioContext* ctx, QWidget* parent)
   agreementPlot_ = new QCustomPlot(figures_);
   agreementPlot_->setObjectName("partitionAgreement");
   agreementPlot_->setMinimumSize(240, 180);
-  agreementMap_ = new QCPColorMap(agreementPlot_->xAxis, agreementPlot_->yAxis);
-  agreementMap_->setInterpolate(false);
-  agreementMap_->setTightBoundary(false);  // whole cells: the first and last are as wide as the others
-  agreementScale_ = new QCPColorScale(agreementPlot_);
-  agreementPlot_->plotLayout()->addElement(0, 1, agreementScale_);
-  agreementScale_->setType(QCPAxis::atRight);
-  agreementScale_->setBarWidth(8);
-  agreementMap_->setColorScale(agreementScale_);
-  auto* group = new QCPMarginGroup(agreementPlot_);
-  agreementPlot_->axisRect()->setMarginGroup(QCP::msBottom | QCP::msTop, group);
-  agreementScale_->setMarginGroup(QCP::msBottom | QCP::msTop, group);
-  agreementPlot_->yAxis->setRangeReversed(true);  // row 0 at the top, as in the table
+  std::tie(agreementMap_, agreementScale_) = addHeatmap(agreementPlot_);  // whole cells, row 0 at the top
   addTitle(agreementPlot_, "Partition agreement");
   agreementCaption_ = addDataCaption(agreementPlot_);
   applyPublicationStyle(agreementPlot_);
