@@ -170,7 +170,7 @@ QSharedPointer<QCPAxisTickerText> logTicker(const QCPRange& range, int pixels, i
     if (((k % decadeStep) + decadeStep) % decadeStep != 0) continue;
     for (double m : mantissas) {
       const double v = m * std::pow(10.0, k);
-      if (v >= range.lower && v <= range.upper) t->addTick(v, QString::number(v, 'g', 3));
+      if (v >= range.lower && v <= range.upper) t->addTick(v, QString::number(v, 'g', 6));  // 1500, not 1.5e+03
     }
   }
   return t;
