@@ -18,6 +18,7 @@
 #include <tuple>
 
 #include "views/style.h"
+#include "views/table_items.h"
 #include "views/views.h"
 
 namespace moefy::views {
@@ -25,17 +26,6 @@ namespace moefy::views {
 namespace {
 
 const double kNan = std::nan("");
-
-/// Shows its text, sorts by the number in Qt::UserRole (when both have one).
-class NumberItem : public QTableWidgetItem {
- public:
-  using QTableWidgetItem::QTableWidgetItem;
-  bool operator<(const QTableWidgetItem& other) const override {
-    QVariant a = data(Qt::UserRole), b = other.data(Qt::UserRole);
-    if (a.isValid() && b.isValid()) return a.toDouble() < b.toDouble();
-    return QTableWidgetItem::operator<(other);
-  }
-};
 
 // NaN as "-"; a value that rounds to zero prints as 0 (never "-0.0000", e.g. a KL of -1e-9 from rounding).
 QString fixedText(double v, int prec) {

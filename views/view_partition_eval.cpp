@@ -12,6 +12,7 @@
 
 #include "analysis/eval/front.h"
 #include "views/style.h"
+#include "views/table_items.h"
 #include "views/views.h"
 
 namespace moefy::views {
@@ -23,16 +24,6 @@ QString num(double v, int prec = 3) {
   if (std::fabs(v) >= 1000) return QString("%L1").arg(v, 0, 'f', 0);
   return QString::number(v, 'f', prec);
 }
-/// Shows its text, sorts by the number in Qt::UserRole (when both have one).
-class NumberItem : public QTableWidgetItem {
- public:
-  using QTableWidgetItem::QTableWidgetItem;
-  bool operator<(const QTableWidgetItem& other) const override {
-    QVariant a = data(Qt::UserRole), b = other.data(Qt::UserRole);
-    if (a.isValid() && b.isValid()) return a.toDouble() < b.toDouble();
-    return QTableWidgetItem::operator<(other);
-  }
-};
 }  // namespace
 
 // ------------------------------------------------------------ PartitionView
