@@ -84,7 +84,8 @@ QString shellQuote(const QString& s) {
   return "'" + t + "'";
 }
 
-std::vector<PipelineStage> pipelineStages(const Workspace& ws, const std::vector<ArtefactRef>& artefacts) {
+std::vector<PipelineStage> pipelineStages(const Workspace& ws, const std::vector<ArtefactRef>& artefacts,
+                                          const std::function<QString(const QString&)>& routerPartition) {
   std::vector<PipelineStage> out;
   const QString model = ws.model(), corpus = ws.corpus();
   const QString M = shellQuote(model), C = shellQuote(corpus), EC = shellQuote(ws.evalCorpus());
@@ -137,19 +138,12 @@ std::vector<PipelineStage> pipelineStages(const Workspace& ws, const std::vector
   // eval and export pair the newest router with the partition it was trained
   // for (router.json's link), not with the newest partition, which may be
   // another one (and then `moefy eval`/`export` refuse the pair).
-  QString routerPartition;
-  if (auto it = newest.find("router"); it != newest.end() && it->second->readable) {
-    try {
-      if (auto r = Router::open(it->second->path);
-          r && !r->partitionPath.isEmpty() && QFileInfo(r->partitionPath).isDir())
-        routerPartition = QDir::cleanPath(r->partitionPath);
-    } catch (const std::exception&) {
-      // An unreadable router leaves the newest partition as the suggestion.
-    }
+  QString ownPartition;
+  if (auto it = newest.find("router"); routerPartition && it != newest.end() && it->second->readable) {
+    const QString p = routerPartition(it->second->path);
+    if (!p.isEmpty() && QFileInfo(p).isDir()) ownPartition = QDir::cleanPath(p);
   }
-  auto routerPart = [&] {
-    return routerPartition.isEmpty() ? up("partition", "PART_DIR") : shellQuote(routerPartition);
-  };
+  auto routerPart = [&] { return ownPartition.isEmpty() ? up("partition", "PART_DIR") : shellQuote(ownPartition); };
   for (const KindSpec& k : kKinds) {
     PipelineStage s;
     s.id = k.kind;
@@ -303,7 +297,11 @@ void StartView::refresh() {
   const Workspace& ws = ctx_->workspace();
   title_->setText(QString("Pipeline of %1").arg(ws.name));
   title_->setToolTip(ws.dir);
-  stages_ = pipelineStages(ws, ctx_->artefacts());
+  // The router's partition from the context's router cache (read once per router, shared with the views).
+  stages_ = pipelineStages(ws, ctx_->artefacts(), [this](const QString& dir) {
+    const auto r = ctx_->router(dir);
+    return r ? r->partitionPath : QString();
+  });
   firstMissing_ = firstMissingStage(stages_);
 
   report_ = demoReportPath(ws);

@@ -11,6 +11,7 @@
 // report when the workspace holds one.
 #include <QString>
 #include <QWidget>
+#include <functional>
 #include <vector>
 
 #include "views/context.h"
@@ -55,9 +56,14 @@ struct PipelineStage {
 /// The stages of `ws` in pipeline order from its scanned `artefacts`
 /// (StudioContext::artefacts()); front and analysis only when present. Reads
 /// no artefact file: only the scan's fields, file existence and folder
-/// modification times. GUI thread or any thread (pure function of its inputs
-/// and the file system).
-std::vector<PipelineStage> pipelineStages(const Workspace& ws, const std::vector<ArtefactRef>& artefacts);
+/// modification times, and `routerPartition(dir)` (the partition folder a
+/// router was trained for, "" if unknown; the caller's reader, e.g. the
+/// context's router cache) for the newest router, so that eval and export
+/// pair it with its own partition. Without it they take the newest
+/// partition. Thread-safety: that of `routerPartition` (the rest is a pure
+/// function of its inputs and the file system).
+std::vector<PipelineStage> pipelineStages(const Workspace& ws, const std::vector<ArtefactRef>& artefacts,
+                                          const std::function<QString(const QString&)>& routerPartition = {});
 /// Index into `stages` of the first stage that is not present; -1 when all are.
 int firstMissingStage(const std::vector<PipelineStage>& stages);
 /// The report `moefy demo` wrote next to the workspace's artefacts:
