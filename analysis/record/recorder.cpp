@@ -292,6 +292,7 @@ struct State {
   nlohmann::json options;  // the manifest's options block
   ActiveRule active;
   bool soft = false;
+  bool packCoact = false;    // coact as the packed upper triangle (format version 2; RecordOptions::coactStorage)
   int64_t S = 0;             // reservoir capacity
   int n = 0, dModel = 0;     // n: the dense d_ff (model info); the sites' widths are in `width`
   std::map<int, int> width;  // site index -> hidden width (d_ff, d_expert or d_shared)
@@ -392,7 +393,7 @@ struct State {
   nlohmann::json manifest(bool complete) const {
     nlohmann::json m;
     m["format"] = "moefy-recording";
-    m["version"] = 2;  // co-activation as the packed upper triangle (recording.h)
+    m["version"] = packCoact ? 2 : 1;  // 2: co-activation as the packed upper triangle (recording.h)
     m["tool_version"] = MOEFY_VERSION;
     m["model"] = modelInfo;
     m["corpus"] = {{"path", source.path}, {"kind", source.kind}, {"categories", source.categories}};
@@ -447,8 +448,15 @@ struct State {
       stats.emplace_back(sname(L, "category_tokens"), s.catTokens);
       // Accumulation only touches the upper triangle of the binary counts;
       // unpacking mirrors it onto the lower one (as mirrorUpper did here).
-      co.emplace_back(sname(L, "coact"), packed(s.coact));
-      if (soft) co.emplace_back(sname(L, "coact_soft"), packed(s.coactSoft));
+      if (packCoact) {
+        co.emplace_back(sname(L, "coact"), packed(s.coact));
+        if (soft) co.emplace_back(sname(L, "coact_soft"), packed(s.coactSoft));
+      } else {
+        // Version 1: the full matrix; mirroring in place keeps the state valid for further accumulation.
+        mirrorUpper(s.coact.data_ptr<int32_t>(), width.at(L));
+        co.emplace_back(sname(L, "coact"), s.coact);
+        if (soft) co.emplace_back(sname(L, "coact_soft"), s.coactSoft);
+      }
     }
     for (int l : moeLayers) {
       const MoeState& m = moe.at(l);
@@ -944,6 +952,12 @@ RecordSummary recordActivationsImpl(const Model& model, const PairSource& source
   for (const Site& site : st.sites) decoderSites = decoderSites || site.stack == SiteStack::Decoder;
   st.active = options.active ? *options.active : ActiveRule::defaultFor(c.act, c.gated);
   st.soft = options.softCoact;
+  {
+    int wide = 0;
+    for (const auto& [index, w] : st.width) wide = std::max(wide, w);
+    st.packCoact = options.coactStorage == RecordOptions::CoactStorage::Triangle ||
+                   (options.coactStorage == RecordOptions::CoactStorage::Auto && wide > RecordOptions::kPackCoactAbove);
+  }
   const int chunkSeq = ((std::max(1, options.chunkSequences) + options.batch - 1) / options.batch) * options.batch;
   st.options = {{"seq_len", options.seqLen},
                 {"batch", options.batch},
@@ -1330,6 +1344,9 @@ void mergeRecordings(const std::vector<fs::path>& inputs, const fs::path& out, b
   st.setSites(siteList);
   st.active = a.activeRule();
   st.soft = a.hasSoftCoact();
+  // Merge takes no storage option: a packed input keeps the result packed, else the Auto rule.
+  st.packCoact = a.dFF() > RecordOptions::kPackCoactAbove;
+  for (const Recording& r : recs) st.packCoact = st.packCoact || r.formatVersion() == 2;
   st.S = a.manifest()["options"]["samples"].get<int64_t>();
   st.n = a.dFF();
   st.dModel = a.dModel();

@@ -53,6 +53,16 @@ struct RecordOptions {
   std::string targetField = "target";  ///< --target-field: .jsonl field (or dotted path) of the target text
   std::optional<ActiveRule> active;    ///< unset = ActiveRule::defaultFor(model)
   bool softCoact = false;     ///< also accumulate MoEfication's soft co-activation (costly: 2 d_ff^2 flops/token/layer)
+  /// How coact.safetensors stores each site's co-activation matrix
+  /// (docs/formats.md "Recording"): Full writes the symmetric [n, n] matrix
+  /// (format version 1, read zero-copy), Triangle the packed upper triangle
+  /// (version 2, half the bytes; reading expands it). Auto packs when the
+  /// widest recorded site is wider than kPackCoactAbove neurons, where the
+  /// counts (4 n^2 bytes per site, 64 MiB at n = 4096) dominate the folder;
+  /// below that the sample reservoir dominates and the zero-copy read wins.
+  enum class CoactStorage { Auto, Full, Triangle };
+  static constexpr int kPackCoactAbove = 4096;
+  CoactStorage coactStorage = CoactStorage::Auto;
   int64_t samples = 8192;     ///< reservoir size S (0 = no samples)
   uint64_t seed = 0;          ///< reservoir seed (and the source's shuffle seed, recorded)
   std::string split = "all";  ///< corpus split the source yields ("all", "train", "held_out"), recorded

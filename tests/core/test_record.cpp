@@ -222,6 +222,10 @@ class TestRecord : public QObject {
     o.softCoact = true;
     o.active = ActiveRule::parse("positive");
     o.checkpointSeconds = 0;
+    // Auto keeps the full matrix at this width (kPackCoactAbove): the default is version 1 here.
+    recordActivations(*model_, vectorSource(seqs), info3(), o, dir_ / "tri_auto", JobContext::none());
+    QCOMPARE(Recording::open(dir_ / "tri_auto").formatVersion(), 1);
+    o.coactStorage = RecordOptions::CoactStorage::Triangle;
     recordActivations(*model_, vectorSource(seqs), info3(), o, dir_ / "tri", JobContext::none());
     Recording r = Recording::open(dir_ / "tri");
     // (a) Format version 2: every site's coact and coact_soft is 1-D of n(n+1)/2.
@@ -581,6 +585,7 @@ class TestRecord : public QObject {
     o.seqLen = 16;
     o.samples = 20;
     o.checkpointSeconds = 0;
+    o.coactStorage = RecordOptions::CoactStorage::Triangle;  // the cases marked v1 rewrite it as version 1
     recordActivations(*model_, vectorSource(seqs), info3(), o, dir_ / "cons", JobContext::none());
     QVERIFY(Recording::open(dir_ / "cons").tokens() > 0);
     // Each edit makes the recording impossible; open() refuses it naming the
