@@ -24,6 +24,7 @@ PKGS=(
   python3-numpy python3-scipy python3-torch
   xvfb xauth fonts-dejavu-core pngquant
   clang-format
+  openmpi-bin libopenmpi-dev
 )
 
 # Optional extras, installed only when asked (not needed to build or test):

@@ -1,5 +1,7 @@
 #include "analysis/common/runtime.h"
 
+#include "analysis/common/distributed.h"
+
 #include <torch/torch.h>
 
 #include <unistd.h>
@@ -16,7 +18,8 @@ int g_threads = 0;
 
 void configureRuntime() {
   if (g_threads > 0) return;
-  int n = static_cast<int>(std::thread::hardware_concurrency());
+  // Under mpirun the node's cores are shared by its ranks (distributed.h).
+  int n = dist::threadsPerRank(static_cast<int>(std::thread::hardware_concurrency()));
   if (const char* env = std::getenv("MOEFY_THREADS")) n = std::atoi(env);
   if (n <= 0) n = 1;
   g_threads = n;

@@ -9,6 +9,7 @@
 #include <map>
 #include <random>
 
+#include "analysis/common/distributed.h"
 #include "analysis/common/error.h"
 #include "analysis/eval/generate.h"
 #include "analysis/jobs/job.h"
@@ -261,10 +262,16 @@ std::vector<QualityFigures> evaluateBatches(Model& model, std::shared_ptr<const 
   job.setStage("eval: quality");
   EvalBatch eb;
   double done = 0;
+  // Under mpirun (analysis/common/distributed.h) every rank draws every batch
+  // (the masked-LM masks come from one seeded stream) and scores those with
+  // index % ranks == rank; the sums are added across ranks below.
+  const int ranks = dist::size(), rank = dist::rank();
+  int64_t batchIndex = 0;
   while (true) {
     job.checkCancel();
     eb = EvalBatch{};
     if (!batches(eb, done)) break;
+    if (batchIndex++ % ranks != rank) continue;
     if (eb.row.numel() == 0) continue;
     const at::Tensor &bT = eb.row, &tT = eb.pos, &yT = eb.target;
     const int64_t P = eb.row.numel();
@@ -295,6 +302,28 @@ std::vector<QualityFigures> evaluateBatches(Model& model, std::shared_ptr<const 
     }
     positions += P;
     job.setProgress(done);
+  }
+  if (ranks > 1) {
+    // Sums in MPI's order: equal to one process's within float summation
+    // rounding; the counts (positions, k histograms) exactly.
+    auto sumAll = [](std::vector<double>& v) {
+      at::Tensor t = at::from_blob(v.data(), {static_cast<int64_t>(v.size())}, at::kDouble);
+      dist::allReduce(t, dist::ReduceOp::Sum);
+    };
+    sumAll(loss), sumAll(agree), sumAll(kl);
+    for (size_t ci = 0; ci < nC; ++ci) {
+      sumAll(num[ci]), sumAll(den[ci]), sumAll(neurons[ci]), sumAll(tokens[ci]);
+      for (auto& hist : kCounts[ci]) {
+        at::Tensor width = at::tensor({static_cast<int64_t>(hist.size())}, at::kLong);
+        dist::allReduce(width, dist::ReduceOp::Max);
+        hist.resize(static_cast<size_t>(width.item<int64_t>()), 0);
+        at::Tensor t = at::from_blob(hist.data(), {static_cast<int64_t>(hist.size())}, at::kLong);
+        dist::allReduce(t, dist::ReduceOp::Sum);
+      }
+    }
+    at::Tensor p = at::tensor({positions}, at::kLong);
+    dist::allReduce(p, dist::ReduceOp::Sum);
+    positions = p.item<int64_t>();
   }
   if (positions == 0)
     throw ParameterError(c.encoderDecoder

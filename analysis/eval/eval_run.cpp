@@ -4,6 +4,7 @@
 #include <functional>
 #include <optional>
 
+#include "analysis/common/distributed.h"
 #include "analysis/common/error.h"
 #include "analysis/eval/sequences.h"
 #include "analysis/eval/translate.h"
@@ -24,6 +25,14 @@ void checkSweep(const std::vector<double>& sweep) {
 }
 
 void requireEvaluable(const ModelConfig& c, const std::string& where, const EvalRunSpec& spec) {
+  // Under mpirun only the quality figures are sharded (evaluateQuality):
+  // timings of ranks sharing a machine would measure each other.
+  if (dist::size() > 1 && spec.speed)
+    throw ParameterError("--speed: speed is timed in one process; run eval --speed without mpirun (the quality "
+                         "figures shard across ranks)");
+  if (dist::size() > 1 && spec.generate > 0)
+    throw ParameterError("--generate: translation (BLEU) runs in one process so far; run eval --generate without "
+                         "mpirun");
   if (!c.encoderDecoder) {
     if (spec.activationBound && c.expertCount > 0)
       throw ParameterError(where + ": " + c.modelType +

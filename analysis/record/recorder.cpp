@@ -10,6 +10,7 @@
 #include <random>
 #include <sstream>
 
+#include "analysis/common/distributed.h"
 #include "analysis/common/error.h"
 #include "analysis/common/hash.h"
 #include "analysis/common/runtime.h"
@@ -19,6 +20,7 @@
 #include "analysis/jobs/job.h"
 #include "analysis/model/model.h"
 #include "analysis/record/coact.h"
+#include "analysis/record/exact_sum.h"
 #include "analysis/record/recording.h"
 
 namespace moefy {
@@ -248,16 +250,43 @@ int64_t reservoirSlot(uint64_t seed, int64_t t, int64_t S) {
   return j < static_cast<uint64_t>(S) ? static_cast<int64_t>(j) : -1;
 }
 
+/// fx [n, 3] += a recording's statistic: its exact accumulator `exact` when it
+/// has one (bit-exact), else its F64 values `plain` (older recordings: exact
+/// from here on, each value truncated to 2^-40 once). exact_sum.h.
+void addExact(at::Tensor& fx, const at::Tensor& exact, const at::Tensor& plain) {
+  int64_t* f = fx.data_ptr<int64_t>();
+  constexpr int kR = exact_sum::kRecordInts;
+  if (exact.defined()) {
+    const at::Tensor e = exact.contiguous();
+    const int64_t* in = e.data_ptr<int64_t>();
+    for (int64_t j = 0; j < e.size(0); ++j) exact_sum::combine(in + j * kR, f + j * kR);
+    return;
+  }
+  const at::Tensor v = plain.contiguous();
+  const double* p = v.data_ptr<double>();
+  for (int64_t j = 0; j < v.numel(); ++j) exact_sum::add(f + j * kR, p[j]);
+}
+
+/// MPI reduction of exact accumulators (distributed.h reduceCustomToRoot).
+void combineExactRecords(const void* in, void* inout, int64_t records) {
+  const auto* a = static_cast<const int64_t*>(in);
+  auto* b = static_cast<int64_t*>(inout);
+  for (int64_t i = 0; i < records; ++i) exact_sum::combine(a + i * exact_sum::kRecordInts, b + i * exact_sum::kRecordInts);
+}
+
 struct LayerState {
   at::Tensor count;      // I64 [n]
-  at::Tensor sum;        // F64 [n]
-  at::Tensor sumsq;      // F64 [n]
+  at::Tensor sum;        // F64 [n]: the current chunk's partial sum (folded into sumFx at the chunk's end)
+  at::Tensor sumsq;      // F64 [n]: the same for the squares
+  at::Tensor sumFx;      // I64 [n, 3]: exact accumulator of the chunks' partial sums (exact_sum.h)
+  at::Tensor sumsqFx;    // I64 [n, 3]
   at::Tensor max;        // F32 [n]
   at::Tensor hist;       // I64 [n + 1]
   at::Tensor catCount;   // I64 [C, n]
   at::Tensor catTokens;  // I64 [C]
   at::Tensor coact;      // I32 [n, n]; accumulation fills the upper triangle
-  at::Tensor coactSoft;  // F32 [n, n] or undefined
+  at::Tensor coactSoft;  // F32 [n, n] or undefined: the current chunk's soft co-activation (folded at its end)
+  at::Tensor coactSoftFx;  // I64 [n, n]: exact sum of the chunks' soft partials in units of 2^-kSoftBits
   at::Tensor sampleIn;   // F16 [S, d_model]; undefined for expert and shared sites (their layer's MoeState has it)
   at::Tensor sampleAct;  // F16 [S, n]
   at::Tensor routed;     // U8 [S], expert sites: 1 = the sampled token was routed to the expert (sampleAct row valid)
@@ -280,6 +309,10 @@ struct Stream {
   std::string prefix;  // "" (single stack), "enc." or "dec."
   int64_t tokens = 0;
   at::Tensor sTok, sDoc, sPos, sCat;  // I32/I64/I32/I32 [S]
+  // I64 [S]: the stream index (0-based token count) of the token each slot
+  // holds, -1 = none. Decides, slot by slot, which rank's sample is the
+  // single run's (the latest token that Algorithm R put there).
+  at::Tensor sIdx;
 };
 
 struct State {
@@ -306,6 +339,7 @@ struct State {
   // order: the corpus identity that --resume compares. Absent after a merge.
   uint64_t sequencesHash = kFnvOffset;
   bool hasSequencesHash = true;
+  bool hasTokenIndex = true;  // write <stream>token_index (false after a merge: its rows come from several streams)
   std::map<int, LayerState> layer;
   std::map<int, size_t> streamOfLayer;  // site index -> index into streams
   std::map<int, Site> siteOfLayer;
@@ -364,12 +398,17 @@ struct State {
       s.count = at::zeros({n}, at::kLong);
       s.sum = at::zeros({n}, at::kDouble);
       s.sumsq = at::zeros({n}, at::kDouble);
+      s.sumFx = at::zeros({n, exact_sum::kRecordInts}, at::kLong);
+      s.sumsqFx = at::zeros({n, exact_sum::kRecordInts}, at::kLong);
       s.max = at::full({n}, -std::numeric_limits<float>::infinity(), at::kFloat);
       s.hist = at::zeros({n + 1}, at::kLong);
       s.catCount = at::zeros({C, n}, at::kLong);
       s.catTokens = at::zeros({C}, at::kLong);
       s.coact = at::zeros({n, n}, at::kInt);
-      if (soft) s.coactSoft = at::zeros({n, n}, at::kFloat);
+      if (soft) {
+        s.coactSoft = at::zeros({n, n}, at::kFloat);
+        s.coactSoftFx = at::zeros({n, n}, at::kLong);
+      }
       if (site.expert < 0 && !site.shared) s.sampleIn = at::empty({S, dModel}, at::kHalf);
       // Expert sites: rows of sampled tokens not routed to the expert stay zero.
       s.sampleAct = site.expert >= 0 ? at::zeros({S, n}, at::kHalf) : at::empty({S, n}, at::kHalf);
@@ -387,7 +426,72 @@ struct State {
       sm.sDoc = at::zeros({S}, at::kLong);
       sm.sPos = at::zeros({S}, at::kInt);
       sm.sCat = at::zeros({S}, at::kInt);
+      sm.sIdx = at::full({S}, -1, at::kLong);
     }
+  }
+
+  /// Adds every site's chunk partials (sum, sumsq) into its exact
+  /// accumulators and clears them: called at the end of each chunk, so that
+  /// the totals do not depend on how the chunks are grouped (exact_sum.h).
+  void foldPartials() {
+    for (int L : layers) {
+      LayerState& s = layer.at(L);
+      for (auto [partial, fx] : {std::pair{&s.sum, &s.sumFx}, std::pair{&s.sumsq, &s.sumsqFx}}) {
+        double* p = partial->data_ptr<double>();
+        int64_t* f = fx->data_ptr<int64_t>();
+        const int64_t n = partial->numel();
+        for (int64_t j = 0; j < n; ++j) {
+          exact_sum::add(f + j * exact_sum::kRecordInts, p[j]);
+          p[j] = 0;
+        }
+      }
+      if (soft) foldSoft(s.coactSoft, s.coactSoftFx, siteOfLayer.at(L).name());
+    }
+  }
+
+  /// Soft co-activation partials are exact in units of 2^-kSoftBits
+  /// (truncated toward zero): a chunk's partial is at most its 8-token
+  /// blocks (each adds at most 1), and the total at most 2^28 blocks, so the
+  /// I64 sum (< 2^60) cannot overflow.
+  static constexpr int kSoftBits = 32;
+  static void foldSoft(at::Tensor& partial, at::Tensor& fx, const std::string& site) {
+    float* p = partial.data_ptr<float>();
+    int64_t* f = fx.data_ptr<int64_t>();
+    const int64_t count = partial.numel();
+    bool finite = true;
+#pragma omp parallel for schedule(static) reduction(&& : finite)
+    for (int64_t i = 0; i < count; ++i) {
+      const float v = p[i];
+      if (!(v >= 0.0f && v < 0x1p30f)) {
+        finite = false;
+        continue;
+      }
+      f[i] += static_cast<int64_t>(std::ldexp(static_cast<double>(v), kSoftBits));
+      p[i] = 0;
+    }
+    if (!finite)
+      throw Error("site " + site +
+                  ": the soft co-activation is not finite (the model produced NaN or infinite activations)");
+  }
+  /// Adds a recording's soft co-activation [n, n] to fx: its exact tensor
+  /// when it has one (checkpoints), else its F32 values.
+  static void addSoftExact(at::Tensor& fx, const at::Tensor& exact, const at::Tensor& plain, const std::string& site) {
+    if (exact.defined()) {
+      fx.add_(exact);
+      return;
+    }
+    at::Tensor copy = plain.contiguous().clone();
+    foldSoft(copy, fx, site);
+  }
+
+  /// The F64 values of an exact accumulator [n, 3] -> [n].
+  static at::Tensor exactValues(const at::Tensor& fx) {
+    const int64_t n = fx.size(0);
+    at::Tensor out = at::empty({n}, at::kDouble);
+    const int64_t* f = fx.data_ptr<int64_t>();
+    double* o = out.data_ptr<double>();
+    for (int64_t j = 0; j < n; ++j) o[j] = exact_sum::value(f + j * exact_sum::kRecordInts);
+    return out;
   }
 
   nlohmann::json manifest(bool complete) const {
@@ -420,7 +524,23 @@ struct State {
 
   /// Writes the state into an (empty) folder.
   void write(const fs::path& dir, bool complete, JobContext& job) {
+    foldPartials();
     std::vector<std::pair<std::string, at::Tensor>> stats, co, samples;
+    // The soft co-activation is written from its exact accumulator through the
+    // (folded, so zero) partial buffer, which is cleared again afterwards; the
+    // guard is declared before `unpack`, so it runs after the unpacking.
+    struct ClearSoft {
+      std::vector<at::Tensor> buffers;
+      ~ClearSoft() {
+        for (at::Tensor& t : buffers) t.zero_();
+      }
+    } clearSoft;
+    if (soft)
+      for (int L : layers) {
+        LayerState& s = layer.at(L);
+        s.coactSoft.copy_(s.coactSoftFx.to(at::kDouble).mul_(std::ldexp(1.0, -kSoftBits)));
+        clearSoft.buffers.push_back(s.coactSoft);
+      }
     // The co-activation matrices are written as their upper triangles
     // (format version 2), packed in place so that writing needs no second
     // buffer; the guard restores the full matrices when write() returns or
@@ -439,8 +559,10 @@ struct State {
     for (int L : layers) {
       LayerState& s = layer.at(L);
       stats.emplace_back(sname(L, "count"), s.count);
-      stats.emplace_back(sname(L, "sum"), s.sum);
-      stats.emplace_back(sname(L, "sumsq"), s.sumsq);
+      stats.emplace_back(sname(L, "sum"), exactValues(s.sumFx));
+      stats.emplace_back(sname(L, "sumsq"), exactValues(s.sumsqFx));
+      stats.emplace_back(sname(L, "sum_exact"), s.sumFx);
+      stats.emplace_back(sname(L, "sumsq_exact"), s.sumsqFx);
       // max of no tokens is reported as 0 rather than -inf
       stats.emplace_back(sname(L, "max"), siteTokens(L) > 0 ? s.max : at::zeros_like(s.max));
       stats.emplace_back(sname(L, "active_hist"), s.hist);
@@ -457,6 +579,8 @@ struct State {
         co.emplace_back(sname(L, "coact"), s.coact);
         if (soft) co.emplace_back(sname(L, "coact_soft"), s.coactSoft);
       }
+      // A checkpoint keeps the exact soft sums, so that --resume continues them bit for bit.
+      if (soft && !complete) co.emplace_back(sname(L, "coact_soft_exact"), s.coactSoftFx);
     }
     for (int l : moeLayers) {
       const MoeState& m = moe.at(l);
@@ -470,6 +594,7 @@ struct State {
       samples.emplace_back(sm.prefix + "doc_id", sm.sDoc.slice(0, 0, F));
       samples.emplace_back(sm.prefix + "position", sm.sPos.slice(0, 0, F));
       samples.emplace_back(sm.prefix + "category", sm.sCat.slice(0, 0, F));
+      if (hasTokenIndex) samples.emplace_back(sm.prefix + "token_index", sm.sIdx.slice(0, 0, F));
     }
     for (int L : layers) {
       const int64_t F = filled(streamOf(L));
@@ -492,6 +617,12 @@ struct State {
     writeFileAtomic(dir / "manifest.json", manifest(complete).dump(2) + "\n");
   }
 
+  /// An exact accumulator from a recording (addExact onto zeros).
+  static void loadExact(at::Tensor& fx, const at::Tensor& exact, const at::Tensor& plain) {
+    fx.zero_();
+    addExact(fx, exact, plain);
+  }
+
   /// Loads the accumulators of a recording folder into this (allocated) state.
   void loadFrom(const Recording& r) {
     tokens = r.tokens();
@@ -506,16 +637,20 @@ struct State {
       sm.sDoc.slice(0, 0, F).copy_(r.sampleDocIds(L));
       sm.sPos.slice(0, 0, F).copy_(r.samplePositions(L));
       sm.sCat.slice(0, 0, F).copy_(r.sampleCategories(L));
+      if (at::Tensor index = r.sampleTokenIndex(L); index.defined()) sm.sIdx.slice(0, 0, F).copy_(index);
       LayerState& s = layer.at(L);
       s.count.copy_(r.count(L));
-      s.sum.copy_(r.sum(L));
-      s.sumsq.copy_(r.sumsq(L));
+      loadExact(s.sumFx, r.sumExact(L), r.sum(L));
+      loadExact(s.sumsqFx, r.sumsqExact(L), r.sumsq(L));
       if (r.siteTokens(L) > 0) s.max.copy_(r.max(L));
       s.hist.copy_(r.activeHist(L));
       s.catCount.copy_(r.categoryCount(L));
       s.catTokens.copy_(r.categoryTokens(L));
       s.coact.copy_(r.coact(L));
-      if (soft) s.coactSoft.copy_(r.coactSoft(L));
+      if (soft) {
+        s.coactSoftFx.zero_();
+        addSoftExact(s.coactSoftFx, r.coactSoftExact(L), r.coactSoft(L), r.site(L).name());
+      }
       if (s.sampleIn.defined()) s.sampleIn.slice(0, 0, F).copy_(r.sampleFfnIn(L));
       s.sampleAct.slice(0, 0, F).copy_(r.sampleFfnAct(L));
       if (s.routed.defined()) s.routed.slice(0, 0, F).copy_(r.sampleRouted(L));
@@ -793,7 +928,7 @@ uint64_t hashSequence(uint64_t h, const SequencePair& p) {
 double recorderBytes(int64_t layers, int64_t n, int64_t dModel, int64_t C, int64_t S, bool soft) {
   const double dn = static_cast<double>(n), dS = static_cast<double>(S);
   const double perLayer = dn * (8 + 8 + 8 + 4) + (dn + 1) * 8 + static_cast<double>(C) * (dn + 1) * 8 +
-                          dn * dn * 4 * (soft ? 2 : 1) + dS * static_cast<double>(dModel + n) * 2;
+                          dn * dn * (4 + (soft ? 4 + 8 : 0)) + dS * static_cast<double>(dModel + n) * 2;
   return static_cast<double>(layers) * perLayer + dS * (4 + 8 + 4 + 4);
 }
 
@@ -910,10 +1045,85 @@ std::vector<int> resolveRecordSites(const ModelConfig& c, const std::vector<int>
 
 namespace {
 
+// Combines the ranks' states onto rank 0 (mpirun; distributed.h): integer
+// statistics, co-activation counts, maxima and the exact sum accumulators
+// add up bit-exactly to the single run's; the soft co-activation (F32) is
+// summed in MPI's order, equal within F32 rounding. Reservoir slot s keeps
+// the sample of the rank that holds the latest token put there (sIdx):
+// Algorithm R's choice in the single run, so the samples are equal too.
+void reduceAcrossRanks(State& st) {
+  using dist::ReduceOp;
+  constexpr int64_t kRecordBytes = exact_sum::kRecordInts * sizeof(int64_t);
+  for (int L : st.layers) {
+    LayerState& s = st.layer.at(L);
+    dist::reduceToRoot(s.count, ReduceOp::Sum);
+    dist::reduceCustomToRoot(s.sumFx, kRecordBytes, &combineExactRecords);
+    dist::reduceCustomToRoot(s.sumsqFx, kRecordBytes, &combineExactRecords);
+    dist::reduceToRoot(s.max, ReduceOp::Max);
+    dist::reduceToRoot(s.hist, ReduceOp::Sum);
+    dist::reduceToRoot(s.catCount, ReduceOp::Sum);
+    dist::reduceToRoot(s.catTokens, ReduceOp::Sum);
+    dist::reduceToRoot(s.coact, ReduceOp::Sum);
+    if (s.coactSoftFx.defined()) dist::reduceToRoot(s.coactSoftFx, ReduceOp::Sum);
+  }
+  for (int l : st.moeLayers) {
+    MoeState& m = st.moe.at(l);
+    dist::reduceToRoot(m.usage, ReduceOp::Sum);
+    dist::reduceToRoot(m.cooccur, ReduceOp::Sum);
+    dist::reduceToRoot(m.catUsage, ReduceOp::Sum);
+  }
+  for (size_t k = 0; k < st.streams.size(); ++k) {
+    Stream& sm = st.streams[k];
+    if (st.S == 0) continue;
+    const at::Tensor local = sm.sIdx.clone();
+    dist::allReduce(sm.sIdx, ReduceOp::Max);
+    // Rows this rank does not own become zeros; OR-ing the ranks' buffers
+    // then leaves each slot's owner's bytes.
+    const at::Tensor foreign = at::logical_not(local.eq(sm.sIdx) & local.ge(0)).nonzero().flatten();
+    auto keepOwn = [&](const at::Tensor& t) {
+      if (!t.defined()) return;
+      if (foreign.numel() > 0) t.index_fill_(0, foreign, 0);
+      dist::reduceToRoot(t, ReduceOp::BitOr);
+    };
+    keepOwn(sm.sTok);
+    keepOwn(sm.sDoc);
+    keepOwn(sm.sPos);
+    keepOwn(sm.sCat);
+    for (int L : st.layers) {
+      if (st.streamOfLayer.at(L) != k) continue;
+      LayerState& s = st.layer.at(L);
+      keepOwn(s.sampleIn);
+      keepOwn(s.sampleAct);
+      keepOwn(s.routed);
+    }
+    if (k == 0)
+      for (int l : st.moeLayers) keepOwn(st.moe.at(l).sampleIn);
+  }
+}
+
 RecordSummary recordActivationsImpl(const Model& model, const PairSource& source, const SourceInfo& info,
                                     const RecordOptions& options, const fs::path& out, JobContext& job) {
   const auto t0 = std::chrono::steady_clock::now();
   const auto& c = model.config();
+  // Under mpirun (analysis/common/distributed.h) every rank reads the whole
+  // source in the same order and runs the forward passes of the chunks
+  // c with c % ranks == rank; the others only advance the stream counters, so
+  // that every token keeps the index (and reservoir slot) it has in a single
+  // run. Rank 0 alone locks and writes OUT; each rank checkpoints to its own
+  // OUT.partial.rank-R-of-N.
+  const int ranks = dist::size(), rank = dist::rank();
+  State st;
+  bool decoderSites = false;
+  int chunkSeq = 1;
+  std::optional<OutputLock> outputLock;
+  const fs::path partial = ranks > 1 ? fs::path(checkpointPath(out).string() + ".rank-" + std::to_string(rank) +
+                                                "-of-" + std::to_string(ranks))
+                                     : checkpointPath(out);
+  std::string resumeHash;  // the checkpoint's corpus identity ("" = none recorded)
+  // Setup: every rank runs it; an error on any rank stops all of them with its
+  // message (dist::agree) before any work.
+  std::exception_ptr setupError;
+  try {
   requireRecordable(c, model.dir().empty() ? std::string("model") : model.dir().string());
   if (options.batch < 1) throw ParameterError("--batch must be >= 1");
   if (options.seqLen < 1) throw ParameterError("--seq-len must be >= 1");
@@ -924,13 +1134,14 @@ RecordSummary recordActivationsImpl(const Model& model, const PairSource& source
                          std::to_string(c.maxPos) + " positions");
   // The output is locked for the whole run (a second `record` of the same
   // REC_DIR, e.g. two --resume, is refused) and checked before any work.
-  OutputLock outputLock(out);
-  std::vector<fs::path> inputs;
-  if (!model.dir().empty()) inputs.push_back(model.dir());
-  if (!info.path.empty()) inputs.push_back(info.path);
-  checkOutput(out, options.force, "recording", inputs);
+  if (rank == 0) {
+    outputLock.emplace(out);
+    std::vector<fs::path> inputs;
+    if (!model.dir().empty()) inputs.push_back(model.dir());
+    if (!info.path.empty()) inputs.push_back(info.path);
+    checkOutput(out, options.force, "recording", inputs);
+  }
 
-  State st;
   st.modelInfo = modelInfoOf(model);
   st.source = info;
   st.n = c.dFF;
@@ -948,7 +1159,6 @@ RecordSummary recordActivationsImpl(const Model& model, const PairSource& source
     }
     st.setSites(chosen);
   }
-  bool decoderSites = false;
   for (const Site& site : st.sites) decoderSites = decoderSites || site.stack == SiteStack::Decoder;
   st.active = options.active ? *options.active : ActiveRule::defaultFor(c.act, c.gated);
   st.soft = options.softCoact;
@@ -958,7 +1168,7 @@ RecordSummary recordActivationsImpl(const Model& model, const PairSource& source
     st.packCoact = options.coactStorage == RecordOptions::CoactStorage::Triangle ||
                    (options.coactStorage == RecordOptions::CoactStorage::Auto && wide > RecordOptions::kPackCoactAbove);
   }
-  const int chunkSeq = ((std::max(1, options.chunkSequences) + options.batch - 1) / options.batch) * options.batch;
+  chunkSeq = ((std::max(1, options.chunkSequences) + options.batch - 1) / options.batch) * options.batch;
   st.options = {{"seq_len", options.seqLen},
                 {"batch", options.batch},
                 {"active", st.active.toJson()},
@@ -982,7 +1192,8 @@ RecordSummary recordActivationsImpl(const Model& model, const PairSource& source
     // One batch's activations at every recorded site, F32, held while the
     // batch is accumulated (the forward's own temporaries are of the same order).
     const double batch = 2.0 * options.batch * options.seqLen * static_cast<double>(st.dModel + wide) * 4 * L;
-    const double need = counts + reservoir + batch;
+    // The ranks on this node (mpirun) each hold a whole state.
+    const double need = (counts + reservoir + batch) * dist::launchedLocalSize();
     // The model is loaded by now, so what is available excludes it.
     const double have = availableMemoryBytes();
     if (have > 0 && need > have) {
@@ -1000,8 +1211,6 @@ RecordSummary recordActivationsImpl(const Model& model, const PairSource& source
   job.setStage("record: allocate");
   st.allocate();
 
-  const fs::path partial = checkpointPath(out);
-  std::string resumeHash;  // the checkpoint's corpus identity ("" = none recorded)
   if (options.resume) {
     if (!fs::exists(partial))
       throw IoError(partial.string() + ": no checkpoint to resume (run without --resume to start afresh)");
@@ -1018,6 +1227,10 @@ RecordSummary recordActivationsImpl(const Model& model, const PairSource& source
     job.log("resuming " + partial.string() + " after " + std::to_string(st.chunks) + " chunks (" +
             std::to_string(st.tokens) + " tokens)");
   }
+  } catch (...) {
+    setupError = std::current_exception();
+  }
+  dist::agree(setupError);
 
   RecordSink sink(st, job);
   const int64_t skip = st.sequences;  // sequences already in the checkpoint
@@ -1034,6 +1247,13 @@ RecordSummary recordActivationsImpl(const Model& model, const PairSource& source
   double expectedTotal = static_cast<double>(expected);
   auto reportProgress = [&] {
     if (expectedTotal > 0) job.setProgress(std::min(1.0, static_cast<double>(st.tokens) / expectedTotal));
+  };
+
+  auto requireTokenLimit = [](int64_t streamTokens) {
+    if (streamTokens > std::numeric_limits<int32_t>::max())
+      throw ParameterError(
+          "--tokens: a recording holds at most 2^31 - 1 tokens (the limit of its I32 "
+          "co-activation counts); record fewer tokens");
   };
 
   // Reservoir and bookkeeping of one stream's sequences for the coming
@@ -1062,16 +1282,14 @@ RecordSummary recordActivationsImpl(const Model& model, const PairSource& source
           sm.sDoc.data_ptr<int64_t>()[slot] = s.docId;
           sm.sPos.data_ptr<int32_t>()[slot] = s.start + static_cast<int32_t>(t);
           sm.sCat.data_ptr<int32_t>()[slot] = s.category;
+          sm.sIdx.data_ptr<int64_t>()[slot] = sm.tokens + r;
         }
       }
       if (st.soft)
         for (int64_t t = 0; t < len; t += 8) bi.softBlocks.push_back({r - len + t, std::min<int64_t>(8, len - t)});
     }
     bi.N = r;
-    if (sm.tokens + r > std::numeric_limits<int32_t>::max())
-      throw ParameterError(
-          "--tokens: a recording holds at most 2^31 - 1 tokens (the limit of its I32 "
-          "co-activation counts); record fewer tokens");
+    requireTokenLimit(sm.tokens + r);
     if (!full) bi.valid = at::tensor(valid, at::kLong);
     // If a slot is hit twice in one batch the later token wins (as sequential Algorithm R).
     std::map<int64_t, int64_t> last;
@@ -1091,6 +1309,30 @@ RecordSummary recordActivationsImpl(const Model& model, const PairSource& source
     return ids;
   };
 
+  // Moves the streams' token counters, the sequence count and the corpus hash
+  // past `pairs` (streamTokens[k]: stream k's tokens in them).
+  auto advance = [&](const std::vector<SequencePair>& pairs, const std::vector<int64_t>& streamTokens) {
+    int64_t added = 0;
+    for (size_t k = 0; k < st.streams.size(); ++k) {
+      st.streams[k].tokens += streamTokens[k];
+      added += streamTokens[k];
+    }
+    st.tokens += added;
+    st.sequences += static_cast<int64_t>(pairs.size());
+    for (const auto& p : pairs) st.sequencesHash = hashSequence(st.sequencesHash, p);
+  };
+
+  // Another rank's chunk: the counters move past it as if it had run here.
+  auto skipPairs = [&](const std::vector<SequencePair>& pairs) {
+    std::vector<int64_t> streamTokens(st.streams.size(), 0);
+    for (size_t k = 0; k < st.streams.size(); ++k) {
+      for (const auto& p : pairs)
+        streamTokens[k] += static_cast<int64_t>(st.streams[k].prefix == "dec." ? p.decoder.size() : p.source.ids.size());
+      requireTokenLimit(st.streams[k].tokens + streamTokens[k]);
+    }
+    advance(pairs, streamTokens);
+  };
+
   auto runBatch = [&](const std::vector<SequencePair>& pairs) {
     std::vector<const Sequence*> src;
     std::vector<Sequence> decSeqs;
@@ -1107,7 +1349,6 @@ RecordSummary recordActivationsImpl(const Model& model, const PairSource& source
     }
     std::vector<const Sequence*> dec;
     for (const auto& d : decSeqs) dec.push_back(&d);
-    int64_t added = 0;
     std::vector<int64_t> streamTokens(st.streams.size(), 0);
     for (size_t k = 0; k < st.streams.size(); ++k)
       streamTokens[k] = prepareStream(st.streams[k], sink.batch[k], st.streams[k].prefix == "dec." ? dec : src);
@@ -1118,13 +1359,7 @@ RecordSummary recordActivationsImpl(const Model& model, const PairSource& source
       at::Tensor encoderOut = model.encode(b, &sink);  // [B, T_src, d_model]
       if (decoderSites) model.decodeHidden(encoderOut, b.mask, makeBatch(idsOf(dec), 0), &sink);
     }
-    for (size_t k = 0; k < st.streams.size(); ++k) {
-      st.streams[k].tokens += streamTokens[k];
-      added += streamTokens[k];
-    }
-    st.tokens += added;
-    st.sequences += static_cast<int64_t>(pairs.size());
-    for (const auto& p : pairs) st.sequencesHash = hashSequence(st.sequencesHash, p);
+    advance(pairs, streamTokens);
   };
 
   auto writeCheckpoint = [&]() {
@@ -1135,12 +1370,18 @@ RecordSummary recordActivationsImpl(const Model& model, const PairSource& source
   };
 
   auto runChunk = [&]() {
-    for (size_t i = 0; i < pending.size(); i += static_cast<size_t>(options.batch)) {
-      job.checkCancel();
-      std::vector<SequencePair> part(pending.begin() + static_cast<long>(i),
-                                     pending.begin() + static_cast<long>(std::min(pending.size(), i + options.batch)));
-      runBatch(part);
-      reportProgress();
+    if (st.chunks % ranks != rank) {
+      skipPairs(pending);
+    } else {
+      for (size_t i = 0; i < pending.size(); i += static_cast<size_t>(options.batch)) {
+        job.checkCancel();
+        std::vector<SequencePair> part(
+            pending.begin() + static_cast<long>(i),
+            pending.begin() + static_cast<long>(std::min(pending.size(), i + options.batch)));
+        runBatch(part);
+        reportProgress();
+      }
+      st.foldPartials();
     }
     pending.clear();
     ++st.chunks;
@@ -1229,8 +1470,29 @@ RecordSummary recordActivationsImpl(const Model& model, const PairSource& source
   reportProgress();
   if (st.tokens == 0) throw ParameterError("the corpus yielded no tokens to record");
 
-  job.setStage("record: write");
-  writeFolderAtomic(out, options.force, [&](const fs::path& tmp) { st.write(tmp, true, job); });
+  if (ranks > 1) {
+    // Every rank must have read the same sequences (the same corpus file on
+    // every node); a rank that read another corpus would add other counts.
+    const std::vector<uint64_t> hashes = dist::allGather(st.sequencesHash);
+    std::exception_ptr mismatch;
+    for (int r = 1; r < ranks && !mismatch && rank == 0; ++r)
+      if (hashes[static_cast<size_t>(r)] != hashes[0])
+        mismatch = std::make_exception_ptr(FormatError(
+            "rank " + std::to_string(r) + " read other sequences from " + info.path +
+            " than rank 0 (corpus hash " + hex16(hashes[static_cast<size_t>(r)]) + " vs " + hex16(hashes[0]) +
+            "); every rank must see the same corpus file and options"));
+    dist::agree(mismatch);
+    job.setStage("record: reduce");
+    reduceAcrossRanks(st);
+  }
+  std::exception_ptr writeError;
+  try {
+    job.setStage("record: write");
+    if (rank == 0) writeFolderAtomic(out, options.force, [&](const fs::path& tmp) { st.write(tmp, true, job); });
+  } catch (...) {
+    writeError = std::current_exception();
+  }
+  dist::agree(writeError);  // the ranks' checkpoints stay until OUT is written
   std::error_code ec;
   fs::remove_all(partial, ec);
   RecordSummary sum;
@@ -1329,6 +1591,7 @@ void mergeRecordings(const std::vector<fs::path>& inputs, const fs::path& out, b
                          "(routing statistics and expert sites)");
   State st;
   st.hasSequencesHash = false;  // the shards' streams are not one sequence
+  st.hasTokenIndex = false;
   st.modelInfo = a.manifest()["model"];
   st.source.categories = a.categories();
   nlohmann::json paths = nlohmann::json::array();
@@ -1369,14 +1632,14 @@ void mergeRecordings(const std::vector<fs::path>& inputs, const fs::path& out, b
     for (int L : st.layers) {
       LayerState& s = st.layer.at(L);
       s.count.add_(r.count(L));
-      s.sum.add_(r.sum(L));
-      s.sumsq.add_(r.sumsq(L));
+      addExact(s.sumFx, r.sumExact(L), r.sum(L));
+      addExact(s.sumsqFx, r.sumsqExact(L), r.sumsq(L));
       if (r.tokens() > 0) s.max = at::maximum(s.max, r.max(L));
       s.hist.add_(r.activeHist(L));
       s.catCount.add_(r.categoryCount(L));
       s.catTokens.add_(r.categoryTokens(L));
       s.coact.add_(r.coact(L));
-      if (st.soft) s.coactSoft.add_(r.coactSoft(L));
+      if (st.soft) State::addSoftExact(s.coactSoftFx, r.coactSoftExact(L), r.coactSoft(L), r.site(L).name());
     }
     job.setProgress(static_cast<double>(i + 1) / static_cast<double>(recs.size()));
   }

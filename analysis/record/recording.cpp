@@ -12,6 +12,7 @@
 #include "analysis/io/json_input.h"
 #include "analysis/io/safetensors.h"
 #include "analysis/model/model.h"
+#include "analysis/record/exact_sum.h"
 
 namespace moefy {
 
@@ -514,6 +515,24 @@ Recording Recording::open(const fs::path& dir, bool allowPartial) {
     checkTensor(*r.stats_, lname(P, "active_hist"), DType::I64, {n + 1});
     checkTensor(*r.stats_, lname(P, "category_count"), DType::I64, {C, n});
     checkTensor(*r.stats_, lname(P, "category_tokens"), DType::I64, {C});
+    // Optional (older recordings lack them): the exact accumulators behind sum/sumsq.
+    // They must be the F64 statistics they stand for (an edited sum would
+    // otherwise come back from the accumulator on the next --merge/--resume).
+    for (const char* what : {"sum", "sumsq"}) {
+      const std::string exact = lname(P, what) + "_exact";
+      if (!r.stats_->contains(exact)) continue;
+      checkTensor(*r.stats_, exact, DType::I64, {n, exact_sum::kRecordInts});
+      const at::Tensor fx = r.stats_->raw(exact).contiguous(), plain = r.stats_->raw(lname(P, what)).contiguous();
+      const int64_t* f = fx.data_ptr<int64_t>();
+      const double* v = plain.data_ptr<double>();
+      for (int64_t j = 0; j < n; ++j) {
+        const double want = exact_sum::value(f + j * exact_sum::kRecordInts);
+        if (!(want == v[j] || (std::isnan(want) && std::isnan(v[j]))))
+          throw FormatError(r.stats_->path().string() + ": tensor '" + exact + "' disagrees with '" + lname(P, what) +
+                            "' at neuron " + std::to_string(j) + " (" + std::to_string(want) + " vs " +
+                            std::to_string(v[j]) + ")");
+      }
+    }
     // Version 2 holds the packed upper triangles (n(n+1)/2 elements); the
     // invariants are checked on the expanded matrices, one site at a time.
     const std::vector<int64_t> coactShape =
@@ -524,6 +543,8 @@ Recording Recording::open(const fs::path& dir, bool allowPartial) {
                                             std::to_string(n) + "] matrix, n(n+1)/2 elements)";
     checkTensor(*r.coact_, lname(P, "coact"), DType::I32, coactShape, coactNote);
     if (r.soft_) checkTensor(*r.coact_, lname(P, "coact_soft"), DType::F32, coactShape, coactNote);
+    if (r.soft_ && r.coact_->contains(lname(P, "coact_soft_exact")))
+      checkTensor(*r.coact_, lname(P, "coact_soft_exact"), DType::I64, {n, n});
     checkLayerInvariants(*r.stats_, r.coact_->path().string(), P, n, r.siteTokens(r.layers_[i]),
                          r.coactTensor(P + "coact", n), r.soft_ ? r.coactTensor(P + "coact_soft", n) : at::Tensor());
   }
@@ -542,6 +563,8 @@ Recording Recording::open(const fs::path& dir, bool allowPartial) {
     checkTensor(*r.sampleFile_, sm.prefix + "doc_id", DType::I64, {S});
     checkTensor(*r.sampleFile_, sm.prefix + "position", DType::I32, {S});
     checkTensor(*r.sampleFile_, sm.prefix + "category", DType::I32, {S});
+    if (r.sampleFile_->contains(sm.prefix + "token_index"))
+      checkTensor(*r.sampleFile_, sm.prefix + "token_index", DType::I64, {S});
   }
   r.samples_ = r.streams_[r.streamOf_[0]].samples;
   for (size_t i = 0; i < r.layers_.size(); ++i) {
@@ -637,6 +660,11 @@ at::Tensor Recording::sampleDocIds(int L) const { return sampleFile_->raw(stream
 at::Tensor Recording::samplePositions(int L) const { return sampleFile_->raw(streamOfLayer(L).prefix + "position"); }
 at::Tensor Recording::sampleCategories(int L) const { return sampleFile_->raw(streamOfLayer(L).prefix + "category"); }
 
+at::Tensor Recording::sampleTokenIndex(int L) const {
+  const std::string name = streamOfLayer(L).prefix + "token_index";
+  return sampleFile_->contains(name) ? sampleFile_->raw(name) : at::Tensor();
+}
+
 bool Recording::hasLayer(int layer) const { return std::find(layers_.begin(), layers_.end(), layer) != layers_.end(); }
 
 void Recording::requireLayer(int layer) const {
@@ -661,6 +689,14 @@ at::Tensor Recording::sum(int L) const {
 at::Tensor Recording::sumsq(int L) const {
   requireLayer(L);
   return stats_->raw(tname(L, "sumsq"));
+}
+at::Tensor Recording::sumExact(int L) const {
+  requireLayer(L);
+  return stats_->contains(tname(L, "sum_exact")) ? stats_->raw(tname(L, "sum_exact")) : at::Tensor();
+}
+at::Tensor Recording::sumsqExact(int L) const {
+  requireLayer(L);
+  return stats_->contains(tname(L, "sumsq_exact")) ? stats_->raw(tname(L, "sumsq_exact")) : at::Tensor();
 }
 at::Tensor Recording::max(int L) const {
   requireLayer(L);
@@ -689,6 +725,11 @@ at::Tensor Recording::coact(int L) const {
 at::Tensor Recording::coactSoft(int L) const {
   requireLayer(L);
   return soft_ ? coactTensor(tname(L, "coact_soft"), width(L)) : at::Tensor();
+}
+at::Tensor Recording::coactSoftExact(int L) const {
+  requireLayer(L);
+  const std::string name = tname(L, "coact_soft_exact");
+  return soft_ && coact_->contains(name) ? coact_->raw(name) : at::Tensor();
 }
 at::Tensor Recording::sampleTokenIds() const { return sampleTokenIds(layers_.front()); }
 at::Tensor Recording::sampleDocIds() const { return sampleDocIds(layers_.front()); }

@@ -128,12 +128,24 @@ class Recording {
   at::Tensor activeHist(int layer) const;      ///< I64 [d_ff + 1]
   at::Tensor categoryCount(int layer) const;   ///< I64 [n_categories, d_ff]
   at::Tensor categoryTokens(int layer) const;  ///< I64 [n_categories]
+  /// The exact accumulators behind sum() and sumsq(): I64 [d_ff, 3] records
+  /// (lo, hi, flags) of a signed 128-bit fixed-point sum with 40 fractional
+  /// bits (analysis/record/exact_sum.h; docs/formats.md "Recording"). Adding
+  /// them is exact and order-independent, which --resume, --merge and the
+  /// reduction across mpirun's ranks rely on. Undefined (not an error) for
+  /// recordings written before these accumulators existed and merges of such.
+  at::Tensor sumExact(int layer) const;
+  at::Tensor sumsqExact(int layer) const;
   /// I32 [d_ff, d_ff], symmetric: a zero-copy view of a version 1 file, a new
   /// tensor expanded from the packed upper triangle of a version 2 file
   /// (O(d_ff^2) per call; callers that reuse it keep it).
   at::Tensor coact(int layer) const;
   /// F32 [d_ff, d_ff] as coact(), undefined if not recorded.
   at::Tensor coactSoft(int layer) const;
+  /// I64 [d_ff, d_ff]: a checkpoint's exact soft co-activation sums, in units
+  /// of 2^-32 (what --resume continues); undefined in complete recordings and
+  /// when not recorded.
+  at::Tensor coactSoftExact(int layer) const;
 
   // Reservoir samples (the same S tokens for every layer).
   int64_t sampleCount() const { return samples_; }
@@ -150,6 +162,10 @@ class Recording {
   at::Tensor sampleCategories(int layer) const;
   at::Tensor sampleFfnIn(int layer) const;   ///< F16 [S, d_model]
   at::Tensor sampleFfnAct(int layer) const;  ///< F16 [S, d_ff]
+  /// I64 [S]: the index of each sample row's token in its stream (the order
+  /// the recorder saw the tokens, from 0): which token Algorithm R kept in
+  /// the slot. Undefined when absent (older recordings, merges).
+  at::Tensor sampleTokenIndex(int layer) const;
 
   // Native MoE recordings.
   bool nativeMoe() const { return experts_ > 0; }

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <iostream>
 
+#include "analysis/common/distributed.h"
 #include "analysis/jobs/job.h"
 #include "analysis/project/link_check.h"
 #include "app/cli/cli.h"
@@ -32,7 +33,8 @@ int warnLinkProblems(const std::string& command, ArtefactKind kind, const std::f
 }
 
 std::unique_ptr<JobContext> makeCliJob(const Args& args) {
-  const bool quiet = args.has("quiet");
+  // Under mpirun only rank 0 reports progress (the ranks move in step).
+  const bool quiet = args.has("quiet") || dist::launchedRank() != 0;
   auto start = std::make_shared<std::chrono::steady_clock::time_point>(std::chrono::steady_clock::now());
   auto lastDecile = std::make_shared<int>(-1);
   auto job = std::make_unique<JobContext>(

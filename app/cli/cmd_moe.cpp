@@ -11,6 +11,7 @@
 #include "analysis/calibrate/calibrate.h"
 #include "analysis/calibrate/calibrate_options.h"
 #include "analysis/checkpoint/loader.h"
+#include "analysis/common/distributed.h"
 #include "analysis/common/error.h"
 #include "analysis/eval/eval.h"
 #include "analysis/eval/eval_options.h"
@@ -233,6 +234,8 @@ int runEval(const Args& a) {
     spec.options.maskTokenId = maskTokenIdOf(loaded);
     j = runEvaluation(m, spec, seqs, *job);
   }
+  // Under mpirun every rank holds the same figures; rank 0 writes and prints.
+  if (dist::rank() != 0) return 0;
   // A router trained on the documents it is evaluated on flatters itself:
   // say so (also with --quiet, like the link warnings).
   for (const RecordingOverlap& o : evaluationOverlaps(j, fs::current_path()))

@@ -4,6 +4,7 @@
 #include <iostream>
 
 #include "analysis/checkpoint/loader.h"
+#include "analysis/common/distributed.h"
 #include "analysis/common/error.h"
 #include "analysis/jobs/job.h"
 #include "analysis/model/model.h"
@@ -78,6 +79,7 @@ int runRecord(const Args& a) {
   auto job = makeCliJob(a);
   const fs::path out = a.text("out");
   if (a.flag("merge")) {
+    dist::requireSingleProcess("record --merge");
     if (a.positional.size() < 2) throw ParameterError("--merge needs at least two recordings: --merge A B --out C");
     std::vector<fs::path> in(a.positional.begin(), a.positional.end());
     mergeRecordings(in, out, a.flag("force"), *job);
@@ -116,7 +118,7 @@ int runRecord(const Args& a) {
     std::unique_ptr<ParallelCorpus> pairs = openParallelInput(absCorpus, o);
     PairSource pairSource = parallelCorpusSource(*pairs, *loaded.tokenizer, config, o, job.get(), &info);
     RecordSummary s = recordSeq2SeqActivations(*loaded.model, pairSource, info, o, out, *job);
-    printSummary(a, Recording::open(out), s.seconds);
+    if (dist::rank() == 0) printSummary(a, Recording::open(out), s.seconds);
     return 0;
   } else {
     if (!o.targetFile.empty()) throw ParameterError("--target: a target file pairs with a text CORPUS file");
@@ -127,7 +129,8 @@ int runRecord(const Args& a) {
     source = textCorpusSource(*corpus, *loaded.tokenizer, absCorpus, o, job.get(), &info);
   }
   RecordSummary s = recordActivations(*loaded.model, source, info, o, out, *job);
-  printSummary(a, Recording::open(out), s.seconds);
+  // Under mpirun rank 0 wrote the folder (the other ranks' file systems may not see it).
+  if (dist::rank() == 0) printSummary(a, Recording::open(out), s.seconds);
   return 0;
 }
 

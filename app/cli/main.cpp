@@ -8,6 +8,7 @@
 #include <map>
 #include <sstream>
 
+#include "analysis/common/distributed.h"
 #include "analysis/common/error.h"
 #include "analysis/common/omp_wait_policy.h"
 #include "analysis/common/runtime.h"
@@ -126,6 +127,58 @@ int runSubcommand(const std::string& name, const std::vector<std::string>& args)
 
 }  // namespace moefy::cli
 
+namespace {
+
+// Reports an error of `cmd` and returns its exit code. Under mpirun
+// (analysis/common/distributed.h) an error every rank agreed on is printed by
+// rank 0 only; one that a single rank hit while the others work on stops them
+// all (MPI_Abort) instead of leaving them waiting in a reduction.
+int reportError(const moefy::cli::Command& cmd, const std::string& what, int code) {
+  namespace dist = moefy::dist;
+  const bool several = dist::launchedSize() > 1 && dist::built();
+  if (!several || !dist::errorWasAgreed() || dist::launchedRank() == 0) {
+    std::cerr << "moefy " << cmd.table->command() << ": "
+              << (several && !dist::errorWasAgreed() ? "rank " + std::to_string(dist::launchedRank()) + ": " : std::string())
+              << what << "\n";
+  }
+  if (several && !dist::errorWasAgreed()) {
+    std::cerr.flush();
+    dist::abortAll(code);
+  }
+  return code;
+}
+
+int runCommand(const moefy::cli::Command& cmd, const std::vector<std::string>& rest) {
+  using namespace moefy::cli;
+  try {
+    Args args = parseArgs(cmd, rest);
+    if (args.has("help")) {
+      std::cout << cmd.table->helpText();
+      return 0;
+    }
+    // Only these commands shard their work across mpirun's ranks; the others
+    // would run N times and race on their output.
+    const std::string name = cmd.table->command();
+    if (name != "record" && name != "eval") moefy::dist::requireSingleProcess(name);
+    moefy::configureRuntime();
+    return cmd.run(args);
+  } catch (const moefy::CancelledError& e) {
+    return reportError(cmd, e.what(), 130);
+  } catch (const moefy::ParameterError& e) {
+    return reportError(cmd, e.what(), 2);
+  } catch (const moefy::Error& e) {
+    return reportError(cmd, e.what(), 1);
+  } catch (const std::exception& e) {
+    // Anything else escaping the core is still reported as one line.
+    std::string msg = e.what();
+    auto nl = msg.find('\n');
+    if (nl != std::string::npos) msg = msg.substr(0, nl);
+    return reportError(cmd, "internal error: " + msg, 1);
+  }
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   using namespace moefy::cli;
   if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
@@ -148,29 +201,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   const Command& cmd = it->second;
-  try {
-    Args args = parseArgs(cmd, rest);
-    if (args.has("help")) {
-      std::cout << cmd.table->helpText();
-      return 0;
-    }
-    moefy::configureRuntime();
-    return cmd.run(args);
-  } catch (const moefy::CancelledError& e) {
-    std::cerr << "moefy " << cmd.table->command() << ": " << e.what() << "\n";
-    return 130;
-  } catch (const moefy::ParameterError& e) {
-    std::cerr << "moefy " << cmd.table->command() << ": " << e.what() << "\n";
-    return 2;
-  } catch (const moefy::Error& e) {
-    std::cerr << "moefy " << cmd.table->command() << ": " << e.what() << "\n";
-    return 1;
-  } catch (const std::exception& e) {
-    // Anything else escaping the core is still reported as one line.
-    std::string msg = e.what();
-    auto nl = msg.find('\n');
-    if (nl != std::string::npos) msg = msg.substr(0, nl);
-    std::cerr << "moefy " << cmd.table->command() << ": internal error: " << msg << "\n";
-    return 1;
-  }
+  const int code = runCommand(cmd, rest);
+  moefy::dist::finalize();
+  return code;
 }
