@@ -307,7 +307,8 @@ struct MoeState {
 // count and reservoir; its sample tensors carry its prefix.
 struct Stream {
   std::string prefix;  // "" (single stack), "enc." or "dec."
-  int64_t tokens = 0;
+  int64_t tokens = 0;   // the stream position: tokens read so far (by every rank under mpirun)
+  int64_t counted = 0;  // tokens this process's statistics count (= tokens without mpirun)
   at::Tensor sTok, sDoc, sPos, sCat;  // I32/I64/I32/I32 [S]
   // I64 [S]: the stream index (0-based token count) of the token each slot
   // holds, -1 = none. Decides, slot by slot, which rank's sample is the
@@ -326,7 +327,11 @@ struct State {
   ActiveRule active;
   bool soft = false;
   bool packCoact = false;    // coact as the packed upper triangle (format version 2; RecordOptions::coactStorage)
-  int64_t S = 0;             // reservoir capacity
+  int64_t S = 0;             // reservoir size (--samples): Algorithm R's S, recorded in the manifest
+  // Rows allocated per stream: S, or fewer when --tokens caps the stream's
+  // tokens below S (a slot is then never past the capacity: slot = t < tokens).
+  int64_t capacity = -1;  // -1 = S
+  int64_t rows() const { return capacity < 0 ? S : std::min(S, capacity); }
   int n = 0, dModel = 0;     // n: the dense d_ff (model info); the sites' widths are in `width`
   std::map<int, int> width;  // site index -> hidden width (d_ff, d_expert or d_shared)
   // Native MoE models: the MoE layers whose routing statistics are recorded
@@ -335,6 +340,7 @@ struct State {
   std::map<int, MoeState> moe;
   int experts = 0, topK = 0;
   int64_t tokens = 0, sequences = 0, chunks = 0;
+  int rank = 0, ranks = 1;  // mpirun: this process's rank among `ranks` (a checkpoint is the rank's)
   // FNV-1a over the recorded sequences (ids, doc id, category, start), in
   // order: the corpus identity that --resume compares. Absent after a merge.
   uint64_t sequencesHash = kFnvOffset;
@@ -390,6 +396,7 @@ struct State {
   }
 
   void allocate() {
+    const int64_t R = rows();
     const int64_t C = static_cast<int64_t>(source.categories.size());
     for (int L : layers) {
       LayerState& s = layer[L];
@@ -409,24 +416,24 @@ struct State {
         s.coactSoft = at::zeros({n, n}, at::kFloat);
         s.coactSoftFx = at::zeros({n, n}, at::kLong);
       }
-      if (site.expert < 0 && !site.shared) s.sampleIn = at::empty({S, dModel}, at::kHalf);
+      if (site.expert < 0 && !site.shared) s.sampleIn = at::empty({R, dModel}, at::kHalf);
       // Expert sites: rows of sampled tokens not routed to the expert stay zero.
-      s.sampleAct = site.expert >= 0 ? at::zeros({S, n}, at::kHalf) : at::empty({S, n}, at::kHalf);
-      if (site.expert >= 0) s.routed = at::zeros({S}, at::kByte);
+      s.sampleAct = site.expert >= 0 ? at::zeros({R, n}, at::kHalf) : at::empty({R, n}, at::kHalf);
+      if (site.expert >= 0) s.routed = at::zeros({R}, at::kByte);
     }
     for (int l : moeLayers) {
       MoeState& m = moe[l];
       m.usage = at::zeros({experts}, at::kLong);
       m.cooccur = at::zeros({experts, experts}, at::kLong);
       m.catUsage = at::zeros({C, experts}, at::kLong);
-      m.sampleIn = at::empty({S, dModel}, at::kHalf);
+      m.sampleIn = at::empty({R, dModel}, at::kHalf);
     }
     for (auto& sm : streams) {
-      sm.sTok = at::zeros({S}, at::kInt);
-      sm.sDoc = at::zeros({S}, at::kLong);
-      sm.sPos = at::zeros({S}, at::kInt);
-      sm.sCat = at::zeros({S}, at::kInt);
-      sm.sIdx = at::full({S}, -1, at::kLong);
+      sm.sTok = at::zeros({R}, at::kInt);
+      sm.sDoc = at::zeros({R}, at::kLong);
+      sm.sPos = at::zeros({R}, at::kInt);
+      sm.sCat = at::zeros({R}, at::kInt);
+      sm.sIdx = at::full({R}, -1, at::kLong);
     }
   }
 
@@ -518,6 +525,14 @@ struct State {
     m["options"] = options;
     m["chunks_done"] = chunks;
     m["complete"] = complete;
+    if (!complete && ranks > 1) {
+      // A rank's checkpoint: its statistics count its own chunks' tokens
+      // (the reader checks them against these; recording.cpp).
+      nlohmann::json ct = nlohmann::json::object();
+      for (const auto& sm : streams)
+        ct[sm.prefix.empty() ? std::string("single") : sm.prefix.substr(0, sm.prefix.size() - 1)] = sm.counted;
+      m["rank"] = {{"rank", rank}, {"ranks", ranks}, {"counted_tokens", ct}};
+    }
     m["samples"] = filledTotal();
     return m;
   }
@@ -628,11 +643,15 @@ struct State {
     tokens = r.tokens();
     sequences = r.sequences();
     chunks = r.chunksDone();
+    const nlohmann::json rankInfo = r.manifest().value("rank", nlohmann::json::object());
     for (int L : layers) {
       Stream& sm = streamOf(L);
       sm.tokens = r.tokens(L);
+      const std::string key = sm.prefix.empty() ? std::string("single") : sm.prefix.substr(0, sm.prefix.size() - 1);
+      sm.counted = rankInfo.contains("counted_tokens") ? rankInfo["counted_tokens"].value(key, int64_t{0}) : sm.tokens;
       const int64_t F = r.sampleCount(L);
-      if (F > S) throw FormatError(r.dir().string() + ": holds more samples than the sample size " + std::to_string(S));
+      if (F > rows())
+        throw FormatError(r.dir().string() + ": holds more samples than the sample size " + std::to_string(rows()));
       sm.sTok.slice(0, 0, F).copy_(r.sampleTokenIds(L));
       sm.sDoc.slice(0, 0, F).copy_(r.sampleDocIds(L));
       sm.sPos.slice(0, 0, F).copy_(r.samplePositions(L));
@@ -1113,6 +1132,8 @@ RecordSummary recordActivationsImpl(const Model& model, const PairSource& source
   // OUT.partial.rank-R-of-N.
   const int ranks = dist::size(), rank = dist::rank();
   State st;
+  st.rank = rank;
+  st.ranks = ranks;
   bool decoderSites = false;
   int chunkSeq = 1;
   std::optional<OutputLock> outputLock;
@@ -1147,6 +1168,10 @@ RecordSummary recordActivationsImpl(const Model& model, const PairSource& source
   st.n = c.dFF;
   st.dModel = c.dModel;
   st.S = options.samples;
+  // --tokens bounds every stream's tokens (a pair of an encoder-decoder model
+  // is recorded whole: one side of at most --seq-len more), so no slot past
+  // that is ever filled.
+  if (options.maxTokens > 0) st.capacity = options.maxTokens + options.seqLen;
   st.layers = resolveRecordSites(c, options.layers, options.sites);
   st.encDec = c.encoderDecoder;
   st.experts = c.expertCount;
@@ -1188,7 +1213,7 @@ RecordSummary recordActivationsImpl(const Model& model, const PairSource& source
     int wide = 0;
     for (const auto& [index, w] : st.width) wide = std::max(wide, w);
     const double counts = recorderBytes(L, wide, st.dModel, C, 0, st.soft);
-    const double reservoir = recorderBytes(L, wide, st.dModel, C, st.S, st.soft) - counts;
+    const double reservoir = recorderBytes(L, wide, st.dModel, C, st.rows(), st.soft) - counts;
     // One batch's activations at every recorded site, F32, held while the
     // batch is accumulated (the forward's own temporaries are of the same order).
     const double batch = 2.0 * options.batch * options.seqLen * static_cast<double>(st.dModel + wide) * 4 * L;
@@ -1359,6 +1384,7 @@ RecordSummary recordActivationsImpl(const Model& model, const PairSource& source
       at::Tensor encoderOut = model.encode(b, &sink);  // [B, T_src, d_model]
       if (decoderSites) model.decodeHidden(encoderOut, b.mask, makeBatch(idsOf(dec), 0), &sink);
     }
+    for (size_t k = 0; k < st.streams.size(); ++k) st.streams[k].counted += streamTokens[k];
     advance(pairs, streamTokens);
   };
 

@@ -153,6 +153,27 @@ void checkTensor(const SafetensorsFile& f, const std::string& name, DType dtype,
 // "<site prefix><what>": the name of a site's tensor (P = Site::prefix()).
 std::string lname(const std::string& P, const char* what) { return P + what; }
 
+// The optional exact accumulators of a site (`sum_exact`, `sumsq_exact`)
+// must be the F64 statistics they stand for: an edited sum would otherwise
+// come back from the accumulator on the next --merge or --resume.
+void checkExactSums(const SafetensorsFile& stats, const std::string& P, int64_t n) {
+  for (const char* what : {"sum", "sumsq"}) {
+    const std::string exact = lname(P, what) + "_exact";
+    if (!stats.contains(exact)) continue;
+    checkTensor(stats, exact, DType::I64, {n, exact_sum::kRecordInts});
+    const at::Tensor fx = stats.raw(exact).contiguous(), plain = stats.raw(lname(P, what)).contiguous();
+    const int64_t* f = fx.data_ptr<int64_t>();
+    const double* v = plain.data_ptr<double>();
+    for (int64_t j = 0; j < n; ++j) {
+      const double want = exact_sum::value(f + j * exact_sum::kRecordInts);
+      if (!(want == v[j] || (std::isnan(want) && std::isnan(v[j]))))
+        throw FormatError(stats.path().string() + ": tensor '" + exact + "' disagrees with '" + lname(P, what) +
+                          "' at neuron " + std::to_string(j) + " (" + std::to_string(want) + " vs " +
+                          std::to_string(v[j]) + ")");
+    }
+  }
+}
+
 // The invariants that tie a site's tensors together and to its stream's
 // token count (docs/formats.md "Recording"). O(d_ff^2) per layer, far cheaper
 // than any use of the recording; an impossible recording (negative or
@@ -350,6 +371,7 @@ Recording Recording::open(const fs::path& dir, bool allowPartial) {
   if (version != 1 && version != 2)
     throw FormatError(ctx + ": unsupported version " + std::to_string(version) + " (this build reads 1 and 2)");
   r.version_ = static_cast<int>(version);
+  std::vector<int64_t> counted;  // per stream: the tokens its statistics count (below)
   try {
     const auto& model = req(m, "model", ctx);
     r.fingerprint_ = reqStr(model, "fingerprint", ctx + ": model");
@@ -487,6 +509,22 @@ Recording Recording::open(const fs::path& dir, bool allowPartial) {
         throw FormatError(ctx + ": the stacks' tokens sum to " + std::to_string(total) + ", not to tokens " +
                           std::to_string(r.tokens_));
     }
+    // The tokens each stream's statistics count: all of its tokens, but in a
+    // rank's checkpoint under mpirun (docs/scale.md) only the rank's own
+    // chunks' ("rank": {"counted_tokens": {STACK: n}}; STACK "single", "enc"
+    // or "dec"), while `tokens` is the stream position every rank shares.
+    counted.clear();
+    for (const auto& sm : r.streams_) counted.push_back(sm.tokens);
+    if (!r.complete_ && m.contains("rank")) {
+      const auto& ct = req(req(m, "rank", ctx), "counted_tokens", ctx + ": rank");
+      for (size_t k = 0; k < r.streams_.size(); ++k) {
+        const std::string& prefix = r.streams_[k].prefix;
+        const std::string key = prefix.empty() ? "single" : prefix.substr(0, prefix.size() - 1);
+        counted[k] = reqInt(ct, key.c_str(), ctx + ": rank.counted_tokens");
+        if (counted[k] < 0 || counted[k] > r.streams_[k].tokens)
+          throw FormatError(ctx + ": rank.counted_tokens." + key + " is outside [0, tokens]");
+      }
+    }
   } catch (const nlohmann::json::exception& e) {
     throw FormatError(ctx + ": malformed manifest (" + std::string(e.what()) + ")");
   }
@@ -503,7 +541,7 @@ Recording Recording::open(const fs::path& dir, bool allowPartial) {
     checkTensor(*r.stats_, lname(P, "expert_usage"), DType::I64, {E});
     checkTensor(*r.stats_, lname(P, "expert_cooccur"), DType::I64, {E, E});
     checkTensor(*r.stats_, lname(P, "expert_category_usage"), DType::I64, {C, E});
-    checkRoutingInvariants(*r.stats_, P, E, r.topK_, r.streams_[0].tokens);
+    checkRoutingInvariants(*r.stats_, P, E, r.topK_, counted[0]);
   }
   for (size_t i = 0; i < r.layers_.size(); ++i) {
     const std::string P = r.sites_[i].prefix();
@@ -515,24 +553,6 @@ Recording Recording::open(const fs::path& dir, bool allowPartial) {
     checkTensor(*r.stats_, lname(P, "active_hist"), DType::I64, {n + 1});
     checkTensor(*r.stats_, lname(P, "category_count"), DType::I64, {C, n});
     checkTensor(*r.stats_, lname(P, "category_tokens"), DType::I64, {C});
-    // Optional (older recordings lack them): the exact accumulators behind sum/sumsq.
-    // They must be the F64 statistics they stand for (an edited sum would
-    // otherwise come back from the accumulator on the next --merge/--resume).
-    for (const char* what : {"sum", "sumsq"}) {
-      const std::string exact = lname(P, what) + "_exact";
-      if (!r.stats_->contains(exact)) continue;
-      checkTensor(*r.stats_, exact, DType::I64, {n, exact_sum::kRecordInts});
-      const at::Tensor fx = r.stats_->raw(exact).contiguous(), plain = r.stats_->raw(lname(P, what)).contiguous();
-      const int64_t* f = fx.data_ptr<int64_t>();
-      const double* v = plain.data_ptr<double>();
-      for (int64_t j = 0; j < n; ++j) {
-        const double want = exact_sum::value(f + j * exact_sum::kRecordInts);
-        if (!(want == v[j] || (std::isnan(want) && std::isnan(v[j]))))
-          throw FormatError(r.stats_->path().string() + ": tensor '" + exact + "' disagrees with '" + lname(P, what) +
-                            "' at neuron " + std::to_string(j) + " (" + std::to_string(want) + " vs " +
-                            std::to_string(v[j]) + ")");
-      }
-    }
     // Version 2 holds the packed upper triangles (n(n+1)/2 elements); the
     // invariants are checked on the expanded matrices, one site at a time.
     const std::vector<int64_t> coactShape =
@@ -545,8 +565,10 @@ Recording Recording::open(const fs::path& dir, bool allowPartial) {
     if (r.soft_) checkTensor(*r.coact_, lname(P, "coact_soft"), DType::F32, coactShape, coactNote);
     if (r.soft_ && r.coact_->contains(lname(P, "coact_soft_exact")))
       checkTensor(*r.coact_, lname(P, "coact_soft_exact"), DType::I64, {n, n});
-    checkLayerInvariants(*r.stats_, r.coact_->path().string(), P, n, r.siteTokens(r.layers_[i]),
+    checkLayerInvariants(*r.stats_, r.coact_->path().string(), P, n,
+                         r.sites_[i].expert >= 0 ? r.siteTokens(r.layers_[i]) : counted[r.streamOf_[i]],
                          r.coactTensor(P + "coact", n), r.soft_ ? r.coactTensor(P + "coact_soft", n) : at::Tensor());
+    checkExactSums(*r.stats_, P, n);
   }
   const std::string sp = (dir / "samples.safetensors").string();
   for (auto& sm : r.streams_) {

@@ -6,6 +6,8 @@
 #include <torch/torch.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <array>
 #include <cmath>
 #include <fstream>
 #include <random>
@@ -17,6 +19,7 @@
 #include "analysis/jobs/job.h"
 #include "analysis/model/model.h"
 #include "analysis/record/coact.h"
+#include "analysis/record/exact_sum.h"
 #include "analysis/record/recorder.h"
 #include "analysis/record/recording.h"
 #include "testutil.h"
@@ -341,6 +344,51 @@ class TestRecord : public QObject {
     }
   }
 
+  void exactSumIsOrderIndependent() {
+    // Random F64 terms of wildly different magnitudes: any order and any
+    // grouping gives the same record, and its value is the sum within 2^-40
+    // per term (the truncation).
+    std::mt19937_64 rng(7);
+    std::uniform_real_distribution<double> U(-1, 1);
+    std::vector<double> terms;
+    for (int i = 0; i < 5000; ++i) terms.push_back(std::ldexp(U(rng), static_cast<int>(rng() % 60) - 30));
+    auto total = [](const std::vector<double>& v) {
+      std::array<int64_t, 3> r{0, 0, 0};
+      for (double x : v) exact_sum::add(r.data(), x);
+      return r;
+    };
+    const auto a = total(terms);
+    std::vector<double> shuffled = terms;
+    std::shuffle(shuffled.begin(), shuffled.end(), rng);
+    QVERIFY(total(shuffled) == a);
+    // Two halves combined, in either order.
+    std::vector<double> h1(terms.begin(), terms.begin() + 2500), h2(terms.begin() + 2500, terms.end());
+    auto b = total(h1), c = total(h2);
+    auto bc = b;
+    exact_sum::combine(c.data(), bc.data());
+    exact_sum::combine(b.data(), c.data());
+    QVERIFY(bc == a && c == a);
+    long double ref = 0;
+    for (double x : terms) ref += x;
+    const double diff = std::abs(exact_sum::value(a.data()) - static_cast<double>(ref));
+    qInfo() << "exact sum of 5000 terms: |value - long double sum| =" << diff << "(bound 5000 * 2^-40 = 4.5e-9)";
+    QVERIFY(diff <= 5000 * std::ldexp(1.0, -40) + 1e-15 * std::abs(static_cast<double>(ref)));
+    // Non-finite terms: +inf, -inf, NaN and their mixtures.
+    std::array<int64_t, 3> r{0, 0, 0};
+    exact_sum::add(r.data(), 1.5);
+    exact_sum::add(r.data(), std::numeric_limits<double>::infinity());
+    QCOMPARE(exact_sum::value(r.data()), std::numeric_limits<double>::infinity());
+    exact_sum::add(r.data(), -std::numeric_limits<double>::infinity());
+    QVERIFY(std::isnan(exact_sum::value(r.data())));
+    // Overflow of the 128-bit sum saturates to the sign's infinity.
+    std::array<int64_t, 3> big{0, 0, 0};
+    for (int i = 0; i < 4; ++i) exact_sum::add(big.data(), 0x1p85);
+    QCOMPARE(exact_sum::value(big.data()), std::numeric_limits<double>::infinity());
+    std::array<int64_t, 3> neg{0, 0, 0};
+    exact_sum::add(neg.data(), -2.75);
+    QCOMPARE(exact_sum::value(neg.data()), -2.75);
+  }
+
   void mergeEqualsOneRecording() {
     auto seqs = randomSequences(24, 20, 64, 1, 3);
     // Shards cut at a batch boundary, so every forward pass sees the same
@@ -349,6 +397,9 @@ class TestRecord : public QObject {
     RecordOptions o;
     o.seqLen = 20;
     o.batch = 4;
+    // Chunks of 4 sequences: the shards hold whole chunks of the single run,
+    // so the exact accumulators see the same chunk partials (exact_sum.h).
+    o.chunkSequences = 4;
     o.samples = 1000;  // more than the tokens: samples are exact too
     o.softCoact = true;
     o.checkpointSeconds = 0;
@@ -359,8 +410,8 @@ class TestRecord : public QObject {
     Recording all = Recording::open(dir_ / "all"), ab = Recording::open(dir_ / "AB");
     QCOMPARE(ab.tokens(), all.tokens());
     QCOMPARE(ab.sequences(), all.sequences());
-    // Integer statistics, co-activations and samples are bitwise equal; the
-    // F64 sums equal within rounding (summation order: documented).
+    // Integer counts, co-activations, samples and the F64 sums (through their
+    // exact accumulators) are bitwise equal.
     for (int L : all.layers()) {
       QVERIFY(at::equal(ab.count(L), all.count(L)));
       QVERIFY(at::equal(ab.coact(L), all.coact(L)));
@@ -376,7 +427,13 @@ class TestRecord : public QObject {
       const double dq = rel(ab.sumsq(L), all.sumsq(L));
       const double dsoft = (ab.coactSoft(L) - all.coactSoft(L)).abs().max().item<double>();
       qInfo() << "merge layer" << L << "max diff sum" << ds << "sumsq" << dq << "soft" << dsoft;
-      QVERIFY(ds < 1e-9 && dq < 1e-12 && dsoft < 1e-4);
+      QVERIFY(at::equal(ab.sum(L), all.sum(L)) && at::equal(ab.sumsq(L), all.sumsq(L)));
+      QVERIFY(at::equal(ab.sumExact(L), all.sumExact(L)) && at::equal(ab.sumsqExact(L), all.sumsqExact(L)));
+      // The soft co-activation merges from the shards' F32 values (complete
+      // recordings do not keep its exact sums): equal within F32 rounding.
+      // Exact across mpirun's ranks and --resume (e2e_test_mpi).
+      QVERIFY(!all.coactSoftExact(L).defined());
+      QVERIFY(dsoft < 1e-4);
     }
     QVERIFY(at::equal(ab.sampleTokenIds(), all.sampleTokenIds()));
     QVERIFY(at::equal(ab.sampleDocIds(), all.sampleDocIds()));
@@ -391,6 +448,24 @@ class TestRecord : public QObject {
       QVERIFY(std::string(e.what()).find("fingerprint") != std::string::npos);
     }
     QVERIFY(!fs::exists(dir_ / "AO"));
+  }
+
+  void tokenBudgetCapsTheReservoir() {
+    // --samples far beyond what --tokens can fill: the reservoir is allocated
+    // for the budget's tokens (2e9 rows would need hundreds of GB and was
+    // refused by the memory check), and every token is sampled.
+    auto seqs = randomSequences(30, 16, 64, 8, 0);
+    RecordOptions o;
+    o.seqLen = 16;
+    o.samples = 2'000'000'000;
+    o.maxTokens = 300;
+    o.checkpointSeconds = 0;
+    recordActivations(*model_, vectorSource(seqs), SourceInfo{}, o, dir_ / "capped", JobContext::none());
+    Recording r = Recording::open(dir_ / "capped");
+    QCOMPARE(r.tokens(), int64_t{300});
+    QCOMPARE(r.sampleCount(), int64_t{300});
+    QCOMPARE(r.manifest()["options"]["samples"].get<int64_t>(), int64_t{2'000'000'000});
+    QVERIFY(at::equal(r.sampleTokenIndex(0), at::arange(300, at::kLong)));
   }
 
   void mergeSubsamplesWhenFull() {
@@ -623,6 +698,9 @@ class TestRecord : public QObject {
          [](auto& t, auto&) { tensorNamed(t, "blk.0.category_count")[0][0] = 1 << 20; }},
         {"sumsq", "stats.safetensors", "'blk.0.sumsq'[2]",
          [](auto& t, auto&) { tensorNamed(t, "blk.0.sumsq")[2] = -1.0; }},
+        // A plausible edit of a sum that its exact accumulator contradicts.
+        {"sum_exact", "stats.safetensors", "'blk.1.sum_exact' disagrees with 'blk.1.sum' at neuron 4",
+         [](auto& t, auto&) { tensorNamed(t, "blk.1.sum")[4] += 0.5; }},
     };
     for (const auto& c : cases) {
       const fs::path d = dir_ / ("cons_" + c.name);

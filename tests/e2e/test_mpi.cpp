@@ -28,6 +28,12 @@ namespace {
 
 QString q(const fs::path& p) { return QString::fromStdString(p.string()); }
 
+// The moefy of this build (CTest sets MOEFY_CLI; by hand, the build tree's).
+QString cli() {
+  const QByteArray env = qgetenv("MOEFY_CLI");
+  return env.isEmpty() ? q(test::binaryDir() / "app" / "moefy") : QString::fromLocal8Bit(env);
+}
+
 json readJson(const fs::path& p) {
   std::ifstream f(p);
   return json::parse(f);
@@ -71,7 +77,7 @@ class TestMpi : public QObject {
   // mpirun -np N moefy ARGS, one thread per rank.
   test::RunResult mpi(int ranks, const QStringList& args, int timeoutSec = 300) const {
     QStringList full{"--oversubscribe", "-np", QString::number(ranks), "-x", "MOEFY_THREADS=1",
-                     QString::fromLocal8Bit(qgetenv("MOEFY_CLI"))};
+                     cli()};
     full << args;
     return test::run(mpirun, full, timeoutSec);
   }
@@ -136,7 +142,7 @@ class TestMpi : public QObject {
     // Start, wait for both ranks' checkpoints, kill the whole job.
     QProcess p;
     QStringList full{"--oversubscribe", "-np", "2", "-x", "MOEFY_THREADS=1",
-                     QString::fromLocal8Bit(qgetenv("MOEFY_CLI"))};
+                     cli()};
     full << args;
     p.start(mpirun, full);
     QVERIFY(p.waitForStarted());
@@ -175,8 +181,8 @@ class TestMpi : public QObject {
     const fs::path out = root / "mismatch";
     QStringList a = recordArgs(out), b = recordArgs(out);
     b[2] = q(other);
-    QStringList full{"--oversubscribe", "-np", "1", "-x", "MOEFY_THREADS=1", QString::fromLocal8Bit(qgetenv("MOEFY_CLI"))};
-    full << a << ":" << "-np" << "1" << "-x" << "MOEFY_THREADS=1" << QString::fromLocal8Bit(qgetenv("MOEFY_CLI")) << b;
+    QStringList full{"--oversubscribe", "-np", "1", "-x", "MOEFY_THREADS=1", cli()};
+    full << a << ":" << "-np" << "1" << "-x" << "MOEFY_THREADS=1" << cli() << b;
     const test::RunResult r = test::run(mpirun, full, 300);
     qInfo() << r.err.c_str();
     QVERIFY(r.exitCode != 0);
@@ -185,8 +191,8 @@ class TestMpi : public QObject {
     // A setup error on one rank (a corpus that does not exist) stops all ranks
     // before any work, reported once.
     b[2] = q(root / "missing.txt");
-    full = QStringList{"--oversubscribe", "-np", "1", "-x", "MOEFY_THREADS=1", QString::fromLocal8Bit(qgetenv("MOEFY_CLI"))};
-    full << a << ":" << "-np" << "1" << "-x" << "MOEFY_THREADS=1" << QString::fromLocal8Bit(qgetenv("MOEFY_CLI")) << b;
+    full = QStringList{"--oversubscribe", "-np", "1", "-x", "MOEFY_THREADS=1", cli()};
+    full << a << ":" << "-np" << "1" << "-x" << "MOEFY_THREADS=1" << cli() << b;
     const test::RunResult m = test::run(mpirun, full, 300);
     qInfo() << m.err.c_str();
     QVERIFY(m.exitCode != 0);
@@ -205,7 +211,7 @@ class TestMpi : public QObject {
     QVERIFY(test::runCliStep({"split", q(single()), "--method", "kmeans", "--experts", "16", "--out", q(part)}));
     QVERIFY(test::runCliStep({"route", q(model), q(single()), q(part), "--router", "mlp", "--out", q(router)}));
     const QStringList args{"eval", q(model), q(corpus), "--partition", q(part), "--router", q(router), "--split",
-                           "held_out", "--tokens", "3000", "--seq-len", "64", "--batch", "4", "--sweep", "0.25,0.5",
+                           "heldout", "--tokens", "3000", "--seq-len", "64", "--batch", "4", "--sweep", "0.25,0.5",
                            "--json", "--quiet"};
     qputenv("MOEFY_THREADS", "1");
     const test::RunResult one = test::runCli(args);
