@@ -83,9 +83,7 @@ void reduceImpl(const at::Tensor& t, ReduceOp op, bool all) {
 // functions take no context pointer).
 Combine g_combine = nullptr;
 int64_t g_recordBytes = 0;
-void customOp(void* in, void* inout, int* len, MPI_Datatype*) {
-  g_combine(in, inout, static_cast<int64_t>(*len));
-}
+void customOp(void* in, void* inout, int* len, MPI_Datatype*) { g_combine(in, inout, static_cast<int64_t>(*len)); }
 #endif
 
 }  // namespace
@@ -116,10 +114,12 @@ bool active() {
   ensureInit();
   return g_size > 1;
 #else
-  throw ParameterError("this moefy was built without MPI (libopenmpi-dev was not found at configure time) and "
-                       "cannot run as " +
-                       std::to_string(launchedSize()) + " ranks; run it without mpirun, or rebuild after "
-                       "`scripts/setup.sh` installs Open MPI");
+  throw ParameterError(
+      "this moefy was built without MPI (libopenmpi-dev was not found at configure time) and "
+      "cannot run as " +
+      std::to_string(launchedSize()) +
+      " ranks; run it without mpirun, or rebuild after "
+      "`scripts/setup.sh` installs Open MPI");
 #endif
 }
 

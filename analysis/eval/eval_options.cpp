@@ -41,7 +41,9 @@ const OptionTable& evalOptionTable() {
                   "source lengths in tokens), dense vs MoE. --bound covers dense single-stack models only.\n"
                   "On a native MoE model, a partition of its expert sites (split --sites blk.L.exp.E) runs each\n"
                   "such expert as its finer experts (the native routing unchanged); the FFN FLOP fraction then\n"
-                  "counts those experts, weighted by the tokens routed to each.\n");
+                  "counts those experts, weighted by the tokens routed to each.\n"
+                  "Data-parallel: `mpirun -np N moefy eval ...` scores the batches across N ranks (the quality\n"
+                  "figures, equal within summation order; not --speed or --generate; docs/scale.md).\n");
     t.positionals({"MODEL_DIR", "CORPUS"}, 2)
         .text("moe", "MOE_DIR", std::nullopt, "a MoE export of MODEL_DIR to evaluate")
         .text("partition", "PART_DIR", std::nullopt, "the partition of the routers to evaluate")

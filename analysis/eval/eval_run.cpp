@@ -28,11 +28,13 @@ void requireEvaluable(const ModelConfig& c, const std::string& where, const Eval
   // Under mpirun only the quality figures are sharded (evaluateQuality):
   // timings of ranks sharing a machine would measure each other.
   if (dist::size() > 1 && spec.speed)
-    throw ParameterError("--speed: speed is timed in one process; run eval --speed without mpirun (the quality "
-                         "figures shard across ranks)");
+    throw ParameterError(
+        "--speed: speed is timed in one process; run eval --speed without mpirun (the quality "
+        "figures shard across ranks)");
   if (dist::size() > 1 && spec.generate > 0)
-    throw ParameterError("--generate: translation (BLEU) runs in one process so far; run eval --generate without "
-                         "mpirun");
+    throw ParameterError(
+        "--generate: translation (BLEU) runs in one process so far; run eval --generate without "
+        "mpirun");
   if (!c.encoderDecoder) {
     if (spec.activationBound && c.expertCount > 0)
       throw ParameterError(where + ": " + c.modelType +

@@ -60,6 +60,8 @@ const OptionTable& recordOptionTable() {
                   "counts, exact binary co-activation counts, optionally MoEfication's soft co-activation over\n"
                   "8-token blocks, and a reservoir sample of tokens with ffn_in/ffn_act (F16).\n"
                   "The output folder appears atomically when the run completes. Ctrl-C cancels cleanly.\n"
+                  "Data-parallel: `mpirun -np N moefy record ...` shards the chunks across N ranks and gives\n"
+                  "the single-process recording bit for bit (docs/scale.md \"Several processes\").\n"
                   "Format: docs/formats.md; details: docs/recording-and-splitting.md.\n");
     t.positionals({"MODEL_DIR", "CORPUS"}, -1)
         .text("out", "REC_DIR", std::nullopt, "the recording folder to write (required)")

@@ -271,7 +271,8 @@ void addExact(at::Tensor& fx, const at::Tensor& exact, const at::Tensor& plain) 
 void combineExactRecords(const void* in, void* inout, int64_t records) {
   const auto* a = static_cast<const int64_t*>(in);
   auto* b = static_cast<int64_t*>(inout);
-  for (int64_t i = 0; i < records; ++i) exact_sum::combine(a + i * exact_sum::kRecordInts, b + i * exact_sum::kRecordInts);
+  for (int64_t i = 0; i < records; ++i)
+    exact_sum::combine(a + i * exact_sum::kRecordInts, b + i * exact_sum::kRecordInts);
 }
 
 struct LayerState {
@@ -307,8 +308,8 @@ struct MoeState {
 // count and reservoir; its sample tensors carry its prefix.
 struct Stream {
   std::string prefix;  // "" (single stack), "enc." or "dec."
-  int64_t tokens = 0;   // the stream position: tokens read so far (by every rank under mpirun)
-  int64_t counted = 0;  // tokens this process's statistics count (= tokens without mpirun)
+  int64_t tokens = 0;  // the stream position: tokens read so far (by every rank under mpirun)
+  int64_t counted = 0;                // tokens this process's statistics count (= tokens without mpirun)
   at::Tensor sTok, sDoc, sPos, sCat;  // I32/I64/I32/I32 [S]
   // I64 [S]: the stream index (0-based token count) of the token each slot
   // holds, -1 = none. Decides, slot by slot, which rank's sample is the
@@ -1137,121 +1138,125 @@ RecordSummary recordActivationsImpl(const Model& model, const PairSource& source
   bool decoderSites = false;
   int chunkSeq = 1;
   std::optional<OutputLock> outputLock;
-  const fs::path partial = ranks > 1 ? fs::path(checkpointPath(out).string() + ".rank-" + std::to_string(rank) +
-                                                "-of-" + std::to_string(ranks))
-                                     : checkpointPath(out);
+  const fs::path partial =
+      ranks > 1
+          ? fs::path(checkpointPath(out).string() + ".rank-" + std::to_string(rank) + "-of-" + std::to_string(ranks))
+          : checkpointPath(out);
   std::string resumeHash;  // the checkpoint's corpus identity ("" = none recorded)
   // Setup: every rank runs it; an error on any rank stops all of them with its
   // message (dist::agree) before any work.
   std::exception_ptr setupError;
   try {
-  requireRecordable(c, model.dir().empty() ? std::string("model") : model.dir().string());
-  if (options.batch < 1) throw ParameterError("--batch must be >= 1");
-  if (options.seqLen < 1) throw ParameterError("--seq-len must be >= 1");
-  if (options.samples < 0) throw ParameterError("--samples must be >= 0");
-  if (options.maxTokens < 0) throw ParameterError("--tokens must be >= 0");
-  if (c.pos == PosKind::Learned && options.seqLen > c.maxPos)
-    throw ParameterError("--seq-len " + std::to_string(options.seqLen) + " exceeds the model's " +
-                         std::to_string(c.maxPos) + " positions");
-  // The output is locked for the whole run (a second `record` of the same
-  // REC_DIR, e.g. two --resume, is refused) and checked before any work.
-  if (rank == 0) {
-    outputLock.emplace(out);
-    std::vector<fs::path> inputs;
-    if (!model.dir().empty()) inputs.push_back(model.dir());
-    if (!info.path.empty()) inputs.push_back(info.path);
-    checkOutput(out, options.force, "recording", inputs);
-  }
+    requireRecordable(c, model.dir().empty() ? std::string("model") : model.dir().string());
+    if (options.batch < 1) throw ParameterError("--batch must be >= 1");
+    if (options.seqLen < 1) throw ParameterError("--seq-len must be >= 1");
+    if (options.samples < 0) throw ParameterError("--samples must be >= 0");
+    if (options.maxTokens < 0) throw ParameterError("--tokens must be >= 0");
+    if (c.pos == PosKind::Learned && options.seqLen > c.maxPos)
+      throw ParameterError("--seq-len " + std::to_string(options.seqLen) + " exceeds the model's " +
+                           std::to_string(c.maxPos) + " positions");
+    // The output is locked for the whole run (a second `record` of the same
+    // REC_DIR, e.g. two --resume, is refused) and checked before any work.
+    if (rank == 0) {
+      outputLock.emplace(out);
+      std::vector<fs::path> inputs;
+      if (!model.dir().empty()) inputs.push_back(model.dir());
+      if (!info.path.empty()) inputs.push_back(info.path);
+      checkOutput(out, options.force, "recording", inputs);
+    }
 
-  st.modelInfo = modelInfoOf(model);
-  st.source = info;
-  st.n = c.dFF;
-  st.dModel = c.dModel;
-  st.S = options.samples;
-  // --tokens bounds every stream's tokens (a pair of an encoder-decoder model
-  // is recorded whole: one side of at most --seq-len more), so no slot past
-  // that is ever filled.
-  if (options.maxTokens > 0) st.capacity = options.maxTokens + options.seqLen;
-  st.layers = resolveRecordSites(c, options.layers, options.sites);
-  st.encDec = c.encoderDecoder;
-  st.experts = c.expertCount;
-  st.topK = c.expertTopK;
-  {
-    std::vector<Site> chosen;
-    for (int L : st.layers) {
-      chosen.push_back(siteAtIndex(c, L));
-      st.width[L] = c.siteWidth(chosen.back());
+    st.modelInfo = modelInfoOf(model);
+    st.source = info;
+    st.n = c.dFF;
+    st.dModel = c.dModel;
+    st.S = options.samples;
+    // --tokens bounds every stream's tokens (a pair of an encoder-decoder model
+    // is recorded whole: one side of at most --seq-len more), so no slot past
+    // that is ever filled.
+    if (options.maxTokens > 0) st.capacity = options.maxTokens + options.seqLen;
+    st.layers = resolveRecordSites(c, options.layers, options.sites);
+    st.encDec = c.encoderDecoder;
+    st.experts = c.expertCount;
+    st.topK = c.expertTopK;
+    {
+      std::vector<Site> chosen;
+      for (int L : st.layers) {
+        chosen.push_back(siteAtIndex(c, L));
+        st.width[L] = c.siteWidth(chosen.back());
+      }
+      st.setSites(chosen);
     }
-    st.setSites(chosen);
-  }
-  for (const Site& site : st.sites) decoderSites = decoderSites || site.stack == SiteStack::Decoder;
-  st.active = options.active ? *options.active : ActiveRule::defaultFor(c.act, c.gated);
-  st.soft = options.softCoact;
-  {
-    int wide = 0;
-    for (const auto& [index, w] : st.width) wide = std::max(wide, w);
-    st.packCoact = options.coactStorage == RecordOptions::CoactStorage::Triangle ||
-                   (options.coactStorage == RecordOptions::CoactStorage::Auto && wide > RecordOptions::kPackCoactAbove);
-  }
-  chunkSeq = ((std::max(1, options.chunkSequences) + options.batch - 1) / options.batch) * options.batch;
-  st.options = {{"seq_len", options.seqLen},
-                {"batch", options.batch},
-                {"active", st.active.toJson()},
-                {"soft_coact", st.soft},
-                {"samples", st.S},
-                {"seed", options.seed},
-                {"split", options.split},
-                {"max_tokens", options.maxTokens},
-                {"chunk_sequences", chunkSeq},
-                {"shuffle", options.shuffle}};
-  {
-    // Refuse before allocating what cannot fit (an allocator's failure would
-    // name neither the option nor the size).
-    const int64_t L = static_cast<int64_t>(st.layers.size()), C = static_cast<int64_t>(info.categories.size());
-    // Sites of several widths (native MoE: experts, shared expert, dense
-    // layers) are bounded by the widest.
-    int wide = 0;
-    for (const auto& [index, w] : st.width) wide = std::max(wide, w);
-    const double counts = recorderBytes(L, wide, st.dModel, C, 0, st.soft);
-    const double reservoir = recorderBytes(L, wide, st.dModel, C, st.rows(), st.soft) - counts;
-    // One batch's activations at every recorded site, F32, held while the
-    // batch is accumulated (the forward's own temporaries are of the same order).
-    const double batch = 2.0 * options.batch * options.seqLen * static_cast<double>(st.dModel + wide) * 4 * L;
-    // The ranks on this node (mpirun) each hold a whole state.
-    const double need = (counts + reservoir + batch) * dist::launchedLocalSize();
-    // The model is loaded by now, so what is available excludes it.
-    const double have = availableMemoryBytes();
-    if (have > 0 && need > have) {
-      const char* biggest = reservoir >= counts && reservoir >= batch ? "--samples"
-                            : batch >= counts                         ? "--batch"
-                                              : (options.layers.empty() ? "--sites" : "--layers");
-      throw ParameterError(std::string(biggest) + ": recording " + std::to_string(L) + " sites of d_ff " +
-                           std::to_string(wide) + " needs about " + byteSize(need) + " (statistics and co-activation " +
-                           byteSize(counts) + ", sample reservoir " + byteSize(reservoir) + ", batch activations " +
-                           byteSize(batch) + ") but " + byteSize(have) +
-                           " is available; record fewer --layers/--sites per run and --merge them, use fewer "
-                           "--samples or a smaller --batch");
+    for (const Site& site : st.sites) decoderSites = decoderSites || site.stack == SiteStack::Decoder;
+    st.active = options.active ? *options.active : ActiveRule::defaultFor(c.act, c.gated);
+    st.soft = options.softCoact;
+    {
+      int wide = 0;
+      for (const auto& [index, w] : st.width) wide = std::max(wide, w);
+      st.packCoact =
+          options.coactStorage == RecordOptions::CoactStorage::Triangle ||
+          (options.coactStorage == RecordOptions::CoactStorage::Auto && wide > RecordOptions::kPackCoactAbove);
     }
-  }
-  job.setStage("record: allocate");
-  st.allocate();
+    chunkSeq = ((std::max(1, options.chunkSequences) + options.batch - 1) / options.batch) * options.batch;
+    st.options = {{"seq_len", options.seqLen},
+                  {"batch", options.batch},
+                  {"active", st.active.toJson()},
+                  {"soft_coact", st.soft},
+                  {"samples", st.S},
+                  {"seed", options.seed},
+                  {"split", options.split},
+                  {"max_tokens", options.maxTokens},
+                  {"chunk_sequences", chunkSeq},
+                  {"shuffle", options.shuffle}};
+    {
+      // Refuse before allocating what cannot fit (an allocator's failure would
+      // name neither the option nor the size).
+      const int64_t L = static_cast<int64_t>(st.layers.size()), C = static_cast<int64_t>(info.categories.size());
+      // Sites of several widths (native MoE: experts, shared expert, dense
+      // layers) are bounded by the widest.
+      int wide = 0;
+      for (const auto& [index, w] : st.width) wide = std::max(wide, w);
+      const double counts = recorderBytes(L, wide, st.dModel, C, 0, st.soft);
+      const double reservoir = recorderBytes(L, wide, st.dModel, C, st.rows(), st.soft) - counts;
+      // One batch's activations at every recorded site, F32, held while the
+      // batch is accumulated (the forward's own temporaries are of the same order).
+      const double batch = 2.0 * options.batch * options.seqLen * static_cast<double>(st.dModel + wide) * 4 * L;
+      // The ranks on this node (mpirun) each hold a whole state.
+      const double need = (counts + reservoir + batch) * dist::launchedLocalSize();
+      // The model is loaded by now, so what is available excludes it.
+      const double have = availableMemoryBytes();
+      if (have > 0 && need > have) {
+        const char* biggest = reservoir >= counts && reservoir >= batch ? "--samples"
+                              : batch >= counts                         ? "--batch"
+                                                : (options.layers.empty() ? "--sites" : "--layers");
+        throw ParameterError(std::string(biggest) + ": recording " + std::to_string(L) + " sites of d_ff " +
+                             std::to_string(wide) + " needs about " + byteSize(need) +
+                             " (statistics and co-activation " + byteSize(counts) + ", sample reservoir " +
+                             byteSize(reservoir) + ", batch activations " + byteSize(batch) + ") but " +
+                             byteSize(have) +
+                             " is available; record fewer --layers/--sites per run and --merge them, use fewer "
+                             "--samples or a smaller --batch");
+      }
+    }
+    job.setStage("record: allocate");
+    st.allocate();
 
-  if (options.resume) {
-    if (!fs::exists(partial))
-      throw IoError(partial.string() + ": no checkpoint to resume (run without --resume to start afresh)");
-    Recording r = Recording::open(partial, true);
-    nlohmann::json want = resumeKey(st.manifest(false)), have = resumeKey(r.manifest());
-    for (auto& [key, v] : want.items()) {
-      if (!have.contains(key) || have[key] != v)
-        throw ParameterError("--resume: option " + key + " is " + v.dump() + " but the checkpoint " + partial.string() +
-                             " was recorded with " + (have.contains(key) ? have[key].dump() : std::string("(absent)")) +
-                             "; rerun with the original options or without --resume");
+    if (options.resume) {
+      if (!fs::exists(partial))
+        throw IoError(partial.string() + ": no checkpoint to resume (run without --resume to start afresh)");
+      Recording r = Recording::open(partial, true);
+      nlohmann::json want = resumeKey(st.manifest(false)), have = resumeKey(r.manifest());
+      for (auto& [key, v] : want.items()) {
+        if (!have.contains(key) || have[key] != v)
+          throw ParameterError("--resume: option " + key + " is " + v.dump() + " but the checkpoint " +
+                               partial.string() + " was recorded with " +
+                               (have.contains(key) ? have[key].dump() : std::string("(absent)")) +
+                               "; rerun with the original options or without --resume");
+      }
+      st.loadFrom(r);
+      resumeHash = r.manifest()["corpus"].value("sequences_hash", std::string());
+      job.log("resuming " + partial.string() + " after " + std::to_string(st.chunks) + " chunks (" +
+              std::to_string(st.tokens) + " tokens)");
     }
-    st.loadFrom(r);
-    resumeHash = r.manifest()["corpus"].value("sequences_hash", std::string());
-    job.log("resuming " + partial.string() + " after " + std::to_string(st.chunks) + " chunks (" +
-            std::to_string(st.tokens) + " tokens)");
-  }
   } catch (...) {
     setupError = std::current_exception();
   }
@@ -1352,7 +1357,8 @@ RecordSummary recordActivationsImpl(const Model& model, const PairSource& source
     std::vector<int64_t> streamTokens(st.streams.size(), 0);
     for (size_t k = 0; k < st.streams.size(); ++k) {
       for (const auto& p : pairs)
-        streamTokens[k] += static_cast<int64_t>(st.streams[k].prefix == "dec." ? p.decoder.size() : p.source.ids.size());
+        streamTokens[k] +=
+            static_cast<int64_t>(st.streams[k].prefix == "dec." ? p.decoder.size() : p.source.ids.size());
       requireTokenLimit(st.streams[k].tokens + streamTokens[k]);
     }
     advance(pairs, streamTokens);
@@ -1503,10 +1509,10 @@ RecordSummary recordActivationsImpl(const Model& model, const PairSource& source
     std::exception_ptr mismatch;
     for (int r = 1; r < ranks && !mismatch && rank == 0; ++r)
       if (hashes[static_cast<size_t>(r)] != hashes[0])
-        mismatch = std::make_exception_ptr(FormatError(
-            "rank " + std::to_string(r) + " read other sequences from " + info.path +
-            " than rank 0 (corpus hash " + hex16(hashes[static_cast<size_t>(r)]) + " vs " + hex16(hashes[0]) +
-            "); every rank must see the same corpus file and options"));
+        mismatch = std::make_exception_ptr(
+            FormatError("rank " + std::to_string(r) + " read other sequences from " + info.path +
+                        " than rank 0 (corpus hash " + hex16(hashes[static_cast<size_t>(r)]) + " vs " +
+                        hex16(hashes[0]) + "); every rank must see the same corpus file and options"));
     dist::agree(mismatch);
     job.setStage("record: reduce");
     reduceAcrossRanks(st);

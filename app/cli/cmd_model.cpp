@@ -94,15 +94,26 @@ int runInspect(const Args& a) {
       }
       return 0;
     }
-  auto loaded = loadModel(dir);
-  const Model& m = *loaded.model;
-  const ModelConfig& c = m.config();
-  nlohmann::json j = describeModel(loaded);
+  // Headers only (config, safetensors headers, tokenizer): a 14 GB
+  // checkpoint is described in milliseconds and without its weights in
+  // memory. --fingerprint loads it (every tensor validated) and hashes it.
+  const bool load = a.flag("fingerprint");
+  std::unique_ptr<Model> held;
+  nlohmann::json j;
+  if (load) {
+    auto loaded = loadModel(dir);
+    j = describeModel(loaded);
+    held = std::move(loaded.model);
+  } else {
+    j = describeModelFiles(dir);
+  }
   if (a.json()) {
     printJson(j);
     return 0;
   }
-  std::cout << "model       " << m.dir().string() << "\n"
+  const ModelConfig c = held ? held->config() : ModelConfig::fromFile(dir / "config.json");
+  const bool isMoe = j.contains("moefication");
+  std::cout << "model       " << (held ? held->dir().string() : dir.string()) << "\n"
             << "family      " << archName(c.arch) << " ("
             << (c.encoderDecoder ? "encoder-decoder"
                 : c.causal       ? "decoder"
@@ -121,17 +132,18 @@ int runInspect(const Args& a) {
             << "window      " << c.windowPattern() << "\n"
             << "attention   " << c.attentionSummary() << "\n"
             << "experts     "
-            << (c.expertCount == 0 && loaded.isMoe() ? j["moefication_summary"].get<std::string>() : c.moeSummary())
-            << "\n"
+            << (c.expertCount == 0 && isMoe ? j["moefication_summary"].get<std::string>() : c.moeSummary()) << "\n"
             << (c.expertCount > 0 ? "moe layers  " + c.moeLayerSummary() + "\n" : std::string()) << "parameters  "
             << j["parameters"].get<int64_t>()
-            << (loaded.isMoe() ? " (experts " + std::to_string(j["expert_parameters"].get<int64_t>()) + ", routers " +
-                                     std::to_string(j["router_parameters"].get<int64_t>()) + ")"
-                               : std::string())
+            << (isMoe ? " (experts " + std::to_string(j["expert_parameters"].get<int64_t>()) + ", routers " +
+                            std::to_string(j["router_parameters"].get<int64_t>()) + ")"
+                      : std::string())
             << "\n"
-            << "dtype       " << m.storedDType() << "\n"
+            << "dtype       " << j["dtype"].get<std::string>() << "\n"
             << "tokenizer   " << j["tokenizer"].get<std::string>() << "\n"
-            << "fingerprint " << m.fingerprint() << "\n";
+            << "fingerprint "
+            << (held ? held->fingerprint() : std::string("not computed (--fingerprint loads and hashes every weight)"))
+            << "\n";
   if (j.contains("moefication")) printMoefication(j["moefication"]);
   return 0;
 }
@@ -316,7 +328,7 @@ int runForward(const Args& a) {
 
 const OptionTable& inspectOptionTable() {
   static const OptionTable table = [] {
-    OptionTable t("inspect", "describe a checkpoint folder", "moefy inspect MODEL_DIR [--json]\n",
+    OptionTable t("inspect", "describe a checkpoint folder", "moefy inspect MODEL_DIR [--fingerprint] [--json]\n",
                   "Prints the architecture, layer count, the stacks with their FFN sites (single: blk.L;\n"
                   "encoder-decoder: enc.blk.L and dec.blk.L), d_model, d_ff, heads (kv heads, head dim), FFN kind\n"
                   "and activation; the positions line (learned, relative bias, or the RoPE type: default,\n"
@@ -325,7 +337,9 @@ const OptionTable& inspectOptionTable() {
                   "layernorm, epsilon, pre-norm / post-norm / pre+post-norm / output-norm placement, q/k\n"
                   "norms); the window line (none, every layer, or the window and the local/global layer\n"
                   "pattern, e.g. LG); the attention line (score scale, soft-capping, embedding scaling); then\n"
-                  "parameter count, stored dtype, tokenizer and fingerprint. --json gives these as fields\n"
+                  "parameter count, stored dtype and tokenizer. It reads the config and the safetensors headers\n"
+                  "only; --fingerprint also loads the weights (validating every tensor) and prints the model\n"
+                  "fingerprint that recordings and partitions carry. --json gives these as fields\n"
                   "(rope, position_encoding, norms, window_pattern, attention, stacks, stack_summary,\n"
                   "ffn_sites, ...). Native MoE models show their experts (count, d_expert, top-k, whether the\n"
                   "top-k weights are renormalised), shared expert, and on the moe layers line which layers are\n"
@@ -338,7 +352,9 @@ const OptionTable& inspectOptionTable() {
                   "expert_parameters, router_parameters). Given another artefact (a recording, partition,\n"
                   "router, evaluation, front, analysis or workspace folder), it says which and prints its\n"
                   "one-line summary (--json: path, artefact, summary).\n");
-    t.positionals({"MODEL_DIR"}, 1).flag("json", "print the description as JSON");
+    t.positionals({"MODEL_DIR"}, 1)
+        .flag("json", "print the description as JSON")
+        .flag("fingerprint", "load the weights (every tensor validated) and print the model fingerprint");
     return t;
   }();
   return table;

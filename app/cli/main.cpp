@@ -138,7 +138,8 @@ int reportError(const moefy::cli::Command& cmd, const std::string& what, int cod
   const bool several = dist::launchedSize() > 1 && dist::built();
   if (!several || !dist::errorWasAgreed() || dist::launchedRank() == 0) {
     std::cerr << "moefy " << cmd.table->command() << ": "
-              << (several && !dist::errorWasAgreed() ? "rank " + std::to_string(dist::launchedRank()) + ": " : std::string())
+              << (several && !dist::errorWasAgreed() ? "rank " + std::to_string(dist::launchedRank()) + ": "
+                                                     : std::string())
               << what << "\n";
   }
   if (several && !dist::errorWasAgreed()) {

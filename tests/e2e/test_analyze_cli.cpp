@@ -136,7 +136,7 @@ class AnalyzeCli : public QObject {
     auto cli = [](const QStringList& args, std::string* out = nullptr) { return moefy::test::runCliStep(args, out); };
     QVERIFY(py({"model", "gpt2", qs(d / "model"), "--seed", "4", "--d-ff", "128"}));
     std::string info;
-    QVERIFY(cli({"inspect", qs(d / "model"), "--json"}, &info));
+    QVERIFY(cli({"inspect", qs(d / "model"), "--fingerprint", "--json"}, &info));
     const QString fp = QString::fromStdString(nlohmann::json::parse(info)["fingerprint"].get<std::string>());
     QVERIFY(py({"partition", qs(d / "model"), qs(d / "part"), "--experts", "4", "--fingerprint", fp}));
     QVERIFY(py({"recording", qs(d / "model"), qs(d / "rec"), "--samples", "300", "--fingerprint", fp}));

@@ -70,6 +70,24 @@ class InspectSites : public QObject {
  private Q_SLOTS:
   void initTestCase() { root_ = test::freshDir("inspect_sites"); }
 
+  // inspect reads the config and the safetensors headers only; --fingerprint
+  // loads the weights and adds the model fingerprint. Both describe the same model.
+  void headersOnlyUnlessFingerprint() {
+    const fs::path dir = make("t5_ref.py", "t5_gated");
+    QVERIFY(!dir.empty());
+    const json quick = inspectJson(dir);
+    auto r = test::runCli({"inspect", qs(dir), "--fingerprint", "--json"});
+    QVERIFY2(r.exitCode == 0, r.err.c_str());
+    const json full = json::parse(r.out);
+    QVERIFY(!quick.contains("fingerprint"));
+    QCOMPARE(full.at("fingerprint").get<std::string>().size(), size_t{16});
+    for (const char* key : {"parameters", "dtype", "layers", "ffn_sites", "tokenizer", "stack_summary"})
+      QVERIFY2(quick.at(key) == full.at(key), key);
+    r = test::runCli({"inspect", qs(dir)});
+    QVERIFY2(r.exitCode == 0, r.err.c_str());
+    QVERIFY2(r.out.find("fingerprint not computed (--fingerprint") != std::string::npos, r.out.c_str());
+  }
+
   // T5 v1.1 style: 2 encoder blocks, 3 decoder blocks (num_decoder_layers).
   void t5Stacks() {
     const fs::path dir = make("t5_ref.py", "t5_gated");

@@ -70,14 +70,13 @@ class TestMpi : public QObject {
   QString mpirun;
 
   QStringList recordArgs(const fs::path& out) const {
-    return {"record", q(model), q(corpus), "--tokens", "6000", "--seq-len", "64", "--batch", "4", "--chunk", "8",
-            "--samples", "700", "--soft-coact", "--out", q(out), "--quiet"};
+    return {"record",  q(model), q(corpus),   "--tokens", "6000",         "--seq-len", "64",   "--batch", "4",
+            "--chunk", "8",      "--samples", "700",      "--soft-coact", "--out",     q(out), "--quiet"};
   }
 
   // mpirun -np N moefy ARGS, one thread per rank.
   test::RunResult mpi(int ranks, const QStringList& args, int timeoutSec = 300) const {
-    QStringList full{"--oversubscribe", "-np", QString::number(ranks), "-x", "MOEFY_THREADS=1",
-                     cli()};
+    QStringList full{"--oversubscribe", "-np", QString::number(ranks), "-x", "MOEFY_THREADS=1", cli()};
     full << args;
     return test::run(mpirun, full, timeoutSec);
   }
@@ -107,7 +106,8 @@ class TestMpi : public QObject {
   void initTestCase() {
     if (!dist::built()) QSKIP("this build has no MPI (libopenmpi-dev was not found at configure time)");
     mpirun = QStandardPaths::findExecutable("mpirun");
-    QVERIFY2(!mpirun.isEmpty(), "the build links MPI but mpirun is not on PATH (scripts/setup.sh installs openmpi-bin)");
+    QVERIFY2(!mpirun.isEmpty(),
+             "the build links MPI but mpirun is not on PATH (scripts/setup.sh installs openmpi-bin)");
     qputenv("OMPI_ALLOW_RUN_AS_ROOT", "1");
     qputenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
     // Containers often forbid the cross-memory attach of Open MPI's shared-memory transport.
@@ -138,11 +138,11 @@ class TestMpi : public QObject {
   void killedRunResumesPerRank() {
     const fs::path out = root / "resumed";
     QStringList args = recordArgs(out);
-    args << "--checkpoint-every" << "1";
+    args << "--checkpoint-every"
+         << "1";
     // Start, wait for both ranks' checkpoints, kill the whole job.
     QProcess p;
-    QStringList full{"--oversubscribe", "-np", "2", "-x", "MOEFY_THREADS=1",
-                     cli()};
+    QStringList full{"--oversubscribe", "-np", "2", "-x", "MOEFY_THREADS=1", cli()};
     full << args;
     p.start(mpirun, full);
     QVERIFY(p.waitForStarted());
@@ -157,7 +157,8 @@ class TestMpi : public QObject {
     // mpirun's ranks may outlive it by a moment.
     std::this_thread::sleep_for(std::chrono::milliseconds(500));
     QVERIFY(!fs::exists(out / "manifest.json"));
-    const int64_t done0 = readJson(c0 / "manifest.json")["chunks_done"], done1 = readJson(c1 / "manifest.json")["chunks_done"];
+    const int64_t done0 = readJson(c0 / "manifest.json")["chunks_done"],
+                  done1 = readJson(c1 / "manifest.json")["chunks_done"];
     qInfo() << "killed after rank checkpoints at chunks" << done0 << done1;
     QVERIFY(done0 < 24 && done1 < 24);  // 94 sequences of 8 per chunk: 12 chunks; the run was cut
     args << "--resume";
@@ -182,7 +183,11 @@ class TestMpi : public QObject {
     QStringList a = recordArgs(out), b = recordArgs(out);
     b[2] = q(other);
     QStringList full{"--oversubscribe", "-np", "1", "-x", "MOEFY_THREADS=1", cli()};
-    full << a << ":" << "-np" << "1" << "-x" << "MOEFY_THREADS=1" << cli() << b;
+    full << a << ":"
+         << "-np"
+         << "1"
+         << "-x"
+         << "MOEFY_THREADS=1" << cli() << b;
     const test::RunResult r = test::run(mpirun, full, 300);
     qInfo() << r.err.c_str();
     QVERIFY(r.exitCode != 0);
@@ -192,15 +197,19 @@ class TestMpi : public QObject {
     // before any work, reported once.
     b[2] = q(root / "missing.txt");
     full = QStringList{"--oversubscribe", "-np", "1", "-x", "MOEFY_THREADS=1", cli()};
-    full << a << ":" << "-np" << "1" << "-x" << "MOEFY_THREADS=1" << cli() << b;
+    full << a << ":"
+         << "-np"
+         << "1"
+         << "-x"
+         << "MOEFY_THREADS=1" << cli() << b;
     const test::RunResult m = test::run(mpirun, full, 300);
     qInfo() << m.err.c_str();
     QVERIFY(m.exitCode != 0);
     QVERIFY2(m.err.find("missing.txt") != std::string::npos, m.err.c_str());
     QVERIFY(!fs::exists(out));
     // Commands that do not shard refuse to run under mpirun.
-    const test::RunResult split = mpi(2, {"split", q(single()), "--method", "random", "--experts", "8", "--out",
-                                          q(root / "p"), "--quiet"});
+    const test::RunResult split =
+        mpi(2, {"split", q(single()), "--method", "random", "--experts", "8", "--out", q(root / "p"), "--quiet"});
     QVERIFY(split.exitCode != 0);
     QVERIFY2(split.err.find("does not run under mpirun") != std::string::npos, split.err.c_str());
     QVERIFY(!fs::exists(root / "p"));
@@ -210,9 +219,9 @@ class TestMpi : public QObject {
     const fs::path part = root / "part", router = root / "router";
     QVERIFY(test::runCliStep({"split", q(single()), "--method", "kmeans", "--experts", "16", "--out", q(part)}));
     QVERIFY(test::runCliStep({"route", q(model), q(single()), q(part), "--router", "mlp", "--out", q(router)}));
-    const QStringList args{"eval", q(model), q(corpus), "--partition", q(part), "--router", q(router), "--split",
-                           "heldout", "--tokens", "3000", "--seq-len", "64", "--batch", "4", "--sweep", "0.25,0.5",
-                           "--json", "--quiet"};
+    const QStringList args{"eval",    q(model),  q(corpus),  "--partition", q(part),     "--router", q(router),
+                           "--split", "heldout", "--tokens", "3000",        "--seq-len", "64",       "--batch",
+                           "4",       "--sweep", "0.25,0.5", "--json",      "--quiet"};
     qputenv("MOEFY_THREADS", "1");
     const test::RunResult one = test::runCli(args);
     qunsetenv("MOEFY_THREADS");

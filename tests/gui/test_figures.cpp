@@ -1681,7 +1681,7 @@ class TestFigures : public QObject {
     QVERIFY(!ws.isEmpty());
     // The fake workspace's artefacts carry a placeholder model fingerprint,
     // which eval refuses (identity keys, issue 12): stamp the model's real one.
-    const test::RunResult inspect = test::runCli({"inspect", ws_ + "/model", "--json"});
+    const test::RunResult inspect = test::runCli({"inspect", ws_ + "/model", "--fingerprint", "--json"});
     QVERIFY2(inspect.exitCode == 0, inspect.err.c_str());
     const std::string fingerprint = nlohmann::json::parse(inspect.out).at("fingerprint").get<std::string>();
     auto patch = [&](const QString& file, const std::function<void(nlohmann::json&)>& edit) {
