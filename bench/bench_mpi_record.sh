@@ -12,7 +12,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 moefy="$here/build/app/moefy"
-ranks=2 tokens=32768 repeats=3
+ranks=2 tokens=131072 repeats=3
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --ranks) ranks="$2"; shift 2 ;;
