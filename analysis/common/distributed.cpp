@@ -141,8 +141,9 @@ int size() {
 
 void requireSingleProcess(const std::string& command) {
   if (launchedSize() > 1)
-    throw ParameterError("moefy " + command + " does not run under mpirun (" + std::to_string(launchedSize()) +
-                         " ranks); only record and eval shard their work across ranks (docs/scale.md)");
+    throw ParameterError("does not run under mpirun (" + std::to_string(launchedSize()) + " ranks: " + command +
+                         " would run once per rank); only record and eval shard their work across ranks "
+                         "(docs/scale.md)");
 }
 
 int launchedLocalSize() {
@@ -268,6 +269,13 @@ void agree(const std::exception_ptr& local) {
 }
 
 bool errorWasAgreed() { return g_agreed; }
+
+namespace {
+bool g_setup = false;
+}
+void setupBegins() { g_setup = true; }
+void workStarted() { g_setup = false; }
+bool inSetup() { return g_setup; }
 
 void abortAll(int code) {
 #ifdef MOEFY_HAVE_MPI

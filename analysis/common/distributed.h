@@ -91,6 +91,17 @@ void agree(const std::exception_ptr& local);
 /// True once agree() has thrown on this process.
 bool errorWasAgreed();
 
+/// The setup phase of a sharded command: from setupBegins() (the CLI, once
+/// the ranks agreed on the command line) to workStarted() (the command, once
+/// the ranks agreed its setup succeeded and the sharded work begins). While
+/// it is open, every collective a rank makes is an agree(), so the CLI turns
+/// an error thrown on one rank into agree(error) (inSetup()): the ranks still
+/// in their setup meet it in their next agree() and all stop with that error,
+/// reported once. After it, an error on one rank stops all by abortAll().
+void setupBegins();
+void workStarted();
+bool inSetup();
+
 /// Ends the run after an error that not every rank saw (a rank failing in the
 /// middle of the work while the others wait in a reduction): MPI_Abort with
 /// `code`, which stops every rank. Only called when active().

@@ -266,6 +266,9 @@ std::vector<QualityFigures> evaluateBatches(Model& model, std::shared_ptr<const 
   // (the masked-LM masks come from one seeded stream) and scores those with
   // index % ranks == rank; the sums are added across ranks below.
   const int ranks = dist::size(), rank = dist::rank();
+  // The ranks' setups (model, corpus, routers) succeeded on every rank.
+  dist::agree(nullptr);
+  dist::workStarted();
   int64_t batchIndex = 0;
   while (true) {
     job.checkCancel();
@@ -325,68 +328,76 @@ std::vector<QualityFigures> evaluateBatches(Model& model, std::shared_ptr<const 
     dist::allReduce(p, dist::ReduceOp::Sum);
     positions = p.item<int64_t>();
   }
-  if (positions == 0)
-    throw ParameterError(c.encoderDecoder
-                             ? "no positions to score (no target tokens)"
-                             : "no positions to score (sequences need at least 2 tokens, 3 for masked LM)");
+  // From here every rank holds the same sums: an error is every rank's, and
+  // agreeing on it reports it once.
+  std::exception_ptr figuresError;
   std::vector<QualityFigures> out;
-  for (size_t i = 0; i <= nC; ++i) {
-    QualityFigures f;
-    f.name = i == 0 ? "reference" : candidates[i - 1].name;
-    f.fraction = i == 0 ? 1.0 : candidates[i - 1].fraction;
-    f.loss = loss[i] / positions;
-    f.perplexity = std::exp(f.loss);
-    f.top1Agreement = agree[i] / positions;
-    f.kl = kl[i] / positions;
-    f.positions = positions;
-    f.topK.assign(nL, 0);
-    f.layerRelError.assign(nL, NAN);
-    f.layerFfnFlopsFraction.assign(nL, NAN);
-    if (i > 0) {
-      const EvalCandidate& cand = candidates[i - 1];
-      if (cand.bound) {
-        f.topK.clear();
-        f.neuronsKept = cand.bound->keep();
-        f.ffnFlopsNote = "top-k activation bound: counts the dense hidden it needs, and W2 on the kept neurons";
-      } else if (cand.needsDenseHidden()) {
-        f.ffnFlopsNote = "oracle router: counts the dense hidden its scores need";
-      }
-      double flops = 0, dense = 0;
-      if (native) {
-        const std::string note =
-            "native MoE: the FFN FLOPs of the MoEfied expert sites, weighted by the tokens routed to each, against "
-            "the same experts dense";
-        f.ffnFlopsNote = f.ffnFlopsNote.empty() ? note : f.ffnFlopsNote + "; " + note;
-      }
-      for (int L = 0; L < nL; ++L) {
-        if (native && !cand.isSparse(L)) continue;
-        const double n = tokens[i - 1][L] > 0 ? neurons[i - 1][L] / tokens[i - 1][L] : 0.0;
-        const FfnFlopCount count = flopCount(cand, c, L, n);
-        FfnFlopCount denseCount = count;
-        denseCount.method = FfnFlopCount::Method::Dense;
-        const double weight = native ? tokens[i - 1][L] : 1.0;
-        flops += weight * ffnFlops(count);
-        dense += weight * ffnFlops(denseCount);
-        if (!cand.isSparse(L)) continue;
-        f.layerFfnFlopsFraction[L] = ffnFlopsFraction(count);
-        if (cand.moe) f.topK[L] = cand.moe->layers()[L].topK;
-        if (o.layerErrors) f.layerRelError[L] = den[i - 1][L] > 0 ? std::sqrt(num[i - 1][L] / den[i - 1][L]) : 0.0;
-        const auto& hist = kCounts[i - 1][L];
-        if (!hist.empty()) {
-          if (f.kHistogram.empty()) f.kHistogram.assign(nL, {}), f.meanK.assign(nL, NAN);
-          double sum = 0, cnt = 0;
-          for (size_t k = 0; k < hist.size(); ++k) sum += double(k) * double(hist[k]), cnt += double(hist[k]);
-          f.kHistogram[L] = hist;
-          f.meanK[L] = cnt > 0 ? sum / cnt : 0.0;
+  try {
+    if (positions == 0)
+      throw ParameterError(c.encoderDecoder
+                               ? "no positions to score (no target tokens)"
+                               : "no positions to score (sequences need at least 2 tokens, 3 for masked LM)");
+    for (size_t i = 0; i <= nC; ++i) {
+      QualityFigures f;
+      f.name = i == 0 ? "reference" : candidates[i - 1].name;
+      f.fraction = i == 0 ? 1.0 : candidates[i - 1].fraction;
+      f.loss = loss[i] / positions;
+      f.perplexity = std::exp(f.loss);
+      f.top1Agreement = agree[i] / positions;
+      f.kl = kl[i] / positions;
+      f.positions = positions;
+      f.topK.assign(nL, 0);
+      f.layerRelError.assign(nL, NAN);
+      f.layerFfnFlopsFraction.assign(nL, NAN);
+      if (i > 0) {
+        const EvalCandidate& cand = candidates[i - 1];
+        if (cand.bound) {
+          f.topK.clear();
+          f.neuronsKept = cand.bound->keep();
+          f.ffnFlopsNote = "top-k activation bound: counts the dense hidden it needs, and W2 on the kept neurons";
+        } else if (cand.needsDenseHidden()) {
+          f.ffnFlopsNote = "oracle router: counts the dense hidden its scores need";
         }
+        double flops = 0, dense = 0;
+        if (native) {
+          const std::string note =
+              "native MoE: the FFN FLOPs of the MoEfied expert sites, weighted by the tokens routed to each, against "
+              "the same experts dense";
+          f.ffnFlopsNote = f.ffnFlopsNote.empty() ? note : f.ffnFlopsNote + "; " + note;
+        }
+        for (int L = 0; L < nL; ++L) {
+          if (native && !cand.isSparse(L)) continue;
+          const double n = tokens[i - 1][L] > 0 ? neurons[i - 1][L] / tokens[i - 1][L] : 0.0;
+          const FfnFlopCount count = flopCount(cand, c, L, n);
+          FfnFlopCount denseCount = count;
+          denseCount.method = FfnFlopCount::Method::Dense;
+          const double weight = native ? tokens[i - 1][L] : 1.0;
+          flops += weight * ffnFlops(count);
+          dense += weight * ffnFlops(denseCount);
+          if (!cand.isSparse(L)) continue;
+          f.layerFfnFlopsFraction[L] = ffnFlopsFraction(count);
+          if (cand.moe) f.topK[L] = cand.moe->layers()[L].topK;
+          if (o.layerErrors) f.layerRelError[L] = den[i - 1][L] > 0 ? std::sqrt(num[i - 1][L] / den[i - 1][L]) : 0.0;
+          const auto& hist = kCounts[i - 1][L];
+          if (!hist.empty()) {
+            if (f.kHistogram.empty()) f.kHistogram.assign(nL, {}), f.meanK.assign(nL, NAN);
+            double sum = 0, cnt = 0;
+            for (size_t k = 0; k < hist.size(); ++k) sum += double(k) * double(hist[k]), cnt += double(hist[k]);
+            f.kHistogram[L] = hist;
+            f.meanK[L] = cnt > 0 ? sum / cnt : 0.0;
+          }
+        }
+        if (!(dense > 0))
+          throw ParameterError("eval: no evaluated token was routed to the MoEfied expert sites of " + f.name +
+                               ", so nothing of them was measured; evaluate on more text");
+        f.ffnFlopsFraction = flops / dense;
       }
-      if (!(dense > 0))
-        throw ParameterError("eval: no evaluated token was routed to the MoEfied expert sites of " + f.name +
-                             ", so nothing of them was measured; evaluate on more text");
-      f.ffnFlopsFraction = flops / dense;
+      out.push_back(std::move(f));
     }
-    out.push_back(std::move(f));
+  } catch (...) {
+    figuresError = std::current_exception();
   }
+  dist::agree(figuresError);
   return out;
 }
 

@@ -24,17 +24,7 @@ void checkSweep(const std::vector<double>& sweep) {
     if (!(f > 0 && f <= 1)) throw ParameterError("--sweep: fraction " + std::to_string(f) + " outside (0, 1]");
 }
 
-void requireEvaluable(const ModelConfig& c, const std::string& where, const EvalRunSpec& spec) {
-  // Under mpirun only the quality figures are sharded (evaluateQuality):
-  // timings of ranks sharing a machine would measure each other.
-  if (dist::size() > 1 && spec.speed)
-    throw ParameterError(
-        "--speed: speed is timed in one process; run eval --speed without mpirun (the quality "
-        "figures shard across ranks)");
-  if (dist::size() > 1 && spec.generate > 0)
-    throw ParameterError(
-        "--generate: translation (BLEU) runs in one process so far; run eval --generate without "
-        "mpirun");
+static void requireEvaluableModel(const ModelConfig& c, const std::string& where, const EvalRunSpec& spec) {
   if (!c.encoderDecoder) {
     if (spec.activationBound && c.expertCount > 0)
       throw ParameterError(where + ": " + c.modelType +
@@ -52,6 +42,20 @@ void requireEvaluable(const ModelConfig& c, const std::string& where, const Eval
     throw ParameterError(where + ": " + c.modelType +
                          " is an encoder-decoder model; eval --bound (the top-k activation bound) covers single-stack "
                          "models so far");
+}
+
+void requireEvaluable(const ModelConfig& c, const std::string& where, const EvalRunSpec& spec) {
+  requireEvaluableModel(c, where, spec);
+  // Under mpirun only the quality figures are sharded (evaluateQuality):
+  // timings of ranks sharing a machine would measure each other.
+  if (dist::size() > 1 && spec.speed)
+    throw ParameterError(
+        "--speed: speed is timed in one process; run eval --speed without mpirun (the quality "
+        "figures shard across ranks)");
+  if (dist::size() > 1 && spec.generate > 0)
+    throw ParameterError(
+        "--generate: translation (BLEU) runs in one process so far; run eval --generate without "
+        "mpirun");
 }
 
 std::vector<EvalCandidate> evalCandidates(const EvalRunSpec& spec, const Model& model) {

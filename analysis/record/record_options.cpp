@@ -92,10 +92,13 @@ const OptionTable& recordOptionTable() {
         .integer("chunk", "SEQS", d.chunkSequences, 1, 1 << 20,
                  "sequences per chunk, the unit of checkpoints (rounded up to a multiple of --batch)")
         .integer("checkpoint-every", "C", d.checkpointEvery, 0, 1000000000,
-                 "write REC_DIR.partial every C chunks (0 = every --checkpoint-secs)")
+                 "write REC_DIR.partial (under mpirun: REC_DIR.partial.rank-R-of-N per rank) every C chunks (0 = "
+                 "every --checkpoint-secs)")
         .real("checkpoint-secs", "SECS", d.checkpointSeconds, 0, 1e9,
               "seconds between checkpoints when --checkpoint-every is 0 (0 = no checkpoints)")
-        .flag("resume", "continue from REC_DIR.partial; refused if any option changed")
+        .flag("resume",
+              "continue from REC_DIR.partial (under mpirun: each rank from its own, with the same -np); refused if "
+              "any option changed")
         .flag("merge", "add up the recordings given as arguments (same model and options; exact statistics)")
         .flag("force", "replace an existing REC_DIR")
         .flag("json", "print the summary as JSON")

@@ -145,6 +145,38 @@ fs::path checkpointPath(const fs::path& out) {
   return p;
 }
 
+namespace {
+
+/// The checkpoint of rank `rank` of `ranks` (mpirun): OUT.partial.rank-R-of-N;
+/// OUT.partial for a single process.
+fs::path rankCheckpointPath(const fs::path& out, int rank, int ranks) {
+  if (ranks <= 1) return checkpointPath(out);
+  return fs::path(checkpointPath(out).string() + ".rank-" + std::to_string(rank) + "-of-" + std::to_string(ranks));
+}
+
+/// The checkpoint folders of OUT on this file system, of any number of ranks
+/// (OUT.partial and OUT.partial.rank-R-of-N), each with the ranks that wrote it.
+std::vector<std::pair<fs::path, int>> checkpointsOf(const fs::path& out) {
+  std::vector<std::pair<fs::path, int>> found;
+  const fs::path single = checkpointPath(out);
+  std::error_code ec;
+  if (fs::is_directory(single, ec)) found.emplace_back(single, 1);
+  const std::string prefix = single.filename().string() + ".rank-";
+  const fs::path dir = single.parent_path().empty() ? fs::path(".") : single.parent_path();
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    int r = -1, n = -1;
+    char tail = 0;
+    if (name.rfind(prefix, 0) == 0 && it->is_directory(ec) &&
+        std::sscanf(name.c_str() + prefix.size(), "%d-of-%d%c", &r, &n, &tail) == 2 && r >= 0 && n > 1)
+      found.emplace_back(it->path(), n);
+  }
+  std::sort(found.begin(), found.end());
+  return found;
+}
+
+}  // namespace
+
 // ---------------------------------------------------------------- sources
 
 SequenceSource vectorSource(std::vector<Sequence> sequences) {
@@ -1138,10 +1170,7 @@ RecordSummary recordActivationsImpl(const Model& model, const PairSource& source
   bool decoderSites = false;
   int chunkSeq = 1;
   std::optional<OutputLock> outputLock;
-  const fs::path partial =
-      ranks > 1
-          ? fs::path(checkpointPath(out).string() + ".rank-" + std::to_string(rank) + "-of-" + std::to_string(ranks))
-          : checkpointPath(out);
+  const fs::path partial = rankCheckpointPath(out, rank, ranks);
   std::string resumeHash;  // the checkpoint's corpus identity ("" = none recorded)
   // Setup: every rank runs it; an error on any rank stops all of them with its
   // message (dist::agree) before any work.
@@ -1221,7 +1250,8 @@ RecordSummary recordActivationsImpl(const Model& model, const PairSource& source
       // batch is accumulated (the forward's own temporaries are of the same order).
       const double batch = 2.0 * options.batch * options.seqLen * static_cast<double>(st.dModel + wide) * 4 * L;
       // The ranks on this node (mpirun) each hold a whole state.
-      const double need = (counts + reservoir + batch) * dist::launchedLocalSize();
+      const int local = dist::launchedLocalSize();
+      const double need = (counts + reservoir + batch) * local;
       // The model is loaded by now, so what is available excludes it.
       const double have = availableMemoryBytes();
       if (have > 0 && need > have) {
@@ -1231,18 +1261,31 @@ RecordSummary recordActivationsImpl(const Model& model, const PairSource& source
         throw ParameterError(std::string(biggest) + ": recording " + std::to_string(L) + " sites of d_ff " +
                              std::to_string(wide) + " needs about " + byteSize(need) +
                              " (statistics and co-activation " + byteSize(counts) + ", sample reservoir " +
-                             byteSize(reservoir) + ", batch activations " + byteSize(batch) + ") but " +
-                             byteSize(have) +
+                             byteSize(reservoir) + ", batch activations " + byteSize(batch) + ")" +
+                             (local > 1 ? " per rank, x " + std::to_string(local) + " ranks on this node," : "") +
+                             " but " + byteSize(have) +
                              " is available; record fewer --layers/--sites per run and --merge them, use fewer "
-                             "--samples or a smaller --batch");
+                             "--samples or a smaller --batch" +
+                             (local > 1 ? ", or start fewer ranks per node" : ""));
       }
     }
     job.setStage("record: allocate");
     st.allocate();
 
     if (options.resume) {
-      if (!fs::exists(partial))
-        throw IoError(partial.string() + ": no checkpoint to resume (run without --resume to start afresh)");
+      if (!fs::exists(partial)) {
+        // Checkpoints written by another number of ranks resume only with that number.
+        std::string others;
+        for (const auto& [path, n] : checkpointsOf(out))
+          if (n != ranks && others.find("by " + std::to_string(n) + " ") == std::string::npos)
+            others +=
+                std::string(others.empty() ? "" : "; ") + "there are checkpoints written by " + std::to_string(n) +
+                " " +
+                (n == 1 ? "process (" + path.filename().string() + "): resume it without mpirun"
+                        : "ranks (" + path.filename().string() + ", ...): resume with mpirun -np " + std::to_string(n));
+        throw IoError(partial.string() + ": no checkpoint to resume" +
+                      (others.empty() ? std::string(" (run without --resume to start afresh)") : "; " + others));
+      }
       Recording r = Recording::open(partial, true);
       nlohmann::json want = resumeKey(st.manifest(false)), have = resumeKey(r.manifest());
       for (auto& [key, v] : want.items()) {
@@ -1261,6 +1304,7 @@ RecordSummary recordActivationsImpl(const Model& model, const PairSource& source
     setupError = std::current_exception();
   }
   dist::agree(setupError);
+  dist::workStarted();
 
   RecordSink sink(st, job);
   const int64_t skip = st.sequences;  // sequences already in the checkpoint
@@ -1509,10 +1553,10 @@ RecordSummary recordActivationsImpl(const Model& model, const PairSource& source
     std::exception_ptr mismatch;
     for (int r = 1; r < ranks && !mismatch && rank == 0; ++r)
       if (hashes[static_cast<size_t>(r)] != hashes[0])
-        mismatch = std::make_exception_ptr(
-            FormatError("rank " + std::to_string(r) + " read other sequences from " + info.path +
-                        " than rank 0 (corpus hash " + hex16(hashes[static_cast<size_t>(r)]) + " vs " +
-                        hex16(hashes[0]) + "); every rank must see the same corpus file and options"));
+        mismatch = std::make_exception_ptr(FormatError(
+            "rank " + std::to_string(r) + " read other sequences from " + info.path + " than rank 0 (corpus hash " +
+            hex16(hashes[static_cast<size_t>(r)]) + " vs " + hex16(hashes[0]) +
+            "); every rank must read the same corpus (the same content at the same path)"));
     dist::agree(mismatch);
     job.setStage("record: reduce");
     reduceAcrossRanks(st);
@@ -1527,6 +1571,14 @@ RecordSummary recordActivationsImpl(const Model& model, const PairSource& source
   dist::agree(writeError);  // the ranks' checkpoints stay until OUT is written
   std::error_code ec;
   fs::remove_all(partial, ec);
+  // OUT is complete: checkpoints of it left by runs with another number of
+  // ranks (or without mpirun) can never be resumed into it again.
+  if (rank == 0)
+    for (const auto& [path, n] : checkpointsOf(out)) {
+      job.log("removing the stale checkpoint " + path.string() + " (written by " + std::to_string(n) +
+              (n == 1 ? " process)" : " ranks)"));
+      fs::remove_all(path, ec);
+    }
   RecordSummary sum;
   sum.tokens = st.tokens;
   sum.sequences = st.sequences;
@@ -1571,7 +1623,7 @@ RecordSummary recordSeq2SeqActivations(const Model& model, const PairSource& sou
     // Say what is on disk: the output is only ever replaced whole, so it is
     // untouched; the last checkpoint (if one was due) allows --resume.
     std::string note = outExisted ? out.string() + " is unchanged" : out.string() + " was not written";
-    const fs::path partial = checkpointPath(out);
+    const fs::path partial = rankCheckpointPath(out, dist::rank(), dist::size());
     if (fs::exists(partial / "manifest.json", ec)) {
       std::string chunks;
       try {

@@ -17,6 +17,17 @@ std::atomic<JobContext*> g_active{nullptr};
 void onSigint(int) {
   if (JobContext* j = g_active.load()) j->cancel();  // atomic store only: signal-safe
 }
+// SIGTERM cancels a running job once (atomics only); without one, or on a
+// second SIGTERM, it terminates as by default (signal and raise are signal-safe).
+void onSigterm(int sig) {
+  JobContext* j = g_active.load();
+  if (j && !j->cancelled()) {
+    j->cancel();
+    return;
+  }
+  std::signal(sig, SIG_DFL);
+  std::raise(sig);
+}
 }  // namespace
 
 int warnLinkProblems(const std::string& command, ArtefactKind kind, const std::filesystem::path& dir) {
@@ -52,6 +63,9 @@ std::unique_ptr<JobContext> makeCliJob(const Args& args) {
       });
   g_active.store(job.get());
   std::signal(SIGINT, onSigint);
+  // mpirun passes Ctrl-C on to its ranks as SIGTERM (then SIGKILL a moment
+  // later): cancel the same way, so a rank can say what it leaves on disk.
+  std::signal(SIGTERM, onSigterm);
   return job;
 }
 

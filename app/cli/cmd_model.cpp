@@ -10,6 +10,7 @@
 #include "analysis/eval/generate.h"
 #include "analysis/io/safetensors.h"
 #include "analysis/model/model.h"
+#include "analysis/moe/moe_checkpoint.h"
 #include "analysis/project/artefact.h"
 #include "analysis/text/parallel_corpus.h"
 #include "app/cli/cli.h"
@@ -94,10 +95,12 @@ int runInspect(const Args& a) {
       }
       return 0;
     }
-  // Headers only (config, safetensors headers, tokenizer): a 14 GB
+  // Headers only (config, safetensors headers, tokenizer): a 14 GB dense
   // checkpoint is described in milliseconds and without its weights in
   // memory. --fingerprint loads it (every tensor validated) and hashes it.
-  const bool load = a.flag("fingerprint");
+  // A MoE export is loaded too: its moefication block is checked against the
+  // model and its experts (moe_checkpoint.cpp), which needs them.
+  const bool load = a.flag("fingerprint") || !readMoeficationBlock(dir).is_null();
   std::unique_ptr<Model> held;
   nlohmann::json j;
   if (load) {
@@ -337,9 +340,10 @@ const OptionTable& inspectOptionTable() {
                   "layernorm, epsilon, pre-norm / post-norm / pre+post-norm / output-norm placement, q/k\n"
                   "norms); the window line (none, every layer, or the window and the local/global layer\n"
                   "pattern, e.g. LG); the attention line (score scale, soft-capping, embedding scaling); then\n"
-                  "parameter count, stored dtype and tokenizer. It reads the config and the safetensors headers\n"
-                  "only; --fingerprint also loads the weights (validating every tensor) and prints the model\n"
-                  "fingerprint that recordings and partitions carry. --json gives these as fields\n"
+                  "parameter count, stored dtype and tokenizer. For a dense checkpoint it reads the config and\n"
+                  "the safetensors headers only; --fingerprint also loads the weights (validating every tensor)\n"
+                  "and prints the model fingerprint that recordings and partitions carry (a MoE export is always\n"
+                  "loaded, to check its moefication block against its experts). --json gives these as fields\n"
                   "(rope, position_encoding, norms, window_pattern, attention, stacks, stack_summary,\n"
                   "ffn_sites, ...). Native MoE models show their experts (count, d_expert, top-k, whether the\n"
                   "top-k weights are renormalised), shared expert, and on the moe layers line which layers are\n"

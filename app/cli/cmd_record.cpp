@@ -86,49 +86,60 @@ int runRecord(const Args& a) {
     printSummary(a, Recording::open(out), -1);
     return 0;
   }
-  const fs::path modelDir = a.pos(0, "MODEL_DIR");
-  const fs::path corpusPath = a.pos(1, "CORPUS");
-  if (a.positional.size() > 2)
-    throw ParameterError("unexpected argument '" + a.positional[2] +
-                         "' (record takes MODEL_DIR CORPUS; --merge takes several recordings)");
-
-  RecordOptions o = recordOptionsFrom(a);
-  parseRecordSplit(o.split);  // validates
-
-  job->setStage("load model");
-  auto loaded = loadModel(modelDir);
-  if (loaded.isMoe())
-    throw ParameterError(modelDir.string() + ": is a MoE export; record the dense model it came from");
-  requireRecordable(loaded.model->config(), modelDir.string());
-  const ModelConfig& config = loaded.model->config();
-  // The sites are checked against the model before any corpus work.
-  resolveRecordSites(config, o.layers, o.sites);
+  // Setup (options, model, corpus): under mpirun every rank does it and the
+  // ranks agree on the outcome before any work (dist::agree), so that an
+  // error is reported once and no rank is left waiting.
+  RecordOptions o;
+  LoadedModel loaded;
   SourceInfo info;
   SequenceSource source;
+  PairSource pairSource;
   std::unique_ptr<Corpus> corpus;
-  const fs::path absCorpus = fs::absolute(corpusPath).lexically_normal();
-  if (corpusPath.extension() == ".safetensors") {
-    if (o.split != "all") throw ParameterError("--split applies to text corpora, not to pre-tokenised files");
-    if (o.shuffle) throw ParameterError("--shuffle applies to text corpora, not to pre-tokenised files");
-    source = tokenFileSource(absCorpus, info, o.maxTokens);
-  } else if (isParallelInput(corpusPath, o, config.encoderDecoder)) {
-    if (!loaded.tokenizer)
-      throw FormatError(modelDir.string() + ": has no usable tokenizer (" + loaded.tokenizerError +
-                        "); a parallel corpus is tokenised with the model's tokenizer");
-    std::unique_ptr<ParallelCorpus> pairs = openParallelInput(absCorpus, o);
-    PairSource pairSource = parallelCorpusSource(*pairs, *loaded.tokenizer, config, o, job.get(), &info);
-    RecordSummary s = recordSeq2SeqActivations(*loaded.model, pairSource, info, o, out, *job);
-    if (dist::rank() == 0) printSummary(a, Recording::open(out), s.seconds);
-    return 0;
-  } else {
-    if (!o.targetFile.empty()) throw ParameterError("--target: a target file pairs with a text CORPUS file");
-    if (!loaded.tokenizer)
-      throw FormatError(modelDir.string() + ": has no usable tokenizer (" + loaded.tokenizerError +
-                        "); give a pre-tokenised .safetensors file as CORPUS instead");
-    corpus = Corpus::open(absCorpus);
-    source = textCorpusSource(*corpus, *loaded.tokenizer, absCorpus, o, job.get(), &info);
+  std::unique_ptr<ParallelCorpus> pairs;
+  std::exception_ptr setupError;
+  try {
+    const fs::path modelDir = a.pos(0, "MODEL_DIR");
+    const fs::path corpusPath = a.pos(1, "CORPUS");
+    if (a.positional.size() > 2)
+      throw ParameterError("unexpected argument '" + a.positional[2] +
+                           "' (record takes MODEL_DIR CORPUS; --merge takes several recordings)");
+
+    o = recordOptionsFrom(a);
+    parseRecordSplit(o.split);  // validates
+
+    job->setStage("load model");
+    loaded = loadModel(modelDir);
+    if (loaded.isMoe())
+      throw ParameterError(modelDir.string() + ": is a MoE export; record the dense model it came from");
+    requireRecordable(loaded.model->config(), modelDir.string());
+    const ModelConfig& config = loaded.model->config();
+    // The sites are checked against the model before any corpus work.
+    resolveRecordSites(config, o.layers, o.sites);
+    const fs::path absCorpus = fs::absolute(corpusPath).lexically_normal();
+    if (corpusPath.extension() == ".safetensors") {
+      if (o.split != "all") throw ParameterError("--split applies to text corpora, not to pre-tokenised files");
+      if (o.shuffle) throw ParameterError("--shuffle applies to text corpora, not to pre-tokenised files");
+      source = tokenFileSource(absCorpus, info, o.maxTokens);
+    } else if (isParallelInput(corpusPath, o, config.encoderDecoder)) {
+      if (!loaded.tokenizer)
+        throw FormatError(modelDir.string() + ": has no usable tokenizer (" + loaded.tokenizerError +
+                          "); a parallel corpus is tokenised with the model's tokenizer");
+      pairs = openParallelInput(absCorpus, o);
+      pairSource = parallelCorpusSource(*pairs, *loaded.tokenizer, config, o, job.get(), &info);
+    } else {
+      if (!o.targetFile.empty()) throw ParameterError("--target: a target file pairs with a text CORPUS file");
+      if (!loaded.tokenizer)
+        throw FormatError(modelDir.string() + ": has no usable tokenizer (" + loaded.tokenizerError +
+                          "); give a pre-tokenised .safetensors file as CORPUS instead");
+      corpus = Corpus::open(absCorpus);
+      source = textCorpusSource(*corpus, *loaded.tokenizer, absCorpus, o, job.get(), &info);
+    }
+  } catch (...) {
+    setupError = std::current_exception();
   }
-  RecordSummary s = recordActivations(*loaded.model, source, info, o, out, *job);
+  dist::agree(setupError);
+  const RecordSummary s = pairSource ? recordSeq2SeqActivations(*loaded.model, pairSource, info, o, out, *job)
+                                     : recordActivations(*loaded.model, source, info, o, out, *job);
   // Under mpirun rank 0 wrote the folder (the other ranks' file systems may not see it).
   if (dist::rank() == 0) printSummary(a, Recording::open(out), s.seconds);
   return 0;

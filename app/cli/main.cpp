@@ -1,15 +1,19 @@
 // moefy: the headless CLI over the MoEfy core. Subcommands live in cmd_*.cpp;
 // their options are declared once in OptionTables (analysis/common/options.h).
+#include <unistd.h>
+
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <sstream>
 
 #include "analysis/common/distributed.h"
 #include "analysis/common/error.h"
+#include "analysis/common/hash.h"
 #include "analysis/common/omp_wait_policy.h"
 #include "analysis/common/runtime.h"
 #include "app/cli/cli.h"
@@ -130,39 +134,88 @@ int runSubcommand(const std::string& name, const std::vector<std::string>& args)
 namespace {
 
 // Reports an error of `cmd` and returns its exit code. Under mpirun
-// (analysis/common/distributed.h) an error every rank agreed on is printed by
-// rank 0 only; one that a single rank hit while the others work on stops them
-// all (MPI_Abort) instead of leaving them waiting in a reduction.
+// (analysis/common/distributed.h) an error the ranks agreed on is printed by
+// rank 0 alone; one that a single rank hit while the others work on is
+// printed with its rank and stops them all (MPI_Abort) instead of leaving
+// them waiting in a reduction. The line goes out in one write(2), so the
+// ranks' lines do not interleave.
 int reportError(const moefy::cli::Command& cmd, const std::string& what, int code) {
   namespace dist = moefy::dist;
   const bool several = dist::launchedSize() > 1 && dist::built();
-  if (!several || !dist::errorWasAgreed() || dist::launchedRank() == 0) {
-    std::cerr << "moefy " << cmd.table->command() << ": "
-              << (several && !dist::errorWasAgreed() ? "rank " + std::to_string(dist::launchedRank()) + ": "
-                                                     : std::string())
-              << what << "\n";
+  const bool agreed = several && dist::errorWasAgreed();
+  if (!agreed || dist::launchedRank() == 0) {
+    const std::string line = "moefy " + cmd.table->command() + ": " +
+                             (several && !agreed ? "rank " + std::to_string(dist::launchedRank()) + ": " : "") + what +
+                             "\n";
+    std::cout.flush();
+    for (size_t done = 0; done < line.size();) {
+      const ssize_t n = ::write(2, line.data() + done, line.size() - done);
+      if (n <= 0) break;
+      done += static_cast<size_t>(n);
+    }
   }
-  if (several && !dist::errorWasAgreed()) {
-    std::cerr.flush();
-    dist::abortAll(code);
-  }
+  if (several && !agreed) dist::abortAll(code);
   return code;
+}
+
+// Under mpirun: every rank parses the same command line, and the ranks agree
+// on the outcome before any work (a bad option or a command that does not
+// shard is reported once, by rank 0), then check that they all run the same
+// arguments with the same build (an MPMD launch with other options, or
+// another moefy on one node, would silently add other counts).
+void agreeOnCommandLine(const moefy::cli::Command& cmd, const std::vector<std::string>& rest,
+                        const std::exception_ptr& parseError) {
+  namespace dist = moefy::dist;
+  dist::agree(parseError);
+  uint64_t h = moefy::kFnvOffset;
+  for (const std::string& a : rest) h = moefy::fnv1a(h, a.c_str(), a.size() + 1);
+  h = moefy::fnv1a(h, MOEFY_VERSION, sizeof MOEFY_VERSION);
+  const std::vector<uint64_t> all = dist::allGather(h);
+  std::exception_ptr differs;
+  for (size_t r = 1; r < all.size() && !differs && dist::rank() == 0; ++r)
+    if (all[r] != all[0])
+      differs = std::make_exception_ptr(
+          moefy::ParameterError("rank " + std::to_string(r) +
+                                " was started with other arguments or another moefy build than rank 0; every "
+                                "rank must run the same " +
+                                cmd.table->command() + " command line with the same build"));
+  dist::agree(differs);
 }
 
 int runCommand(const moefy::cli::Command& cmd, const std::vector<std::string>& rest) {
   using namespace moefy::cli;
+  namespace dist = moefy::dist;
   try {
-    Args args = parseArgs(cmd, rest);
-    if (args.has("help")) {
-      std::cout << cmd.table->helpText();
+    const bool several = dist::launchedSize() > 1;
+    std::optional<Args> args;
+    std::exception_ptr parseError;
+    try {
+      args.emplace(parseArgs(cmd, rest));
+      // Only these commands shard their work across mpirun's ranks; the
+      // others would run N times and race on their output.
+      const std::string name = cmd.table->command();
+      if (several && !args->has("help") && name != "record" && name != "eval") dist::requireSingleProcess(name);
+    } catch (...) {
+      parseError = std::current_exception();
+    }
+    if (several && dist::built())
+      agreeOnCommandLine(cmd, rest, parseError);
+    else if (parseError)
+      std::rethrow_exception(parseError);
+    if (args->has("help")) {
+      if (dist::launchedRank() == 0) std::cout << cmd.table->helpText();
       return 0;
     }
-    // Only these commands shard their work across mpirun's ranks; the others
-    // would run N times and race on their output.
-    const std::string name = cmd.table->command();
-    if (name != "record" && name != "eval") moefy::dist::requireSingleProcess(name);
     moefy::configureRuntime();
-    return cmd.run(args);
+    if (!several || !dist::built()) return cmd.run(*args);
+    dist::setupBegins();
+    try {
+      return cmd.run(*args);
+    } catch (...) {
+      // A rank that fails in its setup meets the others in their next agree().
+      if (dist::inSetup() && !dist::errorWasAgreed()) dist::agree(std::current_exception());
+      throw;
+    }
   } catch (const moefy::CancelledError& e) {
     return reportError(cmd, e.what(), 130);
   } catch (const moefy::ParameterError& e) {

@@ -51,7 +51,7 @@ class TestMoePipeline : public QObject {
     root = test::freshDir("moe_pipeline");
     model = root / "model";
     fixture({"model", "gpt2", q(model), "--seed", "3"});
-    auto info = runJson({"inspect", q(model), "--json"});
+    auto info = runJson({"inspect", q(model), "--fingerprint", "--json"});
     QVERIFY(info.is_object());
     fp = info["fingerprint"].get<std::string>();
     part = root / "part";

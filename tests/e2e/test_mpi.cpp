@@ -162,57 +162,88 @@ class TestMpi : public QObject {
     qInfo() << "killed after rank checkpoints at chunks" << done0 << done1;
     QVERIFY(done0 < 24 && done1 < 24);  // 94 sequences of 8 per chunk: 12 chunks; the run was cut
     args << "--resume";
+    // Another number of ranks finds no checkpoint of its own, and is told which -np has one.
+    const test::RunResult three = mpi(3, args);
+    QVERIFY(three.exitCode != 0);
+    QVERIFY2(three.err.find("resume with mpirun -np 2") != std::string::npos, three.err.c_str());
     const test::RunResult r = mpi(2, args);
     QVERIFY2(r.exitCode == 0, r.err.c_str());
     checkEqual(out, single());
     QVERIFY(!fs::exists(c0) && !fs::exists(c1));
-    // A resume with another number of ranks finds no checkpoint of its own.
-    const test::RunResult three = mpi(3, args);
-    QVERIFY(three.exitCode != 0);
+  }
+
+  // How often `needle` occurs in `hay`.
+  static int count(const std::string& hay, const std::string& needle) {
+    int n = 0;
+    for (size_t at = hay.find(needle); at != std::string::npos; at = hay.find(needle, at + 1)) ++n;
+    return n;
   }
 
   void failingRankStopsAll() {
-    // MPMD: rank 1 reads another corpus. Its sequences differ from rank 0's,
-    // which the ranks find before reducing: one message, nothing written.
-    const fs::path other = root / "other.txt";
-    {
-      std::ofstream f(other);
-      for (int i = 0; i < 400; ++i) f << "another corpus line number " << i << " with other words.\n\n";
-    }
+    // MPMD launches with a working directory per rank: the same command line
+    // (a relative corpus path) reads another file on rank 1.
+    const fs::path wa = root / "wdir_a", wb = root / "wdir_b", wc = root / "wdir_c";
+    for (const fs::path& d : {wa, wb, wc}) fs::create_directories(d);
+    auto text = [](const fs::path& f, const char* word) {
+      std::ofstream o(f);
+      for (int i = 0; i < 300; ++i) o << "the " << word << " line number " << i << " with other words.\n\n";
+    };
+    text(wa / "corpus.txt", "first");
+    text(wb / "corpus.txt", "second");  // wdir_c has none
     const fs::path out = root / "mismatch";
-    QStringList a = recordArgs(out), b = recordArgs(out);
-    b[2] = q(other);
-    QStringList full{"--oversubscribe", "-np", "1", "-x", "MOEFY_THREADS=1", cli()};
-    full << a << ":"
-         << "-np"
-         << "1"
-         << "-x"
-         << "MOEFY_THREADS=1" << cli() << b;
-    const test::RunResult r = test::run(mpirun, full, 300);
-    qInfo() << r.err.c_str();
+    QStringList rec = recordArgs(out);
+    rec[2] = "corpus.txt";
+    auto mpmd = [&](const fs::path& w1, const QStringList& a0, const QStringList& a1) {
+      QStringList full{"--oversubscribe", "-np", "1", "-wdir", q(wa), "-x", "MOEFY_THREADS=1", cli()};
+      full << a0 << ":"
+           << "-np"
+           << "1"
+           << "-wdir" << q(w1) << "-x"
+           << "MOEFY_THREADS=1" << cli() << a1;
+      const test::RunResult r = test::run(mpirun, full, 300);
+      qInfo() << r.err.c_str();
+      return r;
+    };
+    // Rank 1 reads other sequences: the ranks find it before reducing; one message, nothing written.
+    test::RunResult r = mpmd(wb, rec, rec);
     QVERIFY(r.exitCode != 0);
-    QVERIFY2(r.err.find("rank 1 read other sequences") != std::string::npos, r.err.c_str());
+    QVERIFY2(count(r.err, "rank 1 read other sequences") == 1, r.err.c_str());
     QVERIFY(!fs::exists(out));
-    // A setup error on one rank (a corpus that does not exist) stops all ranks
-    // before any work, reported once.
-    b[2] = q(root / "missing.txt");
-    full = QStringList{"--oversubscribe", "-np", "1", "-x", "MOEFY_THREADS=1", cli()};
-    full << a << ":"
-         << "-np"
-         << "1"
-         << "-x"
-         << "MOEFY_THREADS=1" << cli() << b;
-    const test::RunResult m = test::run(mpirun, full, 300);
-    qInfo() << m.err.c_str();
-    QVERIFY(m.exitCode != 0);
-    QVERIFY2(m.err.find("missing.txt") != std::string::npos, m.err.c_str());
+    // A setup error on rank 1 alone (no corpus there) stops both before any
+    // work, reported once by rank 0 and naming rank 1.
+    r = mpmd(wc, rec, rec);
+    QVERIFY(r.exitCode != 0);
+    QVERIFY2(count(r.err, "corpus.txt") == 1 && r.err.find("rank 1: ") != std::string::npos, r.err.c_str());
     QVERIFY(!fs::exists(out));
-    // Commands that do not shard refuse to run under mpirun.
+    // Other options on one rank are refused before anything is read.
+    QStringList seeded = rec;
+    seeded << "--seed"
+           << "9";
+    r = mpmd(wb, rec, seeded);
+    QVERIFY(r.exitCode == 2);
+    QVERIFY2(count(r.err, "rank 1 was started with other arguments") == 1, r.err.c_str());
+    // A bad option and a command that does not shard: one line each, from rank 0.
+    const test::RunResult bad = mpi(3, {"record", q(model), q(corpus), "--tokenz", "5", "--out", q(out)});
+    QVERIFY(bad.exitCode == 2);
+    QVERIFY2(count(bad.err, "unknown option --tokenz") == 1, bad.err.c_str());
     const test::RunResult split =
         mpi(2, {"split", q(single()), "--method", "random", "--experts", "8", "--out", q(root / "p"), "--quiet"});
-    QVERIFY(split.exitCode != 0);
-    QVERIFY2(split.err.find("does not run under mpirun") != std::string::npos, split.err.c_str());
+    QVERIFY(split.exitCode == 2);
+    QVERIFY2(count(split.err, "does not run under mpirun") == 1, split.err.c_str());
     QVERIFY(!fs::exists(root / "p"));
+  }
+
+  void completedRecordingRemovesStaleCheckpoints() {
+    // Checkpoints of OUT written by another number of ranks can never be
+    // resumed once OUT is complete: the finished run removes them.
+    const fs::path out = root / "stale";
+    const fs::path stale = out.string() + ".partial.rank-0-of-4";
+    fs::create_directories(stale);
+    std::ofstream(stale / "manifest.json") << "{}";
+    const test::RunResult r = mpi(2, {"record", q(model), q(corpus), "--tokens", "2000", "--out", q(out), "--quiet"});
+    QVERIFY2(r.exitCode == 0, r.err.c_str());
+    QVERIFY(fs::exists(out / "manifest.json"));
+    QVERIFY(!fs::exists(stale));
   }
 
   void evalRanksEqualOneProcess() {

@@ -218,7 +218,7 @@ class Analyze : public QObject {
       const bool llama = variant == "llama";
       QVERIFY(py({"model", variant, qs(d / "model"), "--seed", llama ? "5" : "7", "--d-ff", llama ? "96" : "128"}));
       std::string info;
-      QVERIFY(cli({"inspect", qs(d / "model"), "--json"}, &info));
+      QVERIFY(cli({"inspect", qs(d / "model"), "--fingerprint", "--json"}, &info));
       const QString fp = QString::fromStdString(nlohmann::json::parse(info)["fingerprint"].get<std::string>());
       QVERIFY(py({"recording", qs(d / "model"), qs(d / "rec"), "--samples", "300", "--fingerprint", fp}));
       if (llama)

@@ -326,8 +326,8 @@ class ArchForward : public QObject {
     QVERIFY(std::filesystem::exists(dir / "sharded" / "model.safetensors.index.json"));
     QVERIFY(std::filesystem::exists(dir / "sharded" / "model-00003-of-00003.safetensors"));
     QVERIFY(!std::filesystem::exists(dir / "sharded" / "model.safetensors"));
-    auto a = runCli({"inspect", qs(dir / "single"), "--json"});
-    auto b = runCli({"inspect", qs(dir / "sharded"), "--json"});
+    auto a = runCli({"inspect", qs(dir / "single"), "--fingerprint", "--json"});
+    auto b = runCli({"inspect", qs(dir / "sharded"), "--fingerprint", "--json"});
     QCOMPARE(a.exitCode, 0);
     QCOMPARE(b.exitCode, 0);
     auto fp = [](const std::string& s) { return s.substr(s.find("\"fingerprint\""), 40); };
