@@ -181,6 +181,7 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
+  const bool workGiven = !a.work.empty();
   if (a.work.empty()) a.work = fs::temp_directory_path() / ("bench_peer_" + std::to_string(::getpid()));
   fs::create_directories(a.work);
   const int threads = runtimeThreads();
@@ -298,6 +299,7 @@ int main(int argc, char** argv) {
   go.topk = 0;
   t0 = now();
   CoactGraph g = buildCoactGraph(C, count, a.T, go, a.E);
+  const double tGraphBuild = now() - t0;
   std::vector<int32_t> labCoact = partitionCoact(g, a.E, 1);
   const double tGraph = now() - t0;
   // The product's default graph (raw counts, top-k auto), for reference.
@@ -308,7 +310,8 @@ int main(int argc, char** argv) {
   const double tGraphDefault = now() - t0;
 
   t0 = now();
-  KmeansResult km = balancedKmeans(w1, a.E, a.restarts, 50, 1, JobContext::none());
+  JobContext kmJob(nullptr, [](const std::string& l) { std::fprintf(stderr, "%s\n", l.c_str()); });
+  KmeansResult km = balancedKmeans(w1, a.E, a.restarts, 50, 1, kmJob);
   const double tKm = now() - t0;
 
   // ---- peer results
@@ -348,13 +351,18 @@ int main(int argc, char** argv) {
       "%.4f  [target >= 4x at <= inertia]\n",
       "kmeans", pKm, tKm, pKm / tKm, inPeer, inOurs, inOurs <= inPeer ? "lower or equal" : "HIGHER",
       sizeBalance(labPeerKm, a.E), sizeBalance(km.labels, a.E), k, recall(labPeerKm), recall(km.labels));
+  std::printf(
+      "  %-8s %12s %12s %9s  MoEfy: graph built in %.3f s, METIS + balance %.3f s; k-means %d iterations "
+      "(best of %d restarts)\n",
+      "", "", "", "", tGraphBuild, tGraph - tGraphBuild, km.iterations, a.restarts);
   std::printf("  %-8s %12s %12.3f %9s  MoEfy default graph (raw, top-k auto, %lld edges): %s\n", "graph*", "",
               tGraphDefault, "", static_cast<long long>(g2.edges()), quality(labDefault).c_str());
   if (!planted.empty())
     std::printf("  ARI vs planted groups: peer metis %.3f, MoEfy coact %.3f, peer kmeans %.3f, MoEfy kmeans %.3f\n",
                 adjustedRandIndex(labPeerMetis, planted), adjustedRandIndex(labCoact, planted),
                 adjustedRandIndex(labPeerKm, planted), adjustedRandIndex(km.labels, planted));
-  if (!a.reusePeer) {
+  // A --work folder given by the user is kept (for a later --reuse-peer).
+  if (!a.reusePeer && !workGiven) {
     std::error_code ec;
     fs::remove_all(a.work, ec);
   }

@@ -382,6 +382,10 @@ void Model::bind(const LoadOptions& options, const std::string& file) {
   // Drop ignorable buffers so tensors() is exactly the model's weights.
   for (auto it = tensors_.begin(); it != tensors_.end();) it = used.count(it->first) ? std::next(it) : tensors_.erase(it);
 
+  if (options.headersOnly) {
+    fingerprint_.clear();
+    return;
+  }
   // The fingerprint covers every byte of every weight (a sample of values
   // let a model with, e.g., doubled FFN weights pass as the original). Each
   // tensor is hashed 8 bytes per step (FNV-1a over 64-bit words, several GB/s)
@@ -483,7 +487,7 @@ std::unique_ptr<Model> Model::load(const fs::path& dir, const LoadOptions& optio
       mode = 2 * halfBytes > 0.5 * availableMemoryBytes() ? WeightMode::Mapped : WeightMode::Convert;
     }
   }
-  m->mapped_ = mode == WeightMode::Mapped && halfBytes > 0;
+  m->mapped_ = (mode == WeightMode::Mapped || options.headersOnly) && halfBytes > 0;
   // Pooled conversion buffers: up to two layers' weights in F32 (halfBytes / layers is one layer's half bytes,
   // about; the embedding and head are counted in it, which errs on the large side).
   if (m->mapped_)
@@ -511,7 +515,7 @@ std::unique_ptr<Model> Model::load(const fs::path& dir, const LoadOptions& optio
       at::Tensor& w = m->tensors_[info.name];
       w = info.dtype == DType::F32 || m->mapped_ ? st->raw(info.name) : toFloat32(st->raw(info.name));
       // One NaN/Inf weight turns every logit into NaN: refuse it here, once, by name.
-      requireFinite(w, f.filename().string(), info.name);
+      if (!options.headersOnly) requireFinite(w, f.filename().string(), info.name);
     }
   }
   for (const auto& [name, f] : weightMap)

@@ -170,6 +170,12 @@ struct LoadOptions {
   /// them per expert instead).
   bool skipFfn = false;
   WeightMode weights = WeightMode::Auto;
+  /// Validate the checkpoint from its headers alone (`moefy inspect`): every
+  /// tensor's name, shape and dtype against the architecture, as a full load
+  /// does, without reading a weight (half tensors stay mapped views, no
+  /// finiteness check, no fingerprint: fingerprint() is ""). The model can
+  /// describe itself but must not run.
+  bool headersOnly = false;
 };
 
 class Model {

@@ -13,6 +13,7 @@
 #include "analysis/moe/moe_checkpoint.h"
 #include "analysis/project/artefact.h"
 #include "analysis/text/parallel_corpus.h"
+#include "analysis/text/tokenizer.h"
 #include "app/cli/cli.h"
 
 namespace moefy::cli {
@@ -96,8 +97,8 @@ int runInspect(const Args& a) {
       return 0;
     }
   // Headers only (config, safetensors headers, tokenizer): a 14 GB dense
-  // checkpoint is described in milliseconds and without its weights in
-  // memory. --fingerprint loads it (every tensor validated) and hashes it.
+  // checkpoint is described and validated without reading its weights.
+  // --fingerprint loads it as every other command does and hashes it.
   // A MoE export is loaded too: its moefication block is checked against the
   // model and its experts (moe_checkpoint.cpp), which needs them.
   const bool load = a.flag("fingerprint") || !readMoeficationBlock(dir).is_null();
@@ -108,15 +109,28 @@ int runInspect(const Args& a) {
     j = describeModel(loaded);
     held = std::move(loaded.model);
   } else {
-    j = describeModelFiles(dir);
+    // Every tensor's name, shape and dtype is still checked against the
+    // architecture, from the headers (LoadOptions::headersOnly).
+    LoadOptions headers;
+    headers.headersOnly = true;
+    LoadedModel loaded;
+    loaded.model = Model::load(dir, headers);
+    try {
+      loaded.tokenizer = Tokenizer::fromModelDir(dir);
+    } catch (const Error& e) {
+      loaded.tokenizerError = e.what();
+    }
+    j = describeModel(loaded);
+    j.erase("fingerprint");
+    held = std::move(loaded.model);
   }
   if (a.json()) {
     printJson(j);
     return 0;
   }
-  const ModelConfig c = held ? held->config() : ModelConfig::fromFile(dir / "config.json");
+  const ModelConfig& c = held->config();
   const bool isMoe = j.contains("moefication");
-  std::cout << "model       " << (held ? held->dir().string() : dir.string()) << "\n"
+  std::cout << "model       " << held->dir().string() << "\n"
             << "family      " << archName(c.arch) << " ("
             << (c.encoderDecoder ? "encoder-decoder"
                 : c.causal       ? "decoder"
@@ -145,7 +159,9 @@ int runInspect(const Args& a) {
             << "dtype       " << j["dtype"].get<std::string>() << "\n"
             << "tokenizer   " << j["tokenizer"].get<std::string>() << "\n"
             << "fingerprint "
-            << (held ? held->fingerprint() : std::string("not computed (--fingerprint loads and hashes every weight)"))
+            << (!held->fingerprint().empty()
+                    ? held->fingerprint()
+                    : std::string("not computed (--fingerprint reads and hashes every weight)"))
             << "\n";
   if (j.contains("moefication")) printMoefication(j["moefication"]);
   return 0;
@@ -341,8 +357,9 @@ const OptionTable& inspectOptionTable() {
                   "norms); the window line (none, every layer, or the window and the local/global layer\n"
                   "pattern, e.g. LG); the attention line (score scale, soft-capping, embedding scaling); then\n"
                   "parameter count, stored dtype and tokenizer. For a dense checkpoint it reads the config and\n"
-                  "the safetensors headers only; --fingerprint also loads the weights (validating every tensor)\n"
-                  "and prints the model fingerprint that recordings and partitions carry (a MoE export is always\n"
+                  "the safetensors headers only (every tensor's name, shape and dtype checked against the\n"
+                  "architecture, no weight read); --fingerprint also reads the weights (refusing NaN/Inf) and\n"
+                  "prints the model fingerprint that recordings and partitions carry (a MoE export is always\n"
                   "loaded, to check its moefication block against its experts). --json gives these as fields\n"
                   "(rope, position_encoding, norms, window_pattern, attention, stacks, stack_summary,\n"
                   "ffn_sites, ...). Native MoE models show their experts (count, d_expert, top-k, whether the\n"
