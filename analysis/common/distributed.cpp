@@ -82,7 +82,6 @@ void reduceImpl(const at::Tensor& t, ReduceOp op, bool all) {
 // The caller's combine, for the duration of one reduceCustomToRoot (MPI user
 // functions take no context pointer).
 Combine g_combine = nullptr;
-int64_t g_recordBytes = 0;
 void customOp(void* in, void* inout, int* len, MPI_Datatype*) { g_combine(in, inout, static_cast<int64_t>(*len)); }
 #endif
 
@@ -181,7 +180,6 @@ void reduceCustomToRoot(const at::Tensor& t, int64_t recordBytes, Combine combin
   MPI_Type_commit(&record);
   MPI_Op op;
   g_combine = combine;
-  g_recordBytes = recordBytes;
   MPI_Op_create(&customOp, 1, &op);
   const int64_t records = bytes / recordBytes, piece = std::max<int64_t>(1, kPiece / recordBytes);
   char* base = static_cast<char*>(t.data_ptr());
