@@ -1,7 +1,11 @@
 // Benchmark: one FFN layer, dense vs MoE (router cost included), and end-to-end
 // greedy generation tokens/s, dense vs MoE, measured in the same run.
 //
-//   bench_moe_ffn [--quick] [--vocab 50257] [--no-generate]
+//   bench_moe_ffn [--quick] [--vocab 50257] [--no-generate] [--no-variants]
+//                 [--fraction F] [--batch B] [--shape gpt2|llama]
+//                 [--moe-only]
+//   (the last five pick one case, e.g. to profile it with perf; --moe-only
+//   times only the MoE with its default kernels, no dense baseline)
 //
 // Layer shapes: GPT-2-small (768 -> 3072, ReLU, biases, 32 experts of 96, and 16
 // of 192) and a gated LLaMA-like FFN (2048 -> 5632, SiLU, 64 experts of 88).
@@ -153,11 +157,18 @@ struct Shape {
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool quick = false, generate = true;
-  int64_t vocab = 50257;
+  bool quick = false, generate = true, variants = true, moeOnly = false;
+  int64_t vocab = 50257, onlyBatch = 0;
+  double onlyFraction = 0;
+  std::string onlyShape;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--quick")) quick = true;
     if (!std::strcmp(argv[i], "--no-generate")) generate = false;
+    if (!std::strcmp(argv[i], "--no-variants")) variants = false;
+    if (!std::strcmp(argv[i], "--moe-only")) moeOnly = true, variants = false;
+    if (!std::strcmp(argv[i], "--fraction") && i + 1 < argc) onlyFraction = std::atof(argv[++i]);
+    if (!std::strcmp(argv[i], "--batch") && i + 1 < argc) onlyBatch = std::atoll(argv[++i]);
+    if (!std::strcmp(argv[i], "--shape") && i + 1 < argc) onlyShape = argv[++i];
     if (!std::strcmp(argv[i], "--vocab") && i + 1 < argc) vocab = std::atoll(argv[++i]);
   }
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
@@ -179,6 +190,7 @@ int main(int argc, char** argv) {
   auto gen = at::make_generator<at::CPUGeneratorImpl>(1);
   std::vector<std::string> variantRows;  // the second table, printed after the first
   for (const auto& s : shapes) {
+    if (!onlyShape.empty() && std::strncmp(s.name, onlyShape.c_str(), onlyShape.size()) != 0) continue;
     // Several copies of the layer, used in turn, with a fresh input per call: as
     // in a model, a layer's weights are not in cache when it runs again (the
     // other layers' weights went through it), and different tokens pick
@@ -201,6 +213,7 @@ int main(int argc, char** argv) {
     }
     DenseBlasFfn blasFfn(ws);
     for (int64_t batch : {1, 32}) {
+      if (onlyBatch > 0 && batch != onlyBatch) continue;
       std::vector<at::Tensor> xs;
       for (int i = 0; i < 16; ++i) xs.push_back(at::randn({batch, s.d}, gen));
       int call = 0;
@@ -209,18 +222,41 @@ int main(int argc, char** argv) {
         return xs[(call++ / copies) % xs.size()];
       };
       int L = 0;
-      double denseAten = medianSeconds([&] { at::Tensor x = next(L); denseFfn(ws[L], x, nullptr); }, minSec, 5);
-      double denseBlas = medianSeconds([&] { at::Tensor x = next(L); blasFfn.forward(L, x, nullptr); }, minSec, 5);
+      double denseAten = NAN, denseBlas = NAN;
+      if (!moeOnly) {
+        denseAten = medianSeconds(
+            [&] {
+              at::Tensor x = next(L);
+              denseFfn(ws[L], x, nullptr);
+            },
+            minSec, 5);
+        denseBlas = medianSeconds(
+            [&] {
+              at::Tensor x = next(L);
+              blasFfn.forward(L, x, nullptr);
+            },
+            minSec, 5);
+      }
       double dense = std::min(denseAten, denseBlas);
       for (double f : {0.125, 0.25, 0.5}) {
+        if (onlyFraction > 0 && f != onlyFraction) continue;
         int k = topKForFraction(f, s.E);
         std::vector<MoeLayer> layers;
         for (const auto& w : ws) layers.push_back(makeLayer(w, s.E, k));
         MoeFfn moe(layers, std::vector<FfnWeights>(copies));
         double t = medianSeconds([&] { at::Tensor x = next(L); moe.forward(L, x, nullptr); }, minSec, 5);
+        if (moeOnly) {
+          const double tr = medianSeconds(
+              [&] {
+                at::Tensor x = next(L);
+                moe.route(L, x);
+              },
+              minSec, 5);
+          std::printf("  router alone: %.4f ms\n", tr * 1e3);
+        }
         // The same MoE with BLAS for every expert (no few-token SIMD kernels).
         double tBlas = t;
-        if (batch > 1 && fewDefault > 1) {
+        if (batch > 1 && fewDefault > 1 && !moeOnly) {
           setFewTokenMax(0);
           tBlas = medianSeconds([&] { at::Tensor x = next(L); moe.forward(L, x, nullptr); }, minSec, 5);
           setFewTokenMax(fewDefault);
@@ -246,6 +282,7 @@ int main(int argc, char** argv) {
       // kinds are measured interleaved and reported as ms per call.
       const int merged = s.E / 8;
       for (double f : {0.25, 0.5}) {
+        if (!variants || (onlyFraction > 0 && f != onlyFraction)) continue;
         const int k0 = topKForFraction(f, s.E), kShared = k0 - merged, kMax = k0 + k0 / 2;
         std::vector<MoeLayer> fixedL, sharedL, dynL;
         for (const auto& w : ws) {
