@@ -7,6 +7,7 @@
 #include "analysis/common/error.h"
 #include "analysis/eval/eval.h"
 #include "analysis/io/input_file.h"
+#include "analysis/jobs/job.h"
 #include "analysis/text/parallel_corpus.h"
 #include "analysis/text/tokenizer.h"
 
@@ -17,6 +18,9 @@ namespace fs = std::filesystem;
 std::vector<std::vector<int64_t>> readSequences(const fs::path& corpus, const LoadedModel& loaded, int seqLen,
                                                 int64_t budget, Split split, JobContext* job) {
   if (seqLen < 2) throw ParameterError("--seq-len must be at least 2");
+  // Reading a text corpus reports documents visited as progress: label it
+  // (the progress lines were "[0.3s]  0%" without a stage before).
+  if (job) job->setStage("read corpus " + corpus.filename().string());
   if (!fs::exists(corpus)) throw IoError(corpus.string() + ": no such corpus");
   std::vector<std::vector<int64_t>> out;
   int64_t total = 0;

@@ -78,4 +78,11 @@ inline double value(const int64_t* r) {
   return std::ldexp(static_cast<double>(get(r)), -kFractionBits);
 }
 
+/// The values of n consecutive records (records: [n, kRecordInts] int64,
+/// row-major) into out[n]. Used by the recorder to write `sum`/`sumsq` and by
+/// the reader to check them against `sum_exact`/`sumsq_exact`.
+inline void values(const int64_t* records, int64_t n, double* out) {
+  for (int64_t j = 0; j < n; ++j) out[j] = value(records + j * kRecordInts);
+}
+
 }  // namespace moefy::exact_sum

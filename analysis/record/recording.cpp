@@ -162,10 +162,11 @@ void checkExactSums(const SafetensorsFile& stats, const std::string& P, int64_t 
     if (!stats.contains(exact)) continue;
     checkTensor(stats, exact, DType::I64, {n, exact_sum::kRecordInts});
     const at::Tensor fx = stats.raw(exact).contiguous(), plain = stats.raw(lname(P, what)).contiguous();
-    const int64_t* f = fx.data_ptr<int64_t>();
+    std::vector<double> values(static_cast<size_t>(n));
+    exact_sum::values(fx.data_ptr<int64_t>(), n, values.data());
     const double* v = plain.data_ptr<double>();
     for (int64_t j = 0; j < n; ++j) {
-      const double want = exact_sum::value(f + j * exact_sum::kRecordInts);
+      const double want = values[static_cast<size_t>(j)];
       if (!(want == v[j] || (std::isnan(want) && std::isnan(v[j]))))
         throw FormatError(stats.path().string() + ": tensor '" + exact + "' disagrees with '" + lname(P, what) +
                           "' at neuron " + std::to_string(j) + " (" + std::to_string(want) + " vs " +

@@ -14,8 +14,12 @@
 
 namespace moefy {
 
-std::vector<int32_t> balancedAssign(const at::Tensor& benefit, int experts, std::vector<double>* warm,
-                                    int64_t* bidCount) {
+namespace {
+
+// balancedAssign with the final eps of a total benefit within range / divisor
+// of the optimum (balancedAssign: 256).
+std::vector<int32_t> auctionAssign(const at::Tensor& benefit, int experts, AuctionState* warm, int64_t* bidCount,
+                                   double divisor) {
   if (benefit.dim() != 2 || benefit.size(1) != experts)
     throw ParameterError("balancedAssign: benefit must be [n, E]");
   const int64_t n = benefit.size(0), E = experts;
@@ -28,10 +32,19 @@ std::vector<int32_t> balancedAssign(const at::Tensor& benefit, int experts, std:
   const double range = std::max(hi - lo, 1e-12);
 
   // Slots k * cap + s; per cluster the two cheapest slots are cached.
-  const bool isWarm = warm && static_cast<int64_t>(warm->size()) == n;
-  std::vector<double> price = isWarm ? *warm : std::vector<double>(static_cast<size_t>(n), 0.0);
+  const bool isWarm = warm && static_cast<int64_t>(warm->price.size()) == n;
+  std::vector<double> price = isWarm ? warm->price : std::vector<double>(static_cast<size_t>(n), 0.0);
   int64_t bids = 0;
   std::vector<int64_t> owner(static_cast<size_t>(n), -1), slotOf(static_cast<size_t>(n), -1);
+  // A warm start also keeps the previous assignment; the eps-CS check below
+  // releases the points whose benefits moved enough to violate it.
+  if (isWarm && static_cast<int64_t>(warm->slot.size()) == n) {
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t s = warm->slot[static_cast<size_t>(i)];
+      if (s < 0 || s >= n || owner[s] >= 0) continue;  // not a valid assignment: the point bids again
+      owner[s] = i, slotOf[i] = s;
+    }
+  }
   std::vector<int64_t> min1(static_cast<size_t>(E)), min2(static_cast<size_t>(E));
   auto refresh = [&](int64_t k) {
     int64_t b1 = -1, b2 = -1;
@@ -44,14 +57,44 @@ std::vector<int32_t> balancedAssign(const at::Tensor& benefit, int experts, std:
   for (int64_t k = 0; k < E; ++k) refresh(k);
 
   // Final eps: the assignment's total benefit is within n * eps = range / 256 of the optimum.
-  const double epsFinal = range / (256.0 * static_cast<double>(n));
-  // Warm prices are already near equilibrium: skip the coarse phases.
-  double eps = isWarm ? std::max(epsFinal, range / (4.0 * static_cast<double>(n))) : range / 4.0;
+  const double epsFinal = range / (divisor * static_cast<double>(n));
+  // A warm start begins at the eps of its largest eps-CS violation (how far
+  // the benefits moved against the kept prices), so that the points the change
+  // displaced rebid with increments of its size rather than in a long price
+  // war of tiny ones; the coarse phases below that are skipped.
+  double eps = range / 4.0;
+  if (isWarm) {
+    double worst = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t s = slotOf[i];
+      if (s < 0) continue;
+      const double* row = a + i * E;
+      double best = -std::numeric_limits<double>::infinity();
+      for (int64_t k = 0; k < E; ++k) best = std::max(best, row[k] - price[min1[k]]);
+      worst = std::max(worst, best - (row[s / cap] - price[s]));
+    }
+    eps = std::clamp(worst, epsFinal, range / 4.0);
+  }
+  std::deque<int64_t> queue;
   for (;;) {
-    std::fill(owner.begin(), owner.end(), -1);
-    std::fill(slotOf.begin(), slotOf.end(), -1);
-    std::deque<int64_t> queue;
-    for (int64_t i = 0; i < n; ++i) queue.push_back(i);
+    // Each phase keeps the assignment of the last one (Bertsekas's eps-scaling
+    // restarts from scratch; keeping it is also correct, since the auction only
+    // needs eps-complementary slackness of the assigned points when it starts):
+    // a point whose value a[i, k] - price[s] is more than eps below its best
+    // (the cheapest slot of any cluster) gives up its slot and bids again. Most
+    // points keep theirs, so a phase costs bids for the few that move instead
+    // of n.
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t s = slotOf[i];
+      if (s >= 0) {
+        const double* row = a + i * E;
+        double best = -std::numeric_limits<double>::infinity();
+        for (int64_t k = 0; k < E; ++k) best = std::max(best, row[k] - price[min1[k]]);
+        if (row[s / cap] - price[s] >= best - eps) continue;
+        owner[s] = -1, slotOf[i] = -1;
+      }
+      queue.push_back(i);
+    }
     while (!queue.empty()) {
       const int64_t i = queue.front();
       queue.pop_front();
@@ -81,9 +124,18 @@ std::vector<int32_t> balancedAssign(const at::Tensor& benefit, int experts, std:
   }
   std::vector<int32_t> labels(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) labels[static_cast<size_t>(i)] = static_cast<int32_t>(slotOf[i] / cap);
-  if (warm) *warm = std::move(price);
+  if (warm) {
+    warm->price = std::move(price);
+    warm->slot = std::move(slotOf);
+  }
   if (bidCount) *bidCount = bids;
   return labels;
+}
+
+}  // namespace
+
+std::vector<int32_t> balancedAssign(const at::Tensor& benefit, int experts, AuctionState* warm, int64_t* bidCount) {
+  return auctionAssign(benefit, experts, warm, bidCount, 256.0);
 }
 
 KmeansResult balancedKmeans(const at::Tensor& rows, int experts, int restarts, int maxIter, uint64_t seed,
@@ -127,18 +179,26 @@ KmeansResult balancedKmeans(const at::Tensor& rows, int experts, int restarts, i
       }
       at::Tensor C = X.index_select(0, at::tensor(centers, at::kLong)).clone();  // [E, d]
       std::vector<int32_t> labels, prev;
-      std::vector<double> prices;  // auction prices carried across iterations
+      AuctionState auction;  // prices and slots carried across iterations
       int64_t bids = 0;
       int it = 0;
+      // While the centres move, each assignment is solved to within range / 16
+      // of its optimum (the auction's last, finest eps phases are most of its
+      // bids); once the labels stop changing at that precision, the iterations
+      // go on at balancedAssign's range / 256 until they stop changing again.
+      double divisor = 16.0;
       for (; it < maxIter; ++it) {
         job.checkCancel();
         at::Tensor benefit = 2.0 * at::mm(X, C.t()) - (C * C).sum(1).unsqueeze(0);  // [n, E]
         int64_t b = 0;
-        labels = balancedAssign(benefit, experts, &prices, &b);
+        labels = auctionAssign(benefit, experts, &auction, &b, divisor);
         bids += b;
         at::Tensor lab = at::tensor(std::vector<int64_t>(labels.begin(), labels.end()), at::kLong);
         C = at::zeros_like(C).index_add_(0, lab, X) / static_cast<double>(n / E);
-        if (labels == prev) break;
+        if (labels == prev) {
+          if (divisor >= 256.0) break;
+          divisor = 256.0;
+        }
         prev = labels;
       }
       at::Tensor lab = at::tensor(std::vector<int64_t>(labels.begin(), labels.end()), at::kLong);

@@ -363,7 +363,17 @@ void forEachSequence(const Corpus& corpus, const Tokenizer& tokenizer, const Seq
     const auto len = static_cast<int64_t>(ids.size());
     for (int64_t start = 0; start < len; start += stride) {
       int64_t end = std::min<int64_t>(start + o.seqLen, len);
-      if (o.tokenBudget > 0) end = std::min<int64_t>(end, start + (o.tokenBudget - emitted));
+      if (o.tokenBudget > 0) {
+        const int64_t left = o.tokenBudget - emitted;
+        end = std::min<int64_t>(end, start + left);
+        // A piece that would leave 1 .. minLength - 1 tokens of the budget,
+        // which no later window may use, gives up enough of its tail for the
+        // next window to be minLength long: the budget is then met exactly
+        // (it lost those tokens before, e.g. 19,999 of --tokens 20000).
+        const int64_t after = left - (end - start);
+        if (after > 0 && after < o.minLength && end - start - (o.minLength - after) >= o.minLength)
+          end -= o.minLength - after;
+      }
       if (end - start >= o.minLength && end > start) {
         Sequence s;
         s.ids.assign(ids.begin() + start, ids.begin() + end);
@@ -377,7 +387,10 @@ void forEachSequence(const Corpus& corpus, const Tokenizer& tokenizer, const Seq
           return false;
         }
       }
-      if (o.tokenBudget > 0 && emitted >= o.tokenBudget) {
+      // Stop when the budget is spent, or when what is left of it is shorter
+      // than any window may be (no later document could use it; the rest of
+      // the corpus was tokenised for nothing before).
+      if (o.tokenBudget > 0 && o.tokenBudget - emitted < std::max(1, o.minLength)) {
         stop = true;
         return false;
       }

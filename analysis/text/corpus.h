@@ -73,7 +73,10 @@ struct SequenceOptions {
   int seqLen = 256;
   int stride = 0;              ///< window step; 0 = seqLen (no overlap)
   bool addSpecialTokens = true;///< BOS/EOS per the tokenizer's post-processor
-  int64_t tokenBudget = 0;     ///< stop after this many tokens (0 = no limit)
+  /// Stop after this many tokens (0 = no limit). Met exactly when the corpus
+  /// has enough: the last windows are trimmed (and the one before shortened
+  /// when the rest would be under minLength).
+  int64_t tokenBudget = 0;
   uint64_t seed = 0;
   bool shuffle = false;        ///< deterministic document order shuffle by seed
   Split split = Split::All;

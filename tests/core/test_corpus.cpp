@@ -243,6 +243,21 @@ class TestCorpus : public QObject {
       return true;
     });
     QCOMPARE(total, int64_t(1000));
+    // Every budget is met exactly, with no window under minLength: a budget
+    // whose last window would have left a single token lost it before
+    // (record --tokens 20000 --seq-len 128 recorded 19,999).
+    for (int64_t budget = 2; budget <= 120; ++budget) {
+      o.tokenBudget = budget;
+      int64_t got = 0, shortest = 1 << 30;
+      forEachSequence(*c, *tok_, o, [&](const Sequence& s) {
+        got += static_cast<int64_t>(s.ids.size());
+        shortest = std::min<int64_t>(shortest, static_cast<int64_t>(s.ids.size()));
+        return true;
+      });
+      if (got != budget) qWarning() << "budget" << budget << "gave" << got << "tokens";
+      QCOMPARE(got, budget);
+      QVERIFY(shortest >= o.minLength);
+    }
     // Seeded shuffle: deterministic, a permutation, different from corpus order.
     o.tokenBudget = 0;
     o.shuffle = true;
