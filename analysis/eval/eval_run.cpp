@@ -145,8 +145,8 @@ class DenseKernelFfn : public FfnOverride {
   explicit DenseKernelFfn(const Model& m) {
     for (int L = 0; L < m.config().nLayer; ++L) {
       const FfnWeights w = m.ffnWeights(L);
-      layers_.push_back(MoeLayerWeights::pack(w, ExpertLayout::fromLabels(at::zeros({w.up.size(0)}, at::kInt), 1,
-                                                                          "dense baseline")));
+      layers_.push_back(
+          MoeLayerWeights::pack(w, ExpertLayout::fromLabels(at::zeros({w.up.size(0)}, at::kInt), 1, "dense baseline")));
     }
   }
   at::Tensor forward(int layer, const at::Tensor& xIn, at::Tensor* hidden) const override {
