@@ -270,10 +270,11 @@ __attribute__((target("avx2,fma"))) void dotRows(const float* const* xs, const f
 /// them; so each weight comes from memory once. The first token block of a
 /// chunk streams it from memory and prefetches its own rows one row block
 /// ahead. `next` (optional, [s, d] like W): the block the caller reads next
-/// (the expert's down rows), fetched into L2 by the second token block (the
-/// first when there is one): its column-strip walk in fewTokenDown would
-/// otherwise miss on every row of the first strip (a stride of d floats, which
-/// the hardware prefetchers do not follow).
+/// (the expert's down rows), fetched into L2 by the second token block: its
+/// column-strip walk in fewTokenDown would otherwise miss on every row of the
+/// first strip (a stride of d floats, which the hardware prefetchers do not
+/// follow). With a single token block it is not fetched (that block already
+/// streams W from memory).
 __attribute__((target("avx2,fma"))) void fewTokenUp(const float* const* xs, const int* sizes, int blocks,
                                                     const float* w, int64_t d, int64_t s, float* u,
                                                     const float* next = nullptr) {
@@ -284,16 +285,11 @@ __attribute__((target("avx2,fma"))) void fewTokenUp(const float* const* xs, cons
     float* uc = u + r0;
     int64_t t = 0;
     for (int b = 0; b < blocks; t += sizes[b++]) {
-      // Block 0 prefetches its own rows ahead (selfAhead); block 1 (or 0 if
-      // alone) the matching rows of `next`. Prefetches never fault, so the
-      // lines past the end of a block that the last rows ask for are harmless.
+      // Block 0 prefetches its own rows ahead (selfAhead), block 1 the
+      // matching rows of `next`. Prefetches never fault, so the lines past the
+      // end of a block that the last rows ask for are harmless.
       const bool selfAhead = b == 0;
-      const float* pf = next && b == std::min(1, blocks - 1) ? next + r0 * d : nullptr;
-      if (selfAhead && pf) {
-        // One block alone: its own rows first; `next` was requested by nobody,
-        // so it streams in with the down projection's strips.
-        pf = nullptr;
-      }
+      const float* pf = next && b == 1 ? next + r0 * d : nullptr;
       switch (sizes[b]) {
         case 4:
           dotRows<4>(xs + t, wc, d, rows, uc + t * s, s, pf, selfAhead);

@@ -62,17 +62,21 @@ std::vector<int32_t> auctionAssign(const at::Tensor& benefit, int experts, Aucti
   // the benefits moved against the kept prices), so that the points the change
   // displaced rebid with increments of its size rather than in a long price
   // war of tiny ones; the coarse phases below that are skipped.
+  // How far assigned point i's value falls below its best value at the
+  // current prices (the cheapest slot of each cluster): it satisfies eps-CS
+  // while this is at most eps.
+  auto slack = [&](int64_t i) {
+    const double* row = a + i * E;
+    double best = -std::numeric_limits<double>::infinity();
+    for (int64_t k = 0; k < E; ++k) best = std::max(best, row[k] - price[min1[k]]);
+    const int64_t s = slotOf[i];
+    return best - (row[s / cap] - price[s]);
+  };
   double eps = range / 4.0;
   if (isWarm) {
     double worst = 0;
-    for (int64_t i = 0; i < n; ++i) {
-      const int64_t s = slotOf[i];
-      if (s < 0) continue;
-      const double* row = a + i * E;
-      double best = -std::numeric_limits<double>::infinity();
-      for (int64_t k = 0; k < E; ++k) best = std::max(best, row[k] - price[min1[k]]);
-      worst = std::max(worst, best - (row[s / cap] - price[s]));
-    }
+    for (int64_t i = 0; i < n; ++i)
+      if (slotOf[i] >= 0) worst = std::max(worst, slack(i));
     eps = std::clamp(worst, epsFinal, range / 4.0);
   }
   std::deque<int64_t> queue;
@@ -87,10 +91,7 @@ std::vector<int32_t> auctionAssign(const at::Tensor& benefit, int experts, Aucti
     for (int64_t i = 0; i < n; ++i) {
       const int64_t s = slotOf[i];
       if (s >= 0) {
-        const double* row = a + i * E;
-        double best = -std::numeric_limits<double>::infinity();
-        for (int64_t k = 0; k < E; ++k) best = std::max(best, row[k] - price[min1[k]]);
-        if (row[s / cap] - price[s] >= best - eps) continue;
+        if (slack(i) <= eps) continue;
         owner[s] = -1, slotOf[i] = -1;
       }
       queue.push_back(i);
