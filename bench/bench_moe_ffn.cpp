@@ -122,31 +122,6 @@ std::vector<int> drawTokenK(int k0, size_t count, uint64_t seed) {
   return ks;
 }
 
-// The dense FFN through the same direct BLAS calls as the MoE kernel (one
-// expert holding every neuron): GEMV at batch 1, one GEMM per projection
-// otherwise. This is the stronger dense baseline: ATen's linear() runs a
-// one-row product as a GEMM, which OpenBLAS does several times slower than a GEMV.
-class DenseBlasFfn : public FfnOverride {
- public:
-  explicit DenseBlasFfn(const std::vector<FfnWeights>& dense) {
-    for (const auto& w : dense) {
-      at::Tensor one = at::zeros({w.up.size(0)}, at::kInt);
-      layers_.push_back(MoeLayerWeights::pack(w, ExpertLayout::fromLabels(one, 1, "dense")));
-    }
-  }
-  at::Tensor forward(int layer, const at::Tensor& xIn, at::Tensor* hidden) const override {
-    at::Tensor x = xIn.contiguous();
-    const auto& w = *layers_[layer];
-    at::Tensor y = at::empty({x.size(0), w.dModel()});
-    std::vector<int64_t> sel(x.size(0), 0);
-    sparseFfnKernel(w, x.data_ptr<float>(), x.size(0), sel.data(), 1, y.data_ptr<float>(), nullptr);
-    return y;
-  }
-
- private:
-  std::vector<std::shared_ptr<MoeLayerWeights>> layers_;
-};
-
 struct Shape {
   const char* name;
   int64_t d, F;
@@ -211,7 +186,7 @@ int main(int argc, char** argv) {
       }
       ws.push_back(w);
     }
-    DenseBlasFfn blasFfn(ws);
+    DenseKernelFfn blasFfn(ws);
     for (int64_t batch : {1, 32}) {
       if (onlyBatch > 0 && batch != onlyBatch) continue;
       std::vector<at::Tensor> xs;
@@ -426,7 +401,7 @@ int main(int argc, char** argv) {
   double denseAten = best(nullptr);
   std::vector<FfnWeights> dw;
   for (int L = 0; L < 12; ++L) dw.push_back(model->ffnWeights(L));
-  double denseTps = best(std::make_shared<DenseBlasFfn>(dw));
+  double denseTps = best(std::make_shared<DenseKernelFfn>(dw));
   std::printf("%-12s %10.1f tokens/s\n%-12s %10.1f tokens/s (baseline below)\n", "dense-aten", denseAten, "dense-blas",
               denseTps);
   denseTps = std::max(denseTps, denseAten);

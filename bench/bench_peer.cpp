@@ -18,7 +18,8 @@
 //
 // Stages (docs/recording-and-splitting.md "Against the peer recipe"):
 //   binary  co-activation counts: peer A^T A in torch (float32), MoEfy
-//           threshold + bit-pack + AND/popcount (accumulateCoact)
+//           threshold + bit-pack + AND/popcount per chunk of 16,384 tokens
+//           (activeMask, packMask, accumulateCoact: the recorder's per-batch steps)
 //   soft    soft co-activation over 8-token blocks: peer torch.bmm + clamp
 //           on the first S tokens, scaled to T (said in the output); MoEfy's
 //           tiled kernel (accumulateSoftCoact) on all T
@@ -50,6 +51,7 @@
 #include "analysis/jobs/job.h"
 #include "analysis/model/model.h"
 #include "analysis/record/coact.h"
+#include "analysis/record/recorder.h"
 #include "analysis/record/recording.h"
 #include "analysis/split/split.h"
 
@@ -264,17 +266,21 @@ int main(int argc, char** argv) {
   std::printf("  peer script ran in %.1f s (torch %d threads)\n", now() - t0, peer["threads"].get<int>());
 
   // ---- MoEfy stages
-  // binary: threshold + pack + popcount.
+  // binary: what the recorder does per batch (activeMask, packMask,
+  // accumulateCoact), over chunks of kChunk tokens with one mask buffer, then
+  // the mirror once.
   t0 = now();
   at::Tensor C = at::zeros({a.n, a.n}, at::kInt);
   {
-    std::vector<uint8_t> mask(static_cast<size_t>(a.T * a.n));
-    const float* hp = h.data_ptr<float>();
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < a.T * a.n; ++i) mask[static_cast<size_t>(i)] = hp[i] > 0.0f;
+    constexpr int64_t kChunk = 16384;  // 256 words: one word block of the popcount kernel
+    std::vector<uint8_t> mask(static_cast<size_t>(std::min(a.T, kChunk) * a.n));
     BitMatrix bits;
-    packMask(mask.data(), a.T, a.n, bits);
-    accumulateCoact(bits, C.data_ptr<int32_t>());
+    for (int64_t c0 = 0; c0 < a.T; c0 += kChunk) {
+      const int64_t rows = std::min(kChunk, a.T - c0);
+      activeMask(h.data_ptr<float>() + c0 * a.n, rows, a.n, ActiveRule{}, mask.data());
+      packMask(mask.data(), rows, a.n, bits);
+      accumulateCoact(bits, C.data_ptr<int32_t>());
+    }
     mirrorUpper(C.data_ptr<int32_t>(), a.n);
   }
   const double tBinary = now() - t0;

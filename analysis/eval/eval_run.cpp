@@ -133,39 +133,12 @@ using SpeedTiming = std::function<SpeedStats(std::shared_ptr<const FfnOverride>)
 /// The speed block of every result (results[i] belongs to cands[i]): the
 /// reference timed first, then each candidate that does not need the dense
 /// hidden gets `speed` (forward, and generation when `generate` is set), the
-/// others a `speed_note`. Progress counts the timings done.
-// The dense FFN of every layer through the MoE kernel as one expert that
-// holds every neuron (no router): the dense baseline through the same direct
-// GEMV/GEMM and activation code as the MoE candidates. On small models the
-// kernel beat the model's ATen path (a tiny GPT-2's MoE with every expert
-// active timed 1.4-2.5x "faster" than dense), which overstated every speed-up.
-// It holds a packed copy of the FFN weights, as each MoE candidate does.
-class DenseKernelFfn : public FfnOverride {
- public:
-  explicit DenseKernelFfn(const Model& m) {
-    for (int L = 0; L < m.config().nLayer; ++L) {
-      const FfnWeights w = m.ffnWeights(L);
-      layers_.push_back(
-          MoeLayerWeights::pack(w, ExpertLayout::fromLabels(at::zeros({w.up.size(0)}, at::kInt), 1, "dense baseline")));
-    }
-  }
-  at::Tensor forward(int layer, const at::Tensor& xIn, at::Tensor* hidden) const override {
-    const at::Tensor x = xIn.to(at::kFloat).contiguous();
-    const MoeLayerWeights& w = *layers_.at(static_cast<size_t>(layer));
-    at::Tensor y = at::empty({x.size(0), w.dModel()});
-    at::Tensor h;
-    if (hidden) h = at::empty({x.size(0), w.dFF()});
-    const std::vector<int64_t> sel(static_cast<size_t>(x.size(0)), 0);
-    sparseFfnKernel(w, x.data_ptr<float>(), x.size(0), sel.data(), 1, y.data_ptr<float>(),
-                    hidden ? h.data_ptr<float>() : nullptr);
-    if (hidden) *hidden = h;
-    return y;
-  }
-
- private:
-  std::vector<std::shared_ptr<MoeLayerWeights>> layers_;
-};
-
+/// others a `speed_note`. Progress counts the timings done. The dense
+/// baseline is the faster of the model's own FFN and DenseKernelFfn (the same
+/// direct GEMV/GEMM and activation code as the MoE candidates): on small
+/// models the kernel beat the model's ATen path (a tiny GPT-2's MoE with every
+/// expert active timed 1.4-2.5x "faster" than dense), which overstated every
+/// speed-up.
 void addSpeedResults(nlohmann::json& results, const std::vector<EvalCandidate>& cands,
                      std::shared_ptr<const FfnOverride> reference, const SpeedTiming& forward,
                      const SpeedTiming& generate, JobContext& job, const Model& model) {

@@ -714,6 +714,38 @@ at::Tensor MoeFfn::compute(int layer, const at::Tensor& xIn, const at::Tensor& s
   return y;
 }
 
+DenseKernelFfn::DenseKernelFfn(const std::vector<FfnWeights>& dense) {
+  for (const FfnWeights& w : dense)
+    layers_.push_back(
+        MoeLayerWeights::pack(w, ExpertLayout::fromLabels(at::zeros({w.up.size(0)}, at::kInt), 1, "dense baseline")));
+}
+
+namespace {
+std::vector<FfnWeights> allFfnWeights(const Model& model) {
+  std::vector<FfnWeights> out;
+  for (int L = 0; L < model.config().nLayer; ++L) out.push_back(model.ffnWeights(L));
+  return out;
+}
+}  // namespace
+
+DenseKernelFfn::DenseKernelFfn(const Model& model) : DenseKernelFfn(allFfnWeights(model)) {}
+
+at::Tensor DenseKernelFfn::forward(int layer, const at::Tensor& xIn, at::Tensor* hidden) const {
+  if (layer < 0 || layer >= static_cast<int>(layers_.size()))
+    throw ParameterError("DenseKernelFfn: layer " + std::to_string(layer) + " outside [0, " +
+                         std::to_string(layers_.size()) + ")");
+  const at::Tensor x = xIn.to(at::kFloat).contiguous();
+  const MoeLayerWeights& w = *layers_[static_cast<size_t>(layer)];
+  at::Tensor y = at::empty({x.size(0), w.dModel()});
+  at::Tensor h;
+  if (hidden) h = at::empty({x.size(0), w.dFF()});
+  const std::vector<int64_t> sel(static_cast<size_t>(x.size(0)), 0);
+  sparseFfnKernel(w, x.data_ptr<float>(), x.size(0), sel.data(), 1, y.data_ptr<float>(),
+                  hidden ? h.data_ptr<float>() : nullptr);
+  if (hidden) *hidden = h;
+  return y;
+}
+
 at::Tensor MoeFfn::forward(int layer, const at::Tensor& x, at::Tensor* hidden) const {
   if (layer < 0 || layer >= static_cast<int>(layers_.size()))
     throw ParameterError("MoE FFN has no layer " + std::to_string(layer));

@@ -85,6 +85,28 @@ class MoeFfn : public FfnOverride {
   std::vector<Site> sites_;  // empty = blk.L
 };
 
+/// A dense FFN run through the MoE inference kernel as one expert that holds
+/// every neuron (GEMV for one token, one GEMM per projection otherwise, the
+/// same activation code as the experts). The like-for-like dense baseline of
+/// speed figures: ATen's linear() runs a one-row product as a GEMM, which
+/// OpenBLAS does several times slower than a GEMV, and the kernel's
+/// vectorised activation is faster than ATen's. Indexed by model layer
+/// (single-stack models; Model::setFfnOverride). forward(): x [N, d_model]
+/// (any float type; computed in F32) -> [N, d_model] F32; hidden [N, d_ff] in
+/// original order when asked. Construction packs (copies) the weights; throws
+/// what MoeLayerWeights::pack throws. forward() is const and thread-safe.
+class DenseKernelFfn : public FfnOverride {
+ public:
+  explicit DenseKernelFfn(const std::vector<FfnWeights>& dense);
+  /// Every layer of `model` (Model::ffnWeights; ParameterError for a model
+  /// without dense FFNs, e.g. a native MoE model).
+  explicit DenseKernelFfn(const Model& model);
+  at::Tensor forward(int layer, const at::Tensor& x, at::Tensor* hidden) const override;
+
+ private:
+  std::vector<std::shared_ptr<MoeLayerWeights>> layers_;
+};
+
 /// The site of every site index 0 .. n-1 of `config` (analysis/model/site.h
 /// "Site indices" and "Expert site indices"): ffnSites() for dense and
 /// encoder-decoder models; for native MoE models blk.L of every layer, then

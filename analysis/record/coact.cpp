@@ -18,23 +18,57 @@ void BitMatrix::reset(int64_t r, int64_t t) {
   bits.assign(static_cast<size_t>(rows * words), 0);
 }
 
+namespace {
+
+// Bit k of the result is set when byte k of p[0..8) is nonzero (SWAR: the
+// high bit of each nonzero byte, gathered into the top byte by one multiply;
+// the shifted copies of the eight bits land on distinct positions of it).
+inline uint64_t nonzeroBits8(const uint8_t* p) {
+  uint64_t x;
+  std::memcpy(&x, p, 8);
+  constexpr uint64_t kHigh = 0x8080808080808080ull, kLow = 0x7f7f7f7f7f7f7f7full;
+  const uint64_t nz = (((x & kLow) + kLow) | x) & kHigh;
+  return ((nz >> 7) * 0x0102040810204080ull) >> 56;
+}
+
+// In-place transpose of a 64 x 64 bit matrix, a[r] bit c = entry (r, c):
+// swap the off-diagonal 32 x 32 blocks, then the 16 x 16 blocks inside each,
+// down to single bits (6 rounds of 32 masked swaps).
+inline void transpose64(uint64_t a[64]) {
+  uint64_t m = 0x00000000FFFFFFFFull;
+  for (int j = 32; j != 0; j >>= 1, m ^= m << j)
+    for (int k = 0; k < 64; k = ((k | j) + 1) & ~j) {
+      const uint64_t t = ((a[k] >> j) ^ a[k | j]) & m;
+      a[k] ^= t << j;
+      a[k | j] ^= t;
+    }
+}
+
+}  // namespace
+
 void packMask(const uint8_t* mask, int64_t tokens, int64_t rows, BitMatrix& out) {
   out.reset(rows, tokens);
-  const int64_t W = out.words;
-#pragma omp parallel
-  {
-    std::vector<uint64_t> acc(static_cast<size_t>(rows));
-#pragma omp for schedule(static)
-    for (int64_t w = 0; w < W; ++w) {
-      std::fill(acc.begin(), acc.end(), 0);
-      const int64_t t0 = w * 64, t1 = std::min(tokens, t0 + 64);
-      for (int64_t t = t0; t < t1; ++t) {
-        const uint8_t* m = mask + t * rows;
-        const uint64_t bit = uint64_t{1} << (t - t0);
-        for (int64_t i = 0; i < rows; ++i) acc[i] |= m[i] ? bit : 0;
-      }
-      for (int64_t i = 0; i < rows; ++i) out.bits[static_cast<size_t>(i * W + w)] = acc[i];
+  const int64_t W = out.words, G = (rows + 63) / 64;
+  // Per (word w, group g of 64 neurons): a[t] = the group's bits of token
+  // t0 + t (8 bytes at a time), transposed into a[i] = neuron i's bits over
+  // the word's 64 tokens. About one operation per byte of mask, against a
+  // bit-by-bit loop's several.
+#pragma omp parallel for schedule(static)
+  for (int64_t wg = 0; wg < W * G; ++wg) {
+    const int64_t w = wg / G, g = wg % G;
+    const int64_t t0 = w * 64, nt = std::min<int64_t>(64, tokens - t0);
+    const int64_t r0 = g * 64, nr = std::min<int64_t>(64, rows - r0);
+    uint64_t a[64] = {};
+    for (int64_t t = 0; t < nt; ++t) {
+      const uint8_t* m = mask + (t0 + t) * rows + r0;
+      uint64_t v = 0;
+      int64_t i = 0;
+      for (; i + 8 <= nr; i += 8) v |= nonzeroBits8(m + i) << i;
+      for (; i < nr; ++i) v |= static_cast<uint64_t>(m[i] != 0) << i;
+      a[t] = v;
     }
+    transpose64(a);
+    for (int64_t i = 0; i < nr; ++i) out.bits[static_cast<size_t>((r0 + i) * W + w)] = a[i];
   }
 }
 
@@ -187,12 +221,103 @@ __attribute__((target("avx2,popcnt"))) void blockKernelAvx2(const BitMatrix& m, 
 #undef pop
 #undef hsum
 
+// AVX-512 variant: 4 x 4 row tiles, 8 words per 512-bit vector, native
+// VPOPCNTQ into 16 uint64 lane accumulators. The word tail of a block is a
+// masked load (zeros beyond w1). An edge tile (fewer than 4 rows or columns
+// left) reads its last valid row again in place of the missing ones and
+// stores only the valid pairs, so every tile runs the same loop.
+__attribute__((target("avx512f,avx512vpopcntdq"), always_inline)) inline void popcountStep4x4(__m512i acc[4][4],
+                                                                                              const __m512i x[4],
+                                                                                              const __m512i y[4]) {
+  for (int r = 0; r < 4; ++r)
+    for (int c = 0; c < 4; ++c)
+      acc[r][c] = _mm512_add_epi64(acc[r][c], _mm512_popcnt_epi64(_mm512_and_si512(x[r], y[c])));
+}
+
+__attribute__((target("avx512f,avx512vpopcntdq"))) void blockKernelAvx512(const BitMatrix& m, int64_t i0, int64_t i1,
+                                                                          int64_t j0, int64_t j1, int64_t w0,
+                                                                          int64_t w1, uint64_t* local) {
+  const int64_t W = m.words;
+  const uint64_t* base = m.bits.data();
+  const int64_t full = w0 + ((w1 - w0) / 8) * 8;
+  const __mmask8 tailMask = static_cast<__mmask8>((1u << (w1 - full)) - 1u);
+  for (int64_t i = i0; i < i1; i += 4) {
+    const uint64_t* a[4];
+    for (int r = 0; r < 4; ++r) a[r] = base + std::min(i + r, i1 - 1) * W;
+    for (int64_t j = j0; j < j1; j += 4) {
+      if (j + 3 < i) continue;  // tile entirely below the diagonal
+      const uint64_t* b[4];
+      for (int c = 0; c < 4; ++c) b[c] = base + std::min(j + c, j1 - 1) * W;
+      __m512i acc[4][4];
+      for (int r = 0; r < 4; ++r)
+        for (int c = 0; c < 4; ++c) acc[r][c] = _mm512_setzero_si512();
+      __m512i x[4], y[4];
+      for (int64_t w = w0; w < full; w += 8) {
+        for (int r = 0; r < 4; ++r) x[r] = _mm512_loadu_si512(a[r] + w);
+        for (int c = 0; c < 4; ++c) y[c] = _mm512_loadu_si512(b[c] + w);
+        popcountStep4x4(acc, x, y);
+      }
+      if (tailMask) {
+        for (int r = 0; r < 4; ++r) x[r] = _mm512_maskz_loadu_epi64(tailMask, a[r] + full);
+        for (int c = 0; c < 4; ++c) y[c] = _mm512_maskz_loadu_epi64(tailMask, b[c] + full);
+        popcountStep4x4(acc, x, y);
+      }
+      alignas(64) uint64_t lanes[8];
+      for (int r = 0; r < 4 && i + r < i1; ++r)
+        for (int c = 0; c < 4 && j + c < j1; ++c)
+          if (j + c >= i + r) {
+            _mm512_store_si512(lanes, acc[r][c]);
+            uint64_t sum = 0;
+            for (uint64_t v : lanes) sum += v;
+            local[(i - i0 + r) * kRowBlock + (j - j0 + c)] += sum;
+          }
+    }
+  }
+}
+
+bool cpuHasAvx2Popcnt() { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt"); }
+bool cpuHasAvx512Popcnt() { return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vpopcntdq"); }
+
 }  // namespace
 
-bool coactSimdAvailable() { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt"); }
+bool coactKernelAvailable(CoactKernel kernel) {
+  switch (kernel) {
+    case CoactKernel::Avx2:
+      return cpuHasAvx2Popcnt();
+    case CoactKernel::Avx512:
+      return cpuHasAvx512Popcnt();
+    default:
+      return true;
+  }
+}
 
-void accumulateCoact(const BitMatrix& m, int32_t* counts, bool allowSimd) {
-  const bool simd = allowSimd && coactSimdAvailable();
+CoactKernel bestCoactKernel() {
+  if (cpuHasAvx512Popcnt()) return CoactKernel::Avx512;
+  if (cpuHasAvx2Popcnt()) return CoactKernel::Avx2;
+  return CoactKernel::Scalar;
+}
+
+const char* coactKernelName(CoactKernel kernel) {
+  switch (kernel) {
+    case CoactKernel::Scalar:
+      return "scalar";
+    case CoactKernel::Avx2:
+      return "avx2";
+    case CoactKernel::Avx512:
+      return "avx512";
+    default:
+      return "best";
+  }
+}
+
+void accumulateCoact(const BitMatrix& m, int32_t* counts, CoactKernel kernel) {
+  if (kernel == CoactKernel::Best) kernel = bestCoactKernel();
+  if (!coactKernelAvailable(kernel))
+    throw ParameterError(std::string("co-activation kernel ") + coactKernelName(kernel) + " does not run on this CPU");
+  using Kernel = void (*)(const BitMatrix&, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, uint64_t*);
+  const Kernel blockFn = kernel == CoactKernel::Avx512 ? blockKernelAvx512
+                         : kernel == CoactKernel::Avx2 ? blockKernelAvx2
+                                                       : blockKernel;
   const int64_t n = m.rows;
   if (n == 0 || m.words == 0) return;
   const int64_t nb = (n + kRowBlock - 1) / kRowBlock;
@@ -210,7 +335,7 @@ void accumulateCoact(const BitMatrix& m, int32_t* counts, bool allowSimd) {
       const int64_t j0 = jb * kRowBlock, j1 = std::min(n, j0 + kRowBlock);
       std::fill(local.begin(), local.end(), 0);
       for (int64_t w0 = 0; w0 < m.words; w0 += kWordBlock)
-        (simd ? blockKernelAvx2 : blockKernel)(m, i0, i1, j0, j1, w0, std::min(m.words, w0 + kWordBlock), local.data());
+        blockFn(m, i0, i1, j0, j1, w0, std::min(m.words, w0 + kWordBlock), local.data());
       for (int64_t i = i0; i < i1; ++i)
         for (int64_t j = std::max(i, j0); j < j1; ++j)
           counts[i * n + j] += static_cast<int32_t>(local[(i - i0) * kRowBlock + (j - j0)]);
@@ -219,9 +344,14 @@ void accumulateCoact(const BitMatrix& m, int32_t* counts, bool allowSimd) {
 }
 
 void mirrorUpper(int32_t* counts, int64_t n) {
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; ++i)
-    for (int64_t j = 0; j < i; ++j) counts[i * n + j] = counts[j * n + i];
+  // 32 x 32 tiles, so that the column-wise reads of the upper triangle touch
+  // 32 cache lines per tile instead of one line per element.
+  constexpr int64_t kT = 32;
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t ib = 0; ib < n; ib += kT)
+    for (int64_t jb = 0; jb <= ib; jb += kT)
+      for (int64_t i = ib; i < std::min(n, ib + kT); ++i)
+        for (int64_t j = jb; j < std::min(i, jb + kT); ++j) counts[i * n + j] = counts[j * n + i];
 }
 
 // ---------------------------------------------------------------- soft co-activation

@@ -27,17 +27,33 @@ struct BitMatrix {
 };
 
 /// Packs a dense row-major mask source: `active(t, i)` for t < tokens, i < rows
-/// is given as a byte matrix [tokens, rows] (0/1).
+/// is given as a byte matrix [tokens, rows] (nonzero = active). Resets `out`.
+/// Work: one pass over the bytes (8 at a time) and a 64 x 64 bit transpose
+/// per 64 tokens x 64 neurons, OpenMP over those tiles.
 void packMask(const uint8_t* mask, int64_t tokens, int64_t rows, BitMatrix& out);
+
+/// The kernels of accumulateCoact. All are exact (integer popcounts); they
+/// differ only in speed.
+enum class CoactKernel {
+  Best,    ///< the fastest one this CPU runs: Avx512, else Avx2, else Scalar
+  Scalar,  ///< portable: 4 x 4 row tiles, one 64-bit popcount per word pair
+  Avx2,    ///< 2 x 4 row tiles, 4 words per vector, popcount by nibble lookup (AVX2 + POPCNT)
+  Avx512,  ///< 4 x 4 row tiles, 8 words per vector, VPOPCNTQ (AVX-512F + AVX-512 VPOPCNTDQ)
+};
 
 /// Adds the pair counts of `m` into the upper triangle (j >= i) of `counts`
 /// ([rows, rows] row-major, int32). The lower triangle is left untouched;
-/// call mirrorUpper() before reading the full matrix.
-/// Uses an AVX2 kernel when the CPU has it (and allowSimd), else a scalar
-/// popcount kernel; both are exact.
-void accumulateCoact(const BitMatrix& m, int32_t* counts, bool allowSimd = true);
-/// Whether accumulateCoact can use its AVX2 kernel on this CPU.
-bool coactSimdAvailable();
+/// call mirrorUpper() before reading the full matrix. Work: rows^2 / 2 x
+/// words AND + popcount, in 64 x 64 row blocks of 256 words (OpenMP over the
+/// block pairs). Throws ParameterError when `kernel` cannot run on this CPU.
+/// Not thread-safe on the same `counts`.
+void accumulateCoact(const BitMatrix& m, int32_t* counts, CoactKernel kernel = CoactKernel::Best);
+/// Whether `kernel` can run on this CPU (Best and Scalar always can).
+bool coactKernelAvailable(CoactKernel kernel);
+/// The kernel Best resolves to on this CPU (never Best).
+CoactKernel bestCoactKernel();
+/// "best", "scalar", "avx2" or "avx512".
+const char* coactKernelName(CoactKernel kernel);
 
 /// Copies the upper triangle onto the lower one of a [n, n] matrix.
 void mirrorUpper(int32_t* counts, int64_t n);

@@ -28,7 +28,10 @@ std::vector<int32_t> auctionAssign(const at::Tensor& benefit, int experts, Aucti
   at::Tensor bt = benefit.to(at::kDouble).contiguous();
   const double* a = bt.data_ptr<double>();
   double lo = std::numeric_limits<double>::infinity(), hi = -lo;
-  for (int64_t i = 0; i < n * E; ++i) lo = std::min(lo, a[i]), hi = std::max(hi, a[i]);
+  for (int64_t i = 0; i < n * E; ++i) {
+    if (!std::isfinite(a[i])) throw ParameterError("balancedAssign: the benefit matrix has a non-finite entry");
+    lo = std::min(lo, a[i]), hi = std::max(hi, a[i]);
+  }
   const double range = std::max(hi - lo, 1e-12);
 
   // Slots k * cap + s; per cluster the two cheapest slots are cached.

@@ -112,7 +112,7 @@ struct AuctionState {
 /// Bertsekas & Castanon 1989, "The auction algorithm for transportation
 /// problems"; the total benefit is within (max - min benefit) / 256 of the
 /// optimum). benefit: [n, E] F32 (or F64). Throws ParameterError on a wrong
-/// shape or E not dividing n. Not thread-safe for a shared `warm`.
+/// shape, E not dividing n, or a non-finite benefit. Not thread-safe for a shared `warm`.
 /// `warm` (optional) warm-starts the auction from a previous call on similar
 /// benefits (as in successive k-means iterations): its prices, and its
 /// assignment where that still satisfies eps-complementary slackness; it

@@ -162,26 +162,64 @@ class TestRecord : public QObject {
 
   void coactKernelMatchesNaive() {
     // Sizes that exercise the 4x4 tiles, row-block and word-block edges.
-    for (auto [n, T] : {std::pair<int64_t, int64_t>{7, 5}, {130, 1000}, {67, 64 * 300 + 3}}) {
+    for (auto [n, T] : {std::pair<int64_t, int64_t>{7, 5}, {130, 1000}, {67, 64 * 300 + 3}, {5, 64 * 257 + 64}}) {
       std::mt19937_64 rng(n * 31 + T);
       std::vector<uint8_t> mask(static_cast<size_t>(n * T));
       for (auto& m : mask) m = (rng() % 10) < 3;
       BitMatrix bits;
       packMask(mask.data(), T, n, bits);
-      std::vector<int32_t> counts(static_cast<size_t>(n * n), 0);
-      accumulateCoact(bits, counts.data(), true);   // AVX2 kernel where available
-      accumulateCoact(bits, counts.data(), false);  // scalar kernel; both accumulate
-      mirrorUpper(counts.data(), n);
-      int64_t maxDiff = 0;
+      std::vector<int32_t> naive(static_cast<size_t>(n * n));
       for (int64_t i = 0; i < n; ++i)
         for (int64_t j = 0; j < n; ++j) {
           int64_t c = 0;
           for (int64_t t = 0; t < T; ++t) c += mask[t * n + i] & mask[t * n + j];
-          maxDiff = std::max<int64_t>(maxDiff, std::abs(2 * c - counts[i * n + j]));
+          naive[i * n + j] = static_cast<int32_t>(c);
         }
-      qInfo() << "coact kernels (simd available:" << coactSimdAvailable() << ") n" << n << "T" << T << "max diff" << maxDiff;
-      QCOMPARE(maxDiff, int64_t{0});
+      for (CoactKernel kernel : {CoactKernel::Scalar, CoactKernel::Avx2, CoactKernel::Avx512, CoactKernel::Best}) {
+        if (!coactKernelAvailable(kernel)) {
+          qInfo() << "coact kernel" << coactKernelName(kernel) << "does not run on this CPU: skipped";
+          QVERIFY_THROWS_EXCEPTION(ParameterError, accumulateCoact(bits, std::vector<int32_t>(n * n).data(), kernel));
+          continue;
+        }
+        // Twice into the same counts: kernels accumulate into the upper triangle.
+        std::vector<int32_t> counts(static_cast<size_t>(n * n), 0);
+        accumulateCoact(bits, counts.data(), kernel);
+        accumulateCoact(bits, counts.data(), kernel);
+        mirrorUpper(counts.data(), n);
+        int64_t maxDiff = 0;
+        for (int64_t i = 0; i < n * n; ++i)
+          maxDiff = std::max<int64_t>(maxDiff, std::abs(2 * int64_t{naive[i]} - counts[i]));
+        qInfo() << "coact kernel" << coactKernelName(kernel) << "n" << n << "T" << T << "max diff" << maxDiff;
+        QCOMPARE(maxDiff, int64_t{0});
+      }
     }
+  }
+
+  void packMaskMatchesDefinition() {
+    // Every bit of every word against the byte mask, for sizes on and off
+    // the 64-token and 64-neuron tile edges and 8-byte groups, with mask
+    // bytes other than 0 and 1 (nonzero = active); bits past the last token are 0.
+    int64_t wrong = 0;
+    for (auto [T, n] :
+         {std::pair<int64_t, int64_t>{1, 1}, {5, 7}, {64, 64}, {65, 63}, {130, 200}, {1000, 1025}, {333, 8}}) {
+      std::mt19937_64 rng(T * 7 + n);
+      std::vector<uint8_t> mask(static_cast<size_t>(T * n));
+      for (auto& m : mask) {
+        const auto r = rng() % 3;
+        m = r == 0 ? 0 : (r == 1 ? 1 : static_cast<uint8_t>(rng() % 256));
+      }
+      BitMatrix bits;
+      packMask(mask.data(), T, n, bits);
+      QCOMPARE(bits.rows, n);
+      QCOMPARE(bits.words, (T + 63) / 64);
+      for (int64_t i = 0; i < n; ++i)
+        for (int64_t t = 0; t < bits.words * 64; ++t) {
+          const bool want = t < T && mask[static_cast<size_t>(t * n + i)] != 0;
+          wrong += want != (((bits.row(i)[t / 64] >> (t % 64)) & 1) != 0);
+        }
+    }
+    qInfo() << "packMask: wrong bits" << wrong;
+    QCOMPARE(wrong, int64_t{0});
   }
 
   void triangleHelpersRoundTrip() {

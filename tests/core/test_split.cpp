@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <fstream>
+#include <limits>
 #include <numeric>
 #include <random>
 #include <sstream>
@@ -100,6 +101,12 @@ class TestSplit : public QObject {
     at::Tensor B = at::rand({3072, 96}, at::kFloat);
     auto labels = balancedAssign(B, 96);
     for (auto s : sizesOf(labels, 96)) QCOMPARE(s, int64_t{32});
+    // A non-finite benefit (NaN rows of a broken W1) is refused, not looped on.
+    at::Tensor bad = at::rand({6, 3}, at::kDouble);
+    bad[4][1] = std::numeric_limits<double>::quiet_NaN();
+    QVERIFY_THROWS_EXCEPTION(ParameterError, balancedAssign(bad, 3));
+    bad[4][1] = std::numeric_limits<double>::infinity();
+    QVERIFY_THROWS_EXCEPTION(ParameterError, balancedAssign(bad, 3));
   }
 
   void balancedAssignWarmStart() {
