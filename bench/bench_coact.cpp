@@ -135,8 +135,8 @@ int main(int argc, char** argv) {
     }
     maxDiff = (C.to(at::kLong) - G.to(at::kLong)).abs().max().item<int64_t>();
   }
-  std::printf("  bitpack+popcount : %8.3f s, peak %.0f MiB above the input (counts %.0f MiB: %.2fx)\n", tBits, memBits,
-              countsMiB, memBits / countsMiB);
+  std::printf("  bitpack+popcount : %8.3f s, peak %.0f MiB above the input (counts %.0f MiB: %.2fx; %s kernel)\n",
+              tBits, memBits, countsMiB, memBits / countsMiB, coactKernelName(bestCoactKernel()));
   if (gemmTokens == T)
     std::printf("  float32 GEMM A^T A: %8.3f s, peak %.0f MiB above the input\n", tGemm, memGemm);
   else
