@@ -34,7 +34,8 @@
 // around their experts' means (the same formula for both).
 // Targets: every stage >= 5x faster than the peer; k-means >= 4x at equal
 // or lower inertia. Exit status 1 if the binary counts differ or the soft
-// co-activation differs from the peer's beyond 1e-4 relative.
+// co-activation differs from the peer's beyond 1e-4 relative; 2 with one
+// line for a bad option or input (checked before the peer script runs).
 #include <torch/torch.h>
 
 #include <unistd.h>
@@ -138,14 +139,40 @@ struct Args {
   int restarts = 4;
 };
 
+int run(int argc, char** argv);
+
 }  // namespace
 
+// Errors (a layer that was not recorded, experts not dividing d_ff, a bad
+// file) end the run with one line and status 2 instead of an abort.
 int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_peer: %s\n", e.what());
+    return 2;
+  }
+}
+
+namespace {
+
+int run(int argc, char** argv) {
   configureRuntime();
   Args a;
   bool expertsGiven = false;
   for (int i = 1; i < argc; i += 2) {
     const std::string k = argv[i];
+    if (k == "--help" || k == "-h") {
+      std::printf(
+          "usage: bench_peer [--tokens T --dff N --dmodel D --experts E]   synthetic GPT-2-small shape\n"
+          "       bench_peer --rec REC [--layer L] [--experts E]             a recording (record with --samples >= "
+          "--tokens)\n"
+          "       bench_peer --act ACT.npy --w1 W1.npy [--experts E]         given activations and W1\n"
+          "options: --soft-tokens S (peer's soft slice, default 4096), --restarts R (default 4), --work DIR (kept),\n"
+          "         --reuse-peer (reuse DIR's peer results from an earlier run on the same inputs)\n"
+          "Needs the benchmark extras (scripts/setup.sh --bench). Details: docs/recording-and-splitting.md.\n");
+      return 0;
+    }
     if (k == "--reuse-peer") {
       a.reusePeer = true;
       --i;
@@ -240,6 +267,13 @@ int main(int argc, char** argv) {
     at::Tensor centers = at::randn({a.E, a.d});
     w1 = (centers.index_select(0, lab) + 1.5 * at::randn({a.n, a.d})).contiguous();
   }
+  // Checked before the peer script runs (it would fail later, or after a
+  // long run): 8-token blocks and METIS need tokens, and equal-size experts
+  // need E dividing d_ff.
+  if (a.T < 8) throw std::runtime_error("need at least 8 tokens of activations, got " + std::to_string(a.T) +
+                                        (a.rec.empty() ? "" : " (record with --samples equal to --tokens)"));
+  if (a.E < 1 || a.n % a.E != 0)
+    throw std::runtime_error("--experts " + std::to_string(a.E) + " must divide d_ff " + std::to_string(a.n));
   if (!a.reusePeer) {
     writeNpy(a.work / "act.npy", h);
     writeNpy(a.work / "w1.npy", w1);
@@ -374,3 +408,5 @@ int main(int argc, char** argv) {
   }
   return binDiff == 0 && softRel < 1e-4 ? 0 : 1;
 }
+
+}  // namespace

@@ -344,7 +344,9 @@ std::vector<QualityFigures> evaluateBatches(Model& model, std::shared_ptr<const 
       f.loss = loss[i] / positions;
       f.perplexity = std::exp(f.loss);
       f.top1Agreement = agree[i] / positions;
-      f.kl = kl[i] / positions;
+      // KL(p || q) >= 0; the sum of p (log p - log q) over the vocabulary
+      // rounds to about -1e-9 where q equals p (every expert active).
+      f.kl = std::max(0.0, kl[i] / positions);
       f.positions = positions;
       f.topK.assign(nL, 0);
       f.layerRelError.assign(nL, NAN);
