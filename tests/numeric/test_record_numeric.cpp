@@ -91,6 +91,15 @@ class TestRecordNumeric : public QObject {
     expectOk(r, "compare");
     printLines(r.out);
     QVERIFY(r.out.find("agreement") != std::string::npos);
+    // A metric a partition lacks (stability with --no-stability) prints as
+    // n/a, not as a number.
+    r = test::runCli({"split", q(rec), "--method", "random", "--experts", "16", "--no-stability", "--out",
+                      q(dir_ / "part_nostab"), "--quiet"});
+    expectOk(r, "split --no-stability");
+    r = test::runCli({"split", "--compare", q(dir_ / "part_coact"), q(dir_ / "part_nostab")});
+    expectOk(r, "compare without stability");
+    QVERIFY2(r.out.find("n/a") != std::string::npos, r.out.c_str());
+    QVERIFY2(r.out.find("-1.0000") == std::string::npos, r.out.c_str());
   }
 
   void cliMergeAndExport() {
