@@ -275,6 +275,24 @@ int runEval(const Args& a) {
     }
     std::cout << "\n";
   }
+  if (speed) {
+    // The ratios are medians; where single runs spread by more than 2x (a
+    // busy machine: other processes on the cores the timing threads use),
+    // the medians cannot be trusted and the table says so.
+    double worst = 1.0;
+    for (const auto& r : results) {
+      if (!r.contains("speed")) continue;
+      for (const char* what : {"forward", "generate"}) {
+        const std::string lo = std::string(what) + "_speedup_min", hi = std::string(what) + "_speedup_max";
+        if (r["speed"].contains(lo) && r["speed"].contains(hi) && r["speed"][lo].get<double>() > 0)
+          worst = std::max(worst, r["speed"][hi].get<double>() / r["speed"][lo].get<double>());
+      }
+    }
+    if (worst > 2.0)
+      std::cout << "note: single timed runs spread up to " << std::setprecision(1) << worst
+                << "x around these medians (speedup_min/max in eval.json): the machine was busy; rerun on an idle "
+                   "machine or with MOEFY_THREADS=1\n";
+  }
   if (spec.generate > 0) printGeneration(j, spec.generate, spec.options.batch);
   if (a.has("out")) std::cout << "wrote " << a.text("out") << "/eval.json\n";
   return 0;
