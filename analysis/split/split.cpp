@@ -26,26 +26,28 @@ namespace fs = std::filesystem;
 int resolveExperts(int dFF, int experts, int expertSize) {
   if (experts > 0 && expertSize > 0) throw ParameterError("give either --experts or --expert-size, not both");
   if (experts <= 0 && expertSize <= 0) throw ParameterError("give --experts E or --expert-size S");
+  // The divisors of d_ff nearest to v (below, above), for the messages.
+  auto nearest = [dFF](int v) {
+    int below = v, above = v;
+    while (below > 1 && dFF % below != 0) --below;
+    while (above < dFF && dFF % above != 0) ++above;
+    return "; the nearest divisors are " + std::to_string(below) + " and " + std::to_string(above);
+  };
   if (expertSize > 0) {
     if (expertSize > dFF)
       throw ParameterError("--expert-size " + std::to_string(expertSize) + " is larger than d_ff " +
                            std::to_string(dFF));
     if (dFF % expertSize != 0)
       throw ParameterError("--expert-size " + std::to_string(expertSize) + " does not divide d_ff " +
-                           std::to_string(dFF) + "; choose a divisor of d_ff");
+                           std::to_string(dFF) + " (equal-size experts need a divisor)" + nearest(expertSize));
     return dFF / expertSize;
   }
   if (experts > dFF)
     throw ParameterError("--experts " + std::to_string(experts) + " is larger than d_ff " + std::to_string(dFF) +
                          " (an expert needs at least one neuron)");
-  if (dFF % experts != 0) {
-    int below = experts, above = experts;
-    while (below > 1 && dFF % below != 0) --below;
-    while (above < dFF && dFF % above != 0) ++above;
+  if (dFF % experts != 0)
     throw ParameterError("--experts " + std::to_string(experts) + " does not divide d_ff " + std::to_string(dFF) +
-                         " (equal-size experts need a divisor); the nearest divisors are " + std::to_string(below) +
-                         " and " + std::to_string(above));
-  }
+                         " (equal-size experts need a divisor)" + nearest(experts));
   return experts;
 }
 

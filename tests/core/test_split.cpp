@@ -495,6 +495,7 @@ class TestSplit : public QObject {
     expectParam(256, 0, "larger than d_ff");
     expectParam(12, 0, "nearest divisors are 8 and 16");
     expectParam(0, 48, "does not divide");
+    expectParam(0, 48, "nearest divisors are 32 and 64");
     expectParam(0, 0, "--experts");
     QCOMPARE(resolveExperts(128, 0, 16), 8);
     // kmeans with a model that is not the recording's.
