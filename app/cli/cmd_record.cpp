@@ -61,9 +61,13 @@ void printSummary(const Args& a, const Recording& r, double seconds) {
     printJson(j);
     return;
   }
-  std::cout << "wrote " << r.dir().string() << ": " << r.tokens() << " tokens, " << r.sequences() << " sequences, "
-            << r.layers().size() << (r.encoderDecoder() || r.nativeMoe() ? " sites, " : " layers, ") << r.sampleCount()
-            << " samples, active rule " << r.activeRule().toString() << "\n";
+  const bool sites = r.encoderDecoder() || r.nativeMoe();
+  const size_t nL = r.layers().size();
+  std::cout << "wrote " << r.dir().string() << ": " << r.tokens() << " tokens, " << r.sequences()
+            << (r.sequences() == 1 ? " sequence, " : " sequences, ") << nL
+            << (sites ? (nL == 1 ? " site, " : " sites, ") : (nL == 1 ? " layer, " : " layers, ")) << r.sampleCount()
+            << " samples, active rule " << r.activeRule().toString()
+            << (r.hasSoftCoact() ? ", soft co-activation recorded" : "") << "\n";
   for (int L : r.layers()) {
     if (r.encoderDecoder() || r.nativeMoe()) {
       const std::string name = r.site(L).name();
