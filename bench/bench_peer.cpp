@@ -270,8 +270,9 @@ int run(int argc, char** argv) {
   // Checked before the peer script runs (it would fail later, or after a
   // long run): 8-token blocks and METIS need tokens, and equal-size experts
   // need E dividing d_ff.
-  if (a.T < 8) throw std::runtime_error("need at least 8 tokens of activations, got " + std::to_string(a.T) +
-                                        (a.rec.empty() ? "" : " (record with --samples equal to --tokens)"));
+  if (a.T < 8)
+    throw std::runtime_error("need at least 8 tokens of activations, got " + std::to_string(a.T) +
+                             (a.rec.empty() ? "" : " (record with --samples equal to --tokens)"));
   if (a.E < 1 || a.n % a.E != 0)
     throw std::runtime_error("--experts " + std::to_string(a.E) + " must divide d_ff " + std::to_string(a.n));
   if (!a.reusePeer) {
