@@ -399,9 +399,7 @@ int main(int argc, char** argv) {
     return generationTokensPerSecond(*model, ffn, prompt, newTokens, quick ? 0.0 : 1.0);
   };
   double denseAten = best(nullptr);
-  std::vector<FfnWeights> dw;
-  for (int L = 0; L < 12; ++L) dw.push_back(model->ffnWeights(L));
-  double denseTps = best(std::make_shared<DenseKernelFfn>(dw));
+  double denseTps = best(std::make_shared<DenseKernelFfn>(*model));
   std::printf("%-12s %10.1f tokens/s\n%-12s %10.1f tokens/s (baseline below)\n", "dense-aten", denseAten, "dense-blas",
               denseTps);
   denseTps = std::max(denseTps, denseAten);

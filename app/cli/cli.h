@@ -45,6 +45,9 @@ int runSubcommand(const std::string& name, const std::vector<std::string>& args)
 
 /// Prints a JSON document to stdout (pretty, one trailing newline).
 void printJson(const nlohmann::json& j);
+/// A metric for a table: a JSON number with 4 decimals ("%.4f"), or "n/a"
+/// for anything else (null, absent: a metric the artefact does not have).
+std::string metricText(const nlohmann::json& v);
 /// Splits "1,2,3" into integers (each parsed in 64 bits); throws ParameterError naming `what`
 /// for an empty list, an empty entry (splitListValue) or an item that is not an integer.
 std::vector<long long> parseIntList(const std::string& text, const std::string& what);

@@ -28,13 +28,6 @@ nlohmann::json summaryOf(const nlohmann::json& doc) {
   return s;
 }
 
-std::string num(const nlohmann::json& v) {
-  if (!v.is_number()) return "n/a";
-  char b[32];
-  std::snprintf(b, sizeof b, "%.4f", v.get<double>());
-  return b;
-}
-
 int runAnalyze(const Args& a) {
   const fs::path modelDir = a.pos(0, "MODEL_DIR");
   const AnalyzeOptions o = analyzeOptionsFrom(a);
@@ -72,21 +65,21 @@ int runAnalyze(const Args& a) {
     if (r2.is_object()) {
       std::cout << " router R^2 vs expert similarity";
       for (const char* p : {"gate", "up", "down"})
-        if (r2["sim"].contains(p)) std::cout << " " << p << " " << num(r2["sim"][p]);
+        if (r2["sim"].contains(p)) std::cout << " " << p << " " << metricText(r2["sim"][p]);
     } else {
       std::cout << " router_sim " << s.value("router_sim", std::string("n/a"));
     }
     if (s.contains("dynamic")) {
       const auto& d = s["dynamic"];
-      std::cout << "; output similarity " << num(d["output_similarity"]) << ", top-1 = largest norm "
-                << num(d["top1_norm_share"]) << ", usage perplexity " << num(d["usage_perplexity"]) << ", dead "
-                << num(d["dead_share"]);
+      std::cout << "; output similarity " << metricText(d["output_similarity"]) << ", top-1 = largest norm "
+                << metricText(d["top1_norm_share"]) << ", usage perplexity " << metricText(d["usage_perplexity"])
+                << ", dead " << metricText(d["dead_share"]);
     }
     std::cout << "\n";
   }
   if (doc.contains("top1_norm_share"))
-    std::cout << "  all layers: the top-scored expert has the largest output norm for " << num(doc["top1_norm_share"])
-              << " of the tokens\n";
+    std::cout << "  all layers: the top-scored expert has the largest output norm for "
+              << metricText(doc["top1_norm_share"]) << " of the tokens\n";
   return 0;
 }
 

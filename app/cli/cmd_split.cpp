@@ -3,7 +3,6 @@
 #include <filesystem>
 #include <iomanip>
 #include <iostream>
-#include <sstream>
 
 #include "analysis/common/error.h"
 #include "analysis/jobs/job.h"
@@ -20,19 +19,10 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// A metric as printed: 4 decimals, or "n/a" where the partition has none
-// (recall@k without recorded samples, stability with --no-stability).
-std::string metricText(double v) {
-  std::ostringstream s;
-  s << std::fixed << std::setprecision(4) << v;
-  return s.str();
-}
+// recall@k as printed: "n/a" where the partition has none (no recorded samples).
 std::string recallAt(const nlohmann::json& m, size_t k) {
   if (!m.contains("recall_at_k") || m["recall_at_k"].size() < k) return "n/a";
-  return metricText(m["recall_at_k"][k - 1].get<double>());
-}
-std::string metricOr(const nlohmann::json& m, const char* key) {
-  return m.contains(key) ? metricText(m[key].get<double>()) : "n/a";
+  return metricText(m["recall_at_k"][k - 1]);
 }
 
 int runCompare(const Args& a) {
@@ -61,7 +51,7 @@ int runCompare(const Args& a) {
       std::cout << std::setw(5) << L << std::setw(6) << i << std::setw(14) << m.value("coact_inside", 0.0)
                 << std::setw(14) << std::setprecision(0) << m.value("edge_cut", 0.0) << std::setprecision(4)
                 << std::setw(9) << m.value("balance", 0.0) << std::setw(10) << recallAt(m, 1) << std::setw(12)
-                << recallAt(m, k8) << std::setw(15) << metricOr(m, "stability_ari") << "\n";
+                << recallAt(m, k8) << std::setw(15) << metricText(m.value("stability_ari", nlohmann::json())) << "\n";
     }
   std::cout << "\nagreement (ARI / NMI)\n";
   for (const auto& g : j["agreement"])

@@ -38,6 +38,13 @@ const std::string& Args::pos(size_t i, const std::string& what) const {
 
 void printJson(const nlohmann::json& j) { std::cout << j.dump(2) << std::endl; }
 
+std::string metricText(const nlohmann::json& v) {
+  if (!v.is_number()) return "n/a";
+  char b[32];
+  std::snprintf(b, sizeof b, "%.4f", v.get<double>());
+  return b;
+}
+
 std::vector<long long> parseIntList(const std::string& text, const std::string& what) {
   std::vector<long long> out;
   for (const std::string& item : splitListValue(text, what)) {
