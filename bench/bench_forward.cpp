@@ -27,7 +27,12 @@
 // when a layer does not route exactly top-k x tokens. These checks also run
 // at full size. Bad options exit 2.
 //
-//   build/bench/bench_forward [--case gpt2|t5|mixtral|all] [--batch 8] [--seq 256] [--reps 2] [--smoke]
+// --device cuda[:N] runs the gpt2 case (its GEMM rates too) on a GPU: a
+// CUDA-enabled libtorch build (scripts/gpu-check.sh); each timing waits for
+// the device's queue.
+//
+//   build/bench/bench_forward [--case gpt2|t5|mixtral|all] [--batch 8] [--seq 256] [--reps 2]
+//                             [--device cpu|cuda|cuda:N] [--smoke]
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -48,6 +53,7 @@
 #include "analysis/common/runtime.h"
 #include "analysis/io/safetensors.h"
 #include "analysis/model/arch.h"
+#include "analysis/model/device.h"
 #include "analysis/model/model.h"
 
 using namespace moefy;
@@ -56,6 +62,15 @@ using Clock = std::chrono::steady_clock;
 namespace {
 
 double seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
+
+// --device: where the gpt2 case's model and its GEMM rates run (cuda needs a
+// CUDA-enabled libtorch build, scripts/gpu-check.sh).
+c10::Device gDevice(c10::kCPU);
+// Waits for the device's queued work before a clock is read (a no-op on the
+// CPU): reading one value back synchronises.
+void sync(const at::Tensor& t) {
+  if (!t.is_cpu()) (void)t.reshape({-1})[0].item<float>();
+}
 
 struct Gemm {
   const char* what;
@@ -75,6 +90,8 @@ double measureGemm(const Gemm& g, int reps) {
   auto once = [&] {
     if (g.batch == 1) {
       at::mm_out(out, a, w.t());
+    } else if (!gDevice.is_cpu()) {
+      at::bmm_out(out, a, w.transpose(1, 2));  // one batched kernel on a device
     } else {
       at::parallel_for(0, g.batch, 1, [&](int64_t begin, int64_t end) {
         c10::InferenceMode guard;
@@ -85,20 +102,23 @@ double measureGemm(const Gemm& g, int reps) {
       });
     }
   };
+  const auto on = at::TensorOptions().device(gDevice);
   if (g.batch == 1) {
-    a = at::randn({g.m, g.k});
-    w = at::randn({g.n, g.k});  // nn.Linear weight [out, in]
-    out = at::empty({g.m, g.n});
+    a = at::randn({g.m, g.k}, on);
+    w = at::randn({g.n, g.k}, on);  // nn.Linear weight [out, in]
+    out = at::empty({g.m, g.n}, on);
   } else {
-    a = at::randn({g.batch, g.m, g.k});
-    w = at::randn({g.batch, g.n, g.k});
-    out = at::empty({g.batch, g.m, g.n});
+    a = at::randn({g.batch, g.m, g.k}, on);
+    w = at::randn({g.batch, g.n, g.k}, on);
+    out = at::empty({g.batch, g.m, g.n}, on);
   }
   once();
+  sync(out);
   double best = 1e30;
   for (int r = 0; r < reps; ++r) {
     auto t0 = Clock::now();
     once();
+    sync(out);
     best = std::min(best, seconds(t0, Clock::now()));
   }
   return g.flops() / best / 1e9;
@@ -205,10 +225,12 @@ at::Tensor timeForward(std::vector<Gemm>& gemms, int64_t N, int reps, const std:
   const double flopsPerForward = totalFlops(gemms);
   measureRates(gemms);
   at::Tensor logits = forward();  // warm-up (allocator, thread pool)
+  sync(logits);
   double best = 1e30, total = 0;
   for (int r = 0; r < reps; ++r) {
     auto t0 = Clock::now();
     logits = forward();
+    sync(logits);
     double s = seconds(t0, Clock::now());
     best = std::min(best, s);
     total += s;
@@ -353,7 +375,9 @@ int gpt2Case(const Options& o) {
     w[p + "mlp.c_proj.weight"] = rnd({F, C}, 0.02);
     w[p + "mlp.c_proj.bias"] = at::zeros({C});
   }
-  auto model = Model::fromTensors(cfg, std::move(w));
+  LoadOptions placement;
+  placement.device = gDevice;
+  auto model = Model::fromTensors(cfg, std::move(w), placement);
   const int64_t N = B * T;
 
   // The model's GEMMs per forward; attention's score and value products are
@@ -372,9 +396,9 @@ int gpt2Case(const Options& o) {
 
   std::printf(
       "bench_forward: GPT-2-small shape (L=%lld, d_model=%lld, d_ff=%lld, heads=%lld, vocab=%lld), "
-      "batch %lld x %lld, %d threads\n",
+      "batch %lld x %lld, %d threads, device %s\n",
       (long long)L, (long long)C, (long long)F, (long long)H, (long long)V, (long long)B, (long long)T,
-      runtimeThreads());
+      runtimeThreads(), gDevice.str().c_str());
   std::printf("model FLOPs per token: %.1f MFLOP (matmuls incl. attention and LM head)\n", totalFlops(gemms) / N / 1e6);
 
   at::Tensor ids = at::randint(0, V, {B, T}, at::kLong);
@@ -599,7 +623,7 @@ int mixtralCase(const Options& o) {
 [[noreturn]] void usage(const std::string& what) {
   std::fprintf(stderr,
                "bench_forward: %s (usage: bench_forward [--case gpt2|t5|mixtral|all] [--batch N] [--seq N] "
-               "[--reps N] [--smoke])\n",
+               "[--reps N] [--device cpu|cuda|cuda:N] [--smoke])\n",
                what.c_str());
   std::exit(2);
 }
@@ -623,7 +647,8 @@ int main(int argc, char** argv) {
       o.smoke = true;
       continue;
     }
-    if (a != "--case" && a != "--batch" && a != "--seq" && a != "--reps") usage("unknown option '" + a + "'");
+    if (a != "--case" && a != "--batch" && a != "--seq" && a != "--reps" && a != "--device")
+      usage("unknown option '" + a + "'");
     if (i + 1 >= argc) usage(a + " needs a value");
     const char* v = argv[++i];
     if (a == "--case") {
@@ -634,6 +659,12 @@ int main(int argc, char** argv) {
       o.batch = positive("--batch", v), batchSet = true;
     } else if (a == "--seq") {
       o.seq = positive("--seq", v), seqSet = true;
+    } else if (a == "--device") {
+      try {
+        gDevice = parseDevice(v);
+      } catch (const std::exception& e) {
+        usage(e.what());
+      }
     } else {
       o.reps = static_cast<int>(positive("--reps", v)), repsSet = true;
     }
@@ -643,6 +674,7 @@ int main(int argc, char** argv) {
     if (!seqSet) o.seq = 16;
     if (!repsSet) o.reps = 1;
   }
+  if (!gDevice.is_cpu() && o.which != "gpt2") usage("--device " + gDevice.str() + " applies to --case gpt2");
   configureRuntime();
   c10::InferenceMode guard;
   const bool all = o.which == "all";

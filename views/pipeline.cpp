@@ -153,7 +153,7 @@ std::vector<PipelineStep> buildSteps() {
       job->output = out;
       job->fn = [model, corpus, out, o](JobContext& jc) {
         jc.setStage("load model");
-        LoadedModel loaded = loadModel(model.toStdString());
+        LoadedModel loaded = loadModel(model.toStdString(), o.device);
         if (loaded.isMoe()) throw ParameterError(model.toStdString() + ": is a MoE export; record the dense model it came from");
         if (!loaded.tokenizer)
           throw FormatError(model.toStdString() + ": has no usable tokenizer (" + loaded.tokenizerError + ")");
@@ -341,7 +341,7 @@ std::vector<PipelineStep> buildSteps() {
       job->output = out;
       job->fn = [=](JobContext& jc) {
         jc.setStage("load model");
-        LoadedModel loaded = loadModel(model.toStdString());
+        LoadedModel loaded = loadModel(model.toStdString(), options.device);
         if (loaded.isMoe()) throw ParameterError(model.toStdString() + ": the partition/router evaluation needs the dense source model");
         if (!loaded.tokenizer) throw FormatError(model.toStdString() + ": a text corpus needs the model's tokenizer (" + loaded.tokenizerError + ")");
         Model& m = *loaded.model;

@@ -36,7 +36,7 @@ class CaptureSink : public HookSink {
   std::map<int, at::Tensor> x;  // layer -> [N, d_model]
   bool wants(int layer, HookPoint p) const override { return p == HookPoint::FfnIn && moe_.isMoe(layer); }
   void on(int layer, HookPoint, const at::Tensor& t) override {
-    x[layer] = t.detach().reshape({-1, t.size(-1)}).index_select(0, rows_);
+    x[layer] = t.detach().reshape({-1, t.size(-1)}).index_select(0, rows_.to(t.device()));
   }
 
  private:
@@ -112,12 +112,14 @@ CalibrateResult calibrateMoe(Model& model, const std::vector<std::vector<int64_t
     if (!withGrad || !o.experts) ng.emplace();
     at::Tensor logits = model.forward(sb.batch, &sink);
     if (sb.row.numel() == 0) throw ParameterError("calibrate: sequences too short to score");
-    at::Tensor lmLoss = at::cross_entropy_loss(logits.index({sb.row, sb.pos}), sb.target);
+    const c10::Device dev = logits.device();  // the model's (--device)
+    at::Tensor lmLoss =
+        at::cross_entropy_loss(logits.index({sb.row.to(dev), sb.pos.to(dev)}), sb.target.to(dev));
     lm = lmLoss.item<double>();
     ng.reset();
     std::optional<at::NoGradGuard> ng2;
     if (!withGrad) ng2.emplace();
-    at::Tensor rLoss = at::zeros({}, at::kFloat);
+    at::Tensor rLoss = at::zeros({}, logits.options().dtype(at::kFloat));
     int n = 0;
     for (auto& [L, xInf] : sink.x) {
       const auto& ml = moe->layers()[L];
@@ -203,7 +205,7 @@ nlohmann::json runCalibration(const std::filesystem::path& moeDir, const std::fi
   if (std::filesystem::exists(out) && !force)
     throw IoError(out.string() + ": already exists (use --force to replace it)");
   job.setStage("load model");
-  auto loaded = loadModel(moeDir);
+  auto loaded = loadModel(moeDir, o.device);
   if (!loaded.isMoe()) throw ParameterError(moeDir.string() + ": not a MoE export (run 'moefy export' first)");
   o.maskTokenId = maskTokenIdOf(loaded);
   job.setStage("read corpus");

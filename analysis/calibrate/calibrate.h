@@ -12,6 +12,7 @@
 //    the MoE model itself, through the selected experts (the top-k choice is
 //    not differentiable; unselected experts get no gradient).
 //  - Adam; only router (and expert) tensors change.
+#include <c10/core/Device.h>
 #include <cstdint>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -25,6 +26,9 @@ class JobContext;
 class Model;
 
 struct CalibrateOptions {
+  /// The device the export is loaded on and trained there (--device,
+  /// runCalibration); the written export is the same on every device.
+  c10::Device device = c10::Device(c10::kCPU);
   int steps = 100;
   bool experts = false;
   double lr = 1e-3;

@@ -3,6 +3,7 @@
 #include <limits>
 
 #include "analysis/eval/sequences.h"
+#include "analysis/model/device.h"
 
 namespace moefy {
 
@@ -29,6 +30,7 @@ const OptionTable& calibrateOptionTable() {
         .flag("force", "replace an existing MOE_DIR2")
         .flag("json", "print the result as JSON")
         .flag("quiet", "no progress lines on stderr");
+    addDeviceOption(t);
     return t;
   }();
   return table;
@@ -41,6 +43,7 @@ CalibrateOptions calibrateOptionsFrom(const OptionValues& v, CalibrateCorpusOpti
   o.lr = v.real("lr");
   o.batch = v.int32("batch");
   o.seed = v.seed("seed");
+  o.device = deviceOption(v);
   if (corpus) {
     corpus->seqLen = v.int32("seq-len");
     corpus->tokens = v.integer("tokens");

@@ -173,12 +173,13 @@ std::string moeficationSummary(const nlohmann::json& block, const ModelConfig& c
   return s;
 }
 
-LoadedModel loadModel(const std::filesystem::path& dir) {
+LoadedModel loadModel(const std::filesystem::path& dir, c10::Device device) {
   LoadedModel out;
   if (!std::filesystem::is_directory(dir)) throw IoError(dir.string() + ": not a model folder");
   out.moefication = readMoeficationBlock(dir);
   LoadOptions opts;
   opts.skipFfn = out.isMoe();
+  opts.device = device;
   out.model = Model::load(dir, opts);
   if (out.isMoe()) attachMoeFromCheckpoint(*out.model, out.moefication, dir);
   try {

@@ -19,9 +19,11 @@ struct LoadedModel {
   bool isMoe() const { return !moefication.is_null(); }
 };
 
-/// Loads a checkpoint folder (dense or MoE export). Throws Error subclasses
-/// naming the file and tensor.
-LoadedModel loadModel(const std::filesystem::path& dir);
+/// Loads a checkpoint folder (dense or MoE export) onto `device`
+/// (LoadOptions::device; a MoE export's experts and routers go there too).
+/// Throws Error subclasses naming the file and tensor, ParameterError for a
+/// device this build cannot use.
+LoadedModel loadModel(const std::filesystem::path& dir, c10::Device device = c10::Device(c10::kCPU));
 
 /// The architecture summary as JSON (what `moefy inspect --json` prints).
 /// For a MoE export, "parameters" counts the experts and routers in

@@ -64,6 +64,11 @@ class CandidateSink : public HookSink {
     return L >= 0 && cand_.isSparse(L);
   }
   void onSite(const Site& site, HookPoint p, const at::Tensor& x) override {
+    // Everything below runs on the hook's device (the model's, --device): the
+    // candidate's experts were packed from the model's weights there
+    // (buildMoeFfn), the index tensors are moved to it, and only the sums
+    // come back to the host.
+    const c10::Device dev = x.device();
     if (p == HookPoint::TopkIds) {
       topk_[site.layer] = x.reshape({-1, x.size(-1)});  // [B*T, k]
       return;
@@ -74,10 +79,10 @@ class CandidateSink : public HookSink {
       // x [n, d_model]: the tokens routed to the expert, ascending, as nativeMoe picks them.
       const at::Tensor& ids = topk_.at(site.layer);
       at::Tensor routed = (ids == site.expert).any(1).nonzero().reshape({-1});  // [n] flat tokens
-      at::Tensor real = at::zeros({ids.size(0)}, at::kBool).index_fill_(0, rows_.at(site.stack), true);
+      at::Tensor real = at::zeros({ids.size(0)}, ids.options().dtype(at::kBool)).index_fill_(0, rows_.at(site.stack).to(dev), true);
       flat = x.index_select(0, real.index_select(0, routed).nonzero().reshape({-1})).contiguous();
     } else {
-      flat = x.reshape({-1, x.size(-1)}).index_select(0, rows_.at(site.stack)).contiguous();
+      flat = x.reshape({-1, x.size(-1)}).index_select(0, rows_.at(site.stack).to(dev)).contiguous();
     }
     const int64_t n = flat.size(0);
     at::Tensor yc;
@@ -94,12 +99,13 @@ class CandidateSink : public HookSink {
       // Entries -1 (a dynamic-k token that took fewer than the most) are no expert.
       const at::Tensor selFlat = sel.reshape({-1});
       (*neurons)[layer] += at::tensor(sizes, at::kLong)
+                               .to(selFlat.device())
                                .index_select(0, selFlat.clamp_min(0))
                                .masked_fill(selFlat < 0, 0)
                                .sum()
                                .item<double>();
       if (kCounts && moe.layers()[layer].router->kind == RouterKind::DynamicK) {
-        at::Tensor k = at::bincount((sel >= 0).sum(1), {}, sel.size(1) + 1).contiguous();  // [max k + 1]
+        at::Tensor k = at::bincount((sel >= 0).sum(1), {}, sel.size(1) + 1).cpu().contiguous();  // [max k + 1]
         auto& hist = (*kCounts)[layer];
         hist.resize(static_cast<size_t>(k.numel()), 0);
         for (int64_t j = 0; j < k.numel(); ++j) hist[static_cast<size_t>(j)] += k.data_ptr<int64_t>()[j];
@@ -276,7 +282,8 @@ std::vector<QualityFigures> evaluateBatches(Model& model, std::shared_ptr<const 
     if (!batches(eb, done)) break;
     if (batchIndex++ % ranks != rank) continue;
     if (eb.row.numel() == 0) continue;
-    const at::Tensor &bT = eb.row, &tT = eb.pos, &yT = eb.target;
+    // The scored positions go to the model's device (--device), where the logits are.
+    const at::Tensor bT = eb.row.to(model.device()), tT = eb.pos.to(model.device()), yT = eb.target.to(model.device());
     const int64_t P = eb.row.numel();
     at::Tensor lpRef;
     {

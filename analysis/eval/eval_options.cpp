@@ -8,6 +8,7 @@
 
 #include "analysis/common/error.h"
 #include "analysis/eval/sequences.h"
+#include "analysis/model/device.h"
 
 namespace moefy {
 
@@ -73,6 +74,7 @@ const OptionTable& evalOptionTable() {
         .flag("force", "replace an existing EVAL_DIR")
         .flag("json", "print the result as JSON")
         .flag("quiet", "no progress lines on stderr");
+    addDeviceOption(t);
     return t;
   }();
   return table;
@@ -101,6 +103,11 @@ EvalCorpusOptions applyEvalOptions(const OptionValues& v, EvalRunSpec& spec) {
   spec.speed = v.flag("speed");
   spec.speedSeconds = v.real("speed-seconds");
   spec.generate = v.has("generate") ? v.int32("generate") : 0;
+  spec.device = deviceOption(v);
+  if (!spec.device.is_cpu() && spec.speed)
+    throw ParameterError("--speed times the CPU kernels (the sparse MoE FFN is CPU code): give --device cpu");
+  if (!spec.device.is_cpu() && spec.activationBound)
+    throw ParameterError("--bound runs on the CPU only: give --device cpu");
   EvalCorpusOptions c;
   c.seqLen = v.int32("seq-len");
   c.tokens = v.integer("tokens");

@@ -4,6 +4,7 @@
 // active-expert fractions) and optionally the top-k activation bound at the
 // same budgets, quality and FFN FLOPs against the reference, optional speed,
 // assembled into the eval.json document (docs/formats.md "Evaluation").
+#include <c10/core/Device.h>
 #include <filesystem>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -31,6 +32,10 @@ struct EvalRunSpec {
   /// MoEfy (every FFN layer when there is no base; then a sweep is needed).
   bool activationBound = false;
   EvalOptions options;
+  /// The device the model is loaded on (--device; the caller loads it). The
+  /// quality figures are computed there; --speed and --bound need the CPU
+  /// (applyEvalOptions refuses them elsewhere).
+  c10::Device device = c10::Device(c10::kCPU);
   bool speed = false;         ///< also time forward passes and greedy generation
   double speedSeconds = 1.0;  ///< minimum seconds per forward timing and per generation timing
   /// Encoder-decoder models: greedy-translate the pairs with at most this many

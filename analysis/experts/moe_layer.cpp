@@ -79,6 +79,11 @@ std::shared_ptr<MoeLayerWeights> MoeLayerWeights::pack(const FfnWeights& w, Expe
   const int64_t F = w.up.size(0);
   if (layout.dFF() != F)
     throw FormatError("partition has " + std::to_string(layout.dFF()) + " neurons, the FFN has d_ff " + std::to_string(F));
+  // Packed where the weights are (a model on --device packs there); the layout's
+  // index tensors follow them.
+  const c10::Device dev = w.up.device();
+  for (at::Tensor* t : {&layout.labels, &layout.perm, &layout.rowExpert, &layout.invPerm})
+    if (t->defined()) *t = t->to(dev);
   const at::Tensor& perm = layout.perm;
   m->up = w.up.detach().index_select(0, perm).contiguous();
   if (w.gated()) m->gate = w.gate.detach().index_select(0, perm).contiguous();

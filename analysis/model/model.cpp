@@ -20,6 +20,7 @@
 #include "analysis/io/fsutil.h"
 #include "analysis/io/json_input.h"
 #include "analysis/io/safetensors.h"
+#include "analysis/model/device.h"
 
 namespace moefy {
 
@@ -103,6 +104,15 @@ at::Tensor denseFfn(const FfnWeights& w, const at::Tensor& x, at::Tensor* hidden
 }
 
 Model::~Model() = default;
+
+std::shared_ptr<const FfnOverride> FfnOverride::onDevice(c10::Device device) const {
+  throw ParameterError("--device " + device.str() + ": this FFN replacement has CPU kernels only (use --device cpu)");
+}
+
+void Model::setFfnOverride(std::shared_ptr<const FfnOverride> ffn) {
+  if (ffn && !device_.is_cpu()) ffn = ffn->onDevice(device_);
+  override_ = std::move(ffn);
+}
 
 namespace {
 
@@ -223,7 +233,7 @@ at::Tensor Model::t(Role role, int layer, SiteStack stack, int expert) const {
 at::Tensor Model::embedTokens(const at::Tensor& ids) const {
   auto it = tensors_.find(tensorName(Role::TokEmbd));
   if (it == tensors_.end()) throw FormatError("model: no token embedding");
-  at::Tensor rows = at::embedding(it->second, ids);
+  at::Tensor rows = at::embedding(it->second, ids.to(it->second.device()));
   return toFloat32(rows);
 }
 
@@ -386,6 +396,11 @@ void Model::bind(const LoadOptions& options, const std::string& file) {
     fingerprint_.clear();
     return;
   }
+  requireDevice(options.device, "LoadOptions::device");
+  if (!options.device.is_cpu() && mapped_)
+    throw ParameterError("--device " + options.device.str() +
+                         ": the half-precision weights are kept mapped (MOEFY_WEIGHTS=mapped); a device needs them "
+                         "converted (MOEFY_WEIGHTS=convert)");
   // The fingerprint covers every byte of every weight (a sample of values
   // let a model with, e.g., doubled FFN weights pass as the original). Each
   // tensor is hashed 8 bytes per step (FNV-1a over 64-bit words, several GB/s)
@@ -420,6 +435,11 @@ void Model::bind(const LoadOptions& options, const std::string& file) {
     h = fnv1a(h, &th[i], sizeof th[i]);
   }
   fingerprint_ = hex16(h);
+  // Hashed on the CPU above (the fingerprint does not depend on the device),
+  // then copied to the device once.
+  if (!options.device.is_cpu())
+    for (auto& [name, tensor] : tensors_) tensor = tensor.to(options.device);
+  device_ = options.device;
 }
 
 std::unique_ptr<Model> Model::load(const fs::path& dir, const LoadOptions& options) {
@@ -482,6 +502,7 @@ std::unique_ptr<Model> Model::load(const fs::path& dir, const LoadOptions& optio
       else if (v != "auto")
         throw ParameterError("MOEFY_WEIGHTS='" + v + "' is not one of auto, convert, mapped");
     }
+    if (mode == WeightMode::Auto && !options.device.is_cpu()) mode = WeightMode::Convert;  // device memory holds the F32
     if (mode == WeightMode::Auto) {
       // The F32 copy takes twice the stored half bytes.
       mode = 2 * halfBytes > 0.5 * availableMemoryBytes() ? WeightMode::Mapped : WeightMode::Convert;
@@ -656,7 +677,7 @@ std::vector<double> ropeInvFreq(const RopeConfig& rc, int64_t seqLen) {
 
 // cos/sin [1, 1, T, dim] for positions P .. P + T - 1 (rotate-half layout: the
 // frequencies repeated twice), times the yarn attention factor.
-std::pair<at::Tensor, at::Tensor> ropeTables(const RopeConfig& rc, int64_t P, int64_t T) {
+std::pair<at::Tensor, at::Tensor> ropeTables(const RopeConfig& rc, int64_t P, int64_t T, c10::Device device) {
   std::vector<double> inv = ropeInvFreq(rc, P + T);
   const int half = rc.dim / 2;
   at::Tensor cos = at::empty({T, rc.dim}, at::kFloat), sin = at::empty({T, rc.dim}, at::kFloat);
@@ -668,7 +689,7 @@ std::pair<at::Tensor, at::Tensor> ropeTables(const RopeConfig& rc, int64_t P, in
       c[t][i] = c[t][i + half] = static_cast<float>(std::cos(a) * rc.attentionFactor);
       s[t][i] = s[t][i + half] = static_cast<float>(std::sin(a) * rc.attentionFactor);
     }
-  return {cos.view({1, 1, T, rc.dim}), sin.view({1, 1, T, rc.dim})};
+  return {cos.view({1, 1, T, rc.dim}).to(device), sin.view({1, 1, T, rc.dim}).to(device)};
 }
 
 // x * cos + rotate_half(x) * sin on the first `cos.size(-1)` dims; the rest
@@ -730,8 +751,8 @@ at::Tensor Model::attention(int L, const at::Tensor& x, const at::Tensor& bias, 
   double scale = c.attnScale > 0 ? c.attnScale : 1.0 / std::sqrt(static_cast<double>(D));
   if (c.attnScaleInverseLayer) scale /= static_cast<double>(L + 1);
   const double cap = c.attnSoftcap;
-  if (!at::GradMode::is_enabled()) {
-    // Inference: one (sequence, head) pair per task across the thread pool.
+  if (!at::GradMode::is_enabled() && x.is_cpu()) {
+    // Inference on the CPU: one (sequence, head) pair per task across the thread pool.
     // Each product is a single-threaded BLAS call on [T, D] panels that stay
     // in cache; batched matmuls instead wake every BLAS thread for each of the
     // 2 x B x H small products, which costs more than the products themselves
@@ -756,7 +777,7 @@ at::Tensor Model::attention(int L, const at::Tensor& x, const at::Tensor& bias, 
     });
     return lin(out.view({B, T, H * D}), t(Role::AttnOut, L), t(Role::AttnOutB, L));
   }
-  // Autograd path (training): batched matmuls.
+  // Autograd path (training), and every device other than the CPU: batched matmuls.
   if (KV != H) {
     k = k.unsqueeze(2).expand({B, KV, H / KV, S, D}).reshape({B, H, S, D});
     v = v.unsqueeze(2).expand({B, KV, H / KV, S, D}).reshape({B, H, S, D});
@@ -811,9 +832,12 @@ at::Tensor Model::run(const at::Tensor& ids, const at::Tensor& maskIn, const at:
       throw ParameterError("token id " + std::to_string(lo < 0 ? lo : hi) + " is outside the vocabulary [0, " +
                            std::to_string(c.vocab) + ")");
   }
-  at::Tensor mask = maskIn.defined() ? maskIn : at::ones({B, T}, at::kLong);
+  // Every tensor made below lives on the model's device (LoadOptions::device).
+  const at::Tensor idsD = ids.to(device_);
+  const auto onDevice = [&](at::ScalarType type) { return at::TensorOptions().dtype(type).device(device_); };
+  at::Tensor mask = maskIn.defined() ? maskIn.to(device_) : at::ones({B, T}, onDevice(at::kLong));
 
-  at::Tensor x = embedTokens(ids);  // [B, T, E]
+  at::Tensor x = embedTokens(idsD);  // [B, T, E]
   if (at::Tensor pin = t(Role::ProjIn); pin.defined()) x = lin(x, pin, {});
   // Gemma: embeddings times sqrt(d_model).
   if (c.embedScale) x = x * std::sqrt(static_cast<double>(c.dModel));
@@ -822,12 +846,12 @@ at::Tensor Model::run(const at::Tensor& ids, const at::Tensor& maskIn, const at:
     if (c.arch == Arch::OPT && !cache) {
       pos = (at::cumsum(mask, 1) * mask - 1) + c.posOffset;  // as HF's OPTLearnedPositionalEmbedding
     } else {
-      pos = (at::arange(P, S, at::kLong) + c.posOffset).unsqueeze(0).expand({B, T});
+      pos = (at::arange(P, S, onDevice(at::kLong)) + c.posOffset).unsqueeze(0).expand({B, T});
     }
     x = x + at::embedding(t(Role::PosEmbd), pos);
   }
   if (at::Tensor te = t(Role::TypeEmbd); te.defined()) {
-    at::Tensor types = typeIds.defined() ? typeIds : at::zeros({B, T}, at::kLong);
+    at::Tensor types = typeIds.defined() ? typeIds.to(device_) : at::zeros({B, T}, onDevice(at::kLong));
     x = x + at::embedding(te, types);
   }
   if (at::Tensor en = t(Role::EmbNorm); en.defined()) x = layerNorm(x, en, t(Role::EmbNormB), c.normEps);
@@ -835,11 +859,11 @@ at::Tensor Model::run(const at::Tensor& ids, const at::Tensor& maskIn, const at:
   // Additive attention biases [B, 1, T, S]: key padding, causality, and for
   // sliding layers the window (query i sees key j only if i - j < window).
   const float neg = -1e30f;
-  at::Tensor qPos = at::arange(P, S, at::kLong).view({T, 1});
-  at::Tensor kPos = at::arange(S, at::kLong).view({1, S});
-  at::Tensor hide = at::zeros({T, S}, at::kBool);
+  at::Tensor qPos = at::arange(P, S, onDevice(at::kLong)).view({T, 1});
+  at::Tensor kPos = at::arange(S, onDevice(at::kLong)).view({1, S});
+  at::Tensor hide = at::zeros({T, S}, onDevice(at::kBool));
   if (c.causal) hide = kPos > qPos;
-  at::Tensor full = at::zeros({B, 1, T, S}, at::kFloat).masked_fill(hide.view({1, 1, T, S}), neg);
+  at::Tensor full = at::zeros({B, 1, T, S}, onDevice(at::kFloat)).masked_fill(hide.view({1, 1, T, S}), neg);
   if (!cache) full = full.masked_fill((mask == 0).view({B, 1, 1, T}), neg);
   at::Tensor window = full;
   if (c.slidingWindow > 0 && S > c.slidingWindow)
@@ -847,9 +871,9 @@ at::Tensor Model::run(const at::Tensor& ids, const at::Tensor& maskIn, const at:
 
   Rope global, local;
   if (c.pos == PosKind::Rope) {
-    std::tie(global.cos, global.sin) = ropeTables(c.rope, P, T);
+    std::tie(global.cos, global.sin) = ropeTables(c.rope, P, T, device_);
     local = global;
-    if (c.arch == Arch::Gemma3) std::tie(local.cos, local.sin) = ropeTables(c.ropeLocal, P, T);
+    if (c.arch == Arch::Gemma3) std::tie(local.cos, local.sin) = ropeTables(c.ropeLocal, P, T, device_);
   }
 
   for (int L = 0; L < c.nLayer; ++L) {
@@ -935,11 +959,11 @@ void Model::save(const fs::path& dir, const std::string& dtype) const {
       }
       if (parts.size() != f.parts.size()) continue;
       for (Role r : f.parts) inFused.insert(tensorName(r, L));
-      out.emplace_back(expandPattern(f.pattern, L), at::cat(parts, 0).to(st).contiguous());
+      out.emplace_back(expandPattern(f.pattern, L), at::cat(parts, 0).to(st).cpu().contiguous());
     }
   for (const auto& [name, tensor] : tensors_) {
     if (inFused.count(name)) continue;
-    out.emplace_back(name, tensor.detach().to(st).contiguous());
+    out.emplace_back(name, tensor.detach().to(st).cpu().contiguous());
   }
   writeSafetensors(dir / "model.safetensors", out, {{"format", "pt"}});
   writeFileAtomic(dir / "config.json", config_.raw.dump(2) + "\n");

@@ -2,12 +2,15 @@
 // Model: a Hugging Face checkpoint folder loaded into the libtorch engine.
 //
 // Weights are memory-mapped: F32 tensors are zero-copy, read-only views into
-// the file; F16/BF16 are converted to F32 once. Compute is F32 on CPU.
-// forward() runs in inference mode unless the model was made trainable.
+// the file; F16/BF16 are converted to F32 once (or per use, WeightMode).
+// Compute is F32 on the model's device (LoadOptions::device: the CPU unless
+// asked otherwise; docs/scale.md "Device"). forward() runs in inference mode
+// unless the model was made trainable.
 //
 // Thread-safety: forward() and the accessors are const and may run
 // concurrently; setFfnOverride()/makeTrainable() must not race with them.
 #include <ATen/Tensor.h>
+#include <c10/core/Device.h>
 
 #include <filesystem>
 #include <functional>
@@ -118,6 +121,12 @@ class FfnOverride {
   /// handles single-stack sites through forward() and throws ParameterError
   /// for the others.
   virtual at::Tensor forwardSite(const Site& site, const at::Tensor& x, at::Tensor* hidden) const;
+  /// This override with its weights on `device` (Model::setFfnOverride calls
+  /// it when the model is on a device other than the CPU; a copy, or this
+  /// object when nothing has to move). The default throws ParameterError
+  /// naming `--device`: an override with CPU kernels only refuses other
+  /// devices rather than failing inside them.
+  virtual std::shared_ptr<const FfnOverride> onDevice(c10::Device device) const;
 };
 
 /// Keys and values of the layers for incremental decoding (Model::forwardCached).
@@ -176,6 +185,14 @@ struct LoadOptions {
   /// finiteness check, no fingerprint: fingerprint() is ""). The model can
   /// describe itself but must not run.
   bool headersOnly = false;
+  /// Where the weights are held and the forward computes (`--device`,
+  /// parseDevice() in model/device.h). A non-CPU device needs the weights
+  /// converted (WeightMode::Convert; Auto becomes Convert, Mapped is refused
+  /// with ParameterError): they are read and fingerprinted on the CPU, then
+  /// copied to the device once. Batches may be given on any device (the
+  /// forward moves ids and masks to the model's); its results and the hook
+  /// tensors are on the model's device.
+  c10::Device device = c10::Device(c10::kCPU);
 };
 
 class Model {
@@ -207,6 +224,8 @@ class Model {
   /// True when half-precision weights stay mapped and are converted per use
   /// (WeightMode::Mapped, chosen or forced); false for F32 checkpoints.
   bool mappedWeights() const { return mapped_; }
+  /// The device of the weights and of every tensor the forward creates.
+  c10::Device device() const { return device_; }
   /// Full HF tensor name of a role (layer ignored for global roles); "" if unused.
   /// Encoder-decoder models name their per-stack roles with `stack`; the
   /// per-expert roles of native MoE models (ExpGate/ExpUp/ExpDown) take `expert`.
@@ -278,8 +297,10 @@ class Model {
   /// and blk.L.shared (Qwen2-MoE's shared expert, without its sigmoid gate)
   /// for native MoE layers. Throws ParameterError for sites the model lacks.
   FfnWeights ffnWeights(const Site& site) const;
-  /// nullptr restores the dense FFNs.
-  void setFfnOverride(std::shared_ptr<const FfnOverride> ffn) { override_ = std::move(ffn); }
+  /// nullptr restores the dense FFNs. On a model whose device() is not the
+  /// CPU the model keeps ffn->onDevice(device()) (so ffnOverride() may be a
+  /// copy of `ffn`); throws what onDevice throws.
+  void setFfnOverride(std::shared_ptr<const FfnOverride> ffn);
   const std::shared_ptr<const FfnOverride>& ffnOverride() const { return override_; }
 
   /// Turns every weight into an owned F32 leaf with requires_grad and returns
@@ -338,6 +359,7 @@ class Model {
   std::shared_ptr<const FfnOverride> override_;
   bool trainable_ = false;
   bool mapped_ = false;
+  c10::Device device_ = c10::Device(c10::kCPU);
 };
 
 }  // namespace moefy

@@ -60,7 +60,7 @@ at::Tensor Model::nativeMoe(int L, const at::Tensor& x, int64_t B, int64_t T, Ho
       // routed computation above (and the model's output) stays bit-identical.
       if (!wantExpert && !wantAct) continue;
       hidden = applyActivation(at::linear(x, w.gate), w.act) * at::linear(x, w.up);  // [N, F]
-      tokens = at::arange(N, at::kLong);
+      tokens = at::arange(N, x.options().dtype(at::kLong));
       if (wantAct) act.narrow(1, e * F, F).copy_(hidden);
     } else if (wantAct && hit.size(0) > 0) {
       act.narrow(1, e * F, F).index_copy_(0, tokens, hidden);

@@ -37,9 +37,10 @@ at::Tensor t5Norm(const at::Tensor& x, const at::Tensor& w, double eps) {
 // step), the keys 0 .. S - 1; the same elementwise operations as for offset 0,
 // so a step's row equals that row of the whole-prefix table bit for bit.
 at::Tensor relativeBuckets(int64_t T, int64_t S, bool bidirectional, int64_t numBuckets, int64_t maxDistance,
-                           int64_t offset = 0) {
-  at::Tensor rel = at::arange(S, at::kLong).view({1, S}) - (at::arange(T, at::kLong) + offset).view({T, 1});  // [T, S]
-  at::Tensor buckets = at::zeros({T, S}, at::kLong);
+                           c10::Device device, int64_t offset = 0) {
+  const auto longs = at::TensorOptions().dtype(at::kLong).device(device);
+  at::Tensor rel = at::arange(S, longs).view({1, S}) - (at::arange(T, longs) + offset).view({T, 1});  // [T, S]
+  at::Tensor buckets = at::zeros({T, S}, longs);
   if (bidirectional) {
     numBuckets /= 2;
     buckets = buckets + (rel > 0).to(at::kLong) * numBuckets;
@@ -63,7 +64,8 @@ at::Tensor relativeBuckets(int64_t T, int64_t S, bool bidirectional, int64_t num
 // has no relative bias, only the source padding.
 at::Tensor sourceBias(const at::Tensor& sourceMask) {
   const int64_t B = sourceMask.size(0), S = sourceMask.size(1);
-  return at::zeros({B, 1, 1, S}, at::kFloat).masked_fill((sourceMask == 0).view({B, 1, 1, S}), kMasked);
+  return at::zeros({B, 1, 1, S}, sourceMask.options().dtype(at::kFloat))
+      .masked_fill((sourceMask == 0).view({B, 1, 1, S}), kMasked);
 }
 
 }  // namespace
@@ -88,17 +90,17 @@ at::Tensor Model::t5SelfBias(SiteStack stack, const at::Tensor& mask) const {
   const auto& c = config_;
   const bool decoder = stack == SiteStack::Decoder;
   const int64_t B = mask.size(0), T = mask.size(1);
-  at::Tensor buckets = relativeBuckets(T, T, !decoder, c.relBuckets, c.relMaxDistance);  // [T, T]
+  at::Tensor buckets = relativeBuckets(T, T, !decoder, c.relBuckets, c.relMaxDistance, mask.device());  // [T, T]
   at::Tensor rel = at::embedding(t(Role::RelBias, 0, stack), buckets)                    // [T, T, H]
                        .permute({2, 0, 1})
                        .unsqueeze(0);                // [1, H, T, T]
   at::Tensor hide = (mask == 0).view({B, 1, 1, T});  // padded keys
   if (decoder) {
-    at::Tensor pos = at::arange(T, at::kLong);
+    at::Tensor pos = at::arange(T, mask.options().dtype(at::kLong));
     hide = hide | (pos.view({1, T}) > pos.view({T, 1})).view({1, 1, T, T});  // keys after the query
   }
   hide = hide.expand({B, 1, T, T});
-  return rel + at::zeros({B, 1, T, T}, at::kFloat).masked_fill(hide, kMasked);  // [B, H, T, T]
+  return rel + at::zeros({B, 1, T, T}, mask.options().dtype(at::kFloat)).masked_fill(hide, kMasked);  // [B, H, T, T]
 }
 
 at::Tensor Model::t5Heads(SiteStack stack, int L, Role role, const at::Tensor& x) const {
@@ -113,11 +115,12 @@ at::Tensor Model::t5Heads(SiteStack stack, int L, Role role, const at::Tensor& x
 at::Tensor Model::t5StepBias(int64_t offset, int64_t T) const {
   const auto& c = config_;
   const int64_t S = offset + T;
-  at::Tensor buckets = relativeBuckets(T, S, false, c.relBuckets, c.relMaxDistance, offset);  // [T, S]
+  at::Tensor buckets = relativeBuckets(T, S, false, c.relBuckets, c.relMaxDistance, device_, offset);  // [T, S]
   at::Tensor rel = at::embedding(t(Role::RelBias, 0, SiteStack::Decoder), buckets).permute({2, 0, 1}).unsqueeze(0);
-  at::Tensor pos = at::arange(S, at::kLong);
+  const auto on = at::TensorOptions().device(device_);
+  at::Tensor pos = at::arange(S, on.dtype(at::kLong));
   at::Tensor hide = (pos.view({1, S}) > (pos.narrow(0, offset, T)).view({T, 1})).view({1, 1, T, S});
-  return rel + at::zeros({1, 1, T, S}, at::kFloat).masked_fill(hide, kMasked);  // [1, H, T, S]
+  return rel + at::zeros({1, 1, T, S}, on.dtype(at::kFloat)).masked_fill(hide, kMasked);  // [1, H, T, S]
 }
 
 // T5Attention: queries from x [B, T, C], keys and values k, v [B, H, S, D]
@@ -129,8 +132,8 @@ at::Tensor Model::t5Attend(SiteStack stack, int L, bool cross, const at::Tensor&
   const int64_t B = x.size(0), T = x.size(1);
   const Role rq = cross ? Role::CrossQ : Role::AttnQ, ro = cross ? Role::CrossOut : Role::AttnOut;
   at::Tensor q = t5Heads(stack, L, rq, x);  // [B, H, T, D]
-  if (!at::GradMode::is_enabled()) {
-    // Inference: one (sequence, head) pair per task across the thread pool, as
+  if (!at::GradMode::is_enabled() && x.is_cpu()) {
+    // Inference on the CPU: one (sequence, head) pair per task across the thread pool, as
     // Model::attention does: one batched matmul over the B x H small products
     // wakes every BLAS thread per product and ran slower than the products
     // (bench/bench_forward --case t5 shows attention against its GEMM bound).
@@ -153,7 +156,7 @@ at::Tensor Model::t5Attend(SiteStack stack, int L, bool cross, const at::Tensor&
     });
     return at::linear(out.view({B, T, H * D}), t(ro, L, stack));  // [B, T, C]
   }
-  // Autograd path (training): batched matmuls.
+  // Autograd path (training), and every device other than the CPU: batched matmuls.
   at::Tensor scores = at::matmul(q, k.transpose(-1, -2)) + bias;                // [B, H, T, S]
   at::Tensor out = at::matmul(at::softmax(scores, -1), v);                      // [B, H, T, D]
   return at::linear(out.transpose(1, 2).reshape({B, T, -1}), t(ro, L, stack));  // [B, T, C]
@@ -209,7 +212,7 @@ at::Tensor Model::encode(const Batch& source, HookSink* hooks) const {
   checkSeq2Seq(source, "source");
   std::optional<c10::InferenceMode> inference;
   if (!trainable_) inference.emplace();
-  at::Tensor mask = source.mask.defined() ? source.mask : at::ones_like(source.ids);  // [B, T]
+  at::Tensor mask = (source.mask.defined() ? source.mask : at::ones_like(source.ids)).to(device_);  // [B, T]
   at::Tensor x = embedTokens(source.ids);  // [B, T, C]: no scaling, no absolute positions
   return t5Stack(SiteStack::Encoder, x, t5SelfBias(SiteStack::Encoder, mask), at::Tensor(), at::Tensor(), hooks);
 }
@@ -227,10 +230,11 @@ at::Tensor Model::decodeHidden(const at::Tensor& encoderOut, const at::Tensor& s
                          shapeString(encoderOut));
   std::optional<c10::InferenceMode> inference;
   if (!trainable_) inference.emplace();
-  at::Tensor mask = decoder.mask.defined() ? decoder.mask : at::ones_like(decoder.ids);  // [B, T]
-  at::Tensor crossBias = sourceBias(sourceMask);
+  at::Tensor mask = (decoder.mask.defined() ? decoder.mask : at::ones_like(decoder.ids)).to(device_);  // [B, T]
+  at::Tensor crossBias = sourceBias(sourceMask.to(device_));
   at::Tensor x = embedTokens(decoder.ids);  // [B, T, C]
-  return t5Stack(SiteStack::Decoder, x, t5SelfBias(SiteStack::Decoder, mask), encoderOut, crossBias, hooks);
+  return t5Stack(SiteStack::Decoder, x, t5SelfBias(SiteStack::Decoder, mask), encoderOut.to(device_), crossBias,
+                 hooks);
 }
 
 at::Tensor Model::forwardSeq2Seq(const Batch& source, const Batch& decoder, HookSink* hooks) const {
@@ -249,7 +253,7 @@ void Seq2SeqCache::keepRows(const at::Tensor& rows) {
   if (rows.dim() != 1 || (rows.numel() > 0 && (rows.min().item<int64_t>() < 0 || rows.max().item<int64_t>() >= B)))
     throw ParameterError("decoder cache rows " + shapeString(rows) + " must be indices in [0, " + std::to_string(B) +
                          ")");
-  const at::Tensor r = rows.to(at::kLong);
+  const at::Tensor r = rows.to(crossBias.device(), at::kLong);
   crossBias = crossBias.index_select(0, r);
   for (auto* list : {&crossK, &crossV, &selfK, &selfV})
     for (auto& x : *list)
@@ -261,7 +265,7 @@ Seq2SeqCache Model::startSeq2Seq(const Batch& source, HookSink* hooks) const {
   std::optional<c10::InferenceMode> inference;
   if (!trainable_) inference.emplace();
   Seq2SeqCache cache;
-  cache.crossBias = sourceBias(source.mask.defined() ? source.mask : at::ones_like(source.ids));
+  cache.crossBias = sourceBias((source.mask.defined() ? source.mask : at::ones_like(source.ids)).to(device_));
   const auto n = static_cast<size_t>(config_.layerCount(SiteStack::Decoder));
   cache.crossK.resize(n);
   cache.crossV.resize(n);

@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "analysis/common/error.h"
+#include "analysis/model/device.h"
 
 namespace moefy {
 
@@ -671,8 +672,8 @@ at::Tensor fewTokenTopK(const at::Tensor& x, const at::Tensor& W, int k) {
 at::Tensor MoeFfn::route(int layer, const at::Tensor& x) const {
   const MoeLayer& l = layers_.at(layer);
   const LayerRouter& r = *l.router;
-  if (x.dim() == 2 && x.size(0) <= 8 && x.scalar_type() == at::kFloat && x.is_contiguous() && !x.requires_grad() &&
-      l.topK >= 1 && l.topK <= r.experts) {
+  if (x.is_cpu() && x.dim() == 2 && x.size(0) <= 8 && x.scalar_type() == at::kFloat && x.is_contiguous() &&
+      !x.requires_grad() && l.topK >= 1 && l.topK <= r.experts) {
     const at::Tensor& W = r.kind == RouterKind::Similarity ? r.centroids
                           : r.kind == RouterKind::Sigmoid  ? r.w1
                                                            : at::Tensor();
@@ -691,12 +692,15 @@ at::Tensor MoeFfn::compute(int layer, const at::Tensor& xIn, const at::Tensor& s
   const MoeLayerWeights& w = *l.weights;
   const bool autograd = at::GradMode::is_enabled() &&
                         (xIn.requires_grad() || w.up.requires_grad() || w.downT.requires_grad());
-  if (autograd) {
+  if (autograd || !xIn.is_cpu()) {  // the masked ATen path (the kernel is CPU code)
+    if (w.up.device() != xIn.device())
+      throw ParameterError("MoE FFN: input on " + xIn.device().str() + " but experts on " + w.up.device().str() +
+                           " (MoeFfn::onDevice)");
     at::Tensor h = w.packedHidden(xIn);  // [N, d_ff] packed
     // Mask [N, blocks]: the selected experts (entries -1 select none) and the shared expert.
     at::Tensor m = at::zeros({xIn.size(0), w.layout.blocks()}, xIn.options().requires_grad(false));
     at::Tensor s = selIn.to(at::kLong);
-    m.scatter_add_(1, s.clamp_min(0), (s >= 0).to(m.scalar_type())).clamp_max_(1.0);
+    m.scatter_add_(1, s.to(m.device()).clamp_min(0), (s >= 0).to(m.device(), m.scalar_type())).clamp_max_(1.0);
     if (w.layout.shared) m.narrow(1, w.layout.experts, 1).fill_(1.0);
     h = h * m.index_select(1, w.layout.rowExpert);
     if (hidden) *hidden = h.index_select(1, w.layout.invPerm);
@@ -761,6 +765,38 @@ at::Tensor MoeFfn::forward(int layer, const at::Tensor& x, at::Tensor* hidden) c
     sel = route(layer, x.detach());
   }
   return compute(layer, x, sel, hidden);
+}
+
+namespace {
+at::Tensor moved(const at::Tensor& t, c10::Device device) { return t.defined() ? t.to(device) : t; }
+}  // namespace
+
+std::shared_ptr<const FfnOverride> MoeFfn::onDevice(c10::Device device) const {
+  requireDevice(device, "--device");
+  std::lock_guard<std::mutex> lock(deviceMu_);
+  for (const auto& [on, copy] : deviceCopies_)
+    if (on == device) return copy;
+  std::vector<MoeLayer> layers = layers_;
+  for (MoeLayer& l : layers) {
+    if (l.weights) {
+      auto w = std::make_shared<MoeLayerWeights>(*l.weights);
+      for (at::Tensor* t : {&w->up, &w->gate, &w->upBias, &w->downT, &w->downBias, &w->layout.labels,
+                            &w->layout.perm, &w->layout.rowExpert, &w->layout.invPerm})
+        *t = moved(*t, device);
+      l.weights = w;
+    }
+    if (l.router) {
+      auto r = std::make_shared<LayerRouter>(*l.router);
+      for (at::Tensor* t : {&r->centroids, &r->w1, &r->w2, &r->b1}) *t = moved(*t, device);
+      l.router = r;
+    }
+  }
+  std::vector<FfnWeights> dense = dense_;
+  for (FfnWeights& d : dense)
+    for (at::Tensor* t : {&d.up, &d.upBias, &d.gate, &d.down, &d.downBias}) *t = moved(*t, device);
+  auto copy = std::make_shared<const MoeFfn>(std::move(layers), std::move(dense), sites_);
+  deviceCopies_.emplace_back(device, copy);
+  return copy;
 }
 
 at::Tensor MoeFfn::forwardSite(const Site& site, const at::Tensor& x, at::Tensor* hidden) const {

@@ -3,21 +3,26 @@
 // (installed with Model::setFfnOverride). Per token, the layer's router scores
 // the experts, the top-k are selected, and only those experts are computed.
 //
-// Compute paths (CPU, F32):
+// Compute paths (F32):
 //  - inference: tokens are grouped by expert ("batching by expert"); each
 //    selected expert runs one GEMM over its tokens on its contiguous weight
 //    blocks (a GEMV when it has a single token, e.g. batch-1 decoding).
 //    Experts run in parallel over the runtime's threads, each thread
 //    accumulating into its own output buffer; a shared expert runs as pieces
 //    of about a routed expert's size, so that it spreads over the threads.
-//  - autograd (grad mode on and weights or input requiring grad): a masked
-//    dense computation, so calibration can train the experts.
+//  - autograd (grad mode on and weights or input requiring grad), and any
+//    device other than the CPU (onDevice()): a masked dense computation in
+//    ATen ops, so calibration can train the experts and a GPU runs the same
+//    arithmetic. It computes every expert and zeroes the unselected ones:
+//    exact, not sparse (the speed figures are those of the CPU kernel).
 // A layer may have a shared expert (ExpertLayout::shared), computed for every
 // token beside the routed top-k. Selecting all experts reproduces the dense
 // FFN up to float summation order.
 #include <ATen/Tensor.h>
 
 #include <memory>
+#include <mutex>
+#include <utility>
 #include <vector>
 
 #include "analysis/experts/moe_layer.h"
@@ -45,6 +50,8 @@ class MoeFfn : public FfnOverride {
   /// site list of another length, FormatError for an entry without weights
   /// when there is no site list.
   MoeFfn(std::vector<MoeLayer> layers, std::vector<FfnWeights> dense, std::vector<Site> sites = {});
+  /// Shares the weights, routers and sites (not the device copies of onDevice()).
+  MoeFfn(const MoeFfn& other) : layers_(other.layers_), dense_(other.dense_), sites_(other.sites_) {}
 
   /// x [N, d_model] -> [N, d_model]; hidden [N, d_ff] in original neuron order
   /// (zeros for the neurons of unselected experts).
@@ -74,6 +81,13 @@ class MoeFfn : public FfnOverride {
   /// the encoder-only or decoder-only variant of an encoder-decoder MoE.
   std::shared_ptr<MoeFfn> withMoeOnly(const std::vector<bool>& keep) const;
   const std::vector<Site>& sites() const { return sites_; }
+  /// A copy with every expert weight, layout index, router and dense FFN on
+  /// `device`, made once per device and kept while this object lives (eval
+  /// sets each candidate on the model for every batch).
+  /// Its forward() takes x on that device and runs the masked ATen path;
+  /// route() works there too (dynamic-k's selection loop runs on the host
+  /// and copies [N, k] ids back). Throws what requireDevice() throws.
+  std::shared_ptr<const FfnOverride> onDevice(c10::Device device) const override;
 
   const std::vector<MoeLayer>& layers() const { return layers_; }
   const std::vector<FfnWeights>& dense() const { return dense_; }
@@ -83,6 +97,9 @@ class MoeFfn : public FfnOverride {
   std::vector<MoeLayer> layers_;
   std::vector<FfnWeights> dense_;
   std::vector<Site> sites_;  // empty = blk.L
+  // onDevice()'s copies by device; guarded by deviceMu_ (onDevice is const and thread-safe).
+  mutable std::mutex deviceMu_;
+  mutable std::vector<std::pair<c10::Device, std::shared_ptr<const FfnOverride>>> deviceCopies_;
 };
 
 /// A dense FFN run through the MoE inference kernel as one expert that holds

@@ -8,6 +8,7 @@
 #include "analysis/model/config.h"
 #include "analysis/text/parallel_corpus.h"
 #include "analysis/text/tokenizer.h"
+#include "analysis/model/device.h"
 
 namespace moefy {
 
@@ -103,6 +104,7 @@ const OptionTable& recordOptionTable() {
         .flag("force", "replace an existing REC_DIR")
         .flag("json", "print the summary as JSON")
         .flag("quiet", "no progress lines on stderr");
+    addDeviceOption(t);
     return t;
   }();
   return table;
@@ -110,6 +112,7 @@ const OptionTable& recordOptionTable() {
 
 RecordOptions recordOptionsFrom(const OptionValues& v) {
   RecordOptions o;
+  o.device = deviceOption(v);
   o.seqLen = v.int32("seq-len");
   o.batch = v.int32("batch");
   if (v.has("layers")) {

@@ -757,7 +757,10 @@ class RecordSink : public HookSink {
     return p == HookPoint::FfnAct || (p == HookPoint::FfnIn && st_.S > 0);
   }
 
-  void onSite(const Site& site, HookPoint p, const at::Tensor& x) override {
+  void onSite(const Site& site, HookPoint p, const at::Tensor& xIn) override {
+    // The statistics read tensor memory on the host: a model on another
+    // device (--device) hands its hooks over once per site and batch here.
+    const at::Tensor x = xIn.cpu();
     const auto it = layerOf_.find(site);
     if (it == layerOf_.end()) {
       if (site.expert < 0 && !site.shared && site.stack == SiteStack::Single && st_.moe.count(site.layer))

@@ -6,6 +6,7 @@
 // exactly), chunked, cancellable, and resumable from the last checkpoint.
 // The artefact format is docs/formats.md "Recording"; usage is in
 // docs/recording-and-splitting.md.
+#include <c10/core/Device.h>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -41,6 +42,9 @@ struct ActiveRule {
 };
 
 struct RecordOptions {
+  /// The device the model is loaded on (--device; the caller loads it:
+  /// loadModel(dir, device)). The statistics are accumulated on the host.
+  c10::Device device = c10::Device(c10::kCPU);
   int seqLen = 256;         ///< window length the source was cut with (recorded; longer sequences are an error)
   int batch = 8;            ///< sequences per forward pass
   std::vector<int> layers;  ///< single-stack layers to record (--layers); empty = see `sites`

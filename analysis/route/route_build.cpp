@@ -79,7 +79,7 @@ nlohmann::json adamEpochs(std::vector<at::Tensor> params, const std::function<at
   const int64_t n = trainIdx.numel();
   for (int ep = 0; ep < o.epochs; ++ep) {
     job.checkCancel();
-    at::Tensor order = trainIdx.index_select(0, at::randperm(n, gen, at::kLong));
+    at::Tensor order = trainIdx.index_select(0, at::randperm(n, gen, at::kLong).to(trainIdx.device()));
     double sum = 0;
     int64_t cnt = 0;
     for (int64_t b = 0; b < n; b += o.batch) {
@@ -278,21 +278,24 @@ RouterSet buildRouters(const Model& model, const PartitionData& part, const Samp
     r.experts = E;
     at::Tensor mass = expertMassFromHidden(samples.ffnAct[i], part.labels[i], E, relu);  // [S, E]
     if (o.kind != RouterKind::Oracle) r.centroids = similarityCentroids(w).clone();
+    // The learned routers train on o.device: their inputs, targets and sample indices go there.
+    const c10::Device dev = o.device;
+    const at::Tensor xDev = samples.ffnIn[i].to(dev), trainDev = trainIdx.to(dev), heldDev = heldIdx.to(dev);
     if (o.kind == RouterKind::Mlp) {
-      r.w1 = r.centroids;
-      r.w2 = at::eye(E, at::kFloat);
+      r.w1 = r.centroids.to(dev);
+      r.w2 = at::eye(E, at::TensorOptions().dtype(at::kFloat).device(dev));
       r.centroids = at::Tensor();
       JobContext* jp = &job;
-      rs.training[key] = trainMlpRouter(r, samples.ffnIn[i], mass, trainIdx, heldIdx, o, *jp,
+      rs.training[key] = trainMlpRouter(r, xDev, mass.to(dev), trainDev, heldDev, o, *jp,
                                         part.sites[i].stack == SiteStack::Single ? "layer " + key : what);
     }
     if (o.kind == RouterKind::Sigmoid) {
       // Starts at the similarity centroids over the mean input norm: before
       // training it ranks the experts about as the similarity router does.
       const double s = samples.ffnIn[i].index_select(0, trainIdx).norm(2, {1}).mean().item<double>();
-      r.w1 = (r.centroids / (s > 1e-12 ? s : 1.0)).contiguous();
+      r.w1 = (r.centroids / (s > 1e-12 ? s : 1.0)).contiguous().to(dev);
       r.centroids = at::Tensor();
-      rs.training[key] = trainSigmoidRouter(r, samples.ffnIn[i], mass, trainIdx, heldIdx, o, job,
+      rs.training[key] = trainSigmoidRouter(r, xDev, mass.to(dev), trainDev, heldDev, o, job,
                                             part.sites[i].stack == SiteStack::Single ? "layer " + key : what);
     }
     if (o.kind == RouterKind::DynamicK) {
@@ -305,14 +308,16 @@ RouterSet buildRouters(const Model& model, const PartitionData& part, const Samp
         norm = w.expertOutputNorm(samples.ffnAct[i].index_select(1, w.layout.perm));  // [S, E]
       }
       const double eps = std::max(1e-12, 1e-6 * norm.mean().item<double>());
-      r.w1 = at::zeros({E, samples.ffnIn[i].size(1)}, at::kFloat);
-      r.b1 = at::log(norm.index_select(0, trainIdx) + eps).mean(0).contiguous();
+      r.w1 = at::zeros({E, samples.ffnIn[i].size(1)}, at::TensorOptions().dtype(at::kFloat).device(dev));
+      r.b1 = at::log(norm.index_select(0, trainIdx) + eps).mean(0).contiguous().to(dev);
       r.tau = o.tau;
       r.minK = o.minK;
       r.centroids = at::Tensor();
-      rs.training[key] = trainDynamicKRouter(r, samples.ffnIn[i], norm, trainIdx, heldIdx, o, job,
+      rs.training[key] = trainDynamicKRouter(r, xDev, norm.to(dev), trainDev, heldDev, o, job,
                                              part.sites[i].stack == SiteStack::Single ? "layer " + key : what);
     }
+    for (at::Tensor* t : {&r.centroids, &r.w1, &r.w2, &r.b1})  // the trained router back on the host
+      if (t->defined()) *t = t->cpu();
     rs.metrics[key] = heldOutRouterMetrics(model, part, samples, i, r, w, o, ks[i]);
     rs.routers.push_back(std::move(r));
     rs.topK.push_back(ks[i]);

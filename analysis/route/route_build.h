@@ -2,6 +2,7 @@
 // Building routers from a model, its partition and recorded samples
 // (`moefy route`), and their quality metrics against the oracle.
 #include <ATen/Tensor.h>
+#include <c10/core/Device.h>
 
 #include <cstdint>
 #include <memory>
@@ -32,6 +33,11 @@ struct RouteOptions {
   double tau = 0.9;  ///< share of the predicted total output norm to cover
   int minK = 1;      ///< fewest experts per token
   uint64_t seed = 0;
+  /// Where the mlp, sigmoid and dynamic-k routers train (--device): the
+  /// samples, targets and router parameters go there for the Adam loop and
+  /// the trained router comes back to the host (the metrics and the files
+  /// are computed there). The oracle and similarity routers train nothing.
+  c10::Device device = c10::Device(c10::kCPU);
   // Per-layer budgets (analysis/moe/layer_budget.h buildRoutersWithBudget)
   double budget = 0;                  ///< global FFN FLOP budget in (0, 1], router included; 0 = off
   std::string allocate = "activity";  ///< how the budget is shared out: "activity" | "greedy"

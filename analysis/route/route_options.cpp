@@ -5,6 +5,7 @@
 #include <string>
 
 #include "analysis/common/error.h"
+#include "analysis/model/device.h"
 
 namespace moefy {
 
@@ -63,6 +64,7 @@ const OptionTable& routeOptionTable() {
         .integer("seed", "N", static_cast<int64_t>(d.seed), 0, std::numeric_limits<int64_t>::max(), "seed")
         .flag("json", "print the result as JSON")
         .flag("quiet", "no progress lines on stderr");
+    addDeviceOption(t);
     return t;
   }();
   return table;
@@ -84,6 +86,7 @@ RouteOptions routeOptionsFrom(const OptionValues& v) {
   o.minK = v.int32("min-k");
   o.heldOut = v.real("held-out");
   o.seed = v.seed("seed");
+  o.device = deviceOption(v);
   if (v.has("budget")) {
     // The table admits 0 (its default: off); given, the budget must be positive.
     o.budget = v.real("budget");

@@ -67,7 +67,7 @@ at::Tensor dynamicKExperts(const at::Tensor& scoresIn, double tau, int minK, int
   // a stable descending sort (equal scores keep the lower expert id first,
   // NaN first as in torch.sort), prefix sums in double from the left,
   // k_t = 1 + #(prefix sums still below tau * the row's total), clamped.
-  at::Tensor scores = scoresIn.to(at::kDouble).contiguous();
+  at::Tensor scores = scoresIn.to(at::kDouble).cpu().contiguous();  // the loop runs on the host
   at::Tensor sel = at::empty({N, maxK}, at::kLong);
   const double* rows = scores.data_ptr<double>();
   int64_t* out = sel.data_ptr<int64_t>();
@@ -87,7 +87,7 @@ at::Tensor dynamicKExperts(const at::Tensor& scoresIn, double tau, int minK, int
     k = std::clamp<int64_t>(k, minK, maxK);
     for (int64_t j = 0; j < maxK; ++j) out[t * maxK + j] = j < k ? order[j] : -1;
   }
-  return sel;
+  return sel.to(scoresIn.device());
 }
 
 at::Tensor similarityCentroids(const MoeLayerWeights& w) {

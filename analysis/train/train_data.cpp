@@ -104,9 +104,9 @@ class CausalData : public TrainData {
     Batch batch;
     batch.ids = w.slice(1, 0, T_);
     batch.mask = torch::ones_like(batch.ids);
-    at::Tensor logits = model.forward(batch, hooks);  // [B, T, V]
+    at::Tensor logits = model.forward(batch, hooks);  // [B, T, V], on the model's device
     at::Tensor loss = torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}),
-                                                           w.slice(1, 1, T_ + 1).reshape({-1}));
+                                                           w.slice(1, 1, T_ + 1).reshape({-1}).to(logits.device()));
     return {loss, int64_t{B_} * T_, int64_t{B_} * T_};
   }
 
@@ -132,7 +132,7 @@ class CausalData : public TrainData {
       batch.mask = torch::ones_like(batch.ids);
       at::Tensor logits = model.forward(batch, hooks);  // [n, T, V]
       at::Tensor loss = torch::nn::functional::cross_entropy(
-          logits.reshape({-1, logits.size(-1)}), w.slice(1, 1, T_ + 1).reshape({-1}),
+          logits.reshape({-1, logits.size(-1)}), w.slice(1, 1, T_ + 1).reshape({-1}).to(logits.device()),
           torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
       total += loss.item<double>();
       count += static_cast<int64_t>(n) * T_;
@@ -311,7 +311,8 @@ class Seq2SeqData : public TrainData {
     namespace F = torch::nn::functional;
     auto opts = F::CrossEntropyFuncOptions().ignore_index(-100);
     if (sum) opts = opts.reduction(torch::kSum);  // the default is the mean over the non-ignored labels
-    at::Tensor loss = F::cross_entropy(logits.reshape({-1, logits.size(-1)}), labels.reshape({-1}), opts);
+    at::Tensor loss =
+        F::cross_entropy(logits.reshape({-1, logits.size(-1)}), labels.reshape({-1}).to(logits.device()), opts);
     const int64_t tokens = source.mask.sum().item<int64_t>() + decoder.mask.sum().item<int64_t>();
     return {loss, predicted, tokens};
   }

@@ -7,6 +7,7 @@
 #include <limits>
 
 #include "analysis/common/error.h"
+#include "analysis/model/device.h"
 
 namespace moefy {
 
@@ -71,6 +72,7 @@ const OptionTable& trainOptionTable() {
         .flag("force", "allow an existing, non-empty MODEL_DIR without --resume")
         .flag("json", "print the result as JSON")
         .flag("quiet", "no progress lines on stderr");
+    addDeviceOption(t);
     return t;
   }();
   return table;
@@ -78,6 +80,7 @@ const OptionTable& trainOptionTable() {
 
 TrainOptions trainOptionsFrom(const OptionValues& v, const std::filesystem::path& corpus) {
   TrainOptions o;
+  o.device = deviceOption(v);
   o.corpus = corpus;
   o.config = v.text("config");
   o.tokenizer = v.text("tokenizer");

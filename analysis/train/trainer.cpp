@@ -185,7 +185,7 @@ class FinalEvalSink : public HookSink, public MaskedSink {
   }
   void onSite(const Site& site, HookPoint p, const at::Tensor& x) override {
     if (p == HookPoint::TopkIds) {
-      ids[site.layer].push_back(x.reshape({-1, x.size(-1)}).clone());  // [B T, k]
+      ids[site.layer].push_back(x.reshape({-1, x.size(-1)}).cpu().clone());  // [B T, k], read on the host
       return;
     }
     const auto it = std::find(sites_.begin(), sites_.end(), site);
@@ -194,7 +194,7 @@ class FinalEvalSink : public HookSink, public MaskedSink {
     // x [B, T, d_ff]; the mask [B, T] of its stack leaves padded positions out.
     const at::Tensor& mask = site.stack == SiteStack::Decoder ? decoderMask_ : sourceMask_;
     if (mask.defined() && mask.sizes() == x.sizes().slice(0, 2)) {
-      at::Tensor m = mask.to(at::kBool).unsqueeze(-1);
+      at::Tensor m = mask.to(x.device(), at::kBool).unsqueeze(-1);
       active_[i] += ((x > 0) & m).sum().item<double>();
       units_[i] += m.sum().item<double>() * static_cast<double>(x.size(-1));
     } else {
@@ -471,7 +471,9 @@ TrainResult trainInto(const TrainOptions& o, JobContext& job, const ModelConfig&
   job.log("train: " + data->describe());
 
   // Model and optimiser state.
-  auto model = Model::fromTensors(cfg, initTensors(cfg, o.seed));
+  LoadOptions placement;
+  placement.device = o.device;  // initialised on the host (the same draws on every device), then moved
+  auto model = Model::fromTensors(cfg, initTensors(cfg, o.seed), placement);
   std::vector<at::Tensor> params = model->makeTrainable();
   std::vector<std::string> names;
   for (const auto& [name, t] : model->tensors()) names.push_back(name);  // same (map) order as makeTrainable
@@ -588,7 +590,7 @@ TrainResult trainInto(const TrainOptions& o, JobContext& job, const ModelConfig&
     double gnorm;
     {
       torch::NoGradGuard ng;
-      at::Tensor sq = torch::zeros({}, torch::kDouble);
+      at::Tensor sq = torch::zeros({}, params.front().options().dtype(torch::kDouble));
       for (auto& p : params)
         if (p.grad().defined()) sq += p.grad().pow(2).sum().to(torch::kDouble);
       gnorm = std::sqrt(sq.item<double>());

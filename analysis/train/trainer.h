@@ -42,6 +42,7 @@
 //                                       train lines add aux_loss and z_loss, unscaled window means)
 //   checkpoint/{model,optimizer}.safetensors, checkpoint/state.json
 //                                       the latest checkpoint (atomic folder), for --resume
+#include <c10/core/Device.h>
 #include <cstdint>
 #include <filesystem>
 #include <optional>
@@ -53,6 +54,11 @@ namespace moefy {
 class JobContext;
 
 struct TrainOptions {
+  /// Where the model, its gradients and the AdamW moments live (--device);
+  /// batches are drawn on the host and moved there, checkpoints and the
+  /// final model are written from it. The run is the same on every device up
+  /// to float rounding.
+  c10::Device device = c10::Device(c10::kCPU);
   std::filesystem::path corpus;  ///< .txt file or folder of .txt documents
   std::filesystem::path
       heldout;  ///< held-out corpus; empty = every 20th document of `corpus` (the last one if fewer than 20)

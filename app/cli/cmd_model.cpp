@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "analysis/checkpoint/loader.h"
+#include "analysis/model/device.h"
 #include "analysis/common/error.h"
 #include "analysis/eval/generate.h"
 #include "analysis/io/safetensors.h"
@@ -176,11 +177,13 @@ class DumpSink : public HookSink {
   std::vector<std::pair<std::string, at::Tensor>> tensors;
   bool allExperts() const override { return every_; }
   bool wants(int, HookPoint) const override { return true; }
-  void on(int layer, HookPoint p, const at::Tensor& x) override { tensors.emplace_back(hookName(layer, p), x.clone()); }
+  void on(int layer, HookPoint p, const at::Tensor& x) override { tensors.emplace_back(hookName(layer, p), host(x)); }
   bool wantsSite(const Site&, HookPoint) const override { return true; }
   void onSite(const Site& site, HookPoint p, const at::Tensor& x) override {
-    tensors.emplace_back(hookName(site, p), x.clone());
+    tensors.emplace_back(hookName(site, p), host(x));
   }
+  // A host copy (the hook tensor is valid only during the call; --device puts it on the model's device).
+  static at::Tensor host(const at::Tensor& x) { return x.is_cpu() ? x.clone() : x.cpu(); }
 
  private:
   bool every_;
@@ -251,7 +254,8 @@ int runForward(const Args& a) {
     auto v = parseIntList(s, "--decoder-ids");
     decoderSeqs.emplace_back(v.begin(), v.end());
   }
-  auto loaded = loadModel(a.pos(0, "MODEL_DIR"));
+  const c10::Device device = deviceOption(a);
+  auto loaded = loadModel(a.pos(0, "MODEL_DIR"), device);
   const Model& m = *loaded.model;
   const ModelConfig& c = m.config();
   for (const auto& text : a.all("text")) {
@@ -305,6 +309,7 @@ int runForward(const Args& a) {
   } else {
     logits = m.forward(batch, &sink);
   }
+  logits = logits.cpu();  // read on the host below (--device)
   // The sequences the logits belong to.
   const auto& outSeqs = c.encoderDecoder ? decoderSeqs : seqs;
   if (a.has("dump")) {
@@ -424,6 +429,7 @@ const OptionTable& forwardOptionTable() {
                           "encoder-decoder models: decode each source greedily, at most N new tokens")
         .flag("all-experts", "native MoE models: every expert's hidden for every token in the expert hooks")
         .flag("json", "print the result as JSON");
+    addDeviceOption(t);
     return t;
   }();
   return table;

@@ -158,9 +158,12 @@ int runEval(const Args& a) {
   for (const auto& r : a.all("router")) evalInputs.emplace_back(r);
   if (a.has("out")) checkOutput(a.text("out"), a.flag("force"), "evaluation", evalInputs);
   auto job = makeCliJob(a);
-  auto loaded = loadModel(modelDir);
+  auto loaded = loadModel(modelDir, spec.device);
   Model& m = *loaded.model;
   requireEvaluable(m.config(), modelDir.string(), spec);
+  if (loaded.isMoe() && !spec.device.is_cpu())
+    throw ParameterError("--device " + spec.device.str() + ": " + modelDir.string() +
+                         " is a MoE export; give its dense source model as MODEL_DIR and the export as --moe");
   if (spec.generate > 0 && corpusOptions.targetFile.empty()) {
     // Translations are scored against the targets: a single-text corpus has none.
     const std::string ext = corpus.extension().string();
@@ -184,7 +187,7 @@ int runEval(const Args& a) {
     spec.source = {{"partition", a.text("partition")}, {"routers", a.all("router")}};
   } else if (a.has("moe")) {
     if (loaded.isMoe()) throw ParameterError(modelDir.string() + ": --moe needs the dense source model as MODEL_DIR");
-    auto moeLoaded = loadModel(a.text("moe"));
+    auto moeLoaded = loadModel(a.text("moe"), spec.device);  // its experts on the model's device
     if (!moeLoaded.isMoe()) throw ParameterError(a.text("moe") + ": not a MoE export (no moefication block)");
     warnLinkProblems("eval", ArtefactKind::MoeExport, a.text("moe"));
     std::string src = moeLoaded.moefication["source_model"].value("fingerprint", "");

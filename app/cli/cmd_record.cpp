@@ -112,7 +112,7 @@ int runRecord(const Args& a) {
     parseRecordSplit(o.split);  // validates
 
     job->setStage("load model");
-    loaded = loadModel(modelDir);
+    loaded = loadModel(modelDir, o.device);
     if (loaded.isMoe())
       throw ParameterError(modelDir.string() + ": is a MoE export; record the dense model it came from");
     requireRecordable(loaded.model->config(), modelDir.string());
