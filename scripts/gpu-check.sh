@@ -16,7 +16,8 @@
 #    printed by scripts/gpu_parity.py: `forward --dump` (logits and every hook,
 #    GPT-2 and T5), `record` (statistics and co-activation counts), `eval`
 #    (perplexity and agreement of a MoEfied model).
-# 4. bench_forward --case gpt2 on cuda and on the CPU, each against the GEMM
+# 4. route, calibrate and train on cuda (they must run; no parity check).
+# 5. bench_forward --case gpt2 on cuda and on the CPU, each against the GEMM
 #    bound measured on its own device.
 # Everything it prints is kept in OUT_DIR/gpu-check.log; exit 1 on a failure.
 set -euo pipefail
@@ -63,13 +64,23 @@ done
 "$PY" scripts/gpu_parity.py recordings "$OUT/rec-cpu" "$OUT/rec-cuda" || fail=1
 
 echo "== eval parity (cpu vs cuda)"
-"$M" split data/models/brown-relu "$OUT/rec-cpu" --out "$OUT/part" --experts 16 --force --quiet
+"$M" split "$OUT/rec-cpu" --out "$OUT/part" --experts 16 --force --quiet
 "$M" route data/models/brown-relu "$OUT/rec-cpu" "$OUT/part" --out "$OUT/router" --router mlp --force --quiet
 for dev in cpu cuda; do
   "$M" eval data/models/brown-relu data/corpus/brown/heldout --partition "$OUT/part" --router "$OUT/router" \
     --tokens 4096 --out "$OUT/eval-$dev" --device "$dev" --force --quiet
 done
 "$PY" scripts/gpu_parity.py evals "$OUT/eval-cpu" "$OUT/eval-cuda" || fail=1
+
+echo "== route, export, calibrate and train on cuda (they run; their results are not compared)"
+"$M" route data/models/brown-relu "$OUT/rec-cpu" "$OUT/part" --out "$OUT/router-cuda" --router mlp --device cuda \
+  --force --quiet || fail=1
+"$M" export data/models/brown-relu "$OUT/part" "$OUT/router" --top-k 4 --out "$OUT/moe" --force --quiet || fail=1
+"$M" calibrate "$OUT/moe" data/corpus/brown/train --out "$OUT/moe-cal" --steps 20 --device cuda --force --quiet ||
+  fail=1
+"$M" train data/corpus/brown/train --config data/models/brown-relu/config.json \
+  --tokenizer data/models/brown-relu/tokenizer.json --out "$OUT/train" --steps 20 --device cuda --force --quiet ||
+  fail=1
 
 echo "== bench_forward --case gpt2: cuda, then cpu"
 build-cuda/bench/bench_forward --case gpt2 --device cuda --reps 5 || fail=1

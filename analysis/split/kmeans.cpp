@@ -34,7 +34,7 @@ std::vector<int32_t> auctionAssign(const at::Tensor& benefit, int experts, Aucti
   }
   const double range = std::max(hi - lo, 1e-12);
 
-  // Slots k * cap + s; per cluster the cheapest slot is cached.
+  // Slots k * cap + s; per cluster the two cheapest slots are cached.
   const bool isWarm = warm && static_cast<int64_t>(warm->price.size()) == n;
   std::vector<double> price = isWarm ? warm->price : std::vector<double>(static_cast<size_t>(n), 0.0);
   int64_t bids = 0;
@@ -48,12 +48,14 @@ std::vector<int32_t> auctionAssign(const at::Tensor& benefit, int experts, Aucti
       owner[s] = i, slotOf[i] = s;
     }
   }
-  std::vector<int64_t> min1(static_cast<size_t>(E));  // the cheapest slot of each cluster
+  std::vector<int64_t> min1(static_cast<size_t>(E)), min2(static_cast<size_t>(E));
   auto refresh = [&](int64_t k) {
-    int64_t b1 = k * cap;
-    for (int64_t s = k * cap + 1; s < (k + 1) * cap; ++s)
-      if (price[s] < price[b1]) b1 = s;
-    min1[k] = b1;
+    int64_t b1 = -1, b2 = -1;
+    for (int64_t s = k * cap; s < (k + 1) * cap; ++s) {
+      if (b1 < 0 || price[s] < price[b1]) b2 = b1, b1 = s;
+      else if (b2 < 0 || price[s] < price[b2]) b2 = s;
+    }
+    min1[k] = b1, min2[k] = b2;
   };
   for (int64_t k = 0; k < E; ++k) refresh(k);
 
@@ -63,23 +65,15 @@ std::vector<int32_t> auctionAssign(const at::Tensor& benefit, int experts, Aucti
   // the benefits moved against the kept prices), so that the points the change
   // displaced rebid with increments of its size rather than in a long price
   // war of tiny ones; the coarse phases below that are skipped.
-  // How far assigned point i's value falls below its best value in another
-  // cluster at the current prices (a cluster's price is its cheapest slot):
-  // it satisfies eps-CS while this is at most eps. The slots of one cluster
-  // are identical objects, so the condition compares clusters, not slots
-  // (the transportation problem's eps-CS; Bertsekas & Castanon 1989): a point
-  // may hold a slot dearer than its cluster's cheapest. With every cluster
-  // full, the prices p_k = the cheapest slot and pi_i = max_l (a_il - p_l) are
-  // a dual solution within n * eps of the assignment's total benefit: point
-  // i's term max(0, best elsewhere - (a_ik - p_k)) is at most
-  // p_k - price(slot of i) + eps <= eps.
+  // How far assigned point i's value falls below its best value at the
+  // current prices (the cheapest slot of each cluster): it satisfies eps-CS
+  // while this is at most eps.
   auto slack = [&](int64_t i) {
     const double* row = a + i * E;
-    const int64_t s = slotOf[i], own = s / cap;
     double best = -std::numeric_limits<double>::infinity();
-    for (int64_t k = 0; k < E; ++k)
-      if (k != own) best = std::max(best, row[k] - price[min1[k]]);
-    return best - (row[own] - price[s]);
+    for (int64_t k = 0; k < E; ++k) best = std::max(best, row[k] - price[min1[k]]);
+    const int64_t s = slotOf[i];
+    return best - (row[s / cap] - price[s]);
   };
   double eps = range / 4.0;
   if (isWarm) {
@@ -116,11 +110,7 @@ std::vector<int32_t> auctionAssign(const at::Tensor& benefit, int experts, Aucti
         if (v > v1) v2 = v1, v1 = v, k1 = k;
         else if (v > v2) v2 = v;
       }
-      // The bid: up to where point i is indifferent (within eps) between
-      // cluster k1 and its best other cluster. The other slots of k1 are not
-      // alternatives (see slack): bidding against them raised a cluster's
-      // slots by eps at a time, a price war among identical objects that took
-      // (n / E) x (price rise) / eps bids.
+      if (min2[k1] >= 0) v2 = std::max(v2, row[k1] - price[min2[k1]]);
       const double inc = std::isfinite(v2) ? (v1 - v2) + eps : eps;
       const int64_t s = min1[k1];
       price[s] += inc;

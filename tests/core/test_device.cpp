@@ -7,6 +7,7 @@
 // and the refusals of what has CPU code only.
 #include <QtTest>
 
+#include <torch/library.h>
 #include <torch/torch.h>
 
 #include <map>
@@ -29,6 +30,29 @@ using moefy::test::sourceDir;
 namespace {
 
 const c10::Device kMeta(c10::kMeta);
+
+// Meta kernels (output shape and dtype only) of the five ops the forward uses
+// that libtorch 1.13's C++ library lacks for the meta device (Python torch
+// registers them from torch/_meta_registrations.py): index_select (so
+// embedding), native_layer_norm, where, relu, abs. Registered for this test
+// process only.
+at::Tensor metaLike(const at::Tensor& x) { return at::empty(x.sizes(), x.options()); }
+at::Tensor metaIndexSelect(const at::Tensor& self, int64_t dim, const at::Tensor& index) {
+  auto sizes = self.sizes().vec();
+  if (!sizes.empty()) sizes[static_cast<size_t>(c10::maybe_wrap_dim(dim, self.dim()))] = index.numel();
+  return at::empty(sizes, self.options());
+}
+std::tuple<at::Tensor, at::Tensor, at::Tensor> metaLayerNorm(const at::Tensor& input, c10::SymIntArrayRef normalized,
+                                                             const c10::optional<at::Tensor>&,
+                                                             const c10::optional<at::Tensor>&, double) {
+  auto stat = input.sizes().vec();  // mean and rstd: the normalised dims kept as 1
+  for (size_t i = 0; i < normalized.size(); ++i) stat[stat.size() - 1 - i] = 1;
+  return {metaLike(input), at::empty(stat, input.options()), at::empty(stat, input.options())};
+}
+at::Tensor metaWhere(const at::Tensor& cond, const at::Tensor& self, const at::Tensor& other) {
+  const auto shape = at::infer_size(at::infer_size(cond.sizes(), self.sizes()), other.sizes());
+  return at::empty(shape, self.options().dtype(at::promote_types(self.scalar_type(), other.scalar_type())));
+}
 
 // Records the device and shape of every hook tensor.
 class DeviceSink : public HookSink {
@@ -124,6 +148,14 @@ void verifyAllOn(const DeviceSink& sink, c10::Device device) {
 }
 
 }  // namespace
+
+TORCH_LIBRARY_IMPL(aten, Meta, m) {
+  m.impl("index_select", metaIndexSelect);
+  m.impl("native_layer_norm", metaLayerNorm);
+  m.impl("where.self", metaWhere);
+  m.impl("relu", metaLike);
+  m.impl("abs", metaLike);
+}
 
 class DeviceTest : public QObject {
   Q_OBJECT
