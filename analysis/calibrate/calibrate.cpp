@@ -113,8 +113,7 @@ CalibrateResult calibrateMoe(Model& model, const std::vector<std::vector<int64_t
     at::Tensor logits = model.forward(sb.batch, &sink);
     if (sb.row.numel() == 0) throw ParameterError("calibrate: sequences too short to score");
     const c10::Device dev = logits.device();  // the model's (--device)
-    at::Tensor lmLoss =
-        at::cross_entropy_loss(logits.index({sb.row.to(dev), sb.pos.to(dev)}), sb.target.to(dev));
+    at::Tensor lmLoss = at::cross_entropy_loss(logits.index({sb.row.to(dev), sb.pos.to(dev)}), sb.target.to(dev));
     lm = lmLoss.item<double>();
     ng.reset();
     std::optional<at::NoGradGuard> ng2;

@@ -79,7 +79,8 @@ class CandidateSink : public HookSink {
       // x [n, d_model]: the tokens routed to the expert, ascending, as nativeMoe picks them.
       const at::Tensor& ids = topk_.at(site.layer);
       at::Tensor routed = (ids == site.expert).any(1).nonzero().reshape({-1});  // [n] flat tokens
-      at::Tensor real = at::zeros({ids.size(0)}, ids.options().dtype(at::kBool)).index_fill_(0, rows_.at(site.stack).to(dev), true);
+      at::Tensor real =
+          at::zeros({ids.size(0)}, ids.options().dtype(at::kBool)).index_fill_(0, rows_.at(site.stack).to(dev), true);
       flat = x.index_select(0, real.index_select(0, routed).nonzero().reshape({-1})).contiguous();
     } else {
       flat = x.reshape({-1, x.size(-1)}).index_select(0, rows_.at(site.stack).to(dev)).contiguous();

@@ -27,9 +27,7 @@ void requireDevice(c10::Device device, const std::string& what) {
 
 c10::Device parseDevice(const std::string& spec, const std::string& option) {
   c10::Device device(c10::kCPU);
-  const auto bad = [&] {
-    return ParameterError(option + " '" + spec + "' is not a device (cpu, cuda or cuda:N)");
-  };
+  const auto bad = [&] { return ParameterError(option + " '" + spec + "' is not a device (cpu, cuda or cuda:N)"); };
   if (spec == "cpu") {
     device = c10::Device(c10::kCPU);
   } else if (spec == "cuda") {
@@ -44,11 +42,9 @@ c10::Device parseDevice(const std::string& spec, const std::string& option) {
   return device;
 }
 
-void addDeviceOption(OptionTable& table) {
+void addDeviceOption(OptionTable& table, const std::string& what) {
   table.text("device", "DEV", std::string("cpu"),
-             "where the model computes: cpu, cuda or cuda:N (a CUDA-enabled libtorch build; docs/scale.md "
-             "\"Device\")",
-             false);
+             what + ": cpu, cuda or cuda:N (a CUDA-enabled libtorch build; docs/scale.md \"Device\")", false);
 }
 
 c10::Device deviceOption(const OptionValues& values) { return parseDevice(values.text("device")); }

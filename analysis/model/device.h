@@ -32,9 +32,10 @@ void requireDevice(c10::Device device, const std::string& what);
 /// The number of CUDA devices this process can use (0 in a CPU-only build).
 int cudaDeviceCount();
 
-/// Declares `--device DEV` (default cpu) on a command's option table: the
-/// same text on forward, record, route, eval, calibrate and train.
-void addDeviceOption(OptionTable& table);
+/// Declares `--device DEV` (default cpu) on a command's option table, the
+/// same values on forward, record, route, eval, calibrate and train; `what`
+/// starts its help ("where the model computes").
+void addDeviceOption(OptionTable& table, const std::string& what = "where the model computes");
 /// parseDevice() of the parsed `--device` value (cpu when the table has it
 /// and it was not given). Throws as parseDevice().
 c10::Device deviceOption(const OptionValues& values);

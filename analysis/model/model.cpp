@@ -502,7 +502,8 @@ std::unique_ptr<Model> Model::load(const fs::path& dir, const LoadOptions& optio
       else if (v != "auto")
         throw ParameterError("MOEFY_WEIGHTS='" + v + "' is not one of auto, convert, mapped");
     }
-    if (mode == WeightMode::Auto && !options.device.is_cpu()) mode = WeightMode::Convert;  // device memory holds the F32
+    if (mode == WeightMode::Auto && !options.device.is_cpu())
+      mode = WeightMode::Convert;  // device memory holds the F32
     if (mode == WeightMode::Auto) {
       // The F32 copy takes twice the stored half bytes.
       mode = 2 * halfBytes > 0.5 * availableMemoryBytes() ? WeightMode::Mapped : WeightMode::Convert;

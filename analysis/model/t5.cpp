@@ -233,8 +233,7 @@ at::Tensor Model::decodeHidden(const at::Tensor& encoderOut, const at::Tensor& s
   at::Tensor mask = (decoder.mask.defined() ? decoder.mask : at::ones_like(decoder.ids)).to(device_);  // [B, T]
   at::Tensor crossBias = sourceBias(sourceMask.to(device_));
   at::Tensor x = embedTokens(decoder.ids);  // [B, T, C]
-  return t5Stack(SiteStack::Decoder, x, t5SelfBias(SiteStack::Decoder, mask), encoderOut.to(device_), crossBias,
-                 hooks);
+  return t5Stack(SiteStack::Decoder, x, t5SelfBias(SiteStack::Decoder, mask), encoderOut.to(device_), crossBias, hooks);
 }
 
 at::Tensor Model::forwardSeq2Seq(const Batch& source, const Batch& decoder, HookSink* hooks) const {

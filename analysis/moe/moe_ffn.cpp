@@ -780,8 +780,8 @@ std::shared_ptr<const FfnOverride> MoeFfn::onDevice(c10::Device device) const {
   for (MoeLayer& l : layers) {
     if (l.weights) {
       auto w = std::make_shared<MoeLayerWeights>(*l.weights);
-      for (at::Tensor* t : {&w->up, &w->gate, &w->upBias, &w->downT, &w->downBias, &w->layout.labels,
-                            &w->layout.perm, &w->layout.rowExpert, &w->layout.invPerm})
+      for (at::Tensor* t : {&w->up, &w->gate, &w->upBias, &w->downT, &w->downBias, &w->layout.labels, &w->layout.perm,
+                            &w->layout.rowExpert, &w->layout.invPerm})
         *t = moved(*t, device);
       l.weights = w;
     }

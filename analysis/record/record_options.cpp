@@ -6,9 +6,9 @@
 #include "analysis/common/error.h"
 #include "analysis/io/links.h"
 #include "analysis/model/config.h"
+#include "analysis/model/device.h"
 #include "analysis/text/parallel_corpus.h"
 #include "analysis/text/tokenizer.h"
-#include "analysis/model/device.h"
 
 namespace moefy {
 

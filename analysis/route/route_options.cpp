@@ -64,7 +64,7 @@ const OptionTable& routeOptionTable() {
         .integer("seed", "N", static_cast<int64_t>(d.seed), 0, std::numeric_limits<int64_t>::max(), "seed")
         .flag("json", "print the result as JSON")
         .flag("quiet", "no progress lines on stderr");
-    addDeviceOption(t);
+    addDeviceOption(t, "where the mlp, sigmoid and dynamic-k routers train (the model is not run)");
     return t;
   }();
   return table;

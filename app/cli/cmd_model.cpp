@@ -6,10 +6,10 @@
 #include <sstream>
 
 #include "analysis/checkpoint/loader.h"
-#include "analysis/model/device.h"
 #include "analysis/common/error.h"
 #include "analysis/eval/generate.h"
 #include "analysis/io/safetensors.h"
+#include "analysis/model/device.h"
 #include "analysis/model/model.h"
 #include "analysis/moe/moe_checkpoint.h"
 #include "analysis/project/artefact.h"

@@ -20,9 +20,11 @@
 #include "analysis/model/model.h"
 #include "analysis/moe/moe_ffn.h"
 #include "analysis/route/router.h"
+#include "error_of.h"
 #include "testutil.h"
 
 using namespace moefy;
+using moefy::test::errorOf;
 using moefy::test::freshDir;
 using moefy::test::runCli;
 using moefy::test::sourceDir;
@@ -132,19 +134,17 @@ std::shared_ptr<MoeFfn> roundRobinMoe(const Model& model) {
   return std::make_shared<MoeFfn>(std::move(layers), std::move(dense));
 }
 
+// Runs `forward` (model, hooks) -> logits on the CPU model and its meta twin:
+// the meta logits and every meta hook must be on meta, with the CPU run's shapes.
 template <class F>
-std::string errorOf(F&& f) {
-  try {
-    f();
-  } catch (const ParameterError& e) {
-    return e.what();
-  }
-  return "(no ParameterError)";
-}
-
-void verifyAllOn(const DeviceSink& sink, c10::Device device) {
-  QVERIFY(!sink.seen.empty());
-  for (const auto& [name, d] : sink.seen) QVERIFY2(d == device, (name + " is on " + d.str()).c_str());
+void verifyMetaRun(const Model& cpu, const Model& meta, F&& forward) {
+  DeviceSink cs, ms;
+  const at::Tensor lc = forward(cpu, &cs), lm = forward(meta, &ms);
+  QVERIFY(lm.device() == kMeta);
+  QCOMPARE(lm.sizes().vec(), lc.sizes().vec());
+  QVERIFY(!ms.seen.empty());
+  for (const auto& [name, d] : ms.seen) QVERIFY2(d == kMeta, (name + " is on " + d.str()).c_str());
+  QCOMPARE(ms.shapes, cs.shapes);
 }
 
 }  // namespace
@@ -163,7 +163,8 @@ class DeviceTest : public QObject {
  private Q_SLOTS:
   void parseDeviceAcceptsTheDevicesAndNamesTheOption() {
     QVERIFY(parseDevice("cpu").is_cpu());
-    for (const char* bad : {"gpu", "CPU", "", " cpu", "cuda:", "cuda:x", "cuda:-1", "cuda:0x", "cuda:123456789", "meta"}) {
+    for (const char* bad :
+         {"gpu", "CPU", "", " cpu", "cuda:", "cuda:x", "cuda:-1", "cuda:0x", "cuda:123456789", "meta"}) {
       const std::string e = errorOf([&] { parseDevice(bad); });
       QVERIFY2(e.find("--device") != std::string::npos, (std::string(bad) + ": " + e).c_str());
     }
@@ -190,12 +191,8 @@ class DeviceTest : public QObject {
     QCOMPARE(meta->fingerprint(), cpu->fingerprint());  // hashed on the host, whatever the device
     for (const auto& [name, t] : meta->tensors()) QVERIFY2(t.device() == kMeta, name.c_str());
     const Batch b = makeBatch({{5, 17, 3, 99, 42, 7}, {8, 9, 10}});
-    DeviceSink cs, ms;
-    const at::Tensor lc = cpu->forward(b, &cs), lm = meta->forward(b, &ms);
-    QVERIFY(lm.device() == kMeta);
-    QCOMPARE(lm.sizes().vec(), lc.sizes().vec());
-    verifyAllOn(ms, kMeta);
-    QCOMPARE(ms.shapes, cs.shapes);
+    verifyMetaRun(*cpu, *meta, [&](const Model& m, HookSink* h) { return m.forward(b, h); });
+    if (QTest::currentTestFailed()) return;
     KvCache cache;
     QVERIFY(meta->forwardCached({5, 17, 3}, cache).device() == kMeta);
     const at::Tensor step = meta->forwardCached({4}, cache);
@@ -208,12 +205,8 @@ class DeviceTest : public QObject {
     auto cpu = tinyLlama(c10::kCPU);
     auto meta = tinyLlama(kMeta);
     const Batch b = makeBatch({{1, 2, 3, 4, 5}, {6, 7}});
-    DeviceSink cs, ms;
-    const at::Tensor lc = cpu->forward(b, &cs), lm = meta->forward(b, &ms);
-    QVERIFY(lm.device() == kMeta);
-    QCOMPARE(lm.sizes().vec(), lc.sizes().vec());
-    verifyAllOn(ms, kMeta);
-    QCOMPARE(ms.shapes, cs.shapes);
+    verifyMetaRun(*cpu, *meta, [&](const Model& m, HookSink* h) { return m.forward(b, h); });
+    if (QTest::currentTestFailed()) return;
   }
 
   // T5: relative-position buckets, both stacks, and the cached decoding steps.
@@ -221,12 +214,8 @@ class DeviceTest : public QObject {
     auto cpu = loadOn("bible-t5", c10::kCPU);
     auto meta = loadOn("bible-t5", kMeta);
     const Batch src = makeBatch({{5, 17, 3, 99, 1}, {8, 9, 1}}), dec = makeBatch({{0, 4, 5}, {0, 6, 7}});
-    DeviceSink cs, ms;
-    const at::Tensor lc = cpu->forwardSeq2Seq(src, dec, &cs), lm = meta->forwardSeq2Seq(src, dec, &ms);
-    QVERIFY(lm.device() == kMeta);
-    QCOMPARE(lm.sizes().vec(), lc.sizes().vec());
-    verifyAllOn(ms, kMeta);
-    QCOMPARE(ms.shapes, cs.shapes);
+    verifyMetaRun(*cpu, *meta, [&](const Model& m, HookSink* h) { return m.forwardSeq2Seq(src, dec, h); });
+    if (QTest::currentTestFailed()) return;
     Seq2SeqCache cache = meta->startSeq2Seq(src);
     const at::Tensor h1 = meta->decodeStep(at::zeros({2, 1}, at::kLong), cache);
     const at::Tensor h2 = meta->decodeStep(at::ones({2, 1}, at::kLong), cache);
@@ -249,12 +238,8 @@ class DeviceTest : public QObject {
     meta->setFfnOverride(moe);  // made once per device
     QVERIFY(meta->ffnOverride() == moe->onDevice(kMeta));
     const Batch b = makeBatch({{5, 17, 3, 99}, {8, 9}});
-    DeviceSink cs, ms;
-    const at::Tensor lc = cpu->forward(b, &cs), lm = meta->forward(b, &ms);
-    QVERIFY(lm.device() == kMeta);
-    QCOMPARE(lm.sizes().vec(), lc.sizes().vec());
-    verifyAllOn(ms, kMeta);
-    QCOMPARE(ms.shapes, cs.shapes);
+    verifyMetaRun(*cpu, *meta, [&](const Model& m, HookSink* h) { return m.forward(b, h); });
+    if (QTest::currentTestFailed()) return;
   }
 
   // The arithmetic a device runs (the masked ATen path) equals the CPU kernel's.
@@ -267,7 +252,7 @@ class DeviceTest : public QObject {
     for (int L = 0; L < model->config().nLayer; ++L) {
       at::Tensor hk, hm;
       const at::Tensor sel = moe->route(L, x);
-      const at::Tensor yk = moe->compute(L, x, sel, &hk);  // the CPU kernel
+      const at::Tensor yk = moe->compute(L, x, sel, &hk);       // the CPU kernel
       const at::Tensor xg = x.clone().set_requires_grad(true);  // grad mode: the masked path
       const at::Tensor ym = moe->compute(L, xg, sel, &hm).detach();
       worst = std::max(worst, (yk - ym).abs().max().item<double>());
