@@ -6,6 +6,9 @@
 #
 #   scripts/gpu-check.sh [OUT_DIR]      (default OUT_DIR: build-cuda/gpu-check)
 #
+# Needs what scripts/setup.sh installs (the build's Debian packages) plus a
+# pip torch with CUDA (PYTHON names its interpreter; default python3).
+#
 # 1. Configures build-cuda/ against the libtorch inside the pip torch
 #    (python3 -c 'import torch; print(torch.utils.cmake_prefix_path)') and
 #    builds moefy, the device test and bench_forward.
@@ -34,11 +37,15 @@ fi
 PREFIX="$("$PY" -c 'import torch; print(torch.utils.cmake_prefix_path)')"
 "$PY" -c 'import torch; print("torch", torch.__version__, "CUDA", torch.version.cuda, "GPU", torch.cuda.get_device_name(0))'
 
-# The pip wheel's libtorch is built with the pre-C++11 ABI on older wheels: follow it.
-ABI="$("$PY" -c 'import torch; print(int(torch._C._GLIBCXX_USE_CXX11_ABI))')"
+# The torch target sets the C++ ABI of everything that links it; Debian's C++
+# libraries (Qt Test) use the C++11 one, which pip wheels have used since torch 2.7.
+if [ "$("$PY" -c 'import torch; print(int(torch._C._GLIBCXX_USE_CXX11_ABI))')" != 1 ]; then
+  echo "gpu-check: this torch's libtorch uses the pre-C++11 ABI; Debian's C++ libraries need the C++11 one" \
+    "(pip install 'torch>=2.7')"
+  exit 1
+fi
 cmake -S . -B build-cuda -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_PREFIX_PATH="$PREFIX" \
-  -DMOEFY_BUILD_GUI=OFF -DMOEFY_BUILD_TESTS=ON -DMOEFY_BUILD_BENCH=ON \
-  -DCMAKE_CXX_FLAGS="-D_GLIBCXX_USE_CXX11_ABI=$ABI" >/dev/null
+  -DMOEFY_BUILD_GUI=OFF -DMOEFY_BUILD_TESTS=ON -DMOEFY_BUILD_BENCH=ON >/dev/null
 cmake --build build-cuda -j "$(nproc)" --target moefy core_test_device bench_forward
 
 fail=0
