@@ -5,12 +5,12 @@
   gpu_parity.py recordings REC_A REC_B               record folders
   gpu_parity.py evals EVAL_A EVAL_B                  eval folders (eval.json)
 
-Prints, per tensor or figure, the max absolute and relative difference, and
-exits 1 when one is over its tolerance: the float32 forward of a GPU sums in
-another order (cuBLAS, TF32 off), so logits and hooks are compared at a
-relative 1e-3 of their scale; recorded counts may differ where an activation
-sits within rounding of the threshold, so at most 0.1 % of a count; the
-perplexity at a relative 1e-3.
+Prints, per tensor or figure, the max absolute difference and that difference
+relative to the largest magnitude of the tensor (or the figure), and exits 1
+when one is over 1e-3: the float32 forward of a GPU sums in another order, so
+logits and hooks differ by rounding, and a recorded count may differ where an
+activation sits within rounding of the threshold. Different tensor names,
+shapes or result rows are failures too.
 """
 import json
 import os
@@ -54,6 +54,9 @@ def dumps(a, b):
 def recordings(a, b):
     sa, sb = st_io.read_f32(os.path.join(a, "stats.safetensors")), st_io.read_f32(os.path.join(b, "stats.safetensors"))
     ca, cb = st_io.load_coact(a), st_io.load_coact(b)
+    if set(sa) != set(sb) or set(ca) != set(cb):
+        print(f"recordings: tensor names differ: {sorted((set(sa) ^ set(sb)) | (set(ca) ^ set(cb)))}")
+        return False
     pairs = [(k, sa[k], sb[k]) for k in sorted(sa)] + [(k, ca[k], cb[k]) for k in sorted(ca)]
     return compare(pairs, 1e-3, f"recordings {a} vs {b}")
 
@@ -61,6 +64,9 @@ def recordings(a, b):
 def evals(a, b):
     ja = json.load(open(os.path.join(a, "eval.json")))
     jb = json.load(open(os.path.join(b, "eval.json")))
+    if len(ja["results"]) != len(jb["results"]):
+        print(f"evals: {len(ja['results'])} results against {len(jb['results'])}")
+        return False
     pairs = [("reference perplexity", ja["reference"]["perplexity"], jb["reference"]["perplexity"])]
     for ra, rb in zip(ja["results"], jb["results"]):
         label = f"{ra.get('router', '')} {ra.get('fraction', '')}"

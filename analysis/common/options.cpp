@@ -316,6 +316,13 @@ OptionValues OptionTable::parse(const std::vector<std::string>& args) const {
       value = *inlineValue;
     } else {
       if (i + 1 >= args.size()) throw ParameterError("--" + name + ": missing value " + o->metavar);
+      // `--device --ids 1,2` is a forgotten value, not the value "--ids".
+      const std::string& next = args[i + 1];
+      const std::string nextName =
+          next.size() > 2 && next.rfind("--", 0) == 0 ? next.substr(2, next.find('=') - 2) : "";
+      if (!nextName.empty() && (find(nextName) || nextName == "help"))
+        throw ParameterError("--" + name + ": missing value " + o->metavar + " (the next argument, " + next +
+                             ", is an option)");
       value = args[++i];
     }
     validate(*o, value);

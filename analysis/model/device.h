@@ -22,7 +22,8 @@ class OptionValues;
 /// for a device this build or machine cannot use. Thread-safe.
 c10::Device parseDevice(const std::string& spec, const std::string& option = "--device");
 
-/// Throws ParameterError naming `what` when `device` cannot be used here: a
+/// Throws ParameterError starting with `what` (e.g. "--device cuda:1") when
+/// `device` cannot be used here: a
 /// CUDA device when the build's libtorch has no CUDA or the machine has no
 /// such GPU (index >= the device count), or a device type other than CPU,
 /// CUDA and Meta (meta tensors have shapes and no data: the tests run the

@@ -396,7 +396,7 @@ void Model::bind(const LoadOptions& options, const std::string& file) {
     fingerprint_.clear();
     return;
   }
-  requireDevice(options.device, "LoadOptions::device");
+  requireDevice(options.device, "--device " + options.device.str());
   if (!options.device.is_cpu() && mapped_)
     throw ParameterError("--device " + options.device.str() +
                          ": the half-precision weights are kept mapped (MOEFY_WEIGHTS=mapped); a device needs them "

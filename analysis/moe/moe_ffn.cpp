@@ -772,7 +772,7 @@ at::Tensor moved(const at::Tensor& t, c10::Device device) { return t.defined() ?
 }  // namespace
 
 std::shared_ptr<const FfnOverride> MoeFfn::onDevice(c10::Device device) const {
-  requireDevice(device, "--device");
+  requireDevice(device, "--device " + device.str());
   std::lock_guard<std::mutex> lock(deviceMu_);
   for (const auto& [on, copy] : deviceCopies_)
     if (on == device) return copy;

@@ -178,7 +178,9 @@ class DeviceTest : public QObject {
       } else {
         const std::string e = errorOf([&] { parseDevice(cuda); });
         qInfo("%s: %s", cuda, e.c_str());
-        QVERIFY2(e.find("--device cuda") != std::string::npos && e.find("CUDA") != std::string::npos, e.c_str());
+        // The message quotes the value as given ("cuda", not "cuda:0").
+        QVERIFY2(e.rfind(std::string("--device ") + cuda + ": ", 0) == 0 && e.find("CUDA") != std::string::npos,
+                 e.c_str());
       }
     }
   }
@@ -291,6 +293,12 @@ class DeviceTest : public QObject {
       const auto r = runCli({cmd, "--help"});
       QVERIFY2(r.out.find("--device") != std::string::npos, cmd.toStdString().c_str());
     }
+    // A forgotten value is not taken from the next option.
+    const auto missing = runCli({"forward", model, "--device", "--ids", "5,17,3"});
+    QCOMPARE(missing.exitCode, 2);
+    QVERIFY2(
+        missing.err.find("--device: missing value DEV (the next argument, --ids, is an option)") != std::string::npos,
+        missing.err.c_str());
     const auto bad = runCli({"forward", model, "--ids", "5,17,3", "--device", "gpu"});
     QCOMPARE(bad.exitCode, 2);
     QVERIFY2(bad.err.find("--device 'gpu' is not a device") != std::string::npos, bad.err.c_str());
