@@ -85,15 +85,18 @@ struct KmeansResult {
   int iterations = 0;  ///< of the kept restart
 };
 /// Balanced k-means on the L2-normalised rows of `rows` [n, d]: k-means++
-/// seeding, then alternating equal-size assignment (an auction on the
-/// capacitated assignment problem, warm-started from the previous iteration's
-/// prices and assignment) and centroid updates; `restarts` runs, keeping the
-/// lowest inertia. While the labels still change, each assignment is solved to
-/// within (max - min benefit) / 16 of its optimum; once they stop changing at
-/// that precision, the iterations continue to balancedAssign's / 256 until
-/// they stop changing again (or maxIter). The coarse phase cut the auction's
-/// bids 4-7x on the GPT-2-small shape with the same final inertia
-/// (bench_peer).
+/// seeding, then alternating equal-size assignment and centroid updates;
+/// `restarts` runs, keeping the lowest inertia. The assignment is first a
+/// greedy one (points by decreasing regret, each to its best expert with room
+/// left) until at most 1 % of the labels change or for min(40, maxIter / 2)
+/// iterations; then an auction on the capacitated assignment problem
+/// (balancedAssign, warm-started from the previous iteration's prices and
+/// assignment), solved to within (max - min benefit) / 16 of its optimum while
+/// the labels change and to balancedAssign's / 256 once they stop changing,
+/// until they stop changing again (or maxIter). The last assignment is the
+/// auction's. The greedy phase replaced the auction's costliest iterations
+/// (bench_peer, docs/recording-and-splitting.md); the coarse auction phase cut
+/// its bids 4-7x on the GPT-2-small shape with the same final inertia.
 KmeansResult balancedKmeans(const at::Tensor& rows, int experts, int restarts, int maxIter, uint64_t seed,
                             JobContext& job);
 

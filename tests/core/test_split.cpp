@@ -158,6 +158,45 @@ class TestSplit : public QObject {
     QVERIFY(std::abs(value(B1, repaired) - value(B1, cold)) <= 2 * bound);
   }
 
+  void kmeansEndsOnAnExactAssignment() {
+    // Whatever the greedy warm-up did, converged labels are the auction's:
+    // for the centroids they define, no equal-size assignment is better by
+    // more than the auction's bound (range / 256). Planted clusters plus
+    // noise, as bench_peer's GPT-2 shape at a small size. With --max-iter 2
+    // (one greedy, one auction iteration) the result is still exactly balanced.
+    at::manual_seed(11);
+    const int64_t n = 512, d = 64;
+    const int E = 16;
+    const at::Tensor centers = at::randn({E, d});
+    const at::Tensor rows = centers.repeat({n / E, 1}) + 1.2 * at::randn({n, d});
+    for (int maxIter : {50, 2}) {
+      const KmeansResult r = balancedKmeans(rows, E, 2, maxIter, 3, JobContext::none());
+      for (auto sz : sizesOf(r.labels, E)) QCOMPARE(sz, n / E);
+      at::Tensor X = rows / rows.norm(2, 1, true);
+      const at::Tensor lab = at::tensor(std::vector<int64_t>(r.labels.begin(), r.labels.end()), at::kLong);
+      const at::Tensor C = at::zeros({E, d}).index_add_(0, lab, X) / static_cast<double>(n / E);
+      const at::Tensor benefit = (2.0 * at::mm(X, C.t()) - (C * C).sum(1).unsqueeze(0)).to(at::kDouble);
+      const std::vector<int32_t> best = balancedAssign(benefit, E);
+      auto value = [&](const std::vector<int32_t>& l) {
+        double v = 0;
+        const double* b = benefit.data_ptr<double>();
+        for (int64_t i = 0; i < n; ++i) v += b[i * E + l[static_cast<size_t>(i)]];
+        return v;
+      };
+      const double bound = (benefit.max() - benefit.min()).item<double>() / 256.0;
+      const double gap = value(best) - value(r.labels);
+      qInfo() << "kmeans max-iter" << maxIter << ": inertia" << r.inertia << "after" << r.iterations
+              << "iterations; its labels vs the best assignment for their centroids:" << gap << "(bound 2 x" << bound
+              << ")";
+      if (maxIter == 2) {
+        QCOMPARE(r.iterations, 2);
+        continue;
+      }
+      QVERIFY2(r.iterations < maxIter, "did not converge");
+      QVERIFY(gap <= 2 * bound);  // both within bound of the optimum
+    }
+  }
+
   void repairGivesExactSizes() {
     // A graph of two dense cliques of 6 and 2 loose vertices, all labelled 0.
     at::Tensor C = at::zeros({8, 8}, at::kInt);
