@@ -148,8 +148,10 @@ std::vector<int32_t> greedyAssign(const at::Tensor& benefit, int experts) {
     float b1 = -std::numeric_limits<float>::infinity(), b2 = b1;
     for (int64_t k = 0; k < E; ++k) {
       const float v = a[i * E + k];
-      if (v > b1) b2 = b1, b1 = v;
-      else if (v > b2) b2 = v;
+      if (v > b1)
+        b2 = b1, b1 = v;
+      else if (v > b2)
+        b2 = v;
     }
     regret[static_cast<size_t>(i)] = E > 1 ? b1 - b2 : 0.0f;
   }
