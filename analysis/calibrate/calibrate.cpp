@@ -36,7 +36,7 @@ class CaptureSink : public HookSink {
   std::map<int, at::Tensor> x;  // layer -> [N, d_model]
   bool wants(int layer, HookPoint p) const override { return p == HookPoint::FfnIn && moe_.isMoe(layer); }
   void on(int layer, HookPoint, const at::Tensor& t) override {
-    x[layer] = t.detach().reshape({-1, t.size(-1)}).index_select(0, rows_.to(t.device()));
+    x[layer] = t.detach().reshape({-1, t.size(-1)}).index_select(0, rows_);
   }
 
  private:
@@ -106,7 +106,7 @@ CalibrateResult calibrateMoe(Model& model, const std::vector<std::vector<int64_t
     std::mt19937_64 maskRng = withGrad ? std::mt19937_64(rng()) : std::mt19937_64(o.seed + 99);
     ScoredBatch sb = makeScoredBatch(seqs, c.causal, o.maskTokenId, 0.15, maskRng);
     at::Tensor rows = sb.batch.mask.reshape({-1}).nonzero().reshape({-1});
-    CaptureSink sink(*moe, rows);
+    CaptureSink sink(*moe, rows.to(model.device()));  // moved once, beside the hooks
     at::Tensor total;
     std::optional<at::NoGradGuard> ng;
     if (!withGrad || !o.experts) ng.emplace();

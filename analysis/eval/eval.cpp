@@ -42,7 +42,9 @@ class CandidateSink : public HookSink {
  public:
   CandidateSink(const Model& model, const FfnOverride* ref, const EvalCandidate& cand,
                 const std::map<SiteStack, at::Tensor>& validRows, bool errors)
-      : model_(model), ref_(ref), cand_(cand), rows_(validRows), errors_(errors) {}
+      : model_(model), ref_(ref), cand_(cand), rows_(validRows), errors_(errors) {
+    for (auto& [stack, rows] : rows_) rows = rows.to(model.device());  // once per batch, beside the hooks
+  }
   std::vector<double>* num = nullptr;
   std::vector<double>* den = nullptr;
   std::vector<double>* neurons = nullptr;  ///< per site index: neurons computed, summed over tokens
@@ -66,9 +68,8 @@ class CandidateSink : public HookSink {
   void onSite(const Site& site, HookPoint p, const at::Tensor& x) override {
     // Everything below runs on the hook's device (the model's, --device): the
     // candidate's experts were packed from the model's weights there
-    // (buildMoeFfn), the index tensors are moved to it, and only the sums
-    // come back to the host.
-    const c10::Device dev = x.device();
+    // (buildMoeFfn), the row indices were moved to it at construction, and
+    // only the sums come back to the host.
     if (p == HookPoint::TopkIds) {
       topk_[site.layer] = x.reshape({-1, x.size(-1)});  // [B*T, k]
       return;
@@ -80,10 +81,10 @@ class CandidateSink : public HookSink {
       const at::Tensor& ids = topk_.at(site.layer);
       at::Tensor routed = (ids == site.expert).any(1).nonzero().reshape({-1});  // [n] flat tokens
       at::Tensor real =
-          at::zeros({ids.size(0)}, ids.options().dtype(at::kBool)).index_fill_(0, rows_.at(site.stack).to(dev), true);
+          at::zeros({ids.size(0)}, ids.options().dtype(at::kBool)).index_fill_(0, rows_.at(site.stack), true);
       flat = x.index_select(0, real.index_select(0, routed).nonzero().reshape({-1})).contiguous();
     } else {
-      flat = x.reshape({-1, x.size(-1)}).index_select(0, rows_.at(site.stack).to(dev)).contiguous();
+      flat = x.reshape({-1, x.size(-1)}).index_select(0, rows_.at(site.stack)).contiguous();
     }
     const int64_t n = flat.size(0);
     at::Tensor yc;

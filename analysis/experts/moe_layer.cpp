@@ -73,6 +73,13 @@ ExpertLayout ExpertLayout::fromLabels(const at::Tensor& labelsIn, int experts, c
   return out;
 }
 
+ExpertLayout ExpertLayout::to(c10::Device device) const {
+  ExpertLayout out = *this;
+  for (at::Tensor* t : {&out.labels, &out.perm, &out.rowExpert, &out.invPerm})
+    if (t->defined()) *t = t->to(device);
+  return out;
+}
+
 std::shared_ptr<MoeLayerWeights> MoeLayerWeights::pack(const FfnWeights& w, ExpertLayout layout) {
   at::NoGradGuard guard;  // normal tensors: calibration may train them
   auto m = std::make_shared<MoeLayerWeights>();
@@ -81,9 +88,7 @@ std::shared_ptr<MoeLayerWeights> MoeLayerWeights::pack(const FfnWeights& w, Expe
     throw FormatError("partition has " + std::to_string(layout.dFF()) + " neurons, the FFN has d_ff " + std::to_string(F));
   // Packed where the weights are (a model on --device packs there); the layout's
   // index tensors follow them.
-  const c10::Device dev = w.up.device();
-  for (at::Tensor* t : {&layout.labels, &layout.perm, &layout.rowExpert, &layout.invPerm})
-    if (t->defined()) *t = t->to(dev);
+  layout = layout.to(w.up.device());
   const at::Tensor& perm = layout.perm;
   m->up = w.up.detach().index_select(0, perm).contiguous();
   if (w.gated()) m->gate = w.gate.detach().index_select(0, perm).contiguous();

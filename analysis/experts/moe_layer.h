@@ -63,6 +63,9 @@ struct ExpertLayout {
   /// in errors. Throws FormatError.
   static ExpertLayout fromLabels(const at::Tensor& labels, int experts, const std::string& context,
                                  bool shared = false);
+  /// This layout with its index tensors (labels, perm, rowExpert, invPerm) on
+  /// `device` (--device; a copy, the tensors shared where already there).
+  ExpertLayout to(c10::Device device) const;
 };
 
 /// Packed expert weights of one FFN layer (F32, contiguous, CPU).

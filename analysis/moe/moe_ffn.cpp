@@ -780,16 +780,11 @@ std::shared_ptr<const FfnOverride> MoeFfn::onDevice(c10::Device device) const {
   for (MoeLayer& l : layers) {
     if (l.weights) {
       auto w = std::make_shared<MoeLayerWeights>(*l.weights);
-      for (at::Tensor* t : {&w->up, &w->gate, &w->upBias, &w->downT, &w->downBias, &w->layout.labels, &w->layout.perm,
-                            &w->layout.rowExpert, &w->layout.invPerm})
-        *t = moved(*t, device);
+      for (at::Tensor* t : {&w->up, &w->gate, &w->upBias, &w->downT, &w->downBias}) *t = moved(*t, device);
+      w->layout = w->layout.to(device);
       l.weights = w;
     }
-    if (l.router) {
-      auto r = std::make_shared<LayerRouter>(*l.router);
-      for (at::Tensor* t : {&r->centroids, &r->w1, &r->w2, &r->b1}) *t = moved(*t, device);
-      l.router = r;
-    }
+    if (l.router) l.router = std::make_shared<LayerRouter>(l.router->to(device));
   }
   std::vector<FfnWeights> dense = dense_;
   for (FfnWeights& d : dense)

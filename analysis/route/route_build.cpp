@@ -316,8 +316,7 @@ RouterSet buildRouters(const Model& model, const PartitionData& part, const Samp
       rs.training[key] = trainDynamicKRouter(r, xDev, norm.to(dev), trainDev, heldDev, o, job,
                                              part.sites[i].stack == SiteStack::Single ? "layer " + key : what);
     }
-    for (at::Tensor* t : {&r.centroids, &r.w1, &r.w2, &r.b1})  // the trained router back on the host
-      if (t->defined()) *t = t->cpu();
+    r = r.to(c10::kCPU);  // the trained router back on the host
     rs.metrics[key] = heldOutRouterMetrics(model, part, samples, i, r, w, o, ks[i]);
     rs.routers.push_back(std::move(r));
     rs.topK.push_back(ks[i]);

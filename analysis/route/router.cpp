@@ -90,6 +90,13 @@ at::Tensor dynamicKExperts(const at::Tensor& scoresIn, double tau, int minK, int
   return sel.to(scoresIn.device());
 }
 
+LayerRouter LayerRouter::to(c10::Device device) const {
+  LayerRouter out = *this;
+  for (at::Tensor* t : {&out.centroids, &out.w1, &out.w2, &out.b1})
+    if (t->defined()) *t = t->to(device);
+  return out;
+}
+
 at::Tensor similarityCentroids(const MoeLayerWeights& w) {
   at::NoGradGuard guard;  // normal tensors: calibration may train them
   at::Tensor rows = l2Normalize(w.gated() ? w.gate : w.up);  // [d_ff, d_model], packed

@@ -23,6 +23,7 @@
 //               tau of the predicted total is covered, at least min_k and at
 //               most the layer's top-k (dynamicKExperts), so k varies per token.
 #include <ATen/Tensor.h>
+#include <c10/core/Device.h>
 
 #include <cstdint>
 #include <filesystem>
@@ -64,6 +65,9 @@ struct LayerRouter {
   at::Tensor logits(const at::Tensor& x) const;
   /// Checks the tensor shapes against E and d_model; `context` names the file/layer.
   void validate(int64_t dModel, const std::string& context) const;
+  /// This router with its tensors on `device` (--device; a copy, the tensors
+  /// shared where already there).
+  LayerRouter to(c10::Device device) const;
 };
 
 /// Centroids of the L2-normalised W1 rows (gate rows for gated FFNs) per expert: [E, d_model].

@@ -289,9 +289,9 @@ class DeviceTest : public QObject {
     const auto plain = runCli({"forward", model, "--ids", "5,17,3", "--json"});
     QVERIFY2(cpu.exitCode == 0, cpu.err.c_str());
     QCOMPARE(cpu.out, plain.out);
-    for (const QString& cmd : {"forward", "record", "route", "eval", "calibrate", "train"}) {
-      const auto r = runCli({cmd, "--help"});
-      QVERIFY2(r.out.find("--device") != std::string::npos, cmd.toStdString().c_str());
+    for (const char* cmd : {"forward", "record", "route", "eval", "calibrate", "train"}) {
+      const auto r = runCli({QString(cmd), "--help"});
+      QVERIFY2(r.out.find("--device") != std::string::npos, cmd);
     }
     // A forgotten value is not taken from the next option.
     const auto missing = runCli({"forward", model, "--device", "--ids", "5,17,3"});
