@@ -505,32 +505,57 @@ SpeedStats SpeedStats::of(std::vector<double> rates) {
 
 namespace {
 
-// The timing loop of the forward speeds: an untimed `warmUp` first (one batch:
-// allocator and thread-pool warm-up), then timed passes until at least
-// `minRuns` runs and together at least `minSeconds`; every pass does the same
-// work of `tokens` tokens.
-SpeedStats timedPasses(const std::function<void()>& warmUp, const std::function<void()>& pass, int64_t tokens,
-                       double minSeconds, int minRuns) {
-  warmUp();
-  std::vector<double> rates;
-  double total = 0;
-  while (static_cast<int>(rates.size()) < minRuns || total < minSeconds) {
-    const auto t0 = std::chrono::steady_clock::now();
-    pass();
-    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    total += secs;
-    rates.push_back(static_cast<double>(tokens) / std::max(secs, 1e-9));
+// The timing loop of every speed: one untimed warm-up per override (allocator
+// and thread-pool warm-up), then rounds of one timed run per override until
+// every override has at least `minRuns` runs that together last at least
+// `minSeconds`. Every other round runs the overrides in reverse order, so that
+// a drift of the machine's speed during the timing (another process, the CPU
+// clock) falls on all of them alike. Timing the dense baseline once, before
+// the candidates, let a busy start make a tiny GPT-2's MoE with every expert
+// active look 1.2-1.4x "faster" than dense (CI, 2026-12-02). `run` does one
+// run with the override in place and returns the seconds it timed; every run
+// does the same work of `tokensPerRun` tokens.
+std::vector<SpeedStats> interleavedRuns(Model& model, const FfnOverrides& ffns, const std::function<void()>& warmUp,
+                                        const std::function<double()>& run, double tokensPerRun, double minSeconds,
+                                        int minRuns) {
+  if (ffns.empty()) throw ParameterError("no FFN to time");
+  OverrideGuard guard(model);
+  const size_t n = ffns.size();
+  for (const auto& f : ffns) {
+    model.setFfnOverride(f);
+    warmUp();
   }
-  return SpeedStats::of(std::move(rates));
+  std::vector<std::vector<double>> rates(n);
+  std::vector<double> total(n, 0.0);
+  for (int round = 0;; ++round) {
+    bool done = round >= minRuns;
+    for (double t : total) done = done && t >= minSeconds;
+    if (done) break;
+    for (size_t j = 0; j < n; ++j) {
+      const size_t i = round % 2 ? n - 1 - j : j;
+      model.setFfnOverride(ffns[i]);
+      const double secs = run();
+      total[i] += secs;
+      rates[i].push_back(tokensPerRun / std::max(secs, 1e-9));
+    }
+  }
+  std::vector<SpeedStats> out;
+  out.reserve(n);
+  for (auto& r : rates) out.push_back(SpeedStats::of(std::move(r)));
+  return out;
+}
+
+double secondsOf(const std::function<void()>& f) {
+  const auto t0 = std::chrono::steady_clock::now();
+  f();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
 }  // namespace
 
-SpeedStats forwardSpeed(Model& model, std::shared_ptr<const FfnOverride> ffn,
-                        const std::vector<std::vector<int64_t>>& sequences, int batch, double minSeconds, int minRuns,
-                        const JobContext* job) {
-  OverrideGuard guard(model);
-  model.setFfnOverride(ffn);
+std::vector<SpeedStats> forwardSpeeds(Model& model, const FfnOverrides& ffns,
+                                      const std::vector<std::vector<int64_t>>& sequences, int batch, double minSeconds,
+                                      int minRuns, const JobContext* job) {
   if (sequences.empty()) throw ParameterError("no sequences to time");
   if (batch < 1) throw ParameterError("batch must be >= 1 (got " + std::to_string(batch) + ")");
   std::vector<Batch> batches;
@@ -543,23 +568,30 @@ SpeedStats forwardSpeed(Model& model, std::shared_ptr<const FfnOverride> ffn,
   int64_t tokens = 0;
   for (const Batch& b : batches) tokens += b.mask.sum().item<int64_t>();
   // The batches are built once, outside the timing, so every run times the same work.
-  return timedPasses([&] { model.forward(batches.front()); },
-                     [&] {
-                       for (const Batch& b : batches) {
-                         model.forward(b);
-                         if (job) job->checkCancel();  // a timing pass lasts seconds: cancel per batch
-                       }
-                     },
-                     tokens, minSeconds, minRuns);
+  return interleavedRuns(
+      model, ffns, [&] { model.forward(batches.front()); },
+      [&] {
+        return secondsOf([&] {
+          for (const Batch& b : batches) {
+            model.forward(b);
+            if (job) job->checkCancel();  // a timing pass lasts seconds: cancel per batch
+          }
+        });
+      },
+      static_cast<double>(tokens), minSeconds, minRuns);
 }
 
-SpeedStats forwardSeq2SeqSpeed(Model& model, std::shared_ptr<const FfnOverride> ffn,
-                               const std::vector<Seq2SeqExample>& pairs, int batch, double minSeconds, int minRuns,
-                               const JobContext* job) {
+SpeedStats forwardSpeed(Model& model, std::shared_ptr<const FfnOverride> ffn,
+                        const std::vector<std::vector<int64_t>>& sequences, int batch, double minSeconds, int minRuns,
+                        const JobContext* job) {
+  return forwardSpeeds(model, {std::move(ffn)}, sequences, batch, minSeconds, minRuns, job).front();
+}
+
+std::vector<SpeedStats> forwardSeq2SeqSpeeds(Model& model, const FfnOverrides& ffns,
+                                             const std::vector<Seq2SeqExample>& pairs, int batch, double minSeconds,
+                                             int minRuns, const JobContext* job) {
   if (!model.config().encoderDecoder)
     throw ParameterError(model.config().modelType + " is a single-stack model: time it with forwardSpeed");
-  OverrideGuard guard(model);
-  model.setFfnOverride(ffn);
   if (pairs.empty()) throw ParameterError("no pairs to time");
   if (batch < 1) throw ParameterError("batch must be >= 1 (got " + std::to_string(batch) + ")");
   std::vector<std::pair<Batch, Batch>> batches;
@@ -576,20 +608,27 @@ SpeedStats forwardSeq2SeqSpeed(Model& model, std::shared_ptr<const FfnOverride> 
     batches.emplace_back(makeBatch(src, 0), makeBatch(dec, 0));
   }
   c10::InferenceMode inference;
-  return timedPasses([&] { model.forwardSeq2Seq(batches.front().first, batches.front().second); },
-                     [&] {
-                       for (const auto& [src, dec] : batches) {
-                         model.forwardSeq2Seq(src, dec);
-                         if (job) job->checkCancel();
-                       }
-                     },
-                     tokens, minSeconds, minRuns);
+  return interleavedRuns(
+      model, ffns, [&] { model.forwardSeq2Seq(batches.front().first, batches.front().second); },
+      [&] {
+        return secondsOf([&] {
+          for (const auto& [src, dec] : batches) {
+            model.forwardSeq2Seq(src, dec);
+            if (job) job->checkCancel();
+          }
+        });
+      },
+      static_cast<double>(tokens), minSeconds, minRuns);
 }
 
-SpeedStats generationSpeed(Model& model, std::shared_ptr<const FfnOverride> ffn, const std::vector<int64_t>& prompt,
-                           int newTokens, double minSeconds, int minRuns, const JobContext* job) {
-  OverrideGuard guard(model);
-  model.setFfnOverride(ffn);
+SpeedStats forwardSeq2SeqSpeed(Model& model, std::shared_ptr<const FfnOverride> ffn,
+                               const std::vector<Seq2SeqExample>& pairs, int batch, double minSeconds, int minRuns,
+                               const JobContext* job) {
+  return forwardSeq2SeqSpeeds(model, {std::move(ffn)}, pairs, batch, minSeconds, minRuns, job).front();
+}
+
+std::vector<SpeedStats> generationSpeeds(Model& model, const FfnOverrides& ffns, const std::vector<int64_t>& prompt,
+                                         int newTokens, double minSeconds, int minRuns, const JobContext* job) {
   if (newTokens < 1) throw ParameterError("generation timing needs at least one new token");
   // Whole generations (prompt, then newTokens greedy steps, only the steps
   // timed). An encoder-decoder model takes the prompt as its source (encoder
@@ -599,34 +638,32 @@ SpeedStats generationSpeed(Model& model, std::shared_ptr<const FfnOverride> ffn,
     c10::InferenceMode inference;
     Seq2SeqCache cache = model.startSeq2Seq(makeBatch({prompt}));
     at::Tensor ids = at::full({1, 1}, static_cast<int64_t>(model.config().decoderStartId), at::kLong);
-    auto t0 = std::chrono::steady_clock::now();
-    for (int i = 0; i < newTokens; ++i) {
-      at::Tensor logits = model.head(model.decodeStep(ids, cache)).view({-1});
-      ids = logits.argmax().view({1, 1});
-      if (job) job->checkCancel();
-    }
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return secondsOf([&] {
+      for (int i = 0; i < newTokens; ++i) {
+        at::Tensor logits = model.head(model.decodeStep(ids, cache)).view({-1});
+        ids = logits.argmax().view({1, 1});
+        if (job) job->checkCancel();
+      }
+    });
   };
   auto once = [&] {
     if (model.config().encoderDecoder) return onceSeq2Seq();
     Decoder dec(model);
     at::Tensor logits = dec.step(prompt);
-    auto t0 = std::chrono::steady_clock::now();
-    for (int i = 0; i < newTokens; ++i) {
-      logits = dec.step({logits.argmax().item<int64_t>()});
-      if (job) job->checkCancel();  // per step: cancel within one token's time
-    }
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return secondsOf([&] {
+      for (int i = 0; i < newTokens; ++i) {
+        logits = dec.step({logits.argmax().item<int64_t>()});
+        if (job) job->checkCancel();  // per step: cancel within one token's time
+      }
+    });
   };
-  once();
-  std::vector<double> rates;
-  double total = 0;
-  while (static_cast<int>(rates.size()) < minRuns || total < minSeconds) {
-    const double secs = once();
-    total += secs;
-    rates.push_back(newTokens / std::max(secs, 1e-9));
-  }
-  return SpeedStats::of(std::move(rates));
+  return interleavedRuns(
+      model, ffns, [&] { once(); }, once, static_cast<double>(newTokens), minSeconds, minRuns);
+}
+
+SpeedStats generationSpeed(Model& model, std::shared_ptr<const FfnOverride> ffn, const std::vector<int64_t>& prompt,
+                           int newTokens, double minSeconds, int minRuns, const JobContext* job) {
+  return generationSpeeds(model, {std::move(ffn)}, prompt, newTokens, minSeconds, minRuns, job).front();
 }
 
 double forwardTokensPerSecond(Model& model, std::shared_ptr<const FfnOverride> ffn,

@@ -135,33 +135,58 @@ struct SpeedStats {
   static SpeedStats of(std::vector<double> rates);
 };
 
-/// Forward throughput with `ffn` as override (null = dense): each run is one
-/// pass over `sequences` in batches of `batch`; after an untimed warm-up batch,
-/// at least `minRuns` runs and together at least `minSeconds`. Throws
-/// ParameterError for no sequences. With a `job`, cancel is polled after
-/// every batch (CancelledError).
+/// FFN overrides timed together (null = the model's dense FFNs).
+using FfnOverrides = std::vector<std::shared_ptr<const FfnOverride>>;
+
+/// Forward throughput of each of `ffns` (one SpeedStats per override, in
+/// order): each run is one pass over `sequences` in batches of `batch`. After
+/// one untimed warm-up batch per override, the overrides take turns, one run
+/// each per round, the order reversed every other round (A B B A ...), until
+/// each has at least `minRuns` runs that together last at least `minSeconds`:
+/// a drift in the machine's speed falls on all of them alike, so time a
+/// candidate and its baseline in one call. The model's override is restored
+/// afterwards. Throws ParameterError for no overrides, no sequences or
+/// batch < 1. With a `job`, cancel is polled after every batch
+/// (CancelledError). Not thread-safe: it sets the model's override.
+std::vector<SpeedStats> forwardSpeeds(Model& model, const FfnOverrides& ffns,
+                                      const std::vector<std::vector<int64_t>>& sequences, int batch, double minSeconds,
+                                      int minRuns = 3, const JobContext* job = nullptr);
+
+/// forwardSpeeds of the one override `ffn`.
 SpeedStats forwardSpeed(Model& model, std::shared_ptr<const FfnOverride> ffn,
                         const std::vector<std::vector<int64_t>>& sequences, int batch, double minSeconds,
                         int minRuns = 3, const JobContext* job = nullptr);
 
-/// forwardSpeed for encoder-decoder models (t5): each run is one
+/// forwardSpeeds for encoder-decoder models (t5): each run is one
 /// teacher-forced pass (Model::forwardSeq2Seq: encoder, decoder, head) over
 /// `pairs` in right-padded batches of `batch` pairs; tokens/s counts the real
-/// source tokens plus the real decoder-input tokens of the pass. Warm-up, run
-/// counts and cancel as forwardSpeed. Throws ParameterError for no pairs, a
-/// pair without source or decoder input, batch < 1 or a single-stack model.
+/// source tokens plus the real decoder-input tokens of the pass. Warm-up,
+/// interleaving, run counts and cancel as forwardSpeeds. Throws ParameterError
+/// for no overrides, no pairs, a pair without source or decoder input,
+/// batch < 1 or a single-stack model.
+std::vector<SpeedStats> forwardSeq2SeqSpeeds(Model& model, const FfnOverrides& ffns,
+                                             const std::vector<Seq2SeqExample>& pairs, int batch, double minSeconds,
+                                             int minRuns = 3, const JobContext* job = nullptr);
+
+/// forwardSeq2SeqSpeeds of the one override `ffn`.
 SpeedStats forwardSeq2SeqSpeed(Model& model, std::shared_ptr<const FfnOverride> ffn,
                                const std::vector<Seq2SeqExample>& pairs, int batch, double minSeconds, int minRuns = 3,
                                const JobContext* job = nullptr);
 
-/// Greedy generation speed (new tokens/s, KV-cached, batch 1) after `prompt`:
-/// each run one generation of `newTokens` (only the steps timed); after a
-/// warm-up run, at least `minRuns` runs and together at least `minSeconds`.
-/// With a `job`, cancel is polled after every generated token (CancelledError).
-/// An encoder-decoder model (t5) takes `prompt` as its source: startSeq2Seq
-/// (encoder, cross-attention keys/values) is untimed, then `newTokens`
-/// decodeStep steps from decoder_start_token_id are timed (eos does not stop
-/// a timing run). Throws ParameterError for newTokens < 1.
+/// Greedy generation speed (new tokens/s, KV-cached, batch 1) after `prompt`
+/// for each of `ffns`: each run one generation of `newTokens` (only the steps
+/// timed); one warm-up run per override, then the interleaved rounds of
+/// forwardSpeeds. With a `job`, cancel is polled after every generated token
+/// (CancelledError). An encoder-decoder model (t5) takes `prompt` as its
+/// source: startSeq2Seq (encoder, cross-attention keys/values) is untimed, then
+/// `newTokens` decodeStep steps from decoder_start_token_id are timed (eos
+/// does not stop a timing run). Throws ParameterError for no overrides or
+/// newTokens < 1.
+std::vector<SpeedStats> generationSpeeds(Model& model, const FfnOverrides& ffns, const std::vector<int64_t>& prompt,
+                                         int newTokens, double minSeconds = 0.3, int minRuns = 3,
+                                         const JobContext* job = nullptr);
+
+/// generationSpeeds of the one override `ffn`.
 SpeedStats generationSpeed(Model& model, std::shared_ptr<const FfnOverride> ffn, const std::vector<int64_t>& prompt,
                            int newTokens, double minSeconds = 0.3, int minRuns = 3, const JobContext* job = nullptr);
 

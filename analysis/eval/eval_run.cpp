@@ -126,19 +126,22 @@ void addSpeed(nlohmann::json& speed, const std::string& what, const SpeedStats& 
   speed["dense_" + what + "_runs"] = dense.runs;
 }
 
-/// One timing of a run: the forward or the generation speed with an FFN
-/// override (null = the model's dense FFNs).
-using SpeedTiming = std::function<SpeedStats(std::shared_ptr<const FfnOverride>)>;
+/// Interleaved timings (eval.h forwardSpeeds) of FFN overrides on one run's
+/// work: the forward or the generation speed, one SpeedStats per override.
+using SpeedTiming = std::function<std::vector<SpeedStats>(const FfnOverrides&)>;
 
-/// The speed block of every result (results[i] belongs to cands[i]): the
-/// reference timed first, then each candidate that does not need the dense
-/// hidden gets `speed` (forward, and generation when `generate` is set), the
-/// others a `speed_note`. Progress counts the timings done. The dense
-/// baseline is the faster of the model's own FFN and DenseKernelFfn (the same
-/// direct GEMV/GEMM and activation code as the MoE candidates): on small
-/// models the kernel beat the model's ATen path (a tiny GPT-2's MoE with every
-/// expert active timed 1.4-2.5x "faster" than dense), which overstated every
-/// speed-up.
+/// The speed block of every result (results[i] belongs to cands[i]). Each
+/// candidate that does not need the dense hidden gets `speed` (forward, and
+/// generation when `generate` is set), timed interleaved with its dense
+/// baseline, run by run, so that a drift of the machine's speed falls on both
+/// (timing the baseline once, first, made a tiny GPT-2's MoE with every expert
+/// active look 1.2-1.4x "faster" than dense in CI when the machine sped up);
+/// the others get a `speed_note`. Progress counts the timings done. The
+/// baseline is the faster (by median, timed interleaved) of the model's own
+/// dense FFN and DenseKernelFfn (the same direct GEMV/GEMM and activation
+/// code as the MoE candidates): on small models the kernel beat the model's
+/// ATen path (a tiny GPT-2's MoE with every expert active timed 1.4-2.5x
+/// "faster" than dense), which overstated every speed-up.
 void addSpeedResults(nlohmann::json& results, const std::vector<EvalCandidate>& cands,
                      std::shared_ptr<const FfnOverride> reference, const SpeedTiming& forward,
                      const SpeedTiming& generate, JobContext& job, const Model& model) {
@@ -147,13 +150,11 @@ void addSpeedResults(nlohmann::json& results, const std::vector<EvalCandidate>& 
   auto timingDone = [&] { job.setProgress(static_cast<double>(++timed) / std::max(1, timings)); };
   job.setStage("eval: speed");
   job.setProgress(0.0);
-  SpeedStats denseFwd = forward(reference);
-  SpeedStats denseGen = generate ? generate(reference) : SpeedStats{};
   // The model's own dense FFN (no reference override) is also timed through
-  // the kernel as one expert; the faster median of the two is the baseline.
-  // Encoder-decoder models time through forwardSeq2SeqSpeed, whose sites
-  // this single-stack override does not cover; a native MoE model has no
-  // dense FFN to pack (ffnWeights throws ParameterError).
+  // the kernel as one expert. Encoder-decoder models time through
+  // forwardSeq2SeqSpeeds, whose sites this single-stack override does not
+  // cover; a native MoE model has no dense FFN to pack (ffnWeights throws
+  // ParameterError).
   std::shared_ptr<const DenseKernelFfn> kernelDense;
   if (!reference && !model.config().encoderDecoder) {
     try {
@@ -162,12 +163,13 @@ void addSpeedResults(nlohmann::json& results, const std::vector<EvalCandidate>& 
       kernelDense.reset();
     }
   }
+  std::shared_ptr<const FfnOverride> forwardBase = reference, generateBase = reference;
   if (kernelDense) {
-    const SpeedStats fwd = forward(kernelDense);
-    if (fwd.median > denseFwd.median) denseFwd = fwd;
+    const auto fwd = forward({reference, kernelDense});
+    if (fwd[1].median > fwd[0].median) forwardBase = kernelDense;
     if (generate) {
-      const SpeedStats gen = generate(kernelDense);
-      if (gen.median > denseGen.median) denseGen = gen;
+      const auto gen = generate({reference, kernelDense});
+      if (gen[1].median > gen[0].median) generateBase = kernelDense;
     }
   }
   timingDone();
@@ -180,8 +182,12 @@ void addSpeedResults(nlohmann::json& results, const std::vector<EvalCandidate>& 
       r["speed_note"] = "oracle router: it needs the dense FFN's hidden, so it has no speed";
     } else {
       nlohmann::json speed = nlohmann::json::object();
-      addSpeed(speed, "forward", forward(cands[i].moe), denseFwd);
-      if (generate) addSpeed(speed, "generate", generate(cands[i].moe), denseGen);
+      const auto fwd = forward({forwardBase, cands[i].moe});
+      addSpeed(speed, "forward", fwd[1], fwd[0]);
+      if (generate) {
+        const auto gen = generate({generateBase, cands[i].moe});
+        addSpeed(speed, "generate", gen[1], gen[0]);
+      }
       r["speed"] = speed;
       timingDone();
     }
@@ -320,12 +326,10 @@ nlohmann::json runSeq2SeqEvaluation(Model& m, const EvalRunSpec& spec, const std
     const std::vector<int64_t> source = pairs.front().source;
     addSpeedResults(
         results, cands, spec.reference,
-        [&](std::shared_ptr<const FfnOverride> ffn) {
-          return forwardSeq2SeqSpeed(m, std::move(ffn), pairs, spec.options.batch, spec.speedSeconds, 3, &job);
+        [&](const FfnOverrides& ffns) {
+          return forwardSeq2SeqSpeeds(m, ffns, pairs, spec.options.batch, spec.speedSeconds, 3, &job);
         },
-        [&](std::shared_ptr<const FfnOverride> ffn) {
-          return generationSpeed(m, std::move(ffn), source, 32, spec.speedSeconds, 3, &job);
-        },
+        [&](const FfnOverrides& ffns) { return generationSpeeds(m, ffns, source, 32, spec.speedSeconds, 3, &job); },
         job, m);
   }
   nlohmann::json referenceFigures = figs[0].toJson();
@@ -386,14 +390,12 @@ nlohmann::json runEvaluation(Model& m, const EvalRunSpec& spec, const std::vecto
     if (m.config().pos == PosKind::Learned) genTokens = std::max(1, std::min(genTokens, m.config().maxPos - 1));
     SpeedTiming generate;  // masked-LM models do not generate
     if (m.config().causal)
-      generate = [&](std::shared_ptr<const FfnOverride> ffn) {
-        return generationSpeed(m, std::move(ffn), prompt, genTokens, spec.speedSeconds, 3, &job);
+      generate = [&](const FfnOverrides& ffns) {
+        return generationSpeeds(m, ffns, prompt, genTokens, spec.speedSeconds, 3, &job);
       };
     addSpeedResults(
         results, cands, spec.reference,
-        [&](std::shared_ptr<const FfnOverride> ffn) {
-          return forwardSpeed(m, std::move(ffn), seqs, eo.batch, spec.speedSeconds, 3, &job);
-        },
+        [&](const FfnOverrides& ffns) { return forwardSpeeds(m, ffns, seqs, eo.batch, spec.speedSeconds, 3, &job); },
         generate, job, m);
   }
   int64_t tokens = 0;

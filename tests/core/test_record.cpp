@@ -975,6 +975,57 @@ class TestRecord : public QObject {
       QVERIFY(secs < 1.0);
     }
   }
+
+  void speedTimingInterleavesOverrides() {
+    // eval --speed times a candidate and its dense baseline in one call, run
+    // by run (A B B A ...), so that a drift in the machine's speed falls on
+    // both: timing the baseline once, first, let a CI machine that sped up
+    // make a MoE with every expert active look 1.2x "faster" than dense.
+    struct Tagged : FfnOverride {
+      char tag;
+      std::string* log;
+      Tagged(char t, std::string* l) : tag(t), log(l) {}
+      at::Tensor forward(int layer, const at::Tensor& x, at::Tensor*) const override {
+        if (layer == 0) *log += tag;
+        return at::zeros_like(x);
+      }
+    };
+    std::string log;
+    auto a = std::make_shared<const Tagged>('A', &log);
+    auto b = std::make_shared<const Tagged>('B', &log);
+    std::vector<std::vector<int64_t>> seqs(2, std::vector<int64_t>(8, 1));
+    // One batch per run: each forward is one run, after one warm-up each.
+    const auto fwd = forwardSpeeds(*model_, {a, b}, seqs, 2, 0.0, 4);
+    qInfo() << "forward order" << log.c_str();
+    QCOMPARE(log, std::string("AB"
+                              "ABBAABBA"));
+    QCOMPARE(fwd.size(), size_t(2));
+    QCOMPARE(fwd[0].runs, 4);
+    QCOMPARE(fwd[1].runs, 4);
+    QVERIFY(fwd[0].min > 0 && fwd[0].min <= fwd[0].median && fwd[0].median <= fwd[0].max);
+    QVERIFY(model_->ffnOverride() == nullptr);  // restored
+    // Generation: one token per run, the prompt untimed but run too.
+    log.clear();
+    const auto gen = generationSpeeds(*model_, {a, b}, {1, 2}, 1, 0.0, 3);
+    qInfo() << "generation order" << log.c_str();
+    QCOMPARE(log, std::string("AABB"
+                              "AABBBBAAAABB"));
+    QCOMPARE(gen[1].runs, 3);
+    // Runs go on until each override has minSeconds of them.
+    const auto t0 = std::chrono::steady_clock::now();
+    const auto longer = forwardSpeeds(*model_, {a, nullptr}, seqs, 2, 0.05, 3);
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    qInfo() << "0.05 s each: runs" << longer[0].runs << longer[1].runs << "in" << secs << "s";
+    QVERIFY(longer[0].runs == longer[1].runs && longer[0].runs >= 3);
+    QVERIFY(secs >= 2 * 0.05);
+    bool threw = false;
+    try {
+      forwardSpeeds(*model_, {}, seqs, 2, 0.0, 3);
+    } catch (const ParameterError& e) {
+      threw = std::string(e.what()).find("no FFN to time") != std::string::npos;
+    }
+    QVERIFY(threw);
+  }
 };
 
 QTEST_GUILESS_MAIN(TestRecord)
