@@ -16,21 +16,19 @@ namespace moefy {
 
 namespace {
 
-// balancedAssign with the final eps of a total benefit within range / divisor
-// of the optimum (balancedAssign: 256).
-std::vector<int32_t> auctionAssign(const at::Tensor& benefit, int experts, AuctionState* warm, int64_t* bidCount,
+// balancedAssign on a row-major benefit a [n, E] (float or double; the
+// prices and values are computed in double either way), with the final eps of
+// a total benefit within range / divisor of the optimum (balancedAssign: 256).
+template <typename T>
+std::vector<int32_t> auctionAssign(const T* a, int64_t n, int experts, AuctionState* warm, int64_t* bidCount,
                                    double divisor) {
-  if (benefit.dim() != 2 || benefit.size(1) != experts)
-    throw ParameterError("balancedAssign: benefit must be [n, E]");
-  const int64_t n = benefit.size(0), E = experts;
-  if (n % E != 0) throw ParameterError("balancedAssign: E must divide n");
+  const int64_t E = experts;
+  if (E < 1 || n % E != 0) throw ParameterError("balancedAssign: E must divide n");
   const int64_t cap = n / E;
-  at::Tensor bt = benefit.to(at::kDouble).contiguous();
-  const double* a = bt.data_ptr<double>();
   double lo = std::numeric_limits<double>::infinity(), hi = -lo;
   for (int64_t i = 0; i < n * E; ++i) {
     if (!std::isfinite(a[i])) throw ParameterError("balancedAssign: the benefit matrix has a non-finite entry");
-    lo = std::min(lo, a[i]), hi = std::max(hi, a[i]);
+    lo = std::min(lo, static_cast<double>(a[i])), hi = std::max(hi, static_cast<double>(a[i]));
   }
   const double range = std::max(hi - lo, 1e-12);
 
@@ -69,7 +67,7 @@ std::vector<int32_t> auctionAssign(const at::Tensor& benefit, int experts, Aucti
   // current prices (the cheapest slot of each cluster): it satisfies eps-CS
   // while this is at most eps.
   auto slack = [&](int64_t i) {
-    const double* row = a + i * E;
+    const T* row = a + i * E;
     double best = -std::numeric_limits<double>::infinity();
     for (int64_t k = 0; k < E; ++k) best = std::max(best, row[k] - price[min1[k]]);
     const int64_t s = slotOf[i];
@@ -102,7 +100,7 @@ std::vector<int32_t> auctionAssign(const at::Tensor& benefit, int experts, Aucti
     while (!queue.empty()) {
       const int64_t i = queue.front();
       queue.pop_front();
-      const double* row = a + i * E;
+      const T* row = a + i * E;
       int64_t k1 = -1;
       double v1 = -std::numeric_limits<double>::infinity(), v2 = v1;
       for (int64_t k = 0; k < E; ++k) {
@@ -139,11 +137,11 @@ std::vector<int32_t> auctionAssign(const at::Tensor& benefit, int experts, Aucti
 // The warm-up assignment of balancedKmeans: points in decreasing order of
 // regret (best minus second-best benefit), each to its best expert with room
 // left. Exactly balanced, not optimal; O(n E + n log n).
-std::vector<int32_t> greedyAssign(const at::Tensor& benefit, int experts) {
-  const int64_t n = benefit.size(0), E = experts, cap = n / E;
-  const at::Tensor bt = benefit.to(at::kFloat).contiguous();
-  const float* a = bt.data_ptr<float>();
-  std::vector<float> regret(static_cast<size_t>(n));
+std::vector<int32_t> greedyAssign(const float* a, int64_t n, int experts) {
+  const int64_t E = experts, cap = n / E;
+  // (regret, point), sorted by decreasing regret, ties by point: the order of
+  // a stable sort, without its indirect compares and merge buffer.
+  std::vector<std::pair<float, int64_t>> order(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) {
     float b1 = -std::numeric_limits<float>::infinity(), b2 = b1;
     for (int64_t k = 0; k < E; ++k) {
@@ -153,14 +151,14 @@ std::vector<int32_t> greedyAssign(const at::Tensor& benefit, int experts) {
       else if (v > b2)
         b2 = v;
     }
-    regret[static_cast<size_t>(i)] = E > 1 ? b1 - b2 : 0.0f;
+    order[static_cast<size_t>(i)] = {E > 1 ? b1 - b2 : 0.0f, i};
   }
-  std::vector<int64_t> order(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) order[static_cast<size_t>(i)] = i;
-  std::stable_sort(order.begin(), order.end(), [&](int64_t x, int64_t y) { return regret[x] > regret[y]; });
+  std::sort(order.begin(), order.end(), [](const auto& x, const auto& y) {
+    return x.first > y.first || (x.first == y.first && x.second < y.second);
+  });
   std::vector<int64_t> room(static_cast<size_t>(E), cap);
   std::vector<int32_t> labels(static_cast<size_t>(n));
-  for (int64_t i : order) {
+  for (const auto& [regret, i] : order) {
     int64_t best = -1;
     for (int64_t k = 0; k < E; ++k)
       if (room[k] > 0 && (best < 0 || a[i * E + k] > a[i * E + best])) best = k;
@@ -170,10 +168,24 @@ std::vector<int32_t> greedyAssign(const at::Tensor& benefit, int experts) {
   return labels;
 }
 
+// x . y over d floats (the reduction may be reordered: omp simd).
+float dot(const float* x, const float* y, int64_t d) {
+  float s = 0;
+#pragma omp simd reduction(+ : s)
+  for (int64_t j = 0; j < d; ++j) s += x[j] * y[j];
+  return s;
+}
+
 }  // namespace
 
 std::vector<int32_t> balancedAssign(const at::Tensor& benefit, int experts, AuctionState* warm, int64_t* bidCount) {
-  return auctionAssign(benefit, experts, warm, bidCount, 256.0);
+  if (benefit.dim() != 2 || benefit.size(1) != experts) throw ParameterError("balancedAssign: benefit must be [n, E]");
+  if (benefit.scalar_type() == at::kFloat) {
+    const at::Tensor bt = benefit.contiguous();
+    return auctionAssign(bt.data_ptr<float>(), bt.size(0), experts, warm, bidCount, 256.0);
+  }
+  const at::Tensor bt = benefit.to(at::kDouble).contiguous();
+  return auctionAssign(bt.data_ptr<double>(), bt.size(0), experts, warm, bidCount, 256.0);
 }
 
 KmeansResult balancedKmeans(const at::Tensor& rows, int experts, int restarts, int maxIter, uint64_t seed,
@@ -183,9 +195,17 @@ KmeansResult balancedKmeans(const at::Tensor& rows, int experts, int restarts, i
   if (E < 1 || n % E != 0) throw ParameterError("kmeans: experts must divide d_ff");
   if (restarts < 1) throw ParameterError("--restarts must be >= 1");
   if (maxIter < 1) throw ParameterError("--max-iter must be >= 1");
+  // The rows normalised once, shared read-only by the restarts. Each restart
+  // works on plain buffers (centres, benefit, labels) made once: at d_ff 1024
+  // the ATen calls of the per-iteration updates and of the seeding (about 20
+  // small ops per iteration and per seeded centre) cost as much as the
+  // arithmetic. Only the benefit GEMM stays in ATen (BLAS).
   at::Tensor X = rows.to(at::kFloat).contiguous();
   X = X / X.norm(2, 1, true).clamp_min(1e-12);  // [n, d]
-  const at::Tensor sq = (X * X).sum(1);         // [n]: 1, or 0 for a zero row
+  const int64_t d = X.size(1);
+  const float* x = X.data_ptr<float>();
+  std::vector<float> sq(static_cast<size_t>(n));  // |x_i|^2: 1, or 0 for a zero row
+  for (int64_t i = 0; i < n; ++i) sq[static_cast<size_t>(i)] = dot(x + i * d, x + i * d, d);
   // Restarts run in parallel (one per thread; torch ops inside run serially).
   std::vector<KmeansResult> results(static_cast<size_t>(restarts));
   std::vector<std::string> logs(static_cast<size_t>(restarts));
@@ -195,27 +215,33 @@ KmeansResult balancedKmeans(const at::Tensor& rows, int experts, int restarts, i
     try {
       job.checkCancel();
       std::mt19937_64 rng(seed * 1000003ull + static_cast<uint64_t>(r));
-      // k-means++ seeding. The squared distance to a centre c is
-      // |x|^2 - 2 x.c + |c|^2: one GEMV per centre instead of an [n, d]
-      // difference.
-      auto dist2 = [&](int64_t c) { return (sq - 2.0 * at::mv(X, X[c]) + sq[c]).clamp_min(0.0); };  // [n]
-      std::vector<int64_t> centers;
-      centers.push_back(static_cast<int64_t>(rng() % static_cast<uint64_t>(n)));
-      at::Tensor d2 = dist2(centers[0]);
-      while (static_cast<int64_t>(centers.size()) < E) {
-        at::Tensor cum = d2.to(at::kDouble).cumsum(0);
-        const double total = cum[-1].item<double>();
-        int64_t pick;
+      // k-means++ seeding: each next centre drawn with probability
+      // proportional to the squared distance to the nearest centre so far,
+      // |x|^2 - 2 x.c + |c|^2.
+      at::Tensor Ct = at::empty({E, d}, at::kFloat);  // centres [E, d]
+      float* c = Ct.data_ptr<float>();
+      std::vector<float> d2(static_cast<size_t>(n));
+      std::vector<double> cum(static_cast<size_t>(n));
+      int64_t pick = static_cast<int64_t>(rng() % static_cast<uint64_t>(n));
+      for (int64_t e = 0;; ++e) {
+        std::copy(x + pick * d, x + (pick + 1) * d, c + e * d);
+        if (e + 1 == E) break;
+        const float* xc = x + pick * d;
+        for (int64_t i = 0; i < n; ++i) {
+          const float v = std::max(0.0f, sq[i] - 2.0f * dot(x + i * d, xc, d) + sq[pick]);
+          d2[i] = e == 0 ? v : std::min(d2[i], v);
+        }
+        double total = 0;
+        for (int64_t i = 0; i < n; ++i) cum[i] = total += d2[i];
         if (total <= 0) {
           pick = static_cast<int64_t>(rng() % static_cast<uint64_t>(n));
         } else {
           const double u = std::uniform_real_distribution<double>(0, total)(rng);
-          pick = std::min<int64_t>(n - 1, at::searchsorted(cum, at::Scalar(u)).item<int64_t>());
+          pick = std::min<int64_t>(n - 1, std::lower_bound(cum.begin(), cum.end(), u) - cum.begin());
         }
-        centers.push_back(pick);
-        d2 = at::minimum(d2, dist2(pick));
       }
-      at::Tensor C = X.index_select(0, at::tensor(centers, at::kLong)).clone();  // [E, d]
+      at::Tensor bias = at::empty({1, E}, at::kFloat), benefit = at::empty({n, E}, at::kFloat);
+      float* bi = bias.data_ptr<float>();
       std::vector<int32_t> labels, prev;
       AuctionState auction;  // prices and slots carried across iterations
       int64_t bids = 0;
@@ -233,16 +259,26 @@ KmeansResult balancedKmeans(const at::Tensor& rows, int experts, int restarts, i
       const int greedyIters = std::min(40, maxIter / 2);
       const int64_t settled = n / 100;
       double divisor = 16.0;
+      const float inv = 1.0f / static_cast<float>(n / E);
       for (; it < maxIter; ++it) {
         job.checkCancel();
         // 2 x.c - |c|^2 (the squared distance up to |x|^2), one fused GEMM.
-        const at::Tensor benefit = at::addmm((C * C).sum(1).neg().unsqueeze(0), X, C.t(), 1.0, 2.0);  // [n, E]
+        for (int64_t e = 0; e < E; ++e) bi[e] = -dot(c + e * d, c + e * d, d);
+        at::addmm_out(benefit, bias, X, Ct.t(), 1.0, 2.0);  // [n, E]
+        const float* bf = benefit.data_ptr<float>();
         greedy = greedy && it < greedyIters;
         int64_t b = 0;
-        labels = greedy ? greedyAssign(benefit, experts) : auctionAssign(benefit, experts, &auction, &b, divisor);
+        labels = greedy ? greedyAssign(bf, n, experts) : auctionAssign(bf, n, experts, &auction, &b, divisor);
         bids += b;
-        at::Tensor lab = at::tensor(std::vector<int64_t>(labels.begin(), labels.end()), at::kLong);
-        C = at::zeros_like(C).index_add_(0, lab, X) / static_cast<double>(n / E);
+        // Centres: the mean of each expert's n / E rows.
+        std::fill(c, c + E * d, 0.0f);
+        for (int64_t i = 0; i < n; ++i) {
+          float* __restrict ce = c + labels[static_cast<size_t>(i)] * d;
+          const float* __restrict xi = x + i * d;
+#pragma omp simd
+          for (int64_t j = 0; j < d; ++j) ce[j] += xi[j];
+        }
+        for (int64_t j = 0; j < E * d; ++j) c[j] *= inv;
         if (greedy) {
           int64_t changed = prev.empty() ? n : 0;
           for (size_t q = 0; q < prev.size(); ++q) changed += labels[q] != prev[q];
@@ -253,9 +289,17 @@ KmeansResult balancedKmeans(const at::Tensor& rows, int experts, int restarts, i
         }
         prev = labels;
       }
-      at::Tensor lab = at::tensor(std::vector<int64_t>(labels.begin(), labels.end()), at::kLong);
       KmeansResult& res = results[static_cast<size_t>(r)];
-      res.inertia = (X - C.index_select(0, lab)).pow(2).sum().item<double>();
+      double inertia = 0;
+      for (int64_t i = 0; i < n; ++i) {
+        const float* ce = c + labels[static_cast<size_t>(i)] * d;
+        const float* xi = x + i * d;
+        float s2 = 0;
+#pragma omp simd reduction(+ : s2)
+        for (int64_t j = 0; j < d; ++j) s2 += (xi[j] - ce[j]) * (xi[j] - ce[j]);
+        inertia += s2;
+      }
+      res.inertia = inertia;
       res.labels = std::move(labels);
       res.iterations = std::min(it + 1, maxIter);
       logs[static_cast<size_t>(r)] = "kmeans restart " + std::to_string(r) + ": inertia " +

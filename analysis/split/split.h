@@ -114,8 +114,10 @@ struct AuctionState {
 /// label used exactly n / E times (auction algorithm with eps-scaling,
 /// Bertsekas & Castanon 1989, "The auction algorithm for transportation
 /// problems"; the total benefit is within (max - min benefit) / 256 of the
-/// optimum). benefit: [n, E] F32 (or F64). Throws ParameterError on a wrong
-/// shape, E not dividing n, or a non-finite benefit. Not thread-safe for a shared `warm`.
+/// optimum). benefit: [n, E] F32 (read in place) or another numeric type
+/// (converted to F64); values and prices are computed in F64 either way.
+/// Throws ParameterError on a wrong shape, E not dividing n, or a non-finite
+/// benefit. Not thread-safe for a shared `warm`.
 /// `warm` (optional) warm-starts the auction from a previous call on similar
 /// benefits (as in successive k-means iterations): its prices, and its
 /// assignment where that still satisfies eps-complementary slackness; it
