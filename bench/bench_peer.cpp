@@ -288,6 +288,7 @@ int run(int argc, char** argv) {
   if (a.T < 8)
     throw std::runtime_error("need at least 8 tokens of activations, got " + std::to_string(a.T) +
                              (a.rec.empty() ? "" : " (record with --samples equal to --tokens)"));
+  if (a.kmeansSeeds < 1 || a.restarts < 1) throw std::runtime_error("--kmeans-seeds and --restarts must be >= 1");
   if (a.E < 1 || a.n % a.E != 0)
     throw std::runtime_error("--experts " + std::to_string(a.E) + " must divide d_ff " + std::to_string(a.n));
   if (!a.reusePeer) {
@@ -314,6 +315,10 @@ int run(int argc, char** argv) {
     return 1;
   }
   nlohmann::json peer = nlohmann::json::parse(std::ifstream(a.work / "peer.json"));
+  // Checked before MoEfy's stages run: a reused peer.json from another --kmeans-seeds.
+  if (!peer.contains("kmeans_runs_s") || static_cast<int>(peer["kmeans_runs_s"].size()) != a.kmeansSeeds)
+    throw std::runtime_error((a.work / "peer.json").string() + ": no k-means runs for --kmeans-seeds " +
+                             std::to_string(a.kmeansSeeds) + " (rerun without --reuse-peer)");
   std::printf("  peer script ran in %.1f s (torch %d threads)\n", now() - t0, peer["threads"].get<int>());
 
   // ---- MoEfy stages
@@ -386,9 +391,6 @@ int run(int argc, char** argv) {
   std::vector<int32_t> labPeerMetis = toVec(readNpy(a.work / "labels_metis.npy", {a.n}, at::kInt));
   std::vector<int32_t> labPeerKm = toVec(readNpy(a.work / "labels_kmeans.npy", {a.n}, at::kInt));
   // Both sides' mean inertia over the seeds (the same formula).
-  if (!peer.contains("kmeans_runs_s") || static_cast<int>(peer["kmeans_runs_s"].size()) != a.kmeansSeeds)
-    throw std::runtime_error((a.work / "peer.json").string() + ": no k-means runs for --kmeans-seeds " +
-                             std::to_string(a.kmeansSeeds) + " (rerun without --reuse-peer)");
   double inPeerMean = 0, inOursMean = 0;
   for (int s = 0; s < a.kmeansSeeds; ++s) {
     const fs::path f = a.work / ("labels_kmeans_" + std::to_string(s) + ".npy");
