@@ -16,6 +16,38 @@ namespace moefy {
 
 namespace {
 
+// The bid's scan: over the clusters k, v[k] = row[k] - minP[k]; returns the
+// best cluster (the first of equal ones) in *k1, its value in *v1 and the
+// best of the others in *v2 (-inf for E = 1). Branch-free max reductions
+// (vectorised) in place of a compare chain, whose branches mispredicted.
+// scratch holds E doubles.
+template <typename T>
+[[gnu::always_inline]] inline void top2Impl(const T* row, const double* minP, int64_t E, double* scratch, int64_t* k1,
+                                            double* v1, double* v2) {
+  double m = -std::numeric_limits<double>::infinity();
+#pragma omp simd reduction(max : m)
+  for (int64_t k = 0; k < E; ++k) {
+    const double v = static_cast<double>(row[k]) - minP[k];
+    scratch[k] = v;
+    m = v > m ? v : m;
+  }
+  int64_t b = 0;
+  while (scratch[b] != m) ++b;
+  scratch[b] = -std::numeric_limits<double>::infinity();
+  double m2 = -std::numeric_limits<double>::infinity();
+#pragma omp simd reduction(max : m2)
+  for (int64_t k = 0; k < E; ++k) m2 = scratch[k] > m2 ? scratch[k] : m2;
+  *k1 = b, *v1 = m, *v2 = m2;
+}
+[[gnu::target_clones("avx2", "default")]] void top2(const float* row, const double* minP, int64_t E, double* scratch,
+                                                    int64_t* k1, double* v1, double* v2) {
+  top2Impl(row, minP, E, scratch, k1, v1, v2);
+}
+[[gnu::target_clones("avx2", "default")]] void top2(const double* row, const double* minP, int64_t E, double* scratch,
+                                                    int64_t* k1, double* v1, double* v2) {
+  top2Impl(row, minP, E, scratch, k1, v1, v2);
+}
+
 // balancedAssign on a row-major benefit a [n, E] (float or double; the
 // prices and values are computed in double either way), with the final eps of
 // a total benefit within range / divisor of the optimum (balancedAssign: 256).
@@ -32,7 +64,7 @@ std::vector<int32_t> auctionAssign(const T* a, int64_t n, int experts, AuctionSt
   }
   const double range = std::max(hi - lo, 1e-12);
 
-  // Slots k * cap + s; per cluster the two cheapest slots are cached.
+  // Slots k * cap + s; the cheapest two of each cluster come from its heap below.
   const bool isWarm = warm && static_cast<int64_t>(warm->price.size()) == n;
   std::vector<double> price = isWarm ? warm->price : std::vector<double>(static_cast<size_t>(n), 0.0);
   int64_t bids = 0;
@@ -46,16 +78,36 @@ std::vector<int32_t> auctionAssign(const T* a, int64_t n, int experts, AuctionSt
       owner[s] = i, slotOf[i] = s;
     }
   }
-  std::vector<int64_t> min1(static_cast<size_t>(E)), min2(static_cast<size_t>(E));
-  auto refresh = [&](int64_t k) {
-    int64_t b1 = -1, b2 = -1;
-    for (int64_t s = k * cap; s < (k + 1) * cap; ++s) {
-      if (b1 < 0 || price[s] < price[b1]) b2 = b1, b1 = s;
-      else if (b2 < 0 || price[s] < price[b2]) b2 = s;
+  // Per cluster k, its slots k * cap .. (k + 1) * cap - 1 as a binary
+  // min-heap on (price, slot) in heap[k * cap ..]: the cheapest slot is the
+  // root, the second cheapest one of the root's two children. minP[k] and
+  // secP[k] hold their prices contiguously for the bid's scan over clusters.
+  std::vector<int64_t> heap(static_cast<size_t>(n));
+  std::vector<double> minP(static_cast<size_t>(E)), secP(static_cast<size_t>(E)), scratch(static_cast<size_t>(E));
+  const double inf = std::numeric_limits<double>::infinity();
+  auto less = [&](int64_t x, int64_t y) { return price[x] < price[y] || (price[x] == price[y] && x < y); };
+  auto siftDown = [&](int64_t k, int64_t q) {
+    int64_t* h = heap.data() + k * cap;
+    const int64_t v = h[q];
+    for (;;) {
+      int64_t c = 2 * q + 1;
+      if (c >= cap) break;
+      if (c + 1 < cap && less(h[c + 1], h[c])) ++c;
+      if (!less(h[c], v)) break;
+      h[q] = h[c], q = c;
     }
-    min1[k] = b1, min2[k] = b2;
+    h[q] = v;
   };
-  for (int64_t k = 0; k < E; ++k) refresh(k);
+  auto tops = [&](int64_t k) {
+    const int64_t* h = heap.data() + k * cap;
+    minP[k] = price[h[0]];
+    secP[k] = cap < 2 ? inf : cap < 3 ? price[h[1]] : std::min(price[h[1]], price[h[2]]);
+  };
+  for (int64_t k = 0; k < E; ++k) {
+    for (int64_t q = 0; q < cap; ++q) heap[k * cap + q] = k * cap + q;
+    for (int64_t q = cap / 2 - 1; q >= 0; --q) siftDown(k, q);
+    tops(k);
+  }
 
   // Final eps: the assignment's total benefit is within n * eps = range / 256 of the optimum.
   const double epsFinal = range / (divisor * static_cast<double>(n));
@@ -69,7 +121,7 @@ std::vector<int32_t> auctionAssign(const T* a, int64_t n, int experts, AuctionSt
   auto slack = [&](int64_t i) {
     const T* row = a + i * E;
     double best = -std::numeric_limits<double>::infinity();
-    for (int64_t k = 0; k < E; ++k) best = std::max(best, row[k] - price[min1[k]]);
+    for (int64_t k = 0; k < E; ++k) best = std::max(best, row[k] - minP[k]);
     const int64_t s = slotOf[i];
     return best - (row[s / cap] - price[s]);
   };
@@ -101,16 +153,12 @@ std::vector<int32_t> auctionAssign(const T* a, int64_t n, int experts, AuctionSt
       const int64_t i = queue.front();
       queue.pop_front();
       const T* row = a + i * E;
-      int64_t k1 = -1;
-      double v1 = -std::numeric_limits<double>::infinity(), v2 = v1;
-      for (int64_t k = 0; k < E; ++k) {
-        const double v = row[k] - price[min1[k]];
-        if (v > v1) v2 = v1, v1 = v, k1 = k;
-        else if (v > v2) v2 = v;
-      }
-      if (min2[k1] >= 0) v2 = std::max(v2, row[k1] - price[min2[k1]]);
+      int64_t k1;
+      double v1, v2;
+      top2(row, minP.data(), E, scratch.data(), &k1, &v1, &v2);
+      v2 = std::max(v2, row[k1] - secP[k1]);
       const double inc = std::isfinite(v2) ? (v1 - v2) + eps : eps;
-      const int64_t s = min1[k1];
+      const int64_t s = heap[k1 * cap];
       price[s] += inc;
       ++bids;
       if (owner[s] >= 0) {
@@ -119,7 +167,8 @@ std::vector<int32_t> auctionAssign(const T* a, int64_t n, int experts, AuctionSt
       }
       owner[s] = i;
       slotOf[i] = s;
-      refresh(k1);
+      siftDown(k1, 0);
+      tops(k1);
     }
     if (eps <= epsFinal) break;
     eps = std::max(epsFinal, eps / 5.0);
@@ -140,18 +189,19 @@ std::vector<int32_t> auctionAssign(const T* a, int64_t n, int experts, AuctionSt
 std::vector<int32_t> greedyAssign(const float* a, int64_t n, int experts) {
   const int64_t E = experts, cap = n / E;
   // (regret, point), sorted by decreasing regret, ties by point: the order of
-  // a stable sort, without its indirect compares and merge buffer.
+  // a stable sort, without its indirect compares and merge buffer. first[i]
+  // is point i's best expert (the first of equal ones).
   std::vector<std::pair<float, int64_t>> order(static_cast<size_t>(n));
+  std::vector<int32_t> first(static_cast<size_t>(n));
+  const std::vector<double> zero(static_cast<size_t>(E), 0.0);
+  std::vector<double> scratch(static_cast<size_t>(E));
   for (int64_t i = 0; i < n; ++i) {
-    float b1 = -std::numeric_limits<float>::infinity(), b2 = b1;
-    for (int64_t k = 0; k < E; ++k) {
-      const float v = a[i * E + k];
-      if (v > b1)
-        b2 = b1, b1 = v;
-      else if (v > b2)
-        b2 = v;
-    }
-    order[static_cast<size_t>(i)] = {E > 1 ? b1 - b2 : 0.0f, i};
+    int64_t k1;
+    double b1, b2;
+    top2(a + i * E, zero.data(), E, scratch.data(), &k1, &b1, &b2);
+    // b1 - b2 of two floats is exact in double, so this is the float difference.
+    order[static_cast<size_t>(i)] = {E > 1 ? static_cast<float>(b1 - b2) : 0.0f, i};
+    first[static_cast<size_t>(i)] = static_cast<int32_t>(k1);
   }
   std::sort(order.begin(), order.end(), [](const auto& x, const auto& y) {
     return x.first > y.first || (x.first == y.first && x.second < y.second);
@@ -159,9 +209,12 @@ std::vector<int32_t> greedyAssign(const float* a, int64_t n, int experts) {
   std::vector<int64_t> room(static_cast<size_t>(E), cap);
   std::vector<int32_t> labels(static_cast<size_t>(n));
   for (const auto& [regret, i] : order) {
-    int64_t best = -1;
-    for (int64_t k = 0; k < E; ++k)
-      if (room[k] > 0 && (best < 0 || a[i * E + k] > a[i * E + best])) best = k;
+    int64_t best = first[static_cast<size_t>(i)];
+    if (room[best] == 0) {  // the best expert is full: the best with room left
+      best = -1;
+      for (int64_t k = 0; k < E; ++k)
+        if (room[k] > 0 && (best < 0 || a[i * E + k] > a[i * E + best])) best = k;
+    }
     labels[static_cast<size_t>(i)] = static_cast<int32_t>(best);
     --room[best];
   }
@@ -169,11 +222,22 @@ std::vector<int32_t> greedyAssign(const float* a, int64_t n, int experts) {
 }
 
 // x . y over d floats (the reduction may be reordered: omp simd).
-float dot(const float* x, const float* y, int64_t d) {
+[[gnu::target_clones("avx2", "default")]] float dot(const float* x, const float* y, int64_t d) {
   float s = 0;
 #pragma omp simd reduction(+ : s)
   for (int64_t j = 0; j < d; ++j) s += x[j] * y[j];
   return s;
+}
+
+// c[labels[i]] += x[i] for the n rows x [n, d] (c [E, d], accumulated).
+[[gnu::target_clones("avx2", "default")]] void addRows(const float* x, const int32_t* labels, int64_t n, int64_t d,
+                                                       float* c) {
+  for (int64_t i = 0; i < n; ++i) {
+    float* __restrict ce = c + static_cast<int64_t>(labels[i]) * d;
+    const float* __restrict xi = x + i * d;
+#pragma omp simd
+    for (int64_t j = 0; j < d; ++j) ce[j] += xi[j];
+  }
 }
 
 }  // namespace
@@ -272,12 +336,7 @@ KmeansResult balancedKmeans(const at::Tensor& rows, int experts, int restarts, i
         bids += b;
         // Centres: the mean of each expert's n / E rows.
         std::fill(c, c + E * d, 0.0f);
-        for (int64_t i = 0; i < n; ++i) {
-          float* __restrict ce = c + labels[static_cast<size_t>(i)] * d;
-          const float* __restrict xi = x + i * d;
-#pragma omp simd
-          for (int64_t j = 0; j < d; ++j) ce[j] += xi[j];
-        }
+        addRows(x, labels.data(), n, d, c);
         for (int64_t j = 0; j < E * d; ++j) c[j] *= inv;
         if (greedy) {
           int64_t changed = prev.empty() ? n : 0;
