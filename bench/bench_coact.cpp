@@ -182,7 +182,7 @@ int main(int argc, char** argv) {
   accumulateSoftCoact(h.data_ptr<float>(), T, n, sliceBlocks, Q.data_ptr<float>());
   const double rel = ((Q - P).abs() / P.abs().clamp_min(1.0)).max().item<double>();
   std::printf("  soft co-activation (tiled kernel, %s): %8.3f s for T x d_ff^2 = %.3g multiply-adds\n",
-              softCoactSimdAvailable() ? "AVX2/FMA" : "portable", tSoft, static_cast<double>(T) * n * n);
+              coactKernelName(bestSoftCoactKernel()), tSoft, static_cast<double>(T) * n * n);
   std::printf("  the same multiply-adds at the SGEMM rate of this run: %8.3f s -> soft / GEMM = %.2fx (target <= 2x)\n",
               tGemm, tSoft / tGemm);
   std::printf(

@@ -469,7 +469,7 @@ void packPanels(const float* h, int64_t n, const SoftBlock* blocks, SoftPanels& 
 // L[row][sj * 16 ..] += min(1, a_row . B) for every compacted row strip.
 // L is [kTile + 1][kTile] (the last row takes the padding).
 void softTileScalar(const SoftPanels& P, int64_t I, bool diag, int64_t sj, int64_t g0, int64_t g1, const float* B0,
-                    float* L) {
+                    float* L, int64_t /*strips: 1*/) {
   const int64_t rows = P.nb * 8;
   for (int64_t b = g0; b < g1; ++b) {
     const float* B = B0 + (sj * rows + b * 8) * kNr;
@@ -497,7 +497,7 @@ __attribute__((target("avx2,fma"), always_inline)) inline void softFlush(float* 
 }
 
 __attribute__((target("avx2,fma"))) void softTileAvx2(const SoftPanels& P, int64_t I, bool diag, int64_t sj, int64_t g0,
-                                                      int64_t g1, const float* B0, float* L) {
+                                                      int64_t g1, const float* B0, float* L, int64_t /*strips: 1*/) {
   const int64_t rows = P.nb * 8;
   const __m256 one = _mm256_set1_ps(1.0f);
   float* Lc = L + sj * kNr;
@@ -536,12 +536,85 @@ __attribute__((target("avx2,fma"))) void softTileAvx2(const SoftPanels& P, int64
   }
 }
 
+// The AVX-512 micro-kernel: S (1 or 2) adjacent column strips at once, one
+// 16-float vector per strip, so a 6-row slot group keeps 6 x S accumulators
+// (12 of the 32 registers for a pair; 2 B loads and 6 broadcasts per 12 FMAs).
+template <int S>
+__attribute__((target("avx512f"), always_inline)) inline void softStrips512(const SoftPanels& P, int64_t I, bool diag,
+                                                                            int64_t sj, int64_t g0, int64_t g1,
+                                                                            const float* B0, float* L) {
+  const int64_t rows = P.nb * 8;
+  const __m512 one = _mm512_set1_ps(1.0f);
+  float* Lc = L + sj * kNr;
+  for (int64_t b = g0; b < g1; ++b) {
+    const float* B[2] = {B0 + (sj * rows + b * 8) * kNr, B0 + ((sj + S - 1) * rows + b * 8) * kNr};
+    const int32_t* seg = P.aseg.data() + b * (P.nt + 1);
+    for (int64_t slot = seg[I]; slot < seg[I + 1]; slot += kMr) {
+      const int32_t* idx = P.aidx.data() + b * P.cap + slot;
+      if (diag && idx[0] >= (sj + S) * kNr) break;  // the rest lies below the diagonal
+      const float* A = P.aval.data() + (b * P.cap + slot) * 8;
+      __m512 c[kMr][S];
+#pragma GCC unroll 6
+      for (int r = 0; r < kMr; ++r)
+#pragma GCC unroll 2
+        for (int q = 0; q < S; ++q) c[r][q] = _mm512_setzero_ps();
+#pragma GCC unroll 8
+      for (int k = 0; k < 8; ++k) {
+        __m512 bv[S];
+#pragma GCC unroll 2
+        for (int q = 0; q < S; ++q) bv[q] = _mm512_loadu_ps(B[q] + k * kNr);
+#pragma GCC unroll 6
+        for (int r = 0; r < kMr; ++r) {
+          const __m512 av = _mm512_set1_ps(A[r * 8 + k]);
+#pragma GCC unroll 2
+          for (int q = 0; q < S; ++q) c[r][q] = _mm512_fmadd_ps(av, bv[q], c[r][q]);
+        }
+      }
+#pragma GCC unroll 6
+      for (int r = 0; r < kMr; ++r) {
+        float* l = Lc + idx[r] * kTile;
+#pragma GCC unroll 2
+        for (int q = 0; q < S; ++q)
+          // (maskz with every lane: _mm512_min_ps trips GCC 12's -Wmaybe-uninitialized)
+          _mm512_storeu_ps(l + q * kNr,
+                           _mm512_add_ps(_mm512_loadu_ps(l + q * kNr), _mm512_maskz_min_ps(0xFFFF, c[r][q], one)));
+      }
+    }
+  }
+}
+
+__attribute__((target("avx512f"))) void softTileAvx512(const SoftPanels& P, int64_t I, bool diag, int64_t sj,
+                                                       int64_t g0, int64_t g1, const float* B0, float* L,
+                                                       int64_t strips) {
+  if (strips >= 2)
+    softStrips512<2>(P, I, diag, sj, g0, g1, B0, L);
+  else
+    softStrips512<1>(P, I, diag, sj, g0, g1, B0, L);
+}
+
+bool cpuHasAvx2Fma() { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
+
 }  // namespace
 
-bool softCoactSimdAvailable() { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
+bool softCoactKernelAvailable(CoactKernel kernel) {
+  switch (kernel) {
+    case CoactKernel::Avx2:
+      return cpuHasAvx2Fma();
+    case CoactKernel::Avx512:
+      return __builtin_cpu_supports("avx512f");
+    default:
+      return true;
+  }
+}
+
+CoactKernel bestSoftCoactKernel() {
+  if (softCoactKernelAvailable(CoactKernel::Avx512)) return CoactKernel::Avx512;
+  if (softCoactKernelAvailable(CoactKernel::Avx2)) return CoactKernel::Avx2;
+  return CoactKernel::Scalar;
+}
 
 void accumulateSoftCoact(const float* h, int64_t tokens, int64_t n, const std::vector<SoftBlock>& blocks, float* S,
-                         bool allowSimd) {
+                         CoactKernel kernel) {
   for (size_t b = 0; b < blocks.size(); ++b) {
     const SoftBlock& k = blocks[b];
     if (k.len < 1 || k.len > 8 || k.first < 0 || k.first + k.len > tokens)
@@ -549,8 +622,15 @@ void accumulateSoftCoact(const float* h, int64_t tokens, int64_t n, const std::v
                            ", length " + std::to_string(k.len) + ") outside " + std::to_string(tokens) +
                            " tokens or not 1..8 long");
   }
+  if (kernel == CoactKernel::Best) kernel = bestSoftCoactKernel();
+  if (!softCoactKernelAvailable(kernel))
+    throw ParameterError(std::string("soft co-activation kernel ") + coactKernelName(kernel) +
+                         " does not run on this CPU");
   if (n <= 0 || blocks.empty()) return;
-  const auto tileKernel = (allowSimd && softCoactSimdAvailable()) ? softTileAvx2 : softTileScalar;
+  const auto tileKernel = kernel == CoactKernel::Avx512 ? softTileAvx512
+                          : kernel == CoactKernel::Avx2 ? softTileAvx2
+                                                        : softTileScalar;
+  const int64_t stripStep = kernel == CoactKernel::Avx512 ? 2 : 1;  // column strips per kernel call
   const int64_t nt = (n + kTile - 1) / kTile;
   std::vector<std::pair<int64_t, int64_t>> tiles;  // (I, J), J >= I
   for (int64_t I = 0; I < nt; ++I)
@@ -584,8 +664,8 @@ void accumulateSoftCoact(const float* h, int64_t tokens, int64_t n, const std::v
         const float* B0 = P.bp.data() + (j0 / kNr) * P.nb * 8 * kNr;
         std::fill(L.begin(), L.end(), 0.0f);
         for (int64_t g0 = 0; g0 < P.nb; g0 += kGroup)
-          for (int64_t sj = 0; sj < sJ; ++sj)
-            tileKernel(P, I, I == J, sj, g0, std::min(P.nb, g0 + kGroup), B0, L.data());
+          for (int64_t sj = 0; sj < sJ; sj += stripStep)
+            tileKernel(P, I, I == J, sj, g0, std::min(P.nb, g0 + kGroup), B0, L.data(), std::min(stripStep, sJ - sj));
         // Write back: the upper triangle and its mirror.
         for (int64_t i = 0; i < rowsI; ++i) {
           const float* l = L.data() + i * kTile;

@@ -75,16 +75,21 @@ struct SoftBlock {
 ///
 /// Work: (n^2 / 2) x 8 multiply-adds per block (the upper triangle only),
 /// done in 192 x 192 output tiles that stay in L2 while the blocks stream
-/// past in packed groups; each thread owns whole tiles (OpenMP). The AVX2/FMA
-/// micro-kernel runs when the CPU has it and allowSimd, else a portable one;
-/// both add the same products in a different order than a naive loop, so the
-/// result equals the definition up to float rounding (tests/numeric/test_soft_coact.cpp
-/// compares with numpy at 1e-5 relative).
-/// Throws ParameterError for a block outside [0, tokens) or with len outside [1, 8].
-/// Not thread-safe on the same S.
+/// past in packed groups; each thread owns whole tiles (OpenMP). `kernel`
+/// picks the micro-kernel: Avx512 (AVX-512F: 6 rows x 32 columns per step),
+/// Avx2 (AVX2 + FMA: 6 x 16), Scalar (portable), or Best (the first of those
+/// this CPU runs). All add the same products in a different order than a
+/// naive loop, so the result equals the definition up to float rounding
+/// (tests/numeric/test_soft_coact.cpp compares each with numpy at 1e-5
+/// relative).
+/// Throws ParameterError for a block outside [0, tokens) or with len outside
+/// [1, 8], and for a kernel this CPU cannot run. Not thread-safe on the same S.
 void accumulateSoftCoact(const float* h, int64_t tokens, int64_t n, const std::vector<SoftBlock>& blocks, float* S,
-                         bool allowSimd = true);
-/// Whether accumulateSoftCoact can use its AVX2/FMA micro-kernel on this CPU.
-bool softCoactSimdAvailable();
+                         CoactKernel kernel = CoactKernel::Best);
+/// Whether accumulateSoftCoact's `kernel` runs on this CPU (Best and Scalar
+/// always do; Avx2 needs AVX2 + FMA, Avx512 needs AVX-512F).
+bool softCoactKernelAvailable(CoactKernel kernel);
+/// The kernel accumulateSoftCoact's Best resolves to on this CPU (never Best).
+CoactKernel bestSoftCoactKernel();
 
 }  // namespace moefy

@@ -61,21 +61,21 @@ class TestSoftCoact : public QObject {
     QVERIFY(ref.defined());
     QVERIFY2(ref.max().item<float>() > 1.0f, "the fixture should have pairs co-active in several blocks");
 
-    for (bool simd : {true, false}) {
-      if (simd && !softCoactSimdAvailable()) {
-        qInfo("AVX2/FMA not available: SIMD path skipped");
+    for (CoactKernel kernel : {CoactKernel::Avx512, CoactKernel::Avx2, CoactKernel::Scalar}) {
+      if (!softCoactKernelAvailable(kernel)) {
+        qInfo("%s not available on this CPU: that kernel is skipped", coactKernelName(kernel));
         continue;
       }
       // Start from a non-zero symmetric S: the kernel adds.
       at::Tensor base = at::rand({n, n});
       base = (base + base.t()).contiguous();
       at::Tensor S = base.clone();
-      accumulateSoftCoact(h.data_ptr<float>(), tokens, n, blocks, S.data_ptr<float>(), simd);
+      accumulateSoftCoact(h.data_ptr<float>(), tokens, n, blocks, S.data_ptr<float>(), kernel);
       at::Tensor got = S - base;
       const double maxAbs = (got - ref).abs().max().item<double>();
       const double maxRel = ((got - ref).abs() / ref.abs().clamp_min(1.0)).max().item<double>();
-      qInfo("%s kernel, tokens %d, n %d: max |kernel - numpy| = %.3g (relative %.3g)", simd ? "AVX2" : "portable",
-            tokens, n, maxAbs, maxRel);
+      qInfo("%s kernel, tokens %d, n %d: max |kernel - numpy| = %.3g (relative %.3g)", coactKernelName(kernel), tokens,
+            n, maxAbs, maxRel);
       QVERIFY2(maxRel < 1e-5, "soft co-activation differs from the numpy reference");
       QVERIFY((S - S.t()).abs().max().item<float>() == 0.0f);  // mirrored exactly
     }
