@@ -60,17 +60,44 @@ int main(int argc, char** argv) {
   int64_t T = 65536, n = 3072, gemmTokens = 0;
   bool soft = true, llama = false;
   int pos = 0;
+  const char* usage =
+      "usage: bench_coact [T] [d_ff] [--llama] [--gemm-tokens N] [--no-soft]\n"
+      "  T tokens (default 65536), d_ff neurons (default 3072), both positive integers\n";
+  // A positive integer, the whole argument; else an error naming it.
+  auto positive = [&](const char* what, const char* v, int64_t* out) {
+    char* end = nullptr;
+    const long long x = std::strtoll(v, &end, 10);
+    if (!*v || *end || x <= 0) {
+      std::fprintf(stderr, "bench_coact: %s must be a positive integer, got '%s'\n%s", what, v, usage);
+      return false;
+    }
+    *out = x;
+    return true;
+  };
   for (int i = 1; i < argc; ++i) {
-    if (!std::strcmp(argv[i], "--llama"))
+    if (!std::strcmp(argv[i], "--help") || !std::strcmp(argv[i], "-h")) {
+      std::printf("%s", usage);
+      return 0;
+    } else if (!std::strcmp(argv[i], "--llama")) {
       llama = true, n = 11008;
-    else if (!std::strcmp(argv[i], "--no-soft"))
+    } else if (!std::strcmp(argv[i], "--no-soft")) {
       soft = false;
-    else if (!std::strcmp(argv[i], "--gemm-tokens") && i + 1 < argc)
-      gemmTokens = std::atoll(argv[++i]);
-    else if (pos == 0)
-      T = std::atoll(argv[i]), ++pos;
-    else if (pos == 1)
-      n = std::atoll(argv[i]), ++pos;
+    } else if (!std::strcmp(argv[i], "--gemm-tokens")) {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "bench_coact: --gemm-tokens needs a value\n%s", usage);
+        return 2;
+      }
+      if (!positive("--gemm-tokens", argv[++i], &gemmTokens)) return 2;
+    } else if (argv[i][0] == '-') {
+      std::fprintf(stderr, "bench_coact: unknown option %s\n%s", argv[i], usage);
+      return 2;
+    } else if (pos < 2) {
+      if (!positive(pos == 0 ? "T" : "d_ff", argv[i], pos == 0 ? &T : &n)) return 2;
+      ++pos;
+    } else {
+      std::fprintf(stderr, "bench_coact: unexpected argument %s\n%s", argv[i], usage);
+      return 2;
+    }
   }
   if (llama) soft = false;  // the soft kernel is not part of the LLaMA-width case
   if (gemmTokens <= 0 || gemmTokens > T) gemmTokens = llama ? std::min<int64_t>(T, 16384) : T;
