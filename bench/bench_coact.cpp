@@ -62,20 +62,9 @@ int main(int argc, char** argv) {
   int pos = 0;
   const char* usage =
       "usage: bench_coact [T] [d_ff] [--llama] [--gemm-tokens N] [--no-soft]\n"
-      "  T tokens (default 65536), d_ff neurons (default 3072), both positive integers\n";
-  // A positive integer, the whole argument; else an error naming it.
-  auto positive = [&](const char* what, const char* v, int64_t* out) {
-    char* end = nullptr;
-    const long long x = std::strtoll(v, &end, 10);
-    if (!*v || *end || x <= 0) {
-      std::fprintf(stderr, "bench_coact: %s must be a positive integer, got '%s'\n%s", what, v, usage);
-      return false;
-    }
-    *out = x;
-    return true;
-  };
+      "  T tokens (default 65536), d_ff neurons (default 3072)\n";
   for (int i = 1; i < argc; ++i) {
-    if (!std::strcmp(argv[i], "--help") || !std::strcmp(argv[i], "-h")) {
+    if (bench::isHelp(argv[i])) {
       std::printf("%s", usage);
       return 0;
     } else if (!std::strcmp(argv[i], "--llama")) {
@@ -83,20 +72,14 @@ int main(int argc, char** argv) {
     } else if (!std::strcmp(argv[i], "--no-soft")) {
       soft = false;
     } else if (!std::strcmp(argv[i], "--gemm-tokens")) {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "bench_coact: --gemm-tokens needs a value\n%s", usage);
-        return 2;
-      }
-      if (!positive("--gemm-tokens", argv[++i], &gemmTokens)) return 2;
-    } else if (argv[i][0] == '-') {
-      std::fprintf(stderr, "bench_coact: unknown option %s\n%s", argv[i], usage);
-      return 2;
-    } else if (pos < 2) {
-      if (!positive(pos == 0 ? "T" : "d_ff", argv[i], pos == 0 ? &T : &n)) return 2;
+      gemmTokens = bench::intArg("bench_coact", usage, "--gemm-tokens",
+                                 bench::valueOf("bench_coact", usage, argc, argv, i), 1, 1ll << 40);
+      ++i;
+    } else if (argv[i][0] != '-' && pos < 2) {
+      (pos == 0 ? T : n) = bench::intArg("bench_coact", usage, pos == 0 ? "T" : "d_ff", argv[i], 1, 1ll << 40);
       ++pos;
     } else {
-      std::fprintf(stderr, "bench_coact: unexpected argument %s\n%s", argv[i], usage);
-      return 2;
+      bench::badArg("bench_coact", usage, argv[i]);
     }
   }
   if (llama) soft = false;  // the soft kernel is not part of the LLaMA-width case

@@ -20,6 +20,8 @@
 #include "views/mainwindow.h"
 #include "views/pipeline.h"
 
+#include "bench/bench_common.h"
+
 using namespace moefy;
 
 namespace {
@@ -63,9 +65,15 @@ StallStats measure(moefy::views::MainWindow& w, double seconds, const std::funct
 
 int main(int argc, char** argv) {
   if (qEnvironmentVariableIsEmpty("QT_QPA_PLATFORM")) qputenv("QT_QPA_PLATFORM", "offscreen");
+  const char* usage = "usage: bench_gui_stall [seconds]   (default 6, in [0.1, 3600])\n";
+  if (argc > 1 && bench::isHelp(argv[1])) {
+    std::printf("%s", usage);
+    return 0;
+  }
+  if (argc > 2) bench::badArg("bench_gui_stall", usage, argv[2]);
+  const double seconds = argc > 1 ? bench::realArg("bench_gui_stall", usage, "seconds", argv[1], 0.1, 3600) : 6.0;
   QApplication app(argc, argv);
   QApplication::setApplicationName("MoEfy Studio bench");
-  const double seconds = argc > 1 ? std::atof(argv[1]) : 6.0;
   QString err;
   QString ws = test::fakeWorkspace(&err);
   if (ws.isEmpty()) {

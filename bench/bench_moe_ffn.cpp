@@ -36,6 +36,8 @@
 #include "analysis/moe/moe_ffn.h"
 #include "analysis/route/router.h"
 
+#include "bench/bench_common.h"
+
 using namespace moefy;
 
 namespace {
@@ -136,15 +138,41 @@ int main(int argc, char** argv) {
   int64_t vocab = 50257, onlyBatch = 0;
   double onlyFraction = 0;
   std::string onlyShape;
+  const char* usage =
+      "usage: bench_moe_ffn [--quick] [--no-generate] [--no-variants] [--moe-only] [--shape gpt2|llama]\n"
+      "                     [--batch B] [--fraction F] [--vocab N]\n";
   for (int i = 1; i < argc; ++i) {
-    if (!std::strcmp(argv[i], "--quick")) quick = true;
-    if (!std::strcmp(argv[i], "--no-generate")) generate = false;
-    if (!std::strcmp(argv[i], "--no-variants")) variants = false;
-    if (!std::strcmp(argv[i], "--moe-only")) moeOnly = true, variants = false;
-    if (!std::strcmp(argv[i], "--fraction") && i + 1 < argc) onlyFraction = std::atof(argv[++i]);
-    if (!std::strcmp(argv[i], "--batch") && i + 1 < argc) onlyBatch = std::atoll(argv[++i]);
-    if (!std::strcmp(argv[i], "--shape") && i + 1 < argc) onlyShape = argv[++i];
-    if (!std::strcmp(argv[i], "--vocab") && i + 1 < argc) vocab = std::atoll(argv[++i]);
+    const char* prog = "bench_moe_ffn";
+    if (bench::isHelp(argv[i])) {
+      std::printf("%s", usage);
+      return 0;
+    } else if (!std::strcmp(argv[i], "--quick")) {
+      quick = true;
+    } else if (!std::strcmp(argv[i], "--no-generate")) {
+      generate = false;
+    } else if (!std::strcmp(argv[i], "--no-variants")) {
+      variants = false;
+    } else if (!std::strcmp(argv[i], "--moe-only")) {
+      moeOnly = true, variants = false;
+    } else if (!std::strcmp(argv[i], "--fraction")) {
+      onlyFraction = bench::realArg(prog, usage, "--fraction", bench::valueOf(prog, usage, argc, argv, i), 1e-6, 1.0);
+      ++i;
+    } else if (!std::strcmp(argv[i], "--batch")) {
+      onlyBatch = bench::intArg(prog, usage, "--batch", bench::valueOf(prog, usage, argc, argv, i), 1, 1 << 20);
+      ++i;
+    } else if (!std::strcmp(argv[i], "--shape")) {
+      onlyShape = bench::valueOf(prog, usage, argc, argv, i);
+      ++i;
+      if (onlyShape != "gpt2" && onlyShape != "llama") {
+        std::fprintf(stderr, "bench_moe_ffn: --shape must be gpt2 or llama, got '%s'\n%s", onlyShape.c_str(), usage);
+        return 2;
+      }
+    } else if (!std::strcmp(argv[i], "--vocab")) {
+      vocab = bench::intArg(prog, usage, "--vocab", bench::valueOf(prog, usage, argc, argv, i), 2, 1 << 24);
+      ++i;
+    } else {
+      bench::badArg(prog, usage, argv[i]);
+    }
   }
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
   configureRuntime();

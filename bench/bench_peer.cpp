@@ -191,6 +191,12 @@ int run(int argc, char** argv) {
       --i;
       continue;
     }
+    static const char* known[] = {"--tokens", "--dff", "--dmodel", "--experts", "--soft-tokens", "--rec",
+                                  "--act",    "--w1",  "--layer",  "--work",    "--restarts",    "--kmeans-seeds"};
+    if (std::none_of(std::begin(known), std::end(known), [&](const char* o) { return k == o; })) {
+      std::fprintf(stderr, "bench_peer: unknown option %s\n", k.c_str());
+      return 2;
+    }
     if (i + 1 >= argc) {
       std::fprintf(stderr, "bench_peer: %s needs a value\n", k.c_str());
       return 2;

@@ -41,12 +41,24 @@ using bench::statusMiB;
 
 int main(int argc, char** argv) {
   configureRuntime();
+  const char* usage =
+      "usage: bench_record_overhead [BATCHES] [BATCH] [SEQ_LEN] [SAMPLES]\n"
+      "       bench_record_overhead --wide [BATCHES BATCH SEQ_LEN SAMPLES]\n";
+  const char* prog = "bench_record_overhead";
+  if (argc > 1 && bench::isHelp(argv[1])) {
+    std::printf("%s", usage);
+    return 0;
+  }
   const bool wide = argc > 1 && !std::strcmp(argv[1], "--wide");
   if (wide) --argc, ++argv;
-  const int batches = argc > 1 ? std::atoi(argv[1]) : (wide ? 16 : 8);
-  const int B = argc > 2 ? std::atoi(argv[2]) : (wide ? 16 : 4);
-  const int T = argc > 3 ? std::atoi(argv[3]) : 256;
-  const int64_t samples = argc > 4 ? std::atoll(argv[4]) : (wide ? 0 : 65536);
+  if (argc > 5) bench::badArg(prog, usage, argv[5]);
+  for (int i = 1; i < argc; ++i)
+    if (argv[i][0] == '-') bench::badArg(prog, usage, argv[i]);
+  const int batches =
+      argc > 1 ? static_cast<int>(bench::intArg(prog, usage, "BATCHES", argv[1], 1, 1 << 20)) : (wide ? 16 : 8);
+  const int B = argc > 2 ? static_cast<int>(bench::intArg(prog, usage, "BATCH", argv[2], 1, 4096)) : (wide ? 16 : 4);
+  const int T = argc > 3 ? static_cast<int>(bench::intArg(prog, usage, "SEQ_LEN", argv[3], 1, 1024)) : 256;
+  const int64_t samples = argc > 4 ? bench::intArg(prog, usage, "SAMPLES", argv[4], 0, 1ll << 40) : (wide ? 0 : 65536);
   const int C = 768, F = wide ? 11008 : 3072, V = wide ? 8192 : 50257, P = 1024, Lyr = wide ? 1 : 12;
   nlohmann::json cfg = {{"model_type", "gpt2"}, {"vocab_size", V}, {"n_positions", P}, {"n_embd", C},
                         {"n_layer", Lyr},       {"n_head", 12},   {"n_inner", F},    {"activation_function", "relu"},

@@ -17,6 +17,8 @@
 #include "analysis/record/coact.h"
 #include "analysis/split/split.h"
 
+#include "bench/bench_common.h"
+
 using namespace moefy;
 
 // Process CPU seconds (all threads): on a loaded shared machine, cpu / threads
@@ -27,7 +29,15 @@ static double now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-int main() {
+int main(int argc, char** argv) {
+  const char* usage = "usage: bench_split (no arguments: d_ff 3072 into 96 experts, T 16384)\n";
+  if (argc > 1) {
+    if (bench::isHelp(argv[1])) {
+      std::printf("%s", usage);
+      return 0;
+    }
+    bench::badArg("bench_split", usage, argv[1]);
+  }
   configureRuntime();
   const int64_t n = 3072, E = 96, T = 16384, d = 768;
   std::printf("bench_split: d_ff %lld into %lld experts, %d threads\n", static_cast<long long>(n),

@@ -21,6 +21,7 @@
 
 #include "analysis/common/error.h"
 #include "analysis/text/tokenizer.h"
+#include "bench/bench_common.h"
 
 namespace fs = std::filesystem;
 
@@ -61,15 +62,21 @@ int main(int argc, char** argv) {
     std::string name = "llama3", source;
     for (int i = 1; i < argc; ++i) {
       std::string a = argv[i];
-      if (a == "--repeats" && i + 1 < argc) {
-        repeats = std::max(1, std::atoi(argv[++i]));
-      } else if (a == "--tokenizer" && i + 1 < argc) {
-        name = argv[++i];
-      } else if (a == "--source" && i + 1 < argc) {
-        source = argv[++i];
+      const char* usage = "usage: bench_tokenizer [--repeats N] [--tokenizer NAME] [--source REPO_DIR]\n";
+      const char* prog = "bench_tokenizer";
+      if (moefy::bench::isHelp(argv[i])) {
+        std::cout << usage;
+        return 0;
+      } else if (a == "--repeats") {
+        repeats = static_cast<int>(
+            moefy::bench::intArg(prog, usage, "--repeats", moefy::bench::valueOf(prog, usage, argc, argv, i), 1, 1000));
+        ++i;
+      } else if (a == "--tokenizer") {
+        name = moefy::bench::valueOf(prog, usage, argc, argv, i++);
+      } else if (a == "--source") {
+        source = moefy::bench::valueOf(prog, usage, argc, argv, i++);
       } else {
-        std::cerr << "usage: bench_tokenizer [--repeats N] [--tokenizer NAME] [--source REPO_DIR]\n";
-        return 2;
+        moefy::bench::badArg(prog, usage, argv[i]);
       }
     }
     const fs::path repo = findSource(source);
