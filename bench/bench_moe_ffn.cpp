@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "analysis/common/runtime.h"
+#include "analysis/common/timing.h"
 #include "analysis/eval/eval.h"
 #include "analysis/model/model.h"
 #include "analysis/moe/ffn_flops.h"
@@ -42,18 +43,29 @@ using namespace moefy;
 
 namespace {
 
+// Medians (seconds per call) of functions timed against each other by the
+// core's interleavedSeconds (one call each per round, the order reversed
+// every other round, until each has minReps calls lasting minSeconds), after
+// `warm` untimed calls of each; so that a drift of the machine (clock, other
+// load) falls on all of them alike. Ratios of these are what the tables report.
+std::vector<double> interleavedMedians(const std::vector<std::function<void()>>& fns, double minSeconds, int minReps,
+                                       int warm = 1) {
+  for (int w = 0; w < warm; ++w)
+    for (const auto& fn : fns) fn();
+  std::vector<std::function<double()>> runs;
+  for (const auto& fn : fns)
+    runs.push_back([&fn] {
+      const double t0 = bench::now();
+      fn();
+      return bench::now() - t0;
+    });
+  std::vector<double> med;
+  for (auto& v : interleavedSeconds(runs, minSeconds, minReps)) med.push_back(medianOf(std::move(v)));
+  return med;
+}
+
 double medianSeconds(const std::function<void()>& fn, double minSeconds, int minReps) {
-  for (int i = 0; i < 3; ++i) fn();  // warm-up
-  std::vector<double> t;
-  auto start = std::chrono::steady_clock::now();
-  while (static_cast<int>(t.size()) < minReps ||
-         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() < minSeconds) {
-    auto a = std::chrono::steady_clock::now();
-    fn();
-    t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - a).count());
-  }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
+  return interleavedMedians({fn}, minSeconds, minReps, 3)[0];
 }
 
 at::Tensor balancedLabels(int64_t F, int E, uint64_t seed) {
@@ -82,30 +94,6 @@ MoeLayer makeSharedLayer(const FfnWeights& w, int E, int merged, int k) {
   const int routed = E - merged;
   at::Tensor labels = balancedLabels(w.up.size(0), E, 5).clamp_max(routed);
   return similarityLayer(w, ExpertLayout::fromLabels(labels, routed, "bench", true), k);
-}
-
-// Medians of several functions measured in turn (A, B, C, A, B, C, ...), so
-// that a drift of the machine (clock, other load) falls on all of them alike;
-// each keeps running until every one has minReps samples and the whole took
-// minSeconds per function. Their ratio is what the overhead column reports.
-std::vector<double> interleavedMedians(const std::vector<std::function<void()>>& fns, double minSeconds, int minReps) {
-  for (const auto& fn : fns) fn();  // warm-up
-  std::vector<std::vector<double>> t(fns.size());
-  auto start = std::chrono::steady_clock::now();
-  while (static_cast<int>(t[0].size()) < minReps ||
-         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() < minSeconds * fns.size()) {
-    for (size_t i = 0; i < fns.size(); ++i) {
-      auto a = std::chrono::steady_clock::now();
-      fns[i]();
-      t[i].push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - a).count());
-    }
-  }
-  std::vector<double> med;
-  for (auto& v : t) {
-    std::sort(v.begin(), v.end());
-    med.push_back(v[v.size() / 2]);
-  }
-  return med;
 }
 
 // Per-token expert counts for dynamic-k rows: `count` values (even) in pairs
@@ -155,8 +143,12 @@ int main(int argc, char** argv) {
     } else if (!std::strcmp(argv[i], "--moe-only")) {
       moeOnly = true, variants = false;
     } else if (!std::strcmp(argv[i], "--fraction")) {
-      onlyFraction = bench::realArg(prog, usage, "--fraction", bench::valueOf(prog, usage, argc, argv, i), 1e-6, 1.0);
+      onlyFraction = bench::realArg(prog, usage, "--fraction", bench::valueOf(prog, usage, argc, argv, i), 0.1, 0.5);
       ++i;
+      if (onlyFraction != 0.125 && onlyFraction != 0.25 && onlyFraction != 0.5) {
+        std::fprintf(stderr, "bench_moe_ffn: --fraction must be 0.125, 0.25 or 0.5, got %s\n%s", argv[i], usage);
+        return 2;
+      }
     } else if (!std::strcmp(argv[i], "--batch")) {
       onlyBatch = bench::intArg(prog, usage, "--batch", bench::valueOf(prog, usage, argc, argv, i), 1, 1 << 20);
       ++i;
@@ -225,29 +217,45 @@ int main(int argc, char** argv) {
         return xs[(call++ / copies) % xs.size()];
       };
       int L = 0;
-      double denseAten = NAN, denseBlas = NAN;
-      if (!moeOnly) {
-        denseAten = medianSeconds(
-            [&] {
-              at::Tensor x = next(L);
-              denseFfn(ws[L], x, nullptr);
-            },
-            minSec, 5);
-        denseBlas = medianSeconds(
-            [&] {
-              at::Tensor x = next(L);
-              blasFfn.forward(L, x, nullptr);
-            },
-            minSec, 5);
-      }
-      double dense = std::min(denseAten, denseBlas);
+      // The dense baselines are timed interleaved with each fraction's MoE
+      // (one call each in turn), so that a drift of the machine's speed falls
+      // on both sides of the ratio; `dense` (the best of the first fraction's
+      // run) is the baseline of the second table.
+      double dense = NAN;
       for (double f : {0.125, 0.25, 0.5}) {
         if (onlyFraction > 0 && f != onlyFraction) continue;
         int k = topKForFraction(f, s.E);
         std::vector<MoeLayer> layers;
         for (const auto& w : ws) layers.push_back(makeLayer(w, s.E, k));
         MoeFfn moe(layers, std::vector<FfnWeights>(copies));
-        double t = medianSeconds([&] { at::Tensor x = next(L); moe.forward(L, x, nullptr); }, minSec, 5);
+        std::vector<std::function<void()>> kinds = {[&] {
+          at::Tensor x = next(L);
+          moe.forward(L, x, nullptr);
+        }};
+        // The same MoE with BLAS for every expert (no few-token SIMD kernels).
+        const bool timeBlas = batch > 1 && fewDefault > 1 && !moeOnly;
+        if (timeBlas)
+          kinds.push_back([&] {
+            setFewTokenMax(0);
+            at::Tensor x = next(L);
+            moe.forward(L, x, nullptr);
+            setFewTokenMax(fewDefault);
+          });
+        if (!moeOnly) {
+          kinds.push_back([&] {
+            at::Tensor x = next(L);
+            denseFfn(ws[L], x, nullptr);
+          });
+          kinds.push_back([&] {
+            at::Tensor x = next(L);
+            blasFfn.forward(L, x, nullptr);
+          });
+        }
+        const std::vector<double> med = interleavedMedians(kinds, minSec, 5, 3);
+        const double t = med[0], tBlas = timeBlas ? med[1] : t;
+        const double denseAten = moeOnly ? NAN : med[med.size() - 2], denseBlas = moeOnly ? NAN : med.back();
+        const double best = std::min(denseAten, denseBlas);
+        if (std::isnan(dense)) dense = best;
         if (moeOnly) {
           const double tr = medianSeconds(
               [&] {
@@ -257,18 +265,17 @@ int main(int argc, char** argv) {
               minSec, 5);
           std::printf("  router alone: %.4f ms\n", tr * 1e3);
         }
-        // The same MoE with BLAS for every expert (no few-token SIMD kernels).
-        double tBlas = t;
-        if (batch > 1 && fewDefault > 1 && !moeOnly) {
-          setFewTokenMax(0);
-          tBlas = medianSeconds([&] { at::Tensor x = next(L); moe.forward(L, x, nullptr); }, minSec, 5);
-          setFewTokenMax(fewDefault);
-        }
         char name[64];
         std::snprintf(name, sizeof name, "%s E=%d", s.name, s.E);
-        std::printf("%-27s %5lld %7.1f%% %14.3f %14.3f %12.3f %10.3f %7.2fx %9.2fx\n", name,
-                    static_cast<long long>(batch), f * 100, denseAten * 1e3, denseBlas * 1e3, tBlas * 1e3, t * 1e3,
-                    dense / t, denseAten / t);
+        // "-" where --moe-only timed no dense baseline.
+        auto cell = [](double v, const char* fmt) {
+          char b[32];
+          std::snprintf(b, sizeof b, std::isnan(v) ? "-" : fmt, v);
+          return std::string(b);
+        };
+        std::printf("%-27s %5lld %7.1f%% %14s %14s %12.3f %10.3f %8s %10s\n", name, static_cast<long long>(batch),
+                    f * 100, cell(denseAten * 1e3, "%.3f").c_str(), cell(denseBlas * 1e3, "%.3f").c_str(), tBlas * 1e3,
+                    t * 1e3, cell(best / t, "%.2fx").c_str(), cell(denseAten / t, "%.2fx").c_str());
       }
 
       // Shared expert and dynamic-k rows, at the FFN FLOPs of fixed top-k0

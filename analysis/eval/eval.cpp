@@ -11,6 +11,7 @@
 
 #include "analysis/common/distributed.h"
 #include "analysis/common/error.h"
+#include "analysis/common/timing.h"
 #include "analysis/eval/generate.h"
 #include "analysis/jobs/job.h"
 #include "analysis/model/model.h"
@@ -506,42 +507,34 @@ SpeedStats SpeedStats::of(std::vector<double> rates) {
 namespace {
 
 // The timing loop of every speed: one untimed warm-up per override (allocator
-// and thread-pool warm-up), then rounds of one timed run per override until
-// every override has at least `minRuns` runs that together last at least
-// `minSeconds`. Every other round runs the overrides in reverse order, so that
-// a drift of the machine's speed during the timing (another process, the CPU
-// clock) falls on all of them alike. Timing the dense baseline once, before
-// the candidates, let a busy start make a tiny GPT-2's MoE with every expert
-// active look 1.2-1.4x "faster" than dense (CI, 2026-12-02). `run` does one
-// run with the override in place and returns the seconds it timed; every run
-// does the same work of `tokensPerRun` tokens.
+// and thread-pool warm-up), then interleavedSeconds over the overrides (one
+// run each per round, the order reversed every other round, so a drift of
+// the machine falls on all alike). `run` does one run with the override in
+// place and returns the seconds it timed; every run does the same work of
+// `tokensPerRun` tokens.
 std::vector<SpeedStats> interleavedRuns(Model& model, const FfnOverrides& ffns, const std::function<void()>& warmUp,
                                         const std::function<double()>& run, double tokensPerRun, double minSeconds,
                                         int minRuns) {
   if (ffns.empty()) throw ParameterError("no FFN to time");
   OverrideGuard guard(model);
-  const size_t n = ffns.size();
   for (const auto& f : ffns) {
     model.setFfnOverride(f);
     warmUp();
   }
-  std::vector<std::vector<double>> rates(n);
-  std::vector<double> total(n, 0.0);
-  for (int round = 0;; ++round) {
-    bool done = round >= minRuns;
-    for (double t : total) done = done && t >= minSeconds;
-    if (done) break;
-    for (size_t j = 0; j < n; ++j) {
-      const size_t i = round % 2 ? n - 1 - j : j;
-      model.setFfnOverride(ffns[i]);
-      const double secs = run();
-      total[i] += secs;
-      rates[i].push_back(tokensPerRun / std::max(secs, 1e-9));
-    }
-  }
+  std::vector<std::function<double()>> runs;
+  for (const auto& f : ffns)
+    runs.push_back([&model, &run, f] {
+      model.setFfnOverride(f);
+      return run();
+    });
   std::vector<SpeedStats> out;
-  out.reserve(n);
-  for (auto& r : rates) out.push_back(SpeedStats::of(std::move(r)));
+  out.reserve(ffns.size());
+  for (const auto& secs : interleavedSeconds(runs, minSeconds, std::max(1, minRuns))) {
+    std::vector<double> rates;
+    rates.reserve(secs.size());
+    for (double s : secs) rates.push_back(tokensPerRun / std::max(s, 1e-9));
+    out.push_back(SpeedStats::of(std::move(rates)));
+  }
   return out;
 }
 

@@ -13,6 +13,7 @@
 #include <random>
 
 #include "analysis/common/error.h"
+#include "analysis/common/timing.h"
 #include "analysis/eval/eval.h"
 #include "analysis/io/fsutil.h"
 #include "analysis/io/safetensors.h"
@@ -1023,6 +1024,47 @@ class TestRecord : public QObject {
       forwardSpeeds(*model_, {}, seqs, 2, 0.0, 3);
     } catch (const ParameterError& e) {
       threw = std::string(e.what()).find("no FFN to time") != std::string::npos;
+    }
+    QVERIFY(threw);
+  }
+
+  void interleavedSecondsAlternates() {
+    // The model-free timing loop under eval --speed and the benchmarks.
+    std::string log;
+    auto tagged = [&](char c, double s) {
+      return [&log, c, s] {
+        log += c;
+        return s;
+      };
+    };
+    const auto secs = interleavedSeconds({tagged('A', 0.01), tagged('B', 0.02), tagged('C', 0.0)}, 0.0, 3);
+    QCOMPARE(log, std::string("ABC"
+                              "CBA"
+                              "ABC"));
+    QCOMPARE(secs.size(), size_t(3));
+    QCOMPARE(secs[1], std::vector<double>(3, 0.02));
+    // Until each has minSeconds of runs: A reports 0.125 s a run (exact in
+    // binary), so 8 rounds for 1 s; B runs as often.
+    log.clear();
+    const auto longer = interleavedSeconds({tagged('A', 0.125), tagged('B', 0.5)}, 1.0, 2);
+    QCOMPARE(longer[0].size(), size_t(8));
+    QCOMPARE(longer[1].size(), size_t(8));
+    QCOMPARE(medianOf({3.0, 1.0, 2.0}), 2.0);
+    QCOMPARE(medianOf({}), 0.0);
+    for (auto bad : {std::make_pair(0, 0.0), std::make_pair(1, -1.0), std::make_pair(1, std::nan(""))}) {
+      bool threw = false;
+      try {
+        interleavedSeconds({tagged('A', 0.0)}, bad.second, bad.first);
+      } catch (const ParameterError&) {
+        threw = true;
+      }
+      QVERIFY2(threw, "minRuns < 1 and a negative or NaN minSeconds must be refused");
+    }
+    bool threw = false;
+    try {
+      interleavedSeconds({}, 0.0, 1);
+    } catch (const ParameterError& e) {
+      threw = std::string(e.what()).find("nothing to time") != std::string::npos;
     }
     QVERIFY(threw);
   }
