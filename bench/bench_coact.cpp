@@ -23,10 +23,12 @@
 // minus the resident size before the step.
 #include <torch/torch.h>
 
+#include <cctype>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <fstream>
 #include <string>
 
@@ -55,7 +57,7 @@ constexpr int64_t kCoactChunk = 16384;  // tokens per bit-packed chunk (256 word
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int benchMain(int argc, char** argv) {
   configureRuntime();
   int64_t T = 65536, n = 3072, gemmTokens = 0;
   bool soft = true, llama = false;
@@ -73,10 +75,11 @@ int main(int argc, char** argv) {
       soft = false;
     } else if (!std::strcmp(argv[i], "--gemm-tokens")) {
       gemmTokens = bench::intArg("bench_coact", usage, "--gemm-tokens",
-                                 bench::valueOf("bench_coact", usage, argc, argv, i), 1, 1ll << 40);
+                                 bench::valueOf("bench_coact", usage, argc, argv, i), 1, 1ll << 24);
       ++i;
-    } else if (argv[i][0] != '-' && pos < 2) {
-      (pos == 0 ? T : n) = bench::intArg("bench_coact", usage, pos == 0 ? "T" : "d_ff", argv[i], 1, 1ll << 40);
+    } else if ((argv[i][0] != '-' || std::isdigit(static_cast<unsigned char>(argv[i][1]))) && pos < 2) {
+      (pos == 0 ? T : n) =
+          bench::intArg("bench_coact", usage, pos == 0 ? "T" : "d_ff", argv[i], 1, pos == 0 ? (1ll << 24) : 32768);
       ++pos;
     } else {
       bench::badArg("bench_coact", usage, argv[i]);
@@ -200,4 +203,16 @@ int main(int argc, char** argv) {
       "%8.3f s -> %.1fx (target >= 50x); max rel diff on the slice %.2g\n",
       static_cast<long long>(slice), tPeerSlice, tPeer, tPeer / tSoft, rel);
   return maxDiff == 0 && rel < 1e-4 ? 0 : 1;
+}
+
+// Any error (an allocation the machine cannot make, a refused parameter) is
+// one line and exit 1, not an abort.
+int main(int argc, char** argv) {
+  try {
+    return benchMain(argc, argv);
+  } catch (const std::exception& e) {
+    const std::string what = e.what();
+    std::fprintf(stderr, "%s: %s\n", "bench_coact", what.substr(0, what.find('\n')).c_str());
+    return 1;
+  }
 }

@@ -183,31 +183,52 @@ int main(int argc, char** argv) {
       return child(argv[2], argv[3], argv[4], std::atoi(argv[5]), std::atoi(argv[6]), std::atoi(argv[7]));
     fs::path dir = fs::temp_directory_path() / "moefy_bench_mapped";
     int layers = 28, B = 2, T = 256, K = 2;
+    const char* usage =
+        "usage: bench_mapped_weights [--dir DIR] [--layers N] [--batch B] [--seq-len T] [--record-layers K]\n"
+        "  defaults: DIR $TMPDIR/moefy_bench_mapped (generated when missing, reused otherwise), N 28 (1..64),\n"
+        "  B 2 (1..64), T 256 (1..1024), K 2 (1..N)\n";
+    const char* prog = "bench_mapped_weights";
     for (int i = 1; i < argc; ++i) {
       const std::string a = argv[i];
-      auto next = [&]() -> const char* {
-        if (i + 1 >= argc) throw std::runtime_error(a + " needs a value");
-        return argv[++i];
+      auto num = [&](int64_t lo, int64_t hi) {
+        const int64_t v = bench::intArg(prog, usage, argv[i], bench::valueOf(prog, usage, argc, argv, i), lo, hi);
+        ++i;
+        return static_cast<int>(v);
       };
-      if (a == "--dir")
-        dir = next();
-      else if (a == "--layers")
-        layers = std::atoi(next());
-      else if (a == "--batch")
-        B = std::atoi(next());
-      else if (a == "--seq-len")
-        T = std::atoi(next());
-      else if (a == "--record-layers")
-        K = std::atoi(next());
-      else
-        throw std::runtime_error("unknown option " + a);
+      if (bench::isHelp(argv[i])) {
+        std::printf("%s", usage);
+        return 0;
+      } else if (a == "--dir") {
+        dir = bench::valueOf(prog, usage, argc, argv, i++);
+      } else if (a == "--layers") {
+        layers = num(1, 64);
+      } else if (a == "--batch") {
+        B = num(1, 64);
+      } else if (a == "--seq-len") {
+        T = num(1, 1024);
+      } else if (a == "--record-layers") {
+        K = num(1, 64);
+      } else {
+        bench::badArg(prog, usage, argv[i]);
+      }
+    }
+    if (K > layers) {
+      std::fprintf(stderr, "%s: --record-layers %d is more than the model's %d layers\n%s", prog, K, layers, usage);
+      return 2;
     }
     if (!fs::exists(dir / "config.json")) {
       const double t0 = now();
       std::printf("generating %d-layer LLaMA-shaped BF16 checkpoint in %s ...\n", layers, dir.c_str());
       std::fflush(stdout);
-      generate(dir, layers);
+      // Written next to DIR and renamed into place when complete, so that a
+      // failed or interrupted generation never leaves a checkpoint to reuse.
+      const fs::path partial = dir.string() + ".partial";
+      fs::remove_all(partial);
+      generate(partial, layers);
+      fs::rename(partial, dir);
       std::printf("  written in %.1f s\n", now() - t0);
+    } else {
+      std::printf("reusing the checkpoint in %s (--layers applies only when it is generated)\n", dir.c_str());
     }
     const double fileMiB = fileBytes(dir) / (1 << 20);
     const std::string exe = fs::canonical("/proc/self/exe").string();

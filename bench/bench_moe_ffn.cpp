@@ -128,7 +128,7 @@ int main(int argc, char** argv) {
   std::string onlyShape;
   const char* usage =
       "usage: bench_moe_ffn [--quick] [--no-generate] [--no-variants] [--moe-only] [--shape gpt2|llama]\n"
-      "                     [--batch B] [--fraction F] [--vocab N]\n";
+      "                     [--batch 1|32] [--fraction 0.125|0.25|0.5] [--vocab N]\n";
   for (int i = 1; i < argc; ++i) {
     const char* prog = "bench_moe_ffn";
     if (bench::isHelp(argv[i])) {
@@ -143,15 +143,20 @@ int main(int argc, char** argv) {
     } else if (!std::strcmp(argv[i], "--moe-only")) {
       moeOnly = true, variants = false;
     } else if (!std::strcmp(argv[i], "--fraction")) {
-      onlyFraction = bench::realArg(prog, usage, "--fraction", bench::valueOf(prog, usage, argc, argv, i), 0.1, 0.5);
+      onlyFraction = bench::realArg(prog, usage, "--fraction", bench::valueOf(prog, usage, argc, argv, i), 0.125, 0.5);
       ++i;
       if (onlyFraction != 0.125 && onlyFraction != 0.25 && onlyFraction != 0.5) {
         std::fprintf(stderr, "bench_moe_ffn: --fraction must be 0.125, 0.25 or 0.5, got %s\n%s", argv[i], usage);
         return 2;
       }
     } else if (!std::strcmp(argv[i], "--batch")) {
-      onlyBatch = bench::intArg(prog, usage, "--batch", bench::valueOf(prog, usage, argc, argv, i), 1, 1 << 20);
+      onlyBatch = bench::intArg(prog, usage, "--batch", bench::valueOf(prog, usage, argc, argv, i), 1, 32);
       ++i;
+      if (onlyBatch != 1 && onlyBatch != 32) {
+        std::fprintf(stderr, "bench_moe_ffn: --batch must be 1 or 32 (the table's batches), got %s\n%s", argv[i],
+                     usage);
+        return 2;
+      }
     } else if (!std::strcmp(argv[i], "--shape")) {
       onlyShape = bench::valueOf(prog, usage, argc, argv, i);
       ++i;
@@ -174,8 +179,10 @@ int main(int argc, char** argv) {
   std::printf("dense-aten: the engine's denseFfn (ATen linear); dense-blas: the same FFN through direct GEMV/GEMM.\n"
               "speedup = best dense / moe (router included)\n");
   const int64_t fewDefault = fewTokenMax();
-  std::printf("few-token SIMD kernels: %s, up to %lld tokens per expert (moe-blas ms: BLAS for every expert)\n",
-              sparseKernelUsesSimd() ? "on" : "unavailable", static_cast<long long>(fewDefault));
+  std::printf(
+      "few-token SIMD kernels: %s, up to %lld tokens per expert (moe-blas ms: BLAS for every expert, batch 32 only;\n"
+      "at batch 1 every expert has one token and takes the BLAS GEMV path anyway)\n",
+      sparseKernelUsesSimd() ? "on" : "unavailable", static_cast<long long>(fewDefault));
   std::printf("%-27s %5s %8s %14s %14s %12s %10s %8s %10s\n", "shape", "batch", "active", "dense-aten ms",
               "dense-blas ms", "moe-blas ms", "moe ms", "speedup", "vs aten");
   // GPT-2-small with 32 experts of 96 (and 16 of 192), LLaMA-like with 64 experts of 88.
@@ -273,9 +280,10 @@ int main(int argc, char** argv) {
           std::snprintf(b, sizeof b, std::isnan(v) ? "-" : fmt, v);
           return std::string(b);
         };
-        std::printf("%-27s %5lld %7.1f%% %14s %14s %12.3f %10.3f %8s %10s\n", name, static_cast<long long>(batch),
-                    f * 100, cell(denseAten * 1e3, "%.3f").c_str(), cell(denseBlas * 1e3, "%.3f").c_str(), tBlas * 1e3,
-                    t * 1e3, cell(best / t, "%.2fx").c_str(), cell(denseAten / t, "%.2fx").c_str());
+        std::printf("%-27s %5lld %7.1f%% %14s %14s %12s %10.3f %8s %10s\n", name, static_cast<long long>(batch),
+                    f * 100, cell(denseAten * 1e3, "%.3f").c_str(), cell(denseBlas * 1e3, "%.3f").c_str(),
+                    cell(timeBlas ? tBlas * 1e3 : NAN, "%.3f").c_str(), t * 1e3, cell(best / t, "%.2fx").c_str(),
+                    cell(denseAten / t, "%.2fx").c_str());
       }
 
       // Shared expert and dynamic-k rows, at the FFN FLOPs of fixed top-k0
@@ -386,13 +394,15 @@ int main(int argc, char** argv) {
       }
     }
   }
-  std::printf(
-      "\nshared expert and dynamic-k beside fixed top-k at the same FFN FLOPs (active: neurons per token;\n"
-      "flops: with the router; dense ms: the best dense above; ms per call, mean over a pass of the 16\n"
-      "inputs, median of passes; overhead = kind / fixed-k, target <= 1.10)\n");
-  std::printf("%-27s %5s %8s %-10s %-16s %8s %10s %10s %9s %9s\n", "shape", "batch", "active", "kind", "k", "flops",
-              "dense ms", "moe ms", "speedup", "overhead");
-  for (const auto& line : variantRows) std::printf("%s\n", line.c_str());
+  if (!variantRows.empty()) {
+    std::printf(
+        "\nshared expert and dynamic-k beside fixed top-k at the same FFN FLOPs (active: neurons per token;\n"
+        "flops: with the router; dense ms: the best dense above; ms per call, mean over a pass of the 16\n"
+        "inputs, median of passes; overhead = kind / fixed-k, target <= 1.10)\n");
+    std::printf("%-27s %5s %8s %-10s %-16s %8s %10s %10s %9s %9s\n", "shape", "batch", "active", "kind", "k", "flops",
+                "dense ms", "moe ms", "speedup", "overhead");
+    for (const auto& line : variantRows) std::printf("%s\n", line.c_str());
+  }
   if (!generate) return 0;
 
   // End-to-end greedy generation on a GPT-2-small-shaped random model.

@@ -61,6 +61,8 @@
 #include "analysis/record/recording.h"
 #include "analysis/split/split.h"
 
+#include "bench/bench_common.h"
+
 using namespace moefy;
 namespace fs = std::filesystem;
 
@@ -202,16 +204,20 @@ int run(int argc, char** argv) {
       return 2;
     }
     const std::string v = argv[i + 1];
+    const char* usage = "(bench_peer --help lists the options)\n";
+    auto num = [&](int64_t lo, int64_t hi) {
+      return bench::intArg("bench_peer", usage, k.c_str(), argv[i + 1], lo, hi);
+    };
     if (k == "--tokens")
-      a.T = std::atoll(v.c_str());
+      a.T = num(8, 1 << 24);
     else if (k == "--dff")
-      a.n = std::atoll(v.c_str());
+      a.n = num(1, 32768);
     else if (k == "--dmodel")
-      a.d = std::atoll(v.c_str());
+      a.d = num(1, 16384);
     else if (k == "--experts")
-      a.E = std::atoi(v.c_str()), expertsGiven = true;
+      a.E = static_cast<int>(num(1, 32768)), expertsGiven = true;
     else if (k == "--soft-tokens")
-      a.softTokens = std::atoll(v.c_str());
+      a.softTokens = num(8, 1 << 24);
     else if (k == "--rec")
       a.rec = v;
     else if (k == "--act")
@@ -219,21 +225,25 @@ int run(int argc, char** argv) {
     else if (k == "--w1")
       a.w1 = v;
     else if (k == "--layer")
-      a.layer = std::atoi(v.c_str());
+      a.layer = static_cast<int>(num(0, 4096));
     else if (k == "--work")
       a.work = v;
     else if (k == "--restarts")
-      a.restarts = std::atoi(v.c_str());
+      a.restarts = static_cast<int>(num(1, 100));
     else if (k == "--kmeans-seeds")
-      a.kmeansSeeds = std::atoi(v.c_str());
-    else {
-      std::fprintf(stderr, "bench_peer: unknown option %s\n", k.c_str());
-      return 2;
-    }
+      a.kmeansSeeds = static_cast<int>(num(1, 100));
   }
   const bool workGiven = !a.work.empty();
   if (a.work.empty()) a.work = fs::temp_directory_path() / ("bench_peer_" + std::to_string(::getpid()));
   fs::create_directories(a.work);
+  // A folder of our own (no --work) goes when the run ends, also on an error.
+  struct RemoveOnExit {
+    fs::path dir;
+    ~RemoveOnExit() {
+      std::error_code ec;
+      if (!dir.empty()) fs::remove_all(dir, ec);
+    }
+  } ownWork{workGiven ? fs::path() : a.work};
   const int threads = runtimeThreads();
 
   // ---- inputs
@@ -452,11 +462,8 @@ int run(int argc, char** argv) {
     std::printf("  ARI vs planted groups: peer metis %.3f, MoEfy coact %.3f, peer kmeans %.3f, MoEfy kmeans %.3f\n",
                 adjustedRandIndex(labPeerMetis, planted), adjustedRandIndex(labCoact, planted),
                 adjustedRandIndex(labPeerKm, planted), adjustedRandIndex(km.labels, planted));
-  // A --work folder given by the user is kept (for a later --reuse-peer).
-  if (!a.reusePeer && !workGiven) {
-    std::error_code ec;
-    fs::remove_all(a.work, ec);
-  }
+  // A --work folder given by the user is kept (for a later --reuse-peer);
+  // our own goes with ownWork.
   return binDiff == 0 && softRel < 1e-4 ? 0 : 1;
 }
 

@@ -16,10 +16,12 @@
 // against the counts (target: what the recording adds <= counts + 10 %).
 #include <torch/torch.h>
 
+#include <cctype>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -39,7 +41,7 @@ namespace fs = std::filesystem;
 using bench::now;
 using bench::statusMiB;
 
-int main(int argc, char** argv) {
+int benchMain(int argc, char** argv) {
   configureRuntime();
   const char* usage =
       "usage: bench_record_overhead [BATCHES] [BATCH] [SEQ_LEN] [SAMPLES]\n"
@@ -53,12 +55,12 @@ int main(int argc, char** argv) {
   if (wide) --argc, ++argv;
   if (argc > 5) bench::badArg(prog, usage, argv[5]);
   for (int i = 1; i < argc; ++i)
-    if (argv[i][0] == '-') bench::badArg(prog, usage, argv[i]);
+    if (argv[i][0] == '-' && !std::isdigit(static_cast<unsigned char>(argv[i][1]))) bench::badArg(prog, usage, argv[i]);
   const int batches =
       argc > 1 ? static_cast<int>(bench::intArg(prog, usage, "BATCHES", argv[1], 1, 1 << 20)) : (wide ? 16 : 8);
   const int B = argc > 2 ? static_cast<int>(bench::intArg(prog, usage, "BATCH", argv[2], 1, 4096)) : (wide ? 16 : 4);
   const int T = argc > 3 ? static_cast<int>(bench::intArg(prog, usage, "SEQ_LEN", argv[3], 1, 1024)) : 256;
-  const int64_t samples = argc > 4 ? bench::intArg(prog, usage, "SAMPLES", argv[4], 0, 1ll << 40) : (wide ? 0 : 65536);
+  const int64_t samples = argc > 4 ? bench::intArg(prog, usage, "SAMPLES", argv[4], 0, 1ll << 24) : (wide ? 0 : 65536);
   const int C = 768, F = wide ? 11008 : 3072, V = wide ? 8192 : 50257, P = 1024, Lyr = wide ? 1 : 12;
   nlohmann::json cfg = {{"model_type", "gpt2"}, {"vocab_size", V}, {"n_positions", P}, {"n_embd", C},
                         {"n_layer", Lyr},       {"n_head", 12},   {"n_inner", F},    {"activation_function", "relu"},
@@ -160,4 +162,16 @@ int main(int argc, char** argv) {
   std::printf("  ratio record / forward = %.2fx (target <= 1.5x); excluding the one-off write %.2fx\n",
               tRecord / tForward, (tRecord - tWrite) / tForward);
   return 0;
+}
+
+// Any error (an allocation the machine cannot make, a refused parameter) is
+// one line and exit 1, not an abort.
+int main(int argc, char** argv) {
+  try {
+    return benchMain(argc, argv);
+  } catch (const std::exception& e) {
+    const std::string what = e.what();
+    std::fprintf(stderr, "%s: %s\n", "bench_record_overhead", what.substr(0, what.find('\n')).c_str());
+    return 1;
+  }
 }
