@@ -261,6 +261,9 @@ nlohmann::json runSplit(const Recording& rec, const Model* model, const SplitOpt
         info["graph_edges"] = g.edges();
         info["graph_topk"] = resolveTopk(o.graph, nr, E);
       } else {
+        // Labels the restarts' log lines: the stability rerun repeats them.
+        job.log("layer " + std::to_string(L) + ": balanced k-means, seed " + std::to_string(seed) +
+                (seed == o.seed ? "" : " (the stability rerun)"));
         KmeansResult km =
             balancedKmeans(onRouted(kmeansRows(*model, site, o.rows), 1), E, o.restarts, o.maxIter, seed, job);
         labels = km.labels;

@@ -112,8 +112,9 @@ int runSplitCmd(const Args& a) {
     printJson(j);
     return 0;
   }
-  std::cout << std::fixed << std::setprecision(4) << "wrote " << outDir << ": " << o.method << ", " << j["experts"]
-            << " experts of " << j["expert_size"] << " neurons\n";
+  const int64_t experts = j["experts"].get<int64_t>(), size = j["expert_size"].get<int64_t>();
+  std::cout << std::fixed << std::setprecision(4) << "wrote " << outDir << ": " << o.method << ", " << experts
+            << (experts == 1 ? " expert of " : " experts of ") << size << (size == 1 ? " neuron\n" : " neurons\n");
   for (auto& [L, m] : j["metrics"].items()) {
     std::cout << "  layer " << L << ": coact inside " << m["coact_inside"].get<double>() << ", edge cut "
               << std::setprecision(0) << m["edge_cut"].get<double>() << std::setprecision(4) << ", balance "
