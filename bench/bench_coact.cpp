@@ -205,14 +205,6 @@ int benchMain(int argc, char** argv) {
   return maxDiff == 0 && rel < 1e-4 ? 0 : 1;
 }
 
-// Any error (an allocation the machine cannot make, a refused parameter) is
-// one line and exit 1, not an abort.
 int main(int argc, char** argv) {
-  try {
-    return benchMain(argc, argv);
-  } catch (const std::exception& e) {
-    const std::string what = e.what();
-    std::fprintf(stderr, "%s: %s\n", "bench_coact", what.substr(0, what.find('\n')).c_str());
-    return 1;
-  }
+  return bench::runReportingErrors("bench_coact", [&] { return benchMain(argc, argv); });
 }

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <fstream>
 #include <string>
 
@@ -63,6 +64,20 @@ inline const char* valueOf(const char* prog, const char* usage, int argc, char**
 [[noreturn]] inline void badArg(const char* prog, const char* usage, const char* arg) {
   std::fprintf(stderr, "%s: %s %s\n%s", prog, arg[0] == '-' ? "unknown option" : "unexpected argument", arg, usage);
   std::exit(2);
+}
+
+/// Runs a benchmark's body; any exception (an allocation the machine cannot
+/// make, a refused parameter) becomes one line "PROG: first line of what()"
+/// and exit status 1 instead of an abort.
+template <typename Body>
+int runReportingErrors(const char* prog, Body&& body) {
+  try {
+    return body();
+  } catch (const std::exception& e) {
+    const std::string what = e.what();
+    std::fprintf(stderr, "%s: %s\n", prog, what.substr(0, what.find('\n')).c_str());
+    return 1;
+  }
 }
 
 /// Whether `arg` asks for the usage (--help or -h).
