@@ -32,7 +32,7 @@ template <typename T>
     m = v > m ? v : m;
   }
   int64_t b = 0;
-  while (scratch[b] != m) ++b;
+  while (b + 1 < E && scratch[b] != m) ++b;  // bounded: a NaN never equals m
   scratch[b] = -std::numeric_limits<double>::infinity();
   double m2 = -std::numeric_limits<double>::infinity();
 #pragma omp simd reduction(max : m2)
@@ -265,6 +265,9 @@ KmeansResult balancedKmeans(const at::Tensor& rows, int experts, int restarts, i
   // small ops per iteration and per seeded centre) cost as much as the
   // arithmetic. Only the benefit GEMM stays in ATen (BLAS).
   at::Tensor X = rows.to(at::kFloat).contiguous();
+  // A NaN or infinity would make every distance to its row undefined (and the
+  // branch-free scans below assume finite values).
+  if (!at::isfinite(X).all().item<bool>()) throw ParameterError("kmeans: the rows have a non-finite value");
   X = X / X.norm(2, 1, true).clamp_min(1e-12);  // [n, d]
   const int64_t d = X.size(1);
   const float* x = X.data_ptr<float>();

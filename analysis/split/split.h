@@ -97,6 +97,11 @@ struct KmeansResult {
 /// auction's. The greedy phase replaced the auction's costliest iterations
 /// (bench_peer, docs/recording-and-splitting.md); the coarse auction phase cut
 /// its bids 4-7x on the GPT-2-small shape with the same final inertia.
+/// The restarts run on OpenMP threads; the labels do not depend on the
+/// thread count. Throws ParameterError for rows that are not [n, d], E not
+/// dividing n, restarts or maxIter < 1, or a non-finite value in `rows`;
+/// CancelledError when `job` is cancelled. Each restart's inertia, iterations
+/// and auction bids go to job.log.
 KmeansResult balancedKmeans(const at::Tensor& rows, int experts, int restarts, int maxIter, uint64_t seed,
                             JobContext& job);
 

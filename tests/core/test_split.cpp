@@ -158,6 +158,20 @@ class TestSplit : public QObject {
     QVERIFY(std::abs(value(B1, repaired) - value(B1, cold)) <= 2 * bound);
   }
 
+  void kmeansRefusesNonFiniteRows() {
+    for (float bad : {std::nanf(""), std::numeric_limits<float>::infinity()}) {
+      at::Tensor rows = at::randn({64, 8});
+      rows[5][3] = bad;
+      bool threw = false;
+      try {
+        balancedKmeans(rows, 4, 2, 10, 1, JobContext::none());
+      } catch (const ParameterError& e) {
+        threw = std::string(e.what()).find("non-finite") != std::string::npos;
+      }
+      QVERIFY2(threw, "a NaN or infinite row value must be refused by name");
+    }
+  }
+
   void kmeansEndsOnAnExactAssignment() {
     // Whatever the greedy warm-up did, converged labels are the auction's:
     // for the centroids they define, no equal-size assignment is better by
