@@ -193,20 +193,11 @@ int run(int argc, char** argv) {
       --i;
       continue;
     }
-    static const char* known[] = {"--tokens", "--dff", "--dmodel", "--experts", "--soft-tokens", "--rec",
-                                  "--act",    "--w1",  "--layer",  "--work",    "--restarts",    "--kmeans-seeds"};
-    if (std::none_of(std::begin(known), std::end(known), [&](const char* o) { return k == o; })) {
-      std::fprintf(stderr, "bench_peer: unknown option %s\n", k.c_str());
-      return 2;
-    }
-    if (i + 1 >= argc) {
-      std::fprintf(stderr, "bench_peer: %s needs a value\n", k.c_str());
-      return 2;
-    }
-    const std::string v = argv[i + 1];
     const char* usage = "(bench_peer --help lists the options)\n";
+    // The option's value, argv[i + 1]; a missing one exits with one line.
+    auto value = [&] { return std::string(bench::valueOf("bench_peer", usage, argc, argv, i)); };
     auto num = [&](int64_t lo, int64_t hi) {
-      return bench::intArg("bench_peer", usage, k.c_str(), argv[i + 1], lo, hi);
+      return bench::intArg("bench_peer", usage, k.c_str(), bench::valueOf("bench_peer", usage, argc, argv, i), lo, hi);
     };
     if (k == "--tokens")
       a.T = num(8, 1 << 24);
@@ -219,19 +210,23 @@ int run(int argc, char** argv) {
     else if (k == "--soft-tokens")
       a.softTokens = num(8, 1 << 24);
     else if (k == "--rec")
-      a.rec = v;
+      a.rec = value();
     else if (k == "--act")
-      a.act = v;
+      a.act = value();
     else if (k == "--w1")
-      a.w1 = v;
+      a.w1 = value();
     else if (k == "--layer")
       a.layer = static_cast<int>(num(0, 4096));
     else if (k == "--work")
-      a.work = v;
+      a.work = value();
     else if (k == "--restarts")
       a.restarts = static_cast<int>(num(1, 100));
     else if (k == "--kmeans-seeds")
       a.kmeansSeeds = static_cast<int>(num(1, 100));
+    else {
+      std::fprintf(stderr, "bench_peer: unknown option %s\n", k.c_str());
+      return 2;
+    }
   }
   const bool workGiven = !a.work.empty();
   if (a.work.empty()) a.work = fs::temp_directory_path() / ("bench_peer_" + std::to_string(::getpid()));

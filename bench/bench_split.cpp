@@ -25,9 +25,7 @@ using namespace moefy;
 // approximates the wall time the same work takes on idle cores.
 static double cpu() { return static_cast<double>(std::clock()) / CLOCKS_PER_SEC; }
 
-static double now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
+using bench::now;
 
 int main(int argc, char** argv) {
   const char* usage = "usage: bench_split (no arguments: d_ff 3072 into 96 experts, T 16384)\n";

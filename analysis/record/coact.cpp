@@ -275,6 +275,14 @@ __attribute__((target("avx512f,avx512vpopcntdq"))) void blockKernelAvx512(const 
   }
 }
 
+// The fastest kernel `available` allows: Avx512, else Avx2, else Scalar
+// (the binary counts and the soft co-activation need different CPU features).
+CoactKernel fastestOf(bool (*available)(CoactKernel)) {
+  for (CoactKernel k : {CoactKernel::Avx512, CoactKernel::Avx2})
+    if (available(k)) return k;
+  return CoactKernel::Scalar;
+}
+
 bool cpuHasAvx2Popcnt() { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt"); }
 bool cpuHasAvx512Popcnt() { return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vpopcntdq"); }
 
@@ -291,11 +299,7 @@ bool coactKernelAvailable(CoactKernel kernel) {
   }
 }
 
-CoactKernel bestCoactKernel() {
-  if (cpuHasAvx512Popcnt()) return CoactKernel::Avx512;
-  if (cpuHasAvx2Popcnt()) return CoactKernel::Avx2;
-  return CoactKernel::Scalar;
-}
+CoactKernel bestCoactKernel() { return fastestOf(coactKernelAvailable); }
 
 const char* coactKernelName(CoactKernel kernel) {
   switch (kernel) {
@@ -607,11 +611,7 @@ bool softCoactKernelAvailable(CoactKernel kernel) {
   }
 }
 
-CoactKernel bestSoftCoactKernel() {
-  if (softCoactKernelAvailable(CoactKernel::Avx512)) return CoactKernel::Avx512;
-  if (softCoactKernelAvailable(CoactKernel::Avx2)) return CoactKernel::Avx2;
-  return CoactKernel::Scalar;
-}
+CoactKernel bestSoftCoactKernel() { return fastestOf(softCoactKernelAvailable); }
 
 void accumulateSoftCoact(const float* h, int64_t tokens, int64_t n, const std::vector<SoftBlock>& blocks, float* S,
                          CoactKernel kernel) {
