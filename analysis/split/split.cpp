@@ -257,7 +257,7 @@ nlohmann::json runSplit(const Recording& rec, const Model* model, const SplitOpt
       } else if (o.method == "coact") {
         at::Tensor src = o.graphSource == "soft" ? onRouted(rec.coactSoft(L), 2) : coact;
         CoactGraph g = buildCoactGraph(src, onRouted(rec.count(L), 1), rec.siteTokens(L), o.graph, E);
-        labels = partitionCoact(g, E, seed);
+        labels = partitionCoact(g, E, seed, o.metisPtype);
         info["graph_edges"] = g.edges();
         info["graph_topk"] = resolveTopk(o.graph, nr, E);
       } else {
@@ -299,7 +299,7 @@ nlohmann::json runSplit(const Recording& rec, const Model* model, const SplitOpt
         at::Tensor co = onRouted(sampleCoact(rec, L, halves.rows[k]), 2);
         at::Tensor cnt = co.diagonal().to(at::kLong).contiguous();
         CoactGraph g = buildCoactGraph(co, cnt, halves.rows[k].numel(), o.graph, E);
-        half[k] = partitionCoact(g, E, o.seed);
+        half[k] = partitionCoact(g, E, o.seed, o.metisPtype);
       }
       const LabelAgreement g = labelAgreement(half[0], half[1]);
       m["half_stability_ari"] = g.ari;
@@ -341,6 +341,7 @@ nlohmann::json runSplit(const Recording& rec, const Model* model, const SplitOpt
     else
       opts["topk"] = "auto";
     opts["graph"] = o.graphSource;
+    opts["metis_ptype"] = metisPtypeName(o.metisPtype);
   } else if (o.method == "kmeans") {
     opts["rows"] = o.rows;
     opts["restarts"] = o.restarts;
@@ -386,6 +387,7 @@ nlohmann::json runSplit(const Recording& rec, const Model* model, const SplitOpt
                           {"weighting", o.graph.weighting},
                           {"topk", o.graph.topk},
                           {"graph", o.graphSource},
+                          {"metis_ptype", metisPtypeName(o.metisPtype)},
                           {"rows", o.rows},
                           {"restarts", o.restarts},
                           {"max_iter", o.maxIter},

@@ -70,8 +70,25 @@ void writeMetisGraph(const CoactGraph& g, const std::filesystem::path& path);
 
 // ------------------------------------------------------------ methods
 
-/// METIS k-way partition followed by exact balance repair. Labels [n] in [0, E).
-std::vector<int32_t> partitionCoact(const CoactGraph& g, int experts, uint64_t seed);
+/// How METIS cuts the graph into E parts: rb = METIS_PartGraphRecursive
+/// (recursive bisection, gpmetis -ptype=rb), kway = METIS_PartGraphKway
+/// (gpmetis's default, which the MoEfication recipe runs). On the dense
+/// co-activation graphs of d_ff 1024-3072 (0.5-4.4 M edges) rb took a
+/// quarter to a fifth of kway's time at an edge cut within 0.25 % of it
+/// (lower on the bundled model; docs/recording-and-splitting.md "METIS").
+enum class MetisPtype { Rb, Kway };
+
+/// "rb" or "kway".
+const char* metisPtypeName(MetisPtype ptype);
+
+/// The --metis-ptype value as text. Throws ParameterError naming --metis-ptype.
+MetisPtype parseMetisPtype(const std::string& text);
+
+/// METIS partition (`ptype`) followed by exact balance repair (repairBalance).
+/// Labels [n] in [0, E); the same seed and graph give the same labels.
+/// Throws ParameterError when E does not divide n, Error when METIS fails.
+/// Thread-safe (METIS keeps no global state).
+std::vector<int32_t> partitionCoact(const CoactGraph& g, int experts, uint64_t seed, MetisPtype ptype = MetisPtype::Rb);
 
 /// Moves neurons out of over-full parts until every part has exactly n / E:
 /// repeatedly the member of an over-full part with the least affinity (summed
@@ -199,6 +216,7 @@ struct SplitOptions {
   uint64_t seed = 0;
   GraphOptions graph;
   std::string graphSource = "binary";  ///< coact: binary counts or soft (needs --soft-coact at record time)
+  MetisPtype metisPtype = MetisPtype::Rb;  ///< coact: METIS recursive bisection or k-way
   std::string rows = "up";             ///< kmeans on gated FFNs: gate | up | both
   int restarts = 4;
   int maxIter = 50;

@@ -16,10 +16,11 @@ const OptionTable& splitOptionTable() {
         "       moefy split --compare PART_A PART_B [...] [--json]\n"
         "       moefy split REC_DIR --export-graph OUT.graph --layer L [--weighting ..] [--topk auto|K] [--graph ..]\n",
         "Every expert gets exactly d_ff / E neurons (E must divide d_ff). coact partitions the\n"
-        "co-activation graph with METIS k-way and repairs the balance by moving the neurons with the\n"
-        "least affinity to their part. kmeans clusters the L2-normalised rows of W1 (gate/up/both for\n"
-        "gated FFNs) with an exact equal-size assignment, keeping the best of --restarts; random is a\n"
-        "seeded balanced shuffle. Metrics per layer: coact_inside, edge_cut, balance, recall_at_k (on\n"
+        "co-activation graph with METIS (recursive bisection; --metis-ptype kway for gpmetis's k-way\n"
+        "default) and repairs the balance by moving the neurons with the least affinity to their\n"
+        "part. kmeans clusters the L2-normalised rows of W1 (gate/up/both for gated FFNs) with an\n"
+        "exact equal-size assignment, keeping the best of --restarts; random is a seeded balanced\n"
+        "shuffle. Metrics per layer: coact_inside, edge_cut, balance, recall_at_k (on\n"
         "the recorded samples), stability_ari/nmi against a rerun with seed + 1, and (coact)\n"
         "half_stability_ari/nmi between splits of two disjoint halves of the sampled tokens.\n"
         "--compare prints partitions side by side with their pairwise ARI/NMI. --export-graph writes\n"
@@ -50,6 +51,9 @@ const OptionTable& splitOptionTable() {
         .choice("graph", {"binary", "soft"}, d.graphSource,
                 "binary co-activation counts, or the soft co-activation (record with --soft-coact)", {},
                 "coact and --export-graph")
+        .choice("metis-ptype", {"rb", "kway"}, metisPtypeName(d.metisPtype),
+                "METIS scheme: recursive bisection, or k-way (gpmetis's default, as in the MoEfication recipe)", {},
+                "coact")
         .text("model", "MODEL_DIR", "", "the model whose W1 rows are clustered (empty = the recording's model)", false,
               "kmeans")
         .choice("rows", {"gate", "up", "both"}, d.rows, "which W1 rows of a gated FFN to cluster", {}, "kmeans")
@@ -90,6 +94,7 @@ SplitOptions splitOptionsFrom(const OptionValues& v) {
   o.graph.weighting = v.text("weighting");
   o.graph.topk = parseTopk(v.text("topk"));
   o.graphSource = v.text("graph");
+  o.metisPtype = parseMetisPtype(v.text("metis-ptype"));
   o.rows = v.text("rows");
   o.restarts = v.int32("restarts");
   o.maxIter = v.int32("max-iter");

@@ -19,6 +19,7 @@
 #include "analysis/record/recording.h"
 #include "analysis/split/coact_weight.h"
 #include "analysis/split/split.h"
+#include "error_of.h"
 #include "testutil.h"
 
 using namespace moefy;
@@ -313,8 +314,10 @@ class TestSplit : public QObject {
       at::Tensor R = at::randint(1, 50, {512, 512}, at::kInt) * (at::rand({512, 512}) < 0.05).to(at::kInt);
       R = (R + R.t()).contiguous();
       CoactGraph rg = buildCoactGraph(R, at::Tensor(), 1000, GraphOptions{});
-      QVERIFY(partitionCoact(rg, 8, 0) != partitionCoact(rg, 8, 1));
-      QCOMPARE(partitionCoact(rg, 8, 1), partitionCoact(rg, 8, 1));
+      for (MetisPtype pt : {MetisPtype::Rb, MetisPtype::Kway}) {
+        QVERIFY(partitionCoact(rg, 8, 0, pt) != partitionCoact(rg, 8, 1, pt));
+        QCOMPARE(partitionCoact(rg, 8, 1, pt), partitionCoact(rg, 8, 1, pt));
+      }
     }
     // topk auto: dense up to 1536 neurons, then max(64, 2 S).
     GraphOptions autoK;
@@ -438,15 +441,53 @@ class TestSplit : public QObject {
       }
       g.xadj.push_back(static_cast<int32_t>(g.adjncy.size()));
     }
-    for (int E : {32, 8}) {
-      const auto a = partitionCoact(g, E, 0), b = partitionCoact(g, E, 7), again = partitionCoact(g, E, 0);
-      const double ari = adjustedRandIndex(a, b);
-      qInfo() << "ring lattice, E" << E << ": ARI(seed 0, seed 7) =" << ari;
-      QVERIFY(a == again);  // deterministic in the seed
-      QVERIFY(a != b);
-      QVERIFY(ari < 0.999);
-      QCOMPARE(sizesOf(a, E), std::vector<int64_t>(static_cast<size_t>(E), 1024 / E));
+    for (MetisPtype pt : {MetisPtype::Rb, MetisPtype::Kway})
+      for (int E : {32, 8}) {
+        const auto a = partitionCoact(g, E, 0, pt), b = partitionCoact(g, E, 7, pt),
+                   again = partitionCoact(g, E, 0, pt);
+        const double ari = adjustedRandIndex(a, b);
+        qInfo() << "ring lattice," << metisPtypeName(pt) << "E" << E << ": ARI(seed 0, seed 7) =" << ari;
+        QVERIFY(a == again);  // deterministic in the seed
+        QVERIFY(a != b);
+        QVERIFY(ari < 0.999);
+        QCOMPARE(sizesOf(a, E), std::vector<int64_t>(static_cast<size_t>(E), 1024 / E));
+      }
+  }
+
+  // Both METIS schemes (--metis-ptype) on a dense planted graph like a ReLU
+  // layer's: 32 groups of 32 neurons, every pair co-active (weight 1-20),
+  // pairs inside a group 40-60. Each scheme recovers the groups exactly
+  // (ARI 1), with exact sizes; the option's names round-trip and a wrong one
+  // is refused by name.
+  void metisPtypes() {
+    const int64_t n = 1024, E = 32;
+    at::manual_seed(11);
+    at::Tensor C = at::randint(1, 21, {n, n}, at::kInt);
+    std::vector<int32_t> truth(static_cast<size_t>(n));
+    std::mt19937 rng(3);
+    std::vector<int32_t> perm(static_cast<size_t>(n));
+    std::iota(perm.begin(), perm.end(), 0);
+    std::shuffle(perm.begin(), perm.end(), rng);  // groups are not index ranges
+    for (int64_t k = 0; k < n; ++k)
+      truth[static_cast<size_t>(perm[static_cast<size_t>(k)])] = static_cast<int32_t>(k / (n / E));
+    auto acc = C.accessor<int32_t, 2>();
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = 0; j < n; ++j)
+        if (truth[static_cast<size_t>(i)] == truth[static_cast<size_t>(j)]) acc[i][j] = 40 + (i * 7 + j * 13) % 21;
+    C = at::maximum(C, C.t()).contiguous();
+    CoactGraph g = buildCoactGraph(C, at::Tensor(), 10000, GraphOptions{});
+    QCOMPARE(g.edges(), n * (n - 1) / 2);
+    for (MetisPtype pt : {MetisPtype::Rb, MetisPtype::Kway}) {
+      const auto labels = partitionCoact(g, static_cast<int>(E), 1, pt);
+      const double ari = adjustedRandIndex(labels, truth);
+      qInfo() << metisPtypeName(pt) << ": ARI to the planted groups" << ari;
+      QCOMPARE(ari, 1.0);
+      QCOMPARE(sizesOf(labels, static_cast<int>(E)), std::vector<int64_t>(static_cast<size_t>(E), n / E));
+      QCOMPARE(parseMetisPtype(metisPtypeName(pt)), pt);
     }
+    QCOMPARE(SplitOptions{}.metisPtype, MetisPtype::Rb);
+    const std::string err = test::errorOf([] { parseMetisPtype("k-way"); });
+    QVERIFY2(err.find("--metis-ptype") != std::string::npos && err.find("k-way") != std::string::npos, err.c_str());
   }
 
   // Agreement between labelings (analysis/split/agreement.h): worked values
@@ -519,6 +560,12 @@ class TestSplit : public QObject {
     // not depend on the tokens.
     auto saved = nlohmann::json::parse(readFile(dir_ / "halves" / "partition.json"));
     QVERIFY(saved["metrics"]["0"].contains("half_stability_ari"));
+    QCOMPARE(saved["options"]["metis_ptype"].get<std::string>(), std::string("rb"));
+    // k-way on request, recorded as such.
+    o.metisPtype = MetisPtype::Kway;
+    nlohmann::json kw = runSplit(rec, nullptr, o, dir_ / "halves_kway", JobContext::none());
+    QCOMPARE(kw["options"]["metis_ptype"].get<std::string>(), std::string("kway"));
+    o.metisPtype = MetisPtype::Rb;
     o.method = "random";
     nlohmann::json r = runSplit(rec, nullptr, o, dir_ / "halves_random", JobContext::none());
     QVERIFY(!r["metrics"]["0"].contains("half_stability_ari"));
