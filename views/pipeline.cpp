@@ -176,16 +176,17 @@ std::vector<PipelineStep> buildSteps() {
     s.shortcut = "Ctrl+Shift+S";
     s.help = "Splits each FFN's neurons into equal-size experts (moefy split REC_DIR --method ... --out PART_DIR)";
     s.options = &splitOptionTable();
-    s.fields = concat({{"recording", "Recording", StepField::Artefact, {}, {}, "recording", "the recording to split"},
-                       {"out",
-                        "Output name (partitions/)",
-                        StepField::Text,
-                        "part-" + stamp(),
-                        {},
-                        {},
-                        "folder name under partitions/"}},
-                      optionFields(*s.options, {"method", "experts", "layers", "seed", "graph", "weighting", "topk",
-                                                "rows", "restarts", "max-iter", "no-stability", "force"}));
+    s.fields =
+        concat({{"recording", "Recording", StepField::Artefact, {}, {}, "recording", "the recording to split"},
+                {"out",
+                 "Output name (partitions/)",
+                 StepField::Text,
+                 "part-" + stamp(),
+                 {},
+                 {},
+                 "folder name under partitions/"}},
+               optionFields(*s.options, {"method", "experts", "layers", "seed", "graph", "weighting", "topk",
+                                         "metis-ptype", "rows", "restarts", "max-iter", "no-stability", "force"}));
     s.make = [](StudioContext* ctx, const QVariantMap& v, PipelineJob* job, QString* err) {
       QString out;
       const QString rec = v.value("recording").toString();
