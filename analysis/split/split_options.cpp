@@ -52,8 +52,9 @@ const OptionTable& splitOptionTable() {
                 "binary co-activation counts, or the soft co-activation (record with --soft-coact)", {},
                 "coact and --export-graph")
         .choice("metis-ptype", {"rb", "kway"}, metisPtypeName(d.metisPtype),
-                "METIS scheme: recursive bisection, or k-way (gpmetis's default, as in the MoEfication recipe)", {},
-                "coact")
+                "METIS scheme: recursive bisection, or k-way (gpmetis's default scheme, used by the MoEfication "
+                "recipe)",
+                {}, "coact")
         .text("model", "MODEL_DIR", "", "the model whose W1 rows are clustered (empty = the recording's model)", false,
               "kmeans")
         .choice("rows", {"gate", "up", "both"}, d.rows, "which W1 rows of a gated FFN to cluster", {}, "kmeans")
@@ -77,6 +78,33 @@ const OptionTable& splitOptionTable() {
     return t;
   }();
   return table;
+}
+
+std::vector<std::string> ignoredSplitOptions(const OptionValues& v) {
+  const bool compare = v.flag("compare"), exportGraph = !compare && v.has("export-graph");
+  const std::string method = v.text("method");
+  const std::string mode = compare ? "--compare" : exportGraph ? "--export-graph" : "--method " + method;
+  const bool split = !compare && !exportGraph;
+  std::vector<std::string> out;
+  for (const OptionSpec& s : splitOptionTable().options()) {
+    if (s.group.empty() || s.name == "shared" || s.name == "compare" || s.name == "export-graph" || !v.has(s.name))
+      continue;
+    bool applies = true;
+    std::string where;
+    if (s.group == "coact") {
+      applies = split && method == "coact", where = "--method coact";
+    } else if (s.group == "coact and --export-graph") {
+      applies = exportGraph || (split && method == "coact"), where = "--method coact and --export-graph";
+    } else if (s.group == "kmeans") {
+      applies = split && method == "kmeans", where = "--method kmeans";
+    } else if (s.group == "--shared") {
+      applies = split && v.has("shared"), where = "--shared";
+    } else if (s.group == "--export-graph") {
+      applies = exportGraph, where = "--export-graph";
+    }
+    if (!applies) out.push_back("--" + s.name + " applies to " + where + "; ignored with " + mode);
+  }
+  return out;
 }
 
 SplitOptions splitOptionsFrom(const OptionValues& v) {

@@ -34,9 +34,14 @@ int runCompare(const Args& a) {
     return 0;
   }
   std::cout << std::fixed << std::setprecision(4);
-  for (size_t i = 0; i < parts.size(); ++i)
-    std::cout << "[" << i << "] " << parts[i].dir().string() << ": " << parts[i].method() << ", E "
-              << parts[i].experts() << ", seed " << parts[i].json().value("seed", 0) << "\n";
+  for (size_t i = 0; i < parts.size(); ++i) {
+    // The METIS scheme of a coact split (partitions written before 2026-12-03 record none: k-way).
+    const nlohmann::json& opts = parts[i].json().value("options", nlohmann::json::object());
+    std::string method = parts[i].method();
+    if (method == "coact") method += " (" + opts.value("metis_ptype", std::string("kway")) + ")";
+    std::cout << "[" << i << "] " << parts[i].dir().string() << ": " << method << ", E " << parts[i].experts()
+              << ", seed " << parts[i].json().value("seed", 0) << "\n";
+  }
   std::cout << "\nlayer  part  coact_inside      edge_cut  balance  recall@1  recall@E/8  stability_ari\n";
   for (int L : parts[0].layers())
     for (size_t i = 0; i < parts.size(); ++i) {
@@ -82,6 +87,8 @@ int runExportGraph(const Args& a) {
 }
 
 int runSplitCmd(const Args& a) {
+  // An option the mode does not read is named, not silently dropped.
+  for (const std::string& w : ignoredSplitOptions(a)) std::cerr << "moefy split: warning: " << w << "\n";
   if (a.flag("compare")) return runCompare(a);
   if (a.has("export-graph")) return runExportGraph(a);
   // Every option is checked before the recording is opened.

@@ -19,6 +19,7 @@
 #include "analysis/record/recording.h"
 #include "analysis/split/coact_weight.h"
 #include "analysis/split/split.h"
+#include "analysis/split/split_options.h"
 #include "error_of.h"
 #include "testutil.h"
 
@@ -486,6 +487,26 @@ class TestSplit : public QObject {
       QCOMPARE(parseMetisPtype(metisPtypeName(pt)), pt);
     }
     QCOMPARE(SplitOptions{}.metisPtype, MetisPtype::Rb);
+    // An option the mode does not read is named (moefy split warns), and
+    // only then.
+    auto ignored = [](std::vector<std::string> args) { return ignoredSplitOptions(splitOptionTable().parse(args)); };
+    QCOMPARE(ignored({"R", "--method", "kmeans", "--metis-ptype", "kway"}),
+             std::vector<std::string>{"--metis-ptype applies to --method coact; ignored with --method kmeans"});
+    QCOMPARE(ignored({"R", "--method", "random", "--weighting", "ppmi", "--restarts", "2"}),
+             (std::vector<std::string>{
+                 "--weighting applies to --method coact and --export-graph; ignored with --method random",
+                 "--restarts applies to --method kmeans; ignored with --method random"}));
+    QCOMPARE(ignored({"--compare", "A", "B", "--topk", "8"}),
+             std::vector<std::string>{"--topk applies to --method coact and --export-graph; ignored with --compare"});
+    QCOMPARE(ignored({"R", "--export-graph", "g", "--layer", "0", "--metis-ptype", "rb", "--weighting", "jaccard"}),
+             std::vector<std::string>{"--metis-ptype applies to --method coact; ignored with --export-graph"});
+    QCOMPARE(ignored({"R", "--method", "coact", "--shared-mass", "0.5", "--layer", "1"}),
+             (std::vector<std::string>{"--shared-mass applies to --shared; ignored with --method coact",
+                                       "--layer applies to --export-graph; ignored with --method coact"}));
+    QVERIFY(ignored({"R", "--method", "coact", "--metis-ptype", "kway", "--weighting", "ppmi", "--topk", "8",
+                     "--shared", "auto", "--shared-mass", "0.5", "--seed", "3"})
+                .empty());
+    QVERIFY(ignored({"R", "--method", "kmeans", "--rows", "both", "--restarts", "2", "--max-iter", "9"}).empty());
     const std::string err = test::errorOf([] { parseMetisPtype("k-way"); });
     QVERIFY2(err.find("--metis-ptype") != std::string::npos && err.find("k-way") != std::string::npos, err.c_str());
   }
