@@ -527,6 +527,13 @@ int editDistance(const std::string& a, const std::string& b) {
 }
 
 std::string closestName(const std::string& name, const std::vector<std::string>& candidates) {
+  // A different case only ("RB" for "rb", "Coact") is a typo whatever its length.
+  auto lower = [](std::string s) {
+    for (char& ch : s) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    return s;
+  };
+  for (const auto& c : candidates)
+    if (lower(c) == lower(name)) return c;
   std::string best;
   int bestDistance = std::numeric_limits<int>::max();
   for (const auto& c : candidates) {

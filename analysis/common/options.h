@@ -159,8 +159,9 @@ class OptionValues {
 /// Edit distance (optimal string alignment: insertions, deletions,
 /// substitutions and adjacent transpositions each cost 1).
 int editDistance(const std::string& a, const std::string& b);
-/// The candidate closest to `name` if it is close enough to be a typo
-/// (distance <= max(1, min(3, |name| / 3)), or one is a prefix of the other), else "".
+/// The candidate closest to `name` if it is close enough to be a typo (equal
+/// but for letter case, or distance <= max(1, min(3, |name| / 3)), or `name`
+/// a prefix of it), else "".
 std::string closestName(const std::string& name, const std::vector<std::string>& candidates);
 
 /// The entries of a comma-separated list value of `option` ("--layers"),

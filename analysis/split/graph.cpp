@@ -185,6 +185,7 @@ CoactGraph buildCoactGraph(const at::Tensor& coact, const at::Tensor& count, int
   const double scale = total > limit ? limit / total : 1.0;
   CoactGraph g;
   g.n = n;
+  g.weightScale = scale;
   g.xadj.assign(static_cast<size_t>(n + 1), 0);
   for (int64_t i = 0; i < n; ++i)
     g.xadj[static_cast<size_t>(i + 1)] = g.xadj[static_cast<size_t>(i)] + static_cast<int32_t>(nb[static_cast<size_t>(i)].size());

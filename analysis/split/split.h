@@ -29,6 +29,10 @@ struct CoactGraph {
   std::vector<int32_t> xadj;    ///< [n + 1]
   std::vector<int32_t> adjncy;  ///< [2m]
   std::vector<int32_t> adjwgt;  ///< [2m], >= 1
+  /// The factor every weight was multiplied by before rounding: 1, or less
+  /// when the total would overflow METIS's 32-bit sums (a cut in these units
+  /// is the unscaled cut times this).
+  double weightScale = 1.0;
   int64_t edges() const { return static_cast<int64_t>(adjncy.size()) / 2; }
 };
 

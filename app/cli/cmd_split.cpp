@@ -77,12 +77,17 @@ int runExportGraph(const Args& a) {
       buildCoactGraph(src == "soft" ? rec.coactSoft(L) : rec.coact(L), rec.count(L), rec.siteTokens(L), o.graph);
   const fs::path out = a.text("export-graph");
   writeMetisGraph(g, out);
-  nlohmann::json j = {{"graph", out.string()}, {"layer", L}, {"vertices", g.n}, {"edges", g.edges()}};
-  if (a.json())
+  nlohmann::json j = {
+      {"graph", out.string()}, {"layer", L}, {"vertices", g.n}, {"edges", g.edges()}, {"weight_scale", g.weightScale}};
+  if (a.json()) {
     printJson(j);
-  else
+  } else {
     std::cout << "wrote " << out.string() << ": " << g.n << " vertices, " << g.edges() << " edges (layer " << L
-              << "); cross-check with: gpmetis " << out.string() << " E\n";
+              << "); cross-check with: gpmetis " << out.string() << " E (or -ptype=rb, as split)\n";
+    if (g.weightScale < 1.0)
+      std::cout << "  the weights are scaled by " << g.weightScale
+                << " to keep METIS's 32-bit sums from overflowing (gpmetis's edge cut is in these scaled units)\n";
+  }
   return 0;
 }
 

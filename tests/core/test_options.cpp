@@ -68,6 +68,10 @@ class TestOptions : public QObject {
     QCOMPARE(QString::fromStdString(closestName("frobnicate", {"experts", "method", "seed"})), QString());
     QCOMPARE(QString::fromStdString(closestName("checkpoint", {"checkpoint-every", "chunk"})),
              QString("checkpoint-every"));
+    // Letter case alone is a typo even for short names (edit distance 2 > the limit of 1).
+    QCOMPARE(QString::fromStdString(closestName("RB", {"rb", "kway"})), QString("rb"));
+    QCOMPARE(QString::fromStdString(closestName("Coact", {"coact", "kmeans", "random"})), QString("coact"));
+    QCOMPARE(QString::fromStdString(closestName("XY", {"rb", "kway"})), QString());
   }
 
   void parsesTypedValuesAndDefaults() {

@@ -478,6 +478,17 @@ class TestSplit : public QObject {
     C = at::maximum(C, C.t()).contiguous();
     CoactGraph g = buildCoactGraph(C, at::Tensor(), 10000, GraphOptions{});
     QCOMPARE(g.edges(), n * (n - 1) / 2);
+    QCOMPARE(g.weightScale, 1.0);  // total weight about 2.2e7: no scaling
+    {
+      // A total past 2^30 is scaled down by one factor, which the graph reports.
+      CoactGraph big = buildCoactGraph((C * 1000).contiguous(), at::Tensor(), 10000, GraphOptions{});
+      double total = 0;
+      for (int32_t w : big.adjwgt) total += w;
+      qInfo() << "scaled graph: weightScale" << big.weightScale << "total weight" << total;
+      QVERIFY(big.weightScale < 1.0 && big.weightScale > 0.0);
+      QVERIFY(total <= double(1 << 30) * 1.01);
+      QCOMPARE(big.adjwgt[0], static_cast<int32_t>(std::max(1.0, std::round(g.adjwgt[0] * 1000.0 * big.weightScale))));
+    }
     for (MetisPtype pt : {MetisPtype::Rb, MetisPtype::Kway}) {
       const auto labels = partitionCoact(g, static_cast<int>(E), 1, pt);
       const double ari = adjustedRandIndex(labels, truth);
