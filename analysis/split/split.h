@@ -91,7 +91,8 @@ MetisPtype parseMetisPtype(const std::string& text);
 /// METIS partition (`ptype`) followed by exact balance repair (repairBalance).
 /// Labels [n] in [0, E); the same seed and graph give the same labels.
 /// Throws ParameterError when E does not divide n, Error when METIS fails.
-/// Thread-safe (METIS keeps no global state).
+/// The project calls it from one thread at a time (METIS 5.1 does not
+/// document its thread-safety).
 std::vector<int32_t> partitionCoact(const CoactGraph& g, int experts, uint64_t seed, MetisPtype ptype = MetisPtype::Rb);
 
 /// Moves neurons out of over-full parts until every part has exactly n / E:
