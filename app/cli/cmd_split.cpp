@@ -5,6 +5,7 @@
 #include <iostream>
 
 #include "analysis/common/error.h"
+#include "analysis/io/fsutil.h"
 #include "analysis/jobs/job.h"
 #include "analysis/model/model.h"
 #include "analysis/model/site.h"
@@ -109,6 +110,8 @@ int runSplitCmd(const Args& a) {
   // (With --shared, E counts the routed experts and need not divide d_ff: runSplit checks it per layer.)
   const std::vector<int> splitSites = resolveSplitSites(rec, o);
   if (!o.shared.enabled()) resolveExperts(rec.width(splitSites.front()), o.experts, o.expertSize);
+  // A refused output costs no model load (runSplit checks again under its lock).
+  checkOutput(outDir, o.force, "partition", {recDir});
   std::unique_ptr<Model> model;
   if (o.method == "kmeans") {
     const fs::path mp = o.modelPath.empty() ? fs::path(rec.modelPath()) : o.modelPath;

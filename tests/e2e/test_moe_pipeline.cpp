@@ -484,6 +484,25 @@ class TestMoePipeline : public QObject {
     QCOMPARE(bad.exitCode, 2);
     QVERIFY(bad.err.find("--shared 33") != std::string::npos && bad.err.find("32 or 48") != std::string::npos);
     QVERIFY(!fs::exists(d / "bad"));
+    // An output that may not be written is refused before the model loads: with a
+    // model folder that does not exist, the error names the output, not the model.
+    fs::create_directories(d / "taken");
+    writeFileAtomic(d / "taken" / "notes.txt", "mine");
+    auto taken = test::runCli({"split", q(d / "rec"), "--method", "kmeans", "--experts", "16", "--model",
+                               q(d / "no_such_model"), "--out", q(d / "taken"), "--quiet"});
+    qInfo() << "split --out over a folder:" << taken.err.c_str();
+    QVERIFY(taken.exitCode != 0);
+    QVERIFY2(taken.err.find((d / "taken").string()) != std::string::npos &&
+                 taken.err.find("no_such_model") == std::string::npos,
+             taken.err.c_str());
+    QCOMPARE(readFile(d / "taken" / "notes.txt"), std::string("mine"));
+    // An option the method does not read is named in a warning; the split goes on.
+    auto warned = test::runCli({"split", q(d / "rec"), "--method", "random", "--experts", "16", "--metis-ptype", "kway",
+                                "--out", q(d / "warned"), "--quiet"});
+    QCOMPARE(warned.exitCode, 0);
+    QVERIFY2(warned.err.find("warning: --metis-ptype applies to --method coact; ignored with --method random") !=
+                 std::string::npos,
+             warned.err.c_str());
   }
 
   // Text corpora through the model's tokenizer; BERT's masked-LM objective.
