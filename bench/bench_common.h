@@ -6,8 +6,10 @@
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <filesystem>
 #include <fstream>
 #include <string>
+#include <system_error>
 
 namespace moefy::bench {
 
@@ -82,5 +84,19 @@ int runReportingErrors(const char* prog, Body&& body) {
 
 /// Whether `arg` asks for the usage (--help or -h).
 inline bool isHelp(const char* arg) { return !std::strcmp(arg, "--help") || !std::strcmp(arg, "-h"); }
+
+/// Removes the folder `dir` (if not empty) when it goes out of scope, on any
+/// exit path: a benchmark's own temporary folder. Never throws.
+struct RemoveOnExit {
+  std::filesystem::path dir;
+  RemoveOnExit() = default;
+  explicit RemoveOnExit(std::filesystem::path d) : dir(std::move(d)) {}
+  RemoveOnExit(const RemoveOnExit&) = delete;
+  RemoveOnExit& operator=(const RemoveOnExit&) = delete;
+  ~RemoveOnExit() {
+    std::error_code ec;
+    if (!dir.empty()) std::filesystem::remove_all(dir, ec);
+  }
+};
 
 }  // namespace moefy::bench

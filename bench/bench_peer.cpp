@@ -234,13 +234,7 @@ int run(int argc, char** argv) {
   if (a.work.empty()) a.work = fs::temp_directory_path() / ("bench_peer_" + std::to_string(::getpid()));
   fs::create_directories(a.work);
   // A folder of our own (no --work) goes when the run ends, also on an error.
-  struct RemoveOnExit {
-    fs::path dir;
-    ~RemoveOnExit() {
-      std::error_code ec;
-      if (!dir.empty()) fs::remove_all(dir, ec);
-    }
-  } ownWork{workGiven ? fs::path() : a.work};
+  const bench::RemoveOnExit ownWork(workGiven ? fs::path() : a.work);
   const int threads = runtimeThreads();
 
   // ---- inputs

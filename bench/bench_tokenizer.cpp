@@ -8,6 +8,7 @@
 // Needs node and scripts/tokref/node_modules (npm ci) for the baseline.
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -81,9 +82,25 @@ int main(int argc, char** argv) {
     }
     const fs::path repo = findSource(source);
     const fs::path data = repo / "tests" / "data" / "tokenizer";
+    // An unknown name is refused with the known ones, before anything is made.
+    const std::string suffix = ".tokenizer.json.gz";
+    if (!fs::exists(data / (name + suffix))) {
+      std::vector<std::string> known;
+      for (const auto& e : fs::directory_iterator(data)) {
+        const std::string f = e.path().filename().string();
+        if (f.size() > suffix.size() && f.compare(f.size() - suffix.size(), suffix.size(), suffix) == 0)
+          known.push_back(f.substr(0, f.size() - suffix.size()));
+      }
+      std::sort(known.begin(), known.end());
+      std::string list;
+      for (const auto& k : known) list += (list.empty() ? "" : ", ") + k;
+      throw moefy::ParameterError("--tokenizer " + name + ": no " + (data / (name + suffix)).string() +
+                                  " (known: " + list + ")");
+    }
     char tmpl[] = "/tmp/bench_tokenizer.XXXXXX";
     if (!mkdtemp(tmpl)) throw moefy::IoError("cannot create a temporary folder");
     const fs::path tmp = tmpl;
+    const moefy::bench::RemoveOnExit ownTmp(tmp);  // also on an error below
     int st = 0;
     runCapture("gzip -dc " + quote(data / (name + ".tokenizer.json.gz")) + " > " + quote(tmp / "tokenizer.json"), st);
     if (st != 0) throw moefy::IoError((data / (name + ".tokenizer.json.gz")).string() + ": cannot gunzip");
@@ -142,8 +159,10 @@ int main(int argc, char** argv) {
         std::printf("ratio           %.2fx the reference (target >= 3x)\n", ours / ref);
       }
     }
-    fs::remove_all(tmp);
     return rc;
+  } catch (const moefy::ParameterError& e) {  // a bad argument, as badArg's: exit 2
+    std::cerr << "bench_tokenizer: " << e.what() << "\n";
+    return 2;
   } catch (const std::exception& e) {
     std::cerr << "bench_tokenizer: " << e.what() << "\n";
     return 1;
