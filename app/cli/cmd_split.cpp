@@ -36,10 +36,13 @@ int runCompare(const Args& a) {
   }
   std::cout << std::fixed << std::setprecision(4);
   for (size_t i = 0; i < parts.size(); ++i) {
-    // The METIS scheme of a coact split (partitions written before 2026-12-03 record none: k-way).
+    // A coact split's graph source and METIS scheme (partitions written before 2026-12-03 record no
+    // scheme: k-way).
     const nlohmann::json& opts = parts[i].json().value("options", nlohmann::json::object());
     std::string method = parts[i].method();
-    if (method == "coact") method += " (" + opts.value("metis_ptype", std::string("kway")) + ")";
+    if (method == "coact")
+      method += " (" + opts.value("graph", std::string("binary")) + " graph, " +
+                opts.value("metis_ptype", std::string("kway")) + ")";
     std::cout << "[" << i << "] " << parts[i].dir().string() << ": " << method << ", E " << parts[i].experts()
               << ", seed " << parts[i].json().value("seed", 0) << "\n";
   }

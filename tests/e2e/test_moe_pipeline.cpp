@@ -503,6 +503,12 @@ class TestMoePipeline : public QObject {
     QVERIFY2(warned.err.find("warning: --metis-ptype applies to --method coact; ignored with --method random") !=
                  std::string::npos,
              warned.err.c_str());
+    // --compare names each coact split's graph and METIS scheme.
+    auto cmp = test::runCli({"split", "--compare", q(d / "part"), q(d / "warned")});
+    QCOMPARE(cmp.exitCode, 0);
+    QVERIFY2(cmp.out.find(": coact (binary graph, rb), E 16") != std::string::npos &&
+                 cmp.out.find(": random, E 16") != std::string::npos,
+             cmp.out.c_str());
   }
 
   // Text corpora through the model's tokenizer; BERT's masked-LM objective.
