@@ -84,7 +84,8 @@ int main(int argc, char** argv) {
     const fs::path data = repo / "tests" / "data" / "tokenizer";
     // An unknown name is refused with the known ones, before anything is made.
     const std::string suffix = ".tokenizer.json.gz";
-    if (!fs::exists(data / (name + suffix))) {
+    const fs::path gz = data / (name + suffix);
+    if (!fs::exists(gz)) {
       std::vector<std::string> known;
       for (const auto& e : fs::directory_iterator(data)) {
         const std::string f = e.path().filename().string();
@@ -94,16 +95,15 @@ int main(int argc, char** argv) {
       std::sort(known.begin(), known.end());
       std::string list;
       for (const auto& k : known) list += (list.empty() ? "" : ", ") + k;
-      throw moefy::ParameterError("--tokenizer " + name + ": no " + (data / (name + suffix)).string() +
-                                  " (known: " + list + ")");
+      throw moefy::ParameterError("--tokenizer " + name + ": no " + gz.string() + " (known: " + list + ")");
     }
     char tmpl[] = "/tmp/bench_tokenizer.XXXXXX";
     if (!mkdtemp(tmpl)) throw moefy::IoError("cannot create a temporary folder");
     const fs::path tmp = tmpl;
     const moefy::bench::RemoveOnExit ownTmp(tmp);  // also on an error below
     int st = 0;
-    runCapture("gzip -dc " + quote(data / (name + ".tokenizer.json.gz")) + " > " + quote(tmp / "tokenizer.json"), st);
-    if (st != 0) throw moefy::IoError((data / (name + ".tokenizer.json.gz")).string() + ": cannot gunzip");
+    runCapture("gzip -dc " + quote(gz) + " > " + quote(tmp / "tokenizer.json"), st);
+    if (st != 0) throw moefy::IoError(gz.string() + ": cannot gunzip");
     runCapture("gzip -dc " + quote(data / "textset.txt.gz") + " > " + quote(tmp / "textset.txt"), st);
     if (st != 0) throw moefy::IoError((data / "textset.txt.gz").string() + ": cannot gunzip");
 

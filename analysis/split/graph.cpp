@@ -321,12 +321,13 @@ std::vector<int32_t> partitionCoact(const CoactGraph& g, int experts, uint64_t s
     // Recursive bisection: on a dense co-activation graph (every neuron pair
     // of a small layer co-fires) k-way's coarsening and refinement walk all
     // the edges at every level for 32-96 parts at once, and took 4-5x as long.
-    const auto metis = ptype == MetisPtype::Kway ? METIS_PartGraphKway : METIS_PartGraphRecursive;
+    const bool kway = ptype == MetisPtype::Kway;
+    const auto metis = kway ? METIS_PartGraphKway : METIS_PartGraphRecursive;
     const int rc = metis(&nv, &ncon, xadj.data(), adj.data(), nullptr, nullptr, wgt.data(), &nparts, nullptr, nullptr,
                          opts, &objval, part.data());
     if (rc != METIS_OK)
-      throw Error(std::string(ptype == MetisPtype::Kway ? "METIS_PartGraphKway" : "METIS_PartGraphRecursive") +
-                  " failed (code " + std::to_string(rc) + ") on a graph of " + std::to_string(n) + " vertices into " +
+      throw Error(std::string(kway ? "METIS_PartGraphKway" : "METIS_PartGraphRecursive") + " failed (code " +
+                  std::to_string(rc) + ") on a graph of " + std::to_string(n) + " vertices into " +
                   std::to_string(experts) + " parts");
     for (int64_t k = 0; k < n; ++k)
       labels[static_cast<size_t>(order[static_cast<size_t>(k)])] = static_cast<int32_t>(part[static_cast<size_t>(k)]);
