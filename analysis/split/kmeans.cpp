@@ -240,7 +240,93 @@ std::vector<int32_t> greedyAssign(const float* a, int64_t n, int experts) {
   }
 }
 
+// p[0..n) += sign * g[0..n) (double accumulators of float rows).
+[[gnu::target_clones("avx2", "default")]] void addRowTo(double* __restrict p, const float* __restrict g, int64_t n,
+                                                        double sign) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) p[i] += sign * static_cast<double>(g[i]);
+}
+
+// balancedKmeans' centres through the Gram matrix G = X X^T [n, n]
+// (KmeansDots::Gram). Per expert e with members M_e: P[e][i] = sum over j in
+// M_e of G[j][i] = |M_e| x_i . c_e, and Q[e] = sum over j in M_e of P[e][j] =
+// |M_e|^2 |c_e|^2, in double (sums of floats of magnitude <= 1, so the
+// incremental updates drift by about 1e-16 relative). Not thread-safe; one per
+// restart, G shared read-only.
+struct GramCentres {
+  const float* G = nullptr;
+  int64_t n = 0, E = 0;
+  std::vector<double> P, Q;   // [E][n], [E]
+  std::vector<int64_t> size;  // |M_e|
+  std::vector<int32_t> held;  // the labels P holds; empty while it holds the seeds
+
+  // The k-means++ seeds: M_e = {picks[e]}.
+  void seeds(const std::vector<int64_t>& picks) {
+    P.assign(static_cast<size_t>(E * n), 0.0);
+    Q.assign(static_cast<size_t>(E), 0.0);
+    size.assign(static_cast<size_t>(E), 1);
+    for (int64_t e = 0; e < E; ++e) {
+      const int64_t j = picks[static_cast<size_t>(e)];
+      addRowTo(P.data() + e * n, G + j * n, n, 1.0);
+      Q[static_cast<size_t>(e)] = G[j * n + j];
+    }
+    held.clear();
+  }
+  // M_e = {i : labels[i] = e}: a changed label moves row i of G between two
+  // rows of P; when most labels changed (or P holds the seeds), P is rebuilt.
+  void moveTo(const std::vector<int32_t>& labels) {
+    int64_t changed = held.empty() ? n : 0;
+    for (size_t i = 0; i < held.size(); ++i) changed += held[i] != labels[i];
+    if (changed > n / 4) {
+      std::fill(P.begin(), P.end(), 0.0);
+      std::fill(size.begin(), size.end(), 0);
+      for (int64_t j = 0; j < n; ++j) {
+        addRowTo(P.data() + labels[static_cast<size_t>(j)] * n, G + j * n, n, 1.0);
+        ++size[static_cast<size_t>(labels[static_cast<size_t>(j)])];
+      }
+    } else {
+      for (int64_t j = 0; j < n; ++j) {
+        const int32_t a = held[static_cast<size_t>(j)], b = labels[static_cast<size_t>(j)];
+        if (a == b) continue;
+        addRowTo(P.data() + a * n, G + j * n, n, -1.0);
+        addRowTo(P.data() + b * n, G + j * n, n, 1.0);
+        --size[static_cast<size_t>(a)], ++size[static_cast<size_t>(b)];
+      }
+    }
+    std::fill(Q.begin(), Q.end(), 0.0);
+    for (int64_t j = 0; j < n; ++j) {
+      const int64_t e = labels[static_cast<size_t>(j)];
+      Q[static_cast<size_t>(e)] += P[static_cast<size_t>(e * n + j)];
+    }
+    held = labels;
+  }
+  // b[i][e] = 2 x_i . c_e - |c_e|^2 [n, E], the GEMM path's benefit.
+  void benefit(float* b) const {
+    std::vector<double> scale(static_cast<size_t>(E)), offset(static_cast<size_t>(E));
+    for (int64_t e = 0; e < E; ++e) {
+      const double inv = 1.0 / static_cast<double>(std::max<int64_t>(1, size[static_cast<size_t>(e)]));
+      scale[static_cast<size_t>(e)] = 2.0 * inv;
+      offset[static_cast<size_t>(e)] = Q[static_cast<size_t>(e)] * inv * inv;
+    }
+    // In blocks of 64 points (64 E floats of b stay in L1): walking P's
+    // column for each point instead read E rows n doubles apart, which share
+    // L1 sets when n is a power of two, and took 10 % of a fit.
+    for (int64_t i0 = 0; i0 < n; i0 += 64) {
+      const int64_t i1 = std::min(n, i0 + 64);
+      for (int64_t e = 0; e < E; ++e) {
+        const double* p = P.data() + e * n;
+        const double sc = scale[static_cast<size_t>(e)], off = offset[static_cast<size_t>(e)];
+        for (int64_t i = i0; i < i1; ++i) b[i * E + e] = static_cast<float>(sc * p[i] - off);
+      }
+    }
+  }
+};
+
 }  // namespace
+
+bool kmeansUsesGram(int64_t n, int experts, int restarts) {
+  return n <= 16 * static_cast<int64_t>(experts) * std::max(1, restarts) && n * n * 4 <= (int64_t{1} << 30);
+}
 
 std::vector<int32_t> balancedAssign(const at::Tensor& benefit, int experts, AuctionState* warm, int64_t* bidCount) {
   if (benefit.dim() != 2 || benefit.size(1) != experts) throw ParameterError("balancedAssign: benefit must be [n, E]");
@@ -253,7 +339,7 @@ std::vector<int32_t> balancedAssign(const at::Tensor& benefit, int experts, Auct
 }
 
 KmeansResult balancedKmeans(const at::Tensor& rows, int experts, int restarts, int maxIter, uint64_t seed,
-                            JobContext& job) {
+                            JobContext& job, KmeansDots dots) {
   if (rows.dim() != 2) throw ParameterError("kmeans: rows must be [n, d]");
   const int64_t n = rows.size(0), E = experts;
   if (E < 1 || n % E != 0) throw ParameterError("kmeans: experts must divide d_ff");
@@ -273,6 +359,10 @@ KmeansResult balancedKmeans(const at::Tensor& rows, int experts, int restarts, i
   const float* x = X.data_ptr<float>();
   std::vector<float> sq(static_cast<size_t>(n));  // |x_i|^2: 1, or 0 for a zero row
   for (int64_t i = 0; i < n; ++i) sq[static_cast<size_t>(i)] = dot(x + i * d, x + i * d, d);
+  // The Gram matrix, once for all restarts (BLAS, on every thread).
+  const bool gram = dots == KmeansDots::Gram || (dots == KmeansDots::Auto && kmeansUsesGram(n, experts, restarts));
+  const at::Tensor Gt = gram ? at::mm(X, X.t()).contiguous() : at::Tensor();
+  const float* G = gram ? Gt.data_ptr<float>() : nullptr;
   // Restarts run in parallel (one per thread; torch ops inside run serially).
   std::vector<KmeansResult> results(static_cast<size_t>(restarts));
   std::vector<std::string> logs(static_cast<size_t>(restarts));
@@ -289,13 +379,16 @@ KmeansResult balancedKmeans(const at::Tensor& rows, int experts, int restarts, i
       float* c = Ct.data_ptr<float>();
       std::vector<float> d2(static_cast<size_t>(n));
       std::vector<double> cum(static_cast<size_t>(n));
+      std::vector<int64_t> picks;
       int64_t pick = static_cast<int64_t>(rng() % static_cast<uint64_t>(n));
       for (int64_t e = 0;; ++e) {
         std::copy(x + pick * d, x + (pick + 1) * d, c + e * d);
+        picks.push_back(pick);
         if (e + 1 == E) break;
         const float* xc = x + pick * d;
         for (int64_t i = 0; i < n; ++i) {
-          const float v = std::max(0.0f, sq[i] - 2.0f * dot(x + i * d, xc, d) + sq[pick]);
+          const float xdot = G ? G[pick * n + i] : dot(x + i * d, xc, d);
+          const float v = std::max(0.0f, sq[i] - 2.0f * xdot + sq[pick]);
           d2[i] = e == 0 ? v : std::min(d2[i], v);
         }
         double total = 0;
@@ -310,6 +403,11 @@ KmeansResult balancedKmeans(const at::Tensor& rows, int experts, int restarts, i
       at::Tensor bias = at::empty({1, E}, at::kFloat), benefit = at::empty({n, E}, at::kFloat);
       float* bi = bias.data_ptr<float>();
       std::vector<int32_t> labels, prev;
+      GramCentres gc;
+      if (G) {
+        gc.G = G, gc.n = n, gc.E = E;
+        gc.seeds(picks);
+      }
       AuctionState auction;  // prices and slots carried across iterations
       int64_t bids = 0;
       int it = 0;
@@ -329,18 +427,27 @@ KmeansResult balancedKmeans(const at::Tensor& rows, int experts, int restarts, i
       const float inv = 1.0f / static_cast<float>(n / E);
       for (; it < maxIter; ++it) {
         job.checkCancel();
-        // 2 x.c - |c|^2 (the squared distance up to |x|^2), one fused GEMM.
-        for (int64_t e = 0; e < E; ++e) bi[e] = -dot(c + e * d, c + e * d, d);
-        at::addmm_out(benefit, bias, X, Ct.t(), 1.0, 2.0);  // [n, E]
+        // 2 x.c - |c|^2 (the squared distance up to |x|^2): from the Gram
+        // matrix, or one fused GEMM.
+        if (G) {
+          gc.benefit(benefit.data_ptr<float>());
+        } else {
+          for (int64_t e = 0; e < E; ++e) bi[e] = -dot(c + e * d, c + e * d, d);
+          at::addmm_out(benefit, bias, X, Ct.t(), 1.0, 2.0);  // [n, E]
+        }
         const float* bf = benefit.data_ptr<float>();
         greedy = greedy && it < greedyIters;
         int64_t b = 0;
         labels = greedy ? greedyAssign(bf, n, experts) : auctionAssign(bf, n, experts, &auction, &b, divisor);
         bids += b;
         // Centres: the mean of each expert's n / E rows.
-        std::fill(c, c + E * d, 0.0f);
-        addRows(x, labels.data(), n, d, c);
-        for (int64_t j = 0; j < E * d; ++j) c[j] *= inv;
+        if (G) {
+          gc.moveTo(labels);
+        } else {
+          std::fill(c, c + E * d, 0.0f);
+          addRows(x, labels.data(), n, d, c);
+          for (int64_t j = 0; j < E * d; ++j) c[j] *= inv;
+        }
         if (greedy) {
           int64_t changed = prev.empty() ? n : 0;
           for (size_t q = 0; q < prev.size(); ++q) changed += labels[q] != prev[q];
@@ -350,6 +457,11 @@ KmeansResult balancedKmeans(const at::Tensor& rows, int experts, int restarts, i
           divisor = 256.0;
         }
         prev = labels;
+      }
+      if (G) {  // the centres of the final labels, for the inertia
+        std::fill(c, c + E * d, 0.0f);
+        addRows(x, labels.data(), n, d, c);
+        for (int64_t j = 0; j < E * d; ++j) c[j] *= inv;
       }
       KmeansResult& res = results[static_cast<size_t>(r)];
       double inertia = 0;

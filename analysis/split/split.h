@@ -124,8 +124,23 @@ struct KmeansResult {
 /// dividing n, restarts or maxIter < 1, or a non-finite value in `rows`;
 /// CancelledError when `job` is cancelled. Each restart's inertia, iterations
 /// and auction bids go to job.log.
+///
+/// The dot products x_i . c_e of each iteration come either from a GEMM of
+/// the rows with the centres (n E d multiply-adds per iteration) or from the
+/// Gram matrix G = X X^T, made once for all restarts (n^2 d multiply-adds,
+/// n^2 floats): with c_e the mean of its members, x_i . c_e = (sum over
+/// members j of G[j][i]) / |e|, kept per expert in double and updated by the
+/// rows of G of the points whose label changed (2n adds each), and |c_e|^2
+/// likewise. `dots` picks one; Auto takes the Gram matrix when it costs at
+/// most the GEMMs of 16 iterations per restart (n <= 16 E restarts) and at
+/// most 1 GiB (kmeansUsesGram). Both give the same assignments up to float
+/// rounding in near-ties.
+enum class KmeansDots { Auto, Gram, Gemm };
+/// Whether KmeansDots::Auto takes the Gram matrix for n rows, E experts and
+/// `restarts` restarts (the rule above). Thread-safe.
+bool kmeansUsesGram(int64_t n, int experts, int restarts);
 KmeansResult balancedKmeans(const at::Tensor& rows, int experts, int restarts, int maxIter, uint64_t seed,
-                            JobContext& job);
+                            JobContext& job, KmeansDots dots = KmeansDots::Auto);
 
 /// Seeded balanced shuffle.
 std::vector<int32_t> partitionRandom(int64_t n, int experts, uint64_t seed);

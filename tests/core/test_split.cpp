@@ -185,8 +185,9 @@ class TestSplit : public QObject {
     const int E = 16;
     const at::Tensor centers = at::randn({E, d});
     const at::Tensor rows = centers.repeat({n / E, 1}) + 1.2 * at::randn({n, d});
-    for (int maxIter : {50, 2}) {
-      const KmeansResult r = balancedKmeans(rows, E, 2, maxIter, 3, JobContext::none());
+    for (auto [maxIter, dots] : {std::pair{50, KmeansDots::Gram}, std::pair{50, KmeansDots::Gemm},
+                                 std::pair{2, KmeansDots::Gram}, std::pair{2, KmeansDots::Gemm}}) {
+      const KmeansResult r = balancedKmeans(rows, E, 2, maxIter, 3, JobContext::none(), dots);
       for (auto sz : sizesOf(r.labels, E)) QCOMPARE(sz, n / E);
       at::Tensor X = rows / rows.norm(2, 1, true);
       const at::Tensor lab = at::tensor(std::vector<int64_t>(r.labels.begin(), r.labels.end()), at::kLong);
@@ -201,7 +202,8 @@ class TestSplit : public QObject {
       };
       const double bound = (benefit.max() - benefit.min()).item<double>() / 256.0;
       const double gap = value(best) - value(r.labels);
-      qInfo() << "kmeans max-iter" << maxIter << ": inertia" << r.inertia << "after" << r.iterations
+      qInfo() << "kmeans" << (dots == KmeansDots::Gram ? "gram" : "gemm") << "max-iter" << maxIter << ": inertia"
+              << r.inertia << "after" << r.iterations
               << "iterations; its labels vs the best assignment for their centroids:" << gap << "(bound 2 x" << bound
               << ")";
       if (maxIter == 2) {
@@ -211,6 +213,35 @@ class TestSplit : public QObject {
       QVERIFY2(r.iterations < maxIter, "did not converge");
       QVERIFY(gap <= 2 * bound);  // both within bound of the optimum
     }
+  }
+
+  void kmeansGramMatchesGemm() {
+    // The Gram-matrix dot products (x_i . c_e from G = X X^T, updated per
+    // changed label) against the GEMM with the centres: the same fits up to
+    // float rounding. On planted clusters with noise, where no near-tie
+    // decides the result, the labels agree exactly and the inertias to 1e-5.
+    at::manual_seed(5);
+    for (auto [n, d, E] : {std::tuple{512, 64, 16}, std::tuple{384, 48, 32}}) {
+      const at::Tensor centers = at::randn({E, d});
+      const at::Tensor rows = centers.repeat({n / E, 1}) + 0.8 * at::randn({n, d});
+      const KmeansResult g = balancedKmeans(rows, E, 3, 50, 7, JobContext::none(), KmeansDots::Gram);
+      const KmeansResult m = balancedKmeans(rows, E, 3, 50, 7, JobContext::none(), KmeansDots::Gemm);
+      int64_t differ = 0;
+      for (size_t i = 0; i < g.labels.size(); ++i) differ += g.labels[i] != m.labels[i];
+      const double rel = std::abs(g.inertia - m.inertia) / m.inertia;
+      qInfo() << "kmeans n" << n << "E" << E << ": gram inertia" << g.inertia << "gemm" << m.inertia
+              << "relative difference" << rel << "labels differing" << differ;
+      for (auto sz : sizesOf(g.labels, E)) QCOMPARE(sz, static_cast<int64_t>(n / E));
+      QCOMPARE(differ, int64_t{0});
+      QVERIFY(rel <= 1e-5);
+    }
+    // Auto takes the Gram matrix while it costs at most 16 iterations' GEMMs
+    // per restart and fits in 1 GiB.
+    QVERIFY(kmeansUsesGram(1024, 32, 4));    // the bundled model's d_ff
+    QVERIFY(kmeansUsesGram(3072, 96, 4));    // GPT-2 small, E 96
+    QVERIFY(!kmeansUsesGram(11008, 64, 4));  // LLaMA-7B width: n > 16 E restarts
+    QVERIFY(!kmeansUsesGram(1024, 8, 1));
+    QVERIFY(!kmeansUsesGram(32768, 4096, 4));  // 4 GiB
   }
 
   void repairGivesExactSizes() {
