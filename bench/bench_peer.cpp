@@ -35,6 +35,9 @@
 //           process; the medians are compared, inertia as the mean over the
 //           seeds, and the first fits (with first-call costs) are printed too
 //           (a single 0.05-0.3 s timing moved by 1.5x between runs)
+// binary, soft and graph run --repeats times per side (default 3) and their
+// medians are compared: a single timing of these 0.05-0.5 s stages moved by
+// 1.5-2x between runs on this shared machine.
 // Quality: co-activation share inside experts, size balance, oracle recall
 // at k = E/4 on the first 8192 tokens; inertia of the normalised W1 rows
 // around their experts' means (the same formula for both).
@@ -153,6 +156,7 @@ struct Args {
   fs::path work;
   int restarts = 4;
   int kmeansSeeds = 5;
+  int repeats = 3;
 };
 
 int run(int argc, char** argv);
@@ -186,6 +190,7 @@ int run(int argc, char** argv) {
           "       bench_peer --act ACT.npy --w1 W1.npy [--experts E]         given activations and W1\n"
           "options: --soft-tokens S (peer's soft slice, default 4096), --restarts R (default 4), --work DIR (kept),\n"
           "         --kmeans-seeds N (k-means fits per side, one per seed, the median timed; default 5),\n"
+          "         --repeats R (runs of the binary, soft and graph stages per side, the median timed; default 3),\n"
           "         --reuse-peer (reuse DIR's peer results from an earlier run on the same inputs)\n"
           "Needs the benchmark extras (scripts/setup.sh --bench). Details: docs/recording-and-splitting.md.\n");
       return 0;
@@ -225,6 +230,8 @@ int run(int argc, char** argv) {
       a.restarts = static_cast<int>(num(1, 100));
     else if (k == "--kmeans-seeds")
       a.kmeansSeeds = static_cast<int>(num(1, 100));
+    else if (k == "--repeats")
+      a.repeats = static_cast<int>(num(1, 100));
     else {
       std::fprintf(stderr, "bench_peer: unknown option %s\n", k.c_str());
       return 2;
@@ -312,8 +319,8 @@ int run(int argc, char** argv) {
                           "' --w1 '" + (a.work / "w1.npy").string() + "' --experts " + std::to_string(a.E) +
                           " --out '" + a.work.string() + "' --soft-tokens " + std::to_string(softTokens) +
                           " --threads " + std::to_string(threads) + " --restarts " + std::to_string(a.restarts) +
-                          " --kmeans-seeds " + std::to_string(a.kmeansSeeds) + " > '" +
-                          (a.work / "peer.json").string() + "'";
+                          " --kmeans-seeds " + std::to_string(a.kmeansSeeds) + " --repeats " +
+                          std::to_string(a.repeats) + " > '" + (a.work / "peer.json").string() + "'";
   t0 = now();
   if (a.reusePeer)
     std::printf("  peer results reused from %s (same inputs)\n", (a.work / "peer.json").c_str());
@@ -322,40 +329,57 @@ int run(int argc, char** argv) {
     return 1;
   }
   nlohmann::json peer = nlohmann::json::parse(std::ifstream(a.work / "peer.json"));
-  // Checked before MoEfy's stages run: a reused peer.json from another --kmeans-seeds.
+  // Checked before MoEfy's stages run: a reused peer.json from another
+  // --kmeans-seeds or --repeats (or from before --repeats).
   if (!peer.contains("kmeans_runs_s") || static_cast<int>(peer["kmeans_runs_s"].size()) != a.kmeansSeeds)
     throw std::runtime_error((a.work / "peer.json").string() + ": no k-means runs for --kmeans-seeds " +
                              std::to_string(a.kmeansSeeds) + " (rerun without --reuse-peer)");
+  if (!peer.contains("repeats") || peer["repeats"].get<int>() != a.repeats)
+    throw std::runtime_error((a.work / "peer.json").string() + ": not from a run with --repeats " +
+                             std::to_string(a.repeats) + " (rerun without --reuse-peer)");
   std::printf("  peer script ran in %.1f s (torch %d threads)\n", now() - t0, peer["threads"].get<int>());
 
   // ---- MoEfy stages
   // binary: what the recorder does per batch (activeMask, packMask,
   // accumulateCoact), over chunks of kChunk tokens with one mask buffer, then
   // the mirror once.
-  t0 = now();
-  at::Tensor C = at::zeros({a.n, a.n}, at::kInt);
-  {
-    constexpr int64_t kChunk = 16384;  // 256 words: one word block of the popcount kernel
-    std::vector<uint8_t> mask(static_cast<size_t>(std::min(a.T, kChunk) * a.n));
-    BitMatrix bits;
-    for (int64_t c0 = 0; c0 < a.T; c0 += kChunk) {
-      const int64_t rows = std::min(kChunk, a.T - c0);
-      activeMask(h.data_ptr<float>() + c0 * a.n, rows, a.n, ActiveRule{}, mask.data());
-      packMask(mask.data(), rows, a.n, bits);
-      accumulateCoact(bits, C.data_ptr<int32_t>());
+  // Each of binary, soft and graph runs --repeats times, as on the peer's
+  // side; the medians are compared (one timing of a stage this short moved by
+  // 1.5-2x between runs on this shared machine).
+  std::vector<double> runs;
+  at::Tensor C;
+  for (int r = 0; r < a.repeats; ++r) {
+    t0 = now();
+    C = at::zeros({a.n, a.n}, at::kInt);
+    {
+      constexpr int64_t kChunk = 16384;  // 256 words: one word block of the popcount kernel
+      std::vector<uint8_t> mask(static_cast<size_t>(std::min(a.T, kChunk) * a.n));
+      BitMatrix bits;
+      for (int64_t c0 = 0; c0 < a.T; c0 += kChunk) {
+        const int64_t rows = std::min(kChunk, a.T - c0);
+        activeMask(h.data_ptr<float>() + c0 * a.n, rows, a.n, ActiveRule{}, mask.data());
+        packMask(mask.data(), rows, a.n, bits);
+        accumulateCoact(bits, C.data_ptr<int32_t>());
+      }
+      mirrorUpper(C.data_ptr<int32_t>(), a.n);
     }
-    mirrorUpper(C.data_ptr<int32_t>(), a.n);
+    runs.push_back(now() - t0);
   }
-  const double tBinary = now() - t0;
+  const double tBinary = median(runs);
   at::Tensor count = C.diagonal().to(at::kLong).contiguous();
 
   // soft: all T in consecutive 8-token blocks.
   std::vector<SoftBlock> blocks;
   for (int64_t t = 0; t + 8 <= a.T; t += 8) blocks.push_back({t, 8});
-  at::Tensor S = at::zeros({a.n, a.n}, at::kFloat);
-  t0 = now();
-  accumulateSoftCoact(h.data_ptr<float>(), a.T, a.n, blocks, S.data_ptr<float>());
-  const double tSoft = now() - t0;
+  at::Tensor S = at::empty({a.n, a.n}, at::kFloat);
+  runs.clear();
+  for (int r = 0; r < a.repeats; ++r) {
+    S.zero_();
+    t0 = now();
+    accumulateSoftCoact(h.data_ptr<float>(), a.T, a.n, blocks, S.data_ptr<float>());
+    runs.push_back(now() - t0);
+  }
+  const double tSoft = median(runs);
   // The peer's slice, for the exactness check.
   const int64_t st = peer["soft_slice_tokens"].get<int64_t>();
   std::vector<SoftBlock> sliceBlocks(blocks.begin(), blocks.begin() + st / 8);
@@ -366,14 +390,21 @@ int run(int argc, char** argv) {
   GraphOptions go;
   go.weighting = "percentile";
   go.topk = 0;
-  t0 = now();
-  CoactGraph g = buildCoactGraph(C, count, a.T, go, a.E);
-  const double tGraphBuild = now() - t0;
-  std::vector<int32_t> labCoact = partitionCoact(g, a.E, 1);
-  const double tGraph = now() - t0;
-  t0 = now();
-  std::vector<int32_t> labKway = partitionCoact(g, a.E, 1, MetisPtype::Kway);
-  const double tKway = now() - t0 + tGraphBuild;
+  CoactGraph g;
+  std::vector<int32_t> labCoact, labKway;
+  std::vector<double> buildRuns, kwayRuns;
+  runs.clear();
+  for (int r = 0; r < a.repeats; ++r) {
+    t0 = now();
+    g = buildCoactGraph(C, count, a.T, go, a.E);
+    buildRuns.push_back(now() - t0);
+    labCoact = partitionCoact(g, a.E, 1);
+    runs.push_back(now() - t0);
+    t0 = now();
+    labKway = partitionCoact(g, a.E, 1, MetisPtype::Kway);
+    kwayRuns.push_back(now() - t0 + buildRuns.back());
+  }
+  const double tGraphBuild = median(buildRuns), tGraph = median(runs), tKway = median(kwayRuns);
   // The product's default graph (raw counts, top-k auto), for reference.
   GraphOptions gd;
   t0 = now();
@@ -422,7 +453,9 @@ int run(int argc, char** argv) {
 
   const double pBinary = peer["binary_s"].get<double>(), pSoft = peer["soft_s"].get<double>();
   const double pGraph = peer["graph_s"].get<double>(), pKm = peer["kmeans_s"].get<double>();
-  std::printf("\n  %-8s %12s %12s %9s  %s\n", "stage", "peer s", "MoEfy s", "ratio", "quality / check");
+  std::printf("\n  binary, soft, graph: the median of %d runs per side; k-means: of %d fits per side\n", a.repeats,
+              a.kmeansSeeds);
+  std::printf("  %-8s %12s %12s %9s  %s\n", "stage", "peer s", "MoEfy s", "ratio", "quality / check");
   std::printf("  %-8s %12.3f %12.3f %8.1fx  max |peer - MoEfy| = %lld (exact)  [target >= 5x]\n", "binary", pBinary,
               tBinary, pBinary / tBinary, static_cast<long long>(binDiff));
   std::printf(

@@ -99,6 +99,26 @@ std::string ActiveRule::toString() const {
   return s.str();
 }
 
+namespace {
+
+// m[j] = row[j] > 0 (pos) or |row[j]| > tau, j < n; a NaN is inactive either
+// way. A loop of its own with restrict pointers and a local n: inside
+// activeMask the byte stores could alias the loop bound, which was reloaded
+// every element and kept the loop scalar (about 4x slower).
+[[gnu::target_clones("arch=x86-64-v4", "avx2", "default")]] void thresholdRow(const float* __restrict row, int64_t n,
+                                                                              bool pos, float tau,
+                                                                              uint8_t* __restrict m) {
+  if (pos) {
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) m[j] = row[j] > 0.f;
+  } else {
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) m[j] = std::fabs(row[j]) > tau;
+  }
+}
+
+}  // namespace
+
 void activeMask(const float* h, int64_t N, int64_t n, const ActiveRule& rule, uint8_t* mask) {
   if (rule.kind == ActiveRule::Kind::TopP) {
     const int64_t k = std::max<int64_t>(1, std::min<int64_t>(n, std::llround(rule.p * static_cast<double>(n))));
@@ -127,14 +147,7 @@ void activeMask(const float* h, int64_t N, int64_t n, const ActiveRule& rule, ui
     const bool pos = rule.kind == ActiveRule::Kind::Positive;
     const float tau = static_cast<float>(rule.tau);
 #pragma omp parallel for schedule(static)
-    for (int64_t t = 0; t < N; ++t) {
-      const float* row = h + t * n;
-      uint8_t* m = mask + t * n;
-      if (pos)
-        for (int64_t j = 0; j < n; ++j) m[j] = row[j] > 0.f;
-      else
-        for (int64_t j = 0; j < n; ++j) m[j] = std::fabs(row[j]) > tau;
-    }
+    for (int64_t t = 0; t < N; ++t) thresholdRow(h + t * n, n, pos, tau, mask + t * n);
   }
 }
 

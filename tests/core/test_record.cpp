@@ -10,6 +10,7 @@
 #include <array>
 #include <cmath>
 #include <fstream>
+#include <limits>
 #include <random>
 
 #include "analysis/common/error.h"
@@ -194,6 +195,33 @@ class TestRecord : public QObject {
         QCOMPARE(maxDiff, int64_t{0});
       }
     }
+  }
+
+  void activeMaskMatchesDefinition() {
+    // The positive and threshold rules against their definitions, on row
+    // lengths on and off the vector widths, with NaN, infinities, -0 and values
+    // at the threshold (a NaN is inactive; |x| > tau is strict).
+    int64_t wrong = 0;
+    for (auto [N, n] : {std::pair<int64_t, int64_t>{3, 1}, {5, 15}, {4, 64}, {7, 67}, {2, 1030}}) {
+      std::mt19937_64 rng(N * 13 + n);
+      std::vector<float> h(static_cast<size_t>(N * n));
+      const float special[] = {std::nanf(""),
+                               std::numeric_limits<float>::infinity(),
+                               -std::numeric_limits<float>::infinity(),
+                               -0.0f,
+                               0.0f,
+                               0.5f,
+                               -0.5f};
+      for (auto& v : h)
+        v = rng() % 4 == 0 ? special[rng() % 7] : static_cast<float>(static_cast<double>(rng() % 2001) / 1000.0 - 1.0);
+      std::vector<uint8_t> mask(h.size());
+      activeMask(h.data(), N, n, ActiveRule::parse("positive"), mask.data());
+      for (size_t i = 0; i < h.size(); ++i) wrong += mask[i] != (h[i] > 0.0f ? 1 : 0);
+      activeMask(h.data(), N, n, ActiveRule::parse("threshold:0.5"), mask.data());
+      for (size_t i = 0; i < h.size(); ++i) wrong += mask[i] != (std::fabs(h[i]) > 0.5f ? 1 : 0);
+    }
+    qInfo() << "activeMask: wrong bytes" << wrong;
+    QCOMPARE(wrong, int64_t{0});
   }
 
   void packMaskMatchesDefinition() {
