@@ -19,7 +19,7 @@
 // Stages (docs/recording-and-splitting.md "Against the peer recipe"):
 //   binary  co-activation counts: peer A^T A in torch (float32), MoEfy
 //           threshold + bit-pack + AND/popcount per chunk of 16,384 tokens
-//           (activeMask, packMask, accumulateCoact: the recorder's per-batch steps)
+//           (activeBits, packTokenBits, accumulateCoact: the recorder's per-batch steps)
 //   soft    soft co-activation over 8-token blocks: peer torch.bmm + clamp
 //           on the first S tokens, scaled to T (said in the output); MoEfy's
 //           tiled kernel (accumulateSoftCoact) on all T
@@ -340,8 +340,8 @@ int run(int argc, char** argv) {
   std::printf("  peer script ran in %.1f s (torch %d threads)\n", now() - t0, peer["threads"].get<int>());
 
   // ---- MoEfy stages
-  // binary: what the recorder does per batch (activeMask, packMask,
-  // accumulateCoact), over chunks of kChunk tokens with one mask buffer, then
+  // binary: what the recorder does per batch (activeBits, packTokenBits,
+  // accumulateCoact), over chunks of kChunk tokens with one bit buffer, then
   // the mirror once.
   // Each of binary, soft and graph runs --repeats times, as on the peer's
   // side; the medians are compared (one timing of a stage this short moved by
@@ -353,12 +353,12 @@ int run(int argc, char** argv) {
     C = at::zeros({a.n, a.n}, at::kInt);
     {
       constexpr int64_t kChunk = 16384;  // 256 words: one word block of the popcount kernel
-      std::vector<uint8_t> mask(static_cast<size_t>(std::min(a.T, kChunk) * a.n));
+      std::vector<uint64_t> tokenBits(static_cast<size_t>(std::min(a.T, kChunk) * ((a.n + 63) / 64)));
       BitMatrix bits;
       for (int64_t c0 = 0; c0 < a.T; c0 += kChunk) {
         const int64_t rows = std::min(kChunk, a.T - c0);
-        activeMask(h.data_ptr<float>() + c0 * a.n, rows, a.n, ActiveRule{}, mask.data());
-        packMask(mask.data(), rows, a.n, bits);
+        activeBits(h.data_ptr<float>() + c0 * a.n, rows, a.n, ActiveRule{}, tokenBits.data());
+        packTokenBits(tokenBits.data(), rows, a.n, bits);
         accumulateCoact(bits, C.data_ptr<int32_t>());
       }
       mirrorUpper(C.data_ptr<int32_t>(), a.n);

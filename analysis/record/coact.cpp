@@ -90,6 +90,21 @@ void packMask(const uint8_t* mask, int64_t tokens, int64_t rows, BitMatrix& out)
   }
 }
 
+void packTokenBits(const uint64_t* tokenBits, int64_t tokens, int64_t rows, BitMatrix& out) {
+  out.reset(rows, tokens);
+  const int64_t W = out.words, G = (rows + 63) / 64;
+#pragma omp parallel for schedule(static)
+  for (int64_t wg = 0; wg < W * G; ++wg) {
+    const int64_t w = wg / G, g = wg % G;
+    const int64_t t0 = w * 64, nt = std::min<int64_t>(64, tokens - t0);
+    const int64_t r0 = g * 64, nr = std::min<int64_t>(64, rows - r0);
+    uint64_t a[64] = {};
+    for (int64_t t = 0; t < nt; ++t) a[t] = tokenBits[(t0 + t) * G + g];
+    transpose64(a);
+    for (int64_t i = 0; i < nr; ++i) out.bits[static_cast<size_t>((r0 + i) * W + w)] = a[i];
+  }
+}
+
 namespace {
 
 constexpr int64_t kRowBlock = 64;    // rows per cache block

@@ -32,6 +32,13 @@ struct BitMatrix {
 /// per 64 tokens x 64 neurons, OpenMP over those tiles.
 void packMask(const uint8_t* mask, int64_t tokens, int64_t rows, BitMatrix& out);
 
+/// Packs token-major bits: bit b of tokenBits[t * G + g] (G = ceil(rows / 64))
+/// is neuron g * 64 + b of token t (activeBits writes this layout; bits at or
+/// past `rows` are ignored). Resets `out`. Work: a 64 x 64 bit transpose per
+/// 64 tokens x 64 neurons, OpenMP over those tiles. The token-major form is
+/// an eighth of packMask's byte matrix.
+void packTokenBits(const uint64_t* tokenBits, int64_t tokens, int64_t rows, BitMatrix& out);
+
 /// The kernels of accumulateCoact. All are exact (integer popcounts); they
 /// differ only in speed.
 enum class CoactKernel {

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "analysis/model/config.h"
+#include "analysis/record/coact.h"
 #include "analysis/text/corpus.h"
 
 namespace moefy {
@@ -169,6 +170,17 @@ void mergeRecordings(const std::vector<std::filesystem::path>& inputs, const std
 /// round(P n) largest |h| per token, ties to the lower neuron index).
 /// Parallel over tokens (OpenMP); thread-safe for distinct outputs.
 void activeMask(const float* h, int64_t N, int64_t n, const ActiveRule& rule, uint8_t* mask);
+
+/// The same rule as bit sets, token-major: bit b of bits[t * G + g]
+/// (G = ceil(n / 64)) is neuron g * 64 + b of token t; bits past n are 0.
+/// bits holds N * G words. An eighth of activeMask's bytes, and what
+/// packTokenBits turns into the co-activation kernel's neuron-major rows.
+/// Parallel over tokens (OpenMP); thread-safe for distinct outputs. `kernel`
+/// picks the compares of the positive and threshold rules (Best: AVX-512F,
+/// else AVX2, else portable; all give the same bits); ParameterError when it
+/// cannot run on this CPU.
+void activeBits(const float* h, int64_t N, int64_t n, const ActiveRule& rule, uint64_t* bits,
+                CoactKernel kernel = CoactKernel::Best);
 
 /// The checkpoint folder used for --resume: OUT with ".partial" appended.
 std::filesystem::path checkpointPath(const std::filesystem::path& out);

@@ -112,10 +112,10 @@ SampleHalves sampleHalves(const Recording& rec, int L, const at::Tensor& rows) {
 at::Tensor sampleCoact(const Recording& rec, int L, const at::Tensor& rows) {
   at::Tensor act = rec.sampleFfnAct(L).index_select(0, rows).to(at::kFloat).contiguous();  // [R, n]
   const int64_t R = act.size(0), n = act.size(1);
-  std::vector<uint8_t> mask(static_cast<size_t>(R * n));
-  activeMask(act.data_ptr<float>(), R, n, rec.activeRule(), mask.data());
+  std::vector<uint64_t> tokenBits(static_cast<size_t>(R * ((n + 63) / 64)));
+  activeBits(act.data_ptr<float>(), R, n, rec.activeRule(), tokenBits.data());
   BitMatrix bits;
-  packMask(mask.data(), R, n, bits);
+  packTokenBits(tokenBits.data(), R, n, bits);
   at::Tensor co = at::zeros({n, n}, at::kInt);
   accumulateCoact(bits, co.data_ptr<int32_t>());
   mirrorUpper(co.data_ptr<int32_t>(), n);

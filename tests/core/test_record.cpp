@@ -224,6 +224,50 @@ class TestRecord : public QObject {
     QCOMPARE(wrong, int64_t{0});
   }
 
+  void activeBitsMatchActiveMask() {
+    // activeBits (token-major bits) against activeMask (bytes) for the three
+    // rules, including top:P's ties (many equal |h|), on lengths on and off 16
+    // and 64, with NaN and infinities; and packTokenBits of the bits against
+    // packMask of the bytes, bit for bit.
+    int64_t wrong = 0, packWrong = 0;
+    for (auto [N, n] : {std::pair<int64_t, int64_t>{3, 1}, {70, 15}, {64, 64}, {130, 67}, {9, 1030}}) {
+      std::mt19937_64 rng(N * 17 + n);
+      std::vector<float> h(static_cast<size_t>(N * n));
+      for (auto& v : h) {
+        const auto r = rng() % 10;
+        v = r == 0   ? std::nanf("")
+            : r == 1 ? -std::numeric_limits<float>::infinity()
+            : r < 5  ? 0.25f * static_cast<float>(static_cast<int>(rng() % 9) - 4)  // ties
+                     : static_cast<float>(static_cast<double>(rng() % 2001) / 1000.0 - 1.0);
+      }
+      const int64_t G = (n + 63) / 64;
+      for (const char* rule : {"positive", "threshold:0.5", "top:0.1", "top:0.5", "top:1"}) {
+        std::vector<uint8_t> mask(h.size());
+        std::vector<uint64_t> bits(static_cast<size_t>(N * G), ~uint64_t{0});
+        activeMask(h.data(), N, n, ActiveRule::parse(rule), mask.data());
+        for (CoactKernel kernel : {CoactKernel::Scalar, CoactKernel::Avx2, CoactKernel::Avx512, CoactKernel::Best}) {
+          if (kernel == CoactKernel::Avx512 && !__builtin_cpu_supports("avx512f")) continue;
+          if (kernel == CoactKernel::Avx2 && !__builtin_cpu_supports("avx2")) continue;
+          std::fill(bits.begin(), bits.end(), ~uint64_t{0});
+          activeBits(h.data(), N, n, ActiveRule::parse(rule), bits.data(), kernel);
+          for (int64_t t = 0; t < N; ++t)
+            for (int64_t j = 0; j < G * 64; ++j) {
+              const bool bit = (bits[static_cast<size_t>(t * G + j / 64)] >> (j % 64)) & 1;
+              wrong += bit != (j < n && mask[static_cast<size_t>(t * n + j)] != 0);
+            }
+        }
+        BitMatrix fromBytes, fromBits;
+        packMask(mask.data(), N, n, fromBytes);
+        packTokenBits(bits.data(), N, n, fromBits);
+        packWrong += fromBytes.bits != fromBits.bits || fromBits.words != fromBytes.words;
+      }
+    }
+    qInfo() << "activeBits vs activeMask: wrong bits" << wrong << "; packTokenBits vs packMask: differing matrices"
+            << packWrong;
+    QCOMPARE(wrong, int64_t{0});
+    QCOMPARE(packWrong, int64_t{0});
+  }
+
   void packMaskMatchesDefinition() {
     // Every bit of every word against the byte mask, for sizes on and off
     // the 64-token and 64-neuron tile edges and 8-byte groups, with mask
