@@ -44,13 +44,11 @@ inline void transpose64(uint64_t a[64]) {
     }
 }
 
-// a[t] = the nonzero bytes of mask[t * rows .. + 64) as bits, for nt tokens:
-// one VPTESTMB per token (AVX-512BW) in place of eight SWAR steps.
-__attribute__((target("avx512bw"))) void tokenBits64Avx512(const uint8_t* mask, int64_t rows, int64_t nt, uint64_t* a) {
-  for (int64_t t = 0; t < nt; ++t) {
-    const __m512i v = _mm512_loadu_si512(mask + t * rows);
-    a[t] = _mm512_test_epi8_mask(v, v);
-  }
+// The nonzero bytes of p[0..64) as bits: one VPTESTMB (AVX-512BW) in place of
+// eight nonzeroBits8 steps.
+__attribute__((target("avx512bw"))) uint64_t nonzeroBits64Avx512(const uint8_t* p) {
+  const __m512i v = _mm512_loadu_si512(p);
+  return _mm512_test_epi8_mask(v, v);
 }
 
 bool cpuHasAvx512Bw() { return __builtin_cpu_supports("avx512bw"); }
@@ -58,36 +56,27 @@ bool cpuHasAvx512Bw() { return __builtin_cpu_supports("avx512bw"); }
 }  // namespace
 
 void packMask(const uint8_t* mask, int64_t tokens, int64_t rows, BitMatrix& out) {
-  out.reset(rows, tokens);
-  const int64_t W = out.words, G = (rows + 63) / 64;
+  // Token-major bits first (an eighth of the bytes), then packTokenBits.
+  const int64_t G = (rows + 63) / 64;
+  std::vector<uint64_t> tokenBits(static_cast<size_t>(tokens * G));
   static const bool bw = cpuHasAvx512Bw();
-  // Per (word w, group g of 64 neurons): a[t] = the group's bits of token
-  // t0 + t (8 bytes at a time), transposed into a[i] = neuron i's bits over
-  // the word's 64 tokens. About one operation per byte of mask, against a
-  // bit-by-bit loop's several.
 #pragma omp parallel for schedule(static)
-  for (int64_t wg = 0; wg < W * G; ++wg) {
-    const int64_t w = wg / G, g = wg % G;
-    const int64_t t0 = w * 64, nt = std::min<int64_t>(64, tokens - t0);
-    const int64_t r0 = g * 64, nr = std::min<int64_t>(64, rows - r0);
-    uint64_t a[64] = {};
-    if (bw && nr == 64) {
-      tokenBits64Avx512(mask + t0 * rows + r0, rows, nt, a);
-      transpose64(a);
-      for (int64_t i = 0; i < nr; ++i) out.bits[static_cast<size_t>((r0 + i) * W + w)] = a[i];
-      continue;
-    }
-    for (int64_t t = 0; t < nt; ++t) {
-      const uint8_t* m = mask + (t0 + t) * rows + r0;
+  for (int64_t t = 0; t < tokens; ++t) {
+    const uint8_t* m = mask + t * rows;
+    for (int64_t g = 0; g < G; ++g) {
+      const int64_t r0 = g * 64, nr = std::min<int64_t>(64, rows - r0);
       uint64_t v = 0;
-      int64_t i = 0;
-      for (; i + 8 <= nr; i += 8) v |= nonzeroBits8(m + i) << i;
-      for (; i < nr; ++i) v |= static_cast<uint64_t>(m[i] != 0) << i;
-      a[t] = v;
+      if (bw && nr == 64) {
+        v = nonzeroBits64Avx512(m + r0);
+      } else {
+        int64_t i = 0;
+        for (; i + 8 <= nr; i += 8) v |= nonzeroBits8(m + r0 + i) << i;
+        for (; i < nr; ++i) v |= static_cast<uint64_t>(m[r0 + i] != 0) << i;
+      }
+      tokenBits[static_cast<size_t>(t * G + g)] = v;
     }
-    transpose64(a);
-    for (int64_t i = 0; i < nr; ++i) out.bits[static_cast<size_t>((r0 + i) * W + w)] = a[i];
   }
+  packTokenBits(tokenBits.data(), tokens, rows, out);
 }
 
 void packTokenBits(const uint64_t* tokenBits, int64_t tokens, int64_t rows, BitMatrix& out) {

@@ -28,8 +28,9 @@ struct BitMatrix {
 
 /// Packs a dense row-major mask source: `active(t, i)` for t < tokens, i < rows
 /// is given as a byte matrix [tokens, rows] (nonzero = active). Resets `out`.
-/// Work: one pass over the bytes (8 at a time) and a 64 x 64 bit transpose
-/// per 64 tokens x 64 neurons, OpenMP over those tiles.
+/// Work: one pass over the bytes (64 at a time with AVX-512BW, else 8) into
+/// token-major bits (a temporary of tokens x ceil(rows / 64) words), then
+/// packTokenBits. OpenMP over tokens, then over tiles.
 void packMask(const uint8_t* mask, int64_t tokens, int64_t rows, BitMatrix& out);
 
 /// Packs token-major bits: bit b of tokenBits[t * G + g] (G = ceil(rows / 64))

@@ -102,25 +102,9 @@ std::string ActiveRule::toString() const {
 
 namespace {
 
-// m[j] = row[j] > 0 (pos) or |row[j]| > tau, j < n; a NaN is inactive either
-// way. A loop of its own with restrict pointers and a local n: inside
-// activeMask the byte stores could alias the loop bound, which was reloaded
-// every element and kept the loop scalar (about 4x slower).
-[[gnu::target_clones("arch=x86-64-v4", "avx2", "default")]] void thresholdRow(const float* __restrict row, int64_t n,
-                                                                              bool pos, float tau,
-                                                                              uint8_t* __restrict m) {
-  if (pos) {
-#pragma omp simd
-    for (int64_t j = 0; j < n; ++j) m[j] = row[j] > 0.f;
-  } else {
-#pragma omp simd
-    for (int64_t j = 0; j < n; ++j) m[j] = std::fabs(row[j]) > tau;
-  }
-}
-
-// Bits of thresholdRow's rule: bit b of out[g] = neuron g * 64 + b (n
-// neurons, G = ceil(n / 64) words; bits past n are 0). Ordered compares, so a
-// NaN is inactive as in the scalar rule.
+// The positive (pos) or threshold rule of one token, row[j] > 0 or |row[j]|
+// > tau, as bits: bit b of out[g] = neuron g * 64 + b (n neurons, G =
+// ceil(n / 64) words; bits past n are 0). Ordered compares: a NaN is inactive.
 __attribute__((target("avx512f"))) void thresholdBits512(const float* row, int64_t n, bool pos, float tau,
                                                          uint64_t* out) {
   const __m512 cut = _mm512_set1_ps(pos ? 0.0f : tau);
@@ -218,33 +202,6 @@ void activeBits(const float* h, int64_t N, int64_t n, const ActiveRule& rule, ui
   const float tau = static_cast<float>(rule.tau);
 #pragma omp parallel for schedule(static)
   for (int64_t t = 0; t < N; ++t) rowBits(h + t * n, n, pos, tau, bits + t * G);
-}
-
-void activeMask(const float* h, int64_t N, int64_t n, const ActiveRule& rule, uint8_t* mask) {
-  if (rule.kind == ActiveRule::Kind::TopP) {
-    const int64_t k = topKOf(rule, n);
-#pragma omp parallel
-    {
-      std::vector<float> a(static_cast<size_t>(n));
-#pragma omp for schedule(static)
-      for (int64_t t = 0; t < N; ++t) {
-        const float* row = h + t * n;
-        auto [thr, ties] = topKCut(row, n, k, a);
-        uint8_t* m = mask + t * n;
-        for (int64_t j = 0; j < n; ++j) {
-          const float v = std::fabs(row[j]);
-          uint8_t on = v > thr;
-          if (!on && v == thr && ties > 0) on = 1, --ties;
-          m[j] = on;
-        }
-      }
-    }
-  } else {
-    const bool pos = rule.kind == ActiveRule::Kind::Positive;
-    const float tau = static_cast<float>(rule.tau);
-#pragma omp parallel for schedule(static)
-    for (int64_t t = 0; t < N; ++t) thresholdRow(h + t * n, n, pos, tau, mask + t * n);
-  }
 }
 
 fs::path checkpointPath(const fs::path& out) {

@@ -165,15 +165,12 @@ RecordSummary recordSeq2SeqActivations(const Model& model, const PairSource& sou
 void mergeRecordings(const std::vector<std::filesystem::path>& inputs, const std::filesystem::path& out, bool force,
                      JobContext& job);
 
-/// The active mask of `rule` over hiddens h [N, n] (F32, row-major) into
-/// mask [N, n] (0/1 bytes): the rule the recorder counts with (top:P takes the
-/// round(P n) largest |h| per token, ties to the lower neuron index).
-/// Parallel over tokens (OpenMP); thread-safe for distinct outputs.
-void activeMask(const float* h, int64_t N, int64_t n, const ActiveRule& rule, uint8_t* mask);
-
-/// The same rule as bit sets, token-major: bit b of bits[t * G + g]
-/// (G = ceil(n / 64)) is neuron g * 64 + b of token t; bits past n are 0.
-/// bits holds N * G words. An eighth of activeMask's bytes, and what
+/// The active neurons of `rule` over hiddens h [N, n] (F32, row-major) as bit
+/// sets, token-major: bit b of bits[t * G + g] (G = ceil(n / 64)) is neuron
+/// g * 64 + b of token t; bits past n are 0. bits holds N * G words. The rule
+/// the recorder counts with: positive (h > 0), threshold:TAU (|h| > TAU), or
+/// top:P (the round(P n), at least 1, largest |h| per token, ties to the
+/// lower neuron index); a NaN is never active under the first two. What
 /// packTokenBits turns into the co-activation kernel's neuron-major rows.
 /// Parallel over tokens (OpenMP); thread-safe for distinct outputs. `kernel`
 /// picks the compares of the positive and threshold rules (Best: AVX-512F,
