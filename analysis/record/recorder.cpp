@@ -105,6 +105,9 @@ namespace {
 // The positive (pos) or threshold rule of one token, row[j] > 0 or |row[j]|
 // > tau, as bits: bit b of out[g] = neuron g * 64 + b (n neurons, G =
 // ceil(n / 64) words; bits past n are 0). Ordered compares: a NaN is inactive.
+// One neuron under the positive (pos) or threshold rule: the scalar compare.
+inline bool activeByRule(float v, bool pos, float tau) { return pos ? v > 0.0f : std::fabs(v) > tau; }
+
 __attribute__((target("avx512f"))) void thresholdBits512(const float* row, int64_t n, bool pos, float tau,
                                                          uint64_t* out) {
   const __m512 cut = _mm512_set1_ps(pos ? 0.0f : tau);
@@ -135,7 +138,7 @@ __attribute__((target("avx2"))) void thresholdBitsAvx2(const float* row, int64_t
       if (!pos) v = _mm256_and_ps(v, absBits);
       word |= static_cast<uint64_t>(_mm256_movemask_ps(_mm256_cmp_ps(v, cut, _CMP_GT_OQ))) << (j - g * 64);
     }
-    for (; j < end; ++j) word |= static_cast<uint64_t>(pos ? row[j] > 0.0f : std::fabs(row[j]) > tau) << (j - g * 64);
+    for (; j < end; ++j) word |= static_cast<uint64_t>(activeByRule(row[j], pos, tau)) << (j - g * 64);
     out[g] = word;
   }
 }
@@ -144,7 +147,7 @@ void thresholdBitsScalar(const float* row, int64_t n, bool pos, float tau, uint6
   for (int64_t g = 0; g * 64 < n; ++g) {
     uint64_t word = 0;
     for (int64_t j = g * 64; j < std::min(n, g * 64 + 64); ++j)
-      word |= static_cast<uint64_t>(pos ? row[j] > 0.0f : std::fabs(row[j]) > tau) << (j - g * 64);
+      word |= static_cast<uint64_t>(activeByRule(row[j], pos, tau)) << (j - g * 64);
     out[g] = word;
   }
 }

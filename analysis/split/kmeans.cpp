@@ -425,6 +425,12 @@ KmeansResult balancedKmeans(const at::Tensor& rows, int experts, int restarts, i
       const int64_t settled = n / 100;
       double divisor = 16.0;
       const float inv = 1.0f / static_cast<float>(n / E);
+      // c = the mean of each expert's n / E rows under `labels`.
+      auto meanCentres = [&] {
+        std::fill(c, c + E * d, 0.0f);
+        addRows(x, labels.data(), n, d, c);
+        for (int64_t j = 0; j < E * d; ++j) c[j] *= inv;
+      };
       for (; it < maxIter; ++it) {
         job.checkCancel();
         // 2 x.c - |c|^2 (the squared distance up to |x|^2): from the Gram
@@ -441,13 +447,10 @@ KmeansResult balancedKmeans(const at::Tensor& rows, int experts, int restarts, i
         labels = greedy ? greedyAssign(bf, n, experts) : auctionAssign(bf, n, experts, &auction, &b, divisor);
         bids += b;
         // Centres: the mean of each expert's n / E rows.
-        if (G) {
+        if (G)
           gc.moveTo(labels);
-        } else {
-          std::fill(c, c + E * d, 0.0f);
-          addRows(x, labels.data(), n, d, c);
-          for (int64_t j = 0; j < E * d; ++j) c[j] *= inv;
-        }
+        else
+          meanCentres();
         if (greedy) {
           int64_t changed = prev.empty() ? n : 0;
           for (size_t q = 0; q < prev.size(); ++q) changed += labels[q] != prev[q];
@@ -458,11 +461,7 @@ KmeansResult balancedKmeans(const at::Tensor& rows, int experts, int restarts, i
         }
         prev = labels;
       }
-      if (G) {  // the centres of the final labels, for the inertia
-        std::fill(c, c + E * d, 0.0f);
-        addRows(x, labels.data(), n, d, c);
-        for (int64_t j = 0; j < E * d; ++j) c[j] *= inv;
-      }
+      if (G) meanCentres();  // the centres of the final labels, for the inertia
       KmeansResult& res = results[static_cast<size_t>(r)];
       double inertia = 0;
       for (int64_t i = 0; i < n; ++i) {
