@@ -140,6 +140,11 @@ std::vector<Site> siteIndexTable(const ModelConfig& config);
 /// or null. A layout with a shared expert (ExpertLayout::shared) computes it
 /// for every token, in addition to the selected experts. Exposed for
 /// benchmarks and tests. Throws ParameterError for an id outside [-1, E).
+/// Threads: at::get_num_threads() contiguous ranges of the experts, each
+/// summed into its own buffer and then added in range order, so the result
+/// depends only on the inputs and that setting (not on which threads run,
+/// nor on a nested call's smaller team). Thread-safe: the buffers are the
+/// calling thread's (kept between calls up to 4 MiB).
 void sparseFfnKernel(const MoeLayerWeights& w, const float* x, int64_t n, const int64_t* sel, int k, float* y,
                      float* hidden);
 

@@ -1,6 +1,7 @@
 // The sparse MoE FFN against the dense engine (all experts selected) for every
 // architecture, against an independent torch reference (top-k subsets), and
 // the KV-cached decoder against full recomputation.
+#include <omp.h>
 #include <torch/torch.h>
 
 #include <QtTest>
@@ -258,6 +259,55 @@ class TestMoeFfn : public QObject {
       }
     setFewTokenMax(fewDefault);
     qInfo() << "few-token kernels, 1..21 tokens per expert, k 1 and 2: max |kernel - ATen reference|" << worst;
+  }
+
+  // With several threads the experts go in contiguous ranges, each summed
+  // into its own buffer, then added in range order. The result depends only
+  // on the batch and the thread setting: a call nested in a parallel region
+  // (a team of one thread that runs every range) gives the same bits as a
+  // top-level call, and two such calls at once (each with its own
+  // thread-local buffers) do too. A batch whose buffers pass 4 MiB (1500
+  // tokens at d_model 768) uses a fresh allocation; both sizes are checked
+  // against the FFN of the selected neurons written with ATen ops.
+  void kernelRangesAndNestedCalls() {
+    const int savedThreads = at::get_num_threads();
+    at::set_num_threads(2);
+    const int64_t d = 768, F = 256, E = 8;
+    const int k = 2;
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(5);
+    FfnWeights fw;
+    fw.up = at::randn({F, d}, gen) * (2.0 / std::sqrt(double(d)));
+    fw.down = at::randn({d, F}, gen) * 0.2;
+    fw.upBias = at::randn({F}, gen) * 0.2;
+    fw.downBias = at::randn({d}, gen) * 0.2;
+    fw.act = Activation::ReLU;
+    at::Tensor labels = randomLabels(F, E, 9);
+    auto w = MoeLayerWeights::pack(fw, ExpertLayout::fromLabels(labels, E, "test"));
+    double worst = 0;
+    for (int64_t n : {32, 1500}) {
+      at::Tensor x = at::randn({n, d}, gen);
+      at::Tensor sel = std::get<1>(at::randn({n, E}, gen).topk(k, 1)).contiguous();  // [n, k] distinct experts
+      at::Tensor y = at::empty({n, d});
+      sparseFfnKernel(*w, x.data_ptr<float>(), n, sel.data_ptr<int64_t>(), k, y.data_ptr<float>(), nullptr);
+      at::Tensor keep = at::zeros({n, E}).scatter_(1, sel, 1.0).index_select(1, labels.to(at::kLong));  // [n, F]
+      at::Tensor h = at::relu(at::linear(x, fw.up, fw.upBias)) * keep;
+      const double diff = maxDiff(y, at::linear(h, fw.down, fw.downBias));
+      worst = std::max(worst, diff);
+      QVERIFY(diff <= 1e-4);
+      std::vector<at::Tensor> nested = {at::empty({n, d}), at::empty({n, d})};
+      int teams = 0;
+#pragma omp parallel num_threads(2) reduction(+ : teams)
+      {
+        teams = 1;
+        at::Tensor& yn = nested[static_cast<size_t>(omp_get_thread_num())];
+        sparseFfnKernel(*w, x.data_ptr<float>(), n, sel.data_ptr<int64_t>(), k, yn.data_ptr<float>(), nullptr);
+      }
+      for (int i = 0; i < teams; ++i)
+        QVERIFY2(at::equal(nested[static_cast<size_t>(i)], y), "a nested call differs from the top-level call");
+      qInfo() << n << "tokens:" << teams << "nested calls at once, bit-identical to the top-level call";
+    }
+    at::set_num_threads(savedThreads);
+    qInfo() << "ranges and nested calls: max |kernel - ATen reference|" << worst;
   }
 
   void kernelRejectsBadSelections() {
