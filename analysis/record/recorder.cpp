@@ -1527,6 +1527,7 @@ RecordSummary recordActivationsImpl(const Model& model, const PairSource& source
     lastCheckpoint = std::chrono::steady_clock::now();
   };
 
+  [[maybe_unused]] auto lastTrim = std::chrono::steady_clock::now();  // see runChunk
   auto runChunk = [&]() {
     if (st.chunks % ranks != rank) {
       skipPairs(pending);
@@ -1541,10 +1542,14 @@ RecordSummary recordActivationsImpl(const Model& model, const PairSource& source
         // its dynamic mmap threshold) resident in each thread's arena; with
         // two threads that was 50-100 MiB above what the recording holds at
         // d_ff 11008 (docs/recording-and-splitting.md). Handing the free
-        // pages back after each batch (milliseconds against a batch's
-        // seconds) keeps the peak at the counts plus the batch.
+        // pages back after a batch keeps the peak at the counts plus the
+        // batch. At most once a second: a trim took 0.4-2 ms on the bundled
+        // model, where a one-sequence batch takes a few ms.
 #if defined(__GLIBC__)
-        malloc_trim(0);
+        if (std::chrono::steady_clock::now() - lastTrim >= std::chrono::seconds(1)) {
+          malloc_trim(0);
+          lastTrim = std::chrono::steady_clock::now();
+        }
 #endif
         reportProgress();
       }
