@@ -155,21 +155,20 @@ int benchMain(int argc, char** argv) {
   std::printf("  layer-%d density %.3f\n", Lyr / 2, density);
   std::printf("  peak memory of the recording above the process: %.0f MiB; co-activation counts %.0f MiB (%.2fx)\n",
               peakRecord, countsMiB, peakRecord / countsMiB);
-  if (samples == 0) {
-    std::printf(
-        "  the forward alone (to the last hidden) peaks %.0f MiB above the process; the recording adds %.0f MiB to it "
-        "(%.2fx the counts; target <= 1.10x)\n",
-        peakHidden, peakRecord - peakHidden, (peakRecord - peakHidden) / countsMiB);
-  } else {
-    // The reservoir's rows are F16 [S, d_model + d_ff] per layer; only the
-    // rows filled so far (min(S, tokens)) are resident.
-    const double filledMiB =
-        static_cast<double>(Lyr) * static_cast<double>(std::min(samples, tokens)) * (C + F) * 2 / (1 << 20);
-    std::printf(
-        "  the forward alone (to the last hidden) peaks %.0f MiB above the process; the recording adds %.0f MiB to it "
-        "(%.2fx the counts and the %.0f MiB of filled sample rows)\n",
-        peakHidden, peakRecord - peakHidden, (peakRecord - peakHidden) / (countsMiB + filledMiB), filledMiB);
-  }
+  // The memory the recording holds besides the forward's: the counts, and
+  // with samples the reservoir's filled rows (F16 [S, d_model + d_ff] per
+  // layer; only min(S, tokens) rows are resident).
+  const double filledMiB =
+      static_cast<double>(Lyr) * static_cast<double>(std::min(samples, tokens)) * (C + F) * 2 / (1 << 20);
+  char held[96];
+  if (samples == 0)
+    std::snprintf(held, sizeof held, "the counts; target <= 1.10x");
+  else
+    std::snprintf(held, sizeof held, "the counts and the %.0f MiB of filled sample rows", filledMiB);
+  std::printf(
+      "  the forward alone (to the last hidden) peaks %.0f MiB above the process; the recording adds %.0f MiB to it "
+      "(%.2fx %s)\n",
+      peakHidden, peakRecord - peakHidden, (peakRecord - peakHidden) / (countsMiB + filledMiB), held);
   std::printf("  ratio record / forward = %.2fx (target <= 1.5x); excluding the one-off write %.2fx\n",
               tRecord / tForward, (tRecord - tWrite) / tForward);
   return 0;

@@ -105,12 +105,13 @@ std::string ActiveRule::toString() const {
 
 namespace {
 
-// The positive (pos) or threshold rule of one token, row[j] > 0 or |row[j]|
-// > tau, as bits: bit b of out[g] = neuron g * 64 + b (n neurons, G =
-// ceil(n / 64) words; bits past n are 0). Ordered compares: a NaN is inactive.
 // One neuron under the positive (pos) or threshold rule: the scalar compare.
 inline bool activeByRule(float v, bool pos, float tau) { return pos ? v > 0.0f : std::fabs(v) > tau; }
 
+// thresholdBits512, thresholdBitsAvx2, thresholdBitsScalar: the positive (pos)
+// or threshold rule of one token, row[j] > 0 or |row[j]| > tau, as bits: bit b
+// of out[g] = neuron g * 64 + b (n neurons, G = ceil(n / 64) words; bits past
+// n are 0). Ordered compares: a NaN is inactive. Same bits from all three.
 __attribute__((target("avx512f"))) void thresholdBits512(const float* row, int64_t n, bool pos, float tau,
                                                          uint64_t* out) {
   const __m512 cut = _mm512_set1_ps(pos ? 0.0f : tau);
