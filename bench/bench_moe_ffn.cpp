@@ -185,12 +185,14 @@ int main(int argc, char** argv) {
   const int64_t fewDefault = fewTokenMax();
   std::printf(
       "few-token SIMD kernels: %s, up to %lld tokens per expert (moe-blas ms: BLAS for every expert, batch 32 only;\n"
-      "at batch 1 every expert has one token and takes the BLAS GEMV path anyway)\n",
-      sparseKernelUsesSimd() ? "on" : "unavailable", static_cast<long long>(fewDefault));
+      "at batch 1 every expert has one token and takes the BLAS GEMV path, or the AVX-512 kernel for experts of\n"
+      "at most %lld KB; moe-avx2 ms: the AVX2 kernels instead of the AVX-512 ones, \"-\" without AVX-512)\n",
+      sparseKernelUsesSimd() ? (sparseKernelUsesAvx512() ? "AVX-512" : "AVX2") : "unavailable",
+      static_cast<long long>(fewDefault), static_cast<long long>(oneTokenBytesMax() / 1024));
   std::printf("weights: %s\n", cacheResident ? "one copy per shape, called again and again (--cache-resident)"
                                              : "copies spanning 160 MB, used in turn (streamed from memory)");
-  std::printf("%-27s %5s %8s %14s %14s %12s %10s %8s %10s\n", "shape", "batch", "active", "dense-aten ms",
-              "dense-blas ms", "moe-blas ms", "moe ms", "speedup", "vs aten");
+  std::printf("%-27s %5s %8s %14s %14s %12s %12s %10s %8s %10s\n", "shape", "batch", "active", "dense-aten ms",
+              "dense-blas ms", "moe-blas ms", "moe-avx2 ms", "moe ms", "speedup", "vs aten");
   // GPT-2-small with 32 experts of 96 (and 16 of 192), LLaMA-like with 64 experts of 88.
   const Shape shapes[] = {{"gpt2-small 768x3072", 768, 3072, false, 32},
                           {"gpt2-small 768x3072", 768, 3072, false, 16},
@@ -258,6 +260,15 @@ int main(int argc, char** argv) {
             moe.forward(L, x, nullptr);
             setFewTokenMax(fewDefault);
           });
+        // The same MoE with the AVX2 few-token kernels (the CPUs without AVX-512).
+        const bool timeAvx2 = sparseKernelUsesAvx512() && fewDefault > 1 && !moeOnly;
+        if (timeAvx2)
+          kinds.push_back([&] {
+            setFewTokenAvx512(false);
+            at::Tensor x = next(L);
+            moe.forward(L, x, nullptr);
+            setFewTokenAvx512(true);
+          });
         if (!moeOnly) {
           kinds.push_back([&] {
             at::Tensor x = next(L);
@@ -269,7 +280,7 @@ int main(int argc, char** argv) {
           });
         }
         const std::vector<double> med = interleavedMedians(kinds, minSec, 5, 3);
-        const double t = med[0], tBlas = timeBlas ? med[1] : t;
+        const double t = med[0], tBlas = timeBlas ? med[1] : t, tAvx2 = timeAvx2 ? med[timeBlas ? 2 : 1] : NAN;
         const double denseAten = moeOnly ? NAN : med[med.size() - 2], denseBlas = moeOnly ? NAN : med.back();
         const double best = std::min(denseAten, denseBlas);
         if (std::isnan(dense)) dense = best;
@@ -290,10 +301,10 @@ int main(int argc, char** argv) {
           std::snprintf(b, sizeof b, std::isnan(v) ? "-" : fmt, v);
           return std::string(b);
         };
-        std::printf("%-27s %5lld %7.1f%% %14s %14s %12s %10.3f %8s %10s\n", name, static_cast<long long>(batch),
+        std::printf("%-27s %5lld %7.1f%% %14s %14s %12s %12s %10.3f %8s %10s\n", name, static_cast<long long>(batch),
                     f * 100, cell(denseAten * 1e3, "%.3f").c_str(), cell(denseBlas * 1e3, "%.3f").c_str(),
-                    cell(timeBlas ? tBlas * 1e3 : NAN, "%.3f").c_str(), t * 1e3, cell(best / t, "%.2fx").c_str(),
-                    cell(denseAten / t, "%.2fx").c_str());
+                    cell(timeBlas ? tBlas * 1e3 : NAN, "%.3f").c_str(), cell(tAvx2 * 1e3, "%.3f").c_str(), t * 1e3,
+                    cell(best / t, "%.2fx").c_str(), cell(denseAten / t, "%.2fx").c_str());
       }
 
       // Shared expert and dynamic-k rows, at the FFN FLOPs of fixed top-k0

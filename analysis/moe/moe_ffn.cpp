@@ -4,6 +4,7 @@
 #include <dlfcn.h>
 #include <omp.h>
 #include <torch/torch.h>
+#include <unistd.h>
 
 #include <immintrin.h>
 #include <algorithm>
@@ -384,6 +385,300 @@ __attribute__((target("avx2,fma"))) void fewTokenDown(const float* u, const int*
   for (; c0 < d; c0 += 8) axpyStrip<1>(u, s, D, d, c0, ys, sizes, blocks);
 }
 
+// ---- The same kernels on AVX-512 (16-float vectors, 32 registers) -----------
+// With 32 registers a block holds up to 8 tokens, so an expert picked by up
+// to 8 tokens (a batch of 32 with 8 of 32 experts picks each about 8 times)
+// streams its rows once, in one pass, instead of once from memory and again
+// from L2 for the second block of 4. They need d % 16 == 0. The sums run in
+// a different order from the AVX2 kernels' (16 partial sums per dot product,
+// not 8), so the two differ by float rounding.
+
+bool fewTokenAvx512Cpu() {
+  static const bool ok = fewTokenSimd() && !std::getenv("MOEFY_NO_AVX512") && __builtin_cpu_supports("avx512f");
+  return ok;
+}
+
+__attribute__((target("avx512f"), always_inline)) inline float hsum16(__m512 v) {
+  // All in 512-bit registers, with maskz forms: GCC 12's 256-bit casts and
+  // extracts and its plain shuffles trip -Wuninitialized.
+  v = _mm512_add_ps(v, _mm512_maskz_shuffle_f32x4(0xFFFF, v, v, 0x4E));  // + the other 256-bit half
+  v = _mm512_add_ps(v, _mm512_maskz_shuffle_f32x4(0xFFFF, v, v, 0xB1));  // + the other 128-bit lane
+  v = _mm512_add_ps(v, _mm512_maskz_permute_ps(0xFFFF, v, 0x4E));        // + the other pair
+  v = _mm512_add_ps(v, _mm512_maskz_permute_ps(0xFFFF, v, 0xB1));        // + the neighbour
+  return _mm512_cvtss_f32(v);
+}
+
+// Token blocks of at most 8, as even as possible (9 = 5 + 4, 16 = 8 + 8).
+inline int tokenBlocks512(int64_t cnt, int* sizes) {
+  const int64_t m = (cnt + 7) / 8;
+  for (int64_t b = 0; b < m; ++b) sizes[b] = static_cast<int>(cnt / m + (b < cnt % m ? 1 : 0));
+  return static_cast<int>(m);
+}
+
+// As dotBlock, with 16-float vectors: u[t * s + r] = x_t . w_r. pf: lines to
+// request into L2 as the rows stream past (one per row and 16 floats), pf2 a
+// second such set (or null).
+template <int T, int R, bool PF>
+__attribute__((target("avx512f"))) void dotBlock512(const float* const* xs, const float* w, int64_t d, float* u,
+                                                    int64_t s, const float* pf, const float* pf2) {
+  static_assert(T * R + std::min(T, R) + 1 <= 32, "dotBlock512: accumulators and operands exceed 32 registers");
+  __m512 acc[T][R];
+#pragma GCC unroll 8
+  for (int t = 0; t < T; ++t)
+#pragma GCC unroll 12
+    for (int r = 0; r < R; ++r) acc[t][r] = _mm512_setzero_ps();
+  for (int64_t c = 0; c < d; c += 16) {
+    if constexpr (PF) {
+#pragma GCC unroll 12
+      for (int r = 0; r < R; ++r) _mm_prefetch(reinterpret_cast<const char*>(pf + r * d + c), _MM_HINT_T1);
+      if (pf2)
+#pragma GCC unroll 12
+        for (int r = 0; r < R; ++r) _mm_prefetch(reinterpret_cast<const char*>(pf2 + r * d + c), _MM_HINT_T1);
+    }
+    if constexpr (R <= T) {
+      __m512 wv[R];
+#pragma GCC unroll 12
+      for (int r = 0; r < R; ++r) wv[r] = _mm512_loadu_ps(w + r * d + c);
+#pragma GCC unroll 8
+      for (int t = 0; t < T; ++t) {
+        const __m512 xv = _mm512_loadu_ps(xs[t] + c);
+#pragma GCC unroll 12
+        for (int r = 0; r < R; ++r) acc[t][r] = _mm512_fmadd_ps(xv, wv[r], acc[t][r]);
+      }
+    } else {
+      __m512 xv[T];
+#pragma GCC unroll 8
+      for (int t = 0; t < T; ++t) xv[t] = _mm512_loadu_ps(xs[t] + c);
+#pragma GCC unroll 12
+      for (int r = 0; r < R; ++r) {
+        const __m512 wv = _mm512_loadu_ps(w + r * d + c);
+#pragma GCC unroll 8
+        for (int t = 0; t < T; ++t) acc[t][r] = _mm512_fmadd_ps(xv[t], wv, acc[t][r]);
+      }
+    }
+  }
+#pragma GCC unroll 8
+  for (int t = 0; t < T; ++t)
+#pragma GCC unroll 12
+    for (int r = 0; r < R; ++r) u[t * s + r] = hsum16(acc[t][r]);
+}
+
+// Rows per dotBlock512 for a block of T tokens: about 24 accumulators.
+template <int T>
+constexpr int rowsFor512() {
+  return T >= 7 ? 3 : T >= 5 ? 4 : T == 4 ? 6 : T == 3 ? 8 : T == 2 ? 12 : 6;
+}
+
+// u[t * ld + r] for the rows r < rows of w, T tokens. selfAhead: prefetch the
+// block's own rows one row block ahead (the block that streams them from
+// memory); next: also the matching rows of that matrix (or null).
+template <int T>
+__attribute__((target("avx512f"))) void dotRows512(const float* const* xs, const float* w, int64_t d, int64_t rows,
+                                                   float* u, int64_t ld, bool selfAhead, const float* next) {
+  // Blocks of R rows, then of 4 and of 1 (a lone row of one token is a single
+  // FMA chain, four times slower per row than the blocks).
+  constexpr int R = rowsFor512<T>(), R2 = R > 4 ? 4 : 1;
+  int64_t r = 0;
+  auto run = [&](auto rTag) {
+    constexpr int RR = decltype(rTag)::value;
+    for (; r + RR <= rows; r += RR) {
+      const float* nx = next ? next + r * d : nullptr;
+      if (selfAhead)
+        dotBlock512<T, RR, true>(xs, w + r * d, d, u + r, ld, w + (r + RR) * d, nx);
+      else if (nx)
+        dotBlock512<T, RR, true>(xs, w + r * d, d, u + r, ld, nx, nullptr);
+      else
+        dotBlock512<T, RR, false>(xs, w + r * d, d, u + r, ld, nullptr, nullptr);
+    }
+  };
+  run(std::integral_constant<int, R>{});
+  run(std::integral_constant<int, R2>{});
+  run(std::integral_constant<int, 1>{});
+}
+
+/// As fewTokenUp, with blocks of up to 8 tokens (tokenBlocks512). A single
+/// block streams W and prefetches `next` (the expert's down rows) with it.
+__attribute__((target("avx512f"))) void fewTokenUp512(const float* const* xs, const int* sizes, int blocks,
+                                                      const float* w, int64_t d, int64_t s, float* u,
+                                                      const float* next = nullptr) {
+  const int64_t chunk = std::max<int64_t>(24, (int64_t{128} * 1024 / (d * 4)) / 24 * 24);
+  for (int64_t r0 = 0; r0 < s; r0 += chunk) {
+    const int64_t rows = std::min(chunk, s - r0);
+    const float* wc = w + r0 * d;
+    float* uc = u + r0;
+    int64_t t = 0;
+    for (int b = 0; b < blocks; t += sizes[b++]) {
+      const bool selfAhead = b == 0;
+      const float* pf = next && b == (blocks > 1 ? 1 : 0) ? next + r0 * d : nullptr;
+      switch (sizes[b]) {
+#define MOEFY_UP512(TT)                                                \
+  case TT:                                                             \
+    dotRows512<TT>(xs + t, wc, d, rows, uc + t * s, s, selfAhead, pf); \
+    break;
+        MOEFY_UP512(8)
+        MOEFY_UP512(7)
+        MOEFY_UP512(6)
+        MOEFY_UP512(5)
+        MOEFY_UP512(4)
+        MOEFY_UP512(3)
+        MOEFY_UP512(2)
+        default:
+          dotRows512<1>(xs + t, wc, d, rows, uc + t * s, s, selfAhead, pf);
+          break;
+#undef MOEFY_UP512
+      }
+    }
+  }
+}
+
+// Lines to request into L2 while a down projection runs from L2: the next
+// expert's up rows, so that memory keeps streaming (the up projection then
+// finds its rows in L2, and streams the down rows of its own expert). Row j of
+// a strip asks for `per` lines from p + j * per * 16; none at or past `end`.
+struct FarPrefetch {
+  const float* p = nullptr;
+  const float* end = nullptr;
+  int64_t per = 0;
+};
+
+// As axpyBlock, with 16-float vectors: ys[t][c0 .. c0 + 16C) += sum_j u[t * s + j] D[j, c0 ..].
+template <int T, int C>
+__attribute__((target("avx512f"))) void axpyBlock512(const float* u, int64_t s, const float* D, int64_t d, int64_t c0,
+                                                     float* const* ys, bool prefetch, FarPrefetch far) {
+  static_assert(T * C + C + 1 <= 32, "axpyBlock512: accumulators and operands exceed 32 registers");
+  __m512 acc[T][C];
+#pragma GCC unroll 8
+  for (int t = 0; t < T; ++t)
+#pragma GCC unroll 12
+    for (int c = 0; c < C; ++c) acc[t][c] = _mm512_setzero_ps();
+  const int64_t next = c0 + 16 * C;
+  for (int64_t j = 0; j < s; ++j) {
+    const float* row = D + j * d;
+    if (prefetch)
+#pragma GCC unroll 12
+      for (int c = 0; c < C; ++c) _mm_prefetch(reinterpret_cast<const char*>(row + next + 16 * c), _MM_HINT_T0);
+    for (int64_t q = 0; q < far.per; ++q) {
+      const float* line = far.p + (j * far.per + q) * 16;
+      if (line < far.end) _mm_prefetch(reinterpret_cast<const char*>(line), _MM_HINT_T1);
+    }
+    __m512 dv[C];
+#pragma GCC unroll 12
+    for (int c = 0; c < C; ++c) dv[c] = _mm512_loadu_ps(row + c0 + 16 * c);
+#pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) {
+      const __m512 uv = _mm512_set1_ps(u[t * s + j]);
+#pragma GCC unroll 12
+      for (int c = 0; c < C; ++c) acc[t][c] = _mm512_fmadd_ps(uv, dv[c], acc[t][c]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int t = 0; t < T; ++t)
+#pragma GCC unroll 12
+    for (int c = 0; c < C; ++c) {
+      float* p = ys[t] + c0 + 16 * c;
+      _mm512_storeu_ps(p, _mm512_add_ps(_mm512_loadu_ps(p), acc[t][c]));
+    }
+}
+
+// Column vectors per strip for blocks of up to T tokens.
+constexpr int colsFor512(int T) { return T >= 7 ? 3 : T >= 5 ? 4 : T >= 3 ? 6 : T == 2 ? 8 : 12; }
+
+template <int T, int C>
+__attribute__((target("avx512f"), always_inline)) inline void axpyIf512(const float* u, int64_t s, const float* D,
+                                                                        int64_t d, int64_t c0, float* const* ys,
+                                                                        bool prefetch, FarPrefetch far) {
+  if constexpr (T * C + C + 1 <= 32) axpyBlock512<T, C>(u, s, D, d, c0, ys, prefetch, far);
+}
+
+// One column strip of 16C columns for every token block (each of at most the
+// tokens that C allows: colsFor512); the first block also prefetches `far`.
+template <int C>
+__attribute__((target("avx512f"))) void axpyStrip512(const float* u, int64_t s, const float* D, int64_t d, int64_t c0,
+                                                     float* const* ys, const int* sizes, int blocks, FarPrefetch far) {
+  const bool pf = c0 + 32 * C <= d;
+  int64_t t = 0;
+  for (int b = 0; b < blocks; t += sizes[b++]) {
+    const bool first = pf && b == 0;
+    const FarPrefetch f = b == 0 ? far : FarPrefetch{};
+    const float* ub = u + t * s;
+    float* const* yb = ys + t;
+    switch (sizes[b]) {
+      case 8:
+        axpyIf512<8, C>(ub, s, D, d, c0, yb, first, f);
+        break;
+      case 7:
+        axpyIf512<7, C>(ub, s, D, d, c0, yb, first, f);
+        break;
+      case 6:
+        axpyIf512<6, C>(ub, s, D, d, c0, yb, first, f);
+        break;
+      case 5:
+        axpyIf512<5, C>(ub, s, D, d, c0, yb, first, f);
+        break;
+      case 4:
+        axpyIf512<4, C>(ub, s, D, d, c0, yb, first, f);
+        break;
+      case 3:
+        axpyIf512<3, C>(ub, s, D, d, c0, yb, first, f);
+        break;
+      case 2:
+        axpyIf512<2, C>(ub, s, D, d, c0, yb, first, f);
+        break;
+      default:
+        axpyIf512<1, C>(ub, s, D, d, c0, yb, first, f);
+        break;
+    }
+  }
+}
+
+/// As fewTokenDown, for the blocks of tokenBlocks512 (largest first) and
+/// d % 16 == 0: strips of 16C columns, C as wide as the largest block allows.
+/// far, farFloats: a block to request into L2 meanwhile, spread over the
+/// strips' rows (the next expert's up rows; null for none).
+__attribute__((target("avx512f"))) void fewTokenDown512(const float* u, const int* sizes, int blocks, int64_t s,
+                                                        const float* D, int64_t d, float* const* ys,
+                                                        const float* far = nullptr, int64_t farFloats = 0) {
+  // The widest strip the largest block allows that tiles d exactly (else
+  // the remainder would go in 16-column strips of 1 accumulator per token).
+  int C0 = colsFor512(sizes[0]);
+  for (int c : {12, 8, 6, 4, 3, 2})
+    if (c <= C0 && (d / 16) % c == 0) {
+      C0 = c;
+      break;
+    }
+  const int64_t wide = d / (16 * C0), narrow = (d - wide * 16 * C0) / 16;
+  const int64_t rowsWalked = (wide + narrow) * s, lines = far ? (farFloats + 15) / 16 : 0;
+  const int64_t per = rowsWalked > 0 ? (lines + rowsWalked - 1) / rowsWalked : 0;
+  int64_t c0 = 0, strip = 0;
+  auto strips = [&](auto cTag) {
+    constexpr int C = decltype(cTag)::value;
+    for (; c0 + 16 * C <= d; c0 += 16 * C, ++strip) {
+      const FarPrefetch f = far ? FarPrefetch{far + strip * s * per * 16, far + farFloats, per} : FarPrefetch{};
+      axpyStrip512<C>(u, s, D, d, c0, ys, sizes, blocks, f);
+    }
+  };
+  switch (C0) {
+    case 2:
+      strips(std::integral_constant<int, 2>{});
+      break;
+    case 3:
+      strips(std::integral_constant<int, 3>{});
+      break;
+    case 4:
+      strips(std::integral_constant<int, 4>{});
+      break;
+    case 6:
+      strips(std::integral_constant<int, 6>{});
+      break;
+    case 8:
+      strips(std::integral_constant<int, 8>{});
+      break;
+    default:
+      strips(std::integral_constant<int, 12>{});
+      break;
+  }
+  strips(std::integral_constant<int, 1>{});
+}
 }  // namespace
 
 namespace {
@@ -394,9 +689,31 @@ std::atomic<int64_t>& fewTokenMaxRef() {
   }();
   return v;
 }
+
+std::atomic<bool>& fewTokenAvx512Ref() {
+  static std::atomic<bool> v{true};
+  return v;
+}
 }  // namespace
 
+// An expert that one token picked runs through these kernels (not BLAS's
+// GEMV) when its up block takes at most half of L2: the kernels request the
+// next matrix's rows into L2 while one streams past, and the next expert's
+// up rows during the down projection, which keeps memory busy where GEMV
+// waits between calls (GPT-2 small, E 32, batch 1: 6-16 % faster). With
+// blocks too large for two to share L2 the requested rows are evicted
+// before use, and GEMV was faster (d_model 2048, gated, 88 rows: 1-10 %).
+int64_t oneTokenBytesMax() {
+  static const int64_t v = [] {
+    const long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    return static_cast<int64_t>(l2 > 0 ? l2 : 1L << 20) / 2;
+  }();
+  return v;
+}
+
 int64_t fewTokenMax() { return fewTokenMaxRef().load(std::memory_order_relaxed); }
+bool sparseKernelUsesAvx512() { return fewTokenAvx512Cpu() && fewTokenAvx512Ref().load(std::memory_order_relaxed); }
+void setFewTokenAvx512(bool on) { fewTokenAvx512Ref().store(on, std::memory_order_relaxed); }
 void setFewTokenMax(int64_t tokens) { fewTokenMaxRef().store(tokens, std::memory_order_relaxed); }
 bool sparseKernelUsesSimd() { return fewTokenSimd(); }
 
@@ -473,6 +790,7 @@ void sparseFfnKernel(const MoeLayerWeights& w, const float* x, int64_t n, const 
   // multiple of 8; MOEFY_FEW_MAX overrides, 0 disables; measured in bench_moe_ffn).
   const int64_t fewMax = fewTokenMax();
   const bool useFew = fewTokenSimd() && d % 8 == 0 && fewMax > 1;
+  const bool use512 = useFew && d % 16 == 0 && sparseKernelUsesAvx512();
   const int threads = std::max(1, std::min<int>(at::get_num_threads(), static_cast<int>(active.size())));
   std::memset(y, 0, sizeof(float) * n * d);
 
@@ -502,13 +820,28 @@ void sparseFfnKernel(const MoeLayerWeights& w, const float* x, int64_t n, const 
       };
       ubuf.resize(cnt * s);
       if (gate) gbuf.resize(cnt * s);
-      if (useFew && cnt > 1 && cnt <= fewMax) {
+      if (useFew && (cnt > 1 || (use512 && s * d * 4 <= oneTokenBytesMax())) && cnt <= fewMax) {
         // A few tokens: register-blocked kernels on the expert's rows, gathering
         // the token rows by pointer and accumulating straight into the output.
         xptr.resize(cnt);
         yptr.resize(cnt);
         for (int64_t t = 0; t < cnt; ++t) xptr[t] = x + idx[t] * d, yptr[t] = out + idx[t] * d;
         blockSizes.resize(static_cast<size_t>(cnt / 3 + 2));
+        if (use512) {
+          const int blocks = tokenBlocks512(cnt, blockSizes.data());
+          fewTokenUp512(xptr.data(), blockSizes.data(), blocks, up + off * d, d, s, ubuf.data(),
+                        (gate ? gate : downT) + off * d);
+          if (gate)
+            fewTokenUp512(xptr.data(), blockSizes.data(), blocks, gate + off * d, d, s, gbuf.data(), downT + off * d);
+          activateRows(ubuf.data(), gate ? gbuf.data() : nullptr, cnt);
+          storeHidden(ubuf.data(), cnt);
+          // Meanwhile the next expert's up rows come into L2.
+          const float* far = nullptr;
+          int64_t farFloats = 0;
+          if (ti + 1 < end) far = up + active[ti + 1].off * d, farFloats = active[ti + 1].s * d;
+          fewTokenDown512(ubuf.data(), blockSizes.data(), blocks, s, downT + off * d, d, yptr.data(), far, farFloats);
+          continue;
+        }
         const int blocks = tokenBlocks(cnt, blockSizes.data());
         fewTokenUp(xptr.data(), blockSizes.data(), blocks, up + off * d, d, s, ubuf.data(), downT + off * d);
         if (gate) fewTokenUp(xptr.data(), blockSizes.data(), blocks, gate + off * d, d, s, gbuf.data());

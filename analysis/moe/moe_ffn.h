@@ -152,8 +152,21 @@ void sparseFfnKernel(const MoeLayerWeights& w, const float* x, int64_t n, const 
 bool sparseKernelUsesCblas();
 /// Whether the few-token AVX2/FMA expert kernels can run on this CPU.
 bool sparseKernelUsesSimd();
-/// Experts picked by 2..fewTokenMax() tokens of a batch run through the
-/// few-token SIMD kernels, others through BLAS (default 16, from
+/// Whether the few-token kernels use their AVX-512 form (CPU with AVX-512F,
+/// d_model % 16 == 0, not disabled by env MOEFY_NO_AVX512 or
+/// setFewTokenAvx512(false)); else the AVX2 form. The two sum in different
+/// orders, so they differ by float rounding. Settable for tests and benchmarks
+/// (process-wide, atomic).
+bool sparseKernelUsesAvx512();
+void setFewTokenAvx512(bool on);
+/// With the AVX-512 form, an expert that a single token picked also takes the
+/// few-token kernels (not BLAS's GEMV) when its up block (rows x d_model
+/// floats) is at most this many bytes: half the L2 size (sysconf), so that
+/// the next matrix's rows requested meanwhile stay in L2.
+int64_t oneTokenBytesMax();
+/// Experts picked by 2..fewTokenMax() tokens of a batch (1..fewTokenMax()
+/// under oneTokenBytesMax()) run through the few-token SIMD kernels, others
+/// through BLAS (default 16, from
 /// bench_moe_ffn; env MOEFY_FEW_MAX; 0 = BLAS only). Settable for tests.
 int64_t fewTokenMax();
 void setFewTokenMax(int64_t tokens);

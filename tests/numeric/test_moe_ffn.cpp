@@ -202,12 +202,15 @@ class TestMoeFfn : public QObject {
     QVERIFY(dg <= 1e-5);
   }
 
-  // The few-token kernels cut an expert's tokens into blocks of 4 and 3 (2 and
-  // 1 for counts 1, 2, 5) and prefetch ahead of and past the expert's rows:
-  // every count from 1 to 21 tokens on one expert (and the same tokens on two
-  // experts, k = 2), plain ReLU + biases and gated SiLU, experts of 53 rows
-  // (not a multiple of the 12-row register blocks), d_model 80 (not a multiple
-  // of the 24-column strips; one row chunk) and 1024 (rows in chunks of 24),
+  // The few-token kernels cut an expert's tokens into blocks (AVX2: of 4 and
+  // 3, 2 and 1 for counts 1, 2, 5; AVX-512: of up to 8, as even as possible)
+  // and prefetch ahead of and past the expert's rows and, during the down
+  // projection, the next expert's up rows: every count from 1 to 21 tokens on
+  // one expert (and the same tokens on two experts, k = 2), plain ReLU +
+  // biases and gated SiLU, experts of 53 rows (not a multiple of the register
+  // blocks), d_model 80 (not a multiple of the column strips; one row chunk),
+  // 104 (not a multiple of 16: AVX2 even where AVX-512 runs) and 1024 (rows in
+  // chunks), in both the AVX-512 and the AVX2 form where the CPU has both,
   // against the FFN of the selected neurons written with ATen ops.
   void fewTokenKernelsEveryCount() {
     if (!sparseKernelUsesSimd()) QSKIP("no AVX2/FMA on this CPU: the few-token kernels are not used");
@@ -215,50 +218,57 @@ class TestMoeFfn : public QObject {
     auto gen = at::make_generator<at::CPUGeneratorImpl>(11);
     const int64_t fewDefault = fewTokenMax();
     setFewTokenMax(int64_t{1} << 20);
+    const bool has512 = sparseKernelUsesAvx512();
     double worst = 0;
-    for (int64_t d : {80, 1024})
-      for (bool gated : {false, true}) {
-        FfnWeights fw;
-        const double scale = 2.0 / std::sqrt(static_cast<double>(d));
-        fw.up = at::randn({F, d}, gen) * scale;
-        fw.down = at::randn({d, F}, gen) * 0.2;
-        if (gated) {
-          fw.gate = at::randn({F, d}, gen) * scale;
-          fw.act = Activation::SiLU;
-        } else {
-          fw.upBias = at::randn({F}, gen) * 0.2;
-          fw.downBias = at::randn({d}, gen) * 0.2;
-          fw.act = Activation::ReLU;
-        }
-        at::Tensor labels = randomLabels(F, E, gated ? 3 : 4);
-        auto w = MoeLayerWeights::pack(fw, ExpertLayout::fromLabels(labels, E, "test"));
-        for (int64_t cnt = 1; cnt <= 21; ++cnt) {
-          for (int k : {1, 2}) {
-            at::Tensor x = at::randn({cnt, d}, gen);
-            std::vector<int64_t> sel;
-            for (int64_t t = 0; t < cnt; ++t) {
-              sel.push_back(2);
-              if (k == 2) sel.push_back(0);
+    for (bool avx512 : {true, false}) {
+      if (avx512 && !has512) continue;
+      setFewTokenAvx512(avx512);
+      for (int64_t d : {80, 104, 1024})
+        for (bool gated : {false, true}) {
+          FfnWeights fw;
+          const double scale = 2.0 / std::sqrt(static_cast<double>(d));
+          fw.up = at::randn({F, d}, gen) * scale;
+          fw.down = at::randn({d, F}, gen) * 0.2;
+          if (gated) {
+            fw.gate = at::randn({F, d}, gen) * scale;
+            fw.act = Activation::SiLU;
+          } else {
+            fw.upBias = at::randn({F}, gen) * 0.2;
+            fw.downBias = at::randn({d}, gen) * 0.2;
+            fw.act = Activation::ReLU;
+          }
+          at::Tensor labels = randomLabels(F, E, gated ? 3 : 4);
+          auto w = MoeLayerWeights::pack(fw, ExpertLayout::fromLabels(labels, E, "test"));
+          for (int64_t cnt = 1; cnt <= 21; ++cnt) {
+            for (int k : {1, 2}) {
+              at::Tensor x = at::randn({cnt, d}, gen);
+              std::vector<int64_t> sel;
+              for (int64_t t = 0; t < cnt; ++t) {
+                sel.push_back(2);
+                if (k == 2) sel.push_back(0);
+              }
+              at::Tensor y = at::empty({cnt, d});
+              sparseFfnKernel(*w, x.data_ptr<float>(), cnt, sel.data(), k, y.data_ptr<float>(), nullptr);
+              // Reference: the dense FFN with the other experts' neurons masked out.
+              at::Tensor keep = (labels == 2).to(at::kFloat);
+              if (k == 2) keep = keep + (labels == 0).to(at::kFloat);
+              at::Tensor pre = at::linear(x, fw.up, fw.upBias);
+              at::Tensor h = gated ? at::silu(at::linear(x, fw.gate)) * pre : at::relu(pre);
+              at::Tensor want = at::linear(h * keep.unsqueeze(0), fw.down, fw.downBias);
+              const double diff = maxDiff(y, want);
+              worst = std::max(worst, diff);
+              if (diff > 1e-4)
+                qWarning() << (avx512 ? "AVX-512" : "AVX2") << (gated ? "gated silu" : "relu+bias") << "d_model" << d
+                           << cnt << "tokens, k" << k << ": max diff" << diff;
+              QVERIFY(diff <= 1e-4);
             }
-            at::Tensor y = at::empty({cnt, d});
-            sparseFfnKernel(*w, x.data_ptr<float>(), cnt, sel.data(), k, y.data_ptr<float>(), nullptr);
-            // Reference: the dense FFN with the other experts' neurons masked out.
-            at::Tensor keep = (labels == 2).to(at::kFloat);
-            if (k == 2) keep = keep + (labels == 0).to(at::kFloat);
-            at::Tensor pre = at::linear(x, fw.up, fw.upBias);
-            at::Tensor h = gated ? at::silu(at::linear(x, fw.gate)) * pre : at::relu(pre);
-            at::Tensor want = at::linear(h * keep.unsqueeze(0), fw.down, fw.downBias);
-            const double diff = maxDiff(y, want);
-            worst = std::max(worst, diff);
-            if (diff > 1e-4)
-              qWarning() << (gated ? "gated silu" : "relu+bias") << "d_model" << d << cnt << "tokens, k" << k
-                         << ": max diff" << diff;
-            QVERIFY(diff <= 1e-4);
           }
         }
-      }
+    }
+    setFewTokenAvx512(has512);
     setFewTokenMax(fewDefault);
-    qInfo() << "few-token kernels, 1..21 tokens per expert, k 1 and 2: max |kernel - ATen reference|" << worst;
+    qInfo() << "few-token kernels" << (has512 ? "(AVX-512 and AVX2)" : "(AVX2)")
+            << ", 1..21 tokens per expert, k 1 and 2: max |kernel - ATen reference|" << worst;
   }
 
   // With several threads the experts go in contiguous ranges, each summed
