@@ -391,7 +391,10 @@ __attribute__((target("avx2,fma"))) void fewTokenDown(const float* u, const int*
 // streams its rows once, in one pass, instead of once from memory and again
 // from L2 for the second block of 4. They need d % 16 == 0. The sums run in
 // a different order from the AVX2 kernels' (16 partial sums per dot product,
-// not 8), so the two differ by float rounding.
+// not 8), so the two differ by float rounding. They mirror the AVX2 kernels
+// loop for loop; they are written out because GCC's target attribute cannot
+// follow a template parameter (an always_inline body shared by both fails to
+// inline the intrinsics: "target specific option mismatch").
 
 bool fewTokenAvx512Cpu() {
   static const bool ok = fewTokenSimd() && !std::getenv("MOEFY_NO_AVX512") && __builtin_cpu_supports("avx512f");
